@@ -1,0 +1,148 @@
+"""Commands that move units, validated before anything is stored.
+
+A command's *fingerprint* is a hash of its content (not of who sent it): a retry with
+the same client id and the same fingerprint is a replay; a different fingerprint under
+the same id is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from registry.domain.accounts import check_account_id
+from registry.domain.errors import InvalidCommand
+from registry.domain.ids import check_client_id
+from registry.domain.obligations import check_year
+from registry.domain.transactions import TransactionKind
+from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
+
+MAX_QUANTITY = 10**12
+"""Far above a national year's cap (~8 Gt), low enough to catch unit mistakes."""
+
+MAX_REASON = 500
+MAX_BATCH = 10_000
+
+
+def check_quantity(quantity: int) -> int:
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise InvalidCommand(f"quantity must be a whole number of tonnes, got {quantity!r}",
+                             reason="INVALID_QUANTITY")
+    if quantity <= 0:
+        raise InvalidCommand(f"quantity must be positive, got {quantity}",
+                             reason="QUANTITY_NOT_POSITIVE")
+    if quantity > MAX_QUANTITY:
+        raise InvalidCommand(f"quantity {quantity} exceeds {MAX_QUANTITY}",
+                             reason="QUANTITY_TOO_LARGE")
+    return quantity
+
+
+def check_reason(reason: str) -> str:
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise InvalidCommand(f"reason must be text of at most {MAX_REASON} characters",
+                             reason="INVALID_REASON")
+    return reason
+
+
+def fingerprint(content: dict[str, Any]) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Movement:
+    """A request to move (or, for ISSUANCE, create) units. Validated on construction."""
+
+    client_id: str
+    kind: TransactionKind
+    source: str | None
+    destination: str | None
+    quantity: int | None
+    reason: str = ""
+    selector: UnitSelector | None = None
+    unit_class: UnitClass | None = None
+    hold_id: str | None = None
+    compliance_year: int | None = None
+    reverses: tuple[str, str] | None = None
+    trade_date: date | None = None
+    fingerprint: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_client_id(self.client_id, "transaction id")
+        check_reason(self.reason)
+        for account in (self.source, self.destination):
+            if account is not None:
+                check_account_id(account)
+        if self.quantity is not None:
+            check_quantity(self.quantity)
+        if self.kind is TransactionKind.REVERSAL:
+            if self.reverses is None:
+                raise InvalidCommand("a reversal names the transaction it reverses",
+                                     reason="MISSING_ID", field="reverses")
+            check_client_id(self.reverses[1], "reversed transaction id")
+        elif self.kind is TransactionKind.ISSUANCE:
+            if self.unit_class is None or self.quantity is None:
+                raise InvalidCommand("an issuance needs a unit class and a quantity",
+                                     reason="MISSING_UNIT_CLASS")
+        else:
+            if self.source is None or self.destination is None:
+                raise InvalidCommand(f"a {self.kind} needs a source and a destination account",
+                                     reason="MISSING_ACCOUNT")
+            if self.source == self.destination:
+                raise InvalidCommand(f"source and destination are both {self.source}",
+                                     reason="SAME_ACCOUNT")
+            if self.selector is None or self.quantity is None:
+                raise InvalidCommand(f"a {self.kind} needs a unit type and a quantity",
+                                     reason="MISSING_UNITS")
+        if self.kind is TransactionKind.SURRENDER:
+            if self.compliance_year is None:
+                raise InvalidCommand("a surrender names its compliance year",
+                                     reason="INVALID_COMPLIANCE_YEAR")
+            check_year(self.compliance_year)
+        if self.hold_id is not None:
+            check_client_id(self.hold_id, "hold id")
+        object.__setattr__(self, "fingerprint", fingerprint(self.content()))
+
+    def content(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "source": self.source,
+            "destination": self.destination,
+            "quantity": self.quantity,
+            "reason": self.reason,
+            "selector": self.selector.as_dict() if self.selector else None,
+            "unit_class": self.unit_class.key if self.unit_class else None,
+            "hold_id": self.hold_id,
+            "compliance_year": self.compliance_year,
+            "reverses": list(self.reverses) if self.reverses else None,
+            "trade_date": self.trade_date.isoformat() if self.trade_date else None,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """What the transaction record keeps beyond source, destination and blocks."""
+        return {k: v for k, v in self.content().items()
+                if v is not None and k not in ("kind", "source", "destination", "reason")}
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One exchange trade to settle: seller to buyer, optionally against a hold."""
+
+    trade_id: str
+    seller: str
+    buyer: str
+    unit_type: str
+    quantity: int
+    vintage: int | None = None
+    hold_id: str | None = None
+    trade_date: date | None = None
+
+    def movement(self) -> Movement:
+        return Movement(
+            client_id=self.trade_id, kind=TransactionKind.SETTLEMENT, source=self.seller,
+            destination=self.buyer, quantity=self.quantity,
+            selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage),
+            hold_id=self.hold_id, trade_date=self.trade_date, reason="exchange trade")

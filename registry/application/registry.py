@@ -1,0 +1,621 @@
+"""The registry application: one short method per use case.
+
+Every command that moves units evaluates against freshly loaded aggregates and then
+saves the transaction record and every aggregate it touched in ONE atomic save. The
+transaction's id is derived from (party, client id), so the store's primary key makes
+retries safe: a save that collides is answered from what was recorded first.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
+
+from registry.application.commands import (
+    MAX_BATCH,
+    Movement,
+    Trade,
+    check_quantity,
+    check_reason,
+    fingerprint,
+)
+from registry.application.results import (
+    AccountResult,
+    AccountView,
+    HoldingView,
+    HoldResult,
+    SupplyLine,
+    TradeResult,
+    TransactionResult,
+)
+from registry.application.transcodings import SerialBlockTranscoding
+from registry.application.unit_of_work import UnitOfWork
+from registry.domain import units
+from registry.domain.accounts import (
+    NATIONAL_ACCOUNTS,
+    REGISTRY_AUTHORITY,
+    Account,
+    AccountType,
+    Holder,
+    check_account_id,
+)
+from registry.domain.errors import (
+    AccountExistsWithDifferentContent,
+    ConcurrencyConflict,
+    HoldExistsWithDifferentContent,
+    InvalidCommand,
+    MovementNotAllowed,
+    NotFound,
+    Refused,
+    RegistryError,
+    TransactionExistsWithDifferentContent,
+    UnknownAccount,
+    UnknownHold,
+    UnknownSerial,
+    UnknownTransaction,
+)
+from registry.domain.holds import Hold, HoldStatus, check_timeout
+from registry.domain.ids import check_client_id
+from registry.domain.obligations import ComplianceObligation, check_year
+from registry.domain.serials import SerialCounter
+from registry.domain.transactions import (
+    HOLDERS,
+    Principal,
+    Transaction,
+    TransactionKind,
+    check_movement,
+)
+from registry.domain.units import SerialBlock, UnitClass, UnitSelector, parse_unit_type
+
+R = TypeVar("R")
+
+RECORDABLE = (Refused, UnknownAccount, UnknownHold, UnknownTransaction)
+"""Errors about the ledger's state: the transaction is recorded as refused."""
+
+SYSTEM = Principal("registry", "system")
+MAX_ATTEMPTS = 12
+BACKOFF_SECONDS = 0.002
+BACKOFF_CAP_SECONDS = 0.2
+SCAN_PAGE = 1000
+
+
+class Registry(Application[UUID]):
+    """The national registry's write model and its direct queries."""
+
+    name = "Registry"
+    env: ClassVar[dict[str, str]] = {
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        "IS_SNAPSHOTTING_ENABLED": "y",
+    }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
+        Account: 200,
+        SerialCounter: 200,
+        ComplianceObligation: 200,
+    }
+
+    def __init__(self, env: dict[str, str] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(env)
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(SerialBlockTranscoding())
+
+    # == accounts ================================================================
+
+    def open_account(self, principal: Principal, account_id: str, account_type: AccountType,
+                     holder: Holder) -> AccountResult:
+        account = Account.open(account_id, account_type, holder, str(principal))
+        try:
+            recordings = self.save(account)
+        except IntegrityError:
+            existing = self._account(account_id)
+            if existing.account_type is account_type and existing.holder == holder.as_dict():
+                return AccountResult(AccountView.of(existing), replayed=True)
+            raise AccountExistsWithDifferentContent(
+                f"account {account_id} exists with other details", account=account_id
+            ) from None
+        return AccountResult(AccountView.of(account), position=_position(recordings))
+
+    def ensure_national_accounts(self) -> list[AccountResult]:
+        """Open the four national accounts unless they exist (safe to call at every start)."""
+        return [
+            self.open_account(SYSTEM, account_id, account_type, Holder(REGISTRY_AUTHORITY))
+            for account_type, account_id in NATIONAL_ACCOUNTS.items()
+        ]
+
+    def freeze_account(self, principal: Principal, account_id: str, reason: str) -> AccountResult:
+        return self._change_account(account_id, lambda a: a.freeze(check_reason(reason),
+                                                                  str(principal)))
+
+    def unfreeze_account(self, principal: Principal, account_id: str,
+                         reason: str) -> AccountResult:
+        return self._change_account(account_id, lambda a: a.unfreeze(check_reason(reason),
+                                                                    str(principal)))
+
+    def close_account(self, principal: Principal, account_id: str, reason: str) -> AccountResult:
+        return self._change_account(account_id, lambda a: a.close(check_reason(reason),
+                                                                 str(principal)))
+
+    def _change_account(self, account_id: str, change: Callable[[Account], None]
+                        ) -> AccountResult:
+        check_account_id(account_id)
+
+        def attempt() -> AccountResult:
+            uow = UnitOfWork(self)
+            account = uow.account(account_id)
+            change(account)
+            return AccountResult(AccountView.of(account), position=_position(uow.save()))
+
+        return self._retrying(attempt)
+
+    # == movements ===============================================================
+
+    def issue_units(self, principal: Principal, transaction_id: str, unit_class: UnitClass,
+                    quantity: int, reason: str) -> TransactionResult:
+        """Create a new block of serials of ``unit_class`` in the ISSUANCE account."""
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.ISSUANCE, None,
+            NATIONAL_ACCOUNTS[AccountType.ISSUANCE], quantity, reason, unit_class=unit_class))
+
+    def allocate(self, principal: Principal, transaction_id: str, account_id: str,
+                 selector: UnitSelector, quantity: int, reason: str,
+                 source: str = NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE],
+                 ) -> TransactionResult:
+        """Free allocation to a compliance account (from the reserve unless told otherwise)."""
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.ALLOCATION, source, account_id, quantity, reason,
+            selector=selector))
+
+    def return_allocation(self, principal: Principal, transaction_id: str, account_id: str,
+                          selector: UnitSelector, quantity: int, reason: str
+                          ) -> TransactionResult:
+        """Over-allocation given back at true-up, to the allocation reserve."""
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.ALLOCATION_RETURN, account_id,
+            NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE], quantity, reason,
+            selector=selector))
+
+    def transfer(self, principal: Principal, transaction_id: str, source: str,
+                 destination: str, selector: UnitSelector, quantity: int, reason: str
+                 ) -> TransactionResult:
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.TRANSFER, source, destination, quantity, reason,
+            selector=selector))
+
+    def settle_trade(self, principal: Principal, trade: Trade) -> TransactionResult:
+        return self._move(principal, trade.movement())
+
+    def surrender(self, principal: Principal, transaction_id: str, account_id: str,
+                  selector: UnitSelector, quantity: int, compliance_year: int, reason: str
+                  ) -> TransactionResult:
+        """Move units to SURRENDER against the (account, compliance year) obligation."""
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.SURRENDER, account_id,
+            NATIONAL_ACCOUNTS[AccountType.SURRENDER], quantity, reason, selector=selector,
+            compliance_year=compliance_year))
+
+    def cancel(self, principal: Principal, transaction_id: str, account_id: str,
+               selector: UnitSelector, quantity: int, reason: str) -> TransactionResult:
+        """Voluntary cancellation: the units go to CANCELLATION and never move again."""
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.CANCELLATION, account_id,
+            NATIONAL_ACCOUNTS[AccountType.CANCELLATION], quantity, reason, selector=selector))
+
+    def reverse(self, principal: Principal, transaction_id: str, original_party: str,
+                original_transaction_id: str, reason: str) -> TransactionResult:
+        """Undo a completed transaction: the same serial blocks go back where they came from."""
+        return self._move(principal, Movement(
+            transaction_id, TransactionKind.REVERSAL, None, None, None, reason,
+            reverses=(original_party, original_transaction_id)))
+
+    def settle_trades(self, principal: Principal, trades: Sequence[Trade]) -> list[TradeResult]:
+        """Settle many trades in order, one result each, in one atomic save when possible.
+
+        A trade refused for the ledger's state is recorded as refused and does not stop
+        the others; a malformed trade is rejected and nothing of it is stored.
+        """
+        if len(trades) > MAX_BATCH:
+            raise InvalidCommand(f"at most {MAX_BATCH} trades per batch, got {len(trades)}",
+                                 reason="BATCH_TOO_LARGE")
+        movements: list[Movement | RegistryError] = []
+        for trade in trades:
+            try:
+                movements.append(trade.movement())
+            except InvalidCommand as error:
+                movements.append(error)
+        known: dict[str, Transaction] = {}
+
+        def attempt() -> list[TradeResult]:
+            return self._settle_batch(principal, trades, movements, known)
+
+        def on_conflict() -> None:
+            ids = [m.client_id for m in movements if isinstance(m, Movement)]
+            known.update(self._recorded_transactions(principal.party, ids))
+
+        return self._retrying(attempt, on_conflict)
+
+    def _settle_batch(self, principal: Principal, trades: Sequence[Trade],
+                      movements: list[Movement | RegistryError],
+                      known: dict[str, Transaction]) -> list[TradeResult]:
+        uow = UnitOfWork(self)
+        results: list[TradeResult | None] = [None] * len(movements)
+        first_index: dict[str, int] = {}
+        new: list[tuple[int, Transaction]] = []
+        for index, movement in enumerate(movements):
+            if isinstance(movement, RegistryError):
+                results[index] = TradeResult.rejected(trades[index].trade_id, movement)
+                continue
+            if movement.client_id in first_index:
+                continue  # a repeat within this batch: answered from the first, below
+            first_index[movement.client_id] = index
+            if movement.client_id in known:
+                results[index] = _replayed_trade(known[movement.client_id], movement)
+            else:
+                new.append((index, self._apply(uow, principal, movement)))
+        recordings = uow.save(*(txn for _, txn in new))
+        position = _position(recordings)
+        for index, txn in new:
+            results[index] = TradeResult.of(TransactionResult.of(txn, position=position))
+        for index, movement in enumerate(movements):
+            if results[index] is None:
+                assert isinstance(movement, Movement)
+                results[index] = _repeat_in_batch(results[first_index[movement.client_id]],
+                                                  movements[first_index[movement.client_id]],
+                                                  movement)
+        return [r for r in results if r is not None]
+
+    def _move(self, principal: Principal, movement: Movement) -> TransactionResult:
+        def attempt() -> TransactionResult:
+            uow = UnitOfWork(self)
+            txn = self._apply(uow, principal, movement)
+            return TransactionResult.of(txn, position=_position(uow.save(txn)))
+
+        def on_conflict() -> TransactionResult | None:
+            recorded = self._recorded_transactions(principal.party, [movement.client_id])
+            txn = recorded.get(movement.client_id)
+            return None if txn is None else _replayed(txn, movement)
+
+        return self._retrying(attempt, on_conflict)
+
+    def _apply(self, uow: UnitOfWork, principal: Principal, movement: Movement) -> Transaction:
+        """Evaluate one movement on the unit of work: a completed or a refused record."""
+        party = principal.party
+        txn_id = Transaction.id_for(party, movement.client_id)
+        record: dict[str, Any] = {
+            "party": party, "client_id": movement.client_id, "kind": movement.kind,
+            "reason": movement.reason, "principal": principal,
+            "fingerprint": movement.fingerprint, "details": movement.details(),
+        }
+        before = uow.pending_counts()
+        try:
+            source, destination, blocks = self._perform(uow, party, txn_id, movement)
+        except RECORDABLE as error:
+            if uow.pending_counts() != before:
+                raise RuntimeError(
+                    f"{movement.kind} {movement.client_id} changed state before refusing "
+                    f"({error.reason}); guards must run before any change") from error
+            return Transaction.refuse(source=movement.source, destination=movement.destination,
+                                      error=error, **record)
+        return Transaction.complete(source=source, destination=destination,
+                                    blocks=list(blocks), **record)
+
+    def _perform(self, uow: UnitOfWork, party: str, txn_id: UUID, movement: Movement
+                 ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
+        """Check every guard, then change the aggregates. Returns (source, destination, blocks)."""
+        if movement.kind is TransactionKind.ISSUANCE:
+            return self._perform_issuance(uow, txn_id, movement)
+        if movement.kind is TransactionKind.REVERSAL:
+            return self._perform_reversal(uow, txn_id, movement)
+        assert movement.source and movement.destination and movement.selector
+        assert movement.quantity is not None
+        source = uow.account(movement.source)
+        destination = uow.account(movement.destination)
+        check_movement(movement.kind, source.account_type, destination.account_type)
+        source.ensure_can_send()
+        destination.ensure_can_receive()
+        if movement.hold_id is not None:
+            now = self.clock()
+            hold = uow.hold(party, movement.hold_id)
+            hold.ensure_active(now)
+            hold.ensure_matches(source.account_id, movement.selector, movement.quantity)
+            blocks = source.debit_hold(hold.id, txn_id, movement.quantity)
+            hold.settle(txn_id, movement.quantity, now)
+        else:
+            blocks = source.debit(txn_id, movement.selector, movement.quantity)
+        destination.credit(txn_id, blocks)
+        if movement.kind is TransactionKind.SURRENDER:
+            assert movement.compliance_year is not None
+            uow.obligation(source.account_id, movement.compliance_year).record_surrender(
+                txn_id, movement.selector.unit_type.value, movement.quantity)
+        return source.account_id, destination.account_id, blocks
+
+    @staticmethod
+    def _perform_issuance(uow: UnitOfWork, txn_id: UUID, movement: Movement
+                          ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
+        assert movement.unit_class is not None and movement.quantity is not None
+        issuance = uow.account(NATIONAL_ACCOUNTS[AccountType.ISSUANCE])
+        issuance.ensure_can_receive()
+        block = uow.counter(movement.unit_class).issue(movement.quantity, txn_id)
+        issuance.credit(txn_id, [block])
+        return None, issuance.account_id, (block,)
+
+    @staticmethod
+    def _perform_reversal(uow: UnitOfWork, txn_id: UUID, movement: Movement
+                          ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
+        assert movement.reverses is not None
+        original = uow.transaction(*movement.reverses)
+        original.ensure_reversible()
+        assert original.source is not None and original.destination is not None
+        source = uow.account(original.destination)
+        destination = uow.account(original.source)
+        source.ensure_can_send()
+        destination.ensure_can_receive()
+        blocks = source.debit_blocks(txn_id, original.blocks)
+        destination.credit(txn_id, blocks)
+        original.mark_reversed(txn_id)
+        if original.kind is TransactionKind.SURRENDER:
+            unit_type = original.blocks[0].unit_class.unit_type.value
+            uow.obligation(original.source, original.details["compliance_year"]
+                           ).reverse_surrender(txn_id, unit_type, original.quantity)
+        return source.account_id, destination.account_id, blocks
+
+    # == holds ===================================================================
+
+    def place_hold(self, principal: Principal, hold_id: str, account_id: str,
+                   selector: UnitSelector, quantity: int, timeout_seconds: int) -> HoldResult:
+        """Reserve units for an open sell order: available -> held, until the timeout."""
+        check_client_id(hold_id, "hold id")
+        check_account_id(account_id)
+        check_quantity(quantity)
+        check_timeout(timeout_seconds)
+        party = principal.party
+        content = {"account": account_id, "selector": selector.as_dict(),
+                   "quantity": quantity, "timeout_seconds": timeout_seconds}
+        record: dict[str, Any] = {
+            "party": party, "hold_id": hold_id, "account_id": account_id,
+            "selector": selector, "quantity": quantity, "timeout_seconds": timeout_seconds,
+            "principal": principal, "fingerprint": fingerprint(content)}
+
+        def attempt() -> HoldResult:
+            uow = UnitOfWork(self)
+            try:
+                account = uow.account(account_id)
+                if account.account_type not in HOLDERS:
+                    raise MovementNotAllowed(
+                        f"units in a {account.account_type} account cannot be held",
+                        account=account_id)
+                blocks = account.hold(Hold.id_for(party, hold_id), selector, quantity)
+            except RECORDABLE as error:
+                hold = Hold.refuse(error=error, **record)
+                return HoldResult.of(hold, position=_position(self.save(hold)))
+            hold = Hold.place(now=self.clock(), **record)
+            return HoldResult.of(hold, blocks, position=_position(uow.save(hold)))
+
+        def on_conflict() -> HoldResult | None:
+            hold = self._find(Hold.id_for(party, hold_id), Hold)
+            if hold is None:
+                return None
+            if hold.fingerprint != record["fingerprint"]:
+                raise HoldExistsWithDifferentContent(
+                    f"hold {party}:{hold_id} exists with other content",
+                    hold=f"{party}:{hold_id}")
+            return self._hold_result(hold, replayed=True)
+
+        return self._retrying(attempt, on_conflict)
+
+    def release_hold(self, principal: Principal, hold_id: str, reason: str = "") -> HoldResult:
+        """Give held units back to available. Releasing a released hold is a no-op replay."""
+        check_client_id(hold_id, "hold id")
+        check_reason(reason)
+        return self._end_hold(principal.party, hold_id, HoldStatus.RELEASED,
+                              lambda hold: hold.release(principal, reason))
+
+    def expire_hold(self, principal: Principal, party: str, hold_id: str) -> HoldResult:
+        """Release a hold whose timeout has passed (refused while it has not)."""
+        now = self.clock()
+        return self._end_hold(party, hold_id, HoldStatus.EXPIRED,
+                              lambda hold: hold.expire(principal, now))
+
+    def expire_due_holds(self, principal: Principal = SYSTEM) -> list[HoldResult]:
+        """Expire every active hold past its timeout (scans the log; a read model will index)."""
+        now = self.clock()
+        expired = []
+        for hold_uuid in self._originators(Hold.Placed.TOPIC):
+            hold = self._find(hold_uuid, Hold)
+            if hold is not None and hold.is_due(now):
+                expired.append(self.expire_hold(principal, hold.party, hold.hold_id))
+        return expired
+
+    def _end_hold(self, party: str, hold_id: str, final: HoldStatus,
+                  end: Callable[[Hold], None]) -> HoldResult:
+        def attempt() -> HoldResult:
+            uow = UnitOfWork(self)
+            hold = uow.hold(party, hold_id)
+            if hold.status is final:
+                return HoldResult.of(hold, replayed=True)
+            account = uow.account(hold.account_id)
+            end(hold)
+            blocks = account.release_hold(hold.id)
+            return HoldResult.of(hold, blocks, position=_position(uow.save()))
+
+        return self._retrying(attempt)
+
+    # == queries =================================================================
+
+    def get_account(self, account_id: str) -> AccountView:
+        return AccountView.of(self._account(account_id))
+
+    def get_holdings(self, account_id: str) -> list[HoldingView]:
+        """Per unit class: total, held by exchange holds, and available."""
+        account = self._account(account_id)
+        available = list(account.available)
+        held = list(account.held_blocks)
+        classes = sorted({b.unit_class for b in [*available, *held]})
+        views = []
+        for unit_class in classes:
+            selector = UnitSelector(unit_class.unit_type, unit_class.vintage,
+                                    unit_class.project or None)
+            in_class = [b for b in account.all_blocks if b.unit_class == unit_class]
+            held_qty = units.total(held, selector)
+            avail_qty = units.total(available, selector)
+            views.append(HoldingView(unit_class, held_qty + avail_qty, held_qty, avail_qty,
+                                     tuple(in_class)))
+        return views
+
+    def get_transaction(self, party: str, transaction_id: str) -> TransactionResult:
+        txn = self._find(Transaction.id_for(party, transaction_id), Transaction)
+        if txn is None:
+            ref = f"{party}:{transaction_id}"
+            raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
+        return TransactionResult.of(txn)
+
+    def get_hold(self, party: str, hold_id: str) -> HoldResult:
+        hold = self._find(Hold.id_for(party, hold_id), Hold)
+        if hold is None:
+            raise UnknownHold(f"no hold {party}:{hold_id}", hold=f"{party}:{hold_id}")
+        return self._hold_result(hold)
+
+    def get_surrendered(self, account_id: str, year: int) -> dict[str, int]:
+        """Units surrendered against (account, compliance year), by unit type."""
+        check_year(year)
+        obligation = self._find(ComplianceObligation.id_for(account_id, year),
+                                ComplianceObligation)
+        return dict(obligation.surrendered) if obligation else {}
+
+    def account_ids(self) -> list[str]:
+        accounts = (self._find(i, Account) for i in self._originators(Account.Opened.TOPIC))
+        return [a.account_id for a in accounts if a is not None]
+
+    def locate_serial(self, unit_class: UnitClass, serial: int) -> tuple[str, bool]:
+        """(account holding ``serial`` now, whether it is held by an exchange hold)."""
+        counter = self._find(SerialCounter.id_for(unit_class), SerialCounter)
+        if counter is None or not 0 < serial < counter.next_serial:
+            raise UnknownSerial(f"serial {serial} of {unit_class} was never issued",
+                                unit_class=unit_class.key, serial=serial)
+        for account_id in self.account_ids():
+            account = self._account(account_id)
+            for block in account.all_blocks:
+                if block.unit_class == unit_class and block.contains(serial):
+                    held = any(b.unit_class == unit_class and b.contains(serial)
+                               for b in account.held_blocks)
+                    return account_id, held
+        raise RuntimeError(f"serial {serial} of {unit_class} is issued but held nowhere")
+
+    def supply(self) -> list[SupplyLine]:
+        """Units issued per class against the sum of every account's holding (conservation)."""
+        issued: dict[UnitClass, int] = {}
+        for counter_id in self._originators(SerialCounter.Started.TOPIC):
+            counter = self._find(counter_id, SerialCounter)
+            if counter is not None:
+                issued[counter.unit_class] = counter.issued
+        held: dict[UnitClass, int] = {}
+        for account_id in self.account_ids():
+            for block in self._account(account_id).all_blocks:
+                held[block.unit_class] = held.get(block.unit_class, 0) + block.quantity
+        return [SupplyLine(c, issued.get(c, 0), held.get(c, 0))
+                for c in sorted(issued.keys() | held.keys())]
+
+    # == plumbing ================================================================
+
+    def _retrying(self, attempt: Callable[[], R],
+                  on_conflict: Callable[[], R | None] | None = None) -> R:
+        """Run ``attempt``; on a store collision ask ``on_conflict`` (a replay answers),
+        else back off with full jitter and try again, a bounded number of times."""
+        for tries in range(MAX_ATTEMPTS):
+            try:
+                return attempt()
+            except IntegrityError:
+                if on_conflict is not None:
+                    answer = on_conflict()
+                    if answer is not None:
+                        return answer
+                delay = min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**tries)
+                time.sleep(random.uniform(0, delay))
+        raise ConcurrencyConflict(
+            f"gave up after {MAX_ATTEMPTS} attempts lost to concurrent changes; retry",
+            attempts=MAX_ATTEMPTS)
+
+    def _recorded_transactions(self, party: str, client_ids: Sequence[str]
+                               ) -> dict[str, Transaction]:
+        found = {}
+        for client_id in dict.fromkeys(client_ids):
+            txn = self._find(Transaction.id_for(party, client_id), Transaction)
+            if txn is not None:
+                found[client_id] = txn
+        return found
+
+    def _find(self, aggregate_id: UUID, cls: type[Any]) -> Any:
+        try:
+            found = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(found, cls)
+        return found
+
+    def _account(self, account_id: str) -> Account:
+        account = self._find(Account.id_for(account_id), Account)
+        if account is None:
+            raise UnknownAccount(f"no account {account_id}", account=account_id)
+        assert isinstance(account, Account)
+        return account
+
+    def _hold_result(self, hold: Hold, *, replayed: bool = False) -> HoldResult:
+        blocks: tuple[SerialBlock, ...] = ()
+        if hold.status is HoldStatus.ACTIVE:
+            account = self._account(hold.account_id)
+            blocks = tuple(account.held.get(str(hold.id), ()))
+        return HoldResult.of(hold, blocks, replayed=replayed)
+
+    def _originators(self, topic: str) -> Iterator[UUID]:
+        """Ids of aggregates whose events of ``topic`` are in the log, in log order."""
+        start = 1
+        while True:
+            page = self.recorder.select_notifications(start=start, limit=SCAN_PAGE,
+                                                      topics=[topic])
+            for notification in page:
+                yield notification.originator_id
+            if len(page) < SCAN_PAGE:
+                return
+            start = page[-1].id + 1
+
+
+def _position(recordings: list[Recording[Any]]) -> int | None:
+    """The log position of the last event of a save: wait for it to read your writes."""
+    return recordings[-1].notification.id if recordings else None
+
+
+def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:
+    if txn.fingerprint != movement.fingerprint:
+        ref = f"{txn.party}:{txn.client_id}"
+        raise TransactionExistsWithDifferentContent(
+            f"transaction {ref} was recorded with different content", transaction=ref)
+    return TransactionResult.of(txn, replayed=True)
+
+
+def _replayed_trade(txn: Transaction, movement: Movement) -> TradeResult:
+    try:
+        return TradeResult.of(_replayed(txn, movement))
+    except TransactionExistsWithDifferentContent as error:
+        return TradeResult.rejected(movement.client_id, error)
+
+
+def _repeat_in_batch(first: TradeResult | None, first_movement: Movement | RegistryError,
+                     movement: Movement) -> TradeResult:
+    """A trade id given twice in one batch: the second is a replay of the first."""
+    assert first is not None and isinstance(first_movement, Movement)
+    if first_movement.fingerprint != movement.fingerprint:
+        return TradeResult.rejected(movement.client_id, TransactionExistsWithDifferentContent(
+            f"trade {movement.client_id} appears twice in the batch with different content"))
+    if first.transaction is None:
+        return first
+    return TradeResult.of(first.transaction.as_replay())
+

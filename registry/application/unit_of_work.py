@@ -1,0 +1,98 @@
+"""Load each aggregate once per command (or batch), and save everything in one save."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+
+from registry.domain.accounts import Account
+from registry.domain.errors import UnknownAccount, UnknownHold, UnknownTransaction
+from registry.domain.holds import Hold
+from registry.domain.obligations import ComplianceObligation
+from registry.domain.serials import SerialCounter
+from registry.domain.transactions import Transaction
+from registry.domain.units import UnitClass
+
+if TYPE_CHECKING:
+    from eventsourcing.application import Application
+    from eventsourcing.persistence import Recording
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class UnitOfWork:
+    """An identity map over the repository for one attempt of one command.
+
+    Every aggregate is loaded at most once, so a batch of trades on the same accounts
+    evolves one copy of each; ``save`` writes all pending events atomically.
+    """
+
+    def __init__(self, app: Application[UUID]) -> None:
+        self._app = app
+        self._loaded: dict[UUID, Aggregate | None] = {}
+
+    def _get(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        if aggregate_id not in self._loaded:
+            try:
+                self._loaded[aggregate_id] = self._app.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                self._loaded[aggregate_id] = None
+        found = self._loaded[aggregate_id]
+        assert found is None or isinstance(found, cls)
+        return found
+
+    def add(self, aggregate: A) -> A:
+        self._loaded[aggregate.id] = aggregate
+        return aggregate
+
+    def account(self, account_id: str) -> Account:
+        account = self._get(Account.id_for(account_id), Account)
+        if account is None:
+            raise UnknownAccount(f"no account {account_id}", account=account_id)
+        return account
+
+    def find_account(self, account_id: str) -> Account | None:
+        return self._get(Account.id_for(account_id), Account)
+
+    def hold(self, party: str, hold_id: str) -> Hold:
+        hold = self._get(Hold.id_for(party, hold_id), Hold)
+        if hold is None:
+            raise UnknownHold(f"no hold {party}:{hold_id}", hold=f"{party}:{hold_id}")
+        return hold
+
+    def transaction(self, party: str, client_id: str) -> Transaction:
+        txn = self.find_transaction(party, client_id)
+        if txn is None:
+            ref = f"{party}:{client_id}"
+            raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
+        return txn
+
+    def find_transaction(self, party: str, client_id: str) -> Transaction | None:
+        return self._get(Transaction.id_for(party, client_id), Transaction)
+
+    def counter(self, unit_class: UnitClass) -> SerialCounter:
+        return self._get_or_start(SerialCounter.id_for(unit_class), SerialCounter,
+                                  lambda: SerialCounter.start(unit_class))
+
+    def obligation(self, account_id: str, year: int) -> ComplianceObligation:
+        return self._get_or_start(ComplianceObligation.id_for(account_id, year),
+                                  ComplianceObligation,
+                                  lambda: ComplianceObligation.start(account_id, year))
+
+    def _get_or_start(self, aggregate_id: UUID, cls: type[A], start: Callable[[], A]) -> A:
+        found = self._get(aggregate_id, cls)
+        return found if found is not None else self.add(start())
+
+    def pending_counts(self) -> dict[UUID, int]:
+        """Pending events per changed aggregate: equal before and after = nothing changed."""
+        return {a.id: len(a.pending_events) for a in self.changed()}
+
+    def changed(self) -> list[Aggregate]:
+        return [a for a in self._loaded.values() if a is not None and a.pending_events]
+
+    def save(self, *extra: Aggregate) -> list[Recording[Any]]:
+        return self._app.save(*self.changed(), *extra)

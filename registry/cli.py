@@ -1,0 +1,56 @@
+"""The ``registry`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
+from registry.demo import run_demo
+from registry.domain.errors import RegistryError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="registry", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="play a small national year on a fresh embedded store")
+    demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                      help="where the demo's SQLite file goes (default: %(default)s)")
+    sub.add_parser("supply", help="check units issued == sum of holdings, per unit class")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo(Path(args.data_dir))
+        return _supply()
+    except RegistryError as error:
+        print(f"registry: {error}", file=sys.stderr)
+        return 2
+
+
+def _demo(data_dir: Path) -> int:
+    path = data_dir / "demo.sqlite"
+    for stale in data_dir.glob("demo.sqlite*"):
+        stale.unlink()
+    registry = build_registry(Settings(f"sqlite:///{path}"))
+    print(f"Demo registry on {path} (embedded SQLite)\n")
+    balanced = run_demo(registry)
+    registry.close()
+    return 0 if balanced else 1
+
+
+def _supply() -> int:
+    settings = Settings.from_env()
+    registry = build_registry(settings)
+    print(f"store: {settings.describe()}")
+    ok = True
+    for line in registry.supply():
+        ok &= line.balanced
+        print(f"{line.unit_class.key:<28} issued {line.issued:>15,}  "
+              f"held {line.held_in_accounts:>15,}  {'OK' if line.balanced else 'MISMATCH'}")
+    registry.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

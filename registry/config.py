@@ -1,0 +1,116 @@
+"""Settings, and the composition root that builds a Registry on the chosen store.
+
+One setting picks the store, ``REGISTRY_DATABASE_URL``:
+
+- unset: an embedded SQLite file, ``$REGISTRY_DATA_DIR/registry.sqlite``
+  (``REGISTRY_DATA_DIR`` defaults to ``./registry-data``; created on first use);
+- ``sqlite:///relative/path.sqlite`` or ``sqlite:////absolute/path.sqlite``;
+- ``postgresql://user:password@host:port/dbname`` (password and port optional);
+- ``memory:`` keeps everything in this process only (tests, throwaway runs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from registry.application.registry import Registry
+from registry.domain.errors import InvalidCommand
+
+DEFAULT_DATA_DIR = "registry-data"
+
+
+class ConfigurationError(InvalidCommand):
+    reason = "INVALID_CONFIGURATION"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    cache_size: int = 20_000
+    pool_size: int = 8
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        url = environ.get("REGISTRY_DATABASE_URL", "").strip()
+        if not url:
+            data_dir = Path(environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
+            url = f"sqlite:///{data_dir / 'registry.sqlite'}"
+        return cls(
+            database_url=url,
+            cache_size=_int(environ, "REGISTRY_CACHE_SIZE", cls.cache_size),
+            pool_size=_int(environ, "REGISTRY_POOL_SIZE", cls.pool_size),
+        )
+
+    @property
+    def backend(self) -> str:
+        return urlsplit(self.database_url).scheme.split("+")[0] or "memory"
+
+    def describe(self) -> str:
+        """The store, with any password masked."""
+        parts = urlsplit(self.database_url)
+        if parts.password:
+            return self.database_url.replace(f":{parts.password}@", ":***@")
+        return self.database_url
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """Translate our one setting into the event store library's environment."""
+        env = {"AGGREGATE_CACHE_MAXSIZE": str(self.cache_size)}
+        parts = urlsplit(self.database_url)
+        if self.backend == "memory":
+            env["PERSISTENCE_MODULE"] = "eventsourcing.popo"
+        elif self.backend == "sqlite":
+            path = Path(unquote(parts.path[1:] if parts.path.startswith("/") else parts.path))
+            if not path.name:
+                raise ConfigurationError(f"no file in {self.database_url!r}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=str(path),
+                       SQLITE_LOCK_TIMEOUT="30")
+        elif self.backend in ("postgresql", "postgres"):
+            dbname = unquote(parts.path.lstrip("/"))
+            if not dbname:
+                raise ConfigurationError(f"no database name in {self.describe()!r}")
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.postgres",
+                POSTGRES_DBNAME=dbname,
+                POSTGRES_HOST=parts.hostname or "127.0.0.1",
+                POSTGRES_PORT=str(parts.port or 5432),
+                POSTGRES_USER=unquote(parts.username or os.environ.get("USER", "postgres")),
+                POSTGRES_PASSWORD=unquote(parts.password or ""),
+                POSTGRES_POOL_SIZE=str(self.pool_size),
+                POSTGRES_MAX_OVERFLOW=str(self.pool_size),
+                POSTGRES_CONNECT_TIMEOUT="10",
+                POSTGRES_LOCK_TIMEOUT="10",
+            )
+        else:
+            raise ConfigurationError(
+                f"unsupported database URL {self.describe()!r}: use sqlite:///FILE, "
+                "postgresql://USER@HOST:PORT/DB or memory:")
+        return env
+
+
+def _int(environ: Mapping[str, str], key: str, default: int) -> int:
+    value = environ.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise ConfigurationError(f"{key} must be at least 1, got {number}")
+    return number
+
+
+def build_registry(settings: Settings | None = None,
+                   clock: Callable[[], datetime] | None = None) -> Registry:
+    """The composition root: a Registry on the configured store, national accounts open."""
+    settings = settings or Settings.from_env()
+    registry = Registry(env=settings.eventsourcing_env(), clock=clock)
+    registry.ensure_national_accounts()
+    return registry

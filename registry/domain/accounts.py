@@ -1,0 +1,370 @@
+"""Registry accounts: who holds which serial blocks, and what they may do with them.
+
+An account's holding is split into *available* blocks and blocks *held* by exchange
+holds (keyed by the hold's id). Only available blocks can be debited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from registry.domain import units
+from registry.domain.errors import (
+    AccountClosed,
+    AccountFrozen,
+    AccountNotEmpty,
+    AccountStateUnchanged,
+    InsufficientUnits,
+    InvalidCommand,
+    NationalAccountProtected,
+)
+from registry.domain.ids import NAMESPACE
+from registry.domain.units import Holding, SerialBlock, UnitSelector
+
+
+class AccountType(StrEnum):
+    ISSUANCE = "ISSUANCE"
+    ALLOCATION_RESERVE = "ALLOCATION_RESERVE"
+    SURRENDER = "SURRENDER"
+    CANCELLATION = "CANCELLATION"
+    COMPLIANCE = "COMPLIANCE"
+    TRADING = "TRADING"
+    PROJECT = "PROJECT"
+
+    @property
+    def is_national(self) -> bool:
+        return self in NATIONAL_ACCOUNTS
+
+
+NATIONAL_ACCOUNTS: dict[AccountType, str] = {
+    AccountType.ISSUANCE: "CN-ISSUANCE",
+    AccountType.ALLOCATION_RESERVE: "CN-ALLOCATION-RESERVE",
+    AccountType.SURRENDER: "CN-SURRENDER",
+    AccountType.CANCELLATION: "CN-CANCELLATION",
+}
+"""The four national accounts, one each per registry, held by the registry authority."""
+
+REGISTRY_AUTHORITY = "National Carbon Emissions Registry"
+
+
+class AccountState(StrEnum):
+    OPEN = "OPEN"
+    FROZEN = "FROZEN"
+    CLOSED = "CLOSED"
+
+
+class Sector(StrEnum):
+    POWER = "POWER"
+    STEEL = "STEEL"
+    CEMENT = "CEMENT"
+    ALUMINIUM = "ALUMINIUM"
+
+
+ACCOUNT_ID = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,63}$")
+CREDIT_CODE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{18}$")
+"""China's unified social credit code: 18 characters, no I, O, Z, S or V."""
+
+
+def parse_account_type(value: str) -> AccountType:
+    try:
+        return AccountType(value)
+    except ValueError:
+        raise InvalidCommand(
+            f"unknown account type {value!r}", reason="UNKNOWN_ACCOUNT_TYPE"
+        ) from None
+
+
+def check_account_id(account_id: str) -> str:
+    if not isinstance(account_id, str) or not ACCOUNT_ID.match(account_id):
+        raise InvalidCommand(
+            f"account id {account_id!r} must be 3-64 of A-Z, 0-9 and '-'",
+            reason="INVALID_ACCOUNT_ID",
+        )
+    return account_id
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The account holder. Compliance holders need all fields; others need a name."""
+
+    name: str
+    credit_code: str = ""
+    sector: str = ""
+    province: str = ""
+
+    def validate(self, account_type: AccountType) -> None:
+        if not self.name.strip() or len(self.name) > 200:
+            raise InvalidCommand("holder name must be 1-200 characters", reason="INVALID_HOLDER")
+        if account_type is AccountType.COMPLIANCE:
+            if not CREDIT_CODE.match(self.credit_code):
+                raise InvalidCommand(
+                    f"unified social credit code {self.credit_code!r} must be 18 characters",
+                    reason="INVALID_CREDIT_CODE",
+                )
+            if self.sector not in Sector.__members__:
+                raise InvalidCommand(
+                    f"sector {self.sector!r} must be one of {', '.join(Sector)}",
+                    reason="INVALID_SECTOR",
+                )
+            if not self.province.strip():
+                raise InvalidCommand("a compliance account needs a province",
+                                     reason="MISSING_PROVINCE")
+        elif self.sector and self.sector not in Sector.__members__:
+            raise InvalidCommand(f"unknown sector {self.sector!r}", reason="INVALID_SECTOR")
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Account(Aggregate):
+    """One registry account. Guard methods raise; event classes change state."""
+
+    TOPIC = "registry.Account"
+
+    def __init__(self) -> None:
+        # Primitive state only, so snapshots round-trip through JSON unchanged.
+        self.account_id = ""
+        self.type_name = AccountType.TRADING.value
+        self.holder: dict[str, str] = {}
+        self.state_name = AccountState.OPEN.value
+        self.available: Holding = ()
+        self.held: dict[str, Holding] = {}
+
+    @property
+    def account_type(self) -> AccountType:
+        return AccountType(self.type_name)
+
+    @property
+    def state(self) -> AccountState:
+        return AccountState(self.state_name)
+
+    @staticmethod
+    def id_for(account_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"account:{account_id}")
+
+    # -- events ---------------------------------------------------------------
+
+    class Created(Aggregate.Created):
+        TOPIC = "registry.Account.Created"
+
+    class Opened(Aggregate.Created):
+        TOPIC = "registry.Account.Opened"
+        account_id: str
+        account_type: str
+        holder: dict[str, str]
+        principal: str
+
+        def apply(self, account: Account) -> None:
+            account.account_id = self.account_id
+            account.type_name = self.account_type
+            account.holder = dict(self.holder)
+
+    class Frozen(Aggregate.Event):
+        TOPIC = "registry.Account.Frozen"
+        reason: str
+        principal: str
+
+        def apply(self, account: Account) -> None:
+            account.state_name = AccountState.FROZEN.value
+
+    class Unfrozen(Aggregate.Event):
+        TOPIC = "registry.Account.Unfrozen"
+        reason: str
+        principal: str
+
+        def apply(self, account: Account) -> None:
+            account.state_name = AccountState.OPEN.value
+
+    class Closed(Aggregate.Event):
+        TOPIC = "registry.Account.Closed"
+        reason: str
+        principal: str
+
+        def apply(self, account: Account) -> None:
+            account.state_name = AccountState.CLOSED.value
+
+    class Debited(Aggregate.Event):
+        TOPIC = "registry.Account.Debited"
+        transaction_id: UUID
+        blocks: list[SerialBlock]
+
+        def apply(self, account: Account) -> None:
+            account.available = units.remove(account.available, self.blocks)
+
+    class Credited(Aggregate.Event):
+        TOPIC = "registry.Account.Credited"
+        transaction_id: UUID
+        blocks: list[SerialBlock]
+
+        def apply(self, account: Account) -> None:
+            account.available = units.add(account.available, self.blocks)
+
+    class UnitsHeld(Aggregate.Event):
+        TOPIC = "registry.Account.UnitsHeld"
+        hold_id: UUID
+        blocks: list[SerialBlock]
+
+        def apply(self, account: Account) -> None:
+            account.available = units.remove(account.available, self.blocks)
+            account.held = {**account.held, str(self.hold_id): tuple(self.blocks)}
+
+    class HoldReleased(Aggregate.Event):
+        TOPIC = "registry.Account.HoldReleased"
+        hold_id: UUID
+        blocks: list[SerialBlock]
+
+        def apply(self, account: Account) -> None:
+            held = dict(account.held)
+            held.pop(str(self.hold_id))
+            account.held = held
+            account.available = units.add(account.available, self.blocks)
+
+    class HeldUnitsDebited(Aggregate.Event):
+        """A hold settled: ``blocks`` left the account, ``released`` became available."""
+
+        TOPIC = "registry.Account.HeldUnitsDebited"
+        hold_id: UUID
+        transaction_id: UUID
+        blocks: list[SerialBlock]
+        released: list[SerialBlock]
+
+        def apply(self, account: Account) -> None:
+            held = dict(account.held)
+            held.pop(str(self.hold_id))
+            account.held = held
+            account.available = units.add(account.available, self.released)
+
+    # -- creation -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, account_id: str, account_type: AccountType, holder: Holder,
+             principal: str) -> Account:
+        check_account_id(account_id)
+        holder.validate(account_type)
+        if account_type.is_national and NATIONAL_ACCOUNTS[account_type] != account_id:
+            raise InvalidCommand(
+                f"{account_type} is a national account; its id is "
+                f"{NATIONAL_ACCOUNTS[account_type]}",
+                reason="NATIONAL_ACCOUNT_PROTECTED",
+            )
+        return cls._create(
+            cls.Opened,
+            id=cls.id_for(account_id),
+            account_id=account_id,
+            account_type=account_type.value,
+            holder=holder.as_dict(),
+            principal=principal,
+        )
+
+    # -- queries ------------------------------------------------------------------
+
+    @property
+    def held_blocks(self) -> Holding:
+        return tuple(b for blocks in self.held.values() for b in blocks)
+
+    @property
+    def all_blocks(self) -> Holding:
+        return units.merge([*self.available, *self.held_blocks])
+
+    def is_empty(self) -> bool:
+        return not self.available and not self.held
+
+    # -- guards -------------------------------------------------------------------
+
+    def ensure_can_send(self) -> None:
+        if self.state is AccountState.FROZEN:
+            raise AccountFrozen(f"account {self.account_id} is frozen",
+                                account=self.account_id)
+        if self.state is AccountState.CLOSED:
+            raise AccountClosed(f"account {self.account_id} is closed",
+                                account=self.account_id)
+
+    def ensure_can_receive(self) -> None:
+        if self.state is AccountState.CLOSED:
+            raise AccountClosed(f"account {self.account_id} is closed",
+                                account=self.account_id)
+
+    # -- commands -----------------------------------------------------------------
+
+    def freeze(self, reason: str, principal: str) -> None:
+        self.ensure_can_receive()
+        if self.state is AccountState.FROZEN:
+            raise AccountStateUnchanged(f"account {self.account_id} is already frozen",
+                                        account=self.account_id)
+        self.trigger_event(self.Frozen, reason=reason, principal=principal)
+
+    def unfreeze(self, reason: str, principal: str) -> None:
+        self.ensure_can_receive()
+        if self.state is not AccountState.FROZEN:
+            raise AccountStateUnchanged(f"account {self.account_id} is not frozen",
+                                        account=self.account_id)
+        self.trigger_event(self.Unfrozen, reason=reason, principal=principal)
+
+    def close(self, reason: str, principal: str) -> None:
+        if self.account_type.is_national:
+            raise NationalAccountProtected(
+                f"national account {self.account_id} cannot be closed", account=self.account_id)
+        self.ensure_can_receive()
+        if not self.is_empty():
+            raise AccountNotEmpty(
+                f"account {self.account_id} still holds {units.total(self.all_blocks)} units",
+                account=self.account_id)
+        self.trigger_event(self.Closed, reason=reason, principal=principal)
+
+    def debit(self, transaction_id: UUID, selector: UnitSelector, quantity: int) -> Holding:
+        """Take the oldest, lowest-serial available units matching ``selector``."""
+        self.ensure_can_send()
+        taken, _ = self._take(selector, quantity)
+        self.trigger_event(self.Debited, transaction_id=transaction_id, blocks=list(taken))
+        return taken
+
+    def debit_blocks(self, transaction_id: UUID, blocks: Iterable[SerialBlock]) -> Holding:
+        """Take exactly these serial blocks (a reversal puts back what it undoes)."""
+        self.ensure_can_send()
+        blocks = tuple(blocks)
+        units.remove(self.available, blocks)  # raises UnitsNotHeld if any is missing
+        self.trigger_event(self.Debited, transaction_id=transaction_id, blocks=list(blocks))
+        return blocks
+
+    def credit(self, transaction_id: UUID, blocks: Iterable[SerialBlock]) -> None:
+        self.ensure_can_receive()
+        self.trigger_event(self.Credited, transaction_id=transaction_id, blocks=list(blocks))
+
+    def hold(self, hold_id: UUID, selector: UnitSelector, quantity: int) -> Holding:
+        self.ensure_can_send()
+        taken, _ = self._take(selector, quantity)
+        self.trigger_event(self.UnitsHeld, hold_id=hold_id, blocks=list(taken))
+        return taken
+
+    def release_hold(self, hold_id: UUID) -> Holding:
+        blocks = self.held[str(hold_id)]
+        self.trigger_event(self.HoldReleased, hold_id=hold_id, blocks=list(blocks))
+        return blocks
+
+    def debit_hold(self, hold_id: UUID, transaction_id: UUID, quantity: int) -> Holding:
+        """Settle a hold: the lowest ``quantity`` held serials leave, the rest are freed."""
+        self.ensure_can_send()
+        held = self.held[str(hold_id)]
+        taken, released = units.take(held, _any_of(held), quantity)
+        self.trigger_event(self.HeldUnitsDebited, hold_id=hold_id, transaction_id=transaction_id,
+                           blocks=list(taken), released=list(released))
+        return taken
+
+    def _take(self, selector: UnitSelector, quantity: int) -> tuple[Holding, Holding]:
+        try:
+            return units.take(self.available, selector, quantity)
+        except InsufficientUnits as error:
+            error.metadata["account"] = self.account_id
+            error.metadata["held"] = str(units.total(self.held_blocks, selector))
+            raise
+
+
+def _any_of(blocks: Holding) -> UnitSelector:
+    """A selector matching every block of a hold (holds have one unit type)."""
+    return UnitSelector(blocks[0].unit_class.unit_type)

@@ -1,0 +1,231 @@
+"""Transactions: the record of every movement of units, completed or refused.
+
+A transaction's aggregate id is derived from (submitting party, client id), so the
+event store refuses a second creation: a retry can never move units twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from registry.domain.accounts import AccountType
+from registry.domain.errors import (
+    AlreadyReversed,
+    MovementNotAllowed,
+    NotReversible,
+    RegistryError,
+    UnitsRetired,
+)
+from registry.domain.ids import NAMESPACE
+from registry.domain.units import SerialBlock
+
+
+class TransactionKind(StrEnum):
+    ISSUANCE = "ISSUANCE"
+    ALLOCATION = "ALLOCATION"
+    ALLOCATION_RETURN = "ALLOCATION_RETURN"
+    TRANSFER = "TRANSFER"
+    SETTLEMENT = "SETTLEMENT"
+    SURRENDER = "SURRENDER"
+    CANCELLATION = "CANCELLATION"
+    REVERSAL = "REVERSAL"
+
+
+class TransactionStatus(StrEnum):
+    COMPLETED = "COMPLETED"
+    REFUSED = "REFUSED"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who asked: a party (scopes client ids) and a named user or system within it."""
+
+    party: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.party}/{self.name}"
+
+
+_T = AccountType
+HOLDERS = frozenset({_T.COMPLIANCE, _T.TRADING, _T.PROJECT})
+RETIREMENT = frozenset({_T.SURRENDER, _T.CANCELLATION})
+
+MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[AccountType]]] = {
+    TransactionKind.ALLOCATION: (
+        frozenset({_T.ISSUANCE, _T.ALLOCATION_RESERVE}), frozenset({_T.COMPLIANCE})),
+    TransactionKind.ALLOCATION_RETURN: (
+        frozenset({_T.COMPLIANCE}), frozenset({_T.ALLOCATION_RESERVE})),
+    TransactionKind.TRANSFER: (
+        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE}, HOLDERS | {_T.ALLOCATION_RESERVE}),
+    TransactionKind.SETTLEMENT: (HOLDERS, HOLDERS),
+    TransactionKind.SURRENDER: (frozenset({_T.COMPLIANCE}), frozenset({_T.SURRENDER})),
+    TransactionKind.CANCELLATION: (
+        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE}, frozenset({_T.CANCELLATION})),
+}
+"""Which account types each kind may take units from and deliver them to.
+
+ISSUANCE creates units (no source) and REVERSAL mirrors the transaction it undoes, so
+neither appears here."""
+
+
+def check_movement(kind: TransactionKind, source: AccountType, destination: AccountType) -> None:
+    """Raise unless ``kind`` may move units from ``source`` to ``destination``."""
+    if source in RETIREMENT:
+        raise UnitsRetired(
+            f"units in {source} move only through a reversal of the transaction that put "
+            "them there", kind=kind, source_type=source)
+    sources, destinations = MOVEMENTS[kind]
+    if source not in sources or destination not in destinations:
+        raise MovementNotAllowed(
+            f"a {kind} cannot move units from a {source} account to a {destination} account",
+            kind=kind, source_type=source, destination_type=destination)
+
+
+class Transaction(Aggregate):
+    """The immutable record of one requested movement: completed, or refused with why."""
+
+    TOPIC = "registry.Transaction"
+
+    def __init__(self) -> None:
+        self.party = ""
+        self.client_id = ""
+        self.kind_name = ""
+        self.status_name = ""
+        self.source: str | None = None
+        self.destination: str | None = None
+        self.blocks: list[SerialBlock] = []
+        self.reason = ""
+        self.principal = ""
+        self.fingerprint = ""
+        self.details: dict[str, Any] = {}
+        self.refusal_reason = ""
+        self.refusal_message = ""
+        self.refusal_metadata: dict[str, str] = {}
+        self.reversed_by: UUID | None = None
+
+    @staticmethod
+    def id_for(party: str, client_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"transaction:{party}:{client_id}")
+
+    @property
+    def kind(self) -> TransactionKind:
+        return TransactionKind(self.kind_name)
+
+    @property
+    def status(self) -> TransactionStatus:
+        return TransactionStatus(self.status_name)
+
+    @property
+    def quantity(self) -> int:
+        return sum(b.quantity for b in self.blocks)
+
+    # -- events ---------------------------------------------------------------
+
+    class Created(Aggregate.Created):
+        TOPIC = "registry.Transaction.Created"
+
+    class Completed(Aggregate.Created):
+        TOPIC = "registry.Transaction.Completed"
+        party: str
+        client_id: str
+        kind: str
+        source: str | None
+        destination: str | None
+        blocks: list[SerialBlock]
+        reason: str
+        principal: str
+        fingerprint: str
+        details: dict[str, Any]
+
+        def apply(self, txn: Transaction) -> None:
+            txn._record(self, TransactionStatus.COMPLETED)
+            txn.blocks = list(self.blocks)
+
+    class Refused(Aggregate.Created):
+        TOPIC = "registry.Transaction.Refused"
+        party: str
+        client_id: str
+        kind: str
+        source: str | None
+        destination: str | None
+        reason: str
+        principal: str
+        fingerprint: str
+        details: dict[str, Any]
+        refusal_reason: str
+        refusal_message: str
+        refusal_metadata: dict[str, str]
+
+        def apply(self, txn: Transaction) -> None:
+            txn._record(self, TransactionStatus.REFUSED)
+            txn.refusal_reason = self.refusal_reason
+            txn.refusal_message = self.refusal_message
+            txn.refusal_metadata = dict(self.refusal_metadata)
+
+    class Reversed(Aggregate.Event):
+        TOPIC = "registry.Transaction.Reversed"
+        reversal_id: UUID
+
+        def apply(self, txn: Transaction) -> None:
+            txn.reversed_by = self.reversal_id
+
+    def _record(self, event: Completed | Refused, status: TransactionStatus) -> None:
+        self.party = event.party
+        self.client_id = event.client_id
+        self.kind_name = event.kind
+        self.status_name = status.value
+        self.source = event.source
+        self.destination = event.destination
+        self.reason = event.reason
+        self.principal = event.principal
+        self.fingerprint = event.fingerprint
+        self.details = dict(event.details)
+
+    # -- creation -------------------------------------------------------------------
+
+    @classmethod
+    def complete(cls, *, party: str, client_id: str, kind: TransactionKind,
+                 source: str | None, destination: str, blocks: list[SerialBlock],
+                 reason: str, principal: Principal, fingerprint: str,
+                 details: dict[str, Any]) -> Transaction:
+        return cls._create(
+            cls.Completed, id=cls.id_for(party, client_id), party=party, client_id=client_id,
+            kind=kind.value, source=source, destination=destination, blocks=blocks,
+            reason=reason, principal=str(principal), fingerprint=fingerprint, details=details)
+
+    @classmethod
+    def refuse(cls, *, party: str, client_id: str, kind: TransactionKind,
+               source: str | None, destination: str | None, reason: str,
+               principal: Principal, fingerprint: str, details: dict[str, Any],
+               error: RegistryError) -> Transaction:
+        return cls._create(
+            cls.Refused, id=cls.id_for(party, client_id), party=party, client_id=client_id,
+            kind=kind.value, source=source, destination=destination, reason=reason,
+            principal=str(principal), fingerprint=fingerprint, details=details,
+            refusal_reason=error.reason, refusal_message=error.message,
+            refusal_metadata=dict(error.metadata))
+
+    # -- commands -----------------------------------------------------------------
+
+    def ensure_reversible(self) -> None:
+        ref = f"{self.party}:{self.client_id}"
+        if self.status is not TransactionStatus.COMPLETED:
+            raise NotReversible(f"transaction {ref} was refused; nothing to reverse",
+                                transaction=ref)
+        if self.kind in (TransactionKind.ISSUANCE, TransactionKind.REVERSAL):
+            raise NotReversible(
+                f"a {self.kind} cannot be reversed"
+                + ("; cancel the units instead" if self.kind is TransactionKind.ISSUANCE else ""),
+                transaction=ref)
+        if self.reversed_by is not None:
+            raise AlreadyReversed(f"transaction {ref} was already reversed", transaction=ref)
+
+    def mark_reversed(self, reversal_id: UUID) -> None:
+        self.ensure_reversible()
+        self.trigger_event(self.Reversed, reversal_id=reversal_id)

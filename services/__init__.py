@@ -1,0 +1,1 @@
+"""gRPC servicers and server bootstrap (thin: protobuf <-> application)."""
