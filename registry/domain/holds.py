@@ -214,7 +214,7 @@ class Hold(Aggregate):
         self.trigger_event(self.Settled, transaction_id=transaction_id, quantity=quantity,
                            released_quantity=self.quantity - quantity)
 
-    def release(self, principal: Principal, reason: str, now: datetime) -> None:
+    def release(self, principal: Principal, reason: str) -> None:
         if self.status is not HoldStatus.ACTIVE:
             raise HoldNotActive(f"hold {self.ref} is {self.status}", hold=self.ref,
                                 status=self.status)

@@ -1,0 +1,96 @@
+"""Shared test helpers: a controllable clock, PostgreSQL databases, registries per backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from registry.application import Registry
+from registry.config import Settings, build_registry
+from registry.domain.accounts import AccountType, Holder
+from registry.domain.transactions import Principal
+
+PG_SERVER_URL = os.environ.get("REGISTRY_TEST_PG_URL",
+                               "postgresql://root@127.0.0.1:5432/postgres")
+START_PG = ("start it with: pg_ctlcluster --skip-systemctl-redirect "
+            "$(ls /etc/postgresql) main start")
+
+REGULATOR = Principal("mee", "regulator")
+EXCHANGE = Principal("exchange", "settlement")
+
+
+class FakeClock:
+    """A clock the test moves by hand (hold expiry)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 6, 15, 9, 30, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def require_postgres() -> None:
+    """Fail under CI=true, skip elsewhere, when PostgreSQL cannot be reached."""
+    try:
+        with psycopg.connect(PG_SERVER_URL, connect_timeout=3):
+            return
+    except psycopg.OperationalError as error:
+        message = f"PostgreSQL unreachable at {PG_SERVER_URL} ({error}); {START_PG}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """Create a database for one test (or module) and drop it afterwards."""
+    require_postgres()
+    name = f"registry_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(PG_SERVER_URL)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def registry_on(backend: str, tmp_path: Path, clock: FakeClock | None = None
+                ) -> Iterator[Registry]:
+    """A fresh Registry (national accounts open) on 'memory', 'sqlite' or 'postgres'."""
+    if backend == "postgres":
+        with fresh_pg_database() as url:
+            registry = build_registry(Settings(url), clock=clock)
+            try:
+                yield registry
+            finally:
+                registry.close()
+        return
+    url = "memory:" if backend == "memory" else f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    registry = build_registry(Settings(url), clock=clock)
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+def open_company(registry: Registry, account_id: str, sector: str = "POWER") -> None:
+    registry.open_account(REGULATOR, account_id, AccountType.COMPLIANCE,
+                          Holder(f"{account_id} Co.", "91110000100001234X", sector, "Beijing"))
+
+
+def open_trader(registry: Registry, account_id: str) -> None:
+    registry.open_account(REGULATOR, account_id, AccountType.TRADING, Holder(f"{account_id} Ltd"))

@@ -1,0 +1,35 @@
+"""Settings: one URL picks the store. No I/O beyond a temp directory."""
+
+from pathlib import Path
+
+import pytest
+
+from registry.config import ConfigurationError, Settings
+
+
+def test_default_is_an_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings.from_env({"REGISTRY_DATA_DIR": str(tmp_path / "data")})
+    env = settings.eventsourcing_env()
+    assert settings.backend == "sqlite"
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    assert env["SQLITE_DBNAME"] == str(tmp_path / "data" / "registry.sqlite")
+    assert (tmp_path / "data").is_dir()
+
+
+def test_postgres_url_is_translated_and_password_masked() -> None:
+    settings = Settings("postgresql://reg:s3cret@db.local:6543/registry")
+    env = settings.eventsourcing_env()
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"],
+            env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == (
+        "db.local", "6543", "registry", "reg", "s3cret")
+    assert "s3cret" not in settings.describe()
+
+
+def test_bad_settings_say_what_to_fix() -> None:
+    with pytest.raises(ConfigurationError, match="unsupported database URL"):
+        Settings("mysql://x/y").eventsourcing_env()
+    with pytest.raises(ConfigurationError, match="no database name"):
+        Settings("postgresql://u@h:5432/").eventsourcing_env()
+    with pytest.raises(ConfigurationError, match="REGISTRY_CACHE_SIZE"):
+        Settings.from_env({"REGISTRY_CACHE_SIZE": "lots"})
