@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from registry.application.commands import (
@@ -36,7 +37,7 @@ from registry.application.results import (
     TransactionResult,
 )
 from registry.application.transcodings import SerialBlockTranscoding
-from registry.application.unit_of_work import UnitOfWork
+from registry.application.unit_of_work import UnitOfWork, replay
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -52,7 +53,6 @@ from registry.domain.errors import (
     HoldExistsWithDifferentContent,
     InvalidCommand,
     MovementNotAllowed,
-    NotFound,
     Refused,
     RegistryError,
     TransactionExistsWithDifferentContent,
@@ -72,9 +72,10 @@ from registry.domain.transactions import (
     TransactionKind,
     check_movement,
 )
-from registry.domain.units import SerialBlock, UnitClass, UnitSelector, parse_unit_type
+from registry.domain.units import SerialBlock, UnitClass, UnitSelector
 
 R = TypeVar("R")
+A = TypeVar("A", bound=Aggregate)
 
 RECORDABLE = (Refused, UnknownAccount, UnknownHold, UnknownTransaction)
 """Errors about the ledger's state: the transaction is recorded as refused."""
@@ -108,6 +109,40 @@ class Registry(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         transcoder.register(SerialBlockTranscoding())
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Save atomically, then cache what was saved so the next load need not replay it.
+
+        The library's fast-forwarding cache would otherwise re-read and replay every
+        event this save wrote. Callers never change an aggregate after saving it, and a
+        cached copy older than the store is fast-forwarded on the next load, so this is
+        safe across threads and processes.
+        """
+        recordings = super().save(*objs, **kwargs)
+        if self.repository.cache is not None:
+            for obj in objs:
+                if isinstance(obj, Aggregate):
+                    self.repository.cache.put(obj.id, obj)
+        return recordings
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot from the saved aggregate in memory when a save crosses an interval.
+
+        The library's default re-reads and replays the aggregate from the store for each
+        snapshot; a batch crossing many intervals paid that many times over.
+        """
+        if self.snapshots is None:
+            return
+        spans: dict[UUID, tuple[int, int]] = {}
+        for event in processing_event.events:
+            low, high = spans.get(event.originator_id, (event.originator_version, 0))
+            spans[event.originator_id] = (min(low, event.originator_version),
+                                          max(high, event.originator_version))
+        for aggregate_id, (low, high) in spans.items():
+            aggregate = processing_event.aggregates.get(aggregate_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if aggregate is not None and interval and high // interval > (low - 1) // interval:
+                self.snapshots.put([Snapshot.take(aggregate)])
 
     # == accounts ================================================================
 
@@ -553,9 +588,9 @@ class Registry(Application[UUID]):
                 found[client_id] = txn
         return found
 
-    def _find(self, aggregate_id: UUID, cls: type[Any]) -> Any:
+    def _find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         try:
-            found = self.repository.get(aggregate_id)
+            found: Aggregate = self.repository.get(aggregate_id, projector_func=replay)
         except AggregateNotFoundError:
             return None
         assert isinstance(found, cls)
@@ -565,7 +600,6 @@ class Registry(Application[UUID]):
         account = self._find(Account.id_for(account_id), Account)
         if account is None:
             raise UnknownAccount(f"no account {account_id}", account=account_id)
-        assert isinstance(account, Account)
         return account
 
     def _hold_result(self, hold: Hold, *, replayed: bool = False) -> HoldResult:
@@ -582,7 +616,8 @@ class Registry(Application[UUID]):
             page = self.recorder.select_notifications(start=start, limit=SCAN_PAGE,
                                                       topics=[topic])
             for notification in page:
-                yield notification.originator_id
+                originator = notification.originator_id
+                yield originator if isinstance(originator, UUID) else UUID(originator)
             if len(page) < SCAN_PAGE:
                 return
             start = page[-1].id + 1
