@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
@@ -37,7 +37,7 @@ from registry.application.results import (
     TransactionResult,
 )
 from registry.application.transcodings import SerialBlockTranscoding
-from registry.application.unit_of_work import UnitOfWork, replay
+from registry.application.unit_of_work import UnitOfWork
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -507,17 +507,10 @@ class Registry(Application[UUID]):
         return views
 
     def get_transaction(self, party: str, transaction_id: str) -> TransactionResult:
-        txn = self._find(Transaction.id_for(party, transaction_id), Transaction)
-        if txn is None:
-            ref = f"{party}:{transaction_id}"
-            raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
-        return TransactionResult.of(txn)
+        return TransactionResult.of(UnitOfWork(self).transaction(party, transaction_id))
 
     def get_hold(self, party: str, hold_id: str) -> HoldResult:
-        hold = self._find(Hold.id_for(party, hold_id), Hold)
-        if hold is None:
-            raise UnknownHold(f"no hold {party}:{hold_id}", hold=f"{party}:{hold_id}")
-        return self._hold_result(hold)
+        return self._hold_result(UnitOfWork(self).hold(party, hold_id))
 
     def get_surrendered(self, account_id: str, year: int) -> dict[str, int]:
         """Units surrendered against (account, compliance year), by unit type."""
@@ -589,18 +582,10 @@ class Registry(Application[UUID]):
         return found
 
     def _find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
-        try:
-            found: Aggregate = self.repository.get(aggregate_id, projector_func=replay)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(found, cls)
-        return found
+        return UnitOfWork(self).find(aggregate_id, cls)
 
     def _account(self, account_id: str) -> Account:
-        account = self._find(Account.id_for(account_id), Account)
-        if account is None:
-            raise UnknownAccount(f"no account {account_id}", account=account_id)
-        return account
+        return UnitOfWork(self).account(account_id)
 
     def _hold_result(self, hold: Hold, *, replayed: bool = False) -> HoldResult:
         blocks: tuple[SerialBlock, ...] = ()

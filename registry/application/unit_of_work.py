@@ -43,7 +43,8 @@ class UnitOfWork:
         self._app = app
         self._loaded: dict[UUID, Aggregate | None] = {}
 
-    def _get(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+    def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
+        """The aggregate, or None when it was never created."""
         if aggregate_id not in self._loaded:
             try:
                 self._loaded[aggregate_id] = self._app.repository.get(
@@ -59,16 +60,16 @@ class UnitOfWork:
         return aggregate
 
     def account(self, account_id: str) -> Account:
-        account = self._get(Account.id_for(account_id), Account)
+        account = self.find(Account.id_for(account_id), Account)
         if account is None:
             raise UnknownAccount(f"no account {account_id}", account=account_id)
         return account
 
     def find_account(self, account_id: str) -> Account | None:
-        return self._get(Account.id_for(account_id), Account)
+        return self.find(Account.id_for(account_id), Account)
 
     def hold(self, party: str, hold_id: str) -> Hold:
-        hold = self._get(Hold.id_for(party, hold_id), Hold)
+        hold = self.find(Hold.id_for(party, hold_id), Hold)
         if hold is None:
             raise UnknownHold(f"no hold {party}:{hold_id}", hold=f"{party}:{hold_id}")
         return hold
@@ -81,7 +82,7 @@ class UnitOfWork:
         return txn
 
     def find_transaction(self, party: str, client_id: str) -> Transaction | None:
-        return self._get(Transaction.id_for(party, client_id), Transaction)
+        return self.find(Transaction.id_for(party, client_id), Transaction)
 
     def counter(self, unit_class: UnitClass) -> SerialCounter:
         return self._get_or_start(SerialCounter.id_for(unit_class), SerialCounter,
@@ -93,7 +94,7 @@ class UnitOfWork:
                                   lambda: ComplianceObligation.start(account_id, year))
 
     def _get_or_start(self, aggregate_id: UUID, cls: type[A], start: Callable[[], A]) -> A:
-        found = self._get(aggregate_id, cls)
+        found = self.find(aggregate_id, cls)
         return found if found is not None else self.add(start())
 
     def pending_counts(self) -> dict[UUID, int]:
