@@ -12,7 +12,8 @@ One setting picks the store, ``REGISTRY_DATABASE_URL``:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,6 +112,33 @@ def build_registry(settings: Settings | None = None,
                    clock: Callable[[], datetime] | None = None) -> Registry:
     """The composition root: a Registry on the configured store, national accounts open."""
     settings = settings or Settings.from_env()
-    registry = Registry(env=settings.eventsourcing_env(), clock=clock)
-    registry.ensure_national_accounts()
+    env = settings.eventsourcing_env()
+    with _startup_lock(env):
+        registry = Registry(env=env, clock=clock)
+        registry.ensure_national_accounts()
     return registry
+
+
+STARTUP_LOCK_KEY = 0x7265_6769_7374_7279  # "registry"
+"""PostgreSQL advisory lock held while a process creates tables and national accounts."""
+
+
+@contextmanager
+def _startup_lock(env: Mapping[str, str]) -> Iterator[None]:
+    """Serialise start-up on PostgreSQL: concurrent schema set-up fails with "tuple
+    concurrently updated" when several servers or workers start at the same moment."""
+    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True,
+    ) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (STARTUP_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (STARTUP_LOCK_KEY,))

@@ -37,7 +37,7 @@ from registry.application.results import (
     TransactionResult,
 )
 from registry.application.transcodings import SerialBlockTranscoding
-from registry.application.unit_of_work import UnitOfWork
+from registry.application.unit_of_work import StaleRead, UnitOfWork
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -70,6 +70,7 @@ from registry.domain.transactions import (
     Principal,
     Transaction,
     TransactionKind,
+    TransactionStatus,
     check_movement,
 )
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector
@@ -184,8 +185,7 @@ class Registry(Application[UUID]):
                         ) -> AccountResult:
         check_account_id(account_id)
 
-        def attempt() -> AccountResult:
-            uow = UnitOfWork(self)
+        def attempt(uow: UnitOfWork) -> AccountResult:
             account = uow.account(account_id)
             change(account)
             return AccountResult(AccountView.of(account), position=_position(uow.save()))
@@ -269,8 +269,8 @@ class Registry(Application[UUID]):
                 movements.append(error)
         known: dict[str, Transaction] = {}
 
-        def attempt() -> list[TradeResult]:
-            return self._settle_batch(principal, trades, movements, known)
+        def attempt(uow: UnitOfWork) -> list[TradeResult]:
+            return self._settle_batch(uow, principal, trades, movements, known)
 
         def on_conflict() -> None:
             ids = [m.client_id for m in movements if isinstance(m, Movement)]
@@ -278,10 +278,9 @@ class Registry(Application[UUID]):
 
         return self._retrying(attempt, on_conflict)
 
-    def _settle_batch(self, principal: Principal, trades: Sequence[Trade],
+    def _settle_batch(self, uow: UnitOfWork, principal: Principal, trades: Sequence[Trade],
                       movements: list[Movement | RegistryError],
                       known: dict[str, Transaction]) -> list[TradeResult]:
-        uow = UnitOfWork(self)
         results: list[TradeResult | None] = [None] * len(movements)
         first_index: dict[str, int] = {}
         new: list[tuple[int, Transaction]] = []
@@ -296,6 +295,8 @@ class Registry(Application[UUID]):
                 results[index] = _replayed_trade(known[movement.client_id], movement)
             else:
                 new.append((index, self._apply(uow, principal, movement)))
+        if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
+            uow.verify_current()   # a refusal saves nothing it read: read it fresh
         recordings = uow.save(*(txn for _, txn in new))
         position = _position(recordings)
         for index, txn in new:
@@ -309,9 +310,10 @@ class Registry(Application[UUID]):
         return [r for r in results if r is not None]
 
     def _move(self, principal: Principal, movement: Movement) -> TransactionResult:
-        def attempt() -> TransactionResult:
-            uow = UnitOfWork(self)
+        def attempt(uow: UnitOfWork) -> TransactionResult:
             txn = self._apply(uow, principal, movement)
+            if txn.status is TransactionStatus.REFUSED:
+                uow.verify_current()   # a refusal saves nothing it read: read it fresh
             return TransactionResult.of(txn, position=_position(uow.save(txn)))
 
         def on_conflict() -> TransactionResult | None:
@@ -420,8 +422,7 @@ class Registry(Application[UUID]):
             "selector": selector, "quantity": quantity, "timeout_seconds": timeout_seconds,
             "principal": principal, "fingerprint": fingerprint(content)}
 
-        def attempt() -> HoldResult:
-            uow = UnitOfWork(self)
+        def attempt(uow: UnitOfWork) -> HoldResult:
             try:
                 account = uow.account(account_id)
                 if account.account_type not in HOLDERS:
@@ -430,6 +431,7 @@ class Registry(Application[UUID]):
                         account=account_id)
                 blocks = account.hold(Hold.id_for(party, hold_id), selector, quantity)
             except RECORDABLE as error:
+                uow.verify_current()
                 hold = Hold.refuse(error=error, **record)
                 return HoldResult.of(hold, position=_position(self.save(hold)))
             hold = Hold.place(now=self.clock(), **record)
@@ -472,8 +474,7 @@ class Registry(Application[UUID]):
 
     def _end_hold(self, party: str, hold_id: str, final: HoldStatus,
                   end: Callable[[Hold], None]) -> HoldResult:
-        def attempt() -> HoldResult:
-            uow = UnitOfWork(self)
+        def attempt(uow: UnitOfWork) -> HoldResult:
             hold = uow.hold(party, hold_id)
             if hold.status is final:
                 return HoldResult.of(hold, replayed=True)
@@ -554,20 +555,33 @@ class Registry(Application[UUID]):
 
     # == plumbing ================================================================
 
-    def _retrying(self, attempt: Callable[[], R],
+    def _retrying(self, attempt: Callable[[UnitOfWork], R],
                   on_conflict: Callable[[], R | None] | None = None) -> R:
-        """Run ``attempt``; on a store collision ask ``on_conflict`` (a replay answers),
-        else back off with full jitter and try again, a bounded number of times."""
+        """Run ``attempt`` on a fresh unit of work, retrying lost races.
+
+        A store collision or a stale read first asks ``on_conflict`` (a replay answers);
+        otherwise back off with full jitter and try again, a bounded number of times.
+        An unexpected error is re-raised only if what the attempt read was current:
+        two aggregates read at different moments can disagree (the same serials in
+        both), which is a lost race, not a bug.
+        """
         for tries in range(MAX_ATTEMPTS):
+            uow = UnitOfWork(self)
             try:
-                return attempt()
-            except IntegrityError:
-                if on_conflict is not None:
-                    answer = on_conflict()
-                    if answer is not None:
-                        return answer
-                delay = min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**tries)
-                time.sleep(random.uniform(0, delay))
+                return attempt(uow)
+            except (IntegrityError, StaleRead):
+                pass
+            except RegistryError:
+                raise
+            except Exception:
+                if uow.is_current():
+                    raise
+            if on_conflict is not None:
+                answer = on_conflict()
+                if answer is not None:
+                    return answer
+            delay = min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**tries)
+            time.sleep(random.uniform(0, delay))
         raise ConcurrencyConflict(
             f"gave up after {MAX_ATTEMPTS} attempts lost to concurrent changes; retry",
             attempts=MAX_ATTEMPTS)

@@ -32,31 +32,43 @@ def replay(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
+class StaleRead(Exception):
+    """An aggregate this attempt read has changed in the store since: try again."""
+
+
 class UnitOfWork:
     """An identity map over the repository for one attempt of one command.
 
     Every aggregate is loaded at most once, so a batch of trades on the same accounts
     evolves one copy of each; ``save`` writes all pending events atomically.
+
+    Aggregates are loaded one after another, so a concurrent commit can fall between
+    two loads. A save is safe regardless (every aggregate it changes is version-checked),
+    but a decision that saves nothing it read (a recorded refusal) or that trips over
+    two aggregates of different ages must first ``verify_current``.
     """
 
     def __init__(self, app: Application[UUID]) -> None:
         self._app = app
         self._loaded: dict[UUID, Aggregate | None] = {}
+        self._read_versions: dict[UUID, int] = {}
 
     def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         """The aggregate, or None when it was never created."""
         if aggregate_id not in self._loaded:
             try:
-                self._loaded[aggregate_id] = self._app.repository.get(
-                    aggregate_id, projector_func=replay)
+                loaded = self._app.repository.get(aggregate_id, projector_func=replay)
             except AggregateNotFoundError:
-                self._loaded[aggregate_id] = None
+                loaded = None
+            self._loaded[aggregate_id] = loaded
+            self._read_versions[aggregate_id] = 0 if loaded is None else loaded.version
         found = self._loaded[aggregate_id]
         assert found is None or isinstance(found, cls)
         return found
 
     def add(self, aggregate: A) -> A:
         self._loaded[aggregate.id] = aggregate
+        self._read_versions.setdefault(aggregate.id, 0)
         return aggregate
 
     def account(self, account_id: str) -> Account:
@@ -96,6 +108,17 @@ class UnitOfWork:
     def _get_or_start(self, aggregate_id: UUID, cls: type[A], start: Callable[[], A]) -> A:
         found = self.find(aggregate_id, cls)
         return found if found is not None else self.add(start())
+
+    def is_current(self) -> bool:
+        """True when nothing this unit of work read has changed in the store since."""
+        events = self._app.events
+        return not any(
+            next(iter(events.get(aggregate_id, gt=version, limit=1)), None) is not None
+            for aggregate_id, version in self._read_versions.items())
+
+    def verify_current(self) -> None:
+        if not self.is_current():
+            raise StaleRead("an aggregate changed while this command read it")
 
     def pending_counts(self) -> dict[UUID, int]:
         """Pending events per changed aggregate: equal before and after = nothing changed."""
