@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--single", type=int, default=1000, help="trades, one per call")
     parser.add_argument("--batches", type=int, default=10, help="batches of each size")
+    parser.add_argument("--history", type=int, default=20_000,
+                        help="past events on the account of the history measure")
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
     if url.startswith("postgres"):
@@ -87,6 +89,33 @@ def main() -> None:
               f"({elapsed / args.batches * 1000:.0f} ms per batch)")
     assert all(line.balanced for line in registry.supply())
     registry.close()
+    measure_history(url, args.history)
+
+
+def measure_history(url: str, events: int) -> None:
+    """Command cost on an account with a long history, cold (new process) and warm."""
+    registry = build_registry(Settings(url))
+    registry.open_account(REGULATOR, "HIST-A", AccountType.TRADING, Holder("history"))
+    registry.open_account(REGULATOR, "HIST-B", AccountType.TRADING, Holder("history"))
+    registry.transfer(REGULATOR, "HIST-FUND", "PWR-A", "HIST-A", UnitSelector(UnitType.CEA),
+                      10**6, "bench")
+    for start in range(0, events, 1000):
+        batch = [Trade(f"H-{n}", "HIST-A", "HIST-B", "CEA", 1)
+                 for n in range(start, min(events, start + 1000))]
+        registry.settle_trades(EXCHANGE, batch)
+    registry.close()
+    fresh = build_registry(Settings(url))   # no cache: loads via the latest snapshot
+    started = time.perf_counter()
+    assert fresh.settle_trade(EXCHANGE, Trade("H-cold", "HIST-A", "PWR-A", "CEA", 1)).ok
+    cold = time.perf_counter() - started
+    started = time.perf_counter()
+    for n in range(200):
+        assert fresh.settle_trade(EXCHANGE, Trade(f"H-warm-{n}", "HIST-A", "PWR-A", "CEA",
+                                                  1)).ok
+    warm = (time.perf_counter() - started) / 200
+    print(f"account with {events:,} past events: first command after a restart "
+          f"{cold * 1000:.1f} ms, then {warm * 1000:.2f} ms each")
+    fresh.close()
 
 
 if __name__ == "__main__":
