@@ -106,6 +106,7 @@ class Registry(Application[UUID]):
                  clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.max_attempts = MAX_ATTEMPTS
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -565,7 +566,7 @@ class Registry(Application[UUID]):
         two aggregates read at different moments can disagree (the same serials in
         both), which is a lost race, not a bug.
         """
-        for tries in range(MAX_ATTEMPTS):
+        for tries in range(self.max_attempts):
             uow = UnitOfWork(self)
             try:
                 return attempt(uow)
@@ -583,8 +584,8 @@ class Registry(Application[UUID]):
             delay = min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**tries)
             time.sleep(random.uniform(0, delay))
         raise ConcurrencyConflict(
-            f"gave up after {MAX_ATTEMPTS} attempts lost to concurrent changes; retry",
-            attempts=MAX_ATTEMPTS)
+            f"gave up after {self.max_attempts} attempts lost to concurrent changes; retry",
+            attempts=self.max_attempts)
 
     def _recorded_transactions(self, party: str, client_ids: Sequence[str]
                                ) -> dict[str, Transaction]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from registry.application import Registry, Trade, TradeOutcome
 from registry.domain.accounts import Account, AccountState, AccountType, Holder
 from registry.domain.errors import (
     AccountExistsWithDifferentContent,
+    ConcurrencyConflict,
     HoldExistsWithDifferentContent,
     HoldNotActive,
     HoldNotExpired,
@@ -373,4 +376,46 @@ def test_history_survives_snapshots_and_a_restart(funded: Registry) -> None:
             assert {a: fresh.get_holdings(a) for a in expected} == expected
         finally:
             fresh.close()
+    assert_conserved(funded)
+
+
+# -- optimistic concurrency ---------------------------------------------------------------
+
+
+class InterferingClock(FakeClock):
+    """A clock read mid-command (hold settlement reads the time after loading the
+    accounts): the first ``times`` reads commit a competing transfer from the same
+    account first, so the command's save loses the race."""
+
+    def __init__(self, registry: Registry, times: int, name: str) -> None:
+        super().__init__()
+        self.registry, self.times, self.name, self.calls = registry, times, name, 0
+
+    def __call__(self) -> datetime:
+        self.calls += 1
+        if self.calls <= self.times:
+            assert self.registry.transfer(REGULATOR, f"{self.name}-{self.calls}", "PWR-0001",
+                                          "PWR-0002", ANY_CEA, 1, "competing writer").ok
+        return self.now
+
+
+def test_lost_races_are_retried_then_surface_as_a_retryable_error(funded: Registry) -> None:
+    funded.place_hold(EXCHANGE, "H-1", "PWR-0001", ANY_CEA, 100, 600)
+    funded.clock = racing = InterferingClock(funded, times=2, name="RACE-A")
+    settled = funded.settle_trade(EXCHANGE, Trade("T-R", "PWR-0001", "TRD-0001", "CEA", 10,
+                                                  hold_id="H-1"))
+    assert settled.ok and not settled.replayed
+    assert racing.calls == 3, "two lost races, then the third attempt saved"
+    assert available(funded, "TRD-0001") == 10 and available(funded, "PWR-0001") == 988
+
+    funded.place_hold(EXCHANGE, "H-2", "PWR-0001", ANY_CEA, 100, 600)
+    funded.max_attempts = 3
+    funded.clock = InterferingClock(funded, times=3, name="RACE-B")
+    with pytest.raises(ConcurrencyConflict) as raised:
+        funded.settle_trade(EXCHANGE, Trade("T-S", "PWR-0001", "TRD-0001", "CEA", 10,
+                                            hold_id="H-2"))
+    assert raised.value.retryable and raised.value.reason == "CONCURRENT_MODIFICATION"
+    with pytest.raises(UnknownTransaction):
+        funded.get_transaction("exchange", "T-S")
+    assert held(funded, "PWR-0001") == 100 and available(funded, "TRD-0001") == 10
     assert_conserved(funded)
