@@ -1,0 +1,1 @@
+"""Read models: SQL tables projected from the event log, and the runner that keeps them."""
