@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy import Connection, Table, and_, delete, insert, select, update
+from sqlalchemy import Column, Connection, MetaData, Table, and_, delete, insert, select, update
 
 from registry.domain.accounts import Account, AccountType
 from registry.domain.transactions import Transaction
@@ -46,15 +46,38 @@ class AccountDirectory:
 
 
 class Projection(ABC):
+    """Writes the rows of its ``tables``; bound to the live tables, or to shadow copies
+    (same columns, name + suffix) when it is being rebuilt from position zero."""
+
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
 
-    def __init__(self, directory: AccountDirectory) -> None:
+    def __init__(self, directory: AccountDirectory, suffix: str = "") -> None:
         self.directory = directory
+        self.suffix = suffix
+        self.bound: dict[str, Table] = {
+            table.name: shadow_table(table, suffix) if suffix else table
+            for table in self.tables}
+
+    @property
+    def tracking_name(self) -> str:
+        return self.name + self.suffix
+
+    def table(self, live: Table) -> Table:
+        return self.bound[live.name]
 
     @abstractmethod
     def apply(self, conn: Connection, batch: Batch) -> None:
         """Write the row changes for ``batch`` (the caller commits them with tracking)."""
+
+
+def shadow_table(table: Table, suffix: str) -> Table:
+    """A copy of ``table`` named ``<name><suffix>``, with its primary key but no other
+    index (index names are global; the swap recreates them under their own names)."""
+    copy = Table(table.name + suffix, MetaData(), comment=table.comment,
+                 *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                   for c in table.columns))
+    return copy
 
 
 def blocks_json(blocks: Iterable[SerialBlock]) -> str:
@@ -97,7 +120,7 @@ class AccountsProjection(Projection):
         for position, event in batch:
             if isinstance(event, Account.Opened):
                 holder = event.holder
-                conn.execute(insert(t.accounts).values(
+                conn.execute(insert(self.table(t.accounts)).values(
                     account_id=event.account_id, account_uuid=str(event.originator_id),
                     account_type=event.account_type, state="OPEN",
                     holder_name=holder.get("name", ""),
@@ -105,8 +128,9 @@ class AccountsProjection(Projection):
                     sector=holder.get("sector", ""), province=holder.get("province", ""),
                     opened_at=event.timestamp, position=position))
             elif type(event) in states:
-                conn.execute(update(t.accounts)
-                             .where(t.accounts.c.account_uuid == str(event.originator_id))
+                conn.execute(update(self.table(t.accounts))
+                             .where(self.table(t.accounts).c.account_uuid
+                                    == str(event.originator_id))
                              .values(state=states[type(event)], position=position))
 
 
@@ -123,7 +147,7 @@ class HoldingsProjection(Projection):
                 classes[key[1]] = block.unit_class
                 deltas[key].total += d_total
                 deltas[key].held += d_held
-        upsert_add(conn, t.holdings, ["account_id", "unit_class"], [
+        upsert_add(conn, self.table(t.holdings), ["account_id", "unit_class"], [
             {"account_id": account_id, "unit_class": key,
              "unit_type": classes[key].unit_type.value, "vintage": classes[key].vintage,
              "project": classes[key].project, "total": d.total, "held": d.held,
@@ -149,12 +173,12 @@ class SupplyProjection(Projection):
                 key = (block.unit_class.key, self.directory[account][1].value)
                 deltas[key].total += d_total
                 deltas[key].held += d_held
-        upsert_add(conn, t.supply, ["unit_class", "account_type"], [
+        upsert_add(conn, self.table(t.supply), ["unit_class", "account_type"], [
             {"unit_class": unit_class, "account_type": account_type, "total": d.total,
              "held": d.held}
             for (unit_class, account_type), d in deltas.items()
         ], add=["total", "held"])
-        upsert_add(conn, t.issued, ["unit_class"], [
+        upsert_add(conn, self.table(t.issued), ["unit_class"], [
             {"unit_class": key, "issued": counts[0], "next_serial": counts[1]}
             for key, counts in issued.items()
         ], add=["issued"], replace=["next_serial"])
@@ -164,8 +188,9 @@ class TransactionsProjection(Projection):
     name = "transactions"
     tables = (t.transactions,)
 
-    def __init__(self, directory: AccountDirectory, find_transaction: Any) -> None:
-        super().__init__(directory)
+    def __init__(self, directory: AccountDirectory, find_transaction: Any,
+                 suffix: str = "") -> None:
+        super().__init__(directory, suffix)
         self.find_transaction = find_transaction
 
     def apply(self, conn: Connection, batch: Batch) -> None:
@@ -189,13 +214,13 @@ class TransactionsProjection(Projection):
             elif isinstance(event, Transaction.Reversed):
                 reversals.append(event)
         if rows:
-            conn.execute(insert(t.transactions), rows)
+            conn.execute(insert(self.table(t.transactions)), rows)
         for event in reversals:
             original = self.find_transaction(event.originator_id)
             reversal = self.find_transaction(event.reversal_id)
-            conn.execute(update(t.transactions).where(and_(
-                t.transactions.c.party == original.party,
-                t.transactions.c.client_id == original.client_id,
+            conn.execute(update(self.table(t.transactions)).where(and_(
+                self.table(t.transactions).c.party == original.party,
+                self.table(t.transactions).c.client_id == original.client_id,
             )).values(reversed_by=f"{reversal.party}:{reversal.client_id}"))
 
 
@@ -228,7 +253,7 @@ class HistoryProjection(Projection):
                         "reason": event.reason, "principal": event.principal,
                         "recorded_at": event.timestamp})
         if rows:
-            conn.execute(insert(t.history), rows)
+            conn.execute(insert(self.table(t.history)), rows)
 
 
 class SerialsProjection(Projection):
@@ -250,16 +275,15 @@ class SerialsProjection(Projection):
                     "party": event.party, "client_id": event.client_id})
                 if event.source is not None:
                     self._take(conn, block, event.source)
-                conn.execute(insert(t.serial_blocks).values(
+                conn.execute(insert(self.table(t.serial_blocks)).values(
                     unit_class=block.unit_class.key, first=block.first, last=block.last,
                     account_id=event.destination))
         if movements:
-            conn.execute(insert(t.serial_movements), movements)
+            conn.execute(insert(self.table(t.serial_movements)), movements)
 
-    @staticmethod
-    def _take(conn: Connection, block: SerialBlock, account_id: str) -> None:
+    def _take(self, conn: Connection, block: SerialBlock, account_id: str) -> None:
         """Remove ``block`` from the rows of ``account_id``, keeping what is left of them."""
-        sb = t.serial_blocks.c
+        sb = self.table(t.serial_blocks).c
         key = block.unit_class.key
         rows = conn.execute(select(sb.first, sb.last).where(and_(
             sb.unit_class == key, sb.account_id == account_id,
@@ -270,10 +294,10 @@ class SerialsProjection(Projection):
             raise RuntimeError(f"serial locations out of step: {block} is not all in "
                                f"{account_id} (found {covered})")
         for first, last in rows:
-            conn.execute(delete(t.serial_blocks).where(and_(sb.unit_class == key,
-                                                            sb.first == first)))
+            conn.execute(delete(self.table(t.serial_blocks)).where(
+                and_(sb.unit_class == key, sb.first == first)))
             for keep_first, keep_last in ((first, block.first - 1), (block.last + 1, last)):
                 if keep_first <= keep_last:
-                    conn.execute(insert(t.serial_blocks).values(
+                    conn.execute(insert(self.table(t.serial_blocks)).values(
                         unit_class=key, first=keep_first, last=keep_last,
                         account_id=account_id))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
 
 from registry.application import Registry
 from registry.readmodels import tables as t
@@ -47,16 +47,22 @@ class Progress:
         return max(0, self.head - self.position)
 
 
-def all_projections(registry: Registry) -> list[Projection]:
+REBUILD_SUFFIX = "__rebuild"
+
+
+def all_projections(registry: Registry, suffix: str = "") -> list[Projection]:
     directory = AccountDirectory(lambda uuid: registry.repository.get(uuid))
     return [
-        AccountsProjection(directory),
-        HoldingsProjection(directory),
-        SupplyProjection(directory),
-        TransactionsProjection(directory, lambda uuid: registry.repository.get(uuid)),
-        HistoryProjection(directory),
-        SerialsProjection(directory),
+        AccountsProjection(directory, suffix),
+        HoldingsProjection(directory, suffix),
+        SupplyProjection(directory, suffix),
+        TransactionsProjection(directory, lambda uuid: registry.repository.get(uuid), suffix),
+        HistoryProjection(directory, suffix),
+        SerialsProjection(directory, suffix),
     ]
+
+
+PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history", "serials")
 
 
 class ProjectionRunner:
@@ -72,15 +78,21 @@ class ProjectionRunner:
     def _ensure_tracking(self) -> None:
         with self.engine.begin() as conn:
             known = set(conn.execute(select(t.tracking.c.projection)).scalars())
-            missing = [p.name for p in self.projections if p.name not in known]
+            missing = [p.tracking_name for p in self.projections
+                       if p.tracking_name not in known]
             if missing:
                 conn.execute(insert(t.tracking),
                              [{"projection": name, "position": 0} for name in missing])
 
-    def positions(self, conn: Connection | None = None) -> dict[str, int]:
-        names = [p.name for p in self.projections]
+    def positions(self, conn: Connection | None = None, *, lock: bool = False
+                  ) -> dict[str, int]:
+        """Tracking position per projection; ``lock`` holds the rows to the end of the
+        transaction, so a concurrent swap of rebuilt tables cannot slip in between."""
+        names = [p.tracking_name for p in self.projections]
         query = select(t.tracking.c.projection, t.tracking.c.position).where(
             t.tracking.c.projection.in_(names))
+        if lock:
+            query = query.with_for_update()
         if conn is None:
             with self.engine.connect() as own:
                 return {name: int(pos) for name, pos in own.execute(query).all()}
@@ -96,25 +108,28 @@ class ProjectionRunner:
     def step(self) -> int:
         """Apply the next batch to every projection that has not seen it. Returns events."""
         with self.engine.begin() as conn:
-            positions = self.positions(conn)
-            start = min(positions.values()) + 1
-            notifications = self.registry.recorder.select_notifications(
-                start=start, limit=self.batch_size)
-            if not notifications:
-                return 0
-            events = [(n.id, self.registry.mapper.to_domain_event(n)) for n in notifications]
-            for projection in self.projections:
-                done = positions[projection.name]
-                mine = [(position, e) for position, e in events if position > done]
-                if not mine:
-                    continue
-                for _, event in mine:
-                    projection.directory.learn(event)
-                projection.apply(conn, mine)
-                conn.execute(update(t.tracking)
-                             .where(t.tracking.c.projection == projection.name)
-                             .values(position=mine[-1][0]))
-            return len(events)
+            return self._step(conn)
+
+    def _step(self, conn: Connection) -> int:
+        positions = self.positions(conn, lock=True)
+        start = min(positions.values()) + 1
+        notifications = self.registry.recorder.select_notifications(
+            start=start, limit=self.batch_size)
+        if not notifications:
+            return 0
+        events = [(n.id, self.registry.mapper.to_domain_event(n)) for n in notifications]
+        for projection in self.projections:
+            done = positions[projection.tracking_name]
+            mine = [(position, e) for position, e in events if position > done]
+            if not mine:
+                continue
+            for _, event in mine:
+                projection.directory.learn(event)
+            projection.apply(conn, mine)
+            conn.execute(update(t.tracking)
+                         .where(t.tracking.c.projection == projection.tracking_name)
+                         .values(position=mine[-1][0]))
+        return len(events)
 
     def catch_up(self, report: Callable[[int, int, float], None] | None = None,
                  every: float = 5.0) -> int:
@@ -138,6 +153,38 @@ class ProjectionRunner:
             if self.step() == 0:
                 stop.wait(poll_seconds)
 
+    def rebuild(self, name: str, report: Callable[[int, int, float], None] | None = None
+                ) -> int:
+        """Rebuild projection ``name`` from position zero into fresh tables, then swap
+        them in under the live names in one transaction. Queries and the live runner
+        keep working meanwhile; the swap waits for the live runner's batch to finish."""
+        matching = [p for p in self.projections if p.name == name]
+        if not matching:
+            raise ValueError(f"no projection {name!r}; known: {', '.join(PROJECTION_NAMES)}")
+        live = matching[0]
+        [shadow] = [p for p in all_projections(self.registry, REBUILD_SUFFIX)
+                    if p.name == name]
+        with self.engine.begin() as conn:
+            for table in shadow.bound.values():
+                table.drop(conn, checkfirst=True)
+                table.create(conn)
+            conn.execute(delete(t.tracking).where(
+                t.tracking.c.projection == shadow.tracking_name))
+        builder = ProjectionRunner(self.registry, self.engine, [shadow], self.batch_size)
+        done = builder.catch_up(report)
+        with self.engine.begin() as conn:
+            self.positions(conn, lock=True)           # wait out the live runner's batch
+            while count := builder._step(conn):       # the last events since catch-up
+                done += count
+            [position] = builder.positions(conn).values()
+            for live_table in live.tables:
+                _swap(conn, shadow.table(live_table), live_table)
+            conn.execute(update(t.tracking).where(t.tracking.c.projection == live.name)
+                         .values(position=position))
+            conn.execute(delete(t.tracking).where(
+                t.tracking.c.projection == shadow.tracking_name))
+        return done
+
     def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
         """Block until every projection has applied ``position`` (read your writes)."""
         if position is None:
@@ -148,3 +195,17 @@ class ProjectionRunner:
                 raise ReadModelTimeout(
                     f"read models did not reach position {position} within {timeout}s")
             time.sleep(0.01)
+
+
+def _swap(conn: Connection, rebuilt: Table, live: Table) -> None:
+    """Put ``rebuilt`` in place of ``live``: same name, same indexes, old rows gone."""
+    retired = f"{live.name}__old"
+    conn.execute(text(f'DROP TABLE IF EXISTS "{retired}"'))
+    conn.execute(text(f'ALTER TABLE "{live.name}" RENAME TO "{retired}"'))
+    conn.execute(text(f'ALTER TABLE "{rebuilt.name}" RENAME TO "{live.name}"'))
+    conn.execute(text(f'DROP TABLE "{retired}"'))
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f'ALTER TABLE "{live.name}" RENAME CONSTRAINT '
+                          f'"{rebuilt.name}_pkey" TO "{live.name}_pkey"'))
+    for index in live.indexes:
+        index.create(conn)

@@ -1,5 +1,8 @@
 """Read-model tables. Alembic owns their DDL (``migrations/``); this is the model it checks.
 
+Constraints other than primary keys are indexes (unique where needed) so that a
+rebuilt table swapped in under the live name can get them back by name.
+
 Every table here is derived from the event log and can be rebuilt from position zero.
 Quantities are tonnes (BIGINT); serial blocks are stored as ``first``/``last`` ranges.
 """
@@ -30,7 +33,7 @@ tracking = Table(
 accounts = Table(
     "rm_accounts", metadata,
     Column("account_id", String(64), primary_key=True),
-    Column("account_uuid", String(36), nullable=False, unique=True),
+    Column("account_uuid", String(36), nullable=False),
     Column("account_type", String(32), nullable=False),
     Column("state", String(16), nullable=False),
     Column("holder_name", String(200), nullable=False),
@@ -41,6 +44,7 @@ accounts = Table(
     Column("position", BigInteger, nullable=False),
     comment="Account directory: type, holder, sector, province, state.",
 )
+Index("ux_rm_accounts_uuid", accounts.c.account_uuid, unique=True)
 Index("ix_rm_accounts_type_sector", accounts.c.account_type, accounts.c.sector)
 
 holdings = Table(
