@@ -9,6 +9,7 @@ from pathlib import Path
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
+from registry.readmodels import worker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                       help="where the demo's SQLite file goes (default: %(default)s)")
     sub.add_parser("supply", help="check units issued == sum of holdings, per unit class")
+    worker.add_parser(sub)
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "run"):
+            return int(args.run(args))
         if args.command == "demo":
             return _demo(Path(args.data_dir))
         return _supply()

@@ -74,10 +74,9 @@ class Projection(ABC):
 def shadow_table(table: Table, suffix: str) -> Table:
     """A copy of ``table`` named ``<name><suffix>``, with its primary key but no other
     index (index names are global; the swap recreates them under their own names)."""
-    copy = Table(table.name + suffix, MetaData(), comment=table.comment,
-                 *(Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                   for c in table.columns))
-    return copy
+    columns = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+               for c in table.columns]
+    return Table(table.name + suffix, MetaData(), *columns, comment=table.comment)
 
 
 def blocks_json(blocks: Iterable[SerialBlock]) -> str:

@@ -1,0 +1,64 @@
+"""`registry project`: the projection worker process, its status and rebuilds."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from registry.config import Settings, build_registry
+from registry.readmodels.runner import PROJECTION_NAMES, ProjectionRunner
+from registry.readmodels.sql import make_engine
+
+
+def add_parser(sub: Any) -> None:
+    project = sub.add_parser(
+        "project", help="run the projections: catch up, then follow new events")
+    action = project.add_mutually_exclusive_group()
+    action.add_argument("--status", action="store_true",
+                        help="print each projection's position and lag, then exit")
+    action.add_argument("--rebuild", metavar="NAME", choices=PROJECTION_NAMES,
+                        help="rebuild one projection from zero and swap it in")
+    action.add_argument("--once", action="store_true",
+                        help="catch up to the head of the log, then exit")
+    project.add_argument("--batch-size", type=int, default=1000)
+    project.set_defaults(run=run)
+
+
+def progress(done: int, head: int, seconds: float) -> None:
+    rate = done / seconds if seconds > 0 else 0.0
+    left = max(0, head - done)
+    eta = f", about {left / rate:.0f}s left" if rate and left else ""
+    print(f"  {done:,} events in {seconds:.1f}s ({rate:,.0f}/s){eta}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    registry = build_registry(settings)
+    runner = ProjectionRunner(registry, make_engine(settings), batch_size=args.batch_size)
+    try:
+        if args.status:
+            print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
+            for line in runner.status():
+                print(f"{line.projection:<14}{line.position:>12,}{line.head:>12,}"
+                      f"{line.lag:>10,}")
+            return 0
+        if args.rebuild:
+            print(f"rebuilding {args.rebuild} from position zero", flush=True)
+            done = runner.rebuild(args.rebuild, progress)
+            print(f"{args.rebuild} rebuilt from {done:,} events and swapped in")
+            return 0
+        print(f"catching up on {settings.describe()}", flush=True)
+        runner.catch_up(progress)
+        if args.once:
+            return 0
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        print("following new events (Ctrl-C to stop)", flush=True)
+        runner.follow(stop)
+        return 0
+    finally:
+        registry.close()
+
