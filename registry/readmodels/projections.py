@@ -6,6 +6,7 @@ write each row once per batch: catch-up speed comes from few statements per even
 
 from __future__ import annotations
 
+import bisect
 import json
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -14,7 +15,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy import Column, Connection, MetaData, Table, and_, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from registry.domain.accounts import Account, AccountType
 from registry.domain.transactions import Transaction
@@ -262,6 +274,7 @@ class SerialsProjection(Projection):
     tables = (t.serial_blocks, t.serial_movements)
 
     def apply(self, conn: Connection, batch: Batch) -> None:
+        locations = _SerialLocations(conn, self.table(t.serial_blocks))
         movements = []
         for position, event in batch:
             if not isinstance(event, Transaction.Completed):
@@ -273,30 +286,86 @@ class SerialsProjection(Projection):
                     "destination": event.destination, "kind": event.kind,
                     "party": event.party, "client_id": event.client_id})
                 if event.source is not None:
-                    self._take(conn, block, event.source)
-                conn.execute(insert(self.table(t.serial_blocks)).values(
-                    unit_class=block.unit_class.key, first=block.first, last=block.last,
-                    account_id=event.destination))
+                    locations.take(block.unit_class.key, block.first, block.last,
+                                   event.source)
+                locations.put(block.unit_class.key, block.first, block.last,
+                              str(event.destination))
+        locations.flush()
         if movements:
             conn.execute(insert(self.table(t.serial_movements)), movements)
 
-    def _take(self, conn: Connection, block: SerialBlock, account_id: str) -> None:
-        """Remove ``block`` from the rows of ``account_id``, keeping what is left of them."""
-        sb = self.table(t.serial_blocks).c
-        key = block.unit_class.key
-        rows = conn.execute(select(sb.first, sb.last).where(and_(
-            sb.unit_class == key, sb.account_id == account_id,
-            sb.first <= block.last, sb.last >= block.first))).all()
-        covered = sum(min(last, block.last) - max(first, block.first) + 1
-                      for first, last in rows)
-        if covered != block.quantity:
-            raise RuntimeError(f"serial locations out of step: {block} is not all in "
-                               f"{account_id} (found {covered})")
-        for first, last in rows:
-            conn.execute(delete(self.table(t.serial_blocks)).where(
-                and_(sb.unit_class == key, sb.first == first)))
-            for keep_first, keep_last in ((first, block.first - 1), (block.last + 1, last)):
-                if keep_first <= keep_last:
-                    conn.execute(insert(self.table(t.serial_blocks)).values(
-                        unit_class=key, first=keep_first, last=keep_last,
-                        account_id=account_id))
+
+class _SerialLocations:
+    """The serial-block rows a batch touches, moved in memory and written back as a diff.
+
+    Rows are loaded by range on first need; every later move inside a loaded range is
+    pure Python, so a batch costs a few queries instead of several per block.
+    """
+
+    def __init__(self, conn: Connection, table: Table) -> None:
+        self.conn, self.table = conn, table
+        self.rows: dict[str, dict[int, tuple[int, str]]] = defaultdict(dict)
+        self.firsts: dict[str, list[int]] = defaultdict(list)
+        self.original: dict[tuple[str, int], tuple[int, str]] = {}
+        self.loaded: dict[str, list[tuple[int, int]]] = defaultdict(list)
+
+    def _load(self, unit_class: str, first: int, last: int) -> None:
+        if any(lo <= first and last <= hi for lo, hi in self.loaded[unit_class]):
+            return
+        c = self.table.c
+        found = self.conn.execute(select(c.first, c.last, c.account_id).where(and_(
+            c.unit_class == unit_class, c.first <= last, c.last >= first))).all()
+        for row_first, row_last, account_id in found:
+            if (unit_class, row_first) not in self.original:
+                self.original[(unit_class, row_first)] = (row_last, account_id)
+                self._add(unit_class, row_first, row_last, account_id)
+        self.loaded[unit_class].append((first, last))
+
+    def _add(self, unit_class: str, first: int, last: int, account_id: str) -> None:
+        self.rows[unit_class][first] = (last, account_id)
+        bisect.insort(self.firsts[unit_class], first)
+
+    def _remove(self, unit_class: str, first: int) -> None:
+        del self.rows[unit_class][first]
+        firsts = self.firsts[unit_class]
+        del firsts[bisect.bisect_left(firsts, first)]
+
+    def take(self, unit_class: str, first: int, last: int, account_id: str) -> None:
+        self._load(unit_class, first, last)
+        firsts, rows = self.firsts[unit_class], self.rows[unit_class]
+        index = max(0, bisect.bisect_right(firsts, first) - 1)
+        overlapping = []
+        while index < len(firsts) and firsts[index] <= last:
+            row_first = firsts[index]
+            row_last, holder = rows[row_first]
+            if row_last >= first:
+                overlapping.append((row_first, row_last, holder))
+            index += 1
+        covered = sum(min(r_last, last) - max(r_first, first) + 1
+                      for r_first, r_last, holder in overlapping if holder == account_id)
+        if covered != last - first + 1:
+            raise RuntimeError(f"serial locations out of step: {unit_class}#{first}-{last} "
+                               f"is not all in {account_id} (found {covered})")
+        for row_first, row_last, holder in overlapping:
+            self._remove(unit_class, row_first)
+            if row_first < first:
+                self._add(unit_class, row_first, first - 1, holder)
+            if last < row_last:
+                self._add(unit_class, last + 1, row_last, holder)
+
+    def put(self, unit_class: str, first: int, last: int, account_id: str) -> None:
+        self._add(unit_class, first, last, account_id)
+
+    def flush(self) -> None:
+        final = {(unit_class, first): row for unit_class, rows in self.rows.items()
+                 for first, row in rows.items()}
+        gone = [{"k_class": k[0], "k_first": k[1]} for k, row in self.original.items()
+                if final.get(k) != row]
+        new = [{"unit_class": k[0], "first": k[1], "last": row[0], "account_id": row[1]}
+               for k, row in final.items() if self.original.get(k) != row]
+        c = self.table.c
+        if gone:
+            self.conn.execute(delete(self.table).where(and_(
+                c.unit_class == bindparam("k_class"), c.first == bindparam("k_first"))), gone)
+        if new:
+            self.conn.execute(insert(self.table), new)
