@@ -343,14 +343,14 @@ class Account(Aggregate):
         return taken
 
     def release_hold(self, hold_id: UUID) -> Holding:
-        blocks = self.held[str(hold_id)]
+        blocks = tuple(self.held[str(hold_id)])   # a snapshot restores lists
         self.trigger_event(self.HoldReleased, hold_id=hold_id, blocks=list(blocks))
         return blocks
 
     def debit_hold(self, hold_id: UUID, transaction_id: UUID, quantity: int) -> Holding:
         """Settle a hold: the lowest ``quantity`` held serials leave, the rest are freed."""
         self.ensure_can_send()
-        held = self.held[str(hold_id)]
+        held = tuple(self.held[str(hold_id)])
         taken, released = units.take(held, _any_of(held), quantity)
         self.trigger_event(self.HeldUnitsDebited, hold_id=hold_id, transaction_id=transaction_id,
                            blocks=list(taken), released=list(released))
