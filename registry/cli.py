@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                       help="where the demo's SQLite file goes (default: %(default)s)")
     sub.add_parser("supply", help="check units issued == sum of holdings, per unit class")
+    sub.add_parser("migrate", help="upgrade the configured database (REGISTRY_DATABASE_URL) "
+                   "to the latest schema").set_defaults(run=_migrate)
     worker.add_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -54,6 +56,18 @@ def _supply() -> int:
               f"held {line.held_in_accounts:>15,}  {'OK' if line.balanced else 'MISMATCH'}")
     registry.close()
     return 0 if ok else 1
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from registry import migrate
+
+    settings = Settings.from_env()
+    steps = migrate.upgrade(settings)
+    for step in steps:
+        print(f"applied {step}")
+    state = "migrated to" if steps else "already at"
+    print(f"{settings.describe()}: {state} head {migrate.head_revision()}")
+    return 0
 
 
 if __name__ == "__main__":

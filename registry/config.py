@@ -60,7 +60,10 @@ class Settings:
         return self.database_url
 
     def eventsourcing_env(self) -> dict[str, str]:
-        """Translate our one setting into the event store library's environment."""
+        """Translate our one setting into the event store library's environment.
+
+        The library never creates tables (``CREATE_TABLE=n``): Alembic migrations own
+        all DDL (``registry.migrate``)."""
         env = {"AGGREGATE_CACHE_MAXSIZE": str(self.cache_size)}
         parts = urlsplit(self.database_url)
         if self.backend == "memory":
@@ -71,7 +74,7 @@ class Settings:
                 raise ConfigurationError(f"no file in {self.database_url!r}")
             path.parent.mkdir(parents=True, exist_ok=True)
             env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=str(path),
-                       SQLITE_LOCK_TIMEOUT="30")
+                       SQLITE_LOCK_TIMEOUT="30", CREATE_TABLE="n")
         elif self.backend in ("postgresql", "postgres"):
             dbname = unquote(parts.path.lstrip("/"))
             if not dbname:
@@ -87,6 +90,7 @@ class Settings:
                 POSTGRES_MAX_OVERFLOW=str(self.pool_size),
                 POSTGRES_CONNECT_TIMEOUT="10",
                 POSTGRES_LOCK_TIMEOUT="10",
+                CREATE_TABLE="n",
             )
         else:
             raise ConfigurationError(
@@ -110,23 +114,35 @@ def _int(environ: Mapping[str, str], key: str, default: int) -> int:
 
 def build_registry(settings: Settings | None = None,
                    clock: Callable[[], datetime] | None = None) -> Registry:
-    """The composition root: a Registry on the configured store, national accounts open."""
+    """The composition root: a Registry on the configured store, national accounts open.
+
+    The schema must be at head first. PostgreSQL is migrated by an operator, so an
+    un-migrated database is refused with the command to run; the embedded SQLite store
+    (one user, no operator) migrates itself; memory has no schema."""
     settings = settings or Settings.from_env()
     env = settings.eventsourcing_env()
     with _startup_lock(env):
+        if settings.backend != "memory":
+            from registry import migrate  # here: migrate imports this module
+
+            if settings.backend == "sqlite":
+                migrate.upgrade(settings)
+            else:
+                migrate.ensure_migrated(settings)
         registry = Registry(env=env, clock=clock)
         registry.ensure_national_accounts()
     return registry
 
 
 STARTUP_LOCK_KEY = 0x7265_6769_7374_7279  # "registry"
-"""PostgreSQL advisory lock held while a process creates tables and national accounts."""
+"""PostgreSQL advisory lock held while a process checks the schema and opens national
+accounts, and by every migration (so a start never overlaps one)."""
 
 
 @contextmanager
 def _startup_lock(env: Mapping[str, str]) -> Iterator[None]:
-    """Serialise start-up on PostgreSQL: concurrent schema set-up fails with "tuple
-    concurrently updated" when several servers or workers start at the same moment."""
+    """Serialise start-up on PostgreSQL: several servers or workers starting at the same
+    moment open the national accounts once, and none starts during a migration."""
     if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
         yield
         return

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from registry import migrate
 from registry.application import Registry
 from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
@@ -53,15 +54,19 @@ def require_postgres() -> None:
 
 
 @contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """Create a database for one test (or module) and drop it afterwards."""
+def fresh_pg_database(*, migrated: bool = True) -> Iterator[str]:
+    """Create a database for one test (or module), migrated to head as `registry migrate`
+    would (unless ``migrated=False``), and drop it afterwards."""
     require_postgres()
     name = f"registry_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     parts = urlsplit(PG_SERVER_URL)
+    url = urlunsplit(parts._replace(path=f"/{name}"))
     try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
+        if migrated:
+            migrate.upgrade(Settings(url))
+        yield url
     finally:
         with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
