@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import psycopg
+from psycopg import sql
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
 
 from registry.application import Registry
@@ -148,10 +151,33 @@ class ProjectionRunner:
                 return done
 
     def follow(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
-        """Keep applying new events until ``stop`` is set (polling works on both stores)."""
-        while not stop.is_set():
-            if self.step() == 0:
-                stop.wait(poll_seconds)
+        """Keep applying new events until ``stop`` is set. On PostgreSQL the runner
+        sleeps on the event table's NOTIFY channel (each insert notifies it) and polls
+        only as a safety net; SQLite has no notifications, so it polls."""
+        with self._new_events_signal() as wait:
+            while not stop.is_set():
+                if self.step() == 0:
+                    wait(stop, poll_seconds)
+
+    @contextmanager
+    def _new_events_signal(self) -> Iterator[Callable[[threading.Event, float], object]]:
+        channel = getattr(self.registry.recorder, "channel_name", None)
+        if self.engine.dialect.name != "postgresql" or channel is None:
+            yield lambda stop, seconds: stop.wait(seconds)
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False),
+                             autocommit=True) as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+            def wait(stop: threading.Event, seconds: float) -> None:
+                deadline = time.monotonic() + seconds
+                while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                    if any(True for _ in conn.notifies(timeout=min(left, 0.5),
+                                                       stop_after=1)):
+                        return
+
+            yield wait
 
     def rebuild(self, name: str, report: Callable[[int, int, float], None] | None = None
                 ) -> int:
