@@ -1,0 +1,169 @@
+"""Queries served from the read models (never by replaying aggregates).
+
+Pages use keyset pagination: a page token is the opaque encoding of the last row's key,
+so a page is as cheap at row 10 million as at row 10 and stable under inserts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, select, true, tuple_
+
+from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
+from registry.readmodels import tables as t
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_token: str
+    """Empty when this is the last page."""
+
+
+def encode_token(key: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def decode_token(token: str, length: int) -> list[Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        raise InvalidCommand("page token is not one this registry issued",
+                             reason="INVALID_PAGE_TOKEN") from None
+    if not isinstance(key, list) or len(key) != length:
+        raise InvalidCommand("page token is not one this registry issued",
+                             reason="INVALID_PAGE_TOKEN")
+    return key
+
+
+def check_page_size(size: int) -> int:
+    if not 0 < size <= MAX_PAGE:
+        raise InvalidCommand(f"page size must be 1..{MAX_PAGE}, got {size}",
+                             reason="INVALID_PAGE_SIZE")
+    return size
+
+
+class ReadModels:
+    """Query facade over the read-model tables of one database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def account(self, account_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.accounts).where(
+                t.accounts.c.account_id == account_id)).mappings().first()
+        if row is None:
+            raise UnknownAccount(f"no account {account_id}", account=account_id)
+        return dict(row)
+
+    def holdings(self, account_id: str) -> list[dict[str, Any]]:
+        """Per unit class: total, held and available; unit classes with nothing left
+        are omitted."""
+        self.account(account_id)
+        h = t.holdings.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.holdings).where(
+                and_(h.account_id == account_id, h.total > 0)).order_by(h.unit_class))
+            return [dict(r) for r in rows.mappings()]
+
+    def transaction(self, party: str, client_id: str) -> dict[str, Any]:
+        c = t.transactions.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.transactions).where(
+                and_(c.party == party, c.client_id == client_id))).mappings().first()
+        if row is None:
+            ref = f"{party}:{client_id}"
+            raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
+        return dict(row)
+
+    def history(self, account_id: str, *, page_size: int = 100, page_token: str = "",
+                kinds: Sequence[str] = (), unit_class: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> Page:
+        """An account's movements, oldest first, filtered by kind, class and time."""
+        check_page_size(page_size)
+        h = t.history.c
+        where = [h.account_id == account_id]
+        if kinds:
+            where.append(h.kind.in_(list(kinds)))
+        if unit_class:
+            where.append(h.unit_class == unit_class)
+        if since is not None:
+            where.append(h.recorded_at >= since)
+        if until is not None:
+            where.append(h.recorded_at < until)
+        if page_token:
+            position, klass, direction = decode_token(page_token, 3)
+            where.append(tuple_(h.position, h.unit_class, h.direction)
+                         > tuple_(position, klass, direction))
+        query = (select(t.history).where(and_(*where))
+                 .order_by(h.position, h.unit_class, h.direction).limit(page_size + 1))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        token = encode_token([rows[-1]["position"], rows[-1]["unit_class"],
+                              rows[-1]["direction"]]) if more else ""
+        return Page(rows, token)
+
+    def supply(self) -> dict[str, dict[str, Any]]:
+        """Per unit class: issued, and total/held by holding account type."""
+        with self.engine.connect() as conn:
+            result: dict[str, dict[str, Any]] = {
+                row.unit_class: {"issued": row.issued, "by_account_type": {}}
+                for row in conn.execute(select(t.issued))}
+            for row in conn.execute(select(t.supply)):
+                line = result.setdefault(row.unit_class, {"issued": 0, "by_account_type": {}})
+                line["by_account_type"][row.account_type] = {"total": row.total,
+                                                             "held": row.held}
+        return result
+
+    def locate_serial(self, unit_class: str, serial: int) -> str:
+        """The account holding ``serial`` of ``unit_class`` now."""
+        s = t.serial_blocks.c
+        with self.engine.connect() as conn:
+            account = conn.execute(select(s.account_id).where(and_(
+                s.unit_class == unit_class, s.first <= serial, s.last >= serial))).scalar()
+        if account is None:
+            raise InvalidCommand(f"serial {serial} of {unit_class} is not issued",
+                                 reason="UNKNOWN_SERIAL")
+        return str(account)
+
+    def trace_serial(self, unit_class: str, serial: int) -> list[dict[str, Any]]:
+        """Every transaction that moved ``serial``, in log order: the chain of holders."""
+        m = t.serial_movements.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.serial_movements).where(and_(
+                m.unit_class == unit_class, m.first <= serial, m.last >= serial,
+            )).order_by(m.position)).mappings()
+            return [dict(r) for r in rows]
+
+    def accounts(self, *, page_size: int = 100, page_token: str = "",
+                 account_type: str | None = None, sector: str | None = None,
+                 province: str | None = None) -> Page:
+        check_page_size(page_size)
+        a = t.accounts.c
+        where = []
+        for column, value in ((a.account_type, account_type), (a.sector, sector),
+                              (a.province, province)):
+            if value:
+                where.append(column == value)
+        if page_token:
+            [after] = decode_token(page_token, 1)
+            where.append(a.account_id > after)
+        query = (select(t.accounts).where(and_(true(), *where)).order_by(a.account_id)
+                 .limit(page_size + 1))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        return Page(rows, encode_token([rows[-1]["account_id"]]) if more else "")
+
