@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from registry import migrate
 from registry.application import Registry, Trade
 from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
@@ -31,12 +32,14 @@ EXCHANGE = Principal("exchange", "bench")
 
 
 def reset_postgres(url: str) -> None:
+    """Drop, recreate and migrate the benchmark's PostgreSQL database."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+    migrate.upgrade(Settings(url))
 
 
 def setup(registry: Registry) -> None:

@@ -17,7 +17,6 @@ import tempfile
 import time
 
 from bench.ledger_throughput import EXCHANGE, reset_postgres, setup, trades
-from registry import migrate
 from registry.config import Settings, build_registry
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine
@@ -34,7 +33,6 @@ def main() -> None:
     settings = Settings(url)
     if url.startswith("postgres"):
         reset_postgres(url)
-        migrate.upgrade(settings)
     registry = build_registry(settings)
     setup(registry)
     started = time.perf_counter()
