@@ -9,7 +9,7 @@ from pathlib import Path
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
-from registry.readmodels import worker
+from registry.readmodels import check, worker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="upgrade the configured database (REGISTRY_DATABASE_URL) "
                    "to the latest schema").set_defaults(run=_migrate)
     worker.add_parser(sub)
+    check.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "run"):
