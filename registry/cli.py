@@ -10,6 +10,7 @@ from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
 from registry.readmodels import check, worker
+from registry.readmodels.sql import make_engine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +40,21 @@ def _demo(data_dir: Path) -> int:
     path = data_dir / "demo.sqlite"
     for stale in data_dir.glob("demo.sqlite*"):
         stale.unlink()
-    registry = build_registry(Settings(f"sqlite:///{path}"))
+    settings = Settings(f"sqlite:///{path}")
+    registry = build_registry(settings)
     print(f"Demo registry on {path} (embedded SQLite)\n")
     balanced = run_demo(registry)
+    # The embedded store runs the projections in-process: one command is enough.
+    engine = make_engine(settings)
+    report = check.check(registry, engine)
+    head = registry.recorder.max_notification_id() or 0
+    print(f"\nRead models: {head:,} events projected in-process; registry check: "
+          + ("OK, " if report.ok else "MISMATCH, ") + f"{report.checks:,} checks")
+    for difference in report.differences:
+        print(f"  {difference}")
+    engine.dispose()
     registry.close()
-    return 0 if balanced else 1
+    return 0 if balanced and report.ok else 1
 
 
 def _supply() -> int:

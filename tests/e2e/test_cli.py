@@ -21,6 +21,7 @@ def test_demo_plays_a_year_and_balances(tmp_path: Path) -> None:
     assert "REFUSED INSUFFICIENT_UNITS" in out
     assert "replayed=True" in out
     assert "MISMATCH" not in out
+    assert "events projected in-process; registry check: OK" in out
     assert "CEA/2025                  62,700,000        62,700,000  OK" in out
     assert (tmp_path / "demo.sqlite").exists()
 
