@@ -17,6 +17,7 @@ from sqlalchemy import Engine, and_, select, true, tuple_
 
 from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
 from registry.readmodels import tables as t
+from registry.readmodels.runner import wait_for_position
 
 MAX_PAGE = 1000
 
@@ -56,6 +57,11 @@ class ReadModels:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
+        """Read your writes: block until the read models include ``position`` (the
+        position a command returned), or raise ReadModelTimeout."""
+        wait_for_position(self.engine, position, timeout)
 
     def account(self, account_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:

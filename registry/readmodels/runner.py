@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text, update
 
 from registry.application import Registry
 from registry.readmodels import tables as t
@@ -213,14 +213,29 @@ class ProjectionRunner:
 
     def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
         """Block until every projection has applied ``position`` (read your writes)."""
-        if position is None:
+        wait_for_position(self.engine, position, timeout,
+                          [p.tracking_name for p in self.projections])
+
+
+def wait_for_position(engine: Engine, position: int | None, timeout: float = 5.0,
+                      names: Sequence[str] = PROJECTION_NAMES) -> None:
+    """Block until the named projections (by default all) have applied ``position``.
+
+    Reads only the tracking table, so any process can wait, whoever runs the worker."""
+    if position is None:
+        return
+    query = select(func.min(t.tracking.c.position)).where(t.tracking.c.projection.in_(names))
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            reached = conn.execute(query).scalar() or 0
+        if reached >= position:
             return
-        deadline = time.monotonic() + timeout
-        while min(self.positions().values()) < position:
-            if time.monotonic() >= deadline:
-                raise ReadModelTimeout(
-                    f"read models did not reach position {position} within {timeout}s")
-            time.sleep(0.01)
+        if time.monotonic() >= deadline:
+            raise ReadModelTimeout(
+                f"read models did not reach position {position} within {timeout}s "
+                f"(at {reached}); is `registry project` running?")
+        time.sleep(0.01)
 
 
 def _swap(conn: Connection, rebuilt: Table, live: Table) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from registry.application import Registry
+from registry.application import Registry, Trade
 from registry.config import Settings, build_registry
-from registry.demo import run_demo
+from registry.demo import EXCHANGE, run_demo
 from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
 from registry.domain.units import UnitClass
 from registry.readmodels.queries import ReadModels
-from registry.readmodels.runner import ProjectionRunner
+from registry.readmodels.runner import ProjectionRunner, ReadModelTimeout
 from registry.readmodels.sql import make_engine
 from tests.support import fresh_pg_database
 
@@ -121,3 +121,14 @@ def test_supply_serials_and_directory(played: tuple[Registry, ReadModels]) -> No
     first = read.accounts(page_size=5)
     rest = read.accounts(page_size=100, page_token=first.next_token)
     assert len(first.rows) == 5 and len(first.rows) + len(rest.rows) == 11
+
+
+def test_read_your_writes_from_any_process(played: tuple[Registry, ReadModels]) -> None:
+    registry, read = played
+    result = registry.settle_trade(EXCHANGE, Trade("RYW-1", "TRD-SH-0001", "PWR-SD-0001",
+                                                   "CEA", 5))
+    with pytest.raises(ReadModelTimeout, match="registry project"):
+        read.wait_for(result.position, timeout=0.2)    # nobody is projecting yet
+    ProjectionRunner(registry, read.engine).catch_up()
+    read.wait_for(result.position, timeout=0.2)
+    assert read.transaction("shanghai-exchange", "RYW-1")["quantity"] == 5
