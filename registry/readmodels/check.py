@@ -3,7 +3,10 @@
 The expected rows are recomputed from the write side (the Account, Transaction and
 SerialCounter aggregates, read through the registry's own queries, and the log's
 notification ids for positions), never from projection code: a bug in a projection
-cannot then hide itself by being repeated in its check.
+cannot then hide itself by being repeated in its check. Transaction aggregates, the
+bulk of a registry, are replayed in one pass over the log with the library's own
+projector (what ``repository.get`` does for each, minus a query and a deep copy per
+aggregate: ten times faster).
 
 A comparison only means something when the projections have applied exactly the log
 the aggregates are read from. ``reconcile`` therefore first requires every projection to
@@ -25,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
+from eventsourcing.application import project_aggregate
+from eventsourcing.persistence import Notification
 from sqlalchemy import Connection, Engine, Table, select
 
 from registry.application import Registry
@@ -45,14 +50,16 @@ Ranges = list[tuple[int, int]]
 SCAN_PAGE = 1000
 STATE_TOPICS = (Account.Opened.TOPIC, Account.Frozen.TOPIC, Account.Unfrozen.TOPIC,
                 Account.Closed.TOPIC)
-TRANSACTION_TOPICS = (Transaction.Completed.TOPIC, Transaction.Refused.TOPIC)
+TRANSACTION_TOPICS = (Transaction.Completed.TOPIC, Transaction.Refused.TOPIC,
+                      Transaction.Reversed.TOPIC)
 
 
 @dataclass(frozen=True)
 class Difference:
     """One way a read model disagrees with the event store.
 
-    ``key`` names the row (or group of rows) as text, e.g. ``CMP-1 CEA/2025``;
+    ``key`` names the table and the row (or group of rows) in it, e.g.
+    ``rm_holdings CMP-1 CEA/2025`` or ``rm_transactions exchange T-17``;
     ``expected`` is what the aggregates say, ``actual`` what the read model holds
     (None for a missing or an unexpected row).
     """
@@ -70,6 +77,8 @@ class Difference:
 
 @dataclass(frozen=True)
 class Report:
+    """What a reconciliation compared (rows and groups of rows) and what differed."""
+
     checks: int
     differences: tuple[Difference, ...]
 
@@ -160,17 +169,23 @@ class _Expected:
         """Merged serial ranges per (unit class, account)."""
 
         last_change: dict[UUID, int] = {}
-        transactions: list[tuple[int, Transaction]] = []
-        for position, topic, originator in _notifications(
-                registry, head, (*STATE_TOPICS, *TRANSACTION_TOPICS)):
-            if topic in STATE_TOPICS:
-                last_change[originator] = position
-            else:
-                transactions.append((position, _get(registry, originator, Transaction)))
+        created: dict[UUID, int] = {}
+        transactions: dict[UUID, Transaction] = {}
+        for notification in _notifications(registry, head, (*STATE_TOPICS, *TRANSACTION_TOPICS)):
+            originator = UUID(str(notification.originator_id))
+            if notification.topic in STATE_TOPICS:
+                last_change[originator] = notification.id
+                continue
+            if notification.topic != Transaction.Reversed.TOPIC:
+                created[originator] = notification.id
+            event = registry.mapper.to_domain_event(notification)
+            txn = project_aggregate(transactions.get(originator), [event])
+            assert isinstance(txn, Transaction), notification
+            transactions[originator] = txn
         self._accounts(registry, last_change)
         self._issued(registry)
-        for position, txn in transactions:
-            self._transaction(registry, position, txn)
+        for originator, position in created.items():
+            self._transaction(transactions, position, transactions[originator])
 
     def _accounts(self, registry: Registry, last_change: Mapping[UUID, int]) -> None:
         supply: dict[Key, list[int]] = defaultdict(lambda: [0, 0])
@@ -208,10 +223,11 @@ class _Expected:
                 self.issued[(line.unit_class.key,)] = {
                     "issued": line.issued, "next_serial": counter.next_serial}
 
-    def _transaction(self, registry: Registry, position: int, txn: Transaction) -> None:
+    def _transaction(self, transactions: Mapping[UUID, Transaction], position: int,
+                     txn: Transaction) -> None:
         reversed_by = None
         if txn.reversed_by is not None:
-            reversal = _get(registry, txn.reversed_by, Transaction)
+            reversal = transactions[txn.reversed_by]
             reversed_by = f"{reversal.party}:{reversal.client_id}"
         self.transactions[(txn.party, txn.client_id)] = {
             "kind": txn.kind.value, "status": txn.status.value, "source": txn.source,
@@ -244,15 +260,13 @@ class _Expected:
 
 
 def _notifications(registry: Registry, head: int, topics: Iterable[str]
-                   ) -> Iterator[tuple[int, str, UUID]]:
+                   ) -> Iterator[Notification]:
+    """The log's notifications of ``topics`` up to ``head``, in order, page by page."""
     start, wanted = 1, list(topics)
     while True:
         page = registry.recorder.select_notifications(start=start, limit=SCAN_PAGE,
                                                       stop=head, topics=wanted)
-        for n in page:
-            originator = n.originator_id
-            yield n.id, n.topic, originator if isinstance(originator, UUID) else UUID(
-                str(originator))
+        yield from page
         if len(page) < SCAN_PAGE:
             return
         start = page[-1].id + 1
@@ -454,7 +468,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(_: argparse.Namespace) -> int:
-    """Exit 0 when every read model equals the event store, 1 on any difference."""
+    """Exit 0 when every read model equals the event store, 1 on any difference.
+
+    The projections are caught up first (``check``): a comparison is only meaningful at
+    the head of the log, and a check of lagging tables would report the lag, not bugs."""
     settings = Settings.from_env()
     registry = build_registry(settings)
     engine = make_engine(settings)

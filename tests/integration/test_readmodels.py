@@ -4,24 +4,29 @@ The property test plays random command histories (refusals, replays, holds, reve
 freezes included) while the projection runner applies the log in random small batches
 and restarts now and then. Afterwards ``reconcile`` must find no difference from the
 aggregates, and rebuilding every table from position zero with batches of 1 and of
-1000 must give exactly the rows the incremental run gave.
+1000 must give exactly the rows the incremental run gave. It runs on SQLite and on
+PostgreSQL.
+
+A deliberately corrupted read model must be named precisely, by ``reconcile`` and by
+``registry check``; and a command's position, waited for, must be readable at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
@@ -62,7 +67,7 @@ INDEX = st.integers(0, 50)
 MOVE_BETWEEN_HOLDERS = st.tuples(st.just("move"), st.sampled_from(KINDS), HOLDER, HOLDER,
                                  SELECTOR, QUANTITY)
 HOLD = st.tuples(st.just("hold"), HOLDER, SELECTOR, QUANTITY, st.sampled_from([60, 3600]),
-                st.sampled_from(["later", "part now", "all now", "expire"]), HOLDER)
+                st.sampled_from(["later", "part now", "all now", "expire", "release"]), HOLDER)
 RETIRE = st.tuples(st.just("move"), st.sampled_from(["SURRENDER", "CANCELLATION"]), HOLDER,
                    HOLDER, SELECTOR, QUANTITY)
 SETTLE_HOLD = st.tuples(st.just("settle_hold"), INDEX, HOLDER, QUANTITY)
@@ -78,13 +83,31 @@ COMMAND: st.SearchStrategy[Command] = st.one_of(
     st.tuples(st.just("issue"), st.integers(0, len(CLASSES) - 1), st.integers(1, 60)),
     st.tuples(st.just("release"), INDEX),
     st.tuples(st.just("expire"), st.sampled_from([120, 7200])),
-    st.tuples(st.just("state"), st.sampled_from(["freeze", "unfreeze", "freeze", "close"]),
-              ACCOUNT),
+    st.tuples(st.just("state"), st.sampled_from(["freeze", "unfreeze", "close"]), ACCOUNT),
+    st.tuples(st.just("state"), st.sampled_from(["freeze", "unfreeze"]), HOLDER),
     st.tuples(st.just("restart")),
     st.tuples(st.just("open"), HOLDER),
 )
 """Movements between holders, holds and runner steps are drawn twice as often."""
 HISTORY = st.lists(COMMAND, min_size=12, max_size=40)
+TOUR: list[Command] = [
+    ("step",), ("move", "TRANSFER", "CMP-1", "TRD-1", 1, 5),
+    ("move", "SETTLEMENT", "TRD-1", "CMP-2", 1, 5), ("step",),
+    ("trades", [("TRD-1", "CMP-1", "CEA", 3, False), ("TRD-1", "CMP-1", "CEA", 3, True),
+                ("CMP-2", "TRD-1", "CEA", 90, False)]),
+    ("hold", "TRD-1", 0, 6, 60, "part now", "CMP-1"),
+    ("hold", "TRD-1", 0, 4, 60, "all now", "CMP-2"),
+    ("hold", "CMP-1", 0, 4, 60, "release", "TRD-1"),
+    ("hold", "CMP-2", 0, 4, 60, "expire", "TRD-1"),
+    ("hold", "PRJ-1", 2, 5, 3600, "later", "TRD-1"), ("settle_hold", 0, "TRD-1", 3),
+    ("restart",), ("move", "SURRENDER", "CMP-1", "CMP-1", 1, 5), ("reverse", -1),
+    ("move", "CANCELLATION", "TRD-1", "TRD-1", 0, 2), ("reverse", -1), ("reverse", -1),
+    ("state", "freeze", "TRD-1"), ("move", "TRANSFER", "TRD-1", "CMP-1", 0, 1),
+    ("state", "unfreeze", "TRD-1"), ("issue", 0, 10), ("step",),
+    ("move", "ALLOCATION_RETURN", "CMP-1", "CMP-1", 1, 2), ("expire", 7200),
+]
+"""A history that succeeds at every kind of command (and is refused at some): always
+played, so that the run is never vacuous whatever the random histories turn out."""
 
 
 @dataclass
@@ -100,6 +123,8 @@ class Player:
     sent: list[tuple[str, str]] = field(default_factory=list)
     holds: list[tuple[str, str, str, int]] = field(default_factory=list)
     """(hold id, account, unit type, quantity) of every hold placed."""
+    frozen: set[str] = field(default_factory=set)
+    active: set[str] = field(default_factory=set)
     count: int = 0
 
     def __post_init__(self) -> None:
@@ -144,36 +169,46 @@ class Player:
         elif name == "move":
             self.move(*command[1:])
         elif name == "trades":
-            trades = []
+            trades: list[Trade] = []
             for seller, buyer, unit_type, quantity, repeat in command[1]:
                 trade_id = (trades[-1].trade_id if repeat and trades
                             else self.next_id("TRD"))
                 trades.append(Trade(trade_id, seller, buyer, unit_type, quantity))
-            for result in registry.settle_trades(EXCHANGE, trades):
-                self.stats[f"batch trade {result.outcome}"] += 1
-                if result.transaction is not None:
-                    self.sent.append((EXCHANGE.party, result.trade_id))
+            for outcome in registry.settle_trades(EXCHANGE, trades):
+                self.stats[f"batch trade {outcome.outcome}"] += 1
+                if outcome.transaction is not None:
+                    self.sent.append((EXCHANGE.party, outcome.trade_id))
         elif name == "hold":
             self.hold(*command[1:])
         elif name == "settle_hold" and self.holds:
-            hold_id, seller, unit_type, _ = self.holds[command[1] % len(self.holds)]
-            self.record(registry.settle_trade(EXCHANGE, Trade(
+            hold_id, seller, unit_type, _ = self.pick_hold(command[1])
+            result = registry.settle_trade(EXCHANGE, Trade(
                 self.next_id("TRD"), seller, command[2], unit_type, command[3],
-                hold_id=hold_id)))
+                hold_id=hold_id))
+            self.record(result)
+            if result.ok:
+                self.active.discard(hold_id)
         elif name == "release" and self.holds:
-            hold = registry.release_hold(EXCHANGE, self.holds[command[1] % len(self.holds)][0])
+            hold = registry.release_hold(EXCHANGE, self.pick_hold(command[1])[0])
             self.stats[f"release {hold.status}"] += 1
+            self.active.discard(hold.hold_id)
         elif name == "expire":
             self.clock.advance(command[1])
-            self.stats["holds expired"] += len(registry.expire_due_holds())
+            self.expire_due()
         elif name == "reverse":
-            target = (self.sent[command[1] % len(self.sent)] if self.sent
-                      else (REGULATOR.party, "NO-SUCH-TXN"))
-            self.record(registry.reverse(REGULATOR, self.next_id("REV"), *target, "fix"))
+            party, txn_id = (self.sent[command[1] % len(self.sent)] if self.sent
+                             else (REGULATOR.party, "NO-SUCH-TXN"))
+            self.record(registry.reverse(REGULATOR, self.next_id("REV"), party, txn_id, "fix"))
         elif name == "state":
-            action = getattr(registry, f"{command[1]}_account")
-            action(REGULATOR, command[2], "by order")
-            self.stats[f"account {command[1]}"] += 1
+            action, account_id = command[1:]
+            if action == "unfreeze" and self.frozen:   # mostly one that is frozen
+                account_id = sorted(self.frozen)[0]
+            getattr(registry, f"{action}_account")(REGULATOR, account_id, "by order")
+            self.stats[f"account {action}"] += 1
+            if action == "freeze":
+                self.frozen.add(account_id)
+            else:
+                self.frozen.discard(account_id)
 
     def move(self, kind: str, source: str, destination: str, selector_index: int,
              quantity: int) -> None:
@@ -201,21 +236,37 @@ class Player:
     def hold(self, account_id: str, selector_index: int, quantity: int, timeout: int,
              settle: str, buyer: str) -> None:
         """Place a hold, then maybe settle it at once (settling part frees the rest, an
-        Account.HeldUnitsDebited with released blocks) or let it expire."""
+        Account.HeldUnitsDebited with released blocks), release it or let it expire."""
         unit_type = SELECTORS[selector_index].unit_type.value
         hold = self.registry.place_hold(EXCHANGE, self.next_id("ORD"), account_id,
                                         SELECTORS[selector_index], quantity, timeout)
         self.stats[f"hold {hold.status}"] += 1
         self.holds.append((hold.hold_id, account_id, unit_type, quantity))
+        if hold.ok:
+            self.active.add(hold.hold_id)
         if hold.ok and settle == "expire":
             self.clock.advance(timeout)
-            self.stats["holds expired"] += len(self.registry.expire_due_holds())
+            self.expire_due()
+        elif hold.ok and settle == "release":
+            self.play(("release", len(self.holds) - 1))
         elif hold.ok and settle != "later" and buyer != account_id:
             sold = quantity if settle == "all now" else max(1, quantity // 2)
             result = self.registry.settle_trade(EXCHANGE, Trade(
                 self.next_id("TRD"), account_id, buyer, unit_type, sold, hold_id=hold.hold_id))
             self.record(result)
             self.stats[f"hold settled {settle} {result.status}"] += 1
+            if result.ok:
+                self.active.discard(hold.hold_id)
+
+    def pick_hold(self, index: int) -> tuple[str, str, str, int]:
+        """Mostly an active hold (when there is one), else any hold placed."""
+        active = [hold for hold in self.holds if hold[0] in self.active]
+        return (active or self.holds)[index % len(active or self.holds)]
+
+    def expire_due(self) -> None:
+        expired = self.registry.expire_due_holds()
+        self.stats["holds expired"] += len(expired)
+        self.active -= {hold.hold_id for hold in expired}
 
     def record(self, result: Any) -> None:
         self.stats[f"{result.kind} {result.status}"] += 1
@@ -259,25 +310,30 @@ def play_and_compare(registry: Registry, engine: Engine, clock: FakeClock,
 
 
 def assert_exercised(stats: Counter[str]) -> None:
-    """Guard against vacuous runs: these outcomes occurred across the examples."""
-    wanted = ["TRANSFER COMPLETED", "SETTLEMENT COMPLETED", "REVERSAL COMPLETED",
-              "SURRENDER COMPLETED", "CANCELLATION COMPLETED", "hold ACTIVE",
-              "batch trade SETTLED", "account freeze", "runner steps", "lag reported",
-              "hold settled part now COMPLETED", "release RELEASED", "holds expired"]
-    refused = [label for label in stats if label.endswith("REFUSED")]
+    """Guard against a vacuous run: every kind of command succeeded somewhere, refusals
+    were recorded, and the runner both lagged and caught up."""
+    wanted = ["ISSUANCE COMPLETED", "TRANSFER COMPLETED", "ALLOCATION COMPLETED",
+              "ALLOCATION_RETURN COMPLETED", "SETTLEMENT COMPLETED", "SURRENDER COMPLETED",
+              "CANCELLATION COMPLETED", "REVERSAL COMPLETED", "REVERSAL REFUSED",
+              "TRANSFER REFUSED", "batch trade SETTLED", "batch trade ALREADY_SETTLED",
+              "batch trade REFUSED", "hold ACTIVE", "hold settled part now COMPLETED",
+              "release RELEASED", "holds expired", "account freeze", "account unfreeze",
+              "runner steps", "lag reported"]
     missing = [label for label in wanted if not stats[label]]
-    assert not missing and refused, f"never seen: {missing}; seen: {sorted(stats)}"
+    assert not missing, f"never seen: {missing}; seen: {sorted(stats)}"
 
 
 HYPOTHESIS = settings(deadline=None, derandomize=True, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large])
+"""Derandomized: every run (and CI) plays the same histories, so a failure reproduces."""
 
 
 def test_read_models_equal_event_store_and_replay_on_sqlite(tmp_path: Path) -> None:
     stats: Counter[str] = Counter()
-    examples = iter(range(10**6))
+    examples = itertools.count()
 
     @settings(HYPOTHESIS, max_examples=30)
+    @example(history=TOUR, batch_size=3)
     @given(history=HISTORY, batch_size=st.integers(1, 50))
     def check(history: list[Command], batch_size: int) -> None:
         path = tmp_path / f"example-{next(examples)}.sqlite"
@@ -300,7 +356,8 @@ def test_read_models_equal_event_store_and_replay_on_postgres() -> None:
     with fresh_pg_database() as url:
         engine = make_engine(Settings(url))
 
-        @settings(HYPOTHESIS, max_examples=20)
+        @settings(HYPOTHESIS, max_examples=15)
+        @example(history=TOUR, batch_size=3)
         @given(history=HISTORY, batch_size=st.integers(1, 50))
         def check(history: list[Command], batch_size: int) -> None:
             clock = FakeClock()
@@ -332,10 +389,10 @@ def empty_database(engine: Engine) -> None:
 # == corruption is reported precisely ==================================================
 
 @contextmanager
-def sqlite_registry(path: Path, clock: Callable[[], Any] | None = None
-                    ) -> Iterator[tuple[Registry, Engine, str]]:
+def sqlite_registry(path: Path) -> Iterator[tuple[Registry, Engine, str]]:
+    """A registry on a migrated SQLite file, and an engine on the same file."""
     url = f"sqlite:///{path}"
-    registry = build_registry(Settings(url), clock=clock)
+    registry = build_registry(Settings(url))
     engine = make_engine(Settings(url))
     try:
         yield registry, engine, url
@@ -405,6 +462,8 @@ def holding_total(engine: Engine, account_id: str, unit_class: str) -> int:
 
 
 def test_wait_for_a_commands_position_reads_its_write(tmp_path: Path) -> None:
+    """The follower polls only every 0.1 s, so a wait_for that returned early would read
+    the balance before the command's events were applied."""
     with sqlite_registry(tmp_path / "registry.sqlite") as (registry, engine, _):
         open_trader(registry, "TRD-1")
         cea = UnitSelector(UnitType.CEA)
@@ -412,7 +471,7 @@ def test_wait_for_a_commands_position_reads_its_write(tmp_path: Path) -> None:
         follower = ProjectionRunner(registry, engine)
         waiter = ProjectionRunner(registry, engine)
         stop = threading.Event()
-        thread = threading.Thread(target=follower.follow, args=(stop, 0.005))
+        thread = threading.Thread(target=follower.follow, args=(stop, 0.1))
         thread.start()
         try:
             for n in range(1, 6):
