@@ -77,9 +77,6 @@ class UnitOfWork:
             raise UnknownAccount(f"no account {account_id}", account=account_id)
         return account
 
-    def find_account(self, account_id: str) -> Account | None:
-        return self.find(Account.id_for(account_id), Account)
-
     def hold(self, party: str, hold_id: str) -> Hold:
         hold = self.find(Hold.id_for(party, hold_id), Hold)
         if hold is None:

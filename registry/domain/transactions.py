@@ -21,7 +21,7 @@ from registry.domain.errors import (
     RegistryError,
     UnitsRetired,
 )
-from registry.domain.ids import NAMESPACE
+from registry.domain.ids import NAMESPACE, check_party
 from registry.domain.units import SerialBlock
 
 
@@ -47,6 +47,9 @@ class Principal:
 
     party: str
     name: str
+
+    def __post_init__(self) -> None:
+        check_party(self.party)
 
     def __str__(self) -> str:
         return f"{self.party}/{self.name}"

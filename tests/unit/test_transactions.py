@@ -164,3 +164,11 @@ def test_fingerprint_covers_content_but_not_the_sender() -> None:
         Movement("S1", K.SURRENDER, "A-001", "CN-SURRENDER", 5,
                  selector=UnitSelector(UnitType.CEA))
     assert raised.value.reason == "INVALID_COMPLIANCE_YEAR"
+
+
+def test_a_principal_needs_a_well_formed_party() -> None:
+    assert str(Principal("shanghai-exchange", "desk-1")) == "shanghai-exchange/desk-1"
+    for bad in ("", "Upper", "has space", "x" * 65):
+        with pytest.raises(InvalidCommand) as raised:
+            Principal(bad, "desk")
+        assert raised.value.reason == "INVALID_PARTY"
