@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from registry import remote
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
@@ -24,6 +25,14 @@ def main(argv: list[str] | None = None) -> int:
                    "to the latest schema").set_defaults(run=_migrate)
     worker.add_parser(sub)
     check.add_parser(sub)
+    sub.add_parser("serve", help="run the gRPC server (REGISTRY_LISTEN, default "
+                   "127.0.0.1:50051)").set_defaults(run=_serve)
+    token = sub.add_parser("token", help="add a bearer token to the token file")
+    token.add_argument("action", choices=["add"])
+    token.add_argument("--party", required=True, help="scopes the caller's client ids")
+    token.add_argument("--name", required=True, help="who within the party")
+    token.set_defaults(run=_token)
+    remote.add_parsers(sub)
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "run"):
@@ -68,6 +77,23 @@ def _supply() -> int:
               f"held {line.held_in_accounts:>15,}  {'OK' if line.balanced else 'MISMATCH'}")
     registry.close()
     return 0 if ok else 1
+
+
+def _serve(_: argparse.Namespace) -> int:
+    from services.server import serve
+
+    return serve()
+
+
+def _token(args: argparse.Namespace) -> int:
+    from services.auth import add_token
+    from services.server import ServerSettings
+
+    settings = Settings.from_env()
+    path = ServerSettings.from_env(settings).tokens_file
+    token = add_token(path, args.party, args.name)
+    print(f"added a token for {args.party}/{args.name} to {path} (shown once):\n{token}")
+    return 0
 
 
 def _migrate(_: argparse.Namespace) -> int:

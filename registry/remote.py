@@ -1,0 +1,121 @@
+"""Operator commands that talk to a running registry server: balances, history, trace.
+
+The server is ``--server`` or ``REGISTRY_SERVER`` (default ``127.0.0.1:50051``); the
+token is ``--token``, ``REGISTRY_TOKEN``, or the first token of the local token file
+(``REGISTRY_TOKENS_FILE``, default ``$REGISTRY_DATA_DIR/tokens``), which is what the
+embedded server created on first start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import grpc
+
+from registry.client import RegistryClient, error_details, unit_class
+from registry.config import DEFAULT_DATA_DIR
+from registry.v1 import common_pb2 as common_pb
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    balances = sub.add_parser("balances", help="an account's holdings, from a running server")
+    balances.add_argument("account_id")
+    balances.set_defaults(run=_balances)
+    history = sub.add_parser("history", help="an account's movements, from a running server")
+    history.add_argument("account_id")
+    history.add_argument("--limit", type=int, default=100, help="at most this many rows")
+    history.set_defaults(run=_history)
+    trace = sub.add_parser("trace", help="where a serial is and every account it passed")
+    trace.add_argument("unit_class", help="e.g. CEA/2025 or CCER/2024/CCER-2024-0117")
+    trace.add_argument("serial", type=int)
+    trace.set_defaults(run=_trace)
+    for parser in (balances, history, trace):
+        parser.add_argument("--server", default=os.environ.get("REGISTRY_SERVER",
+                                                               "127.0.0.1:50051"))
+        parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
+
+
+def _client(args: argparse.Namespace) -> RegistryClient:
+    token = args.token or _local_token()
+    return RegistryClient(args.server, token, timeout=10, attempts=2)
+
+
+def _local_token() -> str:
+    data_dir = Path(os.environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
+    path = Path(os.environ.get("REGISTRY_TOKENS_FILE", "") or data_dir / "tokens")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            fields = line.split("#", 1)[0].split()
+            if fields:
+                return fields[0]
+    return ""
+
+
+def _remote(args: argparse.Namespace, command: str) -> int:
+    try:
+        with _client(args) as client:
+            if command == "balances":
+                _print_balances(client, args.account_id)
+            elif command == "history":
+                _print_history(client, args.account_id, args.limit)
+            else:
+                _print_trace(client, args.unit_class, args.serial)
+    except grpc.RpcError as error:
+        details = error_details(error)
+        print(f"registry: {details.code.name} {details.reason}: {details.message}",
+              file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"registry: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _balances(args: argparse.Namespace) -> int:
+    return _remote(args, "balances")
+
+
+def _history(args: argparse.Namespace) -> int:
+    return _remote(args, "history")
+
+
+def _trace(args: argparse.Namespace) -> int:
+    return _remote(args, "trace")
+
+
+def _key(klass: common_pb.UnitClass) -> str:
+    text = f"{common_pb.UnitType.Name(klass.unit_type).removeprefix('UNIT_TYPE_')}/"
+    return text + str(klass.vintage) + (f"/{klass.project}" if klass.project else "")
+
+
+def _print_balances(client: RegistryClient, account_id: str) -> None:
+    holdings = client.balances(account_id)
+    print(f"{'unit class':<32}{'total':>16}{'held':>16}{'available':>16}")
+    for h in holdings:
+        print(f"{_key(h.unit_class):<32}{h.total:>16,}{h.held:>16,}{h.available:>16,}")
+    if not holdings:
+        print(f"({account_id} holds no units)")
+
+
+def _print_history(client: RegistryClient, account_id: str, limit: int) -> None:
+    print(f"{'position':>9}  {'kind':<18}{'dir':<7}{'unit class':<28}{'quantity':>14}  "
+          f"{'counterparty':<24}transaction")
+    for count, m in enumerate(client.transactions(account_id), 1):
+        kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
+        direction = "DEBIT" if m.direction == 1 else "CREDIT"
+        print(f"{m.position:>9}  {kind:<18}{direction:<7}{_key(m.unit_class):<28}"
+              f"{m.quantity:>14,}  {m.counterparty_account:<24}{m.party}:{m.transaction_id}")
+        if count >= limit:
+            break
+
+
+def _print_trace(client: RegistryClient, klass: str, serial: int) -> None:
+    trace = client.trace_serial(unit_class(klass), serial)
+    print(f"serial {serial} of {klass} is in {trace.current_account}")
+    for m in trace.movements:
+        kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
+        print(f"  {m.position:>9}  {kind:<18}{m.source_account or '(new)':<24} -> "
+              f"{m.destination_account:<24}{m.party}:{m.transaction_id}")

@@ -1,0 +1,107 @@
+"""AccountService: operators' accounts, balances, history, surrender and cancellation."""
+
+from __future__ import annotations
+
+import grpc
+
+from registry.domain.accounts import AccountType, Sector
+from registry.domain.transactions import TransactionKind
+from registry.v1 import account_service_pb2 as pb
+from registry.v1 import account_service_pb2_grpc as pb_grpc
+from registry.v1 import common_pb2 as common
+from services import convert
+from services.auth import current_principal
+from services.backend import Backend
+
+DEFAULT_PAGE = 100
+
+
+class AccountServicer(pb_grpc.AccountServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self.registry = backend.registry
+        self.backend = backend
+
+    def GetAccount(self, request: pb.GetAccountRequest,
+                   context: grpc.ServicerContext) -> pb.GetAccountResponse:
+        view = self.registry.get_account(convert.required(request.account_id, "account_id"))
+        return pb.GetAccountResponse(account=convert.account_view_to_proto(view))
+
+    def ListAccounts(self, request: pb.ListAccountsRequest,
+                     context: grpc.ServicerContext) -> pb.ListAccountsResponse:
+        account_type = convert.enum_from_proto(request.account_type, common.AccountType,
+                                               AccountType, "account_type", required=False)
+        sector = convert.enum_from_proto(request.sector, common.Sector, Sector, "sector",
+                                         required=False)
+        page = self.backend.read_models.accounts(
+            page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
+            account_type=account_type.value if account_type else None,
+            sector=sector.value if sector else None, province=request.province or None)
+        return pb.ListAccountsResponse(
+            accounts=[convert.account_row_to_proto(row) for row in page.rows],
+            next_page_token=page.next_token)
+
+    def GetBalances(self, request: pb.GetBalancesRequest,
+                    context: grpc.ServicerContext) -> pb.GetBalancesResponse:
+        account_id = convert.required(request.account_id, "account_id")
+        self.backend.wait_for(request.min_position, context)
+        rows = self.backend.read_models.holdings(account_id)
+        return pb.GetBalancesResponse(
+            account_id=account_id,
+            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows])
+
+    def ListTransactions(self, request: pb.ListTransactionsRequest,
+                         context: grpc.ServicerContext) -> pb.ListTransactionsResponse:
+        account_id = convert.required(request.account_id, "account_id")
+        kinds = [convert.enum_from_proto(k, common.TransactionKind, TransactionKind,
+                                         f"kinds[{i}]") for i, k in enumerate(request.kinds)]
+        self.backend.read_models.account(account_id)
+        page = self.backend.read_models.history(
+            account_id, page_size=request.page_size or DEFAULT_PAGE,
+            page_token=request.page_token, kinds=[k.value for k in kinds if k],
+            since=convert.optional_time(request, "start_time"),
+            until=convert.optional_time(request, "end_time"))
+        return pb.ListTransactionsResponse(
+            movements=[_movement(row) for row in page.rows], next_page_token=page.next_token)
+
+    def SurrenderUnits(self, request: pb.SurrenderUnitsRequest,
+                       context: grpc.ServicerContext) -> pb.SurrenderUnitsResponse:
+        result = self.registry.surrender(
+            current_principal(), request.transaction_id,
+            convert.required(request.account_id, "account_id"), convert.selector(request),
+            request.quantity, request.compliance_year, request.reason)
+        return pb.SurrenderUnitsResponse(transaction=convert.completed(result),
+                                         replayed=result.replayed)
+
+    def CancelUnits(self, request: pb.CancelUnitsRequest,
+                    context: grpc.ServicerContext) -> pb.CancelUnitsResponse:
+        result = self.registry.cancel(
+            current_principal(), request.transaction_id,
+            convert.required(request.account_id, "account_id"), convert.selector(request),
+            request.quantity, request.reason)
+        return pb.CancelUnitsResponse(transaction=convert.completed(result),
+                                      replayed=result.replayed)
+
+    def GetComplianceStatus(self, request: pb.GetComplianceStatusRequest,
+                            context: grpc.ServicerContext) -> pb.GetComplianceStatusResponse:
+        view = self.registry.get_compliance_status(
+            convert.required(request.account_id, "account_id"), request.compliance_year)
+        return pb.GetComplianceStatusResponse(
+            account_id=view.account_id, compliance_year=view.compliance_year,
+            state=pb.ComplianceState.Value(f"COMPLIANCE_STATE_{view.state}"),
+            verified_emissions=view.verified_emissions or 0, obligation=view.obligation,
+            surrendered_cea=view.surrendered_cea, surrendered_ccer=view.surrendered_ccer,
+            outstanding=view.outstanding)
+
+
+def _movement(row: dict[str, object]) -> pb.AccountMovement:
+    return pb.AccountMovement(
+        position=int(str(row["position"])),
+        direction=pb.Direction.Value(f"DIRECTION_{row['direction']}"),
+        kind=convert.enum_to_proto(str(row["kind"]), common.TransactionKind),
+        party=str(row["party"]), transaction_id=str(row["client_id"]),
+        counterparty_account=str(row["counterparty"] or ""),
+        unit_class=convert.unit_class_to_proto(str(row["unit_class"])),
+        quantity=int(str(row["quantity"])), blocks=convert.blocks_from_json(str(row["blocks"])),
+        reason=str(row["reason"]), principal=str(row["principal"]),
+        record_time=convert.timestamp(row["recorded_at"]),  # type: ignore[arg-type]
+    )

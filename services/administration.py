@@ -1,0 +1,123 @@
+"""AdministrationService: regulators open and freeze accounts, issue, allocate, reverse
+and record verified emissions."""
+
+from __future__ import annotations
+
+import grpc
+
+from registry.application.commands import AllocationRow, EmissionsRow
+from registry.application.results import AccountResult, RowOutcome, RowResult
+from registry.domain.accounts import AccountType
+from registry.domain.errors import InvalidCommand
+from registry.domain.units import UnitType
+from registry.v1 import administration_service_pb2 as pb
+from registry.v1 import administration_service_pb2_grpc as pb_grpc
+from registry.v1 import common_pb2 as common
+from services import convert
+from services.auth import current_principal
+from services.backend import Backend
+
+ROW_STATUS = {
+    RowOutcome.COMPLETED: common.ROW_STATUS_COMPLETED,
+    RowOutcome.ALREADY_COMPLETED: common.ROW_STATUS_ALREADY_COMPLETED,
+    RowOutcome.REFUSED: common.ROW_STATUS_REFUSED,
+    RowOutcome.REJECTED: common.ROW_STATUS_REJECTED,
+}
+
+
+class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self.registry = backend.registry
+
+    def OpenAccount(self, request: pb.OpenAccountRequest,
+                    context: grpc.ServicerContext) -> pb.OpenAccountResponse:
+        account_type = convert.enum_from_proto(request.account_type, common.AccountType,
+                                               AccountType, "account_type")
+        assert account_type is not None
+        result = self.registry.open_account(
+            current_principal(), convert.required(request.account_id, "account_id"),
+            account_type, convert.holder_from_proto(request.holder))
+        return pb.OpenAccountResponse(account=convert.account_view_to_proto(result.account),
+                                      replayed=result.replayed)
+
+    def FreezeAccount(self, request: pb.FreezeAccountRequest,
+                      context: grpc.ServicerContext) -> pb.FreezeAccountResponse:
+        result = self.registry.freeze_account(
+            current_principal(), convert.required(request.account_id, "account_id"),
+            request.reason, request_id=convert.required(request.request_id, "request_id"))
+        return pb.FreezeAccountResponse(account=_account(result), replayed=result.replayed)
+
+    def UnfreezeAccount(self, request: pb.UnfreezeAccountRequest,
+                        context: grpc.ServicerContext) -> pb.UnfreezeAccountResponse:
+        result = self.registry.unfreeze_account(
+            current_principal(), convert.required(request.account_id, "account_id"),
+            request.reason, request_id=convert.required(request.request_id, "request_id"))
+        return pb.UnfreezeAccountResponse(account=_account(result), replayed=result.replayed)
+
+    def CloseAccount(self, request: pb.CloseAccountRequest,
+                     context: grpc.ServicerContext) -> pb.CloseAccountResponse:
+        result = self.registry.close_account(
+            current_principal(), convert.required(request.account_id, "account_id"),
+            request.reason, request_id=convert.required(request.request_id, "request_id"))
+        return pb.CloseAccountResponse(account=_account(result), replayed=result.replayed)
+
+    def IssueUnits(self, request: pb.IssueUnitsRequest,
+                   context: grpc.ServicerContext) -> pb.IssueUnitsResponse:
+        result = self.registry.issue_units(
+            current_principal(), request.transaction_id,
+            convert.unit_class_from_proto(request.unit_class), request.quantity, request.reason)
+        return pb.IssueUnitsResponse(transaction=convert.completed(result),
+                                     replayed=result.replayed)
+
+    def AllocateUnits(self, request: pb.AllocateUnitsRequest,
+                      context: grpc.ServicerContext) -> pb.AllocateUnitsResponse:
+        if not request.rows:
+            raise InvalidCommand("no rows to allocate", reason="EMPTY_BATCH", field="rows")
+        rows: list[AllocationRow] = []
+        rejected: dict[int, RowResult] = {}
+        for index, row in enumerate(request.rows):
+            try:
+                unit_type = convert.enum_from_proto(row.unit_type, common.UnitType, UnitType,
+                                                    f"rows[{index}].unit_type")
+                assert unit_type is not None
+                rows.append(AllocationRow(
+                    transaction_id=row.transaction_id, account_id=row.account_id,
+                    unit_type=unit_type.value, quantity=row.quantity, reason=row.reason,
+                    vintage=row.vintage if row.HasField("vintage") else None,
+                    source=row.source_account or None))
+            except InvalidCommand as error:
+                rejected[index] = RowResult.rejected(row.transaction_id, error)
+        done = iter(self.registry.allocate_many(current_principal(), rows) if rows else [])
+        results = [rejected[i] if i in rejected else next(done)
+                   for i in range(len(request.rows))]
+        return pb.AllocateUnitsResponse(results=[
+            pb.AllocationResult(transaction_id=r.client_id, status=ROW_STATUS[r.outcome],
+                                reason=r.reason, message=r.message, position=r.position or 0)
+            for r in results])
+
+    def ReverseTransaction(self, request: pb.ReverseTransactionRequest,
+                           context: grpc.ServicerContext) -> pb.ReverseTransactionResponse:
+        result = self.registry.reverse(
+            current_principal(), request.transaction_id,
+            convert.required(request.original_party, "original_party"),
+            request.original_transaction_id, request.reason)
+        return pb.ReverseTransactionResponse(transaction=convert.completed(result),
+                                             replayed=result.replayed)
+
+    def RecordVerifiedEmissions(self, request: pb.RecordVerifiedEmissionsRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.RecordVerifiedEmissionsResponse:
+        recorded = self.registry.record_verified_emissions(current_principal(), [
+            EmissionsRow(account_id=row.account_id, compliance_year=row.compliance_year,
+                         verified_emissions=row.verified_emissions, reason=row.reason)
+            for row in request.rows])
+        return pb.RecordVerifiedEmissionsResponse(
+            results=[pb.VerifiedEmissionsResult(
+                account_id=r.account_id, compliance_year=r.compliance_year,
+                status=pb.EmissionsRowStatus.Value(f"EMISSIONS_ROW_STATUS_{r.status}"))
+                for r in recorded.results],
+            position=recorded.position or 0)
+
+
+def _account(result: AccountResult) -> common.Account:
+    return convert.account_view_to_proto(result.account)

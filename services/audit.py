@@ -1,0 +1,122 @@
+"""AuditService: the event stream, account history, past balances, serial traces, supply."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+
+import grpc
+
+from registry.application.eventlog import LoggedEvent, account_events, read_events
+from registry.domain.accounts import AccountType
+from registry.domain.errors import InvalidCommand
+from registry.readmodels.queries import check_page_size
+from registry.v1 import audit_service_pb2 as pb
+from registry.v1 import audit_service_pb2_grpc as pb_grpc
+from registry.v1 import common_pb2 as common
+from services import convert
+from services.backend import Backend
+
+DEFAULT_PAGE = 100
+DEFAULT_STREAM_PAGE = 1000
+
+
+class AuditServicer(pb_grpc.AuditServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self.registry = backend.registry
+        self.read_models = backend.read_models
+
+    def StreamEvents(self, request: pb.StreamEventsRequest,
+                     context: grpc.ServicerContext) -> Iterator[pb.StreamEventsResponse]:
+        if request.after_position < 0 or request.max_events < 0:
+            raise InvalidCommand("after_position and max_events must not be negative",
+                                 reason="INVALID_POSITION", field="after_position")
+        page_size = request.page_size or DEFAULT_STREAM_PAGE
+        topics = list(request.event_types)
+        account = request.account_id or None
+        after, sent = request.after_position, 0
+        while context.is_active():
+            limit = page_size
+            if request.max_events:
+                limit = min(limit, request.max_events - sent)
+            page = read_events(self.registry, after, limit, topics, account)
+            if not page.events and page.last_position == after:
+                return  # at the head of the log
+            yield pb.StreamEventsResponse(events=[_event(e) for e in page.events],
+                                          last_position=page.last_position,
+                                          head_position=page.head_position)
+            after, sent = page.last_position, sent + len(page.events)
+            if request.max_events and sent >= request.max_events:
+                return
+
+    def GetAccountHistory(self, request: pb.GetAccountHistoryRequest,
+                          context: grpc.ServicerContext) -> pb.GetAccountHistoryResponse:
+        account_id = convert.required(request.account_id, "account_id")
+        page_size = check_page_size(request.page_size or DEFAULT_PAGE)
+        after_version = _version_token(request.page_token) if request.page_token else 0
+        events, next_after = account_events(self.registry, account_id, after_version, page_size)
+        token = "" if next_after is None else base64.urlsafe_b64encode(
+            json.dumps(["v", next_after]).encode()).decode()
+        return pb.GetAccountHistoryResponse(events=[_event(e) for e in events],
+                                            next_page_token=token)
+
+    def GetBalancesAsOf(self, request: pb.GetBalancesAsOfRequest,
+                        context: grpc.ServicerContext) -> pb.GetBalancesAsOfResponse:
+        account_id = convert.required(request.account_id, "account_id")
+        if not request.HasField("as_of_time"):
+            raise InvalidCommand("as_of_time is required", reason="MISSING_FIELD",
+                                 field="as_of_time")
+        as_of = convert.from_timestamp(request.as_of_time)
+        rows = self.read_models.balances_as_of(account_id, as_of)
+        return pb.GetBalancesAsOfResponse(
+            account_id=account_id, as_of_time=request.as_of_time,
+            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows])
+
+    def TraceSerial(self, request: pb.TraceSerialRequest,
+                    context: grpc.ServicerContext) -> pb.TraceSerialResponse:
+        unit_class = convert.unit_class_from_proto(request.unit_class).key
+        if request.serial < 1:
+            raise InvalidCommand("serial must be positive", reason="INVALID_SERIAL",
+                                 field="serial")
+        current = self.read_models.locate_serial(unit_class, request.serial)
+        movements = self.read_models.trace_serial(unit_class, request.serial)
+        return pb.TraceSerialResponse(current_account=current, movements=[
+            pb.SerialMovement(
+                position=m["position"], kind=convert.enum_to_proto(m["kind"],
+                                                                   common.TransactionKind),
+                party=m["party"], transaction_id=m["client_id"],
+                source_account=m["source"] or "", destination_account=m["destination"],
+                first_serial=m["first"], last_serial=m["last"])
+            for m in movements])
+
+    def GetSupply(self, request: pb.GetSupplyRequest,
+                  context: grpc.ServicerContext) -> pb.GetSupplyResponse:
+        lines = []
+        for unit_class, line in sorted(self.read_models.supply().items()):
+            by_type = line["by_account_type"]
+            held = sum(v["total"] for v in by_type.values())
+            lines.append(pb.SupplyLine(
+                unit_class=convert.unit_class_to_proto(unit_class), issued=line["issued"],
+                held_in_accounts=held, balanced=held == line["issued"],
+                by_account_type=[pb.AccountTypeTotal(
+                    account_type=convert.enum_to_proto(AccountType(t), common.AccountType),
+                    total=v["total"], held=v["held"]) for t, v in sorted(by_type.items())]))
+        return pb.GetSupplyResponse(lines=lines)
+
+
+def _event(event: LoggedEvent) -> pb.Event:
+    return pb.Event(position=event.position, aggregate_id=event.aggregate_id,
+                    aggregate_version=event.aggregate_version, event_type=event.topic,
+                    payload_json=event.payload.decode())
+
+
+def _version_token(token: str) -> int:
+    try:
+        tag, version = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        tag, version = "", None
+    if tag != "v" or not isinstance(version, int) or version < 0:
+        raise InvalidCommand("page token is not one this registry issued",
+                             reason="INVALID_PAGE_TOKEN", field="page_token")
+    return version

@@ -1,0 +1,230 @@
+"""Protobuf <-> registry values. Nothing here decides anything about the ledger.
+
+Enum values map by name: the proto value ``UNIT_TYPE_CEA`` is the domain's ``CEA``; an
+``*_UNSPECIFIED`` value where one is required is an ``INVALID_ARGUMENT`` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from registry.application.commands import Trade
+from registry.application.results import AccountView, HoldResult, TransactionResult
+from registry.domain.accounts import Holder
+from registry.domain.errors import InvalidCommand, RegistryError
+from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.v1 import common_pb2 as pb
+from registry.v1 import settlement_service_pb2 as settlement_pb
+
+E = TypeVar("E", bound=StrEnum)
+
+PROTO_ENUMS: dict[str, Any] = {
+    "UnitType": pb.UnitType, "AccountType": pb.AccountType, "AccountState": pb.AccountState,
+    "Sector": pb.Sector, "TransactionKind": pb.TransactionKind,
+    "TransactionStatus": pb.TransactionStatus, "HoldStatus": pb.HoldStatus,
+}
+
+
+def _prefix(enum_name: str) -> str:
+    return "".join(f"_{c}" if c.isupper() else c.upper() for c in enum_name).lstrip("_")
+
+
+def enum_to_proto(value: StrEnum | str, proto_enum: Any) -> Any:
+    """Domain enum (or its text) -> proto enum number (typed Any: each proto enum has
+    its own value type)."""
+    return proto_enum.Value(f"{_prefix(proto_enum.DESCRIPTOR.name)}_{value}")
+
+
+def enum_from_proto(number: int, proto_enum: Any, domain: type[E], field: str,
+                    *, required: bool = True) -> E | None:
+    """Proto enum number -> domain enum; UNSPECIFIED is None, or an error when required."""
+    prefix = _prefix(proto_enum.DESCRIPTOR.name) + "_"
+    try:
+        name = proto_enum.Name(number)
+    except ValueError:
+        raise InvalidCommand(f"{field}: unknown value {number}", reason="INVALID_ENUM_VALUE",
+                             field=field) from None
+    if name.endswith("_UNSPECIFIED"):
+        if required:
+            raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
+        return None
+    return domain(name.removeprefix(prefix))
+
+
+def required(value: str, field: str) -> str:
+    if not value:
+        raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
+    return value
+
+
+# -- time -----------------------------------------------------------------------------
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def optional_time(message: Any, field: str) -> datetime | None:
+    return from_timestamp(getattr(message, field)) if message.HasField(field) else None
+
+
+def trade_date(message: pb.Date, field: str) -> date | None:
+    if not (message.year or message.month or message.day):
+        return None
+    try:
+        return date(message.year, message.month, message.day)
+    except ValueError:
+        raise InvalidCommand(f"{field} is not a calendar date", reason="INVALID_DATE",
+                             field=field) from None
+
+
+# -- units ----------------------------------------------------------------------------
+
+def unit_class_to_proto(unit_class: UnitClass | str) -> pb.UnitClass:
+    if isinstance(unit_class, str):
+        unit_class = UnitClass.from_key(unit_class)
+    return pb.UnitClass(unit_type=enum_to_proto(unit_class.unit_type, pb.UnitType),
+                        vintage=unit_class.vintage, project=unit_class.project)
+
+
+def unit_class_from_proto(message: pb.UnitClass, field: str = "unit_class") -> UnitClass:
+    unit_type = enum_from_proto(message.unit_type, pb.UnitType, UnitType, f"{field}.unit_type")
+    assert unit_type is not None
+    return UnitClass(unit_type, message.vintage, message.project)
+
+
+def selector(message: Any, field: str = "unit_type") -> UnitSelector:
+    """A request's unit_type + optional vintage (+ optional project) as a selector."""
+    unit_type = enum_from_proto(message.unit_type, pb.UnitType, UnitType, field)
+    assert unit_type is not None
+    vintage = message.vintage if message.HasField("vintage") else None
+    project = None
+    if "project" in type(message).DESCRIPTOR.fields_by_name and message.HasField("project"):
+        project = message.project
+    return UnitSelector(unit_type, vintage, project)
+
+
+def block_to_proto(block: SerialBlock) -> pb.SerialBlock:
+    return pb.SerialBlock(unit_class=unit_class_to_proto(block.unit_class),
+                          first_serial=block.first, last_serial=block.last,
+                          quantity=block.quantity)
+
+
+def blocks_from_json(text: str) -> list[pb.SerialBlock]:
+    """Blocks as the read models store them: ``[[unit class key, first, last], ...]``."""
+    return [pb.SerialBlock(unit_class=unit_class_to_proto(key), first_serial=first,
+                           last_serial=last, quantity=last - first + 1)
+            for key, first, last in json.loads(text)]
+
+
+# -- accounts -------------------------------------------------------------------------
+
+def holder_to_proto(holder: Mapping[str, str]) -> pb.Holder:
+    sector = holder.get("sector", "")
+    return pb.Holder(name=holder.get("name", ""), credit_code=holder.get("credit_code", ""),
+                     sector=enum_to_proto(sector, pb.Sector) if sector else pb.SECTOR_UNSPECIFIED,
+                     province=holder.get("province", ""))
+
+
+def holder_from_proto(message: pb.Holder) -> Holder:
+    sector = pb.Sector.Name(message.sector).removeprefix("SECTOR_") if message.sector else ""
+    return Holder(message.name, message.credit_code, sector, message.province)
+
+
+def account_view_to_proto(view: AccountView) -> pb.Account:
+    return pb.Account(account_id=view.account_id,
+                      account_type=enum_to_proto(view.account_type, pb.AccountType),
+                      state=enum_to_proto(view.state, pb.AccountState),
+                      holder=holder_to_proto(view.holder), open_time=timestamp(view.opened_at))
+
+
+def account_row_to_proto(row: Mapping[str, Any]) -> pb.Account:
+    holder = {"name": row["holder_name"], "credit_code": row["credit_code"],
+              "sector": row["sector"], "province": row["province"]}
+    return pb.Account(account_id=row["account_id"],
+                      account_type=enum_to_proto(row["account_type"], pb.AccountType),
+                      state=enum_to_proto(row["state"], pb.AccountState),
+                      holder=holder_to_proto(holder), open_time=timestamp(row["opened_at"]))
+
+
+def holding_row_to_proto(account_id: str, row: Mapping[str, Any]) -> pb.Holding:
+    return pb.Holding(account_id=account_id, unit_class=unit_class_to_proto(row["unit_class"]),
+                      total=row["total"], held=row.get("held", 0),
+                      available=row.get("available", row["total"] - row.get("held", 0)))
+
+
+# -- transactions and holds -----------------------------------------------------------
+
+def transaction_to_proto(result: TransactionResult) -> pb.Transaction:
+    return pb.Transaction(
+        party=result.party, transaction_id=result.transaction_id,
+        kind=enum_to_proto(result.kind, pb.TransactionKind),
+        status=enum_to_proto(result.status, pb.TransactionStatus),
+        source_account=result.source or "", destination_account=result.destination or "",
+        quantity=result.quantity, blocks=[block_to_proto(b) for b in result.blocks],
+        reason=result.reason, principal=result.principal,
+        refusal_reason=result.refusal_reason, refusal_message=result.refusal_message,
+        reversed=result.reversed, record_time=timestamp(result.recorded_at),
+        position=result.position or 0,
+        details_json=json.dumps(result.details, sort_keys=True, default=str))
+
+
+def transaction_row_to_proto(row: Mapping[str, Any]) -> pb.Transaction:
+    return pb.Transaction(
+        party=row["party"], transaction_id=row["client_id"],
+        kind=enum_to_proto(row["kind"], pb.TransactionKind),
+        status=enum_to_proto(row["status"], pb.TransactionStatus),
+        source_account=row["source"] or "", destination_account=row["destination"] or "",
+        quantity=row["quantity"], blocks=blocks_from_json(row["blocks"]), reason=row["reason"],
+        principal=row["principal"], refusal_reason=row["refusal_reason"],
+        refusal_message=row["refusal_message"], reversed=bool(row["reversed_by"]),
+        record_time=timestamp(row["recorded_at"]), position=row["position"],
+        details_json=row["details"])
+
+
+def completed(result: TransactionResult) -> pb.Transaction:
+    """A single movement refused for the ledger's state is an error for the caller (the
+    refusal is recorded; a retry with the same id gets the same error)."""
+    error: RegistryError | None = result.error()
+    if error is not None:
+        error.metadata.setdefault("transaction", f"{result.party}:{result.transaction_id}")
+        raise error
+    return transaction_to_proto(result)
+
+
+def hold_to_proto(result: HoldResult) -> pb.Hold:
+    return pb.Hold(
+        party=result.party, hold_id=result.hold_id, account_id=result.account_id,
+        status=enum_to_proto(result.status, pb.HoldStatus), quantity=result.quantity,
+        settled_quantity=result.settled_quantity,
+        blocks=[block_to_proto(b) for b in result.blocks],
+        expire_time=timestamp(result.expires_at), refusal_reason=result.refusal_reason,
+        refusal_message=result.refusal_message)
+
+
+def trade_from_proto(message: settlement_pb.Trade, index: int) -> Trade:
+    """A trade as the application takes it. Raises InvalidCommand for what only the
+    protobuf form can get wrong (no unit type, an impossible date); the application
+    validates the rest per trade, so one malformed trade never fails the batch."""
+    field = f"trades[{index}]"
+    unit_type = enum_from_proto(message.unit_type, pb.UnitType, UnitType, f"{field}.unit_type")
+    assert unit_type is not None
+    return Trade(trade_id=message.trade_id, seller=message.seller_account,
+                 buyer=message.buyer_account, unit_type=unit_type.value,
+                 quantity=message.quantity,
+                 vintage=message.vintage if message.HasField("vintage") else None,
+                 hold_id=message.hold_id if message.HasField("hold_id") else None,
+                 trade_date=trade_date(message.trade_date, f"{field}.trade_date"))

@@ -1,0 +1,120 @@
+"""The one place where registry errors become gRPC statuses.
+
+Every error leaves the server as a ``google.rpc.Status`` carrying an ``ErrorInfo``
+(UPPER_SNAKE ``reason``, the fixed ``ERROR_DOMAIN``, metadata naming the offending ids)
+and, for invalid input, a ``BadRequest`` with one field violation per bad field. The
+status code follows from the branch of the domain error tree (``registry.domain.errors``)
+so a client can act on the code alone and refine on the reason. The README's error table
+is checked against ``CODES`` and ``GUIDANCE`` by a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from registry.domain.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    InvalidCommand,
+    NotFound,
+    Refused,
+    RegistryError,
+)
+from registry.readmodels.runner import ReadModelTimeout
+
+ERROR_DOMAIN = "carbon-registry.v1"
+"""ErrorInfo.domain of every error this API returns."""
+
+CODES: dict[type[RegistryError], grpc.StatusCode] = {
+    InvalidCommand: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Refused: grpc.StatusCode.FAILED_PRECONDITION,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    ConcurrencyConflict: grpc.StatusCode.ABORTED,
+}
+"""Branch of the error tree -> status code (the most specific branch wins)."""
+
+GUIDANCE: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.INVALID_ARGUMENT:
+        "Fix the request (BadRequest names each bad field); nothing was stored.",
+    grpc.StatusCode.NOT_FOUND: "Check the id (ErrorInfo metadata names it).",
+    grpc.StatusCode.FAILED_PRECONDITION:
+        "The ledger's state does not allow it (a transaction id is recorded as refused "
+        "and stays taken); change the state or send a new request with a new id.",
+    grpc.StatusCode.ALREADY_EXISTS:
+        "The id is taken by different content; use a new id, or resend the original "
+        "content to get the original answer.",
+    grpc.StatusCode.ABORTED: "Lost repeated races with concurrent writers; retry as is.",
+    grpc.StatusCode.UNAVAILABLE:
+        "Transient (shutting down, read models behind); retry as is, with backoff.",
+    grpc.StatusCode.UNAUTHENTICATED: "Send a valid bearer token.",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "The server is at capacity; retry with backoff.",
+    grpc.StatusCode.DEADLINE_EXCEEDED:
+        "The deadline ran out before the work began; retry as is (ids make it safe).",
+    grpc.StatusCode.INTERNAL: "A registry defect; nothing half-written. Report it.",
+}
+
+
+@dataclass(frozen=True)
+class ApiError(Exception):
+    """An error raised by the API layer itself (authentication, deadlines, capacity)."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def code_for(error: RegistryError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(error: BaseException) -> grpc.Status:
+    """The rich status a failed call is answered with."""
+    if isinstance(error, RegistryError):
+        code, reason, message = code_for(error), error.reason, error.message
+        metadata = dict(error.metadata)
+    elif isinstance(error, ApiError):
+        code, reason, message, metadata = error.code, error.reason, error.message, {}
+    elif isinstance(error, ReadModelTimeout):
+        code, reason, message = grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error)
+        metadata = {}
+    else:  # never leak internals: the log has the traceback
+        code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
+        message, metadata = "internal error; nothing was half-written", {}
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
+                                                 metadata=metadata))]
+    if code is grpc.StatusCode.INVALID_ARGUMENT and isinstance(error, RegistryError):
+        details.append(_pack(_bad_request(error)))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message,
+                               details=details)
+    return rpc_status.to_status(status)
+
+
+def _bad_request(error: RegistryError) -> error_details_pb2.BadRequest:
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=v.field, description=v.description, reason=v.reason)
+        for v in getattr(error, "violations", ())
+    ]
+    if not violations:
+        violations.append(error_details_pb2.BadRequest.FieldViolation(
+            field=error.metadata.get("field", ""), description=error.message,
+            reason=error.reason))
+    return error_details_pb2.BadRequest(field_violations=violations)
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

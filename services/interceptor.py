@@ -1,0 +1,137 @@
+"""The one interceptor every call passes through: authenticate, run, map errors, log.
+
+It wraps whichever handler field is set (unary or server-streaming) so streaming
+methods keep working, and binds the principal on the worker thread that runs the
+handler, where servicers read it with ``current_principal()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from registry.domain.errors import RegistryError
+from registry.domain.transactions import Principal
+from registry.readmodels.runner import ReadModelTimeout
+from services.auth import OPEN_SERVICES, TokenStore, bind_principal, unbind_principal
+from services.errors import ApiError, to_status
+
+log = logging.getLogger("registry.api")
+
+EXPECTED = (RegistryError, ApiError, ReadModelTimeout)
+ANONYMOUS = Principal("anonymous", "-")
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+
+    def intercept_service(self, continuation: Callable[[Any], Any],
+                          details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        service = method.lstrip("/").split("/", 1)[0]
+        if service in OPEN_SERVICES:
+            return handler
+        metadata = details.invocation_metadata
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, metadata, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler  # this API has no client-streaming methods
+
+    def _unary(self, method: str, metadata: Any,
+               behaviour: Callable[[Any, grpc.ServicerContext], Any]
+               ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def serve(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            principal = ANONYMOUS
+            try:
+                principal = self.tokens.resolve(metadata)
+                token = bind_principal(principal)
+                try:
+                    response = behaviour(request, context)
+                finally:
+                    unbind_principal(token)
+            except EXPECTED as error:
+                _log(method, principal, error, started)
+                context.abort_with_status(to_status(error))
+            except Exception as error:
+                if _aborted(context):  # an inner handler already chose the status
+                    _log(method, principal, _code(context), started)
+                    raise
+                log.exception("%s by %s failed", method, principal)
+                _log(method, principal, error, started)
+                context.abort_with_status(to_status(error))
+            _log(method, principal, None, started)
+            return response
+
+        return serve
+
+    def _stream(self, method: str, metadata: Any,
+                behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+                ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        def serve(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            principal = ANONYMOUS
+            try:
+                principal = self.tokens.resolve(metadata)
+                token = bind_principal(principal)
+                try:
+                    yield from behaviour(request, context)
+                finally:
+                    unbind_principal(token)
+            except EXPECTED as error:
+                _log(method, principal, error, started)
+                context.abort_with_status(to_status(error))
+            except GeneratorExit:  # the client went away mid-stream
+                _log(method, principal, "CANCELLED", started)
+                raise
+            except Exception as error:
+                if _aborted(context):  # an inner handler already chose the status
+                    _log(method, principal, _code(context), started)
+                    raise
+                log.exception("%s by %s failed", method, principal)
+                _log(method, principal, error, started)
+                context.abort_with_status(to_status(error))
+            _log(method, principal, None, started)
+
+        return serve
+
+
+def _code(context: grpc.ServicerContext) -> str:
+    """The status an inner handler set by aborting (grpcio >= 1.38; not in the stubs)."""
+    code = getattr(context, "code", None)
+    status = code() if code is not None else None
+    return status.name if isinstance(status, grpc.StatusCode) else "OK"
+
+
+def _aborted(context: grpc.ServicerContext) -> bool:
+    return _code(context) != "OK"
+
+
+def _log(method: str, principal: Principal, outcome: BaseException | str | None,
+         started: float) -> None:
+    """One line per call: method, principal, status (and reason), duration."""
+    if outcome is None:
+        status = "OK"
+    elif isinstance(outcome, str):
+        status = outcome
+    else:
+        status = to_status(outcome).code.name
+        reason = getattr(outcome, "reason", "")
+        status = f"{status} {reason}" if reason else status
+    millis = (time.perf_counter() - started) * 1000
+    log.info("%s principal=%s status=%s duration_ms=%.1f", method, principal, status, millis)

@@ -1,0 +1,105 @@
+"""SettlementService: the exchange's holds, batched settlement and positions."""
+
+from __future__ import annotations
+
+import grpc
+
+from registry.application.commands import MAX_BATCH, Trade
+from registry.application.results import HoldResult, TradeOutcome, TradeResult
+from registry.domain.errors import InvalidCommand, error_for_reason
+from registry.v1 import settlement_service_pb2 as pb
+from registry.v1 import settlement_service_pb2_grpc as pb_grpc
+from services import convert
+from services.auth import current_principal
+from services.backend import Backend
+
+DEFAULT_PAGE = 100
+
+TRADE_STATUS = {
+    TradeOutcome.SETTLED: pb.TRADE_STATUS_SETTLED,
+    TradeOutcome.ALREADY_SETTLED: pb.TRADE_STATUS_ALREADY_SETTLED,
+    TradeOutcome.REFUSED: pb.TRADE_STATUS_REFUSED,
+    TradeOutcome.REJECTED: pb.TRADE_STATUS_REJECTED,
+}
+
+
+class SettlementServicer(pb_grpc.SettlementServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        self.registry = backend.registry
+        self.backend = backend
+
+    def PlaceHold(self, request: pb.PlaceHoldRequest,
+                  context: grpc.ServicerContext) -> pb.PlaceHoldResponse:
+        result = self.registry.place_hold(
+            current_principal(), convert.required(request.hold_id, "hold_id"),
+            convert.required(request.account_id, "account_id"), convert.selector(request),
+            request.quantity, request.timeout_seconds)
+        _raise_if_refused(result)
+        return pb.PlaceHoldResponse(hold=convert.hold_to_proto(result),
+                                    replayed=result.replayed, position=result.position or 0)
+
+    def ReleaseHold(self, request: pb.ReleaseHoldRequest,
+                    context: grpc.ServicerContext) -> pb.ReleaseHoldResponse:
+        result = self.registry.release_hold(
+            current_principal(), convert.required(request.hold_id, "hold_id"), request.reason)
+        return pb.ReleaseHoldResponse(hold=convert.hold_to_proto(result),
+                                      position=result.position or 0)
+
+    def GetHold(self, request: pb.GetHoldRequest,
+                context: grpc.ServicerContext) -> pb.GetHoldResponse:
+        result = self.registry.get_hold(current_principal().party,
+                                        convert.required(request.hold_id, "hold_id"))
+        return pb.GetHoldResponse(hold=convert.hold_to_proto(result))
+
+    def SettleTrades(self, request: pb.SettleTradesRequest,
+                     context: grpc.ServicerContext) -> pb.SettleTradesResponse:
+        count = len(request.trades)
+        if count > MAX_BATCH:
+            raise InvalidCommand(f"at most {MAX_BATCH} trades per call, got {count}",
+                                 reason="BATCH_TOO_LARGE", field="trades", limit=MAX_BATCH)
+        if count == 0:
+            raise InvalidCommand("no trades to settle", reason="EMPTY_BATCH", field="trades")
+        trades: list[Trade] = []
+        rejected: dict[int, TradeResult] = {}
+        for index, message in enumerate(request.trades):
+            try:
+                trades.append(convert.trade_from_proto(message, index))
+            except InvalidCommand as error:
+                rejected[index] = TradeResult.rejected(message.trade_id, error)
+        settled = iter(self.registry.settle_trades(current_principal(), trades)
+                       if trades else [])
+        results = [rejected[i] if i in rejected else next(settled) for i in range(count)]
+        return pb.SettleTradesResponse(results=[_trade_result(r) for r in results])
+
+    def GetTrade(self, request: pb.GetTradeRequest,
+                 context: grpc.ServicerContext) -> pb.GetTradeResponse:
+        result = self.registry.get_transaction(current_principal().party,
+                                               convert.required(request.trade_id, "trade_id"))
+        return pb.GetTradeResponse(transaction=convert.transaction_to_proto(result))
+
+    def ListPositions(self, request: pb.ListPositionsRequest,
+                      context: grpc.ServicerContext) -> pb.ListPositionsResponse:
+        page = self.backend.read_models.positions(
+            page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
+            as_of=convert.optional_time(request, "as_of_time"),
+            account_ids=list(request.account_ids))
+        return pb.ListPositionsResponse(
+            positions=[pb.Position(account_id=row["account_id"],
+                                   unit_class=convert.unit_class_to_proto(row["unit_class"]),
+                                   total=row["total"], held=row["held"]) for row in page.rows],
+            next_page_token=page.next_token)
+
+
+def _trade_result(result: TradeResult) -> pb.TradeResult:
+    txn = result.transaction
+    blocks = [convert.block_to_proto(b) for b in txn.blocks] if txn and txn.ok else []
+    return pb.TradeResult(trade_id=result.trade_id, status=TRADE_STATUS[result.outcome],
+                          reason=result.reason, message=result.message,
+                          position=result.position or 0, blocks=blocks)
+
+
+def _raise_if_refused(result: HoldResult) -> None:
+    if not result.ok:
+        raise error_for_reason(result.refusal_reason, result.refusal_message,
+                               hold=result.hold_id, account=result.account_id)
+

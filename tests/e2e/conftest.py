@@ -1,0 +1,105 @@
+"""End-to-end fixtures: a real gRPC server on a free port over SQLite or PostgreSQL,
+and clients for each kind of caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from registry.application import Registry
+from registry.client import ErrorDetails, RegistryClient, error_details
+from registry.config import Settings, build_registry
+from registry.domain.transactions import Principal
+from registry.readmodels.queries import ReadModels
+from registry.readmodels.sql import make_engine
+from services.auth import TokenStore
+from services.backend import Backend
+from services.server import RegistryServer, ServerSettings
+from tests.support import fresh_pg_database
+
+TOKENS = {
+    "regulator": ("tok-regulator-0000000001", Principal("mee", "regulator-li")),
+    "exchange": ("tok-exchange-00000000001", Principal("shanghai-exchange", "settlement")),
+    "operator": ("tok-operator-00000000001", Principal("huaneng", "operator-wang")),
+    "exchange2": ("tok-exchange-00000000002", Principal("beijing-exchange", "settlement")),
+}
+
+
+@dataclass
+class Api:
+    server: RegistryServer
+    registry: Registry
+    read_models: ReadModels
+    clients: dict[str, RegistryClient]
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def regulator(self) -> RegistryClient:
+        return self.clients["regulator"]
+
+    @property
+    def exchange(self) -> RegistryClient:
+        return self.clients["exchange"]
+
+    @property
+    def operator(self) -> RegistryClient:
+        return self.clients["operator"]
+
+    def client(self, token: str) -> RegistryClient:
+        client = RegistryClient(self.address, token, timeout=30, attempts=1)
+        self.clients[f"extra-{len(self.clients)}"] = client
+        return client
+
+
+@contextmanager
+def running_api(backend: str, tmp_path: Path,
+                interceptors: Sequence[grpc.ServerInterceptor] = (),
+                **server_options: Any) -> Iterator[Api]:
+    with ExitStack() as stack:
+        if backend == "postgres":
+            url = stack.enter_context(fresh_pg_database())
+        else:
+            url = f"sqlite:///{tmp_path / 'api.sqlite'}"
+        settings = Settings(url)
+        registry = build_registry(settings)
+        stack.callback(registry.close)
+        engine = make_engine(settings)
+        stack.callback(engine.dispose)
+        read_models = ReadModels(engine)
+        tokens = TokenStore({token: principal for token, principal in TOKENS.values()})
+        options = {"listen": "127.0.0.1:0", "max_workers": 8, "max_concurrent_rpcs": 32,
+                   "projections_in_process": True, "grace_seconds": 5.0, **server_options}
+        server = RegistryServer(Backend(registry, read_models), tokens,
+                                ServerSettings(**options), interceptors)
+        server.start()
+        stack.callback(server.stop, 1.0)
+        clients = {name: RegistryClient(server.address, token, timeout=30, attempts=1)
+                   for name, (token, _) in TOKENS.items()}
+        for client in clients.values():
+            stack.callback(client.close)
+        yield Api(server, registry, read_models, clients)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    """A running server; every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+    with running_api(request.param, tmp_path) as api:
+        yield api
+
+
+def rpc_error(call: Callable[[], object]) -> ErrorDetails:
+    """Make the call, expect it to fail, and return what its status said."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return error_details(caught.value)
