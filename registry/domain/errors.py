@@ -14,12 +14,25 @@ the API maps the branches below to transport statuses in one place:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One bad field of a request, named so a client can point at it (``rows[3].account_id``)."""
+
+    field: str
+    reason: str
+    description: str
 
 
 class RegistryError(Exception):
     reason: ClassVar[str] = "REGISTRY_ERROR"
     retryable: ClassVar[bool] = False
+    violations: tuple[Violation, ...] = ()
+    """Every bad field, when the request had several (read on any error by the API)."""
 
     def __init__(self, message: str, *, reason: str | None = None, **metadata: object) -> None:
         super().__init__(message)
@@ -34,6 +47,17 @@ class RegistryError(Exception):
 
 class InvalidCommand(RegistryError):
     reason = "INVALID_ARGUMENT"
+
+
+class RowsInvalid(InvalidCommand):
+    """A batch that is stored whole or not at all had bad rows: all of them are named."""
+
+    reason = "INVALID_ROWS"
+
+    def __init__(self, message: str, *, violations: Sequence[Violation] = (),
+                 reason: str | None = None, **metadata: object) -> None:
+        super().__init__(message, reason=reason, **metadata)
+        self.violations = tuple(violations)
 
 
 class NotFound(RegistryError):

@@ -1,7 +1,7 @@
 """Compliance obligations, one per (compliance account, compliance year).
 
-This holds what was surrendered against the obligation; verified emissions, the rules
-by year and sector, and the compliance status build on it.
+This holds the verified emissions of the year and what was surrendered against them;
+the rules by year and sector and the surrender deadline build on it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ def check_year(year: int) -> int:
 class ComplianceObligation(Aggregate):
     TOPIC = "registry.ComplianceObligation"
 
+    verified_emissions: int | None = None
+    """Tonnes CO2e as verified, None until a verifier's figure is recorded. A class
+    default too, so snapshots taken before emissions were recorded still restore."""
+
     def __init__(self) -> None:
         self.account_id = ""
         self.year = 0
         self.surrendered: dict[str, int] = {}
+        self.verified_emissions = None
 
     @staticmethod
     def id_for(account_id: str, year: int) -> UUID:
@@ -70,6 +75,17 @@ class ComplianceObligation(Aggregate):
         def apply(self, obligation: ComplianceObligation) -> None:
             obligation._add(self.unit_type, -self.quantity)
 
+    class EmissionsVerified(Aggregate.Event):
+        """The verified figure for the year: the first one, or a correction of it."""
+
+        TOPIC = "registry.ComplianceObligation.EmissionsVerified"
+        emissions: int
+        reason: str
+        principal: str
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.verified_emissions = self.emissions
+
     def _add(self, unit_type: str, quantity: int) -> None:
         self.surrendered = {**self.surrendered,
                             unit_type: self.surrendered.get(unit_type, 0) + quantity}
@@ -86,3 +102,15 @@ class ComplianceObligation(Aggregate):
     def reverse_surrender(self, transaction_id: UUID, unit_type: str, quantity: int) -> None:
         self.trigger_event(self.SurrenderReversed, transaction_id=transaction_id,
                            unit_type=unit_type, quantity=quantity)
+
+    def record_emissions(self, emissions: int, reason: str, principal: str) -> bool:
+        """Record the verified figure; False (and no event) when it is already the figure,
+        so a repeated upload changes nothing and a different figure is a correction."""
+        if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
+            raise InvalidCommand(f"verified emissions must be a whole number >= 0, "
+                                 f"got {emissions!r}", reason="INVALID_EMISSIONS")
+        if emissions == self.verified_emissions:
+            return False
+        self.trigger_event(self.EmissionsVerified, emissions=emissions, reason=reason,
+                           principal=principal)
+        return True
