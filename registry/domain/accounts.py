@@ -127,6 +127,11 @@ class Account(Aggregate):
 
     TOPIC = "registry.Account"
 
+    last_request_id: str = ""
+    """The client's id of the last freeze, unfreeze or close ("" if none was given): a
+    retry of that change is answered, not refused as unchanged. A class default too, so
+    snapshots taken before request ids existed still restore."""
+
     def __init__(self) -> None:
         # Primitive state only, so snapshots round-trip through JSON unchanged.
         self.account_id = ""
@@ -135,6 +140,7 @@ class Account(Aggregate):
         self.state_name = AccountState.OPEN.value
         self.available: Holding = ()
         self.held: dict[str, Holding] = {}
+        self.last_request_id = ""
 
     @property
     def account_type(self) -> AccountType:
@@ -169,25 +175,31 @@ class Account(Aggregate):
         TOPIC = "registry.Account.Frozen"
         reason: str
         principal: str
+        request_id: str = ""
 
         def apply(self, account: Account) -> None:
             account.state_name = AccountState.FROZEN.value
+            account.last_request_id = self.request_id
 
     class Unfrozen(Aggregate.Event):
         TOPIC = "registry.Account.Unfrozen"
         reason: str
         principal: str
+        request_id: str = ""
 
         def apply(self, account: Account) -> None:
             account.state_name = AccountState.OPEN.value
+            account.last_request_id = self.request_id
 
     class Closed(Aggregate.Event):
         TOPIC = "registry.Account.Closed"
         reason: str
         principal: str
+        request_id: str = ""
 
         def apply(self, account: Account) -> None:
             account.state_name = AccountState.CLOSED.value
+            account.last_request_id = self.request_id
 
     class Debited(Aggregate.Event):
         TOPIC = "registry.Account.Debited"
@@ -275,6 +287,11 @@ class Account(Aggregate):
     def is_empty(self) -> bool:
         return not self.available and not self.held
 
+    def is_replay(self, request_id: str, state: AccountState) -> bool:
+        """True when ``request_id`` made the last state change and it led to ``state``:
+        a retry of a change already made (a reused id for another change is not one)."""
+        return bool(request_id) and request_id == self.last_request_id and self.state is state
+
     # -- guards -------------------------------------------------------------------
 
     def ensure_can_send(self) -> None:
@@ -292,21 +309,23 @@ class Account(Aggregate):
 
     # -- commands -----------------------------------------------------------------
 
-    def freeze(self, reason: str, principal: str) -> None:
+    def freeze(self, reason: str, principal: str, request_id: str = "") -> None:
         self.ensure_can_receive()
         if self.state is AccountState.FROZEN:
             raise AccountStateUnchanged(f"account {self.account_id} is already frozen",
                                         account=self.account_id)
-        self.trigger_event(self.Frozen, reason=reason, principal=principal)
+        self.trigger_event(self.Frozen, reason=reason, principal=principal,
+                           request_id=request_id)
 
-    def unfreeze(self, reason: str, principal: str) -> None:
+    def unfreeze(self, reason: str, principal: str, request_id: str = "") -> None:
         self.ensure_can_receive()
         if self.state is not AccountState.FROZEN:
             raise AccountStateUnchanged(f"account {self.account_id} is not frozen",
                                         account=self.account_id)
-        self.trigger_event(self.Unfrozen, reason=reason, principal=principal)
+        self.trigger_event(self.Unfrozen, reason=reason, principal=principal,
+                           request_id=request_id)
 
-    def close(self, reason: str, principal: str) -> None:
+    def close(self, reason: str, principal: str, request_id: str = "") -> None:
         if self.account_type.is_national:
             raise NationalAccountProtected(
                 f"national account {self.account_id} cannot be closed", account=self.account_id)
@@ -315,7 +334,8 @@ class Account(Aggregate):
             raise AccountNotEmpty(
                 f"account {self.account_id} still holds {units.total(self.all_blocks)} units",
                 account=self.account_id)
-        self.trigger_event(self.Closed, reason=reason, principal=principal)
+        self.trigger_event(self.Closed, reason=reason, principal=principal,
+                           request_id=request_id)
 
     def debit(self, transaction_id: UUID, selector: UnitSelector, quantity: int) -> Holding:
         """Take the oldest, lowest-serial available units matching ``selector``."""
