@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from registry.domain.accounts import check_account_id
+from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType, check_account_id
 from registry.domain.errors import InvalidCommand
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
@@ -38,6 +38,17 @@ def check_quantity(quantity: int) -> int:
         raise InvalidCommand(f"quantity {quantity} exceeds {MAX_QUANTITY}",
                              reason="QUANTITY_TOO_LARGE")
     return quantity
+
+
+def check_emissions(emissions: int) -> int:
+    """Verified emissions: whole tonnes CO2e, zero allowed (a plant that did not run)."""
+    if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
+        raise InvalidCommand(f"verified emissions must be a whole number >= 0, "
+                             f"got {emissions!r}", reason="INVALID_EMISSIONS")
+    if emissions > MAX_QUANTITY:
+        raise InvalidCommand(f"verified emissions {emissions} exceed {MAX_QUANTITY}",
+                             reason="EMISSIONS_TOO_LARGE")
+    return emissions
 
 
 def check_reason(reason: str) -> str:
@@ -146,3 +157,35 @@ class Trade:
             destination=self.buyer, quantity=self.quantity,
             selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage),
             hold_id=self.hold_id, trade_date=self.trade_date, reason="exchange trade")
+
+
+@dataclass(frozen=True)
+class AllocationRow:
+    """One row of an allocation table: free allowances for one compliance account."""
+
+    transaction_id: str
+    account_id: str
+    unit_type: str
+    quantity: int
+    reason: str = ""
+    vintage: int | None = None
+    source: str | None = None
+    """The account the units come from; None means the allocation reserve."""
+
+    def movement(self) -> Movement:
+        """The same movement ``Registry.allocate`` makes, so either call replays the other."""
+        source = self.source or NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE]
+        return Movement(
+            client_id=self.transaction_id, kind=TransactionKind.ALLOCATION, source=source,
+            destination=self.account_id, quantity=self.quantity, reason=self.reason,
+            selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage))
+
+
+@dataclass(frozen=True)
+class EmissionsRow:
+    """One verified emissions figure: tonnes CO2e of a compliance account in one year."""
+
+    account_id: str
+    compliance_year: int
+    verified_emissions: int
+    reason: str

@@ -21,8 +21,11 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from registry.application.commands import (
     MAX_BATCH,
+    AllocationRow,
+    EmissionsRow,
     Movement,
     Trade,
+    check_emissions,
     check_quantity,
     check_reason,
     fingerprint,
@@ -30,8 +33,13 @@ from registry.application.commands import (
 from registry.application.results import (
     AccountResult,
     AccountView,
+    ComplianceView,
+    EmissionsRecorded,
+    EmissionsRowResult,
+    EmissionsRowStatus,
     HoldingView,
     HoldResult,
+    RowResult,
     SupplyLine,
     TradeResult,
     TransactionResult,
@@ -43,6 +51,7 @@ from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
     REGISTRY_AUTHORITY,
     Account,
+    AccountState,
     AccountType,
     Holder,
     check_account_id,
@@ -55,11 +64,13 @@ from registry.domain.errors import (
     MovementNotAllowed,
     Refused,
     RegistryError,
+    RowsInvalid,
     TransactionExistsWithDifferentContent,
     UnknownAccount,
     UnknownHold,
     UnknownSerial,
     UnknownTransaction,
+    Violation,
 )
 from registry.domain.holds import Hold, HoldStatus, check_timeout
 from registry.domain.ids import check_client_id
@@ -169,26 +180,36 @@ class Registry(Application[UUID]):
             for account_type, account_id in NATIONAL_ACCOUNTS.items()
         ]
 
-    def freeze_account(self, principal: Principal, account_id: str, reason: str) -> AccountResult:
-        return self._change_account(account_id, lambda a: a.freeze(check_reason(reason),
-                                                                  str(principal)))
+    def freeze_account(self, principal: Principal, account_id: str, reason: str, *,
+                       request_id: str | None = None) -> AccountResult:
+        check_reason(reason)
+        return self._change_account(account_id, AccountState.FROZEN, request_id,
+                                    lambda a, rid: a.freeze(reason, str(principal), rid))
 
-    def unfreeze_account(self, principal: Principal, account_id: str,
-                         reason: str) -> AccountResult:
-        return self._change_account(account_id, lambda a: a.unfreeze(check_reason(reason),
-                                                                    str(principal)))
+    def unfreeze_account(self, principal: Principal, account_id: str, reason: str, *,
+                         request_id: str | None = None) -> AccountResult:
+        check_reason(reason)
+        return self._change_account(account_id, AccountState.OPEN, request_id,
+                                    lambda a, rid: a.unfreeze(reason, str(principal), rid))
 
-    def close_account(self, principal: Principal, account_id: str, reason: str) -> AccountResult:
-        return self._change_account(account_id, lambda a: a.close(check_reason(reason),
-                                                                 str(principal)))
+    def close_account(self, principal: Principal, account_id: str, reason: str, *,
+                      request_id: str | None = None) -> AccountResult:
+        check_reason(reason)
+        return self._change_account(account_id, AccountState.CLOSED, request_id,
+                                    lambda a, rid: a.close(reason, str(principal), rid))
 
-    def _change_account(self, account_id: str, change: Callable[[Account], None]
-                        ) -> AccountResult:
+    def _change_account(self, account_id: str, target: AccountState, request_id: str | None,
+                        change: Callable[[Account, str], None]) -> AccountResult:
+        """Change the account's state; a retry of the last change (same request id) is
+        answered with the account as it is, not refused as unchanged."""
         check_account_id(account_id)
+        rid = "" if request_id is None else check_client_id(request_id, "request id")
 
         def attempt(uow: UnitOfWork) -> AccountResult:
             account = uow.account(account_id)
-            change(account)
+            if account.is_replay(rid, target):
+                return AccountResult(AccountView.of(account), replayed=True)
+            change(account, rid)
             return AccountResult(AccountView.of(account), position=_position(uow.save()))
 
         return self._retrying(attempt)
@@ -259,19 +280,36 @@ class Registry(Application[UUID]):
         A trade refused for the ledger's state is recorded as refused and does not stop
         the others; a malformed trade is rejected and nothing of it is stored.
         """
-        if len(trades) > MAX_BATCH:
-            raise InvalidCommand(f"at most {MAX_BATCH} trades per batch, got {len(trades)}",
+        rows = self._move_batch(principal, [(t.trade_id, t.movement) for t in trades],
+                                "trades")
+        return [TradeResult.of_row(row) for row in rows]
+
+    def allocate_many(self, principal: Principal, rows: Sequence[AllocationRow]
+                      ) -> list[RowResult]:
+        """A whole allocation table in one call, with the batch semantics of trades: one
+        save, one result per row in request order, refusals recorded, retries replayed."""
+        return self._move_batch(principal, [(r.transaction_id, r.movement) for r in rows],
+                                "allocations")
+
+    def _move_batch(self, principal: Principal,
+                    requests: Sequence[tuple[str, Callable[[], Movement]]], noun: str
+                    ) -> list[RowResult]:
+        """Evaluate (client id, movement) requests in order on one unit of work and save
+        them in one save; after a lost race, what was recorded meanwhile is replayed."""
+        if len(requests) > MAX_BATCH:
+            raise InvalidCommand(f"at most {MAX_BATCH} {noun} per batch, got {len(requests)}",
                                  reason="BATCH_TOO_LARGE")
+        client_ids = [client_id for client_id, _ in requests]
         movements: list[Movement | RegistryError] = []
-        for trade in trades:
+        for _, movement in requests:
             try:
-                movements.append(trade.movement())
+                movements.append(movement())
             except InvalidCommand as error:
                 movements.append(error)
         known: dict[str, Transaction] = {}
 
-        def attempt(uow: UnitOfWork) -> list[TradeResult]:
-            return self._settle_batch(uow, principal, trades, movements, known)
+        def attempt(uow: UnitOfWork) -> list[RowResult]:
+            return self._apply_batch(uow, principal, client_ids, movements, known)
 
         def on_conflict() -> None:
             ids = [m.client_id for m in movements if isinstance(m, Movement)]
@@ -279,21 +317,21 @@ class Registry(Application[UUID]):
 
         return self._retrying(attempt, on_conflict)
 
-    def _settle_batch(self, uow: UnitOfWork, principal: Principal, trades: Sequence[Trade],
-                      movements: list[Movement | RegistryError],
-                      known: dict[str, Transaction]) -> list[TradeResult]:
-        results: list[TradeResult | None] = [None] * len(movements)
+    def _apply_batch(self, uow: UnitOfWork, principal: Principal, client_ids: Sequence[str],
+                     movements: list[Movement | RegistryError],
+                     known: dict[str, Transaction]) -> list[RowResult]:
+        results: list[RowResult | None] = [None] * len(movements)
         first_index: dict[str, int] = {}
         new: list[tuple[int, Transaction]] = []
         for index, movement in enumerate(movements):
             if isinstance(movement, RegistryError):
-                results[index] = TradeResult.rejected(trades[index].trade_id, movement)
+                results[index] = RowResult.rejected(client_ids[index], movement)
                 continue
             if movement.client_id in first_index:
                 continue  # a repeat within this batch: answered from the first, below
             first_index[movement.client_id] = index
             if movement.client_id in known:
-                results[index] = _replayed_trade(known[movement.client_id], movement)
+                results[index] = _replayed_row(known[movement.client_id], movement)
             else:
                 new.append((index, self._apply(uow, principal, movement)))
         if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
@@ -301,7 +339,7 @@ class Registry(Application[UUID]):
         recordings = uow.save(*(txn for _, txn in new))
         position = _position(recordings)
         for index, txn in new:
-            results[index] = TradeResult.of(TransactionResult.of(txn, position=position))
+            results[index] = RowResult.of(TransactionResult.of(txn, position=position))
         for index, movement in enumerate(movements):
             if results[index] is None:
                 assert isinstance(movement, Movement)
@@ -405,6 +443,60 @@ class Registry(Application[UUID]):
             uow.obligation(original.source, original.details["compliance_year"]
                            ).reverse_surrender(txn_id, unit_type, original.quantity)
         return source.account_id, destination.account_id, blocks
+
+    # == compliance ==============================================================
+
+    def record_verified_emissions(self, principal: Principal, rows: Sequence[EmissionsRow]
+                                  ) -> EmissionsRecorded:
+        """Record verified emissions for many (account, year), all in one save or none.
+
+        Every row is checked first and every bad row named (RowsInvalid), because a
+        half-loaded table is worse than none. The same figure again is UNCHANGED.
+        """
+        self._check_emissions_rows(rows)
+
+        def attempt(uow: UnitOfWork) -> EmissionsRecorded:
+            results = []
+            for row in rows:
+                obligation = uow.obligation(row.account_id, row.compliance_year)
+                recorded = obligation.record_emissions(row.verified_emissions, row.reason,
+                                                       str(principal))
+                results.append(EmissionsRowResult(
+                    row.account_id, row.compliance_year,
+                    EmissionsRowStatus.RECORDED if recorded else EmissionsRowStatus.UNCHANGED))
+            return EmissionsRecorded(tuple(results), _position(uow.save()))
+
+        return self._retrying(attempt)
+
+    def _check_emissions_rows(self, rows: Sequence[EmissionsRow]) -> None:
+        if not rows:
+            raise InvalidCommand("no emissions rows given", reason="EMPTY_BATCH")
+        if len(rows) > MAX_BATCH:
+            raise InvalidCommand(f"at most {MAX_BATCH} emissions rows per call, got {len(rows)}",
+                                 reason="BATCH_TOO_LARGE")
+        uow = UnitOfWork(self)
+        seen: dict[tuple[str, int], int] = {}
+        violations: list[Violation] = []
+        for index, row in enumerate(rows):
+            violations += _emissions_row_violations(uow, f"rows[{index}]", row)
+            first = seen.setdefault((row.account_id, row.compliance_year), index)
+            if first != index:
+                violations.append(Violation(
+                    f"rows[{index}].account_id", "DUPLICATE_ROW",
+                    f"rows[{first}] already gives {row.account_id} {row.compliance_year}"))
+        if violations:
+            bad = len({v.field.split(".")[0] for v in violations})
+            raise RowsInvalid(f"{bad} of {len(rows)} emissions rows are invalid; "
+                              f"nothing was recorded", violations=violations)
+
+    def get_compliance_status(self, account_id: str, year: int) -> ComplianceView:
+        """Verified emissions against units surrendered for (account, year)."""
+        check_account_id(account_id)
+        self._account(account_id)
+        check_year(year)
+        obligation = self._find(ComplianceObligation.id_for(account_id, year),
+                                ComplianceObligation)
+        return ComplianceView.of(account_id, year, obligation)
 
     # == holds ===================================================================
 
@@ -636,21 +728,49 @@ def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:
     return TransactionResult.of(txn, replayed=True)
 
 
-def _replayed_trade(txn: Transaction, movement: Movement) -> TradeResult:
+def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow
+                              ) -> list[Violation]:
+    """Every problem of one emissions row, each named by its field."""
+    checks: list[tuple[str, Callable[[Any], object], Any]] = [
+        ("account_id", check_account_id, row.account_id),
+        ("compliance_year", check_year, row.compliance_year),
+        ("verified_emissions", check_emissions, row.verified_emissions),
+        ("reason", check_reason, row.reason),
+    ]
+    violations = []
+    for field, check, value in checks:
+        try:
+            check(value)
+        except InvalidCommand as error:
+            violations.append(Violation(f"{name}.{field}", error.reason, error.message))
+    if any(v.field == f"{name}.account_id" for v in violations):
+        return violations   # a malformed id names no account to look up
+    account = uow.find(Account.id_for(row.account_id), Account)
+    if account is None:
+        violations.append(Violation(f"{name}.account_id", UnknownAccount.reason,
+                                    f"no account {row.account_id}"))
+    elif account.account_type is not AccountType.COMPLIANCE:
+        violations.append(Violation(
+            f"{name}.account_id", "NOT_COMPLIANCE_ACCOUNT",
+            f"{row.account_id} is a {account.account_type} account; verified emissions "
+            f"belong to COMPLIANCE accounts"))
+    return violations
+
+
+def _replayed_row(txn: Transaction, movement: Movement) -> RowResult:
     try:
-        return TradeResult.of(_replayed(txn, movement))
+        return RowResult.of(_replayed(txn, movement))
     except TransactionExistsWithDifferentContent as error:
-        return TradeResult.rejected(movement.client_id, error)
+        return RowResult.rejected(movement.client_id, error)
 
 
-def _repeat_in_batch(first: TradeResult | None, first_movement: Movement | RegistryError,
-                     movement: Movement) -> TradeResult:
-    """A trade id given twice in one batch: the second is a replay of the first."""
+def _repeat_in_batch(first: RowResult | None, first_movement: Movement | RegistryError,
+                     movement: Movement) -> RowResult:
+    """An id given twice in one batch: the second is a replay of the first."""
     assert first is not None and isinstance(first_movement, Movement)
     if first_movement.fingerprint != movement.fingerprint:
-        return TradeResult.rejected(movement.client_id, TransactionExistsWithDifferentContent(
-            f"trade {movement.client_id} appears twice in the batch with different content"))
+        return RowResult.rejected(movement.client_id, TransactionExistsWithDifferentContent(
+            f"{movement.client_id} appears twice in the batch with different content"))
     if first.transaction is None:
         return first
-    return TradeResult.of(first.transaction.as_replay())
-
+    return RowResult.of(first.transaction.as_replay())

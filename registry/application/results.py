@@ -10,8 +10,9 @@ from typing import Any
 from registry.domain.accounts import Account, AccountState, AccountType
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
+from registry.domain.obligations import ComplianceObligation
 from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
-from registry.domain.units import SerialBlock, UnitClass
+from registry.domain.units import SerialBlock, UnitClass, UnitType
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,45 @@ class TransactionResult:
             reversed=txn.reversed_by is not None, replayed=replayed, position=position)
 
 
+class RowOutcome(StrEnum):
+    """What became of one row of a batch of movements (trades, allocations)."""
+
+    COMPLETED = "COMPLETED"
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+    """Recorded earlier with the same content: answered, nothing moved again."""
+    REFUSED = "REFUSED"
+    """Refused for the ledger's state, and recorded: a retry gets the same refusal."""
+    REJECTED = "REJECTED"
+    """Malformed, or the id is taken by different content: nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One row of a batch of movements, by the client's id for it."""
+
+    client_id: str
+    outcome: RowOutcome
+    reason: str = ""
+    message: str = ""
+    transaction: TransactionResult | None = None
+
+    @property
+    def position(self) -> int | None:
+        return self.transaction.position if self.transaction else None
+
+    @classmethod
+    def of(cls, result: TransactionResult) -> RowResult:
+        if result.ok:
+            outcome = RowOutcome.ALREADY_COMPLETED if result.replayed else RowOutcome.COMPLETED
+            return cls(result.transaction_id, outcome, transaction=result)
+        return cls(result.transaction_id, RowOutcome.REFUSED, result.refusal_reason,
+                   result.refusal_message, result)
+
+    @classmethod
+    def rejected(cls, client_id: str, error: RegistryError) -> RowResult:
+        return cls(client_id, RowOutcome.REJECTED, error.reason, error.message)
+
+
 class TradeOutcome(StrEnum):
     SETTLED = "SETTLED"
     ALREADY_SETTLED = "ALREADY_SETTLED"
@@ -98,6 +138,20 @@ class TradeResult:
     @classmethod
     def rejected(cls, trade_id: str, error: RegistryError) -> TradeResult:
         return cls(trade_id, TradeOutcome.REJECTED, error.reason, error.message)
+
+    @classmethod
+    def of_row(cls, row: RowResult) -> TradeResult:
+        """A batch row in the settlement's own words (SETTLED for COMPLETED...)."""
+        return cls(row.client_id, _TRADE_OUTCOMES[row.outcome], row.reason, row.message,
+                   row.transaction)
+
+
+_TRADE_OUTCOMES = {
+    RowOutcome.COMPLETED: TradeOutcome.SETTLED,
+    RowOutcome.ALREADY_COMPLETED: TradeOutcome.ALREADY_SETTLED,
+    RowOutcome.REFUSED: TradeOutcome.REFUSED,
+    RowOutcome.REJECTED: TradeOutcome.REJECTED,
+}
 
 
 @dataclass(frozen=True)
@@ -172,3 +226,72 @@ class SupplyLine:
     @property
     def balanced(self) -> bool:
         return self.issued == self.held_in_accounts
+
+
+class EmissionsRowStatus(StrEnum):
+    RECORDED = "RECORDED"
+    """The first figure for the year, or a correction of it."""
+    UNCHANGED = "UNCHANGED"
+    """The figure was already recorded: nothing was stored."""
+
+
+@dataclass(frozen=True)
+class EmissionsRowResult:
+    account_id: str
+    compliance_year: int
+    status: EmissionsRowStatus
+
+
+@dataclass(frozen=True)
+class EmissionsRecorded:
+    """One result per row, in request order; ``position`` is None when nothing changed."""
+
+    results: tuple[EmissionsRowResult, ...]
+    position: int | None = None
+
+
+class ComplianceState(StrEnum):
+    NOT_VERIFIED = "NOT_VERIFIED"
+    """No verified emissions recorded for the year."""
+    OPEN = "OPEN"
+    """Verified; less surrendered than the obligation so far."""
+    COMPLIANT = "COMPLIANT"
+    """Surrendered at least the obligation."""
+    SHORTFALL = "SHORTFALL"
+    """Deadline passed with less surrendered than the obligation (not assigned yet:
+    surrender deadlines come later)."""
+
+
+@dataclass(frozen=True)
+class ComplianceView:
+    """Where a compliance account stands for one year.
+
+    The obligation equals the verified emissions for now (0 until verified); offset
+    limits, sector rules and deadlines (hence SHORTFALL) come with later rules.
+    """
+
+    account_id: str
+    compliance_year: int
+    state: ComplianceState
+    verified_emissions: int | None
+    obligation: int
+    surrendered_cea: int
+    surrendered_ccer: int
+    outstanding: int
+
+    @classmethod
+    def of(cls, account_id: str, year: int,
+           obligation: ComplianceObligation | None) -> ComplianceView:
+        verified = obligation.verified_emissions if obligation else None
+        surrendered = dict(obligation.surrendered) if obligation else {}
+        cea = surrendered.get(UnitType.CEA.value, 0)
+        ccer = surrendered.get(UnitType.CCER.value, 0)
+        owed = verified or 0
+        if verified is None:
+            state = ComplianceState.NOT_VERIFIED
+        elif cea + ccer >= owed:
+            state = ComplianceState.COMPLIANT
+        else:
+            state = ComplianceState.OPEN
+        return cls(account_id, year, state, verified, owed, cea, ccer,
+                   max(0, owed - cea - ccer))
