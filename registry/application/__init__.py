@@ -1,6 +1,7 @@
 """Use cases over the event-sourced domain: one method per use case."""
 
 from registry.application.commands import AllocationRow, EmissionsRow, Movement, Trade
+from registry.application.eventlog import EventPage, LoggedEvent, account_events, read_events
 from registry.application.registry import SYSTEM, Registry
 from registry.application.results import (
     AccountResult,
@@ -31,8 +32,10 @@ __all__ = [
     "EmissionsRow",
     "EmissionsRowResult",
     "EmissionsRowStatus",
+    "EventPage",
     "HoldResult",
     "HoldingView",
+    "LoggedEvent",
     "Movement",
     "Registry",
     "RowOutcome",
@@ -42,4 +45,6 @@ __all__ = [
     "TradeOutcome",
     "TradeResult",
     "TransactionResult",
+    "account_events",
+    "read_events",
 ]
