@@ -10,10 +10,10 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, true, tuple_
+from sqlalchemy import Engine, Select, and_, case, func, literal, select, true, tuple_
 
 from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
 from registry.readmodels import tables as t
@@ -80,6 +80,47 @@ class ReadModels:
             rows = conn.execute(select(t.holdings).where(
                 and_(h.account_id == account_id, h.total > 0)).order_by(h.unit_class))
             return [dict(r) for r in rows.mappings()]
+
+    def balances_as_of(self, account_id: str, as_of: datetime) -> list[dict[str, Any]]:
+        """Per unit class, what the account held at ``as_of`` (movements recorded at or
+        before it): credits minus debits from its history; classes at 0 are omitted."""
+        self.account(account_id)
+        h = t.history.c
+        query = (_history_totals(as_of, h.unit_class).where(h.account_id == account_id)
+                 .order_by(h.unit_class))
+        with self.engine.connect() as conn:
+            return [{"unit_class": r.unit_class, "total": r.total}
+                    for r in conn.execute(query) if r.total != 0]
+
+    def positions(self, *, page_size: int = 100, page_token: str = "",
+                  as_of: datetime | None = None, account_ids: Sequence[str] = ()) -> Page:
+        """Every account's positive holdings by unit class, keyset-paged by (account,
+        class): now from rm_holdings, or as of a past time from the history (which does
+        not know what holds reserved then, so ``held`` is 0 there)."""
+        check_page_size(page_size)
+        after = decode_token(page_token, 2) if page_token else None
+        if as_of is None:
+            h = t.holdings.c
+            query = (select(h.account_id, h.unit_class, h.total, h.held).where(h.total > 0))
+            key = (h.account_id, h.unit_class)
+        else:
+            c = t.history.c
+            query = (_history_totals(as_of, c.account_id, c.unit_class)
+                     .add_columns(literal(0).label("held"))
+                     .having(_credits_minus_debits() > 0))
+            key = (c.account_id, c.unit_class)
+        if account_ids:
+            query = query.where(key[0].in_(list(account_ids)))
+        if after is not None:
+            query = query.where(tuple_(*key) > tuple_(*after))
+        query = query.order_by(*key).limit(page_size + 1)
+        with self.engine.connect() as conn:
+            rows = [{"account_id": r.account_id, "unit_class": r.unit_class,
+                     "total": int(r.total), "held": int(r.held)} for r in conn.execute(query)]
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        token = encode_token([rows[-1]["account_id"], rows[-1]["unit_class"]]) if more else ""
+        return Page(rows, token)
 
     def transaction(self, party: str, client_id: str) -> dict[str, Any]:
         c = t.transactions.c
@@ -173,3 +214,23 @@ class ReadModels:
         rows = rows[:page_size]
         return Page(rows, encode_token([rows[-1]["account_id"]]) if more else "")
 
+
+def _credits_minus_debits() -> Any:
+    h = t.history.c
+    return func.sum(case((h.direction == "CREDIT", h.quantity), else_=-h.quantity))
+
+
+def _history_totals(as_of: datetime, *group: Any) -> Select[Any]:
+    """The ``group`` columns and credits minus debits (``total``) recorded at or before
+    ``as_of``, grouped by them (a naive ``as_of`` is taken as UTC, as protobuf
+    timestamps convert)."""
+    h = t.history.c
+    return (select(*group, _credits_minus_debits().label("total"))
+            .where(h.recorded_at <= _utc(as_of)).group_by(*group))
+
+
+def _utc(moment: datetime) -> datetime:
+    """In UTC: SQLite compares the stored text, which is written in UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
