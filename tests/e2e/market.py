@@ -80,3 +80,105 @@ def balance(client: RegistryClient, account_id: str, min_position: int = 0) -> i
     """Total CEA/2025 in the account, read after ``min_position`` is projected."""
     holdings = client.balances(account_id, min_position=min_position)
     return sum(h.total for h in holdings if h.unit_class == CEA_2025)
+
+
+# -- builders for the account, administration and audit services -----------------------
+
+NATIONAL_ISSUANCE = "CN-ISSUANCE"
+NATIONAL_ACCOUNT_IDS = ["CN-ALLOCATION-RESERVE", "CN-CANCELLATION", "CN-ISSUANCE",
+                        "CN-SURRENDER"]
+
+
+def open_account(client: RegistryClient, account_id: str, account_type: int,
+                 holder: common.Holder) -> admin_pb.OpenAccountResponse:
+    return client.call(client.administration.OpenAccount, admin_pb.OpenAccountRequest(
+        account_id=account_id, account_type=account_type, holder=holder))
+
+
+def compliance_holder(name: str, *, sector: int = common.SECTOR_POWER,
+                      province: str = "Shandong",
+                      credit_code: str = "91370000163081422B") -> common.Holder:
+    return common.Holder(name=name, credit_code=credit_code, sector=sector, province=province)
+
+
+def freeze(client: RegistryClient, request_id: str, account_id: str,
+           reason: str = "court order 2026-17") -> admin_pb.FreezeAccountResponse:
+    return client.call(client.administration.FreezeAccount, admin_pb.FreezeAccountRequest(
+        request_id=request_id, account_id=account_id, reason=reason))
+
+
+def unfreeze(client: RegistryClient, request_id: str, account_id: str,
+             reason: str = "order lifted") -> admin_pb.UnfreezeAccountResponse:
+    return client.call(client.administration.UnfreezeAccount,
+                       admin_pb.UnfreezeAccountRequest(request_id=request_id,
+                                                       account_id=account_id, reason=reason))
+
+
+def close(client: RegistryClient, request_id: str, account_id: str,
+          reason: str = "holder dissolved") -> admin_pb.CloseAccountResponse:
+    return client.call(client.administration.CloseAccount, admin_pb.CloseAccountRequest(
+        request_id=request_id, account_id=account_id, reason=reason))
+
+
+def allocate(client: RegistryClient, *rows: admin_pb.AllocationRow
+             ) -> list[admin_pb.AllocationResult]:
+    return list(client.call(client.administration.AllocateUnits,
+                            admin_pb.AllocateUnitsRequest(rows=rows)).results)
+
+
+def reverse(transaction_id: str, original_party: str, original_transaction_id: str,
+            reason: str = "allocated in error") -> admin_pb.ReverseTransactionRequest:
+    return admin_pb.ReverseTransactionRequest(
+        transaction_id=transaction_id, original_party=original_party,
+        original_transaction_id=original_transaction_id, reason=reason)
+
+
+def emissions(account_id: str, tonnes: int, year: int = 2025,
+              reason: str = "verification report 2025") -> admin_pb.VerifiedEmissionsRow:
+    return admin_pb.VerifiedEmissionsRow(account_id=account_id, compliance_year=year,
+                                         verified_emissions=tonnes, reason=reason)
+
+
+def record_emissions(client: RegistryClient, *rows: admin_pb.VerifiedEmissionsRow
+                     ) -> admin_pb.RecordVerifiedEmissionsResponse:
+    return client.call(client.administration.RecordVerifiedEmissions,
+                       admin_pb.RecordVerifiedEmissionsRequest(rows=rows))
+
+
+def cancel(transaction_id: str, account_id: str, quantity: int, unit_type: int = CEA,
+           reason: str = "voluntary cancellation") -> account_pb.CancelUnitsRequest:
+    return account_pb.CancelUnitsRequest(transaction_id=transaction_id,
+                                         account_id=account_id, unit_type=unit_type,
+                                         quantity=quantity, reason=reason)
+
+
+def compliance(client: RegistryClient, account_id: str, year: int = 2025
+               ) -> account_pb.GetComplianceStatusResponse:
+    return client.call(client.accounts.GetComplianceStatus,
+                       account_pb.GetComplianceStatusRequest(account_id=account_id,
+                                                             compliance_year=year))
+
+
+def transaction(client: RegistryClient, transaction_id: str) -> common.Transaction:
+    """The caller's party's transaction ``transaction_id`` as recorded (GetTrade reads any
+    transaction of the calling party, not only trades)."""
+    return client.call(client.settlement.GetTrade,
+                       settlement_pb.GetTradeRequest(trade_id=transaction_id)).transaction
+
+
+def head_position(client: RegistryClient) -> int:
+    """The newest log position, as StreamEvents reports it."""
+    from registry.v1 import audit_service_pb2 as audit_pb
+
+    request = audit_pb.StreamEventsRequest(max_events=1)
+    pages = list(client.audit.StreamEvents(request, metadata=client.metadata, timeout=30))
+    return pages[0].head_position if pages else 0
+
+
+def caught_up(client: RegistryClient) -> int:
+    """Wait until the read models include everything written so far (read your writes
+    for calls that return no position, e.g. OpenAccount); returns that position."""
+    head = head_position(client)
+    client.balances(NATIONAL_ISSUANCE, min_position=head)
+    return head
+
