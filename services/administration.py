@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from registry.application.commands import AllocationRow, EmissionsRow
+from registry.application.commands import MAX_BATCH, AllocationRow, EmissionsRow
 from registry.application.results import AccountResult, RowOutcome, RowResult
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand
@@ -73,6 +73,9 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
                       context: grpc.ServicerContext) -> pb.AllocateUnitsResponse:
         if not request.rows:
             raise InvalidCommand("no rows to allocate", reason="EMPTY_BATCH", field="rows")
+        if len(request.rows) > MAX_BATCH:
+            raise InvalidCommand(f"at most {MAX_BATCH} rows per call, got {len(request.rows)}",
+                                 reason="BATCH_TOO_LARGE", field="rows", limit=MAX_BATCH)
         rows: list[AllocationRow] = []
         rejected: dict[int, RowResult] = {}
         for index, row in enumerate(request.rows):

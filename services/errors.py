@@ -60,6 +60,34 @@ GUIDANCE: dict[grpc.StatusCode, str] = {
 }
 
 
+FIELD_BY_REASON: dict[str, str] = {
+    "INVALID_ACCOUNT_ID": "account_id",
+    "INVALID_HOLDER": "holder.name",
+    "INVALID_CREDIT_CODE": "holder.credit_code",
+    "INVALID_SECTOR": "holder.sector",
+    "MISSING_PROVINCE": "holder.province",
+    "INVALID_QUANTITY": "quantity",
+    "QUANTITY_NOT_POSITIVE": "quantity",
+    "QUANTITY_TOO_LARGE": "quantity",
+    "INVALID_REASON": "reason",
+    "INVALID_TIMEOUT": "timeout_seconds",
+    "INVALID_COMPLIANCE_YEAR": "compliance_year",
+    "INVALID_VINTAGE": "vintage",
+    "MISSING_PROJECT": "project",
+    "UNEXPECTED_PROJECT": "project",
+    "EMPTY_BATCH": "rows",
+    "BATCH_TOO_LARGE": "rows",
+    "INVALID_PAGE_SIZE": "page_size",
+    "INVALID_PAGE_TOKEN": "page_token",
+}
+"""The request field a domain check is about, when the check does not say (the domain
+knows values, not protobuf field paths); ``field`` metadata, when present, wins."""
+
+FIELD_LABELS = {"reversed transaction id": "original_transaction_id",
+                "reverses": "original_transaction_id"}
+"""Domain labels that are not the field name with spaces as underscores."""
+
+
 @dataclass(frozen=True)
 class ApiError(Exception):
     """An error raised by the API layer itself (authentication, deadlines, capacity)."""
@@ -109,9 +137,15 @@ def _bad_request(error: RegistryError) -> error_details_pb2.BadRequest:
     ]
     if not violations:
         violations.append(error_details_pb2.BadRequest.FieldViolation(
-            field=error.metadata.get("field", ""), description=error.message,
-            reason=error.reason))
+            field=field_of(error), description=error.message, reason=error.reason))
     return error_details_pb2.BadRequest(field_violations=violations)
+
+
+def field_of(error: RegistryError) -> str:
+    label = error.metadata.get("field", "")
+    if not label:
+        return FIELD_BY_REASON.get(error.reason, "")
+    return FIELD_LABELS.get(label, label.replace(" ", "_"))
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

@@ -23,6 +23,7 @@ from registry.domain.errors import (
     InsufficientUnits,
     InvalidCommand,
     NationalAccountProtected,
+    RequestExistsWithDifferentContent,
 )
 from registry.domain.ids import NAMESPACE
 from registry.domain.units import Holding, SerialBlock, UnitSelector
@@ -127,11 +128,6 @@ class Account(Aggregate):
 
     TOPIC = "registry.Account"
 
-    last_request_id: str = ""
-    """The client's id of the last freeze, unfreeze or close ("" if none was given): a
-    retry of that change is answered, not refused as unchanged. A class default too, so
-    snapshots taken before request ids existed still restore."""
-
     def __init__(self) -> None:
         # Primitive state only, so snapshots round-trip through JSON unchanged.
         self.account_id = ""
@@ -140,7 +136,10 @@ class Account(Aggregate):
         self.state_name = AccountState.OPEN.value
         self.available: Holding = ()
         self.held: dict[str, Holding] = {}
-        self.last_request_id = ""
+        self.state_requests: dict[str, str] = {}
+        """Client request id -> the state its freeze, unfreeze or close led to: a retry
+        is answered, not refused as unchanged; an id reused for another change is
+        refused. Replaced, never mutated, by the events (cached copies stay safe)."""
 
     @property
     def account_type(self) -> AccountType:
@@ -179,7 +178,7 @@ class Account(Aggregate):
 
         def apply(self, account: Account) -> None:
             account.state_name = AccountState.FROZEN.value
-            account.last_request_id = self.request_id
+            account._remember(self.request_id)
 
     class Unfrozen(Aggregate.Event):
         TOPIC = "registry.Account.Unfrozen"
@@ -189,7 +188,7 @@ class Account(Aggregate):
 
         def apply(self, account: Account) -> None:
             account.state_name = AccountState.OPEN.value
-            account.last_request_id = self.request_id
+            account._remember(self.request_id)
 
     class Closed(Aggregate.Event):
         TOPIC = "registry.Account.Closed"
@@ -199,7 +198,7 @@ class Account(Aggregate):
 
         def apply(self, account: Account) -> None:
             account.state_name = AccountState.CLOSED.value
-            account.last_request_id = self.request_id
+            account._remember(self.request_id)
 
     class Debited(Aggregate.Event):
         TOPIC = "registry.Account.Debited"
@@ -263,7 +262,7 @@ class Account(Aggregate):
             raise InvalidCommand(
                 f"{account_type} is a national account; its id is "
                 f"{NATIONAL_ACCOUNTS[account_type]}",
-                reason="NATIONAL_ACCOUNT_PROTECTED",
+                reason="NATIONAL_ACCOUNT_ID", field="account_id",
             )
         return cls._create(
             cls.Opened,
@@ -288,9 +287,20 @@ class Account(Aggregate):
         return not self.available and not self.held
 
     def is_replay(self, request_id: str, state: AccountState) -> bool:
-        """True when ``request_id`` made the last state change and it led to ``state``:
-        a retry of a change already made (a reused id for another change is not one)."""
-        return bool(request_id) and request_id == self.last_request_id and self.state is state
+        """True when ``request_id`` already made this change (a retry); an id that made
+        another change is refused."""
+        if not request_id or request_id not in self.state_requests:
+            return False
+        if self.state_requests[request_id] != state.value:
+            raise RequestExistsWithDifferentContent(
+                f"request id {request_id} was used to make account {self.account_id} "
+                f"{self.state_requests[request_id]}", account=self.account_id,
+                request=request_id)
+        return True
+
+    def _remember(self, request_id: str) -> None:
+        if request_id:
+            self.state_requests = {**self.state_requests, request_id: self.state_name}
 
     # -- guards -------------------------------------------------------------------
 
@@ -310,6 +320,9 @@ class Account(Aggregate):
     # -- commands -----------------------------------------------------------------
 
     def freeze(self, reason: str, principal: str, request_id: str = "") -> None:
+        if self.account_type.is_national:
+            raise NationalAccountProtected(
+                f"national account {self.account_id} cannot be frozen", account=self.account_id)
         self.ensure_can_receive()
         if self.state is AccountState.FROZEN:
             raise AccountStateUnchanged(f"account {self.account_id} is already frozen",

@@ -166,6 +166,10 @@ class AccountExistsWithDifferentContent(Conflict):
     reason = "ACCOUNT_EXISTS_WITH_DIFFERENT_CONTENT"
 
 
+class RequestExistsWithDifferentContent(Conflict):
+    reason = "REQUEST_EXISTS_WITH_DIFFERENT_CONTENT"
+
+
 class ConcurrencyConflict(RegistryError):
     reason = "CONCURRENT_MODIFICATION"
     retryable = True

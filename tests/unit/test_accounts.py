@@ -48,7 +48,7 @@ def test_open_validates_holder_details() -> None:
 def test_national_accounts_have_fixed_ids() -> None:
     with pytest.raises(InvalidCommand) as raised:
         Account.open("MY-ISSUANCE", AccountType.ISSUANCE, Holder("x"), "mee/li")
-    assert raised.value.reason == "NATIONAL_ACCOUNT_PROTECTED"
+    assert raised.value.reason == "NATIONAL_ACCOUNT_ID"
     issuance = Account.open("CN-ISSUANCE", AccountType.ISSUANCE, Holder("x"), "mee/li")
     assert issuance.id == Account.id_for("CN-ISSUANCE")
     with pytest.raises(NationalAccountProtected):
