@@ -15,7 +15,12 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, and_, case, func, literal, select, true, tuple_
 
-from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
+from registry.domain.errors import (
+    InvalidCommand,
+    UnknownAccount,
+    UnknownSerial,
+    UnknownTransaction,
+)
 from registry.readmodels import tables as t
 from registry.readmodels.runner import wait_for_position
 
@@ -180,8 +185,8 @@ class ReadModels:
             account = conn.execute(select(s.account_id).where(and_(
                 s.unit_class == unit_class, s.first <= serial, s.last >= serial))).scalar()
         if account is None:
-            raise InvalidCommand(f"serial {serial} of {unit_class} is not issued",
-                                 reason="UNKNOWN_SERIAL")
+            raise UnknownSerial(f"serial {serial} of {unit_class} was never issued",
+                                unit_class=unit_class, serial=serial)
         return str(account)
 
     def trace_serial(self, unit_class: str, serial: int) -> list[dict[str, Any]]:
