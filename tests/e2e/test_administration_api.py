@@ -141,16 +141,16 @@ def test_open_account_replays_same_details_and_refuses_other_details(api: Api) -
         NOT_FOUND, "UNKNOWN_ACCOUNT", {"account": "STL-SD-0002"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "OpenAccount of a national account type (ISSUANCE) under another id answers "
-    "INVALID_ARGUMENT with reason NATIONAL_ACCOUNT_PROTECTED, a reason the README's "
-    "error table maps to FAILED_PRECONDITION: Account.open raises InvalidCommand("
-    "reason='NATIONAL_ACCOUNT_PROTECTED') in registry/domain/accounts.py"))
-def test_open_national_account_type_answers_the_documented_code(api: Api) -> None:
+def test_open_account_of_a_national_type_needs_its_fixed_id(api: Api) -> None:
     error = rpc_error(lambda: open_account(api.regulator, "MY-ISSUANCE",
                                            common.ACCOUNT_TYPE_ISSUANCE,
                                            common.Holder(name="Rogue")))
-    assert (error.code, error.reason) == (PRECONDITION, "NATIONAL_ACCOUNT_PROTECTED")
+    assert (error.code, error.reason) == (INVALID, "NATIONAL_ACCOUNT_ID")
+    assert [field for field, _ in error.violations] == ["account_id"]
+    # the national account itself is opened at start-up; opening it again is a replay
+    again = open_account(api.regulator, "CN-ISSUANCE", common.ACCOUNT_TYPE_ISSUANCE,
+                         common.Holder(name="National Carbon Emissions Registry"))
+    assert again.replayed
 
 
 # -- FreezeAccount, UnfreezeAccount, CloseAccount ---------------------------------------
@@ -228,44 +228,42 @@ def test_close_refuses_non_empty_and_national_accounts(api: Api) -> None:
     assert balance(reg, A, results[0].position) == ALLOCATIONS[A] + 10
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "FreezeAccount on a national account succeeds (the account goes FROZEN), though the "
-    "README's error table says NATIONAL_ACCOUNT_PROTECTED: 'national accounts cannot be "
-    "frozen or closed'. Account.freeze in registry/domain/accounts.py checks "
-    "is_national only in close()"))
 def test_national_accounts_cannot_be_frozen(api: Api) -> None:
-    error = rpc_error(lambda: freeze(api.regulator, "FRZ-N", "CN-ISSUANCE"))
-    assert (error.code, error.reason) == (PRECONDITION, "NATIONAL_ACCOUNT_PROTECTED")
+    for national in ("CN-ISSUANCE", "CN-ALLOCATION-RESERVE", "CN-SURRENDER",
+                     "CN-CANCELLATION"):
+        error = rpc_error(lambda n=national: freeze(api.regulator, "FRZ-N", n))
+        assert (error.code, error.reason, error.metadata) == (
+            PRECONDITION, "NATIONAL_ACCOUNT_PROTECTED", {"account": national})
+        assert get_account(api.regulator, national).state == OPEN
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A retry of a freeze (same request_id) after a later unfreeze freezes the account "
-    "again instead of answering the recorded change (replayed=true); docs/api.md says a "
-    "repeat with the same id returns the original outcome. The account remembers only "
-    "its last request id: Account.is_replay in registry/domain/accounts.py, used by "
-    "Registry._change_account in registry/application/registry.py"))
 def test_a_late_retry_of_a_freeze_is_answered_not_repeated(api: Api) -> None:
     reg = api.regulator
     open_trader(reg, "TRD-BJ-0001")
     freeze(reg, "FRZ-1", "TRD-BJ-0001")
     unfreeze(reg, "UNF-1", "TRD-BJ-0001")
     late = freeze(reg, "FRZ-1", "TRD-BJ-0001")  # the first freeze's reply was lost
-    assert late.replayed
+    assert late.replayed and late.account.state == OPEN
+    assert unfreeze(reg, "UNF-1", "TRD-BJ-0001").replayed
     assert get_account(reg, "TRD-BJ-0001").state == OPEN
+    history = reg.call(reg.audit.GetAccountHistory,
+                       audit_pb.GetAccountHistoryRequest(account_id="TRD-BJ-0001"))
+    assert [e.event_type.rsplit(".", 1)[1] for e in history.events] == [
+        "Opened", "Frozen", "Unfrozen"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A request_id already used for a freeze is accepted for an unfreeze (the account is "
-    "unfrozen) instead of ALREADY_EXISTS, which docs/api.md promises for the same id "
-    "with other content: Registry._change_account (registry/application/registry.py) "
-    "never compares a reused request id's change"))
 def test_a_request_id_reused_for_another_change_is_already_exists(api: Api) -> None:
     reg = api.regulator
     open_trader(reg, "TRD-BJ-0001")
     freeze(reg, "CHG-1", "TRD-BJ-0001")
-    error = rpc_error(lambda: unfreeze(reg, "CHG-1", "TRD-BJ-0001"))
-    assert error.code == EXISTS
+    for change in (unfreeze, close):
+        error = rpc_error(lambda c=change: c(reg, "CHG-1", "TRD-BJ-0001"))
+        assert (error.code, error.reason) == (EXISTS, "REQUEST_EXISTS_WITH_DIFFERENT_CONTENT")
+        assert error.metadata == {"account": "TRD-BJ-0001", "request": "CHG-1"}
     assert get_account(reg, "TRD-BJ-0001").state == FROZEN
+    # the same id on another account is another request
+    open_trader(reg, "TRD-BJ-0002")
+    assert not freeze(reg, "CHG-1", "TRD-BJ-0002").replayed
 
 
 # -- IssueUnits -------------------------------------------------------------------------
@@ -393,7 +391,8 @@ def test_allocation_table_reports_each_row_in_request_order(api: Api) -> None:
     too_many = pb.AllocateUnitsRequest(rows=[allocation(f"X-{i}", A, 1)
                                              for i in range(10_001)])
     error = rpc_error(lambda: reg.call(reg.administration.AllocateUnits, too_many))
-    assert (error.code, error.reason) == (INVALID, "BATCH_TOO_LARGE")
+    assert (error.code, error.reason, error.metadata["limit"]) == (
+        INVALID, "BATCH_TOO_LARGE", "10000")
     assert head_position(reg) == head
 
 
@@ -542,19 +541,8 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     stored)."""
     with running_api(request.param, tmp_path_factory.mktemp("admin")) as api:
         seed_market(api.regulator)
+        caught_up(api.regulator)
         yield api
-
-
-FIELD_NAMES = ("BadRequest field violations name the request's field paths (README, "
-               "'Errors'); here the field is {got}: {cause}")
-NO_FIELD = ("empty, because the domain check raises InvalidCommand without field= and "
-            "services/errors.py _bad_request falls back to metadata['field']")
-LABEL = ("a human label, because registry/domain/ids.py check_client_id uses its "
-         "description ('transaction id', ...) as the field")
-
-
-def xfail(got: str, cause: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=FIELD_NAMES.format(got=got, cause=cause))
 
 
 def _open(account_id: str, account_type: int, holder: common.Holder
@@ -566,42 +554,30 @@ ADMIN_CASES = [
     pytest.param(_open("NEW-0001", common.ACCOUNT_TYPE_UNSPECIFIED, compliance_holder("X")),
                  "MISSING_FIELD", ["account_type"], id="open-no-account-type"),
     pytest.param(_open("NEW-0001", COMPLIANCE, compliance_holder("X", credit_code="bad")),
-                 "INVALID_CREDIT_CODE", ["holder.credit_code"], id="open-bad-credit-code",
-                 marks=xfail("''", NO_FIELD + " (registry/domain/accounts.py Holder.validate)")),
+                 "INVALID_CREDIT_CODE", ["holder.credit_code"], id="open-bad-credit-code"),
     pytest.param(_open("new 1", TRADING, common.Holder(name="X")),
-                 "INVALID_ACCOUNT_ID", ["account_id"], id="open-bad-account-id",
-                 marks=xfail("''", NO_FIELD + " (registry/domain/accounts.py "
-                                              "check_account_id)")),
+                 "INVALID_ACCOUNT_ID", ["account_id"], id="open-bad-account-id"),
     pytest.param(lambda c: freeze(c, "", A), "MISSING_FIELD", ["request_id"],
                  id="freeze-no-request-id"),
     pytest.param(lambda c: freeze(c, "bad id!", A), "INVALID_ID", ["request_id"],
-                 id="freeze-bad-request-id", marks=xfail("'request id'", LABEL)),
+                 id="freeze-bad-request-id"),
     pytest.param(lambda c: issue(c, "ISS-9", 0), "QUANTITY_NOT_POSITIVE", ["quantity"],
-                 id="issue-quantity-0",
-                 marks=xfail("''", NO_FIELD + " (registry/application/commands.py "
-                                              "check_quantity)")),
+                 id="issue-quantity-0"),
     pytest.param(lambda c: issue(c, "", 5), "MISSING_ID", ["transaction_id"],
-                 id="issue-no-transaction-id", marks=xfail("'transaction id'", LABEL)),
+                 id="issue-no-transaction-id"),
     pytest.param(lambda c: issue(c, "ISS-9", 5, common.UnitClass(vintage=2025)),
                  "MISSING_FIELD", ["unit_class.unit_type"], id="issue-no-unit-type"),
     pytest.param(lambda c: c.call(c.administration.ReverseTransaction,
                                   reverse("REV-9", "mee", "")),
-                 "MISSING_ID", ["original_transaction_id"], id="reverse-no-original-id",
-                 marks=xfail("'reversed transaction id'", LABEL)),
+                 "MISSING_ID", ["original_transaction_id"], id="reverse-no-original-id"),
     pytest.param(lambda c: c.call(c.administration.ReverseTransaction,
                                   reverse("REV-9", "", "T-1")),
                  "MISSING_FIELD", ["original_party"], id="reverse-no-original-party"),
     pytest.param(lambda c: allocate(c), "EMPTY_BATCH", ["rows"], id="allocate-no-rows"),
     pytest.param(lambda c: allocate(c, *[allocation(f"X-{i}", A, 1) for i in range(10_001)]),
-                 "BATCH_TOO_LARGE", ["rows"], id="allocate-too-many-rows",
-                 marks=xfail("''", NO_FIELD + " (registry/application/registry.py "
-                                              "_move_batch; services/administration.py "
-                                              "does not check the size as SettleTrades "
-                                              "does)")),
+                 "BATCH_TOO_LARGE", ["rows"], id="allocate-too-many-rows"),
     pytest.param(lambda c: record_emissions(c), "EMPTY_BATCH", ["rows"],
-                 id="emissions-no-rows",
-                 marks=xfail("''", NO_FIELD + " (registry/application/registry.py "
-                                              "_check_emissions_rows)")),
+                 id="emissions-no-rows"),
     pytest.param(lambda c: record_emissions(c, emissions("NOPE-0001", 1)), "INVALID_ROWS",
                  ["rows[0].account_id"], id="emissions-unknown-account"),
 ]
@@ -613,14 +589,3 @@ def test_invalid_input_names_the_field(seeded: Api, call: Callable[[RegistryClie
     code, got_reason, violations = bad_request(lambda: call(seeded.regulator))
     assert (code, got_reason) == (INVALID, reason)
     assert [field for field, _ in violations] == fields
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "AllocateUnits over 10,000 rows: BATCH_TOO_LARGE carries no 'limit' metadata, which "
-    "the README's error table promises (SettleTrades has it): the size is checked only in "
-    "registry/application/registry.py _move_batch, which raises without limit="))
-def test_allocation_batch_limit_is_in_the_metadata(seeded: Api) -> None:
-    reg = seeded.regulator
-    error = rpc_error(lambda: allocate(reg, *[allocation(f"X-{i}", A, 1)
-                                              for i in range(10_001)]))
-    assert (error.reason, error.metadata.get("limit")) == ("BATCH_TOO_LARGE", "10000")
