@@ -289,18 +289,25 @@ class Account(Aggregate):
     def is_replay(self, request_id: str, state: AccountState) -> bool:
         """True when ``request_id`` already made this change (a retry); an id that made
         another change is refused."""
-        if not request_id or request_id not in self.state_requests:
+        made = self._state_requests().get(request_id) if request_id else None
+        if made is None:
             return False
-        if self.state_requests[request_id] != state.value:
+        if made != state.value:
             raise RequestExistsWithDifferentContent(
                 f"request id {request_id} was used to make account {self.account_id} "
-                f"{self.state_requests[request_id]}", account=self.account_id,
-                request=request_id)
+                f"{made}", account=self.account_id, request=request_id)
         return True
 
     def _remember(self, request_id: str) -> None:
         if request_id:
-            self.state_requests = {**self.state_requests, request_id: self.state_name}
+            self.state_requests = {**self._state_requests(), request_id: self.state_name}
+
+    def _state_requests(self) -> dict[str, str]:
+        """A snapshot taken before request ids existed restores without the attribute
+        (a class default cannot stand in: the library makes annotated class attributes
+        dataclass fields of the aggregate, and refuses a dict default)."""
+        requests: dict[str, str] = self.__dict__.get("state_requests", {})
+        return requests
 
     # -- guards -------------------------------------------------------------------
 
