@@ -289,16 +289,17 @@ class Registry(Application[UUID]):
         """A whole allocation table in one call, with the batch semantics of trades: one
         save, one result per row in request order, refusals recorded, retries replayed."""
         return self._move_batch(principal, [(r.transaction_id, r.movement) for r in rows],
-                                "allocations")
+                                "rows")
 
     def _move_batch(self, principal: Principal,
-                    requests: Sequence[tuple[str, Callable[[], Movement]]], noun: str
+                    requests: Sequence[tuple[str, Callable[[], Movement]]], field: str
                     ) -> list[RowResult]:
         """Evaluate (client id, movement) requests in order on one unit of work and save
-        them in one save; after a lost race, what was recorded meanwhile is replayed."""
+        them in one save; after a lost race, what was recorded meanwhile is replayed.
+        ``field`` names the list in the request, for a too-large batch's error."""
         if len(requests) > MAX_BATCH:
-            raise InvalidCommand(f"at most {MAX_BATCH} {noun} per batch, got {len(requests)}",
-                                 reason="BATCH_TOO_LARGE")
+            raise InvalidCommand(f"at most {MAX_BATCH} {field} per batch, got {len(requests)}",
+                                 reason="BATCH_TOO_LARGE", field=field, limit=MAX_BATCH)
         client_ids = [client_id for client_id, _ in requests]
         movements: list[Movement | RegistryError] = []
         for _, movement in requests:
@@ -470,10 +471,10 @@ class Registry(Application[UUID]):
 
     def _check_emissions_rows(self, rows: Sequence[EmissionsRow]) -> None:
         if not rows:
-            raise InvalidCommand("no emissions rows given", reason="EMPTY_BATCH")
+            raise InvalidCommand("no emissions rows given", reason="EMPTY_BATCH", field="rows")
         if len(rows) > MAX_BATCH:
             raise InvalidCommand(f"at most {MAX_BATCH} emissions rows per call, got {len(rows)}",
-                                 reason="BATCH_TOO_LARGE")
+                                 reason="BATCH_TOO_LARGE", field="rows", limit=MAX_BATCH)
         uow = UnitOfWork(self)
         seen: dict[tuple[str, int], int] = {}
         violations: list[Violation] = []
