@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
+from eventsourcing.domain import Snapshot
 
 from registry.application import (
     AllocationRow,
@@ -21,10 +23,11 @@ from registry.application import (
     read_events,
 )
 from registry.application.commands import MAX_BATCH
-from registry.domain.accounts import Account, AccountState
+from registry.domain.accounts import Account, AccountState, AccountType, Holder
 from registry.domain.errors import (
     AccountStateUnchanged,
     InvalidCommand,
+    RequestExistsWithDifferentContent,
     RowsInvalid,
     TransactionExistsWithDifferentContent,
     UnknownAccount,
@@ -162,11 +165,12 @@ def test_any_bad_row_refuses_the_whole_table_naming_every_bad_row(funded: Regist
 def test_emissions_batch_limits(funded: Registry) -> None:
     with pytest.raises(InvalidCommand) as raised:
         funded.record_verified_emissions(REGULATOR, [])
-    assert raised.value.reason == "EMPTY_BATCH"
+    assert (raised.value.reason, raised.value.metadata) == ("EMPTY_BATCH", {"field": "rows"})
     too_many = [emissions("PWR-0001", 2025, n) for n in range(MAX_BATCH + 1)]
     with pytest.raises(InvalidCommand) as raised:
         funded.record_verified_emissions(REGULATOR, too_many)
-    assert raised.value.reason == "BATCH_TOO_LARGE"
+    assert (raised.value.reason, raised.value.metadata) == (
+        "BATCH_TOO_LARGE", {"field": "rows", "limit": str(MAX_BATCH)})
     assert InvalidCommand("x").violations == ()
 
 
@@ -230,7 +234,8 @@ def test_allocation_table_in_one_call(funded: Registry) -> None:
     with pytest.raises(InvalidCommand) as raised:
         funded.allocate_many(REGULATOR, [AllocationRow(f"X-{n}", "PWR-0001", "CEA", 1)
                                          for n in range(MAX_BATCH + 1)])
-    assert raised.value.reason == "BATCH_TOO_LARGE"
+    assert (raised.value.reason, raised.value.metadata) == (
+        "BATCH_TOO_LARGE", {"field": "rows", "limit": str(MAX_BATCH)})
 
 
 # -- idempotent account state changes ---------------------------------------------------
@@ -247,15 +252,17 @@ def test_a_retried_state_change_is_answered_not_refused(funded: Registry) -> Non
         funded.freeze_account(REGULATOR, "PWR-0001", "another order", request_id="RQ-2")
     with pytest.raises(AccountStateUnchanged):
         funded.freeze_account(REGULATOR, "PWR-0001", "court order")
-    with pytest.raises(AccountStateUnchanged):   # the id made a freeze, not an unfreeze
+    with pytest.raises(RequestExistsWithDifferentContent):   # RQ-1 made a freeze
+        funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted", request_id="RQ-1")
+    with pytest.raises(AccountStateUnchanged):   # request ids are per account
         funded.unfreeze_account(REGULATOR, "PWR-0002", "lifted", request_id="RQ-1")
     assert funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted",
                                    request_id="RQ-3").replayed is False
     assert funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted",
                                    request_id="RQ-3").replayed is True
-    refrozen = funded.freeze_account(REGULATOR, "PWR-0001", "court order", request_id="RQ-1")
-    assert (refrozen.account.state, refrozen.replayed) == (AccountState.FROZEN, False), \
-        "only the last change is answered; an older id makes a new change"
+    late = funded.freeze_account(REGULATOR, "PWR-0001", "court order", request_id="RQ-1")
+    assert (late.account.state, late.replayed) == (AccountState.OPEN, True), \
+        "a late retry is answered with the account as it is, and changes nothing"
     closed = funded.close_account(REGULATOR, "TRD-0001", "holder request", request_id="RQ-9")
     again = funded.close_account(REGULATOR, "TRD-0001", "holder request", request_id="RQ-9")
     assert (closed.replayed, again.replayed, again.account.state) == (
@@ -266,7 +273,19 @@ def test_a_retried_state_change_is_answered_not_refused(funded: Registry) -> Non
     events, _ = account_events(funded, "PWR-0001", 0, 100)
     changes = [json.loads(e.payload) for e in events
                if e.topic in (Account.Frozen.TOPIC, Account.Unfrozen.TOPIC)]
-    assert [c["request_id"] for c in changes] == ["RQ-1", "RQ-3", "RQ-1"]
+    assert [c["request_id"] for c in changes] == ["RQ-1", "RQ-3"]
+
+
+def test_an_account_snapshot_from_before_request_ids_still_works() -> None:
+    account = Account.open("PWR-0001", AccountType.COMPLIANCE,
+                           Holder("Plant", "91110000100001234X", "POWER", "Beijing"), "mee/li")
+    snapshot = Snapshot.take(account)
+    old_state = {k: v for k, v in snapshot.state.items() if k != "state_requests"}
+    restored = replace(snapshot, state=old_state).mutate(None)
+    assert isinstance(restored, Account)
+    assert not restored.is_replay("RQ-1", AccountState.FROZEN)
+    restored.freeze("order", "mee/li", "RQ-1")
+    assert restored.is_replay("RQ-1", AccountState.FROZEN)
 
 
 def test_request_ids_survive_a_restart(funded: Registry) -> None:
