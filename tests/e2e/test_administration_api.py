@@ -601,3 +601,17 @@ def test_invalid_input_names_the_field(seeded: Api, call: Callable[[RegistryClie
     code, got_reason, violations = bad_request(lambda: call(seeded.regulator))
     assert (code, got_reason) == (INVALID, reason)
     assert [field for field, _ in violations] == fields
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "docs/api.md: 'every write returns the log position of its commit' (read your writes "
+    "with GetBalances.min_position), but OpenAccountResponse, FreezeAccountResponse, "
+    "UnfreezeAccountResponse and CloseAccountResponse have no position field "
+    "(protos/registry/v1/administration_service.proto): a client cannot wait for "
+    "ListAccounts or GetBalances to include the account it just opened or froze"))
+def test_account_writes_return_the_position_to_read_them_at(api: Api) -> None:
+    opened = open_trader(api.regulator, "TRD-BJ-0001")
+    frozen = freeze(api.regulator, "FRZ-1", "TRD-BJ-0001")
+    positions = [getattr(response, "position", 0) for response in (opened, frozen)]
+    assert 0 < positions[0] < positions[1]
+    assert api.regulator.balances("TRD-BJ-0001", min_position=positions[1]) == []
