@@ -94,7 +94,7 @@ class ReadModels:
         query = (_history_totals(as_of, h.unit_class).where(h.account_id == account_id)
                  .order_by(h.unit_class))
         with self.engine.connect() as conn:
-            return [{"unit_class": r.unit_class, "total": r.total}
+            return [{"unit_class": r.unit_class, "total": int(r.total)}   # SUM: NUMERIC on PG
                     for r in conn.execute(query) if r.total != 0]
 
     def positions(self, *, page_size: int = 100, page_token: str = "",

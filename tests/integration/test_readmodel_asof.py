@@ -120,6 +120,7 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 
 
 def as_dict(rows: list[dict[str, Any]]) -> dict[str, int]:
+    assert all(type(r["total"]) is int for r in rows), "not Decimal (SUM on PostgreSQL)"
     return {r["unit_class"]: r["total"] for r in rows}
 
 
@@ -179,6 +180,7 @@ def test_positions_now_are_rm_holdings(ledger: Ledger) -> None:
                 for account in sorted(totals_now(ledger.registry))
                 for h in ledger.read.holdings(account)]
     assert rows == expected
+    assert all(type(r["total"]) is int and type(r["held"]) is int for r in rows)
     assert {(r["account_id"], r["held"]) for r in rows if r["held"]} == {("TRD-0001", 400)}
     later = datetime.now(UTC) + timedelta(days=1)
     as_of_later = ledger.read.positions(page_size=1000, as_of=later).rows
