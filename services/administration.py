@@ -38,28 +38,31 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             current_principal(), convert.required(request.account_id, "account_id"),
             account_type, convert.holder_from_proto(request.holder))
         return pb.OpenAccountResponse(account=convert.account_view_to_proto(result.account),
-                                      replayed=result.replayed)
+                                      replayed=result.replayed, position=result.position or 0)
 
     def FreezeAccount(self, request: pb.FreezeAccountRequest,
                       context: grpc.ServicerContext) -> pb.FreezeAccountResponse:
         result = self.registry.freeze_account(
             current_principal(), convert.required(request.account_id, "account_id"),
             request.reason, request_id=convert.required(request.request_id, "request_id"))
-        return pb.FreezeAccountResponse(account=_account(result), replayed=result.replayed)
+        return pb.FreezeAccountResponse(account=_account(result), replayed=result.replayed,
+                                        position=result.position or 0)
 
     def UnfreezeAccount(self, request: pb.UnfreezeAccountRequest,
                         context: grpc.ServicerContext) -> pb.UnfreezeAccountResponse:
         result = self.registry.unfreeze_account(
             current_principal(), convert.required(request.account_id, "account_id"),
             request.reason, request_id=convert.required(request.request_id, "request_id"))
-        return pb.UnfreezeAccountResponse(account=_account(result), replayed=result.replayed)
+        return pb.UnfreezeAccountResponse(account=_account(result), replayed=result.replayed,
+                                          position=result.position or 0)
 
     def CloseAccount(self, request: pb.CloseAccountRequest,
                      context: grpc.ServicerContext) -> pb.CloseAccountResponse:
         result = self.registry.close_account(
             current_principal(), convert.required(request.account_id, "account_id"),
             request.reason, request_id=convert.required(request.request_id, "request_id"))
-        return pb.CloseAccountResponse(account=_account(result), replayed=result.replayed)
+        return pb.CloseAccountResponse(account=_account(result), replayed=result.replayed,
+                                       position=result.position or 0)
 
     def IssueUnits(self, request: pb.IssueUnitsRequest,
                    context: grpc.ServicerContext) -> pb.IssueUnitsResponse:

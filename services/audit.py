@@ -29,9 +29,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
 
     def StreamEvents(self, request: pb.StreamEventsRequest,
                      context: grpc.ServicerContext) -> Iterator[pb.StreamEventsResponse]:
-        if request.after_position < 0 or request.max_events < 0:
-            raise InvalidCommand("after_position and max_events must not be negative",
-                                 reason="INVALID_POSITION", field="after_position")
+        for field in ("after_position", "max_events"):
+            if getattr(request, field) < 0:
+                raise InvalidCommand(f"{field} must not be negative",
+                                     reason="INVALID_POSITION", field=field)
         page_size = request.page_size or DEFAULT_STREAM_PAGE
         topics = list(request.event_types)
         account = request.account_id or None

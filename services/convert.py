@@ -68,6 +68,8 @@ def required(value: str, field: str) -> str:
 def timestamp(moment: datetime | None) -> Timestamp | None:
     if moment is None:
         return None
+    if moment.tzinfo is None:  # SQLite hands timezone-aware columns back naive, in UTC
+        moment = moment.replace(tzinfo=UTC)
     stamp = Timestamp()
     stamp.FromDatetime(moment.astimezone(UTC))
     return stamp
@@ -103,7 +105,12 @@ def unit_class_to_proto(unit_class: UnitClass | str) -> pb.UnitClass:
 def unit_class_from_proto(message: pb.UnitClass, field: str = "unit_class") -> UnitClass:
     unit_type = enum_from_proto(message.unit_type, pb.UnitType, UnitType, f"{field}.unit_type")
     assert unit_type is not None
-    return UnitClass(unit_type, message.vintage, message.project)
+    try:
+        return UnitClass(unit_type, message.vintage, message.project)
+    except InvalidCommand as error:  # name the nested field: unit_class.vintage, ...
+        part = "vintage" if error.reason == "INVALID_VINTAGE" else "project"
+        error.metadata.setdefault("field", f"{field}.{part}")
+        raise
 
 
 def selector(message: Any, field: str = "unit_type") -> UnitSelector:

@@ -133,9 +133,14 @@ class RegistryServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(settings.listen)
+        try:
+            self.port = self.server.add_insecure_port(settings.listen)
+        except RuntimeError:  # grpcio raises on a taken port or an unresolvable host
+            self.port = 0
         if self.port == 0:
-            raise ConfigurationError(f"cannot listen on {settings.listen}")
+            raise ConfigurationError(
+                f"cannot listen on {settings.listen}: the port is taken or the address is "
+                "not this machine's (REGISTRY_LISTEN)")
         self._follower: threading.Thread | None = None
         self._stop_following = threading.Event()
 

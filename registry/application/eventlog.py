@@ -17,6 +17,9 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL, Identifier
 
 from registry.application.registry import Registry
 from registry.domain.accounts import Account, check_account_id
@@ -105,9 +108,9 @@ def account_events(registry: Registry, account_id: str, after_version: int, limi
     """One account's events after ``after_version``, oldest first, and the version to ask
     after for the next page (None when there is no more).
 
-    Read by aggregate, not from the log, so positions are not known here: the store's
-    per-aggregate read returns StoredEvent, which carries no notification id, and every
-    event's ``position`` is 0 (unless a store returns notifications, whose id is used).
+    Read by aggregate (the primary key), not by scanning the log. The library's
+    per-aggregate read carries no notification id, so the positions of the page are
+    read by one more keyed query on SQLite and PostgreSQL (0 on the in-memory store).
     """
     check_account_id(account_id)
     _check_limit(limit)
@@ -119,8 +122,36 @@ def account_events(registry: Registry, account_id: str, after_version: int, limi
     stored = registry.recorder.select_events(originator, gt=after_version, limit=limit + 1)
     if not stored:
         _ensure_account(registry, originator, account_id)
-    events = [_logged(s, s.id if isinstance(s, Notification) else 0) for s in stored[:limit]]
+    page = stored[:limit]
+    positions = _positions(registry, originator, after_version,
+                           page[-1].originator_version) if page else {}
+    events = [_logged(s, positions.get(s.originator_version, 0)) for s in page]
     return events, events[-1].aggregate_version if len(stored) > limit else None
+
+
+def _positions(registry: Registry, originator: UUID, after_version: int, last_version: int
+               ) -> dict[int, int]:
+    """Aggregate version -> log position, for versions after_version..last_version."""
+    recorder = registry.recorder
+    if isinstance(recorder, PostgresApplicationRecorder):
+        statement = SQL(
+            "SELECT originator_version, notification_id FROM {schema}.{table} "
+            "WHERE originator_id = %s AND originator_version > %s "
+            "AND originator_version <= %s").format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(statement, [originator, after_version, last_version])
+            return {row["originator_version"]: row["notification_id"]
+                    for row in cursor.fetchall()}
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT originator_version, rowid FROM {recorder.events_table_name} "
+                "WHERE originator_id = ? AND originator_version > ? "
+                "AND originator_version <= ?", [originator.hex, after_version, last_version])
+            return {row["originator_version"]: row["rowid"] for row in cursor.fetchall()}
+    return {}
 
 
 def _logged_page(page: Sequence[Notification]) -> list[LoggedEvent]:
