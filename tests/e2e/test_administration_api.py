@@ -568,17 +568,9 @@ ADMIN_CASES = [
     pytest.param(lambda c: issue(c, "ISS-9", 5, common.UnitClass(vintage=2025)),
                  "MISSING_FIELD", ["unit_class.unit_type"], id="issue-no-unit-type"),
     pytest.param(lambda c: issue(c, "ISS-9", 5, common.UnitClass(unit_type=CEA, vintage=1990)),
-                 "INVALID_VINTAGE", ["unit_class.vintage"], id="issue-bad-vintage",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "The BadRequest field for the unit class's vintage is 'vintage', not the "
-                     "request's path 'unit_class.vintage': services/errors.py FIELD_BY_REASON "
-                     "maps INVALID_VINTAGE to a top-level 'vintage' whatever the message"))),
+                 "INVALID_VINTAGE", ["unit_class.vintage"], id="issue-bad-vintage"),
     pytest.param(lambda c: issue(c, "ISS-9", 5, common.UnitClass(unit_type=CCER, vintage=2024)),
-                 "MISSING_PROJECT", ["unit_class.project"], id="issue-ccer-no-project",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "The BadRequest field for the unit class's project is 'project', not "
-                     "'unit_class.project': services/errors.py FIELD_BY_REASON maps "
-                     "MISSING_PROJECT to a top-level 'project' whatever the message"))),
+                 "MISSING_PROJECT", ["unit_class.project"], id="issue-ccer-no-project"),
     pytest.param(lambda c: c.call(c.administration.ReverseTransaction,
                                   reverse("REV-9", "mee", "")),
                  "MISSING_ID", ["original_transaction_id"], id="reverse-no-original-id"),
@@ -603,15 +595,24 @@ def test_invalid_input_names_the_field(seeded: Api, call: Callable[[RegistryClie
     assert [field for field, _ in violations] == fields
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docs/api.md: 'every write returns the log position of its commit' (read your writes "
-    "with GetBalances.min_position), but OpenAccountResponse, FreezeAccountResponse, "
-    "UnfreezeAccountResponse and CloseAccountResponse have no position field "
-    "(protos/registry/v1/administration_service.proto): a client cannot wait for "
-    "ListAccounts or GetBalances to include the account it just opened or froze"))
 def test_account_writes_return_the_position_to_read_them_at(api: Api) -> None:
-    opened = open_trader(api.regulator, "TRD-BJ-0001")
-    frozen = freeze(api.regulator, "FRZ-1", "TRD-BJ-0001")
-    positions = [getattr(response, "position", 0) for response in (opened, frozen)]
-    assert 0 < positions[0] < positions[1]
-    assert api.regulator.balances("TRD-BJ-0001", min_position=positions[1]) == []
+    reg = api.regulator
+    opened = open_trader(reg, "TRD-BJ-0001")
+    assert opened.position > 0
+    assert open_trader(reg, "TRD-BJ-0001").position == 0         # a replay wrote nothing
+    frozen = freeze(reg, "FRZ-1", "TRD-BJ-0001")
+    assert frozen.position > opened.position
+    assert freeze(reg, "FRZ-1", "TRD-BJ-0001").position == 0
+    # read your writes: the read models include the account, frozen, at that position
+    assert reg.balances("TRD-BJ-0001", min_position=frozen.position) == []
+    listed = reg.call(reg.accounts.ListAccounts,
+                      account_pb.ListAccountsRequest(account_type=TRADING)).accounts
+    assert [(a.account_id, a.state) for a in listed] == [("TRD-BJ-0001", FROZEN)]
+    unfrozen = unfreeze(reg, "UNF-1", "TRD-BJ-0001")
+    closed = close(reg, "CLS-1", "TRD-BJ-0001")
+    assert frozen.position < unfrozen.position < closed.position
+    assert closed.position == head_position(reg)
+    reg.balances("TRD-BJ-0001", min_position=closed.position)
+    listed = reg.call(reg.accounts.ListAccounts,
+                      account_pb.ListAccountsRequest(account_type=TRADING)).accounts
+    assert [(a.account_id, a.state) for a in listed] == [("TRD-BJ-0001", CLOSED)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import grpc
 import pytest
@@ -234,37 +233,27 @@ def test_account_history_pages_by_token(api: Api) -> None:
     assert (error.code, error.reason) == (INVALID, "INVALID_PAGE_SIZE")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GetAccountHistory returns position 0 for every event, though Event.position is "
-    "'Position in the registry's event log' (protos/registry/v1/audit_service.proto): "
-    "registry/application/eventlog.py account_events reads by aggregate "
-    "(recorder.select_events), whose StoredEvent has no notification id"))
 def test_account_history_events_carry_their_log_positions(api: Api) -> None:
-    seed_market(api.regulator)
+    busy_market(api)
     reg = api.regulator
-    history = reg.call(reg.audit.GetAccountHistory,
-                       pb.GetAccountHistoryRequest(account_id=A)).events
-    streamed = events_of(stream(reg, account_id=A))
-    assert [e.position for e in history] == [e.position for e in streamed]
+    for account_id in (A, B, "CN-ISSUANCE"):
+        history = []
+        token = ""
+        while True:   # across pages too
+            page = reg.call(reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(
+                account_id=account_id, page_size=2, page_token=token))
+            history.extend(page.events)
+            token = page.next_page_token
+            if not token:
+                break
+        streamed = events_of(stream(reg, account_id=account_id))
+        assert as_rows(history) == as_rows(streamed)
+        assert all(e.position > 0 for e in history)
 
 
 # -- GetBalancesAsOf --------------------------------------------------------------------
 
-AS_OF_ON_POSTGRES = pytest.mark.xfail(strict=True, reason=(
-    "GetBalancesAsOf fails INTERNAL on PostgreSQL ('decimal.Decimal' object cannot be "
-    "interpreted as an integer): SUM() over a BIGINT is NUMERIC there, and "
-    "ReadModels.balances_as_of (registry/readmodels/queries.py) returns r.total without "
-    "int(), as positions() does"))
-
-
-@pytest.mark.parametrize("backend", [
-    "sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, AS_OF_ON_POSTGRES])])
-def test_balances_as_of_before_and_after_a_trade(backend: str, tmp_path: Path) -> None:
-    with running_api(backend, tmp_path) as api:
-        balances_as_of_before_and_after_a_trade(api)
-
-
-def balances_as_of_before_and_after_a_trade(api: Api) -> None:
+def test_balances_as_of_before_and_after_a_trade(api: Api) -> None:
     reg, exchange = api.regulator, api.exchange
     seed_market(reg)
     [sold] = exchange.settle_trades([trade("T-1", A, TRADER, 7)])
@@ -499,10 +488,7 @@ AUDIT_CASES = [
     pytest.param(lambda c: stream(c, after_position=-5), "INVALID_POSITION",
                  ["after_position"], id="stream-negative-after-position"),
     pytest.param(lambda c: stream(c, max_events=-1), "INVALID_POSITION", ["max_events"],
-                 id="stream-negative-max-events", marks=pytest.mark.xfail(strict=True, reason=(
-                     "A negative max_events is reported with the BadRequest field "
-                     "'after_position': services/audit.py StreamEvents checks both in one "
-                     "condition and always names field='after_position'"))),
+                 id="stream-negative-max-events"),
     pytest.param(lambda c: stream(c, page_size=20_000), "INVALID_PAGE_SIZE", ["page_size"],
                  id="stream-page-size"),
     pytest.param(lambda c: stream(c, account_id="x"), "INVALID_ACCOUNT_ID", ["account_id"],
@@ -519,18 +505,9 @@ AUDIT_CASES = [
     pytest.param(_trace(common.UnitClass(vintage=2025), 1), "MISSING_FIELD",
                  ["unit_class.unit_type"], id="trace-no-unit-type"),
     pytest.param(_trace(common.UnitClass(unit_type=CEA, vintage=2025, project="P-1"), 1),
-                 "UNEXPECTED_PROJECT", ["unit_class.project"], id="trace-cea-with-project",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "The BadRequest field for a unit class's project is 'project', not the "
-                     "request's path 'unit_class.project': services/errors.py FIELD_BY_REASON "
-                     "maps UNEXPECTED_PROJECT to a top-level 'project' whatever the message, "
-                     "and services/convert.py unit_class_from_proto does not name the field"))),
+                 "UNEXPECTED_PROJECT", ["unit_class.project"], id="trace-cea-with-project"),
     pytest.param(_trace(common.UnitClass(unit_type=CEA, vintage=1990), 1),
-                 "INVALID_VINTAGE", ["unit_class.vintage"], id="trace-bad-vintage",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "The BadRequest field for a unit class's vintage is 'vintage', not "
-                     "'unit_class.vintage': services/errors.py FIELD_BY_REASON maps "
-                     "INVALID_VINTAGE to a top-level 'vintage' whatever the message"))),
+                 "INVALID_VINTAGE", ["unit_class.vintage"], id="trace-bad-vintage"),
 ]
 
 

@@ -288,12 +288,8 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
         assert again.process.wait(timeout=GRACE_SECONDS + 20) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A taken port is traced, not reported: grpcio's add_insecure_port raises RuntimeError "
-    "('Failed to bind ...') instead of returning 0, so the `if self.port == 0: raise "
-    "ConfigurationError` in services/server.py RegistryServer.__init__ never runs and "
-    "`registry serve` exits 1 with a Python traceback (the CLI reports RegistryError only)"))
 def test_a_taken_port_is_reported_as_bad_configuration(tmp_path: Path) -> None:
+    """grpcio raises on a taken port; the server reports it as configuration, untraced."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -301,16 +297,12 @@ def test_a_taken_port_is_reported_as_bad_configuration(tmp_path: Path) -> None:
         done = subprocess.run([*registry_command(), "serve"], capture_output=True, text=True,
                               timeout=60, env=environment(tmp_path, port), check=False)
     assert done.returncode == 2, done.stderr
-    assert "INVALID_CONFIGURATION" in done.stderr and "Traceback" not in done.stderr
+    assert f"registry: INVALID_CONFIGURATION: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "On SQLite with a local time zone other than UTC, times read from the read models "
-    "(ListTransactions record_time, ListAccounts open_time) are shifted by the UTC offset: "
-    "DateTime(timezone=True) columns come back naive from SQLite (registry/readmodels/"
-    "tables.py) and services/convert.py timestamp() calls .astimezone(UTC) on them, which "
-    "takes a naive time as local time"))
 def test_read_model_times_do_not_depend_on_the_local_time_zone(tmp_path: Path) -> None:
+    """SQLite gives read-model times back naive; they are UTC whatever the server's zone."""
     with serving(tmp_path, TZ="Asia/Shanghai") as server:
         token = first_token(tmp_path)[0]
         with RegistryClient(server.address, token, attempts=1) as client:
