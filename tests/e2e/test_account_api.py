@@ -298,6 +298,29 @@ def test_list_transactions_pages_filters_by_kind_and_time(api: Api) -> None:
     assert error.violations == [("kinds[0]", "kinds[0]: unknown value 99")]
 
 
+def test_a_movement_of_two_vintages_is_one_row_per_unit_class(api: Api) -> None:
+    """A selector without a vintage takes the oldest class first, so one surrender can
+    span CEA/2025 and CEA/2026: ListTransactions has a row per class at the same position,
+    and paging one row at a time neither drops nor repeats either of them."""
+    reg, operator = api.regulator, api.operator
+    seed_market(reg)
+    cea_2026 = common.UnitClass(unit_type=CEA, vintage=2026)
+    issue(reg, "ISS-2026", 1_000, cea_2026)
+    allocate(reg, admin_pb.AllocationRow(transaction_id="AL-2026", account_id=A, unit_type=CEA,
+                                         vintage=2026, quantity=100,
+                                         source_account="CN-ISSUANCE"))
+    txn = surrender_units(operator, surrender("S-1", A, ALLOCATIONS[A] + 40)).transaction
+    assert [(b.unit_class, b.first_serial, b.last_serial) for b in txn.blocks] == [
+        (CEA_2025, 1, ALLOCATIONS[A]), (cea_2026, 1, 40)]
+    assert holdings(operator, A, txn.position) == {(CEA, 2026, ""): (60, 0, 60)}
+    one_by_one, pages = movements(operator, A, page_size=1)
+    assert pages == 4 and one_by_one == movements(operator, A)[0]
+    assert [(m.position, m.kind, m.unit_class.vintage, m.quantity) for m in one_by_one[2:]] == [
+        (txn.position, common.TRANSACTION_KIND_SURRENDER, 2025, ALLOCATIONS[A]),
+        (txn.position, common.TRANSACTION_KIND_SURRENDER, 2026, 40)]
+    assert compliance(operator, A).surrendered_cea == ALLOCATIONS[A] + 40
+
+
 # -- SurrenderUnits, CancelUnits --------------------------------------------------------
 
 def test_surrender_units(api: Api) -> None:
