@@ -444,7 +444,7 @@ class Model:
         account = self.accounts.get(account_id)
         if account is None:
             return Raised(UnknownAccount, "UNKNOWN_ACCOUNT")
-        if action == "close" and account_id in NATIONAL:
+        if action in ("close", "freeze") and account_id in NATIONAL:
             return Raised(NationalAccountProtected, "NATIONAL_ACCOUNT_PROTECTED")
         if account.state == "CLOSED":
             return Raised(AccountClosed, "ACCOUNT_CLOSED")
