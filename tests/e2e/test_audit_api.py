@@ -168,9 +168,6 @@ def test_a_stream_resumes_on_a_new_connection_without_gap_or_duplicate(api: Api)
     assert [len(p.events) for p in received] == [5, 5]
     assert received[-1].last_position < received[-1].head_position   # more to come
     first.close()                                # drop the connection mid-stream
-    with pytest.raises(grpc.RpcError) as dropped:
-        next(pages)
-    assert dropped.value.code() == grpc.StatusCode.CANCELLED
 
     with RegistryClient(api.address, token, attempts=1) as second:
         rest = list(second.audit.StreamEvents(

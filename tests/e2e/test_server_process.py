@@ -116,6 +116,21 @@ def wait_serving(server: Server, timeout: float = 60.0) -> None:
     pytest.fail(f"the server did not become SERVING within {timeout}s:\n{server.output()}")
 
 
+def wait_shutting_down(channel: grpc.Channel, timeout: float = 5.0) -> None:
+    """Wait until the server has begun its graceful shutdown: health says NOT_SERVING
+    (set first), then calls are refused UNAVAILABLE."""
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+            return
+        time.sleep(0.02)
+    pytest.fail(f"the server still answered health checks {timeout}s after SIGTERM")
+
+
 def cli(server: Server, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     """An operator command against the server (token: the data dir's token file)."""
     port = int(server.address.rsplit(":", 1)[1])
@@ -245,7 +260,7 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             assert worker.is_alive(), "the batch finished before SIGTERM: make it bigger"
             server.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            time.sleep(0.2)
+            wait_shutting_down(client.channel)
             # new calls are refused at once, on the open connection and on a new one
             error = rpc_error(lambda: client.call(
                 client.accounts.GetAccount, account_pb.GetAccountRequest(account_id=A),
