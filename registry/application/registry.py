@@ -493,8 +493,13 @@ class Registry(Application[UUID]):
     def get_compliance_status(self, account_id: str, year: int) -> ComplianceView:
         """Verified emissions against units surrendered for (account, year)."""
         check_account_id(account_id)
-        self._account(account_id)
+        account = self._account(account_id)
         check_year(year)
+        if account.account_type is not AccountType.COMPLIANCE:
+            raise InvalidCommand(
+                f"{account_id} is a {account.account_type} account: only compliance "
+                "accounts have obligations", reason="NOT_COMPLIANCE_ACCOUNT",
+                field="account_id", account=account_id)
         obligation = self._find(ComplianceObligation.id_for(account_id, year),
                                 ComplianceObligation)
         return ComplianceView.of(account_id, year, obligation)

@@ -479,6 +479,9 @@ def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
     assert (error.code, error.reason) == (NOT_FOUND, "UNKNOWN_ACCOUNT")
     error = rpc_error(lambda: compliance(operator, A, 0))
     assert (error.code, error.reason) == (INVALID, "INVALID_COMPLIANCE_YEAR")
+    error = rpc_error(lambda: compliance(operator, TRADER))
+    assert (error.code, error.reason) == (INVALID, "NOT_COMPLIANCE_ACCOUNT")
+    assert error.violations[0][0] == "account_id"
     error = rpc_error(lambda: compliance(operator, ""))
     assert (error.code, error.reason) == (INVALID, "MISSING_FIELD")
     assert error.violations == [("account_id", "account_id is required")]
