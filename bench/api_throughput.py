@@ -84,8 +84,9 @@ def trades(prefix: str, count: int) -> list[settlement_pb.Trade]:
         quantity=1 + n % 7) for n in range(count)]
 
 
-def settle_rate(client: RegistryClient, batch: int, total: int) -> tuple[float, float]:
-    """(trades/s, p99 ms per call) settling ``total`` trades in calls of ``batch``."""
+def settle_rate(client: RegistryClient, batch: int, total: int) -> tuple[float, float, int]:
+    """(trades/s, p99 ms per call, last commit position) settling ``total`` trades in
+    calls of ``batch``."""
     all_trades = trades(f"B{batch}", total)
     latencies = []
     started = time.perf_counter()
@@ -95,7 +96,7 @@ def settle_rate(client: RegistryClient, batch: int, total: int) -> tuple[float, 
         latencies.append(time.perf_counter() - began)
         assert all(r.status == settlement_pb.TRADE_STATUS_SETTLED for r in results), results
     elapsed = time.perf_counter() - started
-    return total / elapsed, percentile(latencies, 99) * 1000
+    return total / elapsed, percentile(latencies, 99) * 1000, results[-1].position
 
 
 def balances_latency(address: str, callers: int, calls: int) -> tuple[float, float, float]:
@@ -123,6 +124,22 @@ def balances_latency(address: str, callers: int, calls: int) -> tuple[float, flo
     elapsed = time.perf_counter() - started
     return (len(latencies) / elapsed, percentile(latencies, 50) * 1000,
             percentile(latencies, 99) * 1000)
+
+
+def wait_for_read_models(client: RegistryClient, position: int) -> float:
+    """Seconds until the read models include ``position`` (so the latency measure does
+    not compete with the projection worker catching up)."""
+    started = time.perf_counter()
+    while True:
+        try:
+            client.accounts.GetBalances(account_pb.GetBalancesRequest(
+                account_id=ACCOUNTS[0], min_position=position),
+                metadata=client.metadata, timeout=10)
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.UNAVAILABLE:
+                raise
+            continue
+        return time.perf_counter() - started
 
 
 def percentile(values: list[float], pct: int) -> float:
@@ -163,9 +180,11 @@ def main() -> None:
             seed(client)
             for batch in (1, 100, 1000):
                 total = max(batch, args.trades // 10 if batch == 1 else args.trades)
-                rate, p99 = settle_rate(client, batch, total)
+                rate, p99, last = settle_rate(client, batch, total)
                 print(f"SettleTrades batch {batch:>5}: {rate:>8,.0f} trades/s "
                       f"({total:,} trades, p99 {p99:,.1f} ms per call)")
+            caught_up = wait_for_read_models(client, last)
+            print(f"(projections caught up {caught_up:.1f} s after the last batch)")
         rate, p50, p99 = balances_latency(address, args.callers, args.calls)
         print(f"GetBalances, {args.callers} callers: {rate:,.0f} calls/s, "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")

@@ -78,13 +78,16 @@ class ReadModels:
 
     def holdings(self, account_id: str) -> list[dict[str, Any]]:
         """Per unit class: total, held and available; unit classes with nothing left
-        are omitted."""
-        self.account(account_id)
+        are omitted. One query when the account holds something (the hot path); the
+        account is looked up only to tell "holds nothing" from "does not exist"."""
         h = t.holdings.c
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.holdings).where(
-                and_(h.account_id == account_id, h.total > 0)).order_by(h.unit_class))
-            return [dict(r) for r in rows.mappings()]
+            rows = [dict(r) for r in conn.execute(select(t.holdings).where(
+                and_(h.account_id == account_id, h.total > 0)).order_by(h.unit_class)
+            ).mappings()]
+        if not rows:
+            self.account(account_id)
+        return rows
 
     def balances_as_of(self, account_id: str, as_of: datetime) -> list[dict[str, Any]]:
         """Per unit class, what the account held at ``as_of`` (movements recorded at or
