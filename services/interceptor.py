@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -56,26 +57,9 @@ class CallInterceptor(grpc.ServerInterceptor):
                behaviour: Callable[[Any, grpc.ServicerContext], Any]
                ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def serve(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            principal = ANONYMOUS
-            try:
-                principal = self.tokens.resolve(metadata)
-                token = bind_principal(principal)
-                try:
-                    response = behaviour(request, context)
-                finally:
-                    unbind_principal(token)
-            except EXPECTED as error:
-                _log(method, principal, error, started)
-                context.abort_with_status(to_status(error))
-            except Exception as error:
-                if _aborted(context):  # an inner handler already chose the status
-                    _log(method, principal, _code(context), started)
-                    raise
-                log.exception("%s by %s failed", method, principal)
-                _log(method, principal, error, started)
-                context.abort_with_status(to_status(error))
-            _log(method, principal, None, started)
+            response = None
+            with self._serving(method, metadata, context):
+                response = behaviour(request, context)
             return response
 
         return serve
@@ -84,31 +68,40 @@ class CallInterceptor(grpc.ServerInterceptor):
                 behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
                 ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def serve(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.perf_counter()
-            principal = ANONYMOUS
-            try:
-                principal = self.tokens.resolve(metadata)
-                token = bind_principal(principal)
-                try:
-                    yield from behaviour(request, context)
-                finally:
-                    unbind_principal(token)
-            except EXPECTED as error:
-                _log(method, principal, error, started)
-                context.abort_with_status(to_status(error))
-            except GeneratorExit:  # the client went away mid-stream
-                _log(method, principal, "CANCELLED", started)
-                raise
-            except Exception as error:
-                if _aborted(context):  # an inner handler already chose the status
-                    _log(method, principal, _code(context), started)
-                    raise
-                log.exception("%s by %s failed", method, principal)
-                _log(method, principal, error, started)
-                context.abort_with_status(to_status(error))
-            _log(method, principal, None, started)
+            with self._serving(method, metadata, context):
+                yield from behaviour(request, context)
 
         return serve
+
+    @contextmanager
+    def _serving(self, method: str, metadata: Any, context: grpc.ServicerContext
+                 ) -> Iterator[None]:
+        """Around one call: resolve and bind the principal, turn errors into statuses
+        (never leaking internals), log one line."""
+        started = time.perf_counter()
+        principal = ANONYMOUS
+        try:
+            principal = self.tokens.resolve(metadata)
+            token = bind_principal(principal)
+            try:
+                yield
+            finally:
+                unbind_principal(token)
+        except EXPECTED as error:
+            _log(method, principal, error, started)
+            context.abort_with_status(to_status(error))
+        except GeneratorExit:  # the client went away mid-stream
+            _log(method, principal, "CANCELLED", started)
+            raise
+        except Exception as error:
+            if _aborted(context):  # an inner handler already chose the status
+                _log(method, principal, _code(context), started)
+                raise
+            log.exception("%s by %s failed", method, principal)
+            _log(method, principal, error, started)
+            context.abort_with_status(to_status(error))
+        else:
+            _log(method, principal, None, started)
 
 
 def _code(context: grpc.ServicerContext) -> str:

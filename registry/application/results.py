@@ -128,16 +128,8 @@ class TradeResult:
         return self.transaction.position if self.transaction else None
 
     @classmethod
-    def of(cls, result: TransactionResult) -> TradeResult:
-        if result.ok:
-            outcome = TradeOutcome.ALREADY_SETTLED if result.replayed else TradeOutcome.SETTLED
-            return cls(result.transaction_id, outcome, transaction=result)
-        return cls(result.transaction_id, TradeOutcome.REFUSED, result.refusal_reason,
-                   result.refusal_message, result)
-
-    @classmethod
     def rejected(cls, trade_id: str, error: RegistryError) -> TradeResult:
-        return cls(trade_id, TradeOutcome.REJECTED, error.reason, error.message)
+        return cls.of_row(RowResult.rejected(trade_id, error))
 
     @classmethod
     def of_row(cls, row: RowResult) -> TradeResult:

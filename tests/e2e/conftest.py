@@ -23,6 +23,11 @@ from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
 from tests.support import fresh_pg_database
 
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+EXISTS = grpc.StatusCode.ALREADY_EXISTS
+
 TOKENS = {
     "regulator": ("tok-regulator-0000000001", Principal("mee", "regulator-li")),
     "exchange": ("tok-exchange-00000000001", Principal("shanghai-exchange", "settlement")),

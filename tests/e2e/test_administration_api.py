@@ -16,7 +16,7 @@ from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common
-from tests.e2e.conftest import Api, rpc_error, running_api
+from tests.e2e.conftest import EXISTS, INVALID, NOT_FOUND, PRECONDITION, Api, rpc_error, running_api
 from tests.e2e.market import (
     ALLOCATIONS,
     CCER,
@@ -45,10 +45,6 @@ from tests.e2e.market import (
 )
 
 A, B = list(ALLOCATIONS)
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
 COMPLIANCE = common.ACCOUNT_TYPE_COMPLIANCE
 TRADING = common.ACCOUNT_TYPE_TRADING
 OPEN = common.ACCOUNT_STATE_OPEN
