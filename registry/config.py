@@ -91,6 +91,8 @@ class Settings:
                 POSTGRES_CONNECT_TIMEOUT="10",
                 POSTGRES_LOCK_TIMEOUT="10",
                 CREATE_TABLE="n",
+                # Same writes as the library's recorder, one cheaper insert statement.
+                APPLICATION_RECORDER_TOPIC="registry.persistence:RegistryPostgresRecorder",
             )
         else:
             raise ConfigurationError(
