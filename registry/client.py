@@ -147,7 +147,7 @@ class RegistryClient:
                          audit_pb.TraceSerialRequest(unit_class=unit_class, serial=serial))
 
     def stream_events(self, after_position: int = 0, *, event_types: Sequence[str] = (),
-                      account_id: str = "", page_size: int = 1000
+                      account_id: str = "", page_size: int = 5000
                       ) -> Iterator[audit_pb.Event]:
         """Every event after ``after_position`` up to the head; resumes by itself from the
         last page received when the connection drops (no gap, no duplicate)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
 
@@ -19,7 +20,7 @@ from services import convert
 from services.backend import Backend
 
 DEFAULT_PAGE = 100
-DEFAULT_STREAM_PAGE = 1000
+DEFAULT_STREAM_PAGE = 5000
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
@@ -44,9 +45,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             page = read_events(self.registry, after, limit, topics, account)
             if not page.events and page.last_position == after:
                 return  # at the head of the log
-            yield pb.StreamEventsResponse(events=[_event(e) for e in page.events],
-                                          last_position=page.last_position,
-                                          head_position=page.head_position)
+            response = pb.StreamEventsResponse(last_position=page.last_position,
+                                               head_position=page.head_position)
+            _add_events(response.events, page.events)
+            yield response
             after, sent = page.last_position, sent + len(page.events)
             if request.max_events and sent >= request.max_events:
                 return
@@ -59,8 +61,9 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         events, next_after = account_events(self.registry, account_id, after_version, page_size)
         token = "" if next_after is None else base64.urlsafe_b64encode(
             json.dumps(["v", next_after]).encode()).decode()
-        return pb.GetAccountHistoryResponse(events=[_event(e) for e in events],
-                                            next_page_token=token)
+        response = pb.GetAccountHistoryResponse(next_page_token=token)
+        _add_events(response.events, events)
+        return response
 
     def GetBalancesAsOf(self, request: pb.GetBalancesAsOfRequest,
                         context: grpc.ServicerContext) -> pb.GetBalancesAsOfResponse:
@@ -106,10 +109,13 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         return pb.GetSupplyResponse(lines=lines)
 
 
-def _event(event: LoggedEvent) -> pb.Event:
-    return pb.Event(position=event.position, aggregate_id=event.aggregate_id,
-                    aggregate_version=event.aggregate_version, event_type=event.topic,
-                    payload_json=event.payload.decode())
+def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:
+    """Append events to a repeated Event field in place: building each message apart
+    and copying it in costs half again as much on the stream's hot path."""
+    add = target.add
+    for position, aggregate_id, version, topic, payload in events:
+        add(position=position, aggregate_id=aggregate_id, aggregate_version=version,
+            event_type=topic, payload_json=payload.decode())
 
 
 def _version_token(token: str) -> int:
