@@ -8,6 +8,9 @@ the library's write path exactly: the same pipeline and transaction, the table l
 that keeps commit order equal to notification order, the NOTIFY that wakes projection
 workers, and the notification ids returned in insert order.
 
+It also renders its SQL once: the library composes statements (``psycopg.sql``) on
+every call, which cost ~90 microseconds per statement, several per command.
+
 Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.config``.
 """
 
@@ -15,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
 TOPIC = "registry.persistence:RegistryPostgresRecorder"
 
@@ -29,12 +33,58 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *,
                  events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        self.insert_columns_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(schema=Identifier(datastore.schema), table=Identifier(events_table_name),
-                 id_type=Identifier(datastore.originator_id_type))
+        table = SQL("{schema}.{table}").format(
+            schema=Identifier(datastore.schema), table=Identifier(events_table_name)
+        ).as_string(None)
+        id_type = Identifier(datastore.originator_id_type).as_string(None)
+        self.insert_columns_statement = (
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            f"SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id")
+        self.lock_statements = [s.as_string(None) if isinstance(s, Composable) else str(s)
+                                for s in self.lock_table_statements]
+        self.notify_statement = SQL("NOTIFY {0}").format(
+            Identifier(self.channel_name)).as_string(None)
+        self.max_id_statement = f"SELECT MAX(notification_id) FROM {table}"
+        select = f"SELECT * FROM {table} WHERE originator_id = %s"
+        self.select_statements = {
+            (gt, lte, desc, limit): select
+            + (" AND originator_version > %s" if gt else "")
+            + (" AND originator_version <= %s" if lte else "")
+            + (" ORDER BY originator_version DESC" if desc else
+               " ORDER BY originator_version ASC")
+            + (" LIMIT %s" if limit else "")
+            for gt in (False, True) for lte in (False, True) for desc in (False, True)
+            for limit in (False, True)}
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None,
+                      lte: int | None = None, desc: bool = False, limit: int | None = None
+                      ) -> Sequence[StoredEvent]:
+        """As the library's, with the statement chosen from the pre-rendered set."""
+        statement = self.select_statements[(gt is not None, lte is not None, desc,
+                                            limit is not None)]
+        params = [p for p in (originator_id, gt, lte, limit) if p is not None]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return [StoredEvent(originator_id=row["originator_id"],
+                                originator_version=row["originator_version"],
+                                topic=row["topic"], state=bytes(row["state"]))
+                    for row in curs.fetchall()]
+
+    def _lock_table(self, curs: Cursor[DictRow]) -> None:
+        for statement in self.lock_statements:
+            curs.execute(statement, prepare=True)
+
+    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(self.notify_statement)
+
+    def max_notification_id(self) -> int | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.max_id_statement)
+            row = curs.fetchone()
+            assert row is not None
+            head: int | None = row["max"]
+            return head
 
     def _insert_stored_events(self, curs: Cursor[DictRow],
                               stored_events: Sequence[StoredEvent], **_: Any) -> None:

@@ -141,6 +141,16 @@ class Account(Aggregate):
         is answered, not refused as unchanged; an id reused for another change is
         refused. Replaced, never mutated, by the events (cached copies stay safe)."""
 
+    def __deepcopy__(self, memo: dict[int, object]) -> Account:
+        """What the aggregate cache hands out. Events replace attributes and never
+        mutate them (holdings are tuples of frozen blocks; dicts are rebuilt), so a
+        shallow copy is as independent as a deep one, and ~20x cheaper: a deep copy was
+        a sixth of a single settlement's time. Lists (pending events) get their own."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update({key: list(value) if isinstance(value, list) else value
+                               for key, value in self.__dict__.items()})
+        return clone
+
     @property
     def account_type(self) -> AccountType:
         return AccountType(self.type_name)

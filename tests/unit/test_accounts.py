@@ -121,3 +121,23 @@ def test_replaying_events_rebuilds_the_same_state() -> None:
     assert copy is not None
     assert copy.available == account.available and copy.held == account.held
     assert copy.version == account.version
+
+
+def test_a_copy_from_the_cache_changes_independently_of_the_original() -> None:
+    """The aggregate cache hands out copies; Account copies shallowly (events replace
+    attributes, never mutate them), so changing a copy must leave the original as is."""
+    from copy import deepcopy
+
+    original = funded(100)
+    original.collect_events()
+    hold = uuid4()
+    clone = deepcopy(original)
+    clone.hold(hold, ANY_CEA, 30)
+    clone.debit(uuid4(), ANY_CEA, 50)
+    clone.freeze("court order", "mee/li", "FRZ-1")
+    assert len(clone.collect_events()) == 3 and original.collect_events() == []
+    assert original.available == (SerialBlock(CEA, 1, 100),) and original.held == {}
+    assert original.state is AccountState.OPEN and original.state_requests == {}
+    assert original.version + 3 == clone.version
+    assert clone.held == {str(hold): (SerialBlock(CEA, 1, 30),)}
+    assert clone.available == (SerialBlock(CEA, 81, 100),)
