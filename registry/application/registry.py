@@ -658,6 +658,8 @@ class Registry(Application[UUID]):
                   on_conflict: Callable[[], R | None] | None = None) -> R:
         """Run ``attempt`` on a fresh unit of work, retrying lost races.
 
+        The first attempt trusts the aggregate cache (no read round trips; a stale copy
+        fails the version-checked save); retries read fresh from the store.
         A store collision or a stale read first asks ``on_conflict`` (a replay answers);
         otherwise back off with full jitter and try again, a bounded number of times.
         An unexpected error is re-raised only if what the attempt read was current:
@@ -665,7 +667,7 @@ class Registry(Application[UUID]):
         both), which is a lost race, not a bug.
         """
         for tries in range(self.max_attempts):
-            uow = UnitOfWork(self)
+            uow = UnitOfWork(self, optimistic=tries == 0)
             try:
                 return attempt(uow)
             except (IntegrityError, StaleRead):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from copy import deepcopy
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -48,23 +49,42 @@ class UnitOfWork:
     two aggregates of different ages must first ``verify_current``.
     """
 
-    def __init__(self, app: Application[UUID]) -> None:
+    def __init__(self, app: Application[UUID], *, optimistic: bool = False) -> None:
         self._app = app
+        self._optimistic = optimistic
         self._loaded: dict[UUID, Aggregate | None] = {}
         self._read_versions: dict[UUID, int] = {}
 
     def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
-        """The aggregate, or None when it was never created."""
+        """The aggregate, or None when it was never created.
+
+        An *optimistic* unit of work takes cached aggregates as they are, without
+        asking the store for newer events (a round trip per aggregate). That is safe
+        because every aggregate a completed command depends on is also saved, and the
+        save is version-checked: a stale copy fails the save, and the retry reads
+        fresh. Decisions that save nothing they read call ``verify_current`` first."""
         if aggregate_id not in self._loaded:
-            try:
-                loaded = self._app.repository.get(aggregate_id, projector_func=replay)
-            except AggregateNotFoundError:
-                loaded = None
+            loaded = self._cached(aggregate_id) if self._optimistic else None
+            if loaded is None:
+                try:
+                    loaded = self._app.repository.get(aggregate_id, projector_func=replay)
+                except AggregateNotFoundError:
+                    loaded = None
             self._loaded[aggregate_id] = loaded
             self._read_versions[aggregate_id] = 0 if loaded is None else loaded.version
         found = self._loaded[aggregate_id]
         assert found is None or isinstance(found, cls)
         return found
+
+    def _cached(self, aggregate_id: UUID) -> Aggregate | None:
+        cache = self._app.repository.cache
+        if cache is None:
+            return None
+        try:
+            cached = cache.get(aggregate_id)
+        except KeyError:
+            return None
+        return deepcopy(cached) if isinstance(cached, Aggregate) else None
 
     def add(self, aggregate: A) -> A:
         self._loaded[aggregate.id] = aggregate

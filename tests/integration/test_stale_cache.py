@@ -1,0 +1,65 @@
+"""Two registry processes on one store: each trusts its own cache first (no read round
+trip), so each must notice when the other changed what it cached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from registry.application import Registry, Trade
+from registry.config import Settings, build_registry
+from registry.domain.units import UnitClass, UnitSelector, UnitType
+from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
+
+CEA = UnitClass(UnitType.CEA, 2025)
+ANY_CEA = UnitSelector(UnitType.CEA)
+
+
+@contextmanager
+def two_registries(backend: str, tmp_path: Path) -> Iterator[tuple[Registry, Registry]]:
+    if backend == "postgres":
+        with fresh_pg_database() as url:
+            first, second = build_registry(Settings(url)), build_registry(Settings(url))
+            try:
+                yield first, second
+            finally:
+                first.close()
+                second.close()
+        return
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    first, second = build_registry(Settings(url)), build_registry(Settings(url))
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+def test_a_stale_cache_never_spends_twice_nor_refuses_wrongly(backend: str,
+                                                              tmp_path: Path) -> None:
+    with two_registries(backend, tmp_path) as (a, b):
+        for account in ("PWR-0001", "PWR-0002"):
+            open_company(a, account)
+        a.issue_units(REGULATOR, "ISS", CEA, 1_000, "")
+        a.allocate(REGULATOR, "AL-1", "PWR-0001", ANY_CEA, 100, "", source="CN-ISSUANCE")
+        # b caches PWR-0001 holding 100 ...
+        assert b.get_holdings("PWR-0001")[0].total == 100
+        assert b.settle_trade(EXCHANGE, Trade("T-0", "PWR-0001", "PWR-0002", "CEA", 1)).ok
+        # ... then a spends 79 of the 99 behind b's back
+        assert a.settle_trade(EXCHANGE, Trade("T-1", "PWR-0001", "PWR-0002", "CEA", 79)).ok
+        # b's cache says 99: its 50 must be refused once read fresh, not spent twice
+        spent = b.settle_trade(EXCHANGE, Trade("T-2", "PWR-0001", "PWR-0002", "CEA", 50))
+        assert (spent.ok, spent.refusal_reason) == (False, "INSUFFICIENT_UNITS")
+        # and the other way round: a credit b has not seen must not be refused
+        a.allocate(REGULATOR, "AL-2", "PWR-0001", ANY_CEA, 500, "", source="CN-ISSUANCE")
+        more = b.settle_trade(EXCHANGE, Trade("T-3", "PWR-0001", "PWR-0002", "CEA", 300))
+        assert more.ok, more.refusal_reason
+        for registry in (a, b):
+            holdings = {h.unit_class: h.total for h in registry.get_holdings("PWR-0001")}
+            assert holdings == {CEA: 100 + 500 - 1 - 79 - 300}
+            assert all(line.balanced for line in registry.supply())
