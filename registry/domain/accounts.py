@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -160,7 +161,10 @@ class Account(Aggregate):
         return AccountState(self.state_name)
 
     @staticmethod
+    @lru_cache(maxsize=65_536)
     def id_for(account_id: str) -> UUID:
+        """Cached: a national registry has a few thousand accounts, each looked up
+        several times per command, and uuid5 hashes every time."""
         return uuid5(NAMESPACE, f"account:{account_id}")
 
     # -- events ---------------------------------------------------------------
