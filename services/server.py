@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,10 @@ class ServerSettings:
     max_concurrent_rpcs: int = 64
     projections_in_process: bool = True
     grace_seconds: float = 10.0
+    processes: int = 1
+    """Server processes sharing the port (SO_REUSEPORT): one Python process is held to
+    one core by its interpreter lock; the servers are stateless, so N can share."""
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, store: Settings, environ: Mapping[str, str] | None = None
@@ -100,6 +105,8 @@ class ServerSettings:
             max_concurrent_rpcs=_int(environ, "REGISTRY_MAX_CONCURRENT_RPCS",
                                      cls.max_concurrent_rpcs),
             projections_in_process=mode == "in-process",
+            processes=_int(environ, "REGISTRY_SERVER_PROCESSES", cls.processes),
+            reuse_port=environ.get("REGISTRY_REUSE_PORT", "") == "1",
         )
 
 
@@ -116,7 +123,7 @@ class RegistryServer:
                                thread_name_prefix="registry-rpc"),
             interceptors=[CallInterceptor(tokens), *interceptors],
             options=[
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(settings.reuse_port)),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ],
@@ -198,10 +205,12 @@ def load_tokens(settings: ServerSettings, store: Settings) -> TokenStore:
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
     """``registry serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     store = store or Settings.from_env(environ)
     settings = ServerSettings.from_env(store, environ)
     tokens = load_tokens(settings, store)
+    if settings.processes > 1:
+        return _supervise(settings, environ)
     registry = build_registry(store)
     engine = make_engine(store)
     server = RegistryServer(Backend(registry, ReadModels(engine)), tokens, settings)
@@ -223,3 +232,43 @@ def serve(store: Settings | None = None, environ: Mapping[str, str] | None = Non
     engine.dispose()
     log.info("stopped")
     return 0
+
+
+def _supervise(settings: ServerSettings, environ: Mapping[str, str] | None) -> int:
+    """Run ``settings.processes`` servers on one port and stop them together. If one
+    exits, stop the others and exit with its status: the process supervisor (systemd,
+    Kubernetes) restarts the whole set."""
+    if settings.listen.rsplit(":", 1)[-1] == "0":
+        raise ConfigurationError("several server processes need a fixed port in "
+                                 "REGISTRY_LISTEN, not port 0")
+    base = dict(os.environ if environ is None else environ)
+    children = []
+    for index in range(settings.processes):
+        env = {**base, "REGISTRY_SERVER_PROCESSES": "1", "REGISTRY_REUSE_PORT": "1"}
+        if index > 0 or not settings.projections_in_process:
+            env["REGISTRY_PROJECTIONS"] = "external"  # one process projects, if any
+        children.append(subprocess.Popen([sys.executable, "-m", "registry.cli", "serve"],
+                                         env=env))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> Any:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"registry serving on {settings.listen} ({settings.processes} processes)",
+          flush=True)
+    status = 0
+    while not stopping.wait(0.5):
+        exited = [child for child in children if child.poll() is not None]
+        if exited:
+            status = exited[0].returncode or 1
+            log.error("server process %s exited with %s; stopping the others",
+                      exited[0].pid, exited[0].returncode)
+            break
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        child.wait(timeout=settings.grace_seconds + 20)
+    return status
