@@ -7,7 +7,9 @@
 Writes about ``--events`` events (batches of 1,000 trades between two accounts: 3
 events per trade), then times all six projections catching up from zero, and one
 projection (serials, the costliest) rebuilt from zero and swapped in. A PostgreSQL
-database is dropped, recreated and migrated first.
+database is dropped, recreated and migrated first; ``--reuse`` keeps the history a
+previous run wrote there and only empties the read models (to compare code changes on
+the same events, minutes apart).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bench.ledger_throughput import EXCHANGE, reset_postgres, setup, trades
 from registry.config import Settings, build_registry
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine
+from registry.readmodels.tables import metadata
 
 
 def main() -> None:
@@ -28,20 +31,32 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the history already in --database-url (a previous run's): "
+                             "empty the read models only, and time again")
     args = parser.parse_args()
+    if args.reuse and not args.database_url:
+        parser.error("--reuse needs the --database-url of a previous run")
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
     settings = Settings(url)
-    if url.startswith("postgres"):
-        reset_postgres(url)
-    registry = build_registry(settings)
-    setup(registry)
+    engine = make_engine(settings)
     started = time.perf_counter()
-    for batch in range(max(1, args.events // 3000)):
-        registry.settle_trades(EXCHANGE, trades(f"C{batch}", 1000))
-    runner = ProjectionRunner(registry, make_engine(settings), batch_size=args.batch_size)
+    if args.reuse:
+        registry = build_registry(settings)
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(table.delete())
+    else:
+        if url.startswith("postgres"):
+            reset_postgres(url)
+        registry = build_registry(settings)
+        setup(registry)
+        for batch in range(max(1, args.events // 3000)):
+            registry.settle_trades(EXCHANGE, trades(f"C{batch}", 1000))
+    runner = ProjectionRunner(registry, engine, batch_size=args.batch_size)
     head = runner.head()
-    print(f"store: {settings.describe()}; wrote {head:,} events in "
-          f"{time.perf_counter() - started:.1f}s")
+    print(f"store: {settings.describe()}; {'reused' if args.reuse else 'wrote'} {head:,} "
+          f"events in {time.perf_counter() - started:.1f}s; batches of {args.batch_size:,}")
     started = time.perf_counter()
     done = runner.catch_up()
     elapsed = time.perf_counter() - started
@@ -53,6 +68,7 @@ def main() -> None:
     print(f"rebuild of serials + swap: {done:,} events in {elapsed:.1f}s = "
           f"{done / elapsed:,.0f} events/s")
     registry.close()
+    engine.dispose()
 
 
 if __name__ == "__main__":

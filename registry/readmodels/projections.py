@@ -1,68 +1,82 @@
 """Projections: each turns a batch of logged events into row changes of its tables.
 
 A projection is given a whole batch at once so that it can add up deltas in memory and
-write each row once per batch: catch-up speed comes from few statements per event.
+write each row once per batch, with one statement per table and kind of change
+(``Writer``): catch-up speed comes from few statements per event and little Python per
+event. Events arrive as stored (``registry.readmodels.events``), not as domain objects.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 from abc import ABC, abstractmethod
+from bisect import bisect_right, insort
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    MetaData,
-    Table,
-    and_,
-    bindparam,
-    delete,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Column, MetaData, Table
 
-from registry.domain.accounts import Account, AccountType
-from registry.domain.transactions import Transaction
-from registry.domain.units import SerialBlock
+from registry.domain.units import UnitClass
 from registry.readmodels import tables as t
-from registry.readmodels.sql import upsert_add
+from registry.readmodels.events import (
+    CLOSED,
+    COMPLETED,
+    CREDITED,
+    DEBITED,
+    FROZEN,
+    HELD_UNITS_DEBITED,
+    HOLD_RELEASED,
+    OPENED,
+    REFUSED,
+    REVERSED,
+    UNFROZEN,
+    UNITS_HELD,
+    Block,
+    Event,
+    blocks_json,
+    quantity,
+)
+from registry.readmodels.sql import Row, Writer
 
-Event = Any
-Batch = Sequence[tuple[int, Event]]
+Batch = Sequence[Event]
 
 
 class AccountDirectory:
-    """Account uuid -> (account id, type): immutable facts, cached for the process."""
+    """Account (originator id as stored) -> (account id, account type): immutable facts,
+    learnt from ``Account.Opened`` events and cached for the process; an account opened
+    before the first batch this process read is loaded once from the event store."""
 
-    def __init__(self, load: Any) -> None:
+    def __init__(self, load: Callable[[UUID], Any]) -> None:
         self._load = load
-        self._known: dict[UUID, tuple[str, AccountType]] = {}
+        self._known: dict[str, tuple[str, str]] = {}
 
     def learn(self, event: Event) -> None:
-        if isinstance(event, Account.Opened):
-            self._known[event.originator_id] = (event.account_id,
-                                                AccountType(event.account_type))
+        if event.topic == OPENED:
+            self._known[event.originator] = (event.state["account_id"],
+                                             event.state["account_type"])
 
-    def __getitem__(self, account_uuid: UUID) -> tuple[str, AccountType]:
-        if account_uuid not in self._known:
-            account = self._load(account_uuid)
-            self._known[account_uuid] = (account.account_id, account.account_type)
-        return self._known[account_uuid]
+    def __getitem__(self, originator: str) -> tuple[str, str]:
+        known = self._known.get(originator)
+        if known is None:
+            account = self._load(UUID(originator))
+            known = self._known[originator] = (account.account_id,
+                                               account.account_type.value)
+        return known
 
 
 class Projection(ABC):
     """Writes the rows of its ``tables``; bound to the live tables, or to shadow copies
-    (same columns, name + suffix) when it is being rebuilt from position zero."""
+    (same columns, name + suffix) when it is being rebuilt from position zero.
+
+    ``topics`` are the events it reads (those its directory learns from included):
+    the runner decodes no other, and hands it no other."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
+    topics: ClassVar[frozenset[str]]
 
     def __init__(self, directory: AccountDirectory, suffix: str = "") -> None:
         self.directory = directory
@@ -79,7 +93,7 @@ class Projection(ABC):
         return self.bound[live.name]
 
     @abstractmethod
-    def apply(self, conn: Connection, batch: Batch) -> None:
+    def apply(self, out: Writer, batch: Batch) -> None:
         """Write the row changes for ``batch`` (the caller commits them with tracking)."""
 
 
@@ -91,148 +105,167 @@ def shadow_table(table: Table, suffix: str) -> Table:
     return Table(table.name + suffix, MetaData(), *columns, comment=table.comment)
 
 
-def blocks_json(blocks: Iterable[SerialBlock]) -> str:
-    return json.dumps([[b.unit_class.key, b.first, b.last] for b in blocks])
+details: Callable[[Any], str] = json.JSONEncoder(sort_keys=True).encode
+"""``json.dumps(value, sort_keys=True)``, without making an encoder per call."""
 
 
-def quantity(blocks: Iterable[SerialBlock]) -> int:
-    return sum(b.quantity for b in blocks)
+@lru_cache(maxsize=4096)
+def unit_class(key: str) -> tuple[str, int, str]:
+    """(unit type, vintage, project) of a unit class key (validated once per key)."""
+    parsed = UnitClass.from_key(key)
+    return parsed.unit_type.value, parsed.vintage, parsed.project
 
 
-@dataclass
-class _Delta:
-    total: int = 0
-    held: int = 0
+HOLDING_EFFECTS: dict[str, tuple[tuple[str, int, int], ...]] = {
+    CREDITED: (("blocks", 1, 0),),
+    DEBITED: (("blocks", -1, 0),),
+    UNITS_HELD: (("blocks", 0, 1),),
+    HOLD_RELEASED: (("blocks", 0, -1),),
+    HELD_UNITS_DEBITED: (("blocks", -1, -1), ("released", 0, -1)),
+}
+"""Per account event: (field of blocks, sign for total, sign for held)."""
 
 
-def account_deltas(event: Event) -> list[tuple[UUID, SerialBlock, int, int]]:
-    """(account, block, change of total, change of held) for an account event."""
-    account = event.originator_id
-    if isinstance(event, Account.Credited):
-        return [(account, b, b.quantity, 0) for b in event.blocks]
-    if isinstance(event, Account.Debited):
-        return [(account, b, -b.quantity, 0) for b in event.blocks]
-    if isinstance(event, Account.UnitsHeld):
-        return [(account, b, 0, b.quantity) for b in event.blocks]
-    if isinstance(event, Account.HoldReleased):
-        return [(account, b, 0, -b.quantity) for b in event.blocks]
-    if isinstance(event, Account.HeldUnitsDebited):
-        return ([(account, b, -b.quantity, -b.quantity) for b in event.blocks]
-                + [(account, b, 0, -b.quantity) for b in event.released])
-    return []
+def holding_deltas(batch: Batch) -> dict[tuple[str, str], list[int]]:
+    """(account originator, unit class) -> [change of total, change of held], every key
+    an event touched (with zero changes too: the row is then written, as it would be
+    event by event)."""
+    deltas: dict[tuple[str, str], list[int]] = {}
+    for event in batch:
+        effects = HOLDING_EFFECTS.get(event.topic)
+        if effects is None:
+            continue
+        state = event.state
+        for field, total_sign, held_sign in effects:
+            for block in state[field]:
+                key, first, last = block["_data_"]
+                units = last - first + 1
+                delta = deltas.get((event.originator, key))
+                if delta is None:
+                    delta = deltas[(event.originator, key)] = [0, 0]
+                delta[0] += total_sign * units
+                delta[1] += held_sign * units
+    return deltas
 
 
 class AccountsProjection(Projection):
     name = "accounts"
     tables = (t.accounts,)
+    topics = frozenset({OPENED, FROZEN, UNFROZEN, CLOSED})
 
-    def apply(self, conn: Connection, batch: Batch) -> None:
-        states = {Account.Frozen: "FROZEN", Account.Unfrozen: "OPEN", Account.Closed: "CLOSED"}
-        for position, event in batch:
-            if isinstance(event, Account.Opened):
-                holder = event.holder
-                conn.execute(insert(self.table(t.accounts)).values(
-                    account_id=event.account_id, account_uuid=str(event.originator_id),
-                    account_type=event.account_type, state="OPEN",
-                    holder_name=holder.get("name", ""),
-                    credit_code=holder.get("credit_code", ""),
-                    sector=holder.get("sector", ""), province=holder.get("province", ""),
-                    opened_at=event.timestamp, position=position))
-            elif type(event) in states:
-                conn.execute(update(self.table(t.accounts))
-                             .where(self.table(t.accounts).c.account_uuid
-                                    == str(event.originator_id))
-                             .values(state=states[type(event)], position=position))
+    COLUMNS = ("account_id", "account_uuid", "account_type", "state", "holder_name",
+               "credit_code", "sector", "province", "opened_at", "position")
+    STATES: ClassVar[dict[str, str]] = {FROZEN: "FROZEN", UNFROZEN: "OPEN", CLOSED: "CLOSED"}
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        opened: dict[str, list[Any]] = {}
+        changed: dict[str, tuple[str, int]] = {}
+        for event in batch:
+            account_uuid = str(event.uuid())
+            if event.topic == OPENED:
+                state, holder = event.state, event.state["holder"]
+                opened[account_uuid] = [
+                    state["account_id"], account_uuid, state["account_type"], "OPEN",
+                    holder.get("name", ""), holder.get("credit_code", ""),
+                    holder.get("sector", ""), holder.get("province", ""),
+                    event.timestamp(), event.position]
+            elif account_uuid in opened:     # opened in this batch: insert it as it ends
+                opened[account_uuid][3] = self.STATES[event.topic]
+                opened[account_uuid][9] = event.position
+            else:
+                changed[account_uuid] = (self.STATES[event.topic], event.position)
+        table = self.table(t.accounts)
+        out.insert(table, self.COLUMNS, list(opened.values()))
+        out.update(table, ("state", "position"), ("account_uuid",),
+                   [(state, position, account_uuid)
+                    for account_uuid, (state, position) in changed.items()])
 
 
 class HoldingsProjection(Projection):
     name = "holdings"
     tables = (t.holdings,)
+    topics = frozenset({OPENED, *HOLDING_EFFECTS})
 
-    def apply(self, conn: Connection, batch: Batch) -> None:
-        deltas: dict[tuple[str, str], _Delta] = defaultdict(_Delta)
-        classes = {}
-        for _, event in batch:
-            for account, block, d_total, d_held in account_deltas(event):
-                key = (self.directory[account][0], block.unit_class.key)
-                classes[key[1]] = block.unit_class
-                deltas[key].total += d_total
-                deltas[key].held += d_held
-        upsert_add(conn, self.table(t.holdings), ["account_id", "unit_class"], [
-            {"account_id": account_id, "unit_class": key,
-             "unit_type": classes[key].unit_type.value, "vintage": classes[key].vintage,
-             "project": classes[key].project, "total": d.total, "held": d.held,
-             "available": d.total - d.held}
-            for (account_id, key), d in deltas.items()
-        ], add=["total", "held", "available"])
+    COLUMNS = ("account_id", "unit_class", "unit_type", "vintage", "project", "total",
+               "held", "available")
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        rows = []
+        for (originator, key), (total, held) in holding_deltas(batch).items():
+            unit_type, vintage, project = unit_class(key)
+            rows.append((self.directory[originator][0], key, unit_type, vintage, project,
+                         total, held, total - held))
+        out.upsert(self.table(t.holdings), self.COLUMNS, ("account_id", "unit_class"), rows,
+                   add=("total", "held", "available"))
 
 
 class SupplyProjection(Projection):
     name = "supply"
     tables = (t.supply, t.issued)
+    topics = frozenset({OPENED, COMPLETED, *HOLDING_EFFECTS})
 
-    def apply(self, conn: Connection, batch: Batch) -> None:
-        deltas: dict[tuple[str, str], _Delta] = defaultdict(_Delta)
+    def apply(self, out: Writer, batch: Batch) -> None:
+        deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for (originator, key), (total, held) in holding_deltas(batch).items():
+            delta = deltas[(key, self.directory[originator][1])]
+            delta[0] += total
+            delta[1] += held
         issued: dict[str, list[int]] = {}
-        for _, event in batch:
-            if isinstance(event, Transaction.Completed) and event.kind == "ISSUANCE":
-                for block in event.blocks:
-                    counts = issued.setdefault(block.unit_class.key, [0, 1])
-                    counts[0] += block.quantity
-                    counts[1] = max(counts[1], block.last + 1)
-            for account, block, d_total, d_held in account_deltas(event):
-                key = (block.unit_class.key, self.directory[account][1].value)
-                deltas[key].total += d_total
-                deltas[key].held += d_held
-        upsert_add(conn, self.table(t.supply), ["unit_class", "account_type"], [
-            {"unit_class": unit_class, "account_type": account_type, "total": d.total,
-             "held": d.held}
-            for (unit_class, account_type), d in deltas.items()
-        ], add=["total", "held"])
-        upsert_add(conn, self.table(t.issued), ["unit_class"], [
-            {"unit_class": key, "issued": counts[0], "next_serial": counts[1]}
-            for key, counts in issued.items()
-        ], add=["issued"], replace=["next_serial"])
+        for event in batch:
+            if event.topic == COMPLETED and event.state["kind"] == "ISSUANCE":
+                for key, first, last in event.blocks():
+                    counts = issued.setdefault(key, [0, 1])
+                    counts[0] += last - first + 1
+                    counts[1] = max(counts[1], last + 1)
+        out.upsert(self.table(t.supply), ("unit_class", "account_type", "total", "held"),
+                   ("unit_class", "account_type"),
+                   [(key, account_type, total, held)
+                    for (key, account_type), (total, held) in deltas.items()],
+                   add=("total", "held"))
+        out.upsert(self.table(t.issued), ("unit_class", "issued", "next_serial"),
+                   ("unit_class",), [(key, count, after) for key, (count, after)
+                                     in issued.items()],
+                   add=("issued",), replace=("next_serial",))
 
 
 class TransactionsProjection(Projection):
     name = "transactions"
     tables = (t.transactions,)
+    topics = frozenset({COMPLETED, REFUSED, REVERSED})
 
-    def __init__(self, directory: AccountDirectory, find_transaction: Any,
+    COLUMNS = ("party", "client_id", "kind", "status", "source", "destination", "quantity",
+               "blocks", "reason", "principal", "refusal_reason", "refusal_message",
+               "details", "reversed_by", "recorded_at", "position")
+
+    def __init__(self, directory: AccountDirectory, find_transaction: Callable[[UUID], Any],
                  suffix: str = "") -> None:
         super().__init__(directory, suffix)
         self.find_transaction = find_transaction
 
-    def apply(self, conn: Connection, batch: Batch) -> None:
-        rows = []
-        reversals = []
-        for position, event in batch:
-            if isinstance(event, (Transaction.Completed, Transaction.Refused)):
-                blocks = list(getattr(event, "blocks", []))
-                rows.append({
-                    "party": event.party, "client_id": event.client_id, "kind": event.kind,
-                    "status": "COMPLETED" if isinstance(event, Transaction.Completed)
-                    else "REFUSED",
-                    "source": event.source, "destination": event.destination,
-                    "quantity": quantity(blocks), "blocks": blocks_json(blocks),
-                    "reason": event.reason, "principal": event.principal,
-                    "refusal_reason": getattr(event, "refusal_reason", ""),
-                    "refusal_message": getattr(event, "refusal_message", ""),
-                    "details": json.dumps(event.details, sort_keys=True),
-                    "reversed_by": None, "recorded_at": event.timestamp,
-                    "position": position})
-            elif isinstance(event, Transaction.Reversed):
-                reversals.append(event)
-        if rows:
-            conn.execute(insert(self.table(t.transactions)), rows)
-        for event in reversals:
-            original = self.find_transaction(event.originator_id)
-            reversal = self.find_transaction(event.reversal_id)
-            conn.execute(update(self.table(t.transactions)).where(and_(
-                self.table(t.transactions).c.party == original.party,
-                self.table(t.transactions).c.client_id == original.client_id,
-            )).values(reversed_by=f"{reversal.party}:{reversal.client_id}"))
+    def apply(self, out: Writer, batch: Batch) -> None:
+        rows: list[Row] = []
+        reversals: dict[tuple[str, str], str] = {}
+        for event in batch:
+            state = event.state
+            if event.topic == REVERSED:
+                original = self.find_transaction(event.uuid())
+                reversal = self.find_transaction(event.id_field("reversal_id"))
+                reversals[(original.party, original.client_id)] = (
+                    f"{reversal.party}:{reversal.client_id}")
+                continue
+            completed = event.topic == COMPLETED
+            blocks = event.blocks()
+            rows.append((
+                state["party"], state["client_id"], state["kind"],
+                "COMPLETED" if completed else "REFUSED", state["source"],
+                state["destination"], quantity(blocks), event.blocks_json(),
+                state["reason"], state["principal"], state.get("refusal_reason", ""),
+                state.get("refusal_message", ""), details(state["details"]),
+                None, event.timestamp(), event.position))
+        table = self.table(t.transactions)
+        out.insert(table, self.COLUMNS, rows)
+        out.update(table, ("reversed_by",), ("party", "client_id"),
+                   [(by, party, client_id) for (party, client_id), by in reversals.items()])
 
 
 class HistoryProjection(Projection):
@@ -240,31 +273,39 @@ class HistoryProjection(Projection):
 
     name = "history"
     tables = (t.history,)
+    topics = frozenset({COMPLETED})
 
-    def apply(self, conn: Connection, batch: Batch) -> None:
-        rows = []
-        for position, event in batch:
-            if not isinstance(event, Transaction.Completed):
-                continue
-            by_class: dict[str, list[SerialBlock]] = defaultdict(list)
-            for block in event.blocks:
-                by_class[block.unit_class.key].append(block)
-            sides = [("CREDIT", event.destination, event.source)]
-            if event.source is not None:
-                sides.append(("DEBIT", event.source, event.destination))
+    COLUMNS = ("account_id", "position", "unit_class", "direction", "party", "client_id",
+               "kind", "counterparty", "unit_type", "quantity", "blocks", "reason",
+               "principal", "recorded_at")
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        rows: list[Row] = []
+        for event in batch:
+            state = event.state
+            blocks = event.blocks()
+            if all(block[0] == blocks[0][0] for block in blocks):    # one class, mostly
+                lines = [(blocks[0][0], unit_class(blocks[0][0])[0], quantity(blocks),
+                          event.blocks_json())] if blocks else []
+            else:
+                by_class: dict[str, list[Block]] = {}
+                for block in blocks:
+                    by_class.setdefault(block[0], []).append(block)
+                lines = [(key, unit_class(key)[0], quantity(blocks), blocks_json(blocks))
+                         for key, blocks in by_class.items()]
+            recorded_at, position = event.timestamp(), event.position
+            party, client_id, kind = state["party"], state["client_id"], state["kind"]
+            reason, principal = state["reason"], state["principal"]
+            source, destination = state["source"], state["destination"]
+            sides = [("CREDIT", destination, source)]
+            if source is not None:
+                sides.append(("DEBIT", source, destination))
             for direction, account_id, counterparty in sides:
-                for unit_class, blocks in by_class.items():
-                    rows.append({
-                        "account_id": account_id, "position": position,
-                        "unit_class": unit_class, "direction": direction,
-                        "party": event.party, "client_id": event.client_id,
-                        "kind": event.kind, "counterparty": counterparty,
-                        "unit_type": blocks[0].unit_class.unit_type.value,
-                        "quantity": quantity(blocks), "blocks": blocks_json(blocks),
-                        "reason": event.reason, "principal": event.principal,
-                        "recorded_at": event.timestamp})
-        if rows:
-            conn.execute(insert(self.table(t.history)), rows)
+                for key, unit_type, units, blocks_text in lines:
+                    rows.append((account_id, position, key, direction, party, client_id,
+                                 kind, counterparty, unit_type, units, blocks_text, reason,
+                                 principal, recorded_at))
+        out.insert(self.table(t.history), self.COLUMNS, rows)
 
 
 class SerialsProjection(Projection):
@@ -272,100 +313,139 @@ class SerialsProjection(Projection):
 
     name = "serials"
     tables = (t.serial_blocks, t.serial_movements)
+    topics = frozenset({COMPLETED})
 
-    def apply(self, conn: Connection, batch: Batch) -> None:
-        locations = _SerialLocations(conn, self.table(t.serial_blocks))
-        movements = []
-        for position, event in batch:
-            if not isinstance(event, Transaction.Completed):
-                continue
-            for block in event.blocks:
-                movements.append({
-                    "unit_class": block.unit_class.key, "first": block.first,
-                    "position": position, "last": block.last, "source": event.source,
-                    "destination": event.destination, "kind": event.kind,
-                    "party": event.party, "client_id": event.client_id})
-                if event.source is not None:
-                    locations.take(block.unit_class.key, block.first, block.last,
-                                   event.source)
-                locations.put(block.unit_class.key, block.first, block.last,
-                              str(event.destination))
-        locations.flush()
-        if movements:
-            conn.execute(insert(self.table(t.serial_movements)), movements)
+    MOVEMENTS = ("unit_class", "first", "position", "last", "source", "destination", "kind",
+                 "party", "client_id")
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        moves = [(event, event.blocks()) for event in batch]
+        locations = SerialLocations.load(out, self.table(t.serial_blocks), [
+            block for event, blocks in moves if event.state["source"] is not None
+            for block in blocks])
+        movements: list[Row] = []
+        for event, blocks in moves:
+            state = event.state
+            source, destination = state["source"], state["destination"]
+            for key, first, last in blocks:
+                movements.append((key, first, event.position, last, source, destination,
+                                  state["kind"], state["party"], state["client_id"]))
+                if source is not None:
+                    locations.take(key, first, last, source)
+                locations.put(key, first, last, str(destination))
+        locations.flush(out)
+        out.insert(self.table(t.serial_movements), self.MOVEMENTS, movements)
 
 
-class _SerialLocations:
+class SerialLocations:
     """The serial-block rows a batch touches, moved in memory and written back as a diff.
 
-    Rows are loaded by range on first need; every later move inside a loaded range is
-    pure Python, so a batch costs a few queries instead of several per block.
+    Every row that a block the batch takes could lie in is loaded up front, in one query
+    (per merged range on SQLite); the moves are then pure Python on a sorted list of
+    row starts per unit class, and only rows that changed are deleted and inserted.
+    Rows are disjoint (the projection never writes overlapping ones, and ``registry
+    check`` reports any), so the rows overlapping a range are those starting inside it
+    and the one before it.
     """
 
-    def __init__(self, conn: Connection, table: Table) -> None:
-        self.conn, self.table = conn, table
+    def __init__(self, table: Table, rows: Sequence[tuple[str, int, int, str]]) -> None:
+        self.table = table
         self.rows: dict[str, dict[int, tuple[int, str]]] = defaultdict(dict)
+        for key, first, last, account_id in rows:
+            self.rows[key][first] = (last, account_id)
         self.firsts: dict[str, list[int]] = defaultdict(list)
-        self.original: dict[tuple[str, int], tuple[int, str]] = {}
-        self.loaded: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for key, by_first in self.rows.items():
+            self.firsts[key] = sorted(by_first)
+        self.original = {(key, first): row for key, by_first in self.rows.items()
+                         for first, row in by_first.items()}
 
-    def _load(self, unit_class: str, first: int, last: int) -> None:
-        if any(lo <= first and last <= hi for lo, hi in self.loaded[unit_class]):
-            return
-        c = self.table.c
-        found = self.conn.execute(select(c.first, c.last, c.account_id).where(and_(
-            c.unit_class == unit_class, c.first <= last, c.last >= first))).all()
-        for row_first, row_last, account_id in found:
-            if (unit_class, row_first) not in self.original:
-                self.original[(unit_class, row_first)] = (row_last, account_id)
-                self._add(unit_class, row_first, row_last, account_id)
-        self.loaded[unit_class].append((first, last))
+    @classmethod
+    def load(cls, out: Writer, table: Table, taken: Sequence[Block]) -> SerialLocations:
+        ranges = list(_merged(taken))
+        if not ranges:
+            return cls(table, [])
+        name, c = out.q(table.name), {n: out.q(n) for n in ("unit_class", "first", "last",
+                                                             "account_id")}
+        columns = f"b.{c['unit_class']}, b.{c['first']}, b.{c['last']}, b.{c['account_id']}"
 
-    def _add(self, unit_class: str, first: int, last: int, account_id: str) -> None:
-        self.rows[unit_class][first] = (last, account_id)
-        bisect.insort(self.firsts[unit_class], first)
+        def starting(key: str, low: str, high: str) -> str:
+            """Rows of class ``key`` from the one holding serial ``low`` to ``high``."""
+            return (f"b.{c['unit_class']} = {key} AND b.{c['first']} <= {high} "
+                    f"AND b.{c['first']} >= COALESCE((SELECT max(p.{c['first']}) "
+                    f"FROM {name} AS p WHERE p.{c['unit_class']} = {key} "
+                    f"AND p.{c['first']} <= {low}), {low})")
 
-    def _remove(self, unit_class: str, first: int) -> None:
-        del self.rows[unit_class][first]
-        firsts = self.firsts[unit_class]
-        del firsts[bisect.bisect_left(firsts, first)]
+        found: dict[tuple[str, int], tuple[str, int, int, str]] = {}
+        if out.postgres:
+            rows = out.fetch(
+                f"SELECT {columns} FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+                f"AS r(c, lo, hi) CROSS JOIN LATERAL (SELECT * FROM {name} AS b WHERE "
+                f"{starting('r.c', 'r.lo', 'r.hi')}) AS b",
+                [[r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]])
+        else:
+            statement = f"SELECT {columns} FROM {name} AS b WHERE {starting('?', '?', '?')}"
+            rows = []
+            for key, low, high in ranges:
+                rows += out.fetch(statement, (key, high, key, low, low))
+        for row in rows:
+            found[(row[0], row[1])] = row
+        return cls(table, list(found.values()))
 
-    def take(self, unit_class: str, first: int, last: int, account_id: str) -> None:
-        self._load(unit_class, first, last)
-        firsts, rows = self.firsts[unit_class], self.rows[unit_class]
-        index = max(0, bisect.bisect_right(firsts, first) - 1)
-        overlapping = []
-        while index < len(firsts) and firsts[index] <= last:
-            row_first = firsts[index]
-            row_last, holder = rows[row_first]
-            if row_last >= first:
-                overlapping.append((row_first, row_last, holder))
-            index += 1
-        covered = sum(min(r_last, last) - max(r_first, first) + 1
-                      for r_first, r_last, holder in overlapping if holder == account_id)
+    def take(self, key: str, first: int, last: int, account_id: str) -> None:
+        firsts, rows = self.firsts[key], self.rows[key]
+        start = max(0, bisect_right(firsts, first) - 1)
+        end = start
+        covered = 0
+        while end < len(firsts) and firsts[end] <= last:
+            row_last, holder = rows[firsts[end]]
+            if row_last >= first and holder == account_id:
+                covered += min(row_last, last) - max(firsts[end], first) + 1
+            end += 1
         if covered != last - first + 1:
-            raise RuntimeError(f"serial locations out of step: {unit_class}#{first}-{last} "
+            raise RuntimeError(f"serial locations out of step: {key}#{first}-{last} "
                                f"is not all in {account_id} (found {covered})")
-        for row_first, row_last, holder in overlapping:
-            self._remove(unit_class, row_first)
+        kept = []
+        for row_first in firsts[start:end]:
+            row_last, holder = rows[row_first]
+            if row_last < first:          # ends before the block: untouched
+                kept.append(row_first)
+                continue
+            del rows[row_first]
             if row_first < first:
-                self._add(unit_class, row_first, first - 1, holder)
+                rows[row_first] = (first - 1, holder)
+                kept.append(row_first)
             if last < row_last:
-                self._add(unit_class, last + 1, row_last, holder)
+                rows[last + 1] = (row_last, holder)
+                kept.append(last + 1)
+        firsts[start:end] = kept
 
-    def put(self, unit_class: str, first: int, last: int, account_id: str) -> None:
-        self._add(unit_class, first, last, account_id)
+    def put(self, key: str, first: int, last: int, account_id: str) -> None:
+        if first in self.rows[key]:
+            raise RuntimeError(f"serial locations out of step: {key}#{first}-{last} "
+                               f"put into {account_id} is already in a row")
+        self.rows[key][first] = (last, account_id)
+        insort(self.firsts[key], first)
 
-    def flush(self) -> None:
-        final = {(unit_class, first): row for unit_class, rows in self.rows.items()
-                 for first, row in rows.items()}
-        gone = [{"k_class": k[0], "k_first": k[1]} for k, row in self.original.items()
-                if final.get(k) != row]
-        new = [{"unit_class": k[0], "first": k[1], "last": row[0], "account_id": row[1]}
-               for k, row in final.items() if self.original.get(k) != row]
-        c = self.table.c
-        if gone:
-            self.conn.execute(delete(self.table).where(and_(
-                c.unit_class == bindparam("k_class"), c.first == bindparam("k_first"))), gone)
-        if new:
-            self.conn.execute(insert(self.table), new)
+    def flush(self, out: Writer) -> None:
+        original = self.original
+        gone = [key for key, row in original.items()
+                if self.rows[key[0]].get(key[1]) != row]
+        new = [(key, first, last, account_id) for key, rows in self.rows.items()
+               for first, (last, account_id) in rows.items()
+               if original.get((key, first)) != (last, account_id)]
+        out.delete(self.table, ("unit_class", "first"), gone)
+        out.insert(self.table, ("unit_class", "first", "last", "account_id"), new)
+
+
+def _merged(blocks: Sequence[Block]) -> Iterator[tuple[str, int, int]]:
+    """The blocks' ranges per unit class, sorted, overlapping and adjacent ones merged."""
+    current: list[Any] | None = None
+    for key, first, last in sorted(blocks):
+        if current is not None and key == current[0] and first <= current[2] + 1:
+            current[2] = max(current[2], last)
+            continue
+        if current is not None:
+            yield current[0], current[1], current[2]
+        current = [key, first, last]
+    if current is not None:
+        yield current[0], current[1], current[2]

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, 
 
 from registry.application import Registry
 from registry.readmodels import tables as t
+from registry.readmodels.events import OPENED, EventReader
 from registry.readmodels.projections import (
     AccountDirectory,
     AccountsProjection,
@@ -31,6 +32,7 @@ from registry.readmodels.projections import (
     SupplyProjection,
     TransactionsProjection,
 )
+from registry.readmodels.sql import Writer
 
 DEFAULT_BATCH = 1000
 
@@ -76,6 +78,8 @@ class ProjectionRunner:
         self.engine = engine
         self.projections = list(projections or all_projections(registry))
         self.batch_size = batch_size
+        self.reader = EventReader(registry)
+        self.topics = frozenset().union(*(p.topics for p in self.projections))
         self._ensure_tracking()
 
     def _ensure_tracking(self) -> None:
@@ -116,23 +120,26 @@ class ProjectionRunner:
     def _step(self, conn: Connection) -> int:
         positions = self.positions(conn, lock=True)
         start = min(positions.values()) + 1
-        notifications = self.registry.recorder.select_notifications(
-            start=start, limit=self.batch_size)
-        if not notifications:
+        events, count, last = self.reader.read(conn, start, self.batch_size, self.topics)
+        if not count:
             return 0
-        events = [(n.id, self.registry.mapper.to_domain_event(n)) for n in notifications]
+        for directory in {id(p.directory): p.directory for p in self.projections}.values():
+            for event in events:
+                if event.topic == OPENED:
+                    directory.learn(event)
+        out = Writer(conn)
+        moved = []
         for projection in self.projections:
             done = positions[projection.tracking_name]
-            mine = [(position, e) for position, e in events if position > done]
-            if not mine:
+            if done >= last:
                 continue
-            for _, event in mine:
-                projection.directory.learn(event)
-            projection.apply(conn, mine)
-            conn.execute(update(t.tracking)
-                         .where(t.tracking.c.projection == projection.tracking_name)
-                         .values(position=mine[-1][0]))
-        return len(events)
+            topics = projection.topics
+            mine = [e for e in events if e.position > done and e.topic in topics]
+            if mine:
+                projection.apply(out, mine)
+            moved.append((last, projection.tracking_name))
+        out.update(t.tracking, ("position",), ("projection",), moved)
+        return count
 
     def catch_up(self, report: Callable[[int, int, float], None] | None = None,
                  every: float = 5.0) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from registry.config import Settings
@@ -30,17 +30,153 @@ def make_engine(settings: Settings) -> Engine:
     raise ValueError(f"read models need SQLite or PostgreSQL, not {settings.describe()}")
 
 
-def upsert_add(conn: Connection, table: Table, keys: Sequence[str],
-               rows: Sequence[dict[str, Any]], add: Sequence[str],
+Row = Sequence[Any]
+
+
+class Writer:
+    """Bulk row changes of one batch, one statement per table and kind of change.
+
+    Works on the DBAPI connection under a SQLAlchemy connection, so in its transaction,
+    without SQLAlchemy's per-row work. PostgreSQL gets ``COPY`` for inserts and
+    ``unnest``-ed arrays for the rest (one round trip however many rows); SQLite, in
+    process, gets ``executemany``. Values go through SQLAlchemy's own bind processors
+    where the dialect has one (SQLite datetimes), so rows are stored exactly as a
+    SQLAlchemy insert would store them.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        self.driver: Any = conn.connection.driver_connection
+        self._quote = conn.dialect.identifier_preparer.quote
+
+    def q(self, name: str) -> str:
+        return str(self._quote(name))
+
+    def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self.driver.cursor()
+        try:
+            cursor.execute(statement, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
+
+    def insert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert ``rows`` (values in the order of ``columns``)."""
+        if not rows:
+            return
+        names = ", ".join(self.q(c) for c in columns)
+        if self.postgres:
+            with self.driver.cursor() as cursor, cursor.copy(
+                    f"COPY {self.q(table.name)} ({names}) FROM STDIN") as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+            return
+        marks = ", ".join("?" * len(columns))
+        self._many(f"INSERT INTO {self.q(table.name)} ({names}) VALUES ({marks})",
+                   self._processed(table, columns, rows))
+
+    def upsert(self, table: Table, columns: Sequence[str], keys: Sequence[str],
+               rows: Sequence[Row], add: Sequence[str] = (),
                replace: Sequence[str] = ()) -> None:
-    """Insert rows, or add their ``add`` columns to the existing row (and overwrite the
-    ``replace`` columns): one statement for a whole batch of deltas."""
-    if not rows:
-        return
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(table)
-    excluded = statement.excluded
-    changes: dict[str, Any] = {c: table.c[c] + excluded[c] for c in add}
-    changes.update({c: excluded[c] for c in replace})
-    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes),
-                 list(rows))
+        """Insert ``rows``, or add their ``add`` columns to the row already there (and
+        overwrite its ``replace`` columns). Keys must be unique within ``rows``."""
+        if not rows:
+            return
+        name = self.q(table.name)
+        changes = ", ".join([f"{self.q(c)} = {name}.{self.q(c)} + excluded.{self.q(c)}"
+                             for c in add] +
+                            [f"{self.q(c)} = excluded.{self.q(c)}" for c in replace])
+        conflict = (f"ON CONFLICT ({', '.join(self.q(k) for k in keys)}) "
+                    f"DO UPDATE SET {changes}")
+        names = ", ".join(self.q(c) for c in columns)
+        if self.postgres:
+            self._arrays(f"INSERT INTO {name} ({names}) SELECT * FROM {{}} {conflict}",
+                         table, columns, rows)
+            return
+        marks = ", ".join("?" * len(columns))
+        self._many(f"INSERT INTO {name} ({names}) VALUES ({marks}) {conflict}",
+                   self._processed(table, columns, rows))
+
+    def update(self, table: Table, values: Sequence[str], keys: Sequence[str],
+               rows: Sequence[Row]) -> None:
+        """Set ``values`` of the row with ``keys``; each row is (*values, *keys)."""
+        if not rows:
+            return
+        name = self.q(table.name)
+        columns = [*values, *keys]
+        if self.postgres:
+            sets = ", ".join(f"{self.q(c)} = v.{self.q(c)}" for c in values)
+            where = " AND ".join(f"{name}.{self.q(k)} = v.{self.q(k)}" for k in keys)
+            self._arrays(f"UPDATE {name} SET {sets} FROM {{}} WHERE {where}",
+                         table, columns, rows)
+            return
+        sets = ", ".join(f"{self.q(c)} = ?" for c in values)
+        where = " AND ".join(f"{self.q(k)} = ?" for k in keys)
+        self._many(f"UPDATE {name} SET {sets} WHERE {where}",
+                   self._processed(table, columns, rows))
+
+    def delete(self, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
+        """Delete the rows whose ``keys`` columns equal one of ``rows``."""
+        if not rows:
+            return
+        name = self.q(table.name)
+        if self.postgres:
+            where = " AND ".join(f"{name}.{self.q(k)} = v.{self.q(k)}" for k in keys)
+            self._arrays(f"DELETE FROM {name} USING {{}} WHERE {where}", table, keys, rows)
+            return
+        where = " AND ".join(f"{self.q(k)} = ?" for k in keys)
+        self._many(f"DELETE FROM {name} WHERE {where}", self._processed(table, keys, rows))
+
+    # -- dialect details ----------------------------------------------------------
+
+    def _arrays(self, statement: str, table: Table, columns: Sequence[str],
+                rows: Sequence[Row]) -> None:
+        """PostgreSQL: run ``statement`` with ``{}`` standing for the rows, passed as one
+        array per column and unnested into ``v(<columns>)``."""
+        arrays = ", ".join(f"%s::{_pg_type(table, c)}[]" for c in columns)
+        names = ", ".join(self.q(c) for c in columns)
+        source = f"unnest({arrays}) AS v({names})"
+        with self.driver.cursor() as cursor:
+            cursor.execute(statement.format(source), [list(column) for column in zip(*rows,
+                                                                                  strict=True)])
+
+    def _many(self, statement: str, rows: Sequence[Row]) -> None:
+        cursor = self.driver.cursor()
+        try:
+            cursor.executemany(statement, rows)
+        finally:
+            cursor.close()
+
+    def _processed(self, table: Table, columns: Sequence[str], rows: Sequence[Row]
+                   ) -> Sequence[Row]:
+        processors = _processors(self.conn, table, columns)
+        if not any(processors):
+            return rows
+        return [tuple(value if process is None or value is None else process(value)
+                      for process, value in zip(processors, row, strict=True))
+                for row in rows]
+
+
+_PG_TYPES: dict[tuple[str, str], str] = {}
+_PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_PROCESSORS: dict[tuple[str, str, tuple[str, ...]], list[Callable[[Any], Any] | None]] = {}
+
+
+def _pg_type(table: Table, column: str) -> str:
+    key = (table.name, column)
+    if key not in _PG_TYPES:
+        _PG_TYPES[key] = str(table.c[column].type.compile(dialect=_PG_DIALECT))
+    return _PG_TYPES[key]
+
+
+def _processors(conn: Connection, table: Table, columns: Sequence[str]
+                ) -> list[Callable[[Any], Any] | None]:
+    dialect = conn.dialect
+    key = (dialect.name, table.name, tuple(columns))
+    if key not in _PROCESSORS:
+        _PROCESSORS[key] = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
+                            for c in columns]
+    return _PROCESSORS[key]

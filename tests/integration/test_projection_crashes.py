@@ -76,6 +76,19 @@ def start_worker(url: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def wait_for_progress(runner: ProjectionRunner, worker: subprocess.Popen[bytes],
+                      head: int, timeout: float = 60.0) -> None:
+    """Until every projection has moved past where it was (or reached the head), or the
+    worker has exited."""
+    before = runner.positions()
+    deadline = time.monotonic() + timeout
+    while worker.poll() is None and time.monotonic() < deadline:
+        now = runner.positions()
+        if all(now[name] > before.get(name, 0) or now[name] >= head for name in now):
+            return
+        time.sleep(0.005)
+
+
 def test_workers_killed_at_random_moments_resume_exactly() -> None:
     rng = random.Random(20261128)
     with fresh_pg_database() as url:
@@ -89,7 +102,10 @@ def test_workers_killed_at_random_moments_resume_exactly() -> None:
             interrupted = 0
             for _ in range(10):
                 worker = start_worker(url)
-                time.sleep(rng.uniform(1.0, 3.0))
+                # Kill at a random moment after the worker has committed a batch: its
+                # start-up time no longer decides whether the kill lands mid-catch-up.
+                wait_for_progress(runner, worker, head)
+                time.sleep(rng.uniform(0.0, 0.25))
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(timeout=30)
                 positions = runner.positions()
