@@ -18,6 +18,8 @@ import argparse
 import tempfile
 import time
 
+from sqlalchemy import text
+
 from bench.ledger_throughput import EXCHANGE, reset_postgres, setup, trades
 from registry.config import Settings, build_registry
 from registry.readmodels.runner import ProjectionRunner
@@ -44,8 +46,12 @@ def main() -> None:
     if args.reuse:
         registry = build_registry(settings)
         with engine.begin() as conn:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(table.delete())
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("TRUNCATE " + ", ".join(
+                    f'"{table.name}"' for table in metadata.sorted_tables)))
+            else:
+                for table in reversed(metadata.sorted_tables):
+                    conn.execute(table.delete())
     else:
         if url.startswith("postgres"):
             reset_postgres(url)

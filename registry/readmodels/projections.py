@@ -12,9 +12,9 @@ import json
 from abc import ABC, abstractmethod
 from bisect import bisect_right, insort
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Column, MetaData, Table
@@ -41,7 +41,30 @@ from registry.readmodels.events import (
 )
 from registry.readmodels.sql import Row, Writer
 
-Batch = Sequence[Event]
+T = TypeVar("T")
+
+
+class Batch(list[Event]):
+    """The events of a runner's batch that one projection reads (after its position),
+    and what several projections derive from the batch, computed once for all."""
+
+    def __init__(self, events: Iterable[Event], after: int = 0,
+                 everything: Sequence[Event] | None = None,
+                 shared: dict[Any, Any] | None = None) -> None:
+        super().__init__(events)
+        self.after = after
+        self._everything = self if everything is None else everything
+        self._shared = {} if shared is None else shared
+
+    def derived(self, compute: Callable[[Sequence[Event]], T]) -> T:
+        """``compute(every decoded event of the batch after this projection's
+        position)``: once per batch and position. The result is shared: read it only."""
+        key = (compute, self.after)
+        if key not in self._shared:
+            self._shared[key] = compute([event for event in self._everything
+                                         if event.position > self.after])
+        result: T = self._shared[key]
+        return result
 
 
 class AccountDirectory:
@@ -126,7 +149,7 @@ HOLDING_EFFECTS: dict[str, tuple[tuple[str, int, int], ...]] = {
 """Per account event: (field of blocks, sign for total, sign for held)."""
 
 
-def holding_deltas(batch: Batch) -> dict[tuple[str, str], list[int]]:
+def holding_deltas(batch: Sequence[Event]) -> dict[tuple[str, str], list[int]]:
     """(account originator, unit class) -> [change of total, change of held], every key
     an event touched (with zero changes too: the row is then written, as it would be
     event by event)."""
@@ -191,7 +214,7 @@ class HoldingsProjection(Projection):
 
     def apply(self, out: Writer, batch: Batch) -> None:
         rows = []
-        for (originator, key), (total, held) in holding_deltas(batch).items():
+        for (originator, key), (total, held) in batch.derived(holding_deltas).items():
             unit_type, vintage, project = unit_class(key)
             rows.append((self.directory[originator][0], key, unit_type, vintage, project,
                          total, held, total - held))
@@ -206,7 +229,7 @@ class SupplyProjection(Projection):
 
     def apply(self, out: Writer, batch: Batch) -> None:
         deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-        for (originator, key), (total, held) in holding_deltas(batch).items():
+        for (originator, key), (total, held) in batch.derived(holding_deltas).items():
             delta = deltas[(key, self.directory[originator][1])]
             delta[0] += total
             delta[1] += held
@@ -243,8 +266,15 @@ class TransactionsProjection(Projection):
         self.find_transaction = find_transaction
 
     def apply(self, out: Writer, batch: Batch) -> None:
-        rows: list[Row] = []
         reversals: dict[tuple[str, str], str] = {}
+        table = self.table(t.transactions)
+        out.insert(table, self.COLUMNS, self._rows(batch, reversals))
+        out.update(table, ("reversed_by",), ("party", "client_id"),
+                   [(by, party, client_id) for (party, client_id), by in reversals.items()])
+
+    def _rows(self, batch: Batch, reversals: dict[tuple[str, str], str]) -> Iterator[Row]:
+        """A row per recorded transaction; what each reversal reversed into ``reversals``
+        (written after the rows, which may include the reversed one)."""
         for event in batch:
             state = event.state
             if event.topic == REVERSED:
@@ -254,18 +284,12 @@ class TransactionsProjection(Projection):
                     f"{reversal.party}:{reversal.client_id}")
                 continue
             completed = event.topic == COMPLETED
-            blocks = event.blocks()
-            rows.append((
-                state["party"], state["client_id"], state["kind"],
-                "COMPLETED" if completed else "REFUSED", state["source"],
-                state["destination"], quantity(blocks), event.blocks_json(),
-                state["reason"], state["principal"], state.get("refusal_reason", ""),
-                state.get("refusal_message", ""), details(state["details"]),
-                None, event.timestamp(), event.position))
-        table = self.table(t.transactions)
-        out.insert(table, self.COLUMNS, rows)
-        out.update(table, ("reversed_by",), ("party", "client_id"),
-                   [(by, party, client_id) for (party, client_id), by in reversals.items()])
+            yield (state["party"], state["client_id"], state["kind"],
+                   "COMPLETED" if completed else "REFUSED", state["source"],
+                   state["destination"], quantity(event.blocks()), event.blocks_json(),
+                   state["reason"], state["principal"], state.get("refusal_reason", ""),
+                   state.get("refusal_message", ""), details(state["details"]),
+                   None, event.timestamp(), event.position)
 
 
 class HistoryProjection(Projection):
@@ -280,32 +304,36 @@ class HistoryProjection(Projection):
                "principal", "recorded_at")
 
     def apply(self, out: Writer, batch: Batch) -> None:
-        rows: list[Row] = []
+        out.insert(self.table(t.history), self.COLUMNS, self._rows(batch))
+
+    @staticmethod
+    def _rows(batch: Batch) -> Iterator[Row]:
         for event in batch:
             state = event.state
             blocks = event.blocks()
+            if not blocks:
+                continue
             if all(block[0] == blocks[0][0] for block in blocks):    # one class, mostly
-                lines = [(blocks[0][0], unit_class(blocks[0][0])[0], quantity(blocks),
-                          event.blocks_json())] if blocks else []
+                key = blocks[0][0]
+                lines = [(key, unit_class(key)[0], quantity(blocks), event.blocks_json())]
             else:
                 by_class: dict[str, list[Block]] = {}
                 for block in blocks:
                     by_class.setdefault(block[0], []).append(block)
-                lines = [(key, unit_class(key)[0], quantity(blocks), blocks_json(blocks))
-                         for key, blocks in by_class.items()]
+                lines = [(key, unit_class(key)[0], quantity(group), blocks_json(group))
+                         for key, group in by_class.items()]
             recorded_at, position = event.timestamp(), event.position
             party, client_id, kind = state["party"], state["client_id"], state["kind"]
             reason, principal = state["reason"], state["principal"]
             source, destination = state["source"], state["destination"]
-            sides = [("CREDIT", destination, source)]
+            for key, unit_type, units, blocks_text in lines:
+                yield (destination, position, key, "CREDIT", party, client_id, kind, source,
+                       unit_type, units, blocks_text, reason, principal, recorded_at)
             if source is not None:
-                sides.append(("DEBIT", source, destination))
-            for direction, account_id, counterparty in sides:
                 for key, unit_type, units, blocks_text in lines:
-                    rows.append((account_id, position, key, direction, party, client_id,
-                                 kind, counterparty, unit_type, units, blocks_text, reason,
-                                 principal, recorded_at))
-        out.insert(self.table(t.history), self.COLUMNS, rows)
+                    yield (source, position, key, "DEBIT", party, client_id, kind,
+                           destination, unit_type, units, blocks_text, reason, principal,
+                           recorded_at)
 
 
 class SerialsProjection(Projection):
@@ -323,18 +351,23 @@ class SerialsProjection(Projection):
         locations = SerialLocations.load(out, self.table(t.serial_blocks), [
             block for event, blocks in moves if event.state["source"] is not None
             for block in blocks])
-        movements: list[Row] = []
+        out.insert(self.table(t.serial_movements), self.MOVEMENTS,
+                   self._movements(moves, locations))
+        locations.flush(out)
+
+    @staticmethod
+    def _movements(moves: Sequence[tuple[Event, list[Block]]], locations: SerialLocations
+                   ) -> Iterator[Row]:
+        """A row per block moved; each block moved in ``locations`` on the way."""
         for event, blocks in moves:
             state = event.state
             source, destination = state["source"], state["destination"]
             for key, first, last in blocks:
-                movements.append((key, first, event.position, last, source, destination,
-                                  state["kind"], state["party"], state["client_id"]))
+                yield (key, first, event.position, last, source, destination, state["kind"],
+                       state["party"], state["client_id"])
                 if source is not None:
                     locations.take(key, first, last, source)
                 locations.put(key, first, last, str(destination))
-        locations.flush(out)
-        out.insert(self.table(t.serial_movements), self.MOVEMENTS, movements)
 
 
 class SerialLocations:

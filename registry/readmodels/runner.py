@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -25,6 +26,7 @@ from registry.readmodels.events import OPENED, EventReader
 from registry.readmodels.projections import (
     AccountDirectory,
     AccountsProjection,
+    Batch,
     HistoryProjection,
     HoldingsProjection,
     Projection,
@@ -129,12 +131,14 @@ class ProjectionRunner:
                     directory.learn(event)
         out = Writer(conn)
         moved = []
+        shared: dict[Any, Any] = {}
         for projection in self.projections:
             done = positions[projection.tracking_name]
             if done >= last:
                 continue
             topics = projection.topics
-            mine = [e for e in events if e.position > done and e.topic in topics]
+            mine = Batch((e for e in events if e.position > done and e.topic in topics),
+                         done, events, shared)
             if mine:
                 projection.apply(out, mine)
             moved.append((last, projection.tracking_name))

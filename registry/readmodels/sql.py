@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
@@ -62,21 +63,26 @@ class Writer:
         finally:
             cursor.close()
 
-    def insert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
-        """Insert ``rows`` (values in the order of ``columns``)."""
-        if not rows:
+    def insert(self, table: Table, columns: Sequence[str], rows: Iterable[Row]) -> None:
+        """Insert ``rows`` (values in the order of ``columns``). Rows may be generated
+        as they are written: PostgreSQL then stores the first ones while the rest are
+        still being made (COPY sends every 32 KiB)."""
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is None:
             return
         names = ", ".join(self.q(c) for c in columns)
         if self.postgres:
             with self.driver.cursor() as cursor, cursor.copy(
                     f"COPY {self.q(table.name)} ({names}) FROM STDIN") as copy:
                 write = copy.write_row
+                write(first)
                 for row in rows:
                     write(row)
             return
         marks = ", ".join("?" * len(columns))
         self._many(f"INSERT INTO {self.q(table.name)} ({names}) VALUES ({marks})",
-                   self._processed(table, columns, rows))
+                   self._processed(table, columns, chain((first,), rows)))
 
     def upsert(self, table: Table, columns: Sequence[str], keys: Sequence[str],
                rows: Sequence[Row], add: Sequence[str] = (),
@@ -143,21 +149,21 @@ class Writer:
             cursor.execute(statement.format(source), [list(column) for column in zip(*rows,
                                                                                   strict=True)])
 
-    def _many(self, statement: str, rows: Sequence[Row]) -> None:
+    def _many(self, statement: str, rows: Iterable[Row]) -> None:
         cursor = self.driver.cursor()
         try:
             cursor.executemany(statement, rows)
         finally:
             cursor.close()
 
-    def _processed(self, table: Table, columns: Sequence[str], rows: Sequence[Row]
-                   ) -> Sequence[Row]:
+    def _processed(self, table: Table, columns: Sequence[str], rows: Iterable[Row]
+                   ) -> Iterable[Row]:
         processors = _processors(self.conn, table, columns)
         if not any(processors):
             return rows
-        return [tuple(value if process is None or value is None else process(value)
+        return (tuple(value if process is None or value is None else process(value)
                       for process, value in zip(processors, row, strict=True))
-                for row in rows]
+                for row in rows)
 
 
 _PG_TYPES: dict[tuple[str, str], str] = {}
