@@ -137,7 +137,8 @@ class ProjectionRunner:
             if done >= last:
                 continue
             topics = projection.topics
-            mine = Batch((e for e in events if e.position > done and e.topic in topics),
+            mine = Batch([e for e in events if e.topic in topics] if done < start else
+                         [e for e in events if e.position > done and e.topic in topics],
                          done, events, shared)
             if mine:
                 projection.apply(out, mine)
