@@ -130,7 +130,7 @@ class EventReader:
                 "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s").format(
                 schema=sql.Identifier(recorder.datastore.schema),
                 table=sql.Identifier(recorder.events_table_name))
-            with _driver(conn).cursor() as cursor:
+            with _driver(conn).cursor(binary=True) as cursor:   # bytea without hex
                 cursor.execute(statement, (wanted, start, limit))
                 rows = cursor.fetchall()
         elif isinstance(recorder, SQLiteApplicationRecorder) and conn.dialect.name == "sqlite":
