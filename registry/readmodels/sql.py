@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any
 
+from psycopg.postgres import types as pg_types
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
@@ -38,7 +40,7 @@ class Writer:
     """Bulk row changes of one batch, one statement per table and kind of change.
 
     Works on the DBAPI connection under a SQLAlchemy connection, so in its transaction,
-    without SQLAlchemy's per-row work. PostgreSQL gets ``COPY`` for inserts and
+    without SQLAlchemy's per-row work. PostgreSQL gets binary ``COPY`` for inserts and
     ``unnest``-ed arrays for the rest (one round trip however many rows); SQLite, in
     process, gets ``executemany``. Values go through SQLAlchemy's own bind processors
     where the dialect has one (SQLite datetimes), so rows are stored exactly as a
@@ -72,9 +74,11 @@ class Writer:
         if first is None:
             return
         names = ", ".join(self.q(c) for c in columns)
-        if self.postgres:
+        if self.postgres:   # binary: no number or time formatting and parsing
             with self.driver.cursor() as cursor, cursor.copy(
-                    f"COPY {self.q(table.name)} ({names}) FROM STDIN") as copy:
+                    f"COPY {self.q(table.name)} ({names}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_pg_oids(table, columns))
                 write = copy.write_row
                 write(first)
                 for row in rows:
@@ -167,6 +171,7 @@ class Writer:
 
 
 _PG_TYPES: dict[tuple[str, str], str] = {}
+_PG_OIDS: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 _PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _PROCESSORS: dict[tuple[str, str, tuple[str, ...]], list[Callable[[Any], Any] | None]] = {}
 
@@ -176,6 +181,15 @@ def _pg_type(table: Table, column: str) -> str:
     if key not in _PG_TYPES:
         _PG_TYPES[key] = str(table.c[column].type.compile(dialect=_PG_DIALECT))
     return _PG_TYPES[key]
+
+
+def _pg_oids(table: Table, columns: Sequence[str]) -> list[int]:
+    """The PostgreSQL type of each column, as binary COPY needs them."""
+    key = (table.name, tuple(columns))
+    if key not in _PG_OIDS:
+        _PG_OIDS[key] = [pg_types.get_oid(re.sub(r"\(.*\)", "", _pg_type(table, c)).lower())
+                         for c in columns]
+    return _PG_OIDS[key]
 
 
 def _processors(conn: Connection, table: Table, columns: Sequence[str]
