@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--name", required=True, help="who within the party")
     token.set_defaults(run=_token)
     remote.add_parsers(sub)
+    # The suite parses its own options (`registry bench --help`): "+" as this parser's
+    # prefix hands every "--option" through untouched.
+    bench = sub.add_parser("bench", add_help=False, prefix_chars="+",
+                           help="the benchmark suite on PostgreSQL (--smoke: a quick check); "
+                           "needs a source checkout")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "run"):
@@ -83,6 +90,23 @@ def _serve(_: argparse.Namespace) -> int:
     from services.server import serve
 
     return serve()
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """The suite lives in the source checkout's bench/, not in the installed package
+    (nor in mypy's scope), so it is found and imported at run time."""
+    import importlib
+
+    root = str(Path(__file__).resolve().parents[1])
+    if (Path(root) / "bench" / "suite").is_dir() and root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        suite = importlib.import_module("bench.suite.run")
+    except ImportError as error:
+        print(f"registry bench: the suite is not installed ({error}); run it from a "
+              "source checkout", file=sys.stderr)
+        return 2
+    return int(suite.main(list(args.args)))
 
 
 def _token(args: argparse.Namespace) -> int:
