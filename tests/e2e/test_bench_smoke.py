@@ -1,0 +1,47 @@
+"""`registry bench --smoke` runs every scenario of the benchmark suite end to end.
+
+It checks that the suite ran (every scenario produced a figure and the JSON is
+complete), not that any performance target was met: targets are for the full run on a
+known machine, and CI machines vary.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.suite import report
+from tests.support import fresh_pg_database
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+TIME_LIMIT = 300
+"""Seconds; the smoke run takes about one minute on 2 cores."""
+
+
+def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    with fresh_pg_database() as url:
+        run = subprocess.run(
+            [sys.executable, "-m", "registry.cli", "bench", "--smoke", "--database-url", url,
+             "--json", str(output)],
+            cwd=ROOT, capture_output=True, text=True, timeout=TIME_LIMIT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    doc = json.loads(output.read_text())
+    assert report.validate(doc) == []
+    assert doc["mode"] == "smoke"
+    rows = {row["key"]: row for row in doc["rows"]}
+    assert list(rows) == list(report.SCENARIOS)
+    for key in report.WITH_RAW:
+        assert rows[key]["raw_value"] > 0 and rows[key]["ratio_to_raw"] > 0
+    for key in ("settle_single_32", "get_balances_32"):
+        assert rows[key]["details"]["client_processes"] > 1, "callers share one process"
+        assert rows[key]["p99_ms"] >= rows[key]["p50_ms"] > 0
+    assert rows["national_year"]["details"]["phases"]["conservation check"]["balanced"]
+    assert rows["server_memory"]["peak_mib"]["server"] > 0
+    assert "| SettleTrades, batches of 1,000" in run.stdout
