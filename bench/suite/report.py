@@ -18,13 +18,14 @@ from typing import Any
 
 SCHEMA = "registry-bench/1"
 SCENARIOS = (
-    "settle_single_1", "settle_single_32", "settle_batch_100", "settle_batch_1000",
-    "get_balances_32", "national_year", "command_short_history", "command_long_history",
-    "stream_events", "projection_catch_up", "projection_rebuild", "server_memory",
+    "settle_single_1", "settle_single_concurrent", "settle_batch_100", "settle_batch_1000",
+    "get_balances_concurrent", "national_year", "command_short_history",
+    "command_long_history", "stream_events", "projection_catch_up", "projection_rebuild",
+    "server_memory",
 )
 """Every run has one row per key, in this order."""
-WITH_RAW = ("settle_single_1", "settle_single_32", "settle_batch_100", "settle_batch_1000",
-            "stream_events")
+WITH_RAW = ("settle_single_1", "settle_single_concurrent", "settle_batch_100",
+            "settle_batch_1000", "stream_events")
 DOC_BEGIN = "<!-- bench-table:begin -->"
 DOC_END = "<!-- bench-table:end -->"
 

@@ -98,9 +98,9 @@ def targets_for(key: str) -> list[Target]:
     return {
         "settle_batch_1000": [Target(">= 5,000 trades/s", "value", ">=", 5_000),
                               Target(">= 0.5x raw", "ratio_to_raw", ">=", 0.5)],
-        "settle_single_32": [Target(">= 500 trades/s", "value", ">=", 500),
+        "settle_single_concurrent": [Target(">= 500 trades/s", "value", ">=", 500),
                              Target("p99 < 50 ms", "p99_ms", "<", 50)],
-        "get_balances_32": [Target(">= 1,500 calls/s", "value", ">=", 1_500),
+        "get_balances_concurrent": [Target(">= 1,500 calls/s", "value", ">=", 1_500),
                             Target("p99 < 20 ms", "p99_ms", "<", 20)],
         "stream_events": [Target(">= 100,000 events/s", "value", ">=", 100_000)],
         "projection_catch_up": [Target(">= 15,000 events/s", "value", ">=", 15_000)],
@@ -398,6 +398,7 @@ class Bench:
         row = self.row(key, title, result, usage[0], "trades/s")
         row.details["job"] = {"processes": job.processes, "threads": job.threads,
                               "duration": job.duration}
+        row.details["callers"] = job.processes * job.threads
         return row
 
     def raw_baseline(self, rows: dict[str, Row], after_position: int) -> None:
@@ -447,9 +448,10 @@ class Bench:
         with self.watch.window() as usage:
             result = self.callers(job)
         callers = job.processes * job.threads
-        row = self.row("get_balances_32", f"GetBalances, {callers} callers", result, usage[0],
-                       "calls/s")
+        row = self.row("get_balances_concurrent", f"GetBalances, {callers} callers", result,
+                       usage[0], "calls/s")
         row.details["read_models_wait_seconds"] = waited
+        row.details["callers"] = callers
         if not caught_up:
             behind = head - self.projected_position()
             row.notes.append(f"the projection worker was still {behind:,} positions behind "
@@ -644,7 +646,7 @@ class Bench:
         self.checkpoint("seed")
         after_seed = self.head()
         settle_rows = {key: self.settle(key, callers, batch) for key, callers, batch in (
-            ("settle_single_1", 1, 1), ("settle_single_32", self.callers_count, 1),
+            ("settle_single_1", 1, 1), ("settle_single_concurrent", self.callers_count, 1),
             ("settle_batch_100", 1, 100), ("settle_batch_1000", 1, 1000))}
         for row in settle_rows.values():
             self.add(row)
@@ -699,13 +701,18 @@ def parser() -> argparse.ArgumentParser:
                    help="past events of the long-history account (default 100,000)")
     p.add_argument("--year-accounts", type=int, help="compliance accounts (default 3,700)")
     p.add_argument("--year-trades", type=int, help="trades in the year (default 100,000)")
-    p.add_argument("--callers", type=int, default=32, help="concurrent callers (32)")
-    p.add_argument("--client-processes", type=int, default=4,
-                   help="client processes the concurrent callers are spread over (4)")
+    p.add_argument("--callers", type=int, default=None,
+                   help="concurrent callers (32; smoke: 8, to spare connections)")
+    p.add_argument("--client-processes", type=int, default=None,
+                   help="client processes the concurrent callers are spread over (4; "
+                        "smoke: 2)")
     p.add_argument("--server-processes", type=int, default=None,
                    help="REGISTRY_SERVER_PROCESSES for the server (default: its default)")
     p.add_argument("--projection-cap", type=float, help="seconds a catch-up or rebuild "
                    "may run before it is stopped and measured so far (default 300)")
+    p.add_argument("--read-model-cap", type=float, help="seconds to wait for the projection "
+                   "worker to reach the head before GetBalances and at the end of the year "
+                   "(default 600)")
     p.add_argument("--update-doc", type=Path, default=None, metavar="MARKDOWN",
                    help="also write the table into this file between its bench-table "
                         "markers (docs/performance.md)")
@@ -719,9 +726,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else FULL
     overrides = {"log_events": args.events, "history_events": args.history_events,
                  "year_accounts": args.year_accounts, "year_trades": args.year_trades,
-                 "projection_cap": args.projection_cap}
+                 "projection_cap": args.projection_cap, "read_model_cap": args.read_model_cap}
     sizes = replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
     mode = "smoke" if args.smoke else "full"
+    callers = args.callers or (8 if args.smoke else 32)
+    client_processes = args.client_processes or (2 if args.smoke else 4)
     json_path = args.json or Path(f"registry-bench{'-smoke' if args.smoke else ''}.json")
     work = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     started_at = datetime.now(UTC)
@@ -731,8 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         with database(args.database_url or None, args.keep_database) as url:
             log(f"{mode} run on {Settings(url).describe()}; logs in {work}")
             about = machine(url)
-            bench = Bench(url, sizes, work, args.callers, args.client_processes,
-                          args.server_processes)
+            bench = Bench(url, sizes, work, callers, client_processes, args.server_processes)
             try:
                 rows = bench.run()
             finally:
@@ -741,8 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = report.document(
             rows, mode=mode, started_at=started_at.isoformat(timespec="seconds"),
             duration_seconds=seconds, machine=about, settings={
-                **asdict(sizes), "callers": args.callers,
-                "client_processes": args.client_processes,
+                **asdict(sizes), "callers": callers, "client_processes": client_processes,
                 "server_environment": {k: v for k, v in bench.server_settings().items()
                                        if k not in ("REGISTRY_DATA_DIR", "REGISTRY_TOKENS_FILE",
                                                     "REGISTRY_LISTEN")}},

@@ -39,7 +39,7 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     assert list(rows) == list(report.SCENARIOS)
     for key in report.WITH_RAW:
         assert rows[key]["raw_value"] > 0 and rows[key]["ratio_to_raw"] > 0
-    for key in ("settle_single_32", "get_balances_32"):
+    for key in ("settle_single_concurrent", "get_balances_concurrent"):
         assert rows[key]["details"]["client_processes"] > 1, "callers share one process"
         assert rows[key]["p99_ms"] >= rows[key]["p50_ms"] > 0
     year = rows["national_year"]["details"]
