@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from bench.ledger_throughput import EXCHANGE, reset_postgres, setup, trades
 from registry.config import Settings, build_registry
-from registry.readmodels.runner import ProjectionRunner
+from registry.readmodels.runner import DEFAULT_BATCH, ProjectionRunner
 from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
 
@@ -32,7 +32,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--reuse", action="store_true",
                         help="keep the history already in --database-url (a previous run's): "
                              "empty the read models only, and time again")

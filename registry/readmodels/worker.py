@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from registry.config import Settings, build_registry
-from registry.readmodels.runner import PROJECTION_NAMES, ProjectionRunner
+from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
 
 
@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
                         help="rebuild one projection from zero and swap it in")
     action.add_argument("--once", action="store_true",
                         help="catch up to the head of the log, then exit")
-    project.add_argument("--batch-size", type=int, default=1000)
+    project.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                         help=f"events per transaction at most (default {DEFAULT_BATCH})")
     project.set_defaults(run=run)
 
 
