@@ -160,6 +160,14 @@ def _child() -> None:
     Its stdout carries only the messages; anything printed goes to stderr."""
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the suite was killed: do not keep calling the server
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     job, process_index = _receive(inbox)
     factory = _load(job.kind)
     callers = []

@@ -123,7 +123,7 @@ def generate(url: str, long_events: int, bulk_trades: int) -> float:
     results = ctx.Queue()
     jobs = [("histories", long_events), ("bulk", bulk_trades)]
     processes = [ctx.Process(target=_child, args=(target, url, count, results),
-                             name=f"bench-generate-{target}")
+                             name=f"bench-generate-{target}", daemon=True)
                  for target, count in jobs if count > 0]
     started = time.perf_counter()
     for process in processes:

@@ -87,6 +87,14 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, every process), from
+    /proc/stat: what the suite's processes did not use of it, others did."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+
+
 def postgres_cpu() -> float:
     """CPU of the local PostgreSQL server: live processes plus reaped backends."""
     pids = {pid: parent for pid, parent, name in _all_processes() if name == "postgres"}
@@ -163,7 +171,7 @@ class Usage:
     peak_process_mib: dict[str, float]
     """Per label: the highest resident memory of any one of its processes."""
     cpu_seconds: dict[str, float]
-    """Per label, and 'postgres'."""
+    """Per label, 'postgres', and 'machine' (all cores busy, whoever used them)."""
 
 
 @dataclass
@@ -217,6 +225,7 @@ class Watch:
         cpu = {label: sum(cpu_seconds(p) for p in process_tree(pid))
                for label, pid in roots.items()}
         cpu["postgres"] = postgres_cpu()
+        cpu["machine"] = machine_busy_seconds()
         return cpu
 
     def sample(self) -> None:

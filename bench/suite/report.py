@@ -138,7 +138,7 @@ def _targets(row: Row) -> tuple[str, str]:
 def table(rows: Sequence[Row]) -> str:
     """A Markdown table (readable as plain text too)."""
     header = ["scenario", "measured", "p50 ms", "p99 ms", "raw baseline", "vs raw",
-              "peak MiB srv/wrk/cli", "CPU s srv/wrk/cli/pg", "target", "result"]
+              "peak MiB srv/wrk/cli", "CPU s srv/wrk/cli/pg/all", "target", "result"]
     lines = [header]
     for row in rows:
         target, result = _targets(row)
@@ -147,7 +147,8 @@ def table(rows: Sequence[Row]) -> str:
             "—" if row.raw_value is None else f"{_number(row.raw_value)} {row.unit}",
             "—" if row.ratio_to_raw is None else f"{row.ratio_to_raw:.2f}",
             _per_process(row.peak_mib, ("server", "worker", "clients"), 0),
-            _per_process(row.cpu_seconds, ("server", "worker", "clients", "postgres"), 1),
+            _per_process(row.cpu_seconds, ("server", "worker", "clients", "postgres",
+                                            "machine"), 1),
             target, result])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -314,6 +315,7 @@ class Bench:
 
     def checkpoint(self, after: str) -> None:
         self.checkpoints.append({"after": after, "position": self.head(),
+                                 "load_average_1m": round(os.getloadavg()[0], 2),
                                  "t": round(time.monotonic() - self.watch._t0, 1),
                                  "server_rss_mib": round(self.watch.rss_mib("server"), 1)})
 
@@ -349,6 +351,7 @@ class Bench:
 
     def add(self, row: Row) -> None:
         row.evaluate()
+        row.details["load_average_1m_after"] = round(os.getloadavg()[0], 2)
         self.rows.append(row)
         self.checkpoint(row.key)
         self.log(f"{row.title}: {row.value:,.1f} {row.unit}"
@@ -721,8 +724,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Stop cleanly (server, worker, clients, the database) on SIGTERM and SIGHUP too, and
+    # on SIGINT even when started in the background (where it is inherited ignored).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sizes = SMOKE if args.smoke else FULL
     overrides = {"log_events": args.events, "history_events": args.history_events,
                  "year_accounts": args.year_accounts, "year_trades": args.year_trades,
