@@ -162,12 +162,21 @@ class Writer:
 
     def _processed(self, table: Table, columns: Sequence[str], rows: Iterable[Row]
                    ) -> Iterable[Row]:
-        processors = _processors(self.conn, table, columns)
-        if not any(processors):
+        processors = [(index, process) for index, process
+                      in enumerate(_processors(self.conn, table, columns))
+                      if process is not None]
+        if not processors:
             return rows
-        return (tuple(value if process is None or value is None else process(value)
-                      for process, value in zip(processors, row, strict=True))
-                for row in rows)
+        return (_process(row, processors) for row in rows)
+
+
+def _process(row: Row, processors: Sequence[tuple[int, Callable[[Any], Any]]]) -> Row:
+    """``row`` with the values of the columns that have a bind processor processed."""
+    values = list(row)
+    for index, process in processors:
+        if values[index] is not None:
+            values[index] = process(values[index])
+    return values
 
 
 _PG_TYPES: dict[tuple[str, str], str] = {}
