@@ -177,6 +177,11 @@ class StateDecoder:
         self.upcast = {topic for topic, cls in EVENT_CLASSES.items()
                        if getattr(cls, "class_version", 1) != 1}
         self.encoder = JSONTranscoder()
+        """Re-encodes what the mapper decoded: into the stored form the helpers read,
+        whatever the store's transcoder (other types as the mapper's JSON would be)."""
+        if isinstance(transcoder, JSONTranscoder):
+            for transcoding in transcoder.types.values():
+                self.encoder.register(transcoding)
         for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(),
                             SerialBlockTranscoding()):
             self.encoder.register(transcoding)

@@ -112,7 +112,8 @@ class Writer:
 
     def update(self, table: Table, values: Sequence[str], keys: Sequence[str],
                rows: Sequence[Row]) -> None:
-        """Set ``values`` of the row with ``keys``; each row is (*values, *keys)."""
+        """Set ``values`` of the row with ``keys``; each row is (*values, *keys), and
+        keys must be unique within ``rows``."""
         if not rows:
             return
         name = self.q(table.name)
