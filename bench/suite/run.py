@@ -783,10 +783,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = not problems
         return 0 if ok else 1
     finally:
-        if ok:
+        if ok and args.smoke:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            log(f"logs kept in {work}")
+            log(f"server and worker logs kept in {work}")
 
 
 def _doc_section(doc: dict[str, Any], text: str) -> str:
