@@ -225,7 +225,7 @@ def test_a_retry_after_a_lost_reply_settles_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_overload_is_refused_with_resource_exhausted(backend: str, tmp_path: Path) -> None:
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     class Stall(grpc.ServerInterceptor):  # type: ignore[misc]
         def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -234,6 +234,7 @@ def test_overload_is_refused_with_resource_exhausted(backend: str, tmp_path: Pat
                 return handler
 
             def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+                entered.set()
                 gate.wait(10)
                 return handler.unary_unary(request, context)
 
@@ -248,6 +249,7 @@ def test_overload_is_refused_with_resource_exhausted(backend: str, tmp_path: Pat
         stalled = api.operator.accounts.GetAccount.future(
             account_pb.GetAccountRequest(account_id="CN-ISSUANCE"),
             metadata=api.operator.metadata, timeout=10)
+        assert entered.wait(10), "the first call never reached the server"
         try:
             error = rpc_error(lambda: api.regulator.accounts.GetAccount(
                 account_pb.GetAccountRequest(account_id="CN-ISSUANCE"),
