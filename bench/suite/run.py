@@ -313,6 +313,30 @@ class Bench:
                 if not name.endswith(REBUILD_SUFFIX)]
         return min(positions, default=0)
 
+    def quiesce(self, limit: float) -> float:
+        """Wait until the server is idle (under 5 % of a core for 3 s), at most ``limit``
+        seconds; returns how long it stayed busy. A call whose client gave up (deadline
+        exceeded) still runs to its end in the server, and would otherwise be measured
+        as part of the next scenario."""
+        pid = self.started["server"].pid
+
+        def cpu() -> float:
+            return sum(procs.cpu_seconds(p) for p in procs.process_tree(pid))
+
+        began = time.monotonic()
+        last, idle_since = cpu(), None
+        while time.monotonic() - began < limit:
+            time.sleep(0.5)
+            now = cpu()
+            if now - last < 0.025:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= 3:
+                    return round(idle_since - began, 1)
+            else:
+                idle_since = None
+            last = now
+        return round(time.monotonic() - began, 1)
+
     def checkpoint(self, after: str) -> None:
         self.checkpoints.append({"after": after, "position": self.head(),
                                  "load_average_1m": round(os.getloadavg()[0], 2),
@@ -469,13 +493,18 @@ class Bench:
         with self.watch.window() as usage:
             year = national.play(self, plan)
         u = usage[0]
+        busy = self.quiesce(self.sizes.read_model_cap)
+        year["server_busy_after_seconds"] = busy
         return Row(key="national_year", title="National compliance year, end to end",
                    value=year["seconds"], unit="s", count=year["events"],
                    seconds=year["seconds"], peak_mib=self._peaks(u), cpu_seconds=self._cpu(u),
                    targets=targets_for("national_year"), details=year,
-                   notes=[f"{year['accounts']:,} accounts, {year['trades']:,} trades, "
-                          f"{year['events']:,} events written", *filter(None, [year.get(
-                              "note")])])
+                   notes=[note for note in (
+                       f"{year['accounts']:,} accounts, {year['trades']:,} trades, "
+                       f"{year['events']:,} events written",
+                       f"the server kept working {busy:.0f} s after the year's last answer "
+                       "(calls whose clients had given up)" if busy >= 1 else "",
+                       year.get("note", "")) if note])
 
     def generate_log(self) -> None:
         """Fill the log to --events in-process (the projection worker is stopped)."""
@@ -660,8 +689,10 @@ class Bench:
         self.add(self.national_year())
         self.stop("worker")
         self.generate_log()
+        self.quiesce(self.sizes.read_model_cap)
         for row in self.histories():
             self.add(row)
+        self.quiesce(self.sizes.read_model_cap)
         self.add(self.stream())
         self.reset_read_models()
         self.add(self.project("projection_catch_up",
