@@ -131,7 +131,17 @@ class Registry(Application[UUID]):
         cached copy older than the store is fast-forwarded on the next load, so this is
         safe across threads and processes.
         """
-        recordings = super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:   # the library asks a runtime Protocol of each: 7% of a batch
+            if isinstance(obj, Aggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
         if self.repository.cache is not None:
             for obj in objs:
                 if isinstance(obj, Aggregate):
@@ -372,11 +382,11 @@ class Registry(Application[UUID]):
             "reason": movement.reason, "principal": principal,
             "fingerprint": movement.fingerprint, "details": movement.details(),
         }
-        before = uow.pending_counts()
+        uow.begin_step()
         try:
             source, destination, blocks = self._perform(uow, party, txn_id, movement)
         except RECORDABLE as error:
-            if uow.pending_counts() != before:
+            if uow.step_changed():
                 raise RuntimeError(
                     f"{movement.kind} {movement.client_id} changed state before refusing "
                     f"({error.reason}); guards must run before any change") from error

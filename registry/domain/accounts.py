@@ -7,13 +7,14 @@ holds (keyed by the hold's id). Only available blocks can be debited.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, CanMutateAggregate
 
 from registry.domain import units
 from registry.domain.errors import (
@@ -230,6 +231,25 @@ class Account(Aggregate):
         def apply(self, account: Account) -> None:
             account.available = units.add(account.available, self.blocks)
 
+    class MovementsPosted(Aggregate.Event):
+        """Several debits and credits of one save, in order: one event per account per
+        batch instead of one per movement (a batch of 1,000 trades over 200 accounts
+        writes 200 account events, not 2,000). Each entry is ``{"transaction_id": id,
+        "debited": blocks}`` or ``{"transaction_id": id, "credited": blocks}``."""
+
+        TOPIC = "registry.Account.MovementsPosted"
+        movements: list[dict[str, Any]]
+
+        def apply(self, account: Account) -> None:
+            available = account.available
+            for movement in self.movements:
+                debited = movement.get("debited")
+                if debited is not None:
+                    available = units.remove(available, debited)
+                else:
+                    available = units.add(available, movement["credited"])
+            account.available = available
+
     class UnitsHeld(Aggregate.Event):
         TOPIC = "registry.Account.UnitsHeld"
         hold_id: UUID
@@ -264,6 +284,24 @@ class Account(Aggregate):
             held.pop(str(self.hold_id))
             account.held = held
             account.available = units.add(account.available, self.released)
+
+    def collect_events(self) -> Sequence[CanMutateAggregate[UUID]]:
+        """The pending events, a run of two or more debits and credits posted as one
+        ``MovementsPosted`` at the first one's version (the state they made is the
+        same: it applies them in order). Anything else is left as it is."""
+        events = super().collect_events()
+        moves = [e for e in events if isinstance(e, Account.Debited | Account.Credited)]
+        if len(events) < 2 or len(moves) != len(events):
+            return events
+        first = events[0].originator_version
+        self.version = first
+        posted: Any = self.MovementsPosted   # its fields are made at run time
+        return [posted(originator_id=self.id, originator_version=first,
+                       timestamp=events[-1].timestamp, movements=[
+                           {"transaction_id": e.transaction_id,
+                            "debited" if isinstance(e, Account.Debited) else "credited":
+                                e.blocks}
+                           for e in moves])]
 
     # -- creation -----------------------------------------------------------------
 
@@ -326,6 +364,8 @@ class Account(Aggregate):
     # -- guards -------------------------------------------------------------------
 
     def ensure_can_send(self) -> None:
+        if self.state_name == "OPEN":   # the common case, without building the enum
+            return
         if self.state is AccountState.FROZEN:
             raise AccountFrozen(f"account {self.account_id} is frozen",
                                 account=self.account_id)
@@ -334,7 +374,7 @@ class Account(Aggregate):
                                 account=self.account_id)
 
     def ensure_can_receive(self) -> None:
-        if self.state is AccountState.CLOSED:
+        if self.state_name == AccountState.CLOSED.value:
             raise AccountClosed(f"account {self.account_id} is closed",
                                 account=self.account_id)
 

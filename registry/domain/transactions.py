@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -113,7 +114,9 @@ class Transaction(Aggregate):
         self.reversed_by: UUID | None = None
 
     @staticmethod
+    @lru_cache(maxsize=65_536)
     def id_for(party: str, client_id: str) -> UUID:
+        """Cached: a command asks for its transaction's id more than once (uuid5 hashes)."""
         return uuid5(NAMESPACE, f"transaction:{party}:{client_id}")
 
     @property

@@ -49,6 +49,7 @@ UNFROZEN = Account.Unfrozen.TOPIC
 CLOSED = Account.Closed.TOPIC
 CREDITED = Account.Credited.TOPIC
 DEBITED = Account.Debited.TOPIC
+MOVEMENTS_POSTED = Account.MovementsPosted.TOPIC
 UNITS_HELD = Account.UnitsHeld.TOPIC
 HOLD_RELEASED = Account.HoldReleased.TOPIC
 HELD_UNITS_DEBITED = Account.HeldUnitsDebited.TOPIC
@@ -59,7 +60,8 @@ REVERSED = Transaction.Reversed.TOPIC
 EVENT_CLASSES: dict[str, type[Any]] = {
     cls.TOPIC: cls for cls in (
         Account.Opened, Account.Frozen, Account.Unfrozen, Account.Closed, Account.Credited,
-        Account.Debited, Account.UnitsHeld, Account.HoldReleased, Account.HeldUnitsDebited,
+        Account.Debited, Account.MovementsPosted, Account.UnitsHeld, Account.HoldReleased,
+        Account.HeldUnitsDebited,
         Transaction.Completed, Transaction.Refused, Transaction.Reversed)}
 """Every topic a projection reads, with its event class."""
 

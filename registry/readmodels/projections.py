@@ -29,6 +29,7 @@ from registry.readmodels.events import (
     FROZEN,
     HELD_UNITS_DEBITED,
     HOLD_RELEASED,
+    MOVEMENTS_POSTED,
     OPENED,
     REFUSED,
     REVERSED,
@@ -146,7 +147,8 @@ HOLDING_EFFECTS: dict[str, tuple[tuple[str, int, int], ...]] = {
     HOLD_RELEASED: (("blocks", 0, -1),),
     HELD_UNITS_DEBITED: (("blocks", -1, -1), ("released", 0, -1)),
 }
-"""Per account event: (field of blocks, sign for total, sign for held)."""
+"""Per account event: (field of blocks, sign for total, sign for held). A
+``MovementsPosted`` has one such effect per movement it carries."""
 
 
 def holding_deltas(batch: Sequence[Event]) -> dict[tuple[str, str], list[int]]:
@@ -155,12 +157,8 @@ def holding_deltas(batch: Sequence[Event]) -> dict[tuple[str, str], list[int]]:
     event by event)."""
     deltas: dict[tuple[str, str], list[int]] = {}
     for event in batch:
-        effects = HOLDING_EFFECTS.get(event.topic)
-        if effects is None:
-            continue
-        state = event.state
-        for field, total_sign, held_sign in effects:
-            for block in state[field]:
+        for blocks, total_sign, held_sign in _holding_effects(event):
+            for block in blocks:
                 key, first, last = block["_data_"]
                 units = last - first + 1
                 delta = deltas.get((event.originator, key))
@@ -169,6 +167,21 @@ def holding_deltas(batch: Sequence[Event]) -> dict[tuple[str, str], list[int]]:
                 delta[0] += total_sign * units
                 delta[1] += held_sign * units
     return deltas
+
+
+def _holding_effects(event: Event) -> Iterator[tuple[list[Any], int, int]]:
+    """(stored blocks, sign for total, sign for held) of each change an event makes."""
+    state = event.state
+    if event.topic == MOVEMENTS_POSTED:
+        for movement in state["movements"]:
+            credited = movement.get("credited")
+            if credited is not None:
+                yield credited, 1, 0
+            else:
+                yield movement["debited"], -1, 0
+        return
+    for field, total_sign, held_sign in HOLDING_EFFECTS.get(event.topic, ()):
+        yield state[field], total_sign, held_sign
 
 
 class AccountsProjection(Projection):
@@ -207,7 +220,7 @@ class AccountsProjection(Projection):
 class HoldingsProjection(Projection):
     name = "holdings"
     tables = (t.holdings,)
-    topics = frozenset({OPENED, *HOLDING_EFFECTS})
+    topics = frozenset({OPENED, MOVEMENTS_POSTED, *HOLDING_EFFECTS})
 
     COLUMNS = ("account_id", "unit_class", "unit_type", "vintage", "project", "total",
                "held", "available")
@@ -225,7 +238,7 @@ class HoldingsProjection(Projection):
 class SupplyProjection(Projection):
     name = "supply"
     tables = (t.supply, t.issued)
-    topics = frozenset({OPENED, COMPLETED, *HOLDING_EFFECTS})
+    topics = frozenset({OPENED, COMPLETED, MOVEMENTS_POSTED, *HOLDING_EFFECTS})
 
     def apply(self, out: Writer, batch: Batch) -> None:
         deltas: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])

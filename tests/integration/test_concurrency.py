@@ -251,7 +251,24 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
         held = dict(account.held) if account else {}
         name = account.account_id if account else "(new)"
         where = f"{name} v{expected_version} {type(event).__name__}"
-        if isinstance(event, Account.Debited):
+        if isinstance(event, Account.MovementsPosted):   # a batch's debits and credits
+            running = available
+            for movement in event.movements:
+                txn_id = movement["transaction_id"]
+                if "debited" in movement:
+                    blocks = tuple(movement["debited"])
+                    assert within(blocks, running), f"{where}: debits units not available"
+                    moves.debits[txn_id].append((name, blocks))
+                    debited.update(by_class(blocks))
+                    running = units.remove(running, blocks)
+                else:
+                    blocks = tuple(movement["credited"])
+                    assert disjoint(blocks, [*running, *(b for v in held.values() for b in v)]
+                                    ), f"{where}: credits units it already holds"
+                    moves.credits[txn_id].append((name, blocks))
+                    credited.update(by_class(blocks))
+                    running = units.add(running, blocks)
+        elif isinstance(event, Account.Debited):
             assert within(event.blocks, available), f"{where}: debits units not available"
             moves.debits[event.transaction_id].append((name, tuple(event.blocks)))
             debited.update(by_class(event.blocks))
