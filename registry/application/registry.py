@@ -30,6 +30,7 @@ from registry.application.commands import (
     check_reason,
     fingerprint,
 )
+from registry.application.group_commit import GroupCommit
 from registry.application.results import (
     AccountResult,
     AccountView,
@@ -97,6 +98,8 @@ MAX_ATTEMPTS = 12
 BACKOFF_SECONDS = 0.002
 BACKOFF_CAP_SECONDS = 0.2
 SCAN_PAGE = 1000
+MAX_GROUP = 1000
+"""Most single movements one group commit saves at once."""
 
 
 class Registry(Application[UUID]):
@@ -118,6 +121,12 @@ class Registry(Application[UUID]):
         super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.max_attempts = MAX_ATTEMPTS
+        self._movements: GroupCommit[tuple[Principal, Movement], TransactionResult] = (
+            GroupCommit(self._move_group, limit=MAX_GROUP, name="registry-group-commit"))
+
+    def close(self) -> None:
+        self._movements.close()
+        super().close()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -360,18 +369,60 @@ class Registry(Application[UUID]):
         return [r for r in results if r is not None]
 
     def _move(self, principal: Principal, movement: Movement) -> TransactionResult:
-        def attempt(uow: UnitOfWork) -> TransactionResult:
-            txn = self._apply(uow, principal, movement)
-            if txn.status is TransactionStatus.REFUSED:
-                uow.verify_current()   # a refusal saves nothing it read: read it fresh
-            return TransactionResult.of(txn, position=_position(uow.save(txn)))
+        """One movement, saved together with whatever other movements this process's
+        callers asked for meanwhile (see ``group_commit``)."""
+        return self._movements.submit((principal, movement))
 
-        def on_conflict() -> TransactionResult | None:
-            recorded = self._recorded_transactions(principal.party, [movement.client_id])
-            txn = recorded.get(movement.client_id)
-            return None if txn is None else _replayed(txn, movement)
+    def _move_group(self, requests: Sequence[tuple[Principal, Movement]]
+                    ) -> list[TransactionResult | BaseException]:
+        """Decide independent callers' movements in order on one unit of work and save
+        them in one save. Each gets what it would have got alone: its result, a replay,
+        or its own error; after a lost race, what was recorded meanwhile is replayed."""
+        known: dict[tuple[str, str], Transaction] = {}
+
+        def attempt(uow: UnitOfWork) -> list[TransactionResult | BaseException]:
+            return self._apply_group(uow, requests, known)
+
+        def on_conflict() -> None:
+            for party in {principal.party for principal, _ in requests}:
+                ids = [m.client_id for p, m in requests if p.party == party]
+                known.update({(party, client_id): txn for client_id, txn
+                              in self._recorded_transactions(party, ids).items()})
 
         return self._retrying(attempt, on_conflict)
+
+    def _apply_group(self, uow: UnitOfWork, requests: Sequence[tuple[Principal, Movement]],
+                     known: dict[tuple[str, str], Transaction]
+                     ) -> list[TransactionResult | BaseException]:
+        outcomes: list[TransactionResult | BaseException | None] = [None] * len(requests)
+        first_index: dict[tuple[str, str], int] = {}
+        new: list[tuple[int, Transaction]] = []
+        for index, (principal, movement) in enumerate(requests):
+            key = (principal.party, movement.client_id)
+            if key in first_index:
+                continue  # the same id twice (a retry overtaking its original): below
+            first_index[key] = index
+            if key in known:
+                outcomes[index] = _replay_outcome(known[key], movement)
+                continue
+            try:
+                new.append((index, self._apply(uow, principal, movement)))
+            except RegistryError as error:
+                if uow.step_changed():
+                    raise RuntimeError(
+                        f"{movement.kind} {movement.client_id} changed state before failing "
+                        f"({error.reason}); guards must run before any change") from error
+                outcomes[index] = error
+        if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
+            uow.verify_current()   # a refusal saves nothing it read: read it fresh
+        position = _position(uow.save(*(txn for _, txn in new)))
+        for index, txn in new:
+            outcomes[index] = TransactionResult.of(txn, position=position)
+        for index, (principal, movement) in enumerate(requests):
+            if outcomes[index] is None:
+                first = first_index[(principal.party, movement.client_id)]
+                outcomes[index] = _repeat_of(outcomes[first], requests[first][1], movement)
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _apply(self, uow: UnitOfWork, principal: Principal, movement: Movement) -> Transaction:
         """Evaluate one movement on the unit of work: a completed or a refused record."""
@@ -744,6 +795,27 @@ def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:
         raise TransactionExistsWithDifferentContent(
             f"transaction {ref} was recorded with different content", transaction=ref)
     return TransactionResult.of(txn, replayed=True)
+
+
+def _replay_outcome(txn: Transaction, movement: Movement
+                    ) -> TransactionResult | BaseException:
+    try:
+        return _replayed(txn, movement)
+    except RegistryError as error:
+        return error
+
+
+def _repeat_of(first: TransactionResult | BaseException | None, first_movement: Movement,
+               movement: Movement) -> TransactionResult | BaseException:
+    """The answer to an id asked twice in one group: a replay of the first, whose
+    answer it shares when that was an error."""
+    assert first is not None
+    if first_movement.fingerprint != movement.fingerprint:
+        ref = movement.client_id
+        return TransactionExistsWithDifferentContent(
+            f"transaction {ref} was asked for twice at once with different content",
+            transaction=ref)
+    return first.as_replay() if isinstance(first, TransactionResult) else first
 
 
 def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow

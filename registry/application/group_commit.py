@@ -1,0 +1,110 @@
+"""Group commit: concurrent single commands of one process share one save.
+
+Every save holds the event table's lock over a few round trips, and the Python that
+decides a movement runs one thread at a time anyway, so 32 callers each saving alone
+queue on the lock and on each other's conflicts (32 surrenders all credit the national
+surrender account: 31 of them lose the race and retry). One committer thread instead
+takes whatever has queued up since its last save, decides it in order on one unit of
+work and saves it at once; each caller waits only for its own answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from queue import Empty, SimpleQueue
+from typing import Generic, TypeVar
+
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
+
+
+class GroupCommit(Generic[Request, Answer]):
+    """Queue requests; one thread runs them in groups of at most ``limit``.
+
+    ``run`` gets a group's requests in arrival order and returns one outcome per
+    request: its answer, or the exception that request's caller gets. An exception
+    escaping ``run`` is given to every caller of the group.
+    """
+
+    def __init__(self, run: Callable[[Sequence[Request]], Sequence[Answer | BaseException]],
+                 limit: int, name: str) -> None:
+        self._run = run
+        self._limit = limit
+        self._name = name
+        self._queue: SimpleQueue[tuple[Request, Future[Answer]] | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, request: Request) -> Answer:
+        """Run ``request`` in the next group and return its answer (or raise)."""
+        if threading.current_thread() is self._thread:
+            # A request made while deciding a group (a hook calling back in) runs on
+            # its own at once: queued, it would wait for the thread that waits for it.
+            outcome = self._run([request])[0]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        future: Future[Answer] = Future()
+        self._ensure_started()
+        self._queue.put((request, future))
+        return future.result()
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self._start_lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError(f"{self._name} is closed")
+            if self._thread is None:
+                # Started on first use, not at construction: a process forked from
+                # one that built the application gets its own thread.
+                self._thread = threading.Thread(target=self._loop, name=self._name,
+                                                daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < self._limit:
+                try:
+                    queued = self._queue.get_nowait()
+                except Empty:
+                    break
+                if queued is None:
+                    stop = True
+                    break
+                group.append(queued)
+            self._answer(group)
+            if stop:
+                return
+
+    def _answer(self, group: list[tuple[Request, Future[Answer]]]) -> None:
+        try:
+            outcomes = self._run([request for request, _ in group])
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(group)} requests")
+        except BaseException as error:
+            for _, future in group:
+                future.set_exception(error)
+            return
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

@@ -1,0 +1,139 @@
+"""Concurrent single movements of one process share saves, and each caller still gets
+exactly its own answer: its result, its replay, its refusal or its error."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from registry.application import Registry, Trade, TradeOutcome
+from registry.domain.errors import (
+    InvalidCommand,
+    RegistryError,
+    TransactionExistsWithDifferentContent,
+)
+from registry.domain.units import UnitClass, UnitSelector, UnitType
+from tests.support import EXCHANGE, REGULATOR, open_company
+
+CEA25 = UnitClass(UnitType.CEA, 2025)
+CALLERS = 24
+
+
+def fund(registry: Registry, accounts: list[str], each: int) -> None:
+    for account in accounts:
+        open_company(registry, account)
+    registry.issue_units(REGULATOR, "ISS", CEA25, each * len(accounts), "issuance")
+    registry.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
+                      UnitSelector(UnitType.CEA), each * len(accounts), "reserve")
+    for account in accounts:
+        registry.allocate(REGULATOR, f"AL-{account}", account, UnitSelector(UnitType.CEA),
+                          each, "allocation")
+
+
+def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run every call on its own thread, released together; each one's answer or error."""
+    outcomes: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(index: int) -> None:
+        start.wait()
+        try:
+            outcomes[index] = calls[index]()
+        except RegistryError as error:
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def count_saves(registry: Registry) -> list[int]:
+    """Patch the registry's save to count the events of each save."""
+    sizes: list[int] = []
+    original = registry.save
+
+    def counting(*objs: Any, **kwargs: Any) -> Any:
+        recordings = original(*objs, **kwargs)
+        sizes.append(len(recordings))
+        return recordings
+
+    registry.save = counting  # type: ignore[method-assign]
+    return sizes
+
+
+def test_concurrent_callers_share_saves_and_each_gets_its_own_answer(registry: Registry
+                                                                      ) -> None:
+    sellers = [f"PWR-{n:04d}" for n in range(CALLERS)]
+    fund(registry, [*sellers, "PWR-BUYER"], 100)
+    saves = count_saves(registry)
+    calls: list[Callable[[], Any]] = []
+    for n, seller in enumerate(sellers):
+        if n % 6 == 0:        # more than it holds: refused, and recorded as refused
+            trade = Trade(f"T-{n}", seller, "PWR-BUYER", "CEA", 101)
+        elif n % 6 == 1:      # a destination that does not exist: refused
+            trade = Trade(f"T-{n}", seller, "NO-SUCH-ACCOUNT", "CEA", 5)
+        else:
+            trade = Trade(f"T-{n}", seller, "PWR-BUYER", "CEA", n)
+        calls.append(partial(registry.settle_trade, EXCHANGE, trade))
+    calls.append(lambda: registry.surrender(REGULATOR, "BAD", "PWR-0002",
+                                            UnitSelector(UnitType.CEA), 0, 2025, "x"))
+    outcomes = at_once(calls)
+
+    assert isinstance(outcomes[-1], InvalidCommand)   # malformed: its caller's error only
+    settled = 0
+    for n, outcome in enumerate(outcomes[:-1]):
+        assert not isinstance(outcome, BaseException), (n, outcome)
+        assert outcome.transaction_id == f"T-{n}"
+        if n % 6 == 0:
+            assert outcome.refusal_reason == "INSUFFICIENT_UNITS", outcome
+        elif n % 6 == 1:
+            assert outcome.refusal_reason == "UNKNOWN_ACCOUNT", outcome
+        else:
+            assert outcome.ok and outcome.quantity == n, outcome
+            settled += n
+    assert sum(h.available for h in registry.get_holdings("PWR-BUYER")) == 100 + settled
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert len(saves) < CALLERS, f"{len(saves)} saves for {CALLERS} concurrent trades"
+
+
+def test_the_same_id_at_once_is_settled_once_and_replayed_or_refused(registry: Registry
+                                                                     ) -> None:
+    fund(registry, ["PWR-0001", "PWR-0002"], 100)
+    same = Trade("T-SAME", "PWR-0001", "PWR-0002", "CEA", 7)
+    other = Trade("T-SAME", "PWR-0001", "PWR-0002", "CEA", 8)
+    outcomes = at_once([lambda: registry.settle_trade(EXCHANGE, same)] * 8
+                       + [lambda: registry.settle_trade(EXCHANGE, other)])
+
+    moved = 100 - sum(h.available for h in registry.get_holdings("PWR-0001"))
+    assert moved in (7, 8), "settled once, with one of the two contents"
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(o.ok and o.quantity == moved for o in winners)
+    assert sum(not o.replayed for o in winners) == 1, "one settles, the others replay it"
+    assert len(winners) == (8 if moved == 7 else 1)
+    assert all(isinstance(o, TransactionExistsWithDifferentContent) for o in losers)
+    replay = registry.settle_trade(EXCHANGE, same if moved == 7 else other)
+    assert replay.replayed and replay.quantity == moved
+
+
+def test_a_batch_and_single_trades_together_keep_the_ledger_exact(registry: Registry
+                                                                  ) -> None:
+    accounts = [f"PWR-{n:04d}" for n in range(6)]
+    fund(registry, accounts, 1000)
+    batch = [Trade(f"B-{n}", accounts[n % 6], accounts[(n + 1) % 6], "CEA", 1)
+             for n in range(300)]
+    singles = [Trade(f"S-{n}", accounts[(n + 2) % 6], accounts[n % 6], "CEA", 2)
+               for n in range(40)]
+    calls: list[Callable[[], Any]] = [lambda: registry.settle_trades(EXCHANGE, batch)]
+    calls += [partial(registry.settle_trade, EXCHANGE, t) for t in singles]
+    outcomes = at_once(calls)
+
+    assert [r.outcome for r in outcomes[0]] == [TradeOutcome.SETTLED] * 300
+    assert all(not isinstance(o, BaseException) and o.ok for o in outcomes[1:]), outcomes
+    assert sum(sum(h.available for h in registry.get_holdings(a)) for a in accounts) == 6000
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())
