@@ -1,11 +1,14 @@
 """A long event log, written fast: in-process through the application, not the API.
 
 Settling a million events' worth of trades through gRPC would take most of the run, so
-two spawned processes call ``Registry.settle_trades`` directly, in batches of 5,000
-one-unit trades (the same application code the server runs, minus gRPC). One process
-builds the histories of the command-cost scenario (accounts with 10 past events and
-one with --history-events); the other fills the log up to the asked size with trades
-between fixed pairs of accounts, alternating direction so no account runs dry.
+two spawned processes call the application directly (the same code the server runs,
+minus gRPC). One builds the histories of the command-cost scenario (accounts with 10
+past events and one with --history-events) with one ``Registry.settle_trade`` per
+event: a save writes one event per account it changes, so an account's history grows
+by one event per save. The other fills the log up to the asked size with
+``Registry.settle_trades`` batches of 5,000 one-unit trades between fixed pairs of
+accounts, alternating direction so no account runs dry (about one event per trade:
+the trades' records, plus one per account per batch).
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ def _fund(registry: Any, tag: str, amounts: dict[str, int]) -> None:
             raise RuntimeError(f"funding {result} failed")
 
 
+def _settle_one_by_one(registry: Any, trades: list[Trade]) -> None:
+    """Each trade in its own save: one event on each of its two accounts."""
+    for trade in trades:
+        result = registry.settle_trade(EXCHANGE, trade)
+        if not result.ok:
+            raise RuntimeError(f"generation refused {trade}: {result}")
+
+
 def _settle(registry: Any, trades: list[Trade]) -> None:
     for start in range(0, len(trades), BATCH):
         results = registry.settle_trades(EXCHANGE, trades[start:start + BATCH])
@@ -84,10 +95,11 @@ def write_histories(url: str, long_events: int) -> None:
                          h.short_sink, h.long_sink])
         _fund(registry, "HIST", {**dict.fromkeys(h.short_accounts, 10**6),
                                  h.long_account: 10**7})
-        _settle(registry, [Trade(f"HIST-S-{a}-{i}", a, dump, "CEA", 1)
-                           for a in h.short_accounts for i in range(SHORT_EVENTS - 2)])
-        _settle(registry, [Trade(f"HIST-L-{i}", h.long_account, "HIST-LONG-PEER", "CEA", 1)
-                           for i in range(long_events - 2)])
+        _settle_one_by_one(registry, [Trade(f"HIST-S-{a}-{i}", a, dump, "CEA", 1)
+                                      for a in h.short_accounts
+                                      for i in range(SHORT_EVENTS - 2)])
+        _settle_one_by_one(registry, [Trade(f"HIST-L-{i}", h.long_account, "HIST-LONG-PEER",
+                                            "CEA", 1) for i in range(long_events - 2)])
     finally:
         registry.close()
 

@@ -511,16 +511,17 @@ class Bench:
         before_events, before_head = self.events(), self.head()
         histories = 3 * (self.sizes.history_events + 8 * len(generate.HISTORIES.short_accounts))
         missing = self.sizes.log_events - before_events - histories - 200
-        bulk_trades = max(0, math.ceil(missing / 3))
+        per_trade = 1 + 2 / generate.BATCH   # its record, and each batch's two accounts
+        bulk_trades = max(0, math.ceil(missing / per_trade))
         self.log(f"writing histories and {bulk_trades:,} more trades in-process ...")
         with self.watch.window() as usage:
             seconds = generate.generate(self.url, self.sizes.history_events, bulk_trades)
         written = self.events() - before_events
         self.data["generated"] = {
-            "how": "in-process, not through the API: two spawned processes calling "
-                   f"Registry.settle_trades with batches of {generate.BATCH:,} one-unit "
-                   "trades (one writes the command-cost histories, the other fills the "
-                   "log between fixed pairs of accounts)",
+            "how": "in-process, not through the API: two spawned processes, one writing "
+                   "the command-cost histories with one Registry.settle_trade per event, "
+                   "the other filling the log with Registry.settle_trades batches of "
+                   f"{generate.BATCH:,} one-unit trades between fixed pairs of accounts",
             "events_before": before_events, "events_written": written,
             "positions": [before_head, self.head()], "seconds": round(seconds, 1),
             "events_per_second": round(written / seconds),

@@ -21,7 +21,8 @@ Answer = TypeVar("Answer")
 
 
 class GroupCommit(Generic[Request, Answer]):
-    """Queue requests; one thread runs them in groups of at most ``limit``.
+    """Queue requests; one thread runs them in groups, taking queued requests until
+    their total ``weight`` reaches ``limit`` (always at least one).
 
     ``run`` gets a group's requests in arrival order and returns one outcome per
     request: its answer, or the exception that request's caller gets. An exception
@@ -29,9 +30,11 @@ class GroupCommit(Generic[Request, Answer]):
     """
 
     def __init__(self, run: Callable[[Sequence[Request]], Sequence[Answer | BaseException]],
-                 limit: int, name: str) -> None:
+                 limit: int, name: str, weight: Callable[[Request], int] = lambda _: 1
+                 ) -> None:
         self._run = run
         self._limit = limit
+        self._weight = weight
         self._name = name
         self._queue: SimpleQueue[tuple[Request, Future[Answer]] | None] = SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -80,8 +83,9 @@ class GroupCommit(Generic[Request, Answer]):
             if first is None:
                 return
             group = [first]
+            load = self._weight(first[0])
             stop = False
-            while len(group) < self._limit:
+            while load < self._limit:
                 try:
                     queued = self._queue.get_nowait()
                 except Empty:
@@ -90,6 +94,7 @@ class GroupCommit(Generic[Request, Answer]):
                     stop = True
                     break
                 group.append(queued)
+                load += self._weight(queued[0])
             self._answer(group)
             if stop:
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -98,8 +99,22 @@ MAX_ATTEMPTS = 12
 BACKOFF_SECONDS = 0.002
 BACKOFF_CAP_SECONDS = 0.2
 SCAN_PAGE = 1000
-MAX_GROUP = 1000
-"""Most single movements one group commit saves at once."""
+MAX_GROUP = 2000
+"""Movements after which a group commit stops taking more callers' requests."""
+
+
+@dataclass(frozen=True)
+class MoveJob:
+    """One caller's movements for the group commit: a single movement or a batch, each
+    row (client id, the movement or why it is malformed)."""
+
+    principal: Principal
+    rows: list[tuple[str, Movement | RegistryError]]
+    single: bool
+
+
+class _BatchFailed(Exception):
+    """A batch met an error that fails the whole call: decide the group without it."""
 
 
 class Registry(Application[UUID]):
@@ -121,8 +136,9 @@ class Registry(Application[UUID]):
         super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.max_attempts = MAX_ATTEMPTS
-        self._movements: GroupCommit[tuple[Principal, Movement], TransactionResult] = (
-            GroupCommit(self._move_group, limit=MAX_GROUP, name="registry-group-commit"))
+        self._movements: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
+            GroupCommit(self._move_group, limit=MAX_GROUP, weight=lambda job: len(job.rows),
+                        name="registry-group-commit"))
 
     def close(self) -> None:
         self._movements.close()
@@ -313,116 +329,109 @@ class Registry(Application[UUID]):
     def _move_batch(self, principal: Principal,
                     requests: Sequence[tuple[str, Callable[[], Movement]]], field: str
                     ) -> list[RowResult]:
-        """Evaluate (client id, movement) requests in order on one unit of work and save
-        them in one save; after a lost race, what was recorded meanwhile is replayed.
-        ``field`` names the list in the request, for a too-large batch's error."""
+        """Evaluate (client id, movement) requests in order and save them in one save
+        (shared with other callers' movements, see ``_move_group``): one result per row,
+        refusals recorded, retries replayed. ``field`` names the list in the request,
+        for a too-large batch's error."""
         if len(requests) > MAX_BATCH:
             raise InvalidCommand(f"at most {MAX_BATCH} {field} per batch, got {len(requests)}",
                                  reason="BATCH_TOO_LARGE", field=field, limit=MAX_BATCH)
-        client_ids = [client_id for client_id, _ in requests]
-        movements: list[Movement | RegistryError] = []
-        for _, movement in requests:
+        rows: list[tuple[str, Movement | RegistryError]] = []
+        for client_id, movement in requests:
             try:
-                movements.append(movement())
+                rows.append((client_id, movement()))
             except InvalidCommand as error:
-                movements.append(error)
-        known: dict[str, Transaction] = {}
-
-        def attempt(uow: UnitOfWork) -> list[RowResult]:
-            return self._apply_batch(uow, principal, client_ids, movements, known)
-
-        def on_conflict() -> None:
-            ids = [m.client_id for m in movements if isinstance(m, Movement)]
-            known.update(self._recorded_transactions(principal.party, ids))
-
-        return self._retrying(attempt, on_conflict)
-
-    def _apply_batch(self, uow: UnitOfWork, principal: Principal, client_ids: Sequence[str],
-                     movements: list[Movement | RegistryError],
-                     known: dict[str, Transaction]) -> list[RowResult]:
-        results: list[RowResult | None] = [None] * len(movements)
-        first_index: dict[str, int] = {}
-        new: list[tuple[int, Transaction]] = []
-        for index, movement in enumerate(movements):
-            if isinstance(movement, RegistryError):
-                results[index] = RowResult.rejected(client_ids[index], movement)
-                continue
-            if movement.client_id in first_index:
-                continue  # a repeat within this batch: answered from the first, below
-            first_index[movement.client_id] = index
-            if movement.client_id in known:
-                results[index] = _replayed_row(known[movement.client_id], movement)
-            else:
-                new.append((index, self._apply(uow, principal, movement)))
-        if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
-            uow.verify_current()   # a refusal saves nothing it read: read it fresh
-        recordings = uow.save(*(txn for _, txn in new))
-        position = _position(recordings)
-        for index, txn in new:
-            results[index] = RowResult.of(TransactionResult.of(txn, position=position))
-        for index, movement in enumerate(movements):
-            if results[index] is None:
-                assert isinstance(movement, Movement)
-                results[index] = _repeat_in_batch(results[first_index[movement.client_id]],
-                                                  movements[first_index[movement.client_id]],
-                                                  movement)
-        return [r for r in results if r is not None]
+                rows.append((client_id, error))
+        outcomes = self._movements.submit(MoveJob(principal, rows, single=False))
+        return [RowResult.of(outcome) if isinstance(outcome, TransactionResult)
+                else RowResult.rejected(client_id, outcome)
+                for (client_id, _), outcome in zip(rows, outcomes, strict=True)]
 
     def _move(self, principal: Principal, movement: Movement) -> TransactionResult:
-        """One movement, saved together with whatever other movements this process's
-        callers asked for meanwhile (see ``group_commit``)."""
-        return self._movements.submit((principal, movement))
+        """One movement, saved with whatever other movements this process's callers
+        asked for meanwhile (see ``_move_group``)."""
+        outcome = self._movements.submit(
+            MoveJob(principal, [(movement.client_id, movement)], single=True))[0]
+        if isinstance(outcome, RegistryError):
+            raise outcome
+        return outcome
 
-    def _move_group(self, requests: Sequence[tuple[Principal, Movement]]
-                    ) -> list[TransactionResult | BaseException]:
+    def _move_group(self, jobs: Sequence[MoveJob]
+                    ) -> list[list[TransactionResult | RegistryError] | BaseException]:
         """Decide independent callers' movements in order on one unit of work and save
-        them in one save. Each gets what it would have got alone: its result, a replay,
-        or its own error; after a lost race, what was recorded meanwhile is replayed."""
+        them in one save (``group_commit``). Each caller gets what it would have got
+        alone: per movement its result, a replay, a refusal or a rejection; a batch
+        that cannot be decided (an error that is not a refusal) fails alone, and the
+        group is decided again without it. After a lost race, what was recorded
+        meanwhile is replayed."""
+        failed: dict[int, RegistryError] = {}
         known: dict[tuple[str, str], Transaction] = {}
 
-        def attempt(uow: UnitOfWork) -> list[TransactionResult | BaseException]:
-            return self._apply_group(uow, requests, known)
+        def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+            while True:
+                try:
+                    return self._apply_jobs(uow, jobs, failed, known)
+                except _BatchFailed:
+                    uow = UnitOfWork(self, optimistic=uow.optimistic)
 
         def on_conflict() -> None:
-            for party in {principal.party for principal, _ in requests}:
-                ids = [m.client_id for p, m in requests if p.party == party]
+            for party in {job.principal.party for job in jobs}:
+                ids = [m.client_id for job in jobs if job.principal.party == party
+                       for _, m in job.rows if isinstance(m, Movement)]
                 known.update({(party, client_id): txn for client_id, txn
                               in self._recorded_transactions(party, ids).items()})
 
-        return self._retrying(attempt, on_conflict)
+        outcomes = self._retrying(attempt, on_conflict)
+        return [failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
+                for j, job in enumerate(jobs)]
 
-    def _apply_group(self, uow: UnitOfWork, requests: Sequence[tuple[Principal, Movement]],
-                     known: dict[tuple[str, str], Transaction]
-                     ) -> list[TransactionResult | BaseException]:
-        outcomes: list[TransactionResult | BaseException | None] = [None] * len(requests)
-        first_index: dict[tuple[str, str], int] = {}
-        new: list[tuple[int, Transaction]] = []
-        for index, (principal, movement) in enumerate(requests):
-            key = (principal.party, movement.client_id)
-            if key in first_index:
-                continue  # the same id twice (a retry overtaking its original): below
-            first_index[key] = index
-            if key in known:
-                outcomes[index] = _replay_outcome(known[key], movement)
+    def _apply_jobs(self, uow: UnitOfWork, jobs: Sequence[MoveJob],
+                    failed: dict[int, RegistryError], known: dict[tuple[str, str], Transaction]
+                    ) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+        outcomes: dict[tuple[int, int], TransactionResult | RegistryError] = {}
+        first: dict[tuple[str, str], tuple[int, int]] = {}
+        repeats: list[tuple[int, int]] = []
+        new: list[tuple[tuple[int, int], Transaction]] = []
+        for j, job in enumerate(jobs):
+            if j in failed:
                 continue
-            try:
-                new.append((index, self._apply(uow, principal, movement)))
-            except RegistryError as error:
-                if uow.step_changed():
-                    raise RuntimeError(
-                        f"{movement.kind} {movement.client_id} changed state before failing "
-                        f"({error.reason}); guards must run before any change") from error
-                outcomes[index] = error
+            for r, (_, movement) in enumerate(job.rows):
+                if isinstance(movement, RegistryError):
+                    outcomes[(j, r)] = movement
+                    continue
+                key = (job.principal.party, movement.client_id)
+                if key in first:
+                    repeats.append((j, r))  # an id twice (in a batch, or a retry racing
+                    continue                # its original): a replay of the first, below
+                first[key] = (j, r)
+                if key in known:
+                    outcomes[(j, r)] = _replay_outcome(known[key], movement)
+                    continue
+                try:
+                    new.append(((j, r), self._apply(uow, job.principal, movement)))
+                except RegistryError as error:
+                    if uow.step_changed():
+                        raise RuntimeError(
+                            f"{movement.kind} {movement.client_id} changed state before "
+                            f"failing ({error.reason}); guards must run before any change"
+                        ) from error
+                    if not job.single:
+                        failed[j] = error
+                        raise _BatchFailed from error
+                    outcomes[(j, r)] = error
         if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
             uow.verify_current()   # a refusal saves nothing it read: read it fresh
         position = _position(uow.save(*(txn for _, txn in new)))
-        for index, txn in new:
-            outcomes[index] = TransactionResult.of(txn, position=position)
-        for index, (principal, movement) in enumerate(requests):
-            if outcomes[index] is None:
-                first = first_index[(principal.party, movement.client_id)]
-                outcomes[index] = _repeat_of(outcomes[first], requests[first][1], movement)
-        return [outcome for outcome in outcomes if outcome is not None]
+        for at, txn in new:
+            outcomes[at] = TransactionResult.of(txn, position=position)
+        for j, r in repeats:
+            movement = jobs[j].rows[r][1]
+            assert isinstance(movement, Movement)
+            fj, fr = first[(jobs[j].principal.party, movement.client_id)]
+            first_movement = jobs[fj].rows[fr][1]
+            assert isinstance(first_movement, Movement)
+            outcomes[(j, r)] = _repeat_of(outcomes[(fj, fr)], first_movement, movement)
+        return outcomes
 
     def _apply(self, uow: UnitOfWork, principal: Principal, movement: Movement) -> Transaction:
         """Evaluate one movement on the unit of work: a completed or a refused record."""
@@ -797,24 +806,21 @@ def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:
     return TransactionResult.of(txn, replayed=True)
 
 
-def _replay_outcome(txn: Transaction, movement: Movement
-                    ) -> TransactionResult | BaseException:
+def _replay_outcome(txn: Transaction, movement: Movement) -> TransactionResult | RegistryError:
     try:
         return _replayed(txn, movement)
     except RegistryError as error:
         return error
 
 
-def _repeat_of(first: TransactionResult | BaseException | None, first_movement: Movement,
-               movement: Movement) -> TransactionResult | BaseException:
-    """The answer to an id asked twice in one group: a replay of the first, whose
-    answer it shares when that was an error."""
-    assert first is not None
+def _repeat_of(first: TransactionResult | RegistryError, first_movement: Movement,
+               movement: Movement) -> TransactionResult | RegistryError:
+    """The answer to an id asked for twice in one group: a replay of the first (its
+    error, when it had one); the same id with other content is refused."""
     if first_movement.fingerprint != movement.fingerprint:
-        ref = movement.client_id
         return TransactionExistsWithDifferentContent(
-            f"transaction {ref} was asked for twice at once with different content",
-            transaction=ref)
+            f"{movement.client_id} was asked for twice at once with different content",
+            transaction=movement.client_id)
     return first.as_replay() if isinstance(first, TransactionResult) else first
 
 
@@ -845,22 +851,3 @@ def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow
             f"{row.account_id} is a {account.account_type} account; verified emissions "
             f"belong to COMPLIANCE accounts"))
     return violations
-
-
-def _replayed_row(txn: Transaction, movement: Movement) -> RowResult:
-    try:
-        return RowResult.of(_replayed(txn, movement))
-    except TransactionExistsWithDifferentContent as error:
-        return RowResult.rejected(movement.client_id, error)
-
-
-def _repeat_in_batch(first: RowResult | None, first_movement: Movement | RegistryError,
-                     movement: Movement) -> RowResult:
-    """An id given twice in one batch: the second is a replay of the first."""
-    assert first is not None and isinstance(first_movement, Movement)
-    if first_movement.fingerprint != movement.fingerprint:
-        return RowResult.rejected(movement.client_id, TransactionExistsWithDifferentContent(
-            f"{movement.client_id} appears twice in the batch with different content"))
-    if first.transaction is None:
-        return first
-    return RowResult.of(first.transaction.as_replay())

@@ -57,6 +57,10 @@ class UnitOfWork:
         self._step: dict[UUID, int] = {}
         """Aggregates touched since ``begin_step``, with their pending events then."""
 
+    @property
+    def optimistic(self) -> bool:
+        return self._optimistic
+
     def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         """The aggregate, or None when it was never created.
 
