@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
 from registry.domain.errors import (
     ConcurrencyConflict,
@@ -117,6 +118,9 @@ def to_status(error: BaseException) -> grpc.Status:
     elif isinstance(error, ReadModelTimeout):
         code, reason, message = grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error)
         metadata = {}
+    elif isinstance(error, DBAPIError) and error.connection_invalidated:
+        code, reason = grpc.StatusCode.UNAVAILABLE, "DATABASE_CONNECTION_LOST"
+        message, metadata = "the connection to the database was lost; retry", {}
     else:  # never leak internals: the log has the traceback
         code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
         message, metadata = "internal error; nothing was half-written", {}

@@ -60,16 +60,19 @@ def check_page_size(size: int) -> int:
 class ReadModels:
     """Query facade over the read-model tables of one database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reads: Engine | None = None) -> None:
         self.engine = engine
+        """The read models' own engine: what a projection runner in this process uses."""
+        self.reads = reads or engine
+        """What the queries use: on PostgreSQL, ``sql.make_read_engine`` (autocommit)."""
 
     def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
         """Read your writes: block until the read models include ``position`` (the
         position a command returned), or raise ReadModelTimeout."""
-        wait_for_position(self.engine, position, timeout)
+        wait_for_position(self.reads, position, timeout)
 
     def account(self, account_id: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(select(t.accounts).where(
                 t.accounts.c.account_id == account_id)).mappings().first()
         if row is None:
@@ -81,7 +84,7 @@ class ReadModels:
         are omitted. One query when the account holds something (the hot path); the
         account is looked up only to tell "holds nothing" from "does not exist"."""
         h = t.holdings.c
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = [dict(r) for r in conn.execute(select(t.holdings).where(
                 and_(h.account_id == account_id, h.total > 0)).order_by(h.unit_class)
             ).mappings()]
@@ -96,7 +99,7 @@ class ReadModels:
         h = t.history.c
         query = (_history_totals(as_of, h.unit_class).where(h.account_id == account_id)
                  .order_by(h.unit_class))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             return [{"unit_class": r.unit_class, "total": int(r.total)}   # SUM: NUMERIC on PG
                     for r in conn.execute(query) if r.total != 0]
 
@@ -122,7 +125,7 @@ class ReadModels:
         if after is not None:
             query = query.where(tuple_(*key) > tuple_(*after))
         query = query.order_by(*key).limit(page_size + 1)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = [{"account_id": r.account_id, "unit_class": r.unit_class,
                      "total": int(r.total), "held": int(r.held)} for r in conn.execute(query)]
         more = len(rows) > page_size
@@ -132,7 +135,7 @@ class ReadModels:
 
     def transaction(self, party: str, client_id: str) -> dict[str, Any]:
         c = t.transactions.c
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(select(t.transactions).where(
                 and_(c.party == party, c.client_id == client_id))).mappings().first()
         if row is None:
@@ -161,7 +164,7 @@ class ReadModels:
                          > tuple_(position, klass, direction))
         query = (select(t.history).where(and_(*where))
                  .order_by(h.position, h.unit_class, h.direction).limit(page_size + 1))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > page_size
         rows = rows[:page_size]
@@ -171,7 +174,7 @@ class ReadModels:
 
     def supply(self) -> dict[str, dict[str, Any]]:
         """Per unit class: issued, and total/held by holding account type."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             result: dict[str, dict[str, Any]] = {
                 row.unit_class: {"issued": row.issued, "by_account_type": {}}
                 for row in conn.execute(select(t.issued))}
@@ -184,7 +187,7 @@ class ReadModels:
     def locate_serial(self, unit_class: str, serial: int) -> str:
         """The account holding ``serial`` of ``unit_class`` now."""
         s = t.serial_blocks.c
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             account = conn.execute(select(s.account_id).where(and_(
                 s.unit_class == unit_class, s.first <= serial, s.last >= serial))).scalar()
         if account is None:
@@ -195,7 +198,7 @@ class ReadModels:
     def trace_serial(self, unit_class: str, serial: int) -> list[dict[str, Any]]:
         """Every transaction that moved ``serial``, in log order: the chain of holders."""
         m = t.serial_movements.c
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(select(t.serial_movements).where(and_(
                 m.unit_class == unit_class, m.first <= serial, m.last >= serial,
             )).order_by(m.position)).mappings()
@@ -216,7 +219,7 @@ class ReadModels:
             where.append(a.account_id > after)
         query = (select(t.accounts).where(and_(true(), *where)).order_by(a.account_id)
                  .limit(page_size + 1))
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > page_size
         rows = rows[:page_size]
