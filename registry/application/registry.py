@@ -168,9 +168,9 @@ class Registry(Application[UUID]):
         self._take_snapshots(processing_event)
         self._notify(recordings)
         if self.repository.cache is not None:
-            for obj in objs:
-                if isinstance(obj, Aggregate):
-                    self.repository.cache.put(obj.id, obj)
+            for obj in objs:   # transaction records are written once and rarely read:
+                if isinstance(obj, Aggregate) and not isinstance(obj, Transaction):
+                    self.repository.cache.put(obj.id, obj)   # they would evict accounts
         return recordings
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:

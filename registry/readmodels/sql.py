@@ -33,6 +33,10 @@ def make_engine(settings: Settings) -> Engine:
     raise ValueError(f"read models need SQLite or PostgreSQL, not {settings.describe()}")
 
 
+READS_APPLICATION_NAME = "registry-reads"
+"""How the query connections show in ``pg_stat_activity``."""
+
+
 def make_read_engine(settings: Settings, pool_size: int) -> Engine:
     """An engine for queries only. On PostgreSQL its connections are in autocommit
     (every query is one statement: no BEGIN, no ROLLBACK when handed back) and are not
@@ -43,7 +47,8 @@ def make_read_engine(settings: Settings, pool_size: int) -> Engine:
         return make_engine(settings)
     url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
     return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False,
-                         isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+                         isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                         connect_args={"application_name": READS_APPLICATION_NAME})
 
 
 Row = Sequence[Any]

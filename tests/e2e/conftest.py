@@ -17,7 +17,7 @@ from registry.client import ErrorDetails, RegistryClient, error_details
 from registry.config import Settings, build_registry
 from registry.domain.transactions import Principal
 from registry.readmodels.queries import ReadModels
-from registry.readmodels.sql import make_engine
+from registry.readmodels.sql import make_engine, make_read_engine
 from services.auth import TokenStore
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
@@ -79,7 +79,9 @@ def running_api(backend: str, tmp_path: Path,
         stack.callback(registry.close)
         engine = make_engine(settings)
         stack.callback(engine.dispose)
-        read_models = ReadModels(engine)
+        reads = make_read_engine(settings, 8)
+        stack.callback(reads.dispose)
+        read_models = ReadModels(engine, reads)
         tokens = TokenStore({token: principal for token, principal in TOKENS.values()})
         options = {"listen": "127.0.0.1:0", "max_workers": 8, "max_concurrent_rpcs": 32,
                    "projections_in_process": True, "grace_seconds": 5.0, **server_options}

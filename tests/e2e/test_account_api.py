@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from registry.client import RegistryClient
+from registry.readmodels.sql import READS_APPLICATION_NAME
 from registry.v1 import account_service_pb2 as pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common
@@ -216,6 +218,28 @@ def test_balances_behind_min_position_is_unavailable(tmp_path: Path) -> None:
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE,
                                               "READ_MODELS_BEHIND")
         assert 4.9 < waited < 8
+
+
+@pytest.mark.postgres
+def test_a_dropped_query_connection_fails_one_call_as_retryable(tmp_path: Path) -> None:
+    """Query connections are not pinged before use: one the database dropped fails its
+    call with UNAVAILABLE DATABASE_CONNECTION_LOST, and the next call gets a new one."""
+    with running_api("postgres", tmp_path) as api:
+        caught_up(api.operator)
+        before = api.operator.balances("CN-ISSUANCE")
+        url = api.read_models.reads.url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False),
+                             autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = %s",
+                (READS_APPLICATION_NAME,)).fetchone()
+        assert dropped is not None and dropped[0] >= 1
+        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE"))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE,
+                                              "DATABASE_CONNECTION_LOST")
+        assert "SQL" not in error.message and "psycopg" not in error.message
+        assert api.operator.balances("CN-ISSUANCE") == before
 
 
 # -- ListTransactions -------------------------------------------------------------------
