@@ -12,9 +12,11 @@ from registry.demo import run_demo
 from registry.domain.errors import RegistryError
 from registry.readmodels import check, worker
 from registry.readmodels.sql import make_engine
+from registry.runtime import tune_gc
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_gc()
     parser = argparse.ArgumentParser(prog="registry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="play a small national year on a fresh embedded store")
