@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -48,6 +49,7 @@ from registry.application.results import (
 )
 from registry.application.transcodings import SerialBlockTranscoding
 from registry.application.unit_of_work import StaleRead, UnitOfWork
+from registry.application.write_lock import exclusive_writer
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -381,7 +383,8 @@ class Registry(Application[UUID]):
                 known.update({(party, client_id): txn for client_id, txn
                               in self._recorded_transactions(party, ids).items()})
 
-        outcomes = self._retrying(attempt, on_conflict)
+        outcomes = self._retrying(attempt, on_conflict,
+                                  retry_lock=lambda: exclusive_writer(self.recorder))
         return [failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
                 for j, job in enumerate(jobs)]
 
@@ -725,21 +728,24 @@ class Registry(Application[UUID]):
     # == plumbing ================================================================
 
     def _retrying(self, attempt: Callable[[UnitOfWork], R],
-                  on_conflict: Callable[[], R | None] | None = None) -> R:
+                  on_conflict: Callable[[], R | None] | None = None,
+                  retry_lock: Callable[[], AbstractContextManager[None]] = nullcontext) -> R:
         """Run ``attempt`` on a fresh unit of work, retrying lost races.
 
         The first attempt trusts the aggregate cache (no read round trips; a stale copy
         fails the version-checked save); retries read fresh from the store.
         A store collision or a stale read first asks ``on_conflict`` (a replay answers);
         otherwise back off with full jitter and try again, a bounded number of times.
-        An unexpected error is re-raised only if what the attempt read was current:
-        two aggregates read at different moments can disagree (the same serials in
-        both), which is a lost race, not a bug.
+        ``retry_lock`` is held around every attempt after the first (see
+        ``write_lock``). An unexpected error is re-raised only if what the attempt read
+        was current: two aggregates read at different moments can disagree (the same
+        serials in both), which is a lost race, not a bug.
         """
         for tries in range(self.max_attempts):
             uow = UnitOfWork(self, optimistic=tries == 0)
             try:
-                return attempt(uow)
+                with nullcontext() if tries == 0 else retry_lock():
+                    return attempt(uow)
             except (IntegrityError, StaleRead):
                 pass
             except RegistryError:

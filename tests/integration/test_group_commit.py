@@ -8,14 +8,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pytest
+
 from registry.application import Registry, Trade, TradeOutcome
+from registry.config import Settings, build_registry
 from registry.domain.errors import (
     InvalidCommand,
     RegistryError,
     TransactionExistsWithDifferentContent,
 )
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import EXCHANGE, REGULATOR, open_company
+from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
 
 CEA25 = UnitClass(UnitType.CEA, 2025)
 CALLERS = 24
@@ -137,3 +140,30 @@ def test_a_batch_and_single_trades_together_keep_the_ledger_exact(registry: Regi
     assert all(not isinstance(o, BaseException) and o.ok for o in outcomes[1:]), outcomes
     assert sum(sum(h.available for h in registry.get_holdings(a)) for a in accounts) == 6000
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
+
+
+@pytest.mark.postgres
+def test_two_processes_racing_for_one_account_all_get_through() -> None:
+    """Two registries on one database (two server processes) surrender at once, every
+    surrender crediting CN-SURRENDER: their groups lose races to each other and retry
+    (under the cross-process writer lock), and every surrender completes exactly once."""
+    companies = [f"PWR-{n:04d}" for n in range(2 * CALLERS)]
+    with fresh_pg_database() as url:
+        first = build_registry(Settings(url))
+        second = build_registry(Settings(url))
+        try:
+            fund(first, companies, 100)
+            calls: list[Callable[[], Any]] = [
+                partial(registry.surrender, REGULATOR, f"SUR-{company}", company,
+                        UnitSelector(UnitType.CEA), 60, 2025, "compliance 2025")
+                for n, company in enumerate(companies)
+                for registry in [(first, second)[n % 2]]]
+            outcomes = at_once(calls)
+            assert all(not isinstance(o, BaseException) and o.ok for o in outcomes), [
+                o for o in outcomes if isinstance(o, BaseException) or not o.ok][:3]
+            surrendered = sum(h.total for h in second.get_holdings("CN-SURRENDER"))
+            assert surrendered == 60 * len(companies)
+            assert all(line.issued == line.held_in_accounts for line in first.supply())
+        finally:
+            first.close()
+            second.close()
