@@ -46,6 +46,11 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         self.notify_statement = SQL("NOTIFY {0}").format(
             Identifier(self.channel_name)).as_string(None)
         self.max_id_statement = f"SELECT MAX(notification_id) FROM {table}"
+        self.newer_statement = (
+            f"SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {table} e "
+            f"JOIN unnest(%b::{id_type}[], %b::bigint[]) AS seen(id, version) "
+            "ON e.originator_id = seen.id AND e.originator_version > seen.version "
+            "ORDER BY e.originator_id, e.originator_version")
         select = f"SELECT * FROM {table} WHERE originator_id = %s"
         self.select_statements = {
             (gt, lte, desc, limit): select
@@ -66,6 +71,17 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         params = [p for p in (originator_id, gt, lte, limit) if p is not None]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
+            return [StoredEvent(originator_id=row["originator_id"],
+                                originator_version=row["originator_version"],
+                                topic=row["topic"], state=bytes(row["state"]))
+                    for row in curs.fetchall()]
+
+    def select_newer_events(self, versions: dict[UUID, int]) -> list[StoredEvent]:
+        """Every event of these aggregates after the given versions, in one query (by
+        aggregate, then version): what another process wrote since they were read."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.newer_statement, (list(versions), list(versions.values())),
+                         prepare=True)
             return [StoredEvent(originator_id=row["originator_id"],
                                 originator_version=row["originator_version"],
                                 topic=row["topic"], state=bytes(row["state"]))

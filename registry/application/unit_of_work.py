@@ -61,6 +61,12 @@ class UnitOfWork:
     def optimistic(self) -> bool:
         return self._optimistic
 
+    @property
+    def read_versions(self) -> dict[UUID, int]:
+        """Each aggregate this unit of work looked up, and the version it found (0:
+        none)."""
+        return dict(self._read_versions)
+
     def find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         """The aggregate, or None when it was never created.
 

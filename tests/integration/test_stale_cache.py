@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from registry.application import Registry, Trade
+from registry.application import AllocationRow, Registry, Trade
 from registry.config import Settings, build_registry
+from registry.domain.accounts import Account
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
 
@@ -63,3 +65,52 @@ def test_a_stale_cache_never_spends_twice_nor_refuses_wrongly(backend: str,
             holdings = {h.unit_class: h.total for h in registry.get_holdings("PWR-0001")}
             assert holdings == {CEA: 100 + 500 - 1 - 79 - 300}
             assert all(line.balanced for line in registry.supply())
+
+
+@pytest.mark.postgres
+def test_after_a_lost_race_the_stale_copies_are_brought_up_to_date_at_once(
+        tmp_path: Path) -> None:
+    """b cached many accounts, a changed them all: b's batch loses once, one query
+    brings b's cached copies up to date, and the second attempt settles it (instead of
+    every later batch losing too), with copies equal to fresh loads."""
+    accounts = [f"PWR-{n:04d}" for n in range(40)]
+    with two_registries("postgres", tmp_path) as (a, b):
+        for account in accounts:
+            open_company(b, account)        # b caches each at its first version
+        a.issue_units(REGULATOR, "ISS", CEA, 40_000, "")
+        a.allocate_many(REGULATOR, [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "",
+                                                  source="CN-ISSUANCE") for x in accounts])
+        attempts: list[int] = []
+        retrying = b._retrying
+
+        def counting(attempt: Any, *args: Any, **kwargs: Any) -> Any:
+            def counted(uow: Any) -> Any:
+                attempts[-1] += 1
+                return attempt(uow)
+            attempts.append(0)
+            return retrying(counted, *args, **kwargs)
+
+        b._retrying = counting  # type: ignore[method-assign]
+        loads: list[Any] = []
+        get = b.repository.get
+
+        def counting_get(aggregate_id: Any, **kwargs: Any) -> Any:
+            loads.append(aggregate_id)
+            return get(aggregate_id, **kwargs)
+
+        b.repository.get = counting_get  # type: ignore[method-assign]
+        trades = [Trade(f"T-{n}", accounts[n], accounts[(n + 1) % 40], "CEA", 10)
+                  for n in range(40)]
+        assert all(r.outcome == "SETTLED" for r in b.settle_trades(EXCHANGE, trades))
+        assert attempts == [2], "lost once to a's allocation, then settled"
+        assert loads == [], "the second attempt took the refreshed copies, read none"
+        cache = b.repository.cache
+        assert cache is not None
+        for account in accounts:
+            cached = cache.get(Account.id_for(account))
+            assert cached.version == a.repository.get(Account.id_for(account)).version
+        assert [sum(h.total for h in b.get_holdings(x)) for x in accounts] == [1_000] * 40
+        more = [Trade(f"U-{n}", accounts[n], accounts[(n + 3) % 40], "CEA", 1)
+                for n in range(40)]
+        assert all(r.outcome == "SETTLED" for r in b.settle_trades(EXCHANGE, more))
+        assert attempts == [2, 1], "the copies were current: no second loss"
