@@ -46,6 +46,9 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         self.notify_statement = SQL("NOTIFY {0}").format(
             Identifier(self.channel_name)).as_string(None)
         self.max_id_statement = f"SELECT MAX(notification_id) FROM {table}"
+        self.log_after_statement = (
+            f"SELECT notification_id, originator_id, originator_version, topic, state "
+            f"FROM {table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
         self.newer_statement = (
             f"SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {table} e "
             f"JOIN unnest(%b::{id_type}[], %b::bigint[]) AS seen(id, version) "
@@ -86,6 +89,14 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
                                 originator_version=row["originator_version"],
                                 topic=row["topic"], state=bytes(row["state"]))
                     for row in curs.fetchall()]
+
+    def select_log_after(self, position: int, limit: int) -> list[tuple[int, StoredEvent]]:
+        """Up to ``limit`` events after ``position``, in log order, with positions."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.log_after_statement, (position, limit), prepare=True)
+            return [(row["notification_id"], StoredEvent(
+                originator_id=row["originator_id"], originator_version=row["originator_version"],
+                topic=row["topic"], state=bytes(row["state"]))) for row in curs.fetchall()]
 
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         for statement in self.lock_statements:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application, LRUCache, ProcessingEvent
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording, StoredEvent
 
@@ -103,6 +103,8 @@ MAX_ATTEMPTS = 12
 BACKOFF_SECONDS = 0.002
 BACKOFF_CAP_SECONDS = 0.2
 SCAN_PAGE = 1000
+CACHE_CATCH_UP_LIMIT = 20_000
+"""Events written elsewhere after which a process drops its cache instead of following."""
 MAX_GROUP = 2000
 """Movements after which a group commit stops taking more callers' requests."""
 
@@ -140,6 +142,11 @@ class Registry(Application[UUID]):
         super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.max_attempts = MAX_ATTEMPTS
+        self._cache_position: int | None = (
+            (self.recorder.max_notification_id() or 0)
+            if isinstance(self.recorder, RegistryPostgresRecorder) else None)
+        """The log position up to which ``_catch_up_cache`` has followed other writers
+        (the head at start, when the cache is empty)."""
         self._movements: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
             GroupCommit(self._move_group, limit=MAX_GROUP, weight=lambda job: len(job.rows),
                         name="registry-group-commit"))
@@ -372,6 +379,7 @@ class Registry(Application[UUID]):
         known: dict[tuple[str, str], Transaction] = {}
 
         def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+            self._catch_up_cache()
             while True:
                 try:
                     return self._apply_jobs(uow, jobs, failed, known)
@@ -386,7 +394,7 @@ class Registry(Application[UUID]):
                               in self._recorded_transactions(party, ids).items()})
 
         outcomes = self._retrying(attempt, on_conflict,
-                                  retry_lock=lambda: exclusive_writer(self.recorder))
+                                  lock=lambda: exclusive_writer(self.recorder))
         return [failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
                 for j, job in enumerate(jobs)]
 
@@ -731,7 +739,7 @@ class Registry(Application[UUID]):
 
     def _retrying(self, attempt: Callable[[UnitOfWork], R],
                   on_conflict: Callable[[], R | None] | None = None,
-                  retry_lock: Callable[[], AbstractContextManager[None]] = nullcontext) -> R:
+                  lock: Callable[[], AbstractContextManager[None]] = nullcontext) -> R:
         """Run ``attempt`` on a fresh unit of work, retrying lost races.
 
         The first attempt trusts the aggregate cache (no read round trips; a stale copy
@@ -740,17 +748,17 @@ class Registry(Application[UUID]):
         again; later retries read each aggregate fresh from the store.
         A store collision or a stale read first asks ``on_conflict`` (a replay answers);
         otherwise back off with full jitter and try again, a bounded number of times.
-        ``retry_lock`` is held around every attempt after the first (see
-        ``write_lock``). An unexpected error is re-raised only if what the attempt read
-        was current: two aggregates read at different moments can disagree (the same
-        serials in both), which is a lost race, not a bug.
+        ``lock`` is held around every attempt (see ``write_lock``). An unexpected error
+        is re-raised only if what the attempt read was current: two aggregates read at
+        different moments can disagree (the same serials in both), which is a lost
+        race, not a bug.
         """
         refreshed = False
         for tries in range(self.max_attempts):
             uow = UnitOfWork(self, optimistic=tries == 0 or refreshed)
             refreshed = False
             try:
-                with nullcontext() if tries == 0 else retry_lock():
+                with lock():
                     return attempt(uow)
             except (IntegrityError, StaleRead):
                 refreshed = tries == 0 and self._refresh_cache(uow.read_versions)
@@ -768,6 +776,42 @@ class Registry(Application[UUID]):
         raise ConcurrencyConflict(
             f"gave up after {self.max_attempts} attempts lost to concurrent changes; retry",
             attempts=self.max_attempts)
+
+    def _catch_up_cache(self) -> None:
+        """Apply to the cached aggregates what other processes wrote since this one last
+        looked (under the writer lock, before a group is decided), so the group decides
+        on current copies instead of losing its save and trying again: with two server
+        processes taking turns, every group found the account the other had just
+        changed (CN-SURRENDER, in the national year) stale.
+
+        Reads the log after the last position seen, one query; an event applies to a
+        cached copy only when it is the copy's next version, a copy further behind is
+        dropped (the next read loads it), and after a long absence (more than
+        CACHE_CATCH_UP_LIMIT events) the whole cache is dropped instead."""
+        recorder, cache = self.recorder, self.repository.cache
+        if not isinstance(recorder, RegistryPostgresRecorder) or cache is None:
+            return
+        if self._cache_position is None:
+            return
+        rows = recorder.select_log_after(self._cache_position, CACHE_CATCH_UP_LIMIT + 1)
+        if len(rows) > CACHE_CATCH_UP_LIMIT:
+            self.repository.cache = LRUCache(maxsize=getattr(cache, "maxsize", 20_000))
+            self._cache_position = recorder.max_notification_id() or 0
+            return
+        for position, stored in rows:
+            aggregate_id = UUID(str(stored.originator_id))
+            self._cache_position = position
+            try:
+                cached = cache.get(aggregate_id)
+            except KeyError:
+                continue
+            if not isinstance(cached, Aggregate) or cached.version >= stored.originator_version:
+                continue   # not ours to follow, or it has this event already (our own)
+            if cached.version + 1 != stored.originator_version:
+                cache.get(aggregate_id, evict=True)   # it missed events: load it afresh
+                continue
+            cache.put(aggregate_id, replay(deepcopy(cached),
+                                           [self.mapper.to_domain_event(stored)]))
 
     def _refresh_cache(self, read_versions: dict[UUID, int]) -> bool:
         """Apply to the cached copies of these aggregates what the store has after the
