@@ -1,15 +1,16 @@
-"""One writer at a time across processes, for group commits.
+"""One writer at a time across processes, for retries of group commits.
 
 Several server processes each run a group commit. When their groups touch the same
 account (every surrender credits CN-SURRENDER), they lose races to each other, and a
 group that lost retries against a store the other keeps changing: with two processes,
 the national year's surrenders took twice as long and a few gave up. Every attempt of a
-group now holds a PostgreSQL advisory lock, and first brings the process's cached
-aggregates up to date with what the others wrote (``Registry._catch_up_cache``), so
-groups of different processes take turns instead of losing to each other. Commands
-outside the group commit do not take it; the version-checked save still guards them
-all. The lock is a session lock on a pooled connection: if the process dies,
-PostgreSQL releases it.
+group first brings the process's cached aggregates up to date with what the others
+wrote (``Registry._catch_up_cache``), and every retry holds a PostgreSQL advisory lock,
+so it cannot lose to another process's retry. (Holding it for first attempts too made
+the processes take turns: no lost races, but half the single-trade rate.) Commands
+outside the group commit do not take it; the version-checked save guards them all.
+The lock is a session lock on a pooled connection: if the process dies, PostgreSQL
+releases it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from eventsourcing.postgres import PostgresDatastore
 
 ADVISORY_KEY = 0x5245_4749_5354_5259   # "REGISTRY": one key for the registry's writers
-"""The advisory lock's key (a bigint); only group commits take it."""
+"""The advisory lock's key (a bigint); only group-commit retries take it."""
 
 
 def exclusive_writer(recorder: Any) -> AbstractContextManager[None]:
