@@ -74,10 +74,7 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         params = [p for p in (originator_id, gt, lte, limit) if p is not None]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
-            return [StoredEvent(originator_id=row["originator_id"],
-                                originator_version=row["originator_version"],
-                                topic=row["topic"], state=bytes(row["state"]))
-                    for row in curs.fetchall()]
+            return [_stored(row) for row in curs.fetchall()]
 
     def select_newer_events(self, versions: dict[UUID, int]) -> list[StoredEvent]:
         """Every event of these aggregates after the given versions, in one query (by
@@ -85,18 +82,13 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.newer_statement, (list(versions), list(versions.values())),
                          prepare=True)
-            return [StoredEvent(originator_id=row["originator_id"],
-                                originator_version=row["originator_version"],
-                                topic=row["topic"], state=bytes(row["state"]))
-                    for row in curs.fetchall()]
+            return [_stored(row) for row in curs.fetchall()]
 
     def select_log_after(self, position: int, limit: int) -> list[tuple[int, StoredEvent]]:
         """Up to ``limit`` events after ``position``, in log order, with positions."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.log_after_statement, (position, limit), prepare=True)
-            return [(row["notification_id"], StoredEvent(
-                originator_id=row["originator_id"], originator_version=row["originator_version"],
-                topic=row["topic"], state=bytes(row["state"]))) for row in curs.fetchall()]
+            return [(row["notification_id"], _stored(row)) for row in curs.fetchall()]
 
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         for statement in self.lock_statements:
@@ -123,3 +115,9 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         ), prepare=True)
+
+
+def _stored(row: DictRow) -> StoredEvent:
+    return StoredEvent(originator_id=row["originator_id"],
+                       originator_version=row["originator_version"],
+                       topic=row["topic"], state=bytes(row["state"]))

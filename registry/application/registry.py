@@ -176,6 +176,11 @@ class Registry(Application[UUID]):
                 processing_event.collect_events(obj)
         processing_event.saved_kwargs.update(kwargs)
         recordings = self._record(processing_event)
+        if (self._cache_position is not None and recordings
+                and recordings[0].notification.id == self._cache_position + 1):
+            # Nothing was written between what the cache has followed and this save,
+            # whose events the cache gets below: the catch-up need not read them back.
+            self._cache_position = recordings[-1].notification.id
         self._take_snapshots(processing_event)
         self._notify(recordings)
         if self.repository.cache is not None:
@@ -750,10 +755,10 @@ class Registry(Application[UUID]):
         otherwise back off with full jitter and try again, a bounded number of times.
         ``lock`` is held around every attempt after the first (see ``write_lock``): a
         first attempt rarely collides, and holding it across processes for every group
-        halved the 32-caller single-trade rate. An unexpected error
-        is re-raised only if what the attempt read was current: two aggregates read at
-        different moments can disagree (the same serials in both), which is a lost
-        race, not a bug.
+        halved the 32-caller single-trade rate.
+        An unexpected error is re-raised only if what the attempt read was current: two
+        aggregates read at different moments can disagree (the same serials in both),
+        which is a lost race, not a bug.
         """
         refreshed = False
         for tries in range(self.max_attempts):
@@ -781,19 +786,18 @@ class Registry(Application[UUID]):
 
     def _catch_up_cache(self) -> None:
         """Apply to the cached aggregates what other processes wrote since this one last
-        looked (under the writer lock, before a group is decided), so the group decides
-        on current copies instead of losing its save and trying again: with two server
-        processes taking turns, every group found the account the other had just
-        changed (CN-SURRENDER, in the national year) stale.
+        looked (before a group is decided), so the group decides on current copies
+        instead of losing its save and trying again: with two server processes, every
+        group found the account the other had just changed (CN-SURRENDER, in the
+        national year) stale.
 
-        Reads the log after the last position seen, one query; an event applies to a
-        cached copy only when it is the copy's next version, a copy further behind is
-        dropped (the next read loads it), and after a long absence (more than
-        CACHE_CATCH_UP_LIMIT events) the whole cache is dropped instead."""
+        Reads the log after the last position seen, one query (this process's own
+        saves move the position on when nothing came between, see ``save``); a copy
+        that missed events is dropped (the next read loads it), and after a long
+        absence (more than CACHE_CATCH_UP_LIMIT events) the whole cache is dropped."""
         recorder, cache = self.recorder, self.repository.cache
-        if not isinstance(recorder, RegistryPostgresRecorder) or cache is None:
-            return
-        if self._cache_position is None:
+        if (not isinstance(recorder, RegistryPostgresRecorder) or cache is None
+                or self._cache_position is None):
             return
         rows = recorder.select_log_after(self._cache_position, CACHE_CATCH_UP_LIMIT + 1)
         if len(rows) > CACHE_CATCH_UP_LIMIT:
@@ -801,19 +805,15 @@ class Registry(Application[UUID]):
             self._cache_position = recorder.max_notification_id() or 0
             return
         for position, stored in rows:
-            aggregate_id = UUID(str(stored.originator_id))
             self._cache_position = position
-            try:
-                cached = cache.get(aggregate_id)
-            except KeyError:
-                continue
-            if not isinstance(cached, Aggregate) or cached.version >= stored.originator_version:
-                continue   # not ours to follow, or it has this event already (our own)
-            if cached.version + 1 != stored.originator_version:
+            aggregate_id = _uuid(stored.originator_id)
+            cached = _cached_copy(cache, aggregate_id)
+            if cached is None or cached.version >= stored.originator_version:
+                continue   # not followed here, or it has this event already
+            if cached.version + 1 == stored.originator_version:
+                self._advance_cached(aggregate_id, cached, [stored])
+            else:
                 cache.get(aggregate_id, evict=True)   # it missed events: load it afresh
-                continue
-            cache.put(aggregate_id, replay(deepcopy(cached),
-                                           [self.mapper.to_domain_event(stored)]))
 
     def _refresh_cache(self, read_versions: dict[UUID, int]) -> bool:
         """Apply to the cached copies of these aggregates what the store has after the
@@ -822,41 +822,41 @@ class Registry(Application[UUID]):
         Several server processes each cache the accounts they touched; another
         process's writes make those copies stale, and a batch of 1,000 trades reads
         ~1,000 accounts: reading each afresh after a lost race took a second per batch.
-        A copy is replaced, never changed in place (other threads may hold it), and
-        only when it is still the one that was read."""
-        recorder, cache = self.recorder, self.repository.cache
-        if not isinstance(recorder, RegistryPostgresRecorder) or cache is None:
+        Only copies still at the version read are advanced."""
+        if not isinstance(self.recorder, RegistryPostgresRecorder) or self.repository.cache is None:
             return False
         newer: dict[UUID, list[StoredEvent]] = {}
-        for stored in recorder.select_newer_events(read_versions):
-            newer.setdefault(UUID(str(stored.originator_id)), []).append(stored)
+        for stored in self.recorder.select_newer_events(read_versions):
+            newer.setdefault(_uuid(stored.originator_id), []).append(stored)
         for aggregate_id, events in newer.items():
-            try:
-                cached = cache.get(aggregate_id)
-            except KeyError:
-                continue   # not cached: the next attempt loads it
-            if not isinstance(cached, Aggregate) or cached.version != read_versions[
-                    aggregate_id] or events[0].originator_version != cached.version + 1:
-                continue   # moved on meanwhile: the next attempt finds out
-            fresh = replay(deepcopy(cached), map(self.mapper.to_domain_event, events))
-            cache.put(aggregate_id, fresh)
+            cached = _cached_copy(self.repository.cache, aggregate_id)
+            if (cached is not None and cached.version == read_versions[aggregate_id]
+                    and events[0].originator_version == cached.version + 1):
+                self._advance_cached(aggregate_id, cached, events)
         return True
+
+    def _advance_cached(self, aggregate_id: UUID, cached: Aggregate,
+                        events: Sequence[StoredEvent]) -> None:
+        """Cache a copy of ``cached`` with ``events`` (its next ones) applied. The copy
+        replaces it, never changes it in place: other threads may hold it."""
+        assert self.repository.cache is not None
+        self.repository.cache.put(aggregate_id, replay(
+            deepcopy(cached), map(self.mapper.to_domain_event, events)))
 
     def _recorded_transactions(self, party: str, client_ids: Sequence[str]
                                ) -> dict[str, Transaction]:
-        """The recorded transactions among these client ids. On PostgreSQL one query
-        first says which exist (usually none, after a lost race)."""
+        """The recorded transactions among these client ids: on PostgreSQL in one query
+        (after a lost race a batch asks for 1,000, usually none recorded)."""
         ids = {Transaction.id_for(party, c): c for c in dict.fromkeys(client_ids)}
-        if isinstance(self.recorder, RegistryPostgresRecorder):
-            present = {UUID(str(e.originator_id)) for e in
-                       self.recorder.select_newer_events(dict.fromkeys(ids, 0))}
-            ids = {i: c for i, c in ids.items() if i in present}
-        found = {}
-        for aggregate_id, client_id in ids.items():
-            txn = self._find(aggregate_id, Transaction)
-            if txn is not None:
-                found[client_id] = txn
-        return found
+        if not isinstance(self.recorder, RegistryPostgresRecorder):
+            found = {client_id: self._find(aggregate_id, Transaction)
+                     for aggregate_id, client_id in ids.items()}
+            return {c: txn for c, txn in found.items() if txn is not None}
+        events: dict[UUID, list[StoredEvent]] = {}
+        for stored in self.recorder.select_newer_events(dict.fromkeys(ids, 0)):
+            events.setdefault(_uuid(stored.originator_id), []).append(stored)
+        return {ids[aggregate_id]: replay(None, map(self.mapper.to_domain_event, stored))
+                for aggregate_id, stored in events.items()}
 
     def _find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         return UnitOfWork(self).find(aggregate_id, cls)
@@ -896,6 +896,20 @@ def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:
         raise TransactionExistsWithDifferentContent(
             f"transaction {ref} was recorded with different content", transaction=ref)
     return TransactionResult.of(txn, replayed=True)
+
+
+def _uuid(value: UUID | str) -> UUID:
+    """A stored originator id as a UUID (psycopg already gives one)."""
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def _cached_copy(cache: Any, aggregate_id: UUID) -> Aggregate | None:
+    """The aggregate the cache holds under this id, or None."""
+    try:
+        cached = cache.get(aggregate_id)
+    except KeyError:
+        return None
+    return cached if isinstance(cached, Aggregate) else None
 
 
 def _replay_outcome(txn: Transaction, movement: Movement) -> TransactionResult | RegistryError:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from registry.application import Registry, Trade, TradeOutcome
+from registry.application.write_lock import exclusive_writer
 from registry.config import Settings, build_registry
 from registry.domain.errors import (
     InvalidCommand,
@@ -145,8 +146,8 @@ def test_a_batch_and_single_trades_together_keep_the_ledger_exact(registry: Regi
 @pytest.mark.postgres
 def test_two_processes_racing_for_one_account_all_get_through() -> None:
     """Two registries on one database (two server processes) surrender at once, every
-    surrender crediting CN-SURRENDER: their groups lose races to each other and retry
-    (under the cross-process writer lock), and every surrender completes exactly once."""
+    surrender crediting CN-SURRENDER: their groups race each other, and every surrender
+    completes exactly once."""
     companies = [f"PWR-{n:04d}" for n in range(2 * CALLERS)]
     with fresh_pg_database() as url:
         first = build_registry(Settings(url))
@@ -167,3 +168,41 @@ def test_two_processes_racing_for_one_account_all_get_through() -> None:
         finally:
             first.close()
             second.close()
+
+
+@pytest.mark.postgres
+def test_the_writer_lock_excludes_other_processes_and_is_reentrant_in_a_thread() -> None:
+    with fresh_pg_database() as url:
+        first, second = build_registry(Settings(url)), build_registry(Settings(url))
+        try:
+            taken = threading.Event()
+            release = threading.Event()
+            order: list[str] = []
+
+            def holder() -> None:
+                with exclusive_writer(first.recorder):
+                    with exclusive_writer(first.recorder):   # re-entrant: no self-wait
+                        order.append("first holds")
+                        taken.set()
+                        release.wait(10)
+                    order.append("first releases")
+
+            thread = threading.Thread(target=holder)
+            thread.start()
+            assert taken.wait(10)
+            waiter = threading.Thread(target=lambda: _take(second, order))
+            waiter.start()
+            waiter.join(0.5)
+            assert waiter.is_alive(), "the other process got the lock while it was held"
+            release.set()
+            thread.join(10)
+            waiter.join(10)
+            assert order == ["first holds", "first releases", "second holds"]
+        finally:
+            first.close()
+            second.close()
+
+
+def _take(registry: Registry, order: list[str]) -> None:
+    with exclusive_writer(registry.recorder):
+        order.append("second holds")

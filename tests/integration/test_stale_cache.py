@@ -131,3 +131,22 @@ def assert_cached_as_stored(cached_in: Registry, stored_in: Registry,
         cached = cache.get(Account.id_for(account))
         stored = stored_in.repository.get(Account.id_for(account))
         assert (cached.version, cached.available) == (stored.version, stored.available)
+
+
+@pytest.mark.postgres
+def test_own_saves_move_the_followed_position_unless_another_process_wrote_between(
+        tmp_path: Path) -> None:
+    """The catch-up reads only what others wrote: b's own save moves b's followed
+    position past its events, but not past events of a's that b has not read."""
+    with two_registries("postgres", tmp_path) as (a, b):
+        open_company(b, "PWR-0001")
+        b._catch_up_cache()   # past the start (a lost insert leaves a gap in the ids)
+        assert b._cache_position == b.recorder.max_notification_id()
+        open_company(b, "PWR-0002")
+        assert b._cache_position == b.recorder.max_notification_id(), "its own: moved on"
+        open_company(a, "PWR-0003")
+        followed = b._cache_position
+        open_company(b, "PWR-0004")
+        assert b._cache_position == followed, "a's event lies between: still to be read"
+        b._catch_up_cache()
+        assert b._cache_position == b.recorder.max_notification_id()
