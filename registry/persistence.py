@@ -21,7 +21,11 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
@@ -115,6 +119,23 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         ), prepare=True)
+
+
+def select_latest_events(recorder: PostgresAggregateRecorder, ids: Sequence[UUID]
+                         ) -> list[StoredEvent]:
+    """The last stored event of each of these aggregates in ``recorder``'s table, in one
+    query: on the snapshot store, each one's latest snapshot."""
+    datastore = recorder.datastore
+    table = SQL("{schema}.{table}").format(
+        schema=Identifier(datastore.schema), table=Identifier(recorder.events_table_name)
+    ).as_string(None)
+    id_type = Identifier(datastore.originator_id_type).as_string(None)
+    statement = (f"SELECT DISTINCT ON (originator_id) originator_id, originator_version, "
+                 f"topic, state FROM {table} WHERE originator_id = ANY(%b::{id_type}[]) "
+                 "ORDER BY originator_id, originator_version DESC")
+    with datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, (list(ids),), prepare=True)
+        return [_stored(row) for row in curs.fetchall()]
 
 
 def _stored(row: DictRow) -> StoredEvent:

@@ -21,6 +21,7 @@ from uuid import UUID
 from eventsourcing.application import Application, LRUCache, ProcessingEvent
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
 
 from registry.application.commands import (
     MAX_BATCH,
@@ -50,7 +51,7 @@ from registry.application.results import (
 )
 from registry.application.transcodings import SerialBlockTranscoding
 from registry.application.unit_of_work import StaleRead, UnitOfWork, replay
-from registry.application.write_lock import exclusive_writer
+from registry.application.write_lock import writer_lock
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -90,7 +91,7 @@ from registry.domain.transactions import (
     check_movement,
 )
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector
-from registry.persistence import RegistryPostgresRecorder
+from registry.persistence import RegistryPostgresRecorder, select_latest_events
 
 R = TypeVar("R")
 A = TypeVar("A", bound=Aggregate)
@@ -107,6 +108,9 @@ CACHE_CATCH_UP_LIMIT = 20_000
 """Events written elsewhere after which a process drops its cache instead of following."""
 MAX_GROUP = 2000
 """Movements after which a group commit stops taking more callers' requests."""
+CONTENTION_WINDOW_SECONDS = 1.0
+"""After a group of this process loses a race, its groups take the writer lock
+exclusively for this long (``Registry._group_lock``)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class Registry(Application[UUID]):
             if isinstance(self.recorder, RegistryPostgresRecorder) else None)
         """The log position up to which ``_catch_up_cache`` has followed other writers
         (the head at start, when the cache is empty)."""
+        self._contended_until = 0.0
         self._movements: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
             GroupCommit(self._move_group, limit=MAX_GROUP, weight=lambda job: len(job.rows),
                         name="registry-group-commit"))
@@ -398,14 +403,16 @@ class Registry(Application[UUID]):
                 known.update({(party, client_id): txn for client_id, txn
                               in self._recorded_transactions(party, ids).items()})
 
-        outcomes = self._retrying(attempt, on_conflict,
-                                  lock=lambda: exclusive_writer(self.recorder))
+        outcomes = self._retrying(attempt, on_conflict, lock=self._group_lock)
         return [failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
                 for j, job in enumerate(jobs)]
 
     def _apply_jobs(self, uow: UnitOfWork, jobs: Sequence[MoveJob],
                     failed: dict[int, RegistryError], known: dict[tuple[str, str], Transaction]
                     ) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+        uow.prefetch((aggregate_id for j, job in enumerate(jobs) if j not in failed
+                      for _, movement in job.rows if isinstance(movement, Movement)
+                      for aggregate_id in _reads(movement)), self._load_many)
         outcomes: dict[tuple[int, int], TransactionResult | RegistryError] = {}
         first: dict[tuple[str, str], tuple[int, int]] = {}
         repeats: list[tuple[int, int]] = []
@@ -545,6 +552,8 @@ class Registry(Application[UUID]):
         self._check_emissions_rows(rows)
 
         def attempt(uow: UnitOfWork) -> EmissionsRecorded:
+            uow.prefetch((ComplianceObligation.id_for(row.account_id, row.compliance_year)
+                          for row in rows), self._load_many)
             results = []
             for row in rows:
                 obligation = uow.obligation(row.account_id, row.compliance_year)
@@ -563,7 +572,9 @@ class Registry(Application[UUID]):
         if len(rows) > MAX_BATCH:
             raise InvalidCommand(f"at most {MAX_BATCH} emissions rows per call, got {len(rows)}",
                                  reason="BATCH_TOO_LARGE", field="rows", limit=MAX_BATCH)
-        uow = UnitOfWork(self)
+        uow = UnitOfWork(self, optimistic=True)   # an account's type never changes
+        uow.prefetch((Account.id_for(row.account_id) for row in rows
+                      if isinstance(row.account_id, str)), self._load_many)
         seen: dict[tuple[str, int], int] = {}
         violations: list[Violation] = []
         for index, row in enumerate(rows):
@@ -744,7 +755,8 @@ class Registry(Application[UUID]):
 
     def _retrying(self, attempt: Callable[[UnitOfWork], R],
                   on_conflict: Callable[[], R | None] | None = None,
-                  lock: Callable[[], AbstractContextManager[None]] = nullcontext) -> R:
+                  lock: Callable[[bool], AbstractContextManager[None]] = lambda _: nullcontext()
+                  ) -> R:
         """Run ``attempt`` on a fresh unit of work, retrying lost races.
 
         The first attempt trusts the aggregate cache (no read round trips; a stale copy
@@ -753,9 +765,7 @@ class Registry(Application[UUID]):
         again; later retries read each aggregate fresh from the store.
         A store collision or a stale read first asks ``on_conflict`` (a replay answers);
         otherwise back off with full jitter and try again, a bounded number of times.
-        ``lock`` is held around every attempt after the first (see ``write_lock``): a
-        first attempt rarely collides, and holding it across processes for every group
-        halved the 32-caller single-trade rate.
+        Every attempt runs under ``lock(retry)`` (see ``_group_lock``).
         An unexpected error is re-raised only if what the attempt read was current: two
         aggregates read at different moments can disagree (the same serials in both),
         which is a lost race, not a bug.
@@ -765,7 +775,7 @@ class Registry(Application[UUID]):
             uow = UnitOfWork(self, optimistic=tries == 0 or refreshed)
             refreshed = False
             try:
-                with nullcontext() if tries == 0 else lock():
+                with lock(tries > 0):
                     return attempt(uow)
             except (IntegrityError, StaleRead):
                 refreshed = tries == 0 and self._refresh_cache(uow.read_versions)
@@ -783,6 +793,17 @@ class Registry(Application[UUID]):
         raise ConcurrencyConflict(
             f"gave up after {self.max_attempts} attempts lost to concurrent changes; retry",
             attempts=self.max_attempts)
+
+    def _group_lock(self, retry: bool) -> AbstractContextManager[None]:
+        """The writer lock for one attempt of a group (``write_lock``): exclusive for a
+        retry and while this process has lately lost races, shared otherwise. Groups
+        that keep colliding (every surrender credits CN-SURRENDER) then take turns
+        instead of each deciding in vain; groups that do not collide (trades between
+        different accounts) still run side by side."""
+        now = time.monotonic()
+        if retry:
+            self._contended_until = now + CONTENTION_WINDOW_SECONDS
+        return writer_lock(self.recorder, exclusive=retry or now < self._contended_until)
 
     def _catch_up_cache(self) -> None:
         """Apply to the cached aggregates what other processes wrote since this one last
@@ -858,6 +879,34 @@ class Registry(Application[UUID]):
         return {ids[aggregate_id]: replay(None, map(self.mapper.to_domain_event, stored))
                 for aggregate_id, stored in events.items()}
 
+    @property
+    def _load_many(self) -> Callable[[list[UUID]], dict[UUID, Aggregate]] | None:
+        """How ``UnitOfWork.prefetch`` loads many aggregates at once: on PostgreSQL,
+        their latest snapshots in one query and the events after them in another."""
+        if not isinstance(self.recorder, RegistryPostgresRecorder):
+            return None
+        return self._load_from_store
+
+    def _load_from_store(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]:
+        assert isinstance(self.recorder, RegistryPostgresRecorder)
+        start: dict[UUID, Aggregate] = {}
+        if self.snapshots is not None:
+            snapshot_recorder = self.snapshots.recorder
+            assert isinstance(snapshot_recorder, PostgresAggregateRecorder)
+            for stored in select_latest_events(snapshot_recorder, aggregate_ids):
+                snapshot = self.snapshots.mapper.to_domain_event(stored)
+                assert isinstance(snapshot, Snapshot)
+                aggregate = snapshot.mutate(None)
+                assert isinstance(aggregate, Aggregate)
+                start[_uuid(stored.originator_id)] = aggregate
+        after = {i: start[i].version if i in start else 0 for i in aggregate_ids}
+        events: dict[UUID, list[StoredEvent]] = {}
+        for stored in self.recorder.select_newer_events(after):
+            events.setdefault(_uuid(stored.originator_id), []).append(stored)
+        loaded = {i: replay(start.get(i), map(self.mapper.to_domain_event, events.get(i, ())))
+                  for i in aggregate_ids}
+        return {i: aggregate for i, aggregate in loaded.items() if aggregate is not None}
+
     def _find(self, aggregate_id: UUID, cls: type[A]) -> A | None:
         return UnitOfWork(self).find(aggregate_id, cls)
 
@@ -888,6 +937,15 @@ class Registry(Application[UUID]):
 def _position(recordings: list[Recording[Any]]) -> int | None:
     """The log position of the last event of a save: wait for it to read your writes."""
     return recordings[-1].notification.id if recordings else None
+
+
+def _reads(movement: Movement) -> Iterator[UUID]:
+    """The accounts and obligation a movement reads, as far as it tells."""
+    for account_id in (movement.source, movement.destination):
+        if account_id is not None:
+            yield Account.id_for(account_id)
+    if movement.compliance_year is not None and movement.source is not None:
+        yield ComplianceObligation.id_for(movement.source, movement.compliance_year)
 
 
 def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from registry.application import Registry, Trade, TradeOutcome
-from registry.application.write_lock import exclusive_writer
+from registry.application.write_lock import exclusive_writer, writer_lock
 from registry.config import Settings, build_registry
 from registry.domain.errors import (
     InvalidCommand,
@@ -201,6 +201,45 @@ def test_the_writer_lock_excludes_other_processes_and_is_reentrant_in_a_thread()
         finally:
             first.close()
             second.close()
+
+
+@pytest.mark.postgres
+def test_first_attempts_share_the_lock_and_a_waiting_retry_goes_before_new_ones() -> None:
+    """Shared holders run side by side; an exclusive request waits for them, and a
+    shared request made while it waits queues behind it (a retry is never starved)."""
+    with fresh_pg_database() as url:
+        registries = [build_registry(Settings(url)) for _ in range(3)]
+        try:
+            order: list[str] = []
+            release = threading.Event()
+
+            def hold(n: int, exclusive: bool, entered: threading.Event) -> None:
+                with writer_lock(registries[n].recorder, exclusive=exclusive):
+                    order.append(f"{n} {'exclusive' if exclusive else 'shared'}")
+                    entered.set()
+                    release.wait(10)
+
+            def start(n: int, exclusive: bool) -> tuple[threading.Thread, threading.Event]:
+                entered = threading.Event()
+                thread = threading.Thread(target=hold, args=(n, exclusive, entered))
+                thread.start()
+                return thread, entered
+
+            shared_0, in_0 = start(0, False)
+            assert in_0.wait(10)
+            with writer_lock(registries[1].recorder, exclusive=False):
+                order.append("1 shared beside 0")
+            retry, in_retry = start(1, True)
+            assert not in_retry.wait(0.5), "the exclusive lock was granted beside a shared one"
+            late, in_late = start(2, False)
+            assert not in_late.wait(0.5), "a shared request went before the waiting retry"
+            release.set()
+            for thread in (shared_0, retry, late):
+                thread.join(10)
+            assert order == ["0 shared", "1 shared beside 0", "1 exclusive", "2 shared"]
+        finally:
+            for registry in registries:
+                registry.close()
 
 
 def _take(registry: Registry, order: list[str]) -> None:

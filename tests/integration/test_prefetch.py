@@ -1,0 +1,69 @@
+"""A batch's accounts and obligations are loaded in one go (latest snapshot plus the
+events after it), and what is loaded that way is exactly what loading one by one gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from registry.application import EmissionsRow, Trade
+from registry.application.unit_of_work import UnitOfWork
+from registry.config import Settings, build_registry
+from registry.domain.accounts import Account
+from registry.domain.obligations import ComplianceObligation
+from registry.domain.units import UnitClass, UnitSelector, UnitType
+from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
+
+pytestmark = pytest.mark.postgres
+CEA = UnitClass(UnitType.CEA, 2025)
+
+
+def state(aggregate: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(aggregate).items() if k != "_pending_events"}
+
+
+def test_prefetched_aggregates_equal_those_loaded_one_by_one(monkeypatch: Any) -> None:
+    accounts = ["PWR-0001", "PWR-0002", "PWR-0003"]
+    with fresh_pg_database() as url:
+        writer = build_registry(Settings(url))
+        reader = build_registry(Settings(url))
+        try:
+            for account in accounts:
+                open_company(writer, account)
+            writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
+            writer.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
+                            UnitSelector(UnitType.CEA), 3_000, "")
+            writer.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA),
+                            3_000, "")
+            for n in range(450):   # PWR-0001 and -0002 cross two snapshot intervals
+                writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
+            writer.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-0001", 2025, 7,
+                                                                      "report")])
+            ids = [Account.id_for(a) for a in [*accounts, "NOPE-0001"]] + [
+                ComplianceObligation.id_for("PWR-0001", 2025),
+                ComplianceObligation.id_for("PWR-0002", 2025)]
+            assert reader.snapshots is not None
+            assert reader.snapshots.get(ids[0], desc=True, limit=1), "no snapshot to start from"
+
+            def one_by_one(*_: Any, **__: Any) -> Any:
+                raise AssertionError("a prefetched aggregate was loaded again")
+
+            prefetched = UnitOfWork(reader, optimistic=True)
+            prefetched.prefetch(ids, reader._load_many)
+            with monkeypatch.context() as patch:
+                patch.setattr(reader.repository, "get", one_by_one)
+                found = [prefetched.find(i, Account if n < 4 else ComplianceObligation)
+                         for n, i in enumerate(ids)]
+            assert found[3] is None and found[5] is None   # never created
+            fresh = UnitOfWork(reader)
+            for n, aggregate_id in enumerate(ids):
+                expected = fresh.find(aggregate_id, Account if n < 4 else ComplianceObligation)
+                assert (found[n] is None) == (expected is None)
+                if expected is not None:
+                    assert state(found[n]) == state(expected)
+            assert prefetched.read_versions == fresh.read_versions
+            assert prefetched.read_versions[ids[0]] > 400
+        finally:
+            writer.close()
+            reader.close()
