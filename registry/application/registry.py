@@ -123,6 +123,16 @@ class MoveJob:
     single: bool
 
 
+@dataclass(frozen=True)
+class Opening:
+    """One caller's request to open an account, for the openings' group commit."""
+
+    principal: Principal
+    account_id: str
+    account_type: AccountType
+    holder: Holder
+
+
 class _BatchFailed(Exception):
     """A batch met an error that fails the whole call: decide the group without it."""
 
@@ -155,9 +165,12 @@ class Registry(Application[UUID]):
         self._movements: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
             GroupCommit(self._move_group, limit=MAX_GROUP, weight=lambda job: len(job.rows),
                         name="registry-group-commit"))
+        self._openings: GroupCommit[Opening, AccountResult] = GroupCommit(
+            self._open_group, limit=MAX_GROUP, name="registry-openings")
 
     def close(self) -> None:
         self._movements.close()
+        self._openings.close()
         super().close()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -217,17 +230,36 @@ class Registry(Application[UUID]):
 
     def open_account(self, principal: Principal, account_id: str, account_type: AccountType,
                      holder: Holder) -> AccountResult:
-        account = Account.open(account_id, account_type, holder, str(principal))
-        try:
-            recordings = self.save(account)
-        except IntegrityError:
-            existing = self._account(account_id)
-            if existing.account_type is account_type and existing.holder == holder.as_dict():
-                return AccountResult(AccountView.of(existing), replayed=True)
-            raise AccountExistsWithDifferentContent(
-                f"account {account_id} exists with other details", account=account_id
-            ) from None
-        return AccountResult(AccountView.of(account), position=_position(recordings))
+        """Open an account; the same request again is a replay. Saved together with the
+        other accounts this process's callers are opening (3,700 accounts opened by 32
+        callers one save each took ~10 s of a national year)."""
+        Account.open(account_id, account_type, holder, str(principal))   # refuse bad input here
+        return self._openings.submit(Opening(principal, account_id, account_type, holder))
+
+    def _open_group(self, openings: Sequence[Opening]) -> list[AccountResult | RegistryError]:
+        """Open every new account of the group in one save; an account that exists is a
+        replay when the request matches it, else refused, as it would be alone."""
+        def attempt(uow: UnitOfWork) -> list[AccountResult | RegistryError]:
+            uow.prefetch((Account.id_for(o.account_id) for o in openings), self._load_many)
+            outcomes: list[Account | AccountResult | RegistryError] = []
+            for opening in openings:
+                existing = uow.find(Account.id_for(opening.account_id), Account)
+                if existing is None:
+                    outcomes.append(uow.add(Account.open(
+                        opening.account_id, opening.account_type, opening.holder,
+                        str(opening.principal))))
+                elif (existing.account_type is opening.account_type
+                      and existing.holder == opening.holder.as_dict()):
+                    outcomes.append(AccountResult(AccountView.of(existing), replayed=True))
+                else:
+                    outcomes.append(AccountExistsWithDifferentContent(
+                        f"account {opening.account_id} exists with other details",
+                        account=opening.account_id))
+            position = _position(uow.save())
+            return [AccountResult(AccountView.of(o), position=position)
+                    if isinstance(o, Account) else o for o in outcomes]
+
+        return self._retrying(attempt)
 
     def ensure_national_accounts(self) -> list[AccountResult]:
         """Open the four national accounts unless they exist (safe to call at every start)."""

@@ -13,7 +13,9 @@ import pytest
 from registry.application import Registry, Trade, TradeOutcome
 from registry.application.write_lock import exclusive_writer, writer_lock
 from registry.config import Settings, build_registry
+from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import (
+    AccountExistsWithDifferentContent,
     InvalidCommand,
     RegistryError,
     TransactionExistsWithDifferentContent,
@@ -103,6 +105,33 @@ def test_concurrent_callers_share_saves_and_each_gets_its_own_answer(registry: R
     assert sum(h.available for h in registry.get_holdings("PWR-BUYER")) == 100 + settled
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
     assert len(saves) < CALLERS, f"{len(saves)} saves for {CALLERS} concurrent trades"
+
+
+def test_concurrent_openings_share_saves_and_each_gets_its_own_answer(registry: Registry
+                                                                      ) -> None:
+    open_company(registry, "PWR-OLD")
+    saves = count_saves(registry)
+    holder = Holder("Twice Co.", "91110000100001234X", "POWER", "Beijing")
+    calls: list[Callable[[], Any]] = [
+        partial(open_company, registry, f"PWR-{n:04d}") for n in range(CALLERS)]
+    calls += [partial(registry.open_account, REGULATOR, "PWR-TWICE", AccountType.COMPLIANCE,
+                      holder)] * 2
+    calls += [partial(registry.open_account, REGULATOR, "PWR-OLD", AccountType.TRADING,
+                      Holder("Other Ltd")),
+              partial(registry.open_account, REGULATOR, "bad id", AccountType.TRADING,
+                      Holder("Bad Ltd"))]
+    outcomes = at_once(calls)
+
+    assert outcomes[:CALLERS] == [None] * CALLERS
+    twice = outcomes[CALLERS:CALLERS + 2]
+    assert sorted(o.replayed for o in twice) == [False, True], twice
+    assert all(o.account.account_id == "PWR-TWICE" for o in twice)
+    assert isinstance(outcomes[-2], AccountExistsWithDifferentContent)
+    assert isinstance(outcomes[-1], InvalidCommand) and outcomes[-1].reason == "INVALID_ACCOUNT_ID"
+    assert registry.get_account("PWR-OLD").account_type is AccountType.COMPLIANCE
+    assert {f"PWR-{n:04d}" for n in range(CALLERS)} <= set(registry.account_ids())
+    assert sum(saves) == CALLERS + 1, "each new account is one event, saved once"
+    assert len(saves) < CALLERS, f"{len(saves)} saves for {CALLERS + 1} concurrent openings"
 
 
 def test_the_same_id_at_once_is_settled_once_and_replayed_or_refused(registry: Registry
