@@ -241,14 +241,14 @@ class Account(Aggregate):
         movements: list[dict[str, Any]]
 
         def apply(self, account: Account) -> None:
-            available = account.available
+            available = list(account.available)   # one copy for all the movements
             for movement in self.movements:
                 debited = movement.get("debited")
                 if debited is not None:
-                    available = units.remove(available, debited)
+                    units.remove_from(available, debited)
                 else:
-                    available = units.add(available, movement["credited"])
-            account.available = available
+                    units.add_into(available, movement["credited"])
+            account.available = tuple(available)
 
     class UnitsHeld(Aggregate.Event):
         TOPIC = "registry.Account.UnitsHeld"
