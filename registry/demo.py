@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-from registry.application import Registry, Trade, TransactionResult
+from registry.application import EmissionsRow, Registry, Trade, TransactionResult
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
@@ -82,6 +82,9 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
                                                   trade_date=trading_day))
     out(f"exchange retries trade 000101: replayed={retry.replayed}, nothing moved twice")
 
+    registry.record_verified_emissions(REGULATOR, [EmissionsRow(
+        "PWR-SD-0001", 2025, 8_820_000, "2025 emissions report, verified")])
+    out("verified emissions 2025: PWR-SD-0001 8,820,000 t (CCER may cover 5 %: 441,000 t)")
     step(registry.surrender(OPERATOR, "SUR-2025-PWR-SD-0001-A", "PWR-SD-0001", cea, 8_700_000,
                             2025, "2025 compliance, allowances"))
     step(registry.surrender(OPERATOR, "SUR-2025-PWR-SD-0001-B", "PWR-SD-0001",
@@ -104,7 +107,8 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
         for h in registry.get_holdings(account_id)])
     surrendered = registry.get_surrendered("PWR-SD-0001", 2025)
     out("\nSurrendered by PWR-SD-0001 for 2025: "
-        + ", ".join(f"{q:,} {t}" for t, q in sorted(surrendered.items())))
+        + ", ".join(f"{q:,} {t}" for t, q in sorted(surrendered.items()))
+        + f" ({registry.get_compliance_status('PWR-SD-0001', 2025).state})")
 
     out("\nConservation: units issued == sum of all holdings, per unit class")
     supply = registry.supply()

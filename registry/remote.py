@@ -33,14 +33,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     trace.add_argument("serial", type=int)
     trace.set_defaults(run=_trace)
     for parser in (balances, history, trace):
-        parser.add_argument("--server", default=os.environ.get("REGISTRY_SERVER",
-                                                               "127.0.0.1:50051"))
-        parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
+        add_connection_options(parser)
 
 
-def _client(args: argparse.Namespace) -> RegistryClient:
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=os.environ.get("REGISTRY_SERVER",
+                                                           "127.0.0.1:50051"))
+    parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
+
+
+def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
     token = args.token or _local_token()
-    return RegistryClient(args.server, token, timeout=10, attempts=2)
+    return RegistryClient(args.server, token, timeout=timeout, attempts=2)
+
+
+def report_error(error: grpc.RpcError) -> int:
+    details = error_details(error)
+    print(f"registry: {details.code.name} {details.reason}: {details.message}", file=sys.stderr)
+    for field_name, description in details.violations:
+        print(f"  {field_name}: {description}", file=sys.stderr)
+    return 2
 
 
 def _local_token() -> str:
@@ -56,7 +68,7 @@ def _local_token() -> str:
 
 def _remote(args: argparse.Namespace, command: str) -> int:
     try:
-        with _client(args) as client:
+        with client_for(args) as client:
             if command == "balances":
                 _print_balances(client, args.account_id)
             elif command == "history":
@@ -64,10 +76,7 @@ def _remote(args: argparse.Namespace, command: str) -> int:
             else:
                 _print_trace(client, args.unit_class, args.serial)
     except grpc.RpcError as error:
-        details = error_details(error)
-        print(f"registry: {details.code.name} {details.reason}: {details.message}",
-              file=sys.stderr)
-        return 2
+        return report_error(error)
     except ValueError as error:
         print(f"registry: {error}", file=sys.stderr)
         return 2

@@ -90,7 +90,9 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             state=pb.ComplianceState.Value(f"COMPLIANCE_STATE_{view.state}"),
             verified_emissions=view.verified_emissions or 0, obligation=view.obligation,
             surrendered_cea=view.surrendered_cea, surrendered_ccer=view.surrendered_ccer,
-            outstanding=view.outstanding)
+            outstanding=view.outstanding, allocated=view.allocated,
+            advance_used=view.advance_used, shortfall=view.shortfall,
+            debt_carried=view.debt_carried, debt_deducted=view.debt_deducted)
 
 
 def _movement(row: dict[str, object]) -> pb.AccountMovement:

@@ -6,9 +6,15 @@ from __future__ import annotations
 import grpc
 
 from registry.application.commands import MAX_BATCH, AllocationRow, EmissionsRow
-from registry.application.results import AccountResult, RowOutcome, RowResult
+from registry.application.results import (
+    AccountResult,
+    ComplianceRulesView,
+    RowOutcome,
+    RowResult,
+)
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand
+from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitType
 from registry.v1 import administration_service_pb2 as pb
 from registry.v1 import administration_service_pb2_grpc as pb_grpc
@@ -123,6 +129,52 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
                 status=pb.EmissionsRowStatus.Value(f"EMISSIONS_ROW_STATUS_{r.status}"))
                 for r in recorded.results],
             position=recorded.position or 0)
+
+    def SetComplianceRules(self, request: pb.SetComplianceRulesRequest,
+                           context: grpc.ServicerContext) -> pb.SetComplianceRulesResponse:
+        view = self.registry.set_compliance_rules(
+            current_principal(), request.compliance_year,
+            convert.required(request.sector, "sector"), _rules_from_proto(request.rules),
+            request.reason)
+        return pb.SetComplianceRulesResponse(year=_rules_view(view), position=view.position or 0)
+
+    def GetComplianceRules(self, request: pb.GetComplianceRulesRequest,
+                           context: grpc.ServicerContext) -> pb.GetComplianceRulesResponse:
+        return _rules_view(self.registry.get_compliance_rules(request.compliance_year))
+
+    def CloseComplianceYear(self, request: pb.CloseComplianceYearRequest,
+                            context: grpc.ServicerContext) -> pb.CloseComplianceYearResponse:
+        closing = self.registry.close_compliance_year(
+            current_principal(), request.compliance_year, request.reason)
+        return pb.CloseComplianceYearResponse(
+            compliance_year=closing.year, obligations_closed=closing.obligations_closed,
+            shortfalls=closing.shortfalls, shortfall_tonnes=closing.shortfall_tonnes,
+            replayed=closing.replayed, position=closing.position or 0)
+
+
+def _rules_from_proto(message: pb.ComplianceRules) -> ComplianceRules:
+    return ComplianceRules(
+        ccer_cap_bps=message.ccer_cap_bps,
+        cea_min_vintage=(message.cea_min_vintage if message.HasField("cea_min_vintage")
+                         else None),
+        advance_use_bps=message.advance_use_bps,
+        surrender_deadline=message.surrender_deadline,
+        obligation_cap_bps=(message.obligation_cap_bps
+                            if message.HasField("obligation_cap_bps") else None))
+
+
+def _rules_to_proto(rules: ComplianceRules) -> pb.ComplianceRules:
+    return pb.ComplianceRules(
+        ccer_cap_bps=rules.ccer_cap_bps, cea_min_vintage=rules.cea_min_vintage,
+        advance_use_bps=rules.advance_use_bps, surrender_deadline=rules.surrender_deadline,
+        obligation_cap_bps=rules.obligation_cap_bps)
+
+
+def _rules_view(view: ComplianceRulesView) -> pb.GetComplianceRulesResponse:
+    return pb.GetComplianceRulesResponse(
+        compliance_year=view.year, closed=view.closed, version=view.version,
+        rules=[pb.SectorRules(sector=sector, rules=_rules_to_proto(rules))
+               for sector, rules in view.rules.items()])
 
 
 def _account(result: AccountResult) -> common.Account:

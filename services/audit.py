@@ -13,6 +13,7 @@ from registry.application.eventlog import LoggedEvent, account_events, read_even
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand
 from registry.readmodels.queries import check_page_size
+from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import audit_service_pb2 as pb
 from registry.v1 import audit_service_pb2_grpc as pb_grpc
 from registry.v1 import common_pb2 as common
@@ -107,6 +108,22 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                     account_type=convert.enum_to_proto(AccountType(t), common.AccountType),
                     total=v["total"], held=v["held"]) for t, v in sorted(by_type.items())]))
         return pb.GetSupplyResponse(lines=lines)
+
+    def GetComplianceReport(self, request: pb.GetComplianceReportRequest,
+                            context: grpc.ServicerContext) -> pb.GetComplianceReportResponse:
+        year = request.compliance_year
+        lines = self.registry.compliance_report(year)
+        return pb.GetComplianceReportResponse(
+            compliance_year=year, closed=self.registry.get_compliance_rules(year).closed,
+            lines=[pb.ComplianceReportLine(
+                sector=(convert.enum_to_proto(line.sector, common.Sector) if line.sector
+                        else common.SECTOR_UNSPECIFIED),
+                province=line.province,
+                state=account_pb.ComplianceState.Value(f"COMPLIANCE_STATE_{line.state}"),
+                accounts=line.accounts, verified_emissions=line.verified_emissions,
+                obligation=line.obligation, surrendered_cea=line.surrendered_cea,
+                surrendered_ccer=line.surrendered_ccer, shortfall=line.shortfall)
+                for line in lines])
 
 
 def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:

@@ -6,6 +6,8 @@ from registry.application.registry import SYSTEM, Registry
 from registry.application.results import (
     AccountResult,
     AccountView,
+    ComplianceReportLine,
+    ComplianceRulesView,
     ComplianceState,
     ComplianceView,
     EmissionsRecorded,
@@ -19,6 +21,7 @@ from registry.application.results import (
     TradeOutcome,
     TradeResult,
     TransactionResult,
+    YearClosing,
 )
 
 __all__ = [
@@ -26,6 +29,8 @@ __all__ = [
     "AccountResult",
     "AccountView",
     "AllocationRow",
+    "ComplianceReportLine",
+    "ComplianceRulesView",
     "ComplianceState",
     "ComplianceView",
     "EmissionsRecorded",
@@ -45,6 +50,7 @@ __all__ = [
     "TradeOutcome",
     "TradeResult",
     "TransactionResult",
+    "YearClosing",
     "account_events",
     "read_events",
 ]

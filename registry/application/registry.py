@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -38,6 +38,9 @@ from registry.application.group_commit import GroupCommit
 from registry.application.results import (
     AccountResult,
     AccountView,
+    ComplianceReportLine,
+    ComplianceRulesView,
+    ComplianceState,
     ComplianceView,
     EmissionsRecorded,
     EmissionsRowResult,
@@ -48,6 +51,7 @@ from registry.application.results import (
     SupplyLine,
     TradeResult,
     TransactionResult,
+    YearClosing,
 )
 from registry.application.transcodings import SerialBlockTranscoding
 from registry.application.unit_of_work import StaleRead, UnitOfWork, replay
@@ -64,6 +68,7 @@ from registry.domain.accounts import (
 )
 from registry.domain.errors import (
     AccountExistsWithDifferentContent,
+    ComplianceYearClosed,
     ConcurrencyConflict,
     HoldExistsWithDifferentContent,
     InvalidCommand,
@@ -80,7 +85,13 @@ from registry.domain.errors import (
 )
 from registry.domain.holds import Hold, HoldStatus, check_timeout
 from registry.domain.ids import check_client_id
-from registry.domain.obligations import ComplianceObligation, check_year
+from registry.domain.obligations import MAX_YEAR, MIN_YEAR, ComplianceObligation, check_year
+from registry.domain.rules import (
+    DEFAULT_RULES,
+    ComplianceRules,
+    ComplianceYear,
+    check_rule_key,
+)
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import (
     HOLDERS,
@@ -90,7 +101,7 @@ from registry.domain.transactions import (
     TransactionStatus,
     check_movement,
 )
-from registry.domain.units import SerialBlock, UnitClass, UnitSelector
+from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.persistence import RegistryPostgresRecorder, select_latest_events
 
 R = TypeVar("R")
@@ -109,6 +120,9 @@ CACHE_CATCH_UP_LIMIT = 20_000
 MAX_GROUP = 2000
 """Movements after which a group commit stops taking more callers' requests."""
 CONTENTION_WINDOW_SECONDS = 1.0
+OTHERS_WINDOW_SECONDS = 5.0
+"""After the catch-up last found another process's events, this process's groups take
+the writer lock shared for this long (``Registry._group_lock``)."""
 """After a group of this process loses a race, its groups take the writer lock
 exclusively for this long (``Registry._group_lock``)."""
 
@@ -162,6 +176,10 @@ class Registry(Application[UUID]):
         """The log position up to which ``_catch_up_cache`` has followed other writers
         (the head at start, when the cache is empty)."""
         self._contended_until = 0.0
+        self._others_seen_at = -OTHERS_WINDOW_SECONDS
+        """When the catch-up last found events another process wrote."""
+        self._own_saves: list[tuple[int, int]] = []
+        """Log ranges this process saved that the catch-up has not passed yet."""
         self._movements: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
             GroupCommit(self._move_group, limit=MAX_GROUP, weight=lambda job: len(job.rows),
                         name="registry-group-commit"))
@@ -194,11 +212,14 @@ class Registry(Application[UUID]):
                 processing_event.collect_events(obj)
         processing_event.saved_kwargs.update(kwargs)
         recordings = self._record(processing_event)
-        if (self._cache_position is not None and recordings
-                and recordings[0].notification.id == self._cache_position + 1):
-            # Nothing was written between what the cache has followed and this save,
-            # whose events the cache gets below: the catch-up need not read them back.
-            self._cache_position = recordings[-1].notification.id
+        if self._cache_position is not None and recordings:
+            first, last = recordings[0].notification.id, recordings[-1].notification.id
+            if first == self._cache_position + 1:
+                # Nothing was written between what the cache has followed and this save,
+                # whose events the cache gets below: the catch-up need not read them back.
+                self._cache_position = last
+            else:
+                self._own_saves.append((first, last))   # the catch-up will read them
         self._take_snapshots(processing_event)
         self._notify(recordings)
         if self.repository.cache is not None:
@@ -533,14 +554,83 @@ class Registry(Application[UUID]):
             hold.ensure_matches(source.account_id, movement.selector, movement.quantity)
             blocks = source.debit_hold(hold.id, txn_id, movement.quantity)
             hold.settle(txn_id, movement.quantity, now)
+        elif movement.kind is TransactionKind.SURRENDER:
+            return self._perform_surrender(uow, txn_id, movement, source, destination)
+        elif (movement.kind is TransactionKind.ALLOCATION
+              and destination.account_type is AccountType.COMPLIANCE):
+            return self._perform_allocation(uow, txn_id, movement, source, destination)
         else:
             blocks = source.debit(txn_id, movement.selector, movement.quantity)
         destination.credit(txn_id, blocks)
-        if movement.kind is TransactionKind.SURRENDER:
-            assert movement.compliance_year is not None
-            uow.obligation(source.account_id, movement.compliance_year).record_surrender(
-                txn_id, movement.selector.unit_type.value, movement.quantity)
+        if (movement.kind is TransactionKind.ALLOCATION_RETURN
+                and source.account_type is AccountType.COMPLIANCE):
+            for vintage, quantity in _cea_by_vintage(blocks).items():
+                uow.obligation(source.account_id, vintage).record_allocation(txn_id, -quantity)
         return source.account_id, destination.account_id, blocks
+
+    def _perform_surrender(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,
+                           source: Account, destination: Account
+                           ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
+        """Check what would be taken against the year's rules for the account's sector
+        (vintages, CCER cap, advance use, a closed year), then move it."""
+        assert movement.compliance_year is not None and movement.selector is not None
+        assert movement.quantity is not None
+        year = movement.compliance_year
+        rules, closed = self._rules(uow, year, source)
+        if closed:
+            raise ComplianceYearClosed(f"compliance year {year} is closed", year=year)
+        existing = uow.find(ComplianceObligation.id_for(source.account_id, year),
+                            ComplianceObligation)
+        # A first surrender for the year starts its obligation, but only once every
+        # guard has passed: a refusal changes nothing.
+        obligation = existing or ComplianceObligation.start(source.account_id, year)
+        advance = obligation.check_surrender(
+            rules, source.would_debit(movement.selector, movement.quantity))
+        blocks = source.debit(txn_id, movement.selector, movement.quantity)
+        destination.credit(txn_id, blocks)
+        if existing is None:
+            uow.add(obligation)
+        obligation.record_surrender(txn_id, movement.selector.unit_type.value,
+                                    movement.quantity, advance)
+        return source.account_id, destination.account_id, blocks
+
+    def _perform_allocation(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,
+                            source: Account, destination: Account
+                            ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
+        """Free allocation to a compliance account, counted towards the year of its
+        vintage; a shortfall carried from the year before is deducted first (the
+        deducted units stay where they are, and the transaction records how many)."""
+        assert movement.selector is not None and movement.quantity is not None
+        year = movement.selector.vintage
+        if year is None:   # the oldest matching block is what is taken first
+            year = source.would_debit(movement.selector, 1)[0].unit_class.vintage
+        counted = MIN_YEAR <= year <= MAX_YEAR
+        existing = (uow.find(ComplianceObligation.id_for(destination.account_id, year),
+                             ComplianceObligation) if counted else None)
+        deducted = min(existing.debt_outstanding, movement.quantity) if existing else 0
+        moved = movement.quantity - deducted
+        blocks: tuple[SerialBlock, ...] = ()
+        if moved:   # the last guard: the obligation is started only once it has passed
+            blocks = source.debit(txn_id, movement.selector, moved)
+            destination.credit(txn_id, blocks)
+        if counted:
+            obligation = uow.obligation(destination.account_id, year)
+            if deducted:
+                obligation.deduct_debt(txn_id, deducted)
+            obligation.record_allocation(txn_id, movement.quantity)
+        for vintage, quantity in _cea_by_vintage(blocks).items():
+            if vintage != year:
+                uow.obligation(destination.account_id, vintage).record_allocation(
+                    txn_id, quantity)
+        return source.account_id, destination.account_id, blocks
+
+    def _rules(self, uow: UnitOfWork, year: int, account: Account
+               ) -> tuple[ComplianceRules, bool]:
+        """The year's rules for the account's sector, and whether the year is closed."""
+        compliance_year = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+        if compliance_year is None:
+            return DEFAULT_RULES, False
+        return compliance_year.rules_for(account.holder.get("sector", "")), compliance_year.closed
 
     @staticmethod
     def _perform_issuance(uow: UnitOfWork, txn_id: UUID, movement: Movement
@@ -622,7 +712,7 @@ class Registry(Application[UUID]):
                               f"nothing was recorded", violations=violations)
 
     def get_compliance_status(self, account_id: str, year: int) -> ComplianceView:
-        """Verified emissions against units surrendered for (account, year)."""
+        """Where (account, year) stands, judged by the year's rules for its sector."""
         check_account_id(account_id)
         account = self._account(account_id)
         check_year(year)
@@ -631,9 +721,105 @@ class Registry(Application[UUID]):
                 f"{account_id} is a {account.account_type} account: only compliance "
                 "accounts have obligations", reason="NOT_COMPLIANCE_ACCOUNT",
                 field="account_id", account=account_id)
-        obligation = self._find(ComplianceObligation.id_for(account_id, year),
-                                ComplianceObligation)
-        return ComplianceView.of(account_id, year, obligation)
+        uow = UnitOfWork(self)
+        obligation = uow.find(ComplianceObligation.id_for(account_id, year), ComplianceObligation)
+        rules, closed = self._rules(uow, year, account)
+        return ComplianceView.of(account_id, year, obligation, rules, closed)
+
+    def set_compliance_rules(self, principal: Principal, year: int, sector: str,
+                             rules: ComplianceRules, reason: str) -> ComplianceRulesView:
+        """Set the rules one sector (or, ``*``, every sector without its own) surrenders
+        under for ``year``; the same rules again change nothing. Refused once the year
+        is closed."""
+        check_year(year)
+        check_rule_key(sector)
+        rules.check(year)
+        check_reason(reason)
+
+        def attempt(uow: UnitOfWork) -> ComplianceRulesView:
+            compliance_year = uow.compliance_year(year)
+            changed = compliance_year.change_rules(sector, rules, str(principal), reason)
+            position = _position(uow.save()) if changed else None
+            return ComplianceRulesView.of(compliance_year, year, position)
+
+        return self._retrying(attempt)
+
+    def get_compliance_rules(self, year: int) -> ComplianceRulesView:
+        check_year(year)
+        return ComplianceRulesView.of(self._find(ComplianceYear.id_for(year), ComplianceYear),
+                                      year)
+
+    def close_compliance_year(self, principal: Principal, year: int, reason: str
+                              ) -> YearClosing:
+        """Deadline processing, all in one save: every obligation of the year is closed
+        with its shortfall fixed, each shortfall is carried as a debt into the next
+        year's obligation (deducted from the next allocation), and the year's rules are
+        frozen. Closing a closed year again answers what the closing fixed."""
+        check_year(year)
+        check_reason(reason)
+
+        def attempt(uow: UnitOfWork) -> YearClosing:
+            compliance_year = uow.compliance_year(year)
+            accounts, obligations = self._compliance_accounts(uow, year)
+            if compliance_year.closed:
+                short = [o.shortfall for o in obligations.values() if o.shortfall]
+                return YearClosing(year, sum(1 for o in obligations.values() if o.closed),
+                                   len(short), sum(short), replayed=True)
+            closed = shortfalls = tonnes = 0
+            for account in accounts:
+                obligation = obligations.get(account.account_id)
+                if obligation is None or obligation.closed:
+                    continue
+                shortfall = obligation.close(
+                    compliance_year.rules_for(account.holder.get("sector", "")), str(principal))
+                closed += 1
+                if shortfall and year < MAX_YEAR:
+                    uow.obligation(account.account_id, year + 1).carry_debt(year, shortfall)
+                    shortfalls += 1
+                    tonnes += shortfall
+            compliance_year.close(str(principal), reason)
+            return YearClosing(year, closed, shortfalls, tonnes, position=_position(uow.save()))
+
+        return self._retrying(attempt)
+
+    def compliance_report(self, year: int) -> list[ComplianceReportLine]:
+        """Compliance accounts by sector, province and status for ``year``, with the
+        tonnes verified, owed, surrendered (by unit type) and short."""
+        check_year(year)
+        uow = UnitOfWork(self, optimistic=True)
+        compliance_year = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+        accounts, obligations = self._compliance_accounts(uow, year)
+        lines: dict[tuple[str, str, ComplianceState], ComplianceReportLine] = {}
+        for account in accounts:
+            sector = account.holder.get("sector", "")
+            rules = compliance_year.rules_for(sector) if compliance_year else DEFAULT_RULES
+            view = ComplianceView.of(account.account_id, year,
+                                     obligations.get(account.account_id), rules,
+                                     compliance_year is not None and compliance_year.closed)
+            key = (sector, account.holder.get("province", ""), view.state)
+            line = lines.get(key) or ComplianceReportLine(*key)
+            lines[key] = replace(
+                line, accounts=line.accounts + 1,
+                verified_emissions=line.verified_emissions + (view.verified_emissions or 0),
+                obligation=line.obligation + view.obligation,
+                surrendered_cea=line.surrendered_cea + view.surrendered_cea,
+                surrendered_ccer=line.surrendered_ccer + view.surrendered_ccer,
+                shortfall=line.shortfall + view.shortfall)
+        return [lines[key] for key in sorted(lines)]
+
+    def _compliance_accounts(self, uow: UnitOfWork, year: int
+                             ) -> tuple[list[Account], dict[str, ComplianceObligation]]:
+        """Every compliance account, and the obligations of ``year`` that exist, loaded
+        in a few queries."""
+        ids = list(self._originators(Account.Opened.TOPIC))
+        uow.prefetch(ids, self._load_many)
+        accounts = [a for a in (uow.find(i, Account) for i in ids)
+                    if a is not None and a.account_type is AccountType.COMPLIANCE]
+        uow.prefetch((ComplianceObligation.id_for(a.account_id, y) for a in accounts
+                      for y in (year, year + 1)), self._load_many)
+        found = {a.account_id: uow.find(ComplianceObligation.id_for(a.account_id, year),
+                                        ComplianceObligation) for a in accounts}
+        return accounts, {k: v for k, v in found.items() if v is not None}
 
     # == holds ===================================================================
 
@@ -828,14 +1014,20 @@ class Registry(Application[UUID]):
 
     def _group_lock(self, retry: bool) -> AbstractContextManager[None]:
         """The writer lock for one attempt of a group (``write_lock``): exclusive for a
-        retry and while this process has lately lost races, shared otherwise. Groups
-        that keep colliding (every surrender credits CN-SURRENDER) then take turns
-        instead of each deciding in vain; groups that do not collide (trades between
-        different accounts) still run side by side."""
+        retry and while this process has lately lost races, shared while other
+        processes have lately written, none otherwise. Groups that keep colliding
+        (every surrender credits CN-SURRENDER) then take turns instead of each deciding
+        in vain; groups that do not collide (trades between different accounts) still
+        run side by side; and a process writing alone pays nothing for the lock (its
+        two round trips were a third of a single trade's time)."""
         now = time.monotonic()
         if retry:
             self._contended_until = now + CONTENTION_WINDOW_SECONDS
-        return writer_lock(self.recorder, exclusive=retry or now < self._contended_until)
+        if retry or now < self._contended_until:
+            return writer_lock(self.recorder, exclusive=True)
+        if now - self._others_seen_at < OTHERS_WINDOW_SECONDS:
+            return writer_lock(self.recorder, exclusive=False)
+        return nullcontext()   # no other process writing lately: no round trips for it
 
     def _catch_up_cache(self) -> None:
         """Apply to the cached aggregates what other processes wrote since this one last
@@ -857,6 +1049,14 @@ class Registry(Application[UUID]):
             self.repository.cache = LRUCache(maxsize=getattr(cache, "maxsize", 20_000))
             self._cache_position = recorder.max_notification_id() or 0
             return
+        own, self._own_saves = self._own_saves, []
+        if any(not any(first <= position <= last for first, last in own)
+               for position, _ in rows):
+            self._others_seen_at = time.monotonic()
+        if rows:
+            self._own_saves.extend(r for r in own if r[1] > rows[-1][0])
+        else:
+            self._own_saves.extend(own)
         for position, stored in rows:
             self._cache_position = position
             aggregate_id = _uuid(stored.originator_id)
@@ -978,6 +1178,21 @@ def _reads(movement: Movement) -> Iterator[UUID]:
             yield Account.id_for(account_id)
     if movement.compliance_year is not None and movement.source is not None:
         yield ComplianceObligation.id_for(movement.source, movement.compliance_year)
+        yield ComplianceYear.id_for(movement.compliance_year)
+    vintage = movement.selector.vintage if movement.selector is not None else None
+    if (movement.kind is TransactionKind.ALLOCATION and vintage is not None
+            and movement.destination is not None):
+        yield ComplianceObligation.id_for(movement.destination, vintage)
+
+
+def _cea_by_vintage(blocks: Sequence[SerialBlock]) -> dict[int, int]:
+    """Allowance quantities by vintage (what an allocation counts towards each year)."""
+    by_vintage: dict[int, int] = {}
+    for block in blocks:
+        if block.unit_class.unit_type is UnitType.CEA:
+            vintage = block.unit_class.vintage
+            by_vintage[vintage] = by_vintage.get(vintage, 0) + block.quantity
+    return by_vintage
 
 
 def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:

@@ -10,7 +10,8 @@ from typing import Any
 from registry.domain.accounts import Account, AccountState, AccountType
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
-from registry.domain.obligations import ComplianceObligation
+from registry.domain.obligations import ComplianceObligation, ComplianceStatus
+from registry.domain.rules import DEFAULT_RULES, ComplianceRules, ComplianceYear
 from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
 from registry.domain.units import SerialBlock, UnitClass, UnitType
 
@@ -242,25 +243,15 @@ class EmissionsRecorded:
     position: int | None = None
 
 
-class ComplianceState(StrEnum):
-    NOT_VERIFIED = "NOT_VERIFIED"
-    """No verified emissions recorded for the year."""
-    OPEN = "OPEN"
-    """Verified; less surrendered than the obligation so far."""
-    COMPLIANT = "COMPLIANT"
-    """Surrendered at least the obligation."""
-    SHORTFALL = "SHORTFALL"
-    """Deadline passed with less surrendered than the obligation (not assigned yet:
-    surrender deadlines come later)."""
+ComplianceState = ComplianceStatus
+"""The statuses DESIGN defines (``registry.domain.obligations.ComplianceStatus``)."""
 
 
 @dataclass(frozen=True)
 class ComplianceView:
-    """Where a compliance account stands for one year.
-
-    The obligation equals the verified emissions for now (0 until verified); offset
-    limits, sector rules and deadlines (hence SHORTFALL) come with later rules.
-    """
+    """Where a compliance account stands for one year, judged by the year's rules for
+    its sector: the obligation (verified emissions, capped where the rules cap it),
+    what was surrendered by unit type, and what the year's closing fixed."""
 
     account_id: str
     compliance_year: int
@@ -270,20 +261,77 @@ class ComplianceView:
     surrendered_cea: int
     surrendered_ccer: int
     outstanding: int
+    allocated: int = 0
+    advance_used: int = 0
+    shortfall: int = 0
+    """Fixed when the year closed (0 before)."""
+    debt_carried: int = 0
+    """The previous year's shortfall, deducted from this year's allocation."""
+    debt_deducted: int = 0
 
     @classmethod
-    def of(cls, account_id: str, year: int,
-           obligation: ComplianceObligation | None) -> ComplianceView:
-        verified = obligation.verified_emissions if obligation else None
-        surrendered = dict(obligation.surrendered) if obligation else {}
+    def of(cls, account_id: str, year: int, obligation: ComplianceObligation | None,
+           rules: ComplianceRules = DEFAULT_RULES, year_closed: bool = False
+           ) -> ComplianceView:
+        if obligation is None:
+            return cls(account_id, year, ComplianceState.NOT_VERIFIED, None, 0, 0, 0, 0)
+        surrendered = obligation.surrendered
         cea = surrendered.get(UnitType.CEA.value, 0)
         ccer = surrendered.get(UnitType.CCER.value, 0)
-        owed = verified or 0
-        if verified is None:
-            state = ComplianceState.NOT_VERIFIED
-        elif cea + ccer >= owed:
-            state = ComplianceState.COMPLIANT
-        else:
-            state = ComplianceState.OPEN
-        return cls(account_id, year, state, verified, owed, cea, ccer,
-                   max(0, owed - cea - ccer))
+        owed = obligation.obligation(rules)
+        return cls(account_id, year, obligation.status(rules, year_closed),
+                   obligation.verified_emissions, owed, cea, ccer, max(0, owed - cea - ccer),
+                   obligation.allocated, obligation.advance_used, obligation.shortfall,
+                   obligation.debt, obligation.debt_deducted)
+
+
+@dataclass(frozen=True)
+class ComplianceRulesView:
+    """A compliance year's rules by sector (``*``: every sector without its own), and
+    whether the year is closed. ``version`` counts the changes so far."""
+
+    year: int
+    rules: dict[str, ComplianceRules]
+    closed: bool
+    version: int
+    position: int | None = None
+
+    @classmethod
+    def of(cls, compliance_year: ComplianceYear | None, year: int,
+           position: int | None = None) -> ComplianceRulesView:
+        if compliance_year is None:
+            return cls(year, {}, False, 0, position)
+        return cls(year, {sector: ComplianceRules.from_dict(data)
+                          for sector, data in sorted(compliance_year.rules.items())},
+                   compliance_year.closed, compliance_year.version, position)
+
+    def for_sector(self, sector: str) -> ComplianceRules:
+        return self.rules.get(sector) or self.rules.get("*") or DEFAULT_RULES
+
+
+@dataclass(frozen=True)
+class YearClosing:
+    """What closing a compliance year fixed: obligations closed, how many fell short
+    and by how much in all (carried as debts into the next year's allocation)."""
+
+    year: int
+    obligations_closed: int
+    shortfalls: int
+    shortfall_tonnes: int
+    replayed: bool = False
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class ComplianceReportLine:
+    """Compliance accounts of one sector and province in one status, with tonnes."""
+
+    sector: str
+    province: str
+    state: ComplianceState
+    accounts: int = 0
+    verified_emissions: int = 0
+    obligation: int = 0
+    surrendered_cea: int = 0
+    surrendered_ccer: int = 0
+    shortfall: int = 0

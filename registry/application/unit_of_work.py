@@ -14,6 +14,7 @@ from registry.domain.accounts import Account
 from registry.domain.errors import UnknownAccount, UnknownHold, UnknownTransaction
 from registry.domain.holds import Hold
 from registry.domain.obligations import ComplianceObligation
+from registry.domain.rules import ComplianceYear
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction
 from registry.domain.units import UnitClass
@@ -167,6 +168,10 @@ class UnitOfWork:
         return self._get_or_start(ComplianceObligation.id_for(account_id, year),
                                   ComplianceObligation,
                                   lambda: ComplianceObligation.start(account_id, year))
+
+    def compliance_year(self, year: int) -> ComplianceYear:
+        return self._get_or_start(ComplianceYear.id_for(year), ComplianceYear,
+                                  lambda: ComplianceYear.start(year))
 
     def _get_or_start(self, aggregate_id: UUID, cls: type[A], start: Callable[[], A]) -> A:
         found = self.find(aggregate_id, cls)

@@ -4,12 +4,14 @@ when they do.
 Several server processes each run a group commit. When their groups touch the same
 account (every surrender credits CN-SURRENDER), they lose races to each other. Every
 attempt of a group first brings the process's cached aggregates up to date with what
-the others wrote (``Registry._catch_up_cache``), and every attempt holds a PostgreSQL
-advisory lock on one key:
+the others wrote (``Registry._catch_up_cache``), and attempts hold a PostgreSQL advisory
+lock on one key:
 
-- a first attempt holds it *shared*: groups of different processes run side by side
-  (holding it exclusively for every group made the processes take turns and halved the
-  32-caller single-trade rate);
+- a first attempt holds it *shared* while other processes have lately written:
+  groups of different processes run side by side (holding it exclusively for every
+  group made the processes take turns and halved the 32-caller single-trade rate); a
+  process that has seen no other writer for a while takes no lock at all (its two
+  round trips were a third of a single trade's time);
 - a retry holds it *exclusively*, and so does a first attempt while its process has
   lately lost races (``Registry``'s contention window): it cannot lose to another
   group, and PostgreSQL queues later shared requests behind it, so a retry is never

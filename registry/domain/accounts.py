@@ -450,6 +450,13 @@ class Account(Aggregate):
                            blocks=list(taken), released=list(released))
         return taken
 
+    def would_debit(self, selector: UnitSelector, quantity: int) -> Holding:
+        """The blocks ``debit`` would take, without taking them: for guards that judge
+        what moves (a surrender's vintages) before anything changes."""
+        self.ensure_can_send()
+        taken, _ = self._take(selector, quantity)
+        return taken
+
     def _take(self, selector: UnitSelector, quantity: int) -> tuple[Holding, Holding]:
         try:
             return units.take(self.available, selector, quantity)

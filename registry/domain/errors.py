@@ -60,6 +60,12 @@ class RowsInvalid(InvalidCommand):
         self.violations = tuple(violations)
 
 
+class InvalidFile(RowsInvalid):
+    """An uploaded file could not be read as rows at all (encoding, header, CSV syntax)."""
+
+    reason = "INVALID_FILE"
+
+
 class NotFound(RegistryError):
     reason = "NOT_FOUND"
 
@@ -144,10 +150,109 @@ class HoldNotExpired(Refused):
     reason = "HOLD_NOT_EXPIRED"
 
 
+class SelfApprovalForbidden(Refused):
+    """Four eyes: the regulator who proposed an action cannot also approve it."""
+
+    reason = "SELF_APPROVAL_FORBIDDEN"
+
+
+class ProposalNotPending(Refused):
+    """The proposal was already approved, rejected or expired."""
+
+    reason = "PROPOSAL_NOT_PENDING"
+
+
+class ProposalExpired(Refused):
+    reason = "PROPOSAL_EXPIRED"
+
+
+class ProposalNotExpired(Refused):
+    reason = "PROPOSAL_NOT_EXPIRED"
+
+
+class ProposalNotApproved(Refused):
+    """An outcome is recorded only for an approved proposal that has none yet."""
+
+    reason = "PROPOSAL_NOT_APPROVED"
+
+
 class HoldMismatch(Refused):
     """The hold is on another account, other units, or fewer units than asked."""
 
     reason = "HOLD_MISMATCH"
+
+
+class SerialsFrozen(Refused):
+    """A judicial block freeze covers serials the movement would take out of the account."""
+
+    reason = "SERIALS_FROZEN"
+
+
+class OriginDetained(Refused):
+    """The units come from a CCER project whose units are detained wherever they are."""
+
+    reason = "ORIGIN_DETAINED"
+
+
+class MarketHalted(Refused):
+    """An emergency market halt: exchange settlement is refused until it is lifted."""
+
+    reason = "MARKET_HALTED"
+
+
+class FreezeNotActive(Refused):
+    reason = "FREEZE_NOT_ACTIVE"
+
+
+class OriginAlreadyDetained(Refused):
+    reason = "ORIGIN_ALREADY_DETAINED"
+
+
+class DetentionNotActive(Refused):
+    reason = "DETENTION_NOT_ACTIVE"
+
+
+class MarketAlreadyHalted(Refused):
+    reason = "MARKET_ALREADY_HALTED"
+
+
+class MarketNotHalted(Refused):
+    reason = "MARKET_NOT_HALTED"
+
+
+class ComplianceYearClosed(Refused):
+    """The year's deadline processing is done: no surrender, rule change or emissions
+    figure for it any more."""
+
+    reason = "COMPLIANCE_YEAR_CLOSED"
+
+
+class IneligibleVintage(Refused):
+    """Allowances of a vintage the compliance year's rules do not accept."""
+
+    reason = "INELIGIBLE_VINTAGE"
+
+
+class CcerCapExceeded(Refused):
+    """More offsets than the year's CCER cap (a share of verified emissions) allows."""
+
+    reason = "CCER_CAP_EXCEEDED"
+
+
+class AdvanceUseNotAllowed(Refused):
+    """Next year's allowances, where the rules allow no advance use."""
+
+    reason = "ADVANCE_USE_NOT_ALLOWED"
+
+
+class AdvanceUseLimitExceeded(Refused):
+    reason = "ADVANCE_USE_LIMIT_EXCEEDED"
+
+
+class EmissionsNotVerified(Refused):
+    """Offsets and advance use are capped by verified emissions: none recorded yet."""
+
+    reason = "EMISSIONS_NOT_VERIFIED"
 
 
 class Conflict(RegistryError):
@@ -168,6 +273,14 @@ class AccountExistsWithDifferentContent(Conflict):
 
 class RequestExistsWithDifferentContent(Conflict):
     reason = "REQUEST_EXISTS_WITH_DIFFERENT_CONTENT"
+
+
+class FreezeExistsWithDifferentContent(Conflict):
+    reason = "FREEZE_EXISTS_WITH_DIFFERENT_CONTENT"
+
+
+class ProposalExistsWithDifferentContent(Conflict):
+    reason = "PROPOSAL_EXISTS_WITH_DIFFERENT_CONTENT"
 
 
 class ConcurrencyConflict(RegistryError):

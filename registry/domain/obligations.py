@@ -1,17 +1,31 @@
 """Compliance obligations, one per (compliance account, compliance year).
 
-This holds the verified emissions of the year and what was surrendered against them;
-the rules by year and sector and the surrender deadline build on it.
+This holds the verified emissions of the year, the free allocation given for it, what
+was surrendered against it, and, once the year is closed, the shortfall fixed then.
+The rules it is judged by (``registry.domain.rules``) are passed in: they belong to
+the year and the sector, not to one account.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import StrEnum
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from registry.domain.errors import InvalidCommand
+from registry.domain.errors import (
+    AdvanceUseLimitExceeded,
+    AdvanceUseNotAllowed,
+    CcerCapExceeded,
+    ComplianceYearClosed,
+    EmissionsNotVerified,
+    IneligibleVintage,
+    InvalidCommand,
+)
 from registry.domain.ids import NAMESPACE
+from registry.domain.rules import ComplianceRules, share
+from registry.domain.units import SerialBlock, UnitType
 
 MIN_YEAR = 2019
 MAX_YEAR = 2100
@@ -24,12 +38,35 @@ def check_year(year: int) -> int:
     return year
 
 
+class ComplianceStatus(StrEnum):
+    NOT_VERIFIED = "NOT_VERIFIED"
+    """No verified emissions recorded for the year."""
+    OPEN = "OPEN"
+    """Verified, the year not closed, less surrendered than the obligation so far."""
+    COMPLIANT = "COMPLIANT"
+    """Surrendered at least the obligation."""
+    SHORTFALL = "SHORTFALL"
+    """The year closed with less surrendered than the obligation: the shortfall is
+    fixed and deducted from the next year's allocation."""
+
+
 class ComplianceObligation(Aggregate):
     TOPIC = "registry.ComplianceObligation"
 
+    # Class defaults as well as state, so snapshots taken before a field existed (or
+    # before its first event) still restore.
     verified_emissions: int | None = None
-    """Tonnes CO2e as verified, None until a verifier's figure is recorded. A class
-    default too, so snapshots taken before emissions were recorded still restore."""
+    """Tonnes CO2e as verified, None until a verifier's figure is recorded."""
+    allocated: int = 0
+    """Free allocation of the year's vintage given to the account, net of returns."""
+    advance_used: int = 0
+    """Next year's allowances surrendered for this year (advance use)."""
+    closed: bool = False
+    shortfall: int = 0
+    """Fixed when the year closed: obligation minus surrendered, if positive."""
+    debt: int = 0
+    """Shortfall of the previous year, deducted from this year's allocation."""
+    debt_deducted: int = 0
 
     def __init__(self) -> None:
         self.account_id = ""
@@ -44,6 +81,25 @@ class ComplianceObligation(Aggregate):
     @property
     def total_surrendered(self) -> int:
         return sum(self.surrendered.values())
+
+    @property
+    def debt_outstanding(self) -> int:
+        return self.debt - self.debt_deducted
+
+    def obligation(self, rules: ComplianceRules) -> int:
+        """What must be surrendered (0 until emissions are verified)."""
+        if self.verified_emissions is None:
+            return 0
+        return rules.obligation(self.verified_emissions, self.allocated)
+
+    def status(self, rules: ComplianceRules, year_closed: bool = False) -> ComplianceStatus:
+        if self.verified_emissions is None:
+            return ComplianceStatus.NOT_VERIFIED
+        if self.total_surrendered >= self.obligation(rules):
+            return ComplianceStatus.COMPLIANT
+        if self.closed or year_closed:
+            return ComplianceStatus.SHORTFALL
+        return ComplianceStatus.OPEN
 
     class Created(Aggregate.Created):
         TOPIC = "registry.ComplianceObligation.Created"
@@ -86,6 +142,56 @@ class ComplianceObligation(Aggregate):
         def apply(self, obligation: ComplianceObligation) -> None:
             obligation.verified_emissions = self.emissions
 
+    class AllocationRecorded(Aggregate.Event):
+        """Units of the year's vintage allocated to (or, negative, returned by) the
+        account: the obligation cap of some sectors depends on it."""
+
+        TOPIC = "registry.ComplianceObligation.AllocationRecorded"
+        transaction_id: UUID
+        quantity: int
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.allocated += self.quantity
+
+    class AdvanceUseRecorded(Aggregate.Event):
+        TOPIC = "registry.ComplianceObligation.AdvanceUseRecorded"
+        transaction_id: UUID
+        quantity: int
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.advance_used += self.quantity
+
+    class Closed(Aggregate.Event):
+        """Deadline processing: the obligation and the shortfall, fixed."""
+
+        TOPIC = "registry.ComplianceObligation.Closed"
+        obligation: int
+        surrendered: int
+        shortfall: int
+        principal: str
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.closed = True
+            obligation.shortfall = self.shortfall
+
+    class DebtCarried(Aggregate.Event):
+        """The previous year's shortfall, to be deducted from this year's allocation."""
+
+        TOPIC = "registry.ComplianceObligation.DebtCarried"
+        from_year: int
+        quantity: int
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.debt += self.quantity
+
+    class DebtDeducted(Aggregate.Event):
+        TOPIC = "registry.ComplianceObligation.DebtDeducted"
+        transaction_id: UUID
+        quantity: int
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.debt_deducted += self.quantity
+
     def _add(self, unit_type: str, quantity: int) -> None:
         self.surrendered = {**self.surrendered,
                             unit_type: self.surrendered.get(unit_type, 0) + quantity}
@@ -95,9 +201,86 @@ class ComplianceObligation(Aggregate):
         return cls._create(cls.Started, id=cls.id_for(account_id, year),
                            account_id=account_id, year=year)
 
-    def record_surrender(self, transaction_id: UUID, unit_type: str, quantity: int) -> None:
+    def ensure_open(self) -> None:
+        if self.closed:
+            raise ComplianceYearClosed(f"compliance year {self.year} is closed",
+                                       year=self.year, account=self.account_id)
+
+    def check_surrender(self, rules: ComplianceRules, blocks: Iterable[SerialBlock]) -> int:
+        """Refuse a surrender of these blocks the year's rules do not accept; returns
+        how many of them are next year's allowances (advance use)."""
+        self.ensure_open()
+        advance = ccer = 0
+        for block in blocks:
+            unit_class = block.unit_class
+            if unit_class.unit_type is UnitType.CCER:
+                ccer += block.quantity
+                continue
+            vintage = unit_class.vintage
+            oldest = rules.cea_min_vintage
+            if vintage > self.year + 1 or (oldest is not None and vintage < oldest):
+                advance_note = f", {self.year + 1} in advance" if rules.advance_use_bps else ""
+                raise IneligibleVintage(
+                    f"CEA of vintage {vintage} cannot be surrendered for {self.year} "
+                    f"(accepted: {oldest or 'any'}..{self.year}{advance_note})",
+                    vintage=vintage, year=self.year)
+            if vintage == self.year + 1:
+                advance += block.quantity
+        if advance:
+            if not rules.advance_use_bps:
+                raise AdvanceUseNotAllowed(
+                    f"{self.year} allows no advance use of {self.year + 1} allowances",
+                    year=self.year, vintage=self.year + 1)
+            limit = share(self._verified("advance use"), rules.advance_use_bps)
+            if self.advance_used + advance > limit:
+                raise AdvanceUseLimitExceeded(
+                    f"advance use of {self.advance_used + advance} exceeds the limit of "
+                    f"{limit} ({rules.advance_use_bps} bps of verified emissions)",
+                    limit=limit, used=self.advance_used, requested=advance)
+        if ccer:
+            cap = share(self._verified("CCER"), rules.ccer_cap_bps)
+            already = self.surrendered.get(UnitType.CCER.value, 0)
+            if already + ccer > cap:
+                raise CcerCapExceeded(
+                    f"{already + ccer} CCER would exceed the cap of {cap} "
+                    f"({rules.ccer_cap_bps} bps of verified emissions)",
+                    limit=cap, surrendered=already, requested=ccer)
+        return advance
+
+    def _verified(self, what: str) -> int:
+        if self.verified_emissions is None:
+            raise EmissionsNotVerified(
+                f"{what} for {self.year} is capped by verified emissions; none recorded "
+                f"for {self.account_id}", account=self.account_id, year=self.year)
+        return self.verified_emissions
+
+    def record_surrender(self, transaction_id: UUID, unit_type: str, quantity: int,
+                         advance: int = 0) -> None:
         self.trigger_event(self.UnitsSurrendered, transaction_id=transaction_id,
                            unit_type=unit_type, quantity=quantity)
+        if advance:
+            self.trigger_event(self.AdvanceUseRecorded, transaction_id=transaction_id,
+                               quantity=advance)
+
+    def record_allocation(self, transaction_id: UUID, quantity: int) -> None:
+        self.trigger_event(self.AllocationRecorded, transaction_id=transaction_id,
+                           quantity=quantity)
+
+    def close(self, rules: ComplianceRules, principal: str) -> int:
+        """Fix the shortfall at the deadline; returns it (0 when compliant or never
+        verified: an unverified year is reported as such, not as a shortfall)."""
+        self.ensure_open()
+        owed = self.obligation(rules)
+        shortfall = max(0, owed - self.total_surrendered)
+        self.trigger_event(self.Closed, obligation=owed, surrendered=self.total_surrendered,
+                           shortfall=shortfall, principal=principal)
+        return shortfall
+
+    def carry_debt(self, from_year: int, quantity: int) -> None:
+        self.trigger_event(self.DebtCarried, from_year=from_year, quantity=quantity)
+
+    def deduct_debt(self, transaction_id: UUID, quantity: int) -> None:
+        self.trigger_event(self.DebtDeducted, transaction_id=transaction_id, quantity=quantity)
 
     def reverse_surrender(self, transaction_id: UUID, unit_type: str, quantity: int) -> None:
         self.trigger_event(self.SurrenderReversed, transaction_id=transaction_id,
@@ -109,6 +292,7 @@ class ComplianceObligation(Aggregate):
         if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
             raise InvalidCommand(f"verified emissions must be a whole number >= 0, "
                                  f"got {emissions!r}", reason="INVALID_EMISSIONS")
+        self.ensure_open()
         if emissions == self.verified_emissions:
             return False
         self.trigger_event(self.EmissionsVerified, emissions=emissions, reason=reason,

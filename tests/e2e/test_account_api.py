@@ -327,7 +327,9 @@ def test_a_movement_of_two_vintages_is_one_row_per_unit_class(api: Api) -> None:
     allocate(reg, admin_pb.AllocationRow(transaction_id="AL-2026", account_id=A, unit_type=CEA,
                                          vintage=2026, quantity=100,
                                          source_account="CN-ISSUANCE"))
-    txn = surrender_units(operator, surrender("S-1", A, ALLOCATIONS[A] + 40)).transaction
+    # for 2026, which accepts both vintages (for 2025, 2026 allowances are advance use)
+    txn = surrender_units(operator, surrender("S-1", A, ALLOCATIONS[A] + 40, year=2026)
+                          ).transaction
     assert [(b.unit_class, b.first_serial, b.last_serial) for b in txn.blocks] == [
         (CEA_2025, 1, ALLOCATIONS[A]), (cea_2026, 1, 40)]
     assert holdings(operator, A, txn.position) == {(CEA, 2026, ""): (60, 0, 60)}
@@ -336,7 +338,7 @@ def test_a_movement_of_two_vintages_is_one_row_per_unit_class(api: Api) -> None:
     assert [(m.position, m.kind, m.unit_class.vintage, m.quantity) for m in one_by_one[2:]] == [
         (txn.position, common.TRANSACTION_KIND_SURRENDER, 2025, ALLOCATIONS[A]),
         (txn.position, common.TRANSACTION_KIND_SURRENDER, 2026, 40)]
-    assert compliance(operator, A).surrendered_cea == ALLOCATIONS[A] + 40
+    assert compliance(operator, A, 2026).surrendered_cea == ALLOCATIONS[A] + 40
 
 
 # -- SurrenderUnits, CancelUnits --------------------------------------------------------
@@ -405,7 +407,7 @@ def test_surrender_units(api: Api) -> None:
     error = rpc_error(lambda: surrender_units(operator, surrender("S-7", A, 10, year=2101)))
     assert (error.code, error.reason) == (INVALID, "INVALID_COMPLIANCE_YEAR")
     # nothing of the invalid requests was stored: S-7 is still free
-    done = surrender_units(operator, surrender("S-7", A, 10, year=2019)).transaction
+    done = surrender_units(operator, surrender("S-7", A, 10, year=2025)).transaction
     assert balance(operator, A, done.position) == ALLOCATIONS[A] - 30_010
     assert balance(operator, "CN-SURRENDER", done.position) == 30_010
     # surrendered units are retired: they move again only by a reversal
@@ -472,22 +474,25 @@ def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
     assert status() == (NOT_VERIFIED, 0, 0, 1_000, 0, 0)
     record_emissions(reg, emissions(A, 30_000))
     assert status() == (OPEN, 30_000, 30_000, 1_000, 0, 29_000)
-    surrender_units(operator, surrender("S-CCER", A, 4_000, unit_type=CCER))
-    assert status() == (OPEN, 30_000, 30_000, 1_000, 4_000, 25_000)
+    over_cap = rpc_error(lambda: surrender_units(operator, surrender(
+        "S-CCER-0", A, 1_501, unit_type=CCER)))       # CCER: at most 5 % of 30,000
+    assert (over_cap.code, over_cap.reason) == (PRECONDITION, "CCER_CAP_EXCEEDED")
+    surrender_units(operator, surrender("S-CCER", A, 1_500, unit_type=CCER))
+    assert status() == (OPEN, 30_000, 30_000, 1_000, 1_500, 27_500)
     surrender_units(operator, surrender("S-2026", A, 5_000, year=2026))
-    assert status() == (OPEN, 30_000, 30_000, 1_000, 4_000, 25_000)
+    assert status() == (OPEN, 30_000, 30_000, 1_000, 1_500, 27_500)
     assert status(2026) == (NOT_VERIFIED, 0, 0, 5_000, 0, 0)
-    surrender_units(operator, surrender("S-1", A, 25_000))
-    assert status() == (COMPLIANT, 30_000, 30_000, 26_000, 4_000, 0)
+    surrender_units(operator, surrender("S-1", A, 27_500))
+    assert status() == (COMPLIANT, 30_000, 30_000, 28_500, 1_500, 0)
     # a reversed surrender no longer counts
     reg.call(reg.administration.ReverseTransaction,
              reverse("REV-1", OPERATOR_PARTY, "S-CCER", "wrong year"))
-    assert status() == (OPEN, 30_000, 30_000, 26_000, 0, 4_000)
+    assert status() == (OPEN, 30_000, 30_000, 28_500, 0, 1_500)
     surrender_units(operator, surrender("S-2", A, 10_000))
-    assert status() == (COMPLIANT, 30_000, 30_000, 36_000, 0, 0)
+    assert status() == (COMPLIANT, 30_000, 30_000, 38_500, 0, 0)
     # a corrected, higher figure reopens the obligation
     record_emissions(reg, emissions(A, 40_000, reason="corrected report"))
-    assert status() == (OPEN, 40_000, 40_000, 36_000, 0, 4_000)
+    assert status() == (OPEN, 40_000, 40_000, 38_500, 0, 1_500)
     # zero verified emissions (the plant did not run) is compliant at once
     record_emissions(reg, emissions(B, 0))
     zero = compliance(operator, B)

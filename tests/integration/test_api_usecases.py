@@ -34,6 +34,7 @@ from registry.domain.errors import (
     Violation,
 )
 from registry.domain.obligations import ComplianceObligation
+from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from tests.support import REGULATOR, open_company, open_trader
 
@@ -109,6 +110,11 @@ def test_compliance_status_follows_surrenders(funded: Registry) -> None:
     funded.record_verified_emissions(REGULATOR, [emissions("PWR-0001", 2025, 750)])
     status = funded.get_compliance_status("PWR-0001", 2025)
     assert (status.state, status.outstanding) == (ComplianceState.OPEN, 150)
+    offsets = funded.surrender(REGULATOR, "SR-2A", "PWR-0001", UnitSelector(UnitType.CCER),
+                               100, 2025, "offsets")
+    assert offsets.refusal_reason == "CCER_CAP_EXCEEDED"          # 5 % of 750 is 37
+    funded.set_compliance_rules(REGULATOR, 2025, "*", ComplianceRules(ccer_cap_bps=2_000),
+                                "offsets up to 20 % this year")
     funded.surrender(REGULATOR, "SR-2", "PWR-0001", UnitSelector(UnitType.CCER), 100, 2025,
                      "offsets")
     status = funded.get_compliance_status("PWR-0001", 2025)

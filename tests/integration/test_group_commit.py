@@ -271,6 +271,54 @@ def test_first_attempts_share_the_lock_and_a_waiting_retry_goes_before_new_ones(
                 registry.close()
 
 
+@pytest.mark.postgres
+def test_a_process_writing_alone_takes_no_lock_and_one_that_sees_others_shares_it() -> None:
+    with fresh_pg_database() as url:
+        first, second = build_registry(Settings(url)), build_registry(Settings(url))
+        try:
+            fund(first, ["PWR-0001", "PWR-0002", "PWR-0003"], 100)
+            held, release = threading.Event(), threading.Event()
+
+            def hold_exclusively() -> None:
+                with exclusive_writer(second.recorder):
+                    held.set()
+                    release.wait(10)
+
+            def settle(registry: Registry, trade_id: str) -> threading.Thread:
+                thread = threading.Thread(target=registry.settle_trade, args=(
+                    EXCHANGE, Trade(trade_id, "PWR-0001", "PWR-0002", "CEA", 1)))
+                thread.start()
+                return thread
+
+            holder = threading.Thread(target=hold_exclusively)
+            holder.start()
+            assert held.wait(10)
+            alone = settle(first, "T-ALONE")
+            alone.join(5)
+            assert not alone.is_alive(), "a process writing alone waited for the lock"
+            release.set()
+            holder.join(10)
+
+            second.settle_trade(EXCHANGE, Trade("T-OTHER", "PWR-0003", "PWR-0002", "CEA", 1))
+            settle(first, "T-SEES-OTHER").join(10)   # its catch-up finds the other's events
+            held.clear()
+            release.clear()
+            holder = threading.Thread(target=hold_exclusively)
+            holder.start()
+            assert held.wait(10)
+            shared = settle(first, "T-SHARED")
+            shared.join(0.5)
+            assert shared.is_alive(), "with another writer about, the group took no lock"
+            release.set()
+            shared.join(10)
+            holder.join(10)
+            assert not shared.is_alive()
+            assert first.get_transaction("exchange", "T-SHARED").ok
+        finally:
+            first.close()
+            second.close()
+
+
 def _take(registry: Registry, order: list[str]) -> None:
     with exclusive_writer(registry.recorder):
         order.append("second holds")

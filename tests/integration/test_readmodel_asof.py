@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from registry.application import Registry, Trade
+from registry.application import EmissionsRow, Registry, Trade
 from registry.config import Settings, build_registry
 from registry.domain.errors import InvalidCommand, UnknownAccount
 from registry.domain.units import UnitClass, UnitSelector, UnitType
@@ -81,6 +81,8 @@ def play(registry: Registry, note: Any) -> None:
     registry.place_hold(EXCHANGE, "H-1", "TRD-0001", ANY_CEA, 400, 3600)
     note()
     registry.settle_trade(EXCHANGE, Trade("T-3", "TRD-0002", "PWR-0003", "CCER", 500))
+    registry.record_verified_emissions(REGULATOR, [  # CCER may cover 5 %: 500 t
+        EmissionsRow("PWR-0003", 2025, 10_000, "verified")])
     registry.surrender(REGULATOR, "SR-1", "PWR-0003", UnitSelector(UnitType.CCER), 500, 2025,
                        "offsets for 2025")
     note()

@@ -1,0 +1,160 @@
+"""Regulator commands that talk to a running registry server: the compliance rules of
+a year, closing a year, and the compliance report (a readable table, or CSV).
+
+    registry rules show 2025
+    registry rules set 2025 POWER --obligation-cap-bps 2000 --reason "2025 plan, art. 7"
+    registry close-year 2025 --reason "surrender deadline 2026-12-31 passed"
+    registry report compliance 2025 --csv > compliance-2025.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+import grpc
+
+from registry.client import RegistryClient
+from registry.remote import add_connection_options, client_for, report_error
+from registry.v1 import account_service_pb2 as account_pb
+from registry.v1 import administration_service_pb2 as admin_pb
+from registry.v1 import audit_service_pb2 as audit_pb
+from registry.v1 import common_pb2 as common_pb
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rules = sub.add_parser("rules", help="a compliance year's rules by sector, or set them")
+    actions = rules.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="the rules set for a year")
+    show.add_argument("year", type=int)
+    show.set_defaults(run=_rules_show)
+    change = actions.add_parser("set", help="set a sector's rules for a year (recorded with "
+                                "who and why; refused once the year is closed)")
+    change.add_argument("year", type=int)
+    change.add_argument("sector", help="POWER, STEEL, CEMENT, ALUMINIUM or '*' for all")
+    change.add_argument("--ccer-cap-bps", type=int, default=500,
+                        help="CCER cap, basis points of verified emissions (default 500)")
+    change.add_argument("--cea-min-vintage", type=int, default=None)
+    change.add_argument("--advance-use-bps", type=int, default=0,
+                        help="next year's CEA allowed, basis points of verified emissions")
+    change.add_argument("--deadline", default="", help="surrender deadline, YYYY-MM-DD")
+    change.add_argument("--obligation-cap-bps", type=int, default=None,
+                        help="obligation capped at allocation + this share of emissions")
+    change.add_argument("--reason", required=True)
+    change.set_defaults(run=_rules_set)
+    close = sub.add_parser("close-year", help="deadline processing: fix shortfalls, carry "
+                           "them into next year's allocation, freeze the year's rules")
+    close.add_argument("year", type=int)
+    close.add_argument("--reason", required=True)
+    close.set_defaults(run=_close_year)
+    report = sub.add_parser("report", help="reports from a running server")
+    kinds = report.add_subparsers(dest="report", required=True)
+    compliance = kinds.add_parser("compliance", help="accounts and tonnes by sector, "
+                                  "province and status for a compliance year")
+    compliance.add_argument("year", type=int)
+    compliance.add_argument("--csv", action="store_true", help="CSV on standard output")
+    compliance.set_defaults(run=_report_compliance)
+    for parser in (show, change, close, compliance):
+        add_connection_options(parser)
+
+
+def _call(args: argparse.Namespace, work: str) -> int:
+    try:
+        with client_for(args, timeout=300) as client:
+            {"show": _print_rules, "set": _set_rules, "close": _print_closing,
+             "compliance": _print_report}[work](client, args)
+    except grpc.RpcError as error:
+        return report_error(error)
+    return 0
+
+
+def _rules_show(args: argparse.Namespace) -> int:
+    return _call(args, "show")
+
+
+def _rules_set(args: argparse.Namespace) -> int:
+    return _call(args, "set")
+
+
+def _close_year(args: argparse.Namespace) -> int:
+    return _call(args, "close")
+
+
+def _report_compliance(args: argparse.Namespace) -> int:
+    return _call(args, "compliance")
+
+
+def _print_rules(client: RegistryClient, args: argparse.Namespace) -> None:
+    view = client.call(client.administration.GetComplianceRules,
+                       admin_pb.GetComplianceRulesRequest(compliance_year=args.year))
+    _print_year(view)
+
+
+def _print_year(view: admin_pb.GetComplianceRulesResponse) -> None:
+    state = "closed" if view.closed else "open"
+    print(f"compliance year {view.compliance_year}: {state}, {view.version} change(s)")
+    print(f"{'sector':<11}{'CCER cap':>10}{'oldest CEA':>12}{'advance':>9}{'deadline':>12}"
+          f"{'obligation cap':>16}")
+    for line in view.rules:
+        r = line.rules
+        oldest = str(r.cea_min_vintage) if r.HasField("cea_min_vintage") else "any"
+        cap = (f"alloc+{r.obligation_cap_bps / 100:g}%" if r.HasField("obligation_cap_bps")
+               else "none")
+        print(f"{line.sector:<11}{r.ccer_cap_bps / 100:>9g}%{oldest:>12}"
+              f"{r.advance_use_bps / 100:>8g}%{r.surrender_deadline or 'Dec 31 Y+1':>12}"
+              f"{cap:>16}")
+    if not view.rules:
+        print("(no rules set: the scheme's defaults apply: CCER 5%, no advance use)")
+
+
+def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
+    rules = admin_pb.ComplianceRules(
+        ccer_cap_bps=args.ccer_cap_bps, advance_use_bps=args.advance_use_bps,
+        surrender_deadline=args.deadline, cea_min_vintage=args.cea_min_vintage,
+        obligation_cap_bps=args.obligation_cap_bps)
+    reply = client.call(client.administration.SetComplianceRules,
+                        admin_pb.SetComplianceRulesRequest(
+                            compliance_year=args.year, sector=args.sector, rules=rules,
+                            reason=args.reason))
+    print("changed" if reply.position else "unchanged (already these rules)")
+    _print_year(reply.year)
+
+
+def _print_closing(client: RegistryClient, args: argparse.Namespace) -> None:
+    reply = client.call(client.administration.CloseComplianceYear,
+                        admin_pb.CloseComplianceYearRequest(compliance_year=args.year,
+                                                            reason=args.reason))
+    what = "was already closed" if reply.replayed else "closed"
+    print(f"compliance year {reply.compliance_year} {what}: {reply.obligations_closed:,} "
+          f"obligations, {reply.shortfalls:,} short by {reply.shortfall_tonnes:,} t in all "
+          "(carried into next year's allocation)")
+
+
+REPORT_COLUMNS = ("sector", "province", "state", "accounts", "verified_emissions",
+                  "obligation", "surrendered_cea", "surrendered_ccer", "shortfall")
+
+
+def _print_report(client: RegistryClient, args: argparse.Namespace) -> None:
+    reply = client.call(client.audit.GetComplianceReport,
+                        audit_pb.GetComplianceReportRequest(compliance_year=args.year))
+    rows = [(common_pb.Sector.Name(line.sector).removeprefix("SECTOR_"), line.province,
+             account_pb.ComplianceState.Name(line.state).removeprefix("COMPLIANCE_STATE_"),
+             line.accounts, line.verified_emissions, line.obligation, line.surrendered_cea,
+             line.surrendered_ccer, line.shortfall) for line in reply.lines]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(REPORT_COLUMNS)
+        writer.writerows(rows)
+        return
+    print(f"compliance year {reply.compliance_year} ({'closed' if reply.closed else 'open'})")
+    print(f"{'sector':<10}{'province':<14}{'state':<14}{'accounts':>9}{'verified t':>16}"
+          f"{'obligation t':>16}{'CEA t':>16}{'CCER t':>12}{'shortfall t':>14}")
+    totals = [0] * 6
+    for row in rows:
+        print(f"{row[0]:<10}{row[1]:<14}{row[2]:<14}" + "".join(
+            f"{value:>{width},}" for value, width in zip(row[3:], (9, 16, 16, 16, 12, 14),
+                                                         strict=True)))
+        totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
+    print(f"{'all':<38}" + "".join(f"{value:>{width},}" for value, width in zip(
+        totals, (9, 16, 16, 16, 12, 14), strict=True)))

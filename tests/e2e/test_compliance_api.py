@@ -1,0 +1,82 @@
+"""The compliance year through the gRPC API: rules set and read back, a surrender the
+rules refuse, the year closed (retry-safe), the report and the status after it."""
+
+from __future__ import annotations
+
+from registry.v1 import account_service_pb2 as account_pb
+from registry.v1 import administration_service_pb2 as admin_pb
+from registry.v1 import audit_service_pb2 as audit_pb
+from registry.v1 import common_pb2 as common
+from tests.e2e.conftest import INVALID, PRECONDITION, Api, rpc_error
+from tests.e2e.market import (
+    allocate,
+    allocation,
+    compliance,
+    emissions,
+    issue,
+    open_company,
+    record_emissions,
+    surrender,
+)
+
+
+def rules(api: Api, sector: str, reason: str = "2025 rules", **fields: int | str
+          ) -> admin_pb.SetComplianceRulesResponse:
+    client = api.regulator
+    return client.call(client.administration.SetComplianceRules,
+                       admin_pb.SetComplianceRulesRequest(
+                           compliance_year=2025, sector=sector, reason=reason,
+                           rules=admin_pb.ComplianceRules(**fields)))
+
+
+def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
+    regulator = api.regulator
+    open_company(regulator, "PWR-SD-0001")
+    open_company(regulator, "CEM-SD-0001", common.SECTOR_CEMENT)
+    issue(regulator, "ISS-1", 10_000)
+    allocate(regulator, allocation("AL-1", "PWR-SD-0001", 800),
+             allocation("AL-2", "CEM-SD-0001", 800))
+    record_emissions(regulator, emissions("PWR-SD-0001", 1_000), emissions("CEM-SD-0001", 900))
+
+    bad = rpc_error(lambda: rules(api, "POWER", ccer_cap_bps=20_000))
+    assert bad.code is INVALID and bad.reason == "INVALID_RULE"
+    assert [field for field, _ in bad.violations] == ["rules.ccer_cap_bps"]
+    rules(api, "*", ccer_cap_bps=500)
+    changed = rules(api, "CEMENT", obligation_cap_bps=0, ccer_cap_bps=500)
+    assert changed.position > 0 and changed.year.version == 3
+    read = regulator.call(regulator.administration.GetComplianceRules,
+                          admin_pb.GetComplianceRulesRequest(compliance_year=2025))
+    by_sector = {r.sector: r.rules for r in read.rules}
+    assert by_sector["CEMENT"].HasField("obligation_cap_bps")
+    assert not by_sector["*"].HasField("obligation_cap_bps")
+
+    early = rpc_error(lambda: regulator.call(regulator.accounts.SurrenderUnits, surrender(
+        "S-0", "PWR-SD-0001", 10, year=2024)))
+    assert (early.code, early.reason) == (PRECONDITION, "ADVANCE_USE_NOT_ALLOWED")
+    regulator.call(regulator.accounts.SurrenderUnits, surrender("S-1", "PWR-SD-0001", 700))
+    regulator.call(regulator.accounts.SurrenderUnits, surrender("S-2", "CEM-SD-0001", 800))
+    cement = compliance(regulator, "CEM-SD-0001")
+    assert cement.state == account_pb.COMPLIANCE_STATE_COMPLIANT and cement.obligation == 800
+
+    close = admin_pb.CloseComplianceYearRequest(compliance_year=2025, reason="deadline passed")
+    closed = regulator.call(regulator.administration.CloseComplianceYear, close)
+    assert (closed.obligations_closed, closed.shortfalls, closed.shortfall_tonnes) == (2, 1, 300)
+    again = regulator.call(regulator.administration.CloseComplianceYear, close)
+    assert again.replayed and again.shortfall_tonnes == 300
+    late = rpc_error(lambda: regulator.call(regulator.accounts.SurrenderUnits,
+                                            surrender("S-3", "PWR-SD-0001", 1)))
+    assert (late.code, late.reason) == (PRECONDITION, "COMPLIANCE_YEAR_CLOSED")
+    frozen = rpc_error(lambda: rules(api, "*", ccer_cap_bps=100))
+    assert frozen.code is PRECONDITION and frozen.reason == "COMPLIANCE_YEAR_CLOSED"
+
+    power = compliance(regulator, "PWR-SD-0001")
+    assert power.state == account_pb.COMPLIANCE_STATE_SHORTFALL and power.shortfall == 300
+    assert compliance(regulator, "PWR-SD-0001", 2026).debt_carried == 300
+    report = regulator.call(regulator.audit.GetComplianceReport,
+                            audit_pb.GetComplianceReportRequest(compliance_year=2025))
+    assert report.closed
+    lines = {(line.sector, line.state): line for line in report.lines}
+    short = lines[(common.SECTOR_POWER, account_pb.COMPLIANCE_STATE_SHORTFALL)]
+    assert (short.accounts, short.verified_emissions, short.surrendered_cea, short.shortfall) == (
+        1, 1_000, 700, 300)
+    assert lines[(common.SECTOR_CEMENT, account_pb.COMPLIANCE_STATE_COMPLIANT)].obligation == 800

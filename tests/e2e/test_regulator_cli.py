@@ -1,0 +1,49 @@
+"""The regulator's `registry` commands against a real server process: rules, the
+compliance report (table and CSV) and closing the year."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from registry.client import RegistryClient
+from tests.e2e.market import caught_up, emissions, record_emissions, seed_market
+from tests.e2e.test_server_process import cli, first_token, serving
+
+
+def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        token, _, _ = first_token(tmp_path)
+        with RegistryClient(server.address, token, attempts=1) as client:
+            seed_market(client)
+            record_emissions(client, emissions("PWR-SD-0001", 120_000),
+                             emissions("PWR-SD-0002", 40_000))
+            caught_up(client)
+
+        bad = cli(server, "rules", "set", "2025", "POWER", "--ccer-cap-bps", "20000",
+                  "--reason", "typo")
+        assert bad.returncode == 2 and "INVALID_RULE" in bad.stderr
+        assert "rules.ccer_cap_bps" in bad.stderr and "Traceback" not in bad.stderr
+        done = cli(server, "rules", "set", "2025", "POWER", "--obligation-cap-bps", "2000",
+                   "--reason", "first cycles: relief for power")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("changed\ncompliance year 2025: open, 2 change(s)")
+        shown = cli(server, "rules", "show", "2025")
+        assert "POWER" in shown.stdout and "alloc+20%" in shown.stdout
+
+        report = cli(server, "report", "compliance", "2025", "--csv")
+        assert report.returncode == 0, report.stderr
+        rows = list(csv.DictReader(io.StringIO(report.stdout)))
+        # PWR-SD-0001 got 100,000, owes min(120,000, 100,000 + 24,000); PWR-SD-0002 owes 40,000
+        assert [(r["state"], r["accounts"], r["obligation"]) for r in rows] == [
+            ("OPEN", "2", str(120_000 + 40_000))]
+
+        closed = cli(server, "close-year", "2025", "--reason", "deadline passed")
+        assert closed.returncode == 0, closed.stderr
+        assert "2 obligations, 2 short by 160,000 t" in closed.stdout
+        again = cli(server, "close-year", "2025", "--reason", "deadline passed")
+        assert "was already closed" in again.stdout
+        table = cli(server, "report", "compliance", "2025")
+        assert "SHORTFALL" in table.stdout and table.stdout.splitlines()[-1].split()[1:3] == [
+            "2", "160,000"]

@@ -1,0 +1,133 @@
+"""One compliance year through the application on every backend: rules set as data,
+surrenders judged by them (each refusal recorded with its reason), the year closed
+with shortfalls fixed, and the shortfall deducted from the next year's allocation."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.application import ComplianceState, EmissionsRow, Registry
+from registry.domain.accounts import AccountType, Holder
+from registry.domain.errors import ComplianceYearClosed, RowsInvalid
+from registry.domain.rules import ComplianceRules
+from registry.domain.units import UnitClass, UnitSelector, UnitType
+from tests.support import REGULATOR, open_company
+
+CEA = UnitSelector(UnitType.CEA)
+CCER = UnitSelector(UnitType.CCER)
+
+
+def surrender(registry: Registry, txn: str, account: str, selector: UnitSelector,
+              quantity: int, year: int = 2025) -> str:
+    """Surrender; the refusal reason, or "" when it completed."""
+    result = registry.surrender(REGULATOR, txn, account, selector, quantity, year, "compliance")
+    return result.refusal_reason
+
+
+@pytest.fixture
+def year(registry: Registry) -> Registry:
+    """Two power companies and a cement company, allocated 2025 CEA, holding some 2026
+    CEA and CCER, with verified 2025 emissions."""
+    for account, sector in (("PWR-A", "POWER"), ("PWR-B", "POWER"), ("CEM-C", "CEMENT")):
+        open_company(registry, account, sector)
+    registry.issue_units(REGULATOR, "ISS-25", UnitClass(UnitType.CEA, 2025), 3_000, "")
+    registry.issue_units(REGULATOR, "ISS-26", UnitClass(UnitType.CEA, 2026), 3_000, "")
+    registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-0001"),
+                         300, "")
+    for account in ("PWR-A", "PWR-B", "CEM-C"):
+        registry.allocate(REGULATOR, f"AL25-{account}", account,
+                          UnitSelector(UnitType.CEA, 2025), 800, "2025 pre-allocation",
+                          source="CN-ISSUANCE")
+        registry.transfer(REGULATOR, f"V26-{account}", "CN-ISSUANCE", account,
+                          UnitSelector(UnitType.CEA, 2026), 200, "next year's, early")
+        registry.transfer(REGULATOR, f"CCER-{account}", "CN-ISSUANCE", account, CCER, 100,
+                          "offsets bought")
+    registry.record_verified_emissions(REGULATOR, [
+        EmissionsRow("PWR-A", 2025, 1_000, "report"), EmissionsRow("PWR-B", 2025, 1_000, "report"),
+        EmissionsRow("CEM-C", 2025, 900, "report")])
+    return registry
+
+
+def test_surrenders_are_judged_by_the_year_s_rules_for_the_sector(year: Registry) -> None:
+    registry = year
+    assert surrender(registry, "S-CCER-OVER", "PWR-A", CCER, 51) == "CCER_CAP_EXCEEDED"
+    assert surrender(registry, "S-CCER", "PWR-A", CCER, 50) == ""
+    assert surrender(registry, "S-ADVANCE", "PWR-A", UnitSelector(UnitType.CEA, 2026),
+                     10) == "ADVANCE_USE_NOT_ALLOWED"
+    assert surrender(registry, "S-2024", "PWR-A", UnitSelector(UnitType.CEA, 2026), 10,
+                     year=2024) == "INELIGIBLE_VINTAGE"
+    registry.set_compliance_rules(REGULATOR, 2025, "POWER",
+                                  ComplianceRules(advance_use_bps=1_000), "borrowing allowed")
+    assert surrender(registry, "S-ADVANCE-2", "PWR-A", UnitSelector(UnitType.CEA, 2026),
+                     101) == "ADVANCE_USE_LIMIT_EXCEEDED"
+    assert surrender(registry, "S-ADVANCE-3", "PWR-A", UnitSelector(UnitType.CEA, 2026),
+                     100) == ""
+    assert surrender(registry, "S-CEM-ADVANCE", "CEM-C", UnitSelector(UnitType.CEA, 2026),
+                     1) == "ADVANCE_USE_NOT_ALLOWED"     # the rule was for POWER only
+    assert surrender(registry, "S-UNVERIFIED", "PWR-A", CCER, 1,
+                     year=2026) == "EMISSIONS_NOT_VERIFIED"
+    # a refusal is recorded: the same id again answers the same refusal
+    assert surrender(registry, "S-CCER-OVER", "PWR-A", CCER, 51) == "CCER_CAP_EXCEEDED"
+    status = registry.get_compliance_status("PWR-A", 2025)
+    assert (status.surrendered_ccer, status.surrendered_cea, status.advance_used) == (50, 100, 100)
+    assert status.state is ComplianceState.OPEN and status.outstanding == 850
+
+
+def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
+        year: Registry) -> None:
+    registry = year
+    registry.set_compliance_rules(REGULATOR, 2025, "CEMENT",
+                                  ComplianceRules(obligation_cap_bps=0), "capped at allocation")
+    registry.set_compliance_rules(REGULATOR, 2025, "POWER",
+                                  ComplianceRules(advance_use_bps=2_000), "borrowing allowed")
+    assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""   # 800 of 2025, 200 of 2026
+    assert surrender(registry, "S-B", "PWR-B", UnitSelector(UnitType.CEA, 2025), 700) == ""
+    assert surrender(registry, "S-C", "CEM-C", UnitSelector(UnitType.CEA, 2025), 800) == ""
+    report = {(line.sector, line.state): line for line in registry.compliance_report(2025)}
+    assert report[("CEMENT", ComplianceState.COMPLIANT)].obligation == 800   # the cap
+    assert report[("POWER", ComplianceState.OPEN)].accounts == 1
+
+    closing = registry.close_compliance_year(REGULATOR, 2025, "deadline 2026-12-31 passed")
+    assert (closing.obligations_closed, closing.shortfalls, closing.shortfall_tonnes) == (3, 1, 300)
+    again = registry.close_compliance_year(REGULATOR, 2025, "clicked twice")
+    assert again.replayed and again.shortfall_tonnes == 300
+    status = registry.get_compliance_status("PWR-B", 2025)
+    assert (status.state, status.shortfall) == (ComplianceState.SHORTFALL, 300)
+    assert surrender(registry, "S-LATE", "PWR-B", CEA, 1) == "COMPLIANCE_YEAR_CLOSED"
+    with pytest.raises(ComplianceYearClosed):
+        registry.set_compliance_rules(REGULATOR, 2025, "*", ComplianceRules(), "too late")
+    report = {(line.sector, line.state): line for line in registry.compliance_report(2025)}
+    assert report[("POWER", ComplianceState.SHORTFALL)].shortfall == 300
+    assert report[("POWER", ComplianceState.COMPLIANT)].surrendered_cea == 1_000
+
+    # 2026 pre-allocation: PWR-B's 300 are deducted, in two allocations
+    first = registry.allocate(REGULATOR, "AL26-B-1", "PWR-B", UnitSelector(UnitType.CEA, 2026),
+                              200, "2026 pre-allocation", source="CN-ISSUANCE")
+    assert first.ok and first.quantity == 0
+    second = registry.allocate(REGULATOR, "AL26-B-2", "PWR-B",
+                               UnitSelector(UnitType.CEA, 2026), 500, "2026 top-up",
+                               source="CN-ISSUANCE")
+    assert second.ok and second.quantity == 400
+    next_year = registry.get_compliance_status("PWR-B", 2026)
+    assert (next_year.debt_carried, next_year.debt_deducted, next_year.allocated) == (300, 300, 700)
+    held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
+    assert held[2026] == 200 + 400
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+
+
+def test_bad_rules_are_refused_whole_and_change_nothing(registry: Registry) -> None:
+    registry.open_account(REGULATOR, "PWR-X", AccountType.COMPLIANCE,
+                          Holder("X Co.", "91110000100001234X", "POWER", "Beijing"))
+    with pytest.raises(RowsInvalid) as raised:
+        registry.set_compliance_rules(REGULATOR, 2025, "POWER",
+                                      ComplianceRules(ccer_cap_bps=20_000,
+                                                      surrender_deadline="soon"), "typo")
+    assert {v.field for v in raised.value.violations} == {"rules.ccer_cap_bps",
+                                                  "rules.surrender_deadline"}
+    assert registry.get_compliance_rules(2025).rules == {}
+    view = registry.set_compliance_rules(REGULATOR, 2025, "POWER",
+                                         ComplianceRules(ccer_cap_bps=1_000), "plan")
+    assert view.for_sector("POWER").ccer_cap_bps == 1_000 and view.version == 2
+    assert registry.set_compliance_rules(REGULATOR, 2025, "POWER",
+                                         ComplianceRules(ccer_cap_bps=1_000),
+                                         "same again").position is None
