@@ -3,9 +3,13 @@ and record verified emissions."""
 
 from __future__ import annotations
 
+import json
+from typing import TypeVar
+
 import grpc
 
 from registry.application.commands import MAX_BATCH, AllocationRow, EmissionsRow
+from registry.application.four_eyes import ProposalResult
 from registry.application.results import (
     AccountResult,
     ComplianceRulesView,
@@ -14,8 +18,15 @@ from registry.application.results import (
 )
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand
+from registry.domain.proposals import (
+    DEFAULT_VALIDITY_SECONDS,
+    ProposalKind,
+    ProposalStatus,
+    ProposalView,
+)
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitType
+from registry.readmodels.queries import check_page_size, decode_token, encode_token
 from registry.v1 import administration_service_pb2 as pb
 from registry.v1 import administration_service_pb2_grpc as pb_grpc
 from registry.v1 import common_pb2 as common
@@ -150,6 +161,77 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             compliance_year=closing.year, obligations_closed=closing.obligations_closed,
             shortfalls=closing.shortfalls, shortfall_tonnes=closing.shortfall_tonnes,
             replayed=closing.replayed, position=closing.position or 0)
+
+    def ProposeAction(self, request: pb.ProposeActionRequest,
+                      context: grpc.ServicerContext) -> pb.ProposeActionResponse:
+        kind = convert.enum_from_proto(request.kind, pb.ProposalKind, ProposalKind, "kind")
+        assert kind is not None
+        try:
+            payload = json.loads(request.payload_json or "{}")
+        except ValueError:
+            raise InvalidCommand("payload_json is not JSON", reason="INVALID_PAYLOAD",
+                                 field="payload_json") from None
+        if not isinstance(payload, dict):
+            raise InvalidCommand("payload_json must be a JSON object",
+                                 reason="INVALID_PAYLOAD", field="payload_json")
+        return _respond(pb.ProposeActionResponse, self.registry.proposals.propose(
+            current_principal(), convert.required(request.proposal_id, "proposal_id"),
+            kind, payload, request.reason,
+            request.validity_seconds or DEFAULT_VALIDITY_SECONDS))
+
+    def ApproveProposal(self, request: pb.ApproveProposalRequest,
+                        context: grpc.ServicerContext) -> pb.ApproveProposalResponse:
+        return _respond(pb.ApproveProposalResponse, self.registry.proposals.approve(
+            current_principal(), convert.required(request.party, "party"),
+            convert.required(request.proposal_id, "proposal_id")))
+
+    def RejectProposal(self, request: pb.RejectProposalRequest,
+                       context: grpc.ServicerContext) -> pb.RejectProposalResponse:
+        return _respond(pb.RejectProposalResponse, self.registry.proposals.reject(
+            current_principal(), convert.required(request.party, "party"),
+            convert.required(request.proposal_id, "proposal_id"), request.reason))
+
+    def GetProposal(self, request: pb.GetProposalRequest,
+                    context: grpc.ServicerContext) -> pb.GetProposalResponse:
+        return pb.GetProposalResponse(proposal=_proposal(self.registry.proposals.get(
+            convert.required(request.party, "party"),
+            convert.required(request.proposal_id, "proposal_id"))))
+
+    def ListProposals(self, request: pb.ListProposalsRequest,
+                      context: grpc.ServicerContext) -> pb.ListProposalsResponse:
+        status = convert.enum_from_proto(request.status, pb.ProposalStatus, ProposalStatus,
+                                         "status", required=False)
+        size = check_page_size(request.page_size or 100)
+        start = decode_token(request.page_token, 1)[0] if request.page_token else 0
+        views = self.registry.proposals.list_proposals(status.value if status else "")
+        page = views[start:start + size]
+        more = start + size < len(views)
+        return pb.ListProposalsResponse(
+            proposals=[_proposal(v) for v in page],
+            next_page_token=encode_token([start + size]) if more else "")
+
+
+def _proposal(view: ProposalView) -> pb.Proposal:
+    return pb.Proposal(
+        party=view.party, proposal_id=view.proposal_id,
+        kind=convert.enum_to_proto(view.kind, pb.ProposalKind),
+        payload_json=json.dumps(view.payload, sort_keys=True),
+        status=convert.enum_to_proto(view.status, pb.ProposalStatus),
+        proposer=view.proposer, reason=view.reason,
+        create_time=convert.timestamp(view.created_at),
+        expire_time=convert.timestamp(view.expires_at), approver=view.approver,
+        approve_time=convert.timestamp(view.approved_at), rejected_by=view.rejected_by,
+        rejection_reason=view.rejection_reason, result=view.result,
+        failure_reason=view.failure_reason, failure_message=view.failure_message)
+
+
+R = TypeVar("R", pb.ProposeActionResponse, pb.ApproveProposalResponse,
+            pb.RejectProposalResponse)
+
+
+def _respond(response: type[R], result: ProposalResult) -> R:
+    return response(proposal=_proposal(result.proposal), replayed=result.replayed,
+                    position=result.position or 0)
 
 
 def _rules_from_proto(message: pb.ComplianceRules) -> ComplianceRules:

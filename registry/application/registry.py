@@ -34,6 +34,7 @@ from registry.application.commands import (
     check_reason,
     fingerprint,
 )
+from registry.application.four_eyes import FourEyes
 from registry.application.group_commit import GroupCommit
 from registry.application.results import (
     AccountResult,
@@ -185,6 +186,8 @@ class Registry(Application[UUID]):
                         name="registry-group-commit"))
         self._openings: GroupCommit[Opening, AccountResult] = GroupCommit(
             self._open_group, limit=MAX_GROUP, name="registry-openings")
+        self.proposals = FourEyes(self)
+        """Four eyes: actions that take effect when a second regulator approves."""
 
     def close(self) -> None:
         self._movements.close()

@@ -86,6 +86,10 @@ class UnknownSerial(NotFound):
     reason = "UNKNOWN_SERIAL"
 
 
+class UnknownProposal(NotFound):
+    reason = "UNKNOWN_PROPOSAL"
+
+
 class Refused(RegistryError):
     reason = "REFUSED"
 

@@ -30,6 +30,7 @@ EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 TOKENS = {
     "regulator": ("tok-regulator-0000000001", Principal("mee", "regulator-li")),
+    "regulator2": ("tok-regulator-0000000002", Principal("mee", "regulator-wang")),
     "exchange": ("tok-exchange-00000000001", Principal("shanghai-exchange", "settlement")),
     "operator": ("tok-operator-00000000001", Principal("huaneng", "operator-wang")),
     "exchange2": ("tok-exchange-00000000002", Principal("beijing-exchange", "settlement")),

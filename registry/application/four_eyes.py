@@ -1,0 +1,311 @@
+"""Four eyes: regulator actions that take effect only when a different regulator approves.
+
+A regulator proposes an action (an issuance, an allocation table, a reversal, a
+cancellation, a freeze, a rule change) with a payload of its parameters; nothing
+happens until another regulator approves it. Approval then carries the action out
+through the registry's ordinary use case, under the approver's name, and records the
+outcome on the proposal: what it produced, or the refusal it met. Every step is an
+event with who and when.
+
+The payload is checked when it is proposed, so a malformed action is refused at once
+and an approver only ever approves something that can be carried out. Carrying out
+is idempotent (the action's own ids make a repeat a replay), so an approval whose
+outcome was not recorded (a crash in between) is completed by approving again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from registry.application.commands import AllocationRow, check_reason
+from registry.application.results import RowOutcome, TransactionResult
+from registry.application.unit_of_work import UnitOfWork
+from registry.domain.errors import (
+    InvalidCommand,
+    NotFound,
+    Refused,
+    UnknownProposal,
+    error_for_reason,
+)
+from registry.domain.proposals import (
+    DEFAULT_VALIDITY_SECONDS,
+    Proposal,
+    ProposalKind,
+    ProposalStatus,
+    ProposalView,
+    check_payload,
+    parse_proposal_kind,
+)
+from registry.domain.rules import ComplianceRules
+from registry.domain.transactions import Principal
+from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
+
+if TYPE_CHECKING:
+    from registry.application.registry import Registry
+
+Action = Callable[[Principal], str]
+"""Carries an approved proposal out as the approver; returns what it produced."""
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    proposal: ProposalView
+    replayed: bool = False
+    position: int | None = None
+
+
+class FourEyes:
+    """The proposal use cases of one registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def propose(self, principal: Principal, proposal_id: str, kind: str,
+                payload: Mapping[str, Any], reason: str,
+                validity_seconds: int = DEFAULT_VALIDITY_SECONDS) -> ProposalResult:
+        """Record a pending proposal; the same proposal again is a replay, the same id
+        with other content is refused."""
+        parsed = parse_proposal_kind(kind)
+        normal = check_payload(payload)
+        self._action(parsed, normal)   # a payload that could not be carried out: refused now
+        registry = self._registry
+
+        def attempt(uow: UnitOfWork) -> ProposalResult:
+            existing = uow.find(Proposal.id_for(principal.party, proposal_id), Proposal)
+            if existing is not None:
+                existing.ensure_same_content(parsed, normal)
+                return ProposalResult(existing.view(registry.clock()), replayed=True)
+            proposal = uow.add(Proposal.propose(
+                proposal_id=proposal_id, kind=parsed, payload=normal, reason=reason,
+                principal=principal, now=registry.clock(), validity_seconds=validity_seconds))
+            return ProposalResult(proposal.view(), position=_position(uow.save()))
+
+        return registry._retrying(attempt)
+
+    def approve(self, principal: Principal, party: str, proposal_id: str) -> ProposalResult:
+        """Approve as a second regulator and carry the action out; approving again (the
+        same approver) answers the outcome, completing it if it was never recorded."""
+        registry = self._registry
+
+        def decide(uow: UnitOfWork) -> tuple[Proposal, int | None]:
+            proposal = self._proposal(uow, party, proposal_id)
+            approved = proposal.approve(principal, registry.clock())
+            return proposal, _position(uow.save()) if approved else None
+
+        proposal, position = registry._retrying(decide)
+        if proposal.status is not ProposalStatus.APPROVED:   # its outcome is recorded
+            return ProposalResult(proposal.view(), replayed=position is None)
+        action = self._action(proposal.kind, proposal.payload)
+        try:
+            produced, failure = action(principal), None
+        except (Refused, NotFound) as error:
+            produced, failure = "", error
+
+        def record(uow: UnitOfWork) -> ProposalResult:
+            current = self._proposal(uow, party, proposal_id)
+            now = registry.clock()
+            changed = (current.mark_failed(failure, now) if failure is not None
+                       else current.mark_executed(produced, now))
+            return ProposalResult(current.view(),
+                                  position=_position(uow.save()) if changed else position)
+
+        return registry._retrying(record)
+
+    def reject(self, principal: Principal, party: str, proposal_id: str, reason: str
+               ) -> ProposalResult:
+        """Reject (or, by its proposer, withdraw) a pending proposal: it never takes effect."""
+        registry = self._registry
+
+        def attempt(uow: UnitOfWork) -> ProposalResult:
+            proposal = self._proposal(uow, party, proposal_id)
+            rejected = proposal.reject(principal, reason, registry.clock())
+            position = _position(uow.save()) if rejected else None
+            return ProposalResult(proposal.view(), replayed=not rejected, position=position)
+
+        return registry._retrying(attempt)
+
+    def expire_due(self) -> list[ProposalView]:
+        """Record every pending proposal past its validity as expired."""
+        registry = self._registry
+        expired = []
+        for proposal in self._all():
+            if proposal.status is ProposalStatus.PENDING and proposal.is_due(registry.clock()):
+                def attempt(uow: UnitOfWork, p: Proposal = proposal) -> ProposalView:
+                    current = self._proposal(uow, p.party, p.proposal_id)
+                    if current.expire(registry.clock()):
+                        uow.save()
+                    return current.view()
+                expired.append(registry._retrying(attempt))
+        return expired
+
+    def get(self, party: str, proposal_id: str) -> ProposalView:
+        return self._proposal(UnitOfWork(self._registry), party, proposal_id).view(
+            self._registry.clock())
+
+    def list_proposals(self, status: str = "") -> list[ProposalView]:
+        """Every proposal (of one status, if given), oldest first."""
+        now = self._registry.clock()
+        views = [p.view(now) for p in self._all()]
+        return [v for v in views if not status or v.status.value == status]
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _all(self) -> list[Proposal]:
+        registry = self._registry
+        uow = UnitOfWork(registry)
+        ids = list(registry._originators(Proposal.Proposed.TOPIC))
+        uow.prefetch(ids, registry._load_many)
+        return [p for p in (uow.find(i, Proposal) for i in ids) if p is not None]
+
+    @staticmethod
+    def _proposal(uow: UnitOfWork, party: str, proposal_id: str) -> Proposal:
+        proposal = uow.find(Proposal.id_for(party, proposal_id), Proposal)
+        if proposal is None:
+            raise UnknownProposal(f"no proposal {party}:{proposal_id}",
+                                  proposal=f"{party}:{proposal_id}")
+        return proposal
+
+    def _action(self, kind: ProposalKind, payload: Mapping[str, Any]) -> Action:
+        """The use case an approved proposal runs, built (and so checked) from its
+        payload; a bad payload is an INVALID_PAYLOAD naming the field."""
+        build = _BUILDERS.get(kind)
+        if build is None:
+            raise InvalidCommand(f"{kind} proposals cannot be carried out yet",
+                                 reason="PROPOSAL_KIND_NOT_SUPPORTED", field="kind")
+        return build(self._registry, _Payload(payload))
+
+
+class _Payload:
+    """Typed access to a proposal's payload, each missing or ill-typed field named."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self._data.get(name, default)
+        if not isinstance(value, str) or (default is None and not value):
+            raise _bad(name, "text")
+        return value
+
+    def number(self, name: str, optional: bool = False) -> int:
+        value = self._data.get(name)
+        if value is None and optional:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(name, "a whole number")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self._data.get(name)
+        if not isinstance(value, dict):
+            raise _bad(name, "an object")
+        return value
+
+    def rows(self, name: str) -> list[_Payload]:
+        value = self._data.get(name)
+        if not isinstance(value, list) or not value or not all(isinstance(r, dict)
+                                                               for r in value):
+            raise _bad(name, "a non-empty list of objects")
+        return [_Payload(row) for row in value]
+
+
+def _bad(name: str, what: str) -> InvalidCommand:
+    return InvalidCommand(f"payload field {name!r} must be {what}", reason="INVALID_PAYLOAD",
+                          field=f"payload.{name}")
+
+
+def _selector(p: _Payload) -> UnitSelector:
+    vintage = p.number("vintage", optional=True) or None
+    project = p.text("project", "") or None
+    return UnitSelector(parse_unit_type(p.text("unit_type")), vintage, project)
+
+
+def _completed(result: TransactionResult) -> str:
+    """A movement's outcome as a proposal's result, or the refusal it met."""
+    if not result.ok:
+        raise error_for_reason(result.refusal_reason, result.refusal_message,
+                               **result.refusal_metadata)
+    return f"{result.party}:{result.transaction_id}"
+
+
+def _issuance(registry: Registry, p: _Payload) -> Action:
+    unit_class = UnitClass(parse_unit_type(p.text("unit_type")), p.number("vintage"),
+                           p.text("project", ""))
+    txn, quantity, reason = p.text("transaction_id"), p.number("quantity"), p.text("reason", "")
+    check_reason(reason)
+    return lambda who: _completed(registry.issue_units(who, txn, unit_class, quantity, reason))
+
+
+def _reversal(registry: Registry, p: _Payload) -> Action:
+    txn, party = p.text("transaction_id"), p.text("original_party")
+    original, reason = p.text("original_transaction_id"), p.text("reason", "")
+    return lambda who: _completed(registry.reverse(who, txn, party, original, reason))
+
+
+def _cancellation(registry: Registry, p: _Payload) -> Action:
+    txn, account, quantity = p.text("transaction_id"), p.text("account_id"), p.number("quantity")
+    selector, reason = _selector(p), p.text("reason", "")
+    return lambda who: _completed(registry.cancel(who, txn, account, selector, quantity,
+                                                  reason))
+
+
+def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
+    def build(registry: Registry, p: _Payload) -> Action:
+        account, reason = p.text("account_id"), p.text("reason")
+        request = p.text("request_id")
+        change = registry.freeze_account if freeze else registry.unfreeze_account
+
+        def act(who: Principal) -> str:
+            result = change(who, account, reason, request_id=request)
+            return f"{result.account.account_id} {result.account.state}"
+        return act
+    return build
+
+
+def _rule_change(registry: Registry, p: _Payload) -> Action:
+    year, sector = p.number("year"), p.text("sector")
+    rules = ComplianceRules.from_dict(p.mapping("rules")).check(year)
+    reason = p.text("reason", "")
+
+    def act(who: Principal) -> str:
+        view = registry.set_compliance_rules(who, year, sector, rules, reason)
+        return f"rules {year} {sector} version {view.version}"
+    return act
+
+
+def _allocation_table(registry: Registry, p: _Payload) -> Action:
+    rows = [AllocationRow(r.text("transaction_id"), r.text("account_id"), r.text("unit_type"),
+                          r.number("quantity"), r.text("reason", ""),
+                          r.number("vintage", optional=True) or None,
+                          r.text("source", "") or None) for r in p.rows("rows")]
+    for index, row in enumerate(rows):
+        try:
+            row.movement()
+        except InvalidCommand as error:
+            raise InvalidCommand(f"payload rows[{index}]: {error.message}",
+                                 reason="INVALID_PAYLOAD", field=f"payload.rows[{index}]"
+                                 ) from None
+
+    def act(who: Principal) -> str:
+        results = registry.allocate_many(who, rows)
+        done = sum(r.outcome in (RowOutcome.COMPLETED, RowOutcome.ALREADY_COMPLETED)
+                   for r in results)
+        return f"{done} of {len(results)} allocation rows completed"
+    return act
+
+
+_BUILDERS: dict[ProposalKind, Callable[[Registry, _Payload], Action]] = {
+    ProposalKind.ISSUANCE: _issuance,
+    ProposalKind.ALLOCATION_TABLE: _allocation_table,
+    ProposalKind.REVERSAL: _reversal,
+    ProposalKind.REGULATOR_CANCELLATION: _cancellation,
+    ProposalKind.ACCOUNT_FREEZE: _account_state(freeze=True),
+    ProposalKind.ACCOUNT_UNFREEZE: _account_state(freeze=False),
+    ProposalKind.RULE_CHANGE: _rule_change,
+}
+
+
+def _position(recordings: list[Any]) -> int | None:
+    return recordings[-1].notification.id if recordings else None
