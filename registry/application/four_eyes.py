@@ -29,6 +29,7 @@ from registry.domain.errors import (
     UnknownProposal,
     error_for_reason,
 )
+from registry.domain.freezes import blocks_from_rows
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     Proposal,
@@ -170,11 +171,7 @@ class FourEyes:
     def _action(self, kind: ProposalKind, payload: Mapping[str, Any]) -> Action:
         """The use case an approved proposal runs, built (and so checked) from its
         payload; a bad payload is an INVALID_PAYLOAD naming the field."""
-        build = _BUILDERS.get(kind)
-        if build is None:
-            raise InvalidCommand(f"{kind} proposals cannot be carried out yet",
-                                 reason="PROPOSAL_KIND_NOT_SUPPORTED", field="kind")
-        return build(self._registry, _Payload(payload))
+        return _BUILDERS[kind](self._registry, _Payload(payload))
 
 
 class _Payload:
@@ -195,6 +192,12 @@ class _Payload:
             return 0
         if isinstance(value, bool) or not isinstance(value, int):
             raise _bad(name, "a whole number")
+        return value
+
+    def items(self, name: str) -> list[Any]:
+        value = self._data.get(name)
+        if not isinstance(value, list) or not value:
+            raise _bad(name, "a non-empty list")
         return value
 
     def mapping(self, name: str) -> dict[str, Any]:
@@ -296,7 +299,47 @@ def _allocation_table(registry: Registry, p: _Payload) -> Action:
     return act
 
 
+def _block_freeze(registry: Registry, p: _Payload) -> Action:
+    freeze_id, account, order = p.text("freeze_id"), p.text("account_id"), p.text("order_reference")
+    reason = p.text("reason")
+    try:
+        blocks = blocks_from_rows(p.items("blocks"))
+    except InvalidCommand as error:
+        raise InvalidCommand(f"payload blocks: {error.message}", reason="INVALID_PAYLOAD",
+                             field="payload.blocks") from None
+    return lambda who: registry.restrictions.freeze_blocks(who, freeze_id, account, blocks,
+                                                            order, reason)
+
+
+def _block_release(registry: Registry, p: _Payload) -> Action:
+    freeze_id, reason, evidence = p.text("freeze_id"), p.text("reason"), p.text("evidence")
+    return lambda who: registry.restrictions.release_blocks(who, freeze_id, reason, evidence)
+
+
+def _detention(registry: Registry, p: _Payload) -> Action:
+    project, reference, reason = p.text("project"), p.text("reference"), p.text("reason")
+    return lambda who: registry.restrictions.detain_origin(who, project, reference, reason)
+
+
+def _clearance(registry: Registry, p: _Payload) -> Action:
+    project, evidence, reason = p.text("project"), p.text("evidence"), p.text("reason")
+    return lambda who: registry.restrictions.clear_origin(who, project, evidence, reason)
+
+
+def _halt(halted: bool) -> Callable[[Registry, _Payload], Action]:
+    def build(registry: Registry, p: _Payload) -> Action:
+        reason = p.text("reason")
+        return lambda who: registry.restrictions.halt_market(who, reason, halted)
+    return build
+
+
 _BUILDERS: dict[ProposalKind, Callable[[Registry, _Payload], Action]] = {
+    ProposalKind.BLOCK_FREEZE: _block_freeze,
+    ProposalKind.BLOCK_RELEASE: _block_release,
+    ProposalKind.ORIGIN_DETENTION: _detention,
+    ProposalKind.ORIGIN_CLEARANCE: _clearance,
+    ProposalKind.MARKET_HALT: _halt(True),
+    ProposalKind.MARKET_RESUMPTION: _halt(False),
     ProposalKind.ISSUANCE: _issuance,
     ProposalKind.ALLOCATION_TABLE: _allocation_table,
     ProposalKind.REVERSAL: _reversal,

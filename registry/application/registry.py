@@ -36,6 +36,7 @@ from registry.application.commands import (
 )
 from registry.application.four_eyes import FourEyes
 from registry.application.group_commit import GroupCommit
+from registry.application.restrictions import Restrictions, check_restrictions
 from registry.application.results import (
     AccountResult,
     AccountView,
@@ -87,6 +88,7 @@ from registry.domain.errors import (
 from registry.domain.holds import Hold, HoldStatus, check_timeout
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import MAX_YEAR, MIN_YEAR, ComplianceObligation, check_year
+from registry.domain.restriction_index import RestrictionIndex
 from registry.domain.rules import (
     DEFAULT_RULES,
     ComplianceRules,
@@ -187,6 +189,7 @@ class Registry(Application[UUID]):
         self._openings: GroupCommit[Opening, AccountResult] = GroupCommit(
             self._open_group, limit=MAX_GROUP, name="registry-openings")
         self.proposals = FourEyes(self)
+        self.restrictions = Restrictions(self)
         """Four eyes: actions that take effect when a second regulator approves."""
 
     def close(self) -> None:
@@ -286,11 +289,21 @@ class Registry(Application[UUID]):
         return self._retrying(attempt)
 
     def ensure_national_accounts(self) -> list[AccountResult]:
-        """Open the four national accounts unless they exist (safe to call at every start)."""
-        return [
+        """Open the four national accounts unless they exist, and start the restriction
+        index (every movement reads it; a missing aggregate would cost a query each
+        time). Safe to call at every start."""
+        opened = [
             self.open_account(SYSTEM, account_id, account_type, Holder(REGISTRY_AUTHORITY))
             for account_type, account_id in NATIONAL_ACCOUNTS.items()
         ]
+
+        def start_index(uow: UnitOfWork) -> None:
+            if uow.find(RestrictionIndex.id_for(), RestrictionIndex) is None:
+                uow.add(RestrictionIndex.start())
+                uow.save()
+
+        self._retrying(start_index)
+        return opened
 
     def freeze_account(self, principal: Principal, account_id: str, reason: str, *,
                        request_id: str | None = None) -> AccountResult:
@@ -555,14 +568,17 @@ class Registry(Application[UUID]):
             hold = uow.hold(party, movement.hold_id)
             hold.ensure_active(now)
             hold.ensure_matches(source.account_id, movement.selector, movement.quantity)
+            check_restrictions(uow, source, movement.kind, movement.selector,
+                               movement.quantity, blocks=source.held.get(str(hold.id), ()))
             blocks = source.debit_hold(hold.id, txn_id, movement.quantity)
             hold.settle(txn_id, movement.quantity, now)
-        elif movement.kind is TransactionKind.SURRENDER:
-            return self._perform_surrender(uow, txn_id, movement, source, destination)
-        elif (movement.kind is TransactionKind.ALLOCATION
-              and destination.account_type is AccountType.COMPLIANCE):
-            return self._perform_allocation(uow, txn_id, movement, source, destination)
         else:
+            check_restrictions(uow, source, movement.kind, movement.selector, movement.quantity)
+            if movement.kind is TransactionKind.SURRENDER:
+                return self._perform_surrender(uow, txn_id, movement, source, destination)
+            if (movement.kind is TransactionKind.ALLOCATION
+                    and destination.account_type is AccountType.COMPLIANCE):
+                return self._perform_allocation(uow, txn_id, movement, source, destination)
             blocks = source.debit(txn_id, movement.selector, movement.quantity)
         destination.credit(txn_id, blocks)
         if (movement.kind is TransactionKind.ALLOCATION_RETURN

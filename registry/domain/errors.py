@@ -90,6 +90,10 @@ class UnknownProposal(NotFound):
     reason = "UNKNOWN_PROPOSAL"
 
 
+class UnknownFreeze(NotFound):
+    reason = "UNKNOWN_FREEZE"
+
+
 class Refused(RegistryError):
     reason = "REFUSED"
 

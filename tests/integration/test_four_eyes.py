@@ -132,9 +132,10 @@ def test_a_proposal_that_could_not_be_carried_out_is_refused_at_once(registry: R
         fields = ({v.field for v in raised.value.violations} if raised.value.violations
                   else {raised.value.metadata.get("field")})
         assert field in fields, (kind, raised.value)
-    with pytest.raises(InvalidCommand) as unsupported:
-        registry.proposals.propose(LI, "P-HALT", "MARKET_HALT", {"reason": "x"}, "x")
-    assert unsupported.value.reason == "PROPOSAL_KIND_NOT_SUPPORTED"
+    with pytest.raises(InvalidCommand) as no_reason:
+        registry.proposals.propose(LI, "P-HALT", "MARKET_HALT", {}, "x")
+    assert (no_reason.value.reason, no_reason.value.metadata["field"]) == (
+        "INVALID_PAYLOAD", "payload.reason")
     with pytest.raises(UnknownProposal):
         registry.proposals.approve(WANG, "mee", "P-NONE")
     assert registry.proposals.list_proposals() == []

@@ -1,0 +1,92 @@
+"""Which restrictions are in force, in one aggregate every movement reads.
+
+Judicial freezes, origin detentions and the market halt are aggregates of their own
+(``registry.domain.freezes``). A movement cannot look each of them up (a freeze is
+found by its id, not by account), and most of the time none is in force: this index,
+saved together with every change to them and always cached, tells a movement in one
+read whether anything may stop it, and which restrictions to load if so.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from registry.domain.ids import NAMESPACE
+from registry.domain.transactions import TransactionKind
+from registry.domain.units import UnitType
+
+
+class RestrictionIndex(Aggregate):
+    TOPIC = "registry.RestrictionIndex"
+
+    def __init__(self) -> None:
+        self.freezes: dict[str, list[str]] = {}
+        """Account id -> ids of the block freezes in force on it."""
+        self.detained: list[str] = []
+        """CCER projects whose units are detained."""
+        self.halted = False
+
+    @staticmethod
+    def id_for() -> UUID:
+        return uuid5(NAMESPACE, "restriction-index")
+
+    class Created(Aggregate.Created):
+        TOPIC = "registry.RestrictionIndex.Created"
+
+    class Started(Aggregate.Created):
+        TOPIC = "registry.RestrictionIndex.Started"
+
+    class FreezeIndexed(Aggregate.Event):
+        TOPIC = "registry.RestrictionIndex.FreezeIndexed"
+        account_id: str
+        freeze_id: str
+        active: bool
+
+        def apply(self, index: RestrictionIndex) -> None:
+            ids = [i for i in index.freezes.get(self.account_id, []) if i != self.freeze_id]
+            if self.active:
+                ids.append(self.freeze_id)
+            freezes = {**index.freezes, self.account_id: ids}
+            index.freezes = {k: v for k, v in freezes.items() if v}
+
+    class DetentionIndexed(Aggregate.Event):
+        TOPIC = "registry.RestrictionIndex.DetentionIndexed"
+        project: str
+        active: bool
+
+        def apply(self, index: RestrictionIndex) -> None:
+            others = [p for p in index.detained if p != self.project]
+            index.detained = sorted([*others, self.project]) if self.active else others
+
+    class HaltIndexed(Aggregate.Event):
+        TOPIC = "registry.RestrictionIndex.HaltIndexed"
+        halted: bool
+
+        def apply(self, index: RestrictionIndex) -> None:
+            index.halted = self.halted
+
+    @classmethod
+    def start(cls) -> RestrictionIndex:
+        return cls._create(cls.Started, id=cls.id_for())
+
+    def may_restrict(self, account_id: str, kind: TransactionKind, unit_type: UnitType) -> bool:
+        """Whether anything in force could stop this movement (then the movement loads
+        the restrictions and checks the blocks it would take)."""
+        return (account_id in self.freezes
+                or (bool(self.detained) and unit_type is UnitType.CCER)
+                or (self.halted and kind is TransactionKind.SETTLEMENT))
+
+    def index_freeze(self, account_id: str, freeze_id: str, active: bool) -> None:
+        if (freeze_id in self.freezes.get(account_id, [])) != active:
+            self.trigger_event(self.FreezeIndexed, account_id=account_id,
+                               freeze_id=freeze_id, active=active)
+
+    def index_detention(self, project: str, active: bool) -> None:
+        if (project in self.detained) != active:
+            self.trigger_event(self.DetentionIndexed, project=project, active=active)
+
+    def index_halt(self, halted: bool) -> None:
+        if self.halted != halted:
+            self.trigger_event(self.HaltIndexed, halted=halted)

@@ -1,0 +1,83 @@
+"""Judicial freezes, origin detentions and the market halt, each imposed by an approved
+proposal: a movement they stop is refused naming them, and nothing else is stopped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from registry.application import Registry, Trade
+from registry.domain.proposals import ProposalStatus
+from registry.domain.transactions import Principal
+from registry.domain.units import UnitClass, UnitSelector, UnitType
+from tests.support import EXCHANGE, REGULATOR, open_company, open_trader
+
+LI = Principal("mee", "regulator-li")
+WANG = Principal("mee", "regulator-wang")
+CEA = UnitSelector(UnitType.CEA)
+CCER = UnitSelector(UnitType.CCER)
+
+
+def decided(registry: Registry, proposal_id: str, kind: str, payload: dict[str, Any]) -> str:
+    """Propose as one regulator, approve as another; what it produced."""
+    registry.proposals.propose(LI, proposal_id, kind, payload, "for the record")
+    view = registry.proposals.approve(WANG, "mee", proposal_id).proposal
+    assert view.status is ProposalStatus.EXECUTED, view
+    return view.result
+
+
+@pytest.fixture
+def market(registry: Registry) -> Registry:
+    open_company(registry, "PWR-0001")
+    open_trader(registry, "TRD-0001")
+    registry.issue_units(REGULATOR, "ISS-CEA", UnitClass(UnitType.CEA, 2025), 100, "")
+    registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-1"), 50, "")
+    registry.transfer(REGULATOR, "T-CEA", "CN-ISSUANCE", "PWR-0001", CEA, 100, "")
+    registry.transfer(REGULATOR, "T-CCER", "CN-ISSUANCE", "PWR-0001", CCER, 50, "")
+    return registry
+
+
+def trade(registry: Registry, trade_id: str, quantity: int, unit_type: str = "CEA") -> str:
+    return registry.settle_trade(EXCHANGE, Trade(trade_id, "PWR-0001", "TRD-0001", unit_type,
+                                                 quantity)).refusal_reason
+
+
+def test_frozen_serials_stay_put_until_released(market: Registry) -> None:
+    registry = market
+    decided(registry, "P-FRZ", "BLOCK_FREEZE", {
+        "freeze_id": "COURT-2026-17", "account_id": "PWR-0001", "order_reference": "(2026) Hu 01",
+        "reason": "judicial freeze", "blocks": [["CEA/2025", 91, 100]]})
+    assert trade(registry, "T-1", 50) == ""                 # serials 1-50: not frozen
+    refused = registry.settle_trade(EXCHANGE, Trade("T-2", "PWR-0001", "TRD-0001", "CEA", 50))
+    assert refused.refusal_reason == "SERIALS_FROZEN"
+    assert refused.refusal_metadata["freeze"] == "COURT-2026-17"
+    assert trade(registry, "T-3", 40) == ""                 # 51-90 still move
+    decided(registry, "P-REL", "BLOCK_RELEASE", {"freeze_id": "COURT-2026-17",
+                                                 "reason": "order lifted",
+                                                 "evidence": "(2026) Hu 01 ruling 2"})
+    assert trade(registry, "T-4", 10) == ""
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+
+
+def test_a_detained_project_s_units_move_nowhere_until_cleared(market: Registry) -> None:
+    registry = market
+    decided(registry, "P-DET", "ORIGIN_DETENTION", {"project": "P-1", "reference": "CASE-9",
+                                                    "reason": "suspected double counting"})
+    assert trade(registry, "T-1", 5, "CCER") == "ORIGIN_DETAINED"
+    assert trade(registry, "T-2", 5) == ""                  # allowances are not detained
+    cancelled = registry.cancel(REGULATOR, "C-1", "PWR-0001", CCER, 1, "x")
+    assert cancelled.refusal_reason == "ORIGIN_DETAINED"
+    decided(registry, "P-CLR", "ORIGIN_CLEARANCE", {"project": "P-1", "evidence": "audit 4",
+                                                    "reason": "cleared by audit"})
+    assert trade(registry, "T-3", 5, "CCER") == ""
+
+
+def test_a_market_halt_stops_settlement_only(market: Registry) -> None:
+    registry = market
+    decided(registry, "P-HALT", "MARKET_HALT", {"reason": "price manipulation inquiry"})
+    assert trade(registry, "T-1", 5) == "MARKET_HALTED"
+    assert registry.transfer(REGULATOR, "TR-1", "PWR-0001", "TRD-0001", CEA, 5, "").ok
+    assert registry.surrender(REGULATOR, "S-1", "PWR-0001", CEA, 5, 2025, "").ok
+    decided(registry, "P-OPEN", "MARKET_RESUMPTION", {"reason": "inquiry closed"})
+    assert trade(registry, "T-2", 5) == ""
