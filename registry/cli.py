@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from registry import regulator, remote
+from registry import imports, regulator, remote
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     token.set_defaults(run=_token)
     remote.add_parsers(sub)
     regulator.add_parsers(sub)
+    imports.add_parsers(sub)
     # The suite parses its own options (`registry bench --help`): "+" as this parser's
     # prefix hands every "--option" through untouched.
     bench = sub.add_parser("bench", add_help=False, prefix_chars="+",

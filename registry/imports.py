@@ -1,0 +1,393 @@
+"""``registry import``: load a regulator's CSV file into a running registry.
+
+    registry import emissions verified-2025.csv [--dry-run] [--report problems.csv]
+    registry import allocations pre-allocation-2025.csv [--dry-run] [--report problems.csv]
+
+A file is validated whole first (``registry.bulk``) and nothing is sent unless every
+row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Then:
+
+- **emissions** go in ONE ``RecordVerifiedEmissions`` call, which the server applies
+  all or nothing; that is why a file holds at most 10,000 rows (the call's limit).
+  Sending the same file again changes nothing: every row comes back ``UNCHANGED``.
+- **allocations** go in ``AllocateUnits`` calls of at most 1,000 rows. Each row is
+  idempotent by its ``transaction_id``, so re-running the same file after an
+  interruption completes what the first run left and replays the rest as
+  ``ALREADY_COMPLETED``.
+
+Problems, from the file or from the server, are reported by **file line** and column,
+because that is what the person holding the spreadsheet looks for.
+
+Exit codes: 0 all rows applied (or already there); 1 some allocation rows were
+REFUSED or REJECTED by the ledger (the others were applied); 2 nothing sent or the
+server refused the request (a bad file, a bad row the server found, no connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar, cast
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from registry.bulk import Column, ParsedFile, Progress, Schema, parse_int, read_csv
+from registry.domain.accounts import check_account_id
+from registry.domain.errors import InvalidCommand, Violation
+from registry.domain.freezes import check_reason
+from registry.domain.ids import check_client_id
+from registry.domain.obligations import check_year
+from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
+from registry.remote import add_connection_options, client_for, report_error
+from registry.v1 import administration_service_pb2 as admin_pb
+from registry.v1 import common_pb2 as common_pb
+
+T = TypeVar("T")
+
+MAX_EMISSIONS_ROWS = 10_000
+"""One ``RecordVerifiedEmissions`` call is one atomic unit and takes at most this many."""
+ALLOCATION_BATCH = 1_000
+"""Rows per ``AllocateUnits`` call: small enough to report progress and bound a retry."""
+PROGRESS_EVERY = 1_000
+REPORT_COLUMNS = ("line", "column", "reason", "message")
+
+
+# == the two file formats ========================================================
+
+
+@dataclass(frozen=True)
+class EmissionsLine:
+    """One verified figure: tonnes CO2e of a compliance account in a compliance year."""
+
+    account_id: str
+    compliance_year: int
+    verified_emissions: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AllocationLine:
+    """One free allocation; ``source`` empty means the allocation reserve."""
+
+    transaction_id: str
+    account_id: str
+    unit_type: str
+    vintage: int | None
+    quantity: int
+    source: str
+    reason: str
+
+
+def _year(text: str) -> int:
+    return check_year(parse_int(text, reason="INVALID_COMPLIANCE_YEAR",
+                                what="compliance year"))
+
+
+def _emissions(text: str) -> int:
+    value = parse_int(text, reason="INVALID_EMISSIONS", what="verified emissions")
+    if value < 0:
+        raise InvalidCommand(f"verified emissions must be >= 0 tonnes, got {value}",
+                             reason="INVALID_EMISSIONS")
+    return value
+
+
+def _quantity(text: str) -> int:
+    value = parse_int(text, reason="INVALID_QUANTITY", what="quantity")
+    if value <= 0:
+        raise InvalidCommand(f"quantity must be a whole number of tonnes > 0, got {value}",
+                             reason="INVALID_QUANTITY")
+    return value
+
+
+def _vintage(text: str) -> int:
+    value = parse_int(text, reason="INVALID_VINTAGE", what="vintage")
+    if not MIN_VINTAGE <= value <= MAX_VINTAGE:
+        raise InvalidCommand(f"vintage {value} is outside {MIN_VINTAGE}..{MAX_VINTAGE}",
+                             reason="INVALID_VINTAGE")
+    return value
+
+
+def _unit_type(text: str) -> str:
+    return parse_unit_type(text).value
+
+
+def _transaction_id(text: str) -> str:
+    return check_client_id(text, "transaction id")
+
+
+EMISSIONS_SCHEMA: Schema[EmissionsLine] = Schema(
+    columns=(Column("account_id", check_account_id), Column("compliance_year", _year),
+             Column("verified_emissions", _emissions), Column("reason", check_reason)),
+    make=lambda v: EmissionsLine(**v), key=("account_id", "compliance_year"),
+    max_rows=MAX_EMISSIONS_ROWS)
+
+ALLOCATIONS_SCHEMA: Schema[AllocationLine] = Schema(
+    columns=(Column("transaction_id", _transaction_id), Column("account_id", check_account_id),
+             Column("unit_type", _unit_type),
+             Column("vintage", _vintage, required=False, default=None),
+             Column("quantity", _quantity),
+             Column("source", check_account_id, required=False, default=""),
+             Column("reason", check_reason)),
+    make=lambda v: AllocationLine(**v), key=("transaction_id",))
+
+
+def emissions_request(rows: Sequence[EmissionsLine]) -> admin_pb.RecordVerifiedEmissionsRequest:
+    return admin_pb.RecordVerifiedEmissionsRequest(rows=[
+        admin_pb.VerifiedEmissionsRow(account_id=r.account_id, compliance_year=r.compliance_year,
+                                      verified_emissions=r.verified_emissions, reason=r.reason)
+        for r in rows])
+
+
+def allocation_request(rows: Sequence[AllocationLine]) -> admin_pb.AllocateUnitsRequest:
+    return admin_pb.AllocateUnitsRequest(rows=[
+        admin_pb.AllocationRow(transaction_id=r.transaction_id, account_id=r.account_id,
+                               unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{r.unit_type}"),
+                               vintage=r.vintage, quantity=r.quantity, reason=r.reason,
+                               source_account=r.source)
+        for r in rows])
+
+
+# == problems, by file line ======================================================
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reportable problem: the file line (None: the file as a whole) and column."""
+
+    line: int | None
+    column: str
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        column = f", {self.column}" if self.column else ""
+        return f"{where}{column}: {self.reason}: {self.message}"
+
+
+_ROW_FIELD = re.compile(r"^rows\[(\d+)\](?:\.(\w+))?$")
+_LINE_PREFIX = re.compile(r"^line (\d+): ")
+
+
+def file_problems(violations: Iterable[Violation]) -> list[Problem]:
+    """The problems ``registry.bulk`` found, with the line its descriptions start with."""
+    problems = []
+    for v in violations:
+        found = _LINE_PREFIX.match(v.description)
+        line = int(found.group(1)) if found else None
+        message = v.description[found.end():] if found else v.description
+        row = _ROW_FIELD.match(v.field)
+        if row:
+            column = row.group(2) or ""
+        elif v.field.startswith("header."):
+            column = v.field.removeprefix("header.")
+        elif v.field.startswith("header["):
+            column = "header"
+        else:
+            column = ""
+        problems.append(Problem(line, column, v.reason, message))
+    return problems
+
+
+def server_problems(violations: Iterable[tuple[str, str, str]], lines: Sequence[int],
+                    offset: int = 0) -> list[Problem]:
+    """The server's ``rows[i].column`` (of a call that began at data row ``offset``) as
+    file lines; a field that names no row is kept as it is."""
+    problems = []
+    for field, reason, description in violations:
+        row = _ROW_FIELD.match(field)
+        if row and offset + int(row.group(1)) < len(lines):
+            problems.append(Problem(lines[offset + int(row.group(1))], row.group(2) or "",
+                                    reason, description))
+        else:
+            problems.append(Problem(None, field, reason, description))
+    return problems
+
+
+def _violations(error: grpc.RpcError) -> list[tuple[str, str, str]]:
+    """(field, reason, description) of each BadRequest field violation of a failed call."""
+    status = rpc_status.from_call(cast(grpc.Call, error))
+    found: list[tuple[str, str, str]] = []
+    for packed in status.details if status is not None else ():
+        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            found += [(v.field, v.reason, v.description) for v in bad.field_violations]
+    return found
+
+
+def _write_report(path: Path | None, problems: Sequence[Problem]) -> None:
+    """The problems as CSV (a header only when there are none), for the spreadsheet user."""
+    if path is None:
+        return
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(REPORT_COLUMNS)
+        writer.writerows(("" if p.line is None else p.line, p.column, p.reason, p.message)
+                         for p in problems)
+
+
+def _print_problems(headline: str, problems: Sequence[Problem]) -> None:
+    print(f"registry import: {headline}", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+# == the command =================================================================
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = sub.add_parser("import", help="load a CSV file (verified emissions, "
+                             "allocations) into a running server, validated whole first")
+    kinds = command.add_subparsers(dest="kind", required=True)
+    emissions = kinds.add_parser("emissions", help="account_id,compliance_year,"
+                                 "verified_emissions,reason: all rows in one atomic call "
+                                 f"(at most {MAX_EMISSIONS_ROWS:,})")
+    emissions.set_defaults(run=_import_emissions)
+    allocations = kinds.add_parser("allocations", help="transaction_id,account_id,unit_type,"
+                                   "vintage,quantity,source,reason: idempotent by "
+                                   "transaction_id, so a re-run completes an interrupted one")
+    allocations.set_defaults(run=_import_allocations)
+    for parser in (emissions, allocations):
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--dry-run", action="store_true",
+                            help="validate the file only; send nothing")
+        parser.add_argument("--report", type=Path, default=None,
+                            help="write every problem as CSV (line,column,reason,message)")
+        add_connection_options(parser)
+
+
+def _progress(verb: str) -> Progress:
+    def report(done: int, total: int) -> None:
+        print(f"{verb} {done:,} of {total:,} rows", file=sys.stderr)
+    return report
+
+
+def _validated(args: argparse.Namespace, parsed: ParsedFile[T]) -> tuple[T, ...] | None:
+    """The rows to send; None when there is nothing to send (a dry run, or a bad file,
+    after reporting every problem of it)."""
+    if parsed.ok:
+        print(f"{args.file}: {len(parsed.rows):,} rows valid (sha256 {parsed.digest})")
+        if args.dry_run:
+            _write_report(args.report, [])
+            print("dry run: nothing sent")
+            return None
+        return parsed.rows
+    problems = file_problems(parsed.violations)
+    error = parsed.error
+    _print_problems(f"{args.file}: {error.message if error else 'invalid'}. Nothing was sent.",
+                    problems)
+    _write_report(args.report, problems)
+    return None
+
+
+def _read(args: argparse.Namespace, schema: Schema[T]) -> ParsedFile[T] | int:
+    try:
+        return read_csv(args.file, schema, on_progress=_progress("validated"),
+                        progress_every=PROGRESS_EVERY)
+    except OSError as error:
+        print(f"registry import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return 2
+
+
+def _import_emissions(args: argparse.Namespace) -> int:
+    parsed = _read(args, EMISSIONS_SCHEMA)
+    if isinstance(parsed, int):
+        return parsed
+    rows = _validated(args, parsed)
+    if rows is None:
+        return 0 if parsed.ok else 2
+    try:
+        with client_for(args, timeout=300) as client:
+            reply = client.call(client.administration.RecordVerifiedEmissions,
+                                emissions_request(rows))
+    except grpc.RpcError as error:
+        return _server_refused(args, error, parsed.lines, 0,
+                               "no row of the file was recorded (one call, all or nothing)")
+    print(f"sent {len(rows):,} of {len(rows):,} rows", file=sys.stderr)
+    counts = Counter(admin_pb.EmissionsRowStatus.Name(r.status).removeprefix(
+        "EMISSIONS_ROW_STATUS_") for r in reply.results)
+    _write_report(args.report, [])
+    print(f"RECORDED {counts['RECORDED']:,}, UNCHANGED {counts['UNCHANGED']:,}"
+          + (f" (position {reply.position})" if reply.position else ""))
+    if not counts["RECORDED"]:
+        print("nothing changed: every figure was already recorded")
+    return 0
+
+
+def _import_allocations(args: argparse.Namespace) -> int:
+    parsed = _read(args, ALLOCATIONS_SCHEMA)
+    if isinstance(parsed, int):
+        return parsed
+    rows = _validated(args, parsed)
+    if rows is None:
+        return 0 if parsed.ok else 2
+    results: list[tuple[int, admin_pb.AllocationResult]] = []
+    with client_for(args, timeout=300) as client:
+        for start in range(0, len(rows), ALLOCATION_BATCH):
+            chunk = rows[start:start + ALLOCATION_BATCH]
+            try:
+                reply = client.call(client.administration.AllocateUnits,
+                                    allocation_request(chunk))
+            except grpc.RpcError as error:
+                return _server_refused(
+                    args, error, parsed.lines, start,
+                    f"{start:,} rows (before line {parsed.lines[start]}) were sent; fix the "
+                    "cause and run the same file again: sent rows replay as "
+                    "ALREADY_COMPLETED")
+            results += zip(parsed.lines[start:], reply.results, strict=False)
+            print(f"sent {start + len(chunk):,} of {len(rows):,} rows", file=sys.stderr)
+    return _summarise_allocations(args, results)
+
+
+def _summarise_allocations(args: argparse.Namespace,
+                           results: Sequence[tuple[int, admin_pb.AllocationResult]]) -> int:
+    counts: Counter[str] = Counter()
+    reasons: dict[str, Counter[str]] = {"REFUSED": Counter(), "REJECTED": Counter()}
+    problems: list[Problem] = []
+    for line, result in results:
+        status = common_pb.RowStatus.Name(result.status).removeprefix("ROW_STATUS_")
+        counts[status] += 1
+        if status in reasons:
+            reasons[status][result.reason] += 1
+            problems.append(Problem(line, "transaction_id", result.reason,
+                                    f"{status} {result.transaction_id}: {result.message}"))
+    for status in ("COMPLETED", "ALREADY_COMPLETED", "REFUSED", "REJECTED"):
+        detail = _reason_counts(reasons.get(status, {}))
+        print(f"{status:<18}{counts[status]:>10,}{detail}")
+    if counts["COMPLETED"] == 0 and counts["ALREADY_COMPLETED"] == len(results):
+        print("nothing changed: every row was already completed")
+    if problems:
+        _print_problems(f"{len(problems):,} row(s) not applied (a refused id stays "
+                        "refused: fix the cause and use a new transaction_id)", problems)
+    _write_report(args.report, problems)
+    return 1 if problems else 0
+
+
+def _reason_counts(reasons: Mapping[str, int]) -> str:
+    if not reasons:
+        return ""
+    return "  (" + ", ".join(f"{reason or '?'} {n:,}" for reason, n in
+                             sorted(reasons.items())) + ")"
+
+
+def _server_refused(args: argparse.Namespace, error: grpc.RpcError, lines: Sequence[int],
+                    offset: int, consequence: str) -> int:
+    """A refused call: its bad rows by file line, or the error as the server gave it."""
+    violations = _violations(error)
+    if not any(_ROW_FIELD.match(field) for field, _, _ in violations):
+        print(f"registry import: {consequence}", file=sys.stderr)
+        return report_error(error)
+    problems = server_problems(violations, lines, offset)
+    code = cast(grpc.Call, error).code()
+    _print_problems(f"the server refused the call ({code.name}: "
+                    f"{cast(grpc.Call, error).details()})\n{consequence}:", problems)
+    _write_report(args.report, problems)
+    return 2
