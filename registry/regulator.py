@@ -5,6 +5,9 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
     registry rules set 2025 POWER --obligation-cap-bps 2000 --reason "2025 plan, art. 7"
     registry close-year 2025 --reason "surrender deadline 2026-12-31 passed"
     registry report compliance 2025 --csv > compliance-2025.csv
+    registry proposals list --status PENDING
+    registry proposals approve mee P-2025-ISS
+    registry proposals reject mee P-2025-ISS --reason "wrong quantity"
 """
 
 from __future__ import annotations
@@ -55,7 +58,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     compliance.add_argument("year", type=int)
     compliance.add_argument("--csv", action="store_true", help="CSV on standard output")
     compliance.set_defaults(run=_report_compliance)
-    for parser in (show, change, close, compliance):
+    proposals = sub.add_parser("proposals", help="four eyes: list, approve or reject "
+                               "proposals (approving carries the action out)")
+    verbs = proposals.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="proposals, oldest first")
+    listing.add_argument("--status", default="", choices=["", "PENDING", "APPROVED",
+                                                         "REJECTED", "EXPIRED", "EXECUTED",
+                                                         "FAILED"])
+    listing.set_defaults(run=lambda args: _call(args, "list"))
+    approve = verbs.add_parser("approve", help="approve as a second regulator")
+    reject = verbs.add_parser("reject", help="reject (or, as its proposer, withdraw)")
+    for verb in (approve, reject):
+        verb.add_argument("party", help="the proposing party (scopes the proposal id)")
+        verb.add_argument("proposal_id")
+    reject.add_argument("--reason", required=True)
+    approve.set_defaults(run=lambda args: _call(args, "approve"))
+    reject.set_defaults(run=lambda args: _call(args, "reject"))
+    for parser in (show, change, close, compliance, listing, approve, reject):
         add_connection_options(parser)
 
 
@@ -63,7 +82,8 @@ def _call(args: argparse.Namespace, work: str) -> int:
     try:
         with client_for(args, timeout=300) as client:
             {"show": _print_rules, "set": _set_rules, "close": _print_closing,
-             "compliance": _print_report}[work](client, args)
+             "compliance": _print_report, "list": _list_proposals,
+             "approve": _decide_proposal, "reject": _decide_proposal}[work](client, args)
     except grpc.RpcError as error:
         return report_error(error)
     return 0
@@ -158,3 +178,41 @@ def _print_report(client: RegistryClient, args: argparse.Namespace) -> None:
         totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
     print(f"{'all':<38}" + "".join(f"{value:>{width},}" for value, width in zip(
         totals, (9, 16, 16, 16, 12, 14), strict=True)))
+
+
+def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
+    status = (admin_pb.ProposalStatus.Value(f"PROPOSAL_STATUS_{args.status}") if args.status
+              else admin_pb.PROPOSAL_STATUS_UNSPECIFIED)
+    token, shown = "", 0
+    print(f"{'proposal':<28}{'kind':<24}{'status':<10}{'proposer':<24}{'approver':<24}result")
+    while True:
+        page = client.call(client.administration.ListProposals, admin_pb.ListProposalsRequest(
+            status=status, page_size=500, page_token=token))
+        for p in page.proposals:
+            print(f"{p.party + ':' + p.proposal_id:<28}"
+                  f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"
+                  f"{admin_pb.ProposalStatus.Name(p.status).removeprefix('PROPOSAL_STATUS_'):<10}"
+                  f"{p.proposer:<24}{p.approver or '-':<24}"
+                  f"{p.result or p.failure_reason or p.rejection_reason or ''}")
+            shown += 1
+        token = page.next_page_token
+        if not token:
+            break
+    if not shown:
+        print("(no proposals)")
+
+
+def _decide_proposal(client: RegistryClient, args: argparse.Namespace) -> None:
+    reply: admin_pb.ApproveProposalResponse | admin_pb.RejectProposalResponse
+    if args.verb == "approve":
+        reply = client.call(client.administration.ApproveProposal,
+                            admin_pb.ApproveProposalRequest(party=args.party,
+                                                            proposal_id=args.proposal_id))
+    else:
+        reply = client.call(client.administration.RejectProposal, admin_pb.RejectProposalRequest(
+            party=args.party, proposal_id=args.proposal_id, reason=args.reason))
+    p = reply.proposal
+    status = admin_pb.ProposalStatus.Name(p.status).removeprefix("PROPOSAL_STATUS_")
+    outcome = p.result or p.failure_reason or p.rejection_reason
+    print(f"{p.party}:{p.proposal_id} {status}" + (f": {outcome}" if outcome else "")
+          + (" (already decided)" if reply.replayed else ""))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from registry.client import RegistryClient
+from registry.v1 import administration_service_pb2 as admin_pb
 from tests.e2e.market import caught_up, emissions, record_emissions, seed_market
 from tests.e2e.test_server_process import cli, first_token, serving
 
@@ -47,3 +49,26 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         table = cli(server, "report", "compliance", "2025")
         assert "SHORTFALL" in table.stdout and table.stdout.splitlines()[-1].split()[1:3] == [
             "2", "160,000"]
+
+
+def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        token, _, _ = first_token(tmp_path)
+        with RegistryClient(server.address, token, attempts=1) as client:
+            client.call(client.administration.ProposeAction, admin_pb.ProposeActionRequest(
+                proposal_id="P-HALT", kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
+                payload_json=json.dumps({"reason": "inquiry"}), reason="urgent"))
+        listed = cli(server, "proposals", "list", "--status", "PENDING")
+        assert listed.returncode == 0, listed.stderr
+        assert "mee:P-HALT" in listed.stdout and "MARKET_HALT" in listed.stdout
+        own = cli(server, "proposals", "approve", "mee", "P-HALT")
+        assert own.returncode == 2 and "SELF_APPROVAL_FORBIDDEN" in own.stderr
+        added = cli(server, "token", "add", "--party", "mee", "--name", "regulator-wang")
+        assert added.returncode == 0, added.stderr
+        second = added.stdout.split()[-1]
+    with serving(tmp_path) as server:   # tokens are read at start
+        done = cli(server, "proposals", "approve", "mee", "P-HALT", "--token", second)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "mee:P-HALT EXECUTED: market halted"
+        assert "(no proposals)" in cli(server, "proposals", "list", "--status",
+                                       "PENDING").stdout
