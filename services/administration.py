@@ -17,7 +17,7 @@ from registry.application.results import (
     RowResult,
 )
 from registry.domain.accounts import AccountType
-from registry.domain.errors import InvalidCommand
+from registry.domain.errors import InvalidCommand, ProposalRequired
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     ProposalKind,
@@ -43,8 +43,16 @@ ROW_STATUS = {
 
 
 class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, four_eyes: bool = False) -> None:
         self.registry = backend.registry
+        self.four_eyes = four_eyes
+
+    def _direct(self, kind: str) -> None:
+        """With four eyes required, an action a proposal must carry is refused here."""
+        if self.four_eyes:
+            raise ProposalRequired(
+                f"{kind} needs a second regulator: propose it with ProposeAction (kind "
+                f"{kind}) for another regulator to approve", kind=kind)
 
     def OpenAccount(self, request: pb.OpenAccountRequest,
                     context: grpc.ServicerContext) -> pb.OpenAccountResponse:
@@ -59,6 +67,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
 
     def FreezeAccount(self, request: pb.FreezeAccountRequest,
                       context: grpc.ServicerContext) -> pb.FreezeAccountResponse:
+        self._direct("ACCOUNT_FREEZE")
         result = self.registry.freeze_account(
             current_principal(), convert.required(request.account_id, "account_id"),
             request.reason, request_id=convert.required(request.request_id, "request_id"))
@@ -67,6 +76,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
 
     def UnfreezeAccount(self, request: pb.UnfreezeAccountRequest,
                         context: grpc.ServicerContext) -> pb.UnfreezeAccountResponse:
+        self._direct("ACCOUNT_UNFREEZE")
         result = self.registry.unfreeze_account(
             current_principal(), convert.required(request.account_id, "account_id"),
             request.reason, request_id=convert.required(request.request_id, "request_id"))
@@ -83,6 +93,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
 
     def IssueUnits(self, request: pb.IssueUnitsRequest,
                    context: grpc.ServicerContext) -> pb.IssueUnitsResponse:
+        self._direct("ISSUANCE")
         result = self.registry.issue_units(
             current_principal(), request.transaction_id,
             convert.unit_class_from_proto(request.unit_class), request.quantity, request.reason)
@@ -91,6 +102,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
 
     def AllocateUnits(self, request: pb.AllocateUnitsRequest,
                       context: grpc.ServicerContext) -> pb.AllocateUnitsResponse:
+        self._direct("ALLOCATION_TABLE")
         if not request.rows:
             raise InvalidCommand("no rows to allocate", reason="EMPTY_BATCH", field="rows")
         if len(request.rows) > MAX_BATCH:
@@ -120,6 +132,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
 
     def ReverseTransaction(self, request: pb.ReverseTransactionRequest,
                            context: grpc.ServicerContext) -> pb.ReverseTransactionResponse:
+        self._direct("REVERSAL")
         result = self.registry.reverse(
             current_principal(), request.transaction_id,
             convert.required(request.original_party, "original_party"),
@@ -143,6 +156,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
 
     def SetComplianceRules(self, request: pb.SetComplianceRulesRequest,
                            context: grpc.ServicerContext) -> pb.SetComplianceRulesResponse:
+        self._direct("RULE_CHANGE")
         view = self.registry.set_compliance_rules(
             current_principal(), request.compliance_year,
             convert.required(request.sector, "sector"), _rules_from_proto(request.rules),

@@ -85,6 +85,9 @@ class ServerSettings:
     """Server processes sharing the port (SO_REUSEPORT): one Python process is held to
     one core by its interpreter lock; the servers are stateless, so N can share."""
     reuse_port: bool = False
+    four_eyes: bool = False
+    """REGISTRY_FOUR_EYES=required: issuance, allocation, reversal, freezes and rule
+    changes only through approved proposals (the direct calls are refused)."""
 
     @classmethod
     def from_env(cls, store: Settings, environ: Mapping[str, str] | None = None
@@ -109,7 +112,14 @@ class ServerSettings:
             projections_in_process=mode == "in-process",
             processes=_int(environ, "REGISTRY_SERVER_PROCESSES", cls.processes),
             reuse_port=environ.get("REGISTRY_REUSE_PORT", "") == "1",
+            four_eyes=_four_eyes(environ.get("REGISTRY_FOUR_EYES", "").strip()),
         )
+
+
+def _four_eyes(value: str) -> bool:
+    if value not in ("", "off", "required"):
+        raise ConfigurationError(f"REGISTRY_FOUR_EYES must be off or required, got {value!r}")
+    return value == "required"
 
 
 class RegistryServer:
@@ -136,7 +146,7 @@ class RegistryServer:
         account_service_pb2_grpc.add_AccountServiceServicer_to_server(
             AccountServicer(backend), self.server)
         administration_service_pb2_grpc.add_AdministrationServiceServicer_to_server(
-            AdministrationServicer(backend), self.server)
+            AdministrationServicer(backend, four_eyes=settings.four_eyes), self.server)
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(backend), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

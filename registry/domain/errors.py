@@ -228,6 +228,13 @@ class MarketNotHalted(Refused):
     reason = "MARKET_NOT_HALTED"
 
 
+class ProposalRequired(Refused):
+    """Four eyes are required: this action takes effect only through an approved
+    proposal."""
+
+    reason = "PROPOSAL_REQUIRED"
+
+
 class ComplianceYearClosed(Refused):
     """The year's deadline processing is done: no surrender, rule change or emissions
     figure for it any more."""

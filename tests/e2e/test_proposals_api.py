@@ -4,10 +4,11 @@ then does the action take effect; a proposer cannot approve their own proposal."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from registry.v1 import administration_service_pb2 as admin_pb
-from tests.e2e.conftest import INVALID, NOT_FOUND, PRECONDITION, Api, rpc_error
-from tests.e2e.market import balance, caught_up, open_company
+from tests.e2e.conftest import INVALID, NOT_FOUND, PRECONDITION, Api, rpc_error, running_api
+from tests.e2e.market import balance, caught_up, issue, open_company
 
 
 def test_an_issuance_takes_effect_only_when_a_second_regulator_approves(api: Api) -> None:
@@ -50,3 +51,19 @@ def test_an_issuance_takes_effect_only_when_a_second_regulator_approves(api: Api
                                           admin_pb.ApproveProposalRequest(
                                               party="mee", proposal_id="P-404")))
     assert (missing.code, missing.reason) == (NOT_FOUND, "UNKNOWN_PROPOSAL")
+
+
+def test_with_four_eyes_required_direct_calls_are_refused(tmp_path: Path) -> None:
+    with running_api("sqlite", tmp_path, four_eyes=True) as api:
+        li, wang = api.regulator, api.clients["regulator2"]
+        direct = rpc_error(lambda: issue(li, "ISS-1", 100))
+        assert (direct.code, direct.reason, direct.metadata["kind"]) == (
+            PRECONDITION, "PROPOSAL_REQUIRED", "ISSUANCE")
+        li.call(li.administration.ProposeAction, admin_pb.ProposeActionRequest(
+            proposal_id="P-1", kind=admin_pb.PROPOSAL_KIND_ISSUANCE, reason="plan",
+            payload_json=json.dumps({"transaction_id": "ISS-1", "unit_type": "CEA",
+                                     "vintage": 2025, "quantity": 100})))
+        done = wang.call(wang.administration.ApproveProposal,
+                         admin_pb.ApproveProposalRequest(party="mee", proposal_id="P-1"))
+        assert done.proposal.status == admin_pb.PROPOSAL_STATUS_EXECUTED
+        assert balance(li, "CN-ISSUANCE", caught_up(li)) == 100
