@@ -693,6 +693,10 @@ class Registry(Application[UUID]):
         self._check_emissions_rows(rows)
 
         def attempt(uow: UnitOfWork) -> EmissionsRecorded:
+            for year in sorted({row.compliance_year for row in rows}):
+                closed = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+                if closed is not None:
+                    closed.ensure_open()   # a closed year's figures are fixed
             uow.prefetch((ComplianceObligation.id_for(row.account_id, row.compliance_year)
                           for row in rows), self._load_many)
             results = []
@@ -864,6 +868,9 @@ class Registry(Application[UUID]):
                     raise MovementNotAllowed(
                         f"units in a {account.account_type} account cannot be held",
                         account=account_id)
+                # a hold reserves units for exchange settlement: what would stop that
+                # settlement (a freeze, a detention, a halt) refuses the hold now
+                check_restrictions(uow, account, TransactionKind.SETTLEMENT, selector, quantity)
                 blocks = account.hold(Hold.id_for(party, hold_id), selector, quantity)
             except RECORDABLE as error:
                 uow.verify_current()

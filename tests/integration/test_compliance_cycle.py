@@ -96,6 +96,8 @@ def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
     assert surrender(registry, "S-LATE", "PWR-B", CEA, 1) == "COMPLIANCE_YEAR_CLOSED"
     with pytest.raises(ComplianceYearClosed):
         registry.set_compliance_rules(REGULATOR, 2025, "*", ComplianceRules(), "too late")
+    with pytest.raises(ComplianceYearClosed):   # not even for an account never verified
+        registry.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-A", 2025, 1, "late")])
     report = {(line.sector, line.state): line for line in registry.compliance_report(2025)}
     assert report[("POWER", ComplianceState.SHORTFALL)].shortfall == 300
     assert report[("POWER", ComplianceState.COMPLIANT)].surrendered_cea == 1_000

@@ -79,5 +79,7 @@ def test_a_market_halt_stops_settlement_only(market: Registry) -> None:
     assert trade(registry, "T-1", 5) == "MARKET_HALTED"
     assert registry.transfer(REGULATOR, "TR-1", "PWR-0001", "TRD-0001", CEA, 5, "").ok
     assert registry.surrender(REGULATOR, "S-1", "PWR-0001", CEA, 5, 2025, "").ok
+    held = registry.place_hold(EXCHANGE, "H-1", "PWR-0001", CEA, 5, 3_600)
+    assert held.refusal_reason == "MARKET_HALTED"        # a hold is for settlement
     decided(registry, "P-OPEN", "MARKET_RESUMPTION", {"reason": "inquiry closed"})
     assert trade(registry, "T-2", 5) == ""
