@@ -623,7 +623,10 @@ class Registry(Application[UUID]):
         year = movement.selector.vintage
         if year is None:   # the oldest matching block is what is taken first
             year = source.would_debit(movement.selector, 1)[0].unit_class.vintage
-        counted = MIN_YEAR <= year <= MAX_YEAR
+        # free allocation counts towards the year of its vintage; offsets delivered
+        # this way are not allocation
+        counted = (movement.selector.unit_type is UnitType.CEA
+                   and MIN_YEAR <= year <= MAX_YEAR)
         existing = (uow.find(ComplianceObligation.id_for(destination.account_id, year),
                              ComplianceObligation) if counted else None)
         deducted = min(existing.debt_outstanding, movement.quantity) if existing else 0
