@@ -171,14 +171,28 @@ class AllocationRow:
     vintage: int | None = None
     source: str | None = None
     """The account the units come from; None means the allocation reserve."""
+    returned: bool = False
+    """A true-up return: the units go from the account back to the allocation reserve
+    (``Registry.return_allocation``); what it cannot cover becomes next year's debt."""
 
     def movement(self) -> Movement:
-        """The same movement ``Registry.allocate`` makes, so either call replays the other."""
-        source = self.source or NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE]
+        """The same movement ``Registry.allocate`` (or ``return_allocation``) makes, so
+        either call replays the other."""
+        reserve = NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE]
+        selector = UnitSelector(parse_unit_type(self.unit_type), self.vintage)
+        if self.returned:
+            if self.vintage is None:
+                raise InvalidCommand("a return names the vintage it gives back (the "
+                                     "allocation year)", reason="MISSING_FIELD",
+                                     field="vintage")
+            return Movement(
+                client_id=self.transaction_id, kind=TransactionKind.ALLOCATION_RETURN,
+                source=self.account_id, destination=reserve, quantity=self.quantity,
+                reason=self.reason, selector=selector)
         return Movement(
-            client_id=self.transaction_id, kind=TransactionKind.ALLOCATION, source=source,
-            destination=self.account_id, quantity=self.quantity, reason=self.reason,
-            selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage))
+            client_id=self.transaction_id, kind=TransactionKind.ALLOCATION, source=self.source
+            or reserve, destination=self.account_id, quantity=self.quantity,
+            reason=self.reason, selector=selector)
 
 
 @dataclass(frozen=True)

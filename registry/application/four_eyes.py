@@ -200,6 +200,12 @@ class _Payload:
             raise _bad(name, "a non-empty list")
         return value
 
+    def flag(self, name: str) -> bool:
+        value = self._data.get(name, False)
+        if not isinstance(value, bool):
+            raise _bad(name, "true or false")
+        return value
+
     def mapping(self, name: str) -> dict[str, Any]:
         value = self._data.get(name)
         if not isinstance(value, dict):
@@ -282,7 +288,8 @@ def _allocation_table(registry: Registry, p: _Payload) -> Action:
     rows = [AllocationRow(r.text("transaction_id"), r.text("account_id"), r.text("unit_type"),
                           r.number("quantity"), r.text("reason", ""),
                           r.number("vintage", optional=True) or None,
-                          r.text("source", "") or None) for r in p.rows("rows")]
+                          r.text("source", "") or None, returned=r.flag("return"))
+            for r in p.rows("rows")]
     for index, row in enumerate(rows):
         try:
             row.movement()

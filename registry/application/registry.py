@@ -579,12 +579,34 @@ class Registry(Application[UUID]):
             if (movement.kind is TransactionKind.ALLOCATION
                     and destination.account_type is AccountType.COMPLIANCE):
                 return self._perform_allocation(uow, txn_id, movement, source, destination)
+            if movement.kind is TransactionKind.ALLOCATION_RETURN:
+                return self._perform_return(uow, txn_id, movement, source, destination)
             blocks = source.debit(txn_id, movement.selector, movement.quantity)
         destination.credit(txn_id, blocks)
-        if (movement.kind is TransactionKind.ALLOCATION_RETURN
-                and source.account_type is AccountType.COMPLIANCE):
-            for vintage, quantity in _cea_by_vintage(blocks).items():
-                uow.obligation(source.account_id, vintage).record_allocation(txn_id, -quantity)
+        return source.account_id, destination.account_id, blocks
+
+    def _perform_return(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,
+                        source: Account, destination: Account
+                        ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
+        """A true-up return: what the account holds of the vintage goes back; the rest
+        it cannot cover is carried as a debt into the next year's obligation (deducted
+        from the next allocation). The year's allocation counts the full return."""
+        assert movement.selector is not None and movement.quantity is not None
+        year = movement.selector.vintage
+        carries_debt = (year is not None and MIN_YEAR <= year < MAX_YEAR
+                        and movement.selector.unit_type is UnitType.CEA)
+        covered = (min(movement.quantity, units.total(source.available, movement.selector))
+                   if carries_debt else movement.quantity)   # else: all of it, or refused
+        blocks: tuple[SerialBlock, ...] = ()
+        if covered:
+            blocks = source.debit(txn_id, movement.selector, covered)
+            destination.credit(txn_id, blocks)
+        if carries_debt:
+            assert year is not None
+            uow.obligation(source.account_id, year).record_allocation(txn_id, -movement.quantity)
+            if covered < movement.quantity:
+                uow.obligation(source.account_id, year + 1).carry_debt(
+                    year, movement.quantity - covered)
         return source.account_id, destination.account_id, blocks
 
     def _perform_surrender(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,

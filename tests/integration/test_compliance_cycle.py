@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry.application import ComplianceState, EmissionsRow, Registry
+from registry.application import AllocationRow, ComplianceState, EmissionsRow, Registry, RowOutcome
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import ComplianceYearClosed, RowsInvalid
 from registry.domain.rules import ComplianceRules
@@ -133,3 +133,23 @@ def test_bad_rules_are_refused_whole_and_change_nothing(registry: Registry) -> N
     assert registry.set_compliance_rules(REGULATOR, 2025, "POWER",
                                          ComplianceRules(ccer_cap_bps=1_000),
                                          "same again").position is None
+
+
+def test_a_return_the_account_cannot_cover_becomes_next_year_s_debt(year: Registry) -> None:
+    registry = year
+    registry.transfer(REGULATOR, "SOLD", "PWR-B", "PWR-A", UnitSelector(UnitType.CEA, 2025), 700,
+                      "sold most of it")                   # PWR-B keeps 100 of 2025
+    returned = registry.allocate_many(REGULATOR, [AllocationRow(
+        "RET-B", "PWR-B", "CEA", 300, "true-up: output fell", vintage=2025, returned=True)])
+    assert returned[0].outcome is RowOutcome.COMPLETED
+    assert registry.get_transaction("mee", "RET-B").quantity == 100   # all it had
+    status = registry.get_compliance_status("PWR-B", 2025)
+    assert status.allocated == 800 - 300
+    assert registry.get_compliance_status("PWR-B", 2026).debt_carried == 200
+    held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
+    assert held.get(2025, 0) == 0
+    # the next year's allocation pays the debt first
+    registry.allocate(REGULATOR, "AL26-B", "PWR-B", UnitSelector(UnitType.CEA, 2026), 250,
+                      "2026 pre-allocation", source="CN-ISSUANCE")
+    assert registry.get_compliance_status("PWR-B", 2026).debt_deducted == 200
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())

@@ -588,9 +588,13 @@ class Model:
             hold.settled_quantity = move.quantity
         else:
             candidates = sorted(s for s in source.available if matches(move.selector, s[0]))
-            if len(candidates) < move.quantity:
+            wanted = move.quantity
+            if (move.kind == "ALLOCATION_RETURN" and move.selector[0] == "CEA"
+                    and move.selector[1] is not None):
+                wanted = min(wanted, len(candidates))   # the rest becomes next year's debt
+            if len(candidates) < wanted:
                 raise Refusal("INSUFFICIENT_UNITS")
-            taken = candidates[:move.quantity]
+            taken = candidates[:wanted]
             source.available -= set(taken)
         destination.available |= set(taken)
         if move.kind == "SURRENDER":
