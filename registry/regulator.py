@@ -66,6 +66,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                                          "REJECTED", "EXPIRED", "EXECUTED",
                                                          "FAILED"])
     listing.set_defaults(run=lambda args: _call(args, "list"))
+    expire = verbs.add_parser("expire", help="record every pending proposal past its "
+                              "validity as expired")
+    expire.set_defaults(run=lambda args: _call(args, "expire"))
     approve = verbs.add_parser("approve", help="approve as a second regulator")
     reject = verbs.add_parser("reject", help="reject (or, as its proposer, withdraw)")
     for verb in (approve, reject):
@@ -74,7 +77,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     reject.add_argument("--reason", required=True)
     approve.set_defaults(run=lambda args: _call(args, "approve"))
     reject.set_defaults(run=lambda args: _call(args, "reject"))
-    for parser in (show, change, close, compliance, listing, approve, reject):
+    for parser in (show, change, close, compliance, listing, expire, approve, reject):
         add_connection_options(parser)
 
 
@@ -83,7 +86,8 @@ def _call(args: argparse.Namespace, work: str) -> int:
         with client_for(args, timeout=300) as client:
             {"show": _print_rules, "set": _set_rules, "close": _print_closing,
              "compliance": _print_report, "list": _list_proposals,
-             "approve": _decide_proposal, "reject": _decide_proposal}[work](client, args)
+             "approve": _decide_proposal, "reject": _decide_proposal,
+             "expire": _expire_proposals}[work](client, args)
     except grpc.RpcError as error:
         return report_error(error)
     return 0
@@ -216,3 +220,11 @@ def _decide_proposal(client: RegistryClient, args: argparse.Namespace) -> None:
     outcome = p.result or p.failure_reason or p.rejection_reason
     print(f"{p.party}:{p.proposal_id} {status}" + (f": {outcome}" if outcome else "")
           + (" (already decided)" if reply.replayed else ""))
+
+
+def _expire_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
+    reply = client.call(client.administration.ExpireProposals,
+                        admin_pb.ExpireProposalsRequest())
+    for p in reply.proposals:
+        print(f"{p.party}:{p.proposal_id} EXPIRED")
+    print(f"{len(reply.proposals)} proposal(s) expired")

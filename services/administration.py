@@ -224,6 +224,11 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             proposals=[_proposal(v) for v in page],
             next_page_token=encode_token([start + size]) if more else "")
 
+    def ExpireProposals(self, request: pb.ExpireProposalsRequest,
+                        context: grpc.ServicerContext) -> pb.ExpireProposalsResponse:
+        return pb.ExpireProposalsResponse(
+            proposals=[_proposal(v) for v in self.registry.proposals.expire_due()])
+
 
 def _proposal(view: ProposalView) -> pb.Proposal:
     return pb.Proposal(

@@ -401,7 +401,7 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
     assert {name.split("/")[1] for name, _, _ in methods} == {
         "registry.v1.SettlementService", "registry.v1.AccountService",
         "registry.v1.AdministrationService", "registry.v1.AuditService"}
-    assert len(methods) == 6 + 7 + 16 + 6
+    assert len(methods) == 6 + 7 + 17 + 6
     writes = {
         "OpenAccount": {"account_id": "TRD-XX-0001", "account_type": 6,
                         "holder": common.Holder(name="Sneaky")},

@@ -47,6 +47,8 @@ def test_an_issuance_takes_effect_only_when_a_second_regulator_approves(api: Api
         proposal_id="P-2", kind=admin_pb.PROPOSAL_KIND_ISSUANCE, payload_json="[1]",
         reason="x")))
     assert (bad.code, bad.reason) == (INVALID, "INVALID_PAYLOAD")
+    expired = li.call(li.administration.ExpireProposals, admin_pb.ExpireProposalsRequest())
+    assert list(expired.proposals) == []                  # nothing is due yet
     missing = rpc_error(lambda: wang.call(wang.administration.ApproveProposal,
                                           admin_pb.ApproveProposalRequest(
                                               party="mee", proposal_id="P-404")))

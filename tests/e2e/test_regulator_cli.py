@@ -72,3 +72,5 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         assert done.stdout.strip() == "mee:P-HALT EXECUTED: market halted"
         assert "(no proposals)" in cli(server, "proposals", "list", "--status",
                                        "PENDING").stdout
+        expired = cli(server, "proposals", "expire")
+        assert expired.returncode == 0 and expired.stdout.strip() == "0 proposal(s) expired"
