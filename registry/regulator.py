@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from functools import partial
 
 import grpc
 
@@ -31,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     actions = rules.add_subparsers(dest="action", required=True)
     show = actions.add_parser("show", help="the rules set for a year")
     show.add_argument("year", type=int)
-    show.set_defaults(run=_rules_show)
+    show.set_defaults(run=partial(_call, work="show"))
     change = actions.add_parser("set", help="set a sector's rules for a year (recorded with "
                                 "who and why; refused once the year is closed)")
     change.add_argument("year", type=int)
@@ -45,19 +46,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     change.add_argument("--obligation-cap-bps", type=int, default=None,
                         help="obligation capped at allocation + this share of emissions")
     change.add_argument("--reason", required=True)
-    change.set_defaults(run=_rules_set)
+    change.set_defaults(run=partial(_call, work="set"))
     close = sub.add_parser("close-year", help="deadline processing: fix shortfalls, carry "
                            "them into next year's allocation, freeze the year's rules")
     close.add_argument("year", type=int)
     close.add_argument("--reason", required=True)
-    close.set_defaults(run=_close_year)
+    close.set_defaults(run=partial(_call, work="close"))
     report = sub.add_parser("report", help="reports from a running server")
     kinds = report.add_subparsers(dest="report", required=True)
     compliance = kinds.add_parser("compliance", help="accounts and tonnes by sector, "
                                   "province and status for a compliance year")
     compliance.add_argument("year", type=int)
     compliance.add_argument("--csv", action="store_true", help="CSV on standard output")
-    compliance.set_defaults(run=_report_compliance)
+    compliance.set_defaults(run=partial(_call, work="compliance"))
     proposals = sub.add_parser("proposals", help="four eyes: list, approve or reject "
                                "proposals (approving carries the action out)")
     verbs = proposals.add_subparsers(dest="verb", required=True)
@@ -65,18 +66,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     listing.add_argument("--status", default="", choices=["", "PENDING", "APPROVED",
                                                          "REJECTED", "EXPIRED", "EXECUTED",
                                                          "FAILED"])
-    listing.set_defaults(run=lambda args: _call(args, "list"))
+    listing.set_defaults(run=partial(_call, work="list"))
     expire = verbs.add_parser("expire", help="record every pending proposal past its "
                               "validity as expired")
-    expire.set_defaults(run=lambda args: _call(args, "expire"))
+    expire.set_defaults(run=partial(_call, work="expire"))
     approve = verbs.add_parser("approve", help="approve as a second regulator")
     reject = verbs.add_parser("reject", help="reject (or, as its proposer, withdraw)")
     for verb in (approve, reject):
         verb.add_argument("party", help="the proposing party (scopes the proposal id)")
         verb.add_argument("proposal_id")
     reject.add_argument("--reason", required=True)
-    approve.set_defaults(run=lambda args: _call(args, "approve"))
-    reject.set_defaults(run=lambda args: _call(args, "reject"))
+    approve.set_defaults(run=partial(_call, work="approve"))
+    reject.set_defaults(run=partial(_call, work="reject"))
     for parser in (show, change, close, compliance, listing, expire, approve, reject):
         add_connection_options(parser)
 
@@ -91,22 +92,6 @@ def _call(args: argparse.Namespace, work: str) -> int:
     except grpc.RpcError as error:
         return report_error(error)
     return 0
-
-
-def _rules_show(args: argparse.Namespace) -> int:
-    return _call(args, "show")
-
-
-def _rules_set(args: argparse.Namespace) -> int:
-    return _call(args, "set")
-
-
-def _close_year(args: argparse.Namespace) -> int:
-    return _call(args, "close")
-
-
-def _report_compliance(args: argparse.Namespace) -> int:
-    return _call(args, "compliance")
 
 
 def _print_rules(client: RegistryClient, args: argparse.Namespace) -> None:

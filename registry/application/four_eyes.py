@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from registry.application.commands import AllocationRow, check_reason
 from registry.application.results import RowOutcome, TransactionResult
 from registry.application.unit_of_work import UnitOfWork
+from registry.application.unit_of_work import saved_position as _position
 from registry.domain.errors import (
     InvalidCommand,
     NotFound,
@@ -355,7 +356,3 @@ _BUILDERS: dict[ProposalKind, Callable[[Registry, _Payload], Action]] = {
     ProposalKind.ACCOUNT_UNFREEZE: _account_state(freeze=False),
     ProposalKind.RULE_CHANGE: _rule_change,
 }
-
-
-def _position(recordings: list[Any]) -> int | None:
-    return recordings[-1].notification.id if recordings else None

@@ -57,6 +57,7 @@ from registry.application.results import (
 )
 from registry.application.transcodings import SerialBlockTranscoding
 from registry.application.unit_of_work import StaleRead, UnitOfWork, replay
+from registry.application.unit_of_work import saved_position as _position
 from registry.application.write_lock import writer_lock
 from registry.domain import units
 from registry.domain.accounts import (
@@ -719,9 +720,9 @@ class Registry(Application[UUID]):
 
         def attempt(uow: UnitOfWork) -> EmissionsRecorded:
             for year in sorted({row.compliance_year for row in rows}):
-                closed = uow.find(ComplianceYear.id_for(year), ComplianceYear)
-                if closed is not None:
-                    closed.ensure_open()   # a closed year's figures are fixed
+                compliance_year = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+                if compliance_year is not None:
+                    compliance_year.ensure_open()   # a closed year's figures are fixed
             uow.prefetch((ComplianceObligation.id_for(row.account_id, row.compliance_year)
                           for row in rows), self._load_many)
             results = []
@@ -1215,11 +1216,6 @@ class Registry(Application[UUID]):
             if len(page) < SCAN_PAGE:
                 return
             start = page[-1].id + 1
-
-
-def _position(recordings: list[Recording[Any]]) -> int | None:
-    """The log position of the last event of a save: wait for it to read your writes."""
-    return recordings[-1].notification.id if recordings else None
 
 
 def _reads(movement: Movement) -> Iterator[UUID]:

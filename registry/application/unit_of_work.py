@@ -34,6 +34,11 @@ def replay(aggregate: Any, events: Iterable[Any]) -> Any:
     return aggregate
 
 
+def saved_position(recordings: list[Recording[Any]]) -> int | None:
+    """The log position of the last event of a save: wait for it to read your writes."""
+    return recordings[-1].notification.id if recordings else None
+
+
 def _in(cache: Any, aggregate_id: UUID) -> bool:
     try:
         cache.get(aggregate_id)
