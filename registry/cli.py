@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from registry import imports, regulator, remote
+from registry import allocate, imports, regulator, remote
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--name", required=True, help="who within the party")
     token.set_defaults(run=_token)
     remote.add_parsers(sub)
+    allocate.add_parsers(sub)
     regulator.add_parsers(sub)
     imports.add_parsers(sub)
     # The suite parses its own options (`registry bench --help`): "+" as this parser's

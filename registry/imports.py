@@ -2,6 +2,7 @@
 
     registry import emissions verified-2025.csv [--dry-run] [--report problems.csv]
     registry import allocations pre-allocation-2025.csv [--dry-run] [--report problems.csv]
+    registry import allocations pre-allocation-2025.csv --propose P-PRE-2025
 
 A file is validated whole first (``registry.bulk``) and nothing is sent unless every
 row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Then:
@@ -12,7 +13,12 @@ row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Th
 - **allocations** go in ``AllocateUnits`` calls of at most 1,000 rows. Each row is
   idempotent by its ``transaction_id``, so re-running the same file after an
   interruption completes what the first run left and replays the rest as
-  ``ALREADY_COMPLETED``.
+  ``ALREADY_COMPLETED``. A row of ``kind`` ``ALLOCATION_RETURN`` (a true-up that had
+  allocated too much) takes the units back to the reserve instead.
+- **allocations --propose ID** sends the whole file as one ``ALLOCATION_TABLE``
+  proposal instead (at most 10,000 rows): nothing moves until a second regulator
+  approves it (``registry proposals approve``), which is how a table goes in when
+  four eyes are required.
 
 Problems, from the file or from the server, are reported by **file line** and column,
 because that is what the person holding the spreadsheet looks for.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import sys
 from collections import Counter
@@ -53,6 +60,8 @@ T = TypeVar("T")
 
 MAX_EMISSIONS_ROWS = 10_000
 """One ``RecordVerifiedEmissions`` call is one atomic unit and takes at most this many."""
+MAX_PROPOSAL_ROWS = 10_000
+"""An approved ALLOCATION_TABLE is carried out as one batch, which takes at most this."""
 ALLOCATION_BATCH = 1_000
 """Rows per ``AllocateUnits`` call: small enough to report progress and bound a retry."""
 PROGRESS_EVERY = 1_000
@@ -83,6 +92,25 @@ class AllocationLine:
     quantity: int
     source: str
     reason: str
+    kind: str = "ALLOCATION"
+    """``ALLOCATION`` (to the account) or ``ALLOCATION_RETURN`` (back to the reserve)."""
+
+    @property
+    def returned(self) -> bool:
+        return self.kind == "ALLOCATION_RETURN"
+
+    def payload_row(self) -> dict[str, object]:
+        """The row as an ``ALLOCATION_TABLE`` proposal payload row."""
+        row: dict[str, object] = {"transaction_id": self.transaction_id,
+                                  "account_id": self.account_id, "unit_type": self.unit_type,
+                                  "quantity": self.quantity, "reason": self.reason}
+        if self.vintage is not None:
+            row["vintage"] = self.vintage
+        if self.source:
+            row["source"] = self.source
+        if self.returned:
+            row["return"] = True
+        return row
 
 
 def _year(text: str) -> int:
@@ -122,6 +150,16 @@ def _transaction_id(text: str) -> str:
     return check_client_id(text, "transaction id")
 
 
+ALLOCATION_KINDS = ("ALLOCATION", "ALLOCATION_RETURN")
+
+
+def _allocation_kind(text: str) -> str:
+    if text not in ALLOCATION_KINDS:
+        raise InvalidCommand(f"kind {text!r} must be ALLOCATION or ALLOCATION_RETURN",
+                             reason="INVALID_ALLOCATION_KIND")
+    return text
+
+
 EMISSIONS_SCHEMA: Schema[EmissionsLine] = Schema(
     columns=(Column("account_id", check_account_id), Column("compliance_year", _year),
              Column("verified_emissions", _emissions), Column("reason", check_reason)),
@@ -134,7 +172,8 @@ ALLOCATIONS_SCHEMA: Schema[AllocationLine] = Schema(
              Column("vintage", _vintage, required=False, default=None),
              Column("quantity", _quantity),
              Column("source", check_account_id, required=False, default=""),
-             Column("reason", check_reason)),
+             Column("reason", check_reason),
+             Column("kind", _allocation_kind, required=False, default="ALLOCATION")),
     make=lambda v: AllocationLine(**v), key=("transaction_id",))
 
 
@@ -150,7 +189,7 @@ def allocation_request(rows: Sequence[AllocationLine]) -> admin_pb.AllocateUnits
         admin_pb.AllocationRow(transaction_id=r.transaction_id, account_id=r.account_id,
                                unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{r.unit_type}"),
                                vintage=r.vintage, quantity=r.quantity, reason=r.reason,
-                               source_account=r.source)
+                               source_account=r.source, allocation_return=r.returned)
         for r in rows])
 
 
@@ -223,7 +262,7 @@ def _violations(error: grpc.RpcError) -> list[tuple[str, str, str]]:
     return found
 
 
-def _write_report(path: Path | None, problems: Sequence[Problem]) -> None:
+def write_report(path: Path | None, problems: Sequence[Problem]) -> None:
     """The problems as CSV (a header only when there are none), for the spreadsheet user."""
     if path is None:
         return
@@ -234,8 +273,9 @@ def _write_report(path: Path | None, problems: Sequence[Problem]) -> None:
                          for p in problems)
 
 
-def _print_problems(headline: str, problems: Sequence[Problem]) -> None:
-    print(f"registry import: {headline}", file=sys.stderr)
+def print_problems(headline: str, problems: Sequence[Problem], command: str = "import"
+                   ) -> None:
+    print(f"registry {command}: {headline}", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
 
@@ -255,6 +295,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                    "vintage,quantity,source,reason: idempotent by "
                                    "transaction_id, so a re-run completes an interrupted one")
     allocations.set_defaults(run=_import_allocations)
+    allocations.add_argument("--propose", metavar="PROPOSAL_ID", default="",
+                             help="propose the whole file as one ALLOCATION_TABLE for a "
+                             "second regulator to approve (four eyes) instead of allocating")
     for parser in (emissions, allocations):
         parser.add_argument("file", type=Path)
         parser.add_argument("--dry-run", action="store_true",
@@ -276,15 +319,15 @@ def _validated(args: argparse.Namespace, parsed: ParsedFile[T]) -> tuple[T, ...]
     if parsed.ok:
         print(f"{args.file}: {len(parsed.rows):,} rows valid (sha256 {parsed.digest})")
         if args.dry_run:
-            _write_report(args.report, [])
+            write_report(args.report, [])
             print("dry run: nothing sent")
             return None
         return parsed.rows
     problems = file_problems(parsed.violations)
     error = parsed.error
-    _print_problems(f"{args.file}: {error.message if error else 'invalid'}. Nothing was sent.",
+    print_problems(f"{args.file}: {error.message if error else 'invalid'}. Nothing was sent.",
                     problems)
-    _write_report(args.report, problems)
+    write_report(args.report, problems)
     return None
 
 
@@ -314,7 +357,7 @@ def _import_emissions(args: argparse.Namespace) -> int:
     print(f"sent {len(rows):,} of {len(rows):,} rows", file=sys.stderr)
     counts = Counter(admin_pb.EmissionsRowStatus.Name(r.status).removeprefix(
         "EMISSIONS_ROW_STATUS_") for r in reply.results)
-    _write_report(args.report, [])
+    write_report(args.report, [])
     print(f"RECORDED {counts['RECORDED']:,}, UNCHANGED {counts['UNCHANGED']:,}"
           + (f" (position {reply.position})" if reply.position else ""))
     if not counts["RECORDED"]:
@@ -329,6 +372,8 @@ def _import_allocations(args: argparse.Namespace) -> int:
     rows = _validated(args, parsed)
     if rows is None:
         return 0 if parsed.ok else 2
+    if args.propose:
+        return _propose_allocations(args, rows, parsed.digest)
     results: list[tuple[int, admin_pb.AllocationResult]] = []
     with client_for(args, timeout=300) as client:
         for start in range(0, len(rows), ALLOCATION_BATCH):
@@ -345,6 +390,36 @@ def _import_allocations(args: argparse.Namespace) -> int:
             results += zip(parsed.lines[start:], reply.results, strict=False)
             print(f"sent {start + len(chunk):,} of {len(rows):,} rows", file=sys.stderr)
     return _summarise_allocations(args, results)
+
+
+def _propose_allocations(args: argparse.Namespace, rows: Sequence[AllocationLine],
+                          digest: str) -> int:
+    """One ALLOCATION_TABLE proposal holding every row; proposing it again with the same
+    id and file replays it."""
+    if len(rows) > MAX_PROPOSAL_ROWS:
+        print(f"registry import: {len(rows):,} rows: a proposal carries at most "
+              f"{MAX_PROPOSAL_ROWS:,} (what one approval allocates at once); split the "
+              "file. Nothing was sent.", file=sys.stderr)
+        return 2
+    request = admin_pb.ProposeActionRequest(
+        proposal_id=args.propose, kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+        payload_json=json.dumps({"rows": [row.payload_row() for row in rows]}),
+        reason=f"allocation table {args.file.name} sha256 {digest}"[:500])
+    try:
+        with client_for(args, timeout=300) as client:
+            reply = client.call(client.administration.ProposeAction, request)
+    except grpc.RpcError as error:
+        return _server_refused(args, error, [], 0, "nothing was proposed")
+    p = reply.proposal
+    given = sum(r.quantity for r in rows if not r.returned)
+    taken = sum(r.quantity for r in rows if r.returned)
+    print(f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id}: "
+          f"ALLOCATION_TABLE of {len(rows):,} rows ({given:,} t to allocate, {taken:,} t to "
+          f"return), pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC")
+    print(f"a second regulator approves it with: registry proposals approve {p.party} "
+          f"{p.proposal_id}")
+    write_report(args.report, [])
+    return 0
 
 
 def _summarise_allocations(args: argparse.Namespace,
@@ -365,9 +440,9 @@ def _summarise_allocations(args: argparse.Namespace,
     if counts["COMPLETED"] == 0 and counts["ALREADY_COMPLETED"] == len(results):
         print("nothing changed: every row was already completed")
     if problems:
-        _print_problems(f"{len(problems):,} row(s) not applied (a refused id stays "
+        print_problems(f"{len(problems):,} row(s) not applied (a refused id stays "
                         "refused: fix the cause and use a new transaction_id)", problems)
-    _write_report(args.report, problems)
+    write_report(args.report, problems)
     return 1 if problems else 0
 
 
@@ -387,7 +462,7 @@ def _server_refused(args: argparse.Namespace, error: grpc.RpcError, lines: Seque
         return report_error(error)
     problems = server_problems(violations, lines, offset)
     code = cast(grpc.Call, error).code()
-    _print_problems(f"the server refused the call ({code.name}: "
+    print_problems(f"the server refused the call ({code.name}: "
                     f"{cast(grpc.Call, error).details()})\n{consequence}:", problems)
-    _write_report(args.report, problems)
+    write_report(args.report, problems)
     return 2

@@ -119,7 +119,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
                     transaction_id=row.transaction_id, account_id=row.account_id,
                     unit_type=unit_type.value, quantity=row.quantity, reason=row.reason,
                     vintage=row.vintage if row.HasField("vintage") else None,
-                    source=row.source_account or None))
+                    source=row.source_account or None, returned=row.allocation_return))
             except InvalidCommand as error:
                 rejected[index] = RowResult.rejected(row.transaction_id, error)
         done = iter(self.registry.allocate_many(current_principal(), rows) if rows else [])

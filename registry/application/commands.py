@@ -185,6 +185,10 @@ class AllocationRow:
                 raise InvalidCommand("a return names the vintage it gives back (the "
                                      "allocation year)", reason="MISSING_FIELD",
                                      field="vintage")
+            if self.source:
+                raise InvalidCommand("a return goes back to the allocation reserve: leave "
+                                     "the source empty", reason="UNEXPECTED_SOURCE",
+                                     field="source")
             return Movement(
                 client_id=self.transaction_id, kind=TransactionKind.ALLOCATION_RETURN,
                 source=self.account_id, destination=reserve, quantity=self.quantity,

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -245,16 +245,6 @@ def true_up(final: int, already_allocated: int) -> TrueUp:
     return TrueUp(additional=max(difference, 0), to_return=max(-difference, 0))
 
 
-# == CSV files ===================================================================
-
-
-def read_benchmark_table(source: Source, *, on_progress: Progress | None = None
-                         ) -> BenchmarkTable:
-    """Parse a benchmark table file; raise ``RowsInvalid`` naming every bad row."""
-    parsed = read_csv(source, BENCHMARK_SCHEMA, on_progress=on_progress)
-    return BenchmarkTable(parsed.check(), digest=parsed.digest)
-
-
 class OutputUse(StrEnum):
     """What output data feeds, which fixes the benchmark year it is checked against."""
 
@@ -265,6 +255,55 @@ class OutputUse(StrEnum):
 
     def benchmark_year(self, output_year: int) -> int:
         return output_year + 1 if self is OutputUse.PRE_ALLOCATION else output_year
+
+
+@dataclass(frozen=True)
+class AccountAllocation:
+    """One account's allocation for a year: what its output earns (``target``, the sum of
+    its rows, each floored), what the ledger already allocated, and what moves now."""
+
+    account_id: str
+    sector: Sector
+    rows: int
+    target: int
+    allocated: int
+    use: OutputUse
+
+    @property
+    def change(self) -> TrueUp:
+        """Pre-allocation tops up to the target and never takes back (an account already
+        given more keeps it until the true-up); the true-up settles the difference."""
+        if self.use is OutputUse.PRE_ALLOCATION:
+            return TrueUp(additional=max(self.target - self.allocated, 0))
+        return true_up(self.target, self.allocated)
+
+
+def account_targets(rows: Iterable[OutputRow], table: BenchmarkTable, use: OutputUse
+                    ) -> dict[str, tuple[Sector, int, int]]:
+    """(sector, output rows, target tonnes) per account, rows in file order.
+
+    Each row is floored on its own (the rounding rule), then an account's rows are
+    summed, so splitting a plant into units never earns a tonne its rows did not.
+    """
+    targets: dict[str, tuple[Sector, int, int]] = {}
+    for row in rows:
+        benchmark = table.row(use.benchmark_year(row.year), row.sector, row.subtype)
+        earned = (pre_allocation(benchmark, row.output, row.factors)
+                  if use is OutputUse.PRE_ALLOCATION
+                  else final_allocation(benchmark, row.output, row.factors))
+        sector, count, total = targets.get(row.account_id, (row.sector, 0, 0))
+        targets[row.account_id] = (sector, count + 1, total + earned)
+    return targets
+
+
+# == CSV files ===================================================================
+
+
+def read_benchmark_table(source: Source, *, on_progress: Progress | None = None
+                         ) -> BenchmarkTable:
+    """Parse a benchmark table file; raise ``RowsInvalid`` naming every bad row."""
+    parsed = read_csv(source, BENCHMARK_SCHEMA, on_progress=on_progress)
+    return BenchmarkTable(parsed.check(), digest=parsed.digest)
 
 
 def read_output_data(source: Source, table: BenchmarkTable | None = None,

@@ -11,6 +11,7 @@ from tests.e2e.conftest import INVALID, PRECONDITION, Api, rpc_error
 from tests.e2e.market import (
     allocate,
     allocation,
+    balance,
     compliance,
     emissions,
     issue,
@@ -80,3 +81,22 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     assert (short.accounts, short.verified_emissions, short.surrendered_cea, short.shortfall) == (
         1, 1_000, 700, 300)
     assert lines[(common.SECTOR_CEMENT, account_pb.COMPLIANCE_STATE_COMPLIANT)].obligation == 800
+
+
+def test_allocate_units_takes_a_true_up_return_back_to_the_reserve(api: Api) -> None:
+    regulator = api.regulator
+    open_company(regulator, "PWR-SD-0001")
+    issue(regulator, "ISS-1", 10_000)
+    allocate(regulator, allocation("AL-1", "PWR-SD-0001", 800))
+    give_back = admin_pb.AllocationRow(
+        transaction_id="TU-1", account_id="PWR-SD-0001", unit_type=common.UNIT_TYPE_CEA,
+        vintage=2025, quantity=300, reason="true-up: output fell", allocation_return=True)
+    with_source = admin_pb.AllocationRow()
+    with_source.CopyFrom(give_back)
+    with_source.transaction_id, with_source.source_account = "TU-0", "CN-ISSUANCE"
+    refused, done = allocate(regulator, with_source, give_back)
+    assert (refused.status, refused.reason) == (common.ROW_STATUS_REJECTED, "UNEXPECTED_SOURCE")
+    assert done.status == common.ROW_STATUS_COMPLETED, done
+    status = compliance(regulator, "PWR-SD-0001")
+    assert status.allocated == 500 and status.debt_carried == 0
+    assert balance(regulator, "PWR-SD-0001", done.position) == 500

@@ -14,6 +14,7 @@ import pytest
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
     DEFAULT_PRE_ALLOCATION_SHARE,
+    AccountAllocation,
     ILLUSTRATIVE_BENCHMARKS_2025,
     BenchmarkRow,
     BenchmarkTable,
@@ -21,6 +22,7 @@ from registry.domain.allocation import (
     OutputUse,
     Subtype,
     TrueUp,
+    account_targets,
     final_allocation,
     parse_factors,
     pre_allocation,
@@ -204,6 +206,36 @@ def test_a_true_up_never_both_allocates_and_returns() -> None:
 
 
 # == the benchmark table file ====================================================
+
+
+def test_an_account_earns_the_sum_of_its_rows_each_floored() -> None:
+    table = BenchmarkTable((power(cooling="1"), power(subtype=Subtype.GAS, benchmark="0.3901")))
+    rows = [OutputRow("PWR-0001", 2024, Subtype.COAL_CONVENTIONAL_300MW_PLUS, D("1000001"),
+                      {"cooling": D("1.05")}, "U1"),
+            OutputRow("PWR-0001", 2024, Subtype.GAS, D("10.5"), unit_id="U2"),
+            OutputRow("PWR-0002", 2024, Subtype.GAS, D("10.5"))]
+    targets = account_targets(rows, table, OutputUse.PRE_ALLOCATION)
+    # 0.7 x 0.8177 x 1,000,001 x 1.05 = 601,010.1 -> 601,010; 0.7 x 0.3901 x 10.5 = 2.87 -> 2
+    assert targets == {"PWR-0001": (Sector.POWER, 2, 601_010 + 2),
+                       "PWR-0002": (Sector.POWER, 1, 2)}
+    # the true-up reads the year's own output against the same year's benchmarks
+    finals = account_targets([OutputRow("PWR-0002", 2025, Subtype.GAS, D("100"))], table,
+                             OutputUse.TRUE_UP)
+    assert finals == {"PWR-0002": (Sector.POWER, 1, 39)}
+
+
+@pytest.mark.parametrize(("use", "target", "allocated", "change"), [
+    (OutputUse.PRE_ALLOCATION, 700, 0, TrueUp(additional=700)),
+    (OutputUse.PRE_ALLOCATION, 700, 500, TrueUp(additional=200)),
+    (OutputUse.PRE_ALLOCATION, 700, 900, TrueUp()),        # pre-allocation never takes back
+    (OutputUse.TRUE_UP, 1_000, 700, TrueUp(additional=300)),
+    (OutputUse.TRUE_UP, 600, 700, TrueUp(to_return=100)),
+    (OutputUse.TRUE_UP, 700, 700, TrueUp()),
+])
+def test_only_the_difference_to_what_the_ledger_holds_moves(
+        use: OutputUse, target: int, allocated: int, change: TrueUp) -> None:
+    entry = AccountAllocation("PWR-0001", Sector.POWER, 1, target, allocated, use)
+    assert entry.change == change
 
 
 def test_the_shipped_illustrative_table_parses_fully() -> None:

@@ -82,6 +82,25 @@ def test_bad_allocation_rows_and_header() -> None:
         (1, "header", "UNKNOWN_COLUMN"), (1, "account_id", "MISSING_COLUMN")]
 
 
+def test_a_return_row_is_marked_in_the_request_and_the_proposal_payload() -> None:
+    parsed = read_csv(ALLOCATIONS.rstrip() + ",kind\n"
+                      "TU-1,PWR-0001,CEA,2025,10,,true-up,ALLOCATION_RETURN\n"
+                      "TU-2,PWR-0002,CEA,2025,5,CN-ISSUANCE,true-up,\n"
+                      "TU-3,PWR-0003,CEA,2025,5,,true-up,RETURN\n", ALLOCATIONS_SCHEMA)
+    assert [(p.line, p.column, p.reason) for p in file_problems(parsed.violations)] == [
+        (4, "kind", "INVALID_ALLOCATION_KIND")]
+    returned = AllocationLine("TU-1", "PWR-0001", "CEA", 2025, 10, "", "true-up",
+                              "ALLOCATION_RETURN")
+    given = AllocationLine("TU-2", "PWR-0002", "CEA", 2025, 5, "CN-ISSUANCE", "true-up")
+    assert [r.allocation_return for r in allocation_request([returned, given]).rows] == [
+        True, False]
+    assert returned.payload_row() == {"transaction_id": "TU-1", "account_id": "PWR-0001",
+                                      "unit_type": "CEA", "quantity": 10, "vintage": 2025,
+                                      "reason": "true-up", "return": True}
+    assert given.payload_row()["source"] == "CN-ISSUANCE" and "return" not in \
+        given.payload_row()
+
+
 def test_server_rows_are_mapped_to_file_lines_from_the_call_offset() -> None:
     lines = (2, 3, 5, 8)
     problems = server_problems([("rows[1].account_id", "UNKNOWN_ACCOUNT", "no account X"),

@@ -1,0 +1,251 @@
+"""``registry allocate``: turn benchmark tables and companies' output data into the
+allocation table a regulator imports (or proposes for a second regulator's approval).
+
+    registry allocate pre 2025 --benchmarks benchmarks-2025.csv \\
+        --outputs output-2024.csv --out pre-allocation-2025.csv
+    registry allocate true-up 2025 --benchmarks benchmarks-2025.csv \\
+        --outputs output-2025.csv --out true-up-2025.csv
+
+Both files are validated whole first (every bad row named by line, as ``registry
+import`` does); then the server is asked what each account was already allocated for
+the year (``GetComplianceStatus.allocated``), so the table only ever moves the
+difference:
+
+- **pre**: share x benchmark(Y) x output(Y-1) x factors per output row, floored, summed
+  per account; an account gets what it lacks of that, never less than it has.
+- **true-up**: benchmark(Y) x output(Y) x factors, the same way; an account gets what it
+  lacks, or an ``ALLOCATION_RETURN`` row gives back what it got too much.
+
+Nothing moves here: the output is a CSV file in ``registry import allocations`` format,
+to review and then import (``--propose ID`` when four eyes are required). Transaction
+ids are derived from the year and the two files' digests, so importing the same table
+twice replays it; each row's reason names both files' sha256, which ties every
+allocation on the ledger to the exact data it was computed from.
+
+Exit codes: 0 the table was written; 2 nothing written (a bad file, an account the
+server does not know, no connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import sys
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from registry.bulk import ParsedFile, Schema, read_csv
+from registry.client import error_details
+from registry.domain.accounts import Sector
+from registry.domain.allocation import (
+    BENCHMARK_SCHEMA,
+    OUTPUT_SCHEMA,
+    AccountAllocation,
+    BenchmarkTable,
+    OutputRow,
+    OutputUse,
+    account_targets,
+)
+from registry.domain.errors import InvalidCommand
+from registry.imports import (
+    ALLOCATIONS_SCHEMA,
+    PROGRESS_EVERY,
+    AllocationLine,
+    Problem,
+    file_problems,
+    print_problems,
+    write_report,
+)
+from registry.remote import add_connection_options, client_for, report_error
+from registry.v1 import account_service_pb2 as account_pb
+
+T = TypeVar("T")
+
+PHASES = {"pre": OutputUse.PRE_ALLOCATION, "true-up": OutputUse.TRUE_UP}
+ID_PREFIX = {OutputUse.PRE_ALLOCATION: "PRE", OutputUse.TRUE_UP: "TRUEUP"}
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = sub.add_parser("allocate", help="compute a year's pre-allocation or true-up "
+                             "from benchmark and output files into an allocation table")
+    phases = command.add_subparsers(dest="phase", required=True)
+    for name, use in PHASES.items():
+        phase = phases.add_parser(name, help=(
+            "70%% (the table's share) of benchmark x last year's output, topped up to"
+            if use is OutputUse.PRE_ALLOCATION else
+            "benchmark x the year's verified output: allocate what is missing or take "
+            "back the excess"))
+        phase.add_argument("year", type=int, help="the allocation (compliance) year")
+        phase.add_argument("--benchmarks", type=Path, required=True,
+                           help="benchmark table CSV (docs/allocation-tables.md)")
+        phase.add_argument("--outputs", type=Path, required=True,
+                           help=f"output data CSV of {'Y-1' if name == 'pre' else 'Y'}")
+        phase.add_argument("--out", type=Path, required=True,
+                           help="where to write the allocation table (registry import "
+                           "allocations format)")
+        phase.add_argument("--source", default="", help="where allocated units come from "
+                           "(e.g. CN-ISSUANCE); default the allocation reserve. Returns always "
+                           "go back to the reserve")
+        phase.add_argument("--report", type=Path, default=None,
+                           help="write every problem as CSV (line,column,reason,message)")
+        phase.set_defaults(run=_allocate, use=use)
+        add_connection_options(phase)
+
+
+def _allocate(args: argparse.Namespace) -> int:
+    use: OutputUse = args.use
+    table = _read_table(args)
+    outputs = _read(args.outputs, OUTPUT_SCHEMA, args.report) if table is not None else None
+    if table is None or outputs is None:
+        return 2
+    problems = _against_table(outputs, table, use, args.year)
+    if problems:
+        return _refuse(args.outputs, problems, args.report)
+    targets = account_targets(outputs.rows, table, use)
+    lines_of: dict[str, list[int]] = defaultdict(list)
+    for row, line in zip(outputs.rows, outputs.lines, strict=True):
+        lines_of[row.account_id].append(line)
+    try:
+        allocated = _allocated(args, list(targets), lines_of)
+    except grpc.RpcError as error:
+        print("registry allocate: nothing was written", file=sys.stderr)
+        return report_error(error)
+    if isinstance(allocated, list):
+        return _refuse(args.outputs, allocated, args.report)
+    plan = [AccountAllocation(account, sector, count, target, allocated[account], use)
+            for account, (sector, count, target) in targets.items()]
+    lines = _table_lines(plan, use, args.year, table.digest, outputs.digest, args.source)
+    _write_table(args.out, lines)
+    write_report(args.report, [])
+    _print_summary(plan, use, args.year)
+    print(f"wrote {len(lines):,} rows to {args.out}; next: registry import allocations "
+          f"{args.out} (add --propose ID for a second regulator's approval)")
+    return 0
+
+
+def _read_table(args: argparse.Namespace) -> BenchmarkTable | None:
+    parsed = _read(args.benchmarks, BENCHMARK_SCHEMA, args.report)
+    return None if parsed is None else BenchmarkTable(parsed.rows, digest=parsed.digest)
+
+
+def _read(path: Path, schema: Schema[T], report: Path | None) -> ParsedFile[T] | None:
+    """The file's rows, or None after naming every problem of it by line."""
+    def progress(done: int, total: int) -> None:
+        print(f"{path.name}: validated {done:,} of {total:,} rows", file=sys.stderr)
+    try:
+        parsed = read_csv(path, schema, on_progress=progress, progress_every=PROGRESS_EVERY)
+    except OSError as error:
+        print(f"registry allocate: cannot read {path}: {error.strerror}", file=sys.stderr)
+        return None
+    if not parsed.ok:
+        _refuse(path, file_problems(parsed.violations), report)
+        return None
+    print(f"{path}: {len(parsed.rows):,} rows valid (sha256 {parsed.digest})")
+    return parsed
+
+
+def _refuse(path: Path, problems: Sequence[Problem], report: Path | None) -> int:
+    print_problems(f"{path}: {len(problems):,} problem(s). Nothing was written.", problems,
+                   command="allocate")
+    write_report(report, problems)
+    return 2
+
+
+def _against_table(outputs: ParsedFile[OutputRow], table: BenchmarkTable, use: OutputUse,
+                   year: int) -> list[Problem]:
+    """Every output row must be of the year ``use`` reads and have a benchmark."""
+    problems = []
+    expected = year - 1 if use is OutputUse.PRE_ALLOCATION else year
+    for row, line in zip(outputs.rows, outputs.lines, strict=True):
+        if row.year != expected:
+            problems.append(Problem(line, "year", "INVALID_COMPLIANCE_YEAR",
+                                    f"output of {row.year}: the {use.name.lower()} of "
+                                    f"{year} reads the output of {expected}"))
+            continue
+        try:
+            table.row(year, row.sector, row.subtype).resolve_factors(row.factors)
+        except InvalidCommand as error:
+            problems.append(Problem(line, str(error.metadata.get("field", "subtype")),
+                                    error.reason, error.message))
+    return problems
+
+
+def _allocated(args: argparse.Namespace, accounts: Sequence[str],
+               lines: Mapping[str, list[int]]) -> dict[str, int] | list[Problem]:
+    """What the ledger already allocated each account for the year, or the problems of
+    accounts it cannot say that for (unknown, not a compliance account)."""
+    allocated: dict[str, int] = {}
+    problems: list[Problem] = []
+    with client_for(args, timeout=60) as client:
+        for done, account in enumerate(accounts, 1):
+            try:
+                status = client.call(client.accounts.GetComplianceStatus,
+                                     account_pb.GetComplianceStatusRequest(
+                                         account_id=account, compliance_year=args.year))
+            except grpc.RpcError as error:
+                details = error_details(error)
+                if details.code not in (grpc.StatusCode.NOT_FOUND,
+                                        grpc.StatusCode.INVALID_ARGUMENT):
+                    raise
+                problems += [Problem(line, "account_id", details.reason, details.message)
+                             for line in lines[account]]
+                continue
+            allocated[account] = status.allocated
+            if done % PROGRESS_EVERY == 0 or done == len(accounts):
+                print(f"asked the registry about {done:,} of {len(accounts):,} accounts",
+                      file=sys.stderr)
+    return problems or allocated
+
+
+def _table_lines(plan: Sequence[AccountAllocation], use: OutputUse, year: int,
+                 benchmarks_digest: str, outputs_digest: str, source: str
+                 ) -> list[AllocationLine]:
+    """One row per account with something to move; ids and reasons name the files."""
+    both = hashlib.sha256(f"{benchmarks_digest}:{outputs_digest}".encode()).hexdigest()[:12]
+    reason = (f"{'pre-allocation' if use is OutputUse.PRE_ALLOCATION else 'true-up'} {year}: "
+              f"benchmarks sha256 {benchmarks_digest}, output sha256 {outputs_digest}")
+    lines = []
+    for entry in plan:
+        change = entry.change
+        if not change.net:
+            continue
+        lines.append(AllocationLine(
+            transaction_id=f"{ID_PREFIX[use]}-{year}-{both}-{entry.account_id}",
+            account_id=entry.account_id, unit_type="CEA", vintage=year,
+            quantity=abs(change.net), source=source if change.net > 0 else "", reason=reason,
+            kind="ALLOCATION" if change.net > 0 else "ALLOCATION_RETURN"))
+    return lines
+
+
+def _write_table(path: Path, lines: Sequence[AllocationLine]) -> None:
+    columns = [column.name for column in ALLOCATIONS_SCHEMA.columns]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([getattr(line, name) if getattr(line, name) is not None else ""
+                          for name in columns] for line in lines)
+
+
+def _print_summary(plan: Sequence[AccountAllocation], use: OutputUse, year: int) -> None:
+    """Accounts and tonnes by sector: what the output earns, what is there, what moves."""
+    totals: dict[Sector, list[int]] = defaultdict(lambda: [0] * 6)
+    for entry in plan:
+        change = entry.change
+        for index, value in enumerate((1, entry.rows, entry.target, entry.allocated,
+                                       change.additional, change.to_return)):
+            totals[entry.sector][index] += value
+    print(f"{use.name.lower().replace('_', '-')} {year}")
+    print(f"{'sector':<11}{'accounts':>9}{'rows':>8}{'earned t':>16}{'allocated t':>16}"
+          f"{'to allocate t':>16}{'to return t':>14}")
+    widths = (9, 8, 16, 16, 16, 14)
+    for sector in sorted(totals):
+        print(f"{sector:<11}" + "".join(f"{value:>{width},}" for value, width in
+                                        zip(totals[sector], widths, strict=True)))
+    overall = [sum(values) for values in zip(*totals.values(), strict=True)] or [0] * 6
+    print(f"{'all':<11}" + "".join(f"{value:>{width},}" for value, width in
+                                   zip(overall, widths, strict=True)))
