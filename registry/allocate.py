@@ -52,15 +52,8 @@ from registry.domain.allocation import (
     account_targets,
 )
 from registry.domain.errors import InvalidCommand
-from registry.imports import (
-    ALLOCATIONS_SCHEMA,
-    PROGRESS_EVERY,
-    AllocationLine,
-    Problem,
-    file_problems,
-    print_problems,
-    write_report,
-)
+from registry.imports import ALLOCATIONS_SCHEMA, PROGRESS_EVERY, AllocationLine
+from registry.problems import Problem, file_problems, print_problems, write_report
 from registry.remote import add_connection_options, client_for, report_error
 from registry.v1 import account_service_pb2 as account_pb
 

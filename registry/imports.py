@@ -3,6 +3,7 @@
     registry import emissions verified-2025.csv [--dry-run] [--report problems.csv]
     registry import allocations pre-allocation-2025.csv [--dry-run] [--report problems.csv]
     registry import allocations pre-allocation-2025.csv --propose P-PRE-2025
+    registry import accounts accounts.csv [--dry-run] [--report problems.csv]
 
 A file is validated whole first (``registry.bulk``) and nothing is sent unless every
 row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Then:
@@ -19,6 +20,9 @@ row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Th
   proposal instead (at most 10,000 rows): nothing moves until a second regulator
   approves it (``registry proposals approve``), which is how a table goes in when
   four eyes are required.
+- **accounts** are opened one ``OpenAccount`` call each (8 in flight). Opening an
+  account again with the same details replays it (``ALREADY_OPEN``), so a re-run
+  completes an interrupted one; an id taken with other details is refused and named.
 
 Problems, from the file or from the server, are reported by **file line** and column,
 because that is what the person holding the spreadsheet looks for.
@@ -31,28 +35,40 @@ server refused the request (a bad file, a bad row the server found, no connectio
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from registry.bulk import Column, ParsedFile, Progress, Schema, parse_int, read_csv
-from registry.domain.accounts import check_account_id
-from registry.domain.errors import InvalidCommand, Violation
+from registry.client import ErrorDetails, error_details
+from registry.domain.accounts import Holder, check_account_id, parse_account_type
+from registry.domain.errors import InvalidCommand
 from registry.domain.freezes import check_reason
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
 from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
-from registry.remote import add_connection_options, client_for, report_error
+from registry.problems import (
+    ROW_FIELD,
+    Problem,
+    file_problems,
+    print_problems,
+    server_problems,
+    violations_of,
+    write_report,
+)
+from registry.remote import (
+    add_connection_options,
+    client_for,
+    report_error,
+    report_error_details,
+)
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common_pb
 
@@ -63,9 +79,13 @@ MAX_EMISSIONS_ROWS = 10_000
 MAX_PROPOSAL_ROWS = 10_000
 """An approved ALLOCATION_TABLE is carried out as one batch, which takes at most this."""
 ALLOCATION_BATCH = 1_000
+OPENING_CALLERS = 8
+"""Account openings in flight at once: the server saves concurrent openings together."""
+REFUSING_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS,
+                            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
+"""A row's own problem: report it and go on; any other failure stops the run."""
 """Rows per ``AllocateUnits`` call: small enough to report progress and bound a retry."""
 PROGRESS_EVERY = 1_000
-REPORT_COLUMNS = ("line", "column", "reason", "message")
 
 
 # == the two file formats ========================================================
@@ -177,6 +197,55 @@ ALLOCATIONS_SCHEMA: Schema[AllocationLine] = Schema(
     make=lambda v: AllocationLine(**v), key=("transaction_id",))
 
 
+@dataclass(frozen=True)
+class AccountLine:
+    """One account to open; the holder details a compliance account needs all of."""
+
+    account_id: str
+    account_type: str
+    name: str
+    credit_code: str
+    sector: str
+    province: str
+
+    def holder(self) -> Holder:
+        return Holder(self.name, self.credit_code, self.sector, self.province)
+
+
+HOLDER_COLUMNS = {"INVALID_HOLDER": "name", "INVALID_CREDIT_CODE": "credit_code",
+                  "INVALID_SECTOR": "sector", "MISSING_PROVINCE": "province"}
+"""Which column a holder's refusal reason is about, to name it in the report."""
+
+
+def _account_line(values: Mapping[str, Any]) -> AccountLine:
+    line = AccountLine(**values)
+    try:
+        line.holder().validate(parse_account_type(line.account_type))
+    except InvalidCommand as error:
+        raise InvalidCommand(error.message, reason=error.reason,
+                             field=HOLDER_COLUMNS.get(error.reason, "")) from None
+    return line
+
+
+ACCOUNTS_SCHEMA: Schema[AccountLine] = Schema(
+    columns=(Column("account_id", check_account_id),
+             Column("account_type", lambda text: parse_account_type(text).value),
+             Column("name", str), Column("credit_code", str, required=False, default=""),
+             Column("sector", str, required=False, default=""),
+             Column("province", str, required=False, default="")),
+    make=_account_line, key=("account_id",))
+
+
+def account_request(line: AccountLine) -> admin_pb.OpenAccountRequest:
+    sector = (common_pb.Sector.Value(f"SECTOR_{line.sector}") if line.sector
+              else common_pb.SECTOR_UNSPECIFIED)
+    return admin_pb.OpenAccountRequest(
+        account_id=line.account_id,
+        account_type=common_pb.AccountType.Value(f"ACCOUNT_TYPE_{line.account_type}"),
+        holder=common_pb.Holder(name=line.name, credit_code=line.credit_code, sector=sector,
+                                province=line.province))
+
+
 def emissions_request(rows: Sequence[EmissionsLine]) -> admin_pb.RecordVerifiedEmissionsRequest:
     return admin_pb.RecordVerifiedEmissionsRequest(rows=[
         admin_pb.VerifiedEmissionsRow(account_id=r.account_id, compliance_year=r.compliance_year,
@@ -191,93 +260,6 @@ def allocation_request(rows: Sequence[AllocationLine]) -> admin_pb.AllocateUnits
                                vintage=r.vintage, quantity=r.quantity, reason=r.reason,
                                source_account=r.source, allocation_return=r.returned)
         for r in rows])
-
-
-# == problems, by file line ======================================================
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reportable problem: the file line (None: the file as a whole) and column."""
-
-    line: int | None
-    column: str
-    reason: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" if self.line is not None else "file"
-        column = f", {self.column}" if self.column else ""
-        return f"{where}{column}: {self.reason}: {self.message}"
-
-
-_ROW_FIELD = re.compile(r"^rows\[(\d+)\](?:\.(\w+))?$")
-_LINE_PREFIX = re.compile(r"^line (\d+): ")
-
-
-def file_problems(violations: Iterable[Violation]) -> list[Problem]:
-    """The problems ``registry.bulk`` found, with the line its descriptions start with."""
-    problems = []
-    for v in violations:
-        found = _LINE_PREFIX.match(v.description)
-        line = int(found.group(1)) if found else None
-        message = v.description[found.end():] if found else v.description
-        row = _ROW_FIELD.match(v.field)
-        if row:
-            column = row.group(2) or ""
-        elif v.field.startswith("header."):
-            column = v.field.removeprefix("header.")
-        elif v.field.startswith("header["):
-            column = "header"
-        else:
-            column = ""
-        problems.append(Problem(line, column, v.reason, message))
-    return problems
-
-
-def server_problems(violations: Iterable[tuple[str, str, str]], lines: Sequence[int],
-                    offset: int = 0) -> list[Problem]:
-    """The server's ``rows[i].column`` (of a call that began at data row ``offset``) as
-    file lines; a field that names no row is kept as it is."""
-    problems = []
-    for field, reason, description in violations:
-        row = _ROW_FIELD.match(field)
-        if row and offset + int(row.group(1)) < len(lines):
-            problems.append(Problem(lines[offset + int(row.group(1))], row.group(2) or "",
-                                    reason, description))
-        else:
-            problems.append(Problem(None, field, reason, description))
-    return problems
-
-
-def _violations(error: grpc.RpcError) -> list[tuple[str, str, str]]:
-    """(field, reason, description) of each BadRequest field violation of a failed call."""
-    status = rpc_status.from_call(cast(grpc.Call, error))
-    found: list[tuple[str, str, str]] = []
-    for packed in status.details if status is not None else ():
-        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            packed.Unpack(bad)
-            found += [(v.field, v.reason, v.description) for v in bad.field_violations]
-    return found
-
-
-def write_report(path: Path | None, problems: Sequence[Problem]) -> None:
-    """The problems as CSV (a header only when there are none), for the spreadsheet user."""
-    if path is None:
-        return
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(REPORT_COLUMNS)
-        writer.writerows(("" if p.line is None else p.line, p.column, p.reason, p.message)
-                         for p in problems)
-
-
-def print_problems(headline: str, problems: Sequence[Problem], command: str = "import"
-                   ) -> None:
-    print(f"registry {command}: {headline}", file=sys.stderr)
-    for problem in problems:
-        print(f"  {problem}", file=sys.stderr)
 
 
 # == the command =================================================================
@@ -298,7 +280,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     allocations.add_argument("--propose", metavar="PROPOSAL_ID", default="",
                              help="propose the whole file as one ALLOCATION_TABLE for a "
                              "second regulator to approve (four eyes) instead of allocating")
-    for parser in (emissions, allocations):
+    accounts = kinds.add_parser("accounts", help="account_id,account_type,name,credit_code,"
+                                "sector,province: opened one by one, a re-run replays the "
+                                "accounts already open")
+    accounts.set_defaults(run=_import_accounts)
+    for parser in (emissions, allocations, accounts):
         parser.add_argument("file", type=Path)
         parser.add_argument("--dry-run", action="store_true",
                             help="validate the file only; send nothing")
@@ -363,6 +349,42 @@ def _import_emissions(args: argparse.Namespace) -> int:
     if not counts["RECORDED"]:
         print("nothing changed: every figure was already recorded")
     return 0
+
+
+def _import_accounts(args: argparse.Namespace) -> int:
+    parsed = _read(args, ACCOUNTS_SCHEMA)
+    if isinstance(parsed, int):
+        return parsed
+    rows = _validated(args, parsed)
+    if rows is None:
+        return 0 if parsed.ok else 2
+    counts: Counter[str] = Counter()
+    problems: list[Problem] = []
+    with client_for(args, timeout=60) as client, ThreadPoolExecutor(OPENING_CALLERS) as pool:
+        def open_one(line: AccountLine) -> admin_pb.OpenAccountResponse | ErrorDetails:
+            try:
+                return client.call(client.administration.OpenAccount, account_request(line))
+            except grpc.RpcError as error:
+                return error_details(error)
+        for done, (row, line, reply) in enumerate(zip(
+                rows, parsed.lines, pool.map(open_one, rows), strict=True), 1):
+            if isinstance(reply, ErrorDetails):
+                if reply.code not in REFUSING_CODES:
+                    print(f"registry import: {done - 1:,} rows were sent; the same file "
+                          "again completes the rest", file=sys.stderr)
+                    return report_error_details(reply)
+                problems.append(Problem(line, "account_id", reply.reason or reply.code.name,
+                                        f"{row.account_id}: {reply.message}"))
+            else:
+                counts["ALREADY_OPEN" if reply.replayed else "OPENED"] += 1
+            if done % PROGRESS_EVERY == 0 or done == len(rows):
+                print(f"sent {done:,} of {len(rows):,} rows", file=sys.stderr)
+    print(f"OPENED {counts['OPENED']:,}, ALREADY_OPEN {counts['ALREADY_OPEN']:,}, "
+          f"REFUSED {len(problems):,}")
+    if problems:
+        print_problems(f"{len(problems):,} account(s) not opened", problems)
+    write_report(args.report, problems)
+    return 1 if problems else 0
 
 
 def _import_allocations(args: argparse.Namespace) -> int:
@@ -456,8 +478,8 @@ def _reason_counts(reasons: Mapping[str, int]) -> str:
 def _server_refused(args: argparse.Namespace, error: grpc.RpcError, lines: Sequence[int],
                     offset: int, consequence: str) -> int:
     """A refused call: its bad rows by file line, or the error as the server gave it."""
-    violations = _violations(error)
-    if not any(_ROW_FIELD.match(field) for field, _, _ in violations):
+    violations = violations_of(error)
+    if not any(ROW_FIELD.match(field) for field, _, _ in violations):
         print(f"registry import: {consequence}", file=sys.stderr)
         return report_error(error)
     problems = server_problems(violations, lines, offset)

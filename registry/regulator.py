@@ -8,6 +8,7 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
     registry proposals list --status PENDING
     registry proposals approve mee P-2025-ISS
     registry proposals reject mee P-2025-ISS --reason "wrong quantity"
+    registry propose ISSUANCE P-2025-ISS --payload @issue-2025.json --reason "2025 cap"
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import csv
 import sys
 from functools import partial
+from pathlib import Path
 
 import grpc
 
@@ -25,6 +27,9 @@ from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common_pb
+
+PROPOSAL_KINDS = [value.name.removeprefix("PROPOSAL_KIND_")
+                  for value in admin_pb.ProposalKind.DESCRIPTOR.values if value.number]
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +83,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     reject.add_argument("--reason", required=True)
     approve.set_defaults(run=partial(_call, work="approve"))
     reject.set_defaults(run=partial(_call, work="reject"))
-    for parser in (show, change, close, compliance, listing, expire, approve, reject):
+    propose = sub.add_parser("propose", help="four eyes: propose an action for a second "
+                             "regulator to approve (payload: see docs/compliance.md)")
+    propose.add_argument("kind", choices=PROPOSAL_KINDS)
+    propose.add_argument("proposal_id")
+    propose.add_argument("--payload", required=True,
+                         help="the action's parameters as a JSON object, or @FILE")
+    propose.add_argument("--reason", required=True)
+    propose.add_argument("--valid-hours", type=int, default=0,
+                         help="how long it waits for approval (1..2160; default 7 days)")
+    propose.set_defaults(run=partial(_call, work="propose"))
+    for parser in (show, change, close, compliance, listing, expire, approve, reject, propose):
         add_connection_options(parser)
 
 
@@ -88,9 +103,12 @@ def _call(args: argparse.Namespace, work: str) -> int:
             {"show": _print_rules, "set": _set_rules, "close": _print_closing,
              "compliance": _print_report, "list": _list_proposals,
              "approve": _decide_proposal, "reject": _decide_proposal,
-             "expire": _expire_proposals}[work](client, args)
+             "expire": _expire_proposals, "propose": _propose}[work](client, args)
     except grpc.RpcError as error:
         return report_error(error)
+    except OSError as error:
+        print(f"registry: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -213,3 +231,16 @@ def _expire_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
     for p in reply.proposals:
         print(f"{p.party}:{p.proposal_id} EXPIRED")
     print(f"{len(reply.proposals)} proposal(s) expired")
+
+
+def _propose(client: RegistryClient, args: argparse.Namespace) -> None:
+    payload = args.payload
+    if payload.startswith("@"):
+        payload = Path(payload[1:]).read_text(encoding="utf-8")
+    reply = client.call(client.administration.ProposeAction, admin_pb.ProposeActionRequest(
+        proposal_id=args.proposal_id, kind=admin_pb.ProposalKind.Value(
+            f"PROPOSAL_KIND_{args.kind}"), payload_json=payload, reason=args.reason,
+        validity_seconds=args.valid_hours * 3600))
+    p = reply.proposal
+    print(f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id} "
+          f"{args.kind}, pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC")

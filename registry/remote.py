@@ -15,8 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from registry.client import RegistryClient, error_details, unit_class
+from registry.client import ErrorDetails, RegistryClient, error_details, unit_class
 from registry.config import DEFAULT_DATA_DIR
+from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import common_pb2 as common_pb
 
 
@@ -32,7 +33,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     trace.add_argument("unit_class", help="e.g. CEA/2025 or CCER/2024/CCER-2024-0117")
     trace.add_argument("serial", type=int)
     trace.set_defaults(run=_trace)
-    for parser in (balances, history, trace):
+    surrender = sub.add_parser("surrender", help="surrender an account's units against a "
+                               "compliance year (an operator's command)")
+    surrender.add_argument("account_id")
+    surrender.add_argument("quantity", type=int)
+    surrender.add_argument("--year", type=int, required=True, help="the compliance year")
+    surrender.add_argument("--id", dest="transaction_id", required=True,
+                           help="your transaction id: the same id again is a safe retry")
+    surrender.add_argument("--unit-type", default="CEA", choices=["CEA", "CCER"])
+    surrender.add_argument("--vintage", type=int, default=None)
+    surrender.add_argument("--project", default=None, help="the CCER project, if one")
+    surrender.add_argument("--reason", default="")
+    surrender.set_defaults(run=_surrender)
+    status = sub.add_parser("compliance-status", help="an account's compliance figures for "
+                            "a year: emissions, obligation, surrendered, debt carried")
+    status.add_argument("account_id")
+    status.add_argument("year", type=int)
+    status.set_defaults(run=_compliance_status)
+    for parser in (balances, history, trace, surrender, status):
         add_connection_options(parser)
 
 
@@ -48,7 +66,10 @@ def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
 
 
 def report_error(error: grpc.RpcError) -> int:
-    details = error_details(error)
+    return report_error_details(error_details(error))
+
+
+def report_error_details(details: ErrorDetails) -> int:
     print(f"registry: {details.code.name} {details.reason}: {details.message}", file=sys.stderr)
     for field_name, description in details.violations:
         print(f"  {field_name}: {description}", file=sys.stderr)
@@ -80,6 +101,46 @@ def _remote(args: argparse.Namespace, command: str) -> int:
     except ValueError as error:
         print(f"registry: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _surrender(args: argparse.Namespace) -> int:
+    request = account_pb.SurrenderUnitsRequest(
+        transaction_id=args.transaction_id, account_id=args.account_id,
+        unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{args.unit_type}"),
+        vintage=args.vintage, project=args.project, quantity=args.quantity,
+        compliance_year=args.year, reason=args.reason)
+    try:
+        with client_for(args) as client:
+            reply = client.call(client.accounts.SurrenderUnits, request)
+    except grpc.RpcError as error:
+        return report_error(error)
+    t = reply.transaction
+    print(f"{t.party}:{t.transaction_id} surrendered {t.quantity:,} {args.unit_type} from "
+          f"{args.account_id} for {args.year}" + (" (already recorded)" if reply.replayed
+                                                  else f" at position {t.position}"))
+    return 0
+
+
+def _compliance_status(args: argparse.Namespace) -> int:
+    try:
+        with client_for(args) as client:
+            s = client.call(client.accounts.GetComplianceStatus,
+                            account_pb.GetComplianceStatusRequest(account_id=args.account_id,
+                                                                  compliance_year=args.year))
+    except grpc.RpcError as error:
+        return report_error(error)
+    state = account_pb.ComplianceState.Name(s.state).removeprefix("COMPLIANCE_STATE_")
+    print(f"{s.account_id} {s.compliance_year}: {state}")
+    for label, value in (("verified emissions", s.verified_emissions),
+                         ("allocated", s.allocated), ("obligation", s.obligation),
+                         ("surrendered CEA", s.surrendered_cea),
+                         ("surrendered CCER", s.surrendered_ccer),
+                         ("advance use", s.advance_used), ("outstanding", s.outstanding),
+                         ("shortfall", s.shortfall),
+                         ("debt carried in", s.debt_carried),
+                         ("debt deducted", s.debt_deducted)):
+        print(f"  {label:<20}{value:>16,} t")
     return 0
 
 

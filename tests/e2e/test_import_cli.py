@@ -183,3 +183,43 @@ def counts(stdout: str) -> dict[str, int]:
         if fields and fields[0] in ("COMPLETED", "ALREADY_COMPLETED", "REFUSED", "REJECTED"):
             found[fields[0]] = int(fields[1].replace(",", ""))
     return found
+
+
+ACCOUNTS_HEADER = "account_id,account_type,name,credit_code,sector,province\n"
+
+
+def test_accounts_are_validated_whole_opened_and_replayed(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        bad = write(tmp_path / "bad-accounts.csv", ACCOUNTS_HEADER
+                    + "PWR-SD-0001,COMPLIANCE,Shandong Power,91370000163081422B,POWER,Shandong\n"
+                    + "PWR-SD-0002,COMPLIANCE,Jiangsu Power,123,POWER,Jiangsu\n"
+                    + "PWR-SD-0003,COMPLIANCE,Hebei Power,91370000163081422B,COAL,Hebei\n"
+                    + "TRD-0001,BROKER,Fund,,,\n")
+        refused = cli(server, "import", "accounts", bad)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        for expected in ("line 3, credit_code: INVALID_CREDIT_CODE",
+                         "line 4, sector: INVALID_SECTOR",
+                         "line 5, account_type: UNKNOWN_ACCOUNT_TYPE", "Nothing was sent"):
+            assert expected in refused.stderr, refused.stderr
+
+        good = write(tmp_path / "accounts.csv", ACCOUNTS_HEADER
+                     + "PWR-SD-0001,COMPLIANCE,Shandong Power,91370000163081422B,POWER,Shandong\n"
+                     + "TRD-SH-0001,TRADING,Shanghai Fund,,,\n")
+        done = cli(server, "import", "accounts", good)
+        assert done.returncode == 0, done.stderr
+        assert "OPENED 2, ALREADY_OPEN 0, REFUSED 0" in done.stdout
+        again = cli(server, "import", "accounts", good)
+        assert "OPENED 0, ALREADY_OPEN 2, REFUSED 0" in again.stdout, again.stdout
+        other = write(tmp_path / "other.csv", ACCOUNTS_HEADER
+                      + "TRD-SH-0002,TRADING,Second Fund,,,\n"
+                      + "TRD-SH-0001,TRADING,Another Fund,,,\n")
+        conflict = cli(server, "import", "accounts", other, "--report",
+                       str(tmp_path / "accounts-report.csv"))
+        assert conflict.returncode == 1, conflict.stdout + conflict.stderr
+        assert "OPENED 1, ALREADY_OPEN 0, REFUSED 1" in conflict.stdout
+        assert report_rows(tmp_path / "accounts-report.csv") == [
+            ("3", "account_id", "ACCOUNT_EXISTS_WITH_DIFFERENT_CONTENT")]
+        token, _, _ = first_token(tmp_path)
+        with RegistryClient(server.address, token, attempts=1) as client:
+            caught_up(client)
+            assert balance(client, "TRD-SH-0002") == 0   # opened, and readable

@@ -58,6 +58,16 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
             client.call(client.administration.ProposeAction, admin_pb.ProposeActionRequest(
                 proposal_id="P-HALT", kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
                 payload_json=json.dumps({"reason": "inquiry"}), reason="urgent"))
+        garbled = cli(server, "propose", "MARKET_HALT", "P-BAD", "--payload", "{inquiry",
+                      "--reason", "urgent")
+        assert garbled.returncode == 2 and "INVALID_PAYLOAD" in garbled.stderr
+        missing = cli(server, "propose", "MARKET_HALT", "P-BAD", "--payload",
+                      f"@{tmp_path / 'nowhere.json'}", "--reason", "urgent")
+        assert missing.returncode == 2 and "cannot read" in missing.stderr
+        resumption = cli(server, "propose", "MARKET_RESUMPTION", "P-RESUME", "--payload",
+                         '{"reason": "inquiry closed"}', "--reason", "later")
+        assert resumption.returncode == 0, resumption.stderr
+        assert resumption.stdout.startswith("proposed mee:P-RESUME MARKET_RESUMPTION")
         listed = cli(server, "proposals", "list", "--status", "PENDING")
         assert listed.returncode == 0, listed.stderr
         assert "mee:P-HALT" in listed.stdout and "MARKET_HALT" in listed.stdout
@@ -70,7 +80,7 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         done = cli(server, "proposals", "approve", "mee", "P-HALT", "--token", second)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "mee:P-HALT EXECUTED: market halted"
-        assert "(no proposals)" in cli(server, "proposals", "list", "--status",
-                                       "PENDING").stdout
+        pending = cli(server, "proposals", "list", "--status", "PENDING").stdout
+        assert "mee:P-RESUME" in pending and "mee:P-HALT" not in pending
         expired = cli(server, "proposals", "expire")
         assert expired.returncode == 0 and expired.stdout.strip() == "0 proposal(s) expired"

@@ -14,8 +14,8 @@ import pytest
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
     DEFAULT_PRE_ALLOCATION_SHARE,
-    AccountAllocation,
     ILLUSTRATIVE_BENCHMARKS_2025,
+    AccountAllocation,
     BenchmarkRow,
     BenchmarkTable,
     OutputRow,

@@ -11,12 +11,10 @@ from registry.imports import (
     MAX_EMISSIONS_ROWS,
     AllocationLine,
     EmissionsLine,
-    Problem,
     allocation_request,
     emissions_request,
-    file_problems,
-    server_problems,
 )
+from registry.problems import Problem, file_problems, server_problems
 from registry.v1 import common_pb2 as common
 
 EMISSIONS = "account_id,compliance_year,verified_emissions,reason\n"
