@@ -105,7 +105,7 @@ from registry.domain.transactions import (
     TransactionStatus,
     check_movement,
 )
-from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.domain.units import Holding, SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.persistence import RegistryPostgresRecorder, select_latest_events
 
 R = TypeVar("R")
@@ -574,20 +574,23 @@ class Registry(Application[UUID]):
             blocks = source.debit_hold(hold.id, txn_id, movement.quantity)
             hold.settle(txn_id, movement.quantity, now)
         else:
-            check_restrictions(uow, source, movement.kind, movement.selector, movement.quantity)
+            pool = check_restrictions(uow, source, movement.kind, movement.selector,
+                                      movement.quantity)
             if movement.kind is TransactionKind.SURRENDER:
-                return self._perform_surrender(uow, txn_id, movement, source, destination)
+                return self._perform_surrender(uow, txn_id, movement, source, destination,
+                                               pool)
             if (movement.kind is TransactionKind.ALLOCATION
                     and destination.account_type is AccountType.COMPLIANCE):
-                return self._perform_allocation(uow, txn_id, movement, source, destination)
+                return self._perform_allocation(uow, txn_id, movement, source, destination,
+                                                pool)
             if movement.kind is TransactionKind.ALLOCATION_RETURN:
-                return self._perform_return(uow, txn_id, movement, source, destination)
-            blocks = source.debit(txn_id, movement.selector, movement.quantity)
+                return self._perform_return(uow, txn_id, movement, source, destination, pool)
+            blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
         destination.credit(txn_id, blocks)
         return source.account_id, destination.account_id, blocks
 
     def _perform_return(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,
-                        source: Account, destination: Account
+                        source: Account, destination: Account, pool: Holding | None
                         ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
         """A true-up return: what the account holds of the vintage goes back; the rest
         it cannot cover is carried as a debt into the next year's obligation (deducted
@@ -596,11 +599,12 @@ class Registry(Application[UUID]):
         year = movement.selector.vintage
         carries_debt = (year is not None and MIN_YEAR <= year < MAX_YEAR
                         and movement.selector.unit_type is UnitType.CEA)
-        covered = (min(movement.quantity, units.total(source.available, movement.selector))
+        holding = source.available if pool is None else pool
+        covered = (min(movement.quantity, units.total(holding, movement.selector))
                    if carries_debt else movement.quantity)   # else: all of it, or refused
         blocks: tuple[SerialBlock, ...] = ()
         if covered:
-            blocks = source.debit(txn_id, movement.selector, covered)
+            blocks = source.debit(txn_id, movement.selector, covered, pool)
             destination.credit(txn_id, blocks)
         if carries_debt:
             assert year is not None
@@ -611,7 +615,7 @@ class Registry(Application[UUID]):
         return source.account_id, destination.account_id, blocks
 
     def _perform_surrender(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,
-                           source: Account, destination: Account
+                           source: Account, destination: Account, pool: Holding | None
                            ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
         """Check what would be taken against the year's rules for the account's sector
         (vintages, CCER cap, advance use, a closed year), then move it."""
@@ -627,8 +631,8 @@ class Registry(Application[UUID]):
         # guard has passed: a refusal changes nothing.
         obligation = existing or ComplianceObligation.start(source.account_id, year)
         advance = obligation.check_surrender(
-            rules, source.would_debit(movement.selector, movement.quantity))
-        blocks = source.debit(txn_id, movement.selector, movement.quantity)
+            rules, source.would_debit(movement.selector, movement.quantity, pool))
+        blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
         destination.credit(txn_id, blocks)
         if existing is None:
             uow.add(obligation)
@@ -637,7 +641,7 @@ class Registry(Application[UUID]):
         return source.account_id, destination.account_id, blocks
 
     def _perform_allocation(self, uow: UnitOfWork, txn_id: UUID, movement: Movement,
-                            source: Account, destination: Account
+                            source: Account, destination: Account, pool: Holding | None
                             ) -> tuple[str | None, str, tuple[SerialBlock, ...]]:
         """Free allocation to a compliance account, counted towards the year of its
         vintage; a shortfall carried from the year before is deducted first (the
@@ -645,7 +649,7 @@ class Registry(Application[UUID]):
         assert movement.selector is not None and movement.quantity is not None
         year = movement.selector.vintage
         if year is None:   # the oldest matching block is what is taken first
-            year = source.would_debit(movement.selector, 1)[0].unit_class.vintage
+            year = source.would_debit(movement.selector, 1, pool)[0].unit_class.vintage
         # free allocation counts towards the year of its vintage; offsets delivered
         # this way are not allocation
         counted = (movement.selector.unit_type is UnitType.CEA
@@ -656,7 +660,7 @@ class Registry(Application[UUID]):
         moved = movement.quantity - deducted
         blocks: tuple[SerialBlock, ...] = ()
         if moved:   # the last guard: the obligation is started only once it has passed
-            blocks = source.debit(txn_id, movement.selector, moved)
+            blocks = source.debit(txn_id, movement.selector, moved, pool)
             destination.credit(txn_id, blocks)
         if counted:
             obligation = uow.obligation(destination.account_id, year)
@@ -698,13 +702,12 @@ class Registry(Application[UUID]):
         destination = uow.account(original.source)
         source.ensure_can_send()
         destination.ensure_can_receive()
+        undo = _obligation_undo(uow, original)   # its guards run before anything changes
         blocks = source.debit_blocks(txn_id, original.blocks)
         destination.credit(txn_id, blocks)
         original.mark_reversed(txn_id)
-        if original.kind is TransactionKind.SURRENDER:
-            unit_type = original.blocks[0].unit_class.unit_type.value
-            uow.obligation(original.source, original.details["compliance_year"]
-                           ).reverse_surrender(txn_id, unit_type, original.quantity)
+        for step in undo:
+            step(txn_id)
         return source.account_id, destination.account_id, blocks
 
     # == compliance ==============================================================
@@ -896,8 +899,9 @@ class Registry(Application[UUID]):
                         account=account_id)
                 # a hold reserves units for exchange settlement: what would stop that
                 # settlement (a freeze, a detention, a halt) refuses the hold now
-                check_restrictions(uow, account, TransactionKind.SETTLEMENT, selector, quantity)
-                blocks = account.hold(Hold.id_for(party, hold_id), selector, quantity)
+                pool = check_restrictions(uow, account, TransactionKind.SETTLEMENT, selector,
+                                          quantity)
+                blocks = account.hold(Hold.id_for(party, hold_id), selector, quantity, pool)
             except RECORDABLE as error:
                 uow.verify_current()
                 hold = Hold.refuse(error=error, **record)
@@ -1230,6 +1234,67 @@ def _reads(movement: Movement) -> Iterator[UUID]:
     if (movement.kind is TransactionKind.ALLOCATION and vintage is not None
             and movement.destination is not None):
         yield ComplianceObligation.id_for(movement.destination, vintage)
+
+
+def _obligation_undo(uow: UnitOfWork, original: Transaction
+                     ) -> list[Callable[[UUID], None]]:
+    """What reversing ``original`` must undo on compliance obligations, as steps to run
+    with the reversal's id once the units have moved back. Guards run here, first: a
+    closed year's surrenders are final (COMPLIANCE_YEAR_CLOSED), and a return whose
+    carried debt was already deducted cannot be reversed before that allocation is.
+    Allocations count towards a year whether or not it is closed, as when made."""
+    kind = TransactionKind(original.kind)
+    requested = int(original.details.get("quantity") or original.quantity)
+    selector = original.details.get("selector") or {}
+    counted = selector.get("unit_type") == UnitType.CEA.value
+    by_vintage = _cea_by_vintage(original.blocks)
+
+    def obligation(account_id: str | None, year: int) -> ComplianceObligation:
+        found = uow.find(ComplianceObligation.id_for(str(account_id), year),
+                         ComplianceObligation)
+        assert found is not None, f"{original.client_id} recorded on {account_id} {year}"
+        return found
+
+    if kind is TransactionKind.SURRENDER:
+        year = int(original.details["compliance_year"])
+        surrendered = obligation(original.source, year)
+        surrendered.ensure_open()
+        unit_type = original.blocks[0].unit_class.unit_type.value
+        advance = by_vintage.get(year + 1, 0)
+        return [lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity,
+                                                        advance)]
+    if kind is TransactionKind.ALLOCATION and counted:
+        vintage = selector.get("vintage") or (original.blocks[0].unit_class.vintage
+                                              if original.blocks else None)
+        if vintage is None or not MIN_YEAR <= vintage <= MAX_YEAR:
+            return []
+        if uow.find(ComplianceObligation.id_for(str(original.destination), vintage),
+                    ComplianceObligation) is None:
+            return []   # not to a compliance account: nothing was counted
+        allocated = obligation(original.destination, vintage)
+        deducted = requested - original.quantity
+        others = [(obligation(original.destination, v), q) for v, q in by_vintage.items()
+                  if v != vintage]   # other vintages the blocks counted towards
+
+        def reverse_allocations(t: UUID) -> None:
+            allocated.reverse_allocation(t, requested, deducted)
+            for other, quantity in others:
+                other.reverse_allocation(t, quantity)
+        return [reverse_allocations]
+    if kind is TransactionKind.ALLOCATION_RETURN and counted:
+        given_back = selector.get("vintage")
+        if given_back is None or not MIN_YEAR <= given_back < MAX_YEAR:
+            return []
+        returned = obligation(original.source, given_back)
+        carried = requested - original.quantity
+        steps: list[Callable[[UUID], None]] = [
+            lambda t: returned.record_allocation(t, requested)]
+        if carried:
+            following = obligation(original.source, given_back + 1)
+            following.ensure_debt_outstanding(carried, original.client_id)
+            steps.append(lambda t: following.carry_debt(given_back, -carried))
+        return steps
+    return []
 
 
 def _cea_by_vintage(blocks: Sequence[SerialBlock]) -> dict[int, int]:

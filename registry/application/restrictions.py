@@ -17,10 +17,11 @@ from registry.domain.freezes import (
     MarketHalt,
     OriginDetention,
     check_movement,
+    movable,
 )
 from registry.domain.restriction_index import RestrictionIndex
 from registry.domain.transactions import Principal, TransactionKind
-from registry.domain.units import SerialBlock, UnitSelector
+from registry.domain.units import Holding, SerialBlock, UnitSelector
 
 if TYPE_CHECKING:
     from registry.application.registry import Registry
@@ -124,18 +125,32 @@ class Restrictions:
 
 def check_restrictions(uow: UnitOfWork, source: Account, kind: TransactionKind,
                        selector: UnitSelector, quantity: int,
-                       blocks: Sequence[SerialBlock] | None = None) -> None:
+                       blocks: Sequence[SerialBlock] | None = None) -> Holding | None:
     """Refuse a movement a freeze, a detention or the halt stops, naming it; nothing to
     load and nothing to check when the index says nothing is in force (the usual case).
-    ``blocks``: what moves, when known (a hold's); else what the debit would take."""
+
+    ``blocks``: what moves, when fixed (a hold's). Otherwise restricted units are skipped
+    rather than taken: when the account's unrestricted units cover the movement, they
+    are returned as the pool to take from (None: take as usual); only when they do not
+    is the movement refused, naming the freeze or detention in the way."""
     index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
     if index is None or not index.may_restrict(source.account_id, kind, selector.unit_type):
-        return
-    moving = blocks if blocks is not None else source.would_debit(selector, quantity)
+        return None
     freezes = [f for f in (uow.find(BlockFreeze.id_for(i), BlockFreeze)
                            for i in index.freezes.get(source.account_id, [])) if f is not None]
-    check_movement(moving, source_account=source.account_id, kind=kind,
-                   block_freezes=freezes,
-                   detentions=lambda project: uow.find(OriginDetention.id_for(project),
-                                                       OriginDetention),
-                   halt=uow.find(MarketHalt.id_for(), MarketHalt))
+
+    def detentions(project: str) -> OriginDetention | None:
+        return uow.find(OriginDetention.id_for(project), OriginDetention)
+
+    halt = uow.find(MarketHalt.id_for(), MarketHalt)
+    pool = None
+    if blocks is None:
+        unrestricted = movable(source.available, account_id=source.account_id,
+                               block_freezes=freezes, detentions=detentions)
+        if units.total(unrestricted, selector) >= quantity:
+            pool, blocks = unrestricted, units.take(unrestricted, selector, quantity)[0]
+        else:
+            blocks = source.would_debit(selector, quantity)
+    check_movement(blocks, source_account=source.account_id, kind=kind,
+                   block_freezes=freezes, detentions=detentions, halt=halt)
+    return pool

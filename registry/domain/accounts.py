@@ -411,10 +411,12 @@ class Account(Aggregate):
         self.trigger_event(self.Closed, reason=reason, principal=principal,
                            request_id=request_id)
 
-    def debit(self, transaction_id: UUID, selector: UnitSelector, quantity: int) -> Holding:
-        """Take the oldest, lowest-serial available units matching ``selector``."""
+    def debit(self, transaction_id: UUID, selector: UnitSelector, quantity: int,
+              pool: Holding | None = None) -> Holding:
+        """Take the oldest, lowest-serial available units matching ``selector`` (from
+        ``pool``, a part of the available units, when restrictions leave only that)."""
         self.ensure_can_send()
-        taken, _ = self._take(selector, quantity)
+        taken, _ = self._take(selector, quantity, pool)
         self.trigger_event(self.Debited, transaction_id=transaction_id, blocks=list(taken))
         return taken
 
@@ -430,9 +432,10 @@ class Account(Aggregate):
         self.ensure_can_receive()
         self.trigger_event(self.Credited, transaction_id=transaction_id, blocks=list(blocks))
 
-    def hold(self, hold_id: UUID, selector: UnitSelector, quantity: int) -> Holding:
+    def hold(self, hold_id: UUID, selector: UnitSelector, quantity: int,
+             pool: Holding | None = None) -> Holding:
         self.ensure_can_send()
-        taken, _ = self._take(selector, quantity)
+        taken, _ = self._take(selector, quantity, pool)
         self.trigger_event(self.UnitsHeld, hold_id=hold_id, blocks=list(taken))
         return taken
 
@@ -450,16 +453,18 @@ class Account(Aggregate):
                            blocks=list(taken), released=list(released))
         return taken
 
-    def would_debit(self, selector: UnitSelector, quantity: int) -> Holding:
+    def would_debit(self, selector: UnitSelector, quantity: int,
+                    pool: Holding | None = None) -> Holding:
         """The blocks ``debit`` would take, without taking them: for guards that judge
         what moves (a surrender's vintages) before anything changes."""
         self.ensure_can_send()
-        taken, _ = self._take(selector, quantity)
+        taken, _ = self._take(selector, quantity, pool)
         return taken
 
-    def _take(self, selector: UnitSelector, quantity: int) -> tuple[Holding, Holding]:
+    def _take(self, selector: UnitSelector, quantity: int, pool: Holding | None = None
+              ) -> tuple[Holding, Holding]:
         try:
-            return units.take(self.available, selector, quantity)
+            return units.take(self.available if pool is None else pool, selector, quantity)
         except InsufficientUnits as error:
             error.metadata["account"] = self.account_id
             error.metadata["held"] = str(units.total(self.held_blocks, selector))

@@ -22,6 +22,7 @@ from registry.domain.errors import (
     EmissionsNotVerified,
     IneligibleVintage,
     InvalidCommand,
+    NotReversible,
 )
 from registry.domain.ids import NAMESPACE
 from registry.domain.rules import ComplianceRules, share
@@ -282,9 +283,32 @@ class ComplianceObligation(Aggregate):
     def deduct_debt(self, transaction_id: UUID, quantity: int) -> None:
         self.trigger_event(self.DebtDeducted, transaction_id=transaction_id, quantity=quantity)
 
-    def reverse_surrender(self, transaction_id: UUID, unit_type: str, quantity: int) -> None:
+    def reverse_surrender(self, transaction_id: UUID, unit_type: str, quantity: int,
+                          advance: int = 0) -> None:
+        """Undo a surrender (by its reversal): the units, and the advance use they were."""
+        self.ensure_open()
         self.trigger_event(self.SurrenderReversed, transaction_id=transaction_id,
                            unit_type=unit_type, quantity=quantity)
+        if advance:
+            self.trigger_event(self.AdvanceUseRecorded, transaction_id=transaction_id,
+                               quantity=-advance)
+
+    def reverse_allocation(self, transaction_id: UUID, quantity: int, deducted: int = 0
+                           ) -> None:
+        """Undo an allocation: it no longer counts, and the debt it paid is owed again."""
+        self.trigger_event(self.AllocationRecorded, transaction_id=transaction_id,
+                           quantity=-quantity)
+        if deducted:
+            self.trigger_event(self.DebtDeducted, transaction_id=transaction_id,
+                               quantity=-deducted)
+
+    def ensure_debt_outstanding(self, quantity: int, transaction: str) -> None:
+        """A carried debt can be withdrawn only while no allocation has paid it."""
+        if quantity > self.debt_outstanding:
+            raise NotReversible(
+                f"{transaction} carried {quantity} t of debt into {self.year}, and an "
+                f"allocation has paid {quantity - self.debt_outstanding} t of it: reverse "
+                "that allocation first", transaction=transaction, account=self.account_id)
 
     def record_emissions(self, emissions: int, reason: str, principal: str) -> bool:
         """Record the verified figure; False (and no event) when it is already the figure,

@@ -43,6 +43,8 @@ def test_a_mixed_batch_gets_exactly_the_expected_result_per_trade(api: Api) -> N
                                                      reason="court order 2026-17"))
     malformed = trade("T-6", A, TRADER, 10)
     malformed.unit_type = common.UNIT_TYPE_UNSPECIFIED
+    undated = trade("T-8", A, TRADER, 10)
+    undated.trade_date.year, undated.trade_date.month, undated.trade_date.day = 2026, 2, 30
     results = settle(
         api,
         trade("T-1", A, TRADER, 1_000),      # duplicate of a settled trade
@@ -53,6 +55,7 @@ def test_a_mixed_batch_gets_exactly_the_expected_result_per_trade(api: Api) -> N
         malformed,                           # no unit type
         trade("T-7", TRADER, A, 300),        # good
         trade("T-7", TRADER, A, 300),        # repeated within the batch
+        undated,                             # 30 February
     )
     assert [(r.trade_id, r.status, r.reason) for r in results] == [
         ("T-1", ALREADY, ""),
@@ -63,6 +66,7 @@ def test_a_mixed_batch_gets_exactly_the_expected_result_per_trade(api: Api) -> N
         ("T-6", REJECTED, "MISSING_FIELD"),
         ("T-7", SETTLED, ""),
         ("T-7", ALREADY, ""),
+        ("T-8", REJECTED, "INVALID_DATE"),
     ]
     position = results[6].position
     assert balance(api.operator, A, position) == 100_000 - 1_000 - 500 + 300

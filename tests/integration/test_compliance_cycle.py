@@ -153,3 +153,60 @@ def test_a_return_the_account_cannot_cover_becomes_next_year_s_debt(year: Regist
                       "2026 pre-allocation", source="CN-ISSUANCE")
     assert registry.get_compliance_status("PWR-B", 2026).debt_deducted == 200
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
+
+
+def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> None:
+    registry = year
+    registry.set_compliance_rules(REGULATOR, 2025, "POWER",
+                                  ComplianceRules(advance_use_bps=2_000), "borrowing allowed")
+    # a surrender that used next year's allowances: the units and the advance use go back
+    assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""   # 800 of 2025, 200 of 2026
+    assert registry.get_compliance_status("PWR-A", 2025).advance_used == 200
+    assert registry.reverse(REGULATOR, "R-S-A", "mee", "S-A", "surrendered in error").ok
+    status = registry.get_compliance_status("PWR-A", 2025)
+    assert (status.surrendered_cea, status.advance_used, status.outstanding) == (0, 0, 1_000)
+    # a reversed allocation no longer counts towards the year (nor its obligation cap)
+    assert registry.reverse(REGULATOR, "R-AL-C", "mee", "AL25-CEM-C", "wrong plant").ok
+    assert registry.get_compliance_status("CEM-C", 2025).allocated == 0
+    # once the year is closed its surrenders are final
+    assert surrender(registry, "S-B", "PWR-B", UnitSelector(UnitType.CEA, 2025), 700) == ""
+    registry.close_compliance_year(REGULATOR, 2025, "deadline passed")
+    late = registry.reverse(REGULATOR, "R-S-B", "mee", "S-B", "too late")
+    assert late.refusal_reason == "COMPLIANCE_YEAR_CLOSED"
+    # PWR-B's 300 t shortfall is paid by its 2026 allocation; reversing that allocation
+    # makes the debt owed again and the allocation uncounted
+    paid = registry.allocate(REGULATOR, "AL26-B", "PWR-B", UnitSelector(UnitType.CEA, 2026),
+                             500, "2026 pre-allocation", source="CN-ISSUANCE")
+    assert paid.ok and paid.quantity == 200
+    assert registry.reverse(REGULATOR, "R-AL26-B", "mee", "AL26-B", "wrong table").ok
+    next_year = registry.get_compliance_status("PWR-B", 2026)
+    assert (next_year.allocated, next_year.debt_carried, next_year.debt_deducted) == (0, 300, 0)
+    held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
+    assert held[2026] == 200                               # only what it held before
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+
+
+def test_a_reversed_return_restores_the_allocation_and_withdraws_its_debt(
+        year: Registry) -> None:
+    registry = year
+    registry.transfer(REGULATOR, "SOLD", "PWR-B", "PWR-A", UnitSelector(UnitType.CEA, 2025), 700,
+                      "sold most of it")                   # PWR-B keeps 100 of 2025
+    give_back = [AllocationRow("RET-B", "PWR-B", "CEA", 300, "true-up", vintage=2025,
+                               returned=True)]
+    assert registry.allocate_many(REGULATOR, give_back)[0].outcome is RowOutcome.COMPLETED
+    assert registry.reverse(REGULATOR, "R-RET-B", "mee", "RET-B", "output data wrong").ok
+    assert registry.get_compliance_status("PWR-B", 2025).allocated == 800
+    assert registry.get_compliance_status("PWR-B", 2026).debt_carried == 0
+    # a return whose carried debt an allocation has paid stays until that is reversed
+    again = [AllocationRow("RET-B2", "PWR-B", "CEA", 300, "true-up", vintage=2025,
+                           returned=True)]
+    assert registry.allocate_many(REGULATOR, again)[0].outcome is RowOutcome.COMPLETED
+    registry.allocate(REGULATOR, "AL26-B", "PWR-B", UnitSelector(UnitType.CEA, 2026), 250,
+                      "2026 pre-allocation", source="CN-ISSUANCE")    # pays the 200 t
+    refused = registry.reverse(REGULATOR, "R-RET-B2", "mee", "RET-B2", "output data wrong")
+    assert refused.refusal_reason == "TRANSACTION_NOT_REVERSIBLE"
+    assert registry.reverse(REGULATOR, "R-AL26-B", "mee", "AL26-B", "wrong table").ok
+    assert registry.reverse(REGULATOR, "R-RET-B2b", "mee", "RET-B2", "output data wrong").ok
+    following = registry.get_compliance_status("PWR-B", 2026)
+    assert (following.debt_carried, following.debt_deducted) == (0, 0)
+    assert all(line.issued == line.held_in_accounts for line in registry.supply())

@@ -19,7 +19,7 @@ from registry.domain.errors import (
     UnitsRetired,
     error_for_reason,
 )
-from registry.domain.holds import Hold, HoldStatus
+from registry.domain.holds import Hold, HoldStatus, check_timeout
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import (
     Principal,
@@ -172,3 +172,24 @@ def test_a_principal_needs_a_well_formed_party() -> None:
         with pytest.raises(InvalidCommand) as raised:
             Principal(bad, "desk")
         assert raised.value.reason == "INVALID_PARTY"
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"kind": K.ISSUANCE, "source": None, "destination": "CN-ISSUANCE", "quantity": 5},
+     "MISSING_UNIT_CLASS"),
+    ({"kind": K.TRANSFER, "source": None, "destination": "TRD-0001", "quantity": 5,
+      "selector": UnitSelector(UnitType.CEA)}, "MISSING_ACCOUNT"),
+    ({"kind": K.TRANSFER, "source": "PWR-0001", "destination": "TRD-0001", "quantity": 5},
+     "MISSING_UNITS"),
+])
+def test_a_movement_names_what_it_lacks(fields: dict[str, object], reason: str) -> None:
+    with pytest.raises(InvalidCommand) as raised:
+        Movement(client_id="M-1", **fields)  # type: ignore[arg-type]
+    assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 10**9])
+def test_a_hold_timeout_out_of_range_is_refused(seconds: int) -> None:
+    with pytest.raises(InvalidCommand) as raised:
+        check_timeout(seconds)
+    assert raised.value.reason == "INVALID_TIMEOUT"

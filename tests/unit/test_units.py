@@ -75,6 +75,10 @@ def test_unit_class_validation_and_keys() -> None:
     with pytest.raises(InvalidCommand) as raised:
         UnitClass(UnitType.CEA, 1999)
     assert raised.value.reason == "INVALID_VINTAGE"
+    for malformed in ("CEA", "CEA/twenty", "CCER/2024/P-1/extra"):
+        with pytest.raises(InvalidCommand) as raised:
+            UnitClass.from_key(malformed)
+        assert raised.value.reason == "INVALID_UNIT_CLASS"
 
 
 def test_selector_matching() -> None:
