@@ -85,9 +85,10 @@ class ServerSettings:
     """Server processes sharing the port (SO_REUSEPORT): one Python process is held to
     one core by its interpreter lock; the servers are stateless, so N can share."""
     reuse_port: bool = False
-    four_eyes: bool = False
-    """REGISTRY_FOUR_EYES=required: issuance, allocation, reversal, freezes and rule
-    changes only through approved proposals (the direct calls are refused)."""
+    four_eyes: bool = True
+    """Issuance, allocation, reversal, freezes and rule changes only through approved
+    proposals (the direct calls are refused); REGISTRY_FOUR_EYES=off lets the direct
+    calls act at once, for a single-regulator test or demo set-up."""
 
     @classmethod
     def from_env(cls, store: Settings, environ: Mapping[str, str] | None = None
@@ -119,7 +120,7 @@ class ServerSettings:
 def _four_eyes(value: str) -> bool:
     if value not in ("", "off", "required"):
         raise ConfigurationError(f"REGISTRY_FOUR_EYES must be off or required, got {value!r}")
-    return value == "required"
+    return value != "off"
 
 
 class RegistryServer:

@@ -237,7 +237,8 @@ class Bench:
         env = dict(os.environ)
         env.update(REGISTRY_DATABASE_URL=self.url, REGISTRY_DATA_DIR=str(self.work),
                    REGISTRY_LISTEN=self.address, REGISTRY_TOKENS_FILE=str(self.work / "tokens"),
-                   REGISTRY_PROJECTIONS="external", PYTHONUNBUFFERED="1")
+                   REGISTRY_PROJECTIONS="external", REGISTRY_FOUR_EYES="off",
+                   PYTHONUNBUFFERED="1")
         env.setdefault("REGISTRY_MAX_WORKERS", str(MAX_WORKERS))
         if self.server_processes:
             env["REGISTRY_SERVER_PROCESSES"] = str(self.server_processes)

@@ -84,8 +84,11 @@ def running_api(backend: str, tmp_path: Path,
         stack.callback(reads.dispose)
         read_models = ReadModels(engine, reads)
         tokens = TokenStore({token: principal for token, principal in TOKENS.values()})
+        # four eyes off unless asked for: most scenarios seed the ledger with one
+        # regulator's direct calls
         options = {"listen": "127.0.0.1:0", "max_workers": 8, "max_concurrent_rpcs": 32,
-                   "projections_in_process": True, "grace_seconds": 5.0, **server_options}
+                   "projections_in_process": True, "grace_seconds": 5.0, "four_eyes": False,
+                   **server_options}
         server = RegistryServer(Backend(registry, read_models), tokens,
                                 ServerSettings(**options), interceptors)
         server.start()

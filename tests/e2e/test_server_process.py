@@ -54,10 +54,12 @@ def free_port() -> int:
 
 
 def environment(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
-    """The process environment: the embedded store in data_dir, listening on port."""
+    """The process environment: the embedded store in data_dir, listening on port; four
+    eyes off (one regulator's direct calls seed the scenarios) unless ``extra`` says."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env.update(REGISTRY_DATA_DIR=str(data_dir), REGISTRY_LISTEN=f"127.0.0.1:{port}",
-               REGISTRY_SERVER=f"127.0.0.1:{port}", **extra)
+               REGISTRY_SERVER=f"127.0.0.1:{port}", REGISTRY_FOUR_EYES="off")
+    env.update(extra)
     return env
 
 

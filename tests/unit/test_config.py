@@ -35,11 +35,13 @@ def test_bad_settings_say_what_to_fix() -> None:
         Settings.from_env({"REGISTRY_CACHE_SIZE": "lots"})
 
 
-def test_four_eyes_is_off_unless_required_and_a_typo_is_refused(tmp_path: Path) -> None:
+def test_four_eyes_are_required_unless_turned_off_and_a_typo_is_refused(tmp_path: Path
+                                                                        ) -> None:
     from services.server import ServerSettings
 
     store = Settings(f"sqlite:///{tmp_path / 'r.sqlite'}")
-    assert not ServerSettings.from_env(store, {}).four_eyes
+    assert ServerSettings.from_env(store, {}).four_eyes
     assert ServerSettings.from_env(store, {"REGISTRY_FOUR_EYES": "required"}).four_eyes
+    assert not ServerSettings.from_env(store, {"REGISTRY_FOUR_EYES": "off"}).four_eyes
     with pytest.raises(ConfigurationError, match="REGISTRY_FOUR_EYES must be off or required"):
         ServerSettings.from_env(store, {"REGISTRY_FOUR_EYES": "yes"})
