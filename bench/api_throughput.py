@@ -29,14 +29,17 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.access import seed_principals
 from bench.ledger_throughput import reset_postgres
+from registry import migrate
 from registry.client import RegistryClient
+from registry.config import Settings
+from registry.domain.transactions import Principal
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common
 from registry.v1 import settlement_service_pb2 as settlement_pb
 
-TOKEN = "bench-token-0000000000000001"
 ACCOUNTS = ("PWR-A", "PWR-B")
 
 
@@ -99,13 +102,14 @@ def settle_rate(client: RegistryClient, batch: int, total: int) -> tuple[float, 
     return total / elapsed, percentile(latencies, 99) * 1000, results[-1].position
 
 
-def balances_latency(address: str, callers: int, calls: int) -> tuple[float, float, float]:
+def balances_latency(address: str, token: str, callers: int, calls: int
+                     ) -> tuple[float, float, float]:
     """(calls/s, p50 ms, p99 ms) of GetBalances from ``callers`` threads."""
     latencies: list[float] = []
     lock = threading.Lock()
 
     def caller(index: int) -> None:
-        with RegistryClient(address, TOKEN) as client:
+        with RegistryClient(address, token) as client:
             mine = []
             request = account_pb.GetBalancesRequest(account_id=ACCOUNTS[index % 2])
             for _ in range(calls):
@@ -160,7 +164,9 @@ def main() -> None:
     postgres = url.startswith("postgres")
     if postgres:
         reset_postgres(url)
-    (work / "tokens").write_text(f"{TOKEN} exchange bench\n")
+    migrate.upgrade(Settings(url))
+    token = seed_principals(url, {"bench": (Principal("exchange", "bench"), (
+        ("regulator", ()), ("exchange", ("*",))))})["bench"]
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "REGISTRY_DATABASE_URL": url, "REGISTRY_DATA_DIR": str(work),
            "REGISTRY_LISTEN": address, "REGISTRY_MAX_CONCURRENT_RPCS": "256",
@@ -177,7 +183,7 @@ def main() -> None:
               f"{'worker processes' if postgres else 'in-process projections'}; machine: "
               f"{os.cpu_count()} cores, {platform.machine()}, Python "
               f"{platform.python_version()}")
-        with RegistryClient(address, TOKEN, timeout=120) as client:
+        with RegistryClient(address, token, timeout=120) as client:
             seed(client)
             for batch in (1, 100, 1000):
                 total = max(batch, args.trades // 10 if batch == 1 else args.trades)
@@ -186,7 +192,7 @@ def main() -> None:
                       f"({total:,} trades, p99 {p99:,.1f} ms per call)")
             caught_up = wait_for_read_models(client, last)
             print(f"(projections caught up {caught_up:.1f} s after the last batch)")
-        rate, p50, p99 = balances_latency(address, args.callers, args.calls)
+        rate, p50, p99 = balances_latency(address, token, args.callers, args.calls)
         print(f"GetBalances, {args.callers} callers: {rate:,.0f} calls/s, "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     finally:

@@ -13,12 +13,16 @@ from alembic import context
 from sqlalchemy import Connection
 
 from registry.config import Settings
-from registry.migrate import MIGRATION_LOCK_KEY, include_object, migration_engine
+from registry.migrate import (
+    MIGRATION_LOCK_KEY,
+    include_object,
+    migration_engine,
+    schema_metadata,
+)
 from registry.readmodels.sql import make_engine
-from registry.readmodels.tables import metadata
 
 config = context.config
-target_metadata = metadata
+target_metadata = schema_metadata()
 
 
 def settings() -> Settings:

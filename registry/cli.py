@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from registry import allocate, imports, regulator, remote
+from registry import access_cli, allocate, imports, regulator, remote
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
+from registry.integrity import cli as integrity_cli
 from registry.readmodels import check, worker
 from registry.readmodels.sql import make_engine
 from registry.runtime import tune_gc
@@ -29,13 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_parser(sub)
     sub.add_parser("serve", help="run the gRPC server (REGISTRY_LISTEN, default "
                    "127.0.0.1:50051)").set_defaults(run=_serve)
-    token = sub.add_parser("token", help="add a bearer token to the token file")
-    token.add_argument("action", choices=["add"])
-    token.add_argument("--party", required=True, help="scopes the caller's client ids")
-    token.add_argument("--name", required=True, help="who within the party")
-    token.set_defaults(run=_token)
+    access_cli.add_parsers(sub)
     remote.add_parsers(sub)
     allocate.add_parsers(sub)
+    integrity_cli.add_parser(sub)
     regulator.add_parsers(sub)
     imports.add_parsers(sub)
     # The suite parses its own options (`registry bench --help`): "+" as this parser's
@@ -112,17 +110,6 @@ def _bench(args: argparse.Namespace) -> int:
               "source checkout", file=sys.stderr)
         return 2
     return int(suite.main(list(args.args)))
-
-
-def _token(args: argparse.Namespace) -> int:
-    from services.auth import add_token
-    from services.server import ServerSettings
-
-    settings = Settings.from_env()
-    path = ServerSettings.from_env(settings).tokens_file
-    token = add_token(path, args.party, args.name)
-    print(f"added a token for {args.party}/{args.name} to {path} (shown once):\n{token}")
-    return 0
 
 
 def _migrate(_: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from registry.v1 import access_service_pb2_grpc as access_grpc
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import account_service_pb2_grpc as account_grpc
 from registry.v1 import administration_service_pb2_grpc as admin_grpc
@@ -73,13 +74,34 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     return details
 
 
+CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
+
+
+def open_channel(target: str, *, tls_ca: bytes | None = None, tls_cert: bytes | None = None,
+                 tls_key: bytes | None = None) -> grpc.Channel:
+    """A TLS channel when ``tls_ca`` is given, else plaintext. A client certificate
+    without a CA is refused rather than silently sent nowhere over plaintext."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("a client certificate needs both tls_cert and tls_key (PEM)")
+    if tls_ca is None:
+        if tls_cert is not None:
+            raise ValueError("a client certificate needs TLS: give tls_ca, the CA "
+                             "certificates that sign the server's certificate")
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca, private_key=tls_key,
+                                               certificate_chain=tls_cert)
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
 class RegistryClient:
     """Stubs for the four services over one channel, with safe retries."""
 
     def __init__(self, target: str, token: str, *, timeout: float = 30.0, attempts: int = 6,
-                 backoff: float = 0.1) -> None:
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+                 backoff: float = 0.1, tls_ca: bytes | None = None,
+                 tls_cert: bytes | None = None, tls_key: bytes | None = None) -> None:
+        """``tls_ca`` (PEM CA certificates that sign the server's certificate) turns TLS
+        on; ``tls_cert`` and ``tls_key`` (PEM) add a client certificate for mutual TLS."""
+        self.channel = open_channel(target, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.metadata = (("authorization", f"Bearer {token}"),)
         self.timeout = timeout
         self.attempts = attempts
@@ -88,6 +110,7 @@ class RegistryClient:
         self.accounts = account_grpc.AccountServiceStub(self.channel)
         self.administration = admin_grpc.AdministrationServiceStub(self.channel)
         self.audit = audit_grpc.AuditServiceStub(self.channel)
+        self.access = access_grpc.AccessServiceStub(self.channel)
 
     def __enter__(self) -> RegistryClient:
         return self

@@ -26,9 +26,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, MetaData, event
 
 from registry.config import STARTUP_LOCK_KEY, ConfigurationError, Settings
+from registry.integrity import ledger
+from registry.readmodels import tables as readmodel_tables
 from registry.readmodels.sql import make_engine
 
 MIGRATIONS_PACKAGE = "migrations"
@@ -49,6 +51,16 @@ class NotMigrated(ConfigurationError):
     """The database's schema is behind this version of the registry."""
 
     reason = "DATABASE_NOT_MIGRATED"
+
+
+def schema_metadata() -> MetaData:
+    """Every table the migrations own: the read models and the ledger's digest chain,
+    in one MetaData, which is what autogenerate and the schema test compare against."""
+    combined = MetaData()
+    for source in (readmodel_tables.metadata, ledger.metadata):
+        for table in source.tables.values():
+            table.to_metadata(combined)
+    return combined
 
 
 def migrations_dir() -> Path:

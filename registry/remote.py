@@ -3,7 +3,9 @@
 The server is ``--server`` or ``REGISTRY_SERVER`` (default ``127.0.0.1:50051``); the
 token is ``--token``, ``REGISTRY_TOKEN``, or the first token of the local token file
 (``REGISTRY_TOKENS_FILE``, default ``$REGISTRY_DATA_DIR/tokens``), which is what the
-embedded server created on first start.
+embedded server created on first start. TLS: ``--tls-ca`` (``REGISTRY_TLS_CA``) and, for a
+server requiring client certificates, ``--tls-cert``/``--tls-key``
+(``REGISTRY_CLIENT_CERT``/``REGISTRY_CLIENT_KEY``), all PEM files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from registry.client import ErrorDetails, RegistryClient, error_details, unit_class
-from registry.config import DEFAULT_DATA_DIR
+from registry.config import DEFAULT_DATA_DIR, ConfigurationError
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import common_pb2 as common_pb
 
@@ -58,11 +60,54 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default=os.environ.get("REGISTRY_SERVER",
                                                            "127.0.0.1:50051"))
     parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
+    parser.add_argument("--tls-ca", metavar="PEM", default=os.environ.get("REGISTRY_TLS_CA", ""),
+                        help="connect over TLS, trusting the server's certificate if signed "
+                        "by these CA certificates (default: $REGISTRY_TLS_CA)")
+    parser.add_argument("--tls-cert", metavar="PEM",
+                        default=os.environ.get("REGISTRY_CLIENT_CERT", ""),
+                        help="this client's certificate, for a server that requires one "
+                        "(default: $REGISTRY_CLIENT_CERT; needs --tls-ca and --tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM",
+                        default=os.environ.get("REGISTRY_CLIENT_KEY", ""),
+                        help="the private key of --tls-cert (default: $REGISTRY_CLIENT_KEY)")
 
 
 def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
     token = args.token or _local_token()
-    return RegistryClient(args.server, token, timeout=timeout, attempts=2)
+    tls_ca, tls_cert, tls_key = _tls_files(args)
+    return RegistryClient(args.server, token, timeout=timeout, attempts=2,
+                          tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+
+
+def _tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The PEM files of --tls-ca/--tls-cert/--tls-key, read now so a wrong path is named
+    (a ConfigurationError: the command exits 2) instead of failing as a handshake."""
+    ca = getattr(args, "tls_ca", "") or ""
+    cert = getattr(args, "tls_cert", "") or ""
+    key = getattr(args, "tls_key", "") or ""
+    if bool(cert) != bool(key):
+        raise ConfigurationError(
+            "a client certificate needs both --tls-cert (REGISTRY_CLIENT_CERT) and "
+            "--tls-key (REGISTRY_CLIENT_KEY)")
+    if cert and not ca:
+        raise ConfigurationError(
+            "--tls-cert needs --tls-ca (REGISTRY_TLS_CA): the CA certificates that sign the "
+            "server's certificate, so the client certificate is only sent over TLS")
+    return (_read_pem(ca, "--tls-ca (REGISTRY_TLS_CA)"),
+            _read_pem(cert, "--tls-cert (REGISTRY_CLIENT_CERT)"),
+            _read_pem(key, "--tls-key (REGISTRY_CLIENT_KEY)"))
+
+
+def _read_pem(path: str, option: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigurationError(f"{option}: cannot read {path} ({error.strerror})") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigurationError(f"{option}: {path} is not a PEM file")
+    return data
 
 
 def report_error(error: grpc.RpcError) -> int:
@@ -77,8 +122,10 @@ def report_error_details(details: ErrorDetails) -> int:
 
 
 def _local_token() -> str:
+    """The first token of the credentials file the embedded first start wrote (the
+    first regulator's), so a local user needs no --token."""
     data_dir = Path(os.environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
-    path = Path(os.environ.get("REGISTRY_TOKENS_FILE", "") or data_dir / "tokens")
+    path = Path(os.environ.get("REGISTRY_CREDENTIALS_FILE", "") or data_dir / "credentials")
     if path.exists():
         for line in path.read_text().splitlines():
             fields = line.split("#", 1)[0].split()

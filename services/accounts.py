@@ -32,6 +32,8 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
                                                AccountType, "account_type", required=False)
         sector = convert.enum_from_proto(request.sector, common.Sector, Sector, "sector",
                                          required=False)
+        if request.page_token:
+            convert.page_token(request.page_token, str)   # the last account id listed
         page = self.backend.read_models.accounts(
             page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
             account_type=account_type.value if account_type else None,
@@ -54,12 +56,15 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         account_id = convert.required(request.account_id, "account_id")
         kinds = [convert.enum_from_proto(k, common.TransactionKind, TransactionKind,
                                          f"kinds[{i}]") for i, k in enumerate(request.kinds)]
+        since = convert.optional_time(request, "start_time")
+        until = convert.optional_time(request, "end_time")
+        if request.page_token:   # the last movement listed: position, unit class, direction
+            convert.page_token(request.page_token, int, str, str)
         self.backend.read_models.account(account_id)
         page = self.backend.read_models.history(
             account_id, page_size=request.page_size or DEFAULT_PAGE,
             page_token=request.page_token, kinds=[k.value for k in kinds if k],
-            since=convert.optional_time(request, "start_time"),
-            until=convert.optional_time(request, "end_time"))
+            since=since, until=until)
         return pb.ListTransactionsResponse(
             movements=[_movement(row) for row in page.rows], next_page_token=page.next_token)
 

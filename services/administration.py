@@ -17,7 +17,7 @@ from registry.application.results import (
     RowResult,
 )
 from registry.domain.accounts import AccountType
-from registry.domain.errors import InvalidCommand, ProposalRequired
+from registry.domain.errors import InvalidCommand, ProposalRequired, RowsInvalid
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     ProposalKind,
@@ -26,7 +26,7 @@ from registry.domain.proposals import (
 )
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitType
-from registry.readmodels.queries import check_page_size, decode_token, encode_token
+from registry.readmodels.queries import check_page_size, encode_token
 from registry.v1 import administration_service_pb2 as pb
 from registry.v1 import administration_service_pb2_grpc as pb_grpc
 from registry.v1 import common_pb2 as common
@@ -143,10 +143,13 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def RecordVerifiedEmissions(self, request: pb.RecordVerifiedEmissionsRequest,
                                 context: grpc.ServicerContext
                                 ) -> pb.RecordVerifiedEmissionsResponse:
-        recorded = self.registry.record_verified_emissions(current_principal(), [
-            EmissionsRow(account_id=row.account_id, compliance_year=row.compliance_year,
-                         verified_emissions=row.verified_emissions, reason=row.reason)
-            for row in request.rows])
+        try:
+            recorded = self.registry.record_verified_emissions(current_principal(), [
+                EmissionsRow(account_id=row.account_id, compliance_year=row.compliance_year,
+                             verified_emissions=row.verified_emissions, reason=row.reason)
+                for row in request.rows])
+        except RowsInvalid as error:   # up to 10,000 bad rows: as many as the trailers hold
+            raise convert.reportable(error) from None
         return pb.RecordVerifiedEmissionsResponse(
             results=[pb.VerifiedEmissionsResult(
                 account_id=r.account_id, compliance_year=r.compliance_year,
@@ -185,6 +188,9 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
         except ValueError:
             raise InvalidCommand("payload_json is not JSON", reason="INVALID_PAYLOAD",
                                  field="payload_json") from None
+        except RecursionError:   # the parser recurses once per level of nesting
+            raise InvalidCommand("payload_json is nested too deep", reason="INVALID_PAYLOAD",
+                                 field="payload_json") from None
         if not isinstance(payload, dict):
             raise InvalidCommand("payload_json must be a JSON object",
                                  reason="INVALID_PAYLOAD", field="payload_json")
@@ -216,7 +222,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
         status = convert.enum_from_proto(request.status, pb.ProposalStatus, ProposalStatus,
                                          "status", required=False)
         size = check_page_size(request.page_size or 100)
-        start = decode_token(request.page_token, 1)[0] if request.page_token else 0
+        start = convert.page_token(request.page_token, int)[0] if request.page_token else 0
         views = self.registry.proposals.list_proposals(status.value if status else "")
         page = views[start:start + size]
         more = start + size < len(views)

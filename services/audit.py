@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,6 +13,8 @@ import grpc
 from registry.application.eventlog import LoggedEvent, account_events, read_events
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand
+from registry.integrity.ledger import latest_digest
+from registry.integrity.signing import load_public_key, public_key_pem
 from registry.readmodels.queries import check_page_size
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import audit_service_pb2 as pb
@@ -25,9 +28,11 @@ DEFAULT_STREAM_PAGE = 5000
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, ledger_key: Path | None = None) -> None:
         self.registry = backend.registry
         self.read_models = backend.read_models
+        self.ledger_key = ledger_key
+        """The signing key file, whose public half GetLedgerDigest hands out."""
 
     def StreamEvents(self, request: pb.StreamEventsRequest,
                      context: grpc.ServicerContext) -> Iterator[pb.StreamEventsResponse]:
@@ -72,7 +77,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         if not request.HasField("as_of_time"):
             raise InvalidCommand("as_of_time is required", reason="MISSING_FIELD",
                                  field="as_of_time")
-        as_of = convert.from_timestamp(request.as_of_time)
+        as_of = convert.from_timestamp(request.as_of_time, "as_of_time")
         rows = self.read_models.balances_as_of(account_id, as_of)
         return pb.GetBalancesAsOfResponse(
             account_id=account_id, as_of_time=request.as_of_time,
@@ -125,6 +130,25 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                 surrendered_ccer=line.surrendered_ccer, shortfall=line.shortfall)
                 for line in lines])
 
+    def GetLedgerDigest(self, request: pb.GetLedgerDigestRequest,
+                        context: grpc.ServicerContext) -> pb.GetLedgerDigestResponse:
+        head = latest_digest(self.read_models.engine)
+        response = pb.GetLedgerDigestResponse(
+            position=head.position, digest=head.digest.hex(), events_chained=head.seq,
+            head_position=int(self.registry.recorder.max_notification_id() or 0),
+            public_key_pem=self._public_key_pem())
+        if head.checkpoint is not None:
+            c = head.checkpoint
+            response.latest_checkpoint.CopyFrom(pb.LedgerCheckpoint(
+                position=c.position, digest=c.digest.hex(), key_id=c.key_id,
+                signature=c.signature, sign_time=convert.timestamp(c.signed_at)))
+        return response
+
+    def _public_key_pem(self) -> str:
+        if self.ledger_key is None or not self.ledger_key.exists():
+            return ""
+        return public_key_pem(load_public_key(self.ledger_key)).decode("ascii")
+
 
 def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:
     """Append events to a repeated Event field in place: building each message apart
@@ -136,11 +160,8 @@ def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:
 
 
 def _version_token(token: str) -> int:
-    try:
-        tag, version = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError:
-        tag, version = "", None
-    if tag != "v" or not isinstance(version, int) or version < 0:
+    tag, version = convert.page_token(token, str, int)
+    if tag != "v":
         raise InvalidCommand("page token is not one this registry issued",
                              reason="INVALID_PAGE_TOKEN", field="page_token")
-    return version
+    return int(version)

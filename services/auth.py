@@ -1,26 +1,30 @@
-"""Authentication: a bearer token resolves to the principal every event records.
+"""Authentication: a call's credentials resolve to the principal every event records.
 
-Tokens live in a token file, one per line: ``<token> <party> <name>`` (``#`` starts a
-comment). The party scopes the caller's client ids (trade ids, transaction ids); the
-name says who within the party. Roles and authorisation come later; for now a call
-either carries a known token or is refused with ``UNAUTHENTICATED``.
+Credentials are events (``registry.domain.access``): bearer tokens, kept as salted
+hashes, and client certificates (mutual TLS), kept by fingerprint. Each call is checked
+against the access state as committed now (``Access.current``: one query), so a token
+revoked by any process stops working on its next call.
+
+``REGISTRY_AUTH`` says what a call must present:
+
+- ``token`` (default): ``authorization: Bearer <token>``;
+- ``mtls``: a client certificate registered to a principal (needs TLS with a client CA);
+- ``token+mtls``: both, naming the same principal.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import hmac
-import os
-import secrets
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from enum import StrEnum
 
 import grpc
 
-from registry.domain.errors import InvalidCommand
+from registry.application.access import Access
+from registry.domain.access import AccessControl
 from registry.domain.transactions import Principal
 from services.errors import ApiError
+from services.tls import peer_certificate_fingerprint
 
 OPEN_SERVICES = frozenset({
     "grpc.health.v1.Health",
@@ -45,64 +49,75 @@ def unbind_principal(token: contextvars.Token[Principal]) -> None:
     _principal.reset(token)
 
 
-class TokenStore:
-    """Bearer tokens and the principals they stand for."""
+class AuthMode(StrEnum):
+    TOKEN = "token"
+    MTLS = "mtls"
+    BOTH = "token+mtls"
 
-    def __init__(self, tokens: Mapping[str, Principal]) -> None:
-        # Keyed by digest: one dict lookup per call whatever the number of tokens, and
-        # the lookup never compares the secret itself byte by byte.
-        self._tokens = {_digest(token): (token, principal) for token, principal in
-                        tokens.items()}
+    @property
+    def needs_token(self) -> bool:
+        return self is not AuthMode.MTLS
 
-    @classmethod
-    def load(cls, path: Path) -> TokenStore:
-        tokens: dict[str, Principal] = {}
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            fields = line.split("#", 1)[0].split()
-            if not fields:
-                continue
-            if len(fields) != 3 or len(fields[0]) < 16:
-                raise InvalidCommand(
-                    f"{path}:{number}: expected '<token of 16+ characters> <party> <name>'",
-                    reason="INVALID_TOKEN_FILE")
-            token, party, name = fields
-            tokens[token] = Principal(party, name)
-        return cls(tokens)
+    @property
+    def needs_certificate(self) -> bool:
+        return self is not AuthMode.TOKEN
 
-    def resolve(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+
+class Authenticator:
+    """Resolves a call's credentials against the current access state."""
+
+    def __init__(self, access: Access, mode: AuthMode = AuthMode.TOKEN) -> None:
+        self.access = access
+        self.mode = mode
+
+    def resolve(self, metadata: Sequence[tuple[str, str | bytes]] | None,
+                context: grpc.ServicerContext) -> tuple[Principal, AccessControl]:
+        """The caller and the access state it was resolved against (which authorisation
+        then uses too, so both see the same moment)."""
+        acl = self.access.current()
+        by_token = self._token_principal(acl, metadata) if self.mode.needs_token else None
+        by_certificate = (self._certificate_principal(acl, context)
+                          if self.mode.needs_certificate else None)
+        if by_token is not None and by_certificate is not None \
+                and by_token != by_certificate:
+            raise _unauthenticated("CREDENTIALS_MISMATCH", "the bearer token and the client "
+                                   "certificate belong to different principals")
+        principal = by_token or by_certificate
+        assert principal is not None
+        return principal, acl
+
+    @staticmethod
+    def _token_principal(acl: AccessControl,
+                         metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
         header = next((str(v) for k, v in metadata or () if k == "authorization"), "")
         scheme, _, token = header.partition(" ")
         if not header:
-            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS",
-                           "send 'authorization: Bearer <token>' metadata")
+            raise _unauthenticated("MISSING_CREDENTIALS",
+                                   "send 'authorization: Bearer <token>' metadata")
         if scheme.lower() != "bearer" or not token:
-            raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS",
-                           "the authorization metadata must be 'Bearer <token>'")
-        presented = token.strip()
-        known = self._tokens.get(_digest(presented))
-        if known is not None and hmac.compare_digest(known[0].encode(), presented.encode()):
-            return known[1]
-        raise ApiError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS",
-                       "the bearer token is not valid")
+            raise _unauthenticated("INVALID_CREDENTIALS",
+                                   "the authorization metadata must be 'Bearer <token>'")
+        principal = acl.principal_for_token(token.strip())
+        if principal is None:
+            raise _unauthenticated("INVALID_CREDENTIALS",
+                                   "the bearer token is not valid (unknown or revoked)")
+        return principal
+
+    @staticmethod
+    def _certificate_principal(acl: AccessControl, context: grpc.ServicerContext
+                               ) -> Principal:
+        peer = peer_certificate_fingerprint(context)
+        if peer is None:
+            raise _unauthenticated("MISSING_CERTIFICATE",
+                                   "this registry requires a client certificate (mutual TLS)")
+        found = peer[0]
+        principal = acl.principal_for_certificate(found)
+        if principal is None:
+            raise _unauthenticated("UNKNOWN_CERTIFICATE", "the client certificate is not "
+                                   "registered to a principal, or was revoked",
+                                   fingerprint=found)
+        return principal
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def add_token(path: Path, party: str, name: str) -> str:
-    """Append a new token for (party, name) to the token file (created 0600); return it."""
-    principal = Principal(party, name)
-    if not name or any(c.isspace() or c == "#" for c in name):
-        raise InvalidCommand(f"principal name {name!r} must be one word",
-                             reason="INVALID_PRINCIPAL_NAME")
-    token = new_token()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as out:
-        out.write(f"{token} {principal.party} {principal.name}\n")
-    return token
+def _unauthenticated(reason: str, message: str, **metadata: str) -> ApiError:
+    return ApiError(grpc.StatusCode.UNAUTHENTICATED, reason, message, metadata)

@@ -6,6 +6,7 @@ Enum values map by name: the proto value ``UNIT_TYPE_CEA`` is the domain's ``CEA
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -16,8 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from registry.application.commands import Trade
 from registry.application.results import AccountView, HoldResult, TransactionResult
-from registry.domain.accounts import Holder
-from registry.domain.errors import InvalidCommand, RegistryError
+from registry.domain.accounts import Holder, Sector
+from registry.domain.errors import InvalidCommand, RegistryError, RowsInvalid, Violation
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.v1 import common_pb2 as pb
 from registry.v1 import settlement_service_pb2 as settlement_pb
@@ -57,6 +58,31 @@ def enum_from_proto(number: int, proto_enum: Any, domain: type[E], field: str,
     return domain(name.removeprefix(prefix))
 
 
+MAX_VIOLATION_BYTES = 4096
+"""The field violations one error returns: a client accepts about 8 KiB of trailers in
+all (gRPC's default), and 10,000 bad rows would be a megabyte."""
+
+
+def reportable(error: RowsInvalid) -> RowsInvalid:
+    """``error`` with as many of its violations, first first, as fit in the trailers;
+    when some are left out, the message says how many, and metadata has
+    ``violations_total`` and ``violations_listed``. Nothing is stored either way."""
+    kept: list[Violation] = []
+    size = 0
+    for violation in error.violations:
+        size += sum(len(part.encode()) + 4 for part in (
+            violation.field, violation.reason, violation.description))
+        if kept and size > MAX_VIOLATION_BYTES:
+            break
+        kept.append(violation)
+    if len(kept) == len(error.violations):
+        return error
+    total = len(error.violations)
+    metadata = {**error.metadata, "violations_total": total, "violations_listed": len(kept)}
+    return type(error)(f"{error.message} ({len(kept)} of the {total} problems are listed)",
+                       violations=kept, reason=error.reason, **metadata)
+
+
 def required(value: str, field: str) -> str:
     if not value:
         raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
@@ -75,12 +101,48 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def from_timestamp(stamp: Timestamp) -> datetime:
+MIN_TIMESTAMP_SECONDS = -62_135_596_800   # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799   # 9999-12-31T23:59:59Z
+"""The range of google.protobuf.Timestamp (and of a datetime)."""
+
+
+def from_timestamp(stamp: Timestamp, field: str) -> datetime:
+    """A request's timestamp; one outside the Timestamp range (seconds beyond years
+    1..9999, nanos outside 0..999,999,999) is an INVALID_ARGUMENT naming the field."""
+    if not (MIN_TIMESTAMP_SECONDS <= stamp.seconds <= MAX_TIMESTAMP_SECONDS
+            and 0 <= stamp.nanos <= 999_999_999):
+        raise InvalidCommand(
+            f"{field} must be within 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z "
+            f"(seconds {stamp.seconds}, nanos {stamp.nanos})", reason="INVALID_TIMESTAMP",
+            field=field)
     return stamp.ToDatetime(tzinfo=UTC)
 
 
 def optional_time(message: Any, field: str) -> datetime | None:
-    return from_timestamp(getattr(message, field)) if message.HasField(field) else None
+    return from_timestamp(getattr(message, field), field) if message.HasField(field) else None
+
+
+# -- paging ---------------------------------------------------------------------------
+
+def page_token(token: str, *shape: type) -> list[Any]:
+    """The parts of a page token this registry issued (base64 JSON list of ``shape``:
+    ``str`` or ``int``, a non-negative int64). Anything else, garbage or a token of
+    another listing, is INVALID_PAGE_TOKEN, not a query error."""
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, UnicodeError):   # binascii.Error and JSONDecodeError included
+        parts = None
+    if not (isinstance(parts, list) and len(parts) == len(shape)
+            and all(_token_part(part, kind) for part, kind in zip(parts, shape, strict=True))):
+        raise InvalidCommand("page token is not one this registry issued",
+                             reason="INVALID_PAGE_TOKEN", field="page_token")
+    return parts
+
+
+def _token_part(part: object, kind: type) -> bool:
+    if kind is int:
+        return type(part) is int and 0 <= part < 2 ** 63
+    return isinstance(part, kind)
 
 
 def trade_date(message: pb.Date, field: str) -> date | None:
@@ -146,9 +208,11 @@ def holder_to_proto(holder: Mapping[str, str]) -> pb.Holder:
                      province=holder.get("province", ""))
 
 
-def holder_from_proto(message: pb.Holder) -> Holder:
-    sector = pb.Sector.Name(message.sector).removeprefix("SECTOR_") if message.sector else ""
-    return Holder(message.name, message.credit_code, sector, message.province)
+def holder_from_proto(message: pb.Holder, field: str = "holder") -> Holder:
+    sector = enum_from_proto(message.sector, pb.Sector, Sector, f"{field}.sector",
+                             required=False)
+    return Holder(message.name, message.credit_code, sector.value if sector else "",
+                  message.province)
 
 
 def account_view_to_proto(view: AccountView) -> pb.Account:

@@ -10,7 +10,8 @@ is checked against ``CODES`` and ``GUIDANCE`` by a test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2
@@ -67,11 +68,14 @@ FIELD_BY_REASON: dict[str, str] = {
     "INVALID_CREDIT_CODE": "holder.credit_code",
     "INVALID_SECTOR": "holder.sector",
     "MISSING_PROVINCE": "holder.province",
+    "INVALID_PROVINCE": "holder.province",
+    "INVALID_PROJECT": "project",
     "INVALID_QUANTITY": "quantity",
     "QUANTITY_NOT_POSITIVE": "quantity",
     "QUANTITY_TOO_LARGE": "quantity",
     "INVALID_REASON": "reason",
     "INVALID_TIMEOUT": "timeout_seconds",
+    "INVALID_VALIDITY_PERIOD": "validity_seconds",
     "INVALID_COMPLIANCE_YEAR": "compliance_year",
     "INVALID_VINTAGE": "vintage",
     "MISSING_PROJECT": "project",
@@ -96,6 +100,8 @@ class ApiError(Exception):
     code: grpc.StatusCode
     reason: str
     message: str
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    """ErrorInfo metadata: what a client needs to act (the principal, the account)."""
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -114,7 +120,8 @@ def to_status(error: BaseException) -> grpc.Status:
         code, reason, message = code_for(error), error.reason, error.message
         metadata = dict(error.metadata)
     elif isinstance(error, ApiError):
-        code, reason, message, metadata = error.code, error.reason, error.message, {}
+        code, reason, message = error.code, error.reason, error.message
+        metadata = dict(error.metadata)
     elif isinstance(error, ReadModelTimeout):
         code, reason, message = grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error)
         metadata = {}

@@ -1,4 +1,5 @@
-"""The one interceptor every call passes through: authenticate, run, map errors, log.
+"""The one interceptor every call passes through: authenticate, authorise, run, map
+errors, log.
 
 It wraps whichever handler field is set (unary or server-streaming) so streaming
 methods keep working, and binds the principal on the worker thread that runs the
@@ -8,6 +9,7 @@ handler, where servicers read it with ``current_principal()``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,8 +20,15 @@ import grpc
 from registry.domain.errors import RegistryError
 from registry.domain.transactions import Principal
 from registry.readmodels.runner import ReadModelTimeout
-from services.auth import OPEN_SERVICES, TokenStore, bind_principal, unbind_principal
+from services.auth import (
+    OPEN_SERVICES,
+    Authenticator,
+    bind_principal,
+    current_principal,
+    unbind_principal,
+)
 from services.errors import ApiError, to_status
+from services.policy import authorize
 
 log = logging.getLogger("registry.api")
 
@@ -27,9 +36,37 @@ EXPECTED = (RegistryError, ApiError, ReadModelTimeout)
 ANONYMOUS = Principal("anonymous", "-")
 
 
+class StreamSlots:
+    """At most ``limit`` open server streams per principal: a stream holds a thread for
+    as long as the client reads, so one caller must not take them all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[Principal, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self, principal: Principal) -> Iterator[None]:
+        with self._lock:
+            if self._open.get(principal, 0) >= self.limit:
+                raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS",
+                               f"{principal} has {self.limit} streams open already: "
+                               "finish one first", {"limit": str(self.limit)})
+            self._open[principal] = self._open.get(principal, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open[principal] -= 1
+                if not self._open[principal]:
+                    del self._open[principal]
+
+
 class CallInterceptor(grpc.ServerInterceptor):
-    def __init__(self, tokens: TokenStore) -> None:
-        self.tokens = tokens
+    def __init__(self, authenticator: Authenticator, max_streams_per_principal: int = 4
+                 ) -> None:
+        self.authenticator = authenticator
+        self.streams = StreamSlots(max_streams_per_principal)
 
     def intercept_service(self, continuation: Callable[[Any], Any],
                           details: grpc.HandlerCallDetails) -> Any:
@@ -58,7 +95,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def serve(request: Any, context: grpc.ServicerContext) -> Any:
             response = None
-            with self._serving(method, metadata, context):
+            with self._serving(method, metadata, context, request):
                 response = behaviour(request, context)
             return response
 
@@ -68,20 +105,23 @@ class CallInterceptor(grpc.ServerInterceptor):
                 behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
                 ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def serve(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._serving(method, metadata, context):
+            with self._serving(method, metadata, context, request), \
+                    self.streams.slot(current_principal()):
                 yield from behaviour(request, context)
 
         return serve
 
     @contextmanager
-    def _serving(self, method: str, metadata: Any, context: grpc.ServicerContext
-                 ) -> Iterator[None]:
-        """Around one call: resolve and bind the principal, turn errors into statuses
-        (never leaking internals), log one line."""
+    def _serving(self, method: str, metadata: Any, context: grpc.ServicerContext,
+                 request: Any) -> Iterator[None]:
+        """Around one call: resolve the principal, check the policy allows it (before
+        any servicer code runs), bind it, turn errors into statuses (never leaking
+        internals), log one line (denials included)."""
         started = time.perf_counter()
         principal = ANONYMOUS
         try:
-            principal = self.tokens.resolve(metadata)
+            principal, acl = self.authenticator.resolve(metadata, context)
+            authorize(method, request, principal, acl)
             token = bind_principal(principal)
             try:
                 yield

@@ -8,7 +8,9 @@ command is one atomic save, so nothing is half-written) and the process exits.
 
 Settings (environment):
 - ``REGISTRY_LISTEN``: address to listen on (default ``127.0.0.1:50051``; port 0 picks one);
-- ``REGISTRY_TOKENS_FILE``: bearer tokens (default ``$REGISTRY_DATA_DIR/tokens``);
+- ``REGISTRY_AUTH``: ``token`` (default), ``mtls`` or ``token+mtls`` (``services.auth``);
+- ``REGISTRY_CREDENTIALS_FILE``: where the embedded first start writes its first tokens
+  (default ``$REGISTRY_DATA_DIR/credentials``; the registry itself keeps only hashes);
 - ``REGISTRY_MAX_WORKERS`` (16), ``REGISTRY_MAX_CONCURRENT_RPCS`` (64);
 - ``REGISTRY_PROJECTIONS``: ``in-process`` (default on SQLite) or ``external`` (default on
   PostgreSQL, where ``registry project`` workers keep the read models current).
@@ -35,11 +37,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from registry.application import Registry
 from registry.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, _int, build_registry
+from registry.domain.access import Role
+from registry.domain.transactions import Principal
+from registry.integrity.log import EventLog
+from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, LedgerSealer, sign_seconds
+from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine, make_read_engine
 from registry.v1 import (
+    access_service_pb2,
+    access_service_pb2_grpc,
     account_service_pb2,
     account_service_pb2_grpc,
     administration_service_pb2,
@@ -49,13 +59,20 @@ from registry.v1 import (
     settlement_service_pb2,
     settlement_service_pb2_grpc,
 )
+from services.access import AccessServicer
 from services.accounts import AccountServicer
 from services.administration import AdministrationServicer
 from services.audit import AuditServicer
-from services.auth import TokenStore, add_token
+from services.auth import Authenticator, AuthMode
 from services.backend import Backend
 from services.interceptor import CallInterceptor
 from services.settlement import SettlementServicer
+from services.tls import (
+    TlsSettings,
+    check_listen_address,
+    plaintext_allowed,
+    server_credentials,
+)
 
 log = logging.getLogger("registry.server")
 
@@ -66,6 +83,7 @@ SERVICE_NAMES = tuple(
         (account_service_pb2, "AccountService"),
         (administration_service_pb2, "AdministrationService"),
         (audit_service_pb2, "AuditService"),
+        (access_service_pb2, "AccessService"),
     )
 )
 MAX_RECEIVE_BYTES = 32 * 1024 * 1024
@@ -76,7 +94,15 @@ MAX_SEND_BYTES = 64 * 1024 * 1024
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str = "127.0.0.1:50051"
-    tokens_file: Path = Path(DEFAULT_DATA_DIR) / "tokens"
+    credentials_file: Path = Path(DEFAULT_DATA_DIR) / "credentials"
+    """Where the embedded first start writes the first tokens (for the local CLI)."""
+    auth: AuthMode = AuthMode.TOKEN
+    max_streams_per_principal: int = 4
+    """REGISTRY_MAX_STREAMS_PER_PRINCIPAL: open server streams (StreamEvents) per caller."""
+    tls: TlsSettings | None = None
+    """REGISTRY_TLS_CERT/KEY (and REGISTRY_TLS_CLIENT_CA for mutual TLS); without them
+    the server listens in plaintext, on a loopback address only unless
+    REGISTRY_PLAINTEXT=allow."""
     max_workers: int = 16
     max_concurrent_rpcs: int = 64
     projections_in_process: bool = True
@@ -85,6 +111,11 @@ class ServerSettings:
     """Server processes sharing the port (SO_REUSEPORT): one Python process is held to
     one core by its interpreter lock; the servers are stateless, so N can share."""
     reuse_port: bool = False
+    ledger_key: Path = Path(DEFAULT_DATA_DIR) / DEFAULT_KEY_FILE
+    """REGISTRY_LEDGER_KEY: the Ed25519 key that signs the log's checkpoints (made on
+    first use), when this process runs the projections."""
+    ledger_sign_seconds: float = DEFAULT_HEAD_EVERY_SECONDS
+    """REGISTRY_LEDGER_SIGN_SECONDS: how often an idle registry signs its head."""
     four_eyes: bool = True
     """Issuance, allocation, reversal, freezes and rule changes only through approved
     proposals (the direct calls are refused); REGISTRY_FOUR_EYES=off lets the direct
@@ -103,18 +134,40 @@ class ServerSettings:
         if store.backend == "memory":
             raise ConfigurationError(
                 "the server needs read models in SQLite or PostgreSQL, not memory:")
+        listen = environ.get("REGISTRY_LISTEN", "").strip() or cls.listen
+        tls = TlsSettings.from_env(environ)
+        check_listen_address(listen, tls, plaintext_allowed(environ))
+        auth = _auth_mode(environ.get("REGISTRY_AUTH", "").strip())
+        if auth.needs_certificate and (tls is None or not tls.requires_client_certificates):
+            raise ConfigurationError(
+                f"REGISTRY_AUTH={auth} needs client certificates: set REGISTRY_TLS_CERT, "
+                "REGISTRY_TLS_KEY and REGISTRY_TLS_CLIENT_CA")
         return cls(
-            listen=environ.get("REGISTRY_LISTEN", "").strip() or cls.listen,
-            tokens_file=Path(environ.get("REGISTRY_TOKENS_FILE", "").strip()
-                             or data_dir / "tokens"),
+            listen=listen,
+            tls=tls,
+            credentials_file=Path(environ.get("REGISTRY_CREDENTIALS_FILE", "").strip()
+                                  or data_dir / "credentials"),
+            auth=auth,
             max_workers=_int(environ, "REGISTRY_MAX_WORKERS", cls.max_workers),
+            max_streams_per_principal=_int(environ, "REGISTRY_MAX_STREAMS_PER_PRINCIPAL",
+                                           cls.max_streams_per_principal),
             max_concurrent_rpcs=_int(environ, "REGISTRY_MAX_CONCURRENT_RPCS",
                                      cls.max_concurrent_rpcs),
             projections_in_process=mode == "in-process",
             processes=_int(environ, "REGISTRY_SERVER_PROCESSES", cls.processes),
             reuse_port=environ.get("REGISTRY_REUSE_PORT", "") == "1",
             four_eyes=_four_eyes(environ.get("REGISTRY_FOUR_EYES", "").strip()),
+            ledger_key=private_key_path(environ),
+            ledger_sign_seconds=sign_seconds(environ),
         )
+
+
+def _auth_mode(value: str) -> AuthMode:
+    try:
+        return AuthMode(value or AuthMode.TOKEN.value)
+    except ValueError:
+        raise ConfigurationError(f"REGISTRY_AUTH must be token, mtls or token+mtls, got "
+                                 f"{value!r}") from None
 
 
 def _four_eyes(value: str) -> bool:
@@ -126,7 +179,7 @@ def _four_eyes(value: str) -> bool:
 class RegistryServer:
     """The four registry services plus health and reflection on one port."""
 
-    def __init__(self, backend: Backend, tokens: TokenStore, settings: ServerSettings,
+    def __init__(self, backend: Backend, settings: ServerSettings,
                  interceptors: Sequence[grpc.ServerInterceptor] = ()) -> None:
         self.backend = backend
         self.settings = settings
@@ -134,7 +187,9 @@ class RegistryServer:
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.max_workers,
                                thread_name_prefix="registry-rpc"),
-            interceptors=[CallInterceptor(tokens), *interceptors],
+            interceptors=[CallInterceptor(Authenticator(backend.registry.access, settings.auth),
+                                          settings.max_streams_per_principal),
+                          *interceptors],
             options=[
                 ("grpc.so_reuseport", int(settings.reuse_port)),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -149,12 +204,16 @@ class RegistryServer:
         administration_service_pb2_grpc.add_AdministrationServiceServicer_to_server(
             AdministrationServicer(backend, four_eyes=settings.four_eyes), self.server)
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(backend), self.server)
+            AuditServicer(backend, settings.ledger_key), self.server)
+        access_service_pb2_grpc.add_AccessServiceServicer_to_server(
+            AccessServicer(backend), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
         try:
-            self.port = self.server.add_insecure_port(settings.listen)
+            self.port = (self.server.add_insecure_port(settings.listen) if settings.tls is None
+                         else self.server.add_secure_port(settings.listen,
+                                                          server_credentials(settings.tls)))
         except RuntimeError:  # grpcio raises on a taken port or an unresolvable host
             self.port = 0
         if self.port == 0:
@@ -181,7 +240,11 @@ class RegistryServer:
     def _follow(self) -> None:
         """Keep the read models current; a failed batch (e.g. the store busy) rolls back
         whole, is logged, and is retried after a pause."""
-        runner = ProjectionRunner(self.backend.registry, self.backend.read_models.engine)
+        engine = self.backend.read_models.engine
+        sealer = LedgerSealer.with_key_file(engine, self.settings.ledger_key,
+                                            EventLog.of(self.backend.registry.recorder),
+                                            self.settings.ledger_sign_seconds)
+        runner = ProjectionRunner(self.backend.registry, engine, sealer=sealer)
         while not self._stop_following.is_set():
             try:
                 runner.follow(self._stop_following)
@@ -201,18 +264,41 @@ class RegistryServer:
         self.server.wait_for_termination()
 
 
-def load_tokens(settings: ServerSettings, store: Settings) -> TokenStore:
-    """The token file; the embedded store makes a first regulator token on first start."""
-    path = settings.tokens_file
-    if not path.exists():
-        if store.backend != "sqlite":
-            raise ConfigurationError(
-                f"no token file at {path}: create one with "
-                f"'registry token add --party PARTY --name NAME' (REGISTRY_TOKENS_FILE)")
-        token = add_token(path, "mee", "regulator")
-        print(f"created {path} with a regulator token for mee/regulator:\n  {token}",
-              file=sys.stderr)
-    return TokenStore.load(path)
+def ensure_first_principals(registry: Registry, settings: ServerSettings,
+                            store: Settings) -> None:
+    """A registry nobody was granted anything in: the embedded store makes a first
+    administrator and a first regulator, writes their tokens to the credentials file
+    (the CLI's default) and prints them once; a database server needs ``registry
+    access init`` first (who administers a national registry is not a default)."""
+    if registry.access.current().grants:
+        return
+    if store.backend != "sqlite":
+        raise ConfigurationError(
+            "nobody may call this registry yet: create its first administrator with "
+            "'registry access init --party PARTY --name NAME'")
+    lines = first_principals(registry)
+    path = settings.credentials_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(f"{token} {principal.party} {principal.name}\n"
+                          for token, principal in lines))
+    shown = "".join(f"\n  {principal} ({role}): {token}"
+                    for (token, principal), role in zip(lines, ("regulator", "admin"),
+                                                        strict=True))
+    print(f"first start: tokens written to {path} (shown once):{shown}", file=sys.stderr)
+
+
+def first_principals(registry: Registry) -> list[tuple[str, Principal]]:
+    """mee/regulator (regulator) and mee/admin (admin), each with a token."""
+    admin, regulator = Principal("mee", "admin"), Principal("mee", "regulator")
+    issued = registry.access.bootstrap(admin, [Role.ADMIN], "first start of the registry")
+    if issued is None:
+        raise ConfigurationError("the registry was initialised meanwhile; start again")
+    registry.access.grant_role(admin, "first-regulator", regulator, Role.REGULATOR.value,
+                               (), "first start of the registry")
+    first = registry.access.issue_token(admin, regulator, "first start of the registry")
+    return [(first.token, regulator), (issued.token, admin)]
 
 
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -221,19 +307,23 @@ def serve(store: Settings | None = None, environ: Mapping[str, str] | None = Non
     try:
         store = store or Settings.from_env(environ)
         settings = ServerSettings.from_env(store, environ)
-        tokens = load_tokens(settings, store)
+        registry = build_registry(store)
+        try:   # before any server process starts, so only one ever bootstraps
+            ensure_first_principals(registry, settings, store)
+        finally:
+            registry.close()
         if settings.processes > 1:
             return _supervise(settings, environ)
-        return _serve(store, settings, tokens)
+        return _serve(store, settings)
     finally:
         listener.stop()   # what is still queued is written first
 
 
-def _serve(store: Settings, settings: ServerSettings, tokens: TokenStore) -> int:
+def _serve(store: Settings, settings: ServerSettings) -> int:
     registry = build_registry(store)
     engine = make_engine(store)
     reads = make_read_engine(store, settings.max_workers)
-    server = RegistryServer(Backend(registry, ReadModels(engine, reads)), tokens, settings)
+    server = RegistryServer(Backend(registry, ReadModels(engine, reads)), settings)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> Any:

@@ -79,6 +79,8 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
 
     def ListPositions(self, request: pb.ListPositionsRequest,
                       context: grpc.ServicerContext) -> pb.ListPositionsResponse:
+        if request.page_token:   # the last position listed: account id, unit class
+            convert.page_token(request.page_token, str, str)
         page = self.backend.read_models.positions(
             page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
             as_of=convert.optional_time(request, "as_of_time"),

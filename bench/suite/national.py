@@ -184,10 +184,11 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
                            rows=emissions[start:start + ROWS_PER_CALL]), timeout=300)
     phase("verified emissions", began, rows=len(emissions))
 
+    bench.grant_operator([c.account_id for c in plan.companies])
     began = time.perf_counter()
     result = bench.callers(Job("bench.suite.api:Surrender", bench.client_processes,
                                bench.threads_per_process, {
-                                   **bench.params("regulator", "year-surrender"),
+                                   **bench.params("operator", "year-surrender"),
                                    "year": YEAR,
                                    "rows": [(f"Y{YEAR}-SUR-{c.account_id}", c.account_id,
                                              c.emissions) for c in plan.companies]}))

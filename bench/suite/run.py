@@ -41,6 +41,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.access import seed_principals
 from bench.suite import callers as calling
 from bench.suite import generate, national, procs, raw, report
 from bench.suite.callers import Job, Result
@@ -49,15 +50,16 @@ from registry import migrate
 from registry.client import RegistryClient
 from registry.config import Settings
 from registry.domain.accounts import Account
+from registry.domain.transactions import Principal
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common
 
 DEFAULT_SERVER = "postgresql://root@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parents[2]
-TOKENS = {
-    "regulator": ("bench-regulator-token-0000000001", "mee", "bench"),
-    "exchange": ("bench-exchange-token-00000000001", "shanghai-exchange", "bench"),
+PRINCIPALS = {
+    "regulator": (Principal("mee", "bench"), (("regulator", ()),)),
+    "exchange": (Principal("shanghai-exchange", "bench"), (("exchange", ("*",)),)),
 }
 MARKET_FUNDS = 10**7
 REBUILD_SUFFIX = "__rebuild"
@@ -228,15 +230,14 @@ class Bench:
         self.notes: list[str] = []
         self.market: list[str] = []
         self.log = log
-        (work / "tokens").write_text("".join(f"{token} {party} {name}\n"
-                                             for token, party, name in TOKENS.values()))
+        self.tokens = seed_principals(url, PRINCIPALS)
 
     # -- processes -------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(REGISTRY_DATABASE_URL=self.url, REGISTRY_DATA_DIR=str(self.work),
-                   REGISTRY_LISTEN=self.address, REGISTRY_TOKENS_FILE=str(self.work / "tokens"),
+                   REGISTRY_LISTEN=self.address,
                    REGISTRY_PROJECTIONS="external", REGISTRY_FOUR_EYES="off",
                    PYTHONUNBUFFERED="1")
         env.setdefault("REGISTRY_MAX_WORKERS", str(MAX_WORKERS))
@@ -280,10 +281,15 @@ class Bench:
     # -- clients ---------------------------------------------------------------------
 
     def params(self, role: str, tag: str) -> dict[str, Any]:
-        return {"address": self.address, "token": TOKENS[role][0], "tag": tag}
+        return {"address": self.address, "token": self.tokens[role], "tag": tag}
 
     def client(self, role: str) -> RegistryClient:
-        return RegistryClient(self.address, TOKENS[role][0], timeout=300)
+        return RegistryClient(self.address, self.tokens[role], timeout=300)
+
+    def grant_operator(self, accounts: list[str]) -> None:
+        """An "operator" caller that runs these accounts (surrenders are theirs)."""
+        self.tokens.update(seed_principals(self.url, {
+            "operator": (Principal("companies", "bench"), (("operator", accounts),))}))
 
     def callers(self, job: Job) -> Result:
         return calling.run(job)

@@ -15,7 +15,7 @@ from typing import Any
 
 from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType, check_account_id
 from registry.domain.errors import InvalidCommand
-from registry.domain.ids import check_client_id
+from registry.domain.ids import check_client_id, check_party, has_control_characters
 from registry.domain.obligations import check_year
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
@@ -52,9 +52,10 @@ def check_emissions(emissions: int) -> int:
 
 
 def check_reason(reason: str) -> str:
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise InvalidCommand(f"reason must be text of at most {MAX_REASON} characters",
-                             reason="INVALID_REASON")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON \
+            or has_control_characters(reason, line_breaks=True):
+        raise InvalidCommand(f"reason must be text of at most {MAX_REASON} characters, "
+                             "without control characters", reason="INVALID_REASON")
     return reason
 
 
@@ -93,6 +94,9 @@ class Movement:
             if self.reverses is None:
                 raise InvalidCommand("a reversal names the transaction it reverses",
                                      reason="MISSING_ID", field="reverses")
+            # both name a recorded transaction: malformed, they are refused as input here,
+            # not recorded as a reversal refused for an unknown transaction
+            check_party(self.reverses[0], "original party")
             check_client_id(self.reverses[1], "reversed transaction id")
         elif self.kind is TransactionKind.ISSUANCE:
             if self.unit_class is None or self.quantity is None:

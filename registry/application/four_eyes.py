@@ -19,18 +19,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from registry.application.commands import AllocationRow, check_reason
+from registry.application.commands import AllocationRow, check_quantity, check_reason
 from registry.application.results import RowOutcome, TransactionResult
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
+from registry.domain.accounts import check_account_id
 from registry.domain.errors import (
     InvalidCommand,
-    NotFound,
-    Refused,
+    RegistryError,
     UnknownProposal,
     error_for_reason,
 )
-from registry.domain.freezes import blocks_from_rows
+from registry.domain.freezes import (
+    blocks_from_rows,
+    check_blocks,
+    check_evidence,
+    check_origin,
+    check_reference,
+)
+from registry.domain.freezes import check_reason as check_restriction_reason
+from registry.domain.ids import check_client_id, check_party
+from registry.domain.obligations import check_year
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     Proposal,
@@ -40,7 +49,7 @@ from registry.domain.proposals import (
     check_payload,
     parse_proposal_kind,
 )
-from registry.domain.rules import ComplianceRules
+from registry.domain.rules import ComplianceRules, check_rule_key
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
@@ -71,7 +80,10 @@ class FourEyes:
         with other content is refused."""
         parsed = parse_proposal_kind(kind)
         normal = check_payload(payload)
-        self._action(parsed, normal)   # a payload that could not be carried out: refused now
+        try:
+            self._action(parsed, normal)   # a payload that could not be carried out: refused now
+        except InvalidCommand as error:
+            raise _in_payload(error) from None
         registry = self._registry
 
         def attempt(uow: UnitOfWork) -> ProposalResult:
@@ -99,10 +111,13 @@ class FourEyes:
         proposal, position = registry._retrying(decide)
         if proposal.status is not ProposalStatus.APPROVED:   # its outcome is recorded
             return ProposalResult(proposal.view(), replayed=position is None)
-        action = self._action(proposal.kind, proposal.payload)
-        try:
-            produced, failure = action(principal), None
-        except (Refused, NotFound) as error:
+        try:   # the approval is recorded: whatever carrying it out meets (a refusal, an
+            # id taken meanwhile by other content, ...) is its outcome, not a failed call;
+            # only a lost race (retryable) is left for approving again to complete
+            produced, failure = self._action(proposal.kind, proposal.payload)(principal), None
+        except RegistryError as error:
+            if error.retryable:
+                raise
             produced, failure = "", error
 
         def record(uow: UnitOfWork) -> ProposalResult:
@@ -221,6 +236,33 @@ class _Payload:
         return [_Payload(row) for row in value]
 
 
+PAYLOAD_FIELDS = {
+    "UNKNOWN_UNIT_TYPE": "unit_type", "INVALID_VINTAGE": "vintage",
+    "MISSING_PROJECT": "project", "UNEXPECTED_PROJECT": "project",
+    "INVALID_PROJECT": "project", "INVALID_QUANTITY": "quantity",
+    "QUANTITY_NOT_POSITIVE": "quantity", "QUANTITY_TOO_LARGE": "quantity",
+    "INVALID_REASON": "reason", "INVALID_ACCOUNT_ID": "account_id",
+    "INVALID_COMPLIANCE_YEAR": "year", "INVALID_SECTOR": "sector",
+}
+"""The payload key a check is about, when the check does not name it."""
+PAYLOAD_LABELS = {"reversed transaction id": "original_transaction_id"}
+
+
+def _in_payload(error: InvalidCommand) -> InvalidCommand:
+    """A check of the payload's values names its field inside the payload
+    (``payload.unit_type``, ``payload.rules.ccer_cap_bps``), not a request field."""
+    def inside(label: str) -> str:
+        if label == "payload" or label.startswith("payload."):
+            return label
+        return f"payload.{PAYLOAD_LABELS.get(label, label.replace(' ', '_'))}"
+
+    if error.violations:   # INVALID_RULE: named as SetComplianceRules names them
+        return error       # (rules.ccer_cap_bps), which tests/integration pin
+    label = error.metadata.get("field", "") or PAYLOAD_FIELDS.get(error.reason, "")
+    error.metadata["field"] = inside(label) if label else "payload"
+    return error
+
+
 def _bad(name: str, what: str) -> InvalidCommand:
     return InvalidCommand(f"payload field {name!r} must be {what}", reason="INVALID_PAYLOAD",
                           field=f"payload.{name}")
@@ -244,6 +286,8 @@ def _issuance(registry: Registry, p: _Payload) -> Action:
     unit_class = UnitClass(parse_unit_type(p.text("unit_type")), p.number("vintage"),
                            p.text("project", ""))
     txn, quantity, reason = p.text("transaction_id"), p.number("quantity"), p.text("reason", "")
+    check_client_id(txn, "transaction id")
+    check_quantity(quantity)
     check_reason(reason)
     return lambda who: _completed(registry.issue_units(who, txn, unit_class, quantity, reason))
 
@@ -251,12 +295,20 @@ def _issuance(registry: Registry, p: _Payload) -> Action:
 def _reversal(registry: Registry, p: _Payload) -> Action:
     txn, party = p.text("transaction_id"), p.text("original_party")
     original, reason = p.text("original_transaction_id"), p.text("reason", "")
+    check_client_id(txn, "transaction id")
+    check_party(party, "original party")
+    check_client_id(original, "reversed transaction id")
+    check_reason(reason)
     return lambda who: _completed(registry.reverse(who, txn, party, original, reason))
 
 
 def _cancellation(registry: Registry, p: _Payload) -> Action:
     txn, account, quantity = p.text("transaction_id"), p.text("account_id"), p.number("quantity")
     selector, reason = _selector(p), p.text("reason", "")
+    check_client_id(txn, "transaction id")
+    check_account_id(account)
+    check_quantity(quantity)
+    check_reason(reason)
     return lambda who: _completed(registry.cancel(who, txn, account, selector, quantity,
                                                   reason))
 
@@ -265,6 +317,9 @@ def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
     def build(registry: Registry, p: _Payload) -> Action:
         account, reason = p.text("account_id"), p.text("reason")
         request = p.text("request_id")
+        check_account_id(account)
+        check_reason(reason)
+        check_client_id(request, "request id")
         change = registry.freeze_account if freeze else registry.unfreeze_account
 
         def act(who: Principal) -> str:
@@ -276,8 +331,10 @@ def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
 
 def _rule_change(registry: Registry, p: _Payload) -> Action:
     year, sector = p.number("year"), p.text("sector")
+    check_year(year)
+    check_rule_key(sector)
     rules = ComplianceRules.from_dict(p.mapping("rules")).check(year)
-    reason = p.text("reason", "")
+    reason = check_reason(p.text("reason", ""))
 
     def act(who: Principal) -> str:
         view = registry.set_compliance_rules(who, year, sector, rules, reason)
@@ -310,8 +367,13 @@ def _allocation_table(registry: Registry, p: _Payload) -> Action:
 def _block_freeze(registry: Registry, p: _Payload) -> Action:
     freeze_id, account, order = p.text("freeze_id"), p.text("account_id"), p.text("order_reference")
     reason = p.text("reason")
+    check_client_id(freeze_id, "freeze id")
+    check_account_id(account)
+    check_reference(order, "order_reference")
+    check_restriction_reason(reason)
     try:
         blocks = blocks_from_rows(p.items("blocks"))
+        check_blocks(blocks)
     except InvalidCommand as error:
         raise InvalidCommand(f"payload blocks: {error.message}", reason="INVALID_PAYLOAD",
                              field="payload.blocks") from None
@@ -321,22 +383,31 @@ def _block_freeze(registry: Registry, p: _Payload) -> Action:
 
 def _block_release(registry: Registry, p: _Payload) -> Action:
     freeze_id, reason, evidence = p.text("freeze_id"), p.text("reason"), p.text("evidence")
+    check_client_id(freeze_id, "freeze id")
+    check_restriction_reason(reason)
+    check_evidence(evidence)
     return lambda who: registry.restrictions.release_blocks(who, freeze_id, reason, evidence)
 
 
 def _detention(registry: Registry, p: _Payload) -> Action:
     project, reference, reason = p.text("project"), p.text("reference"), p.text("reason")
+    check_origin(project)
+    check_reference(reference)
+    check_restriction_reason(reason)
     return lambda who: registry.restrictions.detain_origin(who, project, reference, reason)
 
 
 def _clearance(registry: Registry, p: _Payload) -> Action:
     project, evidence, reason = p.text("project"), p.text("evidence"), p.text("reason")
+    check_origin(project)
+    check_evidence(evidence)
+    check_restriction_reason(reason)
     return lambda who: registry.restrictions.clear_origin(who, project, evidence, reason)
 
 
 def _halt(halted: bool) -> Callable[[Registry, _Payload], Action]:
     def build(registry: Registry, p: _Payload) -> Action:
-        reason = p.text("reason")
+        reason = check_restriction_reason(p.text("reason"))
         return lambda who: registry.restrictions.halt_market(who, reason, halted)
     return build
 

@@ -23,6 +23,7 @@ from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 
+from registry.application.access import Access
 from registry.application.commands import (
     MAX_BATCH,
     AllocationRow,
@@ -191,6 +192,7 @@ class Registry(Application[UUID]):
             self._open_group, limit=MAX_GROUP, name="registry-openings")
         self.proposals = FourEyes(self)
         self.restrictions = Restrictions(self)
+        self.access = Access(self)
         """Four eyes: actions that take effect when a second regulator approves."""
 
     def close(self) -> None:

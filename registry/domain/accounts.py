@@ -27,7 +27,7 @@ from registry.domain.errors import (
     NationalAccountProtected,
     RequestExistsWithDifferentContent,
 )
-from registry.domain.ids import NAMESPACE
+from registry.domain.ids import NAMESPACE, has_control_characters
 from registry.domain.units import Holding, SerialBlock, UnitSelector
 
 
@@ -69,8 +69,12 @@ class Sector(StrEnum):
     ALUMINIUM = "ALUMINIUM"
 
 
-ACCOUNT_ID = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,63}$")
-CREDIT_CODE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{18}$")
+ACCOUNT_ID = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,63}\Z")
+CREDIT_CODE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{18}\Z")
+CREDIT_CODE_LENGTH = 18
+MAX_HOLDER_NAME = 200
+MAX_PROVINCE = 64
+"""As the read models store them (rm_accounts: VARCHAR(200), (18), (64))."""
 """China's unified social credit code: 18 characters, no I, O, Z, S or V."""
 
 
@@ -102,8 +106,18 @@ class Holder:
     province: str = ""
 
     def validate(self, account_type: AccountType) -> None:
-        if not self.name.strip() or len(self.name) > 200:
-            raise InvalidCommand("holder name must be 1-200 characters", reason="INVALID_HOLDER")
+        if not self.name.strip() or len(self.name) > MAX_HOLDER_NAME \
+                or has_control_characters(self.name):
+            raise InvalidCommand(f"holder name must be 1-{MAX_HOLDER_NAME} characters, "
+                                 "without control characters", reason="INVALID_HOLDER")
+        if len(self.credit_code) > CREDIT_CODE_LENGTH or has_control_characters(
+                self.credit_code):
+            raise InvalidCommand(
+                f"unified social credit code {self.credit_code!r} must be "
+                f"{CREDIT_CODE_LENGTH} characters", reason="INVALID_CREDIT_CODE")
+        if len(self.province) > MAX_PROVINCE or has_control_characters(self.province):
+            raise InvalidCommand(f"province must be at most {MAX_PROVINCE} characters, "
+                                 "without control characters", reason="INVALID_PROVINCE")
         if account_type is AccountType.COMPLIANCE:
             if not CREDIT_CODE.match(self.credit_code):
                 raise InvalidCommand(

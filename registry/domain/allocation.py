@@ -89,8 +89,8 @@ ILLUSTRATIVE_BENCHMARKS_2025 = files("registry").joinpath("data/allocation/bench
 
 Factors = Mapping[str, Decimal]
 NO_FACTORS: Factors = MappingProxyType({})
-FACTOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-OUTPUT_UNIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ./_-]{0,31}$")
+FACTOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+OUTPUT_UNIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ./_-]{0,31}\Z")
 
 
 @dataclass(frozen=True)

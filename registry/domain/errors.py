@@ -18,6 +18,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+MAX_MESSAGE_BYTES = 512
+MAX_DETAIL_BYTES = 256
+"""An error echoes what it refuses (an id, a value) into its message, metadata and
+field violations, and the API sends them back in the call's trailers, where a client
+accepts about 8 KiB in all (gRPC's default metadata limit; past 16 KiB the call fails
+with RESOURCE_EXHAUSTED and the error is lost). So each is clipped, in UTF-8 bytes."""
+
+
+def clip(text: str, limit: int = MAX_DETAIL_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), marked
+    with an ellipsis when cut."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    return data[:limit - 3].decode("utf-8", "ignore") + "\u2026"
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -27,6 +43,10 @@ class Violation:
     reason: str
     description: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", clip(self.field))
+        object.__setattr__(self, "description", clip(self.description))
+
 
 class RegistryError(Exception):
     reason: ClassVar[str] = "REGISTRY_ERROR"
@@ -35,11 +55,12 @@ class RegistryError(Exception):
     """Every bad field, when the request had several (read on any error by the API)."""
 
     def __init__(self, message: str, *, reason: str | None = None, **metadata: object) -> None:
+        message = clip(message, MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason  # type: ignore[misc]
-        self.metadata: dict[str, str] = {k: str(v) for k, v in metadata.items()}
+        self.metadata: dict[str, str] = {k: clip(str(v)) for k, v in metadata.items()}
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"

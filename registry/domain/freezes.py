@@ -62,7 +62,7 @@ from registry.domain.errors import (
     OriginDetained,
     SerialsFrozen,
 )
-from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import Holding, SerialBlock, UnitClass, UnitType, parse_unit_type
 
@@ -107,9 +107,11 @@ def check_evidence(value: str) -> str:
 
 def check_reason(value: str, field: str = "reason") -> str:
     """A regulator's restriction must say why (as a proposal must: same reasons)."""
-    if not isinstance(value, str) or len(value) > MAX_REASON:
-        raise InvalidCommand(f"{field} must be text of at most {MAX_REASON} characters",
-                             reason="INVALID_REASON", field=field)
+    if not isinstance(value, str) or len(value) > MAX_REASON \
+            or has_control_characters(value, line_breaks=True):
+        raise InvalidCommand(f"{field} must be text of at most {MAX_REASON} characters, "
+                             "without control characters", reason="INVALID_REASON",
+                             field=field)
     if not value.strip():
         raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
     return value

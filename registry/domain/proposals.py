@@ -27,7 +27,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -47,7 +47,7 @@ from registry.domain.errors import (
     RegistryError,
     SelfApprovalForbidden,
 )
-from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
 from registry.domain.transactions import Principal
 
 MIN_VALIDITY_SECONDS = 3600
@@ -58,6 +58,10 @@ cannot be approved months later against a changed ledger."""
 
 MAX_REASON = 500
 """As for transactions (``registry.application.commands.MAX_REASON``)."""
+
+MAX_PAYLOAD_DEPTH = 32
+"""Far more than any action's parameters need (an allocation table is 3 deep); checking
+and storing a payload recurse once per level."""
 
 RESERVED_KEY = "_type_"
 """The event store's JSON transcoder reads ``{"_type_": ..., "_data_": ...}`` as a custom
@@ -117,9 +121,11 @@ def check_validity(seconds: int) -> int:
 
 def check_required_reason(reason: str, field: str = "reason") -> str:
     """Unlike a transfer's optional reason, a regulator's proposal or rejection must say why."""
-    if not isinstance(reason, str) or len(reason) > MAX_REASON:
-        raise InvalidCommand(f"{field} must be text of at most {MAX_REASON} characters",
-                             reason="INVALID_REASON", field=field)
+    if not isinstance(reason, str) or len(reason) > MAX_REASON \
+            or has_control_characters(reason, line_breaks=True):
+        raise InvalidCommand(f"{field} must be text of at most {MAX_REASON} characters, "
+                             "without control characters", reason="INVALID_REASON",
+                             field=field)
     if not reason.strip():
         raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
     return reason
@@ -130,12 +136,36 @@ def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     snapshotted is exactly what a replay from JSON gives back."""
     if not isinstance(payload, Mapping):
         raise InvalidCommand("proposal payload must be an object", reason="INVALID_PAYLOAD")
+    if _depth(payload) > MAX_PAYLOAD_DEPTH:
+        raise InvalidCommand(f"proposal payload is nested over {MAX_PAYLOAD_DEPTH} deep",
+                             reason="INVALID_PAYLOAD", field="payload")
     _check_json(payload, "payload")
     normal: dict[str, Any] = json.loads(json.dumps(payload, allow_nan=False))
     return normal
 
 
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in ``value`` (counted without recursion, so
+    that any depth is measured rather than overflowing the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[object] = (
+            item.values() if isinstance(item, Mapping)
+            else item if isinstance(item, list | tuple) else ())
+        for child in children:
+            if isinstance(child, Mapping | list | tuple):
+                if depth + 1 > MAX_PAYLOAD_DEPTH:
+                    return depth + 1
+                stack.append((child, depth + 1))
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _check_json(value: object, path: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidCommand(f"{path} holds a NUL character", reason="INVALID_PAYLOAD",
+                             field=path)
     if value is None or isinstance(value, bool | int | str):
         return
     if isinstance(value, float):
@@ -149,7 +179,7 @@ def _check_json(value: object, path: str) -> None:
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str) or key == RESERVED_KEY:
+            if not isinstance(key, str) or key == RESERVED_KEY or "\x00" in key:
                 raise InvalidCommand(f"{path} has key {key!r}; keys must be text other "
                                      f"than {RESERVED_KEY!r}", reason="INVALID_PAYLOAD",
                                      field=path)

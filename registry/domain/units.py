@@ -7,10 +7,12 @@ needed; a receiving holding merges adjacent blocks of the same class.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from registry.domain.errors import InsufficientUnits, InvalidCommand, UnitsNotHeld
 
@@ -46,6 +48,7 @@ class UnitClass:
             raise InvalidCommand("a CCER unit class needs a project id", reason="MISSING_PROJECT")
         if self.unit_type is UnitType.CEA and self.project:
             raise InvalidCommand("a CEA unit class has no project", reason="UNEXPECTED_PROJECT")
+        check_project(self.project)
 
     @property
     def key(self) -> str:
@@ -64,6 +67,25 @@ class UnitClass:
 
     def __str__(self) -> str:
         return self.key
+
+
+MAX_PROJECT = 64
+PROJECT = re.compile(rf"[^\s/]{{1,{MAX_PROJECT}}}")
+"""A CCER project id: one token (``/`` separates the parts of a unit class key), at
+most as long as the read models store it (rm_holdings.project: VARCHAR(64))."""
+
+
+def check_project(project: str) -> str:
+    """A unit class's project id ("" for allowances)."""
+    if project and (len(project) > MAX_PROJECT or not _is_project(project)):
+        raise InvalidCommand(f"project {project!r} must be 1-{MAX_PROJECT} printable "
+                             "characters without spaces or '/'", reason="INVALID_PROJECT")
+    return project
+
+
+@lru_cache(maxsize=4096)   # unit classes are made on every load of a holding
+def _is_project(project: str) -> bool:
+    return bool(PROJECT.fullmatch(project)) and project.isprintable()
 
 
 def parse_unit_type(value: str) -> UnitType:
@@ -93,6 +115,8 @@ class UnitSelector:
             )
         if self.project and self.unit_type is UnitType.CEA:
             raise InvalidCommand("a CEA selector has no project", reason="UNEXPECTED_PROJECT")
+        if self.project:
+            check_project(self.project)
 
     def matches(self, unit_class: UnitClass) -> bool:
         return (

@@ -21,6 +21,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text, update
 
 from registry.application import Registry
+from registry.integrity.sealer import LedgerSealer
 from registry.readmodels import tables as t
 from registry.readmodels.events import OPENED, EventReader
 from registry.readmodels.projections import (
@@ -78,9 +79,11 @@ PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history",
 class ProjectionRunner:
     def __init__(self, registry: Registry, engine: Engine,
                  projections: Sequence[Projection] | None = None,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 batch_size: int = DEFAULT_BATCH, sealer: LedgerSealer | None = None) -> None:
         self.registry = registry
         self.engine = engine
+        self.sealer = sealer
+        """Chains (and signs) the log after each batch, where this process does that."""
         self.projections = list(projections or all_projections(registry))
         self.batch_size = batch_size
         self.reader = EventReader(registry)
@@ -120,7 +123,10 @@ class ProjectionRunner:
     def step(self) -> int:
         """Apply the next batch to every projection that has not seen it. Returns events."""
         with self.engine.begin() as conn:
-            return self._step(conn)
+            count = self._step(conn)
+        if self.sealer is not None:
+            self.sealer.after_step(count)
+        return count
 
     def _step(self, conn: Connection) -> int:
         positions = self.positions(conn, lock=True)

@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 from registry.config import Settings, build_registry
+from registry.integrity.log import EventLog
+from registry.integrity.sealer import LedgerSealer
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
 
@@ -37,7 +39,10 @@ def progress(done: int, head: int, seconds: float) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     registry = build_registry(settings)
-    runner = ProjectionRunner(registry, make_engine(settings), batch_size=args.batch_size)
+    engine = make_engine(settings)
+    sealer = (None if args.status or args.rebuild else
+              LedgerSealer.from_env(engine, EventLog.of(registry.recorder)))
+    runner = ProjectionRunner(registry, engine, batch_size=args.batch_size, sealer=sealer)
     try:
         if args.status:
             print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")

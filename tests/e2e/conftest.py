@@ -15,10 +15,10 @@ import pytest
 from registry.application import Registry
 from registry.client import ErrorDetails, RegistryClient, error_details
 from registry.config import Settings, build_registry
+from registry.domain.access import Role
 from registry.domain.transactions import Principal
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.sql import make_engine, make_read_engine
-from services.auth import TokenStore
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
 from tests.support import fresh_pg_database
@@ -28,13 +28,36 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
-TOKENS = {
-    "regulator": ("tok-regulator-0000000001", Principal("mee", "regulator-li")),
-    "regulator2": ("tok-regulator-0000000002", Principal("mee", "regulator-wang")),
-    "exchange": ("tok-exchange-00000000001", Principal("shanghai-exchange", "settlement")),
-    "operator": ("tok-operator-00000000001", Principal("huaneng", "operator-wang")),
-    "exchange2": ("tok-exchange-00000000002", Principal("beijing-exchange", "settlement")),
+OPERATED = ("PWR-SD-0001", "PWR-SD-0002", "PWR-GD-0001", "STL-SD-0001", "STL-SD-0002",
+            "CEM-SD-0001", "CEM-HB-0001", "PRJ-YN-0001", "TRD-SH-0001", "TRD-SH-0002",
+            "TRD-BJ-0001", "TRD-BJ-0002")
+"""The accounts the test operator runs: the companies the API tests create."""
+
+PRINCIPALS: dict[str, tuple[Principal, tuple[tuple[Role, tuple[str, ...]], ...]]] = {
+    "regulator": (Principal("mee", "regulator-li"), ((Role.REGULATOR, ()),)),
+    "regulator2": (Principal("mee", "regulator-wang"), ((Role.REGULATOR, ()),)),
+    "exchange": (Principal("shanghai-exchange", "settlement"), ((Role.EXCHANGE, ("*",)),)),
+    "exchange2": (Principal("beijing-exchange", "settlement"), ((Role.EXCHANGE, ("*",)),)),
+    # runs the test companies; reads like an auditor, so read tests need not care whose
+    # account they read (tests/e2e/test_authorization.py checks the roles one by one)
+    "operator": (Principal("huaneng", "operator-wang"),
+                 ((Role.OPERATOR, OPERATED), (Role.AUDITOR, ()))),
+    "auditor": (Principal("nao", "auditor-zhao"), ((Role.AUDITOR, ()),)),
+    "admin": (Principal("mee", "admin"), ((Role.ADMIN, ()),)),
 }
+"""The callers every API test has: who, and the roles (with accounts) they hold."""
+
+
+def grant_principals(registry: Registry) -> dict[str, str]:
+    """Grant ``PRINCIPALS`` their roles and issue each a token: name -> token."""
+    system = Principal("system", "tests")
+    tokens = {}
+    for name, (principal, grants) in PRINCIPALS.items():
+        for role, accounts in grants:
+            registry.access.grant_role(system, f"{name}-{role}", principal, role.value,
+                                       accounts, "test principal")
+        tokens[name] = registry.access.issue_token(system, principal, "test token").token
+    return tokens
 
 
 @dataclass
@@ -43,6 +66,7 @@ class Api:
     registry: Registry
     read_models: ReadModels
     clients: dict[str, RegistryClient]
+    tokens: dict[str, str]
 
     @property
     def address(self) -> str:
@@ -59,6 +83,14 @@ class Api:
     @property
     def operator(self) -> RegistryClient:
         return self.clients["operator"]
+
+    @property
+    def auditor(self) -> RegistryClient:
+        return self.clients["auditor"]
+
+    @property
+    def admin(self) -> RegistryClient:
+        return self.clients["admin"]
 
     def client(self, token: str) -> RegistryClient:
         client = RegistryClient(self.address, token, timeout=30, attempts=1)
@@ -83,21 +115,21 @@ def running_api(backend: str, tmp_path: Path,
         reads = make_read_engine(settings, 8)
         stack.callback(reads.dispose)
         read_models = ReadModels(engine, reads)
-        tokens = TokenStore({token: principal for token, principal in TOKENS.values()})
+        tokens = grant_principals(registry)
         # four eyes off unless asked for: most scenarios seed the ledger with one
         # regulator's direct calls
         options = {"listen": "127.0.0.1:0", "max_workers": 8, "max_concurrent_rpcs": 32,
                    "projections_in_process": True, "grace_seconds": 5.0, "four_eyes": False,
-                   **server_options}
-        server = RegistryServer(Backend(registry, read_models), tokens,
-                                ServerSettings(**options), interceptors)
+                   "ledger_key": tmp_path / "ledger-signing-key.pem", **server_options}
+        server = RegistryServer(Backend(registry, read_models), ServerSettings(**options),
+                                interceptors)
         server.start()
         stack.callback(server.stop, 1.0)
         clients = {name: RegistryClient(server.address, token, timeout=30, attempts=1)
-                   for name, (token, _) in TOKENS.items()}
+                   for name, token in tokens.items()}
         for client in clients.values():
             stack.callback(client.close)
-        yield Api(server, registry, read_models, clients)
+        yield Api(server, registry, read_models, clients, tokens)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

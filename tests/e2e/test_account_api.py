@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from registry.client import RegistryClient
+from registry.domain.transactions import Principal
 from registry.readmodels.sql import READS_APPLICATION_NAME
 from registry.v1 import account_service_pb2 as pb
 from registry.v1 import administration_service_pb2 as admin_pb
@@ -390,9 +391,11 @@ def test_surrender_units(api: Api) -> None:
 
     error = rpc_error(lambda: surrender_units(operator, surrender("S-5", TRADER, 10)))
     assert (error.code, error.reason) == (PRECONDITION, "MOVEMENT_NOT_ALLOWED")
+    # an account beyond the operator's grants is refused before anything is looked up:
+    # whether it exists is not told
     error = rpc_error(lambda: surrender_units(operator, surrender("S-6", "NOPE-0001", 10)))
     assert (error.code, error.reason, error.metadata["account"]) == (
-        NOT_FOUND, "UNKNOWN_ACCOUNT", "NOPE-0001")
+        grpc.StatusCode.PERMISSION_DENIED, "ACCOUNT_NOT_IN_SCOPE", "NOPE-0001")
 
     invalid = {
         "INVALID_COMPLIANCE_YEAR": surrender("S-7", A, 10, year=1999),
@@ -436,14 +439,25 @@ def test_cancel_units(api: Api) -> None:
     error = rpc_error(lambda: cancel_units(operator, cancel("C-3", A, 5, unit_type=CCER)))
     assert (error.code, error.reason) == (PRECONDITION, "INSUFFICIENT_UNITS")
     error = rpc_error(lambda: cancel_units(operator, cancel("C-4", "NOPE-0001", 5)))
-    assert (error.code, error.reason) == (NOT_FOUND, "UNKNOWN_ACCOUNT")
-    # the regulator may cancel from the national issuance account; retired units never move
-    national = cancel_units(reg, cancel("C-5", "CN-ISSUANCE", 1_000)).transaction
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                          "ACCOUNT_NOT_IN_SCOPE")
+    # a regulator cancels only by an approved proposal, not directly
+    error = rpc_error(lambda: cancel_units(reg, cancel("C-5", "CN-ISSUANCE", 1_000)))
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_GRANTED")
+    # the national accounts' own operator may cancel from the issuance account; retired
+    # units never move
+    desk_principal = Principal("mee", "registry-desk")
+    api.registry.access.grant_role(Principal("system", "tests"), "desk", desk_principal,
+                                   "operator", ["CN-ISSUANCE", "CN-SURRENDER",
+                                                "CN-CANCELLATION"], "national accounts")
+    desk = api.client(api.registry.access.issue_token(Principal("system", "tests"),
+                                                      desk_principal, "desk").token)
+    national = cancel_units(desk, cancel("C-5", "CN-ISSUANCE", 1_000)).transaction
     assert national.source_account == "CN-ISSUANCE"
     last = surrender_units(operator, surrender("S-1", A, 100)).transaction
-    error = rpc_error(lambda: cancel_units(reg, cancel("C-6", "CN-SURRENDER", 1)))
+    error = rpc_error(lambda: cancel_units(desk, cancel("C-6", "CN-SURRENDER", 1)))
     assert (error.code, error.reason) == (PRECONDITION, "UNITS_RETIRED")
-    error = rpc_error(lambda: cancel_units(reg, cancel("C-7", "CN-CANCELLATION", 1)))
+    error = rpc_error(lambda: cancel_units(desk, cancel("C-7", "CN-CANCELLATION", 1)))
     assert (error.code, error.reason) == (INVALID, "SAME_ACCOUNT")
     assert balance(operator, "CN-CANCELLATION", last.position) == 1_700
     assert balance(operator, A, last.position) == ALLOCATIONS[A] - 700 - 100

@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from registry.client import RegistryClient
+from registry.domain.transactions import Principal
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as pb
 from registry.v1 import audit_service_pb2 as audit_pb
@@ -101,8 +102,9 @@ def test_open_account_replays_same_details_and_refuses_other_details(api: Api) -
 
     again = open_account(reg, "STL-SD-0001", COMPLIANCE, holder)
     assert again.replayed and again.account == account
-    # another caller retrying the same opening is answered the same way
-    assert open_account(api.operator, "STL-SD-0001", COMPLIANCE, holder).replayed
+    # another regulator retrying the same opening is answered the same way
+    assert open_account(api.clients["regulator2"], "STL-SD-0001", COMPLIANCE,
+                        holder).replayed
 
     for account_type, other in ((COMPLIANCE, compliance_holder("Someone Else Co.")),
                                 (TRADING, holder)):
@@ -286,6 +288,9 @@ def test_issue_units_creates_serials_once_per_id(api: Api) -> None:
     assert (error.code, error.reason, error.metadata) == (
         EXISTS, "TRANSACTION_EXISTS_WITH_DIFFERENT_CONTENT", {"transaction": "mee:ISS-1"})
     # ids are scoped by party: another party's ISS-1 is another issuance
+    api.registry.access.grant_role(Principal("system", "tests"), "exchange-issues",
+                                   Principal(EXCHANGE_PARTY, "settlement"), "regulator", (),
+                                   "a second party that may issue, for this test")
     other = issue(api.exchange, "ISS-1", 999).transaction
     assert (other.party, other.blocks[0].first_serial) == (EXCHANGE_PARTY, 1_501)
 

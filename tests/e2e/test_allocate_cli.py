@@ -19,7 +19,7 @@ from registry.domain.allocation import (
 )
 from registry.v1 import common_pb2 as common
 from tests.e2e.market import caught_up, compliance, issue, open_company
-from tests.e2e.test_server_process import cli, first_token, serving
+from tests.e2e.test_server_process import add_principal, cli, first_token, serving
 
 BENCHMARKS = str(ILLUSTRATIVE_BENCHMARKS_2025)
 OUTPUT_HEADER = "account_id,year,subtype,output,unit_id,factors\n"
@@ -110,10 +110,7 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
         assert "proposed mee:P-PRE-2025: ALLOCATION_TABLE of 3 rows" in proposed.stdout
         with RegistryClient(server.address, token, attempts=1) as client:
             assert compliance(client, "PWR-A").allocated == 0   # nothing before approval
-        added = cli(server, "token", "add", "--party", "mee", "--name", "regulator-wang")
-        second = added.stdout.split()[-1]
-
-    with serving(tmp_path) as server:   # tokens are read at start
+        second = add_principal(server, "mee", "regulator-wang", "regulator")
         approved = cli(server, "proposals", "approve", "mee", "P-PRE-2025", "--token", second)
         assert approved.returncode == 0, approved.stderr
         assert "EXECUTED: 3 of 3 allocation rows completed" in approved.stdout

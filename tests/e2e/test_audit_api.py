@@ -4,8 +4,10 @@ history, past balances, serial traces, supply), and authentication of every serv
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -21,7 +23,7 @@ from registry.v1 import audit_service_pb2 as pb
 from registry.v1 import common_pb2 as common
 from registry.v1 import settlement_service_pb2 as settlement_pb
 from services.server import SERVICE_NAMES
-from tests.e2e.conftest import INVALID, NOT_FOUND, TOKENS, Api, rpc_error, running_api
+from tests.e2e.conftest import INVALID, NOT_FOUND, Api, rpc_error, running_api
 from tests.e2e.market import (
     ALLOCATIONS,
     CCER,
@@ -155,7 +157,7 @@ def test_stream_events_returns_the_log_as_stored(api: Api) -> None:
 def test_a_stream_resumes_on_a_new_connection_without_gap_or_duplicate(api: Api) -> None:
     busy_market(api)
     full = events_of(stream(api.regulator))
-    token = TOKENS["regulator"][0]
+    token = api.tokens["regulator"]
 
     first = RegistryClient(api.address, token, attempts=1)
     pages = first.audit.StreamEvents(pb.StreamEventsRequest(page_size=5),
@@ -375,8 +377,10 @@ def test_supply_is_balanced_per_unit_class(api: Api) -> None:
 BAD_CREDENTIALS = [
     ((), "MISSING_CREDENTIALS"),
     ((("authorization", "Bearer tok-not-a-known-token-000"),), "INVALID_CREDENTIALS"),
-    ((("authorization", TOKENS["regulator"][0]),), "INVALID_CREDENTIALS"),   # no scheme
-    ((("authorization", f"Basic {TOKENS['regulator'][0]}"),), "INVALID_CREDENTIALS"),
+    ((("authorization", "0123456789abcdef.not-a-real-secret-but-long-enough"),),
+     "INVALID_CREDENTIALS"),   # no scheme
+    ((("authorization", "Basic 0123456789abcdef.not-a-real-secret-but-long-enough"),),
+     "INVALID_CREDENTIALS"),
     ((("authorization", "Bearer "),), "INVALID_CREDENTIALS"),
 ]
 
@@ -400,8 +404,9 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
     methods = list(every_method())
     assert {name.split("/")[1] for name, _, _ in methods} == {
         "registry.v1.SettlementService", "registry.v1.AccountService",
-        "registry.v1.AdministrationService", "registry.v1.AuditService"}
-    assert len(methods) == 6 + 7 + 17 + 6
+        "registry.v1.AdministrationService", "registry.v1.AuditService",
+        "registry.v1.AccessService"}
+    assert len(methods) == 6 + 7 + 17 + 7 + 7
     writes = {
         "OpenAccount": {"account_id": "TRD-XX-0001", "account_type": 6,
                         "holder": common.Holder(name="Sneaky")},
@@ -429,11 +434,16 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
     error = rpc_error(lambda: reg.call(reg.accounts.GetAccount,
                                        account_pb.GetAccountRequest(account_id="TRD-XX-0001")))
     assert error.code == NOT_FOUND
-    # and a valid token still works for every kind of caller
-    for client in api.clients.values():
-        account = client.call(client.accounts.GetAccount,
-                              account_pb.GetAccountRequest(account_id=A)).account
-        assert account.account_id == A
+    # and a valid token still authenticates every kind of caller (an administrator is
+    # then refused by the policy: reading accounts is not its role)
+    for name, client in api.clients.items():
+        def read(c: RegistryClient = client) -> str:
+            return c.call(c.accounts.GetAccount,
+                          account_pb.GetAccountRequest(account_id=A)).account.account_id
+        if name == "admin":
+            assert rpc_error(read).reason == "ROLE_NOT_GRANTED"
+        else:
+            assert read() == A
 
 
 def test_health_and_reflection_need_no_token(api: Api) -> None:
@@ -510,3 +520,31 @@ def test_invalid_input_names_the_field(seeded: Api, call: Callable[[RegistryClie
     error = rpc_error(lambda: call(seeded.regulator))
     assert (error.code, error.reason) == (INVALID, reason)
     assert [field for field, _ in error.violations] == fields
+
+
+def test_a_caller_may_hold_only_so_many_streams_open(tmp_path: Path) -> None:
+    with running_api("sqlite", tmp_path, max_streams_per_principal=2) as api:
+        busy_market(api)
+        reg = api.regulator
+        request = pb.StreamEventsRequest(page_size=1)
+        first, second = (reg.audit.StreamEvents(request, metadata=reg.metadata, timeout=30)
+                         for _ in range(2))
+        assert next(first).events and next(second).events   # both open, mid-stream
+        error = rpc_error(lambda: next(reg.audit.StreamEvents(
+            request, metadata=reg.metadata, timeout=30)))
+        assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                              "TOO_MANY_STREAMS")
+        assert next(api.auditor.audit.StreamEvents(   # another caller is not affected
+            request, metadata=api.auditor.metadata, timeout=30)).events
+        first.cancel()
+        deadline = time.monotonic() + 10
+        while True:   # the cancelled stream's slot is given back
+            try:
+                assert next(reg.audit.StreamEvents(request, metadata=reg.metadata,
+                                                   timeout=30)).events
+                break
+            except grpc.RpcError as refused:
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        second.cancel()

@@ -51,11 +51,12 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     assert by_sector["CEMENT"].HasField("obligation_cap_bps")
     assert not by_sector["*"].HasField("obligation_cap_bps")
 
-    early = rpc_error(lambda: regulator.call(regulator.accounts.SurrenderUnits, surrender(
+    operator = api.operator
+    early = rpc_error(lambda: operator.call(operator.accounts.SurrenderUnits, surrender(
         "S-0", "PWR-SD-0001", 10, year=2024)))
     assert (early.code, early.reason) == (PRECONDITION, "ADVANCE_USE_NOT_ALLOWED")
-    regulator.call(regulator.accounts.SurrenderUnits, surrender("S-1", "PWR-SD-0001", 700))
-    regulator.call(regulator.accounts.SurrenderUnits, surrender("S-2", "CEM-SD-0001", 800))
+    operator.call(operator.accounts.SurrenderUnits, surrender("S-1", "PWR-SD-0001", 700))
+    operator.call(operator.accounts.SurrenderUnits, surrender("S-2", "CEM-SD-0001", 800))
     cement = compliance(regulator, "CEM-SD-0001")
     assert cement.state == account_pb.COMPLIANCE_STATE_COMPLIANT and cement.obligation == 800
 
@@ -64,7 +65,7 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     assert (closed.obligations_closed, closed.shortfalls, closed.shortfall_tonnes) == (2, 1, 300)
     again = regulator.call(regulator.administration.CloseComplianceYear, close)
     assert again.replayed and again.shortfall_tonnes == 300
-    late = rpc_error(lambda: regulator.call(regulator.accounts.SurrenderUnits,
+    late = rpc_error(lambda: operator.call(operator.accounts.SurrenderUnits,
                                             surrender("S-3", "PWR-SD-0001", 1)))
     assert (late.code, late.reason) == (PRECONDITION, "COMPLIANCE_YEAR_CLOSED")
     frozen = rpc_error(lambda: rules(api, "*", ccer_cap_bps=100))

@@ -31,6 +31,7 @@ from registry.domain.allocation import (
     read_benchmark_table,
     true_up,
 )
+from registry.domain.transactions import Principal
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
@@ -233,7 +234,13 @@ def test_a_national_compliance_year(api: Api) -> None:
     decide(api, "DETAIN", admin_pb.PROPOSAL_KIND_ORIGIN_DETENTION, {
         "project": "P-0", "reference": "CASE-2026-4", "reason": "double counting"})
 
-    # surrenders -----------------------------------------------------------------------
+    # surrenders: by the companies' operator, whose grant names every company's account
+    admin = Principal("system", "tests")
+    operators = Principal("national", "operators")
+    api.registry.access.grant_role(admin, "national-operators", operators, "operator",
+                                   [c.account_id for c in companies], "the companies")
+    operator = api.client(api.registry.access.issue_token(admin, operators, "operators").token)
+
     def obligation(c: Company) -> int:
         if c.sector is Sector.POWER:
             return min(c.emissions, c.final + c.emissions * POWER_CAP_BPS // 10_000)
@@ -247,7 +254,7 @@ def test_a_national_compliance_year(api: Api) -> None:
         if vintage is not None:
             request.vintage = vintage
         try:
-            li.call(li.accounts.SurrenderUnits, request)
+            operator.call(operator.accounts.SurrenderUnits, request)
         except grpc.RpcError as error:   # a refusal: its reason
             return error_details(error).reason
         return ""

@@ -11,7 +11,7 @@ from pathlib import Path
 from registry.client import RegistryClient
 from registry.v1 import administration_service_pb2 as admin_pb
 from tests.e2e.market import caught_up, emissions, record_emissions, seed_market
-from tests.e2e.test_server_process import cli, first_token, serving
+from tests.e2e.test_server_process import add_principal, cli, first_token, serving
 
 
 def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> None:
@@ -73,10 +73,7 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         assert "mee:P-HALT" in listed.stdout and "MARKET_HALT" in listed.stdout
         own = cli(server, "proposals", "approve", "mee", "P-HALT")
         assert own.returncode == 2 and "SELF_APPROVAL_FORBIDDEN" in own.stderr
-        added = cli(server, "token", "add", "--party", "mee", "--name", "regulator-wang")
-        assert added.returncode == 0, added.stderr
-        second = added.stdout.split()[-1]
-    with serving(tmp_path) as server:   # tokens are read at start
+        second = add_principal(server, "mee", "regulator-wang", "regulator")
         done = cli(server, "proposals", "approve", "mee", "P-HALT", "--token", second)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "mee:P-HALT EXECUTED: market halted"

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -44,7 +45,8 @@ GRACE_SECONDS = 10.0
 """services.server.ServerSettings.grace_seconds."""
 BATCH = 5_000
 REGISTRY_SERVICES = {"registry.v1.AccountService", "registry.v1.AdministrationService",
-                     "registry.v1.AuditService", "registry.v1.SettlementService"}
+                     "registry.v1.AuditService", "registry.v1.SettlementService",
+                     "registry.v1.AccessService"}
 
 
 def free_port() -> int:
@@ -146,9 +148,32 @@ def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, check=False)
 
 
+def credentials(data_dir: Path) -> list[tuple[str, str, str]]:
+    """(token, party, name) of each line of the credentials file the first start wrote."""
+    lines = (data_dir / "credentials").read_text().splitlines()
+    return [(token, party, name) for token, party, name in (line.split() for line in lines)]
+
+
 def first_token(data_dir: Path) -> tuple[str, str, str]:
-    token, party, name = (data_dir / "tokens").read_text().splitlines()[0].split()
-    return token, party, name
+    """The first regulator's token (the CLI's default)."""
+    return credentials(data_dir)[0]
+
+
+def admin_token(data_dir: Path) -> str:
+    return next(token for token, _, name in credentials(data_dir) if name == "admin")
+
+
+def add_principal(server: Server, party: str, name: str, role: str, accounts: str = "") -> str:
+    """Grant a role (as the first administrator, through the CLI) and issue a token."""
+    admin = admin_token(server.data_dir)
+    scope = ["--accounts", accounts] if accounts else []
+    granted = cli(server, "access", "grant", f"{party}.{name}.{role}", party, name, role,
+                  *scope, "--reason", "test principal", "--token", admin)
+    assert granted.returncode == 0, granted.stderr
+    issued = cli(server, "access", "token", "issue", party, name, "--reason", "test token",
+                 "--token", admin)
+    assert issued.returncode == 0, issued.stderr
+    return issued.stdout.split()[-1]
 
 
 def settled_batch_ids(client: RegistryClient) -> list[str]:
@@ -163,17 +188,27 @@ def settled_batch_ids(client: RegistryClient) -> list[str]:
 
 def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -> None:
     with serving(tmp_path) as server:
-        # first start: a token file with one regulator token, readable by its owner only
+        # first start: a regulator's and an administrator's tokens, shown once and kept
+        # for the local CLI in a file only its owner reads; the registry keeps hashes
         token, party, name = first_token(tmp_path)
         assert (party, name) == ("mee", "regulator")
-        assert (tmp_path / "tokens").stat().st_mode & 0o777 == 0o600
+        assert [line[1:] for line in credentials(tmp_path)] == [
+            ("mee", "regulator"), ("mee", "admin")]
+        assert (tmp_path / "credentials").stat().st_mode & 0o777 == 0o600
         assert token in server.stderr.read_text()
+        with sqlite3.connect(tmp_path / "registry.sqlite") as db:
+            stored = b"".join(bytes(state) for (state,) in db.execute(
+                "SELECT state FROM stored_events"))
+        assert stored and token.split(".")[1].encode() not in stored   # only its hash
+        exchange_token = add_principal(server, "shanghai-exchange", "settlement", "exchange",
+                                       "*")
         assert f"registry serving on {server.address}" in server.stdout.read_text()
         assert (tmp_path / "registry.sqlite").exists()
 
-        with RegistryClient(server.address, token, attempts=1) as client:
+        with RegistryClient(server.address, token, attempts=1) as client, \
+                RegistryClient(server.address, exchange_token, attempts=1) as exchange:
             seed_market(client)
-            [sold] = client.settle_trades([trade("T-1", A, TRADER, 1_000)])
+            [sold] = exchange.settle_trades([trade("T-1", A, TRADER, 1_000)])
             assert sold.status == settlement_pb.TRADE_STATUS_SETTLED
             caught_up(client)
 
@@ -189,7 +224,8 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             assert [row[1:] for row in rows] == [
                 ["ALLOCATION", "CREDIT", "CEA/2025", "100,000", "CN-ISSUANCE",
                  f"mee:ALLOC-2025-{A}"],
-                ["SETTLEMENT", "DEBIT", "CEA/2025", "1,000", TRADER, "mee:T-1"]]
+                ["SETTLEMENT", "DEBIT", "CEA/2025", "1,000", TRADER,
+                 "shanghai-exchange:T-1"]]
             assert [int(row[0]) for row in rows] == [
                 m.position for m in client.transactions(A)]
             done = cli(server, "trace", "CEA/2025", "1")
@@ -199,12 +235,12 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             assert [line.split()[1:] for line in lines[1:]] == [
                 ["ISSUANCE", "(new)", "->", "CN-ISSUANCE", "mee:ISS-CEA-2025"],
                 ["ALLOCATION", "CN-ISSUANCE", "->", A, f"mee:ALLOC-2025-{A}"],
-                ["SETTLEMENT", A, "->", TRADER, "mee:T-1"]]
+                ["SETTLEMENT", A, "->", TRADER, "shanghai-exchange:T-1"]]
             for args, message in (
                     (("balances", "NOPE-0001"),
                      "registry: NOT_FOUND UNKNOWN_ACCOUNT: no account NOPE-0001"),
                     (("trace", "CEA/2025", "5000000"), "registry: NOT_FOUND UNKNOWN_SERIAL: "),
-                    (("balances", A, "--token", "tok-wrong-000000000000"),
+                    (("balances", A, "--token", "0123456789abcdef.wrong-secret-0000000000000"),
                      "registry: UNAUTHENTICATED INVALID_CREDENTIALS: "),
                     (("trace", "CEA", "1"), "registry: unit class 'CEA': expected ")):
                 done = cli(server, *args)
@@ -233,14 +269,14 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             health = grpcurl(server.address, "grpc.health.v1.Health/Check")
             assert json.loads(health.stdout) == {"status": "SERVING"}
 
-            # a token added now is loaded at the next start
-            added = cli(server, "token", "add", "--party", "shanghai-exchange",
-                        "--name", "settlement")
-            assert added.returncode == 0, added.stderr
-            exchange_token = added.stdout.split()[-1]
-            assert first_token(tmp_path)[0] == token
-            with RegistryClient(server.address, exchange_token, attempts=1) as early:
-                error = rpc_error(lambda: early.balances(A))
+            # a token works as soon as it is issued and stops as soon as it is revoked
+            spare = add_principal(server, "shanghai-exchange", "backup", "exchange", "*")
+            with RegistryClient(server.address, spare, attempts=1) as backup:
+                assert backup.balances(A)
+                revoked = cli(server, "access", "revoke", spare.split(".")[0], "--reason",
+                              "laptop lost", "--token", admin_token(tmp_path))
+                assert revoked.returncode == 0, revoked.stderr
+                error = rpc_error(lambda: backup.balances(A))
                 assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED,
                                                       "INVALID_CREDENTIALS")
 
@@ -251,8 +287,8 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
                 request = settlement_pb.SettleTradesRequest(
                     trades=[trade(f"B-{i}", A, TRADER, 1) for i in range(BATCH)])
                 try:
-                    outcome["response"] = client.settlement.SettleTrades(
-                        request, metadata=client.metadata, timeout=60)
+                    outcome["response"] = exchange.settlement.SettleTrades(
+                        request, metadata=exchange.metadata, timeout=60)
                 except grpc.RpcError as error:
                     outcome["error"] = error_details(error)
 
@@ -293,7 +329,7 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             assert len(response.results) == BATCH
             assert sorted(ids) == sorted(f"B-{i}" for i in range(BATCH))
             assert balance(client, TRADER, head) == 1_000 + BATCH
-            assert transaction(client, f"B-{BATCH - 1}").quantity == 1
+            assert transaction(exchange, f"B-{BATCH - 1}").quantity == 1
         else:
             error = outcome["error"]
             assert getattr(error, "code", None) == grpc.StatusCode.UNAVAILABLE, error

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from registry.client import RegistryClient
+from registry.config import Settings, build_registry
+from registry.domain.transactions import Principal
 from registry.v1 import account_service_pb2 as account_pb
 from tests.e2e.market import TRADER, seed_market, trade
 from tests.e2e.test_server_process import serving
@@ -18,19 +20,35 @@ from tests.support import fresh_pg_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-TOKEN = "processes-test-token-000001"
+
+
+def first_principal(url: str) -> str:
+    """A database server starts with nobody allowed in: grant one caller the roles this
+    test needs (as `registry access init` would an administrator) and return its token."""
+    registry = build_registry(Settings(url))
+    try:
+        system, caller = Principal("system", "tests"), Principal("shanghai-exchange", "bench")
+        for role, accounts in (("regulator", ()), ("exchange", ("*",))):
+            registry.access.grant_role(system, role, caller, role, accounts, "test")
+        return registry.access.issue_token(system, caller, "test").token
+    finally:
+        registry.close()
 
 
 def test_several_server_processes_share_one_port_and_one_ledger(tmp_path: Path) -> None:
-    (tmp_path / "tokens").write_text(f"{TOKEN} shanghai-exchange settlement\n")
-    with fresh_pg_database() as url, serving(
-            tmp_path, REGISTRY_DATABASE_URL=url, REGISTRY_SERVER_PROCESSES="2",
-            REGISTRY_PROJECTIONS="external") as server:
-        with RegistryClient(server.address, TOKEN) as client:
+    with fresh_pg_database() as url:
+        token = first_principal(url)
+        run_two_servers(tmp_path, url, token)
+
+
+def run_two_servers(tmp_path: Path, url: str, token: str) -> None:
+    with serving(tmp_path, REGISTRY_DATABASE_URL=url, REGISTRY_SERVER_PROCESSES="2",
+                 REGISTRY_PROJECTIONS="external") as server:
+        with RegistryClient(server.address, token) as client:
             seed_market(client)
         settled = []
         for n in range(24):  # a new connection each time: the kernel spreads them
-            with RegistryClient(server.address, TOKEN) as client:
+            with RegistryClient(server.address, token) as client:
                 settled += client.settle_trades([trade(f"T-{n}", "PWR-SD-0001", TRADER, 10)])
                 client.call(client.accounts.GetAccount,
                             account_pb.GetAccountRequest(account_id=TRADER))

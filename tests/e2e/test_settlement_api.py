@@ -215,7 +215,7 @@ def test_a_retry_after_a_lost_reply_settles_once(tmp_path: Path) -> None:
         seed_market(api.regulator)
         from registry.client import RegistryClient
 
-        token = "tok-exchange-00000000001"
+        token = api.tokens["exchange"]
         with RegistryClient(api.address, token, attempts=3, backoff=0.01) as client:
             results = client.settle_trades([trade("T-1", A, TRADER, 1_000),
                                             trade("T-2", A, B, 10)])

@@ -12,8 +12,10 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,9 +72,11 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def start_worker(url: str) -> subprocess.Popen[bytes]:
+    """The worker, its data directory (the ledger's signing key) beside the test's."""
+    data_dir = Path(tempfile.gettempdir()) / f"registry-worker-{url.rsplit('/', 1)[-1]}"
     return subprocess.Popen(
         [sys.executable, "-m", "registry.cli", "project", "--once", "--batch-size", "250"],
-        env={**os.environ, "REGISTRY_DATABASE_URL": url},
+        env={**os.environ, "REGISTRY_DATABASE_URL": url, "REGISTRY_DATA_DIR": str(data_dir)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -69,8 +69,7 @@ def test_the_readme_error_table_matches_the_mapping() -> None:
                                          f"server returns {expected}"
 
 
-NOT_API_REASONS = {"DATABASE_NOT_MIGRATED", "INVALID_CONFIGURATION", "INVALID_TOKEN_FILE",
-                   "INVALID_PRINCIPAL_NAME"}
+NOT_API_REASONS = {"DATABASE_NOT_MIGRATED", "INVALID_CONFIGURATION", "INVALID_LEDGER_KEY"}
 """Start-up and CLI errors: never returned by a call."""
 
 
@@ -91,3 +90,9 @@ def test_every_branch_of_the_error_tree_has_a_status_code() -> None:
     for cls in set(REFUSAL_TYPES.values()):
         assert code_for(cls("x")) is not grpc.StatusCode.INTERNAL, cls
 
+
+
+def test_the_readme_shows_the_policy_table_as_enforced() -> None:
+    from services.policy import policy_table
+
+    assert policy_table() in (ROOT / "README.md").read_text()

@@ -45,3 +45,31 @@ def test_four_eyes_are_required_unless_turned_off_and_a_typo_is_refused(tmp_path
     assert not ServerSettings.from_env(store, {"REGISTRY_FOUR_EYES": "off"}).four_eyes
     with pytest.raises(ConfigurationError, match="REGISTRY_FOUR_EYES must be off or required"):
         ServerSettings.from_env(store, {"REGISTRY_FOUR_EYES": "yes"})
+
+
+def test_the_ledger_signing_interval_is_checked() -> None:
+    from registry.integrity.sealer import sign_seconds
+
+    assert sign_seconds({}) == 60.0
+    assert sign_seconds({"REGISTRY_LEDGER_SIGN_SECONDS": "0.5"}) == 0.5
+    for bad in ("0", "-1", "soon", "100000"):
+        with pytest.raises(ConfigurationError, match="REGISTRY_LEDGER_SIGN_SECONDS"):
+            sign_seconds({"REGISTRY_LEDGER_SIGN_SECONDS": bad})
+
+
+def test_authentication_and_transport_settings_are_checked(tmp_path: Path) -> None:
+    from services.auth import AuthMode
+    from services.server import ServerSettings
+
+    store = Settings(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    assert ServerSettings.from_env(store, {}).auth is AuthMode.TOKEN
+    with pytest.raises(ConfigurationError, match="REGISTRY_AUTH must be token, mtls"):
+        ServerSettings.from_env(store, {"REGISTRY_AUTH": "password"})
+    with pytest.raises(ConfigurationError, match="needs client certificates"):
+        ServerSettings.from_env(store, {"REGISTRY_AUTH": "mtls"})
+    # plaintext only on loopback, unless the network is declared trusted
+    with pytest.raises(ConfigurationError, match="REGISTRY_PLAINTEXT=allow"):
+        ServerSettings.from_env(store, {"REGISTRY_LISTEN": "0.0.0.0:50051"})
+    allowed = ServerSettings.from_env(store, {"REGISTRY_LISTEN": "0.0.0.0:50051",
+                                              "REGISTRY_PLAINTEXT": "allow"})
+    assert allowed.tls is None and allowed.listen == "0.0.0.0:50051"

@@ -1,0 +1,368 @@
+"""Who may do what: principals, their role grants and their credentials, as events.
+
+One aggregate, ``AccessControl``, holds the registry's whole access state: every grant
+of a role to a principal (with the accounts it covers), every bearer token (as a
+salted hash, never the token) and every client certificate (by fingerprint). Each
+change is an event naming who made it and why, so "who could move these units on that
+day, and who let them" is answered from the log like everything else.
+
+One aggregate, because authenticating a call must see every revocation at once:
+the server compares one aggregate version per call (one indexed query) instead of
+trusting a cache.
+
+Roles (see ``services/policy.py`` for what each may call):
+
+- ``exchange``: settlement on the accounts linked to it (its grant's accounts);
+- ``operator``: its own accounts only: read, surrender, cancel;
+- ``regulator``: administration, proposals and approvals, every read;
+- ``auditor``: every read, no write;
+- ``admin``: principal management only, no unit movement.
+
+Tokens read ``<credential id>.<secret>``: the id finds the credential without
+comparing secrets, and the secret is checked against ``sha256(salt || secret)`` in
+constant time. The secrets are 256 random bits, so a fast salted hash is enough (a
+slow password hash protects guessable secrets, which these are not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from registry.domain.accounts import check_account_id
+from registry.domain.errors import InvalidCommand, Refused
+from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.transactions import Principal
+
+
+class Role(StrEnum):
+    EXCHANGE = "exchange"
+    OPERATOR = "operator"
+    REGULATOR = "regulator"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+SCOPED_ROLES = frozenset({Role.EXCHANGE, Role.OPERATOR})
+"""Roles that act on named accounts only; the others act on every account."""
+ALL_ACCOUNTS = "*"
+MAX_GRANT_ACCOUNTS = 10_000
+MAX_REASON = 500
+PRINCIPAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+CREDENTIAL_ID = re.compile(r"^[0-9a-f]{16}$")
+FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+TOKEN = re.compile(r"^([0-9a-f]{16})\.([A-Za-z0-9_-]{32,128})$")
+
+
+class AccessRefused(Refused):
+    """An access-control change the current state does not allow."""
+
+    reason = "ACCESS_CHANGE_REFUSED"
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidCommand(f"role {value!r} must be one of {', '.join(Role)}",
+                             reason="UNKNOWN_ROLE", field="role") from None
+
+
+def check_principal(party: str, name: str) -> Principal:
+    if not isinstance(name, str) or not PRINCIPAL_NAME.match(name):
+        raise InvalidCommand(f"principal name {name!r} must be 1-64 of letters, digits and "
+                             "'._@-'", reason="INVALID_PRINCIPAL_NAME", field="name")
+    return Principal(party, name)
+
+
+def check_accounts(role: Role, accounts: Iterable[str]) -> tuple[str, ...]:
+    """A scoped role names its accounts (or ``*`` for all of them, an exchange linked to
+    every account); the other roles cover every account and name none."""
+    given = tuple(dict.fromkeys(accounts))
+    if role not in SCOPED_ROLES:
+        if given not in ((), (ALL_ACCOUNTS,)):
+            raise InvalidCommand(f"the {role} role covers every account: name none",
+                                 reason="INVALID_GRANT_SCOPE", field="account_ids")
+        return (ALL_ACCOUNTS,)
+    if not given:
+        raise InvalidCommand(f"an {role} grant names the accounts it covers (or '*')",
+                             reason="INVALID_GRANT_SCOPE", field="account_ids")
+    if len(given) > MAX_GRANT_ACCOUNTS:
+        raise InvalidCommand(f"at most {MAX_GRANT_ACCOUNTS} accounts per grant",
+                             reason="INVALID_GRANT_SCOPE", field="account_ids")
+    if ALL_ACCOUNTS in given:
+        if role is not Role.EXCHANGE or len(given) > 1:
+            raise InvalidCommand("only an exchange may be linked to every account ('*' "
+                                 "alone)", reason="INVALID_GRANT_SCOPE", field="account_ids")
+        return given
+    for account in given:
+        check_account_id(account)
+    return tuple(sorted(given))
+
+
+def check_access_reason(reason: str) -> str:
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise InvalidCommand(f"say why, in 1-{MAX_REASON} characters", reason="INVALID_REASON",
+                             field="reason")
+    return reason
+
+
+# == secrets =======================================================================
+
+
+def new_credential_id() -> str:
+    return secrets.token_hex(8)
+
+
+def new_token(credential_id: str) -> str:
+    """A bearer token: its credential id, a dot, 256 random bits."""
+    return f"{credential_id}.{secrets.token_urlsafe(32)}"
+
+
+def token_hash(salt: str, secret: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
+
+
+def salted(token: str) -> tuple[str, str, str]:
+    """(credential id, salt, hash) to record for a new token; the token is not kept."""
+    found = TOKEN.match(token)
+    assert found, "tokens come from new_token"
+    salt = secrets.token_hex(16)
+    return found.group(1), salt, token_hash(salt, found.group(2))
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """(credential id, secret) of a well-formed token, else None."""
+    found = TOKEN.match(token)
+    return (found.group(1), found.group(2)) if found else None
+
+
+# == the aggregate =================================================================
+
+
+@dataclass(frozen=True)
+class Grant:
+    grant_id: str
+    principal: Principal
+    role: Role
+    accounts: tuple[str, ...]
+    granted_by: str
+    reason: str
+
+    @property
+    def all_accounts(self) -> bool:
+        return self.accounts == (ALL_ACCOUNTS,)
+
+    def covers(self, account_id: str) -> bool:
+        return self.all_accounts or account_id in self.accounts
+
+
+@dataclass(frozen=True)
+class Credential:
+    credential_id: str
+    kind: str   # "token" or "certificate"
+    principal: Principal
+    issued_by: str
+    revoked: bool
+    fingerprint: str = ""
+    subject: str = ""
+
+
+class AccessControl(Aggregate):
+    """The registry's principals, grants and credentials (one per registry)."""
+
+    TOPIC = "registry.AccessControl"
+
+    def __init__(self) -> None:
+        # Primitive, JSON-friendly state; events replace the dicts, never mutate them in
+        # place, so a copy handed to a reader stays what it was.
+        self.grants: dict[str, dict[str, Any]] = {}
+        self.credentials: dict[str, dict[str, Any]] = {}
+        self.fingerprints: dict[str, str] = {}
+        """Active certificate fingerprint -> credential id."""
+
+    @staticmethod
+    def id_for() -> UUID:
+        return uuid5(NAMESPACE, "access-control")
+
+    @classmethod
+    def start(cls) -> AccessControl:
+        return cls._create(cls.Started, id=cls.id_for())
+
+    class Created(Aggregate.Created):   # the library's own, unused: named for its topic
+        TOPIC = "registry.AccessControl.Created"
+
+    class Started(Aggregate.Created):
+        TOPIC = "registry.AccessControl.Started"
+
+    class RoleGranted(Aggregate.Event):
+        TOPIC = "registry.AccessControl.RoleGranted"
+        grant_id: str
+        party: str
+        name: str
+        role: str
+        accounts: list[str]
+        by: str
+        reason: str
+
+        def apply(self, acl: AccessControl) -> None:
+            acl.grants = {**acl.grants, self.grant_id: {
+                "party": self.party, "name": self.name, "role": self.role,
+                "accounts": list(self.accounts), "by": self.by, "reason": self.reason}}
+
+    class GrantRevoked(Aggregate.Event):
+        TOPIC = "registry.AccessControl.GrantRevoked"
+        grant_id: str
+        by: str
+        reason: str
+
+        def apply(self, acl: AccessControl) -> None:
+            acl.grants = {k: v for k, v in acl.grants.items() if k != self.grant_id}
+
+    class TokenIssued(Aggregate.Event):
+        TOPIC = "registry.AccessControl.TokenIssued"
+        credential_id: str
+        party: str
+        name: str
+        salt: str
+        token_hash: str
+        by: str
+        reason: str
+
+        def apply(self, acl: AccessControl) -> None:
+            acl.credentials = {**acl.credentials, self.credential_id: {
+                "kind": "token", "party": self.party, "name": self.name, "salt": self.salt,
+                "hash": self.token_hash, "by": self.by, "revoked": False}}
+
+    class CertificateRegistered(Aggregate.Event):
+        TOPIC = "registry.AccessControl.CertificateRegistered"
+        credential_id: str
+        party: str
+        name: str
+        fingerprint: str
+        subject: str
+        by: str
+        reason: str
+
+        def apply(self, acl: AccessControl) -> None:
+            acl.credentials = {**acl.credentials, self.credential_id: {
+                "kind": "certificate", "party": self.party, "name": self.name,
+                "fingerprint": self.fingerprint, "subject": self.subject, "by": self.by,
+                "revoked": False}}
+            acl.fingerprints = {**acl.fingerprints, self.fingerprint: self.credential_id}
+
+    class CredentialRevoked(Aggregate.Event):
+        TOPIC = "registry.AccessControl.CredentialRevoked"
+        credential_id: str
+        by: str
+        reason: str
+
+        def apply(self, acl: AccessControl) -> None:
+            record = acl.credentials[self.credential_id]
+            acl.credentials = {**acl.credentials,
+                               self.credential_id: {**record, "revoked": True}}
+            acl.fingerprints = {f: c for f, c in acl.fingerprints.items()
+                                if c != self.credential_id}
+
+    # -- commands (guards first, then one event) --------------------------------------
+
+    def grant(self, grant_id: str, principal: Principal, role: Role,
+              accounts: tuple[str, ...], by: Principal, reason: str) -> bool:
+        """Grant ``role`` over ``accounts``; False when this very grant exists (a retry)."""
+        check_client_id(grant_id, "grant id")
+        existing = self.grants.get(grant_id)
+        if existing is not None:
+            if (existing["party"], existing["name"], existing["role"],
+                    tuple(existing["accounts"])) != (principal.party, principal.name,
+                                                     role.value, accounts):
+                raise AccessRefused(f"grant {grant_id} exists with other content",
+                                    grant=grant_id)
+            return False
+        self.trigger_event(self.RoleGranted, grant_id=grant_id, party=principal.party,
+                           name=principal.name, role=role.value, accounts=list(accounts),
+                           by=str(by), reason=reason)
+        return True
+
+    def revoke_grant(self, grant_id: str, by: Principal, reason: str) -> None:
+        if grant_id not in self.grants:
+            raise AccessRefused(f"no active grant {grant_id}", grant=grant_id)
+        self.trigger_event(self.GrantRevoked, grant_id=grant_id, by=str(by), reason=reason)
+
+    def issue_token(self, token: str, principal: Principal, by: Principal, reason: str
+                    ) -> str:
+        credential_id, salt, digest = salted(token)
+        if credential_id in self.credentials:   # 64 random bits: never, but never twice
+            raise AccessRefused("credential id collision; issue again")
+        self.trigger_event(self.TokenIssued, credential_id=credential_id,
+                           party=principal.party, name=principal.name, salt=salt,
+                           token_hash=digest, by=str(by), reason=reason)
+        return credential_id
+
+    def register_certificate(self, credential_id: str, principal: Principal,
+                             fingerprint: str, subject: str, by: Principal, reason: str
+                             ) -> None:
+        if not FINGERPRINT.match(fingerprint):
+            raise InvalidCommand("a certificate fingerprint is the sha256 of its DER bytes, "
+                                 "64 lowercase hex digits", reason="INVALID_FINGERPRINT",
+                                 field="fingerprint")
+        if fingerprint in self.fingerprints:
+            raise AccessRefused("this certificate is already registered (credential "
+                                f"{self.fingerprints[fingerprint]})",
+                                credential=self.fingerprints[fingerprint])
+        self.trigger_event(self.CertificateRegistered, credential_id=credential_id,
+                           party=principal.party, name=principal.name,
+                           fingerprint=fingerprint, subject=subject[:500], by=str(by),
+                           reason=reason)
+
+    def revoke_credential(self, credential_id: str, by: Principal, reason: str) -> None:
+        record = self.credentials.get(credential_id)
+        if record is None or record["revoked"]:
+            raise AccessRefused(f"no active credential {credential_id}",
+                                credential=credential_id)
+        self.trigger_event(self.CredentialRevoked, credential_id=credential_id, by=str(by),
+                           reason=reason)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def principal_for_token(self, token: str) -> Principal | None:
+        """The principal of a valid, unrevoked token; None for anything else."""
+        parts = split_token(token)
+        record = self.credentials.get(parts[0]) if parts else None
+        if parts is None or record is None or record["kind"] != "token" or record["revoked"]:
+            return None
+        if not hmac.compare_digest(token_hash(record["salt"], parts[1]), record["hash"]):
+            return None
+        return Principal(record["party"], record["name"])
+
+    def principal_for_certificate(self, fingerprint: str) -> Principal | None:
+        credential_id = self.fingerprints.get(fingerprint)
+        if credential_id is None:
+            return None
+        record = self.credentials[credential_id]
+        return Principal(record["party"], record["name"])
+
+    def grants_of(self, principal: Principal) -> list[Grant]:
+        return [grant for grant in self.all_grants() if grant.principal == principal]
+
+    def all_grants(self) -> list[Grant]:
+        return [Grant(grant_id, Principal(g["party"], g["name"]), Role(g["role"]),
+                      tuple(g["accounts"]), g["by"], g["reason"])
+                for grant_id, g in sorted(self.grants.items())]
+
+    def all_credentials(self) -> list[Credential]:
+        return [Credential(credential_id, c["kind"], Principal(c["party"], c["name"]),
+                           c["by"], c["revoked"], c.get("fingerprint", ""),
+                           c.get("subject", ""))
+                for credential_id, c in sorted(self.credentials.items())]
+
+    def credential(self, credential_id: str) -> Mapping[str, Any] | None:
+        return self.credentials.get(credential_id)

@@ -1,0 +1,273 @@
+"""The chain's tables, and ``extend_chain`` that keeps them up with the event log.
+
+``ledger_digests`` has one row per chained event, keyed by its position: the event's
+ordinal in the chain (``seq``), its identity (originator id and version) and hash, and
+the chain digest after it. Identity and hash are not needed to check the chain; they let
+the verifier say what changed (the event, its place, or the chain row) and which event
+a deleted row was. ``ledger_checkpoints`` holds signed (position, digest) statements.
+
+Extending is safe with several processes at once: each batch is one transaction that
+first takes a lock (PostgreSQL: an advisory transaction lock; SQLite: ``BEGIN
+IMMEDIATE``, the database's write lock), then reads the chain's last row, so a second
+extender waits and continues from the first one's head. The primary key on position
+refuses a duplicate should anything bypass the lock. Events commit in position order
+(the library's table lock), so everything up to the head read is final: the chain never
+has to be re-cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    LargeBinary,
+    MetaData,
+    RowMapping,
+    String,
+    Table,
+    Uuid,
+    and_,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+
+from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link
+from registry.integrity.log import DEFAULT_BATCH, EventLog
+from registry.integrity.signing import Checkpoint, key_id, sign_checkpoint
+from registry.readmodels.sql import Writer
+
+DEFAULT_CHECKPOINT_EVERY = 10_000
+LEDGER_LOCK_KEY = 0x6C65_6467_6572_0001   # "ledger", 1
+"""PostgreSQL advisory lock serialising extenders (transaction scoped)."""
+_CONFLICT_RETRIES = 3
+
+metadata = MetaData()
+
+digests = Table(
+    "ledger_digests", metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("originator_id", Uuid, nullable=False),
+    Column("originator_version", BigInteger, nullable=False),
+    Column("event_hash", LargeBinary(32), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    comment="Digest chain over the event log: one row per event, by log position.",
+)
+
+checkpoints = Table(
+    "ledger_checkpoints", metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("key_id", String(16), primary_key=True),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    comment="Signed checkpoints of the digest chain (Ed25519).",
+)
+
+DIGEST_COLUMNS = ("position", "seq", "originator_id", "originator_version", "event_hash",
+                  "digest")
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    position: int
+    seq: int
+    originator_id: UUID
+    originator_version: int
+    event_hash: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    position: int
+    key_id: str
+    digest: bytes
+    signature: bytes
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The chain's last row (position 0, seq 0 and GENESIS when empty) and its latest
+    checkpoint."""
+
+    position: int
+    seq: int
+    digest: bytes
+    checkpoint: StoredCheckpoint | None
+
+
+@dataclass
+class ExtendResult:
+    chained: int = 0
+    head: int = 0
+    digest: bytes = GENESIS
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+def latest_digest(engine: Engine | Connection) -> ChainHead:
+    """The head of the chain: last chained position, its digest, the latest checkpoint."""
+    if isinstance(engine, Connection):
+        return _head(engine)
+    with engine.connect() as conn:
+        return _head(conn)
+
+
+def _head(conn: Connection) -> ChainHead:
+    row = conn.execute(select(digests.c.position, digests.c.seq, digests.c.digest)
+                       .order_by(digests.c.position.desc()).limit(1)).first()
+    checkpoint = conn.execute(select(checkpoints).order_by(
+        checkpoints.c.position.desc(), checkpoints.c.signed_at.desc()).limit(1)).first()
+    latest = None if checkpoint is None else _checkpoint(checkpoint._mapping)
+    if row is None:
+        return ChainHead(0, 0, GENESIS, latest)
+    return ChainHead(int(row.position), int(row.seq), bytes(row.digest), latest)
+
+
+def _checkpoint(row: RowMapping) -> StoredCheckpoint:
+    return StoredCheckpoint(int(row["position"]), str(row["key_id"]), bytes(row["digest"]),
+                            bytes(row["signature"]), row["signed_at"])
+
+
+def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None = None,
+                 batch_size: int = DEFAULT_BATCH,
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+                 checkpoint_at_head: bool = False,
+                 clock: Callable[[], datetime] | None = None) -> ExtendResult:
+    """Chain every event stored after the chain's head, ``batch_size`` per transaction,
+    signing a checkpoint at every ``checkpoint_every``-th chained event and, with
+    ``checkpoint_at_head``, at the head reached (unless one is there already)."""
+    if batch_size < 1 or checkpoint_every < 1:
+        raise ValueError("batch_size and checkpoint_every must be at least 1")
+    log = log or EventLog.default(engine.dialect.name)
+    now = clock or (lambda: datetime.now(UTC))
+    result = ExtendResult()
+    while True:
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                with _locked(engine) as conn:
+                    count, done = _extend_batch(conn, log, key, batch_size, checkpoint_every,
+                                                checkpoint_at_head, now, result)
+                break
+            except IntegrityError:   # someone bypassed the lock: re-read and go on
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+        result.chained += count
+        if done:
+            return result
+
+
+def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch_size: int,
+                  every: int, at_head: bool, now: Callable[[], datetime],
+                  result: ExtendResult) -> tuple[int, bool]:
+    """One batch in the caller's locked transaction: (events chained, head reached)."""
+    head = _head(conn)
+    events = log.read(conn, head.position, batch_size)
+    digest, seq = head.digest, head.seq
+    rows = []
+    signed: list[Checkpoint] = []
+    for event in events:
+        event_digest, digest = hash_and_link(digest, event)
+        seq += 1
+        rows.append((event.position, seq, _uuid(event), event.originator_version,
+                     event_digest, digest))
+        if seq % every == 0:
+            signed.append(sign_checkpoint(key, event.position, digest))
+    position = events[-1].position if events else head.position
+    done = len(events) < batch_size
+    if done and at_head and position and not (signed and signed[-1].position == position) \
+            and not _has_checkpoint(conn, position, key_id(key)):
+        signed.append(sign_checkpoint(key, position, digest))
+    Writer(conn).insert(digests, DIGEST_COLUMNS, rows)
+    if signed:
+        at = now()
+        conn.execute(insert(checkpoints), [
+            {"position": c.position, "key_id": c.key_id, "digest": c.digest,
+             "signature": c.signature, "signed_at": at} for c in signed])
+    result.head, result.digest = position, digest
+    result.checkpoints.extend(signed)
+    return len(events), done
+
+
+def _uuid(event: StoredLogEvent) -> UUID:
+    """The originator as a UUID: the registry writes nothing else."""
+    originator = event.originator_id
+    if isinstance(originator, UUID):
+        return originator
+    if originator is None or event.originator_version is None:
+        raise ValueError(f"event at position {event.position} has no originator id or "
+                         "version: the store is damaged, run `registry verify`")
+    return UUID(originator)
+
+
+def _has_checkpoint(conn: Connection, position: int, kid: str) -> bool:
+    return bool(conn.execute(select(exists().where(and_(
+        checkpoints.c.position == position, checkpoints.c.key_id == kid)))).scalar())
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """A transaction that no other extender runs beside."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LEDGER_LOCK_KEY})
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
+
+
+def iter_chain(conn: Connection, after: int = 0, upto: int | None = None,
+               batch: int = DEFAULT_BATCH) -> Iterator[ChainRow]:
+    """The chain's rows after ``after`` (to ``upto``) in position order, ``batch`` at a
+    time."""
+    while True:
+        query = select(*(digests.c[name] for name in DIGEST_COLUMNS)).where(
+            digests.c.position > after).order_by(digests.c.position).limit(batch)
+        if upto is not None:
+            query = query.where(digests.c.position <= upto)
+        rows = [ChainRow(int(r[0]), int(r[1]), r[2], int(r[3]), bytes(r[4]), bytes(r[5]))
+                for r in conn.execute(query)]
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1].position
+
+
+def iter_checkpoints(conn: Connection, upto: int | None = None,
+                     batch: int = DEFAULT_BATCH) -> Iterator[StoredCheckpoint]:
+    """Every checkpoint in position order (then key id)."""
+    after: tuple[int, str] = (-1, "")
+    while True:
+        query = select(checkpoints).where(
+            (checkpoints.c.position > after[0])
+            | and_(checkpoints.c.position == after[0], checkpoints.c.key_id > after[1])
+        ).order_by(checkpoints.c.position, checkpoints.c.key_id).limit(batch)
+        if upto is not None:
+            query = query.where(checkpoints.c.position <= upto)
+        rows = [_checkpoint(r._mapping) for r in conn.execute(query)]
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1].position, rows[-1].key_id)
+
+
+def chain_bounds(conn: Connection) -> tuple[int, int]:
+    """(last chained position, last checkpointed position), 0 when none."""
+    last = conn.execute(select(func.max(digests.c.position))).scalar()
+    signed = conn.execute(select(func.max(checkpoints.c.position))).scalar()
+    return int(last or 0), int(signed or 0)

@@ -1,0 +1,132 @@
+"""The stored event log as the chain reads it: raw rows in position order, in batches.
+
+The rows are read with the database driver, not through the library's mapper, so the
+state is the stored bytes exactly (never decoded) and a million events stream through
+in bounded memory. Positions are the notification ids (SQLite: the rowid); they have
+gaps, so reads always ask for "after the last position seen", never a next number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from sqlalchemy import Connection
+
+from registry.integrity.chain import StoredLogEvent
+
+DEFAULT_BATCH = 5000
+
+
+def _event(row: tuple[Any, ...]) -> StoredLogEvent:
+    """A row as an event. The registry writes a UUID, an integer, text and bytes; a row
+    changed by hand (SQLite keeps whatever type it is given) is kept distinguishable
+    from the original rather than refused, so the verifier can name it."""
+    position, originator, version, topic, state = row
+    if originator is not None and not isinstance(originator, (UUID, str)):
+        originator = repr(originator)
+    if version is not None and not isinstance(version, int):
+        version = None
+    if topic is not None and not isinstance(topic, str):
+        topic = repr(topic)
+    if isinstance(state, str):
+        state = state.encode("utf-8", "surrogatepass")
+    elif state is not None and not isinstance(state, (bytes, bytearray, memoryview)):
+        state = repr(state).encode()
+    return StoredLogEvent(int(position), originator, version, topic,
+                          None if state is None else bytes(state))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """Where the events are: table (as written in SQL) and its position column."""
+
+    table: str
+    position: str
+    postgres: bool
+
+    @classmethod
+    def of(cls, recorder: ApplicationRecorder) -> EventLog:
+        """The log a registry's recorder writes."""
+        if isinstance(recorder, PostgresApplicationRecorder):
+            return cls(f"{_quote(recorder.datastore.schema)}."
+                       f"{_quote(recorder.events_table_name)}", "notification_id", True)
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            return cls(_quote(recorder.events_table_name), "rowid", False)
+        raise ValueError(f"the ledger reads PostgreSQL or SQLite stores, not {recorder!r}")
+
+    @classmethod
+    def default(cls, dialect: str) -> EventLog:
+        """The registry's log on this kind of database, as migration 0001 creates it."""
+        if dialect == "postgresql":
+            return cls('"public"."registry_events"', "notification_id", True)
+        if dialect == "sqlite":
+            return cls('"stored_events"', "rowid", False)
+        raise ValueError(f"the ledger reads PostgreSQL or SQLite stores, not {dialect}")
+
+    def _fetch(self, conn: Connection, statement: str, params: tuple[Any, ...]
+               ) -> list[tuple[Any, ...]]:
+        driver: Any = conn.connection.driver_connection
+        if self.postgres:
+            with driver.cursor(binary=True) as cursor:   # bytea as bytes, no hex
+                cursor.execute(statement, params)
+                return list(cursor.fetchall())
+        statement = statement.replace("%s", "?")
+        cursor = driver.cursor()
+        try:
+            cursor.execute(statement, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def read(self, conn: Connection, after: int, limit: int, upto: int | None = None
+             ) -> list[StoredLogEvent]:
+        """Up to ``limit`` events after position ``after`` (and at most ``upto``)."""
+        bound = f" AND {self.position} <= %s" if upto is not None else ""
+        params = (after, upto, limit) if upto is not None else (after, limit)
+        rows = self._fetch(
+            conn, f"SELECT {self.position}, originator_id, originator_version, topic, state "
+            f"FROM {self.table} WHERE {self.position} > %s{bound} "
+            f"ORDER BY {self.position} LIMIT %s", params)
+        return [_event(row) for row in rows]
+
+    def stream(self, conn: Connection, after: int = 0, upto: int | None = None,
+               batch: int = DEFAULT_BATCH) -> Iterator[StoredLogEvent]:
+        """Every event after ``after`` (to ``upto``), fetched ``batch`` at a time."""
+        while True:
+            events = self.read(conn, after, batch, upto)
+            yield from events
+            if len(events) < batch:
+                return
+            after = events[-1].position
+
+    def head(self, conn: Connection) -> int:
+        """The last position in the log (0 when empty)."""
+        [(head,)] = self._fetch(conn, f"SELECT MAX({self.position}) FROM {self.table}", ())
+        return int(head or 0)
+
+    def count_after(self, conn: Connection, after: int) -> int:
+        [(count,)] = self._fetch(
+            conn, f"SELECT COUNT(*) FROM {self.table} WHERE {self.position} > %s", (after,))
+        return int(count)
+
+    def position_of(self, conn: Connection, originator_id: UUID, version: int) -> int | None:
+        """Where the event (originator, version) is now, if anywhere (primary key look-up)."""
+        if self.postgres:
+            rows = self._fetch(conn, f"SELECT {self.position} FROM {self.table} "
+                               "WHERE originator_id = %s AND originator_version = %s",
+                               (originator_id, version))
+        else:
+            rows = self._fetch(conn, f"SELECT {self.position} FROM {self.table} "
+                               "WHERE originator_id IN (%s, %s) AND originator_version = %s",
+                               (originator_id.hex, str(originator_id), version))
+        return int(rows[0][0]) if rows else None

@@ -1,0 +1,327 @@
+"""Verification: recompute the chain from the stored events and compare.
+
+``verify_ledger`` walks three position-ordered streams at once (events, chain rows,
+checkpoints), each read in batches, so memory stays flat however long the log. Up to
+the chain's head every event must have its chain row and the reverse; each digest must
+follow from the events before it; each checkpoint must be signed by a known key and
+equal the recomputed digest at its position. The walk stops at the FIRST position that
+does not hold and says why. Events after the head are "not yet chained", not a failure.
+
+The stored chain rows only localise a change: someone able to rewrite the events can
+rewrite them too. What they cannot forge is a checkpoint signature, so a rewritten
+history shows at the first checkpoint after the change, and to anyone holding an
+earlier checkpoint (``check_checkpoint``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, Engine, and_, select
+
+from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link, link
+from registry.integrity.ledger import (
+    DEFAULT_CHECKPOINT_EVERY,
+    ChainRow,
+    StoredCheckpoint,
+    chain_bounds,
+    digests,
+    iter_chain,
+    iter_checkpoints,
+)
+from registry.integrity.log import DEFAULT_BATCH, EventLog
+from registry.integrity.signing import key_id, verify_signature
+
+
+class Reason(StrEnum):
+    PAYLOAD_ALTERED = "payload altered"
+    EVENT_MISSING = "event missing"
+    EVENTS_REORDERED = "events reordered"
+    EXTRA_EVENT = "extra event"
+    CHAIN_ROW_MISSING = "chain row missing"
+    CHAIN_ROW_ALTERED = "chain row altered"
+    CHECKPOINT_MISMATCH = "checkpoint mismatch"
+    CHECKPOINT_MISSING = "checkpoint missing"
+    BAD_SIGNATURE = "bad signature"
+    UNKNOWN_KEY = "unknown key"
+
+
+@dataclass(frozen=True)
+class Failure:
+    position: int
+    reason: Reason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"position {self.position:,}: {self.reason.value}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    failure: Failure | None
+    events_checked: int
+    """Events whose chain rows matched, in order, before any failure."""
+    chain_head: int
+    """The last position the chain (or a checkpoint) covers."""
+    digest: bytes
+    """The digest recomputed at the last position checked."""
+    checkpoints_checked: int
+    last_checkpoint: int | None
+    unchained: int
+    """Events after ``chain_head``: appended since the chain was last extended."""
+    log_head: int
+    signatures_checked: bool
+    unsigned: int = 0
+    """Chained events after the last checkpoint: covered by unsigned digests only."""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def summary(self) -> str:
+        """One line: what was verified, or the first position that failed."""
+        if self.failure is not None:
+            return (f"FAILED at {self.failure} ({self.events_checked:,} events verified "
+                    "before it)")
+        signed = (f"{self.checkpoints_checked:,} signed checkpoints match"
+                  + (f" (last at position {self.last_checkpoint:,})"
+                     if self.last_checkpoint is not None else ""))
+        if not self.signatures_checked:
+            signed += ", their signatures NOT checked (no public key)"
+        if self.unsigned:
+            signed += (f", {self.unsigned:,} chained events "
+                       + ("after it " if self.last_checkpoint is not None else "")
+                       + "unsigned")
+        pending = (f"; {self.unchained:,} events after it not yet chained"
+                   if self.unchained else "")
+        return (f"OK: {self.events_checked:,} events chained up to position "
+                f"{self.chain_head:,} verified, digest {self.digest.hex()[:16]}; "
+                f"{signed}{pending}")
+
+
+def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None = None, *,
+                  log: EventLog | None = None, batch_size: int = DEFAULT_BATCH,
+                  checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> VerifyReport:
+    """Recompute the chain from the stored events and compare it with the stored chain
+    and checkpoints. ``public_keys`` check the checkpoints' signatures (a checkpoint by
+    any other key fails); None checks digests only. ``checkpoint_every`` is the interval
+    the chain was extended with: a checkpoint missing at one of its multiples fails
+    (deleting the checkpoints after a change would otherwise hide it); None skips that."""
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
+    log = log or EventLog.default(engine.dialect.name)
+    keys = None if public_keys is None else {key_id(k): k for k in public_keys}
+    with _reading(engine) as conn:
+        chained, signed = chain_bounds(conn)
+        head = max(chained, signed)
+        log_head = log.head(conn)
+        walk = _Walk(conn, log, keys, checkpoint_every)
+        failure = walk.run(log.stream(conn, 0, head, batch_size),
+                           iter_chain(conn, 0, head, batch_size),
+                           iter_checkpoints(conn, head, batch_size))
+        unchained = log.count_after(conn, head)
+    return VerifyReport(failure, walk.checked, head, walk.digest, walk.checkpoints,
+                        walk.last_checkpoint, unchained, log_head, keys is not None,
+                        walk.seq - walk.signed_seq)
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    position: int
+    failure: Failure | None
+    log_checked: bool
+    """Whether the log was recomputed too, or only the signature checked."""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def check_checkpoint(public_key: Ed25519PublicKey, position: int, digest: bytes,
+                     signature: bytes, *, kid: str | None = None,
+                     engine: Engine | None = None, log: EventLog | None = None,
+                     batch_size: int = DEFAULT_BATCH) -> CheckpointCheck:
+    """For a holder of an earlier checkpoint: is it ``public_key``'s signature, and
+    (given an ``engine``) does the log up to ``position`` still give ``digest``?"""
+    if not verify_signature(public_key, position, digest, signature, kid):
+        return CheckpointCheck(position, Failure(
+            position, Reason.BAD_SIGNATURE,
+            f"not a signature of key {key_id(public_key)} over this checkpoint"), False)
+    if engine is None:
+        return CheckpointCheck(position, None, False)
+    log = log or EventLog.default(engine.dialect.name)
+    recomputed, last = GENESIS, 0
+    with _reading(engine) as conn:
+        for event in log.stream(conn, 0, position, batch_size):
+            recomputed, last = link(recomputed, event), event.position
+    if last != position:
+        return CheckpointCheck(position, Failure(
+            position, Reason.EVENT_MISSING,
+            f"the log has no event at position {position:,} (last before it: {last:,})"),
+            True)
+    if recomputed != digest:
+        return CheckpointCheck(position, Failure(
+            position, Reason.CHECKPOINT_MISMATCH,
+            "the log up to this position no longer gives the signed digest: it was "
+            "changed since (`registry verify` names the first changed position)"), True)
+    return CheckpointCheck(position, None, True)
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    """A connection in autocommit: a long verification holds no transaction open (and
+    so no snapshot back from vacuum). Each read is bounded by the chain head read first,
+    and everything up to it is final, so separate snapshots agree."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _uuid(value: UUID | str | None) -> UUID | None:
+    if value is None or isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+def _describe(originator: UUID | str | None, version: int | None) -> str:
+    return f"aggregate {_uuid(originator) or originator} version {version}"
+
+
+class _Walk:
+    """The merge of the three streams, and what each kind of mismatch means."""
+
+    def __init__(self, conn: Connection, log: EventLog,
+                 keys: dict[str, Ed25519PublicKey] | None, every: int | None) -> None:
+        self.conn, self.log, self.keys, self.every = conn, log, keys, every
+        self.digest = GENESIS
+        self.seq = self.checked = self.checkpoints = self.position = self.signed_seq = 0
+        self.last_checkpoint: int | None = None
+
+    def run(self, events: Iterator[StoredLogEvent], rows: Iterator[ChainRow],
+            checkpoints: Iterator[StoredCheckpoint]) -> Failure | None:
+        event, row, checkpoint = next(events, None), next(rows, None), next(checkpoints, None)
+        while event is not None or row is not None:
+            position = min(x.position for x in (event, row) if x is not None)
+            if checkpoint is not None and checkpoint.position < position:
+                return self._nothing_at(checkpoint)
+            if event is None or event.position != position:
+                assert row is not None
+                return self._row_only(row)
+            if row is None or row.position != position:
+                return self._event_only(event, row)
+            failure = self._both(event, row)
+            due = failure is None and self.every is not None and self.seq % self.every == 0
+            while failure is None and checkpoint is not None \
+                    and checkpoint.position == position:
+                failure = self._checkpoint(checkpoint)
+                checkpoint = next(checkpoints, None)
+                due = False
+            if failure is None and due:
+                failure = Failure(position, Reason.CHECKPOINT_MISSING,
+                                  f"the chain is signed every {self.every:,} events and "
+                                  f"this is its {self.seq:,}th, but it has no checkpoint")
+            if failure is not None:
+                return failure
+            event, row = next(events, None), next(rows, None)
+        return None if checkpoint is None else self._nothing_at(checkpoint)
+
+    def _both(self, event: StoredLogEvent, row: ChainRow) -> Failure | None:
+        position = event.position
+        here = _describe(event.originator_id, event.originator_version)
+        chained = _describe(row.originator_id, row.originator_version)
+        if (_uuid(event.originator_id), event.originator_version) != (
+                row.originator_id, row.originator_version):
+            moved = self.log.position_of(self.conn, row.originator_id, row.originator_version)
+            if moved is not None:
+                return Failure(position, Reason.EVENTS_REORDERED,
+                               f"it holds {here}; the event chained here, {chained}, is "
+                               f"now at position {moved:,}")
+            return Failure(position, Reason.PAYLOAD_ALTERED,
+                           f"it holds {here}, but {chained} was chained here and is no "
+                           "longer in the log")
+        if row.seq != self.seq + 1:
+            if row.seq > self.seq + 1:
+                return Failure(position, Reason.EVENT_MISSING,
+                               f"{row.seq - self.seq - 1:,} chained events after position "
+                               f"{self.position:,} and before this one are gone, with their "
+                               "chain rows")
+            return Failure(position, Reason.CHAIN_ROW_ALTERED,
+                           f"its chain row counts {row.seq:,} events, not {self.seq + 1:,}")
+        event_digest, digest = hash_and_link(self.digest, event)
+        if event_digest != row.event_hash:
+            if digest == row.digest:
+                return Failure(position, Reason.CHAIN_ROW_ALTERED,
+                               "the event hash in its chain row was changed")
+            return Failure(position, Reason.PAYLOAD_ALTERED,
+                           f"the stored {here} is not the event chained: its topic or "
+                           "state bytes changed")
+        if digest != row.digest:
+            return Failure(position, Reason.CHAIN_ROW_ALTERED,
+                           "the digest stored here does not follow from the events before "
+                           "it (the chain was rewritten or forked)")
+        self.digest, self.seq, self.position = digest, row.seq, position
+        self.checked += 1
+        return None
+
+    def _row_only(self, row: ChainRow) -> Failure:
+        chained = _describe(row.originator_id, row.originator_version)
+        moved = self.log.position_of(self.conn, row.originator_id, row.originator_version)
+        if moved is not None:
+            return Failure(row.position, Reason.EVENTS_REORDERED,
+                           f"the event chained here, {chained}, is now at position "
+                           f"{moved:,}")
+        return Failure(row.position, Reason.EVENT_MISSING,
+                       f"the event chained here, {chained}, was deleted")
+
+    def _event_only(self, event: StoredLogEvent, following: ChainRow | None) -> Failure:
+        here = _describe(event.originator_id, event.originator_version)
+        originator = _uuid(event.originator_id)
+        if originator is not None and event.originator_version is not None:
+            chained_at = self.conn.execute(select(digests.c.position).where(and_(
+                digests.c.originator_id == originator,
+                digests.c.originator_version == event.originator_version))).scalar()
+            if chained_at is not None:
+                return Failure(event.position, Reason.EVENTS_REORDERED,
+                               f"it holds {here}, which was chained at position "
+                               f"{int(chained_at):,}")
+        if following is not None and following.seq == self.seq + 1:
+            return Failure(event.position, Reason.EXTRA_EVENT,
+                           f"it holds {here}, which was not in the log when the chain "
+                           "passed this position (inserted since)")
+        return Failure(event.position, Reason.CHAIN_ROW_MISSING,
+                       f"{here} was chained (the chain counts events past it) but its "
+                       "chain row is gone")
+
+    def _nothing_at(self, checkpoint: StoredCheckpoint) -> Failure:
+        return Failure(checkpoint.position, Reason.EVENT_MISSING,
+                       "a signed checkpoint covers this position, but the log has no "
+                       "event (nor chain row) here")
+
+    def _checkpoint(self, checkpoint: StoredCheckpoint) -> Failure | None:
+        position = checkpoint.position
+        if self.keys is not None:
+            key = self.keys.get(checkpoint.key_id)
+            if key is None:
+                known = ", ".join(sorted(self.keys)) or "none"
+                return Failure(position, Reason.UNKNOWN_KEY,
+                               f"its checkpoint is signed by key {checkpoint.key_id}, not "
+                               f"one given (known: {known})")
+            if not verify_signature(key, position, checkpoint.digest, checkpoint.signature,
+                                    checkpoint.key_id):
+                return Failure(position, Reason.BAD_SIGNATURE,
+                               f"its checkpoint's signature by key {checkpoint.key_id} "
+                               "does not verify")
+        if checkpoint.digest != self.digest:
+            return Failure(position, Reason.CHECKPOINT_MISMATCH,
+                           "the signed digest differs from the one recomputed from the log: "
+                           "events up to here were changed and the chain rows rewritten")
+        self.checkpoints += 1
+        self.last_checkpoint, self.signed_seq = position, self.seq
+        return None
