@@ -38,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from registry.application import Registry
+from registry.application.housekeeping import Housekeeping
 from registry.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, _int, build_registry
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
@@ -244,7 +245,8 @@ class RegistryServer:
         sealer = LedgerSealer.with_key_file(engine, self.settings.ledger_key,
                                             EventLog.of(self.backend.registry.recorder),
                                             self.settings.ledger_sign_seconds)
-        runner = ProjectionRunner(self.backend.registry, engine, sealer=sealer)
+        runner = ProjectionRunner(self.backend.registry, engine, sealer=sealer,
+                                  housekeeping=Housekeeping(self.backend.registry))
         while not self._stop_following.is_set():
             try:
                 runner.follow(self._stop_following)

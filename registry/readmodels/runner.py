@@ -9,6 +9,7 @@ the last position seen", never assumes contiguity.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text, update
 
 from registry.application import Registry
+from registry.application.housekeeping import Housekeeping
 from registry.integrity.sealer import LedgerSealer
 from registry.readmodels import tables as t
 from registry.readmodels.events import OPENED, EventReader
@@ -36,6 +38,8 @@ from registry.readmodels.projections import (
     TransactionsProjection,
 )
 from registry.readmodels.sql import Writer
+
+log = logging.getLogger("registry.projections")
 
 DEFAULT_BATCH = 5000
 """Events per transaction at most. Catching up, bigger batches mean fewer round trips
@@ -79,11 +83,14 @@ PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history",
 class ProjectionRunner:
     def __init__(self, registry: Registry, engine: Engine,
                  projections: Sequence[Projection] | None = None,
-                 batch_size: int = DEFAULT_BATCH, sealer: LedgerSealer | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH, sealer: LedgerSealer | None = None,
+                 housekeeping: Housekeeping | None = None) -> None:
         self.registry = registry
         self.engine = engine
         self.sealer = sealer
         """Chains (and signs) the log after each batch, where this process does that."""
+        self.housekeeping = housekeeping
+        """Expires due holds and proposals while following, where this process does."""
         self.projections = list(projections or all_projections(registry))
         self.batch_size = batch_size
         self.reader = EventReader(registry)
@@ -177,8 +184,19 @@ class ProjectionRunner:
         only as a safety net; SQLite has no notifications, so it polls."""
         with self._new_events_signal() as wait:
             while not stop.is_set():
-                if self.step() == 0:
+                count = self.step()
+                if self.housekeeping is not None:
+                    self._housekeep()
+                if count == 0:
                     wait(stop, poll_seconds)
+
+    def _housekeep(self) -> None:
+        """A failed round is logged and tried again next time; it never stops following."""
+        assert self.housekeeping is not None
+        try:
+            self.housekeeping.tick()
+        except Exception:
+            log.exception("housekeeping failed; trying again on the next round")
 
     @contextmanager
     def _new_events_signal(self) -> Iterator[Callable[[threading.Event, float], object]]:

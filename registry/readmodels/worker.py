@@ -7,9 +7,13 @@ import signal
 import threading
 from typing import Any
 
+from sqlalchemy import Engine
+
+from registry.application.housekeeping import Housekeeping
 from registry.config import Settings, build_registry
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
+from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
 
@@ -36,35 +40,66 @@ def progress(done: int, head: int, seconds: float) -> None:
     print(f"  {done:,} events in {seconds:.1f}s ({rate:,.0f}/s){eta}", flush=True)
 
 
+def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Settings,
+                        stop: threading.Event, *, once: bool) -> int:
+    """Win the projection lease, catch up, follow; stand by again if it is lost."""
+    def waiting() -> None:
+        print("another worker holds the projection lease: standing by", flush=True)
+    while not stop.is_set():
+        with projection_lease(engine, stop, on_wait=waiting) as lost:
+            if lost is None:
+                break
+            print(f"holding the projection lease; catching up on {settings.describe()}",
+                  flush=True)
+            runner.catch_up(progress)
+            if once:
+                return 0
+            print("following new events (Ctrl-C to stop)", flush=True)
+            halt = threading.Event()
+            relay = threading.Thread(target=_either, args=(stop, lost, halt), daemon=True)
+            relay.start()
+            runner.follow(halt)
+            if lost.is_set() and not stop.is_set():
+                print("lost the projection lease (database connection); taking it again",
+                      flush=True)
+    return 0
+
+
+def _either(first: threading.Event, second: threading.Event, both: threading.Event) -> None:
+    """Set ``both`` as soon as either is set."""
+    while not (first.wait(0.2) or second.is_set()):
+        pass
+    both.set()
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     registry = build_registry(settings)
     engine = make_engine(settings)
     sealer = (None if args.status or args.rebuild else
               LedgerSealer.from_env(engine, EventLog.of(registry.recorder)))
-    runner = ProjectionRunner(registry, engine, batch_size=args.batch_size, sealer=sealer)
+    housekeeping = None if args.status or args.rebuild else Housekeeping(registry)
+    runner = ProjectionRunner(registry, engine, batch_size=args.batch_size, sealer=sealer,
+                              housekeeping=housekeeping)
     try:
         if args.status:
             print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
             for line in runner.status():
                 print(f"{line.projection:<14}{line.position:>12,}{line.head:>12,}"
                       f"{line.lag:>10,}")
+            holder = lease_holder(engine)
+            if engine.dialect.name == "postgresql":
+                print(f"lease: {'held by database session ' + str(holder) if holder else 'free'}")
             return 0
         if args.rebuild:
             print(f"rebuilding {args.rebuild} from position zero", flush=True)
             done = runner.rebuild(args.rebuild, progress)
             print(f"{args.rebuild} rebuilt from {done:,} events and swapped in")
             return 0
-        print(f"catching up on {settings.describe()}", flush=True)
-        runner.catch_up(progress)
-        if args.once:
-            return 0
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        print("following new events (Ctrl-C to stop)", flush=True)
-        runner.follow(stop)
-        return 0
+        return _apply_while_leased(runner, engine, settings, stop, once=args.once)
     finally:
         registry.close()
 

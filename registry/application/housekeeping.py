@@ -1,0 +1,116 @@
+"""Duties on a clock: release exchange holds past their timeout, and record proposals
+past their validity as expired.
+
+Run by whichever process runs the projections (the worker holding the projection
+lease, or an embedded server), so exactly one process does it at a time and a
+restart anywhere picks it up. Both duties are idempotent: an expiry already recorded
+is answered, not repeated.
+
+Holds are found without scanning every hold ever placed: an index of the open ones,
+by expiry, is kept up to date from the log's hold events (read incrementally by
+topic), so each tick costs one small query plus the expiries that are due.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from registry.application.registry import SYSTEM
+from registry.domain.errors import RegistryError
+from registry.domain.holds import Hold
+
+if TYPE_CHECKING:
+    from registry.application.registry import Registry
+
+log = logging.getLogger("registry.housekeeping")
+
+HOLD_TOPICS = [Hold.Placed.TOPIC, Hold.Settled.TOPIC, Hold.Released.TOPIC,
+               Hold.Expired.TOPIC]
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    party: str
+    hold_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one round did."""
+
+    holds_expired: int = 0
+    proposals_expired: int = 0
+
+
+class Housekeeping:
+    """Expires due holds every ``hold_seconds`` and due proposals every
+    ``proposal_seconds`` (``tick`` does nothing between, so call it often)."""
+
+    def __init__(self, registry: Registry, hold_seconds: float = 5.0,
+                 proposal_seconds: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.hold_seconds = hold_seconds
+        self.proposal_seconds = proposal_seconds
+        self.monotonic = monotonic
+        self._after = 0
+        self._open: dict[UUID, OpenHold] = {}
+        self._holds_at = self._proposals_at = float("-inf")
+
+    def tick(self) -> Tick:
+        now = self.monotonic()
+        holds = proposals = 0
+        if now - self._holds_at >= self.hold_seconds:
+            self._holds_at = now
+            holds = self.expire_holds()
+        if now - self._proposals_at >= self.proposal_seconds:
+            self._proposals_at = now
+            proposals = len(self.registry.proposals.expire_due())
+        if holds or proposals:
+            log.info("expired %d hold(s) and %d proposal(s)", holds, proposals)
+        return Tick(holds, proposals)
+
+    def expire_holds(self) -> int:
+        """Expire every open hold past its timeout; how many this call expired."""
+        self._catch_up()
+        now = self.registry.clock()
+        expired = 0
+        for hold_uuid, hold in sorted(self._open.items(), key=lambda i: i[1].expires_at):
+            if hold.expires_at > now:
+                break
+            try:
+                result = self.registry.expire_hold(SYSTEM, hold.party, hold.hold_id)
+            except RegistryError as error:   # settled or released meanwhile
+                log.info("hold %s:%s not expired: %s", hold.party, hold.hold_id, error)
+            else:
+                expired += not result.replayed
+            self._open.pop(hold_uuid, None)
+        return expired
+
+    def _catch_up(self) -> None:
+        """Read the hold events after the last one seen: opened holds in, ended out."""
+        recorder, mapper = self.registry.recorder, self.registry.mapper
+        while True:
+            page = recorder.select_notifications(start=self._after + 1, limit=PAGE,
+                                                 topics=HOLD_TOPICS)
+            for notification in page:
+                originator = notification.originator_id
+                hold_uuid = originator if isinstance(originator, UUID) else UUID(originator)
+                if notification.topic == Hold.Placed.TOPIC:
+                    event = mapper.to_domain_event(notification)
+                    assert isinstance(event, Hold.Placed)
+                    self._open[hold_uuid] = OpenHold(event.party, event.hold_id,
+                                                     event.expires_at)
+                else:
+                    self._open.pop(hold_uuid, None)
+                self._after = notification.id
+            if len(page) < PAGE:
+                return

@@ -1,0 +1,82 @@
+"""The projection lease: one worker at a time applies the projections (and seals the
+ledger and does the housekeeping); the others stand by and take over when it dies.
+
+A PostgreSQL session advisory lock on a dedicated connection: the database releases it
+the moment the holder's session ends, however the process died, so no lease can be
+stranded and no timeout has to be guessed. A holder that loses its connection (the
+database restarted) stops applying until it holds the lock again. Correctness does not
+rest on the lease alone: each batch also locks the projections' tracking rows, so even
+two appliers could never apply one event twice; the lease keeps a second worker from
+contending for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+
+from sqlalchemy import Connection, Engine, text
+
+LEASE_KEY = 0x7265_6769_0000_0001   # "regi", 1
+"""The advisory lock key (64-bit): different from the migration and ledger keys."""
+
+
+@contextmanager
+def projection_lease(engine: Engine, stop: threading.Event, *, wait_seconds: float = 1.0,
+                     on_wait: Callable[[], None] = lambda: None
+                     ) -> Iterator[threading.Event | None]:
+    """Hold the lease until the block ends; yields an event set if the lease is lost
+    (None when ``stop`` was set before it was won). SQLite has one writer process:
+    the lease is always held there."""
+    if engine.dialect.name != "postgresql":
+        yield threading.Event()
+        return
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        waiting = False
+        while not _try_lock(conn):
+            if stop.is_set():
+                yield None
+                return
+            if not waiting:
+                on_wait()
+                waiting = True
+            stop.wait(wait_seconds)
+        lost = threading.Event()
+        watch = threading.Thread(target=_watch, args=(conn, stop, lost), daemon=True,
+                                 name="projection-lease")
+        watch.start()
+        try:
+            yield lost
+        finally:
+            lost.set()
+            watch.join(timeout=5)
+            with suppress(Exception):   # a lost connection took the lock with it
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEASE_KEY})
+
+
+def lease_holder(engine: Engine) -> int | None:
+    """The backend pid of the session holding the lease, if any (PostgreSQL)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = :key"),
+            {"key": LEASE_KEY}).scalar()
+
+
+def _try_lock(conn: Connection) -> bool:
+    return bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                             {"key": LEASE_KEY}).scalar())
+
+
+def _watch(conn: Connection, stop: threading.Event, lost: threading.Event,
+           every: float = 2.0) -> None:
+    """Set ``lost`` when the lease's connection stops answering."""
+    while not (stop.wait(every) or lost.is_set()):
+        try:
+            conn.execute(text("SELECT 1"))
+        except Exception:
+            lost.set()

@@ -1,0 +1,71 @@
+"""The projection lease on PostgreSQL: one holder at a time, the others stand by, and
+the next takes over as soon as the holder's session ends."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from registry.config import Settings
+from registry.readmodels.lease import lease_holder, projection_lease
+from registry.readmodels.sql import make_engine
+from tests.support import fresh_pg_database
+
+pytestmark = pytest.mark.postgres
+
+
+def test_one_holder_at_a_time_and_the_next_takes_over() -> None:
+    with fresh_pg_database() as url:
+        engine = make_engine(Settings(url))
+        try:
+            stop = threading.Event()
+            held_by: list[str] = []
+            waited = threading.Event()
+            release_first = threading.Event()
+
+            def worker(name: str, release: threading.Event) -> None:
+                with projection_lease(engine, stop, wait_seconds=0.1,
+                                      on_wait=waited.set) as lost:
+                    assert lost is not None and not lost.is_set()
+                    held_by.append(name)
+                    release.wait(10)
+
+            first = threading.Thread(target=worker, args=("first", release_first))
+            first.start()
+            deadline = time.monotonic() + 10
+            while not held_by:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert lease_holder(engine) is not None
+            release_second = threading.Event()
+            second = threading.Thread(target=worker, args=("second", release_second))
+            second.start()
+            assert waited.wait(5), "the second worker should stand by"
+            assert held_by == ["first"]
+            release_first.set()               # the holder goes away: the other takes over
+            first.join(10)
+            while len(held_by) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert held_by == ["first", "second"]
+            release_second.set()
+            second.join(10)
+            assert lease_holder(engine) is None
+        finally:
+            engine.dispose()
+
+
+def test_a_stopped_stand_by_gives_up_without_the_lease() -> None:
+    with fresh_pg_database() as url:
+        engine = make_engine(Settings(url))
+        stop = threading.Event()
+        try:
+            with projection_lease(engine, stop) as mine:
+                assert mine is not None
+                stop.set()
+                with projection_lease(engine, stop, wait_seconds=0.05) as other:
+                    assert other is None
+        finally:
+            engine.dispose()
