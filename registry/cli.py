@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from registry import access_cli, allocate, imports, regulator, remote
+from registry import access_cli, allocate, configuration, imports, regulator, remote
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the gRPC server (REGISTRY_LISTEN, default "
                    "127.0.0.1:50051)").set_defaults(run=_serve)
     access_cli.add_parsers(sub)
+    config = sub.add_parser("config", help="the effective settings (secrets masked), or "
+                            "check them as `registry serve` would")
+    config.add_argument("--show", action="store_true", help="print every setting, its "
+                        "value and where it came from (the default)")
+    config.add_argument("--check", action="store_true",
+                        help="exit 0 if a server would start with these settings, else 2")
+    config.set_defaults(run=_config)
     remote.add_parsers(sub)
     allocate.add_parsers(sub)
     integrity_cli.add_parser(sub)
@@ -45,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     try:
+        args.from_file = configuration.load()
         if hasattr(args, "run"):
             return int(args.run(args))
         if args.command == "demo":
@@ -92,7 +100,20 @@ def _supply() -> int:
 def _serve(_: argparse.Namespace) -> int:
     from services.server import serve
 
+    configuration.check(server=True)
     return serve()
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.check:
+        configuration.check(server=True)
+        print("settings OK")
+        return 0
+    rows = configuration.effective(from_file=args.from_file)
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value or '-':<44}  {source}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from registry import configuration
 from registry.application.housekeeping import Housekeeping
 from registry.config import Settings, build_registry
 from registry.integrity.log import EventLog
@@ -73,6 +74,7 @@ def _either(first: threading.Event, second: threading.Event, both: threading.Eve
 
 
 def run(args: argparse.Namespace) -> int:
+    configuration.check(server=False)
     settings = Settings.from_env()
     registry = build_registry(settings)
     engine = make_engine(settings)

@@ -1,0 +1,157 @@
+"""The registry's settings in one place: every ``REGISTRY_*`` variable, where its value
+came from, and the checks run before anything starts.
+
+Values come from the environment and, optionally, a file named by
+``REGISTRY_CONFIG_FILE`` in the env-file format containers use (``KEY=VALUE`` lines,
+``#`` comments, optional quotes): the same keys as the environment, which wins where
+both give one. So one ConfigMap, one ``--env-file`` and one shell export all mean the
+same thing.
+
+``registry config --show`` prints the effective settings with secrets masked;
+``registry serve`` and ``registry project`` refuse to start on an unknown
+``REGISTRY_*`` name (a typo would otherwise silently fall back to a default) or on any
+invalid or contradictory value, naming it and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from registry.config import ConfigurationError, Settings
+
+FILE_VARIABLE = "REGISTRY_CONFIG_FILE"
+LINE = re.compile(r"^(?:export\s+)?(REGISTRY_[A-Z0-9_]+)\s*=\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    meaning: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("REGISTRY_CONFIG_FILE", "", "an env-file with more of these settings"),
+    Setting("REGISTRY_DATABASE_URL", "sqlite:///$REGISTRY_DATA_DIR/registry.sqlite",
+            "the store: sqlite:///path, postgresql://user:password@host/db, memory:",
+            secret=True),
+    Setting("REGISTRY_DATA_DIR", "registry-data", "the embedded store's directory"),
+    Setting("REGISTRY_CACHE_SIZE", "20000", "aggregates kept in memory per process"),
+    Setting("REGISTRY_POOL_SIZE", "8", "database connections per process"),
+    Setting("REGISTRY_LISTEN", "127.0.0.1:50051", "the server's address"),
+    Setting("REGISTRY_MAX_WORKERS", "16", "threads serving calls"),
+    Setting("REGISTRY_MAX_CONCURRENT_RPCS", "64", "calls in flight before RESOURCE_EXHAUSTED"),
+    Setting("REGISTRY_MAX_STREAMS_PER_PRINCIPAL", "4", "open streams per caller"),
+    Setting("REGISTRY_PROJECTIONS", "in-process (SQLite) / external (PostgreSQL)",
+            "who keeps the read models current"),
+    Setting("REGISTRY_SERVER_PROCESSES", "1", "server processes sharing the port"),
+    Setting("REGISTRY_REUSE_PORT", "", "set by the server for its own processes"),
+    Setting("REGISTRY_FOUR_EYES", "required", "required or off"),
+    Setting("REGISTRY_AUTH", "token", "token, mtls or token+mtls"),
+    Setting("REGISTRY_CREDENTIALS_FILE", "$REGISTRY_DATA_DIR/credentials",
+            "where the embedded first start writes the first tokens"),
+    Setting("REGISTRY_TLS_CERT", "", "the server's certificate chain (PEM)"),
+    Setting("REGISTRY_TLS_KEY", "", "the server's private key (PEM)"),
+    Setting("REGISTRY_TLS_CLIENT_CA", "", "require client certificates of this CA"),
+    Setting("REGISTRY_PLAINTEXT", "", "allow: plaintext off loopback (trusted network)"),
+    Setting("REGISTRY_LEDGER_KEY", "$REGISTRY_DATA_DIR/ledger-signing-key.pem",
+            "the Ed25519 key signing the ledger's checkpoints"),
+    Setting("REGISTRY_LEDGER_PUBLIC_KEY", "", "the public key `registry verify` checks with"),
+    Setting("REGISTRY_LEDGER_SIGN_SECONDS", "60", "how often an idle registry signs its head"),
+    Setting("REGISTRY_METRICS_PORT", "", "serve Prometheus /metrics on this port"),
+    Setting("REGISTRY_LOG_FORMAT", "text", "text or json"),
+    Setting("REGISTRY_SERVER", "127.0.0.1:50051", "the server the CLI talks to"),
+    Setting("REGISTRY_TOKEN", "", "the CLI's bearer token", secret=True),
+    Setting("REGISTRY_TLS_CA", "", "the CLI's CA for a TLS server"),
+    Setting("REGISTRY_CLIENT_CERT", "", "the CLI's client certificate"),
+    Setting("REGISTRY_CLIENT_KEY", "", "the CLI's client key"),
+)
+KNOWN = {setting.name: setting for setting in SETTINGS}
+
+
+def read_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of REGISTRY_* settings; anything else is an error naming the
+    line, so a broken file is never half-read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"{FILE_VARIABLE}: cannot read {path}: {error.strerror}"
+                                 ) from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        found = LINE.match(line)
+        if found is None:
+            raise ConfigurationError(f"{path}:{number}: expected REGISTRY_NAME=value")
+        value = found.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[found.group(1)] = value
+    return values
+
+
+def load(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Merge the file named by REGISTRY_CONFIG_FILE into ``environ`` (the environment's
+    own values win) and return which names came from the file."""
+    environ = os.environ if environ is None else environ
+    path = environ.get(FILE_VARIABLE, "").strip()
+    if not path:
+        return {}
+    from_file = read_file(Path(path))
+    added = {k: v for k, v in from_file.items() if k not in environ}
+    environ.update(added)
+    return added
+
+
+def check(environ: Mapping[str, str] | None = None, *, server: bool = True) -> None:
+    """Refuse unknown REGISTRY_* names, and every invalid or contradictory value (the
+    settings models raise those, naming the variable)."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(name for name in environ if name.startswith("REGISTRY_")
+                     and name not in KNOWN)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, KNOWN, n=1)
+            hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise ConfigurationError(f"unknown setting(s): {', '.join(hints)}; "
+                                 "`registry config --show` lists them all")
+    store = Settings.from_env(environ)
+    if server and store.backend != "memory":
+        from services.server import ServerSettings  # the server's own checks
+        ServerSettings.from_env(store, environ)
+
+
+def effective(environ: Mapping[str, str] | None = None, from_file: Mapping[str, str] = {}
+              ) -> list[tuple[str, str, str]]:
+    """(name, value shown, source) of every setting; secrets masked."""
+    environ = os.environ if environ is None else environ
+    rows = []
+    for setting in SETTINGS:
+        if setting.name in environ:
+            value = environ[setting.name]
+            source = "file" if setting.name in from_file else "environment"
+        else:
+            value, source = setting.default, "default"
+        rows.append((setting.name, mask(setting, value) if source != "default" else value,
+                     source))
+    return rows
+
+
+def mask(setting: Setting, value: str) -> str:
+    """A secret's value as ``***``; a database URL keeps all but its password."""
+    if not value or not setting.secret:
+        return value
+    if setting.name == "REGISTRY_DATABASE_URL":
+        parts = urlsplit(value)
+        return value.replace(f":{parts.password}@", ":***@") if parts.password else value
+    return "***"
