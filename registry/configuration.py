@@ -66,6 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRY_LEDGER_PUBLIC_KEY", "", "the public key `registry verify` checks with"),
     Setting("REGISTRY_LEDGER_SIGN_SECONDS", "60", "how often an idle registry signs its head"),
     Setting("REGISTRY_METRICS_PORT", "", "serve Prometheus /metrics on this port"),
+    Setting("REGISTRY_VERIFY_SECONDS", "3600", "how often the worker re-verifies the ledger"),
     Setting("REGISTRY_LOG_FORMAT", "text", "text or json"),
     Setting("REGISTRY_SERVER", "127.0.0.1:50051", "the server the CLI talks to"),
     Setting("REGISTRY_TOKEN", "", "the CLI's bearer token", secret=True),

@@ -34,6 +34,8 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
                                          required=False)
         if request.page_token:
             convert.page_token(request.page_token, str)   # the last account id listed
+        if request.province:
+            convert.filter_text(request.province, "province", 64)
         page = self.backend.read_models.accounts(
             page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
             account_type=account_type.value if account_type else None,
@@ -44,7 +46,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
 
     def GetBalances(self, request: pb.GetBalancesRequest,
                     context: grpc.ServicerContext) -> pb.GetBalancesResponse:
-        account_id = convert.required(request.account_id, "account_id")
+        account_id = convert.account_id(request.account_id)
         self.backend.wait_for(request.min_position, context)
         rows = self.backend.read_models.holdings(account_id)
         return pb.GetBalancesResponse(
@@ -53,9 +55,10 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
 
     def ListTransactions(self, request: pb.ListTransactionsRequest,
                          context: grpc.ServicerContext) -> pb.ListTransactionsResponse:
-        account_id = convert.required(request.account_id, "account_id")
-        kinds = [convert.enum_from_proto(k, common.TransactionKind, TransactionKind,
-                                         f"kinds[{i}]") for i, k in enumerate(request.kinds)]
+        account_id = convert.account_id(request.account_id)
+        kinds = convert.filter_values(
+            [convert.enum_from_proto(k, common.TransactionKind, TransactionKind, f"kinds[{i}]")
+             for i, k in enumerate(request.kinds)], "kinds")
         since = convert.optional_time(request, "start_time")
         until = convert.optional_time(request, "end_time")
         if request.page_token:   # the last movement listed: position, unit class, direction

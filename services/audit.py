@@ -41,7 +41,9 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                 raise InvalidCommand(f"{field} must not be negative",
                                      reason="INVALID_POSITION", field=field)
         page_size = request.page_size or DEFAULT_STREAM_PAGE
-        topics = list(request.event_types)
+        topics = convert.filter_values(request.event_types, "event_types")
+        for index, topic in enumerate(request.event_types):
+            convert.filter_text(topic, f"event_types[{index}]")
         account = request.account_id or None
         after, sent = request.after_position, 0
         while context.is_active():
@@ -73,7 +75,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
 
     def GetBalancesAsOf(self, request: pb.GetBalancesAsOfRequest,
                         context: grpc.ServicerContext) -> pb.GetBalancesAsOfResponse:
-        account_id = convert.required(request.account_id, "account_id")
+        account_id = convert.account_id(request.account_id)
         if not request.HasField("as_of_time"):
             raise InvalidCommand("as_of_time is required", reason="MISSING_FIELD",
                                  field="as_of_time")

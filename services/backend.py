@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from registry.application import Registry
+from registry.observability.metrics import RegistryMetrics
 from registry.readmodels.queries import ReadModels
 
 READ_WAIT_CAP_SECONDS = 5.0
@@ -16,6 +17,8 @@ READ_WAIT_CAP_SECONDS = 5.0
 class Backend:
     registry: Registry
     read_models: ReadModels
+    metrics: RegistryMetrics | None = None
+    """Where the servicers count what they did (settlements by outcome), if anywhere."""
 
     def wait_for(self, position: int, context: grpc.ServicerContext) -> None:
         """Read your writes: wait until the read models include ``position``, within

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -17,13 +17,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from registry.application.commands import Trade
 from registry.application.results import AccountView, HoldResult, TransactionResult
-from registry.domain.accounts import Holder, Sector
+from registry.domain.accounts import Holder, Sector, check_account_id
 from registry.domain.errors import InvalidCommand, RegistryError, RowsInvalid, Violation
+from registry.domain.ids import has_control_characters
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.v1 import common_pb2 as pb
 from registry.v1 import settlement_service_pb2 as settlement_pb
 
 E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
 
 PROTO_ENUMS: dict[str, Any] = {
     "UnitType": pb.UnitType, "AccountType": pb.AccountType, "AccountState": pb.AccountState,
@@ -89,6 +91,40 @@ def required(value: str, field: str) -> str:
     return value
 
 
+def account_id(value: str, field: str = "account_id") -> str:
+    """A required account id, well-formed before any query sees it (PostgreSQL refuses
+    a NUL in a query parameter outright)."""
+    try:
+        return check_account_id(required(value, field))
+    except InvalidCommand as error:
+        error.metadata["field"] = field
+        raise
+
+
+MAX_FILTER_VALUES = 1_000
+"""Values one filter may list (account_ids, event_types, kinds): a query has at most
+65,535 parameters on PostgreSQL, and no listing needs more."""
+
+
+def filter_values(values: Sequence[T], field: str) -> list[T]:
+    """A repeated filter's values, each once, in order, at most MAX_FILTER_VALUES."""
+    distinct = list(dict.fromkeys(values))
+    if len(distinct) > MAX_FILTER_VALUES:
+        raise InvalidCommand(f"{field} lists {len(distinct)} values, at most "
+                             f"{MAX_FILTER_VALUES}", reason="TOO_MANY_FILTER_VALUES",
+                             field=field, limit=MAX_FILTER_VALUES)
+    return distinct
+
+
+def filter_text(value: str, field: str, limit: int = 255) -> str:
+    """A free-text filter value (a province, an event type): what the read models could
+    hold, so no control character (PostgreSQL refuses a NUL in a query) and bounded."""
+    if len(value) > limit or has_control_characters(value):
+        raise InvalidCommand(f"{field} must be at most {limit} characters without "
+                             "control characters", reason="INVALID_FILTER", field=field)
+    return value
+
+
 # -- time -----------------------------------------------------------------------------
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
@@ -142,7 +178,7 @@ def page_token(token: str, *shape: type) -> list[Any]:
 def _token_part(part: object, kind: type) -> bool:
     if kind is int:
         return type(part) is int and 0 <= part < 2 ** 63
-    return isinstance(part, kind)
+    return isinstance(part, str) and "\x00" not in part
 
 
 def trade_date(message: pb.Date, field: str) -> date | None:

@@ -93,14 +93,16 @@ FIELD_LABELS = {"reversed transaction id": "original_transaction_id",
 """Domain labels that are not the field name with spaces as underscores."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ApiError(Exception):
-    """An error raised by the API layer itself (authentication, deadlines, capacity)."""
+    """An error raised by the API layer itself (authentication, deadlines, capacity).
+
+    Not frozen: raising sets ``__traceback__`` on it (through context managers too)."""
 
     code: grpc.StatusCode
     reason: str
     message: str
-    metadata: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    metadata: Mapping[str, str] = field(default_factory=dict)
     """ErrorInfo metadata: what a client needs to act (the principal, the account)."""
 
     def __str__(self) -> str:

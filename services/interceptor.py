@@ -17,8 +17,16 @@ from typing import Any
 
 import grpc
 
+from registry.application.request_ids import bound_request_id
 from registry.domain.errors import RegistryError
 from registry.domain.transactions import Principal
+from registry.observability.logs import (
+    REQUEST_ID_HEADER,
+    bind_request,
+    request_id_from,
+    unbind_request,
+)
+from registry.observability.metrics import RegistryMetrics
 from registry.readmodels.runner import ReadModelTimeout
 from services.auth import (
     OPEN_SERVICES,
@@ -63,10 +71,11 @@ class StreamSlots:
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, max_streams_per_principal: int = 4
-                 ) -> None:
+    def __init__(self, authenticator: Authenticator, max_streams_per_principal: int = 4,
+                 metrics: RegistryMetrics | None = None) -> None:
         self.authenticator = authenticator
         self.streams = StreamSlots(max_streams_per_principal)
+        self.metrics = metrics
 
     def intercept_service(self, continuation: Callable[[Any], Any],
                           details: grpc.HandlerCallDetails) -> Any:
@@ -119,29 +128,62 @@ class CallInterceptor(grpc.ServerInterceptor):
         internals), log one line (denials included)."""
         started = time.perf_counter()
         principal = ANONYMOUS
+        request_id = request_id_from(metadata)
+        echo = ((REQUEST_ID_HEADER, request_id),)
+        context.set_trailing_metadata(echo)   # the client can quote it to us
+        bound = [bind_request(request_id, str(principal), method)]
+
+        def done(outcome: BaseException | str | None) -> None:
+            self._log(method, principal, outcome, started)
+
         try:
-            principal, acl = self.authenticator.resolve(metadata, context)
-            authorize(method, request, principal, acl)
-            token = bind_principal(principal)
-            try:
-                yield
-            finally:
-                unbind_principal(token)
+            with bound_request_id(request_id):   # stamped on the events this call causes
+                principal, acl = self.authenticator.resolve(metadata, context)
+                bound.append(bind_request(request_id, str(principal), method))
+                authorize(method, request, principal, acl)
+                token = bind_principal(principal)
+                try:
+                    yield
+                finally:
+                    unbind_principal(token)
         except EXPECTED as error:
-            _log(method, principal, error, started)
-            context.abort_with_status(to_status(error))
+            done(error)
+            context.abort_with_status(_with(to_status(error), echo))
         except GeneratorExit:  # the client went away mid-stream
-            _log(method, principal, "CANCELLED", started)
+            done("CANCELLED")
             raise
         except Exception as error:
             if _aborted(context):  # an inner handler already chose the status
-                _log(method, principal, _code(context), started)
+                done(_code(context))
                 raise
             log.exception("%s by %s failed", method, principal)
-            _log(method, principal, error, started)
-            context.abort_with_status(to_status(error))
+            done(error)
+            context.abort_with_status(_with(to_status(error), echo))
         else:
-            _log(method, principal, None, started)
+            done(None)
+        finally:
+            for context_token in reversed(bound):
+                unbind_request(context_token)
+
+    def _log(self, method: str, principal: Principal, outcome: BaseException | str | None,
+             started: float) -> None:
+        """One line per call (method, principal, status and reason, duration), and the
+        same into the metrics."""
+        seconds = time.perf_counter() - started
+        if outcome is None:
+            code, reason = "OK", ""
+        elif isinstance(outcome, str):
+            code, reason = outcome, ""
+        else:
+            code = to_status(outcome).code.name
+            reason = getattr(outcome, "reason", "") or ("INTERNAL" if code == "INTERNAL"
+                                                        else "")
+        status = f"{code} {reason}" if reason else code
+        log.info("%s principal=%s status=%s duration_ms=%.1f", method, principal, status,
+                 seconds * 1000, extra={"status": code, "reason": reason,
+                                         "duration_ms": round(seconds * 1000, 1)})
+        if self.metrics is not None:
+            self.metrics.observe_call(method.lstrip("/"), code, reason, seconds)
 
 
 def _code(context: grpc.ServicerContext) -> str:
@@ -155,16 +197,7 @@ def _aborted(context: grpc.ServicerContext) -> bool:
     return _code(context) != "OK"
 
 
-def _log(method: str, principal: Principal, outcome: BaseException | str | None,
-         started: float) -> None:
-    """One line per call: method, principal, status (and reason), duration."""
-    if outcome is None:
-        status = "OK"
-    elif isinstance(outcome, str):
-        status = outcome
-    else:
-        status = to_status(outcome).code.name
-        reason = getattr(outcome, "reason", "")
-        status = f"{status} {reason}" if reason else status
-    millis = (time.perf_counter() - started) * 1000
-    log.info("%s principal=%s status=%s duration_ms=%.1f", method, principal, status, millis)
+def _with(status: grpc.Status, trailing: tuple[tuple[str, str], ...]) -> grpc.Status:
+    """The status with the request id added: aborting replaces trailing metadata."""
+    given = tuple(getattr(status, "trailing_metadata", None) or ())
+    return status._replace(trailing_metadata=(*given, *trailing))  # type: ignore[attr-defined, no-any-return]

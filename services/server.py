@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from registry.domain.transactions import Principal
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, LedgerSealer, sign_seconds
 from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
+from registry.observability.logs import configure as configure_logs
+from registry.observability.metrics import RegistryMetrics
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine, make_read_engine
@@ -98,6 +99,9 @@ class ServerSettings:
     credentials_file: Path = Path(DEFAULT_DATA_DIR) / "credentials"
     """Where the embedded first start writes the first tokens (for the local CLI)."""
     auth: AuthMode = AuthMode.TOKEN
+    metrics_port: int | None = None
+    """REGISTRY_METRICS_PORT: serve Prometheus /metrics there (several server processes
+    take this port and the next ones)."""
     max_streams_per_principal: int = 4
     """REGISTRY_MAX_STREAMS_PER_PRINCIPAL: open server streams (StreamEvents) per caller."""
     tls: TlsSettings | None = None
@@ -152,6 +156,8 @@ class ServerSettings:
             max_workers=_int(environ, "REGISTRY_MAX_WORKERS", cls.max_workers),
             max_streams_per_principal=_int(environ, "REGISTRY_MAX_STREAMS_PER_PRINCIPAL",
                                            cls.max_streams_per_principal),
+            metrics_port=(_int(environ, "REGISTRY_METRICS_PORT", 0)
+                          if environ.get("REGISTRY_METRICS_PORT", "").strip() else None),
             max_concurrent_rpcs=_int(environ, "REGISTRY_MAX_CONCURRENT_RPCS",
                                      cls.max_concurrent_rpcs),
             projections_in_process=mode == "in-process",
@@ -189,7 +195,8 @@ class RegistryServer:
             ThreadPoolExecutor(max_workers=settings.max_workers,
                                thread_name_prefix="registry-rpc"),
             interceptors=[CallInterceptor(Authenticator(backend.registry.access, settings.auth),
-                                          settings.max_streams_per_principal),
+                                          settings.max_streams_per_principal,
+                                          backend.metrics),
                           *interceptors],
             options=[
                 ("grpc.so_reuseport", int(settings.reuse_port)),
@@ -245,8 +252,13 @@ class RegistryServer:
         sealer = LedgerSealer.with_key_file(engine, self.settings.ledger_key,
                                             EventLog.of(self.backend.registry.recorder),
                                             self.settings.ledger_sign_seconds)
+        metrics = self.backend.metrics
         runner = ProjectionRunner(self.backend.registry, engine, sealer=sealer,
-                                  housekeeping=Housekeeping(self.backend.registry))
+                                  housekeeping=Housekeeping(self.backend.registry,
+                                                            metrics=metrics))
+        if metrics is not None:
+            metrics.watch_projections(lambda: [(p.projection, p.position, p.head)
+                                               for p in runner.status()])
         while not self._stop_following.is_set():
             try:
                 runner.follow(self._stop_following)
@@ -305,7 +317,12 @@ def first_principals(registry: Registry) -> list[tuple[str, Principal]]:
 
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
     """``registry serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
-    listener = _log_through_queue()
+    log_format = (os.environ if environ is None else environ).get(
+        "REGISTRY_LOG_FORMAT", "").strip() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigurationError(f"REGISTRY_LOG_FORMAT must be text or json, got "
+                                 f"{log_format!r}")
+    listener = configure_logs(log_format)
     try:
         store = store or Settings.from_env(environ)
         settings = ServerSettings.from_env(store, environ)
@@ -325,7 +342,12 @@ def _serve(store: Settings, settings: ServerSettings) -> int:
     registry = build_registry(store)
     engine = make_engine(store)
     reads = make_read_engine(store, settings.max_workers)
-    server = RegistryServer(Backend(registry, ReadModels(engine, reads)), settings)
+    metrics = RegistryMetrics()
+    metrics.watch_pool("writes", engine)
+    metrics.watch_pool("reads", reads)
+    exporter = (metrics.start_http(settings.metrics_port)
+                if settings.metrics_port is not None else None)
+    server = RegistryServer(Backend(registry, ReadModels(engine, reads), metrics), settings)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> Any:
@@ -336,38 +358,18 @@ def _serve(store: Settings, settings: ServerSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     mode = "in-process" if settings.projections_in_process else "external"
-    log.info("serving on %s, store %s, projections %s", server.address, store.describe(), mode)
+    log.info("serving on %s, store %s, projections %s%s", server.address, store.describe(),
+             mode, f", metrics on :{exporter.port}/metrics" if exporter else "")
     print(f"registry serving on {server.address}", flush=True)
     stopping.wait()
     server.stop()
+    if exporter is not None:
+        exporter.stop()
     registry.close()
     engine.dispose()
     reads.dispose()
     log.info("stopped")
     return 0
-
-
-class _DeferredQueueHandler(logging.handlers.QueueHandler):
-    """Hands records over unformatted: the listener's thread formats and writes them."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-def _log_through_queue() -> logging.handlers.QueueListener:
-    """Log to stderr from one thread. Every call logs a line; written by the serving
-    threads themselves, the handler's lock made them queue behind each other (a
-    quarter of a balance query's cost at 32 callers)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    root = logging.getLogger()
-    root.handlers[:] = [_DeferredQueueHandler(records)]
-    root.setLevel(logging.INFO)
-    listener = logging.handlers.QueueListener(records, handler)
-    listener.start()
-    return listener
 
 
 def _supervise(settings: ServerSettings, environ: Mapping[str, str] | None) -> int:
@@ -381,6 +383,8 @@ def _supervise(settings: ServerSettings, environ: Mapping[str, str] | None) -> i
     children = []
     for index in range(settings.processes):
         env = {**base, "REGISTRY_SERVER_PROCESSES": "1", "REGISTRY_REUSE_PORT": "1"}
+        if settings.metrics_port:   # each process its own: a scrape must see one process
+            env["REGISTRY_METRICS_PORT"] = str(settings.metrics_port + index)
         if index > 0 or not settings.projections_in_process:
             env["REGISTRY_PROJECTIONS"] = "external"  # one process projects, if any
         children.append(subprocess.Popen([sys.executable, "-m", "registry.cli", "serve"],

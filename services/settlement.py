@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import grpc
 
 from registry.application.commands import MAX_BATCH, Trade
@@ -69,6 +71,10 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
         settled = iter(self.registry.settle_trades(current_principal(), trades)
                        if trades else [])
         results = [rejected[i] if i in rejected else next(settled) for i in range(count)]
+        if self.backend.metrics is not None:
+            for (outcome, reason), n in Counter((r.outcome.value, r.reason)
+                                                for r in results).items():
+                self.backend.metrics.observe_settlement(outcome, reason, n)
         return pb.SettleTradesResponse(results=[_trade_result(r) for r in results])
 
     def GetTrade(self, request: pb.GetTradeRequest,
@@ -81,10 +87,12 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
                       context: grpc.ServicerContext) -> pb.ListPositionsResponse:
         if request.page_token:   # the last position listed: account id, unit class
             convert.page_token(request.page_token, str, str)
+        account_ids = convert.filter_values(request.account_ids, "account_ids")
+        for index, account_id in enumerate(request.account_ids):
+            convert.account_id(account_id, f"account_ids[{index}]")
         page = self.backend.read_models.positions(
             page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
-            as_of=convert.optional_time(request, "as_of_time"),
-            account_ids=list(request.account_ids))
+            as_of=convert.optional_time(request, "as_of_time"), account_ids=account_ids)
         return pb.ListPositionsResponse(
             positions=[pb.Position(account_id=row["account_id"],
                                    unit_class=convert.unit_class_to_proto(row["unit_class"]),

@@ -14,6 +14,7 @@ topic), so each tick costs one small query plus the expiries that are due.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from uuid import UUID
 from registry.application.registry import SYSTEM
 from registry.domain.errors import RegistryError
 from registry.domain.holds import Hold
+from registry.observability.metrics import RegistryMetrics
 
 if TYPE_CHECKING:
     from registry.application.registry import Registry
@@ -56,8 +58,16 @@ class Housekeeping:
 
     def __init__(self, registry: Registry, hold_seconds: float = 5.0,
                  proposal_seconds: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 metrics: RegistryMetrics | None = None,
+                 verify: Callable[[], None] | None = None, verify_seconds: float = 0) -> None:
         self.registry = registry
+        self.metrics = metrics
+        self.verify = verify
+        """Re-verifies the ledger, in a thread of its own: it reads the whole log."""
+        self.verify_seconds = verify_seconds
+        self._verify_at = float("-inf")
+        self._verifying: threading.Thread | None = None
         self.hold_seconds = hold_seconds
         self.proposal_seconds = proposal_seconds
         self.monotonic = monotonic
@@ -76,7 +86,23 @@ class Housekeeping:
             proposals = len(self.registry.proposals.expire_due())
         if holds or proposals:
             log.info("expired %d hold(s) and %d proposal(s)", holds, proposals)
+        if holds and self.metrics is not None:
+            self.metrics.observe_hold_expiries(holds)
+        if self.verify is not None and self.verify_seconds > 0 \
+                and now - self._verify_at >= self.verify_seconds \
+                and (self._verifying is None or not self._verifying.is_alive()):
+            self._verify_at = now
+            self._verifying = threading.Thread(target=self._verify, daemon=True,
+                                               name="ledger-verify")
+            self._verifying.start()
         return Tick(holds, proposals)
+
+    def _verify(self) -> None:
+        assert self.verify is not None
+        try:
+            self.verify()
+        except Exception:
+            log.exception("ledger verification could not run")
 
     def expire_holds(self) -> int:
         """Expire every open hold past its timeout; how many this call expired."""

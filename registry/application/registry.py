@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from copy import deepcopy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -37,6 +37,7 @@ from registry.application.commands import (
 )
 from registry.application.four_eyes import FourEyes
 from registry.application.group_commit import GroupCommit
+from registry.application.request_ids import current_request_id, stamp
 from registry.application.restrictions import Restrictions, check_restrictions
 from registry.application.results import (
     AccountResult,
@@ -140,6 +141,8 @@ class MoveJob:
     principal: Principal
     rows: list[tuple[str, Movement | RegistryError]]
     single: bool
+    request_id: str | None = field(default_factory=current_request_id)
+    """The caller's call, captured in its thread: the group saves from another."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Opening:
     account_id: str
     account_type: AccountType
     holder: Holder
+    request_id: str | None = field(default_factory=current_request_id)
 
 
 class _BatchFailed(Exception):
@@ -275,9 +279,10 @@ class Registry(Application[UUID]):
             for opening in openings:
                 existing = uow.find(Account.id_for(opening.account_id), Account)
                 if existing is None:
-                    outcomes.append(uow.add(Account.open(
-                        opening.account_id, opening.account_type, opening.holder,
-                        str(opening.principal))))
+                    account = Account.open(opening.account_id, opening.account_type,
+                                           opening.holder, str(opening.principal))
+                    stamp(account.pending_events, opening.request_id)
+                    outcomes.append(uow.add(account))
                 elif (existing.account_type is opening.account_type
                       and existing.holder == opening.holder.as_dict()):
                     outcomes.append(AccountResult(AccountView.of(existing), replayed=True))
@@ -505,7 +510,9 @@ class Registry(Application[UUID]):
                     outcomes[(j, r)] = _replay_outcome(known[key], movement)
                     continue
                 try:
-                    new.append(((j, r), self._apply(uow, job.principal, movement)))
+                    txn = self._apply(uow, job.principal, movement)
+                    uow.stamp_step(job.request_id, txn)
+                    new.append(((j, r), txn))
                 except RegistryError as error:
                     if uow.step_changed():
                         raise RuntimeError(
@@ -1359,11 +1366,11 @@ def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow
         ("reason", check_reason, row.reason),
     ]
     violations = []
-    for field, check, value in checks:
+    for column, check, value in checks:
         try:
             check(value)
         except InvalidCommand as error:
-            violations.append(Violation(f"{name}.{field}", error.reason, error.message))
+            violations.append(Violation(f"{name}.{column}", error.reason, error.message))
     if any(v.field == f"{name}.account_id" for v in violations):
         return violations   # a malformed id names no account to look up
     account = uow.find(Account.id_for(row.account_id), Account)

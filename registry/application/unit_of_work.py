@@ -10,6 +10,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 
+from registry.application.request_ids import current_request_id, stamp
 from registry.domain.accounts import Account
 from registry.domain.errors import UnknownAccount, UnknownHold, UnknownTransaction
 from registry.domain.holds import Hold
@@ -212,4 +213,18 @@ class UnitOfWork:
         return [a for a in self._loaded.values() if a is not None and a.pending_events]
 
     def save(self, *extra: Aggregate) -> list[Recording[Any]]:
-        return self._app.save(*self.changed(), *extra)
+        changed = [*self.changed(), *extra]
+        stamp((event for aggregate in changed for event in aggregate.pending_events),
+              current_request_id())
+        return self._app.save(*changed)
+
+    def stamp_step(self, request_id: str | None, *extra: Aggregate) -> None:
+        """Stamp the events made since ``begin_step`` (and ``extra``'s) with the id of
+        the call they belong to: a group commit saves them from another call's thread."""
+        loaded = self._loaded
+        for aggregate_id, count in self._step.items():
+            aggregate = loaded[aggregate_id]
+            if aggregate is not None:
+                stamp(aggregate.pending_events[count:], request_id)
+        for aggregate in extra:
+            stamp(aggregate.pending_events, request_id)

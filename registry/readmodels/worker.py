@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
 
 from registry import configuration
+from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
-from registry.config import Settings, build_registry
+from registry.config import ConfigurationError, Settings, build_registry
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
+from registry.integrity.signing import load_public_key, private_key_path
+from registry.integrity.verify import verify_ledger
+from registry.observability.metrics import RegistryMetrics
 from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
@@ -66,6 +72,35 @@ def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Sett
     return 0
 
 
+def verify_seconds() -> float:
+    """REGISTRY_VERIFY_SECONDS: how often the lease holder re-verifies the whole ledger
+    (default 3600; 0 never)."""
+    text = os.environ.get("REGISTRY_VERIFY_SECONDS", "").strip() or "3600"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}"
+                                 ) from None
+
+
+def ledger_check(engine: Engine, registry: Registry, metrics: RegistryMetrics
+                 ) -> Callable[[], None]:
+    """Verify the ledger against the signing key's public half; the result goes to the
+    ``registry_ledger_verify_ok`` gauge (and the log when it fails)."""
+    def run() -> None:
+        path = private_key_path()
+        if not path.exists():
+            return   # nothing signed yet
+        report = verify_ledger(engine, [load_public_key(path)],
+                               log=EventLog.of(registry.recorder))
+        position = report.chain_head if report.ok or report.failure is None \
+            else report.failure.position
+        metrics.set_verify_result(report.ok, position)
+        if not report.ok:
+            print(f"ledger verification: {report.summary()}", flush=True)
+    return run
+
+
 def _either(first: threading.Event, second: threading.Event, both: threading.Event) -> None:
     """Set ``both`` as soon as either is set."""
     while not (first.wait(0.2) or second.is_set()):
@@ -80,9 +115,19 @@ def run(args: argparse.Namespace) -> int:
     engine = make_engine(settings)
     sealer = (None if args.status or args.rebuild else
               LedgerSealer.from_env(engine, EventLog.of(registry.recorder)))
-    housekeeping = None if args.status or args.rebuild else Housekeeping(registry)
+    metrics = RegistryMetrics()
+    housekeeping = (None if args.status or args.rebuild else
+                    Housekeeping(registry, metrics=metrics,
+                                 verify=ledger_check(engine, registry, metrics),
+                                 verify_seconds=verify_seconds()))
     runner = ProjectionRunner(registry, engine, batch_size=args.batch_size, sealer=sealer,
                               housekeeping=housekeeping)
+    metrics.watch_projections(lambda: [(p.projection, p.position, p.head)
+                                       for p in runner.status()])
+    metrics.watch_pool("writes", engine)
+    port = os.environ.get("REGISTRY_METRICS_PORT", "").strip()
+    exporter = (metrics.start_http(int(port)) if port and not (args.status or args.rebuild)
+                else None)
     try:
         if args.status:
             print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
@@ -103,5 +148,7 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signum, lambda *_: stop.set())
         return _apply_while_leased(runner, engine, settings, stop, once=args.once)
     finally:
+        if exporter is not None:
+            exporter.stop()
         registry.close()
 

@@ -1,0 +1,137 @@
+"""``registry health``: is a registry server SERVING, by the standard gRPC health check.
+
+Container platforms need a command that answers "is this process fit for traffic?"
+without a token: the image's HEALTHCHECK (and so compose's ``service_healthy``) runs
+this; Kubernetes asks the same ``grpc.health.v1.Health`` service with its native gRPC
+probe. The server reports SERVING once it listens and NOT_SERVING from the first moment
+of a graceful shutdown, so a load balancer stops sending before calls are refused.
+
+    registry health [--server ADDR] [--service NAME] [--timeout S] [--tls-ca PEM ...]
+
+Exit status: 0 SERVING; 1 answered but not SERVING (NOT_SERVING, or an unknown
+``--service``); 2 no answer (nothing listening, refused TLS handshake, time-out) or a
+bad option. Without ``--server`` it asks the local server of ``REGISTRY_LISTEN`` (a
+wildcard host becomes loopback), else ``REGISTRY_SERVER``, else ``127.0.0.1:50051``:
+in a server's container the check finds the server's own port with no argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from registry.client import CHANNEL_OPTIONS
+from registry.domain.errors import RegistryError
+from registry.remote import _tls_files
+
+SERVING = 0
+NOT_SERVING = 1
+UNREACHABLE = 2
+_NO_ANSWER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``registry health`` on the CLI's subcommands."""
+    parser = sub.add_parser("health", help="ask a server's gRPC health service whether it "
+                            "is SERVING (exit 0; 1 not serving; 2 unreachable)")
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=None,
+                        help="host:port (default: the local server of REGISTRY_LISTEN, "
+                        "else REGISTRY_SERVER, else 127.0.0.1:50051)")
+    parser.add_argument("--service", default="",
+                        help="the service to ask about, e.g. registry.v1.SettlementService "
+                        "(default: the whole server)")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds to wait for the answer (default: %(default)s)")
+    parser.add_argument("--tls-ca", metavar="PEM", default=os.environ.get("REGISTRY_TLS_CA", ""),
+                        help="connect over TLS, trusting the server's certificate if signed "
+                        "by these CA certificates (default: $REGISTRY_TLS_CA)")
+    parser.add_argument("--tls-cert", metavar="PEM",
+                        default=os.environ.get("REGISTRY_CLIENT_CERT", ""),
+                        help="a client certificate, for a server that requires one "
+                        "(default: $REGISTRY_CLIENT_CERT; needs --tls-ca and --tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM",
+                        default=os.environ.get("REGISTRY_CLIENT_KEY", ""),
+                        help="the private key of --tls-cert (default: $REGISTRY_CLIENT_KEY)")
+    parser.add_argument("--tls-server-name", metavar="NAME", default="",
+                        help="the name the server's certificate must carry, when it is not "
+                        "the --server host (a check on 127.0.0.1 of a server whose "
+                        "certificate names its public DNS name)")
+
+
+def default_server(environ: Mapping[str, str] | None = None) -> str:
+    """The address a health check means when none is given: this machine's server."""
+    environ = os.environ if environ is None else environ
+    listen = environ.get("REGISTRY_LISTEN", "").strip()
+    if listen.startswith(("unix:", "unix-abstract:")):
+        return listen
+    if ":" in listen:
+        host, port = listen.rsplit(":", 1)
+        if port.isdigit() and port != "0":
+            return f"{_WILDCARDS.get(host, host)}:{port}"
+    return environ.get("REGISTRY_SERVER", "").strip() or "127.0.0.1:50051"
+
+
+def check(target: str, service: str = "", timeout: float = 5.0, *,
+          tls_ca: bytes | None = None, tls_cert: bytes | None = None,
+          tls_key: bytes | None = None, server_name: str = "") -> tuple[int, str]:
+    """Ask once; (exit status, what to print)."""
+    options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
+    if tls_ca is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert)
+        channel = grpc.secure_channel(target, credentials, options=options)
+    with channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)   # the stubs package omits Check
+        try:
+            reply: health_pb2.HealthCheckResponse = stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as error:
+            call: Any = error   # a failed call is also a grpc.Call
+            code: grpc.StatusCode = call.code()
+            status = UNREACHABLE if code in _NO_ANSWER else NOT_SERVING
+            return status, f"{target}: {code.name}: {call.details()}"
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    return (SERVING if serving else NOT_SERVING), f"{target}: {name}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """The subcommand: one check, one line out, the exit status says the rest."""
+    tls_ca, tls_cert, tls_key = _tls_files(args)   # a bad path is named, exit 2
+    target = args.server or default_server()
+    status, line = check(target, args.service, args.timeout, tls_ca=tls_ca,
+                         tls_cert=tls_cert, tls_key=tls_key, server_name=args.tls_server_name)
+    print(line, file=sys.stdout if status == SERVING else sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m registry.health_cli``: the same check without the full CLI."""
+    parser = argparse.ArgumentParser(prog="registry health", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except RegistryError as error:
+        print(f"registry health: {error}", file=sys.stderr)
+        return UNREACHABLE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
