@@ -79,7 +79,7 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
                 settlement_pb.TRADE_STATUS_REFUSED, settlement_pb.TRADE_STATUS_REJECTED]
 
             # a request id given by the client comes back and is recorded with the call
-            reply, call = exchange.settlement.SettleTrades.with_call(
+            _, call = exchange.settlement.SettleTrades.with_call(
                 settlement_pb.SettleTradesRequest(trades=[trade("T-5", A, TRADER, 1)]),
                 metadata=(*exchange.metadata, ("x-request-id", "exchange-batch-0042")),
                 timeout=10)

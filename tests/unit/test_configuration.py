@@ -39,7 +39,7 @@ def test_a_file_supplies_settings_the_environment_does_not(tmp_path: Path) -> No
     assert shown["REGISTRY_POOL_SIZE"] == ("20", "environment")
     assert shown["REGISTRY_AUTH"] == ("token", "default")
     path.write_text("REGISTRY_LISTEN=1\nthis is not a setting\n")
-    with pytest.raises(ConfigurationError, match="registry.env:2: expected REGISTRY_NAME"):
+    with pytest.raises(ConfigurationError, match=r"registry\.env:2: expected REGISTRY_NAME"):
         configuration.load({"REGISTRY_CONFIG_FILE": str(path)})
     with pytest.raises(ConfigurationError, match="cannot read"):
         configuration.load({"REGISTRY_CONFIG_FILE": str(tmp_path / "missing.env")})
