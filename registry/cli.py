@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from registry import access_cli, allocate, configuration, imports, regulator, remote
+from registry import (
+    access_cli,
+    allocate,
+    configuration,
+    health_cli,
+    imports,
+    regulator,
+    remote,
+)
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
@@ -41,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     remote.add_parsers(sub)
     allocate.add_parsers(sub)
     integrity_cli.add_parser(sub)
+    health_cli.add_parser(sub)
     regulator.add_parsers(sub)
     imports.add_parsers(sub)
     # The suite parses its own options (`registry bench --help`): "+" as this parser's

@@ -171,7 +171,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         same into the metrics."""
         seconds = time.perf_counter() - started
         if outcome is None:
-            code, reason = "OK", ""
+            code, reason = ("OK", "")
         elif isinstance(outcome, str):
             code, reason = outcome, ""
         else:

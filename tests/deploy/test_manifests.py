@@ -1,0 +1,588 @@
+"""deploy/ checked without a cluster, a Docker daemon or the network: the Kubernetes
+manifests against one pinned version's schemas (strict: an unknown field is an error),
+the CloudNativePG resources against the schemas in deploy/k8s/schemas/, the compose
+file against the official compose-spec schema (shipped by check-jsonschema), and, on
+top, what no schema knows: the pieces name each other correctly and every setting is
+one the registry reads and accepts."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from registry.config import ConfigurationError, Settings
+from services.server import ServerSettings
+from tests.deploy.files import (
+    COMPOSE_DIR,
+    DOCKERFILE,
+    K8S,
+    KUBERNETES_VERSION,
+    ROOT,
+    SCHEMAS,
+    argv,
+    built_here,
+    compose,
+    dockerfile,
+    healthcheck_command,
+    image_command,
+    image_environment,
+    k8s_documents,
+    known_settings,
+    kustomization,
+    runtime_stage,
+    services,
+)
+
+CNPG_SCHEMAS = {"Cluster": "cnpg-cluster.schema.json",
+                "ScheduledBackup": "cnpg-scheduledbackup.schema.json"}
+IMAGE_USER = 10001
+CONNECTIONS_PER_SERVER = 2 * 8 + 16 + 8 + 1
+"""A server process's most PostgreSQL connections: the event store's pool and overflow
+(REGISTRY_POOL_SIZE 8 each), the query pool (REGISTRY_MAX_WORKERS 16), the read-model
+engine (4 + 4) and the start-up lock's."""
+CONNECTIONS_OTHER = 40
+"""The worker (~25) and the jobs, with room to spare."""
+
+
+def cnpg_schema(kind: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((SCHEMAS / CNPG_SCHEMAS[kind]).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def cnpg_errors(document: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(cnpg_schema(document["kind"]))
+    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in validator.iter_errors(document)]
+
+
+def kubernetes_errors(document: dict[str, Any]) -> str | None:
+    try:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return f"{'.'.join(map(str, error.path))}: {error.message}"
+    return None
+
+
+def compose_schema() -> dict[str, Any]:
+    """The compose-spec schema as check-jsonschema vendors it (its "vendor.compose-spec")."""
+    text = (resources.files("check_jsonschema.builtin_schemas.vendor")
+            / "compose-spec.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def compose_errors(document: dict[str, Any]) -> list[str]:
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in validator.iter_errors(document)]
+
+
+def by_kind(kind: str, *, examples: bool = False) -> list[dict[str, Any]]:
+    return [doc for _, doc in k8s_documents(examples=examples) if doc["kind"] == kind]
+
+
+def named(kind: str, name: str) -> dict[str, Any]:
+    found = [doc for doc in by_kind(kind, examples=True) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def workloads() -> list[dict[str, Any]]:
+    return by_kind("Deployment") + by_kind("Job")
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def configmap_settings() -> dict[str, str]:
+    data: dict[str, str] = named("ConfigMap", "registry-config")["data"]
+    return data
+
+
+# ---- Kubernetes -------------------------------------------------------------------
+
+def test_every_manifest_is_valid_kubernetes_of_the_pinned_version() -> None:
+    documents = k8s_documents()
+    assert {doc["kind"] for _, doc in documents} >= {
+        "Namespace", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget",
+        "Job", "Ingress", "NetworkPolicy", "Cluster", "ScheduledBackup"}
+    problems = []
+    for path, document in documents:
+        where = f"{path.name}: {document['kind']} {document['metadata']['name']}"
+        if document["apiVersion"].startswith("postgresql.cnpg.io/"):
+            problems += [f"{where}: {error}" for error in cnpg_errors(document)]
+        else:
+            error = kubernetes_errors(document)
+            if error:
+                problems.append(f"{where}: {error}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_kubernetes_check_is_strict() -> None:
+    """A misspelt field, a string for a number, a field of a newer version: refused."""
+    server = named("Deployment", "registry-server")
+    typo = copy.deepcopy(server)
+    pod_spec(typo)["containers"][0]["readinesProbe"] = {"grpc": {"port": 50051}}
+    quoted = copy.deepcopy(server)
+    quoted["spec"]["replicas"] = "3"
+    newer = copy.deepcopy(server)
+    pod_spec(newer)["containers"][0]["readinessProbe"]["grpc"]["mode"] = "TLS"
+    for document in (typo, quoted, newer):
+        assert kubernetes_errors(document) is not None
+
+
+def test_the_cloudnativepg_schemas_are_strict() -> None:
+    cluster = named("Cluster", "registry-db")
+    typo = copy.deepcopy(cluster)
+    typo["spec"]["instance"] = 3
+    number = copy.deepcopy(cluster)
+    number["spec"]["postgresql"]["parameters"]["max_connections"] = 300   # must be "300"
+    method = copy.deepcopy(cluster)
+    method["spec"]["postgresql"]["synchronous"]["method"] = "all"
+    two_bootstraps = copy.deepcopy(cluster)
+    two_bootstraps["spec"]["bootstrap"]["recovery"] = {"source": "x"}
+    cron = copy.deepcopy(named("ScheduledBackup", "registry-db-nightly"))
+    cron["spec"]["schedule"] = "0 2 * * *"   # a CronJob's five fields: CNPG wants six
+    for document in (typo, number, method, two_bootstraps, cron):
+        assert cnpg_errors(document), document["spec"]
+
+
+def test_kustomization_lists_every_manifest_but_the_examples() -> None:
+    listed = kustomization()["resources"]
+    assert kustomization()["namespace"] == named("Namespace", "carbon-registry")[
+        "metadata"]["name"]
+    files = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    examples = {name for name in files if ".example." in name}
+    assert examples == {"secrets.example.yaml", "postgres-restore.example.yaml"}
+    assert sorted(listed) == sorted(files - examples)
+    assert len(set(listed)) == len(listed)
+    images = {image["name"] for image in kustomization()["images"]}
+    used = {container["image"].split(":")[0] for workload in workloads()
+            for container in pod_spec(workload)["containers"]}
+    assert used == images == {"carbon-registry"}
+
+
+def test_every_secret_and_key_referenced_is_in_the_placeholders() -> None:
+    """The pods, CloudNativePG and the Ingress name Secrets that secrets.example.yaml
+    describes, with the same keys; and no placeholder looks like a real secret."""
+    secrets = {doc["metadata"]["name"]: doc for doc in by_kind("Secret", examples=True)}
+    wanted: set[tuple[str, str]] = set()
+    for workload in workloads():
+        spec = pod_spec(workload)
+        for container in spec["containers"]:
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    wanted.add((ref["name"], ref["key"]))
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                for item in volume["secret"]["items"]:
+                    wanted.add((volume["secret"]["secretName"], item["key"]))
+    for cluster in by_kind("Cluster", examples=True):
+        text = json.dumps(cluster)
+        for found in re.finditer(r'\{"name": "([^"]+)", "key": "([^"]+)"\}', text):
+            wanted.add((found.group(1), found.group(2)))
+        initdb = cluster["spec"]["bootstrap"].get("initdb")
+        if initdb:
+            wanted |= {(initdb["secret"]["name"], "username"),
+                       (initdb["secret"]["name"], "password")}
+    for ingress in by_kind("Ingress"):
+        wanted |= {(tls["secretName"], key) for tls in ingress["spec"]["tls"]
+                   for key in ("tls.crt", "tls.key")}
+    missing = {(name, key) for name, key in wanted
+               if key not in secrets.get(name, {}).get("stringData", {})}
+    assert not missing, f"referenced but not in secrets.example.yaml: {sorted(missing)}"
+    for secret in secrets.values():
+        for key, value in secret["stringData"].items():
+            assert key == "username" or value.startswith("REPLACE-WITH-"), (
+                f"{secret['metadata']['name']}.{key} must be a placeholder")
+    assert named("Secret", "registry-db-credentials")["type"] == "kubernetes.io/basic-auth"
+    assert named("Secret", "registry-tls")["type"] == "kubernetes.io/tls"
+
+
+def test_pods_are_locked_down_and_sized() -> None:
+    for workload in workloads():
+        name = workload["metadata"]["name"]
+        spec = pod_spec(workload)
+        assert spec["enableServiceLinks"] is False, (
+            f"{name}: service links would inject REGISTRY_*_SERVICE_HOST variables, "
+            "which the registry would take for settings")
+        assert spec["automountServiceAccountToken"] is False, name
+        context = spec["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == IMAGE_USER, name
+        assert context["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            resources_ = container["resources"]
+            assert {"cpu", "memory"} <= set(resources_["requests"]), name
+            assert "memory" in resources_["limits"], name
+            mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+            assert "/tmp" in mounts, f"{name}: a writable /tmp on a read-only root"
+            assert container["envFrom"] == [{"configMapRef": {"name": "registry-config"}}]
+
+
+def test_servers_three_replicas_native_grpc_probes_spread_and_budgeted() -> None:
+    server = named("Deployment", "registry-server")
+    assert server["spec"]["replicas"] == 3
+    spec = pod_spec(server)
+    (container,) = spec["containers"]
+    assert container["args"] == ["serve"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+    assert port == 50051 == int(configmap_settings()["REGISTRY_LISTEN"].rsplit(":", 1)[1])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": 50051}, probe
+    anti = spec["affinity"]["podAntiAffinity"]
+    terms = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    labels = spec_labels(server)
+    assert any(term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+               and term["podAffinityTerm"]["labelSelector"]["matchLabels"] == labels
+               for term in terms)
+    budget = named("PodDisruptionBudget", "registry-server")
+    assert budget["spec"]["selector"]["matchLabels"] == labels
+    assert 1 <= budget["spec"]["minAvailable"] < server["spec"]["replicas"]
+    service = named("Service", "registry")
+    assert service["spec"]["selector"] == labels
+    assert service["spec"]["ports"][0]["targetPort"] == "grpc"
+    ingress = named("Ingress", "registry")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "registry", "port": {"name": "grpc"}}
+    assert ingress["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    policy = named("NetworkPolicy", "registry-server")
+    assert policy["spec"]["podSelector"]["matchLabels"] == labels
+
+
+def spec_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["selector"]["matchLabels"]
+    assert workload["spec"]["template"]["metadata"]["labels"] == labels
+    return labels
+
+
+def test_only_the_worker_holds_the_signing_key() -> None:
+    worker = named("Deployment", "registry-worker")
+    assert worker["spec"]["replicas"] == 1
+    assert pod_spec(worker)["containers"][0]["args"] == ["project"]
+    holders = {}
+    for workload in workloads():
+        spec = pod_spec(workload)
+        keys = {item["key"] for volume in spec.get("volumes", []) if "secret" in volume
+                for item in volume["secret"]["items"]}
+        holders[workload["metadata"]["name"]] = keys
+        ledger = env_of(spec["containers"][0]).get("REGISTRY_LEDGER_KEY")
+        if keys:
+            assert ledger is not None
+            assert Path(ledger["value"]).name in keys, workload["metadata"]["name"]
+    assert holders["registry-worker"] == {"ledger-signing-key.pem"}
+    assert holders["registry-server"] == {"ledger-public-key.pem"}
+    assert all(not keys for name, keys in holders.items()
+               if name not in ("registry-worker", "registry-server"))
+
+
+def test_jobs_migrate_and_initialise_and_tolerate_a_rerun() -> None:
+    migrate = named("Job", "registry-migrate")
+    assert pod_spec(migrate)["containers"][0]["args"] == ["migrate"]
+    init = named("Job", "registry-access-init")
+    (container,) = pod_spec(init)["containers"]
+    script = container["args"][0]
+    assert container["command"] == ["/bin/sh", "-c"]
+    assert 'registry access init --party "$ADMIN_PARTY" --name "$ADMIN_NAME"' in script
+    assert "principals exist already" in script
+    for job in (migrate, init):
+        assert pod_spec(job)["restartPolicy"] == "Never"
+        assert job["spec"]["backoffLimit"] >= 3   # the database may still be starting
+
+
+def test_access_init_script_succeeds_on_a_rerun_and_fails_otherwise(tmp_path: Path) -> None:
+    """The Job's shell script, run with a stand-in `registry` that answers as the real
+    one does: first run, already initialised, and a real failure."""
+    script = pod_spec(named("Job", "registry-access-init"))["containers"][0]["args"][0]
+    fake = tmp_path / "registry"
+    fake.write_text('#!/bin/sh\necho "$FAKE_OUTPUT" >&2\nexit "$FAKE_STATUS"\n')
+    fake.chmod(0o755)
+    cases = [("mee/admin (admin): token (shown once):\nabc.def", "0", 0),
+             ("registry access init: principals exist already; an administrator grants "
+              "with 'registry access grant'", "2", 0),
+             ("registry: the database is not migrated", "2", 2)]
+    for output, status, expected in cases:
+        done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                              env={"PATH": f"{tmp_path}:/usr/bin:/bin", "ADMIN_PARTY": "mee",
+                                   "ADMIN_NAME": "admin", "FAKE_OUTPUT": output,
+                                   "FAKE_STATUS": status}, check=False, timeout=30)
+        assert done.returncode == expected, (output, done.stdout, done.stderr)
+        assert output.splitlines()[-1] in done.stdout
+
+
+def test_database_cluster_is_highly_available_and_matches_the_registry() -> None:
+    cluster = named("Cluster", "registry-db")
+    spec = cluster["spec"]
+    assert spec["instances"] == 3
+    assert spec["imageName"].rsplit(":", 1)[1].startswith("15.")
+    synchronous = spec["postgresql"]["synchronous"]
+    assert 1 <= synchronous["number"] <= spec["instances"] - 1
+    assert synchronous["dataDurability"] == "required"
+    assert spec["affinity"]["podAntiAffinityType"] == "required"
+    assert spec["backup"]["barmanObjectStore"]["destinationPath"].startswith("s3://REPLACE")
+    backup = named("ScheduledBackup", "registry-db-nightly")
+    assert backup["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+    restore = named("Cluster", "registry-db-restore")
+    source = restore["spec"]["bootstrap"]["recovery"]["source"]
+    external = {c["name"]: c for c in restore["spec"]["externalClusters"]}
+    archive = external[source]["barmanObjectStore"]
+    assert archive["destinationPath"] == spec["backup"]["barmanObjectStore"]["destinationPath"]
+    assert archive["serverName"] == cluster["metadata"]["name"]
+    assert (restore["spec"]["backup"]["barmanObjectStore"]["destinationPath"]
+            != archive["destinationPath"]), "a recovery must not archive into its source"
+    initdb = spec["bootstrap"]["initdb"]
+    for workload in workloads():
+        url = env_of(pod_spec(workload)["containers"][0])["REGISTRY_DATABASE_URL"]["value"]
+        assert url == (f"postgresql://$(DB_USER):$(DB_PASSWORD)@"
+                       f"{cluster['metadata']['name']}-rw:5432/{initdb['database']}")
+        names = [item["name"] for item in pod_spec(workload)["containers"][0]["env"]]
+        assert names.index("DB_USER") < names.index("REGISTRY_DATABASE_URL"), (
+            "Kubernetes expands $(VAR) only from variables defined before")
+    replicas = named("Deployment", "registry-server")["spec"]["replicas"] + 1   # + surge
+    settings = configmap_settings()
+    per_server = (2 * int(settings["REGISTRY_POOL_SIZE"]) + int(settings["REGISTRY_MAX_WORKERS"])
+                  + 8 + 1)
+    assert per_server == CONNECTIONS_PER_SERVER
+    needed = replicas * per_server + CONNECTIONS_OTHER
+    assert int(spec["postgresql"]["parameters"]["max_connections"]) >= needed
+
+
+def test_configmap_settings_are_known_and_accepted_by_the_server() -> None:
+    settings = configmap_settings()
+    assert set(settings) <= known_settings(), set(settings) - known_settings()
+    env = {**settings, "REGISTRY_DATABASE_URL": "postgresql://u:p@registry-db-rw:5432/registry",
+           "REGISTRY_LEDGER_KEY": "/etc/registry/ledger/ledger-public-key.pem"}
+    server = ServerSettings.from_env(Settings.from_env(env), env)
+    assert server.listen == "0.0.0.0:50051" and not server.projections_in_process
+    assert server.four_eyes
+    for workload in workloads():
+        for name in env_of(pod_spec(workload)["containers"][0]):
+            assert not name.startswith("REGISTRY_") or name in known_settings(), name
+
+
+# ---- the image ----------------------------------------------------------------------
+
+def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:
+    stages = {i.arguments for i in dockerfile() if i.keyword == "FROM"}
+    assert stages == {"${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"}
+    assert any(i.keyword == "ARG" and i.arguments == "PYTHON_IMAGE=python:3.11-slim"
+               for i in dockerfile())
+    builder = [i for i in dockerfile() if i.stage == "builder"]
+    assert any(i.keyword == "RUN" and "pip wheel" in i.arguments for i in builder)
+    runtime = runtime_stage()
+    installs = [i.arguments for i in runtime if i.keyword == "RUN" and "pip install" in i.arguments]
+    assert len(installs) == 1 and "--no-index" in installs[0] and "from=builder" in installs[0]
+    assert not any(i.keyword in ("COPY", "ADD") for i in runtime), "the runtime gets wheels only"
+    (user,) = [i.arguments for i in runtime if i.keyword == "USER"]
+    assert user == f"{IMAGE_USER}:{IMAGE_USER}"
+    assert image_command("ENTRYPOINT") == ["registry"]
+    assert image_command("CMD") == ["serve"]
+    assert image_environment()["REGISTRY_LISTEN"] == "0.0.0.0:50051"
+    assert healthcheck_command()[:2] == ["registry", "health"]
+    assert set(image_environment()) & {n for n in image_environment()
+                                       if n.startswith("REGISTRY_")} <= known_settings()
+
+
+def test_the_health_command_is_a_cli_subcommand() -> None:
+    """`registry health` as the image's HEALTHCHECK runs it (registry/cli.py registers
+    registry.health_cli.add_parser)."""
+    import argparse
+
+    from registry import health_cli
+
+    parser = argparse.ArgumentParser(prog="registry")
+    health_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(healthcheck_command()[1:])
+    assert args.run is health_cli.run and args.timeout == 3.0 and args.server is None
+    assert health_cli.default_server({"REGISTRY_LISTEN": "0.0.0.0:50051"}) == "127.0.0.1:50051"
+
+
+def test_registry_cli_offers_the_health_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """The image's HEALTHCHECK runs `registry health`: registry/cli.py must register
+    it with `health_cli.add_parser(sub)`."""
+    from registry import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["health", "--help"])
+    assert exited.value.code == 0, (
+        "`registry health` is not a command: add `health_cli.add_parser(sub)` to "
+        f"registry/cli.py main() (and import health_cli)\n{capsys.readouterr().err}")
+
+
+def test_dockerignore_keeps_the_build_context_to_the_wheels_sources() -> None:
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"
+    let_in = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = set()
+    for instruction in dockerfile():
+        if instruction.keyword == "COPY" and not instruction.arguments.startswith("--"):
+            copied |= {word.rstrip("/") for word in instruction.arguments.split()[:-1]}
+    assert copied == let_in
+    assert all((ROOT / path).exists() for path in copied)
+
+
+# ---- compose ------------------------------------------------------------------------
+
+def test_compose_file_is_valid_against_the_compose_spec() -> None:
+    assert not compose_errors(compose()), compose_errors(compose())
+    typo = copy.deepcopy(compose())
+    typo["services"]["worker"]["comand"] = ["project"]
+    assert compose_errors(typo)
+    condition = copy.deepcopy(compose())
+    condition["services"]["worker"]["depends_on"]["migrate"]["condition"] = "done"
+    assert compose_errors(condition)
+
+
+def test_compose_services_roles_and_order() -> None:
+    all_services = services()
+    roles: dict[str, list[str]] = {}
+    for name, service in all_services.items():
+        assert "image" in service or "build" in service, name
+        if built_here(service):
+            assert service["image"] == all_services["migrate"]["image"], name
+            roles.setdefault(argv(service)[2], []).append(name)
+    assert roles == {"migrate": ["migrate"], "access": ["access-init"],
+                     "serve": ["registry-1", "registry-2"], "project": ["worker"]}
+    assert argv(all_services["access-init"])[2:] == [
+        "access", "init", "--party", "mee", "--name", "admin"]
+    for name, service in all_services.items():
+        for target, needs in service.get("depends_on", {}).items():
+            assert target in all_services, f"{name} depends on unknown {target}"
+            condition = needs["condition"]
+            if condition == "service_completed_successfully":
+                assert all_services[target]["restart"] == "no", target
+            elif condition == "service_healthy":
+                assert has_healthcheck(all_services[target]), target
+            else:
+                pytest.fail(f"{name} -> {target}: wait for health or completion, not {condition}")
+    order = {name: set(service.get("depends_on", {})) for name, service in all_services.items()}
+    assert order["migrate"] == {"postgres"}
+    assert order["access-init"] == {"migrate"}
+    assert order["registry-1"] == order["registry-2"] == {"migrate", "access-init"}
+    assert order["worker"] == {"migrate"}
+    assert order["lb"] == {"registry-1", "registry-2"}
+    for name in ("migrate", "access-init", "worker"):
+        assert all_services[name]["healthcheck"] == {"disable": True}, (
+            f"{name} runs no server: the image's gRPC health check does not apply")
+
+
+def has_healthcheck(service: dict[str, Any]) -> bool:
+    check = service.get("healthcheck")
+    if check is not None:
+        return not check.get("disable", False) and bool(check.get("test"))
+    return built_here(service)   # the image's HEALTHCHECK
+
+
+def test_compose_declares_what_services_use_and_keeps_secrets_out() -> None:
+    document = compose()
+    for name, service in services().items():
+        for kind in ("secrets", "configs", "networks"):
+            for entry in service.get(kind, []):
+                source = entry["source"] if isinstance(entry, dict) else entry
+                assert source in document[kind], f"{name}: {kind} {source} is not declared"
+        for volume in service.get("volumes", []):
+            named_volume = volume.split(":", 1)[0]
+            assert named_volume.startswith((".", "/")) or named_volume in document["volumes"]
+        for key, value in service.get("environment", {}).items():
+            value = str(value)
+            if re.search(r"PASSWORD|TOKEN|SECRET|_KEY\b", key):
+                assert value.startswith("/run/secrets/"), f"{name}: {key} must name a file"
+            if key.startswith("REGISTRY_"):
+                assert key in known_settings(), f"{name}: {key} is no registry setting"
+            if value.startswith("/run/secrets/"):
+                mounted = value.removeprefix("/run/secrets/")
+                assert mounted in service["secrets"], f"{name}: {key} names {value}"
+    for config in document["configs"].values():
+        assert (COMPOSE_DIR / config["file"]).is_file()
+    for secret in document["secrets"].values():
+        assert secret["file"].startswith("./secrets/"), "secret files live in secrets/"
+    ignored = [line for line in (COMPOSE_DIR / "secrets" / ".gitignore").read_text()
+               .splitlines() if line and not line.startswith("#")]
+    assert ignored == ["*", "!.gitignore"], "secrets/ must never be committed"
+
+
+def test_make_secrets_writes_every_secret_file_compose_reads(tmp_path: Path) -> None:
+    made = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert made.returncode == 0, made.stderr
+    for secret in compose()["secrets"].values():
+        path = tmp_path / "s" / secret["file"].removeprefix("./secrets/")
+        assert path.is_file() and path.stat().st_size > 0, path
+        assert path.stat().st_mode & 0o044, f"{path}: the container's user must read it"
+    assert (tmp_path / "s").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "s" / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
+    again = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
+                           capture_output=True, text=True, check=False, timeout=60)
+    assert again.returncode == 0 and again.stdout.count("keeping") == 5, again.stdout
+
+
+def test_plaintext_servers_are_reachable_only_inside_the_compose_network() -> None:
+    document = compose()
+    for name, service in services().items():
+        environment = service.get("environment", {})
+        if environment.get("REGISTRY_PLAINTEXT") == "allow":
+            assert "ports" not in service, f"{name} would publish a plaintext port"
+            for network in service["networks"]:
+                assert document["networks"][network].get("internal") is True, (name, network)
+    published = [name for name, service in services().items() if "ports" in service]
+    assert published == ["lb"]
+
+
+def test_compose_server_settings_are_accepted_by_the_server() -> None:
+    for name in ("registry-1", "registry-2"):
+        env = {k: str(v) for k, v in services()[name]["environment"].items()
+               if k.startswith("REGISTRY_")}
+        env = {**image_environment(), **env,
+               "REGISTRY_DATABASE_URL": "postgresql://registry:x@postgres:5432/registry"}
+        server = ServerSettings.from_env(Settings.from_env(env), env)
+        assert server.listen == "0.0.0.0:50051" and not server.projections_in_process
+        del env["REGISTRY_PLAINTEXT"]
+        with pytest.raises(ConfigurationError):
+            ServerSettings.from_env(Settings.from_env(env), env)
+
+
+def test_load_balancer_sends_grpc_to_both_servers() -> None:
+    config = (COMPOSE_DIR / "nginx.conf").read_text()
+    upstreams = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", config, re.MULTILINE)
+    servers = sorted(name for name, service in services().items()
+                     if built_here(service) and argv(service)[2] == "serve")
+    assert sorted(host for host, _ in upstreams) == servers
+    assert {port for _, port in upstreams} == {"50051"}
+    assert re.search(r"grpc_pass\s+grpc://registry_servers;", config)
+    assert re.search(r"client_max_body_size\s+32m;", config)
+    lb = services()["lb"]
+    mounted = {entry["target"] for entry in lb["configs"]}
+    assert "/etc/nginx/nginx.conf" in mounted
+    for secret in lb["secrets"]:
+        assert f"/run/secrets/{secret}" in config
+
+
+def test_dockerfile_is_where_compose_builds_it() -> None:
+    for name, service in services().items():
+        if built_here(service):
+            context = (COMPOSE_DIR / service["build"]["context"]).resolve()
+            assert context == ROOT, name
+            assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
