@@ -21,12 +21,10 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import grpc
-
 from registry.client import RegistryClient
 from registry.config import Settings, build_registry
 from registry.domain.access import Role, check_principal
-from registry.remote import add_connection_options, client_for, report_error
+from registry.remote import add_connection_options, call_remote
 from registry.v1 import access_service_pb2 as pb
 
 ROLES = [role.value for role in Role]
@@ -94,15 +92,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, work: str) -> int:
-    try:
-        with client_for(args) as client:
-            _WORK[work](client, args)
-    except grpc.RpcError as error:
-        return report_error(error)
-    except OSError as error:
-        print(f"registry: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
-    return 0
+    return call_remote(args, _WORK[work])
 
 
 def _grant(client: RegistryClient, args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from registry.client import CHANNEL_OPTIONS
 from registry.domain.errors import RegistryError
-from registry.remote import _tls_files
+from registry.remote import add_tls_options, tls_files
 
 SERVING = 0
 NOT_SERVING = 1
@@ -54,16 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the whole server)")
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="seconds to wait for the answer (default: %(default)s)")
-    parser.add_argument("--tls-ca", metavar="PEM", default=os.environ.get("REGISTRY_TLS_CA", ""),
-                        help="connect over TLS, trusting the server's certificate if signed "
-                        "by these CA certificates (default: $REGISTRY_TLS_CA)")
-    parser.add_argument("--tls-cert", metavar="PEM",
-                        default=os.environ.get("REGISTRY_CLIENT_CERT", ""),
-                        help="a client certificate, for a server that requires one "
-                        "(default: $REGISTRY_CLIENT_CERT; needs --tls-ca and --tls-key)")
-    parser.add_argument("--tls-key", metavar="PEM",
-                        default=os.environ.get("REGISTRY_CLIENT_KEY", ""),
-                        help="the private key of --tls-cert (default: $REGISTRY_CLIENT_KEY)")
+    add_tls_options(parser)
     parser.add_argument("--tls-server-name", metavar="NAME", default="",
                         help="the name the server's certificate must carry, when it is not "
                         "the --server host (a check on 127.0.0.1 of a server whose "
@@ -113,7 +104,7 @@ def check(target: str, service: str = "", timeout: float = 5.0, *,
 
 def run(args: argparse.Namespace) -> int:
     """The subcommand: one check, one line out, the exit status says the rest."""
-    tls_ca, tls_cert, tls_key = _tls_files(args)   # a bad path is named, exit 2
+    tls_ca, tls_cert, tls_key = tls_files(args)   # a bad path is named, exit 2
     target = args.server or default_server()
     status, line = check(target, args.service, args.timeout, tls_ca=tls_ca,
                          tls_cert=tls_cert, tls_key=tls_key, server_name=args.tls_server_name)

@@ -19,10 +19,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import grpc
-
 from registry.client import RegistryClient
-from registry.remote import add_connection_options, client_for, report_error
+from registry.remote import add_connection_options, call_remote
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
@@ -98,18 +96,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _call(args: argparse.Namespace, work: str) -> int:
-    try:
-        with client_for(args, timeout=300) as client:
-            {"show": _print_rules, "set": _set_rules, "close": _print_closing,
-             "compliance": _print_report, "list": _list_proposals,
-             "approve": _decide_proposal, "reject": _decide_proposal,
-             "expire": _expire_proposals, "propose": _propose}[work](client, args)
-    except grpc.RpcError as error:
-        return report_error(error)
-    except OSError as error:
-        print(f"registry: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
-    return 0
+    return call_remote(args, {
+        "show": _print_rules, "set": _set_rules, "close": _print_closing,
+        "compliance": _print_report, "list": _list_proposals, "approve": _decide_proposal,
+        "reject": _decide_proposal, "expire": _expire_proposals, "propose": _propose}[work],
+        timeout=300)
 
 
 def _print_rules(client: RegistryClient, args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -60,6 +61,11 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default=os.environ.get("REGISTRY_SERVER",
                                                            "127.0.0.1:50051"))
     parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
+    add_tls_options(parser)
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """--tls-ca, --tls-cert, --tls-key: a TLS server, and this client's certificate."""
     parser.add_argument("--tls-ca", metavar="PEM", default=os.environ.get("REGISTRY_TLS_CA", ""),
                         help="connect over TLS, trusting the server's certificate if signed "
                         "by these CA certificates (default: $REGISTRY_TLS_CA)")
@@ -72,14 +78,29 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
                         help="the private key of --tls-cert (default: $REGISTRY_CLIENT_KEY)")
 
 
+def call_remote(args: argparse.Namespace, work: Callable[[RegistryClient, argparse.Namespace],
+                                                         None], timeout: float = 10) -> int:
+    """Run ``work`` with a client of ``args``' server: 0, or 2 after printing the
+    server's refusal (or an unreadable input file) the way every command does."""
+    try:
+        with client_for(args, timeout=timeout) as client:
+            work(client, args)
+    except grpc.RpcError as error:
+        return report_error(error)
+    except OSError as error:
+        print(f"registry: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
     token = args.token or _local_token()
-    tls_ca, tls_cert, tls_key = _tls_files(args)
+    tls_ca, tls_cert, tls_key = tls_files(args)
     return RegistryClient(args.server, token, timeout=timeout, attempts=2,
                           tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
-def _tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, bytes | None]:
+def tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, bytes | None]:
     """The PEM files of --tls-ca/--tls-cert/--tls-key, read now so a wrong path is named
     (a ConfigurationError: the command exits 2) instead of failing as a handshake."""
     ca = getattr(args, "tls_ca", "") or ""
