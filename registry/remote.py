@@ -1,9 +1,9 @@
 """Operator commands that talk to a running registry server: balances, history, trace.
 
 The server is ``--server`` or ``REGISTRY_SERVER`` (default ``127.0.0.1:50051``); the
-token is ``--token``, ``REGISTRY_TOKEN``, or the first token of the local token file
-(``REGISTRY_TOKENS_FILE``, default ``$REGISTRY_DATA_DIR/tokens``), which is what the
-embedded server created on first start. TLS: ``--tls-ca`` (``REGISTRY_TLS_CA``) and, for a
+token is ``--token``, ``REGISTRY_TOKEN``, or the first token of the local credentials
+file (``REGISTRY_CREDENTIALS_FILE``, default ``$REGISTRY_DATA_DIR/credentials``), which
+the embedded server wrote on first start (the first regulator's). TLS: ``--tls-ca`` (``REGISTRY_TLS_CA``) and, for a
 server requiring client certificates, ``--tls-cert``/``--tls-key``
 (``REGISTRY_CLIENT_CERT``/``REGISTRY_CLIENT_KEY``), all PEM files.
 """
