@@ -3,8 +3,9 @@
 The server is ``--server`` or ``REGISTRY_SERVER`` (default ``127.0.0.1:50051``); the
 token is ``--token``, ``REGISTRY_TOKEN``, or the first token of the local credentials
 file (``REGISTRY_CREDENTIALS_FILE``, default ``$REGISTRY_DATA_DIR/credentials``), which
-the embedded server wrote on first start (the first regulator's). TLS: ``--tls-ca`` (``REGISTRY_TLS_CA``) and, for a
-server requiring client certificates, ``--tls-cert``/``--tls-key``
+the embedded server wrote on first start (the first regulator's). TLS: ``--tls-ca``
+(``REGISTRY_TLS_CA``) and, for a server requiring client certificates,
+``--tls-cert``/``--tls-key``
 (``REGISTRY_CLIENT_CERT``/``REGISTRY_CLIENT_KEY``), all PEM files.
 """
 

@@ -20,12 +20,14 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError
 
 from registry.domain.errors import (
+    MAX_MESSAGE_BYTES,
     ConcurrencyConflict,
     Conflict,
     InvalidCommand,
     NotFound,
     Refused,
     RegistryError,
+    clip,
 )
 from registry.readmodels.runner import ReadModelTimeout
 
@@ -122,8 +124,9 @@ def to_status(error: BaseException) -> grpc.Status:
         code, reason, message = code_for(error), error.reason, error.message
         metadata = dict(error.metadata)
     elif isinstance(error, ApiError):
-        code, reason, message = error.code, error.reason, error.message
-        metadata = dict(error.metadata)
+        code, reason = error.code, error.reason
+        message = clip(error.message, MAX_MESSAGE_BYTES)   # it may echo what it refuses
+        metadata = {key: clip(value) for key, value in error.metadata.items()}
     elif isinstance(error, ReadModelTimeout):
         code, reason, message = grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error)
         metadata = {}

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from registry.application.request_ids import bound_request_id
-from registry.domain.errors import RegistryError
+from registry.domain.errors import InvalidCommand, RegistryError
 from registry.domain.transactions import Principal
 from registry.observability.logs import (
     REQUEST_ID_HEADER,
@@ -87,34 +87,37 @@ class CallInterceptor(grpc.ServerInterceptor):
         if service in OPEN_SERVICES:
             return handler
         metadata = details.invocation_metadata
+        # The request arrives as bytes and is parsed inside the call's own handling, so
+        # bytes that are not the request message get INVALID_ARGUMENT like any bad
+        # input, not grpcio's bare INTERNAL before any of our code runs.
+        parse = _parser(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, metadata, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                self._unary(method, metadata, handler.unary_unary, parse),
+                request_deserializer=None, response_serializer=handler.response_serializer)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, metadata, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                self._stream(method, metadata, handler.unary_stream, parse),
+                request_deserializer=None, response_serializer=handler.response_serializer)
         return handler  # this API has no client-streaming methods
 
     def _unary(self, method: str, metadata: Any,
-               behaviour: Callable[[Any, grpc.ServicerContext], Any]
-               ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def serve(request: Any, context: grpc.ServicerContext) -> Any:
+               behaviour: Callable[[Any, grpc.ServicerContext], Any],
+               parse: Callable[[bytes], Any]) -> Callable[[bytes, grpc.ServicerContext], Any]:
+        def serve(raw: bytes, context: grpc.ServicerContext) -> Any:
             response = None
-            with self._serving(method, metadata, context, request):
+            with self._serving(method, metadata, context, raw, parse) as request:
                 response = behaviour(request, context)
             return response
 
         return serve
 
     def _stream(self, method: str, metadata: Any,
-                behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
-                ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
-        def serve(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._serving(method, metadata, context, request), \
+                behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+                parse: Callable[[bytes], Any]
+                ) -> Callable[[bytes, grpc.ServicerContext], Iterator[Any]]:
+        def serve(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            with self._serving(method, metadata, context, raw, parse) as request, \
                     self.streams.slot(current_principal()):
                 yield from behaviour(request, context)
 
@@ -122,7 +125,7 @@ class CallInterceptor(grpc.ServerInterceptor):
 
     @contextmanager
     def _serving(self, method: str, metadata: Any, context: grpc.ServicerContext,
-                 request: Any) -> Iterator[None]:
+                 raw: bytes, parse: Callable[[bytes], Any]) -> Iterator[Any]:
         """Around one call: resolve the principal, check the policy allows it (before
         any servicer code runs), bind it, turn errors into statuses (never leaking
         internals), log one line (denials included)."""
@@ -140,10 +143,11 @@ class CallInterceptor(grpc.ServerInterceptor):
             with bound_request_id(request_id):   # stamped on the events this call causes
                 principal, acl = self.authenticator.resolve(metadata, context)
                 bound.append(bind_request(request_id, str(principal), method))
+                request = parse(raw)
                 authorize(method, request, principal, acl)
                 token = bind_principal(principal)
                 try:
-                    yield
+                    yield request
                 finally:
                     unbind_principal(token)
         except EXPECTED as error:
@@ -201,3 +205,17 @@ def _with(status: grpc.Status, trailing: tuple[tuple[str, str], ...]) -> grpc.St
     """The status with the request id added: aborting replaces trailing metadata."""
     given = tuple(getattr(status, "trailing_metadata", None) or ())
     return status._replace(trailing_metadata=(*given, *trailing))  # type: ignore[attr-defined, no-any-return]
+
+
+def _parser(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """The request message from its bytes; bytes that are not one are INVALID_ARGUMENT."""
+    def parse(raw: bytes) -> Any:
+        if deserialize is None:
+            return raw
+        try:
+            return deserialize(raw)
+        except Exception:   # DecodeError, or a string field that is not UTF-8
+            raise InvalidCommand("the request is not a valid protobuf message of this "
+                                 "method's request type", reason="MALFORMED_REQUEST",
+                                 field="request") from None
+    return parse

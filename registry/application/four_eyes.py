@@ -250,7 +250,7 @@ PAYLOAD_LABELS = {"reversed transaction id": "original_transaction_id"}
 
 def _in_payload(error: InvalidCommand) -> InvalidCommand:
     """A check of the payload's values names its field inside the payload
-    (``payload.unit_type``, ``payload.rules.ccer_cap_bps``), not a request field."""
+    (``payload.unit_type``, ``payload.transaction_id``), not a request field."""
     def inside(label: str) -> str:
         if label == "payload" or label.startswith("payload."):
             return label

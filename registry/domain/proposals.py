@@ -27,6 +27,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -162,10 +163,19 @@ def _depth(value: object) -> int:
     return deepest
 
 
+def _storable(text: str) -> bool:
+    """Text the event store can hold: UTF-8 (JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which it is not) and no NUL (which PostgreSQL's text cannot hold)."""
+    return "\x00" not in text and not _SURROGATE.search(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_json(value: object, path: str) -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidCommand(f"{path} holds a NUL character", reason="INVALID_PAYLOAD",
-                             field=path)
+    if isinstance(value, str) and not _storable(value):
+        raise InvalidCommand(f"{path} holds a NUL or a lone surrogate (not UTF-8)",
+                             reason="INVALID_PAYLOAD", field=path)
     if value is None or isinstance(value, bool | int | str):
         return
     if isinstance(value, float):
@@ -179,10 +189,10 @@ def _check_json(value: object, path: str) -> None:
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if not isinstance(key, str) or key == RESERVED_KEY or "\x00" in key:
+            if not isinstance(key, str) or key == RESERVED_KEY or not _storable(key):
                 raise InvalidCommand(f"{path} has key {key!r}; keys must be text other "
-                                     f"than {RESERVED_KEY!r}", reason="INVALID_PAYLOAD",
-                                     field=path)
+                                     f"than {RESERVED_KEY!r}, without NUL or lone surrogates",
+                                     reason="INVALID_PAYLOAD", field=path)
             _check_json(item, f"{path}.{key}")
         return
     raise InvalidCommand(f"{path} holds a {type(value).__name__}, which is not JSON",
