@@ -15,7 +15,7 @@ revoked by any process stops working on its next call.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 import grpc
@@ -66,15 +66,18 @@ class AuthMode(StrEnum):
 class Authenticator:
     """Resolves a call's credentials against the current access state."""
 
-    def __init__(self, access: Access, mode: AuthMode = AuthMode.TOKEN) -> None:
+    def __init__(self, access: Access, mode: AuthMode = AuthMode.TOKEN,
+                 latest_version: Callable[[], int] | None = None) -> None:
         self.access = access
         self.mode = mode
+        self.latest_version = latest_version
+        """The access aggregate's stored version, read cheaply (see Access.current)."""
 
     def resolve(self, metadata: Sequence[tuple[str, str | bytes]] | None,
                 context: grpc.ServicerContext) -> tuple[Principal, AccessControl]:
         """The caller and the access state it was resolved against (which authorisation
         then uses too, so both see the same moment)."""
-        acl = self.access.current()
+        acl = self.access.current(self.latest_version)
         by_token = self._token_principal(acl, metadata) if self.mode.needs_token else None
         by_certificate = (self._certificate_principal(acl, context)
                           if self.mode.needs_certificate else None)

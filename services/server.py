@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from grpc_reflection.v1alpha import reflection
 from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
 from registry.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, _int, build_registry
-from registry.domain.access import Role
+from registry.domain.access import AccessControl, Role
 from registry.domain.transactions import Principal
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, LedgerSealer, sign_seconds
@@ -194,10 +194,10 @@ class RegistryServer:
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.max_workers,
                                thread_name_prefix="registry-rpc"),
-            interceptors=[CallInterceptor(Authenticator(backend.registry.access, settings.auth),
-                                          settings.max_streams_per_principal,
-                                          backend.metrics),
-                          *interceptors],
+            interceptors=[CallInterceptor(
+                Authenticator(backend.registry.access, settings.auth,
+                              access_version(backend)),
+                settings.max_streams_per_principal, backend.metrics), *interceptors],
             options=[
                 ("grpc.so_reuseport", int(settings.reuse_port)),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -276,6 +276,19 @@ class RegistryServer:
 
     def wait(self) -> None:
         self.server.wait_for_termination()
+
+
+def access_version(backend: Backend) -> Callable[[], int]:
+    """The access aggregate's stored version, over the read models' pool (concurrent
+    reads; the store's own reads take its lock): what each call compares first."""
+    log = EventLog.of(backend.registry.recorder)
+    engine = backend.read_models.reads
+    aggregate_id = AccessControl.id_for()
+
+    def version() -> int:
+        with engine.connect() as conn:
+            return log.latest_version(conn, aggregate_id)
+    return version
 
 
 def ensure_first_principals(registry: Registry, settings: ServerSettings,

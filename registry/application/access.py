@@ -10,7 +10,8 @@ everywhere.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from copy import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -159,17 +160,25 @@ class Access:
 
     # -- the view calls are checked against -----------------------------------------
 
-    def current(self) -> AccessControl:
+    def current(self, latest_version: Callable[[], int] | None = None) -> AccessControl:
         """The access state as committed now: the held copy brought up to date with the
-        events any process saved since (one query when there are none)."""
-        recorder = self._registry.recorder
-        mapper = self._registry.mapper
-        with self._lock:
+        events any process saved since. ``latest_version`` (the aggregate's stored
+        version, from a cheaper read connection) saves the store's own read when
+        nothing changed, which is almost always."""
+        held = self._acl   # read without the lock: calls check at once, in parallel
+        after = held.version if held is not None else 0
+        if latest_version is not None and held is not None and latest_version() == after:
+            return held
+        stored = self._registry.recorder.select_events(AccessControl.id_for(), gt=after)
+        if not stored:
+            return held if held is not None else _EMPTY
+        with self._lock:   # one caller applies what is new; the others see it applied
             held = self._acl
             after = held.version if held is not None else 0
-            stored = recorder.select_events(AccessControl.id_for(), gt=after)
-            if stored:
-                self._acl = replay(held, map(mapper.to_domain_event, stored))
+            newer = [event for event in stored if event.originator_version > after]
+            if newer:
+                self._acl = replay(copy(held), map(self._registry.mapper.to_domain_event,
+                                                   newer))
             return self._acl if self._acl is not None else _EMPTY
 
     def _acl_for_change(self, uow: UnitOfWork) -> AccessControl:

@@ -119,6 +119,17 @@ class EventLog:
             conn, f"SELECT COUNT(*) FROM {self.table} WHERE {self.position} > %s", (after,))
         return int(count)
 
+    def latest_version(self, conn: Connection, originator_id: UUID) -> int:
+        """The version of an aggregate's last stored event (0: none): one index probe."""
+        if self.postgres:
+            rows = self._fetch(conn, f"SELECT MAX(originator_version) FROM {self.table} "
+                               "WHERE originator_id = %s", (originator_id,))
+        else:
+            rows = self._fetch(conn, f"SELECT MAX(originator_version) FROM {self.table} "
+                               "WHERE originator_id IN (%s, %s)",
+                               (originator_id.hex, str(originator_id)))
+        return int(rows[0][0] or 0)
+
     def position_of(self, conn: Connection, originator_id: UUID, version: int) -> int | None:
         """Where the event (originator, version) is now, if anywhere (primary key look-up)."""
         if self.postgres:
