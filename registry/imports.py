@@ -326,13 +326,24 @@ def _read(args: argparse.Namespace, schema: Schema[T]) -> ParsedFile[T] | int:
         return 2
 
 
-def _import_emissions(args: argparse.Namespace) -> int:
-    parsed = _read(args, EMISSIONS_SCHEMA)
+def _load(args: argparse.Namespace, schema: Schema[T]
+          ) -> tuple[ParsedFile[T], tuple[T, ...]] | int:
+    """The file and its rows to send, or the exit code when there is nothing to send
+    (a dry run, or a bad file whose every problem was reported)."""
+    parsed = _read(args, schema)
     if isinstance(parsed, int):
         return parsed
     rows = _validated(args, parsed)
     if rows is None:
         return 0 if parsed.ok else 2
+    return parsed, rows
+
+
+def _import_emissions(args: argparse.Namespace) -> int:
+    loaded = _load(args, EMISSIONS_SCHEMA)
+    if isinstance(loaded, int):
+        return loaded
+    parsed, rows = loaded
     try:
         with client_for(args, timeout=300) as client:
             reply = client.call(client.administration.RecordVerifiedEmissions,
@@ -352,12 +363,10 @@ def _import_emissions(args: argparse.Namespace) -> int:
 
 
 def _import_accounts(args: argparse.Namespace) -> int:
-    parsed = _read(args, ACCOUNTS_SCHEMA)
-    if isinstance(parsed, int):
-        return parsed
-    rows = _validated(args, parsed)
-    if rows is None:
-        return 0 if parsed.ok else 2
+    loaded = _load(args, ACCOUNTS_SCHEMA)
+    if isinstance(loaded, int):
+        return loaded
+    parsed, rows = loaded
     counts: Counter[str] = Counter()
     problems: list[Problem] = []
     with client_for(args, timeout=60) as client, ThreadPoolExecutor(OPENING_CALLERS) as pool:
@@ -388,12 +397,10 @@ def _import_accounts(args: argparse.Namespace) -> int:
 
 
 def _import_allocations(args: argparse.Namespace) -> int:
-    parsed = _read(args, ALLOCATIONS_SCHEMA)
-    if isinstance(parsed, int):
-        return parsed
-    rows = _validated(args, parsed)
-    if rows is None:
-        return 0 if parsed.ok else 2
+    loaded = _load(args, ALLOCATIONS_SCHEMA)
+    if isinstance(loaded, int):
+        return loaded
+    parsed, rows = loaded
     if args.propose:
         return _propose_allocations(args, rows, parsed.digest)
     results: list[tuple[int, admin_pb.AllocationResult]] = []
