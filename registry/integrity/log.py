@@ -16,7 +16,7 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from registry.integrity.chain import StoredLogEvent
 
@@ -120,15 +120,17 @@ class EventLog:
         return int(count)
 
     def latest_version(self, conn: Connection, originator_id: UUID) -> int:
-        """The version of an aggregate's last stored event (0: none): one index probe."""
+        """The version of an aggregate's last stored event (0: none): one index probe.
+        Through SQLAlchemy, so a dropped connection surfaces as the DBAPIError the API
+        maps to a retryable UNAVAILABLE."""
         if self.postgres:
-            rows = self._fetch(conn, f"SELECT MAX(originator_version) FROM {self.table} "
-                               "WHERE originator_id = %s", (originator_id,))
+            found = conn.execute(text(f"SELECT MAX(originator_version) FROM {self.table} "
+                                      "WHERE originator_id = :id"), {"id": originator_id})
         else:
-            rows = self._fetch(conn, f"SELECT MAX(originator_version) FROM {self.table} "
-                               "WHERE originator_id IN (%s, %s)",
-                               (originator_id.hex, str(originator_id)))
-        return int(rows[0][0] or 0)
+            found = conn.execute(text(f"SELECT MAX(originator_version) FROM {self.table} "
+                                      "WHERE originator_id IN (:hex, :text)"),
+                                 {"hex": originator_id.hex, "text": str(originator_id)})
+        return int(found.scalar() or 0)
 
     def position_of(self, conn: Connection, originator_id: UUID, version: int) -> int | None:
         """Where the event (originator, version) is now, if anywhere (primary key look-up)."""
