@@ -26,11 +26,11 @@ LEASE_KEY = 0x7265_6769_0000_0001   # "regi", 1
 def projection_lease(engine: Engine, stop: threading.Event, *, wait_seconds: float = 1.0,
                      on_wait: Callable[[], None] = lambda: None
                      ) -> Iterator[threading.Event | None]:
-    """Hold the lease until the block ends; yields an event set if the lease is lost
-    (None when ``stop`` was set before it was won). SQLite has one writer process:
-    the lease is always held there."""
+    """Hold the lease until the block ends; yields the event that says to let it go:
+    set when ``stop`` is, or when the lease is lost (None when ``stop`` was set before
+    it was won). SQLite has one writer process: the lease is always held there."""
     if engine.dialect.name != "postgresql":
-        yield threading.Event()
+        yield stop
         return
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -43,14 +43,14 @@ def projection_lease(engine: Engine, stop: threading.Event, *, wait_seconds: flo
                 on_wait()
                 waiting = True
             stop.wait(wait_seconds)
-        lost = threading.Event()
-        watch = threading.Thread(target=_watch, args=(conn, stop, lost), daemon=True,
+        release = threading.Event()
+        watch = threading.Thread(target=_watch, args=(conn, stop, release), daemon=True,
                                  name="projection-lease")
         watch.start()
         try:
-            yield lost
+            yield release
         finally:
-            lost.set()
+            release.set()
             watch.join(timeout=5)
             with suppress(Exception):   # a lost connection took the lock with it
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEASE_KEY})
@@ -72,11 +72,18 @@ def _try_lock(conn: Connection) -> bool:
                              {"key": LEASE_KEY}).scalar())
 
 
-def _watch(conn: Connection, stop: threading.Event, lost: threading.Event,
-           every: float = 2.0) -> None:
-    """Set ``lost`` when the lease's connection stops answering."""
-    while not (stop.wait(every) or lost.is_set()):
+def _watch(conn: Connection, stop: threading.Event, release: threading.Event,
+           every: float = 2.0, tick: float = 0.2) -> None:
+    """Set ``release`` once ``stop`` is set or the lease's connection stops answering
+    (asked every ``every`` seconds)."""
+    waited = 0.0
+    while not (stop.wait(tick) or release.is_set()):
+        waited += tick
+        if waited < every:
+            continue
+        waited = 0.0
         try:
             conn.execute(text("SELECT 1"))
         except Exception:
-            lost.set()
+            break
+    release.set()

@@ -53,8 +53,8 @@ def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Sett
     def waiting() -> None:
         print("another worker holds the projection lease: standing by", flush=True)
     while not stop.is_set():
-        with projection_lease(engine, stop, on_wait=waiting) as lost:
-            if lost is None:
+        with projection_lease(engine, stop, on_wait=waiting) as release:
+            if release is None:
                 break
             print(f"holding the projection lease; catching up on {settings.describe()}",
                   flush=True)
@@ -62,11 +62,8 @@ def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Sett
             if once:
                 return 0
             print("following new events (Ctrl-C to stop)", flush=True)
-            halt = threading.Event()
-            relay = threading.Thread(target=_either, args=(stop, lost, halt), daemon=True)
-            relay.start()
-            runner.follow(halt)
-            if lost.is_set() and not stop.is_set():
+            runner.follow(release)
+            if not stop.is_set():
                 print("lost the projection lease (database connection); taking it again",
                       flush=True)
     return 0
@@ -93,19 +90,11 @@ def ledger_check(engine: Engine, registry: Registry, metrics: RegistryMetrics
             return   # nothing signed yet
         report = verify_ledger(engine, [load_public_key(path)],
                                log=EventLog.of(registry.recorder))
-        position = report.chain_head if report.ok or report.failure is None \
-            else report.failure.position
+        position = report.failure.position if report.failure else report.chain_head
         metrics.set_verify_result(report.ok, position)
         if not report.ok:
             print(f"ledger verification: {report.summary()}", flush=True)
     return run
-
-
-def _either(first: threading.Event, second: threading.Event, both: threading.Event) -> None:
-    """Set ``both`` as soon as either is set."""
-    while not (first.wait(0.2) or second.is_set()):
-        pass
-    both.set()
 
 
 def run(args: argparse.Namespace) -> int:

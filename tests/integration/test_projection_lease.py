@@ -27,8 +27,8 @@ def test_one_holder_at_a_time_and_the_next_takes_over() -> None:
 
             def worker(name: str, release: threading.Event) -> None:
                 with projection_lease(engine, stop, wait_seconds=0.1,
-                                      on_wait=waited.set) as lost:
-                    assert lost is not None and not lost.is_set()
+                                      on_wait=waited.set) as lease:
+                    assert lease is not None and not lease.is_set()
                     held_by.append(name)
                     release.wait(10)
 
@@ -63,8 +63,9 @@ def test_a_stopped_stand_by_gives_up_without_the_lease() -> None:
         stop = threading.Event()
         try:
             with projection_lease(engine, stop) as mine:
-                assert mine is not None
+                assert mine is not None and not mine.is_set()
                 stop.set()
+                assert mine.wait(2), "stopping must tell the holder to let the lease go"
                 with projection_lease(engine, stop, wait_seconds=0.05) as other:
                     assert other is None
         finally:
