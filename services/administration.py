@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import grpc
 
-from registry.application.commands import MAX_BATCH, AllocationRow, EmissionsRow
+from registry.application.commands import AllocationRow, EmissionsRow, check_batch
 from registry.application.four_eyes import ProposalResult
 from registry.application.results import (
     AccountResult,
@@ -23,6 +23,7 @@ from registry.domain.proposals import (
     ProposalKind,
     ProposalStatus,
     ProposalView,
+    check_payload_size,
 )
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitType
@@ -103,11 +104,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def AllocateUnits(self, request: pb.AllocateUnitsRequest,
                       context: grpc.ServicerContext) -> pb.AllocateUnitsResponse:
         self._direct("ALLOCATION_TABLE")
-        if not request.rows:
-            raise InvalidCommand("no rows to allocate", reason="EMPTY_BATCH", field="rows")
-        if len(request.rows) > MAX_BATCH:
-            raise InvalidCommand(f"at most {MAX_BATCH} rows per call, got {len(request.rows)}",
-                                 reason="BATCH_TOO_LARGE", field="rows", limit=MAX_BATCH)
+        check_batch(len(request.rows), request.ByteSize(), "rows", "rows to allocate")
         rows: list[AllocationRow] = []
         rejected: dict[int, RowResult] = {}
         for index, row in enumerate(request.rows):
@@ -143,6 +140,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def RecordVerifiedEmissions(self, request: pb.RecordVerifiedEmissionsRequest,
                                 context: grpc.ServicerContext
                                 ) -> pb.RecordVerifiedEmissionsResponse:
+        check_batch(len(request.rows), request.ByteSize(), "rows", "emissions rows to record")
         try:
             recorded = self.registry.record_verified_emissions(current_principal(), [
                 EmissionsRow(account_id=row.account_id, compliance_year=row.compliance_year,
@@ -183,6 +181,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
                       context: grpc.ServicerContext) -> pb.ProposeActionResponse:
         kind = convert.enum_from_proto(request.kind, pb.ProposalKind, ProposalKind, "kind")
         assert kind is not None
+        check_payload_size(len(request.payload_json.encode()), "payload_json")
         try:
             payload = json.loads(request.payload_json or "{}")
         except ValueError:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import grpc
 
-from registry.application.commands import MAX_BATCH, Trade
+from registry.application.commands import Trade, check_batch
 from registry.application.results import HoldResult, TradeOutcome, TradeResult
 from registry.domain.errors import InvalidCommand, error_for_reason
 from registry.v1 import settlement_service_pb2 as pb
@@ -56,11 +56,7 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
     def SettleTrades(self, request: pb.SettleTradesRequest,
                      context: grpc.ServicerContext) -> pb.SettleTradesResponse:
         count = len(request.trades)
-        if count > MAX_BATCH:
-            raise InvalidCommand(f"at most {MAX_BATCH} trades per call, got {count}",
-                                 reason="BATCH_TOO_LARGE", field="trades", limit=MAX_BATCH)
-        if count == 0:
-            raise InvalidCommand("no trades to settle", reason="EMPTY_BATCH", field="trades")
+        check_batch(count, request.ByteSize(), "trades", "trades to settle")
         trades: list[Trade] = []
         rejected: dict[int, TradeResult] = {}
         for index, message in enumerate(request.trades):
