@@ -122,9 +122,8 @@ class ChainHead:
 
 class ChainTampered(Exception):
     """The stored chain, its checkpoints or the events under them no longer say what
-    was chained and signed: the extender refuses to chain or sign on top of them."""
-
-    reason = "LEDGER_TAMPERED"
+    was chained and signed: the extender refuses to chain or sign on top of them. Not a
+    call's error: the sealer logs it as ``LEDGER_TAMPERED``."""
 
     def __init__(self, position: int, detail: str) -> None:
         super().__init__(f"position {position:,}: {detail}")

@@ -81,6 +81,7 @@ class CheckpointPublisher:
     registry keeps signing into the database and the log stream."""
 
     path: Path | None
+    _failing: bool = field(default=False, init=False)
 
     def last(self, kid: str) -> tuple[int, bytes] | None:
         """The last checkpoint of key ``kid`` published in the file, if any."""
@@ -115,7 +116,15 @@ class CheckpointPublisher:
                 file.flush()
                 os.fsync(file.fileno())
         except OSError as error:
-            logger.error("cannot publish ledger checkpoints to %s: %s", self.path, error)
+            if not self._failing:   # once, not every minute: the log lines still carry them
+                logger.error("cannot publish ledger checkpoints to %s (%s): they go to the "
+                             "log only; set REGISTRY_LEDGER_CHECKPOINTS to a writable path",
+                             self.path, error)
+            self._failing = True
+        else:
+            if self._failing:
+                logger.warning("ledger checkpoints are published to %s again", self.path)
+            self._failing = False
 
 
 @dataclass
