@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from registry.application import Registry
 from registry.application.commands import MAX_BATCH, MAX_BATCH_BYTES
@@ -121,6 +122,27 @@ def test_a_write_transaction_carries_a_statement_timeout(pg_registry: tuple[str,
         assert recorder.insert_events([StoredEvent(
             originator_id=uuid.uuid4(), originator_version=1,
             topic="tests.large_saves:Filler", state=b"{}")])
+
+
+def test_a_write_connection_idle_in_its_transaction_is_ended() -> None:
+    """A writer that stops talking inside its transaction (the lock taken) loses its
+    session after ``REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT``, and the lock with it."""
+    with fresh_pg_database() as url:
+        registry = build_registry(Settings(url, idle_in_transaction_timeout=1))
+        try:
+            recorder = registry.recorder
+            assert isinstance(recorder, RegistryPostgresRecorder)
+            with pytest.raises(PersistenceError), \
+                    recorder.datastore.get_connection() as conn, conn.cursor() as curs, \
+                    conn.transaction():
+                curs.execute(recorder.prepare_plain_statement)
+                time.sleep(2.5)
+                curs.execute("SELECT 1")
+            assert recorder.insert_events([StoredEvent(
+                originator_id=uuid.uuid4(), originator_version=1,
+                topic="tests.large_saves:Filler", state=b"{}")])
+        finally:
+            registry.close()
 
 
 def test_the_settings_reach_the_event_store(tmp_path: Path) -> None:
