@@ -136,6 +136,8 @@ def found_in_scope(accounts: Iterable[str | None]) -> bool:
     account; a transaction's source or destination: a movement is on both). Outside a
     served call nothing is bound and this fails (closed), never answering True."""
     scope = _scope.get()
+    if any(g.all_accounts for g in scope.grants):   # regulators, auditors, `*` exchanges
+        return True
     return any(scope.covers(a) for a in accounts if a)
 
 
