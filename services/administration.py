@@ -18,6 +18,7 @@ from registry.application.results import (
 )
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand, ProposalRequired, RowsInvalid
+from registry.domain.ids import check_party
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     ProposalKind,
@@ -201,8 +202,8 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def ApproveProposal(self, request: pb.ApproveProposalRequest,
                         context: grpc.ServicerContext) -> pb.ApproveProposalResponse:
         return _respond(pb.ApproveProposalResponse, self.registry.proposals.approve(
-            current_principal(), convert.required(request.party, "party"),
-            convert.required(request.proposal_id, "proposal_id")))
+            current_principal(), check_party(convert.required(request.party, "party")),
+            convert.client_id(request.proposal_id, "proposal_id")))
 
     def RejectProposal(self, request: pb.RejectProposalRequest,
                        context: grpc.ServicerContext) -> pb.RejectProposalResponse:
