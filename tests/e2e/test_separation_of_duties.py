@@ -176,6 +176,14 @@ def test_a_grant_takes_a_second_administrator(api: Api) -> None:
                                                     reason="no"))):
         error = rpc_error(call)
         assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
+    # nor propose one
+    error = rpc_error(lambda: api.regulator.call(
+        api.regulator.administration.ProposeAction, admin_pb.ProposeActionRequest(
+            proposal_id="zhou-2", kind=admin_pb.PROPOSAL_KIND_ROLE_GRANT,
+            payload_json=json.dumps({"grant_id": "zhou-2", "party": "mee",
+                                     "name": "regulator-zhou", "role": "regulator",
+                                     "accounts": ["*"]}), reason="x")))
+    assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
     # another grant under the same id is not what was proposed
     error = rpc_error(lambda: grant(admin2, "zhou-reg", "mee", "regulator-zhou",
                                     access_pb.ROLE_AUDITOR))
