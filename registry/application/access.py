@@ -207,8 +207,9 @@ class Access:
                 raise AccessRefused(f"no active token {credential_id} to rotate",
                                     credential=credential_id)
             principal = Principal(old["party"], old["name"])
-            new_id = acl.issue_token(token, principal, by, reason)   # first: the last
-            acl.revoke_credential(credential_id, by, reason)         # admin keeps one
+            # the new one first, so the last administrator always keeps one
+            new_id = acl.issue_token(token, principal, by, reason, replacing=True)
+            acl.revoke_credential(credential_id, by, reason)
             return IssuedToken(new_id, token, _position(uow.save()))
 
         return self._registry._retrying(attempt)
@@ -236,13 +237,6 @@ class Access:
             return AccessChange(credential_id, _position(uow.save()))
 
         return self._registry._retrying(attempt)
-
-    def bootstrap(self, principal: Principal, roles: Iterable[Role], reason: str
-                  ) -> IssuedToken | None:
-        """One first principal with ``roles`` (see ``genesis``); None when the registry
-        already has grants."""
-        made = self.genesis([(principal, role) for role in roles], reason)
-        return None if made is None else made[0].token
 
     def genesis(self, principals: Sequence[tuple[Principal, Role]], reason: str
                 ) -> list[FirstPrincipal] | None:

@@ -449,9 +449,13 @@ class AccessControl(Aggregate):
             "proposal: another approver must decide", principal=str(approver),
             proposer=proposer)
 
-    def issue_token(self, token: str, principal: Principal, by: Principal, reason: str
-                    ) -> str:
+    def issue_token(self, token: str, principal: Principal, by: Principal, reason: str,
+                    replacing: bool = False) -> str:
+        """A new token; ``replacing``: it replaces one revoked in the same save (a
+        rotation)."""
         _not_reserved(principal)
+        if not replacing:
+            self._check_single_credential(principal, "token", by)
         credential_id, salt, digest = salted(token)
         if credential_id in self.credentials:   # 64 random bits: never, but never twice
             raise AccessRefused("credential id collision; issue again")
@@ -464,6 +468,7 @@ class AccessControl(Aggregate):
                              fingerprint: str, subject: str, by: Principal, reason: str
                              ) -> None:
         _not_reserved(principal)
+        self._check_single_credential(principal, "certificate", by)
         if not FINGERPRINT.match(fingerprint):
             raise InvalidCommand("a certificate fingerprint is the sha256 of its DER bytes, "
                                  "64 lowercase hex digits", reason="INVALID_FINGERPRINT",
@@ -476,6 +481,26 @@ class AccessControl(Aggregate):
                            party=principal.party, name=principal.name,
                            fingerprint=fingerprint, subject=subject[:500], by=str(by),
                            reason=reason)
+
+    def _check_single_credential(self, principal: Principal, kind: str, by: Principal
+                                 ) -> None:
+        """A principal holding a four-eyes role has at most one active token and one
+        active certificate: an administrator cannot give itself a silent second
+        credential of another administrator or of two regulators and act as them. A
+        new one replaces the old (``RotateToken``, or revoke then issue), so the holder's
+        next call fails and the change is seen. In-process provisioning is exempt."""
+        if by.party == RESERVED_PARTY:
+            return
+        if not any(g.role in FOUR_EYES_ROLES for g in self.grants_of(principal)):
+            return
+        active = [cid for cid, c in self.credentials.items()
+                  if (c["party"], c["name"]) == (principal.party, principal.name)
+                  and c["kind"] == kind and not c["revoked"]]
+        if active:
+            raise SeparationOfDuties(
+                f"{principal} holds a four-eyes role and has an active {kind} "
+                f"({active[0]}): replace it (RotateToken, or revoke it first) rather than "
+                "add a second", principal=str(principal), credential=active[0])
 
     def revoke_credential(self, credential_id: str, by: Principal, reason: str) -> None:
         record = self.credentials.get(credential_id)

@@ -263,3 +263,21 @@ def test_reasons_grant_ids_and_party_system_are_checked(api: Api) -> None:
     error = rpc_error(lambda: grant(admin, "aud-1", "nao", "auditor-sun",
                                     access_pb.ROLE_AUDITOR))
     assert (error.code, error.reason) == (PRECONDITION, "ACCESS_CHANGE_REFUSED")
+
+
+def test_an_administrator_cannot_take_another_s_identity_with_a_second_token(api: Api
+                                                                              ) -> None:
+    """With the other administrator's or two regulators' extra tokens, one administrator
+    would approve its own grants and proposals: a privileged principal holding a token
+    gets no second one; a rotation replaces it (the holder's token stops, visibly)."""
+    admin = api.admin
+    for party, name in (("mee", "admin-2"), ("mee", "regulator-li"),
+                        ("mee", "regulator-wang"), ("shanghai-exchange", "settlement")):
+        error = rpc_error(lambda p=party, n=name: token_for(admin, p, n))
+        assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES"), name
+    # the four-eyes grant path still works end to end: grant, approve, first token
+    grant(admin, "qian-reg", "mee", "regulator-qian", access_pb.ROLE_REGULATOR)
+    grant(api.admin2, "qian-reg", "mee", "regulator-qian", access_pb.ROLE_REGULATOR)
+    with RegistryClient(api.address, token_for(admin, "mee", "regulator-qian"),
+                        attempts=1) as qian:
+        assert qian.balances(COMPANY) is not None

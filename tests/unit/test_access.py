@@ -219,3 +219,27 @@ def test_the_last_administrator_keeps_its_grant_and_a_credential() -> None:
     acl.revoke_credential(token, ADMIN, "rotating out")   # admin-2 can still call
     acl.revoke_grant("g0", second, "left")
     assert reason_of(acl.revoke_grant, "g1", second, "leaving") == "LAST_ADMINISTRATOR"
+
+
+def test_a_privileged_principal_gets_no_silent_second_credential() -> None:
+    """An administrator issuing an extra token for the other administrator (or for two
+    regulators) would hold their identities and approve its own proposals."""
+    acl = acl_with((ADMIN, Role.ADMIN, ()), (LI, Role.REGULATOR, ()))
+    second = Principal("mee", "admin-2")
+    acl.grant("a2", second, Role.ADMIN, ("*",), LI, "r", NOW, OP)
+    first = acl.issue_token(new_token(new_credential_id()), LI, ADMIN, "first")
+    assert reason_of(acl.issue_token, new_token(new_credential_id()), LI, ADMIN, "extra") \
+        == "SEPARATION_OF_DUTIES"
+    acl.issue_token(new_token(new_credential_id()), second, ADMIN, "first")
+    assert reason_of(acl.issue_token, new_token(new_credential_id()), second, ADMIN,
+                     "extra") == "SEPARATION_OF_DUTIES"
+    acl.register_certificate("c1", LI, "ab" * 32, "CN=li", ADMIN, "mtls")   # one of each
+    assert reason_of(acl.register_certificate, "c2", LI, "cd" * 32, "CN=x", ADMIN, "x") == \
+        "SEPARATION_OF_DUTIES"
+    # a replacement is allowed: the old one stops, so the holder sees it
+    acl.issue_token(new_token(new_credential_id()), LI, ADMIN, "rotated", replacing=True)
+    acl.revoke_credential(first, ADMIN, "rotated")
+    # principals without a four-eyes role, and in-process provisioning, are not limited
+    for _ in range(2):
+        acl.issue_token(new_token(new_credential_id()), OP, ADMIN, "no role yet")
+        acl.issue_token(new_token(new_credential_id()), LI, Principal("system", "t"), "x")
