@@ -29,7 +29,8 @@ Separation of duties (what one insider alone cannot do):
   by regulators' four-eyes actions;
 - approving needs a grant not made by the proposer and older than the proposal
   (``check_approver``), so a principal made for the occasion cannot approve;
-- the last administrator cannot be revoked, nor its last credential;
+- no administrator's grant is revoked if that leaves fewer than two (access changes
+  take two), and never the last one, nor the last administrator's last credential;
 - party ``system`` is the registry's own (bootstrap, tests): no grant or credential
   names it, so no caller can ever be it.
 
@@ -412,11 +413,13 @@ class AccessControl(Aggregate):
         if grant is None:
             raise AccessRefused(f"no active grant {grant_id}", grant=grant_id)
         if grant["role"] == Role.ADMIN.value:
+            # two administrators are what four eyes on access need: one revoking the
+            # other would leave grants nobody could ever approve again
             left = self._usable_admins(without_grant=grant_id)
-            if not left:
+            if not left or (len(left) < 2 <= len(self._usable_admins())):
                 raise LastAdministrator(
-                    f"grant {grant_id} is the last administrator's: grant another first",
-                    grant=grant_id)
+                    f"revoking grant {grant_id} would leave {len(left)} administrator(s); "
+                    "access changes take two: grant a successor first", grant=grant_id)
         self.trigger_event(self.GrantRevoked, grant_id=grant_id, by=str(by), reason=reason)
 
     def _usable_admins(self, without_grant: str = "", without_credential: str = ""

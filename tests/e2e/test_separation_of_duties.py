@@ -228,6 +228,16 @@ def test_an_approver_made_after_the_proposal_is_refused(tmp_path: Path) -> None:
 
 def test_the_last_administrator_cannot_revoke_itself(api: Api) -> None:
     admin = api.admin
+    # of two administrators, neither removes the other (access changes take two)
+    error = rpc_error(lambda: admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(
+        grant_id="admin2-admin", reason="ousted")))
+    assert (error.code, error.reason) == (PRECONDITION, "LAST_ADMINISTRATOR")
+    # admin-2 loses its token: then mee/admin is the only one who can call, and may
+    # remove admin-2's grant, but never its own
+    listed = admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
+    [other] = [p for p in listed.principals if (p.party, p.name) == ("mee", "admin-2")]
+    admin.call(admin.access.RevokeCredential, access_pb.RevokeCredentialRequest(
+        credential_id=other.credentials[0].credential_id, reason="laptop lost"))
     admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(
         grant_id="admin2-admin", reason="left the ministry"))
     error = rpc_error(lambda: admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(

@@ -213,12 +213,17 @@ def test_the_last_administrator_keeps_its_grant_and_a_credential() -> None:
     token = acl.issue_token(new_token(new_credential_id()), ADMIN, ADMIN, "mine")
     assert reason_of(acl.revoke_grant, "g0", ADMIN, "leaving") == "LAST_ADMINISTRATOR"
     assert reason_of(acl.revoke_credential, token, ADMIN, "oops") == "LAST_ADMINISTRATOR"
-    second = Principal("mee", "admin-2")
-    acl.grant("g1", second, Role.ADMIN, ("*",), ADMIN, "r", NOW, OP)
+    second, third = Principal("mee", "admin-2"), Principal("mee", "admin-3")
+    acl.grant("g1", second, Role.ADMIN, ("*",), LI, "r", NOW, OP)
     acl.issue_token(new_token(new_credential_id()), second, ADMIN, "r")
-    acl.revoke_credential(token, ADMIN, "rotating out")   # admin-2 can still call
-    acl.revoke_grant("g0", second, "left")
-    assert reason_of(acl.revoke_grant, "g1", second, "leaving") == "LAST_ADMINISTRATOR"
+    # of two, neither revokes the other: access changes would need two forever after
+    assert reason_of(acl.revoke_grant, "g1", ADMIN, "ousted") == "LAST_ADMINISTRATOR"
+    acl.grant("g2", third, Role.ADMIN, ("*",), LI, "successor", NOW, OP)
+    acl.issue_token(new_token(new_credential_id()), third, ADMIN, "r")
+    acl.revoke_grant("g1", ADMIN, "left")   # a successor first: then one may go
+    acl.revoke_credential(token, third, "lost laptop")   # admin-3 can still call
+    acl.revoke_grant("g0", third, "left")    # mee/admin had no credential left
+    assert reason_of(acl.revoke_grant, "g2", third, "leaving") == "LAST_ADMINISTRATOR"
 
 
 def test_a_privileged_principal_gets_no_silent_second_credential() -> None:
