@@ -95,7 +95,7 @@ def _init(args: argparse.Namespace) -> int:
         for role in (Role.ADMIN, Role.REGULATOR, Role.AUDITOR):
             founders += [(_principal(text), role) for text in getattr(args, role)]
     except InvalidCommand as error:
-        print(f"registry access init: {error.message}", file=sys.stderr)
+        print(f"registry access init: {error.reason}: {error.message}", file=sys.stderr)
         return 2
     registry = build_registry(Settings.from_env())
     try:
