@@ -149,8 +149,12 @@ class Access:
             return AccessChange(grant_id, None, replayed=True, pending=True,
                                 proposed_by=proposal.proposer)
         acl.check_approver(by, Role.ADMIN, proposal.proposer, proposal.created_at)
-        proposal.approve(by, now)
         proposer = Principal(*proposal.proposer.split("/", 1))
+        if Role.ADMIN not in {g.role for g in acl.grants_of(proposer)}:
+            raise SeparationOfDuties(f"{proposer} proposed grant {grant_id} but is no longer "
+                                     "an administrator: propose it again",
+                                     principal=str(proposer))
+        proposal.approve(by, now)
         acl.grant(grant_id, principal, role, scope, proposer, proposal.reason, now,
                   approved_by=by, proposal=proposal.ref)
         proposal.mark_executed(f"grant {grant_id}", now)
