@@ -1,6 +1,7 @@
 """``registry access``: principals, role grants and credentials.
 
-    registry access init --party mee --name admin          # local: the first administrator
+    registry access init --party mee --name admin --admin mee/admin-2 \
+        --regulator mee/regulator-li --regulator mee/regulator-wang   # local: the founding
     registry access grant GRANT_ID PARTY NAME ROLE [--accounts A,B | --accounts '*'] --reason R
     registry access revoke-grant GRANT_ID --reason R
     registry access token issue PARTY NAME --reason R      # prints the token once
@@ -11,7 +12,14 @@
 
 All but ``init`` talk to a running server with an administrator's token (``--token``
 or ``REGISTRY_TOKEN``). ``init`` writes to the configured store directly, once: it
-refuses when anyone holds a grant already.
+refuses when anyone holds a grant already. It is the registry's founding: its
+administrators (two, so that later grants can have four eyes) and its first
+regulators and auditors, in one recorded step.
+
+A regulator, exchange, operator or admin grant takes two administrators: the first
+``grant`` records a proposal; a different administrator running the same ``grant``
+(same id, principal, role and accounts) approves it. ``revoke-grant`` on a pending
+grant rejects it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from pathlib import Path
 from registry.client import RegistryClient
 from registry.config import Settings, build_registry
 from registry.domain.access import Role, check_principal
+from registry.domain.errors import InvalidCommand, RegistryError
+from registry.domain.transactions import Principal
 from registry.remote import add_connection_options, call_remote
 from registry.v1 import access_service_pb2 as pb
 
@@ -33,12 +43,16 @@ ROLES = [role.value for role in Role]
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     access = sub.add_parser("access", help="principals, role grants, tokens, certificates")
     verbs = access.add_subparsers(dest="verb", required=True)
-    init = verbs.add_parser("init", help="create the first administrator and its token, "
-                            "directly in the configured store (only when nobody has a grant)")
-    init.add_argument("--party", required=True)
-    init.add_argument("--name", required=True)
-    init.add_argument("--role", action="append", choices=ROLES, default=None,
-                      help="roles besides admin (repeat)")
+    init = verbs.add_parser("init", help="found the registry's access: its administrators "
+                            "and first regulators, each with a token, directly in the "
+                            "configured store (only when nobody has a grant)")
+    init.add_argument("--party", required=True, help="the first administrator's party")
+    init.add_argument("--name", required=True, help="the first administrator's name")
+    for role in (Role.ADMIN, Role.REGULATOR, Role.AUDITOR):
+        init.add_argument(f"--{role}", action="append", default=[], metavar="PARTY/NAME",
+                          help=f"another {role} (repeat)")
+    init.add_argument("--reason", default="registry access init",
+                      help="recorded with every grant and token")
     init.set_defaults(run=_init)
     grant = verbs.add_parser("grant", help="grant a role (over accounts, for exchange and "
                              "operator)")
@@ -76,19 +90,39 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _init(args: argparse.Namespace) -> int:
-    principal = check_principal(args.party, args.name)
-    roles = [Role.ADMIN, *(Role(r) for r in args.role or () if r != Role.ADMIN.value)]
+    try:
+        founders = [(check_principal(args.party, args.name), Role.ADMIN)]
+        for role in (Role.ADMIN, Role.REGULATOR, Role.AUDITOR):
+            founders += [(_principal(text), role) for text in getattr(args, role)]
+    except InvalidCommand as error:
+        print(f"registry access init: {error.reason}: {error.message}", file=sys.stderr)
+        return 2
     registry = build_registry(Settings.from_env())
     try:
-        issued = registry.access.bootstrap(principal, roles, "registry access init")
+        made = registry.access.genesis(founders, args.reason)
+    except RegistryError as error:
+        print(f"registry access init: {error.reason}: {error.message}", file=sys.stderr)
+        return 2
     finally:
         registry.close()
-    if issued is None:
+    if made is None:
         print("registry access init: principals exist already; an administrator grants "
               "with 'registry access grant'", file=sys.stderr)
         return 2
-    print(f"{principal} ({', '.join(roles)}): token (shown once):\n{issued.token}")
+    if sum(role is Role.ADMIN for _, role in founders) < 2:
+        print("registry access init: one administrator: regulator, exchange, operator and "
+              "admin grants need a second administrator to approve them; found the "
+              "registry with two (--admin PARTY/NAME)", file=sys.stderr)
+    for first in reversed(made):   # the first administrator's token on the last line
+        print(f"{first.principal} ({first.role}): token (shown once):\n{first.token.token}")
     return 0
+
+
+def _principal(text: str) -> Principal:
+    party, slash, name = text.partition("/")
+    if not slash:
+        raise InvalidCommand(f"{text!r}: give PARTY/NAME", reason="INVALID_PRINCIPAL_NAME")
+    return check_principal(party, name)
 
 
 def _call(args: argparse.Namespace, work: str) -> int:
@@ -101,15 +135,21 @@ def _grant(client: RegistryClient, args: argparse.Namespace) -> None:
         grant_id=args.grant_id, party=args.party, name=args.name,
         role=pb.Role.Value(f"ROLE_{args.role.upper()}"), account_ids=accounts,
         reason=args.reason))
-    print(f"grant {reply.grant_id}: {args.party}/{args.name} {args.role}"
-          + (f" over {', '.join(accounts)}" if accounts else "")
-          + (" (already granted)" if reply.replayed else ""))
+    what = (f"grant {reply.grant_id}: {args.party}/{args.name} {args.role}"
+            + (f" over {', '.join(accounts)}" if accounts else ""))
+    if reply.pending:
+        print(f"{what}: proposed by {reply.proposed_by}, pending: a different administrator "
+              "approves it by running this same grant")
+    else:
+        print(what + (f" (proposed by {reply.proposed_by}, approved by {reply.approved_by})"
+                      if reply.approved_by else "")
+              + (" (already granted)" if reply.replayed else ""))
 
 
 def _revoke_grant(client: RegistryClient, args: argparse.Namespace) -> None:
     client.call(client.access.RevokeGrant, pb.RevokeGrantRequest(grant_id=args.grant_id,
                                                                  reason=args.reason))
-    print(f"grant {args.grant_id} revoked")
+    print(f"grant {args.grant_id} revoked (or, if it was pending, rejected)")
 
 
 def _issue(client: RegistryClient, args: argparse.Namespace) -> None:
@@ -147,7 +187,10 @@ def _list(client: RegistryClient, args: argparse.Namespace) -> None:
         for g in p.grants:
             role = pb.Role.Name(g.role).removeprefix("ROLE_").lower()
             scope = f" over {', '.join(g.account_ids)}" if list(g.account_ids) != ["*"] else ""
-            print(f"  grant {g.grant_id}: {role}{scope} (by {g.granted_by})")
+            by = f"by {g.granted_by}" + (f", approved by {g.approved_by}"
+                                          if g.approved_by else "")
+            state = "PENDING approval, " if g.pending else ""
+            print(f"  grant {g.grant_id}: {role}{scope} ({state}{by})")
         for c in p.credentials:
             state = "revoked" if c.revoked else "active"
             what = f" {c.subject}" if c.kind == "certificate" else ""

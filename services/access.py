@@ -1,5 +1,6 @@
 """AccessService: grants, tokens and certificates, for administrators (thin: each
-method is one ``Registry.access`` use case)."""
+method is one ``Registry.access`` use case). A four-eyes grant answers ``pending``
+until a second administrator sends the same grant (``registry.application.access``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ class AccessServicer(pb_grpc.AccessServiceServicer):
             check_principal(request.party, request.name), role.value,
             list(request.account_ids), request.reason)
         return pb.GrantRoleResponse(grant_id=done.id, replayed=done.replayed,
-                                    position=done.position or 0)
+                                    position=done.position or 0, pending=done.pending,
+                                    proposed_by=done.proposed_by,
+                                    approved_by=done.approved_by)
 
     def RevokeGrant(self, request: pb.RevokeGrantRequest,
                     context: grpc.ServicerContext) -> pb.RevokeGrantResponse:
@@ -82,7 +85,13 @@ class AccessServicer(pb_grpc.AccessServiceServicer):
                 grant_id=grant.grant_id,
                 role=pb.Role.Value(f"ROLE_{grant.role.value.upper()}"),
                 account_ids=list(grant.accounts), granted_by=grant.granted_by,
-                reason=grant.reason))
+                reason=grant.reason, approved_by=grant.approved_by))
+        for proposal in self.access.pending_grants():
+            p = proposal.payload
+            entry(p["party"], p["name"]).grants.append(pb.RoleGrant(
+                grant_id=p["grant_id"], role=pb.Role.Value(f"ROLE_{p['role'].upper()}"),
+                account_ids=list(p["accounts"]), granted_by=proposal.proposer,
+                reason=proposal.reason, pending=True))
         for c in acl.all_credentials():
             entry(c.principal.party, c.principal.name).credentials.append(pb.Credential(
                 credential_id=c.credential_id, kind=c.kind, revoked=c.revoked,

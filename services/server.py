@@ -396,23 +396,21 @@ def ensure_first_principals(registry: Registry, settings: ServerSettings,
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("".join(f"{token} {principal.party} {principal.name}\n"
-                          for token, principal in lines))
-    shown = "".join(f"\n  {principal} ({role}): {token}"
-                    for (token, principal), role in zip(lines, ("regulator", "admin"),
-                                                        strict=True))
+                          for token, principal, _ in lines))
+    shown = "".join(f"\n  {principal} ({role}): {token}" for token, principal, role in lines)
     print(f"first start: tokens written to {path} (shown once):{shown}", file=sys.stderr)
 
 
-def first_principals(registry: Registry) -> list[tuple[str, Principal]]:
-    """mee/regulator (regulator) and mee/admin (admin), each with a token."""
-    admin, regulator = Principal("mee", "admin"), Principal("mee", "regulator")
-    issued = registry.access.bootstrap(admin, [Role.ADMIN], "first start of the registry")
-    if issued is None:
+def first_principals(registry: Registry) -> list[tuple[str, Principal, Role]]:
+    """mee/regulator (regulator), mee/admin and mee/admin-2 (admin), each with a token,
+    founded in one recorded step (``Access.genesis``): two administrators, because a
+    regulator, exchange or operator grant takes two."""
+    made = registry.access.genesis(
+        [(Principal("mee", "regulator"), Role.REGULATOR), (Principal("mee", "admin"), Role.ADMIN),
+         (Principal("mee", "admin-2"), Role.ADMIN)], "first start of the registry")
+    if made is None:
         raise ConfigurationError("the registry was initialised meanwhile; start again")
-    registry.access.grant_role(admin, "first-regulator", regulator, Role.REGULATOR.value,
-                               (), "first start of the registry")
-    first = registry.access.issue_token(admin, regulator, "first start of the registry")
-    return [(first.token, regulator), (issued.token, admin)]
+    return [(first.token.token, first.principal, first.role) for first in made]
 
 
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -7,6 +7,14 @@ through the registry's ordinary use case, under the approver's name, and records
 outcome on the proposal: what it produced, or the refusal it met. Every step is an
 event with who and when.
 
+Two people, not two names: an approval is refused when the approver's regulator grant
+was made (proposed or approved) by the proposer, or took effect after the proposal was
+made (``AccessControl.check_approver``), so nobody can mint a second regulator for the
+occasion. The check applies wherever access is managed (a registry with grants: every
+served one); a registry used as a library, with no access state, has none to check.
+Access changes (``ROLE_GRANT``) are administrators' and go through
+``registry.application.access``; regulators can neither propose nor decide them here.
+
 The payload is checked when it is proposed, so a malformed action is refused at once
 and an approver only ever approves something that can be carried out. Carrying out
 is idempotent (the action's own ids make a repeat a replay), so an approval whose
@@ -23,6 +31,7 @@ from registry.application.commands import AllocationRow, check_quantity, check_r
 from registry.application.results import RowOutcome, TransactionResult
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
+from registry.domain.access import Role, SeparationOfDuties
 from registry.domain.accounts import check_account_id
 from registry.domain.errors import (
     InvalidCommand,
@@ -41,6 +50,7 @@ from registry.domain.freezes import check_reason as check_restriction_reason
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
 from registry.domain.proposals import (
+    ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
     Proposal,
     ProposalKind,
@@ -79,6 +89,7 @@ class FourEyes:
         """Record a pending proposal; the same proposal again is a replay, the same id
         with other content is refused."""
         parsed = parse_proposal_kind(kind)
+        _not_access(parsed)
         normal = check_payload(payload)
         try:
             self._action(parsed, normal)   # a payload that could not be carried out: refused now
@@ -105,6 +116,12 @@ class FourEyes:
 
         def decide(uow: UnitOfWork) -> tuple[Proposal, int | None]:
             proposal = self._proposal(uow, party, proposal_id)
+            _not_access(proposal.kind)
+            if proposal.status is ProposalStatus.PENDING:
+                acl = registry.access.current()
+                if acl.grants:
+                    acl.check_approver(principal, Role.REGULATOR, proposal.proposer,
+                                       proposal.created_at)
             approved = proposal.approve(principal, registry.clock())
             return proposal, _position(uow.save()) if approved else None
 
@@ -137,6 +154,7 @@ class FourEyes:
 
         def attempt(uow: UnitOfWork) -> ProposalResult:
             proposal = self._proposal(uow, party, proposal_id)
+            _not_access(proposal.kind)
             rejected = proposal.reject(principal, reason, registry.clock())
             position = _position(uow.save()) if rejected else None
             return ProposalResult(proposal.view(), replayed=not rejected, position=position)
@@ -188,6 +206,15 @@ class FourEyes:
         """The use case an approved proposal runs, built (and so checked) from its
         payload; a bad payload is an INVALID_PAYLOAD naming the field."""
         return _BUILDERS[kind](self._registry, _Payload(payload))
+
+
+def _not_access(kind: ProposalKind) -> None:
+    """Regulators' proposals move the ledger; administrators' change who may: neither
+    decides the other's."""
+    if kind in ACCESS_KINDS:
+        raise SeparationOfDuties(
+            f"a {kind} proposal is an access change: administrators propose and approve it "
+            "with AccessService.GrantRole and reject it with RevokeGrant", kind=kind)
 
 
 class _Payload:

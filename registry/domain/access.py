@@ -18,6 +18,22 @@ Roles (see ``services/policy.py`` for what each may call):
 - ``auditor``: every read, no write;
 - ``admin``: principal management only, no unit movement.
 
+Separation of duties (what one insider alone cannot do):
+
+- an administrator holds no other role, and no principal is granted anything by
+  itself (as proposer or approver);
+- the roles that move units or approve their movement (``FOUR_EYES_ROLES``) take
+  effect only when a second administrator approves the grant (a ``ROLE_GRANT``
+  proposal, ``registry.application.access``); ``RoleGranted`` records both;
+- a scoped grant cannot name a national account: the registry's own accounts move only
+  by regulators' four-eyes actions;
+- approving needs a grant not made by the proposer and older than the proposal
+  (``check_approver``), so a principal made for the occasion cannot approve;
+- no administrator's grant is revoked if that leaves fewer than two (access changes
+  take two), and never the last one, nor the last administrator's last credential;
+- party ``system`` is the registry's own (bootstrap, tests): no grant or credential
+  names it, so no caller can ever be it.
+
 Tokens read ``<credential id>.<secret>``: the id finds the credential without
 comparing secrets, and the secret is checked against ``sha256(salt || secret)`` in
 constant time. The secrets are 256 random bits, so a fast salted hash is enough (a
@@ -32,15 +48,16 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from registry.domain.accounts import check_account_id
+from registry.domain.accounts import NATIONAL_ACCOUNTS, check_account_id
 from registry.domain.errors import InvalidCommand, Refused
-from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
 from registry.domain.transactions import Principal
 
 
@@ -54,6 +71,14 @@ class Role(StrEnum):
 
 SCOPED_ROLES = frozenset({Role.EXCHANGE, Role.OPERATOR})
 """Roles that act on named accounts only; the others act on every account."""
+FOUR_EYES_ROLES = frozenset({Role.REGULATOR, Role.EXCHANGE, Role.OPERATOR, Role.ADMIN})
+"""Grants that take effect only when a second administrator approves them: the roles
+that move units or approve their movement, and admin itself (else one administrator
+would make a second, made-up one to approve its own grants)."""
+RESERVED_PARTY = "system"
+"""The registry's own party: the bootstrap and in-process provisioning act as it; no
+grant or credential may name it, so no API caller is ever it."""
+NATIONAL_ACCOUNT_IDS = frozenset(NATIONAL_ACCOUNTS.values())
 ALL_ACCOUNTS = "*"
 MAX_GRANT_ACCOUNTS = 10_000
 MAX_REASON = 500
@@ -69,6 +94,20 @@ class AccessRefused(Refused):
     reason = "ACCESS_CHANGE_REFUSED"
 
 
+class SeparationOfDuties(Refused):
+    """One principal would hold two duties that must be two people's: an administrator
+    with another role, a grant to oneself, an approval by a principal the proposer made
+    (or made after the proposal)."""
+
+    reason = "SEPARATION_OF_DUTIES"
+
+
+class LastAdministrator(Refused):
+    """The change would leave no administrator able to call the registry."""
+
+    reason = "LAST_ADMINISTRATOR"
+
+
 def parse_role(value: str) -> Role:
     try:
         return Role(value)
@@ -78,10 +117,13 @@ def parse_role(value: str) -> Role:
 
 
 def check_principal(party: str, name: str) -> Principal:
+    """A principal a grant or credential may name: never one of party ``system``."""
     if not isinstance(name, str) or not PRINCIPAL_NAME.match(name):
         raise InvalidCommand(f"principal name {name!r} must be 1-64 of letters, digits and "
                              "'._@-'", reason="INVALID_PRINCIPAL_NAME", field="name")
-    return Principal(party, name)
+    principal = Principal(party, name)
+    _not_reserved(principal)
+    return principal
 
 
 def check_accounts(role: Role, accounts: Iterable[str]) -> tuple[str, ...]:
@@ -106,14 +148,27 @@ def check_accounts(role: Role, accounts: Iterable[str]) -> tuple[str, ...]:
         return given
     for account in given:
         check_account_id(account)
+        if account in NATIONAL_ACCOUNT_IDS:
+            raise InvalidCommand(f"{account} is a national account: its units move only by "
+                                 "regulators' four-eyes actions, never under a grant",
+                                 reason="INVALID_GRANT_SCOPE", field="account_ids")
     return tuple(sorted(given))
 
 
 def check_access_reason(reason: str) -> str:
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
-        raise InvalidCommand(f"say why, in 1-{MAX_REASON} characters", reason="INVALID_REASON",
-                             field="reason")
+    """Said once, kept forever, printed in listings and logs: text without control
+    characters (tab and line breaks aside)."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON \
+            or has_control_characters(reason, line_breaks=True):
+        raise InvalidCommand(f"say why, in 1-{MAX_REASON} characters without control "
+                             "characters", reason="INVALID_REASON", field="reason")
     return reason
+
+
+def _not_reserved(principal: Principal) -> None:
+    if principal.party == RESERVED_PARTY:
+        raise InvalidCommand(f"party {RESERVED_PARTY!r} is the registry's own: no grant or "
+                             "credential may name it", reason="RESERVED_PARTY", field="party")
 
 
 # == secrets =======================================================================
@@ -157,6 +212,11 @@ class Grant:
     accounts: tuple[str, ...]
     granted_by: str
     reason: str
+    approved_by: str = ""
+    """The second administrator who approved it ("" for a grant made without four
+    eyes: before they applied, or by the registry's own bootstrap)."""
+    at: datetime | None = None
+    """When it took effect, by the registry's clock."""
 
     @property
     def all_accounts(self) -> bool:
@@ -189,6 +249,9 @@ class AccessControl(Aggregate):
         self.credentials: dict[str, dict[str, Any]] = {}
         self.fingerprints: dict[str, str] = {}
         """Active certificate fingerprint -> credential id."""
+        self.revoked_grants: dict[str, dict[str, Any]] = {}
+        """Revoked grants by id: an id is never used again, so a grant id names one grant
+        of one principal for the whole history."""
 
     @staticmethod
     def id_for() -> UUID:
@@ -205,7 +268,10 @@ class AccessControl(Aggregate):
         TOPIC = "registry.AccessControl.Started"
 
     class RoleGranted(Aggregate.Event):
+        """v2 adds who approved it and when it took effect (the registry's clock)."""
+
         TOPIC = "registry.AccessControl.RoleGranted"
+        class_version = 2
         grant_id: str
         party: str
         name: str
@@ -213,11 +279,23 @@ class AccessControl(Aggregate):
         accounts: list[str]
         by: str
         reason: str
+        approved_by: str
+        proposal: str
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """A grant recorded before four eyes: nobody approved it, and it took effect
+            when it was recorded."""
+            state["approved_by"] = ""
+            state["proposal"] = ""
+            state["at"] = state["timestamp"]
 
         def apply(self, acl: AccessControl) -> None:
             acl.grants = {**acl.grants, self.grant_id: {
                 "party": self.party, "name": self.name, "role": self.role,
-                "accounts": list(self.accounts), "by": self.by, "reason": self.reason}}
+                "accounts": list(self.accounts), "by": self.by, "reason": self.reason,
+                "approved_by": self.approved_by, "proposal": self.proposal, "at": self.at}}
 
     class GrantRevoked(Aggregate.Event):
         TOPIC = "registry.AccessControl.GrantRevoked"
@@ -226,7 +304,9 @@ class AccessControl(Aggregate):
         reason: str
 
         def apply(self, acl: AccessControl) -> None:
+            revoked = acl.grants.get(self.grant_id, {})
             acl.grants = {k: v for k, v in acl.grants.items() if k != self.grant_id}
+            acl.revoked_grants = {**acl.revoked_grants, self.grant_id: revoked}
 
     class TokenIssued(Aggregate.Event):
         TOPIC = "registry.AccessControl.TokenIssued"
@@ -276,29 +356,109 @@ class AccessControl(Aggregate):
     # -- commands (guards first, then one event) --------------------------------------
 
     def grant(self, grant_id: str, principal: Principal, role: Role,
-              accounts: tuple[str, ...], by: Principal, reason: str) -> bool:
-        """Grant ``role`` over ``accounts``; False when this very grant exists (a retry)."""
-        check_client_id(grant_id, "grant id")
-        existing = self.grants.get(grant_id)
-        if existing is not None:
-            if (existing["party"], existing["name"], existing["role"],
-                    tuple(existing["accounts"])) != (principal.party, principal.name,
-                                                     role.value, accounts):
-                raise AccessRefused(f"grant {grant_id} exists with other content",
-                                    grant=grant_id)
+              accounts: tuple[str, ...], by: Principal, reason: str, now: datetime,
+              approved_by: Principal | None = None, proposal: str = "") -> bool:
+        """Grant ``role`` over ``accounts``; False when this very grant exists (a retry).
+        Whether it needed a second administrator is the application's to check; the
+        rules that hold for every grant are checked here."""
+        if self.is_granted(grant_id, principal, role, accounts):
             return False
+        self.check_grantable(grant_id, principal, role, by, approved_by)
         self.trigger_event(self.RoleGranted, grant_id=grant_id, party=principal.party,
                            name=principal.name, role=role.value, accounts=list(accounts),
-                           by=str(by), reason=reason)
+                           by=str(by), reason=reason,
+                           approved_by=str(approved_by) if approved_by else "",
+                           proposal=proposal, at=now)
         return True
 
+    def is_granted(self, grant_id: str, principal: Principal, role: Role,
+                   accounts: tuple[str, ...]) -> bool:
+        """True if exactly this grant is active (a retry); refused if the id names
+        another grant, active or revoked."""
+        check_client_id(grant_id, "grant id")
+        existing = self.grants.get(grant_id)
+        if existing is None:
+            if grant_id in self.revoked_grants:
+                raise AccessRefused(f"grant id {grant_id} was used for a grant since "
+                                    "revoked; a grant id is never used again",
+                                    grant=grant_id)
+            return False
+        if (existing["party"], existing["name"], existing["role"],
+                tuple(existing["accounts"])) != (principal.party, principal.name,
+                                                 role.value, accounts):
+            raise AccessRefused(f"grant {grant_id} exists with other content",
+                                grant=grant_id)
+        return True
+
+    def check_grantable(self, grant_id: str, principal: Principal, role: Role,
+                        by: Principal, approved_by: Principal | None = None) -> None:
+        """Separation of duties: nobody grants to itself; an administrator holds no
+        other role."""
+        _not_reserved(principal)
+        if principal in (by, approved_by):
+            raise SeparationOfDuties(f"{principal} cannot grant itself a role; another "
+                                     "administrator proposes it", grant=grant_id,
+                                     principal=str(principal))
+        held = {grant.role for grant in self.grants_of(principal)}
+        if role is Role.ADMIN and held - {Role.ADMIN}:
+            raise SeparationOfDuties(
+                f"{principal} holds {', '.join(sorted(held - {Role.ADMIN}))}: an "
+                "administrator holds no other role", grant=grant_id, principal=str(principal))
+        if role is not Role.ADMIN and Role.ADMIN in held:
+            raise SeparationOfDuties(f"{principal} is an administrator, which holds no "
+                                     "other role", grant=grant_id, principal=str(principal))
+
     def revoke_grant(self, grant_id: str, by: Principal, reason: str) -> None:
-        if grant_id not in self.grants:
+        grant = self.grants.get(grant_id)
+        if grant is None:
             raise AccessRefused(f"no active grant {grant_id}", grant=grant_id)
+        if grant["role"] == Role.ADMIN.value:
+            # two administrators are what four eyes on access need: one revoking the
+            # other would leave grants nobody could ever approve again
+            left = self._usable_admins(without_grant=grant_id)
+            if not left or (len(left) < 2 <= len(self._usable_admins())):
+                raise LastAdministrator(
+                    f"revoking grant {grant_id} would leave {len(left)} administrator(s); "
+                    "access changes take two: grant a successor first", grant=grant_id)
         self.trigger_event(self.GrantRevoked, grant_id=grant_id, by=str(by), reason=reason)
 
-    def issue_token(self, token: str, principal: Principal, by: Principal, reason: str
-                    ) -> str:
+    def _usable_admins(self, without_grant: str = "", without_credential: str = ""
+                       ) -> set[Principal]:
+        """Administrators who could still call the registry: an admin grant and an
+        active credential, leaving out one grant or credential."""
+        admins = {Principal(g["party"], g["name"]) for gid, g in self.grants.items()
+                  if g["role"] == Role.ADMIN.value and gid != without_grant}
+        return {Principal(c["party"], c["name"]) for cid, c in self.credentials.items()
+                if not c["revoked"] and cid != without_credential} & admins
+
+    def check_approver(self, approver: Principal, role: Role, proposer: str,
+                       proposed_at: datetime | None) -> None:
+        """Four eyes mean two people: the approver must hold ``role`` under a grant the
+        proposer had no hand in (neither proposed nor approved it) that took effect no
+        later than the proposal. A principal made (or re-made) once the proposal was
+        waiting, or by the proposer, is refused."""
+        grants = [g for g in self.grants_of(approver) if g.role is role]
+        if not grants:
+            raise SeparationOfDuties(f"{approver} holds no {role} grant to approve with",
+                                     principal=str(approver))
+        for grant in grants:
+            if proposer in (grant.granted_by, grant.approved_by):
+                continue
+            if proposed_at is not None and grant.at is not None and grant.at > proposed_at:
+                continue
+            return
+        raise SeparationOfDuties(
+            f"{approver}'s {role} grant was made by the proposer {proposer} or after the "
+            "proposal: another approver must decide", principal=str(approver),
+            proposer=proposer)
+
+    def issue_token(self, token: str, principal: Principal, by: Principal, reason: str,
+                    replacing: bool = False) -> str:
+        """A new token; ``replacing``: it replaces one revoked in the same save (a
+        rotation)."""
+        _not_reserved(principal)
+        if not replacing:
+            self._check_single_credential(principal, "token", by)
         credential_id, salt, digest = salted(token)
         if credential_id in self.credentials:   # 64 random bits: never, but never twice
             raise AccessRefused("credential id collision; issue again")
@@ -310,6 +470,8 @@ class AccessControl(Aggregate):
     def register_certificate(self, credential_id: str, principal: Principal,
                              fingerprint: str, subject: str, by: Principal, reason: str
                              ) -> None:
+        _not_reserved(principal)
+        self._check_single_credential(principal, "certificate", by)
         if not FINGERPRINT.match(fingerprint):
             raise InvalidCommand("a certificate fingerprint is the sha256 of its DER bytes, "
                                  "64 lowercase hex digits", reason="INVALID_FINGERPRINT",
@@ -323,11 +485,36 @@ class AccessControl(Aggregate):
                            fingerprint=fingerprint, subject=subject[:500], by=str(by),
                            reason=reason)
 
+    def _check_single_credential(self, principal: Principal, kind: str, by: Principal
+                                 ) -> None:
+        """A principal holding a four-eyes role has at most one active token and one
+        active certificate: an administrator cannot give itself a silent second
+        credential of another administrator or of two regulators and act as them. A
+        new one replaces the old (``RotateToken``, or revoke then issue), so the holder's
+        next call fails and the change is seen. In-process provisioning is exempt."""
+        if by.party == RESERVED_PARTY:
+            return
+        if not any(g.role in FOUR_EYES_ROLES for g in self.grants_of(principal)):
+            return
+        active = [cid for cid, c in self.credentials.items()
+                  if (c["party"], c["name"]) == (principal.party, principal.name)
+                  and c["kind"] == kind and not c["revoked"]]
+        if active:
+            raise SeparationOfDuties(
+                f"{principal} holds a four-eyes role and has an active {kind} "
+                f"({active[0]}): replace it (RotateToken, or revoke it first) rather than "
+                "add a second", principal=str(principal), credential=active[0])
+
     def revoke_credential(self, credential_id: str, by: Principal, reason: str) -> None:
         record = self.credentials.get(credential_id)
         if record is None or record["revoked"]:
             raise AccessRefused(f"no active credential {credential_id}",
                                 credential=credential_id)
+        if self._usable_admins() and not self._usable_admins(without_credential=credential_id):
+            raise LastAdministrator(
+                f"credential {credential_id} is the last administrator's last: rotate it, "
+                "or give another administrator a credential first",
+                credential=credential_id)
         self.trigger_event(self.CredentialRevoked, credential_id=credential_id, by=str(by),
                            reason=reason)
 
@@ -355,7 +542,8 @@ class AccessControl(Aggregate):
 
     def all_grants(self) -> list[Grant]:
         return [Grant(grant_id, Principal(g["party"], g["name"]), Role(g["role"]),
-                      tuple(g["accounts"]), g["by"], g["reason"])
+                      tuple(g["accounts"]), g["by"], g["reason"], g.get("approved_by", ""),
+                      g.get("at"))
                 for grant_id, g in sorted(self.grants.items())]
 
     def all_credentials(self) -> list[Credential]:

@@ -89,6 +89,18 @@ class ProposalKind(StrEnum):
     MARKET_HALT = "MARKET_HALT"
     MARKET_RESUMPTION = "MARKET_RESUMPTION"
     RULE_CHANGE = "RULE_CHANGE"
+    ROLE_GRANT = "ROLE_GRANT"
+    """An administrator's grant of a four-eyes role (``registry.domain.access``): proposed
+    and approved by two administrators through ``AccessService.GrantRole``, kept under
+    the reserved party ``system`` (``ACCESS_SCOPE``) so that any administrator finds it
+    by its grant id."""
+
+
+ACCESS_SCOPE = "system"
+"""The party access-change proposals are kept under (the reserved party no principal
+has, so no regulator's proposal id collides with a grant id)."""
+ACCESS_KINDS = frozenset({ProposalKind.ROLE_GRANT})
+"""Proposals administrators decide, not regulators."""
 
 
 class ProposalStatus(StrEnum):
@@ -403,11 +415,14 @@ class Proposal(Aggregate):
     @classmethod
     def propose(cls, *, proposal_id: str, kind: ProposalKind | str,
                 payload: Mapping[str, Any], reason: str, principal: Principal,
-                now: datetime, validity_seconds: int = DEFAULT_VALIDITY_SECONDS) -> Proposal:
-        """A new pending proposal under ``principal``'s party. Nothing takes effect yet.
+                now: datetime, validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
+                scope: str | None = None) -> Proposal:
+        """A new pending proposal under ``principal``'s party (or ``scope``: access
+        changes are kept under ``ACCESS_SCOPE``). Nothing takes effect yet.
 
         Before calling this for an id that may exist, the application loads it and asks
         :meth:`ensure_same_content`: a retry must not create a second proposal."""
+        party = principal.party if scope is None else scope
         check_client_id(proposal_id, "proposal id")
         kind = kind if isinstance(kind, ProposalKind) else parse_proposal_kind(kind)
         normal = check_payload(payload)
@@ -415,7 +430,7 @@ class Proposal(Aggregate):
         check_validity(validity_seconds)
         _aware(now)
         return cls._create(
-            cls.Proposed, id=cls.id_for(principal.party, proposal_id), party=principal.party,
+            cls.Proposed, id=cls.id_for(party, proposal_id), party=party,
             proposal_id=proposal_id, kind=kind.value, payload=normal,
             fingerprint=proposal_fingerprint(kind, normal), proposer=str(principal),
             reason=reason, validity_seconds=validity_seconds, created_at=now,
@@ -441,6 +456,10 @@ class Proposal(Aggregate):
         """The status a reader should see: a due proposal reads EXPIRED before the
         ``expire`` sweep records it."""
         return ProposalStatus.EXPIRED if self.is_due(now) else self.status
+
+    def ensure_pending(self, now: datetime) -> None:
+        """Refused unless it can still be decided: pending and not yet expired."""
+        self._ensure_pending(now)
 
     def _ensure_pending(self, now: datetime) -> None:
         if self.status is not ProposalStatus.PENDING:

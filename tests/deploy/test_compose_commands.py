@@ -71,6 +71,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     jobs: dict[str, list[subprocess.CompletedProcess[str]]] = field(default_factory=dict)
     admin_token: str = ""
+    second_admin_token: str = ""
 
     def address(self, service: str) -> str:
         return self.environments[service]["REGISTRY_LISTEN"]
@@ -182,7 +183,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         first = running.run("access-init")
         assert first.returncode == 0, first.stdout + first.stderr
-        running.admin_token = first.stdout.strip().splitlines()[-1]
+        lines = first.stdout.strip().splitlines()
+        running.admin_token = lines[-1]
+        running.second_admin_token = lines[lines.index(
+            "mee/admin-2 (admin): token (shown once):") + 1]
         second = running.run("access-init")
         assert second.returncode == 0, second.stdout + second.stderr
 
@@ -222,9 +226,13 @@ def test_calls_through_each_server_read_back_through_the_other(stack: Stack) -> 
                 ("li-regulator", "mee", "regulator-li", access_pb.ROLE_REGULATOR, []),
                 ("sh-exchange", "shanghai-exchange", "settlement", access_pb.ROLE_EXCHANGE,
                  ["*"])):
-            admin.call(admin.access.GrantRole, access_pb.GrantRoleRequest(
+            request = access_pb.GrantRoleRequest(
                 grant_id=grant_id, party=party, name=name, role=role, account_ids=accounts,
-                reason="compose deployment test"))
+                reason="compose deployment test")
+            assert admin.call(admin.access.GrantRole, request).pending
+            with client(stack, "registry-2", stack.second_admin_token) as second:
+                # four eyes: the second administrator approves, through the other server
+                assert not second.call(second.access.GrantRole, request).pending
             tokens[role] = admin.call(admin.access.IssueToken, access_pb.IssueTokenRequest(
                 party=party, name=name, reason="compose deployment test")).token
     regulator, exchange = tokens[access_pb.ROLE_REGULATOR], tokens[access_pb.ROLE_EXCHANGE]

@@ -305,7 +305,8 @@ def test_jobs_migrate_and_initialise_and_tolerate_a_rerun() -> None:
     (container,) = pod_spec(init)["containers"]
     script = container["args"][0]
     assert container["command"] == ["/bin/sh", "-c"]
-    assert 'registry access init --party "$ADMIN_PARTY" --name "$ADMIN_NAME"' in script
+    assert ('registry access init --party "$ADMIN_PARTY" --name "$ADMIN_NAME" '
+            '--admin "$SECOND_ADMIN"') in script
     assert "principals exist already" in script
     for job in (migrate, init):
         assert pod_spec(job)["restartPolicy"] == "Never"
@@ -326,7 +327,8 @@ def test_access_init_script_succeeds_on_a_rerun_and_fails_otherwise(tmp_path: Pa
     for output, status, expected in cases:
         done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
                               env={"PATH": f"{tmp_path}:/usr/bin:/bin", "ADMIN_PARTY": "mee",
-                                   "ADMIN_NAME": "admin", "FAKE_OUTPUT": output,
+                                   "ADMIN_NAME": "admin", "SECOND_ADMIN": "mee/admin-2",
+                                   "FAKE_OUTPUT": output,
                                    "FAKE_STATUS": status}, check=False, timeout=30)
         assert done.returncode == expected, (output, done.stdout, done.stderr)
         assert output.splitlines()[-1] in done.stdout
@@ -467,7 +469,7 @@ def test_compose_services_roles_and_order() -> None:
     assert roles == {"migrate": ["migrate"], "access": ["access-init"],
                      "serve": ["registry-1", "registry-2"], "project": ["worker"]}
     assert argv(all_services["access-init"])[2:] == [
-        "access", "init", "--party", "mee", "--name", "admin"]
+        "access", "init", "--party", "mee", "--name", "admin", "--admin", "mee/admin-2"]
     for name, service in all_services.items():
         for target, needs in service.get("depends_on", {}).items():
             assert target in all_services, f"{name} depends on unknown {target}"

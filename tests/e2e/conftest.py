@@ -44,6 +44,8 @@ PRINCIPALS: dict[str, tuple[Principal, tuple[tuple[Role, tuple[str, ...]], ...]]
                  ((Role.OPERATOR, OPERATED), (Role.AUDITOR, ()))),
     "auditor": (Principal("nao", "auditor-zhao"), ((Role.AUDITOR, ()),)),
     "admin": (Principal("mee", "admin"), ((Role.ADMIN, ()),)),
+    # four eyes on access: a second administrator approves the first one's grants
+    "admin2": (Principal("mee", "admin-2"), ((Role.ADMIN, ()),)),
 }
 """The callers every API test has: who, and the roles (with accounts) they hold."""
 
@@ -91,6 +93,10 @@ class Api:
     @property
     def admin(self) -> RegistryClient:
         return self.clients["admin"]
+
+    @property
+    def admin2(self) -> RegistryClient:
+        return self.clients["admin2"]
 
     def client(self, token: str) -> RegistryClient:
         client = RegistryClient(self.address, token, timeout=30, attempts=1)

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from registry.client import RegistryClient
-from registry.domain.transactions import Principal
 from registry.readmodels.sql import READS_APPLICATION_NAME
+from registry.v1 import access_service_pb2 as access_pb
 from registry.v1 import account_service_pb2 as pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common
@@ -465,21 +465,36 @@ def test_cancel_units(api: Api) -> None:
     # a regulator cancels only by an approved proposal, not directly
     error = rpc_error(lambda: cancel_units(reg, cancel("C-5", "CN-ISSUANCE", 1_000)))
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_GRANTED")
-    # the national accounts' own operator may cancel from the issuance account; retired
-    # units never move
-    desk_principal = Principal("mee", "registry-desk")
-    api.registry.access.grant_role(Principal("system", "tests"), "desk", desk_principal,
-                                   "operator", ["CN-ISSUANCE", "CN-SURRENDER",
-                                                "CN-CANCELLATION"], "national accounts")
-    desk = api.client(api.registry.access.issue_token(Principal("system", "tests"),
-                                                      desk_principal, "desk").token)
-    national = cancel_units(desk, cancel("C-5", "CN-ISSUANCE", 1_000)).transaction
-    assert national.source_account == "CN-ISSUANCE"
+    # no grant covers a national account (issue 15: an operator scope on CN-ISSUANCE
+    # cancelled with no proposal): a cancellation from it is a regulator's approved
+    # proposal; retired units never move
+    error = rpc_error(lambda: api.admin.call(api.admin.access.GrantRole,
+                                             access_pb.GrantRoleRequest(
+                                                 grant_id="desk", party="mee",
+                                                 name="registry-desk",
+                                                 role=access_pb.ROLE_OPERATOR,
+                                                 account_ids=["CN-ISSUANCE"],
+                                                 reason="national accounts")))
+    assert (error.code, error.reason) == (INVALID, "INVALID_GRANT_SCOPE")
+    wang = api.clients["regulator2"]
+
+    def cancelled(transaction_id: str, account_id: str, quantity: int) -> admin_pb.Proposal:
+        reg.call(reg.administration.ProposeAction, admin_pb.ProposeActionRequest(
+            proposal_id=transaction_id, kind=admin_pb.PROPOSAL_KIND_REGULATOR_CANCELLATION,
+            payload_json=json.dumps({"transaction_id": transaction_id,
+                                     "account_id": account_id, "unit_type": "CEA",
+                                     "vintage": 2025, "quantity": quantity,
+                                     "reason": "voluntary cancellation"}),
+            reason="voluntary cancellation"))
+        return wang.call(wang.administration.ApproveProposal, admin_pb.ApproveProposalRequest(
+            party="mee", proposal_id=transaction_id)).proposal
+
+    national = cancelled("C-5", "CN-ISSUANCE", 1_000)
+    assert (national.status, national.result) == (admin_pb.PROPOSAL_STATUS_EXECUTED,
+                                                  "mee:C-5")
     last = surrender_units(operator, surrender("S-1", A, 100)).transaction
-    error = rpc_error(lambda: cancel_units(desk, cancel("C-6", "CN-SURRENDER", 1)))
-    assert (error.code, error.reason) == (PRECONDITION, "UNITS_RETIRED")
-    error = rpc_error(lambda: cancel_units(desk, cancel("C-7", "CN-CANCELLATION", 1)))
-    assert (error.code, error.reason) == (INVALID, "SAME_ACCOUNT")
+    assert cancelled("C-6", "CN-SURRENDER", 1).failure_reason == "UNITS_RETIRED"
+    assert cancelled("C-7", "CN-CANCELLATION", 1).failure_reason == "SAME_ACCOUNT"
     assert balance(operator, "CN-CANCELLATION", last.position) == 1_700
     assert balance(operator, A, last.position) == ALLOCATIONS[A] - 700 - 100
 

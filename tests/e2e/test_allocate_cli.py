@@ -72,6 +72,9 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
     assert final["STL-C"] == pre["STL-C"]   # 0.7 x 2,000,000 t = 1,400,000 t: no row
     with serving(tmp_path) as server:
         token, _, _ = first_token(tmp_path)
+        # the approving regulator exists before the proposals it approves (one granted
+        # after a proposal cannot approve it: SEPARATION_OF_DUTIES)
+        second = add_principal(server, "mee", "regulator-wang", "regulator")
         with RegistryClient(server.address, token, attempts=1) as client:
             for account, sector in (("PWR-A", common.SECTOR_POWER),
                                     ("CEM-B", common.SECTOR_CEMENT),
@@ -110,7 +113,6 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
         assert "proposed mee:P-PRE-2025: ALLOCATION_TABLE of 3 rows" in proposed.stdout
         with RegistryClient(server.address, token, attempts=1) as client:
             assert compliance(client, "PWR-A").allocated == 0   # nothing before approval
-        second = add_principal(server, "mee", "regulator-wang", "regulator")
         approved = cli(server, "proposals", "approve", "mee", "P-PRE-2025", "--token", second)
         assert approved.returncode == 0, approved.stderr
         assert "EXECUTED: 3 of 3 allocation rows completed" in approved.stdout

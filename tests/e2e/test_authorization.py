@@ -144,11 +144,17 @@ def test_tokens_and_grants_changed_by_an_administrator_apply_to_the_next_call(ap
     issued = admin.call(admin.access.IssueToken, access_pb.IssueTokenRequest(
         party="datang", name="desk", reason="a new operator desk"))
     assert issued.token.startswith(issued.credential_id + ".")
-    granted = admin.call(admin.access.GrantRole, access_pb.GrantRoleRequest(
+    grant = access_pb.GrantRoleRequest(
         grant_id="datang-desk", party="datang", name="desk", role=access_pb.ROLE_OPERATOR,
-        account_ids=[OWN], reason="runs the plant"))
-    assert not granted.replayed
+        account_ids=[OWN], reason="runs the plant")
+    proposed = admin.call(admin.access.GrantRole, grant)
+    assert (proposed.pending, proposed.proposed_by) == (True, "mee/admin")
     with RegistryClient(api.address, issued.token, attempts=1) as desk:
+        # four eyes: not in effect until a second administrator approves it
+        assert rpc_error(lambda: desk.balances(OWN)).reason == "ROLE_NOT_GRANTED"
+        granted = api.admin2.call(api.admin2.access.GrantRole, grant)
+        assert (granted.pending, granted.replayed, granted.approved_by) == \
+            (False, False, "mee/admin-2")
         assert desk.balances(OWN)
         # rotated: the old token stops at once, the new one works
         rotated = admin.call(admin.access.RotateToken, access_pb.RotateTokenRequest(

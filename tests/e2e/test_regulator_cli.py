@@ -54,6 +54,9 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
 def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: Path) -> None:
     with serving(tmp_path) as server:
         token, _, _ = first_token(tmp_path)
+        # the second regulator exists before the proposal: one granted after it could
+        # not approve it (SEPARATION_OF_DUTIES)
+        second = add_principal(server, "mee", "regulator-wang", "regulator")
         with RegistryClient(server.address, token, attempts=1) as client:
             client.call(client.administration.ProposeAction, admin_pb.ProposeActionRequest(
                 proposal_id="P-HALT", kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
@@ -73,7 +76,6 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         assert "mee:P-HALT" in listed.stdout and "MARKET_HALT" in listed.stdout
         own = cli(server, "proposals", "approve", "mee", "P-HALT")
         assert own.returncode == 2 and "SELF_APPROVAL_FORBIDDEN" in own.stderr
-        second = add_principal(server, "mee", "regulator-wang", "regulator")
         done = cli(server, "proposals", "approve", "mee", "P-HALT", "--token", second)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "mee:P-HALT EXECUTED: market halted"

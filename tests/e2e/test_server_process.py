@@ -159,17 +159,19 @@ def first_token(data_dir: Path) -> tuple[str, str, str]:
     return credentials(data_dir)[0]
 
 
-def admin_token(data_dir: Path) -> str:
-    return next(token for token, _, name in credentials(data_dir) if name == "admin")
+def admin_token(data_dir: Path, name: str = "admin") -> str:
+    return next(token for token, _, n in credentials(data_dir) if n == name)
 
 
 def add_principal(server: Server, party: str, name: str, role: str, accounts: str = "") -> str:
-    """Grant a role (as the first administrator, through the CLI) and issue a token."""
+    """Grant a role (proposed by the first administrator and approved by the second,
+    through the CLI) and issue a token."""
     admin = admin_token(server.data_dir)
     scope = ["--accounts", accounts] if accounts else []
-    granted = cli(server, "access", "grant", f"{party}.{name}.{role}", party, name, role,
-                  *scope, "--reason", "test principal", "--token", admin)
-    assert granted.returncode == 0, granted.stderr
+    for token in (admin, admin_token(server.data_dir, "admin-2")):
+        granted = cli(server, "access", "grant", f"{party}.{name}.{role}", party, name, role,
+                      *scope, "--reason", "test principal", "--token", token)
+        assert granted.returncode == 0, granted.stderr
     issued = cli(server, "access", "token", "issue", party, name, "--reason", "test token",
                  "--token", admin)
     assert issued.returncode == 0, issued.stderr
@@ -188,12 +190,12 @@ def settled_batch_ids(client: RegistryClient) -> list[str]:
 
 def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -> None:
     with serving(tmp_path) as server:
-        # first start: a regulator's and an administrator's tokens, shown once and kept
+        # first start: a regulator's and two administrators' tokens, shown once and kept
         # for the local CLI in a file only its owner reads; the registry keeps hashes
         token, party, name = first_token(tmp_path)
         assert (party, name) == ("mee", "regulator")
         assert [line[1:] for line in credentials(tmp_path)] == [
-            ("mee", "regulator"), ("mee", "admin")]
+            ("mee", "regulator"), ("mee", "admin"), ("mee", "admin-2")]
         assert (tmp_path / "credentials").stat().st_mode & 0o777 == 0o600
         assert token in server.stderr.read_text()
         with sqlite3.connect(tmp_path / "registry.sqlite") as db:

@@ -5,6 +5,7 @@ policy table covering every method of every service. No I/O."""
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,10 @@ from google.protobuf import descriptor_pool
 from registry.domain.access import (
     AccessControl,
     AccessRefused,
+    LastAdministrator,
     Role,
+    SeparationOfDuties,
+    check_access_reason,
     check_accounts,
     check_principal,
     new_credential_id,
@@ -30,10 +34,12 @@ ADMIN = Principal("mee", "admin")
 LI = Principal("mee", "regulator-li")
 SH = Principal("shanghai-exchange", "settlement")
 OP = Principal("huaneng", "operator")
+NOW = datetime(2026, 6, 15, 9, 30, tzinfo=UTC)
 
 
 def reason_of(call: Any, *args: Any) -> str:
-    with pytest.raises((InvalidCommand, AccessRefused, ApiError)) as raised:
+    with pytest.raises((InvalidCommand, AccessRefused, SeparationOfDuties,
+                        LastAdministrator, ApiError)) as raised:
         call(*args)
     return str(raised.value.reason)
 
@@ -41,7 +47,8 @@ def reason_of(call: Any, *args: Any) -> str:
 def acl_with(*grants: tuple[Principal, Role, tuple[str, ...]]) -> AccessControl:
     acl = AccessControl.start()
     for n, (principal, role, accounts) in enumerate(grants):
-        acl.grant(f"g{n}", principal, role, check_accounts(role, accounts), ADMIN, "test")
+        acl.grant(f"g{n}", principal, role, check_accounts(role, accounts),
+                  Principal("system", "tests"), "test", NOW)
     return acl
 
 
@@ -80,10 +87,10 @@ def test_a_revoked_token_or_certificate_stops_resolving() -> None:
 
 def test_grants_are_scoped_retried_and_revoked() -> None:
     acl = AccessControl.start()
-    assert acl.grant("g1", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "runs it")
-    assert not acl.grant("g1", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "retry")
-    assert reason_of(acl.grant, "g1", OP, Role.OPERATOR, ("PWR-0002",), ADMIN, "other") == \
-        "ACCESS_CHANGE_REFUSED"
+    assert acl.grant("g1", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "runs it", NOW)
+    assert not acl.grant("g1", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "retry", NOW)
+    assert reason_of(acl.grant, "g1", OP, Role.OPERATOR, ("PWR-0002",), ADMIN, "other",
+                     NOW) == "ACCESS_CHANGE_REFUSED"
     [grant] = acl.grants_of(OP)
     assert grant.covers("PWR-0001") and not grant.covers("PWR-0002")
     acl.revoke_grant("g1", ADMIN, "left the company")
@@ -97,6 +104,9 @@ def test_grants_are_scoped_retried_and_revoked() -> None:
     (Role.EXCHANGE, ("*", "PWR-0001"), "INVALID_GRANT_SCOPE"),
     (Role.REGULATOR, ("PWR-0001",), "INVALID_GRANT_SCOPE"),  # unscoped roles name none
     (Role.OPERATOR, ("pwr 1",), "INVALID_ACCOUNT_ID"),
+    (Role.OPERATOR, ("CN-ISSUANCE",), "INVALID_GRANT_SCOPE"),   # national accounts move
+    (Role.EXCHANGE, ("PWR-0001", "CN-SURRENDER"), "INVALID_GRANT_SCOPE"),  # only by four
+    (Role.OPERATOR, ("CN-CANCELLATION",), "INVALID_GRANT_SCOPE"),          # eyes
 ])
 def test_bad_grant_scopes_are_refused(role: Role, accounts: tuple[str, ...], reason: str
                                       ) -> None:
@@ -134,3 +144,107 @@ def test_the_policy_denies_by_role_then_by_account() -> None:
     listing = "/registry.v1.AccountService/ListAccounts"
     assert reason_of(authorize, listing, Request(), OP, acl) == "ROLE_NOT_GRANTED"
     authorize(listing, Request(), SH, acl)   # an exchange linked to every account
+
+
+def test_a_revoked_grant_id_is_never_used_again() -> None:
+    """Issue 15 item 10: a revoked grant's id could be granted again to another
+    principal, so one id named two grants in the history."""
+    acl = AccessControl.start()
+    acl.grant("g1", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "runs it", NOW)
+    acl.revoke_grant("g1", ADMIN, "left")
+    assert reason_of(acl.grant, "g1", SH, Role.EXCHANGE, ("*",), ADMIN, "reuse", NOW) == \
+        "ACCESS_CHANGE_REFUSED"
+    assert reason_of(acl.grant, "g1", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "again",
+                     NOW) == "ACCESS_CHANGE_REFUSED"
+
+
+@pytest.mark.parametrize("reason", ["line\x00nul", "bell\x07", "esc\x1b[31mred", "c1\x85",
+                                    "del\x7f"])
+def test_access_reasons_refuse_control_characters(reason: str) -> None:
+    """Issue 15 item 10: reasons are printed in listings and logs; a control character
+    (an ANSI escape, a NUL) was stored as given."""
+    assert reason_of(check_access_reason, reason) == "INVALID_REASON"
+    check_access_reason("two lines:\nfine, and a\ttab")
+
+
+def test_party_system_names_no_grant_or_credential() -> None:
+    """Issue 15 item 10: party ``system`` is the registry's own (bootstrap, tests); a
+    principal of it could be granted roles and tokens."""
+    system = Principal("system", "bootstrap")
+    assert reason_of(check_principal, "system", "bootstrap") == "RESERVED_PARTY"
+    acl = AccessControl.start()
+    assert reason_of(acl.grant, "g", system, Role.AUDITOR, ("*",), ADMIN, "r", NOW) == \
+        "RESERVED_PARTY"
+    assert reason_of(acl.issue_token, new_token(new_credential_id()), system, ADMIN, "r") \
+        == "RESERVED_PARTY"
+    assert reason_of(acl.register_certificate, "c", system, "ab" * 32, "", ADMIN, "r") == \
+        "RESERVED_PARTY"
+
+
+def test_an_administrator_holds_no_other_role_and_grants_nothing_to_itself() -> None:
+    acl = acl_with((ADMIN, Role.ADMIN, ()), (LI, Role.REGULATOR, ()))
+    assert reason_of(acl.grant, "x1", ADMIN, Role.EXCHANGE, ("*",), LI, "r", NOW) == \
+        "SEPARATION_OF_DUTIES"
+    assert reason_of(acl.grant, "x2", LI, Role.ADMIN, ("*",), OP, "r", NOW) == \
+        "SEPARATION_OF_DUTIES"
+    assert reason_of(acl.grant, "x3", OP, Role.OPERATOR, ("PWR-0001",), OP, "r", NOW) == \
+        "SEPARATION_OF_DUTIES"
+    assert reason_of(acl.grant, "x4", OP, Role.OPERATOR, ("PWR-0001",), ADMIN, "r", NOW,
+                     OP) == "SEPARATION_OF_DUTIES"   # nor approves its own grant
+    assert acl.grant("x5", LI, Role.AUDITOR, ("*",), ADMIN, "r", NOW)   # two non-admin roles
+
+
+def test_an_approver_s_grant_must_predate_the_proposal_and_not_be_the_proposer_s() -> None:
+    acl = AccessControl.start()
+    wang = Principal("mee", "regulator-wang")
+    acl.grant("li", LI, Role.REGULATOR, ("*",), ADMIN, "r", NOW)
+    acl.grant("wang", wang, Role.REGULATOR, ("*",), ADMIN, "r", NOW, OP)
+    acl.check_approver(wang, Role.REGULATOR, str(LI), NOW)   # made before, by others
+    assert reason_of(acl.check_approver, wang, Role.REGULATOR, str(LI),
+                     NOW - timedelta(seconds=1)) == "SEPARATION_OF_DUTIES"   # made after
+    assert reason_of(acl.check_approver, wang, Role.REGULATOR, str(OP), NOW) == \
+        "SEPARATION_OF_DUTIES"   # the proposer approved the approver's grant
+    assert reason_of(acl.check_approver, OP, Role.REGULATOR, str(LI), NOW) == \
+        "SEPARATION_OF_DUTIES"   # no regulator grant at all
+
+
+def test_the_last_administrator_keeps_its_grant_and_a_credential() -> None:
+    acl = acl_with((ADMIN, Role.ADMIN, ()))
+    token = acl.issue_token(new_token(new_credential_id()), ADMIN, ADMIN, "mine")
+    assert reason_of(acl.revoke_grant, "g0", ADMIN, "leaving") == "LAST_ADMINISTRATOR"
+    assert reason_of(acl.revoke_credential, token, ADMIN, "oops") == "LAST_ADMINISTRATOR"
+    second, third = Principal("mee", "admin-2"), Principal("mee", "admin-3")
+    acl.grant("g1", second, Role.ADMIN, ("*",), LI, "r", NOW, OP)
+    acl.issue_token(new_token(new_credential_id()), second, ADMIN, "r")
+    # of two, neither revokes the other: access changes would need two forever after
+    assert reason_of(acl.revoke_grant, "g1", ADMIN, "ousted") == "LAST_ADMINISTRATOR"
+    acl.grant("g2", third, Role.ADMIN, ("*",), LI, "successor", NOW, OP)
+    acl.issue_token(new_token(new_credential_id()), third, ADMIN, "r")
+    acl.revoke_grant("g1", ADMIN, "left")   # a successor first: then one may go
+    acl.revoke_credential(token, third, "lost laptop")   # admin-3 can still call
+    acl.revoke_grant("g0", third, "left")    # mee/admin had no credential left
+    assert reason_of(acl.revoke_grant, "g2", third, "leaving") == "LAST_ADMINISTRATOR"
+
+
+def test_a_privileged_principal_gets_no_silent_second_credential() -> None:
+    """An administrator issuing an extra token for the other administrator (or for two
+    regulators) would hold their identities and approve its own proposals."""
+    acl = acl_with((ADMIN, Role.ADMIN, ()), (LI, Role.REGULATOR, ()))
+    second = Principal("mee", "admin-2")
+    acl.grant("a2", second, Role.ADMIN, ("*",), LI, "r", NOW, OP)
+    first = acl.issue_token(new_token(new_credential_id()), LI, ADMIN, "first")
+    assert reason_of(acl.issue_token, new_token(new_credential_id()), LI, ADMIN, "extra") \
+        == "SEPARATION_OF_DUTIES"
+    acl.issue_token(new_token(new_credential_id()), second, ADMIN, "first")
+    assert reason_of(acl.issue_token, new_token(new_credential_id()), second, ADMIN,
+                     "extra") == "SEPARATION_OF_DUTIES"
+    acl.register_certificate("c1", LI, "ab" * 32, "CN=li", ADMIN, "mtls")   # one of each
+    assert reason_of(acl.register_certificate, "c2", LI, "cd" * 32, "CN=x", ADMIN, "x") == \
+        "SEPARATION_OF_DUTIES"
+    # a replacement is allowed: the old one stops, so the holder sees it
+    acl.issue_token(new_token(new_credential_id()), LI, ADMIN, "rotated", replacing=True)
+    acl.revoke_credential(first, ADMIN, "rotated")
+    # principals without a four-eyes role, and in-process provisioning, are not limited
+    for _ in range(2):
+        acl.issue_token(new_token(new_credential_id()), OP, ADMIN, "no role yet")
+        acl.issue_token(new_token(new_credential_id()), LI, Principal("system", "t"), "x")

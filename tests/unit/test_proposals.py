@@ -25,6 +25,7 @@ from registry.domain.errors import (
     SelfApprovalForbidden,
 )
 from registry.domain.proposals import (
+    ACCESS_SCOPE,
     DEFAULT_VALIDITY_SECONDS,
     MAX_VALIDITY_SECONDS,
     MIN_VALIDITY_SECONDS,
@@ -479,3 +480,15 @@ def test_new_reasons_are_registered() -> None:
                    "PROPOSAL_NOT_EXPIRED", "PROPOSAL_NOT_APPROVED",
                    "PROPOSAL_EXISTS_WITH_DIFFERENT_CONTENT"):
         assert reason in REFUSAL_TYPES
+
+
+def test_an_access_proposal_is_kept_under_the_reserved_scope() -> None:
+    """A ROLE_GRANT is found by its grant id whoever approves it: it is kept under party
+    ``system`` (which no principal has), not under the proposing administrator's."""
+    admin = Principal("mee", "admin")
+    proposal = Proposal.propose(proposal_id="zhou-reg", kind=ProposalKind.ROLE_GRANT,
+                                payload={"grant_id": "zhou-reg"}, reason="desk",
+                                principal=admin, now=T0, scope=ACCESS_SCOPE)
+    assert (proposal.party, proposal.proposer) == ("system", "mee/admin")
+    assert proposal.id == Proposal.id_for(ACCESS_SCOPE, "zhou-reg")
+    proposal.ensure_pending(T0)
