@@ -16,11 +16,12 @@ Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.config``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -30,7 +31,13 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
+from registry.faults import CONNECTION_LOST, database_fault
+
 TOPIC = "registry.persistence:RegistryPostgresRecorder"
+INSERT_ATTEMPTS = 10
+"""As the library's retry, for lost connections only (``insert_events``)."""
+_LIBRARY_INSERT = PostgresApplicationRecorder.insert_events.__wrapped__
+"""The library's insert without its retry decorator."""
 
 
 class RegistryPostgresRecorder(PostgresApplicationRecorder):
@@ -113,6 +120,24 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             assert row is not None
             head: int | None = row["max"]
             return head
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
+                      ) -> Sequence[int] | None:
+        """The library's insert, retried only when the connection was lost.
+
+        The library retries every operational error ten times: a lock or statement
+        timeout then kept the caller waiting ten timeouts (100 s at 10 s) before it heard
+        of it. Such a fault now reaches the caller at once, as retryable
+        (``registry.faults``); a dead pooled connection is still tried again here."""
+        for attempt in range(1, INSERT_ATTEMPTS + 1):
+            try:
+                ids: Sequence[int] | None = _LIBRARY_INSERT(self, stored_events, **kwargs)
+                return ids
+            except (OperationalError, InterfaceError) as error:
+                if database_fault(error) != CONNECTION_LOST or attempt == INSERT_ATTEMPTS:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     def _insert_stored_events(self, curs: Cursor[DictRow],
                               stored_events: Sequence[StoredEvent], **_: Any) -> None:
