@@ -93,14 +93,16 @@ def test_every_connection_terminated_mid_load_is_survived(tmp_path: Path) -> Non
 
             failures = [line for out in outs for line in lines(out) if "code" in line]
             assert not [f for f in failures if f["code"] == "INTERNAL"], failures
-            assert cluster.processes["worker-1"].poll() is None, cluster.log("worker-1")
+            worker_log = cluster.log("worker-1")
+            assert cluster.processes["worker-1"].poll() is None, worker_log
+            assert "again" in worker_log, worker_log   # it lost the lease and took it back
             with RegistryClient(cluster.address("server-a"), tokens["regulator"]) as reg:
                 caught_up(reg)   # the worker follows again: read your writes works
                 supply = reg.call(reg.audit.GetSupply, audit_pb.GetSupplyRequest())
                 assert supply.lines and all(line.balanced for line in supply.lines)
             print(f"\nconnection loss: terminated {terminated} sessions; "
                   f"{sum(len(acks(o)) for o in outs)} writes acknowledged; retried "
-                  f"{Counter(str(f['reason']) for f in failures)}")
+                  f"{Counter(str(f['reason']) for f in failures)}\n{worker_log}")
         finally:
             cluster.stop()
 
