@@ -69,10 +69,6 @@ def database_fault(error: BaseException | None) -> str | None:
     return None
 
 
-class DatabaseUnreachable(Exception):
-    """The configured database cannot be reached at all (a command's first connection)."""
-
-
 def describe_fault(error: BaseException) -> str:
     """The database's own words, on one line (psycopg's messages span several)."""
     cause: BaseException = error
