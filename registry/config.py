@@ -34,6 +34,12 @@ class Settings:
     database_url: str
     cache_size: int = 20_000
     pool_size: int = 8
+    statement_timeout: float = 30.0
+    """Seconds a statement of a write transaction may run before PostgreSQL cancels it
+    and the event table's lock is released (``REGISTRY_DB_STATEMENT_TIMEOUT``)."""
+    idle_in_transaction_timeout: float = 5.0
+    """Seconds a write connection may sit idle inside a transaction before PostgreSQL
+    ends its session (``REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -46,6 +52,11 @@ class Settings:
             database_url=url,
             cache_size=_int(environ, "REGISTRY_CACHE_SIZE", cls.cache_size),
             pool_size=_int(environ, "REGISTRY_POOL_SIZE", cls.pool_size),
+            statement_timeout=_seconds(environ, "REGISTRY_DB_STATEMENT_TIMEOUT",
+                                       cls.statement_timeout),
+            idle_in_transaction_timeout=_seconds(
+                environ, "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT",
+                cls.idle_in_transaction_timeout),
         )
 
     @property
@@ -89,6 +100,10 @@ class Settings:
                 POSTGRES_MAX_OVERFLOW=str(self.pool_size),
                 POSTGRES_CONNECT_TIMEOUT="10",
                 POSTGRES_LOCK_TIMEOUT="10",
+                POSTGRES_STATEMENT_TIMEOUT=str(self.statement_timeout),
+                # Whole seconds: the library's setting is an integer.
+                POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT=str(
+                    max(1, round(self.idle_in_transaction_timeout))),
                 CREATE_TABLE="n",
                 # Same writes as the library's recorder, one cheaper insert statement.
                 APPLICATION_RECORDER_TOPIC="registry.persistence:RegistryPostgresRecorder",
@@ -111,6 +126,20 @@ def _int(environ: Mapping[str, str], key: str, default: int) -> int:
     if number < 1:
         raise ConfigurationError(f"{key} must be at least 1, got {number}")
     return number
+
+
+def _seconds(environ: Mapping[str, str], key: str, default: float) -> float:
+    """A positive number of seconds, at most an hour: a write that waits longer is stuck."""
+    value = environ.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}") from None
+    if not 1 <= seconds <= 3600:
+        raise ConfigurationError(f"{key} must be 1..3600 seconds, got {value!r}")
+    return seconds
 
 
 def build_registry(settings: Settings | None = None,

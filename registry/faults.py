@@ -33,12 +33,13 @@ or a deadlock: the database is up but the work could not be done now."""
 
 _BUSY = (psycopg_pool.PoolTimeout, psycopg.errors.LockNotAvailable,
          psycopg.errors.QueryCanceled, psycopg.errors.SerializationFailure,
-         psycopg.errors.DeadlockDetected, psycopg.errors.TooManyConnections,
-         psycopg.errors.IdleInTransactionSessionTimeout)
+         psycopg.errors.DeadlockDetected, psycopg.errors.TooManyConnections)
 """Checked before the connection-loss classes: most of them are OperationalErrors too."""
 
-_LOST = (psycopg.OperationalError, psycopg.InterfaceError)
-"""Whatever else psycopg raises as operational: the connection is gone or unreachable."""
+_LOST = (psycopg.OperationalError, psycopg.InterfaceError,
+         psycopg.errors.IdleInTransactionSessionTimeout)
+"""Whatever else psycopg raises as operational: the connection is gone or unreachable
+(an idle-in-transaction timeout ended the session too)."""
 
 
 def database_fault(error: BaseException | None) -> str | None:

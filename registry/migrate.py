@@ -14,9 +14,10 @@ server starting meanwhile waits for the migration rather than failing half-way.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -206,9 +207,22 @@ def _require_database(settings: Settings) -> None:
             f"{settings.describe()} keeps everything in one process: nothing to migrate")
 
 
+def create_sqlite_file(settings: Settings) -> None:
+    """Create the embedded store's file readable and writable by its owner only (0600,
+    like the credentials and the signing key beside it): it holds every event and the
+    token hashes. SQLite gives its -wal and -shm files the same mode. An existing file
+    is left as it is (its mode is the operator's choice)."""
+    if settings.backend != "sqlite":
+        return
+    path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 @contextmanager
 def _connection(settings: Settings) -> Iterator[Connection]:
     _require_database(settings)
+    create_sqlite_file(settings)   # before SQLite makes it with the umask's 0644
     engine = make_engine(settings)
     try:
         with engine.connect() as conn:

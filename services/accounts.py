@@ -23,7 +23,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
 
     def GetAccount(self, request: pb.GetAccountRequest,
                    context: grpc.ServicerContext) -> pb.GetAccountResponse:
-        view = self.registry.get_account(convert.required(request.account_id, "account_id"))
+        view = self.registry.get_account(convert.account_id(request.account_id))
         return pb.GetAccountResponse(account=convert.account_view_to_proto(view))
 
     def ListAccounts(self, request: pb.ListAccountsRequest,

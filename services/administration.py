@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import grpc
 
-from registry.application.commands import MAX_BATCH, AllocationRow, EmissionsRow
+from registry.application.commands import AllocationRow, EmissionsRow, check_batch
 from registry.application.four_eyes import ProposalResult
 from registry.application.results import (
     AccountResult,
@@ -18,11 +18,13 @@ from registry.application.results import (
 )
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand, ProposalRequired, RowsInvalid
+from registry.domain.ids import check_party
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     ProposalKind,
     ProposalStatus,
     ProposalView,
+    check_payload_size,
 )
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitType
@@ -103,11 +105,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def AllocateUnits(self, request: pb.AllocateUnitsRequest,
                       context: grpc.ServicerContext) -> pb.AllocateUnitsResponse:
         self._direct("ALLOCATION_TABLE")
-        if not request.rows:
-            raise InvalidCommand("no rows to allocate", reason="EMPTY_BATCH", field="rows")
-        if len(request.rows) > MAX_BATCH:
-            raise InvalidCommand(f"at most {MAX_BATCH} rows per call, got {len(request.rows)}",
-                                 reason="BATCH_TOO_LARGE", field="rows", limit=MAX_BATCH)
+        check_batch(len(request.rows), request.ByteSize(), "rows", "rows to allocate")
         rows: list[AllocationRow] = []
         rejected: dict[int, RowResult] = {}
         for index, row in enumerate(request.rows):
@@ -143,6 +141,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def RecordVerifiedEmissions(self, request: pb.RecordVerifiedEmissionsRequest,
                                 context: grpc.ServicerContext
                                 ) -> pb.RecordVerifiedEmissionsResponse:
+        check_batch(len(request.rows), request.ByteSize(), "rows", "emissions rows to record")
         try:
             recorded = self.registry.record_verified_emissions(current_principal(), [
                 EmissionsRow(account_id=row.account_id, compliance_year=row.compliance_year,
@@ -183,6 +182,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
                       context: grpc.ServicerContext) -> pb.ProposeActionResponse:
         kind = convert.enum_from_proto(request.kind, pb.ProposalKind, ProposalKind, "kind")
         assert kind is not None
+        check_payload_size(len(request.payload_json.encode()), "payload_json")
         try:
             payload = json.loads(request.payload_json or "{}")
         except ValueError:
@@ -202,8 +202,8 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def ApproveProposal(self, request: pb.ApproveProposalRequest,
                         context: grpc.ServicerContext) -> pb.ApproveProposalResponse:
         return _respond(pb.ApproveProposalResponse, self.registry.proposals.approve(
-            current_principal(), convert.required(request.party, "party"),
-            convert.required(request.proposal_id, "proposal_id")))
+            current_principal(), check_party(convert.required(request.party, "party")),
+            convert.client_id(request.proposal_id, "proposal_id")))
 
     def RejectProposal(self, request: pb.RejectProposalRequest,
                        context: grpc.ServicerContext) -> pb.RejectProposalResponse:

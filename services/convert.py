@@ -19,7 +19,7 @@ from registry.application.commands import Trade
 from registry.application.results import AccountView, HoldResult, TransactionResult
 from registry.domain.accounts import Holder, Sector, check_account_id
 from registry.domain.errors import InvalidCommand, RegistryError, RowsInvalid, Violation
-from registry.domain.ids import has_control_characters
+from registry.domain.ids import check_client_id, has_control_characters
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.v1 import common_pb2 as pb
 from registry.v1 import settlement_service_pb2 as settlement_pb
@@ -89,6 +89,12 @@ def required(value: str, field: str) -> str:
     if not value:
         raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
     return value
+
+
+def client_id(value: str, field: str) -> str:
+    """A required client id (hold, trade, proposal): 1-128 of letters, digits and
+    ``._:-``, refused as INVALID_ID before any lookup (not a NOT_FOUND)."""
+    return check_client_id(required(value, field), field)
 
 
 def account_id(value: str, field: str = "account_id") -> str:

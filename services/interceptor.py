@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -32,11 +33,10 @@ from services.auth import (
     OPEN_SERVICES,
     Authenticator,
     bind_principal,
-    current_principal,
     unbind_principal,
 )
 from services.errors import ApiError, to_status
-from services.policy import authorize
+from services.policy import authorize, bind_scope, unbind_scope
 
 log = logging.getLogger("registry.api")
 
@@ -44,38 +44,153 @@ EXPECTED = (RegistryError, ApiError, ReadModelTimeout)
 ANONYMOUS = Principal("anonymous", "-")
 
 
-class StreamSlots:
-    """At most ``limit`` open server streams per principal: a stream holds a thread for
-    as long as the client reads, so one caller must not take them all."""
+@dataclass(frozen=True)
+class CallLimits:
+    """What one caller, and all streams together, may hold of a process's threads.
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[Principal, int] = {}
+    A sync gRPC server runs each call on a worker thread, and a server stream holds its
+    thread for as long as the client takes to read it. Without limits one low-privilege
+    caller (or a few) could park every thread and the registry would stop answering."""
+
+    calls_per_principal: int = 12
+    """Threads one principal may hold at once, its calls and streams together: the rest
+    stay for everyone else."""
+    streams: int = 8
+    """Open server streams in the process, all callers together: kept below the worker
+    threads so unary calls always find some."""
+    streams_per_principal: int = 4
+    stream_seconds: float = 600.0
+    """A stream's budget: past it the stream ends with RESOURCE_EXHAUSTED
+    STREAM_TIME_LIMIT and the client resumes from the last position it received."""
+    stall_seconds: float = 30.0
+    """A message the client does not take within this long (it stopped reading) gets
+    the stream cancelled, and its thread back."""
+
+
+def _exhausted(reason: str, message: str, limit: int | float) -> ApiError:
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, reason, message,
+                    {"limit": str(limit)})
+
+
+class Capacity:
+    """Counts the threads each principal holds and the streams open, and refuses a call
+    that would go past ``CallLimits`` at once (RESOURCE_EXHAUSTED with the reason):
+    refusing costs the thread for a moment, waiting would hold it."""
+
+    def __init__(self, limits: CallLimits) -> None:
+        self.limits = limits
+        self._held: dict[Principal, int] = {}
+        self._streams: dict[Principal, int] = {}
+        self._streams_open = 0
         self._lock = threading.Lock()
 
     @contextmanager
-    def slot(self, principal: Principal) -> Iterator[None]:
+    def hold(self, principal: Principal, stream: bool) -> Iterator[None]:
+        limits = self.limits
         with self._lock:
-            if self._open.get(principal, 0) >= self.limit:
-                raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS",
-                               f"{principal} has {self.limit} streams open already: "
-                               "finish one first", {"limit": str(self.limit)})
-            self._open[principal] = self._open.get(principal, 0) + 1
+            if stream and self._streams.get(principal, 0) >= limits.streams_per_principal:
+                raise _exhausted("TOO_MANY_STREAMS",
+                                 f"{principal} has {limits.streams_per_principal} streams "
+                                 "open already: finish one first",
+                                 limits.streams_per_principal)
+            if stream and self._streams_open >= limits.streams:
+                raise _exhausted("STREAMS_AT_CAPACITY",
+                                 f"this server has {limits.streams} streams open, its "
+                                 "limit: retry with backoff", limits.streams)
+            if self._held.get(principal, 0) >= limits.calls_per_principal:
+                raise _exhausted("TOO_MANY_CALLS",
+                                 f"{principal} has {limits.calls_per_principal} calls in "
+                                 "progress on this server already: retry with backoff",
+                                 limits.calls_per_principal)
+            self._held[principal] = self._held.get(principal, 0) + 1
+            if stream:
+                self._streams[principal] = self._streams.get(principal, 0) + 1
+                self._streams_open += 1
         try:
             yield
         finally:
             with self._lock:
-                self._open[principal] -= 1
-                if not self._open[principal]:
-                    del self._open[principal]
+                _decrement(self._held, principal)
+                if stream:
+                    _decrement(self._streams, principal)
+                    self._streams_open -= 1
+
+
+def _decrement(counts: dict[Principal, int], principal: Principal) -> None:
+    counts[principal] -= 1
+    if not counts[principal]:
+        del counts[principal]
+
+
+@dataclass(eq=False)
+class StreamWatch:
+    """One open stream, as the watchdog sees it."""
+
+    context: grpc.ServicerContext
+    started: float
+    sending_since: float | None = None
+    """When the message being written was handed to gRPC (None between messages)."""
+    stalled: bool = False
+
+
+class StreamWatchdog:
+    """Cancels streams whose client stopped reading.
+
+    gRPC writes a stream's message on the worker thread and blocks it until the client's
+    flow-control window takes the message: a client that never reads holds the thread
+    for ever, and nothing in the handler runs to notice. One thread checks every open
+    stream and cancels (``context.cancel()``, which wakes the blocked write) one whose
+    message waited longer than ``stall_seconds``."""
+
+    def __init__(self, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        self._open: set[StreamWatch] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, context: grpc.ServicerContext) -> Iterator[StreamWatch]:
+        watch = StreamWatch(context, time.monotonic())
+        with self._lock:
+            self._open.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="registry-stream-watchdog")
+                self._thread.start()
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._open.discard(watch)
+
+    def _run(self) -> None:
+        interval = min(1.0, self.stall_seconds / 4)
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                stalled = [w for w in self._open if w.sending_since is not None
+                           and not w.stalled and now - w.sending_since > self.stall_seconds]
+                for watch in stalled:
+                    watch.stalled = True
+            for watch in stalled:
+                watch.context.cancel()
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, max_streams_per_principal: int = 4,
+    def __init__(self, authenticator: Authenticator, limits: CallLimits | None = None,
                  metrics: RegistryMetrics | None = None) -> None:
         self.authenticator = authenticator
-        self.streams = StreamSlots(max_streams_per_principal)
+        self.limits = limits or CallLimits()
+        self.capacity = Capacity(self.limits)
+        self.watchdog = StreamWatchdog(self.limits.stall_seconds)
         self.metrics = metrics
+
+    def close(self) -> None:
+        self.watchdog.close()
 
     def intercept_service(self, continuation: Callable[[Any], Any],
                           details: grpc.HandlerCallDetails) -> Any:
@@ -116,19 +231,40 @@ class CallInterceptor(grpc.ServerInterceptor):
                 behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
                 parse: Callable[[bytes], Any]
                 ) -> Callable[[bytes, grpc.ServicerContext], Iterator[Any]]:
+        budget = self.limits.stream_seconds
+
         def serve(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._serving(method, metadata, context, raw, parse) as request, \
-                    self.streams.slot(current_principal()):
-                yield from behaviour(request, context)
+            with self.watchdog.watch(context) as watch, \
+                    self._serving(method, metadata, context, raw, parse, watch) as request:
+                messages = iter(behaviour(request, context))
+                try:
+                    while True:
+                        if time.monotonic() - watch.started > budget:
+                            raise _exhausted(
+                                "STREAM_TIME_LIMIT", f"this stream ran for its {budget:g} s: "
+                                "call again from the last position received", budget)
+                        try:
+                            message = next(messages)
+                        except StopIteration:
+                            return
+                        watch.sending_since = time.monotonic()
+                        yield message   # returns once gRPC has written it
+                        watch.sending_since = None
+                finally:
+                    close = getattr(messages, "close", None)
+                    if close is not None:
+                        close()
 
         return serve
 
     @contextmanager
     def _serving(self, method: str, metadata: Any, context: grpc.ServicerContext,
-                 raw: bytes, parse: Callable[[bytes], Any]) -> Iterator[Any]:
+                 raw: bytes, parse: Callable[[bytes], Any],
+                 stream: StreamWatch | None = None) -> Iterator[Any]:
         """Around one call: resolve the principal, check the policy allows it (before
-        any servicer code runs), bind it, turn errors into statuses (never leaking
-        internals), log one line (denials included)."""
+        any servicer code runs) and that the caller is within its share of the threads,
+        bind it, turn errors into statuses (never leaking internals), log one line
+        (denials and refusals included)."""
         started = time.perf_counter()
         principal = ANONYMOUS
         request_id = request_id_from(metadata)
@@ -144,17 +280,20 @@ class CallInterceptor(grpc.ServerInterceptor):
                 principal, acl = self.authenticator.resolve(metadata, context)
                 bound.append(bind_request(request_id, str(principal), method))
                 request = parse(raw)
-                authorize(method, request, principal, acl)
-                token = bind_principal(principal)
-                try:
-                    yield request
-                finally:
-                    unbind_principal(token)
+                scope = authorize(method, request, principal, acl)
+                with self.capacity.hold(principal, stream is not None):
+                    token, scope_token = bind_principal(principal), bind_scope(scope)
+                    try:
+                        yield request
+                    finally:
+                        unbind_scope(scope_token)
+                        unbind_principal(token)
         except EXPECTED as error:
             done(error)
             context.abort_with_status(_with(to_status(error), echo))
-        except GeneratorExit:  # the client went away mid-stream
-            done("CANCELLED")
+        except GeneratorExit:  # the client went away mid-stream, or stopped reading
+            done("CANCELLED STREAM_STALLED" if stream is not None and stream.stalled
+                 else "CANCELLED")
             raise
         except Exception as error:
             if _aborted(context):  # an inner handler already chose the status
@@ -177,7 +316,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         if outcome is None:
             code, reason = ("OK", "")
         elif isinstance(outcome, str):
-            code, reason = outcome, ""
+            code, _, reason = outcome.partition(" ")
         else:
             code = to_status(outcome).code.name
             reason = getattr(outcome, "reason", "") or ("INTERNAL" if code == "INTERNAL"

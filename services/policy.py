@@ -7,19 +7,22 @@ decides who may call it (``tests/unit/test_policy.py`` checks every method is li
 Scoped roles (exchange, operator) act only on the accounts their grants name; a
 request that names accounts must name only those. A request that ranges over every
 account (ListAccounts, ListPositions without ``account_ids``) needs an unscoped
-grant. Methods keyed by the caller's own ids (a hold, a trade) are scoped by the
-caller's party already.
+grant. Methods keyed by the caller's own ids (a hold, a trade) look the id up under
+the caller's party, and only then know the accounts: the servicer checks those with
+``found_in_scope``, answering an out-of-scope hold or trade exactly as an unknown id
+(another desk's hold in the same party is not revealed to exist).
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from registry.domain.access import SCOPED_ROLES, AccessControl, Role
+from registry.domain.access import SCOPED_ROLES, AccessControl, Grant, Role
 from registry.domain.accounts import ACCOUNT_ID
 from registry.domain.transactions import Principal
 from services.errors import ApiError
@@ -36,6 +39,9 @@ class Rule:
 
     roles: frozenset[Role]
     accounts: Accounts | None = None
+    after_lookup: bool = False
+    """The request names an id (a hold, a trade) whose accounts the servicer checks
+    once it has found it (``found_in_scope``)."""
 
 
 def _field(name: str) -> Accounts:
@@ -71,11 +77,11 @@ def _rules(service: str, rules: Mapping[str, Rule]) -> dict[str, Rule]:
 POLICY: dict[str, Rule] = {
     **_rules(S, {
         "PlaceHold": Rule(frozenset({R.EXCHANGE}), ACCOUNT),
-        "ReleaseHold": Rule(frozenset({R.EXCHANGE})),
-        "GetHold": Rule(frozenset({R.EXCHANGE})),
+        "ReleaseHold": Rule(frozenset({R.EXCHANGE}), after_lookup=True),
+        "GetHold": Rule(frozenset({R.EXCHANGE}), after_lookup=True),
         "SettleTrades": Rule(frozenset({R.EXCHANGE}), _trades),
-        # any caller's own transaction by its id (scoped by the caller's party)
-        "GetTrade": Rule(frozenset({R.EXCHANGE, R.OPERATOR}) | READERS),
+        # the caller's party's own transaction by its id, on an account of its grants
+        "GetTrade": Rule(frozenset({R.EXCHANGE, R.OPERATOR}) | READERS, after_lookup=True),
         "ListPositions": Rule(frozenset({R.EXCHANGE}) | READERS, _listed),
     }),
     **_rules(A, {
@@ -104,9 +110,41 @@ POLICY: dict[str, Rule] = {
 }
 
 
-def authorize(method: str, request: Any, principal: Principal, acl: AccessControl) -> None:
-    """Return if ``principal``'s grants allow this call; else PERMISSION_DENIED with the
-    reason: METHOD_NOT_ALLOWED (no rule), ROLE_NOT_GRANTED, ACCOUNT_NOT_IN_SCOPE."""
+@dataclass(frozen=True)
+class Scope:
+    """The grants a call is authorised under: which accounts it may act on."""
+
+    grants: tuple[Grant, ...]
+
+    def covers(self, account: str) -> bool:
+        return any(g.covers(account) for g in self.grants)
+
+
+_scope: contextvars.ContextVar[Scope] = contextvars.ContextVar("scope")
+
+
+def bind_scope(scope: Scope) -> contextvars.Token[Scope]:
+    return _scope.set(scope)
+
+
+def unbind_scope(token: contextvars.Token[Scope]) -> None:
+    _scope.reset(token)
+
+
+def found_in_scope(accounts: Iterable[str | None]) -> bool:
+    """Whether the call's grants cover any of the accounts of what it looked up (a hold's
+    account; a transaction's source or destination: a movement is on both). Outside a
+    served call nothing is bound and this fails (closed), never answering True."""
+    scope = _scope.get()
+    if any(g.all_accounts for g in scope.grants):   # regulators, auditors, `*` exchanges
+        return True
+    return any(scope.covers(a) for a in accounts if a)
+
+
+def authorize(method: str, request: Any, principal: Principal, acl: AccessControl) -> Scope:
+    """Return the grants under which ``principal`` may make this call; else
+    PERMISSION_DENIED with the reason: METHOD_NOT_ALLOWED (no rule), ROLE_NOT_GRANTED,
+    ACCOUNT_NOT_IN_SCOPE."""
     key = method.lstrip("/")
     rule = POLICY.get(key)
     if rule is None:
@@ -116,8 +154,9 @@ def authorize(method: str, request: Any, principal: Principal, acl: AccessContro
         roles = ", ".join(sorted(rule.roles))
         raise _denied("ROLE_NOT_GRANTED", f"{principal} has no role that may call "
                       f"{key.rsplit('/', 1)[-1]} ({roles})", principal=str(principal))
+    scope = Scope(tuple(grants))
     if rule.accounts is None or any(g.all_accounts for g in grants):
-        return
+        return scope
     for account in _named(rule.accounts(request)):
         if account == EVERY:
             raise _denied("ACCOUNT_NOT_IN_SCOPE", f"{principal} may act on named accounts "
@@ -126,6 +165,7 @@ def authorize(method: str, request: Any, principal: Principal, acl: AccessContro
         if not any(g.covers(account) for g in grants):
             raise _denied("ACCOUNT_NOT_IN_SCOPE", f"{principal} may not act on account "
                           f"{account}", principal=str(principal), account=account)
+    return scope
 
 
 def _named(accounts: Iterable[str]) -> list[str]:
@@ -154,6 +194,8 @@ def policy_table() -> str:
 def _cell(rule: Rule, role: Role) -> str:
     if role not in rule.roles:
         return "-"
-    if role not in SCOPED_ROLES or rule.accounts is None:
+    if role not in SCOPED_ROLES or (rule.accounts is None and not rule.after_lookup):
         return "yes"
+    if rule.after_lookup:
+        return "own accounts (by id)"
     return "`*` grant only" if rule.accounts is _every else "own accounts"

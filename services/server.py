@@ -12,6 +12,12 @@ Settings (environment):
 - ``REGISTRY_CREDENTIALS_FILE``: where the embedded first start writes its first tokens
   (default ``$REGISTRY_DATA_DIR/credentials``; the registry itself keeps only hashes);
 - ``REGISTRY_MAX_WORKERS`` (16), ``REGISTRY_MAX_CONCURRENT_RPCS`` (64);
+- resource limits, so no caller (or few) can take every thread: ``REGISTRY_MAX_STREAMS``
+  (half the workers), ``REGISTRY_MAX_STREAMS_PER_PRINCIPAL`` (4),
+  ``REGISTRY_MAX_CALLS_PER_PRINCIPAL`` (the workers less a quarter),
+  ``REGISTRY_STREAM_MAX_SECONDS`` (600), ``REGISTRY_STREAM_STALL_SECONDS`` (30), and the
+  connections' ``REGISTRY_KEEPALIVE_SECONDS`` (60), ``REGISTRY_CONNECTION_IDLE_SECONDS``
+  (900), ``REGISTRY_CONNECTION_AGE_SECONDS`` (3600);
 - ``REGISTRY_PROJECTIONS``: ``in-process`` (default on SQLite) or ``external`` (default on
   PostgreSQL, where ``registry project`` workers keep the read models current).
 """
@@ -67,7 +73,7 @@ from services.administration import AdministrationServicer
 from services.audit import AuditServicer
 from services.auth import Authenticator, AuthMode
 from services.backend import Backend
-from services.interceptor import CallInterceptor
+from services.interceptor import CallInterceptor, CallLimits
 from services.settlement import SettlementServicer
 from services.tls import (
     TlsSettings,
@@ -91,6 +97,13 @@ SERVICE_NAMES = tuple(
 MAX_RECEIVE_BYTES = 32 * 1024 * 1024
 """10,000 trades are about 1.5 MB; anything near this limit is a mistake or an attack."""
 MAX_SEND_BYTES = 64 * 1024 * 1024
+KEEPALIVE_TIMEOUT_MS = 20_000
+"""A keepalive ping unanswered this long closes the connection (a peer gone silent)."""
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+"""Clients may ping (keepalive) this often; more often is answered GOAWAY."""
+AGE_GRACE_SECONDS = 30.0
+"""After a connection's maximum age, calls in flight get the stream budget and this
+long to finish before the connection is closed."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,27 @@ class ServerSettings:
     take this port and the next ones)."""
     max_streams_per_principal: int = 4
     """REGISTRY_MAX_STREAMS_PER_PRINCIPAL: open server streams (StreamEvents) per caller."""
+    max_streams: int | None = None
+    """REGISTRY_MAX_STREAMS: open server streams in the process, all callers together;
+    below max_workers, so calls always find a thread (default: half of them)."""
+    max_calls_per_principal: int | None = None
+    """REGISTRY_MAX_CALLS_PER_PRINCIPAL: threads one caller may hold at once, calls and
+    streams together (default: max_workers less a quarter, at least one left over)."""
+    stream_max_seconds: float = 600.0
+    """REGISTRY_STREAM_MAX_SECONDS: a stream's time budget (RESOURCE_EXHAUSTED
+    STREAM_TIME_LIMIT past it; the client resumes from the last position it got)."""
+    stream_stall_seconds: float = 30.0
+    """REGISTRY_STREAM_STALL_SECONDS: a stream whose client takes no message for this
+    long is cancelled, and its thread freed."""
+    keepalive_seconds: float = 60.0
+    """REGISTRY_KEEPALIVE_SECONDS: the server pings each connection this often, and
+    closes one that does not answer (a client gone without a word)."""
+    connection_idle_seconds: float = 900.0
+    """REGISTRY_CONNECTION_IDLE_SECONDS: a connection with no call this long is closed."""
+    connection_age_seconds: float = 3600.0
+    """REGISTRY_CONNECTION_AGE_SECONDS: a connection is told to go away after this long
+    (clients reconnect at once; calls in flight finish), so none lives for ever and new
+    connections spread over the server processes."""
     tls: TlsSettings | None = None
     """REGISTRY_TLS_CERT/KEY (and REGISTRY_TLS_CLIENT_CA for mutual TLS); without them
     the server listens in plaintext, on a loopback address only unless
@@ -125,6 +159,45 @@ class ServerSettings:
     """Issuance, allocation, reversal, freezes and rule changes only through approved
     proposals (the direct calls are refused); REGISTRY_FOUR_EYES=off lets the direct
     calls act at once, for a single-regulator test or demo set-up."""
+
+    def __post_init__(self) -> None:
+        if self.max_workers < 2:
+            raise ConfigurationError("REGISTRY_MAX_WORKERS must be at least 2: streams may "
+                                     "hold only some of the threads, calls need the others")
+        if self.max_streams is not None and self.max_streams >= self.max_workers:
+            raise ConfigurationError(
+                f"REGISTRY_MAX_STREAMS ({self.max_streams}) must be below "
+                f"REGISTRY_MAX_WORKERS ({self.max_workers}): each open stream holds a "
+                "thread, and calls need some left")
+
+    @property
+    def limits(self) -> CallLimits:
+        """What one caller, and all streams together, may hold of the worker threads."""
+        workers = self.max_workers
+        return CallLimits(
+            calls_per_principal=self.max_calls_per_principal or workers - max(1, workers // 4),
+            streams=self.max_streams or max(1, workers // 2),
+            streams_per_principal=self.max_streams_per_principal,
+            stream_seconds=self.stream_max_seconds, stall_seconds=self.stream_stall_seconds)
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """The server's channel arguments: message sizes, port sharing, and the
+        connection lifetimes (keepalive, idle, age)."""
+        def ms(seconds: float) -> int:
+            return int(seconds * 1000)
+
+        return [
+            ("grpc.so_reuseport", int(self.reuse_port)),
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.keepalive_time_ms", ms(self.keepalive_seconds)),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+            ("grpc.max_connection_idle_ms", ms(self.connection_idle_seconds)),
+            ("grpc.max_connection_age_ms", ms(self.connection_age_seconds)),
+            ("grpc.max_connection_age_grace_ms",
+             ms(self.stream_max_seconds + AGE_GRACE_SECONDS)),
+        ]
 
     @classmethod
     def from_env(cls, store: Settings, environ: Mapping[str, str] | None = None
@@ -156,6 +229,18 @@ class ServerSettings:
             max_workers=_int(environ, "REGISTRY_MAX_WORKERS", cls.max_workers),
             max_streams_per_principal=_int(environ, "REGISTRY_MAX_STREAMS_PER_PRINCIPAL",
                                            cls.max_streams_per_principal),
+            max_streams=_optional_int(environ, "REGISTRY_MAX_STREAMS"),
+            max_calls_per_principal=_optional_int(environ, "REGISTRY_MAX_CALLS_PER_PRINCIPAL"),
+            stream_max_seconds=_int(environ, "REGISTRY_STREAM_MAX_SECONDS",
+                                    int(cls.stream_max_seconds)),
+            stream_stall_seconds=_int(environ, "REGISTRY_STREAM_STALL_SECONDS",
+                                      int(cls.stream_stall_seconds)),
+            keepalive_seconds=_int(environ, "REGISTRY_KEEPALIVE_SECONDS",
+                                   int(cls.keepalive_seconds)),
+            connection_idle_seconds=_int(environ, "REGISTRY_CONNECTION_IDLE_SECONDS",
+                                         int(cls.connection_idle_seconds)),
+            connection_age_seconds=_int(environ, "REGISTRY_CONNECTION_AGE_SECONDS",
+                                        int(cls.connection_age_seconds)),
             metrics_port=(_int(environ, "REGISTRY_METRICS_PORT", 0)
                           if environ.get("REGISTRY_METRICS_PORT", "").strip() else None),
             max_concurrent_rpcs=_int(environ, "REGISTRY_MAX_CONCURRENT_RPCS",
@@ -167,6 +252,11 @@ class ServerSettings:
             ledger_key=private_key_path(environ),
             ledger_sign_seconds=sign_seconds(environ),
         )
+
+
+def _optional_int(environ: Mapping[str, str], key: str) -> int | None:
+    """A whole number of at least 1, or None when unset (the default is derived)."""
+    return _int(environ, key, 1) if environ.get(key, "").strip() else None
 
 
 def _auth_mode(value: str) -> AuthMode:
@@ -191,18 +281,14 @@ class RegistryServer:
         self.backend = backend
         self.settings = settings
         self.health = health.HealthServicer()
+        self.interceptor = CallInterceptor(
+            Authenticator(backend.registry.access, settings.auth, access_version(backend)),
+            settings.limits, backend.metrics)
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.max_workers,
                                thread_name_prefix="registry-rpc"),
-            interceptors=[CallInterceptor(
-                Authenticator(backend.registry.access, settings.auth,
-                              access_version(backend)),
-                settings.max_streams_per_principal, backend.metrics), *interceptors],
-            options=[
-                ("grpc.so_reuseport", int(settings.reuse_port)),
-                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                ("grpc.max_send_message_length", MAX_SEND_BYTES),
-            ],
+            interceptors=[self.interceptor, *interceptors],
+            options=settings.grpc_options(),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         settlement_service_pb2_grpc.add_SettlementServiceServicer_to_server(
@@ -270,6 +356,7 @@ class RegistryServer:
         """NOT_SERVING first (load balancers stop sending), then let calls finish."""
         self.health.enter_graceful_shutdown()
         self.server.stop(self.settings.grace_seconds if grace is None else grace).wait()
+        self.interceptor.close()
         self._stop_following.set()
         if self._follower is not None:
             self._follower.join(timeout=30)

@@ -6,14 +6,20 @@ from collections import Counter
 
 import grpc
 
-from registry.application.commands import MAX_BATCH, Trade
+from registry.application.commands import Trade, check_batch
 from registry.application.results import HoldResult, TradeOutcome, TradeResult
-from registry.domain.errors import InvalidCommand, error_for_reason
+from registry.domain.errors import (
+    InvalidCommand,
+    UnknownHold,
+    UnknownTransaction,
+    error_for_reason,
+)
 from registry.v1 import settlement_service_pb2 as pb
 from registry.v1 import settlement_service_pb2_grpc as pb_grpc
 from services import convert
 from services.auth import current_principal
 from services.backend import Backend
+from services.policy import found_in_scope
 
 DEFAULT_PAGE = 100
 
@@ -42,25 +48,31 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
 
     def ReleaseHold(self, request: pb.ReleaseHoldRequest,
                     context: grpc.ServicerContext) -> pb.ReleaseHoldResponse:
-        result = self.registry.release_hold(
-            current_principal(), convert.required(request.hold_id, "hold_id"), request.reason)
+        principal = current_principal()
+        hold_id = convert.client_id(request.hold_id, "hold_id")
+        self._hold_in_scope(principal.party, hold_id)   # a hold's account never changes
+        result = self.registry.release_hold(principal, hold_id, request.reason)
         return pb.ReleaseHoldResponse(hold=convert.hold_to_proto(result),
                                       position=result.position or 0)
 
     def GetHold(self, request: pb.GetHoldRequest,
                 context: grpc.ServicerContext) -> pb.GetHoldResponse:
-        result = self.registry.get_hold(current_principal().party,
-                                        convert.required(request.hold_id, "hold_id"))
+        result = self._hold_in_scope(current_principal().party,
+                                     convert.client_id(request.hold_id, "hold_id"))
         return pb.GetHoldResponse(hold=convert.hold_to_proto(result))
+
+    def _hold_in_scope(self, party: str, hold_id: str) -> HoldResult:
+        """The party's hold, if it is on an account of the caller's grants; else the very
+        error an unknown hold id gets, so a desk cannot tell another desk's hold exists."""
+        result = self.registry.get_hold(party, hold_id)
+        if not found_in_scope([result.account_id]):
+            raise UnknownHold(f"no hold {party}:{hold_id}", hold=f"{party}:{hold_id}")
+        return result
 
     def SettleTrades(self, request: pb.SettleTradesRequest,
                      context: grpc.ServicerContext) -> pb.SettleTradesResponse:
         count = len(request.trades)
-        if count > MAX_BATCH:
-            raise InvalidCommand(f"at most {MAX_BATCH} trades per call, got {count}",
-                                 reason="BATCH_TOO_LARGE", field="trades", limit=MAX_BATCH)
-        if count == 0:
-            raise InvalidCommand("no trades to settle", reason="EMPTY_BATCH", field="trades")
+        check_batch(count, request.ByteSize(), "trades", "trades to settle")
         trades: list[Trade] = []
         rejected: dict[int, TradeResult] = {}
         for index, message in enumerate(request.trades):
@@ -79,8 +91,12 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
 
     def GetTrade(self, request: pb.GetTradeRequest,
                  context: grpc.ServicerContext) -> pb.GetTradeResponse:
-        result = self.registry.get_transaction(current_principal().party,
-                                               convert.required(request.trade_id, "trade_id"))
+        party = current_principal().party
+        trade_id = convert.client_id(request.trade_id, "trade_id")
+        result = self.registry.get_transaction(party, trade_id)
+        if not found_in_scope([result.source, result.destination]):
+            ref = f"{party}:{trade_id}"   # answered exactly as an unknown id
+            raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
         return pb.GetTradeResponse(transaction=convert.transaction_to_proto(result))
 
     def ListPositions(self, request: pb.ListPositionsRequest,

@@ -241,6 +241,9 @@ class Bench:
                    REGISTRY_PROJECTIONS="external", REGISTRY_FOUR_EYES="off",
                    PYTHONUNBUFFERED="1")
         env.setdefault("REGISTRY_MAX_WORKERS", str(MAX_WORKERS))
+        # the callers are one principal standing for many clients: it may use every
+        # thread (the per-caller share protects other callers, which the bench has not)
+        env.setdefault("REGISTRY_MAX_CALLS_PER_PRINCIPAL", env["REGISTRY_MAX_WORKERS"])
         if self.server_processes:
             env["REGISTRY_SERVER_PROCESSES"] = str(self.server_processes)
         return env

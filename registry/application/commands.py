@@ -25,6 +25,25 @@ MAX_QUANTITY = 10**12
 
 MAX_REASON = 500
 MAX_BATCH = 10_000
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+"""A batch call's request, serialised: 10,000 trades with 128-character ids are about
+1.7 MB, so every legal batch of trades fits; it bounds what one call makes the event
+store write under its table lock (a batch's events are several times its request)."""
+
+
+def check_batch(count: int, size_bytes: int, field: str, what: str) -> None:
+    """The one guard of a batch call: not empty, at most ``MAX_BATCH`` rows and
+    ``MAX_BATCH_BYTES`` bytes; the error names the limit so a client can split."""
+    if count == 0:
+        raise InvalidCommand(f"no {what}", reason="EMPTY_BATCH", field=field)
+    if count > MAX_BATCH:
+        raise InvalidCommand(f"at most {MAX_BATCH} {field} per call, got {count}",
+                             reason="BATCH_TOO_LARGE", field=field, limit=MAX_BATCH)
+    if size_bytes > MAX_BATCH_BYTES:
+        raise InvalidCommand(
+            f"the batch is {size_bytes} bytes, over the limit of {MAX_BATCH_BYTES}: send "
+            "its rows in smaller batches", reason="BATCH_BYTES_TOO_LARGE", field=field,
+            limit_bytes=MAX_BATCH_BYTES, size_bytes=size_bytes)
 
 
 def check_quantity(quantity: int) -> int:

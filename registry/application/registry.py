@@ -109,7 +109,12 @@ from registry.domain.transactions import (
 )
 from registry.domain.units import Holding, SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.faults import DATABASE_BUSY, database_fault
-from registry.persistence import RegistryPostgresRecorder, select_latest_events
+from registry.persistence import (
+    DEFAULT_STATEMENT_TIMEOUT,
+    STATEMENT_TIMEOUT_ENV,
+    RegistryPostgresRecorder,
+    select_latest_events,
+)
 
 R = TypeVar("R")
 A = TypeVar("A", bound=Aggregate)
@@ -181,6 +186,9 @@ class Registry(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(env)
+        if isinstance(self.recorder, RegistryPostgresRecorder):
+            self.recorder.set_statement_timeout(float(
+                self.env.get(STATEMENT_TIMEOUT_ENV) or DEFAULT_STATEMENT_TIMEOUT))
         self.clock = clock or (lambda: datetime.now(UTC))
         self.max_attempts = MAX_ATTEMPTS
         self._cache_position: int | None = (

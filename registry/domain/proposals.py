@@ -60,6 +60,12 @@ cannot be approved months later against a changed ledger."""
 MAX_REASON = 500
 """As for transactions (``registry.application.commands.MAX_REASON``)."""
 
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""A proposal's payload as stored (compact JSON, UTF-8), a bound on what one proposal
+(one event) makes the event store write under its table lock: an allocation table of
+10,000 rows with reasons of up to about 250 characters fits; a longer one is proposed
+in parts."""
+
 MAX_PAYLOAD_DEPTH = 32
 """Far more than any action's parameters need (an allocation table is 3 deep); checking
 and storing a payload recurse once per level."""
@@ -141,8 +147,19 @@ def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidCommand(f"proposal payload is nested over {MAX_PAYLOAD_DEPTH} deep",
                              reason="INVALID_PAYLOAD", field="payload")
     _check_json(payload, "payload")
-    normal: dict[str, Any] = json.loads(json.dumps(payload, allow_nan=False))
+    text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    check_payload_size(len(text.encode()), "payload")
+    normal: dict[str, Any] = json.loads(text)
     return normal
+
+
+def check_payload_size(size_bytes: int, field: str) -> None:
+    """At most ``MAX_PAYLOAD_BYTES``: a larger table is proposed in parts."""
+    if size_bytes > MAX_PAYLOAD_BYTES:
+        raise InvalidCommand(
+            f"the proposal payload is {size_bytes} bytes, over the limit of "
+            f"{MAX_PAYLOAD_BYTES}: propose it in parts", reason="PAYLOAD_TOO_LARGE",
+            field=field, limit_bytes=MAX_PAYLOAD_BYTES, size_bytes=size_bytes)
 
 
 def _depth(value: object) -> int:

@@ -3,6 +3,11 @@
 Prints one line and exits 0 when everything chained verifies, 1 naming the first
 position that does not (2, via ``registry.cli``, for a configuration error such as no
 public key). Wired into ``registry.cli`` with ``add_parser(sub)``.
+
+Verification opens the store read-only (PostgreSQL: read-only transactions; SQLite: the
+file opened ``mode=ro``) and never builds the application on it: it must not change what
+it checks (no migration, no national accounts opened), and it reads events as raw rows,
+so a tampered event is reported, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,25 +16,25 @@ import argparse
 import base64
 import json
 import os
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy.engine import make_url
 
-from registry.config import ConfigurationError, Settings, build_registry
+from registry.config import ConfigurationError, Settings
 from registry.integrity.ledger import DEFAULT_CHECKPOINT_EVERY
 from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import (
     PUBLIC_KEY_ENV,
-    key_id,
     load_public_key,
     private_key_path,
 )
-from registry.integrity.verify import check_checkpoint, verify_ledger
-from registry.readmodels.sql import make_engine
+from registry.integrity.verify import KeptCheckpoint, verify_ledger
 from registry.remote import add_connection_options, client_for, report_error
 from registry.v1 import audit_service_pb2 as audit_pb
 
@@ -49,9 +54,14 @@ def add_parser(sub: Any) -> None:
     command.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                          help="events read per query (default %(default)s)")
     command.add_argument("--checkpoint", type=Path, metavar="FILE",
-                         help="instead: check one checkpoint kept earlier (`registry "
-                         "ledger-digest --save FILE`): its signature, and that the log up "
-                         "to its position still gives its digest")
+                         help="also check checkpoints kept outside the database: the "
+                         "published file (REGISTRY_LEDGER_CHECKPOINTS, one JSON line each) "
+                         "or one saved by `registry ledger-digest --save`; each must be "
+                         "signed, match the log, and none lie beyond the chain (the "
+                         "routine check)")
+    command.add_argument("--skip-snapshots", action="store_true",
+                         help="do not check the stored snapshots against the replay of "
+                         "the events")
     command.set_defaults(run=run)
     digest = sub.add_parser("ledger-digest", help="the digest chain's head and latest signed "
                             "checkpoint, from a running server")
@@ -86,37 +96,74 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint_every < 0 or args.batch_size < 1:
         raise ConfigurationError("--checkpoint-every must be 0 or more, --batch-size 1 or more")
     key = public_key(args.public_key)
-    registry = build_registry(settings)
-    engine = make_engine(settings)
+    kept = [] if args.checkpoint is None else read_kept(args.checkpoint)
+    engine = read_only_engine(settings)
     try:
-        if args.checkpoint is not None:
-            return _check_kept(args.checkpoint, key, engine, EventLog.of(registry.recorder))
-        report = verify_ledger(engine, [key], log=EventLog.of(registry.recorder),
-                               batch_size=args.batch_size,
-                               checkpoint_every=args.checkpoint_every or None)
+        log = EventLog.default(engine.dialect.name)
+        report = verify_ledger(engine, [key], log=log, batch_size=args.batch_size,
+                               checkpoint_every=args.checkpoint_every or None, kept=kept,
+                               snapshots=not args.skip_snapshots)
     finally:
-        registry.close()
         engine.dispose()
     print(report.summary())
     return 0 if report.ok else 1
 
 
-def _check_kept(path: Path, key: Ed25519PublicKey, engine: Engine, log: EventLog) -> int:
+def read_only_engine(settings: Settings) -> Engine:
+    """An engine that cannot write: PostgreSQL sessions in read-only transactions, the
+    SQLite file opened read-only (a missing file is an error, not created). The schema
+    must be migrated: verify reports a store it cannot check rather than changing it."""
+    if settings.backend == "sqlite":
+        path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
+        if not path.exists():
+            raise ConfigurationError(f"no registry store at {path}: nothing to verify")
+        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False))
+    else:
+        url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
+        engine = create_engine(url, pool_size=1, max_overflow=1, connect_args={
+            "options": "-c default_transaction_read_only=on"})
+    tables = set(inspect(engine).get_table_names())
+    if not {"ledger_digests", "ledger_checkpoints"} <= tables:
+        engine.dispose()
+        raise ConfigurationError(
+            f"{settings.describe()} has no ledger tables: run `registry migrate` first")
+    return engine
+
+
+def read_kept(path: Path) -> list[KeptCheckpoint]:
+    """Checkpoints kept outside the database: a JSON object (`ledger-digest --save`) or
+    JSON lines (the published file). A torn last line (a crash mid-append) is skipped."""
     try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
-        position, digest = int(kept["position"]), bytes.fromhex(kept["digest"])
-        signature = base64.b64decode(kept["signature"], validate=True)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigurationError(f"{path} is not a checkpoint saved by `registry "
-                                 f"ledger-digest --save`: {error}") from None
-    check = check_checkpoint(key, position, digest, signature, kid=kept.get("key_id"),
-                             engine=engine, log=log)
-    if check.ok:
-        print(f"OK: the checkpoint at position {position:,} is signed by key "
-              f"{key_id(key)} and the log up to it still gives digest {digest.hex()[:16]}")
-        return 0
-    print(f"FAILED at {check.failure}")
-    return 1
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the kept checkpoints {path}: {error}") from None
+    records: list[Any] = []
+    try:
+        records = [json.loads(text)]   # one saved checkpoint, possibly indented
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError as error:
+                if number == len(lines) > 1:
+                    continue
+                raise ConfigurationError(
+                    f"{path} line {number} is not a kept checkpoint: {error}") from None
+    kept = []
+    for record in records:
+        try:
+            kept.append(KeptCheckpoint(
+                int(record["position"]), bytes.fromhex(record["digest"]),
+                record.get("key_id"), base64.b64decode(record["signature"], validate=True)))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ConfigurationError(f"{path} holds a record that is not a checkpoint "
+                                     f"saved by `registry ledger-digest --save` or "
+                                     f"published by the registry: {error}") from None
+    if not kept:
+        raise ConfigurationError(f"{path} holds no checkpoint")
+    return kept
 
 
 def _ledger_digest(args: argparse.Namespace) -> int:

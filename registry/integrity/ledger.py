@@ -13,6 +13,14 @@ extender waits and continues from the first one's head. The primary key on posit
 refuses a duplicate should anything bypass the lock. Events commit in position order
 (the library's table lock), so everything up to the head read is final: the chain never
 has to be re-cut.
+
+Before it signs, the extender re-verifies the stored chain since its key's last
+checkpoint against the events (someone who rewrote an event and recomputed the chain
+rows after it would otherwise have the forgery signed), and it checks that what the
+sealer itself wrote and published is still there (``known``): a checkpoint deleted, or a
+chain row it wrote changed, makes it refuse (``ChainTampered``) rather than sign on top.
+Each checkpoint links to the key's previous one (``signing``), so deleting one breaks the
+next.
 """
 
 from __future__ import annotations
@@ -73,7 +81,7 @@ checkpoints = Table(
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("key_id", String(16), primary_key=True),
     Column("digest", LargeBinary(32), nullable=False),
-    Column("signature", LargeBinary(64), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),   # the seal: 64 or 104 bytes
     Column("signed_at", DateTime(timezone=True), nullable=False),
     comment="Signed checkpoints of the digest chain (Ed25519).",
 )
@@ -112,6 +120,26 @@ class ChainHead:
     checkpoint: StoredCheckpoint | None
 
 
+class ChainTampered(Exception):
+    """The stored chain, its checkpoints or the events under them no longer say what
+    was chained and signed: the extender refuses to chain or sign on top of them. Not a
+    call's error: the sealer logs it as ``LEDGER_TAMPERED``."""
+
+    def __init__(self, position: int, detail: str) -> None:
+        super().__init__(f"position {position:,}: {detail}")
+        self.position = position
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the sealer itself wrote and published, which must still be in the store:
+    its last checkpoint (as published outside the database) and the chain's digest at
+    the last position it chained."""
+
+    checkpoint: tuple[int, bytes] | None = None
+    chained: tuple[int, bytes] | None = None
+
+
 @dataclass
 class ExtendResult:
     chained: int = 0
@@ -148,10 +176,15 @@ def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None
                  batch_size: int = DEFAULT_BATCH,
                  checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                  checkpoint_at_head: bool = False,
-                 clock: Callable[[], datetime] | None = None) -> ExtendResult:
+                 clock: Callable[[], datetime] | None = None,
+                 known: Known | None = None) -> ExtendResult:
     """Chain every event stored after the chain's head, ``batch_size`` per transaction,
     signing a checkpoint at every ``checkpoint_every``-th chained event and, with
-    ``checkpoint_at_head``, at the head reached (unless one is there already)."""
+    ``checkpoint_at_head``, at the head reached (unless one is there already).
+
+    Raises ``ChainTampered`` (having written nothing in that batch) when ``known`` is no
+    longer in the store, or when, before signing, the chain since the key's last
+    checkpoint does not follow from the events."""
     if batch_size < 1 or checkpoint_every < 1:
         raise ValueError("batch_size and checkpoint_every must be at least 1")
     log = log or EventLog.default(engine.dialect.name)
@@ -162,7 +195,8 @@ def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None
             try:
                 with _locked(engine) as conn:
                     count, done = _extend_batch(conn, log, key, batch_size, checkpoint_every,
-                                                checkpoint_at_head, now, result)
+                                                checkpoint_at_head, now, result,
+                                                known or Known())
                 break
             except IntegrityError:   # someone bypassed the lock: re-read and go on
                 if attempt == _CONFLICT_RETRIES - 1:
@@ -174,9 +208,13 @@ def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None
 
 def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch_size: int,
                   every: int, at_head: bool, now: Callable[[], datetime],
-                  result: ExtendResult) -> tuple[int, bool]:
+                  result: ExtendResult, known: Known) -> tuple[int, bool]:
     """One batch in the caller's locked transaction: (events chained, head reached)."""
+    kid = key_id(key)
     head = _head(conn)
+    _check_known(conn, kid, known)
+    last = _last_checkpoint(conn, kid)
+    previous = (0, GENESIS) if last is None else (last.position, last.digest)
     events = log.read(conn, head.position, batch_size)
     digest, seq = head.digest, head.seq
     rows = []
@@ -187,12 +225,15 @@ def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch
         rows.append((event.position, seq, _uuid(event), event.originator_version,
                      event_digest, digest))
         if seq % every == 0:
-            signed.append(sign_checkpoint(key, event.position, digest))
+            signed.append(sign_checkpoint(key, event.position, digest, previous))
+            previous = (event.position, digest)
     position = events[-1].position if events else head.position
     done = len(events) < batch_size
     if done and at_head and position and not (signed and signed[-1].position == position) \
-            and not _has_checkpoint(conn, position, key_id(key)):
-        signed.append(sign_checkpoint(key, position, digest))
+            and not _has_checkpoint(conn, position, kid):
+        signed.append(sign_checkpoint(key, position, digest, previous))
+    if signed:
+        reverify_since_checkpoint(conn, log, last, head)
     Writer(conn).insert(digests, DIGEST_COLUMNS, rows)
     if signed:
         at = now()
@@ -213,6 +254,69 @@ def _uuid(event: StoredLogEvent) -> UUID:
         raise ValueError(f"event at position {event.position} has no originator id or "
                          "version: the store is damaged, run `registry verify`")
     return UUID(originator)
+
+
+def _last_checkpoint(conn: Connection, kid: str) -> StoredCheckpoint | None:
+    row = conn.execute(select(checkpoints).where(checkpoints.c.key_id == kid).order_by(
+        checkpoints.c.position.desc()).limit(1)).first()
+    return None if row is None else _checkpoint(row._mapping)
+
+
+def _check_known(conn: Connection, kid: str, known: Known) -> None:
+    """What this sealer signed and published, and the digest it chained last, must still
+    be in the store: two primary-key look-ups per batch."""
+    if known.checkpoint is not None:
+        position, digest = known.checkpoint
+        stored = conn.execute(select(checkpoints.c.digest).where(and_(
+            checkpoints.c.position == position, checkpoints.c.key_id == kid))).scalar()
+        if stored is None:
+            raise ChainTampered(position, "the checkpoint this registry signed and "
+                                "published here is gone from the database")
+        if bytes(stored) != digest:
+            raise ChainTampered(position, "the checkpoint this registry signed and "
+                                "published here holds another digest in the database")
+    if known.chained is not None:
+        position, digest = known.chained
+        stored = conn.execute(select(digests.c.digest).where(
+            digests.c.position == position)).scalar()
+        if stored is None or bytes(stored) != digest:
+            raise ChainTampered(position, "the chain row this registry wrote here is "
+                                + ("gone" if stored is None else "changed"))
+
+
+def reverify_since_checkpoint(conn: Connection, log: EventLog,
+                              last: StoredCheckpoint | None, head: ChainHead) -> None:
+    """Recompute the chain from ``last`` (the signing key's latest checkpoint; genesis
+    when none) to the stored ``head`` from the events, and compare every stored row:
+    what is about to be signed must follow from the events, not merely from rows
+    someone may have recomputed."""
+    start, digest, seq = 0, GENESIS, 0
+    if last is not None:
+        at = conn.execute(select(digests.c.seq, digests.c.digest).where(
+            digests.c.position == last.position)).first()
+        if at is None or bytes(at.digest) != last.digest:
+            raise ChainTampered(last.position, "the chain row at the last signed "
+                                "checkpoint no longer holds its signed digest")
+        start, digest, seq = last.position, last.digest, int(at.seq)
+    events = log.stream(conn, start, head.position)
+    for row in iter_chain(conn, start, head.position):
+        event = next(events, None)
+        if event is None or event.position != row.position:
+            raise ChainTampered(row.position if event is None else min(
+                row.position, event.position), "the events since the last checkpoint are "
+                "not the ones chained (deleted, moved or inserted)")
+        event_digest, digest = hash_and_link(digest, event)
+        seq += 1
+        if (row.seq, row.event_hash, row.digest) != (seq, event_digest, digest):
+            raise ChainTampered(row.position, "the stored chain since the last checkpoint "
+                                "does not follow from the events: refusing to sign it")
+    extra = next(events, None)
+    if extra is not None:
+        raise ChainTampered(extra.position, "an event before the chain's head has no chain "
+                            "row (inserted since it was chained)")
+    if (seq, digest) != (head.seq, head.digest):
+        raise ChainTampered(head.position, "the chain's head does not follow from the "
+                            "events since the last checkpoint")
 
 
 def _has_checkpoint(conn: Connection, position: int, kid: str) -> bool:

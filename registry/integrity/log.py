@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from sqlalchemy import Connection, text
@@ -42,35 +42,54 @@ def _event(row: tuple[Any, ...]) -> StoredLogEvent:
                           None if state is None else bytes(state))
 
 
+def _as_uuid(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _snapshots(events_table: str) -> str:
+    """The library names an application's snapshot table like its event table."""
+    return events_table.removesuffix("events") + "snapshots"
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
 class EventLog:
-    """Where the events are: table (as written in SQL) and its position column."""
+    """Where the events are: table (as written in SQL) and its position column, and
+    the snapshots' table beside it."""
 
     table: str
     position: str
     postgres: bool
+    snapshot_table: str = ""
 
     @classmethod
     def of(cls, recorder: ApplicationRecorder) -> EventLog:
         """The log a registry's recorder writes."""
         if isinstance(recorder, PostgresApplicationRecorder):
-            return cls(f"{_quote(recorder.datastore.schema)}."
-                       f"{_quote(recorder.events_table_name)}", "notification_id", True)
+            schema = _quote(recorder.datastore.schema)
+            return cls(f"{schema}.{_quote(recorder.events_table_name)}", "notification_id",
+                       True, f"{schema}.{_quote(_snapshots(recorder.events_table_name))}")
         if isinstance(recorder, SQLiteApplicationRecorder):
-            return cls(_quote(recorder.events_table_name), "rowid", False)
+            return cls(_quote(recorder.events_table_name), "rowid", False,
+                       _quote(_snapshots(recorder.events_table_name)))
         raise ValueError(f"the ledger reads PostgreSQL or SQLite stores, not {recorder!r}")
 
     @classmethod
     def default(cls, dialect: str) -> EventLog:
         """The registry's log on this kind of database, as migration 0001 creates it."""
         if dialect == "postgresql":
-            return cls('"public"."registry_events"', "notification_id", True)
+            return cls('"public"."registry_events"', "notification_id", True,
+                       '"public"."registry_snapshots"')
         if dialect == "sqlite":
-            return cls('"stored_events"', "rowid", False)
+            return cls('"stored_events"', "rowid", False, '"stored_snapshots"')
         raise ValueError(f"the ledger reads PostgreSQL or SQLite stores, not {dialect}")
 
     def _fetch(self, conn: Connection, statement: str, params: tuple[Any, ...]
@@ -108,6 +127,59 @@ class EventLog:
             if len(events) < batch:
                 return
             after = events[-1].position
+
+    def first(self, conn: Connection) -> int:
+        """The first position in the log (1 when empty). The store assigns positions
+        from 1; a lower one was written by hand."""
+        [(first,)] = self._fetch(conn, f"SELECT MIN({self.position}) FROM {self.table}", ())
+        return 1 if first is None else int(first)
+
+    def count(self, conn: Connection) -> int:
+        """Every row of the event table, whatever its position."""
+        [(count,)] = self._fetch(conn, f"SELECT COUNT(*) FROM {self.table}", ())
+        return int(count)
+
+    def version_gaps(self, conn: Connection, limit: int = 10) -> list[tuple[Any, int, int, int]]:
+        """Aggregates whose stored versions are not exactly 1..n, as (originator id,
+        count, first, last): the write model replays by version, not by position, so a
+        gap or a stray version is a forged or deleted event wherever it sits."""
+        return self._fetch(
+            conn, f"SELECT originator_id, COUNT(*), MIN(originator_version), "
+            f"MAX(originator_version) FROM {self.table} GROUP BY originator_id "
+            "HAVING MIN(originator_version) <> 1 OR MAX(originator_version) <> COUNT(*) "
+            "ORDER BY 1 LIMIT %s", (limit,))
+
+    def snapshots(self, conn: Connection, batch: int = 1000
+                  ) -> Iterator[tuple[UUID | str, int, str, bytes]]:
+        """Every stored snapshot, raw, by aggregate then version, ``batch`` at a time."""
+        after: tuple[Any, int] | None = None
+        while True:
+            where = "" if after is None else \
+                "WHERE originator_id > %s OR (originator_id = %s AND originator_version > %s) "
+            params: tuple[Any, ...] = () if after is None else (after[0], after[0], after[1])
+            rows = self._fetch(
+                conn, f"SELECT originator_id, originator_version, topic, state FROM "
+                f"{self.snapshot_table} {where}ORDER BY originator_id, originator_version "
+                "LIMIT %s", (*params, batch))
+            for originator, version, topic, state in rows:
+                yield _as_uuid(originator), int(version), str(topic), bytes(state)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][0], int(rows[-1][1]))
+
+    def events_of(self, conn: Connection, originator_id: UUID | str) -> list[StoredEvent]:
+        """One aggregate's stored events by version, raw (not decoded)."""
+        if self.postgres:
+            rows = self._fetch(conn, "SELECT originator_id, originator_version, topic, state "
+                               f"FROM {self.table} WHERE originator_id = %s "
+                               "ORDER BY originator_version", (originator_id,))
+        else:
+            ids = ((originator_id.hex, str(originator_id)) if isinstance(originator_id, UUID)
+                   else (originator_id, originator_id))
+            rows = self._fetch(conn, "SELECT originator_id, originator_version, topic, state "
+                               f"FROM {self.table} WHERE originator_id IN (%s, %s) "
+                               "ORDER BY originator_version", ids)
+        return [StoredEvent(_as_uuid(o), int(v), str(t), bytes(s)) for o, v, t, s in rows]
 
     def head(self, conn: Connection) -> int:
         """The last position in the log (0 when empty)."""

@@ -2,31 +2,129 @@
 
 The projection runner calls ``LedgerSealer.after_step`` after each batch: new events
 are chained (and every ``checkpoint_every``-th signed) right after the projections
-saw them, and when the runner is idle the head is signed, at most every
-``head_every_seconds``, so a quiet registry's latest history is signed within that
-time too. Several workers may run it at once: ``extend_chain`` serialises them.
+saw them, and the head is signed every ``head_every_seconds``, busy or idle, so the
+latest history is signed within that time. Several workers may run it at once:
+``extend_chain`` serialises them.
+
+Every checkpoint signed is also published outside the database: appended as one JSON
+line to ``REGISTRY_LEDGER_CHECKPOINTS`` (default ``$REGISTRY_DATA_DIR/
+ledger-checkpoints.jsonl``) and logged (logger ``registry.integrity``), so an auditor
+keeps them where a database insider cannot reach (`registry verify --checkpoint FILE`).
+The sealer remembers its last published checkpoint (read back from that file at start)
+and the digest it chained last: if either is gone from the database, or the chain since
+the last checkpoint does not follow from the events, it refuses to chain or sign,
+logs ``LEDGER_TAMPERED`` as an error on every attempt, and the projections carry on.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from registry.config import ConfigurationError
-from registry.integrity.ledger import DEFAULT_CHECKPOINT_EVERY, ExtendResult, extend_chain
+from registry.integrity.ledger import (
+    DEFAULT_CHECKPOINT_EVERY,
+    ChainTampered,
+    ExtendResult,
+    Known,
+    extend_chain,
+)
 from registry.integrity.log import EventLog
-from registry.integrity.signing import key_id, load_or_create_private_key, private_key_path
+from registry.integrity.signing import (
+    Checkpoint,
+    key_id,
+    load_or_create_private_key,
+    private_key_path,
+)
 
 logger = logging.getLogger("registry.integrity")
 
 DEFAULT_HEAD_EVERY_SECONDS = 60.0
+CHECKPOINTS_ENV = "REGISTRY_LEDGER_CHECKPOINTS"
+DEFAULT_CHECKPOINTS_FILE = "ledger-checkpoints.jsonl"
+
+
+def checkpoints_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where signed checkpoints are published: ``REGISTRY_LEDGER_CHECKPOINTS``, else
+    the data directory's ``ledger-checkpoints.jsonl``."""
+    environ = os.environ if environ is None else environ
+    given = environ.get(CHECKPOINTS_ENV, "").strip()
+    if given:
+        return Path(given)
+    return Path(environ.get("REGISTRY_DATA_DIR", "") or "registry-data") / DEFAULT_CHECKPOINTS_FILE
+
+
+def checkpoint_record(checkpoint: Checkpoint, signed_at: datetime | None = None
+                      ) -> dict[str, object]:
+    """A checkpoint as kept outside the database: the fields `registry ledger-digest
+    --save` writes, so `registry verify --checkpoint` reads either."""
+    return {"position": checkpoint.position, "digest": checkpoint.digest.hex(),
+            "key_id": checkpoint.key_id,
+            "signature": base64.b64encode(checkpoint.signature).decode("ascii"),
+            "sign_time": (signed_at or datetime.now(UTC)).isoformat()}
+
+
+@dataclass
+class CheckpointPublisher:
+    """Appends each signed checkpoint to a file (one JSON line, flushed to disk) and
+    logs it. A file that cannot be written is logged as an error, never fatal: the
+    registry keeps signing into the database and the log stream."""
+
+    path: Path | None
+    _failing: bool = field(default=False, init=False)
+
+    def last(self, kid: str) -> tuple[int, bytes] | None:
+        """The last checkpoint of key ``kid`` published in the file, if any."""
+        if self.path is None or not self.path.exists():
+            return None
+        found = None
+        try:
+            with self.path.open(encoding="utf-8") as file:
+                for line in file:
+                    try:
+                        record = json.loads(line)
+                        if record.get("key_id") == kid:
+                            found = (int(record["position"]), bytes.fromhex(record["digest"]))
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        continue   # a torn last line after a crash: the rest still counts
+        except OSError as error:
+            logger.error("cannot read the published ledger checkpoints %s: %s",
+                         self.path, error)
+        return found
+
+    def publish(self, checkpoints: list[Checkpoint]) -> None:
+        lines = [json.dumps(checkpoint_record(c), sort_keys=True) for c in checkpoints]
+        for line in lines:
+            logger.info("ledger checkpoint %s", line)
+        if self.path is None or not lines:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+                file.write("".join(line + "\n" for line in lines))
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            if not self._failing:   # once, not every minute: the log lines still carry them
+                logger.error("cannot publish ledger checkpoints to %s (%s): they go to the "
+                             "log only; set REGISTRY_LEDGER_CHECKPOINTS to a writable path",
+                             self.path, error)
+            self._failing = True
+        else:
+            if self._failing:
+                logger.warning("ledger checkpoints are published to %s again", self.path)
+            self._failing = False
 
 
 @dataclass
@@ -39,7 +137,14 @@ class LedgerSealer:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS
     clock: Callable[[], float] = time.monotonic
+    publisher: CheckpointPublisher = field(default_factory=lambda: CheckpointPublisher(None))
     _head_signed_at: float = field(default=float("-inf"), init=False)
+    tampered: ChainTampered | None = field(default=None, init=False)
+    """The last refusal: the store no longer holds what this sealer chained or signed."""
+    _known: Known = field(default_factory=Known, init=False)
+
+    def __post_init__(self) -> None:
+        self._known = Known(checkpoint=self.publisher.last(key_id(self.key)))
 
     @classmethod
     def from_env(cls, engine: Engine, log: EventLog | None = None,
@@ -47,25 +152,42 @@ class LedgerSealer:
         """With the key at ``REGISTRY_LEDGER_KEY`` (else the data directory's), signing
         the idle head every ``REGISTRY_LEDGER_SIGN_SECONDS`` (60)."""
         return cls.with_key_file(engine, private_key_path(environ), log,
-                                 sign_seconds(environ))
+                                 sign_seconds(environ), checkpoints_path(environ))
 
     @classmethod
     def with_key_file(cls, engine: Engine, path: Path, log: EventLog | None = None,
-                      head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS) -> LedgerSealer:
+                      head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS,
+                      published: Path | None = None) -> LedgerSealer:
         """The key at ``path``, made there on first use, so an embedded registry signs
-        with no set-up."""
+        with no set-up; checkpoints published to ``published`` (default: the
+        environment's ``checkpoints_path``)."""
         key = load_or_create_private_key(path)
-        logger.info("ledger checkpoints signed with key %s (%s)", key_id(key), path)
-        return cls(engine, key, log, head_every_seconds=head_every_seconds)
+        target = published if published is not None else checkpoints_path()
+        logger.info("ledger checkpoints signed with key %s (%s), published to %s",
+                    key_id(key), path, target)
+        return cls(engine, key, log, head_every_seconds=head_every_seconds,
+                   publisher=CheckpointPublisher(target))
 
     def after_step(self, events: int) -> ExtendResult | None:
-        """Chain what the step read; when idle, sign the head if that is due."""
-        idle = events == 0
-        due = idle and self.clock() - self._head_signed_at >= self.head_every_seconds
-        if idle and not due:
+        """Chain what the step read; sign the head if that is due (busy or idle)."""
+        due = self.clock() - self._head_signed_at >= self.head_every_seconds
+        if events == 0 and not due:
             return None
-        result = extend_chain(self.engine, self.key, log=self.log,
-                              checkpoint_every=self.checkpoint_every, checkpoint_at_head=due)
+        try:
+            result = extend_chain(self.engine, self.key, log=self.log,
+                                  checkpoint_every=self.checkpoint_every,
+                                  checkpoint_at_head=due, known=self._known)
+        except ChainTampered as error:
+            self.tampered = error
+            logger.error("LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "
+                         "(run `registry verify --checkpoint %s`)", error,
+                         self.publisher.path or "FILE")
+            return None
+        self.publisher.publish(result.checkpoints)
+        last = result.checkpoints[-1] if result.checkpoints else None
+        self._known = Known(
+            checkpoint=self._known.checkpoint if last is None else (last.position, last.digest),
+            chained=(result.head, result.digest) if result.head else self._known.chained)
         if due:
             self._head_signed_at = self.clock()
         return result

@@ -1,11 +1,21 @@
 """Ed25519 keys and checkpoint signatures.
 
-A checkpoint says "the chain digest at log position P is D", signed. The signed message
-binds a domain-separation label (so the signature cannot be replayed as anything else
-the key might sign), the position, the digest and the key id (so a checkpoint cannot be
-passed off as another key's). Whoever holds the public key and one checkpoint can later
-prove that the log up to its position is unchanged: the registry cannot rewrite history
-without the recomputed digest differing from the one they hold.
+A checkpoint says "the chain digest at log position P is D, and my key's previous
+checkpoint was at position P' with digest D'", signed. The signed message binds a
+domain-separation label (so the signature cannot be replayed as anything else the key
+might sign), the position, the digest, the key id (so a checkpoint cannot be passed off
+as another key's) and the previous checkpoint (so the checkpoints form a chain of their
+own: deleting one breaks the link of the next, which nobody without the key can
+re-sign). The first checkpoint of a key links to (0, GENESIS).
+
+The seal stored (and served as the checkpoint's ``signature``) is the previous position
+(8 bytes), the previous digest (32) and the Ed25519 signature (64): 104 bytes, so a
+checkpoint kept by an auditor carries its link without any other field. A 64-byte seal
+is a version-1 checkpoint, signed before checkpoints were chained (no link).
+
+Whoever holds the public key and one checkpoint can later prove that the log up to
+its position is unchanged: the registry cannot rewrite history without the recomputed
+digest differing from the one they hold.
 
 The private key lives in a PEM file (PKCS#8, unencrypted, mode 0600); the public key can
 be handed out as PEM (SubjectPublicKeyInfo).
@@ -28,10 +38,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from registry.config import DEFAULT_DATA_DIR, ConfigurationError
-from registry.integrity.chain import DIGEST_SIZE
+from registry.integrity.chain import DIGEST_SIZE, GENESIS
 
 CHECKPOINT_LABEL = b"carbon-registry/ledger/checkpoint/v1"
+"""Version 1: no link to the previous checkpoint (accepted before a key's first v2)."""
+CHECKPOINT_LABEL_V2 = b"carbon-registry/ledger/checkpoint/v2"
 SIGNATURE_SIZE = 64
+SEAL_SIZE = 8 + DIGEST_SIZE + SIGNATURE_SIZE
+"""A version-2 seal: previous position, previous digest, signature."""
 KEY_ID_LENGTH = 16
 
 KEY_ENV = "REGISTRY_LEDGER_KEY"
@@ -50,12 +64,26 @@ class SigningKeyError(ConfigurationError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A signed statement: the chain digest at ``position`` is ``digest``."""
+    """A signed statement: the chain digest at ``position`` is ``digest``; ``signature``
+    is the stored seal (version 2: the link to the key's previous checkpoint, then the
+    Ed25519 signature; version 1: the signature alone)."""
 
     position: int
     digest: bytes
     key_id: str
     signature: bytes
+
+    @property
+    def previous(self) -> tuple[int, bytes] | None:
+        """The (position, digest) of the key's previous checkpoint; None for version 1."""
+        return seal_link(self.signature)
+
+
+def seal_link(seal: bytes) -> tuple[int, bytes] | None:
+    """The link a version-2 seal carries, None for any other length."""
+    if len(seal) != SEAL_SIZE:
+        return None
+    return int.from_bytes(seal[:8], "big", signed=True), bytes(seal[8:8 + DIGEST_SIZE])
 
 
 def generate_key() -> Ed25519PrivateKey:
@@ -157,33 +185,48 @@ def private_key_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get("REGISTRY_DATA_DIR", "") or DEFAULT_DATA_DIR) / DEFAULT_KEY_FILE
 
 
-def checkpoint_message(position: int, digest: bytes, key: str) -> bytes:
-    """The bytes a checkpoint signature covers: label, position, digest, key id, each
-    length-prefixed."""
+def checkpoint_message(position: int, digest: bytes, key: str,
+                       previous: tuple[int, bytes] | None = None) -> bytes:
+    """The bytes a checkpoint signature covers: label, position, digest, key id and (from
+    version 2) the previous checkpoint's position and digest, each length-prefixed."""
     if len(digest) != DIGEST_SIZE:
         raise ValueError(f"a chain digest has {DIGEST_SIZE} bytes, not {len(digest)}")
-    parts = (CHECKPOINT_LABEL, position.to_bytes(8, "big", signed=True), digest,
-             key.encode("ascii"))
+    parts: tuple[bytes, ...] = (CHECKPOINT_LABEL, position.to_bytes(8, "big", signed=True),
+                                digest, key.encode("ascii"))
+    if previous is not None:
+        before, before_digest = previous
+        if len(before_digest) != DIGEST_SIZE:
+            raise ValueError(f"a chain digest has {DIGEST_SIZE} bytes")
+        parts = (CHECKPOINT_LABEL_V2, *parts[1:], before.to_bytes(8, "big", signed=True),
+                 before_digest)
     return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
-def sign_checkpoint(key: Ed25519PrivateKey, position: int, digest: bytes) -> Checkpoint:
+def sign_checkpoint(key: Ed25519PrivateKey, position: int, digest: bytes,
+                    previous: tuple[int, bytes] = (0, GENESIS)) -> Checkpoint:
+    """A version-2 checkpoint linked to ``previous``: the key's last checkpoint before
+    this one, (0, GENESIS) for its first."""
     kid = key_id(key)
+    before, before_digest = previous
+    signature = key.sign(checkpoint_message(position, digest, kid, previous))
     return Checkpoint(position, digest, kid,
-                      key.sign(checkpoint_message(position, digest, kid)))
+                      before.to_bytes(8, "big", signed=True) + before_digest + signature)
 
 
 def verify_signature(public_key: Ed25519PublicKey, position: int, digest: bytes,
                      signature: bytes, kid: str | None = None) -> bool:
-    """True when ``signature`` is ``public_key``'s over this checkpoint. A ``kid`` other
-    than the key's own fails: the checkpoint claims another signer."""
+    """True when the seal ``signature`` is ``public_key``'s over this checkpoint (and,
+    for version 2, over the link it carries). A ``kid`` other than the key's own fails:
+    the checkpoint claims another signer."""
     own = key_id(public_key)
     if kid is not None and kid != own:
         return False
-    if len(digest) != DIGEST_SIZE or len(signature) != SIGNATURE_SIZE:
+    if len(digest) != DIGEST_SIZE or len(signature) not in (SIGNATURE_SIZE, SEAL_SIZE):
         return False
+    previous = seal_link(signature)
     try:
-        public_key.verify(bytes(signature), checkpoint_message(position, digest, own))
+        public_key.verify(bytes(signature[-SIGNATURE_SIZE:]),
+                          checkpoint_message(position, digest, own, previous))
     except InvalidSignature:
         return False
     return True

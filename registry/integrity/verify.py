@@ -7,15 +7,22 @@ follow from the events before it; each checkpoint must be signed by a known key 
 equal the recomputed digest at its position. The walk stops at the FIRST position that
 does not hold and says why. Events after the head are "not yet chained", not a failure.
 
+The walk reads every row of the event table, from its lowest position (a row at a
+position the store never assigns, 0 or below, is forged), and afterwards checks that
+every aggregate's versions are exactly 1..n (the write model replays by version, not by
+position) and that every stored snapshot is the replay of its aggregate's events
+(``snapshots``).
+
 The stored chain rows only localise a change: someone able to rewrite the events can
-rewrite them too. What they cannot forge is a checkpoint signature, so a rewritten
-history shows at the first checkpoint after the change, and to anyone holding an
-earlier checkpoint (``check_checkpoint``).
+rewrite them too. What they cannot forge is a checkpoint signature, and each checkpoint
+is linked to its key's previous one, so a rewritten history shows at the first
+checkpoint after the change, a deleted checkpoint at the next one, and a cut at the end
+to anyone holding a later checkpoint outside the database (``kept``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,7 +42,8 @@ from registry.integrity.ledger import (
     iter_checkpoints,
 )
 from registry.integrity.log import DEFAULT_BATCH, EventLog
-from registry.integrity.signing import key_id, verify_signature
+from registry.integrity.signing import key_id, seal_link, verify_signature
+from registry.integrity.snapshots import check_snapshots
 
 
 class Reason(StrEnum):
@@ -49,6 +57,20 @@ class Reason(StrEnum):
     CHECKPOINT_MISSING = "checkpoint missing"
     BAD_SIGNATURE = "bad signature"
     UNKNOWN_KEY = "unknown key"
+    FORGED_POSITION = "forged position"
+    VERSION_GAP = "version gap"
+    SNAPSHOT_FORGED = "snapshot forged"
+    CHAIN_CUT = "chain cut"
+
+
+@dataclass(frozen=True)
+class KeptCheckpoint:
+    """A checkpoint kept outside the database (published file, `ledger-digest --save`)."""
+
+    position: int
+    digest: bytes
+    key_id: str | None
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,10 @@ class VerifyReport:
     signatures_checked: bool
     unsigned: int = 0
     """Chained events after the last checkpoint: covered by unsigned digests only."""
+    kept_checked: int = 0
+    """Checkpoints kept outside the database that matched the recomputed digests."""
+    last_kept: int | None = None
+    snapshots_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -99,35 +125,76 @@ class VerifyReport:
                        + "unsigned")
         pending = (f"; {self.unchained:,} events after it not yet chained"
                    if self.unchained else "")
+        kept = (f"; {self.kept_checked:,} checkpoints kept outside the database match"
+                + (f" (last at position {self.last_kept:,})" if self.last_kept else "")
+                if self.kept_checked else "")
         return (f"OK: {self.events_checked:,} events chained up to position "
                 f"{self.chain_head:,} verified, digest {self.digest.hex()[:16]}; "
-                f"{signed}{pending}")
+                f"{signed}{pending}{kept}")
 
 
 def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None = None, *,
                   log: EventLog | None = None, batch_size: int = DEFAULT_BATCH,
-                  checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY) -> VerifyReport:
+                  checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+                  kept: Sequence[KeptCheckpoint] = (), snapshots: bool = True
+                  ) -> VerifyReport:
     """Recompute the chain from the stored events and compare it with the stored chain
     and checkpoints. ``public_keys`` check the checkpoints' signatures (a checkpoint by
     any other key fails); None checks digests only. ``checkpoint_every`` is the interval
     the chain was extended with: a checkpoint missing at one of its multiples fails
-    (deleting the checkpoints after a change would otherwise hide it); None skips that."""
+    (deleting the checkpoints after a change would otherwise hide it); None skips that.
+    ``kept`` are checkpoints kept outside the database: each must be signed by a given
+    key and equal the recomputed digest at its position, and none may lie beyond the
+    chain (a cut end). ``snapshots`` checks every stored snapshot against the replay."""
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
     log = log or EventLog.default(engine.dialect.name)
     keys = None if public_keys is None else {key_id(k): k for k in public_keys}
+    ordered = sorted(kept, key=lambda c: c.position)
     with _reading(engine) as conn:
         chained, signed = chain_bounds(conn)
         head = max(chained, signed)
         log_head = log.head(conn)
-        walk = _Walk(conn, log, keys, checkpoint_every)
-        failure = walk.run(log.stream(conn, 0, head, batch_size),
-                           iter_chain(conn, 0, head, batch_size),
-                           iter_checkpoints(conn, head, batch_size))
+        walk = _Walk(conn, log, keys, checkpoint_every, ordered)
+        failure = walk.kept_signatures() or walk.run(
+            log.stream(conn, min(log.first(conn), 1) - 1, head, batch_size),
+            iter_chain(conn, 0, head, batch_size),
+            iter_checkpoints(conn, head, batch_size))
+        failure = failure or walk.kept_beyond(head)
         unchained = log.count_after(conn, head)
+        if failure is None:
+            failure = _count_and_versions(conn, log, walk.checked, unchained, head)
+        checked_snapshots = failure is None and snapshots and bool(log.snapshot_table)
+        if checked_snapshots:
+            failure = next((Failure(p.position, Reason.SNAPSHOT_FORGED,
+                                    f"the snapshot of {_describe(p.originator_id, p.version)}: "
+                                    f"{p.detail}")
+                            for p in check_snapshots(conn, log)), None)
     return VerifyReport(failure, walk.checked, head, walk.digest, walk.checkpoints,
                         walk.last_checkpoint, unchained, log_head, keys is not None,
-                        walk.seq - walk.signed_seq)
+                        walk.seq - walk.signed_seq, walk.kept_checked, walk.last_kept,
+                        checked_snapshots)
+
+
+def _count_and_versions(conn: Connection, log: EventLog, checked: int, unchained: int,
+                        head: int) -> Failure | None:
+    """Every row of the event table is accounted for (chained, or after the head), and
+    every aggregate's versions are 1..n."""
+    total = log.count(conn)
+    if total != checked + unchained:
+        return Failure(head, Reason.EXTRA_EVENT,
+                       f"the event table holds {total:,} rows, but {checked:,} are chained "
+                       f"and {unchained:,} follow the chain")
+    for originator, count, first, last in log.version_gaps(conn, 1):
+        position = 0
+        uuid = _uuid(originator)
+        if uuid is not None:
+            position = log.position_of(conn, uuid, int(last)) or 0
+        return Failure(position, Reason.VERSION_GAP,
+                       f"aggregate {uuid or originator} has {int(count):,} events but "
+                       f"versions {int(first):,} to {int(last):,}: an event was forged or "
+                       "deleted (the write model replays by version)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -198,17 +265,70 @@ class _Walk:
     """The merge of the three streams, and what each kind of mismatch means."""
 
     def __init__(self, conn: Connection, log: EventLog,
-                 keys: dict[str, Ed25519PublicKey] | None, every: int | None) -> None:
+                 keys: dict[str, Ed25519PublicKey] | None, every: int | None,
+                 kept: Sequence[KeptCheckpoint] = ()) -> None:
         self.conn, self.log, self.keys, self.every = conn, log, keys, every
         self.digest = GENESIS
         self.seq = self.checked = self.checkpoints = self.position = self.signed_seq = 0
         self.last_checkpoint: int | None = None
+        self.links: dict[str, tuple[int, bytes]] = {}
+        """Each key's last checkpoint walked: the next one must link to it."""
+        self.linked: set[str] = set()
+        """Keys whose checkpoints are linked (version 2): an unlinked one cannot follow."""
+        self.kept = list(kept)
+        self.kept_checked = 0
+        self.last_kept: int | None = None
+
+    def kept_signatures(self) -> Failure | None:
+        """Each kept checkpoint must be signed by a given key (checked before the walk)."""
+        for kept in self.kept if self.keys is not None else ():
+            assert self.keys is not None
+            key = self.keys.get(kept.key_id or "") if kept.key_id else next(
+                iter(self.keys.values()), None)
+            if key is None or not verify_signature(key, kept.position, kept.digest,
+                                                   kept.signature, kept.key_id):
+                return Failure(kept.position, Reason.BAD_SIGNATURE,
+                               "a checkpoint kept outside the database is not signed by "
+                               f"the key given ({', '.join(sorted(self.keys)) or 'none'})")
+        return None
+
+    def _kept_at(self, position: int) -> Failure | None:
+        """Kept checkpoints at ``position`` (just verified) must hold its digest; any
+        before it fell where the log has no event."""
+        while self.kept and self.kept[0].position <= position:
+            kept = self.kept.pop(0)
+            if kept.position < position:
+                return Failure(kept.position, Reason.EVENT_MISSING,
+                               "a checkpoint kept outside the database covers this "
+                               "position, but the log has no event here")
+            if kept.digest != self.digest:
+                return Failure(position, Reason.CHECKPOINT_MISMATCH,
+                               "a checkpoint kept outside the database signs another "
+                               "digest here: the log up to it no longer gives the signed "
+                               "digest (events changed and the chain rewritten)")
+            self.kept_checked += 1
+            self.last_kept = position
+        return None
+
+    def kept_beyond(self, head: int) -> Failure | None:
+        if not self.kept:
+            return None
+        cut = self.kept[0]
+        return Failure(cut.position, Reason.CHAIN_CUT,
+                       f"a checkpoint kept outside the database covers position "
+                       f"{cut.position:,}, beyond the chain's head {head:,}: the end of the "
+                       "log or of its chain and checkpoints was removed")
 
     def run(self, events: Iterator[StoredLogEvent], rows: Iterator[ChainRow],
             checkpoints: Iterator[StoredCheckpoint]) -> Failure | None:
         event, row, checkpoint = next(events, None), next(rows, None), next(checkpoints, None)
         while event is not None or row is not None:
             position = min(x.position for x in (event, row) if x is not None)
+            if event is not None and event.position == position and position <= 0:
+                forged = _describe(event.originator_id, event.originator_version)
+                return Failure(position, Reason.FORGED_POSITION,
+                               f"it holds {forged}, at a position the store never assigns (they "
+                               "start at 1): written by hand, yet the write model would apply it")
             if checkpoint is not None and checkpoint.position < position:
                 return self._nothing_at(checkpoint)
             if event is None or event.position != position:
@@ -227,6 +347,7 @@ class _Walk:
                 failure = Failure(position, Reason.CHECKPOINT_MISSING,
                                   f"the chain is signed every {self.every:,} events and "
                                   f"this is its {self.seq:,}th, but it has no checkpoint")
+            failure = failure or self._kept_at(position)
             if failure is not None:
                 return failure
             event, row = next(events, None), next(rows, None)
@@ -322,6 +443,22 @@ class _Walk:
             return Failure(position, Reason.CHECKPOINT_MISMATCH,
                            "the signed digest differs from the one recomputed from the log: "
                            "events up to here were changed and the chain rows rewritten")
+        link = seal_link(checkpoint.signature)
+        previous = self.links.get(checkpoint.key_id, (0, GENESIS))
+        if link is None and checkpoint.key_id in self.linked:
+            return Failure(position, Reason.CHECKPOINT_MISMATCH,
+                           "an unlinked (version 1) checkpoint after linked ones")
+        if link is not None and link != previous:
+            if link[0] > previous[0]:
+                return Failure(position, Reason.CHECKPOINT_MISSING,
+                               f"its checkpoint follows key {checkpoint.key_id}'s checkpoint "
+                               f"at position {link[0]:,}, which is gone")
+            return Failure(position, Reason.CHECKPOINT_MISSING,
+                           f"its checkpoint follows key {checkpoint.key_id}'s checkpoint at "
+                           f"position {link[0]:,}, not the one at {previous[0]:,}")
+        if link is not None:
+            self.linked.add(checkpoint.key_id)
+        self.links[checkpoint.key_id] = (position, checkpoint.digest)
         self.checkpoints += 1
         self.last_checkpoint, self.signed_seq = position, self.seq
         return None

@@ -37,6 +37,7 @@ from tests.e2e.market import (
     compliance_holder,
     emissions,
     freeze,
+    head_position,
     issue,
     open_account,
     open_company,
@@ -209,16 +210,36 @@ def test_balances_read_your_writes(api: Api) -> None:
 
 
 def test_balances_behind_min_position_is_unavailable(tmp_path: Path) -> None:
-    """The server waits at most 5 s for the read models, then READ_MODELS_BEHIND."""
-    with running_api("sqlite", tmp_path) as api:
-        head = caught_up(api.operator)
+    """The server waits at most 5 s for the read models, then READ_MODELS_BEHIND (here
+    no projection runs, so they stay behind a position the log has)."""
+    with running_api("sqlite", tmp_path, projections_in_process=False) as api:
+        head = head_position(api.operator)
+        assert head > 0
         started = time.monotonic()
-        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE",
-                                                        min_position=head + 1_000))
+        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE", min_position=head))
         waited = time.monotonic() - started
         assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE,
                                               "READ_MODELS_BEHIND")
         assert 4.9 < waited < 8
+
+
+@pytest.mark.parametrize("ahead", [1, 1_000, 2**62])
+def test_min_position_beyond_the_head_is_refused_at_once(tmp_path: Path, ahead: int) -> None:
+    """Issue 15: a position no write returned used to park a server thread for 5 s per
+    call (an operator looping it held every thread); it is INVALID_ARGUMENT at once,
+    with the head in the metadata. A negative one is refused too."""
+    with running_api("sqlite", tmp_path) as api:
+        head = caught_up(api.operator)
+        started = time.monotonic()
+        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE",
+                                                        min_position=head + ahead))
+        assert time.monotonic() - started < 1
+        assert (error.code, error.reason) == (INVALID, "INVALID_POSITION")
+        assert error.metadata["head"] == str(head)
+        assert [field for field, _ in error.violations] == ["min_position"]
+        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE", min_position=-1))
+        assert (error.code, error.reason) == (INVALID, "INVALID_POSITION")
+        assert api.operator.balances("CN-ISSUANCE", min_position=head) is not None
 
 
 @pytest.mark.postgres
@@ -545,6 +566,15 @@ def _surrender(request: pb.SurrenderUnitsRequest) -> Callable[[RegistryClient], 
 ACCOUNT_CASES = [
     pytest.param(lambda c: c.call(c.accounts.GetAccount, pb.GetAccountRequest()),
                  "MISSING_FIELD", ["account_id"], id="get-account-no-id"),
+    # issue 15: malformed ids were looked up and answered NOT_FOUND
+    pytest.param(lambda c: c.call(c.accounts.GetAccount,
+                                  pb.GetAccountRequest(account_id="pwr sd 0001")),
+                 "INVALID_ACCOUNT_ID", ["account_id"], id="get-account-malformed-id"),
+    pytest.param(lambda c: c.call(c.accounts.GetAccount,
+                                  pb.GetAccountRequest(account_id="A\x00B")),
+                 "INVALID_ACCOUNT_ID", ["account_id"], id="get-account-nul"),
+    pytest.param(lambda c: c.balances(A, min_position=-5), "INVALID_POSITION",
+                 ["min_position"], id="balances-negative-min-position"),
     pytest.param(lambda c: list_accounts(c, page_size=5000), "INVALID_PAGE_SIZE",
                  ["page_size"], id="list-accounts-page-size"),
     pytest.param(lambda c: list_accounts(c, page_token="garbage"), "INVALID_PAGE_TOKEN",

@@ -9,6 +9,8 @@ from typing import Any
 import grpc
 import pytest
 
+from registry.domain.access import Role
+from registry.domain.transactions import Principal
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common
 from registry.v1 import settlement_service_pb2 as pb
@@ -152,6 +154,78 @@ def test_holds_reserve_units_and_settle_against_them(api: Api) -> None:
     assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MISSING_FIELD")
     assert error.violations == [("hold_id", "hold_id is required")]
     assert balance(api.operator, TRADER, held.position) == 25_000
+
+
+def test_a_desk_sees_and_releases_only_holds_and_trades_on_its_accounts(api: Api) -> None:
+    """Issue 15: a desk of an exchange whose grant names one account used to release
+    and read the exchange's holds, and read its trades, on any account (the hold or
+    trade id is scoped by party only). Now a hold or trade outside the desk's grants is
+    answered exactly as an unknown id (so the desk learns nothing of it) and nothing is
+    released; on its own account it works as before."""
+    seed_market(api.regulator)
+    ex = api.exchange   # shanghai-exchange/settlement, over every account
+    desk_principal = Principal("shanghai-exchange", "desk-a")
+    api.registry.access.grant_role(Principal("system", "tests"), "desk-a", desk_principal,
+                                   Role.EXCHANGE.value, (A,), "desk over one account")
+    desk = api.client(api.registry.access.issue_token(
+        Principal("system", "tests"), desk_principal, "desk token").token)
+    for hold_id, account in (("H-OWN", A), ("H-OTHER", B)):
+        ex.call(ex.settlement.PlaceHold, pb.PlaceHoldRequest(
+            hold_id=hold_id, account_id=account, unit_type=CEA, quantity=10,
+            timeout_seconds=600))
+    settle(api, trade("T-OWN", A, TRADER, 5), trade("T-OTHER", B, TRADER, 5))
+
+    def answer(call: Any, request: Any) -> tuple[Any, ...]:
+        error = rpc_error(lambda: desk.call(call, request))
+        return error.code, error.reason, error.message, error.metadata, error.violations
+
+    for call, request, unknown in (
+            (desk.settlement.GetHold, pb.GetHoldRequest(hold_id="H-OTHER"),
+             pb.GetHoldRequest(hold_id="H-NONE")),
+            (desk.settlement.ReleaseHold, pb.ReleaseHoldRequest(hold_id="H-OTHER"),
+             pb.ReleaseHoldRequest(hold_id="H-NONE")),
+            (desk.settlement.GetTrade, pb.GetTradeRequest(trade_id="T-OTHER"),
+             pb.GetTradeRequest(trade_id="T-NONE"))):
+        refused = answer(call, request)
+        assert refused[0] == grpc.StatusCode.NOT_FOUND
+        # the same code, reason, message and metadata as for an id never used, but
+        # for the id itself
+        never = answer(call, unknown)
+        assert refused == tuple(
+            part.replace("NONE", "OTHER") if isinstance(part, str) else
+            {k: v.replace("NONE", "OTHER") for k, v in part.items()}
+            if isinstance(part, dict) else part for part in never)
+    other = ex.call(ex.settlement.GetHold, pb.GetHoldRequest(hold_id="H-OTHER")).hold
+    assert other.status == common.HOLD_STATUS_ACTIVE, "the desk released it"
+    # on its own account the desk works as before (a trade on its account and one
+    # outside it: it sees the trade, as it sees the movement on its account)
+    own = desk.call(desk.settlement.GetHold, pb.GetHoldRequest(hold_id="H-OWN")).hold
+    assert (own.account_id, own.status) == (A, common.HOLD_STATUS_ACTIVE)
+    assert desk.call(desk.settlement.GetTrade,
+                     pb.GetTradeRequest(trade_id="T-OWN")).transaction.source_account == A
+    released = desk.call(desk.settlement.ReleaseHold, pb.ReleaseHoldRequest(
+        hold_id="H-OWN", reason="order cancelled"))
+    assert released.hold.status == common.HOLD_STATUS_RELEASED
+    # the exchange-wide principal still reaches both
+    assert ex.call(ex.settlement.GetTrade,
+                   pb.GetTradeRequest(trade_id="T-OTHER")).transaction.source_account == B
+
+
+@pytest.mark.parametrize(("method", "request_", "field"), [
+    ("GetHold", pb.GetHoldRequest(hold_id="H 1"), "hold_id"),
+    ("GetHold", pb.GetHoldRequest(hold_id="H" * 129), "hold_id"),
+    ("ReleaseHold", pb.ReleaseHoldRequest(hold_id="H/1"), "hold_id"),
+    ("GetTrade", pb.GetTradeRequest(trade_id="T\x001"), "trade_id"),
+    ("GetTrade", pb.GetTradeRequest(trade_id="T\u00e91"), "trade_id"),
+])
+def test_malformed_hold_and_trade_ids_are_invalid_not_unknown(
+        api: Api, method: str, request_: Any, field: str) -> None:
+    """Issue 15: a malformed id was looked up and answered NOT_FOUND; the API promises
+    INVALID_ARGUMENT INVALID_ID naming the field."""
+    ex = api.exchange
+    error = rpc_error(lambda: ex.call(getattr(ex.settlement, method), request_))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ID")
+    assert [f for f, _ in error.violations] == [field]
 
 
 def test_positions_now_and_as_of_a_past_time(api: Api) -> None:

@@ -249,9 +249,10 @@ def test_swapped_payloads_fail_at_the_first_of_the_two(store: Store) -> None:
 
 def test_swapped_positions_are_reported_as_reordered(store: Store) -> None:
     first, second = store.positions()[6], store.positions()[12]
-    store.move(first, -1)
+    spare = store.positions()[-1] + 1000   # positions are positive (migration 0003)
+    store.move(first, spare)
     store.move(second, first)
-    store.move(-1, second)
+    store.move(spare, second)
     report = store.verify()
     failed_at(report, first, Reason.EVENTS_REORDERED)
     assert report.failure is not None and f"now at position {second}" in report.failure.detail

@@ -25,6 +25,7 @@ from registry.integrity.chain import (
     link,
 )
 from registry.integrity.signing import (
+    SEAL_SIZE,
     SigningKeyError,
     checkpoint_message,
     generate_key,
@@ -35,6 +36,7 @@ from registry.integrity.signing import (
     private_key_path,
     save_private_key,
     save_public_key,
+    seal_link,
     sign_checkpoint,
     verify_signature,
 )
@@ -155,6 +157,30 @@ def test_an_altered_checkpoint_fails() -> None:
     assert not verify_signature(public, 10_000, link(DIGEST, EVENT), signature)
     assert not verify_signature(public, 10_000, DIGEST, signature, "0" * 16)
     assert not verify_signature(public, 10_000, DIGEST, signature[:-1])
+
+
+def test_a_checkpoint_carries_and_signs_its_link_to_the_previous_one() -> None:
+    """Deleting a checkpoint must break the next one: the link is inside the signature,
+    so it cannot be rewritten to skip the gap."""
+    key = generate_key()
+    public = key.public_key()
+    first = sign_checkpoint(key, 5, DIGEST)
+    assert first.previous == (0, GENESIS) and len(first.signature) == SEAL_SIZE == 104
+    later_digest = link(DIGEST, EVENT)
+    second = sign_checkpoint(key, 9, later_digest, (5, DIGEST))
+    assert second.previous == (5, DIGEST)
+    assert verify_signature(public, 9, later_digest, second.signature)
+    relinked = (3).to_bytes(8, "big", signed=True) + GENESIS + second.signature[40:]
+    assert not verify_signature(public, 9, later_digest, relinked), "link forged"
+    assert b"checkpoint/v2" in checkpoint_message(9, later_digest, key_id(key), (5, DIGEST))
+
+
+def test_a_version_1_checkpoint_signed_before_links_still_verifies() -> None:
+    key = generate_key()
+    old = key.sign(checkpoint_message(10_000, DIGEST, key_id(key)))
+    assert len(old) == 64 and seal_link(old) is None
+    assert verify_signature(key.public_key(), 10_000, DIGEST, old)
+    assert not verify_signature(key.public_key(), 10_001, DIGEST, old)
 
 
 def test_the_message_is_domain_separated() -> None:

@@ -37,6 +37,7 @@ def wrapped(error: BaseException) -> persistence.OperationalError:
     (wrapped(psycopg.errors.DeadlockDetected("deadlock")), DATABASE_BUSY),
     (wrapped(sqlite3.OperationalError("database is locked")), DATABASE_BUSY),
     (wrapped(sqlite3.OperationalError("no such table: stored_events")), None),
+    (wrapped(psycopg.errors.IdleInTransactionSessionTimeout("idle")), CONNECTION_LOST),
     (persistence.IntegrityError("duplicate key"), None),
     (wrapped(psycopg.errors.UndefinedTable("no such table")), None),
     (ValueError("a bug"), None),
