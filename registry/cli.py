@@ -18,6 +18,7 @@ from registry import (
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.demo import run_demo
 from registry.domain.errors import RegistryError
+from registry.faults import database_fault, describe_fault
 from registry.integrity import cli as integrity_cli
 from registry.readmodels import check, worker
 from registry.readmodels.sql import make_engine
@@ -70,6 +71,31 @@ def main(argv: list[str] | None = None) -> int:
     except RegistryError as error:
         print(f"registry: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if database_fault(error) is None:
+            raise
+        print(unreachable_message(error), file=sys.stderr)
+        return EXIT_DATABASE_UNREACHABLE
+
+
+EXIT_DATABASE_UNREACHABLE = 3
+"""Every command's exit status when its database cannot be reached or does not answer
+in time: distinct from 1 (``registry check``: a mismatch; ``registry verify``: the
+ledger does not verify) and 2 (bad settings or input), so an alert can tell them apart."""
+
+
+def unreachable_message(error: BaseException) -> str:
+    """One line: which database (password masked), what it said, what to do."""
+    try:
+        settings: Settings | None = Settings.from_env()
+    except RegistryError:
+        settings = None
+    store = settings.describe() if settings else "the configured database"
+    hint = ("is PostgreSQL running? start it (e.g. `pg_ctlcluster 15 main start`, "
+            "`docker compose up -d postgres`) or fix REGISTRY_DATABASE_URL, then retry"
+            if settings is None or settings.backend.startswith("postgres") else
+            "another process holds it: retry when it is done")
+    return f"registry: cannot use the database {store}: {describe_fault(error)} ({hint})"
 
 
 def _demo(data_dir: Path) -> int:

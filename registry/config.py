@@ -64,11 +64,10 @@ class Settings:
         return urlsplit(self.database_url).scheme.split("+")[0] or "memory"
 
     def describe(self) -> str:
-        """The store, with any password masked."""
-        parts = urlsplit(self.database_url)
-        if parts.password:
-            return self.database_url.replace(f":{parts.password}@", ":***@")
-        return self.database_url
+        """The store, with any password masked (``registry.configuration.mask_url``)."""
+        from registry.configuration import mask_url  # here: configuration imports this
+
+        return mask_url(self.database_url)
 
     def eventsourcing_env(self) -> dict[str, str]:
         """Translate our one setting into the event store library's environment.

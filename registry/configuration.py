@@ -21,7 +21,6 @@ import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from registry.config import ConfigurationError, Settings
 
@@ -170,6 +169,33 @@ def mask(setting: Setting, value: str) -> str:
     if not value or not setting.secret:
         return value
     if setting.name == "REGISTRY_DATABASE_URL":
-        parts = urlsplit(value)
-        return value.replace(f":{parts.password}@", ":***@") if parts.password else value
+        return mask_url(value)
     return "***"
+
+
+_HOST = re.compile(r"[A-Za-z0-9.\-_\[\]:%,]*(?:[/?]|$)")
+"""What follows the userinfo's ``@``: host[:port][,host[:port]...], then a path or query."""
+_QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """A database URL with every password shown as ``***``: the userinfo's, written
+    raw or not (``#``, ``@``, ``/`` or ``?`` in it break ``urlsplit``, which then finds
+    no password and the URL was printed whole), and ``password=`` / ``sslpassword=`` in
+    the query. Used wherever a URL is shown (``registry config``, the start-up log,
+    errors)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return _mask_query(url)
+    # The userinfo ends at the last "@" that a host (and then a path, query or the end)
+    # follows: a raw "@" inside the password comes before it.
+    for at in range(len(rest) - 1, -1, -1):
+        if rest[at] == "@" and _HOST.match(rest, at + 1):
+            user, colon, _ = rest[:at].partition(":")
+            userinfo = f"{user}:***" if colon else user
+            return f"{scheme}://{userinfo}@{_mask_query(rest[at + 1:])}"
+    return f"{scheme}://{_mask_query(rest)}"
+
+
+def _mask_query(text: str) -> str:
+    return _QUERY_SECRET.sub(r"\1***", text)

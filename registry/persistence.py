@@ -28,6 +28,7 @@ Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.config``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 from uuid import UUID
@@ -38,12 +39,17 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
-from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
+from registry.faults import CONNECTION_LOST, database_fault
+
 TOPIC = "registry.persistence:RegistryPostgresRecorder"
+INSERT_ATTEMPTS = 10
+"""As the library's retry, for lost connections only (``insert_events``)."""
+_LIBRARY_INSERT = PostgresApplicationRecorder.insert_events.__wrapped__
+"""The library's insert without its retry decorator."""
 
 PIPELINE_MAX_BYTES = 16 * 1024
 """The largest save (bytes of event state) sent in pipeline mode: Linux's default TCP
@@ -136,15 +142,28 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
         """The library's pipelined insert for small saves; a plain one for large saves,
-        which pipeline mode can wedge (see the module's docstring)."""
-        if sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES:
-            return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
-        return cast("list[int]", self._insert_events_plainly(stored_events))
+        which pipeline mode can wedge (see the module's docstring).
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+        Either is retried only when the connection was lost. The library retries every
+        operational error ten times: a lock or statement timeout then kept the caller
+        waiting ten timeouts (100 s at a 10 s lock timeout) before it heard of it. Such a
+        fault now reaches the caller at once, as retryable (``registry.faults``)."""
+        plain = sum(len(e.state) for e in stored_events) > PIPELINE_MAX_BYTES
+        for attempt in range(1, INSERT_ATTEMPTS + 1):
+            try:
+                if plain:
+                    return self._insert_events_plainly(stored_events)
+                return cast("Sequence[int] | None",
+                            _LIBRARY_INSERT(self, stored_events, **kwargs))
+            except (OperationalError, InterfaceError) as error:
+                if database_fault(error) != CONNECTION_LOST or attempt == INSERT_ATTEMPTS:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
     def _insert_events_plainly(self, stored_events: Sequence[StoredEvent]) -> list[int]:
         """Lock, notify and insert in one transaction, each statement sent whole before
-        its answer is read; retried on a lost connection as the library's insert is."""
+        its answer is read."""
         with self.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor() as curs:
             curs.execute(self.prepare_plain_statement)

@@ -17,7 +17,6 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import DBAPIError
 
 from registry.domain.errors import (
     MAX_MESSAGE_BYTES,
@@ -29,6 +28,7 @@ from registry.domain.errors import (
     RegistryError,
     clip,
 )
+from registry.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
 from registry.readmodels.runner import ReadModelTimeout
 
 ERROR_DOMAIN = "carbon-registry.v1"
@@ -63,6 +63,14 @@ GUIDANCE: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.INTERNAL: "A registry defect; nothing half-written. Report it.",
 }
 
+DATABASE_MESSAGES: dict[str, str] = {
+    CONNECTION_LOST: "the connection to the database was lost (restart or failover); "
+                     "retry as is with backoff: transaction ids make it safe",
+    DATABASE_BUSY: "the database could not do it in time (a lock or statement timeout, "
+                     "no free connection); retry as is with backoff: transaction ids "
+                     "make it safe",
+}
+"""What a client is told for each database fault (``registry.faults``)."""
 
 FIELD_BY_REASON: dict[str, str] = {
     "INVALID_ACCOUNT_ID": "account_id",
@@ -130,9 +138,11 @@ def to_status(error: BaseException) -> grpc.Status:
     elif isinstance(error, ReadModelTimeout):
         code, reason, message = grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error)
         metadata = {}
-    elif isinstance(error, DBAPIError) and error.connection_invalidated:
-        code, reason = grpc.StatusCode.UNAVAILABLE, "DATABASE_CONNECTION_LOST"
-        message, metadata = "the connection to the database was lost; retry", {}
+    elif (fault := database_fault(error)) is not None:
+        # Any path (writes through the event store, reads through SQLAlchemy): a
+        # failover, restart, lock or statement timeout is cured by a retry.
+        code, reason, metadata = grpc.StatusCode.UNAVAILABLE, fault, {}
+        message = DATABASE_MESSAGES[fault]
     else:  # never leak internals: the log has the traceback
         code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
         message, metadata = "internal error; nothing was half-written", {}

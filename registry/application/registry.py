@@ -60,7 +60,7 @@ from registry.application.results import (
 from registry.application.transcodings import SerialBlockTranscoding
 from registry.application.unit_of_work import StaleRead, UnitOfWork, replay
 from registry.application.unit_of_work import saved_position as _position
-from registry.application.write_lock import writer_lock
+from registry.application.write_lock import drop_dead_connections, writer_lock
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -108,6 +108,7 @@ from registry.domain.transactions import (
     check_movement,
 )
 from registry.domain.units import Holding, SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.faults import DATABASE_BUSY, database_fault
 from registry.persistence import (
     DEFAULT_STATEMENT_TIMEOUT,
     STATEMENT_TIMEOUT_ENV,
@@ -123,6 +124,9 @@ RECORDABLE = (Refused, UnknownAccount, UnknownHold, UnknownTransaction)
 
 SYSTEM = Principal("registry", "system")
 MAX_ATTEMPTS = 12
+DB_FAULT_ATTEMPTS = 4
+"""Attempts of one command over lost database connections before the caller is told
+(UNAVAILABLE) to retry later: enough to get past the dead connections of a restart."""
 BACKOFF_SECONDS = 0.002
 BACKOFF_CAP_SECONDS = 0.2
 SCAN_PAGE = 1000
@@ -1060,6 +1064,11 @@ class Registry(Application[UUID]):
         An unexpected error is re-raised only if what the attempt read was current: two
         aggregates read at different moments can disagree (the same serials in both),
         which is a lost race, not a bug.
+        A lost database connection (a restart or failover ends every session) is tried
+        again on fresh connections, reading fresh: had the lost save committed, the
+        retry collides and is answered as a replay. If the database stays away, or on
+        a lock or statement timeout, the database's error is raised for the caller to
+        retry (``registry.faults``: UNAVAILABLE, never INTERNAL).
         """
         refreshed = False
         for tries in range(self.max_attempts):
@@ -1072,7 +1081,14 @@ class Registry(Application[UUID]):
                 refreshed = tries == 0 and self._refresh_cache(uow.read_versions)
             except RegistryError:
                 raise
-            except Exception:
+            except Exception as error:
+                fault = database_fault(error)
+                if fault == DATABASE_BUSY or (fault and tries >= DB_FAULT_ATTEMPTS - 1):
+                    raise
+                if fault:
+                    drop_dead_connections(self.recorder)
+                    time.sleep(random.uniform(0, BACKOFF_CAP_SECONDS))
+                    continue   # not on_conflict: it would ask the lost database too
                 if uow.is_current():
                     raise
             if on_conflict is not None:

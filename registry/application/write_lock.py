@@ -20,20 +20,34 @@ lock on one key:
 
 Commands outside the group commit do not take it; the version-checked save guards
 them all. The lock is a session lock on a pooled connection: if the process dies,
-PostgreSQL releases it.
+PostgreSQL releases it. Because it only orders writers (it guards nothing), a wait for
+it is bounded (``LOCK_WAIT``): a holder that is stopped (SIGSTOP, a frozen VM) but not
+dead would otherwise stall every other process's writes; after the wait a group goes
+ahead unlocked, as a process writing alone does. A connection that died under the lock
+took the lock with it: unlocking it is then skipped, not an error that would turn a
+committed group into a failed call.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import Any
 
+import psycopg
 from eventsourcing.postgres import PostgresDatastore
+
+log = logging.getLogger("registry.write_lock")
 
 ADVISORY_KEY = 0x5245_4749_5354_5259   # "REGISTRY": one key for the registry's writers
 """The advisory lock's key (a bigint); only group commits take it."""
+
+LOCK_WAIT = "5s"
+"""How long a group waits for the writer lock before it goes ahead without it (a
+PostgreSQL interval). A healthy holder keeps it for one group's decision and save
+(milliseconds; a second for the largest batches)."""
 
 
 def writer_lock(recorder: Any, *, exclusive: bool) -> AbstractContextManager[None]:
@@ -66,10 +80,42 @@ def _advisory_lock(datastore: PostgresDatastore, exclusive: bool) -> Iterator[No
         return
     mode = "" if exclusive else "_shared"
     with datastore.get_connection() as conn:
-        conn.execute(f"SELECT pg_advisory_lock{mode}(%s)", (ADVISORY_KEY,))
+        locked = _lock(conn, mode)
         _held.depth = 1
         try:
             yield
         finally:
             _held.depth = 0
-            conn.execute(f"SELECT pg_advisory_unlock{mode}(%s)", (ADVISORY_KEY,))
+            if locked:
+                _unlock(conn, mode)
+
+
+def _lock(conn: psycopg.Connection[Any], mode: str) -> bool:
+    """Take the lock, waiting ``LOCK_WAIT`` at most; False when it was not free."""
+    try:
+        # lock_timeout for this one statement only (is_local: its own transaction).
+        conn.execute(f"SELECT set_config('lock_timeout', %s, true), "
+                     f"pg_advisory_lock{mode}(%s)", (LOCK_WAIT, ADVISORY_KEY))
+    except psycopg.errors.LockNotAvailable:
+        log.warning("the writer lock was not free within %s (a stopped process may hold "
+                    "it); going ahead without it", LOCK_WAIT)
+        return False
+    return True
+
+
+def _unlock(conn: psycopg.Connection[Any], mode: str) -> None:
+    """Let the lock go; a connection that died already let it go with its session."""
+    try:
+        conn.execute(f"SELECT pg_advisory_unlock{mode}(%s)", (ADVISORY_KEY,))
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        if not (conn.closed or conn.broken):
+            raise
+
+
+def drop_dead_connections(recorder: Any) -> None:
+    """After a lost connection, test the pool's idle connections and replace the dead:
+    a restart kills them all, and each would otherwise fail one more attempt."""
+    datastore = getattr(recorder, "datastore", None)
+    if isinstance(datastore, PostgresDatastore):
+        with suppress(psycopg.Error):   # still down: the next attempt says so
+            datastore.pool.check()

@@ -57,12 +57,16 @@ def projection_lease(engine: Engine, stop: threading.Event, *, wait_seconds: flo
 
 
 def lease_holder(engine: Engine) -> int | None:
-    """The backend pid of the session holding the lease, if any (PostgreSQL)."""
+    """The backend pid of the session holding this database's lease, if any
+    (PostgreSQL). Advisory locks are per database but ``pg_locks`` shows the whole
+    server's: another registry's worker on the same server holds the same key."""
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
         return conn.execute(text(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database"
+            "                 WHERE datname = current_database())"
             " AND ((classid::bigint << 32) | objid::bigint) = :key"),
             {"key": LEASE_KEY}).scalar()
 

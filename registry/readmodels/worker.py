@@ -14,7 +14,9 @@ from sqlalchemy import Engine
 from registry import configuration
 from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
+from registry.application.write_lock import drop_dead_connections
 from registry.config import ConfigurationError, Settings, build_registry
+from registry.faults import database_fault, describe_fault
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
@@ -47,25 +49,47 @@ def progress(done: int, head: int, seconds: float) -> None:
     print(f"  {done:,} events in {seconds:.1f}s ({rate:,.0f}/s){eta}", flush=True)
 
 
+FAULT_PAUSES = (1.0, 2.0, 5.0, 10.0, 15.0)
+"""Seconds between attempts to take the lease again after database faults in a row."""
+
+
 def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Settings,
                         stop: threading.Event, *, once: bool) -> int:
-    """Win the projection lease, catch up, follow; stand by again if it is lost."""
+    """Win the projection lease, catch up, follow; stand by again if it is lost.
+
+    A database fault (a restart or failover ends every session; a lock or statement
+    timeout) is not the end of the worker: it lets the lease go, waits, and takes the
+    lease again, as a standby would, so the read models resume without anyone
+    restarting it. Anything else is a defect and stops it. ``--once`` (a script's
+    catch-up) reports a fault instead (exit 3)."""
     def waiting() -> None:
         print("another worker holds the projection lease: standing by", flush=True)
+    faults = 0
     while not stop.is_set():
-        with projection_lease(engine, stop, on_wait=waiting) as release:
-            if release is None:
-                break
-            print(f"holding the projection lease; catching up on {settings.describe()}",
-                  flush=True)
-            runner.catch_up(progress)
-            if once:
-                return 0
-            print("following new events (Ctrl-C to stop)", flush=True)
-            runner.follow(release)
-            if not stop.is_set():
-                print("lost the projection lease (database connection); taking it again",
-                      flush=True)
+        try:
+            with projection_lease(engine, stop, on_wait=waiting) as release:
+                if release is None:
+                    break
+                print(f"holding the projection lease; catching up on "
+                      f"{settings.describe()}", flush=True)
+                runner.catch_up(progress)
+                faults = 0
+                if once:
+                    return 0
+                print("following new events (Ctrl-C to stop)", flush=True)
+                runner.follow(release)
+                if not stop.is_set():
+                    print("lost the projection lease (database connection); taking it "
+                          "again", flush=True)
+        except Exception as error:
+            if once or database_fault(error) is None:
+                raise
+            pause = FAULT_PAUSES[min(faults, len(FAULT_PAUSES) - 1)]
+            faults += 1
+            print(f"database fault ({describe_fault(error)}): taking the projection lease "
+                  f"again in {pause:.0f}s", flush=True)
+            drop_dead_connections(runner.registry.recorder)
+            stop.wait(pause)
     return 0
 
 

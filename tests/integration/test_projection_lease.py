@@ -70,3 +70,27 @@ def test_a_stopped_stand_by_gives_up_without_the_lease() -> None:
                     assert other is None
         finally:
             engine.dispose()
+
+
+def test_the_lease_holder_is_this_databases_own() -> None:
+    """Advisory locks are per database, ``pg_locks`` is the server's: another
+    registry's worker on the same server holds the same key. Before: ``--status`` named
+    it as this database's holder (and the first test passed or failed depending on what
+    else ran on the server)."""
+    with fresh_pg_database() as url, fresh_pg_database() as other_url:
+        engine, other = make_engine(Settings(url)), make_engine(Settings(other_url))
+        stop = threading.Event()
+        try:
+            with projection_lease(other, stop) as theirs:
+                assert theirs is not None
+                assert lease_holder(engine) is None
+                holder = lease_holder(other)
+                assert holder is not None
+                with projection_lease(engine, stop) as mine:
+                    assert mine is not None   # not stood by: their lease is not ours
+                    mine_holder = lease_holder(engine)
+                    assert mine_holder is not None and mine_holder != holder
+                stop.set()
+        finally:
+            engine.dispose()
+            other.dispose()

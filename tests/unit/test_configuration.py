@@ -64,3 +64,25 @@ def test_unknown_and_contradictory_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="REGISTRY_MAX_WORKERS"):
         configuration.check({**store, "REGISTRY_MAX_WORKERS": "many"})
     configuration.check(store)   # the defaults start
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://reg:pa#ss@db:5432/registry", "postgresql://reg:***@db:5432/registry"),
+    ("postgresql://reg:p@ss/w?rd@db/registry", "postgresql://reg:***@db/registry"),
+    ("postgresql://reg@db/registry?password=s3cret&sslmode=require",
+     "postgresql://reg@db/registry?password=***&sslmode=require"),
+    ("postgresql://reg@db/registry?sslmode=verify-full&sslpassword=s3cret",
+     "postgresql://reg@db/registry?sslmode=verify-full&sslpassword=***"),
+    ("postgresql://reg:s3cret@/registry?host=/run/postgresql",
+     "postgresql://reg:***@/registry?host=/run/postgresql"),
+    ("postgresql://db/registry", "postgresql://db/registry"),
+])
+def test_every_form_of_password_is_masked(url: str, shown: str) -> None:
+    """Before: a password in the query, or one with a ``#`` (where ``urlsplit`` finds
+    none), was printed in clear by ``registry config`` and the start-up log."""
+    [masked] = [value for name, value, _ in
+                configuration.effective({"REGISTRY_DATABASE_URL": url})
+                if name == "REGISTRY_DATABASE_URL"]
+    assert masked == shown
+    from registry.config import Settings
+    assert Settings(url).describe() == shown      # the start-up log's and errors' form
