@@ -176,26 +176,30 @@ def long_id(prefix: str, n: int) -> str:
 
 def allocation_table(size: int) -> dict[str, Any]:
     """An ALLOCATION_TABLE payload of exactly ``size`` bytes as stored (compact JSON):
-    rows with 400-character reasons, the last rows' reasons lengthened to make up the
-    rest."""
+    rows with 400-character reasons, the last rows' reasons lengthened (up to 500) to
+    make up the rest. Sizes are added up row by row, then measured once."""
 
     def row(n: int, reason_length: int) -> dict[str, Any]:
         return {"transaction_id": long_id("ALLOC", n), "account_id": "PWR-SD-0001",
                 "unit_type": "CEA", "vintage": 2025, "quantity": 1,
                 "reason": "r" * reason_length}
 
-    def measured(payload: dict[str, Any]) -> int:
-        return len(json.dumps(payload, separators=(",", ":")).encode())
+    def measured(value: object) -> int:
+        return len(json.dumps(value, separators=(",", ":")).encode())
 
     rows: list[dict[str, Any]] = []
-    payload = {"rows": rows}
-    while measured(payload) + measured(row(len(rows), 400)) + 1 <= size:
+    total = measured({"rows": []})            # {"rows":[]}, then each row and its comma
+    while total + measured(row(len(rows), 400)) + (1 if rows else 0) <= size - 600:
+        total += measured(row(len(rows), 400)) + (1 if rows else 0)
         rows.append(row(len(rows), 400))
-    if measured(payload) + measured(row(len(rows), 1)) + 1 <= size:
+    if total + measured(row(len(rows), 1)) + 1 <= size:
+        total += measured(row(len(rows), 1)) + 1
         rows.append(row(len(rows), 1))
-    for last in reversed(rows):   # lengthen reasons (up to 500) to make up the rest
-        missing = size - measured(payload)
-        last["reason"] += "r" * min(missing, 500 - len(last["reason"]))
+    for last in reversed(rows):
+        more = min(size - total, 500 - len(last["reason"]))
+        last["reason"] += "r" * more
+        total += more
+    payload = {"rows": rows}
     assert measured(payload) == size, measured(payload)
     return payload
 
