@@ -23,7 +23,7 @@ def test_the_embedded_store_and_its_journal_files_are_private(tmp_path: Path) ->
         path = tmp_path / "data" / "registry.sqlite"
         registry = build_registry(Settings(f"sqlite:///{path}"))
         try:
-            registry.access.bootstrap(Principal("mee", "admin"), [Role.ADMIN], "a write")
+            registry.access.genesis([(Principal("mee", "admin"), Role.ADMIN)], "a write")
             files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
             assert path in files and len(files) >= 2, files   # the store and its WAL
             assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
