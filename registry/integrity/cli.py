@@ -154,9 +154,14 @@ def read_kept(path: Path) -> list[KeptCheckpoint]:
     kept = []
     for record in records:
         try:
+            previous = None
+            if record.get("previous_digest"):   # version 2: linked (absent/empty: v1)
+                previous = (int(record["previous_position"]),
+                            bytes.fromhex(record["previous_digest"]))
             kept.append(KeptCheckpoint(
                 int(record["position"]), bytes.fromhex(record["digest"]),
-                record.get("key_id"), base64.b64decode(record["signature"], validate=True)))
+                record.get("key_id"), base64.b64decode(record["signature"], validate=True),
+                previous))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ConfigurationError(f"{path} holds a record that is not a checkpoint "
                                      f"saved by `registry ledger-digest --save` or "
@@ -182,11 +187,15 @@ def _ledger_digest(args: argparse.Namespace) -> int:
     print(f"latest checkpoint: position {c.position:,}, digest {c.digest}, key {c.key_id}, "
           f"signed {c.sign_time.ToDatetime():%Y-%m-%d %H:%M:%S} UTC")
     if args.save is not None:
-        args.save.write_text(json.dumps({
+        saved: dict[str, object] = {
             "position": c.position, "digest": c.digest, "key_id": c.key_id,
             "signature": base64.b64encode(c.signature).decode("ascii"),
             "sign_time": c.sign_time.ToJsonString(),
-            "public_key_pem": reply.public_key_pem}, indent=2) + "\n", encoding="utf-8")
+            "public_key_pem": reply.public_key_pem}
+        if c.previous_digest:   # version 2: the link its signature covers
+            saved.update(previous_position=c.previous_position,
+                         previous_digest=c.previous_digest)
+        args.save.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
         print(f"saved to {args.save}; check it later with: registry verify --checkpoint "
               f"{args.save} --public-key PEM")
     return 0

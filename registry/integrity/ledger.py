@@ -81,8 +81,11 @@ checkpoints = Table(
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("key_id", String(16), primary_key=True),
     Column("digest", LargeBinary(32), nullable=False),
-    Column("signature", LargeBinary(64), nullable=False),   # the seal: 64 or 104 bytes
+    Column("signature", LargeBinary(64), nullable=False),
     Column("signed_at", DateTime(timezone=True), nullable=False),
+    # The link to the key's previous checkpoint (version 2; NULL: version 1, no link).
+    Column("previous_position", BigInteger, nullable=True),
+    Column("previous_digest", LargeBinary(32), nullable=True),
     comment="Signed checkpoints of the digest chain (Ed25519).",
 )
 
@@ -107,6 +110,16 @@ class StoredCheckpoint:
     digest: bytes
     signature: bytes
     signed_at: datetime
+    previous_position: int | None = None
+    previous_digest: bytes | None = None
+
+    @property
+    def previous(self) -> tuple[int, bytes] | None:
+        """The link to the key's previous checkpoint; None for version 1 (or a row whose
+        link was half erased, which then fails its signature)."""
+        if self.previous_position is None or self.previous_digest is None:
+            return None
+        return self.previous_position, self.previous_digest
 
 
 @dataclass(frozen=True)
@@ -168,8 +181,11 @@ def _head(conn: Connection) -> ChainHead:
 
 
 def _checkpoint(row: RowMapping) -> StoredCheckpoint:
+    before, before_digest = row["previous_position"], row["previous_digest"]
     return StoredCheckpoint(int(row["position"]), str(row["key_id"]), bytes(row["digest"]),
-                            bytes(row["signature"]), row["signed_at"])
+                            bytes(row["signature"]), row["signed_at"],
+                            None if before is None else int(before),
+                            None if before_digest is None else bytes(before_digest))
 
 
 def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None = None,
@@ -239,7 +255,10 @@ def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch
         at = now()
         conn.execute(insert(checkpoints), [
             {"position": c.position, "key_id": c.key_id, "digest": c.digest,
-             "signature": c.signature, "signed_at": at} for c in signed])
+             "signature": c.signature, "signed_at": at,
+             "previous_position": None if c.previous is None else c.previous[0],
+             "previous_digest": None if c.previous is None else c.previous[1]}
+            for c in signed])
     result.head, result.digest = position, digest
     result.checkpoints.extend(signed)
     return len(events), done

@@ -67,11 +67,17 @@ def checkpoints_path(environ: Mapping[str, str] | None = None) -> Path:
 def checkpoint_record(checkpoint: Checkpoint, signed_at: datetime | None = None
                       ) -> dict[str, object]:
     """A checkpoint as kept outside the database: the fields `registry ledger-digest
-    --save` writes, so `registry verify --checkpoint` reads either."""
-    return {"position": checkpoint.position, "digest": checkpoint.digest.hex(),
-            "key_id": checkpoint.key_id,
-            "signature": base64.b64encode(checkpoint.signature).decode("ascii"),
-            "sign_time": (signed_at or datetime.now(UTC)).isoformat()}
+    --save` writes, so `registry verify --checkpoint` reads either. A version-2
+    checkpoint also carries its link (``previous_position``, ``previous_digest``)."""
+    record: dict[str, object] = {
+        "position": checkpoint.position, "digest": checkpoint.digest.hex(),
+        "key_id": checkpoint.key_id,
+        "signature": base64.b64encode(checkpoint.signature).decode("ascii"),
+        "sign_time": (signed_at or datetime.now(UTC)).isoformat()}
+    if checkpoint.previous is not None:   # version 2: the link the signature covers
+        record["previous_position"] = checkpoint.previous[0]
+        record["previous_digest"] = checkpoint.previous[1].hex()
+    return record
 
 
 @dataclass

@@ -42,7 +42,7 @@ from registry.integrity.ledger import (
     iter_checkpoints,
 )
 from registry.integrity.log import DEFAULT_BATCH, EventLog
-from registry.integrity.signing import key_id, seal_link, verify_signature
+from registry.integrity.signing import key_id, verify_signature
 from registry.integrity.snapshots import check_snapshots
 
 
@@ -71,6 +71,8 @@ class KeptCheckpoint:
     digest: bytes
     key_id: str | None
     signature: bytes
+    previous: tuple[int, bytes] | None = None
+    """The link to its key's previous checkpoint (version 2); None: version 1."""
 
 
 @dataclass(frozen=True)
@@ -211,11 +213,13 @@ class CheckpointCheck:
 
 def check_checkpoint(public_key: Ed25519PublicKey, position: int, digest: bytes,
                      signature: bytes, *, kid: str | None = None,
+                     previous: tuple[int, bytes] | None = None,
                      engine: Engine | None = None, log: EventLog | None = None,
                      batch_size: int = DEFAULT_BATCH) -> CheckpointCheck:
-    """For a holder of an earlier checkpoint: is it ``public_key``'s signature, and
-    (given an ``engine``) does the log up to ``position`` still give ``digest``?"""
-    if not verify_signature(public_key, position, digest, signature, kid):
+    """For a holder of an earlier checkpoint: is it ``public_key``'s signature (over its
+    link ``previous`` too, for version 2), and (given an ``engine``) does the log up to
+    ``position`` still give ``digest``?"""
+    if not verify_signature(public_key, position, digest, signature, kid, previous):
         return CheckpointCheck(position, Failure(
             position, Reason.BAD_SIGNATURE,
             f"not a signature of key {key_id(public_key)} over this checkpoint"), False)
@@ -286,7 +290,8 @@ class _Walk:
             key = self.keys.get(kept.key_id or "") if kept.key_id else next(
                 iter(self.keys.values()), None)
             if key is None or not verify_signature(key, kept.position, kept.digest,
-                                                   kept.signature, kept.key_id):
+                                                   kept.signature, kept.key_id,
+                                                   kept.previous):
                 return Failure(kept.position, Reason.BAD_SIGNATURE,
                                "a checkpoint kept outside the database is not signed by "
                                f"the key given ({', '.join(sorted(self.keys)) or 'none'})")
@@ -435,7 +440,7 @@ class _Walk:
                                f"its checkpoint is signed by key {checkpoint.key_id}, not "
                                f"one given (known: {known})")
             if not verify_signature(key, position, checkpoint.digest, checkpoint.signature,
-                                    checkpoint.key_id):
+                                    checkpoint.key_id, checkpoint.previous):
                 return Failure(position, Reason.BAD_SIGNATURE,
                                f"its checkpoint's signature by key {checkpoint.key_id} "
                                "does not verify")
@@ -443,7 +448,7 @@ class _Walk:
             return Failure(position, Reason.CHECKPOINT_MISMATCH,
                            "the signed digest differs from the one recomputed from the log: "
                            "events up to here were changed and the chain rows rewritten")
-        link = seal_link(checkpoint.signature)
+        link = checkpoint.previous
         previous = self.links.get(checkpoint.key_id, (0, GENESIS))
         if link is None and checkpoint.key_id in self.linked:
             return Failure(position, Reason.CHECKPOINT_MISMATCH,
