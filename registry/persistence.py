@@ -23,11 +23,17 @@ nor ``idle_in_transaction_session_timeout`` applies; measured with a standalone 
 Every write transaction also sets ``statement_timeout`` (``REGISTRY_DB_STATEMENT_TIMEOUT``)
 so a statement that runs too long gives the lock back.
 
+Every event is stored with its authenticator (``registry.integrity.authentication``):
+an HMAC with the key at ``REGISTRY_EVENT_KEY``, which the ledger sealer checks before
+chaining it, so a row appended by SQL without the key is never chained and signed.
+``RegistrySQLiteRecorder`` does the same for the embedded store.
+
 Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.config``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, cast
 from uuid import UUID
@@ -38,12 +44,46 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
 TOPIC = "registry.persistence:RegistryPostgresRecorder"
+SQLITE_TOPIC = "registry.persistence:RegistrySQLiteRecorder"
+
+logger = logging.getLogger("registry.integrity")
+
+
+def _event_key(shared: bool) -> bytes:
+    """The key that authenticates stored events (``REGISTRY_EVENT_KEY``, else made on
+    first use in the data directory). ``shared``: several processes write this store
+    (PostgreSQL), so a default key file per host would differ: say so at start."""
+    # Imported here: registry.integrity imports registry.config, which imports the
+    # application, which imports this module.
+    from registry.integrity.authentication import (
+        event_key_given,
+        event_key_id,
+        event_key_path,
+        load_or_create_event_key,
+    )
+
+    path = event_key_path()
+    key = load_or_create_event_key(path)
+    if shared and not event_key_given():
+        logger.warning("REGISTRY_EVENT_KEY is not set: events are authenticated with "
+                       "%s (key %s); every server and worker writing this database must "
+                       "use the same key file, or the sealer refuses their events",
+                       path, event_key_id(key))
+    return key
+
+
+def _authenticators(key: bytes, stored_events: Sequence[StoredEvent]) -> list[bytes]:
+    from registry.integrity.authentication import authenticator
+
+    return [authenticator(key, e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events]
 
 PIPELINE_MAX_BYTES = 16 * 1024
 """The largest save (bytes of event state) sent in pipeline mode: Linux's default TCP
@@ -66,10 +106,11 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             schema=Identifier(datastore.schema), table=Identifier(events_table_name)
         ).as_string(None)
         id_type = Identifier(datastore.originator_id_type).as_string(None)
+        self.event_key = _event_key(shared=True)
         self.insert_columns_statement = (
-            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
-            f"SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id")
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state, "
+            f"authenticator) SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], "
+            "%b::text[], %b::bytea[], %b::bytea[]) RETURNING notification_id")
         self.notify_statement = SQL("NOTIFY {0}").format(
             Identifier(self.channel_name)).as_string(None)
         self.set_statement_timeout(DEFAULT_STATEMENT_TIMEOUT)
@@ -152,12 +193,12 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
                          prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
-    @staticmethod
-    def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    def _columns(self, stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
         return ([e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
-                [e.state for e in stored_events])
+                [e.state for e in stored_events],
+                _authenticators(self.event_key, stored_events))
 
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         for statement in self.lock_statements:
@@ -180,6 +221,32 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         self._notify_channel(curs)
         curs.execute(self.insert_columns_statement, self._columns(stored_events),
                      prepare=True)
+
+
+class RegistrySQLiteRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite recorder, storing each event's authenticator with it."""
+
+    def __init__(self, datastore: SQLiteDatastore,
+                 events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name)
+        self.event_key = _event_key(shared=False)
+        self.insert_events_statement = (
+            f"INSERT INTO {self.events_table_name} (originator_id, originator_version, "
+            "topic, state, authenticator) VALUES (?,?,?,?,?)")
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **_: Any) -> Sequence[int] | None:
+        """As the library's (one statement per event, to learn each rowid), with the
+        authenticator as a fifth value."""
+        returning = []
+        for event, tag in zip(stored_events, _authenticators(self.event_key, stored_events),
+                              strict=True):
+            originator = event.originator_id
+            c.execute(self.insert_events_statement, (
+                originator.hex if isinstance(originator, UUID) else originator,
+                event.originator_version, event.topic, event.state, tag))
+            returning.append(c.lastrowid)
+        return cast("list[int]", returning)
 
 
 def select_latest_events(recorder: PostgresAggregateRecorder, ids: Sequence[UUID]

@@ -14,6 +14,9 @@ The sealer remembers its last published checkpoint (read back from that file at 
 and the digest it chained last: if either is gone from the database, or the chain since
 the last checkpoint does not follow from the events, it refuses to chain or sign,
 logs ``LEDGER_TAMPERED`` as an error on every attempt, and the projections carry on.
+It does the same at the first event, after the grandfathered boundary, that does not
+carry the authenticator of the event key (``REGISTRY_EVENT_KEY``; ``authentication``):
+a row appended with SQL is never chained or signed as if the registry had written it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from registry.config import ConfigurationError
+from registry.integrity.authentication import (
+    event_key_id,
+    event_key_path,
+    load_or_create_event_key,
+)
 from registry.integrity.ledger import (
     DEFAULT_CHECKPOINT_EVERY,
     ChainTampered,
@@ -148,9 +156,17 @@ class LedgerSealer:
     tampered: ChainTampered | None = field(default=None, init=False)
     """The last refusal: the store no longer holds what this sealer chained or signed."""
     _known: Known = field(default_factory=Known, init=False)
+    event_key: bytes | None = None
+    """The key whose authenticators every new event must carry; None: the one at
+    ``REGISTRY_EVENT_KEY`` (else the data directory's), as the writers use."""
 
     def __post_init__(self) -> None:
         self._known = Known(checkpoint=self.publisher.last(key_id(self.key)))
+        if self.event_key is None:
+            path = event_key_path()
+            self.event_key = load_or_create_event_key(path)
+            logger.info("events authenticated with key %s (%s)",
+                        event_key_id(self.event_key), path)
 
     @classmethod
     def from_env(cls, engine: Engine, log: EventLog | None = None,
@@ -182,7 +198,8 @@ class LedgerSealer:
         try:
             result = extend_chain(self.engine, self.key, log=self.log,
                                   checkpoint_every=self.checkpoint_every,
-                                  checkpoint_at_head=due, known=self._known)
+                                  checkpoint_at_head=due, known=self._known,
+                                  event_key=self.event_key)
         except ChainTampered as error:
             self.tampered = error
             logger.error("LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "
