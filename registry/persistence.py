@@ -54,6 +54,7 @@ TOPIC = "registry.persistence:RegistryPostgresRecorder"
 SQLITE_TOPIC = "registry.persistence:RegistrySQLiteRecorder"
 
 logger = logging.getLogger("registry.integrity")
+_warned = False
 
 
 def _event_key(shared: bool) -> bytes:
@@ -71,7 +72,9 @@ def _event_key(shared: bool) -> bytes:
 
     path = event_key_path()
     key = load_or_create_event_key(path)
-    if shared and not event_key_given():
+    global _warned
+    if shared and not event_key_given() and not _warned:
+        _warned = True   # once per process, not per recorder
         logger.warning("REGISTRY_EVENT_KEY is not set: events are authenticated with "
                        "%s (key %s); every server and worker writing this database must "
                        "use the same key file, or the sealer refuses their events",

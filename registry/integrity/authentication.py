@@ -55,9 +55,8 @@ _LENGTH_BYTES = 8
 
 
 class EventKeyError(ConfigurationError):
-    """A key file that is missing, unreadable or not a key."""
-
-    reason = "INVALID_EVENT_KEY"
+    """A key file that is missing, unreadable or not a key (``INVALID_CONFIGURATION``:
+    a start-up and CLI error, never a call's)."""
 
 
 def event_key_path(environ: Mapping[str, str] | None = None) -> Path:
