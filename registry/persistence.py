@@ -181,19 +181,24 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
                       ) -> Sequence[int] | None:
         """The library's pipelined insert for small saves; a plain one for large saves,
         which pipeline mode can wedge (see the module's docstring)."""
+        # The columns (authenticators included) are made before the connection is
+        # taken, so none of that work happens while the table lock is held.
+        columns = self._columns(stored_events)
         if sum(len(e.state) for e in stored_events) <= PIPELINE_MAX_BYTES:
-            return cast("Sequence[int] | None", super().insert_events(stored_events, **kwargs))
-        return cast("list[int]", self._insert_events_plainly(stored_events))
+            return cast("Sequence[int] | None", super().insert_events(
+                stored_events, **{**kwargs, "columns": columns}))
+        return cast("list[int]", self._insert_events_plainly(stored_events, columns))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def _insert_events_plainly(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def _insert_events_plainly(self, stored_events: Sequence[StoredEvent],
+                               columns: tuple[list[Any], ...] | None = None) -> list[int]:
         """Lock, notify and insert in one transaction, each statement sent whole before
         its answer is read; retried on a lost connection as the library's insert is."""
         with self.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor() as curs:
             curs.execute(self.prepare_plain_statement)
-            curs.execute(self.insert_columns_statement, self._columns(stored_events),
-                         prepare=True)
+            curs.execute(self.insert_columns_statement,
+                         columns or self._columns(stored_events), prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def _columns(self, stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
@@ -219,10 +224,12 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             return head
 
     def _insert_stored_events(self, curs: Cursor[DictRow],
-                              stored_events: Sequence[StoredEvent], **_: Any) -> None:
+                              stored_events: Sequence[StoredEvent], *,
+                              columns: tuple[list[Any], ...] | None = None, **_: Any
+                              ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(self.insert_columns_statement, self._columns(stored_events),
+        curs.execute(self.insert_columns_statement, columns or self._columns(stored_events),
                      prepare=True)
 
 

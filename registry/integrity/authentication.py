@@ -122,7 +122,7 @@ def authenticator(key: bytes, originator_id: UUID | str | None, version: int | N
         None if topic is None else topic.encode("utf-8", "surrogatepass"),
         None if state is None else bytes(state),
     )))
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return hmac.digest(key, message, "sha256")   # the one-shot C path: ~3x hmac.new
 
 
 def authentic(key: bytes, event: StoredLogEvent) -> bool:
