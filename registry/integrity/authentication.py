@@ -34,7 +34,6 @@ import hmac
 import os
 import secrets
 from collections.abc import Mapping
-from contextlib import suppress
 from pathlib import Path
 from uuid import UUID
 
@@ -96,8 +95,14 @@ def load_event_key(path: Path) -> bytes:
 def load_or_create_event_key(path: Path) -> bytes:
     """The key at ``path``, generated there first if there is none."""
     if not path.exists():
-        with suppress(FileExistsError):   # another process made it first: use theirs
+        try:
             save_event_key(secrets.token_bytes(KEY_SIZE), path)
+        except FileExistsError:
+            pass   # another process made it first: use theirs
+        except OSError as error:   # e.g. a read-only data directory in a container
+            raise EventKeyError(f"cannot create the event key {path} ({error}): set "
+                                f"{EVENT_KEY_ENV} to the key file every server and worker "
+                                "shares") from error
     return load_event_key(path)
 
 

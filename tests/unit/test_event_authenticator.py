@@ -65,3 +65,11 @@ def test_a_bad_key_file_is_refused(tmp_path: Path, content: str) -> None:
         load_event_key(path)
     with pytest.raises(EventKeyError):
         load_event_key(tmp_path / "missing")
+
+
+def test_a_key_that_cannot_be_created_is_a_configuration_error() -> None:
+    """A data directory nobody can write (a container's read-only file system; /proc
+    here, which not even root can write): a precise error naming the setting, not an
+    OSError traceback."""
+    with pytest.raises(EventKeyError, match="REGISTRY_EVENT_KEY"):
+        load_or_create_event_key(Path("/proc/registry-data/event-key"))
