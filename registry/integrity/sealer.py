@@ -174,12 +174,14 @@ class LedgerSealer:
         """With the key at ``REGISTRY_LEDGER_KEY`` (else the data directory's), signing
         the idle head every ``REGISTRY_LEDGER_SIGN_SECONDS`` (60)."""
         return cls.with_key_file(engine, private_key_path(environ), log,
-                                 sign_seconds(environ), checkpoints_path(environ))
+                                 sign_seconds(environ), checkpoints_path(environ),
+                                 load_or_create_event_key(event_key_path(environ)))
 
     @classmethod
     def with_key_file(cls, engine: Engine, path: Path, log: EventLog | None = None,
                       head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS,
-                      published: Path | None = None) -> LedgerSealer:
+                      published: Path | None = None,
+                      event_key: bytes | None = None) -> LedgerSealer:
         """The key at ``path``, made there on first use, so an embedded registry signs
         with no set-up; checkpoints published to ``published`` (default: the
         environment's ``checkpoints_path``)."""
@@ -188,7 +190,7 @@ class LedgerSealer:
         logger.info("ledger checkpoints signed with key %s (%s), published to %s",
                     key_id(key), path, target)
         return cls(engine, key, log, head_every_seconds=head_every_seconds,
-                   publisher=CheckpointPublisher(target))
+                   publisher=CheckpointPublisher(target), event_key=event_key)
 
     def after_step(self, events: int) -> ExtendResult | None:
         """Chain what the step read; sign the head if that is due (busy or idle)."""
