@@ -536,7 +536,7 @@ def test_make_secrets_writes_every_secret_file_compose_reads(tmp_path: Path) -> 
     assert (tmp_path / "s" / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
     again = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
                            capture_output=True, text=True, check=False, timeout=60)
-    assert again.returncode == 0 and again.stdout.count("keeping") == 5, again.stdout
+    assert again.returncode == 0 and again.stdout.count("keeping") == 6, again.stdout
 
 
 def test_plaintext_servers_are_reachable_only_inside_the_compose_network() -> None:
