@@ -84,7 +84,9 @@ class Settings:
                 raise ConfigurationError(f"no file in {self.database_url!r}")
             path.parent.mkdir(parents=True, exist_ok=True)
             env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=str(path),
-                       SQLITE_LOCK_TIMEOUT="30", CREATE_TABLE="n")
+                       SQLITE_LOCK_TIMEOUT="30", CREATE_TABLE="n",
+                       # The library's recorder, storing each event's authenticator.
+                       APPLICATION_RECORDER_TOPIC="registry.persistence:RegistrySQLiteRecorder")
         elif self.backend in ("postgresql", "postgres"):
             dbname = unquote(parts.path.lstrip("/"))
             if not dbname:

@@ -79,6 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the Ed25519 key signing the ledger's checkpoints"),
     Setting("REGISTRY_LEDGER_PUBLIC_KEY", "", "the public key `registry verify` checks with"),
     Setting("REGISTRY_LEDGER_SIGN_SECONDS", "60", "how often the registry signs its head"),
+    Setting("REGISTRY_EVENT_KEY", "$REGISTRY_DATA_DIR/event-key",
+            "the key authenticating every stored event (same file on every server and worker)"),
     Setting("REGISTRY_LEDGER_CHECKPOINTS", "$REGISTRY_DATA_DIR/ledger-checkpoints.jsonl",
             "where signed checkpoints are published outside the database"),
     Setting("REGISTRY_METRICS_PORT", "", "serve Prometheus /metrics on this port"),

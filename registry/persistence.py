@@ -23,11 +23,17 @@ nor ``idle_in_transaction_session_timeout`` applies; measured with a standalone 
 Every write transaction also sets ``statement_timeout`` (``REGISTRY_DB_STATEMENT_TIMEOUT``)
 so a statement that runs too long gives the lock back.
 
+Every event is stored with its authenticator (``registry.integrity.authentication``):
+an HMAC with the key at ``REGISTRY_EVENT_KEY``, which the ledger sealer checks before
+chaining it, so a row appended by SQL without the key is never chained and signed.
+``RegistrySQLiteRecorder`` does the same for the embedded store.
+
 Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.config``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -39,6 +45,7 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
@@ -50,6 +57,43 @@ INSERT_ATTEMPTS = 10
 """As the library's retry, for lost connections only (``insert_events``)."""
 _LIBRARY_INSERT = PostgresApplicationRecorder.insert_events.__wrapped__
 """The library's insert without its retry decorator."""
+
+SQLITE_TOPIC = "registry.persistence:RegistrySQLiteRecorder"
+
+logger = logging.getLogger("registry.integrity")
+_warned = False
+
+
+def _event_key(shared: bool) -> bytes:
+    """The key that authenticates stored events (``REGISTRY_EVENT_KEY``, else made on
+    first use in the data directory). ``shared``: several processes write this store
+    (PostgreSQL), so a default key file per host would differ: say so at start."""
+    # Imported here: registry.integrity imports registry.config, which imports the
+    # application, which imports this module.
+    from registry.integrity.authentication import (
+        event_key_given,
+        event_key_id,
+        event_key_path,
+        load_or_create_event_key,
+    )
+
+    path = event_key_path()
+    key = load_or_create_event_key(path)
+    global _warned
+    if shared and not event_key_given() and not _warned:
+        _warned = True   # once per process, not per recorder
+        logger.warning("REGISTRY_EVENT_KEY is not set: events are authenticated with "
+                       "%s (key %s); every server and worker writing this database must "
+                       "use the same key file, or the sealer refuses their events",
+                       path, event_key_id(key))
+    return key
+
+
+def _authenticators(key: bytes, stored_events: Sequence[StoredEvent]) -> list[bytes]:
+    from registry.integrity.authentication import authenticator
+
+    return [authenticator(key, e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events]
 
 PIPELINE_MAX_BYTES = 16 * 1024
 """The largest save (bytes of event state) sent in pipeline mode: Linux's default TCP
@@ -72,10 +116,11 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             schema=Identifier(datastore.schema), table=Identifier(events_table_name)
         ).as_string(None)
         id_type = Identifier(datastore.originator_id_type).as_string(None)
+        self.event_key = _event_key(shared=True)
         self.insert_columns_statement = (
-            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
-            f"SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id")
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state, "
+            f"authenticator) SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], "
+            "%b::text[], %b::bytea[], %b::bytea[]) RETURNING notification_id")
         self.notify_statement = SQL("NOTIFY {0}").format(
             Identifier(self.channel_name)).as_string(None)
         self.set_statement_timeout(DEFAULT_STATEMENT_TIMEOUT)
@@ -148,35 +193,39 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         operational error ten times: a lock or statement timeout then kept the caller
         waiting ten timeouts (100 s at a 10 s lock timeout) before it heard of it. Such a
         fault now reaches the caller at once, as retryable (``registry.faults``)."""
+        # The columns (authenticators included) are made before the connection is
+        # taken, so none of that work happens while the table lock is held.
+        columns = self._columns(stored_events)
         plain = sum(len(e.state) for e in stored_events) > PIPELINE_MAX_BYTES
         for attempt in range(1, INSERT_ATTEMPTS + 1):
             try:
                 if plain:
-                    return self._insert_events_plainly(stored_events)
-                return cast("Sequence[int] | None",
-                            _LIBRARY_INSERT(self, stored_events, **kwargs))
+                    return self._insert_events_plainly(stored_events, columns)
+                return cast("Sequence[int] | None", _LIBRARY_INSERT(
+                    self, stored_events, **{**kwargs, "columns": columns}))
             except (OperationalError, InterfaceError) as error:
                 if database_fault(error) != CONNECTION_LOST or attempt == INSERT_ATTEMPTS:
                     raise
                 time.sleep(0.2)
         raise AssertionError("unreachable")
 
-    def _insert_events_plainly(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def _insert_events_plainly(self, stored_events: Sequence[StoredEvent],
+                               columns: tuple[list[Any], ...] | None = None) -> list[int]:
         """Lock, notify and insert in one transaction, each statement sent whole before
         its answer is read."""
         with self.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor() as curs:
             curs.execute(self.prepare_plain_statement)
-            curs.execute(self.insert_columns_statement, self._columns(stored_events),
-                         prepare=True)
+            curs.execute(self.insert_columns_statement,
+                         columns or self._columns(stored_events), prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
-    @staticmethod
-    def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    def _columns(self, stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
         return ([e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
-                [e.state for e in stored_events])
+                [e.state for e in stored_events],
+                _authenticators(self.event_key, stored_events))
 
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         for statement in self.lock_statements:
@@ -194,11 +243,39 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             return head
 
     def _insert_stored_events(self, curs: Cursor[DictRow],
-                              stored_events: Sequence[StoredEvent], **_: Any) -> None:
+                              stored_events: Sequence[StoredEvent], *,
+                              columns: tuple[list[Any], ...] | None = None, **_: Any
+                              ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(self.insert_columns_statement, self._columns(stored_events),
+        curs.execute(self.insert_columns_statement, columns or self._columns(stored_events),
                      prepare=True)
+
+
+class RegistrySQLiteRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite recorder, storing each event's authenticator with it."""
+
+    def __init__(self, datastore: SQLiteDatastore,
+                 events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name)
+        self.event_key = _event_key(shared=False)
+        self.insert_events_statement = (
+            f"INSERT INTO {self.events_table_name} (originator_id, originator_version, "
+            "topic, state, authenticator) VALUES (?,?,?,?,?)")
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **_: Any) -> Sequence[int] | None:
+        """As the library's (one statement per event, to learn each rowid), with the
+        authenticator as a fifth value."""
+        returning = []
+        for event, tag in zip(stored_events, _authenticators(self.event_key, stored_events),
+                              strict=True):
+            originator = event.originator_id
+            c.execute(self.insert_events_statement, (
+                originator.hex if isinstance(originator, UUID) else originator,
+                event.originator_version, event.topic, event.state, tag))
+            returning.append(c.lastrowid)
+        return cast("list[int]", returning)
 
 
 def select_latest_events(recorder: PostgresAggregateRecorder, ids: Sequence[UUID]

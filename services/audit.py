@@ -143,7 +143,9 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             c = head.checkpoint
             response.latest_checkpoint.CopyFrom(pb.LedgerCheckpoint(
                 position=c.position, digest=c.digest.hex(), key_id=c.key_id,
-                signature=c.signature, sign_time=convert.timestamp(c.signed_at)))
+                signature=c.signature, sign_time=convert.timestamp(c.signed_at),
+                previous_position=c.previous_position or 0,
+                previous_digest=(c.previous_digest or b"").hex()))
         return response
 
     def _public_key_pem(self) -> str:

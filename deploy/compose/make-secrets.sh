@@ -5,6 +5,8 @@
 #   secrets/ledger-signing-key.pem   the Ed25519 key that signs the ledger's checkpoints
 #                                    (only the projection worker gets it)
 #   secrets/ledger-public-key.pem    its public half (the servers publish it)
+#   secrets/event-key                the key every server, job and worker authenticates
+#                                    the events it writes with (64 hex digits)
 #   secrets/tls/ca.pem, ca.key       a private CA for this deployment (clients trust ca.pem)
 #   secrets/tls/server.pem, .key     the load balancer's certificate, signed by that CA,
 #                                    for localhost, 127.0.0.1 and the names in
@@ -46,6 +48,9 @@ fi
 if absent "$dir/ledger-public-key.pem"; then
     openssl pkey -in "$dir/ledger-signing-key.pem" -pubout -out "$dir/ledger-public-key.pem"
 fi
+if absent "$dir/event-key"; then
+    openssl rand -hex 32 > "$dir/event-key"
+fi
 
 tls=$dir/tls
 if absent "$tls/ca.pem"; then
@@ -71,6 +76,7 @@ if absent "$tls/server.pem"; then
 fi
 
 chmod 0644 "$dir/postgres-password" "$dir/ledger-signing-key.pem" \
-    "$dir/ledger-public-key.pem" "$tls/ca.pem" "$tls/server.pem" "$tls/server.key"
+    "$dir/ledger-public-key.pem" "$dir/event-key" "$tls/ca.pem" "$tls/server.pem" \
+    "$tls/server.key"
 chmod 0600 "$tls/ca.key"
 echo "secrets in $dir (clients trust $tls/ca.pem)"

@@ -45,6 +45,9 @@ class StoredLogEvent:
     originator_version: int | None
     topic: str | None
     state: bytes | None
+    authenticator: bytes | None = None
+    """The writer's HMAC of the event (``authentication``): not part of the canonical
+    bytes, so the chain over events stored before authenticators is unchanged."""
 
 
 _ABSENT = b"\xff" * _LENGTH_BYTES

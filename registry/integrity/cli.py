@@ -27,6 +27,12 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from registry.config import ConfigurationError, Settings
+from registry.integrity.authentication import (
+    EVENT_KEY_ENV,
+    event_key_given,
+    event_key_path,
+    load_event_key,
+)
 from registry.integrity.ledger import DEFAULT_CHECKPOINT_EVERY
 from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import (
@@ -59,6 +65,12 @@ def add_parser(sub: Any) -> None:
                          "or one saved by `registry ledger-digest --save`; each must be "
                          "signed, match the log, and none lie beyond the chain (the "
                          "routine check)")
+    command.add_argument("--event-key", type=Path, metavar="FILE",
+                         help="the key the registry authenticates events with, to check "
+                         "that every event after the upgrade to authenticated events was "
+                         f"written by the registry (default: ${EVENT_KEY_ENV}, else the data "
+                         "directory's event-key file if there is one; without a key this "
+                         "check is skipped and the summary says so)")
     command.add_argument("--skip-snapshots", action="store_true",
                          help="do not check the stored snapshots against the replay of "
                          "the events")
@@ -88,6 +100,19 @@ def public_key(given: Path | None, environ: Mapping[str, str] | None = None
         f"{PUBLIC_KEY_ENV} (no signing key at {signer} either)")
 
 
+def verifier_event_key(given: Path | None, environ: Mapping[str, str] | None = None
+                       ) -> bytes | None:
+    """The event key to check authenticators with: the option or ``REGISTRY_EVENT_KEY``
+    (which must load), else the data directory's file if there is one, else None (an
+    auditor without the key still checks the chain and signatures)."""
+    if given is not None:
+        return load_event_key(given)
+    path = event_key_path(environ)
+    if event_key_given(environ) or path.exists():
+        return load_event_key(path)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if settings.backend not in ("sqlite", "postgresql", "postgres"):
@@ -97,12 +122,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--checkpoint-every must be 0 or more, --batch-size 1 or more")
     key = public_key(args.public_key)
     kept = [] if args.checkpoint is None else read_kept(args.checkpoint)
+    event_key = verifier_event_key(args.event_key)
     engine = read_only_engine(settings)
     try:
         log = EventLog.default(engine.dialect.name)
         report = verify_ledger(engine, [key], log=log, batch_size=args.batch_size,
                                checkpoint_every=args.checkpoint_every or None, kept=kept,
-                               snapshots=not args.skip_snapshots)
+                               snapshots=not args.skip_snapshots, event_key=event_key)
     finally:
         engine.dispose()
     print(report.summary())
@@ -124,7 +150,7 @@ def read_only_engine(settings: Settings) -> Engine:
         engine = create_engine(url, pool_size=1, max_overflow=1, connect_args={
             "options": "-c default_transaction_read_only=on"})
     tables = set(inspect(engine).get_table_names())
-    if not {"ledger_digests", "ledger_checkpoints"} <= tables:
+    if not {"ledger_digests", "ledger_checkpoints", "ledger_event_authentication"} <= tables:
         engine.dispose()
         raise ConfigurationError(
             f"{settings.describe()} has no ledger tables: run `registry migrate` first")
@@ -154,9 +180,14 @@ def read_kept(path: Path) -> list[KeptCheckpoint]:
     kept = []
     for record in records:
         try:
+            previous = None
+            if record.get("previous_digest"):   # version 2: linked (absent/empty: v1)
+                previous = (int(record["previous_position"]),
+                            bytes.fromhex(record["previous_digest"]))
             kept.append(KeptCheckpoint(
                 int(record["position"]), bytes.fromhex(record["digest"]),
-                record.get("key_id"), base64.b64decode(record["signature"], validate=True)))
+                record.get("key_id"), base64.b64decode(record["signature"], validate=True),
+                previous))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ConfigurationError(f"{path} holds a record that is not a checkpoint "
                                      f"saved by `registry ledger-digest --save` or "
@@ -182,11 +213,15 @@ def _ledger_digest(args: argparse.Namespace) -> int:
     print(f"latest checkpoint: position {c.position:,}, digest {c.digest}, key {c.key_id}, "
           f"signed {c.sign_time.ToDatetime():%Y-%m-%d %H:%M:%S} UTC")
     if args.save is not None:
-        args.save.write_text(json.dumps({
+        saved: dict[str, object] = {
             "position": c.position, "digest": c.digest, "key_id": c.key_id,
             "signature": base64.b64encode(c.signature).decode("ascii"),
             "sign_time": c.sign_time.ToJsonString(),
-            "public_key_pem": reply.public_key_pem}, indent=2) + "\n", encoding="utf-8")
+            "public_key_pem": reply.public_key_pem}
+        if c.previous_digest:   # version 2: the link its signature covers
+            saved.update(previous_position=c.previous_position,
+                         previous_digest=c.previous_digest)
+        args.save.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
         print(f"saved to {args.save}; check it later with: registry verify --checkpoint "
               f"{args.save} --public-key PEM")
     return 0

@@ -25,6 +25,7 @@ next.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,9 +51,11 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
 
+from registry.integrity.authentication import authentic, boundary_seal
 from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link
 from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import Checkpoint, key_id, sign_checkpoint
@@ -81,10 +84,22 @@ checkpoints = Table(
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("key_id", String(16), primary_key=True),
     Column("digest", LargeBinary(32), nullable=False),
-    Column("signature", LargeBinary(64), nullable=False),   # the seal: 64 or 104 bytes
+    Column("signature", LargeBinary(64), nullable=False),
     Column("signed_at", DateTime(timezone=True), nullable=False),
+    # The link to the key's previous checkpoint (version 2; NULL: version 1, no link).
+    Column("previous_position", BigInteger, nullable=True),
+    Column("previous_digest", LargeBinary(32), nullable=True),
     comment="Signed checkpoints of the digest chain (Ed25519).",
 )
+
+event_authentication = Table(
+    "ledger_event_authentication", metadata,
+    Column("grandfathered_upto", BigInteger, primary_key=True, autoincrement=False),
+    Column("seal", LargeBinary(32), nullable=True),
+    comment="Events up to this log position predate event authenticators.",
+)
+"""One row, written by migration 0004: the log's head when event authenticators began
+(``registry.integrity.authentication``), sealed by the first sealer holding the key."""
 
 DIGEST_COLUMNS = ("position", "seq", "originator_id", "originator_version", "event_hash",
                   "digest")
@@ -107,6 +122,16 @@ class StoredCheckpoint:
     digest: bytes
     signature: bytes
     signed_at: datetime
+    previous_position: int | None = None
+    previous_digest: bytes | None = None
+
+    @property
+    def previous(self) -> tuple[int, bytes] | None:
+        """The link to the key's previous checkpoint; None for version 1 (or a row whose
+        link was half erased, which then fails its signature)."""
+        if self.previous_position is None or self.previous_digest is None:
+            return None
+        return self.previous_position, self.previous_digest
 
 
 @dataclass(frozen=True)
@@ -168,8 +193,11 @@ def _head(conn: Connection) -> ChainHead:
 
 
 def _checkpoint(row: RowMapping) -> StoredCheckpoint:
+    before, before_digest = row["previous_position"], row["previous_digest"]
     return StoredCheckpoint(int(row["position"]), str(row["key_id"]), bytes(row["digest"]),
-                            bytes(row["signature"]), row["signed_at"])
+                            bytes(row["signature"]), row["signed_at"],
+                            None if before is None else int(before),
+                            None if before_digest is None else bytes(before_digest))
 
 
 def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None = None,
@@ -177,10 +205,16 @@ def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None
                  checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                  checkpoint_at_head: bool = False,
                  clock: Callable[[], datetime] | None = None,
-                 known: Known | None = None) -> ExtendResult:
+                 known: Known | None = None,
+                 event_key: bytes | None = None) -> ExtendResult:
     """Chain every event stored after the chain's head, ``batch_size`` per transaction,
     signing a checkpoint at every ``checkpoint_every``-th chained event and, with
     ``checkpoint_at_head``, at the head reached (unless one is there already).
+
+    With ``event_key`` (the sealer always passes it) every event after the grandfathered
+    boundary must carry that key's authenticator: the events before the first one that
+    does not are chained, then ``ChainTampered`` names it. Without, nothing is checked
+    (tests of the chain alone).
 
     Raises ``ChainTampered`` (having written nothing in that batch) when ``known`` is no
     longer in the store, or when, before signing, the chain since the key's last
@@ -196,7 +230,7 @@ def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None
                 with _locked(engine) as conn:
                     count, done = _extend_batch(conn, log, key, batch_size, checkpoint_every,
                                                 checkpoint_at_head, now, result,
-                                                known or Known())
+                                                known or Known(), event_key)
                 break
             except IntegrityError:   # someone bypassed the lock: re-read and go on
                 if attempt == _CONFLICT_RETRIES - 1:
@@ -208,7 +242,8 @@ def extend_chain(engine: Engine, key: Ed25519PrivateKey, *, log: EventLog | None
 
 def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch_size: int,
                   every: int, at_head: bool, now: Callable[[], datetime],
-                  result: ExtendResult, known: Known) -> tuple[int, bool]:
+                  result: ExtendResult, known: Known, event_key: bytes | None = None
+                  ) -> tuple[int, bool]:
     """One batch in the caller's locked transaction: (events chained, head reached)."""
     kid = key_id(key)
     head = _head(conn)
@@ -216,6 +251,15 @@ def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch
     last = _last_checkpoint(conn, kid)
     previous = (0, GENESIS) if last is None else (last.position, last.digest)
     events = log.read(conn, head.position, batch_size)
+    forged: StoredLogEvent | None = None
+    if event_key is not None and events:
+        upto = grandfathered_upto(conn, log, event_key)
+        forged = next((e for e in events
+                       if e.position > upto and not authentic(event_key, e)), None)
+        if forged is not None:
+            if forged is events[0]:
+                raise ChainTampered(forged.position, not_authenticated(forged))
+            events = events[:events.index(forged)]   # chain the ones before it first
     digest, seq = head.digest, head.seq
     rows = []
     signed: list[Checkpoint] = []
@@ -228,7 +272,7 @@ def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch
             signed.append(sign_checkpoint(key, event.position, digest, previous))
             previous = (event.position, digest)
     position = events[-1].position if events else head.position
-    done = len(events) < batch_size
+    done = len(events) < batch_size and forged is None
     if done and at_head and position and not (signed and signed[-1].position == position) \
             and not _has_checkpoint(conn, position, kid):
         signed.append(sign_checkpoint(key, position, digest, previous))
@@ -239,10 +283,57 @@ def _extend_batch(conn: Connection, log: EventLog, key: Ed25519PrivateKey, batch
         at = now()
         conn.execute(insert(checkpoints), [
             {"position": c.position, "key_id": c.key_id, "digest": c.digest,
-             "signature": c.signature, "signed_at": at} for c in signed])
+             "signature": c.signature, "signed_at": at,
+             "previous_position": None if c.previous is None else c.previous[0],
+             "previous_digest": None if c.previous is None else c.previous[1]}
+            for c in signed])
     result.head, result.digest = position, digest
     result.checkpoints.extend(signed)
     return len(events), done
+
+
+def not_authenticated(event: StoredLogEvent) -> str:
+    """Why an event is refused: no authenticator, or one the key did not make."""
+    what = (f"aggregate {event.originator_id} version {event.originator_version} "
+            f"({event.topic})")
+    if event.authenticator is None:
+        return (f"event not authenticated: {what} carries no authenticator, yet it "
+                "follows the upgrade to authenticated events (written with SQL, not by "
+                "the registry)")
+    return (f"event not authenticated: {what} carries an authenticator the event key "
+            "did not make (written with SQL, or by a process with another "
+            "REGISTRY_EVENT_KEY)")
+
+
+def grandfathered_upto(conn: Connection, log: EventLog, event_key: bytes,
+                       seal: bool = True) -> int:
+    """The last position whose event may lack an authenticator (written before the
+    upgrade), from the row migration 0004 wrote, sealing that row first if no key-holder
+    has yet (``seal``; a reader never writes). Raises ``ChainTampered`` when the row is
+    gone or its seal is not the key's, or when an unsealed boundary covers an event that
+    carries an authenticator (none did at the upgrade: the boundary was moved)."""
+    row = conn.execute(select(event_authentication.c.grandfathered_upto,
+                              event_authentication.c.seal)).all()
+    if len(row) != 1:
+        raise ChainTampered(0, "event not authenticated: the record of where "
+                            "authenticated events begin (ledger_event_authentication) "
+                            f"holds {len(row)} rows, not the one the upgrade wrote")
+    upto, stored = int(row[0][0]), row[0][1]
+    expected = boundary_seal(event_key, upto)
+    if stored is not None:
+        if not hmac.compare_digest(bytes(stored), expected):
+            raise ChainTampered(upto, "event not authenticated: the record of where "
+                                "authenticated events begin was changed (its seal is not "
+                                "the event key's)")
+        return upto
+    first = log.authenticated_upto(conn, upto)
+    if first is not None:
+        raise ChainTampered(first, "event not authenticated: the unsealed record of where "
+                            f"authenticated events begin covers position {first:,}, whose "
+                            "event is authenticated: it was moved since the upgrade")
+    if seal:
+        conn.execute(update(event_authentication).values(seal=expected))
+    return upto
 
 
 def _uuid(event: StoredLogEvent) -> UUID:

@@ -27,7 +27,7 @@ def _event(row: tuple[Any, ...]) -> StoredLogEvent:
     """A row as an event. The registry writes a UUID, an integer, text and bytes; a row
     changed by hand (SQLite keeps whatever type it is given) is kept distinguishable
     from the original rather than refused, so the verifier can name it."""
-    position, originator, version, topic, state = row
+    position, originator, version, topic, state, tag = row
     if originator is not None and not isinstance(originator, (UUID, str)):
         originator = repr(originator)
     if version is not None and not isinstance(version, int):
@@ -38,8 +38,11 @@ def _event(row: tuple[Any, ...]) -> StoredLogEvent:
         state = state.encode("utf-8", "surrogatepass")
     elif state is not None and not isinstance(state, (bytes, bytearray, memoryview)):
         state = repr(state).encode()
+    if tag is not None and not isinstance(tag, (bytes, bytearray, memoryview)):
+        tag = None   # not a MAC: never authentic
     return StoredLogEvent(int(position), originator, version, topic,
-                          None if state is None else bytes(state))
+                          None if state is None else bytes(state),
+                          None if tag is None else bytes(tag))
 
 
 def _as_uuid(value: Any) -> Any:
@@ -113,8 +116,8 @@ class EventLog:
         bound = f" AND {self.position} <= %s" if upto is not None else ""
         params = (after, upto, limit) if upto is not None else (after, limit)
         rows = self._fetch(
-            conn, f"SELECT {self.position}, originator_id, originator_version, topic, state "
-            f"FROM {self.table} WHERE {self.position} > %s{bound} "
+            conn, f"SELECT {self.position}, originator_id, originator_version, topic, state, "
+            f"authenticator FROM {self.table} WHERE {self.position} > %s{bound} "
             f"ORDER BY {self.position} LIMIT %s", params)
         return [_event(row) for row in rows]
 
@@ -185,6 +188,13 @@ class EventLog:
         """The last position in the log (0 when empty)."""
         [(head,)] = self._fetch(conn, f"SELECT MAX({self.position}) FROM {self.table}", ())
         return int(head or 0)
+
+    def authenticated_upto(self, conn: Connection, upto: int) -> int | None:
+        """The first position at or before ``upto`` whose event carries an
+        authenticator (None: none does)."""
+        rows = self._fetch(conn, f"SELECT MIN({self.position}) FROM {self.table} WHERE "
+                           f"{self.position} <= %s AND authenticator IS NOT NULL", (upto,))
+        return None if rows[0][0] is None else int(rows[0][0])
 
     def count_after(self, conn: Connection, after: int) -> int:
         [(count,)] = self._fetch(

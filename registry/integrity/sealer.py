@@ -14,6 +14,9 @@ The sealer remembers its last published checkpoint (read back from that file at 
 and the digest it chained last: if either is gone from the database, or the chain since
 the last checkpoint does not follow from the events, it refuses to chain or sign,
 logs ``LEDGER_TAMPERED`` as an error on every attempt, and the projections carry on.
+It does the same at the first event, after the grandfathered boundary, that does not
+carry the authenticator of the event key (``REGISTRY_EVENT_KEY``; ``authentication``):
+a row appended with SQL is never chained or signed as if the registry had written it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from registry.config import ConfigurationError
+from registry.integrity.authentication import (
+    event_key_id,
+    event_key_path,
+    load_or_create_event_key,
+)
 from registry.integrity.ledger import (
     DEFAULT_CHECKPOINT_EVERY,
     ChainTampered,
@@ -67,11 +75,17 @@ def checkpoints_path(environ: Mapping[str, str] | None = None) -> Path:
 def checkpoint_record(checkpoint: Checkpoint, signed_at: datetime | None = None
                       ) -> dict[str, object]:
     """A checkpoint as kept outside the database: the fields `registry ledger-digest
-    --save` writes, so `registry verify --checkpoint` reads either."""
-    return {"position": checkpoint.position, "digest": checkpoint.digest.hex(),
-            "key_id": checkpoint.key_id,
-            "signature": base64.b64encode(checkpoint.signature).decode("ascii"),
-            "sign_time": (signed_at or datetime.now(UTC)).isoformat()}
+    --save` writes, so `registry verify --checkpoint` reads either. A version-2
+    checkpoint also carries its link (``previous_position``, ``previous_digest``)."""
+    record: dict[str, object] = {
+        "position": checkpoint.position, "digest": checkpoint.digest.hex(),
+        "key_id": checkpoint.key_id,
+        "signature": base64.b64encode(checkpoint.signature).decode("ascii"),
+        "sign_time": (signed_at or datetime.now(UTC)).isoformat()}
+    if checkpoint.previous is not None:   # version 2: the link the signature covers
+        record["previous_position"] = checkpoint.previous[0]
+        record["previous_digest"] = checkpoint.previous[1].hex()
+    return record
 
 
 @dataclass
@@ -142,9 +156,17 @@ class LedgerSealer:
     tampered: ChainTampered | None = field(default=None, init=False)
     """The last refusal: the store no longer holds what this sealer chained or signed."""
     _known: Known = field(default_factory=Known, init=False)
+    event_key: bytes | None = None
+    """The key whose authenticators every new event must carry; None: the one at
+    ``REGISTRY_EVENT_KEY`` (else the data directory's), as the writers use."""
 
     def __post_init__(self) -> None:
         self._known = Known(checkpoint=self.publisher.last(key_id(self.key)))
+        if self.event_key is None:
+            path = event_key_path()
+            self.event_key = load_or_create_event_key(path)
+            logger.info("events authenticated with key %s (%s)",
+                        event_key_id(self.event_key), path)
 
     @classmethod
     def from_env(cls, engine: Engine, log: EventLog | None = None,
@@ -152,12 +174,14 @@ class LedgerSealer:
         """With the key at ``REGISTRY_LEDGER_KEY`` (else the data directory's), signing
         the idle head every ``REGISTRY_LEDGER_SIGN_SECONDS`` (60)."""
         return cls.with_key_file(engine, private_key_path(environ), log,
-                                 sign_seconds(environ), checkpoints_path(environ))
+                                 sign_seconds(environ), checkpoints_path(environ),
+                                 load_or_create_event_key(event_key_path(environ)))
 
     @classmethod
     def with_key_file(cls, engine: Engine, path: Path, log: EventLog | None = None,
                       head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS,
-                      published: Path | None = None) -> LedgerSealer:
+                      published: Path | None = None,
+                      event_key: bytes | None = None) -> LedgerSealer:
         """The key at ``path``, made there on first use, so an embedded registry signs
         with no set-up; checkpoints published to ``published`` (default: the
         environment's ``checkpoints_path``)."""
@@ -166,7 +190,7 @@ class LedgerSealer:
         logger.info("ledger checkpoints signed with key %s (%s), published to %s",
                     key_id(key), path, target)
         return cls(engine, key, log, head_every_seconds=head_every_seconds,
-                   publisher=CheckpointPublisher(target))
+                   publisher=CheckpointPublisher(target), event_key=event_key)
 
     def after_step(self, events: int) -> ExtendResult | None:
         """Chain what the step read; sign the head if that is due (busy or idle)."""
@@ -176,7 +200,8 @@ class LedgerSealer:
         try:
             result = extend_chain(self.engine, self.key, log=self.log,
                                   checkpoint_every=self.checkpoint_every,
-                                  checkpoint_at_head=due, known=self._known)
+                                  checkpoint_at_head=due, known=self._known,
+                                  event_key=self.event_key)
         except ChainTampered as error:
             self.tampered = error
             logger.error("LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "

@@ -8,10 +8,11 @@ as another key's) and the previous checkpoint (so the checkpoints form a chain o
 own: deleting one breaks the link of the next, which nobody without the key can
 re-sign). The first checkpoint of a key links to (0, GENESIS).
 
-The seal stored (and served as the checkpoint's ``signature``) is the previous position
-(8 bytes), the previous digest (32) and the Ed25519 signature (64): 104 bytes, so a
-checkpoint kept by an auditor carries its link without any other field. A 64-byte seal
-is a version-1 checkpoint, signed before checkpoints were chained (no link).
+The link is kept in fields of its own beside the 64-byte Ed25519 signature (the
+``previous_position`` and ``previous_digest`` columns, API fields and published-file
+keys). A checkpoint without a link is version 1, signed before checkpoints were chained:
+its signature covers the version-1 message (no link) and it is accepted only before its
+key's first linked checkpoint.
 
 Whoever holds the public key and one checkpoint can later prove that the log up to
 its position is unchanged: the registry cannot rewrite history without the recomputed
@@ -44,8 +45,6 @@ CHECKPOINT_LABEL = b"carbon-registry/ledger/checkpoint/v1"
 """Version 1: no link to the previous checkpoint (accepted before a key's first v2)."""
 CHECKPOINT_LABEL_V2 = b"carbon-registry/ledger/checkpoint/v2"
 SIGNATURE_SIZE = 64
-SEAL_SIZE = 8 + DIGEST_SIZE + SIGNATURE_SIZE
-"""A version-2 seal: previous position, previous digest, signature."""
 KEY_ID_LENGTH = 16
 
 KEY_ENV = "REGISTRY_LEDGER_KEY"
@@ -64,26 +63,16 @@ class SigningKeyError(ConfigurationError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A signed statement: the chain digest at ``position`` is ``digest``; ``signature``
-    is the stored seal (version 2: the link to the key's previous checkpoint, then the
-    Ed25519 signature; version 1: the signature alone)."""
+    """A signed statement: the chain digest at ``position`` is ``digest``, and (version
+    2) the key's previous checkpoint was ``previous`` (position, digest); ``signature``
+    is the 64-byte Ed25519 signature over ``checkpoint_message`` of all of them.
+    ``previous`` None: a version-1 checkpoint (no link)."""
 
     position: int
     digest: bytes
     key_id: str
     signature: bytes
-
-    @property
-    def previous(self) -> tuple[int, bytes] | None:
-        """The (position, digest) of the key's previous checkpoint; None for version 1."""
-        return seal_link(self.signature)
-
-
-def seal_link(seal: bytes) -> tuple[int, bytes] | None:
-    """The link a version-2 seal carries, None for any other length."""
-    if len(seal) != SEAL_SIZE:
-        return None
-    return int.from_bytes(seal[:8], "big", signed=True), bytes(seal[8:8 + DIGEST_SIZE])
+    previous: tuple[int, bytes] | None = None
 
 
 def generate_key() -> Ed25519PrivateKey:
@@ -207,25 +196,26 @@ def sign_checkpoint(key: Ed25519PrivateKey, position: int, digest: bytes,
     """A version-2 checkpoint linked to ``previous``: the key's last checkpoint before
     this one, (0, GENESIS) for its first."""
     kid = key_id(key)
-    before, before_digest = previous
     signature = key.sign(checkpoint_message(position, digest, kid, previous))
-    return Checkpoint(position, digest, kid,
-                      before.to_bytes(8, "big", signed=True) + before_digest + signature)
+    return Checkpoint(position, digest, kid, signature, previous)
 
 
 def verify_signature(public_key: Ed25519PublicKey, position: int, digest: bytes,
-                     signature: bytes, kid: str | None = None) -> bool:
-    """True when the seal ``signature`` is ``public_key``'s over this checkpoint (and,
-    for version 2, over the link it carries). A ``kid`` other than the key's own fails:
-    the checkpoint claims another signer."""
+                     signature: bytes, kid: str | None = None,
+                     previous: tuple[int, bytes] | None = None) -> bool:
+    """True when ``signature`` is ``public_key``'s over this checkpoint: over the
+    version-2 message including the link ``previous`` when one is given, else over the
+    version-1 message. A ``kid`` other than the key's own fails: the checkpoint claims
+    another signer."""
     own = key_id(public_key)
     if kid is not None and kid != own:
         return False
-    if len(digest) != DIGEST_SIZE or len(signature) not in (SIGNATURE_SIZE, SEAL_SIZE):
+    if len(digest) != DIGEST_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
-    previous = seal_link(signature)
+    if previous is not None and len(previous[1]) != DIGEST_SIZE:
+        return False
     try:
-        public_key.verify(bytes(signature[-SIGNATURE_SIZE:]),
+        public_key.verify(bytes(signature),
                           checkpoint_message(position, digest, own, previous))
     except InvalidSignature:
         return False

@@ -11,7 +11,9 @@ The walk reads every row of the event table, from its lowest position (a row at 
 position the store never assigns, 0 or below, is forged), and afterwards checks that
 every aggregate's versions are exactly 1..n (the write model replays by version, not by
 position) and that every stored snapshot is the replay of its aggregate's events
-(``snapshots``).
+(``snapshots``). Given the event key, every event after the grandfathered boundary,
+chained or not, must carry the key's authenticator (``authentication``): a row appended
+with SQL is named even though the sealer, refusing it, never chained it.
 
 The stored chain rows only localise a change: someone able to rewrite the events can
 rewrite them too. What they cannot forge is a checkpoint signature, and each checkpoint
@@ -31,18 +33,22 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, and_, select
 
+from registry.integrity.authentication import authentic
 from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link, link
 from registry.integrity.ledger import (
     DEFAULT_CHECKPOINT_EVERY,
     ChainRow,
+    ChainTampered,
     StoredCheckpoint,
     chain_bounds,
     digests,
+    grandfathered_upto,
     iter_chain,
     iter_checkpoints,
+    not_authenticated,
 )
 from registry.integrity.log import DEFAULT_BATCH, EventLog
-from registry.integrity.signing import key_id, seal_link, verify_signature
+from registry.integrity.signing import key_id, verify_signature
 from registry.integrity.snapshots import check_snapshots
 
 
@@ -61,6 +67,7 @@ class Reason(StrEnum):
     VERSION_GAP = "version gap"
     SNAPSHOT_FORGED = "snapshot forged"
     CHAIN_CUT = "chain cut"
+    NOT_AUTHENTICATED = "event not authenticated"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class KeptCheckpoint:
     digest: bytes
     key_id: str | None
     signature: bytes
+    previous: tuple[int, bytes] | None = None
+    """The link to its key's previous checkpoint (version 2); None: version 1."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,8 @@ class VerifyReport:
     """Checkpoints kept outside the database that matched the recomputed digests."""
     last_kept: int | None = None
     snapshots_checked: bool = False
+    authenticators_checked: bool = False
+    """Whether the events' authenticators were checked (an event key was given)."""
 
     @property
     def ok(self) -> bool:
@@ -128,16 +139,18 @@ class VerifyReport:
         kept = (f"; {self.kept_checked:,} checkpoints kept outside the database match"
                 + (f" (last at position {self.last_kept:,})" if self.last_kept else "")
                 if self.kept_checked else "")
+        authenticated = ("; event authenticators checked" if self.authenticators_checked
+                         else "; event authenticators NOT checked (no event key)")
         return (f"OK: {self.events_checked:,} events chained up to position "
                 f"{self.chain_head:,} verified, digest {self.digest.hex()[:16]}; "
-                f"{signed}{pending}{kept}")
+                f"{signed}{pending}{kept}{authenticated}")
 
 
 def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None = None, *,
                   log: EventLog | None = None, batch_size: int = DEFAULT_BATCH,
                   checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                  kept: Sequence[KeptCheckpoint] = (), snapshots: bool = True
-                  ) -> VerifyReport:
+                  kept: Sequence[KeptCheckpoint] = (), snapshots: bool = True,
+                  event_key: bytes | None = None) -> VerifyReport:
     """Recompute the chain from the stored events and compare it with the stored chain
     and checkpoints. ``public_keys`` check the checkpoints' signatures (a checkpoint by
     any other key fails); None checks digests only. ``checkpoint_every`` is the interval
@@ -145,7 +158,8 @@ def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None
     (deleting the checkpoints after a change would otherwise hide it); None skips that.
     ``kept`` are checkpoints kept outside the database: each must be signed by a given
     key and equal the recomputed digest at its position, and none may lie beyond the
-    chain (a cut end). ``snapshots`` checks every stored snapshot against the replay."""
+    chain (a cut end). ``snapshots`` checks every stored snapshot against the replay.
+    ``event_key`` checks every event's authenticator after the grandfathered boundary."""
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
     log = log or EventLog.default(engine.dialect.name)
@@ -156,11 +170,23 @@ def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None
         head = max(chained, signed)
         log_head = log.head(conn)
         walk = _Walk(conn, log, keys, checkpoint_every, ordered)
-        failure = walk.kept_signatures() or walk.run(
+        failure = None
+        if event_key is not None:
+            try:
+                walk.authenticate = (event_key, grandfathered_upto(conn, log, event_key,
+                                                                   seal=False))
+            except ChainTampered as error:
+                failure = Failure(error.position, Reason.NOT_AUTHENTICATED,
+                                  _detail(str(error)))
+        failure = failure or walk.kept_signatures() or walk.run(
             log.stream(conn, min(log.first(conn), 1) - 1, head, batch_size),
             iter_chain(conn, 0, head, batch_size),
             iter_checkpoints(conn, head, batch_size))
         failure = failure or walk.kept_beyond(head)
+        for event in log.stream(conn, head, None, batch_size) if failure is None else ():
+            failure = walk.unauthentic(event)   # not yet chained: authenticated still
+            if failure is not None:
+                break
         unchained = log.count_after(conn, head)
         if failure is None:
             failure = _count_and_versions(conn, log, walk.checked, unchained, head)
@@ -173,7 +199,13 @@ def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None
     return VerifyReport(failure, walk.checked, head, walk.digest, walk.checkpoints,
                         walk.last_checkpoint, unchained, log_head, keys is not None,
                         walk.seq - walk.signed_seq, walk.kept_checked, walk.last_kept,
-                        checked_snapshots)
+                        checked_snapshots, event_key is not None)
+
+
+def _detail(message: str) -> str:
+    """A ``ChainTampered`` message as a failure's detail (its position and reason are
+    said apart)."""
+    return message.split(": ", 1)[-1].removeprefix("event not authenticated: ")
 
 
 def _count_and_versions(conn: Connection, log: EventLog, checked: int, unchained: int,
@@ -211,11 +243,13 @@ class CheckpointCheck:
 
 def check_checkpoint(public_key: Ed25519PublicKey, position: int, digest: bytes,
                      signature: bytes, *, kid: str | None = None,
+                     previous: tuple[int, bytes] | None = None,
                      engine: Engine | None = None, log: EventLog | None = None,
                      batch_size: int = DEFAULT_BATCH) -> CheckpointCheck:
-    """For a holder of an earlier checkpoint: is it ``public_key``'s signature, and
-    (given an ``engine``) does the log up to ``position`` still give ``digest``?"""
-    if not verify_signature(public_key, position, digest, signature, kid):
+    """For a holder of an earlier checkpoint: is it ``public_key``'s signature (over its
+    link ``previous`` too, for version 2), and (given an ``engine``) does the log up to
+    ``position`` still give ``digest``?"""
+    if not verify_signature(public_key, position, digest, signature, kid, previous):
         return CheckpointCheck(position, Failure(
             position, Reason.BAD_SIGNATURE,
             f"not a signature of key {key_id(public_key)} over this checkpoint"), False)
@@ -278,6 +312,18 @@ class _Walk:
         self.kept = list(kept)
         self.kept_checked = 0
         self.last_kept: int | None = None
+        self.authenticate: tuple[bytes, int] | None = None
+        """The event key and the grandfathered boundary, when authenticators are checked."""
+
+    def unauthentic(self, event: StoredLogEvent) -> Failure | None:
+        """The event after the boundary lacks the key's authenticator."""
+        if self.authenticate is None:
+            return None
+        key, upto = self.authenticate
+        if event.position <= upto or authentic(key, event):
+            return None
+        return Failure(event.position, Reason.NOT_AUTHENTICATED,
+                       _detail(not_authenticated(event)))
 
     def kept_signatures(self) -> Failure | None:
         """Each kept checkpoint must be signed by a given key (checked before the walk)."""
@@ -286,7 +332,8 @@ class _Walk:
             key = self.keys.get(kept.key_id or "") if kept.key_id else next(
                 iter(self.keys.values()), None)
             if key is None or not verify_signature(key, kept.position, kept.digest,
-                                                   kept.signature, kept.key_id):
+                                                   kept.signature, kept.key_id,
+                                                   kept.previous):
                 return Failure(kept.position, Reason.BAD_SIGNATURE,
                                "a checkpoint kept outside the database is not signed by "
                                f"the key given ({', '.join(sorted(self.keys)) or 'none'})")
@@ -336,7 +383,7 @@ class _Walk:
                 return self._row_only(row)
             if row is None or row.position != position:
                 return self._event_only(event, row)
-            failure = self._both(event, row)
+            failure = self._both(event, row) or self.unauthentic(event)
             due = failure is None and self.every is not None and self.seq % self.every == 0
             while failure is None and checkpoint is not None \
                     and checkpoint.position == position:
@@ -435,7 +482,7 @@ class _Walk:
                                f"its checkpoint is signed by key {checkpoint.key_id}, not "
                                f"one given (known: {known})")
             if not verify_signature(key, position, checkpoint.digest, checkpoint.signature,
-                                    checkpoint.key_id):
+                                    checkpoint.key_id, checkpoint.previous):
                 return Failure(position, Reason.BAD_SIGNATURE,
                                f"its checkpoint's signature by key {checkpoint.key_id} "
                                "does not verify")
@@ -443,7 +490,7 @@ class _Walk:
             return Failure(position, Reason.CHECKPOINT_MISMATCH,
                            "the signed digest differs from the one recomputed from the log: "
                            "events up to here were changed and the chain rows rewritten")
-        link = seal_link(checkpoint.signature)
+        link = checkpoint.previous
         previous = self.links.get(checkpoint.key_id, (0, GENESIS))
         if link is None and checkpoint.key_id in self.linked:
             return Failure(position, Reason.CHECKPOINT_MISMATCH,

@@ -289,13 +289,18 @@ def test_only_the_worker_holds_the_signing_key() -> None:
                 for item in volume["secret"]["items"]}
         holders[workload["metadata"]["name"]] = keys
         ledger = env_of(spec["containers"][0]).get("REGISTRY_LEDGER_KEY")
-        if keys:
+        if keys - {"event-key"}:
             assert ledger is not None
             assert Path(ledger["value"]).name in keys, workload["metadata"]["name"]
-    assert holders["registry-worker"] == {"ledger-signing-key.pem"}
-    assert holders["registry-server"] == {"ledger-public-key.pem"}
+        if "event-key" in keys:
+            event_key = env_of(spec["containers"][0]).get("REGISTRY_EVENT_KEY")
+            assert event_key is not None and Path(event_key["value"]).name == "event-key"
+    # and every process that writes events holds the one event key (docs/security.md)
+    assert holders["registry-worker"] == {"ledger-signing-key.pem", "event-key"}
+    assert holders["registry-server"] == {"ledger-public-key.pem", "event-key"}
+    assert holders["registry-access-init"] == {"event-key"}
     assert all(not keys for name, keys in holders.items()
-               if name not in ("registry-worker", "registry-server"))
+               if name not in ("registry-worker", "registry-server", "registry-access-init"))
 
 
 def test_jobs_migrate_and_initialise_and_tolerate_a_rerun() -> None:
@@ -538,7 +543,7 @@ def test_make_secrets_writes_every_secret_file_compose_reads(tmp_path: Path) -> 
     assert (tmp_path / "s" / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
     again = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
                            capture_output=True, text=True, check=False, timeout=60)
-    assert again.returncode == 0 and again.stdout.count("keeping") == 5, again.stdout
+    assert again.returncode == 0 and again.stdout.count("keeping") == 6, again.stdout
 
 
 def test_plaintext_servers_are_reachable_only_inside_the_compose_network() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from registry.client import RegistryClient
@@ -41,6 +42,12 @@ def test_the_log_is_chained_signed_verified_and_tampering_is_named(tmp_path: Pat
         assert f"latest checkpoint: position {head.position:,}" in kept.stdout
         saved = json.loads((tmp_path / "checkpoint.json").read_text())
         assert (saved["position"], saved["digest"]) == (head.position, head.digest)
+        # the API's signature is the Ed25519 signature; the link has fields of its own
+        latest = head.latest_checkpoint
+        assert len(latest.signature) == 64 and len(latest.previous_digest) == 64
+        assert latest.previous_position < latest.position
+        assert (saved["previous_position"], saved["previous_digest"]) == (
+            latest.previous_position, latest.previous_digest)
         (tmp_path / "public.pem").write_text(head.public_key_pem)
 
     public = ["--public-key", str(tmp_path / "public.pem")]
@@ -56,6 +63,10 @@ def test_the_log_is_chained_signed_verified_and_tampering_is_named(tmp_path: Pat
     published = tmp_path / "ledger-checkpoints.jsonl"
     lines = [json.loads(line) for line in published.read_text().splitlines()]
     assert lines and lines[-1]["position"] == head.position, lines
+    assert lines[0]["previous_position"] == 0 and all(
+        (after["previous_position"], after["previous_digest"])
+        == (before["position"], before["digest"])
+        for before, after in pairwise(lines)), lines
     routine = cli(server, "verify", "--checkpoint", str(published), *public)
     assert routine.returncode == 0, routine.stdout + routine.stderr
     assert f"{len(lines)} checkpoints kept outside the database match" in routine.stdout

@@ -69,7 +69,8 @@ class Cluster:
         data.mkdir(exist_ok=True)
         return environment(data, self.ports.get(name, 0), REGISTRY_DATABASE_URL=self.url,
                            REGISTRY_PROJECTIONS="external", REGISTRY_FOUR_EYES="off",
-                           REGISTRY_LEDGER_KEY=str(self.work / "ledger-key.pem"))
+                           REGISTRY_LEDGER_KEY=str(self.work / "ledger-key.pem"),
+                           REGISTRY_EVENT_KEY=str(self.work / "event-key"))
 
     def start(self, name: str) -> None:
         command = [*registry_command(), "serve" if name.startswith("server") else "project"]

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -22,6 +23,7 @@ from registry.application import Registry
 from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.integrity import cli
+from registry.integrity.chain import GENESIS
 from registry.integrity.ledger import ExtendResult, extend_chain, latest_digest
 from registry.integrity.log import EventLog
 from registry.integrity.signing import (
@@ -330,6 +332,38 @@ def test_a_tampered_checkpoint_signature_fails(store: Store) -> None:
     failed_at(store.verify(), position, Reason.BAD_SIGNATURE)
 
 
+def test_a_checkpoint_keeps_its_link_in_columns_of_its_own(store: Store) -> None:
+    """``signature`` holds the 64-byte Ed25519 signature and nothing else; the link to
+    the key's previous checkpoint is in ``previous_position``/``previous_digest``
+    (revision 0003's code packed it into a 104-byte "signature": this failed then)."""
+    rows = store.sql("SELECT position, digest, signature, previous_position, "
+                     "previous_digest FROM ledger_checkpoints ORDER BY position")
+    assert len(rows) >= 2
+    assert {len(bytes(row[2])) for row in rows} == {64}
+    assert (rows[0][3], bytes(rows[0][4])) == (0, GENESIS)
+    for before, after in pairwise(rows):
+        assert (after[3], bytes(after[4])) == (before[0], bytes(before[1]))
+
+
+def test_a_rewritten_checkpoint_link_fails_its_signature(store: Store) -> None:
+    """The link columns are covered by the signature: pointing a checkpoint past a
+    deleted one (to hide the deletion) breaks it."""
+    [first, second] = [int(p) for (p,) in store.sql(
+        "SELECT position FROM ledger_checkpoints ORDER BY position LIMIT 2")]
+    def verify() -> VerifyReport:   # no interval: only the links tell the deletion
+        return verify_ledger(store.engine, [store.key.public_key()], log=store.log(),
+                             checkpoint_every=None)
+
+    store.sql("DELETE FROM ledger_checkpoints WHERE position = :p", p=first)
+    failed_at(verify(), second, Reason.CHECKPOINT_MISSING)
+    store.sql("UPDATE ledger_checkpoints SET previous_position = 0, previous_digest = :g "
+              "WHERE position = :p", g=GENESIS, p=second)
+    failed_at(verify(), second, Reason.BAD_SIGNATURE)
+    store.sql("UPDATE ledger_checkpoints SET previous_position = NULL, "
+              "previous_digest = NULL WHERE position = :p", p=second)
+    failed_at(verify(), second, Reason.BAD_SIGNATURE)
+
+
 def test_checkpoints_of_another_key_fail(store: Store) -> None:
     failed_at(store.verify(generate_key()), store.positions()[EVERY - 1], Reason.UNKNOWN_KEY)
 
@@ -347,16 +381,18 @@ def test_an_earlier_checkpoint_checks_against_the_store_with_the_public_key_alon
     write_some_events(store.registry, "L")       # the log has moved on since
     store.extend()
     check = check_checkpoint(public, held.position, held.digest, held.signature,
-                             kid=held.key_id, engine=store.engine, log=store.log())
+                             kid=held.key_id, previous=held.previous, engine=store.engine,
+                             log=store.log())
     assert check.ok and check.log_checked
-    assert check_checkpoint(public, held.position, held.digest, held.signature).ok
+    assert check_checkpoint(public, held.position, held.digest, held.signature,
+                            previous=held.previous).ok
     bad = check_checkpoint(public, held.position, held.digest, held.signature[::-1],
-                           engine=store.engine)
+                           previous=held.previous, engine=store.engine)
     assert bad.failure is not None and bad.failure.reason is Reason.BAD_SIGNATURE
     early = store.positions()[1]
     store.set_state(early, store.state(early).replace(b"1", b"2", 1))
     changed = check_checkpoint(public, held.position, held.digest, held.signature,
-                               engine=store.engine, log=store.log())
+                               previous=held.previous, engine=store.engine, log=store.log())
     assert changed.failure is not None
     assert changed.failure.reason is Reason.CHECKPOINT_MISMATCH
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,21 @@ from sqlalchemy import inspect, text
 from registry import migrate
 from registry.application import Registry
 from registry.config import ConfigurationError, Settings, build_registry
+from registry.integrity.chain import GENESIS
+from registry.integrity.ledger import iter_checkpoints
+from registry.integrity.signing import (
+    checkpoint_message,
+    generate_key,
+    key_id,
+    sign_checkpoint,
+    verify_signature,
+)
 from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
 from tests.support import fresh_pg_database
 
-READ_MODEL_TABLES = set(metadata.tables) | {"ledger_digests", "ledger_checkpoints"}
+READ_MODEL_TABLES = set(metadata.tables) | {"ledger_digests", "ledger_checkpoints",
+                                             "ledger_event_authentication"}
 EVENT_STORE_TABLES = {
     "sqlite": {"stored_events", "stored_snapshots"},
     "postgres": {"registry_events", "registry_snapshots"},
@@ -71,15 +82,15 @@ def test_upgrade_from_empty_to_head_and_back_to_base(backend: str, tmp_path: Pat
 
         applied = migrate.upgrade(settings)
         assert [step.split(":")[0] for step in applied] == [
-            "base -> 0001", "0001 -> 0002", "0002 -> 0003"]
+            "base -> 0001", "0001 -> 0002", "0002 -> 0003", "0003 -> 0004"]
         assert table_names(settings) == (
             READ_MODEL_TABLES | EVENT_STORE_TABLES[backend] | {"alembic_version"})
-        assert migrate.current_revision(settings) == migrate.head_revision() == "0003"
+        assert migrate.current_revision(settings) == migrate.head_revision() == "0004"
         assert migrate.is_at_head(settings)
         assert migrate.upgrade(settings) == [], "a second upgrade is a no-op"
 
         assert [step.split(":")[0] for step in migrate.downgrade(settings)] == [
-            "0003 -> 0002", "0002 -> 0001", "0001 -> base"]
+            "0004 -> 0003", "0003 -> 0002", "0002 -> 0001", "0001 -> base"]
         assert table_names(settings) <= {"alembic_version"}
         assert migrate.current_revision(settings) is None
         if backend == "postgres":
@@ -112,7 +123,8 @@ def _sqlite_event_store(path: Path) -> dict[str, str]:
         rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name IN "
                             "('stored_events', 'stored_snapshots') "
                             "AND type <> 'trigger'").fetchall()   # 0003's are ours
-    return {name: " ".join((sql or "").replace("IF NOT EXISTS ", "").split())
+    return {name: " ".join((sql or "").replace("IF NOT EXISTS ", "")
+                           .replace(", authenticator BLOB", "").split())   # 0004's
             for name, sql in rows}
 
 
@@ -134,9 +146,14 @@ PG_EVENT_STORE_CATALOG = {
 
 
 def _pg_event_store(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The catalog, less the column that 0004 adds to the library's table (its
+    ``authenticator``, ours: every other column is the library's)."""
     with psycopg.connect(url) as conn:
-        return {key: conn.execute(query).fetchall()
-                for key, query in PG_EVENT_STORE_CATALOG.items()}
+        catalog = {key: conn.execute(query).fetchall()
+                   for key, query in PG_EVENT_STORE_CATALOG.items()}
+    catalog["columns"] = [row for row in catalog["columns"]
+                          if row[:2] != ("registry_events", "authenticator")]
+    return catalog
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -148,6 +165,7 @@ def test_event_store_tables_are_exactly_what_the_library_creates(
             empty_database(backend, tmp_path / "library") as library:
         migrate.upgrade(ours)
         env = {**library.eventsourcing_env(), "CREATE_TABLE": "y"}
+        env.pop("APPLICATION_RECORDER_TOPIC")   # the library's own recorder and DDL
         Registry(env=env).close()
         if backend == "sqlite":
             mine = _sqlite_event_store(tmp_path / "ours" / "registry.sqlite")
@@ -164,13 +182,15 @@ def test_event_store_tables_are_exactly_what_the_library_creates(
 def test_a_store_the_library_created_before_migrations_is_adopted_with_its_events(
         backend: str, tmp_path: Path) -> None:
     with empty_database(backend, tmp_path) as settings:
-        old = Registry(env={**settings.eventsourcing_env(), "CREATE_TABLE": "y"})
+        env = {**settings.eventsourcing_env(), "CREATE_TABLE": "y"}
+        env.pop("APPLICATION_RECORDER_TOPIC")   # before this registry: the library's
+        old = Registry(env=env)
         old.ensure_national_accounts()
         before = old.account_ids()
         old.close()
         assert before
 
-        assert len(migrate.upgrade(settings)) == 3
+        assert len(migrate.upgrade(settings)) == 4
         registry = build_registry(settings)
         try:
             assert registry.account_ids() == before
@@ -186,7 +206,7 @@ def test_registry_refuses_an_unmigrated_postgres_database_naming_the_command() -
             build_registry(settings).close()
         assert raised.value.reason == "DATABASE_NOT_MIGRATED"
         assert isinstance(raised.value, ConfigurationError)
-        assert "at revision none, head is 0003" in str(raised.value)
+        assert "at revision none, head is 0004" in str(raised.value)
         assert table_names(settings) == set(), "the library must not create tables"
 
         migrate.upgrade(settings)
@@ -216,13 +236,13 @@ def test_registry_migrate_command_on_sqlite_then_again_is_a_no_op(tmp_path: Path
     first = run_cli("migrate", url=url, cwd=tmp_path)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    assert "applied base -> 0001" in out and "migrated to head 0003" in out
+    assert "applied base -> 0001" in out and "migrated to head 0004" in out
     assert migrate.is_at_head(Settings(url))
 
     again = run_cli("migrate", url=url, cwd=tmp_path)
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
-    assert "applied" not in out and "already at head 0003" in out
+    assert "applied" not in out and "already at head 0004" in out
 
 
 WAITING_FOR_ADVISORY_LOCKS = (
@@ -294,5 +314,47 @@ def test_concurrent_upgrade_calls_in_one_process_both_succeed() -> None:
         for thread in threads:
             thread.join(timeout=120)
         assert errors == []
-        assert sorted(len(steps) for steps in applied) == [0, 3]
+        assert sorted(len(steps) for steps in applied) == [0, 4]
         assert migrate.is_at_head(settings)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_0004_moves_a_checkpoint_link_out_of_the_signature_and_back(
+        backend: str, tmp_path: Path) -> None:
+    """Revision 0003's code stored a checkpoint's link inside ``signature`` (a 104-byte
+    seal); 0004 splits it into ``previous_position``/``previous_digest``, leaving the
+    64-byte signature, which still verifies; a version-1 row stays as it was. Downgrade
+    folds the link back."""
+    key = generate_key()
+    linked = sign_checkpoint(key, 7, bytes(range(32)), (3, GENESIS))
+    assert linked.previous is not None
+    seal = linked.previous[0].to_bytes(8, "big", signed=True) + linked.previous[1] \
+        + linked.signature
+    plain = key.sign(checkpoint_message(3, GENESIS, key_id(key)))
+    rows = [(7, seal, bytes(range(32))), (3, plain, GENESIS)]
+    with empty_database(backend, tmp_path) as settings:
+        migrate.upgrade(settings, "0003")
+        engine = make_engine(settings)
+        try:
+            with engine.begin() as conn:
+                for position, signature, digest in rows:
+                    conn.execute(text(
+                        "INSERT INTO ledger_checkpoints (position, key_id, digest, signature, "
+                        "signed_at) VALUES (:p, :k, :d, :s, :t)"), {
+                            "p": position, "k": key_id(key), "d": digest, "s": signature,
+                            "t": datetime(2026, 12, 1, tzinfo=UTC)})
+            migrate.upgrade(settings)
+            with engine.connect() as conn:
+                stored = {c.position: c for c in iter_checkpoints(conn)}
+            assert stored[7].signature == linked.signature and len(stored[7].signature) == 64
+            assert stored[7].previous == (3, GENESIS)
+            assert verify_signature(key.public_key(), 7, bytes(range(32)), stored[7].signature,
+                                    key_id(key), stored[7].previous)
+            assert stored[3].previous is None and stored[3].signature == plain
+            migrate.downgrade(settings, "0003")
+            with engine.connect() as conn:
+                back = dict(conn.execute(text(
+                    "SELECT position, signature FROM ledger_checkpoints")).fetchall())
+            assert {p: bytes(s) for p, s in back.items()} == {7: seal, 3: plain}
+        finally:
+            engine.dispose()

@@ -25,6 +25,7 @@ from registry.application import Registry, Trade
 from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.integrity.authentication import event_key_path
 from registry.readmodels import tables as t
 from registry.readmodels.runner import PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
@@ -76,7 +77,9 @@ def start_worker(url: str) -> subprocess.Popen[bytes]:
     data_dir = Path(tempfile.gettempdir()) / f"registry-worker-{url.rsplit('/', 1)[-1]}"
     return subprocess.Popen(
         [sys.executable, "-m", "registry.cli", "project", "--once", "--batch-size", "250"],
-        env={**os.environ, "REGISTRY_DATABASE_URL": url, "REGISTRY_DATA_DIR": str(data_dir)},
+        env={**os.environ, "REGISTRY_DATABASE_URL": url, "REGISTRY_DATA_DIR": str(data_dir),
+             # the key the test's own registry authenticates its events with
+             "REGISTRY_EVENT_KEY": str(event_key_path().resolve())},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -25,7 +25,7 @@ from registry.integrity.chain import (
     link,
 )
 from registry.integrity.signing import (
-    SEAL_SIZE,
+    SIGNATURE_SIZE,
     SigningKeyError,
     checkpoint_message,
     generate_key,
@@ -36,7 +36,6 @@ from registry.integrity.signing import (
     private_key_path,
     save_private_key,
     save_public_key,
-    seal_link,
     sign_checkpoint,
     verify_signature,
 )
@@ -141,44 +140,52 @@ def test_a_checkpoint_verifies_with_its_key_only() -> None:
     checkpoint = sign_checkpoint(key, 10_000, DIGEST)
     assert checkpoint.key_id == key_id(key) == key_id(key.public_key())
     assert len(checkpoint.key_id) == 16 and int(checkpoint.key_id, 16) >= 0
-    assert verify_signature(key.public_key(), 10_000, DIGEST, checkpoint.signature)
+    link_ = checkpoint.previous
+    assert verify_signature(key.public_key(), 10_000, DIGEST, checkpoint.signature, None, link_)
     assert verify_signature(key.public_key(), 10_000, DIGEST, checkpoint.signature,
-                            checkpoint.key_id)
-    assert not verify_signature(other.public_key(), 10_000, DIGEST, checkpoint.signature)
+                            checkpoint.key_id, link_)
+    assert not verify_signature(other.public_key(), 10_000, DIGEST, checkpoint.signature,
+                                None, link_)
 
 
 def test_an_altered_checkpoint_fails() -> None:
     key = generate_key()
     public = key.public_key()
     signature = sign_checkpoint(key, 10_000, DIGEST).signature
+    first = (0, GENESIS)
+    assert verify_signature(public, 10_000, DIGEST, signature, None, first)
     flipped = bytes([signature[0] ^ 1]) + signature[1:]
-    assert not verify_signature(public, 10_000, DIGEST, flipped)
-    assert not verify_signature(public, 10_001, DIGEST, signature)
-    assert not verify_signature(public, 10_000, link(DIGEST, EVENT), signature)
-    assert not verify_signature(public, 10_000, DIGEST, signature, "0" * 16)
-    assert not verify_signature(public, 10_000, DIGEST, signature[:-1])
+    assert not verify_signature(public, 10_000, DIGEST, flipped, None, first)
+    assert not verify_signature(public, 10_001, DIGEST, signature, None, first)
+    assert not verify_signature(public, 10_000, link(DIGEST, EVENT), signature, None, first)
+    assert not verify_signature(public, 10_000, DIGEST, signature, "0" * 16, first)
+    assert not verify_signature(public, 10_000, DIGEST, signature[:-1], None, first)
+    assert not verify_signature(public, 10_000, DIGEST, signature), "the link is signed"
 
 
 def test_a_checkpoint_carries_and_signs_its_link_to_the_previous_one() -> None:
-    """Deleting a checkpoint must break the next one: the link is inside the signature,
-    so it cannot be rewritten to skip the gap."""
+    """Deleting a checkpoint must break the next one: the link, in fields of its own, is
+    covered by the signature, so it cannot be rewritten to skip the gap. The signature
+    itself is the plain 64-byte Ed25519 signature (before, the link was packed into a
+    104-byte "signature": this test failed then)."""
     key = generate_key()
     public = key.public_key()
     first = sign_checkpoint(key, 5, DIGEST)
-    assert first.previous == (0, GENESIS) and len(first.signature) == SEAL_SIZE == 104
+    assert first.previous == (0, GENESIS) and len(first.signature) == SIGNATURE_SIZE == 64
     later_digest = link(DIGEST, EVENT)
     second = sign_checkpoint(key, 9, later_digest, (5, DIGEST))
-    assert second.previous == (5, DIGEST)
-    assert verify_signature(public, 9, later_digest, second.signature)
-    relinked = (3).to_bytes(8, "big", signed=True) + GENESIS + second.signature[40:]
-    assert not verify_signature(public, 9, later_digest, relinked), "link forged"
+    assert second.previous == (5, DIGEST) and len(second.signature) == 64
+    assert verify_signature(public, 9, later_digest, second.signature, None, (5, DIGEST))
+    assert not verify_signature(public, 9, later_digest, second.signature, None,
+                                (3, GENESIS)), "link forged"
+    assert not verify_signature(public, 9, later_digest, second.signature), "link dropped"
     assert b"checkpoint/v2" in checkpoint_message(9, later_digest, key_id(key), (5, DIGEST))
 
 
 def test_a_version_1_checkpoint_signed_before_links_still_verifies() -> None:
     key = generate_key()
     old = key.sign(checkpoint_message(10_000, DIGEST, key_id(key)))
-    assert len(old) == 64 and seal_link(old) is None
+    assert len(old) == 64
     assert verify_signature(key.public_key(), 10_000, DIGEST, old)
     assert not verify_signature(key.public_key(), 10_001, DIGEST, old)
 
@@ -216,7 +223,7 @@ def test_a_third_party_checks_a_checkpoint_with_the_public_pem_alone(tmp_path: P
     save_public_key(key, tmp_path / "registry-public.pem")
     public = load_public_key(tmp_path / "registry-public.pem")
     assert verify_signature(public, checkpoint.position, checkpoint.digest,
-                            checkpoint.signature, checkpoint.key_id)
+                            checkpoint.signature, checkpoint.key_id, checkpoint.previous)
 
 
 def test_bad_key_files_are_refused(tmp_path: Path) -> None:
