@@ -106,14 +106,16 @@ def verify_seconds() -> float:
 
 def ledger_check(engine: Engine, registry: Registry, metrics: RegistryMetrics
                  ) -> Callable[[], None]:
-    """Verify the ledger against the signing key's public half; the result goes to the
+    """Verify the ledger against the signing key's public half, and every event's
+    authenticator with the key this process writes with; the result goes to the
     ``registry_ledger_verify_ok`` gauge (and the log when it fails)."""
     def run() -> None:
         path = private_key_path()
         if not path.exists():
             return   # nothing signed yet
         report = verify_ledger(engine, [load_public_key(path)],
-                               log=EventLog.of(registry.recorder))
+                               log=EventLog.of(registry.recorder),
+                               event_key=getattr(registry.recorder, "event_key", None))
         position = report.failure.position if report.failure else report.chain_head
         metrics.set_verify_result(report.ok, position)
         if not report.ok:
