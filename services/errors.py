@@ -126,26 +126,29 @@ def code_for(error: RegistryError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_status(error: BaseException) -> grpc.Status:
-    """The rich status a failed call is answered with."""
+def classify(error: BaseException) -> tuple[grpc.StatusCode, str, str, dict[str, str]]:
+    """The status code, reason, message and metadata a failed call is answered with:
+    one place, for the answer (``to_status``), the call's log line and its metrics."""
     if isinstance(error, RegistryError):
-        code, reason, message = code_for(error), error.reason, error.message
-        metadata = dict(error.metadata)
-    elif isinstance(error, ApiError):
-        code, reason = error.code, error.reason
-        message = clip(error.message, MAX_MESSAGE_BYTES)   # it may echo what it refuses
-        metadata = {key: clip(value) for key, value in error.metadata.items()}
-    elif isinstance(error, ReadModelTimeout):
-        code, reason, message = grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error)
-        metadata = {}
-    elif (fault := database_fault(error)) is not None:
+        return code_for(error), error.reason, error.message, dict(error.metadata)
+    if isinstance(error, ApiError):
+        return (error.code, error.reason,
+                clip(error.message, MAX_MESSAGE_BYTES),   # it may echo what it refuses
+                {key: clip(value) for key, value in error.metadata.items()})
+    if isinstance(error, ReadModelTimeout):
+        return grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error), {}
+    if (fault := database_fault(error)) is not None:
         # Any path (writes through the event store, reads through SQLAlchemy): a
         # failover, restart, lock or statement timeout is cured by a retry.
-        code, reason, metadata = grpc.StatusCode.UNAVAILABLE, fault, {}
-        message = DATABASE_MESSAGES[fault]
-    else:  # never leak internals: the log has the traceback
-        code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
-        message, metadata = "internal error; nothing was half-written", {}
+        return grpc.StatusCode.UNAVAILABLE, fault, DATABASE_MESSAGES[fault], {}
+    # never leak internals: the log has the traceback
+    return (grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; nothing was half-written",
+            {})
+
+
+def to_status(error: BaseException) -> grpc.Status:
+    """The rich status a failed call is answered with."""
+    code, reason, message, metadata = classify(error)
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
                                                  metadata=metadata))]
     if code is grpc.StatusCode.INVALID_ARGUMENT and isinstance(error, RegistryError):

@@ -21,6 +21,7 @@ import grpc
 from registry.application.request_ids import bound_request_id
 from registry.domain.errors import InvalidCommand, RegistryError
 from registry.domain.transactions import Principal
+from registry.faults import database_fault, describe_fault
 from registry.observability.logs import (
     REQUEST_ID_HEADER,
     bind_request,
@@ -35,7 +36,7 @@ from services.auth import (
     bind_principal,
     unbind_principal,
 )
-from services.errors import ApiError, to_status
+from services.errors import ApiError, classify, to_status
 from services.policy import authorize, bind_scope, unbind_scope
 
 log = logging.getLogger("registry.api")
@@ -299,7 +300,11 @@ class CallInterceptor(grpc.ServerInterceptor):
             if _aborted(context):  # an inner handler already chose the status
                 done(_code(context))
                 raise
-            log.exception("%s by %s failed", method, principal)
+            if database_fault(error) is None:
+                log.exception("%s by %s failed", method, principal)
+            else:   # a failover is many of these at once: one line each, no traceback
+                log.warning("%s by %s met a database fault, answered as retryable: %s",
+                            method, principal, describe_fault(error))
             done(error)
             context.abort_with_status(_with(to_status(error), echo))
         else:
@@ -318,9 +323,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         elif isinstance(outcome, str):
             code, _, reason = outcome.partition(" ")
         else:
-            code = to_status(outcome).code.name
-            reason = getattr(outcome, "reason", "") or ("INTERNAL" if code == "INTERNAL"
-                                                        else "")
+            status_code, reason, _, _ = classify(outcome)
+            code = status_code.name
         status = f"{code} {reason}" if reason else code
         log.info("%s principal=%s status=%s duration_ms=%.1f", method, principal, status,
                  seconds * 1000, extra={"status": code, "reason": reason,
