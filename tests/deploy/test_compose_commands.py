@@ -8,8 +8,8 @@ The jobs migrate and create the first administrator (a second run succeeds doing
 nothing); two servers and the worker start; the image's HEALTHCHECK command says when
 the servers are SERVING; calls go through each server's address and what one wrote is
 read back through the other once the worker has projected it; the ledger verifies with
-the deployment's public key; nginx (when installed) serves both over TLS on one
-address; SIGTERM stops everything cleanly."""
+the deployment's public key; nginx serves both over TLS on one address (skipped
+without nginx, but failed under CI=true); SIGTERM stops everything cleanly."""
 
 from __future__ import annotations
 
@@ -306,10 +306,34 @@ def nginx_config(stack: Stack, port: int) -> str:
     return f"pid {pid};\n" + config
 
 
+def require_nginx() -> None:
+    """Fail under CI=true, skip elsewhere, when nginx is not installed: as PostgreSQL
+    (tests.support.require_postgres), CI must exercise the load balancer's configuration,
+    never pass by skipping it (.ci/run installs nginx-light and stops if it cannot)."""
+    if shutil.which("nginx") is not None:
+        return
+    message = ("nginx is not installed, so deploy/compose/nginx.conf is not exercised: "
+               "install it with `apt-get install nginx-light` (Debian) and put it on PATH")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def test_without_nginx_ci_fails_where_a_desk_skips(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """The nginx test used to skip under CI=true too, so CI passed without ever
+    starting the load balancer."""
+    monkeypatch.setenv("PATH", str(tmp_path))   # an empty directory: no nginx on it
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install nginx-light"):
+        require_nginx()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install nginx-light"):
+        require_nginx()
+
+
 def test_one_tls_address_in_front_of_both_servers(stack: Stack) -> None:
-    if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light): the load "
-                    "balancer's configuration is not exercised")
+    require_nginx()
     prefix = stack.directory / "nginx"
     prefix.mkdir(exist_ok=True)
     port = free_port()

@@ -1,7 +1,11 @@
 """Authorisation over a real channel: the matrix generated from the policy table (every
 method x every role x an own and another holder's account gets exactly allow or
 PERMISSION_DENIED), an operator never reaching another holder's units, and grants and
-tokens changed through AccessService taking effect on the very next call."""
+tokens changed through AccessService taking effect on the very next call.
+
+The matrix checks the server enforces its table; it cannot say the table is right (its
+expected answers come from that table). tests/e2e/test_never_allowed.py does: a
+hand-written table of what each role must never do, from docs/security.md."""
 
 from __future__ import annotations
 

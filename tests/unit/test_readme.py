@@ -19,5 +19,13 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert readme_commands()[1] in ci
+    """.ci/run's last command is the README's, word for word; and lint (ruff) and types
+    (mypy) are steps of it, before the suite, not tests inside it."""
+    command = readme_commands()[1]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    assert ci[-1] == command
+    steps = [step.strip() for step in command.split("&&")]
+    assert steps[-1] == ".venv/bin/python -m pytest -q"
+    assert steps.index(".venv/bin/ruff check .") < len(steps) - 1
+    assert steps.index(".venv/bin/mypy") < len(steps) - 1
