@@ -1,6 +1,6 @@
 """A national compliance year, end to end through gRPC.
 
-Sized from ../shared/notes/domain-reference.md: about 3,700 compliance accounts
+Sized from the national scheme's published figures: about 3,700 compliance accounts
 (~2,100 power companies, and the ~1,500 steel, cement and aluminium companies of the
 2025 Work Plan; how those 1,500 split between the three sectors is this suite's
 assumption), ~8 Gt of free allocation, 100,000 exchange trades, verified emissions

@@ -1,6 +1,9 @@
-"""The README's compliance year walkthrough, run command by command against a real
-server with four eyes required, so the documented year keeps working; the closing
-report is checked against figures computed here from the example files."""
+"""The README's command blocks, run as written against a fresh embedded server with four
+eyes required, so what a newcomer copies keeps working: the compliance year walkthrough
+(its closing report checked against figures computed here from the example files) and
+"How an exchange settles" (the administrators' two-step exchange grant, the exchange's
+token, and the Python client example). A block is found by the HTML comment marker
+(``<!-- walkthrough -->``, ``<!-- exchange -->``, ...) on the line before its fence."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -31,19 +35,52 @@ EXPORT = re.compile(r"^export (\w+)=\$\((.+)\)$")
 EXAMPLES = ROOT / "docs" / "examples"
 
 
-def walkthrough() -> list[tuple[str, str]]:
+def readme_block(marker: str) -> str:
+    """The text of the README's fenced block that follows ``<!-- marker -->``."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(rf"<!-- {re.escape(marker)} -->\n```\w*\n(.+?)\n```", text, re.S)
+    assert block, f"the README lost its {marker} block"
+    return block.group(1)
+
+
+def commands(marker: str) -> list[tuple[str, str]]:
     """(command, the reason it is refused with, or "") for each command of the README's
     block."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"<!-- walkthrough -->\n```\n(.+?)\n```", text, re.S)
-    assert block, "the README lost its walkthrough block"
     commands = []
-    for line in block.group(1).splitlines():
+    for line in readme_block(marker).splitlines():
         command, _, comment = line.partition("  # ")
         if command.strip() and not command.startswith("#"):
             commands.append((command.strip(), comment.removeprefix("refused: ")
                              if comment.startswith("refused") else ""))
     return commands
+
+
+def run_block(marker: str, work: Path, env: dict[str, str]) -> dict[str, str]:
+    """Run the block's commands one by one in ``work`` as a reader would in one shell:
+    each must succeed (or be refused with exit 2 and the reason its comment names), and
+    ``export X=$(...)`` sets X, to the command's last line, for those that follow.
+    Returns each command's output; ``env`` keeps the exports."""
+    outputs: dict[str, str] = {}
+    for command, refusal in commands(marker):
+        exported = EXPORT.match(command)   # `export X=$(...)`: X for what follows
+        script = exported.group(2) if exported else command
+        ran = subprocess.run(["bash", "-c", script], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert ran.returncode == (2 if refusal else 0), (
+            f"{command}\n{ran.stdout}\n{ran.stderr}")
+        assert refusal in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
+        if exported:
+            env[exported.group(1)] = ran.stdout.strip().splitlines()[-1]
+        outputs[command] = ran.stdout
+    return outputs
+
+
+def cli_environment(data: Path, server_address: str) -> dict[str, str]:
+    """What a reader's shell has: the server's data directory and address, the
+    installed ``registry`` on PATH, and no REGISTRY_TOKEN."""
+    env = environment(data, int(server_address.rsplit(":", 1)[1]))
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def test_the_readme_walkthrough_runs_a_compliance_year(tmp_path: Path) -> None:
@@ -55,23 +92,35 @@ def test_the_readme_walkthrough_runs_a_compliance_year(tmp_path: Path) -> None:
         ROOT / "registry" / "data" / "allocation")
     data = tmp_path / "data"
     data.mkdir()
-    outputs: dict[str, str] = {}
     with serving(data, REGISTRY_FOUR_EYES="") as server:   # the default: required
-        port = int(server.address.rsplit(":", 1)[1])
-        env = environment(data, port)
-        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-        for command, refusal in walkthrough():
-            exported = EXPORT.match(command)   # `export X=$(...)`: X for what follows
-            script = exported.group(2) if exported else command
-            ran = subprocess.run(["bash", "-c", script], cwd=work, env=env,
-                                 capture_output=True, text=True, timeout=120, check=False)
-            assert ran.returncode == (2 if refusal else 0), (
-                f"{command}\n{ran.stdout}\n{ran.stderr}")
-            assert refusal in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
-            if exported:
-                env[exported.group(1)] = ran.stdout.strip().splitlines()[-1]
-            outputs[command] = ran.stdout
+        outputs = run_block("walkthrough", work, cli_environment(data, server.address))
     check_figures(outputs)
+
+
+def test_the_readme_exchange_example_runs_on_a_fresh_server(tmp_path: Path) -> None:
+    """"How an exchange settles" as written: before issue 16 its `registry access`
+    commands carried no administrator's token (ROLE_NOT_GRANTED on a fresh server) and
+    made the exchange grant with one administrator, which only proposes it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    with serving(data, REGISTRY_FOUR_EYES="") as server:
+        env = cli_environment(data, server.address)
+        outputs = run_block("exchange", work, env)
+        token = env["REGISTRY_TOKEN"]
+        assert token not in (line.split(" ")[0] for line in
+                             (data / "credentials").read_text().splitlines())
+        digest = next(out for command, out in outputs.items()
+                      if command == "registry ledger-digest")
+        assert digest.strip(), "the exchange's ledger-digest printed nothing"
+        client = tmp_path / "settle.py"
+        client.write_text(readme_block("exchange-client"), encoding="utf-8")
+        ran = subprocess.run([sys.executable, str(client)], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.split() == ["SSE-20260615-000001", "TRADE_STATUS_REFUSED",
+                                  "UNKNOWN_ACCOUNT"], ran.stdout + ran.stderr
 
 
 def check_figures(outputs: dict[str, str]) -> None:
