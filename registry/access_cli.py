@@ -56,14 +56,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     init.set_defaults(run=_init)
     grant = verbs.add_parser("grant", help="grant a role (over accounts, for exchange and "
                              "operator)")
-    grant.add_argument("grant_id")
-    grant.add_argument("party")
-    grant.add_argument("name")
-    grant.add_argument("role", choices=ROLES)
+    grant.add_argument("grant_id", help="your id for this grant: a second administrator "
+                       "approves a pending grant by running the same grant with the same id")
+    grant.add_argument("party", help="the principal's party (an organisation id)")
+    grant.add_argument("name", help="the principal's name within its party")
+    grant.add_argument("role", choices=ROLES, metavar="ROLE",
+                       help=f"the role granted: {', '.join(ROLES)}")
     grant.add_argument("--accounts", default="",
                        help="comma-separated account ids ('*': every account, exchange only)")
     revoke_grant = verbs.add_parser("revoke-grant", help="withdraw a grant")
-    revoke_grant.add_argument("grant_id")
+    revoke_grant.add_argument("grant_id", help="the id the grant was made with")
     token = verbs.add_parser("token", help="issue or rotate a bearer token")
     token_verbs = token.add_subparsers(dest="token_verb", required=True)
     issue = token_verbs.add_parser("issue", help="a new token for a principal (shown once)")
@@ -84,7 +86,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                          (rotate, "rotate"), (revoke, "revoke"), (add, "cert"),
                          (listing, "list")):
         if parser is not listing:
-            parser.add_argument("--reason", required=True)
+            parser.add_argument("--reason", required=True, help="why: recorded with the "
+                                "change in the event log (required)")
         parser.set_defaults(run=partial(_call, work=work))
         add_connection_options(parser)
 
