@@ -125,6 +125,14 @@ def test_connection_reason_and_grant_arguments_have_help(tmp_path: Path) -> None
     grant = registry(tmp_path, "access", "grant", "--help").stdout
     for argument in ("grant_id", "party", "name", "ROLE", "--reason REASON"):
         assert option_help(grant, argument), f"access grant {argument} has no help"
+    for verb, arguments in ((["revoke-grant"], ["grant_id"]),
+                            (["token", "issue"], ["party", "name"]),
+                            (["token", "rotate"], ["credential_id"]),
+                            (["revoke"], ["credential_id"]),
+                            (["cert", "add"], ["party", "name", "certificate"])):
+        text = registry(tmp_path, "access", *verb, "--help").stdout
+        for argument in arguments:
+            assert option_help(text, argument), f"access {verb} {argument} has no help"
     for command in (["close-year"], ["rules", "set"], ["proposals", "reject"],
                     ["propose"], ["surrender"]):
         text = registry(tmp_path, *command, "--help").stdout
