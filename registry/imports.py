@@ -383,6 +383,7 @@ def _import_accounts(args: argparse.Namespace) -> int:
                 rows, parsed.lines, pool.map(open_one, rows), strict=True), 1):
             if isinstance(reply, ErrorDetails):
                 if reply.code not in REFUSING_CODES:
+                    meter.close()   # end the progress line before the message
                     print(f"registry import: {done - 1:,} rows were sent; the same file "
                           "again completes the rest", file=sys.stderr)
                     return report_error_details(reply)
@@ -415,6 +416,7 @@ def _import_allocations(args: argparse.Namespace) -> int:
                 reply = client.call(client.administration.AllocateUnits,
                                     allocation_request(chunk))
             except grpc.RpcError as error:
+                meter.close()   # end the progress line before the message
                 return _server_refused(
                     args, error, parsed.lines, start,
                     f"{start:,} rows (before line {parsed.lines[start]}) were sent; fix the "

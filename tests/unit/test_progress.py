@@ -74,3 +74,17 @@ def test_nothing_to_do_draws_nothing() -> None:
 
 def test_durations_read_short() -> None:
     assert [duration(s) for s in (0, 42.4, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+
+
+def test_closing_early_ends_the_line_once() -> None:
+    """An error message printed after close() starts on a line of its own; leaving the
+    ``with`` block afterwards writes nothing more."""
+    stream, clock = Terminal(), Clock()
+    with Progress("sent", 10, stream=stream, clock=clock, environ={}) as meter:
+        clock.now += 1
+        meter.update(4)
+        meter.close()
+        assert stream.getvalue().endswith("\n")
+        closed = stream.getvalue()
+        meter.update(5)
+    assert stream.getvalue() == closed
