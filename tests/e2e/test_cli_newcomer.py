@@ -245,3 +245,30 @@ def test_a_rebuild_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
     code, as_json = run_on_a_terminal([REGISTRY, "project", "--rebuild", "accounts"],
                                       tmp_path, {**env, "REGISTRY_LOG_FORMAT": "json"})
     assert code == 0 and "events/s" not in as_json, as_json
+
+
+def test_an_allocation_import_shows_validation_and_sending_progress_on_a_terminal(
+        tmp_path: Path) -> None:
+    from registry.client import RegistryClient
+    from tests.e2e.market import seed_market
+    from tests.e2e.test_server_process import environment, first_token, serving
+
+    rows = "".join(f"PRE-2025-{i:05d},PWR-SD-000{1 + i % 2},CEA,2025,10,CN-ISSUANCE,"
+                   "pre-allocation 2025\n" for i in range(1_500))   # two AllocateUnits calls
+    table = tmp_path / "all.csv"
+    table.write_text("transaction_id,account_id,unit_type,vintage,quantity,source,reason\n"
+                     + rows, encoding="utf-8")
+    with serving(tmp_path) as server:
+        token, _, _ = first_token(tmp_path)
+        with RegistryClient(server.address, token, attempts=1) as client:
+            seed_market(client)
+        env = environment(tmp_path, int(server.address.rsplit(":", 1)[1]))
+        code, shown = run_on_a_terminal([REGISTRY, "import", "allocations", str(table)],
+                                        tmp_path, env)
+    assert code == 0, shown
+    assert re.search(r"\rall\.csv: validated 1,500 of 1,500 rows \(100%\), [\d,]+ rows/s, "
+                     r"in \d+s", shown), shown
+    assert re.search(r"\rsent 1,500 of 1,500 rows \(100%\), [\d,]+ rows/s, in \d+s", shown), \
+        shown
+    completed = [line.split() for line in shown.splitlines() if line.startswith("COMPLETED")]
+    assert completed and completed[0][1] == "1,500", shown   # the summary, as in a pipe
