@@ -56,35 +56,39 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     init.set_defaults(run=_init)
     grant = verbs.add_parser("grant", help="grant a role (over accounts, for exchange and "
                              "operator)")
-    grant.add_argument("grant_id")
-    grant.add_argument("party")
-    grant.add_argument("name")
-    grant.add_argument("role", choices=ROLES)
+    grant.add_argument("grant_id", help="your id for this grant: a second administrator "
+                       "approves a pending grant by running the same grant with the same id")
+    grant.add_argument("party", help="the principal's party (an organisation id)")
+    grant.add_argument("name", help="the principal's name within its party")
+    grant.add_argument("role", choices=ROLES, metavar="ROLE",
+                       help=f"the role granted: {', '.join(ROLES)}")
     grant.add_argument("--accounts", default="",
                        help="comma-separated account ids ('*': every account, exchange only)")
     revoke_grant = verbs.add_parser("revoke-grant", help="withdraw a grant")
-    revoke_grant.add_argument("grant_id")
+    revoke_grant.add_argument("grant_id", help="the id the grant was made with")
     token = verbs.add_parser("token", help="issue or rotate a bearer token")
     token_verbs = token.add_subparsers(dest="token_verb", required=True)
     issue = token_verbs.add_parser("issue", help="a new token for a principal (shown once)")
-    issue.add_argument("party")
-    issue.add_argument("name")
+    issue.add_argument("party", help="the principal's party")
+    issue.add_argument("name", help="the principal's name within its party")
     rotate = token_verbs.add_parser("rotate", help="a new token, the old one revoked")
-    rotate.add_argument("credential_id")
+    rotate.add_argument("credential_id", help="the token's credential id (`access list`)")
     revoke = verbs.add_parser("revoke", help="revoke a token or certificate at once")
-    revoke.add_argument("credential_id")
+    revoke.add_argument("credential_id", help="the token's or certificate's credential id "
+                        "(`access list`)")
     cert = verbs.add_parser("cert", help="register a client certificate (mutual TLS)")
     cert_verbs = cert.add_subparsers(dest="cert_verb", required=True)
     add = cert_verbs.add_parser("add", help="map a certificate to a principal")
-    add.add_argument("party")
-    add.add_argument("name")
+    add.add_argument("party", help="the principal's party")
+    add.add_argument("name", help="the principal's name within its party")
     add.add_argument("certificate", type=Path, help="the client certificate, PEM")
     listing = verbs.add_parser("list", help="every principal with its grants and credentials")
     for parser, work in ((grant, "grant"), (revoke_grant, "revoke-grant"), (issue, "issue"),
                          (rotate, "rotate"), (revoke, "revoke"), (add, "cert"),
                          (listing, "list")):
         if parser is not listing:
-            parser.add_argument("--reason", required=True)
+            parser.add_argument("--reason", required=True, help="why: recorded with the "
+                                "change in the event log (required)")
         parser.set_defaults(run=partial(_call, work=work))
         add_connection_options(parser)
 

@@ -54,6 +54,7 @@ from registry.domain.allocation import (
 from registry.domain.errors import InvalidCommand
 from registry.imports import ALLOCATIONS_SCHEMA, PROGRESS_EVERY, AllocationLine
 from registry.problems import Problem, file_problems, print_problems, write_report
+from registry.progress import Progress
 from registry.remote import add_connection_options, client_for, report_error
 from registry.v1 import account_service_pb2 as account_pb
 
@@ -65,11 +66,15 @@ ID_PREFIX = {OutputUse.PRE_ALLOCATION: "PRE", OutputUse.TRUE_UP: "TRUEUP"}
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = sub.add_parser("allocate", help="compute a year's pre-allocation or true-up "
-                             "from benchmark and output files into an allocation table")
+                             "from benchmark and output files into an allocation table",
+                             description="Compute a year's pre-allocation or true-up from "
+                             "benchmark and output files into an allocation table to review "
+                             "and import (`registry import allocations`); nothing moves here.")
     phases = command.add_subparsers(dest="phase", required=True)
     for name, use in PHASES.items():
         phase = phases.add_parser(name, help=(
-            "70%% (the table's share) of benchmark x last year's output, topped up to"
+            "the table's share (e.g. 70%%) of benchmark x last year's output: allocate "
+            "what each account lacks of it"
             if use is OutputUse.PRE_ALLOCATION else
             "benchmark x the year's verified output: allocate what is missing or take "
             "back the excess"))
@@ -128,10 +133,10 @@ def _read_table(args: argparse.Namespace) -> BenchmarkTable | None:
 
 def _read(path: Path, schema: Schema[T], report: Path | None) -> ParsedFile[T] | None:
     """The file's rows, or None after naming every problem of it by line."""
-    def progress(done: int, total: int) -> None:
-        print(f"{path.name}: validated {done:,} of {total:,} rows", file=sys.stderr)
     try:
-        parsed = read_csv(path, schema, on_progress=progress, progress_every=PROGRESS_EVERY)
+        with Progress(f"{path.name}: validated", unit="rows") as meter:
+            parsed = read_csv(path, schema, progress_every=PROGRESS_EVERY,
+                              on_progress=lambda done, total: meter.update(done, total=total))
     except OSError as error:
         print(f"registry allocate: cannot read {path}: {error.strerror}", file=sys.stderr)
         return None
@@ -174,7 +179,8 @@ def _allocated(args: argparse.Namespace, accounts: Sequence[str],
     accounts it cannot say that for (unknown, not a compliance account)."""
     allocated: dict[str, int] = {}
     problems: list[Problem] = []
-    with client_for(args, timeout=60) as client:
+    with client_for(args, timeout=60) as client, \
+            Progress("asked the registry about", len(accounts), unit="accounts") as meter:
         for done, account in enumerate(accounts, 1):
             try:
                 status = client.call(client.accounts.GetComplianceStatus,
@@ -189,9 +195,7 @@ def _allocated(args: argparse.Namespace, accounts: Sequence[str],
                              for line in lines[account]]
                 continue
             allocated[account] = status.allocated
-            if done % PROGRESS_EVERY == 0 or done == len(accounts):
-                print(f"asked the registry about {done:,} of {len(accounts):,} accounts",
-                      file=sys.stderr)
+            meter.update(done)
     return problems or allocated
 
 

@@ -1,9 +1,10 @@
-"""The ``registry`` command."""
+"""The ``registry`` command: every operator's and regulator's tool, one entry point."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from registry import (
@@ -24,11 +25,51 @@ from registry.readmodels import check, worker
 from registry.readmodels.sql import make_engine
 from registry.runtime import tune_gc
 
+DESCRIPTION = """\
+A national carbon emissions trading registry: an event-sourced ledger of allowance (CEA)
+and offset (CCER) units, their issuance, allocation, transfer, settlement, surrender and
+cancellation, with read models projected from the events and a gRPC API.
+
+Main command groups:
+  run a registry     demo, serve, project, migrate, config
+  check it           supply, check, verify, ledger-digest, health
+  use a server       balances, history, trace, compliance-status, surrender, report
+  regulate           rules, close-year, propose, proposals, allocate, import
+  administer access  access (init, grant, token, cert, list)
+  measure            bench (from a source checkout)
+
+Settings come from REGISTRY_* environment variables (`registry config` lists them);
+with none set, the store is the SQLite file registry-data/registry.sqlite under the
+current directory. Exit status: 0 done, 1 a finding (a mismatch, a ledger that does
+not verify), 2 bad settings or input (including no store or no token found), 3 the
+database cannot be reached."""
+
+BENCH_HELP = """\
+usage: registry bench [--smoke] [suite options]
+
+The benchmark suite: starts a PostgreSQL-backed server, projection worker and clients
+as processes, measures them against a raw psycopg baseline and prints one table with
+PASS/FAIL per target (see docs/performance.md); --smoke is a quick check. The suite is
+not part of the installed package: run it from a source checkout of the registry (its
+bench/ folder), where `registry bench --help` lists every suite option."""
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when run
+    from a tree that was never installed."""
+    try:
+        return metadata.version("carbon-registry")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
 
 def main(argv: list[str] | None = None) -> int:
     tune_gc()
-    parser = argparse.ArgumentParser(prog="registry", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="registry", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="play a small national year on a fresh embedded store")
     demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                       help="where the demo's SQLite file goes (default: %(default)s)")
@@ -121,6 +162,7 @@ def _demo(data_dir: Path) -> int:
 
 def _supply() -> int:
     settings = Settings.from_env()
+    check.require_store(settings, "registry supply")
     registry = build_registry(settings)
     print(f"store: {settings.describe()}")
     ok = True
@@ -162,8 +204,12 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         suite = importlib.import_module("bench.suite.run")
     except ImportError as error:
+        if {"-h", "--help"} & set(args.args):
+            print(BENCH_HELP)
+            print(f"\n(here the suite cannot be loaded: {error})")
+            return 0
         print(f"registry bench: the suite is not installed ({error}); run it from a "
-              "source checkout", file=sys.stderr)
+              "source checkout of the registry (`registry bench --help`)", file=sys.stderr)
         return 2
     return int(suite.main(list(args.args)))
 

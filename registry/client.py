@@ -102,7 +102,10 @@ class RegistryClient:
         """``tls_ca`` (PEM CA certificates that sign the server's certificate) turns TLS
         on; ``tls_cert`` and ``tls_key`` (PEM) add a client certificate for mutual TLS."""
         self.channel = open_channel(target, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
-        self.metadata = (("authorization", f"Bearer {token}"),)
+        # No token (a client certificate authenticates instead): no authorization header,
+        # rather than an empty "Bearer " the server could only refuse as malformed.
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ())
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff

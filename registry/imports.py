@@ -63,6 +63,7 @@ from registry.problems import (
     violations_of,
     write_report,
 )
+from registry.progress import Progress as RowsProgress
 from registry.remote import (
     add_connection_options,
     client_for,
@@ -293,9 +294,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         add_connection_options(parser)
 
 
-def _progress(verb: str) -> Progress:
+def _progress(meter: RowsProgress) -> Progress:
+    """``read_csv``'s ``on_progress`` drawing ``meter`` (a terminal only)."""
     def report(done: int, total: int) -> None:
-        print(f"{verb} {done:,} of {total:,} rows", file=sys.stderr)
+        meter.update(done, total=total)
     return report
 
 
@@ -319,8 +321,9 @@ def _validated(args: argparse.Namespace, parsed: ParsedFile[T]) -> tuple[T, ...]
 
 def _read(args: argparse.Namespace, schema: Schema[T]) -> ParsedFile[T] | int:
     try:
-        return read_csv(args.file, schema, on_progress=_progress("validated"),
-                        progress_every=PROGRESS_EVERY)
+        with RowsProgress(f"{args.file.name}: validated", unit="rows") as meter:
+            return read_csv(args.file, schema, on_progress=_progress(meter),
+                            progress_every=PROGRESS_EVERY)
     except OSError as error:
         print(f"registry import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
         return 2
@@ -369,7 +372,8 @@ def _import_accounts(args: argparse.Namespace) -> int:
     parsed, rows = loaded
     counts: Counter[str] = Counter()
     problems: list[Problem] = []
-    with client_for(args, timeout=60) as client, ThreadPoolExecutor(OPENING_CALLERS) as pool:
+    with client_for(args, timeout=60) as client, ThreadPoolExecutor(OPENING_CALLERS) as pool, \
+            RowsProgress("opened", len(rows), unit="accounts") as meter:
         def open_one(line: AccountLine) -> admin_pb.OpenAccountResponse | ErrorDetails:
             try:
                 return client.call(client.administration.OpenAccount, account_request(line))
@@ -379,6 +383,7 @@ def _import_accounts(args: argparse.Namespace) -> int:
                 rows, parsed.lines, pool.map(open_one, rows), strict=True), 1):
             if isinstance(reply, ErrorDetails):
                 if reply.code not in REFUSING_CODES:
+                    meter.close()   # end the progress line before the message
                     print(f"registry import: {done - 1:,} rows were sent; the same file "
                           "again completes the rest", file=sys.stderr)
                     return report_error_details(reply)
@@ -386,8 +391,7 @@ def _import_accounts(args: argparse.Namespace) -> int:
                                         f"{row.account_id}: {reply.message}"))
             else:
                 counts["ALREADY_OPEN" if reply.replayed else "OPENED"] += 1
-            if done % PROGRESS_EVERY == 0 or done == len(rows):
-                print(f"sent {done:,} of {len(rows):,} rows", file=sys.stderr)
+            meter.update(done)
     print(f"OPENED {counts['OPENED']:,}, ALREADY_OPEN {counts['ALREADY_OPEN']:,}, "
           f"REFUSED {len(problems):,}")
     if problems:
@@ -404,20 +408,22 @@ def _import_allocations(args: argparse.Namespace) -> int:
     if args.propose:
         return _propose_allocations(args, rows, parsed.digest)
     results: list[tuple[int, admin_pb.AllocationResult]] = []
-    with client_for(args, timeout=300) as client:
+    with client_for(args, timeout=300) as client, \
+            RowsProgress("sent", len(rows), unit="rows") as meter:
         for start in range(0, len(rows), ALLOCATION_BATCH):
             chunk = rows[start:start + ALLOCATION_BATCH]
             try:
                 reply = client.call(client.administration.AllocateUnits,
                                     allocation_request(chunk))
             except grpc.RpcError as error:
+                meter.close()   # end the progress line before the message
                 return _server_refused(
                     args, error, parsed.lines, start,
                     f"{start:,} rows (before line {parsed.lines[start]}) were sent; fix the "
                     "cause and run the same file again: sent rows replay as "
                     "ALREADY_COMPLETED")
             results += zip(parsed.lines[start:], reply.results, strict=False)
-            print(f"sent {start + len(chunk):,} of {len(rows):,} rows", file=sys.stderr)
+            meter.update(start + len(chunk))
     return _summarise_allocations(args, results)
 
 

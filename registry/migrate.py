@@ -22,6 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+# Before Alembic's first import, which logs its plugin set-up (at INFO, into whatever
+# logging a server configured already).
+from registry.migrate_logging import quiet_alembic
+
+# isort: split
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
@@ -43,6 +48,7 @@ EVENT_STORE_TABLES = frozenset(
     {"registry_events", "registry_snapshots", "stored_events", "stored_snapshots"})
 """The library's tables: migrated, but not in the read-model metadata autogenerate
 compares against, so it must not propose dropping them."""
+
 
 _alembic_lock = threading.Lock()
 """Alembic's ``context`` and ``op`` are module-global proxies: one command at a time."""
@@ -185,6 +191,7 @@ def _steps(settings: Settings) -> Iterator[tuple[Config, list[str]]]:
         steps.append(f"{source} -> {target}: {title}" if title else f"{source} -> {target}")
 
     config.attributes["on_version_apply"] = record
+    quiet_alembic()   # idempotent: the filters stay even if something reset the loggers
     with _alembic_lock:
         try:
             yield config, steps

@@ -30,6 +30,9 @@ PROPOSAL_KINDS = [value.name.removeprefix("PROPOSAL_KIND_")
                   for value in admin_pb.ProposalKind.DESCRIPTOR.values if value.number]
 
 
+REASON_HELP = "why: recorded with the decision in the event log (required)"
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rules = sub.add_parser("rules", help="a compliance year's rules by sector, or set them")
     actions = rules.add_subparsers(dest="action", required=True)
@@ -48,12 +51,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     change.add_argument("--deadline", default="", help="surrender deadline, YYYY-MM-DD")
     change.add_argument("--obligation-cap-bps", type=int, default=None,
                         help="obligation capped at allocation + this share of emissions")
-    change.add_argument("--reason", required=True)
+    change.add_argument("--reason", required=True, help=REASON_HELP)
     change.set_defaults(run=partial(_call, work="set"))
     close = sub.add_parser("close-year", help="deadline processing: fix shortfalls, carry "
                            "them into next year's allocation, freeze the year's rules")
     close.add_argument("year", type=int)
-    close.add_argument("--reason", required=True)
+    close.add_argument("--reason", required=True, help=REASON_HELP)
     close.set_defaults(run=partial(_call, work="close"))
     report = sub.add_parser("report", help="reports from a running server")
     kinds = report.add_subparsers(dest="report", required=True)
@@ -78,7 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     for verb in (approve, reject):
         verb.add_argument("party", help="the proposing party (scopes the proposal id)")
         verb.add_argument("proposal_id")
-    reject.add_argument("--reason", required=True)
+    reject.add_argument("--reason", required=True, help=REASON_HELP)
     approve.set_defaults(run=partial(_call, work="approve"))
     reject.set_defaults(run=partial(_call, work="reject"))
     propose = sub.add_parser("propose", help="four eyes: propose an action for a second "
@@ -87,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     propose.add_argument("proposal_id")
     propose.add_argument("--payload", required=True,
                          help="the action's parameters as a JSON object, or @FILE")
-    propose.add_argument("--reason", required=True)
+    propose.add_argument("--reason", required=True, help=REASON_HELP)
     propose.add_argument("--valid-hours", type=int, default=0,
                          help="how long it waits for approval (1..2160; default 7 days)")
     propose.set_defaults(run=partial(_call, work="propose"))

@@ -47,7 +47,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     surrender.add_argument("--unit-type", default="CEA", choices=["CEA", "CCER"])
     surrender.add_argument("--vintage", type=int, default=None)
     surrender.add_argument("--project", default=None, help="the CCER project, if one")
-    surrender.add_argument("--reason", default="")
+    surrender.add_argument("--reason", default="",
+                           help="why: recorded with the surrender in the event log")
     surrender.set_defaults(run=_surrender)
     status = sub.add_parser("compliance-status", help="an account's compliance figures for "
                             "a year: emissions, obligation, surrendered, debt carried")
@@ -59,9 +60,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default=os.environ.get("REGISTRY_SERVER",
-                                                           "127.0.0.1:50051"))
-    parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
+    parser.add_argument("--server", metavar="HOST:PORT",
+                        default=os.environ.get("REGISTRY_SERVER", "127.0.0.1:50051"),
+                        help="the registry server to ask (default: $REGISTRY_SERVER, else "
+                        "127.0.0.1:50051)")
+    parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""),
+                        help="your bearer token (default: $REGISTRY_TOKEN, else the first "
+                        "token of $REGISTRY_CREDENTIALS_FILE or "
+                        "$REGISTRY_DATA_DIR/credentials)")
     add_tls_options(parser)
 
 
@@ -95,8 +101,17 @@ def call_remote(args: argparse.Namespace, work: Callable[[RegistryClient, argpar
 
 
 def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
+    """A client of ``args``' server with the resolved token; no token at all (and no
+    client certificate to authenticate with instead) is a ConfigurationError naming where
+    one was looked for, before any call: an empty token only earns the server's refusal."""
     token = args.token or _local_token()
     tls_ca, tls_cert, tls_key = tls_files(args)
+    if not token and tls_cert is None:
+        raise ConfigurationError(
+            f"no token: --token and REGISTRY_TOKEN are not set and {_credentials_path()} "
+            "does not exist or holds none; give one with --token TOKEN or REGISTRY_TOKEN=TOKEN "
+            "(`registry access init` or an administrator's `registry access token issue` "
+            "makes one; an embedded `registry serve` writes its first to that file)")
     return RegistryClient(args.server, token, timeout=timeout, attempts=2,
                           tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
@@ -146,14 +161,21 @@ def report_error_details(details: ErrorDetails) -> int:
 def _local_token() -> str:
     """The first token of the credentials file the embedded first start wrote (the
     first regulator's), so a local user needs no --token."""
-    data_dir = Path(os.environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
-    path = Path(os.environ.get("REGISTRY_CREDENTIALS_FILE", "") or data_dir / "credentials")
-    if path.exists():
+    path = _credentials_path()
+    if path.is_file():
         for line in path.read_text().splitlines():
             fields = line.split("#", 1)[0].split()
             if fields:
                 return fields[0]
     return ""
+
+
+def _credentials_path() -> Path:
+    """``REGISTRY_CREDENTIALS_FILE``, else ``$REGISTRY_DATA_DIR/credentials``, absolute so
+    a message says where it was looked for whatever the working directory."""
+    data_dir = Path(os.environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
+    path = Path(os.environ.get("REGISTRY_CREDENTIALS_FILE", "") or data_dir / "credentials")
+    return path.absolute()
 
 
 def _remote(args: argparse.Namespace, command: str) -> int:

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
 from registry.integrity.verify import verify_ledger
 from registry.observability.metrics import RegistryMetrics
+from registry.progress import Progress
+from registry.readmodels.check import require_store
 from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
@@ -42,12 +45,30 @@ def add_parser(sub: Any) -> None:
     project.set_defaults(run=run)
 
 
-def progress(done: int, head: int, seconds: float) -> None:
-    rate = done / seconds if seconds > 0 else 0.0
-    left = max(0, head - done)
-    eta = f", about {left / rate:.0f}s left" if rate and left else ""
-    print(f"  {done:,} events in {seconds:.1f}s ({rate:,.0f}/s){eta}", flush=True)
+def events_progress(label: str, start: int = 0
+                    ) -> tuple[Progress, Callable[[int, int, float], None]]:
+    """A progress line for a catch-up from position ``start`` or a rebuild (a terminal
+    only, not in JSON-log mode), and the ``report(done, head, seconds)`` the runner
+    calls it through: ``done`` counts this run's events, so the total is head - start."""
+    meter = Progress(label, unit="events")
 
+    def report(done: int, head: int, _: float) -> None:
+        meter.update(done, total=max(head - start, done))
+    return meter, report
+
+
+def lowest_position(runner: ProjectionRunner) -> int:
+    """Where a catch-up starts: the position of the projection furthest behind."""
+    return min((line.position for line in runner.status()), default=0)
+
+
+def summary(done: int, seconds: float) -> str:
+    rate = f" ({done / seconds:,.0f}/s)" if seconds > 0 and done else ""
+    return f"{done:,} events in {seconds:.1f}s{rate}"
+
+
+PROGRESS_SECONDS = 0.5
+"""How often a catch-up reports to its progress line (shown on a terminal only)."""
 
 FAULT_PAUSES = (1.0, 2.0, 5.0, 10.0, 15.0)
 """Seconds between attempts to take the lease again after database faults in a row."""
@@ -72,7 +93,11 @@ def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Sett
                     break
                 print(f"holding the projection lease; catching up on "
                       f"{settings.describe()}", flush=True)
-                runner.catch_up(progress)
+                started = time.monotonic()
+                meter, report = events_progress("caught up on", lowest_position(runner))
+                with meter:
+                    done = runner.catch_up(report, every=PROGRESS_SECONDS)
+                print(f"caught up: {summary(done, time.monotonic() - started)}", flush=True)
                 faults = 0
                 if once:
                     return 0
@@ -126,6 +151,9 @@ def ledger_check(engine: Engine, registry: Registry, metrics: RegistryMetrics
 def run(args: argparse.Namespace) -> int:
     configuration.check(server=False)
     settings = Settings.from_env()
+    if args.status or args.rebuild:   # reads (or rebuilds) a store: never creates one
+        require_store(settings, "registry project --status" if args.status
+                      else "registry project --rebuild")
     registry = build_registry(settings)
     engine = make_engine(settings)
     sealer = (None if args.status or args.rebuild else
@@ -155,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.rebuild:
             print(f"rebuilding {args.rebuild} from position zero", flush=True)
-            done = runner.rebuild(args.rebuild, progress)
+            meter, report = events_progress(f"rebuilt {args.rebuild} from")
+            with meter:
+                done = runner.rebuild(args.rebuild, report)
             print(f"{args.rebuild} rebuilt from {done:,} events and swapped in")
             return 0
         stop = threading.Event()
