@@ -63,8 +63,8 @@ def package_version() -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    tune_gc()
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its options (what ``registry --help`` lists)."""
     parser = argparse.ArgumentParser(prog="registry", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
@@ -101,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                            "needs a source checkout")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(run=_bench)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    tune_gc()
+    args = build_parser().parse_args(argv)
     try:
         args.from_file = configuration.load()
         if hasattr(args, "run"):
