@@ -117,6 +117,17 @@ class Settings:
         return env
 
 
+def data_file(setting: str, default_name: str,
+              environ: Mapping[str, str] | None = None) -> Path:
+    """The file a setting names, else ``default_name`` in ``REGISTRY_DATA_DIR``: where
+    the embedded registry keeps its keys and published checkpoints with no set-up."""
+    environ = os.environ if environ is None else environ
+    given = environ.get(setting, "").strip()
+    if given:
+        return Path(given)
+    return Path(environ.get("REGISTRY_DATA_DIR", "") or DEFAULT_DATA_DIR) / default_name
+
+
 def _int(environ: Mapping[str, str], key: str, default: int) -> int:
     value = environ.get(key)
     if value is None or value == "":

@@ -200,7 +200,7 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         for attempt in range(1, INSERT_ATTEMPTS + 1):
             try:
                 if plain:
-                    return self._insert_events_plainly(stored_events, columns)
+                    return self._insert_events_plainly(columns)
                 return cast("Sequence[int] | None", _LIBRARY_INSERT(
                     self, stored_events, **{**kwargs, "columns": columns}))
             except (OperationalError, InterfaceError) as error:
@@ -209,15 +209,13 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
                 time.sleep(0.2)
         raise AssertionError("unreachable")
 
-    def _insert_events_plainly(self, stored_events: Sequence[StoredEvent],
-                               columns: tuple[list[Any], ...] | None = None) -> list[int]:
+    def _insert_events_plainly(self, columns: tuple[list[Any], ...]) -> list[int]:
         """Lock, notify and insert in one transaction, each statement sent whole before
         its answer is read."""
         with self.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor() as curs:
             curs.execute(self.prepare_plain_statement)
-            curs.execute(self.insert_columns_statement,
-                         columns or self._columns(stored_events), prepare=True)
+            curs.execute(self.insert_columns_statement, columns, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def _columns(self, stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:

@@ -12,6 +12,7 @@ from registry.domain.errors import InvalidCommand
 from registry.integrity.log import EventLog
 from registry.observability.metrics import RegistryMetrics
 from registry.readmodels.queries import ReadModels
+from registry.readmodels.runner import ReadModelTimeout
 
 READ_WAIT_CAP_SECONDS = 5.0
 
@@ -36,6 +37,11 @@ class Backend:
                                  reason="INVALID_POSITION", field=field)
         if position == 0:
             return
+        try:   # usually the projections are there already: one query, no head probe
+            self.read_models.wait_for(position, timeout=0)
+            return
+        except ReadModelTimeout:
+            pass
         head = self.head()
         if position > head:
             raise InvalidCommand(

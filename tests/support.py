@@ -99,3 +99,15 @@ def open_company(registry: Registry, account_id: str, sector: str = "POWER") -> 
 
 def open_trader(registry: Registry, account_id: str) -> None:
     registry.open_account(REGULATOR, account_id, AccountType.TRADING, Holder(f"{account_id} Ltd"))
+
+
+def terminate_all(url: str) -> int:
+    """What a failover or restart does to the registry: every session of its database
+    but this one ends. Returns how many were ended."""
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from uuid import UUID
 
-from registry.config import DEFAULT_DATA_DIR, ConfigurationError
+from registry.config import ConfigurationError, data_file
 from registry.integrity.chain import StoredLogEvent, originator_bytes
 from registry.integrity.signing import _write_new
 
@@ -60,11 +60,7 @@ class EventKeyError(ConfigurationError):
 
 def event_key_path(environ: Mapping[str, str] | None = None) -> Path:
     """``REGISTRY_EVENT_KEY``, else the data directory's ``event-key``."""
-    environ = os.environ if environ is None else environ
-    given = environ.get(EVENT_KEY_ENV, "").strip()
-    if given:
-        return Path(given)
-    return Path(environ.get("REGISTRY_DATA_DIR", "") or DEFAULT_DATA_DIR) / DEFAULT_EVENT_KEY_FILE
+    return data_file(EVENT_KEY_ENV, DEFAULT_EVENT_KEY_FILE, environ)
 
 
 def event_key_given(environ: Mapping[str, str] | None = None) -> bool:

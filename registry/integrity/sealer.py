@@ -34,7 +34,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
-from registry.config import ConfigurationError
+from registry.config import ConfigurationError, data_file
 from registry.integrity.authentication import (
     event_key_id,
     event_key_path,
@@ -65,11 +65,7 @@ DEFAULT_CHECKPOINTS_FILE = "ledger-checkpoints.jsonl"
 def checkpoints_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where signed checkpoints are published: ``REGISTRY_LEDGER_CHECKPOINTS``, else
     the data directory's ``ledger-checkpoints.jsonl``."""
-    environ = os.environ if environ is None else environ
-    given = environ.get(CHECKPOINTS_ENV, "").strip()
-    if given:
-        return Path(given)
-    return Path(environ.get("REGISTRY_DATA_DIR", "") or "registry-data") / DEFAULT_CHECKPOINTS_FILE
+    return data_file(CHECKPOINTS_ENV, DEFAULT_CHECKPOINTS_FILE, environ)
 
 
 def checkpoint_record(checkpoint: Checkpoint, signed_at: datetime | None = None

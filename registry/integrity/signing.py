@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from registry.config import DEFAULT_DATA_DIR, ConfigurationError
+from registry.config import ConfigurationError, data_file
 from registry.integrity.chain import DIGEST_SIZE, GENESIS
 
 CHECKPOINT_LABEL = b"carbon-registry/ledger/checkpoint/v1"
@@ -167,11 +167,7 @@ def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
 
 def private_key_path(environ: Mapping[str, str] | None = None) -> Path:
     """``REGISTRY_LEDGER_KEY``, else the data directory's key file."""
-    environ = os.environ if environ is None else environ
-    given = environ.get(KEY_ENV, "").strip()
-    if given:
-        return Path(given)
-    return Path(environ.get("REGISTRY_DATA_DIR", "") or DEFAULT_DATA_DIR) / DEFAULT_KEY_FILE
+    return data_file(KEY_ENV, DEFAULT_KEY_FILE, environ)
 
 
 def checkpoint_message(position: int, digest: bytes, key: str,

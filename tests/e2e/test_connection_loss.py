@@ -19,7 +19,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from registry.client import RegistryClient
@@ -30,7 +29,7 @@ from registry.v1 import audit_service_pb2 as audit_pb
 from tests.e2e.market import caught_up, seed_market
 from tests.e2e.test_scale_out import Cluster, principals, wait_for
 from tests.e2e.test_server_process import environment, free_port, registry_command
-from tests.support import fresh_pg_database
+from tests.support import fresh_pg_database, terminate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = (("settle", "exchange", 60), ("settle", "exchange", 60),
@@ -47,16 +46,6 @@ def lines(path: Path) -> list[dict[str, object]]:
 def acks(path: Path) -> list[dict[str, object]]:
     return [line for line in lines(path) if "code" not in line]
 
-
-def terminate_all(url: str) -> int:
-    """What a failover does to the registry: every session of its database ends."""
-    dbname = url.rsplit("/", 1)[1]
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
 from services.errors import to_status
-from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
+from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, terminate_all
 
 pytestmark = pytest.mark.postgres
 
@@ -48,16 +48,6 @@ def registry(url: str) -> Iterator[Registry]:
     finally:
         registry.close()
 
-
-def terminate_all(url: str) -> int:
-    """End every session on the test database but this one, as a restart does."""
-    dbname = url.rsplit("/", 1)[1]
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def reason_of(status: grpc.Status) -> str:
