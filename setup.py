@@ -23,14 +23,24 @@ def generate_stubs() -> None:
 
     include = Path(protoc.__file__).parent / "_proto"
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    args = ["grpc_tools.protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={ROOT}",
-            f"--grpc_python_out={ROOT}"]
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{include}",
+        f"--python_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
+    ]
     mypy_plugin = shutil.which("protoc-gen-mypy") or _beside_python("protoc-gen-mypy")
     mypy_grpc_plugin = shutil.which("protoc-gen-mypy_grpc") or _beside_python(
-        "protoc-gen-mypy_grpc")
+        "protoc-gen-mypy_grpc"
+    )
     if mypy_plugin and mypy_grpc_plugin:
-        args += [f"--plugin=protoc-gen-mypy={mypy_plugin}", f"--mypy_out={ROOT}",
-                 f"--plugin=protoc-gen-mypy_grpc={mypy_grpc_plugin}", f"--mypy_grpc_out={ROOT}"]
+        args += [
+            f"--plugin=protoc-gen-mypy={mypy_plugin}",
+            f"--mypy_out={ROOT}",
+            f"--plugin=protoc-gen-mypy_grpc={mypy_grpc_plugin}",
+            f"--mypy_grpc_out={ROOT}",
+        ]
     if protoc.main([*args, *sources]) != 0:
         raise SystemExit("protoc failed to generate the registry.v1 stubs")
 

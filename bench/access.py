@@ -14,8 +14,7 @@ Grants = Iterable[tuple[str, Iterable[str]]]
 linked to every account."""
 
 
-def seed_principals(url: str, principals: Mapping[str, tuple[Principal, Grants]]
-                    ) -> dict[str, str]:
+def seed_principals(url: str, principals: Mapping[str, tuple[Principal, Grants]]) -> dict[str, str]:
     """Grant each principal its roles and issue it a token: name -> token."""
     registry = build_registry(Settings(url))
     system = Principal("system", "bench")
@@ -23,8 +22,14 @@ def seed_principals(url: str, principals: Mapping[str, tuple[Principal, Grants]]
         tokens = {}
         for name, (principal, grants) in principals.items():
             for role, accounts in grants:
-                registry.access.grant_role(system, f"bench-{name}-{role}", principal, role,
-                                           tuple(accounts), "benchmark caller")
+                registry.access.grant_role(
+                    system,
+                    f"bench-{name}-{role}",
+                    principal,
+                    role,
+                    tuple(accounts),
+                    "benchmark caller",
+                )
             tokens[name] = registry.access.issue_token(system, principal, "benchmark").token
         return tokens
     finally:

@@ -66,25 +66,56 @@ def wait_serving(address: str, timeout: float = 60) -> None:
 def seed(client: RegistryClient) -> None:
     admin = client.administration
     for account in ACCOUNTS:
-        client.call(admin.OpenAccount, admin_pb.OpenAccountRequest(
-            account_id=account, account_type=common.ACCOUNT_TYPE_COMPLIANCE,
-            holder=common.Holder(name=account, credit_code="91110000100001234X",
-                                 sector=common.SECTOR_POWER, province="Beijing")))
-    client.call(admin.IssueUnits, admin_pb.IssueUnitsRequest(
-        transaction_id="ISS", unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA,
-                                                          vintage=2025),
-        quantity=10**9, reason="bench"))
-    client.call(admin.AllocateUnits, admin_pb.AllocateUnitsRequest(rows=[
-        admin_pb.AllocationRow(transaction_id=f"AL-{a}", account_id=a,
-                               unit_type=common.UNIT_TYPE_CEA, quantity=10**8,
-                               source_account="CN-ISSUANCE") for a in ACCOUNTS]))
+        client.call(
+            admin.OpenAccount,
+            admin_pb.OpenAccountRequest(
+                account_id=account,
+                account_type=common.ACCOUNT_TYPE_COMPLIANCE,
+                holder=common.Holder(
+                    name=account,
+                    credit_code="91110000100001234X",
+                    sector=common.SECTOR_POWER,
+                    province="Beijing",
+                ),
+            ),
+        )
+    client.call(
+        admin.IssueUnits,
+        admin_pb.IssueUnitsRequest(
+            transaction_id="ISS",
+            unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA, vintage=2025),
+            quantity=10**9,
+            reason="bench",
+        ),
+    )
+    client.call(
+        admin.AllocateUnits,
+        admin_pb.AllocateUnitsRequest(
+            rows=[
+                admin_pb.AllocationRow(
+                    transaction_id=f"AL-{a}",
+                    account_id=a,
+                    unit_type=common.UNIT_TYPE_CEA,
+                    quantity=10**8,
+                    source_account="CN-ISSUANCE",
+                )
+                for a in ACCOUNTS
+            ]
+        ),
+    )
 
 
 def trades(prefix: str, count: int) -> list[settlement_pb.Trade]:
-    return [settlement_pb.Trade(
-        trade_id=f"{prefix}-{n}", seller_account=ACCOUNTS[n % 2],
-        buyer_account=ACCOUNTS[1 - n % 2], unit_type=common.UNIT_TYPE_CEA,
-        quantity=1 + n % 7) for n in range(count)]
+    return [
+        settlement_pb.Trade(
+            trade_id=f"{prefix}-{n}",
+            seller_account=ACCOUNTS[n % 2],
+            buyer_account=ACCOUNTS[1 - n % 2],
+            unit_type=common.UNIT_TYPE_CEA,
+            quantity=1 + n % 7,
+        )
+        for n in range(count)
+    ]
 
 
 def settle_rate(client: RegistryClient, batch: int, total: int) -> tuple[float, float, int]:
@@ -95,15 +126,16 @@ def settle_rate(client: RegistryClient, batch: int, total: int) -> tuple[float, 
     started = time.perf_counter()
     for start in range(0, total, batch):
         began = time.perf_counter()
-        results = client.settle_trades(all_trades[start:start + batch], batch_size=batch)
+        results = client.settle_trades(all_trades[start : start + batch], batch_size=batch)
         latencies.append(time.perf_counter() - began)
         assert all(r.status == settlement_pb.TRADE_STATUS_SETTLED for r in results), results
     elapsed = time.perf_counter() - started
     return total / elapsed, percentile(latencies, 99) * 1000, results[-1].position
 
 
-def balances_latency(address: str, token: str, callers: int, calls: int
-                     ) -> tuple[float, float, float]:
+def balances_latency(
+    address: str, token: str, callers: int, calls: int
+) -> tuple[float, float, float]:
     """(calls/s, p50 ms, p99 ms) of GetBalances from ``callers`` threads."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -126,8 +158,11 @@ def balances_latency(address: str, token: str, callers: int, calls: int
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return (len(latencies) / elapsed, percentile(latencies, 50) * 1000,
-            percentile(latencies, 99) * 1000)
+    return (
+        len(latencies) / elapsed,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+    )
 
 
 def wait_for_read_models(client: RegistryClient, position: int) -> float:
@@ -136,9 +171,11 @@ def wait_for_read_models(client: RegistryClient, position: int) -> float:
     started = time.perf_counter()
     while True:
         try:
-            client.accounts.GetBalances(account_pb.GetBalancesRequest(
-                account_id=ACCOUNTS[0], min_position=position),
-                metadata=client.metadata, timeout=10)
+            client.accounts.GetBalances(
+                account_pb.GetBalancesRequest(account_id=ACCOUNTS[0], min_position=position),
+                metadata=client.metadata,
+                timeout=10,
+            )
         except grpc.RpcError as error:
             if error.code() is not grpc.StatusCode.UNAVAILABLE:
                 raise
@@ -151,11 +188,13 @@ def percentile(values: list[float], pct: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default="")
-    parser.add_argument("--trades", type=int, default=10_000,
-                        help="trades per batch size (batch 1 settles a tenth)")
+    parser.add_argument(
+        "--trades", type=int, default=10_000, help="trades per batch size (batch 1 settles a tenth)"
+    )
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--calls", type=int, default=200, help="GetBalances per caller")
     args = parser.parse_args()
@@ -165,12 +204,18 @@ def main() -> None:
     if postgres:
         reset_postgres(url)
     migrate.upgrade(Settings(url))
-    token = seed_principals(url, {"bench": (Principal("exchange", "bench"), (
-        ("regulator", ()), ("exchange", ("*",))))})["bench"]
+    token = seed_principals(
+        url, {"bench": (Principal("exchange", "bench"), (("regulator", ()), ("exchange", ("*",))))}
+    )["bench"]
     address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "REGISTRY_DATABASE_URL": url, "REGISTRY_DATA_DIR": str(work),
-           "REGISTRY_LISTEN": address, "REGISTRY_MAX_CONCURRENT_RPCS": "256",
-           "REGISTRY_FOUR_EYES": "off"}
+    env = {
+        **os.environ,
+        "REGISTRY_DATABASE_URL": url,
+        "REGISTRY_DATA_DIR": str(work),
+        "REGISTRY_LISTEN": address,
+        "REGISTRY_MAX_CONCURRENT_RPCS": "256",
+        "REGISTRY_FOUR_EYES": "off",
+    }
     # the callers are one principal standing for many clients: it may use every thread
     # (the per-caller share protects others, whom this benchmark does not have)
     env.setdefault("REGISTRY_MAX_CALLS_PER_PRINCIPAL", env.get("REGISTRY_MAX_WORKERS", "16"))
@@ -179,25 +224,32 @@ def main() -> None:
     processes = [subprocess.Popen([*registry, "serve"], env=env, stdout=log, stderr=log)]
     try:
         if postgres:
-            processes.append(subprocess.Popen([*registry, "project"], env=env,
-                                              stdout=log, stderr=log))
+            processes.append(
+                subprocess.Popen([*registry, "project"], env=env, stdout=log, stderr=log)
+            )
         wait_serving(address)
-        print(f"store: {'PostgreSQL' if postgres else 'SQLite'}; server and "
-              f"{'worker processes' if postgres else 'in-process projections'}; machine: "
-              f"{os.cpu_count()} cores, {platform.machine()}, Python "
-              f"{platform.python_version()}")
+        print(
+            f"store: {'PostgreSQL' if postgres else 'SQLite'}; server and "
+            f"{'worker processes' if postgres else 'in-process projections'}; machine: "
+            f"{os.cpu_count()} cores, {platform.machine()}, Python "
+            f"{platform.python_version()}"
+        )
         with RegistryClient(address, token, timeout=120) as client:
             seed(client)
             for batch in (1, 100, 1000):
                 total = max(batch, args.trades // 10 if batch == 1 else args.trades)
                 rate, p99, last = settle_rate(client, batch, total)
-                print(f"SettleTrades batch {batch:>5}: {rate:>8,.0f} trades/s "
-                      f"({total:,} trades, p99 {p99:,.1f} ms per call)")
+                print(
+                    f"SettleTrades batch {batch:>5}: {rate:>8,.0f} trades/s "
+                    f"({total:,} trades, p99 {p99:,.1f} ms per call)"
+                )
             caught_up = wait_for_read_models(client, last)
             print(f"(projections caught up {caught_up:.1f} s after the last batch)")
         rate, p50, p99 = balances_latency(address, token, args.callers, args.calls)
-        print(f"GetBalances, {args.callers} callers: {rate:,.0f} calls/s, "
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        print(
+            f"GetBalances, {args.callers} callers: {rate:,.0f} calls/s, "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
     finally:
         for process in processes:
             process.terminate()

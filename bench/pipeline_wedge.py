@@ -26,10 +26,11 @@ TABLE = "bench_pipeline_wedge"
 
 def insert_once(url: str, size: int, pipelined: bool) -> None:
     states = [os.urandom(size // ROWS) for _ in range(ROWS)]
-    params = ([uuid.uuid4() for _ in range(ROWS)], list(range(ROWS)), ["t" * 128] * ROWS,
-              states)
-    insert = (f"INSERT INTO {TABLE} (oid, v, topic, state) SELECT * FROM "
-              "unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) RETURNING id")
+    params = ([uuid.uuid4() for _ in range(ROWS)], list(range(ROWS)), ["t" * 128] * ROWS, states)
+    insert = (
+        f"INSERT INTO {TABLE} (oid, v, topic, state) SELECT * FROM "
+        "unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) RETURNING id"
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         if pipelined:
             with conn.pipeline() as pipeline, conn.transaction(), conn.cursor() as cur:
@@ -40,8 +41,7 @@ def insert_once(url: str, size: int, pipelined: bool) -> None:
                 assert len(cur.fetchall()) == ROWS
         else:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE; "
-                            "NOTIFY bench_pipeline_wedge")
+                cur.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE; NOTIFY bench_pipeline_wedge")
                 cur.execute(insert, params)
                 assert len(cur.fetchall()) == ROWS
 
@@ -55,12 +55,15 @@ def main() -> None:
     parser.add_argument("--mode", choices=("pipeline", "plain"), default="pipeline")
     args = parser.parse_args()
     with psycopg.connect(args.database_url, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
-                     "oid uuid, v bigint, topic text, state bytea)")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
+            "oid uuid, v bigint, topic text, state bytea)"
+        )
     wedged, seconds = 0, []
     for _ in range(args.tries):
         child = multiprocessing.Process(
-            target=insert_once, args=(args.database_url, args.size, args.mode == "pipeline"))
+            target=insert_once, args=(args.database_url, args.size, args.mode == "pipeline")
+        )
         started = time.perf_counter()
         child.start()
         child.join(args.timeout)
@@ -73,8 +76,10 @@ def main() -> None:
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE {TABLE}")
     done = f", finished ones took {min(seconds):.2f}-{max(seconds):.2f} s" if seconds else ""
-    print(f"{args.mode}: {wedged} of {args.tries} inserts of {args.size:,} bytes wedged "
-          f"(no answer in {args.timeout:.0f} s){done}")
+    print(
+        f"{args.mode}: {wedged} of {args.tries} inserts of {args.size:,} bytes wedged "
+        f"(no answer in {args.timeout:.0f} s){done}"
+    )
 
 
 if __name__ == "__main__":

@@ -28,14 +28,18 @@ from registry.readmodels.tables import metadata
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url", default="")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep the history already in --database-url (a previous run's): "
-                             "empty the read models only, and time again")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the history already in --database-url (a previous run's): "
+        "empty the read models only, and time again",
+    )
     args = parser.parse_args()
     if args.reuse and not args.database_url:
         parser.error("--reuse needs the --database-url of a previous run")
@@ -47,8 +51,12 @@ def main() -> None:
         registry = build_registry(settings)
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
-                conn.execute(text("TRUNCATE " + ", ".join(
-                    f'"{table.name}"' for table in metadata.sorted_tables)))
+                conn.execute(
+                    text(
+                        "TRUNCATE "
+                        + ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+                    )
+                )
             else:
                 for table in reversed(metadata.sorted_tables):
                     conn.execute(table.delete())
@@ -61,18 +69,24 @@ def main() -> None:
             registry.settle_trades(EXCHANGE, trades(f"C{batch}", 1000))
     runner = ProjectionRunner(registry, engine, batch_size=args.batch_size)
     head = runner.head()
-    print(f"store: {settings.describe()}; {'reused' if args.reuse else 'wrote'} {head:,} "
-          f"events in {time.perf_counter() - started:.1f}s; batches of {args.batch_size:,}")
+    print(
+        f"store: {settings.describe()}; {'reused' if args.reuse else 'wrote'} {head:,} "
+        f"events in {time.perf_counter() - started:.1f}s; batches of {args.batch_size:,}"
+    )
     started = time.perf_counter()
     done = runner.catch_up()
     elapsed = time.perf_counter() - started
-    print(f"catch-up, 6 projections: {done:,} events in {elapsed:.1f}s = "
-          f"{done / elapsed:,.0f} events/s")
+    print(
+        f"catch-up, 6 projections: {done:,} events in {elapsed:.1f}s = "
+        f"{done / elapsed:,.0f} events/s"
+    )
     started = time.perf_counter()
     done = runner.rebuild("serials")
     elapsed = time.perf_counter() - started
-    print(f"rebuild of serials + swap: {done:,} events in {elapsed:.1f}s = "
-          f"{done / elapsed:,.0f} events/s")
+    print(
+        f"rebuild of serials + swap: {done:,} events in {elapsed:.1f}s = "
+        f"{done / elapsed:,.0f} events/s"
+    )
     registry.close()
     engine.dispose()
 

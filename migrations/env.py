@@ -54,8 +54,13 @@ def run_offline() -> None:
     engine = make_engine(settings())
     url = engine.url
     engine.dispose()
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      transactional_ddl=True, include_object=include_object)
+    context.configure(
+        url=url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        transactional_ddl=True,
+        include_object=include_object,
+    )
     run_migrations()
 
 

@@ -43,27 +43,44 @@ ROLES = [role.value for role in Role]
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     access = sub.add_parser("access", help="principals, role grants, tokens, certificates")
     verbs = access.add_subparsers(dest="verb", required=True)
-    init = verbs.add_parser("init", help="found the registry's access: its administrators "
-                            "and first regulators, each with a token, directly in the "
-                            "configured store (only when nobody has a grant)")
+    init = verbs.add_parser(
+        "init",
+        help="found the registry's access: its administrators "
+        "and first regulators, each with a token, directly in the "
+        "configured store (only when nobody has a grant)",
+    )
     init.add_argument("--party", required=True, help="the first administrator's party")
     init.add_argument("--name", required=True, help="the first administrator's name")
     for role in (Role.ADMIN, Role.REGULATOR, Role.AUDITOR):
-        init.add_argument(f"--{role}", action="append", default=[], metavar="PARTY/NAME",
-                          help=f"another {role} (repeat)")
-    init.add_argument("--reason", default="registry access init",
-                      help="recorded with every grant and token")
+        init.add_argument(
+            f"--{role}",
+            action="append",
+            default=[],
+            metavar="PARTY/NAME",
+            help=f"another {role} (repeat)",
+        )
+    init.add_argument(
+        "--reason", default="registry access init", help="recorded with every grant and token"
+    )
     init.set_defaults(run=_init)
-    grant = verbs.add_parser("grant", help="grant a role (over accounts, for exchange and "
-                             "operator)")
-    grant.add_argument("grant_id", help="your id for this grant: a second administrator "
-                       "approves a pending grant by running the same grant with the same id")
+    grant = verbs.add_parser(
+        "grant", help="grant a role (over accounts, for exchange and operator)"
+    )
+    grant.add_argument(
+        "grant_id",
+        help="your id for this grant: a second administrator "
+        "approves a pending grant by running the same grant with the same id",
+    )
     grant.add_argument("party", help="the principal's party (an organisation id)")
     grant.add_argument("name", help="the principal's name within its party")
-    grant.add_argument("role", choices=ROLES, metavar="ROLE",
-                       help=f"the role granted: {', '.join(ROLES)}")
-    grant.add_argument("--accounts", default="",
-                       help="comma-separated account ids ('*': every account, exchange only)")
+    grant.add_argument(
+        "role", choices=ROLES, metavar="ROLE", help=f"the role granted: {', '.join(ROLES)}"
+    )
+    grant.add_argument(
+        "--accounts",
+        default="",
+        help="comma-separated account ids ('*': every account, exchange only)",
+    )
     revoke_grant = verbs.add_parser("revoke-grant", help="withdraw a grant")
     revoke_grant.add_argument("grant_id", help="the id the grant was made with")
     token = verbs.add_parser("token", help="issue or rotate a bearer token")
@@ -74,8 +91,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rotate = token_verbs.add_parser("rotate", help="a new token, the old one revoked")
     rotate.add_argument("credential_id", help="the token's credential id (`access list`)")
     revoke = verbs.add_parser("revoke", help="revoke a token or certificate at once")
-    revoke.add_argument("credential_id", help="the token's or certificate's credential id "
-                        "(`access list`)")
+    revoke.add_argument(
+        "credential_id", help="the token's or certificate's credential id (`access list`)"
+    )
     cert = verbs.add_parser("cert", help="register a client certificate (mutual TLS)")
     cert_verbs = cert.add_subparsers(dest="cert_verb", required=True)
     add = cert_verbs.add_parser("add", help="map a certificate to a principal")
@@ -83,12 +101,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add.add_argument("name", help="the principal's name within its party")
     add.add_argument("certificate", type=Path, help="the client certificate, PEM")
     listing = verbs.add_parser("list", help="every principal with its grants and credentials")
-    for parser, work in ((grant, "grant"), (revoke_grant, "revoke-grant"), (issue, "issue"),
-                         (rotate, "rotate"), (revoke, "revoke"), (add, "cert"),
-                         (listing, "list")):
+    for parser, work in (
+        (grant, "grant"),
+        (revoke_grant, "revoke-grant"),
+        (issue, "issue"),
+        (rotate, "rotate"),
+        (revoke, "revoke"),
+        (add, "cert"),
+        (listing, "list"),
+    ):
         if parser is not listing:
-            parser.add_argument("--reason", required=True, help="why: recorded with the "
-                                "change in the event log (required)")
+            parser.add_argument(
+                "--reason",
+                required=True,
+                help="why: recorded with the change in the event log (required)",
+            )
         parser.set_defaults(run=partial(_call, work=work))
         add_connection_options(parser)
 
@@ -110,14 +137,20 @@ def _init(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     if made is None:
-        print("registry access init: principals exist already; an administrator grants "
-              "with 'registry access grant'", file=sys.stderr)
+        print(
+            "registry access init: principals exist already; an administrator grants "
+            "with 'registry access grant'",
+            file=sys.stderr,
+        )
         return 2
     if sum(role is Role.ADMIN for _, role in founders) < 2:
-        print("registry access init: one administrator: regulator, exchange, operator and "
-              "admin grants need a second administrator to approve them; found the "
-              "registry with two (--admin PARTY/NAME)", file=sys.stderr)
-    for first in reversed(made):   # the first administrator's token on the last line
+        print(
+            "registry access init: one administrator: regulator, exchange, operator and "
+            "admin grants need a second administrator to approve them; found the "
+            "registry with two (--admin PARTY/NAME)",
+            file=sys.stderr,
+        )
+    for first in reversed(made):  # the first administrator's token on the last line
         print(f"{first.principal} ({first.role}): token (shown once):\n{first.token.token}")
     return 0
 
@@ -135,53 +168,88 @@ def _call(args: argparse.Namespace, work: str) -> int:
 
 def _grant(client: RegistryClient, args: argparse.Namespace) -> None:
     accounts = [a.strip() for a in args.accounts.split(",") if a.strip()]
-    reply = client.call(client.access.GrantRole, pb.GrantRoleRequest(
-        grant_id=args.grant_id, party=args.party, name=args.name,
-        role=pb.Role.Value(f"ROLE_{args.role.upper()}"), account_ids=accounts,
-        reason=args.reason))
-    what = (f"grant {reply.grant_id}: {args.party}/{args.name} {args.role}"
-            + (f" over {', '.join(accounts)}" if accounts else ""))
+    reply = client.call(
+        client.access.GrantRole,
+        pb.GrantRoleRequest(
+            grant_id=args.grant_id,
+            party=args.party,
+            name=args.name,
+            role=pb.Role.Value(f"ROLE_{args.role.upper()}"),
+            account_ids=accounts,
+            reason=args.reason,
+        ),
+    )
+    what = f"grant {reply.grant_id}: {args.party}/{args.name} {args.role}" + (
+        f" over {', '.join(accounts)}" if accounts else ""
+    )
     if reply.pending:
-        print(f"{what}: proposed by {reply.proposed_by}, pending: a different administrator "
-              "approves it by running this same grant")
+        print(
+            f"{what}: proposed by {reply.proposed_by}, pending: a different administrator "
+            "approves it by running this same grant"
+        )
     else:
-        print(what + (f" (proposed by {reply.proposed_by}, approved by {reply.approved_by})"
-                      if reply.approved_by else "")
-              + (" (already granted)" if reply.replayed else ""))
+        print(
+            what
+            + (
+                f" (proposed by {reply.proposed_by}, approved by {reply.approved_by})"
+                if reply.approved_by
+                else ""
+            )
+            + (" (already granted)" if reply.replayed else "")
+        )
 
 
 def _revoke_grant(client: RegistryClient, args: argparse.Namespace) -> None:
-    client.call(client.access.RevokeGrant, pb.RevokeGrantRequest(grant_id=args.grant_id,
-                                                                 reason=args.reason))
+    client.call(
+        client.access.RevokeGrant, pb.RevokeGrantRequest(grant_id=args.grant_id, reason=args.reason)
+    )
     print(f"grant {args.grant_id} revoked (or, if it was pending, rejected)")
 
 
 def _issue(client: RegistryClient, args: argparse.Namespace) -> None:
-    reply = client.call(client.access.IssueToken, pb.IssueTokenRequest(
-        party=args.party, name=args.name, reason=args.reason))
-    print(f"credential {reply.credential_id} for {args.party}/{args.name}; the token "
-          f"(shown once):\n{reply.token}")
+    reply = client.call(
+        client.access.IssueToken,
+        pb.IssueTokenRequest(party=args.party, name=args.name, reason=args.reason),
+    )
+    print(
+        f"credential {reply.credential_id} for {args.party}/{args.name}; the token "
+        f"(shown once):\n{reply.token}"
+    )
 
 
 def _rotate(client: RegistryClient, args: argparse.Namespace) -> None:
-    reply = client.call(client.access.RotateToken, pb.RotateTokenRequest(
-        credential_id=args.credential_id, reason=args.reason))
-    print(f"credential {reply.revoked_credential_id} revoked; new credential "
-          f"{reply.credential_id}, the token (shown once):\n{reply.token}")
+    reply = client.call(
+        client.access.RotateToken,
+        pb.RotateTokenRequest(credential_id=args.credential_id, reason=args.reason),
+    )
+    print(
+        f"credential {reply.revoked_credential_id} revoked; new credential "
+        f"{reply.credential_id}, the token (shown once):\n{reply.token}"
+    )
 
 
 def _revoke(client: RegistryClient, args: argparse.Namespace) -> None:
-    client.call(client.access.RevokeCredential, pb.RevokeCredentialRequest(
-        credential_id=args.credential_id, reason=args.reason))
+    client.call(
+        client.access.RevokeCredential,
+        pb.RevokeCredentialRequest(credential_id=args.credential_id, reason=args.reason),
+    )
     print(f"credential {args.credential_id} revoked: its next call is refused")
 
 
 def _cert(client: RegistryClient, args: argparse.Namespace) -> None:
-    reply = client.call(client.access.RegisterCertificate, pb.RegisterCertificateRequest(
-        party=args.party, name=args.name,
-        certificate_pem=args.certificate.read_text(encoding="ascii"), reason=args.reason))
-    print(f"credential {reply.credential_id}: certificate {reply.fingerprint[:16]}... "
-          f"({reply.subject}) is {args.party}/{args.name}")
+    reply = client.call(
+        client.access.RegisterCertificate,
+        pb.RegisterCertificateRequest(
+            party=args.party,
+            name=args.name,
+            certificate_pem=args.certificate.read_text(encoding="ascii"),
+            reason=args.reason,
+        ),
+    )
+    print(
+        f"credential {reply.credential_id}: certificate {reply.fingerprint[:16]}... "
+        f"({reply.subject}) is {args.party}/{args.name}"
+    )
 
 
 def _list(client: RegistryClient, args: argparse.Namespace) -> None:
@@ -191,8 +259,7 @@ def _list(client: RegistryClient, args: argparse.Namespace) -> None:
         for g in p.grants:
             role = pb.Role.Name(g.role).removeprefix("ROLE_").lower()
             scope = f" over {', '.join(g.account_ids)}" if list(g.account_ids) != ["*"] else ""
-            by = f"by {g.granted_by}" + (f", approved by {g.approved_by}"
-                                          if g.approved_by else "")
+            by = f"by {g.granted_by}" + (f", approved by {g.approved_by}" if g.approved_by else "")
             state = "PENDING approval, " if g.pending else ""
             print(f"  grant {g.grant_id}: {role}{scope} ({state}{by})")
         for c in p.credentials:
@@ -203,5 +270,12 @@ def _list(client: RegistryClient, args: argparse.Namespace) -> None:
         print("(no principals)")
 
 
-_WORK = {"grant": _grant, "revoke-grant": _revoke_grant, "issue": _issue, "rotate": _rotate,
-         "revoke": _revoke, "cert": _cert, "list": _list}
+_WORK = {
+    "grant": _grant,
+    "revoke-grant": _revoke_grant,
+    "issue": _issue,
+    "rotate": _rotate,
+    "revoke": _revoke,
+    "cert": _cert,
+    "list": _list,
+}

@@ -65,32 +65,58 @@ ID_PREFIX = {OutputUse.PRE_ALLOCATION: "PRE", OutputUse.TRUE_UP: "TRUEUP"}
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    command = sub.add_parser("allocate", help="compute a year's pre-allocation or true-up "
-                             "from benchmark and output files into an allocation table",
-                             description="Compute a year's pre-allocation or true-up from "
-                             "benchmark and output files into an allocation table to review "
-                             "and import (`registry import allocations`); nothing moves here.")
+    command = sub.add_parser(
+        "allocate",
+        help="compute a year's pre-allocation or true-up "
+        "from benchmark and output files into an allocation table",
+        description="Compute a year's pre-allocation or true-up from "
+        "benchmark and output files into an allocation table to review "
+        "and import (`registry import allocations`); nothing moves here.",
+    )
     phases = command.add_subparsers(dest="phase", required=True)
     for name, use in PHASES.items():
-        phase = phases.add_parser(name, help=(
-            "the table's share (e.g. 70%%) of benchmark x last year's output: allocate "
-            "what each account lacks of it"
-            if use is OutputUse.PRE_ALLOCATION else
-            "benchmark x the year's verified output: allocate what is missing or take "
-            "back the excess"))
+        phase = phases.add_parser(
+            name,
+            help=(
+                "the table's share (e.g. 70%%) of benchmark x last year's output: allocate "
+                "what each account lacks of it"
+                if use is OutputUse.PRE_ALLOCATION
+                else "benchmark x the year's verified output: allocate what is missing or take "
+                "back the excess"
+            ),
+        )
         phase.add_argument("year", type=int, help="the allocation (compliance) year")
-        phase.add_argument("--benchmarks", type=Path, required=True,
-                           help="benchmark table CSV (docs/allocation-tables.md)")
-        phase.add_argument("--outputs", type=Path, required=True,
-                           help=f"output data CSV of {'Y-1' if name == 'pre' else 'Y'}")
-        phase.add_argument("--out", type=Path, required=True,
-                           help="where to write the allocation table (registry import "
-                           "allocations format)")
-        phase.add_argument("--source", default="", help="where allocated units come from "
-                           "(e.g. CN-ISSUANCE); default the allocation reserve. Returns always "
-                           "go back to the reserve")
-        phase.add_argument("--report", type=Path, default=None,
-                           help="write every problem as CSV (line,column,reason,message)")
+        phase.add_argument(
+            "--benchmarks",
+            type=Path,
+            required=True,
+            help="benchmark table CSV (docs/allocation-tables.md)",
+        )
+        phase.add_argument(
+            "--outputs",
+            type=Path,
+            required=True,
+            help=f"output data CSV of {'Y-1' if name == 'pre' else 'Y'}",
+        )
+        phase.add_argument(
+            "--out",
+            type=Path,
+            required=True,
+            help="where to write the allocation table (registry import allocations format)",
+        )
+        phase.add_argument(
+            "--source",
+            default="",
+            help="where allocated units come from "
+            "(e.g. CN-ISSUANCE); default the allocation reserve. Returns always "
+            "go back to the reserve",
+        )
+        phase.add_argument(
+            "--report",
+            type=Path,
+            default=None,
+            help="write every problem as CSV (line,column,reason,message)",
+        )
         phase.set_defaults(run=_allocate, use=use)
         add_connection_options(phase)
 
@@ -115,14 +141,18 @@ def _allocate(args: argparse.Namespace) -> int:
         return report_error(error)
     if isinstance(allocated, list):
         return _refuse(args.outputs, allocated, args.report)
-    plan = [AccountAllocation(account, sector, count, target, allocated[account], use)
-            for account, (sector, count, target) in targets.items()]
+    plan = [
+        AccountAllocation(account, sector, count, target, allocated[account], use)
+        for account, (sector, count, target) in targets.items()
+    ]
     lines = _table_lines(plan, use, args.year, table.digest, outputs.digest, args.source)
     _write_table(args.out, lines)
     write_report(args.report, [])
     _print_summary(plan, use, args.year)
-    print(f"wrote {len(lines):,} rows to {args.out}; next: registry import allocations "
-          f"{args.out} (add --propose ID for a second regulator's approval)")
+    print(
+        f"wrote {len(lines):,} rows to {args.out}; next: registry import allocations "
+        f"{args.out} (add --propose ID for a second regulator's approval)"
+    )
     return 0
 
 
@@ -135,8 +165,12 @@ def _read(path: Path, schema: Schema[T], report: Path | None) -> ParsedFile[T] |
     """The file's rows, or None after naming every problem of it by line."""
     try:
         with Progress(f"{path.name}: validated", unit="rows") as meter:
-            parsed = read_csv(path, schema, progress_every=PROGRESS_EVERY,
-                              on_progress=lambda done, total: meter.update(done, total=total))
+            parsed = read_csv(
+                path,
+                schema,
+                progress_every=PROGRESS_EVERY,
+                on_progress=lambda done, total: meter.update(done, total=total),
+            )
     except OSError as error:
         print(f"registry allocate: cannot read {path}: {error.strerror}", file=sys.stderr)
         return None
@@ -148,74 +182,109 @@ def _read(path: Path, schema: Schema[T], report: Path | None) -> ParsedFile[T] |
 
 
 def _refuse(path: Path, problems: Sequence[Problem], report: Path | None) -> int:
-    print_problems(f"{path}: {len(problems):,} problem(s). Nothing was written.", problems,
-                   command="allocate")
+    print_problems(
+        f"{path}: {len(problems):,} problem(s). Nothing was written.", problems, command="allocate"
+    )
     write_report(report, problems)
     return 2
 
 
-def _against_table(outputs: ParsedFile[OutputRow], table: BenchmarkTable, use: OutputUse,
-                   year: int) -> list[Problem]:
+def _against_table(
+    outputs: ParsedFile[OutputRow], table: BenchmarkTable, use: OutputUse, year: int
+) -> list[Problem]:
     """Every output row must be of the year ``use`` reads and have a benchmark."""
     problems = []
     expected = year - 1 if use is OutputUse.PRE_ALLOCATION else year
     for row, line in zip(outputs.rows, outputs.lines, strict=True):
         if row.year != expected:
-            problems.append(Problem(line, "year", "INVALID_COMPLIANCE_YEAR",
-                                    f"output of {row.year}: the {use.name.lower()} of "
-                                    f"{year} reads the output of {expected}"))
+            problems.append(
+                Problem(
+                    line,
+                    "year",
+                    "INVALID_COMPLIANCE_YEAR",
+                    f"output of {row.year}: the {use.name.lower()} of "
+                    f"{year} reads the output of {expected}",
+                )
+            )
             continue
         try:
             table.row(year, row.sector, row.subtype).resolve_factors(row.factors)
         except InvalidCommand as error:
-            problems.append(Problem(line, str(error.metadata.get("field", "subtype")),
-                                    error.reason, error.message))
+            problems.append(
+                Problem(
+                    line, str(error.metadata.get("field", "subtype")), error.reason, error.message
+                )
+            )
     return problems
 
 
-def _allocated(args: argparse.Namespace, accounts: Sequence[str],
-               lines: Mapping[str, list[int]]) -> dict[str, int] | list[Problem]:
+def _allocated(
+    args: argparse.Namespace, accounts: Sequence[str], lines: Mapping[str, list[int]]
+) -> dict[str, int] | list[Problem]:
     """What the ledger already allocated each account for the year, or the problems of
     accounts it cannot say that for (unknown, not a compliance account)."""
     allocated: dict[str, int] = {}
     problems: list[Problem] = []
-    with client_for(args, timeout=60) as client, \
-            Progress("asked the registry about", len(accounts), unit="accounts") as meter:
+    with (
+        client_for(args, timeout=60) as client,
+        Progress("asked the registry about", len(accounts), unit="accounts") as meter,
+    ):
         for done, account in enumerate(accounts, 1):
             try:
-                status = client.call(client.accounts.GetComplianceStatus,
-                                     account_pb.GetComplianceStatusRequest(
-                                         account_id=account, compliance_year=args.year))
+                status = client.call(
+                    client.accounts.GetComplianceStatus,
+                    account_pb.GetComplianceStatusRequest(
+                        account_id=account, compliance_year=args.year
+                    ),
+                )
             except grpc.RpcError as error:
                 details = error_details(error)
-                if details.code not in (grpc.StatusCode.NOT_FOUND,
-                                        grpc.StatusCode.INVALID_ARGUMENT):
+                if details.code not in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
                     raise
-                problems += [Problem(line, "account_id", details.reason, details.message)
-                             for line in lines[account]]
+                problems += [
+                    Problem(line, "account_id", details.reason, details.message)
+                    for line in lines[account]
+                ]
                 continue
             allocated[account] = status.allocated
             meter.update(done)
     return problems or allocated
 
 
-def _table_lines(plan: Sequence[AccountAllocation], use: OutputUse, year: int,
-                 benchmarks_digest: str, outputs_digest: str, source: str
-                 ) -> list[AllocationLine]:
+def _table_lines(
+    plan: Sequence[AccountAllocation],
+    use: OutputUse,
+    year: int,
+    benchmarks_digest: str,
+    outputs_digest: str,
+    source: str,
+) -> list[AllocationLine]:
     """One row per account with something to move; ids and reasons name the files."""
     both = hashlib.sha256(f"{benchmarks_digest}:{outputs_digest}".encode()).hexdigest()[:12]
-    reason = (f"{'pre-allocation' if use is OutputUse.PRE_ALLOCATION else 'true-up'} {year}: "
-              f"benchmarks sha256 {benchmarks_digest}, output sha256 {outputs_digest}")
+    reason = (
+        f"{'pre-allocation' if use is OutputUse.PRE_ALLOCATION else 'true-up'} {year}: "
+        f"benchmarks sha256 {benchmarks_digest}, output sha256 {outputs_digest}"
+    )
     lines = []
     for entry in plan:
         change = entry.change
         if not change.net:
             continue
-        lines.append(AllocationLine(
-            transaction_id=f"{ID_PREFIX[use]}-{year}-{both}-{entry.account_id}",
-            account_id=entry.account_id, unit_type="CEA", vintage=year,
-            quantity=abs(change.net), source=source if change.net > 0 else "", reason=reason,
-            kind="ALLOCATION" if change.net > 0 else "ALLOCATION_RETURN"))
+        lines.append(
+            AllocationLine(
+                transaction_id=f"{ID_PREFIX[use]}-{year}-{both}-{entry.account_id}",
+                account_id=entry.account_id,
+                unit_type="CEA",
+                vintage=year,
+                quantity=abs(change.net),
+                source=source if change.net > 0 else "",
+                reason=reason,
+                kind="ALLOCATION" if change.net > 0 else "ALLOCATION_RETURN",
+            )
+        )
     return lines
 
 
@@ -224,8 +293,10 @@ def _write_table(path: Path, lines: Sequence[AllocationLine]) -> None:
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(columns)
-        writer.writerows([getattr(line, name) if getattr(line, name) is not None else ""
-                          for name in columns] for line in lines)
+        writer.writerows(
+            [getattr(line, name) if getattr(line, name) is not None else "" for name in columns]
+            for line in lines
+        )
 
 
 def _print_summary(plan: Sequence[AccountAllocation], use: OutputUse, year: int) -> None:
@@ -233,16 +304,25 @@ def _print_summary(plan: Sequence[AccountAllocation], use: OutputUse, year: int)
     totals: dict[Sector, list[int]] = defaultdict(lambda: [0] * 6)
     for entry in plan:
         change = entry.change
-        for index, value in enumerate((1, entry.rows, entry.target, entry.allocated,
-                                       change.additional, change.to_return)):
+        for index, value in enumerate(
+            (1, entry.rows, entry.target, entry.allocated, change.additional, change.to_return)
+        ):
             totals[entry.sector][index] += value
     print(f"{use.name.lower().replace('_', '-')} {year}")
-    print(f"{'sector':<11}{'accounts':>9}{'rows':>8}{'earned t':>16}{'allocated t':>16}"
-          f"{'to allocate t':>16}{'to return t':>14}")
+    print(
+        f"{'sector':<11}{'accounts':>9}{'rows':>8}{'earned t':>16}{'allocated t':>16}"
+        f"{'to allocate t':>16}{'to return t':>14}"
+    )
     widths = (9, 8, 16, 16, 16, 14)
     for sector in sorted(totals):
-        print(f"{sector:<11}" + "".join(f"{value:>{width},}" for value, width in
-                                        zip(totals[sector], widths, strict=True)))
+        print(
+            f"{sector:<11}"
+            + "".join(
+                f"{value:>{width},}" for value, width in zip(totals[sector], widths, strict=True)
+            )
+        )
     overall = [sum(values) for values in zip(*totals.values(), strict=True)] or [0] * 6
-    print(f"{'all':<11}" + "".join(f"{value:>{width},}" for value, width in
-                                   zip(overall, widths, strict=True)))
+    print(
+        f"{'all':<11}"
+        + "".join(f"{value:>{width},}" for value, width in zip(overall, widths, strict=True))
+    )

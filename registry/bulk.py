@@ -129,11 +129,15 @@ class ParsedFile(Generic[T]):
         if self.ok:
             return None
         if self.unreadable:
-            return InvalidFile(f"the file cannot be read as rows: {self.violations[0].description}",
-                               violations=self.violations)
+            return InvalidFile(
+                f"the file cannot be read as rows: {self.violations[0].description}",
+                violations=self.violations,
+            )
         bad = len({v.field.split(".")[0] for v in self.violations})
-        return RowsInvalid(f"{bad} of {self.rows_total} rows are invalid; nothing was read",
-                           violations=self.violations)
+        return RowsInvalid(
+            f"{bad} of {self.rows_total} rows are invalid; nothing was read",
+            violations=self.violations,
+        )
 
     def check(self) -> tuple[T, ...]:
         """The records, or raise ``RowsInvalid`` / ``InvalidFile`` naming every problem."""
@@ -143,8 +147,13 @@ class ParsedFile(Generic[T]):
         return self.rows
 
 
-def read_csv(source: Source, schema: Schema[T], *, on_progress: Progress | None = None,
-             progress_every: int = 1000) -> ParsedFile[T]:
+def read_csv(
+    source: Source,
+    schema: Schema[T],
+    *,
+    on_progress: Progress | None = None,
+    progress_every: int = 1000,
+) -> ParsedFile[T]:
     """Read and validate a whole CSV file against ``schema``; never raises for its content.
 
     ``on_progress(rows_done, rows_total)`` is called after every ``progress_every`` data
@@ -157,8 +166,9 @@ def read_csv(source: Source, schema: Schema[T], *, on_progress: Progress | None 
     if syntax_error is not None:
         line, message = syntax_error
         where = "header" if not records else f"rows[{len(records) - 1}]"
-        return _unreadable(Violation(where, "MALFORMED_CSV",
-                                     f"line {line}: {message}; the rest was not read"))
+        return _unreadable(
+            Violation(where, "MALFORMED_CSV", f"line {line}: {message}; the rest was not read")
+        )
     if not records:
         return _unreadable(Violation("file", "EMPTY_FILE", "the file has no header line"))
     (header_line, header), data = records[0], records[1:]
@@ -166,11 +176,17 @@ def read_csv(source: Source, schema: Schema[T], *, on_progress: Progress | None 
     if problems:
         return _unreadable(*problems)
     if not data:
-        return _unreadable(Violation("rows", "EMPTY_BATCH",
-                                     f"the file has a header (line {header_line}) but no rows"))
+        return _unreadable(
+            Violation(
+                "rows", "EMPTY_BATCH", f"the file has a header (line {header_line}) but no rows"
+            )
+        )
     if schema.max_rows is not None and len(data) > schema.max_rows:
-        return _unreadable(Violation("rows", "BATCH_TOO_LARGE",
-                                     f"{len(data)} rows; at most {schema.max_rows} per file"))
+        return _unreadable(
+            Violation(
+                "rows", "BATCH_TOO_LARGE", f"{len(data)} rows; at most {schema.max_rows} per file"
+            )
+        )
     return _rows(data, len(header), positions, schema, on_progress, max(progress_every, 1))
 
 
@@ -193,8 +209,7 @@ def parse_decimal(text: str, *, reason: str, what: str) -> Decimal:
     Parsed from text straight to ``Decimal``: a float never comes near the value.
     """
     if not _DECIMAL.match(text):
-        raise InvalidCommand(f"{what} {text!r} is not a decimal number like 0.8177",
-                             reason=reason)
+        raise InvalidCommand(f"{what} {text!r} is not a decimal number like 0.8177", reason=reason)
     return Decimal(text)
 
 
@@ -215,15 +230,19 @@ def _text(source: Source) -> str | Violation:
     else:
         data = source.read_bytes()
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return Violation("file", "INVALID_ENCODING",
-                         "the file is UTF-16; save it as UTF-8 (\"CSV UTF-8\")")
+        return Violation(
+            "file", "INVALID_ENCODING", 'the file is UTF-16; save it as UTF-8 ("CSV UTF-8")'
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        return Violation("file", "INVALID_ENCODING",
-                         f"line {line}: byte {error.start} is not UTF-8; save the file as "
-                         f"UTF-8 (\"CSV UTF-8\"), not GBK or another local code page")
+        line = data[: error.start].count(b"\n") + 1
+        return Violation(
+            "file",
+            "INVALID_ENCODING",
+            f"line {line}: byte {error.start} is not UTF-8; save the file as "
+            f'UTF-8 ("CSV UTF-8"), not GBK or another local code page',
+        )
 
 
 def _records(text: str) -> tuple[list[tuple[int, list[str]]], tuple[int, str] | None]:
@@ -242,33 +261,53 @@ def _records(text: str) -> tuple[list[tuple[int, list[str]]], tuple[int, str] | 
     return records, None
 
 
-def _header(header: Sequence[str], line: int, schema: Schema[Any]
-            ) -> tuple[dict[str, int], list[Violation]]:
+def _header(
+    header: Sequence[str], line: int, schema: Schema[Any]
+) -> tuple[dict[str, int], list[Violation]]:
     known = schema.names
     positions: dict[str, int] = {}
     problems: list[Violation] = []
     for index, name in enumerate(header):
         if name not in known:
             shown = f"{name!r}" if name else "has no name and"
-            problems.append(Violation(
-                f"header[{index}]", "UNKNOWN_COLUMN",
-                f"line {line}: column {index + 1} {shown} is not one of {', '.join(known)}"))
+            problems.append(
+                Violation(
+                    f"header[{index}]",
+                    "UNKNOWN_COLUMN",
+                    f"line {line}: column {index + 1} {shown} is not one of {', '.join(known)}",
+                )
+            )
         elif name in positions:
-            problems.append(Violation(
-                f"header[{index}]", "DUPLICATE_COLUMN",
-                f"line {line}: column {index + 1} repeats {name!r} (column "
-                f"{positions[name] + 1})"))
+            problems.append(
+                Violation(
+                    f"header[{index}]",
+                    "DUPLICATE_COLUMN",
+                    f"line {line}: column {index + 1} repeats {name!r} (column "
+                    f"{positions[name] + 1})",
+                )
+            )
         else:
             positions[name] = index
     for column in schema.columns:
         if column.required and column.name not in positions:
-            problems.append(Violation(f"header.{column.name}", "MISSING_COLUMN",
-                                      f"line {line}: the header lacks column {column.name!r}"))
+            problems.append(
+                Violation(
+                    f"header.{column.name}",
+                    "MISSING_COLUMN",
+                    f"line {line}: the header lacks column {column.name!r}",
+                )
+            )
     return positions, problems
 
 
-def _rows(data: Sequence[tuple[int, list[str]]], width: int, positions: Mapping[str, int],
-          schema: Schema[T], on_progress: Progress | None, every: int) -> ParsedFile[T]:
+def _rows(
+    data: Sequence[tuple[int, list[str]]],
+    width: int,
+    positions: Mapping[str, int],
+    schema: Schema[T],
+    on_progress: Progress | None,
+    every: int,
+) -> ParsedFile[T]:
     total = len(data)
     records: list[T] = []
     violations: list[Violation] = []
@@ -277,9 +316,13 @@ def _rows(data: Sequence[tuple[int, list[str]]], width: int, positions: Mapping[
     for index, (line, cells) in enumerate(data):
         name = f"rows[{index}]"
         if len(cells) != width:
-            violations.append(Violation(name, "WRONG_CELL_COUNT",
-                                        f"line {line}: {len(cells)} cells, the header has "
-                                        f"{width}"))
+            violations.append(
+                Violation(
+                    name,
+                    "WRONG_CELL_COUNT",
+                    f"line {line}: {len(cells)} cells, the header has {width}",
+                )
+            )
         else:
             row = [cells[positions[c]] if c in positions else "" for c in schema.names]
             normalised.append(row)
@@ -292,13 +335,22 @@ def _rows(data: Sequence[tuple[int, list[str]]], width: int, positions: Mapping[
         on_progress(total, total)
     if violations:
         return ParsedFile(violations=tuple(violations), rows_total=total)
-    return ParsedFile(rows=tuple(records), lines=tuple(line for line, _ in data),
-                      digest=_digest(schema.names, normalised), rows_total=total)
+    return ParsedFile(
+        rows=tuple(records),
+        lines=tuple(line for line, _ in data),
+        digest=_digest(schema.names, normalised),
+        rows_total=total,
+    )
 
 
-def _row(index: int, line: int, cells: Sequence[str], schema: Schema[T],
-         keys: dict[tuple[object, ...], tuple[int, int]], violations: list[Violation]
-         ) -> T | None:
+def _row(
+    index: int,
+    line: int,
+    cells: Sequence[str],
+    schema: Schema[T],
+    keys: dict[tuple[object, ...], tuple[int, int]],
+    violations: list[Violation],
+) -> T | None:
     """Parse one row (cells in schema order); append its problems; the record if none."""
     name = f"rows[{index}]"
     values: dict[str, Any] = {}
@@ -306,32 +358,47 @@ def _row(index: int, line: int, cells: Sequence[str], schema: Schema[T],
     for column, cell in zip(schema.columns, cells, strict=True):
         if not cell:
             if column.required:
-                violations.append(Violation(f"{name}.{column.name}", "MISSING_FIELD",
-                                            f"line {line}: {column.name} is empty"))
+                violations.append(
+                    Violation(
+                        f"{name}.{column.name}",
+                        "MISSING_FIELD",
+                        f"line {line}: {column.name} is empty",
+                    )
+                )
             else:
                 values[column.name] = column.default
             continue
         try:
             values[column.name] = column.parse(cell)
         except InvalidCommand as error:
-            violations.append(Violation(f"{name}.{column.name}", error.reason,
-                                        f"line {line}: {error.message}"))
+            violations.append(
+                Violation(f"{name}.{column.name}", error.reason, f"line {line}: {error.message}")
+            )
     if schema.key and all(k in values for k in schema.key):
         key = tuple(values[k] for k in schema.key)
         first = keys.setdefault(key, (index, line))
         if first[0] != index:
-            violations.append(Violation(
-                f"{name}.{schema.key[0]}", "DUPLICATE_ROW",
-                f"line {line}: rows[{first[0]}] (line {first[1]}) already gives "
-                f"{', '.join(schema.key)} = {', '.join(map(str, key))}"))
+            violations.append(
+                Violation(
+                    f"{name}.{schema.key[0]}",
+                    "DUPLICATE_ROW",
+                    f"line {line}: rows[{first[0]}] (line {first[1]}) already gives "
+                    f"{', '.join(schema.key)} = {', '.join(map(str, key))}",
+                )
+            )
     if len(violations) > before:
         return None
     try:
         return schema.make(values)
     except InvalidCommand as error:
         blamed = error.metadata.get("field")
-        violations.append(Violation(f"{name}.{blamed}" if blamed else name, error.reason,
-                                    f"line {line}: {error.message}"))
+        violations.append(
+            Violation(
+                f"{name}.{blamed}" if blamed else name,
+                error.reason,
+                f"line {line}: {error.message}",
+            )
+        )
         return None
 
 
@@ -342,6 +409,9 @@ def _digest(names: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     blank lines or an absent optional column gives the same digest; changing any cell or
     the order of rows gives another.
     """
-    content = json.dumps({"columns": list(names), "rows": [list(r) for r in rows]},
-                         ensure_ascii=False, separators=(",", ":"))
+    content = json.dumps(
+        {"columns": list(names), "rows": [list(r) for r in rows]},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(content.encode("utf-8")).hexdigest()

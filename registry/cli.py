@@ -65,28 +65,44 @@ def package_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command and its options (what ``registry --help`` lists)."""
-    parser = argparse.ArgumentParser(prog="registry", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version",
-                        version=f"%(prog)s {package_version()}")
+    parser = argparse.ArgumentParser(
+        prog="registry",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="play a small national year on a fresh embedded store")
-    demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                      help="where the demo's SQLite file goes (default: %(default)s)")
+    demo.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="where the demo's SQLite file goes (default: %(default)s)",
+    )
     sub.add_parser("supply", help="check units issued == sum of holdings, per unit class")
-    sub.add_parser("migrate", help="upgrade the configured database (REGISTRY_DATABASE_URL) "
-                   "to the latest schema").set_defaults(run=_migrate)
+    sub.add_parser(
+        "migrate",
+        help="upgrade the configured database (REGISTRY_DATABASE_URL) to the latest schema",
+    ).set_defaults(run=_migrate)
     worker.add_parser(sub)
     check.add_parser(sub)
-    sub.add_parser("serve", help="run the gRPC server (REGISTRY_LISTEN, default "
-                   "127.0.0.1:50051)").set_defaults(run=_serve)
+    sub.add_parser(
+        "serve", help="run the gRPC server (REGISTRY_LISTEN, default 127.0.0.1:50051)"
+    ).set_defaults(run=_serve)
     access_cli.add_parsers(sub)
-    config = sub.add_parser("config", help="the effective settings (secrets masked), or "
-                            "check them as `registry serve` would")
-    config.add_argument("--show", action="store_true", help="print every setting, its "
-                        "value and where it came from (the default)")
-    config.add_argument("--check", action="store_true",
-                        help="exit 0 if a server would start with these settings, else 2")
+    config = sub.add_parser(
+        "config",
+        help="the effective settings (secrets masked), or check them as `registry serve` would",
+    )
+    config.add_argument(
+        "--show",
+        action="store_true",
+        help="print every setting, its value and where it came from (the default)",
+    )
+    config.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if a server would start with these settings, else 2",
+    )
     config.set_defaults(run=_config)
     remote.add_parsers(sub)
     allocate.add_parsers(sub)
@@ -96,9 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_parsers(sub)
     # The suite parses its own options (`registry bench --help`): "+" as this parser's
     # prefix hands every "--option" through untouched.
-    bench = sub.add_parser("bench", add_help=False, prefix_chars="+",
-                           help="the benchmark suite on PostgreSQL (--smoke: a quick check); "
-                           "needs a source checkout")
+    bench = sub.add_parser(
+        "bench",
+        add_help=False,
+        prefix_chars="+",
+        help="the benchmark suite on PostgreSQL (--smoke: a quick check); needs a source checkout",
+    )
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(run=_bench)
     return parser
@@ -137,10 +156,12 @@ def unreachable_message(error: BaseException) -> str:
     except RegistryError:
         settings = None
     store = settings.describe() if settings else "the configured database"
-    hint = ("is PostgreSQL running? start it (e.g. `pg_ctlcluster 15 main start`, "
-            "`docker compose up -d postgres`) or fix REGISTRY_DATABASE_URL, then retry"
-            if settings is None or settings.backend.startswith("postgres") else
-            "another process holds it: retry when it is done")
+    hint = (
+        "is PostgreSQL running? start it (e.g. `pg_ctlcluster 15 main start`, "
+        "`docker compose up -d postgres`) or fix REGISTRY_DATABASE_URL, then retry"
+        if settings is None or settings.backend.startswith("postgres")
+        else "another process holds it: retry when it is done"
+    )
     return f"registry: cannot use the database {store}: {describe_fault(error)} ({hint})"
 
 
@@ -156,8 +177,11 @@ def _demo(data_dir: Path) -> int:
     engine = make_engine(settings)
     report = check.check(registry, engine)
     head = registry.recorder.max_notification_id() or 0
-    print(f"\nRead models: {head:,} events projected in-process; registry check: "
-          + ("OK, " if report.ok else "MISMATCH, ") + f"{report.checks:,} checks")
+    print(
+        f"\nRead models: {head:,} events projected in-process; registry check: "
+        + ("OK, " if report.ok else "MISMATCH, ")
+        + f"{report.checks:,} checks"
+    )
     for difference in report.differences:
         print(f"  {difference}")
     engine.dispose()
@@ -173,8 +197,10 @@ def _supply() -> int:
     ok = True
     for line in registry.supply():
         ok &= line.balanced
-        print(f"{line.unit_class.key:<28} issued {line.issued:>15,}  "
-              f"held {line.held_in_accounts:>15,}  {'OK' if line.balanced else 'MISMATCH'}")
+        print(
+            f"{line.unit_class.key:<28} issued {line.issued:>15,}  "
+            f"held {line.held_in_accounts:>15,}  {'OK' if line.balanced else 'MISMATCH'}"
+        )
     registry.close()
     return 0 if ok else 1
 
@@ -213,8 +239,11 @@ def _bench(args: argparse.Namespace) -> int:
             print(BENCH_HELP)
             print(f"\n(here the suite cannot be loaded: {error})")
             return 0
-        print(f"registry bench: the suite is not installed ({error}); run it from a "
-              "source checkout of the registry (`registry bench --help`)", file=sys.stderr)
+        print(
+            f"registry bench: the suite is not installed ({error}); run it from a "
+            "source checkout of the registry (`registry bench --help`)",
+            file=sys.stderr,
+        )
         return 2
     return int(suite.main(list(args.args)))
 

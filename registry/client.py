@@ -32,12 +32,14 @@ from registry.v1 import settlement_service_pb2_grpc as settlement_grpc
 
 Response = TypeVar("Response")
 
-RETRYABLE = frozenset({
-    grpc.StatusCode.UNAVAILABLE,         # connection lost, server restarting
-    grpc.StatusCode.ABORTED,             # lost optimistic-concurrency races
-    grpc.StatusCode.RESOURCE_EXHAUSTED,  # server at capacity
-    grpc.StatusCode.DEADLINE_EXCEEDED,   # the reply may have been lost: ids make it safe
-})
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,  # connection lost, server restarting
+        grpc.StatusCode.ABORTED,  # lost optimistic-concurrency races
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # server at capacity
+        grpc.StatusCode.DEADLINE_EXCEEDED,  # the reply may have been lost: ids make it safe
+    }
+)
 DEFAULT_BATCH = 1000
 
 
@@ -65,8 +67,14 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
         if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             packed.Unpack(info)
-            details = ErrorDetails(code, status.message, info.reason, info.domain,
-                                   dict(info.metadata), details.violations)
+            details = ErrorDetails(
+                code,
+                status.message,
+                info.reason,
+                info.domain,
+                dict(info.metadata),
+                details.violations,
+            )
         elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             packed.Unpack(bad)
@@ -77,35 +85,53 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
 CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
 
 
-def open_channel(target: str, *, tls_ca: bytes | None = None, tls_cert: bytes | None = None,
-                 tls_key: bytes | None = None) -> grpc.Channel:
+def open_channel(
+    target: str,
+    *,
+    tls_ca: bytes | None = None,
+    tls_cert: bytes | None = None,
+    tls_key: bytes | None = None,
+) -> grpc.Channel:
     """A TLS channel when ``tls_ca`` is given, else plaintext. A client certificate
     without a CA is refused rather than silently sent nowhere over plaintext."""
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("a client certificate needs both tls_cert and tls_key (PEM)")
     if tls_ca is None:
         if tls_cert is not None:
-            raise ValueError("a client certificate needs TLS: give tls_ca, the CA "
-                             "certificates that sign the server's certificate")
+            raise ValueError(
+                "a client certificate needs TLS: give tls_ca, the CA "
+                "certificates that sign the server's certificate"
+            )
         return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca, private_key=tls_key,
-                                               certificate_chain=tls_cert)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert
+    )
     return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
 class RegistryClient:
     """Stubs for the four services over one channel, with safe retries."""
 
-    def __init__(self, target: str, token: str, *, timeout: float = 30.0, attempts: int = 6,
-                 backoff: float = 0.1, tls_ca: bytes | None = None,
-                 tls_cert: bytes | None = None, tls_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 6,
+        backoff: float = 0.1,
+        tls_ca: bytes | None = None,
+        tls_cert: bytes | None = None,
+        tls_key: bytes | None = None,
+    ) -> None:
         """``tls_ca`` (PEM CA certificates that sign the server's certificate) turns TLS
         on; ``tls_cert`` and ``tls_key`` (PEM) add a client certificate for mutual TLS."""
         self.channel = open_channel(target, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         # No token (a client certificate authenticates instead): no authorization header,
         # rather than an empty "Bearer " the server could only refuse as malformed.
         self.metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ())
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
@@ -124,8 +150,9 @@ class RegistryClient:
     def close(self) -> None:
         self.channel.close()
 
-    def call(self, method: Callable[..., Response], request: Any, *,
-             timeout: float | None = None) -> Response:
+    def call(
+        self, method: Callable[..., Response], request: Any, *, timeout: float | None = None
+    ) -> Response:
         """One call, retried on transient failures with jittered backoff. Only for
         requests that are safe to repeat: reads, and writes that carry a client id."""
         for attempt in range(1, self.attempts + 1):
@@ -140,51 +167,68 @@ class RegistryClient:
 
     # -- the exchange -------------------------------------------------------------------
 
-    def settle_trades(self, trades: Sequence[settlement_pb.Trade], *,
-                      batch_size: int = DEFAULT_BATCH) -> list[settlement_pb.TradeResult]:
+    def settle_trades(
+        self, trades: Sequence[settlement_pb.Trade], *, batch_size: int = DEFAULT_BATCH
+    ) -> list[settlement_pb.TradeResult]:
         """Settle trades in batches; one result per trade, in order."""
         results: list[settlement_pb.TradeResult] = []
         for start in range(0, len(trades), batch_size):
-            request = settlement_pb.SettleTradesRequest(trades=trades[start:start + batch_size])
+            request = settlement_pb.SettleTradesRequest(trades=trades[start : start + batch_size])
             results.extend(self.call(self.settlement.SettleTrades, request).results)
         return results
 
     # -- operators and auditors ---------------------------------------------------------
 
     def balances(self, account_id: str, min_position: int = 0) -> list[common_pb.Holding]:
-        request = account_pb.GetBalancesRequest(account_id=account_id,
-                                                min_position=min_position)
+        request = account_pb.GetBalancesRequest(account_id=account_id, min_position=min_position)
         return list(self.call(self.accounts.GetBalances, request).holdings)
 
-    def transactions(self, account_id: str, page_size: int = 500
-                     ) -> Iterator[account_pb.AccountMovement]:
+    def transactions(
+        self, account_id: str, page_size: int = 500
+    ) -> Iterator[account_pb.AccountMovement]:
         token = ""
         while True:
-            page = self.call(self.accounts.ListTransactions, account_pb.ListTransactionsRequest(
-                account_id=account_id, page_size=page_size, page_token=token))
+            page = self.call(
+                self.accounts.ListTransactions,
+                account_pb.ListTransactionsRequest(
+                    account_id=account_id, page_size=page_size, page_token=token
+                ),
+            )
             yield from page.movements
             token = page.next_page_token
             if not token:
                 return
 
-    def trace_serial(self, unit_class: common_pb.UnitClass, serial: int
-                     ) -> audit_pb.TraceSerialResponse:
-        return self.call(self.audit.TraceSerial,
-                         audit_pb.TraceSerialRequest(unit_class=unit_class, serial=serial))
+    def trace_serial(
+        self, unit_class: common_pb.UnitClass, serial: int
+    ) -> audit_pb.TraceSerialResponse:
+        return self.call(
+            self.audit.TraceSerial,
+            audit_pb.TraceSerialRequest(unit_class=unit_class, serial=serial),
+        )
 
-    def stream_events(self, after_position: int = 0, *, event_types: Sequence[str] = (),
-                      account_id: str = "", page_size: int = 5000
-                      ) -> Iterator[audit_pb.Event]:
+    def stream_events(
+        self,
+        after_position: int = 0,
+        *,
+        event_types: Sequence[str] = (),
+        account_id: str = "",
+        page_size: int = 5000,
+    ) -> Iterator[audit_pb.Event]:
         """Every event after ``after_position`` up to the head; resumes by itself from the
         last page received when the connection drops (no gap, no duplicate)."""
         after, failures = after_position, 0
         while True:
             request = audit_pb.StreamEventsRequest(
-                after_position=after, event_types=event_types, account_id=account_id,
-                page_size=page_size)
+                after_position=after,
+                event_types=event_types,
+                account_id=account_id,
+                page_size=page_size,
+            )
             try:
-                for page in self.audit.StreamEvents(request, metadata=self.metadata,
-                                                    timeout=self.timeout):
+                for page in self.audit.StreamEvents(
+                    request, metadata=self.metadata, timeout=self.timeout
+                ):
                     yield from page.events
                     after, failures = page.last_position, 0
                 return
@@ -200,6 +244,8 @@ def unit_class(text: str) -> common_pb.UnitClass:
     parts = text.split("/")
     if len(parts) not in (2, 3) or not parts[1].isdigit():
         raise ValueError(f"unit class {text!r}: expected CEA/2025 or CCER/2024/PROJECT")
-    return common_pb.UnitClass(unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{parts[0]}"),
-                               vintage=int(parts[1]),
-                               project=parts[2] if len(parts) == 3 else "")
+    return common_pb.UnitClass(
+        unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{parts[0]}"),
+        vintage=int(parts[1]),
+        project=parts[2] if len(parts) == 3 else "",
+    )

@@ -52,11 +52,12 @@ class Settings:
             database_url=url,
             cache_size=_int(environ, "REGISTRY_CACHE_SIZE", cls.cache_size),
             pool_size=_int(environ, "REGISTRY_POOL_SIZE", cls.pool_size),
-            statement_timeout=_seconds(environ, "REGISTRY_DB_STATEMENT_TIMEOUT",
-                                       cls.statement_timeout),
+            statement_timeout=_seconds(
+                environ, "REGISTRY_DB_STATEMENT_TIMEOUT", cls.statement_timeout
+            ),
             idle_in_transaction_timeout=_seconds(
-                environ, "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT",
-                cls.idle_in_transaction_timeout),
+                environ, "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT", cls.idle_in_transaction_timeout
+            ),
         )
 
     @property
@@ -83,10 +84,14 @@ class Settings:
             if not path.name:
                 raise ConfigurationError(f"no file in {self.database_url!r}")
             path.parent.mkdir(parents=True, exist_ok=True)
-            env.update(PERSISTENCE_MODULE="eventsourcing.sqlite", SQLITE_DBNAME=str(path),
-                       SQLITE_LOCK_TIMEOUT="30", CREATE_TABLE="n",
-                       # The library's recorder, storing each event's authenticator.
-                       APPLICATION_RECORDER_TOPIC="registry.persistence:RegistrySQLiteRecorder")
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                SQLITE_DBNAME=str(path),
+                SQLITE_LOCK_TIMEOUT="30",
+                CREATE_TABLE="n",
+                # The library's recorder, storing each event's authenticator.
+                APPLICATION_RECORDER_TOPIC="registry.persistence:RegistrySQLiteRecorder",
+            )
         elif self.backend in ("postgresql", "postgres"):
             dbname = unquote(parts.path.lstrip("/"))
             if not dbname:
@@ -105,7 +110,8 @@ class Settings:
                 POSTGRES_STATEMENT_TIMEOUT=str(self.statement_timeout),
                 # Whole seconds: the library's setting is an integer.
                 POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT=str(
-                    max(1, round(self.idle_in_transaction_timeout))),
+                    max(1, round(self.idle_in_transaction_timeout))
+                ),
                 CREATE_TABLE="n",
                 # Same writes as the library's recorder, one cheaper insert statement.
                 APPLICATION_RECORDER_TOPIC="registry.persistence:RegistryPostgresRecorder",
@@ -113,12 +119,12 @@ class Settings:
         else:
             raise ConfigurationError(
                 f"unsupported database URL {self.describe()!r}: use sqlite:///FILE, "
-                "postgresql://USER@HOST:PORT/DB or memory:")
+                "postgresql://USER@HOST:PORT/DB or memory:"
+            )
         return env
 
 
-def data_file(setting: str, default_name: str,
-              environ: Mapping[str, str] | None = None) -> Path:
+def data_file(setting: str, default_name: str, environ: Mapping[str, str] | None = None) -> Path:
     """The file a setting names, else ``default_name`` in ``REGISTRY_DATA_DIR``: where
     the embedded registry keeps its keys and published checkpoints with no set-up."""
     environ = os.environ if environ is None else environ
@@ -155,8 +161,9 @@ def _seconds(environ: Mapping[str, str], key: str, default: float) -> float:
     return seconds
 
 
-def build_registry(settings: Settings | None = None,
-                   clock: Callable[[], datetime] | None = None) -> Registry:
+def build_registry(
+    settings: Settings | None = None, clock: Callable[[], datetime] | None = None
+) -> Registry:
     """The composition root: a Registry on the configured store, national accounts open.
 
     The schema must be at head first. PostgreSQL is migrated by an operator, so an
@@ -192,9 +199,13 @@ def _startup_lock(env: Mapping[str, str]) -> Iterator[None]:
     import psycopg
 
     with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
-        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True,
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
     ) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (STARTUP_LOCK_KEY,))
         try:

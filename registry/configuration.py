@@ -38,51 +38,87 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRY_CONFIG_FILE", "", "an env-file with more of these settings"),
-    Setting("REGISTRY_DATABASE_URL", "sqlite:///$REGISTRY_DATA_DIR/registry.sqlite",
-            "the store: sqlite:///path, postgresql://user:password@host/db, memory:",
-            secret=True),
+    Setting(
+        "REGISTRY_DATABASE_URL",
+        "sqlite:///$REGISTRY_DATA_DIR/registry.sqlite",
+        "the store: sqlite:///path, postgresql://user:password@host/db, memory:",
+        secret=True,
+    ),
     Setting("REGISTRY_DATA_DIR", "registry-data", "the embedded store's directory"),
     Setting("REGISTRY_CACHE_SIZE", "20000", "aggregates kept in memory per process"),
     Setting("REGISTRY_POOL_SIZE", "8", "database connections per process"),
-    Setting("REGISTRY_DB_STATEMENT_TIMEOUT", "30",
-            "seconds a write statement may run before it is cancelled (lock released)"),
-    Setting("REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT", "5",
-            "seconds a write connection may idle inside a transaction"),
+    Setting(
+        "REGISTRY_DB_STATEMENT_TIMEOUT",
+        "30",
+        "seconds a write statement may run before it is cancelled (lock released)",
+    ),
+    Setting(
+        "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT",
+        "5",
+        "seconds a write connection may idle inside a transaction",
+    ),
     Setting("REGISTRY_LISTEN", "127.0.0.1:50051", "the server's address"),
     Setting("REGISTRY_MAX_WORKERS", "16", "threads serving calls"),
     Setting("REGISTRY_MAX_CONCURRENT_RPCS", "64", "calls in flight before RESOURCE_EXHAUSTED"),
     Setting("REGISTRY_MAX_STREAMS_PER_PRINCIPAL", "4", "open streams per caller"),
-    Setting("REGISTRY_MAX_STREAMS", "half of REGISTRY_MAX_WORKERS",
-            "open streams in a server process, all callers; below REGISTRY_MAX_WORKERS"),
-    Setting("REGISTRY_MAX_CALLS_PER_PRINCIPAL", "REGISTRY_MAX_WORKERS less a quarter",
-            "threads one caller may hold at once (calls and streams)"),
+    Setting(
+        "REGISTRY_MAX_STREAMS",
+        "half of REGISTRY_MAX_WORKERS",
+        "open streams in a server process, all callers; below REGISTRY_MAX_WORKERS",
+    ),
+    Setting(
+        "REGISTRY_MAX_CALLS_PER_PRINCIPAL",
+        "REGISTRY_MAX_WORKERS less a quarter",
+        "threads one caller may hold at once (calls and streams)",
+    ),
     Setting("REGISTRY_STREAM_MAX_SECONDS", "600", "a stream's time budget"),
-    Setting("REGISTRY_STREAM_STALL_SECONDS", "30",
-            "a stream whose client reads nothing this long is cancelled"),
+    Setting(
+        "REGISTRY_STREAM_STALL_SECONDS",
+        "30",
+        "a stream whose client reads nothing this long is cancelled",
+    ),
     Setting("REGISTRY_KEEPALIVE_SECONDS", "60", "the server pings each connection this often"),
     Setting("REGISTRY_CONNECTION_IDLE_SECONDS", "900", "a connection with no call is closed"),
-    Setting("REGISTRY_CONNECTION_AGE_SECONDS", "3600",
-            "a connection is asked to reconnect after this long"),
-    Setting("REGISTRY_PROJECTIONS", "in-process (SQLite) / external (PostgreSQL)",
-            "who keeps the read models current"),
+    Setting(
+        "REGISTRY_CONNECTION_AGE_SECONDS",
+        "3600",
+        "a connection is asked to reconnect after this long",
+    ),
+    Setting(
+        "REGISTRY_PROJECTIONS",
+        "in-process (SQLite) / external (PostgreSQL)",
+        "who keeps the read models current",
+    ),
     Setting("REGISTRY_SERVER_PROCESSES", "1", "server processes sharing the port"),
     Setting("REGISTRY_REUSE_PORT", "", "set by the server for its own processes"),
     Setting("REGISTRY_FOUR_EYES", "required", "required or off"),
     Setting("REGISTRY_AUTH", "token", "token, mtls or token+mtls"),
-    Setting("REGISTRY_CREDENTIALS_FILE", "$REGISTRY_DATA_DIR/credentials",
-            "where the embedded first start writes the first tokens"),
+    Setting(
+        "REGISTRY_CREDENTIALS_FILE",
+        "$REGISTRY_DATA_DIR/credentials",
+        "where the embedded first start writes the first tokens",
+    ),
     Setting("REGISTRY_TLS_CERT", "", "the server's certificate chain (PEM)"),
     Setting("REGISTRY_TLS_KEY", "", "the server's private key (PEM)"),
     Setting("REGISTRY_TLS_CLIENT_CA", "", "require client certificates of this CA"),
     Setting("REGISTRY_PLAINTEXT", "", "allow: plaintext off loopback (trusted network)"),
-    Setting("REGISTRY_LEDGER_KEY", "$REGISTRY_DATA_DIR/ledger-signing-key.pem",
-            "the Ed25519 key signing the ledger's checkpoints"),
+    Setting(
+        "REGISTRY_LEDGER_KEY",
+        "$REGISTRY_DATA_DIR/ledger-signing-key.pem",
+        "the Ed25519 key signing the ledger's checkpoints",
+    ),
     Setting("REGISTRY_LEDGER_PUBLIC_KEY", "", "the public key `registry verify` checks with"),
     Setting("REGISTRY_LEDGER_SIGN_SECONDS", "60", "how often the registry signs its head"),
-    Setting("REGISTRY_EVENT_KEY", "$REGISTRY_DATA_DIR/event-key",
-            "the key authenticating every stored event (same file on every server and worker)"),
-    Setting("REGISTRY_LEDGER_CHECKPOINTS", "$REGISTRY_DATA_DIR/ledger-checkpoints.jsonl",
-            "where signed checkpoints are published outside the database"),
+    Setting(
+        "REGISTRY_EVENT_KEY",
+        "$REGISTRY_DATA_DIR/event-key",
+        "the key authenticating every stored event (same file on every server and worker)",
+    ),
+    Setting(
+        "REGISTRY_LEDGER_CHECKPOINTS",
+        "$REGISTRY_DATA_DIR/ledger-checkpoints.jsonl",
+        "where signed checkpoints are published outside the database",
+    ),
     Setting("REGISTRY_METRICS_PORT", "", "serve Prometheus /metrics on this port"),
     Setting("REGISTRY_VERIFY_SECONDS", "3600", "how often the worker re-verifies the ledger"),
     Setting("REGISTRY_LOG_FORMAT", "text", "text or json"),
@@ -101,8 +137,7 @@ def read_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigurationError(f"{FILE_VARIABLE}: cannot read {path}: {error.strerror}"
-                                 ) from None
+        raise ConfigurationError(f"{FILE_VARIABLE}: cannot read {path}: {error.strerror}") from None
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -135,23 +170,25 @@ def check(environ: Mapping[str, str] | None = None, *, server: bool = True) -> N
     """Refuse unknown REGISTRY_* names, and every invalid or contradictory value (the
     settings models raise those, naming the variable)."""
     environ = os.environ if environ is None else environ
-    unknown = sorted(name for name in environ if name.startswith("REGISTRY_")
-                     and name not in KNOWN)
+    unknown = sorted(name for name in environ if name.startswith("REGISTRY_") and name not in KNOWN)
     if unknown:
         hints = []
         for name in unknown:
             close = difflib.get_close_matches(name, KNOWN, n=1)
             hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
-        raise ConfigurationError(f"unknown setting(s): {', '.join(hints)}; "
-                                 "`registry config --show` lists them all")
+        raise ConfigurationError(
+            f"unknown setting(s): {', '.join(hints)}; `registry config --show` lists them all"
+        )
     store = Settings.from_env(environ)
     if server and store.backend != "memory":
         from services.server import ServerSettings  # the server's own checks
+
         ServerSettings.from_env(store, environ)
 
 
-def effective(environ: Mapping[str, str] | None = None, from_file: Mapping[str, str] = {}
-              ) -> list[tuple[str, str, str]]:
+def effective(
+    environ: Mapping[str, str] | None = None, from_file: Mapping[str, str] = {}
+) -> list[tuple[str, str, str]]:
     """(name, value shown, source) of every setting; secrets masked."""
     environ = os.environ if environ is None else environ
     rows = []
@@ -161,8 +198,7 @@ def effective(environ: Mapping[str, str] | None = None, from_file: Mapping[str, 
             source = "file" if setting.name in from_file else "environment"
         else:
             value, source = setting.default, "default"
-        rows.append((setting.name, mask(setting, value) if source != "default" else value,
-                     source))
+        rows.append((setting.name, mask(setting, value) if source != "default" else value, source))
     return rows
 
 
@@ -195,7 +231,7 @@ def mask_url(url: str) -> str:
         if rest[at] == "@" and _HOST.match(rest, at + 1):
             user, colon, _ = rest[:at].partition(":")
             userinfo = f"{user}:***" if colon else user
-            return f"{scheme}://{userinfo}@{_mask_query(rest[at + 1:])}"
+            return f"{scheme}://{userinfo}@{_mask_query(rest[at + 1 :])}"
     return f"{scheme}://{_mask_query(rest)}"
 
 

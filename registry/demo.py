@@ -16,16 +16,39 @@ OPERATOR = Principal("huaneng-dezhou", "operator-wang")
 
 COMPANIES = [
     # account, legal name, unified social credit code, sector, province, allocation (t)
-    ("PWR-SD-0001", "Huaneng Dezhou Power Plant", "91371400163081422B", "POWER", "Shandong",
-     9_200_000),
-    ("PWR-NM-0002", "Datang Tuoketuo Power Generation", "911501006114106725", "POWER",
-     "Inner Mongolia", 24_500_000),
-    ("STL-GD-0001", "Baowu Zhanjiang Iron & Steel", "91440800559170483M", "STEEL",
-     "Guangdong", 16_800_000),
-    ("CEM-AH-0001", "Anhui Conch Wuhu Cement", "913402001490103656", "CEMENT", "Anhui",
-     4_300_000),
-    ("ALU-NM-0001", "Chalco Baotou Aluminium", "91150200114177681Y", "ALUMINIUM",
-     "Inner Mongolia", 2_900_000),
+    (
+        "PWR-SD-0001",
+        "Huaneng Dezhou Power Plant",
+        "91371400163081422B",
+        "POWER",
+        "Shandong",
+        9_200_000,
+    ),
+    (
+        "PWR-NM-0002",
+        "Datang Tuoketuo Power Generation",
+        "911501006114106725",
+        "POWER",
+        "Inner Mongolia",
+        24_500_000,
+    ),
+    (
+        "STL-GD-0001",
+        "Baowu Zhanjiang Iron & Steel",
+        "91440800559170483M",
+        "STEEL",
+        "Guangdong",
+        16_800_000,
+    ),
+    ("CEM-AH-0001", "Anhui Conch Wuhu Cement", "913402001490103656", "CEMENT", "Anhui", 4_300_000),
+    (
+        "ALU-NM-0001",
+        "Chalco Baotou Aluminium",
+        "91150200114177681Y",
+        "ALUMINIUM",
+        "Inner Mongolia",
+        2_900_000,
+    ),
 ]
 CEA_2025 = UnitClass(UnitType.CEA, 2025)
 CCER_WIND = UnitClass(UnitType.CCER, 2024, "CCER-2024-0117")
@@ -35,86 +58,241 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
     """Play the scenario; return True when every unit class is conserved."""
     step = _Steps(out)
     for account_id, name, code, sector, province, _ in COMPANIES:
-        registry.open_account(REGULATOR, account_id, AccountType.COMPLIANCE,
-                              Holder(name, code, sector, province))
-    registry.open_account(REGULATOR, "TRD-SH-0001", AccountType.TRADING,
-                          Holder("Shanghai Green Carbon Fund"))
-    registry.open_account(REGULATOR, "PRJ-GS-0117", AccountType.PROJECT,
-                          Holder("Gansu Jiuquan Wind Farm Co."))
+        registry.open_account(
+            REGULATOR, account_id, AccountType.COMPLIANCE, Holder(name, code, sector, province)
+        )
+    registry.open_account(
+        REGULATOR, "TRD-SH-0001", AccountType.TRADING, Holder("Shanghai Green Carbon Fund")
+    )
+    registry.open_account(
+        REGULATOR, "PRJ-GS-0117", AccountType.PROJECT, Holder("Gansu Jiuquan Wind Farm Co.")
+    )
     out(f"Opened {len(COMPANIES)} compliance accounts, 1 trading, 1 project account.\n")
 
     cea = UnitSelector(UnitType.CEA, 2025)
     total_allocation = sum(c[-1] for c in COMPANIES)
-    step(registry.issue_units(REGULATOR, "ISS-CEA-2025", CEA_2025, total_allocation + 5_000_000,
-                              "CEA vintage 2025 for the 2025 compliance year"))
-    step(registry.transfer(REGULATOR, "RES-CEA-2025", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
-                           cea, total_allocation, "allocation budget to the reserve"))
+    step(
+        registry.issue_units(
+            REGULATOR,
+            "ISS-CEA-2025",
+            CEA_2025,
+            total_allocation + 5_000_000,
+            "CEA vintage 2025 for the 2025 compliance year",
+        )
+    )
+    step(
+        registry.transfer(
+            REGULATOR,
+            "RES-CEA-2025",
+            "CN-ISSUANCE",
+            "CN-ALLOCATION-RESERVE",
+            cea,
+            total_allocation,
+            "allocation budget to the reserve",
+        )
+    )
     for account_id, *_, allocation in COMPANIES:
-        step(registry.allocate(REGULATOR, f"ALLOC-2025-{account_id}", account_id, cea,
-                               allocation, "2025 pre-allocation"))
-    step(registry.issue_units(REGULATOR, "ISS-CCER-0117", CCER_WIND, 400_000,
-                              "CCER for 2024 generation of project 0117"))
-    step(registry.transfer(REGULATOR, "DLV-CCER-0117", "CN-ISSUANCE", "PRJ-GS-0117",
-                           UnitSelector(UnitType.CCER), 400_000, "delivery to project owner"))
+        step(
+            registry.allocate(
+                REGULATOR,
+                f"ALLOC-2025-{account_id}",
+                account_id,
+                cea,
+                allocation,
+                "2025 pre-allocation",
+            )
+        )
+    step(
+        registry.issue_units(
+            REGULATOR,
+            "ISS-CCER-0117",
+            CCER_WIND,
+            400_000,
+            "CCER for 2024 generation of project 0117",
+        )
+    )
+    step(
+        registry.transfer(
+            REGULATOR,
+            "DLV-CCER-0117",
+            "CN-ISSUANCE",
+            "PRJ-GS-0117",
+            UnitSelector(UnitType.CCER),
+            400_000,
+            "delivery to project owner",
+        )
+    )
 
     trading_day = date(2026, 6, 15)
-    step(registry.settle_trade(EXCHANGE, Trade("SEEE-20260615-000101", "PWR-NM-0002",
-                                                "TRD-SH-0001", "CEA", 600_000, 2025,
-                                                trade_date=trading_day)))
+    step(
+        registry.settle_trade(
+            EXCHANGE,
+            Trade(
+                "SEEE-20260615-000101",
+                "PWR-NM-0002",
+                "TRD-SH-0001",
+                "CEA",
+                600_000,
+                2025,
+                trade_date=trading_day,
+            ),
+        )
+    )
     hold = registry.place_hold(EXCHANGE, "ORD-88812", "TRD-SH-0001", cea, 250_000, 3600)
     out(f"hold {hold.hold_id}: {hold.quantity:,} CEA held on TRD-SH-0001 for a sell order")
-    step(registry.settle_trade(EXCHANGE, Trade("SEEE-20260615-000102", "TRD-SH-0001",
-                                               "CEM-AH-0001", "CEA", 180_000, 2025,
-                                               hold_id="ORD-88812", trade_date=trading_day)))
+    step(
+        registry.settle_trade(
+            EXCHANGE,
+            Trade(
+                "SEEE-20260615-000102",
+                "TRD-SH-0001",
+                "CEM-AH-0001",
+                "CEA",
+                180_000,
+                2025,
+                hold_id="ORD-88812",
+                trade_date=trading_day,
+            ),
+        )
+    )
     out("  (the other 70,000 held units were released when the hold settled)")
-    batch = registry.settle_trades(EXCHANGE, [
-        Trade("SEEE-20260615-000103", "PRJ-GS-0117", "PWR-SD-0001", "CCER", 120_000,
-              trade_date=trading_day),
-        Trade("SEEE-20260615-000104", "STL-GD-0001", "ALU-NM-0001", "CEA", 90_000, 2025,
-              trade_date=trading_day),
-        Trade("SEEE-20260615-000105", "TRD-SH-0001", "STL-GD-0001", "CEA", 40_000, 2025,
-              trade_date=trading_day),
-    ])
-    out(f"batch of {len(batch)} trades: " + ", ".join(f"{r.trade_id[-6:]} {r.outcome}"
-                                                     for r in batch))
-    retry = registry.settle_trade(EXCHANGE, Trade("SEEE-20260615-000101", "PWR-NM-0002",
-                                                  "TRD-SH-0001", "CEA", 600_000, 2025,
-                                                  trade_date=trading_day))
+    batch = registry.settle_trades(
+        EXCHANGE,
+        [
+            Trade(
+                "SEEE-20260615-000103",
+                "PRJ-GS-0117",
+                "PWR-SD-0001",
+                "CCER",
+                120_000,
+                trade_date=trading_day,
+            ),
+            Trade(
+                "SEEE-20260615-000104",
+                "STL-GD-0001",
+                "ALU-NM-0001",
+                "CEA",
+                90_000,
+                2025,
+                trade_date=trading_day,
+            ),
+            Trade(
+                "SEEE-20260615-000105",
+                "TRD-SH-0001",
+                "STL-GD-0001",
+                "CEA",
+                40_000,
+                2025,
+                trade_date=trading_day,
+            ),
+        ],
+    )
+    out(
+        f"batch of {len(batch)} trades: "
+        + ", ".join(f"{r.trade_id[-6:]} {r.outcome}" for r in batch)
+    )
+    retry = registry.settle_trade(
+        EXCHANGE,
+        Trade(
+            "SEEE-20260615-000101",
+            "PWR-NM-0002",
+            "TRD-SH-0001",
+            "CEA",
+            600_000,
+            2025,
+            trade_date=trading_day,
+        ),
+    )
     out(f"exchange retries trade 000101: replayed={retry.replayed}, nothing moved twice")
 
-    registry.record_verified_emissions(REGULATOR, [EmissionsRow(
-        "PWR-SD-0001", 2025, 8_820_000, "2025 emissions report, verified")])
+    registry.record_verified_emissions(
+        REGULATOR, [EmissionsRow("PWR-SD-0001", 2025, 8_820_000, "2025 emissions report, verified")]
+    )
     out("verified emissions 2025: PWR-SD-0001 8,820,000 t (CCER may cover 5 %: 441,000 t)")
-    step(registry.surrender(OPERATOR, "SUR-2025-PWR-SD-0001-A", "PWR-SD-0001", cea, 8_700_000,
-                            2025, "2025 compliance, allowances"))
-    step(registry.surrender(OPERATOR, "SUR-2025-PWR-SD-0001-B", "PWR-SD-0001",
-                            UnitSelector(UnitType.CCER), 120_000, 2025,
-                            "2025 compliance, offsets (under the 5% cap)"))
-    step(registry.cancel(Principal("green-fund", "trader-chen"), "CXL-0001", "TRD-SH-0001",
-                         cea, 10_000, "voluntary cancellation for a corporate net-zero claim"))
-    step(registry.settle_trade(EXCHANGE, Trade("SEEE-20260616-000001", "CEM-AH-0001",
-                                               "TRD-SH-0001", "CEA", 99_000_000, 2025)))
+    step(
+        registry.surrender(
+            OPERATOR,
+            "SUR-2025-PWR-SD-0001-A",
+            "PWR-SD-0001",
+            cea,
+            8_700_000,
+            2025,
+            "2025 compliance, allowances",
+        )
+    )
+    step(
+        registry.surrender(
+            OPERATOR,
+            "SUR-2025-PWR-SD-0001-B",
+            "PWR-SD-0001",
+            UnitSelector(UnitType.CCER),
+            120_000,
+            2025,
+            "2025 compliance, offsets (under the 5% cap)",
+        )
+    )
+    step(
+        registry.cancel(
+            Principal("green-fund", "trader-chen"),
+            "CXL-0001",
+            "TRD-SH-0001",
+            cea,
+            10_000,
+            "voluntary cancellation for a corporate net-zero claim",
+        )
+    )
+    step(
+        registry.settle_trade(
+            EXCHANGE,
+            Trade("SEEE-20260616-000001", "CEM-AH-0001", "TRD-SH-0001", "CEA", 99_000_000, 2025),
+        )
+    )
 
     open_hold = registry.place_hold(EXCHANGE, "ORD-88813", "STL-GD-0001", cea, 300_000, 3600)
-    out(f"hold {open_hold.hold_id}: {open_hold.quantity:,} CEA held on STL-GD-0001 "
-        "for an open sell order")
+    out(
+        f"hold {open_hold.hold_id}: {open_hold.quantity:,} CEA held on STL-GD-0001 "
+        "for an open sell order"
+    )
 
     out("\nBalances (tonnes CO2e)")
-    _table(out, ["account", "type", "unit class", "total", "held", "available"], [
-        [account_id, registry.get_account(account_id).account_type.value, h.unit_class.key,
-         f"{h.total:,}", f"{h.held:,}", f"{h.available:,}"]
-        for account_id in registry.account_ids()
-        for h in registry.get_holdings(account_id)])
+    _table(
+        out,
+        ["account", "type", "unit class", "total", "held", "available"],
+        [
+            [
+                account_id,
+                registry.get_account(account_id).account_type.value,
+                h.unit_class.key,
+                f"{h.total:,}",
+                f"{h.held:,}",
+                f"{h.available:,}",
+            ]
+            for account_id in registry.account_ids()
+            for h in registry.get_holdings(account_id)
+        ],
+    )
     surrendered = registry.get_surrendered("PWR-SD-0001", 2025)
-    out("\nSurrendered by PWR-SD-0001 for 2025: "
+    out(
+        "\nSurrendered by PWR-SD-0001 for 2025: "
         + ", ".join(f"{q:,} {t}" for t, q in sorted(surrendered.items()))
-        + f" ({registry.get_compliance_status('PWR-SD-0001', 2025).state})")
+        + f" ({registry.get_compliance_status('PWR-SD-0001', 2025).state})"
+    )
 
     out("\nConservation: units issued == sum of all holdings, per unit class")
     supply = registry.supply()
-    _table(out, ["unit class", "issued", "held in accounts", "check"], [
-        [line.unit_class.key, f"{line.issued:,}", f"{line.held_in_accounts:,}",
-         "OK" if line.balanced else "MISMATCH"] for line in supply])
+    _table(
+        out,
+        ["unit class", "issued", "held in accounts", "check"],
+        [
+            [
+                line.unit_class.key,
+                f"{line.issued:,}",
+                f"{line.held_in_accounts:,}",
+                "OK" if line.balanced else "MISMATCH",
+            ]
+            for line in supply
+        ],
+    )
     return all(line.balanced for line in supply)
 
 
@@ -128,9 +306,11 @@ class _Steps:
             blocks = ", ".join(str(b) for b in result.blocks)
             self.out(f"{result.kind:<13} {result.quantity:>12,}  {route}  [{blocks}]")
         else:
-            self.out(f"{result.kind:<13} REFUSED {result.refusal_reason}: "
-                     f"{result.refusal_message} ({route}; recorded as "
-                     f"{result.party}:{result.transaction_id})")
+            self.out(
+                f"{result.kind:<13} REFUSED {result.refusal_reason}: "
+                f"{result.refusal_message} ({route}; recorded as "
+                f"{result.party}:{result.transaction_id})"
+            )
 
 
 def _table(out: Callable[[str], None], header: list[str], rows: list[list[str]]) -> None:
@@ -138,8 +318,9 @@ def _table(out: Callable[[str], None], header: list[str], rows: list[list[str]])
     numeric = [i > 0 and all(r[i][:1].isdigit() for r in rows) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if n else c.ljust(w)
-                         for c, w, n in zip(cells, widths, numeric, strict=True))
+        return "  ".join(
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)
+        )
 
     out(line(header))
     out("  ".join("-" * w for w in widths))

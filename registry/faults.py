@@ -31,13 +31,21 @@ DATABASE_BUSY = "DATABASE_BUSY"
 """A lock or statement timeout, no pooled connection in time, a serialization failure
 or a deadlock: the database is up but the work could not be done now."""
 
-_BUSY = (psycopg_pool.PoolTimeout, psycopg.errors.LockNotAvailable,
-         psycopg.errors.QueryCanceled, psycopg.errors.SerializationFailure,
-         psycopg.errors.DeadlockDetected, psycopg.errors.TooManyConnections)
+_BUSY = (
+    psycopg_pool.PoolTimeout,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.TooManyConnections,
+)
 """Checked before the connection-loss classes: most of them are OperationalErrors too."""
 
-_LOST = (psycopg.OperationalError, psycopg.InterfaceError,
-         psycopg.errors.IdleInTransactionSessionTimeout)
+_LOST = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
 """Whatever else psycopg raises as operational: the connection is gone or unreachable
 (an idle-in-transaction timeout ended the session too)."""
 
@@ -46,7 +54,7 @@ def database_fault(error: BaseException | None) -> str | None:
     """``CONNECTION_LOST`` or ``DATABASE_BUSY`` when a retry can cure ``error``, else
     None (a defect: a bad statement, a constraint, a bug)."""
     seen = 0
-    while error is not None and seen < 8:   # a chain is short; never loop on a cycle
+    while error is not None and seen < 8:  # a chain is short; never loop on a cycle
         seen += 1
         if isinstance(error, _BUSY):
             return DATABASE_BUSY
@@ -63,7 +71,7 @@ def database_fault(error: BaseException | None) -> str | None:
         if isinstance(error, persistence.OperationalError | persistence.InterfaceError):
             cause = error.__cause__
             if cause is None:
-                return CONNECTION_LOST   # the library's own "connection" errors
+                return CONNECTION_LOST  # the library's own "connection" errors
             error = cause
             continue
         error = error.__cause__
@@ -73,8 +81,9 @@ def database_fault(error: BaseException | None) -> str | None:
 def describe_fault(error: BaseException) -> str:
     """The database's own words, on one line (psycopg's messages span several)."""
     cause: BaseException = error
-    while isinstance(cause, DBAPIError | persistence.PersistenceError) and \
-            cause.__cause__ is not None:
+    while (
+        isinstance(cause, DBAPIError | persistence.PersistenceError) and cause.__cause__ is not None
+    ):
         cause = cause.__cause__
     if isinstance(cause, DBAPIError) and cause.orig is not None:
         cause = cause.orig

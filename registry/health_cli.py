@@ -39,26 +39,43 @@ _WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]", "::": "[
 
 def add_parser(sub: Any) -> None:
     """Register ``registry health`` on the CLI's subcommands."""
-    parser = sub.add_parser("health", help="ask a server's gRPC health service whether it "
-                            "is SERVING (exit 0; 1 not serving; 2 unreachable)")
+    parser = sub.add_parser(
+        "health",
+        help="ask a server's gRPC health service whether it "
+        "is SERVING (exit 0; 1 not serving; 2 unreachable)",
+    )
     add_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default=None,
-                        help="host:port (default: the local server of REGISTRY_LISTEN, "
-                        "else REGISTRY_SERVER, else 127.0.0.1:50051)")
-    parser.add_argument("--service", default="",
-                        help="the service to ask about, e.g. registry.v1.SettlementService "
-                        "(default: the whole server)")
-    parser.add_argument("--timeout", type=float, default=5.0,
-                        help="seconds to wait for the answer (default: %(default)s)")
+    parser.add_argument(
+        "--server",
+        default=None,
+        help="host:port (default: the local server of REGISTRY_LISTEN, "
+        "else REGISTRY_SERVER, else 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--service",
+        default="",
+        help="the service to ask about, e.g. registry.v1.SettlementService "
+        "(default: the whole server)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for the answer (default: %(default)s)",
+    )
     add_tls_options(parser)
-    parser.add_argument("--tls-server-name", metavar="NAME", default="",
-                        help="the name the server's certificate must carry, when it is not "
-                        "the --server host (a check on 127.0.0.1 of a server whose "
-                        "certificate names its public DNS name)")
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        default="",
+        help="the name the server's certificate must carry, when it is not "
+        "the --server host (a check on 127.0.0.1 of a server whose "
+        "certificate names its public DNS name)",
+    )
 
 
 def default_server(environ: Mapping[str, str] | None = None) -> str:
@@ -74,9 +91,16 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
     return environ.get("REGISTRY_SERVER", "").strip() or "127.0.0.1:50051"
 
 
-def check(target: str, service: str = "", timeout: float = 5.0, *,
-          tls_ca: bytes | None = None, tls_cert: bytes | None = None,
-          tls_key: bytes | None = None, server_name: str = "") -> tuple[int, str]:
+def check(
+    target: str,
+    service: str = "",
+    timeout: float = 5.0,
+    *,
+    tls_ca: bytes | None = None,
+    tls_cert: bytes | None = None,
+    tls_key: bytes | None = None,
+    server_name: str = "",
+) -> tuple[int, str]:
     """Ask once; (exit status, what to print)."""
     options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
     if tls_ca is None:
@@ -85,15 +109,17 @@ def check(target: str, service: str = "", timeout: float = 5.0, *,
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert)
+            root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert
+        )
         channel = grpc.secure_channel(target, credentials, options=options)
     with channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)   # the stubs package omits Check
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs package omits Check
         try:
             reply: health_pb2.HealthCheckResponse = stub.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
         except grpc.RpcError as error:
-            call: Any = error   # a failed call is also a grpc.Call
+            call: Any = error  # a failed call is also a grpc.Call
             code: grpc.StatusCode = call.code()
             status = UNREACHABLE if code in _NO_ANSWER else NOT_SERVING
             return status, f"{target}: {code.name}: {call.details()}"
@@ -104,18 +130,28 @@ def check(target: str, service: str = "", timeout: float = 5.0, *,
 
 def run(args: argparse.Namespace) -> int:
     """The subcommand: one check, one line out, the exit status says the rest."""
-    tls_ca, tls_cert, tls_key = tls_files(args)   # a bad path is named, exit 2
+    tls_ca, tls_cert, tls_key = tls_files(args)  # a bad path is named, exit 2
     target = args.server or default_server()
-    status, line = check(target, args.service, args.timeout, tls_ca=tls_ca,
-                         tls_cert=tls_cert, tls_key=tls_key, server_name=args.tls_server_name)
+    status, line = check(
+        target,
+        args.service,
+        args.timeout,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        server_name=args.tls_server_name,
+    )
     print(line, file=sys.stdout if status == SERVING else sys.stderr)
     return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m registry.health_cli``: the same check without the full CLI."""
-    parser = argparse.ArgumentParser(prog="registry health", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="registry health",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))

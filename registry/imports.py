@@ -82,8 +82,14 @@ MAX_PROPOSAL_ROWS = 10_000
 ALLOCATION_BATCH = 1_000
 OPENING_CALLERS = 8
 """Account openings in flight at once: the server saves concurrent openings together."""
-REFUSING_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS,
-                            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
+REFUSING_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
 """A row's own problem: report it and go on; any other failure stops the run."""
 """Rows per ``AllocateUnits`` call: small enough to report progress and bound a retry."""
 PROGRESS_EVERY = 1_000
@@ -122,9 +128,13 @@ class AllocationLine:
 
     def payload_row(self) -> dict[str, object]:
         """The row as an ``ALLOCATION_TABLE`` proposal payload row."""
-        row: dict[str, object] = {"transaction_id": self.transaction_id,
-                                  "account_id": self.account_id, "unit_type": self.unit_type,
-                                  "quantity": self.quantity, "reason": self.reason}
+        row: dict[str, object] = {
+            "transaction_id": self.transaction_id,
+            "account_id": self.account_id,
+            "unit_type": self.unit_type,
+            "quantity": self.quantity,
+            "reason": self.reason,
+        }
         if self.vintage is not None:
             row["vintage"] = self.vintage
         if self.source:
@@ -135,31 +145,33 @@ class AllocationLine:
 
 
 def _year(text: str) -> int:
-    return check_year(parse_int(text, reason="INVALID_COMPLIANCE_YEAR",
-                                what="compliance year"))
+    return check_year(parse_int(text, reason="INVALID_COMPLIANCE_YEAR", what="compliance year"))
 
 
 def _emissions(text: str) -> int:
     value = parse_int(text, reason="INVALID_EMISSIONS", what="verified emissions")
     if value < 0:
-        raise InvalidCommand(f"verified emissions must be >= 0 tonnes, got {value}",
-                             reason="INVALID_EMISSIONS")
+        raise InvalidCommand(
+            f"verified emissions must be >= 0 tonnes, got {value}", reason="INVALID_EMISSIONS"
+        )
     return value
 
 
 def _quantity(text: str) -> int:
     value = parse_int(text, reason="INVALID_QUANTITY", what="quantity")
     if value <= 0:
-        raise InvalidCommand(f"quantity must be a whole number of tonnes > 0, got {value}",
-                             reason="INVALID_QUANTITY")
+        raise InvalidCommand(
+            f"quantity must be a whole number of tonnes > 0, got {value}", reason="INVALID_QUANTITY"
+        )
     return value
 
 
 def _vintage(text: str) -> int:
     value = parse_int(text, reason="INVALID_VINTAGE", what="vintage")
     if not MIN_VINTAGE <= value <= MAX_VINTAGE:
-        raise InvalidCommand(f"vintage {value} is outside {MIN_VINTAGE}..{MAX_VINTAGE}",
-                             reason="INVALID_VINTAGE")
+        raise InvalidCommand(
+            f"vintage {value} is outside {MIN_VINTAGE}..{MAX_VINTAGE}", reason="INVALID_VINTAGE"
+        )
     return value
 
 
@@ -176,26 +188,39 @@ ALLOCATION_KINDS = ("ALLOCATION", "ALLOCATION_RETURN")
 
 def _allocation_kind(text: str) -> str:
     if text not in ALLOCATION_KINDS:
-        raise InvalidCommand(f"kind {text!r} must be ALLOCATION or ALLOCATION_RETURN",
-                             reason="INVALID_ALLOCATION_KIND")
+        raise InvalidCommand(
+            f"kind {text!r} must be ALLOCATION or ALLOCATION_RETURN",
+            reason="INVALID_ALLOCATION_KIND",
+        )
     return text
 
 
 EMISSIONS_SCHEMA: Schema[EmissionsLine] = Schema(
-    columns=(Column("account_id", check_account_id), Column("compliance_year", _year),
-             Column("verified_emissions", _emissions), Column("reason", check_reason)),
-    make=lambda v: EmissionsLine(**v), key=("account_id", "compliance_year"),
-    max_rows=MAX_EMISSIONS_ROWS)
+    columns=(
+        Column("account_id", check_account_id),
+        Column("compliance_year", _year),
+        Column("verified_emissions", _emissions),
+        Column("reason", check_reason),
+    ),
+    make=lambda v: EmissionsLine(**v),
+    key=("account_id", "compliance_year"),
+    max_rows=MAX_EMISSIONS_ROWS,
+)
 
 ALLOCATIONS_SCHEMA: Schema[AllocationLine] = Schema(
-    columns=(Column("transaction_id", _transaction_id), Column("account_id", check_account_id),
-             Column("unit_type", _unit_type),
-             Column("vintage", _vintage, required=False, default=None),
-             Column("quantity", _quantity),
-             Column("source", check_account_id, required=False, default=""),
-             Column("reason", check_reason),
-             Column("kind", _allocation_kind, required=False, default="ALLOCATION")),
-    make=lambda v: AllocationLine(**v), key=("transaction_id",))
+    columns=(
+        Column("transaction_id", _transaction_id),
+        Column("account_id", check_account_id),
+        Column("unit_type", _unit_type),
+        Column("vintage", _vintage, required=False, default=None),
+        Column("quantity", _quantity),
+        Column("source", check_account_id, required=False, default=""),
+        Column("reason", check_reason),
+        Column("kind", _allocation_kind, required=False, default="ALLOCATION"),
+    ),
+    make=lambda v: AllocationLine(**v),
+    key=("transaction_id",),
+)
 
 
 @dataclass(frozen=True)
@@ -213,8 +238,12 @@ class AccountLine:
         return Holder(self.name, self.credit_code, self.sector, self.province)
 
 
-HOLDER_COLUMNS = {"INVALID_HOLDER": "name", "INVALID_CREDIT_CODE": "credit_code",
-                  "INVALID_SECTOR": "sector", "MISSING_PROVINCE": "province"}
+HOLDER_COLUMNS = {
+    "INVALID_HOLDER": "name",
+    "INVALID_CREDIT_CODE": "credit_code",
+    "INVALID_SECTOR": "sector",
+    "MISSING_PROVINCE": "province",
+}
 """Which column a holder's refusal reason is about, to name it in the report."""
 
 
@@ -223,81 +252,131 @@ def _account_line(values: Mapping[str, Any]) -> AccountLine:
     try:
         line.holder().validate(parse_account_type(line.account_type))
     except InvalidCommand as error:
-        raise InvalidCommand(error.message, reason=error.reason,
-                             field=HOLDER_COLUMNS.get(error.reason, "")) from None
+        raise InvalidCommand(
+            error.message, reason=error.reason, field=HOLDER_COLUMNS.get(error.reason, "")
+        ) from None
     return line
 
 
 ACCOUNTS_SCHEMA: Schema[AccountLine] = Schema(
-    columns=(Column("account_id", check_account_id),
-             Column("account_type", lambda text: parse_account_type(text).value),
-             Column("name", str), Column("credit_code", str, required=False, default=""),
-             Column("sector", str, required=False, default=""),
-             Column("province", str, required=False, default="")),
-    make=_account_line, key=("account_id",))
+    columns=(
+        Column("account_id", check_account_id),
+        Column("account_type", lambda text: parse_account_type(text).value),
+        Column("name", str),
+        Column("credit_code", str, required=False, default=""),
+        Column("sector", str, required=False, default=""),
+        Column("province", str, required=False, default=""),
+    ),
+    make=_account_line,
+    key=("account_id",),
+)
 
 
 def account_request(line: AccountLine) -> admin_pb.OpenAccountRequest:
-    sector = (common_pb.Sector.Value(f"SECTOR_{line.sector}") if line.sector
-              else common_pb.SECTOR_UNSPECIFIED)
+    sector = (
+        common_pb.Sector.Value(f"SECTOR_{line.sector}")
+        if line.sector
+        else common_pb.SECTOR_UNSPECIFIED
+    )
     return admin_pb.OpenAccountRequest(
         account_id=line.account_id,
         account_type=common_pb.AccountType.Value(f"ACCOUNT_TYPE_{line.account_type}"),
-        holder=common_pb.Holder(name=line.name, credit_code=line.credit_code, sector=sector,
-                                province=line.province))
+        holder=common_pb.Holder(
+            name=line.name, credit_code=line.credit_code, sector=sector, province=line.province
+        ),
+    )
 
 
 def emissions_request(rows: Sequence[EmissionsLine]) -> admin_pb.RecordVerifiedEmissionsRequest:
-    return admin_pb.RecordVerifiedEmissionsRequest(rows=[
-        admin_pb.VerifiedEmissionsRow(account_id=r.account_id, compliance_year=r.compliance_year,
-                                      verified_emissions=r.verified_emissions, reason=r.reason)
-        for r in rows])
+    return admin_pb.RecordVerifiedEmissionsRequest(
+        rows=[
+            admin_pb.VerifiedEmissionsRow(
+                account_id=r.account_id,
+                compliance_year=r.compliance_year,
+                verified_emissions=r.verified_emissions,
+                reason=r.reason,
+            )
+            for r in rows
+        ]
+    )
 
 
 def allocation_request(rows: Sequence[AllocationLine]) -> admin_pb.AllocateUnitsRequest:
-    return admin_pb.AllocateUnitsRequest(rows=[
-        admin_pb.AllocationRow(transaction_id=r.transaction_id, account_id=r.account_id,
-                               unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{r.unit_type}"),
-                               vintage=r.vintage, quantity=r.quantity, reason=r.reason,
-                               source_account=r.source, allocation_return=r.returned)
-        for r in rows])
+    return admin_pb.AllocateUnitsRequest(
+        rows=[
+            admin_pb.AllocationRow(
+                transaction_id=r.transaction_id,
+                account_id=r.account_id,
+                unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{r.unit_type}"),
+                vintage=r.vintage,
+                quantity=r.quantity,
+                reason=r.reason,
+                source_account=r.source,
+                allocation_return=r.returned,
+            )
+            for r in rows
+        ]
+    )
 
 
 # == the command =================================================================
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    command = sub.add_parser("import", help="load a CSV file (verified emissions, "
-                             "allocations) into a running server, validated whole first")
+    command = sub.add_parser(
+        "import",
+        help="load a CSV file (verified emissions, "
+        "allocations) into a running server, validated whole first",
+    )
     kinds = command.add_subparsers(dest="kind", required=True)
-    emissions = kinds.add_parser("emissions", help="account_id,compliance_year,"
-                                 "verified_emissions,reason: all rows in one atomic call "
-                                 f"(at most {MAX_EMISSIONS_ROWS:,})")
+    emissions = kinds.add_parser(
+        "emissions",
+        help="account_id,compliance_year,"
+        "verified_emissions,reason: all rows in one atomic call "
+        f"(at most {MAX_EMISSIONS_ROWS:,})",
+    )
     emissions.set_defaults(run=_import_emissions)
-    allocations = kinds.add_parser("allocations", help="transaction_id,account_id,unit_type,"
-                                   "vintage,quantity,source,reason: idempotent by "
-                                   "transaction_id, so a re-run completes an interrupted one")
+    allocations = kinds.add_parser(
+        "allocations",
+        help="transaction_id,account_id,unit_type,"
+        "vintage,quantity,source,reason: idempotent by "
+        "transaction_id, so a re-run completes an interrupted one",
+    )
     allocations.set_defaults(run=_import_allocations)
-    allocations.add_argument("--propose", metavar="PROPOSAL_ID", default="",
-                             help="propose the whole file as one ALLOCATION_TABLE for a "
-                             "second regulator to approve (four eyes) instead of allocating")
-    accounts = kinds.add_parser("accounts", help="account_id,account_type,name,credit_code,"
-                                "sector,province: opened one by one, a re-run replays the "
-                                "accounts already open")
+    allocations.add_argument(
+        "--propose",
+        metavar="PROPOSAL_ID",
+        default="",
+        help="propose the whole file as one ALLOCATION_TABLE for a "
+        "second regulator to approve (four eyes) instead of allocating",
+    )
+    accounts = kinds.add_parser(
+        "accounts",
+        help="account_id,account_type,name,credit_code,"
+        "sector,province: opened one by one, a re-run replays the "
+        "accounts already open",
+    )
     accounts.set_defaults(run=_import_accounts)
     for parser in (emissions, allocations, accounts):
         parser.add_argument("file", type=Path)
-        parser.add_argument("--dry-run", action="store_true",
-                            help="validate the file only; send nothing")
-        parser.add_argument("--report", type=Path, default=None,
-                            help="write every problem as CSV (line,column,reason,message)")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="validate the file only; send nothing"
+        )
+        parser.add_argument(
+            "--report",
+            type=Path,
+            default=None,
+            help="write every problem as CSV (line,column,reason,message)",
+        )
         add_connection_options(parser)
 
 
 def _progress(meter: RowsProgress) -> Progress:
     """``read_csv``'s ``on_progress`` drawing ``meter`` (a terminal only)."""
+
     def report(done: int, total: int) -> None:
         meter.update(done, total=total)
+
     return report
 
 
@@ -313,8 +392,9 @@ def _validated(args: argparse.Namespace, parsed: ParsedFile[T]) -> tuple[T, ...]
         return parsed.rows
     problems = file_problems(parsed.violations)
     error = parsed.error
-    print_problems(f"{args.file}: {error.message if error else 'invalid'}. Nothing was sent.",
-                    problems)
+    print_problems(
+        f"{args.file}: {error.message if error else 'invalid'}. Nothing was sent.", problems
+    )
     write_report(args.report, problems)
     return None
 
@@ -322,15 +402,15 @@ def _validated(args: argparse.Namespace, parsed: ParsedFile[T]) -> tuple[T, ...]
 def _read(args: argparse.Namespace, schema: Schema[T]) -> ParsedFile[T] | int:
     try:
         with RowsProgress(f"{args.file.name}: validated", unit="rows") as meter:
-            return read_csv(args.file, schema, on_progress=_progress(meter),
-                            progress_every=PROGRESS_EVERY)
+            return read_csv(
+                args.file, schema, on_progress=_progress(meter), progress_every=PROGRESS_EVERY
+            )
     except OSError as error:
         print(f"registry import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
         return 2
 
 
-def _load(args: argparse.Namespace, schema: Schema[T]
-          ) -> tuple[ParsedFile[T], tuple[T, ...]] | int:
+def _load(args: argparse.Namespace, schema: Schema[T]) -> tuple[ParsedFile[T], tuple[T, ...]] | int:
     """The file and its rows to send, or the exit code when there is nothing to send
     (a dry run, or a bad file whose every problem was reported)."""
     parsed = _read(args, schema)
@@ -349,17 +429,27 @@ def _import_emissions(args: argparse.Namespace) -> int:
     parsed, rows = loaded
     try:
         with client_for(args, timeout=300) as client:
-            reply = client.call(client.administration.RecordVerifiedEmissions,
-                                emissions_request(rows))
+            reply = client.call(
+                client.administration.RecordVerifiedEmissions, emissions_request(rows)
+            )
     except grpc.RpcError as error:
-        return _server_refused(args, error, parsed.lines, 0,
-                               "no row of the file was recorded (one call, all or nothing)")
+        return _server_refused(
+            args,
+            error,
+            parsed.lines,
+            0,
+            "no row of the file was recorded (one call, all or nothing)",
+        )
     print(f"sent {len(rows):,} of {len(rows):,} rows", file=sys.stderr)
-    counts = Counter(admin_pb.EmissionsRowStatus.Name(r.status).removeprefix(
-        "EMISSIONS_ROW_STATUS_") for r in reply.results)
+    counts = Counter(
+        admin_pb.EmissionsRowStatus.Name(r.status).removeprefix("EMISSIONS_ROW_STATUS_")
+        for r in reply.results
+    )
     write_report(args.report, [])
-    print(f"RECORDED {counts['RECORDED']:,}, UNCHANGED {counts['UNCHANGED']:,}"
-          + (f" (position {reply.position})" if reply.position else ""))
+    print(
+        f"RECORDED {counts['RECORDED']:,}, UNCHANGED {counts['UNCHANGED']:,}"
+        + (f" (position {reply.position})" if reply.position else "")
+    )
     if not counts["RECORDED"]:
         print("nothing changed: every figure was already recorded")
     return 0
@@ -372,28 +462,45 @@ def _import_accounts(args: argparse.Namespace) -> int:
     parsed, rows = loaded
     counts: Counter[str] = Counter()
     problems: list[Problem] = []
-    with client_for(args, timeout=60) as client, ThreadPoolExecutor(OPENING_CALLERS) as pool, \
-            RowsProgress("opened", len(rows), unit="accounts") as meter:
+    with (
+        client_for(args, timeout=60) as client,
+        ThreadPoolExecutor(OPENING_CALLERS) as pool,
+        RowsProgress("opened", len(rows), unit="accounts") as meter,
+    ):
+
         def open_one(line: AccountLine) -> admin_pb.OpenAccountResponse | ErrorDetails:
             try:
                 return client.call(client.administration.OpenAccount, account_request(line))
             except grpc.RpcError as error:
                 return error_details(error)
-        for done, (row, line, reply) in enumerate(zip(
-                rows, parsed.lines, pool.map(open_one, rows), strict=True), 1):
+
+        for done, (row, line, reply) in enumerate(
+            zip(rows, parsed.lines, pool.map(open_one, rows), strict=True), 1
+        ):
             if isinstance(reply, ErrorDetails):
                 if reply.code not in REFUSING_CODES:
-                    meter.close()   # end the progress line before the message
-                    print(f"registry import: {done - 1:,} rows were sent; the same file "
-                          "again completes the rest", file=sys.stderr)
+                    meter.close()  # end the progress line before the message
+                    print(
+                        f"registry import: {done - 1:,} rows were sent; the same file "
+                        "again completes the rest",
+                        file=sys.stderr,
+                    )
                     return report_error_details(reply)
-                problems.append(Problem(line, "account_id", reply.reason or reply.code.name,
-                                        f"{row.account_id}: {reply.message}"))
+                problems.append(
+                    Problem(
+                        line,
+                        "account_id",
+                        reply.reason or reply.code.name,
+                        f"{row.account_id}: {reply.message}",
+                    )
+                )
             else:
                 counts["ALREADY_OPEN" if reply.replayed else "OPENED"] += 1
             meter.update(done)
-    print(f"OPENED {counts['OPENED']:,}, ALREADY_OPEN {counts['ALREADY_OPEN']:,}, "
-          f"REFUSED {len(problems):,}")
+    print(
+        f"OPENED {counts['OPENED']:,}, ALREADY_OPEN {counts['ALREADY_OPEN']:,}, "
+        f"REFUSED {len(problems):,}"
+    )
     if problems:
         print_problems(f"{len(problems):,} account(s) not opened", problems)
     write_report(args.report, problems)
@@ -408,38 +515,49 @@ def _import_allocations(args: argparse.Namespace) -> int:
     if args.propose:
         return _propose_allocations(args, rows, parsed.digest)
     results: list[tuple[int, admin_pb.AllocationResult]] = []
-    with client_for(args, timeout=300) as client, \
-            RowsProgress("sent", len(rows), unit="rows") as meter:
+    with (
+        client_for(args, timeout=300) as client,
+        RowsProgress("sent", len(rows), unit="rows") as meter,
+    ):
         for start in range(0, len(rows), ALLOCATION_BATCH):
-            chunk = rows[start:start + ALLOCATION_BATCH]
+            chunk = rows[start : start + ALLOCATION_BATCH]
             try:
-                reply = client.call(client.administration.AllocateUnits,
-                                    allocation_request(chunk))
+                reply = client.call(client.administration.AllocateUnits, allocation_request(chunk))
             except grpc.RpcError as error:
-                meter.close()   # end the progress line before the message
+                meter.close()  # end the progress line before the message
                 return _server_refused(
-                    args, error, parsed.lines, start,
+                    args,
+                    error,
+                    parsed.lines,
+                    start,
                     f"{start:,} rows (before line {parsed.lines[start]}) were sent; fix the "
                     "cause and run the same file again: sent rows replay as "
-                    "ALREADY_COMPLETED")
+                    "ALREADY_COMPLETED",
+                )
             results += zip(parsed.lines[start:], reply.results, strict=False)
             meter.update(start + len(chunk))
     return _summarise_allocations(args, results)
 
 
-def _propose_allocations(args: argparse.Namespace, rows: Sequence[AllocationLine],
-                          digest: str) -> int:
+def _propose_allocations(
+    args: argparse.Namespace, rows: Sequence[AllocationLine], digest: str
+) -> int:
     """One ALLOCATION_TABLE proposal holding every row; proposing it again with the same
     id and file replays it."""
     if len(rows) > MAX_PROPOSAL_ROWS:
-        print(f"registry import: {len(rows):,} rows: a proposal carries at most "
-              f"{MAX_PROPOSAL_ROWS:,} (what one approval allocates at once); split the "
-              "file. Nothing was sent.", file=sys.stderr)
+        print(
+            f"registry import: {len(rows):,} rows: a proposal carries at most "
+            f"{MAX_PROPOSAL_ROWS:,} (what one approval allocates at once); split the "
+            "file. Nothing was sent.",
+            file=sys.stderr,
+        )
         return 2
     request = admin_pb.ProposeActionRequest(
-        proposal_id=args.propose, kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+        proposal_id=args.propose,
+        kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
         payload_json=json.dumps({"rows": [row.payload_row() for row in rows]}),
-        reason=f"allocation table {args.file.name} sha256 {digest}"[:500])
+        reason=f"allocation table {args.file.name} sha256 {digest}"[:500],
+    )
     try:
         with client_for(args, timeout=300) as client:
             reply = client.call(client.administration.ProposeAction, request)
@@ -448,17 +566,21 @@ def _propose_allocations(args: argparse.Namespace, rows: Sequence[AllocationLine
     p = reply.proposal
     given = sum(r.quantity for r in rows if not r.returned)
     taken = sum(r.quantity for r in rows if r.returned)
-    print(f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id}: "
-          f"ALLOCATION_TABLE of {len(rows):,} rows ({given:,} t to allocate, {taken:,} t to "
-          f"return), pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC")
-    print(f"a second regulator approves it with: registry proposals approve {p.party} "
-          f"{p.proposal_id}")
+    print(
+        f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id}: "
+        f"ALLOCATION_TABLE of {len(rows):,} rows ({given:,} t to allocate, {taken:,} t to "
+        f"return), pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
+    )
+    print(
+        f"a second regulator approves it with: registry proposals approve {p.party} {p.proposal_id}"
+    )
     write_report(args.report, [])
     return 0
 
 
-def _summarise_allocations(args: argparse.Namespace,
-                           results: Sequence[tuple[int, admin_pb.AllocationResult]]) -> int:
+def _summarise_allocations(
+    args: argparse.Namespace, results: Sequence[tuple[int, admin_pb.AllocationResult]]
+) -> int:
     counts: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {"REFUSED": Counter(), "REJECTED": Counter()}
     problems: list[Problem] = []
@@ -467,16 +589,25 @@ def _summarise_allocations(args: argparse.Namespace,
         counts[status] += 1
         if status in reasons:
             reasons[status][result.reason] += 1
-            problems.append(Problem(line, "transaction_id", result.reason,
-                                    f"{status} {result.transaction_id}: {result.message}"))
+            problems.append(
+                Problem(
+                    line,
+                    "transaction_id",
+                    result.reason,
+                    f"{status} {result.transaction_id}: {result.message}",
+                )
+            )
     for status in ("COMPLETED", "ALREADY_COMPLETED", "REFUSED", "REJECTED"):
         detail = _reason_counts(reasons.get(status, {}))
         print(f"{status:<18}{counts[status]:>10,}{detail}")
     if counts["COMPLETED"] == 0 and counts["ALREADY_COMPLETED"] == len(results):
         print("nothing changed: every row was already completed")
     if problems:
-        print_problems(f"{len(problems):,} row(s) not applied (a refused id stays "
-                        "refused: fix the cause and use a new transaction_id)", problems)
+        print_problems(
+            f"{len(problems):,} row(s) not applied (a refused id stays "
+            "refused: fix the cause and use a new transaction_id)",
+            problems,
+        )
     write_report(args.report, problems)
     return 1 if problems else 0
 
@@ -484,12 +615,18 @@ def _summarise_allocations(args: argparse.Namespace,
 def _reason_counts(reasons: Mapping[str, int]) -> str:
     if not reasons:
         return ""
-    return "  (" + ", ".join(f"{reason or '?'} {n:,}" for reason, n in
-                             sorted(reasons.items())) + ")"
+    return (
+        "  (" + ", ".join(f"{reason or '?'} {n:,}" for reason, n in sorted(reasons.items())) + ")"
+    )
 
 
-def _server_refused(args: argparse.Namespace, error: grpc.RpcError, lines: Sequence[int],
-                    offset: int, consequence: str) -> int:
+def _server_refused(
+    args: argparse.Namespace,
+    error: grpc.RpcError,
+    lines: Sequence[int],
+    offset: int,
+    consequence: str,
+) -> int:
     """A refused call: its bad rows by file line, or the error as the server gave it."""
     violations = violations_of(error)
     if not any(ROW_FIELD.match(field) for field, _, _ in violations):
@@ -497,7 +634,10 @@ def _server_refused(args: argparse.Namespace, error: grpc.RpcError, lines: Seque
         return report_error(error)
     problems = server_problems(violations, lines, offset)
     code = cast(grpc.Call, error).code()
-    print_problems(f"the server refused the call ({code.name}: "
-                    f"{cast(grpc.Call, error).details()})\n{consequence}:", problems)
+    print_problems(
+        f"the server refused the call ({code.name}: "
+        f"{cast(grpc.Call, error).details()})\n{consequence}:",
+        problems,
+    )
     write_report(args.report, problems)
     return 2

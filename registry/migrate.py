@@ -45,7 +45,8 @@ MIGRATION_LOCK_KEY = STARTUP_LOCK_KEY
 """Deliberately the start-up lock: a server never starts half-way through a migration."""
 
 EVENT_STORE_TABLES = frozenset(
-    {"registry_events", "registry_snapshots", "stored_events", "stored_snapshots"})
+    {"registry_events", "registry_snapshots", "stored_events", "stored_snapshots"}
+)
 """The library's tables: migrated, but not in the read-model metadata autogenerate
 compares against, so it must not propose dropping them."""
 
@@ -76,7 +77,8 @@ def migrations_dir() -> Path:
     spec = importlib.util.find_spec(MIGRATIONS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigurationError(
-            f"the {MIGRATIONS_PACKAGE!r} package is missing: reinstall carbon-registry")
+            f"the {MIGRATIONS_PACKAGE!r} package is missing: reinstall carbon-registry"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -119,8 +121,9 @@ def migration_engine(settings: Settings) -> Engine:
     return engine
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
-                   compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     """Autogenerate filter: leave the event store's tables (and their indexes) alone."""
     table = obj if type_ == "table" else getattr(obj, "table", None)
     return getattr(table, "name", name) not in EVENT_STORE_TABLES
@@ -148,11 +151,13 @@ def ensure_migrated(settings: Settings) -> None:
     if current is not None and not _known(current):
         raise ConfigurationError(
             f"database {settings.describe()} is at revision {current}, which this version "
-            f"of the registry does not know (its head is {head}): upgrade the registry")
+            f"of the registry does not know (its head is {head}): upgrade the registry"
+        )
     raise NotMigrated(
         f"database {settings.describe()} is not migrated (at revision "
         f"{current or 'none'}, head is {head}): run `{MIGRATE_COMMAND}` with "
-        "REGISTRY_DATABASE_URL set to it")
+        "REGISTRY_DATABASE_URL set to it"
+    )
 
 
 def upgrade(settings: Settings, revision: str = "head") -> list[str]:
@@ -165,7 +170,8 @@ def upgrade(settings: Settings, revision: str = "head") -> list[str]:
     if current is not None and not _known(current):
         raise ConfigurationError(
             f"database {settings.describe()} is at revision {current}, which this version "
-            f"of the registry does not know (its head is {head_revision()})")
+            f"of the registry does not know (its head is {head_revision()})"
+        )
     with _steps(settings) as (config, steps):
         command.upgrade(config, revision)
     return steps
@@ -191,7 +197,7 @@ def _steps(settings: Settings) -> Iterator[tuple[Config, list[str]]]:
         steps.append(f"{source} -> {target}: {title}" if title else f"{source} -> {target}")
 
     config.attributes["on_version_apply"] = record
-    quiet_alembic()   # idempotent: the filters stay even if something reset the loggers
+    quiet_alembic()  # idempotent: the filters stay even if something reset the loggers
     with _alembic_lock:
         try:
             yield config, steps
@@ -211,7 +217,8 @@ def _require_database(settings: Settings) -> None:
     if settings.backend not in ("sqlite", "postgresql", "postgres"):
         settings.eventsourcing_env()  # names what is wrong with an unsupported URL
         raise ConfigurationError(
-            f"{settings.describe()} keeps everything in one process: nothing to migrate")
+            f"{settings.describe()} keeps everything in one process: nothing to migrate"
+        )
 
 
 def create_sqlite_file(settings: Settings) -> None:
@@ -229,11 +236,10 @@ def create_sqlite_file(settings: Settings) -> None:
 @contextmanager
 def _connection(settings: Settings) -> Iterator[Connection]:
     _require_database(settings)
-    create_sqlite_file(settings)   # before SQLite makes it with the umask's 0644
+    create_sqlite_file(settings)  # before SQLite makes it with the umask's 0644
     engine = make_engine(settings)
     try:
         with engine.connect() as conn:
             yield conn
     finally:
         engine.dispose()
-

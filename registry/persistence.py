@@ -81,19 +81,25 @@ def _event_key(shared: bool) -> bytes:
     key = load_or_create_event_key(path)
     global _warned
     if shared and not event_key_given() and not _warned:
-        _warned = True   # once per process, not per recorder
-        logger.warning("REGISTRY_EVENT_KEY is not set: events are authenticated with "
-                       "%s (key %s); every server and worker writing this database must "
-                       "use the same key file, or the sealer refuses their events",
-                       path, event_key_id(key))
+        _warned = True  # once per process, not per recorder
+        logger.warning(
+            "REGISTRY_EVENT_KEY is not set: events are authenticated with "
+            "%s (key %s); every server and worker writing this database must "
+            "use the same key file, or the sealer refuses their events",
+            path,
+            event_key_id(key),
+        )
     return key
 
 
 def _authenticators(key: bytes, stored_events: Sequence[StoredEvent]) -> list[bytes]:
     from registry.integrity.authentication import authenticator
 
-    return [authenticator(key, e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events]
+    return [
+        authenticator(key, e.originator_id, e.originator_version, e.topic, e.state)
+        for e in stored_events
+    ]
+
 
 PIPELINE_MAX_BYTES = 16 * 1024
 """The largest save (bytes of event state) sent in pipeline mode: Linux's default TCP
@@ -109,25 +115,31 @@ DEFAULT_STATEMENT_TIMEOUT = 30.0
 
 
 class RegistryPostgresRecorder(PostgresApplicationRecorder):
-    def __init__(self, datastore: PostgresDatastore, *,
-                 events_table_name: str = "stored_events") -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        table = SQL("{schema}.{table}").format(
-            schema=Identifier(datastore.schema), table=Identifier(events_table_name)
-        ).as_string(None)
+        table = (
+            SQL("{schema}.{table}")
+            .format(schema=Identifier(datastore.schema), table=Identifier(events_table_name))
+            .as_string(None)
+        )
         id_type = Identifier(datastore.originator_id_type).as_string(None)
         self.event_key = _event_key(shared=True)
         self.insert_columns_statement = (
             f"INSERT INTO {table} (originator_id, originator_version, topic, state, "
             f"authenticator) SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], "
-            "%b::text[], %b::bytea[], %b::bytea[]) RETURNING notification_id")
-        self.notify_statement = SQL("NOTIFY {0}").format(
-            Identifier(self.channel_name)).as_string(None)
+            "%b::text[], %b::bytea[], %b::bytea[]) RETURNING notification_id"
+        )
+        self.notify_statement = (
+            SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_string(None)
+        )
         self.set_statement_timeout(DEFAULT_STATEMENT_TIMEOUT)
         self.max_id_statement = f"SELECT MAX(notification_id) FROM {table}"
         self.log_after_statement = (
             f"SELECT notification_id, originator_id, originator_version, topic, state "
-            f"FROM {table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
+            f"FROM {table} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        )
         # A lateral index lookup per aggregate, kept apart by OFFSET 0: as a plain join,
         # the generic plan PostgreSQL settles on for a prepared statement scanned the
         # whole table (76 ms at 275,000 events for two aggregates, growing with the log).
@@ -136,34 +148,44 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             f"FROM unnest(%b::{id_type}[], %b::bigint[]) WITH ORDINALITY AS seen(id, version, n) "
             f"CROSS JOIN LATERAL (SELECT * FROM {table} e WHERE e.originator_id = seen.id "
             "AND e.originator_version > seen.version OFFSET 0) e "
-            "ORDER BY seen.n, e.originator_version")
+            "ORDER BY seen.n, e.originator_version"
+        )
         select = f"SELECT * FROM {table} WHERE originator_id = %s"
         self.select_statements = {
             (gt, lte, desc, limit): select
             + (" AND originator_version > %s" if gt else "")
             + (" AND originator_version <= %s" if lte else "")
-            + (" ORDER BY originator_version DESC" if desc else
-               " ORDER BY originator_version ASC")
+            + (" ORDER BY originator_version DESC" if desc else " ORDER BY originator_version ASC")
             + (" LIMIT %s" if limit else "")
-            for gt in (False, True) for lte in (False, True) for desc in (False, True)
-            for limit in (False, True)}
+            for gt in (False, True)
+            for lte in (False, True)
+            for desc in (False, True)
+            for limit in (False, True)
+        }
 
     def set_statement_timeout(self, seconds: float) -> None:
         """Bound every statement of a write transaction: one that runs longer is
         cancelled and its transaction rolled back, so the table lock is given back."""
         self.lock_statements = [f"SET LOCAL statement_timeout = {round(seconds * 1000)}"] + [
             s.as_string(None) if isinstance(s, Composable) else str(s)
-            for s in self.lock_table_statements]
+            for s in self.lock_table_statements
+        ]
         # The plain (unpipelined) path sends these as one simple query: one round trip.
-        self.prepare_plain_statement = "; ".join([*self.lock_statements,
-                                                  self.notify_statement])
+        self.prepare_plain_statement = "; ".join([*self.lock_statements, self.notify_statement])
 
-    def select_events(self, originator_id: UUID | str, *, gt: int | None = None,
-                      lte: int | None = None, desc: bool = False, limit: int | None = None
-                      ) -> Sequence[StoredEvent]:
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
         """As the library's, with the statement chosen from the pre-rendered set."""
-        statement = self.select_statements[(gt is not None, lte is not None, desc,
-                                            limit is not None)]
+        statement = self.select_statements[
+            (gt is not None, lte is not None, desc, limit is not None)
+        ]
         params = [p for p in (originator_id, gt, lte, limit) if p is not None]
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
@@ -174,8 +196,9 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         aggregate, in the order given, then version): what another process wrote since
         they were read."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.newer_statement, (list(versions), list(versions.values())),
-                         prepare=True)
+            curs.execute(
+                self.newer_statement, (list(versions), list(versions.values())), prepare=True
+            )
             return [_stored(row) for row in curs.fetchall()]
 
     def select_log_after(self, position: int, limit: int) -> list[tuple[int, StoredEvent]]:
@@ -184,8 +207,9 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(self.log_after_statement, (position, limit), prepare=True)
             return [(row["notification_id"], _stored(row)) for row in curs.fetchall()]
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
-                      ) -> Sequence[int] | None:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         """The library's pipelined insert for small saves; a plain one for large saves,
         which pipeline mode can wedge (see the module's docstring).
 
@@ -201,8 +225,10 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             try:
                 if plain:
                     return self._insert_events_plainly(columns)
-                return cast("Sequence[int] | None", _LIBRARY_INSERT(
-                    self, stored_events, **{**kwargs, "columns": columns}))
+                return cast(
+                    "Sequence[int] | None",
+                    _LIBRARY_INSERT(self, stored_events, **{**kwargs, "columns": columns}),
+                )
             except (OperationalError, InterfaceError) as error:
                 if database_fault(error) != CONNECTION_LOST or attempt == INSERT_ATTEMPTS:
                     raise
@@ -212,18 +238,19 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
     def _insert_events_plainly(self, columns: tuple[list[Any], ...]) -> list[int]:
         """Lock, notify and insert in one transaction, each statement sent whole before
         its answer is read."""
-        with self.datastore.get_connection() as conn, conn.transaction(), \
-                conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             curs.execute(self.prepare_plain_statement)
             curs.execute(self.insert_columns_statement, columns, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def _columns(self, stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
-        return ([e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-                _authenticators(self.event_key, stored_events))
+        return (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+            _authenticators(self.event_key, stored_events),
+        )
 
     def _lock_table(self, curs: Cursor[DictRow]) -> None:
         for statement in self.lock_statements:
@@ -240,61 +267,85 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             head: int | None = row["max"]
             return head
 
-    def _insert_stored_events(self, curs: Cursor[DictRow],
-                              stored_events: Sequence[StoredEvent], *,
-                              columns: tuple[list[Any], ...] | None = None, **_: Any
-                              ) -> None:
+    def _insert_stored_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        columns: tuple[list[Any], ...] | None = None,
+        **_: Any,
+    ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(self.insert_columns_statement, columns or self._columns(stored_events),
-                     prepare=True)
+        curs.execute(
+            self.insert_columns_statement, columns or self._columns(stored_events), prepare=True
+        )
 
 
 class RegistrySQLiteRecorder(SQLiteApplicationRecorder):
     """The library's SQLite recorder, storing each event's authenticator with it."""
 
-    def __init__(self, datastore: SQLiteDatastore,
-                 events_table_name: str = "stored_events") -> None:
+    def __init__(
+        self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"
+    ) -> None:
         super().__init__(datastore, events_table_name)
         self.event_key = _event_key(shared=False)
         self.insert_events_statement = (
             f"INSERT INTO {self.events_table_name} (originator_id, originator_version, "
-            "topic, state, authenticator) VALUES (?,?,?,?,?)")
+            "topic, state, authenticator) VALUES (?,?,?,?,?)"
+        )
 
-    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
-                       **_: Any) -> Sequence[int] | None:
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
         """As the library's (one statement per event, to learn each rowid), with the
         authenticator as a fifth value."""
         returning = []
-        for event, tag in zip(stored_events, _authenticators(self.event_key, stored_events),
-                              strict=True):
+        for event, tag in zip(
+            stored_events, _authenticators(self.event_key, stored_events), strict=True
+        ):
             originator = event.originator_id
-            c.execute(self.insert_events_statement, (
-                originator.hex if isinstance(originator, UUID) else originator,
-                event.originator_version, event.topic, event.state, tag))
+            c.execute(
+                self.insert_events_statement,
+                (
+                    originator.hex if isinstance(originator, UUID) else originator,
+                    event.originator_version,
+                    event.topic,
+                    event.state,
+                    tag,
+                ),
+            )
             returning.append(c.lastrowid)
         return cast("list[int]", returning)
 
 
-def select_latest_events(recorder: PostgresAggregateRecorder, ids: Sequence[UUID]
-                         ) -> list[StoredEvent]:
+def select_latest_events(
+    recorder: PostgresAggregateRecorder, ids: Sequence[UUID]
+) -> list[StoredEvent]:
     """The last stored event of each of these aggregates in ``recorder``'s table, in one
     query: on the snapshot store, each one's latest snapshot."""
     datastore = recorder.datastore
-    table = SQL("{schema}.{table}").format(
-        schema=Identifier(datastore.schema), table=Identifier(recorder.events_table_name)
-    ).as_string(None)
+    table = (
+        SQL("{schema}.{table}")
+        .format(schema=Identifier(datastore.schema), table=Identifier(recorder.events_table_name))
+        .as_string(None)
+    )
     id_type = Identifier(datastore.originator_id_type).as_string(None)
-    statement = ("SELECT s.originator_id, s.originator_version, s.topic, s.state "
-                 f"FROM unnest(%b::{id_type}[]) AS wanted(id) CROSS JOIN LATERAL "
-                 f"(SELECT * FROM {table} WHERE originator_id = wanted.id "
-                 "ORDER BY originator_version DESC LIMIT 1) s")
+    statement = (
+        "SELECT s.originator_id, s.originator_version, s.topic, s.state "
+        f"FROM unnest(%b::{id_type}[]) AS wanted(id) CROSS JOIN LATERAL "
+        f"(SELECT * FROM {table} WHERE originator_id = wanted.id "
+        "ORDER BY originator_version DESC LIMIT 1) s"
+    )
     with datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute(statement, (list(ids),), prepare=True)
         return [_stored(row) for row in curs.fetchall()]
 
 
 def _stored(row: DictRow) -> StoredEvent:
-    return StoredEvent(originator_id=row["originator_id"],
-                       originator_version=row["originator_version"],
-                       topic=row["topic"], state=bytes(row["state"]))
+    return StoredEvent(
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )

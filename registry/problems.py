@@ -46,7 +46,7 @@ def file_problems(violations: Iterable[Violation]) -> list[Problem]:
     for v in violations:
         found = _LINE_PREFIX.match(v.description)
         line = int(found.group(1)) if found else None
-        message = v.description[found.end():] if found else v.description
+        message = v.description[found.end() :] if found else v.description
         row = ROW_FIELD.match(v.field)
         if row:
             column = row.group(2) or ""
@@ -60,16 +60,18 @@ def file_problems(violations: Iterable[Violation]) -> list[Problem]:
     return problems
 
 
-def server_problems(violations: Iterable[tuple[str, str, str]], lines: Sequence[int],
-                    offset: int = 0) -> list[Problem]:
+def server_problems(
+    violations: Iterable[tuple[str, str, str]], lines: Sequence[int], offset: int = 0
+) -> list[Problem]:
     """The server's ``rows[i].column`` (of a call that began at data row ``offset``) as
     file lines; a field that names no row is kept as it is."""
     problems = []
     for field, reason, description in violations:
         row = ROW_FIELD.match(field)
         if row and offset + int(row.group(1)) < len(lines):
-            problems.append(Problem(lines[offset + int(row.group(1))], row.group(2) or "",
-                                    reason, description))
+            problems.append(
+                Problem(lines[offset + int(row.group(1))], row.group(2) or "", reason, description)
+            )
         else:
             problems.append(Problem(None, field, reason, description))
     return problems
@@ -94,12 +96,12 @@ def write_report(path: Path | None, problems: Sequence[Problem]) -> None:
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(REPORT_COLUMNS)
-        writer.writerows(("" if p.line is None else p.line, p.column, p.reason, p.message)
-                         for p in problems)
+        writer.writerows(
+            ("" if p.line is None else p.line, p.column, p.reason, p.message) for p in problems
+        )
 
 
-def print_problems(headline: str, problems: Sequence[Problem], command: str = "import"
-                   ) -> None:
+def print_problems(headline: str, problems: Sequence[Problem], command: str = "import") -> None:
     print(f"registry {command}: {headline}", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)

@@ -34,7 +34,7 @@ def wanted(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
-    except (OSError, ValueError):   # a closed or detached stream
+    except (OSError, ValueError):  # a closed or detached stream
         return False
 
 
@@ -53,9 +53,17 @@ class Progress:
     ``close()`` (or leaving the ``with`` block) ends the line. Disabled (the default
     off a terminal), every call does nothing."""
 
-    def __init__(self, label: str, total: int | None = None, *, unit: str = "",
-                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-                 enabled: bool | None = None, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        *,
+        unit: str = "",
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        enabled: bool | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
         self.label = label
         self.total = total
         self.unit = f" {unit}" if unit else ""
@@ -70,8 +78,12 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.close()
 
     def advance(self, count: int = 1) -> None:
@@ -82,11 +94,14 @@ class Progress:
         self.done = done
         if total is not None:
             self.total = total
-        if not self.enabled or self.total == 0:   # nothing to do: nothing to show
+        if not self.enabled or self.total == 0:  # nothing to do: nothing to show
             return
         now = self.clock()
-        if self._drawn_at is not None and now - self._drawn_at < MIN_INTERVAL \
-                and not self._finished():
+        if (
+            self._drawn_at is not None
+            and now - self._drawn_at < MIN_INTERVAL
+            and not self._finished()
+        ):
             return
         self._draw(self.line(now), end="")
         self._drawn_at = now

@@ -26,8 +26,11 @@ from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common_pb
 
-PROPOSAL_KINDS = [value.name.removeprefix("PROPOSAL_KIND_")
-                  for value in admin_pb.ProposalKind.DESCRIPTOR.values if value.number]
+PROPOSAL_KINDS = [
+    value.name.removeprefix("PROPOSAL_KIND_")
+    for value in admin_pb.ProposalKind.DESCRIPTOR.values
+    if value.number
+]
 
 
 REASON_HELP = "why: recorded with the decision in the event log (required)"
@@ -39,42 +42,67 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     show = actions.add_parser("show", help="the rules set for a year")
     show.add_argument("year", type=int)
     show.set_defaults(run=partial(_call, work="show"))
-    change = actions.add_parser("set", help="set a sector's rules for a year (recorded with "
-                                "who and why; refused once the year is closed)")
+    change = actions.add_parser(
+        "set",
+        help="set a sector's rules for a year (recorded with "
+        "who and why; refused once the year is closed)",
+    )
     change.add_argument("year", type=int)
     change.add_argument("sector", help="POWER, STEEL, CEMENT, ALUMINIUM or '*' for all")
-    change.add_argument("--ccer-cap-bps", type=int, default=500,
-                        help="CCER cap, basis points of verified emissions (default 500)")
+    change.add_argument(
+        "--ccer-cap-bps",
+        type=int,
+        default=500,
+        help="CCER cap, basis points of verified emissions (default 500)",
+    )
     change.add_argument("--cea-min-vintage", type=int, default=None)
-    change.add_argument("--advance-use-bps", type=int, default=0,
-                        help="next year's CEA allowed, basis points of verified emissions")
+    change.add_argument(
+        "--advance-use-bps",
+        type=int,
+        default=0,
+        help="next year's CEA allowed, basis points of verified emissions",
+    )
     change.add_argument("--deadline", default="", help="surrender deadline, YYYY-MM-DD")
-    change.add_argument("--obligation-cap-bps", type=int, default=None,
-                        help="obligation capped at allocation + this share of emissions")
+    change.add_argument(
+        "--obligation-cap-bps",
+        type=int,
+        default=None,
+        help="obligation capped at allocation + this share of emissions",
+    )
     change.add_argument("--reason", required=True, help=REASON_HELP)
     change.set_defaults(run=partial(_call, work="set"))
-    close = sub.add_parser("close-year", help="deadline processing: fix shortfalls, carry "
-                           "them into next year's allocation, freeze the year's rules")
+    close = sub.add_parser(
+        "close-year",
+        help="deadline processing: fix shortfalls, carry "
+        "them into next year's allocation, freeze the year's rules",
+    )
     close.add_argument("year", type=int)
     close.add_argument("--reason", required=True, help=REASON_HELP)
     close.set_defaults(run=partial(_call, work="close"))
     report = sub.add_parser("report", help="reports from a running server")
     kinds = report.add_subparsers(dest="report", required=True)
-    compliance = kinds.add_parser("compliance", help="accounts and tonnes by sector, "
-                                  "province and status for a compliance year")
+    compliance = kinds.add_parser(
+        "compliance",
+        help="accounts and tonnes by sector, province and status for a compliance year",
+    )
     compliance.add_argument("year", type=int)
     compliance.add_argument("--csv", action="store_true", help="CSV on standard output")
     compliance.set_defaults(run=partial(_call, work="compliance"))
-    proposals = sub.add_parser("proposals", help="four eyes: list, approve or reject "
-                               "proposals (approving carries the action out)")
+    proposals = sub.add_parser(
+        "proposals",
+        help="four eyes: list, approve or reject proposals (approving carries the action out)",
+    )
     verbs = proposals.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", help="proposals, oldest first")
-    listing.add_argument("--status", default="", choices=["", "PENDING", "APPROVED",
-                                                         "REJECTED", "EXPIRED", "EXECUTED",
-                                                         "FAILED"])
+    listing.add_argument(
+        "--status",
+        default="",
+        choices=["", "PENDING", "APPROVED", "REJECTED", "EXPIRED", "EXECUTED", "FAILED"],
+    )
     listing.set_defaults(run=partial(_call, work="list"))
-    expire = verbs.add_parser("expire", help="record every pending proposal past its "
-                              "validity as expired")
+    expire = verbs.add_parser(
+        "expire", help="record every pending proposal past its validity as expired"
+    )
     expire.set_defaults(run=partial(_call, work="expire"))
     approve = verbs.add_parser("approve", help="approve as a second regulator")
     reject = verbs.add_parser("reject", help="reject (or, as its proposer, withdraw)")
@@ -84,117 +112,189 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     reject.add_argument("--reason", required=True, help=REASON_HELP)
     approve.set_defaults(run=partial(_call, work="approve"))
     reject.set_defaults(run=partial(_call, work="reject"))
-    propose = sub.add_parser("propose", help="four eyes: propose an action for a second "
-                             "regulator to approve (payload: see docs/compliance.md)")
+    propose = sub.add_parser(
+        "propose",
+        help="four eyes: propose an action for a second "
+        "regulator to approve (payload: see docs/compliance.md)",
+    )
     propose.add_argument("kind", choices=PROPOSAL_KINDS)
     propose.add_argument("proposal_id")
-    propose.add_argument("--payload", required=True,
-                         help="the action's parameters as a JSON object, or @FILE")
+    propose.add_argument(
+        "--payload", required=True, help="the action's parameters as a JSON object, or @FILE"
+    )
     propose.add_argument("--reason", required=True, help=REASON_HELP)
-    propose.add_argument("--valid-hours", type=int, default=0,
-                         help="how long it waits for approval (1..2160; default 7 days)")
+    propose.add_argument(
+        "--valid-hours",
+        type=int,
+        default=0,
+        help="how long it waits for approval (1..2160; default 7 days)",
+    )
     propose.set_defaults(run=partial(_call, work="propose"))
     for parser in (show, change, close, compliance, listing, expire, approve, reject, propose):
         add_connection_options(parser)
 
 
 def _call(args: argparse.Namespace, work: str) -> int:
-    return call_remote(args, {
-        "show": _print_rules, "set": _set_rules, "close": _print_closing,
-        "compliance": _print_report, "list": _list_proposals, "approve": _decide_proposal,
-        "reject": _decide_proposal, "expire": _expire_proposals, "propose": _propose}[work],
-        timeout=300)
+    return call_remote(
+        args,
+        {
+            "show": _print_rules,
+            "set": _set_rules,
+            "close": _print_closing,
+            "compliance": _print_report,
+            "list": _list_proposals,
+            "approve": _decide_proposal,
+            "reject": _decide_proposal,
+            "expire": _expire_proposals,
+            "propose": _propose,
+        }[work],
+        timeout=300,
+    )
 
 
 def _print_rules(client: RegistryClient, args: argparse.Namespace) -> None:
-    view = client.call(client.administration.GetComplianceRules,
-                       admin_pb.GetComplianceRulesRequest(compliance_year=args.year))
+    view = client.call(
+        client.administration.GetComplianceRules,
+        admin_pb.GetComplianceRulesRequest(compliance_year=args.year),
+    )
     _print_year(view)
 
 
 def _print_year(view: admin_pb.GetComplianceRulesResponse) -> None:
     state = "closed" if view.closed else "open"
     print(f"compliance year {view.compliance_year}: {state}, {view.version} change(s)")
-    print(f"{'sector':<11}{'CCER cap':>10}{'oldest CEA':>12}{'advance':>9}{'deadline':>12}"
-          f"{'obligation cap':>16}")
+    print(
+        f"{'sector':<11}{'CCER cap':>10}{'oldest CEA':>12}{'advance':>9}{'deadline':>12}"
+        f"{'obligation cap':>16}"
+    )
     for line in view.rules:
         r = line.rules
         oldest = str(r.cea_min_vintage) if r.HasField("cea_min_vintage") else "any"
-        cap = (f"alloc+{r.obligation_cap_bps / 100:g}%" if r.HasField("obligation_cap_bps")
-               else "none")
-        print(f"{line.sector:<11}{r.ccer_cap_bps / 100:>9g}%{oldest:>12}"
-              f"{r.advance_use_bps / 100:>8g}%{r.surrender_deadline or 'Dec 31 Y+1':>12}"
-              f"{cap:>16}")
+        cap = (
+            f"alloc+{r.obligation_cap_bps / 100:g}%" if r.HasField("obligation_cap_bps") else "none"
+        )
+        print(
+            f"{line.sector:<11}{r.ccer_cap_bps / 100:>9g}%{oldest:>12}"
+            f"{r.advance_use_bps / 100:>8g}%{r.surrender_deadline or 'Dec 31 Y+1':>12}"
+            f"{cap:>16}"
+        )
     if not view.rules:
         print("(no rules set: the scheme's defaults apply: CCER 5%, no advance use)")
 
 
 def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
     rules = admin_pb.ComplianceRules(
-        ccer_cap_bps=args.ccer_cap_bps, advance_use_bps=args.advance_use_bps,
-        surrender_deadline=args.deadline, cea_min_vintage=args.cea_min_vintage,
-        obligation_cap_bps=args.obligation_cap_bps)
-    reply = client.call(client.administration.SetComplianceRules,
-                        admin_pb.SetComplianceRulesRequest(
-                            compliance_year=args.year, sector=args.sector, rules=rules,
-                            reason=args.reason))
+        ccer_cap_bps=args.ccer_cap_bps,
+        advance_use_bps=args.advance_use_bps,
+        surrender_deadline=args.deadline,
+        cea_min_vintage=args.cea_min_vintage,
+        obligation_cap_bps=args.obligation_cap_bps,
+    )
+    reply = client.call(
+        client.administration.SetComplianceRules,
+        admin_pb.SetComplianceRulesRequest(
+            compliance_year=args.year, sector=args.sector, rules=rules, reason=args.reason
+        ),
+    )
     print("changed" if reply.position else "unchanged (already these rules)")
     _print_year(reply.year)
 
 
 def _print_closing(client: RegistryClient, args: argparse.Namespace) -> None:
-    reply = client.call(client.administration.CloseComplianceYear,
-                        admin_pb.CloseComplianceYearRequest(compliance_year=args.year,
-                                                            reason=args.reason))
+    reply = client.call(
+        client.administration.CloseComplianceYear,
+        admin_pb.CloseComplianceYearRequest(compliance_year=args.year, reason=args.reason),
+    )
     what = "was already closed" if reply.replayed else "closed"
-    print(f"compliance year {reply.compliance_year} {what}: {reply.obligations_closed:,} "
-          f"obligations, {reply.shortfalls:,} short by {reply.shortfall_tonnes:,} t in all "
-          "(carried into next year's allocation)")
+    print(
+        f"compliance year {reply.compliance_year} {what}: {reply.obligations_closed:,} "
+        f"obligations, {reply.shortfalls:,} short by {reply.shortfall_tonnes:,} t in all "
+        "(carried into next year's allocation)"
+    )
 
 
-REPORT_COLUMNS = ("sector", "province", "state", "accounts", "verified_emissions",
-                  "obligation", "surrendered_cea", "surrendered_ccer", "shortfall")
+REPORT_COLUMNS = (
+    "sector",
+    "province",
+    "state",
+    "accounts",
+    "verified_emissions",
+    "obligation",
+    "surrendered_cea",
+    "surrendered_ccer",
+    "shortfall",
+)
 
 
 def _print_report(client: RegistryClient, args: argparse.Namespace) -> None:
-    reply = client.call(client.audit.GetComplianceReport,
-                        audit_pb.GetComplianceReportRequest(compliance_year=args.year))
-    rows = [(common_pb.Sector.Name(line.sector).removeprefix("SECTOR_"), line.province,
-             account_pb.ComplianceState.Name(line.state).removeprefix("COMPLIANCE_STATE_"),
-             line.accounts, line.verified_emissions, line.obligation, line.surrendered_cea,
-             line.surrendered_ccer, line.shortfall) for line in reply.lines]
+    reply = client.call(
+        client.audit.GetComplianceReport,
+        audit_pb.GetComplianceReportRequest(compliance_year=args.year),
+    )
+    rows = [
+        (
+            common_pb.Sector.Name(line.sector).removeprefix("SECTOR_"),
+            line.province,
+            account_pb.ComplianceState.Name(line.state).removeprefix("COMPLIANCE_STATE_"),
+            line.accounts,
+            line.verified_emissions,
+            line.obligation,
+            line.surrendered_cea,
+            line.surrendered_ccer,
+            line.shortfall,
+        )
+        for line in reply.lines
+    ]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(REPORT_COLUMNS)
         writer.writerows(rows)
         return
     print(f"compliance year {reply.compliance_year} ({'closed' if reply.closed else 'open'})")
-    print(f"{'sector':<10}{'province':<14}{'state':<14}{'accounts':>9}{'verified t':>16}"
-          f"{'obligation t':>16}{'CEA t':>16}{'CCER t':>12}{'shortfall t':>14}")
+    print(
+        f"{'sector':<10}{'province':<14}{'state':<14}{'accounts':>9}{'verified t':>16}"
+        f"{'obligation t':>16}{'CEA t':>16}{'CCER t':>12}{'shortfall t':>14}"
+    )
     totals = [0] * 6
     for row in rows:
-        print(f"{row[0]:<10}{row[1]:<14}{row[2]:<14}" + "".join(
-            f"{value:>{width},}" for value, width in zip(row[3:], (9, 16, 16, 16, 12, 14),
-                                                         strict=True)))
+        print(
+            f"{row[0]:<10}{row[1]:<14}{row[2]:<14}"
+            + "".join(
+                f"{value:>{width},}"
+                for value, width in zip(row[3:], (9, 16, 16, 16, 12, 14), strict=True)
+            )
+        )
         totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
-    print(f"{'all':<38}" + "".join(f"{value:>{width},}" for value, width in zip(
-        totals, (9, 16, 16, 16, 12, 14), strict=True)))
+    print(
+        f"{'all':<38}"
+        + "".join(
+            f"{value:>{width},}"
+            for value, width in zip(totals, (9, 16, 16, 16, 12, 14), strict=True)
+        )
+    )
 
 
 def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
-    status = (admin_pb.ProposalStatus.Value(f"PROPOSAL_STATUS_{args.status}") if args.status
-              else admin_pb.PROPOSAL_STATUS_UNSPECIFIED)
+    status = (
+        admin_pb.ProposalStatus.Value(f"PROPOSAL_STATUS_{args.status}")
+        if args.status
+        else admin_pb.PROPOSAL_STATUS_UNSPECIFIED
+    )
     token, shown = "", 0
     print(f"{'proposal':<28}{'kind':<24}{'status':<10}{'proposer':<24}{'approver':<24}result")
     while True:
-        page = client.call(client.administration.ListProposals, admin_pb.ListProposalsRequest(
-            status=status, page_size=500, page_token=token))
+        page = client.call(
+            client.administration.ListProposals,
+            admin_pb.ListProposalsRequest(status=status, page_size=500, page_token=token),
+        )
         for p in page.proposals:
-            print(f"{p.party + ':' + p.proposal_id:<28}"
-                  f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"
-                  f"{admin_pb.ProposalStatus.Name(p.status).removeprefix('PROPOSAL_STATUS_'):<10}"
-                  f"{p.proposer:<24}{p.approver or '-':<24}"
-                  f"{p.result or p.failure_reason or p.rejection_reason or ''}")
+            print(
+                f"{p.party + ':' + p.proposal_id:<28}"
+                f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"
+                f"{admin_pb.ProposalStatus.Name(p.status).removeprefix('PROPOSAL_STATUS_'):<10}"
+                f"{p.proposer:<24}{p.approver or '-':<24}"
+                f"{p.result or p.failure_reason or p.rejection_reason or ''}"
+            )
             shown += 1
         token = page.next_page_token
         if not token:
@@ -206,22 +306,29 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
 def _decide_proposal(client: RegistryClient, args: argparse.Namespace) -> None:
     reply: admin_pb.ApproveProposalResponse | admin_pb.RejectProposalResponse
     if args.verb == "approve":
-        reply = client.call(client.administration.ApproveProposal,
-                            admin_pb.ApproveProposalRequest(party=args.party,
-                                                            proposal_id=args.proposal_id))
+        reply = client.call(
+            client.administration.ApproveProposal,
+            admin_pb.ApproveProposalRequest(party=args.party, proposal_id=args.proposal_id),
+        )
     else:
-        reply = client.call(client.administration.RejectProposal, admin_pb.RejectProposalRequest(
-            party=args.party, proposal_id=args.proposal_id, reason=args.reason))
+        reply = client.call(
+            client.administration.RejectProposal,
+            admin_pb.RejectProposalRequest(
+                party=args.party, proposal_id=args.proposal_id, reason=args.reason
+            ),
+        )
     p = reply.proposal
     status = admin_pb.ProposalStatus.Name(p.status).removeprefix("PROPOSAL_STATUS_")
     outcome = p.result or p.failure_reason or p.rejection_reason
-    print(f"{p.party}:{p.proposal_id} {status}" + (f": {outcome}" if outcome else "")
-          + (" (already decided)" if reply.replayed else ""))
+    print(
+        f"{p.party}:{p.proposal_id} {status}"
+        + (f": {outcome}" if outcome else "")
+        + (" (already decided)" if reply.replayed else "")
+    )
 
 
 def _expire_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
-    reply = client.call(client.administration.ExpireProposals,
-                        admin_pb.ExpireProposalsRequest())
+    reply = client.call(client.administration.ExpireProposals, admin_pb.ExpireProposalsRequest())
     for p in reply.proposals:
         print(f"{p.party}:{p.proposal_id} EXPIRED")
     print(f"{len(reply.proposals)} proposal(s) expired")
@@ -231,10 +338,18 @@ def _propose(client: RegistryClient, args: argparse.Namespace) -> None:
     payload = args.payload
     if payload.startswith("@"):
         payload = Path(payload[1:]).read_text(encoding="utf-8")
-    reply = client.call(client.administration.ProposeAction, admin_pb.ProposeActionRequest(
-        proposal_id=args.proposal_id, kind=admin_pb.ProposalKind.Value(
-            f"PROPOSAL_KIND_{args.kind}"), payload_json=payload, reason=args.reason,
-        validity_seconds=args.valid_hours * 3600))
+    reply = client.call(
+        client.administration.ProposeAction,
+        admin_pb.ProposeActionRequest(
+            proposal_id=args.proposal_id,
+            kind=admin_pb.ProposalKind.Value(f"PROPOSAL_KIND_{args.kind}"),
+            payload_json=payload,
+            reason=args.reason,
+            validity_seconds=args.valid_hours * 3600,
+        ),
+    )
     p = reply.proposal
-    print(f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id} "
-          f"{args.kind}, pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC")
+    print(
+        f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id} "
+        f"{args.kind}, pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
+    )

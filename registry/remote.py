@@ -37,21 +37,31 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     trace.add_argument("unit_class", help="e.g. CEA/2025 or CCER/2024/CCER-2024-0117")
     trace.add_argument("serial", type=int)
     trace.set_defaults(run=_trace)
-    surrender = sub.add_parser("surrender", help="surrender an account's units against a "
-                               "compliance year (an operator's command)")
+    surrender = sub.add_parser(
+        "surrender",
+        help="surrender an account's units against a compliance year (an operator's command)",
+    )
     surrender.add_argument("account_id")
     surrender.add_argument("quantity", type=int)
     surrender.add_argument("--year", type=int, required=True, help="the compliance year")
-    surrender.add_argument("--id", dest="transaction_id", required=True,
-                           help="your transaction id: the same id again is a safe retry")
+    surrender.add_argument(
+        "--id",
+        dest="transaction_id",
+        required=True,
+        help="your transaction id: the same id again is a safe retry",
+    )
     surrender.add_argument("--unit-type", default="CEA", choices=["CEA", "CCER"])
     surrender.add_argument("--vintage", type=int, default=None)
     surrender.add_argument("--project", default=None, help="the CCER project, if one")
-    surrender.add_argument("--reason", default="",
-                           help="why: recorded with the surrender in the event log")
+    surrender.add_argument(
+        "--reason", default="", help="why: recorded with the surrender in the event log"
+    )
     surrender.set_defaults(run=_surrender)
-    status = sub.add_parser("compliance-status", help="an account's compliance figures for "
-                            "a year: emissions, obligation, surrendered, debt carried")
+    status = sub.add_parser(
+        "compliance-status",
+        help="an account's compliance figures for "
+        "a year: emissions, obligation, surrendered, debt carried",
+    )
     status.add_argument("account_id")
     status.add_argument("year", type=int)
     status.set_defaults(run=_compliance_status)
@@ -60,33 +70,51 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", metavar="HOST:PORT",
-                        default=os.environ.get("REGISTRY_SERVER", "127.0.0.1:50051"),
-                        help="the registry server to ask (default: $REGISTRY_SERVER, else "
-                        "127.0.0.1:50051)")
-    parser.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""),
-                        help="your bearer token (default: $REGISTRY_TOKEN, else the first "
-                        "token of $REGISTRY_CREDENTIALS_FILE or "
-                        "$REGISTRY_DATA_DIR/credentials)")
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=os.environ.get("REGISTRY_SERVER", "127.0.0.1:50051"),
+        help="the registry server to ask (default: $REGISTRY_SERVER, else 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("REGISTRY_TOKEN", ""),
+        help="your bearer token (default: $REGISTRY_TOKEN, else the first "
+        "token of $REGISTRY_CREDENTIALS_FILE or "
+        "$REGISTRY_DATA_DIR/credentials)",
+    )
     add_tls_options(parser)
 
 
 def add_tls_options(parser: argparse.ArgumentParser) -> None:
     """--tls-ca, --tls-cert, --tls-key: a TLS server, and this client's certificate."""
-    parser.add_argument("--tls-ca", metavar="PEM", default=os.environ.get("REGISTRY_TLS_CA", ""),
-                        help="connect over TLS, trusting the server's certificate if signed "
-                        "by these CA certificates (default: $REGISTRY_TLS_CA)")
-    parser.add_argument("--tls-cert", metavar="PEM",
-                        default=os.environ.get("REGISTRY_CLIENT_CERT", ""),
-                        help="this client's certificate, for a server that requires one "
-                        "(default: $REGISTRY_CLIENT_CERT; needs --tls-ca and --tls-key)")
-    parser.add_argument("--tls-key", metavar="PEM",
-                        default=os.environ.get("REGISTRY_CLIENT_KEY", ""),
-                        help="the private key of --tls-cert (default: $REGISTRY_CLIENT_KEY)")
+    parser.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        default=os.environ.get("REGISTRY_TLS_CA", ""),
+        help="connect over TLS, trusting the server's certificate if signed "
+        "by these CA certificates (default: $REGISTRY_TLS_CA)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=os.environ.get("REGISTRY_CLIENT_CERT", ""),
+        help="this client's certificate, for a server that requires one "
+        "(default: $REGISTRY_CLIENT_CERT; needs --tls-ca and --tls-key)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        default=os.environ.get("REGISTRY_CLIENT_KEY", ""),
+        help="the private key of --tls-cert (default: $REGISTRY_CLIENT_KEY)",
+    )
 
 
-def call_remote(args: argparse.Namespace, work: Callable[[RegistryClient, argparse.Namespace],
-                                                         None], timeout: float = 10) -> int:
+def call_remote(
+    args: argparse.Namespace,
+    work: Callable[[RegistryClient, argparse.Namespace], None],
+    timeout: float = 10,
+) -> int:
     """Run ``work`` with a client of ``args``' server: 0, or 2 after printing the
     server's refusal (or an unreadable input file) the way every command does."""
     try:
@@ -111,9 +139,17 @@ def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
             f"no token: --token and REGISTRY_TOKEN are not set and {_credentials_path()} "
             "does not exist or holds none; give one with --token TOKEN or REGISTRY_TOKEN=TOKEN "
             "(`registry access init` or an administrator's `registry access token issue` "
-            "makes one; an embedded `registry serve` writes its first to that file)")
-    return RegistryClient(args.server, token, timeout=timeout, attempts=2,
-                          tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+            "makes one; an embedded `registry serve` writes its first to that file)"
+        )
+    return RegistryClient(
+        args.server,
+        token,
+        timeout=timeout,
+        attempts=2,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
 
 
 def tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -125,14 +161,18 @@ def tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, byt
     if bool(cert) != bool(key):
         raise ConfigurationError(
             "a client certificate needs both --tls-cert (REGISTRY_CLIENT_CERT) and "
-            "--tls-key (REGISTRY_CLIENT_KEY)")
+            "--tls-key (REGISTRY_CLIENT_KEY)"
+        )
     if cert and not ca:
         raise ConfigurationError(
             "--tls-cert needs --tls-ca (REGISTRY_TLS_CA): the CA certificates that sign the "
-            "server's certificate, so the client certificate is only sent over TLS")
-    return (_read_pem(ca, "--tls-ca (REGISTRY_TLS_CA)"),
-            _read_pem(cert, "--tls-cert (REGISTRY_CLIENT_CERT)"),
-            _read_pem(key, "--tls-key (REGISTRY_CLIENT_KEY)"))
+            "server's certificate, so the client certificate is only sent over TLS"
+        )
+    return (
+        _read_pem(ca, "--tls-ca (REGISTRY_TLS_CA)"),
+        _read_pem(cert, "--tls-cert (REGISTRY_CLIENT_CERT)"),
+        _read_pem(key, "--tls-key (REGISTRY_CLIENT_KEY)"),
+    )
 
 
 def _read_pem(path: str, option: str) -> bytes | None:
@@ -197,40 +237,54 @@ def _remote(args: argparse.Namespace, command: str) -> int:
 
 def _surrender(args: argparse.Namespace) -> int:
     request = account_pb.SurrenderUnitsRequest(
-        transaction_id=args.transaction_id, account_id=args.account_id,
+        transaction_id=args.transaction_id,
+        account_id=args.account_id,
         unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{args.unit_type}"),
-        vintage=args.vintage, project=args.project, quantity=args.quantity,
-        compliance_year=args.year, reason=args.reason)
+        vintage=args.vintage,
+        project=args.project,
+        quantity=args.quantity,
+        compliance_year=args.year,
+        reason=args.reason,
+    )
     try:
         with client_for(args) as client:
             reply = client.call(client.accounts.SurrenderUnits, request)
     except grpc.RpcError as error:
         return report_error(error)
     t = reply.transaction
-    print(f"{t.party}:{t.transaction_id} surrendered {t.quantity:,} {args.unit_type} from "
-          f"{args.account_id} for {args.year}" + (" (already recorded)" if reply.replayed
-                                                  else f" at position {t.position}"))
+    print(
+        f"{t.party}:{t.transaction_id} surrendered {t.quantity:,} {args.unit_type} from "
+        f"{args.account_id} for {args.year}"
+        + (" (already recorded)" if reply.replayed else f" at position {t.position}")
+    )
     return 0
 
 
 def _compliance_status(args: argparse.Namespace) -> int:
     try:
         with client_for(args) as client:
-            s = client.call(client.accounts.GetComplianceStatus,
-                            account_pb.GetComplianceStatusRequest(account_id=args.account_id,
-                                                                  compliance_year=args.year))
+            s = client.call(
+                client.accounts.GetComplianceStatus,
+                account_pb.GetComplianceStatusRequest(
+                    account_id=args.account_id, compliance_year=args.year
+                ),
+            )
     except grpc.RpcError as error:
         return report_error(error)
     state = account_pb.ComplianceState.Name(s.state).removeprefix("COMPLIANCE_STATE_")
     print(f"{s.account_id} {s.compliance_year}: {state}")
-    for label, value in (("verified emissions", s.verified_emissions),
-                         ("allocated", s.allocated), ("obligation", s.obligation),
-                         ("surrendered CEA", s.surrendered_cea),
-                         ("surrendered CCER", s.surrendered_ccer),
-                         ("advance use", s.advance_used), ("outstanding", s.outstanding),
-                         ("shortfall", s.shortfall),
-                         ("debt carried in", s.debt_carried),
-                         ("debt deducted", s.debt_deducted)):
+    for label, value in (
+        ("verified emissions", s.verified_emissions),
+        ("allocated", s.allocated),
+        ("obligation", s.obligation),
+        ("surrendered CEA", s.surrendered_cea),
+        ("surrendered CCER", s.surrendered_ccer),
+        ("advance use", s.advance_used),
+        ("outstanding", s.outstanding),
+        ("shortfall", s.shortfall),
+        ("debt carried in", s.debt_carried),
+        ("debt deducted", s.debt_deducted),
+    ):
         print(f"  {label:<20}{value:>16,} t")
     return 0
 
@@ -262,13 +316,17 @@ def _print_balances(client: RegistryClient, account_id: str) -> None:
 
 
 def _print_history(client: RegistryClient, account_id: str, limit: int) -> None:
-    print(f"{'position':>9}  {'kind':<18}{'dir':<7}{'unit class':<28}{'quantity':>14}  "
-          f"{'counterparty':<24}transaction")
+    print(
+        f"{'position':>9}  {'kind':<18}{'dir':<7}{'unit class':<28}{'quantity':>14}  "
+        f"{'counterparty':<24}transaction"
+    )
     for count, m in enumerate(client.transactions(account_id), 1):
         kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
         direction = "DEBIT" if m.direction == 1 else "CREDIT"
-        print(f"{m.position:>9}  {kind:<18}{direction:<7}{_key(m.unit_class):<28}"
-              f"{m.quantity:>14,}  {m.counterparty_account:<24}{m.party}:{m.transaction_id}")
+        print(
+            f"{m.position:>9}  {kind:<18}{direction:<7}{_key(m.unit_class):<28}"
+            f"{m.quantity:>14,}  {m.counterparty_account:<24}{m.party}:{m.transaction_id}"
+        )
         if count >= limit:
             break
 
@@ -278,5 +336,7 @@ def _print_trace(client: RegistryClient, klass: str, serial: int) -> None:
     print(f"serial {serial} of {klass} is in {trace.current_account}")
     for m in trace.movements:
         kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
-        print(f"  {m.position:>9}  {kind:<18}{m.source_account or '(new)':<24} -> "
-              f"{m.destination_account:<24}{m.party}:{m.transaction_id}")
+        print(
+            f"  {m.position:>9}  {kind:<18}{m.source_account or '(new)':<24} -> "
+            f"{m.destination_account:<24}{m.party}:{m.transaction_id}"
+        )

@@ -21,86 +21,128 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         self.registry = backend.registry
         self.backend = backend
 
-    def GetAccount(self, request: pb.GetAccountRequest,
-                   context: grpc.ServicerContext) -> pb.GetAccountResponse:
+    def GetAccount(
+        self, request: pb.GetAccountRequest, context: grpc.ServicerContext
+    ) -> pb.GetAccountResponse:
         view = self.registry.get_account(convert.account_id(request.account_id))
         return pb.GetAccountResponse(account=convert.account_view_to_proto(view))
 
-    def ListAccounts(self, request: pb.ListAccountsRequest,
-                     context: grpc.ServicerContext) -> pb.ListAccountsResponse:
-        account_type = convert.enum_from_proto(request.account_type, common.AccountType,
-                                               AccountType, "account_type", required=False)
-        sector = convert.enum_from_proto(request.sector, common.Sector, Sector, "sector",
-                                         required=False)
+    def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAccountsResponse:
+        account_type = convert.enum_from_proto(
+            request.account_type, common.AccountType, AccountType, "account_type", required=False
+        )
+        sector = convert.enum_from_proto(
+            request.sector, common.Sector, Sector, "sector", required=False
+        )
         if request.page_token:
-            convert.page_token(request.page_token, str)   # the last account id listed
+            convert.page_token(request.page_token, str)  # the last account id listed
         if request.province:
             convert.filter_text(request.province, "province", 64)
         page = self.backend.read_models.accounts(
-            page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
+            page_size=request.page_size or DEFAULT_PAGE,
+            page_token=request.page_token,
             account_type=account_type.value if account_type else None,
-            sector=sector.value if sector else None, province=request.province or None)
+            sector=sector.value if sector else None,
+            province=request.province or None,
+        )
         return pb.ListAccountsResponse(
             accounts=[convert.account_row_to_proto(row) for row in page.rows],
-            next_page_token=page.next_token)
+            next_page_token=page.next_token,
+        )
 
-    def GetBalances(self, request: pb.GetBalancesRequest,
-                    context: grpc.ServicerContext) -> pb.GetBalancesResponse:
+    def GetBalances(
+        self, request: pb.GetBalancesRequest, context: grpc.ServicerContext
+    ) -> pb.GetBalancesResponse:
         account_id = convert.account_id(request.account_id)
         self.backend.wait_for(request.min_position, context)
         rows = self.backend.read_models.holdings(account_id)
         return pb.GetBalancesResponse(
             account_id=account_id,
-            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows])
+            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows],
+        )
 
-    def ListTransactions(self, request: pb.ListTransactionsRequest,
-                         context: grpc.ServicerContext) -> pb.ListTransactionsResponse:
+    def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTransactionsResponse:
         account_id = convert.account_id(request.account_id)
         kinds = convert.filter_values(
-            [convert.enum_from_proto(k, common.TransactionKind, TransactionKind, f"kinds[{i}]")
-             for i, k in enumerate(request.kinds)], "kinds")
+            [
+                convert.enum_from_proto(k, common.TransactionKind, TransactionKind, f"kinds[{i}]")
+                for i, k in enumerate(request.kinds)
+            ],
+            "kinds",
+        )
         since = convert.optional_time(request, "start_time")
         until = convert.optional_time(request, "end_time")
-        if request.page_token:   # the last movement listed: position, unit class, direction
+        if request.page_token:  # the last movement listed: position, unit class, direction
             convert.page_token(request.page_token, int, str, str)
         self.backend.read_models.account(account_id)
         page = self.backend.read_models.history(
-            account_id, page_size=request.page_size or DEFAULT_PAGE,
-            page_token=request.page_token, kinds=[k.value for k in kinds if k],
-            since=since, until=until)
+            account_id,
+            page_size=request.page_size or DEFAULT_PAGE,
+            page_token=request.page_token,
+            kinds=[k.value for k in kinds if k],
+            since=since,
+            until=until,
+        )
         return pb.ListTransactionsResponse(
-            movements=[_movement(row) for row in page.rows], next_page_token=page.next_token)
+            movements=[_movement(row) for row in page.rows], next_page_token=page.next_token
+        )
 
-    def SurrenderUnits(self, request: pb.SurrenderUnitsRequest,
-                       context: grpc.ServicerContext) -> pb.SurrenderUnitsResponse:
+    def SurrenderUnits(
+        self, request: pb.SurrenderUnitsRequest, context: grpc.ServicerContext
+    ) -> pb.SurrenderUnitsResponse:
         result = self.registry.surrender(
-            current_principal(), request.transaction_id,
-            convert.required(request.account_id, "account_id"), convert.selector(request),
-            request.quantity, request.compliance_year, request.reason)
-        return pb.SurrenderUnitsResponse(transaction=convert.completed(result),
-                                         replayed=result.replayed)
+            current_principal(),
+            request.transaction_id,
+            convert.required(request.account_id, "account_id"),
+            convert.selector(request),
+            request.quantity,
+            request.compliance_year,
+            request.reason,
+        )
+        return pb.SurrenderUnitsResponse(
+            transaction=convert.completed(result), replayed=result.replayed
+        )
 
-    def CancelUnits(self, request: pb.CancelUnitsRequest,
-                    context: grpc.ServicerContext) -> pb.CancelUnitsResponse:
+    def CancelUnits(
+        self, request: pb.CancelUnitsRequest, context: grpc.ServicerContext
+    ) -> pb.CancelUnitsResponse:
         result = self.registry.cancel(
-            current_principal(), request.transaction_id,
-            convert.required(request.account_id, "account_id"), convert.selector(request),
-            request.quantity, request.reason)
-        return pb.CancelUnitsResponse(transaction=convert.completed(result),
-                                      replayed=result.replayed)
+            current_principal(),
+            request.transaction_id,
+            convert.required(request.account_id, "account_id"),
+            convert.selector(request),
+            request.quantity,
+            request.reason,
+        )
+        return pb.CancelUnitsResponse(
+            transaction=convert.completed(result), replayed=result.replayed
+        )
 
-    def GetComplianceStatus(self, request: pb.GetComplianceStatusRequest,
-                            context: grpc.ServicerContext) -> pb.GetComplianceStatusResponse:
+    def GetComplianceStatus(
+        self, request: pb.GetComplianceStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetComplianceStatusResponse:
         view = self.registry.get_compliance_status(
-            convert.required(request.account_id, "account_id"), request.compliance_year)
+            convert.required(request.account_id, "account_id"), request.compliance_year
+        )
         return pb.GetComplianceStatusResponse(
-            account_id=view.account_id, compliance_year=view.compliance_year,
+            account_id=view.account_id,
+            compliance_year=view.compliance_year,
             state=pb.ComplianceState.Value(f"COMPLIANCE_STATE_{view.state}"),
-            verified_emissions=view.verified_emissions or 0, obligation=view.obligation,
-            surrendered_cea=view.surrendered_cea, surrendered_ccer=view.surrendered_ccer,
-            outstanding=view.outstanding, allocated=view.allocated,
-            advance_used=view.advance_used, shortfall=view.shortfall,
-            debt_carried=view.debt_carried, debt_deducted=view.debt_deducted)
+            verified_emissions=view.verified_emissions or 0,
+            obligation=view.obligation,
+            surrendered_cea=view.surrendered_cea,
+            surrendered_ccer=view.surrendered_ccer,
+            outstanding=view.outstanding,
+            allocated=view.allocated,
+            advance_used=view.advance_used,
+            shortfall=view.shortfall,
+            debt_carried=view.debt_carried,
+            debt_deducted=view.debt_deducted,
+        )
 
 
 def _movement(row: dict[str, object]) -> pb.AccountMovement:
@@ -108,10 +150,13 @@ def _movement(row: dict[str, object]) -> pb.AccountMovement:
         position=int(str(row["position"])),
         direction=pb.Direction.Value(f"DIRECTION_{row['direction']}"),
         kind=convert.enum_to_proto(str(row["kind"]), common.TransactionKind),
-        party=str(row["party"]), transaction_id=str(row["client_id"]),
+        party=str(row["party"]),
+        transaction_id=str(row["client_id"]),
         counterparty_account=str(row["counterparty"] or ""),
         unit_class=convert.unit_class_to_proto(str(row["unit_class"])),
-        quantity=int(str(row["quantity"])), blocks=convert.blocks_from_json(str(row["blocks"])),
-        reason=str(row["reason"]), principal=str(row["principal"]),
+        quantity=int(str(row["quantity"])),
+        blocks=convert.blocks_from_json(str(row["blocks"])),
+        reason=str(row["reason"]),
+        principal=str(row["principal"]),
         record_time=convert.timestamp(row["recorded_at"]),  # type: ignore[arg-type]
     )

@@ -54,234 +54,361 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
         if self.four_eyes:
             raise ProposalRequired(
                 f"{kind} needs a second regulator: propose it with ProposeAction (kind "
-                f"{kind}) for another regulator to approve", kind=kind)
+                f"{kind}) for another regulator to approve",
+                kind=kind,
+            )
 
-    def OpenAccount(self, request: pb.OpenAccountRequest,
-                    context: grpc.ServicerContext) -> pb.OpenAccountResponse:
-        account_type = convert.enum_from_proto(request.account_type, common.AccountType,
-                                               AccountType, "account_type")
+    def OpenAccount(
+        self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
+    ) -> pb.OpenAccountResponse:
+        account_type = convert.enum_from_proto(
+            request.account_type, common.AccountType, AccountType, "account_type"
+        )
         assert account_type is not None
         result = self.registry.open_account(
-            current_principal(), convert.required(request.account_id, "account_id"),
-            account_type, convert.holder_from_proto(request.holder))
-        return pb.OpenAccountResponse(account=convert.account_view_to_proto(result.account),
-                                      replayed=result.replayed, position=result.position or 0)
+            current_principal(),
+            convert.required(request.account_id, "account_id"),
+            account_type,
+            convert.holder_from_proto(request.holder),
+        )
+        return pb.OpenAccountResponse(
+            account=convert.account_view_to_proto(result.account),
+            replayed=result.replayed,
+            position=result.position or 0,
+        )
 
-    def FreezeAccount(self, request: pb.FreezeAccountRequest,
-                      context: grpc.ServicerContext) -> pb.FreezeAccountResponse:
+    def FreezeAccount(
+        self, request: pb.FreezeAccountRequest, context: grpc.ServicerContext
+    ) -> pb.FreezeAccountResponse:
         self._direct("ACCOUNT_FREEZE")
         result = self.registry.freeze_account(
-            current_principal(), convert.required(request.account_id, "account_id"),
-            request.reason, request_id=convert.required(request.request_id, "request_id"))
-        return pb.FreezeAccountResponse(account=_account(result), replayed=result.replayed,
-                                        position=result.position or 0)
+            current_principal(),
+            convert.required(request.account_id, "account_id"),
+            request.reason,
+            request_id=convert.required(request.request_id, "request_id"),
+        )
+        return pb.FreezeAccountResponse(
+            account=_account(result), replayed=result.replayed, position=result.position or 0
+        )
 
-    def UnfreezeAccount(self, request: pb.UnfreezeAccountRequest,
-                        context: grpc.ServicerContext) -> pb.UnfreezeAccountResponse:
+    def UnfreezeAccount(
+        self, request: pb.UnfreezeAccountRequest, context: grpc.ServicerContext
+    ) -> pb.UnfreezeAccountResponse:
         self._direct("ACCOUNT_UNFREEZE")
         result = self.registry.unfreeze_account(
-            current_principal(), convert.required(request.account_id, "account_id"),
-            request.reason, request_id=convert.required(request.request_id, "request_id"))
-        return pb.UnfreezeAccountResponse(account=_account(result), replayed=result.replayed,
-                                          position=result.position or 0)
+            current_principal(),
+            convert.required(request.account_id, "account_id"),
+            request.reason,
+            request_id=convert.required(request.request_id, "request_id"),
+        )
+        return pb.UnfreezeAccountResponse(
+            account=_account(result), replayed=result.replayed, position=result.position or 0
+        )
 
-    def CloseAccount(self, request: pb.CloseAccountRequest,
-                     context: grpc.ServicerContext) -> pb.CloseAccountResponse:
+    def CloseAccount(
+        self, request: pb.CloseAccountRequest, context: grpc.ServicerContext
+    ) -> pb.CloseAccountResponse:
         result = self.registry.close_account(
-            current_principal(), convert.required(request.account_id, "account_id"),
-            request.reason, request_id=convert.required(request.request_id, "request_id"))
-        return pb.CloseAccountResponse(account=_account(result), replayed=result.replayed,
-                                       position=result.position or 0)
+            current_principal(),
+            convert.required(request.account_id, "account_id"),
+            request.reason,
+            request_id=convert.required(request.request_id, "request_id"),
+        )
+        return pb.CloseAccountResponse(
+            account=_account(result), replayed=result.replayed, position=result.position or 0
+        )
 
-    def IssueUnits(self, request: pb.IssueUnitsRequest,
-                   context: grpc.ServicerContext) -> pb.IssueUnitsResponse:
+    def IssueUnits(
+        self, request: pb.IssueUnitsRequest, context: grpc.ServicerContext
+    ) -> pb.IssueUnitsResponse:
         self._direct("ISSUANCE")
         result = self.registry.issue_units(
-            current_principal(), request.transaction_id,
-            convert.unit_class_from_proto(request.unit_class), request.quantity, request.reason)
-        return pb.IssueUnitsResponse(transaction=convert.completed(result),
-                                     replayed=result.replayed)
+            current_principal(),
+            request.transaction_id,
+            convert.unit_class_from_proto(request.unit_class),
+            request.quantity,
+            request.reason,
+        )
+        return pb.IssueUnitsResponse(
+            transaction=convert.completed(result), replayed=result.replayed
+        )
 
-    def AllocateUnits(self, request: pb.AllocateUnitsRequest,
-                      context: grpc.ServicerContext) -> pb.AllocateUnitsResponse:
+    def AllocateUnits(
+        self, request: pb.AllocateUnitsRequest, context: grpc.ServicerContext
+    ) -> pb.AllocateUnitsResponse:
         self._direct("ALLOCATION_TABLE")
         check_batch(len(request.rows), request.ByteSize(), "rows", "rows to allocate")
         rows: list[AllocationRow] = []
         rejected: dict[int, RowResult] = {}
         for index, row in enumerate(request.rows):
             try:
-                unit_type = convert.enum_from_proto(row.unit_type, common.UnitType, UnitType,
-                                                    f"rows[{index}].unit_type")
+                unit_type = convert.enum_from_proto(
+                    row.unit_type, common.UnitType, UnitType, f"rows[{index}].unit_type"
+                )
                 assert unit_type is not None
-                rows.append(AllocationRow(
-                    transaction_id=row.transaction_id, account_id=row.account_id,
-                    unit_type=unit_type.value, quantity=row.quantity, reason=row.reason,
-                    vintage=row.vintage if row.HasField("vintage") else None,
-                    source=row.source_account or None, returned=row.allocation_return))
+                rows.append(
+                    AllocationRow(
+                        transaction_id=row.transaction_id,
+                        account_id=row.account_id,
+                        unit_type=unit_type.value,
+                        quantity=row.quantity,
+                        reason=row.reason,
+                        vintage=row.vintage if row.HasField("vintage") else None,
+                        source=row.source_account or None,
+                        returned=row.allocation_return,
+                    )
+                )
             except InvalidCommand as error:
                 rejected[index] = RowResult.rejected(row.transaction_id, error)
         done = iter(self.registry.allocate_many(current_principal(), rows) if rows else [])
-        results = [rejected[i] if i in rejected else next(done)
-                   for i in range(len(request.rows))]
-        return pb.AllocateUnitsResponse(results=[
-            pb.AllocationResult(transaction_id=r.client_id, status=ROW_STATUS[r.outcome],
-                                reason=r.reason, message=r.message, position=r.position or 0)
-            for r in results])
+        results = [rejected[i] if i in rejected else next(done) for i in range(len(request.rows))]
+        return pb.AllocateUnitsResponse(
+            results=[
+                pb.AllocationResult(
+                    transaction_id=r.client_id,
+                    status=ROW_STATUS[r.outcome],
+                    reason=r.reason,
+                    message=r.message,
+                    position=r.position or 0,
+                )
+                for r in results
+            ]
+        )
 
-    def ReverseTransaction(self, request: pb.ReverseTransactionRequest,
-                           context: grpc.ServicerContext) -> pb.ReverseTransactionResponse:
+    def ReverseTransaction(
+        self, request: pb.ReverseTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.ReverseTransactionResponse:
         self._direct("REVERSAL")
         result = self.registry.reverse(
-            current_principal(), request.transaction_id,
+            current_principal(),
+            request.transaction_id,
             convert.required(request.original_party, "original_party"),
-            request.original_transaction_id, request.reason)
-        return pb.ReverseTransactionResponse(transaction=convert.completed(result),
-                                             replayed=result.replayed)
+            request.original_transaction_id,
+            request.reason,
+        )
+        return pb.ReverseTransactionResponse(
+            transaction=convert.completed(result), replayed=result.replayed
+        )
 
-    def RecordVerifiedEmissions(self, request: pb.RecordVerifiedEmissionsRequest,
-                                context: grpc.ServicerContext
-                                ) -> pb.RecordVerifiedEmissionsResponse:
+    def RecordVerifiedEmissions(
+        self, request: pb.RecordVerifiedEmissionsRequest, context: grpc.ServicerContext
+    ) -> pb.RecordVerifiedEmissionsResponse:
         check_batch(len(request.rows), request.ByteSize(), "rows", "emissions rows to record")
         try:
-            recorded = self.registry.record_verified_emissions(current_principal(), [
-                EmissionsRow(account_id=row.account_id, compliance_year=row.compliance_year,
-                             verified_emissions=row.verified_emissions, reason=row.reason)
-                for row in request.rows])
-        except RowsInvalid as error:   # up to 10,000 bad rows: as many as the trailers hold
+            recorded = self.registry.record_verified_emissions(
+                current_principal(),
+                [
+                    EmissionsRow(
+                        account_id=row.account_id,
+                        compliance_year=row.compliance_year,
+                        verified_emissions=row.verified_emissions,
+                        reason=row.reason,
+                    )
+                    for row in request.rows
+                ],
+            )
+        except RowsInvalid as error:  # up to 10,000 bad rows: as many as the trailers hold
             raise convert.reportable(error) from None
         return pb.RecordVerifiedEmissionsResponse(
-            results=[pb.VerifiedEmissionsResult(
-                account_id=r.account_id, compliance_year=r.compliance_year,
-                status=pb.EmissionsRowStatus.Value(f"EMISSIONS_ROW_STATUS_{r.status}"))
-                for r in recorded.results],
-            position=recorded.position or 0)
+            results=[
+                pb.VerifiedEmissionsResult(
+                    account_id=r.account_id,
+                    compliance_year=r.compliance_year,
+                    status=pb.EmissionsRowStatus.Value(f"EMISSIONS_ROW_STATUS_{r.status}"),
+                )
+                for r in recorded.results
+            ],
+            position=recorded.position or 0,
+        )
 
-    def SetComplianceRules(self, request: pb.SetComplianceRulesRequest,
-                           context: grpc.ServicerContext) -> pb.SetComplianceRulesResponse:
+    def SetComplianceRules(
+        self, request: pb.SetComplianceRulesRequest, context: grpc.ServicerContext
+    ) -> pb.SetComplianceRulesResponse:
         self._direct("RULE_CHANGE")
         view = self.registry.set_compliance_rules(
-            current_principal(), request.compliance_year,
-            convert.required(request.sector, "sector"), _rules_from_proto(request.rules),
-            request.reason)
+            current_principal(),
+            request.compliance_year,
+            convert.required(request.sector, "sector"),
+            _rules_from_proto(request.rules),
+            request.reason,
+        )
         return pb.SetComplianceRulesResponse(year=_rules_view(view), position=view.position or 0)
 
-    def GetComplianceRules(self, request: pb.GetComplianceRulesRequest,
-                           context: grpc.ServicerContext) -> pb.GetComplianceRulesResponse:
+    def GetComplianceRules(
+        self, request: pb.GetComplianceRulesRequest, context: grpc.ServicerContext
+    ) -> pb.GetComplianceRulesResponse:
         return _rules_view(self.registry.get_compliance_rules(request.compliance_year))
 
-    def CloseComplianceYear(self, request: pb.CloseComplianceYearRequest,
-                            context: grpc.ServicerContext) -> pb.CloseComplianceYearResponse:
+    def CloseComplianceYear(
+        self, request: pb.CloseComplianceYearRequest, context: grpc.ServicerContext
+    ) -> pb.CloseComplianceYearResponse:
         closing = self.registry.close_compliance_year(
-            current_principal(), request.compliance_year, request.reason)
+            current_principal(), request.compliance_year, request.reason
+        )
         return pb.CloseComplianceYearResponse(
-            compliance_year=closing.year, obligations_closed=closing.obligations_closed,
-            shortfalls=closing.shortfalls, shortfall_tonnes=closing.shortfall_tonnes,
-            replayed=closing.replayed, position=closing.position or 0)
+            compliance_year=closing.year,
+            obligations_closed=closing.obligations_closed,
+            shortfalls=closing.shortfalls,
+            shortfall_tonnes=closing.shortfall_tonnes,
+            replayed=closing.replayed,
+            position=closing.position or 0,
+        )
 
-    def ProposeAction(self, request: pb.ProposeActionRequest,
-                      context: grpc.ServicerContext) -> pb.ProposeActionResponse:
+    def ProposeAction(
+        self, request: pb.ProposeActionRequest, context: grpc.ServicerContext
+    ) -> pb.ProposeActionResponse:
         kind = convert.enum_from_proto(request.kind, pb.ProposalKind, ProposalKind, "kind")
         assert kind is not None
         check_payload_size(len(request.payload_json.encode()), "payload_json")
         try:
             payload = json.loads(request.payload_json or "{}")
         except ValueError:
-            raise InvalidCommand("payload_json is not JSON", reason="INVALID_PAYLOAD",
-                                 field="payload_json") from None
-        except RecursionError:   # the parser recurses once per level of nesting
-            raise InvalidCommand("payload_json is nested too deep", reason="INVALID_PAYLOAD",
-                                 field="payload_json") from None
+            raise InvalidCommand(
+                "payload_json is not JSON", reason="INVALID_PAYLOAD", field="payload_json"
+            ) from None
+        except RecursionError:  # the parser recurses once per level of nesting
+            raise InvalidCommand(
+                "payload_json is nested too deep", reason="INVALID_PAYLOAD", field="payload_json"
+            ) from None
         if not isinstance(payload, dict):
-            raise InvalidCommand("payload_json must be a JSON object",
-                                 reason="INVALID_PAYLOAD", field="payload_json")
-        return _respond(pb.ProposeActionResponse, self.registry.proposals.propose(
-            current_principal(), convert.required(request.proposal_id, "proposal_id"),
-            kind, payload, request.reason,
-            request.validity_seconds or DEFAULT_VALIDITY_SECONDS))
+            raise InvalidCommand(
+                "payload_json must be a JSON object", reason="INVALID_PAYLOAD", field="payload_json"
+            )
+        return _respond(
+            pb.ProposeActionResponse,
+            self.registry.proposals.propose(
+                current_principal(),
+                convert.required(request.proposal_id, "proposal_id"),
+                kind,
+                payload,
+                request.reason,
+                request.validity_seconds or DEFAULT_VALIDITY_SECONDS,
+            ),
+        )
 
-    def ApproveProposal(self, request: pb.ApproveProposalRequest,
-                        context: grpc.ServicerContext) -> pb.ApproveProposalResponse:
-        return _respond(pb.ApproveProposalResponse, self.registry.proposals.approve(
-            current_principal(), check_party(convert.required(request.party, "party")),
-            convert.client_id(request.proposal_id, "proposal_id")))
+    def ApproveProposal(
+        self, request: pb.ApproveProposalRequest, context: grpc.ServicerContext
+    ) -> pb.ApproveProposalResponse:
+        return _respond(
+            pb.ApproveProposalResponse,
+            self.registry.proposals.approve(
+                current_principal(),
+                check_party(convert.required(request.party, "party")),
+                convert.client_id(request.proposal_id, "proposal_id"),
+            ),
+        )
 
-    def RejectProposal(self, request: pb.RejectProposalRequest,
-                       context: grpc.ServicerContext) -> pb.RejectProposalResponse:
-        return _respond(pb.RejectProposalResponse, self.registry.proposals.reject(
-            current_principal(), convert.required(request.party, "party"),
-            convert.required(request.proposal_id, "proposal_id"), request.reason))
+    def RejectProposal(
+        self, request: pb.RejectProposalRequest, context: grpc.ServicerContext
+    ) -> pb.RejectProposalResponse:
+        return _respond(
+            pb.RejectProposalResponse,
+            self.registry.proposals.reject(
+                current_principal(),
+                convert.required(request.party, "party"),
+                convert.required(request.proposal_id, "proposal_id"),
+                request.reason,
+            ),
+        )
 
-    def GetProposal(self, request: pb.GetProposalRequest,
-                    context: grpc.ServicerContext) -> pb.GetProposalResponse:
-        return pb.GetProposalResponse(proposal=_proposal(self.registry.proposals.get(
-            convert.required(request.party, "party"),
-            convert.required(request.proposal_id, "proposal_id"))))
+    def GetProposal(
+        self, request: pb.GetProposalRequest, context: grpc.ServicerContext
+    ) -> pb.GetProposalResponse:
+        return pb.GetProposalResponse(
+            proposal=_proposal(
+                self.registry.proposals.get(
+                    convert.required(request.party, "party"),
+                    convert.required(request.proposal_id, "proposal_id"),
+                )
+            )
+        )
 
-    def ListProposals(self, request: pb.ListProposalsRequest,
-                      context: grpc.ServicerContext) -> pb.ListProposalsResponse:
-        status = convert.enum_from_proto(request.status, pb.ProposalStatus, ProposalStatus,
-                                         "status", required=False)
+    def ListProposals(
+        self, request: pb.ListProposalsRequest, context: grpc.ServicerContext
+    ) -> pb.ListProposalsResponse:
+        status = convert.enum_from_proto(
+            request.status, pb.ProposalStatus, ProposalStatus, "status", required=False
+        )
         size = check_page_size(request.page_size or 100)
         start = convert.page_token(request.page_token, int)[0] if request.page_token else 0
         views = self.registry.proposals.list_proposals(status.value if status else "")
-        page = views[start:start + size]
+        page = views[start : start + size]
         more = start + size < len(views)
         return pb.ListProposalsResponse(
             proposals=[_proposal(v) for v in page],
-            next_page_token=encode_token([start + size]) if more else "")
+            next_page_token=encode_token([start + size]) if more else "",
+        )
 
-    def ExpireProposals(self, request: pb.ExpireProposalsRequest,
-                        context: grpc.ServicerContext) -> pb.ExpireProposalsResponse:
+    def ExpireProposals(
+        self, request: pb.ExpireProposalsRequest, context: grpc.ServicerContext
+    ) -> pb.ExpireProposalsResponse:
         return pb.ExpireProposalsResponse(
-            proposals=[_proposal(v) for v in self.registry.proposals.expire_due()])
+            proposals=[_proposal(v) for v in self.registry.proposals.expire_due()]
+        )
 
 
 def _proposal(view: ProposalView) -> pb.Proposal:
     return pb.Proposal(
-        party=view.party, proposal_id=view.proposal_id,
+        party=view.party,
+        proposal_id=view.proposal_id,
         kind=convert.enum_to_proto(view.kind, pb.ProposalKind),
         payload_json=json.dumps(view.payload, sort_keys=True),
         status=convert.enum_to_proto(view.status, pb.ProposalStatus),
-        proposer=view.proposer, reason=view.reason,
+        proposer=view.proposer,
+        reason=view.reason,
         create_time=convert.timestamp(view.created_at),
-        expire_time=convert.timestamp(view.expires_at), approver=view.approver,
-        approve_time=convert.timestamp(view.approved_at), rejected_by=view.rejected_by,
-        rejection_reason=view.rejection_reason, result=view.result,
-        failure_reason=view.failure_reason, failure_message=view.failure_message)
+        expire_time=convert.timestamp(view.expires_at),
+        approver=view.approver,
+        approve_time=convert.timestamp(view.approved_at),
+        rejected_by=view.rejected_by,
+        rejection_reason=view.rejection_reason,
+        result=view.result,
+        failure_reason=view.failure_reason,
+        failure_message=view.failure_message,
+    )
 
 
-R = TypeVar("R", pb.ProposeActionResponse, pb.ApproveProposalResponse,
-            pb.RejectProposalResponse)
+R = TypeVar("R", pb.ProposeActionResponse, pb.ApproveProposalResponse, pb.RejectProposalResponse)
 
 
 def _respond(response: type[R], result: ProposalResult) -> R:
-    return response(proposal=_proposal(result.proposal), replayed=result.replayed,
-                    position=result.position or 0)
+    return response(
+        proposal=_proposal(result.proposal), replayed=result.replayed, position=result.position or 0
+    )
 
 
 def _rules_from_proto(message: pb.ComplianceRules) -> ComplianceRules:
     return ComplianceRules(
         ccer_cap_bps=message.ccer_cap_bps,
-        cea_min_vintage=(message.cea_min_vintage if message.HasField("cea_min_vintage")
-                         else None),
+        cea_min_vintage=(message.cea_min_vintage if message.HasField("cea_min_vintage") else None),
         advance_use_bps=message.advance_use_bps,
         surrender_deadline=message.surrender_deadline,
-        obligation_cap_bps=(message.obligation_cap_bps
-                            if message.HasField("obligation_cap_bps") else None))
+        obligation_cap_bps=(
+            message.obligation_cap_bps if message.HasField("obligation_cap_bps") else None
+        ),
+    )
 
 
 def _rules_to_proto(rules: ComplianceRules) -> pb.ComplianceRules:
     return pb.ComplianceRules(
-        ccer_cap_bps=rules.ccer_cap_bps, cea_min_vintage=rules.cea_min_vintage,
-        advance_use_bps=rules.advance_use_bps, surrender_deadline=rules.surrender_deadline,
-        obligation_cap_bps=rules.obligation_cap_bps)
+        ccer_cap_bps=rules.ccer_cap_bps,
+        cea_min_vintage=rules.cea_min_vintage,
+        advance_use_bps=rules.advance_use_bps,
+        surrender_deadline=rules.surrender_deadline,
+        obligation_cap_bps=rules.obligation_cap_bps,
+    )
 
 
 def _rules_view(view: ComplianceRulesView) -> pb.GetComplianceRulesResponse:
     return pb.GetComplianceRulesResponse(
-        compliance_year=view.year, closed=view.closed, version=view.version,
-        rules=[pb.SectorRules(sector=sector, rules=_rules_to_proto(rules))
-               for sector, rules in view.rules.items()])
+        compliance_year=view.year,
+        closed=view.closed,
+        version=view.version,
+        rules=[
+            pb.SectorRules(sector=sector, rules=_rules_to_proto(rules))
+            for sector, rules in view.rules.items()
+        ],
+    )
 
 
 def _account(result: AccountResult) -> common.Account:

@@ -34,12 +34,14 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self.ledger_key = ledger_key
         """The signing key file, whose public half GetLedgerDigest hands out."""
 
-    def StreamEvents(self, request: pb.StreamEventsRequest,
-                     context: grpc.ServicerContext) -> Iterator[pb.StreamEventsResponse]:
+    def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamEventsResponse]:
         for field in ("after_position", "max_events"):
             if getattr(request, field) < 0:
-                raise InvalidCommand(f"{field} must not be negative",
-                                     reason="INVALID_POSITION", field=field)
+                raise InvalidCommand(
+                    f"{field} must not be negative", reason="INVALID_POSITION", field=field
+                )
         page_size = request.page_size or DEFAULT_STREAM_PAGE
         topics = convert.filter_values(request.event_types, "event_types")
         for index, topic in enumerate(request.event_types):
@@ -53,99 +55,149 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             page = read_events(self.registry, after, limit, topics, account)
             if not page.events and page.last_position == after:
                 return  # at the head of the log
-            response = pb.StreamEventsResponse(last_position=page.last_position,
-                                               head_position=page.head_position)
+            response = pb.StreamEventsResponse(
+                last_position=page.last_position, head_position=page.head_position
+            )
             _add_events(response.events, page.events)
             yield response
             after, sent = page.last_position, sent + len(page.events)
             if request.max_events and sent >= request.max_events:
                 return
 
-    def GetAccountHistory(self, request: pb.GetAccountHistoryRequest,
-                          context: grpc.ServicerContext) -> pb.GetAccountHistoryResponse:
+    def GetAccountHistory(
+        self, request: pb.GetAccountHistoryRequest, context: grpc.ServicerContext
+    ) -> pb.GetAccountHistoryResponse:
         account_id = convert.required(request.account_id, "account_id")
         page_size = check_page_size(request.page_size or DEFAULT_PAGE)
         after_version = _version_token(request.page_token) if request.page_token else 0
         events, next_after = account_events(self.registry, account_id, after_version, page_size)
-        token = "" if next_after is None else base64.urlsafe_b64encode(
-            json.dumps(["v", next_after]).encode()).decode()
+        token = (
+            ""
+            if next_after is None
+            else base64.urlsafe_b64encode(json.dumps(["v", next_after]).encode()).decode()
+        )
         response = pb.GetAccountHistoryResponse(next_page_token=token)
         _add_events(response.events, events)
         return response
 
-    def GetBalancesAsOf(self, request: pb.GetBalancesAsOfRequest,
-                        context: grpc.ServicerContext) -> pb.GetBalancesAsOfResponse:
+    def GetBalancesAsOf(
+        self, request: pb.GetBalancesAsOfRequest, context: grpc.ServicerContext
+    ) -> pb.GetBalancesAsOfResponse:
         account_id = convert.account_id(request.account_id)
         if not request.HasField("as_of_time"):
-            raise InvalidCommand("as_of_time is required", reason="MISSING_FIELD",
-                                 field="as_of_time")
+            raise InvalidCommand(
+                "as_of_time is required", reason="MISSING_FIELD", field="as_of_time"
+            )
         as_of = convert.from_timestamp(request.as_of_time, "as_of_time")
         rows = self.read_models.balances_as_of(account_id, as_of)
         return pb.GetBalancesAsOfResponse(
-            account_id=account_id, as_of_time=request.as_of_time,
-            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows])
+            account_id=account_id,
+            as_of_time=request.as_of_time,
+            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows],
+        )
 
-    def TraceSerial(self, request: pb.TraceSerialRequest,
-                    context: grpc.ServicerContext) -> pb.TraceSerialResponse:
+    def TraceSerial(
+        self, request: pb.TraceSerialRequest, context: grpc.ServicerContext
+    ) -> pb.TraceSerialResponse:
         unit_class = convert.unit_class_from_proto(request.unit_class).key
         if request.serial < 1:
-            raise InvalidCommand("serial must be positive", reason="INVALID_SERIAL",
-                                 field="serial")
+            raise InvalidCommand("serial must be positive", reason="INVALID_SERIAL", field="serial")
         current = self.read_models.locate_serial(unit_class, request.serial)
         movements = self.read_models.trace_serial(unit_class, request.serial)
-        return pb.TraceSerialResponse(current_account=current, movements=[
-            pb.SerialMovement(
-                position=m["position"], kind=convert.enum_to_proto(m["kind"],
-                                                                   common.TransactionKind),
-                party=m["party"], transaction_id=m["client_id"],
-                source_account=m["source"] or "", destination_account=m["destination"],
-                first_serial=m["first"], last_serial=m["last"])
-            for m in movements])
+        return pb.TraceSerialResponse(
+            current_account=current,
+            movements=[
+                pb.SerialMovement(
+                    position=m["position"],
+                    kind=convert.enum_to_proto(m["kind"], common.TransactionKind),
+                    party=m["party"],
+                    transaction_id=m["client_id"],
+                    source_account=m["source"] or "",
+                    destination_account=m["destination"],
+                    first_serial=m["first"],
+                    last_serial=m["last"],
+                )
+                for m in movements
+            ],
+        )
 
-    def GetSupply(self, request: pb.GetSupplyRequest,
-                  context: grpc.ServicerContext) -> pb.GetSupplyResponse:
+    def GetSupply(
+        self, request: pb.GetSupplyRequest, context: grpc.ServicerContext
+    ) -> pb.GetSupplyResponse:
         lines = []
         for unit_class, line in sorted(self.read_models.supply().items()):
             by_type = line["by_account_type"]
             held = sum(v["total"] for v in by_type.values())
-            lines.append(pb.SupplyLine(
-                unit_class=convert.unit_class_to_proto(unit_class), issued=line["issued"],
-                held_in_accounts=held, balanced=held == line["issued"],
-                by_account_type=[pb.AccountTypeTotal(
-                    account_type=convert.enum_to_proto(AccountType(t), common.AccountType),
-                    total=v["total"], held=v["held"]) for t, v in sorted(by_type.items())]))
+            lines.append(
+                pb.SupplyLine(
+                    unit_class=convert.unit_class_to_proto(unit_class),
+                    issued=line["issued"],
+                    held_in_accounts=held,
+                    balanced=held == line["issued"],
+                    by_account_type=[
+                        pb.AccountTypeTotal(
+                            account_type=convert.enum_to_proto(AccountType(t), common.AccountType),
+                            total=v["total"],
+                            held=v["held"],
+                        )
+                        for t, v in sorted(by_type.items())
+                    ],
+                )
+            )
         return pb.GetSupplyResponse(lines=lines)
 
-    def GetComplianceReport(self, request: pb.GetComplianceReportRequest,
-                            context: grpc.ServicerContext) -> pb.GetComplianceReportResponse:
+    def GetComplianceReport(
+        self, request: pb.GetComplianceReportRequest, context: grpc.ServicerContext
+    ) -> pb.GetComplianceReportResponse:
         year = request.compliance_year
         lines = self.registry.compliance_report(year)
         return pb.GetComplianceReportResponse(
-            compliance_year=year, closed=self.registry.get_compliance_rules(year).closed,
-            lines=[pb.ComplianceReportLine(
-                sector=(convert.enum_to_proto(line.sector, common.Sector) if line.sector
-                        else common.SECTOR_UNSPECIFIED),
-                province=line.province,
-                state=account_pb.ComplianceState.Value(f"COMPLIANCE_STATE_{line.state}"),
-                accounts=line.accounts, verified_emissions=line.verified_emissions,
-                obligation=line.obligation, surrendered_cea=line.surrendered_cea,
-                surrendered_ccer=line.surrendered_ccer, shortfall=line.shortfall)
-                for line in lines])
+            compliance_year=year,
+            closed=self.registry.get_compliance_rules(year).closed,
+            lines=[
+                pb.ComplianceReportLine(
+                    sector=(
+                        convert.enum_to_proto(line.sector, common.Sector)
+                        if line.sector
+                        else common.SECTOR_UNSPECIFIED
+                    ),
+                    province=line.province,
+                    state=account_pb.ComplianceState.Value(f"COMPLIANCE_STATE_{line.state}"),
+                    accounts=line.accounts,
+                    verified_emissions=line.verified_emissions,
+                    obligation=line.obligation,
+                    surrendered_cea=line.surrendered_cea,
+                    surrendered_ccer=line.surrendered_ccer,
+                    shortfall=line.shortfall,
+                )
+                for line in lines
+            ],
+        )
 
-    def GetLedgerDigest(self, request: pb.GetLedgerDigestRequest,
-                        context: grpc.ServicerContext) -> pb.GetLedgerDigestResponse:
+    def GetLedgerDigest(
+        self, request: pb.GetLedgerDigestRequest, context: grpc.ServicerContext
+    ) -> pb.GetLedgerDigestResponse:
         head = latest_digest(self.read_models.engine)
         response = pb.GetLedgerDigestResponse(
-            position=head.position, digest=head.digest.hex(), events_chained=head.seq,
+            position=head.position,
+            digest=head.digest.hex(),
+            events_chained=head.seq,
             head_position=int(self.registry.recorder.max_notification_id() or 0),
-            public_key_pem=self._public_key_pem())
+            public_key_pem=self._public_key_pem(),
+        )
         if head.checkpoint is not None:
             c = head.checkpoint
-            response.latest_checkpoint.CopyFrom(pb.LedgerCheckpoint(
-                position=c.position, digest=c.digest.hex(), key_id=c.key_id,
-                signature=c.signature, sign_time=convert.timestamp(c.signed_at),
-                previous_position=c.previous_position or 0,
-                previous_digest=(c.previous_digest or b"").hex()))
+            response.latest_checkpoint.CopyFrom(
+                pb.LedgerCheckpoint(
+                    position=c.position,
+                    digest=c.digest.hex(),
+                    key_id=c.key_id,
+                    signature=c.signature,
+                    sign_time=convert.timestamp(c.signed_at),
+                    previous_position=c.previous_position or 0,
+                    previous_digest=(c.previous_digest or b"").hex(),
+                )
+            )
         return response
 
     def _public_key_pem(self) -> str:
@@ -159,13 +211,21 @@ def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:
     and copying it in costs half again as much on the stream's hot path."""
     add = target.add
     for position, aggregate_id, version, topic, payload in events:
-        add(position=position, aggregate_id=aggregate_id, aggregate_version=version,
-            event_type=topic, payload_json=payload.decode())
+        add(
+            position=position,
+            aggregate_id=aggregate_id,
+            aggregate_version=version,
+            event_type=topic,
+            payload_json=payload.decode(),
+        )
 
 
 def _version_token(token: str) -> int:
     tag, version = convert.page_token(token, str, int)
     if tag != "v":
-        raise InvalidCommand("page token is not one this registry issued",
-                             reason="INVALID_PAGE_TOKEN", field="page_token")
+        raise InvalidCommand(
+            "page token is not one this registry issued",
+            reason="INVALID_PAGE_TOKEN",
+            field="page_token",
+        )
     return int(version)

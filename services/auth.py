@@ -26,11 +26,13 @@ from registry.domain.transactions import Principal
 from services.errors import ApiError
 from services.tls import peer_certificate_fingerprint
 
-OPEN_SERVICES = frozenset({
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-})
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 """Services anyone may call without credentials (probes and API discovery)."""
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
@@ -66,59 +68,72 @@ class AuthMode(StrEnum):
 class Authenticator:
     """Resolves a call's credentials against the current access state."""
 
-    def __init__(self, access: Access, mode: AuthMode = AuthMode.TOKEN,
-                 latest_version: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        access: Access,
+        mode: AuthMode = AuthMode.TOKEN,
+        latest_version: Callable[[], int] | None = None,
+    ) -> None:
         self.access = access
         self.mode = mode
         self.latest_version = latest_version
         """The access aggregate's stored version, read cheaply (see Access.current)."""
 
-    def resolve(self, metadata: Sequence[tuple[str, str | bytes]] | None,
-                context: grpc.ServicerContext) -> tuple[Principal, AccessControl]:
+    def resolve(
+        self, metadata: Sequence[tuple[str, str | bytes]] | None, context: grpc.ServicerContext
+    ) -> tuple[Principal, AccessControl]:
         """The caller and the access state it was resolved against (which authorisation
         then uses too, so both see the same moment)."""
         acl = self.access.current(self.latest_version)
         by_token = self._token_principal(acl, metadata) if self.mode.needs_token else None
-        by_certificate = (self._certificate_principal(acl, context)
-                          if self.mode.needs_certificate else None)
-        if by_token is not None and by_certificate is not None \
-                and by_token != by_certificate:
-            raise _unauthenticated("CREDENTIALS_MISMATCH", "the bearer token and the client "
-                                   "certificate belong to different principals")
+        by_certificate = (
+            self._certificate_principal(acl, context) if self.mode.needs_certificate else None
+        )
+        if by_token is not None and by_certificate is not None and by_token != by_certificate:
+            raise _unauthenticated(
+                "CREDENTIALS_MISMATCH",
+                "the bearer token and the client certificate belong to different principals",
+            )
         principal = by_token or by_certificate
         assert principal is not None
         return principal, acl
 
     @staticmethod
-    def _token_principal(acl: AccessControl,
-                         metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+    def _token_principal(
+        acl: AccessControl, metadata: Sequence[tuple[str, str | bytes]] | None
+    ) -> Principal:
         header = next((str(v) for k, v in metadata or () if k == "authorization"), "")
         scheme, _, token = header.partition(" ")
         if not header:
-            raise _unauthenticated("MISSING_CREDENTIALS",
-                                   "send 'authorization: Bearer <token>' metadata")
+            raise _unauthenticated(
+                "MISSING_CREDENTIALS", "send 'authorization: Bearer <token>' metadata"
+            )
         if scheme.lower() != "bearer" or not token:
-            raise _unauthenticated("INVALID_CREDENTIALS",
-                                   "the authorization metadata must be 'Bearer <token>'")
+            raise _unauthenticated(
+                "INVALID_CREDENTIALS", "the authorization metadata must be 'Bearer <token>'"
+            )
         principal = acl.principal_for_token(token.strip())
         if principal is None:
-            raise _unauthenticated("INVALID_CREDENTIALS",
-                                   "the bearer token is not valid (unknown or revoked)")
+            raise _unauthenticated(
+                "INVALID_CREDENTIALS", "the bearer token is not valid (unknown or revoked)"
+            )
         return principal
 
     @staticmethod
-    def _certificate_principal(acl: AccessControl, context: grpc.ServicerContext
-                               ) -> Principal:
+    def _certificate_principal(acl: AccessControl, context: grpc.ServicerContext) -> Principal:
         peer = peer_certificate_fingerprint(context)
         if peer is None:
-            raise _unauthenticated("MISSING_CERTIFICATE",
-                                   "this registry requires a client certificate (mutual TLS)")
+            raise _unauthenticated(
+                "MISSING_CERTIFICATE", "this registry requires a client certificate (mutual TLS)"
+            )
         found = peer[0]
         principal = acl.principal_for_certificate(found)
         if principal is None:
-            raise _unauthenticated("UNKNOWN_CERTIFICATE", "the client certificate is not "
-                                   "registered to a principal, or was revoked",
-                                   fingerprint=found)
+            raise _unauthenticated(
+                "UNKNOWN_CERTIFICATE",
+                "the client certificate is not registered to a principal, or was revoked",
+                fingerprint=found,
+            )
         return principal
 
 

@@ -24,8 +24,9 @@ class Backend:
     metrics: RegistryMetrics | None = None
     """Where the servicers count what they did (settlements by outcome), if anywhere."""
 
-    def wait_for(self, position: int, context: grpc.ServicerContext,
-                 field: str = "min_position") -> None:
+    def wait_for(
+        self, position: int, context: grpc.ServicerContext, field: str = "min_position"
+    ) -> None:
         """Read your writes: wait until the read models include ``position``, within
         the call's deadline and at most 5 s.
 
@@ -33,11 +34,14 @@ class Backend:
         the projections will reach it. One beyond the head (no write returned it) would
         park a server thread for the whole wait, for nothing: it is refused at once."""
         if position < 0:
-            raise InvalidCommand(f"{field} must not be negative, got {position}",
-                                 reason="INVALID_POSITION", field=field)
+            raise InvalidCommand(
+                f"{field} must not be negative, got {position}",
+                reason="INVALID_POSITION",
+                field=field,
+            )
         if position == 0:
             return
-        try:   # usually the projections are there already: one query, no head probe
+        try:  # usually the projections are there already: one query, no head probe
             self.read_models.wait_for(position, timeout=0)
             return
         except ReadModelTimeout:
@@ -46,10 +50,17 @@ class Backend:
         if position > head:
             raise InvalidCommand(
                 f"{field} {position} is beyond the log's head ({head}): pass the position "
-                "a write returned", reason="INVALID_POSITION", field=field, head=head)
+                "a write returned",
+                reason="INVALID_POSITION",
+                field=field,
+                head=head,
+            )
         remaining = context.time_remaining()
-        timeout = READ_WAIT_CAP_SECONDS if remaining is None else min(
-            READ_WAIT_CAP_SECONDS, max(remaining - 0.05, 0.0))
+        timeout = (
+            READ_WAIT_CAP_SECONDS
+            if remaining is None
+            else min(READ_WAIT_CAP_SECONDS, max(remaining - 0.05, 0.0))
+        )
         self.read_models.wait_for(position, timeout=timeout)
 
     def head(self) -> int:

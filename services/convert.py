@@ -28,9 +28,13 @@ E = TypeVar("E", bound=StrEnum)
 T = TypeVar("T")
 
 PROTO_ENUMS: dict[str, Any] = {
-    "UnitType": pb.UnitType, "AccountType": pb.AccountType, "AccountState": pb.AccountState,
-    "Sector": pb.Sector, "TransactionKind": pb.TransactionKind,
-    "TransactionStatus": pb.TransactionStatus, "HoldStatus": pb.HoldStatus,
+    "UnitType": pb.UnitType,
+    "AccountType": pb.AccountType,
+    "AccountState": pb.AccountState,
+    "Sector": pb.Sector,
+    "TransactionKind": pb.TransactionKind,
+    "TransactionStatus": pb.TransactionStatus,
+    "HoldStatus": pb.HoldStatus,
 }
 
 
@@ -44,15 +48,17 @@ def enum_to_proto(value: StrEnum | str, proto_enum: Any) -> Any:
     return proto_enum.Value(f"{_prefix(proto_enum.DESCRIPTOR.name)}_{value}")
 
 
-def enum_from_proto(number: int, proto_enum: Any, domain: type[E], field: str,
-                    *, required: bool = True) -> E | None:
+def enum_from_proto(
+    number: int, proto_enum: Any, domain: type[E], field: str, *, required: bool = True
+) -> E | None:
     """Proto enum number -> domain enum; UNSPECIFIED is None, or an error when required."""
     prefix = _prefix(proto_enum.DESCRIPTOR.name) + "_"
     try:
         name = proto_enum.Name(number)
     except ValueError:
-        raise InvalidCommand(f"{field}: unknown value {number}", reason="INVALID_ENUM_VALUE",
-                             field=field) from None
+        raise InvalidCommand(
+            f"{field}: unknown value {number}", reason="INVALID_ENUM_VALUE", field=field
+        ) from None
     if name.endswith("_UNSPECIFIED"):
         if required:
             raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
@@ -72,8 +78,10 @@ def reportable(error: RowsInvalid) -> RowsInvalid:
     kept: list[Violation] = []
     size = 0
     for violation in error.violations:
-        size += sum(len(part.encode()) + 4 for part in (
-            violation.field, violation.reason, violation.description))
+        size += sum(
+            len(part.encode()) + 4
+            for part in (violation.field, violation.reason, violation.description)
+        )
         if kept and size > MAX_VIOLATION_BYTES:
             break
         kept.append(violation)
@@ -81,8 +89,12 @@ def reportable(error: RowsInvalid) -> RowsInvalid:
         return error
     total = len(error.violations)
     metadata = {**error.metadata, "violations_total": total, "violations_listed": len(kept)}
-    return type(error)(f"{error.message} ({len(kept)} of the {total} problems are listed)",
-                       violations=kept, reason=error.reason, **metadata)
+    return type(error)(
+        f"{error.message} ({len(kept)} of the {total} problems are listed)",
+        violations=kept,
+        reason=error.reason,
+        **metadata,
+    )
 
 
 def required(value: str, field: str) -> str:
@@ -116,9 +128,12 @@ def filter_values(values: Sequence[T], field: str) -> list[T]:
     """A repeated filter's values, each once, in order, at most MAX_FILTER_VALUES."""
     distinct = list(dict.fromkeys(values))
     if len(distinct) > MAX_FILTER_VALUES:
-        raise InvalidCommand(f"{field} lists {len(distinct)} values, at most "
-                             f"{MAX_FILTER_VALUES}", reason="TOO_MANY_FILTER_VALUES",
-                             field=field, limit=MAX_FILTER_VALUES)
+        raise InvalidCommand(
+            f"{field} lists {len(distinct)} values, at most {MAX_FILTER_VALUES}",
+            reason="TOO_MANY_FILTER_VALUES",
+            field=field,
+            limit=MAX_FILTER_VALUES,
+        )
     return distinct
 
 
@@ -126,12 +141,16 @@ def filter_text(value: str, field: str, limit: int = 255) -> str:
     """A free-text filter value (a province, an event type): what the read models could
     hold, so no control character (PostgreSQL refuses a NUL in a query) and bounded."""
     if len(value) > limit or has_control_characters(value):
-        raise InvalidCommand(f"{field} must be at most {limit} characters without "
-                             "control characters", reason="INVALID_FILTER", field=field)
+        raise InvalidCommand(
+            f"{field} must be at most {limit} characters without control characters",
+            reason="INVALID_FILTER",
+            field=field,
+        )
     return value
 
 
 # -- time -----------------------------------------------------------------------------
+
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
     if moment is None:
@@ -143,20 +162,24 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     return stamp
 
 
-MIN_TIMESTAMP_SECONDS = -62_135_596_800   # 0001-01-01T00:00:00Z
-MAX_TIMESTAMP_SECONDS = 253_402_300_799   # 9999-12-31T23:59:59Z
+MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 """The range of google.protobuf.Timestamp (and of a datetime)."""
 
 
 def from_timestamp(stamp: Timestamp, field: str) -> datetime:
     """A request's timestamp; one outside the Timestamp range (seconds beyond years
     1..9999, nanos outside 0..999,999,999) is an INVALID_ARGUMENT naming the field."""
-    if not (MIN_TIMESTAMP_SECONDS <= stamp.seconds <= MAX_TIMESTAMP_SECONDS
-            and 0 <= stamp.nanos <= 999_999_999):
+    if not (
+        MIN_TIMESTAMP_SECONDS <= stamp.seconds <= MAX_TIMESTAMP_SECONDS
+        and 0 <= stamp.nanos <= 999_999_999
+    ):
         raise InvalidCommand(
             f"{field} must be within 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z "
-            f"(seconds {stamp.seconds}, nanos {stamp.nanos})", reason="INVALID_TIMESTAMP",
-            field=field)
+            f"(seconds {stamp.seconds}, nanos {stamp.nanos})",
+            reason="INVALID_TIMESTAMP",
+            field=field,
+        )
     return stamp.ToDatetime(tzinfo=UTC)
 
 
@@ -166,24 +189,31 @@ def optional_time(message: Any, field: str) -> datetime | None:
 
 # -- paging ---------------------------------------------------------------------------
 
+
 def page_token(token: str, *shape: type) -> list[Any]:
     """The parts of a page token this registry issued (base64 JSON list of ``shape``:
     ``str`` or ``int``, a non-negative int64). Anything else, garbage or a token of
     another listing, is INVALID_PAGE_TOKEN, not a query error."""
     try:
         parts = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, UnicodeError):   # binascii.Error and JSONDecodeError included
+    except (ValueError, UnicodeError):  # binascii.Error and JSONDecodeError included
         parts = None
-    if not (isinstance(parts, list) and len(parts) == len(shape)
-            and all(_token_part(part, kind) for part, kind in zip(parts, shape, strict=True))):
-        raise InvalidCommand("page token is not one this registry issued",
-                             reason="INVALID_PAGE_TOKEN", field="page_token")
+    if not (
+        isinstance(parts, list)
+        and len(parts) == len(shape)
+        and all(_token_part(part, kind) for part, kind in zip(parts, shape, strict=True))
+    ):
+        raise InvalidCommand(
+            "page token is not one this registry issued",
+            reason="INVALID_PAGE_TOKEN",
+            field="page_token",
+        )
     return parts
 
 
 def _token_part(part: object, kind: type) -> bool:
     if kind is int:
-        return type(part) is int and 0 <= part < 2 ** 63
+        return type(part) is int and 0 <= part < 2**63
     return isinstance(part, str) and "\x00" not in part
 
 
@@ -193,17 +223,22 @@ def trade_date(message: pb.Date, field: str) -> date | None:
     try:
         return date(message.year, message.month, message.day)
     except ValueError:
-        raise InvalidCommand(f"{field} is not a calendar date", reason="INVALID_DATE",
-                             field=field) from None
+        raise InvalidCommand(
+            f"{field} is not a calendar date", reason="INVALID_DATE", field=field
+        ) from None
 
 
 # -- units ----------------------------------------------------------------------------
 
+
 def unit_class_to_proto(unit_class: UnitClass | str) -> pb.UnitClass:
     if isinstance(unit_class, str):
         unit_class = UnitClass.from_key(unit_class)
-    return pb.UnitClass(unit_type=enum_to_proto(unit_class.unit_type, pb.UnitType),
-                        vintage=unit_class.vintage, project=unit_class.project)
+    return pb.UnitClass(
+        unit_type=enum_to_proto(unit_class.unit_type, pb.UnitType),
+        vintage=unit_class.vintage,
+        project=unit_class.project,
+    )
 
 
 def unit_class_from_proto(message: pb.UnitClass, field: str = "unit_class") -> UnitClass:
@@ -229,83 +264,126 @@ def selector(message: Any, field: str = "unit_type") -> UnitSelector:
 
 
 def block_to_proto(block: SerialBlock) -> pb.SerialBlock:
-    return pb.SerialBlock(unit_class=unit_class_to_proto(block.unit_class),
-                          first_serial=block.first, last_serial=block.last,
-                          quantity=block.quantity)
+    return pb.SerialBlock(
+        unit_class=unit_class_to_proto(block.unit_class),
+        first_serial=block.first,
+        last_serial=block.last,
+        quantity=block.quantity,
+    )
 
 
 def blocks_from_json(text: str) -> list[pb.SerialBlock]:
     """Blocks as the read models store them: ``[[unit class key, first, last], ...]``."""
-    return [pb.SerialBlock(unit_class=unit_class_to_proto(key), first_serial=first,
-                           last_serial=last, quantity=last - first + 1)
-            for key, first, last in json.loads(text)]
+    return [
+        pb.SerialBlock(
+            unit_class=unit_class_to_proto(key),
+            first_serial=first,
+            last_serial=last,
+            quantity=last - first + 1,
+        )
+        for key, first, last in json.loads(text)
+    ]
 
 
 # -- accounts -------------------------------------------------------------------------
 
+
 def holder_to_proto(holder: Mapping[str, str]) -> pb.Holder:
     sector = holder.get("sector", "")
-    return pb.Holder(name=holder.get("name", ""), credit_code=holder.get("credit_code", ""),
-                     sector=enum_to_proto(sector, pb.Sector) if sector else pb.SECTOR_UNSPECIFIED,
-                     province=holder.get("province", ""))
+    return pb.Holder(
+        name=holder.get("name", ""),
+        credit_code=holder.get("credit_code", ""),
+        sector=enum_to_proto(sector, pb.Sector) if sector else pb.SECTOR_UNSPECIFIED,
+        province=holder.get("province", ""),
+    )
 
 
 def holder_from_proto(message: pb.Holder, field: str = "holder") -> Holder:
-    sector = enum_from_proto(message.sector, pb.Sector, Sector, f"{field}.sector",
-                             required=False)
-    return Holder(message.name, message.credit_code, sector.value if sector else "",
-                  message.province)
+    sector = enum_from_proto(message.sector, pb.Sector, Sector, f"{field}.sector", required=False)
+    return Holder(
+        message.name, message.credit_code, sector.value if sector else "", message.province
+    )
 
 
 def account_view_to_proto(view: AccountView) -> pb.Account:
-    return pb.Account(account_id=view.account_id,
-                      account_type=enum_to_proto(view.account_type, pb.AccountType),
-                      state=enum_to_proto(view.state, pb.AccountState),
-                      holder=holder_to_proto(view.holder), open_time=timestamp(view.opened_at))
+    return pb.Account(
+        account_id=view.account_id,
+        account_type=enum_to_proto(view.account_type, pb.AccountType),
+        state=enum_to_proto(view.state, pb.AccountState),
+        holder=holder_to_proto(view.holder),
+        open_time=timestamp(view.opened_at),
+    )
 
 
 def account_row_to_proto(row: Mapping[str, Any]) -> pb.Account:
-    holder = {"name": row["holder_name"], "credit_code": row["credit_code"],
-              "sector": row["sector"], "province": row["province"]}
-    return pb.Account(account_id=row["account_id"],
-                      account_type=enum_to_proto(row["account_type"], pb.AccountType),
-                      state=enum_to_proto(row["state"], pb.AccountState),
-                      holder=holder_to_proto(holder), open_time=timestamp(row["opened_at"]))
+    holder = {
+        "name": row["holder_name"],
+        "credit_code": row["credit_code"],
+        "sector": row["sector"],
+        "province": row["province"],
+    }
+    return pb.Account(
+        account_id=row["account_id"],
+        account_type=enum_to_proto(row["account_type"], pb.AccountType),
+        state=enum_to_proto(row["state"], pb.AccountState),
+        holder=holder_to_proto(holder),
+        open_time=timestamp(row["opened_at"]),
+    )
 
 
 def holding_row_to_proto(account_id: str, row: Mapping[str, Any]) -> pb.Holding:
-    return pb.Holding(account_id=account_id, unit_class=unit_class_to_proto(row["unit_class"]),
-                      total=row["total"], held=row.get("held", 0),
-                      available=row.get("available", row["total"] - row.get("held", 0)))
+    return pb.Holding(
+        account_id=account_id,
+        unit_class=unit_class_to_proto(row["unit_class"]),
+        total=row["total"],
+        held=row.get("held", 0),
+        available=row.get("available", row["total"] - row.get("held", 0)),
+    )
 
 
 # -- transactions and holds -----------------------------------------------------------
 
+
 def transaction_to_proto(result: TransactionResult) -> pb.Transaction:
     return pb.Transaction(
-        party=result.party, transaction_id=result.transaction_id,
+        party=result.party,
+        transaction_id=result.transaction_id,
         kind=enum_to_proto(result.kind, pb.TransactionKind),
         status=enum_to_proto(result.status, pb.TransactionStatus),
-        source_account=result.source or "", destination_account=result.destination or "",
-        quantity=result.quantity, blocks=[block_to_proto(b) for b in result.blocks],
-        reason=result.reason, principal=result.principal,
-        refusal_reason=result.refusal_reason, refusal_message=result.refusal_message,
-        reversed=result.reversed, record_time=timestamp(result.recorded_at),
+        source_account=result.source or "",
+        destination_account=result.destination or "",
+        quantity=result.quantity,
+        blocks=[block_to_proto(b) for b in result.blocks],
+        reason=result.reason,
+        principal=result.principal,
+        refusal_reason=result.refusal_reason,
+        refusal_message=result.refusal_message,
+        reversed=result.reversed,
+        record_time=timestamp(result.recorded_at),
         position=result.position or 0,
-        details_json=json.dumps(result.details, sort_keys=True, default=str))
+        details_json=json.dumps(result.details, sort_keys=True, default=str),
+    )
 
 
 def transaction_row_to_proto(row: Mapping[str, Any]) -> pb.Transaction:
     return pb.Transaction(
-        party=row["party"], transaction_id=row["client_id"],
+        party=row["party"],
+        transaction_id=row["client_id"],
         kind=enum_to_proto(row["kind"], pb.TransactionKind),
         status=enum_to_proto(row["status"], pb.TransactionStatus),
-        source_account=row["source"] or "", destination_account=row["destination"] or "",
-        quantity=row["quantity"], blocks=blocks_from_json(row["blocks"]), reason=row["reason"],
-        principal=row["principal"], refusal_reason=row["refusal_reason"],
-        refusal_message=row["refusal_message"], reversed=bool(row["reversed_by"]),
-        record_time=timestamp(row["recorded_at"]), position=row["position"],
-        details_json=row["details"])
+        source_account=row["source"] or "",
+        destination_account=row["destination"] or "",
+        quantity=row["quantity"],
+        blocks=blocks_from_json(row["blocks"]),
+        reason=row["reason"],
+        principal=row["principal"],
+        refusal_reason=row["refusal_reason"],
+        refusal_message=row["refusal_message"],
+        reversed=bool(row["reversed_by"]),
+        record_time=timestamp(row["recorded_at"]),
+        position=row["position"],
+        details_json=row["details"],
+    )
 
 
 def completed(result: TransactionResult) -> pb.Transaction:
@@ -320,12 +398,17 @@ def completed(result: TransactionResult) -> pb.Transaction:
 
 def hold_to_proto(result: HoldResult) -> pb.Hold:
     return pb.Hold(
-        party=result.party, hold_id=result.hold_id, account_id=result.account_id,
-        status=enum_to_proto(result.status, pb.HoldStatus), quantity=result.quantity,
+        party=result.party,
+        hold_id=result.hold_id,
+        account_id=result.account_id,
+        status=enum_to_proto(result.status, pb.HoldStatus),
+        quantity=result.quantity,
         settled_quantity=result.settled_quantity,
         blocks=[block_to_proto(b) for b in result.blocks],
-        expire_time=timestamp(result.expires_at), refusal_reason=result.refusal_reason,
-        refusal_message=result.refusal_message)
+        expire_time=timestamp(result.expires_at),
+        refusal_reason=result.refusal_reason,
+        refusal_message=result.refusal_message,
+    )
 
 
 def trade_from_proto(message: settlement_pb.Trade, index: int) -> Trade:
@@ -335,9 +418,13 @@ def trade_from_proto(message: settlement_pb.Trade, index: int) -> Trade:
     field = f"trades[{index}]"
     unit_type = enum_from_proto(message.unit_type, pb.UnitType, UnitType, f"{field}.unit_type")
     assert unit_type is not None
-    return Trade(trade_id=message.trade_id, seller=message.seller_account,
-                 buyer=message.buyer_account, unit_type=unit_type.value,
-                 quantity=message.quantity,
-                 vintage=message.vintage if message.HasField("vintage") else None,
-                 hold_id=message.hold_id if message.HasField("hold_id") else None,
-                 trade_date=trade_date(message.trade_date, f"{field}.trade_date"))
+    return Trade(
+        trade_id=message.trade_id,
+        seller=message.seller_account,
+        buyer=message.buyer_account,
+        unit_type=unit_type.value,
+        quantity=message.quantity,
+        vintage=message.vintage if message.HasField("vintage") else None,
+        hold_id=message.hold_id if message.HasField("hold_id") else None,
+        trade_date=trade_date(message.trade_date, f"{field}.trade_date"),
+    )

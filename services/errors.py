@@ -44,31 +44,36 @@ CODES: dict[type[RegistryError], grpc.StatusCode] = {
 """Branch of the error tree -> status code (the most specific branch wins)."""
 
 GUIDANCE: dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.INVALID_ARGUMENT:
-        "Fix the request (BadRequest names each bad field); nothing was stored.",
+    grpc.StatusCode.INVALID_ARGUMENT: (
+        "Fix the request (BadRequest names each bad field); nothing was stored."
+    ),
     grpc.StatusCode.NOT_FOUND: "Check the id (ErrorInfo metadata names it).",
-    grpc.StatusCode.FAILED_PRECONDITION:
+    grpc.StatusCode.FAILED_PRECONDITION: (
         "The ledger's state does not allow it (a transaction id is recorded as refused "
-        "and stays taken); change the state or send a new request with a new id.",
-    grpc.StatusCode.ALREADY_EXISTS:
+        "and stays taken); change the state or send a new request with a new id."
+    ),
+    grpc.StatusCode.ALREADY_EXISTS: (
         "The id is taken by different content; use a new id, or resend the original "
-        "content to get the original answer.",
+        "content to get the original answer."
+    ),
     grpc.StatusCode.ABORTED: "Lost repeated races with concurrent writers; retry as is.",
-    grpc.StatusCode.UNAVAILABLE:
-        "Transient (shutting down, read models behind); retry as is, with backoff.",
+    grpc.StatusCode.UNAVAILABLE: (
+        "Transient (shutting down, read models behind); retry as is, with backoff."
+    ),
     grpc.StatusCode.UNAUTHENTICATED: "Send a valid bearer token.",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "The server is at capacity; retry with backoff.",
-    grpc.StatusCode.DEADLINE_EXCEEDED:
-        "The deadline ran out before the work began; retry as is (ids make it safe).",
+    grpc.StatusCode.DEADLINE_EXCEEDED: (
+        "The deadline ran out before the work began; retry as is (ids make it safe)."
+    ),
     grpc.StatusCode.INTERNAL: "A registry defect; nothing half-written. Report it.",
 }
 
 DATABASE_MESSAGES: dict[str, str] = {
     CONNECTION_LOST: "the connection to the database was lost (restart or failover); "
-                     "retry as is with backoff: transaction ids make it safe",
+    "retry as is with backoff: transaction ids make it safe",
     DATABASE_BUSY: "the database could not do it in time (a lock or statement timeout, "
-                     "no free connection); retry as is with backoff: transaction ids "
-                     "make it safe",
+    "no free connection); retry as is with backoff: transaction ids "
+    "make it safe",
 }
 """What a client is told for each database fault (``registry.faults``)."""
 
@@ -98,8 +103,10 @@ FIELD_BY_REASON: dict[str, str] = {
 """The request field a domain check is about, when the check does not say (the domain
 knows values, not protobuf field paths); ``field`` metadata, when present, wins."""
 
-FIELD_LABELS = {"reversed transaction id": "original_transaction_id",
-                "reverses": "original_transaction_id"}
+FIELD_LABELS = {
+    "reversed transaction id": "original_transaction_id",
+    "reverses": "original_transaction_id",
+}
 """Domain labels that are not the field name with spaces as underscores."""
 
 
@@ -132,9 +139,12 @@ def classify(error: BaseException) -> tuple[grpc.StatusCode, str, str, dict[str,
     if isinstance(error, RegistryError):
         return code_for(error), error.reason, error.message, dict(error.metadata)
     if isinstance(error, ApiError):
-        return (error.code, error.reason,
-                clip(error.message, MAX_MESSAGE_BYTES),   # it may echo what it refuses
-                {key: clip(value) for key, value in error.metadata.items()})
+        return (
+            error.code,
+            error.reason,
+            clip(error.message, MAX_MESSAGE_BYTES),  # it may echo what it refuses
+            {key: clip(value) for key, value in error.metadata.items()},
+        )
     if isinstance(error, ReadModelTimeout):
         return grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND", str(error), {}
     if (fault := database_fault(error)) is not None:
@@ -142,31 +152,34 @@ def classify(error: BaseException) -> tuple[grpc.StatusCode, str, str, dict[str,
         # failover, restart, lock or statement timeout is cured by a retry.
         return grpc.StatusCode.UNAVAILABLE, fault, DATABASE_MESSAGES[fault], {}
     # never leak internals: the log has the traceback
-    return (grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; nothing was half-written",
-            {})
+    return (grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; nothing was half-written", {})
 
 
 def to_status(error: BaseException) -> grpc.Status:
     """The rich status a failed call is answered with."""
     code, reason, message, metadata = classify(error)
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
-                                                 metadata=metadata))]
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
+    ]
     if code is grpc.StatusCode.INVALID_ARGUMENT and isinstance(error, RegistryError):
         details.append(_pack(_bad_request(error)))
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message,
-                               details=details)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
     return rpc_status.to_status(status)
 
 
 def _bad_request(error: RegistryError) -> error_details_pb2.BadRequest:
     violations = [
         error_details_pb2.BadRequest.FieldViolation(
-            field=v.field, description=v.description, reason=v.reason)
+            field=v.field, description=v.description, reason=v.reason
+        )
         for v in getattr(error, "violations", ())
     ]
     if not violations:
-        violations.append(error_details_pb2.BadRequest.FieldViolation(
-            field=field_of(error), description=error.message, reason=error.reason))
+        violations.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                field=field_of(error), description=error.message, reason=error.reason
+            )
+        )
     return error_details_pb2.BadRequest(field_violations=violations)
 
 

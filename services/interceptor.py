@@ -69,8 +69,7 @@ class CallLimits:
 
 
 def _exhausted(reason: str, message: str, limit: int | float) -> ApiError:
-    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, reason, message,
-                    {"limit": str(limit)})
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, reason, message, {"limit": str(limit)})
 
 
 class Capacity:
@@ -90,19 +89,25 @@ class Capacity:
         limits = self.limits
         with self._lock:
             if stream and self._streams.get(principal, 0) >= limits.streams_per_principal:
-                raise _exhausted("TOO_MANY_STREAMS",
-                                 f"{principal} has {limits.streams_per_principal} streams "
-                                 "open already: finish one first",
-                                 limits.streams_per_principal)
+                raise _exhausted(
+                    "TOO_MANY_STREAMS",
+                    f"{principal} has {limits.streams_per_principal} streams "
+                    "open already: finish one first",
+                    limits.streams_per_principal,
+                )
             if stream and self._streams_open >= limits.streams:
-                raise _exhausted("STREAMS_AT_CAPACITY",
-                                 f"this server has {limits.streams} streams open, its "
-                                 "limit: retry with backoff", limits.streams)
+                raise _exhausted(
+                    "STREAMS_AT_CAPACITY",
+                    f"this server has {limits.streams} streams open, its limit: retry with backoff",
+                    limits.streams,
+                )
             if self._held.get(principal, 0) >= limits.calls_per_principal:
-                raise _exhausted("TOO_MANY_CALLS",
-                                 f"{principal} has {limits.calls_per_principal} calls in "
-                                 "progress on this server already: retry with backoff",
-                                 limits.calls_per_principal)
+                raise _exhausted(
+                    "TOO_MANY_CALLS",
+                    f"{principal} has {limits.calls_per_principal} calls in "
+                    "progress on this server already: retry with backoff",
+                    limits.calls_per_principal,
+                )
             self._held[principal] = self._held.get(principal, 0) + 1
             if stream:
                 self._streams[principal] = self._streams.get(principal, 0) + 1
@@ -156,8 +161,9 @@ class StreamWatchdog:
         with self._lock:
             self._open.add(watch)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="registry-stream-watchdog")
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="registry-stream-watchdog"
+                )
                 self._thread.start()
         try:
             yield watch
@@ -170,8 +176,13 @@ class StreamWatchdog:
         while not self._stop.wait(interval):
             now = time.monotonic()
             with self._lock:
-                stalled = [w for w in self._open if w.sending_since is not None
-                           and not w.stalled and now - w.sending_since > self.stall_seconds]
+                stalled = [
+                    w
+                    for w in self._open
+                    if w.sending_since is not None
+                    and not w.stalled
+                    and now - w.sending_since > self.stall_seconds
+                ]
                 for watch in stalled:
                     watch.stalled = True
             for watch in stalled:
@@ -182,8 +193,12 @@ class StreamWatchdog:
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, limits: CallLimits | None = None,
-                 metrics: RegistryMetrics | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limits: CallLimits | None = None,
+        metrics: RegistryMetrics | None = None,
+    ) -> None:
         self.authenticator = authenticator
         self.limits = limits or CallLimits()
         self.capacity = Capacity(self.limits)
@@ -193,8 +208,9 @@ class CallInterceptor(grpc.ServerInterceptor):
     def close(self) -> None:
         self.watchdog.close()
 
-    def intercept_service(self, continuation: Callable[[Any], Any],
-                          details: grpc.HandlerCallDetails) -> Any:
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
+    ) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
@@ -210,16 +226,24 @@ class CallInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, metadata, handler.unary_unary, parse),
-                request_deserializer=None, response_serializer=handler.response_serializer)
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(method, metadata, handler.unary_stream, parse),
-                request_deserializer=None, response_serializer=handler.response_serializer)
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
         return handler  # this API has no client-streaming methods
 
-    def _unary(self, method: str, metadata: Any,
-               behaviour: Callable[[Any, grpc.ServicerContext], Any],
-               parse: Callable[[bytes], Any]) -> Callable[[bytes, grpc.ServicerContext], Any]:
+    def _unary(
+        self,
+        method: str,
+        metadata: Any,
+        behaviour: Callable[[Any, grpc.ServicerContext], Any],
+        parse: Callable[[bytes], Any],
+    ) -> Callable[[bytes, grpc.ServicerContext], Any]:
         def serve(raw: bytes, context: grpc.ServicerContext) -> Any:
             response = None
             with self._serving(method, metadata, context, raw, parse) as request:
@@ -228,28 +252,36 @@ class CallInterceptor(grpc.ServerInterceptor):
 
         return serve
 
-    def _stream(self, method: str, metadata: Any,
-                behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
-                parse: Callable[[bytes], Any]
-                ) -> Callable[[bytes, grpc.ServicerContext], Iterator[Any]]:
+    def _stream(
+        self,
+        method: str,
+        metadata: Any,
+        behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        parse: Callable[[bytes], Any],
+    ) -> Callable[[bytes, grpc.ServicerContext], Iterator[Any]]:
         budget = self.limits.stream_seconds
 
         def serve(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self.watchdog.watch(context) as watch, \
-                    self._serving(method, metadata, context, raw, parse, watch) as request:
+            with (
+                self.watchdog.watch(context) as watch,
+                self._serving(method, metadata, context, raw, parse, watch) as request,
+            ):
                 messages = iter(behaviour(request, context))
                 try:
                     while True:
                         if time.monotonic() - watch.started > budget:
                             raise _exhausted(
-                                "STREAM_TIME_LIMIT", f"this stream ran for its {budget:g} s: "
-                                "call again from the last position received", budget)
+                                "STREAM_TIME_LIMIT",
+                                f"this stream ran for its {budget:g} s: "
+                                "call again from the last position received",
+                                budget,
+                            )
                         try:
                             message = next(messages)
                         except StopIteration:
                             return
                         watch.sending_since = time.monotonic()
-                        yield message   # returns once gRPC has written it
+                        yield message  # returns once gRPC has written it
                         watch.sending_since = None
                 finally:
                     close = getattr(messages, "close", None)
@@ -259,9 +291,15 @@ class CallInterceptor(grpc.ServerInterceptor):
         return serve
 
     @contextmanager
-    def _serving(self, method: str, metadata: Any, context: grpc.ServicerContext,
-                 raw: bytes, parse: Callable[[bytes], Any],
-                 stream: StreamWatch | None = None) -> Iterator[Any]:
+    def _serving(
+        self,
+        method: str,
+        metadata: Any,
+        context: grpc.ServicerContext,
+        raw: bytes,
+        parse: Callable[[bytes], Any],
+        stream: StreamWatch | None = None,
+    ) -> Iterator[Any]:
         """Around one call: resolve the principal, check the policy allows it (before
         any servicer code runs) and that the caller is within its share of the threads,
         bind it, turn errors into statuses (never leaking internals), log one line
@@ -270,14 +308,14 @@ class CallInterceptor(grpc.ServerInterceptor):
         principal = ANONYMOUS
         request_id = request_id_from(metadata)
         echo = ((REQUEST_ID_HEADER, request_id),)
-        context.set_trailing_metadata(echo)   # the client can quote it to us
+        context.set_trailing_metadata(echo)  # the client can quote it to us
         bound = [bind_request(request_id, str(principal), method)]
 
         def done(outcome: BaseException | str | None) -> None:
             self._log(method, principal, outcome, started)
 
         try:
-            with bound_request_id(request_id):   # stamped on the events this call causes
+            with bound_request_id(request_id):  # stamped on the events this call causes
                 principal, acl = self.authenticator.resolve(metadata, context)
                 bound.append(bind_request(request_id, str(principal), method))
                 request = parse(raw)
@@ -293,8 +331,9 @@ class CallInterceptor(grpc.ServerInterceptor):
             done(error)
             context.abort_with_status(_with(to_status(error), echo))
         except GeneratorExit:  # the client went away mid-stream, or stopped reading
-            done("CANCELLED STREAM_STALLED" if stream is not None and stream.stalled
-                 else "CANCELLED")
+            done(
+                "CANCELLED STREAM_STALLED" if stream is not None and stream.stalled else "CANCELLED"
+            )
             raise
         except Exception as error:
             if _aborted(context):  # an inner handler already chose the status
@@ -302,9 +341,13 @@ class CallInterceptor(grpc.ServerInterceptor):
                 raise
             if database_fault(error) is None:
                 log.exception("%s by %s failed", method, principal)
-            else:   # a failover is many of these at once: one line each, no traceback
-                log.warning("%s by %s met a database fault, answered as retryable: %s",
-                            method, principal, describe_fault(error))
+            else:  # a failover is many of these at once: one line each, no traceback
+                log.warning(
+                    "%s by %s met a database fault, answered as retryable: %s",
+                    method,
+                    principal,
+                    describe_fault(error),
+                )
             done(error)
             context.abort_with_status(_with(to_status(error), echo))
         else:
@@ -313,8 +356,9 @@ class CallInterceptor(grpc.ServerInterceptor):
             for context_token in reversed(bound):
                 unbind_request(context_token)
 
-    def _log(self, method: str, principal: Principal, outcome: BaseException | str | None,
-             started: float) -> None:
+    def _log(
+        self, method: str, principal: Principal, outcome: BaseException | str | None, started: float
+    ) -> None:
         """One line per call (method, principal, status and reason, duration), and the
         same into the metrics."""
         seconds = time.perf_counter() - started
@@ -326,9 +370,14 @@ class CallInterceptor(grpc.ServerInterceptor):
             status_code, reason, _, _ = classify(outcome)
             code = status_code.name
         status = f"{code} {reason}" if reason else code
-        log.info("%s principal=%s status=%s duration_ms=%.1f", method, principal, status,
-                 seconds * 1000, extra={"status": code, "reason": reason,
-                                         "duration_ms": round(seconds * 1000, 1)})
+        log.info(
+            "%s principal=%s status=%s duration_ms=%.1f",
+            method,
+            principal,
+            status,
+            seconds * 1000,
+            extra={"status": code, "reason": reason, "duration_ms": round(seconds * 1000, 1)},
+        )
         if self.metrics is not None:
             self.metrics.observe_call(method.lstrip("/"), code, reason, seconds)
 
@@ -352,13 +401,17 @@ def _with(status: grpc.Status, trailing: tuple[tuple[str, str], ...]) -> grpc.St
 
 def _parser(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
     """The request message from its bytes; bytes that are not one are INVALID_ARGUMENT."""
+
     def parse(raw: bytes) -> Any:
         if deserialize is None:
             return raw
         try:
             return deserialize(raw)
-        except Exception:   # DecodeError, or a string field that is not UTF-8
-            raise InvalidCommand("the request is not a valid protobuf message of this "
-                                 "method's request type", reason="MALFORMED_REQUEST",
-                                 field="request") from None
+        except Exception:  # DecodeError, or a string field that is not UTF-8
+            raise InvalidCommand(
+                "the request is not a valid protobuf message of this method's request type",
+                reason="MALFORMED_REQUEST",
+                field="request",
+            ) from None
+
     return parse

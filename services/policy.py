@@ -65,8 +65,12 @@ def _every(request: Any) -> list[str]:
 
 
 ACCOUNT = _field("account_id")
-S, A, ADM, AUD = ("registry.v1.SettlementService", "registry.v1.AccountService",
-                  "registry.v1.AdministrationService", "registry.v1.AuditService")
+S, A, ADM, AUD = (
+    "registry.v1.SettlementService",
+    "registry.v1.AccountService",
+    "registry.v1.AdministrationService",
+    "registry.v1.AuditService",
+)
 ACC = "registry.v1.AccessService"
 
 
@@ -75,38 +79,89 @@ def _rules(service: str, rules: Mapping[str, Rule]) -> dict[str, Rule]:
 
 
 POLICY: dict[str, Rule] = {
-    **_rules(S, {
-        "PlaceHold": Rule(frozenset({R.EXCHANGE}), ACCOUNT),
-        "ReleaseHold": Rule(frozenset({R.EXCHANGE}), after_lookup=True),
-        "GetHold": Rule(frozenset({R.EXCHANGE}), after_lookup=True),
-        "SettleTrades": Rule(frozenset({R.EXCHANGE}), _trades),
-        # the caller's party's own transaction by its id, on an account of its grants
-        "GetTrade": Rule(frozenset({R.EXCHANGE, R.OPERATOR}) | READERS, after_lookup=True),
-        "ListPositions": Rule(frozenset({R.EXCHANGE}) | READERS, _listed),
-    }),
-    **_rules(A, {
-        "GetAccount": Rule(frozenset({R.OPERATOR, R.EXCHANGE}) | READERS, ACCOUNT),
-        "ListAccounts": Rule(frozenset({R.EXCHANGE}) | READERS, _every),
-        "GetBalances": Rule(frozenset({R.OPERATOR, R.EXCHANGE}) | READERS, ACCOUNT),
-        "ListTransactions": Rule(frozenset({R.OPERATOR}) | READERS, ACCOUNT),
-        "SurrenderUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
-        "CancelUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
-        "GetComplianceStatus": Rule(frozenset({R.OPERATOR}) | READERS, ACCOUNT),
-    }),
-    **_rules(ADM, {method: Rule(frozenset({R.REGULATOR})) for method in (
-        "OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount", "IssueUnits",
-        "AllocateUnits", "ReverseTransaction", "RecordVerifiedEmissions",
-        "SetComplianceRules", "CloseComplianceYear", "ProposeAction", "ApproveProposal",
-        "RejectProposal", "ExpireProposals")}),
-    **_rules(ADM, {method: Rule(READERS) for method in (
-        "GetComplianceRules", "GetProposal", "ListProposals")}),
-    **_rules(AUD, {method: Rule(READERS) for method in (
-        "StreamEvents", "GetAccountHistory", "GetBalancesAsOf", "TraceSerial", "GetSupply",
-        "GetComplianceReport")}),
+    **_rules(
+        S,
+        {
+            "PlaceHold": Rule(frozenset({R.EXCHANGE}), ACCOUNT),
+            "ReleaseHold": Rule(frozenset({R.EXCHANGE}), after_lookup=True),
+            "GetHold": Rule(frozenset({R.EXCHANGE}), after_lookup=True),
+            "SettleTrades": Rule(frozenset({R.EXCHANGE}), _trades),
+            # the caller's party's own transaction by its id, on an account of its grants
+            "GetTrade": Rule(frozenset({R.EXCHANGE, R.OPERATOR}) | READERS, after_lookup=True),
+            "ListPositions": Rule(frozenset({R.EXCHANGE}) | READERS, _listed),
+        },
+    ),
+    **_rules(
+        A,
+        {
+            "GetAccount": Rule(frozenset({R.OPERATOR, R.EXCHANGE}) | READERS, ACCOUNT),
+            "ListAccounts": Rule(frozenset({R.EXCHANGE}) | READERS, _every),
+            "GetBalances": Rule(frozenset({R.OPERATOR, R.EXCHANGE}) | READERS, ACCOUNT),
+            "ListTransactions": Rule(frozenset({R.OPERATOR}) | READERS, ACCOUNT),
+            "SurrenderUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
+            "CancelUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
+            "GetComplianceStatus": Rule(frozenset({R.OPERATOR}) | READERS, ACCOUNT),
+        },
+    ),
+    **_rules(
+        ADM,
+        {
+            method: Rule(frozenset({R.REGULATOR}))
+            for method in (
+                "OpenAccount",
+                "FreezeAccount",
+                "UnfreezeAccount",
+                "CloseAccount",
+                "IssueUnits",
+                "AllocateUnits",
+                "ReverseTransaction",
+                "RecordVerifiedEmissions",
+                "SetComplianceRules",
+                "CloseComplianceYear",
+                "ProposeAction",
+                "ApproveProposal",
+                "RejectProposal",
+                "ExpireProposals",
+            )
+        },
+    ),
+    **_rules(
+        ADM,
+        {
+            method: Rule(READERS)
+            for method in ("GetComplianceRules", "GetProposal", "ListProposals")
+        },
+    ),
+    **_rules(
+        AUD,
+        {
+            method: Rule(READERS)
+            for method in (
+                "StreamEvents",
+                "GetAccountHistory",
+                "GetBalancesAsOf",
+                "TraceSerial",
+                "GetSupply",
+                "GetComplianceReport",
+            )
+        },
+    ),
     **_rules(AUD, {"GetLedgerDigest": Rule(READERS | {R.EXCHANGE, R.OPERATOR})}),
-    **_rules(ACC, {method: Rule(frozenset({R.ADMIN})) for method in (
-        "GrantRole", "RevokeGrant", "IssueToken", "RotateToken", "RevokeCredential",
-        "RegisterCertificate", "ListPrincipals")}),
+    **_rules(
+        ACC,
+        {
+            method: Rule(frozenset({R.ADMIN}))
+            for method in (
+                "GrantRole",
+                "RevokeGrant",
+                "IssueToken",
+                "RotateToken",
+                "RevokeCredential",
+                "RegisterCertificate",
+                "ListPrincipals",
+            )
+        },
+    ),
 }
 
 
@@ -136,7 +191,7 @@ def found_in_scope(accounts: Iterable[str | None]) -> bool:
     account; a transaction's source or destination: a movement is on both). Outside a
     served call nothing is bound and this fails (closed), never answering True."""
     scope = _scope.get()
-    if any(g.all_accounts for g in scope.grants):   # regulators, auditors, `*` exchanges
+    if any(g.all_accounts for g in scope.grants):  # regulators, auditors, `*` exchanges
         return True
     return any(scope.covers(a) for a in accounts if a)
 
@@ -152,19 +207,29 @@ def authorize(method: str, request: Any, principal: Principal, acl: AccessContro
     grants = [g for g in acl.grants_of(principal) if g.role in rule.roles]
     if not grants:
         roles = ", ".join(sorted(rule.roles))
-        raise _denied("ROLE_NOT_GRANTED", f"{principal} has no role that may call "
-                      f"{key.rsplit('/', 1)[-1]} ({roles})", principal=str(principal))
+        raise _denied(
+            "ROLE_NOT_GRANTED",
+            f"{principal} has no role that may call {key.rsplit('/', 1)[-1]} ({roles})",
+            principal=str(principal),
+        )
     scope = Scope(tuple(grants))
     if rule.accounts is None or any(g.all_accounts for g in grants):
         return scope
     for account in _named(rule.accounts(request)):
         if account == EVERY:
-            raise _denied("ACCOUNT_NOT_IN_SCOPE", f"{principal} may act on named accounts "
-                          "only: name them (this call would cover every account)",
-                          principal=str(principal))
+            raise _denied(
+                "ACCOUNT_NOT_IN_SCOPE",
+                f"{principal} may act on named accounts "
+                "only: name them (this call would cover every account)",
+                principal=str(principal),
+            )
         if not any(g.covers(account) for g in grants):
-            raise _denied("ACCOUNT_NOT_IN_SCOPE", f"{principal} may not act on account "
-                          f"{account}", principal=str(principal), account=account)
+            raise _denied(
+                "ACCOUNT_NOT_IN_SCOPE",
+                f"{principal} may not act on account {account}",
+                principal=str(principal),
+                account=account,
+            )
     return scope
 
 
@@ -182,8 +247,10 @@ def _denied(reason: str, message: str, **metadata: str) -> ApiError:
 def policy_table() -> str:
     """The policy as the README's markdown table (a test keeps the two equal)."""
     roles = list(Role)
-    lines = ["| method | " + " | ".join(r.value for r in roles) + " |",
-             "|---|" + "---|" * len(roles)]
+    lines = [
+        "| method | " + " | ".join(r.value for r in roles) + " |",
+        "|---|" + "---|" * len(roles),
+    ]
     for method, rule in POLICY.items():
         cells = [_cell(rule, role) for role in roles]
         service, name = method.removeprefix("registry.v1.").split("/")

@@ -162,13 +162,16 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         if self.max_workers < 2:
-            raise ConfigurationError("REGISTRY_MAX_WORKERS must be at least 2: streams may "
-                                     "hold only some of the threads, calls need the others")
+            raise ConfigurationError(
+                "REGISTRY_MAX_WORKERS must be at least 2: streams may "
+                "hold only some of the threads, calls need the others"
+            )
         if self.max_streams is not None and self.max_streams >= self.max_workers:
             raise ConfigurationError(
                 f"REGISTRY_MAX_STREAMS ({self.max_streams}) must be below "
                 f"REGISTRY_MAX_WORKERS ({self.max_workers}): each open stream holds a "
-                "thread, and calls need some left")
+                "thread, and calls need some left"
+            )
 
     @property
     def limits(self) -> CallLimits:
@@ -178,11 +181,14 @@ class ServerSettings:
             calls_per_principal=self.max_calls_per_principal or workers - max(1, workers // 4),
             streams=self.max_streams or max(1, workers // 2),
             streams_per_principal=self.max_streams_per_principal,
-            stream_seconds=self.stream_max_seconds, stall_seconds=self.stream_stall_seconds)
+            stream_seconds=self.stream_max_seconds,
+            stall_seconds=self.stream_stall_seconds,
+        )
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """The server's channel arguments: message sizes, port sharing, and the
         connection lifetimes (keepalive, idle, age)."""
+
         def ms(seconds: float) -> int:
             return int(seconds * 1000)
 
@@ -195,23 +201,24 @@ class ServerSettings:
             ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
             ("grpc.max_connection_idle_ms", ms(self.connection_idle_seconds)),
             ("grpc.max_connection_age_ms", ms(self.connection_age_seconds)),
-            ("grpc.max_connection_age_grace_ms",
-             ms(self.stream_max_seconds + AGE_GRACE_SECONDS)),
+            ("grpc.max_connection_age_grace_ms", ms(self.stream_max_seconds + AGE_GRACE_SECONDS)),
         ]
 
     @classmethod
-    def from_env(cls, store: Settings, environ: Mapping[str, str] | None = None
-                 ) -> ServerSettings:
+    def from_env(cls, store: Settings, environ: Mapping[str, str] | None = None) -> ServerSettings:
         environ = os.environ if environ is None else environ
         data_dir = Path(environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
         mode = environ.get("REGISTRY_PROJECTIONS", "").strip() or (
-            "external" if store.backend in ("postgresql", "postgres") else "in-process")
+            "external" if store.backend in ("postgresql", "postgres") else "in-process"
+        )
         if mode not in ("in-process", "external"):
             raise ConfigurationError(
-                f"REGISTRY_PROJECTIONS must be in-process or external, got {mode!r}")
+                f"REGISTRY_PROJECTIONS must be in-process or external, got {mode!r}"
+            )
         if store.backend == "memory":
             raise ConfigurationError(
-                "the server needs read models in SQLite or PostgreSQL, not memory:")
+                "the server needs read models in SQLite or PostgreSQL, not memory:"
+            )
         listen = environ.get("REGISTRY_LISTEN", "").strip() or cls.listen
         tls = TlsSettings.from_env(environ)
         check_listen_address(listen, tls, plaintext_allowed(environ))
@@ -219,32 +226,44 @@ class ServerSettings:
         if auth.needs_certificate and (tls is None or not tls.requires_client_certificates):
             raise ConfigurationError(
                 f"REGISTRY_AUTH={auth} needs client certificates: set REGISTRY_TLS_CERT, "
-                "REGISTRY_TLS_KEY and REGISTRY_TLS_CLIENT_CA")
+                "REGISTRY_TLS_KEY and REGISTRY_TLS_CLIENT_CA"
+            )
         return cls(
             listen=listen,
             tls=tls,
-            credentials_file=Path(environ.get("REGISTRY_CREDENTIALS_FILE", "").strip()
-                                  or data_dir / "credentials"),
+            credentials_file=Path(
+                environ.get("REGISTRY_CREDENTIALS_FILE", "").strip() or data_dir / "credentials"
+            ),
             auth=auth,
             max_workers=_int(environ, "REGISTRY_MAX_WORKERS", cls.max_workers),
-            max_streams_per_principal=_int(environ, "REGISTRY_MAX_STREAMS_PER_PRINCIPAL",
-                                           cls.max_streams_per_principal),
+            max_streams_per_principal=_int(
+                environ, "REGISTRY_MAX_STREAMS_PER_PRINCIPAL", cls.max_streams_per_principal
+            ),
             max_streams=_optional_int(environ, "REGISTRY_MAX_STREAMS"),
             max_calls_per_principal=_optional_int(environ, "REGISTRY_MAX_CALLS_PER_PRINCIPAL"),
-            stream_max_seconds=_int(environ, "REGISTRY_STREAM_MAX_SECONDS",
-                                    int(cls.stream_max_seconds)),
-            stream_stall_seconds=_int(environ, "REGISTRY_STREAM_STALL_SECONDS",
-                                      int(cls.stream_stall_seconds)),
-            keepalive_seconds=_int(environ, "REGISTRY_KEEPALIVE_SECONDS",
-                                   int(cls.keepalive_seconds)),
-            connection_idle_seconds=_int(environ, "REGISTRY_CONNECTION_IDLE_SECONDS",
-                                         int(cls.connection_idle_seconds)),
-            connection_age_seconds=_int(environ, "REGISTRY_CONNECTION_AGE_SECONDS",
-                                        int(cls.connection_age_seconds)),
-            metrics_port=(_int(environ, "REGISTRY_METRICS_PORT", 0)
-                          if environ.get("REGISTRY_METRICS_PORT", "").strip() else None),
-            max_concurrent_rpcs=_int(environ, "REGISTRY_MAX_CONCURRENT_RPCS",
-                                     cls.max_concurrent_rpcs),
+            stream_max_seconds=_int(
+                environ, "REGISTRY_STREAM_MAX_SECONDS", int(cls.stream_max_seconds)
+            ),
+            stream_stall_seconds=_int(
+                environ, "REGISTRY_STREAM_STALL_SECONDS", int(cls.stream_stall_seconds)
+            ),
+            keepalive_seconds=_int(
+                environ, "REGISTRY_KEEPALIVE_SECONDS", int(cls.keepalive_seconds)
+            ),
+            connection_idle_seconds=_int(
+                environ, "REGISTRY_CONNECTION_IDLE_SECONDS", int(cls.connection_idle_seconds)
+            ),
+            connection_age_seconds=_int(
+                environ, "REGISTRY_CONNECTION_AGE_SECONDS", int(cls.connection_age_seconds)
+            ),
+            metrics_port=(
+                _int(environ, "REGISTRY_METRICS_PORT", 0)
+                if environ.get("REGISTRY_METRICS_PORT", "").strip()
+                else None
+            ),
+            max_concurrent_rpcs=_int(
+                environ, "REGISTRY_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs
+            ),
             projections_in_process=mode == "in-process",
             processes=_int(environ, "REGISTRY_SERVER_PROCESSES", cls.processes),
             reuse_port=environ.get("REGISTRY_REUSE_PORT", "") == "1",
@@ -263,8 +282,9 @@ def _auth_mode(value: str) -> AuthMode:
     try:
         return AuthMode(value or AuthMode.TOKEN.value)
     except ValueError:
-        raise ConfigurationError(f"REGISTRY_AUTH must be token, mtls or token+mtls, got "
-                                 f"{value!r}") from None
+        raise ConfigurationError(
+            f"REGISTRY_AUTH must be token, mtls or token+mtls, got {value!r}"
+        ) from None
 
 
 def _four_eyes(value: str) -> bool:
@@ -276,44 +296,58 @@ def _four_eyes(value: str) -> bool:
 class RegistryServer:
     """The four registry services plus health and reflection on one port."""
 
-    def __init__(self, backend: Backend, settings: ServerSettings,
-                 interceptors: Sequence[grpc.ServerInterceptor] = ()) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        settings: ServerSettings,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+    ) -> None:
         self.backend = backend
         self.settings = settings
         self.health = health.HealthServicer()
         self.interceptor = CallInterceptor(
             Authenticator(backend.registry.access, settings.auth, access_version(backend)),
-            settings.limits, backend.metrics)
+            settings.limits,
+            backend.metrics,
+        )
         self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=settings.max_workers,
-                               thread_name_prefix="registry-rpc"),
+            ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="registry-rpc"),
             interceptors=[self.interceptor, *interceptors],
             options=settings.grpc_options(),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         settlement_service_pb2_grpc.add_SettlementServiceServicer_to_server(
-            SettlementServicer(backend), self.server)
+            SettlementServicer(backend), self.server
+        )
         account_service_pb2_grpc.add_AccountServiceServicer_to_server(
-            AccountServicer(backend), self.server)
+            AccountServicer(backend), self.server
+        )
         administration_service_pb2_grpc.add_AdministrationServiceServicer_to_server(
-            AdministrationServicer(backend, four_eyes=settings.four_eyes), self.server)
+            AdministrationServicer(backend, four_eyes=settings.four_eyes), self.server
+        )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(backend, settings.ledger_key), self.server)
+            AuditServicer(backend, settings.ledger_key), self.server
+        )
         access_service_pb2_grpc.add_AccessServiceServicer_to_server(
-            AccessServicer(backend), self.server)
+            AccessServicer(backend), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
         try:
-            self.port = (self.server.add_insecure_port(settings.listen) if settings.tls is None
-                         else self.server.add_secure_port(settings.listen,
-                                                          server_credentials(settings.tls)))
+            self.port = (
+                self.server.add_insecure_port(settings.listen)
+                if settings.tls is None
+                else self.server.add_secure_port(settings.listen, server_credentials(settings.tls))
+            )
         except RuntimeError:  # grpcio raises on a taken port or an unresolvable host
             self.port = 0
         if self.port == 0:
             raise ConfigurationError(
                 f"cannot listen on {settings.listen}: the port is taken or the address is "
-                "not this machine's (REGISTRY_LISTEN)")
+                "not this machine's (REGISTRY_LISTEN)"
+            )
         self._follower: threading.Thread | None = None
         self._stop_following = threading.Event()
 
@@ -324,8 +358,9 @@ class RegistryServer:
 
     def start(self) -> None:
         if self.settings.projections_in_process:
-            self._follower = threading.Thread(target=self._follow,
-                                              name="registry-projections", daemon=True)
+            self._follower = threading.Thread(
+                target=self._follow, name="registry-projections", daemon=True
+            )
             self._follower.start()
         self.server.start()
         for name in ("", *SERVICE_NAMES):
@@ -335,16 +370,23 @@ class RegistryServer:
         """Keep the read models current; a failed batch (e.g. the store busy) rolls back
         whole, is logged, and is retried after a pause."""
         engine = self.backend.read_models.engine
-        sealer = LedgerSealer.with_key_file(engine, self.settings.ledger_key,
-                                            EventLog.of(self.backend.registry.recorder),
-                                            self.settings.ledger_sign_seconds)
+        sealer = LedgerSealer.with_key_file(
+            engine,
+            self.settings.ledger_key,
+            EventLog.of(self.backend.registry.recorder),
+            self.settings.ledger_sign_seconds,
+        )
         metrics = self.backend.metrics
-        runner = ProjectionRunner(self.backend.registry, engine, sealer=sealer,
-                                  housekeeping=Housekeeping(self.backend.registry,
-                                                            metrics=metrics))
+        runner = ProjectionRunner(
+            self.backend.registry,
+            engine,
+            sealer=sealer,
+            housekeeping=Housekeeping(self.backend.registry, metrics=metrics),
+        )
         if metrics is not None:
-            metrics.watch_projections(lambda: [(p.projection, p.position, p.head)
-                                               for p in runner.status()])
+            metrics.watch_projections(
+                lambda: [(p.projection, p.position, p.head) for p in runner.status()]
+            )
         while not self._stop_following.is_set():
             try:
                 runner.follow(self._stop_following)
@@ -375,11 +417,11 @@ def access_version(backend: Backend) -> Callable[[], int]:
     def version() -> int:
         with engine.connect() as conn:
             return log.latest_version(conn, aggregate_id)
+
     return version
 
 
-def ensure_first_principals(registry: Registry, settings: ServerSettings,
-                            store: Settings) -> None:
+def ensure_first_principals(registry: Registry, settings: ServerSettings, store: Settings) -> None:
     """A registry nobody was granted anything in: the embedded store makes a first
     administrator and a first regulator, writes their tokens to the credentials file
     (the CLI's default) and prints them once; a database server needs ``registry
@@ -389,14 +431,18 @@ def ensure_first_principals(registry: Registry, settings: ServerSettings,
     if store.backend != "sqlite":
         raise ConfigurationError(
             "nobody may call this registry yet: create its first administrator with "
-            "'registry access init --party PARTY --name NAME'")
+            "'registry access init --party PARTY --name NAME'"
+        )
     lines = first_principals(registry)
     path = settings.credentials_file
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write("".join(f"{token} {principal.party} {principal.name}\n"
-                          for token, principal, _ in lines))
+        out.write(
+            "".join(
+                f"{token} {principal.party} {principal.name}\n" for token, principal, _ in lines
+            )
+        )
     shown = "".join(f"\n  {principal} ({role}): {token}" for token, principal, role in lines)
     print(f"first start: tokens written to {path} (shown once):{shown}", file=sys.stderr)
 
@@ -406,8 +452,13 @@ def first_principals(registry: Registry) -> list[tuple[str, Principal, Role]]:
     founded in one recorded step (``Access.genesis``): two administrators, because a
     regulator, exchange or operator grant takes two."""
     made = registry.access.genesis(
-        [(Principal("mee", "regulator"), Role.REGULATOR), (Principal("mee", "admin"), Role.ADMIN),
-         (Principal("mee", "admin-2"), Role.ADMIN)], "first start of the registry")
+        [
+            (Principal("mee", "regulator"), Role.REGULATOR),
+            (Principal("mee", "admin"), Role.ADMIN),
+            (Principal("mee", "admin-2"), Role.ADMIN),
+        ],
+        "first start of the registry",
+    )
     if made is None:
         raise ConfigurationError("the registry was initialised meanwhile; start again")
     return [(first.token.token, first.principal, first.role) for first in made]
@@ -416,16 +467,16 @@ def first_principals(registry: Registry) -> list[tuple[str, Principal, Role]]:
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
     """``registry serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
     log_format = (os.environ if environ is None else environ).get(
-        "REGISTRY_LOG_FORMAT", "").strip() or "text"
+        "REGISTRY_LOG_FORMAT", ""
+    ).strip() or "text"
     if log_format not in ("text", "json"):
-        raise ConfigurationError(f"REGISTRY_LOG_FORMAT must be text or json, got "
-                                 f"{log_format!r}")
+        raise ConfigurationError(f"REGISTRY_LOG_FORMAT must be text or json, got {log_format!r}")
     listener = configure_logs(log_format)
     try:
         store = store or Settings.from_env(environ)
         settings = ServerSettings.from_env(store, environ)
         registry = build_registry(store)
-        try:   # before any server process starts, so only one ever bootstraps
+        try:  # before any server process starts, so only one ever bootstraps
             ensure_first_principals(registry, settings, store)
         finally:
             registry.close()
@@ -433,7 +484,7 @@ def serve(store: Settings | None = None, environ: Mapping[str, str] | None = Non
             return _supervise(settings, environ)
         return _serve(store, settings)
     finally:
-        listener.stop()   # what is still queued is written first
+        listener.stop()  # what is still queued is written first
 
 
 def _serve(store: Settings, settings: ServerSettings) -> int:
@@ -443,8 +494,9 @@ def _serve(store: Settings, settings: ServerSettings) -> int:
     metrics = RegistryMetrics()
     metrics.watch_pool("writes", engine)
     metrics.watch_pool("reads", reads)
-    exporter = (metrics.start_http(settings.metrics_port)
-                if settings.metrics_port is not None else None)
+    exporter = (
+        metrics.start_http(settings.metrics_port) if settings.metrics_port is not None else None
+    )
     server = RegistryServer(Backend(registry, ReadModels(engine, reads), metrics), settings)
     stopping = threading.Event()
 
@@ -456,8 +508,13 @@ def _serve(store: Settings, settings: ServerSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     mode = "in-process" if settings.projections_in_process else "external"
-    log.info("serving on %s, store %s, projections %s%s", server.address, store.describe(),
-             mode, f", metrics on :{exporter.port}/metrics" if exporter else "")
+    log.info(
+        "serving on %s, store %s, projections %s%s",
+        server.address,
+        store.describe(),
+        mode,
+        f", metrics on :{exporter.port}/metrics" if exporter else "",
+    )
     print(f"registry serving on {server.address}", flush=True)
     stopping.wait()
     server.stop()
@@ -475,18 +532,18 @@ def _supervise(settings: ServerSettings, environ: Mapping[str, str] | None) -> i
     exits, stop the others and exit with its status: the process supervisor (systemd,
     Kubernetes) restarts the whole set."""
     if settings.listen.rsplit(":", 1)[-1] == "0":
-        raise ConfigurationError("several server processes need a fixed port in "
-                                 "REGISTRY_LISTEN, not port 0")
+        raise ConfigurationError(
+            "several server processes need a fixed port in REGISTRY_LISTEN, not port 0"
+        )
     base = dict(os.environ if environ is None else environ)
     children = []
     for index in range(settings.processes):
         env = {**base, "REGISTRY_SERVER_PROCESSES": "1", "REGISTRY_REUSE_PORT": "1"}
-        if settings.metrics_port:   # each process its own: a scrape must see one process
+        if settings.metrics_port:  # each process its own: a scrape must see one process
             env["REGISTRY_METRICS_PORT"] = str(settings.metrics_port + index)
         if index > 0 or not settings.projections_in_process:
             env["REGISTRY_PROJECTIONS"] = "external"  # one process projects, if any
-        children.append(subprocess.Popen([sys.executable, "-m", "registry.cli", "serve"],
-                                         env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "registry.cli", "serve"], env=env))
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> Any:
@@ -494,15 +551,17 @@ def _supervise(settings: ServerSettings, environ: Mapping[str, str] | None) -> i
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"registry serving on {settings.listen} ({settings.processes} processes)",
-          flush=True)
+    print(f"registry serving on {settings.listen} ({settings.processes} processes)", flush=True)
     status = 0
     while not stopping.wait(0.5):
         exited = [child for child in children if child.poll() is not None]
         if exited:
             status = exited[0].returncode or 1
-            log.error("server process %s exited with %s; stopping the others",
-                      exited[0].pid, exited[0].returncode)
+            log.error(
+                "server process %s exited with %s; stopping the others",
+                exited[0].pid,
+                exited[0].returncode,
+            )
             break
     for child in children:
         if child.poll() is None:

@@ -36,29 +36,41 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
         self.registry = backend.registry
         self.backend = backend
 
-    def PlaceHold(self, request: pb.PlaceHoldRequest,
-                  context: grpc.ServicerContext) -> pb.PlaceHoldResponse:
+    def PlaceHold(
+        self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext
+    ) -> pb.PlaceHoldResponse:
         result = self.registry.place_hold(
-            current_principal(), convert.required(request.hold_id, "hold_id"),
-            convert.required(request.account_id, "account_id"), convert.selector(request),
-            request.quantity, request.timeout_seconds)
+            current_principal(),
+            convert.required(request.hold_id, "hold_id"),
+            convert.required(request.account_id, "account_id"),
+            convert.selector(request),
+            request.quantity,
+            request.timeout_seconds,
+        )
         _raise_if_refused(result)
-        return pb.PlaceHoldResponse(hold=convert.hold_to_proto(result),
-                                    replayed=result.replayed, position=result.position or 0)
+        return pb.PlaceHoldResponse(
+            hold=convert.hold_to_proto(result),
+            replayed=result.replayed,
+            position=result.position or 0,
+        )
 
-    def ReleaseHold(self, request: pb.ReleaseHoldRequest,
-                    context: grpc.ServicerContext) -> pb.ReleaseHoldResponse:
+    def ReleaseHold(
+        self, request: pb.ReleaseHoldRequest, context: grpc.ServicerContext
+    ) -> pb.ReleaseHoldResponse:
         principal = current_principal()
         hold_id = convert.client_id(request.hold_id, "hold_id")
-        self._hold_in_scope(principal.party, hold_id)   # a hold's account never changes
+        self._hold_in_scope(principal.party, hold_id)  # a hold's account never changes
         result = self.registry.release_hold(principal, hold_id, request.reason)
-        return pb.ReleaseHoldResponse(hold=convert.hold_to_proto(result),
-                                      position=result.position or 0)
+        return pb.ReleaseHoldResponse(
+            hold=convert.hold_to_proto(result), position=result.position or 0
+        )
 
-    def GetHold(self, request: pb.GetHoldRequest,
-                context: grpc.ServicerContext) -> pb.GetHoldResponse:
-        result = self._hold_in_scope(current_principal().party,
-                                     convert.client_id(request.hold_id, "hold_id"))
+    def GetHold(
+        self, request: pb.GetHoldRequest, context: grpc.ServicerContext
+    ) -> pb.GetHoldResponse:
+        result = self._hold_in_scope(
+            current_principal().party, convert.client_id(request.hold_id, "hold_id")
+        )
         return pb.GetHoldResponse(hold=convert.hold_to_proto(result))
 
     def _hold_in_scope(self, party: str, hold_id: str) -> HoldResult:
@@ -69,8 +81,9 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
             raise UnknownHold(f"no hold {party}:{hold_id}", hold=f"{party}:{hold_id}")
         return result
 
-    def SettleTrades(self, request: pb.SettleTradesRequest,
-                     context: grpc.ServicerContext) -> pb.SettleTradesResponse:
+    def SettleTrades(
+        self, request: pb.SettleTradesRequest, context: grpc.ServicerContext
+    ) -> pb.SettleTradesResponse:
         count = len(request.trades)
         check_batch(count, request.ByteSize(), "trades", "trades to settle")
         trades: list[Trade] = []
@@ -80,52 +93,72 @@ class SettlementServicer(pb_grpc.SettlementServiceServicer):
                 trades.append(convert.trade_from_proto(message, index))
             except InvalidCommand as error:
                 rejected[index] = TradeResult.rejected(message.trade_id, error)
-        settled = iter(self.registry.settle_trades(current_principal(), trades)
-                       if trades else [])
+        settled = iter(self.registry.settle_trades(current_principal(), trades) if trades else [])
         results = [rejected[i] if i in rejected else next(settled) for i in range(count)]
         if self.backend.metrics is not None:
-            for (outcome, reason), n in Counter((r.outcome.value, r.reason)
-                                                for r in results).items():
+            for (outcome, reason), n in Counter(
+                (r.outcome.value, r.reason) for r in results
+            ).items():
                 self.backend.metrics.observe_settlement(outcome, reason, n)
         return pb.SettleTradesResponse(results=[_trade_result(r) for r in results])
 
-    def GetTrade(self, request: pb.GetTradeRequest,
-                 context: grpc.ServicerContext) -> pb.GetTradeResponse:
+    def GetTrade(
+        self, request: pb.GetTradeRequest, context: grpc.ServicerContext
+    ) -> pb.GetTradeResponse:
         party = current_principal().party
         trade_id = convert.client_id(request.trade_id, "trade_id")
         result = self.registry.get_transaction(party, trade_id)
         if not found_in_scope([result.source, result.destination]):
-            ref = f"{party}:{trade_id}"   # answered exactly as an unknown id
+            ref = f"{party}:{trade_id}"  # answered exactly as an unknown id
             raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
         return pb.GetTradeResponse(transaction=convert.transaction_to_proto(result))
 
-    def ListPositions(self, request: pb.ListPositionsRequest,
-                      context: grpc.ServicerContext) -> pb.ListPositionsResponse:
-        if request.page_token:   # the last position listed: account id, unit class
+    def ListPositions(
+        self, request: pb.ListPositionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPositionsResponse:
+        if request.page_token:  # the last position listed: account id, unit class
             convert.page_token(request.page_token, str, str)
         account_ids = convert.filter_values(request.account_ids, "account_ids")
         for index, account_id in enumerate(request.account_ids):
             convert.account_id(account_id, f"account_ids[{index}]")
         page = self.backend.read_models.positions(
-            page_size=request.page_size or DEFAULT_PAGE, page_token=request.page_token,
-            as_of=convert.optional_time(request, "as_of_time"), account_ids=account_ids)
+            page_size=request.page_size or DEFAULT_PAGE,
+            page_token=request.page_token,
+            as_of=convert.optional_time(request, "as_of_time"),
+            account_ids=account_ids,
+        )
         return pb.ListPositionsResponse(
-            positions=[pb.Position(account_id=row["account_id"],
-                                   unit_class=convert.unit_class_to_proto(row["unit_class"]),
-                                   total=row["total"], held=row["held"]) for row in page.rows],
-            next_page_token=page.next_token)
+            positions=[
+                pb.Position(
+                    account_id=row["account_id"],
+                    unit_class=convert.unit_class_to_proto(row["unit_class"]),
+                    total=row["total"],
+                    held=row["held"],
+                )
+                for row in page.rows
+            ],
+            next_page_token=page.next_token,
+        )
 
 
 def _trade_result(result: TradeResult) -> pb.TradeResult:
     txn = result.transaction
     blocks = [convert.block_to_proto(b) for b in txn.blocks] if txn and txn.ok else []
-    return pb.TradeResult(trade_id=result.trade_id, status=TRADE_STATUS[result.outcome],
-                          reason=result.reason, message=result.message,
-                          position=result.position or 0, blocks=blocks)
+    return pb.TradeResult(
+        trade_id=result.trade_id,
+        status=TRADE_STATUS[result.outcome],
+        reason=result.reason,
+        message=result.message,
+        position=result.position or 0,
+        blocks=blocks,
+    )
 
 
 def _raise_if_refused(result: HoldResult) -> None:
     if not result.ok:
-        raise error_for_reason(result.refusal_reason, result.refusal_message,
-                               hold=result.hold_id, account=result.account_id)
-
+        raise error_for_reason(
+            result.refusal_reason,
+            result.refusal_message,
+            hold=result.hold_id,
+            account=result.account_id,
+        )

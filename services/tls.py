@@ -69,15 +69,17 @@ class TlsSettings:
             if client_ca:
                 raise ConfigurationError(
                     f"{CLIENT_CA_ENV} is set but TLS is not: set {CERT_ENV} and {KEY_ENV} "
-                    "to the server's certificate chain and private key too")
+                    "to the server's certificate chain and private key too"
+                )
             return None
         if not cert or not key:
             given, missing = (CERT_ENV, KEY_ENV) if cert else (KEY_ENV, CERT_ENV)
             raise ConfigurationError(
                 f"{given} is set but {missing} is not: TLS needs both the server's "
-                f"certificate chain ({CERT_ENV}) and its private key ({KEY_ENV}), as PEM files")
+                f"certificate chain ({CERT_ENV}) and its private key ({KEY_ENV}), as PEM files"
+            )
         settings = cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
-        settings.load()   # fail now, naming the variable, rather than at bind time
+        settings.load()  # fail now, naming the variable, rather than at bind time
         return settings
 
     def load(self) -> tuple[bytes, bytes, bytes | None]:
@@ -91,7 +93,8 @@ class TlsSettings:
             raise ConfigurationError(
                 f"{KEY_ENV} ({self.private_key}) is not the private key of the first "
                 f"certificate in {CERT_ENV} ({self.cert_chain}): the chain must start with "
-                "the server's own certificate, and the key must be that certificate's")
+                "the server's own certificate, and the key must be that certificate's"
+            )
         ca = None
         if self.client_ca is not None:
             ca = _read(self.client_ca, CLIENT_CA_ENV)
@@ -103,8 +106,9 @@ def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     """Credentials for ``server.add_secure_port``; with a client CA, clients without a
     certificate signed by it fail the handshake before any call reaches a handler."""
     chain, key, ca = tls.load()
-    return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca,
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 def plaintext_allowed(environ: Mapping[str, str] | None = None) -> bool:
@@ -126,7 +130,8 @@ def check_listen_address(listen: str, tls: TlsSettings | None, allow_plaintext: 
         f"REGISTRY_LISTEN={listen} is not a loopback address and TLS is not configured: "
         f"set {CERT_ENV} and {KEY_ENV} (and {CLIENT_CA_ENV} to require client "
         f"certificates), or set {PLAINTEXT_ENV}=allow if the network is trusted "
-        "(e.g. behind a TLS-terminating proxy)")
+        "(e.g. behind a TLS-terminating proxy)"
+    )
 
 
 def is_loopback(listen: str) -> bool:
@@ -140,7 +145,7 @@ def is_loopback(listen: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False   # a DNS name other than localhost, or empty (every interface)
+        return False  # a DNS name other than localhost, or empty (every interface)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
@@ -153,7 +158,7 @@ def _host(listen: str) -> str:
         return listen[1:].split("]", 1)[0]
     if listen.count(":") == 1:
         return listen.split(":", 1)[0]
-    return listen   # no port, or a bare IPv6 address
+    return listen  # no port, or a bare IPv6 address
 
 
 def peer_certificate_fingerprint(context: grpc.ServicerContext) -> tuple[str, str] | None:
@@ -174,18 +179,24 @@ def certificate_fingerprint(pem: bytes | str) -> tuple[str, str]:
         raise InvalidCommand(
             "certificate_pem contains a private key: send the client's certificate only, "
             "and keep its key secret (consider the key exposed and issue a new one)",
-            reason="INVALID_CERTIFICATE", field="certificate_pem")
+            reason="INVALID_CERTIFICATE",
+            field="certificate_pem",
+        )
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
         raise InvalidCommand(
             "certificate_pem is not a PEM X.509 certificate (-----BEGIN CERTIFICATE-----)",
-            reason="INVALID_CERTIFICATE", field="certificate_pem") from None
+            reason="INVALID_CERTIFICATE",
+            field="certificate_pem",
+        ) from None
     if len(certificates) != 1:
         raise InvalidCommand(
             f"certificate_pem holds {len(certificates)} certificates: send the client's "
             "own certificate only, not its chain",
-            reason="INVALID_CERTIFICATE", field="certificate_pem")
+            reason="INVALID_CERTIFICATE",
+            field="certificate_pem",
+        )
     certificate = certificates[0]
     der = certificate.public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest(), certificate.subject.rfc4514_string()
@@ -196,8 +207,8 @@ def _read(path: Path, variable: str) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise ConfigurationError(
-            f"{variable}: cannot read {path} ({error.strerror}): point it at a readable "
-            "PEM file") from None
+            f"{variable}: cannot read {path} ({error.strerror}): point it at a readable PEM file"
+        ) from None
 
 
 def _certificates(data: bytes, variable: str, what: str) -> list[x509.Certificate]:
@@ -206,7 +217,8 @@ def _certificates(data: bytes, variable: str, what: str) -> list[x509.Certificat
     except ValueError:
         raise ConfigurationError(
             f"{variable} must be a PEM file of {what} (-----BEGIN CERTIFICATE-----); "
-            "the file given holds no readable certificate") from None
+            "the file given holds no readable certificate"
+        ) from None
 
 
 def _private_key(data: bytes) -> PrivateKeyTypes:
@@ -216,13 +228,16 @@ def _private_key(data: bytes) -> PrivateKeyTypes:
         raise ConfigurationError(
             f"{KEY_ENV} is an encrypted private key: gRPC cannot take a password; decrypt "
             "it (e.g. openssl pkey -in KEY -out KEY.plain) and keep the file readable by "
-            "the server only") from None
+            "the server only"
+        ) from None
     except (ValueError, UnsupportedAlgorithm):
         raise ConfigurationError(
             f"{KEY_ENV} must be a PEM file of the server's private key "
-            "(-----BEGIN PRIVATE KEY-----); the file given holds no readable key") from None
+            "(-----BEGIN PRIVATE KEY-----); the file given holds no readable key"
+        ) from None
 
 
 def _public_bytes(key: CertificatePublicKeyTypes | PublicKeyTypes) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

@@ -17,8 +17,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=BACKENDS)
-def registry(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-             ) -> Iterator[Registry]:
+def registry(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Registry]:
     """The same application cases run on every backend."""
     if request.param == "postgres":
         request.applymarker(pytest.mark.postgres)

@@ -19,10 +19,8 @@ from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 
-PG_SERVER_URL = os.environ.get("REGISTRY_TEST_PG_URL",
-                               "postgresql://root@127.0.0.1:5432/postgres")
-START_PG = ("start it with: pg_ctlcluster --skip-systemctl-redirect "
-            "$(ls /etc/postgresql) main start")
+PG_SERVER_URL = os.environ.get("REGISTRY_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
+START_PG = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 REGULATOR = Principal("mee", "regulator")
 EXCHANGE = Principal("exchange", "settlement")
@@ -73,8 +71,7 @@ def fresh_pg_database(*, migrated: bool = True) -> Iterator[str]:
 
 
 @contextmanager
-def registry_on(backend: str, tmp_path: Path, clock: FakeClock | None = None
-                ) -> Iterator[Registry]:
+def registry_on(backend: str, tmp_path: Path, clock: FakeClock | None = None) -> Iterator[Registry]:
     """A fresh Registry (national accounts open) on 'memory', 'sqlite' or 'postgres'."""
     if backend == "postgres":
         with fresh_pg_database() as url:
@@ -93,8 +90,12 @@ def registry_on(backend: str, tmp_path: Path, clock: FakeClock | None = None
 
 
 def open_company(registry: Registry, account_id: str, sector: str = "POWER") -> None:
-    registry.open_account(REGULATOR, account_id, AccountType.COMPLIANCE,
-                          Holder(f"{account_id} Co.", "91110000100001234X", sector, "Beijing"))
+    registry.open_account(
+        REGULATOR,
+        account_id,
+        AccountType.COMPLIANCE,
+        Holder(f"{account_id} Co.", "91110000100001234X", sector, "Beijing"),
+    )
 
 
 def open_trader(registry: Registry, account_id: str) -> None:
@@ -108,6 +109,8 @@ def terminate_all(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        ).fetchone()
     assert row is not None
     return int(row[0])

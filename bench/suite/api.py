@@ -29,33 +29,51 @@ TRADE_DATE = common.Date(year=2026, month=6, day=15)
 CALL_TIMEOUT = 120.0
 OK_TRADE = (settlement_pb.TRADE_STATUS_SETTLED, settlement_pb.TRADE_STATUS_ALREADY_SETTLED)
 OK_ROW = (common.ROW_STATUS_COMPLETED, common.ROW_STATUS_ALREADY_COMPLETED)
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED,
-                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED})
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
 
 
 def channel(address: str) -> grpc.Channel:
     """A channel of its own (not shared with other channels of the process), connected."""
-    chan = grpc.insecure_channel(address, options=[
-        ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    chan = grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
     grpc.channel_ready_future(chan).result(timeout=30)
     return chan
 
 
 def trade(trade_id: str, seller: str, buyer: str, quantity: int) -> settlement_pb.Trade:
-    return settlement_pb.Trade(trade_id=trade_id, seller_account=seller, buyer_account=buyer,
-                               unit_type=CEA, vintage=VINTAGE, quantity=quantity,
-                               trade_date=TRADE_DATE)
+    return settlement_pb.Trade(
+        trade_id=trade_id,
+        seller_account=seller,
+        buyer_account=buyer,
+        unit_type=CEA,
+        vintage=VINTAGE,
+        quantity=quantity,
+        trade_date=TRADE_DATE,
+    )
 
 
 def check_trades(response: settlement_pb.SettleTradesResponse) -> int:
     """The number of trades settled; a refusal or rejection is a wrong answer here."""
     for result in response.results:
         if result.status not in OK_TRADE:
-            raise Fatal(f"trade {result.trade_id}: "
-                        f"{settlement_pb.TradeStatus.Name(result.status)} {result.reason} "
-                        f"{result.message}")
+            raise Fatal(
+                f"trade {result.trade_id}: "
+                f"{settlement_pb.TradeStatus.Name(result.status)} {result.reason} "
+                f"{result.message}"
+            )
     return len(response.results)
 
 
@@ -83,8 +101,9 @@ class GrpcCaller:
         except grpc.RpcError as error:
             if error.code() in RETRYABLE:
                 raise
-            raise Fatal(f"{type(request).__name__}: {error.code().name} "
-                        f"{error.details()}") from None
+            raise Fatal(
+                f"{type(request).__name__}: {error.code().name} {error.details()}"
+            ) from None
 
     def settle(self, request: settlement_pb.SettleTradesRequest) -> int:
         return check_trades(self.rpc(self.settlement.SettleTrades, request))
@@ -106,7 +125,8 @@ class SettleSingle(GrpcCaller):
     def prepare(self, n: int) -> tuple[str, Any]:
         seller, buyer = self.pair if n % 2 == 0 else self.pair[::-1]
         return "call", settlement_pb.SettleTradesRequest(
-            trades=[trade(f"{self.tag}-{n}", seller, buyer, 1 + n % 7)])
+            trades=[trade(f"{self.tag}-{n}", seller, buyer, 1 + n % 7)]
+        )
 
     def send(self, request: Any) -> int:
         return self.settle(request)
@@ -139,12 +159,13 @@ class SettleGiven(GrpcCaller):
 
     def __init__(self, ctx: CallerContext) -> None:
         super().__init__(ctx)
-        self.batches = self.params["batches"][ctx.index::ctx.callers]
+        self.batches = self.params["batches"][ctx.index :: ctx.callers]
         self.calls = len(self.batches)
 
     def prepare(self, n: int) -> tuple[str, Any]:
         return "call", settlement_pb.SettleTradesRequest(
-            trades=[trade(*row) for row in self.batches[n]])
+            trades=[trade(*row) for row in self.batches[n]]
+        )
 
     def send(self, request: Any) -> int:
         return self.settle(request)
@@ -176,8 +197,7 @@ class History(GrpcCaller):
     def __init__(self, ctx: CallerContext) -> None:
         super().__init__(ctx)
         self.short: list[str] = self.params["short_accounts"]
-        self.first = [("short", a) for a in self.short] + [
-            ("long", self.params["long_account"])]
+        self.first = [("short", a) for a in self.short] + [("long", self.params["long_account"])]
         self.calls = len(self.first) + self.params["calls"]
 
     def prepare(self, n: int) -> tuple[str, Any]:
@@ -187,11 +207,15 @@ class History(GrpcCaller):
         else:
             n -= len(self.first)
             size = "short" if n % 2 == 0 else "long"
-            account = (self.short[(n // 2) % len(self.short)] if size == "short"
-                       else self.params["long_account"])
+            account = (
+                self.short[(n // 2) % len(self.short)]
+                if size == "short"
+                else self.params["long_account"]
+            )
             group = f"{size}-warm"
         return group, settlement_pb.SettleTradesRequest(
-            trades=[trade(f"{self.tag}-{n}-{group}", account, self.params[f"{size}_sink"], 1)])
+            trades=[trade(f"{self.tag}-{n}-{group}", account, self.params[f"{size}_sink"], 1)]
+        )
 
     def send(self, request: Any) -> int:
         return self.settle(request)
@@ -209,8 +233,10 @@ class Stream(GrpcCaller):
 
     def prepare(self, n: int) -> tuple[str, Any]:
         return "stream", audit_pb.StreamEventsRequest(
-            after_position=0, max_events=self.params["max_events"],
-            page_size=self.params["page_size"])
+            after_position=0,
+            max_events=self.params["max_events"],
+            page_size=self.params["page_size"],
+        )
 
     def send(self, request: Any) -> int:
         import time
@@ -218,8 +244,9 @@ class Stream(GrpcCaller):
         count, pages = 0, self.extra["page_seconds"]
         pages.clear()
         last = time.perf_counter()
-        for page in self.audit.StreamEvents(request, metadata=self.metadata,
-                                            timeout=self.params.get("timeout", 3600)):
+        for page in self.audit.StreamEvents(
+            request, metadata=self.metadata, timeout=self.params.get("timeout", 3600)
+        ):
             count += len(page.events)
             now = time.perf_counter()
             pages.append(now - last)
@@ -235,16 +262,21 @@ class OpenAccounts(GrpcCaller):
 
     def __init__(self, ctx: CallerContext) -> None:
         super().__init__(ctx)
-        self.rows = self.params["rows"][ctx.index::ctx.callers]
+        self.rows = self.params["rows"][ctx.index :: ctx.callers]
         self.calls = len(self.rows)
 
     def prepare(self, n: int) -> tuple[str, Any]:
         account_id, sector, province, credit_code = self.rows[n]
         return "call", admin_pb.OpenAccountRequest(
-            account_id=account_id, account_type=common.ACCOUNT_TYPE_COMPLIANCE,
-            holder=common.Holder(name=f"{account_id} Co., Ltd.", credit_code=credit_code,
-                                 sector=common.Sector.Value(f"SECTOR_{sector}"),
-                                 province=province))
+            account_id=account_id,
+            account_type=common.ACCOUNT_TYPE_COMPLIANCE,
+            holder=common.Holder(
+                name=f"{account_id} Co., Ltd.",
+                credit_code=credit_code,
+                sector=common.Sector.Value(f"SECTOR_{sector}"),
+                province=province,
+            ),
+        )
 
     def send(self, request: Any) -> int:
         self.rpc(self.administration.OpenAccount, request)
@@ -256,19 +288,23 @@ class Surrender(GrpcCaller):
 
     def __init__(self, ctx: CallerContext) -> None:
         super().__init__(ctx)
-        self.rows = self.params["rows"][ctx.index::ctx.callers]
+        self.rows = self.params["rows"][ctx.index :: ctx.callers]
         self.calls = len(self.rows)
 
     def prepare(self, n: int) -> tuple[str, Any]:
         transaction_id, account_id, quantity = self.rows[n]
         return "call", account_pb.SurrenderUnitsRequest(
-            transaction_id=transaction_id, account_id=account_id, unit_type=CEA,
-            vintage=VINTAGE, quantity=quantity, compliance_year=self.params["year"],
-            reason=f"{self.params['year']} compliance")
+            transaction_id=transaction_id,
+            account_id=account_id,
+            unit_type=CEA,
+            vintage=VINTAGE,
+            quantity=quantity,
+            compliance_year=self.params["year"],
+            reason=f"{self.params['year']} compliance",
+        )
 
     def send(self, request: Any) -> int:
         reply = self.rpc(self.accounts.SurrenderUnits, request)
         if reply.transaction.status != common.TRANSACTION_STATUS_COMPLETED:
-            raise Fatal(f"surrender {request.transaction_id}: "
-                        f"{reply.transaction.refusal_reason}")
+            raise Fatal(f"surrender {request.transaction_id}: {reply.transaction.refusal_reason}")
         return 1

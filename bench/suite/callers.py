@@ -104,7 +104,8 @@ def _thread_main(caller: Caller, job: Job, start_at: float, out: dict[str, Any])
     n = 0
     try:
         while (caller.calls is None or n < caller.calls) and (
-                deadline is None or time.monotonic() < deadline):
+            deadline is None or time.monotonic() < deadline
+        ):
             group, request = caller.prepare(n)
             for attempt in range(MAX_ATTEMPTS):
                 began = time.perf_counter()
@@ -117,7 +118,7 @@ def _thread_main(caller: Caller, job: Job, start_at: float, out: dict[str, Any])
                     errors[key] = errors.get(key, 0) + 1
                     if attempt == MAX_ATTEMPTS - 1:
                         raise
-                    time.sleep(min(1.0, 0.01 * 2 ** attempt))
+                    time.sleep(min(1.0, 0.01 * 2**attempt))
                     continue
                 latencies.setdefault(group, []).append(time.perf_counter() - began)
                 calls += 1
@@ -127,8 +128,14 @@ def _thread_main(caller: Caller, job: Job, start_at: float, out: dict[str, Any])
     except Exception as error:
         out["fatal"] = repr(error)
     finally:
-        out.update(latencies=latencies, errors=errors, calls=calls, items=items,
-                   ended=time.monotonic(), extra=getattr(caller, "extra", {}))
+        out.update(
+            latencies=latencies,
+            errors=errors,
+            calls=calls,
+            items=items,
+            ended=time.monotonic(),
+            extra=getattr(caller, "extra", {}),
+        )
         caller.close()
 
 
@@ -179,14 +186,18 @@ def _child() -> None:
     start_at = _receive(inbox)
     cpu0 = sum(os.times()[:2])
     outs: list[dict[str, Any]] = [{} for _ in callers]
-    threads = [threading.Thread(target=_thread_main, args=(c, job, start_at, o))
-               for c, o in zip(callers, outs, strict=True)]
+    threads = [
+        threading.Thread(target=_thread_main, args=(c, job, start_at, o))
+        for c, o in zip(callers, outs, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    _send(outbox, {"outs": outs, "cpu": sum(os.times()[:2]) - cpu0,
-                   "peak_kib": memory_kib(os.getpid())[1]})
+    _send(
+        outbox,
+        {"outs": outs, "cpu": sum(os.times()[:2]) - cpu0, "peak_kib": memory_kib(os.getpid())[1]},
+    )
 
 
 def run(job: Job, timeout: float = 3600) -> Result:
@@ -194,11 +205,19 @@ def run(job: Job, timeout: float = 3600) -> Result:
     measured. Plain interpreters (``python -m bench.suite.callers``), so a client process
     holds only what its calls need, whatever command started the suite."""
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    children = [subprocess.Popen([sys.executable, "-m", "bench.suite.callers"], env=env,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-                for _ in range(job.processes)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.suite.callers"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(job.processes)
+    ]
 
     def kill_all() -> None:
         for child in children:
@@ -224,8 +243,7 @@ def run(job: Job, timeout: float = 3600) -> Result:
             assert outbox is not None
             reports.append(_receive(outbox))
     except EOFError:
-        raise RuntimeError(f"a client process of {job.kind} failed (its error is above)"
-                           ) from None
+        raise RuntimeError(f"a client process of {job.kind} failed (its error is above)") from None
     finally:
         watchdog.cancel()
         for child in children:
@@ -251,11 +269,15 @@ def run(job: Job, timeout: float = 3600) -> Result:
             extra.setdefault(key, []).append(value)
     return Result(
         seconds=max(o["ended"] for o in outs) - start_at,
-        calls=sum(o["calls"] for o in outs), items=sum(o["items"] for o in outs),
-        latencies=latencies, errors=errors,
+        calls=sum(o["calls"] for o in outs),
+        items=sum(o["items"] for o in outs),
+        latencies=latencies,
+        errors=errors,
         cpu_seconds=round(sum(r["cpu"] for r in reports), 2),
         peak_process_mib=round(max(r["peak_kib"] for r in reports) / 1024, 1),
-        processes=len(children), extra=extra)
+        processes=len(children),
+        extra=extra,
+    )
 
 
 if __name__ == "__main__":

@@ -48,22 +48,35 @@ class Histories:
 
 HISTORIES = Histories(
     short_accounts=[f"HIST-SHORT-{i:02d}" for i in range(SHORT_ACCOUNTS)],
-    long_account="HIST-LONG", short_sink="HIST-SINK-SHORT", long_sink="HIST-SINK-LONG",
-    long_events=0)
+    long_account="HIST-LONG",
+    short_sink="HIST-SINK-SHORT",
+    long_sink="HIST-SINK-LONG",
+    long_events=0,
+)
 
 
 def _open(registry: Any, account_ids: list[str]) -> None:
     for account_id in account_ids:
-        registry.open_account(REGULATOR, account_id, AccountType.COMPLIANCE,
-                              Holder(f"{account_id} Co., Ltd.", "91110000100001234X",
-                                     "POWER", "Beijing"))
+        registry.open_account(
+            REGULATOR,
+            account_id,
+            AccountType.COMPLIANCE,
+            Holder(f"{account_id} Co., Ltd.", "91110000100001234X", "POWER", "Beijing"),
+        )
 
 
 def _fund(registry: Any, tag: str, amounts: dict[str, int]) -> None:
-    registry.issue_units(REGULATOR, f"{tag}-ISS", UnitClass(UnitType.CEA, 2025),
-                         sum(amounts.values()), "benchmark history")
-    rows = [AllocationRow(f"{tag}-AL-{a}", a, "CEA", q, "benchmark history",
-                          source="CN-ISSUANCE") for a, q in amounts.items()]
+    registry.issue_units(
+        REGULATOR,
+        f"{tag}-ISS",
+        UnitClass(UnitType.CEA, 2025),
+        sum(amounts.values()),
+        "benchmark history",
+    )
+    rows = [
+        AllocationRow(f"{tag}-AL-{a}", a, "CEA", q, "benchmark history", source="CN-ISSUANCE")
+        for a, q in amounts.items()
+    ]
     for result in registry.allocate_many(REGULATOR, rows):
         if result.outcome.value != "COMPLETED":
             raise RuntimeError(f"funding {result} failed")
@@ -79,7 +92,7 @@ def _settle_one_by_one(registry: Any, trades: list[Trade]) -> None:
 
 def _settle(registry: Any, trades: list[Trade]) -> None:
     for start in range(0, len(trades), BATCH):
-        results = registry.settle_trades(EXCHANGE, trades[start:start + BATCH])
+        results = registry.settle_trades(EXCHANGE, trades[start : start + BATCH])
         bad = [r for r in results if r.outcome.value != "SETTLED"]
         if bad:
             raise RuntimeError(f"generation refused {len(bad)} trades, first {bad[0]}")
@@ -97,15 +110,26 @@ def write_histories(url: str, long_events: int) -> None:
     try:
         h = HISTORIES
         dump = "HIST-DUMP"
-        _open(registry, [*h.short_accounts, h.long_account, "HIST-LONG-PEER", dump,
-                         h.short_sink, h.long_sink])
-        _fund(registry, "HIST", {**dict.fromkeys(h.short_accounts, 10**6),
-                                 h.long_account: 10**7})
-        _settle_one_by_one(registry, [Trade(f"HIST-S-{a}-{i}", a, dump, "CEA", 1)
-                                      for a in h.short_accounts
-                                      for i in range(SHORT_EVENTS - 2)])
-        _settle_one_by_one(registry, [Trade(f"HIST-L-{i}", h.long_account, "HIST-LONG-PEER",
-                                            "CEA", 1) for i in range(long_events - 2)])
+        _open(
+            registry,
+            [*h.short_accounts, h.long_account, "HIST-LONG-PEER", dump, h.short_sink, h.long_sink],
+        )
+        _fund(registry, "HIST", {**dict.fromkeys(h.short_accounts, 10**6), h.long_account: 10**7})
+        _settle_one_by_one(
+            registry,
+            [
+                Trade(f"HIST-S-{a}-{i}", a, dump, "CEA", 1)
+                for a in h.short_accounts
+                for i in range(SHORT_EVENTS - 2)
+            ],
+        )
+        _settle_one_by_one(
+            registry,
+            [
+                Trade(f"HIST-L-{i}", h.long_account, "HIST-LONG-PEER", "CEA", 1)
+                for i in range(long_events - 2)
+            ],
+        )
     finally:
         registry.close()
 
@@ -119,8 +143,13 @@ def write_bulk(url: str, trades: int) -> None:
         _fund(registry, "BULK", {a: 10**8 for pair in pairs for a in pair})
         for number, start in enumerate(range(0, trades, BATCH)):
             a, b = pairs[number % len(pairs)]
-            _settle(registry, [Trade(f"BULK-{n}", *((a, b) if n % 2 else (b, a)), "CEA", 1)
-                               for n in range(start, min(trades, start + BATCH))])
+            _settle(
+                registry,
+                [
+                    Trade(f"BULK-{n}", *((a, b) if n % 2 else (b, a)), "CEA", 1)
+                    for n in range(start, min(trades, start + BATCH))
+                ],
+            )
     finally:
         registry.close()
 
@@ -140,9 +169,16 @@ def generate(url: str, long_events: int, bulk_trades: int) -> float:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     jobs = [("histories", long_events), ("bulk", bulk_trades)]
-    processes = [ctx.Process(target=_child, args=(target, url, count, results),
-                             name=f"bench-generate-{target}", daemon=True)
-                 for target, count in jobs if count > 0]
+    processes = [
+        ctx.Process(
+            target=_child,
+            args=(target, url, count, results),
+            name=f"bench-generate-{target}",
+            daemon=True,
+        )
+        for target, count in jobs
+        if count > 0
+    ]
     started = time.perf_counter()
     for process in processes:
         process.start()

@@ -40,10 +40,20 @@ SECTORS = (  # sector, id prefix, companies of 3,700, mean allocation (t CO2)
     ("STEEL", "STL", 500, 2_000_000),
     ("ALUMINIUM", "ALU", 200, 1_000_000),
 )
-PROVINCES = (("SD", "Shandong"), ("JS", "Jiangsu"), ("NM", "Inner Mongolia"),
-             ("GD", "Guangdong"), ("HE", "Hebei"), ("SX", "Shanxi"), ("HA", "Henan"),
-             ("ZJ", "Zhejiang"), ("AH", "Anhui"), ("XJ", "Xinjiang"), ("HB", "Hubei"),
-             ("SC", "Sichuan"))
+PROVINCES = (
+    ("SD", "Shandong"),
+    ("JS", "Jiangsu"),
+    ("NM", "Inner Mongolia"),
+    ("GD", "Guangdong"),
+    ("HE", "Hebei"),
+    ("SX", "Shanxi"),
+    ("HA", "Henan"),
+    ("ZJ", "Zhejiang"),
+    ("AH", "Anhui"),
+    ("XJ", "Xinjiang"),
+    ("HB", "Hubei"),
+    ("SC", "Sichuan"),
+)
 ROWS_PER_CALL = 1_000
 NATIONAL_ISSUANCE = "CN-ISSUANCE"
 NATIONAL_SURRENDER = "CN-SURRENDER"
@@ -84,41 +94,55 @@ def plan_year(accounts: int, trades: int, seed: int = YEAR) -> YearPlan:
             allocation = int(mean * rng.uniform(0.4, 1.6))
             short = rng.random() < 0.5
             factor = rng.uniform(1.01, 1.10) if short else rng.uniform(0.85, 0.98)
-            companies.append(Company(f"{prefix}-{code}-{i + 1:04d}", sector, province,
-                                     f"91{number:016d}", allocation,
-                                     int(allocation * factor)))
+            companies.append(
+                Company(
+                    f"{prefix}-{code}-{i + 1:04d}",
+                    sector,
+                    province,
+                    f"91{number:016d}",
+                    allocation,
+                    int(allocation * factor),
+                )
+            )
     return YearPlan(companies, _trades(companies, trades, rng))
 
 
-def _trades(companies: list[Company], count: int, rng: random.Random
-            ) -> list[tuple[str, str, str, int]]:
+def _trades(
+    companies: list[Company], count: int, rng: random.Random
+) -> list[tuple[str, str, str, int]]:
     """Split each short company's gap into purchases (in proportion to the gap, so the
     year has ``count`` trades) from randomly chosen long companies that can spare it."""
-    buyers = [(c.account_id, c.emissions - c.allocation) for c in companies
-              if c.emissions > c.allocation]
-    spare = {c.account_id: c.allocation - c.emissions for c in companies
-             if c.emissions < c.allocation}
+    buyers = [
+        (c.account_id, c.emissions - c.allocation) for c in companies if c.emissions > c.allocation
+    ]
+    spare = {
+        c.account_id: c.allocation - c.emissions for c in companies if c.emissions < c.allocation
+    }
     sellers = list(spare)
     gap = sum(d for _, d in buyers)
     shares = [count * d / gap for _, d in buyers]
     purchases = [min(int(s), d) for s, (_, d) in zip(shares, buyers, strict=True)]
-    by_remainder = sorted(range(len(buyers)), key=lambda i: shares[i] - int(shares[i]),
-                          reverse=True)
-    for i in by_remainder[:max(0, count - sum(purchases))]:
+    by_remainder = sorted(
+        range(len(buyers)), key=lambda i: shares[i] - int(shares[i]), reverse=True
+    )
+    for i in by_remainder[: max(0, count - sum(purchases))]:
         purchases[i] = min(purchases[i] + 1, buyers[i][1])
     trades = []
     for (buyer, need), pieces in zip(buyers, purchases, strict=True):
         for piece in range(pieces):
             quantity = need // pieces + (1 if piece < need % pieces else 0)
-            seller = next((s for s in (rng.choice(sellers) for _ in range(20))
-                           if spare[s] >= quantity), None) or max(spare, key=spare.__getitem__)
+            seller = next(
+                (s for s in (rng.choice(sellers) for _ in range(20)) if spare[s] >= quantity), None
+            ) or max(spare, key=spare.__getitem__)
             if spare[seller] < quantity:
                 raise RuntimeError("the plan ran out of units to sell: widen the surplus")
             spare[seller] -= quantity
             trades.append((buyer, seller, quantity))
     rng.shuffle(trades)
-    return [(f"Y{YEAR}-T{n:06d}", seller, buyer, quantity)
-            for n, (buyer, seller, quantity) in enumerate(trades)]
+    return [
+        (f"Y{YEAR}-T{n:06d}", seller, buyer, quantity)
+        for n, (buyer, seller, quantity) in enumerate(trades)
+    ]
 
 
 def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
@@ -133,67 +157,129 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         bench.log(f"  year: {name} {phases[name]}")
 
     began = time.perf_counter()
-    result = bench.callers(Job("bench.suite.api:OpenAccounts", bench.client_processes,
-                               bench.threads_per_process, {
-                                   **bench.params("regulator", "year-open"),
-                                   "rows": [(c.account_id, c.sector, c.province, c.credit_code)
-                                            for c in plan.companies]}))
-    phase("open accounts", began, calls=result.calls, errors=result.errors,
-          p99_ms=_p99(result.all_latencies()))
+    result = bench.callers(
+        Job(
+            "bench.suite.api:OpenAccounts",
+            bench.client_processes,
+            bench.threads_per_process,
+            {
+                **bench.params("regulator", "year-open"),
+                "rows": [
+                    (c.account_id, c.sector, c.province, c.credit_code) for c in plan.companies
+                ],
+            },
+        )
+    )
+    phase(
+        "open accounts",
+        began,
+        calls=result.calls,
+        errors=result.errors,
+        p99_ms=_p99(result.all_latencies()),
+    )
 
     began = time.perf_counter()
-    regulator.call(regulator.administration.IssueUnits, admin_pb.IssueUnitsRequest(
-        transaction_id=f"Y{YEAR}-ISS", unit_class=common.UnitClass(
-            unit_type=common.UNIT_TYPE_CEA, vintage=YEAR),
-        quantity=plan.issued, reason=f"{YEAR} allocation"))
+    regulator.call(
+        regulator.administration.IssueUnits,
+        admin_pb.IssueUnitsRequest(
+            transaction_id=f"Y{YEAR}-ISS",
+            unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA, vintage=YEAR),
+            quantity=plan.issued,
+            reason=f"{YEAR} allocation",
+        ),
+    )
     phase("issue", began, quantity=plan.issued)
 
     began = time.perf_counter()
-    rows = [admin_pb.AllocationRow(transaction_id=f"Y{YEAR}-AL-{c.account_id}",
-                                   account_id=c.account_id, unit_type=common.UNIT_TYPE_CEA,
-                                   vintage=YEAR, quantity=c.allocation,
-                                   reason=f"{YEAR} pre-allocation",
-                                   source_account=NATIONAL_ISSUANCE)
-            for c in plan.companies]
+    rows = [
+        admin_pb.AllocationRow(
+            transaction_id=f"Y{YEAR}-AL-{c.account_id}",
+            account_id=c.account_id,
+            unit_type=common.UNIT_TYPE_CEA,
+            vintage=YEAR,
+            quantity=c.allocation,
+            reason=f"{YEAR} pre-allocation",
+            source_account=NATIONAL_ISSUANCE,
+        )
+        for c in plan.companies
+    ]
     for start in range(0, len(rows), ROWS_PER_CALL):
-        reply = regulator.call(regulator.administration.AllocateUnits,
-                               admin_pb.AllocateUnitsRequest(
-                                   rows=rows[start:start + ROWS_PER_CALL]), timeout=300)
+        reply = regulator.call(
+            regulator.administration.AllocateUnits,
+            admin_pb.AllocateUnitsRequest(rows=rows[start : start + ROWS_PER_CALL]),
+            timeout=300,
+        )
         bad = [r for r in reply.results if r.status != common.ROW_STATUS_COMPLETED]
         if bad:
             raise RuntimeError(f"allocation row {bad[0].transaction_id}: {bad[0].reason}")
     phase("allocate", began, rows=len(rows))
 
     began = time.perf_counter()
-    batches = [plan.trades[i:i + ROWS_PER_CALL]
-               for i in range(0, len(plan.trades), ROWS_PER_CALL)]
-    result = bench.callers(Job("bench.suite.api:SettleGiven", 1, 1, {
-        **bench.params("exchange", "year-trades"), "batches": batches}))
+    batches = [
+        plan.trades[i : i + ROWS_PER_CALL] for i in range(0, len(plan.trades), ROWS_PER_CALL)
+    ]
+    result = bench.callers(
+        Job(
+            "bench.suite.api:SettleGiven",
+            1,
+            1,
+            {**bench.params("exchange", "year-trades"), "batches": batches},
+        )
+    )
     trades_seconds = time.perf_counter() - began
-    phase("trades", began, trades=result.items, calls=result.calls, errors=result.errors,
-          trades_per_second=round(result.items / trades_seconds),
-          p99_ms_per_call=_p99(result.all_latencies()))
+    phase(
+        "trades",
+        began,
+        trades=result.items,
+        calls=result.calls,
+        errors=result.errors,
+        trades_per_second=round(result.items / trades_seconds),
+        p99_ms_per_call=_p99(result.all_latencies()),
+    )
 
     began = time.perf_counter()
-    emissions = [admin_pb.VerifiedEmissionsRow(
-        account_id=c.account_id, compliance_year=YEAR, verified_emissions=c.emissions,
-        reason=f"verification report {YEAR}") for c in plan.companies]
+    emissions = [
+        admin_pb.VerifiedEmissionsRow(
+            account_id=c.account_id,
+            compliance_year=YEAR,
+            verified_emissions=c.emissions,
+            reason=f"verification report {YEAR}",
+        )
+        for c in plan.companies
+    ]
     for start in range(0, len(emissions), ROWS_PER_CALL):
-        regulator.call(regulator.administration.RecordVerifiedEmissions,
-                       admin_pb.RecordVerifiedEmissionsRequest(
-                           rows=emissions[start:start + ROWS_PER_CALL]), timeout=300)
+        regulator.call(
+            regulator.administration.RecordVerifiedEmissions,
+            admin_pb.RecordVerifiedEmissionsRequest(rows=emissions[start : start + ROWS_PER_CALL]),
+            timeout=300,
+        )
     phase("verified emissions", began, rows=len(emissions))
 
     bench.grant_operator([c.account_id for c in plan.companies])
     began = time.perf_counter()
-    result = bench.callers(Job("bench.suite.api:Surrender", bench.client_processes,
-                               bench.threads_per_process, {
-                                   **bench.params("operator", "year-surrender"),
-                                   "year": YEAR,
-                                   "rows": [(f"Y{YEAR}-SUR-{c.account_id}", c.account_id,
-                                             c.emissions) for c in plan.companies]}))
-    phase("surrender", began, calls=result.calls, errors=result.errors,
-          p50_ms=_p50(result.all_latencies()), p99_ms=_p99(result.all_latencies()))
+    result = bench.callers(
+        Job(
+            "bench.suite.api:Surrender",
+            bench.client_processes,
+            bench.threads_per_process,
+            {
+                **bench.params("operator", "year-surrender"),
+                "year": YEAR,
+                "rows": [
+                    (f"Y{YEAR}-SUR-{c.account_id}", c.account_id, c.emissions)
+                    for c in plan.companies
+                ],
+            },
+        )
+    )
+    phase(
+        "surrender",
+        began,
+        calls=result.calls,
+        errors=result.errors,
+        p50_ms=_p50(result.all_latencies()),
+        p99_ms=_p99(result.all_latencies()),
+    )
 
     began = time.perf_counter()
     head = bench.head()
@@ -203,31 +289,53 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         regulator.close()
         behind = head - bench.projected_position()
         seconds = time.perf_counter() - started
-        return {"seconds": round(seconds, 2), "events": bench.head() - head_before,
-                "accounts": len(plan.companies), "trades": len(plan.trades),
-                "allocated": plan.issued, "phases": phases, "complete": False,
-                "note": f"stopped waiting for the read models after "
-                        f"{bench.sizes.read_model_cap:.0f} s, {behind:,} positions behind: "
-                        "no conservation check; the time is a lower bound"}
+        return {
+            "seconds": round(seconds, 2),
+            "events": bench.head() - head_before,
+            "accounts": len(plan.companies),
+            "trades": len(plan.trades),
+            "allocated": plan.issued,
+            "phases": phases,
+            "complete": False,
+            "note": f"stopped waiting for the read models after "
+            f"{bench.sizes.read_model_cap:.0f} s, {behind:,} positions behind: "
+            "no conservation check; the time is a lower bound",
+        }
 
     began = time.perf_counter()
     supply = regulator.call(regulator.audit.GetSupply, audit_pb.GetSupplyRequest())
-    surrendered = regulator.call(regulator.accounts.GetBalances, account_pb.GetBalancesRequest(
-        account_id=NATIONAL_SURRENDER, min_position=head))
+    surrendered = regulator.call(
+        regulator.accounts.GetBalances,
+        account_pb.GetBalancesRequest(account_id=NATIONAL_SURRENDER, min_position=head),
+    )
     surrendered_total = sum(h.total for h in surrendered.holdings)
     balanced = bool(supply.lines) and all(line.balanced for line in supply.lines)
     expected = sum(c.emissions for c in plan.companies)
-    phase("conservation check", began, balanced=balanced,
-          surrendered=surrendered_total, expected=expected)
+    phase(
+        "conservation check",
+        began,
+        balanced=balanced,
+        surrendered=surrendered_total,
+        expected=expected,
+    )
     seconds = time.perf_counter() - started
     regulator.close()
     if not balanced or surrendered_total != expected:
-        raise RuntimeError(f"the national year does not balance: supply balanced={balanced}, "
-                           f"surrendered {surrendered_total:,} of {expected:,}")
-    return {"seconds": round(seconds, 2), "events": bench.head() - head_before,
-            "accounts": len(plan.companies), "trades": len(plan.trades),
-            "allocated": plan.issued, "verified_emissions": expected, "phases": phases,
-            "complete": True}
+        raise RuntimeError(
+            f"the national year does not balance: supply balanced={balanced}, "
+            f"surrendered {surrendered_total:,} of {expected:,}"
+        )
+    return {
+        "seconds": round(seconds, 2),
+        "events": bench.head() - head_before,
+        "accounts": len(plan.companies),
+        "trades": len(plan.trades),
+        "allocated": plan.issued,
+        "verified_emissions": expected,
+        "phases": phases,
+        "complete": True,
+    }
+
 
 def _p50(values: list[float]) -> float | None:
     return percentile_ms(values, 50)

@@ -31,7 +31,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
@@ -70,8 +70,8 @@ def _all_processes() -> Iterator[tuple[int, int, str]]:
             text = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        yield int(entry.name), int(text[text.rindex(")") + 2:].split()[1]), name
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        yield int(entry.name), int(text[text.rindex(")") + 2 :].split()[1]), name
 
 
 def process_tree(root: int) -> list[int]:
@@ -154,8 +154,7 @@ class Started:
         return True
 
 
-def start(label: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
-          ) -> Started:
+def start(label: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Started:
     log = log_path.open("ab")
     process = subprocess.Popen(list(argv), env=dict(env), stdout=log, stderr=subprocess.STDOUT)
     return Started(label, process, log)
@@ -222,8 +221,9 @@ class Watch:
     def _cpu(self) -> dict[str, float]:
         with self._lock:
             roots = dict(self.roots)
-        cpu = {label: sum(cpu_seconds(p) for p in process_tree(pid))
-               for label, pid in roots.items()}
+        cpu = {
+            label: sum(cpu_seconds(p) for p in process_tree(pid)) for label, pid in roots.items()
+        }
         cpu["postgres"] = postgres_cpu()
         cpu["machine"] = machine_busy_seconds()
         return cpu
@@ -242,12 +242,13 @@ class Watch:
             for window in self._windows:
                 for label, kib in totals.items():
                     window.peak[label] = max(window.peak.get(label, 0), kib)
-                    window.peak_one[label] = max(window.peak_one.get(label, 0),
-                                                 largest[label])
+                    window.peak_one[label] = max(window.peak_one.get(label, 0), largest[label])
             if now - self._last_timeline >= 1.0:
                 self._last_timeline = now
-                self.timeline.extend((round(now - self._t0, 1), label, round(kib / 1024, 1))
-                                     for label, kib in totals.items())
+                self.timeline.extend(
+                    (round(now - self._t0, 1), label, round(kib / 1024, 1))
+                    for label, kib in totals.items()
+                )
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
@@ -268,9 +269,14 @@ class Watch:
             with self._lock:
                 self._windows.remove(window)
             cpu_end = self._cpu()
-            out.append(Usage(
-                seconds=time.monotonic() - window.started,
-                peak_rss_mib={k: round(v / 1024, 1) for k, v in window.peak.items()},
-                peak_process_mib={k: round(v / 1024, 1) for k, v in window.peak_one.items()},
-                cpu_seconds={k: round(max(0.0, cpu_end.get(k, 0.0) - v), 2)
-                             for k, v in window.cpu_start.items()}))
+            out.append(
+                Usage(
+                    seconds=time.monotonic() - window.started,
+                    peak_rss_mib={k: round(v / 1024, 1) for k, v in window.peak.items()},
+                    peak_process_mib={k: round(v / 1024, 1) for k, v in window.peak_one.items()},
+                    cpu_seconds={
+                        k: round(max(0.0, cpu_end.get(k, 0.0) - v), 2)
+                        for k, v in window.cpu_start.items()
+                    },
+                )
+            )

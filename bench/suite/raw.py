@@ -57,8 +57,7 @@ OPTIONAL = {"posted": "debit"}
 SAMPLES = 400
 
 
-def one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
-        ) -> tuple[Any, ...]:
+def one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
     """The single row a query returns."""
     row = conn.execute(query, params).fetchone()
     if row is None:
@@ -69,13 +68,17 @@ def one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()
 def create_tables(dsn: str) -> None:
     """Twin tables made from the registry's migration DDL, so they cannot differ."""
     schema = importlib.import_module("migrations.versions.0001_initial_schema")
-    statements = [s for s in schema.PG_EVENT_STORE
-                  if "registry_events" in s or "registry_snapshots" in s]
+    statements = [
+        s for s in schema.PG_EVENT_STORE if "registry_events" in s or "registry_snapshots" in s
+    ]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {EVENTS}, {SNAPSHOTS}")
         for statement in statements:
-            conn.execute(statement.replace("registry_events", EVENTS)
-                         .replace("registry_snapshots", SNAPSHOTS))
+            conn.execute(
+                statement.replace("registry_events", EVENTS).replace(
+                    "registry_snapshots", SNAPSHOTS
+                )
+            )
 
 
 def drop_tables(dsn: str) -> None:
@@ -92,8 +95,10 @@ class Profile:
     samples: dict[str, list[bytes]]
 
     def summary(self) -> dict[str, Any]:
-        return {kind: {"rows": int(v["count"]), "average_bytes": round(v["average"])}
-                for kind, v in self.rows.items()}
+        return {
+            kind: {"rows": int(v["count"]), "average_bytes": round(v["average"])}
+            for kind, v in self.rows.items()
+        }
 
 
 def measure_profile(dsn: str, after_position: int) -> Profile:
@@ -104,18 +109,31 @@ def measure_profile(dsn: str, after_position: int) -> Profile:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for kind, topic in TOPICS.items():
             count, average = one(
-                conn, "SELECT count(*), coalesce(avg(length(state)), 0) FROM registry_events "
-                "WHERE notification_id > %s AND topic = %s", (after_position, topic))
+                conn,
+                "SELECT count(*), coalesce(avg(length(state)), 0) FROM registry_events "
+                "WHERE notification_id > %s AND topic = %s",
+                (after_position, topic),
+            )
             rows[kind] = {"count": count, "average": float(average)}
-            samples[kind] = [bytes(r[0]) for r in conn.execute(
-                "SELECT state FROM registry_events WHERE notification_id > %s AND topic = %s "
-                "ORDER BY notification_id DESC LIMIT %s", (after_position, topic, SAMPLES))]
+            samples[kind] = [
+                bytes(r[0])
+                for r in conn.execute(
+                    "SELECT state FROM registry_events WHERE notification_id > %s AND topic = %s "
+                    "ORDER BY notification_id DESC LIMIT %s",
+                    (after_position, topic, SAMPLES),
+                )
+            ]
         count, average = one(
-            conn, "SELECT count(*), coalesce(avg(length(state)), 0) FROM registry_snapshots")
+            conn, "SELECT count(*), coalesce(avg(length(state)), 0) FROM registry_snapshots"
+        )
         rows["snapshot"] = {"count": count, "average": float(average)}
-        samples["snapshot"] = [bytes(r[0]) for r in conn.execute(
-            "SELECT state FROM registry_snapshots ORDER BY originator_version DESC LIMIT %s",
-            (SAMPLES,))]
+        samples["snapshot"] = [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT state FROM registry_snapshots ORDER BY originator_version DESC LIMIT %s",
+                (SAMPLES,),
+            )
+        ]
         first = conn.execute("SELECT topic FROM registry_snapshots LIMIT 1").fetchone()
     for kind, stand_in in OPTIONAL.items():
         if not samples[kind]:
@@ -124,8 +142,7 @@ def measure_profile(dsn: str, after_position: int) -> Profile:
         raise RuntimeError("no settlement rows to take the raw baseline's payloads from")
     if not samples["snapshot"]:  # a tiny run may not reach a snapshot: use an account event
         samples["snapshot"] = samples["debit"]
-    samples["snapshot_topic"] = [(first[0] if first else "eventsourcing.domain:Snapshot")
-                                 .encode()]
+    samples["snapshot_topic"] = [(first[0] if first else "eventsourcing.domain:Snapshot").encode()]
     return Profile(rows, samples)
 
 
@@ -153,18 +170,20 @@ class RawSettle:
         self.lock = [
             sql.SQL("SET LOCAL lock_timeout = '{0}s'").format(LOCK_TIMEOUT_SECONDS),
             sql.SQL("LOCK TABLE {0}.{1} IN EXCLUSIVE MODE").format(
-                sql.Identifier("public"), sql.Identifier(EVENTS))]
+                sql.Identifier("public"), sql.Identifier(EVENTS)
+            ),
+        ]
         self.notify = sql.SQL("NOTIFY {0}").format(sql.Identifier(EVENTS))
         self.insert = sql.SQL(
             "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id").format(sql.Identifier("public"),
-                                                sql.Identifier(EVENTS))
+            "RETURNING notification_id"
+        ).format(sql.Identifier("public"), sql.Identifier(EVENTS))
         self.insert_snapshot = sql.SQL(
             "INSERT INTO {0}.{1} AS t (originator_id, originator_version, topic, state) "
             "SELECT originator_id, originator_version, topic, state "
-            "FROM unnest(%s::{0}.stored_event_uuid[])").format(
-            sql.Identifier("public"), sql.Identifier(SNAPSHOTS))
+            "FROM unnest(%s::{0}.stored_event_uuid[])"
+        ).format(sql.Identifier("public"), sql.Identifier(SNAPSHOTS))
         self.count = 0
 
     def _payload(self, kind: str) -> bytes:
@@ -190,8 +209,9 @@ class RawSettle:
             self.versions[account] = version
             rows.append((account, version, TOPICS[kind], self._payload(kind)))
             if version % SNAPSHOT_INTERVAL == 0:
-                snapshots.append(self.row(account, version, self.snapshot_topic,
-                                          self._payload("snapshot")))
+                snapshots.append(
+                    self.row(account, version, self.snapshot_topic, self._payload("snapshot"))
+                )
         return "call", (rows, snapshots)
 
     def send(self, request: Any) -> int:
@@ -201,8 +221,9 @@ class RawSettle:
             for statement in self.lock:
                 cursor.execute(statement, prepare=True)
             cursor.execute(self.notify)
-            cursor.execute(self.insert, [list(column) for column in zip(*rows, strict=True)],
-                           prepare=True)
+            cursor.execute(
+                self.insert, [list(column) for column in zip(*rows, strict=True)], prepare=True
+            )
             pipeline.sync()
             if len(cursor.fetchall()) != len(rows):
                 raise RuntimeError("the insert returned fewer notification ids than rows")
@@ -237,15 +258,18 @@ class RawStream:
         last = time.perf_counter()
         while count < wanted:
             head = one(self.conn, "SELECT max(notification_id) FROM registry_events")[0] or 0
-            with self.conn.transaction(), \
-                    self.conn.cursor(row_factory=tuple_row, binary=True) as cursor:
+            with (
+                self.conn.transaction(),
+                self.conn.cursor(row_factory=tuple_row, binary=True) as cursor,
+            ):
                 cursor.execute("SET LOCAL enable_bitmapscan = off")
                 cursor.execute("SET LOCAL enable_seqscan = off")
                 cursor.execute(
                     "SELECT notification_id, originator_id::text, originator_version, topic, "
                     "state FROM registry_events WHERE notification_id > %s AND "
                     "notification_id <= %s ORDER BY notification_id LIMIT %s",
-                    (after, head, min(page_size, wanted - count)))
+                    (after, head, min(page_size, wanted - count)),
+                )
                 rows = cursor.fetchall()
             if not rows:
                 break

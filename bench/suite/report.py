@@ -18,14 +18,27 @@ from typing import Any
 
 SCHEMA = "registry-bench/1"
 SCENARIOS = (
-    "settle_single_1", "settle_single_concurrent", "settle_batch_100", "settle_batch_1000",
-    "get_balances_concurrent", "national_year", "command_short_history",
-    "command_long_history", "stream_events", "projection_catch_up", "projection_rebuild",
+    "settle_single_1",
+    "settle_single_concurrent",
+    "settle_batch_100",
+    "settle_batch_1000",
+    "get_balances_concurrent",
+    "national_year",
+    "command_short_history",
+    "command_long_history",
+    "stream_events",
+    "projection_catch_up",
+    "projection_rebuild",
     "server_memory",
 )
 """Every run has one row per key, in this order."""
-WITH_RAW = ("settle_single_1", "settle_single_concurrent", "settle_batch_100",
-            "settle_batch_1000", "stream_events")
+WITH_RAW = (
+    "settle_single_1",
+    "settle_single_concurrent",
+    "settle_batch_100",
+    "settle_batch_1000",
+    "stream_events",
+)
 DOC_BEGIN = "<!-- bench-table:begin -->"
 DOC_END = "<!-- bench-table:end -->"
 
@@ -78,8 +91,11 @@ class Row:
     details: dict[str, Any] = field(default_factory=dict)
 
     def metric(self, name: str) -> float | None:
-        value = getattr(self, name, None) if name in self.__dataclass_fields__ else \
-            self.details.get(name)
+        value = (
+            getattr(self, name, None)
+            if name in self.__dataclass_fields__
+            else self.details.get(name)
+        )
         return None if value is None else float(value)
 
     def evaluate(self) -> None:
@@ -104,6 +120,7 @@ def median_ms(values: Sequence[float]) -> float | None:
 
 # -- the table ---------------------------------------------------------------------------
 
+
 def _number(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "—"
@@ -123,8 +140,7 @@ def _measured(row: Row) -> str:
 
 
 def _per_process(values: dict[str, float], keys: Sequence[str], digits: int) -> str:
-    return " / ".join("—" if values.get(k) is None else f"{values[k]:.{digits}f}"
-                      for k in keys)
+    return " / ".join("—" if values.get(k) is None else f"{values[k]:.{digits}f}" for k in keys)
 
 
 def _targets(row: Row) -> tuple[str, str]:
@@ -137,24 +153,41 @@ def _targets(row: Row) -> tuple[str, str]:
 
 def table(rows: Sequence[Row]) -> str:
     """A Markdown table (readable as plain text too)."""
-    header = ["scenario", "measured", "p50 ms", "p99 ms", "raw baseline", "vs raw",
-              "peak MiB srv/wrk/cli", "CPU s srv/wrk/cli/pg/all", "target", "result"]
+    header = [
+        "scenario",
+        "measured",
+        "p50 ms",
+        "p99 ms",
+        "raw baseline",
+        "vs raw",
+        "peak MiB srv/wrk/cli",
+        "CPU s srv/wrk/cli/pg/all",
+        "target",
+        "result",
+    ]
     lines = [header]
     for row in rows:
         target, result = _targets(row)
-        lines.append([
-            row.title, _measured(row), _number(row.p50_ms, 1), _number(row.p99_ms, 1),
-            "—" if row.raw_value is None else f"{_number(row.raw_value)} {row.unit}",
-            "—" if row.ratio_to_raw is None else f"{row.ratio_to_raw:.2f}",
-            _per_process(row.peak_mib, ("server", "worker", "clients"), 0),
-            _per_process(row.cpu_seconds, ("server", "worker", "clients", "postgres",
-                                            "machine"), 1),
-            target, result])
+        lines.append(
+            [
+                row.title,
+                _measured(row),
+                _number(row.p50_ms, 1),
+                _number(row.p99_ms, 1),
+                "—" if row.raw_value is None else f"{_number(row.raw_value)} {row.unit}",
+                "—" if row.ratio_to_raw is None else f"{row.ratio_to_raw:.2f}",
+                _per_process(row.peak_mib, ("server", "worker", "clients"), 0),
+                _per_process(
+                    row.cpu_seconds, ("server", "worker", "clients", "postgres", "machine"), 1
+                ),
+                target,
+                result,
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for number, line in enumerate(lines):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
-                   + " |")
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
         if number == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(out)
@@ -162,15 +195,18 @@ def table(rows: Sequence[Row]) -> str:
 
 # -- JSON --------------------------------------------------------------------------------
 
+
 def document(rows: Sequence[Row], **sections: Any) -> dict[str, Any]:
     targets = [t for row in rows for t in row.targets]
     return {
         "schema": SCHEMA,
         **sections,
         "rows": [asdict(row) for row in rows],
-        "summary": {"targets": len(targets),
-                    "passed": sum(1 for t in targets if t.passed),
-                    "failed": sum(1 for t in targets if not t.passed)},
+        "summary": {
+            "targets": len(targets),
+            "passed": sum(1 for t in targets if t.passed),
+            "failed": sum(1 for t in targets if not t.passed),
+        },
     }
 
 
@@ -180,8 +216,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and \
-        math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate(doc: dict[str, Any]) -> list[str]:
@@ -200,8 +235,9 @@ def validate(doc: dict[str, Any]) -> list[str]:
             problems.append(f"{key}: value {row.get('value')!r} is not a number")
         if key != "server_memory" and not row["value"] > 0:
             problems.append(f"{key}: value is {row['value']}")
-        if key in WITH_RAW and not (_is_number(row.get("raw_value"))
-                                    and _is_number(row.get("ratio_to_raw"))):
+        if key in WITH_RAW and not (
+            _is_number(row.get("raw_value")) and _is_number(row.get("ratio_to_raw"))
+        ):
             problems.append(f"{key}: no raw baseline figure")
         for target in row.get("targets", []):
             if not isinstance(target.get("passed"), bool):

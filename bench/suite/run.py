@@ -90,29 +90,46 @@ class Sizes:
 
 
 FULL = Sizes()
-SMOKE = Sizes(market_accounts=70, single_seconds=2.0, concurrent_seconds=3.0,
-              batch_100_calls=4, batch_1000_calls=2, balances_seconds=2.0,
-              year_accounts=120, year_trades=2_000, log_events=20_000, history_events=1_000,
-              history_calls=40, projection_cap=120.0, read_model_cap=120.0)
+SMOKE = Sizes(
+    market_accounts=70,
+    single_seconds=2.0,
+    concurrent_seconds=3.0,
+    batch_100_calls=4,
+    batch_1000_calls=2,
+    balances_seconds=2.0,
+    year_accounts=120,
+    year_trades=2_000,
+    log_events=20_000,
+    history_events=1_000,
+    history_calls=40,
+    projection_cap=120.0,
+    read_model_cap=120.0,
+)
 
 
 def targets_for(key: str) -> list[Target]:
     """The issue's targets (2 cores, PostgreSQL on the same host, clients included)."""
     return {
-        "settle_batch_1000": [Target(">= 5,000 trades/s", "value", ">=", 5_000),
-                              Target(">= 0.5x raw", "ratio_to_raw", ">=", 0.5)],
-        "settle_single_concurrent": [Target(">= 500 trades/s", "value", ">=", 500),
-                             Target("p99 < 50 ms", "p99_ms", "<", 50)],
-        "get_balances_concurrent": [Target(">= 1,500 calls/s", "value", ">=", 1_500),
-                            Target("p99 < 20 ms", "p99_ms", "<", 20)],
+        "settle_batch_1000": [
+            Target(">= 5,000 trades/s", "value", ">=", 5_000),
+            Target(">= 0.5x raw", "ratio_to_raw", ">=", 0.5),
+        ],
+        "settle_single_concurrent": [
+            Target(">= 500 trades/s", "value", ">=", 500),
+            Target("p99 < 50 ms", "p99_ms", "<", 50),
+        ],
+        "get_balances_concurrent": [
+            Target(">= 1,500 calls/s", "value", ">=", 1_500),
+            Target("p99 < 20 ms", "p99_ms", "<", 20),
+        ],
         "stream_events": [Target(">= 100,000 events/s", "value", ">=", 100_000)],
         "projection_catch_up": [Target(">= 15,000 events/s", "value", ">=", 15_000)],
         "projection_rebuild": [Target(">= 15,000 events/s", "value", ">=", 15_000)],
-        "command_long_history": [Target("p50 <= 1.5x the short history's", "cost_ratio",
-                                        "<=", 1.5)],
+        "command_long_history": [
+            Target("p50 <= 1.5x the short history's", "cost_ratio", "<=", 1.5)
+        ],
         "national_year": [Target("< 60 s", "value", "<", 60)],
-        "server_memory": [Target("peak <= +20 % over the warmed-up server", "value", "<=",
-                                 20)],
+        "server_memory": [Target("peak <= +20 % over the warmed-up server", "value", "<=", 20)],
     }.get(key, [])
 
 
@@ -128,6 +145,7 @@ def log(message: str) -> None:
 
 # -- the database ------------------------------------------------------------------------
 
+
 @contextmanager
 def database(url: str | None, keep: bool) -> Iterator[str]:
     """The given database (migrated, and refused unless it has no events), or a fresh
@@ -139,8 +157,10 @@ def database(url: str | None, keep: bool) -> Iterator[str]:
         with psycopg.connect(url) as conn:
             events = raw.one(conn, "SELECT count(*) FROM registry_events")[0]
         if events:
-            raise SystemExit(f"{Settings(url).describe()} already holds {events:,} events: "
-                             "the benchmark needs an empty database")
+            raise SystemExit(
+                f"{Settings(url).describe()} already holds {events:,} events: "
+                "the benchmark needs an empty database"
+            )
         yield url
         return
     name = f"registry_bench_{uuid.uuid4().hex[:10]}"
@@ -175,11 +195,23 @@ def machine(url: str) -> dict[str, Any]:
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     return {
-        "cpu": model, "cores": os.cpu_count(), "memory_gib": round(memory, 1),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
         "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(), "postgresql": postgres,
-        "packages": {name: _version(name) for name in (
-            "eventsourcing", "grpcio", "protobuf", "psycopg", "psycopg-binary", "sqlalchemy")},
+        "python": platform.python_version(),
+        "postgresql": postgres,
+        "packages": {
+            name: _version(name)
+            for name in (
+                "eventsourcing",
+                "grpcio",
+                "protobuf",
+                "psycopg",
+                "psycopg-binary",
+                "sqlalchemy",
+            )
+        },
         "registry_commit": commit + (" (with uncommitted changes)" if dirty else ""),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -187,8 +219,9 @@ def machine(url: str) -> dict[str, Any]:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -212,8 +245,15 @@ waiting callers to fill its groups."""
 class Bench:
     """The processes under test, and the scenarios run against them."""
 
-    def __init__(self, url: str, sizes: Sizes, work: Path, callers: int, client_processes: int,
-                 server_processes: int | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        sizes: Sizes,
+        work: Path,
+        callers: int,
+        client_processes: int,
+        server_processes: int | None,
+    ) -> None:
         self.url = url
         self.sizes = sizes
         self.work = work
@@ -236,10 +276,14 @@ class Bench:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(REGISTRY_DATABASE_URL=self.url, REGISTRY_DATA_DIR=str(self.work),
-                   REGISTRY_LISTEN=self.address,
-                   REGISTRY_PROJECTIONS="external", REGISTRY_FOUR_EYES="off",
-                   PYTHONUNBUFFERED="1")
+        env.update(
+            REGISTRY_DATABASE_URL=self.url,
+            REGISTRY_DATA_DIR=str(self.work),
+            REGISTRY_LISTEN=self.address,
+            REGISTRY_PROJECTIONS="external",
+            REGISTRY_FOUR_EYES="off",
+            PYTHONUNBUFFERED="1",
+        )
         env.setdefault("REGISTRY_MAX_WORKERS", str(MAX_WORKERS))
         # the callers are one principal standing for many clients: it may use every
         # thread (the per-caller share protects other callers, which the bench has not)
@@ -249,12 +293,19 @@ class Bench:
         return env
 
     def server_settings(self) -> dict[str, str]:
-        return {k: v for k, v in self.env().items()
-                if k.startswith("REGISTRY_") and k not in ("REGISTRY_DATABASE_URL",)}
+        return {
+            k: v
+            for k, v in self.env().items()
+            if k.startswith("REGISTRY_") and k not in ("REGISTRY_DATABASE_URL",)
+        }
 
     def start(self, label: str, *args: str) -> procs.Started:
-        process = procs.start(label, [sys.executable, "-m", "registry.cli", *args], self.env(),
-                              self.work / f"{label}.log")
+        process = procs.start(
+            label,
+            [sys.executable, "-m", "registry.cli", *args],
+            self.env(),
+            self.work / f"{label}.log",
+        )
         self.started[label] = process
         self.watch.add(label, process.pid)
         return process
@@ -291,16 +342,20 @@ class Bench:
 
     def grant_operator(self, accounts: list[str]) -> None:
         """An "operator" caller that runs these accounts (surrenders are theirs)."""
-        self.tokens.update(seed_principals(self.url, {
-            "operator": (Principal("companies", "bench"), (("operator", accounts),))}))
+        self.tokens.update(
+            seed_principals(
+                self.url, {"operator": (Principal("companies", "bench"), (("operator", accounts),))}
+            )
+        )
 
     def callers(self, job: Job) -> Result:
         return calling.run(job)
 
     def head(self) -> int:
         with psycopg.connect(self.url) as conn:
-            return int(raw.one(
-                conn, "SELECT coalesce(max(notification_id), 0) FROM registry_events")[0])
+            return int(
+                raw.one(conn, "SELECT coalesce(max(notification_id), 0) FROM registry_events")[0]
+            )
 
     def events(self) -> int:
         with psycopg.connect(self.url) as conn:
@@ -313,9 +368,13 @@ class Bench:
         with self.client("regulator") as client:
             while True:
                 try:
-                    client.accounts.GetBalances(account_pb.GetBalancesRequest(
-                        account_id="CN-ISSUANCE", min_position=position),
-                        metadata=client.metadata, timeout=30)
+                    client.accounts.GetBalances(
+                        account_pb.GetBalancesRequest(
+                            account_id="CN-ISSUANCE", min_position=position
+                        ),
+                        metadata=client.metadata,
+                        timeout=30,
+                    )
                     return True
                 except grpc.RpcError as error:
                     if error.code() is not grpc.StatusCode.UNAVAILABLE:
@@ -326,9 +385,11 @@ class Bench:
     def projected_position(self) -> int:
         """The position every live projection has reached."""
         with psycopg.connect(self.url) as conn:
-            positions = [int(position) for name, position in conn.execute(
-                "SELECT projection, position FROM rm_tracking")
-                if not name.endswith(REBUILD_SUFFIX)]
+            positions = [
+                int(position)
+                for name, position in conn.execute("SELECT projection, position FROM rm_tracking")
+                if not name.endswith(REBUILD_SUFFIX)
+            ]
         return min(positions, default=0)
 
     def quiesce(self, limit: float) -> float:
@@ -356,23 +417,39 @@ class Bench:
         return round(time.monotonic() - began, 1)
 
     def checkpoint(self, after: str) -> None:
-        self.checkpoints.append({"after": after, "position": self.head(),
-                                 "load_average_1m": round(os.getloadavg()[0], 2),
-                                 "t": round(time.monotonic() - self.watch._t0, 1),
-                                 "server_rss_mib": round(self.watch.rss_mib("server"), 1)})
+        self.checkpoints.append(
+            {
+                "after": after,
+                "position": self.head(),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "t": round(time.monotonic() - self.watch._t0, 1),
+                "server_rss_mib": round(self.watch.rss_mib("server"), 1),
+            }
+        )
 
-    def row(self, key: str, title: str, result: Result, usage: procs.Usage, unit: str,
-            **fields: Any) -> Row:
+    def row(
+        self, key: str, title: str, result: Result, usage: procs.Usage, unit: str, **fields: Any
+    ) -> Row:
         latencies = result.all_latencies()
-        row = Row(key=key, title=title, value=round(result.rate, 1), unit=unit,
-                  p50_ms=percentile_ms(latencies, 50), p99_ms=percentile_ms(latencies, 99),
-                  count=result.items, seconds=round(result.seconds, 2),
-                  peak_mib=self._peaks(usage, result.peak_process_mib),
-                  cpu_seconds=self._cpu(usage, result.cpu_seconds),
-                  targets=targets_for(key))
-        row.details.update(calls=result.calls, errors=result.errors,
-                           client_processes=result.processes,
-                           peak_one_process_mib=usage.peak_process_mib)
+        row = Row(
+            key=key,
+            title=title,
+            value=round(result.rate, 1),
+            unit=unit,
+            p50_ms=percentile_ms(latencies, 50),
+            p99_ms=percentile_ms(latencies, 99),
+            count=result.items,
+            seconds=round(result.seconds, 2),
+            peak_mib=self._peaks(usage, result.peak_process_mib),
+            cpu_seconds=self._cpu(usage, result.cpu_seconds),
+            targets=targets_for(key),
+        )
+        row.details.update(
+            calls=result.calls,
+            errors=result.errors,
+            client_processes=result.processes,
+            peak_one_process_mib=usage.peak_process_mib,
+        )
         for name, value in fields.items():
             setattr(row, name, value)
         return row
@@ -396,8 +473,10 @@ class Bench:
         row.details["load_average_1m_after"] = round(os.getloadavg()[0], 2)
         self.rows.append(row)
         self.checkpoint(row.key)
-        self.log(f"{row.title}: {row.value:,.1f} {row.unit}"
-                 + (f", p50 {row.p50_ms} ms, p99 {row.p99_ms} ms" if row.p99_ms else ""))
+        self.log(
+            f"{row.title}: {row.value:,.1f} {row.unit}"
+            + (f", p50 {row.p50_ms} ms, p99 {row.p99_ms} ms" if row.p99_ms else "")
+        )
 
     # -- scenarios -------------------------------------------------------------------
 
@@ -405,20 +484,44 @@ class Bench:
         """Compliance accounts for the settlement and GetBalances scenarios, funded."""
         count = max(self.sizes.market_accounts, 2 * self.callers_count + 2)
         self.market = [f"MKT-{i:04d}" for i in range(count)]
-        self.callers(Job("bench.suite.api:OpenAccounts", 1, 8, {
-            **self.params("regulator", "market-open"),
-            "rows": [(a, "POWER", "Beijing", "91110000100001234X") for a in self.market]}))
+        self.callers(
+            Job(
+                "bench.suite.api:OpenAccounts",
+                1,
+                8,
+                {
+                    **self.params("regulator", "market-open"),
+                    "rows": [(a, "POWER", "Beijing", "91110000100001234X") for a in self.market],
+                },
+            )
+        )
         with self.client("regulator") as client:
-            client.call(client.administration.IssueUnits, admin_pb.IssueUnitsRequest(
-                transaction_id="MKT-ISS", unit_class=common.UnitClass(
-                    unit_type=common.UNIT_TYPE_CEA, vintage=2025),
-                quantity=MARKET_FUNDS * count, reason="benchmark market"))
-            reply = client.call(client.administration.AllocateUnits,
-                                admin_pb.AllocateUnitsRequest(rows=[admin_pb.AllocationRow(
-                                    transaction_id=f"MKT-AL-{a}", account_id=a,
-                                    unit_type=common.UNIT_TYPE_CEA, vintage=2025,
-                                    quantity=MARKET_FUNDS, reason="benchmark market",
-                                    source_account="CN-ISSUANCE") for a in self.market]))
+            client.call(
+                client.administration.IssueUnits,
+                admin_pb.IssueUnitsRequest(
+                    transaction_id="MKT-ISS",
+                    unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA, vintage=2025),
+                    quantity=MARKET_FUNDS * count,
+                    reason="benchmark market",
+                ),
+            )
+            reply = client.call(
+                client.administration.AllocateUnits,
+                admin_pb.AllocateUnitsRequest(
+                    rows=[
+                        admin_pb.AllocationRow(
+                            transaction_id=f"MKT-AL-{a}",
+                            account_id=a,
+                            unit_type=common.UNIT_TYPE_CEA,
+                            vintage=2025,
+                            quantity=MARKET_FUNDS,
+                            reason="benchmark market",
+                            source_account="CN-ISSUANCE",
+                        )
+                        for a in self.market
+                    ]
+                ),
+            )
         if any(r.status != common.ROW_STATUS_COMPLETED for r in reply.results):
             raise RuntimeError("funding the market accounts failed")
 
@@ -427,22 +530,34 @@ class Bench:
         params = self.params("exchange", key)
         if batch == 1:
             pairs = [(self.market[2 * i], self.market[2 * i + 1]) for i in range(callers)]
-            job = Job("bench.suite.api:SettleSingle", processes, callers // processes,
-                      {**params, "pairs": pairs},
-                      duration=self.sizes.single_seconds if callers == 1
-                      else self.sizes.concurrent_seconds)
+            job = Job(
+                "bench.suite.api:SettleSingle",
+                processes,
+                callers // processes,
+                {**params, "pairs": pairs},
+                duration=self.sizes.single_seconds
+                if callers == 1
+                else self.sizes.concurrent_seconds,
+            )
             title = f"SettleTrades, 1 trade a call, {callers} caller{'s' * (callers > 1)}"
         else:
             calls = self.sizes.batch_100_calls if batch == 100 else self.sizes.batch_1000_calls
-            job = Job("bench.suite.api:SettleBatch", processes, callers // processes,
-                      {**params, "accounts": self.market, "batch": batch, "calls": calls})
+            job = Job(
+                "bench.suite.api:SettleBatch",
+                processes,
+                callers // processes,
+                {**params, "accounts": self.market, "batch": batch, "calls": calls},
+            )
             title = f"SettleTrades, batches of {batch:,}"
         self.log(f"{title} ...")
         with self.watch.window() as usage:
             result = self.callers(job)
         row = self.row(key, title, result, usage[0], "trades/s")
-        row.details["job"] = {"processes": job.processes, "threads": job.threads,
-                              "duration": job.duration}
+        row.details["job"] = {
+            "processes": job.processes,
+            "threads": job.threads,
+            "duration": job.duration,
+        }
         row.details["callers"] = job.processes * job.threads
         return row
 
@@ -455,13 +570,23 @@ class Bench:
             for key, row in rows.items():
                 job_info = row.details["job"]
                 batch = 1 if "single" in key else int(key.rsplit("_", 1)[1])
-                params = {"dsn": self.url, "batch": batch, "samples": profile.samples,
-                          "accounts": 2 if batch == 1 else len(self.market)}
+                params = {
+                    "dsn": self.url,
+                    "batch": batch,
+                    "samples": profile.samples,
+                    "accounts": 2 if batch == 1 else len(self.market),
+                }
                 if batch > 1:
-                    params["calls"] = (self.sizes.batch_100_calls if batch == 100
-                                       else self.sizes.batch_1000_calls)
-                job = Job("bench.suite.raw:RawSettle", job_info["processes"],
-                          job_info["threads"], params, duration=job_info["duration"])
+                    params["calls"] = (
+                        self.sizes.batch_100_calls if batch == 100 else self.sizes.batch_1000_calls
+                    )
+                job = Job(
+                    "bench.suite.raw:RawSettle",
+                    job_info["processes"],
+                    job_info["threads"],
+                    params,
+                    duration=job_info["duration"],
+                )
                 self.log(f"raw baseline for {row.title} ...")
                 with self.watch.window() as usage:
                     result = self.callers(job)
@@ -473,11 +598,15 @@ class Bench:
         latencies = result.all_latencies()
         row.raw_value = round(result.rate, 1)
         row.details["raw"] = {
-            "rate": row.raw_value, "p50_ms": percentile_ms(latencies, 50),
-            "p99_ms": percentile_ms(latencies, 99), "count": result.items,
-            "seconds": round(result.seconds, 2), "errors": result.errors,
+            "rate": row.raw_value,
+            "p50_ms": percentile_ms(latencies, 50),
+            "p99_ms": percentile_ms(latencies, 99),
+            "count": result.items,
+            "seconds": round(result.seconds, 2),
+            "errors": result.errors,
             "peak_mib_clients": result.peak_process_mib,
-            "cpu_seconds": self._cpu(usage, result.cpu_seconds)}
+            "cpu_seconds": self._cpu(usage, result.cpu_seconds),
+        }
         self.log(f"  raw: {row.raw_value:,.0f} {row.unit}")
 
     def balances(self) -> Row:
@@ -485,51 +614,80 @@ class Bench:
         began = time.perf_counter()
         caught_up = self.wait_read_models(head, self.sizes.read_model_cap)
         waited = round(time.perf_counter() - began, 1)
-        self.log(f"GetBalances, {self.callers_count} callers (read models "
-                 f"{'caught up' if caught_up else 'still behind'} after {waited} s) ...")
-        job = Job("bench.suite.api:Balances", self.client_processes, self.threads_per_process,
-                  {**self.params("regulator", "balances"), "accounts": self.market},
-                  duration=self.sizes.balances_seconds)
+        self.log(
+            f"GetBalances, {self.callers_count} callers (read models "
+            f"{'caught up' if caught_up else 'still behind'} after {waited} s) ..."
+        )
+        job = Job(
+            "bench.suite.api:Balances",
+            self.client_processes,
+            self.threads_per_process,
+            {**self.params("regulator", "balances"), "accounts": self.market},
+            duration=self.sizes.balances_seconds,
+        )
         with self.watch.window() as usage:
             result = self.callers(job)
         callers = job.processes * job.threads
-        row = self.row("get_balances_concurrent", f"GetBalances, {callers} callers", result,
-                       usage[0], "calls/s")
+        row = self.row(
+            "get_balances_concurrent",
+            f"GetBalances, {callers} callers",
+            result,
+            usage[0],
+            "calls/s",
+        )
         row.details["read_models_wait_seconds"] = waited
         row.details["callers"] = callers
         if not caught_up:
             behind = head - self.projected_position()
-            row.notes.append(f"the projection worker was still {behind:,} positions behind "
-                             f"after {self.sizes.read_model_cap:.0f} s and kept working "
-                             "during this measure")
+            row.notes.append(
+                f"the projection worker was still {behind:,} positions behind "
+                f"after {self.sizes.read_model_cap:.0f} s and kept working "
+                "during this measure"
+            )
         return row
 
     def national_year(self) -> Row:
         plan = national.plan_year(self.sizes.year_accounts, self.sizes.year_trades)
-        self.log(f"national year: {len(plan.companies):,} accounts, {len(plan.trades):,} "
-                 "trades ...")
+        self.log(
+            f"national year: {len(plan.companies):,} accounts, {len(plan.trades):,} trades ..."
+        )
         with self.watch.window() as usage:
             year = national.play(self, plan)
         u = usage[0]
         busy = self.quiesce(self.sizes.read_model_cap)
         year["server_busy_after_seconds"] = busy
-        return Row(key="national_year", title="National compliance year, end to end",
-                   value=year["seconds"], unit="s", count=year["events"],
-                   seconds=year["seconds"], peak_mib=self._peaks(u), cpu_seconds=self._cpu(u),
-                   targets=targets_for("national_year"), details=year,
-                   notes=[note for note in (
-                       f"{year['accounts']:,} accounts, {year['trades']:,} trades, "
-                       f"{year['events']:,} events written",
-                       f"the server kept working {busy:.0f} s after the year's last answer "
-                       "(calls whose clients had given up)" if busy >= 1 else "",
-                       year.get("note", "")) if note])
+        return Row(
+            key="national_year",
+            title="National compliance year, end to end",
+            value=year["seconds"],
+            unit="s",
+            count=year["events"],
+            seconds=year["seconds"],
+            peak_mib=self._peaks(u),
+            cpu_seconds=self._cpu(u),
+            targets=targets_for("national_year"),
+            details=year,
+            notes=[
+                note
+                for note in (
+                    f"{year['accounts']:,} accounts, {year['trades']:,} trades, "
+                    f"{year['events']:,} events written",
+                    f"the server kept working {busy:.0f} s after the year's last answer "
+                    "(calls whose clients had given up)"
+                    if busy >= 1
+                    else "",
+                    year.get("note", ""),
+                )
+                if note
+            ],
+        )
 
     def generate_log(self) -> None:
         """Fill the log to --events in-process (the projection worker is stopped)."""
         before_events, before_head = self.events(), self.head()
         histories = 3 * (self.sizes.history_events + 8 * len(generate.HISTORIES.short_accounts))
         missing = self.sizes.log_events - before_events - histories - 200
-        per_trade = 1 + 2 / generate.BATCH   # its record, and each batch's two accounts
+        per_trade = 1 + 2 / generate.BATCH  # its record, and each batch's two accounts
         bulk_trades = max(0, math.ceil(missing / per_trade))
         self.log(f"writing histories and {bulk_trades:,} more trades in-process ...")
         with self.watch.window() as usage:
@@ -537,22 +695,34 @@ class Bench:
         written = self.events() - before_events
         self.data["generated"] = {
             "how": "in-process, not through the API: two spawned processes, one writing "
-                   "the command-cost histories with one Registry.settle_trade per event, "
-                   "the other filling the log with Registry.settle_trades batches of "
-                   f"{generate.BATCH:,} one-unit trades between fixed pairs of accounts",
-            "events_before": before_events, "events_written": written,
-            "positions": [before_head, self.head()], "seconds": round(seconds, 1),
+            "the command-cost histories with one Registry.settle_trade per event, "
+            "the other filling the log with Registry.settle_trades batches of "
+            f"{generate.BATCH:,} one-unit trades between fixed pairs of accounts",
+            "events_before": before_events,
+            "events_written": written,
+            "positions": [before_head, self.head()],
+            "seconds": round(seconds, 1),
             "events_per_second": round(written / seconds),
-            "postgres_cpu_seconds": usage[0].cpu_seconds.get("postgres")}
+            "postgres_cpu_seconds": usage[0].cpu_seconds.get("postgres"),
+        }
         self.log(f"  wrote {written:,} events in {seconds:.0f} s ({written / seconds:,.0f}/s)")
 
     def histories(self) -> tuple[Row, Row]:
         h = generate.HISTORIES
         past = self._past_events([h.long_account, *h.short_accounts])
-        job = Job("bench.suite.api:History", 1, 1, {
-            **self.params("exchange", "history"), "calls": self.sizes.history_calls,
-            "short_accounts": h.short_accounts, "long_account": h.long_account,
-            "short_sink": h.short_sink, "long_sink": h.long_sink})
+        job = Job(
+            "bench.suite.api:History",
+            1,
+            1,
+            {
+                **self.params("exchange", "history"),
+                "calls": self.sizes.history_calls,
+                "short_accounts": h.short_accounts,
+                "long_account": h.long_account,
+                "short_sink": h.short_sink,
+                "long_sink": h.long_sink,
+            },
+        )
         self.log("command cost on a short and a long history ...")
         with self.watch.window() as usage:
             result = self.callers(job)
@@ -560,54 +730,89 @@ class Bench:
         groups = result.latencies
         short, long = groups.get("short-warm", []), groups.get("long-warm", [])
         short_p50, long_p50 = median_ms(short), median_ms(long)
-        cold_short, cold_long = median_ms(groups.get("short-cold", [])), median_ms(
-            groups.get("long-cold", []))
+        cold_short, cold_long = (
+            median_ms(groups.get("short-cold", [])),
+            median_ms(groups.get("long-cold", [])),
+        )
         ratio = round(long_p50 / short_p50, 3) if short_p50 and long_p50 else None
-        common_fields: dict[str, Any] = dict(peak_mib=self._peaks(u, result.peak_process_mib),
-                             cpu_seconds=self._cpu(u, result.cpu_seconds))
+        common_fields: dict[str, Any] = dict(
+            peak_mib=self._peaks(u, result.peak_process_mib),
+            cpu_seconds=self._cpu(u, result.cpu_seconds),
+        )
         short_past = sorted(past[a] for a in h.short_accounts)
         rows = (
-            Row(key="command_short_history",
+            Row(
+                key="command_short_history",
                 title=f"1-trade settlement, account with {short_past[0]} past events",
-                value=short_p50 or 0.0, unit="ms", p50_ms=short_p50,
-                p99_ms=percentile_ms(short, 99), count=len(short), **common_fields,
+                value=short_p50 or 0.0,
+                unit="ms",
+                p50_ms=short_p50,
+                p99_ms=percentile_ms(short, 99),
+                count=len(short),
+                **common_fields,
                 details={"past_events": short_past, "cold_first_call_ms": cold_short},
-                notes=["value: median ms per call, warm (after one call per account)"]),
-            Row(key="command_long_history",
+                notes=["value: median ms per call, warm (after one call per account)"],
+            ),
+            Row(
+                key="command_long_history",
                 title=f"1-trade settlement, account with {past[h.long_account]:,} past events",
-                value=long_p50 or 0.0, unit="ms", p50_ms=long_p50,
-                p99_ms=percentile_ms(long, 99), count=len(long), **common_fields,
+                value=long_p50 or 0.0,
+                unit="ms",
+                p50_ms=long_p50,
+                p99_ms=percentile_ms(long, 99),
+                count=len(long),
+                **common_fields,
                 targets=targets_for("command_long_history"),
-                details={"past_events": past[h.long_account], "cost_ratio": ratio,
-                         "cold_first_call_ms": cold_long,
-                         "cold_ratio": round(cold_long / cold_short, 2)
-                         if cold_long and cold_short else None},
-                notes=[f"cost ratio long/short (p50): {ratio}; first call after the server "
-                       f"had never loaded the account: {cold_long} ms vs {cold_short} ms"]),
+                details={
+                    "past_events": past[h.long_account],
+                    "cost_ratio": ratio,
+                    "cold_first_call_ms": cold_long,
+                    "cold_ratio": round(cold_long / cold_short, 2)
+                    if cold_long and cold_short
+                    else None,
+                },
+                notes=[
+                    f"cost ratio long/short (p50): {ratio}; first call after the server "
+                    f"had never loaded the account: {cold_long} ms vs {cold_short} ms"
+                ],
+            ),
         )
         return rows
 
     def _past_events(self, account_ids: list[str]) -> dict[str, int]:
         with psycopg.connect(self.url) as conn:
-            return {a: int(raw.one(
-                conn, "SELECT coalesce(max(originator_version), 0) FROM registry_events "
-                "WHERE originator_id = %s", (Account.id_for(a),))[0]) for a in account_ids}
+            return {
+                a: int(
+                    raw.one(
+                        conn,
+                        "SELECT coalesce(max(originator_version), 0) FROM registry_events "
+                        "WHERE originator_id = %s",
+                        (Account.id_for(a),),
+                    )[0]
+                )
+                for a in account_ids
+            }
 
     def stream(self) -> Row:
         events = min(self.sizes.log_events, self.events())
         params = {"max_events": events, "page_size": self.sizes.stream_page}
         self.log(f"StreamEvents over {events:,} events ...")
         with self.watch.window() as usage:
-            result = self.callers(Job("bench.suite.api:Stream", 1, 1, {
-                **self.params("regulator", "stream"), **params}))
-        row = self.row("stream_events", f"StreamEvents, {events:,} events", result, usage[0],
-                       "events/s")
+            result = self.callers(
+                Job(
+                    "bench.suite.api:Stream", 1, 1, {**self.params("regulator", "stream"), **params}
+                )
+            )
+        row = self.row(
+            "stream_events", f"StreamEvents, {events:,} events", result, usage[0], "events/s"
+        )
         pages = result.extra["page_seconds"][0]
         row.p50_ms, row.p99_ms = percentile_ms(pages, 50), percentile_ms(pages, 99)
         row.notes.append(f"p50/p99: ms per page of {self.sizes.stream_page:,} events")
         with self.watch.window() as usage:
-            result = self.callers(Job("bench.suite.raw:RawStream", 1, 1,
-                                      {"dsn": self.url, **params}))
+            result = self.callers(
+                Job("bench.suite.raw:RawStream", 1, 1, {"dsn": self.url, **params})
+            )
         self._attach_raw(row, result, usage[0])
         return row
 
@@ -635,33 +840,54 @@ class Bench:
             seconds = time.perf_counter() - began
             if not finished:
                 done = self._projected(rebuild="--rebuild" in args)
-                notes.append(f"stopped at the {cap:.0f} s cap after {done:,} of {events:,} "
-                             "events: the rate is over those")
+                notes.append(
+                    f"stopped at the {cap:.0f} s cap after {done:,} of {events:,} "
+                    "events: the rate is over those"
+                )
                 events = done
             self.stop("worker")
         if finished and process.process.returncode != 0:
-            raise RuntimeError(f"registry project {' '.join(args)} exited "
-                               f"{process.process.returncode}; see {self.work}/worker.log")
+            raise RuntimeError(
+                f"registry project {' '.join(args)} exited "
+                f"{process.process.returncode}; see {self.work}/worker.log"
+            )
         u = usage[0]
         peaks = self._peaks(u)
-        peaks["worker"] = max(peaks.get("worker", 0.0),
-                              round((process.exit_peak_kib or 0) / 1024, 1))
+        peaks["worker"] = max(
+            peaks.get("worker", 0.0), round((process.exit_peak_kib or 0) / 1024, 1)
+        )
         cpu = self._cpu(u)
         cpu["worker"] = round(process.exit_cpu or cpu.get("worker", 0.0), 2)
-        return Row(key=key, title=title, value=round(events / seconds, 1), unit="events/s",
-                   count=events, seconds=round(seconds, 2), peak_mib=peaks, cpu_seconds=cpu,
-                   targets=targets_for(key), notes=notes,
-                   details={"finished": finished, "cap_seconds": cap})
+        return Row(
+            key=key,
+            title=title,
+            value=round(events / seconds, 1),
+            unit="events/s",
+            count=events,
+            seconds=round(seconds, 2),
+            peak_mib=peaks,
+            cpu_seconds=cpu,
+            targets=targets_for(key),
+            notes=notes,
+            details={"finished": finished, "cap_seconds": cap},
+        )
 
     def _projected(self, *, rebuild: bool) -> int:
         """Events at or before the position the projections (or the rebuild) committed."""
         with psycopg.connect(self.url) as conn:
-            positions = [int(position) for name, position in conn.execute(
-                "SELECT projection, position FROM rm_tracking")
-                if name.endswith(REBUILD_SUFFIX) == rebuild]
+            positions = [
+                int(position)
+                for name, position in conn.execute("SELECT projection, position FROM rm_tracking")
+                if name.endswith(REBUILD_SUFFIX) == rebuild
+            ]
             position = min(positions, default=0)
-            return int(raw.one(conn, "SELECT count(*) FROM registry_events "
-                                     "WHERE notification_id <= %s", (position,))[0])
+            return int(
+                raw.one(
+                    conn,
+                    "SELECT count(*) FROM registry_events WHERE notification_id <= %s",
+                    (position,),
+                )[0]
+            )
 
     def server_memory(self) -> Row:
         """Peak server memory after the national year over the server's memory at that
@@ -669,26 +895,39 @@ class Bench:
         account and obligation of the year, in the bounded aggregate cache); what it
         does after, on a log that grows from about 400,000 to 1,000,000 events, shows
         whether memory grows with the number of events."""
-        reference = next((c for c in self.checkpoints if c["after"] == "national_year"),
-                         self.checkpoints[0])
-        later = [mib for t, label, mib in self.watch.timeline
-                 if label == "server" and t >= reference["t"]]
+        reference = next(
+            (c for c in self.checkpoints if c["after"] == "national_year"), self.checkpoints[0]
+        )
+        later = [
+            mib
+            for t, label, mib in self.watch.timeline
+            if label == "server" and t >= reference["t"]
+        ]
         later += [c["server_rss_mib"] for c in self.checkpoints if c["t"] >= reference["t"]]
         peak = max(later)
         base = reference["server_rss_mib"]
         growth = round((peak / base - 1) * 100, 1) if base else 0.0
-        server_samples = [(t, mib) for t, label, mib in self.watch.timeline
-                          if label == "server"]
+        server_samples = [(t, mib) for t, label, mib in self.watch.timeline if label == "server"]
         overall = max((mib for _, mib in server_samples), default=peak)
-        return Row(key="server_memory", title="Server memory across the run",
-                   value=growth, unit="%", peak_mib={"server": overall},
-                   targets=targets_for("server_memory"),
-                   notes=[f"{base:.0f} MiB after the national year (position "
-                          f"{reference['position']:,}), peak {peak:.0f} MiB after it, to "
-                          f"position {self.checkpoints[-1]['position']:,}"],
-                   details={"reference_mib": base, "peak_after_mib": peak,
-                            "checkpoints": self.checkpoints,
-                            "timeline": server_samples})
+        return Row(
+            key="server_memory",
+            title="Server memory across the run",
+            value=growth,
+            unit="%",
+            peak_mib={"server": overall},
+            targets=targets_for("server_memory"),
+            notes=[
+                f"{base:.0f} MiB after the national year (position "
+                f"{reference['position']:,}), peak {peak:.0f} MiB after it, to "
+                f"position {self.checkpoints[-1]['position']:,}"
+            ],
+            details={
+                "reference_mib": base,
+                "peak_after_mib": peak,
+                "checkpoints": self.checkpoints,
+                "timeline": server_samples,
+            },
+        )
 
     # -- the whole run ---------------------------------------------------------------
 
@@ -699,9 +938,15 @@ class Bench:
         self.seed_market()
         self.checkpoint("seed")
         after_seed = self.head()
-        settle_rows = {key: self.settle(key, callers, batch) for key, callers, batch in (
-            ("settle_single_1", 1, 1), ("settle_single_concurrent", self.callers_count, 1),
-            ("settle_batch_100", 1, 100), ("settle_batch_1000", 1, 1000))}
+        settle_rows = {
+            key: self.settle(key, callers, batch)
+            for key, callers, batch in (
+                ("settle_single_1", 1, 1),
+                ("settle_single_concurrent", self.callers_count, 1),
+                ("settle_batch_100", 1, 100),
+                ("settle_batch_1000", 1, 1000),
+            )
+        }
         for row in settle_rows.values():
             self.add(row)
         self.raw_baseline(settle_rows, after_seed)
@@ -717,15 +962,26 @@ class Bench:
         self.quiesce(self.sizes.read_model_cap)
         self.add(self.stream())
         self.reset_read_models()
-        self.add(self.project("projection_catch_up",
-                              "Projection catch-up from zero, all projections", "--once"))
-        self.add(self.project("projection_rebuild", f"Rebuild of {sizes.rebuild} from zero",
-                              "--rebuild", sizes.rebuild))
+        self.add(
+            self.project(
+                "projection_catch_up", "Projection catch-up from zero, all projections", "--once"
+            )
+        )
+        self.add(
+            self.project(
+                "projection_rebuild",
+                f"Rebuild of {sizes.rebuild} from zero",
+                "--rebuild",
+                sizes.rebuild,
+            )
+        )
         self.checkpoint("end")
         self.add(self.server_memory())
         server = self.stop("server")
-        self.data["server_exit"] = {"code": server.process.returncode,
-                                    "peak_mib": round((server.exit_peak_kib or 0) / 1024, 1)}
+        self.data["server_exit"] = {
+            "code": server.process.returncode,
+            "peak_mib": round((server.exit_peak_kib or 0) / 1024, 1),
+        }
         order = {key: n for n, key in enumerate(report.SCENARIOS)}
         self.rows.sort(key=lambda r: order.get(r.key, len(order)))
         return self.rows
@@ -741,39 +997,85 @@ class Bench:
 
 # -- the command -------------------------------------------------------------------------
 
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="registry bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true",
-                   help="every scenario at toy sizes, to check the suite runs (CI)")
-    p.add_argument("--database-url", default="",
-                   help="an empty PostgreSQL database (default: a fresh registry_bench_* "
-                        f"database on {DEFAULT_SERVER.rsplit('/', 1)[0]}, dropped after)")
-    p.add_argument("--json", type=Path, default=None,
-                   help="where to write the results (default: registry-bench[-smoke].json)")
-    p.add_argument("--events", type=int, help="events in the log for the stream, catch-up "
-                   "and rebuild (default 1,000,000; smoke 20,000)")
-    p.add_argument("--history-events", type=int,
-                   help="past events of the long-history account (default 100,000)")
+    p = argparse.ArgumentParser(
+        prog="registry bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every scenario at toy sizes, to check the suite runs (CI)",
+    )
+    p.add_argument(
+        "--database-url",
+        default="",
+        help="an empty PostgreSQL database (default: a fresh registry_bench_* "
+        f"database on {DEFAULT_SERVER.rsplit('/', 1)[0]}, dropped after)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the results (default: registry-bench[-smoke].json)",
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        help="events in the log for the stream, catch-up "
+        "and rebuild (default 1,000,000; smoke 20,000)",
+    )
+    p.add_argument(
+        "--history-events",
+        type=int,
+        help="past events of the long-history account (default 100,000)",
+    )
     p.add_argument("--year-accounts", type=int, help="compliance accounts (default 3,700)")
     p.add_argument("--year-trades", type=int, help="trades in the year (default 100,000)")
-    p.add_argument("--callers", type=int, default=None,
-                   help="concurrent callers (32; smoke: 8, to spare connections)")
-    p.add_argument("--client-processes", type=int, default=None,
-                   help="client processes the concurrent callers are spread over (4; "
-                        "smoke: 2)")
-    p.add_argument("--server-processes", type=int, default=None,
-                   help="REGISTRY_SERVER_PROCESSES for the server (default 2; smoke: 1)")
-    p.add_argument("--projection-cap", type=float, help="seconds a catch-up or rebuild "
-                   "may run before it is stopped and measured so far (default 300)")
-    p.add_argument("--read-model-cap", type=float, help="seconds to wait for the projection "
-                   "worker to reach the head before GetBalances and at the end of the year "
-                   "(default 600)")
-    p.add_argument("--update-doc", type=Path, default=None, metavar="MARKDOWN",
-                   help="also write the table into this file between its bench-table "
-                        "markers (docs/performance.md)")
-    p.add_argument("--keep-database", action="store_true",
-                   help="do not drop the database the run created")
+    p.add_argument(
+        "--callers",
+        type=int,
+        default=None,
+        help="concurrent callers (32; smoke: 8, to spare connections)",
+    )
+    p.add_argument(
+        "--client-processes",
+        type=int,
+        default=None,
+        help="client processes the concurrent callers are spread over (4; smoke: 2)",
+    )
+    p.add_argument(
+        "--server-processes",
+        type=int,
+        default=None,
+        help="REGISTRY_SERVER_PROCESSES for the server (default 2; smoke: 1)",
+    )
+    p.add_argument(
+        "--projection-cap",
+        type=float,
+        help="seconds a catch-up or rebuild "
+        "may run before it is stopped and measured so far (default 300)",
+    )
+    p.add_argument(
+        "--read-model-cap",
+        type=float,
+        help="seconds to wait for the projection "
+        "worker to reach the head before GetBalances and at the end of the year "
+        "(default 600)",
+    )
+    p.add_argument(
+        "--update-doc",
+        type=Path,
+        default=None,
+        metavar="MARKDOWN",
+        help="also write the table into this file between its bench-table "
+        "markers (docs/performance.md)",
+    )
+    p.add_argument(
+        "--keep-database", action="store_true", help="do not drop the database the run created"
+    )
     return p
 
 
@@ -789,9 +1091,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sizes = SMOKE if args.smoke else FULL
-    overrides = {"log_events": args.events, "history_events": args.history_events,
-                 "year_accounts": args.year_accounts, "year_trades": args.year_trades,
-                 "projection_cap": args.projection_cap, "read_model_cap": args.read_model_cap}
+    overrides = {
+        "log_events": args.events,
+        "history_events": args.history_events,
+        "year_accounts": args.year_accounts,
+        "year_trades": args.year_trades,
+        "projection_cap": args.projection_cap,
+        "read_model_cap": args.read_model_cap,
+    }
     sizes = replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
     mode = "smoke" if args.smoke else "full"
     callers = args.callers or (8 if args.smoke else 32)
@@ -813,22 +1120,33 @@ def main(argv: list[str] | None = None) -> int:
                 bench.close()
         seconds = round(time.perf_counter() - began, 1)
         doc = report.document(
-            rows, mode=mode, started_at=started_at.isoformat(timespec="seconds"),
-            duration_seconds=seconds, machine=about, settings={
-                **asdict(sizes), "callers": callers, "client_processes": client_processes,
-                "server_environment": {k: v for k, v in bench.server_settings().items()
-                                       if k not in ("REGISTRY_DATA_DIR", "REGISTRY_TOKENS_FILE",
-                                                    "REGISTRY_LISTEN")}},
-            data=bench.data)
+            rows,
+            mode=mode,
+            started_at=started_at.isoformat(timespec="seconds"),
+            duration_seconds=seconds,
+            machine=about,
+            settings={
+                **asdict(sizes),
+                "callers": callers,
+                "client_processes": client_processes,
+                "server_environment": {
+                    k: v
+                    for k, v in bench.server_settings().items()
+                    if k not in ("REGISTRY_DATA_DIR", "REGISTRY_TOKENS_FILE", "REGISTRY_LISTEN")
+                },
+            },
+            data=bench.data,
+        )
         report.write_json(json_path, doc)
         text = report.table(rows)
-        print(f"\nregistry bench ({mode}), {started_at:%Y-%m-%d %H:%M} UTC, {seconds:,.0f} s; "
-              f"{about['cores']} cores {about['cpu']}; PostgreSQL {about['postgresql']}; "
-              f"registry {about['registry_commit']}\n")
+        print(
+            f"\nregistry bench ({mode}), {started_at:%Y-%m-%d %H:%M} UTC, {seconds:,.0f} s; "
+            f"{about['cores']} cores {about['cpu']}; PostgreSQL {about['postgresql']}; "
+            f"registry {about['registry_commit']}\n"
+        )
         print(text)
         summary = doc["summary"]
-        print(f"\ntargets: {summary['passed']} of {summary['targets']} met; "
-              f"JSON: {json_path}")
+        print(f"\ntargets: {summary['passed']} of {summary['targets']} met; JSON: {json_path}")
         if args.update_doc:
             report.update_doc(args.update_doc, _doc_section(doc, text))
         problems = report.validate(json.loads(json_path.read_text()))
@@ -846,12 +1164,14 @@ def main(argv: list[str] | None = None) -> int:
 def _doc_section(doc: dict[str, Any], text: str) -> str:
     m = doc["machine"]
     data = doc["data"].get("generated", {})
-    return (f"Run {doc['started_at']} ({doc['mode']}, {doc['duration_seconds']:,.0f} s) on "
-            f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, Python "
-            f"{m['python']}, PostgreSQL {m['postgresql']} on the same host; registry "
-            f"{m['registry_commit']}; load average at start {m['load_average_at_start']}.\n"
-            f"The log's {data.get('events_written', 0):,} extra events were written "
-            f"{data.get('how', '')}.\n\n{text}\n")
+    return (
+        f"Run {doc['started_at']} ({doc['mode']}, {doc['duration_seconds']:,.0f} s) on "
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, Python "
+        f"{m['python']}, PostgreSQL {m['postgresql']} on the same host; registry "
+        f"{m['registry_commit']}; load average at start {m['load_average_at_start']}.\n"
+        f"The log's {data.get('events_written', 0):,} extra events were written "
+        f"{data.get('how', '')}.\n\n{text}\n"
+    )
 
 
 if __name__ == "__main__":

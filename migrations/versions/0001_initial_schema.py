@@ -118,7 +118,7 @@ def upgrade() -> None:
         sa.Column("projection", sa.String(64), primary_key=True),
         sa.Column("position", sa.BigInteger, nullable=False),
         comment="Last event-log position applied by each projection "
-                "(same transaction as its rows).",
+        "(same transaction as its rows).",
     )
 
     op.create_table(
@@ -169,8 +169,7 @@ def upgrade() -> None:
         sa.Column("reversed_by", sa.String(200)),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("position", sa.BigInteger, nullable=False),
-        comment="Every transaction by (party, client id), completed or refused "
-                "with its reason.",
+        comment="Every transaction by (party, client id), completed or refused with its reason.",
     )
     op.create_index("ix_rm_transactions_position", "rm_transactions", ["position"])
 
@@ -190,13 +189,14 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("principal", sa.String(200), nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-        comment="Every movement per account (DEBIT or CREDIT), keyset-paginated "
-                "by position.",
+        comment="Every movement per account (DEBIT or CREDIT), keyset-paginated by position.",
     )
-    op.create_index("ix_rm_account_history_kind", "rm_account_history",
-                    ["account_id", "kind", "position"])
-    op.create_index("ix_rm_account_history_time", "rm_account_history",
-                    ["account_id", "recorded_at"])
+    op.create_index(
+        "ix_rm_account_history_kind", "rm_account_history", ["account_id", "kind", "position"]
+    )
+    op.create_index(
+        "ix_rm_account_history_time", "rm_account_history", ["account_id", "recorded_at"]
+    )
 
     op.create_table(
         "rm_supply",
@@ -205,8 +205,8 @@ def upgrade() -> None:
         sa.Column("total", sa.BigInteger, nullable=False),
         sa.Column("held", sa.BigInteger, nullable=False),
         comment="Units per unit class by holding account type; SURRENDER and "
-                "CANCELLATION are the surrendered and cancelled units, 'held' what "
-                "exchange holds reserve.",
+        "CANCELLATION are the surrendered and cancelled units, 'held' what "
+        "exchange holds reserve.",
     )
 
     op.create_table(
@@ -238,11 +238,9 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(24), nullable=False),
         sa.Column("party", sa.String(64), nullable=False),
         sa.Column("client_id", sa.String(128), nullable=False),
-        comment="Every block each transaction moved: the chain of accounts a serial "
-                "passed.",
+        comment="Every block each transaction moved: the chain of accounts a serial passed.",
     )
-    op.create_index("ix_rm_serial_movements_range", "rm_serial_movements",
-                    ["unit_class", "last"])
+    op.create_index("ix_rm_serial_movements_range", "rm_serial_movements", ["unit_class", "last"])
 
 
 def downgrade() -> None:
@@ -263,6 +261,5 @@ def downgrade() -> None:
     op.drop_table("rm_accounts")
     op.drop_table("rm_tracking")
 
-    for statement in (PG_DROP_EVENT_STORE if _dialect() == "postgresql"
-                      else SQLITE_DROP_EVENT_STORE):
+    for statement in PG_DROP_EVENT_STORE if _dialect() == "postgresql" else SQLITE_DROP_EVENT_STORE:
         op.execute(statement)

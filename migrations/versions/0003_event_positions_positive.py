@@ -36,13 +36,17 @@ SQLITE_TRIGGERS = {
 
 def upgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
-        op.execute(f"ALTER TABLE public.registry_events ADD CONSTRAINT {PG_CONSTRAINT} "
-                   "CHECK (notification_id > 0)")
+        op.execute(
+            f"ALTER TABLE public.registry_events ADD CONSTRAINT {PG_CONSTRAINT} "
+            "CHECK (notification_id > 0)"
+        )
         return
     for name, when in SQLITE_TRIGGERS.items():
-        op.execute(f"CREATE TRIGGER {name} {when} ON stored_events "
-                   "WHEN NEW.rowid <= 0 BEGIN SELECT RAISE(ABORT, "
-                   "'event positions start at 1: notification id must be positive'); END")
+        op.execute(
+            f"CREATE TRIGGER {name} {when} ON stored_events "
+            "WHEN NEW.rowid <= 0 BEGIN SELECT RAISE(ABORT, "
+            "'event positions start at 1: notification id must be positive'); END"
+        )
 
 
 def downgrade() -> None:

@@ -36,8 +36,10 @@ depends_on: str | Sequence[str] | None = None
 _SEAL_SIZE = 8 + 32 + 64
 
 
-EVENT_TABLES = {"postgresql": ("public.registry_events", "notification_id", "BYTEA"),
-                "sqlite": ("stored_events", "rowid", "BLOB")}
+EVENT_TABLES = {
+    "postgresql": ("public.registry_events", "notification_id", "BYTEA"),
+    "sqlite": ("stored_events", "rowid", "BLOB"),
+}
 
 
 def upgrade() -> None:
@@ -45,47 +47,69 @@ def upgrade() -> None:
     op.execute(f"ALTER TABLE {table} ADD COLUMN authenticator {binary}")
     op.create_table(
         "ledger_event_authentication",
-        sa.Column("grandfathered_upto", sa.BigInteger, primary_key=True,
-                  autoincrement=False),
+        sa.Column("grandfathered_upto", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("seal", sa.LargeBinary(32), nullable=True),
         comment="Events up to this log position predate event authenticators.",
     )
     # Under the event table's lock on PostgreSQL, so no write slips in between.
     if op.get_context().dialect.name == "postgresql":
         op.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-    op.execute(f"INSERT INTO ledger_event_authentication (grandfathered_upto) "
-               f"SELECT COALESCE(MAX({position}), 0) FROM {table}")
-    op.add_column("ledger_checkpoints", sa.Column("previous_position", sa.BigInteger,
-                                                  nullable=True))
-    op.add_column("ledger_checkpoints", sa.Column("previous_digest", sa.LargeBinary(32),
-                                                  nullable=True))
+    op.execute(
+        f"INSERT INTO ledger_event_authentication (grandfathered_upto) "
+        f"SELECT COALESCE(MAX({position}), 0) FROM {table}"
+    )
+    op.add_column(
+        "ledger_checkpoints", sa.Column("previous_position", sa.BigInteger, nullable=True)
+    )
+    op.add_column(
+        "ledger_checkpoints", sa.Column("previous_digest", sa.LargeBinary(32), nullable=True)
+    )
     conn = op.get_bind()
-    seals = conn.execute(sa.text(
-        "SELECT position, key_id, signature FROM ledger_checkpoints")).fetchall()
+    seals = conn.execute(
+        sa.text("SELECT position, key_id, signature FROM ledger_checkpoints")
+    ).fetchall()
     for position, key_id, seal in seals:
         seal = bytes(seal)
         if len(seal) != _SEAL_SIZE:
-            continue   # a version-1 checkpoint: the signature alone, no link
-        conn.execute(sa.text(
-            "UPDATE ledger_checkpoints SET previous_position = :before, "
-            "previous_digest = :before_digest, signature = :signature "
-            "WHERE position = :position AND key_id = :key_id"), {
+            continue  # a version-1 checkpoint: the signature alone, no link
+        conn.execute(
+            sa.text(
+                "UPDATE ledger_checkpoints SET previous_position = :before, "
+                "previous_digest = :before_digest, signature = :signature "
+                "WHERE position = :position AND key_id = :key_id"
+            ),
+            {
                 "before": int.from_bytes(seal[:8], "big", signed=True),
-                "before_digest": seal[8:40], "signature": seal[40:],
-                "position": position, "key_id": key_id})
+                "before_digest": seal[8:40],
+                "signature": seal[40:],
+                "position": position,
+                "key_id": key_id,
+            },
+        )
 
 
 def downgrade() -> None:
     conn = op.get_bind()
-    linked = conn.execute(sa.text(
-        "SELECT position, key_id, signature, previous_position, previous_digest "
-        "FROM ledger_checkpoints WHERE previous_digest IS NOT NULL")).fetchall()
+    linked = conn.execute(
+        sa.text(
+            "SELECT position, key_id, signature, previous_position, previous_digest "
+            "FROM ledger_checkpoints WHERE previous_digest IS NOT NULL"
+        )
+    ).fetchall()
     for position, key_id, signature, before, before_digest in linked:
-        conn.execute(sa.text(
-            "UPDATE ledger_checkpoints SET signature = :seal "
-            "WHERE position = :position AND key_id = :key_id"), {
-                "seal": int(before).to_bytes(8, "big", signed=True) + bytes(before_digest)
-                + bytes(signature), "position": position, "key_id": key_id})
+        conn.execute(
+            sa.text(
+                "UPDATE ledger_checkpoints SET signature = :seal "
+                "WHERE position = :position AND key_id = :key_id"
+            ),
+            {
+                "seal": int(before).to_bytes(8, "big", signed=True)
+                + bytes(before_digest)
+                + bytes(signature),
+                "position": position,
+                "key_id": key_id,
+            },
+        )
     with op.batch_alter_table("ledger_checkpoints") as checkpoints:
         checkpoints.drop_column("previous_digest")
         checkpoints.drop_column("previous_position")

@@ -97,8 +97,15 @@ class Access:
 
     # -- changes ------------------------------------------------------------------------
 
-    def grant_role(self, by: Principal, grant_id: str, principal: Principal, role: str,
-                   accounts: Iterable[str], reason: str) -> AccessChange:
+    def grant_role(
+        self,
+        by: Principal,
+        grant_id: str,
+        principal: Principal,
+        role: str,
+        accounts: Iterable[str],
+        reason: str,
+    ) -> AccessChange:
         """Grant a role. A four-eyes role granted by an administrator is a proposal the
         first time and takes effect when a different administrator sends the same grant;
         party ``system`` (in-process provisioning) grants directly."""
@@ -112,54 +119,85 @@ class Access:
         def attempt(uow: UnitOfWork) -> AccessChange:
             acl = self._acl_for_change(uow)
             if direct:
-                if grant_id not in acl.grants and uow.find(
-                        Proposal.id_for(ACCESS_SCOPE, grant_id), Proposal) is not None:
-                    raise AccessRefused(f"grant id {grant_id} is taken by a proposed grant",
-                                        grant=grant_id)
-                if not acl.grant(grant_id, principal, parsed, scope, by, reason,
-                                 registry.clock()):
+                if (
+                    grant_id not in acl.grants
+                    and uow.find(Proposal.id_for(ACCESS_SCOPE, grant_id), Proposal) is not None
+                ):
+                    raise AccessRefused(
+                        f"grant id {grant_id} is taken by a proposed grant", grant=grant_id
+                    )
+                if not acl.grant(grant_id, principal, parsed, scope, by, reason, registry.clock()):
                     return AccessChange(grant_id, None, replayed=True)
                 return AccessChange(grant_id, _position(uow.save()))
-            return self._four_eyes_grant(uow, acl, by, grant_id, principal, parsed, scope,
-                                         reason)
+            return self._four_eyes_grant(uow, acl, by, grant_id, principal, parsed, scope, reason)
 
         return registry._retrying(attempt)
 
-    def _four_eyes_grant(self, uow: UnitOfWork, acl: AccessControl, by: Principal,
-                         grant_id: str, principal: Principal, role: Role,
-                         scope: tuple[str, ...], reason: str) -> AccessChange:
+    def _four_eyes_grant(
+        self,
+        uow: UnitOfWork,
+        acl: AccessControl,
+        by: Principal,
+        grant_id: str,
+        principal: Principal,
+        role: Role,
+        scope: tuple[str, ...],
+        reason: str,
+    ) -> AccessChange:
         if acl.is_granted(grant_id, principal, role, scope):
             return AccessChange(grant_id, None, replayed=True)
         acl.check_grantable(grant_id, principal, role, by)
         if Role.ADMIN not in {g.role for g in acl.grants_of(by)}:
-            raise SeparationOfDuties(f"{by} is no administrator: only administrators "
-                                     "propose and approve grants", principal=str(by))
+            raise SeparationOfDuties(
+                f"{by} is no administrator: only administrators propose and approve grants",
+                principal=str(by),
+            )
         payload = grant_payload(grant_id, principal, role, scope)
         now = self._registry.clock()
         proposal = uow.find(Proposal.id_for(ACCESS_SCOPE, grant_id), Proposal)
         if proposal is None:
-            uow.add(Proposal.propose(proposal_id=grant_id, kind=ProposalKind.ROLE_GRANT,
-                                     payload=payload, reason=reason, principal=by, now=now,
-                                     scope=ACCESS_SCOPE))
-            return AccessChange(grant_id, _position(uow.save()), pending=True,
-                                proposed_by=str(by))
+            uow.add(
+                Proposal.propose(
+                    proposal_id=grant_id,
+                    kind=ProposalKind.ROLE_GRANT,
+                    payload=payload,
+                    reason=reason,
+                    principal=by,
+                    now=now,
+                    scope=ACCESS_SCOPE,
+                )
+            )
+            return AccessChange(grant_id, _position(uow.save()), pending=True, proposed_by=str(by))
         proposal.ensure_same_content(ProposalKind.ROLE_GRANT, payload)
         proposal.ensure_pending(now)
-        if proposal.proposer == str(by):   # the proposer again: a retry, still waiting
-            return AccessChange(grant_id, None, replayed=True, pending=True,
-                                proposed_by=proposal.proposer)
+        if proposal.proposer == str(by):  # the proposer again: a retry, still waiting
+            return AccessChange(
+                grant_id, None, replayed=True, pending=True, proposed_by=proposal.proposer
+            )
         acl.check_approver(by, Role.ADMIN, proposal.proposer, proposal.created_at)
         proposer = Principal(*proposal.proposer.split("/", 1))
         if Role.ADMIN not in {g.role for g in acl.grants_of(proposer)}:
-            raise SeparationOfDuties(f"{proposer} proposed grant {grant_id} but is no longer "
-                                     "an administrator: propose it again",
-                                     principal=str(proposer))
+            raise SeparationOfDuties(
+                f"{proposer} proposed grant {grant_id} but is no longer "
+                "an administrator: propose it again",
+                principal=str(proposer),
+            )
         proposal.approve(by, now)
-        acl.grant(grant_id, principal, role, scope, proposer, proposal.reason, now,
-                  approved_by=by, proposal=proposal.ref)
+        acl.grant(
+            grant_id,
+            principal,
+            role,
+            scope,
+            proposer,
+            proposal.reason,
+            now,
+            approved_by=by,
+            proposal=proposal.ref,
+        )
         proposal.mark_executed(f"grant {grant_id}", now)
-        return AccessChange(grant_id, _position(uow.save()), proposed_by=proposal.proposer,
-                            approved_by=str(by))
+        return AccessChange(
+            grant_id, _position(uow.save()), proposed_by=proposal.proposer, approved_by=str(by)
+        )
 
     def revoke_grant(self, by: Principal, grant_id: str, reason: str) -> AccessChange:
         """Withdraw an active grant at once (one administrator: taking power away must
@@ -175,8 +213,9 @@ class Access:
                 now = registry.clock()
                 if proposal is not None and proposal.status_at(now) is ProposalStatus.PENDING:
                     proposal.reject(by, reason, now)
-                    return AccessChange(grant_id, _position(uow.save()),
-                                        proposed_by=proposal.proposer)
+                    return AccessChange(
+                        grant_id, _position(uow.save()), proposed_by=proposal.proposer
+                    )
             acl.revoke_grant(grant_id, by, reason)
             return AccessChange(grant_id, _position(uow.save()))
 
@@ -184,8 +223,11 @@ class Access:
 
     def pending_grants(self) -> list[ProposalView]:
         """Grants proposed by one administrator, waiting for a second."""
-        return [view for view in self._registry.proposals.list_proposals(
-                    ProposalStatus.PENDING.value) if view.kind is ProposalKind.ROLE_GRANT]
+        return [
+            view
+            for view in self._registry.proposals.list_proposals(ProposalStatus.PENDING.value)
+            if view.kind is ProposalKind.ROLE_GRANT
+        ]
 
     def issue_token(self, by: Principal, principal: Principal, reason: str) -> IssuedToken:
         check_access_reason(reason)
@@ -208,8 +250,9 @@ class Access:
             acl = self._acl_for_change(uow)
             old = acl.credential(credential_id)
             if old is None or old["kind"] != "token" or old["revoked"]:
-                raise AccessRefused(f"no active token {credential_id} to rotate",
-                                    credential=credential_id)
+                raise AccessRefused(
+                    f"no active token {credential_id} to rotate", credential=credential_id
+                )
             principal = Principal(old["party"], old["name"])
             # the new one first, so the last administrator always keeps one
             new_id = acl.issue_token(token, principal, by, reason, replacing=True)
@@ -218,21 +261,22 @@ class Access:
 
         return self._registry._retrying(attempt)
 
-    def register_certificate(self, by: Principal, principal: Principal, fingerprint: str,
-                             subject: str, reason: str) -> AccessChange:
+    def register_certificate(
+        self, by: Principal, principal: Principal, fingerprint: str, subject: str, reason: str
+    ) -> AccessChange:
         check_access_reason(reason)
         credential_id = new_credential_id()
 
         def attempt(uow: UnitOfWork) -> AccessChange:
             acl = self._acl_for_change(uow)
-            acl.register_certificate(credential_id, principal, fingerprint.lower(), subject,
-                                     by, reason)
+            acl.register_certificate(
+                credential_id, principal, fingerprint.lower(), subject, by, reason
+            )
             return AccessChange(credential_id, _position(uow.save()))
 
         return self._registry._retrying(attempt)
 
-    def revoke_credential(self, by: Principal, credential_id: str, reason: str
-                          ) -> AccessChange:
+    def revoke_credential(self, by: Principal, credential_id: str, reason: str) -> AccessChange:
         check_access_reason(reason)
 
         def attempt(uow: UnitOfWork) -> AccessChange:
@@ -242,8 +286,9 @@ class Access:
 
         return self._registry._retrying(attempt)
 
-    def genesis(self, principals: Sequence[tuple[Principal, Role]], reason: str
-                ) -> list[FirstPrincipal] | None:
+    def genesis(
+        self, principals: Sequence[tuple[Principal, Role]], reason: str
+    ) -> list[FirstPrincipal] | None:
         """The first principals of a new registry, each role over every account and one
         token per principal, in ONE save by ``system/bootstrap``: the recorded founding
         of its access, before anyone can call it (administrators, and the first
@@ -263,12 +308,21 @@ class Access:
                 return None
             now = registry.clock()
             for principal, role in principals:
-                acl.grant(f"bootstrap-{principal.party}-{principal.name}-{role}", principal,
-                          role, check_accounts(role, ()), system, reason, now)
+                acl.grant(
+                    f"bootstrap-{principal.party}-{principal.name}-{role}",
+                    principal,
+                    role,
+                    check_accounts(role, ()),
+                    system,
+                    reason,
+                    now,
+                )
             ids = {p: acl.issue_token(t, p, system, reason) for p, t in tokens.items()}
             position = _position(uow.save())
-            return [FirstPrincipal(p, role, IssuedToken(ids[p], tokens[p], position))
-                    for p, role in principals]
+            return [
+                FirstPrincipal(p, role, IssuedToken(ids[p], tokens[p], position))
+                for p, role in principals
+            ]
 
         return registry._retrying(attempt)
 
@@ -279,20 +333,19 @@ class Access:
         events any process saved since. ``latest_version`` (the aggregate's stored
         version, from a cheaper read connection) saves the store's own read when
         nothing changed, which is almost always."""
-        held = self._acl   # read without the lock: calls check at once, in parallel
+        held = self._acl  # read without the lock: calls check at once, in parallel
         after = held.version if held is not None else 0
         if latest_version is not None and held is not None and latest_version() == after:
             return held
         stored = self._registry.recorder.select_events(AccessControl.id_for(), gt=after)
         if not stored:
             return held if held is not None else _EMPTY
-        with self._lock:   # one caller applies what is new; the others see it applied
+        with self._lock:  # one caller applies what is new; the others see it applied
             held = self._acl
             after = held.version if held is not None else 0
             newer = [event for event in stored if event.originator_version > after]
             if newer:
-                self._acl = replay(copy(held), map(self._registry.mapper.to_domain_event,
-                                                   newer))
+                self._acl = replay(copy(held), map(self._registry.mapper.to_domain_event, newer))
             return self._acl if self._acl is not None else _EMPTY
 
     def _acl_for_change(self, uow: UnitOfWork) -> AccessControl:
@@ -304,9 +357,15 @@ _EMPTY = AccessControl.start()
 """The state of a registry nobody was ever granted anything in."""
 
 
-def grant_payload(grant_id: str, principal: Principal, role: Role,
-                  scope: tuple[str, ...]) -> dict[str, Any]:
+def grant_payload(
+    grant_id: str, principal: Principal, role: Role, scope: tuple[str, ...]
+) -> dict[str, Any]:
     """What a ROLE_GRANT proposal grants: the approver must send exactly this (the
     reason is the proposer's, and not part of what is approved)."""
-    return {"grant_id": grant_id, "party": principal.party, "name": principal.name,
-            "role": role.value, "accounts": list(scope)}
+    return {
+        "grant_id": grant_id,
+        "party": principal.party,
+        "name": principal.name,
+        "role": role.value,
+        "accounts": list(scope),
+    }

@@ -37,44 +37,64 @@ def check_batch(count: int, size_bytes: int, field: str, what: str) -> None:
     if count == 0:
         raise InvalidCommand(f"no {what}", reason="EMPTY_BATCH", field=field)
     if count > MAX_BATCH:
-        raise InvalidCommand(f"at most {MAX_BATCH} {field} per call, got {count}",
-                             reason="BATCH_TOO_LARGE", field=field, limit=MAX_BATCH)
+        raise InvalidCommand(
+            f"at most {MAX_BATCH} {field} per call, got {count}",
+            reason="BATCH_TOO_LARGE",
+            field=field,
+            limit=MAX_BATCH,
+        )
     if size_bytes > MAX_BATCH_BYTES:
         raise InvalidCommand(
             f"the batch is {size_bytes} bytes, over the limit of {MAX_BATCH_BYTES}: send "
-            "its rows in smaller batches", reason="BATCH_BYTES_TOO_LARGE", field=field,
-            limit_bytes=MAX_BATCH_BYTES, size_bytes=size_bytes)
+            "its rows in smaller batches",
+            reason="BATCH_BYTES_TOO_LARGE",
+            field=field,
+            limit_bytes=MAX_BATCH_BYTES,
+            size_bytes=size_bytes,
+        )
 
 
 def check_quantity(quantity: int) -> int:
     if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise InvalidCommand(f"quantity must be a whole number of tonnes, got {quantity!r}",
-                             reason="INVALID_QUANTITY")
+        raise InvalidCommand(
+            f"quantity must be a whole number of tonnes, got {quantity!r}",
+            reason="INVALID_QUANTITY",
+        )
     if quantity <= 0:
-        raise InvalidCommand(f"quantity must be positive, got {quantity}",
-                             reason="QUANTITY_NOT_POSITIVE")
+        raise InvalidCommand(
+            f"quantity must be positive, got {quantity}", reason="QUANTITY_NOT_POSITIVE"
+        )
     if quantity > MAX_QUANTITY:
-        raise InvalidCommand(f"quantity {quantity} exceeds {MAX_QUANTITY}",
-                             reason="QUANTITY_TOO_LARGE")
+        raise InvalidCommand(
+            f"quantity {quantity} exceeds {MAX_QUANTITY}", reason="QUANTITY_TOO_LARGE"
+        )
     return quantity
 
 
 def check_emissions(emissions: int) -> int:
     """Verified emissions: whole tonnes CO2e, zero allowed (a plant that did not run)."""
     if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
-        raise InvalidCommand(f"verified emissions must be a whole number >= 0, "
-                             f"got {emissions!r}", reason="INVALID_EMISSIONS")
+        raise InvalidCommand(
+            f"verified emissions must be a whole number >= 0, got {emissions!r}",
+            reason="INVALID_EMISSIONS",
+        )
     if emissions > MAX_QUANTITY:
-        raise InvalidCommand(f"verified emissions {emissions} exceed {MAX_QUANTITY}",
-                             reason="EMISSIONS_TOO_LARGE")
+        raise InvalidCommand(
+            f"verified emissions {emissions} exceed {MAX_QUANTITY}", reason="EMISSIONS_TOO_LARGE"
+        )
     return emissions
 
 
 def check_reason(reason: str) -> str:
-    if not isinstance(reason, str) or len(reason) > MAX_REASON \
-            or has_control_characters(reason, line_breaks=True):
-        raise InvalidCommand(f"reason must be text of at most {MAX_REASON} characters, "
-                             "without control characters", reason="INVALID_REASON")
+    if (
+        not isinstance(reason, str)
+        or len(reason) > MAX_REASON
+        or has_control_characters(reason, line_breaks=True)
+    ):
+        raise InvalidCommand(
+            f"reason must be text of at most {MAX_REASON} characters, without control characters",
+            reason="INVALID_REASON",
+        )
     return reason
 
 
@@ -111,30 +131,39 @@ class Movement:
             check_quantity(self.quantity)
         if self.kind is TransactionKind.REVERSAL:
             if self.reverses is None:
-                raise InvalidCommand("a reversal names the transaction it reverses",
-                                     reason="MISSING_ID", field="reverses")
+                raise InvalidCommand(
+                    "a reversal names the transaction it reverses",
+                    reason="MISSING_ID",
+                    field="reverses",
+                )
             # both name a recorded transaction: malformed, they are refused as input here,
             # not recorded as a reversal refused for an unknown transaction
             check_party(self.reverses[0], "original party")
             check_client_id(self.reverses[1], "reversed transaction id")
         elif self.kind is TransactionKind.ISSUANCE:
             if self.unit_class is None or self.quantity is None:
-                raise InvalidCommand("an issuance needs a unit class and a quantity",
-                                     reason="MISSING_UNIT_CLASS")
+                raise InvalidCommand(
+                    "an issuance needs a unit class and a quantity", reason="MISSING_UNIT_CLASS"
+                )
         else:
             if self.source is None or self.destination is None:
-                raise InvalidCommand(f"a {self.kind} needs a source and a destination account",
-                                     reason="MISSING_ACCOUNT")
+                raise InvalidCommand(
+                    f"a {self.kind} needs a source and a destination account",
+                    reason="MISSING_ACCOUNT",
+                )
             if self.source == self.destination:
-                raise InvalidCommand(f"source and destination are both {self.source}",
-                                     reason="SAME_ACCOUNT")
+                raise InvalidCommand(
+                    f"source and destination are both {self.source}", reason="SAME_ACCOUNT"
+                )
             if self.selector is None or self.quantity is None:
-                raise InvalidCommand(f"a {self.kind} needs a unit type and a quantity",
-                                     reason="MISSING_UNITS")
+                raise InvalidCommand(
+                    f"a {self.kind} needs a unit type and a quantity", reason="MISSING_UNITS"
+                )
         if self.kind is TransactionKind.SURRENDER:
             if self.compliance_year is None:
-                raise InvalidCommand("a surrender names its compliance year",
-                                     reason="INVALID_COMPLIANCE_YEAR")
+                raise InvalidCommand(
+                    "a surrender names its compliance year", reason="INVALID_COMPLIANCE_YEAR"
+                )
             check_year(self.compliance_year)
         if self.hold_id is not None:
             check_client_id(self.hold_id, "hold id")
@@ -157,8 +186,11 @@ class Movement:
 
     def details(self) -> dict[str, Any]:
         """What the transaction record keeps beyond source, destination and blocks."""
-        return {k: v for k, v in self.content().items()
-                if v is not None and k not in ("kind", "source", "destination", "reason")}
+        return {
+            k: v
+            for k, v in self.content().items()
+            if v is not None and k not in ("kind", "source", "destination", "reason")
+        }
 
 
 @dataclass(frozen=True)
@@ -176,10 +208,16 @@ class Trade:
 
     def movement(self) -> Movement:
         return Movement(
-            client_id=self.trade_id, kind=TransactionKind.SETTLEMENT, source=self.seller,
-            destination=self.buyer, quantity=self.quantity,
+            client_id=self.trade_id,
+            kind=TransactionKind.SETTLEMENT,
+            source=self.seller,
+            destination=self.buyer,
+            quantity=self.quantity,
             selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage),
-            hold_id=self.hold_id, trade_date=self.trade_date, reason="exchange trade")
+            hold_id=self.hold_id,
+            trade_date=self.trade_date,
+            reason="exchange trade",
+        )
 
 
 @dataclass(frozen=True)
@@ -205,21 +243,35 @@ class AllocationRow:
         selector = UnitSelector(parse_unit_type(self.unit_type), self.vintage)
         if self.returned:
             if self.vintage is None:
-                raise InvalidCommand("a return names the vintage it gives back (the "
-                                     "allocation year)", reason="MISSING_FIELD",
-                                     field="vintage")
+                raise InvalidCommand(
+                    "a return names the vintage it gives back (the allocation year)",
+                    reason="MISSING_FIELD",
+                    field="vintage",
+                )
             if self.source:
-                raise InvalidCommand("a return goes back to the allocation reserve: leave "
-                                     "the source empty", reason="UNEXPECTED_SOURCE",
-                                     field="source")
+                raise InvalidCommand(
+                    "a return goes back to the allocation reserve: leave the source empty",
+                    reason="UNEXPECTED_SOURCE",
+                    field="source",
+                )
             return Movement(
-                client_id=self.transaction_id, kind=TransactionKind.ALLOCATION_RETURN,
-                source=self.account_id, destination=reserve, quantity=self.quantity,
-                reason=self.reason, selector=selector)
+                client_id=self.transaction_id,
+                kind=TransactionKind.ALLOCATION_RETURN,
+                source=self.account_id,
+                destination=reserve,
+                quantity=self.quantity,
+                reason=self.reason,
+                selector=selector,
+            )
         return Movement(
-            client_id=self.transaction_id, kind=TransactionKind.ALLOCATION, source=self.source
-            or reserve, destination=self.account_id, quantity=self.quantity,
-            reason=self.reason, selector=selector)
+            client_id=self.transaction_id,
+            kind=TransactionKind.ALLOCATION,
+            source=self.source or reserve,
+            destination=self.account_id,
+            quantity=self.quantity,
+            reason=self.reason,
+            selector=selector,
+        )
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ account stays short; the page then ends where the scan did and the client resume
 SCAN_PAGE = 1000
 
 ACCOUNT_TOPICS: tuple[str, ...] = tuple(
-    cls.TOPIC for cls in vars(Account).values()
-    if isinstance(cls, type) and issubclass(cls, Aggregate.Event) and hasattr(cls, "TOPIC"))
+    cls.TOPIC
+    for cls in vars(Account).values()
+    if isinstance(cls, type) and issubclass(cls, Aggregate.Event) and hasattr(cls, "TOPIC")
+)
 """Every event topic an account can have: the account filter reads only these rows."""
 
 
@@ -60,9 +62,15 @@ class EventPage:
     """The newest position in the log when the page was read (0 for an empty log)."""
 
 
-def read_events(registry: Registry, after: int, limit: int, topics: Sequence[str] = (),
-                account_id: str | None = None, *, scan_budget: int = SCAN_BUDGET
-                ) -> EventPage:
+def read_events(
+    registry: Registry,
+    after: int,
+    limit: int,
+    topics: Sequence[str] = (),
+    account_id: str | None = None,
+    *,
+    scan_budget: int = SCAN_BUDGET,
+) -> EventPage:
     """Up to ``limit`` events after position ``after``, optionally only these topics and
     only the events of one account (whose scan reads at most ``scan_budget`` rows)."""
     _check_limit(limit)
@@ -80,17 +88,24 @@ def read_events(registry: Registry, after: int, limit: int, topics: Sequence[str
     if direct is not None:
         return EventPage(direct, direct[-1].position if len(direct) == limit else head, head)
     if account_id is None:
-        page = recorder.select_notifications(start=after + 1, limit=limit, stop=head,
-                                             topics=list(topics))
+        page = recorder.select_notifications(
+            start=after + 1, limit=limit, stop=head, topics=list(topics)
+        )
         last = page[-1].id if len(page) == limit else head
         return EventPage(_logged_page(page), last, head)
-    return _read_account_events(registry, after, limit, head, topics, account_id,
-                                max(1, scan_budget))
+    return _read_account_events(
+        registry, after, limit, head, topics, account_id, max(1, scan_budget)
+    )
 
 
-def _select_directly(registry: Registry, after: int, head: int, limit: int,
-                     topics: Sequence[str], originator: UUID | None
-                     ) -> list[LoggedEvent] | None:
+def _select_directly(
+    registry: Registry,
+    after: int,
+    head: int,
+    limit: int,
+    topics: Sequence[str],
+    originator: UUID | None,
+) -> list[LoggedEvent] | None:
     """One keyed SELECT on the events table (None on the in-memory store).
 
     The library's reader builds a Notification with a UUID per row, which capped the
@@ -109,11 +124,17 @@ def _select_directly(registry: Registry, after: int, head: int, limit: int,
             params.append(originator)
         statement = SQL(
             "SELECT notification_id, originator_id::text, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE {where} ORDER BY notification_id LIMIT %s").format(
+            "FROM {schema}.{table} WHERE {where} ORDER BY notification_id LIMIT %s"
+        ).format(
             schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name), where=SQL(" AND ").join(where))
-        with recorder.datastore.get_connection() as conn, conn.transaction(), \
-                conn.cursor(row_factory=tuple_row, binary=True) as cursor:
+            table=Identifier(recorder.events_table_name),
+            where=SQL(" AND ").join(where),
+        )
+        with (
+            recorder.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
+        ):
             # A page is a short range of the notification index, read in index order.
             # With statistics that lag a fast-growing log the planner picked a bitmap
             # scan of the whole range plus a sort: 7x slower. Rule that out here only.
@@ -134,14 +155,25 @@ def _select_directly(registry: Registry, after: int, head: int, limit: int,
             cursor.execute(
                 "SELECT rowid, originator_id, originator_version, topic, state FROM "
                 f"{recorder.events_table_name} WHERE {' AND '.join(clauses)} "
-                "ORDER BY rowid LIMIT ?", [*args, limit])
-            return [LoggedEvent(row[0], str(UUID(row[1])), row[2], row[3], row[4])
-                    for row in cursor.fetchall()]
+                "ORDER BY rowid LIMIT ?",
+                [*args, limit],
+            )
+            return [
+                LoggedEvent(row[0], str(UUID(row[1])), row[2], row[3], row[4])
+                for row in cursor.fetchall()
+            ]
     return None
 
 
-def _read_account_events(registry: Registry, after: int, limit: int, head: int,
-                         topics: Sequence[str], account_id: str, budget: int) -> EventPage:
+def _read_account_events(
+    registry: Registry,
+    after: int,
+    limit: int,
+    head: int,
+    topics: Sequence[str],
+    account_id: str,
+    budget: int,
+) -> EventPage:
     """Scan the log for one account's events: by topic in SQL, by originator here."""
     originator = Account.id_for(account_id)
     wanted = [t for t in ACCOUNT_TOPICS if not topics or t in topics]
@@ -149,8 +181,9 @@ def _read_account_events(registry: Registry, after: int, limit: int, head: int,
     last = after
     while wanted and last < head and len(events) < limit and budget > 0:
         batch = min(max(limit, SCAN_PAGE), budget)
-        page = registry.recorder.select_notifications(start=last + 1, limit=batch, stop=head,
-                                                      topics=wanted)
+        page = registry.recorder.select_notifications(
+            start=last + 1, limit=batch, stop=head, topics=wanted
+        )
         budget -= batch
         for notification in page:
             if _uuid(notification.originator_id) == originator:
@@ -161,8 +194,9 @@ def _read_account_events(registry: Registry, after: int, limit: int, head: int,
     return EventPage(events, head if not wanted else last, head)
 
 
-def account_events(registry: Registry, account_id: str, after_version: int, limit: int
-                   ) -> tuple[list[LoggedEvent], int | None]:
+def account_events(
+    registry: Registry, account_id: str, after_version: int, limit: int
+) -> tuple[list[LoggedEvent], int | None]:
     """One account's events after ``after_version``, oldest first, and the version to ask
     after for the next page (None when there is no more).
 
@@ -172,55 +206,63 @@ def account_events(registry: Registry, account_id: str, after_version: int, limi
     """
     check_account_id(account_id)
     _check_limit(limit)
-    if isinstance(after_version, bool) or not isinstance(after_version, int) \
-            or after_version < 0:
-        raise InvalidCommand(f"version must be >= 0, got {after_version!r}",
-                             reason="INVALID_VERSION")
+    if isinstance(after_version, bool) or not isinstance(after_version, int) or after_version < 0:
+        raise InvalidCommand(
+            f"version must be >= 0, got {after_version!r}", reason="INVALID_VERSION"
+        )
     originator = Account.id_for(account_id)
     stored = registry.recorder.select_events(originator, gt=after_version, limit=limit + 1)
     if not stored:
         _ensure_account(registry, originator, account_id)
     page = stored[:limit]
-    positions = _positions(registry, originator, after_version,
-                           page[-1].originator_version) if page else {}
+    positions = (
+        _positions(registry, originator, after_version, page[-1].originator_version) if page else {}
+    )
     events = [_logged(s, positions.get(s.originator_version, 0)) for s in page]
     return events, events[-1].aggregate_version if len(stored) > limit else None
 
 
-def _positions(registry: Registry, originator: UUID, after_version: int, last_version: int
-               ) -> dict[int, int]:
+def _positions(
+    registry: Registry, originator: UUID, after_version: int, last_version: int
+) -> dict[int, int]:
     """Aggregate version -> log position, for versions after_version..last_version."""
     recorder = registry.recorder
     if isinstance(recorder, PostgresApplicationRecorder):
         statement = SQL(
             "SELECT originator_version, notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s AND originator_version > %s "
-            "AND originator_version <= %s").format(
+            "AND originator_version <= %s"
+        ).format(
             schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name))
+            table=Identifier(recorder.events_table_name),
+        )
         with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(statement, [originator, after_version, last_version])
-            return {row["originator_version"]: row["notification_id"]
-                    for row in cursor.fetchall()}
+            return {row["originator_version"]: row["notification_id"] for row in cursor.fetchall()}
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(
                 f"SELECT originator_version, rowid FROM {recorder.events_table_name} "
                 "WHERE originator_id = ? AND originator_version > ? "
-                "AND originator_version <= ?", [originator.hex, after_version, last_version])
+                "AND originator_version <= ?",
+                [originator.hex, after_version, last_version],
+            )
             return {row["originator_version"]: row["rowid"] for row in cursor.fetchall()}
     return {}
 
 
 def _logged_page(page: Sequence[Notification]) -> list[LoggedEvent]:
     """The hot path of the audit stream: no function call per event."""
-    return [LoggedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
-            for n in page]
+    return [
+        LoggedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+        for n in page
+    ]
 
 
 def _logged(stored: StoredEvent, position: int) -> LoggedEvent:
-    return LoggedEvent(position, str(stored.originator_id), stored.originator_version,
-                       stored.topic, stored.state)
+    return LoggedEvent(
+        position, str(stored.originator_id), stored.originator_version, stored.topic, stored.state
+    )
 
 
 def _ensure_account(registry: Registry, originator: UUID, account_id: str) -> None:
@@ -229,10 +271,10 @@ def _ensure_account(registry: Registry, originator: UUID, account_id: str) -> No
 
 
 def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) \
-            or not 0 < limit <= MAX_EVENTS_PAGE:
-        raise InvalidCommand(f"page size must be 1..{MAX_EVENTS_PAGE}, got {limit!r}",
-                             reason="INVALID_PAGE_SIZE")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_EVENTS_PAGE:
+        raise InvalidCommand(
+            f"page size must be 1..{MAX_EVENTS_PAGE}, got {limit!r}", reason="INVALID_PAGE_SIZE"
+        )
 
 
 def _uuid(value: UUID | str) -> UUID:

@@ -83,16 +83,22 @@ class FourEyes:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def propose(self, principal: Principal, proposal_id: str, kind: str,
-                payload: Mapping[str, Any], reason: str,
-                validity_seconds: int = DEFAULT_VALIDITY_SECONDS) -> ProposalResult:
+    def propose(
+        self,
+        principal: Principal,
+        proposal_id: str,
+        kind: str,
+        payload: Mapping[str, Any],
+        reason: str,
+        validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
+    ) -> ProposalResult:
         """Record a pending proposal; the same proposal again is a replay, the same id
         with other content is refused."""
         parsed = parse_proposal_kind(kind)
         _not_access(parsed)
         normal = check_payload(payload)
         try:
-            self._action(parsed, normal)   # a payload that could not be carried out: refused now
+            self._action(parsed, normal)  # a payload that could not be carried out: refused now
         except InvalidCommand as error:
             raise _in_payload(error) from None
         registry = self._registry
@@ -102,9 +108,17 @@ class FourEyes:
             if existing is not None:
                 existing.ensure_same_content(parsed, normal)
                 return ProposalResult(existing.view(registry.clock()), replayed=True)
-            proposal = uow.add(Proposal.propose(
-                proposal_id=proposal_id, kind=parsed, payload=normal, reason=reason,
-                principal=principal, now=registry.clock(), validity_seconds=validity_seconds))
+            proposal = uow.add(
+                Proposal.propose(
+                    proposal_id=proposal_id,
+                    kind=parsed,
+                    payload=normal,
+                    reason=reason,
+                    principal=principal,
+                    now=registry.clock(),
+                    validity_seconds=validity_seconds,
+                )
+            )
             return ProposalResult(proposal.view(), position=_position(uow.save()))
 
         return registry._retrying(attempt)
@@ -120,15 +134,16 @@ class FourEyes:
             if proposal.status is ProposalStatus.PENDING:
                 acl = registry.access.current()
                 if acl.grants:
-                    acl.check_approver(principal, Role.REGULATOR, proposal.proposer,
-                                       proposal.created_at)
+                    acl.check_approver(
+                        principal, Role.REGULATOR, proposal.proposer, proposal.created_at
+                    )
             approved = proposal.approve(principal, registry.clock())
             return proposal, _position(uow.save()) if approved else None
 
         proposal, position = registry._retrying(decide)
-        if proposal.status is not ProposalStatus.APPROVED:   # its outcome is recorded
+        if proposal.status is not ProposalStatus.APPROVED:  # its outcome is recorded
             return ProposalResult(proposal.view(), replayed=position is None)
-        try:   # the approval is recorded: whatever carrying it out meets (a refusal, an
+        try:  # the approval is recorded: whatever carrying it out meets (a refusal, an
             # id taken meanwhile by other content, ...) is its outcome, not a failed call;
             # only a lost race (retryable) is left for approving again to complete
             produced, failure = self._action(proposal.kind, proposal.payload)(principal), None
@@ -140,15 +155,20 @@ class FourEyes:
         def record(uow: UnitOfWork) -> ProposalResult:
             current = self._proposal(uow, party, proposal_id)
             now = registry.clock()
-            changed = (current.mark_failed(failure, now) if failure is not None
-                       else current.mark_executed(produced, now))
-            return ProposalResult(current.view(),
-                                  position=_position(uow.save()) if changed else position)
+            changed = (
+                current.mark_failed(failure, now)
+                if failure is not None
+                else current.mark_executed(produced, now)
+            )
+            return ProposalResult(
+                current.view(), position=_position(uow.save()) if changed else position
+            )
 
         return registry._retrying(record)
 
-    def reject(self, principal: Principal, party: str, proposal_id: str, reason: str
-               ) -> ProposalResult:
+    def reject(
+        self, principal: Principal, party: str, proposal_id: str, reason: str
+    ) -> ProposalResult:
         """Reject (or, by its proposer, withdraw) a pending proposal: it never takes effect."""
         registry = self._registry
 
@@ -167,17 +187,20 @@ class FourEyes:
         expired = []
         for proposal in self._all():
             if proposal.status is ProposalStatus.PENDING and proposal.is_due(registry.clock()):
+
                 def attempt(uow: UnitOfWork, p: Proposal = proposal) -> ProposalView:
                     current = self._proposal(uow, p.party, p.proposal_id)
                     if current.expire(registry.clock()):
                         uow.save()
                     return current.view()
+
                 expired.append(registry._retrying(attempt))
         return expired
 
     def get(self, party: str, proposal_id: str) -> ProposalView:
         return self._proposal(UnitOfWork(self._registry), party, proposal_id).view(
-            self._registry.clock())
+            self._registry.clock()
+        )
 
     def list_proposals(self, status: str = "") -> list[ProposalView]:
         """Every proposal (of one status, if given), oldest first."""
@@ -198,8 +221,9 @@ class FourEyes:
     def _proposal(uow: UnitOfWork, party: str, proposal_id: str) -> Proposal:
         proposal = uow.find(Proposal.id_for(party, proposal_id), Proposal)
         if proposal is None:
-            raise UnknownProposal(f"no proposal {party}:{proposal_id}",
-                                  proposal=f"{party}:{proposal_id}")
+            raise UnknownProposal(
+                f"no proposal {party}:{proposal_id}", proposal=f"{party}:{proposal_id}"
+            )
         return proposal
 
     def _action(self, kind: ProposalKind, payload: Mapping[str, Any]) -> Action:
@@ -214,7 +238,9 @@ def _not_access(kind: ProposalKind) -> None:
     if kind in ACCESS_KINDS:
         raise SeparationOfDuties(
             f"a {kind} proposal is an access change: administrators propose and approve it "
-            "with AccessService.GrantRole and reject it with RevokeGrant", kind=kind)
+            "with AccessService.GrantRole and reject it with RevokeGrant",
+            kind=kind,
+        )
 
 
 class _Payload:
@@ -257,19 +283,24 @@ class _Payload:
 
     def rows(self, name: str) -> list[_Payload]:
         value = self._data.get(name)
-        if not isinstance(value, list) or not value or not all(isinstance(r, dict)
-                                                               for r in value):
+        if not isinstance(value, list) or not value or not all(isinstance(r, dict) for r in value):
             raise _bad(name, "a non-empty list of objects")
         return [_Payload(row) for row in value]
 
 
 PAYLOAD_FIELDS = {
-    "UNKNOWN_UNIT_TYPE": "unit_type", "INVALID_VINTAGE": "vintage",
-    "MISSING_PROJECT": "project", "UNEXPECTED_PROJECT": "project",
-    "INVALID_PROJECT": "project", "INVALID_QUANTITY": "quantity",
-    "QUANTITY_NOT_POSITIVE": "quantity", "QUANTITY_TOO_LARGE": "quantity",
-    "INVALID_REASON": "reason", "INVALID_ACCOUNT_ID": "account_id",
-    "INVALID_COMPLIANCE_YEAR": "year", "INVALID_SECTOR": "sector",
+    "UNKNOWN_UNIT_TYPE": "unit_type",
+    "INVALID_VINTAGE": "vintage",
+    "MISSING_PROJECT": "project",
+    "UNEXPECTED_PROJECT": "project",
+    "INVALID_PROJECT": "project",
+    "INVALID_QUANTITY": "quantity",
+    "QUANTITY_NOT_POSITIVE": "quantity",
+    "QUANTITY_TOO_LARGE": "quantity",
+    "INVALID_REASON": "reason",
+    "INVALID_ACCOUNT_ID": "account_id",
+    "INVALID_COMPLIANCE_YEAR": "year",
+    "INVALID_SECTOR": "sector",
 }
 """The payload key a check is about, when the check does not name it."""
 PAYLOAD_LABELS = {"reversed transaction id": "original_transaction_id"}
@@ -278,21 +309,23 @@ PAYLOAD_LABELS = {"reversed transaction id": "original_transaction_id"}
 def _in_payload(error: InvalidCommand) -> InvalidCommand:
     """A check of the payload's values names its field inside the payload
     (``payload.unit_type``, ``payload.transaction_id``), not a request field."""
+
     def inside(label: str) -> str:
         if label == "payload" or label.startswith("payload."):
             return label
         return f"payload.{PAYLOAD_LABELS.get(label, label.replace(' ', '_'))}"
 
-    if error.violations:   # INVALID_RULE: named as SetComplianceRules names them
-        return error       # (rules.ccer_cap_bps), which tests/integration pin
+    if error.violations:  # INVALID_RULE: named as SetComplianceRules names them
+        return error  # (rules.ccer_cap_bps), which tests/integration pin
     label = error.metadata.get("field", "") or PAYLOAD_FIELDS.get(error.reason, "")
     error.metadata["field"] = inside(label) if label else "payload"
     return error
 
 
 def _bad(name: str, what: str) -> InvalidCommand:
-    return InvalidCommand(f"payload field {name!r} must be {what}", reason="INVALID_PAYLOAD",
-                          field=f"payload.{name}")
+    return InvalidCommand(
+        f"payload field {name!r} must be {what}", reason="INVALID_PAYLOAD", field=f"payload.{name}"
+    )
 
 
 def _selector(p: _Payload) -> UnitSelector:
@@ -304,14 +337,16 @@ def _selector(p: _Payload) -> UnitSelector:
 def _completed(result: TransactionResult) -> str:
     """A movement's outcome as a proposal's result, or the refusal it met."""
     if not result.ok:
-        raise error_for_reason(result.refusal_reason, result.refusal_message,
-                               **result.refusal_metadata)
+        raise error_for_reason(
+            result.refusal_reason, result.refusal_message, **result.refusal_metadata
+        )
     return f"{result.party}:{result.transaction_id}"
 
 
 def _issuance(registry: Registry, p: _Payload) -> Action:
-    unit_class = UnitClass(parse_unit_type(p.text("unit_type")), p.number("vintage"),
-                           p.text("project", ""))
+    unit_class = UnitClass(
+        parse_unit_type(p.text("unit_type")), p.number("vintage"), p.text("project", "")
+    )
     txn, quantity, reason = p.text("transaction_id"), p.number("quantity"), p.text("reason", "")
     check_client_id(txn, "transaction id")
     check_quantity(quantity)
@@ -336,8 +371,7 @@ def _cancellation(registry: Registry, p: _Payload) -> Action:
     check_account_id(account)
     check_quantity(quantity)
     check_reason(reason)
-    return lambda who: _completed(registry.cancel(who, txn, account, selector, quantity,
-                                                  reason))
+    return lambda who: _completed(registry.cancel(who, txn, account, selector, quantity, reason))
 
 
 def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
@@ -352,7 +386,9 @@ def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
         def act(who: Principal) -> str:
             result = change(who, account, reason, request_id=request)
             return f"{result.account.account_id} {result.account.state}"
+
         return act
+
     return build
 
 
@@ -366,28 +402,41 @@ def _rule_change(registry: Registry, p: _Payload) -> Action:
     def act(who: Principal) -> str:
         view = registry.set_compliance_rules(who, year, sector, rules, reason)
         return f"rules {year} {sector} version {view.version}"
+
     return act
 
 
 def _allocation_table(registry: Registry, p: _Payload) -> Action:
-    rows = [AllocationRow(r.text("transaction_id"), r.text("account_id"), r.text("unit_type"),
-                          r.number("quantity"), r.text("reason", ""),
-                          r.number("vintage", optional=True) or None,
-                          r.text("source", "") or None, returned=r.flag("return"))
-            for r in p.rows("rows")]
+    rows = [
+        AllocationRow(
+            r.text("transaction_id"),
+            r.text("account_id"),
+            r.text("unit_type"),
+            r.number("quantity"),
+            r.text("reason", ""),
+            r.number("vintage", optional=True) or None,
+            r.text("source", "") or None,
+            returned=r.flag("return"),
+        )
+        for r in p.rows("rows")
+    ]
     for index, row in enumerate(rows):
         try:
             row.movement()
         except InvalidCommand as error:
-            raise InvalidCommand(f"payload rows[{index}]: {error.message}",
-                                 reason="INVALID_PAYLOAD", field=f"payload.rows[{index}]"
-                                 ) from None
+            raise InvalidCommand(
+                f"payload rows[{index}]: {error.message}",
+                reason="INVALID_PAYLOAD",
+                field=f"payload.rows[{index}]",
+            ) from None
 
     def act(who: Principal) -> str:
         results = registry.allocate_many(who, rows)
-        done = sum(r.outcome in (RowOutcome.COMPLETED, RowOutcome.ALREADY_COMPLETED)
-                   for r in results)
+        done = sum(
+            r.outcome in (RowOutcome.COMPLETED, RowOutcome.ALREADY_COMPLETED) for r in results
+        )
         return f"{done} of {len(results)} allocation rows completed"
+
     return act
 
 
@@ -402,10 +451,12 @@ def _block_freeze(registry: Registry, p: _Payload) -> Action:
         blocks = blocks_from_rows(p.items("blocks"))
         check_blocks(blocks)
     except InvalidCommand as error:
-        raise InvalidCommand(f"payload blocks: {error.message}", reason="INVALID_PAYLOAD",
-                             field="payload.blocks") from None
-    return lambda who: registry.restrictions.freeze_blocks(who, freeze_id, account, blocks,
-                                                            order, reason)
+        raise InvalidCommand(
+            f"payload blocks: {error.message}", reason="INVALID_PAYLOAD", field="payload.blocks"
+        ) from None
+    return lambda who: registry.restrictions.freeze_blocks(
+        who, freeze_id, account, blocks, order, reason
+    )
 
 
 def _block_release(registry: Registry, p: _Payload) -> Action:
@@ -436,6 +487,7 @@ def _halt(halted: bool) -> Callable[[Registry, _Payload], Action]:
     def build(registry: Registry, p: _Payload) -> Action:
         reason = check_restriction_reason(p.text("reason"))
         return lambda who: registry.restrictions.halt_market(who, reason, halted)
+
     return build
 
 

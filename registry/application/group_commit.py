@@ -29,9 +29,13 @@ class GroupCommit(Generic[Request, Answer]):
     escaping ``run`` is given to every caller of the group.
     """
 
-    def __init__(self, run: Callable[[Sequence[Request]], Sequence[Answer | BaseException]],
-                 limit: int, name: str, weight: Callable[[Request], int] = lambda _: 1
-                 ) -> None:
+    def __init__(
+        self,
+        run: Callable[[Sequence[Request]], Sequence[Answer | BaseException]],
+        limit: int,
+        name: str,
+        weight: Callable[[Request], int] = lambda _: 1,
+    ) -> None:
         self._run = run
         self._limit = limit
         self._weight = weight
@@ -73,8 +77,7 @@ class GroupCommit(Generic[Request, Answer]):
             if self._thread is None:
                 # Started on first use, not at construction: a process forked from
                 # one that built the application gets its own thread.
-                self._thread = threading.Thread(target=self._loop, name=self._name,
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
 
     def _loop(self) -> None:

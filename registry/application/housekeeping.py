@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("registry.housekeeping")
 
-HOLD_TOPICS = [Hold.Placed.TOPIC, Hold.Settled.TOPIC, Hold.Released.TOPIC,
-               Hold.Expired.TOPIC]
+HOLD_TOPICS = [Hold.Placed.TOPIC, Hold.Settled.TOPIC, Hold.Released.TOPIC, Hold.Expired.TOPIC]
 PAGE = 1000
 
 
@@ -56,11 +55,16 @@ class Housekeeping:
     """Expires due holds every ``hold_seconds`` and due proposals every
     ``proposal_seconds`` (``tick`` does nothing between, so call it often)."""
 
-    def __init__(self, registry: Registry, hold_seconds: float = 5.0,
-                 proposal_seconds: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 metrics: RegistryMetrics | None = None,
-                 verify: Callable[[], None] | None = None, verify_seconds: float = 0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        hold_seconds: float = 5.0,
+        proposal_seconds: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        metrics: RegistryMetrics | None = None,
+        verify: Callable[[], None] | None = None,
+        verify_seconds: float = 0,
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.verify = verify
@@ -88,12 +92,16 @@ class Housekeeping:
             log.info("expired %d hold(s) and %d proposal(s)", holds, proposals)
         if holds and self.metrics is not None:
             self.metrics.observe_hold_expiries(holds)
-        if self.verify is not None and self.verify_seconds > 0 \
-                and now - self._verify_at >= self.verify_seconds \
-                and (self._verifying is None or not self._verifying.is_alive()):
+        if (
+            self.verify is not None
+            and self.verify_seconds > 0
+            and now - self._verify_at >= self.verify_seconds
+            and (self._verifying is None or not self._verifying.is_alive())
+        ):
             self._verify_at = now
-            self._verifying = threading.Thread(target=self._verify, daemon=True,
-                                               name="ledger-verify")
+            self._verifying = threading.Thread(
+                target=self._verify, daemon=True, name="ledger-verify"
+            )
             self._verifying.start()
         return Tick(holds, proposals)
 
@@ -114,7 +122,7 @@ class Housekeeping:
                 break
             try:
                 result = self.registry.expire_hold(SYSTEM, hold.party, hold.hold_id)
-            except RegistryError as error:   # settled or released meanwhile
+            except RegistryError as error:  # settled or released meanwhile
                 log.info("hold %s:%s not expired: %s", hold.party, hold.hold_id, error)
             else:
                 expired += not result.replayed
@@ -125,16 +133,16 @@ class Housekeeping:
         """Read the hold events after the last one seen: opened holds in, ended out."""
         recorder, mapper = self.registry.recorder, self.registry.mapper
         while True:
-            page = recorder.select_notifications(start=self._after + 1, limit=PAGE,
-                                                 topics=HOLD_TOPICS)
+            page = recorder.select_notifications(
+                start=self._after + 1, limit=PAGE, topics=HOLD_TOPICS
+            )
             for notification in page:
                 originator = notification.originator_id
                 hold_uuid = originator if isinstance(originator, UUID) else UUID(originator)
                 if notification.topic == Hold.Placed.TOPIC:
                     event = mapper.to_domain_event(notification)
                     assert isinstance(event, Hold.Placed)
-                    self._open[hold_uuid] = OpenHold(event.party, event.hold_id,
-                                                     event.expires_at)
+                    self._open[hold_uuid] = OpenHold(event.party, event.hold_id, event.expires_at)
                 else:
                     self._open.pop(hold_uuid, None)
                 self._after = notification.id

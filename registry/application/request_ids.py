@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 FIELD = "api_request_id"
-_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
-                                                                      default=None)
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 def current_request_id() -> str | None:

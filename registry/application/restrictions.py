@@ -33,84 +33,120 @@ class Restrictions:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def freeze_blocks(self, principal: Principal, freeze_id: str, account_id: str,
-                      blocks: Sequence[SerialBlock], order_reference: str, reason: str,
-                      proposal: str = "") -> str:
+    def freeze_blocks(
+        self,
+        principal: Principal,
+        freeze_id: str,
+        account_id: str,
+        blocks: Sequence[SerialBlock],
+        order_reference: str,
+        reason: str,
+        proposal: str = "",
+    ) -> str:
         registry = self._registry
 
         def attempt(uow: UnitOfWork) -> str:
             existing = uow.find(BlockFreeze.id_for(freeze_id), BlockFreeze)
             if existing is not None:
-                existing.ensure_same_request(account_id=account_id, blocks=blocks,
-                                             order_reference=order_reference)
+                existing.ensure_same_request(
+                    account_id=account_id, blocks=blocks, order_reference=order_reference
+                )
                 return f"freeze {freeze_id} in force"
             account = uow.account(account_id)
-            units.remove(account.available, blocks)   # UNITS_NOT_HELD names a missing block
-            freeze = uow.add(BlockFreeze.impose(
-                freeze_id=freeze_id, account_id=account_id, blocks=blocks,
-                order_reference=order_reference, reason=reason, principal=principal,
-                at=registry.clock(), proposal=proposal))
+            units.remove(account.available, blocks)  # UNITS_NOT_HELD names a missing block
+            freeze = uow.add(
+                BlockFreeze.impose(
+                    freeze_id=freeze_id,
+                    account_id=account_id,
+                    blocks=blocks,
+                    order_reference=order_reference,
+                    reason=reason,
+                    principal=principal,
+                    at=registry.clock(),
+                    proposal=proposal,
+                )
+            )
             self._index(uow).index_freeze(account_id, freeze_id, True)
             uow.save()
             return f"freeze {freeze.freeze_id} on {account_id}: {freeze.quantity} units"
 
         return registry._retrying(attempt)
 
-    def release_blocks(self, principal: Principal, freeze_id: str, reason: str, evidence: str,
-                       proposal: str = "") -> str:
+    def release_blocks(
+        self, principal: Principal, freeze_id: str, reason: str, evidence: str, proposal: str = ""
+    ) -> str:
         registry = self._registry
 
         def attempt(uow: UnitOfWork) -> str:
             freeze = uow.find(BlockFreeze.id_for(freeze_id), BlockFreeze)
             if freeze is None:
                 raise UnknownFreeze(f"no freeze {freeze_id}", freeze=freeze_id)
-            if freeze.release(reason=reason, evidence=evidence, principal=principal,
-                              at=registry.clock(), proposal=proposal):
+            if freeze.release(
+                reason=reason,
+                evidence=evidence,
+                principal=principal,
+                at=registry.clock(),
+                proposal=proposal,
+            ):
                 self._index(uow).index_freeze(freeze.account_id, freeze_id, False)
                 uow.save()
             return f"freeze {freeze_id} released"
 
         return registry._retrying(attempt)
 
-    def detain_origin(self, principal: Principal, project: str, reference: str, reason: str,
-                      proposal: str = "") -> str:
+    def detain_origin(
+        self, principal: Principal, project: str, reference: str, reason: str, proposal: str = ""
+    ) -> str:
         registry = self._registry
 
         def attempt(uow: UnitOfWork) -> str:
-            detention = (uow.find(OriginDetention.id_for(project), OriginDetention)
-                         or uow.add(OriginDetention.start(project)))
-            if detention.detain(reference=reference, reason=reason, principal=principal,
-                                at=registry.clock(), proposal=proposal):
+            detention = uow.find(OriginDetention.id_for(project), OriginDetention) or uow.add(
+                OriginDetention.start(project)
+            )
+            if detention.detain(
+                reference=reference,
+                reason=reason,
+                principal=principal,
+                at=registry.clock(),
+                proposal=proposal,
+            ):
                 self._index(uow).index_detention(project, True)
                 uow.save()
             return f"project {project} detained under {reference}"
 
         return registry._retrying(attempt)
 
-    def clear_origin(self, principal: Principal, project: str, evidence: str, reason: str,
-                     proposal: str = "") -> str:
+    def clear_origin(
+        self, principal: Principal, project: str, evidence: str, reason: str, proposal: str = ""
+    ) -> str:
         registry = self._registry
 
         def attempt(uow: UnitOfWork) -> str:
-            detention = (uow.find(OriginDetention.id_for(project), OriginDetention)
-                         or OriginDetention.start(project))
-            if detention.clear(evidence=evidence, reason=reason, principal=principal,
-                               at=registry.clock(), proposal=proposal):
+            detention = uow.find(
+                OriginDetention.id_for(project), OriginDetention
+            ) or OriginDetention.start(project)
+            if detention.clear(
+                evidence=evidence,
+                reason=reason,
+                principal=principal,
+                at=registry.clock(),
+                proposal=proposal,
+            ):
                 self._index(uow).index_detention(project, False)
                 uow.save()
             return f"project {project} cleared on {evidence}"
 
         return registry._retrying(attempt)
 
-    def halt_market(self, principal: Principal, reason: str, halted: bool,
-                    proposal: str = "") -> str:
+    def halt_market(
+        self, principal: Principal, reason: str, halted: bool, proposal: str = ""
+    ) -> str:
         registry = self._registry
 
         def attempt(uow: UnitOfWork) -> str:
-            halt = (uow.find(MarketHalt.id_for(), MarketHalt) or uow.add(MarketHalt.start()))
+            halt = uow.find(MarketHalt.id_for(), MarketHalt) or uow.add(MarketHalt.start())
             change = halt.halt if halted else halt.lift
-            if change(reason=reason, principal=principal, at=registry.clock(),
-                      proposal=proposal):
+            if change(reason=reason, principal=principal, at=registry.clock(), proposal=proposal):
                 self._index(uow).index_halt(halted)
                 uow.save()
             return "market halted" if halted else "market open"
@@ -119,13 +155,19 @@ class Restrictions:
 
     @staticmethod
     def _index(uow: UnitOfWork) -> RestrictionIndex:
-        return (uow.find(RestrictionIndex.id_for(), RestrictionIndex)
-                or uow.add(RestrictionIndex.start()))
+        return uow.find(RestrictionIndex.id_for(), RestrictionIndex) or uow.add(
+            RestrictionIndex.start()
+        )
 
 
-def check_restrictions(uow: UnitOfWork, source: Account, kind: TransactionKind,
-                       selector: UnitSelector, quantity: int,
-                       blocks: Sequence[SerialBlock] | None = None) -> Holding | None:
+def check_restrictions(
+    uow: UnitOfWork,
+    source: Account,
+    kind: TransactionKind,
+    selector: UnitSelector,
+    quantity: int,
+    blocks: Sequence[SerialBlock] | None = None,
+) -> Holding | None:
     """Refuse a movement a freeze, a detention or the halt stops, naming it; nothing to
     load and nothing to check when the index says nothing is in force (the usual case).
 
@@ -136,8 +178,14 @@ def check_restrictions(uow: UnitOfWork, source: Account, kind: TransactionKind,
     index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
     if index is None or not index.may_restrict(source.account_id, kind, selector.unit_type):
         return None
-    freezes = [f for f in (uow.find(BlockFreeze.id_for(i), BlockFreeze)
-                           for i in index.freezes.get(source.account_id, [])) if f is not None]
+    freezes = [
+        f
+        for f in (
+            uow.find(BlockFreeze.id_for(i), BlockFreeze)
+            for i in index.freezes.get(source.account_id, [])
+        )
+        if f is not None
+    ]
 
     def detentions(project: str) -> OriginDetention | None:
         return uow.find(OriginDetention.id_for(project), OriginDetention)
@@ -145,12 +193,22 @@ def check_restrictions(uow: UnitOfWork, source: Account, kind: TransactionKind,
     halt = uow.find(MarketHalt.id_for(), MarketHalt)
     pool = None
     if blocks is None:
-        unrestricted = movable(source.available, account_id=source.account_id,
-                               block_freezes=freezes, detentions=detentions)
+        unrestricted = movable(
+            source.available,
+            account_id=source.account_id,
+            block_freezes=freezes,
+            detentions=detentions,
+        )
         if units.total(unrestricted, selector) >= quantity:
             pool, blocks = unrestricted, units.take(unrestricted, selector, quantity)[0]
         else:
             blocks = source.would_debit(selector, quantity)
-    check_movement(blocks, source_account=source.account_id, kind=kind,
-                   block_freezes=freezes, detentions=detentions, halt=halt)
+    check_movement(
+        blocks,
+        source_account=source.account_id,
+        kind=kind,
+        block_freezes=freezes,
+        detentions=detentions,
+        halt=halt,
+    )
     return pool

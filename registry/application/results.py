@@ -50,22 +50,34 @@ class TransactionResult:
         """The error a refusal stands for (None when completed)."""
         if self.ok:
             return None
-        return error_for_reason(self.refusal_reason, self.refusal_message,
-                                **self.refusal_metadata)
+        return error_for_reason(self.refusal_reason, self.refusal_message, **self.refusal_metadata)
 
     def as_replay(self) -> TransactionResult:
         return replace(self, replayed=True, position=None)
 
     @classmethod
-    def of(cls, txn: Transaction, *, replayed: bool = False,
-           position: int | None = None) -> TransactionResult:
+    def of(
+        cls, txn: Transaction, *, replayed: bool = False, position: int | None = None
+    ) -> TransactionResult:
         return cls(
-            party=txn.party, transaction_id=txn.client_id, kind=txn.kind, status=txn.status,
-            source=txn.source, destination=txn.destination, blocks=tuple(txn.blocks),
-            reason=txn.reason, principal=txn.principal, details=dict(txn.details),
-            recorded_at=txn.created_on, refusal_reason=txn.refusal_reason,
-            refusal_message=txn.refusal_message, refusal_metadata=dict(txn.refusal_metadata),
-            reversed=txn.reversed_by is not None, replayed=replayed, position=position)
+            party=txn.party,
+            transaction_id=txn.client_id,
+            kind=txn.kind,
+            status=txn.status,
+            source=txn.source,
+            destination=txn.destination,
+            blocks=tuple(txn.blocks),
+            reason=txn.reason,
+            principal=txn.principal,
+            details=dict(txn.details),
+            recorded_at=txn.created_on,
+            refusal_reason=txn.refusal_reason,
+            refusal_message=txn.refusal_message,
+            refusal_metadata=dict(txn.refusal_metadata),
+            reversed=txn.reversed_by is not None,
+            replayed=replayed,
+            position=position,
+        )
 
 
 class RowOutcome(StrEnum):
@@ -99,8 +111,13 @@ class RowResult:
         if result.ok:
             outcome = RowOutcome.ALREADY_COMPLETED if result.replayed else RowOutcome.COMPLETED
             return cls(result.transaction_id, outcome, transaction=result)
-        return cls(result.transaction_id, RowOutcome.REFUSED, result.refusal_reason,
-                   result.refusal_message, result)
+        return cls(
+            result.transaction_id,
+            RowOutcome.REFUSED,
+            result.refusal_reason,
+            result.refusal_message,
+            result,
+        )
 
     @classmethod
     def rejected(cls, client_id: str, error: RegistryError) -> RowResult:
@@ -135,8 +152,9 @@ class TradeResult:
     @classmethod
     def of_row(cls, row: RowResult) -> TradeResult:
         """A batch row in the settlement's own words (SETTLED for COMPLETED...)."""
-        return cls(row.client_id, _TRADE_OUTCOMES[row.outcome], row.reason, row.message,
-                   row.transaction)
+        return cls(
+            row.client_id, _TRADE_OUTCOMES[row.outcome], row.reason, row.message, row.transaction
+        )
 
 
 _TRADE_OUTCOMES = {
@@ -167,14 +185,28 @@ class HoldResult:
         return self.status is not HoldStatus.REFUSED
 
     @classmethod
-    def of(cls, hold: Hold, blocks: tuple[SerialBlock, ...] = (), *, replayed: bool = False,
-           position: int | None = None) -> HoldResult:
+    def of(
+        cls,
+        hold: Hold,
+        blocks: tuple[SerialBlock, ...] = (),
+        *,
+        replayed: bool = False,
+        position: int | None = None,
+    ) -> HoldResult:
         return cls(
-            party=hold.party, hold_id=hold.hold_id, account_id=hold.account_id,
-            status=hold.status, quantity=hold.quantity, blocks=blocks,
-            expires_at=hold.expires_at, settled_quantity=hold.settled_quantity,
-            refusal_reason=hold.refusal_reason, refusal_message=hold.refusal_message,
-            replayed=replayed, position=position)
+            party=hold.party,
+            hold_id=hold.hold_id,
+            account_id=hold.account_id,
+            status=hold.status,
+            quantity=hold.quantity,
+            blocks=blocks,
+            expires_at=hold.expires_at,
+            settled_quantity=hold.settled_quantity,
+            refusal_reason=hold.refusal_reason,
+            refusal_message=hold.refusal_message,
+            replayed=replayed,
+            position=position,
+        )
 
 
 @dataclass(frozen=True)
@@ -188,8 +220,14 @@ class AccountView:
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
-        return cls(account.account_id, account.account_type, account.state,
-                   dict(account.holder), account.created_on, account.version)
+        return cls(
+            account.account_id,
+            account.account_type,
+            account.state,
+            dict(account.holder),
+            account.created_on,
+            account.version,
+        )
 
 
 @dataclass(frozen=True)
@@ -270,19 +308,35 @@ class ComplianceView:
     debt_deducted: int = 0
 
     @classmethod
-    def of(cls, account_id: str, year: int, obligation: ComplianceObligation | None,
-           rules: ComplianceRules = DEFAULT_RULES, year_closed: bool = False
-           ) -> ComplianceView:
+    def of(
+        cls,
+        account_id: str,
+        year: int,
+        obligation: ComplianceObligation | None,
+        rules: ComplianceRules = DEFAULT_RULES,
+        year_closed: bool = False,
+    ) -> ComplianceView:
         if obligation is None:
             return cls(account_id, year, ComplianceState.NOT_VERIFIED, None, 0, 0, 0, 0)
         surrendered = obligation.surrendered
         cea = surrendered.get(UnitType.CEA.value, 0)
         ccer = surrendered.get(UnitType.CCER.value, 0)
         owed = obligation.obligation(rules)
-        return cls(account_id, year, obligation.status(rules, year_closed),
-                   obligation.verified_emissions, owed, cea, ccer, max(0, owed - cea - ccer),
-                   obligation.allocated, obligation.advance_used, obligation.shortfall,
-                   obligation.debt, obligation.debt_deducted)
+        return cls(
+            account_id,
+            year,
+            obligation.status(rules, year_closed),
+            obligation.verified_emissions,
+            owed,
+            cea,
+            ccer,
+            max(0, owed - cea - ccer),
+            obligation.allocated,
+            obligation.advance_used,
+            obligation.shortfall,
+            obligation.debt,
+            obligation.debt_deducted,
+        )
 
 
 @dataclass(frozen=True)
@@ -297,13 +351,21 @@ class ComplianceRulesView:
     position: int | None = None
 
     @classmethod
-    def of(cls, compliance_year: ComplianceYear | None, year: int,
-           position: int | None = None) -> ComplianceRulesView:
+    def of(
+        cls, compliance_year: ComplianceYear | None, year: int, position: int | None = None
+    ) -> ComplianceRulesView:
         if compliance_year is None:
             return cls(year, {}, False, 0, position)
-        return cls(year, {sector: ComplianceRules.from_dict(data)
-                          for sector, data in sorted(compliance_year.rules.items())},
-                   compliance_year.closed, compliance_year.version, position)
+        return cls(
+            year,
+            {
+                sector: ComplianceRules.from_dict(data)
+                for sector, data in sorted(compliance_year.rules.items())
+            },
+            compliance_year.closed,
+            compliance_year.version,
+            position,
+        )
 
     def for_sector(self, sector: str) -> ComplianceRules:
         return self.rules.get(sector) or self.rules.get("*") or DEFAULT_RULES

@@ -105,8 +105,11 @@ class UnitOfWork:
             self._step[aggregate_id] = len(found.pending_events)
         return found
 
-    def prefetch(self, aggregate_ids: Iterable[UUID],
-                 load_many: Callable[[list[UUID]], dict[UUID, Aggregate]] | None) -> None:
+    def prefetch(
+        self,
+        aggregate_ids: Iterable[UUID],
+        load_many: Callable[[list[UUID]], dict[UUID, Aggregate]] | None,
+    ) -> None:
         """Load at once those of these aggregates that lookups would read from the store
         one by one (all of them, unless optimistic; else those not cached).
 
@@ -115,15 +118,19 @@ class UnitOfWork:
         accounts one query each; a table of 1,000 verified emissions, 1,000 obligations.
         """
         cache = self._app.repository.cache
-        wanted = [i for i in dict.fromkeys(aggregate_ids) if i not in self._loaded
-                  and not (self._optimistic and cache is not None and _in(cache, i))]
+        wanted = [
+            i
+            for i in dict.fromkeys(aggregate_ids)
+            if i not in self._loaded
+            and not (self._optimistic and cache is not None and _in(cache, i))
+        ]
         if load_many is None or len(wanted) < 2:
             return
         found = load_many(wanted)
         for aggregate_id in wanted:
             aggregate = found.get(aggregate_id)
             if aggregate is not None and cache is not None:
-                cache.put(aggregate_id, aggregate)   # as a load through the repository
+                cache.put(aggregate_id, aggregate)  # as a load through the repository
                 aggregate = deepcopy(aggregate)
             self._loaded[aggregate_id] = aggregate
             self._read_versions[aggregate_id] = 0 if aggregate is None else aggregate.version
@@ -141,7 +148,7 @@ class UnitOfWork:
     def add(self, aggregate: A) -> A:
         self._loaded[aggregate.id] = aggregate
         self._read_versions.setdefault(aggregate.id, 0)
-        self._step.setdefault(aggregate.id, 0)   # new in this step: its creation is a change
+        self._step.setdefault(aggregate.id, 0)  # new in this step: its creation is a change
         return aggregate
 
     def account(self, account_id: str) -> Account:
@@ -167,17 +174,21 @@ class UnitOfWork:
         return self.find(Transaction.id_for(party, client_id), Transaction)
 
     def counter(self, unit_class: UnitClass) -> SerialCounter:
-        return self._get_or_start(SerialCounter.id_for(unit_class), SerialCounter,
-                                  lambda: SerialCounter.start(unit_class))
+        return self._get_or_start(
+            SerialCounter.id_for(unit_class), SerialCounter, lambda: SerialCounter.start(unit_class)
+        )
 
     def obligation(self, account_id: str, year: int) -> ComplianceObligation:
-        return self._get_or_start(ComplianceObligation.id_for(account_id, year),
-                                  ComplianceObligation,
-                                  lambda: ComplianceObligation.start(account_id, year))
+        return self._get_or_start(
+            ComplianceObligation.id_for(account_id, year),
+            ComplianceObligation,
+            lambda: ComplianceObligation.start(account_id, year),
+        )
 
     def compliance_year(self, year: int) -> ComplianceYear:
-        return self._get_or_start(ComplianceYear.id_for(year), ComplianceYear,
-                                  lambda: ComplianceYear.start(year))
+        return self._get_or_start(
+            ComplianceYear.id_for(year), ComplianceYear, lambda: ComplianceYear.start(year)
+        )
 
     def _get_or_start(self, aggregate_id: UUID, cls: type[A], start: Callable[[], A]) -> A:
         found = self.find(aggregate_id, cls)
@@ -188,7 +199,8 @@ class UnitOfWork:
         events = self._app.events
         return not any(
             next(iter(events.get(aggregate_id, gt=version, limit=1)), None) is not None
-            for aggregate_id, version in self._read_versions.items())
+            for aggregate_id, version in self._read_versions.items()
+        )
 
     def verify_current(self) -> None:
         if not self.is_current():
@@ -214,8 +226,10 @@ class UnitOfWork:
 
     def save(self, *extra: Aggregate) -> list[Recording[Any]]:
         changed = [*self.changed(), *extra]
-        stamp((event for aggregate in changed for event in aggregate.pending_events),
-              current_request_id())
+        stamp(
+            (event for aggregate in changed for event in aggregate.pending_events),
+            current_request_id(),
+        )
         return self._app.save(*changed)
 
     def stamp_step(self, request_id: str | None, *extra: Aggregate) -> None:

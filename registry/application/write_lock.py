@@ -41,7 +41,7 @@ from eventsourcing.postgres import PostgresDatastore
 
 log = logging.getLogger("registry.write_lock")
 
-ADVISORY_KEY = 0x5245_4749_5354_5259   # "REGISTRY": one key for the registry's writers
+ADVISORY_KEY = 0x5245_4749_5354_5259  # "REGISTRY": one key for the registry's writers
 """The advisory lock's key (a bigint); only group commits take it."""
 
 LOCK_WAIT = "5s"
@@ -56,7 +56,7 @@ def writer_lock(recorder: Any, *, exclusive: bool) -> AbstractContextManager[Non
     datastore = getattr(recorder, "datastore", None)
     if isinstance(datastore, PostgresDatastore):
         return _advisory_lock(datastore, exclusive)
-    return nullcontext()   # SQLite and memory stores live in one process
+    return nullcontext()  # SQLite and memory stores live in one process
 
 
 def exclusive_writer(recorder: Any) -> AbstractContextManager[None]:
@@ -94,11 +94,16 @@ def _lock(conn: psycopg.Connection[Any], mode: str) -> bool:
     """Take the lock, waiting ``LOCK_WAIT`` at most; False when it was not free."""
     try:
         # lock_timeout for this one statement only (is_local: its own transaction).
-        conn.execute(f"SELECT set_config('lock_timeout', %s, true), "
-                     f"pg_advisory_lock{mode}(%s)", (LOCK_WAIT, ADVISORY_KEY))
+        conn.execute(
+            f"SELECT set_config('lock_timeout', %s, true), pg_advisory_lock{mode}(%s)",
+            (LOCK_WAIT, ADVISORY_KEY),
+        )
     except psycopg.errors.LockNotAvailable:
-        log.warning("the writer lock was not free within %s (a stopped process may hold "
-                    "it); going ahead without it", LOCK_WAIT)
+        log.warning(
+            "the writer lock was not free within %s (a stopped process may hold "
+            "it); going ahead without it",
+            LOCK_WAIT,
+        )
         return False
     return True
 
@@ -117,5 +122,5 @@ def drop_dead_connections(recorder: Any) -> None:
     a restart kills them all, and each would otherwise fail one more attempt."""
     datastore = getattr(recorder, "datastore", None)
     if isinstance(datastore, PostgresDatastore):
-        with suppress(psycopg.Error):   # still down: the next attempt says so
+        with suppress(psycopg.Error):  # still down: the next attempt says so
             datastore.pool.check()

@@ -112,15 +112,19 @@ def parse_role(value: str) -> Role:
     try:
         return Role(value)
     except ValueError:
-        raise InvalidCommand(f"role {value!r} must be one of {', '.join(Role)}",
-                             reason="UNKNOWN_ROLE", field="role") from None
+        raise InvalidCommand(
+            f"role {value!r} must be one of {', '.join(Role)}", reason="UNKNOWN_ROLE", field="role"
+        ) from None
 
 
 def check_principal(party: str, name: str) -> Principal:
     """A principal a grant or credential may name: never one of party ``system``."""
     if not isinstance(name, str) or not PRINCIPAL_NAME.match(name):
-        raise InvalidCommand(f"principal name {name!r} must be 1-64 of letters, digits and "
-                             "'._@-'", reason="INVALID_PRINCIPAL_NAME", field="name")
+        raise InvalidCommand(
+            f"principal name {name!r} must be 1-64 of letters, digits and '._@-'",
+            reason="INVALID_PRINCIPAL_NAME",
+            field="name",
+        )
     principal = Principal(party, name)
     _not_reserved(principal)
     return principal
@@ -132,43 +136,68 @@ def check_accounts(role: Role, accounts: Iterable[str]) -> tuple[str, ...]:
     given = tuple(dict.fromkeys(accounts))
     if role not in SCOPED_ROLES:
         if given not in ((), (ALL_ACCOUNTS,)):
-            raise InvalidCommand(f"the {role} role covers every account: name none",
-                                 reason="INVALID_GRANT_SCOPE", field="account_ids")
+            raise InvalidCommand(
+                f"the {role} role covers every account: name none",
+                reason="INVALID_GRANT_SCOPE",
+                field="account_ids",
+            )
         return (ALL_ACCOUNTS,)
     if not given:
-        raise InvalidCommand(f"an {role} grant names the accounts it covers (or '*')",
-                             reason="INVALID_GRANT_SCOPE", field="account_ids")
+        raise InvalidCommand(
+            f"an {role} grant names the accounts it covers (or '*')",
+            reason="INVALID_GRANT_SCOPE",
+            field="account_ids",
+        )
     if len(given) > MAX_GRANT_ACCOUNTS:
-        raise InvalidCommand(f"at most {MAX_GRANT_ACCOUNTS} accounts per grant",
-                             reason="INVALID_GRANT_SCOPE", field="account_ids")
+        raise InvalidCommand(
+            f"at most {MAX_GRANT_ACCOUNTS} accounts per grant",
+            reason="INVALID_GRANT_SCOPE",
+            field="account_ids",
+        )
     if ALL_ACCOUNTS in given:
         if role is not Role.EXCHANGE or len(given) > 1:
-            raise InvalidCommand("only an exchange may be linked to every account ('*' "
-                                 "alone)", reason="INVALID_GRANT_SCOPE", field="account_ids")
+            raise InvalidCommand(
+                "only an exchange may be linked to every account ('*' alone)",
+                reason="INVALID_GRANT_SCOPE",
+                field="account_ids",
+            )
         return given
     for account in given:
         check_account_id(account)
         if account in NATIONAL_ACCOUNT_IDS:
-            raise InvalidCommand(f"{account} is a national account: its units move only by "
-                                 "regulators' four-eyes actions, never under a grant",
-                                 reason="INVALID_GRANT_SCOPE", field="account_ids")
+            raise InvalidCommand(
+                f"{account} is a national account: its units move only by "
+                "regulators' four-eyes actions, never under a grant",
+                reason="INVALID_GRANT_SCOPE",
+                field="account_ids",
+            )
     return tuple(sorted(given))
 
 
 def check_access_reason(reason: str) -> str:
     """Said once, kept forever, printed in listings and logs: text without control
     characters (tab and line breaks aside)."""
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON \
-            or has_control_characters(reason, line_breaks=True):
-        raise InvalidCommand(f"say why, in 1-{MAX_REASON} characters without control "
-                             "characters", reason="INVALID_REASON", field="reason")
+    if (
+        not isinstance(reason, str)
+        or not reason.strip()
+        or len(reason) > MAX_REASON
+        or has_control_characters(reason, line_breaks=True)
+    ):
+        raise InvalidCommand(
+            f"say why, in 1-{MAX_REASON} characters without control characters",
+            reason="INVALID_REASON",
+            field="reason",
+        )
     return reason
 
 
 def _not_reserved(principal: Principal) -> None:
     if principal.party == RESERVED_PARTY:
-        raise InvalidCommand(f"party {RESERVED_PARTY!r} is the registry's own: no grant or "
-                             "credential may name it", reason="RESERVED_PARTY", field="party")
+        raise InvalidCommand(
+            f"party {RESERVED_PARTY!r} is the registry's own: no grant or credential may name it",
+            reason="RESERVED_PARTY",
+            field="party",
+        )
 
 
 # == secrets =======================================================================
@@ -229,7 +258,7 @@ class Grant:
 @dataclass(frozen=True)
 class Credential:
     credential_id: str
-    kind: str   # "token" or "certificate"
+    kind: str  # "token" or "certificate"
     principal: Principal
     issued_by: str
     revoked: bool
@@ -261,7 +290,7 @@ class AccessControl(Aggregate):
     def start(cls) -> AccessControl:
         return cls._create(cls.Started, id=cls.id_for())
 
-    class Created(Aggregate.Created):   # the library's own, unused: named for its topic
+    class Created(Aggregate.Created):  # the library's own, unused: named for its topic
         TOPIC = "registry.AccessControl.Created"
 
     class Started(Aggregate.Created):
@@ -292,10 +321,20 @@ class AccessControl(Aggregate):
             state["at"] = state["timestamp"]
 
         def apply(self, acl: AccessControl) -> None:
-            acl.grants = {**acl.grants, self.grant_id: {
-                "party": self.party, "name": self.name, "role": self.role,
-                "accounts": list(self.accounts), "by": self.by, "reason": self.reason,
-                "approved_by": self.approved_by, "proposal": self.proposal, "at": self.at}}
+            acl.grants = {
+                **acl.grants,
+                self.grant_id: {
+                    "party": self.party,
+                    "name": self.name,
+                    "role": self.role,
+                    "accounts": list(self.accounts),
+                    "by": self.by,
+                    "reason": self.reason,
+                    "approved_by": self.approved_by,
+                    "proposal": self.proposal,
+                    "at": self.at,
+                },
+            }
 
     class GrantRevoked(Aggregate.Event):
         TOPIC = "registry.AccessControl.GrantRevoked"
@@ -319,9 +358,18 @@ class AccessControl(Aggregate):
         reason: str
 
         def apply(self, acl: AccessControl) -> None:
-            acl.credentials = {**acl.credentials, self.credential_id: {
-                "kind": "token", "party": self.party, "name": self.name, "salt": self.salt,
-                "hash": self.token_hash, "by": self.by, "revoked": False}}
+            acl.credentials = {
+                **acl.credentials,
+                self.credential_id: {
+                    "kind": "token",
+                    "party": self.party,
+                    "name": self.name,
+                    "salt": self.salt,
+                    "hash": self.token_hash,
+                    "by": self.by,
+                    "revoked": False,
+                },
+            }
 
     class CertificateRegistered(Aggregate.Event):
         TOPIC = "registry.AccessControl.CertificateRegistered"
@@ -334,10 +382,18 @@ class AccessControl(Aggregate):
         reason: str
 
         def apply(self, acl: AccessControl) -> None:
-            acl.credentials = {**acl.credentials, self.credential_id: {
-                "kind": "certificate", "party": self.party, "name": self.name,
-                "fingerprint": self.fingerprint, "subject": self.subject, "by": self.by,
-                "revoked": False}}
+            acl.credentials = {
+                **acl.credentials,
+                self.credential_id: {
+                    "kind": "certificate",
+                    "party": self.party,
+                    "name": self.name,
+                    "fingerprint": self.fingerprint,
+                    "subject": self.subject,
+                    "by": self.by,
+                    "revoked": False,
+                },
+            }
             acl.fingerprints = {**acl.fingerprints, self.fingerprint: self.credential_id}
 
     class CredentialRevoked(Aggregate.Event):
@@ -348,65 +404,101 @@ class AccessControl(Aggregate):
 
         def apply(self, acl: AccessControl) -> None:
             record = acl.credentials[self.credential_id]
-            acl.credentials = {**acl.credentials,
-                               self.credential_id: {**record, "revoked": True}}
-            acl.fingerprints = {f: c for f, c in acl.fingerprints.items()
-                                if c != self.credential_id}
+            acl.credentials = {**acl.credentials, self.credential_id: {**record, "revoked": True}}
+            acl.fingerprints = {
+                f: c for f, c in acl.fingerprints.items() if c != self.credential_id
+            }
 
     # -- commands (guards first, then one event) --------------------------------------
 
-    def grant(self, grant_id: str, principal: Principal, role: Role,
-              accounts: tuple[str, ...], by: Principal, reason: str, now: datetime,
-              approved_by: Principal | None = None, proposal: str = "") -> bool:
+    def grant(
+        self,
+        grant_id: str,
+        principal: Principal,
+        role: Role,
+        accounts: tuple[str, ...],
+        by: Principal,
+        reason: str,
+        now: datetime,
+        approved_by: Principal | None = None,
+        proposal: str = "",
+    ) -> bool:
         """Grant ``role`` over ``accounts``; False when this very grant exists (a retry).
         Whether it needed a second administrator is the application's to check; the
         rules that hold for every grant are checked here."""
         if self.is_granted(grant_id, principal, role, accounts):
             return False
         self.check_grantable(grant_id, principal, role, by, approved_by)
-        self.trigger_event(self.RoleGranted, grant_id=grant_id, party=principal.party,
-                           name=principal.name, role=role.value, accounts=list(accounts),
-                           by=str(by), reason=reason,
-                           approved_by=str(approved_by) if approved_by else "",
-                           proposal=proposal, at=now)
+        self.trigger_event(
+            self.RoleGranted,
+            grant_id=grant_id,
+            party=principal.party,
+            name=principal.name,
+            role=role.value,
+            accounts=list(accounts),
+            by=str(by),
+            reason=reason,
+            approved_by=str(approved_by) if approved_by else "",
+            proposal=proposal,
+            at=now,
+        )
         return True
 
-    def is_granted(self, grant_id: str, principal: Principal, role: Role,
-                   accounts: tuple[str, ...]) -> bool:
+    def is_granted(
+        self, grant_id: str, principal: Principal, role: Role, accounts: tuple[str, ...]
+    ) -> bool:
         """True if exactly this grant is active (a retry); refused if the id names
         another grant, active or revoked."""
         check_client_id(grant_id, "grant id")
         existing = self.grants.get(grant_id)
         if existing is None:
             if grant_id in self.revoked_grants:
-                raise AccessRefused(f"grant id {grant_id} was used for a grant since "
-                                    "revoked; a grant id is never used again",
-                                    grant=grant_id)
+                raise AccessRefused(
+                    f"grant id {grant_id} was used for a grant since "
+                    "revoked; a grant id is never used again",
+                    grant=grant_id,
+                )
             return False
-        if (existing["party"], existing["name"], existing["role"],
-                tuple(existing["accounts"])) != (principal.party, principal.name,
-                                                 role.value, accounts):
-            raise AccessRefused(f"grant {grant_id} exists with other content",
-                                grant=grant_id)
+        if (existing["party"], existing["name"], existing["role"], tuple(existing["accounts"])) != (
+            principal.party,
+            principal.name,
+            role.value,
+            accounts,
+        ):
+            raise AccessRefused(f"grant {grant_id} exists with other content", grant=grant_id)
         return True
 
-    def check_grantable(self, grant_id: str, principal: Principal, role: Role,
-                        by: Principal, approved_by: Principal | None = None) -> None:
+    def check_grantable(
+        self,
+        grant_id: str,
+        principal: Principal,
+        role: Role,
+        by: Principal,
+        approved_by: Principal | None = None,
+    ) -> None:
         """Separation of duties: nobody grants to itself; an administrator holds no
         other role."""
         _not_reserved(principal)
         if principal in (by, approved_by):
-            raise SeparationOfDuties(f"{principal} cannot grant itself a role; another "
-                                     "administrator proposes it", grant=grant_id,
-                                     principal=str(principal))
+            raise SeparationOfDuties(
+                f"{principal} cannot grant itself a role; another administrator proposes it",
+                grant=grant_id,
+                principal=str(principal),
+            )
         held = {grant.role for grant in self.grants_of(principal)}
         if role is Role.ADMIN and held - {Role.ADMIN}:
             raise SeparationOfDuties(
                 f"{principal} holds {', '.join(sorted(held - {Role.ADMIN}))}: an "
-                "administrator holds no other role", grant=grant_id, principal=str(principal))
+                "administrator holds no other role",
+                grant=grant_id,
+                principal=str(principal),
+            )
         if role is not Role.ADMIN and Role.ADMIN in held:
-            raise SeparationOfDuties(f"{principal} is an administrator, which holds no "
-                                     "other role", grant=grant_id, principal=str(principal))
+            raise SeparationOfDuties(
+                f"{principal} is an administrator, which holds no other role",
+                grant=grant_id,
+                principal=str(principal),
+            )
 
     def revoke_grant(self, grant_id: str, by: Principal, reason: str) -> None:
         grant = self.grants.get(grant_id)
@@ -419,28 +511,39 @@ class AccessControl(Aggregate):
             if not left or (len(left) < 2 <= len(self._usable_admins())):
                 raise LastAdministrator(
                     f"revoking grant {grant_id} would leave {len(left)} administrator(s); "
-                    "access changes take two: grant a successor first", grant=grant_id)
+                    "access changes take two: grant a successor first",
+                    grant=grant_id,
+                )
         self.trigger_event(self.GrantRevoked, grant_id=grant_id, by=str(by), reason=reason)
 
-    def _usable_admins(self, without_grant: str = "", without_credential: str = ""
-                       ) -> set[Principal]:
+    def _usable_admins(
+        self, without_grant: str = "", without_credential: str = ""
+    ) -> set[Principal]:
         """Administrators who could still call the registry: an admin grant and an
         active credential, leaving out one grant or credential."""
-        admins = {Principal(g["party"], g["name"]) for gid, g in self.grants.items()
-                  if g["role"] == Role.ADMIN.value and gid != without_grant}
-        return {Principal(c["party"], c["name"]) for cid, c in self.credentials.items()
-                if not c["revoked"] and cid != without_credential} & admins
+        admins = {
+            Principal(g["party"], g["name"])
+            for gid, g in self.grants.items()
+            if g["role"] == Role.ADMIN.value and gid != without_grant
+        }
+        return {
+            Principal(c["party"], c["name"])
+            for cid, c in self.credentials.items()
+            if not c["revoked"] and cid != without_credential
+        } & admins
 
-    def check_approver(self, approver: Principal, role: Role, proposer: str,
-                       proposed_at: datetime | None) -> None:
+    def check_approver(
+        self, approver: Principal, role: Role, proposer: str, proposed_at: datetime | None
+    ) -> None:
         """Four eyes mean two people: the approver must hold ``role`` under a grant the
         proposer had no hand in (neither proposed nor approved it) that took effect no
         later than the proposal. A principal made (or re-made) once the proposal was
         waiting, or by the proposer, is refused."""
         grants = [g for g in self.grants_of(approver) if g.role is role]
         if not grants:
-            raise SeparationOfDuties(f"{approver} holds no {role} grant to approve with",
-                                     principal=str(approver))
+            raise SeparationOfDuties(
+                f"{approver} holds no {role} grant to approve with", principal=str(approver)
+            )
         for grant in grants:
             if proposer in (grant.granted_by, grant.approved_by):
                 continue
@@ -449,44 +552,69 @@ class AccessControl(Aggregate):
             return
         raise SeparationOfDuties(
             f"{approver}'s {role} grant was made by the proposer {proposer} or after the "
-            "proposal: another approver must decide", principal=str(approver),
-            proposer=proposer)
+            "proposal: another approver must decide",
+            principal=str(approver),
+            proposer=proposer,
+        )
 
-    def issue_token(self, token: str, principal: Principal, by: Principal, reason: str,
-                    replacing: bool = False) -> str:
+    def issue_token(
+        self, token: str, principal: Principal, by: Principal, reason: str, replacing: bool = False
+    ) -> str:
         """A new token; ``replacing``: it replaces one revoked in the same save (a
         rotation)."""
         _not_reserved(principal)
         if not replacing:
             self._check_single_credential(principal, "token", by)
         credential_id, salt, digest = salted(token)
-        if credential_id in self.credentials:   # 64 random bits: never, but never twice
+        if credential_id in self.credentials:  # 64 random bits: never, but never twice
             raise AccessRefused("credential id collision; issue again")
-        self.trigger_event(self.TokenIssued, credential_id=credential_id,
-                           party=principal.party, name=principal.name, salt=salt,
-                           token_hash=digest, by=str(by), reason=reason)
+        self.trigger_event(
+            self.TokenIssued,
+            credential_id=credential_id,
+            party=principal.party,
+            name=principal.name,
+            salt=salt,
+            token_hash=digest,
+            by=str(by),
+            reason=reason,
+        )
         return credential_id
 
-    def register_certificate(self, credential_id: str, principal: Principal,
-                             fingerprint: str, subject: str, by: Principal, reason: str
-                             ) -> None:
+    def register_certificate(
+        self,
+        credential_id: str,
+        principal: Principal,
+        fingerprint: str,
+        subject: str,
+        by: Principal,
+        reason: str,
+    ) -> None:
         _not_reserved(principal)
         self._check_single_credential(principal, "certificate", by)
         if not FINGERPRINT.match(fingerprint):
-            raise InvalidCommand("a certificate fingerprint is the sha256 of its DER bytes, "
-                                 "64 lowercase hex digits", reason="INVALID_FINGERPRINT",
-                                 field="fingerprint")
+            raise InvalidCommand(
+                "a certificate fingerprint is the sha256 of its DER bytes, 64 lowercase hex digits",
+                reason="INVALID_FINGERPRINT",
+                field="fingerprint",
+            )
         if fingerprint in self.fingerprints:
-            raise AccessRefused("this certificate is already registered (credential "
-                                f"{self.fingerprints[fingerprint]})",
-                                credential=self.fingerprints[fingerprint])
-        self.trigger_event(self.CertificateRegistered, credential_id=credential_id,
-                           party=principal.party, name=principal.name,
-                           fingerprint=fingerprint, subject=subject[:500], by=str(by),
-                           reason=reason)
+            raise AccessRefused(
+                "this certificate is already registered (credential "
+                f"{self.fingerprints[fingerprint]})",
+                credential=self.fingerprints[fingerprint],
+            )
+        self.trigger_event(
+            self.CertificateRegistered,
+            credential_id=credential_id,
+            party=principal.party,
+            name=principal.name,
+            fingerprint=fingerprint,
+            subject=subject[:500],
+            by=str(by),
+            reason=reason,
+        )
 
-    def _check_single_credential(self, principal: Principal, kind: str, by: Principal
-                                 ) -> None:
+    def _check_single_credential(self, principal: Principal, kind: str, by: Principal) -> None:
         """A principal holding a four-eyes role has at most one active token and one
         active certificate: an administrator cannot give itself a silent second
         credential of another administrator or of two regulators and act as them. A
@@ -496,27 +624,35 @@ class AccessControl(Aggregate):
             return
         if not any(g.role in FOUR_EYES_ROLES for g in self.grants_of(principal)):
             return
-        active = [cid for cid, c in self.credentials.items()
-                  if (c["party"], c["name"]) == (principal.party, principal.name)
-                  and c["kind"] == kind and not c["revoked"]]
+        active = [
+            cid
+            for cid, c in self.credentials.items()
+            if (c["party"], c["name"]) == (principal.party, principal.name)
+            and c["kind"] == kind
+            and not c["revoked"]
+        ]
         if active:
             raise SeparationOfDuties(
                 f"{principal} holds a four-eyes role and has an active {kind} "
                 f"({active[0]}): replace it (RotateToken, or revoke it first) rather than "
-                "add a second", principal=str(principal), credential=active[0])
+                "add a second",
+                principal=str(principal),
+                credential=active[0],
+            )
 
     def revoke_credential(self, credential_id: str, by: Principal, reason: str) -> None:
         record = self.credentials.get(credential_id)
         if record is None or record["revoked"]:
-            raise AccessRefused(f"no active credential {credential_id}",
-                                credential=credential_id)
+            raise AccessRefused(f"no active credential {credential_id}", credential=credential_id)
         if self._usable_admins() and not self._usable_admins(without_credential=credential_id):
             raise LastAdministrator(
                 f"credential {credential_id} is the last administrator's last: rotate it, "
                 "or give another administrator a credential first",
-                credential=credential_id)
-        self.trigger_event(self.CredentialRevoked, credential_id=credential_id, by=str(by),
-                           reason=reason)
+                credential=credential_id,
+            )
+        self.trigger_event(
+            self.CredentialRevoked, credential_id=credential_id, by=str(by), reason=reason
+        )
 
     # -- queries ------------------------------------------------------------------------
 
@@ -541,16 +677,33 @@ class AccessControl(Aggregate):
         return [grant for grant in self.all_grants() if grant.principal == principal]
 
     def all_grants(self) -> list[Grant]:
-        return [Grant(grant_id, Principal(g["party"], g["name"]), Role(g["role"]),
-                      tuple(g["accounts"]), g["by"], g["reason"], g.get("approved_by", ""),
-                      g.get("at"))
-                for grant_id, g in sorted(self.grants.items())]
+        return [
+            Grant(
+                grant_id,
+                Principal(g["party"], g["name"]),
+                Role(g["role"]),
+                tuple(g["accounts"]),
+                g["by"],
+                g["reason"],
+                g.get("approved_by", ""),
+                g.get("at"),
+            )
+            for grant_id, g in sorted(self.grants.items())
+        ]
 
     def all_credentials(self) -> list[Credential]:
-        return [Credential(credential_id, c["kind"], Principal(c["party"], c["name"]),
-                           c["by"], c["revoked"], c.get("fingerprint", ""),
-                           c.get("subject", ""))
-                for credential_id, c in sorted(self.credentials.items())]
+        return [
+            Credential(
+                credential_id,
+                c["kind"],
+                Principal(c["party"], c["name"]),
+                c["by"],
+                c["revoked"],
+                c.get("fingerprint", ""),
+                c.get("subject", ""),
+            )
+            for credential_id, c in sorted(self.credentials.items())
+        ]
 
     def credential(self, credential_id: str) -> Mapping[str, Any] | None:
         return self.credentials.get(credential_id)

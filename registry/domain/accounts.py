@@ -106,18 +106,26 @@ class Holder:
     province: str = ""
 
     def validate(self, account_type: AccountType) -> None:
-        if not self.name.strip() or len(self.name) > MAX_HOLDER_NAME \
-                or has_control_characters(self.name):
-            raise InvalidCommand(f"holder name must be 1-{MAX_HOLDER_NAME} characters, "
-                                 "without control characters", reason="INVALID_HOLDER")
-        if len(self.credit_code) > CREDIT_CODE_LENGTH or has_control_characters(
-                self.credit_code):
+        if (
+            not self.name.strip()
+            or len(self.name) > MAX_HOLDER_NAME
+            or has_control_characters(self.name)
+        ):
+            raise InvalidCommand(
+                f"holder name must be 1-{MAX_HOLDER_NAME} characters, without control characters",
+                reason="INVALID_HOLDER",
+            )
+        if len(self.credit_code) > CREDIT_CODE_LENGTH or has_control_characters(self.credit_code):
             raise InvalidCommand(
                 f"unified social credit code {self.credit_code!r} must be "
-                f"{CREDIT_CODE_LENGTH} characters", reason="INVALID_CREDIT_CODE")
+                f"{CREDIT_CODE_LENGTH} characters",
+                reason="INVALID_CREDIT_CODE",
+            )
         if len(self.province) > MAX_PROVINCE or has_control_characters(self.province):
-            raise InvalidCommand(f"province must be at most {MAX_PROVINCE} characters, "
-                                 "without control characters", reason="INVALID_PROVINCE")
+            raise InvalidCommand(
+                f"province must be at most {MAX_PROVINCE} characters, without control characters",
+                reason="INVALID_PROVINCE",
+            )
         if account_type is AccountType.COMPLIANCE:
             if not CREDIT_CODE.match(self.credit_code):
                 raise InvalidCommand(
@@ -130,8 +138,9 @@ class Holder:
                     reason="INVALID_SECTOR",
                 )
             if not self.province.strip():
-                raise InvalidCommand("a compliance account needs a province",
-                                     reason="MISSING_PROVINCE")
+                raise InvalidCommand(
+                    "a compliance account needs a province", reason="MISSING_PROVINCE"
+                )
         elif self.sector and self.sector not in Sector.__members__:
             raise InvalidCommand(f"unknown sector {self.sector!r}", reason="INVALID_SECTOR")
 
@@ -163,8 +172,12 @@ class Account(Aggregate):
         shallow copy is as independent as a deep one, and ~20x cheaper: a deep copy was
         a sixth of a single settlement's time. Lists (pending events) get their own."""
         clone = object.__new__(type(self))
-        clone.__dict__.update({key: list(value) if isinstance(value, list) else value
-                               for key, value in self.__dict__.items()})
+        clone.__dict__.update(
+            {
+                key: list(value) if isinstance(value, list) else value
+                for key, value in self.__dict__.items()
+            }
+        )
         return clone
 
     @property
@@ -255,7 +268,7 @@ class Account(Aggregate):
         movements: list[dict[str, Any]]
 
         def apply(self, account: Account) -> None:
-            available = list(account.available)   # one copy for all the movements
+            available = list(account.available)  # one copy for all the movements
             for movement in self.movements:
                 debited = movement.get("debited")
                 if debited is not None:
@@ -309,26 +322,36 @@ class Account(Aggregate):
             return events
         first = events[0].originator_version
         self.version = first
-        posted: Any = self.MovementsPosted   # its fields are made at run time
-        return [posted(originator_id=self.id, originator_version=first,
-                       timestamp=events[-1].timestamp, movements=[
-                           {"transaction_id": e.transaction_id,
-                            "debited" if isinstance(e, Account.Debited) else "credited":
-                                e.blocks}
-                           for e in moves])]
+        posted: Any = self.MovementsPosted  # its fields are made at run time
+        return [
+            posted(
+                originator_id=self.id,
+                originator_version=first,
+                timestamp=events[-1].timestamp,
+                movements=[
+                    {
+                        "transaction_id": e.transaction_id,
+                        "debited" if isinstance(e, Account.Debited) else "credited": e.blocks,
+                    }
+                    for e in moves
+                ],
+            )
+        ]
 
     # -- creation -----------------------------------------------------------------
 
     @classmethod
-    def open(cls, account_id: str, account_type: AccountType, holder: Holder,
-             principal: str) -> Account:
+    def open(
+        cls, account_id: str, account_type: AccountType, holder: Holder, principal: str
+    ) -> Account:
         check_account_id(account_id)
         holder.validate(account_type)
         if account_type.is_national and NATIONAL_ACCOUNTS[account_type] != account_id:
             raise InvalidCommand(
                 f"{account_type} is a national account; its id is "
                 f"{NATIONAL_ACCOUNTS[account_type]}",
-                reason="NATIONAL_ACCOUNT_ID", field="account_id",
+                reason="NATIONAL_ACCOUNT_ID",
+                field="account_id",
             )
         return cls._create(
             cls.Opened,
@@ -360,8 +383,10 @@ class Account(Aggregate):
             return False
         if made != state.value:
             raise RequestExistsWithDifferentContent(
-                f"request id {request_id} was used to make account {self.account_id} "
-                f"{made}", account=self.account_id, request=request_id)
+                f"request id {request_id} was used to make account {self.account_id} {made}",
+                account=self.account_id,
+                request=request_id,
+            )
         return True
 
     def _remember(self, request_id: str) -> None:
@@ -378,55 +403,59 @@ class Account(Aggregate):
     # -- guards -------------------------------------------------------------------
 
     def ensure_can_send(self) -> None:
-        if self.state_name == "OPEN":   # the common case, without building the enum
+        if self.state_name == "OPEN":  # the common case, without building the enum
             return
         if self.state is AccountState.FROZEN:
-            raise AccountFrozen(f"account {self.account_id} is frozen",
-                                account=self.account_id)
+            raise AccountFrozen(f"account {self.account_id} is frozen", account=self.account_id)
         if self.state is AccountState.CLOSED:
-            raise AccountClosed(f"account {self.account_id} is closed",
-                                account=self.account_id)
+            raise AccountClosed(f"account {self.account_id} is closed", account=self.account_id)
 
     def ensure_can_receive(self) -> None:
         if self.state_name == AccountState.CLOSED.value:
-            raise AccountClosed(f"account {self.account_id} is closed",
-                                account=self.account_id)
+            raise AccountClosed(f"account {self.account_id} is closed", account=self.account_id)
 
     # -- commands -----------------------------------------------------------------
 
     def freeze(self, reason: str, principal: str, request_id: str = "") -> None:
         if self.account_type.is_national:
             raise NationalAccountProtected(
-                f"national account {self.account_id} cannot be frozen", account=self.account_id)
+                f"national account {self.account_id} cannot be frozen", account=self.account_id
+            )
         self.ensure_can_receive()
         if self.state is AccountState.FROZEN:
-            raise AccountStateUnchanged(f"account {self.account_id} is already frozen",
-                                        account=self.account_id)
-        self.trigger_event(self.Frozen, reason=reason, principal=principal,
-                           request_id=request_id)
+            raise AccountStateUnchanged(
+                f"account {self.account_id} is already frozen", account=self.account_id
+            )
+        self.trigger_event(self.Frozen, reason=reason, principal=principal, request_id=request_id)
 
     def unfreeze(self, reason: str, principal: str, request_id: str = "") -> None:
         self.ensure_can_receive()
         if self.state is not AccountState.FROZEN:
-            raise AccountStateUnchanged(f"account {self.account_id} is not frozen",
-                                        account=self.account_id)
-        self.trigger_event(self.Unfrozen, reason=reason, principal=principal,
-                           request_id=request_id)
+            raise AccountStateUnchanged(
+                f"account {self.account_id} is not frozen", account=self.account_id
+            )
+        self.trigger_event(self.Unfrozen, reason=reason, principal=principal, request_id=request_id)
 
     def close(self, reason: str, principal: str, request_id: str = "") -> None:
         if self.account_type.is_national:
             raise NationalAccountProtected(
-                f"national account {self.account_id} cannot be closed", account=self.account_id)
+                f"national account {self.account_id} cannot be closed", account=self.account_id
+            )
         self.ensure_can_receive()
         if not self.is_empty():
             raise AccountNotEmpty(
                 f"account {self.account_id} still holds {units.total(self.all_blocks)} units",
-                account=self.account_id)
-        self.trigger_event(self.Closed, reason=reason, principal=principal,
-                           request_id=request_id)
+                account=self.account_id,
+            )
+        self.trigger_event(self.Closed, reason=reason, principal=principal, request_id=request_id)
 
-    def debit(self, transaction_id: UUID, selector: UnitSelector, quantity: int,
-              pool: Holding | None = None) -> Holding:
+    def debit(
+        self,
+        transaction_id: UUID,
+        selector: UnitSelector,
+        quantity: int,
+        pool: Holding | None = None,
+    ) -> Holding:
         """Take the oldest, lowest-serial available units matching ``selector`` (from
         ``pool``, a part of the available units, when restrictions leave only that)."""
         self.ensure_can_send()
@@ -446,15 +475,16 @@ class Account(Aggregate):
         self.ensure_can_receive()
         self.trigger_event(self.Credited, transaction_id=transaction_id, blocks=list(blocks))
 
-    def hold(self, hold_id: UUID, selector: UnitSelector, quantity: int,
-             pool: Holding | None = None) -> Holding:
+    def hold(
+        self, hold_id: UUID, selector: UnitSelector, quantity: int, pool: Holding | None = None
+    ) -> Holding:
         self.ensure_can_send()
         taken, _ = self._take(selector, quantity, pool)
         self.trigger_event(self.UnitsHeld, hold_id=hold_id, blocks=list(taken))
         return taken
 
     def release_hold(self, hold_id: UUID) -> Holding:
-        blocks = tuple(self.held[str(hold_id)])   # a snapshot restores lists
+        blocks = tuple(self.held[str(hold_id)])  # a snapshot restores lists
         self.trigger_event(self.HoldReleased, hold_id=hold_id, blocks=list(blocks))
         return blocks
 
@@ -463,20 +493,27 @@ class Account(Aggregate):
         self.ensure_can_send()
         held = tuple(self.held[str(hold_id)])
         taken, released = units.take(held, _any_of(held), quantity)
-        self.trigger_event(self.HeldUnitsDebited, hold_id=hold_id, transaction_id=transaction_id,
-                           blocks=list(taken), released=list(released))
+        self.trigger_event(
+            self.HeldUnitsDebited,
+            hold_id=hold_id,
+            transaction_id=transaction_id,
+            blocks=list(taken),
+            released=list(released),
+        )
         return taken
 
-    def would_debit(self, selector: UnitSelector, quantity: int,
-                    pool: Holding | None = None) -> Holding:
+    def would_debit(
+        self, selector: UnitSelector, quantity: int, pool: Holding | None = None
+    ) -> Holding:
         """The blocks ``debit`` would take, without taking them: for guards that judge
         what moves (a surrender's vintages) before anything changes."""
         self.ensure_can_send()
         taken, _ = self._take(selector, quantity, pool)
         return taken
 
-    def _take(self, selector: UnitSelector, quantity: int, pool: Holding | None = None
-              ) -> tuple[Holding, Holding]:
+    def _take(
+        self, selector: UnitSelector, quantity: int, pool: Holding | None = None
+    ) -> tuple[Holding, Holding]:
         try:
             return units.take(self.available if pool is None else pool, selector, quantity)
         except InsufficientUnits as error:

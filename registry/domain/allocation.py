@@ -71,15 +71,17 @@ class Subtype(StrEnum):
         return SUBTYPE_SECTORS[self]
 
 
-SUBTYPE_SECTORS: Mapping[Subtype, Sector] = MappingProxyType({
-    Subtype.COAL_CONVENTIONAL_300MW_PLUS: Sector.POWER,
-    Subtype.COAL_CONVENTIONAL_BELOW_300MW: Sector.POWER,
-    Subtype.COAL_UNCONVENTIONAL: Sector.POWER,
-    Subtype.GAS: Sector.POWER,
-    Subtype.STEEL: Sector.STEEL,
-    Subtype.CEMENT_CLINKER: Sector.CEMENT,
-    Subtype.ALUMINIUM: Sector.ALUMINIUM,
-})
+SUBTYPE_SECTORS: Mapping[Subtype, Sector] = MappingProxyType(
+    {
+        Subtype.COAL_CONVENTIONAL_300MW_PLUS: Sector.POWER,
+        Subtype.COAL_CONVENTIONAL_BELOW_300MW: Sector.POWER,
+        Subtype.COAL_UNCONVENTIONAL: Sector.POWER,
+        Subtype.GAS: Sector.POWER,
+        Subtype.STEEL: Sector.STEEL,
+        Subtype.CEMENT_CLINKER: Sector.CEMENT,
+        Subtype.ALUMINIUM: Sector.ALUMINIUM,
+    }
+)
 
 DEFAULT_PRE_ALLOCATION_SHARE = Decimal("0.7")
 """The share of the previous year's output pre-allocated when a table row gives none."""
@@ -116,19 +118,29 @@ class BenchmarkRow:
         if self.subtype.sector is not self.sector:
             raise InvalidCommand(
                 f"subtype {self.subtype} belongs to {self.subtype.sector}, not {self.sector}",
-                reason="SUBTYPE_SECTOR_MISMATCH", field="subtype")
+                reason="SUBTYPE_SECTOR_MISMATCH",
+                field="subtype",
+            )
         if not _positive(self.benchmark):
-            raise InvalidCommand(f"benchmark {self.benchmark} must be a positive decimal",
-                                 reason="INVALID_BENCHMARK", field="benchmark")
+            raise InvalidCommand(
+                f"benchmark {self.benchmark} must be a positive decimal",
+                reason="INVALID_BENCHMARK",
+                field="benchmark",
+            )
         if not OUTPUT_UNIT.match(self.output_unit):
-            raise InvalidCommand(f"output unit {self.output_unit!r} must be 1-32 of letters, "
-                                 "digits, spaces and './_-'", reason="INVALID_OUTPUT_UNIT",
-                                 field="output_unit")
+            raise InvalidCommand(
+                f"output unit {self.output_unit!r} must be 1-32 of letters, "
+                "digits, spaces and './_-'",
+                reason="INVALID_OUTPUT_UNIT",
+                field="output_unit",
+            )
         share = self.pre_allocation_share
         if not (_positive(share) and share <= 1):
-            raise InvalidCommand(f"pre-allocation share {share} must be in (0, 1]",
-                                 reason="INVALID_PRE_ALLOCATION_SHARE",
-                                 field="pre_allocation_share")
+            raise InvalidCommand(
+                f"pre-allocation share {share} must be in (0, 1]",
+                reason="INVALID_PRE_ALLOCATION_SHARE",
+                field="pre_allocation_share",
+            )
         object.__setattr__(self, "factors", _checked_factors(self.factors))
 
     @property
@@ -144,7 +156,9 @@ class BenchmarkRow:
             raise InvalidCommand(
                 f"{self.subtype} in {self.year} has no correction factor "
                 f"{', '.join(unknown)} (declared: {declared})",
-                reason="UNKNOWN_CORRECTION_FACTOR", field="factors")
+                reason="UNKNOWN_CORRECTION_FACTOR",
+                field="factors",
+            )
         return MappingProxyType({**self.factors, **given})
 
 
@@ -155,22 +169,27 @@ class BenchmarkTable:
     rows: tuple[BenchmarkRow, ...]
     digest: str = ""
     _index: Mapping[tuple[int, Sector, Subtype], BenchmarkRow] = field(
-        init=False, repr=False, compare=False, hash=False)
+        init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         index: dict[tuple[int, Sector, Subtype], BenchmarkRow] = {}
         for row in self.rows:
             if row.key in index:
-                raise InvalidCommand(f"two benchmarks for {row.year} {row.subtype}",
-                                     reason="DUPLICATE_ROW")
+                raise InvalidCommand(
+                    f"two benchmarks for {row.year} {row.subtype}", reason="DUPLICATE_ROW"
+                )
             index[row.key] = row
         object.__setattr__(self, "_index", MappingProxyType(index))
 
     def row(self, year: int, sector: Sector, subtype: Subtype) -> BenchmarkRow:
         found = self._index.get((year, sector, subtype))
         if found is None:
-            raise InvalidCommand(f"no benchmark for {year} {sector} {subtype}",
-                                 reason="NO_BENCHMARK", field="subtype")
+            raise InvalidCommand(
+                f"no benchmark for {year} {sector} {subtype}",
+                reason="NO_BENCHMARK",
+                field="subtype",
+            )
         return found
 
     def __len__(self) -> int:
@@ -223,14 +242,16 @@ class TrueUp:
         return self.additional - self.to_return
 
 
-def pre_allocation(row: BenchmarkRow, previous_output: Decimal | int,
-                   factors: Factors | None = None) -> int:
+def pre_allocation(
+    row: BenchmarkRow, previous_output: Decimal | int, factors: Factors | None = None
+) -> int:
     """Share (0.7) x benchmark x the previous year's output x factors, floored to tonnes."""
     return _allocate(row, previous_output, factors, row.pre_allocation_share)
 
 
-def final_allocation(row: BenchmarkRow, actual_output: Decimal | int,
-                     factors: Factors | None = None) -> int:
+def final_allocation(
+    row: BenchmarkRow, actual_output: Decimal | int, factors: Factors | None = None
+) -> int:
     """Benchmark x the year's verified output x factors, floored to tonnes."""
     return _allocate(row, actual_output, factors, Decimal(1))
 
@@ -239,8 +260,9 @@ def true_up(final: int, already_allocated: int) -> TrueUp:
     """The difference between the final allocation and what was already allocated."""
     for what, value in (("final allocation", final), ("already allocated", already_allocated)):
         if type(value) is not int or value < 0:
-            raise InvalidCommand(f"{what} must be whole tonnes >= 0, got {value!r}",
-                                 reason="INVALID_QUANTITY")
+            raise InvalidCommand(
+                f"{what} must be whole tonnes >= 0, got {value!r}", reason="INVALID_QUANTITY"
+            )
     difference = final - already_allocated
     return TrueUp(additional=max(difference, 0), to_return=max(-difference, 0))
 
@@ -278,8 +300,9 @@ class AccountAllocation:
         return true_up(self.target, self.allocated)
 
 
-def account_targets(rows: Iterable[OutputRow], table: BenchmarkTable, use: OutputUse
-                    ) -> dict[str, tuple[Sector, int, int]]:
+def account_targets(
+    rows: Iterable[OutputRow], table: BenchmarkTable, use: OutputUse
+) -> dict[str, tuple[Sector, int, int]]:
     """(sector, output rows, target tonnes) per account, rows in file order.
 
     Each row is floored on its own (the rounding rule), then an account's rows are
@@ -288,9 +311,11 @@ def account_targets(rows: Iterable[OutputRow], table: BenchmarkTable, use: Outpu
     targets: dict[str, tuple[Sector, int, int]] = {}
     for row in rows:
         benchmark = table.row(use.benchmark_year(row.year), row.sector, row.subtype)
-        earned = (pre_allocation(benchmark, row.output, row.factors)
-                  if use is OutputUse.PRE_ALLOCATION
-                  else final_allocation(benchmark, row.output, row.factors))
+        earned = (
+            pre_allocation(benchmark, row.output, row.factors)
+            if use is OutputUse.PRE_ALLOCATION
+            else final_allocation(benchmark, row.output, row.factors)
+        )
         sector, count, total = targets.get(row.account_id, (row.sector, 0, 0))
         targets[row.account_id] = (sector, count + 1, total + earned)
     return targets
@@ -299,16 +324,19 @@ def account_targets(rows: Iterable[OutputRow], table: BenchmarkTable, use: Outpu
 # == CSV files ===================================================================
 
 
-def read_benchmark_table(source: Source, *, on_progress: Progress | None = None
-                         ) -> BenchmarkTable:
+def read_benchmark_table(source: Source, *, on_progress: Progress | None = None) -> BenchmarkTable:
     """Parse a benchmark table file; raise ``RowsInvalid`` naming every bad row."""
     parsed = read_csv(source, BENCHMARK_SCHEMA, on_progress=on_progress)
     return BenchmarkTable(parsed.check(), digest=parsed.digest)
 
 
-def read_output_data(source: Source, table: BenchmarkTable | None = None,
-                     use: OutputUse = OutputUse.TRUE_UP, *,
-                     on_progress: Progress | None = None) -> tuple[OutputRow, ...]:
+def read_output_data(
+    source: Source,
+    table: BenchmarkTable | None = None,
+    use: OutputUse = OutputUse.TRUE_UP,
+    *,
+    on_progress: Progress | None = None,
+) -> tuple[OutputRow, ...]:
     """Parse an output data file; raise ``RowsInvalid`` naming every bad row.
 
     With ``table``, also check that every row has a benchmark (for the year ``use``
@@ -317,12 +345,18 @@ def read_output_data(source: Source, table: BenchmarkTable | None = None,
     parsed = read_csv(source, OUTPUT_SCHEMA, on_progress=on_progress)
     rows = parsed.check()
     if table is not None:
-        violations = [v for index, (row, line) in enumerate(zip(rows, parsed.lines, strict=True))
-                      for v in _against_table(f"rows[{index}]", line, row, table, use)]
+        violations = [
+            v
+            for index, (row, line) in enumerate(zip(rows, parsed.lines, strict=True))
+            for v in _against_table(f"rows[{index}]", line, row, table, use)
+        ]
         if violations:
             bad = len({v.field.split(".")[0] for v in violations})
-            raise RowsInvalid(f"{bad} of {len(rows)} output rows do not match the "
-                              "benchmark table; nothing was read", violations=violations)
+            raise RowsInvalid(
+                f"{bad} of {len(rows)} output rows do not match the "
+                "benchmark table; nothing was read",
+                violations=violations,
+            )
     return rows
 
 
@@ -332,29 +366,40 @@ def parse_factors(text: str) -> Factors:
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, equals, value = (piece.strip() for piece in item.partition("="))
         if not equals or not FACTOR_NAME.match(name):
-            raise InvalidCommand(f"correction factor {item!r} is not name=value with a "
-                                 "lower_snake name", reason="INVALID_CORRECTION_FACTOR")
+            raise InvalidCommand(
+                f"correction factor {item!r} is not name=value with a lower_snake name",
+                reason="INVALID_CORRECTION_FACTOR",
+            )
         if name in factors:
-            raise InvalidCommand(f"correction factor {name} is given twice",
-                                 reason="INVALID_CORRECTION_FACTOR")
-        factors[name] = parse_decimal(value, reason="INVALID_CORRECTION_FACTOR",
-                                      what=f"correction factor {name}")
+            raise InvalidCommand(
+                f"correction factor {name} is given twice", reason="INVALID_CORRECTION_FACTOR"
+            )
+        factors[name] = parse_decimal(
+            value, reason="INVALID_CORRECTION_FACTOR", what=f"correction factor {name}"
+        )
     return _checked_factors(factors)
 
 
-def _against_table(name: str, line: int, row: OutputRow, table: BenchmarkTable,
-                   use: OutputUse) -> list[Violation]:
+def _against_table(
+    name: str, line: int, row: OutputRow, table: BenchmarkTable, use: OutputUse
+) -> list[Violation]:
     try:
         year = use.benchmark_year(row.year)
         table.row(year, row.sector, row.subtype).resolve_factors(row.factors)
     except InvalidCommand as error:
-        return [Violation(f"{name}.{error.metadata.get('field', 'subtype')}", error.reason,
-                          f"line {line}: {error.message}")]
+        return [
+            Violation(
+                f"{name}.{error.metadata.get('field', 'subtype')}",
+                error.reason,
+                f"line {line}: {error.message}",
+            )
+        ]
     return []
 
 
-def _allocate(row: BenchmarkRow, output: Decimal | int, factors: Factors | None,
-              share: Decimal) -> int:
+def _allocate(
+    row: BenchmarkRow, output: Decimal | int, factors: Factors | None, share: Decimal
+) -> int:
     product = Fraction(share) * Fraction(row.benchmark) * Fraction(_output(output))
     for value in row.resolve_factors(factors).values():
         product *= Fraction(value)
@@ -365,8 +410,9 @@ def _output(value: Decimal | int) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
         raise TypeError(f"output must be a Decimal or int (never a float), got {value!r}")
     if not (Decimal(value).is_finite() and value >= 0):
-        raise InvalidCommand(f"output {value} must be a decimal >= 0", reason="INVALID_OUTPUT",
-                             field="output")
+        raise InvalidCommand(
+            f"output {value} must be a decimal >= 0", reason="INVALID_OUTPUT", field="output"
+        )
     return Decimal(value)
 
 
@@ -379,11 +425,17 @@ def _positive(value: object) -> bool:
 def _checked_factors(factors: Factors) -> Factors:
     for name, value in factors.items():
         if not FACTOR_NAME.match(name):
-            raise InvalidCommand(f"correction factor name {name!r} is not lower_snake",
-                                 reason="INVALID_CORRECTION_FACTOR", field="factors")
+            raise InvalidCommand(
+                f"correction factor name {name!r} is not lower_snake",
+                reason="INVALID_CORRECTION_FACTOR",
+                field="factors",
+            )
         if not _positive(value):
-            raise InvalidCommand(f"correction factor {name}={value} must be positive",
-                                 reason="INVALID_CORRECTION_FACTOR", field="factors")
+            raise InvalidCommand(
+                f"correction factor {name}={value} must be positive",
+                reason="INVALID_CORRECTION_FACTOR",
+                field="factors",
+            )
     return MappingProxyType(dict(factors))
 
 
@@ -393,15 +445,17 @@ def _year(text: str) -> int:
 
 def _sector(text: str) -> Sector:
     if text not in Sector.__members__:
-        raise InvalidCommand(f"sector {text!r} must be one of {', '.join(Sector)}",
-                             reason="INVALID_SECTOR")
+        raise InvalidCommand(
+            f"sector {text!r} must be one of {', '.join(Sector)}", reason="INVALID_SECTOR"
+        )
     return Sector(text)
 
 
 def _subtype(text: str) -> Subtype:
     if text not in Subtype.__members__:
-        raise InvalidCommand(f"subtype {text!r} must be one of {', '.join(Subtype)}",
-                             reason="INVALID_SUBTYPE")
+        raise InvalidCommand(
+            f"subtype {text!r} must be one of {', '.join(Subtype)}", reason="INVALID_SUBTYPE"
+        )
     return Subtype(text)
 
 
@@ -413,18 +467,20 @@ def _benchmark(text: str) -> Decimal:
 
 
 def _share(text: str) -> Decimal:
-    value = parse_decimal(text, reason="INVALID_PRE_ALLOCATION_SHARE",
-                          what="pre-allocation share")
+    value = parse_decimal(text, reason="INVALID_PRE_ALLOCATION_SHARE", what="pre-allocation share")
     if not 0 < value <= 1:
-        raise InvalidCommand(f"pre-allocation share {text} must be in (0, 1]",
-                             reason="INVALID_PRE_ALLOCATION_SHARE")
+        raise InvalidCommand(
+            f"pre-allocation share {text} must be in (0, 1]", reason="INVALID_PRE_ALLOCATION_SHARE"
+        )
     return value
 
 
 def _output_unit(text: str) -> str:
     if not OUTPUT_UNIT.match(text):
-        raise InvalidCommand(f"output unit {text!r} must be 1-32 of letters, digits, spaces "
-                             "and './_-'", reason="INVALID_OUTPUT_UNIT")
+        raise InvalidCommand(
+            f"output unit {text!r} must be 1-32 of letters, digits, spaces and './_-'",
+            reason="INVALID_OUTPUT_UNIT",
+        )
     return text
 
 
@@ -454,8 +510,9 @@ BENCHMARK_SCHEMA: Schema[BenchmarkRow] = Schema(
         Column("subtype", _subtype),
         Column("benchmark", _benchmark),
         Column("output_unit", _output_unit),
-        Column("pre_allocation_share", _share, required=False,
-               default=DEFAULT_PRE_ALLOCATION_SHARE),
+        Column(
+            "pre_allocation_share", _share, required=False, default=DEFAULT_PRE_ALLOCATION_SHARE
+        ),
         Column("factors", parse_factors, required=False, default=NO_FACTORS),
     ),
     make=_benchmark_row,
@@ -477,4 +534,3 @@ OUTPUT_SCHEMA: Schema[OutputRow] = Schema(
     max_rows=100_000,
 )
 """The per-company output data file: one row per (account, output year, subtype, unit)."""
-

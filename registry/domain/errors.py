@@ -32,7 +32,7 @@ def clip(text: str, limit: int = MAX_DETAIL_BYTES) -> str:
     data = text.encode("utf-8", "surrogatepass")
     if len(data) <= limit:
         return text
-    return data[:limit - 3].decode("utf-8", "ignore") + "\u2026"
+    return data[: limit - 3].decode("utf-8", "ignore") + "\u2026"
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,14 @@ class RowsInvalid(InvalidCommand):
 
     reason = "INVALID_ROWS"
 
-    def __init__(self, message: str, *, violations: Sequence[Violation] = (),
-                 reason: str | None = None, **metadata: object) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[Violation] = (),
+        reason: str | None = None,
+        **metadata: object,
+    ) -> None:
         super().__init__(message, reason=reason, **metadata)
         self.violations = tuple(violations)
 

@@ -93,25 +93,33 @@ def check_reference(value: str, field: str = "reference") -> str:
     if len(value) > MAX_REFERENCE or not value.isprintable():
         raise InvalidCommand(
             f"{field} must be at most {MAX_REFERENCE} printable characters",
-            reason="INVALID_REFERENCE", field=field)
+            reason="INVALID_REFERENCE",
+            field=field,
+        )
     return value
 
 
 def check_evidence(value: str) -> str:
     """Releasing a court freeze or clearing a detention must point at its evidence."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidCommand("an evidence reference is required", reason="MISSING_EVIDENCE",
-                             field="evidence")
+        raise InvalidCommand(
+            "an evidence reference is required", reason="MISSING_EVIDENCE", field="evidence"
+        )
     return check_reference(value, "evidence")
 
 
 def check_reason(value: str, field: str = "reason") -> str:
     """A regulator's restriction must say why (as a proposal must: same reasons)."""
-    if not isinstance(value, str) or len(value) > MAX_REASON \
-            or has_control_characters(value, line_breaks=True):
-        raise InvalidCommand(f"{field} must be text of at most {MAX_REASON} characters, "
-                             "without control characters", reason="INVALID_REASON",
-                             field=field)
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_REASON
+        or has_control_characters(value, line_breaks=True)
+    ):
+        raise InvalidCommand(
+            f"{field} must be text of at most {MAX_REASON} characters, without control characters",
+            reason="INVALID_REASON",
+            field=field,
+        )
     if not value.strip():
         raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
     return value
@@ -122,16 +130,22 @@ def check_origin(project: str, unit_type: UnitType | str = UnitType.CCER) -> str
     so a CEA "origin" is refused rather than silently detaining nothing."""
     kind = unit_type if isinstance(unit_type, UnitType) else parse_unit_type(unit_type)
     if kind is not UnitType.CCER:
-        raise InvalidCommand(f"only CCER units have an origin project, not {kind}",
-                             reason="NOT_CCER_ORIGIN", unit_type=kind)
+        raise InvalidCommand(
+            f"only CCER units have an origin project, not {kind}",
+            reason="NOT_CCER_ORIGIN",
+            unit_type=kind,
+        )
     if not isinstance(project, str) or not project:
-        raise InvalidCommand("the origin project id is required", reason="MISSING_ORIGIN",
-                             field="project")
-    if len(project) > MAX_PROJECT or not project.isprintable() or \
-            not PROJECT_ID.fullmatch(project):
+        raise InvalidCommand(
+            "the origin project id is required", reason="MISSING_ORIGIN", field="project"
+        )
+    if len(project) > MAX_PROJECT or not project.isprintable() or not PROJECT_ID.fullmatch(project):
         raise InvalidCommand(
             f"origin {project!r} must be a project id (1-{MAX_PROJECT} characters, no "
-            "spaces or '/'), not a unit class", reason="INVALID_ORIGIN", field="project")
+            "spaces or '/'), not a unit class",
+            reason="INVALID_ORIGIN",
+            field="project",
+        )
     return project
 
 
@@ -144,15 +158,20 @@ def check_blocks(blocks: Iterable[SerialBlock]) -> Holding:
             last = joined[-1]
             if last.unit_class == block.unit_class and block.first <= last.last:
                 raise InvalidCommand(
-                    f"serial blocks {last} and {block} overlap", reason="OVERLAPPING_BLOCKS",
-                    field="blocks", block=str(block), other=str(last))
+                    f"serial blocks {last} and {block} overlap",
+                    reason="OVERLAPPING_BLOCKS",
+                    field="blocks",
+                    block=str(block),
+                    other=str(last),
+                )
             if last.unit_class == block.unit_class and block.first == last.last + 1:
                 joined[-1] = SerialBlock(block.unit_class, last.first, block.last)
                 continue
         joined.append(block)
     if not joined:
-        raise InvalidCommand("a block freeze needs at least one serial block",
-                             reason="NO_BLOCKS", field="blocks")
+        raise InvalidCommand(
+            "a block freeze needs at least one serial block", reason="NO_BLOCKS", field="blocks"
+        )
     return tuple(joined)
 
 
@@ -162,13 +181,23 @@ def blocks_from_rows(rows: Iterable[Sequence[object]]) -> list[SerialBlock]:
     for index, row in enumerate(rows):
         field = f"blocks[{index}]"
         if isinstance(row, str | bytes) or not isinstance(row, Sequence) or len(row) != 3:
-            raise InvalidCommand(f"{field} must be [unit class, first, last]",
-                                 reason="INVALID_BLOCK", field=field)
+            raise InvalidCommand(
+                f"{field} must be [unit class, first, last]", reason="INVALID_BLOCK", field=field
+            )
         key, first, last = row
-        if not isinstance(key, str) or not _serial(first) or not _serial(last) \
-                or not isinstance(first, int) or not isinstance(last, int) or last < first:
-            raise InvalidCommand(f"{field} {list(row)!r} is not a serial range of a unit "
-                                 "class", reason="INVALID_BLOCK", field=field)
+        if (
+            not isinstance(key, str)
+            or not _serial(first)
+            or not _serial(last)
+            or not isinstance(first, int)
+            or not isinstance(last, int)
+            or last < first
+        ):
+            raise InvalidCommand(
+                f"{field} {list(row)!r} is not a serial range of a unit class",
+                reason="INVALID_BLOCK",
+                field=field,
+            )
         blocks.append(SerialBlock(UnitClass.from_key(key), first, last))
     return blocks
 
@@ -232,10 +261,25 @@ class RestrictionChange:
         return cls(**entry)
 
 
-def _entry(change: str, at: datetime, principal: str, reason: str, *, reference: str = "",
-           evidence: str = "", proposal: str = "") -> dict[str, Any]:
-    return {"change": change, "at": at, "principal": principal, "reason": reason,
-            "reference": reference, "evidence": evidence, "proposal": proposal}
+def _entry(
+    change: str,
+    at: datetime,
+    principal: str,
+    reason: str,
+    *,
+    reference: str = "",
+    evidence: str = "",
+    proposal: str = "",
+) -> dict[str, Any]:
+    return {
+        "change": change,
+        "at": at,
+        "principal": principal,
+        "reason": reason,
+        "reference": reference,
+        "evidence": evidence,
+        "proposal": proposal,
+    }
 
 
 class _History:
@@ -251,7 +295,7 @@ class _History:
         return tuple(RestrictionChange.of(entry) for entry in self.history)
 
     def _log(self, entry: dict[str, Any]) -> None:
-        self.history = [*self.history, entry]   # replaced, never mutated
+        self.history = [*self.history, entry]  # replaced, never mutated
 
 
 # -- judicial block freeze ------------------------------------------------------------------
@@ -326,8 +370,16 @@ class BlockFreeze(_History, Aggregate):
             freeze.reason = self.reason
             freeze.imposed_by = self.principal
             freeze.imposed_at = self.at
-            freeze._log(_entry("IMPOSED", self.at, self.principal, self.reason,
-                               reference=self.order_reference, proposal=self.proposal))
+            freeze._log(
+                _entry(
+                    "IMPOSED",
+                    self.at,
+                    self.principal,
+                    self.reason,
+                    reference=self.order_reference,
+                    proposal=self.proposal,
+                )
+            )
 
     class Released(Aggregate.Event):
         TOPIC = "registry.BlockFreeze.Released"
@@ -343,15 +395,32 @@ class BlockFreeze(_History, Aggregate):
             freeze.released_at = self.at
             freeze.release_reason = self.reason
             freeze.release_evidence = self.evidence
-            freeze._log(_entry("RELEASED", self.at, self.principal, self.reason,
-                               evidence=self.evidence, proposal=self.proposal))
+            freeze._log(
+                _entry(
+                    "RELEASED",
+                    self.at,
+                    self.principal,
+                    self.reason,
+                    evidence=self.evidence,
+                    proposal=self.proposal,
+                )
+            )
 
     # -- creation -------------------------------------------------------------------
 
     @classmethod
-    def impose(cls, *, freeze_id: str, account_id: str, blocks: Iterable[SerialBlock],
-               order_reference: str, reason: str, principal: Principal | str, at: datetime,
-               proposal: str = "") -> BlockFreeze:
+    def impose(
+        cls,
+        *,
+        freeze_id: str,
+        account_id: str,
+        blocks: Iterable[SerialBlock],
+        order_reference: str,
+        reason: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+    ) -> BlockFreeze:
         """Freeze ``blocks`` in ``account_id`` under a court order. Whether the account
         holds them is the application's check (``units.remove`` names a missing one).
 
@@ -363,26 +432,47 @@ class BlockFreeze(_History, Aggregate):
         check_reason(reason)
         joined = check_blocks(blocks)
         return cls._create(
-            cls.Imposed, id=cls.id_for(freeze_id), freeze_id=freeze_id, account_id=account_id,
-            order_reference=order_reference, blocks=list(joined), reason=reason,
-            principal=_who(principal), at=_aware(at), proposal=proposal)
+            cls.Imposed,
+            id=cls.id_for(freeze_id),
+            freeze_id=freeze_id,
+            account_id=account_id,
+            order_reference=order_reference,
+            blocks=list(joined),
+            reason=reason,
+            principal=_who(principal),
+            at=_aware(at),
+            proposal=proposal,
+        )
 
     # -- guards and commands ------------------------------------------------------
 
-    def ensure_same_request(self, *, account_id: str, blocks: Iterable[SerialBlock],
-                            order_reference: str) -> None:
+    def ensure_same_request(
+        self, *, account_id: str, blocks: Iterable[SerialBlock], order_reference: str
+    ) -> None:
         """A retried ``impose`` (same account, serials and court order) is a replay: answer
         with this freeze. The reason's wording is not content. Anything else is refused."""
         joined = check_blocks(blocks)
-        if (account_id, order_reference, joined) != \
-                (self.account_id, self.order_reference, self.frozen_blocks):
+        if (account_id, order_reference, joined) != (
+            self.account_id,
+            self.order_reference,
+            self.frozen_blocks,
+        ):
             raise FreezeExistsWithDifferentContent(
                 f"freeze {self.freeze_id} exists with other content (court order "
                 f"{self.order_reference}, account {self.account_id})",
-                freeze=self.freeze_id, order_reference=self.order_reference)
+                freeze=self.freeze_id,
+                order_reference=self.order_reference,
+            )
 
-    def release(self, *, reason: str, evidence: str, principal: Principal | str, at: datetime,
-                proposal: str = "") -> bool:
+    def release(
+        self,
+        *,
+        reason: str,
+        evidence: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+    ) -> bool:
         """Lift the freeze; True if this call did, False for a retry (same evidence)."""
         check_reason(reason)
         check_evidence(evidence)
@@ -391,11 +481,19 @@ class BlockFreeze(_History, Aggregate):
             if evidence == self.release_evidence:
                 return False
             raise FreezeNotActive(
-                f"freeze {self.freeze_id} was released on {self.released_at} by "
-                f"{self.released_by}", freeze=self.freeze_id,
-                order_reference=self.order_reference, status=self.status_name)
-        self.trigger_event(self.Released, reason=reason, evidence=evidence,
-                           principal=_who(principal), at=at, proposal=proposal)
+                f"freeze {self.freeze_id} was released on {self.released_at} by {self.released_by}",
+                freeze=self.freeze_id,
+                order_reference=self.order_reference,
+                status=self.status_name,
+            )
+        self.trigger_event(
+            self.Released,
+            reason=reason,
+            evidence=evidence,
+            principal=_who(principal),
+            at=at,
+            proposal=proposal,
+        )
         return True
 
 
@@ -470,8 +568,16 @@ class OriginDetention(_History, Aggregate):
             detention.detained_by = self.principal
             detention.detained_at = self.at
             detention.references = [*detention.references, self.reference]
-            detention._log(_entry("DETAINED", self.at, self.principal, self.reason,
-                                  reference=self.reference, proposal=self.proposal))
+            detention._log(
+                _entry(
+                    "DETAINED",
+                    self.at,
+                    self.principal,
+                    self.reason,
+                    reference=self.reference,
+                    proposal=self.proposal,
+                )
+            )
 
     class Cleared(Aggregate.Event):
         TOPIC = "registry.OriginDetention.Cleared"
@@ -487,9 +593,17 @@ class OriginDetention(_History, Aggregate):
             detention.cleared_at = self.at
             detention.clearance_reason = self.reason
             detention.evidence = self.evidence
-            detention._log(_entry("CLEARED", self.at, self.principal, self.reason,
-                                  reference=detention.reference, evidence=self.evidence,
-                                  proposal=self.proposal))
+            detention._log(
+                _entry(
+                    "CLEARED",
+                    self.at,
+                    self.principal,
+                    self.reason,
+                    reference=detention.reference,
+                    evidence=self.evidence,
+                    proposal=self.proposal,
+                )
+            )
 
     # -- creation and commands -----------------------------------------------------
 
@@ -500,8 +614,15 @@ class OriginDetention(_History, Aggregate):
         check_origin(project, unit_type)
         return cls._create(cls.Started, id=cls.id_for(project), project=project)
 
-    def detain(self, *, reference: str, reason: str, principal: Principal | str,
-               at: datetime, proposal: str = "") -> bool:
+    def detain(
+        self,
+        *,
+        reference: str,
+        reason: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+    ) -> bool:
         """Detain the project's units; True if this call did, False for a retry (a
         reference already used for this project). Detained under another reference:
         refused, naming the active detention."""
@@ -513,13 +634,28 @@ class OriginDetention(_History, Aggregate):
         if self.is_active:
             raise OriginAlreadyDetained(
                 f"project {self.project} is already detained under {self.reference}",
-                project=self.project, detention=self.reference)
-        self.trigger_event(self.Detained, reference=reference, reason=reason,
-                           principal=_who(principal), at=at, proposal=proposal)
+                project=self.project,
+                detention=self.reference,
+            )
+        self.trigger_event(
+            self.Detained,
+            reference=reference,
+            reason=reason,
+            principal=_who(principal),
+            at=at,
+            proposal=proposal,
+        )
         return True
 
-    def clear(self, *, evidence: str, reason: str, principal: Principal | str, at: datetime,
-              proposal: str = "") -> bool:
+    def clear(
+        self,
+        *,
+        evidence: str,
+        reason: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+    ) -> bool:
         """Release the project's units on evidence; True if this call did, False for a
         retry (the clearance already recorded this evidence)."""
         check_evidence(evidence)
@@ -528,10 +664,19 @@ class OriginDetention(_History, Aggregate):
         if not self.is_active:
             if self.status is DetentionStatus.CLEARED and evidence == self.evidence:
                 return False
-            raise DetentionNotActive(f"project {self.project} is not detained",
-                                     project=self.project, status=self.status_name)
-        self.trigger_event(self.Cleared, reason=reason, evidence=evidence,
-                           principal=_who(principal), at=at, proposal=proposal)
+            raise DetentionNotActive(
+                f"project {self.project} is not detained",
+                project=self.project,
+                status=self.status_name,
+            )
+        self.trigger_event(
+            self.Cleared,
+            reason=reason,
+            evidence=evidence,
+            principal=_who(principal),
+            at=at,
+            proposal=proposal,
+        )
         return True
 
 
@@ -594,8 +739,9 @@ class MarketHalt(_History, Aggregate):
             halt.reason = self.reason
             halt.halted_by = self.principal
             halt.halted_at = self.at
-            halt._log(_entry("HALTED", self.at, self.principal, self.reason,
-                             proposal=self.proposal))
+            halt._log(
+                _entry("HALTED", self.at, self.principal, self.reason, proposal=self.proposal)
+            )
 
     class Lifted(Aggregate.Event):
         TOPIC = "registry.MarketHalt.Lifted"
@@ -609,8 +755,9 @@ class MarketHalt(_History, Aggregate):
             halt.lifted_by = self.principal
             halt.lifted_at = self.at
             halt.lift_reason = self.reason
-            halt._log(_entry("LIFTED", self.at, self.principal, self.reason,
-                             proposal=self.proposal))
+            halt._log(
+                _entry("LIFTED", self.at, self.principal, self.reason, proposal=self.proposal)
+            )
 
     # -- creation and commands -----------------------------------------------------
 
@@ -619,8 +766,9 @@ class MarketHalt(_History, Aggregate):
         """The switch, open; the application starts it on the first halt."""
         return cls._create(cls.Started, id=cls.ID)
 
-    def halt(self, *, reason: str, principal: Principal | str, at: datetime,
-             proposal: str = "") -> bool:
+    def halt(
+        self, *, reason: str, principal: Principal | str, at: datetime, proposal: str = ""
+    ) -> bool:
         """Halt settlement; True if this call did, False for a retry (already halted
         for the same reason). Halted for another reason: refused, naming that halt."""
         check_reason(reason)
@@ -630,13 +778,18 @@ class MarketHalt(_History, Aggregate):
                 return False
             raise MarketAlreadyHalted(
                 f"the market is already halted since {self.halted_at} by {self.halted_by}: "
-                f"{self.reason}", halted_at=self.halted_at, halted_by=self.halted_by)
-        self.trigger_event(self.Halted, reason=reason, principal=_who(principal), at=at,
-                           proposal=proposal)
+                f"{self.reason}",
+                halted_at=self.halted_at,
+                halted_by=self.halted_by,
+            )
+        self.trigger_event(
+            self.Halted, reason=reason, principal=_who(principal), at=at, proposal=proposal
+        )
         return True
 
-    def lift(self, *, reason: str, principal: Principal | str, at: datetime,
-             proposal: str = "") -> bool:
+    def lift(
+        self, *, reason: str, principal: Principal | str, at: datetime, proposal: str = ""
+    ) -> bool:
         """Resume settlement; True if this call did, False for a retry (the last lift
         had the same reason)."""
         check_reason(reason)
@@ -645,16 +798,16 @@ class MarketHalt(_History, Aggregate):
             if self.lifted_at is not None and reason == self.lift_reason:
                 return False
             raise MarketNotHalted("the market is not halted", status=self.status_name)
-        self.trigger_event(self.Lifted, reason=reason, principal=_who(principal), at=at,
-                           proposal=proposal)
+        self.trigger_event(
+            self.Lifted, reason=reason, principal=_who(principal), at=at, proposal=proposal
+        )
         return True
 
 
 # -- guards ------------------------------------------------------------------------------------
 
 
-DetentionLookup: TypeAlias = (
-    Mapping[str, OriginDetention] | Callable[[str], OriginDetention | None])
+DetentionLookup: TypeAlias = Mapping[str, OriginDetention] | Callable[[str], OriginDetention | None]
 """Detentions by project id: a mapping (e.g. the active ones) or a lookup function."""
 
 
@@ -668,11 +821,14 @@ class FrozenSerials:
 
     def __init__(self, account_id: str | None, freezes: Iterable[BlockFreeze]) -> None:
         entries = sorted(
-            ((block, freeze) for freeze in freezes
-             if account_id is not None and freeze.account_id == account_id
-             and freeze.is_active
-             for block in freeze.frozen_blocks),
-            key=lambda entry: _start(entry[0]))
+            (
+                (block, freeze)
+                for freeze in freezes
+                if account_id is not None and freeze.account_id == account_id and freeze.is_active
+                for block in freeze.frozen_blocks
+            ),
+            key=lambda entry: _start(entry[0]),
+        )
         self._entries = entries
         self._starts = [_start(block) for block, _ in entries]
         self._classes = {block.unit_class for block, _ in entries}
@@ -699,8 +855,9 @@ class FrozenSerials:
             index -= 1
         return None
 
-    def first_overlap(self, blocks: Iterable[SerialBlock]
-                      ) -> tuple[SerialBlock, SerialBlock, BlockFreeze] | None:
+    def first_overlap(
+        self, blocks: Iterable[SerialBlock]
+    ) -> tuple[SerialBlock, SerialBlock, BlockFreeze] | None:
         """The first of ``blocks`` that touches frozen serials, with what it touches."""
         if not self._entries:
             return None
@@ -721,12 +878,14 @@ def check_halt(kind: TransactionKind | str, halt: MarketHalt | None) -> None:
         return
     raise MarketHalted(
         f"the market is halted since {halt.halted_at} by {halt.halted_by}: {halt.reason}",
-        kind=TransactionKind(kind).value, halted_at=halt.halted_at, halted_by=halt.halted_by,
-        halt_reason=halt.reason)
+        kind=TransactionKind(kind).value,
+        halted_at=halt.halted_at,
+        halted_by=halt.halted_by,
+        halt_reason=halt.reason,
+    )
 
 
-def check_detentions(blocks: Sequence[SerialBlock], detentions: DetentionLookup | None
-                     ) -> None:
+def check_detentions(blocks: Sequence[SerialBlock], detentions: DetentionLookup | None) -> None:
     """Refuse moving (or issuing) any unit of a detained CCER project, whatever the kind
     and wherever it is. CEA units have no project and are never detained."""
     if detentions is None or (isinstance(detentions, Mapping) and not detentions):
@@ -741,35 +900,54 @@ def check_detentions(blocks: Sequence[SerialBlock], detentions: DetentionLookup 
         raise OriginDetained(
             f"units of project {project} are detained under {detention.reference} "
             f"(since {detention.detained_at}): {affected[0]} cannot move",
-            project=project, detention=detention.reference, block=str(affected[0]),
-            quantity=sum(b.quantity for b in affected))
+            project=project,
+            detention=detention.reference,
+            block=str(affected[0]),
+            quantity=sum(b.quantity for b in affected),
+        )
 
 
-def check_block_freezes(blocks: Sequence[SerialBlock], *, source_account: str | None,
-                        block_freezes: Iterable[BlockFreeze] | FrozenSerials) -> None:
+def check_block_freezes(
+    blocks: Sequence[SerialBlock],
+    *,
+    source_account: str | None,
+    block_freezes: Iterable[BlockFreeze] | FrozenSerials,
+) -> None:
     """Refuse taking frozen serials out of ``source_account`` (an issuance has none).
     Pass a prebuilt ``FrozenSerials`` to check many movements of one account."""
-    index = block_freezes if isinstance(block_freezes, FrozenSerials) else \
-        FrozenSerials(source_account, block_freezes)
+    index = (
+        block_freezes
+        if isinstance(block_freezes, FrozenSerials)
+        else FrozenSerials(source_account, block_freezes)
+    )
     found = index.first_overlap(blocks)
     if found is None:
         return
     block, frozen, freeze = found
-    shared = SerialBlock(block.unit_class, max(block.first, frozen.first),
-                         min(block.last, frozen.last))
+    shared = SerialBlock(
+        block.unit_class, max(block.first, frozen.first), min(block.last, frozen.last)
+    )
     raise SerialsFrozen(
         f"serials {shared} of account {freeze.account_id} are frozen by {freeze.freeze_id} "
         f"(court order {freeze.order_reference})",
-        freeze=freeze.freeze_id, order_reference=freeze.order_reference,
-        account=freeze.account_id, block=str(block), frozen_block=str(frozen),
-        serials=str(shared))
+        freeze=freeze.freeze_id,
+        order_reference=freeze.order_reference,
+        account=freeze.account_id,
+        block=str(block),
+        frozen_block=str(frozen),
+        serials=str(shared),
+    )
 
 
-def check_movement(blocks: Sequence[SerialBlock], *, source_account: str | None,
-                   kind: TransactionKind | str,
-                   block_freezes: Iterable[BlockFreeze] | FrozenSerials = (),
-                   detentions: DetentionLookup | None = None,
-                   halt: MarketHalt | None = None) -> None:
+def check_movement(
+    blocks: Sequence[SerialBlock],
+    *,
+    source_account: str | None,
+    kind: TransactionKind | str,
+    block_freezes: Iterable[BlockFreeze] | FrozenSerials = (),
+    detentions: DetentionLookup | None = None,
+    halt: MarketHalt | None = None,
+) -> None:
     """Raise the refusal a restriction puts on moving ``blocks`` out of ``source_account``
     by a transaction of ``kind``; return if none applies.
 
@@ -780,22 +958,32 @@ def check_movement(blocks: Sequence[SerialBlock], *, source_account: str | None,
     check_block_freezes(blocks, source_account=source_account, block_freezes=block_freezes)
 
 
-def movable(holding: Sequence[SerialBlock], *, account_id: str,
-            block_freezes: Iterable[BlockFreeze] | FrozenSerials = (),
-            detentions: DetentionLookup | None = None) -> Holding:
+def movable(
+    holding: Sequence[SerialBlock],
+    *,
+    account_id: str,
+    block_freezes: Iterable[BlockFreeze] | FrozenSerials = (),
+    detentions: DetentionLookup | None = None,
+) -> Holding:
     """``holding`` without its frozen serials and detained-origin blocks: what FIFO
     selection may take from, so that restricted units are skipped rather than taken and
     refused. ``holding`` is sorted and disjoint (an account's); few blocks are frozen, so
     each frozen block is cut out by bisection instead of scanning the holding."""
-    index = block_freezes if isinstance(block_freezes, FrozenSerials) else \
-        FrozenSerials(account_id, block_freezes)
+    index = (
+        block_freezes
+        if isinstance(block_freezes, FrozenSerials)
+        else FrozenSerials(account_id, block_freezes)
+    )
     result = list(holding)
     for frozen in index.blocks:
         _cut(result, frozen)
-    if detentions:   # None or an empty mapping: nothing is detained
+    if detentions:  # None or an empty mapping: nothing is detained
         find = _finder(detentions)
-        detained = {p for p in {b.unit_class.project for b in result if b.unit_class.project}
-                    if (d := find(p)) is not None and d.is_active}
+        detained = {
+            p
+            for p in {b.unit_class.project for b in result if b.unit_class.project}
+            if (d := find(p)) is not None and d.is_active
+        }
         if detained:
             result = [b for b in result if b.unit_class.project not in detained]
     return tuple(result)
@@ -817,7 +1005,7 @@ def _cut(result: list[SerialBlock], cut: SerialBlock) -> None:
             pieces.append(SerialBlock(block.unit_class, block.first, cut.first - 1))
         if cut.last < block.last:
             pieces.append(SerialBlock(block.unit_class, cut.last + 1, block.last))
-        result[index:index + 1] = pieces
+        result[index : index + 1] = pieces
         index += len(pieces)
 
 

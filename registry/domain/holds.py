@@ -40,7 +40,8 @@ def check_timeout(seconds: int) -> int:
     if not isinstance(seconds, int) or not 0 < seconds <= MAX_HOLD_SECONDS:
         raise InvalidCommand(
             f"hold timeout must be 1..{MAX_HOLD_SECONDS} seconds, got {seconds!r}",
-            reason="INVALID_TIMEOUT")
+            reason="INVALID_TIMEOUT",
+        )
     return seconds
 
 
@@ -161,37 +162,77 @@ class Hold(Aggregate):
     # -- creation -------------------------------------------------------------------
 
     @classmethod
-    def place(cls, *, party: str, hold_id: str, account_id: str, selector: UnitSelector,
-              quantity: int, timeout_seconds: int, now: datetime, principal: Principal,
-              fingerprint: str) -> Hold:
+    def place(
+        cls,
+        *,
+        party: str,
+        hold_id: str,
+        account_id: str,
+        selector: UnitSelector,
+        quantity: int,
+        timeout_seconds: int,
+        now: datetime,
+        principal: Principal,
+        fingerprint: str,
+    ) -> Hold:
         return cls._create(
-            cls.Placed, id=cls.id_for(party, hold_id), party=party, hold_id=hold_id,
-            account_id=account_id, selector=selector.as_dict(), quantity=quantity,
+            cls.Placed,
+            id=cls.id_for(party, hold_id),
+            party=party,
+            hold_id=hold_id,
+            account_id=account_id,
+            selector=selector.as_dict(),
+            quantity=quantity,
             timeout_seconds=timeout_seconds,
             expires_at=now + timedelta(seconds=timeout_seconds),
-            principal=str(principal), fingerprint=fingerprint)
+            principal=str(principal),
+            fingerprint=fingerprint,
+        )
 
     @classmethod
-    def refuse(cls, *, party: str, hold_id: str, account_id: str, selector: UnitSelector,
-               quantity: int, timeout_seconds: int, principal: Principal, fingerprint: str,
-               error: RegistryError) -> Hold:
+    def refuse(
+        cls,
+        *,
+        party: str,
+        hold_id: str,
+        account_id: str,
+        selector: UnitSelector,
+        quantity: int,
+        timeout_seconds: int,
+        principal: Principal,
+        fingerprint: str,
+        error: RegistryError,
+    ) -> Hold:
         return cls._create(
-            cls.Refused, id=cls.id_for(party, hold_id), party=party, hold_id=hold_id,
-            account_id=account_id, selector=selector.as_dict(), quantity=quantity,
-            timeout_seconds=timeout_seconds, principal=str(principal), fingerprint=fingerprint,
-            refusal_reason=error.reason, refusal_message=error.message,
-            refusal_metadata=dict(error.metadata))
+            cls.Refused,
+            id=cls.id_for(party, hold_id),
+            party=party,
+            hold_id=hold_id,
+            account_id=account_id,
+            selector=selector.as_dict(),
+            quantity=quantity,
+            timeout_seconds=timeout_seconds,
+            principal=str(principal),
+            fingerprint=fingerprint,
+            refusal_reason=error.reason,
+            refusal_message=error.message,
+            refusal_metadata=dict(error.metadata),
+        )
 
     # -- guards and commands ------------------------------------------------------
 
     def is_due(self, now: datetime) -> bool:
-        return self.status is HoldStatus.ACTIVE and self.expires_at is not None and \
-            now >= self.expires_at
+        return (
+            self.status is HoldStatus.ACTIVE
+            and self.expires_at is not None
+            and now >= self.expires_at
+        )
 
     def ensure_active(self, now: datetime) -> None:
         if self.status is not HoldStatus.ACTIVE:
-            raise HoldNotActive(f"hold {self.ref} is {self.status}", hold=self.ref,
-                                status=self.status)
+            raise HoldNotActive(
+                f"hold {self.ref} is {self.status}", hold=self.ref, status=self.status
+            )
         if self.is_due(now):
             raise HoldExpired(f"hold {self.ref} expired at {self.expires_at}", hold=self.ref)
 
@@ -199,32 +240,40 @@ class Hold(Aggregate):
         """A trade against this hold must sell from its account, its units, at most its size."""
         held = self.unit_selector
         if account_id != self.account_id:
-            raise HoldMismatch(f"hold {self.ref} is on account {self.account_id}, "
-                               f"not {account_id}", hold=self.ref)
+            raise HoldMismatch(
+                f"hold {self.ref} is on account {self.account_id}, not {account_id}", hold=self.ref
+            )
         if selector.unit_type is not held.unit_type or (
             selector.vintage is not None and selector.vintage != held.vintage
         ):
             raise HoldMismatch(f"hold {self.ref} holds {held}, not {selector}", hold=self.ref)
         if quantity > self.quantity:
-            raise HoldMismatch(f"hold {self.ref} holds {self.quantity} units; "
-                               f"{quantity} cannot settle against it", hold=self.ref)
+            raise HoldMismatch(
+                f"hold {self.ref} holds {self.quantity} units; {quantity} cannot settle against it",
+                hold=self.ref,
+            )
 
     def settle(self, transaction_id: UUID, quantity: int, now: datetime) -> None:
         self.ensure_active(now)
-        self.trigger_event(self.Settled, transaction_id=transaction_id, quantity=quantity,
-                           released_quantity=self.quantity - quantity)
+        self.trigger_event(
+            self.Settled,
+            transaction_id=transaction_id,
+            quantity=quantity,
+            released_quantity=self.quantity - quantity,
+        )
 
     def release(self, principal: Principal, reason: str) -> None:
         if self.status is not HoldStatus.ACTIVE:
-            raise HoldNotActive(f"hold {self.ref} is {self.status}", hold=self.ref,
-                                status=self.status)
+            raise HoldNotActive(
+                f"hold {self.ref} is {self.status}", hold=self.ref, status=self.status
+            )
         self.trigger_event(self.Released, principal=str(principal), reason=reason)
 
     def expire(self, principal: Principal, now: datetime) -> None:
         if self.status is not HoldStatus.ACTIVE:
-            raise HoldNotActive(f"hold {self.ref} is {self.status}", hold=self.ref,
-                                status=self.status)
+            raise HoldNotActive(
+                f"hold {self.ref} is {self.status}", hold=self.ref, status=self.status
+            )
         if not self.is_due(now):
-            raise HoldNotExpired(f"hold {self.ref} expires at {self.expires_at}",
-                                 hold=self.ref)
+            raise HoldNotExpired(f"hold {self.ref} expires at {self.expires_at}", hold=self.ref)
         self.trigger_event(self.Expired, principal=str(principal))

@@ -21,7 +21,8 @@ def check_client_id(value: str, field: str = "client id") -> str:
     if not CLIENT_ID.match(value):
         raise InvalidCommand(
             f"{field} {value!r} must be 1-128 of letters, digits and '._:-'",
-            reason="INVALID_ID", field=field,
+            reason="INVALID_ID",
+            field=field,
         )
     return value
 
@@ -38,6 +39,8 @@ def check_party(value: str, field: str = "party") -> str:
     """The submitting party scopes client ids (one exchange's ids never collide with another's)."""
     if not isinstance(value, str) or not PARTY.match(value):
         raise InvalidCommand(
-            f"{field} {value!r} must be 1-64 of a-z, 0-9 and '._-'", reason="INVALID_PARTY",
-            field=field)
+            f"{field} {value!r} must be 1-64 of a-z, 0-9 and '._-'",
+            reason="INVALID_PARTY",
+            field=field,
+        )
     return value

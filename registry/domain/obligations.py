@@ -34,8 +34,10 @@ MAX_YEAR = 2100
 
 def check_year(year: int) -> int:
     if not isinstance(year, int) or not MIN_YEAR <= year <= MAX_YEAR:
-        raise InvalidCommand(f"compliance year must be {MIN_YEAR}..{MAX_YEAR}, got {year!r}",
-                             reason="INVALID_COMPLIANCE_YEAR")
+        raise InvalidCommand(
+            f"compliance year must be {MIN_YEAR}..{MAX_YEAR}, got {year!r}",
+            reason="INVALID_COMPLIANCE_YEAR",
+        )
     return year
 
 
@@ -194,18 +196,22 @@ class ComplianceObligation(Aggregate):
             obligation.debt_deducted += self.quantity
 
     def _add(self, unit_type: str, quantity: int) -> None:
-        self.surrendered = {**self.surrendered,
-                            unit_type: self.surrendered.get(unit_type, 0) + quantity}
+        self.surrendered = {
+            **self.surrendered,
+            unit_type: self.surrendered.get(unit_type, 0) + quantity,
+        }
 
     @classmethod
     def start(cls, account_id: str, year: int) -> ComplianceObligation:
-        return cls._create(cls.Started, id=cls.id_for(account_id, year),
-                           account_id=account_id, year=year)
+        return cls._create(
+            cls.Started, id=cls.id_for(account_id, year), account_id=account_id, year=year
+        )
 
     def ensure_open(self) -> None:
         if self.closed:
-            raise ComplianceYearClosed(f"compliance year {self.year} is closed",
-                                       year=self.year, account=self.account_id)
+            raise ComplianceYearClosed(
+                f"compliance year {self.year} is closed", year=self.year, account=self.account_id
+            )
 
     def check_surrender(self, rules: ComplianceRules, blocks: Iterable[SerialBlock]) -> int:
         """Refuse a surrender of these blocks the year's rules do not accept; returns
@@ -224,20 +230,27 @@ class ComplianceObligation(Aggregate):
                 raise IneligibleVintage(
                     f"CEA of vintage {vintage} cannot be surrendered for {self.year} "
                     f"(accepted: {oldest or 'any'}..{self.year}{advance_note})",
-                    vintage=vintage, year=self.year)
+                    vintage=vintage,
+                    year=self.year,
+                )
             if vintage == self.year + 1:
                 advance += block.quantity
         if advance:
             if not rules.advance_use_bps:
                 raise AdvanceUseNotAllowed(
                     f"{self.year} allows no advance use of {self.year + 1} allowances",
-                    year=self.year, vintage=self.year + 1)
+                    year=self.year,
+                    vintage=self.year + 1,
+                )
             limit = share(self._verified("advance use"), rules.advance_use_bps)
             if self.advance_used + advance > limit:
                 raise AdvanceUseLimitExceeded(
                     f"advance use of {self.advance_used + advance} exceeds the limit of "
                     f"{limit} ({rules.advance_use_bps} bps of verified emissions)",
-                    limit=limit, used=self.advance_used, requested=advance)
+                    limit=limit,
+                    used=self.advance_used,
+                    requested=advance,
+                )
         if ccer:
             cap = share(self._verified("CCER"), rules.ccer_cap_bps)
             already = self.surrendered.get(UnitType.CCER.value, 0)
@@ -245,27 +258,40 @@ class ComplianceObligation(Aggregate):
                 raise CcerCapExceeded(
                     f"{already + ccer} CCER would exceed the cap of {cap} "
                     f"({rules.ccer_cap_bps} bps of verified emissions)",
-                    limit=cap, surrendered=already, requested=ccer)
+                    limit=cap,
+                    surrendered=already,
+                    requested=ccer,
+                )
         return advance
 
     def _verified(self, what: str) -> int:
         if self.verified_emissions is None:
             raise EmissionsNotVerified(
                 f"{what} for {self.year} is capped by verified emissions; none recorded "
-                f"for {self.account_id}", account=self.account_id, year=self.year)
+                f"for {self.account_id}",
+                account=self.account_id,
+                year=self.year,
+            )
         return self.verified_emissions
 
-    def record_surrender(self, transaction_id: UUID, unit_type: str, quantity: int,
-                         advance: int = 0) -> None:
-        self.trigger_event(self.UnitsSurrendered, transaction_id=transaction_id,
-                           unit_type=unit_type, quantity=quantity)
+    def record_surrender(
+        self, transaction_id: UUID, unit_type: str, quantity: int, advance: int = 0
+    ) -> None:
+        self.trigger_event(
+            self.UnitsSurrendered,
+            transaction_id=transaction_id,
+            unit_type=unit_type,
+            quantity=quantity,
+        )
         if advance:
-            self.trigger_event(self.AdvanceUseRecorded, transaction_id=transaction_id,
-                               quantity=advance)
+            self.trigger_event(
+                self.AdvanceUseRecorded, transaction_id=transaction_id, quantity=advance
+            )
 
     def record_allocation(self, transaction_id: UUID, quantity: int) -> None:
-        self.trigger_event(self.AllocationRecorded, transaction_id=transaction_id,
-                           quantity=quantity)
+        self.trigger_event(
+            self.AllocationRecorded, transaction_id=transaction_id, quantity=quantity
+        )
 
     def close(self, rules: ComplianceRules, principal: str) -> int:
         """Fix the shortfall at the deadline; returns it (0 when compliant or never
@@ -273,8 +299,13 @@ class ComplianceObligation(Aggregate):
         self.ensure_open()
         owed = self.obligation(rules)
         shortfall = max(0, owed - self.total_surrendered)
-        self.trigger_event(self.Closed, obligation=owed, surrendered=self.total_surrendered,
-                           shortfall=shortfall, principal=principal)
+        self.trigger_event(
+            self.Closed,
+            obligation=owed,
+            surrendered=self.total_surrendered,
+            shortfall=shortfall,
+            principal=principal,
+        )
         return shortfall
 
     def carry_debt(self, from_year: int, quantity: int) -> None:
@@ -283,24 +314,29 @@ class ComplianceObligation(Aggregate):
     def deduct_debt(self, transaction_id: UUID, quantity: int) -> None:
         self.trigger_event(self.DebtDeducted, transaction_id=transaction_id, quantity=quantity)
 
-    def reverse_surrender(self, transaction_id: UUID, unit_type: str, quantity: int,
-                          advance: int = 0) -> None:
+    def reverse_surrender(
+        self, transaction_id: UUID, unit_type: str, quantity: int, advance: int = 0
+    ) -> None:
         """Undo a surrender (by its reversal): the units, and the advance use they were."""
         self.ensure_open()
-        self.trigger_event(self.SurrenderReversed, transaction_id=transaction_id,
-                           unit_type=unit_type, quantity=quantity)
+        self.trigger_event(
+            self.SurrenderReversed,
+            transaction_id=transaction_id,
+            unit_type=unit_type,
+            quantity=quantity,
+        )
         if advance:
-            self.trigger_event(self.AdvanceUseRecorded, transaction_id=transaction_id,
-                               quantity=-advance)
+            self.trigger_event(
+                self.AdvanceUseRecorded, transaction_id=transaction_id, quantity=-advance
+            )
 
-    def reverse_allocation(self, transaction_id: UUID, quantity: int, deducted: int = 0
-                           ) -> None:
+    def reverse_allocation(self, transaction_id: UUID, quantity: int, deducted: int = 0) -> None:
         """Undo an allocation: it no longer counts, and the debt it paid is owed again."""
-        self.trigger_event(self.AllocationRecorded, transaction_id=transaction_id,
-                           quantity=-quantity)
+        self.trigger_event(
+            self.AllocationRecorded, transaction_id=transaction_id, quantity=-quantity
+        )
         if deducted:
-            self.trigger_event(self.DebtDeducted, transaction_id=transaction_id,
-                               quantity=-deducted)
+            self.trigger_event(self.DebtDeducted, transaction_id=transaction_id, quantity=-deducted)
 
     def ensure_debt_outstanding(self, quantity: int, transaction: str) -> None:
         """A carried debt can be withdrawn only while no allocation has paid it."""
@@ -308,17 +344,23 @@ class ComplianceObligation(Aggregate):
             raise NotReversible(
                 f"{transaction} carried {quantity} t of debt into {self.year}, and an "
                 f"allocation has paid {quantity - self.debt_outstanding} t of it: reverse "
-                "that allocation first", transaction=transaction, account=self.account_id)
+                "that allocation first",
+                transaction=transaction,
+                account=self.account_id,
+            )
 
     def record_emissions(self, emissions: int, reason: str, principal: str) -> bool:
         """Record the verified figure; False (and no event) when it is already the figure,
         so a repeated upload changes nothing and a different figure is a correction."""
         if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
-            raise InvalidCommand(f"verified emissions must be a whole number >= 0, "
-                                 f"got {emissions!r}", reason="INVALID_EMISSIONS")
+            raise InvalidCommand(
+                f"verified emissions must be a whole number >= 0, got {emissions!r}",
+                reason="INVALID_EMISSIONS",
+            )
         self.ensure_open()
         if emissions == self.verified_emissions:
             return False
-        self.trigger_event(self.EmissionsVerified, emissions=emissions, reason=reason,
-                           principal=principal)
+        self.trigger_event(
+            self.EmissionsVerified, emissions=emissions, reason=reason, principal=principal
+        )
         return True

@@ -114,8 +114,9 @@ class ProposalStatus(StrEnum):
     """Approved, but carrying it out was refused by the ledger's state at the time."""
 
 
-APPROVED_STATES = frozenset({ProposalStatus.APPROVED, ProposalStatus.EXECUTED,
-                             ProposalStatus.FAILED})
+APPROVED_STATES = frozenset(
+    {ProposalStatus.APPROVED, ProposalStatus.EXECUTED, ProposalStatus.FAILED}
+)
 
 
 # -- validation ---------------------------------------------------------------------
@@ -125,26 +126,37 @@ def parse_proposal_kind(value: str) -> ProposalKind:
     try:
         return ProposalKind(value)
     except ValueError:
-        raise InvalidCommand(f"unknown proposal kind {value!r}",
-                             reason="UNKNOWN_PROPOSAL_KIND") from None
+        raise InvalidCommand(
+            f"unknown proposal kind {value!r}", reason="UNKNOWN_PROPOSAL_KIND"
+        ) from None
 
 
 def check_validity(seconds: int) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or \
-            not MIN_VALIDITY_SECONDS <= seconds <= MAX_VALIDITY_SECONDS:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int)
+        or not MIN_VALIDITY_SECONDS <= seconds <= MAX_VALIDITY_SECONDS
+    ):
         raise InvalidCommand(
             f"proposal validity must be {MIN_VALIDITY_SECONDS}..{MAX_VALIDITY_SECONDS} "
-            f"seconds, got {seconds!r}", reason="INVALID_VALIDITY_PERIOD")
+            f"seconds, got {seconds!r}",
+            reason="INVALID_VALIDITY_PERIOD",
+        )
     return seconds
 
 
 def check_required_reason(reason: str, field: str = "reason") -> str:
     """Unlike a transfer's optional reason, a regulator's proposal or rejection must say why."""
-    if not isinstance(reason, str) or len(reason) > MAX_REASON \
-            or has_control_characters(reason, line_breaks=True):
-        raise InvalidCommand(f"{field} must be text of at most {MAX_REASON} characters, "
-                             "without control characters", reason="INVALID_REASON",
-                             field=field)
+    if (
+        not isinstance(reason, str)
+        or len(reason) > MAX_REASON
+        or has_control_characters(reason, line_breaks=True)
+    ):
+        raise InvalidCommand(
+            f"{field} must be text of at most {MAX_REASON} characters, without control characters",
+            reason="INVALID_REASON",
+            field=field,
+        )
     if not reason.strip():
         raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
     return reason
@@ -156,8 +168,11 @@ def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(payload, Mapping):
         raise InvalidCommand("proposal payload must be an object", reason="INVALID_PAYLOAD")
     if _depth(payload) > MAX_PAYLOAD_DEPTH:
-        raise InvalidCommand(f"proposal payload is nested over {MAX_PAYLOAD_DEPTH} deep",
-                             reason="INVALID_PAYLOAD", field="payload")
+        raise InvalidCommand(
+            f"proposal payload is nested over {MAX_PAYLOAD_DEPTH} deep",
+            reason="INVALID_PAYLOAD",
+            field="payload",
+        )
     _check_json(payload, "payload")
     text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     check_payload_size(len(text.encode()), "payload")
@@ -170,8 +185,12 @@ def check_payload_size(size_bytes: int, field: str) -> None:
     if size_bytes > MAX_PAYLOAD_BYTES:
         raise InvalidCommand(
             f"the proposal payload is {size_bytes} bytes, over the limit of "
-            f"{MAX_PAYLOAD_BYTES}: propose it in parts", reason="PAYLOAD_TOO_LARGE",
-            field=field, limit_bytes=MAX_PAYLOAD_BYTES, size_bytes=size_bytes)
+            f"{MAX_PAYLOAD_BYTES}: propose it in parts",
+            reason="PAYLOAD_TOO_LARGE",
+            field=field,
+            limit_bytes=MAX_PAYLOAD_BYTES,
+            size_bytes=size_bytes,
+        )
 
 
 def _depth(value: object) -> int:
@@ -181,8 +200,12 @@ def _depth(value: object) -> int:
     while stack:
         item, depth = stack.pop()
         children: Iterable[object] = (
-            item.values() if isinstance(item, Mapping)
-            else item if isinstance(item, list | tuple) else ())
+            item.values()
+            if isinstance(item, Mapping)
+            else item
+            if isinstance(item, list | tuple)
+            else ()
+        )
         for child in children:
             if isinstance(child, Mapping | list | tuple):
                 if depth + 1 > MAX_PAYLOAD_DEPTH:
@@ -203,15 +226,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _check_json(value: object, path: str) -> None:
     if isinstance(value, str) and not _storable(value):
-        raise InvalidCommand(f"{path} holds a NUL or a lone surrogate (not UTF-8)",
-                             reason="INVALID_PAYLOAD", field=path)
+        raise InvalidCommand(
+            f"{path} holds a NUL or a lone surrogate (not UTF-8)",
+            reason="INVALID_PAYLOAD",
+            field=path,
+        )
     if value is None or isinstance(value, bool | int | str):
         return
     if isinstance(value, float):
         if math.isfinite(value):
             return
-        raise InvalidCommand(f"{path} is not a finite number", reason="INVALID_PAYLOAD",
-                             field=path)
+        raise InvalidCommand(f"{path} is not a finite number", reason="INVALID_PAYLOAD", field=path)
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_json(item, f"{path}[{index}]")
@@ -219,20 +244,30 @@ def _check_json(value: object, path: str) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str) or key == RESERVED_KEY or not _storable(key):
-                raise InvalidCommand(f"{path} has key {key!r}; keys must be text other "
-                                     f"than {RESERVED_KEY!r}, without NUL or lone surrogates",
-                                     reason="INVALID_PAYLOAD", field=path)
+                raise InvalidCommand(
+                    f"{path} has key {key!r}; keys must be text other "
+                    f"than {RESERVED_KEY!r}, without NUL or lone surrogates",
+                    reason="INVALID_PAYLOAD",
+                    field=path,
+                )
             _check_json(item, f"{path}.{key}")
         return
-    raise InvalidCommand(f"{path} holds a {type(value).__name__}, which is not JSON",
-                         reason="INVALID_PAYLOAD", field=path)
+    raise InvalidCommand(
+        f"{path} holds a {type(value).__name__}, which is not JSON",
+        reason="INVALID_PAYLOAD",
+        field=path,
+    )
 
 
 def proposal_fingerprint(kind: ProposalKind, payload: Mapping[str, Any]) -> str:
     """What a proposal *does*: kind and payload. The reason and validity are not part of
     it, so a retry that words the reason differently is still the same proposal."""
-    canonical = json.dumps({"kind": kind.value, "payload": payload}, sort_keys=True,
-                           separators=(",", ":"), allow_nan=False)
+    canonical = json.dumps(
+        {"kind": kind.value, "payload": payload},
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -413,10 +448,18 @@ class Proposal(Aggregate):
     # -- creation -------------------------------------------------------------------
 
     @classmethod
-    def propose(cls, *, proposal_id: str, kind: ProposalKind | str,
-                payload: Mapping[str, Any], reason: str, principal: Principal,
-                now: datetime, validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
-                scope: str | None = None) -> Proposal:
+    def propose(
+        cls,
+        *,
+        proposal_id: str,
+        kind: ProposalKind | str,
+        payload: Mapping[str, Any],
+        reason: str,
+        principal: Principal,
+        now: datetime,
+        validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
+        scope: str | None = None,
+    ) -> Proposal:
         """A new pending proposal under ``principal``'s party (or ``scope``: access
         changes are kept under ``ACCESS_SCOPE``). Nothing takes effect yet.
 
@@ -430,11 +473,19 @@ class Proposal(Aggregate):
         check_validity(validity_seconds)
         _aware(now)
         return cls._create(
-            cls.Proposed, id=cls.id_for(party, proposal_id), party=party,
-            proposal_id=proposal_id, kind=kind.value, payload=normal,
-            fingerprint=proposal_fingerprint(kind, normal), proposer=str(principal),
-            reason=reason, validity_seconds=validity_seconds, created_at=now,
-            expires_at=now + timedelta(seconds=validity_seconds))
+            cls.Proposed,
+            id=cls.id_for(party, proposal_id),
+            party=party,
+            proposal_id=proposal_id,
+            kind=kind.value,
+            payload=normal,
+            fingerprint=proposal_fingerprint(kind, normal),
+            proposer=str(principal),
+            reason=reason,
+            validity_seconds=validity_seconds,
+            created_at=now,
+            expires_at=now + timedelta(seconds=validity_seconds),
+        )
 
     # -- guards and commands ------------------------------------------------------
 
@@ -444,13 +495,16 @@ class Proposal(Aggregate):
         kind = kind if isinstance(kind, ProposalKind) else parse_proposal_kind(kind)
         if proposal_fingerprint(kind, check_payload(payload)) != self.fingerprint:
             raise ProposalExistsWithDifferentContent(
-                f"proposal {self.ref} exists with other content (a {self.kind})",
-                proposal=self.ref)
+                f"proposal {self.ref} exists with other content (a {self.kind})", proposal=self.ref
+            )
 
     def is_due(self, now: datetime) -> bool:
         """Pending at or after ``expires_at``: it can no longer be decided."""
-        return self.status is ProposalStatus.PENDING and self.expires_at is not None and \
-            _aware(now) >= self.expires_at
+        return (
+            self.status is ProposalStatus.PENDING
+            and self.expires_at is not None
+            and _aware(now) >= self.expires_at
+        )
 
     def status_at(self, now: datetime) -> ProposalStatus:
         """The status a reader should see: a due proposal reads EXPIRED before the
@@ -463,11 +517,15 @@ class Proposal(Aggregate):
 
     def _ensure_pending(self, now: datetime) -> None:
         if self.status is not ProposalStatus.PENDING:
-            raise ProposalNotPending(f"proposal {self.ref} is {self.status}",
-                                     proposal=self.ref, status=self.status)
+            raise ProposalNotPending(
+                f"proposal {self.ref} is {self.status}", proposal=self.ref, status=self.status
+            )
         if self.is_due(now):
-            raise ProposalExpired(f"proposal {self.ref} expired at {self.expires_at}",
-                                  proposal=self.ref, expires_at=self.expires_at)
+            raise ProposalExpired(
+                f"proposal {self.ref} expired at {self.expires_at}",
+                proposal=self.ref,
+                expires_at=self.expires_at,
+            )
 
     def approve(self, principal: Principal, now: datetime) -> bool:
         """Approve as a second regulator; True if this call approved it (the application
@@ -479,7 +537,9 @@ class Proposal(Aggregate):
         if who == self.proposer:
             raise SelfApprovalForbidden(
                 f"{who} proposed {self.ref}; another regulator must approve it",
-                proposal=self.ref, principal=who)
+                proposal=self.ref,
+                principal=who,
+            )
         self._ensure_pending(now)
         self.trigger_event(self.Approved, approver=who, at=now)
         return True
@@ -490,8 +550,11 @@ class Proposal(Aggregate):
         check_required_reason(reason)
         _aware(now)
         who = str(principal)
-        if self.status is ProposalStatus.REJECTED and self.rejected_by == who and \
-                self.rejection_reason == reason:
+        if (
+            self.status is ProposalStatus.REJECTED
+            and self.rejected_by == who
+            and self.rejection_reason == reason
+        ):
             return False
         self._ensure_pending(now)
         self.trigger_event(self.Rejected, by=who, reason=reason, at=now)
@@ -503,11 +566,15 @@ class Proposal(Aggregate):
         if self.status is ProposalStatus.EXPIRED:
             return False
         if self.status is not ProposalStatus.PENDING:
-            raise ProposalNotPending(f"proposal {self.ref} is {self.status}",
-                                     proposal=self.ref, status=self.status)
+            raise ProposalNotPending(
+                f"proposal {self.ref} is {self.status}", proposal=self.ref, status=self.status
+            )
         if not self.is_due(now):
-            raise ProposalNotExpired(f"proposal {self.ref} expires at {self.expires_at}",
-                                     proposal=self.ref, expires_at=self.expires_at)
+            raise ProposalNotExpired(
+                f"proposal {self.ref} expires at {self.expires_at}",
+                proposal=self.ref,
+                expires_at=self.expires_at,
+            )
         self.trigger_event(self.Expired, at=now)
         return True
 
@@ -515,7 +582,10 @@ class Proposal(Aggregate):
         if self.status is not ProposalStatus.APPROVED:
             raise ProposalNotApproved(
                 f"proposal {self.ref} is {self.status}; only an approved proposal "
-                "awaiting its outcome can record one", proposal=self.ref, status=self.status)
+                "awaiting its outcome can record one",
+                proposal=self.ref,
+                status=self.status,
+            )
 
     def mark_executed(self, result: str, now: datetime) -> bool:
         """Record what carrying the approved action out produced (e.g. a transaction id);
@@ -533,13 +603,20 @@ class Proposal(Aggregate):
         """Record the refusal the approved action met (the ledger changed since it was
         proposed); False if exactly this refusal was recorded before."""
         _aware(now)
-        if self.status is ProposalStatus.FAILED and self.failure_reason == error.reason \
-                and self.failure_message == error.message:
+        if (
+            self.status is ProposalStatus.FAILED
+            and self.failure_reason == error.reason
+            and self.failure_message == error.message
+        ):
             return False
         self._ensure_awaiting_outcome()
-        self.trigger_event(self.ExecutionFailed, refusal_reason=error.reason,
-                           refusal_message=error.message,
-                           refusal_metadata=dict(error.metadata), at=now)
+        self.trigger_event(
+            self.ExecutionFailed,
+            refusal_reason=error.reason,
+            refusal_message=error.message,
+            refusal_metadata=dict(error.metadata),
+            at=now,
+        )
         return True
 
     # -- reading ------------------------------------------------------------------
@@ -547,12 +624,24 @@ class Proposal(Aggregate):
     def view(self, now: datetime | None = None) -> ProposalView:
         """The proposal as a client sees it; given ``now``, a due proposal shows EXPIRED."""
         return ProposalView(
-            party=self.party, proposal_id=self.proposal_id, kind=self.kind,
+            party=self.party,
+            proposal_id=self.proposal_id,
+            kind=self.kind,
             payload=copy.deepcopy(self.payload),
             status=self.status if now is None else self.status_at(now),
-            proposer=self.proposer, reason=self.reason, created_at=self.created_at,
-            expires_at=self.expires_at, approver=self.approver, approved_at=self.approved_at,
-            rejected_by=self.rejected_by, rejection_reason=self.rejection_reason,
-            rejected_at=self.rejected_at, expired_at=self.expired_at, result=self.result,
-            outcome_at=self.outcome_at, failure_reason=self.failure_reason,
-            failure_message=self.failure_message, version=self.version)
+            proposer=self.proposer,
+            reason=self.reason,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            approver=self.approver,
+            approved_at=self.approved_at,
+            rejected_by=self.rejected_by,
+            rejection_reason=self.rejection_reason,
+            rejected_at=self.rejected_at,
+            expired_at=self.expired_at,
+            result=self.result,
+            outcome_at=self.outcome_at,
+            failure_reason=self.failure_reason,
+            failure_message=self.failure_message,
+            version=self.version,
+        )

@@ -74,14 +74,17 @@ class RestrictionIndex(Aggregate):
     def may_restrict(self, account_id: str, kind: TransactionKind, unit_type: UnitType) -> bool:
         """Whether anything in force could stop this movement (then the movement loads
         the restrictions and checks the blocks it would take)."""
-        return (account_id in self.freezes
-                or (bool(self.detained) and unit_type is UnitType.CCER)
-                or (self.halted and kind is TransactionKind.SETTLEMENT))
+        return (
+            account_id in self.freezes
+            or (bool(self.detained) and unit_type is UnitType.CCER)
+            or (self.halted and kind is TransactionKind.SETTLEMENT)
+        )
 
     def index_freeze(self, account_id: str, freeze_id: str, active: bool) -> None:
         if (freeze_id in self.freezes.get(account_id, [])) != active:
-            self.trigger_event(self.FreezeIndexed, account_id=account_id,
-                               freeze_id=freeze_id, active=active)
+            self.trigger_event(
+                self.FreezeIndexed, account_id=account_id, freeze_id=freeze_id, active=active
+            )
 
     def index_detention(self, project: str, active: bool) -> None:
         if (project in self.detained) != active:

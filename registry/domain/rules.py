@@ -59,41 +59,69 @@ class ComplianceRules:
         for name in ("ccer_cap_bps", "advance_use_bps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BPS:
-                found.append(Violation(f"rules.{name}", RULE_INVALID,
-                                       f"{name} must be 0..{BPS} bps"))
+                found.append(
+                    Violation(f"rules.{name}", RULE_INVALID, f"{name} must be 0..{BPS} bps")
+                )
         cap = self.obligation_cap_bps
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
-                                or not 0 <= cap <= BPS):
-            found.append(Violation("rules.obligation_cap_bps", RULE_INVALID,
-                                   f"obligation_cap_bps must be 0..{BPS} bps or unset"))
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= BPS
+        ):
+            found.append(
+                Violation(
+                    "rules.obligation_cap_bps",
+                    RULE_INVALID,
+                    f"obligation_cap_bps must be 0..{BPS} bps or unset",
+                )
+            )
         oldest = self.cea_min_vintage
-        if oldest is not None and (isinstance(oldest, bool) or not isinstance(oldest, int)
-                                   or not 2005 <= oldest <= year):
-            found.append(Violation("rules.cea_min_vintage", RULE_INVALID,
-                                   f"cea_min_vintage must be 2005..{year} or unset"))
+        if oldest is not None and (
+            isinstance(oldest, bool) or not isinstance(oldest, int) or not 2005 <= oldest <= year
+        ):
+            found.append(
+                Violation(
+                    "rules.cea_min_vintage",
+                    RULE_INVALID,
+                    f"cea_min_vintage must be 2005..{year} or unset",
+                )
+            )
         if self.surrender_deadline:
             try:
                 deadline = date.fromisoformat(self.surrender_deadline)
             except (TypeError, ValueError):
-                found.append(Violation("rules.surrender_deadline", RULE_INVALID,
-                                       "surrender_deadline must be an ISO date (YYYY-MM-DD)"))
+                found.append(
+                    Violation(
+                        "rules.surrender_deadline",
+                        RULE_INVALID,
+                        "surrender_deadline must be an ISO date (YYYY-MM-DD)",
+                    )
+                )
             else:
                 if deadline.year <= year:
-                    found.append(Violation(
-                        "rules.surrender_deadline", RULE_INVALID,
-                        f"the surrender deadline for {year} must fall after {year}"))
+                    found.append(
+                        Violation(
+                            "rules.surrender_deadline",
+                            RULE_INVALID,
+                            f"the surrender deadline for {year} must fall after {year}",
+                        )
+                    )
         return found
 
     def check(self, year: int) -> ComplianceRules:
         found = self.violations(year)
         if found:
-            raise RowsInvalid(f"{len(found)} invalid compliance rule(s) for {year}",
-                              violations=found, reason="INVALID_RULE")
+            raise RowsInvalid(
+                f"{len(found)} invalid compliance rule(s) for {year}",
+                violations=found,
+                reason="INVALID_RULE",
+            )
         return self
 
     def deadline(self, year: int) -> date:
-        return (date.fromisoformat(self.surrender_deadline) if self.surrender_deadline
-                else date(year + 1, 12, 31))
+        return (
+            date.fromisoformat(self.surrender_deadline)
+            if self.surrender_deadline
+            else date(year + 1, 12, 31)
+        )
 
     def obligation(self, verified: int, allocated: int) -> int:
         """What must be surrendered for ``verified`` tonnes, given the year's allocation."""
@@ -115,9 +143,12 @@ DEFAULT_RULES = ComplianceRules()
 
 def check_rule_key(sector: str) -> str:
     if sector not in RULE_KEYS:
-        raise InvalidCommand(f"rules are set per sector ({', '.join(RULE_KEYS[1:])}) or "
-                             f"for all ({DEFAULT_SECTOR!r}); got {sector!r}",
-                             reason="INVALID_SECTOR", field="sector")
+        raise InvalidCommand(
+            f"rules are set per sector ({', '.join(RULE_KEYS[1:])}) or "
+            f"for all ({DEFAULT_SECTOR!r}); got {sector!r}",
+            reason="INVALID_SECTOR",
+            field="sector",
+        )
     return sector
 
 
@@ -182,18 +213,23 @@ class ComplianceYear(Aggregate):
 
     def ensure_open(self) -> None:
         if self.closed:
-            raise ComplianceYearClosed(f"compliance year {self.year} is closed",
-                                       year=self.year)
+            raise ComplianceYearClosed(f"compliance year {self.year} is closed", year=self.year)
 
-    def change_rules(self, sector: str, rules: ComplianceRules, principal: str,
-                     reason: str) -> bool:
+    def change_rules(
+        self, sector: str, rules: ComplianceRules, principal: str, reason: str
+    ) -> bool:
         """Set a sector's rules; False (no event) when they are already the rules."""
         check_rule_key(sector)
         self.ensure_open()
         if self.rules.get(sector) == rules.as_dict():
             return False
-        self.trigger_event(self.RulesChanged, sector=sector, rules=rules.as_dict(),
-                           principal=principal, reason=reason)
+        self.trigger_event(
+            self.RulesChanged,
+            sector=sector,
+            rules=rules.as_dict(),
+            principal=principal,
+            reason=reason,
+        )
         return True
 
     def close(self, principal: str, reason: str) -> None:

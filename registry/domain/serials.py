@@ -54,6 +54,7 @@ class SerialCounter(Aggregate):
 
     def issue(self, quantity: int, transaction_id: UUID) -> SerialBlock:
         block = SerialBlock(self.unit_class, self.next_serial, self.next_serial + quantity - 1)
-        self.trigger_event(self.BlockIssued, transaction_id=transaction_id,
-                           first=block.first, last=block.last)
+        self.trigger_event(
+            self.BlockIssued, transaction_id=transaction_id, first=block.first, last=block.last
+        )
         return block

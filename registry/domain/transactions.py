@@ -62,15 +62,23 @@ RETIREMENT = frozenset({_T.SURRENDER, _T.CANCELLATION})
 
 MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[AccountType]]] = {
     TransactionKind.ALLOCATION: (
-        frozenset({_T.ISSUANCE, _T.ALLOCATION_RESERVE}), frozenset({_T.COMPLIANCE})),
+        frozenset({_T.ISSUANCE, _T.ALLOCATION_RESERVE}),
+        frozenset({_T.COMPLIANCE}),
+    ),
     TransactionKind.ALLOCATION_RETURN: (
-        frozenset({_T.COMPLIANCE}), frozenset({_T.ALLOCATION_RESERVE})),
+        frozenset({_T.COMPLIANCE}),
+        frozenset({_T.ALLOCATION_RESERVE}),
+    ),
     TransactionKind.TRANSFER: (
-        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE}, HOLDERS | {_T.ALLOCATION_RESERVE}),
+        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
+        HOLDERS | {_T.ALLOCATION_RESERVE},
+    ),
     TransactionKind.SETTLEMENT: (HOLDERS, HOLDERS),
     TransactionKind.SURRENDER: (frozenset({_T.COMPLIANCE}), frozenset({_T.SURRENDER})),
     TransactionKind.CANCELLATION: (
-        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE}, frozenset({_T.CANCELLATION})),
+        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
+        frozenset({_T.CANCELLATION}),
+    ),
 }
 """Which account types each kind may take units from and deliver them to.
 
@@ -83,12 +91,18 @@ def check_movement(kind: TransactionKind, source: AccountType, destination: Acco
     if source in RETIREMENT:
         raise UnitsRetired(
             f"units in {source} move only through a reversal of the transaction that put "
-            "them there", kind=kind, source_type=source)
+            "them there",
+            kind=kind,
+            source_type=source,
+        )
     sources, destinations = MOVEMENTS[kind]
     if source not in sources or destination not in destinations:
         raise MovementNotAllowed(
             f"a {kind} cannot move units from a {source} account to a {destination} account",
-            kind=kind, source_type=source, destination_type=destination)
+            kind=kind,
+            source_type=source,
+            destination_type=destination,
+        )
 
 
 class Transaction(Aggregate):
@@ -196,39 +210,81 @@ class Transaction(Aggregate):
     # -- creation -------------------------------------------------------------------
 
     @classmethod
-    def complete(cls, *, party: str, client_id: str, kind: TransactionKind,
-                 source: str | None, destination: str, blocks: list[SerialBlock],
-                 reason: str, principal: Principal, fingerprint: str,
-                 details: dict[str, Any]) -> Transaction:
+    def complete(
+        cls,
+        *,
+        party: str,
+        client_id: str,
+        kind: TransactionKind,
+        source: str | None,
+        destination: str,
+        blocks: list[SerialBlock],
+        reason: str,
+        principal: Principal,
+        fingerprint: str,
+        details: dict[str, Any],
+    ) -> Transaction:
         return cls._create(
-            cls.Completed, id=cls.id_for(party, client_id), party=party, client_id=client_id,
-            kind=kind.value, source=source, destination=destination, blocks=blocks,
-            reason=reason, principal=str(principal), fingerprint=fingerprint, details=details)
+            cls.Completed,
+            id=cls.id_for(party, client_id),
+            party=party,
+            client_id=client_id,
+            kind=kind.value,
+            source=source,
+            destination=destination,
+            blocks=blocks,
+            reason=reason,
+            principal=str(principal),
+            fingerprint=fingerprint,
+            details=details,
+        )
 
     @classmethod
-    def refuse(cls, *, party: str, client_id: str, kind: TransactionKind,
-               source: str | None, destination: str | None, reason: str,
-               principal: Principal, fingerprint: str, details: dict[str, Any],
-               error: RegistryError) -> Transaction:
+    def refuse(
+        cls,
+        *,
+        party: str,
+        client_id: str,
+        kind: TransactionKind,
+        source: str | None,
+        destination: str | None,
+        reason: str,
+        principal: Principal,
+        fingerprint: str,
+        details: dict[str, Any],
+        error: RegistryError,
+    ) -> Transaction:
         return cls._create(
-            cls.Refused, id=cls.id_for(party, client_id), party=party, client_id=client_id,
-            kind=kind.value, source=source, destination=destination, reason=reason,
-            principal=str(principal), fingerprint=fingerprint, details=details,
-            refusal_reason=error.reason, refusal_message=error.message,
-            refusal_metadata=dict(error.metadata))
+            cls.Refused,
+            id=cls.id_for(party, client_id),
+            party=party,
+            client_id=client_id,
+            kind=kind.value,
+            source=source,
+            destination=destination,
+            reason=reason,
+            principal=str(principal),
+            fingerprint=fingerprint,
+            details=details,
+            refusal_reason=error.reason,
+            refusal_message=error.message,
+            refusal_metadata=dict(error.metadata),
+        )
 
     # -- commands -----------------------------------------------------------------
 
     def ensure_reversible(self) -> None:
         ref = f"{self.party}:{self.client_id}"
         if self.status is not TransactionStatus.COMPLETED:
-            raise NotReversible(f"transaction {ref} was refused; nothing to reverse",
-                                transaction=ref)
+            raise NotReversible(
+                f"transaction {ref} was refused; nothing to reverse", transaction=ref
+            )
         if self.kind in (TransactionKind.ISSUANCE, TransactionKind.REVERSAL):
             raise NotReversible(
                 f"a {self.kind} cannot be reversed"
                 + ("; cancel the units instead" if self.kind is TransactionKind.ISSUANCE else ""),
-                transaction=ref)
+                transaction=ref,
+            )
         if self.reversed_by is not None:
             raise AlreadyReversed(f"transaction {ref} was already reversed", transaction=ref)
 

@@ -78,12 +78,15 @@ most as long as the read models store it (rm_holdings.project: VARCHAR(64))."""
 def check_project(project: str) -> str:
     """A unit class's project id ("" for allowances)."""
     if project and (len(project) > MAX_PROJECT or not _is_project(project)):
-        raise InvalidCommand(f"project {project!r} must be 1-{MAX_PROJECT} printable "
-                             "characters without spaces or '/'", reason="INVALID_PROJECT")
+        raise InvalidCommand(
+            f"project {project!r} must be 1-{MAX_PROJECT} printable "
+            "characters without spaces or '/'",
+            reason="INVALID_PROJECT",
+        )
     return project
 
 
-@lru_cache(maxsize=4096)   # unit classes are made on every load of a holding
+@lru_cache(maxsize=4096)  # unit classes are made on every load of a holding
 def _is_project(project: str) -> bool:
     return bool(PROJECT.fullmatch(project)) and project.isprintable()
 
@@ -126,8 +129,11 @@ class UnitSelector:
         )
 
     def as_dict(self) -> dict[str, object]:
-        return {"unit_type": self.unit_type.value, "vintage": self.vintage,
-                "project": self.project or None}
+        return {
+            "unit_type": self.unit_type.value,
+            "vintage": self.vintage,
+            "project": self.project or None,
+        }
 
     def __str__(self) -> str:
         text = self.unit_type.value
@@ -202,8 +208,9 @@ def merge(blocks: Iterable[SerialBlock]) -> Holding:
     return tuple(merged)
 
 
-def take(holding: Sequence[SerialBlock], selector: UnitSelector, quantity: int
-         ) -> tuple[Holding, Holding]:
+def take(
+    holding: Sequence[SerialBlock], selector: UnitSelector, quantity: int
+) -> tuple[Holding, Holding]:
     """Take ``quantity`` units matching ``selector``: oldest class, lowest serials first.
 
     Returns (taken, remaining). Raises InsufficientUnits without changing anything.
@@ -223,12 +230,14 @@ def take(holding: Sequence[SerialBlock], selector: UnitSelector, quantity: int
         if rest is not None:
             remaining.append(rest)
         if still == 0:
-            remaining.extend(holding[index + 1:])
+            remaining.extend(holding[index + 1 :])
             return tuple(taken), tuple(remaining)
     available = quantity - still
     raise InsufficientUnits(
         f"{quantity} {selector} requested, {available} available",
-        requested=quantity, available=available, units=str(selector),
+        requested=quantity,
+        available=available,
+        units=str(selector),
     )
 
 
@@ -253,8 +262,7 @@ def remove_from(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> Non
     for wanted in blocks:
         index = bisect_right(result, _start(wanted), key=_start) - 1
         block = result[index] if index >= 0 else None
-        if (block is None or block.unit_class != wanted.unit_class
-                or wanted.last > block.last):
+        if block is None or block.unit_class != wanted.unit_class or wanted.last > block.last:
             raise UnitsNotHeld(f"serial block {wanted} is not held here", block=str(wanted))
         pieces = []
         if block.first < wanted.first:
@@ -285,11 +293,13 @@ def add_into(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> None:
         if after is not None and after.overlaps(block):
             raise ValueError(f"overlapping serial blocks {block} and {after}")
         first, last, start, stop = block.first, block.last, index, index
-        if (before is not None and before.unit_class == block.unit_class
-                and before.last + 1 == first):
+        if (
+            before is not None
+            and before.unit_class == block.unit_class
+            and before.last + 1 == first
+        ):
             first, start = before.first, index - 1
-        if (after is not None and after.unit_class == block.unit_class
-                and last + 1 == after.first):
+        if after is not None and after.unit_class == block.unit_class and last + 1 == after.first:
             last, stop = after.last, index + 1
         if (first, last) != (block.first, block.last):
             block = SerialBlock(block.unit_class, first, last)

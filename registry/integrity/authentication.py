@@ -83,8 +83,9 @@ def load_event_key(path: Path) -> bytes:
     except (OSError, ValueError) as error:
         raise EventKeyError(f"cannot load the event key {path}: {error}") from error
     if len(key) < KEY_SIZE:
-        raise EventKeyError(f"{path} holds {len(key)} bytes: an event key has at least "
-                            f"{KEY_SIZE} (64 hex digits)")
+        raise EventKeyError(
+            f"{path} holds {len(key)} bytes: an event key has at least {KEY_SIZE} (64 hex digits)"
+        )
     return key
 
 
@@ -94,11 +95,13 @@ def load_or_create_event_key(path: Path) -> bytes:
         try:
             save_event_key(secrets.token_bytes(KEY_SIZE), path)
         except FileExistsError:
-            pass   # another process made it first: use theirs
-        except OSError as error:   # e.g. a read-only data directory in a container
-            raise EventKeyError(f"cannot create the event key {path} ({error}): set "
-                                f"{EVENT_KEY_ENV} to the key file every server and worker "
-                                "shares") from error
+            pass  # another process made it first: use theirs
+        except OSError as error:  # e.g. a read-only data directory in a container
+            raise EventKeyError(
+                f"cannot create the event key {path} ({error}): set "
+                f"{EVENT_KEY_ENV} to the key file every server and worker "
+                "shares"
+            ) from error
     return load_event_key(path)
 
 
@@ -113,29 +116,43 @@ def _field(value: bytes | None) -> bytes:
     return len(value).to_bytes(_LENGTH_BYTES, "big") + value
 
 
-def authenticator(key: bytes, originator_id: UUID | str | None, version: int | None,
-                  topic: str | None, state: bytes | None) -> bytes:
+def authenticator(
+    key: bytes,
+    originator_id: UUID | str | None,
+    version: int | None,
+    topic: str | None,
+    state: bytes | None,
+) -> bytes:
     """HMAC-SHA256 over the event's identity and bytes, length-prefixed and labelled."""
-    message = b"".join(map(_field, (
-        AUTHENTICATOR_LABEL,
-        originator_bytes(originator_id),
-        None if version is None else version.to_bytes(8, "big", signed=True),
-        None if topic is None else topic.encode("utf-8", "surrogatepass"),
-        None if state is None else bytes(state),
-    )))
-    return hmac.digest(key, message, "sha256")   # the one-shot C path: ~3x hmac.new
+    message = b"".join(
+        map(
+            _field,
+            (
+                AUTHENTICATOR_LABEL,
+                originator_bytes(originator_id),
+                None if version is None else version.to_bytes(8, "big", signed=True),
+                None if topic is None else topic.encode("utf-8", "surrogatepass"),
+                None if state is None else bytes(state),
+            ),
+        )
+    )
+    return hmac.digest(key, message, "sha256")  # the one-shot C path: ~3x hmac.new
 
 
 def authentic(key: bytes, event: StoredLogEvent) -> bool:
     """Whether the stored authenticator is the key's over this event."""
     if event.authenticator is None:
         return False
-    expected = authenticator(key, event.originator_id, event.originator_version,
-                             event.topic, event.state)
+    expected = authenticator(
+        key, event.originator_id, event.originator_version, event.topic, event.state
+    )
     return hmac.compare_digest(expected, event.authenticator)
 
 
 def boundary_seal(key: bytes, position: int) -> bytes:
     """HMAC over the grandfathered boundary: fixes it once a key-holder has seen it."""
-    return hmac.new(key, _field(BOUNDARY_LABEL) + _field(position.to_bytes(8, "big", signed=True)),
-                    hashlib.sha256).digest()
+    return hmac.new(
+        key,
+        _field(BOUNDARY_LABEL) + _field(position.to_bytes(8, "big", signed=True)),
+        hashlib.sha256,
+    ).digest()

@@ -79,14 +79,19 @@ def originator_bytes(originator_id: UUID | str | None) -> bytes | None:
 
 def canonical_bytes(event: StoredLogEvent) -> bytes:
     """The event's bytes for hashing: label, then each field length-prefixed."""
-    return b"".join(map(_field, (
-        EVENT_LABEL,
-        _int(event.position),
-        originator_bytes(event.originator_id),
-        _int(event.originator_version),
-        None if event.topic is None else event.topic.encode("utf-8", "surrogatepass"),
-        None if event.state is None else bytes(event.state),
-    )))
+    return b"".join(
+        map(
+            _field,
+            (
+                EVENT_LABEL,
+                _int(event.position),
+                originator_bytes(event.originator_id),
+                _int(event.originator_version),
+                None if event.topic is None else event.topic.encode("utf-8", "surrogatepass"),
+                None if event.state is None else bytes(event.state),
+            ),
+        )
+    )
 
 
 def event_hash(event: StoredLogEvent) -> bytes:
@@ -109,8 +114,9 @@ def hash_and_link(previous_digest: bytes, event: StoredLogEvent) -> tuple[bytes,
     return hashlib.sha256(canonical).digest(), hashlib.sha256(previous_digest + canonical).digest()
 
 
-def chain(events: Iterable[StoredLogEvent], start: bytes = GENESIS
-          ) -> Iterator[tuple[StoredLogEvent, bytes]]:
+def chain(
+    events: Iterable[StoredLogEvent], start: bytes = GENESIS
+) -> Iterator[tuple[StoredLogEvent, bytes]]:
     """Each event with the chain digest after it, from ``start`` (lazily: any length)."""
     digest = start
     for event in events:

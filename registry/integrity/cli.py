@@ -47,44 +47,72 @@ from registry.v1 import audit_service_pb2 as audit_pb
 
 def add_parser(sub: Any) -> None:
     command = sub.add_parser(
-        "verify", help="recompute the event log's digest chain and check it and its "
-        "signed checkpoints; exit 1 naming the first position that does not match")
+        "verify",
+        help="recompute the event log's digest chain and check it and its "
+        "signed checkpoints; exit 1 naming the first position that does not match",
+    )
     command.add_argument(
-        "--public-key", type=Path, metavar="PEM",
+        "--public-key",
+        type=Path,
+        metavar="PEM",
         help=f"the checkpoints' public key (default: ${PUBLIC_KEY_ENV}, else the public "
-        "half of the signing key file)")
+        "half of the signing key file)",
+    )
     command.add_argument(
-        "--checkpoint-every", type=int, default=DEFAULT_CHECKPOINT_EVERY, metavar="N",
+        "--checkpoint-every",
+        type=int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="N",
         help="the interval the chain is signed at: a checkpoint missing at a multiple of "
-        "it fails; 0 skips that check (default %(default)s)")
-    command.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                         help="events read per query (default %(default)s)")
-    command.add_argument("--checkpoint", type=Path, metavar="FILE",
-                         help="also check checkpoints kept outside the database: the "
-                         "published file (REGISTRY_LEDGER_CHECKPOINTS, one JSON line each) "
-                         "or one saved by `registry ledger-digest --save`; each must be "
-                         "signed, match the log, and none lie beyond the chain (the "
-                         "routine check)")
-    command.add_argument("--event-key", type=Path, metavar="FILE",
-                         help="the key the registry authenticates events with, to check "
-                         "that every event after the upgrade to authenticated events was "
-                         f"written by the registry (default: ${EVENT_KEY_ENV}, else the data "
-                         "directory's event-key file if there is one; without a key this "
-                         "check is skipped and the summary says so)")
-    command.add_argument("--skip-snapshots", action="store_true",
-                         help="do not check the stored snapshots against the replay of "
-                         "the events")
+        "it fails; 0 skips that check (default %(default)s)",
+    )
+    command.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help="events read per query (default %(default)s)",
+    )
+    command.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="also check checkpoints kept outside the database: the "
+        "published file (REGISTRY_LEDGER_CHECKPOINTS, one JSON line each) "
+        "or one saved by `registry ledger-digest --save`; each must be "
+        "signed, match the log, and none lie beyond the chain (the "
+        "routine check)",
+    )
+    command.add_argument(
+        "--event-key",
+        type=Path,
+        metavar="FILE",
+        help="the key the registry authenticates events with, to check "
+        "that every event after the upgrade to authenticated events was "
+        f"written by the registry (default: ${EVENT_KEY_ENV}, else the data "
+        "directory's event-key file if there is one; without a key this "
+        "check is skipped and the summary says so)",
+    )
+    command.add_argument(
+        "--skip-snapshots",
+        action="store_true",
+        help="do not check the stored snapshots against the replay of the events",
+    )
     command.set_defaults(run=run)
-    digest = sub.add_parser("ledger-digest", help="the digest chain's head and latest signed "
-                            "checkpoint, from a running server")
-    digest.add_argument("--save", type=Path, metavar="FILE",
-                        help="keep the latest checkpoint as JSON, to check it later")
+    digest = sub.add_parser(
+        "ledger-digest",
+        help="the digest chain's head and latest signed checkpoint, from a running server",
+    )
+    digest.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE",
+        help="keep the latest checkpoint as JSON, to check it later",
+    )
     add_connection_options(digest)
     digest.set_defaults(run=_ledger_digest)
 
 
-def public_key(given: Path | None, environ: Mapping[str, str] | None = None
-               ) -> Ed25519PublicKey:
+def public_key(given: Path | None, environ: Mapping[str, str] | None = None) -> Ed25519PublicKey:
     """The key to check signatures with: the option, the environment, else the signer's
     own key file. A verifier with no key would pass any forged checkpoint: refused."""
     environ = os.environ if environ is None else environ
@@ -97,11 +125,13 @@ def public_key(given: Path | None, environ: Mapping[str, str] | None = None
         return load_public_key(signer)
     raise ConfigurationError(
         f"no public key to check the checkpoints with: pass --public-key PEM or set "
-        f"{PUBLIC_KEY_ENV} (no signing key at {signer} either)")
+        f"{PUBLIC_KEY_ENV} (no signing key at {signer} either)"
+    )
 
 
-def verifier_event_key(given: Path | None, environ: Mapping[str, str] | None = None
-                       ) -> bytes | None:
+def verifier_event_key(
+    given: Path | None, environ: Mapping[str, str] | None = None
+) -> bytes | None:
     """The event key to check authenticators with: the option or ``REGISTRY_EVENT_KEY``
     (which must load), else the data directory's file if there is one, else None (an
     auditor without the key still checks the chain and signatures)."""
@@ -117,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if settings.backend not in ("sqlite", "postgresql", "postgres"):
         raise ConfigurationError(
-            f"{settings.describe()} keeps nothing to verify: set REGISTRY_DATABASE_URL")
+            f"{settings.describe()} keeps nothing to verify: set REGISTRY_DATABASE_URL"
+        )
     if args.checkpoint_every < 0 or args.batch_size < 1:
         raise ConfigurationError("--checkpoint-every must be 0 or more, --batch-size 1 or more")
     key = public_key(args.public_key)
@@ -126,9 +157,16 @@ def run(args: argparse.Namespace) -> int:
     engine = read_only_engine(settings)
     try:
         log = EventLog.default(engine.dialect.name)
-        report = verify_ledger(engine, [key], log=log, batch_size=args.batch_size,
-                               checkpoint_every=args.checkpoint_every or None, kept=kept,
-                               snapshots=not args.skip_snapshots, event_key=event_key)
+        report = verify_ledger(
+            engine,
+            [key],
+            log=log,
+            batch_size=args.batch_size,
+            checkpoint_every=args.checkpoint_every or None,
+            kept=kept,
+            snapshots=not args.skip_snapshots,
+            event_key=event_key,
+        )
     finally:
         engine.dispose()
     print(report.summary())
@@ -143,17 +181,26 @@ def read_only_engine(settings: Settings) -> Engine:
         path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
         if not path.exists():
             raise ConfigurationError(f"no registry store at {path}: nothing to verify")
-        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False))
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            ),
+        )
     else:
         url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
-        engine = create_engine(url, pool_size=1, max_overflow=1, connect_args={
-            "options": "-c default_transaction_read_only=on"})
+        engine = create_engine(
+            url,
+            pool_size=1,
+            max_overflow=1,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
     tables = set(inspect(engine).get_table_names())
     if not {"ledger_digests", "ledger_checkpoints", "ledger_event_authentication"} <= tables:
         engine.dispose()
         raise ConfigurationError(
-            f"{settings.describe()} has no ledger tables: run `registry migrate` first")
+            f"{settings.describe()} has no ledger tables: run `registry migrate` first"
+        )
     return engine
 
 
@@ -166,7 +213,7 @@ def read_kept(path: Path) -> list[KeptCheckpoint]:
         raise ConfigurationError(f"cannot read the kept checkpoints {path}: {error}") from None
     records: list[Any] = []
     try:
-        records = [json.loads(text)]   # one saved checkpoint, possibly indented
+        records = [json.loads(text)]  # one saved checkpoint, possibly indented
     except ValueError:
         lines = [line for line in text.splitlines() if line.strip()]
         for number, line in enumerate(lines, 1):
@@ -176,22 +223,32 @@ def read_kept(path: Path) -> list[KeptCheckpoint]:
                 if number == len(lines) > 1:
                     continue
                 raise ConfigurationError(
-                    f"{path} line {number} is not a kept checkpoint: {error}") from None
+                    f"{path} line {number} is not a kept checkpoint: {error}"
+                ) from None
     kept = []
     for record in records:
         try:
             previous = None
-            if record.get("previous_digest"):   # version 2: linked (absent/empty: v1)
-                previous = (int(record["previous_position"]),
-                            bytes.fromhex(record["previous_digest"]))
-            kept.append(KeptCheckpoint(
-                int(record["position"]), bytes.fromhex(record["digest"]),
-                record.get("key_id"), base64.b64decode(record["signature"], validate=True),
-                previous))
+            if record.get("previous_digest"):  # version 2: linked (absent/empty: v1)
+                previous = (
+                    int(record["previous_position"]),
+                    bytes.fromhex(record["previous_digest"]),
+                )
+            kept.append(
+                KeptCheckpoint(
+                    int(record["position"]),
+                    bytes.fromhex(record["digest"]),
+                    record.get("key_id"),
+                    base64.b64decode(record["signature"], validate=True),
+                    previous,
+                )
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ConfigurationError(f"{path} holds a record that is not a checkpoint "
-                                     f"saved by `registry ledger-digest --save` or "
-                                     f"published by the registry: {error}") from None
+            raise ConfigurationError(
+                f"{path} holds a record that is not a checkpoint "
+                f"saved by `registry ledger-digest --save` or "
+                f"published by the registry: {error}"
+            ) from None
     if not kept:
         raise ConfigurationError(f"{path} holds no checkpoint")
     return kept
@@ -200,28 +257,35 @@ def read_kept(path: Path) -> list[KeptCheckpoint]:
 def _ledger_digest(args: argparse.Namespace) -> int:
     try:
         with client_for(args) as client:
-            reply = client.call(client.audit.GetLedgerDigest,
-                                audit_pb.GetLedgerDigestRequest())
+            reply = client.call(client.audit.GetLedgerDigest, audit_pb.GetLedgerDigestRequest())
     except grpc.RpcError as error:
         return report_error(error)
-    print(f"chain: {reply.events_chained:,} events up to position {reply.position:,} "
-          f"(log head {reply.head_position:,}), digest {reply.digest}")
+    print(
+        f"chain: {reply.events_chained:,} events up to position {reply.position:,} "
+        f"(log head {reply.head_position:,}), digest {reply.digest}"
+    )
     if not reply.HasField("latest_checkpoint"):
         print("no signed checkpoint yet")
         return 0
     c = reply.latest_checkpoint
-    print(f"latest checkpoint: position {c.position:,}, digest {c.digest}, key {c.key_id}, "
-          f"signed {c.sign_time.ToDatetime():%Y-%m-%d %H:%M:%S} UTC")
+    print(
+        f"latest checkpoint: position {c.position:,}, digest {c.digest}, key {c.key_id}, "
+        f"signed {c.sign_time.ToDatetime():%Y-%m-%d %H:%M:%S} UTC"
+    )
     if args.save is not None:
         saved: dict[str, object] = {
-            "position": c.position, "digest": c.digest, "key_id": c.key_id,
+            "position": c.position,
+            "digest": c.digest,
+            "key_id": c.key_id,
             "signature": base64.b64encode(c.signature).decode("ascii"),
             "sign_time": c.sign_time.ToJsonString(),
-            "public_key_pem": reply.public_key_pem}
-        if c.previous_digest:   # version 2: the link its signature covers
-            saved.update(previous_position=c.previous_position,
-                         previous_digest=c.previous_digest)
+            "public_key_pem": reply.public_key_pem,
+        }
+        if c.previous_digest:  # version 2: the link its signature covers
+            saved.update(previous_position=c.previous_position, previous_digest=c.previous_digest)
         args.save.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
-        print(f"saved to {args.save}; check it later with: registry verify --checkpoint "
-              f"{args.save} --public-key PEM")
+        print(
+            f"saved to {args.save}; check it later with: registry verify --checkpoint "
+            f"{args.save} --public-key PEM"
+        )
     return 0

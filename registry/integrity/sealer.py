@@ -68,17 +68,20 @@ def checkpoints_path(environ: Mapping[str, str] | None = None) -> Path:
     return data_file(CHECKPOINTS_ENV, DEFAULT_CHECKPOINTS_FILE, environ)
 
 
-def checkpoint_record(checkpoint: Checkpoint, signed_at: datetime | None = None
-                      ) -> dict[str, object]:
+def checkpoint_record(
+    checkpoint: Checkpoint, signed_at: datetime | None = None
+) -> dict[str, object]:
     """A checkpoint as kept outside the database: the fields `registry ledger-digest
     --save` writes, so `registry verify --checkpoint` reads either. A version-2
     checkpoint also carries its link (``previous_position``, ``previous_digest``)."""
     record: dict[str, object] = {
-        "position": checkpoint.position, "digest": checkpoint.digest.hex(),
+        "position": checkpoint.position,
+        "digest": checkpoint.digest.hex(),
         "key_id": checkpoint.key_id,
         "signature": base64.b64encode(checkpoint.signature).decode("ascii"),
-        "sign_time": (signed_at or datetime.now(UTC)).isoformat()}
-    if checkpoint.previous is not None:   # version 2: the link the signature covers
+        "sign_time": (signed_at or datetime.now(UTC)).isoformat(),
+    }
+    if checkpoint.previous is not None:  # version 2: the link the signature covers
         record["previous_position"] = checkpoint.previous[0]
         record["previous_digest"] = checkpoint.previous[1].hex()
     return record
@@ -106,10 +109,9 @@ class CheckpointPublisher:
                         if record.get("key_id") == kid:
                             found = (int(record["position"]), bytes.fromhex(record["digest"]))
                     except (ValueError, KeyError, TypeError, AttributeError):
-                        continue   # a torn last line after a crash: the rest still counts
+                        continue  # a torn last line after a crash: the rest still counts
         except OSError as error:
-            logger.error("cannot read the published ledger checkpoints %s: %s",
-                         self.path, error)
+            logger.error("cannot read the published ledger checkpoints %s: %s", self.path, error)
         return found
 
     def publish(self, checkpoints: list[Checkpoint]) -> None:
@@ -126,10 +128,13 @@ class CheckpointPublisher:
                 file.flush()
                 os.fsync(file.fileno())
         except OSError as error:
-            if not self._failing:   # once, not every minute: the log lines still carry them
-                logger.error("cannot publish ledger checkpoints to %s (%s): they go to the "
-                             "log only; set REGISTRY_LEDGER_CHECKPOINTS to a writable path",
-                             self.path, error)
+            if not self._failing:  # once, not every minute: the log lines still carry them
+                logger.error(
+                    "cannot publish ledger checkpoints to %s (%s): they go to the "
+                    "log only; set REGISTRY_LEDGER_CHECKPOINTS to a writable path",
+                    self.path,
+                    error,
+                )
             self._failing = True
         else:
             if self._failing:
@@ -161,32 +166,49 @@ class LedgerSealer:
         if self.event_key is None:
             path = event_key_path()
             self.event_key = load_or_create_event_key(path)
-            logger.info("events authenticated with key %s (%s)",
-                        event_key_id(self.event_key), path)
+            logger.info("events authenticated with key %s (%s)", event_key_id(self.event_key), path)
 
     @classmethod
-    def from_env(cls, engine: Engine, log: EventLog | None = None,
-                 environ: Mapping[str, str] | None = None) -> LedgerSealer:
+    def from_env(
+        cls, engine: Engine, log: EventLog | None = None, environ: Mapping[str, str] | None = None
+    ) -> LedgerSealer:
         """With the key at ``REGISTRY_LEDGER_KEY`` (else the data directory's), signing
         the idle head every ``REGISTRY_LEDGER_SIGN_SECONDS`` (60)."""
-        return cls.with_key_file(engine, private_key_path(environ), log,
-                                 sign_seconds(environ), checkpoints_path(environ),
-                                 load_or_create_event_key(event_key_path(environ)))
+        return cls.with_key_file(
+            engine,
+            private_key_path(environ),
+            log,
+            sign_seconds(environ),
+            checkpoints_path(environ),
+            load_or_create_event_key(event_key_path(environ)),
+        )
 
     @classmethod
-    def with_key_file(cls, engine: Engine, path: Path, log: EventLog | None = None,
-                      head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS,
-                      published: Path | None = None,
-                      event_key: bytes | None = None) -> LedgerSealer:
+    def with_key_file(
+        cls,
+        engine: Engine,
+        path: Path,
+        log: EventLog | None = None,
+        head_every_seconds: float = DEFAULT_HEAD_EVERY_SECONDS,
+        published: Path | None = None,
+        event_key: bytes | None = None,
+    ) -> LedgerSealer:
         """The key at ``path``, made there on first use, so an embedded registry signs
         with no set-up; checkpoints published to ``published`` (default: the
         environment's ``checkpoints_path``)."""
         key = load_or_create_private_key(path)
         target = published if published is not None else checkpoints_path()
-        logger.info("ledger checkpoints signed with key %s (%s), published to %s",
-                    key_id(key), path, target)
-        return cls(engine, key, log, head_every_seconds=head_every_seconds,
-                   publisher=CheckpointPublisher(target), event_key=event_key)
+        logger.info(
+            "ledger checkpoints signed with key %s (%s), published to %s", key_id(key), path, target
+        )
+        return cls(
+            engine,
+            key,
+            log,
+            head_every_seconds=head_every_seconds,
+            publisher=CheckpointPublisher(target),
+            event_key=event_key,
+        )
 
     def after_step(self, events: int) -> ExtendResult | None:
         """Chain what the step read; sign the head if that is due (busy or idle)."""
@@ -194,21 +216,30 @@ class LedgerSealer:
         if events == 0 and not due:
             return None
         try:
-            result = extend_chain(self.engine, self.key, log=self.log,
-                                  checkpoint_every=self.checkpoint_every,
-                                  checkpoint_at_head=due, known=self._known,
-                                  event_key=self.event_key)
+            result = extend_chain(
+                self.engine,
+                self.key,
+                log=self.log,
+                checkpoint_every=self.checkpoint_every,
+                checkpoint_at_head=due,
+                known=self._known,
+                event_key=self.event_key,
+            )
         except ChainTampered as error:
             self.tampered = error
-            logger.error("LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "
-                         "(run `registry verify --checkpoint %s`)", error,
-                         self.publisher.path or "FILE")
+            logger.error(
+                "LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "
+                "(run `registry verify --checkpoint %s`)",
+                error,
+                self.publisher.path or "FILE",
+            )
             return None
         self.publisher.publish(result.checkpoints)
         last = result.checkpoints[-1] if result.checkpoints else None
         self._known = Known(
             checkpoint=self._known.checkpoint if last is None else (last.position, last.digest),
-            chained=(result.head, result.digest) if result.head else self._known.chained)
+            chained=(result.head, result.digest) if result.head else self._known.chained,
+        )
         if due:
             self._head_signed_at = self.clock()
         return result
@@ -224,5 +255,6 @@ def sign_seconds(environ: Mapping[str, str] | None = None) -> float:
         seconds = -1.0
     if not 0 < seconds <= 86_400:
         raise ConfigurationError(
-            f"REGISTRY_LEDGER_SIGN_SECONDS must be seconds in (0, 86400], got {text!r}")
+            f"REGISTRY_LEDGER_SIGN_SECONDS must be seconds in (0, 86400], got {text!r}"
+        )
     return seconds

@@ -90,14 +90,16 @@ def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_key_pem(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes(serialization.Encoding.PEM,
-                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
@@ -120,7 +122,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            os.fchmod(file.fileno(), mode)   # whatever the umask
+            os.fchmod(file.fileno(), mode)  # whatever the umask
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
@@ -160,7 +162,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
     """The key at ``path``, generated there first if there is none (embedded use)."""
     if not path.exists():
-        with suppress(FileExistsError):   # another process made it first: use theirs
+        with suppress(FileExistsError):  # another process made it first: use theirs
             save_private_key(generate_key(), path)
     return load_private_key(path)
 
@@ -170,25 +172,35 @@ def private_key_path(environ: Mapping[str, str] | None = None) -> Path:
     return data_file(KEY_ENV, DEFAULT_KEY_FILE, environ)
 
 
-def checkpoint_message(position: int, digest: bytes, key: str,
-                       previous: tuple[int, bytes] | None = None) -> bytes:
+def checkpoint_message(
+    position: int, digest: bytes, key: str, previous: tuple[int, bytes] | None = None
+) -> bytes:
     """The bytes a checkpoint signature covers: label, position, digest, key id and (from
     version 2) the previous checkpoint's position and digest, each length-prefixed."""
     if len(digest) != DIGEST_SIZE:
         raise ValueError(f"a chain digest has {DIGEST_SIZE} bytes, not {len(digest)}")
-    parts: tuple[bytes, ...] = (CHECKPOINT_LABEL, position.to_bytes(8, "big", signed=True),
-                                digest, key.encode("ascii"))
+    parts: tuple[bytes, ...] = (
+        CHECKPOINT_LABEL,
+        position.to_bytes(8, "big", signed=True),
+        digest,
+        key.encode("ascii"),
+    )
     if previous is not None:
         before, before_digest = previous
         if len(before_digest) != DIGEST_SIZE:
             raise ValueError(f"a chain digest has {DIGEST_SIZE} bytes")
-        parts = (CHECKPOINT_LABEL_V2, *parts[1:], before.to_bytes(8, "big", signed=True),
-                 before_digest)
+        parts = (
+            CHECKPOINT_LABEL_V2,
+            *parts[1:],
+            before.to_bytes(8, "big", signed=True),
+            before_digest,
+        )
     return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
-def sign_checkpoint(key: Ed25519PrivateKey, position: int, digest: bytes,
-                    previous: tuple[int, bytes] = (0, GENESIS)) -> Checkpoint:
+def sign_checkpoint(
+    key: Ed25519PrivateKey, position: int, digest: bytes, previous: tuple[int, bytes] = (0, GENESIS)
+) -> Checkpoint:
     """A version-2 checkpoint linked to ``previous``: the key's last checkpoint before
     this one, (0, GENESIS) for its first."""
     kid = key_id(key)
@@ -196,9 +208,14 @@ def sign_checkpoint(key: Ed25519PrivateKey, position: int, digest: bytes,
     return Checkpoint(position, digest, kid, signature, previous)
 
 
-def verify_signature(public_key: Ed25519PublicKey, position: int, digest: bytes,
-                     signature: bytes, kid: str | None = None,
-                     previous: tuple[int, bytes] | None = None) -> bool:
+def verify_signature(
+    public_key: Ed25519PublicKey,
+    position: int,
+    digest: bytes,
+    signature: bytes,
+    kid: str | None = None,
+    previous: tuple[int, bytes] | None = None,
+) -> bool:
     """True when ``signature`` is ``public_key``'s over this checkpoint: over the
     version-2 message including the link ``previous`` when one is given, else over the
     version-1 message. A ``kid`` other than the key's own fails: the checkpoint claims
@@ -211,8 +228,7 @@ def verify_signature(public_key: Ed25519PublicKey, position: int, digest: bytes,
     if previous is not None and len(previous[1]) != DIGEST_SIZE:
         return False
     try:
-        public_key.verify(bytes(signature),
-                          checkpoint_message(position, digest, own, previous))
+        public_key.verify(bytes(signature), checkpoint_message(position, digest, own, previous))
     except InvalidSignature:
         return False
     return True

@@ -41,7 +41,7 @@ def registry_mapper() -> Mapper[UUID]:
     from registry.application.registry import Registry
 
     transcoder = JSONTranscoder()
-    bare: Any = object.__new__(Registry)   # register_transcodings reads no state
+    bare: Any = object.__new__(Registry)  # register_transcodings reads no state
     bare.register_transcodings(transcoder)
     return Mapper(transcoder=transcoder)
 
@@ -52,8 +52,9 @@ def _comparable(mapper: Mapper[UUID], state: Any) -> Any:
     return transcoder.decode(transcoder.encode(state))
 
 
-def check_snapshots(conn: Connection, log: EventLog, mapper: Mapper[UUID] | None = None,
-                    batch: int = 1000) -> Iterator[SnapshotProblem]:
+def check_snapshots(
+    conn: Connection, log: EventLog, mapper: Mapper[UUID] | None = None, batch: int = 1000
+) -> Iterator[SnapshotProblem]:
     """Every snapshot that is not the replay of its aggregate's stored events at its
     version (or does not decode, or is ahead of the events)."""
     mapper = mapper or registry_mapper()
@@ -76,17 +77,22 @@ def check_snapshots(conn: Connection, log: EventLog, mapper: Mapper[UUID] | None
                 decoded: Any = mapper.to_domain_event(event)
                 current = decoded.mutate(current)
             if current is None or current.version != version:
-                failure = (f"the events reach version {0 if current is None else current.version}"
-                           f", not the snapshot's {version}")
+                failure = (
+                    f"the events reach version {0 if current is None else current.version}"
+                    f", not the snapshot's {version}"
+                )
             else:
                 expected = Snapshot.take(current)
                 if expected.topic != stored.topic or _comparable(
-                        mapper, expected.state) != _comparable(mapper, stored.state):
-                    failure = ("its state is not the replay of the aggregate's events up to "
-                               "that version (forged or altered)")
-        except Exception as error:   # any undecodable row is a finding
+                    mapper, expected.state
+                ) != _comparable(mapper, stored.state):
+                    failure = (
+                        "its state is not the replay of the aggregate's events up to "
+                        "that version (forged or altered)"
+                    )
+        except Exception as error:  # any undecodable row is a finding
             failure = f"it does not decode or replay: {type(error).__name__}: {error}"
-            current_id = None   # start this aggregate afresh at its next snapshot
+            current_id = None  # start this aggregate afresh at its next snapshot
         if failure is not None:
             position = 0
             with suppress(ValueError):

@@ -123,34 +123,50 @@ class VerifyReport:
     def summary(self) -> str:
         """One line: what was verified, or the first position that failed."""
         if self.failure is not None:
-            return (f"FAILED at {self.failure} ({self.events_checked:,} events verified "
-                    "before it)")
-        signed = (f"{self.checkpoints_checked:,} signed checkpoints match"
-                  + (f" (last at position {self.last_checkpoint:,})"
-                     if self.last_checkpoint is not None else ""))
+            return f"FAILED at {self.failure} ({self.events_checked:,} events verified before it)"
+        signed = f"{self.checkpoints_checked:,} signed checkpoints match" + (
+            f" (last at position {self.last_checkpoint:,})"
+            if self.last_checkpoint is not None
+            else ""
+        )
         if not self.signatures_checked:
             signed += ", their signatures NOT checked (no public key)"
         if self.unsigned:
-            signed += (f", {self.unsigned:,} chained events "
-                       + ("after it " if self.last_checkpoint is not None else "")
-                       + "unsigned")
-        pending = (f"; {self.unchained:,} events after it not yet chained"
-                   if self.unchained else "")
-        kept = (f"; {self.kept_checked:,} checkpoints kept outside the database match"
-                + (f" (last at position {self.last_kept:,})" if self.last_kept else "")
-                if self.kept_checked else "")
-        authenticated = ("; event authenticators checked" if self.authenticators_checked
-                         else "; event authenticators NOT checked (no event key)")
-        return (f"OK: {self.events_checked:,} events chained up to position "
-                f"{self.chain_head:,} verified, digest {self.digest.hex()[:16]}; "
-                f"{signed}{pending}{kept}{authenticated}")
+            signed += (
+                f", {self.unsigned:,} chained events "
+                + ("after it " if self.last_checkpoint is not None else "")
+                + "unsigned"
+            )
+        pending = f"; {self.unchained:,} events after it not yet chained" if self.unchained else ""
+        kept = (
+            f"; {self.kept_checked:,} checkpoints kept outside the database match"
+            + (f" (last at position {self.last_kept:,})" if self.last_kept else "")
+            if self.kept_checked
+            else ""
+        )
+        authenticated = (
+            "; event authenticators checked"
+            if self.authenticators_checked
+            else "; event authenticators NOT checked (no event key)"
+        )
+        return (
+            f"OK: {self.events_checked:,} events chained up to position "
+            f"{self.chain_head:,} verified, digest {self.digest.hex()[:16]}; "
+            f"{signed}{pending}{kept}{authenticated}"
+        )
 
 
-def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None = None, *,
-                  log: EventLog | None = None, batch_size: int = DEFAULT_BATCH,
-                  checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                  kept: Sequence[KeptCheckpoint] = (), snapshots: bool = True,
-                  event_key: bytes | None = None) -> VerifyReport:
+def verify_ledger(
+    engine: Engine,
+    public_keys: Iterable[Ed25519PublicKey] | None = None,
+    *,
+    log: EventLog | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+    kept: Sequence[KeptCheckpoint] = (),
+    snapshots: bool = True,
+    event_key: bytes | None = None,
+) -> VerifyReport:
     """Recompute the chain from the stored events and compare it with the stored chain
     and checkpoints. ``public_keys`` check the checkpoints' signatures (a checkpoint by
     any other key fails); None checks digests only. ``checkpoint_every`` is the interval
@@ -173,18 +189,24 @@ def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None
         failure = None
         if event_key is not None:
             try:
-                walk.authenticate = (event_key, grandfathered_upto(conn, log, event_key,
-                                                                   seal=False))
+                walk.authenticate = (
+                    event_key,
+                    grandfathered_upto(conn, log, event_key, seal=False),
+                )
             except ChainTampered as error:
-                failure = Failure(error.position, Reason.NOT_AUTHENTICATED,
-                                  _detail(str(error)))
-        failure = failure or walk.kept_signatures() or walk.run(
-            log.stream(conn, min(log.first(conn), 1) - 1, head, batch_size),
-            iter_chain(conn, 0, head, batch_size),
-            iter_checkpoints(conn, head, batch_size))
+                failure = Failure(error.position, Reason.NOT_AUTHENTICATED, _detail(str(error)))
+        failure = (
+            failure
+            or walk.kept_signatures()
+            or walk.run(
+                log.stream(conn, min(log.first(conn), 1) - 1, head, batch_size),
+                iter_chain(conn, 0, head, batch_size),
+                iter_checkpoints(conn, head, batch_size),
+            )
+        )
         failure = failure or walk.kept_beyond(head)
         for event in log.stream(conn, head, None, batch_size) if failure is None else ():
-            failure = walk.unauthentic(event)   # not yet chained: authenticated still
+            failure = walk.unauthentic(event)  # not yet chained: authenticated still
             if failure is not None:
                 break
         unchained = log.count_after(conn, head)
@@ -192,14 +214,33 @@ def verify_ledger(engine: Engine, public_keys: Iterable[Ed25519PublicKey] | None
             failure = _count_and_versions(conn, log, walk.checked, unchained, head)
         checked_snapshots = failure is None and snapshots and bool(log.snapshot_table)
         if checked_snapshots:
-            failure = next((Failure(p.position, Reason.SNAPSHOT_FORGED,
-                                    f"the snapshot of {_describe(p.originator_id, p.version)}: "
-                                    f"{p.detail}")
-                            for p in check_snapshots(conn, log)), None)
-    return VerifyReport(failure, walk.checked, head, walk.digest, walk.checkpoints,
-                        walk.last_checkpoint, unchained, log_head, keys is not None,
-                        walk.seq - walk.signed_seq, walk.kept_checked, walk.last_kept,
-                        checked_snapshots, event_key is not None)
+            failure = next(
+                (
+                    Failure(
+                        p.position,
+                        Reason.SNAPSHOT_FORGED,
+                        f"the snapshot of {_describe(p.originator_id, p.version)}: {p.detail}",
+                    )
+                    for p in check_snapshots(conn, log)
+                ),
+                None,
+            )
+    return VerifyReport(
+        failure,
+        walk.checked,
+        head,
+        walk.digest,
+        walk.checkpoints,
+        walk.last_checkpoint,
+        unchained,
+        log_head,
+        keys is not None,
+        walk.seq - walk.signed_seq,
+        walk.kept_checked,
+        walk.last_kept,
+        checked_snapshots,
+        event_key is not None,
+    )
 
 
 def _detail(message: str) -> str:
@@ -208,24 +249,31 @@ def _detail(message: str) -> str:
     return message.split(": ", 1)[-1].removeprefix("event not authenticated: ")
 
 
-def _count_and_versions(conn: Connection, log: EventLog, checked: int, unchained: int,
-                        head: int) -> Failure | None:
+def _count_and_versions(
+    conn: Connection, log: EventLog, checked: int, unchained: int, head: int
+) -> Failure | None:
     """Every row of the event table is accounted for (chained, or after the head), and
     every aggregate's versions are 1..n."""
     total = log.count(conn)
     if total != checked + unchained:
-        return Failure(head, Reason.EXTRA_EVENT,
-                       f"the event table holds {total:,} rows, but {checked:,} are chained "
-                       f"and {unchained:,} follow the chain")
+        return Failure(
+            head,
+            Reason.EXTRA_EVENT,
+            f"the event table holds {total:,} rows, but {checked:,} are chained "
+            f"and {unchained:,} follow the chain",
+        )
     for originator, count, first, last in log.version_gaps(conn, 1):
         position = 0
         uuid = _uuid(originator)
         if uuid is not None:
             position = log.position_of(conn, uuid, int(last)) or 0
-        return Failure(position, Reason.VERSION_GAP,
-                       f"aggregate {uuid or originator} has {int(count):,} events but "
-                       f"versions {int(first):,} to {int(last):,}: an event was forged or "
-                       "deleted (the write model replays by version)")
+        return Failure(
+            position,
+            Reason.VERSION_GAP,
+            f"aggregate {uuid or originator} has {int(count):,} events but "
+            f"versions {int(first):,} to {int(last):,}: an event was forged or "
+            "deleted (the write model replays by version)",
+        )
     return None
 
 
@@ -241,18 +289,31 @@ class CheckpointCheck:
         return self.failure is None
 
 
-def check_checkpoint(public_key: Ed25519PublicKey, position: int, digest: bytes,
-                     signature: bytes, *, kid: str | None = None,
-                     previous: tuple[int, bytes] | None = None,
-                     engine: Engine | None = None, log: EventLog | None = None,
-                     batch_size: int = DEFAULT_BATCH) -> CheckpointCheck:
+def check_checkpoint(
+    public_key: Ed25519PublicKey,
+    position: int,
+    digest: bytes,
+    signature: bytes,
+    *,
+    kid: str | None = None,
+    previous: tuple[int, bytes] | None = None,
+    engine: Engine | None = None,
+    log: EventLog | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> CheckpointCheck:
     """For a holder of an earlier checkpoint: is it ``public_key``'s signature (over its
     link ``previous`` too, for version 2), and (given an ``engine``) does the log up to
     ``position`` still give ``digest``?"""
     if not verify_signature(public_key, position, digest, signature, kid, previous):
-        return CheckpointCheck(position, Failure(
-            position, Reason.BAD_SIGNATURE,
-            f"not a signature of key {key_id(public_key)} over this checkpoint"), False)
+        return CheckpointCheck(
+            position,
+            Failure(
+                position,
+                Reason.BAD_SIGNATURE,
+                f"not a signature of key {key_id(public_key)} over this checkpoint",
+            ),
+            False,
+        )
     if engine is None:
         return CheckpointCheck(position, None, False)
     log = log or EventLog.default(engine.dialect.name)
@@ -261,15 +322,26 @@ def check_checkpoint(public_key: Ed25519PublicKey, position: int, digest: bytes,
         for event in log.stream(conn, 0, position, batch_size):
             recomputed, last = link(recomputed, event), event.position
     if last != position:
-        return CheckpointCheck(position, Failure(
-            position, Reason.EVENT_MISSING,
-            f"the log has no event at position {position:,} (last before it: {last:,})"),
-            True)
+        return CheckpointCheck(
+            position,
+            Failure(
+                position,
+                Reason.EVENT_MISSING,
+                f"the log has no event at position {position:,} (last before it: {last:,})",
+            ),
+            True,
+        )
     if recomputed != digest:
-        return CheckpointCheck(position, Failure(
-            position, Reason.CHECKPOINT_MISMATCH,
-            "the log up to this position no longer gives the signed digest: it was "
-            "changed since (`registry verify` names the first changed position)"), True)
+        return CheckpointCheck(
+            position,
+            Failure(
+                position,
+                Reason.CHECKPOINT_MISMATCH,
+                "the log up to this position no longer gives the signed digest: it was "
+                "changed since (`registry verify` names the first changed position)",
+            ),
+            True,
+        )
     return CheckpointCheck(position, None, True)
 
 
@@ -298,9 +370,14 @@ def _describe(originator: UUID | str | None, version: int | None) -> str:
 class _Walk:
     """The merge of the three streams, and what each kind of mismatch means."""
 
-    def __init__(self, conn: Connection, log: EventLog,
-                 keys: dict[str, Ed25519PublicKey] | None, every: int | None,
-                 kept: Sequence[KeptCheckpoint] = ()) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        log: EventLog,
+        keys: dict[str, Ed25519PublicKey] | None,
+        every: int | None,
+        kept: Sequence[KeptCheckpoint] = (),
+    ) -> None:
         self.conn, self.log, self.keys, self.every = conn, log, keys, every
         self.digest = GENESIS
         self.seq = self.checked = self.checkpoints = self.position = self.signed_seq = 0
@@ -322,21 +399,26 @@ class _Walk:
         key, upto = self.authenticate
         if event.position <= upto or authentic(key, event):
             return None
-        return Failure(event.position, Reason.NOT_AUTHENTICATED,
-                       _detail(not_authenticated(event)))
+        return Failure(event.position, Reason.NOT_AUTHENTICATED, _detail(not_authenticated(event)))
 
     def kept_signatures(self) -> Failure | None:
         """Each kept checkpoint must be signed by a given key (checked before the walk)."""
         for kept in self.kept if self.keys is not None else ():
             assert self.keys is not None
-            key = self.keys.get(kept.key_id or "") if kept.key_id else next(
-                iter(self.keys.values()), None)
-            if key is None or not verify_signature(key, kept.position, kept.digest,
-                                                   kept.signature, kept.key_id,
-                                                   kept.previous):
-                return Failure(kept.position, Reason.BAD_SIGNATURE,
-                               "a checkpoint kept outside the database is not signed by "
-                               f"the key given ({', '.join(sorted(self.keys)) or 'none'})")
+            key = (
+                self.keys.get(kept.key_id or "")
+                if kept.key_id
+                else next(iter(self.keys.values()), None)
+            )
+            if key is None or not verify_signature(
+                key, kept.position, kept.digest, kept.signature, kept.key_id, kept.previous
+            ):
+                return Failure(
+                    kept.position,
+                    Reason.BAD_SIGNATURE,
+                    "a checkpoint kept outside the database is not signed by "
+                    f"the key given ({', '.join(sorted(self.keys)) or 'none'})",
+                )
         return None
 
     def _kept_at(self, position: int) -> Failure | None:
@@ -345,14 +427,20 @@ class _Walk:
         while self.kept and self.kept[0].position <= position:
             kept = self.kept.pop(0)
             if kept.position < position:
-                return Failure(kept.position, Reason.EVENT_MISSING,
-                               "a checkpoint kept outside the database covers this "
-                               "position, but the log has no event here")
+                return Failure(
+                    kept.position,
+                    Reason.EVENT_MISSING,
+                    "a checkpoint kept outside the database covers this "
+                    "position, but the log has no event here",
+                )
             if kept.digest != self.digest:
-                return Failure(position, Reason.CHECKPOINT_MISMATCH,
-                               "a checkpoint kept outside the database signs another "
-                               "digest here: the log up to it no longer gives the signed "
-                               "digest (events changed and the chain rewritten)")
+                return Failure(
+                    position,
+                    Reason.CHECKPOINT_MISMATCH,
+                    "a checkpoint kept outside the database signs another "
+                    "digest here: the log up to it no longer gives the signed "
+                    "digest (events changed and the chain rewritten)",
+                )
             self.kept_checked += 1
             self.last_kept = position
         return None
@@ -361,21 +449,31 @@ class _Walk:
         if not self.kept:
             return None
         cut = self.kept[0]
-        return Failure(cut.position, Reason.CHAIN_CUT,
-                       f"a checkpoint kept outside the database covers position "
-                       f"{cut.position:,}, beyond the chain's head {head:,}: the end of the "
-                       "log or of its chain and checkpoints was removed")
+        return Failure(
+            cut.position,
+            Reason.CHAIN_CUT,
+            f"a checkpoint kept outside the database covers position "
+            f"{cut.position:,}, beyond the chain's head {head:,}: the end of the "
+            "log or of its chain and checkpoints was removed",
+        )
 
-    def run(self, events: Iterator[StoredLogEvent], rows: Iterator[ChainRow],
-            checkpoints: Iterator[StoredCheckpoint]) -> Failure | None:
+    def run(
+        self,
+        events: Iterator[StoredLogEvent],
+        rows: Iterator[ChainRow],
+        checkpoints: Iterator[StoredCheckpoint],
+    ) -> Failure | None:
         event, row, checkpoint = next(events, None), next(rows, None), next(checkpoints, None)
         while event is not None or row is not None:
             position = min(x.position for x in (event, row) if x is not None)
             if event is not None and event.position == position and position <= 0:
                 forged = _describe(event.originator_id, event.originator_version)
-                return Failure(position, Reason.FORGED_POSITION,
-                               f"it holds {forged}, at a position the store never assigns (they "
-                               "start at 1): written by hand, yet the write model would apply it")
+                return Failure(
+                    position,
+                    Reason.FORGED_POSITION,
+                    f"it holds {forged}, at a position the store never assigns (they "
+                    "start at 1): written by hand, yet the write model would apply it",
+                )
             if checkpoint is not None and checkpoint.position < position:
                 return self._nothing_at(checkpoint)
             if event is None or event.position != position:
@@ -385,15 +483,17 @@ class _Walk:
                 return self._event_only(event, row)
             failure = self._both(event, row) or self.unauthentic(event)
             due = failure is None and self.every is not None and self.seq % self.every == 0
-            while failure is None and checkpoint is not None \
-                    and checkpoint.position == position:
+            while failure is None and checkpoint is not None and checkpoint.position == position:
                 failure = self._checkpoint(checkpoint)
                 checkpoint = next(checkpoints, None)
                 due = False
             if failure is None and due:
-                failure = Failure(position, Reason.CHECKPOINT_MISSING,
-                                  f"the chain is signed every {self.every:,} events and "
-                                  f"this is its {self.seq:,}th, but it has no checkpoint")
+                failure = Failure(
+                    position,
+                    Reason.CHECKPOINT_MISSING,
+                    f"the chain is signed every {self.every:,} events and "
+                    f"this is its {self.seq:,}th, but it has no checkpoint",
+                )
             failure = failure or self._kept_at(position)
             if failure is not None:
                 return failure
@@ -405,35 +505,56 @@ class _Walk:
         here = _describe(event.originator_id, event.originator_version)
         chained = _describe(row.originator_id, row.originator_version)
         if (_uuid(event.originator_id), event.originator_version) != (
-                row.originator_id, row.originator_version):
+            row.originator_id,
+            row.originator_version,
+        ):
             moved = self.log.position_of(self.conn, row.originator_id, row.originator_version)
             if moved is not None:
-                return Failure(position, Reason.EVENTS_REORDERED,
-                               f"it holds {here}; the event chained here, {chained}, is "
-                               f"now at position {moved:,}")
-            return Failure(position, Reason.PAYLOAD_ALTERED,
-                           f"it holds {here}, but {chained} was chained here and is no "
-                           "longer in the log")
+                return Failure(
+                    position,
+                    Reason.EVENTS_REORDERED,
+                    f"it holds {here}; the event chained here, {chained}, is "
+                    f"now at position {moved:,}",
+                )
+            return Failure(
+                position,
+                Reason.PAYLOAD_ALTERED,
+                f"it holds {here}, but {chained} was chained here and is no longer in the log",
+            )
         if row.seq != self.seq + 1:
             if row.seq > self.seq + 1:
-                return Failure(position, Reason.EVENT_MISSING,
-                               f"{row.seq - self.seq - 1:,} chained events after position "
-                               f"{self.position:,} and before this one are gone, with their "
-                               "chain rows")
-            return Failure(position, Reason.CHAIN_ROW_ALTERED,
-                           f"its chain row counts {row.seq:,} events, not {self.seq + 1:,}")
+                return Failure(
+                    position,
+                    Reason.EVENT_MISSING,
+                    f"{row.seq - self.seq - 1:,} chained events after position "
+                    f"{self.position:,} and before this one are gone, with their "
+                    "chain rows",
+                )
+            return Failure(
+                position,
+                Reason.CHAIN_ROW_ALTERED,
+                f"its chain row counts {row.seq:,} events, not {self.seq + 1:,}",
+            )
         event_digest, digest = hash_and_link(self.digest, event)
         if event_digest != row.event_hash:
             if digest == row.digest:
-                return Failure(position, Reason.CHAIN_ROW_ALTERED,
-                               "the event hash in its chain row was changed")
-            return Failure(position, Reason.PAYLOAD_ALTERED,
-                           f"the stored {here} is not the event chained: its topic or "
-                           "state bytes changed")
+                return Failure(
+                    position,
+                    Reason.CHAIN_ROW_ALTERED,
+                    "the event hash in its chain row was changed",
+                )
+            return Failure(
+                position,
+                Reason.PAYLOAD_ALTERED,
+                f"the stored {here} is not the event chained: its topic or state bytes changed",
+            )
         if digest != row.digest:
-            return Failure(position, Reason.CHAIN_ROW_ALTERED,
-                           "the digest stored here does not follow from the events before "
-                           "it (the chain was rewritten or forked)")
+            return Failure(
+                position,
+                Reason.CHAIN_ROW_ALTERED,
+                "the digest stored here does not follow from the events before "
+                "it (the chain was rewritten or forked)",
+            )
         self.digest, self.seq, self.position = digest, row.seq, position
         self.checked += 1
         return None
@@ -442,35 +563,53 @@ class _Walk:
         chained = _describe(row.originator_id, row.originator_version)
         moved = self.log.position_of(self.conn, row.originator_id, row.originator_version)
         if moved is not None:
-            return Failure(row.position, Reason.EVENTS_REORDERED,
-                           f"the event chained here, {chained}, is now at position "
-                           f"{moved:,}")
-        return Failure(row.position, Reason.EVENT_MISSING,
-                       f"the event chained here, {chained}, was deleted")
+            return Failure(
+                row.position,
+                Reason.EVENTS_REORDERED,
+                f"the event chained here, {chained}, is now at position {moved:,}",
+            )
+        return Failure(
+            row.position, Reason.EVENT_MISSING, f"the event chained here, {chained}, was deleted"
+        )
 
     def _event_only(self, event: StoredLogEvent, following: ChainRow | None) -> Failure:
         here = _describe(event.originator_id, event.originator_version)
         originator = _uuid(event.originator_id)
         if originator is not None and event.originator_version is not None:
-            chained_at = self.conn.execute(select(digests.c.position).where(and_(
-                digests.c.originator_id == originator,
-                digests.c.originator_version == event.originator_version))).scalar()
+            chained_at = self.conn.execute(
+                select(digests.c.position).where(
+                    and_(
+                        digests.c.originator_id == originator,
+                        digests.c.originator_version == event.originator_version,
+                    )
+                )
+            ).scalar()
             if chained_at is not None:
-                return Failure(event.position, Reason.EVENTS_REORDERED,
-                               f"it holds {here}, which was chained at position "
-                               f"{int(chained_at):,}")
+                return Failure(
+                    event.position,
+                    Reason.EVENTS_REORDERED,
+                    f"it holds {here}, which was chained at position {int(chained_at):,}",
+                )
         if following is not None and following.seq == self.seq + 1:
-            return Failure(event.position, Reason.EXTRA_EVENT,
-                           f"it holds {here}, which was not in the log when the chain "
-                           "passed this position (inserted since)")
-        return Failure(event.position, Reason.CHAIN_ROW_MISSING,
-                       f"{here} was chained (the chain counts events past it) but its "
-                       "chain row is gone")
+            return Failure(
+                event.position,
+                Reason.EXTRA_EVENT,
+                f"it holds {here}, which was not in the log when the chain "
+                "passed this position (inserted since)",
+            )
+        return Failure(
+            event.position,
+            Reason.CHAIN_ROW_MISSING,
+            f"{here} was chained (the chain counts events past it) but its chain row is gone",
+        )
 
     def _nothing_at(self, checkpoint: StoredCheckpoint) -> Failure:
-        return Failure(checkpoint.position, Reason.EVENT_MISSING,
-                       "a signed checkpoint covers this position, but the log has no "
-                       "event (nor chain row) here")
+        return Failure(
+            checkpoint.position,
+            Reason.EVENT_MISSING,
+            "a signed checkpoint covers this position, but the log has no "
+            "event (nor chain row) here",
+        )
 
     def _checkpoint(self, checkpoint: StoredCheckpoint) -> Failure | None:
         position = checkpoint.position
@@ -478,31 +617,54 @@ class _Walk:
             key = self.keys.get(checkpoint.key_id)
             if key is None:
                 known = ", ".join(sorted(self.keys)) or "none"
-                return Failure(position, Reason.UNKNOWN_KEY,
-                               f"its checkpoint is signed by key {checkpoint.key_id}, not "
-                               f"one given (known: {known})")
-            if not verify_signature(key, position, checkpoint.digest, checkpoint.signature,
-                                    checkpoint.key_id, checkpoint.previous):
-                return Failure(position, Reason.BAD_SIGNATURE,
-                               f"its checkpoint's signature by key {checkpoint.key_id} "
-                               "does not verify")
+                return Failure(
+                    position,
+                    Reason.UNKNOWN_KEY,
+                    f"its checkpoint is signed by key {checkpoint.key_id}, not "
+                    f"one given (known: {known})",
+                )
+            if not verify_signature(
+                key,
+                position,
+                checkpoint.digest,
+                checkpoint.signature,
+                checkpoint.key_id,
+                checkpoint.previous,
+            ):
+                return Failure(
+                    position,
+                    Reason.BAD_SIGNATURE,
+                    f"its checkpoint's signature by key {checkpoint.key_id} does not verify",
+                )
         if checkpoint.digest != self.digest:
-            return Failure(position, Reason.CHECKPOINT_MISMATCH,
-                           "the signed digest differs from the one recomputed from the log: "
-                           "events up to here were changed and the chain rows rewritten")
+            return Failure(
+                position,
+                Reason.CHECKPOINT_MISMATCH,
+                "the signed digest differs from the one recomputed from the log: "
+                "events up to here were changed and the chain rows rewritten",
+            )
         link = checkpoint.previous
         previous = self.links.get(checkpoint.key_id, (0, GENESIS))
         if link is None and checkpoint.key_id in self.linked:
-            return Failure(position, Reason.CHECKPOINT_MISMATCH,
-                           "an unlinked (version 1) checkpoint after linked ones")
+            return Failure(
+                position,
+                Reason.CHECKPOINT_MISMATCH,
+                "an unlinked (version 1) checkpoint after linked ones",
+            )
         if link is not None and link != previous:
             if link[0] > previous[0]:
-                return Failure(position, Reason.CHECKPOINT_MISSING,
-                               f"its checkpoint follows key {checkpoint.key_id}'s checkpoint "
-                               f"at position {link[0]:,}, which is gone")
-            return Failure(position, Reason.CHECKPOINT_MISSING,
-                           f"its checkpoint follows key {checkpoint.key_id}'s checkpoint at "
-                           f"position {link[0]:,}, not the one at {previous[0]:,}")
+                return Failure(
+                    position,
+                    Reason.CHECKPOINT_MISSING,
+                    f"its checkpoint follows key {checkpoint.key_id}'s checkpoint "
+                    f"at position {link[0]:,}, which is gone",
+                )
+            return Failure(
+                position,
+                Reason.CHECKPOINT_MISSING,
+                f"its checkpoint follows key {checkpoint.key_id}'s checkpoint at "
+                f"position {link[0]:,}, not the one at {previous[0]:,}",
+            )
         if link is not None:
             self.linked.add(checkpoint.key_id)
         self.links[checkpoint.key_id] = (position, checkpoint.digest)

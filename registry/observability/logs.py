@@ -48,8 +48,7 @@ class RequestContext:
 _current: ContextVar[RequestContext | None] = ContextVar("registry_request", default=None)
 
 
-def bind_request(request_id: str, principal: str, method: str
-                 ) -> Token[RequestContext | None]:
+def bind_request(request_id: str, principal: str, method: str) -> Token[RequestContext | None]:
     """Make this request the current one (for this thread or task) until
     ``unbind_request(token)``; bind again, e.g. once the principal is known, and unbind
     in reverse order."""
@@ -93,11 +92,26 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 # -- formatting -----------------------------------------------------------------------
 
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "taskName", _CONTEXT_ATTR}
+    "message",
+    "asctime",
+    "taskName",
+    _CONTEXT_ATTR,
+}
 """Attributes every record has: the rest of a record's ``__dict__`` is ``extra=``."""
 
-_FIELDS = ("time", "level", "logger", "message", "process", "thread",
-           "request_id", "principal", "method", "error", "stack")
+_FIELDS = (
+    "time",
+    "level",
+    "logger",
+    "message",
+    "process",
+    "thread",
+    "request_id",
+    "principal",
+    "method",
+    "error",
+    "stack",
+)
 
 
 class RequestContextFilter(logging.Filter):
@@ -127,8 +141,9 @@ class JsonFormatter(logging.Formatter):
         }
         context = getattr(record, _CONTEXT_ATTR, _current.get())
         if isinstance(context, RequestContext):
-            entry.update(request_id=context.request_id, principal=context.principal,
-                         method=context.method)
+            entry.update(
+                request_id=context.request_id, principal=context.principal, method=context.method
+            )
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS:
                 entry[f"extra_{key}" if key in _FIELDS else key] = value
@@ -158,7 +173,7 @@ def _message(record: logging.LogRecord) -> str:
 def _dumps(entry: Mapping[str, Any]) -> str:
     try:
         return json.dumps(entry, default=_fallback, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):   # NaN, circular, odd keys, ...
+    except (TypeError, ValueError, RecursionError):  # NaN, circular, odd keys, ...
         safe = {}
         for key, value in entry.items():
             try:
@@ -190,6 +205,7 @@ def _repr(value: Any) -> str:
 
 # -- set-up ---------------------------------------------------------------------------
 
+
 def formatter(format: str) -> logging.Formatter:
     """The formatter for ``format``: ``text`` (the server's plain lines) or ``json``."""
     if format == "text":
@@ -206,8 +222,9 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
-def configure(format: str, stream: TextIO | None = None,
-              level: int = logging.INFO) -> logging.handlers.QueueListener:
+def configure(
+    format: str, stream: TextIO | None = None, level: int = logging.INFO
+) -> logging.handlers.QueueListener:
     """Route every log record to ``stream`` (stderr) in ``format``, written by one
     listener thread: written by the serving threads themselves, the handler's lock made
     them queue behind each other (a quarter of a balance query's cost at 32 callers).

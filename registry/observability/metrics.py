@@ -34,8 +34,22 @@ from sqlalchemy import Engine
 
 log = logging.getLogger("registry.metrics")
 
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                    1.0, 2.5, 5.0, 10.0, 30.0)
+DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 """Seconds, 1 ms .. 30 s: a balance query takes about a millisecond, a batch of
 10,000 trades several seconds; anything slower lands in +Inf."""
 
@@ -100,10 +114,9 @@ class _Watched:
                 yield from _projections(rows)
         if pools:
             checked_out, size = _pool_families()
-            for name, engine in pools.items():   # one family each, every pool's samples
+            for name, engine in pools.items():  # one family each, every pool's samples
                 read = self._guarded(f"pool:{name}", partial(_pool_state, engine))
-                for family, value in zip((checked_out, size), read or (None, None),
-                                         strict=True):
+                for family, value in zip((checked_out, size), read or (None, None), strict=True):
                     if value is not None:
                         family.add_metric([name], value)
             yield checked_out
@@ -123,14 +136,20 @@ class _Watched:
 
 def _projection_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
     return (
-        GaugeMetricFamily("registry_projection_position",
-                          "Last event log position the projection has applied.",
-                          labels=["projection"]),
-        GaugeMetricFamily("registry_projection_lag_events",
-                          "Events committed to the log that the projection has not "
-                          "applied yet (head minus position).", labels=["projection"]),
-        GaugeMetricFamily("registry_log_head_position",
-                          "Highest position committed to the event log."),
+        GaugeMetricFamily(
+            "registry_projection_position",
+            "Last event log position the projection has applied.",
+            labels=["projection"],
+        ),
+        GaugeMetricFamily(
+            "registry_projection_lag_events",
+            "Events committed to the log that the projection has not "
+            "applied yet (head minus position).",
+            labels=["projection"],
+        ),
+        GaugeMetricFamily(
+            "registry_log_head_position", "Highest position committed to the event log."
+        ),
     )
 
 
@@ -141,7 +160,7 @@ def _projections(rows: Iterable[tuple[str, int, int]]) -> list[Metric]:
         position.add_metric([name], at)
         lag.add_metric([name], max(0, log_head - at))
         heads.append(log_head)
-    if not heads:   # no projection reported: the head is unknown, not zero
+    if not heads:  # no projection reported: the head is unknown, not zero
         return [position, lag]
     head.add_metric([], max(heads))
     return [position, lag, head]
@@ -149,19 +168,23 @@ def _projections(rows: Iterable[tuple[str, int, int]]) -> list[Metric]:
 
 def _pool_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
     return (
-        GaugeMetricFamily("registry_db_pool_checked_out",
-                          "Database connections in use (checked out of the pool).",
-                          labels=["pool"]),
-        GaugeMetricFamily("registry_db_pool_size",
-                          "Connections the pool keeps (its pool_size; overflow "
-                          "connections come on top).", labels=["pool"]),
+        GaugeMetricFamily(
+            "registry_db_pool_checked_out",
+            "Database connections in use (checked out of the pool).",
+            labels=["pool"],
+        ),
+        GaugeMetricFamily(
+            "registry_db_pool_size",
+            "Connections the pool keeps (its pool_size; overflow connections come on top).",
+            labels=["pool"],
+        ),
     )
 
 
 def _pool_state(engine: Engine) -> tuple[float | None, float | None]:
     """(checked out, size) of a QueuePool; other pools (NullPool, StaticPool,
     SingletonThreadPool) lack one or both methods, and that value is left out."""
-    pool = engine.pool   # read each time: dispose() replaces it
+    pool = engine.pool  # read each time: dispose() replaces it
     values = []
     for method in ("checkedout", "size"):
         reader = getattr(pool, method, None)
@@ -190,21 +213,30 @@ class _Verification:
         if last is None:
             return
         families = _verify_families()
-        for family, value in zip(families, (1.0 if last[0] else 0.0, last[1], last[2]),
-                                 strict=True):
+        for family, value in zip(
+            families, (1.0 if last[0] else 0.0, last[1], last[2]), strict=True
+        ):
             family.add_metric([], value)
         yield from families
 
 
 def _verify_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
     return (
-        GaugeMetricFamily("registry_ledger_verify_ok", "1 if the last ledger verification "
-                          "passed, 0 if it found a position that does not match."),
-        GaugeMetricFamily("registry_ledger_verify_position", "The last verification's "
-                          "position: the chain head it verified, or the first position "
-                          "that failed."),
-        GaugeMetricFamily("registry_ledger_verify_timestamp_seconds",
-                          "When the ledger was last verified (Unix time)."),
+        GaugeMetricFamily(
+            "registry_ledger_verify_ok",
+            "1 if the last ledger verification "
+            "passed, 0 if it found a position that does not match.",
+        ),
+        GaugeMetricFamily(
+            "registry_ledger_verify_position",
+            "The last verification's "
+            "position: the chain head it verified, or the first position "
+            "that failed.",
+        ),
+        GaugeMetricFamily(
+            "registry_ledger_verify_timestamp_seconds",
+            "When the ledger was last verified (Unix time).",
+        ),
     )
 
 
@@ -217,36 +249,59 @@ class RegistryMetrics:
         self.registry.register(self._watched)
         r = self.registry
         self.scrape_errors = Counter(
-            "registry_metrics_scrape_errors", "Scrape-time reads that failed and were "
-            "left out of the scrape, by source (projections, pool:NAME).", ["source"],
-            registry=r)
+            "registry_metrics_scrape_errors",
+            "Scrape-time reads that failed and were "
+            "left out of the scrape, by source (projections, pool:NAME).",
+            ["source"],
+            registry=r,
+        )
         self._watched.errors = self.scrape_errors
         self.rpc_calls = Counter(
-            "registry_rpc_calls", "gRPC calls finished, by full method and status code.",
-            ["method", "code"], registry=r)
+            "registry_rpc_calls",
+            "gRPC calls finished, by full method and status code.",
+            ["method", "code"],
+            registry=r,
+        )
         self.rpc_duration = Histogram(
-            "registry_rpc_duration_seconds", "Time from a call's arrival to its status, "
-            "denials and errors included.", ["method"], buckets=DURATION_BUCKETS,
-            registry=r)
+            "registry_rpc_duration_seconds",
+            "Time from a call's arrival to its status, denials and errors included.",
+            ["method"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.rpc_errors = Counter(
-            "registry_rpc_errors", "gRPC calls that did not end OK, by method, code and "
-            "the registry's reason (empty when there is none).", ["method", "code", "reason"],
-            registry=r)
+            "registry_rpc_errors",
+            "gRPC calls that did not end OK, by method, code and "
+            "the registry's reason (empty when there is none).",
+            ["method", "code", "reason"],
+            registry=r,
+        )
         self.settlements = Counter(
-            "registry_settlements", "Trades in SettleTrades calls, by per-trade status.",
-            ["status"], registry=r)
+            "registry_settlements",
+            "Trades in SettleTrades calls, by per-trade status.",
+            ["status"],
+            registry=r,
+        )
         self.settlement_refusals = Counter(
-            "registry_settlement_refusals", "Trades REFUSED for the ledger's state (and "
-            "recorded), by reason.", ["reason"], registry=r)
+            "registry_settlement_refusals",
+            "Trades REFUSED for the ledger's state (and recorded), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.settlement_rejections = Counter(
-            "registry_settlement_rejections", "Trades REJECTED as malformed or as a taken "
-            "trade id (nothing recorded), by reason.", ["reason"], registry=r)
+            "registry_settlement_rejections",
+            "Trades REJECTED as malformed or as a taken trade id (nothing recorded), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.hold_expiries = Counter(
-            "registry_hold_expiries", "Exchange holds released because their timeout "
-            "passed.", registry=r)
+            "registry_hold_expiries",
+            "Exchange holds released because their timeout passed.",
+            registry=r,
+        )
         self._verification = _Verification()
         r.register(self._verification)
-        for status in SETTLEMENT_STATUSES:   # zero from the start, so rate() sees the
+        for status in SETTLEMENT_STATUSES:  # zero from the start, so rate() sees the
             self.settlements.labels(status=status)  # first trades of each status
         if process_metrics:
             ProcessCollector(registry=r)

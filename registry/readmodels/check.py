@@ -51,10 +51,17 @@ Row = dict[str, Any]
 Ranges = list[tuple[int, int]]
 
 SCAN_PAGE = 1000
-STATE_TOPICS = (Account.Opened.TOPIC, Account.Frozen.TOPIC, Account.Unfrozen.TOPIC,
-                Account.Closed.TOPIC)
-TRANSACTION_TOPICS = (Transaction.Completed.TOPIC, Transaction.Refused.TOPIC,
-                      Transaction.Reversed.TOPIC)
+STATE_TOPICS = (
+    Account.Opened.TOPIC,
+    Account.Frozen.TOPIC,
+    Account.Unfrozen.TOPIC,
+    Account.Closed.TOPIC,
+)
+TRANSACTION_TOPICS = (
+    Transaction.Completed.TOPIC,
+    Transaction.Refused.TOPIC,
+    Transaction.Reversed.TOPIC,
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,10 @@ class Difference:
     message: str
 
     def __str__(self) -> str:
-        return (f"{self.projection} [{self.key}] {self.message}: "
-                f"expected {self.expected!r}, read model has {self.actual!r}")
+        return (
+            f"{self.projection} [{self.key}] {self.message}: "
+            f"expected {self.expected!r}, read model has {self.actual!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,10 +126,17 @@ def compare(registry: Registry, engine: Engine) -> Report:
     with engine.connect() as conn:
         before = _positions(conn, names)
         behind = [
-            Difference("tracking", name, head, before.get(name),
-                       "projection is not at the head of the event log; catch it up "
-                       "(ProjectionRunner.catch_up) before checking")
-            for name in names if before.get(name) != head]
+            Difference(
+                "tracking",
+                name,
+                head,
+                before.get(name),
+                "projection is not at the head of the event log; catch it up "
+                "(ProjectionRunner.catch_up) before checking",
+            )
+            for name in names
+            if before.get(name) != head
+        ]
         if behind:
             return Report(len(names), tuple(behind))
         actual = {table.name: _rows(conn, table) for table in t.metadata.sorted_tables}
@@ -128,33 +144,71 @@ def compare(registry: Registry, engine: Engine) -> Report:
     expected = _Expected(registry, head)
     now = _head(registry)
     if now != head or after != before:
-        return Report(len(names), (Difference(
-            "tracking", "head", head, now,
-            f"{MOVED}; run it again (or when writes are quiet)"),))
+        return Report(
+            len(names),
+            (
+                Difference(
+                    "tracking",
+                    "head",
+                    head,
+                    now,
+                    f"{MOVED}; run it again (or when writes are quiet)",
+                ),
+            ),
+        )
     checker = _Checker()
-    checker.compare_rows("accounts", "rm_accounts", expected.accounts,
-                         actual[t.accounts.name], _fields(t.accounts, 1))
-    checker.compare_rows("holdings", "rm_holdings", expected.holdings,
-                         _non_zero(actual[t.holdings.name], ("total", "held", "available")),
-                         _fields(t.holdings, 2))
-    checker.compare_rows("supply", "rm_supply", expected.supply,
-                         _non_zero(actual[t.supply.name], ("total", "held")),
-                         _fields(t.supply, 2))
-    checker.compare_rows("supply", "rm_issued", expected.issued, actual[t.issued.name],
-                         _fields(t.issued, 1))
-    checker.compare_rows("transactions", "rm_transactions", expected.transactions,
-                         _decoded(actual[t.transactions.name], ("blocks", "details")),
-                         _fields(t.transactions, 2))
-    checker.compare_rows("history", "rm_account_history", expected.history,
-                         _decoded(actual[t.history.name], ("blocks",)), _fields(t.history, 4))
+    checker.compare_rows(
+        "accounts",
+        "rm_accounts",
+        expected.accounts,
+        actual[t.accounts.name],
+        _fields(t.accounts, 1),
+    )
+    checker.compare_rows(
+        "holdings",
+        "rm_holdings",
+        expected.holdings,
+        _non_zero(actual[t.holdings.name], ("total", "held", "available")),
+        _fields(t.holdings, 2),
+    )
+    checker.compare_rows(
+        "supply",
+        "rm_supply",
+        expected.supply,
+        _non_zero(actual[t.supply.name], ("total", "held")),
+        _fields(t.supply, 2),
+    )
+    checker.compare_rows(
+        "supply", "rm_issued", expected.issued, actual[t.issued.name], _fields(t.issued, 1)
+    )
+    checker.compare_rows(
+        "transactions",
+        "rm_transactions",
+        expected.transactions,
+        _decoded(actual[t.transactions.name], ("blocks", "details")),
+        _fields(t.transactions, 2),
+    )
+    checker.compare_rows(
+        "history",
+        "rm_account_history",
+        expected.history,
+        _decoded(actual[t.history.name], ("blocks",)),
+        _fields(t.history, 4),
+    )
     checker.history_balances(expected.totals, actual[t.history.name])
-    checker.compare_rows("serials", "rm_serial_movements", expected.movements,
-                         actual[t.serial_movements.name], _fields(t.serial_movements, 3))
+    checker.compare_rows(
+        "serials",
+        "rm_serial_movements",
+        expected.movements,
+        actual[t.serial_movements.name],
+        _fields(t.serial_movements, 3),
+    )
     checker.serial_locations(expected.ranges, actual[t.serial_blocks.name])
     return Report(checker.checks, tuple(checker.differences))
 
 
 # == what the event store says ====================================================
+
 
 class _Expected:
     """Every read-model row recomputed from aggregates and log positions up to ``head``."""
@@ -197,10 +251,12 @@ class _Expected:
             holder = view.holder
             self.accounts[(account_id,)] = {
                 "account_uuid": str(Account.id_for(account_id)),
-                "account_type": view.account_type.value, "state": view.state.value,
+                "account_type": view.account_type.value,
+                "state": view.state.value,
                 "holder_name": holder.get("name", ""),
                 "credit_code": holder.get("credit_code", ""),
-                "sector": holder.get("sector", ""), "province": holder.get("province", ""),
+                "sector": holder.get("sector", ""),
+                "province": holder.get("province", ""),
                 "opened_at": _utc(view.opened_at),
                 "position": last_change.get(Account.id_for(account_id)),
             }
@@ -208,67 +264,95 @@ class _Expected:
                 unit_class = holding.unit_class
                 key = unit_class.key
                 self.holdings[(account_id, key)] = {
-                    "unit_type": unit_class.unit_type.value, "vintage": unit_class.vintage,
-                    "project": unit_class.project, "total": holding.total,
-                    "held": holding.held, "available": holding.available}
+                    "unit_type": unit_class.unit_type.value,
+                    "vintage": unit_class.vintage,
+                    "project": unit_class.project,
+                    "total": holding.total,
+                    "held": holding.held,
+                    "available": holding.available,
+                }
                 self.totals[(account_id, key)] = holding.total
                 self.ranges[(key, account_id)] = [(b.first, b.last) for b in holding.blocks]
                 line = supply[(key, view.account_type.value)]
                 line[0] += holding.total
                 line[1] += holding.held
-        self.supply = {key: {"total": total, "held": held}
-                       for key, (total, held) in supply.items()}
+        self.supply = {key: {"total": total, "held": held} for key, (total, held) in supply.items()}
 
     def _issued(self, registry: Registry) -> None:
         for line in registry.supply():
             if line.issued:
                 counter = _get(registry, SerialCounter.id_for(line.unit_class), SerialCounter)
                 self.issued[(line.unit_class.key,)] = {
-                    "issued": line.issued, "next_serial": counter.next_serial}
+                    "issued": line.issued,
+                    "next_serial": counter.next_serial,
+                }
 
-    def _transaction(self, transactions: Mapping[UUID, Transaction], position: int,
-                     txn: Transaction) -> None:
+    def _transaction(
+        self, transactions: Mapping[UUID, Transaction], position: int, txn: Transaction
+    ) -> None:
         reversed_by = None
         if txn.reversed_by is not None:
             reversal = transactions[txn.reversed_by]
             reversed_by = f"{reversal.party}:{reversal.client_id}"
         self.transactions[(txn.party, txn.client_id)] = {
-            "kind": txn.kind.value, "status": txn.status.value, "source": txn.source,
-            "destination": txn.destination, "quantity": txn.quantity,
-            "blocks": _blocks(txn.blocks), "reason": txn.reason, "principal": txn.principal,
-            "refusal_reason": txn.refusal_reason, "refusal_message": txn.refusal_message,
-            "details": json.loads(json.dumps(txn.details)), "reversed_by": reversed_by,
-            "recorded_at": _utc(txn.created_on), "position": position}
+            "kind": txn.kind.value,
+            "status": txn.status.value,
+            "source": txn.source,
+            "destination": txn.destination,
+            "quantity": txn.quantity,
+            "blocks": _blocks(txn.blocks),
+            "reason": txn.reason,
+            "principal": txn.principal,
+            "refusal_reason": txn.refusal_reason,
+            "refusal_message": txn.refusal_message,
+            "details": json.loads(json.dumps(txn.details)),
+            "reversed_by": reversed_by,
+            "recorded_at": _utc(txn.created_on),
+            "position": position,
+        }
         if txn.status is not TransactionStatus.COMPLETED:
             return
         assert txn.destination is not None
-        common = {"party": txn.party, "client_id": txn.client_id, "kind": txn.kind.value,
-                  "reason": txn.reason, "principal": txn.principal,
-                  "recorded_at": _utc(txn.created_on)}
+        common = {
+            "party": txn.party,
+            "client_id": txn.client_id,
+            "kind": txn.kind.value,
+            "reason": txn.reason,
+            "principal": txn.principal,
+            "recorded_at": _utc(txn.created_on),
+        }
         by_class: dict[str, list[SerialBlock]] = defaultdict(list)
         for block in txn.blocks:
             by_class[block.unit_class.key].append(block)
             self.movements[(block.unit_class.key, block.first, position)] = {
-                "last": block.last, "source": txn.source, "destination": txn.destination,
-                "kind": txn.kind.value, "party": txn.party, "client_id": txn.client_id}
+                "last": block.last,
+                "source": txn.source,
+                "destination": txn.destination,
+                "kind": txn.kind.value,
+                "party": txn.party,
+                "client_id": txn.client_id,
+            }
         sides = [("CREDIT", txn.destination, txn.source)]
         if txn.source is not None:
             sides.append(("DEBIT", txn.source, txn.destination))
         for direction, account_id, counterparty in sides:
             for key, blocks in by_class.items():
                 self.history[(account_id, position, key, direction)] = {
-                    **common, "counterparty": counterparty,
+                    **common,
+                    "counterparty": counterparty,
                     "unit_type": blocks[0].unit_class.unit_type.value,
-                    "quantity": sum(b.quantity for b in blocks), "blocks": _blocks(blocks)}
+                    "quantity": sum(b.quantity for b in blocks),
+                    "blocks": _blocks(blocks),
+                }
 
 
-def _notifications(registry: Registry, head: int, topics: Iterable[str]
-                   ) -> Iterator[Notification]:
+def _notifications(registry: Registry, head: int, topics: Iterable[str]) -> Iterator[Notification]:
     """The log's notifications of ``topics`` up to ``head``, in order, page by page."""
     start, wanted = 1, list(topics)
     while True:
-        page = registry.recorder.select_notifications(start=start, limit=SCAN_PAGE,
-                                                      stop=head, topics=wanted)
+        page = registry.recorder.select_notifications(
+            start=start, limit=SCAN_PAGE, stop=head, topics=wanted
+        )
         yield from page
         if len(page) < SCAN_PAGE:
             return
@@ -298,9 +382,11 @@ def _utc(moment: datetime) -> datetime:
 
 # == what the read models hold ====================================================
 
+
 def _positions(conn: Connection, names: Iterable[str]) -> dict[str, int]:
     query = select(t.tracking.c.projection, t.tracking.c.position).where(
-        t.tracking.c.projection.in_(list(names)))
+        t.tracking.c.projection.in_(list(names))
+    )
     return {name: int(position) for name, position in conn.execute(query).all()}
 
 
@@ -314,8 +400,7 @@ def _fields(table: Table, key_columns: int) -> tuple[list[str], list[str]]:
 def _rows(conn: Connection, table: Table) -> list[Row]:
     rows = []
     for row in conn.execute(select(table)).mappings():
-        rows.append({name: _utc(v) if isinstance(v, datetime) else v
-                     for name, v in row.items()})
+        rows.append({name: _utc(v) if isinstance(v, datetime) else v for name, v in row.items()})
     return rows
 
 
@@ -338,6 +423,7 @@ def _decoded(rows: list[Row], columns: tuple[str, ...]) -> list[Row]:
 
 # == the comparison ===============================================================
 
+
 class _Checker:
     def __init__(self) -> None:
         self.checks = 0
@@ -346,8 +432,14 @@ class _Checker:
     def add(self, projection: str, key: str, expected: Any, actual: Any, message: str) -> None:
         self.differences.append(Difference(projection, key, expected, actual, message))
 
-    def compare_rows(self, projection: str, table: str, expected: Mapping[Key, Row],
-                     rows: list[Row], fields: tuple[list[str], list[str]]) -> None:
+    def compare_rows(
+        self,
+        projection: str,
+        table: str,
+        expected: Mapping[Key, Row],
+        rows: list[Row],
+        fields: tuple[list[str], list[str]],
+    ) -> None:
         """Row by row, field by field; a missing or an unexpected row is one difference."""
         key_columns, value_columns = fields
         actual = {tuple(row[c] for c in key_columns): row for row in rows}
@@ -358,13 +450,13 @@ class _Checker:
             if have is None:
                 self.add(projection, label, want, None, "row missing")
             elif want is None:
-                self.add(projection, label, None,
-                         {c: have[c] for c in value_columns}, "unexpected row")
+                self.add(
+                    projection, label, None, {c: have[c] for c in value_columns}, "unexpected row"
+                )
             else:
                 for column in value_columns:
                     if column in want and want[column] != have[column]:
-                        self.add(projection, label, want[column], have[column],
-                                 f"{column} differs")
+                        self.add(projection, label, want[column], have[column], f"{column} differs")
 
     def history_balances(self, totals: Mapping[Key, int], rows: list[Row]) -> None:
         """Credits minus debits per account and unit class equal the account's total."""
@@ -375,8 +467,13 @@ class _Checker:
         for key in sorted(totals.keys() | sums.keys()):
             self.checks += 1
             if totals.get(key, 0) != sums.get(key, 0):
-                self.add("history", f"balance {key[0]} {key[1]}", totals.get(key, 0),
-                         sums.get(key, 0), "credits minus debits differ from the total held")
+                self.add(
+                    "history",
+                    f"balance {key[0]} {key[1]}",
+                    totals.get(key, 0),
+                    sums.get(key, 0),
+                    "credits minus debits differ from the total held",
+                )
 
     def serial_locations(self, expected: Mapping[Key, Ranges], rows: list[Row]) -> None:
         """Each row lies in the account that holds it; the rows cover every block exactly."""
@@ -387,24 +484,37 @@ class _Checker:
             key = (row["unit_class"], row["account_id"])
             span = (row["first"], row["last"])
             if not _within(span, expected.get(key, [])):
-                self.add("serials", f"rm_serial_blocks {row['unit_class']}#{span[0]}-{span[1]}",
-                         _holders(expected, row["unit_class"], span) or "never issued",
-                         row["account_id"],
-                         "serial block is not (all) in the account the aggregates say")
+                self.add(
+                    "serials",
+                    f"rm_serial_blocks {row['unit_class']}#{span[0]}-{span[1]}",
+                    _holders(expected, row["unit_class"], span) or "never issued",
+                    row["account_id"],
+                    "serial block is not (all) in the account the aggregates say",
+                )
             actual[key].append(span)
         for key in sorted(expected.keys() | actual.keys()):
             self.checks += 1
             merged, overlaps = _normalise(actual.get(key, []))
             label = f"rm_serial_blocks {key[1]} {key[0]}"
             for first, last in overlaps:
-                self.add("serials", label, None, f"{first}-{last}",
-                         "rows overlap: these serials are in more than one row")
+                self.add(
+                    "serials",
+                    label,
+                    None,
+                    f"{first}-{last}",
+                    "rows overlap: these serials are in more than one row",
+                )
             want = expected.get(key, [])
             missing, extra = _subtract(want, merged), _subtract(merged, want)
             if missing or extra:
-                self.add("serials", label, _text(want), _text(merged),
-                         f"blocks differ: missing {_text(missing) or 'none'}, "
-                         f"unexpected {_text(extra) or 'none'}")
+                self.add(
+                    "serials",
+                    label,
+                    _text(want),
+                    _text(merged),
+                    f"blocks differ: missing {_text(missing) or 'none'}, "
+                    f"unexpected {_text(extra) or 'none'}",
+                )
 
 
 def _sortable(key: Key) -> tuple[str, ...]:
@@ -452,21 +562,26 @@ def _within(span: tuple[int, int], ranges: Ranges) -> bool:
 def _holders(expected: Mapping[Key, Ranges], unit_class: str, span: tuple[int, int]) -> str:
     """The accounts holding any serial of ``span``, per the aggregates (on failure only)."""
     first, last = span
-    return ", ".join(sorted(account for (cls, account), ranges in expected.items()
-                            if cls == unit_class
-                            and any(f <= last and l_ >= first for f, l_ in ranges)))
+    return ", ".join(
+        sorted(
+            account
+            for (cls, account), ranges in expected.items()
+            if cls == unit_class and any(f <= last and l_ >= first for f, l_ in ranges)
+        )
+    )
 
 
 def _text(ranges: Ranges) -> str:
     return ", ".join(f"{first}-{last}" for first, last in ranges)
 
 
-
 # == the `registry check` command =================================================
+
 
 def add_parser(sub: Any) -> None:
     command = sub.add_parser(
-        "check", help="catch the read models up, then compare them with the event store")
+        "check", help="catch the read models up, then compare them with the event store"
+    )
     command.set_defaults(run=run)
 
 
@@ -487,7 +602,8 @@ def require_store(settings: Settings, command: str) -> None:
         raise ConfigurationError(
             f"{command}: no registry store at {path} (from REGISTRY_DATABASE_URL, else "
             "$REGISTRY_DATA_DIR/registry.sqlite): run it where the store is, or set "
-            "REGISTRY_DATA_DIR or REGISTRY_DATABASE_URL; nothing was created")
+            "REGISTRY_DATA_DIR or REGISTRY_DATABASE_URL; nothing was created"
+        )
 
 
 def run(_: argparse.Namespace) -> int:
@@ -505,8 +621,7 @@ def run(_: argparse.Namespace) -> int:
         runner = ProjectionRunner(registry, engine)
         start = min((line.position for line in runner.status()), default=0)
         with Progress("caught up on", unit="events") as meter:
-            runner.catch_up(lambda done, head, _: meter.update(done, total=head - start),
-                            every=0.5)
+            runner.catch_up(lambda done, head, _: meter.update(done, total=head - start), every=0.5)
         report = check(registry, engine)
     finally:
         registry.close()

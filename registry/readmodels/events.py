@@ -58,11 +58,23 @@ REFUSED = Transaction.Refused.TOPIC
 REVERSED = Transaction.Reversed.TOPIC
 
 EVENT_CLASSES: dict[str, type[Any]] = {
-    cls.TOPIC: cls for cls in (
-        Account.Opened, Account.Frozen, Account.Unfrozen, Account.Closed, Account.Credited,
-        Account.Debited, Account.MovementsPosted, Account.UnitsHeld, Account.HoldReleased,
+    cls.TOPIC: cls
+    for cls in (
+        Account.Opened,
+        Account.Frozen,
+        Account.Unfrozen,
+        Account.Closed,
+        Account.Credited,
+        Account.Debited,
+        Account.MovementsPosted,
+        Account.UnitsHeld,
+        Account.HoldReleased,
         Account.HeldUnitsDebited,
-        Transaction.Completed, Transaction.Refused, Transaction.Reversed)}
+        Transaction.Completed,
+        Transaction.Refused,
+        Transaction.Reversed,
+    )
+}
 """Every topic a projection reads, with its event class."""
 
 Block = tuple[str, int, int]
@@ -76,8 +88,7 @@ class Event:
 
     __slots__ = ("_blocks", "_blocks_json", "originator", "position", "state", "topic")
 
-    def __init__(self, position: int, topic: str, originator: str,
-                 state: dict[str, Any]) -> None:
+    def __init__(self, position: int, topic: str, originator: str, state: dict[str, Any]) -> None:
         self.position = position
         self.topic = topic
         self.originator = originator
@@ -118,8 +129,9 @@ class EventReader:
         self.recorder = registry.recorder
         self.decode = StateDecoder(registry.mapper)
 
-    def read(self, conn: Connection, start: int, limit: int, topics: Collection[str]
-             ) -> tuple[list[Event], int, int]:
+    def read(
+        self, conn: Connection, start: int, limit: int, topics: Collection[str]
+    ) -> tuple[list[Event], int, int]:
         """(events of ``topics``, notifications read, last position read) from ``start``
         on; the last position is 0 when there is nothing new."""
         wanted = sorted(topics)
@@ -129,10 +141,12 @@ class EventReader:
             statement = sql.SQL(
                 "SELECT notification_id, originator_id::text, originator_version, topic, "
                 "CASE WHEN topic = ANY(%s) THEN state END FROM {schema}.{table} "
-                "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s").format(
+                "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
+            ).format(
                 schema=sql.Identifier(recorder.datastore.schema),
-                table=sql.Identifier(recorder.events_table_name))
-            with _driver(conn).cursor(binary=True) as cursor:   # bytea without hex
+                table=sql.Identifier(recorder.events_table_name),
+            )
+            with _driver(conn).cursor(binary=True) as cursor:  # bytea without hex
                 cursor.execute(statement, (wanted, start, limit))
                 rows = cursor.fetchall()
         elif isinstance(recorder, SQLiteApplicationRecorder) and conn.dialect.name == "sqlite":
@@ -143,14 +157,23 @@ class EventReader:
                     f"SELECT rowid, originator_id, originator_version, topic, "
                     f"CASE WHEN topic IN ({marks}) THEN state END "
                     f"FROM {recorder.events_table_name} WHERE rowid >= ? "
-                    f"ORDER BY rowid LIMIT ?", (*wanted, start, limit))
+                    f"ORDER BY rowid LIMIT ?",
+                    (*wanted, start, limit),
+                )
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
-        else:   # another recorder: its own query, on its own connection
-            rows = [(n.id, str(n.originator_id), n.originator_version, n.topic,
-                     n.state if n.topic in topics else None)
-                    for n in recorder.select_notifications(start=start, limit=limit)]
+        else:  # another recorder: its own query, on its own connection
+            rows = [
+                (
+                    n.id,
+                    str(n.originator_id),
+                    n.originator_version,
+                    n.topic,
+                    n.state if n.topic in topics else None,
+                )
+                for n in recorder.select_notifications(start=start, limit=limit)
+            ]
         events = []
         count = last = 0
         decode = self.decode
@@ -158,8 +181,9 @@ class EventReader:
             count += 1
             last = position
             if state is not None:
-                events.append(Event(position, topic, originator,
-                                    decode(topic, originator, version, state)))
+                events.append(
+                    Event(position, topic, originator, decode(topic, originator, version, state))
+                )
         return events, count, last
 
 
@@ -172,24 +196,27 @@ class StateDecoder:
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
         transcoder = mapper.transcoder
-        self.fast = (type(transcoder) is JSONTranscoder
-                     and _named(transcoder, SerialBlock, "block", SerialBlockTranscoding)
-                     and _named(transcoder, datetime, "datetime_iso", DatetimeAsISO)
-                     and _named(transcoder, UUID, "uuid_hex", UUIDAsHex))
-        self.upcast = {topic for topic, cls in EVENT_CLASSES.items()
-                       if getattr(cls, "class_version", 1) != 1}
+        self.fast = (
+            type(transcoder) is JSONTranscoder
+            and _named(transcoder, SerialBlock, "block", SerialBlockTranscoding)
+            and _named(transcoder, datetime, "datetime_iso", DatetimeAsISO)
+            and _named(transcoder, UUID, "uuid_hex", UUIDAsHex)
+        )
+        self.upcast = {
+            topic for topic, cls in EVENT_CLASSES.items() if getattr(cls, "class_version", 1) != 1
+        }
         self.encoder = JSONTranscoder()
         """Re-encodes what the mapper decoded: into the stored form the helpers read,
         whatever the store's transcoder (other types as the mapper's JSON would be)."""
         if isinstance(transcoder, JSONTranscoder):
             for transcoding in transcoder.types.values():
                 self.encoder.register(transcoding)
-        for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(),
-                            SerialBlockTranscoding()):
+        for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), SerialBlockTranscoding()):
             self.encoder.register(transcoding)
 
-    def __call__(self, topic: str, originator: str, version: int,
-                 state: bytes | memoryview) -> dict[str, Any]:
+    def __call__(
+        self, topic: str, originator: str, version: int, state: bytes | memoryview
+    ) -> dict[str, Any]:
         state = bytes(state)
         if self.fast and topic not in self.upcast:
             mapper = self.mapper
@@ -198,18 +225,23 @@ class StateDecoder:
             if mapper.compressor:
                 state = mapper.compressor.decompress(state)
             text = state.decode()
-            try:                              # json.loads minus its per-call checks
+            try:  # json.loads minus its per-call checks
                 decoded, end = _scan(text, 0)
             except StopIteration:
                 end = -1
             if end != len(text) or type(decoded) is not dict:
-                decoded = json.loads(text)    # the error, or what json.loads makes of it
+                decoded = json.loads(text)  # the error, or what json.loads makes of it
             return decoded  # type: ignore[no-any-return]
-        event = self.mapper.to_domain_event(StoredEvent(
-            originator_id=UUID(originator), originator_version=version, topic=topic,
-            state=state))
-        fields = {name: value for name, value in vars(event).items()
-                  if name not in ("originator_id", "originator_version")}
+        event = self.mapper.to_domain_event(
+            StoredEvent(
+                originator_id=UUID(originator), originator_version=version, topic=topic, state=state
+            )
+        )
+        fields = {
+            name: value
+            for name, value in vars(event).items()
+            if name not in ("originator_id", "originator_version")
+        }
         reencoded: dict[str, Any] = json.loads(self.encoder.encode(fields))
         return reencoded
 
@@ -217,8 +249,11 @@ class StateDecoder:
 def _named(transcoder: JSONTranscoder, kind: type, name: str, cls: type) -> bool:
     """Whether ``kind`` is stored under ``name`` by a transcoding of class ``cls``."""
     registered = transcoder.types.get(kind)
-    return (registered is not None and registered.name == name
-            and isinstance(transcoder.names.get(name), cls))
+    return (
+        registered is not None
+        and registered.name == name
+        and isinstance(transcoder.names.get(name), cls)
+    )
 
 
 def _driver(conn: Connection) -> Any:
@@ -233,9 +268,11 @@ def quantity(blocks: Sequence[Block]) -> int:
 def blocks_json(blocks: Sequence[Block]) -> str:
     """``[["CEA/2025", 1, 5], ...]``, as the tables store blocks: exactly the text of
     ``json.dumps(blocks)``, built without the encoder's per-call set-up."""
-    return "[" + ", ".join([f"[{_json_string(key)}, {first}, {last}]"
-                            for key, first, last in blocks]) + "]"
+    return (
+        "["
+        + ", ".join([f"[{_json_string(key)}, {first}, {last}]" for key, first, last in blocks])
+        + "]"
+    )
 
 
 _json_string: Callable[[str], str] = encode_basestring_ascii  # what json.dumps uses
-

@@ -18,14 +18,18 @@ from contextlib import contextmanager, suppress
 
 from sqlalchemy import Connection, Engine, text
 
-LEASE_KEY = 0x7265_6769_0000_0001   # "regi", 1
+LEASE_KEY = 0x7265_6769_0000_0001  # "regi", 1
 """The advisory lock key (64-bit): different from the migration and ledger keys."""
 
 
 @contextmanager
-def projection_lease(engine: Engine, stop: threading.Event, *, wait_seconds: float = 1.0,
-                     on_wait: Callable[[], None] = lambda: None
-                     ) -> Iterator[threading.Event | None]:
+def projection_lease(
+    engine: Engine,
+    stop: threading.Event,
+    *,
+    wait_seconds: float = 1.0,
+    on_wait: Callable[[], None] = lambda: None,
+) -> Iterator[threading.Event | None]:
     """Hold the lease until the block ends; yields the event that says to let it go:
     set when ``stop`` is, or when the lease is lost (None when ``stop`` was set before
     it was won). SQLite has one writer process: the lease is always held there."""
@@ -44,15 +48,16 @@ def projection_lease(engine: Engine, stop: threading.Event, *, wait_seconds: flo
                 waiting = True
             stop.wait(wait_seconds)
         release = threading.Event()
-        watch = threading.Thread(target=_watch, args=(conn, stop, release), daemon=True,
-                                 name="projection-lease")
+        watch = threading.Thread(
+            target=_watch, args=(conn, stop, release), daemon=True, name="projection-lease"
+        )
         watch.start()
         try:
             yield release
         finally:
             release.set()
             watch.join(timeout=5)
-            with suppress(Exception):   # a lost connection took the lock with it
+            with suppress(Exception):  # a lost connection took the lock with it
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEASE_KEY})
 
 
@@ -63,21 +68,30 @@ def lease_holder(engine: Engine) -> int | None:
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND database = (SELECT oid FROM pg_database"
-            "                 WHERE datname = current_database())"
-            " AND ((classid::bigint << 32) | objid::bigint) = :key"),
-            {"key": LEASE_KEY}).scalar()
+        return conn.execute(
+            text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database"
+                "                 WHERE datname = current_database())"
+                " AND ((classid::bigint << 32) | objid::bigint) = :key"
+            ),
+            {"key": LEASE_KEY},
+        ).scalar()
 
 
 def _try_lock(conn: Connection) -> bool:
-    return bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                             {"key": LEASE_KEY}).scalar())
+    return bool(
+        conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEASE_KEY}).scalar()
+    )
 
 
-def _watch(conn: Connection, stop: threading.Event, release: threading.Event,
-           every: float = 2.0, tick: float = 0.2) -> None:
+def _watch(
+    conn: Connection,
+    stop: threading.Event,
+    release: threading.Event,
+    every: float = 2.0,
+    tick: float = 0.2,
+) -> None:
     """Set ``release`` once ``stop`` is set or the lease's connection stops answering
     (asked every ``every`` seconds)."""
     waited = 0.0

@@ -49,9 +49,13 @@ class Batch(list[Event]):
     """The events of a runner's batch that one projection reads (after its position),
     and what several projections derive from the batch, computed once for all."""
 
-    def __init__(self, events: Iterable[Event], after: int = 0,
-                 everything: Sequence[Event] | None = None,
-                 shared: dict[Any, Any] | None = None) -> None:
+    def __init__(
+        self,
+        events: Iterable[Event],
+        after: int = 0,
+        everything: Sequence[Event] | None = None,
+        shared: dict[Any, Any] | None = None,
+    ) -> None:
         super().__init__(events)
         self.after = after
         self._everything = self if everything is None else everything
@@ -62,8 +66,9 @@ class Batch(list[Event]):
         position)``: once per batch and position. The result is shared: read it only."""
         key = (compute, self.after)
         if key not in self._shared:
-            self._shared[key] = compute([event for event in self._everything
-                                         if event.position > self.after])
+            self._shared[key] = compute(
+                [event for event in self._everything if event.position > self.after]
+            )
         result: T = self._shared[key]
         return result
 
@@ -79,15 +84,13 @@ class AccountDirectory:
 
     def learn(self, event: Event) -> None:
         if event.topic == OPENED:
-            self._known[event.originator] = (event.state["account_id"],
-                                             event.state["account_type"])
+            self._known[event.originator] = (event.state["account_id"], event.state["account_type"])
 
     def __getitem__(self, originator: str) -> tuple[str, str]:
         known = self._known.get(originator)
         if known is None:
             account = self._load(UUID(originator))
-            known = self._known[originator] = (account.account_id,
-                                               account.account_type.value)
+            known = self._known[originator] = (account.account_id, account.account_type.value)
         return known
 
 
@@ -106,8 +109,8 @@ class Projection(ABC):
         self.directory = directory
         self.suffix = suffix
         self.bound: dict[str, Table] = {
-            table.name: shadow_table(table, suffix) if suffix else table
-            for table in self.tables}
+            table.name: shadow_table(table, suffix) if suffix else table for table in self.tables
+        }
 
     @property
     def tracking_name(self) -> str:
@@ -124,8 +127,10 @@ class Projection(ABC):
 def shadow_table(table: Table, suffix: str) -> Table:
     """A copy of ``table`` named ``<name><suffix>``, with its primary key but no other
     index (index names are global; the swap recreates them under their own names)."""
-    columns = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-               for c in table.columns]
+    columns = [
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in table.columns
+    ]
     return Table(table.name + suffix, MetaData(), *columns, comment=table.comment)
 
 
@@ -189,8 +194,18 @@ class AccountsProjection(Projection):
     tables = (t.accounts,)
     topics = frozenset({OPENED, FROZEN, UNFROZEN, CLOSED})
 
-    COLUMNS = ("account_id", "account_uuid", "account_type", "state", "holder_name",
-               "credit_code", "sector", "province", "opened_at", "position")
+    COLUMNS = (
+        "account_id",
+        "account_uuid",
+        "account_type",
+        "state",
+        "holder_name",
+        "credit_code",
+        "sector",
+        "province",
+        "opened_at",
+        "position",
+    )
     STATES: ClassVar[dict[str, str]] = {FROZEN: "FROZEN", UNFROZEN: "OPEN", CLOSED: "CLOSED"}
 
     def apply(self, out: Writer, batch: Batch) -> None:
@@ -201,20 +216,33 @@ class AccountsProjection(Projection):
             if event.topic == OPENED:
                 state, holder = event.state, event.state["holder"]
                 opened[account_uuid] = [
-                    state["account_id"], account_uuid, state["account_type"], "OPEN",
-                    holder.get("name", ""), holder.get("credit_code", ""),
-                    holder.get("sector", ""), holder.get("province", ""),
-                    event.timestamp(), event.position]
-            elif account_uuid in opened:     # opened in this batch: insert it as it ends
+                    state["account_id"],
+                    account_uuid,
+                    state["account_type"],
+                    "OPEN",
+                    holder.get("name", ""),
+                    holder.get("credit_code", ""),
+                    holder.get("sector", ""),
+                    holder.get("province", ""),
+                    event.timestamp(),
+                    event.position,
+                ]
+            elif account_uuid in opened:  # opened in this batch: insert it as it ends
                 opened[account_uuid][3] = self.STATES[event.topic]
                 opened[account_uuid][9] = event.position
             else:
                 changed[account_uuid] = (self.STATES[event.topic], event.position)
         table = self.table(t.accounts)
         out.insert(table, self.COLUMNS, list(opened.values()))
-        out.update(table, ("state", "position"), ("account_uuid",),
-                   [(state, position, account_uuid)
-                    for account_uuid, (state, position) in changed.items()])
+        out.update(
+            table,
+            ("state", "position"),
+            ("account_uuid",),
+            [
+                (state, position, account_uuid)
+                for account_uuid, (state, position) in changed.items()
+            ],
+        )
 
 
 class HoldingsProjection(Projection):
@@ -222,17 +250,40 @@ class HoldingsProjection(Projection):
     tables = (t.holdings,)
     topics = frozenset({OPENED, MOVEMENTS_POSTED, *HOLDING_EFFECTS})
 
-    COLUMNS = ("account_id", "unit_class", "unit_type", "vintage", "project", "total",
-               "held", "available")
+    COLUMNS = (
+        "account_id",
+        "unit_class",
+        "unit_type",
+        "vintage",
+        "project",
+        "total",
+        "held",
+        "available",
+    )
 
     def apply(self, out: Writer, batch: Batch) -> None:
         rows = []
         for (originator, key), (total, held) in batch.derived(holding_deltas).items():
             unit_type, vintage, project = unit_class(key)
-            rows.append((self.directory[originator][0], key, unit_type, vintage, project,
-                         total, held, total - held))
-        out.upsert(self.table(t.holdings), self.COLUMNS, ("account_id", "unit_class"), rows,
-                   add=("total", "held", "available"))
+            rows.append(
+                (
+                    self.directory[originator][0],
+                    key,
+                    unit_type,
+                    vintage,
+                    project,
+                    total,
+                    held,
+                    total - held,
+                )
+            )
+        out.upsert(
+            self.table(t.holdings),
+            self.COLUMNS,
+            ("account_id", "unit_class"),
+            rows,
+            add=("total", "held", "available"),
+        )
 
 
 class SupplyProjection(Projection):
@@ -253,15 +304,24 @@ class SupplyProjection(Projection):
                     counts = issued.setdefault(key, [0, 1])
                     counts[0] += last - first + 1
                     counts[1] = max(counts[1], last + 1)
-        out.upsert(self.table(t.supply), ("unit_class", "account_type", "total", "held"),
-                   ("unit_class", "account_type"),
-                   [(key, account_type, total, held)
-                    for (key, account_type), (total, held) in deltas.items()],
-                   add=("total", "held"))
-        out.upsert(self.table(t.issued), ("unit_class", "issued", "next_serial"),
-                   ("unit_class",), [(key, count, after) for key, (count, after)
-                                     in issued.items()],
-                   add=("issued",), replace=("next_serial",))
+        out.upsert(
+            self.table(t.supply),
+            ("unit_class", "account_type", "total", "held"),
+            ("unit_class", "account_type"),
+            [
+                (key, account_type, total, held)
+                for (key, account_type), (total, held) in deltas.items()
+            ],
+            add=("total", "held"),
+        )
+        out.upsert(
+            self.table(t.issued),
+            ("unit_class", "issued", "next_serial"),
+            ("unit_class",),
+            [(key, count, after) for key, (count, after) in issued.items()],
+            add=("issued",),
+            replace=("next_serial",),
+        )
 
 
 class TransactionsProjection(Projection):
@@ -269,12 +329,28 @@ class TransactionsProjection(Projection):
     tables = (t.transactions,)
     topics = frozenset({COMPLETED, REFUSED, REVERSED})
 
-    COLUMNS = ("party", "client_id", "kind", "status", "source", "destination", "quantity",
-               "blocks", "reason", "principal", "refusal_reason", "refusal_message",
-               "details", "reversed_by", "recorded_at", "position")
+    COLUMNS = (
+        "party",
+        "client_id",
+        "kind",
+        "status",
+        "source",
+        "destination",
+        "quantity",
+        "blocks",
+        "reason",
+        "principal",
+        "refusal_reason",
+        "refusal_message",
+        "details",
+        "reversed_by",
+        "recorded_at",
+        "position",
+    )
 
-    def __init__(self, directory: AccountDirectory, find_transaction: Callable[[UUID], Any],
-                 suffix: str = "") -> None:
+    def __init__(
+        self, directory: AccountDirectory, find_transaction: Callable[[UUID], Any], suffix: str = ""
+    ) -> None:
         super().__init__(directory, suffix)
         self.find_transaction = find_transaction
 
@@ -282,8 +358,12 @@ class TransactionsProjection(Projection):
         reversals: dict[tuple[str, str], str] = {}
         table = self.table(t.transactions)
         out.insert(table, self.COLUMNS, self._rows(batch, reversals))
-        out.update(table, ("reversed_by",), ("party", "client_id"),
-                   [(by, party, client_id) for (party, client_id), by in reversals.items()])
+        out.update(
+            table,
+            ("reversed_by",),
+            ("party", "client_id"),
+            [(by, party, client_id) for (party, client_id), by in reversals.items()],
+        )
 
     def _rows(self, batch: Batch, reversals: dict[tuple[str, str], str]) -> Iterator[Row]:
         """A row per recorded transaction; what each reversal reversed into ``reversals``
@@ -294,15 +374,28 @@ class TransactionsProjection(Projection):
                 original = self.find_transaction(event.uuid())
                 reversal = self.find_transaction(event.id_field("reversal_id"))
                 reversals[(original.party, original.client_id)] = (
-                    f"{reversal.party}:{reversal.client_id}")
+                    f"{reversal.party}:{reversal.client_id}"
+                )
                 continue
             completed = event.topic == COMPLETED
-            yield (state["party"], state["client_id"], state["kind"],
-                   "COMPLETED" if completed else "REFUSED", state["source"],
-                   state["destination"], quantity(event.blocks()), event.blocks_json(),
-                   state["reason"], state["principal"], state.get("refusal_reason", ""),
-                   state.get("refusal_message", ""), details(state["details"]),
-                   None, event.timestamp(), event.position)
+            yield (
+                state["party"],
+                state["client_id"],
+                state["kind"],
+                "COMPLETED" if completed else "REFUSED",
+                state["source"],
+                state["destination"],
+                quantity(event.blocks()),
+                event.blocks_json(),
+                state["reason"],
+                state["principal"],
+                state.get("refusal_reason", ""),
+                state.get("refusal_message", ""),
+                details(state["details"]),
+                None,
+                event.timestamp(),
+                event.position,
+            )
 
 
 class HistoryProjection(Projection):
@@ -312,9 +405,22 @@ class HistoryProjection(Projection):
     tables = (t.history,)
     topics = frozenset({COMPLETED})
 
-    COLUMNS = ("account_id", "position", "unit_class", "direction", "party", "client_id",
-               "kind", "counterparty", "unit_type", "quantity", "blocks", "reason",
-               "principal", "recorded_at")
+    COLUMNS = (
+        "account_id",
+        "position",
+        "unit_class",
+        "direction",
+        "party",
+        "client_id",
+        "kind",
+        "counterparty",
+        "unit_type",
+        "quantity",
+        "blocks",
+        "reason",
+        "principal",
+        "recorded_at",
+    )
 
     def apply(self, out: Writer, batch: Batch) -> None:
         out.insert(self.table(t.history), self.COLUMNS, self._rows(batch))
@@ -326,27 +432,56 @@ class HistoryProjection(Projection):
             blocks = event.blocks()
             if not blocks:
                 continue
-            if all(block[0] == blocks[0][0] for block in blocks):    # one class, mostly
+            if all(block[0] == blocks[0][0] for block in blocks):  # one class, mostly
                 key = blocks[0][0]
                 lines = [(key, unit_class(key)[0], quantity(blocks), event.blocks_json())]
             else:
                 by_class: dict[str, list[Block]] = {}
                 for block in blocks:
                     by_class.setdefault(block[0], []).append(block)
-                lines = [(key, unit_class(key)[0], quantity(group), blocks_json(group))
-                         for key, group in by_class.items()]
+                lines = [
+                    (key, unit_class(key)[0], quantity(group), blocks_json(group))
+                    for key, group in by_class.items()
+                ]
             recorded_at, position = event.timestamp(), event.position
             party, client_id, kind = state["party"], state["client_id"], state["kind"]
             reason, principal = state["reason"], state["principal"]
             source, destination = state["source"], state["destination"]
             for key, unit_type, units, blocks_text in lines:
-                yield (destination, position, key, "CREDIT", party, client_id, kind, source,
-                       unit_type, units, blocks_text, reason, principal, recorded_at)
+                yield (
+                    destination,
+                    position,
+                    key,
+                    "CREDIT",
+                    party,
+                    client_id,
+                    kind,
+                    source,
+                    unit_type,
+                    units,
+                    blocks_text,
+                    reason,
+                    principal,
+                    recorded_at,
+                )
             if source is not None:
                 for key, unit_type, units, blocks_text in lines:
-                    yield (source, position, key, "DEBIT", party, client_id, kind,
-                           destination, unit_type, units, blocks_text, reason, principal,
-                           recorded_at)
+                    yield (
+                        source,
+                        position,
+                        key,
+                        "DEBIT",
+                        party,
+                        client_id,
+                        kind,
+                        destination,
+                        unit_type,
+                        units,
+                        blocks_text,
+                        reason,
+                        principal,
+                        recorded_at,
+                    )
 
 
 class SerialsProjection(Projection):
@@ -356,28 +491,55 @@ class SerialsProjection(Projection):
     tables = (t.serial_blocks, t.serial_movements)
     topics = frozenset({COMPLETED})
 
-    MOVEMENTS = ("unit_class", "first", "position", "last", "source", "destination", "kind",
-                 "party", "client_id")
+    MOVEMENTS = (
+        "unit_class",
+        "first",
+        "position",
+        "last",
+        "source",
+        "destination",
+        "kind",
+        "party",
+        "client_id",
+    )
 
     def apply(self, out: Writer, batch: Batch) -> None:
         moves = [(event, event.blocks()) for event in batch]
-        locations = SerialLocations.load(out, self.table(t.serial_blocks), [
-            block for event, blocks in moves if event.state["source"] is not None
-            for block in blocks])
-        out.insert(self.table(t.serial_movements), self.MOVEMENTS,
-                   self._movements(moves, locations))
+        locations = SerialLocations.load(
+            out,
+            self.table(t.serial_blocks),
+            [
+                block
+                for event, blocks in moves
+                if event.state["source"] is not None
+                for block in blocks
+            ],
+        )
+        out.insert(
+            self.table(t.serial_movements), self.MOVEMENTS, self._movements(moves, locations)
+        )
         locations.flush(out)
 
     @staticmethod
-    def _movements(moves: Sequence[tuple[Event, list[Block]]], locations: SerialLocations
-                   ) -> Iterator[Row]:
+    def _movements(
+        moves: Sequence[tuple[Event, list[Block]]], locations: SerialLocations
+    ) -> Iterator[Row]:
         """A row per block moved; each block moved in ``locations`` on the way."""
         for event, blocks in moves:
             state = event.state
             source, destination = state["source"], state["destination"]
             for key, first, last in blocks:
-                yield (key, first, event.position, last, source, destination, state["kind"],
-                       state["party"], state["client_id"])
+                yield (
+                    key,
+                    first,
+                    event.position,
+                    last,
+                    source,
+                    destination,
+                    state["kind"],
+                    state["party"],
+                    state["client_id"],
+                )
                 if source is not None:
                     locations.take(key, first, last, source)
                 locations.put(key, first, last, str(destination))
@@ -402,24 +564,31 @@ class SerialLocations:
         self.firsts: dict[str, list[int]] = defaultdict(list)
         for key, by_first in self.rows.items():
             self.firsts[key] = sorted(by_first)
-        self.original = {(key, first): row for key, by_first in self.rows.items()
-                         for first, row in by_first.items()}
+        self.original = {
+            (key, first): row
+            for key, by_first in self.rows.items()
+            for first, row in by_first.items()
+        }
 
     @classmethod
     def load(cls, out: Writer, table: Table, taken: Sequence[Block]) -> SerialLocations:
         ranges = list(_merged(taken))
         if not ranges:
             return cls(table, [])
-        name, c = out.q(table.name), {n: out.q(n) for n in ("unit_class", "first", "last",
-                                                             "account_id")}
+        name, c = (
+            out.q(table.name),
+            {n: out.q(n) for n in ("unit_class", "first", "last", "account_id")},
+        )
         columns = f"b.{c['unit_class']}, b.{c['first']}, b.{c['last']}, b.{c['account_id']}"
 
         def starting(key: str, low: str, high: str) -> str:
             """Rows of class ``key`` from the one holding serial ``low`` to ``high``."""
-            return (f"b.{c['unit_class']} = {key} AND b.{c['first']} <= {high} "
-                    f"AND b.{c['first']} >= COALESCE((SELECT max(p.{c['first']}) "
-                    f"FROM {name} AS p WHERE p.{c['unit_class']} = {key} "
-                    f"AND p.{c['first']} <= {low}), {low})")
+            return (
+                f"b.{c['unit_class']} = {key} AND b.{c['first']} <= {high} "
+                f"AND b.{c['first']} >= COALESCE((SELECT max(p.{c['first']}) "
+                f"FROM {name} AS p WHERE p.{c['unit_class']} = {key} "
+                f"AND p.{c['first']} <= {low}), {low})"
+            )
 
         found: dict[tuple[str, int], tuple[str, int, int, str]] = {}
         if out.postgres:
@@ -434,10 +603,14 @@ class SerialLocations:
             statement = (
                 f"SELECT {columns} FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
                 f"AS r(c, lo, hi) CROSS JOIN LATERAL (SELECT * FROM {name} AS b WHERE "
-                f"{starting('r.c', 'r.lo', 'r.hi')} OFFSET 0) AS b")
+                f"{starting('r.c', 'r.lo', 'r.hi')} OFFSET 0) AS b"
+            )
             with out.driver.cursor() as cursor:
-                cursor.execute(statement, [[r[0] for r in ranges], [r[1] for r in ranges],
-                                           [r[2] for r in ranges]], prepare=False)
+                cursor.execute(
+                    statement,
+                    [[r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]],
+                    prepare=False,
+                )
                 rows = cursor.fetchall()
         else:
             statement = f"SELECT {columns} FROM {name} AS b WHERE {starting('?', '?', '?')}"
@@ -459,12 +632,14 @@ class SerialLocations:
                 covered += min(row_last, last) - max(firsts[end], first) + 1
             end += 1
         if covered != last - first + 1:
-            raise RuntimeError(f"serial locations out of step: {key}#{first}-{last} "
-                               f"is not all in {account_id} (found {covered})")
+            raise RuntimeError(
+                f"serial locations out of step: {key}#{first}-{last} "
+                f"is not all in {account_id} (found {covered})"
+            )
         kept = []
         for row_first in firsts[start:end]:
             row_last, holder = rows[row_first]
-            if row_last < first:          # ends before the block: untouched
+            if row_last < first:  # ends before the block: untouched
                 kept.append(row_first)
                 continue
             del rows[row_first]
@@ -478,18 +653,22 @@ class SerialLocations:
 
     def put(self, key: str, first: int, last: int, account_id: str) -> None:
         if first in self.rows[key]:
-            raise RuntimeError(f"serial locations out of step: {key}#{first}-{last} "
-                               f"put into {account_id} is already in a row")
+            raise RuntimeError(
+                f"serial locations out of step: {key}#{first}-{last} "
+                f"put into {account_id} is already in a row"
+            )
         self.rows[key][first] = (last, account_id)
         insort(self.firsts[key], first)
 
     def flush(self, out: Writer) -> None:
         original = self.original
-        gone = [key for key, row in original.items()
-                if self.rows[key[0]].get(key[1]) != row]
-        new = [(key, first, last, account_id) for key, rows in self.rows.items()
-               for first, (last, account_id) in rows.items()
-               if original.get((key, first)) != (last, account_id)]
+        gone = [key for key, row in original.items() if self.rows[key[0]].get(key[1]) != row]
+        new = [
+            (key, first, last, account_id)
+            for key, rows in self.rows.items()
+            for first, (last, account_id) in rows.items()
+            if original.get((key, first)) != (last, account_id)
+        ]
         out.delete(self.table, ("unit_class", "first"), gone)
         out.insert(self.table, ("unit_class", "first", "last", "account_id"), new)
 

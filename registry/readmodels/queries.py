@@ -42,18 +42,21 @@ def decode_token(token: str, length: int) -> list[Any]:
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except ValueError:
-        raise InvalidCommand("page token is not one this registry issued",
-                             reason="INVALID_PAGE_TOKEN") from None
+        raise InvalidCommand(
+            "page token is not one this registry issued", reason="INVALID_PAGE_TOKEN"
+        ) from None
     if not isinstance(key, list) or len(key) != length:
-        raise InvalidCommand("page token is not one this registry issued",
-                             reason="INVALID_PAGE_TOKEN")
+        raise InvalidCommand(
+            "page token is not one this registry issued", reason="INVALID_PAGE_TOKEN"
+        )
     return key
 
 
 def check_page_size(size: int) -> int:
     if not 0 < size <= MAX_PAGE:
-        raise InvalidCommand(f"page size must be 1..{MAX_PAGE}, got {size}",
-                             reason="INVALID_PAGE_SIZE")
+        raise InvalidCommand(
+            f"page size must be 1..{MAX_PAGE}, got {size}", reason="INVALID_PAGE_SIZE"
+        )
     return size
 
 
@@ -73,8 +76,11 @@ class ReadModels:
 
     def account(self, account_id: str) -> dict[str, Any]:
         with self.reads.connect() as conn:
-            row = conn.execute(select(t.accounts).where(
-                t.accounts.c.account_id == account_id)).mappings().first()
+            row = (
+                conn.execute(select(t.accounts).where(t.accounts.c.account_id == account_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise UnknownAccount(f"no account {account_id}", account=account_id)
         return dict(row)
@@ -85,9 +91,14 @@ class ReadModels:
         account is looked up only to tell "holds nothing" from "does not exist"."""
         h = t.holdings.c
         with self.reads.connect() as conn:
-            rows = [dict(r) for r in conn.execute(select(t.holdings).where(
-                and_(h.account_id == account_id, h.total > 0)).order_by(h.unit_class)
-            ).mappings()]
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    select(t.holdings)
+                    .where(and_(h.account_id == account_id, h.total > 0))
+                    .order_by(h.unit_class)
+                ).mappings()
+            ]
         if not rows:
             self.account(account_id)
         return rows
@@ -97,14 +108,26 @@ class ReadModels:
         before it): credits minus debits from its history; classes at 0 are omitted."""
         self.account(account_id)
         h = t.history.c
-        query = (_history_totals(as_of, h.unit_class).where(h.account_id == account_id)
-                 .order_by(h.unit_class))
+        query = (
+            _history_totals(as_of, h.unit_class)
+            .where(h.account_id == account_id)
+            .order_by(h.unit_class)
+        )
         with self.reads.connect() as conn:
-            return [{"unit_class": r.unit_class, "total": int(r.total)}   # SUM: NUMERIC on PG
-                    for r in conn.execute(query) if r.total != 0]
+            return [
+                {"unit_class": r.unit_class, "total": int(r.total)}  # SUM: NUMERIC on PG
+                for r in conn.execute(query)
+                if r.total != 0
+            ]
 
-    def positions(self, *, page_size: int = 100, page_token: str = "",
-                  as_of: datetime | None = None, account_ids: Sequence[str] = ()) -> Page:
+    def positions(
+        self,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        as_of: datetime | None = None,
+        account_ids: Sequence[str] = (),
+    ) -> Page:
         """Every account's positive holdings by unit class, keyset-paged by (account,
         class): now from rm_holdings, or as of a past time from the history (which does
         not know what holds reserved then, so ``held`` is 0 there)."""
@@ -112,13 +135,15 @@ class ReadModels:
         after = decode_token(page_token, 2) if page_token else None
         if as_of is None:
             h = t.holdings.c
-            query = (select(h.account_id, h.unit_class, h.total, h.held).where(h.total > 0))
+            query = select(h.account_id, h.unit_class, h.total, h.held).where(h.total > 0)
             key = (h.account_id, h.unit_class)
         else:
             c = t.history.c
-            query = (_history_totals(as_of, c.account_id, c.unit_class)
-                     .add_columns(literal(0).label("held"))
-                     .having(_credits_minus_debits() > 0))
+            query = (
+                _history_totals(as_of, c.account_id, c.unit_class)
+                .add_columns(literal(0).label("held"))
+                .having(_credits_minus_debits() > 0)
+            )
             key = (c.account_id, c.unit_class)
         if account_ids:
             query = query.where(key[0].in_(list(account_ids)))
@@ -126,8 +151,15 @@ class ReadModels:
             query = query.where(tuple_(*key) > tuple_(*after))
         query = query.order_by(*key).limit(page_size + 1)
         with self.reads.connect() as conn:
-            rows = [{"account_id": r.account_id, "unit_class": r.unit_class,
-                     "total": int(r.total), "held": int(r.held)} for r in conn.execute(query)]
+            rows = [
+                {
+                    "account_id": r.account_id,
+                    "unit_class": r.unit_class,
+                    "total": int(r.total),
+                    "held": int(r.held),
+                }
+                for r in conn.execute(query)
+            ]
         more = len(rows) > page_size
         rows = rows[:page_size]
         token = encode_token([rows[-1]["account_id"], rows[-1]["unit_class"]]) if more else ""
@@ -136,16 +168,29 @@ class ReadModels:
     def transaction(self, party: str, client_id: str) -> dict[str, Any]:
         c = t.transactions.c
         with self.reads.connect() as conn:
-            row = conn.execute(select(t.transactions).where(
-                and_(c.party == party, c.client_id == client_id))).mappings().first()
+            row = (
+                conn.execute(
+                    select(t.transactions).where(and_(c.party == party, c.client_id == client_id))
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             ref = f"{party}:{client_id}"
             raise UnknownTransaction(f"no transaction {ref}", transaction=ref)
         return dict(row)
 
-    def history(self, account_id: str, *, page_size: int = 100, page_token: str = "",
-                kinds: Sequence[str] = (), unit_class: str | None = None,
-                since: datetime | None = None, until: datetime | None = None) -> Page:
+    def history(
+        self,
+        account_id: str,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        kinds: Sequence[str] = (),
+        unit_class: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Page:
         """An account's movements, oldest first, filtered by kind, class and time."""
         check_page_size(page_size)
         h = t.history.c
@@ -160,16 +205,24 @@ class ReadModels:
             where.append(h.recorded_at < until)
         if page_token:
             position, klass, direction = decode_token(page_token, 3)
-            where.append(tuple_(h.position, h.unit_class, h.direction)
-                         > tuple_(position, klass, direction))
-        query = (select(t.history).where(and_(*where))
-                 .order_by(h.position, h.unit_class, h.direction).limit(page_size + 1))
+            where.append(
+                tuple_(h.position, h.unit_class, h.direction) > tuple_(position, klass, direction)
+            )
+        query = (
+            select(t.history)
+            .where(and_(*where))
+            .order_by(h.position, h.unit_class, h.direction)
+            .limit(page_size + 1)
+        )
         with self.reads.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > page_size
         rows = rows[:page_size]
-        token = encode_token([rows[-1]["position"], rows[-1]["unit_class"],
-                              rows[-1]["direction"]]) if more else ""
+        token = (
+            encode_token([rows[-1]["position"], rows[-1]["unit_class"], rows[-1]["direction"]])
+            if more
+            else ""
+        )
         return Page(rows, token)
 
     def supply(self) -> dict[str, dict[str, Any]]:
@@ -177,48 +230,75 @@ class ReadModels:
         with self.reads.connect() as conn:
             result: dict[str, dict[str, Any]] = {
                 row.unit_class: {"issued": row.issued, "by_account_type": {}}
-                for row in conn.execute(select(t.issued))}
+                for row in conn.execute(select(t.issued))
+            }
             for row in conn.execute(select(t.supply)):
                 line = result.setdefault(row.unit_class, {"issued": 0, "by_account_type": {}})
-                line["by_account_type"][row.account_type] = {"total": row.total,
-                                                             "held": row.held}
+                line["by_account_type"][row.account_type] = {"total": row.total, "held": row.held}
         return result
 
     def locate_serial(self, unit_class: str, serial: int) -> str:
         """The account holding ``serial`` of ``unit_class`` now."""
         s = t.serial_blocks.c
         with self.reads.connect() as conn:
-            account = conn.execute(select(s.account_id).where(and_(
-                s.unit_class == unit_class, s.first <= serial, s.last >= serial))).scalar()
+            account = conn.execute(
+                select(s.account_id).where(
+                    and_(s.unit_class == unit_class, s.first <= serial, s.last >= serial)
+                )
+            ).scalar()
         if account is None:
-            raise UnknownSerial(f"serial {serial} of {unit_class} was never issued",
-                                unit_class=unit_class, serial=serial)
+            raise UnknownSerial(
+                f"serial {serial} of {unit_class} was never issued",
+                unit_class=unit_class,
+                serial=serial,
+            )
         return str(account)
 
     def trace_serial(self, unit_class: str, serial: int) -> list[dict[str, Any]]:
         """Every transaction that moved ``serial``, in log order: the chain of holders."""
         m = t.serial_movements.c
         with self.reads.connect() as conn:
-            rows = conn.execute(select(t.serial_movements).where(and_(
-                m.unit_class == unit_class, m.first <= serial, m.last >= serial,
-            )).order_by(m.position)).mappings()
+            rows = conn.execute(
+                select(t.serial_movements)
+                .where(
+                    and_(
+                        m.unit_class == unit_class,
+                        m.first <= serial,
+                        m.last >= serial,
+                    )
+                )
+                .order_by(m.position)
+            ).mappings()
             return [dict(r) for r in rows]
 
-    def accounts(self, *, page_size: int = 100, page_token: str = "",
-                 account_type: str | None = None, sector: str | None = None,
-                 province: str | None = None) -> Page:
+    def accounts(
+        self,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        account_type: str | None = None,
+        sector: str | None = None,
+        province: str | None = None,
+    ) -> Page:
         check_page_size(page_size)
         a = t.accounts.c
         where = []
-        for column, value in ((a.account_type, account_type), (a.sector, sector),
-                              (a.province, province)):
+        for column, value in (
+            (a.account_type, account_type),
+            (a.sector, sector),
+            (a.province, province),
+        ):
             if value:
                 where.append(column == value)
         if page_token:
             [after] = decode_token(page_token, 1)
             where.append(a.account_id > after)
-        query = (select(t.accounts).where(and_(true(), *where)).order_by(a.account_id)
-                 .limit(page_size + 1))
+        query = (
+            select(t.accounts)
+            .where(and_(true(), *where))
+            .order_by(a.account_id)
+            .limit(page_size + 1)
+        )
         with self.reads.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > page_size
@@ -236,8 +316,11 @@ def _history_totals(as_of: datetime, *group: Any) -> Select[Any]:
     ``as_of``, grouped by them (a naive ``as_of`` is taken as UTC, as protobuf
     timestamps convert)."""
     h = t.history.c
-    return (select(*group, _credits_minus_debits().label("total"))
-            .where(h.recorded_at <= _utc(as_of)).group_by(*group))
+    return (
+        select(*group, _credits_minus_debits().label("total"))
+        .where(h.recorded_at <= _utc(as_of))
+        .group_by(*group)
+    )
 
 
 def _utc(moment: datetime) -> datetime:

@@ -81,10 +81,15 @@ PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history",
 
 
 class ProjectionRunner:
-    def __init__(self, registry: Registry, engine: Engine,
-                 projections: Sequence[Projection] | None = None,
-                 batch_size: int = DEFAULT_BATCH, sealer: LedgerSealer | None = None,
-                 housekeeping: Housekeeping | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        engine: Engine,
+        projections: Sequence[Projection] | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        sealer: LedgerSealer | None = None,
+        housekeeping: Housekeeping | None = None,
+    ) -> None:
         self.registry = registry
         self.engine = engine
         self.sealer = sealer
@@ -100,19 +105,19 @@ class ProjectionRunner:
     def _ensure_tracking(self) -> None:
         with self.engine.begin() as conn:
             known = set(conn.execute(select(t.tracking.c.projection)).scalars())
-            missing = [p.tracking_name for p in self.projections
-                       if p.tracking_name not in known]
+            missing = [p.tracking_name for p in self.projections if p.tracking_name not in known]
             if missing:
-                conn.execute(insert(t.tracking),
-                             [{"projection": name, "position": 0} for name in missing])
+                conn.execute(
+                    insert(t.tracking), [{"projection": name, "position": 0} for name in missing]
+                )
 
-    def positions(self, conn: Connection | None = None, *, lock: bool = False
-                  ) -> dict[str, int]:
+    def positions(self, conn: Connection | None = None, *, lock: bool = False) -> dict[str, int]:
         """Tracking position per projection; ``lock`` holds the rows to the end of the
         transaction, so a concurrent swap of rebuilt tables cannot slip in between."""
         names = [p.tracking_name for p in self.projections]
         query = select(t.tracking.c.projection, t.tracking.c.position).where(
-            t.tracking.c.projection.in_(names))
+            t.tracking.c.projection.in_(names)
+        )
         if lock:
             query = query.with_for_update()
         if conn is None:
@@ -153,17 +158,23 @@ class ProjectionRunner:
             if done >= last:
                 continue
             topics = projection.topics
-            mine = Batch([e for e in events if e.topic in topics] if done < start else
-                         [e for e in events if e.position > done and e.topic in topics],
-                         done, events, shared)
+            mine = Batch(
+                [e for e in events if e.topic in topics]
+                if done < start
+                else [e for e in events if e.position > done and e.topic in topics],
+                done,
+                events,
+                shared,
+            )
             if mine:
                 projection.apply(out, mine)
             moved.append((last, projection.tracking_name))
         out.update(t.tracking, ("position",), ("projection",), moved)
         return count
 
-    def catch_up(self, report: Callable[[int, int, float], None] | None = None,
-                 every: float = 5.0) -> int:
+    def catch_up(
+        self, report: Callable[[int, int, float], None] | None = None, every: float = 5.0
+    ) -> int:
         """Apply everything committed so far. ``report(done, head, seconds)`` shows progress."""
         started = last_report = time.monotonic()
         head = self.head()
@@ -205,21 +216,18 @@ class ProjectionRunner:
             yield lambda stop, seconds: stop.wait(seconds)
             return
         url = self.engine.url.set(drivername="postgresql")
-        with psycopg.connect(url.render_as_string(hide_password=False),
-                             autocommit=True) as conn:
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
             def wait(stop: threading.Event, seconds: float) -> None:
                 deadline = time.monotonic() + seconds
                 while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-                    if any(True for _ in conn.notifies(timeout=min(left, 0.5),
-                                                       stop_after=1)):
+                    if any(True for _ in conn.notifies(timeout=min(left, 0.5), stop_after=1)):
                         return
 
             yield wait
 
-    def rebuild(self, name: str, report: Callable[[int, int, float], None] | None = None
-                ) -> int:
+    def rebuild(self, name: str, report: Callable[[int, int, float], None] | None = None) -> int:
         """Rebuild projection ``name`` from position zero into fresh tables, then swap
         them in under the live names in one transaction. Queries and the live runner
         keep working meanwhile; the swap waits for the live runner's batch to finish."""
@@ -227,37 +235,42 @@ class ProjectionRunner:
         if not matching:
             raise ValueError(f"no projection {name!r}; known: {', '.join(PROJECTION_NAMES)}")
         live = matching[0]
-        [shadow] = [p for p in all_projections(self.registry, REBUILD_SUFFIX)
-                    if p.name == name]
+        [shadow] = [p for p in all_projections(self.registry, REBUILD_SUFFIX) if p.name == name]
         with self.engine.begin() as conn:
             for table in shadow.bound.values():
                 table.drop(conn, checkfirst=True)
                 table.create(conn)
-            conn.execute(delete(t.tracking).where(
-                t.tracking.c.projection == shadow.tracking_name))
+            conn.execute(delete(t.tracking).where(t.tracking.c.projection == shadow.tracking_name))
         builder = ProjectionRunner(self.registry, self.engine, [shadow], self.batch_size)
         done = builder.catch_up(report)
         with self.engine.begin() as conn:
-            self.positions(conn, lock=True)           # wait out the live runner's batch
-            while count := builder._step(conn):       # the last events since catch-up
+            self.positions(conn, lock=True)  # wait out the live runner's batch
+            while count := builder._step(conn):  # the last events since catch-up
                 done += count
             [position] = builder.positions(conn).values()
             for live_table in live.tables:
                 _swap(conn, shadow.table(live_table), live_table)
-            conn.execute(update(t.tracking).where(t.tracking.c.projection == live.name)
-                         .values(position=position))
-            conn.execute(delete(t.tracking).where(
-                t.tracking.c.projection == shadow.tracking_name))
+            conn.execute(
+                update(t.tracking)
+                .where(t.tracking.c.projection == live.name)
+                .values(position=position)
+            )
+            conn.execute(delete(t.tracking).where(t.tracking.c.projection == shadow.tracking_name))
         return done
 
     def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
         """Block until every projection has applied ``position`` (read your writes)."""
-        wait_for_position(self.engine, position, timeout,
-                          [p.tracking_name for p in self.projections])
+        wait_for_position(
+            self.engine, position, timeout, [p.tracking_name for p in self.projections]
+        )
 
 
-def wait_for_position(engine: Engine, position: int | None, timeout: float = 5.0,
-                      names: Sequence[str] = PROJECTION_NAMES) -> None:
+def wait_for_position(
+    engine: Engine,
+    position: int | None,
+    timeout: float = 5.0,
+    names: Sequence[str] = PROJECTION_NAMES,
+) -> None:
     """Block until the named projections (by default all) have applied ``position``.
 
     Reads only the tracking table, so any process can wait, whoever runs the worker."""
@@ -273,7 +286,8 @@ def wait_for_position(engine: Engine, position: int | None, timeout: float = 5.0
         if time.monotonic() >= deadline:
             raise ReadModelTimeout(
                 f"read models did not reach position {position} within {timeout}s "
-                f"(at {reached}); is `registry project` running?")
+                f"(at {reached}); is `registry project` running?"
+            )
         time.sleep(0.01)
 
 
@@ -285,7 +299,11 @@ def _swap(conn: Connection, rebuilt: Table, live: Table) -> None:
     conn.execute(text(f'ALTER TABLE "{rebuilt.name}" RENAME TO "{live.name}"'))
     conn.execute(text(f'DROP TABLE "{retired}"'))
     if conn.dialect.name == "postgresql":
-        conn.execute(text(f'ALTER TABLE "{live.name}" RENAME CONSTRAINT '
-                          f'"{rebuilt.name}_pkey" TO "{live.name}_pkey"'))
+        conn.execute(
+            text(
+                f'ALTER TABLE "{live.name}" RENAME CONSTRAINT '
+                f'"{rebuilt.name}_pkey" TO "{live.name}_pkey"'
+            )
+        )
     for index in live.indexes:
         index.create(conn)

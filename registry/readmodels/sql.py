@@ -19,8 +19,7 @@ def make_engine(settings: Settings) -> Engine:
     """An engine on the registry's own database (read models live beside the events)."""
     if settings.backend == "sqlite":
         env = settings.eventsourcing_env()
-        engine = create_engine(f"sqlite:///{env['SQLITE_DBNAME']}",
-                               connect_args={"timeout": 30})
+        engine = create_engine(f"sqlite:///{env['SQLITE_DBNAME']}", connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _wal(dbapi_connection: Any, _: Any) -> None:
@@ -46,9 +45,15 @@ def make_read_engine(settings: Settings, pool_size: int) -> Engine:
     if settings.backend not in ("postgresql", "postgres"):
         return make_engine(settings)
     url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
-    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False,
-                         isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
-                         connect_args={"application_name": READS_APPLICATION_NAME})
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        connect_args={"application_name": READS_APPLICATION_NAME},
+    )
 
 
 Row = Sequence[Any]
@@ -92,10 +97,13 @@ class Writer:
         if first is None:
             return
         names = ", ".join(self.q(c) for c in columns)
-        if self.postgres:   # binary: no number or time formatting and parsing
-            with self.driver.cursor() as cursor, cursor.copy(
+        if self.postgres:  # binary: no number or time formatting and parsing
+            with (
+                self.driver.cursor() as cursor,
+                cursor.copy(
                     f"COPY {self.q(table.name)} ({names}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
+                ) as copy,
+            ):
                 copy.set_types(_pg_oids(table, columns))
                 write = copy.write_row
                 write(first)
@@ -103,33 +111,45 @@ class Writer:
                     write(row)
             return
         marks = ", ".join("?" * len(columns))
-        self._many(f"INSERT INTO {self.q(table.name)} ({names}) VALUES ({marks})",
-                   self._processed(table, columns, chain((first,), rows)))
+        self._many(
+            f"INSERT INTO {self.q(table.name)} ({names}) VALUES ({marks})",
+            self._processed(table, columns, chain((first,), rows)),
+        )
 
-    def upsert(self, table: Table, columns: Sequence[str], keys: Sequence[str],
-               rows: Sequence[Row], add: Sequence[str] = (),
-               replace: Sequence[str] = ()) -> None:
+    def upsert(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        keys: Sequence[str],
+        rows: Sequence[Row],
+        add: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> None:
         """Insert ``rows``, or add their ``add`` columns to the row already there (and
         overwrite its ``replace`` columns). Keys must be unique within ``rows``."""
         if not rows:
             return
         name = self.q(table.name)
-        changes = ", ".join([f"{self.q(c)} = {name}.{self.q(c)} + excluded.{self.q(c)}"
-                             for c in add] +
-                            [f"{self.q(c)} = excluded.{self.q(c)}" for c in replace])
-        conflict = (f"ON CONFLICT ({', '.join(self.q(k) for k in keys)}) "
-                    f"DO UPDATE SET {changes}")
+        changes = ", ".join(
+            [f"{self.q(c)} = {name}.{self.q(c)} + excluded.{self.q(c)}" for c in add]
+            + [f"{self.q(c)} = excluded.{self.q(c)}" for c in replace]
+        )
+        conflict = f"ON CONFLICT ({', '.join(self.q(k) for k in keys)}) DO UPDATE SET {changes}"
         names = ", ".join(self.q(c) for c in columns)
         if self.postgres:
-            self._arrays(f"INSERT INTO {name} ({names}) SELECT * FROM {{}} {conflict}",
-                         table, columns, rows)
+            self._arrays(
+                f"INSERT INTO {name} ({names}) SELECT * FROM {{}} {conflict}", table, columns, rows
+            )
             return
         marks = ", ".join("?" * len(columns))
-        self._many(f"INSERT INTO {name} ({names}) VALUES ({marks}) {conflict}",
-                   self._processed(table, columns, rows))
+        self._many(
+            f"INSERT INTO {name} ({names}) VALUES ({marks}) {conflict}",
+            self._processed(table, columns, rows),
+        )
 
-    def update(self, table: Table, values: Sequence[str], keys: Sequence[str],
-               rows: Sequence[Row]) -> None:
+    def update(
+        self, table: Table, values: Sequence[str], keys: Sequence[str], rows: Sequence[Row]
+    ) -> None:
         """Set ``values`` of the row with ``keys``; each row is (*values, *keys), and
         keys must be unique within ``rows``."""
         if not rows:
@@ -139,13 +159,11 @@ class Writer:
         if self.postgres:
             sets = ", ".join(f"{self.q(c)} = v.{self.q(c)}" for c in values)
             where = " AND ".join(f"{name}.{self.q(k)} = v.{self.q(k)}" for k in keys)
-            self._arrays(f"UPDATE {name} SET {sets} FROM {{}} WHERE {where}",
-                         table, columns, rows)
+            self._arrays(f"UPDATE {name} SET {sets} FROM {{}} WHERE {where}", table, columns, rows)
             return
         sets = ", ".join(f"{self.q(c)} = ?" for c in values)
         where = " AND ".join(f"{self.q(k)} = ?" for k in keys)
-        self._many(f"UPDATE {name} SET {sets} WHERE {where}",
-                   self._processed(table, columns, rows))
+        self._many(f"UPDATE {name} SET {sets} WHERE {where}", self._processed(table, columns, rows))
 
     def delete(self, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
         """Delete the rows whose ``keys`` columns equal one of ``rows``."""
@@ -161,16 +179,18 @@ class Writer:
 
     # -- dialect details ----------------------------------------------------------
 
-    def _arrays(self, statement: str, table: Table, columns: Sequence[str],
-                rows: Sequence[Row]) -> None:
+    def _arrays(
+        self, statement: str, table: Table, columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
         """PostgreSQL: run ``statement`` with ``{}`` standing for the rows, passed as one
         array per column and unnested into ``v(<columns>)``."""
         arrays = ", ".join(f"%s::{_pg_type(table, c)}[]" for c in columns)
         names = ", ".join(self.q(c) for c in columns)
         source = f"unnest({arrays}) AS v({names})"
         with self.driver.cursor() as cursor:
-            cursor.execute(statement.format(source), [list(column) for column in zip(*rows,
-                                                                                  strict=True)])
+            cursor.execute(
+                statement.format(source), [list(column) for column in zip(*rows, strict=True)]
+            )
 
     def _many(self, statement: str, rows: Iterable[Row]) -> None:
         cursor = self.driver.cursor()
@@ -179,11 +199,14 @@ class Writer:
         finally:
             cursor.close()
 
-    def _processed(self, table: Table, columns: Sequence[str], rows: Iterable[Row]
-                   ) -> Iterable[Row]:
-        processors = [(index, process) for index, process
-                      in enumerate(_processors(self.conn, table, columns))
-                      if process is not None]
+    def _processed(
+        self, table: Table, columns: Sequence[str], rows: Iterable[Row]
+    ) -> Iterable[Row]:
+        processors = [
+            (index, process)
+            for index, process in enumerate(_processors(self.conn, table, columns))
+            if process is not None
+        ]
         if not processors:
             return rows
         return (_process(row, processors) for row in rows)
@@ -215,16 +238,19 @@ def _pg_oids(table: Table, columns: Sequence[str]) -> list[int]:
     """The PostgreSQL type of each column, as binary COPY needs them."""
     key = (table.name, tuple(columns))
     if key not in _PG_OIDS:
-        _PG_OIDS[key] = [pg_types.get_oid(re.sub(r"\(.*\)", "", _pg_type(table, c)).lower())
-                         for c in columns]
+        _PG_OIDS[key] = [
+            pg_types.get_oid(re.sub(r"\(.*\)", "", _pg_type(table, c)).lower()) for c in columns
+        ]
     return _PG_OIDS[key]
 
 
-def _processors(conn: Connection, table: Table, columns: Sequence[str]
-                ) -> list[Callable[[Any], Any] | None]:
+def _processors(
+    conn: Connection, table: Table, columns: Sequence[str]
+) -> list[Callable[[Any], Any] | None]:
     dialect = conn.dialect
     key = (dialect.name, table.name, tuple(columns))
     if key not in _PROCESSORS:
-        _PROCESSORS[key] = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-                            for c in columns]
+        _PROCESSORS[key] = [
+            table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
+        ]
     return _PROCESSORS[key]

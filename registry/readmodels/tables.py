@@ -24,14 +24,16 @@ from sqlalchemy import (
 metadata = MetaData()
 
 tracking = Table(
-    "rm_tracking", metadata,
+    "rm_tracking",
+    metadata,
     Column("projection", String(64), primary_key=True),
     Column("position", BigInteger, nullable=False),
     comment="Last event-log position applied by each projection (same transaction as its rows).",
 )
 
 accounts = Table(
-    "rm_accounts", metadata,
+    "rm_accounts",
+    metadata,
     Column("account_id", String(64), primary_key=True),
     Column("account_uuid", String(36), nullable=False),
     Column("account_type", String(32), nullable=False),
@@ -48,7 +50,8 @@ Index("ux_rm_accounts_uuid", accounts.c.account_uuid, unique=True)
 Index("ix_rm_accounts_type_sector", accounts.c.account_type, accounts.c.sector)
 
 holdings = Table(
-    "rm_holdings", metadata,
+    "rm_holdings",
+    metadata,
     Column("account_id", String(64), primary_key=True),
     Column("unit_class", String(96), primary_key=True),
     Column("unit_type", String(8), nullable=False),
@@ -61,7 +64,8 @@ holdings = Table(
 )
 
 transactions = Table(
-    "rm_transactions", metadata,
+    "rm_transactions",
+    metadata,
     Column("party", String(64), primary_key=True),
     Column("client_id", String(128), primary_key=True),
     Column("kind", String(24), nullable=False),
@@ -83,7 +87,8 @@ transactions = Table(
 Index("ix_rm_transactions_position", transactions.c.position)
 
 history = Table(
-    "rm_account_history", metadata,
+    "rm_account_history",
+    metadata,
     Column("account_id", String(64), primary_key=True),
     Column("position", BigInteger, primary_key=True),
     Column("unit_class", String(96), primary_key=True),
@@ -104,17 +109,19 @@ Index("ix_rm_account_history_kind", history.c.account_id, history.c.kind, histor
 Index("ix_rm_account_history_time", history.c.account_id, history.c.recorded_at)
 
 supply = Table(
-    "rm_supply", metadata,
+    "rm_supply",
+    metadata,
     Column("unit_class", String(96), primary_key=True),
     Column("account_type", String(32), primary_key=True),
     Column("total", BigInteger, nullable=False),
     Column("held", BigInteger, nullable=False),
     comment="Units per unit class by holding account type; SURRENDER and CANCELLATION "
-            "are the surrendered and cancelled units, 'held' what exchange holds reserve.",
+    "are the surrendered and cancelled units, 'held' what exchange holds reserve.",
 )
 
 issued = Table(
-    "rm_issued", metadata,
+    "rm_issued",
+    metadata,
     Column("unit_class", String(96), primary_key=True),
     Column("issued", BigInteger, nullable=False),
     Column("next_serial", BigInteger, nullable=False),
@@ -122,7 +129,8 @@ issued = Table(
 )
 
 serial_blocks = Table(
-    "rm_serial_blocks", metadata,
+    "rm_serial_blocks",
+    metadata,
     Column("unit_class", String(96), primary_key=True),
     Column("first", BigInteger, primary_key=True),
     Column("last", BigInteger, nullable=False),
@@ -132,7 +140,8 @@ serial_blocks = Table(
 Index("ix_rm_serial_blocks_account", serial_blocks.c.account_id)
 
 serial_movements = Table(
-    "rm_serial_movements", metadata,
+    "rm_serial_movements",
+    metadata,
     Column("unit_class", String(96), primary_key=True),
     Column("first", BigInteger, primary_key=True),
     Column("position", BigInteger, primary_key=True),

@@ -32,21 +32,33 @@ from registry.readmodels.sql import make_engine
 
 def add_parser(sub: Any) -> None:
     project = sub.add_parser(
-        "project", help="run the projections: catch up, then follow new events")
+        "project", help="run the projections: catch up, then follow new events"
+    )
     action = project.add_mutually_exclusive_group()
-    action.add_argument("--status", action="store_true",
-                        help="print each projection's position and lag, then exit")
-    action.add_argument("--rebuild", metavar="NAME", choices=PROJECTION_NAMES,
-                        help="rebuild one projection from zero and swap it in")
-    action.add_argument("--once", action="store_true",
-                        help="catch up to the head of the log, then exit")
-    project.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
-                         help=f"events per transaction at most (default {DEFAULT_BATCH})")
+    action.add_argument(
+        "--status", action="store_true", help="print each projection's position and lag, then exit"
+    )
+    action.add_argument(
+        "--rebuild",
+        metavar="NAME",
+        choices=PROJECTION_NAMES,
+        help="rebuild one projection from zero and swap it in",
+    )
+    action.add_argument(
+        "--once", action="store_true", help="catch up to the head of the log, then exit"
+    )
+    project.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH,
+        help=f"events per transaction at most (default {DEFAULT_BATCH})",
+    )
     project.set_defaults(run=run)
 
 
-def events_progress(label: str, start: int = 0
-                    ) -> tuple[Progress, Callable[[int, int, float], None]]:
+def events_progress(
+    label: str, start: int = 0
+) -> tuple[Progress, Callable[[int, int, float], None]]:
     """A progress line for a catch-up from position ``start`` or a rebuild (a terminal
     only, not in JSON-log mode), and the ``report(done, head, seconds)`` the runner
     calls it through: ``done`` counts this run's events, so the total is head - start."""
@@ -54,6 +66,7 @@ def events_progress(label: str, start: int = 0
 
     def report(done: int, head: int, _: float) -> None:
         meter.update(done, total=max(head - start, done))
+
     return meter, report
 
 
@@ -74,8 +87,14 @@ FAULT_PAUSES = (1.0, 2.0, 5.0, 10.0, 15.0)
 """Seconds between attempts to take the lease again after database faults in a row."""
 
 
-def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Settings,
-                        stop: threading.Event, *, once: bool) -> int:
+def _apply_while_leased(
+    runner: ProjectionRunner,
+    engine: Engine,
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    once: bool,
+) -> int:
     """Win the projection lease, catch up, follow; stand by again if it is lost.
 
     A database fault (a restart or failover ends every session; a lock or statement
@@ -83,16 +102,20 @@ def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Sett
     lease again, as a standby would, so the read models resume without anyone
     restarting it. Anything else is a defect and stops it. ``--once`` (a script's
     catch-up) reports a fault instead (exit 3)."""
+
     def waiting() -> None:
         print("another worker holds the projection lease: standing by", flush=True)
+
     faults = 0
     while not stop.is_set():
         try:
             with projection_lease(engine, stop, on_wait=waiting) as release:
                 if release is None:
                     break
-                print(f"holding the projection lease; catching up on "
-                      f"{settings.describe()}", flush=True)
+                print(
+                    f"holding the projection lease; catching up on {settings.describe()}",
+                    flush=True,
+                )
                 started = time.monotonic()
                 meter, report = events_progress("caught up on", lowest_position(runner))
                 with meter:
@@ -104,15 +127,20 @@ def _apply_while_leased(runner: ProjectionRunner, engine: Engine, settings: Sett
                 print("following new events (Ctrl-C to stop)", flush=True)
                 runner.follow(release)
                 if not stop.is_set():
-                    print("lost the projection lease (database connection); taking it "
-                          "again", flush=True)
+                    print(
+                        "lost the projection lease (database connection); taking it again",
+                        flush=True,
+                    )
         except Exception as error:
             if once or database_fault(error) is None:
                 raise
             pause = FAULT_PAUSES[min(faults, len(FAULT_PAUSES) - 1)]
             faults += 1
-            print(f"database fault ({describe_fault(error)}): taking the projection lease "
-                  f"again in {pause:.0f}s", flush=True)
+            print(
+                f"database fault ({describe_fault(error)}): taking the projection lease "
+                f"again in {pause:.0f}s",
+                flush=True,
+            )
             drop_dead_connections(runner.registry.recorder)
             stop.wait(pause)
     return 0
@@ -125,58 +153,71 @@ def verify_seconds() -> float:
     try:
         return float(text)
     except ValueError:
-        raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}"
-                                 ) from None
+        raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}") from None
 
 
-def ledger_check(engine: Engine, registry: Registry, metrics: RegistryMetrics
-                 ) -> Callable[[], None]:
+def ledger_check(
+    engine: Engine, registry: Registry, metrics: RegistryMetrics
+) -> Callable[[], None]:
     """Verify the ledger against the signing key's public half, and every event's
     authenticator with the key this process writes with; the result goes to the
     ``registry_ledger_verify_ok`` gauge (and the log when it fails)."""
+
     def run() -> None:
         path = private_key_path()
         if not path.exists():
-            return   # nothing signed yet
-        report = verify_ledger(engine, [load_public_key(path)],
-                               log=EventLog.of(registry.recorder),
-                               event_key=getattr(registry.recorder, "event_key", None))
+            return  # nothing signed yet
+        report = verify_ledger(
+            engine,
+            [load_public_key(path)],
+            log=EventLog.of(registry.recorder),
+            event_key=getattr(registry.recorder, "event_key", None),
+        )
         position = report.failure.position if report.failure else report.chain_head
         metrics.set_verify_result(report.ok, position)
         if not report.ok:
             print(f"ledger verification: {report.summary()}", flush=True)
+
     return run
 
 
 def run(args: argparse.Namespace) -> int:
     configuration.check(server=False)
     settings = Settings.from_env()
-    if args.status or args.rebuild:   # reads (or rebuilds) a store: never creates one
-        require_store(settings, "registry project --status" if args.status
-                      else "registry project --rebuild")
+    if args.status or args.rebuild:  # reads (or rebuilds) a store: never creates one
+        require_store(
+            settings, "registry project --status" if args.status else "registry project --rebuild"
+        )
     registry = build_registry(settings)
     engine = make_engine(settings)
-    sealer = (None if args.status or args.rebuild else
-              LedgerSealer.from_env(engine, EventLog.of(registry.recorder)))
+    sealer = (
+        None
+        if args.status or args.rebuild
+        else LedgerSealer.from_env(engine, EventLog.of(registry.recorder))
+    )
     metrics = RegistryMetrics()
-    housekeeping = (None if args.status or args.rebuild else
-                    Housekeeping(registry, metrics=metrics,
-                                 verify=ledger_check(engine, registry, metrics),
-                                 verify_seconds=verify_seconds()))
-    runner = ProjectionRunner(registry, engine, batch_size=args.batch_size, sealer=sealer,
-                              housekeeping=housekeeping)
-    metrics.watch_projections(lambda: [(p.projection, p.position, p.head)
-                                       for p in runner.status()])
+    housekeeping = (
+        None
+        if args.status or args.rebuild
+        else Housekeeping(
+            registry,
+            metrics=metrics,
+            verify=ledger_check(engine, registry, metrics),
+            verify_seconds=verify_seconds(),
+        )
+    )
+    runner = ProjectionRunner(
+        registry, engine, batch_size=args.batch_size, sealer=sealer, housekeeping=housekeeping
+    )
+    metrics.watch_projections(lambda: [(p.projection, p.position, p.head) for p in runner.status()])
     metrics.watch_pool("writes", engine)
     port = os.environ.get("REGISTRY_METRICS_PORT", "").strip()
-    exporter = (metrics.start_http(int(port)) if port and not (args.status or args.rebuild)
-                else None)
+    exporter = metrics.start_http(int(port)) if port and not (args.status or args.rebuild) else None
     try:
         if args.status:
             print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
             for line in runner.status():
-                print(f"{line.projection:<14}{line.position:>12,}{line.head:>12,}"
-                      f"{line.lag:>10,}")
+                print(f"{line.projection:<14}{line.position:>12,}{line.head:>12,}{line.lag:>10,}")
             holder = lease_holder(engine)
             if engine.dialect.name == "postgresql":
                 print(f"lease: {'held by database session ' + str(holder) if holder else 'free'}")
@@ -196,4 +237,3 @@ def run(args: argparse.Namespace) -> int:
         if exporter is not None:
             exporter.stop()
         registry.close()
-

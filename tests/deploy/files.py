@@ -136,7 +136,8 @@ def argv(service: dict[str, Any]) -> list[str]:
 def unescape(value: str) -> str:
     """Compose interpolation: ``$$`` is a literal ``$``; anything else must not need it."""
     assert not re.search(r"\$(?!\$)\{?[A-Za-z_]", value.replace("$$", "")), (
-        f"{value!r} would be interpolated by compose from the host's environment")
+        f"{value!r} would be interpolated by compose from the host's environment"
+    )
     return value.replace("$$", "$")
 
 

@@ -25,18 +25,26 @@ def test_a_failed_nginx_install_stops_ci_and_says_why(tmp_path: Path) -> None:
         pytest.skip(f"nginx is on {SYSTEM_PATH}: the script would not try to install it")
     calls = tmp_path / "calls"
     apt_get = tmp_path / "apt-get"
-    apt_get.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
-                       'echo "E: Unable to locate package nginx-light" >&2\nexit 100\n')
+    apt_get.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        'echo "E: Unable to locate package nginx-light" >&2\nexit 100\n'
+    )
     apt_get.chmod(0o755)
     script = tmp_path / "checkout" / ".ci" / "run"
     script.parent.mkdir(parents=True)
     shutil.copy(ROOT / ".ci" / "run", script)
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True,
-                          timeout=120, check=False,
-                          env={**os.environ, "PATH": f"{tmp_path}:{SYSTEM_PATH}"})
+    done = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PATH": f"{tmp_path}:{SYSTEM_PATH}"},
+    )
     assert done.returncode == 1, done
-    assert calls.read_text().splitlines() == [
-        "install -y -q nginx-light", "update -q"], calls.read_text()
+    assert calls.read_text().splitlines() == ["install -y -q nginx-light", "update -q"], (
+        calls.read_text()
+    )
     assert "E: Unable to locate package nginx-light" in done.stderr
     assert "could not install nginx-light" in done.stderr
-    assert "pytest" not in done.stdout + done.stderr   # stopped before the suite
+    assert "pytest" not in done.stdout + done.stderr  # stopped before the suite

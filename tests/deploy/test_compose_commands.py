@@ -77,38 +77,57 @@ class Stack:
         return self.environments[service]["REGISTRY_LISTEN"]
 
     def log(self, service: str) -> str:
-        return "".join(path.read_text(errors="replace") for path in
-                       sorted(self.directory.glob(f"{service}.*.log")))
+        return "".join(
+            path.read_text(errors="replace")
+            for path in sorted(self.directory.glob(f"{service}.*.log"))
+        )
 
     def command(self, service: str, *args: str) -> list[str]:
         """The service's entrypoint and ``args`` (or its own command), paths of the
         container's config files translated to the repository's."""
-        targets = {entry["target"]: str(COMPOSE_DIR / compose()["configs"][entry["source"]]
-                                         ["file"])
-                   for entry in services()[service].get("configs", [])}
+        targets = {
+            entry["target"]: str(COMPOSE_DIR / compose()["configs"][entry["source"]]["file"])
+            for entry in services()[service].get("configs", [])
+        }
         full = argv(services()[service])
         if args:
             entrypoint = services()[service]["entrypoint"]
             full = [*entrypoint, *args]
         return [targets.get(word, unescape(word)) for word in full]
 
-    def run(self, service: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[
-            str]:
-        done = subprocess.run(self.command(service, *args), env=self.environments[service],
-                              capture_output=True, text=True, timeout=timeout, check=False)
+    def run(
+        self, service: str, *args: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.command(service, *args),
+            env=self.environments[service],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         self.jobs.setdefault(service, []).append(done)
         return done
 
     def start(self, service: str) -> None:
-        with (self.directory / f"{service}.out.log").open("wb") as out, \
-                (self.directory / f"{service}.err.log").open("wb") as err:
+        with (
+            (self.directory / f"{service}.out.log").open("wb") as out,
+            (self.directory / f"{service}.err.log").open("wb") as err,
+        ):
             self.processes[service] = subprocess.Popen(
-                self.command(service), env=self.environments[service], stdout=out, stderr=err)
+                self.command(service), env=self.environments[service], stdout=out, stderr=err
+            )
 
     def healthy(self, service: str) -> subprocess.CompletedProcess[str]:
         """The image's HEALTHCHECK, run as the container runs it: in its environment."""
-        return subprocess.run(healthcheck_command(), env=self.environments[service],
-                              capture_output=True, text=True, timeout=30, check=False)
+        return subprocess.run(
+            healthcheck_command(),
+            env=self.environments[service],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
 
     def wait_healthy(self, service: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -124,12 +143,15 @@ class Stack:
         pytest.fail(f"{service} not healthy in {timeout}s: {last}\n{self.log(service)}")
 
 
-def environment(service_name: str, service: dict[str, Any], database_url: str,
-                secrets: Path, data_dir: Path) -> dict[str, str]:
+def environment(
+    service_name: str, service: dict[str, Any], database_url: str, secrets: Path, data_dir: Path
+) -> dict[str, str]:
     """The container's environment, as this machine can honour it."""
     database = urlsplit(database_url)
-    secret_files = {name: secrets / spec["file"].removeprefix("./secrets/")
-                    for name, spec in compose()["secrets"].items()}
+    secret_files = {
+        name: secrets / spec["file"].removeprefix("./secrets/")
+        for name, spec in compose()["secrets"].items()
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     given = {k: unescape(str(v)) for k, v in service.get("environment", {}).items()}
@@ -160,23 +182,36 @@ def environment(service_name: str, service: dict[str, Any], database_url: str,
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("compose")
-    offered = subprocess.run([*healthcheck_command()[:2], "--help"], capture_output=True,
-                             text=True, timeout=60, check=False,
-                             env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    offered = subprocess.run(
+        [*healthcheck_command()[:2], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
     if offered.returncode != 0:
-        pytest.fail("the image's HEALTHCHECK runs `registry health`, which registry/cli.py "
-                    f"does not offer: add `health_cli.add_parser(sub)`\n{offered.stderr}")
+        pytest.fail(
+            "the image's HEALTHCHECK runs `registry health`, which registry/cli.py "
+            f"does not offer: add `health_cli.add_parser(sub)`\n{offered.stderr}"
+        )
     with ExitStack() as cleanup:
         url = cleanup.enter_context(fresh_pg_database(migrated=False))
         secrets = directory / "secrets"
-        made = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(secrets)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        made = subprocess.run(
+            ["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(secrets)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert made.returncode == 0, made.stderr
         running = Stack(directory, url, secrets)
         for name, service in services().items():
             if built_here(service):
-                running.environments[name] = environment(name, service, url, secrets,
-                                                         directory / "data")
+                running.environments[name] = environment(
+                    name, service, url, secrets, directory / "data"
+                )
         cleanup.callback(stop_all, running)
 
         migrated = running.run("migrate")
@@ -185,8 +220,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert first.returncode == 0, first.stdout + first.stderr
         lines = first.stdout.strip().splitlines()
         running.admin_token = lines[-1]
-        running.second_admin_token = lines[lines.index(
-            "mee/admin-2 (admin): token (shown once):") + 1]
+        running.second_admin_token = lines[
+            lines.index("mee/admin-2 (admin): token (shown once):") + 1
+        ]
         second = running.run("access-init")
         assert second.returncode == 0, second.stdout + second.stderr
 
@@ -223,18 +259,27 @@ def test_calls_through_each_server_read_back_through_the_other(stack: Stack) -> 
     with client(stack, "registry-1", stack.admin_token) as admin:
         tokens = {}
         for grant_id, party, name, role, accounts in (
-                ("li-regulator", "mee", "regulator-li", access_pb.ROLE_REGULATOR, []),
-                ("sh-exchange", "shanghai-exchange", "settlement", access_pb.ROLE_EXCHANGE,
-                 ["*"])):
+            ("li-regulator", "mee", "regulator-li", access_pb.ROLE_REGULATOR, []),
+            ("sh-exchange", "shanghai-exchange", "settlement", access_pb.ROLE_EXCHANGE, ["*"]),
+        ):
             request = access_pb.GrantRoleRequest(
-                grant_id=grant_id, party=party, name=name, role=role, account_ids=accounts,
-                reason="compose deployment test")
+                grant_id=grant_id,
+                party=party,
+                name=name,
+                role=role,
+                account_ids=accounts,
+                reason="compose deployment test",
+            )
             assert admin.call(admin.access.GrantRole, request).pending
             with client(stack, "registry-2", stack.second_admin_token) as second:
                 # four eyes: the second administrator approves, through the other server
                 assert not second.call(second.access.GrantRole, request).pending
-            tokens[role] = admin.call(admin.access.IssueToken, access_pb.IssueTokenRequest(
-                party=party, name=name, reason="compose deployment test")).token
+            tokens[role] = admin.call(
+                admin.access.IssueToken,
+                access_pb.IssueTokenRequest(
+                    party=party, name=name, reason="compose deployment test"
+                ),
+            ).token
     regulator, exchange = tokens[access_pb.ROLE_REGULATOR], tokens[access_pb.ROLE_EXCHANGE]
 
     with client(stack, "registry-2", regulator) as on_two:
@@ -243,8 +288,9 @@ def test_calls_through_each_server_read_back_through_the_other(stack: Stack) -> 
 
     with client(stack, "registry-1", regulator) as on_one:
         # the aggregate: the same store behind both servers
-        account = on_one.call(on_one.accounts.GetAccount,
-                              account_pb.GetAccountRequest(account_id=ACCOUNT)).account
+        account = on_one.call(
+            on_one.accounts.GetAccount, account_pb.GetAccountRequest(account_id=ACCOUNT)
+        ).account
         assert account.account_id == ACCOUNT
     with client(stack, "registry-1", exchange) as on_one:
         # the read models: the worker projected the opening
@@ -263,8 +309,9 @@ def test_calls_through_each_server_read_back_through_the_other(stack: Stack) -> 
     assert digest.position >= opened.position, "the worker did not chain the log"
     assert digest.public_key_pem.strip() == public_key.strip()
 
-    verified = stack.run("worker", "verify", "--public-key",
-                         str(stack.secrets / "ledger-public-key.pem"))
+    verified = stack.run(
+        "worker", "verify", "--public-key", str(stack.secrets / "ledger-public-key.pem")
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("OK:"), verified.stdout
 
@@ -273,13 +320,23 @@ def test_registry_health_answers_as_the_image_healthcheck_expects(stack: Stack) 
     for name in SERVERS:
         done = stack.healthy(name)
         assert done.returncode == 0 and "SERVING" in done.stdout, done
-    unknown = subprocess.run([*healthcheck_command(), "--service", "no.such.Service"],
-                             env=stack.environments["registry-1"], capture_output=True,
-                             text=True, timeout=30, check=False)
+    unknown = subprocess.run(
+        [*healthcheck_command(), "--service", "no.such.Service"],
+        env=stack.environments["registry-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert unknown.returncode == 1, unknown
-    nobody = subprocess.run([*healthcheck_command(), "--server", f"127.0.0.1:{free_port()}"],
-                            env=stack.environments["registry-1"], capture_output=True,
-                            text=True, timeout=30, check=False)
+    nobody = subprocess.run(
+        [*healthcheck_command(), "--server", f"127.0.0.1:{free_port()}"],
+        env=stack.environments["registry-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert nobody.returncode == 2, nobody
 
 
@@ -294,13 +351,13 @@ def nginx_config(stack: Stack, port: int) -> str:
     for secret in lb["secrets"]:
         path = stack.secrets / compose()["secrets"][secret]["file"].removeprefix("./secrets/")
         config = config.replace(f"/run/secrets/{secret}", str(path))
-    version = subprocess.run(["nginx", "-v"], capture_output=True, text=True,
-                             check=False).stderr
+    version = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr
     found = re.search(r"nginx/(\d+)\.(\d+)", version)
     assert found, version
     if (int(found.group(1)), int(found.group(2))) < (1, 25):
-        config = config.replace(f"listen 127.0.0.1:{port} ssl;",
-                                f"listen 127.0.0.1:{port} ssl http2;")
+        config = config.replace(
+            f"listen 127.0.0.1:{port} ssl;", f"listen 127.0.0.1:{port} ssl http2;"
+        )
         config = config.replace("http2 on;", "")
     pid = stack.directory / "nginx" / "nginx.pid"
     return f"pid {pid};\n" + config
@@ -312,18 +369,21 @@ def require_nginx() -> None:
     never pass by skipping it (.ci/run installs nginx-light and stops if it cannot)."""
     if shutil.which("nginx") is not None:
         return
-    message = ("nginx is not installed, so deploy/compose/nginx.conf is not exercised: "
-               "install it with `apt-get install nginx-light` (Debian) and put it on PATH")
+    message = (
+        "nginx is not installed, so deploy/compose/nginx.conf is not exercised: "
+        "install it with `apt-get install nginx-light` (Debian) and put it on PATH"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
 
-def test_without_nginx_ci_fails_where_a_desk_skips(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_without_nginx_ci_fails_where_a_desk_skips(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The nginx test used to skip under CI=true too, so CI passed without ever
     starting the load balancer."""
-    monkeypatch.setenv("PATH", str(tmp_path))   # an empty directory: no nginx on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no nginx on it
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="apt-get install nginx-light"):
         require_nginx()
@@ -340,8 +400,9 @@ def test_one_tls_address_in_front_of_both_servers(stack: Stack) -> None:
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(stack, port))
     nginx = ["nginx", "-p", str(prefix), "-e", "stderr", "-c", str(conf)]
-    checked = subprocess.run([*nginx, "-t"], capture_output=True, text=True, timeout=30,
-                             check=False)
+    checked = subprocess.run(
+        [*nginx, "-t"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert checked.returncode == 0, checked.stderr
     with (prefix / "out.log").open("wb") as out, (prefix / "err.log").open("wb") as err:
         proxy = subprocess.Popen([*nginx, "-g", "daemon off;"], stdout=out, stderr=err)
@@ -351,15 +412,22 @@ def test_one_tls_address_in_front_of_both_servers(stack: Stack) -> None:
         health = [*healthcheck_command(), "--server", address, "--tls-ca", str(ca)]
         deadline = time.monotonic() + 20
         while True:
-            done = subprocess.run(health, env=stack.environments["registry-1"],
-                                  capture_output=True, text=True, timeout=30, check=False)
+            done = subprocess.run(
+                health,
+                env=stack.environments["registry-1"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             if done.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert done.returncode == 0, (done, (prefix / "err.log").read_text())
         before = {name: stack.log(name).count("ListPrincipals") for name in SERVERS}
-        with RegistryClient(address, stack.admin_token, timeout=15,
-                            tls_ca=ca.read_bytes()) as admin:
+        with RegistryClient(
+            address, stack.admin_token, timeout=15, tls_ca=ca.read_bytes()
+        ) as admin:
             for _ in range(8):
                 admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
         deadline = time.monotonic() + 10
@@ -370,12 +438,17 @@ def test_one_tls_address_in_front_of_both_servers(stack: Stack) -> None:
             time.sleep(0.2)
         spread = {name: after[name] - before[name] for name in SERVERS}
         assert sum(spread.values()) == 8 and all(spread.values()), spread
-        plaintext = subprocess.run([*healthcheck_command(), "--server", address],
-                                   env=stack.environments["registry-1"], capture_output=True,
-                                   text=True, timeout=30, check=False)
+        plaintext = subprocess.run(
+            [*healthcheck_command(), "--server", address],
+            env=stack.environments["registry-1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert plaintext.returncode != 0, "the one address must speak TLS only"
     finally:
-        proxy.send_signal(signal.SIGQUIT)   # nginx's graceful stop
+        proxy.send_signal(signal.SIGQUIT)  # nginx's graceful stop
         assert proxy.wait(timeout=30) == 0
 
 
@@ -386,4 +459,3 @@ def test_sigterm_stops_every_process_cleanly(stack: Stack) -> None:
         assert process.wait(timeout=40) == 0, f"{name}:\n{stack.log(name)[-3000:]}"
     for name in SERVERS:
         assert "registry.server stopped" in stack.log(name), stack.log(name)[-2000:]
-

@@ -47,7 +47,7 @@ def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
                 regex, i = regex + "[^/]", i + 1
             elif text[i] == "[":
                 end = text.index("]", i)
-                regex, i = regex + text[i:end + 1], end + 1
+                regex, i = regex + text[i : end + 1], end + 1
             else:
                 regex, i = regex + re.escape(text[i]), i + 1
         patterns.append((negated, re.compile(regex + r"\Z")))
@@ -71,8 +71,9 @@ def build_context(target: Path) -> list[str]:
     sent = []
     for directory, subdirectories, files in os.walk(ROOT):
         # Not worth walking (.git, .venv, caches): .dockerignore's "*" leaves them out.
-        subdirectories[:] = sorted(d for d in subdirectories
-                                   if not d.startswith(".") and d != "__pycache__")
+        subdirectories[:] = sorted(
+            d for d in subdirectories if not d.startswith(".") and d != "__pycache__"
+        )
         for name in sorted(files):
             path = Path(directory) / name
             relative = path.relative_to(ROOT).as_posix()
@@ -93,8 +94,7 @@ def builder_copies(context: Path, workdir: Path) -> None:
             origin = context / source.rstrip("/")
             into = workdir / destination
             if origin.is_dir():
-                shutil.copytree(origin, into / origin.name if destination.endswith("./")
-                                else into)
+                shutil.copytree(origin, into / origin.name if destination.endswith("./") else into)
             else:
                 into.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, into / origin.name)
@@ -116,45 +116,81 @@ def test_the_build_stage_makes_a_complete_wheel_that_runs_alone(tmp_path: Path) 
     sent = build_context(context)
     assert not [p for p in sent if p.startswith(("tests/", "bench/", "deploy/", "docs/"))]
     assert not [p for p in sent if re.search(r"_pb2(_grpc)?\.pyi?$", p)], (
-        "generated stubs must be made by the build, not copied from a developer's tree")
+        "generated stubs must be made by the build, not copied from a developer's tree"
+    )
     builder_copies(context, workdir)
-    (run,) = [i.arguments for i in dockerfile()
-              if i.stage == "builder" and i.keyword == "RUN"]
+    (run,) = [i.arguments for i in dockerfile() if i.stage == "builder" and i.keyword == "RUN"]
     assert run == "pip wheel --wheel-dir /wheels ."
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "PYTHON"))}
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "--wheel-dir", str(wheels), "."], cwd=workdir, env=env,
-                           capture_output=True, text=True, timeout=540, check=False)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", str(wheels), "."],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = wheels.glob("carbon_registry-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("registry/cli.py", "registry/health_cli.py", "services/server.py",
-                     "registry/v1/account_service_pb2.py",
-                     "registry/v1/account_service_pb2_grpc.py", "migrations/env.py",
-                     "migrations/script.py.mako"):
+    for required in (
+        "registry/cli.py",
+        "registry/health_cli.py",
+        "services/server.py",
+        "registry/v1/account_service_pb2.py",
+        "registry/v1/account_service_pb2_grpc.py",
+        "migrations/env.py",
+        "migrations/script.py.mako",
+    ):
         assert required in names, required
     assert any(n.startswith("migrations/versions/") for n in names)
     assert any(n.startswith("registry/data/") and n.endswith(".csv") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "registry = registry.cli:main" in zipfile.ZipFile(wheel).read(
-        entry_points).decode()
+    assert "registry = registry.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     site = tmp_path / "site"
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                                "--no-index", "--target", str(site), str(wheel)],
-                               env=env, capture_output=True, text=True, timeout=300,
-                               check=False)
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert installed.returncode == 0, installed.stderr
     # From outside the tree, the wheel's packages first (its dependencies from here).
-    alone = {**env, "PYTHONPATH": str(site),
-             "REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite'}"}
-    script = ("import registry, services, migrations, sys\n"
-              "assert all(m.__file__.startswith(sys.argv[1]) for m in "
-              "(registry, services, migrations)), registry.__file__\n"
-              "from registry.cli import main\n"
-              "sys.exit(main(['migrate']))\n")
-    migrated = subprocess.run([sys.executable, "-c", script, str(site)], cwd=tmp_path,
-                              env=alone, capture_output=True, text=True, timeout=120,
-                              check=False)
+    alone = {
+        **env,
+        "PYTHONPATH": str(site),
+        "REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite'}",
+    }
+    script = (
+        "import registry, services, migrations, sys\n"
+        "assert all(m.__file__.startswith(sys.argv[1]) for m in "
+        "(registry, services, migrations)), registry.__file__\n"
+        "from registry.cli import main\n"
+        "sys.exit(main(['migrate']))\n"
+    )
+    migrated = subprocess.run(
+        [sys.executable, "-c", script, str(site)],
+        cwd=tmp_path,
+        env=alone,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert "migrated to head" in migrated.stdout

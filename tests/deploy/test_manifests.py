@@ -42,8 +42,10 @@ from tests.deploy.files import (
     services,
 )
 
-CNPG_SCHEMAS = {"Cluster": "cnpg-cluster.schema.json",
-                "ScheduledBackup": "cnpg-scheduledbackup.schema.json"}
+CNPG_SCHEMAS = {
+    "Cluster": "cnpg-cluster.schema.json",
+    "ScheduledBackup": "cnpg-scheduledbackup.schema.json",
+}
 IMAGE_USER = 10001
 CONNECTIONS_PER_SERVER = 2 * 8 + 16 + 8 + 1
 """A server process's most PostgreSQL connections: the event store's pool and overflow
@@ -61,8 +63,10 @@ def cnpg_schema(kind: str) -> dict[str, Any]:
 
 def cnpg_errors(document: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft202012Validator(cnpg_schema(document["kind"]))
-    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
-            for error in validator.iter_errors(document)]
+    return [
+        f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
 
 
 def kubernetes_errors(document: dict[str, Any]) -> str | None:
@@ -75,8 +79,9 @@ def kubernetes_errors(document: dict[str, Any]) -> str | None:
 
 def compose_schema() -> dict[str, Any]:
     """The compose-spec schema as check-jsonschema vendors it (its "vendor.compose-spec")."""
-    text = (resources.files("check_jsonschema.builtin_schemas.vendor")
-            / "compose-spec.json").read_text(encoding="utf-8")
+    text = (
+        resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    ).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -84,8 +89,10 @@ def compose_schema() -> dict[str, Any]:
 def compose_errors(document: dict[str, Any]) -> list[str]:
     schema = compose_schema()
     validator = jsonschema.validators.validator_for(schema)(schema)
-    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
-            for error in validator.iter_errors(document)]
+    return [
+        f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
 
 
 def by_kind(kind: str, *, examples: bool = False) -> list[dict[str, Any]]:
@@ -118,11 +125,22 @@ def configmap_settings() -> dict[str, str]:
 
 # ---- Kubernetes -------------------------------------------------------------------
 
+
 def test_every_manifest_is_valid_kubernetes_of_the_pinned_version() -> None:
     documents = k8s_documents()
     assert {doc["kind"] for _, doc in documents} >= {
-        "Namespace", "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget",
-        "Job", "Ingress", "NetworkPolicy", "Cluster", "ScheduledBackup"}
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "Job",
+        "Ingress",
+        "NetworkPolicy",
+        "Cluster",
+        "ScheduledBackup",
+    }
     problems = []
     for path, document in documents:
         where = f"{path.name}: {document['kind']} {document['metadata']['name']}"
@@ -153,29 +171,31 @@ def test_the_cloudnativepg_schemas_are_strict() -> None:
     typo = copy.deepcopy(cluster)
     typo["spec"]["instance"] = 3
     number = copy.deepcopy(cluster)
-    number["spec"]["postgresql"]["parameters"]["max_connections"] = 300   # must be "300"
+    number["spec"]["postgresql"]["parameters"]["max_connections"] = 300  # must be "300"
     method = copy.deepcopy(cluster)
     method["spec"]["postgresql"]["synchronous"]["method"] = "all"
     two_bootstraps = copy.deepcopy(cluster)
     two_bootstraps["spec"]["bootstrap"]["recovery"] = {"source": "x"}
     cron = copy.deepcopy(named("ScheduledBackup", "registry-db-nightly"))
-    cron["spec"]["schedule"] = "0 2 * * *"   # a CronJob's five fields: CNPG wants six
+    cron["spec"]["schedule"] = "0 2 * * *"  # a CronJob's five fields: CNPG wants six
     for document in (typo, number, method, two_bootstraps, cron):
         assert cnpg_errors(document), document["spec"]
 
 
 def test_kustomization_lists_every_manifest_but_the_examples() -> None:
     listed = kustomization()["resources"]
-    assert kustomization()["namespace"] == named("Namespace", "carbon-registry")[
-        "metadata"]["name"]
+    assert kustomization()["namespace"] == named("Namespace", "carbon-registry")["metadata"]["name"]
     files = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     examples = {name for name in files if ".example." in name}
     assert examples == {"secrets.example.yaml", "postgres-restore.example.yaml"}
     assert sorted(listed) == sorted(files - examples)
     assert len(set(listed)) == len(listed)
     images = {image["name"] for image in kustomization()["images"]}
-    used = {container["image"].split(":")[0] for workload in workloads()
-            for container in pod_spec(workload)["containers"]}
+    used = {
+        container["image"].split(":")[0]
+        for workload in workloads()
+        for container in pod_spec(workload)["containers"]
+    }
     assert used == images == {"carbon-registry"}
 
 
@@ -201,18 +221,27 @@ def test_every_secret_and_key_referenced_is_in_the_placeholders() -> None:
             wanted.add((found.group(1), found.group(2)))
         initdb = cluster["spec"]["bootstrap"].get("initdb")
         if initdb:
-            wanted |= {(initdb["secret"]["name"], "username"),
-                       (initdb["secret"]["name"], "password")}
+            wanted |= {
+                (initdb["secret"]["name"], "username"),
+                (initdb["secret"]["name"], "password"),
+            }
     for ingress in by_kind("Ingress"):
-        wanted |= {(tls["secretName"], key) for tls in ingress["spec"]["tls"]
-                   for key in ("tls.crt", "tls.key")}
-    missing = {(name, key) for name, key in wanted
-               if key not in secrets.get(name, {}).get("stringData", {})}
+        wanted |= {
+            (tls["secretName"], key)
+            for tls in ingress["spec"]["tls"]
+            for key in ("tls.crt", "tls.key")
+        }
+    missing = {
+        (name, key)
+        for name, key in wanted
+        if key not in secrets.get(name, {}).get("stringData", {})
+    }
     assert not missing, f"referenced but not in secrets.example.yaml: {sorted(missing)}"
     for secret in secrets.values():
         for key, value in secret["stringData"].items():
             assert key == "username" or value.startswith("REPLACE-WITH-"), (
-                f"{secret['metadata']['name']}.{key} must be a placeholder")
+                f"{secret['metadata']['name']}.{key} must be a placeholder"
+            )
     assert named("Secret", "registry-db-credentials")["type"] == "kubernetes.io/basic-auth"
     assert named("Secret", "registry-tls")["type"] == "kubernetes.io/tls"
 
@@ -223,7 +252,8 @@ def test_pods_are_locked_down_and_sized() -> None:
         spec = pod_spec(workload)
         assert spec["enableServiceLinks"] is False, (
             f"{name}: service links would inject REGISTRY_*_SERVICE_HOST variables, "
-            "which the registry would take for settings")
+            "which the registry would take for settings"
+        )
         assert spec["automountServiceAccountToken"] is False, name
         context = spec["securityContext"]
         assert context["runAsNonRoot"] is True and context["runAsUser"] == IMAGE_USER, name
@@ -254,9 +284,11 @@ def test_servers_three_replicas_native_grpc_probes_spread_and_budgeted() -> None
     anti = spec["affinity"]["podAntiAffinity"]
     terms = anti["preferredDuringSchedulingIgnoredDuringExecution"]
     labels = spec_labels(server)
-    assert any(term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-               and term["podAffinityTerm"]["labelSelector"]["matchLabels"] == labels
-               for term in terms)
+    assert any(
+        term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        and term["podAffinityTerm"]["labelSelector"]["matchLabels"] == labels
+        for term in terms
+    )
     budget = named("PodDisruptionBudget", "registry-server")
     assert budget["spec"]["selector"]["matchLabels"] == labels
     assert 1 <= budget["spec"]["minAvailable"] < server["spec"]["replicas"]
@@ -266,8 +298,9 @@ def test_servers_three_replicas_native_grpc_probes_spread_and_budgeted() -> None
     ingress = named("Ingress", "registry")
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "registry", "port": {"name": "grpc"}}
-    assert ingress["metadata"]["annotations"][
-        "nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    )
     policy = named("NetworkPolicy", "registry-server")
     assert policy["spec"]["podSelector"]["matchLabels"] == labels
 
@@ -285,8 +318,12 @@ def test_only_the_worker_holds_the_signing_key() -> None:
     holders = {}
     for workload in workloads():
         spec = pod_spec(workload)
-        keys = {item["key"] for volume in spec.get("volumes", []) if "secret" in volume
-                for item in volume["secret"]["items"]}
+        keys = {
+            item["key"]
+            for volume in spec.get("volumes", [])
+            if "secret" in volume
+            for item in volume["secret"]["items"]
+        }
         holders[workload["metadata"]["name"]] = keys
         ledger = env_of(spec["containers"][0]).get("REGISTRY_LEDGER_KEY")
         if keys - {"event-key"}:
@@ -299,8 +336,11 @@ def test_only_the_worker_holds_the_signing_key() -> None:
     assert holders["registry-worker"] == {"ledger-signing-key.pem", "event-key"}
     assert holders["registry-server"] == {"ledger-public-key.pem", "event-key"}
     assert holders["registry-access-init"] == {"event-key"}
-    assert all(not keys for name, keys in holders.items()
-               if name not in ("registry-worker", "registry-server", "registry-access-init"))
+    assert all(
+        not keys
+        for name, keys in holders.items()
+        if name not in ("registry-worker", "registry-server", "registry-access-init")
+    )
 
 
 def test_jobs_migrate_and_initialise_and_tolerate_a_rerun() -> None:
@@ -310,12 +350,13 @@ def test_jobs_migrate_and_initialise_and_tolerate_a_rerun() -> None:
     (container,) = pod_spec(init)["containers"]
     script = container["args"][0]
     assert container["command"] == ["/bin/sh", "-c"]
-    assert ('registry access init --party "$ADMIN_PARTY" --name "$ADMIN_NAME" '
-            '--admin "$SECOND_ADMIN"') in script
+    assert (
+        'registry access init --party "$ADMIN_PARTY" --name "$ADMIN_NAME" --admin "$SECOND_ADMIN"'
+    ) in script
     assert "principals exist already" in script
     for job in (migrate, init):
         assert pod_spec(job)["restartPolicy"] == "Never"
-        assert job["spec"]["backoffLimit"] >= 3   # the database may still be starting
+        assert job["spec"]["backoffLimit"] >= 3  # the database may still be starting
 
 
 def test_access_init_script_succeeds_on_a_rerun_and_fails_otherwise(tmp_path: Path) -> None:
@@ -325,16 +366,32 @@ def test_access_init_script_succeeds_on_a_rerun_and_fails_otherwise(tmp_path: Pa
     fake = tmp_path / "registry"
     fake.write_text('#!/bin/sh\necho "$FAKE_OUTPUT" >&2\nexit "$FAKE_STATUS"\n')
     fake.chmod(0o755)
-    cases = [("mee/admin (admin): token (shown once):\nabc.def", "0", 0),
-             ("registry access init: principals exist already; an administrator grants "
-              "with 'registry access grant'", "2", 0),
-             ("registry: the database is not migrated", "2", 2)]
+    cases = [
+        ("mee/admin (admin): token (shown once):\nabc.def", "0", 0),
+        (
+            "registry access init: principals exist already; an administrator grants "
+            "with 'registry access grant'",
+            "2",
+            0,
+        ),
+        ("registry: the database is not migrated", "2", 2),
+    ]
     for output, status, expected in cases:
-        done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
-                              env={"PATH": f"{tmp_path}:/usr/bin:/bin", "ADMIN_PARTY": "mee",
-                                   "ADMIN_NAME": "admin", "SECOND_ADMIN": "mee/admin-2",
-                                   "FAKE_OUTPUT": output,
-                                   "FAKE_STATUS": status}, check=False, timeout=30)
+        done = subprocess.run(
+            ["/bin/sh", "-c", script],
+            capture_output=True,
+            text=True,
+            env={
+                "PATH": f"{tmp_path}:/usr/bin:/bin",
+                "ADMIN_PARTY": "mee",
+                "ADMIN_NAME": "admin",
+                "SECOND_ADMIN": "mee/admin-2",
+                "FAKE_OUTPUT": output,
+                "FAKE_STATUS": status,
+            },
+            check=False,
+            timeout=30,
+        )
         assert done.returncode == expected, (output, done.stdout, done.stderr)
         assert output.splitlines()[-1] in done.stdout
 
@@ -357,20 +414,26 @@ def test_database_cluster_is_highly_available_and_matches_the_registry() -> None
     archive = external[source]["barmanObjectStore"]
     assert archive["destinationPath"] == spec["backup"]["barmanObjectStore"]["destinationPath"]
     assert archive["serverName"] == cluster["metadata"]["name"]
-    assert (restore["spec"]["backup"]["barmanObjectStore"]["destinationPath"]
-            != archive["destinationPath"]), "a recovery must not archive into its source"
+    assert (
+        restore["spec"]["backup"]["barmanObjectStore"]["destinationPath"]
+        != archive["destinationPath"]
+    ), "a recovery must not archive into its source"
     initdb = spec["bootstrap"]["initdb"]
     for workload in workloads():
         url = env_of(pod_spec(workload)["containers"][0])["REGISTRY_DATABASE_URL"]["value"]
-        assert url == (f"postgresql://$(DB_USER):$(DB_PASSWORD)@"
-                       f"{cluster['metadata']['name']}-rw:5432/{initdb['database']}")
+        assert url == (
+            f"postgresql://$(DB_USER):$(DB_PASSWORD)@"
+            f"{cluster['metadata']['name']}-rw:5432/{initdb['database']}"
+        )
         names = [item["name"] for item in pod_spec(workload)["containers"][0]["env"]]
         assert names.index("DB_USER") < names.index("REGISTRY_DATABASE_URL"), (
-            "Kubernetes expands $(VAR) only from variables defined before")
-    replicas = named("Deployment", "registry-server")["spec"]["replicas"] + 1   # + surge
+            "Kubernetes expands $(VAR) only from variables defined before"
+        )
+    replicas = named("Deployment", "registry-server")["spec"]["replicas"] + 1  # + surge
     settings = configmap_settings()
-    per_server = (2 * int(settings["REGISTRY_POOL_SIZE"]) + int(settings["REGISTRY_MAX_WORKERS"])
-                  + 8 + 1)
+    per_server = (
+        2 * int(settings["REGISTRY_POOL_SIZE"]) + int(settings["REGISTRY_MAX_WORKERS"]) + 8 + 1
+    )
     assert per_server == CONNECTIONS_PER_SERVER
     needed = replicas * per_server + CONNECTIONS_OTHER
     assert int(spec["postgresql"]["parameters"]["max_connections"]) >= needed
@@ -379,8 +442,11 @@ def test_database_cluster_is_highly_available_and_matches_the_registry() -> None
 def test_configmap_settings_are_known_and_accepted_by_the_server() -> None:
     settings = configmap_settings()
     assert set(settings) <= known_settings(), set(settings) - known_settings()
-    env = {**settings, "REGISTRY_DATABASE_URL": "postgresql://u:p@registry-db-rw:5432/registry",
-           "REGISTRY_LEDGER_KEY": "/etc/registry/ledger/ledger-public-key.pem"}
+    env = {
+        **settings,
+        "REGISTRY_DATABASE_URL": "postgresql://u:p@registry-db-rw:5432/registry",
+        "REGISTRY_LEDGER_KEY": "/etc/registry/ledger/ledger-public-key.pem",
+    }
     server = ServerSettings.from_env(Settings.from_env(env), env)
     assert server.listen == "0.0.0.0:50051" and not server.projections_in_process
     assert server.four_eyes
@@ -391,11 +457,13 @@ def test_configmap_settings_are_known_and_accepted_by_the_server() -> None:
 
 # ---- the image ----------------------------------------------------------------------
 
+
 def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:
     stages = {i.arguments for i in dockerfile() if i.keyword == "FROM"}
     assert stages == {"${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"}
-    assert any(i.keyword == "ARG" and i.arguments == "PYTHON_IMAGE=python:3.11-slim"
-               for i in dockerfile())
+    assert any(
+        i.keyword == "ARG" and i.arguments == "PYTHON_IMAGE=python:3.11-slim" for i in dockerfile()
+    )
     builder = [i for i in dockerfile() if i.stage == "builder"]
     assert any(i.keyword == "RUN" and "pip wheel" in i.arguments for i in builder)
     runtime = runtime_stage()
@@ -408,8 +476,10 @@ def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:
     assert image_command("CMD") == ["serve"]
     assert image_environment()["REGISTRY_LISTEN"] == "0.0.0.0:50051"
     assert healthcheck_command()[:2] == ["registry", "health"]
-    assert set(image_environment()) & {n for n in image_environment()
-                                       if n.startswith("REGISTRY_")} <= known_settings()
+    assert (
+        set(image_environment()) & {n for n in image_environment() if n.startswith("REGISTRY_")}
+        <= known_settings()
+    )
 
 
 def test_the_health_command_is_a_cli_subcommand() -> None:
@@ -435,12 +505,16 @@ def test_registry_cli_offers_the_health_command(capsys: pytest.CaptureFixture[st
         cli.main(["health", "--help"])
     assert exited.value.code == 0, (
         "`registry health` is not a command: add `health_cli.add_parser(sub)` to "
-        f"registry/cli.py main() (and import health_cli)\n{capsys.readouterr().err}")
+        f"registry/cli.py main() (and import health_cli)\n{capsys.readouterr().err}"
+    )
 
 
 def test_dockerignore_keeps_the_build_context_to_the_wheels_sources() -> None:
-    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*"
     let_in = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied = set()
@@ -452,6 +526,7 @@ def test_dockerignore_keeps_the_build_context_to_the_wheels_sources() -> None:
 
 
 # ---- compose ------------------------------------------------------------------------
+
 
 def test_compose_file_is_valid_against_the_compose_spec() -> None:
     assert not compose_errors(compose()), compose_errors(compose())
@@ -471,10 +546,22 @@ def test_compose_services_roles_and_order() -> None:
         if built_here(service):
             assert service["image"] == all_services["migrate"]["image"], name
             roles.setdefault(argv(service)[2], []).append(name)
-    assert roles == {"migrate": ["migrate"], "access": ["access-init"],
-                     "serve": ["registry-1", "registry-2"], "project": ["worker"]}
+    assert roles == {
+        "migrate": ["migrate"],
+        "access": ["access-init"],
+        "serve": ["registry-1", "registry-2"],
+        "project": ["worker"],
+    }
     assert argv(all_services["access-init"])[2:] == [
-        "access", "init", "--party", "mee", "--name", "admin", "--admin", "mee/admin-2"]
+        "access",
+        "init",
+        "--party",
+        "mee",
+        "--name",
+        "admin",
+        "--admin",
+        "mee/admin-2",
+    ]
     for name, service in all_services.items():
         for target, needs in service.get("depends_on", {}).items():
             assert target in all_services, f"{name} depends on unknown {target}"
@@ -493,14 +580,15 @@ def test_compose_services_roles_and_order() -> None:
     assert order["lb"] == {"registry-1", "registry-2"}
     for name in ("migrate", "access-init", "worker"):
         assert all_services[name]["healthcheck"] == {"disable": True}, (
-            f"{name} runs no server: the image's gRPC health check does not apply")
+            f"{name} runs no server: the image's gRPC health check does not apply"
+        )
 
 
 def has_healthcheck(service: dict[str, Any]) -> bool:
     check = service.get("healthcheck")
     if check is not None:
         return not check.get("disable", False) and bool(check.get("test"))
-    return built_here(service)   # the image's HEALTHCHECK
+    return built_here(service)  # the image's HEALTHCHECK
 
 
 def test_compose_declares_what_services_use_and_keeps_secrets_out() -> None:
@@ -526,14 +614,22 @@ def test_compose_declares_what_services_use_and_keeps_secrets_out() -> None:
         assert (COMPOSE_DIR / config["file"]).is_file()
     for secret in document["secrets"].values():
         assert secret["file"].startswith("./secrets/"), "secret files live in secrets/"
-    ignored = [line for line in (COMPOSE_DIR / "secrets" / ".gitignore").read_text()
-               .splitlines() if line and not line.startswith("#")]
+    ignored = [
+        line
+        for line in (COMPOSE_DIR / "secrets" / ".gitignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert ignored == ["*", "!.gitignore"], "secrets/ must never be committed"
 
 
 def test_make_secrets_writes_every_secret_file_compose_reads(tmp_path: Path) -> None:
-    made = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
-                          capture_output=True, text=True, check=False, timeout=60)
+    made = subprocess.run(
+        ["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert made.returncode == 0, made.stderr
     for secret in compose()["secrets"].values():
         path = tmp_path / "s" / secret["file"].removeprefix("./secrets/")
@@ -541,8 +637,13 @@ def test_make_secrets_writes_every_secret_file_compose_reads(tmp_path: Path) -> 
         assert path.stat().st_mode & 0o044, f"{path}: the container's user must read it"
     assert (tmp_path / "s").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "s" / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
-    again = subprocess.run(["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
-                           capture_output=True, text=True, check=False, timeout=60)
+    again = subprocess.run(
+        ["sh", str(COMPOSE_DIR / "make-secrets.sh"), str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert again.returncode == 0 and again.stdout.count("keeping") == 6, again.stdout
 
 
@@ -560,10 +661,16 @@ def test_plaintext_servers_are_reachable_only_inside_the_compose_network() -> No
 
 def test_compose_server_settings_are_accepted_by_the_server() -> None:
     for name in ("registry-1", "registry-2"):
-        env = {k: str(v) for k, v in services()[name]["environment"].items()
-               if k.startswith("REGISTRY_")}
-        env = {**image_environment(), **env,
-               "REGISTRY_DATABASE_URL": "postgresql://registry:x@postgres:5432/registry"}
+        env = {
+            k: str(v)
+            for k, v in services()[name]["environment"].items()
+            if k.startswith("REGISTRY_")
+        }
+        env = {
+            **image_environment(),
+            **env,
+            "REGISTRY_DATABASE_URL": "postgresql://registry:x@postgres:5432/registry",
+        }
         server = ServerSettings.from_env(Settings.from_env(env), env)
         assert server.listen == "0.0.0.0:50051" and not server.projections_in_process
         del env["REGISTRY_PLAINTEXT"]
@@ -574,8 +681,11 @@ def test_compose_server_settings_are_accepted_by_the_server() -> None:
 def test_load_balancer_sends_grpc_to_both_servers() -> None:
     config = (COMPOSE_DIR / "nginx.conf").read_text()
     upstreams = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", config, re.MULTILINE)
-    servers = sorted(name for name, service in services().items()
-                     if built_here(service) and argv(service)[2] == "serve")
+    servers = sorted(
+        name
+        for name, service in services().items()
+        if built_here(service) and argv(service)[2] == "serve"
+    )
     assert sorted(host for host, _ in upstreams) == servers
     assert {port for _, port in upstreams} == {"50051"}
     assert re.search(r"grpc_pass\s+grpc://registry_servers;", config)

@@ -28,9 +28,20 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
-OPERATED = ("PWR-SD-0001", "PWR-SD-0002", "PWR-GD-0001", "STL-SD-0001", "STL-SD-0002",
-            "CEM-SD-0001", "CEM-HB-0001", "PRJ-YN-0001", "TRD-SH-0001", "TRD-SH-0002",
-            "TRD-BJ-0001", "TRD-BJ-0002")
+OPERATED = (
+    "PWR-SD-0001",
+    "PWR-SD-0002",
+    "PWR-GD-0001",
+    "STL-SD-0001",
+    "STL-SD-0002",
+    "CEM-SD-0001",
+    "CEM-HB-0001",
+    "PRJ-YN-0001",
+    "TRD-SH-0001",
+    "TRD-SH-0002",
+    "TRD-BJ-0001",
+    "TRD-BJ-0002",
+)
 """The accounts the test operator runs: the companies the API tests create."""
 
 PRINCIPALS: dict[str, tuple[Principal, tuple[tuple[Role, tuple[str, ...]], ...]]] = {
@@ -40,8 +51,10 @@ PRINCIPALS: dict[str, tuple[Principal, tuple[tuple[Role, tuple[str, ...]], ...]]
     "exchange2": (Principal("beijing-exchange", "settlement"), ((Role.EXCHANGE, ("*",)),)),
     # runs the test companies; reads like an auditor, so read tests need not care whose
     # account they read (tests/e2e/test_authorization.py checks the roles one by one)
-    "operator": (Principal("huaneng", "operator-wang"),
-                 ((Role.OPERATOR, OPERATED), (Role.AUDITOR, ()))),
+    "operator": (
+        Principal("huaneng", "operator-wang"),
+        ((Role.OPERATOR, OPERATED), (Role.AUDITOR, ())),
+    ),
     "auditor": (Principal("nao", "auditor-zhao"), ((Role.AUDITOR, ()),)),
     "admin": (Principal("mee", "admin"), ((Role.ADMIN, ()),)),
     # four eyes on access: a second administrator approves the first one's grants
@@ -56,8 +69,9 @@ def grant_principals(registry: Registry) -> dict[str, str]:
     tokens = {}
     for name, (principal, grants) in PRINCIPALS.items():
         for role, accounts in grants:
-            registry.access.grant_role(system, f"{name}-{role}", principal, role.value,
-                                       accounts, "test principal")
+            registry.access.grant_role(
+                system, f"{name}-{role}", principal, role.value, accounts, "test principal"
+            )
         tokens[name] = registry.access.issue_token(system, principal, "test token").token
     return tokens
 
@@ -105,9 +119,12 @@ class Api:
 
 
 @contextmanager
-def running_api(backend: str, tmp_path: Path,
-                interceptors: Sequence[grpc.ServerInterceptor] = (),
-                **server_options: Any) -> Iterator[Api]:
+def running_api(
+    backend: str,
+    tmp_path: Path,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    **server_options: Any,
+) -> Iterator[Api]:
     with ExitStack() as stack:
         if backend == "postgres":
             url = stack.enter_context(fresh_pg_database())
@@ -124,15 +141,25 @@ def running_api(backend: str, tmp_path: Path,
         tokens = grant_principals(registry)
         # four eyes off unless asked for: most scenarios seed the ledger with one
         # regulator's direct calls
-        options = {"listen": "127.0.0.1:0", "max_workers": 8, "max_concurrent_rpcs": 32,
-                   "projections_in_process": True, "grace_seconds": 5.0, "four_eyes": False,
-                   "ledger_key": tmp_path / "ledger-signing-key.pem", **server_options}
-        server = RegistryServer(Backend(registry, read_models), ServerSettings(**options),
-                                interceptors)
+        options = {
+            "listen": "127.0.0.1:0",
+            "max_workers": 8,
+            "max_concurrent_rpcs": 32,
+            "projections_in_process": True,
+            "grace_seconds": 5.0,
+            "four_eyes": False,
+            "ledger_key": tmp_path / "ledger-signing-key.pem",
+            **server_options,
+        }
+        server = RegistryServer(
+            Backend(registry, read_models), ServerSettings(**options), interceptors
+        )
         server.start()
         stack.callback(server.stop, 1.0)
-        clients = {name: RegistryClient(server.address, token, timeout=30, attempts=1)
-                   for name, token in tokens.items()}
+        clients = {
+            name: RegistryClient(server.address, token, timeout=30, attempts=1)
+            for name, token in tokens.items()
+        }
         for client in clients.values():
             stack.callback(client.close)
         yield Api(server, registry, read_models, clients, tokens)

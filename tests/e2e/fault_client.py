@@ -24,27 +24,53 @@ from registry.v1 import common_pb2 as common
 from registry.v1 import settlement_service_pb2 as settlement_pb
 
 SELLER, BUYER, HOLDER = "PWR-SD-0001", "TRD-SH-0001", "PWR-SD-0002"
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 def one(client: RegistryClient, kind: str, txn_id: str) -> bool:
     """Send one write; whether it was a replay of one already recorded."""
     if kind == "settle":
-        [result] = client.settle_trades([settlement_pb.Trade(
-            trade_id=txn_id, seller_account=SELLER, buyer_account=BUYER,
-            unit_type=common.UNIT_TYPE_CEA, quantity=1)])
+        [result] = client.settle_trades(
+            [
+                settlement_pb.Trade(
+                    trade_id=txn_id,
+                    seller_account=SELLER,
+                    buyer_account=BUYER,
+                    unit_type=common.UNIT_TYPE_CEA,
+                    quantity=1,
+                )
+            ]
+        )
         name = settlement_pb.TradeStatus.Name(result.status)
         assert name in ("TRADE_STATUS_SETTLED", "TRADE_STATUS_ALREADY_SETTLED"), name
         return name == "TRADE_STATUS_ALREADY_SETTLED"
     if kind == "hold":
-        hold = client.call(client.settlement.PlaceHold, settlement_pb.PlaceHoldRequest(
-            hold_id=txn_id, account_id=HOLDER, unit_type=common.UNIT_TYPE_CEA,
-            quantity=1, timeout_seconds=86_400))
+        hold = client.call(
+            client.settlement.PlaceHold,
+            settlement_pb.PlaceHoldRequest(
+                hold_id=txn_id,
+                account_id=HOLDER,
+                unit_type=common.UNIT_TYPE_CEA,
+                quantity=1,
+                timeout_seconds=86_400,
+            ),
+        )
         return bool(hold.replayed)
-    cancelled = client.call(client.accounts.CancelUnits, account_pb.CancelUnitsRequest(
-        transaction_id=txn_id, account_id=SELLER, unit_type=common.UNIT_TYPE_CEA,
-        quantity=1, reason="connection-loss test"))
+    cancelled = client.call(
+        client.accounts.CancelUnits,
+        account_pb.CancelUnitsRequest(
+            transaction_id=txn_id,
+            account_id=SELLER,
+            unit_type=common.UNIT_TYPE_CEA,
+            quantity=1,
+            reason="connection-loss test",
+        ),
+    )
     return bool(cancelled.replayed)
 
 
@@ -72,16 +98,23 @@ def main(argv: list[str]) -> int:
                 break
             except grpc.RpcError as error:
                 with path.open("a") as log:
-                    log.write(json.dumps({"id": txn_id, "server": address,
-                                          "code": error.code().name,
-                                          "reason": reason_of(error)}) + "\n")
+                    log.write(
+                        json.dumps(
+                            {
+                                "id": txn_id,
+                                "server": address,
+                                "code": error.code().name,
+                                "reason": reason_of(error),
+                            }
+                        )
+                        + "\n"
+                    )
                 if error.code() not in RETRYABLE or time.monotonic() > deadline:
                     return 1
                 turn += 1
                 time.sleep(0.2)
         with path.open("a") as log:
-            log.write(json.dumps({"id": txn_id, "server": address, "replayed": replayed})
-                      + "\n")
+            log.write(json.dumps({"id": txn_id, "server": address, "replayed": replayed}) + "\n")
     return 0
 
 

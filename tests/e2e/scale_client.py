@@ -21,19 +21,39 @@ from registry.v1 import common_pb2 as common
 from registry.v1 import settlement_service_pb2 as settlement_pb
 
 SELLER, BUYER, COMPANY = "PWR-SD-0001", "TRD-SH-0001", "PWR-SD-0002"
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 def one(client: RegistryClient, kind: str, txn_id: str) -> str:
     if kind == "settle":
-        [result] = client.settle_trades([settlement_pb.Trade(
-            trade_id=txn_id, seller_account=SELLER, buyer_account=BUYER,
-            unit_type=common.UNIT_TYPE_CEA, quantity=1)])
+        [result] = client.settle_trades(
+            [
+                settlement_pb.Trade(
+                    trade_id=txn_id,
+                    seller_account=SELLER,
+                    buyer_account=BUYER,
+                    unit_type=common.UNIT_TYPE_CEA,
+                    quantity=1,
+                )
+            ]
+        )
         return settlement_pb.TradeStatus.Name(result.status)
-    reply = client.call(client.accounts.SurrenderUnits, account_pb.SurrenderUnitsRequest(
-        transaction_id=txn_id, account_id=COMPANY, unit_type=common.UNIT_TYPE_CEA,
-        quantity=1, compliance_year=2025, reason="scale-out test"))
+    reply = client.call(
+        client.accounts.SurrenderUnits,
+        account_pb.SurrenderUnitsRequest(
+            transaction_id=txn_id,
+            account_id=COMPANY,
+            unit_type=common.UNIT_TYPE_CEA,
+            quantity=1,
+            compliance_year=2025,
+            reason="scale-out test",
+        ),
+    )
     return "ALREADY" if reply.replayed else "DONE"
 
 
@@ -53,7 +73,7 @@ def main(argv: list[str]) -> int:
             except grpc.RpcError as error:
                 if error.code() not in RETRYABLE or time.monotonic() > deadline:
                     raise
-                turn += 1            # that server is gone or busy: the next one
+                turn += 1  # that server is gone or busy: the next one
                 time.sleep(0.2)
         with path.open("a") as log:
             log.write(json.dumps({"id": txn_id, "status": status, "server": address}) + "\n")

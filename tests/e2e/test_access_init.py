@@ -17,19 +17,40 @@ from tests.e2e.test_server_process import registry_command
 def init(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env["REGISTRY_DATA_DIR"] = str(data_dir)
-    return subprocess.run([*registry_command(), "access", "init", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [*registry_command(), "access", "init", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_the_founding_is_one_step_and_happens_once(tmp_path: Path) -> None:
-    founded = init(tmp_path, "--party", "mee", "--name", "admin", "--admin", "mee/admin-2",
-                   "--regulator", "mee/regulator-li", "--regulator", "mee/regulator-wang",
-                   "--reason", "founding ceremony 2026-06-01")
+    founded = init(
+        tmp_path,
+        "--party",
+        "mee",
+        "--name",
+        "admin",
+        "--admin",
+        "mee/admin-2",
+        "--regulator",
+        "mee/regulator-li",
+        "--regulator",
+        "mee/regulator-wang",
+        "--reason",
+        "founding ceremony 2026-06-01",
+    )
     assert founded.returncode == 0, founded.stderr
     lines = founded.stdout.splitlines()
-    assert lines[-2] == "mee/admin (admin): token (shown once):"   # the last line: its token
-    for who in ("mee/admin-2 (admin)", "mee/regulator-li (regulator)",
-                "mee/regulator-wang (regulator)"):
+    assert lines[-2] == "mee/admin (admin): token (shown once):"  # the last line: its token
+    for who in (
+        "mee/admin-2 (admin)",
+        "mee/regulator-li (regulator)",
+        "mee/regulator-wang (regulator)",
+    ):
         assert f"{who}: token (shown once):" in lines
     assert "one administrator" not in founded.stderr
 
@@ -37,10 +58,15 @@ def test_the_founding_is_one_step_and_happens_once(tmp_path: Path) -> None:
     try:
         acl = registry.access.current()
         grants = {(str(g.principal), g.role, g.granted_by, g.reason) for g in acl.all_grants()}
-        assert grants == {(p, role, "system/bootstrap", "founding ceremony 2026-06-01")
-                          for p, role in (("mee/admin", Role.ADMIN), ("mee/admin-2", Role.ADMIN),
-                                          ("mee/regulator-li", Role.REGULATOR),
-                                          ("mee/regulator-wang", Role.REGULATOR))}
+        assert grants == {
+            (p, role, "system/bootstrap", "founding ceremony 2026-06-01")
+            for p, role in (
+                ("mee/admin", Role.ADMIN),
+                ("mee/admin-2", Role.ADMIN),
+                ("mee/regulator-li", Role.REGULATOR),
+                ("mee/regulator-wang", Role.REGULATOR),
+            )
+        }
         assert acl.principal_for_token(lines[-1]) == Principal("mee", "admin")
     finally:
         registry.close()
@@ -49,13 +75,14 @@ def test_the_founding_is_one_step_and_happens_once(tmp_path: Path) -> None:
     assert again.returncode == 2 and "principals exist already" in again.stderr
 
 
-def test_a_founding_that_breaks_separation_of_duties_is_refused_whole(tmp_path: Path
-                                                                      ) -> None:
-    for args, reason in ((["--regulator", "mee/admin"], "SEPARATION_OF_DUTIES"),
-                         (["--regulator", "system/root"], "RESERVED_PARTY"),
-                         (["--admin", "no-slash"], "PARTY/NAME")):
+def test_a_founding_that_breaks_separation_of_duties_is_refused_whole(tmp_path: Path) -> None:
+    for args, reason in (
+        (["--regulator", "mee/admin"], "SEPARATION_OF_DUTIES"),
+        (["--regulator", "system/root"], "RESERVED_PARTY"),
+        (["--admin", "no-slash"], "PARTY/NAME"),
+    ):
         refused = init(tmp_path, "--party", "mee", "--name", "admin", *args)
         assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
-    alone = init(tmp_path, "--party", "mee", "--name", "admin")   # nothing was written
+    alone = init(tmp_path, "--party", "mee", "--name", "admin")  # nothing was written
     assert alone.returncode == 0, alone.stderr
-    assert "one administrator" in alone.stderr   # warned: grants need a second one
+    assert "one administrator" in alone.stderr  # warned: grants need a second one

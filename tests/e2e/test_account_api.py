@@ -61,8 +61,9 @@ def list_accounts(client: RegistryClient, **fields: object) -> pb.ListAccountsRe
     return client.call(client.accounts.ListAccounts, pb.ListAccountsRequest(**fields))
 
 
-def all_accounts(client: RegistryClient, page_size: int, **filters: object
-                 ) -> tuple[list[common.Account], int]:
+def all_accounts(
+    client: RegistryClient, page_size: int, **filters: object
+) -> tuple[list[common.Account], int]:
     """Every account the filters select, page by page; (accounts, number of pages)."""
     accounts: list[common.Account] = []
     token, pages = "", 0
@@ -76,13 +77,18 @@ def all_accounts(client: RegistryClient, page_size: int, **filters: object
             return accounts, pages
 
 
-def movements(client: RegistryClient, account_id: str, page_size: int = 100,
-              **filters: object) -> tuple[list[pb.AccountMovement], int]:
+def movements(
+    client: RegistryClient, account_id: str, page_size: int = 100, **filters: object
+) -> tuple[list[pb.AccountMovement], int]:
     found: list[pb.AccountMovement] = []
     token, pages = "", 0
     while True:
-        page = client.call(client.accounts.ListTransactions, pb.ListTransactionsRequest(
-            account_id=account_id, page_size=page_size, page_token=token, **filters))
+        page = client.call(
+            client.accounts.ListTransactions,
+            pb.ListTransactionsRequest(
+                account_id=account_id, page_size=page_size, page_token=token, **filters
+            ),
+        )
         assert len(page.movements) <= page_size
         found.extend(page.movements)
         pages += 1
@@ -91,44 +97,59 @@ def movements(client: RegistryClient, account_id: str, page_size: int = 100,
             return found, pages
 
 
-def surrender_units(client: RegistryClient, request: pb.SurrenderUnitsRequest
-                    ) -> pb.SurrenderUnitsResponse:
+def surrender_units(
+    client: RegistryClient, request: pb.SurrenderUnitsRequest
+) -> pb.SurrenderUnitsResponse:
     return client.call(client.accounts.SurrenderUnits, request)
 
 
-def cancel_units(client: RegistryClient, request: pb.CancelUnitsRequest
-                 ) -> pb.CancelUnitsResponse:
+def cancel_units(client: RegistryClient, request: pb.CancelUnitsRequest) -> pb.CancelUnitsResponse:
     return client.call(client.accounts.CancelUnits, request)
 
 
-def holdings(client: RegistryClient, account_id: str, min_position: int = 0
-             ) -> dict[tuple[int, int, str], tuple[int, int, int]]:
+def holdings(
+    client: RegistryClient, account_id: str, min_position: int = 0
+) -> dict[tuple[int, int, str], tuple[int, int, int]]:
     """(unit type, vintage, project) -> (total, held, available)."""
-    return {(h.unit_class.unit_type, h.unit_class.vintage, h.unit_class.project):
-            (h.total, h.held, h.available)
-            for h in client.balances(account_id, min_position=min_position)}
+    return {
+        (h.unit_class.unit_type, h.unit_class.vintage, h.unit_class.project): (
+            h.total,
+            h.held,
+            h.available,
+        )
+        for h in client.balances(account_id, min_position=min_position)
+    }
 
 
 # -- GetAccount, ListAccounts -----------------------------------------------------------
+
 
 def test_get_account_and_list_accounts_with_paging_and_filters(api: Api) -> None:
     reg = api.regulator
     steel, cement = common.SECTOR_STEEL, common.SECTOR_CEMENT
     open_company(reg, A)
-    open_account(reg, "PWR-GD-0001", COMPLIANCE,
-                 compliance_holder("Guangzhou Power", province="Guangdong"))
+    open_account(
+        reg, "PWR-GD-0001", COMPLIANCE, compliance_holder("Guangzhou Power", province="Guangdong")
+    )
     open_account(reg, "STL-SD-0001", COMPLIANCE, compliance_holder("Jinan Steel", sector=steel))
-    open_account(reg, "CEM-HB-0001", COMPLIANCE,
-                 compliance_holder("Hebei Cement", sector=cement, province="Hebei"))
+    open_account(
+        reg,
+        "CEM-HB-0001",
+        COMPLIANCE,
+        compliance_holder("Hebei Cement", sector=cement, province="Hebei"),
+    )
     open_trader(reg, TRADER)
     open_trader(reg, "TRD-BJ-0001")
-    open_account(reg, "PRJ-YN-0001", common.ACCOUNT_TYPE_PROJECT,
-                 common.Holder(name="Yunnan Forestry", province="Yunnan"))
+    open_account(
+        reg,
+        "PRJ-YN-0001",
+        common.ACCOUNT_TYPE_PROJECT,
+        common.Holder(name="Yunnan Forestry", province="Yunnan"),
+    )
     freeze(reg, "FRZ-1", "TRD-BJ-0001")
     caught_up(reg)
 
-    mine = ["CEM-HB-0001", "PRJ-YN-0001", A, "PWR-GD-0001", "STL-SD-0001", "TRD-BJ-0001",
-            TRADER]
+    mine = ["CEM-HB-0001", "PRJ-YN-0001", A, "PWR-GD-0001", "STL-SD-0001", "TRD-BJ-0001", TRADER]
     everything, pages = all_accounts(reg, page_size=2)
     assert [a.account_id for a in everything] == sorted(NATIONAL_ACCOUNT_IDS + mine)
     assert pages == 6
@@ -136,10 +157,15 @@ def test_get_account_and_list_accounts_with_paging_and_filters(api: Api) -> None
     assert list(one_page.accounts) == everything and one_page.next_page_token == ""
     # the read model agrees with the write model on every account
     for listed in everything:
-        got = reg.call(reg.accounts.GetAccount,
-                       pb.GetAccountRequest(account_id=listed.account_id)).account
+        got = reg.call(
+            reg.accounts.GetAccount, pb.GetAccountRequest(account_id=listed.account_id)
+        ).account
         assert (got.account_id, got.account_type, got.state, got.holder) == (
-            listed.account_id, listed.account_type, listed.state, listed.holder)
+            listed.account_id,
+            listed.account_type,
+            listed.state,
+            listed.holder,
+        )
     by_id = {a.account_id: a for a in everything}
     assert by_id["TRD-BJ-0001"].state == common.ACCOUNT_STATE_FROZEN
     assert by_id["STL-SD-0001"].holder == compliance_holder("Jinan Steel", sector=steel)
@@ -154,14 +180,19 @@ def test_get_account_and_list_accounts_with_paging_and_filters(api: Api) -> None
     assert ids(1, sector=common.SECTOR_POWER) == ["PWR-GD-0001", A]
     assert ids(province="Shandong") == [A, "STL-SD-0001"]
     assert ids(province="Yunnan") == ["PRJ-YN-0001"]
-    assert ids(account_type=COMPLIANCE, sector=common.SECTOR_POWER,
-               province="Guangdong") == ["PWR-GD-0001"]
+    assert ids(account_type=COMPLIANCE, sector=common.SECTOR_POWER, province="Guangdong") == [
+        "PWR-GD-0001"
+    ]
     assert ids(sector=common.SECTOR_ALUMINIUM) == []
 
-    error = rpc_error(lambda: reg.call(reg.accounts.GetAccount,
-                                       pb.GetAccountRequest(account_id="NOPE-0001")))
+    error = rpc_error(
+        lambda: reg.call(reg.accounts.GetAccount, pb.GetAccountRequest(account_id="NOPE-0001"))
+    )
     assert (error.code, error.reason, error.metadata) == (
-        NOT_FOUND, "UNKNOWN_ACCOUNT", {"account": "NOPE-0001"})
+        NOT_FOUND,
+        "UNKNOWN_ACCOUNT",
+        {"account": "NOPE-0001"},
+    )
     error = rpc_error(lambda: reg.call(reg.accounts.GetAccount, pb.GetAccountRequest()))
     assert (error.code, error.reason) == (INVALID, "MISSING_FIELD")
     assert error.violations == [("account_id", "account_id is required")]
@@ -179,28 +210,42 @@ def test_get_account_and_list_accounts_with_paging_and_filters(api: Api) -> None
 
 # -- GetBalances ------------------------------------------------------------------------
 
+
 def test_balances_read_your_writes(api: Api) -> None:
     reg, exchange, operator = api.regulator, api.exchange, api.operator
     seed_market(reg)
-    placed = exchange.call(exchange.settlement.PlaceHold, settlement_pb.PlaceHoldRequest(
-        hold_id="H-1", account_id=A, unit_type=CEA, vintage=2025, quantity=40_000,
-        timeout_seconds=3600))
-    response = operator.call(operator.accounts.GetBalances, pb.GetBalancesRequest(
-        account_id=A, min_position=placed.position))
+    placed = exchange.call(
+        exchange.settlement.PlaceHold,
+        settlement_pb.PlaceHoldRequest(
+            hold_id="H-1",
+            account_id=A,
+            unit_type=CEA,
+            vintage=2025,
+            quantity=40_000,
+            timeout_seconds=3600,
+        ),
+    )
+    response = operator.call(
+        operator.accounts.GetBalances,
+        pb.GetBalancesRequest(account_id=A, min_position=placed.position),
+    )
     assert response.account_id == A
-    assert [(h.account_id, h.unit_class, h.total, h.held, h.available)
-            for h in response.holdings] == [(A, CEA_2025, 100_000, 40_000, 60_000)]
+    assert [
+        (h.account_id, h.unit_class, h.total, h.held, h.available) for h in response.holdings
+    ] == [(A, CEA_2025, 100_000, 40_000, 60_000)]
 
     record_emissions(reg, emissions(A, 10_000))
     done = surrender_units(operator, surrender("S-1", A, 10_000)).transaction
     assert holdings(operator, A, done.position) == {(CEA, 2025, ""): (90_000, 40_000, 50_000)}
     assert holdings(operator, "CN-SURRENDER", done.position) == {
-        (CEA, 2025, ""): (10_000, 0, 10_000)}
+        (CEA, 2025, ""): (10_000, 0, 10_000)
+    }
     assert holdings(operator, TRADER, done.position) == {}
     issued = issue(reg, "ISS-CCER", 300, CCER_2024).transaction
     assert holdings(operator, "CN-ISSUANCE", issued.position) == {
         (CEA, 2025, ""): (850_000, 0, 850_000),
-        (CCER, 2024, "CCER-2024-0117"): (300, 0, 300)}
+        (CCER, 2024, "CCER-2024-0117"): (300, 0, 300),
+    }
 
     error = rpc_error(lambda: operator.balances("NOPE-0001"))
     assert (error.code, error.reason) == (NOT_FOUND, "UNKNOWN_ACCOUNT")
@@ -218,8 +263,7 @@ def test_balances_behind_min_position_is_unavailable(tmp_path: Path) -> None:
         started = time.monotonic()
         error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE", min_position=head))
         waited = time.monotonic() - started
-        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE,
-                                              "READ_MODELS_BEHIND")
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND")
         assert 4.9 < waited < 8
 
 
@@ -231,8 +275,7 @@ def test_min_position_beyond_the_head_is_refused_at_once(tmp_path: Path, ahead: 
     with running_api("sqlite", tmp_path) as api:
         head = caught_up(api.operator)
         started = time.monotonic()
-        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE",
-                                                        min_position=head + ahead))
+        error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE", min_position=head + ahead))
         assert time.monotonic() - started < 1
         assert (error.code, error.reason) == (INVALID, "INVALID_POSITION")
         assert error.metadata["head"] == str(head)
@@ -250,21 +293,24 @@ def test_a_dropped_query_connection_fails_one_call_as_retryable(tmp_path: Path) 
         caught_up(api.operator)
         before = api.operator.balances("CN-ISSUANCE")
         url = api.read_models.reads.url.set(drivername="postgresql")
-        with psycopg.connect(url.render_as_string(hide_password=False),
-                             autocommit=True) as admin:
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
             dropped = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND application_name = %s",
-                (READS_APPLICATION_NAME,)).fetchone()
+                (READS_APPLICATION_NAME,),
+            ).fetchone()
         assert dropped is not None and dropped[0] >= 1
         error = rpc_error(lambda: api.operator.balances("CN-ISSUANCE"))
-        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE,
-                                              "DATABASE_CONNECTION_LOST")
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "DATABASE_CONNECTION_LOST",
+        )
         assert "SQL" not in error.message and "psycopg" not in error.message
         assert api.operator.balances("CN-ISSUANCE") == before
 
 
 # -- ListTransactions -------------------------------------------------------------------
+
 
 def test_list_transactions_pages_filters_by_kind_and_time(api: Api) -> None:
     reg, exchange, operator = api.regulator, api.exchange, api.operator
@@ -278,18 +324,50 @@ def test_list_transactions_pages_filters_by_kind_and_time(api: Api) -> None:
 
     found, pages = movements(operator, A, page_size=2)
     assert pages == 3
-    assert [(m.kind, m.direction, m.quantity, m.counterparty_account, m.party,
-             m.transaction_id) for m in found] == [
-        (common.TRANSACTION_KIND_ALLOCATION, pb.DIRECTION_CREDIT, ALLOCATIONS[A],
-         "CN-ISSUANCE", "mee", f"ALLOC-2025-{A}"),
-        (common.TRANSACTION_KIND_SETTLEMENT, pb.DIRECTION_DEBIT, 1_000, TRADER,
-         "shanghai-exchange", "T-1"),
-        (common.TRANSACTION_KIND_SURRENDER, pb.DIRECTION_DEBIT, 500, "CN-SURRENDER",
-         OPERATOR_PARTY, "S-1"),
-        (common.TRANSACTION_KIND_CANCELLATION, pb.DIRECTION_DEBIT, 200, "CN-CANCELLATION",
-         OPERATOR_PARTY, "C-1"),
-        (common.TRANSACTION_KIND_SETTLEMENT, pb.DIRECTION_CREDIT, 300, TRADER,
-         "shanghai-exchange", "T-2"),
+    assert [
+        (m.kind, m.direction, m.quantity, m.counterparty_account, m.party, m.transaction_id)
+        for m in found
+    ] == [
+        (
+            common.TRANSACTION_KIND_ALLOCATION,
+            pb.DIRECTION_CREDIT,
+            ALLOCATIONS[A],
+            "CN-ISSUANCE",
+            "mee",
+            f"ALLOC-2025-{A}",
+        ),
+        (
+            common.TRANSACTION_KIND_SETTLEMENT,
+            pb.DIRECTION_DEBIT,
+            1_000,
+            TRADER,
+            "shanghai-exchange",
+            "T-1",
+        ),
+        (
+            common.TRANSACTION_KIND_SURRENDER,
+            pb.DIRECTION_DEBIT,
+            500,
+            "CN-SURRENDER",
+            OPERATOR_PARTY,
+            "S-1",
+        ),
+        (
+            common.TRANSACTION_KIND_CANCELLATION,
+            pb.DIRECTION_DEBIT,
+            200,
+            "CN-CANCELLATION",
+            OPERATOR_PARTY,
+            "C-1",
+        ),
+        (
+            common.TRANSACTION_KIND_SETTLEMENT,
+            pb.DIRECTION_CREDIT,
+            300,
+            TRADER,
+            "shanghai-exchange",
+            "T-2",
+        ),
     ]
     positions = [m.position for m in found]
     assert positions == sorted(set(positions)) and positions[-1] == last.position
@@ -298,14 +376,16 @@ def test_list_transactions_pages_filters_by_kind_and_time(api: Api) -> None:
     assert found[2].principal == "huaneng/operator-wang" and found[2].reason == "2025 compliance"
     assert movements(operator, A)[0] == found
     assert movements(operator, TRADER)[0] == [
-        m for m in movements(operator, TRADER, page_size=1)[0]]
+        m for m in movements(operator, TRADER, page_size=1)[0]
+    ]
 
     def kinds_of(*kinds: int, page_size: int = 100) -> list[str]:
-        return [m.transaction_id for m in movements(operator, A, page_size,
-                                                    kinds=list(kinds))[0]]
+        return [m.transaction_id for m in movements(operator, A, page_size, kinds=list(kinds))[0]]
 
-    assert kinds_of(common.TRANSACTION_KIND_SURRENDER,
-                    common.TRANSACTION_KIND_CANCELLATION) == ["S-1", "C-1"]
+    assert kinds_of(common.TRANSACTION_KIND_SURRENDER, common.TRANSACTION_KIND_CANCELLATION) == [
+        "S-1",
+        "C-1",
+    ]
     assert kinds_of(common.TRANSACTION_KIND_SETTLEMENT, page_size=1) == ["T-1", "T-2"]
     assert kinds_of(common.TRANSACTION_KIND_REVERSAL) == []
 
@@ -321,15 +401,21 @@ def test_list_transactions_pages_filters_by_kind_and_time(api: Api) -> None:
     assert window(start_time=times[4]) == ["T-2"]
     assert window(end_time=times[1]) == [f"ALLOC-2025-{A}"]
     assert window(start_time=times[2], end_time=times[2]) == []
-    assert [m.transaction_id for m in movements(
-        operator, A, kinds=[common.TRANSACTION_KIND_SETTLEMENT], start_time=times[2])[0]] == [
-        "T-2"]
+    assert [
+        m.transaction_id
+        for m in movements(
+            operator, A, kinds=[common.TRANSACTION_KIND_SETTLEMENT], start_time=times[2]
+        )[0]
+    ] == ["T-2"]
 
     error = rpc_error(lambda: movements(operator, "NOPE-0001"))
     assert (error.code, error.reason) == (NOT_FOUND, "UNKNOWN_ACCOUNT")
-    error = rpc_error(lambda: operator.call(operator.accounts.ListTransactions,
-                                            pb.ListTransactionsRequest(account_id=A,
-                                                                       page_token="x")))
+    error = rpc_error(
+        lambda: operator.call(
+            operator.accounts.ListTransactions,
+            pb.ListTransactionsRequest(account_id=A, page_token="x"),
+        )
+    )
     assert (error.code, error.reason) == (INVALID, "INVALID_PAGE_TOKEN")
     error = rpc_error(lambda: movements(operator, A, page_size=5000))
     assert (error.code, error.reason) == (INVALID, "INVALID_PAGE_SIZE")
@@ -346,24 +432,35 @@ def test_a_movement_of_two_vintages_is_one_row_per_unit_class(api: Api) -> None:
     seed_market(reg)
     cea_2026 = common.UnitClass(unit_type=CEA, vintage=2026)
     issue(reg, "ISS-2026", 1_000, cea_2026)
-    allocate(reg, admin_pb.AllocationRow(transaction_id="AL-2026", account_id=A, unit_type=CEA,
-                                         vintage=2026, quantity=100,
-                                         source_account="CN-ISSUANCE"))
+    allocate(
+        reg,
+        admin_pb.AllocationRow(
+            transaction_id="AL-2026",
+            account_id=A,
+            unit_type=CEA,
+            vintage=2026,
+            quantity=100,
+            source_account="CN-ISSUANCE",
+        ),
+    )
     # for 2026, which accepts both vintages (for 2025, 2026 allowances are advance use)
-    txn = surrender_units(operator, surrender("S-1", A, ALLOCATIONS[A] + 40, year=2026)
-                          ).transaction
+    txn = surrender_units(operator, surrender("S-1", A, ALLOCATIONS[A] + 40, year=2026)).transaction
     assert [(b.unit_class, b.first_serial, b.last_serial) for b in txn.blocks] == [
-        (CEA_2025, 1, ALLOCATIONS[A]), (cea_2026, 1, 40)]
+        (CEA_2025, 1, ALLOCATIONS[A]),
+        (cea_2026, 1, 40),
+    ]
     assert holdings(operator, A, txn.position) == {(CEA, 2026, ""): (60, 0, 60)}
     one_by_one, pages = movements(operator, A, page_size=1)
     assert pages == 4 and one_by_one == movements(operator, A)[0]
     assert [(m.position, m.kind, m.unit_class.vintage, m.quantity) for m in one_by_one[2:]] == [
         (txn.position, common.TRANSACTION_KIND_SURRENDER, 2025, ALLOCATIONS[A]),
-        (txn.position, common.TRANSACTION_KIND_SURRENDER, 2026, 40)]
+        (txn.position, common.TRANSACTION_KIND_SURRENDER, 2026, 40),
+    ]
     assert compliance(operator, A, 2026).surrendered_cea == ALLOCATIONS[A] + 40
 
 
 # -- SurrenderUnits, CancelUnits --------------------------------------------------------
+
 
 def test_surrender_units(api: Api) -> None:
     reg, operator = api.regulator, api.operator
@@ -374,10 +471,17 @@ def test_surrender_units(api: Api) -> None:
     txn = first.transaction
     assert not first.replayed and txn.position > 0
     assert (txn.party, txn.transaction_id, txn.kind, txn.status, txn.principal) == (
-        OPERATOR_PARTY, "S-1", common.TRANSACTION_KIND_SURRENDER,
-        common.TRANSACTION_STATUS_COMPLETED, "huaneng/operator-wang")
+        OPERATOR_PARTY,
+        "S-1",
+        common.TRANSACTION_KIND_SURRENDER,
+        common.TRANSACTION_STATUS_COMPLETED,
+        "huaneng/operator-wang",
+    )
     assert (txn.source_account, txn.destination_account, txn.quantity) == (
-        A, "CN-SURRENDER", 30_000)
+        A,
+        "CN-SURRENDER",
+        30_000,
+    )
     assert [(b.first_serial, b.last_serial) for b in txn.blocks] == [(1, 30_000)]
     assert json.loads(txn.details_json)["compliance_year"] == 2025
     replay = surrender_units(operator, surrender("S-1", A, 30_000))
@@ -385,18 +489,26 @@ def test_surrender_units(api: Api) -> None:
     assert replay.transaction.position == 0
     error = rpc_error(lambda: surrender_units(operator, surrender("S-1", A, 29_000)))
     assert (error.code, error.reason, error.metadata) == (
-        EXISTS, "TRANSACTION_EXISTS_WITH_DIFFERENT_CONTENT", {"transaction": "huaneng:S-1"})
+        EXISTS,
+        "TRANSACTION_EXISTS_WITH_DIFFERENT_CONTENT",
+        {"transaction": "huaneng:S-1"},
+    )
 
     # refused for the ledger's state: recorded, so a retry gets the same error
     for _ in range(2):
         error = rpc_error(lambda: surrender_units(operator, surrender("S-2", A, 1_000_000)))
         assert (error.code, error.reason) == (PRECONDITION, "INSUFFICIENT_UNITS")
-        assert (error.metadata["account"], error.metadata["requested"],
-                error.metadata["available"], error.metadata["transaction"]) == (
-            A, "1000000", "70000", "huaneng:S-2")
+        assert (
+            error.metadata["account"],
+            error.metadata["requested"],
+            error.metadata["available"],
+            error.metadata["transaction"],
+        ) == (A, "1000000", "70000", "huaneng:S-2")
     refused = transaction(operator, "S-2")
     assert (refused.status, refused.refusal_reason) == (
-        common.TRANSACTION_STATUS_REFUSED, "INSUFFICIENT_UNITS")
+        common.TRANSACTION_STATUS_REFUSED,
+        "INSUFFICIENT_UNITS",
+    )
     vintage_2026 = surrender("S-3", A, 1)
     vintage_2026.vintage = 2026
     error = rpc_error(lambda: surrender_units(operator, vintage_2026))
@@ -405,7 +517,10 @@ def test_surrender_units(api: Api) -> None:
     freeze(reg, "FRZ-1", A)
     error = rpc_error(lambda: surrender_units(operator, surrender("S-4", A, 10)))
     assert (error.code, error.reason, error.metadata["account"]) == (
-        PRECONDITION, "ACCOUNT_FROZEN", A)
+        PRECONDITION,
+        "ACCOUNT_FROZEN",
+        A,
+    )
     unfreeze(reg, "UNF-1", A)
     error = rpc_error(lambda: surrender_units(operator, surrender("S-4", A, 10)))
     assert (error.code, error.reason) == (PRECONDITION, "ACCOUNT_FROZEN")  # S-4 is recorded
@@ -416,7 +531,10 @@ def test_surrender_units(api: Api) -> None:
     # whether it exists is not told
     error = rpc_error(lambda: surrender_units(operator, surrender("S-6", "NOPE-0001", 10)))
     assert (error.code, error.reason, error.metadata["account"]) == (
-        grpc.StatusCode.PERMISSION_DENIED, "ACCOUNT_NOT_IN_SCOPE", "NOPE-0001")
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ACCOUNT_NOT_IN_SCOPE",
+        "NOPE-0001",
+    )
 
     invalid = {
         "INVALID_COMPLIANCE_YEAR": surrender("S-7", A, 10, year=1999),
@@ -436,8 +554,7 @@ def test_surrender_units(api: Api) -> None:
     assert balance(operator, "CN-SURRENDER", done.position) == 30_010
     # surrendered units are retired: they move again only by a reversal
     [retired] = api.exchange.settle_trades([trade("T-1", "CN-SURRENDER", TRADER, 1)])
-    assert (retired.status, retired.reason) == (settlement_pb.TRADE_STATUS_REFUSED,
-                                                "UNITS_RETIRED")
+    assert (retired.status, retired.reason) == (settlement_pb.TRADE_STATUS_REFUSED, "UNITS_RETIRED")
 
 
 def test_cancel_units(api: Api) -> None:
@@ -446,9 +563,13 @@ def test_cancel_units(api: Api) -> None:
     first = cancel_units(operator, cancel("C-1", A, 700))
     txn = first.transaction
     assert not first.replayed
-    assert (txn.kind, txn.status, txn.source_account, txn.destination_account,
-            txn.quantity) == (common.TRANSACTION_KIND_CANCELLATION,
-                              common.TRANSACTION_STATUS_COMPLETED, A, "CN-CANCELLATION", 700)
+    assert (txn.kind, txn.status, txn.source_account, txn.destination_account, txn.quantity) == (
+        common.TRANSACTION_KIND_CANCELLATION,
+        common.TRANSACTION_STATUS_COMPLETED,
+        A,
+        "CN-CANCELLATION",
+        700,
+    )
     assert cancel_units(operator, cancel("C-1", A, 700)).replayed
     error = rpc_error(lambda: cancel_units(operator, cancel("C-1", A, 701)))
     assert (error.code, error.reason) == (EXISTS, "TRANSACTION_EXISTS_WITH_DIFFERENT_CONTENT")
@@ -460,38 +581,55 @@ def test_cancel_units(api: Api) -> None:
     error = rpc_error(lambda: cancel_units(operator, cancel("C-3", A, 5, unit_type=CCER)))
     assert (error.code, error.reason) == (PRECONDITION, "INSUFFICIENT_UNITS")
     error = rpc_error(lambda: cancel_units(operator, cancel("C-4", "NOPE-0001", 5)))
-    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED,
-                                          "ACCOUNT_NOT_IN_SCOPE")
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACCOUNT_NOT_IN_SCOPE")
     # a regulator cancels only by an approved proposal, not directly
     error = rpc_error(lambda: cancel_units(reg, cancel("C-5", "CN-ISSUANCE", 1_000)))
     assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_GRANTED")
     # no grant covers a national account (issue 15: an operator scope on CN-ISSUANCE
     # cancelled with no proposal): a cancellation from it is a regulator's approved
     # proposal; retired units never move
-    error = rpc_error(lambda: api.admin.call(api.admin.access.GrantRole,
-                                             access_pb.GrantRoleRequest(
-                                                 grant_id="desk", party="mee",
-                                                 name="registry-desk",
-                                                 role=access_pb.ROLE_OPERATOR,
-                                                 account_ids=["CN-ISSUANCE"],
-                                                 reason="national accounts")))
+    error = rpc_error(
+        lambda: api.admin.call(
+            api.admin.access.GrantRole,
+            access_pb.GrantRoleRequest(
+                grant_id="desk",
+                party="mee",
+                name="registry-desk",
+                role=access_pb.ROLE_OPERATOR,
+                account_ids=["CN-ISSUANCE"],
+                reason="national accounts",
+            ),
+        )
+    )
     assert (error.code, error.reason) == (INVALID, "INVALID_GRANT_SCOPE")
     wang = api.clients["regulator2"]
 
     def cancelled(transaction_id: str, account_id: str, quantity: int) -> admin_pb.Proposal:
-        reg.call(reg.administration.ProposeAction, admin_pb.ProposeActionRequest(
-            proposal_id=transaction_id, kind=admin_pb.PROPOSAL_KIND_REGULATOR_CANCELLATION,
-            payload_json=json.dumps({"transaction_id": transaction_id,
-                                     "account_id": account_id, "unit_type": "CEA",
-                                     "vintage": 2025, "quantity": quantity,
-                                     "reason": "voluntary cancellation"}),
-            reason="voluntary cancellation"))
-        return wang.call(wang.administration.ApproveProposal, admin_pb.ApproveProposalRequest(
-            party="mee", proposal_id=transaction_id)).proposal
+        reg.call(
+            reg.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id=transaction_id,
+                kind=admin_pb.PROPOSAL_KIND_REGULATOR_CANCELLATION,
+                payload_json=json.dumps(
+                    {
+                        "transaction_id": transaction_id,
+                        "account_id": account_id,
+                        "unit_type": "CEA",
+                        "vintage": 2025,
+                        "quantity": quantity,
+                        "reason": "voluntary cancellation",
+                    }
+                ),
+                reason="voluntary cancellation",
+            ),
+        )
+        return wang.call(
+            wang.administration.ApproveProposal,
+            admin_pb.ApproveProposalRequest(party="mee", proposal_id=transaction_id),
+        ).proposal
 
     national = cancelled("C-5", "CN-ISSUANCE", 1_000)
-    assert (national.status, national.result) == (admin_pb.PROPOSAL_STATUS_EXECUTED,
-                                                  "mee:C-5")
+    assert (national.status, national.result) == (admin_pb.PROPOSAL_STATUS_EXECUTED, "mee:C-5")
     last = surrender_units(operator, surrender("S-1", A, 100)).transaction
     assert cancelled("C-6", "CN-SURRENDER", 1).failure_reason == "UNITS_RETIRED"
     assert cancelled("C-7", "CN-CANCELLATION", 1).failure_reason == "SAME_ACCOUNT"
@@ -501,21 +639,33 @@ def test_cancel_units(api: Api) -> None:
 
 # -- GetComplianceStatus ----------------------------------------------------------------
 
+
 def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
     reg, operator = api.regulator, api.operator
     seed_market(reg)
     issue(reg, "ISS-CCER", 10_000, CCER_2024)
-    ccer_row = admin_pb.AllocationRow(transaction_id="AL-CCER", account_id=A,
-                                      unit_type=CCER, vintage=2024, quantity=4_000,
-                                      source_account="CN-ISSUANCE")
+    ccer_row = admin_pb.AllocationRow(
+        transaction_id="AL-CCER",
+        account_id=A,
+        unit_type=CCER,
+        vintage=2024,
+        quantity=4_000,
+        source_account="CN-ISSUANCE",
+    )
     assert [r.status for r in allocate(reg, ccer_row)] == [common.ROW_STATUS_COMPLETED]
 
     def status(year: int = 2025) -> tuple[int, int, int, int, int, int]:
         """(state, verified, obligation, surrendered CEA, surrendered CCER, outstanding)"""
         s = compliance(operator, A, year)
         assert (s.account_id, s.compliance_year) == (A, year)
-        return (s.state, s.verified_emissions, s.obligation, s.surrendered_cea,
-                s.surrendered_ccer, s.outstanding)
+        return (
+            s.state,
+            s.verified_emissions,
+            s.obligation,
+            s.surrendered_cea,
+            s.surrendered_ccer,
+            s.outstanding,
+        )
 
     NOT_VERIFIED, OPEN = pb.COMPLIANCE_STATE_NOT_VERIFIED, pb.COMPLIANCE_STATE_OPEN
     COMPLIANT = pb.COMPLIANCE_STATE_COMPLIANT
@@ -524,8 +674,9 @@ def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
     assert status() == (NOT_VERIFIED, 0, 0, 1_000, 0, 0)
     record_emissions(reg, emissions(A, 30_000))
     assert status() == (OPEN, 30_000, 30_000, 1_000, 0, 29_000)
-    over_cap = rpc_error(lambda: surrender_units(operator, surrender(
-        "S-CCER-0", A, 1_501, unit_type=CCER)))       # CCER: at most 5 % of 30,000
+    over_cap = rpc_error(
+        lambda: surrender_units(operator, surrender("S-CCER-0", A, 1_501, unit_type=CCER))
+    )  # CCER: at most 5 % of 30,000
     assert (over_cap.code, over_cap.reason) == (PRECONDITION, "CCER_CAP_EXCEEDED")
     surrender_units(operator, surrender("S-CCER", A, 1_500, unit_type=CCER))
     assert status() == (OPEN, 30_000, 30_000, 1_000, 1_500, 27_500)
@@ -535,8 +686,10 @@ def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
     surrender_units(operator, surrender("S-1", A, 27_500))
     assert status() == (COMPLIANT, 30_000, 30_000, 28_500, 1_500, 0)
     # a reversed surrender no longer counts
-    reg.call(reg.administration.ReverseTransaction,
-             reverse("REV-1", OPERATOR_PARTY, "S-CCER", "wrong year"))
+    reg.call(
+        reg.administration.ReverseTransaction,
+        reverse("REV-1", OPERATOR_PARTY, "S-CCER", "wrong year"),
+    )
     assert status() == (OPEN, 30_000, 30_000, 28_500, 0, 1_500)
     surrender_units(operator, surrender("S-2", A, 10_000))
     assert status() == (COMPLIANT, 30_000, 30_000, 38_500, 0, 0)
@@ -562,10 +715,13 @@ def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
 
 # -- BadRequest names the offending field -----------------------------------------------
 
-@pytest.fixture(scope="module", params=["sqlite",
-                                        pytest.param("postgres", marks=pytest.mark.postgres)])
-def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Api]:
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
     """One seeded server per backend for the invalid-input table (nothing it sends is
     stored)."""
     with running_api(request.param, tmp_path_factory.mktemp("accounts")) as api:
@@ -579,49 +735,113 @@ def _surrender(request: pb.SurrenderUnitsRequest) -> Callable[[RegistryClient], 
 
 
 ACCOUNT_CASES = [
-    pytest.param(lambda c: c.call(c.accounts.GetAccount, pb.GetAccountRequest()),
-                 "MISSING_FIELD", ["account_id"], id="get-account-no-id"),
+    pytest.param(
+        lambda c: c.call(c.accounts.GetAccount, pb.GetAccountRequest()),
+        "MISSING_FIELD",
+        ["account_id"],
+        id="get-account-no-id",
+    ),
     # issue 15: malformed ids were looked up and answered NOT_FOUND
-    pytest.param(lambda c: c.call(c.accounts.GetAccount,
-                                  pb.GetAccountRequest(account_id="pwr sd 0001")),
-                 "INVALID_ACCOUNT_ID", ["account_id"], id="get-account-malformed-id"),
-    pytest.param(lambda c: c.call(c.accounts.GetAccount,
-                                  pb.GetAccountRequest(account_id="A\x00B")),
-                 "INVALID_ACCOUNT_ID", ["account_id"], id="get-account-nul"),
-    pytest.param(lambda c: c.balances(A, min_position=-5), "INVALID_POSITION",
-                 ["min_position"], id="balances-negative-min-position"),
-    pytest.param(lambda c: list_accounts(c, page_size=5000), "INVALID_PAGE_SIZE",
-                 ["page_size"], id="list-accounts-page-size"),
-    pytest.param(lambda c: list_accounts(c, page_token="garbage"), "INVALID_PAGE_TOKEN",
-                 ["page_token"], id="list-accounts-page-token"),
-    pytest.param(lambda c: list_accounts(c, sector=42), "INVALID_ENUM_VALUE", ["sector"],
-                 id="list-accounts-sector"),
-    pytest.param(lambda c: movements(c, A, page_size=5000), "INVALID_PAGE_SIZE",
-                 ["page_size"], id="list-transactions-page-size"),
-    pytest.param(lambda c: movements(c, A, kinds=[common.TRANSACTION_KIND_SURRENDER, 0]),
-                 "MISSING_FIELD", ["kinds[1]"], id="list-transactions-kind-unspecified"),
-    pytest.param(lambda c: c.balances(""), "MISSING_FIELD", ["account_id"],
-                 id="balances-no-account"),
-    pytest.param(_surrender(surrender("S-9", A, 10, year=1999)), "INVALID_COMPLIANCE_YEAR",
-                 ["compliance_year"], id="surrender-year-1999"),
-    pytest.param(_surrender(surrender("S-9", A, 0)), "QUANTITY_NOT_POSITIVE", ["quantity"],
-                 id="surrender-quantity-0"),
-    pytest.param(_surrender(surrender("S-9", A, 10, unit_type=0)), "MISSING_FIELD",
-                 ["unit_type"], id="surrender-no-unit-type"),
-    pytest.param(_surrender(surrender("S-9", "", 10)), "MISSING_FIELD", ["account_id"],
-                 id="surrender-no-account"),
-    pytest.param(_surrender(surrender("", A, 10)), "MISSING_ID", ["transaction_id"],
-                 id="surrender-no-transaction-id"),
-    pytest.param(lambda c: cancel_units(c, cancel("C-9", A, -1)), "QUANTITY_NOT_POSITIVE",
-                 ["quantity"], id="cancel-quantity-negative"),
-    pytest.param(lambda c: compliance(c, A, 0), "INVALID_COMPLIANCE_YEAR",
-                 ["compliance_year"], id="compliance-year-0"),
+    pytest.param(
+        lambda c: c.call(c.accounts.GetAccount, pb.GetAccountRequest(account_id="pwr sd 0001")),
+        "INVALID_ACCOUNT_ID",
+        ["account_id"],
+        id="get-account-malformed-id",
+    ),
+    pytest.param(
+        lambda c: c.call(c.accounts.GetAccount, pb.GetAccountRequest(account_id="A\x00B")),
+        "INVALID_ACCOUNT_ID",
+        ["account_id"],
+        id="get-account-nul",
+    ),
+    pytest.param(
+        lambda c: c.balances(A, min_position=-5),
+        "INVALID_POSITION",
+        ["min_position"],
+        id="balances-negative-min-position",
+    ),
+    pytest.param(
+        lambda c: list_accounts(c, page_size=5000),
+        "INVALID_PAGE_SIZE",
+        ["page_size"],
+        id="list-accounts-page-size",
+    ),
+    pytest.param(
+        lambda c: list_accounts(c, page_token="garbage"),
+        "INVALID_PAGE_TOKEN",
+        ["page_token"],
+        id="list-accounts-page-token",
+    ),
+    pytest.param(
+        lambda c: list_accounts(c, sector=42),
+        "INVALID_ENUM_VALUE",
+        ["sector"],
+        id="list-accounts-sector",
+    ),
+    pytest.param(
+        lambda c: movements(c, A, page_size=5000),
+        "INVALID_PAGE_SIZE",
+        ["page_size"],
+        id="list-transactions-page-size",
+    ),
+    pytest.param(
+        lambda c: movements(c, A, kinds=[common.TRANSACTION_KIND_SURRENDER, 0]),
+        "MISSING_FIELD",
+        ["kinds[1]"],
+        id="list-transactions-kind-unspecified",
+    ),
+    pytest.param(
+        lambda c: c.balances(""), "MISSING_FIELD", ["account_id"], id="balances-no-account"
+    ),
+    pytest.param(
+        _surrender(surrender("S-9", A, 10, year=1999)),
+        "INVALID_COMPLIANCE_YEAR",
+        ["compliance_year"],
+        id="surrender-year-1999",
+    ),
+    pytest.param(
+        _surrender(surrender("S-9", A, 0)),
+        "QUANTITY_NOT_POSITIVE",
+        ["quantity"],
+        id="surrender-quantity-0",
+    ),
+    pytest.param(
+        _surrender(surrender("S-9", A, 10, unit_type=0)),
+        "MISSING_FIELD",
+        ["unit_type"],
+        id="surrender-no-unit-type",
+    ),
+    pytest.param(
+        _surrender(surrender("S-9", "", 10)),
+        "MISSING_FIELD",
+        ["account_id"],
+        id="surrender-no-account",
+    ),
+    pytest.param(
+        _surrender(surrender("", A, 10)),
+        "MISSING_ID",
+        ["transaction_id"],
+        id="surrender-no-transaction-id",
+    ),
+    pytest.param(
+        lambda c: cancel_units(c, cancel("C-9", A, -1)),
+        "QUANTITY_NOT_POSITIVE",
+        ["quantity"],
+        id="cancel-quantity-negative",
+    ),
+    pytest.param(
+        lambda c: compliance(c, A, 0),
+        "INVALID_COMPLIANCE_YEAR",
+        ["compliance_year"],
+        id="compliance-year-0",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("call", "reason", "fields"), ACCOUNT_CASES)
-def test_invalid_input_names_the_field(seeded: Api, call: Callable[[RegistryClient], object],
-                                       reason: str, fields: list[str]) -> None:
+def test_invalid_input_names_the_field(
+    seeded: Api, call: Callable[[RegistryClient], object], reason: str, fields: list[str]
+) -> None:
     error = rpc_error(lambda: call(seeded.operator))
     assert (error.code, error.reason) == (INVALID, reason)
     assert [field for field, _ in error.violations] == fields

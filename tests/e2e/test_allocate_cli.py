@@ -23,16 +23,20 @@ from tests.e2e.test_server_process import add_principal, cli, first_token, servi
 
 BENCHMARKS = str(ILLUSTRATIVE_BENCHMARKS_2025)
 OUTPUT_HEADER = "account_id,year,subtype,output,unit_id,factors\n"
-OUTPUT_2024 = (OUTPUT_HEADER
-               + "PWR-A,2024,COAL_CONVENTIONAL_300MW_PLUS,1000001,U1,cooling=1.05\n"
-               + "PWR-A,2024,GAS,500000.5,U2,\n"
-               + "CEM-B,2024,CEMENT_CLINKER,1250000,,\n"
-               + "STL-C,2024,STEEL,2000000,,\n")
-OUTPUT_2025 = (OUTPUT_HEADER
-               + "PWR-A,2025,COAL_CONVENTIONAL_300MW_PLUS,500000,U1,cooling=1.05\n"
-               + "PWR-A,2025,GAS,500000.5,U2,\n"
-               + "CEM-B,2025,CEMENT_CLINKER,1400000,,\n"
-               + "STL-C,2025,STEEL,1400000,,\n")
+OUTPUT_2024 = (
+    OUTPUT_HEADER
+    + "PWR-A,2024,COAL_CONVENTIONAL_300MW_PLUS,1000001,U1,cooling=1.05\n"
+    + "PWR-A,2024,GAS,500000.5,U2,\n"
+    + "CEM-B,2024,CEMENT_CLINKER,1250000,,\n"
+    + "STL-C,2024,STEEL,2000000,,\n"
+)
+OUTPUT_2025 = (
+    OUTPUT_HEADER
+    + "PWR-A,2025,COAL_CONVENTIONAL_300MW_PLUS,500000,U1,cooling=1.05\n"
+    + "PWR-A,2025,GAS,500000.5,U2,\n"
+    + "CEM-B,2025,CEMENT_CLINKER,1400000,,\n"
+    + "STL-C,2025,STEEL,1400000,,\n"
+)
 
 
 def write(path: Path, text: str) -> str:
@@ -43,8 +47,10 @@ def write(path: Path, text: str) -> str:
 def table_rows(path: Path) -> dict[str, tuple[str, int, str]]:
     """account -> (kind, quantity, source) of an allocation table file."""
     with path.open(encoding="utf-8", newline="") as lines:
-        return {r["account_id"]: (r["kind"], int(r["quantity"]), r["source"])
-                for r in csv.DictReader(lines)}
+        return {
+            r["account_id"]: (r["kind"], int(r["quantity"]), r["source"])
+            for r in csv.DictReader(lines)
+        }
 
 
 def expected() -> tuple[dict[str, int], dict[str, int]]:
@@ -55,13 +61,18 @@ def expected() -> tuple[dict[str, int], dict[str, int]]:
     cement = table.row(2025, Sector.CEMENT, Subtype.CEMENT_CLINKER)
     steel = table.row(2025, Sector.STEEL, Subtype.STEEL)
     cooling = {"cooling": Decimal("1.05")}
-    pre = {"PWR-A": pre_allocation(coal, 1_000_001, cooling)
-           + pre_allocation(gas, Decimal("500000.5")),
-           "CEM-B": pre_allocation(cement, 1_250_000), "STL-C": pre_allocation(steel, 2_000_000)}
-    final = {"PWR-A": final_allocation(coal, 500_000, cooling)
-             + final_allocation(gas, Decimal("500000.5")),
-             "CEM-B": final_allocation(cement, 1_400_000),
-             "STL-C": final_allocation(steel, 1_400_000)}
+    pre = {
+        "PWR-A": pre_allocation(coal, 1_000_001, cooling)
+        + pre_allocation(gas, Decimal("500000.5")),
+        "CEM-B": pre_allocation(cement, 1_250_000),
+        "STL-C": pre_allocation(steel, 2_000_000),
+    }
+    final = {
+        "PWR-A": final_allocation(coal, 500_000, cooling)
+        + final_allocation(gas, Decimal("500000.5")),
+        "CEM-B": final_allocation(cement, 1_400_000),
+        "STL-C": final_allocation(steel, 1_400_000),
+    }
     return pre, final
 
 
@@ -69,42 +80,78 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
     pre, final = expected()
     # the scenario needs each direction: PWR-A produced less (a return), CEM-B more
     assert final["PWR-A"] < pre["PWR-A"] and final["CEM-B"] > pre["CEM-B"]
-    assert final["STL-C"] == pre["STL-C"]   # 0.7 x 2,000,000 t = 1,400,000 t: no row
+    assert final["STL-C"] == pre["STL-C"]  # 0.7 x 2,000,000 t = 1,400,000 t: no row
     with serving(tmp_path) as server:
         token, _, _ = first_token(tmp_path)
         # the approving regulator exists before the proposals it approves (one granted
         # after a proposal cannot approve it: SEPARATION_OF_DUTIES)
         second = add_principal(server, "mee", "regulator-wang", "regulator")
         with RegistryClient(server.address, token, attempts=1) as client:
-            for account, sector in (("PWR-A", common.SECTOR_POWER),
-                                    ("CEM-B", common.SECTOR_CEMENT),
-                                    ("STL-C", common.SECTOR_STEEL)):
+            for account, sector in (
+                ("PWR-A", common.SECTOR_POWER),
+                ("CEM-B", common.SECTOR_CEMENT),
+                ("STL-C", common.SECTOR_STEEL),
+            ):
                 open_company(client, account, sector)
             issue(client, "ISS-CEA-2025", 20_000_000)
 
         # bad output rows are named by line; nothing is written
-        bad = write(tmp_path / "bad.csv", OUTPUT_HEADER
-                    + "PWR-A,2024,GAS,1,U2,\n"
-                    + "PWR-A,2023,GAS,1,U3,\n"
-                    + "CEM-B,2024,CEMENT_CLINKER,1,,cooling=1.1\n"
-                    + "NOBODY,2024,STEEL,1,,\n")
+        bad = write(
+            tmp_path / "bad.csv",
+            OUTPUT_HEADER
+            + "PWR-A,2024,GAS,1,U2,\n"
+            + "PWR-A,2023,GAS,1,U3,\n"
+            + "CEM-B,2024,CEMENT_CLINKER,1,,cooling=1.1\n"
+            + "NOBODY,2024,STEEL,1,,\n",
+        )
         out = tmp_path / "pre-2025.csv"
-        refused = cli(server, "allocate", "pre", "2025", "--benchmarks", BENCHMARKS,
-                      "--outputs", bad, "--out", str(out))
+        refused = cli(
+            server,
+            "allocate",
+            "pre",
+            "2025",
+            "--benchmarks",
+            BENCHMARKS,
+            "--outputs",
+            bad,
+            "--out",
+            str(out),
+        )
         assert refused.returncode == 2 and not out.exists(), refused.stderr
         assert "line 3, year: INVALID_COMPLIANCE_YEAR" in refused.stderr, refused.stderr
         assert "line 4, factors: UNKNOWN_CORRECTION_FACTOR" in refused.stderr
         assert "Nothing was written" in refused.stderr and "Traceback" not in refused.stderr
-        unknown = cli(server, "allocate", "pre", "2025", "--benchmarks", BENCHMARKS,
-                      "--outputs", write(tmp_path / "unknown.csv", OUTPUT_HEADER
-                                         + "NOBODY,2024,STEEL,1,,\n"), "--out", str(out))
+        unknown = cli(
+            server,
+            "allocate",
+            "pre",
+            "2025",
+            "--benchmarks",
+            BENCHMARKS,
+            "--outputs",
+            write(tmp_path / "unknown.csv", OUTPUT_HEADER + "NOBODY,2024,STEEL,1,,\n"),
+            "--out",
+            str(out),
+        )
         assert unknown.returncode == 2 and not out.exists()
         assert "line 2, account_id: UNKNOWN_ACCOUNT" in unknown.stderr, unknown.stderr
 
         # pre-allocation: 70 % of benchmark x 2024 output, per row floored, summed
         outputs_2024 = write(tmp_path / "output-2024.csv", OUTPUT_2024)
-        done = cli(server, "allocate", "pre", "2025", "--benchmarks", BENCHMARKS,
-                   "--outputs", outputs_2024, "--out", str(out), "--source", "CN-ISSUANCE")
+        done = cli(
+            server,
+            "allocate",
+            "pre",
+            "2025",
+            "--benchmarks",
+            BENCHMARKS,
+            "--outputs",
+            outputs_2024,
+            "--out",
+            str(out),
+            "--source",
+            "CN-ISSUANCE",
+        )
         assert done.returncode == 0, done.stderr
         assert table_rows(out) == {a: ("ALLOCATION", q, "CN-ISSUANCE") for a, q in pre.items()}
         assert f"{sum(pre.values()):,}" in done.stdout.splitlines()[-2], done.stdout
@@ -112,26 +159,50 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
         assert proposed.returncode == 0, proposed.stderr
         assert "proposed mee:P-PRE-2025: ALLOCATION_TABLE of 3 rows" in proposed.stdout
         with RegistryClient(server.address, token, attempts=1) as client:
-            assert compliance(client, "PWR-A").allocated == 0   # nothing before approval
+            assert compliance(client, "PWR-A").allocated == 0  # nothing before approval
         approved = cli(server, "proposals", "approve", "mee", "P-PRE-2025", "--token", second)
         assert approved.returncode == 0, approved.stderr
         assert "EXECUTED: 3 of 3 allocation rows completed" in approved.stdout
         with RegistryClient(server.address, token, attempts=1) as client:
             assert {a: compliance(client, a).allocated for a in pre} == pre
-        again = cli(server, "allocate", "pre", "2025", "--benchmarks", BENCHMARKS,
-                    "--outputs", outputs_2024, "--out", str(out))
+        again = cli(
+            server,
+            "allocate",
+            "pre",
+            "2025",
+            "--benchmarks",
+            BENCHMARKS,
+            "--outputs",
+            outputs_2024,
+            "--out",
+            str(out),
+        )
         assert again.returncode == 0 and table_rows(out) == {}, again.stdout
 
         # true-up: benchmark x verified 2025 output; the excess goes back to the reserve
         trued = tmp_path / "true-up-2025.csv"
         outputs_2025 = write(tmp_path / "output-2025.csv", OUTPUT_2025)
-        done = cli(server, "allocate", "true-up", "2025", "--benchmarks", BENCHMARKS,
-                   "--outputs", outputs_2025, "--out", str(trued), "--source", "CN-ISSUANCE")
+        done = cli(
+            server,
+            "allocate",
+            "true-up",
+            "2025",
+            "--benchmarks",
+            BENCHMARKS,
+            "--outputs",
+            outputs_2025,
+            "--out",
+            str(trued),
+            "--source",
+            "CN-ISSUANCE",
+        )
         assert done.returncode == 0, done.stderr
         changes = {a: final[a] - pre[a] for a in pre}
         assert table_rows(trued) == {
             a: ("ALLOCATION", q, "CN-ISSUANCE") if q > 0 else ("ALLOCATION_RETURN", -q, "")
-            for a, q in changes.items() if q}
+            for a, q in changes.items()
+            if q
+        }
         imported = cli(server, "import", "allocations", str(trued))
         assert imported.returncode == 0, imported.stdout + imported.stderr
         assert "COMPLETED                  2" in imported.stdout, imported.stdout
@@ -140,6 +211,16 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
             assert {a: compliance(client, a).allocated for a in final} == final
         replayed = cli(server, "import", "allocations", str(trued))
         assert "nothing changed" in replayed.stdout, replayed.stdout
-        settled = cli(server, "allocate", "true-up", "2025", "--benchmarks", BENCHMARKS,
-                      "--outputs", outputs_2025, "--out", str(trued))
+        settled = cli(
+            server,
+            "allocate",
+            "true-up",
+            "2025",
+            "--benchmarks",
+            BENCHMARKS,
+            "--outputs",
+            outputs_2025,
+            "--out",
+            str(trued),
+        )
         assert settled.returncode == 0 and table_rows(trued) == {}, settled.stdout

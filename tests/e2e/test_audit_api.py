@@ -52,8 +52,11 @@ CCER_2024 = common.UnitClass(unit_type=CCER, vintage=2024, project="CCER-2024-01
 
 
 def stream(client: RegistryClient, **fields: object) -> list[pb.StreamEventsResponse]:
-    return list(client.audit.StreamEvents(pb.StreamEventsRequest(**fields),
-                                          metadata=client.metadata, timeout=30))
+    return list(
+        client.audit.StreamEvents(
+            pb.StreamEventsRequest(**fields), metadata=client.metadata, timeout=30
+        )
+    )
 
 
 def events_of(pages: list[pb.StreamEventsResponse]) -> list[pb.Event]:
@@ -63,15 +66,19 @@ def events_of(pages: list[pb.StreamEventsResponse]) -> list[pb.Event]:
 def the_log(api: Api, topics: list[str] | None = None) -> list[tuple[int, str, int, str, str]]:
     """(position, aggregate id, version, topic, payload) of every stored event, as the
     event store's recorder has them."""
-    notes = api.registry.recorder.select_notifications(start=1, limit=1_000_000,
-                                                       topics=topics or [])
-    return [(n.id, str(n.originator_id), n.originator_version, n.topic, n.state.decode())
-            for n in notes]
+    notes = api.registry.recorder.select_notifications(
+        start=1, limit=1_000_000, topics=topics or []
+    )
+    return [
+        (n.id, str(n.originator_id), n.originator_version, n.topic, n.state.decode()) for n in notes
+    ]
 
 
 def as_rows(events: list[pb.Event]) -> list[tuple[int, str, int, str, str]]:
-    return [(e.position, e.aggregate_id, e.aggregate_version, e.event_type, e.payload_json)
-            for e in events]
+    return [
+        (e.position, e.aggregate_id, e.aggregate_version, e.event_type, e.payload_json)
+        for e in events
+    ]
 
 
 def busy_market(api: Api) -> int:
@@ -84,11 +91,11 @@ def busy_market(api: Api) -> int:
     unfreeze(reg, "UNF-1", B)
     record_emissions(reg, emissions(A, 20_000))
     operator.call(operator.accounts.SurrenderUnits, surrender("S-1", A, 500))
-    return operator.call(operator.accounts.CancelUnits,
-                         cancel("C-1", B, 200)).transaction.position
+    return operator.call(operator.accounts.CancelUnits, cancel("C-1", B, 200)).transaction.position
 
 
 # -- StreamEvents -----------------------------------------------------------------------
+
 
 def test_stream_events_returns_the_log_as_stored(api: Api) -> None:
     reg = api.regulator
@@ -97,7 +104,7 @@ def test_stream_events_returns_the_log_as_stored(api: Api) -> None:
     head = log[-1][0]
     assert len(log) >= 30
 
-    pages = stream(reg)                       # default page size: one page here
+    pages = stream(reg)  # default page size: one page here
     assert [(p.last_position, p.head_position) for p in pages] == [(head, head)]
     everything = events_of(pages)
     assert as_rows(everything) == log
@@ -106,7 +113,8 @@ def test_stream_events_returns_the_log_as_stored(api: Api) -> None:
 
     small = stream(reg, page_size=7)
     assert [len(p.events) for p in small] == [7] * (len(log) // 7) + (
-        [len(log) % 7] if len(log) % 7 else [])
+        [len(log) % 7] if len(log) % 7 else []
+    )
     assert [p.last_position for p in small] == [p.events[-1].position for p in small]
     assert {p.head_position for p in small} == {head}
     assert events_of(small) == everything
@@ -121,28 +129,42 @@ def test_stream_events_returns_the_log_as_stored(api: Api) -> None:
     assert events_of(limited) == everything[:12]
     assert limited[-1].last_position == everything[11].position
 
-    topics = ["registry.Account.Frozen", "registry.Transaction.Refused",
-              "registry.ComplianceObligation.UnitsSurrendered"]
+    topics = [
+        "registry.Account.Frozen",
+        "registry.Transaction.Refused",
+        "registry.ComplianceObligation.UnitsSurrendered",
+    ]
     filtered = stream(reg, event_types=topics, page_size=2)
     assert as_rows(events_of(filtered)) == the_log(api, topics)
     assert [e.event_type for e in events_of(filtered)] == [
-        "registry.Account.Frozen", "registry.ComplianceObligation.UnitsSurrendered"]
-    assert filtered[-1].last_position == head   # filtered-out events are covered too
+        "registry.Account.Frozen",
+        "registry.ComplianceObligation.UnitsSurrendered",
+    ]
+    assert filtered[-1].last_position == head  # filtered-out events are covered too
     assert stream(reg, event_types=["registry.Nothing.Happened"]) == [
-        pb.StreamEventsResponse(last_position=head, head_position=head)]
+        pb.StreamEventsResponse(last_position=head, head_position=head)
+    ]
 
     account_uuid = str(Account.id_for(B))
     by_account = events_of(stream(reg, account_id=B, page_size=3))
     assert as_rows(by_account) == [row for row in log if row[1] == account_uuid]
     assert [e.event_type.rsplit(".", 1)[1] for e in by_account] == [
-        "Opened", "Credited", "Credited", "Frozen", "Unfrozen", "Debited"]
+        "Opened",
+        "Credited",
+        "Credited",
+        "Frozen",
+        "Unfrozen",
+        "Debited",
+    ]
     debits = events_of(stream(reg, account_id=B, event_types=["registry.Account.Debited"]))
     assert [e.aggregate_version for e in debits] == [6]
     # GetAccountHistory has the same events (by aggregate version)
-    history = reg.call(reg.audit.GetAccountHistory,
-                       pb.GetAccountHistoryRequest(account_id=B)).events
-    assert [(e.aggregate_id, e.aggregate_version, e.event_type, e.payload_json)
-            for e in history] == [row[1:] for row in as_rows(by_account)]
+    history = reg.call(
+        reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(account_id=B)
+    ).events
+    assert [
+        (e.aggregate_id, e.aggregate_version, e.event_type, e.payload_json) for e in history
+    ] == [row[1:] for row in as_rows(by_account)]
 
     error = rpc_error(lambda: stream(reg, after_position=-1))
     assert (error.code, error.reason) == (INVALID, "INVALID_POSITION")
@@ -151,7 +173,10 @@ def test_stream_events_returns_the_log_as_stored(api: Api) -> None:
     assert (error.code, error.reason) == (INVALID, "INVALID_PAGE_SIZE")
     error = rpc_error(lambda: stream(reg, account_id="NOPE-0001"))
     assert (error.code, error.reason, error.metadata) == (
-        NOT_FOUND, "UNKNOWN_ACCOUNT", {"account": "NOPE-0001"})
+        NOT_FOUND,
+        "UNKNOWN_ACCOUNT",
+        {"account": "NOPE-0001"},
+    )
 
 
 def test_a_stream_resumes_on_a_new_connection_without_gap_or_duplicate(api: Api) -> None:
@@ -160,39 +185,46 @@ def test_a_stream_resumes_on_a_new_connection_without_gap_or_duplicate(api: Api)
     token = api.tokens["regulator"]
 
     first = RegistryClient(api.address, token, attempts=1)
-    pages = first.audit.StreamEvents(pb.StreamEventsRequest(page_size=5),
-                                     metadata=first.metadata, timeout=30)
+    pages = first.audit.StreamEvents(
+        pb.StreamEventsRequest(page_size=5), metadata=first.metadata, timeout=30
+    )
     received = [next(pages), next(pages)]
     assert [len(p.events) for p in received] == [5, 5]
-    assert received[-1].last_position < received[-1].head_position   # more to come
-    first.close()                                # drop the connection mid-stream
+    assert received[-1].last_position < received[-1].head_position  # more to come
+    first.close()  # drop the connection mid-stream
 
     with RegistryClient(api.address, token, attempts=1) as second:
-        rest = list(second.audit.StreamEvents(
-            pb.StreamEventsRequest(after_position=received[-1].last_position, page_size=5),
-            metadata=second.metadata, timeout=30))
+        rest = list(
+            second.audit.StreamEvents(
+                pb.StreamEventsRequest(after_position=received[-1].last_position, page_size=5),
+                metadata=second.metadata,
+                timeout=30,
+            )
+        )
         resumed = events_of(received) + events_of(rest)
         assert resumed == full
         assert len({e.position for e in resumed}) == len(full)
         # the client's helper resumes by itself and reads the same
         assert list(second.stream_events(page_size=4)) == full
-        assert list(second.stream_events(received[-1].last_position,
-                                         account_id=A)) == [
-            e for e in full[10:] if e.aggregate_id == str(Account.id_for(A))]
+        assert list(second.stream_events(received[-1].last_position, account_id=A)) == [
+            e for e in full[10:] if e.aggregate_id == str(Account.id_for(A))
+        ]
     # the server is fine after the dropped stream
     assert events_of(stream(api.operator)) == full
 
 
 # -- GetAccountHistory ------------------------------------------------------------------
 
+
 def test_account_history_pages_by_token(api: Api) -> None:
     reg = api.regulator
     busy_market(api)
-    history = reg.call(reg.audit.GetAccountHistory,
-                       pb.GetAccountHistoryRequest(account_id=A, page_size=1000))
+    history = reg.call(
+        reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(account_id=A, page_size=1000)
+    )
     assert history.next_page_token == ""
     kinds = [e.event_type.rsplit(".", 1)[1] for e in history.events]
-    assert kinds == ["Opened", "Credited", "Debited", "Debited"]   # allocated, sold, surrendered
+    assert kinds == ["Opened", "Credited", "Debited", "Debited"]  # allocated, sold, surrendered
     assert [e.aggregate_version for e in history.events] == [1, 2, 3, 4]
     assert {e.aggregate_id for e in history.events} == {str(Account.id_for(A))}
     assert '"principal":"mee/regulator-li"' in history.events[0].payload_json
@@ -200,8 +232,10 @@ def test_account_history_pages_by_token(api: Api) -> None:
     paged: list[pb.Event] = []
     token, pages = "", 0
     while True:
-        page = reg.call(reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(
-            account_id=A, page_size=3, page_token=token))
+        page = reg.call(
+            reg.audit.GetAccountHistory,
+            pb.GetAccountHistoryRequest(account_id=A, page_size=3, page_token=token),
+        )
         paged.extend(page.events)
         pages += 1
         token = page.next_page_token
@@ -209,22 +243,34 @@ def test_account_history_pages_by_token(api: Api) -> None:
             break
     assert (paged, pages) == (list(history.events), 2)
     # default page size 100
-    assert reg.call(reg.audit.GetAccountHistory,
-                    pb.GetAccountHistoryRequest(account_id=A)).events == history.events
+    assert (
+        reg.call(reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(account_id=A)).events
+        == history.events
+    )
 
-    error = rpc_error(lambda: reg.call(reg.audit.GetAccountHistory,
-                                       pb.GetAccountHistoryRequest(account_id="NOPE-0001")))
+    error = rpc_error(
+        lambda: reg.call(
+            reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(account_id="NOPE-0001")
+        )
+    )
     assert (error.code, error.reason, error.metadata) == (
-        NOT_FOUND, "UNKNOWN_ACCOUNT", {"account": "NOPE-0001"})
-    for bad in ("garbage", "WyJ4IiwgMl0=", "WyJ2IiwgLTFd"):   # junk, ["x", 2], ["v", -1]
-        error = rpc_error(lambda t=bad: reg.call(reg.audit.GetAccountHistory,
-                                                 pb.GetAccountHistoryRequest(
-                                                     account_id=A, page_token=t)))
+        NOT_FOUND,
+        "UNKNOWN_ACCOUNT",
+        {"account": "NOPE-0001"},
+    )
+    for bad in ("garbage", "WyJ4IiwgMl0=", "WyJ2IiwgLTFd"):  # junk, ["x", 2], ["v", -1]
+        error = rpc_error(
+            lambda t=bad: reg.call(
+                reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(account_id=A, page_token=t)
+            )
+        )
         assert (error.code, error.reason) == (INVALID, "INVALID_PAGE_TOKEN")
         assert error.violations[0][0] == "page_token"
-    error = rpc_error(lambda: reg.call(reg.audit.GetAccountHistory,
-                                       pb.GetAccountHistoryRequest(account_id=A,
-                                                                   page_size=5000)))
+    error = rpc_error(
+        lambda: reg.call(
+            reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(account_id=A, page_size=5000)
+        )
+    )
     assert (error.code, error.reason) == (INVALID, "INVALID_PAGE_SIZE")
 
 
@@ -234,9 +280,11 @@ def test_account_history_events_carry_their_log_positions(api: Api) -> None:
     for account_id in (A, B, "CN-ISSUANCE"):
         history = []
         token = ""
-        while True:   # across pages too
-            page = reg.call(reg.audit.GetAccountHistory, pb.GetAccountHistoryRequest(
-                account_id=account_id, page_size=2, page_token=token))
+        while True:  # across pages too
+            page = reg.call(
+                reg.audit.GetAccountHistory,
+                pb.GetAccountHistoryRequest(account_id=account_id, page_size=2, page_token=token),
+            )
             history.extend(page.events)
             token = page.next_page_token
             if not token:
@@ -248,6 +296,7 @@ def test_account_history_events_carry_their_log_positions(api: Api) -> None:
 
 # -- GetBalancesAsOf --------------------------------------------------------------------
 
+
 def test_balances_as_of_before_and_after_a_trade(api: Api) -> None:
     reg, exchange = api.regulator, api.exchange
     seed_market(reg)
@@ -257,13 +306,17 @@ def test_balances_as_of_before_and_after_a_trade(api: Api) -> None:
     just_before = Timestamp()
     just_before.FromDatetime(at.ToDatetime() - timedelta(microseconds=1))
 
-    def as_of(account_id: str, moment: Timestamp) -> list[tuple[str, common.UnitClass, int,
-                                                                  int, int]]:
-        response = reg.call(reg.audit.GetBalancesAsOf, pb.GetBalancesAsOfRequest(
-            account_id=account_id, as_of_time=moment))
+    def as_of(
+        account_id: str, moment: Timestamp
+    ) -> list[tuple[str, common.UnitClass, int, int, int]]:
+        response = reg.call(
+            reg.audit.GetBalancesAsOf,
+            pb.GetBalancesAsOfRequest(account_id=account_id, as_of_time=moment),
+        )
         assert (response.account_id, response.as_of_time) == (account_id, moment)
-        return [(h.account_id, h.unit_class, h.total, h.held, h.available)
-                for h in response.holdings]
+        return [
+            (h.account_id, h.unit_class, h.total, h.held, h.available) for h in response.holdings
+        ]
 
     assert as_of(A, at) == [(A, CEA_2025, 99_993, 0, 99_993)]
     assert as_of(TRADER, at) == [(TRADER, CEA_2025, 7, 0, 7)]
@@ -275,8 +328,9 @@ def test_balances_as_of_before_and_after_a_trade(api: Api) -> None:
     reg.balances(A, min_position=later.position)
     assert as_of(A, at) == [(A, CEA_2025, 99_993, 0, 99_993)]
 
-    error = rpc_error(lambda: reg.call(reg.audit.GetBalancesAsOf,
-                                       pb.GetBalancesAsOfRequest(account_id=A)))
+    error = rpc_error(
+        lambda: reg.call(reg.audit.GetBalancesAsOf, pb.GetBalancesAsOfRequest(account_id=A))
+    )
     assert (error.code, error.reason) == (INVALID, "MISSING_FIELD")
     assert error.violations == [("as_of_time", "as_of_time is required")]
     error = rpc_error(lambda: as_of("NOPE-0001", at))
@@ -285,28 +339,38 @@ def test_balances_as_of_before_and_after_a_trade(api: Api) -> None:
 
 # -- TraceSerial ------------------------------------------------------------------------
 
+
 def test_trace_serial_follows_it_through_every_holder(api: Api) -> None:
     reg, exchange = api.regulator, api.exchange
     seed_market(reg)
     exchange.settle_trades([trade("T-1", A, TRADER, 1_000), trade("T-2", TRADER, B, 300)])
-    undone = reg.call(reg.administration.ReverseTransaction,
-                      reverse("REV-1", EXCHANGE_PARTY, "T-2", "annulled")).transaction
+    undone = reg.call(
+        reg.administration.ReverseTransaction, reverse("REV-1", EXCHANGE_PARTY, "T-2", "annulled")
+    ).transaction
     reg.balances(A, min_position=undone.position)
 
-    def trace(serial: int, unit_class: common.UnitClass = CEA_2025
-              ) -> tuple[str, list[tuple[int, str, str, str, str, int, int]]]:
+    def trace(
+        serial: int, unit_class: common.UnitClass = CEA_2025
+    ) -> tuple[str, list[tuple[int, str, str, str, str, int, int]]]:
         found = reg.trace_serial(unit_class, serial)
         positions = [m.position for m in found.movements]
         assert positions == sorted(set(positions)) and all(p > 0 for p in positions)
         return found.current_account, [
-            (m.kind, m.party, m.transaction_id, m.source_account, m.destination_account,
-             m.first_serial, m.last_serial) for m in found.movements]
+            (
+                m.kind,
+                m.party,
+                m.transaction_id,
+                m.source_account,
+                m.destination_account,
+                m.first_serial,
+                m.last_serial,
+            )
+            for m in found.movements
+        ]
 
     K = common
-    issuance = (K.TRANSACTION_KIND_ISSUANCE, "mee", "ISS-CEA-2025", "", "CN-ISSUANCE",
-                1, ISSUED)
-    to_a = (K.TRANSACTION_KIND_ALLOCATION, "mee", f"ALLOC-2025-{A}", "CN-ISSUANCE", A,
-            1, 100_000)
+    issuance = (K.TRANSACTION_KIND_ISSUANCE, "mee", "ISS-CEA-2025", "", "CN-ISSUANCE", 1, ISSUED)
+    to_a = (K.TRANSACTION_KIND_ALLOCATION, "mee", f"ALLOC-2025-{A}", "CN-ISSUANCE", A, 1, 100_000)
     to_trader = (K.TRANSACTION_KIND_SETTLEMENT, EXCHANGE_PARTY, "T-1", A, TRADER, 1, 1_000)
     to_b = (K.TRANSACTION_KIND_SETTLEMENT, EXCHANGE_PARTY, "T-2", TRADER, B, 1, 300)
     back = (K.TRANSACTION_KIND_REVERSAL, "mee", "REV-1", B, TRADER, 1, 300)
@@ -317,8 +381,10 @@ def test_trace_serial_follows_it_through_every_holder(api: Api) -> None:
     assert trace(120_000)[0] == B
     assert trace(ISSUED) == ("CN-ISSUANCE", [issuance])
 
-    for unit_class, serial in ((CEA_2025, ISSUED + 1),
-                               (common.UnitClass(unit_type=CEA, vintage=2030), 1)):
+    for unit_class, serial in (
+        (CEA_2025, ISSUED + 1),
+        (common.UnitClass(unit_type=CEA, vintage=2030), 1),
+    ):
         error = rpc_error(lambda u=unit_class, s=serial: reg.trace_serial(u, s))
         assert (error.code, error.reason) == (NOT_FOUND, "UNKNOWN_SERIAL")
     error = rpc_error(lambda: reg.trace_serial(CEA_2025, 0))
@@ -330,12 +396,21 @@ def test_trace_serial_follows_it_through_every_holder(api: Api) -> None:
 
 # -- GetSupply --------------------------------------------------------------------------
 
+
 def test_supply_is_balanced_per_unit_class(api: Api) -> None:
     reg, exchange, operator = api.regulator, api.exchange, api.operator
     seed_market(reg)
-    exchange.call(exchange.settlement.PlaceHold, settlement_pb.PlaceHoldRequest(
-        hold_id="H-1", account_id=A, unit_type=CEA, vintage=2025, quantity=40_000,
-        timeout_seconds=3600))
+    exchange.call(
+        exchange.settlement.PlaceHold,
+        settlement_pb.PlaceHoldRequest(
+            hold_id="H-1",
+            account_id=A,
+            unit_type=CEA,
+            vintage=2025,
+            quantity=40_000,
+            timeout_seconds=3600,
+        ),
+    )
     exchange.settle_trades([trade("T-1", A, TRADER, 1_000)])
     operator.call(operator.accounts.SurrenderUnits, surrender("S-1", A, 500))
     operator.call(operator.accounts.CancelUnits, cancel("C-1", B, 200))
@@ -356,18 +431,25 @@ def test_supply_is_balanced_per_unit_class(api: Api) -> None:
     T = common
     assert supply() == {
         "UNIT_TYPE_CCER/2024": (300, 300, True, {T.ACCOUNT_TYPE_ISSUANCE: (300, 0)}),
-        "UNIT_TYPE_CEA/2025": (ISSUED, ISSUED, True, {
-            T.ACCOUNT_TYPE_ISSUANCE: (ISSUED - 150_000, 0),
-            T.ACCOUNT_TYPE_COMPLIANCE: (150_000 - 1_000 - 500 - 200, 40_000),
-            T.ACCOUNT_TYPE_TRADING: (1_000, 0),
-            T.ACCOUNT_TYPE_SURRENDER: (500, 0),
-            T.ACCOUNT_TYPE_CANCELLATION: (200, 0)}),
+        "UNIT_TYPE_CEA/2025": (
+            ISSUED,
+            ISSUED,
+            True,
+            {
+                T.ACCOUNT_TYPE_ISSUANCE: (ISSUED - 150_000, 0),
+                T.ACCOUNT_TYPE_COMPLIANCE: (150_000 - 1_000 - 500 - 200, 40_000),
+                T.ACCOUNT_TYPE_TRADING: (1_000, 0),
+                T.ACCOUNT_TYPE_SURRENDER: (500, 0),
+                T.ACCOUNT_TYPE_CANCELLATION: (200, 0),
+            },
+        ),
     }
     lines = reg.call(reg.audit.GetSupply, pb.GetSupplyRequest()).lines
     assert [line.unit_class for line in lines] == [CCER_2024, CEA_2025]
     # a reversal moves units back; supply stays balanced
-    undone = reg.call(reg.administration.ReverseTransaction,
-                      reverse("REV-1", "huaneng", "S-1")).transaction
+    undone = reg.call(
+        reg.administration.ReverseTransaction, reverse("REV-1", "huaneng", "S-1")
+    ).transaction
     reg.balances(A, min_position=undone.position)
     assert supply()["UNIT_TYPE_CEA/2025"][3][T.ACCOUNT_TYPE_SURRENDER] == (0, 0)
 
@@ -377,10 +459,14 @@ def test_supply_is_balanced_per_unit_class(api: Api) -> None:
 BAD_CREDENTIALS = [
     ((), "MISSING_CREDENTIALS"),
     ((("authorization", "Bearer tok-not-a-known-token-000"),), "INVALID_CREDENTIALS"),
-    ((("authorization", "0123456789abcdef.not-a-real-secret-but-long-enough"),),
-     "INVALID_CREDENTIALS"),   # no scheme
-    ((("authorization", "Basic 0123456789abcdef.not-a-real-secret-but-long-enough"),),
-     "INVALID_CREDENTIALS"),
+    (
+        (("authorization", "0123456789abcdef.not-a-real-secret-but-long-enough"),),
+        "INVALID_CREDENTIALS",
+    ),  # no scheme
+    (
+        (("authorization", "Basic 0123456789abcdef.not-a-real-secret-but-long-enough"),),
+        "INVALID_CREDENTIALS",
+    ),
     ((("authorization", "Bearer "),), "INVALID_CREDENTIALS"),
 ]
 
@@ -393,8 +479,11 @@ def every_method() -> Iterator[tuple[str, bool, type]]:
     for service_name in SERVICE_NAMES:
         service = pool.FindServiceByName(service_name)
         for method in service.methods:
-            yield (f"/{service_name}/{method.name}", method.server_streaming,
-                   message_factory.GetMessageClass(method.input_type))
+            yield (
+                f"/{service_name}/{method.name}",
+                method.server_streaming,
+                message_factory.GetMessageClass(method.input_type),
+            )
 
 
 def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
@@ -403,13 +492,19 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
     head = head_position(reg)
     methods = list(every_method())
     assert {name.split("/")[1] for name, _, _ in methods} == {
-        "registry.v1.SettlementService", "registry.v1.AccountService",
-        "registry.v1.AdministrationService", "registry.v1.AuditService",
-        "registry.v1.AccessService"}
+        "registry.v1.SettlementService",
+        "registry.v1.AccountService",
+        "registry.v1.AdministrationService",
+        "registry.v1.AuditService",
+        "registry.v1.AccessService",
+    }
     assert len(methods) == 6 + 7 + 17 + 7 + 7
     writes = {
-        "OpenAccount": {"account_id": "TRD-XX-0001", "account_type": 6,
-                        "holder": common.Holder(name="Sneaky")},
+        "OpenAccount": {
+            "account_id": "TRD-XX-0001",
+            "account_type": 6,
+            "holder": common.Holder(name="Sneaky"),
+        },
         "IssueUnits": {"transaction_id": "ISS-X", "unit_class": CEA_2025, "quantity": 5},
         "FreezeAccount": {"request_id": "F-X", "account_id": A},
     }
@@ -417,29 +512,44 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
         for name, streaming, request_class in methods:
             request = request_class(**writes.get(name.rsplit("/", 1)[1], {}))
             call = (channel.unary_stream if streaming else channel.unary_unary)(
-                name, request_serializer=request_class.SerializeToString,
-                response_deserializer=lambda data: data)
+                name,
+                request_serializer=request_class.SerializeToString,
+                response_deserializer=lambda data: data,
+            )
             for metadata, reason in BAD_CREDENTIALS:
-                def invoke(c: Callable[..., object] = call, r: object = request,
-                           m: tuple[tuple[str, str], ...] = metadata,
-                           s: bool = streaming) -> object:
+
+                def invoke(
+                    c: Callable[..., object] = call,
+                    r: object = request,
+                    m: tuple[tuple[str, str], ...] = metadata,
+                    s: bool = streaming,
+                ) -> object:
                     response = c(r, metadata=m, timeout=10)
                     return list(response) if s else response  # type: ignore[call-overload]
 
                 error = rpc_error(invoke)
                 assert (error.code, error.reason, error.domain) == (
-                    grpc.StatusCode.UNAUTHENTICATED, reason, "carbon-registry.v1"), name
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    reason,
+                    "carbon-registry.v1",
+                ), name
     # nothing was written or opened by the refused calls
     assert head_position(reg) == head
-    error = rpc_error(lambda: reg.call(reg.accounts.GetAccount,
-                                       account_pb.GetAccountRequest(account_id="TRD-XX-0001")))
+    error = rpc_error(
+        lambda: reg.call(
+            reg.accounts.GetAccount, account_pb.GetAccountRequest(account_id="TRD-XX-0001")
+        )
+    )
     assert error.code == NOT_FOUND
     # and a valid token still authenticates every kind of caller (an administrator is
     # then refused by the policy: reading accounts is not its role)
     for name, client in api.clients.items():
+
         def read(c: RegistryClient = client) -> str:
-            return c.call(c.accounts.GetAccount,
-                          account_pb.GetAccountRequest(account_id=A)).account.account_id
+            return c.call(
+                c.accounts.GetAccount, account_pb.GetAccountRequest(account_id=A)
+            ).account.account_id
+
         if name in ("admin", "admin2"):
             assert rpc_error(read).reason == "ROLE_NOT_GRANTED"
         else:
@@ -457,22 +567,31 @@ def test_health_and_reflection_need_no_token(api: Api) -> None:
         assert unknown.value.code() == NOT_FOUND
 
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
-                    reflection_pb2.ServerReflectionRequest(
-                        file_containing_symbol="registry.v1.AuditService")]
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="registry.v1.AuditService"
+            ),
+        ]
         listed, described = list(reflection.ServerReflectionInfo(iter(requests), timeout=10))
         assert {s.name for s in listed.list_services_response.service} == {
-            *SERVICE_NAMES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+            *SERVICE_NAMES,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
         assert described.file_descriptor_response.file_descriptor_proto
         assert not described.HasField("error_response")
 
 
 # -- BadRequest names the offending field -----------------------------------------------
 
-@pytest.fixture(scope="module", params=["sqlite",
-                                        pytest.param("postgres", marks=pytest.mark.postgres)])
-def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Api]:
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
     with running_api(request.param, tmp_path_factory.mktemp("audit")) as api:
         seed_market(api.regulator)
         caught_up(api.regulator)
@@ -488,35 +607,75 @@ def _history(**fields: object) -> Callable[[RegistryClient], object]:
 
 
 AUDIT_CASES = [
-    pytest.param(lambda c: stream(c, after_position=-5), "INVALID_POSITION",
-                 ["after_position"], id="stream-negative-after-position"),
-    pytest.param(lambda c: stream(c, max_events=-1), "INVALID_POSITION", ["max_events"],
-                 id="stream-negative-max-events"),
-    pytest.param(lambda c: stream(c, page_size=20_000), "INVALID_PAGE_SIZE", ["page_size"],
-                 id="stream-page-size"),
-    pytest.param(lambda c: stream(c, account_id="x"), "INVALID_ACCOUNT_ID", ["account_id"],
-                 id="stream-bad-account-id"),
+    pytest.param(
+        lambda c: stream(c, after_position=-5),
+        "INVALID_POSITION",
+        ["after_position"],
+        id="stream-negative-after-position",
+    ),
+    pytest.param(
+        lambda c: stream(c, max_events=-1),
+        "INVALID_POSITION",
+        ["max_events"],
+        id="stream-negative-max-events",
+    ),
+    pytest.param(
+        lambda c: stream(c, page_size=20_000),
+        "INVALID_PAGE_SIZE",
+        ["page_size"],
+        id="stream-page-size",
+    ),
+    pytest.param(
+        lambda c: stream(c, account_id="x"),
+        "INVALID_ACCOUNT_ID",
+        ["account_id"],
+        id="stream-bad-account-id",
+    ),
     pytest.param(_history(), "MISSING_FIELD", ["account_id"], id="history-no-account"),
-    pytest.param(_history(account_id=A, page_token="garbage"), "INVALID_PAGE_TOKEN",
-                 ["page_token"], id="history-page-token"),
-    pytest.param(_history(account_id=A, page_size=1001), "INVALID_PAGE_SIZE", ["page_size"],
-                 id="history-page-size"),
-    pytest.param(lambda c: c.call(c.audit.GetBalancesAsOf,
-                                  pb.GetBalancesAsOfRequest(account_id=A)),
-                 "MISSING_FIELD", ["as_of_time"], id="as-of-no-time"),
+    pytest.param(
+        _history(account_id=A, page_token="garbage"),
+        "INVALID_PAGE_TOKEN",
+        ["page_token"],
+        id="history-page-token",
+    ),
+    pytest.param(
+        _history(account_id=A, page_size=1001),
+        "INVALID_PAGE_SIZE",
+        ["page_size"],
+        id="history-page-size",
+    ),
+    pytest.param(
+        lambda c: c.call(c.audit.GetBalancesAsOf, pb.GetBalancesAsOfRequest(account_id=A)),
+        "MISSING_FIELD",
+        ["as_of_time"],
+        id="as-of-no-time",
+    ),
     pytest.param(_trace(CEA_2025, -3), "INVALID_SERIAL", ["serial"], id="trace-serial"),
-    pytest.param(_trace(common.UnitClass(vintage=2025), 1), "MISSING_FIELD",
-                 ["unit_class.unit_type"], id="trace-no-unit-type"),
-    pytest.param(_trace(common.UnitClass(unit_type=CEA, vintage=2025, project="P-1"), 1),
-                 "UNEXPECTED_PROJECT", ["unit_class.project"], id="trace-cea-with-project"),
-    pytest.param(_trace(common.UnitClass(unit_type=CEA, vintage=1990), 1),
-                 "INVALID_VINTAGE", ["unit_class.vintage"], id="trace-bad-vintage"),
+    pytest.param(
+        _trace(common.UnitClass(vintage=2025), 1),
+        "MISSING_FIELD",
+        ["unit_class.unit_type"],
+        id="trace-no-unit-type",
+    ),
+    pytest.param(
+        _trace(common.UnitClass(unit_type=CEA, vintage=2025, project="P-1"), 1),
+        "UNEXPECTED_PROJECT",
+        ["unit_class.project"],
+        id="trace-cea-with-project",
+    ),
+    pytest.param(
+        _trace(common.UnitClass(unit_type=CEA, vintage=1990), 1),
+        "INVALID_VINTAGE",
+        ["unit_class.vintage"],
+        id="trace-bad-vintage",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("call", "reason", "fields"), AUDIT_CASES)
-def test_invalid_input_names_the_field(seeded: Api, call: Callable[[RegistryClient], object],
-                                       reason: str, fields: list[str]) -> None:
+def test_invalid_input_names_the_field(
+    seeded: Api, call: Callable[[RegistryClient], object], reason: str, fields: list[str]
+) -> None:
     error = rpc_error(lambda: call(seeded.regulator))
     assert (error.code, error.reason) == (INVALID, reason)
     assert [field for field, _ in error.violations] == fields
@@ -527,21 +686,29 @@ def test_a_caller_may_hold_only_so_many_streams_open(tmp_path: Path) -> None:
         busy_market(api)
         reg = api.regulator
         request = pb.StreamEventsRequest(page_size=1)
-        first, second = (reg.audit.StreamEvents(request, metadata=reg.metadata, timeout=30)
-                         for _ in range(2))
-        assert next(first).events and next(second).events   # both open, mid-stream
-        error = rpc_error(lambda: next(reg.audit.StreamEvents(
-            request, metadata=reg.metadata, timeout=30)))
-        assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                              "TOO_MANY_STREAMS")
-        assert next(api.auditor.audit.StreamEvents(   # another caller is not affected
-            request, metadata=api.auditor.metadata, timeout=30)).events
+        first, second = (
+            reg.audit.StreamEvents(request, metadata=reg.metadata, timeout=30) for _ in range(2)
+        )
+        assert next(first).events and next(second).events  # both open, mid-stream
+        error = rpc_error(
+            lambda: next(reg.audit.StreamEvents(request, metadata=reg.metadata, timeout=30))
+        )
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "TOO_MANY_STREAMS",
+        )
+        assert next(
+            api.auditor.audit.StreamEvents(  # another caller is not affected
+                request, metadata=api.auditor.metadata, timeout=30
+            )
+        ).events
         first.cancel()
         deadline = time.monotonic() + 10
-        while True:   # the cancelled stream's slot is given back
+        while True:  # the cancelled stream's slot is given back
             try:
-                assert next(reg.audit.StreamEvents(request, metadata=reg.metadata,
-                                                   timeout=30)).events
+                assert next(
+                    reg.audit.StreamEvents(request, metadata=reg.metadata, timeout=30)
+                ).events
                 break
             except grpc.RpcError as refused:
                 assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

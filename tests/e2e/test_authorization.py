@@ -26,7 +26,7 @@ from services.policy import EVERY, POLICY
 from tests.e2e.conftest import Api, rpc_error, running_api
 from tests.e2e.market import ALLOCATIONS, balance, caught_up, head_position, seed_market
 
-OWN, OTHER = sorted(ALLOCATIONS)   # two companies of the seeded market
+OWN, OTHER = sorted(ALLOCATIONS)  # two companies of the seeded market
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -40,8 +40,14 @@ def matrix_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, 
         tokens = {}
         for role in Role:
             principal = Principal("matrix", role.value)
-            api.registry.access.grant_role(system, f"matrix-{role}", principal, role.value,
-                                           (OWN,) if role in SCOPED_ROLES else (), "matrix")
+            api.registry.access.grant_role(
+                system,
+                f"matrix-{role}",
+                principal,
+                role.value,
+                (OWN,) if role in SCOPED_ROLES else (),
+                "matrix",
+            )
             tokens[role] = api.registry.access.issue_token(system, principal, "matrix").token
         yield api, tokens
 
@@ -75,27 +81,33 @@ def expected_allowed(method: str, role: Role, case: str, request: Any) -> bool:
     return case == "own" and EVERY not in rule.accounts(request)
 
 
-CASES = [(method, role, case) for method in sorted(POLICY) for role in Role
-         for case in ("own", "other")]
+CASES = [
+    (method, role, case) for method in sorted(POLICY) for role in Role for case in ("own", "other")
+]
 
 
 def test_the_matrix_covers_every_method_and_role() -> None:
     assert len(CASES) == len(POLICY) * len(Role) * 2 and len(POLICY) == 44
 
 
-@pytest.mark.parametrize(("method", "role", "case"), CASES,
-                         ids=[f"{m.split('/')[1]}-{r}-{c}" for m, r, c in CASES])
+@pytest.mark.parametrize(
+    ("method", "role", "case"), CASES, ids=[f"{m.split('/')[1]}-{r}-{c}" for m, r, c in CASES]
+)
 def test_each_method_role_and_account_is_allowed_or_denied_as_the_policy_says(
-        matrix_api: tuple[Api, dict[Role, str]], method: str, role: Role, case: str) -> None:
+    matrix_api: tuple[Api, dict[Role, str]], method: str, role: Role, case: str
+) -> None:
     api, tokens = matrix_api
     request, streaming = request_for(method, OWN if case == "own" else OTHER)
     with grpc.insecure_channel(api.address) as channel:
         call = (channel.unary_stream if streaming else channel.unary_unary)(
-            f"/{method}", request_serializer=type(request).SerializeToString,
-            response_deserializer=lambda data: data)
+            f"/{method}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=lambda data: data,
+        )
         try:
-            reply = call(request, metadata=(("authorization", f"Bearer {tokens[role]}"),),
-                         timeout=20)
+            reply = call(
+                request, metadata=(("authorization", f"Bearer {tokens[role]}"),), timeout=20
+            )
             if streaming:
                 list(reply)
             code = grpc.StatusCode.OK
@@ -109,7 +121,8 @@ def test_each_method_role_and_account_is_allowed_or_denied_as_the_policy_says(
 
 
 def test_an_operator_never_reads_or_moves_another_holders_units(
-        matrix_api: tuple[Api, dict[Role, str]], caplog: pytest.LogCaptureFixture) -> None:
+    matrix_api: tuple[Api, dict[Role, str]], caplog: pytest.LogCaptureFixture
+) -> None:
     api, tokens = matrix_api
     operator = api.client(tokens[Role.OPERATOR])
     head = head_position(api.regulator)
@@ -117,15 +130,25 @@ def test_an_operator_never_reads_or_moves_another_holders_units(
     attempts = {
         "GetBalances": lambda: operator.balances(OTHER),
         "ListTransactions": lambda: list(operator.transactions(OTHER)),
-        "GetAccount": lambda: operator.call(operator.accounts.GetAccount,
-                                            account_pb.GetAccountRequest(account_id=OTHER)),
+        "GetAccount": lambda: operator.call(
+            operator.accounts.GetAccount, account_pb.GetAccountRequest(account_id=OTHER)
+        ),
         "SurrenderUnits": lambda: operator.call(
-            operator.accounts.SurrenderUnits, account_pb.SurrenderUnitsRequest(
-                transaction_id="S-X", account_id=OTHER, unit_type=1, quantity=10,
-                compliance_year=2025)),
+            operator.accounts.SurrenderUnits,
+            account_pb.SurrenderUnitsRequest(
+                transaction_id="S-X",
+                account_id=OTHER,
+                unit_type=1,
+                quantity=10,
+                compliance_year=2025,
+            ),
+        ),
         "CancelUnits": lambda: operator.call(
-            operator.accounts.CancelUnits, account_pb.CancelUnitsRequest(
-                transaction_id="C-X", account_id=OTHER, unit_type=1, quantity=10)),
+            operator.accounts.CancelUnits,
+            account_pb.CancelUnitsRequest(
+                transaction_id="C-X", account_id=OTHER, unit_type=1, quantity=10
+            ),
+        ),
         "StreamEvents": lambda: list(operator.stream_events(account_id=OTHER)),
     }
     with caplog.at_level(logging.INFO, logger="registry.api"):
@@ -138,41 +161,59 @@ def test_an_operator_never_reads_or_moves_another_holders_units(
     assert len(denied) == len(attempts) and all("matrix/operator" in line for line in denied)
     assert head_position(api.regulator) == head
     assert balance(api.regulator, OTHER, head) == before
-    assert operator.balances(OWN)   # its own account it may read
+    assert operator.balances(OWN)  # its own account it may read
 
 
 def test_tokens_and_grants_changed_by_an_administrator_apply_to_the_next_call(api: Api) -> None:
     admin = api.admin
     seed_market(api.regulator)
     caught_up(api.regulator)
-    issued = admin.call(admin.access.IssueToken, access_pb.IssueTokenRequest(
-        party="datang", name="desk", reason="a new operator desk"))
+    issued = admin.call(
+        admin.access.IssueToken,
+        access_pb.IssueTokenRequest(party="datang", name="desk", reason="a new operator desk"),
+    )
     assert issued.token.startswith(issued.credential_id + ".")
     grant = access_pb.GrantRoleRequest(
-        grant_id="datang-desk", party="datang", name="desk", role=access_pb.ROLE_OPERATOR,
-        account_ids=[OWN], reason="runs the plant")
+        grant_id="datang-desk",
+        party="datang",
+        name="desk",
+        role=access_pb.ROLE_OPERATOR,
+        account_ids=[OWN],
+        reason="runs the plant",
+    )
     proposed = admin.call(admin.access.GrantRole, grant)
     assert (proposed.pending, proposed.proposed_by) == (True, "mee/admin")
     with RegistryClient(api.address, issued.token, attempts=1) as desk:
         # four eyes: not in effect until a second administrator approves it
         assert rpc_error(lambda: desk.balances(OWN)).reason == "ROLE_NOT_GRANTED"
         granted = api.admin2.call(api.admin2.access.GrantRole, grant)
-        assert (granted.pending, granted.replayed, granted.approved_by) == \
-            (False, False, "mee/admin-2")
+        assert (granted.pending, granted.replayed, granted.approved_by) == (
+            False,
+            False,
+            "mee/admin-2",
+        )
         assert desk.balances(OWN)
         # rotated: the old token stops at once, the new one works
-        rotated = admin.call(admin.access.RotateToken, access_pb.RotateTokenRequest(
-            credential_id=issued.credential_id, reason="quarterly rotation"))
+        rotated = admin.call(
+            admin.access.RotateToken,
+            access_pb.RotateTokenRequest(
+                credential_id=issued.credential_id, reason="quarterly rotation"
+            ),
+        )
         assert rpc_error(lambda: desk.balances(OWN)).reason == "INVALID_CREDENTIALS"
     with RegistryClient(api.address, rotated.token, attempts=1) as desk:
         assert desk.balances(OWN)
         # the grant withdrawn: authenticated still, but no longer allowed
-        admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(
-            grant_id="datang-desk", reason="moved to another company"))
+        admin.call(
+            admin.access.RevokeGrant,
+            access_pb.RevokeGrantRequest(grant_id="datang-desk", reason="moved to another company"),
+        )
         assert rpc_error(lambda: desk.balances(OWN)).reason == "ROLE_NOT_GRANTED"
         # and revoked: refused before anything else
-        admin.call(admin.access.RevokeCredential, access_pb.RevokeCredentialRequest(
-            credential_id=rotated.credential_id, reason="left"))
+        admin.call(
+            admin.access.RevokeCredential,
+            access_pb.RevokeCredentialRequest(credential_id=rotated.credential_id, reason="left"),
+        )
         assert rpc_error(lambda: desk.balances(OWN)).reason == "INVALID_CREDENTIALS"
     listed = admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
     [desk_entry] = [p for p in listed.principals if (p.party, p.name) == ("datang", "desk")]
@@ -181,7 +222,10 @@ def test_tokens_and_grants_changed_by_an_administrator_apply_to_the_next_call(ap
     # an administrator moves no units and reads no balances
     assert rpc_error(lambda: admin.balances(OWN)).reason == "ROLE_NOT_GRANTED"
     # and only an administrator manages access
-    error = rpc_error(lambda: api.regulator.call(
-        api.regulator.access.IssueToken, access_pb.IssueTokenRequest(
-            party="mee", name="shadow", reason="x")))
+    error = rpc_error(
+        lambda: api.regulator.call(
+            api.regulator.access.IssueToken,
+            access_pb.IssueTokenRequest(party="mee", name="shadow", reason="x"),
+        )
+    )
     assert (error.code, error.reason) == (DENIED, "ROLE_NOT_GRANTED")

@@ -28,9 +28,22 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     with fresh_pg_database() as url:
         run = subprocess.run(
-            [sys.executable, "-m", "registry.cli", "bench", "--smoke", "--database-url", url,
-             "--json", str(output)],
-            cwd=ROOT, capture_output=True, text=True, timeout=TIME_LIMIT)
+            [
+                sys.executable,
+                "-m",
+                "registry.cli",
+                "bench",
+                "--smoke",
+                "--database-url",
+                url,
+                "--json",
+                str(output),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIME_LIMIT,
+        )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads(output.read_text())
     assert report.validate(doc) == []

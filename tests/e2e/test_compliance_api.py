@@ -21,13 +21,19 @@ from tests.e2e.market import (
 )
 
 
-def rules(api: Api, sector: str, reason: str = "2025 rules", **fields: int | str
-          ) -> admin_pb.SetComplianceRulesResponse:
+def rules(
+    api: Api, sector: str, reason: str = "2025 rules", **fields: int | str
+) -> admin_pb.SetComplianceRulesResponse:
     client = api.regulator
-    return client.call(client.administration.SetComplianceRules,
-                       admin_pb.SetComplianceRulesRequest(
-                           compliance_year=2025, sector=sector, reason=reason,
-                           rules=admin_pb.ComplianceRules(**fields)))
+    return client.call(
+        client.administration.SetComplianceRules,
+        admin_pb.SetComplianceRulesRequest(
+            compliance_year=2025,
+            sector=sector,
+            reason=reason,
+            rules=admin_pb.ComplianceRules(**fields),
+        ),
+    )
 
 
 def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
@@ -35,8 +41,9 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     open_company(regulator, "PWR-SD-0001")
     open_company(regulator, "CEM-SD-0001", common.SECTOR_CEMENT)
     issue(regulator, "ISS-1", 10_000)
-    allocate(regulator, allocation("AL-1", "PWR-SD-0001", 800),
-             allocation("AL-2", "CEM-SD-0001", 800))
+    allocate(
+        regulator, allocation("AL-1", "PWR-SD-0001", 800), allocation("AL-2", "CEM-SD-0001", 800)
+    )
     record_emissions(regulator, emissions("PWR-SD-0001", 1_000), emissions("CEM-SD-0001", 900))
 
     bad = rpc_error(lambda: rules(api, "POWER", ccer_cap_bps=20_000))
@@ -45,15 +52,20 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     rules(api, "*", ccer_cap_bps=500)
     changed = rules(api, "CEMENT", obligation_cap_bps=0, ccer_cap_bps=500)
     assert changed.position > 0 and changed.year.version == 3
-    read = regulator.call(regulator.administration.GetComplianceRules,
-                          admin_pb.GetComplianceRulesRequest(compliance_year=2025))
+    read = regulator.call(
+        regulator.administration.GetComplianceRules,
+        admin_pb.GetComplianceRulesRequest(compliance_year=2025),
+    )
     by_sector = {r.sector: r.rules for r in read.rules}
     assert by_sector["CEMENT"].HasField("obligation_cap_bps")
     assert not by_sector["*"].HasField("obligation_cap_bps")
 
     operator = api.operator
-    early = rpc_error(lambda: operator.call(operator.accounts.SurrenderUnits, surrender(
-        "S-0", "PWR-SD-0001", 10, year=2024)))
+    early = rpc_error(
+        lambda: operator.call(
+            operator.accounts.SurrenderUnits, surrender("S-0", "PWR-SD-0001", 10, year=2024)
+        )
+    )
     assert (early.code, early.reason) == (PRECONDITION, "ADVANCE_USE_NOT_ALLOWED")
     operator.call(operator.accounts.SurrenderUnits, surrender("S-1", "PWR-SD-0001", 700))
     operator.call(operator.accounts.SurrenderUnits, surrender("S-2", "CEM-SD-0001", 800))
@@ -65,8 +77,9 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     assert (closed.obligations_closed, closed.shortfalls, closed.shortfall_tonnes) == (2, 1, 300)
     again = regulator.call(regulator.administration.CloseComplianceYear, close)
     assert again.replayed and again.shortfall_tonnes == 300
-    late = rpc_error(lambda: operator.call(operator.accounts.SurrenderUnits,
-                                            surrender("S-3", "PWR-SD-0001", 1)))
+    late = rpc_error(
+        lambda: operator.call(operator.accounts.SurrenderUnits, surrender("S-3", "PWR-SD-0001", 1))
+    )
     assert (late.code, late.reason) == (PRECONDITION, "COMPLIANCE_YEAR_CLOSED")
     frozen = rpc_error(lambda: rules(api, "*", ccer_cap_bps=100))
     assert frozen.code is PRECONDITION and frozen.reason == "COMPLIANCE_YEAR_CLOSED"
@@ -74,13 +87,19 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     power = compliance(regulator, "PWR-SD-0001")
     assert power.state == account_pb.COMPLIANCE_STATE_SHORTFALL and power.shortfall == 300
     assert compliance(regulator, "PWR-SD-0001", 2026).debt_carried == 300
-    report = regulator.call(regulator.audit.GetComplianceReport,
-                            audit_pb.GetComplianceReportRequest(compliance_year=2025))
+    report = regulator.call(
+        regulator.audit.GetComplianceReport,
+        audit_pb.GetComplianceReportRequest(compliance_year=2025),
+    )
     assert report.closed
     lines = {(line.sector, line.state): line for line in report.lines}
     short = lines[(common.SECTOR_POWER, account_pb.COMPLIANCE_STATE_SHORTFALL)]
     assert (short.accounts, short.verified_emissions, short.surrendered_cea, short.shortfall) == (
-        1, 1_000, 700, 300)
+        1,
+        1_000,
+        700,
+        300,
+    )
     assert lines[(common.SECTOR_CEMENT, account_pb.COMPLIANCE_STATE_COMPLIANT)].obligation == 800
 
 
@@ -90,8 +109,14 @@ def test_allocate_units_takes_a_true_up_return_back_to_the_reserve(api: Api) -> 
     issue(regulator, "ISS-1", 10_000)
     allocate(regulator, allocation("AL-1", "PWR-SD-0001", 800))
     give_back = admin_pb.AllocationRow(
-        transaction_id="TU-1", account_id="PWR-SD-0001", unit_type=common.UNIT_TYPE_CEA,
-        vintage=2025, quantity=300, reason="true-up: output fell", allocation_return=True)
+        transaction_id="TU-1",
+        account_id="PWR-SD-0001",
+        unit_type=common.UNIT_TYPE_CEA,
+        vintage=2025,
+        quantity=300,
+        reason="true-up: output fell",
+        allocation_return=True,
+    )
     with_source = admin_pb.AllocationRow()
     with_source.CopyFrom(give_back)
     with_source.transaction_id, with_source.source_account = "TU-0", "CN-ISSUANCE"

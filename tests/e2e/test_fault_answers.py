@@ -27,7 +27,8 @@ def pg_api(tmp_path: Path) -> Iterator[Api]:
 
 
 def test_a_write_that_times_out_on_the_table_lock_is_retryable_and_logged_on_one_line(
-        pg_api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    pg_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     """Another session holds the event table's EXCLUSIVE lock (as a stuck writer would);
     a trade's save waits past the write statement timeout (1 s here) and is cancelled:
     the exchange hears UNAVAILABLE DATABASE_BUSY, nothing is stored, the log has one
@@ -42,13 +43,15 @@ def test_a_write_that_times_out_on_the_table_lock_is_retryable_and_logged_on_one
     caplog.set_level(logging.INFO, logger="registry.api")
     with psycopg.connect(host="127.0.0.1", dbname=dbname, user="root") as blocker:
         blocker.execute("LOCK TABLE registry_events IN EXCLUSIVE MODE")
-        error = rpc_error(lambda: api.exchange.settle_trades(
-            [trade("T-BLOCKED", "PWR-SD-0001", TRADER, 10)]))
+        error = rpc_error(
+            lambda: api.exchange.settle_trades([trade("T-BLOCKED", "PWR-SD-0001", TRADER, 10)])
+        )
         blocker.rollback()
     assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_BUSY")
     assert recorder.max_notification_id() == head
-    calls = [r for r in caplog.records if r.name == "registry.api"
-             and "SettleTrades" in r.getMessage()]
+    calls = [
+        r for r in caplog.records if r.name == "registry.api" and "SettleTrades" in r.getMessage()
+    ]
     assert [r.levelname for r in calls] == ["WARNING", "INFO"], [r.getMessage() for r in calls]
     assert "database fault" in calls[0].getMessage()
     assert "status=UNAVAILABLE DATABASE_BUSY" in calls[1].getMessage()

@@ -77,11 +77,18 @@ from tests.e2e.market import (
 
 FUZZ_EXAMPLES = int(os.environ.get("REGISTRY_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
-    max_examples=FUZZ_EXAMPLES, derandomize=not os.environ.get("REGISTRY_FUZZ_RANDOM"),
-    database=None, deadline=None,
+    max_examples=FUZZ_EXAMPLES,
+    derandomize=not os.environ.get("REGISTRY_FUZZ_RANDOM"),
+    database=None,
+    deadline=None,
     print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.large_base_example, HealthCheck.filter_too_much])
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
+)
 """Per method; derandomized so CI runs the same requests every time
 (``REGISTRY_FUZZ_RANDOM=1`` explores new ones)."""
 
@@ -112,8 +119,13 @@ class Method:
         return self.name.startswith(("Get", "List", "Stream", "Trace"))
 
 
-REGISTRY_SERVICES = ("SettlementService", "AccountService", "AdministrationService",
-                     "AuditService", "AccessService")
+REGISTRY_SERVICES = (
+    "SettlementService",
+    "AccountService",
+    "AdministrationService",
+    "AuditService",
+    "AccessService",
+)
 """The services fuzzed here: every method, found in the descriptors."""
 
 
@@ -125,9 +137,15 @@ def every_method() -> list[Method]:
             continue
         for method in pool.FindServiceByName(service_name).methods:
             assert not method.client_streaming, "no client-streaming methods to fuzz"
-            found.append(Method(service_name, method.name, method.server_streaming,
-                                message_factory.GetMessageClass(method.input_type),
-                                message_factory.GetMessageClass(method.output_type)))
+            found.append(
+                Method(
+                    service_name,
+                    method.name,
+                    method.server_streaming,
+                    message_factory.GetMessageClass(method.input_type),
+                    message_factory.GetMessageClass(method.output_type),
+                )
+            )
     return found
 
 
@@ -160,25 +178,75 @@ def caller(method: Method) -> str:
 
 A, B = list(ALLOCATIONS)
 ACCOUNTS = [A, B, TRADER, *NATIONAL_ACCOUNT_IDS, "PWR-XX-9999"]
-IDS = ["ISS-CEA-2025", f"ALLOC-2025-{A}", "T-SEED-1", "H-SEED-1", "S-SEED-1", "P-SEED-1",
-       "FZ-1", "T-1", "H-1", "X"]
+IDS = [
+    "ISS-CEA-2025",
+    f"ALLOC-2025-{A}",
+    "T-SEED-1",
+    "H-SEED-1",
+    "S-SEED-1",
+    "P-SEED-1",
+    "FZ-1",
+    "T-1",
+    "H-1",
+    "X",
+]
 PARTIES = ["mee", "shanghai-exchange", "huaneng", "registry", "beijing-exchange"]
-TOPICS = ["registry.Account.Opened", "registry.Account.Credited",
-          "registry.Transaction.Completed", "registry.Transaction.Refused",
-          "registry.Hold.Placed", "registry.Nothing.Happened"]
+TOPICS = [
+    "registry.Account.Opened",
+    "registry.Account.Credited",
+    "registry.Transaction.Completed",
+    "registry.Transaction.Refused",
+    "registry.Hold.Placed",
+    "registry.Nothing.Happened",
+]
 CLIENT_ID = r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,20}\Z"
 ACCOUNT_ID = r"\A[A-Z0-9][A-Z0-9-]{2,20}\Z"
 UNIT_CLASSES = ["CEA/2025", "CEA/2024", "CCER/2024/CCER-2024-0117"]
 
-WEIRD = [f" {A}", "T-1\n", "a\x00b", "", f"{A} ", A.replace("-", " "), A.lower(), "T 1",
-         " ", "  ", "T-1\r\n", "\n", "\x00", "\t", "\x7f", "\u202eevil", "\u200b", "\ufeffT-1",
-         "账户-0001", "Ω≈ç√∫", "😀", "'; DROP TABLE accounts; --", "%s%n%x", "../../etc",
-         "null", "NaN", "-1", "0", "1e309", "*", "/", "a/b", "CEA/2025", "CCER/2024/X"]
+WEIRD = [
+    f" {A}",
+    "T-1\n",
+    "a\x00b",
+    "",
+    f"{A} ",
+    A.replace("-", " "),
+    A.lower(),
+    "T 1",
+    " ",
+    "  ",
+    "T-1\r\n",
+    "\n",
+    "\x00",
+    "\t",
+    "\x7f",
+    "\u202eevil",
+    "\u200b",
+    "\ufeffT-1",
+    "账户-0001",
+    "Ω≈ç√∫",
+    "😀",
+    "'; DROP TABLE accounts; --",
+    "%s%n%x",
+    "../../etc",
+    "null",
+    "NaN",
+    "-1",
+    "0",
+    "1e309",
+    "*",
+    "/",
+    "a/b",
+    "CEA/2025",
+    "CCER/2024/X",
+]
 
 
 def long_strings() -> st.SearchStrategy[str]:
-    return st.builds(lambda c, n: c * n, st.sampled_from(["A", "é", "-", "9", "\x01", "字"]),
-                     st.sampled_from([65, 129, 201, 501, 4_097, 100_000]))
+    return st.builds(
+        lambda c, n: c * n,
+        st.sampled_from(["A", "é", "-", "9", "\x01", "字"]),
+        st.sampled_from([65, 129, 201, 501, 4_097, 100_000]),
+    )
 
 
 def short_text() -> st.SearchStrategy[str]:
@@ -189,8 +257,12 @@ def any_text(small: bool) -> st.SearchStrategy[str]:
     return short_text() if small else st.one_of(short_text(), long_strings())
 
 
-ID_HINTS = {"hold_id": ["H-SEED-1", "H-1"], "trade_id": ["T-SEED-1", "T-1"],
-            "proposal_id": ["P-SEED-1", "P-1", "P-2"], "freeze_id": ["FZ-1"]}
+ID_HINTS = {
+    "hold_id": ["H-SEED-1", "H-1"],
+    "trade_id": ["T-SEED-1", "T-1"],
+    "proposal_id": ["P-SEED-1", "P-1", "P-2"],
+    "freeze_id": ["FZ-1"],
+}
 """Ids a field of that name is likely to hit (what the market seeds, or the fuzzed
 writes of the same small pool make)."""
 
@@ -204,7 +276,7 @@ def ids(name: str = "") -> st.SearchStrategy[str]:
 def int_edges(bits: int) -> list[int]:
     top = 2 ** (bits - 1)
     edges = [0, 1, -1, 2, top - 1, -top, top - 2, -top + 1]
-    return edges + ([2 ** 31, 2 ** 53, 10 ** 12, 10 ** 12 + 1] if bits == 64 else [])
+    return edges + ([2**31, 2**53, 10**12, 10**12 + 1] if bits == 64 else [])
 
 
 def nasty_ints(bits: int) -> st.SearchStrategy[int]:
@@ -227,29 +299,38 @@ INT_HINTS: dict[str, st.SearchStrategy[int]] = {
     "ccer_cap_bps": st.sampled_from([0, 500, 10_000]),
     "advance_use_bps": st.sampled_from([0, 500]),
     "obligation_cap_bps": st.sampled_from([0, 2_000]),
-    "month": st.integers(1, 12), "day": st.integers(1, 28), "first_serial": st.integers(1, 9),
+    "month": st.integers(1, 12),
+    "day": st.integers(1, 28),
+    "first_serial": st.integers(1, 9),
 }
 NASTY_INT_HINTS: dict[str, st.SearchStrategy[int]] = {
-    "vintage": YEARS, "cea_min_vintage": YEARS, "compliance_year": YEARS, "year": YEARS,
-    "quantity": st.sampled_from([0, -1, 10 ** 12, 10 ** 12 + 1]),
-    "verified_emissions": st.sampled_from([-1, 10 ** 12 + 1]),
+    "vintage": YEARS,
+    "cea_min_vintage": YEARS,
+    "compliance_year": YEARS,
+    "year": YEARS,
+    "quantity": st.sampled_from([0, -1, 10**12, 10**12 + 1]),
+    "verified_emissions": st.sampled_from([-1, 10**12 + 1]),
     "page_size": st.sampled_from([0, -1, 1_000, 1_001, 10_000, 10_001]),
     "validity_seconds": st.sampled_from([3_599, 7_776_000, 7_776_001, -1]),
     "ccer_cap_bps": st.sampled_from([10_001, -1]),
     "advance_use_bps": st.sampled_from([10_001, -1]),
     "obligation_cap_bps": st.sampled_from([10_001, -1]),
-    "month": st.sampled_from([0, 13]), "day": st.sampled_from([0, 30, 31, 32]),
+    "month": st.sampled_from([0, 13]),
+    "day": st.sampled_from([0, 30, 31, 32]),
 }
 EXACT_INTS: dict[str, st.SearchStrategy[int]] = {
     # the server expires holds in the background: one placed here must not expire during
     # the run (a write no call made), so valid timeouts are an hour or more
     "timeout_seconds": st.one_of(
-        st.integers(3_600, 86_400), st.sampled_from([0, -1, MAX_HOLD_SECONDS + 1]),
-        st.integers(-2 ** 63, 0), st.integers(MAX_HOLD_SECONDS + 1, 2 ** 63 - 1)),
+        st.integers(3_600, 86_400),
+        st.sampled_from([0, -1, MAX_HOLD_SECONDS + 1]),
+        st.integers(-(2**63), 0),
+        st.integers(MAX_HOLD_SECONDS + 1, 2**63 - 1),
+    ),
     # a position past the head makes the call wait 5 s for the read models
-    "min_position": st.one_of(st.integers(-2 ** 63, 0), st.integers(0, 20)),
+    "min_position": st.one_of(st.integers(-(2**63), 0), st.integers(0, 20)),
     # streams are consumed with a small max_events (0 means no limit)
-    "max_events": st.one_of(st.integers(1, 50), st.integers(-2 ** 63, -1)),
+    "max_events": st.one_of(st.integers(1, 50), st.integers(-(2**63), -1)),
 }
 
 
@@ -270,80 +351,146 @@ def page_tokens(nasty: bool) -> st.SearchStrategy[str]:
     """Well-formed tokens of every listing's shape; or garbage, base64 garbage, and
     base64 JSON shaped like our tokens with bad parts."""
     if not nasty:
-        part = st.one_of(st.sampled_from([*ACCOUNTS, *UNIT_CLASSES, "DEBIT", "CREDIT"]),
-                         st.integers(0, 60))
-        return st.one_of(st.just(""), st.just(""), st.lists(part, min_size=1, max_size=3)
-                         .map(encoded), st.integers(0, 60).map(lambda v: encoded(["v", v])))
-    scalar = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
-                       st.floats(allow_nan=True), st.text(max_size=10),
-                       st.sampled_from([A, "CEA/2025", "DEBIT", "v", 0, -1, 2 ** 63]))
-    key = st.one_of(scalar, st.lists(scalar, max_size=4),
-                    st.dictionaries(st.text(max_size=3), scalar, max_size=2))
+        part = st.one_of(
+            st.sampled_from([*ACCOUNTS, *UNIT_CLASSES, "DEBIT", "CREDIT"]), st.integers(0, 60)
+        )
+        return st.one_of(
+            st.just(""),
+            st.just(""),
+            st.lists(part, min_size=1, max_size=3).map(encoded),
+            st.integers(0, 60).map(lambda v: encoded(["v", v])),
+        )
+    scalar = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True),
+        st.text(max_size=10),
+        st.sampled_from([A, "CEA/2025", "DEBIT", "v", 0, -1, 2**63]),
+    )
+    key = st.one_of(
+        scalar,
+        st.lists(scalar, max_size=4),
+        st.dictionaries(st.text(max_size=3), scalar, max_size=2),
+    )
     shaped = st.integers(1, 3).flatmap(lambda n: st.lists(key, min_size=n, max_size=n))
-    garbage = st.one_of(shaped, shaped, st.lists(key, max_size=4), key,
-                        st.tuples(st.just("v"), scalar).map(list)).map(encoded)
+    garbage = st.one_of(
+        shaped, shaped, st.lists(key, max_size=4), key, st.tuples(st.just("v"), scalar).map(list)
+    ).map(encoded)
     raw = st.binary(max_size=30).map(lambda b: base64.urlsafe_b64encode(b).decode())
     return st.one_of(garbage, garbage, raw, short_text(), st.just("=" * 5), st.just("!!"))
 
 
 def json_values(max_leaves: int = 8) -> st.SearchStrategy[Any]:
-    leaves = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
-                       st.floats(), st.text(max_size=12), st.sampled_from([*ACCOUNTS, *IDS]))
+    leaves = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(),
+        st.text(max_size=12),
+        st.sampled_from([*ACCOUNTS, *IDS]),
+    )
     if max_leaves <= 1:
         return leaves
-    return st.recursive(leaves, lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-        max_leaves=max_leaves)
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        ),
+        max_leaves=max_leaves,
+    )
 
 
 REASONS = st.sampled_from(["fuzz", "court order 2026-17", "两个监管者"])
 PAYLOAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "transaction_id": ids(), "request_id": ids(), "freeze_id": ids("freeze_id"),
-    "original_transaction_id": st.sampled_from(IDS), "account_id": st.sampled_from(ACCOUNTS),
+    "transaction_id": ids(),
+    "request_id": ids(),
+    "freeze_id": ids("freeze_id"),
+    "original_transaction_id": st.sampled_from(IDS),
+    "account_id": st.sampled_from(ACCOUNTS),
     "source": st.sampled_from(["CN-ISSUANCE", "CN-ALLOCATION-RESERVE"]),
-    "original_party": st.sampled_from(PARTIES), "unit_type": st.sampled_from(["CEA", "CCER"]),
-    "vintage": INT_HINTS["vintage"], "year": INT_HINTS["year"],
-    "quantity": INT_HINTS["quantity"], "project": st.just("CCER-2024-0117"),
-    "sector": st.sampled_from(["*", "POWER", "STEEL"]), "reason": REASONS,
-    "order_reference": st.just("court 2026-17"), "reference": st.just("decision 9"),
-    "evidence": st.just("ruling 2026-18"), "return": st.booleans(),
-    "blocks": st.lists(st.tuples(st.just("CEA/2025"), st.integers(1, 50_000))
-                       .map(lambda b: ["CEA/2025", b[1], b[1] + 9]), min_size=1, max_size=2),
-    "rules": st.fixed_dictionaries({"ccer_cap_bps": INT_HINTS["ccer_cap_bps"]}, optional={
-        "advance_use_bps": INT_HINTS["advance_use_bps"],
-        "obligation_cap_bps": INT_HINTS["obligation_cap_bps"]}),
+    "original_party": st.sampled_from(PARTIES),
+    "unit_type": st.sampled_from(["CEA", "CCER"]),
+    "vintage": INT_HINTS["vintage"],
+    "year": INT_HINTS["year"],
+    "quantity": INT_HINTS["quantity"],
+    "project": st.just("CCER-2024-0117"),
+    "sector": st.sampled_from(["*", "POWER", "STEEL"]),
+    "reason": REASONS,
+    "order_reference": st.just("court 2026-17"),
+    "reference": st.just("decision 9"),
+    "evidence": st.just("ruling 2026-18"),
+    "return": st.booleans(),
+    "blocks": st.lists(
+        st.tuples(st.just("CEA/2025"), st.integers(1, 50_000)).map(
+            lambda b: ["CEA/2025", b[1], b[1] + 9]
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+    "rules": st.fixed_dictionaries(
+        {"ccer_cap_bps": INT_HINTS["ccer_cap_bps"]},
+        optional={
+            "advance_use_bps": INT_HINTS["advance_use_bps"],
+            "obligation_cap_bps": INT_HINTS["obligation_cap_bps"],
+        },
+    ),
 }
 NASTY_PAYLOAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "unit_type": st.sampled_from(["cea", "XYZ", ""]), "vintage": YEARS, "year": YEARS,
-    "quantity": NASTY_INT_HINTS["quantity"], "project": st.sampled_from(["", "a/b", "x y"]),
-    "sector": st.sampled_from(["power", ""]), "reason": st.sampled_from(["", " ", "x" * 501]),
+    "unit_type": st.sampled_from(["cea", "XYZ", ""]),
+    "vintage": YEARS,
+    "year": YEARS,
+    "quantity": NASTY_INT_HINTS["quantity"],
+    "project": st.sampled_from(["", "a/b", "x y"]),
+    "sector": st.sampled_from(["power", ""]),
+    "reason": st.sampled_from(["", " ", "x" * 501]),
     "order_reference": st.sampled_from(["", "x" * 201, "a\x00b"]),
-    "reference": st.sampled_from(["", "x" * 201]), "evidence": st.sampled_from(["", "\n"]),
-    "blocks": st.lists(st.one_of(
-        st.tuples(st.sampled_from(["CEA/2025", "CEA/1999", "CCER/2024/X", "??"]),
-                  st.integers(-2, 2_000_000), st.integers(-2, 2_000_000)).map(list),
-        json_values(3)), max_size=3),
-    "rules": st.fixed_dictionaries({}, optional={
-        "ccer_cap_bps": st.one_of(NASTY_INT_HINTS["ccer_cap_bps"], json_values(1)),
-        "cea_min_vintage": st.one_of(YEARS, json_values(1)),
-        "surrender_deadline": st.one_of(st.sampled_from(["2026-12-31", "2026-02-30", "x"]),
-                                        json_values(1)),
-        "unknown_rule": json_values(1)}),
+    "reference": st.sampled_from(["", "x" * 201]),
+    "evidence": st.sampled_from(["", "\n"]),
+    "blocks": st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(["CEA/2025", "CEA/1999", "CCER/2024/X", "??"]),
+                st.integers(-2, 2_000_000),
+                st.integers(-2, 2_000_000),
+            ).map(list),
+            json_values(3),
+        ),
+        max_size=3,
+    ),
+    "rules": st.fixed_dictionaries(
+        {},
+        optional={
+            "ccer_cap_bps": st.one_of(NASTY_INT_HINTS["ccer_cap_bps"], json_values(1)),
+            "cea_min_vintage": st.one_of(YEARS, json_values(1)),
+            "surrender_deadline": st.one_of(
+                st.sampled_from(["2026-12-31", "2026-02-30", "x"]), json_values(1)
+            ),
+            "unknown_rule": json_values(1),
+        },
+    ),
 }
 ROW_KEYS = ("transaction_id", "account_id", "unit_type", "vintage", "quantity", "reason")
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "ISSUANCE": ("transaction_id", "unit_type", "vintage", "quantity", "reason"),
     "ALLOCATION_TABLE": ("rows",),
     "REVERSAL": ("transaction_id", "original_party", "original_transaction_id", "reason"),
-    "REGULATOR_CANCELLATION": ("transaction_id", "account_id", "unit_type", "vintage",
-                               "quantity", "reason"),
+    "REGULATOR_CANCELLATION": (
+        "transaction_id",
+        "account_id",
+        "unit_type",
+        "vintage",
+        "quantity",
+        "reason",
+    ),
     "ACCOUNT_FREEZE": ("account_id", "reason", "request_id"),
     "ACCOUNT_UNFREEZE": ("account_id", "reason", "request_id"),
     "BLOCK_FREEZE": ("freeze_id", "account_id", "order_reference", "reason", "blocks"),
     "BLOCK_RELEASE": ("freeze_id", "reason", "evidence"),
     "ORIGIN_DETENTION": ("project", "reference", "reason"),
     "ORIGIN_CLEARANCE": ("project", "evidence", "reason"),
-    "MARKET_HALT": ("reason",), "MARKET_RESUMPTION": ("reason",),
+    "MARKET_HALT": ("reason",),
+    "MARKET_RESUMPTION": ("reason",),
     "RULE_CHANGE": ("year", "sector", "rules", "reason"),
 }
 """What each proposal kind's payload holds (the plausible payloads have all of it)."""
@@ -351,8 +498,11 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
 
 def payload_value(key: str, nasty: bool) -> st.SearchStrategy[Any]:
     if key == "rows":
-        rows = st.lists(st.fixed_dictionaries(
-            {k: payload_value(k, nasty=False) for k in ROW_KEYS}), min_size=1, max_size=3)
+        rows = st.lists(
+            st.fixed_dictionaries({k: payload_value(k, nasty=False) for k in ROW_KEYS}),
+            min_size=1,
+            max_size=3,
+        )
         return st.one_of(rows, json_values(2)) if nasty else rows
     plausible = PAYLOAD_VALUES[key]
     if not nasty:
@@ -378,43 +528,66 @@ def payloads(kind: str | None, nasty: bool) -> st.SearchStrategy[str]:
     if not nasty:
         return fitting
     keys = [*PAYLOAD_VALUES, "rows"]
-    objects = st.fixed_dictionaries({}, optional={k: payload_value(k, nasty=True)
-                                                  for k in keys})
+    objects = st.fixed_dictionaries({}, optional={k: payload_value(k, nasty=True) for k in keys})
     deep = st.sampled_from([10, 900, 5_000, 100_000]).map(lambda n: "[" * n + "]" * n)
-    deep_objects = st.sampled_from([10, 33, 900, 5_000]).map(
-        lambda n: '{"a":' * n + "1" + "}" * n)
-    spiced = st.builds(   # a payload that fits but for one odd key or value
+    deep_objects = st.sampled_from([10, 33, 900, 5_000]).map(lambda n: '{"a":' * n + "1" + "}" * n)
+    spiced = st.builds(  # a payload that fits but for one odd key or value
         lambda text, key, value: json.dumps({**json.loads(text), key: value}),
-        fitting, st.sampled_from(["reason", "extra", "\ud800", "a\x00", "_type_"]),
-        st.sampled_from(["x\udfff", "a\x00b", "ok", 1e308, None]))
+        fitting,
+        st.sampled_from(["reason", "extra", "\ud800", "a\x00", "_type_"]),
+        st.sampled_from(["x\udfff", "a\x00b", "ok", 1e308, None]),
+    )
     return st.one_of(
-        fitting, spiced, objects.map(json.dumps), json_values().map(json.dumps),
-        deep, deep_objects, short_text(),
-        st.sampled_from(["{", "[]", "null", "NaN", '{"a": NaN}', '{"a": 1e999}',
-                         '{"_type_": "x", "_data_": 1}', '{"a": 1, "a": 2}', '{"\\ud800": 1}',
-                         '{"reason": "a\\u0000b"}', "1" * 5_000]))
+        fitting,
+        spiced,
+        objects.map(json.dumps),
+        json_values().map(json.dumps),
+        deep,
+        deep_objects,
+        short_text(),
+        st.sampled_from(
+            [
+                "{",
+                "[]",
+                "null",
+                "NaN",
+                '{"a": NaN}',
+                '{"a": 1e999}',
+                '{"_type_": "x", "_data_": 1}',
+                '{"a": 1, "a": 2}',
+                '{"\\ud800": 1}',
+                '{"reason": "a\\u0000b"}',
+                "1" * 5_000,
+            ]
+        ),
+    )
 
 
 STRING_HINTS: dict[str, st.SearchStrategy[str]] = {
-    "party": st.sampled_from(PARTIES), "original_party": st.sampled_from(PARTIES),
-    "event_types": st.sampled_from(TOPICS), "reason": REASONS,
+    "party": st.sampled_from(PARTIES),
+    "original_party": st.sampled_from(PARTIES),
+    "event_types": st.sampled_from(TOPICS),
+    "reason": REASONS,
     "sector": st.sampled_from(["*", "POWER", "STEEL", "CEMENT", "ALUMINIUM"]),
     "surrender_deadline": st.sampled_from(["", "2026-12-31", "2027-06-30"]),
-    "project": st.just("CCER-2024-0117"), "credit_code": st.just("91370000163081422B"),
+    "project": st.just("CCER-2024-0117"),
+    "credit_code": st.just("91370000163081422B"),
     "name": st.sampled_from(["Fuzz Power Co.", "富兹电力"]),
     "province": st.sampled_from(["Shandong", "山东"]),
 }
 NASTY_STRING_HINTS: dict[str, st.SearchStrategy[str]] = {
     "sector": st.sampled_from(["power", "NUCLEAR"]),
-    "surrender_deadline": st.sampled_from(["2026-02-30", "31/12/2026", "9999-12-31",
-                                           "0001-01-01", "2026-12-31T00:00"]),
+    "surrender_deadline": st.sampled_from(
+        ["2026-02-30", "31/12/2026", "9999-12-31", "0001-01-01", "2026-12-31T00:00"]
+    ),
     "project": st.sampled_from(["a/b", "with space", "x" * 65]),
     "credit_code": st.text(min_size=18, max_size=18),
 }
 
 
-def strings(field: FieldDescriptor, nasty: bool, small: bool,
-            kind: str | None) -> st.SearchStrategy[str]:
+def strings(
+    field: FieldDescriptor, nasty: bool, small: bool, kind: str | None
+) -> st.SearchStrategy[str]:
     name = field.name
     if name == "page_token":
         return page_tokens(nasty)
@@ -435,27 +608,44 @@ def timestamps(nasty: bool) -> st.SearchStrategy[Any]:
     from google.protobuf.timestamp_pb2 import Timestamp
 
     if not nasty:
-        return st.builds(lambda s: Timestamp(seconds=s), st.integers(1_700_000_000,
-                                                                      1_900_000_000))
+        return st.builds(lambda s: Timestamp(seconds=s), st.integers(1_700_000_000, 1_900_000_000))
     seconds = st.one_of(
-        st.sampled_from([0, -1, -62_135_596_800, -62_135_596_801, 253_402_300_799,
-                         253_402_300_800, 2 ** 63 - 1, -2 ** 63]),
-        st.integers(-62_135_596_800, 253_402_300_799), st.integers(-2 ** 63, 2 ** 63 - 1))
-    nanos = st.one_of(st.just(0), st.sampled_from([999_999_999, 10 ** 9, -1, 2 ** 31 - 1,
-                                                   -2 ** 31]), st.integers(0, 999_999_999))
+        st.sampled_from(
+            [
+                0,
+                -1,
+                -62_135_596_800,
+                -62_135_596_801,
+                253_402_300_799,
+                253_402_300_800,
+                2**63 - 1,
+                -(2**63),
+            ]
+        ),
+        st.integers(-62_135_596_800, 253_402_300_799),
+        st.integers(-(2**63), 2**63 - 1),
+    )
+    nanos = st.one_of(
+        st.just(0),
+        st.sampled_from([999_999_999, 10**9, -1, 2**31 - 1, -(2**31)]),
+        st.integers(0, 999_999_999),
+    )
     return st.builds(lambda s, n: Timestamp(seconds=s, nanos=n), seconds, nanos)
 
 
 def enums(field: FieldDescriptor, nasty: bool) -> st.SearchStrategy[int]:
     defined = [v.number for v in field.enum_type.values]
-    if not nasty:   # mostly a value, sometimes UNSPECIFIED (a filter's "any")
+    if not nasty:  # mostly a value, sometimes UNSPECIFIED (a filter's "any")
         return st.sampled_from([*defined[1:] * 3, defined[0]])
-    return st.one_of(st.sampled_from([-1, max(defined) + 1, 99, 2 ** 31 - 1, -2 ** 31]),
-                     st.integers(-2 ** 31, 2 ** 31 - 1))
+    return st.one_of(
+        st.sampled_from([-1, max(defined) + 1, 99, 2**31 - 1, -(2**31)]),
+        st.integers(-(2**31), 2**31 - 1),
+    )
 
 
-def single_values(field: FieldDescriptor, nasty: bool, small: bool,
-                  kind: str | None = None) -> st.SearchStrategy[Any]:
+def single_values(
+    field: FieldDescriptor, nasty: bool, small: bool, kind: str | None = None
+) -> st.SearchStrategy[Any]:
     kind_of = field.type
     if kind_of == FieldDescriptor.TYPE_MESSAGE:
         if field.message_type.full_name == "google.protobuf.Timestamp":
@@ -469,23 +659,30 @@ def single_values(field: FieldDescriptor, nasty: bool, small: bool,
         return st.binary(max_size=64)
     if kind_of == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
-    if kind_of in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32,
-                   FieldDescriptor.TYPE_SFIXED32):
+    if kind_of in (
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SFIXED32,
+    ):
         return ints(field, 32, nasty)
-    if kind_of in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64,
-                   FieldDescriptor.TYPE_SFIXED64):
+    if kind_of in (
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_SFIXED64,
+    ):
         return ints(field, 64, nasty)
     if kind_of in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
-        return st.integers(0, 2 ** 32 - 1)
+        return st.integers(0, 2**32 - 1)
     if kind_of in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
-        return st.integers(0, 2 ** 64 - 1)
+        return st.integers(0, 2**64 - 1)
     if kind_of in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return st.floats(width=32 if kind_of == FieldDescriptor.TYPE_FLOAT else 64)
     raise AssertionError(f"no strategy for {field.full_name} (type {kind_of})")
 
 
-def field_values(field: FieldDescriptor, nasty: bool, small: bool,
-                 kind: str | None = None) -> st.SearchStrategy[Any]:
+def field_values(
+    field: FieldDescriptor, nasty: bool, small: bool, kind: str | None = None
+) -> st.SearchStrategy[Any]:
     single = single_values(field, nasty, small, kind)
     if field.is_repeated:
         if not nasty:
@@ -493,11 +690,13 @@ def field_values(field: FieldDescriptor, nasty: bool, small: bool,
         lists = st.lists(single, max_size=1 if small else 4)
         if small:
             return lists
-        huge = st.builds(lambda value, n: [value] * n,
-                         single_values(field, nasty=True, small=True),
-                         st.sampled_from(HUGE_SIZES))
+        huge = st.builds(
+            lambda value, n: [value] * n,
+            single_values(field, nasty=True, small=True),
+            st.sampled_from(HUGE_SIZES),
+        )
         return st.one_of(st.just([]), lists, lists, huge)
-    if field.has_presence:   # optional scalars and messages: unset is a value too
+    if field.has_presence:  # optional scalars and messages: unset is a value too
         return st.one_of(single, st.none()) if nasty else rarely_unset(single)
     return single
 
@@ -506,7 +705,8 @@ def rarely_unset(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """``values``, or one time in five None (Hypothesis favours the first branch of a
     one_of and low indexes of a sampled_from: the rare choice goes last)."""
     return st.sampled_from([True, True, True, True, False]).flatmap(
-        lambda keep: values if keep else st.none())
+        lambda keep: values if keep else st.none()
+    )
 
 
 def kind_name(field: FieldDescriptor, number: Any) -> str | None:
@@ -515,8 +715,9 @@ def kind_name(field: FieldDescriptor, number: Any) -> str | None:
     return value.name.split("_KIND_", 1)[-1] if value is not None else None
 
 
-def messages(descriptor: Descriptor, small: bool = False,
-             mode: str = "random") -> st.SearchStrategy[Any]:
+def messages(
+    descriptor: Descriptor, small: bool = False, mode: str = "random"
+) -> st.SearchStrategy[Any]:
     """Messages of ``descriptor``: ``plausible`` throughout, or (``random``) plausible
     with up to two nasty fields, and one time in five nasty throughout."""
     cls = message_factory.GetMessageClass(descriptor)
@@ -533,11 +734,18 @@ def messages(descriptor: Descriptor, small: bool = False,
         values: dict[str, Any] = {}
         kind = None
         for field in descriptor.fields:
-            if (field.name == "project" and "project" not in nasty
-                    and values.get("unit_type") in (1, 2)):   # as the unit type wants
-                value = draw(st.just("CCER-2024-0117") if values["unit_type"] == 2
-                             else st.sampled_from(["", None]) if field.has_presence
-                             else st.just(""))
+            if (
+                field.name == "project"
+                and "project" not in nasty
+                and values.get("unit_type") in (1, 2)
+            ):  # as the unit type wants
+                value = draw(
+                    st.just("CCER-2024-0117")
+                    if values["unit_type"] == 2
+                    else st.sampled_from(["", None])
+                    if field.has_presence
+                    else st.just("")
+                )
             else:
                 value = draw(field_values(field, field.name in nasty, small, kind))
             if field.name == "kind" and field.type == FieldDescriptor.TYPE_ENUM:
@@ -578,11 +786,15 @@ def check_ids(method: Method, message: Message, where: str = "") -> None:
     """An accepted request's ids (client ids, account ids, parties) are ids: no
     spaces, control characters or line breaks around them."""
     for field in message.DESCRIPTOR.fields:
-        if field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated \
-                and ID_FIELDS.fullmatch(field.name):
+        if (
+            field.type == FieldDescriptor.TYPE_STRING
+            and not field.is_repeated
+            and ID_FIELDS.fullmatch(field.name)
+        ):
             value = getattr(message, field.name)
             assert not value or ID.fullmatch(value), (
-                f"{method.name}: accepted {where}{field.name} {value!r}")
+                f"{method.name}: accepted {where}{field.name} {value!r}"
+            )
 
 
 def names_a_field(descriptor: Descriptor, path: str, reason: str) -> bool:
@@ -614,7 +826,7 @@ def check_read_models(api: Api) -> None:
     would have refused to store (which there stops the projection for good): SQLite
     neither limits VARCHAR lengths nor minds a NUL."""
     api.read_models.wait_for(log_head(api), timeout=30)
-    if BACKEND != "sqlite":   # PostgreSQL checks this itself: the projection would stop
+    if BACKEND != "sqlite":  # PostgreSQL checks this itself: the projection would stop
         return
     problems = []
     with api.read_models.reads.connect() as conn:
@@ -625,15 +837,19 @@ def check_read_models(api: Api) -> None:
                 limit = column.type.length
                 too_long = (func.length(column) > limit) if limit else false()
                 has_nul = func.instr(column, func.char(0)) > 0
-                for value in conn.execute(select(column).where(or_(too_long, has_nul))
-                                          .limit(3)).scalars():
-                    problems.append(f"{table.name}.{column.name} ({limit or 'text'}): "
-                                    f"{value[:80]!r}... ({len(value)} characters)")
+                for value in conn.execute(
+                    select(column).where(or_(too_long, has_nul)).limit(3)
+                ).scalars():
+                    problems.append(
+                        f"{table.name}.{column.name} ({limit or 'text'}): "
+                        f"{value[:80]!r}... ({len(value)} characters)"
+                    )
     assert not problems, "\n".join(problems)
 
 
-def check_failure(api: Api, method: Method, request: Message, error: grpc.RpcError,
-                  head: int) -> None:
+def check_failure(
+    api: Api, method: Method, request: Message, error: grpc.RpcError, head: int
+) -> None:
     call: Any = error
     code = call.code()
     where = f"{method.name}: {code.name} {call.details()!r}"
@@ -657,50 +873,59 @@ def check_failure(api: Api, method: Method, request: Message, error: grpc.RpcErr
         violations = bad_requests[0].field_violations
         assert violations, f"{where} {info.reason}: an empty BadRequest"
         for violation in violations:
-            assert names_a_field(method.request.DESCRIPTOR, violation.field,
-                                 info.reason), (
+            assert names_a_field(method.request.DESCRIPTOR, violation.field, info.reason), (
                 f"{where} {info.reason}: BadRequest field {violation.field!r} is not a "
-                f"field of {method.request.DESCRIPTOR.name}")
+                f"field of {method.request.DESCRIPTOR.name}"
+            )
             assert violation.description, f"{where} {info.reason}: no description"
     written = written_since(api, head)
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
         assert set(written) <= RECORDED_REFUSALS, (
-            f"{where} {info.reason}: a failed call wrote {written}")
+            f"{where} {info.reason}: a failed call wrote {written}"
+        )
     else:
         assert not written, f"{where} {info.reason}: a failed call wrote {written}"
 
 
-def check_success(api: Api, method: Method, request: Message, responses: list[Message],
-                  head: int) -> None:
+def check_success(
+    api: Api, method: Method, request: Message, responses: list[Message], head: int
+) -> None:
     written = written_since(api, head)
     if method.reads:
         assert not written, f"{method.name}: a read wrote {written}"
         return
-    batch = [(f.name, getattr(request, f.name)) for f in request.DESCRIPTOR.fields
-             if f.is_repeated and f.message_type is not None]
+    batch = [
+        (f.name, getattr(request, f.name))
+        for f in request.DESCRIPTOR.fields
+        if f.is_repeated and f.message_type is not None
+    ]
     [response] = responses
     results = getattr(response, "results", None)
     if not batch:
         check_ids(method, request)
         return
     [(name, rows)] = batch
-    if results is None or not hasattr(results[0], "reason"):   # all rows or none
+    if results is None or not hasattr(results[0], "reason"):  # all rows or none
         for index, row in enumerate(rows):
             check_ids(method, row, f"{name}[{index}].")
         return
-    enum = (type(response).DESCRIPTOR.fields_by_name["results"].message_type
-            .fields_by_name["status"].enum_type)
+    enum = (
+        type(response)
+        .DESCRIPTOR.fields_by_name["results"]
+        .message_type.fields_by_name["status"]
+        .enum_type
+    )
     statuses = [enum.values_by_number[r.status].name for r in results]
     assert len(results) == len(rows), f"{method.name}: {len(results)} results"
     for index, (row, result, status) in enumerate(zip(rows, results, statuses, strict=True)):
         assert not status.endswith("_UNSPECIFIED"), f"{method.name}: {result}"
         if status.endswith(("_REJECTED", "_REFUSED")):
             assert re.fullmatch(r"[A-Z][A-Z0-9_]*", result.reason), (
-                f"{method.name}: a {status} row without a reason: {result}")
+                f"{method.name}: a {status} row without a reason: {result}"
+            )
         if not status.endswith("_REJECTED"):
             check_ids(method, row, f"{name}[{index}].")
-    if all(s.endswith(("_REJECTED", "_ALREADY_SETTLED", "_ALREADY_COMPLETED"))
-           for s in statuses):
+    if all(s.endswith(("_REJECTED", "_ALREADY_SETTLED", "_ALREADY_COMPLETED")) for s in statuses):
         assert not written, f"{method.name}: nothing done, yet {written} was written"
 
 
@@ -714,18 +939,22 @@ def invoke(api: Api, method: Method, request: Message) -> None:
     try:
         if method.streaming:
             stream = client.channel.unary_stream(
-                method.path, request_serializer=method.request.SerializeToString,
-                response_deserializer=method.response.FromString)
+                method.path,
+                request_serializer=method.request.SerializeToString,
+                response_deserializer=method.response.FromString,
+            )
             call = stream(request, metadata=client.metadata, timeout=CALL_TIMEOUT)
             responses = list(itertools.islice(call, MAX_STREAM_PAGES))
             call.cancel()
         else:
             unary = client.channel.unary_unary(
-                method.path, request_serializer=method.request.SerializeToString,
-                response_deserializer=method.response.FromString)
+                method.path,
+                request_serializer=method.request.SerializeToString,
+                response_deserializer=method.response.FromString,
+            )
             responses = [unary(request, metadata=client.metadata, timeout=CALL_TIMEOUT)]
     except grpc.RpcError as error:
-        failed: Any = error   # a failed call's RpcError is also its Call
+        failed: Any = error  # a failed call's RpcError is also its Call
         outcome = f"{failed.code().name} {reason_of(rpc_status.from_call(failed))}"
         OUTCOMES[(method.name, outcome)] += 1
         check_failure(api, method, request, error, head)
@@ -761,16 +990,30 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         reg, exchange, operator = api.regulator, api.exchange, api.operator
         seed_market(reg)
         exchange.settle_trades([trade("T-SEED-1", A, TRADER, 1_000)])
-        exchange.call(exchange.settlement.PlaceHold, settlement_pb.PlaceHoldRequest(
-            hold_id="H-SEED-1", account_id=A, unit_type=1, vintage=2025, quantity=10,
-            timeout_seconds=3_600))
+        exchange.call(
+            exchange.settlement.PlaceHold,
+            settlement_pb.PlaceHoldRequest(
+                hold_id="H-SEED-1",
+                account_id=A,
+                unit_type=1,
+                vintage=2025,
+                quantity=10,
+                timeout_seconds=3_600,
+            ),
+        )
         record_emissions(reg, emissions(A, 20_000))
         operator.call(operator.accounts.SurrenderUnits, surrender("S-SEED-1", A, 100))
         second = api.clients["regulator2"]
-        second.call(second.administration.ProposeAction, admin_pb.ProposeActionRequest(
-            proposal_id="P-SEED-1", kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
-            payload_json=json.dumps({"reason": "fuzz"}), reason="fuzz"))
-        assert log_head(api) > 20   # min_position up to 20 never waits
+        second.call(
+            second.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id="P-SEED-1",
+                kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
+                payload_json=json.dumps({"reason": "fuzz"}),
+                reason="fuzz",
+            ),
+        )
+        assert log_head(api) > 20  # min_position up to 20 never waits
         yield api
     if os.environ.get("REGISTRY_FUZZ_STATS"):
         for (name, outcome), count in sorted(OUTCOMES.items()):
@@ -779,7 +1022,8 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 def test_fuzzed_requests_get_a_proper_status_and_write_nothing_when_failed(
-        market: Api, method: Method) -> None:
+    market: Api, method: Method
+) -> None:
     @FUZZ
     @given(request=messages(method.request.DESCRIPTOR))
     def fuzz(request: Message) -> None:
@@ -801,13 +1045,18 @@ def test_a_request_that_is_not_protobuf_gets_invalid_argument(market: Api) -> No
     """Field 1 as two bytes that are not UTF-8: not a message of any method whose field 1
     is a string (where field 1 is a number, protobuf keeps it as an unknown field)."""
     client = market.regulator
-    strings = [m for m in METHODS if (first := m.request.DESCRIPTOR.fields_by_number.get(1))
-               is not None and first.type == first.TYPE_STRING]
+    strings = [
+        m
+        for m in METHODS
+        if (first := m.request.DESCRIPTOR.fields_by_number.get(1)) is not None
+        and first.type == first.TYPE_STRING
+    ]
     assert len(strings) > 20
     for method in strings:
         kind = client.channel.unary_stream if method.streaming else client.channel.unary_unary
-        raw: Any = kind(method.path, request_serializer=lambda b: b,
-                        response_deserializer=lambda b: b)
+        raw: Any = kind(
+            method.path, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         with pytest.raises(grpc.RpcError) as caught:
             answer = raw(b"\x0a\x02\xff\xfe", metadata=client.metadata, timeout=CALL_TIMEOUT)
             if method.streaming:

@@ -48,7 +48,7 @@ def within_watchdog(work: Callable[[], Any], what: str) -> Any:
     def run() -> None:
         try:
             outcome["value"] = work()
-        except BaseException as error:   # handed to the test's thread below
+        except BaseException as error:  # handed to the test's thread below
             outcome["error"] = error
 
     thread = threading.Thread(target=run, name=f"watchdog: {what}", daemon=True)
@@ -70,8 +70,7 @@ def pg_registry() -> Iterator[tuple[str, Registry]]:
             registry.close()
 
 
-def test_saves_of_10_mb_never_wedge_the_event_table(pg_registry: tuple[str, Registry]
-                                                    ) -> None:
+def test_saves_of_10_mb_never_wedge_the_event_table(pg_registry: tuple[str, Registry]) -> None:
     """Eight saves of 10,000 events of 1 KB each (10 MB, the size that hung 2 of 6 times
     pipelined in a standalone psycopg script) each finish, and a small save right after
     each gets the table lock at once: nothing is left holding it.
@@ -82,31 +81,46 @@ def test_saves_of_10_mb_never_wedge_the_event_table(pg_registry: tuple[str, Regi
     recorder = registry.recorder
     assert isinstance(recorder, RegistryPostgresRecorder)
     for attempt in range(8):
-        events = [StoredEvent(originator_id=uuid.uuid4(), originator_version=1,
-                              topic="tests.large_saves:Filler", state=os.urandom(1000))
-                  for _ in range(10_000)]
+        events = [
+            StoredEvent(
+                originator_id=uuid.uuid4(),
+                originator_version=1,
+                topic="tests.large_saves:Filler",
+                state=os.urandom(1000),
+            )
+            for _ in range(10_000)
+        ]
         assert sum(len(e.state) for e in events) > PIPELINE_MAX_BYTES
-        ids = within_watchdog(lambda events=events: recorder.insert_events(events),
-                              f"save {attempt + 1} of 10 MB")
+        ids = within_watchdog(
+            lambda events=events: recorder.insert_events(events), f"save {attempt + 1} of 10 MB"
+        )
         assert len(ids) == 10_000 and ids == sorted(ids)
-        small = [StoredEvent(originator_id=uuid.uuid4(), originator_version=1,
-                             topic="tests.large_saves:Filler", state=b"{}")]
-        assert within_watchdog(lambda small=small: recorder.insert_events(small),
-                               "a small save after it") == [ids[-1] + 1]
+        small = [
+            StoredEvent(
+                originator_id=uuid.uuid4(),
+                originator_version=1,
+                topic="tests.large_saves:Filler",
+                state=b"{}",
+            )
+        ]
+        assert within_watchdog(
+            lambda small=small: recorder.insert_events(small), "a small save after it"
+        ) == [ids[-1] + 1]
     dbname = url.rsplit("/", 1)[1]
-    with psycopg.connect(host="127.0.0.1", dbname=dbname, user="root",
-                         autocommit=True) as conn:
-        held = conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_class c "
-                            "ON c.oid = l.relation WHERE c.relname = 'registry_events' "
-                            "AND l.mode = 'ExclusiveLock'").fetchone()
+    with psycopg.connect(host="127.0.0.1", dbname=dbname, user="root", autocommit=True) as conn:
+        held = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+            "ON c.oid = l.relation WHERE c.relname = 'registry_events' "
+            "AND l.mode = 'ExclusiveLock'"
+        ).fetchone()
         assert held == (0,)
-        count = conn.execute("SELECT count(*) FROM registry_events "
-                             "WHERE topic = 'tests.large_saves:Filler'").fetchone()
+        count = conn.execute(
+            "SELECT count(*) FROM registry_events WHERE topic = 'tests.large_saves:Filler'"
+        ).fetchone()
         assert count == (8 * 10_001,)
 
 
-def test_a_write_transaction_carries_a_statement_timeout(pg_registry: tuple[str, Registry]
-                                                         ) -> None:
+def test_a_write_transaction_carries_a_statement_timeout(pg_registry: tuple[str, Registry]) -> None:
     """A statement of a write transaction that runs past ``REGISTRY_DB_STATEMENT_TIMEOUT``
     is cancelled and rolls back, so the table lock is released in bounded time. Shown
     by running the recorder's own preamble and a statement slower than the timeout."""
@@ -119,9 +133,16 @@ def test_a_write_transaction_carries_a_statement_timeout(pg_registry: tuple[str,
             curs.execute(recorder.prepare_plain_statement)
             curs.execute("SELECT pg_sleep(5)")
         # the transaction rolled back: the lock is free for the next writer
-        assert recorder.insert_events([StoredEvent(
-            originator_id=uuid.uuid4(), originator_version=1,
-            topic="tests.large_saves:Filler", state=b"{}")])
+        assert recorder.insert_events(
+            [
+                StoredEvent(
+                    originator_id=uuid.uuid4(),
+                    originator_version=1,
+                    topic="tests.large_saves:Filler",
+                    state=b"{}",
+                )
+            ]
+        )
 
 
 def test_a_write_connection_idle_in_its_transaction_is_ended() -> None:
@@ -132,26 +153,42 @@ def test_a_write_connection_idle_in_its_transaction_is_ended() -> None:
         try:
             recorder = registry.recorder
             assert isinstance(recorder, RegistryPostgresRecorder)
-            with pytest.raises(PersistenceError), \
-                    recorder.datastore.get_connection() as conn, conn.cursor() as curs, \
-                    conn.transaction():
+            with (
+                pytest.raises(PersistenceError),
+                recorder.datastore.get_connection() as conn,
+                conn.cursor() as curs,
+                conn.transaction(),
+            ):
                 curs.execute(recorder.prepare_plain_statement)
                 time.sleep(2.5)
                 curs.execute("SELECT 1")
-            assert recorder.insert_events([StoredEvent(
-                originator_id=uuid.uuid4(), originator_version=1,
-                topic="tests.large_saves:Filler", state=b"{}")])
+            assert recorder.insert_events(
+                [
+                    StoredEvent(
+                        originator_id=uuid.uuid4(),
+                        originator_version=1,
+                        topic="tests.large_saves:Filler",
+                        state=b"{}",
+                    )
+                ]
+            )
         finally:
             registry.close()
 
 
 def test_the_settings_reach_the_event_store(tmp_path: Path) -> None:
-    settings = Settings.from_env({"REGISTRY_DATABASE_URL": "postgresql://u@h/db",
-                                  "REGISTRY_DB_STATEMENT_TIMEOUT": "12",
-                                  "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT": "7"})
+    settings = Settings.from_env(
+        {
+            "REGISTRY_DATABASE_URL": "postgresql://u@h/db",
+            "REGISTRY_DB_STATEMENT_TIMEOUT": "12",
+            "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT": "7",
+        }
+    )
     env = settings.eventsourcing_env()
-    assert (env["POSTGRES_STATEMENT_TIMEOUT"],
-            env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"]) == ("12.0", "7")
+    assert (
+        env["POSTGRES_STATEMENT_TIMEOUT"],
+        env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"],
+    ) == ("12.0", "7")
     with fresh_pg_database() as url:
         registry = build_registry(Settings(url, statement_timeout=12))
         try:
@@ -180,15 +217,20 @@ def allocation_table(size: int) -> dict[str, Any]:
     make up the rest. Sizes are added up row by row, then measured once."""
 
     def row(n: int, reason_length: int) -> dict[str, Any]:
-        return {"transaction_id": long_id("ALLOC", n), "account_id": "PWR-SD-0001",
-                "unit_type": "CEA", "vintage": 2025, "quantity": 1,
-                "reason": "r" * reason_length}
+        return {
+            "transaction_id": long_id("ALLOC", n),
+            "account_id": "PWR-SD-0001",
+            "unit_type": "CEA",
+            "vintage": 2025,
+            "quantity": 1,
+            "reason": "r" * reason_length,
+        }
 
     def measured(value: object) -> int:
         return len(json.dumps(value, separators=(",", ":")).encode())
 
     rows: list[dict[str, Any]] = []
-    total = measured({"rows": []})            # {"rows":[]}, then each row and its comma
+    total = measured({"rows": []})  # {"rows":[]}, then each row and its comma
     while total + measured(row(len(rows), 400)) + (1 if rows else 0) <= size - 600:
         total += measured(row(len(rows), 400)) + (1 if rows else 0)
         rows.append(row(len(rows), 400))
@@ -215,22 +257,32 @@ def test_a_maximal_batch_and_a_maximal_proposal_go_through_repeatedly(pg_api: Ap
     api = pg_api
     seed_market(api.regulator)
     for batch in range(2):
-        trades = [trade(long_id(f"T{batch}", n), "PWR-SD-0001", TRADER, 1)
-                  for n in range(MAX_BATCH)]
+        trades = [
+            trade(long_id(f"T{batch}", n), "PWR-SD-0001", TRADER, 1) for n in range(MAX_BATCH)
+        ]
         request = pb.SettleTradesRequest(trades=trades)
         assert 1_500_000 < request.ByteSize() <= MAX_BATCH_BYTES
         results = within_watchdog(
-            lambda request=request: api.exchange.call(api.exchange.settlement.SettleTrades,
-                                                      request).results,
-            f"batch {batch + 1} of 10,000 trades")
+            lambda request=request: (
+                api.exchange.call(api.exchange.settlement.SettleTrades, request).results
+            ),
+            f"batch {batch + 1} of 10,000 trades",
+        )
         assert [r.status for r in results] == [pb.TRADE_STATUS_SETTLED] * MAX_BATCH
-        if batch == 1:   # a retry of the whole batch
+        if batch == 1:  # a retry of the whole batch
             again = within_watchdog(
-                lambda request=request: api.exchange.call(
-                    api.exchange.settlement.SettleTrades, request).results, "the retry")
+                lambda request=request: (
+                    api.exchange.call(api.exchange.settlement.SettleTrades, request).results
+                ),
+                "the retry",
+            )
             assert {r.status for r in again} == {pb.TRADE_STATUS_ALREADY_SETTLED}
-        single = within_watchdog(lambda batch=batch: api.clients["exchange2"].settle_trades(
-            [trade(f"ONE-{batch}", "PWR-SD-0002", TRADER, 1)]), "a single trade after it")
+        single = within_watchdog(
+            lambda batch=batch: api.clients["exchange2"].settle_trades(
+                [trade(f"ONE-{batch}", "PWR-SD-0002", TRADER, 1)]
+            ),
+            "a single trade after it",
+        )
         assert single[0].status == pb.TRADE_STATUS_SETTLED
     assert balance(api.auditor, TRADER, single[0].position) == 20_002
 
@@ -238,14 +290,24 @@ def test_a_maximal_batch_and_a_maximal_proposal_go_through_repeatedly(pg_api: Ap
     payload = allocation_table(MAX_PAYLOAD_BYTES)
     for n in range(2):
         request = admin_pb.ProposeActionRequest(
-            proposal_id=f"P-MAX-{n}", kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+            proposal_id=f"P-MAX-{n}",
+            kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
             payload_json=json.dumps(payload, separators=(",", ":")),
-            reason="the 2025 allocation table, in one proposal")
-        proposed = within_watchdog(lambda request=request: api.regulator.call(
-            api.regulator.administration.ProposeAction, request), f"proposal {n + 1}")
+            reason="the 2025 allocation table, in one proposal",
+        )
+        proposed = within_watchdog(
+            lambda request=request: api.regulator.call(
+                api.regulator.administration.ProposeAction, request
+            ),
+            f"proposal {n + 1}",
+        )
         assert proposed.proposal.status == admin_pb.PROPOSAL_STATUS_PENDING
-        single = within_watchdog(lambda n=n: api.clients["exchange2"].settle_trades(
-            [trade(f"AFTER-P-{n}", "PWR-SD-0002", TRADER, 1)]), "a single trade after it")
+        single = within_watchdog(
+            lambda n=n: api.clients["exchange2"].settle_trades(
+                [trade(f"AFTER-P-{n}", "PWR-SD-0002", TRADER, 1)]
+            ),
+            "a single trade after it",
+        )
         assert single[0].status == pb.TRADE_STATUS_SETTLED
 
 
@@ -253,18 +315,27 @@ def test_over_the_byte_limits_is_refused_precisely_and_changes_nothing(pg_api: A
     api = pg_api
     seed_market(api.regulator)
     head = api.registry.recorder.max_notification_id()
-    huge = [trade(f"BIG-{n}".ljust(1_000_000, "x"), "PWR-SD-0001", TRADER, 1)
-            for n in range(9)]
-    error = rpc_error(lambda: api.exchange.call(api.exchange.settlement.SettleTrades,
-                                                pb.SettleTradesRequest(trades=huge)))
+    huge = [trade(f"BIG-{n}".ljust(1_000_000, "x"), "PWR-SD-0001", TRADER, 1) for n in range(9)]
+    error = rpc_error(
+        lambda: api.exchange.call(
+            api.exchange.settlement.SettleTrades, pb.SettleTradesRequest(trades=huge)
+        )
+    )
     assert (error.code, error.reason) == (INVALID, "BATCH_BYTES_TOO_LARGE")
     assert error.metadata["limit_bytes"] == str(MAX_BATCH_BYTES)
 
     over = allocation_table(MAX_PAYLOAD_BYTES + 1)
-    error = rpc_error(lambda: api.regulator.call(
-        api.regulator.administration.ProposeAction, admin_pb.ProposeActionRequest(
-            proposal_id="P-OVER", kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
-            payload_json=json.dumps(over, separators=(",", ":")), reason="too big")))
+    error = rpc_error(
+        lambda: api.regulator.call(
+            api.regulator.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id="P-OVER",
+                kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+                payload_json=json.dumps(over, separators=(",", ":")),
+                reason="too big",
+            ),
+        )
+    )
     assert (error.code, error.reason) == (INVALID, "PAYLOAD_TOO_LARGE")
     assert error.metadata["limit_bytes"] == str(MAX_PAYLOAD_BYTES)
     assert api.registry.recorder.max_notification_id() == head

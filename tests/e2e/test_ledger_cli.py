@@ -21,8 +21,10 @@ def signed_head(client: RegistryClient, timeout: float = 30.0) -> audit_pb.GetLe
     deadline = time.monotonic() + timeout
     while True:
         reply = client.call(client.audit.GetLedgerDigest, audit_pb.GetLedgerDigestRequest())
-        if (reply.position == reply.head_position > 0
-                and reply.latest_checkpoint.position == reply.position):
+        if (
+            reply.position == reply.head_position > 0
+            and reply.latest_checkpoint.position == reply.position
+        ):
             return reply
         assert time.monotonic() < deadline, reply
         time.sleep(0.1)
@@ -47,18 +49,23 @@ def test_the_log_is_chained_signed_verified_and_tampering_is_named(tmp_path: Pat
         assert len(latest.signature) == 64 and len(latest.previous_digest) == 64
         assert latest.previous_position < latest.position
         assert (saved["previous_position"], saved["previous_digest"]) == (
-            latest.previous_position, latest.previous_digest)
+            latest.previous_position,
+            latest.previous_digest,
+        )
         (tmp_path / "public.pem").write_text(head.public_key_pem)
 
     public = ["--public-key", str(tmp_path / "public.pem")]
     verified = cli(server, "verify", *public)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.startswith(f"OK: {head.events_chained} events chained up to "
-                                      f"position {head.position}")
+    assert verified.stdout.startswith(
+        f"OK: {head.events_chained} events chained up to position {head.position}"
+    )
     held = cli(server, "verify", "--checkpoint", str(tmp_path / "checkpoint.json"), *public)
     assert held.returncode == 0, held.stdout + held.stderr
-    assert "1 checkpoints kept outside the database match (last at position " \
-        f"{head.position})" in held.stdout, held.stdout
+    assert (
+        "1 checkpoints kept outside the database match (last at position "
+        f"{head.position})" in held.stdout
+    ), held.stdout
     # the server published every checkpoint it signed outside the database, by default
     published = tmp_path / "ledger-checkpoints.jsonl"
     lines = [json.loads(line) for line in published.read_text().splitlines()]
@@ -66,7 +73,8 @@ def test_the_log_is_chained_signed_verified_and_tampering_is_named(tmp_path: Pat
     assert lines[0]["previous_position"] == 0 and all(
         (after["previous_position"], after["previous_digest"])
         == (before["position"], before["digest"])
-        for before, after in pairwise(lines)), lines
+        for before, after in pairwise(lines)
+    ), lines
     routine = cli(server, "verify", "--checkpoint", str(published), *public)
     assert routine.returncode == 0, routine.stdout + routine.stderr
     assert f"{len(lines)} checkpoints kept outside the database match" in routine.stdout
@@ -74,10 +82,13 @@ def test_the_log_is_chained_signed_verified_and_tampering_is_named(tmp_path: Pat
     # an insider edits one stored event's payload in the database file
     victim = head.position // 2
     with sqlite3.connect(tmp_path / "registry.sqlite") as db:
-        (state,) = db.execute("SELECT state FROM stored_events WHERE rowid = ?",
-                              (victim,)).fetchone()
-        db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?",
-                   (bytes(state).replace(b"0", b"1", 1), victim))
+        (state,) = db.execute(
+            "SELECT state FROM stored_events WHERE rowid = ?", (victim,)
+        ).fetchone()
+        db.execute(
+            "UPDATE stored_events SET state = ? WHERE rowid = ?",
+            (bytes(state).replace(b"0", b"1", 1), victim),
+        )
     broken = cli(server, "verify", *public)
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert broken.stdout.startswith(f"FAILED at position {victim}: payload altered")
@@ -87,11 +98,18 @@ def test_the_log_is_chained_signed_verified_and_tampering_is_named(tmp_path: Pat
 
     stranger = tmp_path / "stranger.pem"
     stranger.write_text(_another_public_key())
-    forged = cli(server, "verify", "--checkpoint", str(tmp_path / "checkpoint.json"),
-                 "--public-key", str(stranger))
+    forged = cli(
+        server,
+        "verify",
+        "--checkpoint",
+        str(tmp_path / "checkpoint.json"),
+        "--public-key",
+        str(stranger),
+    )
     assert forged.returncode == 1 and "bad signature" in forged.stdout, forged.stdout
 
 
 def _another_public_key() -> str:
     from registry.integrity.signing import generate_key, public_key_pem
+
     return public_key_pem(generate_key()).decode("ascii")

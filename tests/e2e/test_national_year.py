@@ -44,13 +44,19 @@ pytestmark = pytest.mark.postgres
 
 YEAR = 2025
 SECTORS = {Sector.POWER: 1_000, Sector.STEEL: 400, Sector.CEMENT: 400, Sector.ALUMINIUM: 200}
-SUBTYPES = {Sector.POWER: [Subtype.COAL_CONVENTIONAL_300MW_PLUS,
-                           Subtype.COAL_CONVENTIONAL_BELOW_300MW,
-                           Subtype.COAL_UNCONVENTIONAL, Subtype.GAS],
-            Sector.STEEL: [Subtype.STEEL], Sector.CEMENT: [Subtype.CEMENT_CLINKER],
-            Sector.ALUMINIUM: [Subtype.ALUMINIUM]}
+SUBTYPES = {
+    Sector.POWER: [
+        Subtype.COAL_CONVENTIONAL_300MW_PLUS,
+        Subtype.COAL_CONVENTIONAL_BELOW_300MW,
+        Subtype.COAL_UNCONVENTIONAL,
+        Subtype.GAS,
+    ],
+    Sector.STEEL: [Subtype.STEEL],
+    Sector.CEMENT: [Subtype.CEMENT_CLINKER],
+    Sector.ALUMINIUM: [Subtype.ALUMINIUM],
+}
 PROVINCES = ["Shandong", "Guangdong", "Jiangsu", "Hebei"]
-POWER_CAP_BPS = 2_000          # power: obligation capped at allocation + 20 %
+POWER_CAP_BPS = 2_000  # power: obligation capped at allocation + 20 %
 CCER_CAP_BPS = 500
 
 
@@ -74,18 +80,27 @@ def admin(api: Api, who: str) -> RegistryClient:
 def decide(api: Api, proposal_id: str, kind: int, payload: dict[str, Any]) -> admin_pb.Proposal:
     """Proposed by one regulator, approved by another (four eyes are required)."""
     li, wang = admin(api, "li"), admin(api, "wang")
-    li.call(li.administration.ProposeAction, admin_pb.ProposeActionRequest(
-        proposal_id=proposal_id, kind=kind, payload_json=json.dumps(payload),
-        reason="national year"))
-    done = wang.call(wang.administration.ApproveProposal, admin_pb.ApproveProposalRequest(
-        party="mee", proposal_id=proposal_id), timeout=300)
+    li.call(
+        li.administration.ProposeAction,
+        admin_pb.ProposeActionRequest(
+            proposal_id=proposal_id,
+            kind=kind,
+            payload_json=json.dumps(payload),
+            reason="national year",
+        ),
+    )
+    done = wang.call(
+        wang.administration.ApproveProposal,
+        admin_pb.ApproveProposalRequest(party="mee", proposal_id=proposal_id),
+        timeout=300,
+    )
     assert done.proposal.status == admin_pb.PROPOSAL_STATUS_EXECUTED, done.proposal
     return done.proposal
 
 
 def chunks(items: list[Any], size: int = 1_000) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def balanced(api: Api) -> None:
@@ -112,23 +127,52 @@ def test_a_national_compliance_year(api: Api) -> None:
     companies: list[Company] = []
     for sector, count in SECTORS.items():
         for n in range(count):
-            companies.append(Company(f"{sector.value[:3]}-{n:05d}", sector,
-                                     rng.choice(SUBTYPES[sector]), rng.choice(PROVINCES)))
+            companies.append(
+                Company(
+                    f"{sector.value[:3]}-{n:05d}",
+                    sector,
+                    rng.choice(SUBTYPES[sector]),
+                    rng.choice(PROVINCES),
+                )
+            )
 
     # accounts, rules, issuance -------------------------------------------------------
     for c in companies:
-        li.call(li.administration.OpenAccount, admin_pb.OpenAccountRequest(
-            account_id=c.account_id, account_type=common.ACCOUNT_TYPE_COMPLIANCE,
-            holder=common.Holder(name=f"{c.account_id} Co.", credit_code="91370000163081422B",
-                                 sector=getattr(common, f"SECTOR_{c.sector.value}"),
-                                 province=c.province)))
-    denied = rpc_error(lambda: li.call(li.administration.IssueUnits, admin_pb.IssueUnitsRequest(
-        transaction_id="DIRECT", unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA,
-                                                             vintage=YEAR), quantity=1)))
+        li.call(
+            li.administration.OpenAccount,
+            admin_pb.OpenAccountRequest(
+                account_id=c.account_id,
+                account_type=common.ACCOUNT_TYPE_COMPLIANCE,
+                holder=common.Holder(
+                    name=f"{c.account_id} Co.",
+                    credit_code="91370000163081422B",
+                    sector=getattr(common, f"SECTOR_{c.sector.value}"),
+                    province=c.province,
+                ),
+            ),
+        )
+    denied = rpc_error(
+        lambda: li.call(
+            li.administration.IssueUnits,
+            admin_pb.IssueUnitsRequest(
+                transaction_id="DIRECT",
+                unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA, vintage=YEAR),
+                quantity=1,
+            ),
+        )
+    )
     assert denied.reason == "PROPOSAL_REQUIRED"
-    decide(api, "RULES-POWER", admin_pb.PROPOSAL_KIND_RULE_CHANGE, {
-        "year": YEAR, "sector": "POWER", "reason": "first cycles",
-        "rules": {"ccer_cap_bps": CCER_CAP_BPS, "obligation_cap_bps": POWER_CAP_BPS}})
+    decide(
+        api,
+        "RULES-POWER",
+        admin_pb.PROPOSAL_KIND_RULE_CHANGE,
+        {
+            "year": YEAR,
+            "sector": "POWER",
+            "reason": "first cycles",
+            "rules": {"ccer_cap_bps": CCER_CAP_BPS, "obligation_cap_bps": POWER_CAP_BPS},
+        },
+    )
 
     # allocation from the benchmark table: pre-allocation now, true-up after verification
     for c in companies:
@@ -139,17 +183,49 @@ def test_a_national_compliance_year(api: Api) -> None:
         c.final = final_allocation(row, actual)
         c.emissions = int(c.final * rng.choice([0.9, 1.0, 1.1, 1.25]))
     issued = sum(c.final for c in companies) + 1_000_000
-    decide(api, "ISS-CEA", admin_pb.PROPOSAL_KIND_ISSUANCE, {
-        "transaction_id": "ISS-CEA-2025", "unit_type": "CEA", "vintage": YEAR,
-        "quantity": issued, "reason": "2025 cap"})
-    decide(api, "ISS-CEA-27", admin_pb.PROPOSAL_KIND_ISSUANCE, {
-        "transaction_id": "ISS-CEA-2027", "unit_type": "CEA", "vintage": 2027,
-        "quantity": 10_000, "reason": "early vintage"})
+    decide(
+        api,
+        "ISS-CEA",
+        admin_pb.PROPOSAL_KIND_ISSUANCE,
+        {
+            "transaction_id": "ISS-CEA-2025",
+            "unit_type": "CEA",
+            "vintage": YEAR,
+            "quantity": issued,
+            "reason": "2025 cap",
+        },
+    )
+    decide(
+        api,
+        "ISS-CEA-27",
+        admin_pb.PROPOSAL_KIND_ISSUANCE,
+        {
+            "transaction_id": "ISS-CEA-2027",
+            "unit_type": "CEA",
+            "vintage": 2027,
+            "quantity": 10_000,
+            "reason": "early vintage",
+        },
+    )
     for n, rows in enumerate(chunks(companies)):
-        decide(api, f"PRE-{n}", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": [
-            {"transaction_id": f"PRE-{c.account_id}", "account_id": c.account_id,
-             "unit_type": "CEA", "vintage": YEAR, "quantity": c.pre,
-             "source": "CN-ISSUANCE"} for c in rows]})
+        decide(
+            api,
+            f"PRE-{n}",
+            admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+            {
+                "rows": [
+                    {
+                        "transaction_id": f"PRE-{c.account_id}",
+                        "account_id": c.account_id,
+                        "unit_type": "CEA",
+                        "vintage": YEAR,
+                        "quantity": c.pre,
+                        "source": "CN-ISSUANCE",
+                    }
+                    for c in rows
+                ]
+            },
+        )
     wait_projected(api)
     balanced(api)
 
@@ -164,23 +240,63 @@ def test_a_national_compliance_year(api: Api) -> None:
         c.ccer = c.emissions * CCER_CAP_BPS // 10_000
     # the detained company's offsets are the whole of project P-0 (sorted first, so its
     # delivery, first in the table, takes them); everyone else's are of P-1
-    deliveries = [{"transaction_id": f"CCER-{detained.account_id}",
-                   "account_id": detained.account_id, "unit_type": "CCER",
-                   "vintage": 2024, "quantity": 100, "source": "CN-ISSUANCE"}]
-    deliveries += [{"transaction_id": f"CCER-{c.account_id}", "account_id": c.account_id,
-                    "unit_type": "CCER", "vintage": 2024, "quantity": c.ccer + 10,
-                    "source": "CN-ISSUANCE"} for c in offsets if c.ccer]
+    deliveries = [
+        {
+            "transaction_id": f"CCER-{detained.account_id}",
+            "account_id": detained.account_id,
+            "unit_type": "CCER",
+            "vintage": 2024,
+            "quantity": 100,
+            "source": "CN-ISSUANCE",
+        }
+    ]
+    deliveries += [
+        {
+            "transaction_id": f"CCER-{c.account_id}",
+            "account_id": c.account_id,
+            "unit_type": "CCER",
+            "vintage": 2024,
+            "quantity": c.ccer + 10,
+            "source": "CN-ISSUANCE",
+        }
+        for c in offsets
+        if c.ccer
+    ]
     for project, quantity in (("P-0", 100), ("P-1", sum(c.ccer + 10 for c in offsets))):
-        decide(api, f"ISS-{project}", admin_pb.PROPOSAL_KIND_ISSUANCE, {
-            "transaction_id": f"ISS-{project}", "unit_type": "CCER", "vintage": 2024,
-            "project": project, "quantity": quantity, "reason": "offsets"})
+        decide(
+            api,
+            f"ISS-{project}",
+            admin_pb.PROPOSAL_KIND_ISSUANCE,
+            {
+                "transaction_id": f"ISS-{project}",
+                "unit_type": "CCER",
+                "vintage": 2024,
+                "project": project,
+                "quantity": quantity,
+                "reason": "offsets",
+            },
+        )
     for n, rows in enumerate(chunks(deliveries)):
         decide(api, f"CCER-{n}", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": rows})
     vintage_2027 = [c for c in companies if c.plan == "vintage_2027"]
-    decide(api, "EARLY", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": [
-        {"transaction_id": f"V27-{c.account_id}", "account_id": c.account_id,
-         "unit_type": "CEA", "vintage": 2027, "quantity": 5, "source": "CN-ISSUANCE"}
-        for c in vintage_2027]})
+    decide(
+        api,
+        "EARLY",
+        admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+        {
+            "rows": [
+                {
+                    "transaction_id": f"V27-{c.account_id}",
+                    "account_id": c.account_id,
+                    "unit_type": "CEA",
+                    "vintage": 2027,
+                    "quantity": 5,
+                    "source": "CN-ISSUANCE",
+                }
+                for c in vintage_2027
+            ]
+        },
+    )
 
     # trading: companies short of allowances buy from long ones, one trade on a hold ------
     exchange = api.exchange
@@ -188,28 +304,56 @@ def test_a_national_compliance_year(api: Api) -> None:
     trades = []
     for n, buyer in enumerate(c for c in companies if c.emissions > c.final):
         seller = sellers[n % len(sellers)]
-        trades.append(settlement_pb.Trade(
-            trade_id=f"T-{n}", seller_account=seller.account_id,
-            buyer_account=buyer.account_id, unit_type=common.UNIT_TYPE_CEA, vintage=YEAR,
-            quantity=1_000))
+        trades.append(
+            settlement_pb.Trade(
+                trade_id=f"T-{n}",
+                seller_account=seller.account_id,
+                buyer_account=buyer.account_id,
+                unit_type=common.UNIT_TYPE_CEA,
+                vintage=YEAR,
+                quantity=1_000,
+            )
+        )
     bought: Counter[str] = Counter()
     sold: Counter[str] = Counter()
     for batch in chunks(trades):
-        reply = exchange.call(exchange.settlement.SettleTrades,
-                              settlement_pb.SettleTradesRequest(trades=batch), timeout=300)
+        reply = exchange.call(
+            exchange.settlement.SettleTrades,
+            settlement_pb.SettleTradesRequest(trades=batch),
+            timeout=300,
+        )
         for trade, result in zip(batch, reply.results, strict=True):
             assert result.status == settlement_pb.TRADE_STATUS_SETTLED, result
             bought[trade.buyer_account] += trade.quantity
             sold[trade.seller_account] += trade.quantity
     hold_seller, hold_buyer = sellers[-1], sellers[-2]
-    exchange.call(exchange.settlement.PlaceHold, settlement_pb.PlaceHoldRequest(
-        hold_id="H-1", account_id=hold_seller.account_id, unit_type=common.UNIT_TYPE_CEA,
-        vintage=YEAR, quantity=500, timeout_seconds=3_600))
-    reply = exchange.call(exchange.settlement.SettleTrades, settlement_pb.SettleTradesRequest(
-        trades=[settlement_pb.Trade(trade_id="T-HOLD", seller_account=hold_seller.account_id,
-                                    buyer_account=hold_buyer.account_id,
-                                    unit_type=common.UNIT_TYPE_CEA, vintage=YEAR,
-                                    quantity=300, hold_id="H-1")]))
+    exchange.call(
+        exchange.settlement.PlaceHold,
+        settlement_pb.PlaceHoldRequest(
+            hold_id="H-1",
+            account_id=hold_seller.account_id,
+            unit_type=common.UNIT_TYPE_CEA,
+            vintage=YEAR,
+            quantity=500,
+            timeout_seconds=3_600,
+        ),
+    )
+    reply = exchange.call(
+        exchange.settlement.SettleTrades,
+        settlement_pb.SettleTradesRequest(
+            trades=[
+                settlement_pb.Trade(
+                    trade_id="T-HOLD",
+                    seller_account=hold_seller.account_id,
+                    buyer_account=hold_buyer.account_id,
+                    unit_type=common.UNIT_TYPE_CEA,
+                    vintage=YEAR,
+                    quantity=300,
+                    hold_id="H-1",
+                )
+            ]
+        ),
+    )
     assert reply.results[0].status == settlement_pb.TRADE_STATUS_SETTLED
     sold[hold_seller.account_id] += 300
     bought[hold_buyer.account_id] += 300
@@ -218,27 +362,65 @@ def test_a_national_compliance_year(api: Api) -> None:
 
     # verified emissions, then the true-up ----------------------------------------------
     for rows in chunks(companies):
-        li.call(li.administration.RecordVerifiedEmissions, admin_pb.RecordVerifiedEmissionsRequest(
-            rows=[admin_pb.VerifiedEmissionsRow(account_id=c.account_id, compliance_year=YEAR,
-                                                verified_emissions=c.emissions,
-                                                reason="verified report") for c in rows]))
+        li.call(
+            li.administration.RecordVerifiedEmissions,
+            admin_pb.RecordVerifiedEmissionsRequest(
+                rows=[
+                    admin_pb.VerifiedEmissionsRow(
+                        account_id=c.account_id,
+                        compliance_year=YEAR,
+                        verified_emissions=c.emissions,
+                        reason="verified report",
+                    )
+                    for c in rows
+                ]
+            ),
+        )
     ups = [(c, true_up(c.final, c.pre)) for c in companies]
-    assert all(t.to_return == 0 for _, t in ups)   # outputs grew or held: no returns
+    assert all(t.to_return == 0 for _, t in ups)  # outputs grew or held: no returns
     for n, rows in enumerate(chunks([(c, t) for c, t in ups if t.additional])):
-        decide(api, f"TRUE-UP-{n}", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": [
-            {"transaction_id": f"TU-{c.account_id}", "account_id": c.account_id,
-             "unit_type": "CEA", "vintage": YEAR, "quantity": t.additional,
-             "source": "CN-ISSUANCE"} for c, t in rows]})
-    decide(api, "FREEZE", admin_pb.PROPOSAL_KIND_ACCOUNT_FREEZE, {
-        "account_id": frozen.account_id, "reason": "investigation", "request_id": "FRZ-1"})
-    decide(api, "DETAIN", admin_pb.PROPOSAL_KIND_ORIGIN_DETENTION, {
-        "project": "P-0", "reference": "CASE-2026-4", "reason": "double counting"})
+        decide(
+            api,
+            f"TRUE-UP-{n}",
+            admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+            {
+                "rows": [
+                    {
+                        "transaction_id": f"TU-{c.account_id}",
+                        "account_id": c.account_id,
+                        "unit_type": "CEA",
+                        "vintage": YEAR,
+                        "quantity": t.additional,
+                        "source": "CN-ISSUANCE",
+                    }
+                    for c, t in rows
+                ]
+            },
+        )
+    decide(
+        api,
+        "FREEZE",
+        admin_pb.PROPOSAL_KIND_ACCOUNT_FREEZE,
+        {"account_id": frozen.account_id, "reason": "investigation", "request_id": "FRZ-1"},
+    )
+    decide(
+        api,
+        "DETAIN",
+        admin_pb.PROPOSAL_KIND_ORIGIN_DETENTION,
+        {"project": "P-0", "reference": "CASE-2026-4", "reason": "double counting"},
+    )
 
     # surrenders: by the companies' operator, whose grant names every company's account
     admin = Principal("system", "tests")
     operators = Principal("national", "operators")
-    api.registry.access.grant_role(admin, "national-operators", operators, "operator",
-                                   [c.account_id for c in companies], "the companies")
+    api.registry.access.grant_role(
+        admin,
+        "national-operators",
+        operators,
+        "operator",
+        [c.account_id for c in companies],
+        "the companies",
+    )
     operator = api.client(api.registry.access.issue_token(admin, operators, "operators").token)
 
     def obligation(c: Company) -> int:
@@ -246,16 +428,22 @@ def test_a_national_compliance_year(api: Api) -> None:
             return min(c.emissions, c.final + c.emissions * POWER_CAP_BPS // 10_000)
         return c.emissions
 
-    def surrender(c: Company, txn: str, quantity: int, unit_type: int,
-                  vintage: int | None = None) -> str:
+    def surrender(
+        c: Company, txn: str, quantity: int, unit_type: int, vintage: int | None = None
+    ) -> str:
         request = account_pb.SurrenderUnitsRequest(
-            transaction_id=txn, account_id=c.account_id, unit_type=unit_type,
-            quantity=quantity, compliance_year=YEAR, reason="compliance")
+            transaction_id=txn,
+            account_id=c.account_id,
+            unit_type=unit_type,
+            quantity=quantity,
+            compliance_year=YEAR,
+            reason="compliance",
+        )
         if vintage is not None:
             request.vintage = vintage
         try:
             operator.call(operator.accounts.SurrenderUnits, request)
-        except grpc.RpcError as error:   # a refusal: its reason
+        except grpc.RpcError as error:  # a refusal: its reason
             return error_details(error).reason
         return ""
 
@@ -285,8 +473,9 @@ def test_a_national_compliance_year(api: Api) -> None:
             surrendered[c.account_id]["CEA"] += cea
     plans = Counter(c.plan for c in companies)
     assert min(plans.values()) >= 1 and refusals["CCER_CAP_EXCEEDED"] > 0
-    assert refusals["CCER_CAP_EXCEEDED"] == sum(1 for c in companies
-                                                if c.plan == "ccer_over_cap" and c.ccer)
+    assert refusals["CCER_CAP_EXCEEDED"] == sum(
+        1 for c in companies if c.plan == "ccer_over_cap" and c.ccer
+    )
     assert refusals["ADVANCE_USE_NOT_ALLOWED"] == 0
     assert refusals["INELIGIBLE_VINTAGE"] == plans["vintage_2027"]
     assert (refusals["ACCOUNT_FROZEN"], refusals["ORIGIN_DETAINED"]) == (1, 1)
@@ -294,8 +483,11 @@ def test_a_national_compliance_year(api: Api) -> None:
     balanced(api)
 
     # the year closes: shortfalls fixed, the report equals an independent computation
-    closed = li.call(li.administration.CloseComplianceYear, admin_pb.CloseComplianceYearRequest(
-        compliance_year=YEAR, reason="deadline passed"), timeout=300)
+    closed = li.call(
+        li.administration.CloseComplianceYear,
+        admin_pb.CloseComplianceYearRequest(compliance_year=YEAR, reason="deadline passed"),
+        timeout=300,
+    )
     expected: dict[tuple[str, str, str], Counter[str]] = {}
     for c in companies:
         done = surrendered[c.account_id]
@@ -303,36 +495,90 @@ def test_a_national_compliance_year(api: Api) -> None:
         short = max(0, due - done["CEA"] - done["CCER"])
         state = "SHORTFALL" if short else "COMPLIANT"
         line = expected.setdefault((c.sector.value, c.province, state), Counter())
-        line.update(accounts=1, verified=c.emissions, obligation=due, cea=done["CEA"],
-                    ccer=done["CCER"], shortfall=short)
-    shortfalls = {c.account_id: obligation(c) - sum(surrendered[c.account_id].values())
-                  for c in companies if obligation(c) > sum(surrendered[c.account_id].values())}
+        line.update(
+            accounts=1,
+            verified=c.emissions,
+            obligation=due,
+            cea=done["CEA"],
+            ccer=done["CCER"],
+            shortfall=short,
+        )
+    shortfalls = {
+        c.account_id: obligation(c) - sum(surrendered[c.account_id].values())
+        for c in companies
+        if obligation(c) > sum(surrendered[c.account_id].values())
+    }
     assert (closed.obligations_closed, closed.shortfalls, closed.shortfall_tonnes) == (
-        len(companies), len(shortfalls), sum(shortfalls.values()))
-    report = li.call(li.audit.GetComplianceReport,
-                     audit_pb.GetComplianceReportRequest(compliance_year=YEAR), timeout=300)
-    observed = {(common.Sector.Name(line.sector).removeprefix("SECTOR_"), line.province,
-                 account_pb.ComplianceState.Name(line.state).removeprefix("COMPLIANCE_STATE_")):
-                Counter(accounts=line.accounts, verified=line.verified_emissions,
-                        obligation=line.obligation, cea=line.surrendered_cea,
-                        ccer=line.surrendered_ccer, shortfall=line.shortfall)
-                for line in report.lines}
+        len(companies),
+        len(shortfalls),
+        sum(shortfalls.values()),
+    )
+    report = li.call(
+        li.audit.GetComplianceReport,
+        audit_pb.GetComplianceReportRequest(compliance_year=YEAR),
+        timeout=300,
+    )
+    observed = {
+        (
+            common.Sector.Name(line.sector).removeprefix("SECTOR_"),
+            line.province,
+            account_pb.ComplianceState.Name(line.state).removeprefix("COMPLIANCE_STATE_"),
+        ): Counter(
+            accounts=line.accounts,
+            verified=line.verified_emissions,
+            obligation=line.obligation,
+            cea=line.surrendered_cea,
+            ccer=line.surrendered_ccer,
+            shortfall=line.shortfall,
+        )
+        for line in report.lines
+    }
     assert observed == expected
 
     # next year's allocation pays the shortfalls first -----------------------------------
     short_list = sorted(shortfalls)[:50]
-    decide(api, "ISS-2026", admin_pb.PROPOSAL_KIND_ISSUANCE, {
-        "transaction_id": "ISS-CEA-2026", "unit_type": "CEA", "vintage": 2026,
-        "quantity": 50 * 2_000_000, "reason": "2026 cap"})
-    decide(api, "PRE-2026", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": [
-        {"transaction_id": f"PRE26-{a}", "account_id": a, "unit_type": "CEA", "vintage": 2026,
-         "quantity": 1_000_000, "source": "CN-ISSUANCE"} for a in short_list]})
+    decide(
+        api,
+        "ISS-2026",
+        admin_pb.PROPOSAL_KIND_ISSUANCE,
+        {
+            "transaction_id": "ISS-CEA-2026",
+            "unit_type": "CEA",
+            "vintage": 2026,
+            "quantity": 50 * 2_000_000,
+            "reason": "2026 cap",
+        },
+    )
+    decide(
+        api,
+        "PRE-2026",
+        admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
+        {
+            "rows": [
+                {
+                    "transaction_id": f"PRE26-{a}",
+                    "account_id": a,
+                    "unit_type": "CEA",
+                    "vintage": 2026,
+                    "quantity": 1_000_000,
+                    "source": "CN-ISSUANCE",
+                }
+                for a in short_list
+            ]
+        },
+    )
     for account_id in short_list:
-        status = li.call(li.accounts.GetComplianceStatus, account_pb.GetComplianceStatusRequest(
-            account_id=account_id, compliance_year=2026))
+        status = li.call(
+            li.accounts.GetComplianceStatus,
+            account_pb.GetComplianceStatusRequest(account_id=account_id, compliance_year=2026),
+        )
         assert (status.debt_carried, status.debt_deducted) == (
-            shortfalls[account_id], min(shortfalls[account_id], 1_000_000))
+            shortfalls[account_id],
+            min(shortfalls[account_id], 1_000_000),
+        )
     wait_projected(api)
     balanced(api)
-    print(f"\nnational year: {len(companies):,} accounts, {head_position(li):,} events, "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"\nnational year: {len(companies):,} accounts, {head_position(li):,} events, "
+        f"{time.perf_counter() - started:.1f} s"
+    )

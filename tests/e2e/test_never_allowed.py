@@ -64,58 +64,126 @@ PROPOSAL = "P-NEVER"
 REGULATOR_ACTIONS = (
     # "regulator: administration, proposals and approvals"; issuance, allocation,
     # reversal, freezes and four eyes are a regulator's alone (DESIGN: AdministrationService)
-    "OpenAccount", "FreezeAccount", "UnfreezeAccount", "CloseAccount", "IssueUnits",
-    "AllocateUnits", "ReverseTransaction", "RecordVerifiedEmissions", "SetComplianceRules",
-    "CloseComplianceYear", "ProposeAction", "ApproveProposal", "RejectProposal",
-    "ExpireProposals")
+    "OpenAccount",
+    "FreezeAccount",
+    "UnfreezeAccount",
+    "CloseAccount",
+    "IssueUnits",
+    "AllocateUnits",
+    "ReverseTransaction",
+    "RecordVerifiedEmissions",
+    "SetComplianceRules",
+    "CloseComplianceYear",
+    "ProposeAction",
+    "ApproveProposal",
+    "RejectProposal",
+    "ExpireProposals",
+)
 SETTLEMENT_WRITES = ("PlaceHold", "ReleaseHold", "SettleTrades")
 HOLDER_WRITES = ("SurrenderUnits", "CancelUnits")
-ACCESS_WRITES = ("GrantRole", "RevokeGrant", "IssueToken", "RotateToken", "RevokeCredential",
-                 "RegisterCertificate")
+ACCESS_WRITES = (
+    "GrantRole",
+    "RevokeGrant",
+    "IssueToken",
+    "RotateToken",
+    "RevokeCredential",
+    "RegisterCertificate",
+)
 """Principal management: "admin: principal management only (AccessService)"."""
 READS = (
     # "admin: ... no unit movement, no reads": balances, accounts, history, positions,
     # holds, trades, the event stream, supply, reports, rules, proposals, the digest
-    "GetBalances", "GetAccount", "ListAccounts", "ListTransactions", "GetComplianceStatus",
-    "ListPositions", "GetHold", "GetTrade", "StreamEvents", "GetAccountHistory",
-    "GetBalancesAsOf", "TraceSerial", "GetSupply", "GetComplianceReport",
-    "GetLedgerDigest", "GetComplianceRules", "GetProposal", "ListProposals")
+    "GetBalances",
+    "GetAccount",
+    "ListAccounts",
+    "ListTransactions",
+    "GetComplianceStatus",
+    "ListPositions",
+    "GetHold",
+    "GetTrade",
+    "StreamEvents",
+    "GetAccountHistory",
+    "GetBalancesAsOf",
+    "TraceSerial",
+    "GetSupply",
+    "GetComplianceReport",
+    "GetLedgerDigest",
+    "GetComplianceRules",
+    "GetProposal",
+    "ListProposals",
+)
 
 NEVER: dict[Role, tuple[tuple[str, str], ...]] = {
     # an exchange settles; it never surrenders or cancels for a holder, never administers
     # the scheme and never manages access (even with a `*` grant)
-    Role.EXCHANGE: tuple((m, OWN) for m in (
-        *REGULATOR_ACTIONS, *HOLDER_WRITES, *ACCESS_WRITES, "ListPrincipals")),
+    Role.EXCHANGE: tuple(
+        (m, OWN) for m in (*REGULATOR_ACTIONS, *HOLDER_WRITES, *ACCESS_WRITES, "ListPrincipals")
+    ),
     # an operator reads its accounts, surrenders and cancels: it never settles (not even
     # on its own accounts), never administers, and never acts outside its accounts
     Role.OPERATOR: (
-        *((m, OWN) for m in (*REGULATOR_ACTIONS, *SETTLEMENT_WRITES, *ACCESS_WRITES,
-                             "ListPrincipals", "ListPositions", "StreamEvents")),
-        *((m, OTHER) for m in ("GetBalances", "GetAccount", "ListTransactions",
-                               "GetComplianceStatus", "SurrenderUnits", "CancelUnits")),
-        ("ListAccounts", OWN),   # ranges over every account
+        *(
+            (m, OWN)
+            for m in (
+                *REGULATOR_ACTIONS,
+                *SETTLEMENT_WRITES,
+                *ACCESS_WRITES,
+                "ListPrincipals",
+                "ListPositions",
+                "StreamEvents",
+            )
+        ),
+        *(
+            (m, OTHER)
+            for m in (
+                "GetBalances",
+                "GetAccount",
+                "ListTransactions",
+                "GetComplianceStatus",
+                "SurrenderUnits",
+                "CancelUnits",
+            )
+        ),
+        ("ListAccounts", OWN),  # ranges over every account
     ),
     # "auditor: every read, no write"
-    Role.AUDITOR: tuple((m, OWN) for m in (
-        *REGULATOR_ACTIONS, *SETTLEMENT_WRITES, *HOLDER_WRITES, *ACCESS_WRITES)),
+    Role.AUDITOR: tuple(
+        (m, OWN) for m in (*REGULATOR_ACTIONS, *SETTLEMENT_WRITES, *HOLDER_WRITES, *ACCESS_WRITES)
+    ),
     # "admin: principal management only; no unit movement, no reads", "nor administrators
     # a ledger action"
-    Role.ADMIN: tuple((m, OWN) for m in (
-        *REGULATOR_ACTIONS, *SETTLEMENT_WRITES, *HOLDER_WRITES, *READS)),
+    Role.ADMIN: tuple(
+        (m, OWN) for m in (*REGULATOR_ACTIONS, *SETTLEMENT_WRITES, *HOLDER_WRITES, *READS)
+    ),
     # "Regulators can neither propose nor decide a ROLE_GRANT": access is the admins'
     Role.REGULATOR: tuple((m, OWN) for m in (*ACCESS_WRITES, "ListPrincipals")),
 }
 
 SERVICES = {
-    "registry.v1.SettlementService": (*SETTLEMENT_WRITES, "GetHold", "GetTrade",
-                                      "ListPositions"),
-    "registry.v1.AccountService": ("GetAccount", "ListAccounts", "GetBalances",
-                                   "ListTransactions", *HOLDER_WRITES, "GetComplianceStatus"),
-    "registry.v1.AdministrationService": (*REGULATOR_ACTIONS, "GetComplianceRules",
-                                          "GetProposal", "ListProposals"),
-    "registry.v1.AuditService": ("StreamEvents", "GetAccountHistory", "GetBalancesAsOf",
-                                 "TraceSerial", "GetSupply", "GetComplianceReport",
-                                 "GetLedgerDigest"),
+    "registry.v1.SettlementService": (*SETTLEMENT_WRITES, "GetHold", "GetTrade", "ListPositions"),
+    "registry.v1.AccountService": (
+        "GetAccount",
+        "ListAccounts",
+        "GetBalances",
+        "ListTransactions",
+        *HOLDER_WRITES,
+        "GetComplianceStatus",
+    ),
+    "registry.v1.AdministrationService": (
+        *REGULATOR_ACTIONS,
+        "GetComplianceRules",
+        "GetProposal",
+        "ListProposals",
+    ),
+    "registry.v1.AuditService": (
+        "StreamEvents",
+        "GetAccountHistory",
+        "GetBalancesAsOf",
+        "TraceSerial",
+        "GetSupply",
+        "GetComplianceReport",
+        "GetLedgerDigest",
+    ),
     "registry.v1.AccessService": (*ACCESS_WRITES, "ListPrincipals"),
 }
 SERVICE_OF = {method: service for service, methods in SERVICES.items() for method in methods}
@@ -126,67 +194,99 @@ RIGHTFUL: dict[str, Role] = {
     **dict.fromkeys(HOLDER_WRITES, Role.OPERATOR),
     **dict.fromkeys((*ACCESS_WRITES, "ListPrincipals"), Role.ADMIN),
     **dict.fromkeys(READS, Role.AUDITOR),
-    "GetHold": Role.EXCHANGE,   # a hold is found under the caller's party: an exchange's
+    "GetHold": Role.EXCHANGE,  # a hold is found under the caller's party: an exchange's
 }
 """Who may make each request (the control: the requests are real, not refused for
 being malformed or by everybody)."""
 
-CASES = [(role, method, account) for role, entries in NEVER.items()
-         for method, account in entries]
+CASES = [(role, method, account) for role, entries in NEVER.items() for method, account in entries]
 
 
 # -- real requests -------------------------------------------------------------------------
 
-def requests(account: str, spares: tuple[str, str], certificate: str
-             ) -> dict[str, Callable[[], Any]]:
+
+def requests(
+    account: str, spares: tuple[str, str], certificate: str
+) -> dict[str, Callable[[], Any]]:
     """Each method's request, acting on ``account`` where it names one; ``spares`` are
     two auditors' credentials, to rotate and to revoke."""
     year = 2025
-    rules = admin_pb.ComplianceRules(ccer_cap_bps=500, advance_use_bps=0,
-                                     surrender_deadline="2026-12-31")
-    payload = {"transaction_id": "ISS-NEVER-P", "unit_type": "CEA", "vintage": year,
-               "quantity": 1_000, "reason": "proposed issuance"}
+    rules = admin_pb.ComplianceRules(
+        ccer_cap_bps=500, advance_use_bps=0, surrender_deadline="2026-12-31"
+    )
+    payload = {
+        "transaction_id": "ISS-NEVER-P",
+        "unit_type": "CEA",
+        "vintage": year,
+        "quantity": 1_000,
+        "reason": "proposed issuance",
+    }
     return {
         "OpenAccount": lambda: admin_pb.OpenAccountRequest(
-            account_id="PWR-SD-0099", account_type=common.ACCOUNT_TYPE_COMPLIANCE,
-            holder=common.Holder(name="Shadow Power Co.", credit_code="91370000163081422B",
-                                 sector=common.SECTOR_POWER, province="Shandong")),
+            account_id="PWR-SD-0099",
+            account_type=common.ACCOUNT_TYPE_COMPLIANCE,
+            holder=common.Holder(
+                name="Shadow Power Co.",
+                credit_code="91370000163081422B",
+                sector=common.SECTOR_POWER,
+                province="Shandong",
+            ),
+        ),
         "FreezeAccount": lambda: admin_pb.FreezeAccountRequest(
-            request_id="FRZ-NEVER", account_id=account, reason="court order"),
+            request_id="FRZ-NEVER", account_id=account, reason="court order"
+        ),
         "UnfreezeAccount": lambda: admin_pb.UnfreezeAccountRequest(
-            request_id="UNF-NEVER", account_id=account, reason="order lifted"),
+            request_id="UNF-NEVER", account_id=account, reason="order lifted"
+        ),
         "CloseAccount": lambda: admin_pb.CloseAccountRequest(
-            request_id="CLS-NEVER", account_id=TRADER, reason="holder dissolved"),
+            request_id="CLS-NEVER", account_id=TRADER, reason="holder dissolved"
+        ),
         "IssueUnits": lambda: admin_pb.IssueUnitsRequest(
-            transaction_id="ISS-NEVER", unit_class=CEA_2025, quantity=1_000,
-            reason="issuance"),
+            transaction_id="ISS-NEVER", unit_class=CEA_2025, quantity=1_000, reason="issuance"
+        ),
         "AllocateUnits": lambda: admin_pb.AllocateUnitsRequest(
-            rows=[allocation("ALLOC-NEVER", account, 1_000)]),
+            rows=[allocation("ALLOC-NEVER", account, 1_000)]
+        ),
         "ReverseTransaction": lambda: reverse("REV-NEVER", "mee", f"ALLOC-2025-{OTHER}"),
         "RecordVerifiedEmissions": lambda: admin_pb.RecordVerifiedEmissionsRequest(
-            rows=[emissions(account, 90_000)]),
+            rows=[emissions(account, 90_000)]
+        ),
         "SetComplianceRules": lambda: admin_pb.SetComplianceRulesRequest(
-            compliance_year=year, sector="*", rules=rules, reason="rules for 2025"),
+            compliance_year=year, sector="*", rules=rules, reason="rules for 2025"
+        ),
         "CloseComplianceYear": lambda: admin_pb.CloseComplianceYearRequest(
-            compliance_year=year, reason="deadline passed"),
+            compliance_year=year, reason="deadline passed"
+        ),
         "ProposeAction": lambda: admin_pb.ProposeActionRequest(
-            proposal_id="P-NEVER-2", kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
-            payload_json=json.dumps(payload), reason="2025 plan"),
+            proposal_id="P-NEVER-2",
+            kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
+            payload_json=json.dumps(payload),
+            reason="2025 plan",
+        ),
         "ApproveProposal": lambda: admin_pb.ApproveProposalRequest(
-            party="mee", proposal_id=PROPOSAL),
+            party="mee", proposal_id=PROPOSAL
+        ),
         "RejectProposal": lambda: admin_pb.RejectProposalRequest(
-            party="mee", proposal_id=PROPOSAL, reason="not in the plan"),
+            party="mee", proposal_id=PROPOSAL, reason="not in the plan"
+        ),
         "ExpireProposals": lambda: admin_pb.ExpireProposalsRequest(),
         "GetComplianceRules": lambda: admin_pb.GetComplianceRulesRequest(compliance_year=year),
         "GetProposal": lambda: admin_pb.GetProposalRequest(party="mee", proposal_id=PROPOSAL),
         "ListProposals": lambda: admin_pb.ListProposalsRequest(),
         "PlaceHold": lambda: settlement_pb.PlaceHoldRequest(
-            hold_id="H-NEVER-2", account_id=account, unit_type=CEA, vintage=year,
-            quantity=10, timeout_seconds=600),
-        "ReleaseHold": lambda: settlement_pb.ReleaseHoldRequest(hold_id=HOLD,
-                                                                reason="order cancelled"),
+            hold_id="H-NEVER-2",
+            account_id=account,
+            unit_type=CEA,
+            vintage=year,
+            quantity=10,
+            timeout_seconds=600,
+        ),
+        "ReleaseHold": lambda: settlement_pb.ReleaseHoldRequest(
+            hold_id=HOLD, reason="order cancelled"
+        ),
         "SettleTrades": lambda: settlement_pb.SettleTradesRequest(
-            trades=[trade("T-NEVER", account, TRADER, 10)]),
+            trades=[trade("T-NEVER", account, TRADER, 10)]
+        ),
         "GetHold": lambda: settlement_pb.GetHoldRequest(hold_id=HOLD),
         "GetTrade": lambda: settlement_pb.GetTradeRequest(trade_id=f"ALLOC-2025-{OWN}"),
         "ListPositions": lambda: settlement_pb.ListPositionsRequest(account_ids=[account]),
@@ -197,30 +297,39 @@ def requests(account: str, spares: tuple[str, str], certificate: str
         "SurrenderUnits": lambda: surrender("SUR-NEVER", account, 10),
         "CancelUnits": lambda: cancel_request("CAN-NEVER", account, 10),
         "GetComplianceStatus": lambda: account_pb.GetComplianceStatusRequest(
-            account_id=account, compliance_year=year),
-        "StreamEvents": lambda: audit_pb.StreamEventsRequest(account_id=account,
-                                                             max_events=1),
+            account_id=account, compliance_year=year
+        ),
+        "StreamEvents": lambda: audit_pb.StreamEventsRequest(account_id=account, max_events=1),
         "GetAccountHistory": lambda: audit_pb.GetAccountHistoryRequest(account_id=account),
         "GetBalancesAsOf": lambda: audit_pb.GetBalancesAsOfRequest(
-            account_id=account, as_of_time=Timestamp(seconds=int(time.time()))),
+            account_id=account, as_of_time=Timestamp(seconds=int(time.time()))
+        ),
         "TraceSerial": lambda: audit_pb.TraceSerialRequest(unit_class=CEA_2025, serial=1),
         "GetSupply": lambda: audit_pb.GetSupplyRequest(),
-        "GetComplianceReport": lambda: audit_pb.GetComplianceReportRequest(
-            compliance_year=year),
+        "GetComplianceReport": lambda: audit_pb.GetComplianceReportRequest(compliance_year=year),
         "GetLedgerDigest": lambda: audit_pb.GetLedgerDigestRequest(),
         "GrantRole": lambda: access_pb.GrantRoleRequest(
-            grant_id="shadow-auditor", party=PARTY, name="shadow", role=access_pb.ROLE_AUDITOR,
-            reason="a shadow reader"),
+            grant_id="shadow-auditor",
+            party=PARTY,
+            name="shadow",
+            role=access_pb.ROLE_AUDITOR,
+            reason="a shadow reader",
+        ),
         "RevokeGrant": lambda: access_pb.RevokeGrantRequest(
-            grant_id=f"{PARTY}-{Role.OPERATOR}", reason="ousted"),
-        "IssueToken": lambda: access_pb.IssueTokenRequest(party=PARTY, name="shadow",
-                                                          reason="a shadow desk"),
-        "RotateToken": lambda: access_pb.RotateTokenRequest(credential_id=spares[0],
-                                                            reason="taken over"),
+            grant_id=f"{PARTY}-{Role.OPERATOR}", reason="ousted"
+        ),
+        "IssueToken": lambda: access_pb.IssueTokenRequest(
+            party=PARTY, name="shadow", reason="a shadow desk"
+        ),
+        "RotateToken": lambda: access_pb.RotateTokenRequest(
+            credential_id=spares[0], reason="taken over"
+        ),
         "RevokeCredential": lambda: access_pb.RevokeCredentialRequest(
-            credential_id=spares[1], reason="locked out"),
+            credential_id=spares[1], reason="locked out"
+        ),
         "RegisterCertificate": lambda: access_pb.RegisterCertificateRequest(
-            party=PARTY, name="shadow", certificate_pem=certificate, reason="a shadow key"),
+            party=PARTY, name="shadow", certificate_pem=certificate, reason="a shadow key"
+        ),
         "ListPrincipals": lambda: access_pb.ListPrincipalsRequest(),
     }
 
@@ -228,12 +337,15 @@ def requests(account: str, spares: tuple[str, str], certificate: str
 def call(address: str, token: str, method: str, request: Any) -> grpc.RpcError | None:
     """Call ``method`` over a fresh channel with ``token``; its error, or None."""
     name = f"{SERVICE_OF[method]}/{method}"
-    descriptor = descriptor_pool.Default().FindServiceByName(
-        SERVICE_OF[method]).methods_by_name[method]
+    descriptor = (
+        descriptor_pool.Default().FindServiceByName(SERVICE_OF[method]).methods_by_name[method]
+    )
     with grpc.insecure_channel(address) as channel:
         stub = (channel.unary_stream if descriptor.server_streaming else channel.unary_unary)(
-            f"/{name}", request_serializer=type(request).SerializeToString,
-            response_deserializer=lambda data: data)
+            f"/{name}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=lambda data: data,
+        )
         try:
             reply = stub(request, metadata=(("authorization", f"Bearer {token}"),), timeout=20)
             if descriptor.server_streaming:
@@ -254,29 +366,60 @@ class Scene:
         scopes = {Role.EXCHANGE: ("*",), Role.OPERATOR: (OWN,)}
         for role in Role:
             principal = Principal(PARTY, role.value)
-            api.registry.access.grant_role(system, f"{PARTY}-{role}", principal, role.value,
-                                           scopes.get(role, ()), "never-allowed table")
+            api.registry.access.grant_role(
+                system,
+                f"{PARTY}-{role}",
+                principal,
+                role.value,
+                scopes.get(role, ()),
+                "never-allowed table",
+            )
             issued = api.registry.access.issue_token(system, principal, "never-allowed table")
             self.tokens[role] = issued.token
-        self.spares = tuple(
-            self._spare(system, Principal(PARTY, f"spare-{n}")) for n in (1, 2))
-        api.regulator.call(api.regulator.administration.ProposeAction,
-                           admin_pb.ProposeActionRequest(
-                               proposal_id=PROPOSAL, kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
-                               reason="2025 plan", payload_json=json.dumps({
-                                   "transaction_id": "ISS-P-NEVER", "unit_type": "CEA",
-                                   "vintage": 2025, "quantity": 100, "reason": "plan"})))
-        placed = call(api.address, self.tokens[Role.EXCHANGE], "PlaceHold",
-                      settlement_pb.PlaceHoldRequest(hold_id=HOLD, account_id=OWN,
-                                                     unit_type=CEA, vintage=2025,
-                                                     quantity=10, timeout_seconds=3600))
+        self.spares = tuple(self._spare(system, Principal(PARTY, f"spare-{n}")) for n in (1, 2))
+        api.regulator.call(
+            api.regulator.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id=PROPOSAL,
+                kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
+                reason="2025 plan",
+                payload_json=json.dumps(
+                    {
+                        "transaction_id": "ISS-P-NEVER",
+                        "unit_type": "CEA",
+                        "vintage": 2025,
+                        "quantity": 100,
+                        "reason": "plan",
+                    }
+                ),
+            ),
+        )
+        placed = call(
+            api.address,
+            self.tokens[Role.EXCHANGE],
+            "PlaceHold",
+            settlement_pb.PlaceHoldRequest(
+                hold_id=HOLD,
+                account_id=OWN,
+                unit_type=CEA,
+                vintage=2025,
+                quantity=10,
+                timeout_seconds=3600,
+            ),
+        )
         assert placed is None, placed
         caught_up(api.regulator)
         self.certificate = write_tls_material(tmp_path / "tls").client.cert.read_text()
 
     def _spare(self, system: Principal, principal: Principal) -> str:
-        self.api.registry.access.grant_role(system, f"{principal.name}-auditor", principal,
-                                            Role.AUDITOR.value, (), "never-allowed table")
+        self.api.registry.access.grant_role(
+            system,
+            f"{principal.name}-auditor",
+            principal,
+            Role.AUDITOR.value,
+            (),
+            "never-allowed table",
+        )
         return self.api.registry.access.issue_token(system, principal, "spare").credential_id
 
     def head(self) -> int:
@@ -289,8 +432,9 @@ class Scene:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def scene(request: pytest.FixtureRequest,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+def scene(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scene]:
     if request.param == "postgres":
         request.applymarker(pytest.mark.postgres)
     tmp_path = tmp_path_factory.mktemp("never")
@@ -299,21 +443,26 @@ def scene(request: pytest.FixtureRequest,
 
 
 def test_the_table_names_only_real_methods_and_each_role() -> None:
-    served = {method.name for service in SERVICES
-              for method in descriptor_pool.Default().FindServiceByName(service).methods}
+    served = {
+        method.name
+        for service in SERVICES
+        for method in descriptor_pool.Default().FindServiceByName(service).methods
+    }
     assert set(SERVICE_OF) == served
     assert {method for _, method, _ in CASES} <= served
     assert set(NEVER) == set(Role) and len(CASES) == len(set(CASES))
 
 
-@pytest.mark.parametrize(("role", "method", "account"), CASES,
-                         ids=[f"{r}-{m}-{'own' if a == OWN else 'other'}"
-                              for r, m, a in CASES])
+@pytest.mark.parametrize(
+    ("role", "method", "account"),
+    CASES,
+    ids=[f"{r}-{m}-{'own' if a == OWN else 'other'}" for r, m, a in CASES],
+)
 def test_a_role_is_refused_what_it_must_never_do_and_nothing_changes(
-        scene: Scene, role: Role, method: str, account: str) -> None:
+    scene: Scene, role: Role, method: str, account: str
+) -> None:
     before = scene.head()
-    error = call(scene.api.address, scene.tokens[role], method,
-                 scene.request(method, account))
+    error = call(scene.api.address, scene.tokens[role], method, scene.request(method, account))
     assert error is not None, f"{role} was allowed {method}"
     details = error_details(error)
     assert details.code is DENIED, f"{role} {method}: {details.code.name} {details.reason}"
@@ -330,6 +479,9 @@ def test_the_rightful_role_is_not_refused_the_same_requests(tmp_path: Path) -> N
         for method, role in RIGHTFUL.items():
             error = call(api.address, scene.tokens[role], method, scene.request(method, OWN))
             if error is not None and error.code() in (
-                    DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+                DENIED,
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ):
                 refused[method] = (role, error_details(error))
         assert refused == {}

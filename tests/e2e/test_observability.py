@@ -36,22 +36,26 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return samples
 
 
-def calls(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], method: str
-          ) -> dict[str, float]:
+def calls(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], method: str
+) -> dict[str, float]:
     """code -> registry_rpc_calls_total of one method."""
-    return {dict(labels)["code"]: value for (name, labels), value in samples.items()
-            if name == "registry_rpc_calls_total" and dict(labels)["method"] == method}
+    return {
+        dict(labels)["code"]: value
+        for (name, labels), value in samples.items()
+        if name == "registry_rpc_calls_total" and dict(labels)["method"] == method
+    }
 
 
 def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: Path) -> None:
     port = free_port()
-    with serving(tmp_path, REGISTRY_METRICS_PORT=str(port), REGISTRY_LOG_FORMAT="json"
-                 ) as server:
+    with serving(tmp_path, REGISTRY_METRICS_PORT=str(port), REGISTRY_LOG_FORMAT="json") as server:
         token, _, _ = first_token(tmp_path)
-        exchange_token = add_principal(server, "shanghai-exchange", "settlement", "exchange",
-                                       "*")
-        with RegistryClient(server.address, token, attempts=1) as reg, \
-                RegistryClient(server.address, exchange_token, attempts=1) as exchange:
+        exchange_token = add_principal(server, "shanghai-exchange", "settlement", "exchange", "*")
+        with (
+            RegistryClient(server.address, token, attempts=1) as reg,
+            RegistryClient(server.address, exchange_token, attempts=1) as exchange,
+        ):
             seed_market(reg)
             caught_up(reg)
             before = calls(scrape(port), "registry.v1.AccountService/GetBalances")
@@ -62,32 +66,47 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
             for _ in range(3):
                 assert rpc_error(lambda: reg.balances("NOPE-0001")).reason == "UNKNOWN_ACCOUNT"
                 made["NOT_FOUND"] += 1
-            with RegistryClient(server.address, "0" * 16 + ".no-such-secret-at-all-000000",
-                                attempts=1) as stranger:
+            with RegistryClient(
+                server.address, "0" * 16 + ".no-such-secret-at-all-000000", attempts=1
+            ) as stranger:
                 for _ in range(2):
                     rpc_error(lambda: stranger.balances(A))
                     made["UNAUTHENTICATED"] += 1
-            for _ in range(2):   # an exchange may read balances; regulator may not settle
-                assert rpc_error(lambda: reg.settle_trades([trade("X", A, TRADER, 1)])
-                                 ).reason == "ROLE_NOT_GRANTED"
+            for _ in range(2):  # an exchange may read balances; regulator may not settle
+                assert (
+                    rpc_error(lambda: reg.settle_trades([trade("X", A, TRADER, 1)])).reason
+                    == "ROLE_NOT_GRANTED"
+                )
             # one batch: two settled, one refused for want of units, one malformed
-            results = exchange.settle_trades([
-                trade("T-1", A, TRADER, 10), trade("T-2", A, TRADER, 10),
-                trade("T-3", A, TRADER, 10**9), trade("T-4", A, TRADER, 0)])
+            results = exchange.settle_trades(
+                [
+                    trade("T-1", A, TRADER, 10),
+                    trade("T-2", A, TRADER, 10),
+                    trade("T-3", A, TRADER, 10**9),
+                    trade("T-4", A, TRADER, 0),
+                ]
+            )
             assert [r.status for r in results] == [
-                settlement_pb.TRADE_STATUS_SETTLED, settlement_pb.TRADE_STATUS_SETTLED,
-                settlement_pb.TRADE_STATUS_REFUSED, settlement_pb.TRADE_STATUS_REJECTED]
+                settlement_pb.TRADE_STATUS_SETTLED,
+                settlement_pb.TRADE_STATUS_SETTLED,
+                settlement_pb.TRADE_STATUS_REFUSED,
+                settlement_pb.TRADE_STATUS_REJECTED,
+            ]
 
             # a request id given by the client comes back and is recorded with the call
             _, call = exchange.settlement.SettleTrades.with_call(
                 settlement_pb.SettleTradesRequest(trades=[trade("T-5", A, TRADER, 1)]),
                 metadata=(*exchange.metadata, ("x-request-id", "exchange-batch-0042")),
-                timeout=10)
+                timeout=10,
+            )
             assert dict(call.trailing_metadata())["x-request-id"] == "exchange-batch-0042"
-            refused = reg.accounts.GetAccount.with_call   # refusals echo it too
+            refused = reg.accounts.GetAccount.with_call  # refusals echo it too
             try:
-                refused(account_pb.GetAccountRequest(account_id="NOPE-0001"),
-                        metadata=(*reg.metadata, ("x-request-id", "lookup-7")), timeout=10)
+                refused(
+                    account_pb.GetAccountRequest(account_id="NOPE-0001"),
+                    metadata=(*reg.metadata, ("x-request-id", "lookup-7")),
+                    timeout=10,
+                )
             except grpc.RpcError as error:
                 assert dict(error.trailing_metadata())["x-request-id"] == "lookup-7"
 
@@ -96,22 +115,39 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
         assert {code: after.get(code, 0) - before.get(code, 0) for code in made} == made
         settle = calls(samples, "registry.v1.SettlementService/SettleTrades")
         assert settle == {"OK": 2, "PERMISSION_DENIED": 2}
-        outcomes = {dict(labels)["status"]: value for (name, labels), value in samples.items()
-                    if name == "registry_settlements_total"}
+        outcomes = {
+            dict(labels)["status"]: value
+            for (name, labels), value in samples.items()
+            if name == "registry_settlements_total"
+        }
         assert outcomes == {"SETTLED": 3, "ALREADY_SETTLED": 0, "REFUSED": 1, "REJECTED": 1}
-        refusals = {dict(labels)["reason"]: value for (name, labels), value in samples.items()
-                    if name == "registry_settlement_refusals_total"}
+        refusals = {
+            dict(labels)["reason"]: value
+            for (name, labels), value in samples.items()
+            if name == "registry_settlement_refusals_total"
+        }
         assert refusals == {"INSUFFICIENT_UNITS": 1}
-        assert samples[("registry_projection_lag_events",
-                        frozenset({("projection", "accounts")}))] >= 0
+        assert (
+            samples[("registry_projection_lag_events", frozenset({("projection", "accounts")}))]
+            >= 0
+        )
 
-    lines = [json.loads(line) for line in server.stderr.read_text().splitlines()
-             if line.startswith("{")]
-    [logged] = [line for line in lines if line.get("request_id") == "exchange-batch-0042"
-                and "SettleTrades" in line.get("message", "")]
+    lines = [
+        json.loads(line) for line in server.stderr.read_text().splitlines() if line.startswith("{")
+    ]
+    [logged] = [
+        line
+        for line in lines
+        if line.get("request_id") == "exchange-batch-0042"
+        and "SettleTrades" in line.get("message", "")
+    ]
     assert logged["principal"] == "shanghai-exchange/settlement"
     with sqlite3.connect(tmp_path / "registry.sqlite") as db:
-        stamped = [json.loads(state) for (state,) in db.execute(
-            "SELECT state FROM stored_events WHERE topic = 'registry.Transaction.Completed'")]
+        stamped = [
+            json.loads(state)
+            for (state,) in db.execute(
+                "SELECT state FROM stored_events WHERE topic = 'registry.Transaction.Completed'"
+            )
+        ]
     [t5] = [s for s in stamped if s["client_id"] == "T-5"]
     assert t5["api_request_id"] == "exchange-batch-0042"

@@ -50,8 +50,12 @@ def commands(marker: str) -> list[tuple[str, str]]:
     for line in readme_block(marker).splitlines():
         command, _, comment = line.partition("  # ")
         if command.strip() and not command.startswith("#"):
-            commands.append((command.strip(), comment.removeprefix("refused: ")
-                             if comment.startswith("refused") else ""))
+            commands.append(
+                (
+                    command.strip(),
+                    comment.removeprefix("refused: ") if comment.startswith("refused") else "",
+                )
+            )
     return commands
 
 
@@ -62,12 +66,18 @@ def run_block(marker: str, work: Path, env: dict[str, str]) -> dict[str, str]:
     Returns each command's output; ``env`` keeps the exports."""
     outputs: dict[str, str] = {}
     for command, refusal in commands(marker):
-        exported = EXPORT.match(command)   # `export X=$(...)`: X for what follows
+        exported = EXPORT.match(command)  # `export X=$(...)`: X for what follows
         script = exported.group(2) if exported else command
-        ran = subprocess.run(["bash", "-c", script], cwd=work, env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
-        assert ran.returncode == (2 if refusal else 0), (
-            f"{command}\n{ran.stdout}\n{ran.stderr}")
+        ran = subprocess.run(
+            ["bash", "-c", script],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.returncode == (2 if refusal else 0), f"{command}\n{ran.stdout}\n{ran.stderr}"
         assert refusal in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
         if exported:
             env[exported.group(1)] = ran.stdout.strip().splitlines()[-1]
@@ -89,16 +99,17 @@ def test_the_readme_walkthrough_runs_a_compliance_year(tmp_path: Path) -> None:
     (work / "registry" / "data").mkdir(parents=True)
     (work / "docs" / "examples").symlink_to(EXAMPLES)
     (work / "registry" / "data" / "allocation").symlink_to(
-        ROOT / "registry" / "data" / "allocation")
+        ROOT / "registry" / "data" / "allocation"
+    )
     data = tmp_path / "data"
     data.mkdir()
-    with serving(data, REGISTRY_FOUR_EYES="") as server:   # the default: required
+    with serving(data, REGISTRY_FOUR_EYES="") as server:  # the default: required
         outputs = run_block("walkthrough", work, cli_environment(data, server.address))
     check_figures(outputs)
 
 
 def test_the_readme_exchange_example_runs_on_a_fresh_server(tmp_path: Path) -> None:
-    """"How an exchange settles" as written: before issue 16 its `registry access`
+    """ "How an exchange settles" as written: before issue 16 its `registry access`
     commands carried no administrator's token (ROLE_NOT_GRANTED on a fresh server) and
     made the exchange grant with one administrator, which only proposes it."""
     work = tmp_path / "work"
@@ -109,34 +120,53 @@ def test_the_readme_exchange_example_runs_on_a_fresh_server(tmp_path: Path) -> N
         env = cli_environment(data, server.address)
         outputs = run_block("exchange", work, env)
         token = env["REGISTRY_TOKEN"]
-        assert token not in (line.split(" ")[0] for line in
-                             (data / "credentials").read_text().splitlines())
-        digest = next(out for command, out in outputs.items()
-                      if command == "registry ledger-digest")
+        assert token not in (
+            line.split(" ")[0] for line in (data / "credentials").read_text().splitlines()
+        )
+        digest = next(
+            out for command, out in outputs.items() if command == "registry ledger-digest"
+        )
         assert digest.strip(), "the exchange's ledger-digest printed nothing"
         client = tmp_path / "settle.py"
         client.write_text(readme_block("exchange-client"), encoding="utf-8")
-        ran = subprocess.run([sys.executable, str(client)], cwd=work, env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
+        ran = subprocess.run(
+            [sys.executable, str(client)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert ran.stdout.split() == ["SSE-20260615-000001", "TRADE_STATUS_REFUSED",
-                                  "UNKNOWN_ACCOUNT"], ran.stdout + ran.stderr
+    assert ran.stdout.split() == [
+        "SSE-20260615-000001",
+        "TRADE_STATUS_REFUSED",
+        "UNKNOWN_ACCOUNT",
+    ], ran.stdout + ran.stderr
 
 
 def check_figures(outputs: dict[str, str]) -> None:
     """The closing report and the carried debt against the example files' own sums."""
     table = read_benchmark_table(ILLUSTRATIVE_BENCHMARKS_2025)
-    final = {account: target for account, (_, _, target) in account_targets(
-        read_output_data(EXAMPLES / "output-2025.csv", table, OutputUse.TRUE_UP), table,
-        OutputUse.TRUE_UP).items()}
+    final = {
+        account: target
+        for account, (_, _, target) in account_targets(
+            read_output_data(EXAMPLES / "output-2025.csv", table, OutputUse.TRUE_UP),
+            table,
+            OutputUse.TRUE_UP,
+        ).items()
+    }
     with (EXAMPLES / "verified-2025.csv").open(encoding="utf-8") as lines:
-        emissions = {r["account_id"]: int(r["verified_emissions"])
-                     for r in csv.DictReader(lines)}
+        emissions = {r["account_id"]: int(r["verified_emissions"]) for r in csv.DictReader(lines)}
     surrendered = {}
     for command in outputs:
         words = shlex.split(command)
-        if words[:2] == ["registry", "surrender"] and "S-2025-AH1" not in words \
-                and "--token" in words:   # the operator's, not the refused regulator's
+        if (
+            words[:2] == ["registry", "surrender"]
+            and "S-2025-AH1" not in words
+            and "--token" in words
+        ):  # the operator's, not the refused regulator's
             surrendered[words[2]] = int(words[3])
     shortfall = {a: max(emissions[a] - min(surrendered[a], final[a]), 0) for a in final}
     report = next(text for command, text in outputs.items() if command.endswith("--csv"))
@@ -145,9 +175,11 @@ def check_figures(outputs: dict[str, str]) -> None:
     assert sum(int(r["verified_emissions"]) for r in rows) == sum(emissions.values())
     assert sum(int(r["surrendered_cea"]) for r in rows) == sum(surrendered.values())
     by_state: Counter[str] = Counter()
-    for r in rows:   # one row per sector, province and state
+    for r in rows:  # one row per sector, province and state
         by_state[r["state"]] += int(r["accounts"])
-    assert by_state == {"COMPLIANT": sum(not s for s in shortfall.values()),
-                        "SHORTFALL": sum(bool(s) for s in shortfall.values())}
+    assert by_state == {
+        "COMPLIANT": sum(not s for s in shortfall.values()),
+        "SHORTFALL": sum(bool(s) for s in shortfall.values()),
+    }
     debt = next(text for command, text in outputs.items() if "compliance-status" in command)
     assert re.search(rf"debt carried in\s+{shortfall['PWR-JS-0002']:,} t", debt), debt

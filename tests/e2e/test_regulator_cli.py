@@ -19,16 +19,27 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         token, _, _ = first_token(tmp_path)
         with RegistryClient(server.address, token, attempts=1) as client:
             seed_market(client)
-            record_emissions(client, emissions("PWR-SD-0001", 120_000),
-                             emissions("PWR-SD-0002", 40_000))
+            record_emissions(
+                client, emissions("PWR-SD-0001", 120_000), emissions("PWR-SD-0002", 40_000)
+            )
             caught_up(client)
 
-        bad = cli(server, "rules", "set", "2025", "POWER", "--ccer-cap-bps", "20000",
-                  "--reason", "typo")
+        bad = cli(
+            server, "rules", "set", "2025", "POWER", "--ccer-cap-bps", "20000", "--reason", "typo"
+        )
         assert bad.returncode == 2 and "INVALID_RULE" in bad.stderr
         assert "rules.ccer_cap_bps" in bad.stderr and "Traceback" not in bad.stderr
-        done = cli(server, "rules", "set", "2025", "POWER", "--obligation-cap-bps", "2000",
-                   "--reason", "first cycles: relief for power")
+        done = cli(
+            server,
+            "rules",
+            "set",
+            "2025",
+            "POWER",
+            "--obligation-cap-bps",
+            "2000",
+            "--reason",
+            "first cycles: relief for power",
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("changed\ncompliance year 2025: open, 2 change(s)")
         shown = cli(server, "rules", "show", "2025")
@@ -39,7 +50,8 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         rows = list(csv.DictReader(io.StringIO(report.stdout)))
         # PWR-SD-0001 got 100,000, owes min(120,000, 100,000 + 24,000); PWR-SD-0002 owes 40,000
         assert [(r["state"], r["accounts"], r["obligation"]) for r in rows] == [
-            ("OPEN", "2", str(120_000 + 40_000))]
+            ("OPEN", "2", str(120_000 + 40_000))
+        ]
 
         closed = cli(server, "close-year", "2025", "--reason", "deadline passed")
         assert closed.returncode == 0, closed.stderr
@@ -48,7 +60,9 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         assert "was already closed" in again.stdout
         table = cli(server, "report", "compliance", "2025")
         assert "SHORTFALL" in table.stdout and table.stdout.splitlines()[-1].split()[1:3] == [
-            "2", "160,000"]
+            "2",
+            "160,000",
+        ]
 
 
 def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: Path) -> None:
@@ -58,17 +72,40 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         # not approve it (SEPARATION_OF_DUTIES)
         second = add_principal(server, "mee", "regulator-wang", "regulator")
         with RegistryClient(server.address, token, attempts=1) as client:
-            client.call(client.administration.ProposeAction, admin_pb.ProposeActionRequest(
-                proposal_id="P-HALT", kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
-                payload_json=json.dumps({"reason": "inquiry"}), reason="urgent"))
-        garbled = cli(server, "propose", "MARKET_HALT", "P-BAD", "--payload", "{inquiry",
-                      "--reason", "urgent")
+            client.call(
+                client.administration.ProposeAction,
+                admin_pb.ProposeActionRequest(
+                    proposal_id="P-HALT",
+                    kind=admin_pb.PROPOSAL_KIND_MARKET_HALT,
+                    payload_json=json.dumps({"reason": "inquiry"}),
+                    reason="urgent",
+                ),
+            )
+        garbled = cli(
+            server, "propose", "MARKET_HALT", "P-BAD", "--payload", "{inquiry", "--reason", "urgent"
+        )
         assert garbled.returncode == 2 and "INVALID_PAYLOAD" in garbled.stderr
-        missing = cli(server, "propose", "MARKET_HALT", "P-BAD", "--payload",
-                      f"@{tmp_path / 'nowhere.json'}", "--reason", "urgent")
+        missing = cli(
+            server,
+            "propose",
+            "MARKET_HALT",
+            "P-BAD",
+            "--payload",
+            f"@{tmp_path / 'nowhere.json'}",
+            "--reason",
+            "urgent",
+        )
         assert missing.returncode == 2 and "cannot read" in missing.stderr
-        resumption = cli(server, "propose", "MARKET_RESUMPTION", "P-RESUME", "--payload",
-                         '{"reason": "inquiry closed"}', "--reason", "later")
+        resumption = cli(
+            server,
+            "propose",
+            "MARKET_RESUMPTION",
+            "P-RESUME",
+            "--payload",
+            '{"reason": "inquiry closed"}',
+            "--reason",
+            "later",
+        )
         assert resumption.returncode == 0, resumption.stderr
         assert resumption.stdout.startswith("proposed mee:P-RESUME MARKET_RESUMPTION")
         listed = cli(server, "proposals", "list", "--status", "PENDING")

@@ -37,14 +37,19 @@ def honest_call(api: Api) -> float:
     """The exchange reads an account, as it does all day; returns how long it took."""
     exchange = api.exchange
     started = time.monotonic()
-    exchange.accounts.GetAccount(account_pb.GetAccountRequest(account_id="CN-ISSUANCE"),
-                                 metadata=exchange.metadata, timeout=PROMPT + 3)
+    exchange.accounts.GetAccount(
+        account_pb.GetAccountRequest(account_id="CN-ISSUANCE"),
+        metadata=exchange.metadata,
+        timeout=PROMPT + 3,
+    )
     return time.monotonic() - started
 
 
-def hammer(call: Callable[[], object], stop: threading.Event,
-           outcomes: list[tuple[grpc.StatusCode, str]]) -> threading.Thread:
+def hammer(
+    call: Callable[[], object], stop: threading.Event, outcomes: list[tuple[grpc.StatusCode, str]]
+) -> threading.Thread:
     """A thread making ``call`` again and again until ``stop``, noting each refusal."""
+
     def loop() -> None:
         while not stop.is_set():
             try:
@@ -53,18 +58,20 @@ def hammer(call: Callable[[], object], stop: threading.Event,
             except grpc.RpcError as error:
                 details = error_details(error)
                 outcomes.append((details.code, details.reason))
+
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     return thread
 
 
-def attack(api: Api, call: Callable[[], object], threads: int, seconds: float
-           ) -> tuple[list[float], list[tuple[grpc.StatusCode, str]]]:
+def attack(
+    api: Api, call: Callable[[], object], threads: int, seconds: float
+) -> tuple[list[float], list[tuple[grpc.StatusCode, str]]]:
     """``threads`` attackers loop ``call`` while the honest caller calls every 0.2 s;
     returns the honest calls' durations and the attackers' outcomes."""
     stop, outcomes = threading.Event(), []
     attackers = [hammer(call, stop, outcomes) for _ in range(threads)]
-    time.sleep(0.5)   # the attackers are in
+    time.sleep(0.5)  # the attackers are in
     honest = []
     deadline = time.monotonic() + seconds
     try:
@@ -82,8 +89,7 @@ def attack(api: Api, call: Callable[[], object], threads: int, seconds: float
     return honest, outcomes
 
 
-def test_an_operator_looping_min_position_far_ahead_cannot_take_the_threads(
-        tmp_path: Path) -> None:
+def test_an_operator_looping_min_position_far_ahead_cannot_take_the_threads(tmp_path: Path) -> None:
     """GetBalances with min_position=2**62 parked a thread for 5 s per call: eight
     looping callers held all four threads and the exchange's calls timed out. Now the
     position is refused at once (INVALID_ARGUMENT: beyond the log's head)."""
@@ -91,12 +97,17 @@ def test_an_operator_looping_min_position_far_ahead_cannot_take_the_threads(
         caught_up(api.operator)
         operator = api.operator
         request = account_pb.GetBalancesRequest(account_id="CN-ISSUANCE", min_position=2**62)
-        honest, outcomes = attack(api, lambda: operator.accounts.GetBalances(
-            request, metadata=operator.metadata, timeout=30), threads=8, seconds=4)
+        honest, outcomes = attack(
+            api,
+            lambda: operator.accounts.GetBalances(request, metadata=operator.metadata, timeout=30),
+            threads=8,
+            seconds=4,
+        )
         assert max(honest) < PROMPT, honest
         assert outcomes and set(outcomes) <= {
             (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_POSITION"),
-            (EXHAUSTED, "TOO_MANY_CALLS")}, set(outcomes)
+            (EXHAUSTED, "TOO_MANY_CALLS"),
+        }, set(outcomes)
 
 
 def test_one_caller_holds_at_most_its_share_of_the_threads(tmp_path: Path) -> None:
@@ -108,14 +119,22 @@ def test_one_caller_holds_at_most_its_share_of_the_threads(tmp_path: Path) -> No
         operator = api.operator
         head = head_position(operator)
         request = account_pb.GetBalancesRequest(account_id="CN-ISSUANCE", min_position=head)
-        honest, outcomes = attack(api, lambda: operator.accounts.GetBalances(
-            request, metadata=operator.metadata, timeout=30), threads=8, seconds=6)
+        honest, outcomes = attack(
+            api,
+            lambda: operator.accounts.GetBalances(request, metadata=operator.metadata, timeout=30),
+            threads=8,
+            seconds=6,
+        )
         assert max(honest) < PROMPT, honest
         assert (EXHAUSTED, "TOO_MANY_CALLS") in outcomes
         assert (grpc.StatusCode.UNAVAILABLE, "READ_MODELS_BEHIND") in outcomes
         # the attacker's share is given back as its calls end
-        assert operator.call(operator.accounts.GetAccount, account_pb.GetAccountRequest(
-            account_id="CN-ISSUANCE")).account.account_id == "CN-ISSUANCE"
+        assert (
+            operator.call(
+                operator.accounts.GetAccount, account_pb.GetAccountRequest(account_id="CN-ISSUANCE")
+            ).account.account_id
+            == "CN-ISSUANCE"
+        )
 
 
 def busy_log(api: Api, trades: int = 500) -> None:
@@ -123,9 +142,12 @@ def busy_log(api: Api, trades: int = 500) -> None:
     (64 KiB without BDP probing) and the server's write blocks."""
     seed_market(api.regulator)
     for start in range(0, trades, 250):
-        api.exchange.settle_trades([
-            trade(f"X-{i}", A if i % 2 == 0 else TRADER, TRADER if i % 2 == 0 else A, 1)
-            for i in range(start, min(trades, start + 250))])
+        api.exchange.settle_trades(
+            [
+                trade(f"X-{i}", A if i % 2 == 0 else TRADER, TRADER if i % 2 == 0 else A, 1)
+                for i in range(start, min(trades, start + 250))
+            ]
+        )
 
 
 @pytest.fixture
@@ -135,16 +157,21 @@ def slow_reader() -> Iterator[Callable[[Api, str], Any]]:
     channels: list[grpc.Channel] = []
 
     def stub(api: Api, token: str) -> Any:
-        channel = grpc.insecure_channel(api.address, options=[
-            ("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)])
+        channel = grpc.insecure_channel(
+            api.address,
+            options=[("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)],
+        )
         channels.append(channel)
         audit = audit_grpc.AuditServiceStub(channel)
         metadata = (("authorization", f"Bearer {token}"),)
 
         def open_stream() -> Any:
-            return audit.StreamEvents(audit_pb.StreamEventsRequest(page_size=100),
-                                      metadata=metadata, timeout=120)
+            return audit.StreamEvents(
+                audit_pb.StreamEventsRequest(page_size=100), metadata=metadata, timeout=120
+            )
+
         return open_stream
+
     yield stub
     for channel in channels:
         channel.close()
@@ -163,7 +190,7 @@ def test_unread_streams_cannot_hold_every_thread(tmp_path: Path, slow_reader: An
             for _ in range(2):
                 stream = open_stream()
                 try:
-                    assert next(stream).events   # one page read, then no more
+                    assert next(stream).events  # one page read, then no more
                     opened.append(stream)
                 except grpc.RpcError as error:
                     refused.append(error_details(error))
@@ -177,22 +204,25 @@ def test_unread_streams_cannot_hold_every_thread(tmp_path: Path, slow_reader: An
 
 
 def test_a_stream_whose_reader_stops_reading_is_cancelled(
-        tmp_path: Path, slow_reader: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, slow_reader: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """A stream whose client takes no message for REGISTRY_STREAM_STALL_SECONDS is
     cancelled and its thread freed (before, it was held for as long as the client kept
     the connection): the reader that comes back finds the stream CANCELLED, and the
     capacity is free for new streams."""
-    with running_api("sqlite", tmp_path, max_workers=4, stream_stall_seconds=1) as api, \
-            caplog.at_level(logging.INFO, logger="registry.api"):
+    with (
+        running_api("sqlite", tmp_path, max_workers=4, stream_stall_seconds=1) as api,
+        caplog.at_level(logging.INFO, logger="registry.api"),
+    ):
         busy_log(api)
         open_stream = slow_reader(api, api.tokens["regulator"])
         stalled = [open_stream() for _ in range(2)]
         for stream in stalled:
             assert next(stream).events
-        time.sleep(3)   # the stall budget passes; the watchdog checks 4 times a second
+        time.sleep(3)  # the stall budget passes; the watchdog checks 4 times a second
         for stream in stalled:
             with pytest.raises(grpc.RpcError) as ended:
-                for _ in stream:   # what was buffered, then the cancellation
+                for _ in stream:  # what was buffered, then the cancellation
                     pass
             assert ended.value.code() == grpc.StatusCode.CANCELLED
         lines = [r.getMessage() for r in caplog.records if "StreamEvents" in r.getMessage()]
@@ -204,8 +234,7 @@ def test_a_stream_whose_reader_stops_reading_is_cancelled(
             stream.cancel()
 
 
-def test_a_stream_ends_at_its_time_budget_and_resumes(tmp_path: Path,
-                                                     slow_reader: Any) -> None:
+def test_a_stream_ends_at_its_time_budget_and_resumes(tmp_path: Path, slow_reader: Any) -> None:
     """A reader that reads, but slowly, held its thread for as long as it liked; now a
     stream ends after REGISTRY_STREAM_MAX_SECONDS with RESOURCE_EXHAUSTED
     STREAM_TIME_LIMIT, and the reader resumes from the last position it received,
@@ -224,9 +253,15 @@ def test_a_stream_ends_at_its_time_budget_and_resumes(tmp_path: Path,
         assert (error.code, error.reason) == (EXHAUSTED, "STREAM_TIME_LIMIT")
         assert error.metadata["limit"] == "1"
         assert 100 <= len(received) < head
-        rest = [e.position for page in reg.audit.StreamEvents(
-            audit_pb.StreamEventsRequest(after_position=received[-1]),
-            metadata=reg.metadata, timeout=30) for e in page.events]
+        rest = [
+            e.position
+            for page in reg.audit.StreamEvents(
+                audit_pb.StreamEventsRequest(after_position=received[-1]),
+                metadata=reg.metadata,
+                timeout=30,
+            )
+            for e in page.events
+        ]
         assert received + rest == list(range(1, head + 1))
 
 
@@ -241,17 +276,18 @@ def test_idle_and_old_connections_are_closed_by_the_server(tmp_path: Path) -> No
     REGISTRY_CONNECTION_AGE_SECONDS): an idle connection is closed, and a busy one
     is asked to reconnect when old, without failing a call. Before, a connection
     lived as long as its client liked."""
-    with running_api("sqlite", tmp_path, connection_idle_seconds=1,
-                     connection_age_seconds=2) as api:
+    with running_api(
+        "sqlite", tmp_path, connection_idle_seconds=1, connection_age_seconds=2
+    ) as api:
         idle = RegistryClient(api.address, api.tokens["auditor"], timeout=10, attempts=1)
         busy = RegistryClient(api.address, api.tokens["auditor"], timeout=10, attempts=1)
         try:
-            caught_up(idle)   # the national accounts are projected before the reads below
+            caught_up(idle)  # the national accounts are projected before the reads below
             idle_states = _states(idle.channel)
             busy_states = _states(busy.channel)
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:
-                busy.balances("CN-ISSUANCE")   # never fails
+                busy.balances("CN-ISSUANCE")  # never fails
                 time.sleep(0.1)
             assert grpc.ChannelConnectivity.IDLE in idle_states, idle_states
             assert busy_states.count(grpc.ChannelConnectivity.READY) >= 2, busy_states
@@ -268,11 +304,14 @@ def test_stream_limits_must_leave_threads_for_calls() -> None:
     with pytest.raises(ConfigurationError, match="REGISTRY_MAX_WORKERS"):
         ServerSettings(max_workers=1)
     with pytest.raises(ConfigurationError, match="REGISTRY_MAX_STREAMS"):
-        ServerSettings.from_env(Settings("sqlite:///registry.sqlite"), {
-            "REGISTRY_MAX_WORKERS": "4", "REGISTRY_MAX_STREAMS": "4"})
-    chosen = ServerSettings.from_env(Settings("sqlite:///registry.sqlite"), {
-        "REGISTRY_MAX_CALLS_PER_PRINCIPAL": "5", "REGISTRY_STREAM_STALL_SECONDS": "7"})
+        ServerSettings.from_env(
+            Settings("sqlite:///registry.sqlite"),
+            {"REGISTRY_MAX_WORKERS": "4", "REGISTRY_MAX_STREAMS": "4"},
+        )
+    chosen = ServerSettings.from_env(
+        Settings("sqlite:///registry.sqlite"),
+        {"REGISTRY_MAX_CALLS_PER_PRINCIPAL": "5", "REGISTRY_STREAM_STALL_SECONDS": "7"},
+    )
     assert (chosen.limits.calls_per_principal, chosen.limits.stall_seconds) == (5, 7)
     limits = ServerSettings(max_workers=16).limits
-    assert (limits.streams, limits.calls_per_principal, limits.streams_per_principal) == (
-        8, 12, 4)
+    assert (limits.streams, limits.calls_per_principal, limits.streams_per_principal) == (8, 12, 4)

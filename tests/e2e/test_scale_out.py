@@ -43,9 +43,11 @@ def principals(url: str) -> dict[str, str]:
     """A regulator, an exchange over every account, the companies' operator: tokens."""
     registry = build_registry(Settings(url))
     system = Principal("system", "tests")
-    grants = {"regulator": (Principal("mee", "li"), "regulator", ()),
-              "exchange": (Principal("shanghai-exchange", "settlement"), "exchange", ("*",)),
-              "operator": (Principal("huaneng", "ops"), "operator", tuple(ALLOCATIONS))}
+    grants = {
+        "regulator": (Principal("mee", "li"), "regulator", ()),
+        "exchange": (Principal("shanghai-exchange", "settlement"), "exchange", ("*",)),
+        "operator": (Principal("huaneng", "ops"), "operator", tuple(ALLOCATIONS)),
+    }
     try:
         tokens = {}
         for name, (principal, role, accounts) in grants.items():
@@ -67,21 +69,33 @@ class Cluster:
     def env(self, name: str) -> dict[str, str]:
         data = self.work / name
         data.mkdir(exist_ok=True)
-        return environment(data, self.ports.get(name, 0), REGISTRY_DATABASE_URL=self.url,
-                           REGISTRY_PROJECTIONS="external", REGISTRY_FOUR_EYES="off",
-                           REGISTRY_LEDGER_KEY=str(self.work / "ledger-key.pem"),
-                           REGISTRY_EVENT_KEY=str(self.work / "event-key"))
+        return environment(
+            data,
+            self.ports.get(name, 0),
+            REGISTRY_DATABASE_URL=self.url,
+            REGISTRY_PROJECTIONS="external",
+            REGISTRY_FOUR_EYES="off",
+            REGISTRY_LEDGER_KEY=str(self.work / "ledger-key.pem"),
+            REGISTRY_EVENT_KEY=str(self.work / "event-key"),
+        )
 
     def start(self, name: str) -> None:
         command = [*registry_command(), "serve" if name.startswith("server") else "project"]
         run = len(list(self.work.glob(f"{name}-*.log")))
         with (self.work / f"{name}-{run}.log").open("wb") as out:
-            self.processes[name] = subprocess.Popen(command, env=self.env(name), stdout=out,
-                                                    stderr=subprocess.STDOUT)
+            self.processes[name] = subprocess.Popen(
+                command, env=self.env(name), stdout=out, stderr=subprocess.STDOUT
+            )
         if name.startswith("server"):
-            wait_serving(Server(self.processes[name], self.address(name), self.work,
-                                self.work / f"{name}-{run}.log",
-                                self.work / f"{name}-{run}.log"))
+            wait_serving(
+                Server(
+                    self.processes[name],
+                    self.address(name),
+                    self.work,
+                    self.work / f"{name}-{run}.log",
+                    self.work / f"{name}-{run}.log",
+                )
+            )
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
@@ -91,8 +105,9 @@ class Cluster:
         self.processes[name].wait(timeout=30)
 
     def log(self, name: str) -> str:
-        return "".join(p.read_text(errors="replace")
-                       for p in sorted(self.work.glob(f"{name}-*.log")))
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.work.glob(f"{name}-*.log"))
+        )
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -107,14 +122,13 @@ class Cluster:
 
 def wait_for(condition: object, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():   # type: ignore[operator]
+    while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
 
 
 def acknowledged(path: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() \
-        else []
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_servers_and_workers_killed_mid_run_lose_and_double_nothing(tmp_path: Path) -> None:
@@ -123,11 +137,15 @@ def test_servers_and_workers_killed_mid_run_lose_and_double_nothing(tmp_path: Pa
         cluster = Cluster(url, tmp_path)
         try:
             cluster.start("worker-1")
-            wait_for(lambda: "holding the projection lease" in cluster.log("worker-1"),
-                     "the first worker never took the lease")
+            wait_for(
+                lambda: "holding the projection lease" in cluster.log("worker-1"),
+                "the first worker never took the lease",
+            )
             cluster.start("worker-2")
-            wait_for(lambda: "standing by" in cluster.log("worker-2"),
-                     "the second worker should stand by")
+            wait_for(
+                lambda: "standing by" in cluster.log("worker-2"),
+                "the second worker should stand by",
+            )
             for name in ("server-a", "server-b"):
                 cluster.start(name)
             with RegistryClient(cluster.address("server-a"), tokens["regulator"]) as reg:
@@ -136,24 +154,47 @@ def test_servers_and_workers_killed_mid_run_lose_and_double_nothing(tmp_path: Pa
 
             servers = [cluster.address("server-a"), cluster.address("server-b")]
             clients = []
-            for n, (kind, token, count) in enumerate((
+            for n, (kind, token, count) in enumerate(
+                (
                     ("settle", tokens["exchange"], TRADES_PER_CLIENT),
                     ("settle", tokens["exchange"], TRADES_PER_CLIENT),
-                    ("surrender", tokens["operator"], SURRENDERS))):
+                    ("surrender", tokens["operator"], SURRENDERS),
+                )
+            ):
                 order = servers if n % 2 == 0 else servers[::-1]
-                clients.append(subprocess.Popen(
-                    [sys.executable, "-m", "tests.e2e.scale_client", kind,
-                     str(tmp_path / f"client-{n}.jsonl"), token, f"C{n}", str(count), *order],
-                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+                clients.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "tests.e2e.scale_client",
+                            kind,
+                            str(tmp_path / f"client-{n}.jsonl"),
+                            token,
+                            f"C{n}",
+                            str(count),
+                            *order,
+                        ],
+                        cwd=ROOT,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             # mid-run: one server and the lease holder die without a word
-            wait_for(lambda: sum(len(acknowledged(tmp_path / f"client-{n}.jsonl"))
-                                 for n in range(3)) > 60, "the clients made no progress")
+            wait_for(
+                lambda: (
+                    sum(len(acknowledged(tmp_path / f"client-{n}.jsonl")) for n in range(3)) > 60
+                ),
+                "the clients made no progress",
+            )
             cluster.kill("server-a")
             cluster.kill("worker-1")
-            wait_for(lambda: "holding the projection lease" in cluster.log("worker-2"),
-                     "the standby worker never took over")
+            wait_for(
+                lambda: "holding the projection lease" in cluster.log("worker-2"),
+                "the standby worker never took over",
+            )
             cluster.start("server-a")
-            cluster.start("worker-1")   # back, and now it is the one standing by
+            cluster.start("worker-1")  # back, and now it is the one standing by
             for client in clients:
                 output = client.communicate(timeout=240)[0].decode(errors="replace")
                 assert client.returncode == 0, output
@@ -162,8 +203,10 @@ def test_servers_and_workers_killed_mid_run_lose_and_double_nothing(tmp_path: Pa
                 caught_up(reg)
                 supply = reg.call(reg.audit.GetSupply, audit_pb.GetSupplyRequest())
                 assert supply.lines and all(line.balanced for line in supply.lines)
-            wait_for(lambda: "standing by" in cluster.log("worker-1"),
-                     "the restarted worker should stand by")
+            wait_for(
+                lambda: "standing by" in cluster.log("worker-1"),
+                "the restarted worker should stand by",
+            )
         finally:
             cluster.stop()
 
@@ -173,7 +216,8 @@ def test_servers_and_workers_killed_mid_run_lose_and_double_nothing(tmp_path: Pa
         try:
             completed: Counter[str] = Counter()
             for notification in registry.recorder.select_notifications(
-                    start=1, limit=1_000_000, topics=["registry.Transaction.Completed"]):
+                start=1, limit=1_000_000, topics=["registry.Transaction.Completed"]
+            ):
                 payload = json.loads(notification.state)
                 completed[payload["client_id"]] += 1
             for n, count in ((0, TRADES_PER_CLIENT), (1, TRADES_PER_CLIENT), (2, SURRENDERS)):
@@ -181,15 +225,22 @@ def test_servers_and_workers_killed_mid_run_lose_and_double_nothing(tmp_path: Pa
                 assert [a["id"] for a in acks] == [f"C{n}-{i}" for i in range(count)]
                 assert all(completed[a["id"]] == 1 for a in acks), n
             assert all(line.balanced for line in registry.supply())
-            report = check(registry, engine)   # the read models equal a rebuild
+            report = check(registry, engine)  # the read models equal a rebuild
             assert report.ok, report.differences[:5]
-            moved = sum(a["server"] != first for n in range(3)
-                        for a, first in [(a, (servers if n % 2 == 0 else servers[::-1])[0])
-                                         for a in acknowledged(tmp_path / f"client-{n}.jsonl")])
-            print(f"\nscale-out: {registry.recorder.max_notification_id():,} events, "
-                  f"{sum(completed.values()):,} transactions, {moved} acknowledgements "
-                  f"through the other server after the kill, {report.checks:,} read-model "
-                  "checks")
+            moved = sum(
+                a["server"] != first
+                for n in range(3)
+                for a, first in [
+                    (a, (servers if n % 2 == 0 else servers[::-1])[0])
+                    for a in acknowledged(tmp_path / f"client-{n}.jsonl")
+                ]
+            )
+            print(
+                f"\nscale-out: {registry.recorder.max_notification_id():,} events, "
+                f"{sum(completed.values()):,} transactions, {moved} acknowledgements "
+                f"through the other server after the kill, {report.checks:,} read-model "
+                "checks"
+            )
         finally:
             registry.close()
             engine.dispose()

@@ -54,17 +54,33 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
         yield seeded
 
 
-def grant(client: RegistryClient, grant_id: str, party: str, name: str, role: int,
-          accounts: tuple[str, ...] = (), reason: str = "new desk"
-          ) -> access_pb.GrantRoleResponse:
-    return client.call(client.access.GrantRole, access_pb.GrantRoleRequest(
-        grant_id=grant_id, party=party, name=name, role=role, account_ids=list(accounts),
-        reason=reason))
+def grant(
+    client: RegistryClient,
+    grant_id: str,
+    party: str,
+    name: str,
+    role: int,
+    accounts: tuple[str, ...] = (),
+    reason: str = "new desk",
+) -> access_pb.GrantRoleResponse:
+    return client.call(
+        client.access.GrantRole,
+        access_pb.GrantRoleRequest(
+            grant_id=grant_id,
+            party=party,
+            name=name,
+            role=role,
+            account_ids=list(accounts),
+            reason=reason,
+        ),
+    )
 
 
 def token_for(client: RegistryClient, party: str, name: str) -> str:
-    return client.call(client.access.IssueToken, access_pb.IssueTokenRequest(
-        party=party, name=name, reason="new desk")).token
+    return client.call(
+        client.access.IssueToken,
+        access_pb.IssueTokenRequest(party=party, name=name, reason="new desk"),
+    ).token
 
 
 def supply(client: RegistryClient) -> int:
@@ -76,20 +92,27 @@ def test_an_administrator_alone_cannot_become_an_exchange_and_settle(api: Api) -
     """Attack 1: the admin grants itself exchange '*' and settles 500 t out of a company."""
     admin = api.admin
     before = balance(api.regulator, COMPANY, head_position(api.regulator))
-    error = rpc_error(lambda: grant(admin, "self-ex", "mee", "admin", access_pb.ROLE_EXCHANGE,
-                                    ("*",)))
+    error = rpc_error(
+        lambda: grant(admin, "self-ex", "mee", "admin", access_pb.ROLE_EXCHANGE, ("*",))
+    )
     assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
     # a made-up exchange: only proposed, never in effect without a second administrator
     proposed = grant(admin, "rogue-ex", "rogue", "desk", access_pb.ROLE_EXCHANGE, ("*",))
     assert proposed.pending
     with RegistryClient(api.address, token_for(admin, "rogue", "desk"), attempts=1) as rogue:
-        error = rpc_error(lambda: rogue.call(
-            rogue.settlement.SettleTrades, settlement_pb.SettleTradesRequest(
-                trades=[trade("ROGUE-1", COMPANY, TRADER, 500)])))
+        error = rpc_error(
+            lambda: rogue.call(
+                rogue.settlement.SettleTrades,
+                settlement_pb.SettleTradesRequest(trades=[trade("ROGUE-1", COMPANY, TRADER, 500)]),
+            )
+        )
         assert (error.code, error.reason) == (DENIED, "ROLE_NOT_GRANTED")
-    error = rpc_error(lambda: admin.call(admin.settlement.SettleTrades,
-                                         settlement_pb.SettleTradesRequest(
-                                             trades=[trade("ROGUE-2", COMPANY, TRADER, 500)])))
+    error = rpc_error(
+        lambda: admin.call(
+            admin.settlement.SettleTrades,
+            settlement_pb.SettleTradesRequest(trades=[trade("ROGUE-2", COMPANY, TRADER, 500)]),
+        )
+    )
     assert (error.code, error.reason) == (DENIED, "ROLE_NOT_GRANTED")
     assert balance(api.regulator, COMPANY, head_position(api.regulator)) == before
 
@@ -100,27 +123,48 @@ def test_an_administrator_alone_cannot_mint_regulators_and_issue(tmp_path: Path)
     with running_api("sqlite", tmp_path, four_eyes=True) as api:
         admin = api.admin
         issued = supply(api.regulator)
-        error = rpc_error(lambda: grant(admin, "self-reg", "mee", "admin",
-                                        access_pb.ROLE_REGULATOR))
+        error = rpc_error(
+            lambda: grant(admin, "self-reg", "mee", "admin", access_pb.ROLE_REGULATOR)
+        )
         assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
         assert grant(admin, "ghost-reg", "mee", "ghost", access_pb.ROLE_REGULATOR).pending
         with RegistryClient(api.address, token_for(admin, "mee", "ghost"), attempts=1) as ghost:
-            error = rpc_error(lambda: ghost.call(
-                ghost.administration.ProposeAction, admin_pb.ProposeActionRequest(
-                    proposal_id="GHOST-ISS", kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
-                    payload_json=json.dumps({"transaction_id": "GHOST-ISS", "unit_type": "CEA",
-                                             "vintage": 2025, "quantity": 1_000_000,
-                                             "reason": "x"}),
-                    reason="more units")))
+            error = rpc_error(
+                lambda: ghost.call(
+                    ghost.administration.ProposeAction,
+                    admin_pb.ProposeActionRequest(
+                        proposal_id="GHOST-ISS",
+                        kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
+                        payload_json=json.dumps(
+                            {
+                                "transaction_id": "GHOST-ISS",
+                                "unit_type": "CEA",
+                                "vintage": 2025,
+                                "quantity": 1_000_000,
+                                "reason": "x",
+                            }
+                        ),
+                        reason="more units",
+                    ),
+                )
+            )
             assert (error.code, error.reason) == (DENIED, "ROLE_NOT_GRANTED")
-        error = rpc_error(lambda: admin.call(
-            admin.administration.ProposeAction, admin_pb.ProposeActionRequest(
-                proposal_id="ADMIN-ISS", kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
-                payload_json="{}", reason="x")))
+        error = rpc_error(
+            lambda: admin.call(
+                admin.administration.ProposeAction,
+                admin_pb.ProposeActionRequest(
+                    proposal_id="ADMIN-ISS",
+                    kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
+                    payload_json="{}",
+                    reason="x",
+                ),
+            )
+        )
         assert (error.code, error.reason) == (DENIED, "ROLE_NOT_GRANTED")
         # even two administrators cannot make an administrator a regulator
-        error = rpc_error(lambda: grant(api.admin2, "admin-reg", "mee", "admin",
-                                        access_pb.ROLE_REGULATOR))
+        error = rpc_error(
+            lambda: grant(api.admin2, "admin-reg", "mee", "admin", access_pb.ROLE_REGULATOR)
+        )
         assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
         assert supply(api.regulator) == issued
 
@@ -131,24 +175,36 @@ def test_no_grant_covers_a_national_account(api: Api) -> None:
     head = head_position(api.regulator)
     before = balance(api.regulator, "CN-ISSUANCE", head)
     for party, name in (("mee", "admin"), ("rogue", "ops")):
-        error = rpc_error(lambda p=party, n=name: grant(admin, f"nat-{n}", p, n,
-                                                         access_pb.ROLE_OPERATOR,
-                                                         ("CN-ISSUANCE",)))
+        error = rpc_error(
+            lambda p=party, n=name: grant(
+                admin, f"nat-{n}", p, n, access_pb.ROLE_OPERATOR, ("CN-ISSUANCE",)
+            )
+        )
         assert (error.code, error.reason) == (INVALID, "INVALID_GRANT_SCOPE")
     # the second administrator cannot approve one either: refused before any proposal
-    error = rpc_error(lambda: grant(api.admin2, "nat-ops", "rogue", "ops",
-                                    access_pb.ROLE_OPERATOR, ("CN-ISSUANCE",)))
+    error = rpc_error(
+        lambda: grant(
+            api.admin2, "nat-ops", "rogue", "ops", access_pb.ROLE_OPERATOR, ("CN-ISSUANCE",)
+        )
+    )
     assert (error.code, error.reason) == (INVALID, "INVALID_GRANT_SCOPE")
-    assert head_position(api.regulator) == head   # nothing recorded
+    assert head_position(api.regulator) == head  # nothing recorded
     token = token_for(admin, "rogue", "ops")
     head = head_position(api.regulator)
     with RegistryClient(api.address, token, attempts=1) as rogue:
-        error = rpc_error(lambda: rogue.call(rogue.accounts.CancelUnits,
-                                             account_pb.CancelUnitsRequest(
-                                                 transaction_id="ROGUE-CXL",
-                                                 account_id="CN-ISSUANCE", unit_type=CEA,
-                                                 vintage=2025, quantity=1_000,
-                                                 reason="x")))
+        error = rpc_error(
+            lambda: rogue.call(
+                rogue.accounts.CancelUnits,
+                account_pb.CancelUnitsRequest(
+                    transaction_id="ROGUE-CXL",
+                    account_id="CN-ISSUANCE",
+                    unit_type=CEA,
+                    vintage=2025,
+                    quantity=1_000,
+                    reason="x",
+                ),
+            )
+        )
         assert error.code == DENIED
     assert head_position(api.regulator) == head
     assert balance(api.regulator, "CN-ISSUANCE", head) == before
@@ -156,51 +212,81 @@ def test_no_grant_covers_a_national_account(api: Api) -> None:
 
 def test_a_grant_takes_a_second_administrator(api: Api) -> None:
     admin, admin2 = api.admin, api.admin2
-    proposed = grant(admin, "zhou-reg", "mee", "regulator-zhou", access_pb.ROLE_REGULATOR,
-                     reason="MEE registry desk")
-    assert (proposed.pending, proposed.replayed, proposed.proposed_by) == \
-        (True, False, "mee/admin")
+    proposed = grant(
+        admin,
+        "zhou-reg",
+        "mee",
+        "regulator-zhou",
+        access_pb.ROLE_REGULATOR,
+        reason="MEE registry desk",
+    )
+    assert (proposed.pending, proposed.replayed, proposed.proposed_by) == (True, False, "mee/admin")
     again = grant(admin, "zhou-reg", "mee", "regulator-zhou", access_pb.ROLE_REGULATOR)
-    assert (again.pending, again.replayed) == (True, True)   # the proposer again: a retry
+    assert (again.pending, again.replayed) == (True, True)  # the proposer again: a retry
     listed = admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
     [zhou] = [p for p in listed.principals if p.name == "regulator-zhou"]
-    assert [(g.grant_id, g.pending, g.granted_by) for g in zhou.grants] == \
-        [("zhou-reg", True, "mee/admin")]
+    assert [(g.grant_id, g.pending, g.granted_by) for g in zhou.grants] == [
+        ("zhou-reg", True, "mee/admin")
+    ]
     # a regulator can neither approve nor reject an access change
-    for call in (lambda: api.regulator.call(
-                     api.regulator.administration.ApproveProposal,
-                     admin_pb.ApproveProposalRequest(party="system", proposal_id="zhou-reg")),
-                 lambda: api.regulator.call(
-                     api.regulator.administration.RejectProposal,
-                     admin_pb.RejectProposalRequest(party="system", proposal_id="zhou-reg",
-                                                    reason="no"))):
+    for call in (
+        lambda: api.regulator.call(
+            api.regulator.administration.ApproveProposal,
+            admin_pb.ApproveProposalRequest(party="system", proposal_id="zhou-reg"),
+        ),
+        lambda: api.regulator.call(
+            api.regulator.administration.RejectProposal,
+            admin_pb.RejectProposalRequest(party="system", proposal_id="zhou-reg", reason="no"),
+        ),
+    ):
         error = rpc_error(call)
         assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
     # nor propose one
-    error = rpc_error(lambda: api.regulator.call(
-        api.regulator.administration.ProposeAction, admin_pb.ProposeActionRequest(
-            proposal_id="zhou-2", kind=admin_pb.PROPOSAL_KIND_ROLE_GRANT,
-            payload_json=json.dumps({"grant_id": "zhou-2", "party": "mee",
-                                     "name": "regulator-zhou", "role": "regulator",
-                                     "accounts": ["*"]}), reason="x")))
+    error = rpc_error(
+        lambda: api.regulator.call(
+            api.regulator.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id="zhou-2",
+                kind=admin_pb.PROPOSAL_KIND_ROLE_GRANT,
+                payload_json=json.dumps(
+                    {
+                        "grant_id": "zhou-2",
+                        "party": "mee",
+                        "name": "regulator-zhou",
+                        "role": "regulator",
+                        "accounts": ["*"],
+                    }
+                ),
+                reason="x",
+            ),
+        )
+    )
     assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
     # another grant under the same id is not what was proposed
-    error = rpc_error(lambda: grant(admin2, "zhou-reg", "mee", "regulator-zhou",
-                                    access_pb.ROLE_AUDITOR))
+    error = rpc_error(
+        lambda: grant(admin2, "zhou-reg", "mee", "regulator-zhou", access_pb.ROLE_AUDITOR)
+    )
     assert error.code in (grpc.StatusCode.ALREADY_EXISTS, PRECONDITION)
     approved = grant(admin2, "zhou-reg", "mee", "regulator-zhou", access_pb.ROLE_REGULATOR)
-    assert (approved.pending, approved.proposed_by, approved.approved_by) == \
-        (False, "mee/admin", "mee/admin-2")
+    assert (approved.pending, approved.proposed_by, approved.approved_by) == (
+        False,
+        "mee/admin",
+        "mee/admin-2",
+    )
     listed = admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
     [zhou] = [p for p in listed.principals if p.name == "regulator-zhou"]
-    assert [(g.pending, g.granted_by, g.approved_by) for g in zhou.grants] == \
-        [(False, "mee/admin", "mee/admin-2")]
+    assert [(g.pending, g.granted_by, g.approved_by) for g in zhou.grants] == [
+        (False, "mee/admin", "mee/admin-2")
+    ]
     # a pending grant withdrawn by RevokeGrant can no longer be approved
     assert grant(admin, "sun-reg", "mee", "regulator-sun", access_pb.ROLE_REGULATOR).pending
-    admin2.call(admin2.access.RevokeGrant, access_pb.RevokeGrantRequest(
-        grant_id="sun-reg", reason="not agreed"))
-    error = rpc_error(lambda: grant(admin2, "sun-reg", "mee", "regulator-sun",
-                                    access_pb.ROLE_REGULATOR))
+    admin2.call(
+        admin2.access.RevokeGrant,
+        access_pb.RevokeGrantRequest(grant_id="sun-reg", reason="not agreed"),
+    )
+    error = rpc_error(
+        lambda: grant(admin2, "sun-reg", "mee", "regulator-sun", access_pb.ROLE_REGULATOR)
+    )
     assert (error.code, error.reason) == (PRECONDITION, "PROPOSAL_NOT_PENDING")
 
 
@@ -208,17 +294,31 @@ def test_an_approver_made_after_the_proposal_is_refused(tmp_path: Path) -> None:
     """A regulator minted once a proposal waits cannot approve it; one that was there can."""
     with running_api("sqlite", tmp_path, four_eyes=True) as api:
         li = api.regulator
-        li.call(li.administration.ProposeAction, admin_pb.ProposeActionRequest(
-            proposal_id="ISS-1", kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
-            payload_json=json.dumps({"transaction_id": "ISS-1", "unit_type": "CEA",
-                                     "vintage": 2025, "quantity": 1_000_000, "reason": "x"}),
-            reason="2025 issuance"))
+        li.call(
+            li.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id="ISS-1",
+                kind=admin_pb.PROPOSAL_KIND_ISSUANCE,
+                payload_json=json.dumps(
+                    {
+                        "transaction_id": "ISS-1",
+                        "unit_type": "CEA",
+                        "vintage": 2025,
+                        "quantity": 1_000_000,
+                        "reason": "x",
+                    }
+                ),
+                reason="2025 issuance",
+            ),
+        )
         grant(api.admin, "zhou-reg", "mee", "regulator-zhou", access_pb.ROLE_REGULATOR)
-        assert not grant(api.admin2, "zhou-reg", "mee", "regulator-zhou",
-                         access_pb.ROLE_REGULATOR).pending
+        assert not grant(
+            api.admin2, "zhou-reg", "mee", "regulator-zhou", access_pb.ROLE_REGULATOR
+        ).pending
         approve = admin_pb.ApproveProposalRequest(party="mee", proposal_id="ISS-1")
-        with RegistryClient(api.address, token_for(api.admin, "mee", "regulator-zhou"),
-                            attempts=1) as zhou:
+        with RegistryClient(
+            api.address, token_for(api.admin, "mee", "regulator-zhou"), attempts=1
+        ) as zhou:
             error = rpc_error(lambda: zhou.call(zhou.administration.ApproveProposal, approve))
             assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES")
         wang = api.clients["regulator2"]
@@ -229,26 +329,45 @@ def test_an_approver_made_after_the_proposal_is_refused(tmp_path: Path) -> None:
 def test_the_last_administrator_cannot_revoke_itself(api: Api) -> None:
     admin = api.admin
     # of two administrators, neither removes the other (access changes take two)
-    error = rpc_error(lambda: admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(
-        grant_id="admin2-admin", reason="ousted")))
+    error = rpc_error(
+        lambda: admin.call(
+            admin.access.RevokeGrant,
+            access_pb.RevokeGrantRequest(grant_id="admin2-admin", reason="ousted"),
+        )
+    )
     assert (error.code, error.reason) == (PRECONDITION, "LAST_ADMINISTRATOR")
     # admin-2 loses its token: then mee/admin is the only one who can call, and may
     # remove admin-2's grant, but never its own
     listed = admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
     [other] = [p for p in listed.principals if (p.party, p.name) == ("mee", "admin-2")]
-    admin.call(admin.access.RevokeCredential, access_pb.RevokeCredentialRequest(
-        credential_id=other.credentials[0].credential_id, reason="laptop lost"))
-    admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(
-        grant_id="admin2-admin", reason="left the ministry"))
-    error = rpc_error(lambda: admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(
-        grant_id="admin-admin", reason="leaving")))
+    admin.call(
+        admin.access.RevokeCredential,
+        access_pb.RevokeCredentialRequest(
+            credential_id=other.credentials[0].credential_id, reason="laptop lost"
+        ),
+    )
+    admin.call(
+        admin.access.RevokeGrant,
+        access_pb.RevokeGrantRequest(grant_id="admin2-admin", reason="left the ministry"),
+    )
+    error = rpc_error(
+        lambda: admin.call(
+            admin.access.RevokeGrant,
+            access_pb.RevokeGrantRequest(grant_id="admin-admin", reason="leaving"),
+        )
+    )
     assert (error.code, error.reason) == (PRECONDITION, "LAST_ADMINISTRATOR")
     listed = admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
     [me] = [p for p in listed.principals if (p.party, p.name) == ("mee", "admin")]
     [credential] = me.credentials
-    error = rpc_error(lambda: admin.call(
-        admin.access.RevokeCredential, access_pb.RevokeCredentialRequest(
-            credential_id=credential.credential_id, reason="oops")))
+    error = rpc_error(
+        lambda: admin.call(
+            admin.access.RevokeCredential,
+            access_pb.RevokeCredentialRequest(
+                credential_id=credential.credential_id, reason="oops"
+            ),
+        )
+    )
     assert (error.code, error.reason) == (PRECONDITION, "LAST_ADMINISTRATOR")
     assert admin.call(admin.access.ListPrincipals, access_pb.ListPrincipalsRequest())
 
@@ -259,35 +378,40 @@ def test_reasons_grant_ids_and_party_system_are_checked(api: Api) -> None:
     admin = api.admin
     head = head_position(api.regulator)
     for reason in ("ok\x1b[2Jcleared", "nul\x00", "bell\x07"):
-        error = rpc_error(lambda r=reason: grant(admin, "aud-x", "nao", "aud-x",
-                                                 access_pb.ROLE_AUDITOR, reason=r))
+        error = rpc_error(
+            lambda r=reason: grant(admin, "aud-x", "nao", "aud-x", access_pb.ROLE_AUDITOR, reason=r)
+        )
         assert (error.code, error.reason) == (INVALID, "INVALID_REASON")
-    for call in (lambda: token_for(admin, "system", "bootstrap"),
-                 lambda: grant(admin, "sys", "system", "tests", access_pb.ROLE_AUDITOR)):
+    for call in (
+        lambda: token_for(admin, "system", "bootstrap"),
+        lambda: grant(admin, "sys", "system", "tests", access_pb.ROLE_AUDITOR),
+    ):
         error = rpc_error(call)
         assert (error.code, error.reason) == (INVALID, "RESERVED_PARTY")
     assert head_position(api.regulator) == head
-    grant(admin, "aud-1", "nao", "auditor-qian", access_pb.ROLE_AUDITOR)   # one admin
-    admin.call(admin.access.RevokeGrant, access_pb.RevokeGrantRequest(grant_id="aud-1",
-                                                                      reason="left"))
-    error = rpc_error(lambda: grant(admin, "aud-1", "nao", "auditor-sun",
-                                    access_pb.ROLE_AUDITOR))
+    grant(admin, "aud-1", "nao", "auditor-qian", access_pb.ROLE_AUDITOR)  # one admin
+    admin.call(
+        admin.access.RevokeGrant, access_pb.RevokeGrantRequest(grant_id="aud-1", reason="left")
+    )
+    error = rpc_error(lambda: grant(admin, "aud-1", "nao", "auditor-sun", access_pb.ROLE_AUDITOR))
     assert (error.code, error.reason) == (PRECONDITION, "ACCESS_CHANGE_REFUSED")
 
 
-def test_an_administrator_cannot_take_another_s_identity_with_a_second_token(api: Api
-                                                                              ) -> None:
+def test_an_administrator_cannot_take_another_s_identity_with_a_second_token(api: Api) -> None:
     """With the other administrator's or two regulators' extra tokens, one administrator
     would approve its own grants and proposals: a privileged principal holding a token
     gets no second one; a rotation replaces it (the holder's token stops, visibly)."""
     admin = api.admin
-    for party, name in (("mee", "admin-2"), ("mee", "regulator-li"),
-                        ("mee", "regulator-wang"), ("shanghai-exchange", "settlement")):
+    for party, name in (
+        ("mee", "admin-2"),
+        ("mee", "regulator-li"),
+        ("mee", "regulator-wang"),
+        ("shanghai-exchange", "settlement"),
+    ):
         error = rpc_error(lambda p=party, n=name: token_for(admin, p, n))
         assert (error.code, error.reason) == (PRECONDITION, "SEPARATION_OF_DUTIES"), name
     # the four-eyes grant path still works end to end: grant, approve, first token
     grant(admin, "qian-reg", "mee", "regulator-qian", access_pb.ROLE_REGULATOR)
     grant(api.admin2, "qian-reg", "mee", "regulator-qian", access_pb.ROLE_REGULATOR)
-    with RegistryClient(api.address, token_for(admin, "mee", "regulator-qian"),
-                        attempts=1) as qian:
+    with RegistryClient(api.address, token_for(admin, "mee", "regulator-qian"), attempts=1) as qian:
         assert qian.balances(COMPANY) is not None

@@ -44,9 +44,13 @@ GRPCURL = BIN / "grpcurl"
 GRACE_SECONDS = 10.0
 """services.server.ServerSettings.grace_seconds."""
 BATCH = 5_000
-REGISTRY_SERVICES = {"registry.v1.AccountService", "registry.v1.AdministrationService",
-                     "registry.v1.AuditService", "registry.v1.SettlementService",
-                     "registry.v1.AccessService"}
+REGISTRY_SERVICES = {
+    "registry.v1.AccountService",
+    "registry.v1.AdministrationService",
+    "registry.v1.AuditService",
+    "registry.v1.SettlementService",
+    "registry.v1.AccessService",
+}
 
 
 def free_port() -> int:
@@ -59,8 +63,12 @@ def environment(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
     """The process environment: the embedded store in data_dir, listening on port; four
     eyes off (one regulator's direct calls seed the scenarios) unless ``extra`` says."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    env.update(REGISTRY_DATA_DIR=str(data_dir), REGISTRY_LISTEN=f"127.0.0.1:{port}",
-               REGISTRY_SERVER=f"127.0.0.1:{port}", REGISTRY_FOUR_EYES="off")
+    env.update(
+        REGISTRY_DATA_DIR=str(data_dir),
+        REGISTRY_LISTEN=f"127.0.0.1:{port}",
+        REGISTRY_SERVER=f"127.0.0.1:{port}",
+        REGISTRY_FOUR_EYES="off",
+    )
     env.update(extra)
     return env
 
@@ -89,9 +97,12 @@ def serving(data_dir: Path, **extra: str) -> Iterator[Server]:
     run = len(list(data_dir.glob("serve-*.out")))
     stdout, stderr = data_dir / f"serve-{run}.out", data_dir / f"serve-{run}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen([*registry_command(), "serve"],
-                                   env=environment(data_dir, port, **extra),
-                                   stdout=out, stderr=err)
+        process = subprocess.Popen(
+            [*registry_command(), "serve"],
+            env=environment(data_dir, port, **extra),
+            stdout=out,
+            stderr=err,
+        )
     server = Server(process, f"127.0.0.1:{port}", data_dir, stdout, stderr)
     try:
         wait_serving(server)
@@ -108,8 +119,7 @@ def wait_serving(server: Server, timeout: float = 60.0) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
-                pytest.fail(f"the server exited {server.process.returncode}:\n"
-                            f"{server.output()}")
+                pytest.fail(f"the server exited {server.process.returncode}:\n{server.output()}")
             try:
                 status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
@@ -138,14 +148,20 @@ def wait_shutting_down(channel: grpc.Channel, timeout: float = 5.0) -> None:
 def cli(server: Server, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     """An operator command against the server (token: the data dir's token file)."""
     port = int(server.address.rsplit(":", 1)[1])
-    return subprocess.run([*registry_command(), *args], capture_output=True, text=True,
-                          timeout=60, env=environment(server.data_dir, port, **extra),
-                          check=False)
+    return subprocess.run(
+        [*registry_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment(server.data_dir, port, **extra),
+        check=False,
+    )
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(GRPCURL), "-plaintext", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [str(GRPCURL), "-plaintext", *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def credentials(data_dir: Path) -> list[tuple[str, str, str]]:
@@ -169,11 +185,24 @@ def add_principal(server: Server, party: str, name: str, role: str, accounts: st
     admin = admin_token(server.data_dir)
     scope = ["--accounts", accounts] if accounts else []
     for token in (admin, admin_token(server.data_dir, "admin-2")):
-        granted = cli(server, "access", "grant", f"{party}.{name}.{role}", party, name, role,
-                      *scope, "--reason", "test principal", "--token", token)
+        granted = cli(
+            server,
+            "access",
+            "grant",
+            f"{party}.{name}.{role}",
+            party,
+            name,
+            role,
+            *scope,
+            "--reason",
+            "test principal",
+            "--token",
+            token,
+        )
         assert granted.returncode == 0, granted.stderr
-    issued = cli(server, "access", "token", "issue", party, name, "--reason", "test token",
-                 "--token", admin)
+    issued = cli(
+        server, "access", "token", "issue", party, name, "--reason", "test token", "--token", admin
+    )
     assert issued.returncode == 0, issued.stderr
     return issued.stdout.split()[-1]
 
@@ -195,20 +224,25 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
         token, party, name = first_token(tmp_path)
         assert (party, name) == ("mee", "regulator")
         assert [line[1:] for line in credentials(tmp_path)] == [
-            ("mee", "regulator"), ("mee", "admin"), ("mee", "admin-2")]
+            ("mee", "regulator"),
+            ("mee", "admin"),
+            ("mee", "admin-2"),
+        ]
         assert (tmp_path / "credentials").stat().st_mode & 0o777 == 0o600
         assert token in server.stderr.read_text()
         with sqlite3.connect(tmp_path / "registry.sqlite") as db:
-            stored = b"".join(bytes(state) for (state,) in db.execute(
-                "SELECT state FROM stored_events"))
-        assert stored and token.split(".")[1].encode() not in stored   # only its hash
-        exchange_token = add_principal(server, "shanghai-exchange", "settlement", "exchange",
-                                       "*")
+            stored = b"".join(
+                bytes(state) for (state,) in db.execute("SELECT state FROM stored_events")
+            )
+        assert stored and token.split(".")[1].encode() not in stored  # only its hash
+        exchange_token = add_principal(server, "shanghai-exchange", "settlement", "exchange", "*")
         assert f"registry serving on {server.address}" in server.stdout.read_text()
         assert (tmp_path / "registry.sqlite").exists()
 
-        with RegistryClient(server.address, token, attempts=1) as client, \
-                RegistryClient(server.address, exchange_token, attempts=1) as exchange:
+        with (
+            RegistryClient(server.address, token, attempts=1) as client,
+            RegistryClient(server.address, exchange_token, attempts=1) as exchange,
+        ):
             seed_market(client)
             [sold] = exchange.settle_trades([trade("T-1", A, TRADER, 1_000)])
             assert sold.status == settlement_pb.TRADE_STATUS_SETTLED
@@ -219,17 +253,23 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             assert done.returncode == 0, done.stderr
             assert done.stdout.splitlines() == [
                 f"{'unit class':<32}{'total':>16}{'held':>16}{'available':>16}",
-                f"{'CEA/2025':<32}{'99,000':>16}{'0':>16}{'99,000':>16}"]
+                f"{'CEA/2025':<32}{'99,000':>16}{'0':>16}{'99,000':>16}",
+            ]
             done = cli(server, "history", A)
             assert done.returncode == 0, done.stderr
             rows = [line.split() for line in done.stdout.splitlines()[1:]]
             assert [row[1:] for row in rows] == [
-                ["ALLOCATION", "CREDIT", "CEA/2025", "100,000", "CN-ISSUANCE",
-                 f"mee:ALLOC-2025-{A}"],
-                ["SETTLEMENT", "DEBIT", "CEA/2025", "1,000", TRADER,
-                 "shanghai-exchange:T-1"]]
-            assert [int(row[0]) for row in rows] == [
-                m.position for m in client.transactions(A)]
+                [
+                    "ALLOCATION",
+                    "CREDIT",
+                    "CEA/2025",
+                    "100,000",
+                    "CN-ISSUANCE",
+                    f"mee:ALLOC-2025-{A}",
+                ],
+                ["SETTLEMENT", "DEBIT", "CEA/2025", "1,000", TRADER, "shanghai-exchange:T-1"],
+            ]
+            assert [int(row[0]) for row in rows] == [m.position for m in client.transactions(A)]
             done = cli(server, "trace", "CEA/2025", "1")
             assert done.returncode == 0, done.stderr
             lines = done.stdout.splitlines()
@@ -237,14 +277,20 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             assert [line.split()[1:] for line in lines[1:]] == [
                 ["ISSUANCE", "(new)", "->", "CN-ISSUANCE", "mee:ISS-CEA-2025"],
                 ["ALLOCATION", "CN-ISSUANCE", "->", A, f"mee:ALLOC-2025-{A}"],
-                ["SETTLEMENT", A, "->", TRADER, "shanghai-exchange:T-1"]]
+                ["SETTLEMENT", A, "->", TRADER, "shanghai-exchange:T-1"],
+            ]
             for args, message in (
-                    (("balances", "NOPE-0001"),
-                     "registry: NOT_FOUND UNKNOWN_ACCOUNT: no account NOPE-0001"),
-                    (("trace", "CEA/2025", "5000000"), "registry: NOT_FOUND UNKNOWN_SERIAL: "),
-                    (("balances", A, "--token", "0123456789abcdef.wrong-secret-0000000000000"),
-                     "registry: UNAUTHENTICATED INVALID_CREDENTIALS: "),
-                    (("trace", "CEA", "1"), "registry: unit class 'CEA': expected ")):
+                (
+                    ("balances", "NOPE-0001"),
+                    "registry: NOT_FOUND UNKNOWN_ACCOUNT: no account NOPE-0001",
+                ),
+                (("trace", "CEA/2025", "5000000"), "registry: NOT_FOUND UNKNOWN_SERIAL: "),
+                (
+                    ("balances", A, "--token", "0123456789abcdef.wrong-secret-0000000000000"),
+                    "registry: UNAUTHENTICATED INVALID_CREDENTIALS: ",
+                ),
+                (("trace", "CEA", "1"), "registry: unit class 'CEA': expected "),
+            ):
                 done = cli(server, *args)
                 assert done.returncode == 2, (args, done.stdout, done.stderr)
                 assert done.stderr.startswith(message), done.stderr
@@ -254,18 +300,32 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             listed = grpcurl(server.address, "list")
             assert listed.returncode == 0, listed.stderr
             assert set(listed.stdout.split()) == REGISTRY_SERVICES | {
-                "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
             methods = grpcurl(server.address, "list", "registry.v1.AccountService")
             assert "registry.v1.AccountService.GetAccount" in methods.stdout.split()
-            got = grpcurl("-H", f"authorization: Bearer {token}", "-d",
-                          json.dumps({"account_id": A}), server.address,
-                          "registry.v1.AccountService/GetAccount")
+            got = grpcurl(
+                "-H",
+                f"authorization: Bearer {token}",
+                "-d",
+                json.dumps({"account_id": A}),
+                server.address,
+                "registry.v1.AccountService/GetAccount",
+            )
             assert got.returncode == 0, got.stderr
             account = json.loads(got.stdout)["account"]
             assert (account["account_id"], account["account_type"], account["state"]) == (
-                A, "ACCOUNT_TYPE_COMPLIANCE", "ACCOUNT_STATE_OPEN")
-            refused = grpcurl("-d", json.dumps({"account_id": A}), server.address,
-                              "registry.v1.AccountService/GetAccount")
+                A,
+                "ACCOUNT_TYPE_COMPLIANCE",
+                "ACCOUNT_STATE_OPEN",
+            )
+            refused = grpcurl(
+                "-d",
+                json.dumps({"account_id": A}),
+                server.address,
+                "registry.v1.AccountService/GetAccount",
+            )
             assert refused.returncode != 0
             assert "Unauthenticated" in refused.stderr and "MISSING_CREDENTIALS" in refused.stderr
             health = grpcurl(server.address, "grpc.health.v1.Health/Check")
@@ -275,36 +335,52 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
             spare = add_principal(server, "shanghai-exchange", "backup", "exchange", "*")
             with RegistryClient(server.address, spare, attempts=1) as backup:
                 assert backup.balances(A)
-                revoked = cli(server, "access", "revoke", spare.split(".")[0], "--reason",
-                              "laptop lost", "--token", admin_token(tmp_path))
+                revoked = cli(
+                    server,
+                    "access",
+                    "revoke",
+                    spare.split(".")[0],
+                    "--reason",
+                    "laptop lost",
+                    "--token",
+                    admin_token(tmp_path),
+                )
                 assert revoked.returncode == 0, revoked.stderr
                 error = rpc_error(lambda: backup.balances(A))
-                assert (error.code, error.reason) == (grpc.StatusCode.UNAUTHENTICATED,
-                                                      "INVALID_CREDENTIALS")
+                assert (error.code, error.reason) == (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "INVALID_CREDENTIALS",
+                )
 
             # graceful shutdown: SIGTERM while a big batch is in flight
             outcome: dict[str, object] = {}
 
             def settle_batch() -> None:
                 request = settlement_pb.SettleTradesRequest(
-                    trades=[trade(f"B-{i}", A, TRADER, 1) for i in range(BATCH)])
+                    trades=[trade(f"B-{i}", A, TRADER, 1) for i in range(BATCH)]
+                )
                 try:
                     outcome["response"] = exchange.settlement.SettleTrades(
-                        request, metadata=exchange.metadata, timeout=60)
+                        request, metadata=exchange.metadata, timeout=60
+                    )
                 except grpc.RpcError as error:
                     outcome["error"] = error_details(error)
 
             worker = threading.Thread(target=settle_batch)
             worker.start()
-            time.sleep(0.3)             # the batch is on the wire and being settled
+            time.sleep(0.3)  # the batch is on the wire and being settled
             assert worker.is_alive(), "the batch finished before SIGTERM: make it bigger"
             server.process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             wait_shutting_down(client.channel)
             # new calls are refused at once, on the open connection and on a new one
-            error = rpc_error(lambda: client.call(
-                client.accounts.GetAccount, account_pb.GetAccountRequest(account_id=A),
-                timeout=5))
+            error = rpc_error(
+                lambda: client.call(
+                    client.accounts.GetAccount,
+                    account_pb.GetAccountRequest(account_id=A),
+                    timeout=5,
+                )
+            )
             assert error.code == grpc.StatusCode.UNAVAILABLE
             with RegistryClient(server.address, token, attempts=1, timeout=5) as late:
                 error = rpc_error(lambda: late.balances(A))
@@ -318,16 +394,17 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
         assert "INFO registry.server stopped" in server.stderr.read_text()
 
     # restart on the same data: the batch is there exactly once, or not at all
-    with serving(tmp_path) as again, \
-            RegistryClient(again.address, token, attempts=1) as client, \
-            RegistryClient(again.address, exchange_token, attempts=1) as exchange:
+    with (
+        serving(tmp_path) as again,
+        RegistryClient(again.address, token, attempts=1) as client,
+        RegistryClient(again.address, exchange_token, attempts=1) as exchange,
+    ):
         ids = settled_batch_ids(client)
         head = caught_up(client)
         if "response" in outcome:
             response = outcome["response"]
             assert isinstance(response, settlement_pb.SettleTradesResponse)
-            assert {r.status for r in response.results} == {
-                settlement_pb.TRADE_STATUS_SETTLED}
+            assert {r.status for r in response.results} == {settlement_pb.TRADE_STATUS_SETTLED}
             assert len(response.results) == BATCH
             assert sorted(ids) == sorted(f"B-{i}" for i in range(BATCH))
             assert balance(client, TRADER, head) == 1_000 + BATCH
@@ -349,8 +426,14 @@ def test_a_taken_port_is_reported_as_bad_configuration(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([*registry_command(), "serve"], capture_output=True, text=True,
-                              timeout=60, env=environment(tmp_path, port), check=False)
+        done = subprocess.run(
+            [*registry_command(), "serve"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment(tmp_path, port),
+            check=False,
+        )
     assert done.returncode == 2, done.stderr
     assert f"registry: INVALID_CONFIGURATION: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -365,12 +448,18 @@ def test_read_model_times_do_not_depend_on_the_local_time_zone(tmp_path: Path) -
             caught_up(client)
             recorded = transaction(client, f"ALLOC-2025-{A}").record_time
             [movement] = list(client.transactions(A))
-            opened = client.call(client.accounts.GetAccount,
-                                 account_pb.GetAccountRequest(account_id=A)).account.open_time
-            listed = [a.open_time for a in client.call(
-                client.accounts.ListAccounts, account_pb.ListAccountsRequest()).accounts
-                if a.account_id == A]
-            history = client.call(client.audit.GetAccountHistory,
-                                  audit_pb.GetAccountHistoryRequest(account_id=A))
+            opened = client.call(
+                client.accounts.GetAccount, account_pb.GetAccountRequest(account_id=A)
+            ).account.open_time
+            listed = [
+                a.open_time
+                for a in client.call(
+                    client.accounts.ListAccounts, account_pb.ListAccountsRequest()
+                ).accounts
+                if a.account_id == A
+            ]
+            history = client.call(
+                client.audit.GetAccountHistory, audit_pb.GetAccountHistoryRequest(account_id=A)
+            )
             assert history.events  # the write model's own times are right
             assert (movement.record_time, listed) == (recorded, [opened])

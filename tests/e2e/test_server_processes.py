@@ -21,7 +21,6 @@ from tests.support import fresh_pg_database
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-
 def first_principal(url: str) -> str:
     """A database server starts with nobody allowed in: grant one caller the roles this
     test needs (as `registry access init` would an administrator) and return its token."""
@@ -42,16 +41,21 @@ def test_several_server_processes_share_one_port_and_one_ledger(tmp_path: Path) 
 
 
 def run_two_servers(tmp_path: Path, url: str, token: str) -> None:
-    with serving(tmp_path, REGISTRY_DATABASE_URL=url, REGISTRY_SERVER_PROCESSES="2",
-                 REGISTRY_PROJECTIONS="external") as server:
+    with serving(
+        tmp_path,
+        REGISTRY_DATABASE_URL=url,
+        REGISTRY_SERVER_PROCESSES="2",
+        REGISTRY_PROJECTIONS="external",
+    ) as server:
         with RegistryClient(server.address, token) as client:
             seed_market(client)
         settled = []
         for n in range(24):  # a new connection each time: the kernel spreads them
             with RegistryClient(server.address, token) as client:
                 settled += client.settle_trades([trade(f"T-{n}", "PWR-SD-0001", TRADER, 10)])
-                client.call(client.accounts.GetAccount,
-                            account_pb.GetAccountRequest(account_id=TRADER))
+                client.call(
+                    client.accounts.GetAccount, account_pb.GetAccountRequest(account_id=TRADER)
+                )
         assert {r.status for r in settled} == {1} and len(settled) == 24
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=40) == 0

@@ -45,7 +45,11 @@ RESERVE = 600
 
 # (unit type, vintage) a trade or hold may name: any CEA (oldest first), one vintage, CCER.
 SELECTIONS: tuple[tuple[str, int | None], ...] = (
-    ("CEA", None), ("CEA", 2024), ("CEA", 2025), ("CCER", None))
+    ("CEA", None),
+    ("CEA", 2024),
+    ("CEA", 2025),
+    ("CCER", None),
+)
 MAX_CONFLICT_RETRIES = 8
 MAX_ERROR_RETRIES = 3
 
@@ -63,21 +67,34 @@ def selector_of(unit_type: str, vintage: int | None) -> UnitSelector:
 def seed_registry(registry: Registry) -> dict[str, int]:
     """Open the shared accounts and fund them; returns the units issued per class key."""
     for account_id in ACCOUNTS:
-        registry.open_account(REGULATOR, account_id, AccountType.TRADING,
-                              Holder(f"{account_id} Trading Ltd"))
+        registry.open_account(
+            REGULATOR, account_id, AccountType.TRADING, Holder(f"{account_id} Trading Ltd")
+        )
     issued = {}
     for unit_class in CLASSES:
         quantity = SEED_PER_ACCOUNT * len(ACCOUNTS) + RESERVE
-        result = registry.issue_units(REGULATOR, f"SEED-ISS-{unit_class.key.replace('/', '-')}",
-                                      unit_class, quantity, "seed for the concurrency test")
+        result = registry.issue_units(
+            REGULATOR,
+            f"SEED-ISS-{unit_class.key.replace('/', '-')}",
+            unit_class,
+            quantity,
+            "seed for the concurrency test",
+        )
         assert result.ok, result
         issued[unit_class.key] = quantity
-        selector = UnitSelector(unit_class.unit_type, unit_class.vintage,
-                                unit_class.project or None)
+        selector = UnitSelector(
+            unit_class.unit_type, unit_class.vintage, unit_class.project or None
+        )
         for account_id in ACCOUNTS:
             moved = registry.transfer(
-                REGULATOR, f"SEED-{account_id}-{unit_class.key.replace('/', '-')}", ISSUANCE,
-                account_id, selector, SEED_PER_ACCOUNT, "seed")
+                REGULATOR,
+                f"SEED-{account_id}-{unit_class.key.replace('/', '-')}",
+                ISSUANCE,
+                account_id,
+                selector,
+                SEED_PER_ACCOUNT,
+                "seed",
+            )
             assert moved.ok, moved
     return issued
 
@@ -103,9 +120,18 @@ class Ack:
 
     @classmethod
     def of(cls, op: str, result: TransactionResult) -> Ack:
-        return cls(op, result.party, result.transaction_id, result.kind.value,
-                   result.status.value, result.source, result.destination,
-                   block_keys(result.blocks), result.replayed, result.refusal_reason)
+        return cls(
+            op,
+            result.party,
+            result.transaction_id,
+            result.kind.value,
+            result.status.value,
+            result.source,
+            result.destination,
+            block_keys(result.blocks),
+            result.replayed,
+            result.refusal_reason,
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ack:
@@ -147,18 +173,28 @@ class WorkerReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "worker": self.worker, "acks": [asdict(a) for a in self.acks],
-            "holds": [asdict(h) for h in self.holds], "ops": dict(self.ops),
-            "conflicts": self.conflicts, "abandoned": self.abandoned, "errors": self.errors,
+            "worker": self.worker,
+            "acks": [asdict(a) for a in self.acks],
+            "holds": [asdict(h) for h in self.holds],
+            "ops": dict(self.ops),
+            "conflicts": self.conflicts,
+            "abandoned": self.abandoned,
+            "errors": self.errors,
             "seconds": self.seconds,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerReport:
-        return cls(data["worker"], [Ack.from_json(a) for a in data["acks"]],
-                   [HoldAck.from_json(h) for h in data["holds"]], Counter(data["ops"]),
-                   data["conflicts"], list(data["abandoned"]), list(data["errors"]),
-                   data["seconds"])
+        return cls(
+            data["worker"],
+            [Ack.from_json(a) for a in data["acks"]],
+            [HoldAck.from_json(h) for h in data["holds"]],
+            Counter(data["ops"]),
+            data["conflicts"],
+            list(data["abandoned"]),
+            list(data["errors"]),
+            data["seconds"],
+        )
 
 
 class _Abandoned(Exception):
@@ -203,8 +239,12 @@ class Worker:
         self.report.abandoned.append(what)
         raise _Abandoned(what)
 
-    def _ack(self, op: str, result: TransactionResult,
-             resend: Callable[[], TransactionResult] | None = None) -> Ack:
+    def _ack(
+        self,
+        op: str,
+        result: TransactionResult,
+        resend: Callable[[], TransactionResult] | None = None,
+    ) -> Ack:
         ack = Ack.of(op, result)
         self.report.acks.append(ack)
         if resend is not None and not result.replayed:
@@ -216,8 +256,9 @@ class Worker:
             self.report.errors.append(f"batch of {len(trades)} answered {len(results)}")
         for trade, result in zip(trades, results, strict=False):
             if result.trade_id != trade.trade_id:
-                self.report.errors.append(f"batch answer for {result.trade_id} "
-                                          f"in the place of {trade.trade_id}")
+                self.report.errors.append(
+                    f"batch answer for {result.trade_id} in the place of {trade.trade_id}"
+                )
             if result.transaction is None or result.outcome is TradeOutcome.REJECTED:
                 self.report.errors.append(f"trade {trade.trade_id} rejected: {result}")
                 continue
@@ -230,8 +271,12 @@ class Worker:
         source, destination = self.rng.sample(ACCOUNTS, 2)
         return source, destination
 
-    def _trade(self, seller: str | None = None, quantity: int | None = None,
-               hold: tuple[str, str, int | None] | None = None) -> Trade:
+    def _trade(
+        self,
+        seller: str | None = None,
+        quantity: int | None = None,
+        hold: tuple[str, str, int | None] | None = None,
+    ) -> Trade:
         source, buyer = self._pair()
         if seller is not None:
             buyer = self.rng.choice([a for a in ACCOUNTS if a != seller])
@@ -240,16 +285,28 @@ class Worker:
         hold_id = None
         if hold is not None:
             hold_id, unit_type, vintage = hold
-        return Trade(self._id("TRD"), source, buyer, unit_type,
-                     quantity or self.rng.randint(1, 120), vintage, hold_id=hold_id)
+        return Trade(
+            self._id("TRD"),
+            source,
+            buyer,
+            unit_type,
+            quantity or self.rng.randint(1, 120),
+            vintage,
+            hold_id=hold_id,
+        )
 
     # -- operations ---------------------------------------------------------------
 
     def run(self, operations: int) -> WorkerReport:
         started = time.monotonic()
         ops: list[tuple[str, Callable[[], None]]] = [
-            ("transfer", self.transfer), ("trade", self.trade), ("batch", self.batch),
-            ("hold", self.hold), ("issue", self.issue), ("replay", self.replay)]
+            ("transfer", self.transfer),
+            ("trade", self.trade),
+            ("batch", self.batch),
+            ("hold", self.hold),
+            ("issue", self.issue),
+            ("replay", self.replay),
+        ]
         weights = [24, 24, 18, 22, 4, 8]
         for _ in range(operations):
             name, op = self.rng.choices(ops, weights)[0]
@@ -270,9 +327,15 @@ class Worker:
         quantity = self.rng.randint(1, 120)
 
         def send() -> TransactionResult:
-            return self.registry.transfer(self.broker, txn_id, source, destination,
-                                          selector_of(unit_type, vintage), quantity,
-                                          "bilateral transfer")
+            return self.registry.transfer(
+                self.broker,
+                txn_id,
+                source,
+                destination,
+                selector_of(unit_type, vintage),
+                quantity,
+                "bilateral transfer",
+            )
 
         self._ack("transfer", self._call(txn_id, send), send)
 
@@ -293,8 +356,9 @@ class Worker:
                 self.report.ops["batch-with-earlier-trade"] += 1
                 self.rng.shuffle(trades)
                 trades.insert(0, self._trade_of(self.rng.choice(earlier)))
-        results = self._call(f"batch {trades[0].trade_id}",
-                             lambda: self.registry.settle_trades(self.party, trades))
+        results = self._call(
+            f"batch {trades[0].trade_id}", lambda: self.registry.settle_trades(self.party, trades)
+        )
         self._ack_batch(trades, results)
 
     def _trade_of(self, ack: Ack) -> Trade:
@@ -302,38 +366,60 @@ class Worker:
         details = txn.details
         selector = details["selector"]
         assert txn.source is not None and txn.destination is not None
-        return Trade(ack.transaction_id, txn.source, txn.destination, selector["unit_type"],
-                     details["quantity"], selector["vintage"], hold_id=details.get("hold_id"))
+        return Trade(
+            ack.transaction_id,
+            txn.source,
+            txn.destination,
+            selector["unit_type"],
+            details["quantity"],
+            selector["vintage"],
+            hold_id=details.get("hold_id"),
+        )
 
     def hold(self) -> None:
         account = self.rng.choice(ACCOUNTS)
         unit_type, vintage = self.rng.choice(SELECTIONS)
         hold_id = self._id("HLD")
         quantity = self.rng.randint(1, 100)
-        placed = self._call(hold_id, lambda: self.registry.place_hold(
-            self.party, hold_id, account, selector_of(unit_type, vintage), quantity, 3600))
-        record = HoldAck(placed.party, placed.hold_id, placed.account_id, placed.status.value,
-                         placed.quantity, block_keys(placed.blocks))
+        placed = self._call(
+            hold_id,
+            lambda: self.registry.place_hold(
+                self.party, hold_id, account, selector_of(unit_type, vintage), quantity, 3600
+            ),
+        )
+        record = HoldAck(
+            placed.party,
+            placed.hold_id,
+            placed.account_id,
+            placed.status.value,
+            placed.quantity,
+            block_keys(placed.blocks),
+        )
         if placed.status is not HoldStatus.ACTIVE:
             self.report.holds.append(record)
             return
         roll = self.rng.random()
         try:
             if roll < 0.45:
-                trade = self._trade(account, self.rng.randint(1, quantity),
-                                    (hold_id, unit_type, vintage))
+                trade = self._trade(
+                    account, self.rng.randint(1, quantity), (hold_id, unit_type, vintage)
+                )
                 send = self._resend_trade(trade)
                 ack = self._ack("hold-trade", self._call(trade.trade_id, send), send)
                 record = self._settled(record, ack)
             elif roll < 0.65:
-                trade = self._trade(account, self.rng.randint(1, quantity),
-                                    (hold_id, unit_type, vintage))
+                trade = self._trade(
+                    account, self.rng.randint(1, quantity), (hold_id, unit_type, vintage)
+                )
                 trades = [self._trade(), trade, self._trade()]
-                results = self._call(f"batch {trade.trade_id}",
-                                     lambda: self.registry.settle_trades(self.party, trades))
+                results = self._call(
+                    f"batch {trade.trade_id}",
+                    lambda: self.registry.settle_trades(self.party, trades),
+                )
                 self._ack_batch(trades, results)
-                ack = next(a for a in reversed(self.report.acks)
-                           if a.transaction_id == trade.trade_id)
+                ack = next(
+                    a for a in reversed(self.report.acks) if a.transaction_id == trade.trade_id
+                )
                 record = self._settled(record, ack)
             else:
                 released = self._release(hold_id)
@@ -343,17 +429,29 @@ class Worker:
 
     def _settled(self, record: HoldAck, ack: Ack) -> HoldAck:
         if ack.status != "COMPLETED":
-            self.report.errors.append(f"settlement {ack.transaction_id} against active hold "
-                                      f"{record.hold_id} refused: {ack.refusal_reason}")
+            self.report.errors.append(
+                f"settlement {ack.transaction_id} against active hold "
+                f"{record.hold_id} refused: {ack.refusal_reason}"
+            )
             return record
-        return HoldAck(**{**asdict(record), "blocks": record.blocks, "ended_as": "SETTLED",
-                          "settled_by": ack.transaction_id, "settled_quantity": ack.quantity})
+        return HoldAck(
+            **{
+                **asdict(record),
+                "blocks": record.blocks,
+                "ended_as": "SETTLED",
+                "settled_by": ack.transaction_id,
+                "settled_quantity": ack.quantity,
+            }
+        )
 
     def _release(self, hold_id: str) -> HoldResult:
-        released = self._call(f"release {hold_id}",
-                              lambda: self.registry.release_hold(self.party, hold_id, "cancel"))
-        again = self._call(f"release {hold_id} again",
-                           lambda: self.registry.release_hold(self.party, hold_id, "cancel"))
+        released = self._call(
+            f"release {hold_id}", lambda: self.registry.release_hold(self.party, hold_id, "cancel")
+        )
+        again = self._call(
+            f"release {hold_id} again",
+            lambda: self.registry.release_hold(self.party, hold_id, "cancel"),
+        )
         if not again.replayed or again.status is not HoldStatus.RELEASED:
             self.report.errors.append(f"second release of {hold_id}: {again}")
         return released
@@ -363,8 +461,10 @@ class Worker:
             self.report.errors.append(f"release of {record.hold_id} answered {released}")
             return record
         if block_keys(released.blocks) != record.blocks and not released.replayed:
-            self.report.errors.append(f"release of {record.hold_id} gave back "
-                                      f"{block_keys(released.blocks)}, held {record.blocks}")
+            self.report.errors.append(
+                f"release of {record.hold_id} gave back "
+                f"{block_keys(released.blocks)}, held {record.blocks}"
+            )
         return HoldAck(**{**asdict(record), "blocks": record.blocks, "ended_as": "RELEASED"})
 
     def issue(self) -> None:
@@ -374,19 +474,20 @@ class Worker:
         issue_id = self._id("ISS")
 
         def issue() -> TransactionResult:
-            return self.registry.issue_units(REGULATOR, issue_id, unit_class, quantity,
-                                             "top-up")
+            return self.registry.issue_units(REGULATOR, issue_id, unit_class, quantity, "top-up")
 
         self._ack("issue", self._call(issue_id, issue), issue)
         txn_id = self._id("DLV")
         destination = self.rng.choice(ACCOUNTS)
-        selector = UnitSelector(unit_class.unit_type, unit_class.vintage,
-                                unit_class.project or None)
+        selector = UnitSelector(
+            unit_class.unit_type, unit_class.vintage, unit_class.project or None
+        )
         amount = self.rng.randint(1, 80)
 
         def deliver() -> TransactionResult:
-            return self.registry.transfer(REGULATOR, txn_id, ISSUANCE, destination, selector,
-                                          amount, "delivery")
+            return self.registry.transfer(
+                REGULATOR, txn_id, ISSUANCE, destination, selector, amount, "delivery"
+            )
 
         self._ack("deliver", self._call(txn_id, deliver), deliver)
 
@@ -397,12 +498,20 @@ class Worker:
         first, resend = self.rng.choice(self.sent)
         again = self._ack("replay", self._call(f"replay {first.transaction_id}", resend))
         if not again.replayed or (again.status, again.blocks) != (first.status, first.blocks):
-            self.report.errors.append(f"replay of {first.transaction_id} answered {again}, "
-                                      f"first {first}")
+            self.report.errors.append(
+                f"replay of {first.transaction_id} answered {again}, first {first}"
+            )
 
 
-def process_main(url: str, name: str, seed: int, operations: int, startup: ProcessLock,
-                 barrier: ProcessBarrier, out_path: str) -> None:
+def process_main(
+    url: str,
+    name: str,
+    seed: int,
+    operations: int,
+    startup: ProcessLock,
+    barrier: ProcessBarrier,
+    out_path: str,
+) -> None:
     """Entry point of one OS process: its own Registry on the shared database.
 
     Registries are built one at a time (``startup``): built at the same instant they can

@@ -21,16 +21,25 @@ OLD = Principal("mee", "regulator-old")
 def stored_v1_grant(registry: Registry, version: int, timestamp: Any) -> StoredEvent:
     """A RoleGranted exactly as the previous version stored it: no ``class_version``,
     no ``approved_by``, ``proposal`` or ``at``."""
-    state = {"timestamp": timestamp, "grant_id": "old-reg", "party": OLD.party,
-             "name": OLD.name, "role": "regulator", "accounts": ["*"], "by": "mee/admin",
-             "reason": "granted before four eyes"}
-    return StoredEvent(originator_id=AccessControl.id_for(), originator_version=version,
-                       topic=AccessControl.RoleGranted.TOPIC,
-                       state=registry.mapper.transcoder.encode(state))
+    state = {
+        "timestamp": timestamp,
+        "grant_id": "old-reg",
+        "party": OLD.party,
+        "name": OLD.name,
+        "role": "regulator",
+        "accounts": ["*"],
+        "by": "mee/admin",
+        "reason": "granted before four eyes",
+    }
+    return StoredEvent(
+        originator_id=AccessControl.id_for(),
+        originator_version=version,
+        topic=AccessControl.RoleGranted.TOPIC,
+        state=registry.mapper.transcoder.encode(state),
+    )
 
 
-def test_a_version_1_grant_loads_with_no_approver_and_its_recorded_time(tmp_path: Path
-                                                                           ) -> None:
+def test_a_version_1_grant_loads_with_no_approver_and_its_recorded_time(tmp_path: Path) -> None:
     settings = Settings(f"sqlite:///{tmp_path / 'old.sqlite'}")
     registry = build_registry(settings)
     try:
@@ -42,18 +51,26 @@ def test_a_version_1_grant_loads_with_no_approver_and_its_recorded_time(tmp_path
     finally:
         registry.close()
 
-    reopened = build_registry(settings)   # a fresh process: replayed from the store
+    reopened = build_registry(settings)  # a fresh process: replayed from the store
     try:
         acl = reopened.access.current()
         [old] = acl.grants_of(OLD)
-        assert (old.role, old.granted_by, old.approved_by, old.at) == \
-            (Role.REGULATOR, "mee/admin", "", when)
+        assert (old.role, old.granted_by, old.approved_by, old.at) == (
+            Role.REGULATOR,
+            "mee/admin",
+            "",
+            when,
+        )
         # the rules read it: it predates a proposal made now, and was not made by li
         acl.check_approver(OLD, Role.REGULATOR, "mee/regulator-li", reopened.clock())
         # and the aggregate goes on from it
-        reopened.access.grant_role(SYSTEM, "auditor-1", Principal("nao", "zhao"), "auditor",
-                                   (), "after the upgrade")
+        reopened.access.grant_role(
+            SYSTEM, "auditor-1", Principal("nao", "zhao"), "auditor", (), "after the upgrade"
+        )
         assert [g.grant_id for g in reopened.access.current().all_grants()] == [
-            "auditor-1", "bootstrap-mee-admin-admin", "old-reg"]
+            "auditor-1",
+            "bootstrap-mee-admin-admin",
+            "old-reg",
+        ]
     finally:
         reopened.close()

@@ -57,8 +57,9 @@ def funded(registry: Registry) -> Registry:
     return registry
 
 
-def emissions(account: str, year: int, tonnes: int, reason: str = "verifier report"
-              ) -> EmissionsRow:
+def emissions(
+    account: str, year: int, tonnes: int, reason: str = "verifier report"
+) -> EmissionsRow:
     return EmissionsRow(account, year, tonnes, reason)
 
 
@@ -67,59 +68,92 @@ def emissions(account: str, year: int, tonnes: int, reason: str = "verifier repo
 
 def test_verified_emissions_are_recorded_once_and_corrected(funded: Registry) -> None:
     assert funded.get_compliance_status("PWR-0001", 2025).state is ComplianceState.NOT_VERIFIED
-    first = funded.record_verified_emissions(REGULATOR, [
-        emissions("PWR-0001", 2025, 900), emissions("PWR-0002", 2025, 1200),
-        emissions("PWR-0001", 2024, 0)])
+    first = funded.record_verified_emissions(
+        REGULATOR,
+        [
+            emissions("PWR-0001", 2025, 900),
+            emissions("PWR-0002", 2025, 1200),
+            emissions("PWR-0001", 2024, 0),
+        ],
+    )
     assert [(r.account_id, r.compliance_year, r.status) for r in first.results] == [
         ("PWR-0001", 2025, EmissionsRowStatus.RECORDED),
         ("PWR-0002", 2025, EmissionsRowStatus.RECORDED),
-        ("PWR-0001", 2024, EmissionsRowStatus.RECORDED)]
+        ("PWR-0001", 2024, EmissionsRowStatus.RECORDED),
+    ]
     assert first.position is not None
-    again = funded.record_verified_emissions(REGULATOR, [
-        emissions("PWR-0001", 2025, 900, "uploaded twice"), emissions("PWR-0002", 2025, 1100)])
-    assert [r.status for r in again.results] == [EmissionsRowStatus.UNCHANGED,
-                                                 EmissionsRowStatus.RECORDED]
+    again = funded.record_verified_emissions(
+        REGULATOR,
+        [emissions("PWR-0001", 2025, 900, "uploaded twice"), emissions("PWR-0002", 2025, 1100)],
+    )
+    assert [r.status for r in again.results] == [
+        EmissionsRowStatus.UNCHANGED,
+        EmissionsRowStatus.RECORDED,
+    ]
     assert again.position is not None and again.position > first.position
     unchanged = funded.record_verified_emissions(REGULATOR, [emissions("PWR-0002", 2025, 1100)])
     assert unchanged.results[0].status is EmissionsRowStatus.UNCHANGED
     assert unchanged.position is None
     status = funded.get_compliance_status("PWR-0002", 2025)
     assert (status.state, status.verified_emissions, status.obligation, status.outstanding) == (
-        ComplianceState.OPEN, 1100, 1100, 1100)
+        ComplianceState.OPEN,
+        1100,
+        1100,
+        1100,
+    )
     assert funded.get_compliance_status("PWR-0001", 2024).state is ComplianceState.COMPLIANT
 
 
 def test_one_save_for_all_rows(funded: Registry) -> None:
     before = read_events(funded, 0, 1).head_position
-    recorded = funded.record_verified_emissions(REGULATOR, [
-        emissions("PWR-0001", 2025, 10), emissions("PWR-0002", 2025, 20)])
+    recorded = funded.record_verified_emissions(
+        REGULATOR, [emissions("PWR-0001", 2025, 10), emissions("PWR-0002", 2025, 20)]
+    )
     page = read_events(funded, before, 100)
-    assert [e.topic for e in page.events] == [ComplianceObligation.Started.TOPIC,
-                                              ComplianceObligation.EmissionsVerified.TOPIC] * 2
+    assert [e.topic for e in page.events] == [
+        ComplianceObligation.Started.TOPIC,
+        ComplianceObligation.EmissionsVerified.TOPIC,
+    ] * 2
     assert page.events[-1].position == recorded.position == page.head_position
 
 
 def test_compliance_status_follows_surrenders(funded: Registry) -> None:
     funded.allocate(REGULATOR, "AL-1", "PWR-0001", ANY_CEA, 1000, "free allocation")
-    funded.transfer(REGULATOR, "CC-1", "CN-ISSUANCE", "PWR-0001",
-                    UnitSelector(UnitType.CCER), 100, "offsets bought")
+    funded.transfer(
+        REGULATOR,
+        "CC-1",
+        "CN-ISSUANCE",
+        "PWR-0001",
+        UnitSelector(UnitType.CCER),
+        100,
+        "offsets bought",
+    )
     funded.surrender(REGULATOR, "SR-1", "PWR-0001", ANY_CEA, 600, 2025, "part")
     status = funded.get_compliance_status("PWR-0001", 2025)
     assert (status.state, status.surrendered_cea, status.obligation) == (
-        ComplianceState.NOT_VERIFIED, 600, 0)
+        ComplianceState.NOT_VERIFIED,
+        600,
+        0,
+    )
     funded.record_verified_emissions(REGULATOR, [emissions("PWR-0001", 2025, 750)])
     status = funded.get_compliance_status("PWR-0001", 2025)
     assert (status.state, status.outstanding) == (ComplianceState.OPEN, 150)
-    offsets = funded.surrender(REGULATOR, "SR-2A", "PWR-0001", UnitSelector(UnitType.CCER),
-                               100, 2025, "offsets")
-    assert offsets.refusal_reason == "CCER_CAP_EXCEEDED"          # 5 % of 750 is 37
-    funded.set_compliance_rules(REGULATOR, 2025, "*", ComplianceRules(ccer_cap_bps=2_000),
-                                "offsets up to 20 % this year")
-    funded.surrender(REGULATOR, "SR-2", "PWR-0001", UnitSelector(UnitType.CCER), 100, 2025,
-                     "offsets")
+    offsets = funded.surrender(
+        REGULATOR, "SR-2A", "PWR-0001", UnitSelector(UnitType.CCER), 100, 2025, "offsets"
+    )
+    assert offsets.refusal_reason == "CCER_CAP_EXCEEDED"  # 5 % of 750 is 37
+    funded.set_compliance_rules(
+        REGULATOR, 2025, "*", ComplianceRules(ccer_cap_bps=2_000), "offsets up to 20 % this year"
+    )
+    funded.surrender(
+        REGULATOR, "SR-2", "PWR-0001", UnitSelector(UnitType.CCER), 100, 2025, "offsets"
+    )
     status = funded.get_compliance_status("PWR-0001", 2025)
     assert (status.state, status.surrendered_ccer, status.outstanding) == (
-        ComplianceState.OPEN, 100, 50)
+        ComplianceState.OPEN,
+        100,
+        50,
+    )
     funded.surrender(REGULATOR, "SR-3", "PWR-0001", ANY_CEA, 50, 2025, "rest")
     status = funded.get_compliance_status("PWR-0001", 2025)
     assert (status.state, status.outstanding) == (ComplianceState.COMPLIANT, 0)
@@ -135,13 +169,13 @@ def test_compliance_status_follows_surrenders(funded: Registry) -> None:
 def test_any_bad_row_refuses_the_whole_table_naming_every_bad_row(funded: Registry) -> None:
     funded.record_verified_emissions(REGULATOR, [emissions("PWR-0001", 2025, 500)])
     rows = [
-        emissions("PWR-0001", 2025, 999),          # fine, but must not be stored
-        emissions("TRD-0001", 2025, 10),           # not a compliance account
-        emissions("GHOST-0001", 2025, 10),         # unknown
-        emissions("bad id", 2025, 10),             # malformed id
-        emissions("PWR-0002", 2018, -5),           # two bad fields
+        emissions("PWR-0001", 2025, 999),  # fine, but must not be stored
+        emissions("TRD-0001", 2025, 10),  # not a compliance account
+        emissions("GHOST-0001", 2025, 10),  # unknown
+        emissions("bad id", 2025, 10),  # malformed id
+        emissions("PWR-0002", 2018, -5),  # two bad fields
         emissions("PWR-0002", 2025, 10, "x" * 501),
-        emissions("PWR-0001", 2025, 999),          # same (account, year) twice
+        emissions("PWR-0001", 2025, 999),  # same (account, year) twice
         EmissionsRow("PWR-0002", 2026, 1.5, "r"),  # type: ignore[arg-type]
         emissions("PWR-0002", 2027, 10**12 + 1),
     ]
@@ -164,8 +198,7 @@ def test_any_bad_row_refuses_the_whole_table_naming_every_bad_row(funded: Regist
     assert "8 of 9" in error.message
     assert funded.get_compliance_status("PWR-0001", 2025).verified_emissions == 500
     for year in (2026, 2027):
-        assert funded.get_compliance_status("PWR-0002", year).state is \
-            ComplianceState.NOT_VERIFIED
+        assert funded.get_compliance_status("PWR-0002", year).state is ComplianceState.NOT_VERIFIED
 
 
 def test_emissions_batch_limits(funded: Registry) -> None:
@@ -176,12 +209,15 @@ def test_emissions_batch_limits(funded: Registry) -> None:
     with pytest.raises(InvalidCommand) as raised:
         funded.record_verified_emissions(REGULATOR, too_many)
     assert (raised.value.reason, raised.value.metadata) == (
-        "BATCH_TOO_LARGE", {"field": "rows", "limit": str(MAX_BATCH)})
+        "BATCH_TOO_LARGE",
+        {"field": "rows", "limit": str(MAX_BATCH)},
+    )
     assert InvalidCommand("x").violations == ()
 
 
 def test_concurrent_first_figures_for_one_obligation_all_land(funded: Registry) -> None:
     """Each call starts the obligation if missing; the losers of that race retry."""
+
     def record(tonnes: int) -> EmissionsRowStatus:
         rows = [emissions("PWR-0001", 2030, tonnes)]
         return funded.record_verified_emissions(REGULATOR, rows).results[0].status
@@ -189,10 +225,8 @@ def test_concurrent_first_figures_for_one_obligation_all_land(funded: Registry) 
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(record, [100, 200, 300, 400]))
     assert statuses == [EmissionsRowStatus.RECORDED] * 4
-    assert funded.get_compliance_status("PWR-0001", 2030).verified_emissions in (
-        100, 200, 300, 400)
-    verified = read_events(funded, 0, 10_000,
-                           topics=[ComplianceObligation.EmissionsVerified.TOPIC])
+    assert funded.get_compliance_status("PWR-0001", 2030).verified_emissions in (100, 200, 300, 400)
+    verified = read_events(funded, 0, 10_000, topics=[ComplianceObligation.EmissionsVerified.TOPIC])
     assert len(verified.events) == 4
 
 
@@ -202,13 +236,13 @@ def test_concurrent_first_figures_for_one_obligation_all_land(funded: Registry) 
 def test_allocation_table_in_one_call(funded: Registry) -> None:
     rows = [
         AllocationRow("AL-1", "PWR-0001", "CEA", 3000, "2025 free allocation", vintage=2025),
-        AllocationRow("AL-2", "PWR-0002", "CEA", 2500),          # only 2,000 left: refused
-        AllocationRow("AL-3", "PWR-0002", "XYZ", 10),            # malformed: rejected
-        AllocationRow("AL-4", "TRD-0001", "CEA", 10),            # not a compliance account
+        AllocationRow("AL-2", "PWR-0002", "CEA", 2500),  # only 2,000 left: refused
+        AllocationRow("AL-3", "PWR-0002", "XYZ", 10),  # malformed: rejected
+        AllocationRow("AL-4", "TRD-0001", "CEA", 10),  # not a compliance account
         AllocationRow("AL-1", "PWR-0001", "CEA", 3000, "2025 free allocation", vintage=2025),
-        AllocationRow("AL-2", "PWR-0002", "CEA", 1),             # repeat, other content
+        AllocationRow("AL-2", "PWR-0002", "CEA", 1),  # repeat, other content
         AllocationRow("AL-5", "PWR-0002", "CCER", 400, source="CN-ISSUANCE"),
-        AllocationRow("AL-6", "PWR-0002", "CEA", 0),             # rejected
+        AllocationRow("AL-6", "PWR-0002", "CEA", 0),  # rejected
     ]
     results = funded.allocate_many(REGULATOR, rows)
     assert [(r.client_id, r.outcome, r.reason) for r in results] == [
@@ -221,11 +255,13 @@ def test_allocation_table_in_one_call(funded: Registry) -> None:
         ("AL-5", RowOutcome.COMPLETED, ""),
         ("AL-6", RowOutcome.REJECTED, "QUANTITY_NOT_POSITIVE"),
     ]
-    saved = {r.position for r in results
-             if r.outcome in (RowOutcome.COMPLETED, RowOutcome.REFUSED)}
+    saved = {r.position for r in results if r.outcome in (RowOutcome.COMPLETED, RowOutcome.REFUSED)}
     assert len(saved) == 1 and None not in saved, "one atomic save for the whole table"
-    assert all(r.position is None for r in results
-               if r.outcome in (RowOutcome.REJECTED, RowOutcome.ALREADY_COMPLETED))
+    assert all(
+        r.position is None
+        for r in results
+        if r.outcome in (RowOutcome.REJECTED, RowOutcome.ALREADY_COMPLETED)
+    )
     first = results[0].transaction
     assert first is not None and first.source == RESERVE and first.quantity == 3000
     assert results[4].transaction is not None and results[4].transaction.replayed
@@ -233,15 +269,24 @@ def test_allocation_table_in_one_call(funded: Registry) -> None:
     assert holdings == {("CCER/2024/P-0001", 400)}
     again = funded.allocate_many(REGULATOR, rows[:2])
     assert [r.outcome for r in again] == [RowOutcome.ALREADY_COMPLETED, RowOutcome.REFUSED]
-    single = funded.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA, 2025),
-                             3000, "2025 free allocation")
+    single = funded.allocate(
+        REGULATOR,
+        "AL-1",
+        "PWR-0001",
+        UnitSelector(UnitType.CEA, 2025),
+        3000,
+        "2025 free allocation",
+    )
     assert single.replayed, "a row and a single allocation with the same content replay"
     assert funded.allocate_many(REGULATOR, []) == []
     with pytest.raises(InvalidCommand) as raised:
-        funded.allocate_many(REGULATOR, [AllocationRow(f"X-{n}", "PWR-0001", "CEA", 1)
-                                         for n in range(MAX_BATCH + 1)])
+        funded.allocate_many(
+            REGULATOR, [AllocationRow(f"X-{n}", "PWR-0001", "CEA", 1) for n in range(MAX_BATCH + 1)]
+        )
     assert (raised.value.reason, raised.value.metadata) == (
-        "BATCH_TOO_LARGE", {"field": "rows", "limit": str(MAX_BATCH)})
+        "BATCH_TOO_LARGE",
+        {"field": "rows", "limit": str(MAX_BATCH)},
+    )
 
 
 # -- idempotent account state changes ---------------------------------------------------
@@ -252,39 +297,56 @@ def test_a_retried_state_change_is_answered_not_refused(funded: Registry) -> Non
     assert (frozen.account.state, frozen.replayed) == (AccountState.FROZEN, False)
     retry = funded.freeze_account(REGULATOR, "PWR-0001", "court order", request_id="RQ-1")
     assert (retry.account.state, retry.replayed, retry.position) == (
-        AccountState.FROZEN, True, None)
+        AccountState.FROZEN,
+        True,
+        None,
+    )
     assert retry.account.version == frozen.account.version
     with pytest.raises(AccountStateUnchanged):
         funded.freeze_account(REGULATOR, "PWR-0001", "another order", request_id="RQ-2")
     with pytest.raises(AccountStateUnchanged):
         funded.freeze_account(REGULATOR, "PWR-0001", "court order")
-    with pytest.raises(RequestExistsWithDifferentContent):   # RQ-1 made a freeze
+    with pytest.raises(RequestExistsWithDifferentContent):  # RQ-1 made a freeze
         funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted", request_id="RQ-1")
-    with pytest.raises(AccountStateUnchanged):   # request ids are per account
+    with pytest.raises(AccountStateUnchanged):  # request ids are per account
         funded.unfreeze_account(REGULATOR, "PWR-0002", "lifted", request_id="RQ-1")
-    assert funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted",
-                                   request_id="RQ-3").replayed is False
-    assert funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted",
-                                   request_id="RQ-3").replayed is True
+    assert (
+        funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted", request_id="RQ-3").replayed
+        is False
+    )
+    assert (
+        funded.unfreeze_account(REGULATOR, "PWR-0001", "lifted", request_id="RQ-3").replayed is True
+    )
     late = funded.freeze_account(REGULATOR, "PWR-0001", "court order", request_id="RQ-1")
-    assert (late.account.state, late.replayed) == (AccountState.OPEN, True), \
+    assert (late.account.state, late.replayed) == (AccountState.OPEN, True), (
         "a late retry is answered with the account as it is, and changes nothing"
+    )
     closed = funded.close_account(REGULATOR, "TRD-0001", "holder request", request_id="RQ-9")
     again = funded.close_account(REGULATOR, "TRD-0001", "holder request", request_id="RQ-9")
     assert (closed.replayed, again.replayed, again.account.state) == (
-        False, True, AccountState.CLOSED)
+        False,
+        True,
+        AccountState.CLOSED,
+    )
     with pytest.raises(InvalidCommand) as raised:
         funded.freeze_account(REGULATOR, "PWR-0002", "x", request_id="no spaces allowed")
     assert raised.value.reason == "INVALID_ID"
     events, _ = account_events(funded, "PWR-0001", 0, 100)
-    changes = [json.loads(e.payload) for e in events
-               if e.topic in (Account.Frozen.TOPIC, Account.Unfrozen.TOPIC)]
+    changes = [
+        json.loads(e.payload)
+        for e in events
+        if e.topic in (Account.Frozen.TOPIC, Account.Unfrozen.TOPIC)
+    ]
     assert [c["request_id"] for c in changes] == ["RQ-1", "RQ-3"]
 
 
 def test_an_account_snapshot_from_before_request_ids_still_works() -> None:
-    account = Account.open("PWR-0001", AccountType.COMPLIANCE,
-                           Holder("Plant", "91110000100001234X", "POWER", "Beijing"), "mee/li")
+    account = Account.open(
+        "PWR-0001",
+        AccountType.COMPLIANCE,
+        Holder("Plant", "91110000100001234X", "POWER", "Beijing"),
+        "mee/li",
+    )
     snapshot = Snapshot.take(account)
     old_state = {k: v for k, v in snapshot.state.items() if k != "state_requests"}
     restored = replace(snapshot, state=old_state).mutate(None)
@@ -298,10 +360,11 @@ def test_request_ids_survive_a_restart(funded: Registry) -> None:
     funded.freeze_account(REGULATOR, "PWR-0001", "court order", request_id="RQ-1")
     if funded.env.get("PERSISTENCE_MODULE") == "eventsourcing.popo":
         return
-    fresh = Registry(env=dict(funded.env))   # no cache: the state is replayed from the store
+    fresh = Registry(env=dict(funded.env))  # no cache: the state is replayed from the store
     try:
-        assert fresh.freeze_account(REGULATOR, "PWR-0001", "court order",
-                                    request_id="RQ-1").replayed
+        assert fresh.freeze_account(
+            REGULATOR, "PWR-0001", "court order", request_id="RQ-1"
+        ).replayed
     finally:
         fresh.close()
 
@@ -325,8 +388,11 @@ def test_read_the_whole_log_in_pages_without_gap_or_repeat(funded: Registry) -> 
     for event in events:
         assert isinstance(event.payload, bytes) and isinstance(json.loads(event.payload), dict)
         assert event.aggregate_version >= 1 and event.topic.startswith("registry.")
-    opened = next(e for e in events if e.topic == Account.Opened.TOPIC
-                  and json.loads(e.payload)["account_id"] == "PWR-0001")
+    opened = next(
+        e
+        for e in events
+        if e.topic == Account.Opened.TOPIC and json.loads(e.payload)["account_id"] == "PWR-0001"
+    )
     assert opened.aggregate_id == str(Account.id_for("PWR-0001"))
     paged, after = [], 0
     while True:
@@ -340,8 +406,7 @@ def test_read_the_whole_log_in_pages_without_gap_or_repeat(funded: Registry) -> 
     caught_up = read_events(funded, head or 0, 10)
     assert (caught_up.events, caught_up.last_position) == ([], head)
     ahead = read_events(funded, (head or 0) + 50, 10)
-    assert (ahead.events, ahead.last_position, ahead.head_position) == ([], (head or 0) + 50,
-                                                                       head)
+    assert (ahead.events, ahead.last_position, ahead.head_position) == ([], (head or 0) + 50, head)
 
 
 def test_filter_by_topic_and_by_account(funded: Registry) -> None:
@@ -360,8 +425,11 @@ def test_filter_by_topic_and_by_account(funded: Registry) -> None:
 
     account = str(Account.id_for("PWR-0001"))
     mine = [e for e in events if e.aggregate_id == account]
-    assert [e.topic for e in mine] == [Account.Opened.TOPIC, Account.Credited.TOPIC,
-                                       Account.Credited.TOPIC]
+    assert [e.topic for e in mine] == [
+        Account.Opened.TOPIC,
+        Account.Credited.TOPIC,
+        Account.Credited.TOPIC,
+    ]
     assert read_events(funded, 0, 100, account_id="PWR-0001").events == mine
     paged, after = [], 0
     while True:
@@ -398,12 +466,13 @@ def test_account_events_by_version(funded: Registry) -> None:
         funded.allocate(REGULATOR, f"AL-{n}", "PWR-0001", ANY_CEA, 10, "")
     events, after = account_events(funded, "PWR-0001", 0, 100)
     assert [e.aggregate_version for e in events] == [1, 2, 3, 4, 5] and after is None
-    logged = [e for e in everything(funded)
-              if e.aggregate_id == str(Account.id_for("PWR-0001"))]
+    logged = [e for e in everything(funded) if e.aggregate_id == str(Account.id_for("PWR-0001"))]
     assert [(e.topic, e.payload, e.aggregate_version) for e in events] == [
-        (e.topic, e.payload, e.aggregate_version) for e in logged]
-    assert all(e.position in (0, log.position) for e, log in zip(events, logged, strict=True)), \
+        (e.topic, e.payload, e.aggregate_version) for e in logged
+    ]
+    assert all(e.position in (0, log.position) for e, log in zip(events, logged, strict=True)), (
         "the log position, or 0 where a per-aggregate read cannot know it"
+    )
     paged: list[LoggedEvent] = []
     cursor: int | None = 0
     while cursor is not None:

@@ -17,8 +17,14 @@ CEA = UnitSelector(UnitType.CEA)
 CCER = UnitSelector(UnitType.CCER)
 
 
-def surrender(registry: Registry, txn: str, account: str, selector: UnitSelector,
-              quantity: int, year: int = 2025) -> str:
+def surrender(
+    registry: Registry,
+    txn: str,
+    account: str,
+    selector: UnitSelector,
+    quantity: int,
+    year: int = 2025,
+) -> str:
     """Surrender; the refusal reason, or "" when it completed."""
     result = registry.surrender(REGULATOR, txn, account, selector, quantity, year, "compliance")
     return result.refusal_reason
@@ -32,19 +38,37 @@ def year(registry: Registry) -> Registry:
         open_company(registry, account, sector)
     registry.issue_units(REGULATOR, "ISS-25", UnitClass(UnitType.CEA, 2025), 3_000, "")
     registry.issue_units(REGULATOR, "ISS-26", UnitClass(UnitType.CEA, 2026), 3_000, "")
-    registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-0001"),
-                         300, "")
+    registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-0001"), 300, "")
     for account in ("PWR-A", "PWR-B", "CEM-C"):
-        registry.allocate(REGULATOR, f"AL25-{account}", account,
-                          UnitSelector(UnitType.CEA, 2025), 800, "2025 pre-allocation",
-                          source="CN-ISSUANCE")
-        registry.transfer(REGULATOR, f"V26-{account}", "CN-ISSUANCE", account,
-                          UnitSelector(UnitType.CEA, 2026), 200, "next year's, early")
-        registry.transfer(REGULATOR, f"CCER-{account}", "CN-ISSUANCE", account, CCER, 100,
-                          "offsets bought")
-    registry.record_verified_emissions(REGULATOR, [
-        EmissionsRow("PWR-A", 2025, 1_000, "report"), EmissionsRow("PWR-B", 2025, 1_000, "report"),
-        EmissionsRow("CEM-C", 2025, 900, "report")])
+        registry.allocate(
+            REGULATOR,
+            f"AL25-{account}",
+            account,
+            UnitSelector(UnitType.CEA, 2025),
+            800,
+            "2025 pre-allocation",
+            source="CN-ISSUANCE",
+        )
+        registry.transfer(
+            REGULATOR,
+            f"V26-{account}",
+            "CN-ISSUANCE",
+            account,
+            UnitSelector(UnitType.CEA, 2026),
+            200,
+            "next year's, early",
+        )
+        registry.transfer(
+            REGULATOR, f"CCER-{account}", "CN-ISSUANCE", account, CCER, 100, "offsets bought"
+        )
+    registry.record_verified_emissions(
+        REGULATOR,
+        [
+            EmissionsRow("PWR-A", 2025, 1_000, "report"),
+            EmissionsRow("PWR-B", 2025, 1_000, "report"),
+            EmissionsRow("CEM-C", 2025, 900, "report"),
+        ],
+    )
     return registry
 
 
@@ -52,20 +76,29 @@ def test_surrenders_are_judged_by_the_year_s_rules_for_the_sector(year: Registry
     registry = year
     assert surrender(registry, "S-CCER-OVER", "PWR-A", CCER, 51) == "CCER_CAP_EXCEEDED"
     assert surrender(registry, "S-CCER", "PWR-A", CCER, 50) == ""
-    assert surrender(registry, "S-ADVANCE", "PWR-A", UnitSelector(UnitType.CEA, 2026),
-                     10) == "ADVANCE_USE_NOT_ALLOWED"
-    assert surrender(registry, "S-2024", "PWR-A", UnitSelector(UnitType.CEA, 2026), 10,
-                     year=2024) == "INELIGIBLE_VINTAGE"
-    registry.set_compliance_rules(REGULATOR, 2025, "POWER",
-                                  ComplianceRules(advance_use_bps=1_000), "borrowing allowed")
-    assert surrender(registry, "S-ADVANCE-2", "PWR-A", UnitSelector(UnitType.CEA, 2026),
-                     101) == "ADVANCE_USE_LIMIT_EXCEEDED"
-    assert surrender(registry, "S-ADVANCE-3", "PWR-A", UnitSelector(UnitType.CEA, 2026),
-                     100) == ""
-    assert surrender(registry, "S-CEM-ADVANCE", "CEM-C", UnitSelector(UnitType.CEA, 2026),
-                     1) == "ADVANCE_USE_NOT_ALLOWED"     # the rule was for POWER only
-    assert surrender(registry, "S-UNVERIFIED", "PWR-A", CCER, 1,
-                     year=2026) == "EMISSIONS_NOT_VERIFIED"
+    assert (
+        surrender(registry, "S-ADVANCE", "PWR-A", UnitSelector(UnitType.CEA, 2026), 10)
+        == "ADVANCE_USE_NOT_ALLOWED"
+    )
+    assert (
+        surrender(registry, "S-2024", "PWR-A", UnitSelector(UnitType.CEA, 2026), 10, year=2024)
+        == "INELIGIBLE_VINTAGE"
+    )
+    registry.set_compliance_rules(
+        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=1_000), "borrowing allowed"
+    )
+    assert (
+        surrender(registry, "S-ADVANCE-2", "PWR-A", UnitSelector(UnitType.CEA, 2026), 101)
+        == "ADVANCE_USE_LIMIT_EXCEEDED"
+    )
+    assert surrender(registry, "S-ADVANCE-3", "PWR-A", UnitSelector(UnitType.CEA, 2026), 100) == ""
+    assert (
+        surrender(registry, "S-CEM-ADVANCE", "CEM-C", UnitSelector(UnitType.CEA, 2026), 1)
+        == "ADVANCE_USE_NOT_ALLOWED"
+    )  # the rule was for POWER only
+    assert (
+        surrender(registry, "S-UNVERIFIED", "PWR-A", CCER, 1, year=2026) == "EMISSIONS_NOT_VERIFIED"
+    )
     # a refusal is recorded: the same id again answers the same refusal
     assert surrender(registry, "S-CCER-OVER", "PWR-A", CCER, 51) == "CCER_CAP_EXCEEDED"
     status = registry.get_compliance_status("PWR-A", 2025)
@@ -74,17 +107,20 @@ def test_surrenders_are_judged_by_the_year_s_rules_for_the_sector(year: Registry
 
 
 def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
-        year: Registry) -> None:
+    year: Registry,
+) -> None:
     registry = year
-    registry.set_compliance_rules(REGULATOR, 2025, "CEMENT",
-                                  ComplianceRules(obligation_cap_bps=0), "capped at allocation")
-    registry.set_compliance_rules(REGULATOR, 2025, "POWER",
-                                  ComplianceRules(advance_use_bps=2_000), "borrowing allowed")
-    assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""   # 800 of 2025, 200 of 2026
+    registry.set_compliance_rules(
+        REGULATOR, 2025, "CEMENT", ComplianceRules(obligation_cap_bps=0), "capped at allocation"
+    )
+    registry.set_compliance_rules(
+        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=2_000), "borrowing allowed"
+    )
+    assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""  # 800 of 2025, 200 of 2026
     assert surrender(registry, "S-B", "PWR-B", UnitSelector(UnitType.CEA, 2025), 700) == ""
     assert surrender(registry, "S-C", "CEM-C", UnitSelector(UnitType.CEA, 2025), 800) == ""
     report = {(line.sector, line.state): line for line in registry.compliance_report(2025)}
-    assert report[("CEMENT", ComplianceState.COMPLIANT)].obligation == 800   # the cap
+    assert report[("CEMENT", ComplianceState.COMPLIANT)].obligation == 800  # the cap
     assert report[("POWER", ComplianceState.OPEN)].accounts == 1
 
     closing = registry.close_compliance_year(REGULATOR, 2025, "deadline 2026-12-31 passed")
@@ -96,19 +132,32 @@ def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
     assert surrender(registry, "S-LATE", "PWR-B", CEA, 1) == "COMPLIANCE_YEAR_CLOSED"
     with pytest.raises(ComplianceYearClosed):
         registry.set_compliance_rules(REGULATOR, 2025, "*", ComplianceRules(), "too late")
-    with pytest.raises(ComplianceYearClosed):   # not even for an account never verified
+    with pytest.raises(ComplianceYearClosed):  # not even for an account never verified
         registry.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-A", 2025, 1, "late")])
     report = {(line.sector, line.state): line for line in registry.compliance_report(2025)}
     assert report[("POWER", ComplianceState.SHORTFALL)].shortfall == 300
     assert report[("POWER", ComplianceState.COMPLIANT)].surrendered_cea == 1_000
 
     # 2026 pre-allocation: PWR-B's 300 are deducted, in two allocations
-    first = registry.allocate(REGULATOR, "AL26-B-1", "PWR-B", UnitSelector(UnitType.CEA, 2026),
-                              200, "2026 pre-allocation", source="CN-ISSUANCE")
+    first = registry.allocate(
+        REGULATOR,
+        "AL26-B-1",
+        "PWR-B",
+        UnitSelector(UnitType.CEA, 2026),
+        200,
+        "2026 pre-allocation",
+        source="CN-ISSUANCE",
+    )
     assert first.ok and first.quantity == 0
-    second = registry.allocate(REGULATOR, "AL26-B-2", "PWR-B",
-                               UnitSelector(UnitType.CEA, 2026), 500, "2026 top-up",
-                               source="CN-ISSUANCE")
+    second = registry.allocate(
+        REGULATOR,
+        "AL26-B-2",
+        "PWR-B",
+        UnitSelector(UnitType.CEA, 2026),
+        500,
+        "2026 top-up",
+        source="CN-ISSUANCE",
+    )
     assert second.ok and second.quantity == 400
     next_year = registry.get_compliance_status("PWR-B", 2026)
     assert (next_year.debt_carried, next_year.debt_deducted, next_year.allocated) == (300, 300, 700)
@@ -118,49 +167,84 @@ def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
 
 
 def test_bad_rules_are_refused_whole_and_change_nothing(registry: Registry) -> None:
-    registry.open_account(REGULATOR, "PWR-X", AccountType.COMPLIANCE,
-                          Holder("X Co.", "91110000100001234X", "POWER", "Beijing"))
+    registry.open_account(
+        REGULATOR,
+        "PWR-X",
+        AccountType.COMPLIANCE,
+        Holder("X Co.", "91110000100001234X", "POWER", "Beijing"),
+    )
     with pytest.raises(RowsInvalid) as raised:
-        registry.set_compliance_rules(REGULATOR, 2025, "POWER",
-                                      ComplianceRules(ccer_cap_bps=20_000,
-                                                      surrender_deadline="soon"), "typo")
-    assert {v.field for v in raised.value.violations} == {"rules.ccer_cap_bps",
-                                                  "rules.surrender_deadline"}
+        registry.set_compliance_rules(
+            REGULATOR,
+            2025,
+            "POWER",
+            ComplianceRules(ccer_cap_bps=20_000, surrender_deadline="soon"),
+            "typo",
+        )
+    assert {v.field for v in raised.value.violations} == {
+        "rules.ccer_cap_bps",
+        "rules.surrender_deadline",
+    }
     assert registry.get_compliance_rules(2025).rules == {}
-    view = registry.set_compliance_rules(REGULATOR, 2025, "POWER",
-                                         ComplianceRules(ccer_cap_bps=1_000), "plan")
+    view = registry.set_compliance_rules(
+        REGULATOR, 2025, "POWER", ComplianceRules(ccer_cap_bps=1_000), "plan"
+    )
     assert view.for_sector("POWER").ccer_cap_bps == 1_000 and view.version == 2
-    assert registry.set_compliance_rules(REGULATOR, 2025, "POWER",
-                                         ComplianceRules(ccer_cap_bps=1_000),
-                                         "same again").position is None
+    assert (
+        registry.set_compliance_rules(
+            REGULATOR, 2025, "POWER", ComplianceRules(ccer_cap_bps=1_000), "same again"
+        ).position
+        is None
+    )
 
 
 def test_a_return_the_account_cannot_cover_becomes_next_year_s_debt(year: Registry) -> None:
     registry = year
-    registry.transfer(REGULATOR, "SOLD", "PWR-B", "PWR-A", UnitSelector(UnitType.CEA, 2025), 700,
-                      "sold most of it")                   # PWR-B keeps 100 of 2025
-    returned = registry.allocate_many(REGULATOR, [AllocationRow(
-        "RET-B", "PWR-B", "CEA", 300, "true-up: output fell", vintage=2025, returned=True)])
+    registry.transfer(
+        REGULATOR,
+        "SOLD",
+        "PWR-B",
+        "PWR-A",
+        UnitSelector(UnitType.CEA, 2025),
+        700,
+        "sold most of it",
+    )  # PWR-B keeps 100 of 2025
+    returned = registry.allocate_many(
+        REGULATOR,
+        [
+            AllocationRow(
+                "RET-B", "PWR-B", "CEA", 300, "true-up: output fell", vintage=2025, returned=True
+            )
+        ],
+    )
     assert returned[0].outcome is RowOutcome.COMPLETED
-    assert registry.get_transaction("mee", "RET-B").quantity == 100   # all it had
+    assert registry.get_transaction("mee", "RET-B").quantity == 100  # all it had
     status = registry.get_compliance_status("PWR-B", 2025)
     assert status.allocated == 800 - 300
     assert registry.get_compliance_status("PWR-B", 2026).debt_carried == 200
     held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
     assert held.get(2025, 0) == 0
     # the next year's allocation pays the debt first
-    registry.allocate(REGULATOR, "AL26-B", "PWR-B", UnitSelector(UnitType.CEA, 2026), 250,
-                      "2026 pre-allocation", source="CN-ISSUANCE")
+    registry.allocate(
+        REGULATOR,
+        "AL26-B",
+        "PWR-B",
+        UnitSelector(UnitType.CEA, 2026),
+        250,
+        "2026 pre-allocation",
+        source="CN-ISSUANCE",
+    )
     assert registry.get_compliance_status("PWR-B", 2026).debt_deducted == 200
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
 
 
 def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> None:
     registry = year
-    registry.set_compliance_rules(REGULATOR, 2025, "POWER",
-                                  ComplianceRules(advance_use_bps=2_000), "borrowing allowed")
+    registry.set_compliance_rules(
+        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=2_000), "borrowing allowed"
+    )
     # a surrender that used next year's allowances: the units and the advance use go back
-    assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""   # 800 of 2025, 200 of 2026
+    assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""  # 800 of 2025, 200 of 2026
     assert registry.get_compliance_status("PWR-A", 2025).advance_used == 200
     assert registry.reverse(REGULATOR, "R-S-A", "mee", "S-A", "surrendered in error").ok
     status = registry.get_compliance_status("PWR-A", 2025)
@@ -175,34 +259,54 @@ def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> Non
     assert late.refusal_reason == "COMPLIANCE_YEAR_CLOSED"
     # PWR-B's 300 t shortfall is paid by its 2026 allocation; reversing that allocation
     # makes the debt owed again and the allocation uncounted
-    paid = registry.allocate(REGULATOR, "AL26-B", "PWR-B", UnitSelector(UnitType.CEA, 2026),
-                             500, "2026 pre-allocation", source="CN-ISSUANCE")
+    paid = registry.allocate(
+        REGULATOR,
+        "AL26-B",
+        "PWR-B",
+        UnitSelector(UnitType.CEA, 2026),
+        500,
+        "2026 pre-allocation",
+        source="CN-ISSUANCE",
+    )
     assert paid.ok and paid.quantity == 200
     assert registry.reverse(REGULATOR, "R-AL26-B", "mee", "AL26-B", "wrong table").ok
     next_year = registry.get_compliance_status("PWR-B", 2026)
     assert (next_year.allocated, next_year.debt_carried, next_year.debt_deducted) == (0, 300, 0)
     held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
-    assert held[2026] == 200                               # only what it held before
+    assert held[2026] == 200  # only what it held before
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
 
 
-def test_a_reversed_return_restores_the_allocation_and_withdraws_its_debt(
-        year: Registry) -> None:
+def test_a_reversed_return_restores_the_allocation_and_withdraws_its_debt(year: Registry) -> None:
     registry = year
-    registry.transfer(REGULATOR, "SOLD", "PWR-B", "PWR-A", UnitSelector(UnitType.CEA, 2025), 700,
-                      "sold most of it")                   # PWR-B keeps 100 of 2025
-    give_back = [AllocationRow("RET-B", "PWR-B", "CEA", 300, "true-up", vintage=2025,
-                               returned=True)]
+    registry.transfer(
+        REGULATOR,
+        "SOLD",
+        "PWR-B",
+        "PWR-A",
+        UnitSelector(UnitType.CEA, 2025),
+        700,
+        "sold most of it",
+    )  # PWR-B keeps 100 of 2025
+    give_back = [
+        AllocationRow("RET-B", "PWR-B", "CEA", 300, "true-up", vintage=2025, returned=True)
+    ]
     assert registry.allocate_many(REGULATOR, give_back)[0].outcome is RowOutcome.COMPLETED
     assert registry.reverse(REGULATOR, "R-RET-B", "mee", "RET-B", "output data wrong").ok
     assert registry.get_compliance_status("PWR-B", 2025).allocated == 800
     assert registry.get_compliance_status("PWR-B", 2026).debt_carried == 0
     # a return whose carried debt an allocation has paid stays until that is reversed
-    again = [AllocationRow("RET-B2", "PWR-B", "CEA", 300, "true-up", vintage=2025,
-                           returned=True)]
+    again = [AllocationRow("RET-B2", "PWR-B", "CEA", 300, "true-up", vintage=2025, returned=True)]
     assert registry.allocate_many(REGULATOR, again)[0].outcome is RowOutcome.COMPLETED
-    registry.allocate(REGULATOR, "AL26-B", "PWR-B", UnitSelector(UnitType.CEA, 2026), 250,
-                      "2026 pre-allocation", source="CN-ISSUANCE")    # pays the 200 t
+    registry.allocate(
+        REGULATOR,
+        "AL26-B",
+        "PWR-B",
+        UnitSelector(UnitType.CEA, 2026),
+        250,
+        "2026 pre-allocation",
+        source="CN-ISSUANCE",
+    )  # pays the 200 t
     refused = registry.reverse(REGULATOR, "R-RET-B2", "mee", "RET-B2", "output data wrong")
     assert refused.refusal_reason == "TRANSACTION_NOT_REVERSIBLE"
     assert registry.reverse(REGULATOR, "R-AL26-B", "mee", "AL26-B", "wrong table").ok

@@ -135,12 +135,14 @@ def summarize(title: str, reports: Sequence[WorkerReport], seconds: float) -> st
     statuses = Counter(a.status for a in acks if not a.replayed)
     refusals = Counter(a.refusal_reason for a in acks if a.refusal_reason and not a.replayed)
     total = sum(n for op, n in ops.items() if "-with-" not in op)  # sub-counts excluded
-    line = (f"{title}: {len(reports)} workers, {total} operations "
-            f"{dict(sorted(ops.items()))} in {seconds:.1f}s; {len(acks)} acks "
-            f"({sum(a.replayed for a in acks)} replays, {dict(statuses)}, refusals "
-            f"{dict(refusals)}); {sum(len(r.holds) for r in reports)} holds; "
-            f"ConcurrencyConflict {sum(r.conflicts for r in reports)}, abandoned "
-            f"{sum(len(r.abandoned) for r in reports)}")
+    line = (
+        f"{title}: {len(reports)} workers, {total} operations "
+        f"{dict(sorted(ops.items()))} in {seconds:.1f}s; {len(acks)} acks "
+        f"({sum(a.replayed for a in acks)} replays, {dict(statuses)}, refusals "
+        f"{dict(refusals)}); {sum(len(r.holds) for r in reports)} holds; "
+        f"ConcurrencyConflict {sum(r.conflicts for r in reports)}, abandoned "
+        f"{sum(len(r.abandoned) for r in reports)}"
+    )
     print(line)
     return line
 
@@ -166,7 +168,8 @@ def read_rows(url: str) -> list[Row]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT originator_id, originator_version, topic, state, notification_id "
-            "FROM registry_events ORDER BY notification_id").fetchall()
+            "FROM registry_events ORDER BY notification_id"
+        ).fetchall()
     return [Row(UUID(str(r[0])), r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
 
@@ -198,8 +201,13 @@ def within(blocks: Iterable[SerialBlock], holding: Iterable[SerialBlock]) -> boo
         units.merge(blocks)
     except ValueError:
         return False
-    return all(any(h.unit_class == b.unit_class and h.first <= b.first and b.last <= h.last
-                   for h in holding) for b in blocks)
+    return all(
+        any(
+            h.unit_class == b.unit_class and h.first <= b.first and b.last <= h.last
+            for h in holding
+        )
+        for b in blocks
+    )
 
 
 def disjoint(blocks: Iterable[SerialBlock], holding: Iterable[SerialBlock]) -> bool:
@@ -217,8 +225,7 @@ State = tuple[tuple[SerialBlock, ...], dict[str, tuple[SerialBlock, ...]]]
 
 
 def state_of(account: Account) -> State:
-    return (units.merge(account.available),
-            {k: units.merge(v) for k, v in account.held.items()})
+    return (units.merge(account.available), {k: units.merge(v) for k, v in account.held.items()})
 
 
 @dataclass
@@ -226,16 +233,20 @@ class Movements:
     """Account events by transaction and by hold, collected while replaying accounts."""
 
     debits: dict[UUID, list[tuple[str, tuple[SerialBlock, ...]]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
     credits: dict[UUID, list[tuple[str, tuple[SerialBlock, ...]]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
     held: dict[UUID, list[tuple[str, tuple[SerialBlock, ...]]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
     released: dict[UUID, list[tuple[SerialBlock, ...]]] = field(
-        default_factory=lambda: defaultdict(list))
-    hold_debits: dict[UUID, list[tuple[UUID, tuple[SerialBlock, ...],
-                                       tuple[SerialBlock, ...]]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
+    hold_debits: dict[UUID, list[tuple[UUID, tuple[SerialBlock, ...], tuple[SerialBlock, ...]]]] = (
+        field(default_factory=lambda: defaultdict(list))
+    )
     versions: int = 0
 
 
@@ -251,7 +262,7 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
         held = dict(account.held) if account else {}
         name = account.account_id if account else "(new)"
         where = f"{name} v{expected_version} {type(event).__name__}"
-        if isinstance(event, Account.MovementsPosted):   # a batch's debits and credits
+        if isinstance(event, Account.MovementsPosted):  # a batch's debits and credits
             running = available
             for movement in event.movements:
                 txn_id = movement["transaction_id"]
@@ -263,8 +274,9 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
                     running = units.remove(running, blocks)
                 else:
                     blocks = tuple(movement["credited"])
-                    assert disjoint(blocks, [*running, *(b for v in held.values() for b in v)]
-                                    ), f"{where}: credits units it already holds"
+                    assert disjoint(blocks, [*running, *(b for v in held.values() for b in v)]), (
+                        f"{where}: credits units it already holds"
+                    )
                     moves.credits[txn_id].append((name, blocks))
                     credited.update(by_class(blocks))
                     running = units.add(running, blocks)
@@ -273,8 +285,9 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
             moves.debits[event.transaction_id].append((name, tuple(event.blocks)))
             debited.update(by_class(event.blocks))
         elif isinstance(event, Account.Credited):
-            assert disjoint(event.blocks, [*available, *(b for v in held.values() for b in v)]
-                            ), f"{where}: credits units it already holds"
+            assert disjoint(event.blocks, [*available, *(b for v in held.values() for b in v)]), (
+                f"{where}: credits units it already holds"
+            )
             moves.credits[event.transaction_id].append((name, tuple(event.blocks)))
             credited.update(by_class(event.blocks))
         elif isinstance(event, Account.UnitsHeld):
@@ -287,10 +300,12 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
         elif isinstance(event, Account.HeldUnitsDebited):
             was_held = units.merge(held[str(event.hold_id)])
             assert units.merge([*event.blocks, *event.released]) == was_held, (
-                f"{where}: settled + released != held")
+                f"{where}: settled + released != held"
+            )
             moves.debits[event.transaction_id].append((name, tuple(event.blocks)))
             moves.hold_debits[event.hold_id].append(
-                (event.transaction_id, tuple(event.blocks), tuple(event.released)))
+                (event.transaction_id, tuple(event.blocks), tuple(event.released))
+            )
             debited.update(by_class(event.blocks))
         account = event.mutate(account)
         assert account is not None
@@ -301,7 +316,8 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
             assert available_qty[key] >= 0 and held_qty[key] >= 0, where
             assert available_qty[key] + held_qty[key] == credited[key] - debited[key], (
                 f"{where}: {key} holding {available_qty[key]}+{held_qty[key]} != "
-                f"credited {credited[key]} - debited {debited[key]}")
+                f"credited {credited[key]} - debited {debited[key]}"
+            )
         states.append(state_of(account))
     assert account is not None
     moves.versions += len(events)
@@ -312,8 +328,9 @@ def replay_account(registry: Registry, events: list[Any], moves: Movements) -> N
     probes = {1, len(events), len(events) // 2}
     for step in range(200, len(events) + 1, 200):  # around each snapshot interval
         probes.update({step - 1, step, step + 1})
-    probes.update(random.Random(account.account_id).sample(range(1, len(events) + 1),
-                                                            min(5, len(events))))
+    probes.update(
+        random.Random(account.account_id).sample(range(1, len(events) + 1), min(5, len(events)))
+    )
     for version in sorted(v for v in probes if 1 <= v <= len(events)):
         past: Account = registry.repository.get(account.id, version=version)
         assert state_of(past) == states[version - 1], f"{account.account_id} v{version}"
@@ -323,8 +340,9 @@ def merged(entries: Iterable[tuple[str, tuple[SerialBlock, ...]]]) -> tuple[Seri
     return units.merge(b for _, blocks in entries for b in blocks)
 
 
-def audit(url: str, seeded: dict[str, int], reports: Sequence[WorkerReport]
-          ) -> tuple[dict[str, int], Movements]:
+def audit(
+    url: str, seeded: dict[str, int], reports: Sequence[WorkerReport]
+) -> tuple[dict[str, int], Movements]:
     """Check the whole ledger against itself and against what the workers were told."""
     rows = read_rows(url)
     with registries(url, 1) as (registry,):
@@ -333,8 +351,9 @@ def audit(url: str, seeded: dict[str, int], reports: Sequence[WorkerReport]
     return stats, moves
 
 
-def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
-           reports: Sequence[WorkerReport]) -> tuple[dict[str, int], Movements]:
+def _audit(
+    registry: Registry, rows: list[Row], seeded: dict[str, int], reports: Sequence[WorkerReport]
+) -> tuple[dict[str, int], Movements]:
     acks = [a for r in reports for a in r.acks]
     abandoned = {what for r in reports for what in r.abandoned}
 
@@ -361,8 +380,10 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
         ordered = sorted(blocks, key=lambda b: b.first)
         for before, after in pairwise(ordered):
             assert before.last < after.first, f"{key}: {before} overlaps {after}"
-        assert ordered[0].first == 1 and sum(b.quantity for b in ordered) == \
-            issued_expected[key] == ordered[-1].last, f"{key}: serials do not tile 1..issued"
+        assert (
+            ordered[0].first == 1
+            and sum(b.quantity for b in ordered) == issued_expected[key] == ordered[-1].last
+        ), f"{key}: serials do not tile 1..issued"
 
     # -- the raw store: one creation event per transaction ------------------------
     created: dict[UUID, list[Row]] = defaultdict(list)
@@ -380,14 +401,24 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
         first = answers[0]
         assert sum(not a.replayed for a in answers) <= 1, f"{client_id} moved twice: {answers}"
         for answer in answers:
-            assert (answer.kind, answer.status, answer.source, answer.destination,
-                    answer.blocks) == (first.kind, first.status, first.source,
-                                       first.destination, first.blocks), (
-                f"{client_id}: two answers disagree: {first} / {answer}")
+            assert (
+                answer.kind,
+                answer.status,
+                answer.source,
+                answer.destination,
+                answer.blocks,
+            ) == (first.kind, first.status, first.source, first.destination, first.blocks), (
+                f"{client_id}: two answers disagree: {first} / {answer}"
+            )
         recorded = registry.get_transaction(party, client_id)
-        assert (recorded.status.value, block_keys(recorded.blocks), recorded.source,
-                recorded.destination) == (first.status, first.blocks, first.source,
-                                          first.destination), f"{client_id}: {recorded}"
+        assert (
+            recorded.status.value,
+            block_keys(recorded.blocks),
+            recorded.source,
+            recorded.destination,
+        ) == (first.status, first.blocks, first.source, first.destination), (
+            f"{client_id}: {recorded}"
+        )
         txn_id = Transaction.id_for(party, client_id)
         (row,) = created[txn_id]
         assert row.topic == f"registry.Transaction.{first.status.title()}"
@@ -399,11 +430,14 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
         if txn_id not in acked_ids:
             assert state["client_id"].startswith("SEED-"), (
                 f"stored but never acknowledged: {state['client_id']} "
-                f"(abandoned: {sorted(abandoned)[:5]})")
+                f"(abandoned: {sorted(abandoned)[:5]})"
+            )
     completed_acked = sum(a.quantity for a in first_acks.values() if a.status == "COMPLETED")
-    completed_stored = sum(sum(b[2] - b[1] + 1 for b in stored_blocks(created[t][0].json()))
-                           for t in acked_ids
-                           if created[t][0].topic == "registry.Transaction.Completed")
+    completed_stored = sum(
+        sum(b[2] - b[1] + 1 for b in stored_blocks(created[t][0].json()))
+        for t in acked_ids
+        if created[t][0].topic == "registry.Transaction.Completed"
+    )
     assert completed_acked == completed_stored
 
     # -- every account, version by version ------------------------------------------
@@ -414,17 +448,30 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
     moves = Movements()
     for originator_id in account_ids:
         stored = sorted(events_by_originator[originator_id], key=lambda r: r.version)
-        events = [registry.mapper.to_domain_event(StoredEvent(
-            originator_id=r.originator_id, originator_version=r.version, topic=r.topic,
-            state=r.state)) for r in stored]
+        events = [
+            registry.mapper.to_domain_event(
+                StoredEvent(
+                    originator_id=r.originator_id,
+                    originator_version=r.version,
+                    topic=r.topic,
+                    state=r.state,
+                )
+            )
+            for r in stored
+        ]
         replay_account(registry, events, moves)
 
     # -- every transaction: completed ones debit exactly what they credit -----------
     transactions: dict[UUID, Any] = {}
     for txn_id, (row,) in created.items():
-        txn = registry.mapper.to_domain_event(StoredEvent(
-            originator_id=row.originator_id, originator_version=row.version,
-            topic=row.topic, state=row.state))
+        txn = registry.mapper.to_domain_event(
+            StoredEvent(
+                originator_id=row.originator_id,
+                originator_version=row.version,
+                topic=row.topic,
+                state=row.state,
+            )
+        )
         transactions[txn_id] = txn
         out, into = moves.debits.get(txn_id, []), moves.credits.get(txn_id, [])
         if isinstance(txn, Transaction.Refused):
@@ -434,12 +481,14 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
         txn_blocks = units.merge(txn.blocks)
         assert units.total(txn_blocks) == txn.details["quantity"], txn.client_id
         assert [a for a, _ in into] == [txn.destination] and merged(into) == txn_blocks, (
-            f"{txn.client_id}: credited {into}, recorded {txn.destination} {txn_blocks}")
+            f"{txn.client_id}: credited {into}, recorded {txn.destination} {txn_blocks}"
+        )
         if txn.kind == "ISSUANCE":
             assert not out and txn.destination == ISSUANCE
         else:
             assert [a for a, _ in out] == [txn.source] and merged(out) == txn_blocks, (
-                f"{txn.client_id}: debited {out}, recorded {txn.source} {txn_blocks}")
+                f"{txn.client_id}: debited {out}, recorded {txn.source} {txn_blocks}"
+            )
     completed_ids = {t for t, e in transactions.items() if isinstance(e, Transaction.Completed)}
     assert set(moves.debits) <= completed_ids and set(moves.credits) <= completed_ids
 
@@ -465,8 +514,11 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
         else:
             assert hold.status in (HoldStatus.RELEASED, HoldStatus.EXPIRED)
             assert ends == 1 and len(moves.released[hold_id]) == 1
-    still_held = sum(registry.repository.get(h).quantity for h in placed
-                     if registry.repository.get(h).status is HoldStatus.ACTIVE)
+    still_held = sum(
+        registry.repository.get(h).quantity
+        for h in placed
+        if registry.repository.get(h).status is HoldStatus.ACTIVE
+    )
     assert sum(active_held.values()) == still_held
 
     # -- holds as the workers were told ------------------------------------------------
@@ -479,13 +531,16 @@ def _audit(registry: Registry, rows: list[Row], seeded: dict[str, int],
             if record.ended_as == "SETTLED":
                 assert hold_now.settled_quantity == record.settled_quantity
                 settlement = registry.get_transaction(record.party, record.settled_by)
-                assert within(settlement.blocks,
-                              [SerialBlock(UnitClass.from_key(k), a, b)
-                               for k, a, b in record.blocks])
+                assert within(
+                    settlement.blocks,
+                    [SerialBlock(UnitClass.from_key(k), a, b) for k, a, b in record.blocks],
+                )
 
     return {
-        "events": len(rows), "account_versions": moves.versions,
-        "transactions": len(created), "completed": len(completed_ids),
+        "events": len(rows),
+        "account_versions": moves.versions,
+        "transactions": len(created),
+        "completed": len(completed_ids),
         "holds": len(placed) + len(refused),
     }, moves
 
@@ -494,8 +549,10 @@ def assert_no_worker_errors(reports: Sequence[WorkerReport]) -> None:
     """Asserted last, after the audit: a failure here is a command that raised something
     other than a registry answer (the worker then resent it with the same ids)."""
     errors = [f"{r.worker}: {e}" for r in reports for e in r.errors]
-    assert errors == [], (f"{len(errors)} commands failed with errors that are not registry "
-                          "answers:\n" + "\n".join(errors[:20]))
+    assert errors == [], (
+        f"{len(errors)} commands failed with errors that are not registry "
+        "answers:\n" + "\n".join(errors[:20])
+    )
 
 
 # == the tests ====================================================================
@@ -529,9 +586,21 @@ def test_processes_on_shared_accounts_keep_the_ledger_exact(tmp_path: Path) -> N
         context = multiprocessing.get_context("spawn")
         barrier, startup = context.Barrier(PROCESSES), context.Lock()
         outputs = [tmp_path / f"worker-{i}.json" for i in range(PROCESSES)]
-        processes = [context.Process(target=process_main, args=(
-            url, f"P{i}", 2000 + i, PROCESS_OPERATIONS, startup, barrier, str(outputs[i])))
-            for i in range(PROCESSES)]
+        processes = [
+            context.Process(
+                target=process_main,
+                args=(
+                    url,
+                    f"P{i}",
+                    2000 + i,
+                    PROCESS_OPERATIONS,
+                    startup,
+                    barrier,
+                    str(outputs[i]),
+                ),
+            )
+            for i in range(PROCESSES)
+        ]
         started = time.monotonic()
         for process in processes:
             process.start()
@@ -563,8 +632,9 @@ def test_one_trade_settled_by_many_threads_at_once_moves_once() -> None:
         with registries(url, 1) as (setup,):
             seeded = seed_registry(setup)
             for n, account in ((1, "TRD-CC-03"), (2, "TRD-CC-05")):
-                hold = setup.place_hold(EXCHANGE, f"RACE-HOLD-{n}", account,
-                                        UnitSelector(UnitType.CEA, 2025), 90, 3600)
+                hold = setup.place_hold(
+                    EXCHANGE, f"RACE-HOLD-{n}", account, UnitSelector(UnitType.CEA, 2025), 90, 3600
+                )
                 assert hold.status is HoldStatus.ACTIVE
         rounds = [
             Trade("RACE-0001", "TRD-CC-01", "TRD-CC-02", "CEA", 137),
@@ -580,8 +650,9 @@ def test_one_trade_settled_by_many_threads_at_once_moves_once() -> None:
             for trade in rounds:
                 before = {a: _total(racers[0], a) for a in (trade.seller, trade.buyer)}
 
-                def settle(registry: Registry, index: int,
-                           trade: Trade = trade) -> TransactionResult:
+                def settle(
+                    registry: Registry, index: int, trade: Trade = trade
+                ) -> TransactionResult:
                     if index % 2:
                         return client.send(lambda: registry.settle_trade(EXCHANGE, trade))
                     (result,) = client.send(lambda: registry.settle_trades(EXCHANGE, [trade]))
@@ -592,23 +663,26 @@ def test_one_trade_settled_by_many_threads_at_once_moves_once() -> None:
                 reports[0].acks.extend(Ack.of("race", r) for r in results)
                 assert sorted(r.replayed for r in results) == [False] + [True] * (RACERS - 1)
                 assert {(r.status.value, block_keys(r.blocks)) for r in results} == {
-                    ("COMPLETED", block_keys(results[0].blocks))}
+                    ("COMPLETED", block_keys(results[0].blocks))
+                }
                 assert results[0].quantity == trade.quantity
                 after = {a: _total(racers[0], a) for a in (trade.seller, trade.buyer)}
                 assert after[trade.seller] == before[trade.seller] - trade.quantity
                 assert after[trade.buyer] == before[trade.buyer] + trade.quantity
             for n, quantity in ((1, 60), (2, 90)):
                 settled = racers[0].get_hold(EXCHANGE.party, f"RACE-HOLD-{n}")
-                assert (settled.status, settled.settled_quantity) == (HoldStatus.SETTLED,
-                                                                      quantity)
-        print(f"same trade id x{RACERS}: {len(rounds)} rounds, ConcurrencyConflict "
-              f"{client.conflicts}, other failures {len(client.errors)}")
+                assert (settled.status, settled.settled_quantity) == (HoldStatus.SETTLED, quantity)
+        print(
+            f"same trade id x{RACERS}: {len(rounds)} rounds, ConcurrencyConflict "
+            f"{client.conflicts}, other failures {len(client.errors)}"
+        )
         rows = read_rows(url)
         _, moves = audit(url, seeded, reports)
         for trade in rounds:
             txn_id = Transaction.id_for(EXCHANGE.party, trade.trade_id)
             assert [r.topic for r in rows if r.originator_id == txn_id] == [
-                "registry.Transaction.Completed"]
+                "registry.Transaction.Completed"
+            ]
             ((seller, taken),) = moves.debits[txn_id]
             ((buyer, given),) = moves.credits[txn_id]
             assert (seller, buyer) == (trade.seller, trade.buyer)
@@ -616,8 +690,9 @@ def test_one_trade_settled_by_many_threads_at_once_moves_once() -> None:
             if trade.hold_id:
                 hold_uuid = Hold.id_for(EXCHANGE.party, trade.hold_id)
                 assert [t for t, _, _ in moves.hold_debits[hold_uuid]] == [txn_id]
-        assert client.errors == [], "racers saw failures that are not registry answers:\n" + \
-            "\n".join(client.errors)
+        assert client.errors == [], (
+            "racers saw failures that are not registry answers:\n" + "\n".join(client.errors)
+        )
 
 
 def test_many_threads_cannot_spend_more_than_an_account_holds() -> None:
@@ -631,8 +706,15 @@ def test_many_threads_cannot_spend_more_than_an_account_holds() -> None:
         with registries(url, 1) as (setup,):
             seeded = seed_registry(setup)
             setup.open_account(REGULATOR, seller, AccountType.TRADING, Holder("Spender Ltd"))
-            funded = setup.transfer(REGULATOR, "FUND-SPEND-01", ISSUANCE, seller,
-                                    UnitSelector(UnitType.CEA, 2025), balance, "funding")
+            funded = setup.transfer(
+                REGULATOR,
+                "FUND-SPEND-01",
+                ISSUANCE,
+                seller,
+                UnitSelector(UnitType.CEA, 2025),
+                balance,
+                "funding",
+            )
             assert funded.ok
         rng = random.Random(7)
         quantities = [[rng.randint(5, 40) for _ in range(2)] for _ in range(RACERS)]
@@ -645,12 +727,20 @@ def test_many_threads_cannot_spend_more_than_an_account_holds() -> None:
                 buyer = ACCOUNTS[(index + n) % len(ACCOUNTS)]
                 trade = Trade(f"SPEND-{index}-{n}", seller, buyer, "CEA", quantity, 2025)
 
-                def send(trade: Trade = trade, as_trade: bool = bool((index + n) % 2)
-                         ) -> TransactionResult:
+                def send(
+                    trade: Trade = trade, as_trade: bool = bool((index + n) % 2)
+                ) -> TransactionResult:
                     if as_trade:
                         return registry.settle_trade(EXCHANGE, trade)
-                    return registry.transfer(EXCHANGE, trade.trade_id, seller, trade.buyer,
-                                             UnitSelector(UnitType.CEA), trade.quantity, "spend")
+                    return registry.transfer(
+                        EXCHANGE,
+                        trade.trade_id,
+                        seller,
+                        trade.buyer,
+                        UnitSelector(UnitType.CEA),
+                        trade.quantity,
+                        "spend",
+                    )
 
                 results.append(client.send(send))
             return results
@@ -663,9 +753,11 @@ def test_many_threads_cannot_spend_more_than_an_account_holds() -> None:
         refused = [r for r in results if not r.ok]
         spent = sum(r.quantity for r in completed)
         remaining = sum(h.available for h in left)
-        print(f"overspend: {len(completed)} completed ({spent} of {balance}), "
-              f"{len(refused)} refused, ConcurrencyConflict {client.conflicts}, "
-              f"other failures {len(client.errors)}")
+        print(
+            f"overspend: {len(completed)} completed ({spent} of {balance}), "
+            f"{len(refused)} refused, ConcurrencyConflict {client.conflicts}, "
+            f"other failures {len(client.errors)}"
+        )
         assert sum(r.replayed for r in results) <= len(client.errors)
         assert spent <= balance and remaining == balance - spent
         assert completed and refused
@@ -676,8 +768,9 @@ def test_many_threads_cannot_spend_more_than_an_account_holds() -> None:
         funding = Ack.of("setup", funded)
         reports = [WorkerReport("spenders", [funding, *(Ack.of("spend", r) for r in results)])]
         audit(url, seeded, reports)
-        assert client.errors == [], "spenders saw failures that are not registry answers:\n" + \
-            "\n".join(client.errors)
+        assert client.errors == [], (
+            "spenders saw failures that are not registry answers:\n" + "\n".join(client.errors)
+        )
 
 
 def test_releasing_a_hold_while_it_settles_ends_it_once() -> None:
@@ -690,8 +783,14 @@ def test_releasing_a_hold_while_it_settles_ends_it_once() -> None:
         with registries(url, 1) as (setup,):
             seeded = seed_registry(setup)
             for n in range(rounds):
-                placed = setup.place_hold(EXCHANGE, f"DUEL-HOLD-{n}", ACCOUNTS[n % 5],
-                                          UnitSelector(UnitType.CEA, 2025), 40, 3600)
+                placed = setup.place_hold(
+                    EXCHANGE,
+                    f"DUEL-HOLD-{n}",
+                    ACCOUNTS[n % 5],
+                    UnitSelector(UnitType.CEA, 2025),
+                    40,
+                    3600,
+                )
                 assert placed.status is HoldStatus.ACTIVE
         client = Client()
         reports = [WorkerReport("duellists")]
@@ -699,16 +798,23 @@ def test_releasing_a_hold_while_it_settles_ends_it_once() -> None:
         with registries(url, RACERS, pool_size=1) as racers:
             for n in range(rounds):
                 hold_id, seller = f"DUEL-HOLD-{n}", ACCOUNTS[n % 5]
-                trade = Trade(f"DUEL-{n}", seller, ACCOUNTS[(n + 1) % 5], "CEA", 25, 2025,
-                              hold_id=hold_id)
+                trade = Trade(
+                    f"DUEL-{n}", seller, ACCOUNTS[(n + 1) % 5], "CEA", 25, 2025, hold_id=hold_id
+                )
 
-                def act(registry: Registry, index: int, trade: Trade = trade,
-                        hold_id: str = hold_id, round_: int = n) -> Any:
+                def act(
+                    registry: Registry,
+                    index: int,
+                    trade: Trade = trade,
+                    hold_id: str = hold_id,
+                    round_: int = n,
+                ) -> Any:
                     if (index + round_) % 2:  # alternate who is released first
                         return client.send(lambda: registry.settle_trade(EXCHANGE, trade))
                     try:
-                        return client.send(lambda: registry.release_hold(
-                            EXCHANGE, hold_id, "order cancelled"))
+                        return client.send(
+                            lambda: registry.release_hold(EXCHANGE, hold_id, "order cancelled")
+                        )
                     except HoldNotActive as refusal:
                         return refusal
 
@@ -730,17 +836,23 @@ def test_releasing_a_hold_while_it_settles_ends_it_once() -> None:
                     winners["release"] += 1
                     assert final.status is HoldStatus.RELEASED
                     assert {(s.status.value, s.refusal_reason) for s in settles} == {
-                        ("REFUSED", "HOLD_NOT_ACTIVE")}
+                        ("REFUSED", "HOLD_NOT_ACTIVE")
+                    }
                     assert refusals == [] and len(releases) == RACERS // 2
                     assert sum(not r.replayed for r in releases) == 1
                 assert held_now == sum(
                     racers[0].get_hold(EXCHANGE.party, f"DUEL-HOLD-{m}").quantity
-                    for m in range(n + 1, rounds) if m % 5 == n % 5)
-        print(f"release vs settlement x{rounds}: winners {dict(winners)}, ConcurrencyConflict "
-              f"{client.conflicts}, other failures {len(client.errors)}")
+                    for m in range(n + 1, rounds)
+                    if m % 5 == n % 5
+                )
+        print(
+            f"release vs settlement x{rounds}: winners {dict(winners)}, ConcurrencyConflict "
+            f"{client.conflicts}, other failures {len(client.errors)}"
+        )
         audit(url, seeded, reports)
-        assert client.errors == [], "duellists saw failures that are not registry answers:\n" + \
-            "\n".join(client.errors)
+        assert client.errors == [], (
+            "duellists saw failures that are not registry answers:\n" + "\n".join(client.errors)
+        )
 
 
 def test_registries_started_at_once_on_one_database_all_start() -> None:

@@ -49,11 +49,11 @@ def registry(url: str) -> Iterator[Registry]:
         registry.close()
 
 
-
 def reason_of(status: grpc.Status) -> str:
     """The ErrorInfo reason of a rich status, as a client decodes it."""
-    [details] = [value for key, value in status.trailing_metadata
-                 if key == "grpc-status-details-bin"]
+    [details] = [
+        value for key, value in status.trailing_metadata if key == "grpc-status-details-bin"
+    ]
     info = error_details_pb2.ErrorInfo()
     status_pb2.Status.FromString(details).details[0].Unpack(info)
     return info.reason
@@ -64,8 +64,9 @@ def fund(registry: Registry, prefix: str, each: int = 1000) -> tuple[str, str]:
     for account in (seller, buyer):
         open_company(registry, account)
     registry.issue_units(REGULATOR, f"{prefix}-ISS", CEA25, each, "issuance")
-    registry.transfer(REGULATOR, f"{prefix}-RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
-                      CEA, each, "reserve")
+    registry.transfer(
+        REGULATOR, f"{prefix}-RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", CEA, each, "reserve"
+    )
     registry.allocate(REGULATOR, f"{prefix}-AL", seller, CEA, each, "allocation")
     return seller, buyer
 
@@ -73,8 +74,7 @@ def fund(registry: Registry, prefix: str, each: int = 1000) -> tuple[str, str]:
 def warm_pool(registry: Registry, seller: str) -> None:
     """Open several pooled connections (each thread's read takes one), so a restart
     leaves several dead ones behind, as on a busy server."""
-    threads = [threading.Thread(target=registry.get_holdings, args=(seller,))
-               for _ in range(6)]
+    threads = [threading.Thread(target=registry.get_holdings, args=(seller,)) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -82,7 +82,8 @@ def warm_pool(registry: Registry, seller: str) -> None:
 
 
 def test_writes_go_through_after_every_connection_was_terminated(
-        url: str, registry: Registry) -> None:
+    url: str, registry: Registry
+) -> None:
     seller, buyer = fund(registry, "TERM")
     warm_pool(registry, seller)
     assert terminate_all(url) >= 1
@@ -112,7 +113,7 @@ def test_a_lock_timeout_is_answered_retryable_at_once(url: str) -> None:
     registry = Registry(env=env)
     try:
         seller, buyer = fund(registry, "LOCK")
-        table = registry.recorder.events_table_name   # type: ignore[attr-defined]
+        table = registry.recorder.events_table_name  # type: ignore[attr-defined]
         with psycopg.connect(url) as blocker:
             blocker.execute(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')  # a stuck writer
             started = time.monotonic()
@@ -133,7 +134,8 @@ def test_a_lock_timeout_is_answered_retryable_at_once(url: str) -> None:
 
 
 def test_a_stopped_holder_of_the_writer_lock_does_not_stall_writers(
-        url: str, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    url: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A process stopped (SIGSTOP) while holding the writer lock keeps its session, so
     PostgreSQL never releases the lock. Before: every other group waited for ever."""
     monkeypatch.setattr(write_lock, "LOCK_WAIT", "300ms")
@@ -152,7 +154,8 @@ def test_a_stopped_holder_of_the_writer_lock_does_not_stall_writers(
 
 
 def test_a_connection_lost_under_the_writer_lock_does_not_fail_the_group(
-        url: str, registry: Registry) -> None:
+    url: str, registry: Registry
+) -> None:
     """The session took the lock with it; unlocking must not turn a group that
     committed into an error. Before: OperationalError from the unlock."""
     with write_lock.writer_lock(registry.recorder, exclusive=True):

@@ -52,8 +52,12 @@ def own_event_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def sealer_for(store: Store, tmp_path: Path) -> LedgerSealer:
-    sealer = LedgerSealer(store.engine, store.key, store.log(),
-                          publisher=CheckpointPublisher(tmp_path / "published.jsonl"))
+    sealer = LedgerSealer(
+        store.engine,
+        store.key,
+        store.log(),
+        publisher=CheckpointPublisher(tmp_path / "published.jsonl"),
+    )
     sealer.checkpoint_every = 5
     return sealer
 
@@ -63,14 +67,24 @@ def append_with_sql(store: Store, account: str, tag: bytes | None) -> int:
     and state (a credit, after the allocations), at the tail; ``tag`` as its
     authenticator. Returns its position."""
     aid, version, topic, state = _next_event_of(store, account)
-    store.sql("INSERT INTO {table} (originator_id, originator_version, topic, state, "
-              "authenticator) VALUES (:o, :v, :t, :s, :a)",
-              o=_uuid_param(store, aid), v=version, t=topic, s=state, a=tag)
+    store.sql(
+        "INSERT INTO {table} (originator_id, originator_version, topic, state, "
+        "authenticator) VALUES (:o, :v, :t, :s, :a)",
+        o=_uuid_param(store, aid),
+        v=version,
+        t=topic,
+        s=state,
+        a=tag,
+    )
     return store.positions()[-1]
 
 
-def verify_command(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                   capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def verify_command(
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str]:
     public = tmp_path / "public.pem"
     if not public.exists():
         save_public_key(store.key, public)
@@ -86,44 +100,58 @@ def verify_command(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("forged_tag", ["none", "random"])
 def test_an_event_appended_with_sql_is_neither_chained_nor_signed_and_verify_names_it(
-        backend: str, forged_tag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    backend: str,
+    forged_tag: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with store_on(backend, tmp_path) as store:
         sealer = sealer_for(store, tmp_path)
         assert sealer.after_step(1) is not None and sealer.tampered is None
         chained = store.positions()
-        assert latest_digest(store.engine).position == chained[-1], \
+        assert latest_digest(store.engine).position == chained[-1], (
             "the registry's own events chain"
+        )
         code, out = verify_command(store, tmp_path, monkeypatch, capsys)
         assert code == 0 and "event authenticators checked" in out, out
 
-        write_some_events(store.registry, "L")   # the registry writes on
+        write_some_events(store.registry, "L")  # the registry writes on
         written = store.positions()[-1]
-        forged = append_with_sql(store, "PWR-0001",
-                                 None if forged_tag == "none" else secrets.token_bytes(32))
+        forged = append_with_sql(
+            store, "PWR-0001", None if forged_tag == "none" else secrets.token_bytes(32)
+        )
         with caplog.at_level(logging.ERROR, "registry.integrity"):
             assert sealer.after_step(1) is None
         assert sealer.tampered is not None and sealer.tampered.position == forged
         assert "event not authenticated" in str(sealer.tampered)
         assert any("LEDGER_TAMPERED" in r.getMessage() for r in caplog.records)
         head = latest_digest(store.engine)
-        assert head.position == written > chained[-1], \
+        assert head.position == written > chained[-1], (
             "the registry's events before the forged row chained, the forged row not"
+        )
         assert head.checkpoint is None or head.checkpoint.position < forged
         assert sealer.after_step(1) is None, "and it stays refused"
 
-        report = verify_ledger(store.engine, [store.key.public_key()], log=store.log(),
-                               checkpoint_every=None,
-                               event_key=load_event_key(event_key_path()))
+        report = verify_ledger(
+            store.engine,
+            [store.key.public_key()],
+            log=store.log(),
+            checkpoint_every=None,
+            event_key=load_event_key(event_key_path()),
+        )
         failed_at(report, forged, Reason.NOT_AUTHENTICATED)
         code, out = verify_command(store, tmp_path, monkeypatch, capsys)
-        assert code == 1 and out.startswith(f"FAILED at position {forged:,}: event not "
-                                            "authenticated"), out
+        assert code == 1 and out.startswith(
+            f"FAILED at position {forged:,}: event not authenticated"
+        ), out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_event_the_registry_wrote_and_an_insider_altered_is_not_chained(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     """Changing an unchained event's state keeps its authenticator, which no longer
     matches: the sealer refuses it rather than chaining the change."""
     with store_on(backend, tmp_path) as store:
@@ -134,8 +162,9 @@ def test_an_event_the_registry_wrote_and_an_insider_altered_is_not_chained(
         store.set_state(victim, store.state(victim).replace(b"1", b"9", 1))
         assert sealer.after_step(1) is None
         assert sealer.tampered is not None and sealer.tampered.position == victim
-        assert latest_digest(store.engine).position == store.positions()[-2], \
+        assert latest_digest(store.engine).position == store.positions()[-2], (
             "the events before it were chained"
+        )
 
 
 # -- events written before the upgrade --------------------------------------------------
@@ -154,6 +183,7 @@ def _database(backend: str, tmp_path: Path) -> Any:
     if backend == "postgres":
         return fresh_pg_database(migrated=False)
     from contextlib import nullcontext
+
     return nullcontext(f"sqlite:///{tmp_path / 'registry.sqlite'}")
 
 
@@ -179,12 +209,18 @@ def upgraded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_events_written_before_the_upgrade_still_chain_and_verify(
-        upgraded: Store, tmp_path: Path) -> None:
+    upgraded: Store, tmp_path: Path
+) -> None:
     store = upgraded
-    [(boundary, seal)] = store.sql("SELECT grandfathered_upto, seal FROM "
-                                   "ledger_event_authentication")
-    unauthenticated = [int(p) for (p,) in store.sql(
-        "SELECT {pos} FROM {table} WHERE authenticator IS NULL ORDER BY {pos}")]
+    [(boundary, seal)] = store.sql(
+        "SELECT grandfathered_upto, seal FROM ledger_event_authentication"
+    )
+    unauthenticated = [
+        int(p)
+        for (p,) in store.sql(
+            "SELECT {pos} FROM {table} WHERE authenticator IS NULL ORDER BY {pos}"
+        )
+    ]
     assert seal is None and unauthenticated and unauthenticated[-1] == int(boundary)
     assert store.positions()[-1] > int(boundary), "events written after the upgrade"
     sealer = sealer_for(store, tmp_path)
@@ -193,13 +229,19 @@ def test_events_written_before_the_upgrade_still_chain_and_verify(
     [(sealed,)] = store.sql("SELECT seal FROM ledger_event_authentication")
     assert sealed is not None, "the first sealer with the key seals the boundary"
     key = load_event_key(event_key_path())
-    report = verify_ledger(store.engine, [store.key.public_key()], log=store.log(),
-                           checkpoint_every=None, event_key=key)
+    report = verify_ledger(
+        store.engine,
+        [store.key.public_key()],
+        log=store.log(),
+        checkpoint_every=None,
+        event_key=key,
+    )
     assert report.ok and report.authenticators_checked, report.summary()
 
 
 def test_the_grandfathered_boundary_cannot_be_moved_over_an_appended_event(
-        upgraded: Store, tmp_path: Path) -> None:
+    upgraded: Store, tmp_path: Path
+) -> None:
     """The insider appends an unauthenticated row and moves the boundary past it: the
     seal breaks; with the seal erased too, the boundary now covers authenticated events,
     which no honest boundary does."""
@@ -211,8 +253,13 @@ def test_the_grandfathered_boundary_cannot_be_moved_over_an_appended_event(
     store.sql("UPDATE ledger_event_authentication SET grandfathered_upto = :p", p=forged)
 
     def verify() -> Any:
-        return verify_ledger(store.engine, [store.key.public_key()], log=store.log(),
-                             checkpoint_every=None, event_key=key)
+        return verify_ledger(
+            store.engine,
+            [store.key.public_key()],
+            log=store.log(),
+            checkpoint_every=None,
+            event_key=key,
+        )
 
     failed_at(verify(), forged, Reason.NOT_AUTHENTICATED)
     assert sealer.after_step(1) is None and sealer.tampered is not None
@@ -230,10 +277,14 @@ def test_the_recorders_store_the_keys_authenticator(tmp_path: Path) -> None:
     """What the recorder writes is what the sealer checks: HMAC over the stored row."""
     with store_on("sqlite", tmp_path) as store:
         key = load_event_key(event_key_path())
-        rows = store.sql("SELECT originator_id, originator_version, topic, state, "
-                         "authenticator FROM {table}")
-        assert rows and all(bytes(tag) == authenticator(key, o, v, t, bytes(s))
-                            for o, v, t, s, tag in rows)
+        rows = store.sql(
+            "SELECT originator_id, originator_version, topic, state, authenticator FROM {table}"
+        )
+        assert rows and all(
+            bytes(tag) == authenticator(key, o, v, t, bytes(s)) for o, v, t, s, tag in rows
+        )
         with store.engine.connect() as conn:
-            assert EventLog.of(store.registry.recorder).authenticated_upto(
-                conn, store.positions()[-1]) == store.positions()[0]
+            assert (
+                EventLog.of(store.registry.recorder).authenticated_upto(conn, store.positions()[-1])
+                == store.positions()[0]
+            )

@@ -28,11 +28,12 @@ def test_follower_wakes_on_new_events_long_before_its_poll_interval() -> None:
             open_trader(registry, "TRD-0001")
             runner.catch_up()
             follower.start()
-            time.sleep(0.3)   # the follower is now asleep on its 60 s timer
+            time.sleep(0.3)  # the follower is now asleep on its 60 s timer
             waits = []
             for n in range(5):
-                result = registry.settle_trade(EXCHANGE, Trade(f"T-{n}", "TRD-0001",
-                                                               "TRD-0002", "CEA", 1))
+                result = registry.settle_trade(
+                    EXCHANGE, Trade(f"T-{n}", "TRD-0001", "TRD-0002", "CEA", 1)
+                )
                 started = time.monotonic()
                 runner.wait_for(result.position, timeout=10)
                 waits.append(time.monotonic() - started)

@@ -23,8 +23,13 @@ from tests.support import FakeClock, open_company
 
 LI = Principal("mee", "regulator-li")
 WANG = Principal("mee", "regulator-wang")
-ISSUANCE = {"transaction_id": "ISS-2025", "unit_type": "CEA", "vintage": 2025,
-            "quantity": 5_000, "reason": "2025 allocation"}
+ISSUANCE = {
+    "transaction_id": "ISS-2025",
+    "unit_type": "CEA",
+    "vintage": 2025,
+    "quantity": 5_000,
+    "reason": "2025 allocation",
+}
 
 
 def issued(registry: Registry) -> int:
@@ -47,27 +52,33 @@ def test_nothing_takes_effect_before_a_second_regulator_approves(registry: Regis
     done = registry.proposals.approve(WANG, "mee", "P-1")
     view = done.proposal
     assert (view.status, view.approver, view.result) == (
-        ProposalStatus.EXECUTED, "mee/regulator-wang", "mee:ISS-2025")
+        ProposalStatus.EXECUTED,
+        "mee/regulator-wang",
+        "mee:ISS-2025",
+    )
     assert issued(registry) == 5_000
     txn = registry.get_transaction("mee", "ISS-2025")
     assert txn.principal == "mee/regulator-wang"
-    again = registry.proposals.approve(WANG, "mee", "P-1")   # a retry: nothing twice
+    again = registry.proposals.approve(WANG, "mee", "P-1")  # a retry: nothing twice
     assert again.replayed and issued(registry) == 5_000
     with pytest.raises(ProposalNotPending):
         registry.proposals.approve(Principal("mee", "regulator-zhao"), "mee", "P-1")
 
 
-def test_an_approved_action_the_ledger_refuses_is_recorded_as_failed(registry: Registry
-                                                                   ) -> None:
+def test_an_approved_action_the_ledger_refuses_is_recorded_as_failed(registry: Registry) -> None:
     open_company(registry, "PWR-0001")
     registry.proposals.propose(LI, "P-ISS", "ISSUANCE", ISSUANCE, "plan")
     registry.proposals.approve(WANG, "mee", "P-ISS")
-    cancel = {"transaction_id": "CXL-1", "account_id": "PWR-0001", "unit_type": "CEA",
-              "quantity": 10, "reason": "court order"}
+    cancel = {
+        "transaction_id": "CXL-1",
+        "account_id": "PWR-0001",
+        "unit_type": "CEA",
+        "quantity": 10,
+        "reason": "court order",
+    }
     registry.proposals.propose(LI, "P-CXL", "REGULATOR_CANCELLATION", cancel, "fraud case")
     failed = registry.proposals.approve(WANG, "mee", "P-CXL").proposal
-    assert (failed.status, failed.failure_reason) == (ProposalStatus.FAILED,
-                                                      "INSUFFICIENT_UNITS")
+    assert (failed.status, failed.failure_reason) == (ProposalStatus.FAILED, "INSUFFICIENT_UNITS")
 
 
 def test_rules_freezes_and_allocation_tables_wait_for_approval(registry: Registry) -> None:
@@ -75,13 +86,29 @@ def test_rules_freezes_and_allocation_tables_wait_for_approval(registry: Registr
     registry.proposals.propose(LI, "P-ISS", "ISSUANCE", ISSUANCE, "plan")
     registry.proposals.approve(WANG, "mee", "P-ISS")
     proposals: dict[str, tuple[str, dict[str, Any]]] = {
-        "P-RULES": ("RULE_CHANGE", {"year": 2025, "sector": "POWER",
-                                    "rules": {"ccer_cap_bps": 1_000}, "reason": "plan"}),
-        "P-FRZ": ("ACCOUNT_FREEZE", {"account_id": "PWR-0001", "reason": "audit",
-                                     "request_id": "FRZ-1"}),
-        "P-ALLOC": ("ALLOCATION_TABLE", {"rows": [
-            {"transaction_id": "AL-1", "account_id": "PWR-0001", "unit_type": "CEA",
-             "vintage": 2025, "quantity": 800, "source": "CN-ISSUANCE"}]}),
+        "P-RULES": (
+            "RULE_CHANGE",
+            {"year": 2025, "sector": "POWER", "rules": {"ccer_cap_bps": 1_000}, "reason": "plan"},
+        ),
+        "P-FRZ": (
+            "ACCOUNT_FREEZE",
+            {"account_id": "PWR-0001", "reason": "audit", "request_id": "FRZ-1"},
+        ),
+        "P-ALLOC": (
+            "ALLOCATION_TABLE",
+            {
+                "rows": [
+                    {
+                        "transaction_id": "AL-1",
+                        "account_id": "PWR-0001",
+                        "unit_type": "CEA",
+                        "vintage": 2025,
+                        "quantity": 800,
+                        "source": "CN-ISSUANCE",
+                    }
+                ]
+            },
+        ),
     }
     for proposal_id, (kind, payload) in proposals.items():
         registry.proposals.propose(LI, proposal_id, kind, payload, "for approval")
@@ -101,14 +128,22 @@ def test_rules_freezes_and_allocation_tables_wait_for_approval(registry: Registr
 
 
 def test_rejected_withdrawn_and_expired_proposals_never_take_effect(
-        registry: Registry, clock: FakeClock) -> None:
+    registry: Registry, clock: FakeClock
+) -> None:
     for proposal_id in ("P-REJ", "P-WD", "P-EXP"):
-        registry.proposals.propose(LI, proposal_id, "ISSUANCE",
-                                   {**ISSUANCE, "transaction_id": f"ISS-{proposal_id}"},
-                                   "plan", validity_seconds=3_600)
+        registry.proposals.propose(
+            LI,
+            proposal_id,
+            "ISSUANCE",
+            {**ISSUANCE, "transaction_id": f"ISS-{proposal_id}"},
+            "plan",
+            validity_seconds=3_600,
+        )
     rejected = registry.proposals.reject(WANG, "mee", "P-REJ", "wrong quantity").proposal
-    assert (rejected.status, rejected.rejected_by) == (ProposalStatus.REJECTED,
-                                                       "mee/regulator-wang")
+    assert (rejected.status, rejected.rejected_by) == (
+        ProposalStatus.REJECTED,
+        "mee/regulator-wang",
+    )
     with pytest.raises(ProposalNotPending):
         registry.proposals.approve(WANG, "mee", "P-REJ")
     registry.proposals.reject(LI, "mee", "P-WD", "withdrawn by its proposer")
@@ -120,22 +155,30 @@ def test_rejected_withdrawn_and_expired_proposals_never_take_effect(
     assert issued(registry) == 0
 
 
-def test_a_proposal_that_could_not_be_carried_out_is_refused_at_once(registry: Registry
-                                                                    ) -> None:
+def test_a_proposal_that_could_not_be_carried_out_is_refused_at_once(registry: Registry) -> None:
     for kind, payload, field in (
-            ("ISSUANCE", {**ISSUANCE, "quantity": "lots"}, "payload.quantity"),
-            ("ALLOCATION_TABLE", {"rows": []}, "payload.rows"),
-            ("RULE_CHANGE", {"year": 2025, "sector": "POWER", "rules": {"ccer_cap_bps": -1}},
-             "rules.ccer_cap_bps")):
+        ("ISSUANCE", {**ISSUANCE, "quantity": "lots"}, "payload.quantity"),
+        ("ALLOCATION_TABLE", {"rows": []}, "payload.rows"),
+        (
+            "RULE_CHANGE",
+            {"year": 2025, "sector": "POWER", "rules": {"ccer_cap_bps": -1}},
+            "rules.ccer_cap_bps",
+        ),
+    ):
         with pytest.raises(InvalidCommand) as raised:
             registry.proposals.propose(LI, "P-BAD", kind, payload, "x")
-        fields = ({v.field for v in raised.value.violations} if raised.value.violations
-                  else {raised.value.metadata.get("field")})
+        fields = (
+            {v.field for v in raised.value.violations}
+            if raised.value.violations
+            else {raised.value.metadata.get("field")}
+        )
         assert field in fields, (kind, raised.value)
     with pytest.raises(InvalidCommand) as no_reason:
         registry.proposals.propose(LI, "P-HALT", "MARKET_HALT", {}, "x")
     assert (no_reason.value.reason, no_reason.value.metadata["field"]) == (
-        "INVALID_PAYLOAD", "payload.reason")
+        "INVALID_PAYLOAD",
+        "payload.reason",
+    )
     with pytest.raises(UnknownProposal):
         registry.proposals.approve(WANG, "mee", "P-NONE")
     assert registry.proposals.list_proposals() == []

@@ -31,11 +31,19 @@ def fund(registry: Registry, accounts: list[str], each: int) -> None:
     for account in accounts:
         open_company(registry, account)
     registry.issue_units(REGULATOR, "ISS", CEA25, each * len(accounts), "issuance")
-    registry.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
-                      UnitSelector(UnitType.CEA), each * len(accounts), "reserve")
+    registry.transfer(
+        REGULATOR,
+        "RES",
+        "CN-ISSUANCE",
+        "CN-ALLOCATION-RESERVE",
+        UnitSelector(UnitType.CEA),
+        each * len(accounts),
+        "reserve",
+    )
     for account in accounts:
-        registry.allocate(REGULATOR, f"AL-{account}", account, UnitSelector(UnitType.CEA),
-                          each, "allocation")
+        registry.allocate(
+            REGULATOR, f"AL-{account}", account, UnitSelector(UnitType.CEA), each, "allocation"
+        )
 
 
 def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
@@ -72,25 +80,27 @@ def count_saves(registry: Registry) -> list[int]:
     return sizes
 
 
-def test_concurrent_callers_share_saves_and_each_gets_its_own_answer(registry: Registry
-                                                                      ) -> None:
+def test_concurrent_callers_share_saves_and_each_gets_its_own_answer(registry: Registry) -> None:
     sellers = [f"PWR-{n:04d}" for n in range(CALLERS)]
     fund(registry, [*sellers, "PWR-BUYER"], 100)
     saves = count_saves(registry)
     calls: list[Callable[[], Any]] = []
     for n, seller in enumerate(sellers):
-        if n % 6 == 0:        # more than it holds: refused, and recorded as refused
+        if n % 6 == 0:  # more than it holds: refused, and recorded as refused
             trade = Trade(f"T-{n}", seller, "PWR-BUYER", "CEA", 101)
-        elif n % 6 == 1:      # a destination that does not exist: refused
+        elif n % 6 == 1:  # a destination that does not exist: refused
             trade = Trade(f"T-{n}", seller, "NO-SUCH-ACCOUNT", "CEA", 5)
         else:
             trade = Trade(f"T-{n}", seller, "PWR-BUYER", "CEA", n)
         calls.append(partial(registry.settle_trade, EXCHANGE, trade))
-    calls.append(lambda: registry.surrender(REGULATOR, "BAD", "PWR-0002",
-                                            UnitSelector(UnitType.CEA), 0, 2025, "x"))
+    calls.append(
+        lambda: registry.surrender(
+            REGULATOR, "BAD", "PWR-0002", UnitSelector(UnitType.CEA), 0, 2025, "x"
+        )
+    )
     outcomes = at_once(calls)
 
-    assert isinstance(outcomes[-1], InvalidCommand)   # malformed: its caller's error only
+    assert isinstance(outcomes[-1], InvalidCommand)  # malformed: its caller's error only
     settled = 0
     for n, outcome in enumerate(outcomes[:-1]):
         assert not isinstance(outcome, BaseException), (n, outcome)
@@ -107,23 +117,26 @@ def test_concurrent_callers_share_saves_and_each_gets_its_own_answer(registry: R
     assert len(saves) < CALLERS, f"{len(saves)} saves for {CALLERS} concurrent trades"
 
 
-def test_concurrent_openings_share_saves_and_each_gets_its_own_answer(registry: Registry
-                                                                      ) -> None:
+def test_concurrent_openings_share_saves_and_each_gets_its_own_answer(registry: Registry) -> None:
     open_company(registry, "PWR-OLD")
     saves = count_saves(registry)
     holder = Holder("Twice Co.", "91110000100001234X", "POWER", "Beijing")
     calls: list[Callable[[], Any]] = [
-        partial(open_company, registry, f"PWR-{n:04d}") for n in range(CALLERS)]
-    calls += [partial(registry.open_account, REGULATOR, "PWR-TWICE", AccountType.COMPLIANCE,
-                      holder)] * 2
-    calls += [partial(registry.open_account, REGULATOR, "PWR-OLD", AccountType.TRADING,
-                      Holder("Other Ltd")),
-              partial(registry.open_account, REGULATOR, "bad id", AccountType.TRADING,
-                      Holder("Bad Ltd"))]
+        partial(open_company, registry, f"PWR-{n:04d}") for n in range(CALLERS)
+    ]
+    calls += [
+        partial(registry.open_account, REGULATOR, "PWR-TWICE", AccountType.COMPLIANCE, holder)
+    ] * 2
+    calls += [
+        partial(
+            registry.open_account, REGULATOR, "PWR-OLD", AccountType.TRADING, Holder("Other Ltd")
+        ),
+        partial(registry.open_account, REGULATOR, "bad id", AccountType.TRADING, Holder("Bad Ltd")),
+    ]
     outcomes = at_once(calls)
 
     assert outcomes[:CALLERS] == [None] * CALLERS
-    twice = outcomes[CALLERS:CALLERS + 2]
+    twice = outcomes[CALLERS : CALLERS + 2]
     assert sorted(o.replayed for o in twice) == [False, True], twice
     assert all(o.account.account_id == "PWR-TWICE" for o in twice)
     assert isinstance(outcomes[-2], AccountExistsWithDifferentContent)
@@ -134,13 +147,14 @@ def test_concurrent_openings_share_saves_and_each_gets_its_own_answer(registry: 
     assert len(saves) < CALLERS, f"{len(saves)} saves for {CALLERS + 1} concurrent openings"
 
 
-def test_the_same_id_at_once_is_settled_once_and_replayed_or_refused(registry: Registry
-                                                                     ) -> None:
+def test_the_same_id_at_once_is_settled_once_and_replayed_or_refused(registry: Registry) -> None:
     fund(registry, ["PWR-0001", "PWR-0002"], 100)
     same = Trade("T-SAME", "PWR-0001", "PWR-0002", "CEA", 7)
     other = Trade("T-SAME", "PWR-0001", "PWR-0002", "CEA", 8)
-    outcomes = at_once([lambda: registry.settle_trade(EXCHANGE, same)] * 8
-                       + [lambda: registry.settle_trade(EXCHANGE, other)])
+    outcomes = at_once(
+        [lambda: registry.settle_trade(EXCHANGE, same)] * 8
+        + [lambda: registry.settle_trade(EXCHANGE, other)]
+    )
 
     moved = 100 - sum(h.available for h in registry.get_holdings("PWR-0001"))
     assert moved in (7, 8), "settled once, with one of the two contents"
@@ -154,14 +168,11 @@ def test_the_same_id_at_once_is_settled_once_and_replayed_or_refused(registry: R
     assert replay.replayed and replay.quantity == moved
 
 
-def test_a_batch_and_single_trades_together_keep_the_ledger_exact(registry: Registry
-                                                                  ) -> None:
+def test_a_batch_and_single_trades_together_keep_the_ledger_exact(registry: Registry) -> None:
     accounts = [f"PWR-{n:04d}" for n in range(6)]
     fund(registry, accounts, 1000)
-    batch = [Trade(f"B-{n}", accounts[n % 6], accounts[(n + 1) % 6], "CEA", 1)
-             for n in range(300)]
-    singles = [Trade(f"S-{n}", accounts[(n + 2) % 6], accounts[n % 6], "CEA", 2)
-               for n in range(40)]
+    batch = [Trade(f"B-{n}", accounts[n % 6], accounts[(n + 1) % 6], "CEA", 1) for n in range(300)]
+    singles = [Trade(f"S-{n}", accounts[(n + 2) % 6], accounts[n % 6], "CEA", 2) for n in range(40)]
     calls: list[Callable[[], Any]] = [lambda: registry.settle_trades(EXCHANGE, batch)]
     calls += [partial(registry.settle_trade, EXCHANGE, t) for t in singles]
     outcomes = at_once(calls)
@@ -184,13 +195,23 @@ def test_two_processes_racing_for_one_account_all_get_through() -> None:
         try:
             fund(first, companies, 100)
             calls: list[Callable[[], Any]] = [
-                partial(registry.surrender, REGULATOR, f"SUR-{company}", company,
-                        UnitSelector(UnitType.CEA), 60, 2025, "compliance 2025")
+                partial(
+                    registry.surrender,
+                    REGULATOR,
+                    f"SUR-{company}",
+                    company,
+                    UnitSelector(UnitType.CEA),
+                    60,
+                    2025,
+                    "compliance 2025",
+                )
                 for n, company in enumerate(companies)
-                for registry in [(first, second)[n % 2]]]
+                for registry in [(first, second)[n % 2]]
+            ]
             outcomes = at_once(calls)
             assert all(not isinstance(o, BaseException) and o.ok for o in outcomes), [
-                o for o in outcomes if isinstance(o, BaseException) or not o.ok][:3]
+                o for o in outcomes if isinstance(o, BaseException) or not o.ok
+            ][:3]
             surrendered = sum(h.total for h in second.get_holdings("CN-SURRENDER"))
             assert surrendered == 60 * len(companies)
             assert all(line.issued == line.held_in_accounts for line in first.supply())
@@ -210,7 +231,7 @@ def test_the_writer_lock_excludes_other_processes_and_is_reentrant_in_a_thread()
 
             def holder() -> None:
                 with exclusive_writer(first.recorder):
-                    with exclusive_writer(first.recorder):   # re-entrant: no self-wait
+                    with exclusive_writer(first.recorder):  # re-entrant: no self-wait
                         order.append("first holds")
                         taken.set()
                         release.wait(10)
@@ -285,8 +306,10 @@ def test_a_process_writing_alone_takes_no_lock_and_one_that_sees_others_shares_i
                     release.wait(10)
 
             def settle(registry: Registry, trade_id: str) -> threading.Thread:
-                thread = threading.Thread(target=registry.settle_trade, args=(
-                    EXCHANGE, Trade(trade_id, "PWR-0001", "PWR-0002", "CEA", 1)))
+                thread = threading.Thread(
+                    target=registry.settle_trade,
+                    args=(EXCHANGE, Trade(trade_id, "PWR-0001", "PWR-0002", "CEA", 1)),
+                )
                 thread.start()
                 return thread
 
@@ -300,7 +323,7 @@ def test_a_process_writing_alone_takes_no_lock_and_one_that_sees_others_shares_i
             holder.join(10)
 
             second.settle_trade(EXCHANGE, Trade("T-OTHER", "PWR-0003", "PWR-0002", "CEA", 1))
-            settle(first, "T-SEES-OTHER").join(10)   # its catch-up finds the other's events
+            settle(first, "T-SEES-OTHER").join(10)  # its catch-up finds the other's events
             held.clear()
             release.clear()
             holder = threading.Thread(target=hold_exclusively)

@@ -22,14 +22,21 @@ def test_due_holds_and_proposals_expire_once(registry: Registry, clock: FakeCloc
     registry.transfer(REGULATOR, "T-1", "CN-ISSUANCE", "PWR-0001", CEA, 1_000, "")
     for hold_id, seconds in (("H-SHORT", 60), ("H-LONG", 3_600), ("H-SETTLED", 60)):
         assert registry.place_hold(EXCHANGE, hold_id, "PWR-0001", CEA, 100, seconds).ok
-    registry.release_hold(EXCHANGE, "H-SETTLED")   # ended before it was due
-    registry.proposals.propose(Principal("mee", "li"), "P-1", "MARKET_HALT",
-                               {"reason": "inquiry"}, "urgent", validity_seconds=3_600)
+    registry.release_hold(EXCHANGE, "H-SETTLED")  # ended before it was due
+    registry.proposals.propose(
+        Principal("mee", "li"),
+        "P-1",
+        "MARKET_HALT",
+        {"reason": "inquiry"},
+        "urgent",
+        validity_seconds=3_600,
+    )
     ticks = iter(range(0, 10_000, 100))
-    chores = Housekeeping(registry, hold_seconds=1, proposal_seconds=1,
-                          monotonic=lambda: float(next(ticks)))
+    chores = Housekeeping(
+        registry, hold_seconds=1, proposal_seconds=1, monotonic=lambda: float(next(ticks))
+    )
 
-    assert chores.tick().holds_expired == 0                # nothing due yet
+    assert chores.tick().holds_expired == 0  # nothing due yet
     clock.advance(61)
     done = chores.tick()
     assert (done.holds_expired, done.proposals_expired) == (1, 0)
@@ -39,7 +46,7 @@ def test_due_holds_and_proposals_expire_once(registry: Registry, clock: FakeCloc
     done = chores.tick()
     assert (done.holds_expired, done.proposals_expired) == (1, 1)
     assert registry.proposals.get("mee", "P-1").status is ProposalStatus.EXPIRED
-    assert chores.tick() == type(done)()                   # nothing left to do
+    assert chores.tick() == type(done)()  # nothing left to do
     held = {h.unit_class.key: h.held for h in registry.get_holdings("PWR-0001")}
     assert held == {"CEA/2025": 0}
     assert all(line.issued == line.held_in_accounts for line in registry.supply())

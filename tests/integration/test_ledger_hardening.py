@@ -48,23 +48,27 @@ def _next_event_of(store: Store, account: str) -> tuple[Any, int, str, bytes]:
     aid = Account.id_for(account)
     [(version, topic, state)] = store.sql(
         "SELECT originator_version, topic, state FROM {table} WHERE originator_id = :o "
-        "ORDER BY originator_version DESC LIMIT 1", o=_uuid_param(store, aid))
+        "ORDER BY originator_version DESC LIMIT 1",
+        o=_uuid_param(store, aid),
+    )
     return aid, int(version) + 1, str(topic), bytes(state)
 
 
 def _drop_position_guard(store: Store) -> None:
     """What an insider with DDL rights does first: migration 0003's guard goes."""
     if store.postgres:
-        store.sql("ALTER TABLE registry_events DROP CONSTRAINT "
-                  "registry_events_notification_id_positive")
+        store.sql(
+            "ALTER TABLE registry_events DROP CONSTRAINT registry_events_notification_id_positive"
+        )
     else:
         store.sql("DROP TRIGGER stored_events_position_positive_insert")
 
 
 def _verify(store: Store, **options: Any) -> VerifyReport:
     options.setdefault("checkpoint_every", EVERY)
-    return verify_ledger(store.engine, [store.key.public_key()], log=store.log(),
-                         batch_size=4, **options)
+    return verify_ledger(
+        store.engine, [store.key.public_key()], log=store.log(), batch_size=4, **options
+    )
 
 
 # -- item 3: forged rows ------------------------------------------------------------------
@@ -73,9 +77,14 @@ def _verify(store: Store, **options: Any) -> VerifyReport:
 def test_an_event_at_position_zero_or_below_is_refused_by_the_schema(store: Store) -> None:
     aid, version, topic, state = _next_event_of(store, "PWR-0001")
     with pytest.raises(Exception, match=r"notification_id_positive|must be positive"):
-        store.sql("INSERT INTO {table} ({pos}, originator_id, originator_version, topic, "
-                  "state) VALUES (0, :o, :v, :t, :s)",
-                  o=_uuid_param(store, aid), v=version, t=topic, s=state)
+        store.sql(
+            "INSERT INTO {table} ({pos}, originator_id, originator_version, topic, "
+            "state) VALUES (0, :o, :v, :t, :s)",
+            o=_uuid_param(store, aid),
+            v=version,
+            t=topic,
+            s=state,
+        )
 
 
 def test_an_event_forged_below_position_one_fails_verify(store: Store) -> None:
@@ -84,9 +93,14 @@ def test_an_event_forged_below_position_one_fails_verify(store: Store) -> None:
     assert _verify(store).ok
     _drop_position_guard(store)
     aid, version, topic, state = _next_event_of(store, "PWR-0001")
-    store.sql("INSERT INTO {table} ({pos}, originator_id, originator_version, topic, state) "
-              "VALUES (-5, :o, :v, :t, :s)",
-              o=_uuid_param(store, aid), v=version, t=topic, s=state)
+    store.sql(
+        "INSERT INTO {table} ({pos}, originator_id, originator_version, topic, state) "
+        "VALUES (-5, :o, :v, :t, :s)",
+        o=_uuid_param(store, aid),
+        v=version,
+        t=topic,
+        s=state,
+    )
     report = _verify(store)
     failed_at(report, -5, Reason.FORGED_POSITION)
     assert "PWR" not in report.summary() and str(aid) in report.summary()
@@ -96,12 +110,18 @@ def test_an_aggregate_whose_versions_skip_fails_verify(store: Store) -> None:
     """An event appended past the chain with a version gap breaks every later load of
     the aggregate: named, although the tail is not yet chained."""
     aid, version, topic, state = _next_event_of(store, "PWR-0002")
-    store.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) "
-              "VALUES (:o, :v, :t, :s)", o=_uuid_param(store, aid), v=version + 1, t=topic,
-              s=state)
+    store.sql(
+        "INSERT INTO {table} (originator_id, originator_version, topic, state) "
+        "VALUES (:o, :v, :t, :s)",
+        o=_uuid_param(store, aid),
+        v=version + 1,
+        t=topic,
+        s=state,
+    )
     report = _verify(store)
-    assert report.failure is not None and report.failure.reason is Reason.VERSION_GAP, \
+    assert report.failure is not None and report.failure.reason is Reason.VERSION_GAP, (
         report.summary()
+    )
     assert str(aid) in report.failure.detail
 
 
@@ -111,7 +131,9 @@ def _snapshot(store: Store, account: str) -> tuple[Any, int, bytes]:
     table = "registry_snapshots" if store.postgres else "stored_snapshots"
     [(version, state)] = store.sql(
         f"SELECT originator_version, state FROM {table} WHERE originator_id = :o "
-        "ORDER BY originator_version DESC LIMIT 1", o=_uuid_param(store, aid))
+        "ORDER BY originator_version DESC LIMIT 1",
+        o=_uuid_param(store, aid),
+    )
     return aid, int(version), bytes(state)
 
 
@@ -124,8 +146,12 @@ def test_a_forged_snapshot_fails_verify_and_a_true_one_passes(store: Store) -> N
     forged = state.replace(b'["CEA/2025",1,1000]', b'["CEA/2025",1,100000]')
     assert forged != state
     table = "registry_snapshots" if store.postgres else "stored_snapshots"
-    store.sql(f"UPDATE {table} SET state = :s WHERE originator_id = :o "
-              "AND originator_version = :v", s=forged, o=_uuid_param(store, aid), v=version)
+    store.sql(
+        f"UPDATE {table} SET state = :s WHERE originator_id = :o AND originator_version = :v",
+        s=forged,
+        o=_uuid_param(store, aid),
+        v=version,
+    )
     report = _verify(store)
     assert report.failure is not None, report.summary()
     assert report.failure.reason is Reason.SNAPSHOT_FORGED
@@ -136,15 +162,22 @@ def test_a_forged_snapshot_fails_verify_and_a_true_one_passes(store: Store) -> N
 def test_a_snapshot_ahead_of_the_events_or_undecodable_fails_verify(store: Store) -> None:
     aid, version, state = _snapshot(store, "PWR-0002")
     table = "registry_snapshots" if store.postgres else "stored_snapshots"
-    store.sql(f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
-              "VALUES (:o, :v, 'eventsourcing.domain:Snapshot', :s)",
-              o=_uuid_param(store, aid), v=version + 50, s=state)
+    store.sql(
+        f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+        "VALUES (:o, :v, 'eventsourcing.domain:Snapshot', :s)",
+        o=_uuid_param(store, aid),
+        v=version + 50,
+        s=state,
+    )
     report = _verify(store)
     assert report.failure is not None and report.failure.reason is Reason.SNAPSHOT_FORGED
     assert f"not the snapshot's {version + 50}" in report.failure.detail
-    store.sql(f"UPDATE {table} SET state = :s WHERE originator_id = :o "
-              "AND originator_version = :v", s=b"{not json", o=_uuid_param(store, aid),
-              v=version + 50)
+    store.sql(
+        f"UPDATE {table} SET state = :s WHERE originator_id = :o AND originator_version = :v",
+        s=b"{not json",
+        o=_uuid_param(store, aid),
+        v=version + 50,
+    )
     report = _verify(store)
     assert report.failure is not None and "does not decode" in report.failure.detail
 
@@ -158,13 +191,20 @@ def test_a_deleted_checkpoint_breaks_the_link_of_the_next(store: Store) -> None:
     positions = store.positions()
     assert _verify(store, checkpoint_every=None).ok
     store.sql("DELETE FROM ledger_checkpoints WHERE position = :p", p=positions[EVERY - 1])
-    failed_at(_verify(store, checkpoint_every=None), positions[2 * EVERY - 1],
-              Reason.CHECKPOINT_MISSING)
+    failed_at(
+        _verify(store, checkpoint_every=None), positions[2 * EVERY - 1], Reason.CHECKPOINT_MISSING
+    )
 
 
 def _sealer(store: Store, published: Path) -> LedgerSealer:
-    return LedgerSealer(store.engine, store.key, store.log(), checkpoint_every=EVERY,
-                        head_every_seconds=0.0, publisher=CheckpointPublisher(published))
+    return LedgerSealer(
+        store.engine,
+        store.key,
+        store.log(),
+        checkpoint_every=EVERY,
+        head_every_seconds=0.0,
+        publisher=CheckpointPublisher(published),
+    )
 
 
 def _rewrite_from(store: Store, position: int) -> None:
@@ -179,7 +219,8 @@ def _rewrite_from(store: Store, position: int) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_rewrite_after_the_last_multiple_is_caught_by_the_published_checkpoints(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     """Before: verify said OK (the deleted checkpoints were head checkpoints, not at a
     multiple of the interval) and the worker went on to sign the forged chain."""
     published = tmp_path / "published" / "ledger-checkpoints.jsonl"
@@ -205,8 +246,7 @@ def test_a_rewrite_after_the_last_multiple_is_caught_by_the_published_checkpoint
         # the sealer that signed the lost checkpoint refuses to sign the forgery
         write_some_events(store.registry, "C")
         assert sealer.after_step(1) is None
-        assert sealer.tampered is not None and "gone from the database" in str(
-            sealer.tampered)
+        assert sealer.tampered is not None and "gone from the database" in str(sealer.tampered)
         # and so does a new one (a restart), from the file it published to
         restarted = _sealer(store, published)
         assert restarted.after_step(1) is None and restarted.tampered is not None
@@ -216,19 +256,26 @@ def test_a_rewrite_after_the_last_multiple_is_caught_by_the_published_checkpoint
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_sealer_reverifies_the_events_since_its_last_checkpoint_before_signing(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     """An event chained but not yet signed is altered in place: before, the next head
     checkpoint signed the altered event (the chain rows were never compared again)."""
     with store_on(backend, tmp_path) as store:
-        extend_chain(store.engine, store.key, log=store.log(), checkpoint_every=10**9,
-                     checkpoint_at_head=True)
+        extend_chain(
+            store.engine,
+            store.key,
+            log=store.log(),
+            checkpoint_every=10**9,
+            checkpoint_at_head=True,
+        )
         write_some_events(store.registry, "R")
         extend_chain(store.engine, store.key, log=store.log(), checkpoint_every=10**9)
         victim = store.positions()[-3]
         store.set_state(victim, store.state(victim) + b" ")
         write_some_events(store.registry, "S")
-        sealer = LedgerSealer(store.engine, store.key, store.log(), checkpoint_every=10**9,
-                              head_every_seconds=0.0)
+        sealer = LedgerSealer(
+            store.engine, store.key, store.log(), checkpoint_every=10**9, head_every_seconds=0.0
+        )
         assert sealer.after_step(1) is None
         assert sealer.tampered is not None and sealer.tampered.position == victim
         report = _verify(store, checkpoint_every=None)
@@ -237,15 +284,17 @@ def test_the_sealer_reverifies_the_events_since_its_last_checkpoint_before_signi
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_sealer_refuses_when_a_chain_row_it_wrote_was_recomputed(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     """The rows since the last checkpoint recomputed over an altered event agree with
     the events; the sealer remembers the digest it chained there and refuses."""
     with store_on(backend, tmp_path) as store:
-        sealer = LedgerSealer(store.engine, store.key, store.log(), checkpoint_every=10**9,
-                              head_every_seconds=3600.0)
-        sealer.after_step(0)                      # signs the head once
+        sealer = LedgerSealer(
+            store.engine, store.key, store.log(), checkpoint_every=10**9, head_every_seconds=3600.0
+        )
+        sealer.after_step(0)  # signs the head once
         write_some_events(store.registry, "T")
-        assert sealer.after_step(5) is not None   # chained, not signed (not due)
+        assert sealer.after_step(5) is not None  # chained, not signed (not due)
         chained_head = store.positions()[-1]
         victim = store.positions()[-2]
         store.set_state(victim, store.state(victim) + b" ")
@@ -260,8 +309,7 @@ def test_the_sealer_refuses_when_a_chain_row_it_wrote_was_recomputed(
 # -- item 6: verify is read-only and never decodes through the application ----------------
 
 
-def _verify_command(url: str, public: Path, monkeypatch: pytest.MonkeyPatch,
-                    *extra: str) -> int:
+def _verify_command(url: str, public: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> int:
     monkeypatch.setenv("REGISTRY_DATABASE_URL", url)
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers(dest="command"))
@@ -271,8 +319,9 @@ def _verify_command(url: str, public: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.postgres
-def test_verify_writes_nothing_to_the_store_it_checks(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_writes_nothing_to_the_store_it_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: verify built the registry, which opened the national accounts (events
     written into the store under audit)."""
     public = tmp_path / "public.pem"
@@ -280,6 +329,7 @@ def test_verify_writes_nothing_to_the_store_it_checks(tmp_path: Path,
     with fresh_pg_database() as url:
         assert _verify_command(url, public, monkeypatch) == 0
         from sqlalchemy import create_engine
+
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         try:
             with engine.connect() as conn:
@@ -288,8 +338,9 @@ def test_verify_writes_nothing_to_the_store_it_checks(tmp_path: Path,
             engine.dispose()
 
 
-def test_verify_does_not_create_a_missing_sqlite_store(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_does_not_create_a_missing_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     public = tmp_path / "public.pem"
     save_public_key(generate_key(), public)
     with pytest.raises(ConfigurationError, match="nothing to verify"):
@@ -299,19 +350,25 @@ def test_verify_does_not_create_a_missing_sqlite_store(tmp_path: Path,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_tampered_national_account_is_named_not_a_traceback(
-        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Before: verify crashed decoding the national account while opening the registry."""
     with store_on(backend, tmp_path) as store:
         store.extend()
         public = tmp_path / "public.pem"
         save_public_key(store.key, public)
         aid = Account.id_for("CN-ISSUANCE")
-        [(position,)] = store.sql("SELECT {pos} FROM {table} WHERE originator_id = :o AND "
-                                  "originator_version = 1", o=_uuid_param(store, aid))
+        [(position,)] = store.sql(
+            "SELECT {pos} FROM {table} WHERE originator_id = :o AND originator_version = 1",
+            o=_uuid_param(store, aid),
+        )
         store.set_state(int(position), b"\x00 not an event")
         store.registry.close()
         capsys.readouterr()
         assert _verify_command(store.url, public, monkeypatch) == 1
         assert capsys.readouterr().out.startswith(
-            f"FAILED at position {int(position):,}: payload altered")
+            f"FAILED at position {int(position):,}: payload altered"
+        )

@@ -88,10 +88,19 @@ ISSUANCE = "CN-ISSUANCE"
 RESERVE = "CN-ALLOCATION-RESERVE"
 SURRENDER = "CN-SURRENDER"
 CANCELLATION = "CN-CANCELLATION"
-NATIONAL = {ISSUANCE: "ISSUANCE", RESERVE: "ALLOCATION_RESERVE", SURRENDER: "SURRENDER",
-            CANCELLATION: "CANCELLATION"}
-POOL = {"CMP-1": "COMPLIANCE", "CMP-2": "COMPLIANCE", "TRD-1": "TRADING", "TRD-2": "TRADING",
-        "PRJ-1": "PROJECT"}
+NATIONAL = {
+    ISSUANCE: "ISSUANCE",
+    RESERVE: "ALLOCATION_RESERVE",
+    SURRENDER: "SURRENDER",
+    CANCELLATION: "CANCELLATION",
+}
+POOL = {
+    "CMP-1": "COMPLIANCE",
+    "CMP-2": "COMPLIANCE",
+    "TRD-1": "TRADING",
+    "TRD-2": "TRADING",
+    "PRJ-1": "PROJECT",
+}
 """Accounts the machine may open (the type follows from the id)."""
 GHOST = "GHOST-1"
 """Never opened."""
@@ -110,16 +119,41 @@ MOVES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 """Which account types each kind may take units from and deliver them to."""
 
-UNIT_CLASSES: list[UC] = [("CEA", 2024, ""), ("CEA", 2025, ""), ("CCER", 2023, "P-A"),
-                          ("CCER", 2024, "P-A"), ("CCER", 2024, "P-B")]
-SELECTORS: list[Sel] = [("CEA", None, None), ("CEA", 2024, None), ("CEA", 2025, None),
-                        ("CEA", 2023, None), ("CCER", None, None), ("CCER", 2024, None),
-                        ("CCER", None, "P-A"), ("CCER", 2024, "P-B")]
-TRADE_UNITS: list[tuple[str, int | None]] = [("CEA", None), ("CEA", 2024), ("CEA", 2025),
-                                             ("CCER", None), ("CCER", 2024)]
+UNIT_CLASSES: list[UC] = [
+    ("CEA", 2024, ""),
+    ("CEA", 2025, ""),
+    ("CCER", 2023, "P-A"),
+    ("CCER", 2024, "P-A"),
+    ("CCER", 2024, "P-B"),
+]
+SELECTORS: list[Sel] = [
+    ("CEA", None, None),
+    ("CEA", 2024, None),
+    ("CEA", 2025, None),
+    ("CEA", 2023, None),
+    ("CCER", None, None),
+    ("CCER", 2024, None),
+    ("CCER", None, "P-A"),
+    ("CCER", 2024, "P-B"),
+]
+TRADE_UNITS: list[tuple[str, int | None]] = [
+    ("CEA", None),
+    ("CEA", 2024),
+    ("CEA", 2025),
+    ("CCER", None),
+    ("CCER", 2024),
+]
 TIMEOUTS = [60, 900, 3600]
-KINDS = ["ISSUANCE", "ALLOCATION", "ALLOCATION_RETURN", "TRANSFER", "SETTLEMENT", "SURRENDER",
-         "CANCELLATION", "REVERSAL"]
+KINDS = [
+    "ISSUANCE",
+    "ALLOCATION",
+    "ALLOCATION_RETURN",
+    "TRANSFER",
+    "SETTLEMENT",
+    "SURRENDER",
+    "CANCELLATION",
+    "REVERSAL",
+]
 PRINCIPALS = {REGULATOR.party: REGULATOR, EXCHANGE.party: EXCHANGE}
 TRADE_REASON = "exchange trade"
 
@@ -129,6 +163,7 @@ TEWDC = "TRANSACTION_EXISTS_WITH_DIFFERENT_CONTENT"
 
 
 # == commands ====================================================================
+
 
 @dataclass(frozen=True)
 class Move:
@@ -148,8 +183,18 @@ class Move:
     reason: str = ""
 
     def content(self) -> tuple[object, ...]:
-        return (self.kind, self.source, self.destination, self.quantity, self.selector,
-                self.unit_class, self.hold_id, self.year, self.reverses, self.reason)
+        return (
+            self.kind,
+            self.source,
+            self.destination,
+            self.quantity,
+            self.selector,
+            self.unit_class,
+            self.hold_id,
+            self.year,
+            self.reverses,
+            self.reason,
+        )
 
     def altered(self) -> Move:
         """The same id with different content."""
@@ -180,8 +225,15 @@ def unit_selector(sel: Sel) -> UnitSelector:
 
 def trade_of(move: Move) -> Trade:
     assert move.source and move.destination and move.selector and move.quantity is not None
-    return Trade(move.txn_id, move.source, move.destination, move.selector[0], move.quantity,
-                 move.selector[1], move.hold_id)
+    return Trade(
+        move.txn_id,
+        move.source,
+        move.destination,
+        move.selector[0],
+        move.quantity,
+        move.selector[1],
+        move.hold_id,
+    )
 
 
 def holder_for(account_id: str, name: str) -> Holder:
@@ -199,32 +251,51 @@ def send(registry: Registry, move: Move) -> TransactionResult:
     assert move.quantity is not None
     if move.kind == "ISSUANCE":
         assert move.unit_class is not None
-        return registry.issue_units(principal, move.txn_id, unit_class(move.unit_class),
-                                    move.quantity, move.reason)
+        return registry.issue_units(
+            principal, move.txn_id, unit_class(move.unit_class), move.quantity, move.reason
+        )
     if move.kind == "SETTLEMENT":
         return registry.settle_trade(principal, trade_of(move))
     assert move.source and move.destination and move.selector
     selector = unit_selector(move.selector)
     if move.kind == "ALLOCATION":
-        return registry.allocate(principal, move.txn_id, move.destination, selector,
-                                 move.quantity, move.reason, source=move.source)
+        return registry.allocate(
+            principal,
+            move.txn_id,
+            move.destination,
+            selector,
+            move.quantity,
+            move.reason,
+            source=move.source,
+        )
     if move.kind == "ALLOCATION_RETURN":
-        return registry.return_allocation(principal, move.txn_id, move.source, selector,
-                                          move.quantity, move.reason)
+        return registry.return_allocation(
+            principal, move.txn_id, move.source, selector, move.quantity, move.reason
+        )
     if move.kind == "TRANSFER":
-        return registry.transfer(principal, move.txn_id, move.source, move.destination,
-                                 selector, move.quantity, move.reason)
+        return registry.transfer(
+            principal,
+            move.txn_id,
+            move.source,
+            move.destination,
+            selector,
+            move.quantity,
+            move.reason,
+        )
     if move.kind == "SURRENDER":
         assert move.year is not None
-        return registry.surrender(principal, move.txn_id, move.source, selector,
-                                  move.quantity, move.year, move.reason)
+        return registry.surrender(
+            principal, move.txn_id, move.source, selector, move.quantity, move.year, move.reason
+        )
     if move.kind == "CANCELLATION":
-        return registry.cancel(principal, move.txn_id, move.source, selector, move.quantity,
-                               move.reason)
+        return registry.cancel(
+            principal, move.txn_id, move.source, selector, move.quantity, move.reason
+        )
     raise AssertionError(f"unknown kind {move.kind}")
 
 
 # == what is compared =============================================================
+
 
 @dataclass(frozen=True)
 class Raised:
@@ -287,14 +358,19 @@ def block_of(block: SerialBlock) -> Block:
 
 def seen_account(result: AccountResult) -> AccountSeen:
     view = result.account
-    return AccountSeen(view.account_id, view.account_type.value, view.state.value,
-                       result.replayed)
+    return AccountSeen(view.account_id, view.account_type.value, view.state.value, result.replayed)
 
 
 def seen_txn(result: TransactionResult) -> TxnSeen:
-    return TxnSeen(result.status.value, result.refusal_reason, result.source,
-                   result.destination, tuple(block_of(b) for b in result.blocks),
-                   result.replayed, result.reversed)
+    return TxnSeen(
+        result.status.value,
+        result.refusal_reason,
+        result.source,
+        result.destination,
+        tuple(block_of(b) for b in result.blocks),
+        result.replayed,
+        result.reversed,
+    )
 
 
 def seen_trade(result: TradeResult) -> TradeSeen:
@@ -303,15 +379,27 @@ def seen_trade(result: TradeResult) -> TradeSeen:
 
 
 def seen_hold(result: HoldResult) -> HoldSeen:
-    return HoldSeen(result.status.value, result.refusal_reason, result.account_id,
-                    result.quantity, tuple(block_of(b) for b in result.blocks),
-                    result.expires_at, result.settled_quantity, result.replayed)
+    return HoldSeen(
+        result.status.value,
+        result.refusal_reason,
+        result.account_id,
+        result.quantity,
+        tuple(block_of(b) for b in result.blocks),
+        result.expires_at,
+        result.settled_quantity,
+        result.replayed,
+    )
 
 
 def seen_holding(view: HoldingView) -> HoldingSeen:
     uc = view.unit_class
-    return HoldingSeen((uc.unit_type.value, uc.vintage, uc.project), view.total, view.held,
-                       view.available, tuple(block_of(b) for b in view.blocks))
+    return HoldingSeen(
+        (uc.unit_type.value, uc.vintage, uc.project),
+        view.total,
+        view.held,
+        view.available,
+        tuple(block_of(b) for b in view.blocks),
+    )
 
 
 def get_hold(registry: Registry, key: tuple[str, str]) -> Callable[[], HoldResult]:
@@ -328,6 +416,7 @@ def attempt(call: Callable[[], T], view: Callable[[T], V]) -> V | Raised:
 
 
 # == the reference model ==========================================================
+
 
 def runs(serials: Iterable[Serial]) -> tuple[Block, ...]:
     """Serials as maximal contiguous blocks, sorted by unit class then serial."""
@@ -398,8 +487,15 @@ class TxnRecord:
     reversed: bool = False
 
     def seen(self, *, replayed: bool) -> TxnSeen:
-        return TxnSeen(self.status, self.refusal_reason, self.source, self.destination,
-                       self.blocks, replayed, self.reversed)
+        return TxnSeen(
+            self.status,
+            self.refusal_reason,
+            self.source,
+            self.destination,
+            self.blocks,
+            replayed,
+            self.reversed,
+        )
 
 
 @dataclass
@@ -422,8 +518,10 @@ class Model:
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
-        self.accounts = {account_id: AccountModel(account_id, account_type, AUTHORITY)
-                         for account_id, account_type in NATIONAL.items()}
+        self.accounts = {
+            account_id: AccountModel(account_id, account_type, AUTHORITY)
+            for account_id, account_type in NATIONAL.items()
+        }
         self.issued: dict[UC, int] = {}
         self.txns: dict[tuple[str, str], TxnRecord] = {}
         self.holds: dict[tuple[str, str], HoldRecord] = {}
@@ -431,15 +529,15 @@ class Model:
 
     # -- accounts ---------------------------------------------------------------
 
-    def open_account(self, account_id: str, account_type: str, name: str
-                     ) -> AccountSeen | Raised:
+    def open_account(self, account_id: str, account_type: str, name: str) -> AccountSeen | Raised:
         existing = self.accounts.get(account_id)
         if existing is None:
             self.accounts[account_id] = AccountModel(account_id, account_type, name)
             return AccountSeen(account_id, account_type, "OPEN", False)
         if existing.type != account_type or existing.holder_name != name:
-            return Raised(AccountExistsWithDifferentContent,
-                          "ACCOUNT_EXISTS_WITH_DIFFERENT_CONTENT")
+            return Raised(
+                AccountExistsWithDifferentContent, "ACCOUNT_EXISTS_WITH_DIFFERENT_CONTENT"
+            )
         return AccountSeen(account_id, existing.type, existing.state, True)
 
     def change_state(self, action: str, account_id: str) -> AccountSeen | Raised:
@@ -478,8 +576,15 @@ class Model:
         for uc in sorted({uc for uc, _ in everything}):
             n_held = sum(1 for s in held if s[0] == uc)
             n_available = sum(1 for s in account.available if s[0] == uc)
-            views.append(HoldingSeen(uc, n_held + n_available, n_held, n_available,
-                                     runs(s for s in everything if s[0] == uc)))
+            views.append(
+                HoldingSeen(
+                    uc,
+                    n_held + n_available,
+                    n_held,
+                    n_available,
+                    runs(s for s in everything if s[0] == uc),
+                )
+            )
         return tuple(views)
 
     # -- movements ------------------------------------------------------------------
@@ -511,8 +616,9 @@ class Model:
                 elif first_result.transaction is None:
                     result = first_result
                 else:
-                    result = trade_seen(move.txn_id,
-                                        replace(first_result.transaction, replayed=True))
+                    result = trade_seen(
+                        move.txn_id, replace(first_result.transaction, replayed=True)
+                    )
                 results.append(result)
                 continue
             recorded = self.txns.get((move.party, move.txn_id))
@@ -536,8 +642,7 @@ class Model:
         try:
             source, destination, blocks = self._perform(move)
         except Refusal as refusal:
-            record = TxnRecord(move, "REFUSED", refusal.reason, move.source, move.destination,
-                               ())
+            record = TxnRecord(move, "REFUSED", refusal.reason, move.source, move.destination, ())
         else:
             record = TxnRecord(move, "COMPLETED", "", source, destination, blocks)
         self.txns[(move.party, move.txn_id)] = record
@@ -576,22 +681,27 @@ class Model:
             if self.clock.now >= hold.expires_at:
                 raise Refusal("HOLD_EXPIRED")
             held_type, held_vintage = hold.cmd.selector[0], hold.cmd.selector[1]
-            if (hold.cmd.account != source.account_id
-                    or move.selector[0] != held_type
-                    or move.selector[1] not in (None, held_vintage)
-                    or move.quantity > hold.cmd.quantity):
+            if (
+                hold.cmd.account != source.account_id
+                or move.selector[0] != held_type
+                or move.selector[1] not in (None, held_vintage)
+                or move.quantity > hold.cmd.quantity
+            ):
                 raise Refusal("HOLD_MISMATCH")
             in_hold = sorted(source.holds.pop(hold_key))
-            taken = in_hold[:move.quantity]
-            source.available |= set(in_hold[move.quantity:])
+            taken = in_hold[: move.quantity]
+            source.available |= set(in_hold[move.quantity :])
             hold.status = "SETTLED"
             hold.settled_quantity = move.quantity
         else:
             candidates = sorted(s for s in source.available if matches(move.selector, s[0]))
             wanted = move.quantity
-            if (move.kind == "ALLOCATION_RETURN" and move.selector[0] == "CEA"
-                    and move.selector[1] is not None):
-                wanted = min(wanted, len(candidates))   # the rest becomes next year's debt
+            if (
+                move.kind == "ALLOCATION_RETURN"
+                and move.selector[0] == "CEA"
+                and move.selector[1] is not None
+            ):
+                wanted = min(wanted, len(candidates))  # the rest becomes next year's debt
             if len(candidates) < wanted:
                 raise Refusal("INSUFFICIENT_UNITS")
             taken = candidates[:wanted]
@@ -649,8 +759,7 @@ class Model:
         existing = self.holds.get(key)
         if existing is not None:
             if existing.cmd.content() != cmd.content():
-                return Raised(HoldExistsWithDifferentContent,
-                              "HOLD_EXISTS_WITH_DIFFERENT_CONTENT")
+                return Raised(HoldExistsWithDifferentContent, "HOLD_EXISTS_WITH_DIFFERENT_CONTENT")
             return self.hold_view(key, replayed=True)
         try:
             account = self._account(cmd.account)
@@ -663,11 +772,12 @@ class Model:
         except Refusal as refusal:
             self.holds[key] = HoldRecord(cmd, "REFUSED", refusal.reason, None)
             return self.hold_view(key)
-        taken = set(candidates[:cmd.quantity])
+        taken = set(candidates[: cmd.quantity])
         account.available -= taken
         account.holds[key] = taken
-        self.holds[key] = HoldRecord(cmd, "ACTIVE", "",
-                                     self.clock.now + timedelta(seconds=cmd.timeout))
+        self.holds[key] = HoldRecord(
+            cmd, "ACTIVE", "", self.clock.now + timedelta(seconds=cmd.timeout)
+        )
         return self.hold_view(key)
 
     def end_hold(self, key: tuple[str, str], final: str) -> HoldSeen | Raised:
@@ -676,8 +786,16 @@ class Model:
         if hold is None:
             return Raised(UnknownHold, "UNKNOWN_HOLD")
         if hold.status == final:
-            return HoldSeen(final, hold.refusal_reason, hold.cmd.account, hold.cmd.quantity,
-                            (), hold.expires_at, hold.settled_quantity, True)
+            return HoldSeen(
+                final,
+                hold.refusal_reason,
+                hold.cmd.account,
+                hold.cmd.quantity,
+                (),
+                hold.expires_at,
+                hold.settled_quantity,
+                True,
+            )
         account = self.accounts.get(hold.cmd.account)
         if account is None:
             return Raised(UnknownAccount, "UNKNOWN_ACCOUNT")
@@ -689,24 +807,38 @@ class Model:
         serials = account.holds.pop(key)
         account.available |= serials
         hold.status = final
-        return HoldSeen(final, "", hold.cmd.account, hold.cmd.quantity, runs(serials),
-                        hold.expires_at, 0, False)
+        return HoldSeen(
+            final, "", hold.cmd.account, hold.cmd.quantity, runs(serials), hold.expires_at, 0, False
+        )
 
     def expire_due_holds(self) -> list[HoldSeen | Raised]:
-        return [self.end_hold(key, "EXPIRED") for key, hold in list(self.holds.items())
-                if hold.status == "ACTIVE" and hold.expires_at is not None
-                and self.clock.now >= hold.expires_at]
+        return [
+            self.end_hold(key, "EXPIRED")
+            for key, hold in list(self.holds.items())
+            if hold.status == "ACTIVE"
+            and hold.expires_at is not None
+            and self.clock.now >= hold.expires_at
+        ]
 
     def hold_view(self, key: tuple[str, str], *, replayed: bool = False) -> HoldSeen:
         hold = self.holds[key]
         blocks: tuple[Block, ...] = ()
         if hold.status == "ACTIVE":
             blocks = runs(self.accounts[hold.cmd.account].holds[key])
-        return HoldSeen(hold.status, hold.refusal_reason, hold.cmd.account, hold.cmd.quantity,
-                        blocks, hold.expires_at, hold.settled_quantity, replayed)
+        return HoldSeen(
+            hold.status,
+            hold.refusal_reason,
+            hold.cmd.account,
+            hold.cmd.quantity,
+            blocks,
+            hold.expires_at,
+            hold.settled_quantity,
+            replayed,
+        )
 
 
 # == stores ======================================================================
+
 
 class Store(Protocol):
     def open(self, clock: FakeClock) -> Registry: ...
@@ -754,12 +886,19 @@ class PostgresStore:
     def close(self, registry: Registry) -> None:
         registry.close()
         with psycopg.connect(self.url, autocommit=True) as conn:
-            tables = [row[0] for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                " AND tablename <> 'alembic_version'")]
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename <> 'alembic_version'"
+                )
+            ]
             if tables:
-                conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
-                    sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+                conn.execute(
+                    sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+                        sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+                    )
+                )
 
 
 # == the state machine =============================================================
@@ -769,8 +908,16 @@ HOLDER_ACCOUNT = st.sampled_from(sorted(POOL))
 COMPLIANCE_ACCOUNT = st.sampled_from(["CMP-1", "CMP-2"])
 QUANTITY = st.integers(1, 40)
 SELECTOR = st.sampled_from(SELECTORS)
-BATCH_ENTRIES = ["new", "new", "on-hold", "malformed", "repeat", "repeat-altered", "earlier",
-                 "earlier-altered"]
+BATCH_ENTRIES = [
+    "new",
+    "new",
+    "on-hold",
+    "malformed",
+    "repeat",
+    "repeat-altered",
+    "earlier",
+    "earlier-altered",
+]
 
 
 @dataclass(frozen=True)
@@ -817,15 +964,20 @@ class LedgerMachine(RuleBasedStateMachine):
     def position(self) -> int:
         return int(self.registry.recorder.max_notification_id() or 0)
 
-    def check(self, label: str, call: Callable[[], T], view: Callable[[T], V],
-              expected: V | Raised, *, stores_nothing: bool = False) -> V | Raised:
+    def check(
+        self,
+        label: str,
+        call: Callable[[], T],
+        view: Callable[[T], V],
+        expected: V | Raised,
+        *,
+        stores_nothing: bool = False,
+    ) -> V | Raised:
         """Call the registry, compare with the model, and count the outcome."""
         before = self.position()
         observed = attempt(call, view)
-        assert observed == expected, (
-            f"{label}:\n  registry: {observed}\n  model:    {expected}")
-        if stores_nothing or isinstance(observed, Raised) or getattr(observed, "replayed",
-                                                                      False):
+        assert observed == expected, f"{label}:\n  registry: {observed}\n  model:    {expected}"
+        if stores_nothing or isinstance(observed, Raised) or getattr(observed, "replayed", False):
             assert self.position() == before, f"{label} wrote to the log: {observed}"
         if isinstance(observed, Raised):
             self.stats[f"{label} raised {observed.reason}"] += 1
@@ -849,34 +1001,55 @@ class LedgerMachine(RuleBasedStateMachine):
         if results:  # a new record tells its log position (read your writes); a replay not
             assert results[0].position == (None if results[0].replayed else self.position())
         if isinstance(observed, TxnSeen):
-            self.stats[f"{label} {'replayed ' if observed.replayed else ''}"
-                       f"{observed.status} {observed.refusal_reason}".strip()] += 1
+            self.stats[
+                f"{label} {'replayed ' if observed.replayed else ''}"
+                f"{observed.status} {observed.refusal_reason}".strip()
+            ] += 1
             if was_recorded:  # a replay answers exactly what the first call answered
                 first = self.first_seen[key]
                 assert observed.replayed
                 assert (observed.status, observed.refusal_reason, observed.blocks) == (
-                    first.status, first.refusal_reason, first.blocks)
+                    first.status,
+                    first.refusal_reason,
+                    first.blocks,
+                )
             else:
                 self.first_seen[key] = observed
-        elif (was_recorded and malformed(move) is None
-              and move.content() != self.model.txns[key].move.content()):
+        elif (
+            was_recorded
+            and malformed(move) is None
+            and move.content() != self.model.txns[key].move.content()
+        ):
             assert observed == Raised(TransactionExistsWithDifferentContent, TEWDC)
         if remember:
             self.sent.append(move)
 
-    def draw_account(self, data: st.DataObject, label: str, types: frozenset[str], *,
-                     funded: bool = False, other_than: str | None = None) -> str:
+    def draw_account(
+        self,
+        data: st.DataObject,
+        label: str,
+        types: frozenset[str],
+        *,
+        funded: bool = False,
+        other_than: str | None = None,
+    ) -> str:
         """Mostly an open account of one of ``types`` (holding units, if ``funded``; not
         ``other_than``), else any account at all: national, closed, frozen or unknown."""
-        good = sorted(a for a, account in self.model.accounts.items()
-                      if account.type in types and account.state != "CLOSED"
-                      and (account.available or not funded) and a != other_than)
+        good = sorted(
+            a
+            for a, account in self.model.accounts.items()
+            if account.type in types
+            and account.state != "CLOSED"
+            and (account.available or not funded)
+            and a != other_than
+        )
         if good and data.draw(st.integers(0, 3), label=f"{label} well chosen?") > 0:
             return data.draw(st.sampled_from(good), label=label)
         return data.draw(ANY_ACCOUNT, label=label)
 
-    def draw_units(self, data: st.DataObject, account_id: str, *, trade: bool = False
-                   ) -> tuple[Sel, int]:
+    def draw_units(
+        self, data: st.DataObject, account_id: str, *, trade: bool = False
+    ) -> tuple[Sel, int]:
         """Mostly units the account holds (up to one more than it has), else anything."""
         account = self.model.accounts.get(account_id)
         classes = sorted({uc for uc, _ in account.available}) if account else []
@@ -898,15 +1071,26 @@ class LedgerMachine(RuleBasedStateMachine):
         seller = self.draw_account(data, "seller", HOLDERS, funded=True)
         buyer = self.draw_account(data, "buyer", HOLDERS, other_than=seller)
         selector, drawn = self.draw_units(data, seller, trade=True)
-        return Move(EXCHANGE.party, self.next_id("TRD"), "SETTLEMENT", seller, buyer,
-                    drawn if quantity is None else quantity, selector, reason=TRADE_REASON)
+        return Move(
+            EXCHANGE.party,
+            self.next_id("TRD"),
+            "SETTLEMENT",
+            seller,
+            buyer,
+            drawn if quantity is None else quantity,
+            selector,
+            reason=TRADE_REASON,
+        )
 
     def trade_on_hold(self, data: st.DataObject, cmd: HoldCmd | None = None) -> Move:
         """A trade against ``cmd``, else against an active hold (mostly), any earlier hold,
         or an unknown one."""
         if cmd is None:
-            active = [c for c in self.hold_cmds
-                      if self.model.holds[(EXCHANGE.party, c.hold_id)].status == "ACTIVE"]
+            active = [
+                c
+                for c in self.hold_cmds
+                if self.model.holds[(EXCHANGE.party, c.hold_id)].status == "ACTIVE"
+            ]
             which = data.draw(st.integers(0, 9), label="which hold")
             if which == 0 or not self.hold_cmds:
                 cmd = HoldCmd("NO-SUCH-HOLD", "TRD-1", ("CEA", None, None), 5, 60)
@@ -928,23 +1112,48 @@ class LedgerMachine(RuleBasedStateMachine):
         quantity = data.draw(st.integers(1, cmd.quantity), label="quantity")
         if data.draw(st.integers(0, 9), label="more than held?") == 0:
             quantity = cmd.quantity + 1
-        return Move(EXCHANGE.party, self.next_id("TRD"), "SETTLEMENT", seller, buyer, quantity,
-                    (unit_type, vintage, None), hold_id=cmd.hold_id, reason=TRADE_REASON)
+        return Move(
+            EXCHANGE.party,
+            self.next_id("TRD"),
+            "SETTLEMENT",
+            seller,
+            buyer,
+            quantity,
+            (unit_type, vintage, None),
+            hold_id=cmd.hold_id,
+            reason=TRADE_REASON,
+        )
 
     def place(self, cmd: HoldCmd) -> None:
         expected = self.model.place_hold(EXCHANGE.party, cmd)
-        observed = self.check("HOLD", lambda: self.registry.place_hold(
-            EXCHANGE, cmd.hold_id, cmd.account, unit_selector(cmd.selector), cmd.quantity,
-            cmd.timeout), seen_hold, expected)
+        observed = self.check(
+            "HOLD",
+            lambda: self.registry.place_hold(
+                EXCHANGE,
+                cmd.hold_id,
+                cmd.account,
+                unit_selector(cmd.selector),
+                cmd.quantity,
+                cmd.timeout,
+            ),
+            seen_hold,
+            expected,
+        )
         if isinstance(observed, HoldSeen):
-            self.stats[f"HOLD {'replayed ' if observed.replayed else ''}{observed.status} "
-                       f"{observed.refusal_reason}".strip()] += 1
+            self.stats[
+                f"HOLD {'replayed ' if observed.replayed else ''}{observed.status} "
+                f"{observed.refusal_reason}".strip()
+            ] += 1
 
     def maybe_reach_expiry(self, data: st.DataObject, hold_id: str) -> None:
         """Sometimes move the clock to one second before, or exactly to, a hold's expiry."""
         hold = self.model.holds.get((EXCHANGE.party, hold_id))
-        if (hold is None or hold.status != "ACTIVE" or hold.expires_at is None
-                or hold.expires_at <= self.clock.now):
+        if (
+            hold is None
+            or hold.status != "ACTIVE"
+            or hold.expires_at is None
+            or hold.expires_at <= self.clock.now
+        ):
             return
         early = data.draw(st.sampled_from([None, 1, 0]), label="seconds before expiry")
         if early is not None:
@@ -954,11 +1163,14 @@ class LedgerMachine(RuleBasedStateMachine):
         key = (EXCHANGE.party, hold_id)
         expected = self.model.end_hold(key, final)
         if final == "RELEASED":
+
             def call() -> HoldResult:
                 return self.registry.release_hold(EXCHANGE, hold_id, "order cancelled")
         else:
+
             def call() -> HoldResult:
                 return self.registry.expire_hold(REGULATOR, EXCHANGE.party, hold_id)
+
         observed = self.check(final, call, seen_hold, expected)
         if isinstance(observed, HoldSeen):
             self.stats[f"{final} {'replayed' if observed.replayed else 'done'}"] += 1
@@ -971,24 +1183,44 @@ class LedgerMachine(RuleBasedStateMachine):
         accounts = sorted(data.draw(st.sets(HOLDER_ACCOUNT, min_size=3), label="accounts"))
         for account_id in accounts:
             self.open_account(account_id, "")
-        issues = data.draw(st.lists(st.tuples(st.sampled_from(UNIT_CLASSES),
-                                              st.integers(20, 100)), min_size=1, max_size=3),
-                           label="issues")
+        issues = data.draw(
+            st.lists(
+                st.tuples(st.sampled_from(UNIT_CLASSES), st.integers(20, 100)),
+                min_size=1,
+                max_size=3,
+            ),
+            label="issues",
+        )
         for uc, quantity in issues:
             self.issue_units(uc, quantity)
         for account_id in accounts:
             selector, quantity = self.draw_units(data, ISSUANCE)
-            self.send_move(Move(REGULATOR.party, self.next_id("TRF"), "TRANSFER", ISSUANCE,
-                                account_id, quantity, selector, reason="opening balance"))
+            self.send_move(
+                Move(
+                    REGULATOR.party,
+                    self.next_id("TRF"),
+                    "TRANSFER",
+                    ISSUANCE,
+                    account_id,
+                    quantity,
+                    selector,
+                    reason="opening balance",
+                )
+            )
 
     @rule(account_id=HOLDER_ACCOUNT, variant=st.sampled_from(["", " (renamed)"]))
     def open_account(self, account_id: str, variant: str) -> None:
         """New, or a retry with the same or with other holder details."""
         name = f"{account_id} Holder{variant}"
         expected = self.model.open_account(account_id, POOL[account_id], name)
-        observed = self.check("OPEN", lambda: self.registry.open_account(
-            REGULATOR, account_id, AccountType(POOL[account_id]), holder_for(account_id, name)),
-            seen_account, expected)
+        observed = self.check(
+            "OPEN",
+            lambda: self.registry.open_account(
+                REGULATOR, account_id, AccountType(POOL[account_id]), holder_for(account_id, name)
+            ),
+            seen_account,
+            expected,
+        )
         if isinstance(observed, AccountSeen):
             self.stats[f"OPEN replayed={observed.replayed}"] += 1
 
@@ -998,24 +1230,38 @@ class LedgerMachine(RuleBasedStateMachine):
         one; else the action on any account (national, closed, unknown...)."""
         accounts = self.model.accounts
         if action == "freeze":
-            good = [a for a, acc in accounts.items()
-                    if acc.state == "OPEN" and (acc.available or acc.holds)]
+            good = [
+                a
+                for a, acc in accounts.items()
+                if acc.state == "OPEN" and (acc.available or acc.holds)
+            ]
         elif action == "unfreeze":
             good = [a for a, acc in accounts.items() if acc.state == "FROZEN"]
         else:
-            good = [a for a, acc in accounts.items() if a not in NATIONAL
-                    and acc.state != "CLOSED" and not acc.available and not acc.holds]
+            good = [
+                a
+                for a, acc in accounts.items()
+                if a not in NATIONAL
+                and acc.state != "CLOSED"
+                and not acc.available
+                and not acc.holds
+            ]
         if good and data.draw(st.integers(0, 3), label="well chosen?") > 0:
             account_id = data.draw(st.sampled_from(sorted(good)), label="account")
         else:
             account_id = data.draw(ANY_ACCOUNT, label="account")
-        change = {"freeze": self.registry.freeze_account,
-                  "unfreeze": self.registry.unfreeze_account,
-                  "close": self.registry.close_account}[action]
+        change = {
+            "freeze": self.registry.freeze_account,
+            "unfreeze": self.registry.unfreeze_account,
+            "close": self.registry.close_account,
+        }[action]
         expected = self.model.change_state(action, account_id)
-        observed = self.check(action.upper(), lambda: change(REGULATOR, account_id,
-                                                             f"{action} for the test"),
-                              seen_account, expected)
+        observed = self.check(
+            action.upper(),
+            lambda: change(REGULATOR, account_id, f"{action} for the test"),
+            seen_account,
+            expected,
+        )
         if isinstance(observed, AccountSeen):
             self.stats[f"{action.upper()} done"] += 1
 
@@ -1023,31 +1269,71 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(uc=st.sampled_from(UNIT_CLASSES), quantity=st.integers(1, 60))
     def issue_units(self, uc: UC, quantity: int) -> None:
-        self.send_move(Move(REGULATOR.party, self.next_id("ISS"), "ISSUANCE", None, ISSUANCE,
-                            quantity, unit_class=uc, reason="issuance"))
+        self.send_move(
+            Move(
+                REGULATOR.party,
+                self.next_id("ISS"),
+                "ISSUANCE",
+                None,
+                ISSUANCE,
+                quantity,
+                unit_class=uc,
+                reason="issuance",
+            )
+        )
 
     @rule(data=st.data())
     def allocate(self, data: st.DataObject) -> None:
         source = self.draw_account(data, "source", MOVES["ALLOCATION"][0], funded=True)
         destination = self.draw_account(data, "to", MOVES["ALLOCATION"][1], other_than=source)
         selector, quantity = self.draw_units(data, source)
-        self.send_move(Move(REGULATOR.party, self.next_id("ALC"), "ALLOCATION", source,
-                            destination, quantity, selector, reason="free allocation"))
+        self.send_move(
+            Move(
+                REGULATOR.party,
+                self.next_id("ALC"),
+                "ALLOCATION",
+                source,
+                destination,
+                quantity,
+                selector,
+                reason="free allocation",
+            )
+        )
 
     @rule(data=st.data())
     def return_allocation(self, data: st.DataObject) -> None:
         source = self.draw_account(data, "source", MOVES["ALLOCATION_RETURN"][0], funded=True)
         selector, quantity = self.draw_units(data, source)
-        self.send_move(Move(REGULATOR.party, self.next_id("RET"), "ALLOCATION_RETURN", source,
-                            RESERVE, quantity, selector, reason="true-up"))
+        self.send_move(
+            Move(
+                REGULATOR.party,
+                self.next_id("RET"),
+                "ALLOCATION_RETURN",
+                source,
+                RESERVE,
+                quantity,
+                selector,
+                reason="true-up",
+            )
+        )
 
     @rule(data=st.data())
     def transfer(self, data: st.DataObject) -> None:
         source = self.draw_account(data, "source", MOVES["TRANSFER"][0], funded=True)
         destination = self.draw_account(data, "to", MOVES["TRANSFER"][1], other_than=source)
         selector, quantity = self.draw_units(data, source)
-        self.send_move(Move(REGULATOR.party, self.next_id("TRF"), "TRANSFER", source,
-                            destination, quantity, selector, reason="transfer"))
+        self.send_move(
+            Move(
+                REGULATOR.party,
+                self.next_id("TRF"),
+                "TRANSFER",
+                source,
+                destination,
+                quantity,
+                selector,
+                reason="transfer",
+            )
+        )
 
     @rule(data=st.data())
     def settle_trade(self, data: st.DataObject) -> None:
@@ -1084,8 +1370,13 @@ class LedgerMachine(RuleBasedStateMachine):
             results.extend(self.registry.settle_trades(EXCHANGE, [trade_of(m) for m in moves]))
             return results
 
-        observed = self.check("BATCH", call, lambda rs: [seen_trade(r) for r in rs], expected,
-                              stores_nothing=len(self.model.txns) == recorded_before)
+        observed = self.check(
+            "BATCH",
+            call,
+            lambda rs: [seen_trade(r) for r in rs],
+            expected,
+            stores_nothing=len(self.model.txns) == recorded_before,
+        )
         assert isinstance(observed, list)
         for raw in results:  # new records: the batch's one log position; others: none
             new = raw.transaction is not None and not raw.transaction.replayed
@@ -1103,12 +1394,22 @@ class LedgerMachine(RuleBasedStateMachine):
         """For years whose rules accept every vintage here, with emissions verified so
         high that no CCER cap binds: the compliance rules have tests of their own."""
         source = self.draw_account(data, "source", MOVES["SURRENDER"][0], funded=True)
-        with suppress(RegistryError):   # not an open compliance account: refused for that
-            self.registry.record_verified_emissions(REGULATOR, [
-                EmissionsRow(source, year, 10**12, "verified")])
+        with suppress(RegistryError):  # not an open compliance account: refused for that
+            self.registry.record_verified_emissions(
+                REGULATOR, [EmissionsRow(source, year, 10**12, "verified")]
+            )
         selector, quantity = self.draw_units(data, source)
-        move = Move(REGULATOR.party, self.next_id("SUR"), "SURRENDER", source, SURRENDER,
-                    quantity, selector, year=year, reason="compliance")
+        move = Move(
+            REGULATOR.party,
+            self.next_id("SUR"),
+            "SURRENDER",
+            source,
+            SURRENDER,
+            quantity,
+            selector,
+            year=year,
+            reason="compliance",
+        )
         self.send_move(move)
         self.maybe_reverse_at_once(data, move)
 
@@ -1116,8 +1417,16 @@ class LedgerMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject) -> None:
         source = self.draw_account(data, "source", MOVES["CANCELLATION"][0], funded=True)
         selector, quantity = self.draw_units(data, source)
-        move = Move(REGULATOR.party, self.next_id("CXL"), "CANCELLATION", source,
-                    CANCELLATION, quantity, selector, reason="voluntary")
+        move = Move(
+            REGULATOR.party,
+            self.next_id("CXL"),
+            "CANCELLATION",
+            source,
+            CANCELLATION,
+            quantity,
+            selector,
+            reason="voluntary",
+        )
         self.send_move(move)
         self.maybe_reverse_at_once(data, move)
 
@@ -1125,8 +1434,18 @@ class LedgerMachine(RuleBasedStateMachine):
         """Sometimes the regulator corrects a retirement right away (retired units move
         only through a reversal, and a surrender's obligation shrinks with it)."""
         if data.draw(st.integers(0, 3), label="reverse it at once?") == 0:
-            self.send_move(Move(REGULATOR.party, self.next_id("REV"), "REVERSAL", None, None,
-                                None, reverses=(move.party, move.txn_id), reason="correction"))
+            self.send_move(
+                Move(
+                    REGULATOR.party,
+                    self.next_id("REV"),
+                    "REVERSAL",
+                    None,
+                    None,
+                    None,
+                    reverses=(move.party, move.txn_id),
+                    reason="correction",
+                )
+            )
 
     @rule(data=st.data())
     def reverse(self, data: st.DataObject) -> None:
@@ -1134,8 +1453,11 @@ class LedgerMachine(RuleBasedStateMachine):
         txns = self.model.txns
         reversible: dict[str, list[tuple[str, str]]] = {}  # by kind, each kind as likely
         for key, record in txns.items():
-            if (record.status == "COMPLETED" and not record.reversed
-                    and record.move.kind not in ("ISSUANCE", "REVERSAL")):
+            if (
+                record.status == "COMPLETED"
+                and not record.reversed
+                and record.move.kind not in ("ISSUANCE", "REVERSAL")
+            ):
                 kind = record.move.kind + (" on hold" if record.move.hold_id else "")
                 reversible.setdefault(kind, []).append(key)
         reversed_ = [k for k, r in txns.items() if r.reversed]
@@ -1148,8 +1470,18 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             party = data.draw(st.sampled_from(sorted(PRINCIPALS)), label="party")
             target = (party, "NO-SUCH-TXN")
-        self.send_move(Move(REGULATOR.party, self.next_id("REV"), "REVERSAL", None, None, None,
-                            reverses=target, reason="correction"))
+        self.send_move(
+            Move(
+                REGULATOR.party,
+                self.next_id("REV"),
+                "REVERSAL",
+                None,
+                None,
+                None,
+                reverses=target,
+                reason="correction",
+            )
+        )
 
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data(), same=st.booleans())
@@ -1162,9 +1494,13 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def read_back_transaction(self, data: st.DataObject) -> None:
         move = data.draw(st.sampled_from(self.sent), label="transaction")
-        self.check("GET", lambda: self.registry.get_transaction(move.party, move.txn_id),
-                   seen_txn, self.model.recorded(move.party, move.txn_id),
-                   stores_nothing=True)
+        self.check(
+            "GET",
+            lambda: self.registry.get_transaction(move.party, move.txn_id),
+            seen_txn,
+            self.model.recorded(move.party, move.txn_id),
+            stores_nothing=True,
+        )
 
     # -- holds --------------------------------------------------------------------------
 
@@ -1191,11 +1527,18 @@ class LedgerMachine(RuleBasedStateMachine):
         """Release or expire a hold in any state (or an unknown one)."""
         ids = [cmd.hold_id for cmd in self.hold_cmds]
         active = [key[1] for key, hold in self.model.holds.items() if hold.status == "ACTIVE"]
-        due = [key[1] for key, hold in self.model.holds.items() if hold.status == "ACTIVE"
-               and hold.expires_at is not None and hold.expires_at <= self.clock.now]
+        due = [
+            key[1]
+            for key, hold in self.model.holds.items()
+            if hold.status == "ACTIVE"
+            and hold.expires_at is not None
+            and hold.expires_at <= self.clock.now
+        ]
         preferred = (due if final == "EXPIRED" else []) or active or ids
-        hold_id = data.draw(st.one_of(st.sampled_from(preferred), st.sampled_from(ids),
-                                      st.just("NO-SUCH-HOLD")), label="hold id")
+        hold_id = data.draw(
+            st.one_of(st.sampled_from(preferred), st.sampled_from(ids), st.just("NO-SUCH-HOLD")),
+            label="hold id",
+        )
         if final == "EXPIRED":
             self.maybe_reach_expiry(data, hold_id)
         self.end_hold(hold_id, final)
@@ -1203,8 +1546,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule()
     def expire_due_holds(self) -> None:
         expected = self.model.expire_due_holds()
-        observed = self.check("EXPIRE-DUE", self.registry.expire_due_holds,
-                              lambda rs: [seen_hold(r) for r in rs], expected)
+        observed = self.check(
+            "EXPIRE-DUE",
+            self.registry.expire_due_holds,
+            lambda rs: [seen_hold(r) for r in rs],
+            expected,
+        )
         if isinstance(observed, list):
             self.stats["EXPIRE-DUE done"] += len(observed)
 
@@ -1232,11 +1579,14 @@ class LedgerMachine(RuleBasedStateMachine):
                 accounts[account_id] = holdings[account_id] = None
                 continue
             accounts[account_id] = (view.account_type.value, view.state.value)
-            holdings[account_id] = tuple(seen_holding(h)
-                                         for h in registry.get_holdings(account_id))
-        supply = {(line.unit_class.unit_type.value, line.unit_class.vintage,
-                   line.unit_class.project): (line.issued, line.held_in_accounts)
-                  for line in registry.supply()}
+            holdings[account_id] = tuple(seen_holding(h) for h in registry.get_holdings(account_id))
+        supply = {
+            (line.unit_class.unit_type.value, line.unit_class.vintage, line.unit_class.project): (
+                line.issued,
+                line.held_in_accounts,
+            )
+            for line in registry.supply()
+        }
         holds = {key: attempt(get_hold(registry, key), seen_hold) for key in self.model.holds}
         surrendered = {key: registry.get_surrendered(*key) for key in self.model.surrendered}
         snapshot = Snapshot(accounts, holdings, supply, holds, surrendered)
@@ -1249,10 +1599,12 @@ class LedgerMachine(RuleBasedStateMachine):
         for account_id in ALL_ACCOUNTS:
             assert snapshot.accounts[account_id] == self.model.account_view(account_id), (
                 f"{account_id}: registry {snapshot.accounts[account_id]}, "
-                f"model {self.model.account_view(account_id)}")
+                f"model {self.model.account_view(account_id)}"
+            )
             assert snapshot.holdings[account_id] == self.model.holdings(account_id), (
                 f"{account_id}:\n  registry: {snapshot.holdings[account_id]}\n"
-                f"  model:    {self.model.holdings(account_id)}")
+                f"  model:    {self.model.holdings(account_id)}"
+            )
 
     @invariant()
     def units_issued_equal_units_held(self) -> None:
@@ -1288,7 +1640,8 @@ class LedgerMachine(RuleBasedStateMachine):
             for first, last in sorted(by_class.get(uc, [])):
                 assert first == expected_first, (
                     f"{uc}: block {first}..{last} "
-                    f"{'overlaps' if first < expected_first else 'leaves a gap before it'}")
+                    f"{'overlaps' if first < expected_first else 'leaves a gap before it'}"
+                )
                 expected_first = last + 1
             assert expected_first - 1 == issued, f"{uc}: blocks end at {expected_first - 1}"
 
@@ -1298,17 +1651,20 @@ class LedgerMachine(RuleBasedStateMachine):
         for key in self.model.holds:
             assert snapshot.holds[key] == self.model.hold_view(key), (
                 f"hold {key}:\n  registry: {snapshot.holds[key]}\n"
-                f"  model:    {self.model.hold_view(key)}")
+                f"  model:    {self.model.hold_view(key)}"
+            )
 
     @invariant()
     def obligations_match_model(self) -> None:
         snapshot = self.observe()
         assert snapshot.surrendered == self.model.surrendered, (
             f"surrendered per (account, year):\n  registry: {snapshot.surrendered}\n"
-            f"  model:    {self.model.surrendered}")
+            f"  model:    {self.model.surrendered}"
+        )
 
 
 # == the tests ======================================================================
+
 
 def run_machine(store: Store, *, examples: int, steps: int) -> Counter[str]:
     """Run the machine on ``store``; return how often each outcome was compared."""
@@ -1318,42 +1674,72 @@ def run_machine(store: Store, *, examples: int, steps: int) -> Counter[str]:
         def __init__(self) -> None:
             super().__init__(store, stats)
 
-    run_state_machine_as_test(Machine, settings=settings(
-        max_examples=examples, stateful_step_count=steps, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow], report_multiple_bugs=False))
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            report_multiple_bugs=False,
+        ),
+    )
     return stats
 
 
-def assert_exercised(stats: Counter[str], *, completed: Iterable[str],
-                     outcomes: Iterable[str]) -> None:
+def assert_exercised(
+    stats: Counter[str], *, completed: Iterable[str], outcomes: Iterable[str]
+) -> None:
     """Guard against a vacuous run: these kinds completed, these outcomes were compared.
 
     An outcome is the last word of a label: a refusal or error reason, or a status."""
     seen = {label for label, count in stats.items() if count}
-    not_completed = [kind for kind in completed
-                     if not any(label.startswith(f"{kind} ") and "COMPLETED" in label
-                                for label in seen)]
+    not_completed = [
+        kind
+        for kind in completed
+        if not any(label.startswith(f"{kind} ") and "COMPLETED" in label for label in seen)
+    ]
     not_seen = [o for o in outcomes if not any(label.split()[-1] == o for label in seen)]
     assert not not_completed and not not_seen, (
-        f"never completed: {not_completed}; never seen: {not_seen}; seen: {sorted(seen)}")
+        f"never completed: {not_completed}; never seen: {not_seen}; seen: {sorted(seen)}"
+    )
 
 
 def test_ledger_matches_model_in_memory() -> None:
     stats = run_machine(MemoryStore(), examples=60, steps=40)
-    assert_exercised(stats, completed=KINDS, outcomes=[
-        "INSUFFICIENT_UNITS", "UNKNOWN_ACCOUNT", "MOVEMENT_NOT_ALLOWED", "UNITS_RETIRED",
-        "TRANSACTION_NOT_REVERSIBLE", NOT_POSITIVE, SAME_ACCOUNT, TEWDC, "ACTIVE", "SETTLED"])
+    assert_exercised(
+        stats,
+        completed=KINDS,
+        outcomes=[
+            "INSUFFICIENT_UNITS",
+            "UNKNOWN_ACCOUNT",
+            "MOVEMENT_NOT_ALLOWED",
+            "UNITS_RETIRED",
+            "TRANSACTION_NOT_REVERSIBLE",
+            NOT_POSITIVE,
+            SAME_ACCOUNT,
+            TEWDC,
+            "ACTIVE",
+            "SETTLED",
+        ],
+    )
 
 
 def test_ledger_matches_model_on_sqlite(tmp_path: Path) -> None:
     stats = run_machine(SqliteStore(tmp_path), examples=25, steps=30)
-    assert_exercised(stats, completed=["ISSUANCE", "TRANSFER", "SETTLEMENT"],
-                     outcomes=["INSUFFICIENT_UNITS", "UNKNOWN_ACCOUNT", "ACTIVE"])
+    assert_exercised(
+        stats,
+        completed=["ISSUANCE", "TRANSFER", "SETTLEMENT"],
+        outcomes=["INSUFFICIENT_UNITS", "UNKNOWN_ACCOUNT", "ACTIVE"],
+    )
 
 
 @pytest.mark.postgres
 def test_ledger_matches_model_on_postgres() -> None:
     with fresh_pg_database() as url:
         stats = run_machine(PostgresStore(url), examples=25, steps=30)
-    assert_exercised(stats, completed=["ISSUANCE", "TRANSFER", "SETTLEMENT"],
-                     outcomes=["INSUFFICIENT_UNITS", "UNKNOWN_ACCOUNT", "ACTIVE"])
+    assert_exercised(
+        stats,
+        completed=["ISSUANCE", "TRANSFER", "SETTLEMENT"],
+        outcomes=["INSUFFICIENT_UNITS", "UNKNOWN_ACCOUNT", "ACTIVE"],
+    )

@@ -65,8 +65,7 @@ class Store:
 
     def sql(self, statement: str, **params: Any) -> list[Any]:
         with self.engine.begin() as conn:
-            result = conn.execute(text(statement.format(table=self.table, pos=self.pos)),
-                                  params)
+            result = conn.execute(text(statement.format(table=self.table, pos=self.pos)), params)
             return list(result) if result.returns_rows else []
 
     def positions(self) -> list[int]:
@@ -83,12 +82,23 @@ class Store:
         self.sql("UPDATE {table} SET {pos} = :to WHERE {pos} = :p", to=to, p=position)
 
     def extend(self, key: Ed25519PrivateKey | None = None, **options: Any) -> Any:
-        return extend_chain(self.engine, key or self.key, log=self.log(),
-                            checkpoint_every=EVERY, batch_size=7, **options)
+        return extend_chain(
+            self.engine,
+            key or self.key,
+            log=self.log(),
+            checkpoint_every=EVERY,
+            batch_size=7,
+            **options,
+        )
 
     def verify(self, *keys: Ed25519PrivateKey) -> VerifyReport:
-        return verify_ledger(self.engine, [k.public_key() for k in keys or (self.key,)],
-                             log=self.log(), batch_size=4, checkpoint_every=EVERY)
+        return verify_ledger(
+            self.engine,
+            [k.public_key() for k in keys or (self.key,)],
+            log=self.log(),
+            batch_size=4,
+            checkpoint_every=EVERY,
+        )
 
     def log(self) -> EventLog:
         return EventLog.of(self.registry.recorder)
@@ -100,11 +110,17 @@ def write_some_events(registry: Registry, prefix: str = "") -> None:
     open_company(registry, f"PWR-{prefix}0002")
     open_trader(registry, f"TRD-{prefix}0001")
     registry.issue_units(REGULATOR, f"ISS-{prefix}1", CEA25, 5000, "vintage 2025")
-    registry.transfer(REGULATOR, f"RES-{prefix}1", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
-                      ANY_CEA, 5000, "to reserve")
+    registry.transfer(
+        REGULATOR,
+        f"RES-{prefix}1",
+        "CN-ISSUANCE",
+        "CN-ALLOCATION-RESERVE",
+        ANY_CEA,
+        5000,
+        "to reserve",
+    )
     for n, account in enumerate([f"PWR-{prefix}0001", f"PWR-{prefix}0002"]):
-        assert registry.allocate(REGULATOR, f"AL-{prefix}{n}", account, ANY_CEA, 1000,
-                                 "pre").ok
+        assert registry.allocate(REGULATOR, f"AL-{prefix}{n}", account, ANY_CEA, 1000, "pre").ok
 
 
 @contextmanager
@@ -140,8 +156,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def failed_at(report: VerifyReport, position: int, reason: Reason) -> None:
     assert not report.ok, report.summary()
     assert report.failure is not None
-    assert (report.failure.position, report.failure.reason) == (position, reason), \
-        report.summary()
+    assert (report.failure.position, report.failure.reason) == (position, reason), report.summary()
     assert f"FAILED at position {position:,}: {reason.value}" in report.summary()
 
 
@@ -158,11 +173,11 @@ def test_an_untouched_store_verifies(store: Store) -> None:
     assert report.last_checkpoint == positions[len(positions) // EVERY * EVERY - 1]
     assert report.unchained == 0 and report.signatures_checked
     head = latest_digest(store.engine)
-    assert (head.position, head.seq, head.digest) == (positions[-1], len(positions),
-                                                      report.digest)
+    assert (head.position, head.seq, head.digest) == (positions[-1], len(positions), report.digest)
     assert head.checkpoint is not None and head.checkpoint.key_id == key_id(store.key)
     assert report.summary().startswith(
-        f"OK: {len(positions):,} events chained up to position {positions[-1]:,} verified")
+        f"OK: {len(positions):,} events chained up to position {positions[-1]:,} verified"
+    )
 
 
 def test_events_after_the_chain_are_not_yet_chained_then_chained(store: Store) -> None:
@@ -191,10 +206,17 @@ def test_extending_twice_and_from_two_threads_does_not_fork_the_chain(store: Sto
     def extend() -> None:
         start.wait()
         try:
-            results.append(extend_chain(store.engine, store.key, log=store.log(),
-                                        batch_size=2, checkpoint_every=EVERY,
-                                        checkpoint_at_head=True))
-        except BaseException as error:   # reported below, not lost in the thread
+            results.append(
+                extend_chain(
+                    store.engine,
+                    store.key,
+                    log=store.log(),
+                    batch_size=2,
+                    checkpoint_every=EVERY,
+                    checkpoint_at_head=True,
+                )
+            )
+        except BaseException as error:  # reported below, not lost in the thread
             errors.append(error)
 
     threads = [threading.Thread(target=extend) for _ in range(2)]
@@ -208,8 +230,9 @@ def test_extending_twice_and_from_two_threads_does_not_fork_the_chain(store: Sto
     assert [int(p) for p, _ in rows] == positions, "one row per event, none twice"
     assert [int(s) for _, s in rows] == list(range(1, len(positions) + 1))
     assert sum(r.chained for r in results) == len(positions) - chained_before
-    heads = store.sql("SELECT count(*) FROM ledger_checkpoints WHERE position = :p",
-                      p=positions[-1])
+    heads = store.sql(
+        "SELECT count(*) FROM ledger_checkpoints WHERE position = :p", p=positions[-1]
+    )
     assert heads == [(1,)], "one checkpoint at the head, not one per extender"
     report = store.verify()
     assert report.ok, report.summary()
@@ -251,7 +274,7 @@ def test_swapped_payloads_fail_at_the_first_of_the_two(store: Store) -> None:
 
 def test_swapped_positions_are_reported_as_reordered(store: Store) -> None:
     first, second = store.positions()[6], store.positions()[12]
-    spare = store.positions()[-1] + 1000   # positions are positive (migration 0003)
+    spare = store.positions()[-1] + 1000  # positions are positive (migration 0003)
     store.move(first, spare)
     store.move(second, first)
     store.move(spare, second)
@@ -272,17 +295,24 @@ def test_an_event_inserted_into_a_gap_is_extra(backend: str, tmp_path: Path) -> 
         gap = _make_a_gap(store)
         store.extend()
         assert store.verify().ok
-        store.sql("INSERT INTO {table} ({pos}, originator_id, originator_version, topic, "
-                  "state) VALUES (:p, :o, 1, 'registry.Account.Opened', :s)",
-                  p=gap, o=uuid4() if store.postgres else uuid4().hex, s=b"{}")
+        store.sql(
+            "INSERT INTO {table} ({pos}, originator_id, originator_version, topic, "
+            "state) VALUES (:p, :o, 1, 'registry.Account.Opened', :s)",
+            p=gap,
+            o=uuid4() if store.postgres else uuid4().hex,
+            s=b"{}",
+        )
         failed_at(store.verify(), gap, Reason.EXTRA_EVENT)
 
 
 def _make_a_gap(store: Store) -> int:
     """A position with no event before the head (notification ids have gaps)."""
-    store.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) "
-              "VALUES (:o, 1, 'test.Placeholder', :s)",
-              o=uuid4() if store.postgres else uuid4().hex, s=b"{}")
+    store.sql(
+        "INSERT INTO {table} (originator_id, originator_version, topic, state) "
+        "VALUES (:o, 1, 'test.Placeholder', :s)",
+        o=uuid4() if store.postgres else uuid4().hex,
+        s=b"{}",
+    )
     [(gap,)] = store.sql("SELECT max({pos}) FROM {table}")
     write_some_events(store.registry, "G")
     store.sql("DELETE FROM {table} WHERE {pos} = :p", p=gap)
@@ -297,8 +327,7 @@ def test_a_deleted_chain_row_fails_at_its_position(store: Store) -> None:
 
 def test_an_altered_chain_digest_fails_at_its_position(store: Store) -> None:
     position = store.positions()[2]
-    store.sql("UPDATE ledger_digests SET digest = :d WHERE position = :p",
-              d=bytes(32), p=position)
+    store.sql("UPDATE ledger_digests SET digest = :d WHERE position = :p", d=bytes(32), p=position)
     failed_at(store.verify(), position, Reason.CHAIN_ROW_ALTERED)
 
 
@@ -324,11 +353,13 @@ def test_a_rewritten_chain_is_caught_by_the_next_signed_checkpoint(store: Store)
 
 def test_a_tampered_checkpoint_signature_fails(store: Store) -> None:
     position = store.positions()[EVERY - 1]
-    [(signature,)] = store.sql("SELECT signature FROM ledger_checkpoints WHERE position = :p",
-                               p=position)
+    [(signature,)] = store.sql(
+        "SELECT signature FROM ledger_checkpoints WHERE position = :p", p=position
+    )
     flipped = bytes([signature[0] ^ 0x80]) + bytes(signature[1:])
-    store.sql("UPDATE ledger_checkpoints SET signature = :s WHERE position = :p",
-              s=flipped, p=position)
+    store.sql(
+        "UPDATE ledger_checkpoints SET signature = :s WHERE position = :p", s=flipped, p=position
+    )
     failed_at(store.verify(), position, Reason.BAD_SIGNATURE)
 
 
@@ -336,8 +367,10 @@ def test_a_checkpoint_keeps_its_link_in_columns_of_its_own(store: Store) -> None
     """``signature`` holds the 64-byte Ed25519 signature and nothing else; the link to
     the key's previous checkpoint is in ``previous_position``/``previous_digest``
     (revision 0003's code packed it into a 104-byte "signature": this failed then)."""
-    rows = store.sql("SELECT position, digest, signature, previous_position, "
-                     "previous_digest FROM ledger_checkpoints ORDER BY position")
+    rows = store.sql(
+        "SELECT position, digest, signature, previous_position, "
+        "previous_digest FROM ledger_checkpoints ORDER BY position"
+    )
     assert len(rows) >= 2
     assert {len(bytes(row[2])) for row in rows} == {64}
     assert (rows[0][3], bytes(rows[0][4])) == (0, GENESIS)
@@ -348,19 +381,30 @@ def test_a_checkpoint_keeps_its_link_in_columns_of_its_own(store: Store) -> None
 def test_a_rewritten_checkpoint_link_fails_its_signature(store: Store) -> None:
     """The link columns are covered by the signature: pointing a checkpoint past a
     deleted one (to hide the deletion) breaks it."""
-    [first, second] = [int(p) for (p,) in store.sql(
-        "SELECT position FROM ledger_checkpoints ORDER BY position LIMIT 2")]
-    def verify() -> VerifyReport:   # no interval: only the links tell the deletion
-        return verify_ledger(store.engine, [store.key.public_key()], log=store.log(),
-                             checkpoint_every=None)
+    [first, second] = [
+        int(p)
+        for (p,) in store.sql("SELECT position FROM ledger_checkpoints ORDER BY position LIMIT 2")
+    ]
+
+    def verify() -> VerifyReport:  # no interval: only the links tell the deletion
+        return verify_ledger(
+            store.engine, [store.key.public_key()], log=store.log(), checkpoint_every=None
+        )
 
     store.sql("DELETE FROM ledger_checkpoints WHERE position = :p", p=first)
     failed_at(verify(), second, Reason.CHECKPOINT_MISSING)
-    store.sql("UPDATE ledger_checkpoints SET previous_position = 0, previous_digest = :g "
-              "WHERE position = :p", g=GENESIS, p=second)
+    store.sql(
+        "UPDATE ledger_checkpoints SET previous_position = 0, previous_digest = :g "
+        "WHERE position = :p",
+        g=GENESIS,
+        p=second,
+    )
     failed_at(verify(), second, Reason.BAD_SIGNATURE)
-    store.sql("UPDATE ledger_checkpoints SET previous_position = NULL, "
-              "previous_digest = NULL WHERE position = :p", p=second)
+    store.sql(
+        "UPDATE ledger_checkpoints SET previous_position = NULL, "
+        "previous_digest = NULL WHERE position = :p",
+        p=second,
+    )
     failed_at(verify(), second, Reason.BAD_SIGNATURE)
 
 
@@ -372,27 +416,49 @@ def test_checkpoints_of_another_key_fail(store: Store) -> None:
 
 
 def test_an_earlier_checkpoint_checks_against_the_store_with_the_public_key_alone(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     head = latest_digest(store.engine)
     held = head.checkpoint
     assert held is not None
     save_public_key(store.key, tmp_path / "registry.pub.pem")
     public = load_public_key(tmp_path / "registry.pub.pem")
-    write_some_events(store.registry, "L")       # the log has moved on since
+    write_some_events(store.registry, "L")  # the log has moved on since
     store.extend()
-    check = check_checkpoint(public, held.position, held.digest, held.signature,
-                             kid=held.key_id, previous=held.previous, engine=store.engine,
-                             log=store.log())
+    check = check_checkpoint(
+        public,
+        held.position,
+        held.digest,
+        held.signature,
+        kid=held.key_id,
+        previous=held.previous,
+        engine=store.engine,
+        log=store.log(),
+    )
     assert check.ok and check.log_checked
-    assert check_checkpoint(public, held.position, held.digest, held.signature,
-                            previous=held.previous).ok
-    bad = check_checkpoint(public, held.position, held.digest, held.signature[::-1],
-                           previous=held.previous, engine=store.engine)
+    assert check_checkpoint(
+        public, held.position, held.digest, held.signature, previous=held.previous
+    ).ok
+    bad = check_checkpoint(
+        public,
+        held.position,
+        held.digest,
+        held.signature[::-1],
+        previous=held.previous,
+        engine=store.engine,
+    )
     assert bad.failure is not None and bad.failure.reason is Reason.BAD_SIGNATURE
     early = store.positions()[1]
     store.set_state(early, store.state(early).replace(b"1", b"2", 1))
-    changed = check_checkpoint(public, held.position, held.digest, held.signature,
-                               previous=held.previous, engine=store.engine, log=store.log())
+    changed = check_checkpoint(
+        public,
+        held.position,
+        held.digest,
+        held.signature,
+        previous=held.previous,
+        engine=store.engine,
+        log=store.log(),
+    )
     assert changed.failure is not None
     assert changed.failure.reason is Reason.CHECKPOINT_MISMATCH
 
@@ -405,24 +471,30 @@ def test_the_ledger_tables_come_with_the_migrations(backend: str, tmp_path: Path
     with _database(backend, tmp_path) as url:
         settings = Settings(url)
         if backend == "sqlite":
-            build_registry(settings).close()     # the embedded store migrates itself
+            build_registry(settings).close()  # the embedded store migrates itself
         engine = make_engine(settings)
         try:
             assert {"ledger_digests", "ledger_checkpoints"} <= set(
-                inspect(engine).get_table_names())
+                inspect(engine).get_table_names()
+            )
             migrate.downgrade(settings, "0001")
             assert not {"ledger_digests", "ledger_checkpoints"} & set(
-                inspect(engine).get_table_names())
+                inspect(engine).get_table_names()
+            )
             migrate.upgrade(settings)
             assert {"ledger_digests", "ledger_checkpoints"} <= set(
-                inspect(engine).get_table_names())
+                inspect(engine).get_table_names()
+            )
         finally:
             engine.dispose()
 
 
-def test_registry_verify_command(store: Store, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_registry_verify_command(
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("REGISTRY_DATABASE_URL", store.url)
     monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("REGISTRY_LEDGER_KEY", raising=False)
@@ -437,7 +509,7 @@ def test_registry_verify_command(store: Store, tmp_path: Path,
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("OK: ")
 
-    save_private_key(store.key, tmp_path / "signing.pem")   # the signer's own file
+    save_private_key(store.key, tmp_path / "signing.pem")  # the signer's own file
     monkeypatch.setenv("REGISTRY_LEDGER_KEY", str(tmp_path / "signing.pem"))
     args = parser.parse_args(["verify"])
     assert args.run(args) == 0

@@ -38,8 +38,11 @@ from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
 from tests.support import fresh_pg_database
 
-READ_MODEL_TABLES = set(metadata.tables) | {"ledger_digests", "ledger_checkpoints",
-                                             "ledger_event_authentication"}
+READ_MODEL_TABLES = set(metadata.tables) | {
+    "ledger_digests",
+    "ledger_checkpoints",
+    "ledger_event_authentication",
+}
 EVENT_STORE_TABLES = {
     "sqlite": {"stored_events", "stored_snapshots"},
     "postgres": {"registry_events", "registry_snapshots"},
@@ -68,9 +71,13 @@ def table_names(settings: Settings) -> set[str]:
 
 def run_cli(*args: str, url: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", *args], cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "REGISTRY_DATABASE_URL": url})
+        [sys.executable, "-m", "registry.cli", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "REGISTRY_DATABASE_URL": url},
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -82,24 +89,34 @@ def test_upgrade_from_empty_to_head_and_back_to_base(backend: str, tmp_path: Pat
 
         applied = migrate.upgrade(settings)
         assert [step.split(":")[0] for step in applied] == [
-            "base -> 0001", "0001 -> 0002", "0002 -> 0003", "0003 -> 0004"]
+            "base -> 0001",
+            "0001 -> 0002",
+            "0002 -> 0003",
+            "0003 -> 0004",
+        ]
         assert table_names(settings) == (
-            READ_MODEL_TABLES | EVENT_STORE_TABLES[backend] | {"alembic_version"})
+            READ_MODEL_TABLES | EVENT_STORE_TABLES[backend] | {"alembic_version"}
+        )
         assert migrate.current_revision(settings) == migrate.head_revision() == "0004"
         assert migrate.is_at_head(settings)
         assert migrate.upgrade(settings) == [], "a second upgrade is a no-op"
 
         assert [step.split(":")[0] for step in migrate.downgrade(settings)] == [
-            "0004 -> 0003", "0003 -> 0002", "0002 -> 0001", "0001 -> base"]
+            "0004 -> 0003",
+            "0003 -> 0002",
+            "0002 -> 0001",
+            "0001 -> base",
+        ]
         assert table_names(settings) <= {"alembic_version"}
         assert migrate.current_revision(settings) is None
         if backend == "postgres":
             with psycopg.connect(settings.database_url) as conn:
                 types = conn.execute(
-                    "SELECT count(*) FROM pg_type WHERE typname = 'stored_event_uuid'").fetchone()
+                    "SELECT count(*) FROM pg_type WHERE typname = 'stored_event_uuid'"
+                ).fetchone()
             assert types == (0,)
 
-        migrate.upgrade(settings)   # and up again: downgrade left nothing in the way
+        migrate.upgrade(settings)  # and up again: downgrade left nothing in the way
         assert migrate.is_at_head(settings)
 
 
@@ -111,7 +128,8 @@ def test_models_and_migrations_agree(backend: str, tmp_path: Path) -> None:
         try:
             with engine.connect() as conn:
                 context = MigrationContext.configure(
-                    conn, opts={"include_object": migrate.include_object, "compare_type": True})
+                    conn, opts={"include_object": migrate.include_object, "compare_type": True}
+                )
                 diff = compare_metadata(context, migrate.schema_metadata())
         finally:
             engine.dispose()
@@ -120,28 +138,33 @@ def test_models_and_migrations_agree(backend: str, tmp_path: Path) -> None:
 
 def _sqlite_event_store(path: Path) -> dict[str, str]:
     with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name IN "
-                            "('stored_events', 'stored_snapshots') "
-                            "AND type <> 'trigger'").fetchall()   # 0003's are ours
-    return {name: " ".join((sql or "").replace("IF NOT EXISTS ", "")
-                           .replace(", authenticator BLOB", "").split())   # 0004's
-            for name, sql in rows}
+        rows = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name IN "
+            "('stored_events', 'stored_snapshots') "
+            "AND type <> 'trigger'"
+        ).fetchall()  # 0003's are ours
+    return {
+        name: " ".join(
+            (sql or "").replace("IF NOT EXISTS ", "").replace(", authenticator BLOB", "").split()
+        )  # 0004's
+        for name, sql in rows
+    }
 
 
 PG_EVENT_STORE_CATALOG = {
     "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default "
-               "FROM information_schema.columns WHERE table_schema = 'public' "
-               "AND table_name IN ('registry_events', 'registry_snapshots') ORDER BY 1, 2",
+    "FROM information_schema.columns WHERE table_schema = 'public' "
+    "AND table_name IN ('registry_events', 'registry_snapshots') ORDER BY 1, 2",
     "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes "
-               "WHERE schemaname = 'public' "
-               "AND tablename IN ('registry_events', 'registry_snapshots') ORDER BY 1, 2",
+    "WHERE schemaname = 'public' "
+    "AND tablename IN ('registry_events', 'registry_snapshots') ORDER BY 1, 2",
     "storage": "SELECT relname, reloptions FROM pg_class "
-               "WHERE relname IN ('registry_events', 'registry_snapshots') ORDER BY 1",
+    "WHERE relname IN ('registry_events', 'registry_snapshots') ORDER BY 1",
     "types": "SELECT t.typname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnum "
-             "FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid "
-             "WHERE t.typname LIKE 'stored_event%' ORDER BY 1, 4",
+    "FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid "
+    "WHERE t.typname LIKE 'stored_event%' ORDER BY 1, 4",
     "sequences": "SELECT sequence_name, data_type, start_value, increment "
-                 "FROM information_schema.sequences ORDER BY 1",
+    "FROM information_schema.sequences ORDER BY 1",
 }
 
 
@@ -149,23 +172,28 @@ def _pg_event_store(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """The catalog, less the column that 0004 adds to the library's table (its
     ``authenticator``, ours: every other column is the library's)."""
     with psycopg.connect(url) as conn:
-        catalog = {key: conn.execute(query).fetchall()
-                   for key, query in PG_EVENT_STORE_CATALOG.items()}
-    catalog["columns"] = [row for row in catalog["columns"]
-                          if row[:2] != ("registry_events", "authenticator")]
+        catalog = {
+            key: conn.execute(query).fetchall() for key, query in PG_EVENT_STORE_CATALOG.items()
+        }
+    catalog["columns"] = [
+        row for row in catalog["columns"] if row[:2] != ("registry_events", "authenticator")
+    ]
     return catalog
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_event_store_tables_are_exactly_what_the_library_creates(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     """The revision copies eventsourcing's DDL: if a library upgrade changes it, this
     fails and a new revision must follow (the library no longer creates tables)."""
-    with empty_database(backend, tmp_path / "ours") as ours, \
-            empty_database(backend, tmp_path / "library") as library:
+    with (
+        empty_database(backend, tmp_path / "ours") as ours,
+        empty_database(backend, tmp_path / "library") as library,
+    ):
         migrate.upgrade(ours)
         env = {**library.eventsourcing_env(), "CREATE_TABLE": "y"}
-        env.pop("APPLICATION_RECORDER_TOPIC")   # the library's own recorder and DDL
+        env.pop("APPLICATION_RECORDER_TOPIC")  # the library's own recorder and DDL
         Registry(env=env).close()
         if backend == "sqlite":
             mine = _sqlite_event_store(tmp_path / "ours" / "registry.sqlite")
@@ -180,10 +208,11 @@ def test_event_store_tables_are_exactly_what_the_library_creates(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_store_the_library_created_before_migrations_is_adopted_with_its_events(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     with empty_database(backend, tmp_path) as settings:
         env = {**settings.eventsourcing_env(), "CREATE_TABLE": "y"}
-        env.pop("APPLICATION_RECORDER_TOPIC")   # before this registry: the library's
+        env.pop("APPLICATION_RECORDER_TOPIC")  # before this registry: the library's
         old = Registry(env=env)
         old.ensure_national_accounts()
         before = old.account_ids()
@@ -247,16 +276,17 @@ def test_registry_migrate_command_on_sqlite_then_again_is_a_no_op(tmp_path: Path
 
 WAITING_FOR_ADVISORY_LOCKS = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 
 
 @pytest.mark.postgres
 def test_concurrent_registry_migrate_processes_on_one_postgres_database_both_succeed(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Both processes are held at the migration lock, then released together: the
     second must wait for the first and find nothing to do, not fail on its tables."""
-    with fresh_pg_database(migrated=False) as url, \
-            psycopg.connect(url, autocommit=True) as gate:
+    with fresh_pg_database(migrated=False) as url, psycopg.connect(url, autocommit=True) as gate:
         gate.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
         runs = [run_cli("migrate", url=url, cwd=tmp_path) for _ in range(2)]
         try:
@@ -274,7 +304,8 @@ def test_concurrent_registry_migrate_processes_on_one_postgres_database_both_suc
 
 
 def test_concurrent_registry_migrate_processes_on_one_sqlite_file_both_succeed(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The same on SQLite, gated by a write transaction: without BEGIN IMMEDIATE both
     would find the file empty and the second would fail on "table already exists"."""
     path = tmp_path / "registry.sqlite"
@@ -283,7 +314,7 @@ def test_concurrent_registry_migrate_processes_on_one_sqlite_file_both_succeed(
     gate.execute("BEGIN IMMEDIATE")
     runs = [run_cli("migrate", url=f"sqlite:///{path}", cwd=tmp_path) for _ in range(2)]
     try:
-        time.sleep(3)   # both start and queue on the write lock (30 s busy timeout)
+        time.sleep(3)  # both start and queue on the write lock (30 s busy timeout)
         assert all(run.poll() is None for run in runs), "a migration did not wait"
     finally:
         gate.execute("ROLLBACK")
@@ -320,7 +351,8 @@ def test_concurrent_upgrade_calls_in_one_process_both_succeed() -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_0004_moves_a_checkpoint_link_out_of_the_signature_and_back(
-        backend: str, tmp_path: Path) -> None:
+    backend: str, tmp_path: Path
+) -> None:
     """Revision 0003's code stored a checkpoint's link inside ``signature`` (a 104-byte
     seal); 0004 splits it into ``previous_position``/``previous_digest``, leaving the
     64-byte signature, which still verifies; a version-1 row stays as it was. Downgrade
@@ -328,8 +360,9 @@ def test_0004_moves_a_checkpoint_link_out_of_the_signature_and_back(
     key = generate_key()
     linked = sign_checkpoint(key, 7, bytes(range(32)), (3, GENESIS))
     assert linked.previous is not None
-    seal = linked.previous[0].to_bytes(8, "big", signed=True) + linked.previous[1] \
-        + linked.signature
+    seal = (
+        linked.previous[0].to_bytes(8, "big", signed=True) + linked.previous[1] + linked.signature
+    )
     plain = key.sign(checkpoint_message(3, GENESIS, key_id(key)))
     rows = [(7, seal, bytes(range(32))), (3, plain, GENESIS)]
     with empty_database(backend, tmp_path) as settings:
@@ -338,23 +371,40 @@ def test_0004_moves_a_checkpoint_link_out_of_the_signature_and_back(
         try:
             with engine.begin() as conn:
                 for position, signature, digest in rows:
-                    conn.execute(text(
-                        "INSERT INTO ledger_checkpoints (position, key_id, digest, signature, "
-                        "signed_at) VALUES (:p, :k, :d, :s, :t)"), {
-                            "p": position, "k": key_id(key), "d": digest, "s": signature,
-                            "t": datetime(2026, 12, 1, tzinfo=UTC)})
+                    conn.execute(
+                        text(
+                            "INSERT INTO ledger_checkpoints (position, key_id, digest, signature, "
+                            "signed_at) VALUES (:p, :k, :d, :s, :t)"
+                        ),
+                        {
+                            "p": position,
+                            "k": key_id(key),
+                            "d": digest,
+                            "s": signature,
+                            "t": datetime(2026, 12, 1, tzinfo=UTC),
+                        },
+                    )
             migrate.upgrade(settings)
             with engine.connect() as conn:
                 stored = {c.position: c for c in iter_checkpoints(conn)}
             assert stored[7].signature == linked.signature and len(stored[7].signature) == 64
             assert stored[7].previous == (3, GENESIS)
-            assert verify_signature(key.public_key(), 7, bytes(range(32)), stored[7].signature,
-                                    key_id(key), stored[7].previous)
+            assert verify_signature(
+                key.public_key(),
+                7,
+                bytes(range(32)),
+                stored[7].signature,
+                key_id(key),
+                stored[7].previous,
+            )
             assert stored[3].previous is None and stored[3].signature == plain
             migrate.downgrade(settings, "0003")
             with engine.connect() as conn:
-                back = dict(conn.execute(text(
-                    "SELECT position, signature FROM ledger_checkpoints")).fetchall())
+                back = dict(
+                    conn.execute(
+                        text("SELECT position, signature FROM ledger_checkpoints")
+                    ).fetchall()
+                )
             assert {p: bytes(s) for p, s in back.items()} == {7: seal, 3: plain}
         finally:
             engine.dispose()

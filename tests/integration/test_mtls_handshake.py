@@ -40,11 +40,14 @@ class RecordingInterceptor(grpc.ServerInterceptor):
         self.calls: list[tuple[str, tuple[str, str] | None]] = []
         self.lock = threading.Lock()
 
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                          handler_call_details: grpc.HandlerCallDetails) -> Any:
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
-            return handler   # the test calls unary Check only
+            return handler  # the test calls unary Check only
         method = handler_call_details.method
         behaviour = handler.unary_unary
 
@@ -71,8 +74,11 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
 @pytest.fixture
 def server(tls: TlsMaterial) -> Iterator[Server]:
     recorder = RecordingInterceptor()
-    grpc_server = grpc.server(ThreadPoolExecutor(max_workers=4), interceptors=[recorder],
-                              options=[("grpc.so_reuseport", 0)])
+    grpc_server = grpc.server(
+        ThreadPoolExecutor(max_workers=4),
+        interceptors=[recorder],
+        options=[("grpc.so_reuseport", 0)],
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     settings = TlsSettings(tls.server.cert, tls.server.key, tls.ca_cert)
@@ -89,11 +95,13 @@ def server(tls: TlsMaterial) -> Iterator[Server]:
 def check(address: str, ca: Path, client: KeyPair | None) -> health_pb2.HealthCheckResponse:
     """One health check over a fresh TLS channel (a fresh handshake)."""
     cert, key = client.read() if client else (None, None)
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes(),
-                                               private_key=key, certificate_chain=cert)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(), private_key=key, certificate_chain=cert
+    )
     with grpc.secure_channel(address, credentials) as channel:
         reply: health_pb2.HealthCheckResponse = health_pb2_grpc.HealthStub(channel).Check(
-            CHECK, timeout=10)
+            CHECK, timeout=10
+        )
         return reply
 
 
@@ -113,19 +121,23 @@ def test_the_server_certificate_matches_localhost_as_well(server: Server) -> Non
 
 def test_registry_client_opens_a_mutual_tls_channel(server: Server) -> None:
     cert, key = server.tls.client.read()
-    with RegistryClient(server.address, "unused", tls_ca=server.tls.ca_cert.read_bytes(),
-                        tls_cert=cert, tls_key=key) as client:
+    with RegistryClient(
+        server.address, "unused", tls_ca=server.tls.ca_cert.read_bytes(), tls_cert=cert, tls_key=key
+    ) as client:
         reply = health_pb2_grpc.HealthStub(client.channel).Check(CHECK, timeout=10)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert [fingerprint for _, fingerprint in server.recorder.calls] == [
-        certificate_fingerprint(cert)]
+        certificate_fingerprint(cert)
+    ]
 
 
 @pytest.mark.parametrize("who", ["expired", "other CA", "no certificate"])
-def test_a_client_without_a_valid_certificate_fails_the_handshake(server: Server, who: str
-                                                                  ) -> None:
-    client = {"expired": server.tls.expired_client, "other CA": server.tls.foreign_client,
-              "no certificate": None}[who]
+def test_a_client_without_a_valid_certificate_fails_the_handshake(server: Server, who: str) -> None:
+    client = {
+        "expired": server.tls.expired_client,
+        "other CA": server.tls.foreign_client,
+        "no certificate": None,
+    }[who]
     with pytest.raises(grpc.RpcError) as raised:
         check(server.address, server.tls.ca_cert, client)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value
@@ -143,8 +155,7 @@ def test_a_client_refuses_a_server_its_ca_did_not_sign(server: Server) -> None:
 
 
 def test_a_plaintext_client_gets_nothing(server: Server) -> None:
-    with grpc.insecure_channel(server.address) as channel, \
-            pytest.raises(grpc.RpcError) as raised:
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as raised:
         health_pb2_grpc.HealthStub(channel).Check(CHECK, timeout=10)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert server.recorder.calls == []

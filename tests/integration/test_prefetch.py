@@ -32,17 +32,25 @@ def test_prefetched_aggregates_equal_those_loaded_one_by_one(monkeypatch: Any) -
             for account in accounts:
                 open_company(writer, account)
             writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
-            writer.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE",
-                            UnitSelector(UnitType.CEA), 3_000, "")
-            writer.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA),
-                            3_000, "")
-            for n in range(450):   # PWR-0001 and -0002 cross two snapshot intervals
+            writer.transfer(
+                REGULATOR,
+                "RES",
+                "CN-ISSUANCE",
+                "CN-ALLOCATION-RESERVE",
+                UnitSelector(UnitType.CEA),
+                3_000,
+                "",
+            )
+            writer.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA), 3_000, "")
+            for n in range(450):  # PWR-0001 and -0002 cross two snapshot intervals
                 writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
-            writer.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-0001", 2025, 7,
-                                                                      "report")])
+            writer.record_verified_emissions(
+                REGULATOR, [EmissionsRow("PWR-0001", 2025, 7, "report")]
+            )
             ids = [Account.id_for(a) for a in [*accounts, "NOPE-0001"]] + [
                 ComplianceObligation.id_for("PWR-0001", 2025),
-                ComplianceObligation.id_for("PWR-0002", 2025)]
+                ComplianceObligation.id_for("PWR-0002", 2025),
+            ]
             assert reader.snapshots is not None
             assert reader.snapshots.get(ids[0], desc=True, limit=1), "no snapshot to start from"
 
@@ -53,9 +61,11 @@ def test_prefetched_aggregates_equal_those_loaded_one_by_one(monkeypatch: Any) -
             prefetched.prefetch(ids, reader._load_many)
             with monkeypatch.context() as patch:
                 patch.setattr(reader.repository, "get", one_by_one)
-                found = [prefetched.find(i, Account if n < 4 else ComplianceObligation)
-                         for n, i in enumerate(ids)]
-            assert found[3] is None and found[5] is None   # never created
+                found = [
+                    prefetched.find(i, Account if n < 4 else ComplianceObligation)
+                    for n, i in enumerate(ids)
+                ]
+            assert found[3] is None and found[5] is None  # never created
             fresh = UnitOfWork(reader)
             for n, aggregate_id in enumerate(ids):
                 expected = fresh.find(aggregate_id, Account if n < 4 else ComplianceObligation)

@@ -39,26 +39,29 @@ ANY_CEA = UnitSelector(UnitType.CEA)
 
 def seed(registry: Registry, batches: int, size: int, rng: random.Random) -> None:
     """A history with issuance, allocation, trades, holds, refusals and surrenders."""
-    registry.open_account(REGULATOR, "PWR-0001", AccountType.COMPLIANCE,
-                          Holder("Plant", "91110000100001234X", "POWER", "Hubei"))
+    registry.open_account(
+        REGULATOR,
+        "PWR-0001",
+        AccountType.COMPLIANCE,
+        Holder("Plant", "91110000100001234X", "POWER", "Hubei"),
+    )
     for account in ACCOUNTS:
         registry.open_account(REGULATOR, account, AccountType.TRADING, Holder(account))
     registry.issue_units(REGULATOR, "ISS", UnitClass(UnitType.CEA, 2025), 10**7, "")
-    registry.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA,
-                      10**7, "")
+    registry.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA, 10**7, "")
     registry.allocate(REGULATOR, "AL", "PWR-0001", ANY_CEA, 10**6, "")
     for account in ACCOUNTS:
-        registry.settle_trade(EXCHANGE, Trade(f"FUND-{account}", "PWR-0001", account, "CEA",
-                                              50_000))
+        registry.settle_trade(
+            EXCHANGE, Trade(f"FUND-{account}", "PWR-0001", account, "CEA", 50_000)
+        )
     for batch in range(batches):
         trades = []
         for n in range(size):
             seller, buyer = rng.sample(ACCOUNTS, 2)
-            quantity = rng.choice([1, 7, 100, 2_000, 10**6])   # some are refused
+            quantity = rng.choice([1, 7, 100, 2_000, 10**6])  # some are refused
             trades.append(Trade(f"B{batch}-{n}", seller, buyer, "CEA", quantity))
         registry.settle_trades(EXCHANGE, trades)
-        hold = registry.place_hold(EXCHANGE, f"H{batch}", ACCOUNTS[batch % 8], ANY_CEA, 500,
-                                   600)
+        hold = registry.place_hold(EXCHANGE, f"H{batch}", ACCOUNTS[batch % 8], ANY_CEA, 500, 600)
         if hold.ok and batch % 2:
             registry.release_hold(EXCHANGE, f"H{batch}")
         registry.surrender(REGULATOR, f"S{batch}", "PWR-0001", ANY_CEA, 10, 2025, "")
@@ -68,8 +71,13 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every read-model row, ordered by primary key, tracking excluded."""
     tables = [table for table in t.metadata.sorted_tables if table is not t.tracking]
     with engine.connect() as conn:
-        return {table.name: [tuple(row) for row in conn.execute(
-            select(table).order_by(*table.primary_key.columns))] for table in tables}
+        return {
+            table.name: [
+                tuple(row)
+                for row in conn.execute(select(table).order_by(*table.primary_key.columns))
+            ]
+            for table in tables
+        }
 
 
 def start_worker(url: str) -> subprocess.Popen[bytes]:
@@ -77,14 +85,21 @@ def start_worker(url: str) -> subprocess.Popen[bytes]:
     data_dir = Path(tempfile.gettempdir()) / f"registry-worker-{url.rsplit('/', 1)[-1]}"
     return subprocess.Popen(
         [sys.executable, "-m", "registry.cli", "project", "--once", "--batch-size", "250"],
-        env={**os.environ, "REGISTRY_DATABASE_URL": url, "REGISTRY_DATA_DIR": str(data_dir),
-             # the key the test's own registry authenticates its events with
-             "REGISTRY_EVENT_KEY": str(event_key_path().resolve())},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env={
+            **os.environ,
+            "REGISTRY_DATABASE_URL": url,
+            "REGISTRY_DATA_DIR": str(data_dir),
+            # the key the test's own registry authenticates its events with
+            "REGISTRY_EVENT_KEY": str(event_key_path().resolve()),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
-def wait_for_progress(runner: ProjectionRunner, worker: subprocess.Popen[bytes],
-                      head: int, timeout: float = 60.0) -> None:
+def wait_for_progress(
+    runner: ProjectionRunner, worker: subprocess.Popen[bytes], head: int, timeout: float = 60.0
+) -> None:
     """Until every projection has moved past where it was (or reached the head), or the
     worker has exited."""
     before = runner.positions()

@@ -26,8 +26,7 @@ def test_one_holder_at_a_time_and_the_next_takes_over() -> None:
             release_first = threading.Event()
 
             def worker(name: str, release: threading.Event) -> None:
-                with projection_lease(engine, stop, wait_seconds=0.1,
-                                      on_wait=waited.set) as lease:
+                with projection_lease(engine, stop, wait_seconds=0.1, on_wait=waited.set) as lease:
                     assert lease is not None and not lease.is_set()
                     held_by.append(name)
                     release.wait(10)
@@ -44,7 +43,7 @@ def test_one_holder_at_a_time_and_the_next_takes_over() -> None:
             second.start()
             assert waited.wait(5), "the second worker should stand by"
             assert held_by == ["first"]
-            release_first.set()               # the holder goes away: the other takes over
+            release_first.set()  # the holder goes away: the other takes over
             first.join(10)
             while len(held_by) < 2:
                 assert time.monotonic() < deadline
@@ -87,7 +86,7 @@ def test_the_lease_holder_is_this_databases_own() -> None:
                 holder = lease_holder(other)
                 assert holder is not None
                 with projection_lease(engine, stop) as mine:
-                    assert mine is not None   # not stood by: their lease is not ours
+                    assert mine is not None  # not stood by: their lease is not ours
                     mine_holder = lease_holder(engine)
                     assert mine_holder is not None and mine_holder != holder
                 stop.set()

@@ -51,9 +51,10 @@ class Ledger:
 
 def totals_now(registry: Registry) -> dict[str, dict[str, int]]:
     """Every open account's totals by unit class, from the write model."""
-    return {account: {h.unit_class.key: h.total for h in registry.get_holdings(account)
-                      if h.total}
-            for account in registry.account_ids()}
+    return {
+        account: {h.unit_class.key: h.total for h in registry.get_holdings(account) if h.total}
+        for account in registry.account_ids()
+    }
 
 
 def play(registry: Registry, note: Any) -> None:
@@ -67,24 +68,36 @@ def play(registry: Registry, note: Any) -> None:
     registry.issue_units(REGULATOR, "ISS-25", CEA25, 9000, "vintage 2025")
     registry.issue_units(REGULATOR, "ISS-24", CEA24, 3000, "vintage 2024")
     registry.issue_units(REGULATOR, "ISS-CC", CCER, 500, "project P-0001")
-    registry.transfer(REGULATOR, "RES-1", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA,
-                      12_000, "to reserve")
+    registry.transfer(
+        REGULATOR, "RES-1", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA, 12_000, "to reserve"
+    )
     note()
     for n, account in enumerate(ACCOUNTS[:3]):
         registry.allocate(REGULATOR, f"AL-{n}", account, ANY_CEA, 2000 + n * 500, "free")
     note()
-    registry.settle_trades(EXCHANGE, [Trade("T-1", "PWR-0001", "TRD-0001", "CEA", 700),
-                                      Trade("T-2", "PWR-0002", "TRD-0001", "CEA", 300)])
+    registry.settle_trades(
+        EXCHANGE,
+        [
+            Trade("T-1", "PWR-0001", "TRD-0001", "CEA", 700),
+            Trade("T-2", "PWR-0002", "TRD-0001", "CEA", 300),
+        ],
+    )
     note()
-    registry.transfer(REGULATOR, "CC-1", "CN-ISSUANCE", "TRD-0002",
-                      UnitSelector(UnitType.CCER), 500, "offsets")
+    registry.transfer(
+        REGULATOR, "CC-1", "CN-ISSUANCE", "TRD-0002", UnitSelector(UnitType.CCER), 500, "offsets"
+    )
     registry.place_hold(EXCHANGE, "H-1", "TRD-0001", ANY_CEA, 400, 3600)
     note()
     registry.settle_trade(EXCHANGE, Trade("T-3", "TRD-0002", "PWR-0003", "CCER", 500))
-    registry.record_verified_emissions(REGULATOR, [  # CCER may cover 5 %: 500 t
-        EmissionsRow("PWR-0003", 2025, 10_000, "verified")])
-    registry.surrender(REGULATOR, "SR-1", "PWR-0003", UnitSelector(UnitType.CCER), 500, 2025,
-                       "offsets for 2025")
+    registry.record_verified_emissions(
+        REGULATOR,
+        [  # CCER may cover 5 %: 500 t
+            EmissionsRow("PWR-0003", 2025, 10_000, "verified")
+        ],
+    )
+    registry.surrender(
+        REGULATOR, "SR-1", "PWR-0003", UnitSelector(UnitType.CCER), 500, 2025, "offsets for 2025"
+    )
     note()
     registry.cancel(REGULATOR, "CX-1", "PWR-0002", ANY_CEA, 100, "voluntary")
     registry.settle_trade(EXCHANGE, Trade("T-4", "TRD-0001", "PWR-0001", "CEA", 50))
@@ -92,8 +105,7 @@ def play(registry: Registry, note: Any) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-           ) -> Iterator[Ledger]:
+def ledger(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Ledger]:
     def build(url: str) -> Iterator[Ledger]:
         settings = Settings(url)
         registry = build_registry(settings, clock=clock)
@@ -141,7 +153,9 @@ def test_balances_as_of_every_moment_equal_the_write_model_then(ledger: Ledger) 
     for moment, totals in ledger.moments:
         for account, expected in totals.items():
             assert as_dict(ledger.read.balances_as_of(account, moment)) == expected, (
-                moment, account)
+                moment,
+                account,
+            )
 
 
 def test_balances_as_of_now_equal_rm_holdings(ledger: Ledger) -> None:
@@ -165,11 +179,13 @@ def test_as_of_is_inclusive_and_any_timezone_means_the_same_instant(ledger: Ledg
     just_before = at - timedelta(microseconds=1)
     assert ledger.read.balances_as_of("TRD-0002", just_before) == []
     beijing = timezone(timedelta(hours=8))
-    assert ledger.read.balances_as_of("TRD-0002", at.astimezone(beijing)) == \
-        ledger.read.balances_as_of("TRD-0002", at)
+    assert ledger.read.balances_as_of(
+        "TRD-0002", at.astimezone(beijing)
+    ) == ledger.read.balances_as_of("TRD-0002", at)
     naive_utc = at.replace(tzinfo=None)
-    assert ledger.read.balances_as_of("TRD-0002", naive_utc) == \
-        ledger.read.balances_as_of("TRD-0002", at)
+    assert ledger.read.balances_as_of("TRD-0002", naive_utc) == ledger.read.balances_as_of(
+        "TRD-0002", at
+    )
     assert ledger.read.balances_as_of("PWR-0001", datetime(2000, 1, 1, tzinfo=UTC)) == []
     with pytest.raises(UnknownAccount):
         ledger.read.balances_as_of("NOPE-0001", at)
@@ -177,10 +193,16 @@ def test_as_of_is_inclusive_and_any_timezone_means_the_same_instant(ledger: Ledg
 
 def test_positions_now_are_rm_holdings(ledger: Ledger) -> None:
     rows = ledger.read.positions(page_size=1000).rows
-    expected = [{"account_id": account, "unit_class": h["unit_class"], "total": h["total"],
-                 "held": h["held"]}
-                for account in sorted(totals_now(ledger.registry))
-                for h in ledger.read.holdings(account)]
+    expected = [
+        {
+            "account_id": account,
+            "unit_class": h["unit_class"],
+            "total": h["total"],
+            "held": h["held"],
+        }
+        for account in sorted(totals_now(ledger.registry))
+        for h in ledger.read.holdings(account)
+    ]
     assert rows == expected
     assert all(type(r["total"]) is int and type(r["held"]) is int for r in rows)
     assert {(r["account_id"], r["held"]) for r in rows if r["held"]} == {("TRD-0001", 400)}
@@ -192,16 +214,19 @@ def test_positions_now_are_rm_holdings(ledger: Ledger) -> None:
 def test_positions_as_of_every_moment(ledger: Ledger) -> None:
     for moment, totals in ledger.moments:
         rows = ledger.read.positions(page_size=1000, as_of=moment).rows
-        expected = [{"account_id": account, "unit_class": key, "total": total, "held": 0}
-                    for account in sorted(totals) for key, total in sorted(
-                        totals[account].items())]
+        expected = [
+            {"account_id": account, "unit_class": key, "total": total, "held": 0}
+            for account in sorted(totals)
+            for key, total in sorted(totals[account].items())
+        ]
         assert rows == expected, moment
 
 
 @pytest.mark.parametrize("as_of", [None, "now", "mid"])
 def test_positions_page_by_account_and_class(ledger: Ledger, as_of: str | None) -> None:
-    when = {None: None, "now": datetime.now(UTC) + timedelta(days=1),
-            "mid": ledger.moments[4][0]}[as_of]
+    when = {None: None, "now": datetime.now(UTC) + timedelta(days=1), "mid": ledger.moments[4][0]}[
+        as_of
+    ]
     whole = ledger.read.positions(page_size=1000, as_of=when)
     assert whole.next_token == "" and len(whole.rows) >= 7
     for size in (1, 2, 3):
@@ -220,8 +245,11 @@ def test_positions_page_by_account_and_class(ledger: Ledger, as_of: str | None) 
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert all(r["total"] > 0 for r in whole.rows)
     chosen = ["PWR-0001", "TRD-0001", "NOPE-0001"]
-    picked = all_pages(lambda token: ledger.read.positions(
-        page_size=1, page_token=token, as_of=when, account_ids=chosen))
+    picked = all_pages(
+        lambda token: ledger.read.positions(
+            page_size=1, page_token=token, as_of=when, account_ids=chosen
+        )
+    )
     assert picked == [r for r in whole.rows if r["account_id"] in chosen]
 
 

@@ -42,19 +42,22 @@ def history(registry: Registry) -> None:
     registry.unfreeze_account(REGULATOR, "TRD-SH-0001", "inquiry closed")
     assert registry.reverse(REGULATOR, "REV-1", "green-fund", "CXL-0001", "claim withdrawn").ok
     assert registry.release_hold(EXCHANGE, "ORD-88813").ok
-    hold = registry.place_hold(EXCHANGE, "ORD-9", "TRD-SH-0001", UnitSelector(UnitType.CEA),
-                               5, 60)
+    hold = registry.place_hold(EXCHANGE, "ORD-9", "TRD-SH-0001", UnitSelector(UnitType.CEA), 5, 60)
     assert hold.ok
 
 
 def dump(engine: Engine) -> dict[str, set[tuple[Any, ...]]]:
     with engine.connect() as conn:
-        return {table.name: {tuple(row) for row in conn.execute(select(table))}
-                for table in tables.metadata.sorted_tables if table is not tables.tracking}
+        return {
+            table.name: {tuple(row) for row in conn.execute(select(table))}
+            for table in tables.metadata.sorted_tables
+            if table is not tables.tracking
+        }
 
 
-def rebuilt(registry: Registry, engine: Engine, *, through_mapper: bool
-            ) -> dict[str, set[tuple[Any, ...]]]:
+def rebuilt(
+    registry: Registry, engine: Engine, *, through_mapper: bool
+) -> dict[str, set[tuple[Any, ...]]]:
     tables.metadata.drop_all(engine)
     tables.metadata.create_all(engine)
     runner = ProjectionRunner(registry, engine, batch_size=7)
@@ -68,8 +71,9 @@ def sqlite_store(path: Path, **env: str) -> Iterator[tuple[Registry, Engine]]:
     """A registry on a migrated SQLite file, with extra library settings ``env``."""
     settings = Settings(f"sqlite:///{path}")
     migrate.upgrade(settings)
-    registry = (Registry(env={**settings.eventsourcing_env(), **env}) if env
-                else build_registry(settings))
+    registry = (
+        Registry(env={**settings.eventsourcing_env(), **env}) if env else build_registry(settings)
+    )
     registry.ensure_national_accounts()
     engine = make_engine(settings)
     try:
@@ -91,8 +95,12 @@ def test_every_projected_topic_decodes_as_the_mapper_decodes_it(tmp_path: Path) 
                 continue
             seen.add(notification.topic)
             originator = str(notification.originator_id)
-            args = (notification.topic, originator, notification.originator_version,
-                    notification.state)
+            args = (
+                notification.topic,
+                originator,
+                notification.originator_version,
+                notification.state,
+            )
             state = fast(*args)
             assert state == slow(*args), notification.topic
             event = Event(notification.id, notification.topic, originator, state)
@@ -102,10 +110,12 @@ def test_every_projected_topic_decodes_as_the_mapper_decodes_it(tmp_path: Path) 
             for name in ("blocks", "released"):
                 if hasattr(domain, name):
                     assert [b["_data_"] for b in state[name]] == [
-                        [b.unit_class.key, b.first, b.last] for b in getattr(domain, name)]
+                        [b.unit_class.key, b.first, b.last] for b in getattr(domain, name)
+                    ]
             if hasattr(domain, "blocks"):
-                assert event.blocks() == [[b.unit_class.key, b.first, b.last]
-                                          for b in domain.blocks]
+                assert event.blocks() == [
+                    [b.unit_class.key, b.first, b.last] for b in domain.blocks
+                ]
             for name, value in vars(domain).items():
                 if name in ("originator_id", "originator_version"):
                     continue
@@ -124,10 +134,13 @@ def test_projections_through_the_mapper_write_the_same_rows(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("compressor", ["eventsourcing.compressor:ZlibCompressor"])
-def test_a_store_that_compresses_its_events_projects_exactly(tmp_path: Path,
-                                                             compressor: str) -> None:
-    with sqlite_store(tmp_path / "registry.sqlite",
-                      COMPRESSOR_TOPIC=compressor) as (registry, engine):
+def test_a_store_that_compresses_its_events_projects_exactly(
+    tmp_path: Path, compressor: str
+) -> None:
+    with sqlite_store(tmp_path / "registry.sqlite", COMPRESSOR_TOPIC=compressor) as (
+        registry,
+        engine,
+    ):
         assert registry.mapper.compressor is not None
         history(registry)
         [stored] = registry.recorder.select_notifications(start=1, limit=1)
@@ -137,7 +150,8 @@ def test_a_store_that_compresses_its_events_projects_exactly(tmp_path: Path,
 
 
 def test_an_upcast_event_class_is_read_through_the_mapper(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An event class at ``class_version`` 2 has its stored v1 states upcast by the
     mapper: the runner must not read them raw."""
     upcast: list[int] = []
@@ -149,8 +163,9 @@ def test_an_upcast_event_class_is_read_through_the_mapper(
         history(registry)
         plain = rebuilt(registry, engine, through_mapper=False)
         monkeypatch.setattr(Account.Credited, "class_version", 2, raising=False)
-        monkeypatch.setattr(Account.Credited, "upcast_v1_v2", staticmethod(upcast_v1_v2),
-                            raising=False)
+        monkeypatch.setattr(
+            Account.Credited, "upcast_v1_v2", staticmethod(upcast_v1_v2), raising=False
+        )
         assert StateDecoder(registry.mapper).upcast == {Account.Credited.TOPIC}
         assert rebuilt(registry, engine, through_mapper=False) == plain
         assert upcast, "the mapper never upcast a Credited event"

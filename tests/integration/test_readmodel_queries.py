@@ -20,9 +20,9 @@ from tests.support import fresh_pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def played(request: pytest.FixtureRequest, tmp_path: Path
-           ) -> Iterator[tuple[Registry, ReadModels]]:
+def played(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Registry, ReadModels]]:
     """The demo's national year, projected."""
+
     def build(url: str) -> Iterator[tuple[Registry, ReadModels]]:
         settings = Settings(url)
         registry = build_registry(settings)
@@ -46,10 +46,15 @@ def played(request: pytest.FixtureRequest, tmp_path: Path
 def test_balances_equal_the_aggregates(played: tuple[Registry, ReadModels]) -> None:
     registry, read = played
     for account_id in registry.account_ids():
-        expected = {(h.unit_class.key, h.total, h.held, h.available)
-                    for h in registry.get_holdings(account_id) if h.total}
-        actual = {(r["unit_class"], r["total"], r["held"], r["available"])
-                  for r in read.holdings(account_id)}
+        expected = {
+            (h.unit_class.key, h.total, h.held, h.available)
+            for h in registry.get_holdings(account_id)
+            if h.total
+        }
+        actual = {
+            (r["unit_class"], r["total"], r["held"], r["available"])
+            for r in read.holdings(account_id)
+        }
         assert actual == expected, account_id
     with pytest.raises(UnknownAccount):
         read.holdings("NOPE-001")
@@ -76,7 +81,9 @@ def test_history_pages_and_filters(played: tuple[Registry, ReadModels]) -> None:
     assert credits - debits == sum(h["total"] for h in read.holdings("TRD-SH-0001"))
     surrenders = read.history("PWR-SD-0001", kinds=["SURRENDER"]).rows
     assert [(r["quantity"], r["unit_type"]) for r in surrenders] == [
-        (8_700_000, "CEA"), (120_000, "CCER")]
+        (8_700_000, "CEA"),
+        (120_000, "CCER"),
+    ]
     ccer = read.history("PWR-SD-0001", unit_class="CCER/2024/CCER-2024-0117").rows
     assert [r["direction"] for r in ccer] == ["CREDIT", "DEBIT"]
     first = everything.rows[0]["recorded_at"]
@@ -109,13 +116,17 @@ def test_supply_serials_and_directory(played: tuple[Registry, ReadModels]) -> No
     assert cea["COMPLIANCE"]["held"] == 300_000
     cea_class = UnitClass.from_key("CEA/2025")
     for serial in (1, 9_200_001, 9_420_001, 33_700_001, 62_700_000):
-        assert read.locate_serial("CEA/2025", serial) == registry.locate_serial(
-            cea_class, serial)[0]
-    chain = [(r["source"], r["destination"]) for r in read.trace_serial("CEA/2025",
-                                                                        9_200_001)]
-    assert chain == [(None, "CN-ISSUANCE"), ("CN-ISSUANCE", "CN-ALLOCATION-RESERVE"),
-                     ("CN-ALLOCATION-RESERVE", "PWR-NM-0002"),
-                     ("PWR-NM-0002", "TRD-SH-0001"), ("TRD-SH-0001", "CEM-AH-0001")]
+        assert (
+            read.locate_serial("CEA/2025", serial) == registry.locate_serial(cea_class, serial)[0]
+        )
+    chain = [(r["source"], r["destination"]) for r in read.trace_serial("CEA/2025", 9_200_001)]
+    assert chain == [
+        (None, "CN-ISSUANCE"),
+        ("CN-ISSUANCE", "CN-ALLOCATION-RESERVE"),
+        ("CN-ALLOCATION-RESERVE", "PWR-NM-0002"),
+        ("PWR-NM-0002", "TRD-SH-0001"),
+        ("TRD-SH-0001", "CEM-AH-0001"),
+    ]
     power = read.accounts(account_type="COMPLIANCE", sector="POWER").rows
     assert [r["account_id"] for r in power] == ["PWR-NM-0002", "PWR-SD-0001"]
     first = read.accounts(page_size=5)
@@ -125,10 +136,9 @@ def test_supply_serials_and_directory(played: tuple[Registry, ReadModels]) -> No
 
 def test_read_your_writes_from_any_process(played: tuple[Registry, ReadModels]) -> None:
     registry, read = played
-    result = registry.settle_trade(EXCHANGE, Trade("RYW-1", "TRD-SH-0001", "PWR-SD-0001",
-                                                   "CEA", 5))
+    result = registry.settle_trade(EXCHANGE, Trade("RYW-1", "TRD-SH-0001", "PWR-SD-0001", "CEA", 5))
     with pytest.raises(ReadModelTimeout, match="registry project"):
-        read.wait_for(result.position, timeout=0.2)    # nobody is projecting yet
+        read.wait_for(result.position, timeout=0.2)  # nobody is projecting yet
     ProjectionRunner(registry, read.engine).catch_up()
     read.wait_for(result.position, timeout=0.2)
     assert read.transaction("shanghai-exchange", "RYW-1")["quantity"] == 5

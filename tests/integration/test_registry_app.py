@@ -56,8 +56,9 @@ def funded(registry: Registry) -> Registry:
     open_company(registry, "PWR-0002")
     open_trader(registry, "TRD-0001")
     registry.issue_units(REGULATOR, "ISS-1", CEA25, 5000, "vintage 2025")
-    registry.transfer(REGULATOR, "RES-1", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA,
-                      5000, "to reserve")
+    registry.transfer(
+        REGULATOR, "RES-1", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA, 5000, "to reserve"
+    )
     for n, account in enumerate(["PWR-0001", "PWR-0002"]):
         assert registry.allocate(REGULATOR, f"AL-{n}", account, ANY_CEA, 1000, "pre").ok
     return registry
@@ -70,8 +71,12 @@ def test_national_accounts_exist_once(registry: Registry) -> None:
     again = registry.ensure_national_accounts()
     assert all(r.replayed for r in again)
     ids = registry.account_ids()
-    assert sorted(ids) == ["CN-ALLOCATION-RESERVE", "CN-CANCELLATION", "CN-ISSUANCE",
-                           "CN-SURRENDER"]
+    assert sorted(ids) == [
+        "CN-ALLOCATION-RESERVE",
+        "CN-CANCELLATION",
+        "CN-ISSUANCE",
+        "CN-SURRENDER",
+    ]
 
 
 def test_open_account_is_idempotent_and_conflicts_are_refused(registry: Registry) -> None:
@@ -98,15 +103,13 @@ def test_issuance_numbers_serials_per_class_and_never_reuses_them(registry: Regi
     assert other.blocks == blocks(CCER, (1, 7))
     replay = registry.issue_units(REGULATOR, "I1", CEA25, 100, "")
     assert replay.replayed and replay.blocks == one.blocks
-    assert registry.issue_units(REGULATOR, "I4", CEA25, 1, "").blocks == blocks(CEA25,
-                                                                                (151, 151))
+    assert registry.issue_units(REGULATOR, "I4", CEA25, 1, "").blocks == blocks(CEA25, (151, 151))
     holdings = {h.unit_class: h.total for h in registry.get_holdings("CN-ISSUANCE")}
     assert holdings == {CEA25: 151, CCER: 7}
     assert_conserved(registry)
 
 
-def test_allocation_only_to_compliance_accounts_and_refusals_are_recorded(
-        funded: Registry) -> None:
+def test_allocation_only_to_compliance_accounts_and_refusals_are_recorded(funded: Registry) -> None:
     refused = funded.allocate(REGULATOR, "AL-X", "TRD-0001", ANY_CEA, 10, "wrong type")
     assert refused.status is TransactionStatus.REFUSED
     assert refused.refusal_reason == "MOVEMENT_NOT_ALLOWED"
@@ -115,8 +118,7 @@ def test_allocation_only_to_compliance_accounts_and_refusals_are_recorded(
     recorded = funded.get_transaction("mee", "AL-X")
     assert recorded.status is TransactionStatus.REFUSED
     assert recorded.principal == str(REGULATOR)
-    returned = funded.return_allocation(REGULATOR, "RET-1", "PWR-0001", ANY_CEA, 100,
-                                        "true-up")
+    returned = funded.return_allocation(REGULATOR, "RET-1", "PWR-0001", ANY_CEA, 100, "true-up")
     assert returned.ok and returned.destination == "CN-ALLOCATION-RESERVE"
     assert available(funded, "PWR-0001") == 900
     assert_conserved(funded)
@@ -176,8 +178,7 @@ def test_over_spend_is_refused_recorded_and_changes_nothing(funded: Registry) ->
 def test_unknown_accounts_are_recorded_refusals(funded: Registry) -> None:
     result = funded.settle_trade(EXCHANGE, Trade("T-U", "PWR-0001", "GHOST-001", "CEA", 1))
     assert result.refusal_reason == "UNKNOWN_ACCOUNT"
-    assert funded.get_transaction("exchange", "T-U").refusal_metadata == {
-        "account": "GHOST-001"}
+    assert funded.get_transaction("exchange", "T-U").refusal_metadata == {"account": "GHOST-001"}
     with pytest.raises(UnknownTransaction):
         funded.get_transaction("exchange", "never-sent")
 
@@ -205,7 +206,8 @@ def test_closed_account_takes_nothing(funded: Registry) -> None:
 
 
 def test_surrender_records_against_the_obligation_and_units_never_move_again(
-        funded: Registry) -> None:
+    funded: Registry,
+) -> None:
     result = funded.surrender(REGULATOR, "SUR-1", "PWR-0001", ANY_CEA, 600, 2025, "2025")
     assert result.ok and result.destination == "CN-SURRENDER"
     assert funded.get_surrendered("PWR-0001", 2025) == {"CEA": 600}
@@ -265,14 +267,16 @@ def test_held_units_cannot_move_until_settled_or_released(funded: Registry) -> N
     twice = funded.place_hold(EXCHANGE, "H-2", "PWR-0001", ANY_CEA, 301, 600)
     assert twice.status is HoldStatus.REFUSED and twice.refusal_reason == "INSUFFICIENT_UNITS"
     assert funded.locate_serial(CEA25, 1) == ("PWR-0001", True)
-    settle = funded.settle_trade(EXCHANGE, Trade("T-H", "PWR-0001", "TRD-0001", "CEA", 400,
-                                                 hold_id="H-1"))
+    settle = funded.settle_trade(
+        EXCHANGE, Trade("T-H", "PWR-0001", "TRD-0001", "CEA", 400, hold_id="H-1")
+    )
     assert settle.ok and settle.blocks == blocks(CEA25, (1, 400))
     assert (available(funded, "PWR-0001"), held(funded, "PWR-0001")) == (600, 0)
     after = funded.get_hold("exchange", "H-1")
     assert after.status is HoldStatus.SETTLED and after.settled_quantity == 400
-    again = funded.settle_trade(EXCHANGE, Trade("T-H2", "PWR-0001", "TRD-0001", "CEA", 1,
-                                                hold_id="H-1"))
+    again = funded.settle_trade(
+        EXCHANGE, Trade("T-H2", "PWR-0001", "TRD-0001", "CEA", 1, hold_id="H-1")
+    )
     assert again.refusal_reason == "HOLD_NOT_ACTIVE"
 
 
@@ -301,8 +305,9 @@ def test_holds_expire_after_their_timeout(funded: Registry, clock: FakeClock) ->
     with pytest.raises(HoldNotExpired):
         funded.expire_hold(EXCHANGE, "exchange", "H-1")
     clock.advance(60)
-    late = funded.settle_trade(EXCHANGE, Trade("T-L", "PWR-0001", "TRD-0001", "CEA", 10,
-                                               hold_id="H-1"))
+    late = funded.settle_trade(
+        EXCHANGE, Trade("T-L", "PWR-0001", "TRD-0001", "CEA", 10, hold_id="H-1")
+    )
     assert late.refusal_reason == "HOLD_EXPIRED"
     expired = funded.expire_due_holds()
     assert [(h.hold_id, h.status) for h in expired] == [("H-1", HoldStatus.EXPIRED)]
@@ -316,12 +321,12 @@ def test_holds_expire_after_their_timeout(funded: Registry, clock: FakeClock) ->
 def test_batch_is_evaluated_in_order_with_one_result_per_trade(funded: Registry) -> None:
     trades = [
         Trade("B-1", "PWR-0001", "TRD-0001", "CEA", 600),
-        Trade("B-2", "TRD-0001", "PWR-0002", "CEA", 500),   # needs B-1's units
-        Trade("B-3", "PWR-0001", "TRD-0001", "CEA", 500),   # only 400 left: refused
-        Trade("B-4", "PWR-0001", "TRD-0001", "CEA", 0),     # malformed: rejected
-        Trade("B-1", "PWR-0001", "TRD-0001", "CEA", 600),   # repeat: replay of B-1
-        Trade("B-2", "TRD-0001", "PWR-0002", "CEA", 1),     # repeat, other content
-        Trade("B-5", "PWR-0001", "GHOST-01", "CEA", 1),     # unknown account: refused
+        Trade("B-2", "TRD-0001", "PWR-0002", "CEA", 500),  # needs B-1's units
+        Trade("B-3", "PWR-0001", "TRD-0001", "CEA", 500),  # only 400 left: refused
+        Trade("B-4", "PWR-0001", "TRD-0001", "CEA", 0),  # malformed: rejected
+        Trade("B-1", "PWR-0001", "TRD-0001", "CEA", 600),  # repeat: replay of B-1
+        Trade("B-2", "TRD-0001", "PWR-0002", "CEA", 1),  # repeat, other content
+        Trade("B-5", "PWR-0001", "GHOST-01", "CEA", 1),  # unknown account: refused
     ]
     results = funded.settle_trades(EXCHANGE, trades)
     assert [(r.trade_id, r.outcome, r.reason) for r in results] == [
@@ -333,19 +338,31 @@ def test_batch_is_evaluated_in_order_with_one_result_per_trade(funded: Registry)
         ("B-2", TradeOutcome.REJECTED, "TRANSACTION_EXISTS_WITH_DIFFERENT_CONTENT"),
         ("B-5", TradeOutcome.REFUSED, "UNKNOWN_ACCOUNT"),
     ]
-    positions = {r.position for r in results if r.outcome in (TradeOutcome.SETTLED,
-                                                              TradeOutcome.REFUSED)}
+    positions = {
+        r.position for r in results if r.outcome in (TradeOutcome.SETTLED, TradeOutcome.REFUSED)
+    }
     assert len(positions) == 1, "one atomic save for the whole batch"
-    assert (available(funded, "PWR-0001"), available(funded, "TRD-0001"),
-            available(funded, "PWR-0002")) == (400, 100, 1500)
+    assert (
+        available(funded, "PWR-0001"),
+        available(funded, "TRD-0001"),
+        available(funded, "PWR-0002"),
+    ) == (400, 100, 1500)
     with pytest.raises(UnknownTransaction):
         funded.get_transaction("exchange", "B-4")
     again = funded.settle_trades(EXCHANGE, trades[:3])
-    assert [r.outcome for r in again] == [TradeOutcome.ALREADY_SETTLED,
-                                          TradeOutcome.ALREADY_SETTLED, TradeOutcome.REFUSED]
+    assert [r.outcome for r in again] == [
+        TradeOutcome.ALREADY_SETTLED,
+        TradeOutcome.ALREADY_SETTLED,
+        TradeOutcome.REFUSED,
+    ]
     assert again[2].transaction is not None and again[2].transaction.replayed
-    mixed = funded.settle_trades(EXCHANGE, [Trade("B-1", "PWR-0001", "TRD-0001", "CEA", 600),
-                                            Trade("B-6", "PWR-0001", "TRD-0001", "CEA", 50)])
+    mixed = funded.settle_trades(
+        EXCHANGE,
+        [
+            Trade("B-1", "PWR-0001", "TRD-0001", "CEA", 600),
+            Trade("B-6", "PWR-0001", "TRD-0001", "CEA", 50),
+        ],
+    )
     assert [r.outcome for r in mixed] == [TradeOutcome.ALREADY_SETTLED, TradeOutcome.SETTLED]
     assert available(funded, "TRD-0001") == 150
     assert_conserved(funded)
@@ -353,17 +370,20 @@ def test_batch_is_evaluated_in_order_with_one_result_per_trade(funded: Registry)
 
 def test_batch_against_holds(funded: Registry) -> None:
     funded.place_hold(EXCHANGE, "H-1", "PWR-0001", ANY_CEA, 300, 600)
-    results = funded.settle_trades(EXCHANGE, [
-        Trade("BH-1", "PWR-0001", "TRD-0001", "CEA", 200, hold_id="H-1"),
-        Trade("BH-2", "PWR-0001", "TRD-0001", "CEA", 50, hold_id="H-1"),
-        Trade("BH-3", "PWR-0002", "TRD-0001", "CEA", 50, hold_id="H-9"),
-    ])
+    results = funded.settle_trades(
+        EXCHANGE,
+        [
+            Trade("BH-1", "PWR-0001", "TRD-0001", "CEA", 200, hold_id="H-1"),
+            Trade("BH-2", "PWR-0001", "TRD-0001", "CEA", 50, hold_id="H-1"),
+            Trade("BH-3", "PWR-0002", "TRD-0001", "CEA", 50, hold_id="H-9"),
+        ],
+    )
     assert [r.reason for r in results] == ["", "HOLD_NOT_ACTIVE", "UNKNOWN_HOLD"]
     assert (available(funded, "PWR-0001"), held(funded, "PWR-0001")) == (800, 0)
 
 
 def test_history_survives_snapshots_and_a_restart(funded: Registry) -> None:
-    for n in range(230):   # past the snapshot interval of 200 account events
+    for n in range(230):  # past the snapshot interval of 200 account events
         source, target = ("PWR-0001", "PWR-0002") if n % 2 else ("PWR-0002", "PWR-0001")
         assert funded.transfer(REGULATOR, f"PP-{n}", source, target, ANY_CEA, 7, "").ok
     expected = {a: funded.get_holdings(a) for a in ("PWR-0001", "PWR-0002")}
@@ -371,7 +391,7 @@ def test_history_survives_snapshots_and_a_restart(funded: Registry) -> None:
     snapshots = list(funded.snapshots.get(Account.id_for("PWR-0001")))
     assert snapshots and snapshots[-1].originator_version >= 200
     if funded.env.get("PERSISTENCE_MODULE") != "eventsourcing.popo":
-        fresh = Registry(env=dict(funded.env))   # a restart: no cache, loads via snapshot
+        fresh = Registry(env=dict(funded.env))  # a restart: no cache, loads via snapshot
         try:
             assert {a: fresh.get_holdings(a) for a in expected} == expected
         finally:
@@ -394,16 +414,24 @@ class InterferingClock(FakeClock):
     def __call__(self) -> datetime:
         self.calls += 1
         if self.calls <= self.times:
-            assert self.registry.transfer(REGULATOR, f"{self.name}-{self.calls}", "PWR-0001",
-                                          "PWR-0002", ANY_CEA, 1, "competing writer").ok
+            assert self.registry.transfer(
+                REGULATOR,
+                f"{self.name}-{self.calls}",
+                "PWR-0001",
+                "PWR-0002",
+                ANY_CEA,
+                1,
+                "competing writer",
+            ).ok
         return self.now
 
 
 def test_lost_races_are_retried_then_surface_as_a_retryable_error(funded: Registry) -> None:
     funded.place_hold(EXCHANGE, "H-1", "PWR-0001", ANY_CEA, 100, 600)
     funded.clock = racing = InterferingClock(funded, times=2, name="RACE-A")
-    settled = funded.settle_trade(EXCHANGE, Trade("T-R", "PWR-0001", "TRD-0001", "CEA", 10,
-                                                  hold_id="H-1"))
+    settled = funded.settle_trade(
+        EXCHANGE, Trade("T-R", "PWR-0001", "TRD-0001", "CEA", 10, hold_id="H-1")
+    )
     assert settled.ok and not settled.replayed
     assert racing.calls == 3, "two lost races, then the third attempt saved"
     assert available(funded, "TRD-0001") == 10 and available(funded, "PWR-0001") == 988
@@ -412,8 +440,9 @@ def test_lost_races_are_retried_then_surface_as_a_retryable_error(funded: Regist
     funded.max_attempts = 3
     funded.clock = InterferingClock(funded, times=3, name="RACE-B")
     with pytest.raises(ConcurrencyConflict) as raised:
-        funded.settle_trade(EXCHANGE, Trade("T-S", "PWR-0001", "TRD-0001", "CEA", 10,
-                                            hold_id="H-2"))
+        funded.settle_trade(
+            EXCHANGE, Trade("T-S", "PWR-0001", "TRD-0001", "CEA", 10, hold_id="H-2")
+        )
     assert raised.value.retryable and raised.value.reason == "CONCURRENT_MODIFICATION"
     with pytest.raises(UnknownTransaction):
         funded.get_transaction("exchange", "T-S")

@@ -32,9 +32,11 @@ def test_each_call_s_events_carry_its_own_request_id(registry: Registry) -> None
 
     def settle(n: int) -> None:
         with bound_request_id(f"req-{n}"):
-            barrier.wait()   # together, so that the group commit saves several at once
+            barrier.wait()  # together, so that the group commit saves several at once
             assert registry.settle_trade(
-                EXCHANGE, Trade(f"T-{n}", "PWR-0001", "TRD-0001", "CEA", 10)).ok
+                EXCHANGE, Trade(f"T-{n}", "PWR-0001", "TRD-0001", "CEA", 10)
+            ).ok
+
     threads = [threading.Thread(target=settle, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
@@ -42,7 +44,8 @@ def test_each_call_s_events_carry_its_own_request_id(registry: Registry) -> None
         thread.join(30)
     by_trade = {}
     for n in registry.recorder.select_notifications(
-            start=1, limit=100_000, topics=["registry.Transaction.Completed"]):
+        start=1, limit=100_000, topics=["registry.Transaction.Completed"]
+    ):
         state = json.loads(n.state)
         by_trade[state["client_id"]] = state.get(FIELD)
     assert {f"T-{n}": f"req-{n}" for n in range(8)}.items() <= by_trade.items()

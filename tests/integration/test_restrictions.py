@@ -39,37 +39,62 @@ def market(registry: Registry) -> Registry:
 
 
 def trade(registry: Registry, trade_id: str, quantity: int, unit_type: str = "CEA") -> str:
-    return registry.settle_trade(EXCHANGE, Trade(trade_id, "PWR-0001", "TRD-0001", unit_type,
-                                                 quantity)).refusal_reason
+    return registry.settle_trade(
+        EXCHANGE, Trade(trade_id, "PWR-0001", "TRD-0001", unit_type, quantity)
+    ).refusal_reason
 
 
 def test_frozen_serials_stay_put_until_released(market: Registry) -> None:
     registry = market
-    decided(registry, "P-FRZ", "BLOCK_FREEZE", {
-        "freeze_id": "COURT-2026-17", "account_id": "PWR-0001", "order_reference": "(2026) Hu 01",
-        "reason": "judicial freeze", "blocks": [["CEA/2025", 91, 100]]})
-    assert trade(registry, "T-1", 50) == ""                 # serials 1-50: not frozen
+    decided(
+        registry,
+        "P-FRZ",
+        "BLOCK_FREEZE",
+        {
+            "freeze_id": "COURT-2026-17",
+            "account_id": "PWR-0001",
+            "order_reference": "(2026) Hu 01",
+            "reason": "judicial freeze",
+            "blocks": [["CEA/2025", 91, 100]],
+        },
+    )
+    assert trade(registry, "T-1", 50) == ""  # serials 1-50: not frozen
     refused = registry.settle_trade(EXCHANGE, Trade("T-2", "PWR-0001", "TRD-0001", "CEA", 50))
     assert refused.refusal_reason == "SERIALS_FROZEN"
     assert refused.refusal_metadata["freeze"] == "COURT-2026-17"
-    assert trade(registry, "T-3", 40) == ""                 # 51-90 still move
-    decided(registry, "P-REL", "BLOCK_RELEASE", {"freeze_id": "COURT-2026-17",
-                                                 "reason": "order lifted",
-                                                 "evidence": "(2026) Hu 01 ruling 2"})
+    assert trade(registry, "T-3", 40) == ""  # 51-90 still move
+    decided(
+        registry,
+        "P-REL",
+        "BLOCK_RELEASE",
+        {
+            "freeze_id": "COURT-2026-17",
+            "reason": "order lifted",
+            "evidence": "(2026) Hu 01 ruling 2",
+        },
+    )
     assert trade(registry, "T-4", 10) == ""
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
 
 
 def test_a_detained_project_s_units_move_nowhere_until_cleared(market: Registry) -> None:
     registry = market
-    decided(registry, "P-DET", "ORIGIN_DETENTION", {"project": "P-1", "reference": "CASE-9",
-                                                    "reason": "suspected double counting"})
+    decided(
+        registry,
+        "P-DET",
+        "ORIGIN_DETENTION",
+        {"project": "P-1", "reference": "CASE-9", "reason": "suspected double counting"},
+    )
     assert trade(registry, "T-1", 5, "CCER") == "ORIGIN_DETAINED"
-    assert trade(registry, "T-2", 5) == ""                  # allowances are not detained
+    assert trade(registry, "T-2", 5) == ""  # allowances are not detained
     cancelled = registry.cancel(REGULATOR, "C-1", "PWR-0001", CCER, 1, "x")
     assert cancelled.refusal_reason == "ORIGIN_DETAINED"
-    decided(registry, "P-CLR", "ORIGIN_CLEARANCE", {"project": "P-1", "evidence": "audit 4",
-                                                    "reason": "cleared by audit"})
+    decided(
+        registry,
+        "P-CLR",
+        "ORIGIN_CLEARANCE",
+        {"project": "P-1", "evidence": "audit 4", "reason": "cleared by audit"},
+    )
     assert trade(registry, "T-3", 5, "CCER") == ""
 
 
@@ -80,7 +105,7 @@ def test_a_market_halt_stops_settlement_only(market: Registry) -> None:
     assert registry.transfer(REGULATOR, "TR-1", "PWR-0001", "TRD-0001", CEA, 5, "").ok
     assert registry.surrender(REGULATOR, "S-1", "PWR-0001", CEA, 5, 2025, "").ok
     held = registry.place_hold(EXCHANGE, "H-1", "PWR-0001", CEA, 5, 3_600)
-    assert held.refusal_reason == "MARKET_HALTED"        # a hold is for settlement
+    assert held.refusal_reason == "MARKET_HALTED"  # a hold is for settlement
     decided(registry, "P-OPEN", "MARKET_RESUMPTION", {"reason": "inquiry closed"})
     assert trade(registry, "T-2", 5) == ""
 
@@ -88,9 +113,18 @@ def test_a_market_halt_stops_settlement_only(market: Registry) -> None:
 def test_frozen_lowest_serials_are_skipped_not_taken(market: Registry) -> None:
     """FIFO takes the lowest serials; a freeze of those leaves the rest movable."""
     registry = market
-    decided(registry, "P-FRZ", "BLOCK_FREEZE", {
-        "freeze_id": "COURT-2026-18", "account_id": "PWR-0001", "order_reference": "(2026) Hu 02",
-        "reason": "judicial freeze", "blocks": [["CEA/2025", 1, 10]]})
+    decided(
+        registry,
+        "P-FRZ",
+        "BLOCK_FREEZE",
+        {
+            "freeze_id": "COURT-2026-18",
+            "account_id": "PWR-0001",
+            "order_reference": "(2026) Hu 02",
+            "reason": "judicial freeze",
+            "blocks": [["CEA/2025", 1, 10]],
+        },
+    )
     first = registry.settle_trade(EXCHANGE, Trade("T-1", "PWR-0001", "TRD-0001", "CEA", 50))
     assert first.ok and [(b.first, b.last) for b in first.blocks] == [(11, 60)]
     held = registry.place_hold(EXCHANGE, "H-1", "PWR-0001", CEA, 20, 3_600)
@@ -98,7 +132,7 @@ def test_frozen_lowest_serials_are_skipped_not_taken(market: Registry) -> None:
     surrendered = registry.surrender(REGULATOR, "S-1", "PWR-0001", CEA, 20, 2025, "")
     assert surrendered.ok and [(b.first, b.last) for b in surrendered.blocks] == [(81, 100)]
     refused = registry.surrender(REGULATOR, "S-2", "PWR-0001", CEA, 1, 2025, "")
-    assert refused.refusal_reason == "SERIALS_FROZEN"     # only the frozen 1-10 are left
+    assert refused.refusal_reason == "SERIALS_FROZEN"  # only the frozen 1-10 are left
     assert refused.refusal_metadata["freeze"] == "COURT-2026-18"
     assert all(line.issued == line.held_in_accounts for line in registry.supply())
 
@@ -107,17 +141,26 @@ def test_offsets_of_a_detained_project_are_skipped_for_others(market: Registry) 
     registry = market
     registry.issue_units(REGULATOR, "ISS-P0", UnitClass(UnitType.CCER, 2023, "P-0"), 10, "")
     registry.transfer(REGULATOR, "T-P0", "CN-ISSUANCE", "PWR-0001", CCER, 10, "")
-    decided(registry, "P-DET", "ORIGIN_DETENTION", {"project": "P-0", "reference": "CASE-10",
-                                                    "reason": "suspected double counting"})
+    decided(
+        registry,
+        "P-DET",
+        "ORIGIN_DETENTION",
+        {"project": "P-0", "reference": "CASE-10", "reason": "suspected double counting"},
+    )
     # the 2023 P-0 offsets come first in FIFO order but are detained: P-1 moves instead
     moved = registry.settle_trade(EXCHANGE, Trade("T-1", "PWR-0001", "TRD-0001", "CCER", 50))
     assert moved.ok and {b.unit_class.project for b in moved.blocks} == {"P-1"}
-    assert trade(registry, "T-2", 1, "CCER") == "ORIGIN_DETAINED"   # P-0 is all that is left
+    assert trade(registry, "T-2", 1, "CCER") == "ORIGIN_DETAINED"  # P-0 is all that is left
 
 
 def test_releasing_a_freeze_that_does_not_exist_fails_naming_it(market: Registry) -> None:
     registry = market
-    registry.proposals.propose(LI, "P-REL", "BLOCK_RELEASE", {
-        "freeze_id": "COURT-0000-0", "reason": "order lifted", "evidence": "ruling"}, "x")
+    registry.proposals.propose(
+        LI,
+        "P-REL",
+        "BLOCK_RELEASE",
+        {"freeze_id": "COURT-0000-0", "reason": "order lifted", "evidence": "ruling"},
+        "x",
+    )
     view = registry.proposals.approve(WANG, "mee", "P-REL").proposal
     assert view.status is ProposalStatus.FAILED and view.failure_reason == "UNKNOWN_FREEZE"

@@ -27,7 +27,7 @@ from tests.support import fresh_pg_database
 pytestmark = pytest.mark.postgres
 
 KEY = UnitClass(UnitType.CEA, 2025).key
-BASE = 10_000_000   # serials as a real ledger has them (the same array types throughout)
+BASE = 10_000_000  # serials as a real ledger has them (the same array types throughout)
 GROWN = 60_000
 
 
@@ -46,22 +46,24 @@ def add_rows(engine: Engine, start: int, stop: int) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
             f"INSERT INTO rm_serial_blocks SELECT '{KEY}', {BASE} + g * 10 + 1, "
-            f"{BASE} + g * 10 + 10, 'ACC' FROM generate_series({start}, {stop - 1}) g")
+            f"{BASE} + g * 10 + 10, 'ACC' FROM generate_series({start}, {stop - 1}) g"
+        )
 
 
 def test_a_catch_up_from_a_tiny_to_a_large_table_keeps_lookups_fast(engine: Engine) -> None:
-    with engine.begin() as conn:   # autovacuum must not come to the rescue mid-test
+    with engine.begin() as conn:  # autovacuum must not come to the rescue mid-test
         conn.exec_driver_sql("ALTER TABLE rm_serial_blocks SET (autovacuum_enabled = off)")
     add_rows(engine, 0, 20)
     with engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE rm_serial_blocks")   # the stats of a tiny table
-    with engine.connect() as conn:    # the worker's connection, batch after batch
-        for _ in range(15):           # the catch-up's first batches, on the tiny table
+        conn.exec_driver_sql("ANALYZE rm_serial_blocks")  # the stats of a tiny table
+    with engine.connect() as conn:  # the worker's connection, batch after batch
+        for _ in range(15):  # the catch-up's first batches, on the tiny table
             with conn.begin():
-                found = SerialLocations.load(Writer(conn), t.serial_blocks,
-                                             [(KEY, BASE + 11, BASE + 15)])
+                found = SerialLocations.load(
+                    Writer(conn), t.serial_blocks, [(KEY, BASE + 11, BASE + 15)]
+                )
                 assert found.rows[KEY] == {BASE + 11: (BASE + 20, "ACC")}
-        add_rows(engine, 20, GROWN)   # the batches since grew the table
+        add_rows(engine, 20, GROWN)  # the batches since grew the table
         taken = [(KEY, BASE + i * 10 + 3, BASE + i * 10 + 4) for i in range(0, GROWN, 500)]
         for _ in range(3):
             with conn.begin():

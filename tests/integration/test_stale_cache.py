@@ -40,10 +40,10 @@ def two_registries(backend: str, tmp_path: Path) -> Iterator[tuple[Registry, Reg
         second.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
-                                                            marks=pytest.mark.postgres)])
-def test_a_stale_cache_never_spends_twice_nor_refuses_wrongly(backend: str,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_stale_cache_never_spends_twice_nor_refuses_wrongly(backend: str, tmp_path: Path) -> None:
     with two_registries(backend, tmp_path) as (a, b):
         for account in ("PWR-0001", "PWR-0002"):
             open_company(a, account)
@@ -69,17 +69,20 @@ def test_a_stale_cache_never_spends_twice_nor_refuses_wrongly(backend: str,
 
 @pytest.mark.postgres
 def test_a_group_decides_on_copies_brought_up_to_date_with_the_other_process(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """b cached 40 accounts, a changed them all: before b's next group is decided, b
     applies a's events to its cached copies (one query), so the group neither loses its
     save nor reads any account afresh, and the copies equal fresh loads."""
     accounts = [f"PWR-{n:04d}" for n in range(40)]
     with two_registries("postgres", tmp_path) as (a, b):
         for account in accounts:
-            open_company(b, account)        # b caches each at its first version
+            open_company(b, account)  # b caches each at its first version
         a.issue_units(REGULATOR, "ISS", CEA, 40_000, "")
-        a.allocate_many(REGULATOR, [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "",
-                                                  source="CN-ISSUANCE") for x in accounts])
+        a.allocate_many(
+            REGULATOR,
+            [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "", source="CN-ISSUANCE") for x in accounts],
+        )
         attempts: list[int] = []
         retrying = b._retrying
 
@@ -87,6 +90,7 @@ def test_a_group_decides_on_copies_brought_up_to_date_with_the_other_process(
             def counted(uow: Any) -> Any:
                 attempts[-1] += 1
                 return attempt(uow)
+
             attempts.append(0)
             return retrying(counted, *args, **kwargs)
 
@@ -99,8 +103,9 @@ def test_a_group_decides_on_copies_brought_up_to_date_with_the_other_process(
             return get(aggregate_id, **kwargs)
 
         b.repository.get = counting_get  # type: ignore[method-assign]
-        trades = [Trade(f"T-{n}", accounts[n], accounts[(n + 1) % 40], "CEA", 10)
-                  for n in range(40)]
+        trades = [
+            Trade(f"T-{n}", accounts[n], accounts[(n + 1) % 40], "CEA", 10) for n in range(40)
+        ]
         assert all(r.outcome == "SETTLED" for r in b.settle_trades(EXCHANGE, trades))
         assert attempts == [1], "decided on current copies: no lost save"
         assert loads == [], "no account read afresh"
@@ -109,22 +114,22 @@ def test_a_group_decides_on_copies_brought_up_to_date_with_the_other_process(
 
 
 @pytest.mark.postgres
-def test_after_a_lost_race_the_copies_read_are_brought_up_to_date_in_one_go(
-        tmp_path: Path) -> None:
+def test_after_a_lost_race_the_copies_read_are_brought_up_to_date_in_one_go(tmp_path: Path) -> None:
     accounts = [f"PWR-{n:04d}" for n in range(10)]
     with two_registries("postgres", tmp_path) as (a, b):
         for account in accounts:
             open_company(b, account)
         read = {Account.id_for(x): 1 for x in accounts}
         a.issue_units(REGULATOR, "ISS", CEA, 10_000, "")
-        a.allocate_many(REGULATOR, [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "",
-                                                  source="CN-ISSUANCE") for x in accounts])
+        a.allocate_many(
+            REGULATOR,
+            [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "", source="CN-ISSUANCE") for x in accounts],
+        )
         assert b._refresh_cache(read)
         assert_cached_as_stored(b, a, accounts)
 
 
-def assert_cached_as_stored(cached_in: Registry, stored_in: Registry,
-                            accounts: list[str]) -> None:
+def assert_cached_as_stored(cached_in: Registry, stored_in: Registry, accounts: list[str]) -> None:
     cache = cached_in.repository.cache
     assert cache is not None
     for account in accounts:
@@ -135,12 +140,13 @@ def assert_cached_as_stored(cached_in: Registry, stored_in: Registry,
 
 @pytest.mark.postgres
 def test_own_saves_move_the_followed_position_unless_another_process_wrote_between(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The catch-up reads only what others wrote: b's own save moves b's followed
     position past its events, but not past events of a's that b has not read."""
     with two_registries("postgres", tmp_path) as (a, b):
         open_company(b, "PWR-0001")
-        b._catch_up_cache()   # past the start (a lost insert leaves a gap in the ids)
+        b._catch_up_cache()  # past the start (a lost insert leaves a gap in the ids)
         assert b._cache_position == b.recorder.max_notification_id()
         open_company(b, "PWR-0002")
         assert b._cache_position == b.recorder.max_notification_id(), "its own: moved on"

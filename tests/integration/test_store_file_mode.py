@@ -18,14 +18,14 @@ def _mode(path: Path) -> int:
 
 
 def test_the_embedded_store_and_its_journal_files_are_private(tmp_path: Path) -> None:
-    previous = os.umask(0o022)   # the usual umask, which made the file 0644
+    previous = os.umask(0o022)  # the usual umask, which made the file 0644
     try:
         path = tmp_path / "data" / "registry.sqlite"
         registry = build_registry(Settings(f"sqlite:///{path}"))
         try:
             registry.access.genesis([(Principal("mee", "admin"), Role.ADMIN)], "a write")
             files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
-            assert path in files and len(files) >= 2, files   # the store and its WAL
+            assert path in files and len(files) >= 2, files  # the store and its WAL
             assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
         finally:
             registry.close()
@@ -36,6 +36,6 @@ def test_the_embedded_store_and_its_journal_files_are_private(tmp_path: Path) ->
 def test_an_existing_store_keeps_its_mode(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite"
     build_registry(Settings(f"sqlite:///{path}")).close()
-    path.chmod(0o640)   # an operator's choice (say, a backup group)
+    path.chmod(0o640)  # an operator's choice (say, a backup group)
     build_registry(Settings(f"sqlite:///{path}")).close()
     assert _mode(path) == 0o640

@@ -21,8 +21,12 @@ ANY_CEA = UnitSelector(UnitType.CEA)
 
 
 def company(account_id: str = "PWR-0001") -> Account:
-    return Account.open(account_id, AccountType.COMPLIANCE,
-                        Holder("Plant Co.", "91110000100001234X", "POWER", "Beijing"), "mee/li")
+    return Account.open(
+        account_id,
+        AccountType.COMPLIANCE,
+        Holder("Plant Co.", "91110000100001234X", "POWER", "Beijing"),
+        "mee/li",
+    )
 
 
 def funded(quantity: int = 100) -> Account:
@@ -33,12 +37,17 @@ def funded(quantity: int = 100) -> Account:
 
 def test_open_validates_holder_details() -> None:
     with pytest.raises(InvalidCommand) as raised:
-        Account.open("PWR-0001", AccountType.COMPLIANCE,
-                     Holder("Plant", "bad", "POWER", "Beijing"), "mee/li")
+        Account.open(
+            "PWR-0001", AccountType.COMPLIANCE, Holder("Plant", "bad", "POWER", "Beijing"), "mee/li"
+        )
     assert raised.value.reason == "INVALID_CREDIT_CODE"
     with pytest.raises(InvalidCommand) as raised:
-        Account.open("PWR-0001", AccountType.COMPLIANCE,
-                     Holder("Plant", "91110000100001234X", "SHIPPING", "Beijing"), "mee/li")
+        Account.open(
+            "PWR-0001",
+            AccountType.COMPLIANCE,
+            Holder("Plant", "91110000100001234X", "SHIPPING", "Beijing"),
+            "mee/li",
+        )
     assert raised.value.reason == "INVALID_SECTOR"
     with pytest.raises(InvalidCommand) as raised:
         Account.open("bad id", AccountType.TRADING, Holder("x"), "mee/li")

@@ -46,20 +46,29 @@ def test_the_obligation_cap_is_allocation_plus_a_share_of_verified_emissions() -
     power_early = ComplianceRules(obligation_cap_bps=2_000)
     gas = ComplianceRules(obligation_cap_bps=0)
     assert DEFAULT_RULES.obligation(1_000, 500) == 1_000
-    assert power_early.obligation(1_000, 500) == 700          # 500 + 20 % of 1,000
-    assert power_early.obligation(1_000, 900) == 1_000        # never above verified
-    assert gas.obligation(1_000, 600) == 600                  # capped at the allocation
+    assert power_early.obligation(1_000, 500) == 700  # 500 + 20 % of 1,000
+    assert power_early.obligation(1_000, 900) == 1_000  # never above verified
+    assert gas.obligation(1_000, 600) == 600  # capped at the allocation
 
 
 def test_every_bad_rule_field_is_named() -> None:
-    bad = ComplianceRules(ccer_cap_bps=10_001, advance_use_bps=-1, cea_min_vintage=2030,
-                          surrender_deadline="2025-12-31", obligation_cap_bps=True)
+    bad = ComplianceRules(
+        ccer_cap_bps=10_001,
+        advance_use_bps=-1,
+        cea_min_vintage=2030,
+        surrender_deadline="2025-12-31",
+        obligation_cap_bps=True,
+    )
     with pytest.raises(RowsInvalid) as raised:
         bad.check(2025)
     assert raised.value.reason == "INVALID_RULE"
     assert {v.field for v in raised.value.violations} == {
-        "rules.ccer_cap_bps", "rules.advance_use_bps", "rules.cea_min_vintage",
-        "rules.surrender_deadline", "rules.obligation_cap_bps"}
+        "rules.ccer_cap_bps",
+        "rules.advance_use_bps",
+        "rules.cea_min_vintage",
+        "rules.surrender_deadline",
+        "rules.obligation_cap_bps",
+    }
     assert ComplianceRules(surrender_deadline="2026-12-31").check(2025).deadline(2025).year == 2026
 
 
@@ -74,7 +83,9 @@ def test_rules_by_sector_fall_back_to_the_year_then_to_the_defaults() -> None:
     assert year.rules_for("POWER").obligation_cap_bps == 2_000
     changes = [e for e in year.collect_events() if isinstance(e, ComplianceYear.RulesChanged)]
     assert [(e.sector, e.principal, e.reason) for e in changes] == [
-        ("*", "mee/li", "2025 plan"), ("POWER", "mee/li", "relief")]
+        ("*", "mee/li", "2025 plan"),
+        ("POWER", "mee/li", "relief"),
+    ]
     with pytest.raises(InvalidCommand) as raised:
         year.change_rules("SHIPPING", DEFAULT_RULES, "mee/li", "x")
     assert raised.value.reason == "INVALID_SECTOR"
@@ -101,7 +112,7 @@ def test_vintages_accepted_and_advance_use() -> None:
         obligation.check_surrender(ComplianceRules(cea_min_vintage=2021), [cea(2020, 1)])
     with pytest.raises(AdvanceUseNotAllowed):
         obligation.check_surrender(DEFAULT_RULES, [cea(2026, 1)])
-    borrowing = ComplianceRules(advance_use_bps=1_000)                 # up to 1,000 t
+    borrowing = ComplianceRules(advance_use_bps=1_000)  # up to 1,000 t
     assert obligation.check_surrender(borrowing, [cea(2025, 5), cea(2026, 600)]) == 600
     obligation.record_surrender(uuid4(), "CEA", 605, advance=600)
     with pytest.raises(AdvanceUseLimitExceeded) as limit:
@@ -111,7 +122,7 @@ def test_vintages_accepted_and_advance_use() -> None:
 
 
 def test_offsets_are_capped_by_verified_emissions() -> None:
-    obligation = verified(10_000)                                      # cap: 500 t
+    obligation = verified(10_000)  # cap: 500 t
     obligation.check_surrender(DEFAULT_RULES, [ccer(500)])
     obligation.record_surrender(uuid4(), "CCER", 300)
     with pytest.raises(CcerCapExceeded) as raised:
@@ -143,9 +154,9 @@ def test_status_through_the_year_and_the_shortfall_fixed_at_closing() -> None:
     compliant = verified(1_000)
     compliant.record_allocation(uuid4(), 900)
     compliant.record_surrender(uuid4(), "CEA", 720)
-    power_early = ComplianceRules(obligation_cap_bps=2_000)          # owes 900 + 200 = 1,000
+    power_early = ComplianceRules(obligation_cap_bps=2_000)  # owes 900 + 200 = 1,000
     assert compliant.status(power_early) is ComplianceStatus.OPEN
-    gas = ComplianceRules(obligation_cap_bps=0)                      # owes its 900
+    gas = ComplianceRules(obligation_cap_bps=0)  # owes its 900
     assert compliant.obligation(gas) == 900
 
 

@@ -20,9 +20,13 @@ def test_postgres_url_is_translated_and_password_masked() -> None:
     settings = Settings("postgresql://reg:s3cret@db.local:6543/registry")
     env = settings.eventsourcing_env()
     assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
-    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"],
-            env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == (
-        "db.local", "6543", "registry", "reg", "s3cret")
+    assert (
+        env["POSTGRES_HOST"],
+        env["POSTGRES_PORT"],
+        env["POSTGRES_DBNAME"],
+        env["POSTGRES_USER"],
+        env["POSTGRES_PASSWORD"],
+    ) == ("db.local", "6543", "registry", "reg", "s3cret")
     assert "s3cret" not in settings.describe()
 
 
@@ -35,8 +39,7 @@ def test_bad_settings_say_what_to_fix() -> None:
         Settings.from_env({"REGISTRY_CACHE_SIZE": "lots"})
 
 
-def test_four_eyes_are_required_unless_turned_off_and_a_typo_is_refused(tmp_path: Path
-                                                                        ) -> None:
+def test_four_eyes_are_required_unless_turned_off_and_a_typo_is_refused(tmp_path: Path) -> None:
     from services.server import ServerSettings
 
     store = Settings(f"sqlite:///{tmp_path / 'r.sqlite'}")
@@ -70,6 +73,7 @@ def test_authentication_and_transport_settings_are_checked(tmp_path: Path) -> No
     # plaintext only on loopback, unless the network is declared trusted
     with pytest.raises(ConfigurationError, match="REGISTRY_PLAINTEXT=allow"):
         ServerSettings.from_env(store, {"REGISTRY_LISTEN": "0.0.0.0:50051"})
-    allowed = ServerSettings.from_env(store, {"REGISTRY_LISTEN": "0.0.0.0:50051",
-                                              "REGISTRY_PLAINTEXT": "allow"})
+    allowed = ServerSettings.from_env(
+        store, {"REGISTRY_LISTEN": "0.0.0.0:50051", "REGISTRY_PLAINTEXT": "allow"}
+    )
     assert allowed.tls is None and allowed.listen == "0.0.0.0:50051"

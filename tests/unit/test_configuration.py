@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_setting_the_code_reads_is_known() -> None:
     read: set[str] = set()
-    for source in [*ROOT.joinpath("registry").rglob("*.py"),
-                   *ROOT.joinpath("services").rglob("*.py")]:
+    for source in [
+        *ROOT.joinpath("registry").rglob("*.py"),
+        *ROOT.joinpath("services").rglob("*.py"),
+    ]:
         text = source.read_text()
         read |= set(re.findall(r'environ(?:\.get)?\(\s*"(REGISTRY_[A-Z_]+)"', text))
         read |= set(re.findall(r'_int\(\s*environ,\s*"(REGISTRY_[A-Z_]+)"', text))
@@ -27,14 +29,17 @@ def test_every_setting_the_code_reads_is_known() -> None:
 
 def test_a_file_supplies_settings_the_environment_does_not(tmp_path: Path) -> None:
     path = tmp_path / "registry.env"
-    path.write_text("# production\nREGISTRY_LISTEN=0.0.0.0:6000\n"
-                    "export REGISTRY_FOUR_EYES='required'\nREGISTRY_POOL_SIZE = 12\n")
+    path.write_text(
+        "# production\nREGISTRY_LISTEN=0.0.0.0:6000\n"
+        "export REGISTRY_FOUR_EYES='required'\nREGISTRY_POOL_SIZE = 12\n"
+    )
     environ = {"REGISTRY_CONFIG_FILE": str(path), "REGISTRY_POOL_SIZE": "20"}
     added = configuration.load(environ)
     assert added == {"REGISTRY_LISTEN": "0.0.0.0:6000", "REGISTRY_FOUR_EYES": "required"}
-    assert environ["REGISTRY_POOL_SIZE"] == "20"             # the environment wins
-    shown = {name: (value, source) for name, value, source in
-             configuration.effective(environ, added)}
+    assert environ["REGISTRY_POOL_SIZE"] == "20"  # the environment wins
+    shown = {
+        name: (value, source) for name, value, source in configuration.effective(environ, added)
+    }
     assert shown["REGISTRY_LISTEN"] == ("0.0.0.0:6000", "file")
     assert shown["REGISTRY_POOL_SIZE"] == ("20", "environment")
     assert shown["REGISTRY_AUTH"] == ("token", "default")
@@ -46,8 +51,10 @@ def test_a_file_supplies_settings_the_environment_does_not(tmp_path: Path) -> No
 
 
 def test_secrets_are_masked() -> None:
-    environ = {"REGISTRY_DATABASE_URL": "postgresql://registry:s3cret@db:5432/registry",
-               "REGISTRY_TOKEN": "0123456789abcdef.secret"}
+    environ = {
+        "REGISTRY_DATABASE_URL": "postgresql://registry:s3cret@db:5432/registry",
+        "REGISTRY_TOKEN": "0123456789abcdef.secret",
+    }
     shown = {name: value for name, value, _ in configuration.effective(environ)}
     assert shown["REGISTRY_DATABASE_URL"] == "postgresql://registry:***@db:5432/registry"
     assert shown["REGISTRY_TOKEN"] == "***"
@@ -55,34 +62,49 @@ def test_secrets_are_masked() -> None:
 
 
 def test_unknown_and_contradictory_settings_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"REGISTRY_FOUR_EYE \(did you mean "
-                                                 r"REGISTRY_FOUR_EYES\?\)"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"REGISTRY_FOUR_EYE \(did you mean "
+        r"REGISTRY_FOUR_EYES\?\)",
+    ):
         configuration.check({"REGISTRY_FOUR_EYE": "off"})
     store = {"REGISTRY_DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigurationError, match="needs client certificates"):
         configuration.check({**store, "REGISTRY_AUTH": "mtls"})
     with pytest.raises(ConfigurationError, match="REGISTRY_MAX_WORKERS"):
         configuration.check({**store, "REGISTRY_MAX_WORKERS": "many"})
-    configuration.check(store)   # the defaults start
+    configuration.check(store)  # the defaults start
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql://reg:pa#ss@db:5432/registry", "postgresql://reg:***@db:5432/registry"),
-    ("postgresql://reg:p@ss/w?rd@db/registry", "postgresql://reg:***@db/registry"),
-    ("postgresql://reg@db/registry?password=s3cret&sslmode=require",
-     "postgresql://reg@db/registry?password=***&sslmode=require"),
-    ("postgresql://reg@db/registry?sslmode=verify-full&sslpassword=s3cret",
-     "postgresql://reg@db/registry?sslmode=verify-full&sslpassword=***"),
-    ("postgresql://reg:s3cret@/registry?host=/run/postgresql",
-     "postgresql://reg:***@/registry?host=/run/postgresql"),
-    ("postgresql://db/registry", "postgresql://db/registry"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://reg:pa#ss@db:5432/registry", "postgresql://reg:***@db:5432/registry"),
+        ("postgresql://reg:p@ss/w?rd@db/registry", "postgresql://reg:***@db/registry"),
+        (
+            "postgresql://reg@db/registry?password=s3cret&sslmode=require",
+            "postgresql://reg@db/registry?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://reg@db/registry?sslmode=verify-full&sslpassword=s3cret",
+            "postgresql://reg@db/registry?sslmode=verify-full&sslpassword=***",
+        ),
+        (
+            "postgresql://reg:s3cret@/registry?host=/run/postgresql",
+            "postgresql://reg:***@/registry?host=/run/postgresql",
+        ),
+        ("postgresql://db/registry", "postgresql://db/registry"),
+    ],
+)
 def test_every_form_of_password_is_masked(url: str, shown: str) -> None:
     """Before: a password in the query, or one with a ``#`` (where ``urlsplit`` finds
     none), was printed in clear by ``registry config`` and the start-up log."""
-    [masked] = [value for name, value, _ in
-                configuration.effective({"REGISTRY_DATABASE_URL": url})
-                if name == "REGISTRY_DATABASE_URL"]
+    [masked] = [
+        value
+        for name, value, _ in configuration.effective({"REGISTRY_DATABASE_URL": url})
+        if name == "REGISTRY_DATABASE_URL"
+    ]
     assert masked == shown
     from registry.config import Settings
-    assert Settings(url).describe() == shown      # the start-up log's and errors' form
+
+    assert Settings(url).describe() == shown  # the start-up log's and errors' form

@@ -53,20 +53,23 @@ def test_link_is_sha256_of_previous_and_canonical_bytes_and_deterministic() -> N
     assert event_hash(EVENT) == hashlib.sha256(canonical_bytes(EVENT)).digest()
 
 
-@pytest.mark.parametrize("changed", [
-    replace(EVENT, position=8),
-    replace(EVENT, originator_id=uuid4()),
-    replace(EVENT, originator_version=4),
-    replace(EVENT, topic="registry.Account.Debited"),
-    replace(EVENT, state=b'{"quantity":6}'),
-    replace(EVENT, state=b'{"quantity":5} '),
-    replace(EVENT, state=b""),
-    replace(EVENT, state=None),
-    replace(EVENT, topic=None),
-    replace(EVENT, originator_id=None),
-    replace(EVENT, originator_version=None),
-    replace(EVENT, originator_id=ORIGINATOR.hex + "x"),
-])
+@pytest.mark.parametrize(
+    "changed",
+    [
+        replace(EVENT, position=8),
+        replace(EVENT, originator_id=uuid4()),
+        replace(EVENT, originator_version=4),
+        replace(EVENT, topic="registry.Account.Debited"),
+        replace(EVENT, state=b'{"quantity":6}'),
+        replace(EVENT, state=b'{"quantity":5} '),
+        replace(EVENT, state=b""),
+        replace(EVENT, state=None),
+        replace(EVENT, topic=None),
+        replace(EVENT, originator_id=None),
+        replace(EVENT, originator_version=None),
+        replace(EVENT, originator_id=ORIGINATOR.hex + "x"),
+    ],
+)
 def test_any_field_change_changes_the_digest(changed: StoredLogEvent) -> None:
     assert canonical_bytes(changed) != canonical_bytes(EVENT)
     assert link(GENESIS, changed) != link(GENESIS, EVENT)
@@ -120,8 +123,7 @@ def _normal(event: StoredLogEvent) -> StoredLogEvent:
 
 
 @given(events, events)
-def test_different_events_never_share_canonical_bytes(a: StoredLogEvent,
-                                                      b: StoredLogEvent) -> None:
+def test_different_events_never_share_canonical_bytes(a: StoredLogEvent, b: StoredLogEvent) -> None:
     if a.originator_id is not None and b.originator_id is not None:
         same = _normal(a) == _normal(b)
     else:
@@ -142,10 +144,12 @@ def test_a_checkpoint_verifies_with_its_key_only() -> None:
     assert len(checkpoint.key_id) == 16 and int(checkpoint.key_id, 16) >= 0
     link_ = checkpoint.previous
     assert verify_signature(key.public_key(), 10_000, DIGEST, checkpoint.signature, None, link_)
-    assert verify_signature(key.public_key(), 10_000, DIGEST, checkpoint.signature,
-                            checkpoint.key_id, link_)
-    assert not verify_signature(other.public_key(), 10_000, DIGEST, checkpoint.signature,
-                                None, link_)
+    assert verify_signature(
+        key.public_key(), 10_000, DIGEST, checkpoint.signature, checkpoint.key_id, link_
+    )
+    assert not verify_signature(
+        other.public_key(), 10_000, DIGEST, checkpoint.signature, None, link_
+    )
 
 
 def test_an_altered_checkpoint_fails() -> None:
@@ -176,8 +180,9 @@ def test_a_checkpoint_carries_and_signs_its_link_to_the_previous_one() -> None:
     second = sign_checkpoint(key, 9, later_digest, (5, DIGEST))
     assert second.previous == (5, DIGEST) and len(second.signature) == 64
     assert verify_signature(public, 9, later_digest, second.signature, None, (5, DIGEST))
-    assert not verify_signature(public, 9, later_digest, second.signature, None,
-                                (3, GENESIS)), "link forged"
+    assert not verify_signature(public, 9, later_digest, second.signature, None, (3, GENESIS)), (
+        "link forged"
+    )
     assert not verify_signature(public, 9, later_digest, second.signature), "link dropped"
     assert b"checkpoint/v2" in checkpoint_message(9, later_digest, key_id(key), (5, DIGEST))
 
@@ -222,19 +227,32 @@ def test_a_third_party_checks_a_checkpoint_with_the_public_pem_alone(tmp_path: P
     checkpoint = sign_checkpoint(key, 42, DIGEST)
     save_public_key(key, tmp_path / "registry-public.pem")
     public = load_public_key(tmp_path / "registry-public.pem")
-    assert verify_signature(public, checkpoint.position, checkpoint.digest,
-                            checkpoint.signature, checkpoint.key_id, checkpoint.previous)
+    assert verify_signature(
+        public,
+        checkpoint.position,
+        checkpoint.digest,
+        checkpoint.signature,
+        checkpoint.key_id,
+        checkpoint.previous,
+    )
 
 
 def test_bad_key_files_are_refused(tmp_path: Path) -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     wrong = tmp_path / "ec.pem"
-    wrong.write_bytes(ec_key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    wrong.write_bytes(
+        ec_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     wrong_public = tmp_path / "ec-public.pem"
-    wrong_public.write_bytes(ec_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    wrong_public.write_bytes(
+        ec_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key")
     for path in (wrong, garbage, tmp_path / "missing.pem"):
@@ -249,7 +267,8 @@ def test_the_embedded_key_is_made_once_where_the_environment_says(tmp_path: Path
     path = private_key_path({"REGISTRY_DATA_DIR": str(tmp_path)})
     assert path == tmp_path / "ledger-signing-key.pem"
     assert private_key_path({"REGISTRY_LEDGER_KEY": "/etc/registry/k.pem"}) == Path(
-        "/etc/registry/k.pem")
+        "/etc/registry/k.pem"
+    )
     first = load_or_create_private_key(path)
     assert key_id(load_or_create_private_key(path)) == key_id(first)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

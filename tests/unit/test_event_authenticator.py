@@ -26,8 +26,9 @@ ORIGINATOR = UUID("5e4db784-b2ce-5bf7-82e4-922a78bbe5fc")
 def test_every_field_is_covered_and_fields_cannot_shift_into_each_other() -> None:
     base = authenticator(KEY, ORIGINATOR, 3, "registry.Account.Credited", b"{}")
     assert len(base) == 32
-    assert authenticator(KEY, ORIGINATOR.hex, 3, "registry.Account.Credited", b"{}") == base, \
+    assert authenticator(KEY, ORIGINATOR.hex, 3, "registry.Account.Credited", b"{}") == base, (
         "SQLite's hex spelling of the id authenticates the same event"
+    )
     variants = [
         authenticator(KEY, UUID(int=ORIGINATOR.int ^ 1), 3, "registry.Account.Credited", b"{}"),
         authenticator(KEY, ORIGINATOR, 4, "registry.Account.Credited", b"{}"),

@@ -54,17 +54,27 @@ def b(unit_class: UnitClass, first: int, last: int) -> SerialBlock:
     return SerialBlock(unit_class, first, last)
 
 
-def freeze(*blocks: SerialBlock, freeze_id: str = "F-2026-001", account: str = ACCOUNT,
-           order: str = "(2026) Hu 0101 Zhi Bao 17") -> BlockFreeze:
-    return BlockFreeze.impose(freeze_id=freeze_id, account_id=account, blocks=blocks,
-                              order_reference=order, reason="asset preservation order",
-                              principal=LI, at=AT, proposal="mee:P-77")
+def freeze(
+    *blocks: SerialBlock,
+    freeze_id: str = "F-2026-001",
+    account: str = ACCOUNT,
+    order: str = "(2026) Hu 0101 Zhi Bao 17",
+) -> BlockFreeze:
+    return BlockFreeze.impose(
+        freeze_id=freeze_id,
+        account_id=account,
+        blocks=blocks,
+        order_reference=order,
+        reason="asset preservation order",
+        principal=LI,
+        at=AT,
+        proposal="mee:P-77",
+    )
 
 
 def detention(project: str = "P-0001", reference: str = "MEE-D-2026-3") -> OriginDetention:
     d = OriginDetention.start(project)
-    assert d.detain(reference=reference, reason="suspected double counting", principal=LI,
-                    at=AT)
+    assert d.detain(reference=reference, reason="suspected double counting", principal=LI, at=AT)
     return d
 
 
@@ -74,13 +84,24 @@ def halted() -> MarketHalt:
     return h
 
 
-def refusal(blocks: Sequence[SerialBlock], *, kind: TransactionKind = TransactionKind.TRANSFER,
-            source: str | None = ACCOUNT, freezes: Sequence[BlockFreeze] = (),
-            detentions: dict[str, OriginDetention] | None = None,
-            halt: MarketHalt | None = None) -> RegistryError | None:
+def refusal(
+    blocks: Sequence[SerialBlock],
+    *,
+    kind: TransactionKind = TransactionKind.TRANSFER,
+    source: str | None = ACCOUNT,
+    freezes: Sequence[BlockFreeze] = (),
+    detentions: dict[str, OriginDetention] | None = None,
+    halt: MarketHalt | None = None,
+) -> RegistryError | None:
     try:
-        check_movement(blocks, source_account=source, kind=kind, block_freezes=freezes,
-                       detentions=detentions, halt=halt)
+        check_movement(
+            blocks,
+            source_account=source,
+            kind=kind,
+            block_freezes=freezes,
+            detentions=detentions,
+            halt=halt,
+        )
     except RegistryError as error:
         return error
     return None
@@ -104,15 +125,21 @@ def test_a_freeze_records_who_when_why_and_its_blocks_sorted_and_joined() -> Non
     assert f.frozen_blocks == (b(P1, 5, 9), b(CEA25, 1, 200))
     assert f.quantity == 205
     assert (f.imposed_by, f.imposed_at, f.reason) == ("mee/li", AT, "asset preservation order")
-    assert f.changes == (RestrictionChange("IMPOSED", AT, "mee/li", "asset preservation order",
-                                           reference="(2026) Hu 0101 Zhi Bao 17",
-                                           proposal="mee:P-77"),)
+    assert f.changes == (
+        RestrictionChange(
+            "IMPOSED",
+            AT,
+            "mee/li",
+            "asset preservation order",
+            reference="(2026) Hu 0101 Zhi Bao 17",
+            proposal="mee:P-77",
+        ),
+    )
 
 
 def test_a_frozen_serial_anywhere_in_a_moved_block_refuses_and_names_the_freeze() -> None:
     f = freeze(b(CEA25, 101, 200))
-    for moved in (b(CEA25, 50, 101), b(CEA25, 200, 300), b(CEA25, 150, 160),
-                  b(CEA25, 1, 1000)):
+    for moved in (b(CEA25, 50, 101), b(CEA25, 200, 300), b(CEA25, 150, 160), b(CEA25, 1, 1000)):
         error = refusal([b(CEA24, 1, 10), moved], freezes=[f])
         assert error is not None and error.reason == "SERIALS_FROZEN"
         assert isinstance(error, Refused)
@@ -128,9 +155,9 @@ def test_a_frozen_serial_anywhere_in_a_moved_block_refuses_and_names_the_freeze(
 def test_a_freeze_blocks_nothing_else() -> None:
     f = freeze(b(CEA25, 101, 200))
     assert refusal([b(CEA25, 1, 100), b(CEA25, 201, 300)], freezes=[f]) is None  # adjacent
-    assert refusal([b(CEA24, 101, 200)], freezes=[f]) is None                    # other class
+    assert refusal([b(CEA24, 101, 200)], freezes=[f]) is None  # other class
     assert refusal([b(CEA25, 101, 200)], freezes=[f], source="TRD-0002") is None  # other account
-    assert refusal([b(CEA25, 101, 200)], freezes=[f], source=None) is None       # an issuance
+    assert refusal([b(CEA25, 101, 200)], freezes=[f], source=None) is None  # an issuance
     assert refusal([], freezes=[f]) is None
 
 
@@ -144,8 +171,13 @@ def test_a_freeze_refuses_every_kind_of_movement_out_of_the_account() -> None:
 def test_release_restores_movement_and_is_recorded_with_its_evidence() -> None:
     f = freeze(b(CEA25, 101, 200))
     f.collect_events()
-    assert f.release(reason="order discharged", evidence="(2026) Hu 0101 Min Chu 9",
-                     principal=WANG, at=AT + timedelta(days=30), proposal="mee:P-80")
+    assert f.release(
+        reason="order discharged",
+        evidence="(2026) Hu 0101 Min Chu 9",
+        principal=WANG,
+        at=AT + timedelta(days=30),
+        proposal="mee:P-80",
+    )
     assert f.status is FreezeStatus.RELEASED and not f.is_active
     assert (f.released_by, f.release_evidence) == ("mee/wang", "(2026) Hu 0101 Min Chu 9")
     assert refusal([b(CEA25, 101, 200)], freezes=[f]) is None
@@ -169,8 +201,11 @@ def test_a_repeated_release_is_a_replay_a_different_one_is_refused() -> None:
 
 def test_a_retried_freeze_is_the_same_request_however_it_is_cut() -> None:
     f = freeze(b(CEA25, 1, 200))
-    f.ensure_same_request(account_id=ACCOUNT, blocks=[b(CEA25, 101, 200), b(CEA25, 1, 100)],
-                          order_reference="(2026) Hu 0101 Zhi Bao 17")
+    f.ensure_same_request(
+        account_id=ACCOUNT,
+        blocks=[b(CEA25, 101, 200), b(CEA25, 1, 100)],
+        order_reference="(2026) Hu 0101 Zhi Bao 17",
+    )
     for account, blocks, order in (
         ("TRD-0002", [b(CEA25, 1, 200)], "(2026) Hu 0101 Zhi Bao 17"),
         (ACCOUNT, [b(CEA25, 1, 199)], "(2026) Hu 0101 Zhi Bao 17"),
@@ -199,10 +234,17 @@ def test_the_frozen_index_agrees_with_a_brute_force_check() -> None:
     rng = random.Random(20260302)
     classes = [CEA24, CEA25, P1]
     for _ in range(300):
-        frozen = [freeze(*[b(rng.choice(classes), s, s + rng.randrange(50))
-                           for s in rng.sample(range(1, 400, 60), rng.randrange(1, 4))],
-                         freeze_id=f"F-{i}", order=f"case {i}")
-                  for i in range(rng.randrange(0, 4))]
+        frozen = [
+            freeze(
+                *[
+                    b(rng.choice(classes), s, s + rng.randrange(50))
+                    for s in rng.sample(range(1, 400, 60), rng.randrange(1, 4))
+                ],
+                freeze_id=f"F-{i}",
+                order=f"case {i}",
+            )
+            for i in range(rng.randrange(0, 4))
+        ]
         index = FrozenSerials(ACCOUNT, frozen)
         for _ in range(20):
             first = rng.randrange(1, 500)
@@ -217,8 +259,14 @@ def test_the_frozen_index_agrees_with_a_brute_force_check() -> None:
 def test_freeze_validation_names_each_problem_and_creates_nothing() -> None:
     def impose(**changes: object) -> str:
         args: dict[str, object] = dict(
-            freeze_id="F-1", account_id=ACCOUNT, blocks=[b(CEA25, 1, 10)],
-            order_reference="case 1", reason="court order", principal=LI, at=AT)
+            freeze_id="F-1",
+            account_id=ACCOUNT,
+            blocks=[b(CEA25, 1, 10)],
+            order_reference="case 1",
+            reason="court order",
+            principal=LI,
+            at=AT,
+        )
         args.update(changes)
         with pytest.raises(InvalidCommand) as raised:
             BlockFreeze.impose(**args)  # type: ignore[arg-type]
@@ -243,24 +291,37 @@ def test_freeze_validation_names_each_problem_and_creates_nothing() -> None:
 def test_release_validation_comes_before_any_event() -> None:
     f = freeze(b(CEA25, 1, 10))
     f.collect_events()
-    assert reason_of(f.release, reason="r", evidence="", principal=WANG, at=AT) == \
-        "MISSING_EVIDENCE"
-    assert reason_of(f.release, reason="r", evidence="e" * 201, principal=WANG, at=AT) == \
-        "INVALID_REFERENCE"
-    assert reason_of(f.release, reason="", evidence="E", principal=WANG, at=AT) == \
-        "MISSING_FIELD"
+    assert (
+        reason_of(f.release, reason="r", evidence="", principal=WANG, at=AT) == "MISSING_EVIDENCE"
+    )
+    assert (
+        reason_of(f.release, reason="r", evidence="e" * 201, principal=WANG, at=AT)
+        == "INVALID_REFERENCE"
+    )
+    assert reason_of(f.release, reason="", evidence="E", principal=WANG, at=AT) == "MISSING_FIELD"
     assert f.collect_events() == [] and f.is_active
 
 
 def test_blocks_from_json_rows() -> None:
     assert blocks_from_rows([["CEA/2025", 1, 10], ("CCER/2024/P-0001", 3, 3)]) == [
-        b(CEA25, 1, 10), b(P1, 3, 3)]
-    for bad in (["CEA/2025", 1], "CEA/2025#1-10", ["CEA/2025", 0, 10], ["CEA/2025", 10, 9],
-                ["CEA/2025", True, 9], ["CEA/2025", 1.0, 9], [2025, 1, 9]):
+        b(CEA25, 1, 10),
+        b(P1, 3, 3),
+    ]
+    for bad in (
+        ["CEA/2025", 1],
+        "CEA/2025#1-10",
+        ["CEA/2025", 0, 10],
+        ["CEA/2025", 10, 9],
+        ["CEA/2025", True, 9],
+        ["CEA/2025", 1.0, 9],
+        [2025, 1, 9],
+    ):
         with pytest.raises(InvalidCommand) as raised:
             blocks_from_rows([["CEA/2025", 1, 10], bad])
-        assert (raised.value.reason, raised.value.metadata["field"]) == \
-            ("INVALID_BLOCK", "blocks[1]")
+        assert (raised.value.reason, raised.value.metadata["field"]) == (
+            "INVALID_BLOCK",
+            "blocks[1]",
+        )
     with pytest.raises(InvalidCommand) as raised:
         blocks_from_rows([["XYZ/2025", 1, 10]])
     assert raised.value.reason == "UNKNOWN_UNIT_TYPE"
@@ -275,12 +336,20 @@ def test_a_detention_refuses_its_projects_units_wherever_and_however_they_move()
     assert d.status is DetentionStatus.DETAINED
     for kind in ALL_KINDS:
         for source in (ACCOUNT, "TRD-0002", None):
-            error = refusal([b(CEA25, 1, 10), b(P1, 5, 9), b(P1, 20, 20)], kind=kind,
-                            source=source, detentions={"P-0001": d})
+            error = refusal(
+                [b(CEA25, 1, 10), b(P1, 5, 9), b(P1, 20, 20)],
+                kind=kind,
+                source=source,
+                detentions={"P-0001": d},
+            )
             assert error is not None and error.reason == "ORIGIN_DETAINED", (kind, source)
             assert isinstance(error, Refused)
-            assert error.metadata == {"project": "P-0001", "detention": "MEE-D-2026-3",
-                                      "block": "CCER/2024/P-0001#5-9", "quantity": "6"}
+            assert error.metadata == {
+                "project": "P-0001",
+                "detention": "MEE-D-2026-3",
+                "block": "CCER/2024/P-0001#5-9",
+                "quantity": "6",
+            }
 
 
 def test_a_detention_leaves_allowances_and_other_projects_alone() -> None:
@@ -294,7 +363,7 @@ def test_a_detention_leaves_allowances_and_other_projects_alone() -> None:
     for kind in ALL_KINDS:
         assert refusal(blocks, kind=kind, detentions={"P-0001": detention()}) is None
         check_detentions(blocks, lookup)
-    assert set(asked) == {"P-0002"}   # CEA units have no project to look up
+    assert set(asked) == {"P-0002"}  # CEA units have no project to look up
     assert refusal([*blocks, b(P1, 1, 1)], detentions=None) is None
     with pytest.raises(Refused) as raised:
         check_detentions([*blocks, b(P1, 1, 1)], lookup)
@@ -303,13 +372,19 @@ def test_a_detention_leaves_allowances_and_other_projects_alone() -> None:
 
 def test_clearance_restores_movement_and_records_its_evidence() -> None:
     d = detention()
-    assert d.clear(evidence="MEE-C-2026-9", reason="verification upheld", principal=WANG,
-                   at=AT + timedelta(days=60), proposal="mee:P-90")
+    assert d.clear(
+        evidence="MEE-C-2026-9",
+        reason="verification upheld",
+        principal=WANG,
+        at=AT + timedelta(days=60),
+        proposal="mee:P-90",
+    )
     assert d.status is DetentionStatus.CLEARED and not d.is_active
     assert refusal([b(P1, 1, 10)], detentions={"P-0001": d}) is None
     assert [(c.change, c.principal, c.reference, c.evidence) for c in d.changes] == [
         ("DETAINED", "mee/li", "MEE-D-2026-3", ""),
-        ("CLEARED", "mee/wang", "MEE-D-2026-3", "MEE-C-2026-9")]
+        ("CLEARED", "mee/wang", "MEE-D-2026-3", "MEE-C-2026-9"),
+    ]
 
 
 def test_detention_replays_refusals_and_a_new_detention_after_clearance() -> None:
@@ -322,8 +397,10 @@ def test_detention_replays_refusals_and_a_new_detention_after_clearance() -> Non
     assert raised.value.metadata == {"project": "P-0001", "detention": "MEE-D-2026-3"}
     assert d.clear(evidence="E-1", reason="ok", principal=WANG, at=AT)
     assert not d.clear(evidence="E-1", reason="retry", principal=WANG, at=AT)
-    assert reason_of(d.clear, evidence="E-2", reason="x", principal=WANG, at=AT) == \
-        "DETENTION_NOT_ACTIVE"
+    assert (
+        reason_of(d.clear, evidence="E-2", reason="x", principal=WANG, at=AT)
+        == "DETENTION_NOT_ACTIVE"
+    )
     assert not d.detain(reference="MEE-D-2026-3", reason="late retry", principal=LI, at=AT)
     assert not d.is_active
     assert d.detain(reference="MEE-D-2026-5", reason="new findings", principal=LI, at=AT)
@@ -335,8 +412,10 @@ def test_a_project_never_detained_cannot_be_cleared() -> None:
     d = OriginDetention.start("P-0001")
     assert d.status is DetentionStatus.NOT_DETAINED
     assert refusal([b(P1, 1, 1)], detentions={"P-0001": d}) is None
-    assert reason_of(d.clear, evidence="E", reason="r", principal=WANG, at=AT) == \
-        "DETENTION_NOT_ACTIVE"
+    assert (
+        reason_of(d.clear, evidence="E", reason="r", principal=WANG, at=AT)
+        == "DETENTION_NOT_ACTIVE"
+    )
 
 
 def test_detention_validation_names_each_problem() -> None:
@@ -348,13 +427,10 @@ def test_detention_validation_names_each_problem() -> None:
     assert reason_of(OriginDetention.start, "P-0001", "VER") == "UNKNOWN_UNIT_TYPE"
     d = OriginDetention.start("P-0001")
     d.collect_events()
-    assert reason_of(d.detain, reference="", reason="r", principal=LI, at=AT) == \
-        "MISSING_REFERENCE"
-    assert reason_of(d.detain, reference="D", reason=" ", principal=LI, at=AT) == \
-        "MISSING_FIELD"
+    assert reason_of(d.detain, reference="", reason="r", principal=LI, at=AT) == "MISSING_REFERENCE"
+    assert reason_of(d.detain, reference="D", reason=" ", principal=LI, at=AT) == "MISSING_FIELD"
     assert d.detain(reference="D", reason="r", principal=LI, at=AT)
-    assert reason_of(d.clear, evidence=" ", reason="r", principal=WANG, at=AT) == \
-        "MISSING_EVIDENCE"
+    assert reason_of(d.clear, evidence=" ", reason="r", principal=WANG, at=AT) == "MISSING_EVIDENCE"
     assert [type(e).__name__ for e in d.collect_events()] == ["Detained"]
 
 
@@ -375,20 +451,22 @@ def test_a_halt_refuses_settlement_only() -> None:
         else:
             assert error is None, kind
     with pytest.raises(Refused):
-        check_halt("SETTLEMENT", h)   # the kind as the application's string
+        check_halt("SETTLEMENT", h)  # the kind as the application's string
     check_halt(TransactionKind.SURRENDER, h)
     check_halt(TransactionKind.SETTLEMENT, None)
 
 
 def test_lifting_the_halt_resumes_settlement() -> None:
     h = halted()
-    assert h.lift(reason="exchange restored", principal=WANG, at=AT + timedelta(hours=2),
-                  proposal="mee:P-91")
+    assert h.lift(
+        reason="exchange restored", principal=WANG, at=AT + timedelta(hours=2), proposal="mee:P-91"
+    )
     assert h.status is MarketStatus.OPEN
     assert refusal([b(CEA25, 1, 10)], kind=TransactionKind.SETTLEMENT, halt=h) is None
     assert [(c.change, c.principal, c.reason, c.proposal) for c in h.changes] == [
         ("HALTED", "mee/li", "exchange outage", ""),
-        ("LIFTED", "mee/wang", "exchange restored", "mee:P-91")]
+        ("LIFTED", "mee/wang", "exchange restored", "mee:P-91"),
+    ]
     assert (h.lifted_by, h.lifted_at) == ("mee/wang", AT + timedelta(hours=2))
 
 
@@ -397,15 +475,18 @@ def test_halt_and_lift_replays_and_refusals() -> None:
     assert reason_of(h.lift, reason="r", principal=WANG, at=AT) == "MARKET_NOT_HALTED"
     assert h.halt(reason="outage", principal=LI, at=AT)
     assert not h.halt(reason="outage", principal=LI, at=AT)
-    assert reason_of(h.halt, reason="another", principal=LI, at=AT) == \
-        "MARKET_ALREADY_HALTED"
+    assert reason_of(h.halt, reason="another", principal=LI, at=AT) == "MARKET_ALREADY_HALTED"
     assert h.lift(reason="restored", principal=WANG, at=AT)
     assert not h.lift(reason="restored", principal=WANG, at=AT)
     assert reason_of(h.lift, reason="other", principal=WANG, at=AT) == "MARKET_NOT_HALTED"
     assert reason_of(h.halt, reason="", principal=LI, at=AT) == "MISSING_FIELD"
-    assert h.halt(reason="outage", principal=LI, at=AT)   # a new halt, same words
+    assert h.halt(reason="outage", principal=LI, at=AT)  # a new halt, same words
     assert [type(e).__name__ for e in h.collect_events()] == [
-        "Started", "Halted", "Lifted", "Halted"]
+        "Started",
+        "Halted",
+        "Lifted",
+        "Halted",
+    ]
 
 
 # -- the combined guard and FIFO selection ----------------------------------------------------
@@ -425,12 +506,14 @@ def test_the_broadest_restriction_is_named_first() -> None:
 
 
 def test_movable_skips_restricted_units_so_fifo_takes_free_ones() -> None:
-    holding = units.merge([*(b(CEA25, 10 * i + 1, 10 * i + 5) for i in range(1000)),
-                           b(P1, 1, 100), b(P2, 1, 100)])
+    holding = units.merge(
+        [*(b(CEA25, 10 * i + 1, 10 * i + 5) for i in range(1000)), b(P1, 1, 100), b(P2, 1, 100)]
+    )
     f = freeze(b(CEA25, 1, 2), b(CEA25, 11, 35), b(P2, 50, 60))
     index = FrozenSerials(ACCOUNT, [f])
-    free = movable(holding, account_id=ACCOUNT, block_freezes=index,
-                   detentions={"P-0001": detention()})
+    free = movable(
+        holding, account_id=ACCOUNT, block_freezes=index, detentions={"P-0001": detention()}
+    )
     cea = [x for x in free if x.unit_class == CEA25]
     assert cea[:3] == [b(CEA25, 3, 5), b(CEA25, 41, 45), b(CEA25, 51, 55)]
     assert b(P2, 1, 49) in free and b(P2, 61, 100) in free
@@ -438,18 +521,30 @@ def test_movable_skips_restricted_units_so_fifo_takes_free_ones() -> None:
     assert units.total(holding) - units.total(free) == 2 + 15 + 11 + 100
     taken, _ = units.take(free, UnitSelector(UnitType.CEA), 2000)
     check_block_freezes(taken, source_account=ACCOUNT, block_freezes=index)
-    taken, _ = units.take(free, UnitSelector(UnitType.CCER), 89)   # all of P-0002 not frozen
-    check_movement(taken, source_account=ACCOUNT, kind=TransactionKind.SURRENDER,
-                   block_freezes=[f], detentions={"P-0001": detention()})
+    taken, _ = units.take(free, UnitSelector(UnitType.CCER), 89)  # all of P-0002 not frozen
+    check_movement(
+        taken,
+        source_account=ACCOUNT,
+        kind=TransactionKind.SURRENDER,
+        block_freezes=[f],
+        detentions={"P-0001": detention()},
+    )
     assert movable(holding, account_id="TRD-0002", block_freezes=[f]) == holding
 
 
 # -- errors, topics and snapshots ---------------------------------------------------------
 
 
-NEW_REFUSALS = {"SERIALS_FROZEN", "ORIGIN_DETAINED", "MARKET_HALTED", "FREEZE_NOT_ACTIVE",
-                "ORIGIN_ALREADY_DETAINED", "DETENTION_NOT_ACTIVE", "MARKET_ALREADY_HALTED",
-                "MARKET_NOT_HALTED"}
+NEW_REFUSALS = {
+    "SERIALS_FROZEN",
+    "ORIGIN_DETAINED",
+    "MARKET_HALTED",
+    "FREEZE_NOT_ACTIVE",
+    "ORIGIN_ALREADY_DETAINED",
+    "DETENTION_NOT_ACTIVE",
+    "MARKET_ALREADY_HALTED",
+    "MARKET_NOT_HALTED",
+}
 
 
 def test_recorded_refusals_rebuild_as_their_own_types() -> None:
@@ -477,10 +572,13 @@ def json_round_trip(aggregate: Aggregate) -> Aggregate:
         transcoder.register(transcoding)
     snapshot = Snapshot.take(aggregate)
     state = transcoder.decode(transcoder.encode(snapshot.state))
-    restored = Snapshot(originator_id=snapshot.originator_id,
-                        originator_version=snapshot.originator_version,
-                        timestamp=snapshot.timestamp, topic=snapshot.topic,
-                        state=state).mutate(None)
+    restored = Snapshot(
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=state,
+    ).mutate(None)
     assert isinstance(restored, type(aggregate))
     return restored
 

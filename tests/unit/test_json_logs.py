@@ -90,8 +90,11 @@ def test_the_bound_request_is_on_every_line_while_it_is_bound(capture: Capture) 
         logs.unbind_request(token)
     capture.logger.info("outside")
     inside, outside = capture.lines()
-    assert (inside["request_id"], inside["principal"], inside["method"]) == \
-        ("req-1", "sse/settlement", SETTLE)
+    assert (inside["request_id"], inside["principal"], inside["method"]) == (
+        "req-1",
+        "sse/settlement",
+        SETTLE,
+    )
     assert not {"request_id", "principal", "method"} & set(outside)
     assert logs.current_request_id() is None
 
@@ -121,9 +124,16 @@ def test_a_request_bound_in_one_thread_is_not_seen_in_another() -> None:
 def test_extras_are_fields_and_never_replace_the_standard_ones(capture: Capture) -> None:
     token = logs.bind_request("req-4", "sse/settlement", SETTLE)
     try:
-        capture.logger.info("call", extra={"status": "OK", "duration_ms": 41.7,
-                                           "trades": [1, 2], "method": "not this",
-                                           "level": "nor this"})
+        capture.logger.info(
+            "call",
+            extra={
+                "status": "OK",
+                "duration_ms": 41.7,
+                "trades": [1, 2],
+                "method": "not this",
+                "level": "nor this",
+            },
+        )
     finally:
         logs.unbind_request(token)
     [line] = capture.lines()
@@ -157,10 +167,19 @@ def test_values_json_cannot_hold_never_fail_the_log_call(capture: Capture) -> No
 
     circular: list[Any] = []
     circular.append(circular)
-    capture.logger.info("odd values", extra={
-        "thing": object(), "nan": math.nan, "units": {3, 1}, "raw": b"\xff\x00ok",
-        "circular": circular, "unprintable": Unprintable(), "when": datetime(2026, 6, 15),
-        "keys": {(1, 2): "tuple key"}})
+    capture.logger.info(
+        "odd values",
+        extra={
+            "thing": object(),
+            "nan": math.nan,
+            "units": {3, 1},
+            "raw": b"\xff\x00ok",
+            "circular": circular,
+            "unprintable": Unprintable(),
+            "when": datetime(2026, 6, 15),
+            "keys": {(1, 2): "tuple key"},
+        },
+    )
     [odd] = capture.lines()
     assert odd["message"] == "odd values"
     assert odd["thing"].startswith("<object object")
@@ -175,14 +194,14 @@ def test_values_json_cannot_hold_never_fail_the_log_call(capture: Capture) -> No
 
 def test_a_message_that_does_not_fit_its_arguments_still_logs() -> None:
     # Formatted directly: pytest's own capture handler would fail on this record.
-    record = logging.LogRecord("registry.api", logging.INFO, __file__, 1, "bad format %d",
-                               ("not a number",), None)
+    record = logging.LogRecord(
+        "registry.api", logging.INFO, __file__, 1, "bad format %d", ("not a number",), None
+    )
     line = json.loads(logs.JsonFormatter().format(record))
     assert "bad format %d" in line["message"] and "not a number" in line["message"]
 
 
-def test_queued_records_keep_the_request_of_the_thread_that_logged_them(
-        root_logging: None) -> None:
+def test_queued_records_keep_the_request_of_the_thread_that_logged_them(root_logging: None) -> None:
     stream = io.StringIO()
     listener = logs.configure("json", stream)
     log = logging.getLogger("registry.api")
@@ -202,12 +221,11 @@ def test_queued_records_keep_the_request_of_the_thread_that_logged_them(
             worker.join()
         log.info("no request here")
     finally:
-        listener.stop()   # writes what is still queued
+        listener.stop()  # writes what is still queued
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 9
     served = {line["message"]: line.get("request_id") for line in lines}
-    assert served == {**{f"served req-{n}": f"req-{n}" for n in range(8)},
-                      "no request here": None}
+    assert served == {**{f"served req-{n}": f"req-{n}" for n in range(8)}, "no request here": None}
 
 
 def test_the_text_format_is_unchanged(root_logging: None) -> None:
@@ -216,15 +234,18 @@ def test_the_text_format_is_unchanged(root_logging: None) -> None:
     listener = logs.configure("text", stream)
     token = logs.bind_request("req-5", "sse/settlement", SETTLE)
     try:
-        logging.getLogger("registry.api").info("%s principal=%s status=OK", SETTLE,
-                                               "sse/settlement", extra={"status": "OK"})
+        logging.getLogger("registry.api").info(
+            "%s principal=%s status=OK", SETTLE, "sse/settlement", extra={"status": "OK"}
+        )
     finally:
         logs.unbind_request(token)
         listener.stop()
     line = stream.getvalue()
     assert re.fullmatch(
         rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} {os.getpid()} INFO registry.api "
-        rf"{re.escape(SETTLE)} principal=sse/settlement status=OK\n", line), line
+        rf"{re.escape(SETTLE)} principal=sse/settlement status=OK\n",
+        line,
+    ), line
 
 
 def test_only_text_and_json_are_formats() -> None:
@@ -236,6 +257,7 @@ def test_only_text_and_json_are_formats() -> None:
 
 # -- request ids --------------------------------------------------------------------------
 
+
 def test_new_request_ids_are_uuid4_hex_and_unique() -> None:
     ids = {logs.new_request_id() for _ in range(1000)}
     assert len(ids) == 1000
@@ -244,13 +266,13 @@ def test_new_request_ids_are_uuid4_hex_and_unique() -> None:
 
 @pytest.mark.parametrize("sent", ["abc", "SSE-20260615.batch_001", "x" * 64, "7", "a.b-c_D"])
 def test_a_valid_client_request_id_is_kept(sent: str) -> None:
-    assert logs.request_id_from([("authorization", "Bearer t"),
-                                 ("x-request-id", sent)]) == sent
+    assert logs.request_id_from([("authorization", "Bearer t"), ("x-request-id", sent)]) == sent
     assert logs.request_id_from([("X-Request-Id", sent)]) == sent
 
 
-@pytest.mark.parametrize("sent", ["", "x" * 65, "has space", "new\nline", "ünïcode",
-                                  "semi;colon", "quote\"", b"bytes"])
+@pytest.mark.parametrize(
+    "sent", ["", "x" * 65, "has space", "new\nline", "ünïcode", "semi;colon", 'quote"', b"bytes"]
+)
 def test_an_invalid_client_request_id_is_replaced(sent: str | bytes) -> None:
     chosen = logs.request_id_from([("x-request-id", sent)])
     assert chosen != sent
@@ -260,5 +282,4 @@ def test_an_invalid_client_request_id_is_replaced(sent: str | bytes) -> None:
 def test_without_a_client_request_id_a_new_one_is_made() -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", logs.request_id_from(None))
     assert re.fullmatch(r"[0-9a-f]{32}", logs.request_id_from([("user-agent", "grpc")]))
-    assert logs.request_id_from([("x-request-id", "first"), ("x-request-id", "second")]) \
-        == "first"
+    assert logs.request_id_from([("x-request-id", "first"), ("x-request-id", "second")]) == "first"

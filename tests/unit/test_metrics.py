@@ -66,6 +66,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 
 # -- calls ------------------------------------------------------------------------------
 
+
 def test_calls_are_counted_by_method_and_code_and_timed(metrics: RegistryMetrics) -> None:
     metrics.observe_call(SETTLE, "OK", "", 0.004)
     metrics.observe_call(SETTLE, "OK", "", 0.2)
@@ -74,8 +75,7 @@ def test_calls_are_counted_by_method_and_code_and_timed(metrics: RegistryMetrics
     assert value(found, "registry_rpc_calls_total", method=SETTLE, code="OK") == 2
     assert value(found, "registry_rpc_calls_total", method=BALANCE, code="NOT_FOUND") == 1
     assert value(found, "registry_rpc_duration_seconds_count", method=SETTLE) == 2
-    assert value(found, "registry_rpc_duration_seconds_sum", method=SETTLE) == \
-        pytest.approx(0.204)
+    assert value(found, "registry_rpc_duration_seconds_sum", method=SETTLE) == pytest.approx(0.204)
     bucket = "registry_rpc_duration_seconds_bucket"
     assert value(found, bucket, method=SETTLE, le="0.0025") == 0
     assert value(found, bucket, method=SETTLE, le="0.005") == 1
@@ -90,11 +90,13 @@ def test_only_calls_that_did_not_end_ok_are_errors(metrics: RegistryMetrics) -> 
     metrics.observe_call(BALANCE, "NOT_FOUND", "ACCOUNT_NOT_FOUND", 0.01)
     metrics.observe_call(SETTLE, "INTERNAL", "", 0.01)
     found = samples(metrics)
-    errors = {labels: count for (name, labels), count in found.items()
-              if name == "registry_rpc_errors_total"}
+    errors = {
+        labels: count
+        for (name, labels), count in found.items()
+        if name == "registry_rpc_errors_total"
+    }
     assert errors == {
-        frozenset({("method", BALANCE), ("code", "NOT_FOUND"),
-                   ("reason", "ACCOUNT_NOT_FOUND")}): 2,
+        frozenset({("method", BALANCE), ("code", "NOT_FOUND"), ("reason", "ACCOUNT_NOT_FOUND")}): 2,
         frozenset({("method", SETTLE), ("code", "INTERNAL"), ("reason", "")}): 1,
     }
 
@@ -107,8 +109,10 @@ def test_duration_buckets_span_a_millisecond_to_thirty_seconds() -> None:
 
 # -- settlement, holds, verification ------------------------------------------------------
 
+
 def test_settlements_by_status_and_refusals_and_rejections_by_reason(
-        metrics: RegistryMetrics) -> None:
+    metrics: RegistryMetrics,
+) -> None:
     fresh = samples(metrics)
     for status in ("SETTLED", "ALREADY_SETTLED", "REFUSED", "REJECTED"):
         assert value(fresh, "registry_settlements_total", status=status) == 0
@@ -117,21 +121,22 @@ def test_settlements_by_status_and_refusals_and_rejections_by_reason(
     metrics.observe_settlement("REFUSED", "INSUFFICIENT_UNITS")
     metrics.observe_settlement("REFUSED", "ACCOUNT_FROZEN", 3)
     metrics.observe_settlement("REJECTED", "INVALID_QUANTITY", 2)
-    metrics.observe_settlement("SETTLED", "", 0)   # an empty tally changes nothing
+    metrics.observe_settlement("SETTLED", "", 0)  # an empty tally changes nothing
     found = samples(metrics)
     assert value(found, "registry_settlements_total", status="SETTLED") == 998
     assert value(found, "registry_settlements_total", status="ALREADY_SETTLED") == 1
     assert value(found, "registry_settlements_total", status="REFUSED") == 4
     assert value(found, "registry_settlements_total", status="REJECTED") == 2
-    assert value(found, "registry_settlement_refusals_total",
-                 reason="INSUFFICIENT_UNITS") == 1
+    assert value(found, "registry_settlement_refusals_total", reason="INSUFFICIENT_UNITS") == 1
     assert value(found, "registry_settlement_refusals_total", reason="ACCOUNT_FROZEN") == 3
-    assert value(found, "registry_settlement_rejections_total",
-                 reason="INVALID_QUANTITY") == 2
-    refused_reasons = {labels for (name, labels) in found
-                       if name == "registry_settlement_refusals_total"}
-    assert refused_reasons == {frozenset({("reason", "INSUFFICIENT_UNITS")}),
-                               frozenset({("reason", "ACCOUNT_FROZEN")})}
+    assert value(found, "registry_settlement_rejections_total", reason="INVALID_QUANTITY") == 2
+    refused_reasons = {
+        labels for (name, labels) in found if name == "registry_settlement_refusals_total"
+    }
+    assert refused_reasons == {
+        frozenset({("reason", "INSUFFICIENT_UNITS")}),
+        frozenset({("reason", "ACCOUNT_FROZEN")}),
+    }
 
 
 def test_hold_expiries_add_up(metrics: RegistryMetrics) -> None:
@@ -159,8 +164,8 @@ def test_verification_shows_only_once_it_has_run(metrics: RegistryMetrics) -> No
 
 # -- state read at scrape time ------------------------------------------------------------
 
-def test_projection_positions_and_lag_are_read_at_each_scrape(
-        metrics: RegistryMetrics) -> None:
+
+def test_projection_positions_and_lag_are_read_at_each_scrape(metrics: RegistryMetrics) -> None:
     state = {"head": 120, "accounts": 120, "holdings": 100}
     calls = []
 
@@ -169,7 +174,7 @@ def test_projection_positions_and_lag_are_read_at_each_scrape(
         return [(name, state[name], state["head"]) for name in ("accounts", "holdings")]
 
     metrics.watch_projections(status)
-    assert not calls   # nothing is read until a scrape
+    assert not calls  # nothing is read until a scrape
     found = samples(metrics)
     assert value(found, "registry_projection_position", projection="accounts") == 120
     assert value(found, "registry_projection_position", projection="holdings") == 100
@@ -184,21 +189,22 @@ def test_projection_positions_and_lag_are_read_at_each_scrape(
     assert len(calls) == 2
 
 
-def test_a_projection_ahead_of_a_stale_head_shows_no_negative_lag(
-        metrics: RegistryMetrics) -> None:
+def test_a_projection_ahead_of_a_stale_head_shows_no_negative_lag(metrics: RegistryMetrics) -> None:
     metrics.watch_projections(lambda: [("supply", 12, 10)])
     assert value(samples(metrics), "registry_projection_lag_events", projection="supply") == 0
 
 
-def test_a_real_projection_runner_status_feeds_the_gauges(tmp_path: Path,
-                                                          metrics: RegistryMetrics) -> None:
+def test_a_real_projection_runner_status_feeds_the_gauges(
+    tmp_path: Path, metrics: RegistryMetrics
+) -> None:
     settings = Settings(f"sqlite:///{tmp_path / 'registry.sqlite'}")
     registry = build_registry(settings)
     engine = make_engine(settings)
     try:
         runner = ProjectionRunner(registry, engine)
         metrics.watch_projections(
-            lambda: [(p.projection, p.position, p.head) for p in runner.status()])
+            lambda: [(p.projection, p.position, p.head) for p in runner.status()]
+        )
         metrics.watch_pool("writes", engine)
         open_trader(registry, "TRD-0001")
         head = runner.head()
@@ -208,19 +214,23 @@ def test_a_real_projection_runner_status_feeds_the_gauges(tmp_path: Path,
         runner.catch_up()
         caught_up = samples(metrics)
         for progress in runner.status():
-            assert value(caught_up, "registry_projection_position",
-                         projection=progress.projection) == head
-            assert value(caught_up, "registry_projection_lag_events",
-                         projection=progress.projection) == 0
+            assert (
+                value(caught_up, "registry_projection_position", projection=progress.projection)
+                == head
+            )
+            assert (
+                value(caught_up, "registry_projection_lag_events", projection=progress.projection)
+                == 0
+            )
         assert value(caught_up, "registry_db_pool_checked_out", pool="writes") == 0
     finally:
         registry.close()
         engine.dispose()
 
 
-def test_pools_show_checked_out_connections_and_size(metrics: RegistryMetrics,
-                                                     sqlite_engine: Engine,
-                                                     tmp_path: Path) -> None:
+def test_pools_show_checked_out_connections_and_size(
+    metrics: RegistryMetrics, sqlite_engine: Engine, tmp_path: Path
+) -> None:
     queued = create_engine(f"sqlite:///{tmp_path / 'reads.sqlite'}", pool_size=3)
     metrics.watch_pool("writes", sqlite_engine)
     metrics.watch_pool("reads", queued)
@@ -241,14 +251,17 @@ def test_pools_show_checked_out_connections_and_size(metrics: RegistryMetrics,
 
 
 def test_pools_without_a_size_are_left_out_not_failed(metrics: RegistryMetrics) -> None:
-    memory = create_engine("sqlite://")                     # SingletonThreadPool
+    memory = create_engine("sqlite://")  # SingletonThreadPool
     unpooled = create_engine("sqlite://", poolclass=NullPool)
     metrics.watch_pool("memory", memory)
     metrics.watch_pool("unpooled", unpooled)
     try:
         found = samples(metrics)
-        pools = {dict(labels).get("pool") for (name, labels) in found
-                 if name.startswith("registry_db_pool_")}
+        pools = {
+            dict(labels).get("pool")
+            for (name, labels) in found
+            if name.startswith("registry_db_pool_")
+        }
         assert "memory" not in pools
         assert "unpooled" not in pools
         assert not [key for key in found if key[0] == "registry_metrics_scrape_errors_total"]
@@ -259,8 +272,10 @@ def test_pools_without_a_size_are_left_out_not_failed(metrics: RegistryMetrics) 
 
 # -- a failing source ---------------------------------------------------------------------
 
+
 def test_a_failing_projection_status_costs_its_family_only_and_is_counted(
-        metrics: RegistryMetrics, sqlite_engine: Engine) -> None:
+    metrics: RegistryMetrics, sqlite_engine: Engine
+) -> None:
     def status() -> list[tuple[str, int, int]]:
         raise RuntimeError("database unreachable")
 
@@ -268,18 +283,20 @@ def test_a_failing_projection_status_costs_its_family_only_and_is_counted(
     metrics.watch_pool("writes", sqlite_engine)
     metrics.observe_call(SETTLE, "OK", "", 0.01)
     found = samples(metrics)
-    assert not {n for n in names(found) if n.startswith(("registry_projection_",
-                                                         "registry_log_head"))}
+    assert not {
+        n for n in names(found) if n.startswith(("registry_projection_", "registry_log_head"))
+    }
     assert value(found, "registry_rpc_calls_total", method=SETTLE, code="OK") == 1
     assert value(found, "registry_db_pool_size", pool="writes") == 5
     assert value(found, "registry_metrics_scrape_errors_total", source="projections") == 1
-    assert value(samples(metrics), "registry_metrics_scrape_errors_total",
-                 source="projections") == 2
+    assert (
+        value(samples(metrics), "registry_metrics_scrape_errors_total", source="projections") == 2
+    )
 
 
-def test_a_failing_pool_costs_that_pool_only(metrics: RegistryMetrics, sqlite_engine: Engine,
-                                             tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_pool_costs_that_pool_only(
+    metrics: RegistryMetrics, sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = create_engine(f"sqlite:///{tmp_path / 'broken.sqlite'}")
 
     def checkedout() -> int:
@@ -294,7 +311,7 @@ def test_a_failing_pool_costs_that_pool_only(metrics: RegistryMetrics, sqlite_en
         assert value(found, "registry_db_pool_size", pool="broken") is None
         assert value(found, "registry_metrics_scrape_errors_total", source="pool:broken") == 1
     finally:
-        monkeypatch.undo()   # dispose() asks the pool too
+        monkeypatch.undo()  # dispose() asks the pool too
         broken.dispose()
 
 
@@ -308,16 +325,17 @@ def test_two_instances_in_one_process_do_not_collide() -> None:
 
 # -- the HTTP endpoint --------------------------------------------------------------------
 
-def test_the_endpoint_serves_the_rendered_text_on_a_free_port(
-        metrics: RegistryMetrics) -> None:
+
+def test_the_endpoint_serves_the_rendered_text_on_a_free_port(metrics: RegistryMetrics) -> None:
     metrics.observe_call(SETTLE, "OK", "", 0.01)
     metrics.observe_settlement("REFUSED", "ACCOUNT_FROZEN")
     metrics.watch_projections(lambda: [("accounts", 5, 9)])
     server = metrics.start_http(0, host="127.0.0.1")
     try:
         assert server.port > 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{server.port}/metrics", timeout=10
+        ) as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain")
             body = response.read()
@@ -325,17 +343,21 @@ def test_the_endpoint_serves_the_rendered_text_on_a_free_port(
         assert value(parse(body), "registry_projection_lag_events", projection="accounts") == 4
     finally:
         server.stop()
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port),
-                                                          timeout=2):
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=2):
         pass
 
 
 # -- the example alert rules --------------------------------------------------------------
 
 REQUIRED_ALERTS = {
-    "RegistryServerDown", "RegistryInternalErrors", "RegistryLedgerVerifyFailed",
-    "RegistryProjectionLagHigh", "RegistryProjectionStalled",
-    "RegistrySettlementRefusalsSpike", "RegistryHoldExpirySurge", "RegistryDbPoolSaturated",
+    "RegistryServerDown",
+    "RegistryInternalErrors",
+    "RegistryLedgerVerifyFailed",
+    "RegistryProjectionLagHigh",
+    "RegistryProjectionStalled",
+    "RegistrySettlementRefusalsSpike",
+    "RegistryHoldExpirySurge",
+    "RegistryDbPoolSaturated",
 }
 DURATION = re.compile(r"^(0|(\d+(ms|s|m|h|d|w|y))+)$")
 
@@ -383,8 +405,9 @@ def test_the_alert_rules_parse_and_are_complete() -> None:
     assert len(alerts) == len(set(alerts))
     assert set(alerts) >= REQUIRED_ALERTS
     for rule in rules:
-        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations",
-                             "keep_firing_for"}, rule["alert"]
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, (
+            rule["alert"]
+        )
         assert isinstance(rule["expr"], str) and rule["expr"].strip(), rule["alert"]
         assert DURATION.match(str(rule["for"])), rule["alert"]
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
@@ -402,16 +425,23 @@ def test_the_alert_rules_name_only_exported_metrics(tmp_path: Path) -> None:
         used |= referenced
     down = next(rule for rule in load_rules() if rule["alert"] == "RegistryServerDown")
     assert re.search(r"\bup\b.*== 0", down["expr"])
-    assert {"registry_projection_lag_events", "registry_settlement_refusals_total",
-            "registry_rpc_errors_total", "registry_ledger_verify_ok",
-            "registry_hold_expiries_total", "registry_db_pool_checked_out",
-            "registry_db_pool_size"} <= used
+    assert {
+        "registry_projection_lag_events",
+        "registry_settlement_refusals_total",
+        "registry_rpc_errors_total",
+        "registry_ledger_verify_ok",
+        "registry_hold_expiries_total",
+        "registry_db_pool_checked_out",
+        "registry_db_pool_size",
+    } <= used
 
 
 def test_the_docs_list_every_exported_metric(tmp_path: Path) -> None:
     doc = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
-    families = {re.sub(r"_(bucket|sum|count)$", "", name)
-                for name in exported_names(tmp_path)
-                if name.startswith("registry_") and not name.endswith("_created")}
+    families = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for name in exported_names(tmp_path)
+        if name.startswith("registry_") and not name.endswith("_created")
+    }
     listed = set(re.findall(r"`(registry_[a-z0-9_]+)`", doc))
     assert families <= listed, families - listed

@@ -22,10 +22,13 @@ def test_first_figure_and_a_correction_are_events_the_same_figure_is_not() -> No
     assert o.record_emissions(9_000_000, "verifier report", "mee/li")
     assert not o.record_emissions(9_000_000, "uploaded twice", "mee/li")
     assert o.record_emissions(8_950_000, "corrected by verifier", "mee/wang")
-    events = [e for e in o.collect_events()
-              if isinstance(e, ComplianceObligation.EmissionsVerified)]
+    events = [
+        e for e in o.collect_events() if isinstance(e, ComplianceObligation.EmissionsVerified)
+    ]
     assert [(e.emissions, e.reason, e.principal) for e in events] == [
-        (9_000_000, "verifier report", "mee/li"), (8_950_000, "corrected by verifier", "mee/wang")]
+        (9_000_000, "verifier report", "mee/li"),
+        (8_950_000, "corrected by verifier", "mee/wang"),
+    ]
     assert o.verified_emissions == 8_950_000
 
 
@@ -40,8 +43,10 @@ def test_zero_is_a_figure_negative_or_fractional_is_not() -> None:
 
 
 def test_the_event_topic_is_stable() -> None:
-    assert ComplianceObligation.EmissionsVerified.TOPIC == \
-        "registry.ComplianceObligation.EmissionsVerified"
+    assert (
+        ComplianceObligation.EmissionsVerified.TOPIC
+        == "registry.ComplianceObligation.EmissionsVerified"
+    )
 
 
 def test_snapshot_round_trip_keeps_the_figure() -> None:
@@ -58,18 +63,21 @@ def status(o: ComplianceObligation | None) -> ComplianceView:
 
 
 def test_status_follows_verified_emissions_and_surrenders() -> None:
-    assert status(None) == ComplianceView("PWR-0001", 2025, ComplianceState.NOT_VERIFIED,
-                                          None, 0, 0, 0, 0)
+    assert status(None) == ComplianceView(
+        "PWR-0001", 2025, ComplianceState.NOT_VERIFIED, None, 0, 0, 0, 0
+    )
     o = obligation()
     o.record_surrender(uuid4(), "CEA", 500)
     assert status(o).state is ComplianceState.NOT_VERIFIED
     assert status(o).surrendered_cea == 500
     o.record_emissions(1000, "report", "mee/li")
-    assert status(o) == ComplianceView("PWR-0001", 2025, ComplianceState.OPEN, 1000, 1000,
-                                       500, 0, 500)
+    assert status(o) == ComplianceView(
+        "PWR-0001", 2025, ComplianceState.OPEN, 1000, 1000, 500, 0, 500
+    )
     o.record_surrender(uuid4(), "CCER", 500)
-    assert status(o) == ComplianceView("PWR-0001", 2025, ComplianceState.COMPLIANT, 1000, 1000,
-                                       500, 500, 0)
+    assert status(o) == ComplianceView(
+        "PWR-0001", 2025, ComplianceState.COMPLIANT, 1000, 1000, 500, 500, 0
+    )
     o.record_emissions(900, "correction", "mee/li")
     assert (status(o).state, status(o).outstanding) == (ComplianceState.COMPLIANT, 0)
     o.reverse_surrender(uuid4(), "CCER", 500)

@@ -30,7 +30,7 @@ def test_a_terminal_gets_rate_and_time_left_then_a_final_line() -> None:
         meter.update(3_000)
         assert stream.getvalue() == "\rsent 3,000 of 10,000 rows (30%), 1,500 rows/s, 5s left"
         clock.now += 0.1
-        meter.update(3_100)   # within the redraw interval: not drawn again
+        meter.update(3_100)  # within the redraw interval: not drawn again
         assert stream.getvalue().count("\r") == 1
         clock.now += 4.9
         meter.update(10_000)
@@ -46,19 +46,20 @@ def test_a_shorter_line_wipes_the_longer_one_before_it() -> None:
     first = stream.getvalue()
     clock.now += 1
     meter.update(4, total=4)
-    second = stream.getvalue()[len(first):]
+    second = stream.getvalue()[len(first) :]
     text = "caught up on 4 of 4 events (100%), 2 events/s, in 2s"
     assert second == "\r" + text + " " * (len(first) - 1 - len(text))
 
 
 def test_quiet_off_a_terminal_and_in_json_log_mode() -> None:
-    plain = io.StringIO()   # a pipe or a file: isatty() is False
+    plain = io.StringIO()  # a pipe or a file: isatty() is False
     with Progress("sent", 10, stream=plain, clock=Clock(), environ={}) as meter:
         meter.update(5)
     assert plain.getvalue() == ""
     json_terminal = Terminal()
-    with Progress("sent", 10, stream=json_terminal, clock=Clock(),
-                  environ={"REGISTRY_LOG_FORMAT": "json"}) as meter:
+    with Progress(
+        "sent", 10, stream=json_terminal, clock=Clock(), environ={"REGISTRY_LOG_FORMAT": "json"}
+    ) as meter:
         meter.update(5)
     assert json_terminal.getvalue() == ""
     assert wanted(Terminal(), {"REGISTRY_LOG_FORMAT": "text"})

@@ -41,16 +41,23 @@ BOB = Principal("mee", "bob")
 CAROL = Principal("mee", "carol")
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 HOUR = 3600
-ISSUE = {"unit_type": "CEA", "vintage": 2025, "quantity": 1_000_000,
-         "transaction_id": "ISS-2025-1"}
+ISSUE = {"unit_type": "CEA", "vintage": 2025, "quantity": 1_000_000, "transaction_id": "ISS-2025-1"}
 
 
-def proposal(validity: int = 24 * HOUR, payload: dict[str, Any] | None = None,
-             kind: ProposalKind = ProposalKind.ISSUANCE) -> Proposal:
-    return Proposal.propose(proposal_id="P-1", kind=kind,
-                            payload=ISSUE if payload is None else payload,
-                            reason="2025 allocation budget", principal=ALICE, now=T0,
-                            validity_seconds=validity)
+def proposal(
+    validity: int = 24 * HOUR,
+    payload: dict[str, Any] | None = None,
+    kind: ProposalKind = ProposalKind.ISSUANCE,
+) -> Proposal:
+    return Proposal.propose(
+        proposal_id="P-1",
+        kind=kind,
+        payload=ISSUE if payload is None else payload,
+        reason="2025 allocation budget",
+        principal=ALICE,
+        now=T0,
+        validity_seconds=validity,
+    )
 
 
 def events(p: Proposal) -> list[type]:
@@ -67,8 +74,12 @@ def reason_of(raised: pytest.ExceptionInfo[Any]) -> str:
 def test_propose_records_everything_and_nothing_takes_effect() -> None:
     p = proposal()
     assert p.id == Proposal.id_for("mee", "P-1")
-    assert (p.party, p.proposal_id, p.kind, p.proposer) == ("mee", "P-1",
-                                                            ProposalKind.ISSUANCE, "mee/alice")
+    assert (p.party, p.proposal_id, p.kind, p.proposer) == (
+        "mee",
+        "P-1",
+        ProposalKind.ISSUANCE,
+        "mee/alice",
+    )
     assert p.payload == ISSUE and p.payload is not ISSUE
     assert p.reason == "2025 allocation budget"
     assert p.created_at == T0 and p.expires_at == T0 + timedelta(hours=24)
@@ -80,45 +91,72 @@ def test_propose_records_everything_and_nothing_takes_effect() -> None:
 def test_ids_are_scoped_by_the_proposing_party() -> None:
     assert Proposal.id_for("mee", "P-1") != Proposal.id_for("gd-eeb", "P-1")
     assert Proposal.id_for("mee", "P-1") == Proposal.id_for("mee", "P-1")
-    other = Proposal.propose(proposal_id="P-1", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                             reason="r", principal=Principal("gd-eeb", "alice"), now=T0)
+    other = Proposal.propose(
+        proposal_id="P-1",
+        kind=ProposalKind.ISSUANCE,
+        payload=ISSUE,
+        reason="r",
+        principal=Principal("gd-eeb", "alice"),
+        now=T0,
+    )
     assert other.id == Proposal.id_for("gd-eeb", "P-1") != proposal().id
 
 
 def test_every_kind_can_be_proposed_and_kinds_parse_from_text() -> None:
     for kind in ProposalKind:
         assert proposal(kind=kind).kind is kind
-    p = Proposal.propose(proposal_id="P-2", kind="MARKET_HALT", payload={}, reason="r",
-                         principal=ALICE, now=T0)
+    p = Proposal.propose(
+        proposal_id="P-2", kind="MARKET_HALT", payload={}, reason="r", principal=ALICE, now=T0
+    )
     assert p.kind is ProposalKind.MARKET_HALT and p.payload == {}
     with pytest.raises(InvalidCommand) as raised:
-        Proposal.propose(proposal_id="P-3", kind="PRINT_MONEY", payload={}, reason="r",
-                         principal=ALICE, now=T0)
+        Proposal.propose(
+            proposal_id="P-3", kind="PRINT_MONEY", payload={}, reason="r", principal=ALICE, now=T0
+        )
     assert reason_of(raised) == "UNKNOWN_PROPOSAL_KIND"
 
 
 def test_a_reason_is_required_and_bounded() -> None:
     for blank in ("", "   "):
         with pytest.raises(InvalidCommand) as raised:
-            Proposal.propose(proposal_id="P-1", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                             reason=blank, principal=ALICE, now=T0)
+            Proposal.propose(
+                proposal_id="P-1",
+                kind=ProposalKind.ISSUANCE,
+                payload=ISSUE,
+                reason=blank,
+                principal=ALICE,
+                now=T0,
+            )
         assert reason_of(raised) == "MISSING_FIELD"
         assert raised.value.metadata == {"field": "reason"}
     with pytest.raises(InvalidCommand) as raised:
-        Proposal.propose(proposal_id="P-1", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                         reason="x" * 501, principal=ALICE, now=T0)
+        Proposal.propose(
+            proposal_id="P-1",
+            kind=ProposalKind.ISSUANCE,
+            payload=ISSUE,
+            reason="x" * 501,
+            principal=ALICE,
+            now=T0,
+        )
     assert reason_of(raised) == "INVALID_REASON"
 
 
 def test_the_proposal_id_is_checked() -> None:
     with pytest.raises(InvalidCommand) as raised:
-        Proposal.propose(proposal_id="bad id!", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                         reason="r", principal=ALICE, now=T0)
+        Proposal.propose(
+            proposal_id="bad id!",
+            kind=ProposalKind.ISSUANCE,
+            payload=ISSUE,
+            reason="r",
+            principal=ALICE,
+            now=T0,
+        )
     assert reason_of(raised) == "INVALID_ID"
 
 
-@pytest.mark.parametrize("seconds", [0, MIN_VALIDITY_SECONDS - 1, MAX_VALIDITY_SECONDS + 1,
-                                     -HOUR, True, 3600.0])
+@pytest.mark.parametrize(
+    "seconds", [0, MIN_VALIDITY_SECONDS - 1, MAX_VALIDITY_SECONDS + 1, -HOUR, True, 3600.0]
+)
 def test_validity_period_is_bounded(seconds: Any) -> None:
     with pytest.raises(InvalidCommand) as raised:
         proposal(validity=seconds)
@@ -128,16 +166,29 @@ def test_validity_period_is_bounded(seconds: Any) -> None:
 def test_validity_bounds_are_inclusive_and_there_is_a_default() -> None:
     assert proposal(MIN_VALIDITY_SECONDS).expires_at == T0 + timedelta(hours=1)
     assert proposal(MAX_VALIDITY_SECONDS).expires_at == T0 + timedelta(days=90)
-    p = Proposal.propose(proposal_id="P-1", kind=ProposalKind.MARKET_HALT, payload={},
-                         reason="r", principal=ALICE, now=T0)
+    p = Proposal.propose(
+        proposal_id="P-1",
+        kind=ProposalKind.MARKET_HALT,
+        payload={},
+        reason="r",
+        principal=ALICE,
+        now=T0,
+    )
     assert p.expires_at == T0 + timedelta(seconds=DEFAULT_VALIDITY_SECONDS)
 
 
-@pytest.mark.parametrize("payload", [
-    {"quantity": math.nan}, {"quantity": math.inf}, {1: "int key"},
-    {"nested": {"_type_": "uuid", "_data_": "x"}}, {"when": T0}, {"ids": {1, 2}},
-    ["not", "an", "object"],
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"quantity": math.nan},
+        {"quantity": math.inf},
+        {1: "int key"},
+        {"nested": {"_type_": "uuid", "_data_": "x"}},
+        {"when": T0},
+        {"ids": {1, 2}},
+        ["not", "an", "object"],
+    ],
+)
 def test_payload_must_be_plain_json(payload: Any) -> None:
     with pytest.raises(InvalidCommand) as raised:
         proposal(payload=payload)
@@ -146,16 +197,28 @@ def test_payload_must_be_plain_json(payload: Any) -> None:
 
 def test_payload_is_stored_as_plain_json_copy() -> None:
     rows = [("PWR-0001", 100), ("PWR-0002", 200)]
-    p = proposal(kind=ProposalKind.ALLOCATION_TABLE, payload={"year": 2025, "rows": rows,
-                                                              "factor": 0.7, "note": None})
-    assert p.payload == {"year": 2025, "rows": [["PWR-0001", 100], ["PWR-0002", 200]],
-                         "factor": 0.7, "note": None}
+    p = proposal(
+        kind=ProposalKind.ALLOCATION_TABLE,
+        payload={"year": 2025, "rows": rows, "factor": 0.7, "note": None},
+    )
+    assert p.payload == {
+        "year": 2025,
+        "rows": [["PWR-0001", 100], ["PWR-0002", 200]],
+        "factor": 0.7,
+        "note": None,
+    }
 
 
 def test_time_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        Proposal.propose(proposal_id="P-1", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                         reason="r", principal=ALICE, now=datetime(2026, 3, 1))
+        Proposal.propose(
+            proposal_id="P-1",
+            kind=ProposalKind.ISSUANCE,
+            payload=ISSUE,
+            reason="r",
+            principal=ALICE,
+            now=datetime(2026, 3, 1),
+        )
     with pytest.raises(ValueError, match="timezone-aware"):
         proposal().approve(BOB, datetime(2026, 3, 1, 10))
 
@@ -183,11 +246,23 @@ def test_fingerprint_covers_kind_and_payload_only() -> None:
     assert a == proposal_fingerprint(ProposalKind.ACCOUNT_FREEZE, {"account_id": "PWR-0001"})
     assert a != proposal_fingerprint(ProposalKind.ACCOUNT_UNFREEZE, {"account_id": "PWR-0001"})
     assert a != proposal_fingerprint(ProposalKind.ACCOUNT_FREEZE, {"account_id": "PWR-0002"})
-    one = Proposal.propose(proposal_id="P-1", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                           reason="first wording", principal=ALICE, now=T0)
-    two = Proposal.propose(proposal_id="P-1", kind=ProposalKind.ISSUANCE, payload=ISSUE,
-                           reason="second wording", principal=BOB,
-                           now=T0 + timedelta(minutes=5), validity_seconds=2 * HOUR)
+    one = Proposal.propose(
+        proposal_id="P-1",
+        kind=ProposalKind.ISSUANCE,
+        payload=ISSUE,
+        reason="first wording",
+        principal=ALICE,
+        now=T0,
+    )
+    two = Proposal.propose(
+        proposal_id="P-1",
+        kind=ProposalKind.ISSUANCE,
+        payload=ISSUE,
+        reason="second wording",
+        principal=BOB,
+        now=T0 + timedelta(minutes=5),
+        validity_seconds=2 * HOUR,
+    )
     assert one.fingerprint == two.fingerprint
 
 
@@ -262,7 +337,10 @@ def test_rejection_needs_a_reason_and_ends_the_proposal() -> None:
     assert p.reject(BOB, "quantity exceeds the cap", T0 + timedelta(hours=2))
     assert p.status is ProposalStatus.REJECTED and not p.is_approved
     assert (p.rejected_by, p.rejection_reason, p.rejected_at) == (
-        "mee/bob", "quantity exceeds the cap", T0 + timedelta(hours=2))
+        "mee/bob",
+        "quantity exceeds the cap",
+        T0 + timedelta(hours=2),
+    )
     assert events(p) == [Proposal.Proposed, Proposal.Rejected]
     # A rejected proposal can never be approved: nothing takes effect.
     with pytest.raises(ProposalNotPending):
@@ -356,8 +434,7 @@ def test_executed_after_approval_records_the_result() -> None:
     p.approve(BOB, T0)
     assert p.mark_executed("transaction:mee:ISS-2025-1", T0 + timedelta(seconds=1))
     assert p.status is ProposalStatus.EXECUTED and p.is_approved
-    assert (p.result, p.outcome_at) == ("transaction:mee:ISS-2025-1",
-                                        T0 + timedelta(seconds=1))
+    assert (p.result, p.outcome_at) == ("transaction:mee:ISS-2025-1", T0 + timedelta(seconds=1))
     assert events(p) == [Proposal.Proposed, Proposal.Approved, Proposal.Executed]
     assert not p.mark_executed("transaction:mee:ISS-2025-1", T0)
     assert p.collect_events() == []
@@ -374,7 +451,10 @@ def test_failed_after_approval_records_the_refusal() -> None:
     assert p.mark_failed(error, T0)
     assert p.status is ProposalStatus.FAILED and p.is_approved
     assert (p.failure_reason, p.failure_message, p.failure_metadata) == (
-        "INSUFFICIENT_UNITS", "PWR-0001 holds 10 CEA, 20 asked", {"account": "PWR-0001"})
+        "INSUFFICIENT_UNITS",
+        "PWR-0001 holds 10 CEA, 20 asked",
+        {"account": "PWR-0001"},
+    )
     assert events(p) == [Proposal.Proposed, Proposal.Approved, Proposal.ExecutionFailed]
     assert not p.mark_failed(error, T0)
     with pytest.raises(ProposalNotApproved):
@@ -414,7 +494,11 @@ def test_view_shows_the_decision_and_reads_due_proposals_as_expired() -> None:
     p.mark_executed("transaction:mee:ISS-2025-1", T0)
     done = p.view(T0 + timedelta(days=1))
     assert (done.status, done.approver, done.result, done.version) == (
-        ProposalStatus.EXECUTED, "mee/bob", "transaction:mee:ISS-2025-1", 3)
+        ProposalStatus.EXECUTED,
+        "mee/bob",
+        "transaction:mee:ISS-2025-1",
+        3,
+    )
 
 
 # -- persistence shape ---------------------------------------------------------------
@@ -458,27 +542,44 @@ def test_snapshot_round_trips_through_json() -> None:
         assert isinstance(restored, Proposal) and state(restored) == state(original)
         state_via_json = transcoder.decode(transcoder.encode(snapshot.state))
         assert state_via_json == snapshot.state
-        rebuilt = Snapshot(originator_id=original.id,  # type: ignore[call-arg]
-                           originator_version=original.version,
-                           timestamp=snapshot.timestamp, topic=snapshot.topic,
-                           state=state_via_json).mutate(None)
+        rebuilt = Snapshot(
+            originator_id=original.id,  # type: ignore[call-arg]
+            originator_version=original.version,
+            timestamp=snapshot.timestamp,
+            topic=snapshot.topic,
+            state=state_via_json,
+        ).mutate(None)
         assert isinstance(rebuilt, Proposal) and state(rebuilt) == state(original)
         assert rebuilt.status is original.status and isinstance(rebuilt.id, UUID)
 
 
 def test_event_topics_are_stable() -> None:
     assert Proposal.TOPIC == "registry.Proposal"
-    assert [c.TOPIC for c in (Proposal.Proposed, Proposal.Approved, Proposal.Rejected,
-                              Proposal.Expired, Proposal.Executed,
-                              Proposal.ExecutionFailed)] == [
-        f"registry.Proposal.{name}" for name in
-        ("Proposed", "Approved", "Rejected", "Expired", "Executed", "ExecutionFailed")]
+    assert [
+        c.TOPIC
+        for c in (
+            Proposal.Proposed,
+            Proposal.Approved,
+            Proposal.Rejected,
+            Proposal.Expired,
+            Proposal.Executed,
+            Proposal.ExecutionFailed,
+        )
+    ] == [
+        f"registry.Proposal.{name}"
+        for name in ("Proposed", "Approved", "Rejected", "Expired", "Executed", "ExecutionFailed")
+    ]
 
 
 def test_new_reasons_are_registered() -> None:
-    for reason in ("SELF_APPROVAL_FORBIDDEN", "PROPOSAL_NOT_PENDING", "PROPOSAL_EXPIRED",
-                   "PROPOSAL_NOT_EXPIRED", "PROPOSAL_NOT_APPROVED",
-                   "PROPOSAL_EXISTS_WITH_DIFFERENT_CONTENT"):
+    for reason in (
+        "SELF_APPROVAL_FORBIDDEN",
+        "PROPOSAL_NOT_PENDING",
+        "PROPOSAL_EXPIRED",
+        "PROPOSAL_NOT_EXPIRED",
+        "PROPOSAL_NOT_APPROVED",
+        "PROPOSAL_EXISTS_WITH_DIFFERENT_CONTENT",
+    ):
         assert reason in REFUSAL_TYPES
 
 
@@ -486,9 +587,15 @@ def test_an_access_proposal_is_kept_under_the_reserved_scope() -> None:
     """A ROLE_GRANT is found by its grant id whoever approves it: it is kept under party
     ``system`` (which no principal has), not under the proposing administrator's."""
     admin = Principal("mee", "admin")
-    proposal = Proposal.propose(proposal_id="zhou-reg", kind=ProposalKind.ROLE_GRANT,
-                                payload={"grant_id": "zhou-reg"}, reason="desk",
-                                principal=admin, now=T0, scope=ACCESS_SCOPE)
+    proposal = Proposal.propose(
+        proposal_id="zhou-reg",
+        kind=ProposalKind.ROLE_GRANT,
+        payload={"grant_id": "zhou-reg"},
+        reason="desk",
+        principal=admin,
+        now=T0,
+        scope=ACCESS_SCOPE,
+    )
     assert (proposal.party, proposal.proposer) == ("system", "mee/admin")
     assert proposal.id == Proposal.id_for(ACCESS_SCOPE, "zhou-reg")
     proposal.ensure_pending(T0)

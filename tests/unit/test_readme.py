@@ -31,8 +31,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run's last command is the README's, word for word; and lint (ruff) and types
     (mypy) are steps of it, before the suite, not tests inside it."""
     command = readme_commands()[1]
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.lstrip().startswith("#")]
+    ci = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert ci[-1] == command
     steps = [step.strip() for step in command.split("&&")]
     assert steps[-1] == ".venv/bin/python -m pytest -q"
@@ -44,13 +47,25 @@ def test_ci_runs_the_readme_test_command() -> None:
 # outside the repository, every path the architecture page names exists, and every
 # `registry <command>` the README shows is a command of the installed CLI.
 
-TOP_LEVEL = ("registry/", "services/", "migrations/", "protos/", "deploy/", "bench/",
-             "tests/", "docs/", "setup.py", "pyproject.toml", "alembic.ini")
+TOP_LEVEL = (
+    "registry/",
+    "services/",
+    "migrations/",
+    "protos/",
+    "deploy/",
+    "bench/",
+    "tests/",
+    "docs/",
+    "setup.py",
+    "pyproject.toml",
+    "alembic.ini",
+)
 
 
 def tracked_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                            check=True).stdout.decode()
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
     return [ROOT / name for name in listed.split("\0") if name]
 
 
@@ -64,8 +79,11 @@ def test_nothing_in_the_repository_points_outside_it() -> None:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
             continue
-        outside += [f"{path.relative_to(ROOT)}:{n}" for n, line in
-                    enumerate(text.splitlines(), 1) if sibling in line]
+        outside += [
+            f"{path.relative_to(ROOT)}:{n}"
+            for n, line in enumerate(text.splitlines(), 1)
+            if sibling in line
+        ]
     assert not outside, outside
 
 
@@ -96,19 +114,22 @@ def named_paths(text: str) -> list[str]:
 def test_every_path_the_architecture_page_names_exists() -> None:
     page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     names = named_paths(page)
-    assert len(names) > 50, names   # the page still names the code it describes
+    assert len(names) > 50, names  # the page still names the code it describes
     missing = [name for name in names if not list(ROOT.glob(name.rstrip("/")))]
     assert not missing, missing
 
 
 def test_the_readme_layout_names_what_exists_and_every_top_level_directory() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    layout = text[text.index("## Layout"):]
+    layout = text[text.index("## Layout") :]
     names = named_paths(layout)
     missing = [name for name in names if not list(ROOT.glob(name.rstrip("/")))]
     assert not missing, missing
-    tracked_dirs = {p.relative_to(ROOT).parts[0] for p in tracked_files()
-                    if len(p.relative_to(ROOT).parts) > 1 and not p.name.startswith(".")}
+    tracked_dirs = {
+        p.relative_to(ROOT).parts[0]
+        for p in tracked_files()
+        if len(p.relative_to(ROOT).parts) > 1 and not p.name.startswith(".")
+    }
     tracked_dirs -= {".ci"}
     assert {name.split("/")[0] for name in names} >= tracked_dirs
     assert "tests/" in layout and "deploy" in layout.split("tests/", 1)[1].splitlines()[0]
@@ -139,10 +160,8 @@ def test_every_registry_command_the_readme_shows_exists() -> None:
     """Each `registry CMD [SUB]` in the README's code (spans and blocks) is a command of
     the CLI; `registry health` must be in the commands table (issue 16 found it missing)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    code = "\n".join(re.findall(r"```\w*\n(.+?)```", text, re.S)
-                     + re.findall(r"`([^`\n]+)`", text))
-    shown = set(re.findall(r"(?:^|\$\()registry ([a-z][a-z-]+)(?: ([a-z][a-z-]+))?",
-                           code, re.M))
+    code = "\n".join(re.findall(r"```\w*\n(.+?)```", text, re.S) + re.findall(r"`([^`\n]+)`", text))
+    shown = set(re.findall(r"(?:^|\$\()registry ([a-z][a-z-]+)(?: ([a-z][a-z-]+))?", code, re.M))
     top = subcommands()
     unknown = [f"{a} {b}".strip() for a, b in shown if a not in top]
     for first, second in shown:
@@ -151,14 +170,17 @@ def test_every_registry_command_the_readme_shows_exists() -> None:
             if subs and second not in subs:
                 unknown.append(f"{first} {second}")
     assert not unknown, unknown
-    table = text[text.index("## Commands"):text.index("## gRPC API")]
+    table = text[text.index("## Commands") : text.index("## gRPC API")]
     assert "| `registry health" in table
 
 
 def help_text(words: list[str]) -> tuple[int | str | None, str]:
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()), \
-            pytest.raises(SystemExit) as exit_:
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(io.StringIO()),
+        pytest.raises(SystemExit) as exit_,
+    ):
         cli.main([*words, "--help"])
     return exit_.value.code, out.getvalue()
 
@@ -167,15 +189,15 @@ def test_every_option_the_commands_table_shows_is_in_the_commands_help() -> None
     """Each `--option` of a `registry CMD [SUB] ...` span of the commands table is one
     `registry CMD [SUB] --help` lists."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = text[text.index("## Commands"):text.index("## gRPC API")]
+    table = text[text.index("## Commands") : text.index("## gRPC API")]
     checked, missing = 0, []
     for row in table.splitlines():
         if not row.startswith("| `registry"):
-            continue   # the prose around the table (`registry COMMAND --help`, ...)
+            continue  # the prose around the table (`registry COMMAND --help`, ...)
         for span in re.findall(r"`(registry [^`]+)`", row.split(" | ")[0]):
             words = span.split()
             command = [words[1]]
-            if words[1] == "bench":   # its own parser; `registry bench --help`: issue 16
+            if words[1] == "bench":  # its own parser; `registry bench --help`: issue 16
                 continue
             code, shown = help_text(command)
             if len(words) > 2 and re.fullmatch(r"[a-z-]+(\\\|[a-z-]+)*", words[2]):

@@ -36,28 +36,36 @@ CEA = UnitClass(UnitType.CEA, 2025)
 WHO = Principal("exchange", "bot")
 
 
-@pytest.mark.parametrize(("kind", "source", "destination"), [
-    (K.ALLOCATION, T.ALLOCATION_RESERVE, T.COMPLIANCE),
-    (K.ALLOCATION_RETURN, T.COMPLIANCE, T.ALLOCATION_RESERVE),
-    (K.TRANSFER, T.ISSUANCE, T.PROJECT),
-    (K.SETTLEMENT, T.TRADING, T.COMPLIANCE),
-    (K.SURRENDER, T.COMPLIANCE, T.SURRENDER),
-    (K.CANCELLATION, T.TRADING, T.CANCELLATION),
-])
-def test_allowed_movements(kind: TransactionKind, source: AccountType,
-                           destination: AccountType) -> None:
+@pytest.mark.parametrize(
+    ("kind", "source", "destination"),
+    [
+        (K.ALLOCATION, T.ALLOCATION_RESERVE, T.COMPLIANCE),
+        (K.ALLOCATION_RETURN, T.COMPLIANCE, T.ALLOCATION_RESERVE),
+        (K.TRANSFER, T.ISSUANCE, T.PROJECT),
+        (K.SETTLEMENT, T.TRADING, T.COMPLIANCE),
+        (K.SURRENDER, T.COMPLIANCE, T.SURRENDER),
+        (K.CANCELLATION, T.TRADING, T.CANCELLATION),
+    ],
+)
+def test_allowed_movements(
+    kind: TransactionKind, source: AccountType, destination: AccountType
+) -> None:
     check_movement(kind, source, destination)
 
 
-@pytest.mark.parametrize(("kind", "source", "destination"), [
-    (K.ALLOCATION, T.TRADING, T.COMPLIANCE),
-    (K.ALLOCATION, T.ALLOCATION_RESERVE, T.TRADING),
-    (K.SURRENDER, T.TRADING, T.SURRENDER),
-    (K.SETTLEMENT, T.ISSUANCE, T.TRADING),
-    (K.TRANSFER, T.TRADING, T.SURRENDER),
-])
-def test_refused_movements(kind: TransactionKind, source: AccountType,
-                           destination: AccountType) -> None:
+@pytest.mark.parametrize(
+    ("kind", "source", "destination"),
+    [
+        (K.ALLOCATION, T.TRADING, T.COMPLIANCE),
+        (K.ALLOCATION, T.ALLOCATION_RESERVE, T.TRADING),
+        (K.SURRENDER, T.TRADING, T.SURRENDER),
+        (K.SETTLEMENT, T.ISSUANCE, T.TRADING),
+        (K.TRANSFER, T.TRADING, T.SURRENDER),
+    ],
+)
+def test_refused_movements(
+    kind: TransactionKind, source: AccountType, destination: AccountType
+) -> None:
     with pytest.raises(MovementNotAllowed):
         check_movement(kind, source, destination)
 
@@ -71,9 +79,17 @@ def test_retired_units_never_move_except_by_reversal(retired: AccountType) -> No
 
 def completed(kind: TransactionKind = K.SETTLEMENT) -> Transaction:
     return Transaction.complete(
-        party="exchange", client_id="T1", kind=kind, source="A-001", destination="B-001",
-        blocks=[SerialBlock(CEA, 1, 10)], reason="", principal=WHO, fingerprint="f",
-        details={})
+        party="exchange",
+        client_id="T1",
+        kind=kind,
+        source="A-001",
+        destination="B-001",
+        blocks=[SerialBlock(CEA, 1, 10)],
+        reason="",
+        principal=WHO,
+        fingerprint="f",
+        details={},
+    )
 
 
 def test_transaction_id_is_scoped_by_party() -> None:
@@ -89,9 +105,17 @@ def test_reversal_guards() -> None:
     with pytest.raises(NotReversible):
         completed(K.ISSUANCE).ensure_reversible()
     refused = Transaction.refuse(
-        party="exchange", client_id="T2", kind=K.SETTLEMENT, source="A-001",
-        destination="B-001", reason="", principal=WHO, fingerprint="f", details={},
-        error=error_for_reason("INSUFFICIENT_UNITS", "no"))
+        party="exchange",
+        client_id="T2",
+        kind=K.SETTLEMENT,
+        source="A-001",
+        destination="B-001",
+        reason="",
+        principal=WHO,
+        fingerprint="f",
+        details={},
+        error=error_for_reason("INSUFFICIENT_UNITS", "no"),
+    )
     assert refused.status is TransactionStatus.REFUSED
     with pytest.raises(NotReversible):
         refused.ensure_reversible()
@@ -104,9 +128,17 @@ def test_recorded_refusal_rebuilds_the_same_error_type() -> None:
 
 
 def new_hold(now: datetime) -> Hold:
-    return Hold.place(party="exchange", hold_id="H1", account_id="A-001",
-                      selector=UnitSelector(UnitType.CEA, 2025), quantity=50,
-                      timeout_seconds=60, now=now, principal=WHO, fingerprint="f")
+    return Hold.place(
+        party="exchange",
+        hold_id="H1",
+        account_id="A-001",
+        selector=UnitSelector(UnitType.CEA, 2025),
+        quantity=50,
+        timeout_seconds=60,
+        now=now,
+        principal=WHO,
+        fingerprint="f",
+    )
 
 
 def test_hold_lifecycle() -> None:
@@ -136,18 +168,20 @@ def test_serial_counter_never_reuses_serials() -> None:
     assert counter.issued == 105
 
 
-@pytest.mark.parametrize(("trade", "reason"), [
-    (Trade("T1", "A-001", "B-001", "CEA", 0), "QUANTITY_NOT_POSITIVE"),
-    (Trade("T1", "A-001", "B-001", "CEA", -5), "QUANTITY_NOT_POSITIVE"),
-    (Trade("T1", "A-001", "B-001", "GOLD", 5), "UNKNOWN_UNIT_TYPE"),
-    (Trade("", "A-001", "B-001", "CEA", 5), "MISSING_ID"),
-    (Trade("T 1", "A-001", "B-001", "CEA", 5), "INVALID_ID"),
-    (Trade("T1", "A-001", "A-001", "CEA", 5), "SAME_ACCOUNT"),
-    (Trade("T1", "a", "B-001", "CEA", 5), "INVALID_ACCOUNT_ID"),
-    (Trade("T1", "A-001", "B-001", "CEA", 5, vintage=1900), "INVALID_VINTAGE"),
-])
-def test_malformed_trades_are_rejected_before_anything_is_stored(trade: Trade,
-                                                                 reason: str) -> None:
+@pytest.mark.parametrize(
+    ("trade", "reason"),
+    [
+        (Trade("T1", "A-001", "B-001", "CEA", 0), "QUANTITY_NOT_POSITIVE"),
+        (Trade("T1", "A-001", "B-001", "CEA", -5), "QUANTITY_NOT_POSITIVE"),
+        (Trade("T1", "A-001", "B-001", "GOLD", 5), "UNKNOWN_UNIT_TYPE"),
+        (Trade("", "A-001", "B-001", "CEA", 5), "MISSING_ID"),
+        (Trade("T 1", "A-001", "B-001", "CEA", 5), "INVALID_ID"),
+        (Trade("T1", "A-001", "A-001", "CEA", 5), "SAME_ACCOUNT"),
+        (Trade("T1", "a", "B-001", "CEA", 5), "INVALID_ACCOUNT_ID"),
+        (Trade("T1", "A-001", "B-001", "CEA", 5, vintage=1900), "INVALID_VINTAGE"),
+    ],
+)
+def test_malformed_trades_are_rejected_before_anything_is_stored(trade: Trade, reason: str) -> None:
     with pytest.raises(InvalidCommand) as raised:
         trade.movement()
     assert raised.value.reason == reason
@@ -157,12 +191,18 @@ def test_fingerprint_covers_content_but_not_the_sender() -> None:
     one = Trade("T1", "A-001", "B-001", "CEA", 5).movement()
     assert one.fingerprint == Trade("T1", "A-001", "B-001", "CEA", 5).movement().fingerprint
     assert one.fingerprint != Trade("T1", "A-001", "B-001", "CEA", 6).movement().fingerprint
-    surrender = Movement("S1", K.SURRENDER, "A-001", "CN-SURRENDER", 5,
-                         selector=UnitSelector(UnitType.CEA), compliance_year=2025)
+    surrender = Movement(
+        "S1",
+        K.SURRENDER,
+        "A-001",
+        "CN-SURRENDER",
+        5,
+        selector=UnitSelector(UnitType.CEA),
+        compliance_year=2025,
+    )
     assert surrender.details()["compliance_year"] == 2025
     with pytest.raises(InvalidCommand) as raised:
-        Movement("S1", K.SURRENDER, "A-001", "CN-SURRENDER", 5,
-                 selector=UnitSelector(UnitType.CEA))
+        Movement("S1", K.SURRENDER, "A-001", "CN-SURRENDER", 5, selector=UnitSelector(UnitType.CEA))
     assert raised.value.reason == "INVALID_COMPLIANCE_YEAR"
 
 
@@ -174,14 +214,29 @@ def test_a_principal_needs_a_well_formed_party() -> None:
         assert raised.value.reason == "INVALID_PARTY"
 
 
-@pytest.mark.parametrize(("fields", "reason"), [
-    ({"kind": K.ISSUANCE, "source": None, "destination": "CN-ISSUANCE", "quantity": 5},
-     "MISSING_UNIT_CLASS"),
-    ({"kind": K.TRANSFER, "source": None, "destination": "TRD-0001", "quantity": 5,
-      "selector": UnitSelector(UnitType.CEA)}, "MISSING_ACCOUNT"),
-    ({"kind": K.TRANSFER, "source": "PWR-0001", "destination": "TRD-0001", "quantity": 5},
-     "MISSING_UNITS"),
-])
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (
+            {"kind": K.ISSUANCE, "source": None, "destination": "CN-ISSUANCE", "quantity": 5},
+            "MISSING_UNIT_CLASS",
+        ),
+        (
+            {
+                "kind": K.TRANSFER,
+                "source": None,
+                "destination": "TRD-0001",
+                "quantity": 5,
+                "selector": UnitSelector(UnitType.CEA),
+            },
+            "MISSING_ACCOUNT",
+        ),
+        (
+            {"kind": K.TRANSFER, "source": "PWR-0001", "destination": "TRD-0001", "quantity": 5},
+            "MISSING_UNITS",
+        ),
+    ],
+)
 def test_a_movement_names_what_it_lacks(fields: dict[str, object], reason: str) -> None:
     with pytest.raises(InvalidCommand) as raised:
         Movement(client_id="M-1", **fields)  # type: ignore[arg-type]
