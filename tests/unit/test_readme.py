@@ -28,8 +28,8 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    """.ci/run's last command is the README's, word for word; and lint (ruff) and types
-    (mypy) are steps of it, before the suite, not tests inside it."""
+    """.ci/run's last command is the README's, word for word; and lint and format (ruff)
+    and types (mypy) are steps of it, before the suite, not tests inside it."""
     command = readme_commands()[1]
     ci = [
         line
@@ -40,6 +40,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     steps = [step.strip() for step in command.split("&&")]
     assert steps[-1] == ".venv/bin/python -m pytest -q"
     assert steps.index(".venv/bin/ruff check .") < len(steps) - 1
+    assert steps.index(".venv/bin/ruff format --check .") < len(steps) - 1
     assert steps.index(".venv/bin/mypy") < len(steps) - 1
 
 
