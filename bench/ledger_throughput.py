@@ -20,12 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from registry import migrate
 from registry.application import Registry, Trade
 from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence import migrate
 
 REGULATOR = Principal("mee", "bench")
 EXCHANGE = Principal("exchange", "bench")

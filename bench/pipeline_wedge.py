@@ -1,5 +1,5 @@
 """How often a large insert wedges in psycopg's pipeline mode, and that a plain one does
-not: the measure behind ``registry.persistence.PIPELINE_MAX_BYTES`` (issue 15, item 1).
+not: the measure behind ``registry.persistence.recorder.PIPELINE_MAX_BYTES`` (issue 15, item 1).
 
 Each try runs in a child process: lock a scratch table ``IN EXCLUSIVE MODE``, NOTIFY,
 and insert 10,000 rows of ``--size`` bytes in all with one ``unnest`` statement, as the

@@ -1,5 +1,5 @@
 """Alembic migrations: the only owner of the registry's DDL (event store and read models).
 
 A package (not just a directory) so that ``pip install .`` ships it beside ``registry``:
-``registry.migrate`` finds it by import, from any working directory.
+``registry.persistence.migrate`` finds it by import, from any working directory.
 """

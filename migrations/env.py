@@ -1,8 +1,8 @@
-"""Alembic environment, configured in code: ``registry.migrate`` builds the Config.
+"""Alembic environment, configured in code: ``registry.persistence.migrate`` builds the Config.
 
 The database comes from ``registry.config.Settings`` (``config.attributes["settings"]``,
 else the environment, so a developer's ``alembic`` command with the repo's alembic.ini
-works too) and the engine from ``registry.migrate.migration_engine``. Each upgrade is
+works too) and the engine from ``registry.persistence.migrate.migration_engine``. Each upgrade is
 one transaction that first takes the registry's advisory lock on PostgreSQL (SQLite:
 ``BEGIN IMMEDIATE``), so concurrent upgrades queue up instead of colliding.
 """
@@ -13,7 +13,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from registry.config import Settings
-from registry.migrate import (
+from registry.persistence.migrate import (
     MIGRATION_LOCK_KEY,
     include_object,
     migration_engine,

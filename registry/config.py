@@ -74,7 +74,7 @@ class Settings:
         """Translate our one setting into the event store library's environment.
 
         The library never creates tables (``CREATE_TABLE=n``): Alembic migrations own
-        all DDL (``registry.migrate``)."""
+        all DDL (``registry.persistence.migrate``)."""
         env = {"AGGREGATE_CACHE_MAXSIZE": str(self.cache_size)}
         parts = urlsplit(self.database_url)
         if self.backend == "memory":
@@ -90,7 +90,7 @@ class Settings:
                 SQLITE_LOCK_TIMEOUT="30",
                 CREATE_TABLE="n",
                 # The library's recorder, storing each event's authenticator.
-                APPLICATION_RECORDER_TOPIC="registry.persistence:RegistrySQLiteRecorder",
+                APPLICATION_RECORDER_TOPIC="registry.persistence.recorder:RegistrySQLiteRecorder",
             )
         elif self.backend in ("postgresql", "postgres"):
             dbname = unquote(parts.path.lstrip("/"))
@@ -114,7 +114,7 @@ class Settings:
                 ),
                 CREATE_TABLE="n",
                 # Same writes as the library's recorder, one cheaper insert statement.
-                APPLICATION_RECORDER_TOPIC="registry.persistence:RegistryPostgresRecorder",
+                APPLICATION_RECORDER_TOPIC="registry.persistence.recorder:RegistryPostgresRecorder",
             )
         else:
             raise ConfigurationError(
@@ -173,7 +173,7 @@ def build_registry(
     env = settings.eventsourcing_env()
     with _startup_lock(env):
         if settings.backend != "memory":
-            from registry import migrate  # here: migrate imports this module
+            from registry.persistence import migrate  # here: migrate imports this module
 
             if settings.backend == "sqlite":
                 migrate.upgrade(settings)

@@ -28,7 +28,7 @@ from registry.domain.errors import (
     RegistryError,
     clip,
 )
-from registry.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
+from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
 from registry.readmodels.runner import ReadModelTimeout
 
 ERROR_DOMAIN = "carbon-registry.v1"
@@ -75,7 +75,7 @@ DATABASE_MESSAGES: dict[str, str] = {
     "no free connection); retry as is with backoff: transaction ids "
     "make it safe",
 }
-"""What a client is told for each database fault (``registry.faults``)."""
+"""What a client is told for each database fault (``registry.persistence.faults``)."""
 
 FIELD_BY_REASON: dict[str, str] = {
     "INVALID_ACCOUNT_ID": "account_id",

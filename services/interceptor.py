@@ -21,7 +21,6 @@ import grpc
 from registry.application.request_ids import bound_request_id
 from registry.domain.errors import InvalidCommand, RegistryError
 from registry.domain.transactions import Principal
-from registry.faults import database_fault, describe_fault
 from registry.observability.logs import (
     REQUEST_ID_HEADER,
     bind_request,
@@ -29,6 +28,7 @@ from registry.observability.logs import (
     unbind_request,
 )
 from registry.observability.metrics import RegistryMetrics
+from registry.persistence.faults import database_fault, describe_fault
 from registry.readmodels.runner import ReadModelTimeout
 from services.auth import (
     OPEN_SERVICES,

@@ -13,11 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from registry import migrate
 from registry.application import Registry
 from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
+from registry.persistence import migrate
 
 PG_SERVER_URL = os.environ.get("REGISTRY_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 START_PG = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"

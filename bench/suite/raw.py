@@ -15,7 +15,7 @@ recorder: ``unnest`` of an array of the composite ``stored_event_uuid``).
 
 The event INSERT here is the cheapest plain form, four arrays sent in binary
 (``unnest(uuid[], bigint[], text[], bytea[])``), which is also what the registry's own
-recorder (``registry/persistence.py``) sends; the library's default sends one array of
+recorder (``registry/persistence/recorder.py``) sends; the library's default sends one array of
 composites, dumped as text, which is slower.
 
 The baseline does exactly that against twin tables (``bench_raw_events``,

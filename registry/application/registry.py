@@ -60,7 +60,6 @@ from registry.application.results import (
 from registry.application.transcodings import SerialBlockTranscoding
 from registry.application.unit_of_work import StaleRead, UnitOfWork, replay
 from registry.application.unit_of_work import saved_position as _position
-from registry.application.write_lock import drop_dead_connections, writer_lock
 from registry.domain import units
 from registry.domain.accounts import (
     NATIONAL_ACCOUNTS,
@@ -108,13 +107,14 @@ from registry.domain.transactions import (
     check_movement,
 )
 from registry.domain.units import Holding, SerialBlock, UnitClass, UnitSelector, UnitType
-from registry.faults import DATABASE_BUSY, database_fault
-from registry.persistence import (
+from registry.persistence.faults import DATABASE_BUSY, database_fault
+from registry.persistence.recorder import (
     DEFAULT_STATEMENT_TIMEOUT,
     STATEMENT_TIMEOUT_ENV,
     RegistryPostgresRecorder,
     select_latest_events,
 )
+from registry.persistence.write_lock import drop_dead_connections, writer_lock
 
 R = TypeVar("R")
 A = TypeVar("A", bound=Aggregate)
@@ -1382,7 +1382,7 @@ class Registry(Application[UUID]):
         again on fresh connections, reading fresh: had the lost save committed, the
         retry collides and is answered as a replay. If the database stays away, or on
         a lock or statement timeout, the database's error is raised for the caller to
-        retry (``registry.faults``: UNAVAILABLE, never INTERNAL).
+        retry (``registry.persistence.faults``: UNAVAILABLE, never INTERNAL).
         """
         refreshed = False
         for tries in range(self.max_attempts):

@@ -48,7 +48,7 @@ from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
 
-from registry.bulk import Column, Progress, Schema, Source, parse_decimal, parse_int, read_csv
+from registry.cli.bulk import Column, Progress, Schema, Source, parse_decimal, parse_int, read_csv
 from registry.domain.accounts import Sector, check_account_id
 from registry.domain.errors import InvalidCommand, RowsInvalid, Violation
 from registry.domain.ids import check_client_id

@@ -15,15 +15,15 @@ from sqlalchemy import Engine
 from registry import configuration
 from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
-from registry.application.write_lock import drop_dead_connections
+from registry.cli.progress import Progress
 from registry.config import ConfigurationError, Settings, build_registry
-from registry.faults import database_fault, describe_fault
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
 from registry.integrity.verify import verify_ledger
 from registry.observability.metrics import RegistryMetrics
-from registry.progress import Progress
+from registry.persistence.faults import database_fault, describe_fault
+from registry.persistence.write_lock import drop_dead_connections
 from registry.readmodels.check import require_store
 from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner

@@ -192,7 +192,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     if offered.returncode != 0:
         pytest.fail(
-            "the image's HEALTHCHECK runs `registry health`, which registry/cli.py "
+            "the image's HEALTHCHECK runs `registry health`, which registry/cli/app.py "
             f"does not offer: add `health_cli.add_parser(sub)`\n{offered.stderr}"
         )
     with ExitStack() as cleanup:

@@ -1,4 +1,4 @@
-"""`registry health` (registry/health_cli.py) against a bare gRPC health service, in
+"""`registry health` (registry/cli/health.py) against a bare gRPC health service, in
 plaintext and over TLS with the certificate deploy/compose/make-secrets.sh makes: the
 exit status is what a container health check needs (0 SERVING, 1 not, 2 no answer)."""
 
@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from registry import health_cli
+from registry.cli import health as health_cli
 from tests.deploy.files import COMPOSE_DIR
 
 

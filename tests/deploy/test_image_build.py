@@ -102,7 +102,7 @@ def builder_copies(context: Path, workdir: Path) -> None:
 
 def test_dockerignore_matcher_reads_patterns_as_docker_does() -> None:
     patterns = dockerignore_patterns()
-    assert in_context("registry/cli.py", patterns)
+    assert in_context("registry/cli/app.py", patterns)
     assert in_context("protos/registry/v1/common.proto", patterns)
     assert not in_context("registry/__pycache__/cli.cpython-311.pyc", patterns)
     assert not in_context("registry/v1/common_pb2.py", patterns)
@@ -135,8 +135,8 @@ def test_the_build_stage_makes_a_complete_wheel_that_runs_alone(tmp_path: Path) 
     (wheel,) = wheels.glob("carbon_registry-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
-        "registry/cli.py",
-        "registry/health_cli.py",
+        "registry/cli/app.py",
+        "registry/cli/health.py",
         "services/server.py",
         "registry/v1/account_service_pb2.py",
         "registry/v1/account_service_pb2_grpc.py",

@@ -483,11 +483,11 @@ def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:
 
 
 def test_the_health_command_is_a_cli_subcommand() -> None:
-    """`registry health` as the image's HEALTHCHECK runs it (registry/cli.py registers
-    registry.health_cli.add_parser)."""
+    """`registry health` as the image's HEALTHCHECK runs it (registry/cli/app.py registers
+    registry.cli.health.add_parser)."""
     import argparse
 
-    from registry import health_cli
+    from registry.cli import health as health_cli
 
     parser = argparse.ArgumentParser(prog="registry")
     health_cli.add_parser(parser.add_subparsers(dest="command", required=True))
@@ -497,7 +497,7 @@ def test_the_health_command_is_a_cli_subcommand() -> None:
 
 
 def test_registry_cli_offers_the_health_command(capsys: pytest.CaptureFixture[str]) -> None:
-    """The image's HEALTHCHECK runs `registry health`: registry/cli.py must register
+    """The image's HEALTHCHECK runs `registry health`: registry/cli/app.py must register
     it with `health_cli.add_parser(sub)`."""
     from registry import cli
 
@@ -505,7 +505,7 @@ def test_registry_cli_offers_the_health_command(capsys: pytest.CaptureFixture[st
         cli.main(["health", "--help"])
     assert exited.value.code == 0, (
         "`registry health` is not a command: add `health_cli.add_parser(sub)` to "
-        f"registry/cli.py main() (and import health_cli)\n{capsys.readouterr().err}"
+        f"registry/cli/app.py main() (and import health_cli)\n{capsys.readouterr().err}"
     )
 
 

@@ -12,7 +12,7 @@ import grpc
 import psycopg
 import pytest
 
-from registry.persistence import RegistryPostgresRecorder
+from registry.persistence.recorder import RegistryPostgresRecorder
 from registry.v1 import settlement_service_pb2 as settlement_pb
 from tests.e2e.conftest import Api, rpc_error, running_api
 from tests.e2e.market import TRADER, seed_market, trade

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from registry.application import Registry, Trade, TradeOutcome
-from registry.application.write_lock import exclusive_writer, writer_lock
 from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import (
@@ -21,6 +20,7 @@ from registry.domain.errors import (
     TransactionExistsWithDifferentContent,
 )
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence.write_lock import exclusive_writer, writer_lock
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
 
 CEA25 = UnitClass(UnitType.CEA, 2025)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from registry.cli import verify as cli
 from registry.config import ConfigurationError
 from registry.domain.accounts import Account
-from registry.integrity import cli
 from registry.integrity.ledger import extend_chain
 from registry.integrity.sealer import CheckpointPublisher, LedgerSealer
 from registry.integrity.signing import generate_key, save_public_key

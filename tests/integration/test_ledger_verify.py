@@ -18,11 +18,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, inspect, text
 
-from registry import migrate
 from registry.application import Registry
+from registry.cli import verify as cli
 from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from registry.integrity import cli
 from registry.integrity.chain import GENESIS
 from registry.integrity.ledger import ExtendResult, extend_chain, latest_digest
 from registry.integrity.log import EventLog
@@ -34,6 +33,7 @@ from registry.integrity.signing import (
     save_public_key,
 )
 from registry.integrity.verify import Reason, VerifyReport, check_checkpoint, verify_ledger
+from registry.persistence import migrate
 from registry.readmodels.sql import make_engine
 from tests.support import REGULATOR, FakeClock, fresh_pg_database, open_company, open_trader
 

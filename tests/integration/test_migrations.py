@@ -22,7 +22,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from registry import migrate
 from registry.application import Registry
 from registry.config import ConfigurationError, Settings, build_registry
 from registry.integrity.chain import GENESIS
@@ -34,6 +33,7 @@ from registry.integrity.signing import (
     sign_checkpoint,
     verify_signature,
 )
+from registry.persistence import migrate
 from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
 from tests.support import fresh_pg_database

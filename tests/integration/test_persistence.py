@@ -8,7 +8,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from registry.config import Settings, build_registry
-from registry.persistence import RegistryPostgresRecorder
+from registry.persistence.recorder import RegistryPostgresRecorder
 from tests.support import fresh_pg_database
 
 pytestmark = pytest.mark.postgres

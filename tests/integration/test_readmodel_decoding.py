@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from registry import migrate
 from registry.application import Registry
+from registry.cli.demo import EXCHANGE, run_demo
 from registry.config import Settings, build_registry
-from registry.demo import EXCHANGE, run_demo
 from registry.domain.accounts import Account
 from registry.domain.units import UnitSelector, UnitType
+from registry.persistence import migrate
 from registry.readmodels import tables
 from registry.readmodels.check import reconcile
 from registry.readmodels.events import EVENT_CLASSES, Event, StateDecoder

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from registry.application import Registry, Trade
+from registry.cli.demo import EXCHANGE, run_demo
 from registry.config import Settings, build_registry
-from registry.demo import EXCHANGE, run_demo
 from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
 from registry.domain.units import UnitClass
 from registry.readmodels.queries import ReadModels

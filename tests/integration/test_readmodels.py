@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
 from registry.application import Registry, Trade
+from registry.cli.demo import run_demo
 from registry.config import Settings, build_registry
-from registry.demo import run_demo
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import RegistryError
 from registry.domain.units import UnitClass, UnitSelector, UnitType

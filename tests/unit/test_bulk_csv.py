@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from registry.bulk import Column, ParsedFile, Schema, parse_decimal, parse_int, read_csv
+from registry.cli.bulk import Column, ParsedFile, Schema, parse_decimal, parse_int, read_csv
 from registry.domain.accounts import check_account_id
 from registry.domain.errors import InvalidCommand, InvalidFile, RowsInvalid, Violation
 from registry.domain.obligations import check_year

@@ -1,4 +1,4 @@
-"""Which errors a retry can cure (``registry.faults``): the classifier behind every
+"""Which errors a retry can cure (``registry.persistence.faults``): the classifier behind every
 retryable status, the worker's recovery and the CLI's exit 3. Errors as each layer
 raises them; the PostgreSQL paths are exercised for real in
 tests/integration/test_database_faults.py and tests/e2e/test_connection_loss.py."""
@@ -13,7 +13,12 @@ import pytest
 from eventsourcing import persistence
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
-from registry.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault, describe_fault
+from registry.persistence.faults import (
+    CONNECTION_LOST,
+    DATABASE_BUSY,
+    database_fault,
+    describe_fault,
+)
 
 
 def wrapped(error: BaseException) -> persistence.OperationalError:

@@ -3,9 +3,8 @@ file's own, and the server's ``rows[i].column``) back to file lines."""
 
 from __future__ import annotations
 
-from registry.bulk import read_csv
-from registry.domain.errors import Violation
-from registry.imports import (
+from registry.cli.bulk import read_csv
+from registry.cli.imports import (
     ALLOCATIONS_SCHEMA,
     EMISSIONS_SCHEMA,
     MAX_EMISSIONS_ROWS,
@@ -14,7 +13,8 @@ from registry.imports import (
     allocation_request,
     emissions_request,
 )
-from registry.problems import Problem, file_problems, server_problems
+from registry.cli.problems import Problem, file_problems, server_problems
+from registry.domain.errors import Violation
 from registry.v1 import common_pb2 as common
 
 EMISSIONS = "account_id,compliance_year,verified_emissions,reason\n"

@@ -1,11 +1,11 @@
-"""The progress line of long jobs (registry.progress): drawn on a terminal with rate and
+"""The progress line of long jobs (registry.cli.progress): drawn on a terminal with rate and
 time left, silent off a terminal and in JSON-log mode (issue 16, command line)."""
 
 from __future__ import annotations
 
 import io
 
-from registry.progress import Progress, duration, wanted
+from registry.cli.progress import Progress, duration, wanted
 
 
 class Terminal(io.StringIO):

@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from registry.cli.remote import add_connection_options, client_for
 from registry.client import open_channel
 from registry.config import ConfigurationError
 from registry.domain.errors import InvalidCommand
-from registry.remote import add_connection_options, client_for
 from services.tls import (
     TlsSettings,
     certificate_fingerprint,

@@ -19,8 +19,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient
-from registry.remote import add_connection_options, call_remote
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb

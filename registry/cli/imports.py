@@ -5,7 +5,7 @@
     registry import allocations pre-allocation-2025.csv --propose P-PRE-2025
     registry import accounts accounts.csv [--dry-run] [--report problems.csv]
 
-A file is validated whole first (``registry.bulk``) and nothing is sent unless every
+A file is validated whole first (``registry.cli.bulk``) and nothing is sent unless every
 row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Then:
 
 - **emissions** go in ONE ``RecordVerifiedEmissions`` call, which the server applies
@@ -46,15 +46,8 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from registry.bulk import Column, ParsedFile, Progress, Schema, parse_int, read_csv
-from registry.client import ErrorDetails, error_details
-from registry.domain.accounts import Holder, check_account_id, parse_account_type
-from registry.domain.errors import InvalidCommand
-from registry.domain.freezes import check_reason
-from registry.domain.ids import check_client_id
-from registry.domain.obligations import check_year
-from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
-from registry.problems import (
+from registry.cli.bulk import Column, ParsedFile, Progress, Schema, parse_int, read_csv
+from registry.cli.problems import (
     ROW_FIELD,
     Problem,
     file_problems,
@@ -63,13 +56,20 @@ from registry.problems import (
     violations_of,
     write_report,
 )
-from registry.progress import Progress as RowsProgress
-from registry.remote import (
+from registry.cli.progress import Progress as RowsProgress
+from registry.cli.remote import (
     add_connection_options,
     client_for,
     report_error,
     report_error_details,
 )
+from registry.client import ErrorDetails, error_details
+from registry.domain.accounts import Holder, check_account_id, parse_account_type
+from registry.domain.errors import InvalidCommand
+from registry.domain.freezes import check_reason
+from registry.domain.ids import check_client_id
+from registry.domain.obligations import check_year
+from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common_pb
 

@@ -50,15 +50,15 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
-from registry.faults import CONNECTION_LOST, database_fault
+from registry.persistence.faults import CONNECTION_LOST, database_fault
 
-TOPIC = "registry.persistence:RegistryPostgresRecorder"
+TOPIC = "registry.persistence.recorder:RegistryPostgresRecorder"
 INSERT_ATTEMPTS = 10
 """As the library's retry, for lost connections only (``insert_events``)."""
 _LIBRARY_INSERT = PostgresApplicationRecorder.insert_events.__wrapped__
 """The library's insert without its retry decorator."""
 
-SQLITE_TOPIC = "registry.persistence:RegistrySQLiteRecorder"
+SQLITE_TOPIC = "registry.persistence.recorder:RegistrySQLiteRecorder"
 
 logger = logging.getLogger("registry.integrity")
 _warned = False
@@ -216,7 +216,7 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         Either is retried only when the connection was lost. The library retries every
         operational error ten times: a lock or statement timeout then kept the caller
         waiting ten timeouts (100 s at a 10 s lock timeout) before it heard of it. Such a
-        fault now reaches the caller at once, as retryable (``registry.faults``)."""
+        fault now reaches the caller at once, as retryable (``registry.persistence.faults``)."""
         # The columns (authenticators included) are made before the connection is
         # taken, so none of that work happens while the table lock is held.
         columns = self._columns(stored_events)

@@ -26,9 +26,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from registry.cli.remote import add_tls_options, tls_files
 from registry.client import CHANNEL_OPTIONS
 from registry.domain.errors import RegistryError
-from registry.remote import add_tls_options, tls_files
 
 SERVING = 0
 NOT_SERVING = 1
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m registry.health_cli``: the same check without the full CLI."""
+    """``python -m registry.cli.health``: the same check without the full CLI."""
     parser = argparse.ArgumentParser(
         prog="registry health",
         description=__doc__,

@@ -24,7 +24,7 @@ from typing import Any
 
 # Before Alembic's first import, which logs its plugin set-up (at INFO, into whatever
 # logging a server configured already).
-from registry.migrate_logging import quiet_alembic
+from registry.persistence.migrate_logging import quiet_alembic
 
 # isort: split
 from alembic import command

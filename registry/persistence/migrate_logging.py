@@ -4,7 +4,7 @@ Alembic logs at INFO the set-up of each of its plugins (seven lines, on its firs
 import) and, for every revision check, "Context impl SQLiteImpl." and "Will assume ...
 DDL.": noise in every ``registry serve`` start. The steps a migration applies ("Running
 upgrade 0003 -> 0004, ...") and anything at WARNING or above still pass. Imported by
-``registry.migrate`` before it imports Alembic, so the filters are there first.
+``registry.persistence.migrate`` before it imports Alembic, so the filters are there first.
 """
 
 from __future__ import annotations

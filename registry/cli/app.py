@@ -7,23 +7,18 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from registry import (
-    access_cli,
-    allocate,
-    configuration,
-    health_cli,
-    imports,
-    regulator,
-    remote,
-)
+from registry import configuration
+from registry.cli import access as access_cli
+from registry.cli import allocate, imports, regulator, remote
+from registry.cli import health as health_cli
+from registry.cli import verify as integrity_cli
+from registry.cli.demo import run_demo
+from registry.cli.runtime import tune_gc
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
-from registry.demo import run_demo
 from registry.domain.errors import RegistryError
-from registry.faults import database_fault, describe_fault
-from registry.integrity import cli as integrity_cli
+from registry.persistence.faults import database_fault, describe_fault
 from registry.readmodels import check, worker
 from registry.readmodels.sql import make_engine
-from registry.runtime import tune_gc
 
 DESCRIPTION = """\
 A national carbon emissions trading registry: an event-sourced ledger of allowance (CEA)
@@ -249,7 +244,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from registry import migrate
+    from registry.persistence import migrate
 
     settings = Settings.from_env()
     steps = migrate.upgrade(settings)

@@ -1,5 +1,5 @@
 """Problems of an uploaded file, named by file line and column, because that is what
-the person holding the spreadsheet looks for: the file's own (``registry.bulk``
+the person holding the spreadsheet looks for: the file's own (``registry.cli.bulk``
 violations) and the server's (``rows[i].column`` of a call that began at a data row)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _LINE_PREFIX = re.compile(r"^line (\d+): ")
 
 
 def file_problems(violations: Iterable[Violation]) -> list[Problem]:
-    """The problems ``registry.bulk`` found, with the line its descriptions start with."""
+    """The problems ``registry.cli.bulk`` found, with the line its descriptions start with."""
     problems = []
     for v in violations:
         found = _LINE_PREFIX.match(v.description)
