@@ -44,6 +44,35 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert steps.index(".venv/bin/mypy") < len(steps) - 1
 
 
+def make_recipes() -> dict[str, list[str]]:
+    """The Makefile's targets -> their recipe lines (``$(PY)`` expanded)."""
+    recipes: dict[str, list[str]] = {}
+    target = ""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("\t") and target:
+            recipes[target].append(line.strip().replace("$(PY)", ".venv/bin/python"))
+        elif re.match(r"^[a-z0-9-]+:", line):
+            target = line.split(":", 1)[0]
+            recipes[target] = []
+    return recipes
+
+
+def test_make_test_runs_the_readme_test_command_steps() -> None:
+    """`make test` (after `make install`) runs every step of the README's test command,
+    and `make help` lists every target, so the shortcuts cannot drift from CI."""
+    recipes = make_recipes()
+    steps = [step.strip() for step in readme_commands()[1].split("&&")]
+    install = " && ".join(steps[:2])
+    assert recipes["install"] == [install]
+    checks = [s for r in ("lint", "typecheck", "check", "test") for s in recipes[r]]
+    assert set(steps[2:]) <= set(checks), (steps[2:], checks)
+    text = (ROOT / "Makefile").read_text()
+    assert all(
+        f"{target}:" in text and "## " in text.split(f"\n{target}:")[1].split("\n")[0]
+        for target in recipes
+    ), "every target has a '## ' description for make help"
+
+
 # The docs a newcomer reads first must hold in a fresh clone (issue 16): no pointer
 # outside the repository, every path the architecture page names exists, and every
 # `registry <command>` the README shows is a command of the installed CLI.
