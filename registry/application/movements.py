@@ -57,7 +57,7 @@ class Movements:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._movements: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
+        self._group: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
             GroupCommit(
                 self._move_group,
                 limit=MAX_GROUP,
@@ -67,7 +67,7 @@ class Movements:
         )
 
     def close(self) -> None:
-        self._movements.close()
+        self._group.close()
 
     def issue_units(
         self,
@@ -266,7 +266,7 @@ class Movements:
                 rows.append((client_id, movement()))
             except InvalidCommand as error:
                 rows.append((client_id, error))
-        outcomes = self._movements.submit(MoveJob(principal, rows, single=False))
+        outcomes = self._group.submit(MoveJob(principal, rows, single=False))
         return [
             RowResult.of(outcome)
             if isinstance(outcome, TransactionResult)
@@ -277,7 +277,7 @@ class Movements:
     def _move(self, principal: Principal, movement: Movement) -> TransactionResult:
         """One movement, saved with whatever other movements this process's callers
         asked for meanwhile (see ``_move_group``)."""
-        outcome = self._movements.submit(
+        outcome = self._group.submit(
             MoveJob(principal, [(movement.client_id, movement)], single=True)
         )[0]
         if isinstance(outcome, RegistryError):
