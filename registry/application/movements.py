@@ -57,13 +57,11 @@ class Movements:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._group: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = (
-            GroupCommit(
-                self._move_group,
-                limit=MAX_GROUP,
-                weight=lambda job: len(job.rows),
-                name="registry-group-commit",
-            )
+        self._group: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = GroupCommit(
+            self._move_group,
+            limit=MAX_GROUP,
+            weight=lambda job: len(job.rows),
+            name="registry-group-commit",
         )
 
     def close(self) -> None:
