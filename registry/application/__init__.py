@@ -2,7 +2,7 @@
 
 from registry.application.commands import AllocationRow, EmissionsRow, Movement, Trade
 from registry.application.eventlog import EventPage, LoggedEvent, account_events, read_events
-from registry.application.registry import SYSTEM, Registry
+from registry.application.registry import Registry
 from registry.application.results import (
     AccountResult,
     AccountView,
@@ -23,6 +23,7 @@ from registry.application.results import (
     TransactionResult,
     YearClosing,
 )
+from registry.domain.transactions import SYSTEM
 
 __all__ = [
     "SYSTEM",

@@ -25,9 +25,11 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from copy import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from registry.application.unit_of_work import UnitOfWork, replay
+from registry.application.four_eyes import FourEyes
+from registry.application.store import Store
+from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
 from registry.domain.access import (
     FOUR_EYES_ROLES,
@@ -51,9 +53,7 @@ from registry.domain.proposals import (
     ProposalView,
 )
 from registry.domain.transactions import Principal
-
-if TYPE_CHECKING:
-    from registry.application.registry import Registry
+from registry.persistence.aggregates import replay
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,9 @@ class FirstPrincipal:
 class Access:
     """The access-control use cases of one registry."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, store: Store, proposals: FourEyes) -> None:
+        self._store = store
+        self._proposals = proposals
         self._lock = threading.Lock()
         self._acl: AccessControl | None = None
 
@@ -114,7 +115,7 @@ class Access:
         check_access_reason(reason)
         check_client_id(grant_id, "grant id")
         direct = by.party == RESERVED_PARTY or parsed not in FOUR_EYES_ROLES
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> AccessChange:
             acl = self._acl_for_change(uow)
@@ -126,12 +127,12 @@ class Access:
                     raise AccessRefused(
                         f"grant id {grant_id} is taken by a proposed grant", grant=grant_id
                     )
-                if not acl.grant(grant_id, principal, parsed, scope, by, reason, registry.clock()):
+                if not acl.grant(grant_id, principal, parsed, scope, by, reason, store.clock()):
                     return AccessChange(grant_id, None, replayed=True)
                 return AccessChange(grant_id, _position(uow.save()))
             return self._four_eyes_grant(uow, acl, by, grant_id, principal, parsed, scope, reason)
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def _four_eyes_grant(
         self,
@@ -153,7 +154,7 @@ class Access:
                 principal=str(by),
             )
         payload = grant_payload(grant_id, principal, role, scope)
-        now = self._registry.clock()
+        now = self._store.clock()
         proposal = uow.find(Proposal.id_for(ACCESS_SCOPE, grant_id), Proposal)
         if proposal is None:
             uow.add(
@@ -203,14 +204,14 @@ class Access:
         """Withdraw an active grant at once (one administrator: taking power away must
         not wait); on a grant still waiting for approval, reject the proposal."""
         check_access_reason(reason)
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> AccessChange:
             acl = self._acl_for_change(uow)
             if grant_id not in acl.grants:
                 check_client_id(grant_id, "grant id")
                 proposal = uow.find(Proposal.id_for(ACCESS_SCOPE, grant_id), Proposal)
-                now = registry.clock()
+                now = store.clock()
                 if proposal is not None and proposal.status_at(now) is ProposalStatus.PENDING:
                     proposal.reject(by, reason, now)
                     return AccessChange(
@@ -219,13 +220,13 @@ class Access:
             acl.revoke_grant(grant_id, by, reason)
             return AccessChange(grant_id, _position(uow.save()))
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def pending_grants(self) -> list[ProposalView]:
         """Grants proposed by one administrator, waiting for a second."""
         return [
             view
-            for view in self._registry.proposals.list_proposals(ProposalStatus.PENDING.value)
+            for view in self._proposals.list_proposals(ProposalStatus.PENDING.value)
             if view.kind is ProposalKind.ROLE_GRANT
         ]
 
@@ -238,7 +239,7 @@ class Access:
             credential_id = acl.issue_token(token, principal, by, reason)
             return IssuedToken(credential_id, token, _position(uow.save()))
 
-        return self._registry._retrying(attempt)
+        return self._store.retrying(attempt)
 
     def rotate_token(self, by: Principal, credential_id: str, reason: str) -> IssuedToken:
         """A new token for the same principal, and the old one revoked, in one save: no
@@ -259,7 +260,7 @@ class Access:
             acl.revoke_credential(credential_id, by, reason)
             return IssuedToken(new_id, token, _position(uow.save()))
 
-        return self._registry._retrying(attempt)
+        return self._store.retrying(attempt)
 
     def register_certificate(
         self, by: Principal, principal: Principal, fingerprint: str, subject: str, reason: str
@@ -274,7 +275,7 @@ class Access:
             )
             return AccessChange(credential_id, _position(uow.save()))
 
-        return self._registry._retrying(attempt)
+        return self._store.retrying(attempt)
 
     def revoke_credential(self, by: Principal, credential_id: str, reason: str) -> AccessChange:
         check_access_reason(reason)
@@ -284,7 +285,7 @@ class Access:
             acl.revoke_credential(credential_id, by, reason)
             return AccessChange(credential_id, _position(uow.save()))
 
-        return self._registry._retrying(attempt)
+        return self._store.retrying(attempt)
 
     def genesis(
         self, principals: Sequence[tuple[Principal, Role]], reason: str
@@ -300,13 +301,13 @@ class Access:
             raise ValueError("a genesis names at least one principal")
         tokens = {p: new_token(new_credential_id()) for p, _ in principals}
         system = Principal(RESERVED_PARTY, "bootstrap")
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> list[FirstPrincipal] | None:
             acl = self._acl_for_change(uow)
             if acl.grants or acl.revoked_grants:
                 return None
-            now = registry.clock()
+            now = store.clock()
             for principal, role in principals:
                 acl.grant(
                     f"bootstrap-{principal.party}-{principal.name}-{role}",
@@ -324,7 +325,7 @@ class Access:
                 for p, role in principals
             ]
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     # -- the view calls are checked against -----------------------------------------
 
@@ -337,7 +338,7 @@ class Access:
         after = held.version if held is not None else 0
         if latest_version is not None and held is not None and latest_version() == after:
             return held
-        stored = self._registry.recorder.select_events(AccessControl.id_for(), gt=after)
+        stored = self._store.app.recorder.select_events(AccessControl.id_for(), gt=after)
         if not stored:
             return held if held is not None else _EMPTY
         with self._lock:  # one caller applies what is new; the others see it applied
@@ -345,7 +346,7 @@ class Access:
             after = held.version if held is not None else 0
             newer = [event for event in stored if event.originator_version > after]
             if newer:
-                self._acl = replay(copy(held), map(self._registry.mapper.to_domain_event, newer))
+                self._acl = replay(copy(held), map(self._store.app.mapper.to_domain_event, newer))
             return self._acl if self._acl is not None else _EMPTY
 
     def _acl_for_change(self, uow: UnitOfWork) -> AccessControl:

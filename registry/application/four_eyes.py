@@ -25,13 +25,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from registry.application.accounts import Accounts
 from registry.application.commands import AllocationRow, check_quantity, check_reason
+from registry.application.compliance import Compliance
+from registry.application.movements import Movements
+from registry.application.restrictions import Restrictions
 from registry.application.results import RowOutcome, TransactionResult
+from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
-from registry.domain.access import Role, SeparationOfDuties
+from registry.domain.access import AccessControl, Role, SeparationOfDuties
 from registry.domain.accounts import check_account_id
 from registry.domain.errors import (
     InvalidCommand,
@@ -63,9 +68,6 @@ from registry.domain.rules import ComplianceRules, check_rule_key
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
-if TYPE_CHECKING:
-    from registry.application.registry import Registry
-
 Action = Callable[[Principal], str]
 """Carries an approved proposal out as the approver; returns what it produced."""
 
@@ -77,11 +79,24 @@ class ProposalResult:
     position: int | None = None
 
 
-class FourEyes:
-    """The proposal use cases of one registry."""
+@dataclass(frozen=True)
+class Actions:
+    """The use cases an approved proposal carries out."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    movements: Movements
+    accounts: Accounts
+    compliance: Compliance
+    restrictions: Restrictions
+
+
+class FourEyes:
+    """The proposal use cases of one registry. ``access`` is the access state as
+    committed now (``Access.current``): who may approve."""
+
+    def __init__(self, store: Store, actions: Actions, access: Callable[[], AccessControl]) -> None:
+        self._store = store
+        self._actions = actions
+        self._access = access
 
     def propose(
         self,
@@ -101,13 +116,13 @@ class FourEyes:
             self._action(parsed, normal)  # a payload that could not be carried out: refused now
         except InvalidCommand as error:
             raise _in_payload(error) from None
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> ProposalResult:
             existing = uow.find(Proposal.id_for(principal.party, proposal_id), Proposal)
             if existing is not None:
                 existing.ensure_same_content(parsed, normal)
-                return ProposalResult(existing.view(registry.clock()), replayed=True)
+                return ProposalResult(existing.view(store.clock()), replayed=True)
             proposal = uow.add(
                 Proposal.propose(
                     proposal_id=proposal_id,
@@ -115,32 +130,32 @@ class FourEyes:
                     payload=normal,
                     reason=reason,
                     principal=principal,
-                    now=registry.clock(),
+                    now=store.clock(),
                     validity_seconds=validity_seconds,
                 )
             )
             return ProposalResult(proposal.view(), position=_position(uow.save()))
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def approve(self, principal: Principal, party: str, proposal_id: str) -> ProposalResult:
         """Approve as a second regulator and carry the action out; approving again (the
         same approver) answers the outcome, completing it if it was never recorded."""
-        registry = self._registry
+        store = self._store
 
         def decide(uow: UnitOfWork) -> tuple[Proposal, int | None]:
             proposal = self._proposal(uow, party, proposal_id)
             _not_access(proposal.kind)
             if proposal.status is ProposalStatus.PENDING:
-                acl = registry.access.current()
+                acl = self._access()
                 if acl.grants:
                     acl.check_approver(
                         principal, Role.REGULATOR, proposal.proposer, proposal.created_at
                     )
-            approved = proposal.approve(principal, registry.clock())
+            approved = proposal.approve(principal, store.clock())
             return proposal, _position(uow.save()) if approved else None
 
-        proposal, position = registry._retrying(decide)
+        proposal, position = store.retrying(decide)
         if proposal.status is not ProposalStatus.APPROVED:  # its outcome is recorded
             return ProposalResult(proposal.view(), replayed=position is None)
         try:  # the approval is recorded: whatever carrying it out meets (a refusal, an
@@ -154,7 +169,7 @@ class FourEyes:
 
         def record(uow: UnitOfWork) -> ProposalResult:
             current = self._proposal(uow, party, proposal_id)
-            now = registry.clock()
+            now = store.clock()
             changed = (
                 current.mark_failed(failure, now)
                 if failure is not None
@@ -164,57 +179,57 @@ class FourEyes:
                 current.view(), position=_position(uow.save()) if changed else position
             )
 
-        return registry._retrying(record)
+        return store.retrying(record)
 
     def reject(
         self, principal: Principal, party: str, proposal_id: str, reason: str
     ) -> ProposalResult:
         """Reject (or, by its proposer, withdraw) a pending proposal: it never takes effect."""
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> ProposalResult:
             proposal = self._proposal(uow, party, proposal_id)
             _not_access(proposal.kind)
-            rejected = proposal.reject(principal, reason, registry.clock())
+            rejected = proposal.reject(principal, reason, store.clock())
             position = _position(uow.save()) if rejected else None
             return ProposalResult(proposal.view(), replayed=not rejected, position=position)
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def expire_due(self) -> list[ProposalView]:
         """Record every pending proposal past its validity as expired."""
-        registry = self._registry
+        store = self._store
         expired = []
         for proposal in self._all():
-            if proposal.status is ProposalStatus.PENDING and proposal.is_due(registry.clock()):
+            if proposal.status is ProposalStatus.PENDING and proposal.is_due(store.clock()):
 
                 def attempt(uow: UnitOfWork, p: Proposal = proposal) -> ProposalView:
                     current = self._proposal(uow, p.party, p.proposal_id)
-                    if current.expire(registry.clock()):
+                    if current.expire(store.clock()):
                         uow.save()
                     return current.view()
 
-                expired.append(registry._retrying(attempt))
+                expired.append(store.retrying(attempt))
         return expired
 
     def get(self, party: str, proposal_id: str) -> ProposalView:
-        return self._proposal(UnitOfWork(self._registry), party, proposal_id).view(
-            self._registry.clock()
+        return self._proposal(UnitOfWork(self._store.app), party, proposal_id).view(
+            self._store.clock()
         )
 
     def list_proposals(self, status: str = "") -> list[ProposalView]:
         """Every proposal (of one status, if given), oldest first."""
-        now = self._registry.clock()
+        now = self._store.clock()
         views = [p.view(now) for p in self._all()]
         return [v for v in views if not status or v.status.value == status]
 
     # -- plumbing -------------------------------------------------------------------
 
     def _all(self) -> list[Proposal]:
-        registry = self._registry
-        uow = UnitOfWork(registry)
-        ids = list(registry._originators(Proposal.Proposed.TOPIC))
-        uow.prefetch(ids, registry._load_many)
+        store = self._store
+        uow = UnitOfWork(store.app)
+        ids = list(store.originators(Proposal.Proposed.TOPIC))
+        uow.prefetch(ids, store.load_many)
         return [p for p in (uow.find(i, Proposal) for i in ids) if p is not None]
 
     @staticmethod
@@ -229,7 +244,7 @@ class FourEyes:
     def _action(self, kind: ProposalKind, payload: Mapping[str, Any]) -> Action:
         """The use case an approved proposal runs, built (and so checked) from its
         payload; a bad payload is an INVALID_PAYLOAD naming the field."""
-        return _BUILDERS[kind](self._registry, _Payload(payload))
+        return _BUILDERS[kind](self._actions, _Payload(payload))
 
 
 def _not_access(kind: ProposalKind) -> None:
@@ -343,7 +358,7 @@ def _completed(result: TransactionResult) -> str:
     return f"{result.party}:{result.transaction_id}"
 
 
-def _issuance(registry: Registry, p: _Payload) -> Action:
+def _issuance(actions: Actions, p: _Payload) -> Action:
     unit_class = UnitClass(
         parse_unit_type(p.text("unit_type")), p.number("vintage"), p.text("project", "")
     )
@@ -351,37 +366,41 @@ def _issuance(registry: Registry, p: _Payload) -> Action:
     check_client_id(txn, "transaction id")
     check_quantity(quantity)
     check_reason(reason)
-    return lambda who: _completed(registry.issue_units(who, txn, unit_class, quantity, reason))
+    return lambda who: _completed(
+        actions.movements.issue_units(who, txn, unit_class, quantity, reason)
+    )
 
 
-def _reversal(registry: Registry, p: _Payload) -> Action:
+def _reversal(actions: Actions, p: _Payload) -> Action:
     txn, party = p.text("transaction_id"), p.text("original_party")
     original, reason = p.text("original_transaction_id"), p.text("reason", "")
     check_client_id(txn, "transaction id")
     check_party(party, "original party")
     check_client_id(original, "reversed transaction id")
     check_reason(reason)
-    return lambda who: _completed(registry.reverse(who, txn, party, original, reason))
+    return lambda who: _completed(actions.movements.reverse(who, txn, party, original, reason))
 
 
-def _cancellation(registry: Registry, p: _Payload) -> Action:
+def _cancellation(actions: Actions, p: _Payload) -> Action:
     txn, account, quantity = p.text("transaction_id"), p.text("account_id"), p.number("quantity")
     selector, reason = _selector(p), p.text("reason", "")
     check_client_id(txn, "transaction id")
     check_account_id(account)
     check_quantity(quantity)
     check_reason(reason)
-    return lambda who: _completed(registry.cancel(who, txn, account, selector, quantity, reason))
+    return lambda who: _completed(
+        actions.movements.cancel(who, txn, account, selector, quantity, reason)
+    )
 
 
-def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
-    def build(registry: Registry, p: _Payload) -> Action:
+def _account_state(freeze: bool) -> Callable[[Actions, _Payload], Action]:
+    def build(actions: Actions, p: _Payload) -> Action:
         account, reason = p.text("account_id"), p.text("reason")
         request = p.text("request_id")
         check_account_id(account)
         check_reason(reason)
         check_client_id(request, "request id")
-        change = registry.freeze_account if freeze else registry.unfreeze_account
+        change = actions.accounts.freeze_account if freeze else actions.accounts.unfreeze_account
 
         def act(who: Principal) -> str:
             result = change(who, account, reason, request_id=request)
@@ -392,7 +411,7 @@ def _account_state(freeze: bool) -> Callable[[Registry, _Payload], Action]:
     return build
 
 
-def _rule_change(registry: Registry, p: _Payload) -> Action:
+def _rule_change(actions: Actions, p: _Payload) -> Action:
     year, sector = p.number("year"), p.text("sector")
     check_year(year)
     check_rule_key(sector)
@@ -400,13 +419,13 @@ def _rule_change(registry: Registry, p: _Payload) -> Action:
     reason = check_reason(p.text("reason", ""))
 
     def act(who: Principal) -> str:
-        view = registry.set_compliance_rules(who, year, sector, rules, reason)
+        view = actions.compliance.set_compliance_rules(who, year, sector, rules, reason)
         return f"rules {year} {sector} version {view.version}"
 
     return act
 
 
-def _allocation_table(registry: Registry, p: _Payload) -> Action:
+def _allocation_table(actions: Actions, p: _Payload) -> Action:
     rows = [
         AllocationRow(
             r.text("transaction_id"),
@@ -431,7 +450,7 @@ def _allocation_table(registry: Registry, p: _Payload) -> Action:
             ) from None
 
     def act(who: Principal) -> str:
-        results = registry.allocate_many(who, rows)
+        results = actions.movements.allocate_many(who, rows)
         done = sum(
             r.outcome in (RowOutcome.COMPLETED, RowOutcome.ALREADY_COMPLETED) for r in results
         )
@@ -440,7 +459,7 @@ def _allocation_table(registry: Registry, p: _Payload) -> Action:
     return act
 
 
-def _block_freeze(registry: Registry, p: _Payload) -> Action:
+def _block_freeze(actions: Actions, p: _Payload) -> Action:
     freeze_id, account, order = p.text("freeze_id"), p.text("account_id"), p.text("order_reference")
     reason = p.text("reason")
     check_client_id(freeze_id, "freeze id")
@@ -454,44 +473,44 @@ def _block_freeze(registry: Registry, p: _Payload) -> Action:
         raise InvalidCommand(
             f"payload blocks: {error.message}", reason="INVALID_PAYLOAD", field="payload.blocks"
         ) from None
-    return lambda who: registry.restrictions.freeze_blocks(
+    return lambda who: actions.restrictions.freeze_blocks(
         who, freeze_id, account, blocks, order, reason
     )
 
 
-def _block_release(registry: Registry, p: _Payload) -> Action:
+def _block_release(actions: Actions, p: _Payload) -> Action:
     freeze_id, reason, evidence = p.text("freeze_id"), p.text("reason"), p.text("evidence")
     check_client_id(freeze_id, "freeze id")
     check_restriction_reason(reason)
     check_evidence(evidence)
-    return lambda who: registry.restrictions.release_blocks(who, freeze_id, reason, evidence)
+    return lambda who: actions.restrictions.release_blocks(who, freeze_id, reason, evidence)
 
 
-def _detention(registry: Registry, p: _Payload) -> Action:
+def _detention(actions: Actions, p: _Payload) -> Action:
     project, reference, reason = p.text("project"), p.text("reference"), p.text("reason")
     check_origin(project)
     check_reference(reference)
     check_restriction_reason(reason)
-    return lambda who: registry.restrictions.detain_origin(who, project, reference, reason)
+    return lambda who: actions.restrictions.detain_origin(who, project, reference, reason)
 
 
-def _clearance(registry: Registry, p: _Payload) -> Action:
+def _clearance(actions: Actions, p: _Payload) -> Action:
     project, evidence, reason = p.text("project"), p.text("evidence"), p.text("reason")
     check_origin(project)
     check_evidence(evidence)
     check_restriction_reason(reason)
-    return lambda who: registry.restrictions.clear_origin(who, project, evidence, reason)
+    return lambda who: actions.restrictions.clear_origin(who, project, evidence, reason)
 
 
-def _halt(halted: bool) -> Callable[[Registry, _Payload], Action]:
-    def build(registry: Registry, p: _Payload) -> Action:
+def _halt(halted: bool) -> Callable[[Actions, _Payload], Action]:
+    def build(actions: Actions, p: _Payload) -> Action:
         reason = check_restriction_reason(p.text("reason"))
-        return lambda who: registry.restrictions.halt_market(who, reason, halted)
+        return lambda who: actions.restrictions.halt_market(who, reason, halted)
 
     return build
 
 
-_BUILDERS: dict[ProposalKind, Callable[[Registry, _Payload], Action]] = {
+_BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.BLOCK_FREEZE: _block_freeze,
     ProposalKind.BLOCK_RELEASE: _block_release,
     ProposalKind.ORIGIN_DETENTION: _detention,

@@ -19,6 +19,10 @@ from typing import Generic, TypeVar
 Request = TypeVar("Request")
 Answer = TypeVar("Answer")
 
+MAX_GROUP = 2000
+"""Requests (movements: a batch weighs its rows) after which a group stops taking more
+callers' requests."""
+
 
 class GroupCommit(Generic[Request, Answer]):
     """Queue requests; one thread runs them in groups, taking queued requests until

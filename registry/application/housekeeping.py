@@ -22,9 +22,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from registry.application.registry import SYSTEM
 from registry.domain.errors import RegistryError
 from registry.domain.holds import Hold
+from registry.domain.transactions import SYSTEM
 from registry.observability.metrics import RegistryMetrics
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ market halt: imposing and lifting them (each through an approved proposal, see
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain import units
 from registry.domain.accounts import Account
@@ -23,15 +23,12 @@ from registry.domain.restriction_index import RestrictionIndex
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import Holding, SerialBlock, UnitSelector
 
-if TYPE_CHECKING:
-    from registry.application.registry import Registry
-
 
 class Restrictions:
     """The restriction use cases of one registry; each returns a line saying what it did."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def freeze_blocks(
         self,
@@ -43,7 +40,7 @@ class Restrictions:
         reason: str,
         proposal: str = "",
     ) -> str:
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             existing = uow.find(BlockFreeze.id_for(freeze_id), BlockFreeze)
@@ -62,7 +59,7 @@ class Restrictions:
                     order_reference=order_reference,
                     reason=reason,
                     principal=principal,
-                    at=registry.clock(),
+                    at=store.clock(),
                     proposal=proposal,
                 )
             )
@@ -70,12 +67,12 @@ class Restrictions:
             uow.save()
             return f"freeze {freeze.freeze_id} on {account_id}: {freeze.quantity} units"
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def release_blocks(
         self, principal: Principal, freeze_id: str, reason: str, evidence: str, proposal: str = ""
     ) -> str:
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             freeze = uow.find(BlockFreeze.id_for(freeze_id), BlockFreeze)
@@ -85,19 +82,19 @@ class Restrictions:
                 reason=reason,
                 evidence=evidence,
                 principal=principal,
-                at=registry.clock(),
+                at=store.clock(),
                 proposal=proposal,
             ):
                 self._index(uow).index_freeze(freeze.account_id, freeze_id, False)
                 uow.save()
             return f"freeze {freeze_id} released"
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def detain_origin(
         self, principal: Principal, project: str, reference: str, reason: str, proposal: str = ""
     ) -> str:
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             detention = uow.find(OriginDetention.id_for(project), OriginDetention) or uow.add(
@@ -107,19 +104,19 @@ class Restrictions:
                 reference=reference,
                 reason=reason,
                 principal=principal,
-                at=registry.clock(),
+                at=store.clock(),
                 proposal=proposal,
             ):
                 self._index(uow).index_detention(project, True)
                 uow.save()
             return f"project {project} detained under {reference}"
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def clear_origin(
         self, principal: Principal, project: str, evidence: str, reason: str, proposal: str = ""
     ) -> str:
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             detention = uow.find(
@@ -129,29 +126,29 @@ class Restrictions:
                 evidence=evidence,
                 reason=reason,
                 principal=principal,
-                at=registry.clock(),
+                at=store.clock(),
                 proposal=proposal,
             ):
                 self._index(uow).index_detention(project, False)
                 uow.save()
             return f"project {project} cleared on {evidence}"
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     def halt_market(
         self, principal: Principal, reason: str, halted: bool, proposal: str = ""
     ) -> str:
-        registry = self._registry
+        store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             halt = uow.find(MarketHalt.id_for(), MarketHalt) or uow.add(MarketHalt.start())
             change = halt.halt if halted else halt.lift
-            if change(reason=reason, principal=principal, at=registry.clock(), proposal=proposal):
+            if change(reason=reason, principal=principal, at=store.clock(), proposal=proposal):
                 self._index(uow).index_halt(halted)
                 uow.save()
             return "market halted" if halted else "market open"
 
-        return registry._retrying(attempt)
+        return store.retrying(attempt)
 
     @staticmethod
     def _index(uow: UnitOfWork) -> RestrictionIndex:

@@ -19,20 +19,13 @@ from registry.domain.rules import ComplianceYear
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction
 from registry.domain.units import UnitClass
+from registry.persistence.aggregates import replay
 
 if TYPE_CHECKING:
     from eventsourcing.application import Application
     from eventsourcing.persistence import Recording
 
 A = TypeVar("A", bound=Aggregate)
-
-
-def replay(aggregate: Any, events: Iterable[Any]) -> Any:
-    """Apply stored events in order: the library's default projector spends most of its
-    time in runtime Protocol checks on every event."""
-    for event in events:
-        aggregate = event.mutate(aggregate)
-    return aggregate
 
 
 def saved_position(recordings: list[Recording[Any]]) -> int | None:

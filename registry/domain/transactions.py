@@ -14,13 +14,10 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from registry.domain.accounts import AccountType
 from registry.domain.errors import (
     AlreadyReversed,
-    MovementNotAllowed,
     NotReversible,
     RegistryError,
-    UnitsRetired,
 )
 from registry.domain.ids import NAMESPACE, check_party
 from registry.domain.units import SerialBlock
@@ -56,53 +53,9 @@ class Principal:
         return f"{self.party}/{self.name}"
 
 
-_T = AccountType
-HOLDERS = frozenset({_T.COMPLIANCE, _T.TRADING, _T.PROJECT})
-RETIREMENT = frozenset({_T.SURRENDER, _T.CANCELLATION})
-
-MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[AccountType]]] = {
-    TransactionKind.ALLOCATION: (
-        frozenset({_T.ISSUANCE, _T.ALLOCATION_RESERVE}),
-        frozenset({_T.COMPLIANCE}),
-    ),
-    TransactionKind.ALLOCATION_RETURN: (
-        frozenset({_T.COMPLIANCE}),
-        frozenset({_T.ALLOCATION_RESERVE}),
-    ),
-    TransactionKind.TRANSFER: (
-        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
-        HOLDERS | {_T.ALLOCATION_RESERVE},
-    ),
-    TransactionKind.SETTLEMENT: (HOLDERS, HOLDERS),
-    TransactionKind.SURRENDER: (frozenset({_T.COMPLIANCE}), frozenset({_T.SURRENDER})),
-    TransactionKind.CANCELLATION: (
-        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
-        frozenset({_T.CANCELLATION}),
-    ),
-}
-"""Which account types each kind may take units from and deliver them to.
-
-ISSUANCE creates units (no source) and REVERSAL mirrors the transaction it undoes, so
-neither appears here."""
-
-
-def check_movement(kind: TransactionKind, source: AccountType, destination: AccountType) -> None:
-    """Raise unless ``kind`` may move units from ``source`` to ``destination``."""
-    if source in RETIREMENT:
-        raise UnitsRetired(
-            f"units in {source} move only through a reversal of the transaction that put "
-            "them there",
-            kind=kind,
-            source_type=source,
-        )
-    sources, destinations = MOVEMENTS[kind]
-    if source not in sources or destination not in destinations:
-        raise MovementNotAllowed(
-            f"a {kind} cannot move units from a {source} account to a {destination} account",
-            kind=kind,
-            source_type=source,
-            destination_type=destination,
-        )
+SYSTEM = Principal("registry", "system")
+"""The registry itself, acting on its own (opening the national accounts, expiring
+holds)."""
 
 
 class Transaction(Aggregate):

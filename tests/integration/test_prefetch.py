@@ -58,7 +58,7 @@ def test_prefetched_aggregates_equal_those_loaded_one_by_one(monkeypatch: Any) -
                 raise AssertionError("a prefetched aggregate was loaded again")
 
             prefetched = UnitOfWork(reader, optimistic=True)
-            prefetched.prefetch(ids, reader._load_many)
+            prefetched.prefetch(ids, reader.store.load_many)
             with monkeypatch.context() as patch:
                 patch.setattr(reader.repository, "get", one_by_one)
                 found = [

@@ -84,7 +84,7 @@ def test_a_group_decides_on_copies_brought_up_to_date_with_the_other_process(
             [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "", source="CN-ISSUANCE") for x in accounts],
         )
         attempts: list[int] = []
-        retrying = b._retrying
+        retrying = b.store.retrying
 
         def counting(attempt: Any, *args: Any, **kwargs: Any) -> Any:
             def counted(uow: Any) -> Any:
@@ -94,7 +94,7 @@ def test_a_group_decides_on_copies_brought_up_to_date_with_the_other_process(
             attempts.append(0)
             return retrying(counted, *args, **kwargs)
 
-        b._retrying = counting  # type: ignore[method-assign]
+        b.store.retrying = counting  # type: ignore[method-assign]
         loads: list[Any] = []
         get = b.repository.get
 
@@ -125,7 +125,8 @@ def test_after_a_lost_race_the_copies_read_are_brought_up_to_date_in_one_go(tmp_
             REGULATOR,
             [AllocationRow(f"AL-{x}", x, "CEA", 1_000, "", source="CN-ISSUANCE") for x in accounts],
         )
-        assert b._refresh_cache(read)
+        assert b.store.aggregates is not None
+        assert b.store.aggregates.refresh(read)
         assert_cached_as_stored(b, a, accounts)
 
 
@@ -145,14 +146,16 @@ def test_own_saves_move_the_followed_position_unless_another_process_wrote_betwe
     """The catch-up reads only what others wrote: b's own save moves b's followed
     position past its events, but not past events of a's that b has not read."""
     with two_registries("postgres", tmp_path) as (a, b):
+        followed_by_b = b.store.aggregates
+        assert followed_by_b is not None
         open_company(b, "PWR-0001")
-        b._catch_up_cache()  # past the start (a lost insert leaves a gap in the ids)
-        assert b._cache_position == b.recorder.max_notification_id()
+        followed_by_b.catch_up()  # past the start (a lost insert leaves a gap in the ids)
+        assert followed_by_b.position == b.recorder.max_notification_id()
         open_company(b, "PWR-0002")
-        assert b._cache_position == b.recorder.max_notification_id(), "its own: moved on"
+        assert followed_by_b.position == b.recorder.max_notification_id(), "its own: moved on"
         open_company(a, "PWR-0003")
-        followed = b._cache_position
+        followed = followed_by_b.position
         open_company(b, "PWR-0004")
-        assert b._cache_position == followed, "a's event lies between: still to be read"
-        b._catch_up_cache()
-        assert b._cache_position == b.recorder.max_notification_id()
+        assert followed_by_b.position == followed, "a's event lies between: still to be read"
+        followed_by_b.catch_up()
+        assert followed_by_b.position == b.recorder.max_notification_id()

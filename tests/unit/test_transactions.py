@@ -14,9 +14,7 @@ from registry.domain.errors import (
     HoldNotActive,
     HoldNotExpired,
     InvalidCommand,
-    MovementNotAllowed,
     NotReversible,
-    UnitsRetired,
     error_for_reason,
 )
 from registry.domain.holds import Hold, HoldStatus, check_timeout
@@ -26,7 +24,6 @@ from registry.domain.transactions import (
     Transaction,
     TransactionKind,
     TransactionStatus,
-    check_movement,
 )
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 
@@ -34,47 +31,6 @@ K = TransactionKind
 T = AccountType
 CEA = UnitClass(UnitType.CEA, 2025)
 WHO = Principal("exchange", "bot")
-
-
-@pytest.mark.parametrize(
-    ("kind", "source", "destination"),
-    [
-        (K.ALLOCATION, T.ALLOCATION_RESERVE, T.COMPLIANCE),
-        (K.ALLOCATION_RETURN, T.COMPLIANCE, T.ALLOCATION_RESERVE),
-        (K.TRANSFER, T.ISSUANCE, T.PROJECT),
-        (K.SETTLEMENT, T.TRADING, T.COMPLIANCE),
-        (K.SURRENDER, T.COMPLIANCE, T.SURRENDER),
-        (K.CANCELLATION, T.TRADING, T.CANCELLATION),
-    ],
-)
-def test_allowed_movements(
-    kind: TransactionKind, source: AccountType, destination: AccountType
-) -> None:
-    check_movement(kind, source, destination)
-
-
-@pytest.mark.parametrize(
-    ("kind", "source", "destination"),
-    [
-        (K.ALLOCATION, T.TRADING, T.COMPLIANCE),
-        (K.ALLOCATION, T.ALLOCATION_RESERVE, T.TRADING),
-        (K.SURRENDER, T.TRADING, T.SURRENDER),
-        (K.SETTLEMENT, T.ISSUANCE, T.TRADING),
-        (K.TRANSFER, T.TRADING, T.SURRENDER),
-    ],
-)
-def test_refused_movements(
-    kind: TransactionKind, source: AccountType, destination: AccountType
-) -> None:
-    with pytest.raises(MovementNotAllowed):
-        check_movement(kind, source, destination)
-
-
-@pytest.mark.parametrize("retired", [T.SURRENDER, T.CANCELLATION])
-def test_retired_units_never_move_except_by_reversal(retired: AccountType) -> None:
-    for kind in (K.TRANSFER, K.SETTLEMENT, K.CANCELLATION):
-        with pytest.raises(UnitsRetired):
-            check_movement(kind, retired, T.TRADING)
 
 
 def completed(kind: TransactionKind = K.SETTLEMENT) -> Transaction:

@@ -1,0 +1,293 @@
+"""Compliance use cases: verified emissions, the year's surrender rules, closing a year
+at the deadline, and where an account (or every account) stands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from registry.application.commands import EmissionsRow, check_batch, check_emissions, check_reason
+from registry.application.results import (
+    ComplianceReportLine,
+    ComplianceRulesView,
+    ComplianceState,
+    ComplianceView,
+    EmissionsRecorded,
+    EmissionsRowResult,
+    EmissionsRowStatus,
+    YearClosing,
+)
+from registry.application.store import Store
+from registry.application.unit_of_work import UnitOfWork
+from registry.application.unit_of_work import saved_position as _position
+from registry.domain.accounts import Account, AccountType, check_account_id
+from registry.domain.errors import InvalidCommand, RowsInvalid, UnknownAccount, Violation
+from registry.domain.obligations import MAX_YEAR, ComplianceObligation, check_year
+from registry.domain.rules import (
+    DEFAULT_RULES,
+    ComplianceRules,
+    ComplianceYear,
+    check_rule_key,
+)
+from registry.domain.transactions import Principal
+
+
+def year_rules(uow: UnitOfWork, year: int, account: Account) -> tuple[ComplianceRules, bool]:
+    """The year's rules for the account's sector, and whether the year is closed."""
+    compliance_year = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+    if compliance_year is None:
+        return DEFAULT_RULES, False
+    return compliance_year.rules_for(account.holder.get("sector", "")), compliance_year.closed
+
+
+class Compliance:
+    """The compliance use cases of one registry."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record_verified_emissions(
+        self, principal: Principal, rows: Sequence[EmissionsRow]
+    ) -> EmissionsRecorded:
+        """Record verified emissions for many (account, year), all in one save or none.
+
+        Every row is checked first and every bad row named (RowsInvalid), because a
+        half-loaded table is worse than none. The same figure again is UNCHANGED.
+        """
+        self._check_emissions_rows(rows)
+        store = self._store
+
+        def attempt(uow: UnitOfWork) -> EmissionsRecorded:
+            for year in sorted({row.compliance_year for row in rows}):
+                compliance_year = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+                if compliance_year is not None:
+                    compliance_year.ensure_open()  # a closed year's figures are fixed
+            uow.prefetch(
+                (ComplianceObligation.id_for(row.account_id, row.compliance_year) for row in rows),
+                store.load_many,
+            )
+            results = []
+            for row in rows:
+                obligation = uow.obligation(row.account_id, row.compliance_year)
+                recorded = obligation.record_emissions(
+                    row.verified_emissions, row.reason, str(principal)
+                )
+                results.append(
+                    EmissionsRowResult(
+                        row.account_id,
+                        row.compliance_year,
+                        EmissionsRowStatus.RECORDED if recorded else EmissionsRowStatus.UNCHANGED,
+                    )
+                )
+            return EmissionsRecorded(tuple(results), _position(uow.save()))
+
+        return store.retrying(attempt)
+
+    def _check_emissions_rows(self, rows: Sequence[EmissionsRow]) -> None:
+        check_batch(len(rows), 0, "rows", "emissions rows given")
+        uow = UnitOfWork(self._store.app, optimistic=True)  # an account's type never changes
+        uow.prefetch(
+            (Account.id_for(row.account_id) for row in rows if isinstance(row.account_id, str)),
+            self._store.load_many,
+        )
+        seen: dict[tuple[str, int], int] = {}
+        violations: list[Violation] = []
+        for index, row in enumerate(rows):
+            violations += _emissions_row_violations(uow, f"rows[{index}]", row)
+            first = seen.setdefault((row.account_id, row.compliance_year), index)
+            if first != index:
+                violations.append(
+                    Violation(
+                        f"rows[{index}].account_id",
+                        "DUPLICATE_ROW",
+                        f"rows[{first}] already gives {row.account_id} {row.compliance_year}",
+                    )
+                )
+        if violations:
+            bad = len({v.field.split(".")[0] for v in violations})
+            raise RowsInvalid(
+                f"{bad} of {len(rows)} emissions rows are invalid; nothing was recorded",
+                violations=violations,
+            )
+
+    def get_compliance_status(self, account_id: str, year: int) -> ComplianceView:
+        """Where (account, year) stands, judged by the year's rules for its sector."""
+        check_account_id(account_id)
+        account = self._store.account(account_id)
+        check_year(year)
+        if account.account_type is not AccountType.COMPLIANCE:
+            raise InvalidCommand(
+                f"{account_id} is a {account.account_type} account: only compliance "
+                "accounts have obligations",
+                reason="NOT_COMPLIANCE_ACCOUNT",
+                field="account_id",
+                account=account_id,
+            )
+        uow = UnitOfWork(self._store.app)
+        obligation = uow.find(ComplianceObligation.id_for(account_id, year), ComplianceObligation)
+        rules, closed = year_rules(uow, year, account)
+        return ComplianceView.of(account_id, year, obligation, rules, closed)
+
+    def set_compliance_rules(
+        self, principal: Principal, year: int, sector: str, rules: ComplianceRules, reason: str
+    ) -> ComplianceRulesView:
+        """Set the rules one sector (or, ``*``, every sector without its own) surrenders
+        under for ``year``; the same rules again change nothing. Refused once the year
+        is closed."""
+        check_year(year)
+        check_rule_key(sector)
+        rules.check(year)
+        check_reason(reason)
+
+        def attempt(uow: UnitOfWork) -> ComplianceRulesView:
+            compliance_year = uow.compliance_year(year)
+            changed = compliance_year.change_rules(sector, rules, str(principal), reason)
+            position = _position(uow.save()) if changed else None
+            return ComplianceRulesView.of(compliance_year, year, position)
+
+        return self._store.retrying(attempt)
+
+    def get_compliance_rules(self, year: int) -> ComplianceRulesView:
+        check_year(year)
+        return ComplianceRulesView.of(
+            self._store.find(ComplianceYear.id_for(year), ComplianceYear), year
+        )
+
+    def close_compliance_year(self, principal: Principal, year: int, reason: str) -> YearClosing:
+        """Deadline processing, all in one save: every obligation of the year is closed
+        with its shortfall fixed, each shortfall is carried as a debt into the next
+        year's obligation (deducted from the next allocation), and the year's rules are
+        frozen. Closing a closed year again answers what the closing fixed."""
+        check_year(year)
+        check_reason(reason)
+
+        def attempt(uow: UnitOfWork) -> YearClosing:
+            compliance_year = uow.compliance_year(year)
+            accounts, obligations = self._compliance_accounts(uow, year)
+            if compliance_year.closed:
+                short = [o.shortfall for o in obligations.values() if o.shortfall]
+                return YearClosing(
+                    year,
+                    sum(1 for o in obligations.values() if o.closed),
+                    len(short),
+                    sum(short),
+                    replayed=True,
+                )
+            closed = shortfalls = tonnes = 0
+            for account in accounts:
+                obligation = obligations.get(account.account_id)
+                if obligation is None or obligation.closed:
+                    continue
+                shortfall = obligation.close(
+                    compliance_year.rules_for(account.holder.get("sector", "")), str(principal)
+                )
+                closed += 1
+                if shortfall and year < MAX_YEAR:
+                    uow.obligation(account.account_id, year + 1).carry_debt(year, shortfall)
+                    shortfalls += 1
+                    tonnes += shortfall
+            compliance_year.close(str(principal), reason)
+            return YearClosing(year, closed, shortfalls, tonnes, position=_position(uow.save()))
+
+        return self._store.retrying(attempt)
+
+    def compliance_report(self, year: int) -> list[ComplianceReportLine]:
+        """Compliance accounts by sector, province and status for ``year``, with the
+        tonnes verified, owed, surrendered (by unit type) and short."""
+        check_year(year)
+        uow = UnitOfWork(self._store.app, optimistic=True)
+        compliance_year = uow.find(ComplianceYear.id_for(year), ComplianceYear)
+        accounts, obligations = self._compliance_accounts(uow, year)
+        lines: dict[tuple[str, str, ComplianceState], ComplianceReportLine] = {}
+        for account in accounts:
+            sector = account.holder.get("sector", "")
+            rules = compliance_year.rules_for(sector) if compliance_year else DEFAULT_RULES
+            view = ComplianceView.of(
+                account.account_id,
+                year,
+                obligations.get(account.account_id),
+                rules,
+                compliance_year is not None and compliance_year.closed,
+            )
+            key = (sector, account.holder.get("province", ""), view.state)
+            line = lines.get(key) or ComplianceReportLine(*key)
+            lines[key] = replace(
+                line,
+                accounts=line.accounts + 1,
+                verified_emissions=line.verified_emissions + (view.verified_emissions or 0),
+                obligation=line.obligation + view.obligation,
+                surrendered_cea=line.surrendered_cea + view.surrendered_cea,
+                surrendered_ccer=line.surrendered_ccer + view.surrendered_ccer,
+                shortfall=line.shortfall + view.shortfall,
+            )
+        return [lines[key] for key in sorted(lines)]
+
+    def _compliance_accounts(
+        self, uow: UnitOfWork, year: int
+    ) -> tuple[list[Account], dict[str, ComplianceObligation]]:
+        """Every compliance account, and the obligations of ``year`` that exist, loaded
+        in a few queries."""
+        ids = list(self._store.originators(Account.Opened.TOPIC))
+        uow.prefetch(ids, self._store.load_many)
+        accounts = [
+            a
+            for a in (uow.find(i, Account) for i in ids)
+            if a is not None and a.account_type is AccountType.COMPLIANCE
+        ]
+        uow.prefetch(
+            (
+                ComplianceObligation.id_for(a.account_id, y)
+                for a in accounts
+                for y in (year, year + 1)
+            ),
+            self._store.load_many,
+        )
+        found = {
+            a.account_id: uow.find(
+                ComplianceObligation.id_for(a.account_id, year), ComplianceObligation
+            )
+            for a in accounts
+        }
+        return accounts, {k: v for k, v in found.items() if v is not None}
+
+    def get_surrendered(self, account_id: str, year: int) -> dict[str, int]:
+        """Units surrendered against (account, compliance year), by unit type."""
+        check_year(year)
+        obligation = self._store.find(
+            ComplianceObligation.id_for(account_id, year), ComplianceObligation
+        )
+        return dict(obligation.surrendered) if obligation else {}
+
+
+def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow) -> list[Violation]:
+    """Every problem of one emissions row, each named by its field."""
+    checks: list[tuple[str, Callable[[Any], object], Any]] = [
+        ("account_id", check_account_id, row.account_id),
+        ("compliance_year", check_year, row.compliance_year),
+        ("verified_emissions", check_emissions, row.verified_emissions),
+        ("reason", check_reason, row.reason),
+    ]
+    violations = []
+    for column, check, value in checks:
+        try:
+            check(value)
+        except InvalidCommand as error:
+            violations.append(Violation(f"{name}.{column}", error.reason, error.message))
+    if any(v.field == f"{name}.account_id" for v in violations):
+        return violations  # a malformed id names no account to look up
+    account = uow.find(Account.id_for(row.account_id), Account)
+    if account is None:
+        violations.append(
+            Violation(f"{name}.account_id", UnknownAccount.reason, f"no account {row.account_id}")
+        )
+    elif account.account_type is not AccountType.COMPLIANCE:
+        violations.append(
+            Violation(
+                f"{name}.account_id",
+                "NOT_COMPLIANCE_ACCOUNT",
+                f"{row.account_id} is a {account.account_type} account; verified emissions "
+                f"belong to COMPLIANCE accounts",
+            )
+        )
+    return violations

@@ -1,0 +1,422 @@
+"""Movements of units (issuance, allocation, transfers, trades, surrender, cancellation,
+reversal), one by one or in batches, decided in group commits.
+
+Every movement evaluates against freshly loaded aggregates and then saves its
+transaction record and every aggregate it touched in ONE atomic save, shared with the
+movements other callers of this process asked for meanwhile (``group_commit``). The
+transaction's id is derived from (party, client id), so the store's primary key makes
+retries safe: a save that collides is answered from what was recorded first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from registry.application.commands import AllocationRow, Movement, Trade, check_batch
+from registry.application.group_commit import MAX_GROUP, GroupCommit
+from registry.application.perform import decide, reads
+from registry.application.request_ids import current_request_id
+from registry.application.results import RowResult, TradeResult, TransactionResult
+from registry.application.store import Store
+from registry.application.unit_of_work import UnitOfWork
+from registry.application.unit_of_work import saved_position as _position
+from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType
+from registry.domain.errors import (
+    InvalidCommand,
+    RegistryError,
+    TransactionExistsWithDifferentContent,
+)
+from registry.domain.transactions import (
+    Principal,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+)
+from registry.domain.units import UnitClass, UnitSelector
+
+
+@dataclass(frozen=True)
+class MoveJob:
+    """One caller's movements for the group commit: a single movement or a batch, each
+    row (client id, the movement or why it is malformed)."""
+
+    principal: Principal
+    rows: list[tuple[str, Movement | RegistryError]]
+    single: bool
+    request_id: str | None = field(default_factory=current_request_id)
+    """The caller's call, captured in its thread: the group saves from another."""
+
+
+class _BatchFailed(Exception):
+    """A batch met an error that fails the whole call: decide the group without it."""
+
+
+class Movements:
+    """The movement use cases of one registry, and the group commit they share."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._group: GroupCommit[MoveJob, list[TransactionResult | RegistryError]] = GroupCommit(
+            self._move_group,
+            limit=MAX_GROUP,
+            weight=lambda job: len(job.rows),
+            name="registry-group-commit",
+        )
+
+    def close(self) -> None:
+        self._group.close()
+
+    def issue_units(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        unit_class: UnitClass,
+        quantity: int,
+        reason: str,
+    ) -> TransactionResult:
+        """Create a new block of serials of ``unit_class`` in the ISSUANCE account."""
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.ISSUANCE,
+                None,
+                NATIONAL_ACCOUNTS[AccountType.ISSUANCE],
+                quantity,
+                reason,
+                unit_class=unit_class,
+            ),
+        )
+
+    def allocate(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        account_id: str,
+        selector: UnitSelector,
+        quantity: int,
+        reason: str,
+        source: str = NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE],
+    ) -> TransactionResult:
+        """Free allocation to a compliance account (from the reserve unless told otherwise)."""
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.ALLOCATION,
+                source,
+                account_id,
+                quantity,
+                reason,
+                selector=selector,
+            ),
+        )
+
+    def return_allocation(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        account_id: str,
+        selector: UnitSelector,
+        quantity: int,
+        reason: str,
+    ) -> TransactionResult:
+        """Over-allocation given back at true-up, to the allocation reserve."""
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.ALLOCATION_RETURN,
+                account_id,
+                NATIONAL_ACCOUNTS[AccountType.ALLOCATION_RESERVE],
+                quantity,
+                reason,
+                selector=selector,
+            ),
+        )
+
+    def transfer(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        source: str,
+        destination: str,
+        selector: UnitSelector,
+        quantity: int,
+        reason: str,
+    ) -> TransactionResult:
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.TRANSFER,
+                source,
+                destination,
+                quantity,
+                reason,
+                selector=selector,
+            ),
+        )
+
+    def settle_trade(self, principal: Principal, trade: Trade) -> TransactionResult:
+        return self._move(principal, trade.movement())
+
+    def surrender(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        account_id: str,
+        selector: UnitSelector,
+        quantity: int,
+        compliance_year: int,
+        reason: str,
+    ) -> TransactionResult:
+        """Move units to SURRENDER against the (account, compliance year) obligation."""
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.SURRENDER,
+                account_id,
+                NATIONAL_ACCOUNTS[AccountType.SURRENDER],
+                quantity,
+                reason,
+                selector=selector,
+                compliance_year=compliance_year,
+            ),
+        )
+
+    def cancel(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        account_id: str,
+        selector: UnitSelector,
+        quantity: int,
+        reason: str,
+    ) -> TransactionResult:
+        """Voluntary cancellation: the units go to CANCELLATION and never move again."""
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.CANCELLATION,
+                account_id,
+                NATIONAL_ACCOUNTS[AccountType.CANCELLATION],
+                quantity,
+                reason,
+                selector=selector,
+            ),
+        )
+
+    def reverse(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        original_party: str,
+        original_transaction_id: str,
+        reason: str,
+    ) -> TransactionResult:
+        """Undo a completed transaction: the same serial blocks go back where they came from."""
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                TransactionKind.REVERSAL,
+                None,
+                None,
+                None,
+                reason,
+                reverses=(original_party, original_transaction_id),
+            ),
+        )
+
+    def settle_trades(self, principal: Principal, trades: Sequence[Trade]) -> list[TradeResult]:
+        """Settle many trades in order, one result each, in one atomic save when possible.
+
+        A trade refused for the ledger's state is recorded as refused and does not stop
+        the others; a malformed trade is rejected and nothing of it is stored.
+        """
+        rows = self._move_batch(principal, [(t.trade_id, t.movement) for t in trades], "trades")
+        return [TradeResult.of_row(row) for row in rows]
+
+    def allocate_many(self, principal: Principal, rows: Sequence[AllocationRow]) -> list[RowResult]:
+        """A whole allocation table in one call, with the batch semantics of trades: one
+        save, one result per row in request order, refusals recorded, retries replayed."""
+        return self._move_batch(principal, [(r.transaction_id, r.movement) for r in rows], "rows")
+
+    def _move_batch(
+        self,
+        principal: Principal,
+        requests: Sequence[tuple[str, Callable[[], Movement]]],
+        field: str,
+    ) -> list[RowResult]:
+        """Evaluate (client id, movement) requests in order and save them in one save
+        (shared with other callers' movements, see ``_move_group``): one result per row,
+        refusals recorded, retries replayed. ``field`` names the list in the request,
+        for a too-large batch's error."""
+        if requests:  # an empty batch is answered with no rows
+            check_batch(len(requests), 0, field, field)
+        rows: list[tuple[str, Movement | RegistryError]] = []
+        for client_id, movement in requests:
+            try:
+                rows.append((client_id, movement()))
+            except InvalidCommand as error:
+                rows.append((client_id, error))
+        outcomes = self._group.submit(MoveJob(principal, rows, single=False))
+        return [
+            RowResult.of(outcome)
+            if isinstance(outcome, TransactionResult)
+            else RowResult.rejected(client_id, outcome)
+            for (client_id, _), outcome in zip(rows, outcomes, strict=True)
+        ]
+
+    def _move(self, principal: Principal, movement: Movement) -> TransactionResult:
+        """One movement, saved with whatever other movements this process's callers
+        asked for meanwhile (see ``_move_group``)."""
+        outcome = self._group.submit(
+            MoveJob(principal, [(movement.client_id, movement)], single=True)
+        )[0]
+        if isinstance(outcome, RegistryError):
+            raise outcome
+        return outcome
+
+    def _move_group(
+        self, jobs: Sequence[MoveJob]
+    ) -> list[list[TransactionResult | RegistryError] | BaseException]:
+        """Decide independent callers' movements in order on one unit of work and save
+        them in one save (``group_commit``). Each caller gets what it would have got
+        alone: per movement its result, a replay, a refusal or a rejection; a batch
+        that cannot be decided (an error that is not a refusal) fails alone, and the
+        group is decided again without it. After a lost race, what was recorded
+        meanwhile is replayed."""
+        failed: dict[int, RegistryError] = {}
+        known: dict[tuple[str, str], Transaction] = {}
+
+        store = self._store
+
+        def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+            store.catch_up()
+            while True:
+                try:
+                    return self._apply_jobs(uow, jobs, failed, known)
+                except _BatchFailed:
+                    uow = UnitOfWork(store.app, optimistic=uow.optimistic)
+
+        def on_conflict() -> None:
+            for party in {job.principal.party for job in jobs}:
+                ids = [
+                    m.client_id
+                    for job in jobs
+                    if job.principal.party == party
+                    for _, m in job.rows
+                    if isinstance(m, Movement)
+                ]
+                known.update(
+                    {
+                        (party, client_id): txn
+                        for client_id, txn in store.recorded_transactions(party, ids).items()
+                    }
+                )
+
+        outcomes = store.retrying(attempt, on_conflict, lock=store.group_lock)
+        return [
+            failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
+            for j, job in enumerate(jobs)
+        ]
+
+    def _apply_jobs(
+        self,
+        uow: UnitOfWork,
+        jobs: Sequence[MoveJob],
+        failed: dict[int, RegistryError],
+        known: dict[tuple[str, str], Transaction],
+    ) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+        uow.prefetch(
+            (
+                aggregate_id
+                for j, job in enumerate(jobs)
+                if j not in failed
+                for _, movement in job.rows
+                if isinstance(movement, Movement)
+                for aggregate_id in reads(movement)
+            ),
+            self._store.load_many,
+        )
+        clock = self._store.clock
+        outcomes: dict[tuple[int, int], TransactionResult | RegistryError] = {}
+        first: dict[tuple[str, str], tuple[int, int]] = {}
+        repeats: list[tuple[int, int]] = []
+        new: list[tuple[tuple[int, int], Transaction]] = []
+        for j, job in enumerate(jobs):
+            if j in failed:
+                continue
+            for r, (_, movement) in enumerate(job.rows):
+                if isinstance(movement, RegistryError):
+                    outcomes[(j, r)] = movement
+                    continue
+                key = (job.principal.party, movement.client_id)
+                if key in first:
+                    repeats.append((j, r))  # an id twice (in a batch, or a retry racing
+                    continue  # its original): a replay of the first, below
+                first[key] = (j, r)
+                if key in known:
+                    outcomes[(j, r)] = _replay_outcome(known[key], movement)
+                    continue
+                try:
+                    txn = decide(uow, job.principal, movement, clock)
+                    uow.stamp_step(job.request_id, txn)
+                    new.append(((j, r), txn))
+                except RegistryError as error:
+                    if uow.step_changed():
+                        raise RuntimeError(
+                            f"{movement.kind} {movement.client_id} changed state before "
+                            f"failing ({error.reason}); guards must run before any change"
+                        ) from error
+                    if not job.single:
+                        failed[j] = error
+                        raise _BatchFailed from error
+                    outcomes[(j, r)] = error
+        if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
+            uow.verify_current()  # a refusal saves nothing it read: read it fresh
+        position = _position(uow.save(*(txn for _, txn in new)))
+        for at, txn in new:
+            outcomes[at] = TransactionResult.of(txn, position=position)
+        for j, r in repeats:
+            movement = jobs[j].rows[r][1]
+            assert isinstance(movement, Movement)
+            fj, fr = first[(jobs[j].principal.party, movement.client_id)]
+            first_movement = jobs[fj].rows[fr][1]
+            assert isinstance(first_movement, Movement)
+            outcomes[(j, r)] = _repeat_of(outcomes[(fj, fr)], first_movement, movement)
+        return outcomes
+
+
+def _replayed(txn: Transaction, movement: Movement) -> TransactionResult:
+    if txn.fingerprint != movement.fingerprint:
+        ref = f"{txn.party}:{txn.client_id}"
+        raise TransactionExistsWithDifferentContent(
+            f"transaction {ref} was recorded with different content", transaction=ref
+        )
+    return TransactionResult.of(txn, replayed=True)
+
+
+def _replay_outcome(txn: Transaction, movement: Movement) -> TransactionResult | RegistryError:
+    try:
+        return _replayed(txn, movement)
+    except RegistryError as error:
+        return error
+
+
+def _repeat_of(
+    first: TransactionResult | RegistryError, first_movement: Movement, movement: Movement
+) -> TransactionResult | RegistryError:
+    """The answer to an id asked for twice in one group: a replay of the first (its
+    error, when it had one); the same id with other content is refused."""
+    if first_movement.fingerprint != movement.fingerprint:
+        return TransactionExistsWithDifferentContent(
+            f"{movement.client_id} was asked for twice at once with different content",
+            transaction=movement.client_id,
+        )
+    return first.as_replay() if isinstance(first, TransactionResult) else first

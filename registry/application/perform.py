@@ -1,0 +1,336 @@
+"""Deciding one movement on a unit of work: every guard first, then the changes to the
+accounts, holds, counters and obligations it touches, and its transaction record
+(completed, or refused with why).
+
+A guard that fails after a change would leave half a movement in the unit of work, so
+each kind checks everything it can before it changes anything; ``decide`` is called
+once per movement of a group (the settlement path: keep it lean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from registry.application.commands import Movement
+from registry.application.compliance import year_rules
+from registry.application.restrictions import check_restrictions
+from registry.application.unit_of_work import UnitOfWork
+from registry.domain.accounts import NATIONAL_ACCOUNTS, Account, AccountType
+from registry.domain.errors import (
+    ComplianceYearClosed,
+    Refused,
+    UnknownAccount,
+    UnknownHold,
+    UnknownTransaction,
+)
+from registry.domain.ledger import (
+    allowances_by_vintage,
+    check_account_types,
+    counts_towards_year,
+    return_carries_debt,
+    return_covered,
+)
+from registry.domain.obligations import MAX_YEAR, MIN_YEAR, ComplianceObligation
+from registry.domain.rules import ComplianceYear
+from registry.domain.transactions import Principal, Transaction, TransactionKind
+from registry.domain.units import Holding, SerialBlock, UnitType
+
+RECORDABLE = (Refused, UnknownAccount, UnknownHold, UnknownTransaction)
+"""Errors about the ledger's state: the transaction is recorded as refused."""
+
+Moved = tuple[str | None, str, tuple[SerialBlock, ...]]
+"""(source, destination, blocks) of a movement carried out."""
+
+
+def decide(
+    uow: UnitOfWork, principal: Principal, movement: Movement, clock: Callable[[], datetime]
+) -> Transaction:
+    """Evaluate one movement on the unit of work: a completed or a refused record."""
+    party = principal.party
+    txn_id = Transaction.id_for(party, movement.client_id)
+    record: dict[str, Any] = {
+        "party": party,
+        "client_id": movement.client_id,
+        "kind": movement.kind,
+        "reason": movement.reason,
+        "principal": principal,
+        "fingerprint": movement.fingerprint,
+        "details": movement.details(),
+    }
+    uow.begin_step()
+    try:
+        source, destination, blocks = _perform(uow, party, txn_id, movement, clock)
+    except RECORDABLE as error:
+        if uow.step_changed():
+            raise RuntimeError(
+                f"{movement.kind} {movement.client_id} changed state before refusing "
+                f"({error.reason}); guards must run before any change"
+            ) from error
+        return Transaction.refuse(
+            source=movement.source, destination=movement.destination, error=error, **record
+        )
+    return Transaction.complete(
+        source=source, destination=destination, blocks=list(blocks), **record
+    )
+
+
+def reads(movement: Movement) -> Iterator[UUID]:
+    """The accounts and obligation a movement reads, as far as it tells (to prefetch)."""
+    for account_id in (movement.source, movement.destination):
+        if account_id is not None:
+            yield Account.id_for(account_id)
+    if movement.compliance_year is not None and movement.source is not None:
+        yield ComplianceObligation.id_for(movement.source, movement.compliance_year)
+        yield ComplianceYear.id_for(movement.compliance_year)
+    vintage = movement.selector.vintage if movement.selector is not None else None
+    if (
+        movement.kind is TransactionKind.ALLOCATION
+        and vintage is not None
+        and movement.destination is not None
+    ):
+        yield ComplianceObligation.id_for(movement.destination, vintage)
+
+
+def _perform(
+    uow: UnitOfWork,
+    party: str,
+    txn_id: UUID,
+    movement: Movement,
+    clock: Callable[[], datetime],
+) -> Moved:
+    """Check every guard, then change the aggregates."""
+    if movement.kind is TransactionKind.ISSUANCE:
+        return _perform_issuance(uow, txn_id, movement)
+    if movement.kind is TransactionKind.REVERSAL:
+        return _perform_reversal(uow, txn_id, movement)
+    assert movement.source and movement.destination and movement.selector
+    assert movement.quantity is not None
+    source = uow.account(movement.source)
+    destination = uow.account(movement.destination)
+    check_account_types(movement.kind, source.account_type, destination.account_type)
+    source.ensure_can_send()
+    destination.ensure_can_receive()
+    if movement.hold_id is not None:
+        now = clock()
+        hold = uow.hold(party, movement.hold_id)
+        hold.ensure_active(now)
+        hold.ensure_matches(source.account_id, movement.selector, movement.quantity)
+        check_restrictions(
+            uow,
+            source,
+            movement.kind,
+            movement.selector,
+            movement.quantity,
+            blocks=source.held.get(str(hold.id), ()),
+        )
+        blocks = source.debit_hold(hold.id, txn_id, movement.quantity)
+        hold.settle(txn_id, movement.quantity, now)
+    else:
+        pool = check_restrictions(uow, source, movement.kind, movement.selector, movement.quantity)
+        if movement.kind is TransactionKind.SURRENDER:
+            return _perform_surrender(uow, txn_id, movement, source, destination, pool)
+        if (
+            movement.kind is TransactionKind.ALLOCATION
+            and destination.account_type is AccountType.COMPLIANCE
+        ):
+            return _perform_allocation(uow, txn_id, movement, source, destination, pool)
+        if movement.kind is TransactionKind.ALLOCATION_RETURN:
+            return _perform_return(uow, txn_id, movement, source, destination, pool)
+        blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
+    destination.credit(txn_id, blocks)
+    return source.account_id, destination.account_id, blocks
+
+
+def _perform_return(
+    uow: UnitOfWork,
+    txn_id: UUID,
+    movement: Movement,
+    source: Account,
+    destination: Account,
+    pool: Holding | None,
+) -> Moved:
+    """A true-up return: what the account holds of the vintage goes back; the rest
+    it cannot cover is carried as a debt into the next year's obligation (deducted
+    from the next allocation). The year's allocation counts the full return."""
+    assert movement.selector is not None and movement.quantity is not None
+    year = movement.selector.vintage
+    holding = source.available if pool is None else pool
+    covered = return_covered(movement.selector, movement.quantity, holding)
+    blocks: tuple[SerialBlock, ...] = ()
+    if covered:
+        blocks = source.debit(txn_id, movement.selector, covered, pool)
+        destination.credit(txn_id, blocks)
+    if return_carries_debt(movement.selector):
+        assert year is not None
+        uow.obligation(source.account_id, year).record_allocation(txn_id, -movement.quantity)
+        if covered < movement.quantity:
+            uow.obligation(source.account_id, year + 1).carry_debt(
+                year, movement.quantity - covered
+            )
+    return source.account_id, destination.account_id, blocks
+
+
+def _perform_surrender(
+    uow: UnitOfWork,
+    txn_id: UUID,
+    movement: Movement,
+    source: Account,
+    destination: Account,
+    pool: Holding | None,
+) -> Moved:
+    """Check what would be taken against the year's rules for the account's sector
+    (vintages, CCER cap, advance use, a closed year), then move it."""
+    assert movement.compliance_year is not None and movement.selector is not None
+    assert movement.quantity is not None
+    year = movement.compliance_year
+    rules, closed = year_rules(uow, year, source)
+    if closed:
+        raise ComplianceYearClosed(f"compliance year {year} is closed", year=year)
+    existing = uow.find(ComplianceObligation.id_for(source.account_id, year), ComplianceObligation)
+    # A first surrender for the year starts its obligation, but only once every
+    # guard has passed: a refusal changes nothing.
+    obligation = existing or ComplianceObligation.start(source.account_id, year)
+    advance = obligation.check_surrender(
+        rules, source.would_debit(movement.selector, movement.quantity, pool)
+    )
+    blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
+    destination.credit(txn_id, blocks)
+    if existing is None:
+        uow.add(obligation)
+    obligation.record_surrender(
+        txn_id, movement.selector.unit_type.value, movement.quantity, advance
+    )
+    return source.account_id, destination.account_id, blocks
+
+
+def _perform_allocation(
+    uow: UnitOfWork,
+    txn_id: UUID,
+    movement: Movement,
+    source: Account,
+    destination: Account,
+    pool: Holding | None,
+) -> Moved:
+    """Free allocation to a compliance account, counted towards the year of its
+    vintage; a shortfall carried from the year before is deducted first (the
+    deducted units stay where they are, and the transaction records how many)."""
+    assert movement.selector is not None and movement.quantity is not None
+    year = movement.selector.vintage
+    if year is None:  # the oldest matching block is what is taken first
+        year = source.would_debit(movement.selector, 1, pool)[0].unit_class.vintage
+    counted = counts_towards_year(movement.selector, year)
+    existing = (
+        uow.find(ComplianceObligation.id_for(destination.account_id, year), ComplianceObligation)
+        if counted
+        else None
+    )
+    deducted = min(existing.debt_outstanding, movement.quantity) if existing else 0
+    moved = movement.quantity - deducted
+    blocks: tuple[SerialBlock, ...] = ()
+    if moved:  # the last guard: the obligation is started only once it has passed
+        blocks = source.debit(txn_id, movement.selector, moved, pool)
+        destination.credit(txn_id, blocks)
+    if counted:
+        obligation = uow.obligation(destination.account_id, year)
+        if deducted:
+            obligation.deduct_debt(txn_id, deducted)
+        obligation.record_allocation(txn_id, movement.quantity)
+    for vintage, quantity in allowances_by_vintage(blocks).items():
+        if vintage != year:
+            uow.obligation(destination.account_id, vintage).record_allocation(txn_id, quantity)
+    return source.account_id, destination.account_id, blocks
+
+
+def _perform_issuance(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Moved:
+    assert movement.unit_class is not None and movement.quantity is not None
+    issuance = uow.account(NATIONAL_ACCOUNTS[AccountType.ISSUANCE])
+    issuance.ensure_can_receive()
+    block = uow.counter(movement.unit_class).issue(movement.quantity, txn_id)
+    issuance.credit(txn_id, [block])
+    return None, issuance.account_id, (block,)
+
+
+def _perform_reversal(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Moved:
+    assert movement.reverses is not None
+    original = uow.transaction(*movement.reverses)
+    original.ensure_reversible()
+    assert original.source is not None and original.destination is not None
+    source = uow.account(original.destination)
+    destination = uow.account(original.source)
+    source.ensure_can_send()
+    destination.ensure_can_receive()
+    undo = _obligation_undo(uow, original)  # its guards run before anything changes
+    blocks = source.debit_blocks(txn_id, original.blocks)
+    destination.credit(txn_id, blocks)
+    original.mark_reversed(txn_id)
+    for step in undo:
+        step(txn_id)
+    return source.account_id, destination.account_id, blocks
+
+
+def _obligation_undo(uow: UnitOfWork, original: Transaction) -> list[Callable[[UUID], None]]:
+    """What reversing ``original`` must undo on compliance obligations, as steps to run
+    with the reversal's id once the units have moved back. Guards run here, first: a
+    closed year's surrenders are final (COMPLIANCE_YEAR_CLOSED), and a return whose
+    carried debt was already deducted cannot be reversed before that allocation is.
+    Allocations count towards a year whether or not it is closed, as when made."""
+    kind = TransactionKind(original.kind)
+    requested = int(original.details.get("quantity") or original.quantity)
+    selector = original.details.get("selector") or {}
+    counted = selector.get("unit_type") == UnitType.CEA.value
+    by_vintage = allowances_by_vintage(original.blocks)
+
+    def obligation(account_id: str | None, year: int) -> ComplianceObligation:
+        found = uow.find(ComplianceObligation.id_for(str(account_id), year), ComplianceObligation)
+        assert found is not None, f"{original.client_id} recorded on {account_id} {year}"
+        return found
+
+    if kind is TransactionKind.SURRENDER:
+        year = int(original.details["compliance_year"])
+        surrendered = obligation(original.source, year)
+        surrendered.ensure_open()
+        unit_type = original.blocks[0].unit_class.unit_type.value
+        advance = by_vintage.get(year + 1, 0)
+        return [lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance)]
+    if kind is TransactionKind.ALLOCATION and counted:
+        vintage = selector.get("vintage") or (
+            original.blocks[0].unit_class.vintage if original.blocks else None
+        )
+        if vintage is None or not MIN_YEAR <= vintage <= MAX_YEAR:
+            return []
+        if (
+            uow.find(
+                ComplianceObligation.id_for(str(original.destination), vintage),
+                ComplianceObligation,
+            )
+            is None
+        ):
+            return []  # not to a compliance account: nothing was counted
+        allocated = obligation(original.destination, vintage)
+        deducted = requested - original.quantity
+        others: Sequence[tuple[ComplianceObligation, int]] = [
+            (obligation(original.destination, v), q) for v, q in by_vintage.items() if v != vintage
+        ]  # other vintages the blocks counted towards
+
+        def reverse_allocations(t: UUID) -> None:
+            allocated.reverse_allocation(t, requested, deducted)
+            for other, quantity in others:
+                other.reverse_allocation(t, quantity)
+
+        return [reverse_allocations]
+    if kind is TransactionKind.ALLOCATION_RETURN and counted:
+        given_back = selector.get("vintage")
+        if given_back is None or not MIN_YEAR <= given_back < MAX_YEAR:
+            return []
+        returned = obligation(original.source, given_back)
+        carried = requested - original.quantity
+        steps: list[Callable[[UUID], None]] = [lambda t: returned.record_allocation(t, requested)]
+        if carried:
+            following = obligation(original.source, given_back + 1)
+            following.ensure_debt_outstanding(carried, original.client_id)
+            steps.append(lambda t: following.carry_debt(given_back, -carried))
+        return steps
+    return []
