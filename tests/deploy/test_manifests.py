@@ -19,7 +19,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from registry.config import ConfigurationError, Settings
+from registry.settings import ConfigurationError, Settings
 from services.server import ServerSettings
 from tests.deploy.files import (
     COMPOSE_DIR,
