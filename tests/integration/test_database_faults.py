@@ -21,9 +21,10 @@ import pytest
 from eventsourcing.persistence import OperationalError
 from google.rpc import error_details_pb2, status_pb2
 
-from registry.application import Registry, Trade, TradeOutcome, write_lock
+from registry.application import Registry, Trade, TradeOutcome
 from registry.bootstrap import build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence import write_lock
 from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
 from registry.settings import Settings
 from services.errors import to_status
