@@ -9,23 +9,23 @@ import argparse
 import sys
 from importlib import metadata
 
+# Each command group as a module (not ``from registry.cli import ...``, which names the
+# package: its __init__ imports this module, so that would read as an import cycle).
+import registry.cli.access as access
+import registry.cli.allocate as allocate
+import registry.cli.bench as bench
+import registry.cli.config as config
+import registry.cli.demo as demo
+import registry.cli.health as health
+import registry.cli.imports as imports
+import registry.cli.migrate as migrate
+import registry.cli.project as project
+import registry.cli.regulator as regulator
+import registry.cli.remote as remote
+import registry.cli.serve as serve
+import registry.cli.supply as supply
+import registry.cli.verify as verify
 from registry import settings as registry_settings
-from registry.cli import (
-    access,
-    allocate,
-    bench,
-    config,
-    demo,
-    health,
-    imports,
-    migrate,
-    project,
-    regulator,
-    remote,
-    serve,
-    supply,
-    verify,
-)
 from registry.cli.runtime import tune_gc
 from registry.domain.errors import RegistryError
 from registry.persistence.faults import database_fault, describe_fault
