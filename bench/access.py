@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.transactions import Principal
+from registry.settings import Settings
 
 Grants = Iterable[tuple[str, Iterable[str]]]
 """(role, accounts) pairs: accounts () for the unscoped roles, ("*",) for an exchange

@@ -32,9 +32,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.access import seed_principals
 from bench.ledger_throughput import reset_postgres
 from registry.client import RegistryClient
-from registry.config import Settings
 from registry.domain.transactions import Principal
 from registry.persistence import migrate
+from registry.settings import Settings
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common

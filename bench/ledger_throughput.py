@@ -21,11 +21,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from registry.application import Registry, Trade
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence import migrate
+from registry.settings import Settings
 
 REGULATOR = Principal("mee", "bench")
 EXCHANGE = Principal("exchange", "bench")

@@ -21,10 +21,11 @@ import time
 from sqlalchemy import text
 
 from bench.ledger_throughput import EXCHANGE, reset_postgres, setup, trades
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.readmodels.runner import DEFAULT_BATCH, ProjectionRunner
 from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
+from registry.settings import Settings
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Alembic environment, configured in code: ``registry.persistence.migrate`` builds the Config.
 
-The database comes from ``registry.config.Settings`` (``config.attributes["settings"]``,
+The database comes from ``registry.settings.Settings`` (``config.attributes["settings"]``,
 else the environment, so a developer's ``alembic`` command with the repo's alembic.ini
 works too) and the engine from ``registry.persistence.migrate.migration_engine``. Each upgrade is
 one transaction that first takes the registry's advisory lock on PostgreSQL (SQLite:
@@ -12,7 +12,6 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from registry.config import Settings
 from registry.persistence.migrate import (
     MIGRATION_LOCK_KEY,
     include_object,
@@ -20,6 +19,7 @@ from registry.persistence.migrate import (
     schema_metadata,
 )
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 
 config = context.config
 target_metadata = schema_metadata()

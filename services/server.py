@@ -1,4 +1,4 @@
-"""The gRPC server: bootstrap, capacity limits and graceful shutdown.
+"""The gRPC server: its services, capacity limits and graceful shutdown.
 
 A sync ``grpc.server`` with a bounded thread pool suits the blocking event store (the
 findings note measured it as fast as asyncio, for less CPU). ``maximum_concurrent_rpcs``
@@ -20,41 +20,34 @@ Settings (environment):
   (900), ``REGISTRY_CONNECTION_AGE_SECONDS`` (3600);
 - ``REGISTRY_PROJECTIONS``: ``in-process`` (default on SQLite) or ``external`` (default on
   PostgreSQL, where ``registry project`` workers keep the read models current).
+
+``registry.bootstrap.build_server`` assembles one; ``registry serve`` (``registry.cli.serve``)
+runs it.
 """
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from registry.application import Registry
-from registry.application.housekeeping import Housekeeping
-from registry.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, _int, build_registry
 from registry.domain.access import AccessControl, Role
 from registry.domain.transactions import Principal
 from registry.integrity.log import EventLog
-from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, LedgerSealer, sign_seconds
+from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, sign_seconds
 from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
-from registry.observability.logs import configure as configure_logs
-from registry.observability.metrics import RegistryMetrics
-from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner
-from registry.readmodels.sql import make_engine, make_read_engine
+from registry.settings import DEFAULT_DATA_DIR, ConfigurationError, Settings, whole_number
 from registry.v1 import (
     access_service_pb2,
     access_service_pb2_grpc,
@@ -235,37 +228,37 @@ class ServerSettings:
                 environ.get("REGISTRY_CREDENTIALS_FILE", "").strip() or data_dir / "credentials"
             ),
             auth=auth,
-            max_workers=_int(environ, "REGISTRY_MAX_WORKERS", cls.max_workers),
-            max_streams_per_principal=_int(
+            max_workers=whole_number(environ, "REGISTRY_MAX_WORKERS", cls.max_workers),
+            max_streams_per_principal=whole_number(
                 environ, "REGISTRY_MAX_STREAMS_PER_PRINCIPAL", cls.max_streams_per_principal
             ),
             max_streams=_optional_int(environ, "REGISTRY_MAX_STREAMS"),
             max_calls_per_principal=_optional_int(environ, "REGISTRY_MAX_CALLS_PER_PRINCIPAL"),
-            stream_max_seconds=_int(
+            stream_max_seconds=whole_number(
                 environ, "REGISTRY_STREAM_MAX_SECONDS", int(cls.stream_max_seconds)
             ),
-            stream_stall_seconds=_int(
+            stream_stall_seconds=whole_number(
                 environ, "REGISTRY_STREAM_STALL_SECONDS", int(cls.stream_stall_seconds)
             ),
-            keepalive_seconds=_int(
+            keepalive_seconds=whole_number(
                 environ, "REGISTRY_KEEPALIVE_SECONDS", int(cls.keepalive_seconds)
             ),
-            connection_idle_seconds=_int(
+            connection_idle_seconds=whole_number(
                 environ, "REGISTRY_CONNECTION_IDLE_SECONDS", int(cls.connection_idle_seconds)
             ),
-            connection_age_seconds=_int(
+            connection_age_seconds=whole_number(
                 environ, "REGISTRY_CONNECTION_AGE_SECONDS", int(cls.connection_age_seconds)
             ),
             metrics_port=(
-                _int(environ, "REGISTRY_METRICS_PORT", 0)
+                whole_number(environ, "REGISTRY_METRICS_PORT", 0)
                 if environ.get("REGISTRY_METRICS_PORT", "").strip()
                 else None
             ),
-            max_concurrent_rpcs=_int(
+            max_concurrent_rpcs=whole_number(
                 environ, "REGISTRY_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs
             ),
             projections_in_process=mode == "in-process",
-            processes=_int(environ, "REGISTRY_SERVER_PROCESSES", cls.processes),
+            processes=whole_number(environ, "REGISTRY_SERVER_PROCESSES", cls.processes),
             reuse_port=environ.get("REGISTRY_REUSE_PORT", "") == "1",
             four_eyes=_four_eyes(environ.get("REGISTRY_FOUR_EYES", "").strip()),
             ledger_key=private_key_path(environ),
@@ -275,7 +268,7 @@ class ServerSettings:
 
 def _optional_int(environ: Mapping[str, str], key: str) -> int | None:
     """A whole number of at least 1, or None when unset (the default is derived)."""
-    return _int(environ, key, 1) if environ.get(key, "").strip() else None
+    return whole_number(environ, key, 1) if environ.get(key, "").strip() else None
 
 
 def _auth_mode(value: str) -> AuthMode:
@@ -301,8 +294,13 @@ class RegistryServer:
         backend: Backend,
         settings: ServerSettings,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        projections: Callable[[], ProjectionRunner] | None = None,
     ) -> None:
+        """``projections``: builds the worker that keeps the read models current in this
+        process (``registry.bootstrap.build_worker``), in the follower thread; None when
+        ``registry project`` workers do (REGISTRY_PROJECTIONS=external)."""
         self.backend = backend
+        self._projections = projections
         self.settings = settings
         self.health = health.HealthServicer()
         self.interceptor = CallInterceptor(
@@ -357,7 +355,7 @@ class RegistryServer:
         return f"{host}:{self.port}"
 
     def start(self) -> None:
-        if self.settings.projections_in_process:
+        if self._projections is not None:
             self._follower = threading.Thread(
                 target=self._follow, name="registry-projections", daemon=True
             )
@@ -369,24 +367,8 @@ class RegistryServer:
     def _follow(self) -> None:
         """Keep the read models current; a failed batch (e.g. the store busy) rolls back
         whole, is logged, and is retried after a pause."""
-        engine = self.backend.read_models.engine
-        sealer = LedgerSealer.with_key_file(
-            engine,
-            self.settings.ledger_key,
-            EventLog.of(self.backend.registry.recorder),
-            self.settings.ledger_sign_seconds,
-        )
-        metrics = self.backend.metrics
-        runner = ProjectionRunner(
-            self.backend.registry,
-            engine,
-            sealer=sealer,
-            housekeeping=Housekeeping(self.backend.registry, metrics=metrics),
-        )
-        if metrics is not None:
-            metrics.watch_projections(
-                lambda: [(p.projection, p.position, p.head) for p in runner.status()]
-            )
+        assert self._projections is not None
+        runner = self._projections()
         while not self._stop_following.is_set():
             try:
                 runner.follow(self._stop_following)
@@ -462,110 +444,3 @@ def first_principals(registry: Registry) -> list[tuple[str, Principal, Role]]:
     if made is None:
         raise ConfigurationError("the registry was initialised meanwhile; start again")
     return [(first.token.token, first.principal, first.role) for first in made]
-
-
-def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """``registry serve``: run until SIGTERM or SIGINT, then shut down gracefully."""
-    log_format = (os.environ if environ is None else environ).get(
-        "REGISTRY_LOG_FORMAT", ""
-    ).strip() or "text"
-    if log_format not in ("text", "json"):
-        raise ConfigurationError(f"REGISTRY_LOG_FORMAT must be text or json, got {log_format!r}")
-    listener = configure_logs(log_format)
-    try:
-        store = store or Settings.from_env(environ)
-        settings = ServerSettings.from_env(store, environ)
-        registry = build_registry(store)
-        try:  # before any server process starts, so only one ever bootstraps
-            ensure_first_principals(registry, settings, store)
-        finally:
-            registry.close()
-        if settings.processes > 1:
-            return _supervise(settings, environ)
-        return _serve(store, settings)
-    finally:
-        listener.stop()  # what is still queued is written first
-
-
-def _serve(store: Settings, settings: ServerSettings) -> int:
-    registry = build_registry(store)
-    engine = make_engine(store)
-    reads = make_read_engine(store, settings.max_workers)
-    metrics = RegistryMetrics()
-    metrics.watch_pool("writes", engine)
-    metrics.watch_pool("reads", reads)
-    exporter = (
-        metrics.start_http(settings.metrics_port) if settings.metrics_port is not None else None
-    )
-    server = RegistryServer(Backend(registry, ReadModels(engine, reads), metrics), settings)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> Any:
-        log.info("signal %s: shutting down gracefully", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    mode = "in-process" if settings.projections_in_process else "external"
-    log.info(
-        "serving on %s, store %s, projections %s%s",
-        server.address,
-        store.describe(),
-        mode,
-        f", metrics on :{exporter.port}/metrics" if exporter else "",
-    )
-    print(f"registry serving on {server.address}", flush=True)
-    stopping.wait()
-    server.stop()
-    if exporter is not None:
-        exporter.stop()
-    registry.close()
-    engine.dispose()
-    reads.dispose()
-    log.info("stopped")
-    return 0
-
-
-def _supervise(settings: ServerSettings, environ: Mapping[str, str] | None) -> int:
-    """Run ``settings.processes`` servers on one port and stop them together. If one
-    exits, stop the others and exit with its status: the process supervisor (systemd,
-    Kubernetes) restarts the whole set."""
-    if settings.listen.rsplit(":", 1)[-1] == "0":
-        raise ConfigurationError(
-            "several server processes need a fixed port in REGISTRY_LISTEN, not port 0"
-        )
-    base = dict(os.environ if environ is None else environ)
-    children = []
-    for index in range(settings.processes):
-        env = {**base, "REGISTRY_SERVER_PROCESSES": "1", "REGISTRY_REUSE_PORT": "1"}
-        if settings.metrics_port:  # each process its own: a scrape must see one process
-            env["REGISTRY_METRICS_PORT"] = str(settings.metrics_port + index)
-        if index > 0 or not settings.projections_in_process:
-            env["REGISTRY_PROJECTIONS"] = "external"  # one process projects, if any
-        children.append(subprocess.Popen([sys.executable, "-m", "registry.cli", "serve"], env=env))
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> Any:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"registry serving on {settings.listen} ({settings.processes} processes)", flush=True)
-    status = 0
-    while not stopping.wait(0.5):
-        exited = [child for child in children if child.poll() is not None]
-        if exited:
-            status = exited[0].returncode or 1
-            log.error(
-                "server process %s exited with %s; stopping the others",
-                exited[0].pid,
-                exited[0].returncode,
-            )
-            break
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        child.wait(timeout=settings.grace_seconds + 20)
-    return status

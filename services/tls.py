@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PublicKeyTypes,
 )
 
-from registry.config import ConfigurationError
 from registry.domain.errors import InvalidCommand
+from registry.settings import ConfigurationError
 
 CERT_ENV = "REGISTRY_TLS_CERT"
 KEY_ENV = "REGISTRY_TLS_KEY"

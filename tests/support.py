@@ -14,10 +14,11 @@ import psycopg
 import pytest
 
 from registry.application import Registry
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.persistence import migrate
+from registry.settings import Settings
 
 PG_SERVER_URL = os.environ.get("REGISTRY_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 START_PG = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"

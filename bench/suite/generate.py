@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.application import AllocationRow, Trade
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitType
+from registry.settings import Settings
 
 BATCH = 5_000
 """Trades per in-process batch: big enough that the per-save cost is small."""

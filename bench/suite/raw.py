@@ -45,7 +45,7 @@ SNAPSHOTS = "bench_raw_snapshots"
 SNAPSHOT_INTERVAL = 200
 """Registry.snapshotting_intervals[Account]."""
 LOCK_TIMEOUT_SECONDS = 10
-"""POSTGRES_LOCK_TIMEOUT as registry.config sets it."""
+"""POSTGRES_LOCK_TIMEOUT as registry.settings sets it."""
 TOPICS = {
     "transaction": "registry.Transaction.Completed",
     "debit": "registry.Account.Debited",

@@ -47,10 +47,10 @@ from bench.suite import generate, national, procs, raw, report
 from bench.suite.callers import Job, Result
 from bench.suite.report import Row, Target, median_ms, percentile_ms
 from registry.client import RegistryClient
-from registry.config import Settings
 from registry.domain.accounts import Account
 from registry.domain.transactions import Principal
 from registry.persistence import migrate
+from registry.settings import Settings
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common

@@ -29,12 +29,13 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from registry.bootstrap import build_registry
 from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient
-from registry.config import Settings, build_registry
 from registry.domain.access import Role, check_principal
 from registry.domain.errors import InvalidCommand, RegistryError
 from registry.domain.transactions import Principal
+from registry.settings import Settings
 from registry.v1 import access_service_pb2 as pb
 
 ROLES = [role.value for role in Role]

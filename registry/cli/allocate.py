@@ -42,7 +42,6 @@ import grpc
 from registry.cli.bulk import ParsedFile, Schema, read_csv
 from registry.cli.imports import ALLOCATIONS_SCHEMA, PROGRESS_EVERY, AllocationLine
 from registry.cli.problems import Problem, file_problems, print_problems, write_report
-from registry.cli.progress import Progress
 from registry.cli.remote import add_connection_options, client_for, report_error
 from registry.client import error_details
 from registry.domain.accounts import Sector
@@ -56,6 +55,7 @@ from registry.domain.allocation import (
     account_targets,
 )
 from registry.domain.errors import InvalidCommand
+from registry.observability.progress import Progress
 from registry.v1 import account_service_pb2 as account_pb
 
 T = TypeVar("T")

@@ -56,7 +56,6 @@ from registry.cli.problems import (
     violations_of,
     write_report,
 )
-from registry.cli.progress import Progress as RowsProgress
 from registry.cli.remote import (
     add_connection_options,
     client_for,
@@ -70,6 +69,7 @@ from registry.domain.freezes import check_reason
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
 from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
+from registry.observability.progress import Progress as RowsProgress
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common_pb
 

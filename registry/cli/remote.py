@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 
 from registry.client import ErrorDetails, RegistryClient, error_details, unit_class
-from registry.config import DEFAULT_DATA_DIR, ConfigurationError
+from registry.settings import DEFAULT_DATA_DIR, ConfigurationError
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import common_pb2 as common_pb
 

@@ -27,7 +27,6 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from registry.cli.remote import add_connection_options, client_for, report_error
-from registry.config import ConfigurationError, Settings
 from registry.integrity.authentication import (
     EVENT_KEY_ENV,
     event_key_given,
@@ -42,6 +41,7 @@ from registry.integrity.signing import (
     private_key_path,
 )
 from registry.integrity.verify import KeptCheckpoint, verify_ledger
+from registry.settings import ConfigurationError, Settings
 from registry.v1 import audit_service_pb2 as audit_pb
 
 

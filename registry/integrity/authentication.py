@@ -37,9 +37,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from uuid import UUID
 
-from registry.config import ConfigurationError, data_file
 from registry.integrity.chain import StoredLogEvent, originator_bytes
 from registry.integrity.signing import _write_new
+from registry.settings import ConfigurationError, data_file
 
 EVENT_KEY_ENV = "REGISTRY_EVENT_KEY"
 """Path of the key file that authenticates stored events."""

@@ -34,7 +34,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
-from registry.config import ConfigurationError, data_file
 from registry.integrity.authentication import (
     event_key_id,
     event_key_path,
@@ -54,6 +53,7 @@ from registry.integrity.signing import (
     load_or_create_private_key,
     private_key_path,
 )
+from registry.settings import ConfigurationError, data_file
 
 logger = logging.getLogger("registry.integrity")
 

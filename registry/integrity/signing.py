@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from registry.config import ConfigurationError, data_file
 from registry.integrity.chain import DIGEST_SIZE, GENESIS
+from registry.settings import ConfigurationError, data_file
 
 CHECKPOINT_LABEL = b"carbon-registry/ledger/checkpoint/v1"
 """Version 1: no link to the previous checkpoint (accepted before a key's first v2)."""

@@ -34,10 +34,11 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, MetaData, event
 
-from registry.config import STARTUP_LOCK_KEY, ConfigurationError, Settings
 from registry.integrity import ledger
+from registry.persistence.startup_lock import STARTUP_LOCK_KEY
 from registry.readmodels import tables as readmodel_tables
 from registry.readmodels.sql import make_engine
+from registry.settings import ConfigurationError, Settings
 
 MIGRATIONS_PACKAGE = "migrations"
 MIGRATE_COMMAND = "registry migrate"

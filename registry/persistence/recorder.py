@@ -28,7 +28,7 @@ an HMAC with the key at ``REGISTRY_EVENT_KEY``, which the ledger sealer checks b
 chaining it, so a row appended by SQL without the key is never chained and signed.
 ``RegistrySQLiteRecorder`` does the same for the embedded store.
 
-Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.config``.
+Selected with ``APPLICATION_RECORDER_TOPIC`` by ``registry.settings``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ send buffer (``tcp_wmem``), so the whole pipeline leaves in one send and never w
 half-sent. A single trade's save is about 2 KB; a batch of 1,000 about 1 MB."""
 
 STATEMENT_TIMEOUT_ENV = "POSTGRES_STATEMENT_TIMEOUT"
-"""The event store's environment key, set by ``registry.config`` from
+"""The event store's environment key, set by ``registry.settings`` from
 ``REGISTRY_DB_STATEMENT_TIMEOUT``: a write transaction's ``statement_timeout`` in
 seconds (0: none)."""
 

@@ -35,15 +35,16 @@ from eventsourcing.persistence import Notification
 from sqlalchemy import Connection, Engine, Table, select
 
 from registry.application import Registry
-from registry.cli.progress import Progress
-from registry.config import ConfigurationError, Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction, TransactionStatus
 from registry.domain.units import SerialBlock
+from registry.observability.progress import Progress
 from registry.readmodels import tables as t
 from registry.readmodels.runner import ProjectionRunner, all_projections
 from registry.readmodels.sql import make_engine
+from registry.settings import ConfigurationError, Settings
 
 A = TypeVar("A")
 Key = tuple[Any, ...]

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
-from registry.config import Settings
+from registry.settings import Settings
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -193,7 +193,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if offered.returncode != 0:
         pytest.fail(
             "the image's HEALTHCHECK runs `registry health`, which registry/cli/app.py "
-            f"does not offer: add `health_cli.add_parser(sub)`\n{offered.stderr}"
+            f"does not offer: add `health.add_parser(sub)`\n{offered.stderr}"
         )
     with ExitStack() as cleanup:
         url = cleanup.enter_context(fresh_pg_database(migrated=False))

@@ -137,6 +137,8 @@ def test_the_build_stage_makes_a_complete_wheel_that_runs_alone(tmp_path: Path) 
     for required in (
         "registry/cli/app.py",
         "registry/cli/health.py",
+        "registry/settings.py",
+        "registry/bootstrap.py",
         "services/server.py",
         "registry/v1/account_service_pb2.py",
         "registry/v1/account_service_pb2_grpc.py",

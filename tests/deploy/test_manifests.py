@@ -19,7 +19,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from registry.config import ConfigurationError, Settings
+from registry.settings import ConfigurationError, Settings
 from services.server import ServerSettings
 from tests.deploy.files import (
     COMPOSE_DIR,
@@ -498,14 +498,14 @@ def test_the_health_command_is_a_cli_subcommand() -> None:
 
 def test_registry_cli_offers_the_health_command(capsys: pytest.CaptureFixture[str]) -> None:
     """The image's HEALTHCHECK runs `registry health`: registry/cli/app.py must register
-    it with `health_cli.add_parser(sub)`."""
+    it with `health.add_parser(sub)`."""
     from registry import cli
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["health", "--help"])
     assert exited.value.code == 0, (
-        "`registry health` is not a command: add `health_cli.add_parser(sub)` to "
-        f"registry/cli/app.py main() (and import health_cli)\n{capsys.readouterr().err}"
+        "`registry health` is not a command: add `health.add_parser(sub)` to "
+        f"registry/cli/app.py build_parser() (and import health)\n{capsys.readouterr().err}"
     )
 
 

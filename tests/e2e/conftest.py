@@ -13,12 +13,13 @@ import grpc
 import pytest
 
 from registry.application import Registry
+from registry.bootstrap import build_registry, build_server
 from registry.client import ErrorDetails, RegistryClient, error_details
-from registry.config import Settings, build_registry
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.sql import make_engine, make_read_engine
+from registry.settings import Settings
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
 from tests.support import fresh_pg_database
@@ -151,7 +152,7 @@ def running_api(
             "ledger_key": tmp_path / "ledger-signing-key.pem",
             **server_options,
         }
-        server = RegistryServer(
+        server = build_server(
             Backend(registry, read_models), ServerSettings(**options), interceptors
         )
         server.start()

@@ -8,9 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
+from registry.settings import Settings
 from tests.e2e.test_server_process import registry_command
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from registry.bootstrap import build_registry
 from registry.client import RegistryClient
-from registry.config import Settings, build_registry
 from registry.readmodels.check import check
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from registry.v1 import audit_service_pb2 as audit_pb
 from tests.e2e.market import caught_up, seed_market
 from tests.e2e.test_scale_out import Cluster, principals, wait_for

@@ -190,7 +190,7 @@ def test_allocations_apply_in_batches_and_a_rerun_completes_or_replays(tmp_path:
             whole = cli(server, "import", "allocations", str(tmp_path / "all.csv"))
             assert whole.returncode == 0, whole.stderr
             # Progress lines (rate, time left) are drawn on a terminal only (issue 16,
-            # registry.cli.progress): none here, where stderr is a pipe.
+            # registry.observability.progress): none here, where stderr is a pipe.
             assert "of 1,500 rows" not in whole.stderr and "\r" not in whole.stderr
             assert counts(whole.stdout) == {
                 "COMPLETED": 1_100,

@@ -24,9 +24,10 @@ from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from registry.application import Registry
 from registry.application.commands import MAX_BATCH, MAX_BATCH_BYTES
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.proposals import MAX_PAYLOAD_BYTES
 from registry.persistence.recorder import PIPELINE_MAX_BYTES, RegistryPostgresRecorder
+from registry.settings import Settings
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import settlement_service_pb2 as pb
 from tests.e2e.conftest import INVALID, Api, rpc_error, running_api

@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from registry.client import RegistryClient, error_details
-from registry.config import ConfigurationError, Settings
+from registry.settings import ConfigurationError, Settings
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import audit_service_pb2_grpc as audit_grpc

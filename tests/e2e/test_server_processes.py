@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from registry.bootstrap import build_registry
 from registry.client import RegistryClient
-from registry.config import Settings, build_registry
 from registry.domain.transactions import Principal
+from registry.settings import Settings
 from registry.v1 import account_service_pb2 as account_pb
 from tests.e2e.market import TRADER, seed_market, trade
 from tests.e2e.test_server_process import serving

@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 from registry.application import Registry, Trade, TradeOutcome, TradeResult, TransactionResult
 from registry.application.results import HoldResult
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType, Holder
 from registry.domain.errors import ConcurrencyConflict
 from registry.domain.holds import HoldStatus
 from registry.domain.transactions import Principal
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.settings import Settings
 
 T = TypeVar("T")
 

@@ -10,9 +10,10 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 
 from registry.application.registry import Registry
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.access import AccessControl, Role
 from registry.domain.transactions import Principal
+from registry.settings import Settings
 
 SYSTEM = Principal("system", "tests")
 OLD = Principal("mee", "regulator-old")

@@ -34,13 +34,14 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from registry.application import HoldResult, Registry, Trade, TransactionResult
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain import units
 from registry.domain.accounts import Account, AccountType, Holder
 from registry.domain.errors import ConcurrencyConflict, HoldNotActive, RegistryError
 from registry.domain.holds import Hold, HoldStatus
 from registry.domain.transactions import Transaction
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.settings import Settings
 from tests.integration.concurrency_worker import (
     ACCOUNTS,
     EXCHANGE,

@@ -22,10 +22,11 @@ from eventsourcing.persistence import OperationalError
 from google.rpc import error_details_pb2, status_pb2
 
 from registry.application import Registry, Trade, TradeOutcome
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence import write_lock
 from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
+from registry.settings import Settings
 from services.errors import to_status
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, terminate_all
 

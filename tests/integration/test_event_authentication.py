@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from registry.application import Registry
+from registry.bootstrap import build_registry
 from registry.cli import verify as cli
-from registry.config import Settings, build_registry
 from registry.integrity.authentication import (
     authenticator,
     event_key_path,
@@ -32,6 +32,7 @@ from registry.integrity.signing import generate_key, save_public_key
 from registry.integrity.verify import Reason, verify_ledger
 from registry.persistence import migrate
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from tests.integration.test_ledger_hardening import _next_event_of, _uuid_param
 from tests.integration.test_ledger_verify import (
     BACKENDS,

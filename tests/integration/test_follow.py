@@ -8,9 +8,10 @@ import time
 import pytest
 
 from registry.application import Trade
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from tests.support import EXCHANGE, fresh_pg_database, open_trader
 
 pytestmark = pytest.mark.postgres

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from registry.application import Registry, Trade, TradeOutcome
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import (
     AccountExistsWithDifferentContent,
@@ -21,6 +21,7 @@ from registry.domain.errors import (
 )
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence.write_lock import exclusive_writer, writer_lock
+from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
 
 CEA25 = UnitClass(UnitType.CEA, 2025)

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import text
 
 from registry.cli import verify as cli
-from registry.config import ConfigurationError
 from registry.domain.accounts import Account
 from registry.integrity.ledger import extend_chain
 from registry.integrity.sealer import CheckpointPublisher, LedgerSealer
 from registry.integrity.signing import generate_key, save_public_key
 from registry.integrity.verify import Reason, VerifyReport, verify_ledger
+from registry.settings import ConfigurationError
 from tests.integration.test_ledger_verify import (
     BACKENDS,
     EVERY,

@@ -50,7 +50,7 @@ from registry.application import (
     TradeResult,
     TransactionResult,
 )
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import (
     AccountClosed,
@@ -69,6 +69,7 @@ from registry.domain.errors import (
     UnknownTransaction,
 )
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database
 
 T = TypeVar("T")

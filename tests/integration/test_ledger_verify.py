@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, inspect, text
 
 from registry.application import Registry
+from registry.bootstrap import build_registry
 from registry.cli import verify as cli
-from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.integrity.chain import GENESIS
 from registry.integrity.ledger import ExtendResult, extend_chain, latest_digest
@@ -35,6 +35,7 @@ from registry.integrity.signing import (
 from registry.integrity.verify import Reason, VerifyReport, check_checkpoint, verify_ledger
 from registry.persistence import migrate
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from tests.support import REGULATOR, FakeClock, fresh_pg_database, open_company, open_trader
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from registry.application import Registry
-from registry.config import ConfigurationError, Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.integrity.chain import GENESIS
 from registry.integrity.ledger import iter_checkpoints
 from registry.integrity.signing import (
@@ -36,6 +36,7 @@ from registry.integrity.signing import (
 from registry.persistence import migrate
 from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
+from registry.settings import ConfigurationError, Settings
 from tests.support import fresh_pg_database
 
 READ_MODEL_TABLES = set(metadata.tables) | {

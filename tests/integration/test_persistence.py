@@ -7,8 +7,9 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.persistence.recorder import RegistryPostgresRecorder
+from registry.settings import Settings
 from tests.support import fresh_pg_database
 
 pytestmark = pytest.mark.postgres

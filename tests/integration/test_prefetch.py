@@ -9,10 +9,11 @@ import pytest
 
 from registry.application import EmissionsRow, Trade
 from registry.application.unit_of_work import UnitOfWork
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
 from registry.domain.obligations import ComplianceObligation
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
 
 pytestmark = pytest.mark.postgres

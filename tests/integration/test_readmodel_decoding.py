@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from registry.application import Registry
+from registry.bootstrap import build_registry
 from registry.cli.demo import EXCHANGE, run_demo
-from registry.config import Settings, build_registry
 from registry.domain.accounts import Account
 from registry.domain.units import UnitSelector, UnitType
 from registry.persistence import migrate
@@ -28,6 +28,7 @@ from registry.readmodels.check import reconcile
 from registry.readmodels.events import EVENT_CLASSES, Event, StateDecoder
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from tests.support import REGULATOR, open_trader
 
 

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
 from registry.application import Registry, Trade
+from registry.bootstrap import build_registry
 from registry.cli.demo import run_demo
-from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import RegistryError
 from registry.domain.units import UnitClass, UnitSelector, UnitType
@@ -40,6 +40,7 @@ from registry.readmodels import tables
 from registry.readmodels.check import Difference, reconcile
 from registry.readmodels.runner import ProjectionRunner, ReadModelTimeout
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database, open_trader
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from registry.config import Settings
 from registry.domain.units import UnitClass, UnitType
 from registry.readmodels import tables as t
 from registry.readmodels.projections import SerialLocations
 from registry.readmodels.sql import Writer, make_engine
+from registry.settings import Settings
 from tests.support import fresh_pg_database
 
 pytestmark = pytest.mark.postgres

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from registry.application import AllocationRow, Registry, Trade
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
 
 CEA = UnitClass(UnitType.CEA, 2025)

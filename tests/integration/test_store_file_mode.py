@@ -8,9 +8,10 @@ import os
 import stat
 from pathlib import Path
 
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
+from registry.settings import Settings
 
 
 def _mode(path: Path) -> int:

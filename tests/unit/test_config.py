@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import ConfigurationError, Settings
+from registry.settings import ConfigurationError, Settings
 
 
 def test_default_is_an_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from registry import configuration
-from registry.config import ConfigurationError
+from registry import settings
+from registry.bootstrap import check_settings
+from registry.settings import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,9 +23,9 @@ def test_every_setting_the_code_reads_is_known() -> None:
     ]:
         text = source.read_text()
         read |= set(re.findall(r'environ(?:\.get)?\(\s*"(REGISTRY_[A-Z_]+)"', text))
-        read |= set(re.findall(r'_int\(\s*environ,\s*"(REGISTRY_[A-Z_]+)"', text))
+        read |= set(re.findall(r'(?:_int|whole_number)\(\s*environ,\s*"(REGISTRY_[A-Z_]+)"', text))
         read |= set(re.findall(r'(?:ENV|VARIABLE)\w* = "(REGISTRY_[A-Z_]+)"', text))
-    assert read and read - set(configuration.KNOWN) == set()
+    assert read and read - set(settings.KNOWN) == set()
 
 
 def test_a_file_supplies_settings_the_environment_does_not(tmp_path: Path) -> None:
@@ -34,20 +35,18 @@ def test_a_file_supplies_settings_the_environment_does_not(tmp_path: Path) -> No
         "export REGISTRY_FOUR_EYES='required'\nREGISTRY_POOL_SIZE = 12\n"
     )
     environ = {"REGISTRY_CONFIG_FILE": str(path), "REGISTRY_POOL_SIZE": "20"}
-    added = configuration.load(environ)
+    added = settings.load(environ)
     assert added == {"REGISTRY_LISTEN": "0.0.0.0:6000", "REGISTRY_FOUR_EYES": "required"}
     assert environ["REGISTRY_POOL_SIZE"] == "20"  # the environment wins
-    shown = {
-        name: (value, source) for name, value, source in configuration.effective(environ, added)
-    }
+    shown = {name: (value, source) for name, value, source in settings.effective(environ, added)}
     assert shown["REGISTRY_LISTEN"] == ("0.0.0.0:6000", "file")
     assert shown["REGISTRY_POOL_SIZE"] == ("20", "environment")
     assert shown["REGISTRY_AUTH"] == ("token", "default")
     path.write_text("REGISTRY_LISTEN=1\nthis is not a setting\n")
     with pytest.raises(ConfigurationError, match=r"registry\.env:2: expected REGISTRY_NAME"):
-        configuration.load({"REGISTRY_CONFIG_FILE": str(path)})
+        settings.load({"REGISTRY_CONFIG_FILE": str(path)})
     with pytest.raises(ConfigurationError, match="cannot read"):
-        configuration.load({"REGISTRY_CONFIG_FILE": str(tmp_path / "missing.env")})
+        settings.load({"REGISTRY_CONFIG_FILE": str(tmp_path / "missing.env")})
 
 
 def test_secrets_are_masked() -> None:
@@ -55,10 +54,10 @@ def test_secrets_are_masked() -> None:
         "REGISTRY_DATABASE_URL": "postgresql://registry:s3cret@db:5432/registry",
         "REGISTRY_TOKEN": "0123456789abcdef.secret",
     }
-    shown = {name: value for name, value, _ in configuration.effective(environ)}
+    shown = {name: value for name, value, _ in settings.effective(environ)}
     assert shown["REGISTRY_DATABASE_URL"] == "postgresql://registry:***@db:5432/registry"
     assert shown["REGISTRY_TOKEN"] == "***"
-    assert "s3cret" not in repr(configuration.effective(environ))
+    assert "s3cret" not in repr(settings.effective(environ))
 
 
 def test_unknown_and_contradictory_settings_are_refused(tmp_path: Path) -> None:
@@ -67,13 +66,13 @@ def test_unknown_and_contradictory_settings_are_refused(tmp_path: Path) -> None:
         match=r"REGISTRY_FOUR_EYE \(did you mean "
         r"REGISTRY_FOUR_EYES\?\)",
     ):
-        configuration.check({"REGISTRY_FOUR_EYE": "off"})
+        check_settings({"REGISTRY_FOUR_EYE": "off"})
     store = {"REGISTRY_DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigurationError, match="needs client certificates"):
-        configuration.check({**store, "REGISTRY_AUTH": "mtls"})
+        check_settings({**store, "REGISTRY_AUTH": "mtls"})
     with pytest.raises(ConfigurationError, match="REGISTRY_MAX_WORKERS"):
-        configuration.check({**store, "REGISTRY_MAX_WORKERS": "many"})
-    configuration.check(store)  # the defaults start
+        check_settings({**store, "REGISTRY_MAX_WORKERS": "many"})
+    check_settings(store)  # the defaults start
 
 
 @pytest.mark.parametrize(
@@ -101,10 +100,10 @@ def test_every_form_of_password_is_masked(url: str, shown: str) -> None:
     none), was printed in clear by ``registry config`` and the start-up log."""
     [masked] = [
         value
-        for name, value, _ in configuration.effective({"REGISTRY_DATABASE_URL": url})
+        for name, value, _ in settings.effective({"REGISTRY_DATABASE_URL": url})
         if name == "REGISTRY_DATABASE_URL"
     ]
     assert masked == shown
-    from registry.config import Settings
+    from registry.settings import Settings
 
     assert Settings(url).describe() == shown  # the start-up log's and errors' form

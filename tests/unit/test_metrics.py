@@ -17,10 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from registry.config import Settings, build_registry
+from registry.bootstrap import build_registry
 from registry.observability.metrics import DURATION_BUCKETS, RegistryMetrics
 from registry.readmodels.runner import ProjectionRunner
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings
 from tests.support import open_trader
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,11 +1,12 @@
-"""The progress line of long jobs (registry.cli.progress): drawn on a terminal with rate and
-time left, silent off a terminal and in JSON-log mode (issue 16, command line)."""
+"""The progress line of long jobs (registry.observability.progress): drawn on a terminal
+with rate and time left, silent off a terminal and in JSON-log mode (issue 16, command
+line)."""
 
 from __future__ import annotations
 
 import io
 
-from registry.cli.progress import Progress, duration, wanted
+from registry.observability.progress import Progress, duration, wanted
 
 
 class Terminal(io.StringIO):

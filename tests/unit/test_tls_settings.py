@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 
 from registry.cli.remote import add_connection_options, client_for
 from registry.client import open_channel
-from registry.config import ConfigurationError
 from registry.domain.errors import InvalidCommand
+from registry.settings import ConfigurationError
 from services.tls import (
     TlsSettings,
     certificate_fingerprint,

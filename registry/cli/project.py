@@ -12,22 +12,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from registry import configuration
-from registry.application import Registry
-from registry.application.housekeeping import Housekeeping
-from registry.cli.progress import Progress
-from registry.config import ConfigurationError, Settings, build_registry
+from registry.bootstrap import build_registry, build_worker, check_settings
 from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
-from registry.integrity.signing import load_public_key, private_key_path
-from registry.integrity.verify import verify_ledger
 from registry.observability.metrics import RegistryMetrics
+from registry.observability.progress import Progress
 from registry.persistence.faults import database_fault, describe_fault
 from registry.persistence.write_lock import drop_dead_connections
 from registry.readmodels.check import require_store
 from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.readmodels.sql import make_engine
+from registry.settings import Settings, verify_seconds
 
 
 def add_parser(sub: Any) -> None:
@@ -146,73 +142,30 @@ def _apply_while_leased(
     return 0
 
 
-def verify_seconds() -> float:
-    """REGISTRY_VERIFY_SECONDS: how often the lease holder re-verifies the whole ledger
-    (default 3600; 0 never)."""
-    text = os.environ.get("REGISTRY_VERIFY_SECONDS", "").strip() or "3600"
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}") from None
-
-
-def ledger_check(
-    engine: Engine, registry: Registry, metrics: RegistryMetrics
-) -> Callable[[], None]:
-    """Verify the ledger against the signing key's public half, and every event's
-    authenticator with the key this process writes with; the result goes to the
-    ``registry_ledger_verify_ok`` gauge (and the log when it fails)."""
-
-    def run() -> None:
-        path = private_key_path()
-        if not path.exists():
-            return  # nothing signed yet
-        report = verify_ledger(
-            engine,
-            [load_public_key(path)],
-            log=EventLog.of(registry.recorder),
-            event_key=getattr(registry.recorder, "event_key", None),
-        )
-        position = report.failure.position if report.failure else report.chain_head
-        metrics.set_verify_result(report.ok, position)
-        if not report.ok:
-            print(f"ledger verification: {report.summary()}", flush=True)
-
-    return run
-
-
 def run(args: argparse.Namespace) -> int:
-    configuration.check(server=False)
+    check_settings(server=False)
     settings = Settings.from_env()
-    if args.status or args.rebuild:  # reads (or rebuilds) a store: never creates one
+    reads_only = bool(args.status or args.rebuild)
+    if reads_only:  # reads (or rebuilds) a store: never creates one
         require_store(
             settings, "registry project --status" if args.status else "registry project --rebuild"
         )
     registry = build_registry(settings)
     engine = make_engine(settings)
-    sealer = (
-        None
-        if args.status or args.rebuild
-        else LedgerSealer.from_env(engine, EventLog.of(registry.recorder))
-    )
     metrics = RegistryMetrics()
-    housekeeping = (
-        None
-        if args.status or args.rebuild
-        else Housekeeping(
-            registry,
-            metrics=metrics,
-            verify=ledger_check(engine, registry, metrics),
-            verify_seconds=verify_seconds(),
-        )
+    runner = build_worker(
+        registry,
+        engine,
+        sealer=None
+        if reads_only
+        else LedgerSealer.from_env(engine, EventLog.of(registry.recorder)),
+        metrics=metrics,
+        verify_seconds=None if reads_only else verify_seconds(),
+        batch_size=args.batch_size,
     )
-    runner = ProjectionRunner(
-        registry, engine, batch_size=args.batch_size, sealer=sealer, housekeeping=housekeeping
-    )
-    metrics.watch_projections(lambda: [(p.projection, p.position, p.head) for p in runner.status()])
     metrics.watch_pool("writes", engine)
     port = os.environ.get("REGISTRY_METRICS_PORT", "").strip()
-    exporter = metrics.start_http(int(port)) if port and not (args.status or args.rebuild) else None
+    exporter = metrics.start_http(int(port)) if port and not reads_only else None
     try:
         if args.status:
             print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")

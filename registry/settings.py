@@ -1,5 +1,13 @@
-"""The registry's settings in one place: every ``REGISTRY_*`` variable, where its value
-came from, and the checks run before anything starts.
+"""The registry's settings in one place: the store, every ``REGISTRY_*`` variable,
+where its value came from, and the checks run before anything starts.
+
+One setting picks the store, ``REGISTRY_DATABASE_URL``:
+
+- unset: an embedded SQLite file, ``$REGISTRY_DATA_DIR/registry.sqlite``
+  (``REGISTRY_DATA_DIR`` defaults to ``./registry-data``; created on first use);
+- ``sqlite:///relative/path.sqlite`` or ``sqlite:////absolute/path.sqlite``;
+- ``postgresql://user:password@host:port/dbname`` (password and port optional);
+- ``memory:`` keeps everything in this process only (tests, throwaway runs).
 
 Values come from the environment and, optionally, a file named by
 ``REGISTRY_CONFIG_FILE`` in the env-file format containers use (``KEY=VALUE`` lines,
@@ -11,6 +19,10 @@ same thing.
 ``registry serve`` and ``registry project`` refuse to start on an unknown
 ``REGISTRY_*`` name (a typo would otherwise silently fall back to a default) or on any
 invalid or contradictory value, naming it and what to do.
+
+A leaf module: it imports nothing else of the registry but its errors, so anything may
+read settings. The server's own settings (``services.server.ServerSettings``) are
+checked with these by ``registry.bootstrap.check_settings``.
 """
 
 from __future__ import annotations
@@ -21,8 +33,147 @@ import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from registry.config import ConfigurationError, Settings
+from registry.domain.errors import InvalidCommand
+
+DEFAULT_DATA_DIR = "registry-data"
+
+
+class ConfigurationError(InvalidCommand):
+    reason = "INVALID_CONFIGURATION"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    cache_size: int = 20_000
+    pool_size: int = 8
+    statement_timeout: float = 30.0
+    """Seconds a statement of a write transaction may run before PostgreSQL cancels it
+    and the event table's lock is released (``REGISTRY_DB_STATEMENT_TIMEOUT``)."""
+    idle_in_transaction_timeout: float = 5.0
+    """Seconds a write connection may sit idle inside a transaction before PostgreSQL
+    ends its session (``REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT``)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        url = environ.get("REGISTRY_DATABASE_URL", "").strip()
+        if not url:
+            data_dir = Path(environ.get("REGISTRY_DATA_DIR", DEFAULT_DATA_DIR))
+            url = f"sqlite:///{data_dir / 'registry.sqlite'}"
+        return cls(
+            database_url=url,
+            cache_size=whole_number(environ, "REGISTRY_CACHE_SIZE", cls.cache_size),
+            pool_size=whole_number(environ, "REGISTRY_POOL_SIZE", cls.pool_size),
+            statement_timeout=_seconds(
+                environ, "REGISTRY_DB_STATEMENT_TIMEOUT", cls.statement_timeout
+            ),
+            idle_in_transaction_timeout=_seconds(
+                environ, "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT", cls.idle_in_transaction_timeout
+            ),
+        )
+
+    @property
+    def backend(self) -> str:
+        return urlsplit(self.database_url).scheme.split("+")[0] or "memory"
+
+    def describe(self) -> str:
+        """The store, with any password masked (``mask_url``)."""
+        return mask_url(self.database_url)
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """Translate our one setting into the event store library's environment.
+
+        The library never creates tables (``CREATE_TABLE=n``): Alembic migrations own
+        all DDL (``registry.persistence.migrate``)."""
+        env = {"AGGREGATE_CACHE_MAXSIZE": str(self.cache_size)}
+        parts = urlsplit(self.database_url)
+        if self.backend == "memory":
+            env["PERSISTENCE_MODULE"] = "eventsourcing.popo"
+        elif self.backend == "sqlite":
+            path = Path(unquote(parts.path[1:] if parts.path.startswith("/") else parts.path))
+            if not path.name:
+                raise ConfigurationError(f"no file in {self.database_url!r}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                SQLITE_DBNAME=str(path),
+                SQLITE_LOCK_TIMEOUT="30",
+                CREATE_TABLE="n",
+                # The library's recorder, storing each event's authenticator.
+                APPLICATION_RECORDER_TOPIC="registry.persistence.recorder:RegistrySQLiteRecorder",
+            )
+        elif self.backend in ("postgresql", "postgres"):
+            dbname = unquote(parts.path.lstrip("/"))
+            if not dbname:
+                raise ConfigurationError(f"no database name in {self.describe()!r}")
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.postgres",
+                POSTGRES_DBNAME=dbname,
+                POSTGRES_HOST=parts.hostname or "127.0.0.1",
+                POSTGRES_PORT=str(parts.port or 5432),
+                POSTGRES_USER=unquote(parts.username or os.environ.get("USER", "postgres")),
+                POSTGRES_PASSWORD=unquote(parts.password or ""),
+                POSTGRES_POOL_SIZE=str(self.pool_size),
+                POSTGRES_MAX_OVERFLOW=str(self.pool_size),
+                POSTGRES_CONNECT_TIMEOUT="10",
+                POSTGRES_LOCK_TIMEOUT="10",
+                POSTGRES_STATEMENT_TIMEOUT=str(self.statement_timeout),
+                # Whole seconds: the library's setting is an integer.
+                POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT=str(
+                    max(1, round(self.idle_in_transaction_timeout))
+                ),
+                CREATE_TABLE="n",
+                # Same writes as the library's recorder, one cheaper insert statement.
+                APPLICATION_RECORDER_TOPIC="registry.persistence.recorder:RegistryPostgresRecorder",
+            )
+        else:
+            raise ConfigurationError(
+                f"unsupported database URL {self.describe()!r}: use sqlite:///FILE, "
+                "postgresql://USER@HOST:PORT/DB or memory:"
+            )
+        return env
+
+
+def data_file(setting: str, default_name: str, environ: Mapping[str, str] | None = None) -> Path:
+    """The file a setting names, else ``default_name`` in ``REGISTRY_DATA_DIR``: where
+    the embedded registry keeps its keys and published checkpoints with no set-up."""
+    environ = os.environ if environ is None else environ
+    given = environ.get(setting, "").strip()
+    if given:
+        return Path(given)
+    return Path(environ.get("REGISTRY_DATA_DIR", "") or DEFAULT_DATA_DIR) / default_name
+
+
+def whole_number(environ: Mapping[str, str], key: str, default: int) -> int:
+    """A whole number of at least 1, ``default`` when unset; anything else names ``key``."""
+    value = environ.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise ConfigurationError(f"{key} must be at least 1, got {number}")
+    return number
+
+
+def _seconds(environ: Mapping[str, str], key: str, default: float) -> float:
+    """A positive number of seconds, at most an hour: a write that waits longer is stuck."""
+    value = environ.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a number of seconds, got {value!r}") from None
+    if not 1 <= seconds <= 3600:
+        raise ConfigurationError(f"{key} must be 1..3600 seconds, got {value!r}")
+    return seconds
+
 
 FILE_VARIABLE = "REGISTRY_CONFIG_FILE"
 LINE = re.compile(r"^(?:export\s+)?(REGISTRY_[A-Z0-9_]+)\s*=\s*(.*)$")
@@ -166,9 +317,10 @@ def load(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     return added
 
 
-def check(environ: Mapping[str, str] | None = None, *, server: bool = True) -> None:
-    """Refuse unknown REGISTRY_* names, and every invalid or contradictory value (the
-    settings models raise those, naming the variable)."""
+def check(environ: Mapping[str, str] | None = None) -> Settings:
+    """Refuse unknown REGISTRY_* names, and every invalid or contradictory value of the
+    store's settings (``Settings`` raises those, naming the variable); the server's are
+    checked on top by ``registry.bootstrap.check_settings``."""
     environ = os.environ if environ is None else environ
     unknown = sorted(name for name in environ if name.startswith("REGISTRY_") and name not in KNOWN)
     if unknown:
@@ -179,11 +331,7 @@ def check(environ: Mapping[str, str] | None = None, *, server: bool = True) -> N
         raise ConfigurationError(
             f"unknown setting(s): {', '.join(hints)}; `registry config --show` lists them all"
         )
-    store = Settings.from_env(environ)
-    if server and store.backend != "memory":
-        from services.server import ServerSettings  # the server's own checks
-
-        ServerSettings.from_env(store, environ)
+    return Settings.from_env(environ)
 
 
 def effective(
@@ -237,3 +385,14 @@ def mask_url(url: str) -> str:
 
 def _mask_query(text: str) -> str:
     return _QUERY_SECRET.sub(r"\1***", text)
+
+
+def verify_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """REGISTRY_VERIFY_SECONDS: how often the lease holder re-verifies the whole ledger
+    (default 3600; 0 never)."""
+    environ = os.environ if environ is None else environ
+    text = environ.get("REGISTRY_VERIFY_SECONDS", "").strip() or "3600"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}") from None
