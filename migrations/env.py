@@ -13,13 +13,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 from registry.config import Settings
-from registry.persistence.migrate import (
-    MIGRATION_LOCK_KEY,
-    include_object,
-    migration_engine,
-    schema_metadata,
-)
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.locks import MIGRATION_LOCK_KEY
+from registry.persistence.migrate import include_object, migration_engine, schema_metadata
 
 config = context.config
 target_metadata = schema_metadata()

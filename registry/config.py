@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from registry.application.registry import Registry
 from registry.domain.errors import InvalidCommand
+from registry.persistence.locks import STARTUP_LOCK_KEY
 
 DEFAULT_DATA_DIR = "registry-data"
 
@@ -182,11 +183,6 @@ def build_registry(
         registry = Registry(env=env, clock=clock)
         registry.ensure_national_accounts()
     return registry
-
-
-STARTUP_LOCK_KEY = 0x7265_6769_7374_7279  # "registry"
-"""PostgreSQL advisory lock held while a process checks the schema and opens national
-accounts, and by every migration (so a start never overlaps one)."""
 
 
 @contextmanager

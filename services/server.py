@@ -52,9 +52,9 @@ from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, LedgerSealer, 
 from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
 from registry.observability.logs import configure as configure_logs
 from registry.observability.metrics import RegistryMetrics
+from registry.persistence.engine import make_engine, make_read_engine
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner
-from registry.readmodels.sql import make_engine, make_read_engine
 from registry.v1 import (
     access_service_pb2,
     access_service_pb2_grpc,

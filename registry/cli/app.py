@@ -16,9 +16,9 @@ from registry.cli.demo import run_demo
 from registry.cli.runtime import tune_gc
 from registry.config import DEFAULT_DATA_DIR, Settings, build_registry
 from registry.domain.errors import RegistryError
+from registry.persistence.engine import make_engine
 from registry.persistence.faults import database_fault, describe_fault
 from registry.readmodels import check, worker
-from registry.readmodels.sql import make_engine
 
 DESCRIPTION = """\
 A national carbon emissions trading registry: an event-sourced ledger of allowance (CEA)

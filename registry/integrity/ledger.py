@@ -59,11 +59,10 @@ from registry.integrity.authentication import authentic, boundary_seal
 from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link
 from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import Checkpoint, key_id, sign_checkpoint
-from registry.readmodels.sql import Writer
+from registry.persistence.bulk import Writer
+from registry.persistence.locks import LEDGER_LOCK_KEY
 
 DEFAULT_CHECKPOINT_EVERY = 10_000
-LEDGER_LOCK_KEY = 0x6C65_6467_6572_0001  # "ledger", 1
-"""PostgreSQL advisory lock serialising extenders (transaction scoped)."""
 _CONFLICT_RETRIES = 3
 
 metadata = MetaData()

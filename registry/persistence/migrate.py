@@ -34,15 +34,13 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, MetaData, event
 
-from registry.config import STARTUP_LOCK_KEY, ConfigurationError, Settings
+from registry.config import ConfigurationError, Settings
 from registry.integrity import ledger
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as readmodel_tables
-from registry.readmodels.sql import make_engine
 
 MIGRATIONS_PACKAGE = "migrations"
 MIGRATE_COMMAND = "registry migrate"
-MIGRATION_LOCK_KEY = STARTUP_LOCK_KEY
-"""Deliberately the start-up lock: a server never starts half-way through a migration."""
 
 EVENT_STORE_TABLES = frozenset(
     {"registry_events", "registry_snapshots", "stored_events", "stored_snapshots"}

@@ -41,9 +41,9 @@ from registry.domain.accounts import Account
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction, TransactionStatus
 from registry.domain.units import SerialBlock
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.runner import ProjectionRunner, all_projections
-from registry.readmodels.sql import make_engine
 
 A = TypeVar("A")
 Key = tuple[Any, ...]

@@ -22,12 +22,12 @@ from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
 from registry.integrity.verify import verify_ledger
 from registry.observability.metrics import RegistryMetrics
+from registry.persistence.engine import make_engine
 from registry.persistence.faults import database_fault, describe_fault
+from registry.persistence.lease import lease_holder, projection_lease
 from registry.persistence.write_lock import drop_dead_connections
 from registry.readmodels.check import require_store
-from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
-from registry.readmodels.sql import make_engine
 
 
 def add_parser(sub: Any) -> None:

@@ -17,8 +17,8 @@ from registry.client import ErrorDetails, RegistryClient, error_details
 from registry.config import Settings, build_registry
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
+from registry.persistence.engine import make_engine, make_read_engine
 from registry.readmodels.queries import ReadModels
-from registry.readmodels.sql import make_engine, make_read_engine
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
 from tests.support import fresh_pg_database

@@ -23,8 +23,8 @@ import pytest
 
 from registry.client import RegistryClient
 from registry.config import Settings, build_registry
+from registry.persistence.engine import make_engine
 from registry.readmodels.check import check
-from registry.readmodels.sql import make_engine
 from registry.v1 import audit_service_pb2 as audit_pb
 from tests.e2e.market import caught_up, seed_market
 from tests.e2e.test_scale_out import Cluster, principals, wait_for

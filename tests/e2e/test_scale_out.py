@@ -19,8 +19,8 @@ import pytest
 from registry.client import RegistryClient
 from registry.config import Settings, build_registry
 from registry.domain.transactions import Principal
+from registry.persistence.engine import make_engine
 from registry.readmodels.check import check
-from registry.readmodels.sql import make_engine
 from registry.v1 import audit_service_pb2 as audit_pb
 from tests.e2e.market import ALLOCATIONS, caught_up, seed_market
 from tests.e2e.test_server_process import (

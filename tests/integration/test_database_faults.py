@@ -21,10 +21,12 @@ import pytest
 from eventsourcing.persistence import OperationalError
 from google.rpc import error_details_pb2, status_pb2
 
-from registry.application import Registry, Trade, TradeOutcome, write_lock
+from registry.application import Registry, Trade, TradeOutcome
 from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence import write_lock
 from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
+from registry.persistence.locks import WRITER_LOCK_KEY
 from services.errors import to_status
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, terminate_all
 
@@ -146,7 +148,7 @@ def test_a_stopped_holder_of_the_writer_lock_does_not_stall_writers(
             entered.set()
 
     with psycopg.connect(url, autocommit=True) as stopped:
-        stopped.execute("SELECT pg_advisory_lock(%s)", (write_lock.ADVISORY_KEY,))
+        stopped.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK_KEY,))
         thread = threading.Thread(target=group, daemon=True)
         thread.start()
         assert entered.wait(10), "the writer lock's wait is not bounded"

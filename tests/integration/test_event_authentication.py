@@ -31,7 +31,7 @@ from registry.integrity.sealer import CheckpointPublisher, LedgerSealer
 from registry.integrity.signing import generate_key, save_public_key
 from registry.integrity.verify import Reason, verify_ledger
 from registry.persistence import migrate
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
 from tests.integration.test_ledger_hardening import _next_event_of, _uuid_param
 from tests.integration.test_ledger_verify import (
     BACKENDS,

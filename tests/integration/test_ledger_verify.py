@@ -34,7 +34,7 @@ from registry.integrity.signing import (
 )
 from registry.integrity.verify import Reason, VerifyReport, check_checkpoint, verify_ledger
 from registry.persistence import migrate
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
 from tests.support import REGULATOR, FakeClock, fresh_pg_database, open_company, open_trader
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from registry.config import Settings
-from registry.readmodels.lease import lease_holder, projection_lease
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.lease import lease_holder, projection_lease
 from tests.support import fresh_pg_database
 
 pytestmark = pytest.mark.postgres

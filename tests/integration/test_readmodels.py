@@ -36,10 +36,10 @@ from registry.config import Settings, build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import RegistryError
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables
 from registry.readmodels.check import Difference, reconcile
 from registry.readmodels.runner import ProjectionRunner, ReadModelTimeout
-from registry.readmodels.sql import make_engine
 from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database, open_trader
 
 ROOT = Path(__file__).resolve().parents[2]

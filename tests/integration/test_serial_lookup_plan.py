@@ -19,9 +19,10 @@ from sqlalchemy import Engine
 
 from registry.config import Settings
 from registry.domain.units import UnitClass, UnitType
+from registry.persistence.bulk import Writer
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.projections import SerialLocations
-from registry.readmodels.sql import Writer, make_engine
 from tests.support import fresh_pg_database
 
 pytestmark = pytest.mark.postgres
