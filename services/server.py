@@ -47,12 +47,12 @@ from registry.application.housekeeping import Housekeeping
 from registry.config import DEFAULT_DATA_DIR, ConfigurationError, Settings, _int, build_registry
 from registry.domain.access import AccessControl, Role
 from registry.domain.transactions import Principal
-from registry.integrity.log import EventLog
 from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, LedgerSealer, sign_seconds
 from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
 from registry.observability.logs import configure as configure_logs
 from registry.observability.metrics import RegistryMetrics
 from registry.persistence.engine import make_engine, make_read_engine
+from registry.persistence.eventlog import EventLog
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner
 from registry.v1 import (

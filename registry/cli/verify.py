@@ -33,7 +33,6 @@ from registry.integrity.authentication import (
     load_event_key,
 )
 from registry.integrity.ledger import DEFAULT_CHECKPOINT_EVERY
-from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import (
     PUBLIC_KEY_ENV,
     load_public_key,
@@ -41,6 +40,7 @@ from registry.integrity.signing import (
 )
 from registry.integrity.verify import KeptCheckpoint, verify_ledger
 from registry.persistence.engine import make_read_only_engine
+from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
 from registry.v1 import audit_service_pb2 as audit_pb
 
 

@@ -17,12 +17,12 @@ from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
 from registry.cli.progress import Progress
 from registry.config import ConfigurationError, Settings, build_registry
-from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
 from registry.integrity.verify import verify_ledger
 from registry.observability.metrics import RegistryMetrics
 from registry.persistence.engine import make_engine
+from registry.persistence.eventlog import EventLog
 from registry.persistence.faults import database_fault, describe_fault
 from registry.persistence.lease import lease_holder, projection_lease
 from registry.persistence.write_lock import drop_dead_connections

@@ -24,7 +24,6 @@ from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.integrity.chain import GENESIS
 from registry.integrity.ledger import ExtendResult, extend_chain, latest_digest
-from registry.integrity.log import EventLog
 from registry.integrity.signing import (
     generate_key,
     key_id,
@@ -35,6 +34,7 @@ from registry.integrity.signing import (
 from registry.integrity.verify import Reason, VerifyReport, check_checkpoint, verify_ledger
 from registry.persistence import migrate
 from registry.persistence.engine import make_engine
+from registry.persistence.eventlog import EventLog
 from tests.support import REGULATOR, FakeClock, fresh_pg_database, open_company, open_trader
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
