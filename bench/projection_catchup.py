@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from bench.ledger_throughput import EXCHANGE, reset_postgres, setup, trades
 from registry.bootstrap import build_registry
+from registry.persistence.engine import make_engine
 from registry.readmodels.runner import DEFAULT_BATCH, ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.readmodels.tables import metadata
 from registry.settings import Settings
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from registry.persistence.migrate import (
-    MIGRATION_LOCK_KEY,
-    include_object,
-    migration_engine,
-    schema_metadata,
-)
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.locks import MIGRATION_LOCK_KEY
+from registry.persistence.migrate import include_object, migration_engine, schema_metadata
 from registry.settings import Settings
 
 config = context.config

@@ -18,16 +18,16 @@ from sqlalchemy import Engine
 from registry import settings as registry_settings
 from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
-from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
 from registry.integrity.verify import verify_ledger
 from registry.observability.metrics import RegistryMetrics
 from registry.persistence import migrate
+from registry.persistence.engine import make_engine, make_read_engine
+from registry.persistence.eventlog import EventLog
 from registry.persistence.startup_lock import startup_lock
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import DEFAULT_BATCH, ProjectionRunner
-from registry.readmodels.sql import make_engine, make_read_engine
 from registry.settings import Settings
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings

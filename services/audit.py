@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from registry.application.eventlog import LoggedEvent, account_events, read_events
+from registry.application.audit_events import LoggedEvent, account_events, read_events
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand
 from registry.integrity.ledger import latest_digest

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from sqlalchemy import text
 
 from registry.application import Registry
 from registry.domain.errors import InvalidCommand
-from registry.integrity.log import EventLog
 from registry.observability.metrics import RegistryMetrics
+from registry.persistence.eventlog import EventLog
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ReadModelTimeout
 
@@ -69,5 +68,4 @@ class Backend:
         DATABASE_CONNECTION_LOST."""
         log = EventLog.of(self.registry.recorder)
         with self.read_models.reads.connect() as conn:
-            found = conn.execute(text(f"SELECT MAX({log.position}) FROM {log.table}"))
-            return int(found.scalar() or 0)
+            return log.latest_position(conn)

@@ -43,9 +43,9 @@ from grpc_reflection.v1alpha import reflection
 from registry.application import Registry
 from registry.domain.access import AccessControl, Role
 from registry.domain.transactions import Principal
-from registry.integrity.log import EventLog
 from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, sign_seconds
 from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
+from registry.persistence.eventlog import EventLog
 from registry.readmodels.runner import ProjectionRunner
 from registry.settings import DEFAULT_DATA_DIR, ConfigurationError, Settings, whole_number
 from registry.v1 import (

@@ -1,7 +1,7 @@
 """Use cases over the event-sourced domain: one method per use case."""
 
+from registry.application.audit_events import EventPage, LoggedEvent, account_events, read_events
 from registry.application.commands import AllocationRow, EmissionsRow, Movement, Trade
-from registry.application.eventlog import EventPage, LoggedEvent, account_events, read_events
 from registry.application.registry import Registry
 from registry.application.results import (
     AccountResult,

@@ -14,8 +14,8 @@ from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence.engine import make_engine
 from registry.readmodels import check
-from registry.readmodels.sql import make_engine
 from registry.settings import DEFAULT_DATA_DIR, Settings
 
 REGULATOR = Principal("mee", "regulator-li")

@@ -13,16 +13,16 @@ from typing import Any
 from sqlalchemy import Engine
 
 from registry.bootstrap import build_registry, build_worker, check_settings
-from registry.integrity.log import EventLog
 from registry.integrity.sealer import LedgerSealer
 from registry.observability.metrics import RegistryMetrics
 from registry.observability.progress import Progress
+from registry.persistence.engine import make_engine
+from registry.persistence.eventlog import EventLog
 from registry.persistence.faults import database_fault, describe_fault
+from registry.persistence.lease import lease_holder, projection_lease
 from registry.persistence.write_lock import drop_dead_connections
 from registry.readmodels.check import require_store
-from registry.readmodels.lease import lease_holder, projection_lease
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings, verify_seconds
 
 

@@ -16,15 +16,13 @@ import argparse
 import base64
 import json
 import os
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine, create_engine, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, inspect
 
 from registry.cli.remote import add_connection_options, client_for, report_error
 from registry.integrity.authentication import (
@@ -34,13 +32,14 @@ from registry.integrity.authentication import (
     load_event_key,
 )
 from registry.integrity.ledger import DEFAULT_CHECKPOINT_EVERY
-from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import (
     PUBLIC_KEY_ENV,
     load_public_key,
     private_key_path,
 )
 from registry.integrity.verify import KeptCheckpoint, verify_ledger
+from registry.persistence.engine import make_read_only_engine
+from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
 from registry.settings import ConfigurationError, Settings
 from registry.v1 import audit_service_pb2 as audit_pb
 
@@ -181,20 +180,7 @@ def read_only_engine(settings: Settings) -> Engine:
         path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
         if not path.exists():
             raise ConfigurationError(f"no registry store at {path}: nothing to verify")
-        engine = create_engine(
-            "sqlite://",
-            creator=lambda: sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
-            ),
-        )
-    else:
-        url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
-        engine = create_engine(
-            url,
-            pool_size=1,
-            max_overflow=1,
-            connect_args={"options": "-c default_transaction_read_only=on"},
-        )
+    engine = make_read_only_engine(settings)
     tables = set(inspect(engine).get_table_names())
     if not {"ledger_digests", "ledger_checkpoints", "ledger_event_authentication"} <= tables:
         engine.dispose()

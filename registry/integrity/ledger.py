@@ -57,13 +57,13 @@ from sqlalchemy.exc import IntegrityError
 
 from registry.integrity.authentication import authentic, boundary_seal
 from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link
-from registry.integrity.log import DEFAULT_BATCH, EventLog
+from registry.integrity.events import read_log, stream_log
 from registry.integrity.signing import Checkpoint, key_id, sign_checkpoint
-from registry.readmodels.sql import Writer
+from registry.persistence.bulk import Writer
+from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
+from registry.persistence.locks import LEDGER_LOCK_KEY
 
 DEFAULT_CHECKPOINT_EVERY = 10_000
-LEDGER_LOCK_KEY = 0x6C65_6467_6572_0001  # "ledger", 1
-"""PostgreSQL advisory lock serialising extenders (transaction scoped)."""
 _CONFLICT_RETRIES = 3
 
 metadata = MetaData()
@@ -285,7 +285,7 @@ def _extend_batch(
     _check_known(conn, kid, known)
     last = _last_checkpoint(conn, kid)
     previous = (0, GENESIS) if last is None else (last.position, last.digest)
-    events = log.read(conn, head.position, batch_size)
+    events = read_log(log, conn, head.position, batch_size)
     forged: StoredLogEvent | None = None
     if event_key is not None and events:
         upto = grandfathered_upto(conn, log, event_key)
@@ -474,7 +474,7 @@ def reverify_since_checkpoint(
                 "the chain row at the last signed checkpoint no longer holds its signed digest",
             )
         start, digest, seq = last.position, last.digest, int(at.seq)
-    events = log.stream(conn, start, head.position)
+    events = stream_log(log, conn, start, head.position)
     for row in iter_chain(conn, start, head.position):
         event = next(events, None)
         if event is None or event.position != row.position:

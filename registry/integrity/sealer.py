@@ -46,13 +46,13 @@ from registry.integrity.ledger import (
     Known,
     extend_chain,
 )
-from registry.integrity.log import EventLog
 from registry.integrity.signing import (
     Checkpoint,
     key_id,
     load_or_create_private_key,
     private_key_path,
 )
+from registry.persistence.eventlog import EventLog
 from registry.settings import ConfigurationError, data_file
 
 logger = logging.getLogger("registry.integrity")

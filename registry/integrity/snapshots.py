@@ -24,7 +24,7 @@ from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from sqlalchemy import Connection
 
-from registry.integrity.log import EventLog
+from registry.persistence.eventlog import EventLog
 
 
 @dataclass(frozen=True)

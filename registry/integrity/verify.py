@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, and_, select
 
 from registry.integrity.authentication import authentic
 from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link, link
+from registry.integrity.events import stream_log
 from registry.integrity.ledger import (
     DEFAULT_CHECKPOINT_EVERY,
     ChainRow,
@@ -47,9 +48,9 @@ from registry.integrity.ledger import (
     iter_checkpoints,
     not_authenticated,
 )
-from registry.integrity.log import DEFAULT_BATCH, EventLog
 from registry.integrity.signing import key_id, verify_signature
 from registry.integrity.snapshots import check_snapshots
+from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
 
 
 class Reason(StrEnum):
@@ -199,13 +200,13 @@ def verify_ledger(
             failure
             or walk.kept_signatures()
             or walk.run(
-                log.stream(conn, min(log.first(conn), 1) - 1, head, batch_size),
+                stream_log(log, conn, min(log.first(conn), 1) - 1, head, batch_size),
                 iter_chain(conn, 0, head, batch_size),
                 iter_checkpoints(conn, head, batch_size),
             )
         )
         failure = failure or walk.kept_beyond(head)
-        for event in log.stream(conn, head, None, batch_size) if failure is None else ():
+        for event in stream_log(log, conn, head, None, batch_size) if failure is None else ():
             failure = walk.unauthentic(event)  # not yet chained: authenticated still
             if failure is not None:
                 break
@@ -319,7 +320,7 @@ def check_checkpoint(
     log = log or EventLog.default(engine.dialect.name)
     recomputed, last = GENESIS, 0
     with _reading(engine) as conn:
-        for event in log.stream(conn, 0, position, batch_size):
+        for event in stream_log(log, conn, 0, position, batch_size):
             recomputed, last = link(recomputed, event), event.position
     if last != position:
         return CheckpointCheck(

@@ -35,15 +35,12 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, MetaData, event
 
 from registry.integrity import ledger
-from registry.persistence.startup_lock import STARTUP_LOCK_KEY
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as readmodel_tables
-from registry.readmodels.sql import make_engine
 from registry.settings import ConfigurationError, Settings
 
 MIGRATIONS_PACKAGE = "migrations"
 MIGRATE_COMMAND = "registry migrate"
-MIGRATION_LOCK_KEY = STARTUP_LOCK_KEY
-"""Deliberately the start-up lock: a server never starts half-way through a migration."""
 
 EVENT_STORE_TABLES = frozenset(
     {"registry_events", "registry_snapshots", "stored_events", "stored_snapshots"}

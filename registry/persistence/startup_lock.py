@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-STARTUP_LOCK_KEY = 0x7265_6769_7374_7279  # "registry"
-"""PostgreSQL advisory lock held while a process checks the schema and opens national
-accounts, and by every migration (so a start never overlaps one)."""
+from registry.persistence.locks import STARTUP_LOCK_KEY
 
 
 @contextmanager

@@ -39,10 +39,9 @@ from typing import Any
 import psycopg
 from eventsourcing.postgres import PostgresDatastore
 
-log = logging.getLogger("registry.write_lock")
+from registry.persistence.locks import WRITER_LOCK_KEY
 
-ADVISORY_KEY = 0x5245_4749_5354_5259  # "REGISTRY": one key for the registry's writers
-"""The advisory lock's key (a bigint); only group commits take it."""
+log = logging.getLogger("registry.write_lock")
 
 LOCK_WAIT = "5s"
 """How long a group waits for the writer lock before it goes ahead without it (a
@@ -96,7 +95,7 @@ def _lock(conn: psycopg.Connection[Any], mode: str) -> bool:
         # lock_timeout for this one statement only (is_local: its own transaction).
         conn.execute(
             f"SELECT set_config('lock_timeout', %s, true), pg_advisory_lock{mode}(%s)",
-            (LOCK_WAIT, ADVISORY_KEY),
+            (LOCK_WAIT, WRITER_LOCK_KEY),
         )
     except psycopg.errors.LockNotAvailable:
         log.warning(
@@ -111,7 +110,7 @@ def _lock(conn: psycopg.Connection[Any], mode: str) -> bool:
 def _unlock(conn: psycopg.Connection[Any], mode: str) -> None:
     """Let the lock go; a connection that died already let it go with its session."""
     try:
-        conn.execute(f"SELECT pg_advisory_unlock{mode}(%s)", (ADVISORY_KEY,))
+        conn.execute(f"SELECT pg_advisory_unlock{mode}(%s)", (WRITER_LOCK_KEY,))
     except (psycopg.OperationalError, psycopg.InterfaceError):
         if not (conn.closed or conn.broken):
             raise

@@ -41,9 +41,9 @@ from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction, TransactionStatus
 from registry.domain.units import SerialBlock
 from registry.observability.progress import Progress
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.runner import ProjectionRunner, all_projections
-from registry.readmodels.sql import make_engine
 from registry.settings import ConfigurationError, Settings
 
 A = TypeVar("A")

@@ -3,8 +3,9 @@
 Catch-up speed is mostly decoding. The library's ``mapper.to_domain_event`` builds a
 full domain event per notification, running a Python hook on every JSON object (each
 timestamp, id and serial block); the projections need a few fields of a few topics. So
-the runner reads the rows itself, in the projection's own transaction, fetches the
-state only of the topics some projection reads, and parses it with plain ``json.loads``:
+the runner reads raw rows (``registry.persistence.eventlog``) in the projection's own
+transaction, with the state only of the topics some projection reads, and parses it
+with plain ``json.loads``:
 values stay in their stored form (``{"_type_": "block", "_data_": [class, first,
 last]}``) and the helpers below read the few the projections use.
 
@@ -32,9 +33,6 @@ from eventsourcing.persistence import (
     StoredEvent,
     UUIDAsHex,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg import sql
 from sqlalchemy import Connection
 
 from registry.application import Registry
@@ -42,6 +40,7 @@ from registry.application.transcodings import SerialBlockTranscoding
 from registry.domain.accounts import Account
 from registry.domain.transactions import Transaction
 from registry.domain.units import SerialBlock
+from registry.persistence.eventlog import EventLog, Row, notification_rows
 
 OPENED = Account.Opened.TOPIC
 FROZEN = Account.Frozen.TOPIC
@@ -127,6 +126,7 @@ class EventReader:
 
     def __init__(self, registry: Registry) -> None:
         self.recorder = registry.recorder
+        self.log = EventLog.find(self.recorder)
         self.decode = StateDecoder(registry.mapper)
 
     def read(
@@ -134,46 +134,12 @@ class EventReader:
     ) -> tuple[list[Event], int, int]:
         """(events of ``topics``, notifications read, last position read) from ``start``
         on; the last position is 0 when there is nothing new."""
-        wanted = sorted(topics)
-        rows: Iterable[tuple[Any, ...]]
-        recorder = self.recorder
-        if isinstance(recorder, PostgresApplicationRecorder) and conn.dialect.name == "postgresql":
-            statement = sql.SQL(
-                "SELECT notification_id, originator_id::text, originator_version, topic, "
-                "CASE WHEN topic = ANY(%s) THEN state END FROM {schema}.{table} "
-                "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
-            ).format(
-                schema=sql.Identifier(recorder.datastore.schema),
-                table=sql.Identifier(recorder.events_table_name),
-            )
-            with _driver(conn).cursor(binary=True) as cursor:  # bytea without hex
-                cursor.execute(statement, (wanted, start, limit))
-                rows = cursor.fetchall()
-        elif isinstance(recorder, SQLiteApplicationRecorder) and conn.dialect.name == "sqlite":
-            marks = ", ".join("?" * len(wanted)) or "NULL"
-            cursor = _driver(conn).cursor()
-            try:
-                cursor.execute(
-                    f"SELECT rowid, originator_id, originator_version, topic, "
-                    f"CASE WHEN topic IN ({marks}) THEN state END "
-                    f"FROM {recorder.events_table_name} WHERE rowid >= ? "
-                    f"ORDER BY rowid LIMIT ?",
-                    (*wanted, start, limit),
-                )
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
-        else:  # another recorder: its own query, on its own connection
-            rows = [
-                (
-                    n.id,
-                    str(n.originator_id),
-                    n.originator_version,
-                    n.topic,
-                    n.state if n.topic in topics else None,
-                )
-                for n in recorder.select_notifications(start=start, limit=limit)
-            ]
+        rows: Iterable[Row]
+        log = self.log
+        if log is not None and conn.dialect.name == log.dialect:
+            rows = log.rows(conn, start - 1, limit, states_of=sorted(topics), text_ids=True)
+        else:  # another store: its own reader, on its own connection
+            rows = notification_rows(self.recorder, start - 1, limit, states_of=topics)
         events = []
         count = last = 0
         decode = self.decode
@@ -254,11 +220,6 @@ def _named(transcoder: JSONTranscoder, kind: type, name: str, cls: type) -> bool
         and registered.name == name
         and isinstance(transcoder.names.get(name), cls)
     )
-
-
-def _driver(conn: Connection) -> Any:
-    """The DBAPI connection under a SQLAlchemy connection (same transaction)."""
-    return conn.connection.driver_connection
 
 
 def quantity(blocks: Sequence[Block]) -> int:

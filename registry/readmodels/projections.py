@@ -20,6 +20,7 @@ from uuid import UUID
 from sqlalchemy import Column, MetaData, Table
 
 from registry.domain.units import UnitClass
+from registry.persistence.bulk import Row, Writer
 from registry.readmodels import tables as t
 from registry.readmodels.events import (
     CLOSED,
@@ -40,7 +41,6 @@ from registry.readmodels.events import (
     blocks_json,
     quantity,
 )
-from registry.readmodels.sql import Row, Writer
 
 T = TypeVar("T")
 

@@ -67,7 +67,8 @@ class ReadModels:
         self.engine = engine
         """The read models' own engine: what a projection runner in this process uses."""
         self.reads = reads or engine
-        """What the queries use: on PostgreSQL, ``sql.make_read_engine`` (autocommit)."""
+        """What the queries use: on PostgreSQL, ``make_read_engine``'s (autocommit,
+        ``registry.persistence.engine``)."""
 
     def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
         """Read your writes: block until the read models include ``position`` (the

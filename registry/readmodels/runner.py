@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text, update
 
 from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
 from registry.integrity.sealer import LedgerSealer
+from registry.persistence.bulk import Writer
+from registry.persistence.engine import dedicated_connection
 from registry.readmodels import tables as t
 from registry.readmodels.events import OPENED, EventReader
 from registry.readmodels.projections import (
@@ -37,7 +38,6 @@ from registry.readmodels.projections import (
     SupplyProjection,
     TransactionsProjection,
 )
-from registry.readmodels.sql import Writer
 
 log = logging.getLogger("registry.projections")
 
@@ -215,8 +215,7 @@ class ProjectionRunner:
         if self.engine.dialect.name != "postgresql" or channel is None:
             yield lambda stop, seconds: stop.wait(seconds)
             return
-        url = self.engine.url.set(drivername="postgresql")
-        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        with dedicated_connection(self.engine) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
             def wait(stop: threading.Event, seconds: float) -> None:

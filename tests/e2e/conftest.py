@@ -17,8 +17,8 @@ from registry.bootstrap import build_registry, build_server
 from registry.client import ErrorDetails, RegistryClient, error_details
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
+from registry.persistence.engine import make_engine, make_read_engine
 from registry.readmodels.queries import ReadModels
-from registry.readmodels.sql import make_engine, make_read_engine
 from registry.settings import Settings
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from registry.client import RegistryClient
-from registry.readmodels.sql import READS_APPLICATION_NAME
+from registry.persistence.engine import READS_APPLICATION_NAME
 from registry.v1 import access_service_pb2 as access_pb
 from registry.v1 import account_service_pb2 as pb
 from registry.v1 import administration_service_pb2 as admin_pb

@@ -23,8 +23,8 @@ import pytest
 
 from registry.bootstrap import build_registry
 from registry.client import RegistryClient
+from registry.persistence.engine import make_engine
 from registry.readmodels.check import check
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from registry.v1 import audit_service_pb2 as audit_pb
 from tests.e2e.market import caught_up, seed_market

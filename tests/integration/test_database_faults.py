@@ -26,6 +26,7 @@ from registry.bootstrap import build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence import write_lock
 from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
+from registry.persistence.locks import WRITER_LOCK_KEY
 from registry.settings import Settings
 from services.errors import to_status
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, terminate_all
@@ -148,7 +149,7 @@ def test_a_stopped_holder_of_the_writer_lock_does_not_stall_writers(
             entered.set()
 
     with psycopg.connect(url, autocommit=True) as stopped:
-        stopped.execute("SELECT pg_advisory_lock(%s)", (write_lock.ADVISORY_KEY,))
+        stopped.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK_KEY,))
         thread = threading.Thread(target=group, daemon=True)
         thread.start()
         assert entered.wait(10), "the writer lock's wait is not bounded"

@@ -26,12 +26,12 @@ from registry.integrity.authentication import (
     load_event_key,
 )
 from registry.integrity.ledger import latest_digest
-from registry.integrity.log import EventLog
 from registry.integrity.sealer import CheckpointPublisher, LedgerSealer
 from registry.integrity.signing import generate_key, save_public_key
 from registry.integrity.verify import Reason, verify_ledger
 from registry.persistence import migrate
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.eventlog import EventLog
 from registry.settings import Settings
 from tests.integration.test_ledger_hardening import _next_event_of, _uuid_param
 from tests.integration.test_ledger_verify import (

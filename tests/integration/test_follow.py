@@ -9,8 +9,8 @@ import pytest
 
 from registry.application import Trade
 from registry.bootstrap import build_registry
+from registry.persistence.engine import make_engine
 from registry.readmodels.runner import ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import EXCHANGE, fresh_pg_database, open_trader
 

@@ -24,7 +24,6 @@ from registry.cli import verify as cli
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.integrity.chain import GENESIS
 from registry.integrity.ledger import ExtendResult, extend_chain, latest_digest
-from registry.integrity.log import EventLog
 from registry.integrity.signing import (
     generate_key,
     key_id,
@@ -34,7 +33,8 @@ from registry.integrity.signing import (
 )
 from registry.integrity.verify import Reason, VerifyReport, check_checkpoint, verify_ledger
 from registry.persistence import migrate
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.eventlog import EventLog
 from registry.settings import Settings
 from tests.support import REGULATOR, FakeClock, fresh_pg_database, open_company, open_trader
 

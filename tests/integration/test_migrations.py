@@ -34,7 +34,8 @@ from registry.integrity.signing import (
     verify_signature,
 )
 from registry.persistence import migrate
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.locks import MIGRATION_LOCK_KEY
 from registry.readmodels.tables import metadata
 from registry.settings import ConfigurationError, Settings
 from tests.support import fresh_pg_database
@@ -288,7 +289,7 @@ def test_concurrent_registry_migrate_processes_on_one_postgres_database_both_suc
     """Both processes are held at the migration lock, then released together: the
     second must wait for the first and find nothing to do, not fail on its tables."""
     with fresh_pg_database(migrated=False) as url, psycopg.connect(url, autocommit=True) as gate:
-        gate.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        gate.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         runs = [run_cli("migrate", url=url, cwd=tmp_path) for _ in range(2)]
         try:
             deadline = time.monotonic() + 60
@@ -297,7 +298,7 @@ def test_concurrent_registry_migrate_processes_on_one_postgres_database_both_suc
                 assert all(run.poll() is None for run in runs), runs[0].communicate()
                 time.sleep(0.05)
         finally:
-            gate.execute("SELECT pg_advisory_unlock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+            gate.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
         results = [run.communicate(timeout=120) for run in runs]
         assert [run.returncode for run in runs] == [0, 0], results
         assert sum("applied base -> 0001" in out for out, _ in results) == 1, results

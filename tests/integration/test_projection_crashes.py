@@ -26,9 +26,9 @@ from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.integrity.authentication import event_key_path
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.runner import PROJECTION_NAMES, ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from registry.readmodels.lease import lease_holder, projection_lease
-from registry.readmodels.sql import make_engine
+from registry.persistence.engine import make_engine
+from registry.persistence.lease import lease_holder, projection_lease
 from registry.settings import Settings
 from tests.support import fresh_pg_database
 

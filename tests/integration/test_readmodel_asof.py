@@ -21,9 +21,9 @@ from registry.application import EmissionsRow, Registry, Trade
 from registry.bootstrap import build_registry
 from registry.domain.errors import InvalidCommand, UnknownAccount
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence.engine import make_engine
 from registry.readmodels.queries import Page, ReadModels
 from registry.readmodels.runner import ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import (
     EXCHANGE,

@@ -23,11 +23,11 @@ from registry.cli.demo import EXCHANGE, run_demo
 from registry.domain.accounts import Account
 from registry.domain.units import UnitSelector, UnitType
 from registry.persistence import migrate
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables
 from registry.readmodels.check import reconcile
 from registry.readmodels.events import EVENT_CLASSES, Event, StateDecoder
 from registry.readmodels.runner import ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import REGULATOR, open_trader
 

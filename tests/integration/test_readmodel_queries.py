@@ -13,9 +13,9 @@ from registry.bootstrap import build_registry
 from registry.cli.demo import EXCHANGE, run_demo
 from registry.domain.errors import InvalidCommand, UnknownAccount, UnknownTransaction
 from registry.domain.units import UnitClass
+from registry.persistence.engine import make_engine
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner, ReadModelTimeout
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import fresh_pg_database
 

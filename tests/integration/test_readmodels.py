@@ -36,10 +36,10 @@ from registry.cli.demo import run_demo
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import RegistryError
 from registry.domain.units import UnitClass, UnitSelector, UnitType
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables
 from registry.readmodels.check import Difference, reconcile
 from registry.readmodels.runner import ProjectionRunner, ReadModelTimeout
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database, open_trader
 

@@ -18,9 +18,10 @@ import pytest
 from sqlalchemy import Engine
 
 from registry.domain.units import UnitClass, UnitType
+from registry.persistence.bulk import Writer
+from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.projections import SerialLocations
-from registry.readmodels.sql import Writer, make_engine
 from registry.settings import Settings
 from tests.support import fresh_pg_database
 

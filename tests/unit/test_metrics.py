@@ -19,8 +19,8 @@ from sqlalchemy.pool import NullPool
 
 from registry.bootstrap import build_registry
 from registry.observability.metrics import DURATION_BUCKETS, RegistryMetrics
+from registry.persistence.engine import make_engine
 from registry.readmodels.runner import ProjectionRunner
-from registry.readmodels.sql import make_engine
 from registry.settings import Settings
 from tests.support import open_trader
 

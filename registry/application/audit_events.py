@@ -1,4 +1,4 @@
-"""Reading the event log as stored, for audit streams and exports.
+"""The event log as the audit service reads it: stream pages and account histories.
 
 Events are handed out as the store holds them (topic and JSON state bytes), never
 decoded into domain objects: decoding costs far more than reading, and an audit
@@ -13,19 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Notification, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
+from eventsourcing.persistence import StoredEvent
 
 from registry.application.registry import Registry
 from registry.domain.accounts import Account, check_account_id
 from registry.domain.errors import InvalidCommand, UnknownAccount
+from registry.persistence.eventlog import EventLog, notification_rows, store_cursor
 
 MAX_EVENTS_PAGE = 10_000
 SCAN_BUDGET = 100_000
@@ -88,11 +85,9 @@ def read_events(
     if direct is not None:
         return EventPage(direct, direct[-1].position if len(direct) == limit else head, head)
     if account_id is None:
-        page = recorder.select_notifications(
-            start=after + 1, limit=limit, stop=head, topics=list(topics)
-        )
-        last = page[-1].id if len(page) == limit else head
-        return EventPage(_logged_page(page), last, head)
+        rows = notification_rows(recorder, after, limit, upto=head, topics=topics)
+        last = rows[-1][0] if len(rows) == limit else head
+        return EventPage([LoggedEvent(*row) for row in rows], last, head)
     return _read_account_events(
         registry, after, limit, head, topics, account_id, max(1, scan_budget)
     )
@@ -113,56 +108,16 @@ def _select_directly(
     topic and account filters run in the database (the account's rows come from the
     primary key index, in version order, which is log order)."""
     recorder = registry.recorder
-    if isinstance(recorder, PostgresApplicationRecorder):
-        where = [SQL("notification_id > %s AND notification_id <= %s")]
-        params: list[Any] = [after, head]
-        if topics:
-            where.append(SQL("topic = ANY(%s)"))
-            params.append(list(topics))
-        if originator is not None:
-            where.append(SQL("originator_id = %s"))
-            params.append(originator)
-        statement = SQL(
-            "SELECT notification_id, originator_id::text, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE {where} ORDER BY notification_id LIMIT %s"
-        ).format(
-            schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name),
-            where=SQL(" AND ").join(where),
+    log = EventLog.find(recorder)
+    if log is None:
+        return None
+    with store_cursor(recorder, index_order=True) as cursor:
+        rows = log.select(
+            cursor, after, limit, upto=head, topics=topics, originator=originator, text_ids=True
         )
-        with (
-            recorder.datastore.get_connection() as conn,
-            conn.transaction(),
-            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
-        ):
-            # A page is a short range of the notification index, read in index order.
-            # With statistics that lag a fast-growing log the planner picked a bitmap
-            # scan of the whole range plus a sort: 7x slower. Rule that out here only.
-            cursor.execute("SET LOCAL enable_bitmapscan = off")
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute(statement, [*params, limit])
-            return [LoggedEvent(*row) for row in cursor.fetchall()]
-    if isinstance(recorder, SQLiteApplicationRecorder):
-        clauses: list[str] = ["rowid > ? AND rowid <= ?"]
-        args: list[Any] = [after, head]
-        if topics:
-            clauses.append(f"topic IN ({', '.join('?' * len(topics))})")
-            args.extend(topics)
-        if originator is not None:
-            clauses.append("originator_id = ?")
-            args.append(originator.hex)
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                "SELECT rowid, originator_id, originator_version, topic, state FROM "
-                f"{recorder.events_table_name} WHERE {' AND '.join(clauses)} "
-                "ORDER BY rowid LIMIT ?",
-                [*args, limit],
-            )
-            return [
-                LoggedEvent(row[0], str(UUID(row[1])), row[2], row[3], row[4])
-                for row in cursor.fetchall()
-            ]
-    return None
+    if log.postgres:
+        return [LoggedEvent(*row) for row in rows]
+    return [LoggedEvent(row[0], str(UUID(row[1])), row[2], row[3], row[4]) for row in rows]
 
 
 def _read_account_events(
@@ -181,16 +136,14 @@ def _read_account_events(
     last = after
     while wanted and last < head and len(events) < limit and budget > 0:
         batch = min(max(limit, SCAN_PAGE), budget)
-        page = registry.recorder.select_notifications(
-            start=last + 1, limit=batch, stop=head, topics=wanted
-        )
+        rows = notification_rows(registry.recorder, last, batch, upto=head, topics=wanted)
         budget -= batch
-        for notification in page:
-            if _uuid(notification.originator_id) == originator:
-                events.append(_logged(notification, notification.id))
+        for row in rows:
+            if UUID(row[1]) == originator:
+                events.append(LoggedEvent(*row))
                 if len(events) == limit:
-                    return EventPage(events, notification.id, head)
-        last = page[-1].id if len(page) == batch else head
+                    return EventPage(events, row[0], head)
+        last = rows[-1][0] if len(rows) == batch else head
     return EventPage(events, head if not wanted else last, head)
 
 
@@ -227,36 +180,11 @@ def _positions(
 ) -> dict[int, int]:
     """Aggregate version -> log position, for versions after_version..last_version."""
     recorder = registry.recorder
-    if isinstance(recorder, PostgresApplicationRecorder):
-        statement = SQL(
-            "SELECT originator_version, notification_id FROM {schema}.{table} "
-            "WHERE originator_id = %s AND originator_version > %s "
-            "AND originator_version <= %s"
-        ).format(
-            schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name),
-        )
-        with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute(statement, [originator, after_version, last_version])
-            return {row["originator_version"]: row["notification_id"] for row in cursor.fetchall()}
-    if isinstance(recorder, SQLiteApplicationRecorder):
-        with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                f"SELECT originator_version, rowid FROM {recorder.events_table_name} "
-                "WHERE originator_id = ? AND originator_version > ? "
-                "AND originator_version <= ?",
-                [originator.hex, after_version, last_version],
-            )
-            return {row["originator_version"]: row["rowid"] for row in cursor.fetchall()}
-    return {}
-
-
-def _logged_page(page: Sequence[Notification]) -> list[LoggedEvent]:
-    """The hot path of the audit stream: no function call per event."""
-    return [
-        LoggedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
-        for n in page
-    ]
+    log = EventLog.find(recorder)
+    if log is None:
+        return {}
+    with store_cursor(recorder) as cursor:
+        return log.positions(cursor, originator, after_version, last_version)
 
 
 def _logged(stored: StoredEvent, position: int) -> LoggedEvent:
@@ -275,7 +203,3 @@ def _check_limit(limit: int) -> None:
         raise InvalidCommand(
             f"page size must be 1..{MAX_EVENTS_PAGE}, got {limit!r}", reason="INVALID_PAGE_SIZE"
         )
-
-
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)

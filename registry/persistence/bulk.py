@@ -1,4 +1,5 @@
-"""Small SQL helpers shared by the projections, for PostgreSQL and SQLite alike."""
+"""Bulk row changes, one statement per table and kind of change: how the projections
+and the ledger write, on PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
@@ -8,53 +9,8 @@ from itertools import chain
 from typing import Any
 
 from psycopg.postgres import types as pg_types
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
-
-from registry.settings import Settings
-
-
-def make_engine(settings: Settings) -> Engine:
-    """An engine on the registry's own database (read models live beside the events)."""
-    if settings.backend == "sqlite":
-        env = settings.eventsourcing_env()
-        engine = create_engine(f"sqlite:///{env['SQLITE_DBNAME']}", connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_connection: Any, _: Any) -> None:
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
-
-        return engine
-    if settings.backend in ("postgresql", "postgres"):
-        url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
-    raise ValueError(f"read models need SQLite or PostgreSQL, not {settings.describe()}")
-
-
-READS_APPLICATION_NAME = "registry-reads"
-"""How the query connections show in ``pg_stat_activity``."""
-
-
-def make_read_engine(settings: Settings, pool_size: int) -> Engine:
-    """An engine for queries only. On PostgreSQL its connections are in autocommit
-    (every query is one statement: no BEGIN, no ROLLBACK when handed back) and are not
-    pinged before use: a balance query was three round trips and now is one. A
-    connection that the database dropped fails its call once (UNAVAILABLE, safe to
-    retry) and is replaced. Elsewhere it is ``make_engine``'s."""
-    if settings.backend not in ("postgresql", "postgres"):
-        return make_engine(settings)
-    url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_pre_ping=False,
-        isolation_level="AUTOCOMMIT",
-        pool_reset_on_return=None,
-        connect_args={"application_name": READS_APPLICATION_NAME},
-    )
-
 
 Row = Sequence[Any]
 

@@ -18,8 +18,7 @@ from contextlib import contextmanager, suppress
 
 from sqlalchemy import Connection, Engine, text
 
-LEASE_KEY = 0x7265_6769_0000_0001  # "regi", 1
-"""The advisory lock key (64-bit): different from the migration and ledger keys."""
+from registry.persistence.locks import LEASE_LOCK_KEY
 
 
 @contextmanager
@@ -58,7 +57,7 @@ def projection_lease(
             release.set()
             watch.join(timeout=5)
             with suppress(Exception):  # a lost connection took the lock with it
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEASE_KEY})
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEASE_LOCK_KEY})
 
 
 def lease_holder(engine: Engine) -> int | None:
@@ -75,13 +74,13 @@ def lease_holder(engine: Engine) -> int | None:
                 "                 WHERE datname = current_database())"
                 " AND ((classid::bigint << 32) | objid::bigint) = :key"
             ),
-            {"key": LEASE_KEY},
+            {"key": LEASE_LOCK_KEY},
         ).scalar()
 
 
 def _try_lock(conn: Connection) -> bool:
     return bool(
-        conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEASE_KEY}).scalar()
+        conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEASE_LOCK_KEY}).scalar()
     )
 
 
