@@ -46,7 +46,6 @@ from registry.domain.freezes import (
     check_origin,
     check_reference,
 )
-from registry.domain.freezes import check_reason as check_restriction_reason
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
 from registry.domain.proposals import (
@@ -59,6 +58,7 @@ from registry.domain.proposals import (
     check_payload,
     parse_proposal_kind,
 )
+from registry.domain.reasons import check_reason as check_restriction_reason
 from registry.domain.rules import ComplianceRules, check_rule_key
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type

@@ -62,14 +62,13 @@ from registry.domain.errors import (
     OriginDetained,
     SerialsFrozen,
 )
-from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
+from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.reasons import check_reason
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import Holding, SerialBlock, UnitClass, UnitType, parse_unit_type
 
 MAX_REFERENCE = 200
 """Court case numbers, decision numbers and evidence references are short identifiers."""
-MAX_REASON = 500
-"""As for transactions and proposals."""
 MAX_PROJECT = 128
 
 HALTED_KINDS: frozenset[TransactionKind] = frozenset({TransactionKind.SETTLEMENT})
@@ -106,23 +105,6 @@ def check_evidence(value: str) -> str:
             "an evidence reference is required", reason="MISSING_EVIDENCE", field="evidence"
         )
     return check_reference(value, "evidence")
-
-
-def check_reason(value: str, field: str = "reason") -> str:
-    """A regulator's restriction must say why (as a proposal must: same reasons)."""
-    if (
-        not isinstance(value, str)
-        or len(value) > MAX_REASON
-        or has_control_characters(value, line_breaks=True)
-    ):
-        raise InvalidCommand(
-            f"{field} must be text of at most {MAX_REASON} characters, without control characters",
-            reason="INVALID_REASON",
-            field=field,
-        )
-    if not value.strip():
-        raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
-    return value
 
 
 def check_origin(project: str, unit_type: UnitType | str = UnitType.CCER) -> str:
