@@ -26,7 +26,14 @@ from registry.config import Settings, build_registry
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database_fault
 from services.errors import to_status
-from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, terminate_all
+from tests.support import (
+    EXCHANGE,
+    REGULATOR,
+    assert_conserved,
+    fresh_pg_database,
+    open_company,
+    terminate_all,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -103,7 +110,7 @@ def test_writes_go_through_after_every_connection_was_terminated(
     buyer_total = sum(h.total for h in registry.get_holdings(buyer))
     seller_total = sum(h.total for h in registry.get_holdings(seller))
     assert (seller_total, buyer_total) == (990, 7)
-    assert all(line.balanced for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_a_lock_timeout_is_answered_retryable_at_once(url: str) -> None:
