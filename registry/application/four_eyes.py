@@ -39,15 +39,9 @@ from registry.domain.errors import (
     UnknownProposal,
     error_for_reason,
 )
-from registry.domain.freezes import (
-    blocks_from_rows,
-    check_blocks,
-    check_evidence,
-    check_origin,
-    check_reference,
-)
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
+from registry.domain.origin_detentions import check_origin
 from registry.domain.proposals import (
     ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
@@ -59,6 +53,12 @@ from registry.domain.proposals import (
     parse_proposal_kind,
 )
 from registry.domain.reasons import check_reason as check_restriction_reason
+from registry.domain.restrictions import (
+    blocks_from_rows,
+    check_blocks,
+    check_evidence,
+    check_reference,
+)
 from registry.domain.rules import ComplianceRules, check_rule_key
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
