@@ -35,6 +35,9 @@ from registry.v1 import common_pb2 as common
 from services import convert
 from services.auth import current_principal
 from services.backend import Backend
+from services.policy import FOUR_EYES
+
+SERVICE = "registry.v1.AdministrationService"
 
 ROW_STATUS = {
     RowOutcome.COMPLETED: common.ROW_STATUS_COMPLETED,
@@ -49,8 +52,10 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
         self.registry = backend.registry
         self.four_eyes = four_eyes
 
-    def _direct(self, kind: str) -> None:
-        """With four eyes required, an action a proposal must carry is refused here."""
+    def _direct(self, method: str) -> None:
+        """With four eyes required, a call the policy lists in ``FOUR_EYES`` is refused
+        here: a proposal of its kind must carry it."""
+        kind = FOUR_EYES[f"{SERVICE}/{method}"]
         if self.four_eyes:
             raise ProposalRequired(
                 f"{kind} needs a second regulator: propose it with ProposeAction (kind "
@@ -80,7 +85,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def FreezeAccount(
         self, request: pb.FreezeAccountRequest, context: grpc.ServicerContext
     ) -> pb.FreezeAccountResponse:
-        self._direct("ACCOUNT_FREEZE")
+        self._direct("FreezeAccount")
         result = self.registry.freeze_account(
             current_principal(),
             convert.required(request.account_id, "account_id"),
@@ -94,7 +99,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def UnfreezeAccount(
         self, request: pb.UnfreezeAccountRequest, context: grpc.ServicerContext
     ) -> pb.UnfreezeAccountResponse:
-        self._direct("ACCOUNT_UNFREEZE")
+        self._direct("UnfreezeAccount")
         result = self.registry.unfreeze_account(
             current_principal(),
             convert.required(request.account_id, "account_id"),
@@ -121,7 +126,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def IssueUnits(
         self, request: pb.IssueUnitsRequest, context: grpc.ServicerContext
     ) -> pb.IssueUnitsResponse:
-        self._direct("ISSUANCE")
+        self._direct("IssueUnits")
         result = self.registry.issue_units(
             current_principal(),
             request.transaction_id,
@@ -136,7 +141,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def AllocateUnits(
         self, request: pb.AllocateUnitsRequest, context: grpc.ServicerContext
     ) -> pb.AllocateUnitsResponse:
-        self._direct("ALLOCATION_TABLE")
+        self._direct("AllocateUnits")
         check_batch(len(request.rows), request.ByteSize(), "rows", "rows to allocate")
         rows: list[AllocationRow] = []
         rejected: dict[int, RowResult] = {}
@@ -178,7 +183,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def ReverseTransaction(
         self, request: pb.ReverseTransactionRequest, context: grpc.ServicerContext
     ) -> pb.ReverseTransactionResponse:
-        self._direct("REVERSAL")
+        self._direct("ReverseTransaction")
         result = self.registry.reverse(
             current_principal(),
             request.transaction_id,
@@ -224,7 +229,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def SetComplianceRules(
         self, request: pb.SetComplianceRulesRequest, context: grpc.ServicerContext
     ) -> pb.SetComplianceRulesResponse:
-        self._direct("RULE_CHANGE")
+        self._direct("SetComplianceRules")
         view = self.registry.set_compliance_rules(
             current_principal(),
             request.compliance_year,

@@ -12,6 +12,7 @@ import grpc
 
 from registry.application.audit_events import LoggedEvent, account_events, read_events
 from registry.domain.accounts import AccountType
+from registry.domain.conservation import conserved
 from registry.domain.errors import InvalidCommand
 from registry.integrity.ledger import latest_digest
 from registry.integrity.signing import load_public_key, public_key_pem
@@ -133,7 +134,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                     unit_class=convert.unit_class_to_proto(unit_class),
                     issued=line["issued"],
                     held_in_accounts=held,
-                    balanced=held == line["issued"],
+                    balanced=conserved(line["issued"], held),
                     by_account_type=[
                         pb.AccountTypeTotal(
                             account_type=convert.enum_to_proto(AccountType(t), common.AccountType),

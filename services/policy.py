@@ -24,6 +24,7 @@ import grpc
 
 from registry.domain.access import SCOPED_ROLES, AccessControl, Grant, Role
 from registry.domain.accounts import ACCOUNT_ID
+from registry.domain.proposals import ProposalKind
 from registry.domain.transactions import Principal
 from services.errors import ApiError
 
@@ -163,6 +164,23 @@ POLICY: dict[str, Rule] = {
         },
     ),
 }
+
+
+FOUR_EYES: dict[str, ProposalKind] = {
+    f"{ADM}/{method}": kind
+    for method, kind in {
+        "FreezeAccount": ProposalKind.ACCOUNT_FREEZE,
+        "UnfreezeAccount": ProposalKind.ACCOUNT_UNFREEZE,
+        "IssueUnits": ProposalKind.ISSUANCE,
+        "AllocateUnits": ProposalKind.ALLOCATION_TABLE,
+        "ReverseTransaction": ProposalKind.REVERSAL,
+        "SetComplianceRules": ProposalKind.RULE_CHANGE,
+    }.items()
+}
+"""The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused
+with ``PROPOSAL_REQUIRED``: the same action goes through ``ProposeAction`` with this
+kind, for a second regulator to approve. (Restrictions and regulator cancellations have
+no direct call: they exist only as proposals.)"""
 
 
 @dataclass(frozen=True)

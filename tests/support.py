@@ -16,6 +16,7 @@ import pytest
 from registry.application import Registry
 from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
+from registry.domain.conservation import imbalances
 from registry.domain.transactions import Principal
 from registry.persistence import migrate
 from registry.settings import Settings
@@ -88,6 +89,16 @@ def registry_on(backend: str, tmp_path: Path, clock: FakeClock | None = None) ->
         yield registry
     finally:
         registry.close()
+
+
+def assert_conserved(registry: Registry) -> None:
+    """Conservation (``registry.domain.conservation``): per unit class, units issued equal
+    the sum of every account's holding; and something was issued (else it holds vacuously)."""
+    lines = registry.supply()
+    assert lines, "nothing issued"
+    issued = {line.unit_class: line.issued for line in lines}
+    held = {line.unit_class: line.held_in_accounts for line in lines}
+    assert not imbalances(issued, held), [str(i) for i in imbalances(issued, held)]
 
 
 def open_company(registry: Registry, account_id: str, sector: str = "POWER") -> None:

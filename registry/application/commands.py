@@ -15,15 +15,15 @@ from typing import Any
 
 from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType, check_account_id
 from registry.domain.errors import InvalidCommand
-from registry.domain.ids import check_client_id, check_party, has_control_characters
+from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
+from registry.domain.reasons import check_reason as check_reason_text
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
 MAX_QUANTITY = 10**12
 """Far above a national year's cap (~8 Gt), low enough to catch unit mistakes."""
 
-MAX_REASON = 500
 MAX_BATCH = 10_000
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 """A batch call's request, serialised: 10,000 trades with 128-character ids are about
@@ -86,16 +86,8 @@ def check_emissions(emissions: int) -> int:
 
 
 def check_reason(reason: str) -> str:
-    if (
-        not isinstance(reason, str)
-        or len(reason) > MAX_REASON
-        or has_control_characters(reason, line_breaks=True)
-    ):
-        raise InvalidCommand(
-            f"reason must be text of at most {MAX_REASON} characters, without control characters",
-            reason="INVALID_REASON",
-        )
-    return reason
+    """A transaction's reason: optional, and not named as a field in the error."""
+    return check_reason_text(reason, required=False, name_field=False)
 
 
 def fingerprint(content: dict[str, Any]) -> str:

@@ -44,16 +44,9 @@ from registry.domain.errors import (
     UnknownProposal,
     error_for_reason,
 )
-from registry.domain.freezes import (
-    blocks_from_rows,
-    check_blocks,
-    check_evidence,
-    check_origin,
-    check_reference,
-)
-from registry.domain.freezes import check_reason as check_restriction_reason
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
+from registry.domain.origin_detentions import check_origin
 from registry.domain.proposals import (
     ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
@@ -63,6 +56,13 @@ from registry.domain.proposals import (
     ProposalView,
     check_payload,
     parse_proposal_kind,
+)
+from registry.domain.reasons import check_reason as check_restriction_reason
+from registry.domain.restrictions import (
+    blocks_from_rows,
+    check_blocks,
+    check_evidence,
+    check_reference,
 )
 from registry.domain.rules import ComplianceRules, check_rule_key
 from registry.domain.transactions import Principal

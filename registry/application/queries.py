@@ -8,6 +8,7 @@ from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain import units
 from registry.domain.accounts import Account
+from registry.domain.conservation import per_class
 from registry.domain.errors import UnknownSerial
 from registry.domain.serials import SerialCounter
 from registry.domain.units import UnitClass, UnitSelector
@@ -77,10 +78,11 @@ class Queries:
             counter = self._store.find(counter_id, SerialCounter)
             if counter is not None:
                 issued[counter.unit_class] = counter.issued
-        held: dict[UnitClass, int] = {}
-        for account_id in self.account_ids():
-            for block in self._store.account(account_id).all_blocks:
-                held[block.unit_class] = held.get(block.unit_class, 0) + block.quantity
+        held = per_class(
+            (block.unit_class, block.quantity)
+            for account_id in self.account_ids()
+            for block in self._store.account(account_id).all_blocks
+        )
         return [
             SupplyLine(c, issued.get(c, 0), held.get(c, 0))
             for c in sorted(issued.keys() | held.keys())

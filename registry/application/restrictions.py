@@ -11,15 +11,12 @@ from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain import units
 from registry.domain.accounts import Account
+from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import UnknownFreeze
-from registry.domain.freezes import (
-    BlockFreeze,
-    MarketHalt,
-    OriginDetention,
-    check_movement,
-    movable,
-)
+from registry.domain.market_halt import MarketHalt
+from registry.domain.origin_detentions import OriginDetention
 from registry.domain.restriction_index import RestrictionIndex
+from registry.domain.restrictions import check_unrestricted, movable
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import Holding, SerialBlock, UnitSelector
 
@@ -200,7 +197,7 @@ def check_restrictions(
             pool, blocks = unrestricted, units.take(unrestricted, selector, quantity)[0]
         else:
             blocks = source.would_debit(selector, quantity)
-    check_movement(
+    check_unrestricted(
         blocks,
         source_account=source.account_id,
         kind=kind,

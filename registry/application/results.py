@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from registry.domain.accounts import Account, AccountState, AccountType
+from registry.domain.conservation import conserved
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
 from registry.domain.obligations import ComplianceObligation, ComplianceStatus
@@ -256,7 +257,8 @@ class SupplyLine:
 
     @property
     def balanced(self) -> bool:
-        return self.issued == self.held_in_accounts
+        """Conservation for this class (``registry.domain.conservation``)."""
+        return conserved(self.issued, self.held_in_accounts)
 
 
 class EmissionsRowStatus(StrEnum):

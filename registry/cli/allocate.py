@@ -39,6 +39,7 @@ from typing import TypeVar
 
 import grpc
 
+from registry.cli.benchmark_tables import BENCHMARK_SCHEMA, OUTPUT_SCHEMA
 from registry.cli.bulk import ParsedFile, Schema, read_csv
 from registry.cli.imports import ALLOCATIONS_SCHEMA, PROGRESS_EVERY, AllocationLine
 from registry.cli.problems import Problem, file_problems, print_problems, write_report
@@ -46,8 +47,6 @@ from registry.cli.remote import add_connection_options, client_for, report_error
 from registry.client import error_details
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
-    BENCHMARK_SCHEMA,
-    OUTPUT_SCHEMA,
     AccountAllocation,
     BenchmarkTable,
     OutputRow,

@@ -65,9 +65,9 @@ from registry.cli.remote import (
 from registry.client import ErrorDetails, error_details
 from registry.domain.accounts import Holder, check_account_id, parse_account_type
 from registry.domain.errors import InvalidCommand
-from registry.domain.freezes import check_reason
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
+from registry.domain.reasons import check_reason
 from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
 from registry.observability.progress import Progress as RowsProgress
 from registry.v1 import administration_service_pb2 as admin_pb

@@ -57,7 +57,8 @@ from eventsourcing.domain import Aggregate
 
 from registry.domain.accounts import NATIONAL_ACCOUNTS, check_account_id
 from registry.domain.errors import InvalidCommand, Refused
-from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
+from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.reasons import MAX_REASON, check_reason
 from registry.domain.transactions import Principal
 
 
@@ -81,7 +82,6 @@ grant or credential may name it, so no API caller is ever it."""
 NATIONAL_ACCOUNT_IDS = frozenset(NATIONAL_ACCOUNTS.values())
 ALL_ACCOUNTS = "*"
 MAX_GRANT_ACCOUNTS = 10_000
-MAX_REASON = 500
 PRINCIPAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 CREDENTIAL_ID = re.compile(r"^[0-9a-f]{16}$")
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -175,20 +175,11 @@ def check_accounts(role: Role, accounts: Iterable[str]) -> tuple[str, ...]:
 
 
 def check_access_reason(reason: str) -> str:
-    """Said once, kept forever, printed in listings and logs: text without control
-    characters (tab and line breaks aside)."""
-    if (
-        not isinstance(reason, str)
-        or not reason.strip()
-        or len(reason) > MAX_REASON
-        or has_control_characters(reason, line_breaks=True)
-    ):
-        raise InvalidCommand(
-            f"say why, in 1-{MAX_REASON} characters without control characters",
-            reason="INVALID_REASON",
-            field="reason",
-        )
-    return reason
+    """Said once, kept forever, printed in listings and logs: required, and refused in
+    the words access changes have always used."""
+    return check_reason(
+        reason, message=f"say why, in 1-{MAX_REASON} characters without control characters"
+    )
 
 
 def _not_reserved(principal: Principal) -> None:

@@ -19,7 +19,8 @@ difference of two whole numbers, so pre-allocation + true-up == final allocation
 
 **Tables are data.** Benchmarks, output units, the named correction factors a subtype
 uses (with their defaults) and the pre-allocation share are read from CSV files (see
-``docs/allocation-tables.md``). Benchmark table, one row per (year, sector, subtype)::
+``docs/allocation-tables.md``) by ``registry.cli.benchmark_tables``: this module holds
+no I/O, only the rows and the arithmetic. Benchmark table, one row per (year, sector, subtype)::
 
     year,sector,subtype,benchmark,output_unit,pre_allocation_share,factors
     2025,POWER,COAL_CONVENTIONAL_300MW_PLUS,0.8177,MWh,0.7,cooling=1;heat_supply=1;load=1
@@ -44,13 +45,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from importlib.resources import files
 from types import MappingProxyType
-from typing import Any
 
-from registry.cli.bulk import Column, Progress, Schema, Source, parse_decimal, parse_int, read_csv
 from registry.domain.accounts import Sector, check_account_id
-from registry.domain.errors import InvalidCommand, RowsInvalid, Violation
+from registry.domain.errors import InvalidCommand
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
 
@@ -86,9 +84,6 @@ SUBTYPE_SECTORS: Mapping[Subtype, Sector] = MappingProxyType(
 DEFAULT_PRE_ALLOCATION_SHARE = Decimal("0.7")
 """The share of the previous year's output pre-allocated when a table row gives none."""
 
-ILLUSTRATIVE_BENCHMARKS_2025 = files("registry").joinpath("data/allocation/benchmarks-2025.csv")
-"""An ILLUSTRATIVE 2025 table (plausible magnitudes, not the national plan's values)."""
-
 Factors = Mapping[str, Decimal]
 NO_FACTORS: Factors = MappingProxyType({})
 FACTOR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
@@ -113,8 +108,8 @@ class BenchmarkRow:
 
     def __post_init__(self) -> None:
         check_year(self.year)
-        object.__setattr__(self, "sector", _sector(self.sector))
-        object.__setattr__(self, "subtype", _subtype(self.subtype))
+        object.__setattr__(self, "sector", parse_sector(self.sector))
+        object.__setattr__(self, "subtype", parse_subtype(self.subtype))
         if self.subtype.sector is not self.sector:
             raise InvalidCommand(
                 f"subtype {self.subtype} belongs to {self.subtype.sector}, not {self.sector}",
@@ -141,7 +136,7 @@ class BenchmarkRow:
                 reason="INVALID_PRE_ALLOCATION_SHARE",
                 field="pre_allocation_share",
             )
-        object.__setattr__(self, "factors", _checked_factors(self.factors))
+        object.__setattr__(self, "factors", check_factors(self.factors))
 
     @property
     def key(self) -> tuple[int, Sector, Subtype]:
@@ -149,7 +144,7 @@ class BenchmarkRow:
 
     def resolve_factors(self, given: Factors | None = None) -> Factors:
         """The factors to apply: the table's defaults overridden by the ones ``given``."""
-        given = _checked_factors(given or NO_FACTORS)
+        given = check_factors(given or NO_FACTORS)
         unknown = sorted(set(given) - set(self.factors))
         if unknown:
             declared = ", ".join(self.factors) or "none"
@@ -210,11 +205,11 @@ class OutputRow:
     def __post_init__(self) -> None:
         check_account_id(self.account_id)
         check_year(self.year)
-        object.__setattr__(self, "subtype", _subtype(self.subtype))
+        object.__setattr__(self, "subtype", parse_subtype(self.subtype))
         _output(self.output)
         if self.unit_id:
             check_client_id(self.unit_id, "unit id")
-        object.__setattr__(self, "factors", _checked_factors(self.factors))
+        object.__setattr__(self, "factors", check_factors(self.factors))
 
     @property
     def sector(self) -> Sector:
@@ -321,80 +316,7 @@ def account_targets(
     return targets
 
 
-# == CSV files ===================================================================
-
-
-def read_benchmark_table(source: Source, *, on_progress: Progress | None = None) -> BenchmarkTable:
-    """Parse a benchmark table file; raise ``RowsInvalid`` naming every bad row."""
-    parsed = read_csv(source, BENCHMARK_SCHEMA, on_progress=on_progress)
-    return BenchmarkTable(parsed.check(), digest=parsed.digest)
-
-
-def read_output_data(
-    source: Source,
-    table: BenchmarkTable | None = None,
-    use: OutputUse = OutputUse.TRUE_UP,
-    *,
-    on_progress: Progress | None = None,
-) -> tuple[OutputRow, ...]:
-    """Parse an output data file; raise ``RowsInvalid`` naming every bad row.
-
-    With ``table``, also check that every row has a benchmark (for the year ``use``
-    implies) and names only factors declared for its subtype, before anything is done.
-    """
-    parsed = read_csv(source, OUTPUT_SCHEMA, on_progress=on_progress)
-    rows = parsed.check()
-    if table is not None:
-        violations = [
-            v
-            for index, (row, line) in enumerate(zip(rows, parsed.lines, strict=True))
-            for v in _against_table(f"rows[{index}]", line, row, table, use)
-        ]
-        if violations:
-            bad = len({v.field.split(".")[0] for v in violations})
-            raise RowsInvalid(
-                f"{bad} of {len(rows)} output rows do not match the "
-                "benchmark table; nothing was read",
-                violations=violations,
-            )
-    return rows
-
-
-def parse_factors(text: str) -> Factors:
-    """``name=value;name=value`` (a trailing ``;`` is allowed) to positive decimals."""
-    factors: dict[str, Decimal] = {}
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        name, equals, value = (piece.strip() for piece in item.partition("="))
-        if not equals or not FACTOR_NAME.match(name):
-            raise InvalidCommand(
-                f"correction factor {item!r} is not name=value with a lower_snake name",
-                reason="INVALID_CORRECTION_FACTOR",
-            )
-        if name in factors:
-            raise InvalidCommand(
-                f"correction factor {name} is given twice", reason="INVALID_CORRECTION_FACTOR"
-            )
-        factors[name] = parse_decimal(
-            value, reason="INVALID_CORRECTION_FACTOR", what=f"correction factor {name}"
-        )
-    return _checked_factors(factors)
-
-
-def _against_table(
-    name: str, line: int, row: OutputRow, table: BenchmarkTable, use: OutputUse
-) -> list[Violation]:
-    try:
-        year = use.benchmark_year(row.year)
-        table.row(year, row.sector, row.subtype).resolve_factors(row.factors)
-    except InvalidCommand as error:
-        return [
-            Violation(
-                f"{name}.{error.metadata.get('field', 'subtype')}",
-                error.reason,
-                f"line {line}: {error.message}",
-            )
-        ]
-    return []
+# == validation ==================================================================
 
 
 def _allocate(
@@ -422,7 +344,7 @@ def _positive(value: object) -> bool:
     return Decimal(value).is_finite() and value > 0
 
 
-def _checked_factors(factors: Factors) -> Factors:
+def check_factors(factors: Factors) -> Factors:
     for name, value in factors.items():
         if not FACTOR_NAME.match(name):
             raise InvalidCommand(
@@ -439,11 +361,7 @@ def _checked_factors(factors: Factors) -> Factors:
     return MappingProxyType(dict(factors))
 
 
-def _year(text: str) -> int:
-    return check_year(parse_int(text, reason="INVALID_COMPLIANCE_YEAR", what="year"))
-
-
-def _sector(text: str) -> Sector:
+def parse_sector(text: str) -> Sector:
     if text not in Sector.__members__:
         raise InvalidCommand(
             f"sector {text!r} must be one of {', '.join(Sector)}", reason="INVALID_SECTOR"
@@ -451,86 +369,9 @@ def _sector(text: str) -> Sector:
     return Sector(text)
 
 
-def _subtype(text: str) -> Subtype:
+def parse_subtype(text: str) -> Subtype:
     if text not in Subtype.__members__:
         raise InvalidCommand(
             f"subtype {text!r} must be one of {', '.join(Subtype)}", reason="INVALID_SUBTYPE"
         )
     return Subtype(text)
-
-
-def _benchmark(text: str) -> Decimal:
-    value = parse_decimal(text, reason="INVALID_BENCHMARK", what="benchmark")
-    if value <= 0:
-        raise InvalidCommand(f"benchmark {text} must be positive", reason="INVALID_BENCHMARK")
-    return value
-
-
-def _share(text: str) -> Decimal:
-    value = parse_decimal(text, reason="INVALID_PRE_ALLOCATION_SHARE", what="pre-allocation share")
-    if not 0 < value <= 1:
-        raise InvalidCommand(
-            f"pre-allocation share {text} must be in (0, 1]", reason="INVALID_PRE_ALLOCATION_SHARE"
-        )
-    return value
-
-
-def _output_unit(text: str) -> str:
-    if not OUTPUT_UNIT.match(text):
-        raise InvalidCommand(
-            f"output unit {text!r} must be 1-32 of letters, digits, spaces and './_-'",
-            reason="INVALID_OUTPUT_UNIT",
-        )
-    return text
-
-
-def _output_text(text: str) -> Decimal:
-    value = parse_decimal(text, reason="INVALID_OUTPUT", what="output")
-    if value < 0:
-        raise InvalidCommand(f"output {text} must not be negative", reason="INVALID_OUTPUT")
-    return value
-
-
-def _benchmark_row(values: Mapping[str, Any]) -> BenchmarkRow:
-    return BenchmarkRow(**values)
-
-
-def _output_row(values: Mapping[str, Any]) -> OutputRow:
-    return OutputRow(**values)
-
-
-def _unit_id(text: str) -> str:
-    return check_client_id(text, "unit id")
-
-
-BENCHMARK_SCHEMA: Schema[BenchmarkRow] = Schema(
-    columns=(
-        Column("year", _year),
-        Column("sector", _sector),
-        Column("subtype", _subtype),
-        Column("benchmark", _benchmark),
-        Column("output_unit", _output_unit),
-        Column(
-            "pre_allocation_share", _share, required=False, default=DEFAULT_PRE_ALLOCATION_SHARE
-        ),
-        Column("factors", parse_factors, required=False, default=NO_FACTORS),
-    ),
-    make=_benchmark_row,
-    key=("year", "sector", "subtype"),
-)
-"""The benchmark table file (see the module docstring and docs/allocation-tables.md)."""
-
-OUTPUT_SCHEMA: Schema[OutputRow] = Schema(
-    columns=(
-        Column("account_id", check_account_id),
-        Column("year", _year),
-        Column("subtype", _subtype),
-        Column("output", _output_text),
-        Column("unit_id", _unit_id, required=False, default=""),
-        Column("factors", parse_factors, required=False, default=NO_FACTORS),
-    ),
-    make=_output_row,
-    key=("account_id", "year", "subtype", "unit_id"),
-    max_rows=100_000,
-)
-"""The per-company output data file: one row per (account, output year, subtype, unit)."""

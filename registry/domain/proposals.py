@@ -48,7 +48,8 @@ from registry.domain.errors import (
     RegistryError,
     SelfApprovalForbidden,
 )
-from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
+from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.reasons import check_reason
 from registry.domain.transactions import Principal
 
 MIN_VALIDITY_SECONDS = 3600
@@ -56,9 +57,6 @@ MAX_VALIDITY_SECONDS = 90 * 24 * 3600
 DEFAULT_VALIDITY_SECONDS = 7 * 24 * 3600
 """Long enough for a second regulator to be found, short enough that a stale proposal
 cannot be approved months later against a changed ledger."""
-
-MAX_REASON = 500
-"""As for transactions (``registry.application.commands.MAX_REASON``)."""
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """A proposal's payload as stored (compact JSON, UTF-8), a bound on what one proposal
@@ -143,23 +141,6 @@ def check_validity(seconds: int) -> int:
             reason="INVALID_VALIDITY_PERIOD",
         )
     return seconds
-
-
-def check_required_reason(reason: str, field: str = "reason") -> str:
-    """Unlike a transfer's optional reason, a regulator's proposal or rejection must say why."""
-    if (
-        not isinstance(reason, str)
-        or len(reason) > MAX_REASON
-        or has_control_characters(reason, line_breaks=True)
-    ):
-        raise InvalidCommand(
-            f"{field} must be text of at most {MAX_REASON} characters, without control characters",
-            reason="INVALID_REASON",
-            field=field,
-        )
-    if not reason.strip():
-        raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
-    return reason
 
 
 def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -469,7 +450,7 @@ class Proposal(Aggregate):
         check_client_id(proposal_id, "proposal id")
         kind = kind if isinstance(kind, ProposalKind) else parse_proposal_kind(kind)
         normal = check_payload(payload)
-        check_required_reason(reason)
+        check_reason(reason)
         check_validity(validity_seconds)
         _aware(now)
         return cls._create(
@@ -547,7 +528,7 @@ class Proposal(Aggregate):
     def reject(self, principal: Principal, reason: str, now: datetime) -> bool:
         """Reject (or, by the proposer, withdraw); True if this call rejected it, False
         for a retry of the same rejection."""
-        check_required_reason(reason)
+        check_reason(reason)
         _aware(now)
         who = str(principal)
         if (

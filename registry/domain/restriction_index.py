@@ -1,8 +1,9 @@
 """Which restrictions are in force, in one aggregate every movement reads.
 
 Judicial freezes, origin detentions and the market halt are aggregates of their own
-(``registry.domain.freezes``). A movement cannot look each of them up (a freeze is
-found by its id, not by account), and most of the time none is in force: this index,
+(``registry.domain.block_freezes``, ``.origin_detentions``, ``.market_halt``). A
+movement cannot look each of them up (a freeze is found by its id, not by account),
+and most of the time none is in force: this index,
 saved together with every change to them and always cached, tells a movement in one
 read whether anything may stop it, and which restrictions to load if so.
 """

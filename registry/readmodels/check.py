@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, Table, select
 from registry.application import Registry
 from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
+from registry.domain.conservation import imbalances, per_class
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction, TransactionStatus
 from registry.domain.units import SerialBlock
@@ -182,6 +183,7 @@ def compare(registry: Registry, engine: Engine) -> Report:
     checker.compare_rows(
         "supply", "rm_issued", expected.issued, actual[t.issued.name], _fields(t.issued, 1)
     )
+    checker.conservation(expected.issued, actual[t.holdings.name])
     checker.compare_rows(
         "transactions",
         "rm_transactions",
@@ -458,6 +460,21 @@ class _Checker:
                 for column in value_columns:
                     if column in want and want[column] != have[column]:
                         self.add(projection, label, want[column], have[column], f"{column} differs")
+
+    def conservation(self, issued: Mapping[Key, Row], holdings: list[Row]) -> None:
+        """Per unit class, the read model's holdings of every account add up to the units
+        issued per the event store (``registry.domain.conservation``)."""
+        per_class_issued = {key[0]: row["issued"] for key, row in issued.items()}
+        held = per_class((row["unit_class"], row["total"]) for row in holdings)
+        self.checks += len(per_class_issued.keys() | held.keys())
+        for imbalance in imbalances(per_class_issued, held):
+            self.add(
+                "conservation",
+                f"rm_holdings {imbalance.unit_class}",
+                imbalance.issued,
+                imbalance.held,
+                "units held in all accounts differ from units issued",
+            )
 
     def history_balances(self, totals: Mapping[Key, int], rows: list[Row]) -> None:
         """Credits minus debits per account and unit class equal the account's total."""

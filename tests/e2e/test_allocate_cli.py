@@ -8,14 +8,16 @@ import csv
 from decimal import Decimal
 from pathlib import Path
 
+from registry.cli.benchmark_tables import (
+    ILLUSTRATIVE_BENCHMARKS_2025,
+    read_benchmark_table,
+)
 from registry.client import RegistryClient
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
-    ILLUSTRATIVE_BENCHMARKS_2025,
     Subtype,
     final_allocation,
     pre_allocation,
-    read_benchmark_table,
 )
 from registry.v1 import common_pb2 as common
 from tests.e2e.market import caught_up, compliance, issue, open_company

@@ -30,7 +30,7 @@ from registry.v1 import audit_service_pb2 as audit_pb
 from tests.e2e.market import caught_up, seed_market
 from tests.e2e.test_scale_out import Cluster, principals, wait_for
 from tests.e2e.test_server_process import environment, free_port, registry_command
-from tests.support import fresh_pg_database, terminate_all
+from tests.support import assert_conserved, fresh_pg_database, terminate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = (
@@ -134,7 +134,7 @@ def test_every_connection_terminated_mid_load_is_survived(tmp_path: Path) -> Non
                     assert all(completed[str(i)] == 1 for i in ids), kind
             [holder] = [h for h in registry.get_holdings("PWR-SD-0002")]
             assert holder.held == CLIENTS[2][2]  # every hold once, none doubled
-            assert all(line.balanced for line in registry.supply())
+            assert_conserved(registry)
             report = check(registry, engine)  # the read models equal a rebuild
             assert report.ok, report.differences[:5]
         finally:

@@ -21,14 +21,16 @@ from typing import Any
 import grpc
 import pytest
 
+from registry.cli.benchmark_tables import (
+    ILLUSTRATIVE_BENCHMARKS_2025,
+    read_benchmark_table,
+)
 from registry.client import RegistryClient, error_details
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
-    ILLUSTRATIVE_BENCHMARKS_2025,
     Subtype,
     final_allocation,
     pre_allocation,
-    read_benchmark_table,
     true_up,
 )
 from registry.domain.transactions import Principal

@@ -17,12 +17,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from registry.domain.allocation import (
+from registry.cli.benchmark_tables import (
     ILLUSTRATIVE_BENCHMARKS_2025,
-    OutputUse,
-    account_targets,
     read_benchmark_table,
     read_output_data,
+)
+from registry.domain.allocation import (
+    OutputUse,
+    account_targets,
 )
 from tests.e2e.test_server_process import (
     BIN,

@@ -11,7 +11,7 @@ from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import ComplianceYearClosed, RowsInvalid
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import REGULATOR, open_company
+from tests.support import REGULATOR, assert_conserved, open_company
 
 CEA = UnitSelector(UnitType.CEA)
 CCER = UnitSelector(UnitType.CCER)
@@ -163,7 +163,7 @@ def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
     assert (next_year.debt_carried, next_year.debt_deducted, next_year.allocated) == (300, 300, 700)
     held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
     assert held[2026] == 200 + 400
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_bad_rules_are_refused_whole_and_change_nothing(registry: Registry) -> None:
@@ -235,7 +235,7 @@ def test_a_return_the_account_cannot_cover_becomes_next_year_s_debt(year: Regist
         source="CN-ISSUANCE",
     )
     assert registry.get_compliance_status("PWR-B", 2026).debt_deducted == 200
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> None:
@@ -274,7 +274,7 @@ def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> Non
     assert (next_year.allocated, next_year.debt_carried, next_year.debt_deducted) == (0, 300, 0)
     held = {h.unit_class.vintage: h.available for h in registry.get_holdings("PWR-B")}
     assert held[2026] == 200  # only what it held before
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_a_reversed_return_restores_the_allocation_and_withdraws_its_debt(year: Registry) -> None:
@@ -313,4 +313,4 @@ def test_a_reversed_return_restores_the_allocation_and_withdraws_its_debt(year: 
     assert registry.reverse(REGULATOR, "R-RET-B2b", "mee", "RET-B2", "output data wrong").ok
     following = registry.get_compliance_status("PWR-B", 2026)
     assert (following.debt_carried, following.debt_deducted) == (0, 0)
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)

@@ -29,7 +29,14 @@ from registry.persistence.faults import CONNECTION_LOST, DATABASE_BUSY, database
 from registry.persistence.locks import WRITER_LOCK_KEY
 from registry.settings import Settings
 from services.errors import to_status
-from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, terminate_all
+from tests.support import (
+    EXCHANGE,
+    REGULATOR,
+    assert_conserved,
+    fresh_pg_database,
+    open_company,
+    terminate_all,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -106,7 +113,7 @@ def test_writes_go_through_after_every_connection_was_terminated(
     buyer_total = sum(h.total for h in registry.get_holdings(buyer))
     seller_total = sum(h.total for h in registry.get_holdings(seller))
     assert (seller_total, buyer_total) == (990, 7)
-    assert all(line.balanced for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_a_lock_timeout_is_answered_retryable_at_once(url: str) -> None:

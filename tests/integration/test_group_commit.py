@@ -22,7 +22,7 @@ from registry.domain.errors import (
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence.write_lock import exclusive_writer, writer_lock
 from registry.settings import Settings
-from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
+from tests.support import EXCHANGE, REGULATOR, assert_conserved, fresh_pg_database, open_company
 
 CEA25 = UnitClass(UnitType.CEA, 2025)
 CALLERS = 24
@@ -114,7 +114,7 @@ def test_concurrent_callers_share_saves_and_each_gets_its_own_answer(registry: R
             assert outcome.ok and outcome.quantity == n, outcome
             settled += n
     assert sum(h.available for h in registry.get_holdings("PWR-BUYER")) == 100 + settled
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
     assert len(saves) < CALLERS, f"{len(saves)} saves for {CALLERS} concurrent trades"
 
 
@@ -181,7 +181,7 @@ def test_a_batch_and_single_trades_together_keep_the_ledger_exact(registry: Regi
     assert [r.outcome for r in outcomes[0]] == [TradeOutcome.SETTLED] * 300
     assert all(not isinstance(o, BaseException) and o.ok for o in outcomes[1:]), outcomes
     assert sum(sum(h.available for h in registry.get_holdings(a)) for a in accounts) == 6000
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
 
 
 @pytest.mark.postgres
@@ -215,7 +215,7 @@ def test_two_processes_racing_for_one_account_all_get_through() -> None:
             ][:3]
             surrendered = sum(h.total for h in second.get_holdings("CN-SURRENDER"))
             assert surrendered == 60 * len(companies)
-            assert all(line.issued == line.held_in_accounts for line in first.supply())
+            assert_conserved(first)
         finally:
             first.close()
             second.close()

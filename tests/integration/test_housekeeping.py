@@ -10,7 +10,14 @@ from registry.domain.holds import HoldStatus
 from registry.domain.proposals import ProposalStatus
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import EXCHANGE, REGULATOR, FakeClock, open_company, open_trader
+from tests.support import (
+    EXCHANGE,
+    REGULATOR,
+    FakeClock,
+    assert_conserved,
+    open_company,
+    open_trader,
+)
 
 CEA = UnitSelector(UnitType.CEA)
 
@@ -49,4 +56,4 @@ def test_due_holds_and_proposals_expire_once(registry: Registry, clock: FakeCloc
     assert chores.tick() == type(done)()  # nothing left to do
     held = {h.unit_class.key: h.held for h in registry.get_holdings("PWR-0001")}
     assert held == {"CEA/2025": 0}
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)

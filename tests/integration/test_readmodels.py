@@ -571,7 +571,8 @@ def test_corrupted_read_models_are_reported_precisely(tmp_path: Path) -> None:
         [holding] = [
             h for h in registry.get_holdings("PWR-NM-0002") if h.unit_class.key == "CEA/2025"
         ]
-        assert differences[:3] == [
+        [issued] = [line.issued for line in registry.supply() if line.unit_class.key == "CEA/2025"]
+        assert differences[:4] == [
             Difference(
                 "holdings",
                 "rm_holdings PWR-NM-0002 CEA/2025",
@@ -586,6 +587,13 @@ def test_corrupted_read_models_are_reported_precisely(tmp_path: Path) -> None:
                 holding.available + 1,
                 "available differs",
             ),
+            Difference(  # one unit more held than issued: conservation breaks
+                "conservation",
+                "rm_holdings CEA/2025",
+                issued,
+                issued + 1,
+                "units held in all accounts differ from units issued",
+            ),
             Difference(
                 "transactions",
                 "rm_transactions green-fund CXL-0001",
@@ -594,7 +602,7 @@ def test_corrupted_read_models_are_reported_precisely(tmp_path: Path) -> None:
                 "status differs",
             ),
         ]
-        [serials] = differences[3:]
+        [serials] = differences[4:]
         assert (serials.projection, serials.key) == (
             "serials",
             "rm_serial_blocks CEM-AH-0001 CEA/2025",

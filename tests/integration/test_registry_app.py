@@ -22,7 +22,14 @@ from registry.domain.errors import (
 from registry.domain.holds import HoldStatus
 from registry.domain.transactions import Principal, TransactionKind, TransactionStatus
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
-from tests.support import EXCHANGE, REGULATOR, FakeClock, open_company, open_trader
+from tests.support import (
+    EXCHANGE,
+    REGULATOR,
+    FakeClock,
+    assert_conserved,
+    open_company,
+    open_trader,
+)
 
 CEA25 = UnitClass(UnitType.CEA, 2025)
 CEA24 = UnitClass(UnitType.CEA, 2024)
@@ -40,13 +47,6 @@ def available(registry: Registry, account_id: str) -> int:
 
 def held(registry: Registry, account_id: str) -> int:
     return sum(h.held for h in registry.get_holdings(account_id))
-
-
-def assert_conserved(registry: Registry) -> None:
-    lines = registry.supply()
-    assert lines, "nothing issued"
-    for line in lines:
-        assert line.issued == line.held_in_accounts, line
 
 
 @pytest.fixture

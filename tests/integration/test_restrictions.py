@@ -11,7 +11,7 @@ from registry.application import Registry, Trade
 from registry.domain.proposals import ProposalStatus
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import EXCHANGE, REGULATOR, open_company, open_trader
+from tests.support import EXCHANGE, REGULATOR, assert_conserved, open_company, open_trader
 
 LI = Principal("mee", "regulator-li")
 WANG = Principal("mee", "regulator-wang")
@@ -74,7 +74,7 @@ def test_frozen_serials_stay_put_until_released(market: Registry) -> None:
         },
     )
     assert trade(registry, "T-4", 10) == ""
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_a_detained_project_s_units_move_nowhere_until_cleared(market: Registry) -> None:
@@ -134,7 +134,7 @@ def test_frozen_lowest_serials_are_skipped_not_taken(market: Registry) -> None:
     refused = registry.surrender(REGULATOR, "S-2", "PWR-0001", CEA, 1, 2025, "")
     assert refused.refusal_reason == "SERIALS_FROZEN"  # only the frozen 1-10 are left
     assert refused.refusal_metadata["freeze"] == "COURT-2026-18"
-    assert all(line.issued == line.held_in_accounts for line in registry.supply())
+    assert_conserved(registry)
 
 
 def test_offsets_of_a_detained_project_are_skipped_for_others(market: Registry) -> None:

@@ -15,7 +15,7 @@ from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
-from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
+from tests.support import EXCHANGE, REGULATOR, assert_conserved, fresh_pg_database, open_company
 
 CEA = UnitClass(UnitType.CEA, 2025)
 ANY_CEA = UnitSelector(UnitType.CEA)
@@ -65,7 +65,7 @@ def test_a_stale_cache_never_spends_twice_nor_refuses_wrongly(backend: str, tmp_
         for registry in (a, b):
             holdings = {h.unit_class: h.total for h in registry.get_holdings("PWR-0001")}
             assert holdings == {CEA: 100 + 500 - 1 - 79 - 300}
-            assert all(line.balanced for line in registry.supply())
+            assert_conserved(registry)
 
 
 @pytest.mark.postgres

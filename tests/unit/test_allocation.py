@@ -11,10 +11,15 @@ from typing import Any
 
 import pytest
 
+from registry.cli.benchmark_tables import (
+    ILLUSTRATIVE_BENCHMARKS_2025,
+    parse_factors,
+    read_benchmark_table,
+    read_output_data,
+)
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
     DEFAULT_PRE_ALLOCATION_SHARE,
-    ILLUSTRATIVE_BENCHMARKS_2025,
     AccountAllocation,
     BenchmarkRow,
     BenchmarkTable,
@@ -24,10 +29,7 @@ from registry.domain.allocation import (
     TrueUp,
     account_targets,
     final_allocation,
-    parse_factors,
     pre_allocation,
-    read_benchmark_table,
-    read_output_data,
     true_up,
 )
 from registry.domain.errors import InvalidCommand, RowsInvalid
