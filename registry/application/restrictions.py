@@ -15,8 +15,8 @@ from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import UnknownFreeze
 from registry.domain.market_halt import MarketHalt
 from registry.domain.origin_detentions import OriginDetention
+from registry.domain.restriction_guards import check_unrestricted, movable
 from registry.domain.restriction_index import RestrictionIndex
-from registry.domain.restrictions import check_unrestricted, movable
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import Holding, SerialBlock, UnitSelector
 

@@ -14,6 +14,7 @@ from importlib import metadata
 import registry.cli.access as access
 import registry.cli.allocate as allocate
 import registry.cli.bench as bench
+import registry.cli.check as check
 import registry.cli.config as config
 import registry.cli.demo as demo
 import registry.cli.health as health
@@ -29,7 +30,6 @@ from registry import settings as registry_settings
 from registry.cli.runtime import tune_gc
 from registry.domain.errors import RegistryError
 from registry.persistence.faults import database_fault, describe_fault
-from registry.readmodels import check
 from registry.settings import Settings
 
 DESCRIPTION = """\

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.application import EmissionsRow, Registry, Trade, TransactionResult
-from registry.bootstrap import build_registry
+from registry.bootstrap import build_registry, build_worker
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     balanced = run_demo(registry)
     # The embedded store runs the projections in-process: one command is enough.
     engine = make_engine(settings)
-    report = check.check(registry, engine)
+    report = check.check(build_worker(registry, engine))
     head = registry.recorder.max_notification_id() or 0
     print(
         f"\nRead models: {head:,} events projected in-process; registry check: "

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from registry.bootstrap import build_registry, build_worker, check_settings
+from registry.cli.guards import require_store
 from registry.integrity.sealer import LedgerSealer
 from registry.observability.metrics import RegistryMetrics
 from registry.observability.progress import Progress
@@ -21,7 +22,6 @@ from registry.persistence.eventlog import EventLog
 from registry.persistence.faults import database_fault, describe_fault
 from registry.persistence.lease import lease_holder, projection_lease
 from registry.persistence.write_lock import drop_dead_connections
-from registry.readmodels.check import require_store
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.settings import Settings, verify_seconds
 

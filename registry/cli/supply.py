@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from registry.bootstrap import build_registry
-from registry.readmodels.check import require_store
+from registry.cli.guards import require_store
 from registry.settings import Settings
 
 

@@ -17,7 +17,6 @@ retries a moved store; the ``registry check`` command uses it.
 
 from __future__ import annotations
 
-import argparse
 import json
 from bisect import bisect_right
 from collections import defaultdict
@@ -25,9 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import project_aggregate
@@ -35,17 +32,13 @@ from eventsourcing.persistence import Notification
 from sqlalchemy import Connection, Engine, Table, select
 
 from registry.application import Registry
-from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
 from registry.domain.conservation import imbalances, per_class
 from registry.domain.serials import SerialCounter
 from registry.domain.transactions import Transaction, TransactionStatus
 from registry.domain.units import SerialBlock
-from registry.observability.progress import Progress
-from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.runner import ProjectionRunner, all_projections
-from registry.settings import ConfigurationError, Settings
 
 A = TypeVar("A")
 Key = tuple[Any, ...]
@@ -104,13 +97,13 @@ class Report:
 MOVED = "the event store or the read models moved during the check"
 
 
-def check(registry: Registry, engine: Engine, attempts: int = 3) -> Report:
-    """Catch the projections up, then reconcile; retry when writes land meanwhile."""
-    runner = ProjectionRunner(registry, engine)
+def check(runner: ProjectionRunner, attempts: int = 3) -> Report:
+    """Catch the projections up with ``runner`` (``registry.bootstrap.build_worker``),
+    then reconcile; retry when writes land meanwhile."""
     report = Report(0, ())
     for _ in range(attempts):
         runner.catch_up()
-        report = compare(registry, engine)
+        report = compare(runner.registry, runner.engine)
         if not any(d.message.startswith(MOVED) for d in report.differences):
             return report
     return report
@@ -591,63 +584,3 @@ def _holders(expected: Mapping[Key, Ranges], unit_class: str, span: tuple[int, i
 
 def _text(ranges: Ranges) -> str:
     return ", ".join(f"{first}-{last}" for first, last in ranges)
-
-
-# == the `registry check` command =================================================
-
-
-def add_parser(sub: Any) -> None:
-    command = sub.add_parser(
-        "check", help="catch the read models up, then compare them with the event store"
-    )
-    command.set_defaults(run=run)
-
-
-def require_store(settings: Settings, command: str) -> None:
-    """A read-only command's guard: the embedded SQLite store must exist already.
-
-    ``build_registry`` creates and migrates a missing SQLite file (the embedded server's
-    first start); a command that only reads would then report an empty store as OK, so
-    it names where it looked instead (a ConfigurationError: exit 2, as for every
-    setting that points nowhere). A database server's store needs no guard: a missing
-    database cannot be reached (exit 3) and an un-migrated one is refused."""
-    if settings.backend != "sqlite":
-        return
-    # As Settings.eventsourcing_env reads it, without its mkdir of the parent folder.
-    url_path = urlsplit(settings.database_url).path
-    path = Path(unquote(url_path[1:] if url_path.startswith("/") else url_path)).absolute()
-    if not path.is_file():
-        raise ConfigurationError(
-            f"{command}: no registry store at {path} (from REGISTRY_DATABASE_URL, else "
-            "$REGISTRY_DATA_DIR/registry.sqlite): run it where the store is, or set "
-            "REGISTRY_DATA_DIR or REGISTRY_DATABASE_URL; nothing was created"
-        )
-
-
-def run(_: argparse.Namespace) -> int:
-    """Exit 0 when every read model equals the event store, 1 on any difference.
-
-    The projections are caught up first (``check``): a comparison is only meaningful at
-    the head of the log, and a check of lagging tables would report the lag, not bugs."""
-    settings = Settings.from_env()
-    require_store(settings, "registry check")
-    registry = build_registry(settings)
-    engine = make_engine(settings)
-    try:
-        # The long part first, with a progress line on a terminal; check() then finds
-        # nothing left to catch up on.
-        runner = ProjectionRunner(registry, engine)
-        start = min((line.position for line in runner.status()), default=0)
-        with Progress("caught up on", unit="events") as meter:
-            runner.catch_up(lambda done, head, _: meter.update(done, total=head - start), every=0.5)
-        report = check(registry, engine)
-    finally:
-        registry.close()
-        engine.dispose()
-    for difference in report.differences:
-        print(difference)
-    if report.ok:
-        print(f"OK: {report.checks} checks, read models equal the event store")
-        return 0
-    print(f"MISMATCH: {len(report.differences)} differences in {report.checks} checks")
-    return 1

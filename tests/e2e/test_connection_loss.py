@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.bootstrap import build_registry
+from registry.bootstrap import build_registry, build_worker
 from registry.client import RegistryClient
 from registry.persistence.engine import make_engine
 from registry.readmodels.check import check
@@ -135,7 +135,7 @@ def test_every_connection_terminated_mid_load_is_survived(tmp_path: Path) -> Non
             [holder] = [h for h in registry.get_holdings("PWR-SD-0002")]
             assert holder.held == CLIENTS[2][2]  # every hold once, none doubled
             assert_conserved(registry)
-            report = check(registry, engine)  # the read models equal a rebuild
+            report = check(build_worker(registry, engine))  # the read models equal a rebuild
             assert report.ok, report.differences[:5]
         finally:
             registry.close()

@@ -23,17 +23,15 @@ from registry.domain.errors import (
 )
 from registry.domain.market_halt import MarketHalt, MarketStatus
 from registry.domain.origin_detentions import DetentionStatus, OriginDetention
-from registry.domain.restrictions import (
-    HALTED_KINDS,
+from registry.domain.restriction_guards import (
     FrozenSerials,
-    RestrictionChange,
-    blocks_from_rows,
     check_block_freezes,
     check_detentions,
     check_halt,
     check_unrestricted,
     movable,
 )
+from registry.domain.restrictions import HALTED_KINDS, RestrictionChange, blocks_from_rows
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 
