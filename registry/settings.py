@@ -93,7 +93,7 @@ class Settings:
         if self.backend == "memory":
             env["PERSISTENCE_MODULE"] = "eventsourcing.popo"
         elif self.backend == "sqlite":
-            path = Path(unquote(parts.path[1:] if parts.path.startswith("/") else parts.path))
+            path = Path(unquote(parts.path.removeprefix("/")))
             if not path.name:
                 raise ConfigurationError(f"no file in {self.database_url!r}")
             path.parent.mkdir(parents=True, exist_ok=True)

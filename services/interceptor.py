@@ -245,10 +245,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         parse: Callable[[bytes], Any],
     ) -> Callable[[bytes, grpc.ServicerContext], Any]:
         def serve(raw: bytes, context: grpc.ServicerContext) -> Any:
-            response = None
             with self._serving(method, metadata, context, raw, parse) as request:
-                response = behaviour(request, context)
-            return response
+                return behaviour(request, context)
 
         return serve
 

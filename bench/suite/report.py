@@ -253,7 +253,7 @@ def validate(doc: dict[str, Any]) -> list[str]:
 def update_doc(path: Path, text: str) -> None:
     """Replace what is between the table markers of ``path`` with ``text``."""
     content = path.read_text()
-    pattern = re.compile(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), re.S)
+    pattern = re.compile(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), re.DOTALL)
     if not pattern.search(content):
         raise ValueError(f"{path} has no {DOC_BEGIN} ... {DOC_END} section")
     path.write_text(pattern.sub(lambda _: f"{DOC_BEGIN}\n{text}\n{DOC_END}", content))

@@ -296,7 +296,7 @@ class Bench:
         return {
             k: v
             for k, v in self.env().items()
-            if k.startswith("REGISTRY_") and k not in ("REGISTRY_DATABASE_URL",)
+            if k.startswith("REGISTRY_") and k != "REGISTRY_DATABASE_URL"
         }
 
     def start(self, label: str, *args: str) -> procs.Started:
@@ -735,12 +735,12 @@ class Bench:
             median_ms(groups.get("long-cold", [])),
         )
         ratio = round(long_p50 / short_p50, 3) if short_p50 and long_p50 else None
-        common_fields: dict[str, Any] = dict(
-            peak_mib=self._peaks(u, result.peak_process_mib),
-            cpu_seconds=self._cpu(u, result.cpu_seconds),
-        )
+        common_fields: dict[str, Any] = {
+            "peak_mib": self._peaks(u, result.peak_process_mib),
+            "cpu_seconds": self._cpu(u, result.cpu_seconds),
+        }
         short_past = sorted(past[a] for a in h.short_accounts)
-        rows = (
+        return (
             Row(
                 key="command_short_history",
                 title=f"1-trade settlement, account with {short_past[0]} past events",
@@ -777,7 +777,6 @@ class Bench:
                 ],
             ),
         )
-        return rows
 
     def _past_events(self, account_ids: list[str]) -> dict[str, int]:
         with psycopg.connect(self.url) as conn:

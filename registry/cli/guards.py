@@ -20,7 +20,7 @@ def require_store(settings: Settings, command: str) -> None:
         return
     # As Settings.eventsourcing_env reads it, without its mkdir of the parent folder.
     url_path = urlsplit(settings.database_url).path
-    path = Path(unquote(url_path[1:] if url_path.startswith("/") else url_path)).absolute()
+    path = Path(unquote(url_path.removeprefix("/"))).absolute()
     if not path.is_file():
         raise ConfigurationError(
             f"{command}: no registry store at {path} (from REGISTRY_DATABASE_URL, else "

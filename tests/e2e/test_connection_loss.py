@@ -132,7 +132,7 @@ def test_every_connection_terminated_mid_load_is_survived(tmp_path: Path) -> Non
                 assert ids == [f"C{n}-{i}" for i in range(count)], kind
                 if kind != "hold":  # every acknowledged movement stored exactly once
                     assert all(completed[str(i)] == 1 for i in ids), kind
-            [holder] = [h for h in registry.get_holdings("PWR-SD-0002")]
+            [holder] = list(registry.get_holdings("PWR-SD-0002"))
             assert holder.held == CLIENTS[2][2]  # every hold once, none doubled
             assert_conserved(registry)
             report = check(build_worker(registry, engine))  # the read models equal a rebuild

@@ -40,7 +40,7 @@ EXAMPLES = ROOT / "docs" / "examples"
 def readme_block(marker: str) -> str:
     """The text of the README's fenced block that follows ``<!-- marker -->``."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(rf"<!-- {re.escape(marker)} -->\n```\w*\n(.+?)\n```", text, re.S)
+    block = re.search(rf"<!-- {re.escape(marker)} -->\n```\w*\n(.+?)\n```", text, re.DOTALL)
     assert block, f"the README lost its {marker} block"
     return block.group(1)
 

@@ -36,7 +36,7 @@ from tests.e2e.market import (
     trade,
 )
 
-COMPANY = sorted(ALLOCATIONS)[0]
+COMPANY = min(ALLOCATIONS)
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

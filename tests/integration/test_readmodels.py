@@ -266,7 +266,7 @@ class Player:
         elif name == "state":
             action, account_id = command[1:]
             if action == "unfreeze" and self.frozen:  # mostly one that is frozen
-                account_id = sorted(self.frozen)[0]
+                account_id = min(self.frozen)
             getattr(registry, f"{action}_account")(REGULATOR, account_id, "by order")
             self.stats[f"account {action}"] += 1
             if action == "freeze":

@@ -254,15 +254,15 @@ def test_the_frozen_index_agrees_with_a_brute_force_check() -> None:
 
 def test_freeze_validation_names_each_problem_and_creates_nothing() -> None:
     def impose(**changes: object) -> str:
-        args: dict[str, object] = dict(
-            freeze_id="F-1",
-            account_id=ACCOUNT,
-            blocks=[b(CEA25, 1, 10)],
-            order_reference="case 1",
-            reason="court order",
-            principal=LI,
-            at=AT,
-        )
+        args: dict[str, object] = {
+            "freeze_id": "F-1",
+            "account_id": ACCOUNT,
+            "blocks": [b(CEA25, 1, 10)],
+            "order_reference": "case 1",
+            "reason": "court order",
+            "principal": LI,
+            "at": AT,
+        }
         args.update(changes)
         with pytest.raises(InvalidCommand) as raised:
             BlockFreeze.impose(**args)  # type: ignore[arg-type]
@@ -491,7 +491,7 @@ def test_halt_and_lift_replays_and_refusals() -> None:
 def test_the_broadest_restriction_is_named_first() -> None:
     f, d, h = freeze(b(P1, 1, 10)), detention(), halted()
     blocks = [b(P1, 1, 10)]
-    every = dict(freezes=[f], detentions={"P-0001": d}, halt=h)
+    every = {"freezes": [f], "detentions": {"P-0001": d}, "halt": h}
     settle = refusal(blocks, kind=TransactionKind.SETTLEMENT, **every)  # type: ignore[arg-type]
     transfer = refusal(blocks, kind=TransactionKind.TRANSFER, **every)  # type: ignore[arg-type]
     assert settle is not None and settle.reason == "MARKET_HALTED"

@@ -190,8 +190,12 @@ def test_every_registry_command_the_readme_shows_exists() -> None:
     """Each `registry CMD [SUB]` in the README's code (spans and blocks) is a command of
     the CLI; `registry health` must be in the commands table (issue 16 found it missing)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    code = "\n".join(re.findall(r"```\w*\n(.+?)```", text, re.S) + re.findall(r"`([^`\n]+)`", text))
-    shown = set(re.findall(r"(?:^|\$\()registry ([a-z][a-z-]+)(?: ([a-z][a-z-]+))?", code, re.M))
+    code = "\n".join(
+        re.findall(r"```\w*\n(.+?)```", text, re.DOTALL) + re.findall(r"`([^`\n]+)`", text)
+    )
+    shown = set(
+        re.findall(r"(?:^|\$\()registry ([a-z][a-z-]+)(?: ([a-z][a-z-]+))?", code, re.MULTILINE)
+    )
     top = subcommands()
     unknown = [f"{a} {b}".strip() for a, b in shown if a not in top]
     for first, second in shown:
