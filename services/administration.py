@@ -4,8 +4,7 @@ and record verified emissions."""
 from __future__ import annotations
 
 import json
-from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -27,7 +26,6 @@ from registry.domain.proposals import (
     ProposalView,
     check_payload_size,
 )
-from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
 from registry.domain.units import UnitType
 from registry.readmodels.queries import check_page_size, encode_token
 from registry.v1 import administration_service_pb2 as pb
@@ -235,7 +233,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             current_principal(),
             request.compliance_year,
             convert.required(request.sector, "sector"),
-            _rules_from_proto(request.rules),
+            convert.rules_from_proto(request.rules),
             request.reason,
         )
         return pb.SetComplianceRulesResponse(year=_rules_view(view), position=view.position or 0)
@@ -383,71 +381,13 @@ def _respond(response: type[R], result: ProposalResult) -> R:
     )
 
 
-def _rules_from_proto(message: pb.ComplianceRules) -> ComplianceRules:
-    def optional(
-        name: Literal["cea_min_vintage", "obligation_cap_bps", "carry_over_max_vintage"],
-    ) -> int | None:
-        return int(getattr(message, name)) if message.HasField(name) else None
-
-    return ComplianceRules(
-        ccer_cap_bps=message.ccer_cap_bps,
-        cea_min_vintage=optional("cea_min_vintage"),
-        advance_use_bps=message.advance_use_bps,
-        surrender_deadline=message.surrender_deadline,
-        obligation_cap_bps=optional("obligation_cap_bps"),
-        ccer_cap_base=_enum_name(
-            message.ccer_cap_base, pb.CcerCapBase, "CCER_CAP_BASE_", CcerCapBase.OBLIGATION
-        ),
-        advance_use_base=_enum_name(
-            message.advance_use_base, pb.AdvanceUseBase, "ADVANCE_USE_BASE_", AdvanceUseBase.GAP
-        ),
-        advance_use_min_gap_bps=message.advance_use_min_gap_bps,
-        carry_over=_enum_name(message.carry_over, pb.CarryOver, "CARRY_OVER_", CarryOver.UNLIMITED),
-        carry_over_max_vintage=optional("carry_over_max_vintage"),
-        carry_over_net_sales_bps=message.carry_over_net_sales_bps,
-        carry_over_base_tonnes=message.carry_over_base_tonnes,
-        carry_over_sales_from=message.carry_over_sales_from,
-        carry_over_sales_to=message.carry_over_sales_to,
-    )
-
-
-def _enum_name(number: int, enum: Any, prefix: str, default: StrEnum) -> str:
-    """A proto enum's value as the domain's name; unspecified: the default. An unknown
-    number gives a name the rules' validation refuses, precisely."""
-    if not number:
-        return default.value
-    try:
-        return str(enum.Name(number)).removeprefix(prefix)
-    except ValueError:
-        return f"UNKNOWN_{number}"
-
-
-def _rules_to_proto(rules: ComplianceRules) -> pb.ComplianceRules:
-    return pb.ComplianceRules(
-        ccer_cap_bps=rules.ccer_cap_bps,
-        cea_min_vintage=rules.cea_min_vintage,
-        advance_use_bps=rules.advance_use_bps,
-        surrender_deadline=rules.surrender_deadline,
-        obligation_cap_bps=rules.obligation_cap_bps,
-        ccer_cap_base=pb.CcerCapBase.Value(f"CCER_CAP_BASE_{rules.ccer_cap_base}"),
-        advance_use_base=pb.AdvanceUseBase.Value(f"ADVANCE_USE_BASE_{rules.advance_use_base}"),
-        advance_use_min_gap_bps=rules.advance_use_min_gap_bps,
-        carry_over=pb.CarryOver.Value(f"CARRY_OVER_{rules.carry_over}"),
-        carry_over_max_vintage=rules.carry_over_max_vintage,
-        carry_over_net_sales_bps=rules.carry_over_net_sales_bps,
-        carry_over_base_tonnes=rules.carry_over_base_tonnes,
-        carry_over_sales_from=rules.carry_over_sales_from,
-        carry_over_sales_to=rules.carry_over_sales_to,
-    )
-
-
 def _rules_view(view: ComplianceRulesView) -> pb.GetComplianceRulesResponse:
     return pb.GetComplianceRulesResponse(
         compliance_year=view.year,
         closed=view.closed,
         version=view.version,
         rules=[
-            pb.SectorRules(sector=sector, rules=_rules_to_proto(rules))
+            pb.SectorRules(sector=sector, rules=convert.rules_to_proto(rules))
             for sector, rules in view.rules.items()
         ],
     )
