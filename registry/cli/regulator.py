@@ -234,6 +234,20 @@ def _print_year(view: admin_pb.GetComplianceRulesResponse) -> None:
             if shipped
             else "(no rules set: the scheme's defaults apply)"
         )
+    print(
+        f"{'sector':<11}{'CCER cap':>16}{'oldest CEA':>12}{'advance':>16}{'deadline':>12}"
+        f"{'obligation cap':>16}{'carry-over':>12}"
+    )
+    for sector, r in stored.items():
+        oldest = "any" if r.cea_min_vintage is None else str(r.cea_min_vintage)
+        cap = "none" if r.obligation_cap_bps is None else f"alloc+{r.obligation_cap_bps / 100:g}%"
+        base = "oblig" if r.ccer_cap_base == "OBLIGATION" else "verified"
+        advance = f"{r.advance_use_bps / 100:g}% {'gap' if r.advance_use_base == 'GAP' else 'ver'}"
+        print(
+            f"{sector:<11}{f'{r.ccer_cap_bps / 100:g}% {base}':>16}{oldest:>12}"
+            f"{advance if r.advance_use_bps else 'none':>16}"
+            f"{r.surrender_deadline or 'Dec 31 Y+1':>12}{cap:>16}{r.carry_over:>12}"
+        )
     for sector, rules in stored.items():
         print(f"[{sector}]")
         values = rules.as_dict()

@@ -147,15 +147,14 @@ class ComplianceRules:
             bad("carry_over_net_sales_bps", f"carry_over_net_sales_bps must be 0..{100 * BPS}")
         if not _is_int(self.carry_over_base_tonnes) or self.carry_over_base_tonnes < 0:
             bad("carry_over_base_tonnes", "carry_over_base_tonnes must be a whole number >= 0")
-        if self.carry_over == CarryOver.NET_SALES.value:
-            first = _date_or_none(self.carry_over_sales_from)
-            last = _date_or_none(self.carry_over_sales_to)
-            if first is None:
-                bad("carry_over_sales_from", "NET_SALES needs the period's first day (ISO date)")
-            if last is None:
-                bad("carry_over_sales_to", "NET_SALES needs the period's last day (ISO date)")
-            if first is not None and last is not None and last < first:
-                bad("carry_over_sales_to", "the net-sales period ends before it starts")
+        first = _date_or_none(self.carry_over_sales_from)
+        last = _date_or_none(self.carry_over_sales_to)
+        net_sales = self.carry_over == CarryOver.NET_SALES.value
+        for name, day in (("carry_over_sales_from", first), ("carry_over_sales_to", last)):
+            if day is None and (net_sales or getattr(self, name)):
+                bad(name, f"{name} must be an ISO date (YYYY-MM-DD); NET_SALES needs it")
+        if first is not None and last is not None and last < first:
+            bad("carry_over_sales_to", "the net-sales period ends before it starts")
         if self.surrender_deadline:
             deadline = _date_or_none(self.surrender_deadline)
             if deadline is None:

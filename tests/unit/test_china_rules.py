@@ -185,6 +185,9 @@ def test_the_new_vocabulary_is_validated_field_by_field() -> None:
         "rules.carry_over_sales_from",
         "rules.carry_over_sales_to",
     }
+    with pytest.raises(RowsInvalid) as junk:  # a period is a date whatever the form
+        ComplianceRules(carry_over_sales_from="soon").check(2025)
+    assert [v.field for v in junk.value.violations] == ["rules.carry_over_sales_from"]
 
 
 def test_a_version_1_rule_change_is_upcast_to_what_it_meant() -> None:
