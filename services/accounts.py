@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+
 import grpc
 
 from registry.domain.accounts import AccountType, Sector
@@ -128,6 +130,16 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         view = self.registry.get_compliance_status(
             convert.required(request.account_id, "account_id"), request.compliance_year
         )
+        period = view.net_sales_period
+        if period is not None:  # the carry-over limit depends on the ledger's settlements
+            first, last = (date.fromisoformat(day) for day in period)
+            view = view.with_net_sales(
+                self.backend.read_models.net_sales(
+                    view.account_id,
+                    datetime.combine(first, time(), UTC),
+                    datetime.combine(last + timedelta(days=1), time(), UTC),
+                )
+            )
         return pb.GetComplianceStatusResponse(
             account_id=view.account_id,
             compliance_year=view.compliance_year,
@@ -142,6 +154,14 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             shortfall=view.shortfall,
             debt_carried=view.debt_carried,
             debt_deducted=view.debt_deducted,
+            ccer_cap=view.ccer_cap,
+            ccer_remaining=view.ccer_remaining,
+            gap=view.gap,
+            may_borrow=view.may_borrow,
+            advance_use_limit=view.advance_use_limit,
+            advance_use_remaining=view.advance_use_remaining,
+            carry_over_limit=view.carry_over_limit,
+            net_sales=view.net_sales,
         )
 
 

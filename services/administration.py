@@ -26,7 +26,6 @@ from registry.domain.proposals import (
     ProposalView,
     check_payload_size,
 )
-from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitType
 from registry.readmodels.queries import check_page_size, encode_token
 from registry.v1 import administration_service_pb2 as pb
@@ -234,7 +233,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             current_principal(),
             request.compliance_year,
             convert.required(request.sector, "sector"),
-            _rules_from_proto(request.rules),
+            convert.rules_from_proto(request.rules),
             request.reason,
         )
         return pb.SetComplianceRulesResponse(year=_rules_view(view), position=view.position or 0)
@@ -382,35 +381,13 @@ def _respond(response: type[R], result: ProposalResult) -> R:
     )
 
 
-def _rules_from_proto(message: pb.ComplianceRules) -> ComplianceRules:
-    return ComplianceRules(
-        ccer_cap_bps=message.ccer_cap_bps,
-        cea_min_vintage=(message.cea_min_vintage if message.HasField("cea_min_vintage") else None),
-        advance_use_bps=message.advance_use_bps,
-        surrender_deadline=message.surrender_deadline,
-        obligation_cap_bps=(
-            message.obligation_cap_bps if message.HasField("obligation_cap_bps") else None
-        ),
-    )
-
-
-def _rules_to_proto(rules: ComplianceRules) -> pb.ComplianceRules:
-    return pb.ComplianceRules(
-        ccer_cap_bps=rules.ccer_cap_bps,
-        cea_min_vintage=rules.cea_min_vintage,
-        advance_use_bps=rules.advance_use_bps,
-        surrender_deadline=rules.surrender_deadline,
-        obligation_cap_bps=rules.obligation_cap_bps,
-    )
-
-
 def _rules_view(view: ComplianceRulesView) -> pb.GetComplianceRulesResponse:
     return pb.GetComplianceRulesResponse(
         compliance_year=view.year,
         closed=view.closed,
         version=view.version,
         rules=[
-            pb.SectorRules(sector=sector, rules=_rules_to_proto(rules))
+            pb.SectorRules(sector=sector, rules=convert.rules_to_proto(rules))
             for sector, rules in view.rules.items()
         ],
     )

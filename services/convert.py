@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -20,7 +20,9 @@ from registry.application.results import AccountView, HoldResult, TransactionRes
 from registry.domain.accounts import Holder, Sector, check_account_id
 from registry.domain.errors import InvalidCommand, RegistryError, RowsInvalid, Violation
 from registry.domain.ids import check_client_id, has_control_characters
+from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
+from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as pb
 from registry.v1 import settlement_service_pb2 as settlement_pb
 
@@ -427,4 +429,69 @@ def trade_from_proto(message: settlement_pb.Trade, index: int) -> Trade:
         vintage=message.vintage if message.HasField("vintage") else None,
         hold_id=message.hold_id if message.HasField("hold_id") else None,
         trade_date=trade_date(message.trade_date, f"{field}.trade_date"),
+    )
+
+
+def rules_from_proto(message: admin_pb.ComplianceRules) -> ComplianceRules:
+    def optional(
+        name: Literal["cea_min_vintage", "obligation_cap_bps", "carry_over_max_vintage"],
+    ) -> int | None:
+        return int(getattr(message, name)) if message.HasField(name) else None
+
+    return ComplianceRules(
+        ccer_cap_bps=message.ccer_cap_bps,
+        cea_min_vintage=optional("cea_min_vintage"),
+        advance_use_bps=message.advance_use_bps,
+        surrender_deadline=message.surrender_deadline,
+        obligation_cap_bps=optional("obligation_cap_bps"),
+        ccer_cap_base=_enum_name(
+            message.ccer_cap_base, admin_pb.CcerCapBase, "CCER_CAP_BASE_", CcerCapBase.OBLIGATION
+        ),
+        advance_use_base=_enum_name(
+            message.advance_use_base,
+            admin_pb.AdvanceUseBase,
+            "ADVANCE_USE_BASE_",
+            AdvanceUseBase.GAP,
+        ),
+        advance_use_min_gap_bps=message.advance_use_min_gap_bps,
+        carry_over=_enum_name(
+            message.carry_over, admin_pb.CarryOver, "CARRY_OVER_", CarryOver.UNLIMITED
+        ),
+        carry_over_max_vintage=optional("carry_over_max_vintage"),
+        carry_over_net_sales_bps=message.carry_over_net_sales_bps,
+        carry_over_base_tonnes=message.carry_over_base_tonnes,
+        carry_over_sales_from=message.carry_over_sales_from,
+        carry_over_sales_to=message.carry_over_sales_to,
+    )
+
+
+def _enum_name(number: int, enum: Any, prefix: str, default: StrEnum) -> str:
+    """A proto enum's value as the domain's name; unspecified: the default. An unknown
+    number gives a name the rules' validation refuses, precisely."""
+    if not number:
+        return default.value
+    try:
+        return str(enum.Name(number)).removeprefix(prefix)
+    except ValueError:
+        return f"UNKNOWN_{number}"
+
+
+def rules_to_proto(rules: ComplianceRules) -> admin_pb.ComplianceRules:
+    return admin_pb.ComplianceRules(
+        ccer_cap_bps=rules.ccer_cap_bps,
+        cea_min_vintage=rules.cea_min_vintage,
+        advance_use_bps=rules.advance_use_bps,
+        surrender_deadline=rules.surrender_deadline,
+        obligation_cap_bps=rules.obligation_cap_bps,
+        ccer_cap_base=admin_pb.CcerCapBase.Value(f"CCER_CAP_BASE_{rules.ccer_cap_base}"),
+        advance_use_base=admin_pb.AdvanceUseBase.Value(
+            f"ADVANCE_USE_BASE_{rules.advance_use_base}"
+        ),
+        advance_use_min_gap_bps=rules.advance_use_min_gap_bps,
+        carry_over=admin_pb.CarryOver.Value(f"CARRY_OVER_{rules.carry_over}"),
+        carry_over_max_vintage=rules.carry_over_max_vintage,
+        carry_over_net_sales_bps=rules.carry_over_net_sales_bps,
+        carry_over_base_tonnes=rules.carry_over_base_tonnes,
+        carry_over_sales_from=rules.carry_over_sales_from,
+        carry_over_sales_to=rules.carry_over_sales_to,
     )

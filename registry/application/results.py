@@ -12,7 +12,7 @@ from registry.domain.conservation import conserved
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
 from registry.domain.obligations import ComplianceObligation, ComplianceStatus
-from registry.domain.rules import DEFAULT_RULES, ComplianceRules, ComplianceYear
+from registry.domain.rules import DEFAULT_RULES, CarryOver, ComplianceRules, ComplianceYear
 from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
 from registry.domain.units import SerialBlock, UnitClass, UnitType
 
@@ -291,7 +291,8 @@ ComplianceState = ComplianceStatus
 class ComplianceView:
     """Where a compliance account stands for one year, judged by the year's rules for
     its sector: the obligation (verified emissions, capped where the rules cap it),
-    what was surrendered by unit type, and what the year's closing fixed."""
+    what was surrendered by unit type, what the year's closing fixed, and what the
+    rules still allow: CCER, borrowing, carry-over."""
 
     account_id: str
     compliance_year: int
@@ -308,6 +309,24 @@ class ComplianceView:
     debt_carried: int = 0
     """The previous year's shortfall, deducted from this year's allocation."""
     debt_deducted: int = 0
+    ccer_cap: int = 0
+    """The most CCER the year accepts from the account (0 before verification)."""
+    ccer_remaining: int = 0
+    """CCER tonnes that may still be surrendered."""
+    gap: int = 0
+    """Obligation minus the year's free allocation, if positive."""
+    may_borrow: bool = False
+    """Whether the account may use next year's allowances (rules and gap rate)."""
+    advance_use_limit: int = 0
+    advance_use_remaining: int = 0
+    """Next year's allowances that may still be surrendered for this year."""
+    carry_over_limit: int | None = None
+    """Tonnes of carried vintages the account may surrender; None: no limit. For a
+    limit on net sales, b only until ``with_net_sales`` gives the sales."""
+    net_sales: int | None = None
+    """Net sales of allowances over the carry-over period, when the rule needs them
+    and they were given."""
+    rules: ComplianceRules = DEFAULT_RULES
 
     @classmethod
     def of(
@@ -319,16 +338,29 @@ class ComplianceView:
         year_closed: bool = False,
     ) -> ComplianceView:
         if obligation is None:
-            return cls(account_id, year, ComplianceState.NOT_VERIFIED, None, 0, 0, 0, 0)
+            return cls(
+                account_id,
+                year,
+                ComplianceState.NOT_VERIFIED,
+                None,
+                0,
+                0,
+                0,
+                0,
+                carry_over_limit=rules.carry_over_limit(None),
+                rules=rules,
+            )
         surrendered = obligation.surrendered
         cea = surrendered.get(UnitType.CEA.value, 0)
         ccer = surrendered.get(UnitType.CCER.value, 0)
         owed = obligation.obligation(rules)
+        verified = obligation.verified_emissions
+        advance_limit = obligation.advance_use_limit(rules)
         return cls(
             account_id,
             year,
             obligation.status(rules, year_closed),
-            obligation.verified_emissions,
+            verified,
             owed,
             cea,
             ccer,
@@ -338,6 +370,28 @@ class ComplianceView:
             obligation.shortfall,
             obligation.debt,
             obligation.debt_deducted,
+            ccer_cap=0 if verified is None else rules.ccer_cap(verified, obligation.allocated),
+            ccer_remaining=obligation.ccer_remaining(rules),
+            gap=0 if verified is None else rules.gap(verified, obligation.allocated),
+            may_borrow=verified is not None and rules.may_borrow(verified, obligation.allocated),
+            advance_use_limit=advance_limit,
+            advance_use_remaining=max(0, advance_limit - obligation.advance_used),
+            carry_over_limit=rules.carry_over_limit(None),
+            rules=rules,
+        )
+
+    @property
+    def net_sales_period(self) -> tuple[str, str] | None:
+        """The (first, last) ISO days whose net sales the carry-over limit needs; None
+        when the year's rule does not depend on them."""
+        if self.rules.carry_over != CarryOver.NET_SALES.value:
+            return None
+        return self.rules.carry_over_sales_from, self.rules.carry_over_sales_to
+
+    def with_net_sales(self, net_sales: int) -> ComplianceView:
+        """The view with the carry-over limit the account's net sales give."""
+        return replace(
+            self, net_sales=net_sales, carry_over_limit=self.rules.carry_over_limit(net_sales)
         )
 
 

@@ -3,6 +3,7 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
 
     registry rules show 2025
     registry rules set 2025 POWER --obligation-cap-bps 2000 --reason "2025 plan, art. 7"
+    registry rules set-shipped 2022 --reason "2021-2022 allocation plan (MEE, Mar 2023)"
     registry close-year 2025 --reason "surrender deadline 2026-12-31 passed"
     registry report compliance 2025 --csv > compliance-2025.csv
     registry proposals list --status PENDING
@@ -21,10 +22,13 @@ from pathlib import Path
 
 from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient
+from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, shipped_rules
+from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common_pb
+from services.convert import rules_from_proto, rules_to_proto
 
 PROPOSAL_KINDS = [
     value.name.removeprefix("PROPOSAL_KIND_")
@@ -53,14 +57,32 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--ccer-cap-bps",
         type=int,
         default=500,
-        help="CCER cap, basis points of verified emissions (default 500)",
+        help="CCER cap, basis points of --ccer-cap-base (default 500)",
+    )
+    change.add_argument(
+        "--ccer-cap-base",
+        choices=[b.value for b in CcerCapBase],
+        default=CcerCapBase.OBLIGATION.value,
+        help="what the CCER cap is a share of (default OBLIGATION: MEE 2020 Art. 29)",
     )
     change.add_argument("--cea-min-vintage", type=int, default=None)
     change.add_argument(
         "--advance-use-bps",
         type=int,
         default=0,
-        help="next year's CEA allowed, basis points of verified emissions",
+        help="next year's CEA allowed, basis points of --advance-use-base",
+    )
+    change.add_argument(
+        "--advance-use-base",
+        choices=[b.value for b in AdvanceUseBase],
+        default=AdvanceUseBase.GAP.value,
+        help="what the advance-use share is of (default GAP: obligation - allocation)",
+    )
+    change.add_argument(
+        "--advance-use-min-gap-bps",
+        type=int,
+        default=0,
+        help="only companies whose gap / verified emissions reaches this may borrow",
     )
     change.add_argument("--deadline", default="", help="surrender deadline, YYYY-MM-DD")
     change.add_argument(
@@ -69,8 +91,31 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         help="obligation capped at allocation + this share of emissions",
     )
+    change.add_argument(
+        "--carry-over",
+        choices=[c.value for c in CarryOver],
+        default=CarryOver.UNLIMITED.value,
+        help="carried (banked) vintages: UNLIMITED, NONE, or NET_SALES (a x net sales + b)",
+    )
+    change.add_argument(
+        "--carry-over-max-vintage", type=int, default=None, help="newest carried vintage"
+    )
+    change.add_argument(
+        "--carry-over-net-sales-bps", type=int, default=0, help="a, in bps (1.5 x = 15000)"
+    )
+    change.add_argument("--carry-over-base-tonnes", type=int, default=0, help="b, in tonnes")
+    change.add_argument("--carry-over-sales-from", default="", help="YYYY-MM-DD")
+    change.add_argument("--carry-over-sales-to", default="", help="YYYY-MM-DD (inclusive)")
     change.add_argument("--reason", required=True, help=REASON_HELP)
     change.set_defaults(run=partial(_call, work="set"))
+    adopt = actions.add_parser(
+        "set-shipped",
+        help="set the rules the registry ships for a year (2021-2025), every sector of "
+        "the table, each recorded with who and why",
+    )
+    adopt.add_argument("year", type=int)
+    adopt.add_argument("--reason", required=True, help=REASON_HELP)
+    adopt.set_defaults(run=partial(_call, work="set-shipped"))
     close = sub.add_parser(
         "close-year",
         help="deadline processing: fix shortfalls, carry "
@@ -130,7 +175,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="how long it waits for approval (1..2160; default 7 days)",
     )
     propose.set_defaults(run=partial(_call, work="propose"))
-    for parser in (show, change, close, compliance, listing, expire, approve, reject, propose):
+    for parser in (
+        show,
+        change,
+        adopt,
+        close,
+        compliance,
+        listing,
+        expire,
+        approve,
+        reject,
+        propose,
+    ):
         add_connection_options(parser)
 
 
@@ -140,6 +196,7 @@ def _call(args: argparse.Namespace, work: str) -> int:
         {
             "show": _print_rules,
             "set": _set_rules,
+            "set-shipped": _set_shipped_rules,
             "close": _print_closing,
             "compliance": _print_report,
             "list": _list_proposals,
@@ -161,42 +218,101 @@ def _print_rules(client: RegistryClient, args: argparse.Namespace) -> None:
 
 
 def _print_year(view: admin_pb.GetComplianceRulesResponse) -> None:
+    """Each sector's rules, one rule a line: its value and where it comes from (the
+    shipped table's source where the value is the shipped one)."""
     state = "closed" if view.closed else "open"
-    print(f"compliance year {view.compliance_year}: {state}, {view.version} change(s)")
-    print(
-        f"{'sector':<11}{'CCER cap':>10}{'oldest CEA':>12}{'advance':>9}{'deadline':>12}"
-        f"{'obligation cap':>16}"
-    )
-    for line in view.rules:
-        r = line.rules
-        oldest = str(r.cea_min_vintage) if r.HasField("cea_min_vintage") else "any"
-        cap = (
-            f"alloc+{r.obligation_cap_bps / 100:g}%" if r.HasField("obligation_cap_bps") else "none"
-        )
+    year = view.compliance_year
+    print(f"compliance year {year}: {state}, {view.version} change(s)")
+    shipped = shipped_rules(year)
+    if view.rules:
+        stored = {line.sector: rules_from_proto(line.rules) for line in view.rules}
+    else:
+        stored = {key: s.rules for key, s in shipped.items()}
         print(
-            f"{line.sector:<11}{r.ccer_cap_bps / 100:>9g}%{oldest:>12}"
-            f"{r.advance_use_bps / 100:>8g}%{r.surrender_deadline or 'Dec 31 Y+1':>12}"
-            f"{cap:>16}"
+            "(no rules set: the scheme's defaults apply; the registry ships these, "
+            f"`registry rules set-shipped {year}` adopts them)"
+            if shipped
+            else "(no rules set: the scheme's defaults apply)"
         )
-    if not view.rules:
-        print("(no rules set: the scheme's defaults apply: CCER 5%, no advance use)")
+    print(
+        f"{'sector':<11}{'CCER cap':>16}{'oldest CEA':>12}{'advance':>16}{'deadline':>12}"
+        f"{'obligation cap':>16}{'carry-over':>12}"
+    )
+    for sector, r in stored.items():
+        oldest = "any" if r.cea_min_vintage is None else str(r.cea_min_vintage)
+        cap = "none" if r.obligation_cap_bps is None else f"alloc+{r.obligation_cap_bps / 100:g}%"
+        base = "oblig" if r.ccer_cap_base == "OBLIGATION" else "verified"
+        advance = f"{r.advance_use_bps / 100:g}% {'gap' if r.advance_use_base == 'GAP' else 'ver'}"
+        print(
+            f"{sector:<11}{f'{r.ccer_cap_bps / 100:g}% {base}':>16}{oldest:>12}"
+            f"{advance if r.advance_use_bps else 'none':>16}"
+            f"{r.surrender_deadline or 'Dec 31 Y+1':>12}{cap:>16}{r.carry_over:>12}"
+        )
+    for sector, rules in stored.items():
+        print(f"[{sector}]")
+        values = rules.as_dict()
+        for name in RULE_NAMES:
+            value = values[name]
+            known = shipped.get(sector)
+            source = (
+                known.source(name)
+                if known is not None and known.rules.as_dict()[name] == value
+                else "set by a regulator (see the rule change's reason)"
+            )
+            shown = "unset" if value is None or value == "" else str(value)
+            print(f"  {name:<26}{shown:<20}{source}")
 
 
 def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
-    rules = admin_pb.ComplianceRules(
+    rules = ComplianceRules(
         ccer_cap_bps=args.ccer_cap_bps,
-        advance_use_bps=args.advance_use_bps,
-        surrender_deadline=args.deadline,
+        ccer_cap_base=args.ccer_cap_base,
         cea_min_vintage=args.cea_min_vintage,
+        advance_use_bps=args.advance_use_bps,
+        advance_use_base=args.advance_use_base,
+        advance_use_min_gap_bps=args.advance_use_min_gap_bps,
+        surrender_deadline=args.deadline,
         obligation_cap_bps=args.obligation_cap_bps,
+        carry_over=args.carry_over,
+        carry_over_max_vintage=args.carry_over_max_vintage,
+        carry_over_net_sales_bps=args.carry_over_net_sales_bps,
+        carry_over_base_tonnes=args.carry_over_base_tonnes,
+        carry_over_sales_from=args.carry_over_sales_from,
+        carry_over_sales_to=args.carry_over_sales_to,
     )
     reply = client.call(
         client.administration.SetComplianceRules,
         admin_pb.SetComplianceRulesRequest(
-            compliance_year=args.year, sector=args.sector, rules=rules, reason=args.reason
+            compliance_year=args.year,
+            sector=args.sector,
+            rules=rules_to_proto(rules),
+            reason=args.reason,
         ),
     )
     print("changed" if reply.position else "unchanged (already these rules)")
+    _print_year(reply.year)
+
+
+def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None:
+    shipped = shipped_rules(args.year)
+    if not shipped:
+        raise SystemExit(
+            f"the registry ships no rules for {args.year} (it ships "
+            f"{min(SHIPPED_RULES)}-{max(SHIPPED_RULES)})"
+        )
+    reply = None
+    for sector, table in shipped.items():
+        reply = client.call(
+            client.administration.SetComplianceRules,
+            admin_pb.SetComplianceRulesRequest(
+                compliance_year=args.year,
+                sector=sector,
+                rules=rules_to_proto(table.rules),
+                reason=args.reason,
+            ),
+        )
+        print(f"{sector}: " + ("changed" if reply.position else "unchanged"))
+    assert reply is not None
     _print_year(reply.year)
 
 

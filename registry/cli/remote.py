@@ -59,8 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     surrender.set_defaults(run=_surrender)
     status = sub.add_parser(
         "compliance-status",
-        help="an account's compliance figures for "
-        "a year: emissions, obligation, surrendered, debt carried",
+        help="an account's compliance figures for a year: emissions, obligation, "
+        "surrendered, debt carried, CCER still allowed, what may be borrowed or carried over",
     )
     status.add_argument("account_id")
     status.add_argument("year", type=int)
@@ -284,8 +284,18 @@ def _compliance_status(args: argparse.Namespace) -> int:
         ("shortfall", s.shortfall),
         ("debt carried in", s.debt_carried),
         ("debt deducted", s.debt_deducted),
+        ("CCER cap", s.ccer_cap),
+        ("CCER still allowed", s.ccer_remaining),
+        ("gap", s.gap),
+        ("borrowing limit", s.advance_use_limit),
+        ("borrowing left", s.advance_use_remaining),
     ):
         print(f"  {label:<20}{value:>16,} t")
+    print(f"  {'may borrow':<20}{'yes' if s.may_borrow else 'no':>16}")
+    if s.HasField("net_sales"):
+        print(f"  {'net sales':<20}{s.net_sales:>16,} t")
+    carry = f"{s.carry_over_limit:>16,} t" if s.HasField("carry_over_limit") else "no limit"
+    print(f"  {'may carry over':<20}{carry:>16}")
     return 0
 
 

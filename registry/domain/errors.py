@@ -276,7 +276,8 @@ class IneligibleVintage(Refused):
 
 
 class CcerCapExceeded(Refused):
-    """More offsets than the year's CCER cap (a share of verified emissions) allows."""
+    """More offsets than the year's CCER cap (a share of the obligation, or of verified
+    emissions for rules written before the base was explicit) allows."""
 
     reason = "CCER_CAP_EXCEEDED"
 
@@ -289,6 +290,19 @@ class AdvanceUseNotAllowed(Refused):
 
 class AdvanceUseLimitExceeded(Refused):
     reason = "ADVANCE_USE_LIMIT_EXCEEDED"
+
+
+class AdvanceUseNotEligible(Refused):
+    """Next year's allowances from a company whose gap rate is below the year's
+    threshold for borrowing."""
+
+    reason = "ADVANCE_USE_NOT_ELIGIBLE"
+
+
+class CarryOverLimitExceeded(Refused):
+    """More allowances of carried (banked) vintages than the company's carry-over limit."""
+
+    reason = "CARRY_OVER_LIMIT_EXCEEDED"
 
 
 class EmissionsNotVerified(Refused):

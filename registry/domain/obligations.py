@@ -17,6 +17,8 @@ from eventsourcing.domain import Aggregate
 from registry.domain.errors import (
     AdvanceUseLimitExceeded,
     AdvanceUseNotAllowed,
+    AdvanceUseNotEligible,
+    CarryOverLimitExceeded,
     CcerCapExceeded,
     ComplianceYearClosed,
     EmissionsNotVerified,
@@ -25,7 +27,12 @@ from registry.domain.errors import (
     NotReversible,
 )
 from registry.domain.ids import NAMESPACE
-from registry.domain.rules import ComplianceRules, share
+from registry.domain.rules import (
+    AdvanceUseBase,
+    CarryOver,
+    CcerCapBase,
+    ComplianceRules,
+)
 from registry.domain.units import SerialBlock, UnitType
 
 MIN_YEAR = 2019
@@ -213,11 +220,22 @@ class ComplianceObligation(Aggregate):
                 f"compliance year {self.year} is closed", year=self.year, account=self.account_id
             )
 
-    def check_surrender(self, rules: ComplianceRules, blocks: Iterable[SerialBlock]) -> int:
+    def check_surrender(
+        self,
+        rules: ComplianceRules,
+        blocks: Iterable[SerialBlock],
+        net_sales: int | None = None,
+        carried_before: int = 0,
+    ) -> int:
         """Refuse a surrender of these blocks the year's rules do not accept; returns
-        how many of them are next year's allowances (advance use)."""
+        how many of them are next year's allowances (advance use).
+
+        ``net_sales`` (the company's net sales of allowances over the carry-over
+        rule's period) and ``carried_before`` (carried vintages it already surrendered
+        under that limit) let a NET_SALES carry-over limit be judged; without
+        ``net_sales`` that limit is not judged here (NONE always is)."""
         self.ensure_open()
-        advance = ccer = 0
+        advance = ccer = carried = 0
         for block in blocks:
             unit_class = block.unit_class
             if unit_class.unit_type is UnitType.CCER:
@@ -235,34 +253,89 @@ class ComplianceObligation(Aggregate):
                 )
             if vintage == self.year + 1:
                 advance += block.quantity
+            elif rules.carried_vintage(vintage, self.year):
+                carried += block.quantity
+        if carried:
+            self._check_carry_over(rules, carried, net_sales, carried_before)
         if advance:
-            if not rules.advance_use_bps:
-                raise AdvanceUseNotAllowed(
-                    f"{self.year} allows no advance use of {self.year + 1} allowances",
-                    year=self.year,
-                    vintage=self.year + 1,
-                )
-            limit = share(self._verified("advance use"), rules.advance_use_bps)
-            if self.advance_used + advance > limit:
-                raise AdvanceUseLimitExceeded(
-                    f"advance use of {self.advance_used + advance} exceeds the limit of "
-                    f"{limit} ({rules.advance_use_bps} bps of verified emissions)",
-                    limit=limit,
-                    used=self.advance_used,
-                    requested=advance,
-                )
+            self._check_advance(rules, advance)
         if ccer:
-            cap = share(self._verified("CCER"), rules.ccer_cap_bps)
+            cap = self.ccer_cap(rules)
             already = self.surrendered.get(UnitType.CCER.value, 0)
             if already + ccer > cap:
                 raise CcerCapExceeded(
                     f"{already + ccer} CCER would exceed the cap of {cap} "
-                    f"({rules.ccer_cap_bps} bps of verified emissions)",
+                    f"({rules.ccer_cap_bps} bps of {_base_name(rules.ccer_cap_base)})",
                     limit=cap,
                     surrendered=already,
                     requested=ccer,
                 )
         return advance
+
+    def ccer_cap(self, rules: ComplianceRules) -> int:
+        """The most CCER tonnes the year accepts from this company (refused before
+        verified emissions are recorded)."""
+        return rules.ccer_cap(self._verified("CCER"), self.allocated)
+
+    def ccer_remaining(self, rules: ComplianceRules) -> int:
+        """CCER tonnes that may still be surrendered (0 before verification)."""
+        if self.verified_emissions is None:
+            return 0
+        return max(
+            0,
+            rules.ccer_cap(self.verified_emissions, self.allocated)
+            - self.surrendered.get(UnitType.CCER.value, 0),
+        )
+
+    def advance_use_limit(self, rules: ComplianceRules) -> int:
+        """Next year's allowances this company may surrender for the year in all (0
+        before verification, or when it may not borrow)."""
+        if self.verified_emissions is None:
+            return 0
+        return rules.advance_use_limit(self.verified_emissions, self.allocated)
+
+    def _check_advance(self, rules: ComplianceRules, advance: int) -> None:
+        if not rules.advance_use_bps:
+            raise AdvanceUseNotAllowed(
+                f"{self.year} allows no advance use of {self.year + 1} allowances",
+                year=self.year,
+                vintage=self.year + 1,
+            )
+        verified = self._verified("advance use")
+        if not rules.may_borrow(verified, self.allocated):
+            gap = rules.gap(verified, self.allocated)
+            raise AdvanceUseNotEligible(
+                f"advance use for {self.year} is open only to a gap rate of at least "
+                f"{rules.advance_use_min_gap_bps} bps; {self.account_id}'s gap is {gap} t "
+                f"of {verified} t verified",
+                gap=gap,
+                verified=verified,
+                threshold_bps=rules.advance_use_min_gap_bps,
+            )
+        limit = rules.advance_use_limit(verified, self.allocated)
+        if self.advance_used + advance > limit:
+            raise AdvanceUseLimitExceeded(
+                f"advance use of {self.advance_used + advance} exceeds the limit of "
+                f"{limit} ({rules.advance_use_bps} bps of {_base_name(rules.advance_use_base)})",
+                limit=limit,
+                used=self.advance_used,
+                requested=advance,
+            )
+
+    def _check_carry_over(
+        self, rules: ComplianceRules, carried: int, net_sales: int | None, before: int
+    ) -> None:
+        if rules.carry_over == CarryOver.NET_SALES.value and net_sales is None:
+            return  # the net sales are not known here: judged where they are
+        limit = rules.carry_over_limit(net_sales)
+        if limit is not None and before + carried > limit:
+            raise CarryOverLimitExceeded(
+                f"{before + carried} t of carried vintages would exceed {self.account_id}'s "
+                f"carry-over limit of {limit} t for {self.year} ({rules.carry_over})",
+                limit=limit,
+                used=before,
+                requested=carried,
+            )
 
     def _verified(self, what: str) -> int:
         if self.verified_emissions is None:
@@ -364,3 +437,10 @@ class ComplianceObligation(Aggregate):
             self.EmissionsVerified, emissions=emissions, reason=reason, principal=principal
         )
         return True
+
+
+def _base_name(base: str) -> str:
+    return {
+        CcerCapBase.OBLIGATION.value: "the obligation",
+        AdvanceUseBase.GAP.value: "the gap",
+    }.get(base, "verified emissions")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from datetime import date
+from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -36,74 +37,133 @@ def share(tonnes: int, bps: int) -> int:
     return tonnes * bps // BPS
 
 
+class CcerCapBase(StrEnum):
+    """What the CCER cap is a share of."""
+
+    OBLIGATION = "OBLIGATION"
+    """The allowances due for surrender (MEE Measures 2020, Art. 29): the shipped rule."""
+    VERIFIED_EMISSIONS = "VERIFIED_EMISSIONS"
+    """Verified emissions: what rules written before rule vocabulary v2 meant."""
+
+
+class AdvanceUseBase(StrEnum):
+    """What the advance-use (borrowing) limit is a share of."""
+
+    GAP = "GAP"
+    """The gap: obligation minus the year's free allocation (2021-2022 power plan)."""
+    VERIFIED_EMISSIONS = "VERIFIED_EMISSIONS"
+    """Verified emissions: what rules written before rule vocabulary v2 meant."""
+
+
+class CarryOver(StrEnum):
+    """How many allowances of older vintages (banked ones) a company may surrender."""
+
+    UNLIMITED = "UNLIMITED"
+    """Any vintage from ``cea_min_vintage`` on, without a quantity limit."""
+    NONE = "NONE"
+    """No allowance of a carried vintage counts."""
+    NET_SALES = "NET_SALES"
+    """Per company: a x its net sales of allowances over a period + b tonnes
+    (2023-2024 power plan)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _date_or_none(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class ComplianceRules:
     """The rules one sector surrenders under for one compliance year."""
 
     ccer_cap_bps: int = 500
-    """CCER may cover at most this share of verified emissions (5 %)."""
+    """CCER may cover at most this share of ``ccer_cap_base`` (5 %)."""
     cea_min_vintage: int | None = None
     """The oldest allowance vintage accepted; None: any vintage up to the year."""
     advance_use_bps: int = 0
-    """Allowances of the next year's vintage may cover this share of verified emissions
-    ("borrowing"); 0: not allowed."""
+    """Allowances of the next year's vintage may cover this share of
+    ``advance_use_base`` ("borrowing"); 0: not allowed."""
     surrender_deadline: str = ""
     """ISO date by which units must be surrendered; empty: 31 December of the next year."""
     obligation_cap_bps: int | None = None
     """The obligation is capped at the year's free allocation plus this share of
     verified emissions; None: no cap (the obligation is the verified emissions)."""
+    ccer_cap_base: str = CcerCapBase.OBLIGATION.value
+    """What ``ccer_cap_bps`` is a share of (``CcerCapBase``)."""
+    advance_use_base: str = AdvanceUseBase.GAP.value
+    """What ``advance_use_bps`` is a share of (``AdvanceUseBase``)."""
+    advance_use_min_gap_bps: int = 0
+    """Who may borrow: only a company whose gap rate (gap / verified emissions) is at
+    least this; 0: any company."""
+    carry_over: str = CarryOver.UNLIMITED.value
+    """How many allowances of carried vintages count (``CarryOver``)."""
+    carry_over_max_vintage: int | None = None
+    """The newest carried vintage; None: every vintage before the year."""
+    carry_over_net_sales_bps: int = 0
+    """NET_SALES: a, in basis points of the net sales (1.5 x = 15,000)."""
+    carry_over_base_tonnes: int = 0
+    """NET_SALES: b, tonnes every company may carry over."""
+    carry_over_sales_from: str = ""
+    """NET_SALES: first day (ISO date) of the period whose net sales count."""
+    carry_over_sales_to: str = ""
+    """NET_SALES: last day (ISO date, inclusive) of that period."""
 
     def violations(self, year: int) -> list[Violation]:
         """Every inconsistent field, named, for a precise error."""
         found: list[Violation] = []
-        for name in ("ccer_cap_bps", "advance_use_bps"):
+
+        def bad(name: str, message: str) -> None:
+            found.append(Violation(f"rules.{name}", RULE_INVALID, message))
+
+        for name in ("ccer_cap_bps", "advance_use_bps", "advance_use_min_gap_bps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BPS:
-                found.append(
-                    Violation(f"rules.{name}", RULE_INVALID, f"{name} must be 0..{BPS} bps")
-                )
+            if not _is_int(value) or not 0 <= value <= BPS:
+                bad(name, f"{name} must be 0..{BPS} bps")
         cap = self.obligation_cap_bps
-        if cap is not None and (
-            isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= BPS
-        ):
-            found.append(
-                Violation(
-                    "rules.obligation_cap_bps",
-                    RULE_INVALID,
-                    f"obligation_cap_bps must be 0..{BPS} bps or unset",
-                )
-            )
+        if cap is not None and (not _is_int(cap) or not 0 <= cap <= BPS):
+            bad("obligation_cap_bps", f"obligation_cap_bps must be 0..{BPS} bps or unset")
         oldest = self.cea_min_vintage
-        if oldest is not None and (
-            isinstance(oldest, bool) or not isinstance(oldest, int) or not 2005 <= oldest <= year
+        if oldest is not None and (not _is_int(oldest) or not 2005 <= oldest <= year):
+            bad("cea_min_vintage", f"cea_min_vintage must be 2005..{year} or unset")
+        for name, kind in (
+            ("ccer_cap_base", CcerCapBase),
+            ("advance_use_base", AdvanceUseBase),
+            ("carry_over", CarryOver),
         ):
-            found.append(
-                Violation(
-                    "rules.cea_min_vintage",
-                    RULE_INVALID,
-                    f"cea_min_vintage must be 2005..{year} or unset",
-                )
-            )
+            if getattr(self, name) not in {m.value for m in kind}:
+                bad(name, f"{name} must be one of {', '.join(m.value for m in kind)}")
+        newest = self.carry_over_max_vintage
+        if newest is not None and (not _is_int(newest) or not 2005 <= newest < year):
+            bad("carry_over_max_vintage", f"carry_over_max_vintage must be 2005..{year - 1}")
+        if not _is_int(self.carry_over_net_sales_bps) or not 0 <= self.carry_over_net_sales_bps <= (
+            100 * BPS
+        ):
+            bad("carry_over_net_sales_bps", f"carry_over_net_sales_bps must be 0..{100 * BPS}")
+        if not _is_int(self.carry_over_base_tonnes) or self.carry_over_base_tonnes < 0:
+            bad("carry_over_base_tonnes", "carry_over_base_tonnes must be a whole number >= 0")
+        first = _date_or_none(self.carry_over_sales_from)
+        last = _date_or_none(self.carry_over_sales_to)
+        net_sales = self.carry_over == CarryOver.NET_SALES.value
+        for name, day in (("carry_over_sales_from", first), ("carry_over_sales_to", last)):
+            if day is None and (net_sales or getattr(self, name)):
+                bad(name, f"{name} must be an ISO date (YYYY-MM-DD); NET_SALES needs it")
+        if first is not None and last is not None and last < first:
+            bad("carry_over_sales_to", "the net-sales period ends before it starts")
         if self.surrender_deadline:
-            try:
-                deadline = date.fromisoformat(self.surrender_deadline)
-            except (TypeError, ValueError):
-                found.append(
-                    Violation(
-                        "rules.surrender_deadline",
-                        RULE_INVALID,
-                        "surrender_deadline must be an ISO date (YYYY-MM-DD)",
-                    )
+            deadline = _date_or_none(self.surrender_deadline)
+            if deadline is None:
+                bad("surrender_deadline", "surrender_deadline must be an ISO date (YYYY-MM-DD)")
+            elif deadline.year <= year:
+                bad(
+                    "surrender_deadline",
+                    f"the surrender deadline for {year} must fall after {year}",
                 )
-            else:
-                if deadline.year <= year:
-                    found.append(
-                        Violation(
-                            "rules.surrender_deadline",
-                            RULE_INVALID,
-                            f"the surrender deadline for {year} must fall after {year}",
-                        )
-                    )
         return found
 
     def check(self, year: int) -> ComplianceRules:
@@ -129,6 +189,57 @@ class ComplianceRules:
             return verified
         return min(verified, max(0, allocated) + share(verified, self.obligation_cap_bps))
 
+    def ccer_cap(self, verified: int, allocated: int) -> int:
+        """The most CCER tonnes the year accepts, of the obligation (Art. 29) or, for
+        rules written before the base was explicit, of verified emissions."""
+        base = (
+            verified
+            if self.ccer_cap_base == CcerCapBase.VERIFIED_EMISSIONS.value
+            else self.obligation(verified, allocated)
+        )
+        return share(base, self.ccer_cap_bps)
+
+    def gap(self, verified: int, allocated: int) -> int:
+        """The obligation not covered by the year's free allocation (0 if none)."""
+        return max(0, self.obligation(verified, allocated) - max(0, allocated))
+
+    def may_borrow(self, verified: int, allocated: int) -> bool:
+        """Whether the company is among those who may use next year's allowances: the
+        year allows advance use and its gap rate reaches the threshold."""
+        if not self.advance_use_bps:
+            return False
+        threshold = self.advance_use_min_gap_bps
+        return threshold == 0 or self.gap(verified, allocated) * BPS >= threshold * verified
+
+    def advance_use_limit(self, verified: int, allocated: int) -> int:
+        """How many of next year's allowances the company may surrender for the year."""
+        if not self.may_borrow(verified, allocated):
+            return 0
+        base = (
+            verified
+            if self.advance_use_base == AdvanceUseBase.VERIFIED_EMISSIONS.value
+            else self.gap(verified, allocated)
+        )
+        return share(base, self.advance_use_bps)
+
+    def carried_vintage(self, vintage: int, year: int) -> bool:
+        """Whether an allowance of ``vintage`` surrendered for ``year`` is a carried
+        (banked) one the carry-over rule limits."""
+        newest = year - 1 if self.carry_over_max_vintage is None else self.carry_over_max_vintage
+        return vintage <= newest
+
+    def carry_over_limit(self, net_sales: int | None) -> int | None:
+        """Tonnes of carried vintages a company may surrender: None for no limit; for
+        NET_SALES, a x net sales (negative: net purchases, counted as 0) + b, rounded
+        down. ``net_sales`` None (not known) counts as 0 (b only)."""
+        if self.carry_over == CarryOver.UNLIMITED.value:
+            return None
+        if self.carry_over == CarryOver.NONE.value:
+            return 0
+        return share(max(0, net_sales or 0), self.carry_over_net_sales_bps) + (
+            self.carry_over_base_tonnes
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -139,6 +250,14 @@ class ComplianceRules:
 
 
 DEFAULT_RULES = ComplianceRules()
+
+LEGACY_BASES: dict[str, Any] = {
+    "ccer_cap_base": CcerCapBase.VERIFIED_EMISSIONS.value,
+    "advance_use_base": AdvanceUseBase.VERIFIED_EMISSIONS.value,
+    "advance_use_min_gap_bps": 0,
+    "carry_over": CarryOver.UNLIMITED.value,
+}
+"""What a ``RulesChanged`` of class version 1 meant by the fields it did not have."""
 
 
 def check_rule_key(sector: str) -> str:
@@ -183,10 +302,17 @@ class ComplianceYear(Aggregate):
         """The rules of one sector (or of all, ``*``) from now on, and why."""
 
         TOPIC = "registry.ComplianceYear.RulesChanged"
+        class_version = 2
         sector: str
         rules: dict[str, Any]
         principal: str
         reason: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Rules written before the bases were explicit meant shares of verified
+            emissions, open to every company: say so, so they judge as they did."""
+            state["rules"] = {**LEGACY_BASES, **state["rules"]}
 
         def apply(self, aggregate: ComplianceYear) -> None:
             aggregate.rules = {**aggregate.rules, self.sector: dict(self.rules)}

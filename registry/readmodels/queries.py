@@ -226,6 +226,22 @@ class ReadModels:
         )
         return Page(rows, token)
 
+    def net_sales(self, account_id: str, since: datetime, until: datetime) -> int:
+        """Allowances (CEA) the account sold net through exchange settlement in
+        [since, until): units settled out minus units settled in (negative: it bought
+        more than it sold). Reversed settlements are not netted out."""
+        h = t.history.c
+        signed = case((h.direction == "DEBIT", h.quantity), else_=-h.quantity)
+        query = select(func.coalesce(func.sum(signed), 0)).where(
+            h.account_id == account_id,
+            h.kind == "SETTLEMENT",
+            h.unit_type == "CEA",
+            h.recorded_at >= since,
+            h.recorded_at < until,
+        )
+        with self.reads.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def supply(self) -> dict[str, dict[str, Any]]:
         """Per unit class: issued, and total/held by holding account type."""
         with self.reads.connect() as conn:

@@ -3,26 +3,31 @@ rules refuse, the year closed (retry-safe), the report and the status after it."
 
 from __future__ import annotations
 
+from typing import Any
+
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common
+from registry.v1 import settlement_service_pb2 as settlement_pb
 from tests.e2e.conftest import INVALID, PRECONDITION, Api, rpc_error
 from tests.e2e.market import (
     allocate,
     allocation,
     balance,
+    caught_up,
     compliance,
     emissions,
     issue,
     open_company,
     record_emissions,
     surrender,
+    trade,
 )
 
 
 def rules(
-    api: Api, sector: str, reason: str = "2025 rules", **fields: int | str
+    api: Api, sector: str, reason: str = "2025 rules", **fields: Any
 ) -> admin_pb.SetComplianceRulesResponse:
     client = api.regulator
     return client.call(
@@ -126,3 +131,109 @@ def test_allocate_units_takes_a_true_up_return_back_to_the_reserve(api: Api) -> 
     status = compliance(regulator, "PWR-SD-0001")
     assert status.allocated == 500 and status.debt_carried == 0
     assert balance(regulator, "PWR-SD-0001", done.position) == 500
+
+
+def test_the_ccer_cap_is_five_percent_of_the_obligation(api: Api) -> None:
+    """Power, 2025, obligation capped at allocation + 20 % of verified emissions:
+    verified 100,000 t, allocated 70,000 t; obligation = min(100,000, 70,000 + 20,000) =
+    90,000 t; CCER cap = 5 % x 90,000 = 4,500 t (not 5 % of 100,000 = 5,000).
+    4,501 CCER are refused, 4,500 pass; the status shows the cap, nothing left of it,
+    the gap (90,000 - 70,000 = 20,000) and no borrowing (the year allows none)."""
+    regulator, operator = api.regulator, api.operator
+    open_company(regulator, "PWR-SD-0001")
+    issue(regulator, "ISS-1", 70_000)
+    issue(
+        regulator,
+        "ISS-CCER",
+        5_000,
+        common.UnitClass(unit_type=common.UNIT_TYPE_CCER, vintage=2024, project="P-1"),
+    )
+    allocate(regulator, allocation("AL-1", "PWR-SD-0001", 70_000))
+    ccer_row = admin_pb.AllocationRow(
+        transaction_id="AL-CCER",
+        account_id="PWR-SD-0001",
+        unit_type=common.UNIT_TYPE_CCER,
+        vintage=2024,
+        quantity=5_000,
+        source_account="CN-ISSUANCE",
+    )
+    allocate(regulator, ccer_row)
+    record_emissions(regulator, emissions("PWR-SD-0001", 100_000))
+    set_ = rules(api, "POWER", ccer_cap_bps=500, obligation_cap_bps=2_000)
+    [power] = set_.year.rules
+    assert power.rules.ccer_cap_base == admin_pb.CCER_CAP_BASE_OBLIGATION  # the default
+
+    def offsets(txn: str, quantity: int) -> object:
+        request = surrender(txn, "PWR-SD-0001", quantity, unit_type=common.UNIT_TYPE_CCER)
+        return operator.call(operator.accounts.SurrenderUnits, request)
+
+    over = rpc_error(lambda: offsets("S-CCER-0", 4_501))
+    assert (over.code, over.reason) == (PRECONDITION, "CCER_CAP_EXCEEDED")
+    status = compliance(regulator, "PWR-SD-0001")
+    assert (status.obligation, status.ccer_cap, status.ccer_remaining) == (90_000, 4_500, 4_500)
+    offsets("S-CCER-1", 4_500)
+    status = compliance(regulator, "PWR-SD-0001")
+    assert (status.surrendered_ccer, status.ccer_remaining, status.gap) == (4_500, 0, 20_000)
+    assert (status.may_borrow, status.advance_use_limit) == (False, 0)
+    assert not status.HasField("carry_over_limit")  # the scheme's default: no limit
+
+    # a regulator may still say "of verified emissions" explicitly, as v1 rules did
+    rules(
+        api,
+        "POWER",
+        ccer_cap_bps=500,
+        obligation_cap_bps=2_000,
+        ccer_cap_base=admin_pb.CCER_CAP_BASE_VERIFIED_EMISSIONS,
+    )
+    assert compliance(regulator, "PWR-SD-0001").ccer_remaining == 500
+
+
+def test_borrowing_and_the_carry_over_limit_in_the_status(api: Api) -> None:
+    """2025 POWER rules: borrowing at a 10 % gap rate, 50 % of the gap; carry-over
+    1.5 x net sales + 10,000 t over a period covering today.
+    Seller: verified 1,000, allocated 1,000 + sells 400 on the exchange: gap 0, may not
+    borrow; net sales 400 -> limit 1.5 x 400 + 10,000 = 10,600 t.
+    Buyer: verified 1,000, allocated 800 (buys 400): gap 200 = 20 % -> may borrow
+    50 % x 200 = 100 t; net sales -400 -> limit 10,000 t (b only)."""
+    regulator = api.regulator
+    open_company(regulator, "PWR-SD-0001")
+    open_company(regulator, "PWR-SD-0002")
+    issue(regulator, "ISS-1", 1_800)
+    allocate(
+        regulator, allocation("AL-1", "PWR-SD-0001", 1_000), allocation("AL-2", "PWR-SD-0002", 800)
+    )
+    exchange = api.exchange
+    reply = exchange.call(
+        exchange.settlement.SettleTrades,
+        settlement_pb.SettleTradesRequest(trades=[trade("T-1", "PWR-SD-0001", "PWR-SD-0002", 400)]),
+    )
+    assert reply.results[0].status == settlement_pb.TRADE_STATUS_SETTLED
+    record_emissions(regulator, emissions("PWR-SD-0001", 1_000), emissions("PWR-SD-0002", 1_000))
+    rules(
+        api,
+        "POWER",
+        ccer_cap_bps=500,
+        advance_use_bps=5_000,
+        advance_use_min_gap_bps=1_000,
+        carry_over=admin_pb.CARRY_OVER_NET_SALES,
+        carry_over_max_vintage=2024,
+        carry_over_net_sales_bps=15_000,
+        carry_over_base_tonnes=10_000,
+        carry_over_sales_from="2000-01-01",
+        carry_over_sales_to="2099-12-31",
+    )
+    caught_up(regulator)
+    seller, buyer = compliance(regulator, "PWR-SD-0001"), compliance(regulator, "PWR-SD-0002")
+    assert (seller.gap, seller.may_borrow, seller.net_sales, seller.carry_over_limit) == (
+        0,
+        False,
+        400,
+        10_600,
+    )
+    assert (buyer.gap, buyer.may_borrow, buyer.advance_use_limit) == (200, True, 100)
+    assert (buyer.net_sales, buyer.carry_over_limit) == (-400, 10_000)
+    missing = rpc_error(lambda: rules(api, "POWER", carry_over=admin_pb.CARRY_OVER_NET_SALES))
+    assert missing.code is INVALID and [f for f, _ in missing.violations] == [
+        "rules.carry_over_sales_from",
+        "rules.carry_over_sales_to",
+    ]

@@ -231,6 +231,11 @@ def test_a_national_compliance_year(api: Api) -> None:
     wait_projected(api)
     balanced(api)
 
+    def obligation(c: Company) -> int:
+        if c.sector is Sector.POWER:
+            return min(c.emissions, c.final + c.emissions * POWER_CAP_BPS // 10_000)
+        return c.emissions
+
     # the plans: most comply; some try CCER over the cap, some a 2027 vintage, some fall
     # short; one account is frozen and one company's offsets are of a detained project
     for c in rng.sample(companies, 300):
@@ -238,8 +243,8 @@ def test_a_national_compliance_year(api: Api) -> None:
     frozen, detained = companies[5], companies[6]
     frozen.plan, detained.plan = "frozen", "detained"
     offsets = [c for c in companies if c.plan in ("comply", "ccer_over_cap")][:400]
-    for c in offsets:
-        c.ccer = c.emissions * CCER_CAP_BPS // 10_000
+    for c in offsets:  # the cap is 5 % of the obligation (MEE 2020, Art. 29)
+        c.ccer = obligation(c) * CCER_CAP_BPS // 10_000
     # the detained company's offsets are the whole of project P-0 (sorted first, so its
     # delivery, first in the table, takes them); everyone else's are of P-1
     deliveries = [
@@ -424,11 +429,6 @@ def test_a_national_compliance_year(api: Api) -> None:
         "the companies",
     )
     operator = api.client(api.registry.access.issue_token(admin, operators, "operators").token)
-
-    def obligation(c: Company) -> int:
-        if c.sector is Sector.POWER:
-            return min(c.emissions, c.final + c.emissions * POWER_CAP_BPS // 10_000)
-        return c.emissions
 
     def surrender(
         c: Company, txn: str, quantity: int, unit_type: int, vintage: int | None = None

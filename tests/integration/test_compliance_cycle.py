@@ -84,8 +84,9 @@ def test_surrenders_are_judged_by_the_year_s_rules_for_the_sector(year: Registry
         surrender(registry, "S-2024", "PWR-A", UnitSelector(UnitType.CEA, 2026), 10, year=2024)
         == "INELIGIBLE_VINTAGE"
     )
+    # borrowing: half the gap (obligation 1,000 - allocation 800 = 200): 100 t
     registry.set_compliance_rules(
-        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=1_000), "borrowing allowed"
+        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=5_000), "borrowing allowed"
     )
     assert (
         surrender(registry, "S-ADVANCE-2", "PWR-A", UnitSelector(UnitType.CEA, 2026), 101)
@@ -113,8 +114,8 @@ def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
     registry.set_compliance_rules(
         REGULATOR, 2025, "CEMENT", ComplianceRules(obligation_cap_bps=0), "capped at allocation"
     )
-    registry.set_compliance_rules(
-        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=2_000), "borrowing allowed"
+    registry.set_compliance_rules(  # the whole gap (1,000 - 800 = 200) may be borrowed
+        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=10_000), "borrowing allowed"
     )
     assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""  # 800 of 2025, 200 of 2026
     assert surrender(registry, "S-B", "PWR-B", UnitSelector(UnitType.CEA, 2025), 700) == ""
@@ -240,8 +241,8 @@ def test_a_return_the_account_cannot_cover_becomes_next_year_s_debt(year: Regist
 
 def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> None:
     registry = year
-    registry.set_compliance_rules(
-        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=2_000), "borrowing allowed"
+    registry.set_compliance_rules(  # the whole gap (1,000 - 800 = 200) may be borrowed
+        REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=10_000), "borrowing allowed"
     )
     # a surrender that used next year's allowances: the units and the advance use go back
     assert surrender(registry, "S-A", "PWR-A", CEA, 1_000) == ""  # 800 of 2025, 200 of 2026

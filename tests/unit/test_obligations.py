@@ -71,12 +71,33 @@ def test_status_follows_verified_emissions_and_surrenders() -> None:
     assert status(o).state is ComplianceState.NOT_VERIFIED
     assert status(o).surrendered_cea == 500
     o.record_emissions(1000, "report", "mee/li")
+    # no allocation: the gap is the whole obligation; CCER up to 5 % of it (50 t)
     assert status(o) == ComplianceView(
-        "PWR-0001", 2025, ComplianceState.OPEN, 1000, 1000, 500, 0, 500
+        "PWR-0001",
+        2025,
+        ComplianceState.OPEN,
+        1000,
+        1000,
+        500,
+        0,
+        500,
+        ccer_cap=50,
+        ccer_remaining=50,
+        gap=1000,
     )
     o.record_surrender(uuid4(), "CCER", 500)
     assert status(o) == ComplianceView(
-        "PWR-0001", 2025, ComplianceState.COMPLIANT, 1000, 1000, 500, 500, 0
+        "PWR-0001",
+        2025,
+        ComplianceState.COMPLIANT,
+        1000,
+        1000,
+        500,
+        500,
+        0,
+        ccer_cap=50,
+        ccer_remaining=0,
+        gap=1000,
     )
     o.record_emissions(900, "correction", "mee/li")
     assert (status(o).state, status(o).outstanding) == (ComplianceState.COMPLIANT, 0)
