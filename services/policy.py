@@ -175,6 +175,8 @@ FOUR_EYES: dict[str, ProposalKind] = {
         "AllocateUnits": ProposalKind.ALLOCATION_TABLE,
         "ReverseTransaction": ProposalKind.REVERSAL,
         "SetComplianceRules": ProposalKind.RULE_CHANGE,
+        "RecordVerifiedEmissions": ProposalKind.VERIFIED_EMISSIONS,
+        "CloseComplianceYear": ProposalKind.YEAR_CLOSING,
     }.items()
 }
 """The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused

@@ -92,6 +92,11 @@ class ProposalKind(StrEnum):
     and approved by two administrators through ``AccessService.GrantRole``, kept under
     the reserved party ``system`` (``ACCESS_SCOPE``) so that any administrator finds it
     by its grant id."""
+    VERIFIED_EMISSIONS = "VERIFIED_EMISSIONS"
+    """A whole table of verified emissions figures (``RecordVerifiedEmissions``): they fix
+    every company's obligation, so one regulator alone does not record them."""
+    YEAR_CLOSING = "YEAR_CLOSING"
+    """Closing a compliance year (``CloseComplianceYear``): every shortfall is fixed."""
 
 
 ACCESS_SCOPE = "system"
