@@ -20,6 +20,11 @@ The payload is checked when it is proposed, so a malformed action is refused at 
 and an approver only ever approves something that can be carried out. Carrying out
 is idempotent (the action's own ids make a repeat a replay), so an approval whose
 outcome was not recorded (a crash in between) is completed by approving again.
+
+The proposer's and the approver's jurisdictions (the provinces of a provincial
+regulator, none for a national one: ``AccessControl.provinces_of``) are recorded on the
+proposal. Whether a provincial regulator may propose or decide a proposal at all is the
+policy's (``services/policy.py``: only verified emissions of its provinces' companies).
 """
 
 from __future__ import annotations
@@ -140,6 +145,7 @@ class FourEyes:
                     principal=principal,
                     now=store.clock(),
                     validity_seconds=validity_seconds,
+                    provinces=self._access().provinces_of(principal),
                 )
             )
             return ProposalResult(proposal.view(), position=_position(uow.save()))
@@ -154,13 +160,12 @@ class FourEyes:
         def decide(uow: UnitOfWork) -> tuple[Proposal, int | None]:
             proposal = self._proposal(uow, party, proposal_id)
             _not_access(proposal.kind)
-            if proposal.status is ProposalStatus.PENDING:
-                acl = self._access()
-                if acl.grants:
-                    acl.check_approver(
-                        principal, Role.REGULATOR, proposal.proposer, proposal.created_at
-                    )
-            approved = proposal.approve(principal, store.clock())
+            acl = self._access()
+            if proposal.status is ProposalStatus.PENDING and acl.grants:
+                acl.check_approver(
+                    principal, Role.REGULATOR, proposal.proposer, proposal.created_at
+                )
+            approved = proposal.approve(principal, store.clock(), acl.provinces_of(principal))
             return proposal, _position(uow.save()) if approved else None
 
         proposal, position = store.retrying(decide)
