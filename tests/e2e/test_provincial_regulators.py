@@ -145,6 +145,12 @@ def test_a_provincial_regulator_acts_for_its_province_only(api: Api) -> None:
             for e in li.stream_events(event_types=["registry.Proposal.Proposed"])
         )
     }
-    assert proposed == {"sd-zhang": [], "P-CLOSE": [], "P-SD": ["Shandong"]}  # grant: admins'
-    [approved] = li.stream_events(event_types=["registry.Proposal.Approved"])
-    assert json.loads(approved.payload_json)["approver_provinces"] == []
+    assert proposed == {"sd-zhang": [], "P-CLOSE": [], "P-SD": ["Shandong"]}  # the grant's: admins'
+    approvals = [
+        json.loads(e.payload_json)
+        for e in li.stream_events(event_types=["registry.Proposal.Approved"])
+    ]
+    assert [(a["approver"], a["approver_provinces"]) for a in approvals] == [
+        ("mee/admin-2", []),  # the grant
+        ("mee/regulator-wang", []),  # Shandong's figures, by a national regulator
+    ]
