@@ -245,6 +245,8 @@ def _provincial_kind(kind: str) -> None:
 
 
 def _proposed(request: Any, _: Jurisdiction | None) -> list[str]:
+    if request.kind not in admin_pb.ProposalKind.values() or not request.kind:
+        return []  # no kind, or an unknown one: the servicer's precise INVALID_ARGUMENT
     kind = admin_pb.ProposalKind.Name(request.kind).removeprefix("PROPOSAL_KIND_")
     _provincial_kind(kind)
     try:

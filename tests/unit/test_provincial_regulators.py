@@ -169,6 +169,8 @@ def test_it_proposes_and_decides_verified_emissions_of_its_companies_only() -> N
     assert denial(propose, proposed(VE, "PWR-GD-0001")) == "ACCOUNT_NOT_IN_PROVINCE"
     assert denial(propose, proposed(admin_pb.PROPOSAL_KIND_ISSUANCE)) == "NATIONAL_ACT"
     assert denial(propose, proposed(admin_pb.PROPOSAL_KIND_YEAR_CLOSING)) == "NATIONAL_ACT"
+    for no_kind in (admin_pb.PROPOSAL_KIND_UNSPECIFIED, 999):  # the servicer's INVALID_ARGUMENT
+        authorize(propose, proposed(no_kind), SD, acl(), FakeJurisdiction())
 
     rows = {"reason": "r", "rows": [{"account_id": "PWR-SD-0001", "compliance_year": 2025}]}
     other = {"reason": "r", "rows": [{"account_id": "PWR-GD-0001", "compliance_year": 2025}]}
