@@ -32,6 +32,7 @@ class AccessServicer(pb_grpc.AccessServiceServicer):
             role.value,
             list(request.account_ids),
             request.reason,
+            provinces=list(request.provinces),
         )
         return pb.GrantRoleResponse(
             grant_id=done.id,
@@ -118,6 +119,7 @@ class AccessServicer(pb_grpc.AccessServiceServicer):
                     granted_by=grant.granted_by,
                     reason=grant.reason,
                     approved_by=grant.approved_by,
+                    provinces=list(grant.provinces),
                 )
             )
         for proposal in self.access.pending_grants():
@@ -130,6 +132,7 @@ class AccessServicer(pb_grpc.AccessServiceServicer):
                     granted_by=proposal.proposer,
                     reason=proposal.reason,
                     pending=True,
+                    provinces=list(p.get("provinces", [])),
                 )
             )
         for c in acl.all_credentials():

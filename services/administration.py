@@ -197,6 +197,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def RecordVerifiedEmissions(
         self, request: pb.RecordVerifiedEmissionsRequest, context: grpc.ServicerContext
     ) -> pb.RecordVerifiedEmissionsResponse:
+        self._direct("RecordVerifiedEmissions")
         check_batch(len(request.rows), request.ByteSize(), "rows", "emissions rows to record")
         try:
             recorded = self.registry.record_verified_emissions(
@@ -246,6 +247,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     def CloseComplianceYear(
         self, request: pb.CloseComplianceYearRequest, context: grpc.ServicerContext
     ) -> pb.CloseComplianceYearResponse:
+        self._direct("CloseComplianceYear")
         closing = self.registry.close_compliance_year(
             current_principal(), request.compliance_year, request.reason
         )

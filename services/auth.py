@@ -20,10 +20,14 @@ from enum import StrEnum
 
 import grpc
 
+from registry.application import Registry
 from registry.application.access import Access
 from registry.domain.access import AccessControl
+from registry.domain.errors import InvalidCommand, NotFound
+from registry.domain.proposals import ProposalView
 from registry.domain.transactions import Principal
 from services.errors import ApiError
+from services.policy import Jurisdiction
 from services.tls import peer_certificate_fingerprint
 
 OPEN_SERVICES = frozenset(
@@ -65,6 +69,32 @@ class AuthMode(StrEnum):
         return self is not AuthMode.TOKEN
 
 
+class RegistryJurisdiction:
+    """Where accounts' holders are and what proposals do, from the write model (an
+    account opened a moment ago is found): what authorising a provincial regulator
+    looks up (``services.policy.Jurisdiction``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def provinces_of(self, account_ids: Sequence[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        for account_id in dict.fromkeys(account_ids):
+            try:
+                holder = self._registry.get_account(account_id).holder
+            except (NotFound, InvalidCommand):
+                found[account_id] = None
+                continue
+            found[account_id] = holder.get("province") or None
+        return found
+
+    def proposal(self, party: str, proposal_id: str) -> ProposalView | None:
+        try:
+            return self._registry.proposals.get(party, proposal_id)
+        except (NotFound, InvalidCommand):
+            return None
+
+
 class Authenticator:
     """Resolves a call's credentials against the current access state."""
 
@@ -73,11 +103,14 @@ class Authenticator:
         access: Access,
         mode: AuthMode = AuthMode.TOKEN,
         latest_version: Callable[[], int] | None = None,
+        jurisdiction: Jurisdiction | None = None,
     ) -> None:
         self.access = access
         self.mode = mode
         self.latest_version = latest_version
         """The access aggregate's stored version, read cheaply (see Access.current)."""
+        self.jurisdiction = jurisdiction
+        """Provincial regulators' look-ups (none: they are refused what needs one)."""
 
     def resolve(
         self, metadata: Sequence[tuple[str, str | bytes]] | None, context: grpc.ServicerContext

@@ -317,7 +317,7 @@ class CallInterceptor(grpc.ServerInterceptor):
                 principal, acl = self.authenticator.resolve(metadata, context)
                 bound.append(bind_request(request_id, str(principal), method))
                 request = parse(raw)
-                scope = authorize(method, request, principal, acl)
+                scope = authorize(method, request, principal, acl, self.authenticator.jurisdiction)
                 with self.capacity.hold(principal, stream is not None):
                     token, scope_token = bind_principal(principal), bind_scope(scope)
                     try:

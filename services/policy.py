@@ -11,21 +11,30 @@ grant. Methods keyed by the caller's own ids (a hold, a trade) look the id up un
 the caller's party, and only then know the accounts: the servicer checks those with
 ``found_in_scope``, answering an out-of-scope hold or trade exactly as an unknown id
 (another desk's hold in the same party is not revealed to exist).
+
+Provincial regulators (a regulator grant naming provinces: a provincial ecology and
+environment department, which verifies the emissions of the companies in its province,
+MEE Measures 2020 Arts. 25-26, Interim Regulations 2024 Arts. 11-12) may call only the
+methods of ``PROVINCIAL``, and only on accounts whose holder is in one of its provinces
+(looked up through a ``Jurisdiction``); anything else is a national act, refused with
+PERMISSION_DENIED ``NATIONAL_ACT``, an account elsewhere with ``ACCOUNT_NOT_IN_PROVINCE``.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from registry.domain.access import SCOPED_ROLES, AccessControl, Grant, Role
 from registry.domain.accounts import ACCOUNT_ID
-from registry.domain.proposals import ProposalKind
+from registry.domain.proposals import ProposalKind, ProposalView
 from registry.domain.transactions import Principal
+from registry.v1 import administration_service_pb2 as admin_pb
 from services.errors import ApiError
 
 R = Role
@@ -75,7 +84,10 @@ S, A, ADM, AUD = (
 ACC = "registry.v1.AccessService"
 
 
-def _rules(service: str, rules: Mapping[str, Rule]) -> dict[str, Rule]:
+T = TypeVar("T")
+
+
+def _rules(service: str, rules: Mapping[str, T]) -> dict[str, T]:
     return {f"{service}/{method}": rule for method, rule in rules.items()}
 
 
@@ -175,12 +187,119 @@ FOUR_EYES: dict[str, ProposalKind] = {
         "AllocateUnits": ProposalKind.ALLOCATION_TABLE,
         "ReverseTransaction": ProposalKind.REVERSAL,
         "SetComplianceRules": ProposalKind.RULE_CHANGE,
+        "RecordVerifiedEmissions": ProposalKind.VERIFIED_EMISSIONS,
+        "CloseComplianceYear": ProposalKind.YEAR_CLOSING,
     }.items()
 }
 """The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused
 with ``PROPOSAL_REQUIRED``: the same action goes through ``ProposeAction`` with this
 kind, for a second regulator to approve. (Restrictions and regulator cancellations have
 no direct call: they exist only as proposals.)"""
+
+
+class Jurisdiction(Protocol):
+    """What authorising a provincial regulator must look up: where accounts' holders
+    are, and what a proposal it would decide does. Authoritative (the write model, not
+    the read models, which may lag behind an account just opened)."""
+
+    def provinces_of(self, account_ids: Sequence[str]) -> Mapping[str, str | None]:
+        """Each account's holder province; None for an unknown account or none given."""
+        ...
+
+    def proposal(self, party: str, proposal_id: str) -> ProposalView | None: ...
+
+
+ProvincialAccounts = Callable[[Any, "Jurisdiction | None"], list[str]]
+"""The accounts a provincial regulator's request acts on (raising NATIONAL_ACT for a
+request that is a national act whatever its accounts)."""
+
+
+def _account(request: Any, _: Jurisdiction | None) -> list[str]:
+    return [request.account_id]
+
+
+def _none(request: Any, _: Jurisdiction | None) -> list[str]:
+    return []
+
+
+def _emission_rows(request: Any, _: Jurisdiction | None) -> list[str]:
+    return [row.account_id for row in request.rows]
+
+
+def _payload_accounts(payload: Any) -> list[str]:
+    """The accounts of a VERIFIED_EMISSIONS payload's rows (what is not one is left to
+    the servicer's INVALID_PAYLOAD)."""
+    rows = payload.get("rows") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        return []
+    return [
+        row["account_id"]
+        for row in rows
+        if isinstance(row, dict) and isinstance(row.get("account_id"), str)
+    ]
+
+
+def _provincial_kind(kind: str) -> None:
+    if kind != ProposalKind.VERIFIED_EMISSIONS:
+        raise NationalAct(f"a {kind} proposal")
+
+
+def _proposed(request: Any, _: Jurisdiction | None) -> list[str]:
+    if request.kind not in admin_pb.ProposalKind.values() or not request.kind:
+        return []  # no kind, or an unknown one: the servicer's precise INVALID_ARGUMENT
+    kind = admin_pb.ProposalKind.Name(request.kind).removeprefix("PROPOSAL_KIND_")
+    _provincial_kind(kind)
+    try:
+        return _payload_accounts(json.loads(request.payload_json or "{}"))
+    except (ValueError, RecursionError):
+        return []  # the servicer answers INVALID_PAYLOAD
+
+
+def _decided(request: Any, jurisdiction: Jurisdiction | None) -> list[str]:
+    """Approving or rejecting: a proposal's content never changes once proposed, so what
+    is looked up now is what the decision acts on. An unknown one is the servicer's
+    NOT_FOUND."""
+    if jurisdiction is None:
+        raise NationalAct("deciding a proposal (its content cannot be looked up here)")
+    view = jurisdiction.proposal(request.party, request.proposal_id)
+    if view is None:
+        return []
+    _provincial_kind(view.kind)
+    return _payload_accounts(view.payload)
+
+
+PROVINCIAL: dict[str, ProvincialAccounts] = {
+    **_rules(
+        A,
+        dict.fromkeys(
+            ("GetAccount", "GetBalances", "ListTransactions", "GetComplianceStatus"), _account
+        ),
+    ),
+    **_rules(AUD, {"GetAccountHistory": _account}),
+    **_rules(
+        ADM,
+        {
+            "RecordVerifiedEmissions": _emission_rows,
+            "ProposeAction": _proposed,
+            "ApproveProposal": _decided,
+            "RejectProposal": _decided,
+            "GetProposal": _none,
+            "ListProposals": _none,
+            "GetComplianceRules": _none,
+        },
+    ),
+}
+"""What a provincial regulator may call, and the accounts each request acts on (all of
+them in its provinces). Verifying emissions is the provincial departments' (Measures
+2020 Art. 26; Interim Regulations Art. 12), so they record verified emissions, propose
+and decide ``VERIFIED_EMISSIONS`` tables of their companies, and read those companies'
+accounts and compliance status. Everything else is national: issuance, allocation,
+rules, closing a year, freezes, reversals, restrictions, and approving any other
+proposal (the national carbon market's acts, MEE's)."""
+
+
+class NationalAct(Exception):
+    """Raised by a ``PROVINCIAL`` entry for a request no provincial regulator may make."""
 
 
 @dataclass(frozen=True)
@@ -214,10 +333,17 @@ def found_in_scope(accounts: Iterable[str | None]) -> bool:
     return any(scope.covers(a) for a in accounts if a)
 
 
-def authorize(method: str, request: Any, principal: Principal, acl: AccessControl) -> Scope:
+def authorize(
+    method: str,
+    request: Any,
+    principal: Principal,
+    acl: AccessControl,
+    jurisdiction: Jurisdiction | None = None,
+) -> Scope:
     """Return the grants under which ``principal`` may make this call; else
     PERMISSION_DENIED with the reason: METHOD_NOT_ALLOWED (no rule), ROLE_NOT_GRANTED,
-    ACCOUNT_NOT_IN_SCOPE."""
+    ACCOUNT_NOT_IN_SCOPE; for a provincial regulator NATIONAL_ACT and
+    ACCOUNT_NOT_IN_PROVINCE (``jurisdiction`` looks its accounts up)."""
     key = method.lstrip("/")
     rule = POLICY.get(key)
     if rule is None:
@@ -231,6 +357,8 @@ def authorize(method: str, request: Any, principal: Principal, acl: AccessContro
             principal=str(principal),
         )
     scope = Scope(tuple(grants))
+    if all(g.provincial for g in grants):  # only provincial regulator grants apply
+        return _provincial(key, request, principal, scope, jurisdiction)
     if rule.accounts is None or any(g.all_accounts for g in grants):
         return scope
     for account in _named(rule.accounts(request)):
@@ -247,6 +375,43 @@ def authorize(method: str, request: Any, principal: Principal, acl: AccessContro
                 f"{principal} may not act on account {account}",
                 principal=str(principal),
                 account=account,
+            )
+    return scope
+
+
+def _provincial(
+    key: str,
+    request: Any,
+    principal: Principal,
+    scope: Scope,
+    jurisdiction: Jurisdiction | None,
+) -> Scope:
+    """A provincial regulator: a method of ``PROVINCIAL``, on accounts of its provinces."""
+    provinces = ", ".join(sorted({p for g in scope.grants for p in g.provinces}))
+    name = key.rsplit("/", 1)[-1]
+    accounts_of = PROVINCIAL.get(key)
+    try:
+        if accounts_of is None:
+            raise NationalAct(name)
+        accounts = _named(accounts_of(request, jurisdiction))
+    except NationalAct as act:
+        raise _denied(
+            "NATIONAL_ACT",
+            f"{principal} is a provincial regulator ({provinces}): {act} is the national "
+            "regulator's act",
+            principal=str(principal),
+            provinces=provinces,
+        ) from None
+    where = jurisdiction.provinces_of(accounts) if jurisdiction and accounts else {}
+    for account in accounts:
+        if not any(g.covers_province(where.get(account)) for g in scope.grants):
+            raise _denied(
+                "ACCOUNT_NOT_IN_PROVINCE",
+                f"{principal} supervises the companies of {provinces}: account {account} "
+                "is not one of them",
+                principal=str(principal),
+                account=account,
+                provinces=provinces,
             )
     return scope
 

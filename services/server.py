@@ -64,7 +64,7 @@ from services.access import AccessServicer
 from services.accounts import AccountServicer
 from services.administration import AdministrationServicer
 from services.audit import AuditServicer
-from services.auth import Authenticator, AuthMode
+from services.auth import Authenticator, AuthMode, RegistryJurisdiction
 from services.backend import Backend
 from services.interceptor import CallInterceptor, CallLimits
 from services.settlement import SettlementServicer
@@ -304,7 +304,12 @@ class RegistryServer:
         self.settings = settings
         self.health = health.HealthServicer()
         self.interceptor = CallInterceptor(
-            Authenticator(backend.registry.access, settings.auth, access_version(backend)),
+            Authenticator(
+                backend.registry.access,
+                settings.auth,
+                access_version(backend),
+                RegistryJurisdiction(backend.registry),
+            ),
             settings.limits,
             backend.metrics,
         )

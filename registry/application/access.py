@@ -40,6 +40,7 @@ from registry.domain.access import (
     SeparationOfDuties,
     check_access_reason,
     check_accounts,
+    check_provinces,
     new_credential_id,
     new_token,
     parse_role,
@@ -106,12 +107,15 @@ class Access:
         role: str,
         accounts: Iterable[str],
         reason: str,
+        provinces: Iterable[str] = (),
     ) -> AccessChange:
         """Grant a role. A four-eyes role granted by an administrator is a proposal the
         first time and takes effect when a different administrator sends the same grant;
-        party ``system`` (in-process provisioning) grants directly."""
+        party ``system`` (in-process provisioning) grants directly. A regulator grant
+        naming ``provinces`` is a provincial department's (none: national)."""
         parsed = parse_role(role)
         scope = check_accounts(parsed, accounts)
+        jurisdiction = check_provinces(parsed, provinces)
         check_access_reason(reason)
         check_client_id(grant_id, "grant id")
         direct = by.party == RESERVED_PARTY or parsed not in FOUR_EYES_ROLES
@@ -127,10 +131,21 @@ class Access:
                     raise AccessRefused(
                         f"grant id {grant_id} is taken by a proposed grant", grant=grant_id
                     )
-                if not acl.grant(grant_id, principal, parsed, scope, by, reason, store.clock()):
+                if not acl.grant(
+                    grant_id,
+                    principal,
+                    parsed,
+                    scope,
+                    by,
+                    reason,
+                    store.clock(),
+                    provinces=jurisdiction,
+                ):
                     return AccessChange(grant_id, None, replayed=True)
                 return AccessChange(grant_id, _position(uow.save()))
-            return self._four_eyes_grant(uow, acl, by, grant_id, principal, parsed, scope, reason)
+            return self._four_eyes_grant(
+                uow, acl, by, grant_id, principal, parsed, scope, reason, jurisdiction
+            )
 
         return store.retrying(attempt)
 
@@ -144,8 +159,9 @@ class Access:
         role: Role,
         scope: tuple[str, ...],
         reason: str,
+        provinces: tuple[str, ...] = (),
     ) -> AccessChange:
-        if acl.is_granted(grant_id, principal, role, scope):
+        if acl.is_granted(grant_id, principal, role, scope, provinces):
             return AccessChange(grant_id, None, replayed=True)
         acl.check_grantable(grant_id, principal, role, by)
         if Role.ADMIN not in {g.role for g in acl.grants_of(by)}:
@@ -153,7 +169,7 @@ class Access:
                 f"{by} is no administrator: only administrators propose and approve grants",
                 principal=str(by),
             )
-        payload = grant_payload(grant_id, principal, role, scope)
+        payload = grant_payload(grant_id, principal, role, scope, provinces)
         now = self._store.clock()
         proposal = uow.find(Proposal.id_for(ACCESS_SCOPE, grant_id), Proposal)
         if proposal is None:
@@ -194,6 +210,7 @@ class Access:
             now,
             approved_by=by,
             proposal=proposal.ref,
+            provinces=provinces,
         )
         proposal.mark_executed(f"grant {grant_id}", now)
         return AccessChange(
@@ -359,14 +376,23 @@ _EMPTY = AccessControl.start()
 
 
 def grant_payload(
-    grant_id: str, principal: Principal, role: Role, scope: tuple[str, ...]
+    grant_id: str,
+    principal: Principal,
+    role: Role,
+    scope: tuple[str, ...],
+    provinces: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """What a ROLE_GRANT proposal grants: the approver must send exactly this (the
-    reason is the proposer's, and not part of what is approved)."""
-    return {
+    reason is the proposer's, and not part of what is approved). ``provinces`` only when
+    there are some: a national grant's payload is what it was before provinces existed,
+    so a grant proposed by the previous version is approved by sending it again."""
+    payload: dict[str, Any] = {
         "grant_id": grant_id,
         "party": principal.party,
         "name": principal.name,
         "role": role.value,
         "accounts": list(scope),
     }
+    if provinces:
+        payload["provinces"] = list(provinces)
+    return payload

@@ -1,7 +1,8 @@
 """Four eyes: regulator actions that take effect only when a different regulator approves.
 
 A regulator proposes an action (an issuance, an allocation table, a reversal, a
-cancellation, a freeze, a rule change) with a payload of its parameters; nothing
+cancellation, a freeze, a rule change, a table of verified emissions, the closing of a
+compliance year) with a payload of its parameters; nothing
 happens until another regulator approves it. Approval then carries the action out
 through the registry's ordinary use case, under the approver's name, and records the
 outcome on the proposal: what it produced, or the refusal it met. Every step is an
@@ -19,6 +20,11 @@ The payload is checked when it is proposed, so a malformed action is refused at 
 and an approver only ever approves something that can be carried out. Carrying out
 is idempotent (the action's own ids make a repeat a replay), so an approval whose
 outcome was not recorded (a crash in between) is completed by approving again.
+
+The proposer's and the approver's jurisdictions (the provinces of a provincial
+regulator, none for a national one: ``AccessControl.provinces_of``) are recorded on the
+proposal. Whether a provincial regulator may propose or decide a proposal at all is the
+policy's (``services/policy.py``: only verified emissions of its provinces' companies).
 """
 
 from __future__ import annotations
@@ -28,11 +34,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.application.accounts import Accounts
-from registry.application.commands import AllocationRow, check_quantity, check_reason
+from registry.application.commands import (
+    AllocationRow,
+    EmissionsRow,
+    check_batch,
+    check_emissions,
+    check_quantity,
+    check_reason,
+)
 from registry.application.compliance import Compliance
 from registry.application.movements import Movements
 from registry.application.restrictions import Restrictions
-from registry.application.results import RowOutcome, TransactionResult
+from registry.application.results import EmissionsRowStatus, RowOutcome, TransactionResult
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
@@ -132,6 +145,7 @@ class FourEyes:
                     principal=principal,
                     now=store.clock(),
                     validity_seconds=validity_seconds,
+                    provinces=self._access().provinces_of(principal),
                 )
             )
             return ProposalResult(proposal.view(), position=_position(uow.save()))
@@ -146,13 +160,12 @@ class FourEyes:
         def decide(uow: UnitOfWork) -> tuple[Proposal, int | None]:
             proposal = self._proposal(uow, party, proposal_id)
             _not_access(proposal.kind)
-            if proposal.status is ProposalStatus.PENDING:
-                acl = self._access()
-                if acl.grants:
-                    acl.check_approver(
-                        principal, Role.REGULATOR, proposal.proposer, proposal.created_at
-                    )
-            approved = proposal.approve(principal, store.clock())
+            acl = self._access()
+            if proposal.status is ProposalStatus.PENDING and acl.grants:
+                acl.check_approver(
+                    principal, Role.REGULATOR, proposal.proposer, proposal.created_at
+                )
+            approved = proposal.approve(principal, store.clock(), acl.provinces_of(principal))
             return proposal, _position(uow.save()) if approved else None
 
         proposal, position = store.retrying(decide)
@@ -459,6 +472,56 @@ def _allocation_table(actions: Actions, p: _Payload) -> Action:
     return act
 
 
+def _verified_emissions(actions: Actions, p: _Payload) -> Action:
+    """A whole table of verified figures, recorded all or none on approval. A row's
+    reason may be left out for the table's ``reason`` (one verification campaign), which
+    keeps 10,000 rows well inside the payload limit."""
+    default = p.text("reason", "")
+    rows = []
+    for index, r in enumerate(p.rows("rows")):
+        try:
+            row = EmissionsRow(
+                r.text("account_id"),
+                r.number("compliance_year"),
+                r.number("verified_emissions"),
+                r.text("reason", default),
+            )
+            check_account_id(row.account_id)
+            check_year(row.compliance_year)
+            check_emissions(row.verified_emissions)
+            check_reason(row.reason)
+        except InvalidCommand as error:
+            raise InvalidCommand(
+                f"payload rows[{index}]: {error.message}",
+                reason="INVALID_PAYLOAD",
+                field=f"payload.rows[{index}]",
+            ) from None
+        rows.append(row)
+    check_batch(len(rows), 0, "payload.rows", "emissions rows given")
+
+    def act(who: Principal) -> str:
+        recorded = actions.compliance.record_verified_emissions(who, rows)
+        changed = sum(r.status is EmissionsRowStatus.RECORDED for r in recorded.results)
+        return f"{changed} of {len(rows)} verified emissions rows recorded"
+
+    return act
+
+
+def _year_closing(actions: Actions, p: _Payload) -> Action:
+    year, reason = p.number("year"), p.text("reason")
+    check_year(year)
+    check_reason(reason)
+
+    def act(who: Principal) -> str:
+        closing = actions.compliance.close_compliance_year(who, year, reason)
+        return (
+            f"year {year} closed: {closing.obligations_closed} obligations, "
+            f"{closing.shortfalls} short by {closing.shortfall_tonnes} t"
+        )
+
+    return act
+
+
 def _block_freeze(actions: Actions, p: _Payload) -> Action:
     freeze_id, account, order = p.text("freeze_id"), p.text("account_id"), p.text("order_reference")
     reason = p.text("reason")
@@ -524,4 +587,6 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.ACCOUNT_FREEZE: _account_state(freeze=True),
     ProposalKind.ACCOUNT_UNFREEZE: _account_state(freeze=False),
     ProposalKind.RULE_CHANGE: _rule_change,
+    ProposalKind.VERIFIED_EMISSIONS: _verified_emissions,
+    ProposalKind.YEAR_CLOSING: _year_closing,
 }

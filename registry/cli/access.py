@@ -3,6 +3,7 @@
     registry access init --party mee --name admin --admin mee/admin-2 \
         --regulator mee/regulator-li --regulator mee/regulator-wang   # local: the founding
     registry access grant GRANT_ID PARTY NAME ROLE [--accounts A,B | --accounts '*'] --reason R
+    registry access grant GRANT_ID PARTY NAME regulator --province Shandong --reason R
     registry access revoke-grant GRANT_ID --reason R
     registry access token issue PARTY NAME --reason R      # prints the token once
     registry access token rotate CREDENTIAL_ID --reason R
@@ -81,6 +82,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--accounts",
         default="",
         help="comma-separated account ids ('*': every account, exchange only)",
+    )
+    grant.add_argument(
+        "--province",
+        action="append",
+        default=[],
+        metavar="PROVINCE",
+        help="regulator only, repeatable: a provincial department's province (verified "
+        "emissions and reads of its companies only; none: national)",
     )
     revoke_grant = verbs.add_parser("revoke-grant", help="withdraw a grant")
     revoke_grant.add_argument("grant_id", help="the id the grant was made with")
@@ -178,10 +187,13 @@ def _grant(client: RegistryClient, args: argparse.Namespace) -> None:
             role=pb.Role.Value(f"ROLE_{args.role.upper()}"),
             account_ids=accounts,
             reason=args.reason,
+            provinces=args.province,
         ),
     )
-    what = f"grant {reply.grant_id}: {args.party}/{args.name} {args.role}" + (
-        f" over {', '.join(accounts)}" if accounts else ""
+    what = (
+        f"grant {reply.grant_id}: {args.party}/{args.name} {args.role}"
+        + (f" over {', '.join(accounts)}" if accounts else "")
+        + (f" in {', '.join(args.province)}" if args.province else "")
     )
     if reply.pending:
         print(
@@ -260,6 +272,7 @@ def _list(client: RegistryClient, args: argparse.Namespace) -> None:
         for g in p.grants:
             role = pb.Role.Name(g.role).removeprefix("ROLE_").lower()
             scope = f" over {', '.join(g.account_ids)}" if list(g.account_ids) != ["*"] else ""
+            scope += f" in {', '.join(g.provinces)}" if g.provinces else ""
             by = f"by {g.granted_by}" + (f", approved by {g.approved_by}" if g.approved_by else "")
             state = "PENDING approval, " if g.pending else ""
             print(f"  grant {g.grant_id}: {role}{scope} ({state}{by})")

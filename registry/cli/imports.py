@@ -1,6 +1,7 @@
 """``registry import``: load a regulator's CSV file into a running registry.
 
     registry import emissions verified-2025.csv [--dry-run] [--report problems.csv]
+    registry import emissions verified-2025.csv --propose P-VE-2025
     registry import allocations pre-allocation-2025.csv [--dry-run] [--report problems.csv]
     registry import allocations pre-allocation-2025.csv --propose P-PRE-2025
     registry import accounts accounts.csv [--dry-run] [--report problems.csv]
@@ -11,6 +12,11 @@ row is valid, so a typo on line 4,812 costs one run, not a half-loaded table. Th
 - **emissions** go in ONE ``RecordVerifiedEmissions`` call, which the server applies
   all or nothing; that is why a file holds at most 10,000 rows (the call's limit).
   Sending the same file again changes nothing: every row comes back ``UNCHANGED``.
+- **emissions --propose ID** sends the whole file as one ``VERIFIED_EMISSIONS``
+  proposal instead: nothing is recorded until a second regulator approves it, which is
+  how verified emissions go in when four eyes are required. A reason shared by every
+  row is written once (the table's), so 10,000 rows stay well inside the 4 MiB a
+  proposal may carry; a file over it is refused here, before anything is sent.
 - **allocations** go in ``AllocateUnits`` calls of at most 1,000 rows. Each row is
   idempotent by its ``transaction_id``, so re-running the same file after an
   interruption completes what the first run left and replays the rest as
@@ -67,6 +73,7 @@ from registry.domain.accounts import Holder, check_account_id, parse_account_typ
 from registry.domain.errors import InvalidCommand
 from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
+from registry.domain.proposals import MAX_PAYLOAD_BYTES
 from registry.domain.reasons import check_reason
 from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
 from registry.observability.progress import Progress as RowsProgress
@@ -336,6 +343,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         f"(at most {MAX_EMISSIONS_ROWS:,})",
     )
     emissions.set_defaults(run=_import_emissions)
+    emissions.add_argument(
+        "--propose",
+        metavar="PROPOSAL_ID",
+        default="",
+        help="propose the whole file as one VERIFIED_EMISSIONS table for a second "
+        "regulator to approve (four eyes) instead of recording it",
+    )
     allocations = kinds.add_parser(
         "allocations",
         help="transaction_id,account_id,unit_type,"
@@ -427,6 +441,8 @@ def _import_emissions(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     parsed, rows = loaded
+    if args.propose:
+        return _propose_emissions(args, rows, parsed.digest)
     try:
         with client_for(args, timeout=300) as client:
             reply = client.call(
@@ -452,6 +468,62 @@ def _import_emissions(args: argparse.Namespace) -> int:
     )
     if not counts["RECORDED"]:
         print("nothing changed: every figure was already recorded")
+    return 0
+
+
+def emissions_payload(rows: Sequence[EmissionsLine]) -> dict[str, object]:
+    """The file as a ``VERIFIED_EMISSIONS`` payload: a reason every row shares is given
+    once, for the table, and left out of the rows."""
+    reasons = {r.reason for r in rows}
+    shared = reasons.pop() if len(reasons) == 1 else None
+    table: list[dict[str, object]] = []
+    for r in rows:
+        row: dict[str, object] = {
+            "account_id": r.account_id,
+            "compliance_year": r.compliance_year,
+            "verified_emissions": r.verified_emissions,
+        }
+        if shared is None:
+            row["reason"] = r.reason
+        table.append(row)
+    return {"rows": table} if shared is None else {"reason": shared, "rows": table}
+
+
+def _propose_emissions(args: argparse.Namespace, rows: Sequence[EmissionsLine], digest: str) -> int:
+    """One VERIFIED_EMISSIONS proposal holding every row; proposing it again with the
+    same id and file replays it."""
+    payload = json.dumps(emissions_payload(rows), separators=(",", ":"))
+    size = len(payload.encode())
+    if size > MAX_PAYLOAD_BYTES:
+        print(
+            f"registry import: the table is {size:,} bytes as a proposal, over the "
+            f"{MAX_PAYLOAD_BYTES:,} one proposal may carry (long per-row reasons?): "
+            "split the file. Nothing was sent.",
+            file=sys.stderr,
+        )
+        return 2
+    request = admin_pb.ProposeActionRequest(
+        proposal_id=args.propose,
+        kind=admin_pb.PROPOSAL_KIND_VERIFIED_EMISSIONS,
+        payload_json=payload,
+        reason=f"verified emissions {args.file.name} sha256 {digest}"[:500],
+    )
+    try:
+        with client_for(args, timeout=300) as client:
+            reply = client.call(client.administration.ProposeAction, request)
+    except grpc.RpcError as error:
+        return _server_refused(args, error, [], 0, "nothing was proposed")
+    p = reply.proposal
+    print(
+        f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id}: "
+        f"VERIFIED_EMISSIONS of {len(rows):,} rows "
+        f"({sum(r.verified_emissions for r in rows):,} t), pending until "
+        f"{p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
+    )
+    print(
+        f"a second regulator approves it with: registry proposals approve {p.party} {p.proposal_id}"
+    )
+    write_report(args.report, [])
     return 0
 
 

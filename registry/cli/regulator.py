@@ -5,6 +5,7 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
     registry rules set 2025 POWER --obligation-cap-bps 2000 --reason "2025 plan, art. 7"
     registry rules set-shipped 2022 --reason "2021-2022 allocation plan (MEE, Mar 2023)"
     registry close-year 2025 --reason "surrender deadline 2026-12-31 passed"
+    registry close-year 2025 --reason "deadline passed" --propose P-CLOSE-2025
     registry report compliance 2025 --csv > compliance-2025.csv
     registry proposals list --status PENDING
     registry proposals approve mee P-2025-ISS
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -123,6 +125,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     close.add_argument("year", type=int)
     close.add_argument("--reason", required=True, help=REASON_HELP)
+    close.add_argument(
+        "--propose",
+        metavar="PROPOSAL_ID",
+        default="",
+        help="propose the closing (YEAR_CLOSING) for a second regulator to approve "
+        "(four eyes) instead of closing now",
+    )
     close.set_defaults(run=partial(_call, work="close"))
     report = sub.add_parser("report", help="reports from a running server")
     kinds = report.add_subparsers(dest="report", required=True)
@@ -317,6 +326,23 @@ def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None
 
 
 def _print_closing(client: RegistryClient, args: argparse.Namespace) -> None:
+    if args.propose:
+        proposed = client.call(
+            client.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id=args.propose,
+                kind=admin_pb.PROPOSAL_KIND_YEAR_CLOSING,
+                payload_json=json.dumps({"year": args.year, "reason": args.reason}),
+                reason=args.reason,
+            ),
+        )
+        p = proposed.proposal
+        print(
+            f"{'already proposed' if proposed.replayed else 'proposed'} "
+            f"{p.party}:{p.proposal_id}: YEAR_CLOSING of {args.year}; a second regulator "
+            f"approves it with: registry proposals approve {p.party} {p.proposal_id}"
+        )
+        return
     reply = client.call(
         client.administration.CloseComplianceYear,
         admin_pb.CloseComplianceYearRequest(compliance_year=args.year, reason=args.reason),

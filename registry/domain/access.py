@@ -14,7 +14,10 @@ Roles (see ``services/policy.py`` for what each may call):
 
 - ``exchange``: settlement on the accounts linked to it (its grant's accounts);
 - ``operator``: its own accounts only: read, surrender, cancel;
-- ``regulator``: administration, proposals and approvals, every read;
+- ``regulator``: administration, proposals and approvals, every read; a regulator
+  grant may be scoped to provinces (a provincial ecology and environment department):
+  it then records verified emissions of, and reads, only the accounts of companies in
+  those provinces, and does no national act (``services/policy.py``, ``PROVINCIAL``);
 - ``auditor``: every read, no write;
 - ``admin``: principal management only, no unit movement.
 
@@ -57,7 +60,7 @@ from eventsourcing.domain import Aggregate
 
 from registry.domain.accounts import NATIONAL_ACCOUNTS, check_account_id
 from registry.domain.errors import InvalidCommand, Refused
-from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.ids import NAMESPACE, check_client_id, has_control_characters
 from registry.domain.reasons import MAX_REASON, check_reason
 from registry.domain.transactions import Principal
 
@@ -86,6 +89,10 @@ PRINCIPAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 CREDENTIAL_ID = re.compile(r"^[0-9a-f]{16}$")
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 TOKEN = re.compile(r"^([0-9a-f]{16})\.([A-Za-z0-9_-]{32,128})$")
+MAX_GRANT_PROVINCES = 34
+"""China's provincial-level divisions: a grant naming more names one twice or a typo."""
+MAX_PROVINCE = 64
+"""As an account holder's province (``registry.domain.accounts``)."""
 
 
 class AccessRefused(Refused):
@@ -174,6 +181,53 @@ def check_accounts(role: Role, accounts: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(given))
 
 
+def province_key(province: str) -> str:
+    """How a grant's province is matched with an account holder's: trimmed, case-folded
+    ("Shandong" == "shandong "); the text is otherwise what the holder record says."""
+    return province.strip().casefold()
+
+
+def check_provinces(role: Role, provinces: Iterable[str]) -> tuple[str, ...]:
+    """A regulator grant may name the provinces it covers (a provincial department);
+    none: national. No other role is provincial."""
+    given = tuple(dict.fromkeys(p.strip() if isinstance(p, str) else p for p in provinces))
+    if not given:
+        return ()
+    if role is not Role.REGULATOR:
+        raise InvalidCommand(
+            f"only a regulator grant is scoped to provinces, not an {role} grant",
+            reason="INVALID_GRANT_SCOPE",
+            field="provinces",
+        )
+    if len(given) > MAX_GRANT_PROVINCES:
+        raise InvalidCommand(
+            f"at most {MAX_GRANT_PROVINCES} provinces per grant",
+            reason="INVALID_GRANT_SCOPE",
+            field="provinces",
+        )
+    for province in given:
+        if (
+            not isinstance(province, str)
+            or not province
+            or len(province) > MAX_PROVINCE
+            or has_control_characters(province)
+        ):
+            raise InvalidCommand(
+                f"province {province!r} must be 1-{MAX_PROVINCE} characters without "
+                "control characters",
+                reason="INVALID_PROVINCE",
+                field="provinces",
+            )
+    keys = [province_key(p) for p in given]
+    if len(set(keys)) < len(keys):
+        raise InvalidCommand(
+            "a province is named twice (names match case-insensitively)",
+            reason="INVALID_GRANT_SCOPE",
+            field="provinces",
+        )
+    return tuple(sorted(given))
+
+
 def check_access_reason(reason: str) -> str:
     """Said once, kept forever, printed in listings and logs: required, and refused in
     the words access changes have always used."""
@@ -237,10 +291,27 @@ class Grant:
     eyes: before they applied, or by the registry's own bootstrap)."""
     at: datetime | None = None
     """When it took effect, by the registry's clock."""
+    provinces: tuple[str, ...] = ()
+    """A regulator grant of a provincial department: the provinces whose companies it
+    supervises. Empty: national (every grant written before provinces existed)."""
 
     @property
     def all_accounts(self) -> bool:
         return self.accounts == (ALL_ACCOUNTS,)
+
+    @property
+    def provincial(self) -> bool:
+        return bool(self.provinces)
+
+    def covers_province(self, province: str | None) -> bool:
+        """Whether an account of a holder in ``province`` is in this grant's
+        jurisdiction: always for a national grant; for a provincial one, only a
+        province it names (an account without one is no province's)."""
+        if not self.provinces:
+            return True
+        return province is not None and province_key(province) in {
+            province_key(p) for p in self.provinces
+        }
 
     def covers(self, account_id: str) -> bool:
         return self.all_accounts or account_id in self.accounts
@@ -288,10 +359,11 @@ class AccessControl(Aggregate):
         TOPIC = "registry.AccessControl.Started"
 
     class RoleGranted(Aggregate.Event):
-        """v2 adds who approved it and when it took effect (the registry's clock)."""
+        """v2 adds who approved it and when it took effect (the registry's clock); v3
+        the provinces of a provincial regulator grant."""
 
         TOPIC = "registry.AccessControl.RoleGranted"
-        class_version = 2
+        class_version = 3
         grant_id: str
         party: str
         name: str
@@ -302,6 +374,7 @@ class AccessControl(Aggregate):
         approved_by: str
         proposal: str
         at: datetime
+        provinces: list[str]
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -310,6 +383,11 @@ class AccessControl(Aggregate):
             state["approved_by"] = ""
             state["proposal"] = ""
             state["at"] = state["timestamp"]
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """A grant recorded before provincial regulators: national."""
+            state["provinces"] = []
 
         def apply(self, acl: AccessControl) -> None:
             acl.grants = {
@@ -324,6 +402,7 @@ class AccessControl(Aggregate):
                     "approved_by": self.approved_by,
                     "proposal": self.proposal,
                     "at": self.at,
+                    "provinces": list(self.provinces),
                 },
             }
 
@@ -413,11 +492,13 @@ class AccessControl(Aggregate):
         now: datetime,
         approved_by: Principal | None = None,
         proposal: str = "",
+        provinces: tuple[str, ...] = (),
     ) -> bool:
-        """Grant ``role`` over ``accounts``; False when this very grant exists (a retry).
-        Whether it needed a second administrator is the application's to check; the
-        rules that hold for every grant are checked here."""
-        if self.is_granted(grant_id, principal, role, accounts):
+        """Grant ``role`` over ``accounts`` (a regulator: in ``provinces``, or national);
+        False when this very grant exists (a retry). Whether it needed a second
+        administrator is the application's to check; the rules that hold for every grant
+        are checked here."""
+        if self.is_granted(grant_id, principal, role, accounts, provinces):
             return False
         self.check_grantable(grant_id, principal, role, by, approved_by)
         self.trigger_event(
@@ -432,11 +513,17 @@ class AccessControl(Aggregate):
             approved_by=str(approved_by) if approved_by else "",
             proposal=proposal,
             at=now,
+            provinces=list(provinces),
         )
         return True
 
     def is_granted(
-        self, grant_id: str, principal: Principal, role: Role, accounts: tuple[str, ...]
+        self,
+        grant_id: str,
+        principal: Principal,
+        role: Role,
+        accounts: tuple[str, ...],
+        provinces: tuple[str, ...] = (),
     ) -> bool:
         """True if exactly this grant is active (a retry); refused if the id names
         another grant, active or revoked."""
@@ -450,12 +537,13 @@ class AccessControl(Aggregate):
                     grant=grant_id,
                 )
             return False
-        if (existing["party"], existing["name"], existing["role"], tuple(existing["accounts"])) != (
-            principal.party,
-            principal.name,
-            role.value,
-            accounts,
-        ):
+        if (
+            existing["party"],
+            existing["name"],
+            existing["role"],
+            tuple(existing["accounts"]),
+            tuple(existing.get("provinces", ())),
+        ) != (principal.party, principal.name, role.value, accounts, provinces):
             raise AccessRefused(f"grant {grant_id} exists with other content", grant=grant_id)
         return True
 
@@ -678,9 +766,19 @@ class AccessControl(Aggregate):
                 g["reason"],
                 g.get("approved_by", ""),
                 g.get("at"),
+                tuple(g.get("provinces", ())),
             )
             for grant_id, g in sorted(self.grants.items())
         ]
+
+    def provinces_of(self, principal: Principal) -> tuple[str, ...]:
+        """The jurisdiction ``principal`` acts in as a regulator: the provinces of its
+        regulator grants when every one is provincial; empty when it is national (or
+        holds no regulator grant: the policy decides whether it may act at all)."""
+        grants = [g for g in self.grants_of(principal) if g.role is Role.REGULATOR]
+        if not grants or any(not g.provincial for g in grants):
+            return ()
+        return tuple(sorted({p for g in grants for p in g.provinces}))
 
     def all_credentials(self) -> list[Credential]:
         return [

@@ -19,6 +19,10 @@ Rules worth knowing:
   :meth:`Proposal.ensure_same_content`), the same approver approving again, the same
   rejection and the same recorded outcome trigger no event.
 - Time is always passed in (``now``, timezone-aware); the domain never reads the clock.
+- Who acted *in which jurisdiction*: the proposer's and the approver's provinces (a
+  provincial regulator's grant; empty: national) are recorded with the proposal and the
+  approval, so the proposal alone answers "who did what, for which province" even after
+  the grants change.
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ class ProposalKind(StrEnum):
     and approved by two administrators through ``AccessService.GrantRole``, kept under
     the reserved party ``system`` (``ACCESS_SCOPE``) so that any administrator finds it
     by its grant id."""
+    VERIFIED_EMISSIONS = "VERIFIED_EMISSIONS"
+    """A whole table of verified emissions figures (``RecordVerifiedEmissions``): they fix
+    every company's obligation, so one regulator alone does not record them."""
+    YEAR_CLOSING = "YEAR_CLOSING"
+    """Closing a compliance year (``CloseComplianceYear``): every shortfall is fixed."""
 
 
 ACCESS_SCOPE = "system"
@@ -286,6 +295,9 @@ class ProposalView:
     failure_reason: str
     failure_message: str
     version: int
+    proposer_provinces: tuple[str, ...] = ()
+    """The proposer's jurisdiction when it proposed: its provinces, or () national."""
+    approver_provinces: tuple[str, ...] = ()
 
 
 class Proposal(Aggregate):
@@ -302,6 +314,8 @@ class Proposal(Aggregate):
         self.payload: dict[str, Any] = {}
         self.fingerprint = ""
         self.proposer = ""
+        self.proposer_provinces: list[str] = []
+        self.approver_provinces: list[str] = []
         self.reason = ""
         self.validity_seconds = 0
         self.created_at: datetime | None = None
@@ -348,7 +362,10 @@ class Proposal(Aggregate):
         TOPIC = "registry.Proposal.Created"
 
     class Proposed(Aggregate.Created):
+        """v2 adds the proposer's provinces (a provincial regulator; empty: national)."""
+
         TOPIC = "registry.Proposal.Proposed"
+        class_version = 2
         party: str
         proposal_id: str
         kind: str
@@ -359,6 +376,12 @@ class Proposal(Aggregate):
         validity_seconds: int
         created_at: datetime
         expires_at: datetime
+        proposer_provinces: list[str]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Proposed before provincial regulators existed: by a national one."""
+            state["proposer_provinces"] = []
 
         def apply(self, proposal: Proposal) -> None:
             proposal.party = self.party
@@ -371,16 +394,27 @@ class Proposal(Aggregate):
             proposal.validity_seconds = self.validity_seconds
             proposal.created_at = self.created_at
             proposal.expires_at = self.expires_at
+            proposal.proposer_provinces = list(self.proposer_provinces)
 
     class Approved(Aggregate.Event):
+        """v2 adds the approver's provinces (a provincial regulator; empty: national)."""
+
         TOPIC = "registry.Proposal.Approved"
+        class_version = 2
         approver: str
         at: datetime
+        approver_provinces: list[str]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Approved before provincial regulators existed: by a national one."""
+            state["approver_provinces"] = []
 
         def apply(self, proposal: Proposal) -> None:
             proposal.status_name = ProposalStatus.APPROVED.value
             proposal.approver = self.approver
             proposal.approved_at = self.at
+            proposal.approver_provinces = list(self.approver_provinces)
 
     class Rejected(Aggregate.Event):
         TOPIC = "registry.Proposal.Rejected"
@@ -440,9 +474,11 @@ class Proposal(Aggregate):
         now: datetime,
         validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
         scope: str | None = None,
+        provinces: Iterable[str] = (),
     ) -> Proposal:
         """A new pending proposal under ``principal``'s party (or ``scope``: access
-        changes are kept under ``ACCESS_SCOPE``). Nothing takes effect yet.
+        changes are kept under ``ACCESS_SCOPE``), made in ``provinces`` (the proposer's
+        jurisdiction; none: national). Nothing takes effect yet.
 
         Before calling this for an id that may exist, the application loads it and asks
         :meth:`ensure_same_content`: a retry must not create a second proposal."""
@@ -466,6 +502,7 @@ class Proposal(Aggregate):
             validity_seconds=validity_seconds,
             created_at=now,
             expires_at=now + timedelta(seconds=validity_seconds),
+            proposer_provinces=sorted(provinces),
         )
 
     # -- guards and commands ------------------------------------------------------
@@ -508,9 +545,10 @@ class Proposal(Aggregate):
                 expires_at=self.expires_at,
             )
 
-    def approve(self, principal: Principal, now: datetime) -> bool:
-        """Approve as a second regulator; True if this call approved it (the application
-        then carries the action out), False for a retry by the same approver."""
+    def approve(self, principal: Principal, now: datetime, provinces: Iterable[str] = ()) -> bool:
+        """Approve as a second regulator (in ``provinces``, its jurisdiction; none:
+        national); True if this call approved it (the application then carries the
+        action out), False for a retry by the same approver."""
         _aware(now)
         who = str(principal)
         if self.approver == who and self.is_approved:
@@ -522,7 +560,9 @@ class Proposal(Aggregate):
                 principal=who,
             )
         self._ensure_pending(now)
-        self.trigger_event(self.Approved, approver=who, at=now)
+        self.trigger_event(
+            self.Approved, approver=who, at=now, approver_provinces=sorted(provinces)
+        )
         return True
 
     def reject(self, principal: Principal, reason: str, now: datetime) -> bool:
@@ -625,4 +665,6 @@ class Proposal(Aggregate):
             failure_reason=self.failure_reason,
             failure_message=self.failure_message,
             version=self.version,
+            proposer_provinces=tuple(self.proposer_provinces),
+            approver_provinces=tuple(self.approver_provinces),
         )

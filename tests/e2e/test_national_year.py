@@ -367,21 +367,33 @@ def test_a_national_compliance_year(api: Api) -> None:
     wait_projected(api)
     balanced(api)
 
-    # verified emissions, then the true-up ----------------------------------------------
-    for rows in chunks(companies):
-        li.call(
+    # verified emissions (four eyes: they fix every obligation), then the true-up -------
+    one = admin_pb.VerifiedEmissionsRow(
+        account_id=companies[0].account_id, compliance_year=YEAR, verified_emissions=1
+    )
+    direct = rpc_error(
+        lambda: li.call(
             li.administration.RecordVerifiedEmissions,
-            admin_pb.RecordVerifiedEmissionsRequest(
-                rows=[
-                    admin_pb.VerifiedEmissionsRow(
-                        account_id=c.account_id,
-                        compliance_year=YEAR,
-                        verified_emissions=c.emissions,
-                        reason="verified report",
-                    )
+            admin_pb.RecordVerifiedEmissionsRequest(rows=[one]),
+        )
+    )
+    assert (direct.reason, direct.metadata["kind"]) == ("PROPOSAL_REQUIRED", "VERIFIED_EMISSIONS")
+    for n, rows in enumerate(chunks(companies)):
+        decide(
+            api,
+            f"EMISSIONS-{n}",
+            admin_pb.PROPOSAL_KIND_VERIFIED_EMISSIONS,
+            {
+                "reason": "verified report",
+                "rows": [
+                    {
+                        "account_id": c.account_id,
+                        "compliance_year": YEAR,
+                        "verified_emissions": c.emissions,
+                    }
                     for c in rows
-                ]
-            ),
+                ],
+            },
         )
     ups = [(c, true_up(c.final, c.pre)) for c in companies]
     assert all(t.to_return == 0 for _, t in ups)  # outputs grew or held: no returns
@@ -484,11 +496,16 @@ def test_a_national_compliance_year(api: Api) -> None:
     wait_projected(api)
     balanced(api)
 
-    # the year closes: shortfalls fixed, the report equals an independent computation
-    closed = li.call(
-        li.administration.CloseComplianceYear,
-        admin_pb.CloseComplianceYearRequest(compliance_year=YEAR, reason="deadline passed"),
-        timeout=300,
+    # the year closes (four eyes): shortfalls fixed, the report equals an independent
+    # computation
+    close = admin_pb.CloseComplianceYearRequest(compliance_year=YEAR, reason="deadline passed")
+    direct = rpc_error(lambda: li.call(li.administration.CloseComplianceYear, close))
+    assert (direct.reason, direct.metadata["kind"]) == ("PROPOSAL_REQUIRED", "YEAR_CLOSING")
+    closed = decide(
+        api,
+        "CLOSE",
+        admin_pb.PROPOSAL_KIND_YEAR_CLOSING,
+        {"year": YEAR, "reason": "deadline passed"},
     )
     expected: dict[tuple[str, str, str], Counter[str]] = {}
     for c in companies:
@@ -510,10 +527,9 @@ def test_a_national_compliance_year(api: Api) -> None:
         for c in companies
         if obligation(c) > sum(surrendered[c.account_id].values())
     }
-    assert (closed.obligations_closed, closed.shortfalls, closed.shortfall_tonnes) == (
-        len(companies),
-        len(shortfalls),
-        sum(shortfalls.values()),
+    assert closed.result == (
+        f"year {YEAR} closed: {len(companies)} obligations, {len(shortfalls)} short by "
+        f"{sum(shortfalls.values())} t"
     )
     report = li.call(
         li.audit.GetComplianceReport,

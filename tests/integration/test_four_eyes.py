@@ -182,3 +182,60 @@ def test_a_proposal_that_could_not_be_carried_out_is_refused_at_once(registry: R
     with pytest.raises(UnknownProposal):
         registry.proposals.approve(WANG, "mee", "P-NONE")
     assert registry.proposals.list_proposals() == []
+
+
+def test_verified_emissions_and_year_closing_wait_for_approval(registry: Registry) -> None:
+    """Issue 18 item 7: a table of verified emissions and the closing of a year change
+    every company's obligation, so they are proposals a second regulator approves. The
+    table's ``reason`` stands for every row that gives none (one verification campaign)."""
+    open_company(registry, "PWR-0001")
+    open_company(registry, "PWR-0002")
+    table = {
+        "reason": "verification reports 2025",
+        "rows": [
+            {"account_id": "PWR-0001", "compliance_year": 2025, "verified_emissions": 1_000},
+            {
+                "account_id": "PWR-0002",
+                "compliance_year": 2025,
+                "verified_emissions": 2_000,
+                "reason": "report V-2",
+            },
+        ],
+    }
+    registry.proposals.propose(LI, "P-VE", "VERIFIED_EMISSIONS", table, "2025 figures")
+    assert registry.get_compliance_status("PWR-0001", 2025).verified_emissions is None
+    done = registry.proposals.approve(WANG, "mee", "P-VE").proposal
+    assert (done.status, done.result) == (
+        ProposalStatus.EXECUTED,
+        "2 of 2 verified emissions rows recorded",
+    )
+    assert registry.get_compliance_status("PWR-0001", 2025).verified_emissions == 1_000
+    assert registry.get_compliance_status("PWR-0002", 2025).verified_emissions == 2_000
+
+    registry.proposals.propose(
+        LI, "P-CLOSE", "YEAR_CLOSING", {"year": 2025, "reason": "deadline passed"}, "close"
+    )
+    assert not registry.get_compliance_rules(2025).closed
+    closed = registry.proposals.approve(WANG, "mee", "P-CLOSE").proposal
+    assert closed.status is ProposalStatus.EXECUTED
+    assert closed.result.startswith("year 2025 closed: 2 obligations, 2 short")
+    assert registry.get_compliance_rules(2025).closed
+
+
+def test_a_bad_emissions_table_or_closing_is_refused_when_proposed(registry: Registry) -> None:
+    row = {"account_id": "PWR-0001", "compliance_year": 2025, "verified_emissions": 1}
+    for kind, payload, field in (
+        ("VERIFIED_EMISSIONS", {"rows": []}, "payload.rows"),
+        ("VERIFIED_EMISSIONS", {"rows": [{**row, "account_id": "pwr 1"}]}, "payload.rows[0]"),
+        (
+            "VERIFIED_EMISSIONS",
+            {"reason": "r", "rows": [row, {**row, "verified_emissions": -5}]},
+            "payload.rows[1]",
+        ),
+        ("YEAR_CLOSING", {"year": 1999, "reason": "x"}, "payload.year"),
+        ("YEAR_CLOSING", {"year": 2025}, "payload.reason"),
+    ):
+        with pytest.raises(InvalidCommand) as raised:
+            registry.proposals.propose(LI, "P-BAD", kind, payload, "x")
+        assert raised.value.metadata.get("field") == field, (kind, payload, raised.value)
+    assert registry.proposals.list_proposals() == []
