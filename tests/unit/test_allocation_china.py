@@ -11,6 +11,7 @@ or illustrative: docs/allocation-tables.md.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -309,3 +310,24 @@ def test_a_table_mixing_methods_in_one_sector_year_is_refused() -> None:
     assert [(v.field, v.reason) for v in raised.value.violations] == [
         ("rows[0].benchmark", "MISSING_FIELD")
     ]
+
+
+def test_the_documented_example_files(table: BenchmarkTable) -> None:
+    """docs/examples/output-2020.csv, per account (figures of the tests above):
+    PWR-SD-0001: U1 2,790,728 + U2 electricity 1,084,340 + U2 heat 504,000 = 4,379,068 t;
+    PWR-JS-0002: G1 electricity 294,784 + heat 11,800 = 306,584 t.
+    docs/examples/verified-2024.csv: steel and cement allocated their verified emissions."""
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    rows = read_output_data(examples / "output-2020.csv", table, OutputUse.TRUE_UP)
+    assert account_targets(rows, table, OutputUse.TRUE_UP) == {
+        "PWR-SD-0001": (Sector.POWER, 3, 4_379_068),
+        "PWR-JS-0002": (Sector.POWER, 2, 306_584),
+    }
+    emissions = (examples / "verified-2024.csv").read_text(encoding="utf-8").splitlines()[1:]
+    sectors = {"STL": Sector.STEEL, "CEM": Sector.CEMENT}
+    for line in emissions:
+        account, year, tonnes, _ = line.split(",")
+        allocated = verified_emissions_allocation(
+            table, int(year), sectors[account[:3]], int(tonnes)
+        )
+        assert allocated == int(tonnes)
