@@ -186,7 +186,7 @@ def _allocate_verified(args: argparse.Namespace) -> int:
     """Allocation = verified emissions, for accounts whose sector's year the table
     allocates so; every other account (or a row of another year) is refused by line."""
     table = _read_table(args)
-    emissions = _read(args.emissions, EMISSIONS_SCHEMA, args.report) if table else None
+    emissions = _read(args.emissions, EMISSIONS_SCHEMA, args.report) if table is not None else None
     if table is None or emissions is None:
         return 2
     problems = [

@@ -1,7 +1,7 @@
 """Free allocation arithmetic: intensity benchmarks, pre-allocation and true-up.
 
 Allocation is intensity based: ``benchmark (tCO2 per unit of output) x output x
-correction factors``, with one benchmark per (year, sector, subtype). For allocation
+correction factors``, with one benchmark per (year, sector, subtype, product line). For allocation
 year Y a covered entity is first pre-allocated ``pre_allocation_share`` (0.7 unless the
 table says otherwise) of ``benchmark(Y) x output(Y-1) x factors``; once its output of
 Y is verified, the final allocation is ``benchmark(Y) x output(Y) x factors`` and the
@@ -9,10 +9,12 @@ true-up hands out the difference, or asks for it back (``ALLOCATION_RETURN``).
 
 **Exact arithmetic.** Benchmarks, shares, factors and outputs are decimal text parsed
 straight to ``Decimal`` (a float is refused); the product is taken as a ``Fraction``, so
-no decimal context can round it, and it is rounded exactly once.
+no decimal context can round it, and it is rounded exactly once. (One exception, a
+correction formula's power with a fractional exponent, is taken to ``POWER_PRECISION``
+digits before the product.)
 
 **Rounding rule: down to whole tonnes (floor), once per row** (one row = one account,
-subtype and generating unit). Units are whole tonnes; rounding down never hands out a
+subtype, generating unit and product line). Units are whole tonnes; rounding down never hands out a
 tonne the formula did not earn, so the allocations never add up to more than the plan
 sized the cap for (each row withholds less than 1 t). The true-up is the exact
 difference of two whole numbers, so pre-allocation + true-up == final allocation.
@@ -20,7 +22,8 @@ difference of two whole numbers, so pre-allocation + true-up == final allocation
 **Tables are data.** Benchmarks, output units, the named correction factors a subtype
 uses (with their defaults) and the pre-allocation share are read from CSV files (see
 ``docs/allocation-tables.md``) by ``registry.cli.benchmark_tables``: this module holds
-no I/O, only the rows and the arithmetic. Benchmark table, one row per (year, sector, subtype)::
+no I/O, only the rows and the arithmetic. Benchmark table, one row per (year, sector,
+subtype, product) (the former columns; the newer ones below)::
 
     year,sector,subtype,benchmark,output_unit,pre_allocation_share,factors
     2025,POWER,COAL_CONVENTIONAL_300MW_PLUS,0.8177,MWh,0.7,cooling=1;heat_supply=1;load=1
