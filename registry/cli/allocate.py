@@ -43,6 +43,7 @@ import hashlib
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -176,7 +177,7 @@ def _allocate(args: argparse.Namespace) -> int:
     if isinstance(ledger, list):
         return _refuse(args.outputs, ledger, args.report)
     plan = [
-        AccountAllocation(account, sector, count, target, ledger[account][0], use)
+        AccountAllocation(account, sector, count, target, ledger[account].allocated, use)
         for account, (sector, count, target) in targets.items()
     ]
     return _write(args, plan, table.digest, outputs.digest)
@@ -220,12 +221,26 @@ def _allocate_verified(args: argparse.Namespace) -> int:
 def _verified_plan(
     emissions: ParsedFile[EmissionsLine],
     table: BenchmarkTable,
-    ledger: Mapping[str, tuple[int, Sector | None]],
+    ledger: Mapping[str, Held],
     year: int,
 ) -> tuple[list[AccountAllocation], list[Problem]]:
+    """Each account's target: its verified emissions, which must be those the registry
+    records for the year where it records any (``EMISSIONS_MISMATCH`` otherwise)."""
     plan, problems = [], []
     for row, line in zip(emissions.rows, emissions.lines, strict=True):
-        allocated, sector = ledger[row.account_id]
+        held = ledger[row.account_id]
+        allocated, sector = held.allocated, held.sector
+        if held.verified is not None and held.verified != row.verified_emissions:
+            problems.append(
+                Problem(
+                    line,
+                    "verified_emissions",
+                    "EMISSIONS_MISMATCH",
+                    f"{row.account_id}: the registry records {held.verified:,} t verified "
+                    f"for {year}, the file {row.verified_emissions:,} t",
+                )
+            )
+            continue
         try:
             if sector is None:
                 raise InvalidCommand(
@@ -323,17 +338,27 @@ def _against_table(
     return problems
 
 
+@dataclass(frozen=True)
+class Held:
+    """What the registry says of an account for the year: allocated so far, and (when
+    asked) its sector and the verified emissions recorded (None: none yet)."""
+
+    allocated: int
+    sector: Sector | None = None
+    verified: int | None = None
+
+
 def _ledger(
     args: argparse.Namespace,
     accounts: Sequence[str],
     lines: Mapping[str, list[int]],
     *,
     sectors: bool = False,
-) -> dict[str, tuple[int, Sector | None]] | list[Problem]:
+) -> dict[str, Held] | list[Problem]:
     """What the ledger already allocated each account for the year (and, with
-    ``sectors``, the account's sector), or the problems of accounts it cannot say that
-    for (unknown, not a compliance account)."""
-    allocated: dict[str, tuple[int, Sector | None]] = {}
+    ``sectors``, the account's sector and recorded verified emissions), or the problems
+    of accounts it cannot say that for (unknown, not a compliance account)."""
+    allocated: dict[str, Held] = {}
     problems: list[Problem] = []
     with (
         client_for(args, timeout=60) as client,
@@ -360,7 +385,12 @@ def _ledger(
                     for line in lines[account]
                 ]
                 continue
-            allocated[account] = (status.allocated, sector)
+            verified = (
+                None
+                if status.state == account_pb.COMPLIANCE_STATE_NOT_VERIFIED
+                else status.verified_emissions
+            )
+            allocated[account] = Held(status.allocated, sector, verified)
             meter.update(done)
     return problems or allocated
 

@@ -237,8 +237,9 @@ EMISSIONS_HEADER = "account_id,compliance_year,verified_emissions,reason\n"
 
 def test_new_sectors_first_year_at_verified_emissions_and_a_chp_unit(tmp_path: Path) -> None:
     """2024: steel and cement are allocated their verified emissions (3,456,789 t and
-    1,000,000 t), power is refused by line; importing the table gives exactly those
-    figures and a re-run writes nothing. 2020: a CHP unit's electricity line
+    1,000,000 t), power is refused by line, a figure other than the one the registry
+    records is refused; importing the table gives exactly those figures and a re-run
+    writes nothing. 2020: a CHP unit's electricity line
     (1,200,000 MWh x 0.979 x (1 - 0.22 x 0.35) = 1,084,340.4 -> 1,084,340 t) plus its heat
     line (4,000,000 GJ x 0.126 = 504,000 t) = 1,588,340 t (tests/unit/test_allocation_china)."""
     by_year = str(BENCHMARKS_BY_YEAR)
@@ -286,6 +287,13 @@ def test_new_sectors_first_year_at_verified_emissions_and_a_chp_unit(tmp_path: P
         wrong_year = allocate(good.replace("STL-V,2024", "STL-V,2025"))
         assert wrong_year.returncode == 2 and not out.exists()
         assert "line 2, compliance_year: INVALID_COMPLIANCE_YEAR" in wrong_year.stderr
+
+        # once the registry records the verified emissions, the file must agree with them
+        recorded = cli(server, "import", "emissions", write(tmp_path / "recorded-2024.csv", good))
+        assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+        mismatch = allocate(good.replace("CEM-V,2024,1000000", "CEM-V,2024,1000001"))
+        assert mismatch.returncode == 2 and not out.exists()
+        assert "line 3, verified_emissions: EMISSIONS_MISMATCH" in mismatch.stderr
 
         done = allocate(good)
         assert done.returncode == 0, done.stderr
