@@ -5,6 +5,8 @@ allocation table a regulator imports (or proposes for a second regulator's appro
         --outputs output-2024.csv --out pre-allocation-2025.csv
     registry allocate true-up 2025 --benchmarks benchmarks-2025.csv \\
         --outputs output-2025.csv --out true-up-2025.csv
+    registry allocate verified-emissions 2024 --benchmarks benchmarks-by-year.csv \\
+        --emissions verified-2024.csv --out steel-2024.csv
 
 Both files are validated whole first (every bad row named by line, as ``registry
 import`` does); then the server is asked what each account was already allocated for
@@ -15,6 +17,13 @@ difference:
   per account; an account gets what it lacks of that, never less than it has.
 - **true-up**: benchmark(Y) x output(Y) x factors, the same way; an account gets what it
   lacks, or an ``ALLOCATION_RETURN`` row gives back what it got too much.
+- **verified-emissions**: for a sector whose year the table allocates at verified
+  emissions (``method`` ``VERIFIED_EMISSIONS``: steel, cement and aluminium in 2024), the
+  allocation is the verified emissions of the file (``registry import emissions``
+  format); settled like the true-up. Accounts of other sectors are refused by line.
+
+An output row is one product line of a unit (electricity, heat); a CHP unit earns its
+electricity line plus its heat line, each floored.
 
 Nothing moves here: the output is a CSV file in ``registry import allocations`` format,
 to review and then import (``--propose ID`` when four eyes are required). Transaction
@@ -34,6 +43,7 @@ import hashlib
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,10 +51,16 @@ import grpc
 
 from registry.cli.benchmark_tables import BENCHMARK_SCHEMA, OUTPUT_SCHEMA
 from registry.cli.bulk import ParsedFile, Schema, read_csv
-from registry.cli.imports import ALLOCATIONS_SCHEMA, PROGRESS_EVERY, AllocationLine
+from registry.cli.imports import (
+    ALLOCATIONS_SCHEMA,
+    EMISSIONS_SCHEMA,
+    PROGRESS_EVERY,
+    AllocationLine,
+    EmissionsLine,
+)
 from registry.cli.problems import Problem, file_problems, print_problems, write_report
 from registry.cli.remote import add_connection_options, client_for, report_error
-from registry.client import error_details
+from registry.client import RegistryClient, error_details
 from registry.domain.accounts import Sector
 from registry.domain.allocation import (
     AccountAllocation,
@@ -52,15 +68,34 @@ from registry.domain.allocation import (
     OutputRow,
     OutputUse,
     account_targets,
+    parse_sector,
+    verified_emissions_allocation,
 )
 from registry.domain.errors import InvalidCommand
 from registry.observability.progress import Progress
 from registry.v1 import account_service_pb2 as account_pb
+from registry.v1 import common_pb2 as common_pb
 
 T = TypeVar("T")
 
-PHASES = {"pre": OutputUse.PRE_ALLOCATION, "true-up": OutputUse.TRUE_UP}
-ID_PREFIX = {OutputUse.PRE_ALLOCATION: "PRE", OutputUse.TRUE_UP: "TRUEUP"}
+PHASES = {
+    "pre": OutputUse.PRE_ALLOCATION,
+    "true-up": OutputUse.TRUE_UP,
+    "verified-emissions": OutputUse.VERIFIED_EMISSIONS,
+}
+ID_PREFIX = {
+    OutputUse.PRE_ALLOCATION: "PRE",
+    OutputUse.TRUE_UP: "TRUEUP",
+    OutputUse.VERIFIED_EMISSIONS: "VERIFIED",
+}
+HELP = {
+    OutputUse.PRE_ALLOCATION: "the table's share (e.g. 70%%) of benchmark x last year's output: "
+    "allocate what each account lacks of it",
+    OutputUse.TRUE_UP: "benchmark x the year's verified output: allocate what is missing or "
+    "take back the excess",
+    OutputUse.VERIFIED_EMISSIONS: "allocation = verified emissions, for the sectors whose "
+    "year the table allocates so (steel, cement, aluminium in 2024)",
+}
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,16 +109,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     phases = command.add_subparsers(dest="phase", required=True)
     for name, use in PHASES.items():
-        phase = phases.add_parser(
-            name,
-            help=(
-                "the table's share (e.g. 70%%) of benchmark x last year's output: allocate "
-                "what each account lacks of it"
-                if use is OutputUse.PRE_ALLOCATION
-                else "benchmark x the year's verified output: allocate what is missing or take "
-                "back the excess"
-            ),
-        )
+        phase = phases.add_parser(name, help=HELP[use])
         phase.add_argument("year", type=int, help="the allocation (compliance) year")
         phase.add_argument(
             "--benchmarks",
@@ -91,12 +117,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             required=True,
             help="benchmark table CSV (docs/allocation-tables.md)",
         )
-        phase.add_argument(
-            "--outputs",
-            type=Path,
-            required=True,
-            help=f"output data CSV of {'Y-1' if name == 'pre' else 'Y'}",
-        )
+        if use is OutputUse.VERIFIED_EMISSIONS:
+            phase.add_argument(
+                "--emissions",
+                type=Path,
+                required=True,
+                help="verified emissions CSV of Y (registry import emissions format)",
+            )
+        else:
+            phase.add_argument(
+                "--outputs",
+                type=Path,
+                required=True,
+                help=f"output data CSV of {'Y-1' if name == 'pre' else 'Y'}",
+            )
         phase.add_argument(
             "--out",
             type=Path,
@@ -122,6 +156,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _allocate(args: argparse.Namespace) -> int:
     use: OutputUse = args.use
+    if use is OutputUse.VERIFIED_EMISSIONS:
+        return _allocate_verified(args)
     table = _read_table(args)
     outputs = _read(args.outputs, OUTPUT_SCHEMA, args.report) if table is not None else None
     if table is None or outputs is None:
@@ -134,17 +170,102 @@ def _allocate(args: argparse.Namespace) -> int:
     for row, line in zip(outputs.rows, outputs.lines, strict=True):
         lines_of[row.account_id].append(line)
     try:
-        allocated = _allocated(args, list(targets), lines_of)
+        ledger = _ledger(args, list(targets), lines_of)
     except grpc.RpcError as error:
         print("registry allocate: nothing was written", file=sys.stderr)
         return report_error(error)
-    if isinstance(allocated, list):
-        return _refuse(args.outputs, allocated, args.report)
+    if isinstance(ledger, list):
+        return _refuse(args.outputs, ledger, args.report)
     plan = [
-        AccountAllocation(account, sector, count, target, allocated[account], use)
+        AccountAllocation(account, sector, count, target, ledger[account].allocated, use)
         for account, (sector, count, target) in targets.items()
     ]
-    lines = _table_lines(plan, use, args.year, table.digest, outputs.digest, args.source)
+    return _write(args, plan, table.digest, outputs.digest)
+
+
+def _allocate_verified(args: argparse.Namespace) -> int:
+    """Allocation = verified emissions, for accounts whose sector's year the table
+    allocates so; every other account (or a row of another year) is refused by line."""
+    table = _read_table(args)
+    emissions = _read(args.emissions, EMISSIONS_SCHEMA, args.report) if table is not None else None
+    if table is None or emissions is None:
+        return 2
+    problems = [
+        Problem(
+            line,
+            "compliance_year",
+            "INVALID_COMPLIANCE_YEAR",
+            f"emissions of {row.compliance_year}: this table is for {args.year}",
+        )
+        for row, line in zip(emissions.rows, emissions.lines, strict=True)
+        if row.compliance_year != args.year
+    ]
+    if problems:
+        return _refuse(args.emissions, problems, args.report)
+    lines_of = {
+        row.account_id: [line] for row, line in zip(emissions.rows, emissions.lines, strict=True)
+    }
+    try:
+        ledger = _ledger(args, list(lines_of), lines_of, sectors=True)
+    except grpc.RpcError as error:
+        print("registry allocate: nothing was written", file=sys.stderr)
+        return report_error(error)
+    if isinstance(ledger, list):
+        return _refuse(args.emissions, ledger, args.report)
+    plan, problems = _verified_plan(emissions, table, ledger, args.year)
+    if problems:
+        return _refuse(args.emissions, problems, args.report)
+    return _write(args, plan, table.digest, emissions.digest)
+
+
+def _verified_plan(
+    emissions: ParsedFile[EmissionsLine],
+    table: BenchmarkTable,
+    ledger: Mapping[str, Held],
+    year: int,
+) -> tuple[list[AccountAllocation], list[Problem]]:
+    """Each account's target: its verified emissions, which must be those the registry
+    records for the year where it records any (``EMISSIONS_MISMATCH`` otherwise)."""
+    plan, problems = [], []
+    for row, line in zip(emissions.rows, emissions.lines, strict=True):
+        held = ledger[row.account_id]
+        allocated, sector = held.allocated, held.sector
+        if held.verified is not None and held.verified != row.verified_emissions:
+            problems.append(
+                Problem(
+                    line,
+                    "verified_emissions",
+                    "EMISSIONS_MISMATCH",
+                    f"{row.account_id}: the registry records {held.verified:,} t verified "
+                    f"for {year}, the file {row.verified_emissions:,} t",
+                )
+            )
+            continue
+        try:
+            if sector is None:
+                raise InvalidCommand(
+                    f"{row.account_id} has no sector", reason="NOT_VERIFIED_EMISSIONS_ALLOCATED"
+                )
+            target = verified_emissions_allocation(table, year, sector, row.verified_emissions)
+        except InvalidCommand as error:
+            problems.append(Problem(line, "account_id", error.reason, error.message))
+            continue
+        plan.append(
+            AccountAllocation(
+                row.account_id, sector, 1, target, allocated, OutputUse.VERIFIED_EMISSIONS
+            )
+        )
+    return plan, problems
+
+
+def _write(
+    args: argparse.Namespace,
+    plan: Sequence[AccountAllocation],
+    table_digest: str,
+    data_digest: str,
+) -> int:
+    use: OutputUse = args.use
+    lines = _table_lines(plan, use, args.year, table_digest, data_digest, args.source)
     _write_table(args.out, lines)
     write_report(args.report, [])
     _print_summary(plan, use, args.year)
@@ -207,7 +328,7 @@ def _against_table(
             )
             continue
         try:
-            table.row(year, row.sector, row.subtype).resolve_factors(row.factors)
+            row.benchmark_row(table, use)
         except InvalidCommand as error:
             problems.append(
                 Problem(
@@ -217,12 +338,27 @@ def _against_table(
     return problems
 
 
-def _allocated(
-    args: argparse.Namespace, accounts: Sequence[str], lines: Mapping[str, list[int]]
-) -> dict[str, int] | list[Problem]:
-    """What the ledger already allocated each account for the year, or the problems of
-    accounts it cannot say that for (unknown, not a compliance account)."""
-    allocated: dict[str, int] = {}
+@dataclass(frozen=True)
+class Held:
+    """What the registry says of an account for the year: allocated so far, and (when
+    asked) its sector and the verified emissions recorded (None: none yet)."""
+
+    allocated: int
+    sector: Sector | None = None
+    verified: int | None = None
+
+
+def _ledger(
+    args: argparse.Namespace,
+    accounts: Sequence[str],
+    lines: Mapping[str, list[int]],
+    *,
+    sectors: bool = False,
+) -> dict[str, Held] | list[Problem]:
+    """What the ledger already allocated each account for the year (and, with
+    ``sectors``, the account's sector and recorded verified emissions), or the problems
+    of accounts it cannot say that for (unknown, not a compliance account)."""
+    allocated: dict[str, Held] = {}
     problems: list[Problem] = []
     with (
         client_for(args, timeout=60) as client,
@@ -236,6 +372,7 @@ def _allocated(
                         account_id=account, compliance_year=args.year
                     ),
                 )
+                sector = _sector(client, account) if sectors else None
             except grpc.RpcError as error:
                 details = error_details(error)
                 if details.code not in (
@@ -248,9 +385,22 @@ def _allocated(
                     for line in lines[account]
                 ]
                 continue
-            allocated[account] = status.allocated
+            verified = (
+                None
+                if status.state == account_pb.COMPLIANCE_STATE_NOT_VERIFIED
+                else status.verified_emissions
+            )
+            allocated[account] = Held(status.allocated, sector, verified)
             meter.update(done)
     return problems or allocated
+
+
+def _sector(client: RegistryClient, account: str) -> Sector | None:
+    found = client.call(
+        client.accounts.GetAccount, account_pb.GetAccountRequest(account_id=account)
+    )
+    name = common_pb.Sector.Name(found.account.holder.sector).removeprefix("SECTOR_")
+    return None if name == "UNSPECIFIED" else parse_sector(name)
 
 
 def _table_lines(
@@ -263,10 +413,13 @@ def _table_lines(
 ) -> list[AllocationLine]:
     """One row per account with something to move; ids and reasons name the files."""
     both = hashlib.sha256(f"{benchmarks_digest}:{outputs_digest}".encode()).hexdigest()[:12]
-    reason = (
-        f"{'pre-allocation' if use is OutputUse.PRE_ALLOCATION else 'true-up'} {year}: "
-        f"benchmarks sha256 {benchmarks_digest}, output sha256 {outputs_digest}"
-    )
+    what = {
+        OutputUse.PRE_ALLOCATION: "pre-allocation",
+        OutputUse.TRUE_UP: "true-up",
+        OutputUse.VERIFIED_EMISSIONS: "allocation at verified emissions",
+    }[use]
+    data = "emissions" if use is OutputUse.VERIFIED_EMISSIONS else "output"
+    reason = f"{what} {year}: benchmarks sha256 {benchmarks_digest}, {data} sha256 {outputs_digest}"
     lines = []
     for entry in plan:
         change = entry.change

@@ -11,21 +11,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from importlib.resources import files
+from types import MappingProxyType
 from typing import Any
 
 from registry.cli.bulk import Column, Progress, Schema, Source, parse_decimal, parse_int, read_csv
 from registry.domain.accounts import check_account_id
 from registry.domain.allocation import (
+    CATEGORY,
     DEFAULT_PRE_ALLOCATION_SHARE,
     FACTOR_NAME,
+    NO_CORRECTIONS,
     NO_FACTORS,
+    NO_INPUTS,
     OUTPUT_UNIT,
     BenchmarkRow,
     BenchmarkTable,
+    Case,
+    Correction,
+    Corrections,
     Factors,
+    Formula,
+    Inputs,
+    Method,
     OutputRow,
     OutputUse,
     check_factors,
+    check_inputs,
+    parse_method,
+    parse_product,
     parse_sector,
     parse_subtype,
 )
@@ -35,6 +48,12 @@ from registry.domain.obligations import check_year
 
 ILLUSTRATIVE_BENCHMARKS_2025 = files("registry").joinpath("data/allocation/benchmarks-2025.csv")
 """An ILLUSTRATIVE 2025 table (plausible magnitudes, not the national plan's values)."""
+
+BENCHMARKS_BY_YEAR = files("registry").joinpath("data/allocation/benchmarks-by-year.csv")
+"""Year-by-year rows 2019-2027: power by unit category and product line with the plans'
+correction rules, steel/cement/aluminium at verified emissions in 2024 and by benchmark
+from 2025. Each row's ``source`` says where its figures come from or that they are
+ILLUSTRATIVE (see docs/allocation-tables.md)."""
 
 
 def read_benchmark_table(source: Source, *, on_progress: Progress | None = None) -> BenchmarkTable:
@@ -93,12 +112,69 @@ def parse_factors(text: str) -> Factors:
     return check_factors(factors)
 
 
+def parse_inputs(text: str) -> Inputs:
+    """``name=value;...``: what a unit reports for its corrections, each value a decimal
+    (``load_rate=0.78``) or a category (``cooling_method=AIR``)."""
+    inputs: dict[str, Decimal | str] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, equals, value = (piece.strip() for piece in item.partition("="))
+        if not equals or not FACTOR_NAME.match(name):
+            raise InvalidCommand(
+                f"input {item!r} is not name=value with a lower_snake name",
+                reason="INVALID_CORRECTION_INPUT",
+            )
+        if name in inputs:
+            raise InvalidCommand(f"input {name} is given twice", reason="INVALID_CORRECTION_INPUT")
+        inputs[name] = (
+            value
+            if CATEGORY.match(value)
+            else parse_decimal(value, reason="INVALID_CORRECTION_INPUT", what=f"input {name}")
+        )
+    return check_inputs(inputs)
+
+
+def parse_corrections(text: str) -> Corrections:
+    """``factor(input): WHEN -> formula | ... | formula; ...`` (docs/allocation-tables.md).
+
+    WHEN is a category (``AIR``) or a threshold ``x>=0.85``; cases are tried in order, a
+    last case without WHEN covers the rest; formulas are in ``x``, the input's value.
+    """
+    corrections: dict[str, Correction] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        head, colon, rule = item.partition(":")
+        name, paren, rest = head.strip().partition("(")
+        name, input_name = name.strip(), rest.removesuffix(")").strip()
+        if not (colon and paren and rest.endswith(")") and FACTOR_NAME.match(name)):
+            raise InvalidCommand(
+                f"correction {item!r} is not 'factor(input): cases'", reason="INVALID_CORRECTION"
+            )
+        if name in corrections:
+            raise InvalidCommand(f"correction {name} is given twice", reason="INVALID_CORRECTION")
+        corrections[name] = Correction(input_name, tuple(_case(c) for c in rule.split("|")))
+    return MappingProxyType(corrections)
+
+
+def _case(text: str) -> Case:
+    when, arrow, formula = (part.strip() for part in text.partition("->"))
+    if not arrow:
+        return Case(None, Formula(text))
+    if CATEGORY.match(when):
+        return Case(when, Formula(formula))
+    threshold = when.replace(" ", "")
+    if not threshold.startswith("x>="):
+        raise InvalidCommand(
+            f"case {text.strip()!r}: WHEN is a category like AIR or a threshold x>=0.85",
+            reason="INVALID_CORRECTION",
+        )
+    bound = parse_decimal(threshold[3:], reason="INVALID_CORRECTION", what="threshold")
+    return Case(bound, Formula(formula))
+
+
 def _against_table(
     name: str, line: int, row: OutputRow, table: BenchmarkTable, use: OutputUse
 ) -> list[Violation]:
     try:
-        year = use.benchmark_year(row.year)
-        table.row(year, row.sector, row.subtype).resolve_factors(row.factors)
+        row.benchmark_row(table, use)
     except InvalidCommand as error:
         return [
             Violation(
@@ -146,6 +222,12 @@ def _output_text(text: str) -> Decimal:
     return value
 
 
+def _source(text: str) -> str:
+    if len(text) > 200:
+        raise InvalidCommand("source is longer than 200 characters", reason="INVALID_SOURCE")
+    return text
+
+
 def _benchmark_row(values: Mapping[str, Any]) -> BenchmarkRow:
     return BenchmarkRow(**values)
 
@@ -163,15 +245,19 @@ BENCHMARK_SCHEMA: Schema[BenchmarkRow] = Schema(
         Column("year", _year),
         Column("sector", parse_sector),
         Column("subtype", parse_subtype),
-        Column("benchmark", _benchmark),
+        Column("product", parse_product, required=False, default=None),
+        Column("method", parse_method, required=False, default=Method.BENCHMARK),
+        Column("benchmark", _benchmark, required=False, default=None),
         Column("output_unit", _output_unit),
         Column(
             "pre_allocation_share", _share, required=False, default=DEFAULT_PRE_ALLOCATION_SHARE
         ),
         Column("factors", parse_factors, required=False, default=NO_FACTORS),
+        Column("corrections", parse_corrections, required=False, default=NO_CORRECTIONS),
+        Column("source", _source, required=False, default=""),
     ),
     make=_benchmark_row,
-    key=("year", "sector", "subtype"),
+    key=("year", "sector", "subtype", "product"),
 )
 """The benchmark table file (see the module docstring and docs/allocation-tables.md)."""
 
@@ -180,12 +266,15 @@ OUTPUT_SCHEMA: Schema[OutputRow] = Schema(
         Column("account_id", check_account_id),
         Column("year", _year),
         Column("subtype", parse_subtype),
+        Column("product", parse_product, required=False, default=None),
         Column("output", _output_text),
         Column("unit_id", _unit_id, required=False, default=""),
         Column("factors", parse_factors, required=False, default=NO_FACTORS),
+        Column("inputs", parse_inputs, required=False, default=NO_INPUTS),
     ),
     make=_output_row,
-    key=("account_id", "year", "subtype", "unit_id"),
+    key=("account_id", "year", "subtype", "unit_id", "product"),
     max_rows=100_000,
 )
-"""The per-company output data file: one row per (account, output year, subtype, unit)."""
+"""The per-company output data file: one row per (account, output year, subtype, unit,
+product line)."""

@@ -1,14 +1,18 @@
 """`registry allocate` against a real server process: pre-allocation and true-up computed
 from the benchmark table and output files, proposed and approved by two regulators,
-imported, and re-run to nothing; each figure checked against the allocation formulas."""
+imported, and re-run to nothing; each figure checked against the allocation formulas.
+Then the new sectors' first year (allocation = verified emissions) and a CHP unit's
+electricity and heat lines read from the year-by-year table."""
 
 from __future__ import annotations
 
 import csv
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from registry.cli.benchmark_tables import (
+    BENCHMARKS_BY_YEAR,
     ILLUSTRATIVE_BENCHMARKS_2025,
     read_benchmark_table,
 )
@@ -226,3 +230,126 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
             str(trued),
         )
         assert settled.returncode == 0 and table_rows(trued) == {}, settled.stdout
+
+
+EMISSIONS_HEADER = "account_id,compliance_year,verified_emissions,reason\n"
+
+
+def test_new_sectors_first_year_at_verified_emissions_and_a_chp_unit(tmp_path: Path) -> None:
+    """2024: steel and cement are allocated their verified emissions (3,456,789 t and
+    1,000,000 t), power is refused by line, a figure other than the one the registry
+    records is refused; importing the table gives exactly those figures and a re-run
+    writes nothing. 2020: a CHP unit's electricity line
+    (1,200,000 MWh x 0.979 x (1 - 0.22 x 0.35) = 1,084,340.4 -> 1,084,340 t) plus its heat
+    line (4,000,000 GJ x 0.126 = 504,000 t) = 1,588,340 t (tests/unit/test_allocation_china)."""
+    by_year = str(BENCHMARKS_BY_YEAR)
+    with serving(tmp_path) as server:
+        token, _, _ = first_token(tmp_path)
+        with RegistryClient(server.address, token, attempts=1) as client:
+            for account, sector in (
+                ("STL-V", common.SECTOR_STEEL),
+                ("CEM-V", common.SECTOR_CEMENT),
+                ("PWR-V", common.SECTOR_POWER),
+            ):
+                open_company(client, account, sector)
+            issue(
+                client,
+                "ISS-CEA-2024",
+                10_000_000,
+                common.UnitClass(unit_type=common.UNIT_TYPE_CEA, vintage=2024),
+            )
+        out = tmp_path / "verified-2024-table.csv"
+
+        def allocate(emissions: str) -> Any:
+            return cli(
+                server,
+                "allocate",
+                "verified-emissions",
+                "2024",
+                "--benchmarks",
+                by_year,
+                "--emissions",
+                write(tmp_path / "verified-2024.csv", emissions),
+                "--out",
+                str(out),
+                "--source",
+                "CN-ISSUANCE",
+            )
+
+        good = (
+            EMISSIONS_HEADER
+            + "STL-V,2024,3456789,verification report HB-2024-1\n"
+            + "CEM-V,2024,1000000,verification report AH-2024-7\n"
+        )
+        refused = allocate(good + "PWR-V,2024,4000000,verification report SD-2024-2\n")
+        assert refused.returncode == 2 and not out.exists(), refused.stdout
+        assert "line 4, account_id: NOT_VERIFIED_EMISSIONS_ALLOCATED" in refused.stderr
+        wrong_year = allocate(good.replace("STL-V,2024", "STL-V,2025"))
+        assert wrong_year.returncode == 2 and not out.exists()
+        assert "line 2, compliance_year: INVALID_COMPLIANCE_YEAR" in wrong_year.stderr
+
+        # once the registry records the verified emissions, the file must agree with them
+        recorded = cli(server, "import", "emissions", write(tmp_path / "recorded-2024.csv", good))
+        assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+        mismatch = allocate(good.replace("CEM-V,2024,1000000", "CEM-V,2024,1000001"))
+        assert mismatch.returncode == 2 and not out.exists()
+        assert "line 3, verified_emissions: EMISSIONS_MISMATCH" in mismatch.stderr
+
+        done = allocate(good)
+        assert done.returncode == 0, done.stderr
+        assert table_rows(out) == {
+            "STL-V": ("ALLOCATION", 3_456_789, "CN-ISSUANCE"),
+            "CEM-V": ("ALLOCATION", 1_000_000, "CN-ISSUANCE"),
+        }
+        with out.open(encoding="utf-8") as lines:
+            ids = [r["transaction_id"] for r in csv.DictReader(lines)]
+        assert all(i.startswith("VERIFIED-2024-") for i in ids), ids
+        imported = cli(server, "import", "allocations", str(out))
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        with RegistryClient(server.address, token, attempts=1) as client:
+            caught_up(client)
+            assert {a: compliance(client, a, 2024).allocated for a in ("STL-V", "CEM-V")} == {
+                "STL-V": 3_456_789,
+                "CEM-V": 1_000_000,
+            }
+        again = allocate(good)
+        assert again.returncode == 0 and table_rows(out) == {}, again.stdout
+
+        # steel in 2024 cannot be allocated by benchmark: the table says verified emissions
+        by_benchmark = cli(
+            server,
+            "allocate",
+            "true-up",
+            "2024",
+            "--benchmarks",
+            by_year,
+            "--outputs",
+            write(tmp_path / "steel-2024.csv", OUTPUT_HEADER + "STL-V,2024,STEEL,1900000,,\n"),
+            "--out",
+            str(tmp_path / "steel-true-up.csv"),
+        )
+        assert by_benchmark.returncode == 2
+        assert "line 2, year: NOT_BENCHMARK_ALLOCATED" in by_benchmark.stderr
+
+        # a CHP unit: one output row per product line, summed for the account
+        chp = tmp_path / "chp-2020.csv"
+        done = cli(
+            server,
+            "allocate",
+            "true-up",
+            "2020",
+            "--benchmarks",
+            by_year,
+            "--outputs",
+            write(
+                tmp_path / "output-2020.csv",
+                "account_id,year,subtype,product,output,unit_id,inputs\n"
+                "PWR-V,2020,COAL_CONVENTIONAL_BELOW_300MW,ELECTRICITY,1200000,U1,"
+                "cooling_method=WATER;heat_share=0.35\n"
+                "PWR-V,2020,COAL_CONVENTIONAL_BELOW_300MW,HEAT,4000000,U1,\n",
+            ),
+            "--out",
+            str(chp),
+        )
+        assert done.returncode == 0, done.stderr
+        assert table_rows(chp) == {"PWR-V": ("ALLOCATION", 1_588_340, "")}

@@ -25,6 +25,7 @@ from registry.domain.allocation import (
     BenchmarkTable,
     OutputRow,
     OutputUse,
+    Product,
     Subtype,
     TrueUp,
     account_targets,
@@ -273,17 +274,24 @@ def test_only_the_difference_to_what_the_ledger_holds_moves(
 
 def test_the_shipped_illustrative_table_parses_fully() -> None:
     table = read_benchmark_table(ILLUSTRATIVE_BENCHMARKS_2025)
-    assert len(table) == len(Subtype) == 7
+    # one row per product line: power subtypes have electricity and heat
+    assert len(table) == sum(len(s.products) for s in Subtype) == 11
     assert len(table.digest) == 64
     for subtype in Subtype:
-        row = table.row(2025, subtype.sector, subtype)
-        assert row.pre_allocation_share == D("0.7")
-        assert all(value == 1 for value in row.factors.values())
+        for product in subtype.products:
+            row = table.row(2025, subtype.sector, subtype, product)
+            assert row.pre_allocation_share == D("0.7")
+            assert all(value == 1 for value in row.factors.values())
+            assert row.source.startswith("ILLUSTRATIVE")
     coal = table.row(2025, Sector.POWER, Subtype.COAL_CONVENTIONAL_300MW_PLUS)
-    assert D("0.8") <= coal.benchmark <= D("0.95") and coal.output_unit == "MWh"
-    assert set(coal.factors) == {"cooling", "heat_supply", "load"}
+    assert coal.product is Product.ELECTRICITY
+    assert coal.benchmark is not None and D("0.8") <= coal.benchmark <= D("0.95")
+    assert coal.output_unit == "MWh"
+    assert set(coal.factors) == {"cooling", "load"} == set(coal.corrections)
+    heat = table.row(2025, Sector.POWER, Subtype.COAL_CONVENTIONAL_300MW_PLUS, Product.HEAT)
+    assert heat.output_unit == "GJ" and heat.benchmark == D("0.1105")
     gas = table.row(2025, Sector.POWER, Subtype.GAS)
-    assert D("0.35") <= gas.benchmark <= D("0.42")
+    assert gas.benchmark is not None and D("0.35") <= gas.benchmark <= D("0.42")
     clinker = table.row(2025, Sector.CEMENT, Subtype.CEMENT_CLINKER)
     assert clinker.benchmark == D("0.85") and clinker.factors == {}
 
