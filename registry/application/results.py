@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 from registry.domain.accounts import Account, AccountState, AccountType
 from registry.domain.conservation import conserved
+from registry.domain.enforcement import EnforcementStep
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
 from registry.domain.obligations import ComplianceObligation, ComplianceStatus
@@ -308,6 +309,16 @@ class ComplianceView:
     debt_carried: int = 0
     """The previous year's shortfall, deducted from this year's allocation."""
     debt_deducted: int = 0
+    enforcement_step: EnforcementStep = EnforcementStep.NONE
+    """Where the enforcement of the shortfall stands (Decree 775, Art. 24)."""
+    correction_deadline: str = ""
+    """ISO date: the last day a late surrender corrects the shortfall ("" if none)."""
+    shortfall_remaining: int = 0
+    """Of the noticed shortfall, what late surrender has not covered yet."""
+    carried_forward: int = 0
+    """What was carried as a debt into the next year's allocation."""
+    fine: dict[str, Any] | None = None
+    """The fine recorded: multiple, reference_price, quantity, amount (CNY strings)."""
 
     @classmethod
     def of(
@@ -317,9 +328,11 @@ class ComplianceView:
         obligation: ComplianceObligation | None,
         rules: ComplianceRules = DEFAULT_RULES,
         year_closed: bool = False,
+        today: date | None = None,
     ) -> ComplianceView:
         if obligation is None:
             return cls(account_id, year, ComplianceState.NOT_VERIFIED, None, 0, 0, 0, 0)
+        today = today or datetime.now(UTC).date()
         surrendered = obligation.surrendered
         cea = surrendered.get(UnitType.CEA.value, 0)
         ccer = surrendered.get(UnitType.CCER.value, 0)
@@ -338,6 +351,11 @@ class ComplianceView:
             obligation.shortfall,
             obligation.debt,
             obligation.debt_deducted,
+            obligation.enforcement_step(today),
+            obligation.correction_deadline,
+            obligation.remaining_shortfall,
+            obligation.carried_forward,
+            obligation.fine,
         )
 
 
@@ -383,6 +401,35 @@ class YearClosing:
     shortfalls: int
     shortfall_tonnes: int
     replayed: bool = False
+    position: int | None = None
+    correction_deadline: str = ""
+    """ISO date by which each shortfall may be corrected ("" when none)."""
+
+
+@dataclass(frozen=True)
+class FineResult:
+    """A fine recorded on (account, year), and whether it was already there."""
+
+    account_id: str
+    compliance_year: int
+    multiple: str
+    reference_price: str
+    quantity: int
+    amount: str
+    replayed: bool = False
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class DeductionRun:
+    """What the deduction step of a closed year did: obligations whose correction
+    deadline had passed uncorrected, the tonnes carried into the next year, and how
+    many obligations are still inside their correction period."""
+
+    year: int
+    deducted: int
+    deducted_tonnes: int
+    awaiting_deadline: int
     position: int | None = None
 
 
