@@ -294,7 +294,7 @@ def _obligation_undo(uow: UnitOfWork, original: Transaction) -> list[Callable[[U
     if kind is TransactionKind.SURRENDER:
         year = int(original.details["compliance_year"])
         surrendered = obligation(original.source, year)
-        surrendered.ensure_surrenders_final()
+        surrendered.ensure_fixed()
         unit_type = original.blocks[0].unit_class.unit_type.value
         advance = by_vintage.get(year + 1, 0)
         return [lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance)]

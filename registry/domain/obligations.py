@@ -118,7 +118,7 @@ class ComplianceObligation(Aggregate):
             return ComplianceStatus.NOT_VERIFIED
         if self.total_surrendered >= self.obligation(rules):
             return ComplianceStatus.COMPLIANT
-        if self.closed or year_closed:
+        if self.closed or self.correcting or year_closed:
             return ComplianceStatus.SHORTFALL
         return ComplianceStatus.OPEN
 
@@ -467,12 +467,13 @@ class ComplianceObligation(Aggregate):
         if self.correcting and self.remaining_shortfall == 0:
             self.trigger_event(self.ShortfallCorrected, transaction_id=transaction_id)
 
-    def ensure_surrenders_final(self) -> None:
-        """Surrenders of a closed year (or one under a shortfall notice) stand."""
+    def ensure_fixed(self) -> None:
+        """A closed year's figures and surrenders stand, also under a shortfall notice
+        (only a late surrender is added then)."""
         self.ensure_open()
         if self.correcting:
             raise ComplianceYearClosed(
-                f"compliance year {self.year} is closed: its surrenders are final",
+                f"compliance year {self.year} is closed: its figures and surrenders are final",
                 year=self.year,
                 account=self.account_id,
             )
@@ -561,7 +562,7 @@ class ComplianceObligation(Aggregate):
                 f"verified emissions must be a whole number >= 0, got {emissions!r}",
                 reason="INVALID_EMISSIONS",
             )
-        self.ensure_open()
+        self.ensure_fixed()
         if emissions == self.verified_emissions:
             return False
         self.trigger_event(

@@ -128,7 +128,7 @@ def test_late_surrender_after_the_deadline_is_refused_and_the_rest_deducted() ->
 def test_surrenders_under_a_notice_are_final() -> None:
     o = short_300()
     with pytest.raises(ComplianceYearClosed):
-        o.ensure_surrenders_final()
+        o.ensure_fixed()
 
 
 def test_the_fine_is_multiple_times_price_times_the_tonnes_short() -> None:
