@@ -142,6 +142,11 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             shortfall=view.shortfall,
             debt_carried=view.debt_carried,
             debt_deducted=view.debt_deducted,
+            enforcement_step=pb.EnforcementStep.Value(f"ENFORCEMENT_STEP_{view.enforcement_step}"),
+            correction_deadline=view.correction_deadline,
+            shortfall_remaining=view.shortfall_remaining,
+            debt_carried_forward=view.carried_forward,
+            fine=common.ComplianceFine(**view.fine) if view.fine else None,
         )
 
 

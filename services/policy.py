@@ -134,6 +134,13 @@ POLICY: dict[str, Rule] = {
         },
     ),
     **_rules(
+        ADM,
+        {
+            method: Rule(frozenset({R.REGULATOR}))
+            for method in ("RecordComplianceFine", "EnforceDeductions")
+        },
+    ),
+    **_rules(
         AUD,
         {
             method: Rule(READERS)
@@ -175,6 +182,8 @@ FOUR_EYES: dict[str, ProposalKind] = {
         "AllocateUnits": ProposalKind.ALLOCATION_TABLE,
         "ReverseTransaction": ProposalKind.REVERSAL,
         "SetComplianceRules": ProposalKind.RULE_CHANGE,
+        "RecordComplianceFine": ProposalKind.COMPLIANCE_FINE,
+        "EnforceDeductions": ProposalKind.DEDUCTION,
     }.items()
 }
 """The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused

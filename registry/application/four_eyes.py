@@ -30,6 +30,7 @@ from typing import Any
 from registry.application.accounts import Accounts
 from registry.application.commands import AllocationRow, check_quantity, check_reason
 from registry.application.compliance import Compliance
+from registry.application.enforcement import Enforcement
 from registry.application.movements import Movements
 from registry.application.restrictions import Restrictions
 from registry.application.results import RowOutcome, TransactionResult
@@ -38,6 +39,7 @@ from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
 from registry.domain.access import AccessControl, Role, SeparationOfDuties
 from registry.domain.accounts import check_account_id
+from registry.domain.enforcement import Fine
 from registry.domain.errors import (
     InvalidCommand,
     RegistryError,
@@ -87,6 +89,7 @@ class Actions:
     accounts: Accounts
     compliance: Compliance
     restrictions: Restrictions
+    enforcement: Enforcement
 
 
 class FourEyes:
@@ -425,6 +428,32 @@ def _rule_change(actions: Actions, p: _Payload) -> Action:
     return act
 
 
+def _fine(actions: Actions, p: _Payload) -> Action:
+    account, year = p.text("account_id"), p.number("year")
+    multiple, price = p.text("multiple"), p.text("reference_price")
+    reason = check_reason(p.text("reason", ""))
+    check_account_id(account)
+    check_year(year)
+    Fine.of(multiple, price, 0)
+
+    def act(who: Principal) -> str:
+        fine = actions.enforcement.record_fine(who, account, year, multiple, price, reason)
+        return f"fine {account} {year} {fine.amount} CNY"
+
+    return act
+
+
+def _deduction(actions: Actions, p: _Payload) -> Action:
+    year, reason = p.number("year"), check_reason(p.text("reason", ""))
+    check_year(year)
+
+    def act(who: Principal) -> str:
+        run = actions.enforcement.enforce_deductions(who, year, reason)
+        return f"deducted {run.deducted_tonnes} t from {run.deducted} accounts' {year + 1}"
+
+    return act
+
+
 def _allocation_table(actions: Actions, p: _Payload) -> Action:
     rows = [
         AllocationRow(
@@ -524,4 +553,6 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.ACCOUNT_FREEZE: _account_state(freeze=True),
     ProposalKind.ACCOUNT_UNFREEZE: _account_state(freeze=False),
     ProposalKind.RULE_CHANGE: _rule_change,
+    ProposalKind.COMPLIANCE_FINE: _fine,
+    ProposalKind.DEDUCTION: _deduction,
 }

@@ -93,7 +93,9 @@ class Registry(Application[UUID]):
         self._enforcement = Enforcement(self.store)
         self._queries = Queries(self.store)
         self.restrictions = Restrictions(self.store)
-        actions = Actions(self._movements, self._accounts, self._compliance, self.restrictions)
+        actions = Actions(
+            self._movements, self._accounts, self._compliance, self.restrictions, self._enforcement
+        )
         self.proposals = FourEyes(self.store, actions, lambda: self.access.current())
         """Four eyes: actions that take effect when a second regulator approves."""
         self.access = Access(self.store, self.proposals)
