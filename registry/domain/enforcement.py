@@ -16,9 +16,10 @@ next year's allocation. The steps are events on the obligation
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from registry.domain.errors import InvalidCommand
@@ -68,19 +69,19 @@ def correction_deadline(closed_on: date, days: int) -> date:
     return closed_on + timedelta(days=days)
 
 
+_PLAIN_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
+
+
 def _decimal(value: str, field: str, reason: str) -> Decimal:
-    """A plain decimal with at most two places (yuan and fen); no float ever."""
-    try:
-        number = Decimal(value) if isinstance(value, str) and value.strip() == value else None
-    except InvalidOperation:
-        number = None
-    if number is None or not number.is_finite() or number != number.quantize(CENT):
+    """A plain decimal of ASCII digits with at most two places (yuan and fen): no
+    sign, exponent, separators or float ever."""
+    if not isinstance(value, str) or not _PLAIN_DECIMAL.fullmatch(value):
         raise InvalidCommand(
             f"{field} must be a decimal number with at most 2 places, got {value!r}",
             reason=reason,
             field=field,
         )
-    return number
+    return Decimal(value)
 
 
 @dataclass(frozen=True)

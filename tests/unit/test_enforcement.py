@@ -175,6 +175,9 @@ def test_fine_amounts_by_hand() -> None:
         ("7", "-1", "INVALID_REFERENCE_PRICE", "reference_price"),
         ("7", "97.491", "INVALID_REFERENCE_PRICE", "reference_price"),
         ("7", "", "INVALID_REFERENCE_PRICE", "reference_price"),
+        ("7", "1e3", "INVALID_REFERENCE_PRICE", "reference_price"),
+        ("\uff15", "50", "INVALID_FINE_MULTIPLE", "multiple"),  # a full-width 5
+        ("7", "1,000", "INVALID_REFERENCE_PRICE", "reference_price"),
     ],
 )
 def test_bad_fine_figures_are_named(multiple: str, price: str, reason: str, field: str) -> None:
