@@ -162,6 +162,11 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             advance_use_remaining=view.advance_use_remaining,
             carry_over_limit=view.carry_over_limit,
             net_sales=view.net_sales,
+            enforcement_step=pb.EnforcementStep.Value(f"ENFORCEMENT_STEP_{view.enforcement_step}"),
+            correction_deadline=view.correction_deadline,
+            shortfall_remaining=view.shortfall_remaining,
+            debt_carried_forward=view.carried_forward,
+            fine=common.ComplianceFine(**view.fine) if view.fine else None,
         )
 
 

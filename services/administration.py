@@ -249,7 +249,10 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     ) -> pb.CloseComplianceYearResponse:
         self._direct("CloseComplianceYear")
         closing = self.registry.close_compliance_year(
-            current_principal(), request.compliance_year, request.reason
+            current_principal(),
+            request.compliance_year,
+            request.reason,
+            request.correction_days if request.HasField("correction_days") else None,
         )
         return pb.CloseComplianceYearResponse(
             compliance_year=closing.year,
@@ -258,6 +261,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             shortfall_tonnes=closing.shortfall_tonnes,
             replayed=closing.replayed,
             position=closing.position or 0,
+            correction_deadline=closing.correction_deadline,
         )
 
     def ProposeAction(
@@ -350,6 +354,46 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
     ) -> pb.ExpireProposalsResponse:
         return pb.ExpireProposalsResponse(
             proposals=[_proposal(v) for v in self.registry.proposals.expire_due()]
+        )
+
+    def RecordComplianceFine(
+        self, request: pb.RecordComplianceFineRequest, context: grpc.ServicerContext
+    ) -> pb.RecordComplianceFineResponse:
+        self._direct("RecordComplianceFine")
+        result = self.registry.record_compliance_fine(
+            current_principal(),
+            convert.required(request.account_id, "account_id"),
+            request.compliance_year,
+            request.multiple,
+            request.reference_price,
+            request.reason,
+        )
+        return pb.RecordComplianceFineResponse(
+            account_id=result.account_id,
+            compliance_year=result.compliance_year,
+            fine=common.ComplianceFine(
+                multiple=result.multiple,
+                reference_price=result.reference_price,
+                quantity=result.quantity,
+                amount=result.amount,
+            ),
+            replayed=result.replayed,
+            position=result.position or 0,
+        )
+
+    def EnforceDeductions(
+        self, request: pb.EnforceDeductionsRequest, context: grpc.ServicerContext
+    ) -> pb.EnforceDeductionsResponse:
+        self._direct("EnforceDeductions")
+        run = self.registry.enforce_deductions(
+            current_principal(), request.compliance_year, request.reason
+        )
+        return pb.EnforceDeductionsResponse(
+            compliance_year=run.year,
+            deducted=run.deducted,
+            deducted_tonnes=run.deducted_tonnes,
+            awaiting_deadline=run.awaiting_deadline,
+            position=run.position or 0,
         )
 
 

@@ -146,6 +146,13 @@ POLICY: dict[str, Rule] = {
         },
     ),
     **_rules(
+        ADM,
+        {
+            method: Rule(frozenset({R.REGULATOR}))
+            for method in ("RecordComplianceFine", "EnforceDeductions")
+        },
+    ),
+    **_rules(
         AUD,
         {
             method: Rule(READERS)
@@ -189,6 +196,8 @@ FOUR_EYES: dict[str, ProposalKind] = {
         "SetComplianceRules": ProposalKind.RULE_CHANGE,
         "RecordVerifiedEmissions": ProposalKind.VERIFIED_EMISSIONS,
         "CloseComplianceYear": ProposalKind.YEAR_CLOSING,
+        "RecordComplianceFine": ProposalKind.COMPLIANCE_FINE,
+        "EnforceDeductions": ProposalKind.DEDUCTION,
     }.items()
 }
 """The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused

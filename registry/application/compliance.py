@@ -22,8 +22,9 @@ from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
 from registry.domain.accounts import Account, AccountType, check_account_id
+from registry.domain.enforcement import check_correction_days, correction_deadline
 from registry.domain.errors import InvalidCommand, RowsInvalid, UnknownAccount, Violation
-from registry.domain.obligations import MAX_YEAR, ComplianceObligation, check_year
+from registry.domain.obligations import ComplianceObligation, check_year
 from registry.domain.rules import (
     DEFAULT_RULES,
     ComplianceRules,
@@ -127,7 +128,9 @@ class Compliance:
         uow = UnitOfWork(self._store.app)
         obligation = uow.find(ComplianceObligation.id_for(account_id, year), ComplianceObligation)
         rules, closed = year_rules(uow, year, account)
-        return ComplianceView.of(account_id, year, obligation, rules, closed)
+        return ComplianceView.of(
+            account_id, year, obligation, rules, closed, self._store.clock().date()
+        )
 
     def set_compliance_rules(
         self, principal: Principal, year: int, sector: str, rules: ComplianceRules, reason: str
@@ -154,25 +157,33 @@ class Compliance:
             self._store.find(ComplianceYear.id_for(year), ComplianceYear), year
         )
 
-    def close_compliance_year(self, principal: Principal, year: int, reason: str) -> YearClosing:
+    def close_compliance_year(
+        self, principal: Principal, year: int, reason: str, correction_days: int | None = None
+    ) -> YearClosing:
         """Deadline processing, all in one save: every obligation of the year is closed
-        with its shortfall fixed, each shortfall is carried as a debt into the next
-        year's obligation (deducted from the next allocation), and the year's rules are
-        frozen. Closing a closed year again answers what the closing fixed."""
+        with its shortfall fixed, and the year's rules are frozen. A shortfall is not
+        deducted at once: the company is ordered to correct it within
+        ``correction_days`` (Decree 775, Art. 24; ``registry.application.enforcement``
+        takes the later steps). Closing a closed year again answers what the closing
+        fixed."""
         check_year(year)
         check_reason(reason)
+        days = check_correction_days(correction_days)
+        deadline = correction_deadline(self._store.clock().date(), days)
 
         def attempt(uow: UnitOfWork) -> YearClosing:
             compliance_year = uow.compliance_year(year)
             accounts, obligations = self._compliance_accounts(uow, year)
             if compliance_year.closed:
                 short = [o.shortfall for o in obligations.values() if o.shortfall]
+                deadlines = {o.correction_deadline for o in obligations.values()} - {""}
                 return YearClosing(
                     year,
-                    sum(1 for o in obligations.values() if o.closed),
+                    sum(1 for o in obligations.values() if o.closed or o.shortfall),
                     len(short),
                     sum(short),
                     replayed=True,
+                    correction_deadline=max(deadlines, default=""),
                 )
             closed = shortfalls = tonnes = 0
             for account in accounts:
@@ -180,15 +191,23 @@ class Compliance:
                 if obligation is None or obligation.closed:
                     continue
                 shortfall = obligation.close(
-                    compliance_year.rules_for(account.holder.get("sector", "")), str(principal)
+                    compliance_year.rules_for(account.holder.get("sector", "")),
+                    str(principal),
+                    deadline,
                 )
                 closed += 1
-                if shortfall and year < MAX_YEAR:
-                    uow.obligation(account.account_id, year + 1).carry_debt(year, shortfall)
+                if shortfall:
                     shortfalls += 1
                     tonnes += shortfall
             compliance_year.close(str(principal), reason)
-            return YearClosing(year, closed, shortfalls, tonnes, position=_position(uow.save()))
+            return YearClosing(
+                year,
+                closed,
+                shortfalls,
+                tonnes,
+                position=_position(uow.save()),
+                correction_deadline=deadline.isoformat() if shortfalls else "",
+            )
 
         return self._store.retrying(attempt)
 

@@ -43,6 +43,7 @@ from registry.application.commands import (
     check_reason,
 )
 from registry.application.compliance import Compliance
+from registry.application.enforcement import Enforcement
 from registry.application.movements import Movements
 from registry.application.restrictions import Restrictions
 from registry.application.results import EmissionsRowStatus, RowOutcome, TransactionResult
@@ -51,6 +52,7 @@ from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
 from registry.domain.access import AccessControl, Role, SeparationOfDuties
 from registry.domain.accounts import check_account_id
+from registry.domain.enforcement import Fine, check_correction_days
 from registry.domain.errors import (
     InvalidCommand,
     RegistryError,
@@ -100,6 +102,7 @@ class Actions:
     accounts: Accounts
     compliance: Compliance
     restrictions: Restrictions
+    enforcement: Enforcement
 
 
 class FourEyes:
@@ -438,6 +441,32 @@ def _rule_change(actions: Actions, p: _Payload) -> Action:
     return act
 
 
+def _fine(actions: Actions, p: _Payload) -> Action:
+    account, year = p.text("account_id"), p.number("year")
+    multiple, price = p.text("multiple"), p.text("reference_price")
+    reason = check_reason(p.text("reason", ""))
+    check_account_id(account)
+    check_year(year)
+    Fine.of(multiple, price, 0)
+
+    def act(who: Principal) -> str:
+        fine = actions.enforcement.record_fine(who, account, year, multiple, price, reason)
+        return f"fine {account} {year} {fine.amount} CNY"
+
+    return act
+
+
+def _deduction(actions: Actions, p: _Payload) -> Action:
+    year, reason = p.number("year"), check_reason(p.text("reason", ""))
+    check_year(year)
+
+    def act(who: Principal) -> str:
+        run = actions.enforcement.enforce_deductions(who, year, reason)
+        return f"deducted {run.deducted_tonnes} t from {run.deducted} accounts' {year + 1}"
+
+    return act
+
+
 def _allocation_table(actions: Actions, p: _Payload) -> Action:
     rows = [
         AllocationRow(
@@ -509,11 +538,13 @@ def _verified_emissions(actions: Actions, p: _Payload) -> Action:
 
 def _year_closing(actions: Actions, p: _Payload) -> Action:
     year, reason = p.number("year"), p.text("reason")
+    days = p.number("correction_days", optional=True) or None  # absent: the default
     check_year(year)
     check_reason(reason)
+    check_correction_days(days)
 
     def act(who: Principal) -> str:
-        closing = actions.compliance.close_compliance_year(who, year, reason)
+        closing = actions.compliance.close_compliance_year(who, year, reason, days)
         return (
             f"year {year} closed: {closing.obligations_closed} obligations, "
             f"{closing.shortfalls} short by {closing.shortfall_tonnes} t"
@@ -589,4 +620,6 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.RULE_CHANGE: _rule_change,
     ProposalKind.VERIFIED_EMISSIONS: _verified_emissions,
     ProposalKind.YEAR_CLOSING: _year_closing,
+    ProposalKind.COMPLIANCE_FINE: _fine,
+    ProposalKind.DEDUCTION: _deduction,
 }

@@ -131,7 +131,7 @@ def _perform(
     else:
         pool = check_restrictions(uow, source, movement.kind, movement.selector, movement.quantity)
         if movement.kind is TransactionKind.SURRENDER:
-            return _perform_surrender(uow, txn_id, movement, source, destination, pool)
+            return _perform_surrender(uow, txn_id, movement, source, destination, pool, clock)
         if (
             movement.kind is TransactionKind.ALLOCATION
             and destination.account_type is AccountType.COMPLIANCE
@@ -180,16 +180,20 @@ def _perform_surrender(
     source: Account,
     destination: Account,
     pool: Holding | None,
+    clock: Callable[[], datetime],
 ) -> Moved:
     """Check what would be taken against the year's rules for the account's sector
-    (vintages, CCER cap, advance use, a closed year), then move it."""
+    (vintages, CCER cap, advance use, a closed year: after closing, only a noticed
+    shortfall inside its correction deadline takes a late surrender), then move it."""
     assert movement.compliance_year is not None and movement.selector is not None
     assert movement.quantity is not None
     year = movement.compliance_year
     rules, closed = year_rules(uow, year, source)
-    if closed:
-        raise ComplianceYearClosed(f"compliance year {year} is closed", year=year)
     existing = uow.find(ComplianceObligation.id_for(source.account_id, year), ComplianceObligation)
+    if closed:  # only a noticed shortfall takes a late surrender, until its deadline
+        if existing is None:
+            raise ComplianceYearClosed(f"compliance year {year} is closed", year=year)
+        existing.ensure_accepts_late_surrender(clock().date())
     # A first surrender for the year starts its obligation, but only once every
     # guard has passed: a refusal changes nothing.
     obligation = existing or ComplianceObligation.start(source.account_id, year)
@@ -200,9 +204,8 @@ def _perform_surrender(
     destination.credit(txn_id, blocks)
     if existing is None:
         uow.add(obligation)
-    obligation.record_surrender(
-        txn_id, movement.selector.unit_type.value, movement.quantity, advance
-    )
+    record = obligation.record_late_surrender if closed else obligation.record_surrender
+    record(txn_id, movement.selector.unit_type.value, movement.quantity, advance)
     return source.account_id, destination.account_id, blocks
 
 
@@ -291,7 +294,7 @@ def _obligation_undo(uow: UnitOfWork, original: Transaction) -> list[Callable[[U
     if kind is TransactionKind.SURRENDER:
         year = int(original.details["compliance_year"])
         surrendered = obligation(original.source, year)
-        surrendered.ensure_open()
+        surrendered.ensure_fixed()
         unit_type = original.blocks[0].unit_class.unit_type.value
         advance = by_vintage.get(year + 1, 0)
         return [lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance)]

@@ -22,6 +22,7 @@ from registry.application.access import Access
 from registry.application.accounts import Accounts
 from registry.application.commands import AllocationRow, EmissionsRow, Trade
 from registry.application.compliance import Compliance
+from registry.application.enforcement import Enforcement
 from registry.application.four_eyes import Actions, FourEyes
 from registry.application.holds import Holds
 from registry.application.movements import Movements
@@ -33,7 +34,9 @@ from registry.application.results import (
     ComplianceReportLine,
     ComplianceRulesView,
     ComplianceView,
+    DeductionRun,
     EmissionsRecorded,
+    FineResult,
     HoldingView,
     HoldResult,
     RowResult,
@@ -87,9 +90,12 @@ class Registry(Application[UUID]):
         self._movements = Movements(self.store)
         self._holds = Holds(self.store)
         self._compliance = Compliance(self.store)
+        self._enforcement = Enforcement(self.store)
         self._queries = Queries(self.store)
         self.restrictions = Restrictions(self.store)
-        actions = Actions(self._movements, self._accounts, self._compliance, self.restrictions)
+        actions = Actions(
+            self._movements, self._accounts, self._compliance, self.restrictions, self._enforcement
+        )
         self.proposals = FourEyes(self.store, actions, lambda: self.access.current())
         """Four eyes: actions that take effect when a second regulator approves."""
         self.access = Access(self.store, self.proposals)
@@ -311,8 +317,26 @@ class Registry(Application[UUID]):
     def get_compliance_rules(self, year: int) -> ComplianceRulesView:
         return self._compliance.get_compliance_rules(year)
 
-    def close_compliance_year(self, principal: Principal, year: int, reason: str) -> YearClosing:
-        return self._compliance.close_compliance_year(principal, year, reason)
+    def close_compliance_year(
+        self, principal: Principal, year: int, reason: str, correction_days: int | None = None
+    ) -> YearClosing:
+        return self._compliance.close_compliance_year(principal, year, reason, correction_days)
+
+    def record_compliance_fine(
+        self,
+        principal: Principal,
+        account_id: str,
+        year: int,
+        multiple: str,
+        reference_price: str,
+        reason: str,
+    ) -> FineResult:
+        return self._enforcement.record_fine(
+            principal, account_id, year, multiple, reference_price, reason
+        )
+
+    def enforce_deductions(self, principal: Principal, year: int, reason: str) -> DeductionRun:
+        return self._enforcement.enforce_deductions(principal, year, reason)
 
     def compliance_report(self, year: int) -> list[ComplianceReportLine]:
         return self._compliance.compliance_report(year)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 from registry.domain.accounts import Account, AccountState, AccountType
 from registry.domain.conservation import conserved
+from registry.domain.enforcement import EnforcementStep
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
 from registry.domain.obligations import ComplianceObligation, ComplianceStatus
@@ -327,6 +328,16 @@ class ComplianceView:
     """Net sales of allowances over the carry-over period, when the rule needs them
     and they were given."""
     rules: ComplianceRules = DEFAULT_RULES
+    enforcement_step: EnforcementStep = EnforcementStep.NONE
+    """Where the enforcement of the shortfall stands (Decree 775, Art. 24)."""
+    correction_deadline: str = ""
+    """ISO date: the last day a late surrender corrects the shortfall ("" if none)."""
+    shortfall_remaining: int = 0
+    """Of the noticed shortfall, what late surrender has not covered yet."""
+    carried_forward: int = 0
+    """What was carried as a debt into the next year's allocation."""
+    fine: dict[str, Any] | None = None
+    """The fine recorded: multiple, reference_price, quantity, amount (CNY strings)."""
 
     @classmethod
     def of(
@@ -336,6 +347,7 @@ class ComplianceView:
         obligation: ComplianceObligation | None,
         rules: ComplianceRules = DEFAULT_RULES,
         year_closed: bool = False,
+        today: date | None = None,
     ) -> ComplianceView:
         if obligation is None:
             return cls(
@@ -350,6 +362,7 @@ class ComplianceView:
                 carry_over_limit=rules.carry_over_limit(None),
                 rules=rules,
             )
+        today = today or datetime.now(UTC).date()
         surrendered = obligation.surrendered
         cea = surrendered.get(UnitType.CEA.value, 0)
         ccer = surrendered.get(UnitType.CCER.value, 0)
@@ -378,6 +391,11 @@ class ComplianceView:
             advance_use_remaining=max(0, advance_limit - obligation.advance_used),
             carry_over_limit=rules.carry_over_limit(None),
             rules=rules,
+            enforcement_step=obligation.enforcement_step(today),
+            correction_deadline=obligation.correction_deadline,
+            shortfall_remaining=obligation.remaining_shortfall,
+            carried_forward=obligation.carried_forward,
+            fine=obligation.fine,
         )
 
     @property
@@ -437,6 +455,35 @@ class YearClosing:
     shortfalls: int
     shortfall_tonnes: int
     replayed: bool = False
+    position: int | None = None
+    correction_deadline: str = ""
+    """ISO date by which each shortfall may be corrected ("" when none)."""
+
+
+@dataclass(frozen=True)
+class FineResult:
+    """A fine recorded on (account, year), and whether it was already there."""
+
+    account_id: str
+    compliance_year: int
+    multiple: str
+    reference_price: str
+    quantity: int
+    amount: str
+    replayed: bool = False
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class DeductionRun:
+    """What the deduction step of a closed year did: obligations whose correction
+    deadline had passed uncorrected, the tonnes carried into the next year, and how
+    many obligations are still inside their correction period."""
+
+    year: int
+    deducted: int
+    deducted_tonnes: int
+    awaiting_deadline: int
     position: int | None = None
 
 

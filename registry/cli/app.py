@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_parser(sub)
     health.add_parser(sub)
     regulator.add_parsers(sub)
+    regulator.add_enforcement_parsers(sub)
     imports.add_parsers(sub)
     bench.add_parser(sub)
     return parser

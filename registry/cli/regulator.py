@@ -6,6 +6,9 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
     registry rules set-shipped 2022 --reason "2021-2022 allocation plan (MEE, Mar 2023)"
     registry close-year 2025 --reason "surrender deadline 2026-12-31 passed"
     registry close-year 2025 --reason "deadline passed" --propose P-CLOSE-2025
+    registry close-year 2025 --reason "surrender deadline 2026-12-31 passed" --correction-days 30
+    registry enforce fine PWR-0001 2025 --multiple 7.5 --price 97.49 --reason "order 2027-17"
+    registry enforce deductions 2025 --reason "correction deadline 2027-01-30 passed"
     registry report compliance 2025 --csv > compliance-2025.csv
     registry proposals list --status PENDING
     registry proposals approve mee P-2025-ISS
@@ -19,6 +22,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -120,8 +124,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     adopt.set_defaults(run=partial(_call, work="set-shipped"))
     close = sub.add_parser(
         "close-year",
-        help="deadline processing: fix shortfalls, carry "
-        "them into next year's allocation, freeze the year's rules",
+        help="deadline processing: fix shortfalls, order each one corrected by a "
+        "correction deadline, freeze the year's rules",
     )
     close.add_argument("year", type=int)
     close.add_argument("--reason", required=True, help=REASON_HELP)
@@ -131,6 +135,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default="",
         help="propose the closing (YEAR_CLOSING) for a second regulator to approve "
         "(four eyes) instead of closing now",
+    )
+    close.add_argument(
+        "--correction-days",
+        type=int,
+        default=None,
+        help="days to the correction deadline, 1..365 (default 30)",
     )
     close.set_defaults(run=partial(_call, work="close"))
     report = sub.add_parser("report", help="reports from a running server")
@@ -332,7 +342,10 @@ def _print_closing(client: RegistryClient, args: argparse.Namespace) -> None:
             admin_pb.ProposeActionRequest(
                 proposal_id=args.propose,
                 kind=admin_pb.PROPOSAL_KIND_YEAR_CLOSING,
-                payload_json=json.dumps({"year": args.year, "reason": args.reason}),
+                payload_json=json.dumps(
+                    {"year": args.year, "reason": args.reason}
+                    | ({"correction_days": args.correction_days} if args.correction_days else {})
+                ),
                 reason=args.reason,
             ),
         )
@@ -345,13 +358,22 @@ def _print_closing(client: RegistryClient, args: argparse.Namespace) -> None:
         return
     reply = client.call(
         client.administration.CloseComplianceYear,
-        admin_pb.CloseComplianceYearRequest(compliance_year=args.year, reason=args.reason),
+        admin_pb.CloseComplianceYearRequest(
+            compliance_year=args.year,
+            reason=args.reason,
+            correction_days=getattr(args, "correction_days", None),
+        ),
     )
     what = "was already closed" if reply.replayed else "closed"
     print(
         f"compliance year {reply.compliance_year} {what}: {reply.obligations_closed:,} "
-        f"obligations, {reply.shortfalls:,} short by {reply.shortfall_tonnes:,} t in all "
-        "(carried into next year's allocation)"
+        f"obligations, {reply.shortfalls:,} short by {reply.shortfall_tonnes:,} t in all"
+        + (
+            f" (ordered to correct by {reply.correction_deadline}; then "
+            "`registry enforce deductions` carries what is still short into next year)"
+            if reply.correction_deadline
+            else ""
+        )
     )
 
 
@@ -494,4 +516,72 @@ def _propose(client: RegistryClient, args: argparse.Namespace) -> None:
     print(
         f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id} "
         f"{args.kind}, pending until {p.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def add_enforcement_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`registry enforce`: the steps after a year closes short (Decree 775, Art. 24)."""
+    enforce = sub.add_parser(
+        "enforce",
+        help="after closing: record a fine, or deduct what was not corrected by the deadline",
+    )
+    steps = enforce.add_subparsers(dest="step", required=True)
+    fine = steps.add_parser(
+        "fine", help="record the fine on a shortfall: multiple x price x tonnes short"
+    )
+    fine.add_argument("account_id")
+    fine.add_argument("year", type=int)
+    fine.add_argument("--multiple", required=True, help="5..10 (Decree 775, Art. 24)")
+    fine.add_argument(
+        "--price",
+        required=True,
+        help="CNY per tonne: average market price of the month before the surrender deadline",
+    )
+    fine.add_argument("--reason", required=True, help=REASON_HELP)
+    fine.set_defaults(run=partial(_enforce, work=_record_fine))
+    deductions = steps.add_parser(
+        "deductions",
+        help="carry every shortfall not corrected by its deadline into next year's allocation",
+    )
+    deductions.add_argument("year", type=int)
+    deductions.add_argument("--reason", required=True, help=REASON_HELP)
+    deductions.set_defaults(run=partial(_enforce, work=_enforce_deductions))
+    for parser in (fine, deductions):
+        add_connection_options(parser)
+
+
+def _enforce(
+    args: argparse.Namespace, work: Callable[[RegistryClient, argparse.Namespace], None]
+) -> int:
+    return call_remote(args, work, timeout=300)
+
+
+def _record_fine(client: RegistryClient, args: argparse.Namespace) -> None:
+    reply = client.call(
+        client.administration.RecordComplianceFine,
+        admin_pb.RecordComplianceFineRequest(
+            account_id=args.account_id,
+            compliance_year=args.year,
+            multiple=args.multiple,
+            reference_price=args.price,
+            reason=args.reason,
+        ),
+    )
+    f = reply.fine
+    print(
+        f"{reply.account_id} {reply.compliance_year}: fined {f.amount} CNY "
+        f"({f.multiple} x {f.reference_price} CNY/t x {f.quantity:,} t)"
+        + (" (already recorded)" if reply.replayed else "")
+    )
+
+
+def _enforce_deductions(client: RegistryClient, args: argparse.Namespace) -> None:
+    reply = client.call(
+        client.administration.EnforceDeductions,
+        admin_pb.EnforceDeductionsRequest(compliance_year=args.year, reason=args.reason),
+    )
+    print(
+        f"compliance year {reply.compliance_year}: {reply.deducted:,} shortfalls "
+        f"({reply.deducted_tonnes:,} t) carried into {reply.compliance_year + 1}'s allocation; "
+        f"{reply.awaiting_deadline:,} still inside their correction deadline"
     )

@@ -296,6 +296,20 @@ def _compliance_status(args: argparse.Namespace) -> int:
         print(f"  {'net sales':<20}{s.net_sales:>16,} t")
     carry = f"{s.carry_over_limit:>16,} t" if s.HasField("carry_over_limit") else "no limit"
     print(f"  {'may carry over':<20}{carry:>16}")
+    step = account_pb.EnforcementStep.Name(s.enforcement_step).removeprefix("ENFORCEMENT_STEP_")
+    if s.enforcement_step > account_pb.ENFORCEMENT_STEP_NONE:
+        deadline = (
+            f" (correction deadline {s.correction_deadline})" if s.correction_deadline else ""
+        )
+        print(f"  {'enforcement':<20}{step}{deadline}")
+        print(f"  {'still short':<20}{s.shortfall_remaining:>16,} t")
+        print(f"  {'debt carried out':<20}{s.debt_carried_forward:>16,} t")
+    if s.HasField("fine"):
+        f = s.fine
+        print(
+            f"  {'fine':<20}{f.amount} CNY ({f.multiple} x {f.reference_price} CNY/t "
+            f"x {f.quantity:,} t)"
+        )
     return 0
 
 

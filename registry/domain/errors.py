@@ -255,6 +255,31 @@ class MarketNotHalted(Refused):
     reason = "MARKET_NOT_HALTED"
 
 
+class CorrectionDeadlinePassed(Refused):
+    """A late surrender after the correction deadline of the shortfall notice (Decree
+    775, Art. 24): the shortfall is no longer corrected by surrender but deducted."""
+
+    reason = "CORRECTION_DEADLINE_PASSED"
+
+
+class ComplianceYearOpen(Refused):
+    """Enforcement (a fine, a deduction) of a year that has not been closed yet."""
+
+    reason = "COMPLIANCE_YEAR_OPEN"
+
+
+class NoShortfall(Refused):
+    """A fine for an obligation that had no shortfall when its year closed."""
+
+    reason = "NO_SHORTFALL"
+
+
+class FineAlreadyRecorded(Refused):
+    """One fine per obligation: another one (other multiple or price) is refused."""
+
+    reason = "FINE_ALREADY_RECORDED"
+
+
 class ProposalRequired(Refused):
     """Four eyes are required: this action takes effect only through an approved
     proposal."""

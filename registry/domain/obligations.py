@@ -9,11 +9,14 @@ the year and the sector, not to one account.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from enum import StrEnum
+from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from registry.domain.enforcement import EnforcementStep, Fine
 from registry.domain.errors import (
     AdvanceUseLimitExceeded,
     AdvanceUseNotAllowed,
@@ -21,9 +24,12 @@ from registry.domain.errors import (
     CarryOverLimitExceeded,
     CcerCapExceeded,
     ComplianceYearClosed,
+    CorrectionDeadlinePassed,
     EmissionsNotVerified,
+    FineAlreadyRecorded,
     IneligibleVintage,
     InvalidCommand,
+    NoShortfall,
     NotReversible,
 )
 from registry.domain.ids import NAMESPACE
@@ -57,7 +63,8 @@ class ComplianceStatus(StrEnum):
     """Surrendered at least the obligation."""
     SHORTFALL = "SHORTFALL"
     """The year closed with less surrendered than the obligation: the shortfall is
-    fixed and deducted from the next year's allocation."""
+    fixed, the company ordered to correct it, and what it does not correct by the
+    deadline is deducted from the next year's allocation (EnforcementStep)."""
 
 
 class ComplianceObligation(Aggregate):
@@ -77,6 +84,17 @@ class ComplianceObligation(Aggregate):
     debt: int = 0
     """Shortfall of the previous year, deducted from this year's allocation."""
     debt_deducted: int = 0
+    enforcement: str = EnforcementStep.NONE.value
+    """Where the enforcement of the shortfall stands (an ``EnforcementStep`` value,
+    kept as its string so a snapshot restores it as it was)."""
+    noticed_obligation: int = 0
+    """The obligation fixed by the shortfall notice, which late surrender must meet."""
+    correction_deadline: str = ""
+    """ISO date: the last day a late surrender corrects the shortfall ("" if none)."""
+    carried_forward: int = 0
+    """What was still short after the deadline: debt on the next year's allocation."""
+    fine: dict[str, Any] | None = None
+    """The fine recorded (``Fine.as_dict``), None until one is."""
 
     def __init__(self) -> None:
         self.account_id = ""
@@ -107,7 +125,7 @@ class ComplianceObligation(Aggregate):
             return ComplianceStatus.NOT_VERIFIED
         if self.total_surrendered >= self.obligation(rules):
             return ComplianceStatus.COMPLIANT
-        if self.closed or year_closed:
+        if self.closed or self.correcting or year_closed:
             return ComplianceStatus.SHORTFALL
         return ComplianceStatus.OPEN
 
@@ -172,7 +190,10 @@ class ComplianceObligation(Aggregate):
             obligation.advance_used += self.quantity
 
     class Closed(Aggregate.Event):
-        """Deadline processing: the obligation and the shortfall, fixed."""
+        """Deadline processing: the obligation and the shortfall, fixed. Written now
+        only without a shortfall (a shortfall gets a ``ShortfallNotified`` instead);
+        the previous version wrote it with one too, and carried that shortfall into
+        the next year at once: such an obligation reads as ``DEBT_CARRIED``."""
 
         TOPIC = "registry.ComplianceObligation.Closed"
         obligation: int
@@ -183,6 +204,73 @@ class ComplianceObligation(Aggregate):
         def apply(self, obligation: ComplianceObligation) -> None:
             obligation.closed = True
             obligation.shortfall = self.shortfall
+            obligation.noticed_obligation = self.obligation
+            if self.shortfall:  # the previous version's immediate deduction
+                obligation.carried_forward = self.shortfall
+                obligation.enforcement = EnforcementStep.DEBT_CARRIED.value
+
+    class ShortfallNotified(Aggregate.Event):
+        """Closing found a shortfall: the company is ordered to correct it by the
+        deadline (Decree 775, Art. 24); until then a late surrender counts."""
+
+        TOPIC = "registry.ComplianceObligation.ShortfallNotified"
+        obligation: int
+        surrendered: int
+        shortfall: int
+        correction_deadline: str
+        principal: str
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.shortfall = self.shortfall
+            obligation.noticed_obligation = self.obligation
+            obligation.correction_deadline = self.correction_deadline
+            obligation.enforcement = EnforcementStep.ORDERED_TO_CORRECT.value
+
+    class ShortfallCorrected(Aggregate.Event):
+        """A late surrender met the noticed obligation by the deadline: closed, with
+        nothing to deduct."""
+
+        TOPIC = "registry.ComplianceObligation.ShortfallCorrected"
+        transaction_id: UUID
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.closed = True
+            obligation.enforcement = EnforcementStep.CORRECTED.value
+
+    class ShortfallDeducted(Aggregate.Event):
+        """The deadline passed uncorrected: what is still short is carried as a debt
+        into the next year (a ``DebtCarried`` there) and the obligation closes."""
+
+        TOPIC = "registry.ComplianceObligation.ShortfallDeducted"
+        quantity: int
+        principal: str
+        reason: str
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.closed = True
+            obligation.carried_forward = self.quantity
+            obligation.enforcement = EnforcementStep.DEBT_CARRIED.value
+
+    class FineRecorded(Aggregate.Event):
+        """The regulator's fine (Art. 24), recorded as data: not collected here."""
+
+        TOPIC = "registry.ComplianceObligation.FineRecorded"
+        multiple: str
+        reference_price: str
+        quantity: int
+        amount: str
+        principal: str
+        reason: str
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.fine = {
+                "multiple": self.multiple,
+                "reference_price": self.reference_price,
+                "quantity": self.quantity,
+                "amount": self.amount,
+                "principal": self.principal,
+                "reason": self.reason,
+            }
 
     class DebtCarried(Aggregate.Event):
         """The previous year's shortfall, to be deducted from this year's allocation."""
@@ -366,20 +454,137 @@ class ComplianceObligation(Aggregate):
             self.AllocationRecorded, transaction_id=transaction_id, quantity=quantity
         )
 
-    def close(self, rules: ComplianceRules, principal: str) -> int:
-        """Fix the shortfall at the deadline; returns it (0 when compliant or never
-        verified: an unverified year is reported as such, not as a shortfall)."""
+    @property
+    def correcting(self) -> bool:
+        """Under a shortfall notice, neither corrected nor deducted yet."""
+        return self.enforcement == EnforcementStep.ORDERED_TO_CORRECT
+
+    @property
+    def remaining_shortfall(self) -> int:
+        """Of the noticed shortfall, what late surrender has not covered yet."""
+        if not self.correcting:
+            return 0
+        return max(0, self.noticed_obligation - self.total_surrendered)
+
+    def enforcement_step(self, today: date) -> EnforcementStep:
+        """The step, with an unmet deadline shown as overdue until deduction runs."""
+        if self.correcting and today.isoformat() > self.correction_deadline:
+            return EnforcementStep.CORRECTION_OVERDUE
+        return EnforcementStep(self.enforcement)
+
+    def close(self, rules: ComplianceRules, principal: str, deadline: date) -> int:
+        """Fix the shortfall at the surrender deadline; returns it (0 when compliant or
+        never verified: an unverified year is reported as such, not as a shortfall).
+        A shortfall is not deducted yet: the company is ordered to correct it by
+        ``deadline`` (Decree 775, Art. 24)."""
         self.ensure_open()
+        if self.correcting:
+            raise ComplianceYearClosed(
+                f"compliance year {self.year} is closed", year=self.year, account=self.account_id
+            )
         owed = self.obligation(rules)
         shortfall = max(0, owed - self.total_surrendered)
+        if not shortfall:
+            self.trigger_event(
+                self.Closed,
+                obligation=owed,
+                surrendered=self.total_surrendered,
+                shortfall=0,
+                principal=principal,
+            )
+            return 0
         self.trigger_event(
-            self.Closed,
+            self.ShortfallNotified,
             obligation=owed,
             surrendered=self.total_surrendered,
             shortfall=shortfall,
+            correction_deadline=deadline.isoformat(),
             principal=principal,
         )
         return shortfall
+
+    def ensure_accepts_late_surrender(self, today: date) -> None:
+        """A surrender after closing corrects a noticed shortfall until its deadline;
+        otherwise the closed year takes none (a precise reason for each case)."""
+        if not self.correcting:
+            raise ComplianceYearClosed(
+                f"compliance year {self.year} is closed"
+                + (
+                    f" and {self.account_id}'s shortfall was corrected"
+                    if self.enforcement == EnforcementStep.CORRECTED
+                    else f" and {self.account_id} has no shortfall to correct"
+                    if self.enforcement == EnforcementStep.NONE
+                    else f": {self.account_id}'s shortfall was deducted from {self.year + 1}"
+                ),
+                year=self.year,
+                account=self.account_id,
+                enforcement=self.enforcement,
+            )
+        if today.isoformat() > self.correction_deadline:
+            raise CorrectionDeadlinePassed(
+                f"the correction deadline for {self.account_id}'s {self.year} shortfall was "
+                f"{self.correction_deadline}: the {self.remaining_shortfall} t still short "
+                f"are deducted from the {self.year + 1} allocation, not surrendered late",
+                year=self.year,
+                account=self.account_id,
+                correction_deadline=self.correction_deadline,
+                remaining=self.remaining_shortfall,
+            )
+
+    def record_late_surrender(
+        self, transaction_id: UUID, unit_type: str, quantity: int, advance: int = 0
+    ) -> None:
+        """A surrender inside the correction period: it counts towards the year, and
+        once the noticed obligation is met the shortfall is corrected."""
+        self.record_surrender(transaction_id, unit_type, quantity, advance)
+        if self.correcting and self.remaining_shortfall == 0:
+            self.trigger_event(self.ShortfallCorrected, transaction_id=transaction_id)
+
+    def ensure_fixed(self) -> None:
+        """A closed year's figures and surrenders stand, also under a shortfall notice
+        (only a late surrender is added then)."""
+        self.ensure_open()
+        if self.correcting:
+            raise ComplianceYearClosed(
+                f"compliance year {self.year} is closed: its figures and surrenders are final",
+                year=self.year,
+                account=self.account_id,
+            )
+
+    def deduct_shortfall(self, today: date, principal: str, reason: str) -> int:
+        """After the correction deadline, close what is still short as a debt on the
+        next year (the caller carries it there); 0, and nothing recorded, when the
+        obligation is not under a notice or its deadline has not passed."""
+        if not self.correcting or today.isoformat() <= self.correction_deadline:
+            return 0
+        remaining = self.remaining_shortfall
+        self.trigger_event(
+            self.ShortfallDeducted, quantity=remaining, principal=principal, reason=reason
+        )
+        return remaining
+
+    def record_fine(self, multiple: str, reference_price: str, principal: str, reason: str) -> bool:
+        """Record the regulator's fine on the shortfall fixed at closing (the tonnes
+        unsurrendered at the surrender deadline); the same fine again changes nothing
+        (False), another one is refused."""
+        if not self.shortfall:
+            raise NoShortfall(
+                f"{self.account_id} had no shortfall when {self.year} closed: nothing to fine",
+                account=self.account_id,
+                year=self.year,
+            )
+        recorded = Fine.of(multiple, reference_price, self.shortfall).as_dict()
+        if self.fine is not None:
+            if all(self.fine.get(k) == v for k, v in recorded.items()):
+                return False
+            raise FineAlreadyRecorded(
+                f"{self.account_id} was already fined {self.fine['amount']} CNY for {self.year}",
+                account=self.account_id,
+                year=self.year,
+                amount=str(self.fine["amount"]),
+            )
+        self.trigger_event(self.FineRecorded, principal=principal, reason=reason, **recorded)
+        return True
 
     def carry_debt(self, from_year: int, quantity: int) -> None:
         self.trigger_event(self.DebtCarried, from_year=from_year, quantity=quantity)
@@ -430,7 +635,7 @@ class ComplianceObligation(Aggregate):
                 f"verified emissions must be a whole number >= 0, got {emissions!r}",
                 reason="INVALID_EMISSIONS",
             )
-        self.ensure_open()
+        self.ensure_fixed()
         if emissions == self.verified_emissions:
             return False
         self.trigger_event(

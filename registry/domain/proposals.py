@@ -91,6 +91,10 @@ class ProposalKind(StrEnum):
     MARKET_HALT = "MARKET_HALT"
     MARKET_RESUMPTION = "MARKET_RESUMPTION"
     RULE_CHANGE = "RULE_CHANGE"
+    COMPLIANCE_FINE = "COMPLIANCE_FINE"
+    """A fine on a shortfall (Decree 775, Art. 24): ``RecordComplianceFine``."""
+    DEDUCTION = "DEDUCTION"
+    """The deduction step of a closed year: ``EnforceDeductions``."""
     ROLE_GRANT = "ROLE_GRANT"
     """An administrator's grant of a four-eyes role (``registry.domain.access``): proposed
     and approved by two administrators through ``AccessService.GrantRole``, kept under

@@ -1,8 +1,10 @@
 """The compliance year through the gRPC API: rules set and read back, a surrender the
-rules refuse, the year closed (retry-safe), the report and the status after it."""
+rules refuse, the year closed (retry-safe), the report and the status after it, and
+the enforcement of a shortfall (Decree 775, Art. 24): late surrender, fine, deduction."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from registry.v1 import account_service_pb2 as account_pb
@@ -82,16 +84,18 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
     assert (closed.obligations_closed, closed.shortfalls, closed.shortfall_tonnes) == (2, 1, 300)
     again = regulator.call(regulator.administration.CloseComplianceYear, close)
     assert again.replayed and again.shortfall_tonnes == 300
-    late = rpc_error(
-        lambda: operator.call(operator.accounts.SurrenderUnits, surrender("S-3", "PWR-SD-0001", 1))
-    )
-    assert (late.code, late.reason) == (PRECONDITION, "COMPLIANCE_YEAR_CLOSED")
     frozen = rpc_error(lambda: rules(api, "*", ccer_cap_bps=100))
     assert frozen.code is PRECONDITION and frozen.reason == "COMPLIANCE_YEAR_CLOSED"
+    compliant = rpc_error(
+        lambda: operator.call(operator.accounts.SurrenderUnits, surrender("S-3", "CEM-SD-0001", 1))
+    )
+    assert (compliant.code, compliant.reason) == (PRECONDITION, "COMPLIANCE_YEAR_CLOSED")
 
     power = compliance(regulator, "PWR-SD-0001")
     assert power.state == account_pb.COMPLIANCE_STATE_SHORTFALL and power.shortfall == 300
-    assert compliance(regulator, "PWR-SD-0001", 2026).debt_carried == 300
+    assert power.enforcement_step == account_pb.ENFORCEMENT_STEP_ORDERED_TO_CORRECT
+    assert power.correction_deadline == closed.correction_deadline != ""
+    assert compliance(regulator, "PWR-SD-0001", 2026).debt_carried == 0  # not yet
     report = regulator.call(
         regulator.audit.GetComplianceReport,
         audit_pb.GetComplianceReportRequest(compliance_year=2025),
@@ -106,6 +110,85 @@ def test_a_year_is_set_judged_closed_and_reported(api: Api) -> None:
         300,
     )
     assert lines[(common.SECTOR_CEMENT, account_pb.COMPLIANCE_STATE_COMPLIANT)].obligation == 800
+
+
+def test_a_shortfall_is_corrected_fined_and_then_deducted(api: Api) -> None:
+    """PWR-SD-0001: verified 1,000 t, surrendered 700 t, closed with 10 days to correct.
+    It surrenders 100 t late (300 - 100 = 200 t still short); the fine is 5.5 x 90.00
+    CNY/t x 300 t = 148,500.00 CNY; 11 days on its surrender is refused and the
+    deduction step carries the 200 t into 2026."""
+    regulator, operator = api.regulator, api.operator
+    open_company(regulator, "PWR-SD-0001")
+    issue(regulator, "ISS-1", 10_000)
+    allocate(regulator, allocation("AL-1", "PWR-SD-0001", 1_000))
+    record_emissions(regulator, emissions("PWR-SD-0001", 1_000))
+    operator.call(operator.accounts.SurrenderUnits, surrender("S-1", "PWR-SD-0001", 700))
+    closed = regulator.call(
+        regulator.administration.CloseComplianceYear,
+        admin_pb.CloseComplianceYearRequest(
+            compliance_year=2025, reason="deadline passed", correction_days=10
+        ),
+    )
+    today = datetime.now(UTC).date()
+    assert closed.correction_deadline == (today + timedelta(days=10)).isoformat()
+    bad_days = rpc_error(
+        lambda: regulator.call(
+            regulator.administration.CloseComplianceYear,
+            admin_pb.CloseComplianceYearRequest(
+                compliance_year=2024, reason="x", correction_days=400
+            ),
+        )
+    )
+    assert (bad_days.code, bad_days.reason) == (INVALID, "INVALID_CORRECTION_DAYS")
+
+    operator.call(operator.accounts.SurrenderUnits, surrender("S-LATE", "PWR-SD-0001", 100))
+    status = compliance(regulator, "PWR-SD-0001")
+    assert (status.surrendered_cea, status.shortfall, status.shortfall_remaining) == (800, 300, 200)
+
+    fine = regulator.call(
+        regulator.administration.RecordComplianceFine,
+        admin_pb.RecordComplianceFineRequest(
+            account_id="PWR-SD-0001",
+            compliance_year=2025,
+            multiple="5.5",
+            reference_price="90.00",
+            reason="order 2026-17",
+        ),
+    )
+    assert (fine.fine.quantity, fine.fine.amount, fine.replayed) == (300, "148500.00", False)
+    too_low = rpc_error(
+        lambda: regulator.call(
+            regulator.administration.RecordComplianceFine,
+            admin_pb.RecordComplianceFineRequest(
+                account_id="PWR-SD-0001",
+                compliance_year=2025,
+                multiple="4",
+                reference_price="90.00",
+                reason="x",
+            ),
+        )
+    )
+    assert (too_low.code, too_low.reason) == (INVALID, "INVALID_FINE_MULTIPLE")
+    deduct = admin_pb.EnforceDeductionsRequest(compliance_year=2025, reason="deadline passed")
+    early = regulator.call(regulator.administration.EnforceDeductions, deduct)
+    assert (early.deducted, early.awaiting_deadline) == (0, 1)
+
+    later = datetime.now(UTC) + timedelta(days=11)
+    api.registry.clock = lambda: later  # the correction deadline has passed
+    refused = rpc_error(
+        lambda: operator.call(
+            operator.accounts.SurrenderUnits, surrender("S-LATER", "PWR-SD-0001", 200)
+        )
+    )
+    assert (refused.code, refused.reason) == (PRECONDITION, "CORRECTION_DEADLINE_PASSED")
+    overdue = compliance(regulator, "PWR-SD-0001")
+    assert overdue.enforcement_step == account_pb.ENFORCEMENT_STEP_CORRECTION_OVERDUE
+    run = regulator.call(regulator.administration.EnforceDeductions, deduct)
+    assert (run.deducted, run.deducted_tonnes, run.awaiting_deadline) == (1, 200, 0)
+    done = compliance(regulator, "PWR-SD-0001")
+    assert done.enforcement_step == account_pb.ENFORCEMENT_STEP_DEBT_CARRIED
+    assert (done.debt_carried_forward, done.fine.amount) == (200, "148500.00")
+    assert compliance(regulator, "PWR-SD-0001", 2026).debt_carried == 200
 
 
 def test_allocate_units_takes_a_true_up_return_back_to_the_reserve(api: Api) -> None:

@@ -421,6 +421,8 @@ PAYLOAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "reference": st.just("decision 9"),
     "evidence": st.just("ruling 2026-18"),
     "return": st.booleans(),
+    "multiple": st.sampled_from(["5", "7.5", "10"]),
+    "reference_price": st.sampled_from(["80.00", "0.01", "97.49"]),
     "blocks": st.lists(
         st.tuples(st.just("CEA/2025"), st.integers(1, 50_000)).map(
             lambda b: ["CEA/2025", b[1], b[1] + 9]
@@ -437,6 +439,8 @@ PAYLOAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     ),
 }
 NASTY_PAYLOAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "multiple": st.sampled_from(["4.99", "10.01", "7.125", "NaN", "1e3", " 5", ""]),
+    "reference_price": st.sampled_from(["0", "-1", "1.001", "Infinity", "x"]),
     "unit_type": st.sampled_from(["cea", "XYZ", ""]),
     "vintage": YEARS,
     "year": YEARS,
@@ -492,6 +496,8 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "MARKET_HALT": ("reason",),
     "MARKET_RESUMPTION": ("reason",),
     "RULE_CHANGE": ("year", "sector", "rules", "reason"),
+    "COMPLIANCE_FINE": ("account_id", "year", "multiple", "reference_price", "reason"),
+    "DEDUCTION": ("year", "reason"),
 }
 """What each proposal kind's payload holds (the plausible payloads have all of it)."""
 
@@ -1035,7 +1041,7 @@ def test_fuzzed_requests_get_a_proper_status_and_write_nothing_when_failed(
 
 def test_every_method_is_fuzzed() -> None:
     assert {m.service.rsplit(".", 1)[1] for m in METHODS} == set(REGISTRY_SERVICES)
-    assert len(METHODS) == 6 + 7 + 17 + 7 + 7
+    assert len(METHODS) == 6 + 7 + 19 + 7 + 7
 
 
 # -- bytes that are not the request message ------------------------------------------

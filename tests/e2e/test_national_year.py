@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -552,6 +553,27 @@ def test_a_national_compliance_year(api: Api) -> None:
         for line in report.lines
     }
     assert observed == expected
+
+    # Decree 775, Art. 24: each company short is ordered to correct by the deadline;
+    # once it has passed uncorrected, the deduction step (four eyes) carries the
+    # shortfalls into 2026 ----------------------------------------------------------------
+    noticed = li.call(
+        li.accounts.GetComplianceStatus,
+        account_pb.GetComplianceStatusRequest(account_id=min(shortfalls), compliance_year=YEAR),
+    )
+    assert noticed.enforcement_step == account_pb.ENFORCEMENT_STEP_ORDERED_TO_CORRECT
+    assert noticed.correction_deadline == closed.correction_deadline != ""
+    after = datetime.now(UTC) + timedelta(days=31)  # the default 30 days have passed
+    api.registry.clock = lambda: after
+    deducted = decide(
+        api,
+        "DEDUCT-2025",
+        admin_pb.PROPOSAL_KIND_DEDUCTION,
+        {"year": YEAR, "reason": "correction deadline passed"},
+    )
+    assert deducted.result == (
+        f"deducted {sum(shortfalls.values())} t from {len(shortfalls)} accounts' {YEAR + 1}"
+    )
 
     # next year's allocation pays the shortfalls first -----------------------------------
     short_list = sorted(shortfalls)[:50]

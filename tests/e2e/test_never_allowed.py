@@ -78,6 +78,8 @@ REGULATOR_ACTIONS = (
     "ApproveProposal",
     "RejectProposal",
     "ExpireProposals",
+    "RecordComplianceFine",
+    "EnforceDeductions",
 )
 SETTLEMENT_WRITES = ("PlaceHold", "ReleaseHold", "SettleTrades")
 HOLDER_WRITES = ("SurrenderUnits", "CancelUnits")
@@ -270,6 +272,16 @@ def requests(
             party="mee", proposal_id=PROPOSAL, reason="not in the plan"
         ),
         "ExpireProposals": lambda: admin_pb.ExpireProposalsRequest(),
+        "RecordComplianceFine": lambda: admin_pb.RecordComplianceFineRequest(
+            account_id=account,
+            compliance_year=year,
+            multiple="5",
+            reference_price="90.00",
+            reason="order 2026-17",
+        ),
+        "EnforceDeductions": lambda: admin_pb.EnforceDeductionsRequest(
+            compliance_year=year, reason="correction deadline passed"
+        ),
         "GetComplianceRules": lambda: admin_pb.GetComplianceRulesRequest(compliance_year=year),
         "GetProposal": lambda: admin_pb.GetProposalRequest(party="mee", proposal_id=PROPOSAL),
         "ListProposals": lambda: admin_pb.ListProposalsRequest(),

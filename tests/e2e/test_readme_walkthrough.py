@@ -149,7 +149,8 @@ def test_the_readme_exchange_example_runs_on_a_fresh_server(tmp_path: Path) -> N
 
 
 def check_figures(outputs: dict[str, str]) -> None:
-    """The closing report and the carried debt against the example files' own sums."""
+    """The closing report and the enforcement of a shortfall (its notice and fine)
+    against the example files' own sums."""
     table = read_benchmark_table(ILLUSTRATIVE_BENCHMARKS_2025)
     final = {
         account: target
@@ -183,5 +184,10 @@ def check_figures(outputs: dict[str, str]) -> None:
         "COMPLIANT": sum(not s for s in shortfall.values()),
         "SHORTFALL": sum(bool(s) for s in shortfall.values()),
     }
-    debt = next(text for command, text in outputs.items() if "compliance-status" in command)
-    assert re.search(rf"debt carried in\s+{shortfall['PWR-JS-0002']:,} t", debt), debt
+    # Decree 775, Art. 24: ordered to correct (nothing carried yet), and the fine
+    # 5 x 80.00 CNY/t x the tonnes short
+    status = next(text for command, text in outputs.items() if "compliance-status" in command)
+    short = shortfall["PWR-JS-0002"]
+    assert re.search(r"enforcement\s+ORDERED_TO_CORRECT \(correction deadline \d{4}-", status)
+    assert re.search(rf"still short\s+{short:,} t", status), status
+    assert f"fine                {5 * 80 * short}.00 CNY (5 x 80.00 CNY/t x {short:,} t)" in status

@@ -53,9 +53,33 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
             ("OPEN", "2", str(120_000 + 40_000))
         ]
 
-        closed = cli(server, "close-year", "2025", "--reason", "deadline passed")
+        closed = cli(
+            server, "close-year", "2025", "--reason", "deadline passed", "--correction-days", "20"
+        )
         assert closed.returncode == 0, closed.stderr
         assert "2 obligations, 2 short by 160,000 t" in closed.stdout
+        assert "ordered to correct by 20" in closed.stdout
+        # Decree 775, Art. 24: PWR-SD-0002 owes 40,000 and surrendered nothing:
+        # 5 x 80.00 CNY/t x 40,000 t = 16,000,000.00 CNY
+        fined = cli(
+            server,
+            *("enforce", "fine", "PWR-SD-0002", "2025", "--multiple", "5", "--price", "80.00"),
+            *("--reason", "order 2026-17"),
+        )
+        assert fined.returncode == 0, fined.stderr
+        assert "fined 16000000.00 CNY (5 x 80.00 CNY/t x 40,000 t)" in fined.stdout
+        bad = cli(
+            server,
+            *("enforce", "fine", "PWR-SD-0002", "2025", "--multiple", "12", "--price", "80"),
+            *("--reason", "x"),
+        )
+        assert bad.returncode == 2 and "INVALID_FINE_MULTIPLE" in bad.stderr
+        early = cli(server, "enforce", "deductions", "2025", "--reason", "deadline passed")
+        assert early.returncode == 0, early.stderr
+        assert "0 shortfalls (0 t) carried into 2026's allocation; 2 still inside" in early.stdout
+        status = cli(server, "compliance-status", "PWR-SD-0002", "2025")
+        assert "ORDERED_TO_CORRECT (correction deadline 20" in status.stdout, status.stdout
+        assert "16000000.00 CNY" in status.stdout
         again = cli(server, "close-year", "2025", "--reason", "deadline passed")
         assert "was already closed" in again.stdout
         table = cli(server, "report", "compliance", "2025")

@@ -1,6 +1,7 @@
 """One compliance year through the application on every backend: rules set as data,
 surrenders judged by them (each refusal recorded with its reason), the year closed
-with shortfalls fixed, and the shortfall deducted from the next year's allocation."""
+with shortfalls fixed and notified, and, after the correction deadline, the shortfall
+deducted from the next year's allocation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import ComplianceYearClosed, RowsInvalid
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import REGULATOR, assert_conserved, open_company
+from tests.support import REGULATOR, FakeClock, assert_conserved, open_company
 
 CEA = UnitSelector(UnitType.CEA)
 CCER = UnitSelector(UnitType.CCER)
@@ -108,8 +109,10 @@ def test_surrenders_are_judged_by_the_year_s_rules_for_the_sector(year: Registry
 
 
 def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
-    year: Registry,
+    year: Registry, clock: FakeClock
 ) -> None:
+    """Closing fixes PWR-B's 300 t shortfall and orders it corrected by a deadline (10
+    days here); the deadline passes; the deduction step carries the 300 t into 2026."""
     registry = year
     registry.set_compliance_rules(
         REGULATOR, 2025, "CEMENT", ComplianceRules(obligation_cap_bps=0), "capped at allocation"
@@ -124,13 +127,21 @@ def test_closing_the_year_fixes_shortfalls_and_the_next_allocation_pays_them(
     assert report[("CEMENT", ComplianceState.COMPLIANT)].obligation == 800  # the cap
     assert report[("POWER", ComplianceState.OPEN)].accounts == 1
 
-    closing = registry.close_compliance_year(REGULATOR, 2025, "deadline 2026-12-31 passed")
+    closing = registry.close_compliance_year(
+        REGULATOR, 2025, "deadline 2026-12-31 passed", correction_days=10
+    )
     assert (closing.obligations_closed, closing.shortfalls, closing.shortfall_tonnes) == (3, 1, 300)
+    assert closing.correction_deadline == "2026-06-25"  # the fake clock's 2026-06-15 + 10
     again = registry.close_compliance_year(REGULATOR, 2025, "clicked twice")
     assert again.replayed and again.shortfall_tonnes == 300
     status = registry.get_compliance_status("PWR-B", 2025)
     assert (status.state, status.shortfall) == (ComplianceState.SHORTFALL, 300)
-    assert surrender(registry, "S-LATE", "PWR-B", CEA, 1) == "COMPLIANCE_YEAR_CLOSED"
+    assert surrender(registry, "S-LATE-A", "PWR-A", CEA, 1) == "COMPLIANCE_YEAR_CLOSED"
+    clock.advance(11 * 86_400)  # past the correction deadline: no late surrender now
+    assert surrender(registry, "S-LATE", "PWR-B", CEA, 1) == "CORRECTION_DEADLINE_PASSED"
+    run = registry.enforce_deductions(REGULATOR, 2025, "deadline 2026-06-25 passed")
+    assert (run.deducted, run.deducted_tonnes, run.awaiting_deadline) == (1, 300, 0)
+    assert surrender(registry, "S-LATER", "PWR-B", CEA, 1) == "COMPLIANCE_YEAR_CLOSED"
     with pytest.raises(ComplianceYearClosed):
         registry.set_compliance_rules(REGULATOR, 2025, "*", ComplianceRules(), "too late")
     with pytest.raises(ComplianceYearClosed):  # not even for an account never verified
@@ -239,7 +250,7 @@ def test_a_return_the_account_cannot_cover_becomes_next_year_s_debt(year: Regist
     assert_conserved(registry)
 
 
-def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> None:
+def test_reversals_undo_what_they_recorded_on_obligations(year: Registry, clock: FakeClock) -> None:
     registry = year
     registry.set_compliance_rules(  # the whole gap (1,000 - 800 = 200) may be borrowed
         REGULATOR, 2025, "POWER", ComplianceRules(advance_use_bps=10_000), "borrowing allowed"
@@ -258,6 +269,8 @@ def test_reversals_undo_what_they_recorded_on_obligations(year: Registry) -> Non
     registry.close_compliance_year(REGULATOR, 2025, "deadline passed")
     late = registry.reverse(REGULATOR, "R-S-B", "mee", "S-B", "too late")
     assert late.refusal_reason == "COMPLIANCE_YEAR_CLOSED"
+    clock.advance(31 * 86_400)  # the default 30 days to correct pass uncorrected
+    registry.enforce_deductions(REGULATOR, 2025, "correction deadline passed")
     # PWR-B's 300 t shortfall is paid by its 2026 allocation; reversing that allocation
     # makes the debt owed again and the allocation uncounted
     paid = registry.allocate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from uuid import uuid4
 
 import pytest
@@ -136,16 +137,20 @@ def test_status_through_the_year_and_the_shortfall_fixed_at_closing() -> None:
     rules = DEFAULT_RULES
     unverified = ComplianceObligation.start("PWR-0002", 2025)
     assert unverified.status(rules) is ComplianceStatus.NOT_VERIFIED
-    assert unverified.close(rules, "mee/li") == 0
+    assert unverified.close(rules, "mee/li", date(2026, 6, 25)) == 0
     assert unverified.status(rules) is ComplianceStatus.NOT_VERIFIED
 
     obligation = verified(1_000)
     assert obligation.status(rules) is ComplianceStatus.OPEN
     obligation.record_surrender(uuid4(), "CEA", 700)
     assert obligation.status(rules, year_closed=True) is ComplianceStatus.SHORTFALL
-    assert obligation.close(rules, "mee/li") == 300
-    assert obligation.closed and obligation.shortfall == 300
+    assert obligation.close(rules, "mee/li", date(2026, 6, 25)) == 300
+    assert obligation.correcting and obligation.shortfall == 300  # ordered to correct
     assert obligation.status(rules) is ComplianceStatus.SHORTFALL
+    with pytest.raises(ComplianceYearClosed):
+        obligation.record_emissions(900, "late correction", "mee/li")
+    assert obligation.deduct_shortfall(date(2026, 6, 26), "mee/li", "not corrected") == 300
+    assert obligation.closed and obligation.status(rules) is ComplianceStatus.SHORTFALL
     with pytest.raises(ComplianceYearClosed):
         obligation.check_surrender(rules, [cea(2025, 1)])
     with pytest.raises(ComplianceYearClosed):
