@@ -341,7 +341,8 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
         )
         size = check_page_size(request.page_size or 100)
         start = convert.page_token(request.page_token, int)[0] if request.page_token else 0
-        views = self.registry.proposals.list_proposals(status.value if status else "")
+        province = convert.filter_text(request.province, "province")
+        views = self.registry.proposals.list_proposals(status.value if status else "", province)
         page = views[start : start + size]
         more = start + size < len(views)
         return pb.ListProposalsResponse(
@@ -415,6 +416,8 @@ def _proposal(view: ProposalView) -> pb.Proposal:
         result=view.result,
         failure_reason=view.failure_reason,
         failure_message=view.failure_message,
+        proposer_provinces=view.proposer_provinces,
+        approver_provinces=view.approver_provinces,
     )
 
 

@@ -50,7 +50,7 @@ from registry.application.results import EmissionsRowStatus, RowOutcome, Transac
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
-from registry.domain.access import AccessControl, Role, SeparationOfDuties
+from registry.domain.access import AccessControl, Role, SeparationOfDuties, province_key
 from registry.domain.accounts import check_account_id
 from registry.domain.enforcement import Fine, check_correction_days
 from registry.domain.errors import (
@@ -233,11 +233,17 @@ class FourEyes:
             self._store.clock()
         )
 
-    def list_proposals(self, status: str = "") -> list[ProposalView]:
-        """Every proposal (of one status, if given), oldest first."""
+    def list_proposals(self, status: str = "", province: str = "") -> list[ProposalView]:
+        """Every proposal (of one status, if given; proposed or approved by a regulator
+        of ``province`` in its jurisdiction then, if given), oldest first: the audit of
+        what one province's department did through four eyes."""
         now = self._store.clock()
         views = [p.view(now) for p in self._all()]
-        return [v for v in views if not status or v.status.value == status]
+        return [
+            v
+            for v in views
+            if (not status or v.status.value == status) and (not province or acted_in(v, province))
+        ]
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -261,6 +267,15 @@ class FourEyes:
         """The use case an approved proposal runs, built (and so checked) from its
         payload; a bad payload is an INVALID_PAYLOAD naming the field."""
         return _BUILDERS[kind](self._actions, _Payload(payload))
+
+
+def acted_in(view: ProposalView, province: str) -> bool:
+    """Whether the proposer or the approver acted as a regulator of ``province``
+    (case-insensitively, as grants are matched against holders' provinces)."""
+    wanted = province_key(province)
+    return any(
+        province_key(p) == wanted for p in (*view.proposer_provinces, *view.approver_provinces)
+    )
 
 
 def _not_access(kind: ProposalKind) -> None:

@@ -11,6 +11,7 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
     registry enforce deductions 2025 --reason "correction deadline 2027-01-30 passed"
     registry report compliance 2025 --csv > compliance-2025.csv
     registry proposals list --status PENDING
+    registry proposals list --province Shandong
     registry proposals approve mee P-2025-ISS
     registry proposals reject mee P-2025-ISS --reason "wrong quantity"
     registry propose ISSUANCE P-2025-ISS --payload @issue-2025.json --reason "2025 cap"
@@ -22,7 +23,7 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -162,6 +163,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--status",
         default="",
         choices=["", "PENDING", "APPROVED", "REJECTED", "EXPIRED", "EXECUTED", "FAILED"],
+    )
+    listing.add_argument(
+        "--province",
+        default="",
+        help="only those proposed or approved by a regulator of this province (as it then was)",
     )
     listing.set_defaults(run=partial(_call, work="list"))
     expire = verbs.add_parser(
@@ -449,14 +455,18 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
     while True:
         page = client.call(
             client.administration.ListProposals,
-            admin_pb.ListProposalsRequest(status=status, page_size=500, page_token=token),
+            admin_pb.ListProposalsRequest(
+                status=status, page_size=500, page_token=token, province=args.province
+            ),
         )
         for p in page.proposals:
+            proposer = _acting_in(p.proposer, p.proposer_provinces)
+            approver = _acting_in(p.approver, p.approver_provinces) if p.approver else "-"
             print(
                 f"{p.party + ':' + p.proposal_id:<28}"
                 f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"
                 f"{admin_pb.ProposalStatus.Name(p.status).removeprefix('PROPOSAL_STATUS_'):<10}"
-                f"{p.proposer:<24}{p.approver or '-':<24}"
+                f"{proposer:<24}{approver:<24}"
                 f"{p.result or p.failure_reason or p.rejection_reason or ''}"
             )
             shown += 1
@@ -465,6 +475,11 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
             break
     if not shown:
         print("(no proposals)")
+
+
+def _acting_in(principal: str, provinces: Sequence[str]) -> str:
+    """A principal and, for a provincial regulator, the provinces it acted in."""
+    return f"{principal} ({', '.join(provinces)})" if provinces else principal
 
 
 def _decide_proposal(client: RegistryClient, args: argparse.Namespace) -> None:

@@ -2,7 +2,9 @@
 administrators grant a regulator scoped to Shandong; it proposes the verified emissions
 of a Shandong company (a national regulator approves) and reads its status, and is
 refused, with PERMISSION_DENIED and the reason, everything of another province and
-every national act. The proposal and its events keep who acted, in which province."""
+every national act. The proposal and its events keep who acted, in which province, and
+an auditor lists what Shandong's department did (`ListProposals` province filter, also
+`registry proposals list --province`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from registry.cli.app import build_parser
+from registry.cli.regulator import _list_proposals
 from registry.client import RegistryClient
 from registry.v1 import access_service_pb2 as access_pb
 from registry.v1 import account_service_pb2 as account_pb
@@ -63,6 +67,12 @@ def denied(call: Any) -> tuple[str, str]:
     error = rpc_error(call)
     assert error.code.name == "PERMISSION_DENIED", error
     return error.reason, error.metadata.get("account", "")
+
+
+def listed(client: RegistryClient, province: str = "", status: int = 0) -> list[str]:
+    request = admin_pb.ListProposalsRequest(province=province, status=status)  # type: ignore[arg-type]
+    reply = client.call(client.administration.ListProposals, request)
+    return [p.proposal_id for p in reply.proposals]
 
 
 def test_a_provincial_regulator_acts_for_its_province_only(api: Api) -> None:
@@ -154,3 +164,63 @@ def test_a_provincial_regulator_acts_for_its_province_only(api: Api) -> None:
         ("mee/admin-2", []),  # the grant
         ("mee/regulator-wang", []),  # Shandong's figures, by a national regulator
     ]
+
+
+def test_an_auditor_lists_what_a_province_s_department_did(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zhang (Shandong) proposes Shandong's figures, a national regulator approves; a
+    national regulator proposes a correction, Zhang approves; a national proposal
+    neither touches. The Shandong filter finds the first two, by either actor."""
+    li, wang, auditor = api.regulator, api.clients["regulator2"], api.auditor
+    open_account(
+        li,
+        SD,
+        common.ACCOUNT_TYPE_COMPLIANCE,
+        compliance_holder("Shandong Power", province="Shandong"),
+    )
+    zhang = shandong_regulator(api)
+    VE = admin_pb.PROPOSAL_KIND_VERIFIED_EMISSIONS
+    zhang.call(zhang.administration.ProposeAction, proposal("P-SD", VE, table(SD)))
+    wang.call(
+        wang.administration.ApproveProposal,
+        admin_pb.ApproveProposalRequest(party="sd-eeb", proposal_id="P-SD"),
+    )
+    li.call(li.administration.ProposeAction, proposal("P-SD-FIX", VE, table(SD)))
+    fixed = zhang.call(
+        zhang.administration.ApproveProposal,
+        admin_pb.ApproveProposalRequest(party="mee", proposal_id="P-SD-FIX"),
+    ).proposal
+    assert (fixed.status, fixed.approver, list(fixed.approver_provinces)) == (
+        admin_pb.PROPOSAL_STATUS_EXECUTED,
+        "sd-eeb/zhang",
+        ["Shandong"],
+    )
+    closing = {"year": 2025, "reason": "deadline"}
+    li.call(
+        li.administration.ProposeAction,
+        proposal("P-CLOSE", admin_pb.PROPOSAL_KIND_YEAR_CLOSING, closing),
+    )
+
+    got = auditor.call(
+        auditor.administration.GetProposal,
+        admin_pb.GetProposalRequest(party="sd-eeb", proposal_id="P-SD"),
+    ).proposal
+    assert (got.proposer, list(got.proposer_provinces)) == ("sd-eeb/zhang", ["Shandong"])
+    assert (got.approver, list(got.approver_provinces)) == ("mee/regulator-wang", [])
+
+    assert listed(auditor) == ["sd-zhang", "P-SD", "P-SD-FIX", "P-CLOSE"]
+    for spelling in ("Shandong", "shandong"):
+        assert listed(auditor, spelling) == ["P-SD", "P-SD-FIX"]
+    assert listed(zhang, "Shandong") == ["P-SD", "P-SD-FIX"]  # its own record, too
+    assert listed(auditor, "Guangdong") == []
+    assert listed(auditor, "Shandong", admin_pb.PROPOSAL_STATUS_PENDING) == []
+    bad = rpc_error(lambda: listed(auditor, "x" * 256))
+    assert (bad.code.name, bad.reason) == ("INVALID_ARGUMENT", "INVALID_FILTER")
+
+    args = build_parser().parse_args(["proposals", "list", "--province", "Shandong"])
+    _list_proposals(auditor, args)
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["sd-eeb:P-SD", "mee:P-SD-FIX"]
+    assert "sd-eeb/zhang (Shandong)" in lines[0] and "mee/regulator-wang" in lines[0]
+    assert "mee/regulator-li" in lines[1] and "sd-eeb/zhang (Shandong)" in lines[1]
