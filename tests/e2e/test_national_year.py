@@ -3,8 +3,10 @@ eyes required, on the rules the registry ships for 2025 (adopted first, each rul
 ``RULE_CHANGE`` proposal approved by a second regulator, as ``registry rules set-shipped
 2025`` would set them): 2,000 compliance accounts in the four sectors, issuance,
 pre-allocation from the benchmark table, trading (a hold too), verified emissions, true-up,
-surrenders mixing CEA and CCER (some over the cap, some of a vintage the year does not
-accept), a frozen account and a detained project, the year closed, and the shortfalls
+surrenders mixing CEA and CCER (some over the cap, one power company past the relief
+offering 5 % of its verified emissions rather than of its obligation, some of a vintage
+the year does not accept, some of 2026 in advance, which 2025 does not allow), a frozen
+account and a detained project, the year closed, and the shortfalls
 deducted from the next allocation. Every figure of the compliance report equals an
 independent computation here that follows the year's rules (obligation capped at
 allocation + 20 % of verified emissions for power, CCER up to 5 % of the obligation,
@@ -329,15 +331,23 @@ def test_a_national_compliance_year(api: Api) -> None:
     assert all(obligation(c) == c.emissions for c in companies if c.sector is not Sector.POWER)
     assert sum(may_borrow(c) for c in companies) == 0, "2025 allows no advance use"
 
-    # the plans: most comply; some try CCER over the cap, some a 2027 vintage, some fall
-    # short; one account is frozen and one company's offsets are of a detained project
+    # the plans: most comply; some try CCER over the cap, some a 2027 vintage, some 2026
+    # allowances in advance (2025 allows none), some fall short; one account is frozen
+    # and one company's offsets are of a detained project
     for c in rng.sample(companies, 300):
-        c.plan = rng.choice(["ccer_over_cap", "vintage_2027", "short"])
+        c.plan = rng.choice(["ccer_over_cap", "vintage_2027", "borrow", "short"])
     frozen, detained = companies[5], companies[6]
     frozen.plan, detained.plan = "frozen", "detained"
     offsets = [c for c in companies if c.plan in ("comply", "ccer_over_cap")][:400]
     for c in offsets:  # the cap is 5 % of the obligation (MEE 2020, Art. 29)
         c.ccer = ccer_cap(c)
+    held_ccer = {c.account_id: c.ccer + 10 for c in offsets if c.ccer}
+    # a power company past the relief tries 5 % of its verified emissions first: more
+    # than 5 % of its (capped) obligation, so refused; it holds enough for either
+    relieved = next(c for c in offsets if c.plan == "comply" and obligation(c) < c.emissions)
+    of_verified = relieved.emissions * rules_of(relieved).ccer_cap_bps // BPS
+    assert of_verified > relieved.ccer
+    held_ccer[relieved.account_id] = of_verified + 10
     # the detained company's offsets are the whole of project P-0 (sorted first, so its
     # delivery, first in the table, takes them); everyone else's are of P-1
     deliveries = [
@@ -356,13 +366,13 @@ def test_a_national_compliance_year(api: Api) -> None:
             "account_id": c.account_id,
             "unit_type": "CCER",
             "vintage": 2024,
-            "quantity": c.ccer + 10,
+            "quantity": held_ccer[c.account_id],
             "source": "CN-ISSUANCE",
         }
         for c in offsets
         if c.ccer
     ]
-    for project, quantity in (("P-0", 100), ("P-1", sum(c.ccer + 10 for c in offsets))):
+    for project, quantity in (("P-0", 100), ("P-1", sum(held_ccer.values()))):
         decide(
             api,
             f"ISS-{project}",
@@ -378,7 +388,19 @@ def test_a_national_compliance_year(api: Api) -> None:
         )
     for n, rows in enumerate(chunks(deliveries)):
         decide(api, f"CCER-{n}", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": rows})
-    vintage_2027 = [c for c in companies if c.plan == "vintage_2027"]
+    decide(
+        api,
+        "ISS-CEA-26",
+        admin_pb.PROPOSAL_KIND_ISSUANCE,
+        {
+            "transaction_id": "ISS-CEA-2026-EARLY",
+            "unit_type": "CEA",
+            "vintage": 2026,
+            "quantity": 10_000,
+            "reason": "early vintage",
+        },
+    )
+    early = [c for c in companies if c.plan in ("vintage_2027", "borrow")]
     decide(
         api,
         "EARLY",
@@ -386,14 +408,14 @@ def test_a_national_compliance_year(api: Api) -> None:
         {
             "rows": [
                 {
-                    "transaction_id": f"V27-{c.account_id}",
+                    "transaction_id": f"EARLY-{c.account_id}",
                     "account_id": c.account_id,
                     "unit_type": "CEA",
-                    "vintage": 2027,
+                    "vintage": 2027 if c.plan == "vintage_2027" else 2026,
                     "quantity": 5,
                     "source": "CN-ISSUANCE",
                 }
-                for c in vintage_2027
+                for c in early
             ]
         },
     )
@@ -564,6 +586,11 @@ def test_a_national_compliance_year(api: Api) -> None:
             refusals[surrender(c, f"S-OVER-{c.account_id}", c.ccer + 1, common.UNIT_TYPE_CCER)] += 1
         if c.plan == "vintage_2027":
             refusals[surrender(c, f"S-27-{c.account_id}", 5, common.UNIT_TYPE_CEA, 2027)] += 1
+        if c.plan == "borrow":
+            refusals[surrender(c, f"S-26-{c.account_id}", 5, common.UNIT_TYPE_CEA, 2026)] += 1
+        if c is relieved:
+            txn = f"S-VER-{c.account_id}"
+            assert surrender(c, txn, of_verified, common.UNIT_TYPE_CCER) == "CCER_CAP_EXCEEDED"
         if c is detained:
             refusals[surrender(c, f"S-DET-{c.account_id}", 50, common.UNIT_TYPE_CCER)] += 1
         if c is frozen:
@@ -583,7 +610,7 @@ def test_a_national_compliance_year(api: Api) -> None:
     assert refusals["CCER_CAP_EXCEEDED"] == sum(
         1 for c in companies if c.plan == "ccer_over_cap" and c.ccer
     )
-    assert refusals["ADVANCE_USE_NOT_ALLOWED"] == 0
+    assert refusals["ADVANCE_USE_NOT_ALLOWED"] == plans["borrow"]  # may_borrow: 0 for all
     assert refusals["INELIGIBLE_VINTAGE"] == plans["vintage_2027"]
     assert (refusals["ACCOUNT_FROZEN"], refusals["ORIGIN_DETAINED"]) == (1, 1)
     wait_projected(api)
