@@ -16,7 +16,9 @@ The year runs on the rules the registry ships for 2025 (``registry rules set-shi
 allocation + 20 % of them. Half the companies emit 1-10 % more than they were allocated
 (and one short power company in 20 emits 30-45 % more, past the relief) and buy the
 gap to their obligation on the exchange from the other half, who emit 2-15 % less; so
-every surrender is covered and nothing is refused. The year is played in its real
+every surrender is covered and nothing is refused. One company in ten covers the most
+the rules let it in CCER (5 % of its obligation: MEE 2020, Art. 29), delivered to it
+from one project and surrendered before its allowances. The year is played in its real
 order: the rules set, accounts opened (concurrent callers), one issuance, the
 allocation table (AllocateUnits, 1,000 rows a call), the trades (SettleTrades, 1,000 a
 call, one exchange), verified emissions (RecordVerifiedEmissions, 1,000 rows a call),
@@ -78,6 +80,7 @@ PROVINCES = (
 ROWS_PER_CALL = 1_000
 NATIONAL_ISSUANCE = "CN-ISSUANCE"
 NATIONAL_SURRENDER = "CN-SURRENDER"
+CCER_CLASS = common.UnitClass(unit_type=common.UNIT_TYPE_CCER, vintage=2024, project="CCER-0001")
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,19 @@ class Company:
     credit_code: str
     allocation: int
     emissions: int
+    uses_ccer: bool = False
 
     @property
     def obligation(self) -> int:
         """What the year's rules make the company surrender."""
         return rules_of(self.sector).obligation(self.emissions, self.allocation)
+
+    @property
+    def ccer(self) -> int:
+        """The CCER it surrenders: the year's cap (of the obligation), if it uses any."""
+        if not self.uses_ccer:
+            return 0
+        return rules_of(self.sector).ccer_cap(self.emissions, self.allocation)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,10 @@ class YearPlan:
     @property
     def issued(self) -> int:
         return sum(c.allocation for c in self.companies)
+
+    @property
+    def offsets(self) -> int:
+        return sum(c.ccer for c in self.companies)
 
 
 def scaled_counts(accounts: int) -> list[int]:
@@ -139,6 +154,7 @@ def plan_year(accounts: int, trades: int, seed: int = YEAR) -> YearPlan:
                     f"91{number:016d}",
                     allocation,
                     int(allocation * factor),
+                    uses_ccer=number % 10 == 0,
                 )
             )
     return YearPlan(companies, _trades(companies, trades, rng))
@@ -241,7 +257,16 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
             reason=f"{YEAR} allocation",
         ),
     )
-    phase("issue", began, quantity=plan.issued)
+    regulator.call(
+        regulator.administration.IssueUnits,
+        admin_pb.IssueUnitsRequest(
+            transaction_id=f"Y{YEAR}-ISS-CCER",
+            unit_class=CCER_CLASS,
+            quantity=plan.offsets,
+            reason="CCER of one project",
+        ),
+    )
+    phase("issue", began, quantity=plan.issued, ccer=plan.offsets)
 
     began = time.perf_counter()
     rows = [
@@ -255,6 +280,19 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
             source_account=NATIONAL_ISSUANCE,
         )
         for c in plan.companies
+    ]
+    rows += [
+        admin_pb.AllocationRow(
+            transaction_id=f"Y{YEAR}-CCER-{c.account_id}",
+            account_id=c.account_id,
+            unit_type=common.UNIT_TYPE_CCER,
+            vintage=CCER_CLASS.vintage,
+            quantity=c.ccer,
+            reason="CCER delivery",
+            source_account=NATIONAL_ISSUANCE,
+        )
+        for c in plan.companies
+        if c.ccer
     ]
     for start in range(0, len(rows), ROWS_PER_CALL):
         reply = regulator.call(
@@ -310,6 +348,26 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
 
     bench.grant_operator([c.account_id for c in plan.companies])
     began = time.perf_counter()
+    operator = bench.client("operator")
+    for c in plan.companies:
+        if c.ccer:
+            reply = operator.call(
+                operator.accounts.SurrenderUnits,
+                account_pb.SurrenderUnitsRequest(
+                    transaction_id=f"Y{YEAR}-SUR-CCER-{c.account_id}",
+                    account_id=c.account_id,
+                    unit_type=common.UNIT_TYPE_CCER,
+                    quantity=c.ccer,
+                    compliance_year=YEAR,
+                    reason=f"{YEAR} compliance, offsets",
+                ),
+            )
+            if reply.transaction.status != common.TRANSACTION_STATUS_COMPLETED:
+                raise RuntimeError(f"CCER surrender of {c.account_id}: refused")
+    operator.close()
+    phase("surrender ccer", began, accounts=sum(1 for c in plan.companies if c.ccer))
+
+    began = time.perf_counter()
     result = bench.callers(
         Job(
             "bench.suite.api:Surrender",
@@ -319,7 +377,7 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
                 **bench.params("operator", "year-surrender"),
                 "year": YEAR,
                 "rows": [
-                    (f"Y{YEAR}-SUR-{c.account_id}", c.account_id, c.obligation)
+                    (f"Y{YEAR}-SUR-{c.account_id}", c.account_id, c.obligation - c.ccer)
                     for c in plan.companies
                 ],
             },
