@@ -1,5 +1,7 @@
 """`registry demo`: a small but realistic national year on the embedded store, printed
-as tables."""
+as tables. The year runs on the rules the registry ships for 2025
+(``registry/domain/rule_defaults.py``), adopted first as a regulator would; every figure
+the rules give (obligation, CCER cap, carry-over limit) is the registry's own answer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 from registry.application import EmissionsRow, Registry, Trade, TransactionResult
 from registry.bootstrap import build_registry, build_worker
 from registry.domain.accounts import AccountType, Holder
+from registry.domain.rule_defaults import shipped_rules
+from registry.domain.rules import CarryOver, ComplianceRules
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence.engine import make_engine
@@ -58,6 +62,10 @@ COMPANIES = [
         2_900_000,
     ),
 ]
+YEAR = 2025
+VERIFIED = {"PWR-SD-0001": 8_820_000, "PWR-NM-0002": 31_000_000}
+"""Verified 2025 emissions: Dezhou under its allocation, Tuoketuo far over it (its
+obligation is capped by the power sector's relief)."""
 CEA_2025 = UnitClass(UnitType.CEA, 2025)
 CCER_WIND = UnitClass(UnitType.CCER, 2024, "CCER-2024-0117")
 
@@ -100,6 +108,15 @@ def run(args: argparse.Namespace) -> int:
 def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
     """Play the scenario; return True when every unit class is conserved."""
     step = _Steps(out)
+    adopted = shipped_rules(YEAR)
+    for key, shipped in adopted.items():
+        registry.set_compliance_rules(
+            REGULATOR, YEAR, key, shipped.rules, f"the rules the registry ships for {YEAR}"
+        )
+    out(f"Rules {YEAR}: the shipped rules (registry rules set-shipped {YEAR})")
+    for key, shipped in adopted.items():
+        out(f"  {key}: {describe(shipped.rules)}")
+    out("")
     for account_id, name, code, sector, province, _ in COMPANIES:
         registry.open_account(
             REGULATOR, account_id, AccountType.COMPLIANCE, Holder(name, code, sector, province)
@@ -249,9 +266,14 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
     out(f"exchange retries trade 000101: replayed={retry.replayed}, nothing moved twice")
 
     registry.record_verified_emissions(
-        REGULATOR, [EmissionsRow("PWR-SD-0001", 2025, 8_820_000, "2025 emissions report, verified")]
+        REGULATOR,
+        [
+            EmissionsRow(account_id, YEAR, tonnes, "2025 emissions report, verified")
+            for account_id, tonnes in VERIFIED.items()
+        ],
     )
-    out("verified emissions 2025: PWR-SD-0001 8,820,000 t (CCER may cover 5 %: 441,000 t)")
+    for account_id in VERIFIED:
+        out(_status_line(registry, account_id))
     step(
         registry.surrender(
             OPERATOR,
@@ -337,6 +359,38 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
         ],
     )
     return all(line.balanced for line in supply)
+
+
+def describe(rules: ComplianceRules) -> str:
+    """The year's rules in a line: CCER cap and its base, relief, advance use, carry-over."""
+    parts = [f"CCER up to {rules.ccer_cap_bps / 100:g} % of the {rules.ccer_cap_base.lower()}"]
+    if rules.obligation_cap_bps is not None:
+        parts.append(
+            f"obligation capped at allocation + {rules.obligation_cap_bps / 100:g} % of "
+            "verified emissions"
+        )
+    if rules.advance_use_bps:
+        parts.append(f"advance use up to {rules.advance_use_bps / 100:g} % of the gap")
+    if rules.carry_over == CarryOver.NET_SALES.value:
+        parts.append(
+            f"carry-over of vintages <= {rules.carry_over_max_vintage}: "
+            f"{rules.carry_over_net_sales_bps / 10_000:g} x net sales + "
+            f"{rules.carry_over_base_tonnes:,} t"
+        )
+    parts.append(f"surrender by {rules.deadline(YEAR)}")
+    return "; ".join(parts)
+
+
+def _status_line(registry: Registry, account_id: str) -> str:
+    """What the year's rules make of one company's verified emissions, as the registry
+    computes it (GetComplianceStatus)."""
+    s = registry.get_compliance_status(account_id, YEAR)
+    carry = "no limit" if s.carry_over_limit is None else f"{s.carry_over_limit:,} t"
+    return (
+        f"verified emissions {YEAR}: {account_id} {s.verified_emissions:,} t, allocated "
+        f"{s.allocated:,} t -> obligation {s.obligation:,} t, CCER cap {s.ccer_cap:,} t, "
+        f"gap {s.gap:,} t, may borrow {s.advance_use_limit:,} t, carry-over limit {carry}"
+    )
 
 
 class _Steps:

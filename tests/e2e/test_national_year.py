@@ -1,10 +1,32 @@
 """A scripted national compliance year through the gRPC API on PostgreSQL, with four
-eyes required: 2,000 compliance accounts in the four sectors, issuance, pre-allocation
-from the benchmark table, trading (a hold too), verified emissions, true-up,
-surrenders mixing CEA and CCER (some over the cap, some of a vintage the year does not
-accept), a frozen account and a detained project, the year closed, and the shortfalls
+eyes required, on the rules the registry ships for 2025 (adopted first, each rule key as a
+``RULE_CHANGE`` proposal approved by a second regulator, as ``registry rules set-shipped
+2025`` would set them): 2,000 compliance accounts in the four sectors, issuance,
+pre-allocation from the benchmark table, trading (a hold too), verified emissions, true-up,
+surrenders mixing CEA and CCER (some over the cap, one power company past the relief
+offering 5 % of its verified emissions rather than of its obligation, some of a vintage
+the year does not accept, some of 2026 in advance, which 2025 does not allow), a frozen
+account and a detained project, the year closed, and the shortfalls
 deducted from the next allocation. Every figure of the compliance report equals an
-independent computation here, and the supply balances after every phase."""
+independent computation here that follows the year's rules (obligation capped at
+allocation + 20 % of verified emissions for power, CCER up to 5 % of the obligation,
+advance use only where the year allows it: not in 2025), and the supply balances after
+every phase.
+
+Sizing: each sector's share of the real figures, scaled to 2,000 accounts.
+- Power: 2,200 companies, over 5.0 Gt CO2 a year (MEE press release on the Work Plan of
+  26 March 2025; Xinhua, 26 March 2025).
+- Steel, cement and aluminium smelting: 1,500 companies, about 3.0 Gt together (same
+  sources). Their split among the three is not in the sources found: assumed here
+  (UNCERTAIN) steel 450 companies / 1.5 Gt, cement 900 / 1.2 Gt, aluminium 150 / 0.3 Gt.
+- Companies: each sector's count x 2,000 / 3,700, largest remainder first: power 1,189,
+  steel 243, cement 487, aluminium 81 (``scaled_counts``).
+- Emissions: each company's output is drawn so that its allocation is its sector's real
+  mean per company (power 5.0 Gt / 2,200 = 2.27 Mt, steel 3.33 Mt, cement 1.33 Mt,
+  aluminium 2.0 Mt) x 0.5-1.5, so each sector's share of the year's verified emissions
+  is near its real share (power 62.5 %, steel 18.75 %, cement 15 %, aluminium 3.75 %),
+  checked within 3 points.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +56,8 @@ from registry.domain.allocation import (
     pre_allocation,
     true_up,
 )
+from registry.domain.rule_defaults import shipped_rules
+from registry.domain.rules import AdvanceUseBase, CcerCapBase, ComplianceRules
 from registry.domain.transactions import Principal
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
@@ -46,7 +70,27 @@ from tests.e2e.market import caught_up, head_position
 pytestmark = pytest.mark.postgres
 
 YEAR = 2025
-SECTORS = {Sector.POWER: 1_000, Sector.STEEL: 400, Sector.CEMENT: 400, Sector.ALUMINIUM: 200}
+ACCOUNTS = 2_000
+REAL_2025 = {  # companies, tonnes CO2 a year (see the module docstring for the sources)
+    Sector.POWER: (2_200, 5_000_000_000),
+    Sector.STEEL: (450, 1_500_000_000),
+    Sector.CEMENT: (900, 1_200_000_000),
+    Sector.ALUMINIUM: (150, 300_000_000),
+}
+
+
+def scaled_counts(total: int) -> dict[Sector, int]:
+    """Each sector's share of the real companies, of ``total`` accounts (largest
+    remainder first, so the counts add up to ``total``)."""
+    real = sum(n for n, _ in REAL_2025.values())
+    counts = {s: n * total // real for s, (n, _) in REAL_2025.items()}
+    by_remainder = sorted(REAL_2025, key=lambda s: -(REAL_2025[s][0] * total % real))
+    for sector in by_remainder[: total - sum(counts.values())]:
+        counts[sector] += 1
+    return counts
+
+
+SECTORS = scaled_counts(ACCOUNTS)
 SUBTYPES = {
     Sector.POWER: [
         Subtype.COAL_CONVENTIONAL_300MW_PLUS,
@@ -59,8 +103,21 @@ SUBTYPES = {
     Sector.ALUMINIUM: [Subtype.ALUMINIUM],
 }
 PROVINCES = ["Shandong", "Guangdong", "Jiangsu", "Hebei"]
-POWER_CAP_BPS = 2_000  # power: obligation capped at allocation + 20 %
-CCER_CAP_BPS = 500
+SHIPPED = {key: shipped.rules for key, shipped in shipped_rules(YEAR).items()}
+BPS = 10_000
+
+
+def test_the_sizing_follows_the_real_shares() -> None:
+    """By hand: 2,000 / 3,700 x 2,200 = 1,189.19, x 450 = 243.24, x 900 = 486.49,
+    x 150 = 81.08; the floors add up to 1,999 and the last account goes to the largest
+    remainder (cement's .49): power 1,189, steel 243, cement 487, aluminium 81."""
+    assert SECTORS == {
+        Sector.POWER: 1_189,
+        Sector.STEEL: 243,
+        Sector.CEMENT: 487,
+        Sector.ALUMINIUM: 81,
+    }
+    assert sum(SECTORS.values()) == ACCOUNTS
 
 
 @dataclass
@@ -165,26 +222,38 @@ def test_a_national_compliance_year(api: Api) -> None:
         )
     )
     assert denied.reason == "PROPOSAL_REQUIRED"
-    decide(
-        api,
-        "RULES-POWER",
-        admin_pb.PROPOSAL_KIND_RULE_CHANGE,
-        {
-            "year": YEAR,
-            "sector": "POWER",
-            "reason": "first cycles",
-            "rules": {"ccer_cap_bps": CCER_CAP_BPS, "obligation_cap_bps": POWER_CAP_BPS},
-        },
+    # the shipped 2025 rules, adopted as `registry rules set-shipped 2025` sets them: one
+    # RULE_CHANGE per rule key, each approved by a second regulator
+    for key, rules in SHIPPED.items():
+        decide(
+            api,
+            f"RULES-{'ALL' if key == '*' else key}",
+            admin_pb.PROPOSAL_KIND_RULE_CHANGE,
+            {"year": YEAR, "sector": key, "reason": "shipped 2025", "rules": rules.as_dict()},
+        )
+    adopted = li.call(
+        li.administration.GetComplianceRules,
+        admin_pb.GetComplianceRulesRequest(compliance_year=YEAR),
     )
+    assert sorted(r.sector for r in adopted.rules) == sorted(SHIPPED)
 
     # allocation from the benchmark table: pre-allocation now, true-up after verification
     for c in companies:
         row = table.row(YEAR, c.sector, c.subtype)
-        previous = Decimal(rng.randrange(200_000, 2_000_000))
+        companies_real, tonnes_real = REAL_2025[c.sector]
+        assert row.benchmark
+        mean_output = Decimal(tonnes_real // companies_real) / row.benchmark
+        previous = (mean_output * rng.randrange(50, 151) / 100).quantize(Decimal(1))
         actual = previous * Decimal(rng.choice(["1.00", "1.03", "1.08"]))
         c.pre = pre_allocation(row, previous)
         c.final = final_allocation(row, actual)
-        c.emissions = int(c.final * rng.choice([0.9, 1.0, 1.1, 1.25]))
+        # 1.4: past the power relief (1.4 x final > final + 20 % x 1.4 x final)
+        c.emissions = int(c.final * rng.choice([0.9, 1.0, 1.1, 1.25, 1.4]))
+    total = sum(c.emissions for c in companies)
+    real_total = sum(t for _, t in REAL_2025.values())
+    for sector, (_, tonnes_real) in REAL_2025.items():
+        share = sum(c.emissions for c in companies if c.sector is sector) / total
+        assert abs(share - tonnes_real / real_total) < 0.03, (sector, share)
     issued = sum(c.final for c in companies) + 1_000_000
     decide(
         api,
@@ -232,20 +301,53 @@ def test_a_national_compliance_year(api: Api) -> None:
     wait_projected(api)
     balanced(api)
 
-    def obligation(c: Company) -> int:
-        if c.sector is Sector.POWER:
-            return min(c.emissions, c.final + c.emissions * POWER_CAP_BPS // 10_000)
-        return c.emissions
+    def rules_of(c: Company) -> ComplianceRules:
+        return SHIPPED.get(c.sector.value, SHIPPED["*"])
 
-    # the plans: most comply; some try CCER over the cap, some a 2027 vintage, some fall
-    # short; one account is frozen and one company's offsets are of a detained project
+    def obligation(c: Company) -> int:
+        """Verified emissions, capped at allocation + a share of them where the year's
+        rules set a cap (2025: power, 20 %)."""
+        cap = rules_of(c).obligation_cap_bps
+        if cap is None:
+            return c.emissions
+        return min(c.emissions, c.final + c.emissions * cap // BPS)
+
+    def ccer_cap(c: Company) -> int:
+        """A share of the obligation (MEE 2020, Art. 29), not of verified emissions."""
+        assert rules_of(c).ccer_cap_base == CcerCapBase.OBLIGATION.value
+        return obligation(c) * rules_of(c).ccer_cap_bps // BPS
+
+    def may_borrow(c: Company) -> int:
+        """Next year's allowances the company may use: only where the year allows
+        advance use, only over the gap-rate threshold, a share of the gap."""
+        rules, gap = rules_of(c), max(0, obligation(c) - c.final)
+        if not rules.advance_use_bps or gap * BPS < rules.advance_use_min_gap_bps * c.emissions:
+            return 0
+        base = gap if rules.advance_use_base == AdvanceUseBase.GAP.value else c.emissions
+        return base * rules.advance_use_bps // BPS
+
+    power = [c for c in companies if c.sector is Sector.POWER]
+    assert any(obligation(c) < c.emissions for c in power), "the relief bites somewhere"
+    assert all(obligation(c) == c.emissions for c in companies if c.sector is not Sector.POWER)
+    assert sum(may_borrow(c) for c in companies) == 0, "2025 allows no advance use"
+
+    # the plans: most comply; some try CCER over the cap, some a 2027 vintage, some 2026
+    # allowances in advance (2025 allows none), some fall short; one account is frozen
+    # and one company's offsets are of a detained project
     for c in rng.sample(companies, 300):
-        c.plan = rng.choice(["ccer_over_cap", "vintage_2027", "short"])
+        c.plan = rng.choice(["ccer_over_cap", "vintage_2027", "borrow", "short"])
     frozen, detained = companies[5], companies[6]
     frozen.plan, detained.plan = "frozen", "detained"
     offsets = [c for c in companies if c.plan in ("comply", "ccer_over_cap")][:400]
     for c in offsets:  # the cap is 5 % of the obligation (MEE 2020, Art. 29)
-        c.ccer = obligation(c) * CCER_CAP_BPS // 10_000
+        c.ccer = ccer_cap(c)
+    held_ccer = {c.account_id: c.ccer + 10 for c in offsets if c.ccer}
+    # a power company past the relief tries 5 % of its verified emissions first: more
+    # than 5 % of its (capped) obligation, so refused; it holds enough for either
+    relieved = next(c for c in offsets if c.plan == "comply" and obligation(c) < c.emissions)
+    of_verified = relieved.emissions * rules_of(relieved).ccer_cap_bps // BPS
+    assert of_verified > relieved.ccer
+    held_ccer[relieved.account_id] = of_verified + 10
     # the detained company's offsets are the whole of project P-0 (sorted first, so its
     # delivery, first in the table, takes them); everyone else's are of P-1
     deliveries = [
@@ -264,13 +366,13 @@ def test_a_national_compliance_year(api: Api) -> None:
             "account_id": c.account_id,
             "unit_type": "CCER",
             "vintage": 2024,
-            "quantity": c.ccer + 10,
+            "quantity": held_ccer[c.account_id],
             "source": "CN-ISSUANCE",
         }
         for c in offsets
         if c.ccer
     ]
-    for project, quantity in (("P-0", 100), ("P-1", sum(c.ccer + 10 for c in offsets))):
+    for project, quantity in (("P-0", 100), ("P-1", sum(held_ccer.values()))):
         decide(
             api,
             f"ISS-{project}",
@@ -286,7 +388,19 @@ def test_a_national_compliance_year(api: Api) -> None:
         )
     for n, rows in enumerate(chunks(deliveries)):
         decide(api, f"CCER-{n}", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": rows})
-    vintage_2027 = [c for c in companies if c.plan == "vintage_2027"]
+    decide(
+        api,
+        "ISS-CEA-26",
+        admin_pb.PROPOSAL_KIND_ISSUANCE,
+        {
+            "transaction_id": "ISS-CEA-2026-EARLY",
+            "unit_type": "CEA",
+            "vintage": 2026,
+            "quantity": 10_000,
+            "reason": "early vintage",
+        },
+    )
+    early = [c for c in companies if c.plan in ("vintage_2027", "borrow")]
     decide(
         api,
         "EARLY",
@@ -294,14 +408,14 @@ def test_a_national_compliance_year(api: Api) -> None:
         {
             "rows": [
                 {
-                    "transaction_id": f"V27-{c.account_id}",
+                    "transaction_id": f"EARLY-{c.account_id}",
                     "account_id": c.account_id,
                     "unit_type": "CEA",
-                    "vintage": 2027,
+                    "vintage": 2027 if c.plan == "vintage_2027" else 2026,
                     "quantity": 5,
                     "source": "CN-ISSUANCE",
                 }
-                for c in vintage_2027
+                for c in early
             ]
         },
     )
@@ -472,6 +586,11 @@ def test_a_national_compliance_year(api: Api) -> None:
             refusals[surrender(c, f"S-OVER-{c.account_id}", c.ccer + 1, common.UNIT_TYPE_CCER)] += 1
         if c.plan == "vintage_2027":
             refusals[surrender(c, f"S-27-{c.account_id}", 5, common.UNIT_TYPE_CEA, 2027)] += 1
+        if c.plan == "borrow":
+            refusals[surrender(c, f"S-26-{c.account_id}", 5, common.UNIT_TYPE_CEA, 2026)] += 1
+        if c is relieved:
+            txn = f"S-VER-{c.account_id}"
+            assert surrender(c, txn, of_verified, common.UNIT_TYPE_CCER) == "CCER_CAP_EXCEEDED"
         if c is detained:
             refusals[surrender(c, f"S-DET-{c.account_id}", 50, common.UNIT_TYPE_CCER)] += 1
         if c is frozen:
@@ -491,7 +610,7 @@ def test_a_national_compliance_year(api: Api) -> None:
     assert refusals["CCER_CAP_EXCEEDED"] == sum(
         1 for c in companies if c.plan == "ccer_over_cap" and c.ccer
     )
-    assert refusals["ADVANCE_USE_NOT_ALLOWED"] == 0
+    assert refusals["ADVANCE_USE_NOT_ALLOWED"] == plans["borrow"]  # may_borrow: 0 for all
     assert refusals["INELIGIBLE_VINTAGE"] == plans["vintage_2027"]
     assert (refusals["ACCOUNT_FROZEN"], refusals["ORIGIN_DETAINED"]) == (1, 1)
     wait_projected(api)
@@ -562,7 +681,8 @@ def test_a_national_compliance_year(api: Api) -> None:
         account_pb.GetComplianceStatusRequest(account_id=min(shortfalls), compliance_year=YEAR),
     )
     assert noticed.enforcement_step == account_pb.ENFORCEMENT_STEP_ORDERED_TO_CORRECT
-    assert noticed.correction_deadline == closed.correction_deadline != ""
+    closed_on = closed.approve_time.ToDatetime(tzinfo=UTC).date()
+    assert noticed.correction_deadline == (closed_on + timedelta(days=30)).isoformat()
     after = datetime.now(UTC) + timedelta(days=31)  # the default 30 days have passed
     api.registry.clock = lambda: after
     deducted = decide(

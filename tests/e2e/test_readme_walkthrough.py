@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ from registry.domain.allocation import (
     OutputUse,
     account_targets,
 )
+from registry.domain.rule_defaults import shipped_rules
 from tests.e2e.test_server_process import (
     BIN,
     environment,
@@ -148,9 +150,25 @@ def test_the_readme_exchange_example_runs_on_a_fresh_server(tmp_path: Path) -> N
     ], ran.stdout + ran.stderr
 
 
+def test_the_walkthrough_adopts_the_shipped_2025_rules() -> None:
+    """Each RULE_CHANGE payload of the walkthrough is the shipped 2025 rules of its key
+    (what `registry rules set-shipped 2025` sets), and every key is proposed."""
+    proposed = {}
+    for command, _ in commands("walkthrough"):
+        words = shlex.split(command)
+        if words[:3] == ["registry", "propose", "RULE_CHANGE"]:
+            path = words[words.index("--payload") + 1].removeprefix("@")
+            payload = json.loads((ROOT / path).read_text(encoding="utf-8"))
+            assert payload["year"] == 2025
+            proposed[payload["sector"]] = payload["rules"]
+    assert proposed == {key: s.rules.as_dict() for key, s in shipped_rules(2025).items()}
+
+
 def check_figures(outputs: dict[str, str]) -> None:
     """The closing report and the enforcement of a shortfall (its notice and fine)
-    against the example files' own sums."""
+    against the example files' own sums, each obligation computed here by the shipped
+    2025 rules (power: verified emissions capped at allocation + 20 % of them), and the
+    README's prose against the same figures."""
     table = read_benchmark_table(ILLUSTRATIVE_BENCHMARKS_2025)
     final = {
         account: target
@@ -171,7 +189,16 @@ def check_figures(outputs: dict[str, str]) -> None:
             and "--token" in words
         ):  # the operator's, not the refused regulator's
             surrendered[words[2]] = int(words[3])
-    shortfall = {a: max(emissions[a] - min(surrendered[a], final[a]), 0) for a in final}
+    with (EXAMPLES / "accounts-2025.csv").open(encoding="utf-8") as lines:
+        sector = {r["account_id"]: r["sector"] for r in csv.DictReader(lines)}
+    shipped = {key: s.rules for key, s in shipped_rules(2025).items()}
+
+    def obligation(account: str) -> int:
+        cap = shipped.get(sector[account], shipped["*"]).obligation_cap_bps
+        verified = emissions[account]
+        return verified if cap is None else min(verified, final[account] + verified * cap // 10_000)
+
+    shortfall = {a: max(obligation(a) - surrendered[a], 0) for a in final}
     report = next(text for command, text in outputs.items() if command.endswith("--csv"))
     rows = list(csv.DictReader(io.StringIO(report)))
     assert sum(int(r["shortfall"]) for r in rows) == sum(shortfall.values()) > 0
@@ -191,3 +218,13 @@ def check_figures(outputs: dict[str, str]) -> None:
     assert re.search(r"enforcement\s+ORDERED_TO_CORRECT \(correction deadline \d{4}-", status)
     assert re.search(rf"still short\s+{short:,} t", status), status
     assert f"fine                {5 * 80 * short}.00 CNY (5 x 80.00 CNY/t x {short:,} t)" in status
+    # the README's prose says the same
+    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+    compliant = sum(not s for s in shortfall.values())
+    prose = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (
+        f"The year closes with {words[compliant]} companies compliant and "
+        f"{words[len(final) - compliant]} short by {sum(shortfall.values()):,} t in all."
+    ) in prose
+    assert f"the {short:,} t still short" in prose
+    assert f"(5 x 80.00 x {short:,} = {5 * 80 * short:,}.00 CNY;" in prose
