@@ -50,6 +50,13 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
+from registry.integrity.authentication import (
+    authenticator,
+    event_key_given,
+    event_key_id,
+    event_key_path,
+    load_or_create_event_key,
+)
 from registry.persistence.faults import CONNECTION_LOST, database_fault
 
 TOPIC = "registry.persistence.recorder:RegistryPostgresRecorder"
@@ -68,15 +75,6 @@ def _event_key(shared: bool) -> bytes:
     """The key that authenticates stored events (``REGISTRY_EVENT_KEY``, else made on
     first use in the data directory). ``shared``: several processes write this store
     (PostgreSQL), so a default key file per host would differ: say so at start."""
-    # Imported here: registry.integrity imports registry.config, which imports the
-    # application, which imports this module.
-    from registry.integrity.authentication import (
-        event_key_given,
-        event_key_id,
-        event_key_path,
-        load_or_create_event_key,
-    )
-
     path = event_key_path()
     key = load_or_create_event_key(path)
     global _warned
@@ -93,8 +91,6 @@ def _event_key(shared: bool) -> bytes:
 
 
 def _authenticators(key: bytes, stored_events: Sequence[StoredEvent]) -> list[bytes]:
-    from registry.integrity.authentication import authenticator
-
     return [
         authenticator(key, e.originator_id, e.originator_version, e.topic, e.state)
         for e in stored_events

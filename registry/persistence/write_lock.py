@@ -4,8 +4,8 @@ when they do.
 Several server processes each run a group commit. When their groups touch the same
 account (every surrender credits CN-SURRENDER), they lose races to each other. Every
 attempt of a group first brings the process's cached aggregates up to date with what
-the others wrote (``Registry._catch_up_cache``), and attempts hold a PostgreSQL advisory
-lock on one key:
+the others wrote (``PostgresAggregates.catch_up`` in ``registry/persistence/aggregates.py``),
+and attempts hold a PostgreSQL advisory lock on one key:
 
 - a first attempt holds it *shared* while other processes have lately written:
   groups of different processes run side by side (holding it exclusively for every
