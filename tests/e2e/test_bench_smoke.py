@@ -55,6 +55,9 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     for key in ("settle_single_concurrent", "get_balances_concurrent"):
         assert rows[key]["details"]["client_processes"] > 1, "callers share one process"
         assert rows[key]["p99_ms"] >= rows[key]["p50_ms"] > 0
+    for key in ("settle_single_open_loop", "get_balances_open_loop"):
+        assert rows[key]["details"]["offered_per_second"] > 0
+        assert rows[key]["count"] > 0 and rows[key]["p99_ms"] >= rows[key]["p50_ms"] > 0
     year = rows["national_year"]["details"]
     if year["complete"]:  # else the read models did not catch up in time (reported)
         assert year["phases"]["conservation check"]["balanced"]
