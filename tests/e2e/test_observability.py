@@ -6,13 +6,18 @@ line, and is recorded on the events the call caused."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 import yaml
 
 from registry.client import RegistryClient
@@ -22,6 +27,7 @@ from registry.v1 import settlement_service_pb2 as settlement_pb
 from tests.e2e.conftest import rpc_error
 from tests.e2e.market import TRADER, caught_up, seed_market, trade
 from tests.e2e.test_server_process import add_principal, first_token, free_port, serving
+from tests.support import fresh_pg_database
 
 A = "PWR-SD-0001"
 
@@ -206,3 +212,46 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
         ]
     [t5] = [s for s in stamped if s["client_id"] == "T-5"]
     assert t5["api_request_id"] == "exchange-batch-0042"
+
+
+@pytest.mark.postgres
+def test_the_worker_logs_in_json_when_asked(tmp_path: Path) -> None:
+    """`registry project` with REGISTRY_LOG_FORMAT=json writes every line as a JSON log
+    record (as the server does), so a log pipeline parses the worker's lines too."""
+    with fresh_pg_database() as url:
+        env = {
+            **os.environ,
+            "REGISTRY_DATABASE_URL": url,
+            "REGISTRY_DATA_DIR": str(tmp_path),
+            "REGISTRY_LOG_FORMAT": "json",
+        }
+        env.pop("REGISTRY_METRICS_PORT", None)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "registry.cli", "project"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            lines: list[str] = []
+            assert worker.stderr is not None
+            while time.monotonic() < deadline and not any("following new" in x for x in lines):
+                line = worker.stderr.readline()
+                if not line:
+                    break
+                lines.append(line)
+        finally:
+            worker.terminate()
+            out, rest = worker.communicate(timeout=30)
+    records = [
+        json.loads(line) for line in [*lines, *rest.splitlines(keepends=True)] if line.strip()
+    ]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("holding the projection lease") for m in messages), messages
+    assert "following new events (Ctrl-C to stop)" in messages
+    assert {r["logger"] for r in records if "projection lease" in r["message"]} == {
+        "registry.worker"
+    }
+    assert out.strip() == "", out  # nothing unstructured on standard output either
