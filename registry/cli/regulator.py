@@ -49,8 +49,6 @@ PROPOSAL_KINDS = [
 
 
 REASON_HELP = "why: recorded with the decision in the event log (required)"
-PROPOSE_DEFAULT = "RULES-{year}"
-"""The proposal ids' prefix of `rules set-shipped --propose` given without one."""
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -131,7 +129,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     adopt.add_argument(
         "--propose",
         nargs="?",
-        const=PROPOSE_DEFAULT,
+        const="",
         default=None,
         metavar="ID_PREFIX",
         help="four eyes: propose them instead, one RULE_CHANGE per sector of the table, "
@@ -363,8 +361,8 @@ def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None
                 raise
             # refused before any change: the first sector is refused as every other would be
             print(
-                f"registry: {details.code.name} {details.reason}: four eyes are on "
-                "(REGISTRY_FOUR_EYES): rules change only when a second regulator approves "
+                f"registry: {details.code.name} {details.reason}: this registry requires four "
+                "eyes (REGISTRY_FOUR_EYES): rules change only when a second regulator approves "
                 f"a RULE_CHANGE proposal; nothing was changed. Propose the shipped "
                 f"{args.year} rules (one proposal per sector: {', '.join(shipped)}) with\n"
                 f"  registry rules set-shipped {args.year} --reason {shlex.quote(args.reason)} "
@@ -383,7 +381,7 @@ def _propose_shipped_rules(
 ) -> None:
     """One RULE_CHANGE per sector of the table (the payload names one sector), each
     with the shipped rules and the command's reason; run again, the same ids replay."""
-    prefix = args.propose.format(year=args.year)
+    prefix = args.propose or f"RULES-{args.year}"
     approvals = []
     for sector, table in shipped.items():
         proposal_id = f"{prefix}-{'ALL' if sector == '*' else sector}"
