@@ -43,10 +43,14 @@ def year_rules(uow: UnitOfWork, year: int, account: Account) -> tuple[Compliance
 
 
 class Compliance:
-    """The compliance use cases of one registry."""
+    """The compliance use cases of one registry. ``provinces_of`` tells the jurisdiction
+    a regulator acts in (its provinces; none if national), recorded with what it verifies."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, provinces_of: Callable[[Principal], Sequence[str]] = lambda _: ()
+    ) -> None:
         self._store = store
+        self._provinces_of = provinces_of
 
     def record_verified_emissions(
         self, principal: Principal, rows: Sequence[EmissionsRow]
@@ -58,6 +62,7 @@ class Compliance:
         """
         self._check_emissions_rows(rows)
         store = self._store
+        provinces = tuple(self._provinces_of(principal))
 
         def attempt(uow: UnitOfWork) -> EmissionsRecorded:
             for year in sorted({row.compliance_year for row in rows}):
@@ -72,7 +77,7 @@ class Compliance:
             for row in rows:
                 obligation = uow.obligation(row.account_id, row.compliance_year)
                 recorded = obligation.record_emissions(
-                    row.verified_emissions, row.reason, str(principal)
+                    row.verified_emissions, row.reason, str(principal), provinces
                 )
                 results.append(
                     EmissionsRowResult(

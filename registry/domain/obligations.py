@@ -160,12 +160,20 @@ class ComplianceObligation(Aggregate):
             obligation._add(self.unit_type, -self.quantity)
 
     class EmissionsVerified(Aggregate.Event):
-        """The verified figure for the year: the first one, or a correction of it."""
+        """The verified figure for the year: the first one, or a correction of it. v2
+        adds the recorder's provinces (a provincial regulator; empty: national)."""
 
         TOPIC = "registry.ComplianceObligation.EmissionsVerified"
+        class_version = 2
         emissions: int
         reason: str
         principal: str
+        provinces: list[str]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Recorded before provincial regulators existed: by a national one."""
+            state["provinces"] = []
 
         def apply(self, obligation: ComplianceObligation) -> None:
             obligation.verified_emissions = self.emissions
@@ -627,9 +635,13 @@ class ComplianceObligation(Aggregate):
                 account=self.account_id,
             )
 
-    def record_emissions(self, emissions: int, reason: str, principal: str) -> bool:
-        """Record the verified figure; False (and no event) when it is already the figure,
-        so a repeated upload changes nothing and a different figure is a correction."""
+    def record_emissions(
+        self, emissions: int, reason: str, principal: str, provinces: Iterable[str] = ()
+    ) -> bool:
+        """Record the verified figure (by ``principal``, acting in ``provinces``: its
+        jurisdiction, none if national); False (and no event) when it is already the
+        figure, so a repeated upload changes nothing and a different figure is a
+        correction."""
         if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
             raise InvalidCommand(
                 f"verified emissions must be a whole number >= 0, got {emissions!r}",
@@ -639,7 +651,11 @@ class ComplianceObligation(Aggregate):
         if emissions == self.verified_emissions:
             return False
         self.trigger_event(
-            self.EmissionsVerified, emissions=emissions, reason=reason, principal=principal
+            self.EmissionsVerified,
+            emissions=emissions,
+            reason=reason,
+            principal=principal,
+            provinces=sorted(provinces),
         )
         return True
 
