@@ -73,9 +73,11 @@ class CarryOverCheck:
         """Read the figures when the year's rule draws on a pool and the blocks hold
         carried vintages; else nothing is read (and a NONE rule is judged without)."""
         scope = rules.carry_over_scope
+        if scope is None:
+            return cls()
         window = rules.net_sales_window()
         carried = carried_tonnes(rules, year, blocks)
-        if scope is None or window is None or not carried:
+        if window is None or not carried:
             return cls()
         # The account's history up to the version this decision read: the save that
         # debits the account is version-checked, so a settlement committed meanwhile
