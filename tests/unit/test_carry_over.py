@@ -201,3 +201,18 @@ def test_past_surrenders_are_counted_from_their_blocks() -> None:
         {2025: POWER_2025, 2023: DEFAULT_RULES},
     )
     assert found == [(counted.id, 2025, POWER_2025.carry_over_scope, 8_000)]
+
+
+def test_the_event_topics_are_stable() -> None:
+    """Stored events are found by these names: moving the class must not change them."""
+    assert [
+        CarryOverUse.TOPIC,
+        CarryOverUse.Started.TOPIC,
+        CarryOverUse.CarriedSurrendered.TOPIC,
+        CarryOverUse.CarriedReturned.TOPIC,
+    ] == [
+        "registry.CarryOverUse",
+        "registry.CarryOverUse.Started",
+        "registry.CarryOverUse.CarriedSurrendered",
+        "registry.CarryOverUse.CarriedReturned",
+    ]
