@@ -88,7 +88,7 @@ class CarryOverCheck:
         use = uow.find(CarryOverUse.id_for(account.account_id), CarryOverUse)
         if use is not None:
             return cls(sales, use.used(scope), scope, carried, use)
-        years = {int(t.details.get("compliance_year") or 0) for t in transactions} - {0}
+        years = {t.compliance_year for t in transactions if t.compliance_year is not None}
         history = past_carried_surrenders(
             account.account_id,
             transactions,

@@ -19,7 +19,9 @@ read only when a surrender of carried vintages meets a NET_SALES rule.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -27,39 +29,79 @@ from eventsourcing.domain import Aggregate
 
 from registry.domain.ids import NAMESPACE
 from registry.domain.rules import ComplianceRules
-from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
-from registry.domain.units import SerialBlock, UnitType
+from registry.domain.transactions import Transaction, TransactionKind
+from registry.domain.units import SerialBlock, UnitClass, UnitType
+
+SETTLEMENT = TransactionKind.SETTLEMENT.value
+SURRENDER = TransactionKind.SURRENDER.value
 
 
-def carried_tonnes(rules: ComplianceRules, year: int, blocks: Iterable[SerialBlock]) -> int:
+@dataclass(frozen=True, slots=True)
+class RecordedTransaction:
+    """What the carry-over limit needs of one recorded transaction (completed)."""
+
+    id: UUID
+    kind: str
+    source: str | None
+    destination: str | None
+    blocks: tuple[tuple[str, int, int], ...]
+    """(unit class key, first serial, last serial), as stored."""
+    recorded_at: datetime
+    """When it was recorded (its creation event's time; the read model's
+    ``recorded_at``)."""
+    compliance_year: int | None = None
+    reversed: bool = False
+
+    @classmethod
+    def of(cls, txn: Transaction) -> RecordedTransaction:
+        year = txn.details.get("compliance_year")
+        return cls(
+            txn.id,
+            txn.kind_name,
+            txn.source,
+            txn.destination,
+            tuple((b.unit_class.key, b.first, b.last) for b in txn.blocks),
+            txn.created_on,
+            None if year is None else int(year),
+            txn.reversed_by is not None,
+        )
+
+
+@lru_cache(maxsize=1024)
+def _unit_class(key: str) -> UnitClass:
+    return UnitClass.from_key(key)
+
+
+def carried_tonnes(
+    rules: ComplianceRules, year: int, blocks: Iterable[SerialBlock | tuple[str, int, int]]
+) -> int:
     """Allowances among ``blocks`` of a vintage the year's carry-over rule limits."""
-    return sum(
-        block.quantity
-        for block in blocks
-        if block.unit_class.unit_type is UnitType.CEA
-        and rules.carried_vintage(block.unit_class.vintage, year)
-    )
-
-
-def _cea(blocks: Iterable[SerialBlock]) -> int:
-    return sum(b.quantity for b in blocks if b.unit_class.unit_type is UnitType.CEA)
+    total = 0
+    for block in blocks:
+        if isinstance(block, SerialBlock):
+            unit_class, tonnes = block.unit_class, block.quantity
+        else:
+            unit_class, tonnes = _unit_class(block[0]), block[2] - block[1] + 1
+        if unit_class.unit_type is UnitType.CEA and rules.carried_vintage(unit_class.vintage, year):
+            total += tonnes
+    return total
 
 
 def net_sales(
-    account_id: str, transactions: Iterable[Transaction], since: datetime, until: datetime
+    account_id: str, transactions: Iterable[RecordedTransaction], since: datetime, until: datetime
 ) -> int:
     """CEA ``account_id`` sold net by exchange settlement recorded in [since, until):
     tonnes settled out minus tonnes settled in (negative: it bought more). Recorded
     means the transaction's recording time, as the read model's ``recorded_at``."""
     total = 0
     for txn in transactions:
-        if (
-            txn.kind_name != TransactionKind.SETTLEMENT.value
-            or txn.status_name != TransactionStatus.COMPLETED.value
-            or not since <= txn.created_on < until
-        ):
+        if txn.kind != SETTLEMENT or not since <= txn.recorded_at < until:
             continue
-        tonnes = _cea(txn.blocks)
+        tonnes = sum(
+            last - first + 1
+            for key, first, last in txn.blocks
+            if _unit_class(key).unit_type is UnitType.CEA
+        )
         if txn.source == account_id:
             total += tonnes
         if txn.destination == account_id:
@@ -69,7 +111,7 @@ def net_sales(
 
 def past_carried_surrenders(
     account_id: str,
-    transactions: Iterable[Transaction],
+    transactions: Iterable[RecordedTransaction],
     rules_of_year: dict[int, ComplianceRules],
 ) -> list[tuple[UUID, int, str, int]]:
     """(transaction id, year, pool, carried tonnes) of the account's surrenders still in
@@ -78,17 +120,12 @@ def past_carried_surrenders(
     surrendered blocks."""
     found = []
     for txn in transactions:
-        if (
-            txn.kind_name != TransactionKind.SURRENDER.value
-            or txn.status_name != TransactionStatus.COMPLETED.value
-            or txn.reversed_by is not None
-            or txn.source != account_id
-        ):
+        if txn.kind != SURRENDER or txn.reversed or txn.source != account_id:
             continue
-        year = int(txn.details.get("compliance_year") or 0)
-        rules = rules_of_year.get(year)
+        year = txn.compliance_year
+        rules = rules_of_year.get(year) if year is not None else None
         scope = rules.carry_over_scope if rules is not None else None
-        if rules is None or scope is None:
+        if year is None or rules is None or scope is None:
             continue
         tonnes = carried_tonnes(rules, year, txn.blocks)
         if tonnes:

@@ -14,6 +14,7 @@ import pytest
 
 from registry.domain.carry_over import (
     CarryOverUse,
+    RecordedTransaction,
     carried_tonnes,
     net_sales,
     past_carried_surrenders,
@@ -58,6 +59,10 @@ def moved(
     )
 
 
+def records(*transactions: Transaction) -> list[RecordedTransaction]:
+    return [RecordedTransaction.of(txn) for txn in transactions]
+
+
 def sale(seller: str, buyer: str, *blocks: SerialBlock) -> Transaction:
     return moved(TransactionKind.SETTLEMENT, seller, buyer, *blocks)
 
@@ -87,13 +92,13 @@ def test_net_sales_from_transaction_records() -> None:
     ]
     now = history[0].created_on
     since, until = now - timedelta(days=1), now + timedelta(days=1)
-    assert net_sales("BANK", history, since, until) == 40_000
-    assert net_sales("TRADER", history, since, until) == -40_000
+    assert net_sales("BANK", records(*history), since, until) == 40_000
+    assert net_sales("TRADER", records(*history), since, until) == -40_000
     mixed = sale("BANK", "TRADER", cea(2024, 300), ccer(700))
-    assert net_sales("BANK", [*history, mixed], since, until) == 40_300
-    first = history[0].created_on
-    assert net_sales("BANK", history[:1], first, first + timedelta(microseconds=1)) == 30_000
-    assert net_sales("BANK", history[:1], first - timedelta(days=1), first) == 0  # end exclusive
+    assert net_sales("BANK", records(*history, mixed), since, until) == 40_300
+    first = records(history[0])
+    assert net_sales("BANK", first, now, now + timedelta(microseconds=1)) == 30_000
+    assert net_sales("BANK", first, now - timedelta(days=1), now) == 0  # the end is excluded
 
 
 def test_the_shipped_period_is_whole_days_in_utc() -> None:
@@ -197,7 +202,7 @@ def test_past_surrenders_are_counted_from_their_blocks() -> None:
     )
     found = past_carried_surrenders(
         "BANK",
-        [counted, unlimited, others, reversed_, refused],
+        records(counted, unlimited, others, reversed_, refused),
         {2025: POWER_2025, 2023: DEFAULT_RULES},
     )
     assert found == [(counted.id, 2025, POWER_2025.carry_over_scope, 8_000)]
