@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from registry.application.commands import Movement
-from registry.application.compliance import year_rules
+from registry.application.compliance import CarryOverCheck, carry_over_give_back, year_rules
 from registry.application.restrictions import check_restrictions
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain.accounts import NATIONAL_ACCOUNTS, Account, AccountType
@@ -202,15 +202,16 @@ def _perform_surrender(
     # A first surrender for the year starts its obligation, but only once every
     # guard has passed: a refusal changes nothing.
     obligation = existing or ComplianceObligation.start(source.account_id, year)
-    advance = obligation.check_surrender(
-        rules, source.would_debit(movement.selector, movement.quantity, pool)
-    )
+    would = source.would_debit(movement.selector, movement.quantity, pool)
+    carry = CarryOverCheck.of(uow, rules, source, year, would)  # NET_SALES: read, not written
+    advance = obligation.check_surrender(rules, would, carry.net_sales, carry.used)
     blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
     destination.credit(txn_id, blocks)
     if existing is None:
         uow.add(obligation)
     record = obligation.record_late_surrender if closed else obligation.record_surrender
     record(txn_id, movement.selector.unit_type.value, movement.quantity, advance)
+    carry.record(uow, source.account_id, txn_id, year)
     return source.account_id, destination.account_id, blocks
 
 
@@ -308,7 +309,11 @@ def _obligation_undo(uow: UnitOfWork, original: Transaction) -> list[Callable[[U
         surrendered.ensure_fixed()
         unit_type = original.blocks[0].unit_class.unit_type.value
         advance = by_vintage.get(year + 1, 0)
-        return [lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance)]
+        give_back = carry_over_give_back(uow, str(original.source), original.id)
+        return [
+            lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance),
+            *([give_back] if give_back else []),
+        ]
     if kind is TransactionKind.ALLOCATION and counted:
         vintage = (
             selector.get("vintage")

@@ -421,17 +421,30 @@ class ComplianceObligation(Aggregate):
     def _check_carry_over(
         self, rules: ComplianceRules, carried: int, net_sales: int | None, before: int
     ) -> None:
+        """Refuse carried tonnes over the limit: ``before`` (already carried under the
+        same limit) plus ``carried`` (asked now) may not exceed it."""
         if rules.carry_over == CarryOver.NET_SALES.value and net_sales is None:
             return  # the net sales are not known here: judged where they are
         limit = rules.carry_over_limit(net_sales)
-        if limit is not None and before + carried > limit:
-            raise CarryOverLimitExceeded(
-                f"{before + carried} t of carried vintages would exceed {self.account_id}'s "
-                f"carry-over limit of {limit} t for {self.year} ({rules.carry_over})",
-                limit=limit,
-                used=before,
-                requested=carried,
+        if limit is None or before + carried <= limit:
+            return
+        if rules.carry_over == CarryOver.NET_SALES.value:
+            how = (
+                f"{rules.carry_over_net_sales_bps / 10_000:g} x net sales of {net_sales} t "
+                f"({rules.carry_over_sales_from}..{rules.carry_over_sales_to}"
+                f"{', counted as 0' if net_sales is not None and net_sales < 0 else ''}) + "
+                f"{rules.carry_over_base_tonnes} t"
             )
+        else:
+            how = f"{self.year} accepts no carried vintage"
+        raise CarryOverLimitExceeded(
+            f"{self.account_id} asks to surrender {carried} t of carried vintages for "
+            f"{self.year} with {before} t already carried under the same limit: "
+            f"{before + carried} t would exceed its carry-over limit of {limit} t ({how})",
+            limit=limit,
+            used=before,
+            requested=carried,
+        )
 
     def _verified(self, what: str) -> int:
         if self.verified_emissions is None:
