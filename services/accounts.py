@@ -122,6 +122,23 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             transaction=convert.completed(result), replayed=result.replayed
         )
 
+    def TransferUnits(
+        self, request: pb.TransferUnitsRequest, context: grpc.ServicerContext
+    ) -> pb.TransferUnitsResponse:
+        result = self.registry.transfer_units(
+            current_principal(),
+            request.transaction_id,
+            convert.account_id(request.source_account_id, "source_account_id"),
+            convert.account_id(request.destination_account_id, "destination_account_id"),
+            convert.selector(request),
+            request.quantity,
+            request.reason,
+            request.reference,
+        )
+        return pb.TransferUnitsResponse(
+            transaction=convert.completed(result), replayed=result.replayed
+        )
+
     def GetComplianceStatus(
         self, request: pb.GetComplianceStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetComplianceStatusResponse:
@@ -175,4 +192,5 @@ def _movement(row: dict[str, object]) -> pb.AccountMovement:
         reason=str(row["reason"]),
         principal=str(row["principal"]),
         record_time=convert.timestamp(row["recorded_at"]),  # type: ignore[arg-type]
+        reference=str(row.get("reference") or ""),
     )

@@ -364,6 +364,7 @@ def transaction_to_proto(result: TransactionResult) -> pb.Transaction:
         record_time=timestamp(result.recorded_at),
         position=result.position or 0,
         details_json=json.dumps(result.details, sort_keys=True, default=str),
+        reference=result.reference,
     )
 
 
@@ -385,6 +386,7 @@ def transaction_row_to_proto(row: Mapping[str, Any]) -> pb.Transaction:
         record_time=timestamp(row["recorded_at"]),
         position=row["position"],
         details_json=row["details"],
+        reference=str(json.loads(row["details"] or "{}").get("reference", "")),
     )
 
 

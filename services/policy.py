@@ -114,6 +114,9 @@ POLICY: dict[str, Rule] = {
             "SurrenderUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
             "CancelUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
             "GetComplianceStatus": Rule(frozenset({R.OPERATOR}) | READERS, ACCOUNT),
+            # the source is what the operator acts on; the destination must be the same
+            # holder's (DIFFERENT_HOLDER otherwise, the ledger's check)
+            "TransferUnits": Rule(frozenset({R.OPERATOR}), _field("source_account_id")),
         },
     ),
     **_rules(

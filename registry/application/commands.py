@@ -16,8 +16,10 @@ from typing import Any
 from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType, check_account_id
 from registry.domain.errors import InvalidCommand
 from registry.domain.ids import check_client_id, check_party
+from registry.domain.ledger import ORDERED_TRANSFERS, TRANSFER_KINDS
 from registry.domain.obligations import check_year
 from registry.domain.reasons import check_reason as check_reason_text
+from registry.domain.restrictions import check_reference
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
@@ -111,6 +113,9 @@ class Movement:
     compliance_year: int | None = None
     reverses: tuple[str, str] | None = None
     trade_date: date | None = None
+    reference: str | None = None
+    """A transfer's reference (``TRANSFER_KINDS``): the court case, merger or split
+    decision, or exchange ticket it carries out; the operator's own, optionally."""
     fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -159,10 +164,27 @@ class Movement:
             check_year(self.compliance_year)
         if self.hold_id is not None:
             check_client_id(self.hold_id, "hold id")
+        self._check_transfer()
         object.__setattr__(self, "fingerprint", fingerprint(self.content()))
 
+    def _check_transfer(self) -> None:
+        """A transfer outside the exchange says why; one a regulator orders also names
+        its reference. No other kind carries a reference."""
+        if self.kind not in TRANSFER_KINDS:
+            if self.reference is not None:
+                raise InvalidCommand(
+                    f"a {self.kind} carries no reference",
+                    reason="UNEXPECTED_REFERENCE",
+                    field="reference",
+                )
+            return
+        check_reason_text(self.reason)
+        if self.reference is not None or self.kind in ORDERED_TRANSFERS:
+            check_reference(self.reference or "")
+
     def content(self) -> dict[str, Any]:
-        return {
+        reference = {"reference": self.reference} if self.reference is not None else {}
+        return reference | {
             "kind": self.kind.value,
             "source": self.source,
             "destination": self.destination,
@@ -174,7 +196,7 @@ class Movement:
             "compliance_year": self.compliance_year,
             "reverses": list(self.reverses) if self.reverses else None,
             "trade_date": self.trade_date.isoformat() if self.trade_date else None,
-        }
+        }  # "reference" only when set: the fingerprints of earlier kinds stay as they were
 
     def details(self) -> dict[str, Any]:
         """What the transaction record keeps beyond source, destination and blocks."""

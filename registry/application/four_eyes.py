@@ -37,6 +37,7 @@ from registry.application.accounts import Accounts
 from registry.application.commands import (
     AllocationRow,
     EmissionsRow,
+    Movement,
     check_batch,
     check_emissions,
     check_quantity,
@@ -80,7 +81,7 @@ from registry.domain.restrictions import (
     check_reference,
 )
 from registry.domain.rules import ComplianceRules, check_rule_key
-from registry.domain.transactions import Principal
+from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
 Action = Callable[[Principal], str]
@@ -614,6 +615,35 @@ def _clearance(actions: Actions, p: _Payload) -> Action:
     return lambda who: actions.restrictions.clear_origin(who, project, evidence, reason)
 
 
+def _ordered_transfer(kind: TransactionKind) -> Callable[[Actions, _Payload], Action]:
+    """A transfer between holders a regulator orders (court order, merger, split,
+    exchange error correction): both accounts, the units, a reason and its reference."""
+
+    def build(actions: Actions, p: _Payload) -> Action:
+        txn, quantity = p.text("transaction_id"), p.number("quantity")
+        source, destination = p.text("source_account"), p.text("destination_account")
+        reason, reference = p.text("reason"), p.text("reference")
+        selector = _selector(p)
+        check_client_id(txn, "transaction id")
+        for name, account in (("source_account", source), ("destination_account", destination)):
+            try:
+                check_account_id(account)
+            except InvalidCommand as error:
+                error.metadata["field"] = name
+                raise
+        check_quantity(quantity)
+        check_restriction_reason(reason)
+        check_reference(reference)
+        Movement(txn, kind, source, destination, quantity, reason, selector, reference=reference)
+        return lambda who: _completed(
+            actions.movements.transfer_units(
+                who, kind, txn, source, destination, selector, quantity, reason, reference
+            )
+        )
+
+    return build
+
+
 def _halt(halted: bool) -> Callable[[Actions, _Payload], Action]:
     def build(actions: Actions, p: _Payload) -> Action:
         reason = check_restriction_reason(p.text("reason"))
@@ -640,4 +670,8 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.YEAR_CLOSING: _year_closing,
     ProposalKind.COMPLIANCE_FINE: _fine,
     ProposalKind.DEDUCTION: _deduction,
+    ProposalKind.COURT_ORDER_TRANSFER: _ordered_transfer(TransactionKind.COURT_ORDER_TRANSFER),
+    ProposalKind.MERGER_TRANSFER: _ordered_transfer(TransactionKind.MERGER_TRANSFER),
+    ProposalKind.SPLIT_TRANSFER: _ordered_transfer(TransactionKind.SPLIT_TRANSFER),
+    ProposalKind.EXCHANGE_CORRECTION: _ordered_transfer(TransactionKind.EXCHANGE_CORRECTION),
 }

@@ -27,6 +27,7 @@ from registry.domain.errors import (
     RegistryError,
     TransactionExistsWithDifferentContent,
 )
+from registry.domain.ledger import TRANSFER_KINDS
 from registry.domain.transactions import (
     Principal,
     Transaction,
@@ -156,6 +157,38 @@ class Movements:
                 quantity,
                 reason,
                 selector=selector,
+            ),
+        )
+
+    def transfer_units(
+        self,
+        principal: Principal,
+        kind: TransactionKind,
+        transaction_id: str,
+        source: str,
+        destination: str,
+        selector: UnitSelector,
+        quantity: int,
+        reason: str,
+        reference: str | None = None,
+    ) -> TransactionResult:
+        """A transfer outside the exchange (``ledger.TRANSFER_KINDS``): an operator's
+        between one holder's accounts, or one a regulator's approved proposal orders."""
+        if kind not in TRANSFER_KINDS:
+            raise InvalidCommand(
+                f"{kind} is not a transfer outside the exchange", reason="INVALID_TRANSFER_KIND"
+            )
+        return self._move(
+            principal,
+            Movement(
+                transaction_id,
+                kind,
+                source,
+                destination,
+                quantity,
+                reason,
+                selector=selector,
+                reference=reference or None,
             ),
         )
 

@@ -28,6 +28,7 @@ from registry.domain.errors import (
     UnknownTransaction,
 )
 from registry.domain.ledger import (
+    SAME_HOLDER_TRANSFERS,
     allowances_by_vintage,
     check_account_types,
     counts_towards_year,
@@ -116,6 +117,8 @@ def _perform(
     source = uow.account(movement.source)
     destination = uow.account(movement.destination)
     check_account_types(movement.kind, source.account_type, destination.account_type)
+    if movement.kind in SAME_HOLDER_TRANSFERS:
+        source.ensure_same_holder(destination)
     source.ensure_can_send()
     destination.ensure_can_receive()
     if movement.hold_id is not None:

@@ -51,7 +51,7 @@ from registry.domain.accounts import NATIONAL_ACCOUNTS, Account, AccountType, Ho
 from registry.domain.obligations import ComplianceObligation
 from registry.domain.rules import ComplianceRules
 from registry.domain.serials import SerialCounter
-from registry.domain.transactions import SYSTEM, Principal, Transaction
+from registry.domain.transactions import SYSTEM, Principal, Transaction, TransactionKind
 from registry.domain.units import UnitClass, UnitSelector
 from registry.persistence.aggregates import PostgresAggregates
 from registry.persistence.recorder import (
@@ -251,6 +251,31 @@ class Registry(Application[UUID]):
     ) -> TransactionResult:
         return self._movements.transfer(
             principal, transaction_id, source, destination, selector, quantity, reason
+        )
+
+    def transfer_units(
+        self,
+        principal: Principal,
+        transaction_id: str,
+        source: str,
+        destination: str,
+        selector: UnitSelector,
+        quantity: int,
+        reason: str,
+        reference: str = "",
+    ) -> TransactionResult:
+        """An operator's transfer between two accounts of one holder (HOLDER_TRANSFER);
+        transfers between holders go through a regulator's proposal (``four_eyes``)."""
+        return self._movements.transfer_units(
+            principal,
+            TransactionKind.HOLDER_TRANSFER,
+            transaction_id,
+            source,
+            destination,
+            selector,
+            quantity,
+            reason,
+            reference,
         )
 
     def settle_trade(self, principal: Principal, trade: Trade) -> TransactionResult:

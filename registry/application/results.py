@@ -48,6 +48,11 @@ class TransactionResult:
     def quantity(self) -> int:
         return sum(b.quantity for b in self.blocks)
 
+    @property
+    def reference(self) -> str:
+        """A transfer's reference (case, decision, ticket); "" for every other kind."""
+        return str(self.details.get("reference", ""))
+
     def error(self) -> RegistryError | None:
         """The error a refusal stands for (None when completed)."""
         if self.ok:

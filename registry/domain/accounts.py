@@ -22,6 +22,7 @@ from registry.domain.errors import (
     AccountFrozen,
     AccountNotEmpty,
     AccountStateUnchanged,
+    DifferentHolder,
     InsufficientUnits,
     InvalidCommand,
     NationalAccountProtected,
@@ -413,6 +414,33 @@ class Account(Aggregate):
     def ensure_can_receive(self) -> None:
         if self.state_name == AccountState.CLOSED.value:
             raise AccountClosed(f"account {self.account_id} is closed", account=self.account_id)
+
+    @property
+    def holder_identity(self) -> str:
+        """Who holds the account, as the registry can tell: the unified social credit
+        code recorded when it was opened (a legal person's one national identifier; a
+        name is not unique). "" when none was recorded."""
+        return self.holder.get("credit_code", "")
+
+    def ensure_same_holder(self, other: Account) -> None:
+        """Refuse unless both accounts record the same holder identity: a holder
+        transfer moves units between one holder's own accounts, never to another's."""
+        mine, theirs = self.holder_identity, other.holder_identity
+        if mine and mine == theirs:
+            return
+        why = (
+            "holders differ"
+            if mine and theirs
+            else "the holder identity (unified social credit code) is not recorded on "
+            + " and ".join(a.account_id for a in (self, other) if not a.holder_identity)
+        )
+        raise DifferentHolder(
+            f"accounts {self.account_id} and {other.account_id} are not one holder's: {why}",
+            source=self.account_id,
+            destination=other.account_id,
+            source_holder=mine,
+            destination_holder=theirs,
+        )
 
     # -- commands -----------------------------------------------------------------
 

@@ -336,6 +336,13 @@ class EmissionsNotVerified(Refused):
     reason = "EMISSIONS_NOT_VERIFIED"
 
 
+class DifferentHolder(Refused):
+    """A holder transfer names accounts that do not record one holder identity (the
+    same unified social credit code on both)."""
+
+    reason = "DIFFERENT_HOLDER"
+
+
 class Conflict(RegistryError):
     reason = "CONFLICT"
 

@@ -20,6 +20,9 @@ _T = AccountType
 HOLDERS = frozenset({_T.COMPLIANCE, _T.TRADING, _T.PROJECT})
 """Account types that hold units for their holders (and so for an exchange's holds)."""
 RETIREMENT = frozenset({_T.SURRENDER, _T.CANCELLATION})
+OWNERS = frozenset({_T.COMPLIANCE, _T.TRADING})
+"""Holders' accounts that take units from anywhere: a PROJECT account receives its
+project's issued credits, and otherwise only what a successor or the exchange gives it."""
 
 MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[AccountType]]] = {
     TransactionKind.ALLOCATION: (
@@ -40,11 +43,33 @@ MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[Account
         HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
         frozenset({_T.CANCELLATION}),
     ),
+    # Transfers outside the exchange (docs/ledger.md, "Transfers outside the exchange").
+    TransactionKind.HOLDER_TRANSFER: (HOLDERS, OWNERS),
+    TransactionKind.COURT_ORDER_TRANSFER: (HOLDERS, OWNERS),
+    TransactionKind.MERGER_TRANSFER: (HOLDERS, HOLDERS),
+    TransactionKind.SPLIT_TRANSFER: (HOLDERS, HOLDERS),
+    TransactionKind.EXCHANGE_CORRECTION: (HOLDERS, HOLDERS),
 }
 """Which account types each kind may take units from and deliver them to.
 
 ISSUANCE creates units (no source) and REVERSAL mirrors the transaction it undoes, so
 neither appears here."""
+
+
+SAME_HOLDER_TRANSFERS = frozenset({TransactionKind.HOLDER_TRANSFER})
+"""Transfers an operator makes on its own: only between accounts of one holder."""
+ORDERED_TRANSFERS = frozenset(
+    {
+        TransactionKind.COURT_ORDER_TRANSFER,
+        TransactionKind.MERGER_TRANSFER,
+        TransactionKind.SPLIT_TRANSFER,
+        TransactionKind.EXCHANGE_CORRECTION,
+    }
+)
+"""Transfers between holders outside the exchange: only a regulator's approved proposal
+makes them, each with a reason and a reference (case number, decision, ticket)."""
+TRANSFER_KINDS = SAME_HOLDER_TRANSFERS | ORDERED_TRANSFERS
+"""The kinds that carry a ``reference`` in their transaction's details."""
 
 
 def check_account_types(

@@ -105,6 +105,13 @@ class ProposalKind(StrEnum):
     every company's obligation, so one regulator alone does not record them."""
     YEAR_CLOSING = "YEAR_CLOSING"
     """Closing a compliance year (``CloseComplianceYear``): every shortfall is fixed."""
+    COURT_ORDER_TRANSFER = "COURT_ORDER_TRANSFER"
+    """Transfers between holders outside the exchange, each with its reference (a
+    court's case number, the merger or split decision, the exchange's ticket): the
+    transaction kinds of the same names (``registry.domain.ledger.ORDERED_TRANSFERS``)."""
+    MERGER_TRANSFER = "MERGER_TRANSFER"
+    SPLIT_TRANSFER = "SPLIT_TRANSFER"
+    EXCHANGE_CORRECTION = "EXCHANGE_CORRECTION"
 
 
 ACCESS_SCOPE = "system"

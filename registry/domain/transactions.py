@@ -32,6 +32,16 @@ class TransactionKind(StrEnum):
     SURRENDER = "SURRENDER"
     CANCELLATION = "CANCELLATION"
     REVERSAL = "REVERSAL"
+    HOLDER_TRANSFER = "HOLDER_TRANSFER"
+    """An operator's transfer between two accounts of one holder (``TransferUnits``)."""
+    COURT_ORDER_TRANSFER = "COURT_ORDER_TRANSFER"
+    """Transfers outside the exchange that a regulator's approved proposal carries out,
+    each naming its reference: a court's enforcement order (the case number), a merger
+    or a split of a company (the decision that approved it), the correction of an
+    exchange's settlement error (the exchange's ticket)."""
+    MERGER_TRANSFER = "MERGER_TRANSFER"
+    SPLIT_TRANSFER = "SPLIT_TRANSFER"
+    EXCHANGE_CORRECTION = "EXCHANGE_CORRECTION"
 
 
 class TransactionStatus(StrEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, case, func, literal, select, true, tuple_
+from sqlalchemy import Connection, Engine, Select, and_, case, func, literal, select, true, tuple_
 
 from registry.domain.errors import (
     InvalidCommand,
@@ -21,6 +21,7 @@ from registry.domain.errors import (
     UnknownSerial,
     UnknownTransaction,
 )
+from registry.domain.ledger import TRANSFER_KINDS
 from registry.readmodels import tables as t
 from registry.readmodels.runner import wait_for_position
 
@@ -217,8 +218,9 @@ class ReadModels:
         )
         with self.reads.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
-        more = len(rows) > page_size
-        rows = rows[:page_size]
+            more = len(rows) > page_size
+            rows = rows[:page_size]
+            _add_references(conn, rows)
         token = (
             encode_token([rows[-1]["position"], rows[-1]["unit_class"], rows[-1]["direction"]])
             if more
@@ -321,6 +323,28 @@ class ReadModels:
         more = len(rows) > page_size
         rows = rows[:page_size]
         return Page(rows, encode_token([rows[-1]["account_id"]]) if more else "")
+
+
+TRANSFER_KIND_NAMES = frozenset(kind.value for kind in TRANSFER_KINDS)
+
+
+def _add_references(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Each history row's ``reference``: a transfer's, from its transaction's details
+    (one lookup for the page's transfers, none when it has none); "" otherwise."""
+    wanted = {(r["party"], r["client_id"]) for r in rows if r["kind"] in TRANSFER_KIND_NAMES}
+    found: dict[tuple[str, str], str] = {}
+    if wanted:
+        c = t.transactions.c
+        query = select(c.party, c.client_id, c.details).where(
+            and_(
+                c.party.in_(sorted({p for p, _ in wanted})),
+                c.client_id.in_(sorted({i for _, i in wanted})),
+            )
+        )
+        for party, client_id, text in conn.execute(query):
+            found[(party, client_id)] = str(json.loads(text).get("reference", ""))
+    for row in rows:
+        row["reference"] = found.get((row["party"], row["client_id"]), "")
 
 
 def _credits_minus_debits() -> Any:
