@@ -26,6 +26,7 @@ import registry.cli.regulator as regulator
 import registry.cli.remote as remote
 import registry.cli.serve as serve
 import registry.cli.supply as supply
+import registry.cli.transfers as transfers
 import registry.cli.verify as verify
 from registry import settings as registry_settings
 from registry.cli.runtime import tune_gc
@@ -41,7 +42,8 @@ cancellation, with read models projected from the events and a gRPC API.
 Main command groups:
   run a registry     demo, serve, project, migrate, config
   check it           supply, check, verify, ledger-digest, health
-  use a server       balances, history, trace, compliance-status, surrender, report
+  use a server       balances, history, trace, compliance-status, surrender, transfer,
+                     report
   regulate           rules, close-year, propose, proposals, allocate, import
   administer access  access (init, grant, token, cert, list)
   measure            bench (from a source checkout)
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_parser(sub)
     regulator.add_parsers(sub)
     regulator.add_enforcement_parsers(sub)
+    transfers.add_parser(sub)
     imports.add_parsers(sub)
     bench.add_parser(sub)
     return parser

@@ -341,15 +341,16 @@ def _print_balances(client: RegistryClient, account_id: str) -> None:
 
 def _print_history(client: RegistryClient, account_id: str, limit: int) -> None:
     print(
-        f"{'position':>9}  {'kind':<18}{'dir':<7}{'unit class':<28}{'quantity':>14}  "
+        f"{'position':>9}  {'kind':<21}{'dir':<7}{'unit class':<28}{'quantity':>14}  "
         f"{'counterparty':<24}transaction"
     )
     for count, m in enumerate(client.transactions(account_id), 1):
         kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
         direction = "DEBIT" if m.direction == 1 else "CREDIT"
         print(
-            f"{m.position:>9}  {kind:<18}{direction:<7}{_key(m.unit_class):<28}"
+            f"{m.position:>9}  {kind:<21}{direction:<7}{_key(m.unit_class):<28}"
             f"{m.quantity:>14,}  {m.counterparty_account:<24}{m.party}:{m.transaction_id}"
+            + (f"  ({m.reference})" if m.reference else "")
         )
         if count >= limit:
             break

@@ -10,6 +10,7 @@ reply was lost is sent again as is, and the trades the first attempt settled com
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from grpc_status import rpc_status
 from registry.v1 import access_service_pb2_grpc as access_grpc
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import account_service_pb2_grpc as account_grpc
+from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import administration_service_pb2_grpc as admin_grpc
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import audit_service_pb2_grpc as audit_grpc
@@ -41,6 +43,16 @@ RETRYABLE = frozenset(
     }
 )
 DEFAULT_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class UnitsSpec:
+    """Which units and how many: a unit type, optionally a vintage and a CCER project."""
+
+    unit_type: str
+    quantity: int
+    vintage: int | None = None
+    project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,71 @@ class RegistryClient:
             token = page.next_page_token
             if not token:
                 return
+
+    def transfer_units(
+        self,
+        transaction_id: str,
+        source: str,
+        destination: str,
+        units: UnitsSpec,
+        reason: str,
+        reference: str = "",
+    ) -> account_pb.TransferUnitsResponse:
+        """An operator's transfer between two accounts of one holder; the same
+        ``transaction_id`` again is a safe retry (``replayed``)."""
+        return self.call(
+            self.accounts.TransferUnits,
+            account_pb.TransferUnitsRequest(
+                transaction_id=transaction_id,
+                source_account_id=source,
+                destination_account_id=destination,
+                unit_type=common_pb.UnitType.Value(f"UNIT_TYPE_{units.unit_type}"),
+                vintage=units.vintage,
+                project=units.project,
+                quantity=units.quantity,
+                reason=reason,
+                reference=reference,
+            ),
+        )
+
+    # -- regulators -------------------------------------------------------------------
+
+    def propose_transfer(
+        self,
+        kind: str,
+        proposal_id: str,
+        transaction_id: str,
+        source: str,
+        destination: str,
+        units: UnitsSpec,
+        reason: str,
+        reference: str,
+    ) -> admin_pb.ProposeActionResponse:
+        """Propose a transfer between holders (``kind``: COURT_ORDER_TRANSFER,
+        MERGER_TRANSFER, SPLIT_TRANSFER or EXCHANGE_CORRECTION) for a second regulator
+        to approve; approving it records the transfer under ``transaction_id``."""
+        payload: dict[str, Any] = {
+            "transaction_id": transaction_id,
+            "source_account": source,
+            "destination_account": destination,
+            "unit_type": units.unit_type,
+            "quantity": units.quantity,
+            "reason": reason,
+            "reference": reference,
+        }
+        if units.vintage is not None:
+            payload["vintage"] = units.vintage
+        if units.project is not None:
+            payload["project"] = units.project
+        return self.call(
+            self.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id=proposal_id,
+                kind=admin_pb.ProposalKind.Value(f"PROPOSAL_KIND_{kind}"),
+                payload_json=json.dumps(payload, sort_keys=True),
+                reason=reason,
+            ),
+        )
 
     def trace_serial(
         self, unit_class: common_pb.UnitClass, serial: int
