@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from registry.domain.accounts import AccountType, Sector
+from registry.domain.errors import InvalidCommand
 from registry.domain.transactions import TransactionKind
 from registry.v1 import account_service_pb2 as pb
 from registry.v1 import account_service_pb2_grpc as pb_grpc
@@ -125,11 +126,19 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
     def TransferUnits(
         self, request: pb.TransferUnitsRequest, context: grpc.ServicerContext
     ) -> pb.TransferUnitsResponse:
+        source = convert.account_id(request.source_account_id, "source_account_id")
+        destination = convert.account_id(request.destination_account_id, "destination_account_id")
+        if source == destination:
+            raise InvalidCommand(
+                f"source and destination are both {source}",
+                reason="SAME_ACCOUNT",
+                field="destination_account_id",
+            )
         result = self.registry.transfer_units(
             current_principal(),
             request.transaction_id,
-            convert.account_id(request.source_account_id, "source_account_id"),
-            convert.account_id(request.destination_account_id, "destination_account_id"),
+            source,
+            destination,
             convert.selector(request),
             request.quantity,
             request.reason,

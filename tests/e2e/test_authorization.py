@@ -63,6 +63,8 @@ def request_for(method: str, account: str) -> tuple[Any, bool]:
         request.account_id = account
     if "account_ids" in fields:
         request.account_ids.append(account)
+    if "source_account_id" in fields:  # a transfer acts on the account it takes from
+        request.source_account_id = account
     if "trades" in fields:
         request.trades.add(seller_account=account, buyer_account=account)
     if "max_events" in fields:
@@ -87,7 +89,7 @@ CASES = [
 
 
 def test_the_matrix_covers_every_method_and_role() -> None:
-    assert len(CASES) == len(POLICY) * len(Role) * 2 and len(POLICY) == 46
+    assert len(CASES) == len(POLICY) * len(Role) * 2 and len(POLICY) == 47
 
 
 @pytest.mark.parametrize(
@@ -147,6 +149,17 @@ def test_an_operator_never_reads_or_moves_another_holders_units(
             operator.accounts.CancelUnits,
             account_pb.CancelUnitsRequest(
                 transaction_id="C-X", account_id=OTHER, unit_type=1, quantity=10
+            ),
+        ),
+        "TransferUnits": lambda: operator.call(
+            operator.accounts.TransferUnits,
+            account_pb.TransferUnitsRequest(
+                transaction_id="M-X",
+                source_account_id=OTHER,
+                destination_account_id=OWN,
+                unit_type=1,
+                quantity=10,
+                reason="take it",
             ),
         ),
         "StreamEvents": lambda: list(operator.stream_events(account_id=OTHER)),

@@ -151,12 +151,12 @@ def every_method() -> list[Method]:
 
 METHODS = every_method()
 
-OPERATOR_WRITES = {"SurrenderUnits", "CancelUnits"}
+OPERATOR_WRITES = {"SurrenderUnits", "CancelUnits", "TransferUnits"}
 
 
 def caller(method: Method) -> str:
     """The client the e2e tests use for the method: the exchange settles, operators
-    surrender and cancel, regulators administer, audit and read accounts. A second
+    surrender, cancel and transfer, regulators administer, audit and read accounts. A second
     regulator proposes, so that the fuzzed approvals (four eyes) carry proposals out."""
     service = method.service.rsplit(".", 1)[1]
     if service == "SettlementService":
@@ -1041,7 +1041,7 @@ def test_fuzzed_requests_get_a_proper_status_and_write_nothing_when_failed(
 
 def test_every_method_is_fuzzed() -> None:
     assert {m.service.rsplit(".", 1)[1] for m in METHODS} == set(REGISTRY_SERVICES)
-    assert len(METHODS) == 6 + 7 + 19 + 7 + 7
+    assert len(METHODS) == 6 + 8 + 19 + 7 + 7
 
 
 # -- bytes that are not the request message ------------------------------------------

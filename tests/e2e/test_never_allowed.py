@@ -82,7 +82,7 @@ REGULATOR_ACTIONS = (
     "EnforceDeductions",
 )
 SETTLEMENT_WRITES = ("PlaceHold", "ReleaseHold", "SettleTrades")
-HOLDER_WRITES = ("SurrenderUnits", "CancelUnits")
+HOLDER_WRITES = ("SurrenderUnits", "CancelUnits", "TransferUnits")
 ACCESS_WRITES = (
     "GrantRole",
     "RevokeGrant",
@@ -144,6 +144,7 @@ NEVER: dict[Role, tuple[tuple[str, str], ...]] = {
                 "GetComplianceStatus",
                 "SurrenderUnits",
                 "CancelUnits",
+                "TransferUnits",  # out of another's account, even to its own
             )
         ),
         ("ListAccounts", OWN),  # ranges over every account
@@ -308,6 +309,15 @@ def requests(
         "ListTransactions": lambda: account_pb.ListTransactionsRequest(account_id=account),
         "SurrenderUnits": lambda: surrender("SUR-NEVER", account, 10),
         "CancelUnits": lambda: cancel_request("CAN-NEVER", account, 10),
+        "TransferUnits": lambda: account_pb.TransferUnitsRequest(
+            transaction_id="MOVE-NEVER",
+            source_account_id=account,
+            destination_account_id=OTHER if account == OWN else OWN,  # one holder's two
+            unit_type=CEA,
+            vintage=year,
+            quantity=10,
+            reason="consolidate holdings",
+        ),
         "GetComplianceStatus": lambda: account_pb.GetComplianceStatusRequest(
             account_id=account, compliance_year=year
         ),
