@@ -5,17 +5,26 @@ conserved after every step; refusals are recorded and change nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from registry.application import Registry
+from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import InvalidCommand, TransactionExistsWithDifferentContent
 from registry.domain.proposals import ProposalStatus
 from registry.domain.transactions import Principal, TransactionKind, TransactionStatus
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import REGULATOR, assert_conserved
+from registry.persistence.engine import make_engine
+from registry.readmodels.check import reconcile
+from registry.readmodels.queries import ReadModels
+from registry.readmodels.runner import ProjectionRunner
+from registry.settings import Settings
+from tests.support import REGULATOR, assert_conserved, fresh_pg_database
 
 LI = Principal("mee", "regulator-li")
 WANG = Principal("mee", "regulator-wang")
@@ -32,6 +41,10 @@ def held(registry: Registry, account_id: str) -> int:
 
 @pytest.fixture
 def holders(registry: Registry) -> Registry:
+    return seed_holders(registry)
+
+
+def seed_holders(registry: Registry) -> Registry:
     """Shandong Power: a compliance, a trading and a project account (one credit code);
     Huaneng: a compliance account; a trader with no credit code recorded. 100 CEA and
     40 CCER of project P-1 in Shandong Power's compliance account."""
@@ -198,3 +211,51 @@ def test_a_malformed_transfer_is_refused_when_proposed(
         holders.proposals.propose(LI, "P-BAD", "COURT_ORDER_TRANSFER", payload, "x")
     assert (refused.value.reason, refused.value.metadata.get("field")) == (reason, field)
     assert holders.proposals.list_proposals() == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def projected(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Registry, Engine]]:
+    """A registry with its read models' engine, on SQLite and on PostgreSQL."""
+
+    def build(url: str) -> Iterator[tuple[Registry, Engine]]:
+        settings = Settings(url)
+        registry = build_registry(settings)
+        engine = make_engine(settings)
+        try:
+            yield registry, engine
+        finally:
+            engine.dispose()
+            registry.close()
+
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+        with fresh_pg_database() as url:
+            yield from build(url)
+    else:
+        yield from build(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+
+
+def test_the_read_models_project_transfers_with_their_kind_and_reference(
+    projected: tuple[Registry, Engine],
+) -> None:
+    registry, engine = projected
+    seed_holders(registry)
+    registry.transfer_units(DESK, "MOVE-1", "CMP-SD", "TRD-SD", CEA, 30, "desk", "DESK-7")
+    registry.transfer_units(DESK, "MOVE-2", "CMP-SD", "CMP-HN", CEA, 5, "gift")  # refused
+    payload = ordered("COURT_ORDER_TRANSFER", "CO-1", "TRD-SD", "CMP-HN")
+    registry.proposals.propose(LI, "P-CO", "COURT_ORDER_TRANSFER", payload, "judgment")
+    registry.proposals.approve(WANG, "mee", "P-CO")
+    ProjectionRunner(registry, engine, batch_size=3).catch_up()
+    assert reconcile(registry, engine) == []
+
+    models = ReadModels(engine)
+    rows = models.history("TRD-SD").rows
+    assert [(r["client_id"], r["kind"], r["direction"], r["reference"]) for r in rows] == [
+        ("MOVE-1", "HOLDER_TRANSFER", "CREDIT", "DESK-7"),
+        ("CO-1", "COURT_ORDER_TRANSFER", "DEBIT", "(2026) Lu 01 Zhi 88"),
+    ]
+    settled = models.history("CMP-SD", kinds=["ALLOCATION", "TRANSFER"]).rows
+    assert settled and all(r["reference"] == "" for r in settled)
+    refused = models.transaction("sdpower", "MOVE-2")
+    assert (refused["status"], refused["refusal_reason"]) == ("REFUSED", "DIFFERENT_HOLDER")
+    assert [models.holdings(a)[0]["total"] for a in ("TRD-SD", "CMP-HN")] == [5, 25]
