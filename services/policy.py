@@ -205,8 +205,8 @@ FOUR_EYES: dict[str, ProposalKind] = {
 }
 """The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused
 with ``PROPOSAL_REQUIRED``: the same action goes through ``ProposeAction`` with this
-kind, for a second regulator to approve. (Restrictions and regulator cancellations have
-no direct call: they exist only as proposals.)"""
+kind, for a second regulator to approve. (Restrictions, regulator cancellations and
+transfers between holders have no direct call: they exist only as proposals.)"""
 
 
 class Jurisdiction(Protocol):

@@ -2,7 +2,8 @@
 
 A regulator proposes an action (an issuance, an allocation table, a reversal, a
 cancellation, a freeze, a rule change, a table of verified emissions, the closing of a
-compliance year) with a payload of its parameters; nothing
+compliance year, a transfer between holders ordered by a court, a merger or split, or
+correcting an exchange's error) with a payload of its parameters; nothing
 happens until another regulator approves it. Approval then carries the action out
 through the registry's ordinary use case, under the approver's name, and records the
 outcome on the proposal: what it produced, or the refusal it met. Every step is an
