@@ -498,7 +498,7 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
         "registry.v1.AuditService",
         "registry.v1.AccessService",
     }
-    assert len(methods) == 6 + 7 + 19 + 7 + 7
+    assert len(methods) == 6 + 8 + 19 + 7 + 7
     writes = {
         "OpenAccount": {
             "account_id": "TRD-XX-0001",
@@ -507,6 +507,14 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
         },
         "IssueUnits": {"transaction_id": "ISS-X", "unit_class": CEA_2025, "quantity": 5},
         "FreezeAccount": {"request_id": "F-X", "account_id": A},
+        "TransferUnits": {
+            "transaction_id": "TR-X",
+            "source_account_id": A,
+            "destination_account_id": "PWR-SD-0002",
+            "unit_type": 1,
+            "quantity": 5,
+            "reason": "sneaky",
+        },
     }
     with grpc.insecure_channel(api.address) as channel:
         for name, streaming, request_class in methods:
