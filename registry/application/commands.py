@@ -111,6 +111,9 @@ class Movement:
     compliance_year: int | None = None
     reverses: tuple[str, str] | None = None
     trade_date: date | None = None
+    override_restrictions: bool = False
+    """A reversal only: move the original's serials back even where a block freeze or
+    an origin detention covers them (an approved proposal that says so explicitly)."""
     fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +162,12 @@ class Movement:
             check_year(self.compliance_year)
         if self.hold_id is not None:
             check_client_id(self.hold_id, "hold id")
+        if self.override_restrictions and self.kind is not TransactionKind.REVERSAL:
+            raise InvalidCommand(
+                "only a reversal may override a restriction",
+                reason="INVALID_ARGUMENT",
+                field="override_restrictions",
+            )
         object.__setattr__(self, "fingerprint", fingerprint(self.content()))
 
     def content(self) -> dict[str, Any]:
@@ -174,6 +183,8 @@ class Movement:
             "compliance_year": self.compliance_year,
             "reverses": list(self.reverses) if self.reverses else None,
             "trade_date": self.trade_date.isoformat() if self.trade_date else None,
+            # absent unless set, so the fingerprints of earlier commands stay the same
+            **({"override_restrictions": True} if self.override_restrictions else {}),
         }
 
     def details(self) -> dict[str, Any]:

@@ -409,7 +409,10 @@ def _reversal(actions: Actions, p: _Payload) -> Action:
     check_party(party, "original party")
     check_client_id(original, "reversed transaction id")
     check_reason(reason)
-    return lambda who: _completed(actions.movements.reverse(who, txn, party, original, reason))
+    override = p.flag("override_restrictions")
+    return lambda who: _completed(
+        actions.movements.reverse(who, txn, party, original, reason, override)
+    )
 
 
 def _cancellation(actions: Actions, p: _Payload) -> Action:

@@ -16,7 +16,11 @@ from uuid import UUID
 
 from registry.application.commands import Movement
 from registry.application.compliance import year_rules
-from registry.application.restrictions import check_restrictions
+from registry.application.restrictions import (
+    check_blocks_unrestricted,
+    check_issuance,
+    check_restrictions,
+)
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain.accounts import NATIONAL_ACCOUNTS, Account, AccountType
 from registry.domain.errors import (
@@ -251,6 +255,7 @@ def _perform_issuance(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Move
     assert movement.unit_class is not None and movement.quantity is not None
     issuance = uow.account(NATIONAL_ACCOUNTS[AccountType.ISSUANCE])
     issuance.ensure_can_receive()
+    check_issuance(uow, movement.unit_class, movement.quantity)
     block = uow.counter(movement.unit_class).issue(movement.quantity, txn_id)
     issuance.credit(txn_id, [block])
     return None, issuance.account_id, (block,)
@@ -265,6 +270,8 @@ def _perform_reversal(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Move
     destination = uow.account(original.source)
     source.ensure_can_send()
     destination.ensure_can_receive()
+    if not movement.override_restrictions:  # an approved proposal may say so, recorded
+        check_blocks_unrestricted(uow, source.account_id, TransactionKind.REVERSAL, original.blocks)
     undo = _obligation_undo(uow, original)  # its guards run before anything changes
     blocks = source.debit_blocks(txn_id, original.blocks)
     destination.credit(txn_id, blocks)

@@ -288,9 +288,15 @@ class Registry(Application[UUID]):
         original_party: str,
         original_transaction_id: str,
         reason: str,
+        override_restrictions: bool = False,
     ) -> TransactionResult:
         return self._movements.reverse(
-            principal, transaction_id, original_party, original_transaction_id, reason
+            principal,
+            transaction_id,
+            original_party,
+            original_transaction_id,
+            reason,
+            override_restrictions,
         )
 
     def settle_trades(self, principal: Principal, trades: Sequence[Trade]) -> list[TradeResult]:

@@ -6,6 +6,8 @@ market halt: imposing and lifting them (each through an approved proposal, see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
@@ -15,10 +17,37 @@ from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import UnknownFreeze
 from registry.domain.market_halt import MarketHalt
 from registry.domain.origin_detentions import OriginDetention
-from registry.domain.restriction_guards import check_unrestricted, movable
+from registry.domain.restriction_guards import (
+    check_issuable,
+    check_unrestricted,
+    movable,
+    restricted_quantities,
+)
 from registry.domain.restriction_index import RestrictionIndex
 from registry.domain.transactions import Principal, TransactionKind
-from registry.domain.units import Holding, SerialBlock, UnitSelector
+from registry.domain.units import Holding, SerialBlock, UnitClass, UnitSelector
+
+
+@dataclass(frozen=True)
+class RestrictionView:
+    """One restriction as a regulator, auditor or holder reads it.
+
+    ``kind``: ``ACCOUNT_FREEZE``, ``BLOCK_FREEZE``, ``ORIGIN_DETENTION``, ``MARKET_HALT``;
+    ``restriction_id``: the account, freeze id, detained origin or ``market``;
+    ``state``: ``ACTIVE`` or ``LIFTED`` (a detention: its own status); ``accounts``: the
+    accounts it touches (``()`` for the market halt, which touches every account)."""
+
+    kind: str
+    restriction_id: str
+    state: str
+    accounts: tuple[str, ...] = ()
+    origin: str = ""
+    reference: str = ""
+    reason: str = ""
+    principal: str = ""
+    since: datetime | None = None
+    blocks: tuple[SerialBlock, ...] = ()
+    quantity: int = 0
 
 
 class Restrictions:
@@ -147,6 +176,115 @@ class Restrictions:
 
         return store.retrying(attempt)
 
+    # -- what is restricted ----------------------------------------------------------
+
+    def restricted_quantities(self, account_id: str) -> dict[str, tuple[int, int]]:
+        """(detained, frozen) units per unit class key of one account, from the write
+        model (authoritative, and nothing to read when nothing is in force: the index
+        says so in one cached read)."""
+        uow = UnitOfWork(self._store.app)
+        index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+        if index is None or (not index.detained and account_id not in index.freezes):
+            return {}
+        account = uow.find(Account.id_for(account_id), Account)
+        if account is None:
+            return {}
+        freezes = [
+            f
+            for f in (
+                uow.find(BlockFreeze.id_for(i), BlockFreeze)
+                for i in index.freezes.get(account_id, [])
+            )
+            if f is not None
+        ]
+
+        def detentions(project: str) -> OriginDetention | None:
+            return uow.find(OriginDetention.id_for(project), OriginDetention)
+
+        found = restricted_quantities(
+            account.all_blocks,
+            account_id=account_id,
+            block_freezes=freezes,
+            detentions=detentions,
+        )
+        return {cls.key: quantities for cls, quantities in found.items()}
+
+    def list_restrictions(self, include_lifted: bool = False) -> list[RestrictionView]:
+        """Block freezes, origin detentions and the market halt, in force (and, with
+        ``include_lifted``, those released, cleared or lifted), oldest first. Account
+        freezes are the account directory's (a read model): the servicer adds them."""
+        store = self._store
+        uow = UnitOfWork(store.app)
+        views: list[RestrictionView] = []
+        for freeze_uuid in store.originators(BlockFreeze.Imposed.TOPIC):
+            freeze = uow.find(freeze_uuid, BlockFreeze)
+            if freeze is None or not (freeze.is_active or include_lifted):
+                continue
+            views.append(
+                RestrictionView(
+                    kind="BLOCK_FREEZE",
+                    restriction_id=freeze.freeze_id,
+                    state="ACTIVE" if freeze.is_active else "LIFTED",
+                    accounts=(freeze.account_id,),
+                    reference=freeze.order_reference,
+                    reason=freeze.reason,
+                    principal=freeze.imposed_by,
+                    since=freeze.imposed_at,
+                    blocks=tuple(freeze.frozen_blocks),
+                    quantity=freeze.quantity,
+                )
+            )
+        for detention_uuid in store.originators(OriginDetention.Started.TOPIC):
+            detention = uow.find(detention_uuid, OriginDetention)
+            if detention is None or not (detention.is_active or include_lifted):
+                continue
+            views.append(self._detention_view(uow, detention))
+        halt = uow.find(MarketHalt.id_for(), MarketHalt)
+        if halt is not None and (halt.is_halted or (include_lifted and halt.halted_at)):
+            views.append(
+                RestrictionView(
+                    kind="MARKET_HALT",
+                    restriction_id="market",
+                    state="ACTIVE" if halt.is_halted else "LIFTED",
+                    reason=halt.reason,
+                    principal=halt.halted_by,
+                    since=halt.halted_at,
+                )
+            )
+        return views
+
+    def _detention_view(self, uow: UnitOfWork, detention: OriginDetention) -> RestrictionView:
+        holders = self._holders(uow, detention.project) if detention.is_active else {}
+        return RestrictionView(
+            kind="ORIGIN_DETENTION",
+            restriction_id=detention.project,
+            state=detention.status_name,
+            accounts=tuple(sorted(holders)),
+            origin=f"PROJECT:{detention.project}",
+            reference=detention.reference,
+            reason=detention.reason,
+            principal=detention.detained_by,
+            since=detention.detained_at,
+            quantity=sum(holders.values()),
+        )
+
+    def _holders(self, uow: UnitOfWork, project: str) -> dict[str, int]:
+        """Every account holding units of ``project`` (held ones included), with how
+        many: the accounts a detention of it touches."""
+        ids = list(self._store.originators(Account.Opened.TOPIC))
+        uow.prefetch(ids, self._store.load_many)
+        found: dict[str, int] = {}
+        for account_uuid in ids:
+            account = uow.find(account_uuid, Account)
+            if account is None:
+                continue
+            quantity = sum(
+                b.quantity for b in account.all_blocks if b.unit_class.project == project
+            )
+            if quantity:
+                found[account.account_id] = quantity
+        return found
+
     @staticmethod
     def _index(uow: UnitOfWork) -> RestrictionIndex:
         return uow.find(RestrictionIndex.id_for(), RestrictionIndex) or uow.add(
@@ -206,3 +344,47 @@ def check_restrictions(
         halt=halt,
     )
     return pool
+
+
+def check_issuance(uow: UnitOfWork, unit_class: UnitClass, quantity: int) -> None:
+    """Refuse issuing more units of a detained origin (``ORIGIN_DETAINED``): a detention
+    covers every unit of its origin, those not yet issued included."""
+    index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+    if index is None or not unit_class.project or unit_class.project not in index.detained:
+        return
+    detention = uow.find(OriginDetention.id_for(unit_class.project), OriginDetention)
+    check_issuable(unit_class, quantity, detention)
+
+
+def check_blocks_unrestricted(
+    uow: UnitOfWork, source_account: str, kind: TransactionKind, blocks: Sequence[SerialBlock]
+) -> None:
+    """Refuse moving these exact ``blocks`` out of ``source_account`` when a block freeze
+    or a detention covers any of them (a reversal, which moves back the very serials
+    the original moved, cannot skip restricted units as FIFO selection does)."""
+    index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+    if index is None:
+        return
+    detained = bool(index.detained) and any(b.unit_class.project for b in blocks)
+    if not detained and source_account not in index.freezes and not index.halted:
+        return
+    freezes = [
+        f
+        for f in (
+            uow.find(BlockFreeze.id_for(i), BlockFreeze)
+            for i in index.freezes.get(source_account, [])
+        )
+        if f is not None
+    ]
+
+    def detentions(project: str) -> OriginDetention | None:
+        return uow.find(OriginDetention.id_for(project), OriginDetention)
+
+    check_unrestricted(
+        blocks,
+        source_account=source_account,
+        kind=kind,
+        block_freezes=freezes,
+        detentions=detentions,
+        halt=uow.find(MarketHalt.id_for(), MarketHalt),
+    )

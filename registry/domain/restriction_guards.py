@@ -20,7 +20,7 @@ from registry.domain.restrictions import (
     start,
 )
 from registry.domain.transactions import TransactionKind
-from registry.domain.units import Holding, SerialBlock
+from registry.domain.units import Holding, SerialBlock, UnitClass
 
 DetentionLookup: TypeAlias = (
     "Mapping[str, OriginDetention] | Callable[[str], OriginDetention | None]"
@@ -124,6 +124,22 @@ def check_detentions(blocks: Sequence[SerialBlock], detentions: DetentionLookup 
         )
 
 
+def check_issuable(unit_class: UnitClass, quantity: int, detention: OriginDetention | None) -> None:
+    """Refuse issuing units of a detained origin: a detention covers every unit of its
+    origin, those not issued yet included (issuing them would put fresh, unvetted units
+    of a flagged origin beside the detained ones). Checked before any serial is drawn."""
+    if detention is None or not detention.is_active:
+        return
+    raise OriginDetained(
+        f"units of project {unit_class.project} are detained under {detention.reference} "
+        f"(since {detention.detained_at}): no more of {unit_class} may be issued",
+        project=unit_class.project,
+        detention=detention.reference,
+        unit_class=unit_class.key,
+        quantity=quantity,
+    )
+
+
 def check_block_freezes(
     blocks: Sequence[SerialBlock],
     *,
@@ -204,6 +220,53 @@ def movable(
         if detained:
             result = [b for b in result if b.unit_class.project not in detained]
     return tuple(result)
+
+
+def restricted_quantities(
+    holding: Sequence[SerialBlock],
+    *,
+    account_id: str,
+    block_freezes: Iterable[BlockFreeze] | FrozenSerials = (),
+    detentions: DetentionLookup | None = None,
+) -> dict[UnitClass, tuple[int, int]]:
+    """Per unit class of ``holding`` (an account's blocks, held ones included): how many
+    units are detained (their origin is) and how many frozen (a block freeze covers
+    them), for a holder to see what it cannot move. A unit both detained and frozen
+    counts in both; serials frozen by two orders count once.
+
+    >>> from registry.domain.units import UnitType
+    >>> p1 = UnitClass(UnitType.CCER, 2024, "P-1")
+    >>> restricted_quantities([SerialBlock(p1, 1, 50)], account_id="A")
+    {}
+    """
+    index = (
+        block_freezes
+        if isinstance(block_freezes, FrozenSerials)
+        else FrozenSerials(account_id, block_freezes)
+    )
+    detained: dict[UnitClass, int] = {}
+    if detentions:
+        find = _finder(detentions)
+        for block in holding:
+            project = block.unit_class.project
+            if project and (d := find(project)) is not None and d.is_active:
+                detained[block.unit_class] = detained.get(block.unit_class, 0) + block.quantity
+    frozen: dict[UnitClass, int] = {}
+    reach: dict[UnitClass, int] = {}  # the last frozen serial counted, per class
+    for cut in index.blocks:  # sorted by (class, first): overlapping orders count once
+        first = max(cut.first, reach.get(cut.unit_class, 0) + 1)
+        if first > cut.last:
+            continue
+        reach[cut.unit_class] = cut.last
+        for block in holding:
+            if block.unit_class == cut.unit_class:
+                shared = min(block.last, cut.last) - max(block.first, first) + 1
+                if shared > 0:
+                    frozen[cut.unit_class] = frozen.get(cut.unit_class, 0) + shared
+    return {
+        cls: (detained.get(cls, 0), frozen.get(cls, 0))
+        for cls in sorted({*detained, *frozen}, key=lambda c: c.key)
+    }
 
 
 def _cut(result: list[SerialBlock], cut: SerialBlock) -> None:
