@@ -45,6 +45,7 @@ from registry.application.commands import (
 from registry.application.compliance import Compliance
 from registry.application.enforcement import Enforcement
 from registry.application.movements import Movements
+from registry.application.origins import Origins, check_replacement_days
 from registry.application.restrictions import Restrictions
 from registry.application.results import EmissionsRowStatus, RowOutcome, TransactionResult
 from registry.application.store import Store
@@ -61,7 +62,7 @@ from registry.domain.errors import (
 )
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
-from registry.domain.origin_detentions import check_origin
+from registry.domain.origin_detentions import Origin, check_rebuttal_days
 from registry.domain.proposals import (
     ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
@@ -103,6 +104,7 @@ class Actions:
     compliance: Compliance
     restrictions: Restrictions
     enforcement: Enforcement
+    origins: Origins
 
 
 class FourEyes:
@@ -598,20 +600,46 @@ def _block_release(actions: Actions, p: _Payload) -> Action:
     return lambda who: actions.restrictions.release_blocks(who, freeze_id, reason, evidence)
 
 
+def _origin(p: _Payload) -> str:
+    """The origin a detention proposal names: ``origin`` (``PROJECT:P-1``,
+    ``UNIT_CLASS:CCER/2024/P-1``), or ``project`` as before origins had kinds."""
+    text = p.text("origin", "") or p.text("project")
+    return Origin.parse(text).key if ":" in text else Origin.parse(text).value
+
+
 def _detention(actions: Actions, p: _Payload) -> Action:
-    project, reference, reason = p.text("project"), p.text("reference"), p.text("reason")
-    check_origin(project)
+    origin, reference, reason = _origin(p), p.text("reference"), p.text("reason")
+    days = p.number("rebuttal_days", optional=True) or None
+    check_rebuttal_days(days)
     check_reference(reference)
     check_restriction_reason(reason)
-    return lambda who: actions.restrictions.detain_origin(who, project, reference, reason)
+    return lambda who: actions.restrictions.detain_origin(
+        who, origin, reference, reason, rebuttal_days=days
+    )
 
 
 def _clearance(actions: Actions, p: _Payload) -> Action:
-    project, evidence, reason = p.text("project"), p.text("evidence"), p.text("reason")
-    check_origin(project)
+    origin, evidence, reason = _origin(p), p.text("evidence"), p.text("reason")
     check_evidence(evidence)
     check_restriction_reason(reason)
-    return lambda who: actions.restrictions.clear_origin(who, project, evidence, reason)
+    return lambda who: actions.restrictions.clear_origin(who, origin, evidence, reason)
+
+
+def _holder_clearance(actions: Actions, p: _Payload) -> Action:
+    origin, account = _origin(p), p.text("account_id")
+    evidence, reason = p.text("evidence"), p.text("reason")
+    check_account_id(account)
+    check_evidence(evidence)
+    check_restriction_reason(reason)
+    return lambda who: actions.origins.clear_holder(who, origin, account, evidence, reason)
+
+
+def _confirmation(actions: Actions, p: _Payload) -> Action:
+    origin, reason = _origin(p), p.text("reason")
+    days = p.number("replacement_days", optional=True) or None
+    check_replacement_days(days)
+    check_restriction_reason(reason)
+    return lambda who: actions.origins.confirm(who, origin, reason, replacement_days=days).summary()
 
 
 def _halt(halted: bool) -> Callable[[Actions, _Payload], Action]:
@@ -640,4 +668,6 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.YEAR_CLOSING: _year_closing,
     ProposalKind.COMPLIANCE_FINE: _fine,
     ProposalKind.DEDUCTION: _deduction,
+    ProposalKind.ORIGIN_HOLDER_CLEARANCE: _holder_clearance,
+    ProposalKind.ORIGIN_CONFIRMATION: _confirmation,
 }

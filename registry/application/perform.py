@@ -194,8 +194,9 @@ def _perform_surrender(
     year = movement.compliance_year
     rules, closed = year_rules(uow, year, source)
     existing = uow.find(ComplianceObligation.id_for(source.account_id, year), ComplianceObligation)
-    if closed:  # only a noticed shortfall takes a late surrender, until its deadline
-        if existing is None:
+    replacing = existing is not None and existing.accepts_replacement(clock().date())
+    if closed and not replacing:  # a noticed shortfall takes a late surrender until its
+        if existing is None:  # deadline; invalidated units are replaced until theirs
             raise ComplianceYearClosed(f"compliance year {year} is closed", year=year)
         existing.ensure_accepts_late_surrender(clock().date())
     # A first surrender for the year starts its obligation, but only once every
@@ -210,6 +211,8 @@ def _perform_surrender(
         uow.add(obligation)
     record = obligation.record_late_surrender if closed else obligation.record_surrender
     record(txn_id, movement.selector.unit_type.value, movement.quantity, advance)
+    if obligation.replacement_remaining:
+        obligation.record_replacement(txn_id, movement.quantity)
     return source.account_id, destination.account_id, blocks
 
 

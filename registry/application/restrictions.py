@@ -5,18 +5,24 @@ market halt: imposing and lifting them (each through an approved proposal, see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain import units
-from registry.domain.accounts import Account
+from registry.domain.accounts import Account, AccountType
 from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import UnknownFreeze
 from registry.domain.market_halt import MarketHalt
-from registry.domain.origin_detentions import OriginDetention
+from registry.domain.origin_detentions import (
+    DetainedHolder,
+    DetentionStatus,
+    Origin,
+    OriginDetention,
+    check_rebuttal_days,
+)
 from registry.domain.restriction_guards import (
     check_issuable,
     check_unrestricted,
@@ -48,6 +54,8 @@ class RestrictionView:
     since: datetime | None = None
     blocks: tuple[SerialBlock, ...] = ()
     quantity: int = 0
+    holders: tuple[DetainedHolder, ...] = ()
+    """A detention's notified holders: each one's state and rebuttal deadline."""
 
 
 class Restrictions:
@@ -118,36 +126,54 @@ class Restrictions:
         return store.retrying(attempt)
 
     def detain_origin(
-        self, principal: Principal, project: str, reference: str, reason: str, proposal: str = ""
+        self,
+        principal: Principal,
+        project: str,
+        reference: str,
+        reason: str,
+        proposal: str = "",
+        rebuttal_days: int | None = None,
     ) -> str:
+        """Detain every unit of an origin (a project id, or an ``Origin`` key such as
+        ``UNIT_CLASS:CCER/2024/P-1``) and, in the same save, notify each account holding
+        some with the deadline of its rebuttal (``rebuttal_days``, default 30)."""
+        origin = Origin.parse(project)
+        check_rebuttal_days(rebuttal_days)
         store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
-            detention = uow.find(OriginDetention.id_for(project), OriginDetention) or uow.add(
-                OriginDetention.start(project)
+            detention = uow.find(OriginDetention.id_for_origin(origin), OriginDetention) or uow.add(
+                OriginDetention.start(origin)
             )
+            now = store.clock()
             if detention.detain(
                 reference=reference,
                 reason=reason,
                 principal=principal,
-                at=store.clock(),
+                at=now,
                 proposal=proposal,
             ):
-                self._index(uow).index_detention(project, True)
+                restriction_index(uow).index_origin(origin, True)
+                for account_id, quantity in holders_of(uow, store, origin).items():
+                    detention.notify(account_id, quantity, at=now, days=rebuttal_days)
                 uow.save()
-            return f"project {project} detained under {reference}"
+            return (
+                f"origin {origin} detained under {reference}: "
+                f"{len(detention.holders)} holders notified"
+            )
 
         return store.retrying(attempt)
 
     def clear_origin(
         self, principal: Principal, project: str, evidence: str, reason: str, proposal: str = ""
     ) -> str:
+        origin = Origin.parse(project)
         store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             detention = uow.find(
-                OriginDetention.id_for(project), OriginDetention
-            ) or OriginDetention.start(project)
+                OriginDetention.id_for_origin(origin), OriginDetention
+            ) or OriginDetention.start(origin)
             if detention.clear(
                 evidence=evidence,
                 reason=reason,
@@ -155,9 +181,9 @@ class Restrictions:
                 at=store.clock(),
                 proposal=proposal,
             ):
-                self._index(uow).index_detention(project, False)
+                restriction_index(uow).index_origin(origin, False)
                 uow.save()
-            return f"project {project} cleared on {evidence}"
+            return f"origin {origin} cleared on {evidence}"
 
         return store.retrying(attempt)
 
@@ -184,7 +210,7 @@ class Restrictions:
         says so in one cached read)."""
         uow = UnitOfWork(self._store.app)
         index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
-        if index is None or (not index.detained and account_id not in index.freezes):
+        if index is None or (not index.any_detained and account_id not in index.freezes):
             return {}
         account = uow.find(Account.id_for(account_id), Account)
         if account is None:
@@ -198,8 +224,7 @@ class Restrictions:
             if f is not None
         ]
 
-        def detentions(project: str) -> OriginDetention | None:
-            return uow.find(OriginDetention.id_for(project), OriginDetention)
+        detentions = detention_lookup(uow, index)
 
         found = restricted_quantities(
             account.all_blocks,
@@ -236,9 +261,11 @@ class Restrictions:
             )
         for detention_uuid in store.originators(OriginDetention.Started.TOPIC):
             detention = uow.find(detention_uuid, OriginDetention)
-            if detention is None or not (detention.is_active or include_lifted):
+            if detention is None or detention.status is DetentionStatus.NOT_DETAINED:
                 continue
-            views.append(self._detention_view(uow, detention))
+            if not (detention.is_active or include_lifted):
+                continue
+            views.append(self._detention_view(detention))
         halt = uow.find(MarketHalt.id_for(), MarketHalt)
         if halt is not None and (halt.is_halted or (include_lifted and halt.halted_at)):
             views.append(
@@ -253,43 +280,73 @@ class Restrictions:
             )
         return views
 
-    def _detention_view(self, uow: UnitOfWork, detention: OriginDetention) -> RestrictionView:
-        holders = self._holders(uow, detention.project) if detention.is_active else {}
+    @staticmethod
+    def _detention_view(detention: OriginDetention) -> RestrictionView:
+        holders = detention.notified
         return RestrictionView(
             kind="ORIGIN_DETENTION",
-            restriction_id=detention.project,
+            restriction_id=detention.origin.key,
             state=detention.status_name,
-            accounts=tuple(sorted(holders)),
-            origin=f"PROJECT:{detention.project}",
+            accounts=tuple(h.account_id for h in holders),
+            origin=detention.origin.key,
             reference=detention.reference,
             reason=detention.reason,
             principal=detention.detained_by,
             since=detention.detained_at,
-            quantity=sum(holders.values()),
+            quantity=sum(h.quantity for h in holders),
+            holders=holders,
         )
-
-    def _holders(self, uow: UnitOfWork, project: str) -> dict[str, int]:
-        """Every account holding units of ``project`` (held ones included), with how
-        many: the accounts a detention of it touches."""
-        ids = list(self._store.originators(Account.Opened.TOPIC))
-        uow.prefetch(ids, self._store.load_many)
-        found: dict[str, int] = {}
-        for account_uuid in ids:
-            account = uow.find(account_uuid, Account)
-            if account is None:
-                continue
-            quantity = sum(
-                b.quantity for b in account.all_blocks if b.unit_class.project == project
-            )
-            if quantity:
-                found[account.account_id] = quantity
-        return found
 
     @staticmethod
     def _index(uow: UnitOfWork) -> RestrictionIndex:
-        return uow.find(RestrictionIndex.id_for(), RestrictionIndex) or uow.add(
-            RestrictionIndex.start()
-        )
+        return restriction_index(uow)
+
+
+def restriction_index(uow: UnitOfWork) -> RestrictionIndex:
+    """The index of restrictions in force, started on the first one."""
+    return uow.find(RestrictionIndex.id_for(), RestrictionIndex) or uow.add(
+        RestrictionIndex.start()
+    )
+
+
+def detention_lookup(
+    uow: UnitOfWork, index: RestrictionIndex
+) -> Callable[[str], list[OriginDetention]]:
+    """The detentions in force that may cover a project's units, loaded on demand."""
+
+    def find(project: str) -> list[OriginDetention]:
+        found = (uow.find(i, OriginDetention) for i in index.detention_ids(project))
+        return [d for d in found if d is not None]
+
+    return find
+
+
+RETIRED = frozenset({AccountType.SURRENDER, AccountType.CANCELLATION})
+"""Retired units are not forfeited: surrendered ones are invalidated on confirmation
+(their company replaces them), cancelled ones are gone already."""
+
+
+def every_account(uow: UnitOfWork, store: Store) -> list[Account]:
+    """Every account, loaded in one prefetch (a detention touches units wherever they are;
+    imposing or confirming one is rare, so a scan is cheaper than an index kept on every
+    movement)."""
+    ids = list(store.originators(Account.Opened.TOPIC))
+    uow.prefetch(ids, store.load_many)
+    return [a for a in (uow.find(i, Account) for i in ids) if a is not None]
+
+
+def holders_of(uow: UnitOfWork, store: Store, origin: Origin) -> dict[str, int]:
+    """Each holder's account holding units of ``origin`` (held ones included), with
+    how many: the holders notified. National accounts are the registry's own: their
+    units are detained (and forfeited) too, but nobody there rebuts."""
+    found: dict[str, int] = {}
+    for account in every_account(uow, store):
+        if account.account_type.is_national:
+            continue
+        quantity = sum(b.quantity for b in account.all_blocks if origin.matches(b.unit_class))
+        if quantity:
+            found[account.account_id] = quantity
+    return dict(sorted(found.items()))
 
 
 def check_restrictions(
@@ -319,8 +376,7 @@ def check_restrictions(
         if f is not None
     ]
 
-    def detentions(project: str) -> OriginDetention | None:
-        return uow.find(OriginDetention.id_for(project), OriginDetention)
+    detentions = detention_lookup(uow, index)
 
     halt = uow.find(MarketHalt.id_for(), MarketHalt)
     pool = None
@@ -350,10 +406,11 @@ def check_issuance(uow: UnitOfWork, unit_class: UnitClass, quantity: int) -> Non
     """Refuse issuing more units of a detained origin (``ORIGIN_DETAINED``): a detention
     covers every unit of its origin, those not yet issued included."""
     index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
-    if index is None or not unit_class.project or unit_class.project not in index.detained:
+    if index is None or not unit_class.project or not index.detains(unit_class.project):
         return
-    detention = uow.find(OriginDetention.id_for(unit_class.project), OriginDetention)
-    check_issuable(unit_class, quantity, detention)
+    for detention in detention_lookup(uow, index)(unit_class.project):
+        if detention.detains(unit_class):
+            check_issuable(unit_class, quantity, detention)
 
 
 def check_blocks_unrestricted(
@@ -365,7 +422,7 @@ def check_blocks_unrestricted(
     index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
     if index is None:
         return
-    detained = bool(index.detained) and any(b.unit_class.project for b in blocks)
+    detained = index.any_detained and any(b.unit_class.project for b in blocks)
     if not detained and source_account not in index.freezes and not index.halted:
         return
     freezes = [
@@ -377,8 +434,7 @@ def check_blocks_unrestricted(
         if f is not None
     ]
 
-    def detentions(project: str) -> OriginDetention | None:
-        return uow.find(OriginDetention.id_for(project), OriginDetention)
+    detentions = detention_lookup(uow, index)
 
     check_unrestricted(
         blocks,

@@ -40,6 +40,10 @@ MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[Account
         HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
         frozenset({_T.CANCELLATION}),
     ),
+    TransactionKind.FORFEITURE: (
+        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
+        frozenset({_T.CANCELLATION}),
+    ),
 }
 """Which account types each kind may take units from and deliver them to.
 

@@ -105,6 +105,11 @@ class ProposalKind(StrEnum):
     every company's obligation, so one regulator alone does not record them."""
     YEAR_CLOSING = "YEAR_CLOSING"
     """Closing a compliance year (``CloseComplianceYear``): every shortfall is fixed."""
+    ORIGIN_HOLDER_CLEARANCE = "ORIGIN_HOLDER_CLEARANCE"
+    """One holder's units cleared of a detention on its rebuttal (docs/origins.md)."""
+    ORIGIN_CONFIRMATION = "ORIGIN_CONFIRMATION"
+    """A detention confirmed: what it still holds is forfeited everywhere, and
+    surrendered units of the origin are invalidated (docs/origins.md)."""
 
 
 ACCESS_SCOPE = "system"

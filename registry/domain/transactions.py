@@ -32,6 +32,10 @@ class TransactionKind(StrEnum):
     SURRENDER = "SURRENDER"
     CANCELLATION = "CANCELLATION"
     REVERSAL = "REVERSAL"
+    FORFEITURE = "FORFEITURE"
+    """Units of an origin whose detention was confirmed, cancelled wherever they were
+    (``registry.application.origins``): a regulatory cancellation carrying the
+    detention's reference."""
 
 
 class TransactionStatus(StrEnum):
