@@ -114,6 +114,7 @@ POLICY: dict[str, Rule] = {
             "SurrenderUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
             "CancelUnits": Rule(frozenset({R.OPERATOR}), ACCOUNT),
             "GetComplianceStatus": Rule(frozenset({R.OPERATOR}) | READERS, ACCOUNT),
+            "SubmitRebuttal": Rule(frozenset({R.OPERATOR}), ACCOUNT),
         },
     ),
     **_rules(
@@ -167,6 +168,8 @@ POLICY: dict[str, Rule] = {
         },
     ),
     **_rules(AUD, {"GetLedgerDigest": Rule(READERS | {R.EXCHANGE, R.OPERATOR})}),
+    # an operator: the restrictions touching its accounts (the servicer filters by scope)
+    **_rules(AUD, {"ListRestrictions": Rule(READERS | {R.OPERATOR}, after_lookup=True)}),
     **_rules(
         ACC,
         {
