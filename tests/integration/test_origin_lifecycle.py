@@ -29,6 +29,7 @@ WANG = Principal("mee", "regulator-wang")
 OPERATOR = Principal("huaneng", "operator-wang")
 CCER = UnitSelector(UnitType.CCER)
 P1 = UnitClass(UnitType.CCER, 2024, "P-1")
+of_p2 = UnitSelector(UnitType.CCER, project="P-2")
 DIGEST = "ab" * 32
 
 
@@ -54,7 +55,6 @@ def spread(registry: Registry) -> Registry:
     registry.issue_units(REGULATOR, "ISS-CEA", UnitClass(UnitType.CEA, 2025), 1_000, "")
     for account, quantity in (("PWR-A", 60), ("PWR-B", 50), ("TRD-C", 40), ("TRD-D", 20)):
         registry.transfer(REGULATOR, f"T-{account}", "CN-ISSUANCE", account, CCER, quantity, "")
-    of_p2 = UnitSelector(UnitType.CCER, project="P-2")
     registry.transfer(REGULATOR, "T-P2", "CN-ISSUANCE", "PWR-A", of_p2, 50, "")
     registry.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-A", 2025, 1_000, "report")])
     of_p1 = UnitSelector(UnitType.CCER, project="P-1")
@@ -151,6 +151,15 @@ def test_rebut_clear_ignore_confirm(spread: Registry, clock: FakeClock) -> None:
     assert obligation is not None and obligation.replacement_owed == 30
     assert obligation.replacement_deadline == (clock.now + timedelta(days=30)).date().isoformat()
     assert registry.restrictions.restricted_quantities("PWR-B") == {}
+    # the replacement: 30 t of P-2 (not detained) surrendered again
+    replaced = registry.surrender(REGULATOR, "S-A2", "PWR-A", of_p2, 30, 2025, "replacement")
+    assert replaced.ok
+    status = registry.get_compliance_status("PWR-A", 2025)
+    assert (status.surrendered_ccer, status.invalidated, status.replacement_remaining) == (
+        30,
+        30,
+        0,
+    )
     assert_conserved(registry)
 
 
