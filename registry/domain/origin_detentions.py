@@ -98,7 +98,7 @@ def check_origin(project: str, unit_type: UnitType | str = UnitType.CCER) -> str
 DEFAULT_REBUTTAL_DAYS = 30
 """Days a notified holder has to rebut, unless the detention's proposal says otherwise.
 Modelled on the 30 days after which US Customs must decide on detained goods or they
-are treated as excluded (19 U.S.C. 1499(c)); no Chinese rule fixes a period for
+are treated as excluded (19 U.S.C. 1499(c)(5)); no Chinese rule fixes a period for
 offsets, so it is a parameter (``rebuttal_days`` of ``ORIGIN_DETENTION``, 1..365)."""
 MAX_REBUTTAL_DAYS = 365
 MAX_STATEMENT = 4000
