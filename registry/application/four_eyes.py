@@ -603,8 +603,10 @@ def _block_release(actions: Actions, p: _Payload) -> Action:
 def _origin(p: _Payload) -> str:
     """The origin a detention proposal names: ``origin`` (``PROJECT:P-1``,
     ``UNIT_CLASS:CCER/2024/P-1``), or ``project`` as before origins had kinds."""
-    text = p.text("origin", "") or p.text("project")
-    return Origin.parse(text).key if ":" in text else Origin.parse(text).value
+    origin = p.text("origin", "")
+    text = origin or p.text("project")
+    Origin.parse(text, "origin" if origin else "project")
+    return text
 
 
 def _detention(actions: Actions, p: _Payload) -> Action:

@@ -127,9 +127,18 @@ class Origin:
     value: str
 
     @classmethod
-    def parse(cls, text: str) -> Origin:
+    def parse(cls, text: str, field: str = "origin") -> Origin:
+        """The origin ``text`` names; an error names ``field`` (the request's)."""
+        try:
+            return cls._parse(text)
+        except InvalidCommand as error:
+            error.metadata["field"] = field
+            raise
+
+    @classmethod
+    def _parse(cls, text: str) -> Origin:
         if not isinstance(text, str) or not text:
-            raise InvalidCommand("the origin is required", reason="MISSING_ORIGIN", field="origin")
+            raise InvalidCommand("the origin is required", reason="MISSING_ORIGIN")
         kind, sep, value = text.partition(":")
         if not sep:
             return cls(OriginKind.PROJECT, check_origin(text))
@@ -145,14 +154,11 @@ class Origin:
                     f"origin {text!r}: a unit class origin is a CCER class "
                     "(UNIT_CLASS:CCER/<vintage>/<project>)",
                     reason="INVALID_ORIGIN",
-                    field="origin",
                 )
             check_origin(unit_class.project)
             return cls(OriginKind.UNIT_CLASS, unit_class.key)
         raise InvalidCommand(
-            f"origin {text!r}: the kinds are PROJECT and UNIT_CLASS",
-            reason="INVALID_ORIGIN",
-            field="origin",
+            f"origin {text!r}: the kinds are PROJECT and UNIT_CLASS", reason="INVALID_ORIGIN"
         )
 
     @property
