@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+
+from registry.cli.app import main
 from registry.client import RegistryClient
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
+from registry.domain.units import UnitSelector, UnitType
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
@@ -262,3 +267,50 @@ def test_detain_rebut_clear_ignore_confirm(api: Api) -> None:
     assert states["TRD-SH-0001"] == common.HOLDER_STATE_CLEARED
     assert states["TRD-SH-0002"] == common.HOLDER_STATE_FORFEITED
     conserved(reg)
+
+
+def test_the_cli_lists_restrictions_and_sends_a_rebuttal_s_digests(
+    api: Api, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = api.regulator
+    open_trader(reg, "TRD-SH-0001")
+    issue(reg, "ISS-P42", 50, P42)
+    api.registry.transfer(
+        Principal("mee", "regulator-li"),
+        "T-1",
+        "CN-ISSUANCE",
+        "TRD-SH-0001",
+        UnitSelector(UnitType.CCER),
+        50,
+        "",
+    )
+    decided(
+        api,
+        "P-DET",
+        admin_pb.PROPOSAL_KIND_ORIGIN_DETENTION,
+        {"origin": PROJECT, "reference": "MEE-D-43", "reason": "flagged"},
+    )
+    caught_up(reg)
+    evidence = tmp_path / "audit.pdf"
+    evidence.write_bytes(b"%PDF-1.7 chain of custody")
+    connect = ["--server", api.address, "--token", api.tokens["operator"]]
+    assert main(["balances", "TRD-SH-0001", *connect]) == 0
+    balances = capsys.readouterr().out
+    assert "detained" in balances and f"CCER/2024/{PROJECT}" in balances
+    sent = main(
+        ["restrictions", "rebut", PROJECT, "TRD-SH-0001", "--id", "R-1",
+         "--statement", "bought from an audited seller", "--evidence", str(evidence), *connect]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert sent == 0, out
+    assert "UNDER_REVIEW" in out
+    assert hashlib.sha256(evidence.read_bytes()).hexdigest() in out
+    assert main(["restrictions", "list", *connect]) == 0
+    listed = capsys.readouterr().out
+    assert f"ORIGIN_DETENTION  PROJECT:{PROJECT}" in listed
+    assert "TRD-SH-0001" in listed and "UNDER_REVIEW" in listed and "MEE-D-43" in listed
+    missing = main(
+        ["restrictions", "rebut", "P-NONE", "TRD-SH-0001", "--id", "R-2",
+         "--statement", "x", "--evidence-sha256", "a" * 64, *connect]
+    )  # fmt: skip
+    assert missing == 2 and "UNKNOWN_DETENTION" in capsys.readouterr().err
