@@ -12,17 +12,13 @@ stored or none, so no window opens in which confirmed units could move or count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from registry.application.restrictions import (
-    RETIRED,
-    detention_lookup,
-    every_account,
-    restriction_index,
-)
+from registry.application.restrictions import every_account, restriction_index
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
@@ -37,6 +33,10 @@ from registry.domain.origin_detentions import DetainedHolder, Origin, OriginDete
 from registry.domain.restriction_guards import check_block_freezes, detained_blocks
 from registry.domain.transactions import Principal, Transaction, TransactionKind
 from registry.domain.units import SerialBlock
+
+RETIRED = frozenset({AccountType.SURRENDER, AccountType.CANCELLATION})
+"""Retired units are not forfeited: surrendered ones are invalidated on confirmation
+(their company replaces them), cancelled ones are gone already."""
 
 DEFAULT_REPLACEMENT_DAYS = DEFAULT_CORRECTION_DAYS
 """Days a company has to replace invalidated surrendered units, unless the confirming
@@ -169,14 +169,11 @@ class Origins:
         def attempt(uow: UnitOfWork) -> Confirmation:
             detention = _detention(uow, parsed)
             index = restriction_index(uow)
-            lookup = detention_lookup(uow, index)
             now = store.clock()
             if detention.is_confirmed:  # a retry: what it did is in the log
                 return Confirmation(parsed.key, {}, {})
-
-            def only_this(project: str) -> list[OriginDetention]:
-                return [d for d in lookup(project) if d.id == detention.id]
-
+            detention.ensure_confirmable(now)  # before the scan: nothing to forfeit yet
+            only_this = dict.fromkeys(parsed.projects, detention)
             accounts = every_account(uow, store)
             plan: list[tuple[Account, list[SerialBlock]]] = []
             for account in accounts:
@@ -196,7 +193,7 @@ class Origins:
             cancellation = uow.account(NATIONAL_ACCOUNTS[AccountType.CANCELLATION])
             forfeited: dict[str, int] = {}
             for account, taken in plan:
-                client_id = f"FORFEIT-{detention.reference}-{account.account_id}"[:128]
+                client_id = _forfeiture_id(uow, principal.party, detention, account.account_id)
                 txn_id = Transaction.id_for(principal.party, client_id)
                 _release_holds(uow, account, taken, principal, detention.reference)
                 moved = account.debit_blocks(txn_id, taken)
@@ -231,6 +228,17 @@ class Origins:
             return Confirmation(parsed.key, forfeited, invalidated)
 
         return store.retrying(attempt)
+
+
+def _forfeiture_id(uow: UnitOfWork, party: str, detention: OriginDetention, account_id: str) -> str:
+    """``FORFEIT-<reference>-<account>`` (the reference as an id may spell it); should
+    another origin's detention have used the same reference, its id is prefixed with
+    this detention's id."""
+    reference = re.sub(r"[^A-Za-z0-9._:-]", "_", detention.reference)
+    client_id = f"FORFEIT-{reference}-{account_id}"[:128]
+    if uow.find(Transaction.id_for(party, client_id), Transaction) is None:
+        return client_id
+    return f"FORFEIT-{detention.id.hex[:12]}-{reference}-{account_id}"[:128]
 
 
 def _detention(uow: UnitOfWork, origin: Origin) -> OriginDetention:

@@ -1,6 +1,7 @@
-"""Judicial freezes of serial blocks, detention of a CCER project's units, and the
-market halt: imposing and lifting them (each through an approved proposal, see
-``four_eyes``), and the check every movement makes before it moves anything.
+"""Judicial freezes of serial blocks, detention of an origin's units, and the market
+halt: imposing and lifting them (each through an approved proposal, see ``four_eyes``),
+what they restrict (per account, and listed), and the check every movement makes before
+it moves anything. A detention's rebuttals and confirmation are ``origins``'.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain import units
-from registry.domain.accounts import Account, AccountType
+from registry.domain.accounts import Account
 from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import UnknownFreeze
 from registry.domain.market_halt import MarketHalt
@@ -223,14 +224,11 @@ class Restrictions:
             )
             if f is not None
         ]
-
-        detentions = detention_lookup(uow, index)
-
         found = restricted_quantities(
             account.all_blocks,
             account_id=account_id,
             block_freezes=freezes,
-            detentions=detentions,
+            detentions=detention_lookup(uow, index),
         )
         return {cls.key: quantities for cls, quantities in found.items()}
 
@@ -321,11 +319,6 @@ def detention_lookup(
     return find
 
 
-RETIRED = frozenset({AccountType.SURRENDER, AccountType.CANCELLATION})
-"""Retired units are not forfeited: surrendered ones are invalidated on confirmation
-(their company replaces them), cancelled ones are gone already."""
-
-
 def every_account(uow: UnitOfWork, store: Store) -> list[Account]:
     """Every account, loaded in one prefetch (a detention touches units wherever they are;
     imposing or confirming one is rare, so a scan is cheaper than an index kept on every
@@ -375,9 +368,7 @@ def check_restrictions(
         )
         if f is not None
     ]
-
     detentions = detention_lookup(uow, index)
-
     halt = uow.find(MarketHalt.id_for(), MarketHalt)
     pool = None
     if blocks is None:
@@ -433,14 +424,11 @@ def check_blocks_unrestricted(
         )
         if f is not None
     ]
-
-    detentions = detention_lookup(uow, index)
-
     check_unrestricted(
         blocks,
         source_account=source_account,
         kind=kind,
         block_freezes=freezes,
-        detentions=detentions,
+        detentions=detention_lookup(uow, index),
         halt=uow.find(MarketHalt.id_for(), MarketHalt),
     )

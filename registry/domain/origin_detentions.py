@@ -792,9 +792,21 @@ class OriginDetention(RestrictionHistory, Aggregate):
         the same save. Refused while a notified holder may still rebut; True if this
         call did, False for a retry (already confirmed)."""
         check_reason(reason)
-        aware(at)
         if self.is_confirmed:
             return False
+        self.ensure_confirmable(at)
+        self.trigger_event(
+            self.Confirmed,
+            reason=reason,
+            principal=principal_name(principal),
+            at=at,
+            proposal=proposal,
+        )
+        return True
+
+    def ensure_confirmable(self, at: datetime) -> None:
+        """Detained, and no notified holder may still rebut at ``at``."""
+        aware(at)
         if not self.is_active:
             raise DetentionNotActive(
                 f"origin {self.origin} is not detained", origin=self.origin.key
@@ -811,14 +823,6 @@ class OriginDetention(RestrictionHistory, Aggregate):
                 deadline=first.deadline.isoformat(),
                 waiting=len(waiting),
             )
-        self.trigger_event(
-            self.Confirmed,
-            reason=reason,
-            principal=principal_name(principal),
-            at=at,
-            proposal=proposal,
-        )
-        return True
 
     def _notified(self, account_id: str) -> DetainedHolder:
         if not self.is_active:
