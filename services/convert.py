@@ -372,7 +372,7 @@ def detained_holder_to_proto(holder: DetainedHolder) -> pb.DetainedHolder:
         account_id=holder.account_id,
         state=enum_to_proto(holder.status, pb.HolderState),
         quantity=holder.quantity,
-        rebuttal_deadline=timestamp(holder.deadline),
+        deadline_time=timestamp(holder.deadline),
         rebuttal_id=holder.rebuttal_id,
         statement=holder.statement,
         evidence_sha256=list(holder.evidence),

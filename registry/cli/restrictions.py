@@ -101,7 +101,7 @@ def format_restriction(r: common_pb.Restriction) -> str:
         line += f"  {r.reason}"
     for h in r.holders:
         holder_state = common_pb.HolderState.Name(h.state).removeprefix("HOLDER_STATE_")
-        deadline = h.rebuttal_deadline.ToDatetime().date().isoformat()
+        deadline = h.deadline_time.ToDatetime().date().isoformat()
         line += f"\n    {h.account_id:<24}{holder_state:<14}{h.quantity:>10,}  rebut by {deadline}"
     return line
 
