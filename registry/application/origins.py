@@ -75,6 +75,15 @@ class Confirmation:
     forfeited: dict[str, int]
     invalidated: dict[tuple[str, int], int]
 
+    @classmethod
+    def of(cls, detention: OriginDetention) -> Confirmation:
+        """As the detention's ``Confirmed`` event recorded it (a retry answers the same)."""
+        return cls(
+            detention.origin.key,
+            dict(detention.forfeited),
+            {(str(c), int(y)): int(q) for c, y, q in detention.invalidated},
+        )
+
     def summary(self) -> str:
         return (
             f"origin {self.origin} confirmed: {sum(self.forfeited.values())} units "
@@ -170,28 +179,35 @@ class Origins:
             detention = _detention(uow, parsed)
             index = restriction_index(uow)
             now = store.clock()
-            if detention.is_confirmed:  # a retry: what it did is in the log
-                return Confirmation(parsed.key, {}, {})
+            if detention.is_confirmed:  # a retry: what it did is recorded
+                return Confirmation.of(detention)
             detention.ensure_confirmable(now)  # before the scan: nothing to forfeit yet
             only_this = dict.fromkeys(parsed.projects, detention)
-            accounts = every_account(uow, store)
             plan: list[tuple[Account, list[SerialBlock]]] = []
-            for account in accounts:
+            for account in every_account(uow, store):
                 if account.account_type in RETIRED:
                     continue
                 taken = detained_blocks(account.all_blocks, only_this)
                 if taken:
-                    _check_forfeitable(
-                        uow, index.freezes.get(account.account_id, []), account, taken
-                    )
+                    freezes = index.freezes.get(account.account_id, [])
+                    _check_forfeitable(uow, freezes, account, taken)
                     plan.append((account, taken))
             surrendered = uow.account(NATIONAL_ACCOUNTS[AccountType.SURRENDER])
             invalid = detained_blocks(surrendered.available, only_this)
             sources = _surrenders_of(store, uow, surrendered, invalid) if invalid else {}
-            detention.confirm(reason=reason, principal=principal, at=now, proposal=proposal)
+            invalidated: dict[tuple[str, int], int] = {}
+            for (_, company, year), quantity in sources.items():
+                invalidated[(company, year)] = invalidated.get((company, year), 0) + quantity
+            detention.confirm(
+                reason=reason,
+                principal=principal,
+                at=now,
+                proposal=proposal,
+                forfeited={a.account_id: sum(b.quantity for b in t) for a, t in plan},
+                invalidated=[(c, y, q) for (c, y), q in sorted(invalidated.items())],
+            )
             index.index_origin(parsed, False)
             cancellation = uow.account(NATIONAL_ACCOUNTS[AccountType.CANCELLATION])
-            forfeited: dict[str, int] = {}
             for account, taken in plan:
                 client_id = _forfeiture_id(uow, principal.party, detention, account.account_id)
                 txn_id = Transaction.id_for(principal.party, client_id)
@@ -216,16 +232,13 @@ class Origins:
                         },
                     )
                 )
-                forfeited[account.account_id] = sum(b.quantity for b in moved)
             deadline = (now + timedelta(days=days)).date()
-            invalidated: dict[tuple[str, int], int] = {}
             for (txn_uuid, company, year), quantity in sources.items():
                 uow.obligation(company, year).invalidate_surrender(
                     txn_uuid, "CCER", quantity, detention.reference, deadline
                 )
-                invalidated[(company, year)] = invalidated.get((company, year), 0) + quantity
             uow.save()
-            return Confirmation(parsed.key, forfeited, invalidated)
+            return Confirmation.of(detention)
 
         return store.retrying(attempt)
 

@@ -325,6 +325,10 @@ class OriginDetention(RestrictionHistory, Aggregate):
         """Serials cleared on holders' rebuttals: they move again."""
         self.confirmed_by = ""
         self.confirmed_at: datetime | None = None
+        self.forfeited: dict[str, int] = {}
+        """What the confirmation forfeited, per account."""
+        self.invalidated: list[list[Any]] = []
+        """What it invalidated: ``[company, year, tonnes]``."""
 
     @staticmethod
     @lru_cache(maxsize=4096)
@@ -572,11 +576,17 @@ class OriginDetention(RestrictionHistory, Aggregate):
         principal: str
         at: datetime
         proposal: str
+        forfeited: dict[str, int]
+        """Units forfeited per account (the FORFEITURE transactions of the same save)."""
+        invalidated: list[list[Any]]
+        """``[company, year, tonnes]`` of surrendered units invalidated."""
 
         def apply(self, detention: OriginDetention) -> None:
             detention.status_name = DetentionStatus.CONFIRMED.value
             detention.confirmed_by = self.principal
             detention.confirmed_at = self.at
+            detention.forfeited = dict(self.forfeited)
+            detention.invalidated = [list(row) for row in self.invalidated]
             detention.holders = {
                 account: (
                     entry
@@ -786,11 +796,19 @@ class OriginDetention(RestrictionHistory, Aggregate):
         return True
 
     def confirm(
-        self, *, reason: str, principal: Principal | str, at: datetime, proposal: str = ""
+        self,
+        *,
+        reason: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+        forfeited: dict[str, int] | None = None,
+        invalidated: Sequence[tuple[str, int, int]] = (),
     ) -> bool:
         """Confirm the detention: the application forfeits what is still detained in
-        the same save. Refused while a notified holder may still rebut; True if this
-        call did, False for a retry (already confirmed)."""
+        the same save (``forfeited`` per account; ``invalidated``: company, year, tonnes
+        surrendered). Refused while a notified holder may still rebut; True if this call
+        did, False for a retry (already confirmed)."""
         check_reason(reason)
         if self.is_confirmed:
             return False
@@ -801,6 +819,8 @@ class OriginDetention(RestrictionHistory, Aggregate):
             principal=principal_name(principal),
             at=at,
             proposal=proposal,
+            forfeited=dict(forfeited or {}),
+            invalidated=[[company, year, tonnes] for company, year, tonnes in invalidated],
         )
         return True
 

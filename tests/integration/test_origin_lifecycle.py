@@ -134,6 +134,9 @@ def test_rebut_clear_ignore_confirm(spread: Registry, clock: FakeClock) -> None:
     )
     assert confirmed.status is ProposalStatus.EXECUTED, confirmed
     assert "130 units forfeited in 4 accounts" in confirmed.result
+    again = registry.origins.confirm(REGULATOR, "P-1", "a retry")  # answered, not repeated
+    assert again.forfeited == {"CN-ISSUANCE": 30, "PWR-A": 30, "PWR-B": 50, "TRD-D": 20}
+    assert again.invalidated == {("PWR-A", 2025): 30}
     assert ccer_of(registry, "PWR-A") == 0
     assert ccer_of(registry, "PWR-A", "P-2") == 50  # another project: untouched
     assert ccer_of(registry, "PWR-B") == 0
