@@ -141,6 +141,7 @@ def check_issuable(unit_class: UnitClass, quantity: int, detention: OriginDetent
         f"units of project {unit_class.project} are detained under {detention.reference} "
         f"(since {detention.detained_at}): no more of {unit_class} may be issued",
         project=unit_class.project,
+        origin=detention.origin.key,
         detention=detention.reference,
         unit_class=unit_class.key,
         quantity=quantity,

@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import pytest
 
+from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import (
     DetentionNotActive,
     HolderNotNotified,
@@ -29,7 +30,12 @@ from registry.domain.origin_detentions import (
     check_evidence_digests,
     check_rebuttal_days,
 )
-from registry.domain.restriction_guards import check_detentions, detained_blocks, movable
+from registry.domain.restriction_guards import (
+    check_detentions,
+    detained_blocks,
+    movable,
+    restricted_quantities,
+)
 from registry.domain.units import SerialBlock, UnitClass, UnitType
 
 P1 = UnitClass(UnitType.CCER, 2024, "P-1")
@@ -200,3 +206,35 @@ def test_invalidated_surrenders_stop_counting_and_are_owed_again() -> None:
     assert (obligation.replaced, obligation.replacement_remaining) == (20, 0)
     assert obligation.total_surrendered == 35
     assert not obligation.accepts_replacement(date(2026, 5, 2))
+
+
+def test_restricted_quantities_count_each_unit_once_per_restriction() -> None:
+    """Account TRD-A holds P-1 serials 1-100. Two court orders freeze 1-30 and 21-40: 40
+    serials are frozen, not 50. The detention of P-1 with TRD-A's serials 1-60 cleared
+    leaves 61-100 detained: 40. CEA/2025 1-10, neither frozen nor detained, is absent."""
+    cea = UnitClass(UnitType.CEA, 2025)
+    detention = OriginDetention.start("P-1")
+    detention.detain(reference="D-1", reason="x", principal=WHO, at=day(3, 1))
+    detention.notify("TRD-A", 100, at=day(3, 1))
+    rebut(detention, "TRD-A", day(3, 2))
+    detention.clear_holder(
+        account_id="TRD-A", blocks=[SerialBlock(P1, 1, 60)], evidence="e", reason="r",
+        principal=WHO, at=day(3, 3),
+    )  # fmt: skip
+    freezes = [
+        BlockFreeze.impose(
+            freeze_id=f"F-{first}",
+            account_id="TRD-A",
+            blocks=[SerialBlock(P1, first, last)],
+            order_reference=f"court {first}",
+            reason="freeze",
+            principal=WHO,
+            at=day(3, 1),
+        )
+        for first, last in ((1, 30), (21, 40))
+    ]
+    holding = [SerialBlock(cea, 1, 10), SerialBlock(P1, 1, 100)]
+    found = restricted_quantities(
+        holding, account_id="TRD-A", block_freezes=freezes, detentions={"P-1": detention}
+    )
+    assert found == {P1: (40, 40)}
