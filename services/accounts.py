@@ -59,9 +59,15 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         account_id = convert.account_id(request.account_id)
         self.backend.wait_for(request.min_position, context)
         rows = self.backend.read_models.holdings(account_id)
+        restricted = self.registry.restrictions.restricted_quantities(account_id)
         return pb.GetBalancesResponse(
             account_id=account_id,
-            holdings=[convert.holding_row_to_proto(account_id, row) for row in rows],
+            holdings=[
+                convert.holding_row_to_proto(
+                    account_id, row, restricted.get(row["unit_class"], (0, 0))
+                )
+                for row in rows
+            ],
         )
 
     def ListTransactions(
@@ -148,6 +154,24 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             transaction=convert.completed(result), replayed=result.replayed
         )
 
+    def SubmitRebuttal(
+        self, request: pb.SubmitRebuttalRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitRebuttalResponse:
+        result = self.registry.origins.submit_rebuttal(
+            current_principal(),
+            convert.required(request.origin, "origin"),
+            convert.account_id(request.account_id),
+            convert.client_id(request.rebuttal_id, "rebuttal_id"),
+            request.statement,
+            list(request.evidence_sha256),
+        )
+        return pb.SubmitRebuttalResponse(
+            holder=convert.detained_holder_to_proto(result.holder),
+            detention_reference=result.reference,
+            replayed=result.replayed,
+            position=result.position or 0,
+        )
+
     def GetComplianceStatus(
         self, request: pb.GetComplianceStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetComplianceStatusResponse:
@@ -184,6 +208,9 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             shortfall_remaining=view.shortfall_remaining,
             debt_carried_forward=view.carried_forward,
             fine=common.ComplianceFine(**view.fine) if view.fine else None,
+            invalidated=view.invalidated,
+            replacement_remaining=view.replacement_remaining,
+            replacement_deadline=view.replacement_deadline,
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from registry.application.audit_events import LoggedEvent, account_events, read_events
+from registry.application.restrictions import RestrictionView
 from registry.domain.accounts import AccountType
 from registry.domain.conservation import conserved
 from registry.domain.errors import InvalidCommand
@@ -23,6 +24,7 @@ from registry.v1 import audit_service_pb2_grpc as pb_grpc
 from registry.v1 import common_pb2 as common
 from services import convert
 from services.backend import Backend
+from services.policy import found_in_scope
 
 DEFAULT_PAGE = 100
 DEFAULT_STREAM_PAGE = 5000
@@ -205,6 +207,38 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         if self.ledger_key is None or not self.ledger_key.exists():
             return ""
         return public_key_pem(load_public_key(self.ledger_key)).decode("ascii")
+
+    def ListRestrictions(
+        self, request: pb.ListRestrictionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRestrictionsResponse:
+        """Account freezes (from the account directory), then block freezes, origin
+        detentions and the market halt (from the write model); an operator sees those
+        touching its accounts, and the market halt, which touches every account."""
+        page_size = check_page_size(request.page_size or DEFAULT_PAGE)
+        start = convert.page_token(request.page_token, int)[0] if request.page_token else 0
+        frozen = [
+            RestrictionView(
+                kind="ACCOUNT_FREEZE",
+                restriction_id=account,
+                state="ACTIVE",
+                accounts=(account,),
+            )
+            for account in self.read_models.frozen_accounts()
+        ]
+        views = [
+            v
+            for v in (
+                *frozen,
+                *self.registry.restrictions.list_restrictions(request.include_lifted),
+            )
+            if not v.accounts or found_in_scope(v.accounts)
+        ]
+        page = views[start : start + page_size]
+        more = start + page_size < len(views)
+        return pb.ListRestrictionsResponse(
+            restrictions=[convert.restriction_to_proto(v) for v in page],
+            next_page_token=convert.encode_page_token(start + page_size) if more else "",
+        )
 
 
 def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:

@@ -16,10 +16,12 @@ from typing import Any, Literal, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from registry.application.commands import Trade
+from registry.application.restrictions import RestrictionView
 from registry.application.results import AccountView, HoldResult, TransactionResult
 from registry.domain.accounts import Holder, Sector, check_account_id
 from registry.domain.errors import InvalidCommand, RegistryError, RowsInvalid, Violation
 from registry.domain.ids import check_client_id, has_control_characters
+from registry.domain.origin_detentions import DetainedHolder
 from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.v1 import administration_service_pb2 as admin_pb
@@ -213,6 +215,11 @@ def page_token(token: str, *shape: type) -> list[Any]:
     return parts
 
 
+def encode_page_token(*parts: str | int) -> str:
+    """A page token ``page_token`` reads back (base64 JSON list)."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode()
+
+
 def _token_part(part: object, kind: type) -> bool:
     if kind is int:
         return type(part) is int and 0 <= part < 2**63
@@ -333,13 +340,60 @@ def account_row_to_proto(row: Mapping[str, Any]) -> pb.Account:
     )
 
 
-def holding_row_to_proto(account_id: str, row: Mapping[str, Any]) -> pb.Holding:
+def holding_row_to_proto(
+    account_id: str, row: Mapping[str, Any], restricted: tuple[int, int] = (0, 0)
+) -> pb.Holding:
+    """``restricted``: (detained, frozen) units of the holding's class."""
+    detained, frozen = restricted
     return pb.Holding(
         account_id=account_id,
         unit_class=unit_class_to_proto(row["unit_class"]),
         total=row["total"],
         held=row.get("held", 0),
         available=row.get("available", row["total"] - row.get("held", 0)),
+        detained=min(detained, row["total"]),
+        frozen=min(frozen, row["total"]),
+    )
+
+
+# -- restrictions -------------------------------------------------------------------
+
+RESTRICTION_STATES = {
+    "ACTIVE": pb.RESTRICTION_STATE_ACTIVE,
+    "DETAINED": pb.RESTRICTION_STATE_ACTIVE,
+    "LIFTED": pb.RESTRICTION_STATE_LIFTED,
+    "CLEARED": pb.RESTRICTION_STATE_LIFTED,
+    "CONFIRMED": pb.RESTRICTION_STATE_CONFIRMED,
+}
+
+
+def detained_holder_to_proto(holder: DetainedHolder) -> pb.DetainedHolder:
+    return pb.DetainedHolder(
+        account_id=holder.account_id,
+        state=enum_to_proto(holder.status, pb.HolderState),
+        quantity=holder.quantity,
+        deadline_time=timestamp(holder.deadline),
+        rebuttal_id=holder.rebuttal_id,
+        statement=holder.statement,
+        evidence_sha256=list(holder.evidence),
+        submit_time=timestamp(holder.submitted_at),
+        decide_time=timestamp(holder.decided_at),
+    )
+
+
+def restriction_to_proto(view: RestrictionView) -> pb.Restriction:
+    return pb.Restriction(
+        kind=enum_to_proto(view.kind, pb.RestrictionKind),
+        restriction_id=view.restriction_id,
+        state=RESTRICTION_STATES[view.state],
+        account_ids=list(view.accounts),
+        reference=view.reference,
+        reason=view.reason,
+        principal=view.principal,
+        start_time=timestamp(view.since),
+        blocks=[block_to_proto(b) for b in view.blocks],
+        quantity=view.quantity,
+        holders=[detained_holder_to_proto(h) for h in view.holders],
     )
 
 

@@ -117,6 +117,7 @@ POLICY: dict[str, Rule] = {
             # the source is what the operator acts on; the destination must be the same
             # holder's (DIFFERENT_HOLDER otherwise, the ledger's check)
             "TransferUnits": Rule(frozenset({R.OPERATOR}), _field("source_account_id")),
+            "SubmitRebuttal": Rule(frozenset({R.OPERATOR}), ACCOUNT),
         },
     ),
     **_rules(
@@ -170,6 +171,8 @@ POLICY: dict[str, Rule] = {
         },
     ),
     **_rules(AUD, {"GetLedgerDigest": Rule(READERS | {R.EXCHANGE, R.OPERATOR})}),
+    # an operator: the restrictions touching its accounts (the servicer filters by scope)
+    **_rules(AUD, {"ListRestrictions": Rule(READERS | {R.OPERATOR}, after_lookup=True)}),
     **_rules(
         ACC,
         {

@@ -116,6 +116,9 @@ class Movement:
     reference: str | None = None
     """A transfer's reference (``TRANSFER_KINDS``): the court case, merger or split
     decision, or exchange ticket it carries out; the operator's own, optionally."""
+    override_restrictions: bool = False
+    """A reversal only: move the original's serials back even where a block freeze or
+    an origin detention covers them (an approved proposal that says so explicitly)."""
     fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +168,12 @@ class Movement:
         if self.hold_id is not None:
             check_client_id(self.hold_id, "hold id")
         self._check_transfer()
+        if self.override_restrictions and self.kind is not TransactionKind.REVERSAL:
+            raise InvalidCommand(
+                "only a reversal may override a restriction",
+                reason="INVALID_ARGUMENT",
+                field="override_restrictions",
+            )
         object.__setattr__(self, "fingerprint", fingerprint(self.content()))
 
     def _check_transfer(self) -> None:
@@ -196,7 +205,10 @@ class Movement:
             "compliance_year": self.compliance_year,
             "reverses": list(self.reverses) if self.reverses else None,
             "trade_date": self.trade_date.isoformat() if self.trade_date else None,
-        }  # "reference" only when set: the fingerprints of earlier kinds stay as they were
+            # absent unless set, so the fingerprints of earlier commands stay the same
+            # ("reference" likewise, above)
+            **({"override_restrictions": True} if self.override_restrictions else {}),
+        }
 
     def details(self) -> dict[str, Any]:
         """What the transaction record keeps beyond source, destination and blocks."""

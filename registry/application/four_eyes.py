@@ -47,6 +47,7 @@ from registry.application.commands import (
 from registry.application.compliance import Compliance
 from registry.application.enforcement import Enforcement
 from registry.application.movements import Movements
+from registry.application.origins import Origins, check_replacement_days
 from registry.application.restrictions import Restrictions
 from registry.application.results import EmissionsRowStatus, RowOutcome, TransactionResult
 from registry.application.store import Store
@@ -63,7 +64,7 @@ from registry.domain.errors import (
 )
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
-from registry.domain.origin_detentions import check_origin
+from registry.domain.origin_detentions import Origin, check_rebuttal_days
 from registry.domain.proposals import (
     ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
@@ -105,6 +106,7 @@ class Actions:
     compliance: Compliance
     restrictions: Restrictions
     enforcement: Enforcement
+    origins: Origins
 
 
 class FourEyes:
@@ -414,7 +416,10 @@ def _reversal(actions: Actions, p: _Payload) -> Action:
     check_party(party, "original party")
     check_client_id(original, "reversed transaction id")
     check_reason(reason)
-    return lambda who: _completed(actions.movements.reverse(who, txn, party, original, reason))
+    override = p.flag("override_restrictions")
+    return lambda who: _completed(
+        actions.movements.reverse(who, txn, party, original, reason, override)
+    )
 
 
 def _cancellation(actions: Actions, p: _Payload) -> Action:
@@ -600,20 +605,48 @@ def _block_release(actions: Actions, p: _Payload) -> Action:
     return lambda who: actions.restrictions.release_blocks(who, freeze_id, reason, evidence)
 
 
+def _origin(p: _Payload) -> str:
+    """The origin a detention proposal names: ``origin`` (``PROJECT:P-1``,
+    ``UNIT_CLASS:CCER/2024/P-1``), or ``project`` as before origins had kinds."""
+    origin = p.text("origin", "")
+    text = origin or p.text("project")
+    Origin.parse(text, "origin" if origin else "project")
+    return text
+
+
 def _detention(actions: Actions, p: _Payload) -> Action:
-    project, reference, reason = p.text("project"), p.text("reference"), p.text("reason")
-    check_origin(project)
+    origin, reference, reason = _origin(p), p.text("reference"), p.text("reason")
+    days = p.number("rebuttal_days", optional=True) or None
+    check_rebuttal_days(days)
     check_reference(reference)
     check_restriction_reason(reason)
-    return lambda who: actions.restrictions.detain_origin(who, project, reference, reason)
+    return lambda who: actions.restrictions.detain_origin(
+        who, origin, reference, reason, rebuttal_days=days
+    )
 
 
 def _clearance(actions: Actions, p: _Payload) -> Action:
-    project, evidence, reason = p.text("project"), p.text("evidence"), p.text("reason")
-    check_origin(project)
+    origin, evidence, reason = _origin(p), p.text("evidence"), p.text("reason")
     check_evidence(evidence)
     check_restriction_reason(reason)
-    return lambda who: actions.restrictions.clear_origin(who, project, evidence, reason)
+    return lambda who: actions.restrictions.clear_origin(who, origin, evidence, reason)
+
+
+def _holder_clearance(actions: Actions, p: _Payload) -> Action:
+    origin, account = _origin(p), p.text("account_id")
+    evidence, reason = p.text("evidence"), p.text("reason")
+    check_account_id(account)
+    check_evidence(evidence)
+    check_restriction_reason(reason)
+    return lambda who: actions.origins.clear_holder(who, origin, account, evidence, reason)
+
+
+def _confirmation(actions: Actions, p: _Payload) -> Action:
+    origin, reason = _origin(p), p.text("reason")
+    days = p.number("replacement_days", optional=True) or None
+    check_replacement_days(days)
+    check_restriction_reason(reason)
+    return lambda who: actions.origins.confirm(who, origin, reason, replacement_days=days).summary()
 
 
 def _ordered_transfer(kind: TransactionKind) -> Callable[[Actions, _Payload], Action]:
@@ -675,4 +708,6 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.MERGER_TRANSFER: _ordered_transfer(TransactionKind.MERGER_TRANSFER),
     ProposalKind.SPLIT_TRANSFER: _ordered_transfer(TransactionKind.SPLIT_TRANSFER),
     ProposalKind.EXCHANGE_CORRECTION: _ordered_transfer(TransactionKind.EXCHANGE_CORRECTION),
+    ProposalKind.ORIGIN_HOLDER_CLEARANCE: _holder_clearance,
+    ProposalKind.ORIGIN_CONFIRMATION: _confirmation,
 }

@@ -250,8 +250,12 @@ class Movements:
         original_party: str,
         original_transaction_id: str,
         reason: str,
+        override_restrictions: bool = False,
     ) -> TransactionResult:
-        """Undo a completed transaction: the same serial blocks go back where they came from."""
+        """Undo a completed transaction: the same serial blocks go back where they came
+        from. Refused (``SERIALS_FROZEN``, ``ORIGIN_DETAINED``) when a restriction covers
+        them, unless ``override_restrictions`` (an approved proposal saying so explicitly;
+        the transaction's details record it)."""
         return self._move(
             principal,
             Movement(
@@ -262,6 +266,7 @@ class Movements:
                 None,
                 reason,
                 reverses=(original_party, original_transaction_id),
+                override_restrictions=override_restrictions,
             ),
         )
 

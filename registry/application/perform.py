@@ -16,7 +16,11 @@ from uuid import UUID
 
 from registry.application.commands import Movement
 from registry.application.compliance import CarryOverCheck, carry_over_give_back, year_rules
-from registry.application.restrictions import check_restrictions
+from registry.application.restrictions import (
+    check_blocks_unrestricted,
+    check_issuance,
+    check_restrictions,
+)
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain.accounts import NATIONAL_ACCOUNTS, Account, AccountType
 from registry.domain.errors import (
@@ -198,8 +202,9 @@ def _perform_surrender(
     year = movement.compliance_year
     rules, closed = year_rules(uow, year, source)
     existing = uow.find(ComplianceObligation.id_for(source.account_id, year), ComplianceObligation)
-    if closed:  # only a noticed shortfall takes a late surrender, until its deadline
-        if existing is None:
+    replacing = existing is not None and existing.accepts_replacement(clock().date())
+    if closed and not replacing:  # a noticed shortfall takes a late surrender until its
+        if existing is None:  # deadline; invalidated units are replaced until theirs
             raise ComplianceYearClosed(f"compliance year {year} is closed", year=year)
         existing.ensure_accepts_late_surrender(clock().date())
     # A first surrender for the year starts its obligation, but only once every
@@ -215,6 +220,8 @@ def _perform_surrender(
     record = obligation.record_late_surrender if closed else obligation.record_surrender
     record(txn_id, movement.selector.unit_type.value, movement.quantity, advance)
     carry.record(uow, source.account_id, txn_id, year)
+    if obligation.replacement_remaining:
+        obligation.record_replacement(txn_id, movement.quantity)
     return source.account_id, destination.account_id, blocks
 
 
@@ -266,6 +273,7 @@ def _perform_issuance(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Move
     assert movement.unit_class is not None and movement.quantity is not None
     issuance = uow.account(NATIONAL_ACCOUNTS[AccountType.ISSUANCE])
     issuance.ensure_can_receive()
+    check_issuance(uow, movement.unit_class, movement.quantity)
     block = uow.counter(movement.unit_class).issue(movement.quantity, txn_id)
     issuance.credit(txn_id, [block])
     return None, issuance.account_id, (block,)
@@ -280,6 +288,8 @@ def _perform_reversal(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Move
     destination = uow.account(original.source)
     source.ensure_can_send()
     destination.ensure_can_receive()
+    if not movement.override_restrictions:  # an approved proposal may say so, recorded
+        check_blocks_unrestricted(uow, source.account_id, TransactionKind.REVERSAL, original.blocks)
     undo = _obligation_undo(uow, original)  # its guards run before anything changes
     blocks = source.debit_blocks(txn_id, original.blocks)
     destination.credit(txn_id, blocks)

@@ -26,6 +26,7 @@ from registry.application.enforcement import Enforcement
 from registry.application.four_eyes import Actions, FourEyes
 from registry.application.holds import Holds
 from registry.application.movements import Movements
+from registry.application.origins import Origins
 from registry.application.queries import Queries
 from registry.application.restrictions import Restrictions
 from registry.application.results import (
@@ -95,8 +96,14 @@ class Registry(Application[UUID]):
         self._enforcement = Enforcement(self.store)
         self._queries = Queries(self.store)
         self.restrictions = Restrictions(self.store)
+        self.origins = Origins(self.store)
         actions = Actions(
-            self._movements, self._accounts, self._compliance, self.restrictions, self._enforcement
+            self._movements,
+            self._accounts,
+            self._compliance,
+            self.restrictions,
+            self._enforcement,
+            self.origins,
         )
         self.proposals = FourEyes(self.store, actions, lambda: self.access.current())
         """Four eyes: actions that take effect when a second regulator approves."""
@@ -315,9 +322,15 @@ class Registry(Application[UUID]):
         original_party: str,
         original_transaction_id: str,
         reason: str,
+        override_restrictions: bool = False,
     ) -> TransactionResult:
         return self._movements.reverse(
-            principal, transaction_id, original_party, original_transaction_id, reason
+            principal,
+            transaction_id,
+            original_party,
+            original_transaction_id,
+            reason,
+            override_restrictions,
         )
 
     def settle_trades(self, principal: Principal, trades: Sequence[Trade]) -> list[TradeResult]:

@@ -1,11 +1,14 @@
-"""Judicial freezes of serial blocks, detention of a CCER project's units, and the
-market halt: imposing and lifting them (each through an approved proposal, see
-``four_eyes``), and the check every movement makes before it moves anything.
+"""Judicial freezes of serial blocks, detention of an origin's units, and the market
+halt: imposing and lifting them (each through an approved proposal, see ``four_eyes``),
+what they restrict (per account, and listed), and the check every movement makes before
+it moves anything. A detention's rebuttals and confirmation are ``origins``'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
@@ -14,11 +17,46 @@ from registry.domain.accounts import Account
 from registry.domain.block_freezes import BlockFreeze
 from registry.domain.errors import UnknownFreeze
 from registry.domain.market_halt import MarketHalt
-from registry.domain.origin_detentions import OriginDetention
-from registry.domain.restriction_guards import check_unrestricted, movable
+from registry.domain.origin_detentions import (
+    DetainedHolder,
+    DetentionStatus,
+    Origin,
+    OriginDetention,
+    check_rebuttal_days,
+)
+from registry.domain.restriction_guards import (
+    check_issuable,
+    check_unrestricted,
+    movable,
+    restricted_quantities,
+)
 from registry.domain.restriction_index import RestrictionIndex
 from registry.domain.transactions import Principal, TransactionKind
-from registry.domain.units import Holding, SerialBlock, UnitSelector
+from registry.domain.units import Holding, SerialBlock, UnitClass, UnitSelector
+
+
+@dataclass(frozen=True)
+class RestrictionView:
+    """One restriction as a regulator, auditor or holder reads it.
+
+    ``kind``: ``ACCOUNT_FREEZE``, ``BLOCK_FREEZE``, ``ORIGIN_DETENTION``, ``MARKET_HALT``;
+    ``restriction_id``: the account, freeze id, detained origin or ``market``;
+    ``state``: ``ACTIVE`` or ``LIFTED`` (a detention: its own status); ``accounts``: the
+    accounts it touches (``()`` for the market halt, which touches every account)."""
+
+    kind: str
+    restriction_id: str
+    state: str
+    accounts: tuple[str, ...] = ()
+    origin: str = ""
+    reference: str = ""
+    reason: str = ""
+    principal: str = ""
+    since: datetime | None = None
+    blocks: tuple[SerialBlock, ...] = ()
+    quantity: int = 0
+    holders: tuple[DetainedHolder, ...] = ()
+    """A detention's notified holders: each one's state and rebuttal deadline."""
 
 
 class Restrictions:
@@ -89,36 +127,54 @@ class Restrictions:
         return store.retrying(attempt)
 
     def detain_origin(
-        self, principal: Principal, project: str, reference: str, reason: str, proposal: str = ""
+        self,
+        principal: Principal,
+        project: str,
+        reference: str,
+        reason: str,
+        proposal: str = "",
+        rebuttal_days: int | None = None,
     ) -> str:
+        """Detain every unit of an origin (a project id, or an ``Origin`` key such as
+        ``UNIT_CLASS:CCER/2024/P-1``) and, in the same save, notify each account holding
+        some with the deadline of its rebuttal (``rebuttal_days``, default 30)."""
+        origin = Origin.parse(project)
+        check_rebuttal_days(rebuttal_days)
         store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
-            detention = uow.find(OriginDetention.id_for(project), OriginDetention) or uow.add(
-                OriginDetention.start(project)
+            detention = uow.find(OriginDetention.id_for_origin(origin), OriginDetention) or uow.add(
+                OriginDetention.start(origin)
             )
+            now = store.clock()
             if detention.detain(
                 reference=reference,
                 reason=reason,
                 principal=principal,
-                at=store.clock(),
+                at=now,
                 proposal=proposal,
             ):
-                self._index(uow).index_detention(project, True)
+                restriction_index(uow).index_origin(origin, True)
+                for account_id, quantity in holders_of(uow, store, origin).items():
+                    detention.notify(account_id, quantity, at=now, days=rebuttal_days)
                 uow.save()
-            return f"project {project} detained under {reference}"
+            return (
+                f"origin {origin} detained under {reference}: "
+                f"{len(detention.holders)} holders notified"
+            )
 
         return store.retrying(attempt)
 
     def clear_origin(
         self, principal: Principal, project: str, evidence: str, reason: str, proposal: str = ""
     ) -> str:
+        origin = Origin.parse(project)
         store = self._store
 
         def attempt(uow: UnitOfWork) -> str:
             detention = uow.find(
-                OriginDetention.id_for(project), OriginDetention
-            ) or OriginDetention.start(project)
+                OriginDetention.id_for_origin(origin), OriginDetention
+            ) or OriginDetention.start(origin)
             if detention.clear(
                 evidence=evidence,
                 reason=reason,
@@ -126,9 +182,9 @@ class Restrictions:
                 at=store.clock(),
                 proposal=proposal,
             ):
-                self._index(uow).index_detention(project, False)
+                restriction_index(uow).index_origin(origin, False)
                 uow.save()
-            return f"project {project} cleared on {evidence}"
+            return f"origin {origin} cleared on {evidence}"
 
         return store.retrying(attempt)
 
@@ -147,11 +203,143 @@ class Restrictions:
 
         return store.retrying(attempt)
 
+    # -- what is restricted ----------------------------------------------------------
+
+    def restricted_quantities(self, account_id: str) -> dict[str, tuple[int, int]]:
+        """(detained, frozen) units per unit class key of one account, from the write
+        model (authoritative, and nothing to read when nothing is in force: the index
+        says so in one cached read)."""
+        uow = UnitOfWork(self._store.app)
+        index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+        if index is None or (not index.any_detained and account_id not in index.freezes):
+            return {}
+        account = uow.find(Account.id_for(account_id), Account)
+        if account is None:
+            return {}
+        freezes = [
+            f
+            for f in (
+                uow.find(BlockFreeze.id_for(i), BlockFreeze)
+                for i in index.freezes.get(account_id, [])
+            )
+            if f is not None
+        ]
+        found = restricted_quantities(
+            account.all_blocks,
+            account_id=account_id,
+            block_freezes=freezes,
+            detentions=detention_lookup(uow, index),
+        )
+        return {cls.key: quantities for cls, quantities in found.items()}
+
+    def list_restrictions(self, include_lifted: bool = False) -> list[RestrictionView]:
+        """Block freezes, origin detentions and the market halt, in force (and, with
+        ``include_lifted``, those released, cleared or lifted), oldest first. Account
+        freezes are the account directory's (a read model): the servicer adds them."""
+        store = self._store
+        uow = UnitOfWork(store.app)
+        views: list[RestrictionView] = []
+        for freeze_uuid in store.originators(BlockFreeze.Imposed.TOPIC):
+            freeze = uow.find(freeze_uuid, BlockFreeze)
+            if freeze is None or not (freeze.is_active or include_lifted):
+                continue
+            views.append(
+                RestrictionView(
+                    kind="BLOCK_FREEZE",
+                    restriction_id=freeze.freeze_id,
+                    state="ACTIVE" if freeze.is_active else "LIFTED",
+                    accounts=(freeze.account_id,),
+                    reference=freeze.order_reference,
+                    reason=freeze.reason,
+                    principal=freeze.imposed_by,
+                    since=freeze.imposed_at,
+                    blocks=tuple(freeze.frozen_blocks),
+                    quantity=freeze.quantity,
+                )
+            )
+        for detention_uuid in store.originators(OriginDetention.Started.TOPIC):
+            detention = uow.find(detention_uuid, OriginDetention)
+            if detention is None or detention.status is DetentionStatus.NOT_DETAINED:
+                continue
+            if not (detention.is_active or include_lifted):
+                continue
+            views.append(self._detention_view(detention))
+        halt = uow.find(MarketHalt.id_for(), MarketHalt)
+        if halt is not None and (halt.is_halted or (include_lifted and halt.halted_at)):
+            views.append(
+                RestrictionView(
+                    kind="MARKET_HALT",
+                    restriction_id="market",
+                    state="ACTIVE" if halt.is_halted else "LIFTED",
+                    reason=halt.reason,
+                    principal=halt.halted_by,
+                    since=halt.halted_at,
+                )
+            )
+        return views
+
+    @staticmethod
+    def _detention_view(detention: OriginDetention) -> RestrictionView:
+        holders = detention.notified
+        return RestrictionView(
+            kind="ORIGIN_DETENTION",
+            restriction_id=detention.origin.key,
+            state=detention.status_name,
+            accounts=tuple(h.account_id for h in holders),
+            origin=detention.origin.key,
+            reference=detention.reference,
+            reason=detention.reason,
+            principal=detention.detained_by,
+            since=detention.detained_at,
+            quantity=sum(h.quantity for h in holders),
+            holders=holders,
+        )
+
     @staticmethod
     def _index(uow: UnitOfWork) -> RestrictionIndex:
-        return uow.find(RestrictionIndex.id_for(), RestrictionIndex) or uow.add(
-            RestrictionIndex.start()
-        )
+        return restriction_index(uow)
+
+
+def restriction_index(uow: UnitOfWork) -> RestrictionIndex:
+    """The index of restrictions in force, started on the first one."""
+    return uow.find(RestrictionIndex.id_for(), RestrictionIndex) or uow.add(
+        RestrictionIndex.start()
+    )
+
+
+def detention_lookup(
+    uow: UnitOfWork, index: RestrictionIndex
+) -> Callable[[str], list[OriginDetention]]:
+    """The detentions in force that may cover a project's units, loaded on demand."""
+
+    def find(project: str) -> list[OriginDetention]:
+        found = (uow.find(i, OriginDetention) for i in index.detention_ids(project))
+        return [d for d in found if d is not None]
+
+    return find
+
+
+def every_account(uow: UnitOfWork, store: Store) -> list[Account]:
+    """Every account, loaded in one prefetch (a detention touches units wherever they are;
+    imposing or confirming one is rare, so a scan is cheaper than an index kept on every
+    movement)."""
+    ids = list(store.originators(Account.Opened.TOPIC))
+    uow.prefetch(ids, store.load_many)
+    return [a for a in (uow.find(i, Account) for i in ids) if a is not None]
+
+
+def holders_of(uow: UnitOfWork, store: Store, origin: Origin) -> dict[str, int]:
+    """Each holder's account holding units of ``origin`` (held ones included), with
+    how many: the holders notified. National accounts are the registry's own: their
+    units are detained (and forfeited) too, but nobody there rebuts."""
+    found: dict[str, int] = {}
+    for account in every_account(uow, store):
+        if account.account_type.is_national:
+            continue
+        quantity = sum(b.quantity for b in account.all_blocks if origin.matches(b.unit_class))
+        if quantity:
+            found[account.account_id] = quantity
+    return dict(sorted(found.items()))
 
 
 def check_restrictions(
@@ -180,10 +368,7 @@ def check_restrictions(
         )
         if f is not None
     ]
-
-    def detentions(project: str) -> OriginDetention | None:
-        return uow.find(OriginDetention.id_for(project), OriginDetention)
-
+    detentions = detention_lookup(uow, index)
     halt = uow.find(MarketHalt.id_for(), MarketHalt)
     pool = None
     if blocks is None:
@@ -206,3 +391,44 @@ def check_restrictions(
         halt=halt,
     )
     return pool
+
+
+def check_issuance(uow: UnitOfWork, unit_class: UnitClass, quantity: int) -> None:
+    """Refuse issuing more units of a detained origin (``ORIGIN_DETAINED``): a detention
+    covers every unit of its origin, those not yet issued included."""
+    index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+    if index is None or not unit_class.project or not index.detains(unit_class.project):
+        return
+    for detention in detention_lookup(uow, index)(unit_class.project):
+        if detention.detains(unit_class):
+            check_issuable(unit_class, quantity, detention)
+
+
+def check_blocks_unrestricted(
+    uow: UnitOfWork, source_account: str, kind: TransactionKind, blocks: Sequence[SerialBlock]
+) -> None:
+    """Refuse moving these exact ``blocks`` out of ``source_account`` when a block freeze
+    or a detention covers any of them (a reversal, which moves back the very serials
+    the original moved, cannot skip restricted units as FIFO selection does)."""
+    index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+    if index is None:
+        return
+    detained = index.any_detained and any(b.unit_class.project for b in blocks)
+    if not detained and source_account not in index.freezes and not index.halted:
+        return
+    freezes = [
+        f
+        for f in (
+            uow.find(BlockFreeze.id_for(i), BlockFreeze)
+            for i in index.freezes.get(source_account, [])
+        )
+        if f is not None
+    ]
+    check_unrestricted(
+        blocks,
+        source_account=source_account,
+        kind=kind,
+        block_freezes=freezes,
+        detentions=detention_lookup(uow, index),
+        halt=uow.find(MarketHalt.id_for(), MarketHalt),
+    )

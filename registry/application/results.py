@@ -343,6 +343,12 @@ class ComplianceView:
     """What was carried as a debt into the next year's allocation."""
     fine: dict[str, Any] | None = None
     """The fine recorded: multiple, reference_price, quantity, amount (CNY strings)."""
+    invalidated: int = 0
+    """Surrendered tonnes a confirmed origin detention invalidated (docs/origins.md)."""
+    replacement_remaining: int = 0
+    """Of those, what the company has not replaced yet."""
+    replacement_deadline: str = ""
+    """ISO date: the last day to replace them ("" if nothing was invalidated)."""
 
     @classmethod
     def of(
@@ -401,6 +407,9 @@ class ComplianceView:
             shortfall_remaining=obligation.remaining_shortfall,
             carried_forward=obligation.carried_forward,
             fine=obligation.fine,
+            invalidated=obligation.invalidated,
+            replacement_remaining=obligation.replacement_remaining,
+            replacement_deadline=obligation.replacement_deadline,
         )
 
     @property

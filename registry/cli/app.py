@@ -24,6 +24,7 @@ import registry.cli.migrate as migrate
 import registry.cli.project as project
 import registry.cli.regulator as regulator
 import registry.cli.remote as remote
+import registry.cli.restrictions as restrictions
 import registry.cli.serve as serve
 import registry.cli.supply as supply
 import registry.cli.transfers as transfers
@@ -43,7 +44,7 @@ Main command groups:
   run a registry     demo, serve, project, migrate, config
   check it           supply, check, verify, ledger-digest, health
   use a server       balances, history, trace, compliance-status, surrender, transfer,
-                     report
+                     report, restrictions (list, rebut)
   regulate           rules, close-year, propose, proposals, allocate, import
   administer access  access (init, grant, token, cert, list)
   measure            bench (from a source checkout)
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_parsers(sub)
     config.add_parser(sub)
     remote.add_parsers(sub)
+    restrictions.add_parsers(sub)
     allocate.add_parsers(sub)
     verify.add_parser(sub)
     health.add_parser(sub)

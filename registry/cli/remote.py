@@ -332,9 +332,12 @@ def _key(klass: common_pb.UnitClass) -> str:
 
 def _print_balances(client: RegistryClient, account_id: str) -> None:
     holdings = client.balances(account_id)
-    print(f"{'unit class':<32}{'total':>16}{'held':>16}{'available':>16}")
+    restricted = any(h.detained or h.frozen for h in holdings)  # columns only then
+    extra = f"{'detained':>16}{'frozen':>16}" if restricted else ""
+    print(f"{'unit class':<32}{'total':>16}{'held':>16}{'available':>16}{extra}")
     for h in holdings:
-        print(f"{_key(h.unit_class):<32}{h.total:>16,}{h.held:>16,}{h.available:>16,}")
+        extra = f"{h.detained:>16,}{h.frozen:>16,}" if restricted else ""
+        print(f"{_key(h.unit_class):<32}{h.total:>16,}{h.held:>16,}{h.available:>16,}{extra}")
     if not holdings:
         print(f"({account_id} holds no units)")
 

@@ -376,6 +376,47 @@ class ConcurrencyConflict(RegistryError):
     retryable = True
 
 
+# -- origin detention with rebuttal (docs/origins.md) ------------------------------------
+
+
+class UnknownDetention(NotFound):
+    """No detention was ever recorded for that origin."""
+
+    reason = "UNKNOWN_DETENTION"
+
+
+class HolderNotNotified(Refused):
+    """The account was not notified of the detention: it held no detained units of the
+    origin when the detention was imposed, so it has nothing to rebut or clear."""
+
+    reason = "HOLDER_NOT_NOTIFIED"
+
+
+class RebuttalDeadlinePassed(Refused):
+    """The holder's rebuttal period (from its notification) has ended: its units stay
+    detained until the detention is cleared or confirmed."""
+
+    reason = "REBUTTAL_DEADLINE_PASSED"
+
+
+class RebuttalAlreadySubmitted(Refused):
+    """The holder already submitted a (different) rebuttal for this detention."""
+
+    reason = "REBUTTAL_ALREADY_SUBMITTED"
+
+
+class RebuttalNotSubmitted(Refused):
+    """A holder is cleared on the rebuttal it submitted: it has submitted none."""
+
+    reason = "REBUTTAL_NOT_SUBMITTED"
+
+
+class RebuttalPeriodOpen(Refused):
+    """A detention cannot be confirmed while a notified holder may still rebut."""
+
+    reason = "REBUTTAL_PERIOD_OPEN"
+
+
 REFUSAL_TYPES: dict[str, type[RegistryError]] = {}
 
 

@@ -49,6 +49,10 @@ MOVEMENTS: dict[TransactionKind, tuple[frozenset[AccountType], frozenset[Account
     TransactionKind.MERGER_TRANSFER: (HOLDERS, HOLDERS),
     TransactionKind.SPLIT_TRANSFER: (HOLDERS, HOLDERS),
     TransactionKind.EXCHANGE_CORRECTION: (HOLDERS, HOLDERS),
+    TransactionKind.FORFEITURE: (
+        HOLDERS | {_T.ISSUANCE, _T.ALLOCATION_RESERVE},
+        frozenset({_T.CANCELLATION}),
+    ),
 }
 """Which account types each kind may take units from and deliver them to.
 

@@ -672,6 +672,82 @@ class ComplianceObligation(Aggregate):
         )
         return True
 
+    # -- surrenders invalidated by a confirmed origin detention (docs/origins.md) ------
+
+    invalidated: int = 0
+    """Tonnes surrendered for this year whose origin a confirmed detention forfeited:
+    they no longer count (class defaults: snapshots taken before them still restore)."""
+    replacement_owed: int = 0
+    """Tonnes the company must surrender again to replace them, by ``replacement_deadline``."""
+    replaced: int = 0
+    replacement_deadline: str = ""
+    """ISO date: the last day a replacement surrender is taken for a closed year."""
+
+    class SurrenderInvalidated(Aggregate.Event):
+        """Units of a surrender were of an origin whose detention was confirmed: they
+        stop counting towards the year, and the company owes the same tonnes again by
+        the deadline (as CORSIA and voluntary registries treat invalidated units)."""
+
+        TOPIC = "registry.ComplianceObligation.SurrenderInvalidated"
+        transaction_id: UUID
+        unit_type: str
+        quantity: int
+        detention: str
+        replacement_deadline: str
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation._add(self.unit_type, -self.quantity)
+            obligation.invalidated += self.quantity
+            obligation.replacement_owed += self.quantity
+            obligation.replacement_deadline = self.replacement_deadline
+
+    class ReplacementSurrendered(Aggregate.Event):
+        TOPIC = "registry.ComplianceObligation.ReplacementSurrendered"
+        transaction_id: UUID
+        quantity: int
+
+        def apply(self, obligation: ComplianceObligation) -> None:
+            obligation.replaced += self.quantity
+
+    @property
+    def replacement_remaining(self) -> int:
+        return max(0, self.replacement_owed - self.replaced)
+
+    def invalidate_surrender(
+        self,
+        transaction_id: UUID,
+        unit_type: str,
+        quantity: int,
+        detention: str,
+        deadline: date,
+    ) -> None:
+        """Stop counting ``quantity`` surrendered units of a forfeited origin; the same
+        tonnes are owed again by ``deadline``."""
+        if quantity <= 0:
+            raise ValueError(f"an invalidation takes units, got {quantity}")
+        self.trigger_event(
+            self.SurrenderInvalidated,
+            transaction_id=transaction_id,
+            unit_type=unit_type,
+            quantity=quantity,
+            detention=detention,
+            replacement_deadline=deadline.isoformat(),
+        )
+
+    def accepts_replacement(self, today: date) -> bool:
+        """A closed year takes a surrender replacing invalidated units until the
+        replacement deadline (inclusive)."""
+        return self.replacement_remaining > 0 and today.isoformat() <= self.replacement_deadline
+
+    def record_replacement(self, transaction_id: UUID, quantity: int) -> None:
+        """Count a surrender towards the replacement owed (what exceeds it is a plain
+        surrender)."""
+        counted = min(quantity, self.replacement_remaining)
+        if counted:
+            self.trigger_event(
+                self.ReplacementSurrendered, transaction_id=transaction_id, quantity=counted
+            )
+
 
 def _base_name(base: str) -> str:
     return {

@@ -1,18 +1,37 @@
-"""An origin detention: every unit of one CCER project is detained wherever it is (any
-account, any kind, issuance of more units included) until a regulator clears it on
-evidence.
+"""An origin detention: every unit of a flagged origin is detained wherever it is (any
+account, any kind, issuance of more units included) until cleared or confirmed.
 
-One aggregate per project (id from the project id); it can be detained, cleared and
-detained again. A second ``detain`` while detained is a *replay* (no event) when it
-carries a reference already used for this project, and refused
-(``ORIGIN_ALREADY_DETAINED``, naming the active detention) otherwise. What the three
-restrictions share, and the guards, are in ``registry.domain.restrictions``.
+Modelled on a rebuttable presumption (docs/origins.md): units of the origin are presumed
+tainted; each holder is notified with a deadline, may rebut with evidence (a statement
+and the SHA-256 digests of its documents), and a second regulator clears that holder's
+units or confirms the detention, which forfeits what is still detained everywhere.
+
+An origin is a predicate over projects and units (``Origin``): today a CCER project or
+one unit class of it; a province, a listed entity or a methodology are predicates over
+project records, resolved to the projects they match when imposed (``Origin.projects``),
+which a later step adds with the project records. One aggregate per origin (a project's
+id is the one detentions always had, so stores written before origins keep their
+history); it can be detained, cleared and detained again. A second ``detain`` while
+detained is a *replay* (no event) when it carries a reference already used for this
+origin, and refused (``ORIGIN_ALREADY_DETAINED``, naming the active detention)
+otherwise. What the three restrictions share, and the guards, are in
+``registry.domain.restrictions``.
+
+Worked example (``tests/unit/test_origin_lifecycle.py``): project P-1 is detained on
+1 March with a 30-day rebuttal period; A holds 100 units, B 40. Both are notified with
+the deadline 31 March. A rebuts on 10 March (under review) and is cleared on 20 March:
+its 100 units move again. B says nothing; on 1 April (the deadline passed) the
+detention is confirmed: B's 40 units are forfeited; a rebuttal from B then is refused
+``REBUTTAL_DEADLINE_PASSED``.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -20,19 +39,31 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from registry.domain.errors import DetentionNotActive, InvalidCommand, OriginAlreadyDetained
-from registry.domain.ids import NAMESPACE
+from registry.domain.errors import (
+    DetentionNotActive,
+    HolderNotNotified,
+    InvalidCommand,
+    OriginAlreadyDetained,
+    RebuttalAlreadySubmitted,
+    RebuttalDeadlinePassed,
+    RebuttalNotSubmitted,
+    RebuttalPeriodOpen,
+)
+from registry.domain.ids import NAMESPACE, check_client_id
 from registry.domain.reasons import check_reason
 from registry.domain.restrictions import (
+    BlockRow,
     RestrictionHistory,
     aware,
+    block_row,
     change_entry,
     check_evidence,
     check_reference,
     principal_name,
+    row_block,
 )
 from registry.domain.transactions import Principal
-from registry.domain.units import UnitType, parse_unit_type
+from registry.domain.units import SerialBlock, UnitClass, UnitType, parse_unit_type
 
 MAX_PROJECT = 128
 
@@ -64,15 +95,210 @@ def check_origin(project: str, unit_type: UnitType | str = UnitType.CCER) -> str
     return project
 
 
+DEFAULT_REBUTTAL_DAYS = 30
+"""Days a notified holder has to rebut, unless the detention's proposal says otherwise.
+Modelled on the 30 days after which US Customs must decide on detained goods or they
+are treated as excluded (19 U.S.C. 1499(c)(5)); no Chinese rule fixes a period for
+offsets, so it is a parameter (``rebuttal_days`` of ``ORIGIN_DETENTION``, 1..365)."""
+MAX_REBUTTAL_DAYS = 365
+MAX_STATEMENT = 4000
+"""A rebuttal's statement: a summary of the evidence, which itself stays outside the
+registry (only its digests are recorded)."""
+MAX_EVIDENCE = 50
+SHA256_HEX = 64
+
+
+class OriginKind(StrEnum):
+    """What an origin names. PROVINCE, ENTITY (developer or verifier) and METHODOLOGY
+    come with the project records: predicates over them, resolved to projects."""
+
+    PROJECT = "PROJECT"
+    UNIT_CLASS = "UNIT_CLASS"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A predicate over units: every unit of a project, or of one CCER unit class.
+
+    ``key`` (``PROJECT:P-1``, ``UNIT_CLASS:CCER/2024/P-1``) names it in payloads, events
+    and listings; a bare project id is read as ``PROJECT``."""
+
+    kind: OriginKind
+    value: str
+
+    @classmethod
+    def parse(cls, text: str, field: str = "origin") -> Origin:
+        """The origin ``text`` names; an error names ``field`` (the request's)."""
+        try:
+            return cls._parse(text)
+        except InvalidCommand as error:
+            error.metadata["field"] = field
+            raise
+
+    @classmethod
+    def _parse(cls, text: str) -> Origin:
+        if not isinstance(text, str) or not text:
+            raise InvalidCommand("the origin is required", reason="MISSING_ORIGIN")
+        kind, sep, value = text.partition(":")
+        if not sep:
+            return cls(OriginKind.PROJECT, check_origin(text))
+        if kind == OriginKind.PROJECT.value:
+            return cls(OriginKind.PROJECT, check_origin(value))
+        if kind == OriginKind.UNIT_CLASS.value:
+            try:
+                unit_class = UnitClass.from_key(value)
+            except (InvalidCommand, ValueError, TypeError):
+                unit_class = None
+            if unit_class is None or unit_class.unit_type is not UnitType.CCER:
+                raise InvalidCommand(
+                    f"origin {text!r}: a unit class origin is a CCER class "
+                    "(UNIT_CLASS:CCER/<vintage>/<project>)",
+                    reason="INVALID_ORIGIN",
+                )
+            check_origin(unit_class.project)
+            return cls(OriginKind.UNIT_CLASS, unit_class.key)
+        raise InvalidCommand(
+            f"origin {text!r}: the kinds are PROJECT and UNIT_CLASS", reason="INVALID_ORIGIN"
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+    @property
+    def project(self) -> str:
+        """The one project this origin's units come from."""
+        if self.kind is OriginKind.UNIT_CLASS:
+            return UnitClass.from_key(self.value).project
+        return self.value
+
+    @property
+    def projects(self) -> tuple[str, ...]:
+        """The projects the predicate matches, resolved when the detention is imposed
+        (and recorded with it). A project or a unit class matches one."""
+        return (self.project,)
+
+    def matches(self, unit_class: UnitClass) -> bool:
+        if self.kind is OriginKind.UNIT_CLASS:
+            return unit_class.key == self.value
+        return unit_class.project == self.value
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class DetentionStatus(StrEnum):
     NOT_DETAINED = "NOT_DETAINED"
     """Started, never detained (the creation event precedes the first detention)."""
     DETAINED = "DETAINED"
     CLEARED = "CLEARED"
+    CONFIRMED = "CONFIRMED"
+    """Confirmed: what was still detained was forfeited; nothing of it is detained now."""
+
+
+class HolderStatus(StrEnum):
+    """One notified holder's part in a detention."""
+
+    NOTIFIED = "NOTIFIED"
+    """Notified with a deadline; may rebut until then."""
+    UNDER_REVIEW = "UNDER_REVIEW"
+    """Submitted a rebuttal; awaits a regulator's clearance or the confirmation."""
+    CLEARED = "CLEARED"
+    """Its units were cleared on its rebuttal: they move again."""
+    FORFEITED = "FORFEITED"
+    """The detention was confirmed: its detained units were cancelled."""
+
+
+def check_rebuttal_days(days: int | None) -> int:
+    """The rebuttal period in days: 1..365, ``DEFAULT_REBUTTAL_DAYS`` when not given."""
+    if days is None:
+        return DEFAULT_REBUTTAL_DAYS
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_REBUTTAL_DAYS:
+        raise InvalidCommand(
+            f"the rebuttal period must be 1..{MAX_REBUTTAL_DAYS} days, got {days!r}",
+            reason="INVALID_REBUTTAL_DAYS",
+            field="rebuttal_days",
+        )
+    return days
+
+
+def check_statement(statement: str) -> str:
+    """A rebuttal's statement: required, at most ``MAX_STATEMENT`` characters, printable
+    (line breaks and tabs allowed)."""
+    if not isinstance(statement, str) or not statement.strip():
+        raise InvalidCommand(
+            "a rebuttal states its case", reason="MISSING_FIELD", field="statement"
+        )
+    if (
+        len(statement) > MAX_STATEMENT
+        or not statement.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
+    ):
+        raise InvalidCommand(
+            f"the statement must be at most {MAX_STATEMENT} printable characters",
+            reason="INVALID_STATEMENT",
+            field="statement",
+        )
+    return statement
+
+
+def check_evidence_digests(digests: Iterable[str]) -> list[str]:
+    """The evidence documents, by their SHA-256 digests (64 lowercase hex digits): at
+    least one, at most ``MAX_EVIDENCE``, none twice. The documents stay with the holder
+    (or the regulator's case file); the digests prove later which ones were submitted."""
+    found = list(digests)
+    if not found:
+        raise InvalidCommand(
+            "a rebuttal names at least one evidence document by its SHA-256 digest",
+            reason="MISSING_EVIDENCE",
+            field="evidence_sha256",
+        )
+    if len(found) > MAX_EVIDENCE:
+        raise InvalidCommand(
+            f"at most {MAX_EVIDENCE} evidence documents per rebuttal",
+            reason="INVALID_EVIDENCE_DIGEST",
+            field="evidence_sha256",
+        )
+    for index, digest in enumerate(found):
+        if (
+            not isinstance(digest, str)
+            or len(digest) != SHA256_HEX
+            or any(c not in _HEX for c in digest)
+        ):
+            raise InvalidCommand(
+                f"evidence_sha256[{index}] is not a SHA-256 digest (64 lowercase hex digits)",
+                reason="INVALID_EVIDENCE_DIGEST",
+                field=f"evidence_sha256[{index}]",
+            )
+    if len(set(found)) != len(found):
+        raise InvalidCommand(
+            "the same evidence document is named twice",
+            reason="INVALID_EVIDENCE_DIGEST",
+            field="evidence_sha256",
+        )
+    return found
+
+
+_HEX = frozenset(string.digits + "abcdef")
+
+
+@dataclass(frozen=True)
+class DetainedHolder:
+    """A notified holder as a regulator or the holder reads it."""
+
+    account_id: str
+    status: HolderStatus
+    quantity: int
+    """Units of the origin it held when notified."""
+    deadline: datetime
+    rebuttal_id: str = ""
+    statement: str = ""
+    evidence: tuple[str, ...] = ()
+    submitted_at: datetime | None = None
+    decided_at: datetime | None = None
 
 
 class OriginDetention(RestrictionHistory, Aggregate):
-    """Every unit of one CCER project, detained wherever it is until cleared on evidence."""
+    """Every unit of one origin, detained wherever it is until cleared or confirmed."""
 
     TOPIC = "registry.OriginDetention"
 
@@ -91,11 +317,86 @@ class OriginDetention(RestrictionHistory, Aggregate):
         self.references: list[str] = []
         """Every detention reference used for this project: a retry of any of them is
         answered, not repeated (even after the detention it made was cleared)."""
+        self.origin_key = ""
+        """The origin's key; empty in no stored event (``Started`` v1 is upcast)."""
+        self.holders: dict[str, dict[str, Any]] = {}
+        """Account id -> its notification, rebuttal and decision, of this detention."""
+        self.released: list[BlockRow] = []
+        """Serials cleared on holders' rebuttals: they move again."""
+        self.confirmed_by = ""
+        self.confirmed_at: datetime | None = None
+        self.forfeited: dict[str, int] = {}
+        """What the confirmation forfeited, per account."""
+        self.invalidated: list[list[Any]] = []
+        """What it invalidated: ``[company, year, tonnes]``."""
 
     @staticmethod
     @lru_cache(maxsize=4096)
     def id_for(project: str) -> UUID:
+        """A project's detention: the id it had before origins had kinds."""
         return uuid5(NAMESPACE, f"origin-detention:{project}")
+
+    @staticmethod
+    def id_for_origin(origin: Origin) -> UUID:
+        if origin.kind is OriginKind.PROJECT:
+            return OriginDetention.id_for(origin.value)
+        return uuid5(NAMESPACE, f"origin-detention:{origin.key}")
+
+    @property
+    def origin(self) -> Origin:
+        return Origin.parse(self.origin_key or f"{OriginKind.PROJECT.value}:{self.project}")
+
+    @property
+    def is_confirmed(self) -> bool:
+        return self.status_name == DetentionStatus.CONFIRMED.value
+
+    def detains(self, unit_class: UnitClass) -> bool:
+        """Whether units of ``unit_class`` fall under this detention while it is active
+        (a holder's cleared serials excepted: ``detained_parts``)."""
+        return self.is_active and self.origin.matches(unit_class)
+
+    def detained_parts(self, block: SerialBlock) -> list[SerialBlock]:
+        """The parts of ``block`` this detention holds: none unless active and of its
+        origin; the serials cleared on a holder's rebuttal cut out."""
+        if not self.detains(block.unit_class):
+            return []
+        parts = [block]
+        for row in self.released:
+            cut = row_block(row)
+            if cut.unit_class != block.unit_class:
+                continue
+            kept: list[SerialBlock] = []
+            for part in parts:
+                if not part.overlaps(cut):
+                    kept.append(part)
+                    continue
+                if part.first < cut.first:
+                    kept.append(SerialBlock(part.unit_class, part.first, cut.first - 1))
+                if cut.last < part.last:
+                    kept.append(SerialBlock(part.unit_class, cut.last + 1, part.last))
+            parts = kept
+        return parts
+
+    def holder(self, account_id: str) -> DetainedHolder | None:
+        entry = self.holders.get(account_id)
+        if entry is None:
+            return None
+        return DetainedHolder(
+            account_id=account_id,
+            status=HolderStatus(entry["status"]),
+            quantity=entry["quantity"],
+            deadline=entry["deadline"],
+            rebuttal_id=entry.get("rebuttal_id", ""),
+            statement=entry.get("statement", ""),
+            evidence=tuple(entry.get("evidence", ())),
+            submitted_at=entry.get("submitted_at"),
+            decided_at=entry.get("decided_at"),
+        )
+
+    @property
+    def notified(self) -> tuple[DetainedHolder, ...]:
+        """Every notified holder, by account id."""
+        return tuple(h for a in sorted(self.holders) if (h := self.holder(a)) is not None)
 
     @property
     def status(self) -> DetentionStatus:
@@ -111,11 +412,21 @@ class OriginDetention(RestrictionHistory, Aggregate):
         TOPIC = "registry.OriginDetention.Created"
 
     class Started(Aggregate.Created):
+        """v2 names the origin (``PROJECT:P-1``, ``UNIT_CLASS:CCER/2024/P-1``)."""
+
         TOPIC = "registry.OriginDetention.Started"
+        class_version = 2
         project: str
+        origin: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """A detention started before origins had kinds: a project's."""
+            state["origin"] = f"{OriginKind.PROJECT.value}:{state['project']}"
 
         def apply(self, detention: OriginDetention) -> None:
             detention.project = self.project
+            detention.origin_key = self.origin
 
     class Detained(Aggregate.Event):
         TOPIC = "registry.OriginDetention.Detained"
@@ -132,6 +443,8 @@ class OriginDetention(RestrictionHistory, Aggregate):
             detention.detained_by = self.principal
             detention.detained_at = self.at
             detention.references = [*detention.references, self.reference]
+            detention.holders = {}  # a new case: its own notifications and rebuttals
+            detention.released = []
             detention._log(
                 change_entry(
                     "DETAINED",
@@ -169,14 +482,149 @@ class OriginDetention(RestrictionHistory, Aggregate):
                 )
             )
 
+    class HolderNotified(Aggregate.Event):
+        """An account held units of the origin when it was detained: told so, with the
+        deadline for a rebuttal."""
+
+        TOPIC = "registry.OriginDetention.HolderNotified"
+        account_id: str
+        quantity: int
+        deadline: datetime
+        at: datetime
+
+        def apply(self, detention: OriginDetention) -> None:
+            detention.holders = {
+                **detention.holders,
+                self.account_id: {
+                    "status": HolderStatus.NOTIFIED.value,
+                    "quantity": self.quantity,
+                    "deadline": self.deadline,
+                },
+            }
+
+    class RebuttalSubmitted(Aggregate.Event):
+        """A holder's rebuttal: a statement and the SHA-256 digests of its evidence
+        documents (references, not the files). Its units stay detained under review."""
+
+        TOPIC = "registry.OriginDetention.RebuttalSubmitted"
+        account_id: str
+        rebuttal_id: str
+        statement: str
+        evidence: list[str]
+        principal: str
+        at: datetime
+
+        def apply(self, detention: OriginDetention) -> None:
+            entry = {
+                **detention.holders[self.account_id],
+                "status": HolderStatus.UNDER_REVIEW.value,
+                "rebuttal_id": self.rebuttal_id,
+                "statement": self.statement,
+                "evidence": list(self.evidence),
+                "submitted_at": self.at,
+            }
+            detention.holders = {**detention.holders, self.account_id: entry}
+            detention._log(
+                change_entry(
+                    "REBUTTAL_SUBMITTED",
+                    self.at,
+                    self.principal,
+                    f"rebuttal {self.rebuttal_id} for {self.account_id}",
+                    reference=detention.reference,
+                )
+            )
+
+    class HolderCleared(Aggregate.Event):
+        """A holder's units cleared on its rebuttal (approved by a second regulator):
+        the serials it held of the origin move again, wherever they go next."""
+
+        TOPIC = "registry.OriginDetention.HolderCleared"
+        account_id: str
+        blocks: list[BlockRow]
+        reason: str
+        evidence: str
+        principal: str
+        at: datetime
+        proposal: str
+
+        def apply(self, detention: OriginDetention) -> None:
+            entry = {
+                **detention.holders[self.account_id],
+                "status": HolderStatus.CLEARED.value,
+                "decided_at": self.at,
+            }
+            detention.holders = {**detention.holders, self.account_id: entry}
+            detention.released = [*detention.released, *(list(r) for r in self.blocks)]
+            detention._log(
+                change_entry(
+                    "HOLDER_CLEARED",
+                    self.at,
+                    self.principal,
+                    self.reason,
+                    reference=detention.reference,
+                    evidence=self.evidence,
+                    proposal=self.proposal,
+                )
+            )
+
+    class Confirmed(Aggregate.Event):
+        """The presumption stands: what is still detained is forfeited (the application
+        cancels it in the same save); every holder not cleared is FORFEITED."""
+
+        TOPIC = "registry.OriginDetention.Confirmed"
+        reason: str
+        principal: str
+        at: datetime
+        proposal: str
+        forfeited: dict[str, int]
+        """Units forfeited per account (the FORFEITURE transactions of the same save)."""
+        invalidated: list[list[Any]]
+        """``[company, year, tonnes]`` of surrendered units invalidated."""
+
+        def apply(self, detention: OriginDetention) -> None:
+            detention.status_name = DetentionStatus.CONFIRMED.value
+            detention.confirmed_by = self.principal
+            detention.confirmed_at = self.at
+            detention.forfeited = dict(self.forfeited)
+            detention.invalidated = [list(row) for row in self.invalidated]
+            detention.holders = {
+                account: (
+                    entry
+                    if entry["status"] == HolderStatus.CLEARED.value
+                    else {**entry, "status": HolderStatus.FORFEITED.value, "decided_at": self.at}
+                )
+                for account, entry in detention.holders.items()
+            }
+            detention._log(
+                change_entry(
+                    "CONFIRMED",
+                    self.at,
+                    self.principal,
+                    self.reason,
+                    reference=detention.reference,
+                    proposal=self.proposal,
+                )
+            )
+
     # -- creation and commands -----------------------------------------------------
 
     @classmethod
-    def start(cls, project: str, unit_type: UnitType | str = UnitType.CCER) -> OriginDetention:
-        """The (not yet detaining) record of a project; the application starts it on the
-        project's first detention and calls :meth:`detain` on it in the same save."""
-        check_origin(project, unit_type)
-        return cls._create(cls.Started, id=cls.id_for(project), project=project)
+    def start(
+        cls, project: str | Origin, unit_type: UnitType | str = UnitType.CCER
+    ) -> OriginDetention:
+        """The (not yet detaining) record of an origin (a project id: that project's);
+        the application starts it on the origin's first detention and calls
+        :meth:`detain` on it in the same save."""
+        if isinstance(project, Origin):
+            origin = project
+        else:
+            origin = Origin(OriginKind.PROJECT, check_origin(project, unit_type))
+        return cls._create(
+            cls.Started,
+            id=cls.id_for_origin(origin),
+            project=origin.project,
+            origin=origin.key,
+        )
 
     def detain(
         self,
@@ -242,3 +690,173 @@ class OriginDetention(RestrictionHistory, Aggregate):
             proposal=proposal,
         )
         return True
+
+    def notify(
+        self, account_id: str, quantity: int, *, at: datetime, days: int | None = None
+    ) -> bool:
+        """Notify a holder of the active detention, with a deadline ``days`` (default
+        ``DEFAULT_REBUTTAL_DAYS``) after ``at``; False if it was notified already."""
+        aware(at)
+        if not self.is_active:
+            raise DetentionNotActive(
+                f"origin {self.origin} is not detained", origin=self.origin.key
+            )
+        if account_id in self.holders:
+            return False
+        deadline = at + timedelta(days=check_rebuttal_days(days))
+        self.trigger_event(
+            self.HolderNotified, account_id=account_id, quantity=quantity, deadline=deadline, at=at
+        )
+        return True
+
+    def submit_rebuttal(
+        self,
+        *,
+        account_id: str,
+        rebuttal_id: str,
+        statement: str,
+        evidence: Sequence[str],
+        principal: Principal | str,
+        at: datetime,
+    ) -> bool:
+        """Record a notified holder's rebuttal, before its deadline (the deadline itself
+        is too late); True if this call did, False for a retry of the same rebuttal."""
+        check_client_id(rebuttal_id, "rebuttal id")
+        check_statement(statement)
+        digests = check_evidence_digests(evidence)
+        aware(at)
+        holder = self._notified(account_id)
+        if holder.status is not HolderStatus.NOTIFIED:
+            same = (holder.rebuttal_id, holder.statement, list(holder.evidence)) == (
+                rebuttal_id,
+                statement,
+                digests,
+            )
+            if same:
+                return False
+            raise RebuttalAlreadySubmitted(
+                f"{account_id} already submitted rebuttal {holder.rebuttal_id} ({holder.status})",
+                account=account_id,
+                rebuttal=holder.rebuttal_id,
+                status=holder.status.value,
+            )
+        if at >= holder.deadline:
+            raise RebuttalDeadlinePassed(
+                f"the rebuttal period of {account_id} ended at {holder.deadline.isoformat()}",
+                account=account_id,
+                deadline=holder.deadline.isoformat(),
+                detention=self.reference,
+            )
+        self.trigger_event(
+            self.RebuttalSubmitted,
+            account_id=account_id,
+            rebuttal_id=rebuttal_id,
+            statement=statement,
+            evidence=digests,
+            principal=principal_name(principal),
+            at=at,
+        )
+        return True
+
+    def clear_holder(
+        self,
+        *,
+        account_id: str,
+        blocks: Iterable[SerialBlock],
+        evidence: str,
+        reason: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+    ) -> bool:
+        """Clear one holder's units on its rebuttal: ``blocks`` (what it holds of the
+        origin now) move again. True if this call did, False for a retry."""
+        check_evidence(evidence)
+        check_reason(reason)
+        aware(at)
+        holder = self._notified(account_id)
+        if holder.status is HolderStatus.CLEARED:
+            return False
+        if holder.status is not HolderStatus.UNDER_REVIEW:
+            raise RebuttalNotSubmitted(
+                f"{account_id} has submitted no rebuttal to clear it on ({holder.status})",
+                account=account_id,
+                status=holder.status.value,
+            )
+        self.trigger_event(
+            self.HolderCleared,
+            account_id=account_id,
+            blocks=[block_row(b) for b in blocks if self.origin.matches(b.unit_class)],
+            reason=reason,
+            evidence=evidence,
+            principal=principal_name(principal),
+            at=at,
+            proposal=proposal,
+        )
+        return True
+
+    def confirm(
+        self,
+        *,
+        reason: str,
+        principal: Principal | str,
+        at: datetime,
+        proposal: str = "",
+        forfeited: dict[str, int] | None = None,
+        invalidated: Sequence[tuple[str, int, int]] = (),
+    ) -> bool:
+        """Confirm the detention: the application forfeits what is still detained in
+        the same save (``forfeited`` per account; ``invalidated``: company, year, tonnes
+        surrendered). Refused while a notified holder may still rebut; True if this call
+        did, False for a retry (already confirmed)."""
+        check_reason(reason)
+        if self.is_confirmed:
+            return False
+        self.ensure_confirmable(at)
+        self.trigger_event(
+            self.Confirmed,
+            reason=reason,
+            principal=principal_name(principal),
+            at=at,
+            proposal=proposal,
+            forfeited=dict(forfeited or {}),
+            invalidated=[[company, year, tonnes] for company, year, tonnes in invalidated],
+        )
+        return True
+
+    def ensure_confirmable(self, at: datetime) -> None:
+        """Detained, and no notified holder may still rebut at ``at``."""
+        aware(at)
+        if not self.is_active:
+            raise DetentionNotActive(
+                f"origin {self.origin} is not detained", origin=self.origin.key
+            )
+        waiting = [
+            h for h in self.notified if h.status is HolderStatus.NOTIFIED and at < h.deadline
+        ]
+        if waiting:
+            first = waiting[0]
+            raise RebuttalPeriodOpen(
+                f"{len(waiting)} notified holders may still rebut (first: {first.account_id} "
+                f"until {first.deadline.isoformat()})",
+                account=first.account_id,
+                deadline=first.deadline.isoformat(),
+                waiting=len(waiting),
+            )
+
+    def _notified(self, account_id: str) -> DetainedHolder:
+        if not self.is_active:
+            raise DetentionNotActive(
+                f"origin {self.origin} is not detained",
+                origin=self.origin.key,
+                status=self.status_name,
+            )
+        holder = self.holder(account_id)
+        if holder is None:
+            raise HolderNotNotified(
+                f"{account_id} was not notified of the detention of {self.origin} "
+                f"under {self.reference}",
+                account=account_id,
+                detention=self.reference,
+            )
+        return holder

@@ -112,6 +112,11 @@ class ProposalKind(StrEnum):
     MERGER_TRANSFER = "MERGER_TRANSFER"
     SPLIT_TRANSFER = "SPLIT_TRANSFER"
     EXCHANGE_CORRECTION = "EXCHANGE_CORRECTION"
+    ORIGIN_HOLDER_CLEARANCE = "ORIGIN_HOLDER_CLEARANCE"
+    """One holder's units cleared of a detention on its rebuttal (docs/origins.md)."""
+    ORIGIN_CONFIRMATION = "ORIGIN_CONFIRMATION"
+    """A detention confirmed: what it still holds is forfeited everywhere, and
+    surrendered units of the origin are invalidated (docs/origins.md)."""
 
 
 ACCESS_SCOPE = "system"

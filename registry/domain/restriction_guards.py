@@ -20,12 +20,14 @@ from registry.domain.restrictions import (
     start,
 )
 from registry.domain.transactions import TransactionKind
-from registry.domain.units import Holding, SerialBlock
+from registry.domain.units import Holding, SerialBlock, UnitClass
 
 DetentionLookup: TypeAlias = (
-    "Mapping[str, OriginDetention] | Callable[[str], OriginDetention | None]"
+    "Mapping[str, OriginDetention] | "
+    "Callable[[str], OriginDetention | Sequence[OriginDetention] | None]"
 )
-"""Detentions by project id: a mapping (e.g. the active ones) or a lookup function."""
+"""The detentions that may cover units of a project, by project id: a mapping (e.g. the
+active ones) or a lookup function (answering one detention, several, or none)."""
 
 
 class FrozenSerials:
@@ -103,25 +105,47 @@ def check_halt(kind: TransactionKind | str, halt: MarketHalt | None) -> None:
 
 
 def check_detentions(blocks: Sequence[SerialBlock], detentions: DetentionLookup | None) -> None:
-    """Refuse moving (or issuing) any unit of a detained CCER project, whatever the kind
-    and wherever it is. CEA units have no project and are never detained."""
+    """Refuse moving (or issuing) any detained unit, whatever the kind and wherever it
+    is: a unit of an origin under an active detention, unless cleared on its holder's
+    rebuttal. CEA units have no project and are never detained."""
     if detentions is None or (isinstance(detentions, Mapping) and not detentions):
         return
     find = _finder(detentions)
-    projects = sorted({b.unit_class.project for b in blocks if b.unit_class.project})
-    for project in projects:
-        detention = find(project)
-        if detention is None or not detention.is_active:
+    for block in sorted(blocks):
+        project = block.unit_class.project
+        if not project:
             continue
-        affected = [b for b in blocks if b.unit_class.project == project]
-        raise OriginDetained(
-            f"units of project {project} are detained under {detention.reference} "
-            f"(since {detention.detained_at}): {affected[0]} cannot move",
-            project=project,
-            detention=detention.reference,
-            block=str(affected[0]),
-            quantity=sum(b.quantity for b in affected),
-        )
+        for detention in find(project):
+            parts = detention.detained_parts(block)
+            if not parts:
+                continue
+            affected = [b for b in blocks if b.unit_class.project == project]
+            raise OriginDetained(
+                f"units of project {project} are detained under {detention.reference} "
+                f"(since {detention.detained_at}): {parts[0]} cannot move",
+                project=project,
+                origin=detention.origin.key,
+                detention=detention.reference,
+                block=str(parts[0]),
+                quantity=sum(b.quantity for b in affected),
+            )
+
+
+def check_issuable(unit_class: UnitClass, quantity: int, detention: OriginDetention | None) -> None:
+    """Refuse issuing units of a detained origin: a detention covers every unit of its
+    origin, those not issued yet included (issuing them would put fresh, unvetted units
+    of a flagged origin beside the detained ones). Checked before any serial is drawn."""
+    if detention is None or not detention.is_active:
+        return
+    raise OriginDetained(
+        f"units of project {unit_class.project} are detained under {detention.reference} "
+        f"(since {detention.detained_at}): no more of {unit_class} may be issued",
+        project=unit_class.project,
+        origin=detention.origin.key,
+        detention=detention.reference,
+        unit_class=unit_class.key,
+        quantity=quantity,
+    )
 
 
 def check_block_freezes(
@@ -195,15 +219,75 @@ def movable(
     for frozen in index.blocks:
         _cut(result, frozen)
     if detentions:  # None or an empty mapping: nothing is detained
-        find = _finder(detentions)
-        detained = {
-            p
-            for p in {b.unit_class.project for b in result if b.unit_class.project}
-            if (d := find(p)) is not None and d.is_active
-        }
-        if detained:
-            result = [b for b in result if b.unit_class.project not in detained]
+        for part in detained_blocks(result, detentions):
+            _cut(result, part)
     return tuple(result)
+
+
+def restricted_quantities(
+    holding: Sequence[SerialBlock],
+    *,
+    account_id: str,
+    block_freezes: Iterable[BlockFreeze] | FrozenSerials = (),
+    detentions: DetentionLookup | None = None,
+) -> dict[UnitClass, tuple[int, int]]:
+    """Per unit class of ``holding`` (an account's blocks, held ones included): how many
+    units are detained (their origin is) and how many frozen (a block freeze covers
+    them), for a holder to see what it cannot move. A unit both detained and frozen
+    counts in both; serials frozen by two orders count once.
+
+    >>> from registry.domain.units import UnitType
+    >>> p1 = UnitClass(UnitType.CCER, 2024, "P-1")
+    >>> restricted_quantities([SerialBlock(p1, 1, 50)], account_id="A")
+    {}
+    """
+    index = (
+        block_freezes
+        if isinstance(block_freezes, FrozenSerials)
+        else FrozenSerials(account_id, block_freezes)
+    )
+    detained: dict[UnitClass, int] = {}
+    if detentions:
+        for part in detained_blocks(holding, detentions):
+            detained[part.unit_class] = detained.get(part.unit_class, 0) + part.quantity
+    frozen: dict[UnitClass, int] = {}
+    reach: dict[UnitClass, int] = {}  # the last frozen serial counted, per class
+    for cut in index.blocks:  # sorted by (class, first): overlapping orders count once
+        first = max(cut.first, reach.get(cut.unit_class, 0) + 1)
+        if first > cut.last:
+            continue
+        reach[cut.unit_class] = cut.last
+        for block in holding:
+            if block.unit_class == cut.unit_class:
+                shared = min(block.last, cut.last) - max(block.first, first) + 1
+                if shared > 0:
+                    frozen[cut.unit_class] = frozen.get(cut.unit_class, 0) + shared
+    return {
+        cls: (detained.get(cls, 0), frozen.get(cls, 0))
+        for cls in sorted({*detained, *frozen}, key=lambda c: c.key)
+    }
+
+
+def detained_blocks(
+    holding: Sequence[SerialBlock], detentions: DetentionLookup | None
+) -> list[SerialBlock]:
+    """The serials of ``holding`` some detention in force holds, each once (two
+    detentions of one unit, a project's and its class's, count it once), sorted."""
+    if not detentions:
+        return []
+    find = _finder(detentions)
+    found: list[SerialBlock] = []
+    for block in holding:
+        project = block.unit_class.project
+        if not project:
+            continue
+        rest = [block]
+        for detention in find(project):
+            taken = [p for r in rest for p in detention.detained_parts(r)]
+            for part in taken:
+                _cut(rest, part)
+            found.extend(taken)
+    return sorted(found)
 
 
 def _cut(result: list[SerialBlock], cut: SerialBlock) -> None:
@@ -226,7 +310,16 @@ def _cut(result: list[SerialBlock], cut: SerialBlock) -> None:
         index += len(pieces)
 
 
-def _finder(detentions: DetentionLookup) -> Callable[[str], OriginDetention | None]:
-    if isinstance(detentions, Mapping):
-        return detentions.get
-    return detentions
+def _finder(detentions: DetentionLookup) -> Callable[[str], Sequence[OriginDetention]]:
+    """Any lookup as one answering a sequence of detentions for a project."""
+    lookup = detentions.get if isinstance(detentions, Mapping) else detentions
+
+    def find(project: str) -> Sequence[OriginDetention]:
+        found = lookup(project)
+        if found is None:
+            return ()
+        if isinstance(found, OriginDetention):
+            return (found,)
+        return found
+
+    return find

@@ -15,6 +15,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from registry.domain.ids import NAMESPACE
+from registry.domain.origin_detentions import Origin, OriginDetention
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitType
 
@@ -28,6 +29,10 @@ class RestrictionIndex(Aggregate):
         self.detained: list[str] = []
         """CCER projects whose units are detained."""
         self.halted = False
+        self.origins: dict[str, list[str]] = {}
+        """Origin key -> the projects it was resolved to, for detentions of origins
+        other than a whole project (those are ``detained``, as before origins had
+        kinds). Replaced, never mutated, by its events."""
 
     @staticmethod
     def id_for() -> UUID:
@@ -61,6 +66,18 @@ class RestrictionIndex(Aggregate):
             others = [p for p in index.detained if p != self.project]
             index.detained = sorted([*others, self.project]) if self.active else others
 
+    class OriginIndexed(Aggregate.Event):
+        TOPIC = "registry.RestrictionIndex.OriginIndexed"
+        origin: str
+        projects: list[str]
+        active: bool
+
+        def apply(self, index: RestrictionIndex) -> None:
+            others = {k: v for k, v in index.origins.items() if k != self.origin}
+            if self.active:
+                others[self.origin] = sorted(self.projects)
+            index.origins = others
+
     class HaltIndexed(Aggregate.Event):
         TOPIC = "registry.RestrictionIndex.HaltIndexed"
         halted: bool
@@ -77,7 +94,7 @@ class RestrictionIndex(Aggregate):
         the restrictions and checks the blocks it would take)."""
         return (
             account_id in self.freezes
-            or (bool(self.detained) and unit_type is UnitType.CCER)
+            or ((bool(self.detained) or bool(self.origins)) and unit_type is UnitType.CCER)
             or (self.halted and kind is TransactionKind.SETTLEMENT)
         )
 
@@ -90,6 +107,35 @@ class RestrictionIndex(Aggregate):
     def index_detention(self, project: str, active: bool) -> None:
         if (project in self.detained) != active:
             self.trigger_event(self.DetentionIndexed, project=project, active=active)
+
+    def detains(self, project: str) -> bool:
+        """Whether any detention in force may cover units of ``project``."""
+        return project in self.detained or any(project in p for p in self.origins.values())
+
+    @property
+    def any_detained(self) -> bool:
+        return bool(self.detained) or bool(self.origins)
+
+    def detention_ids(self, project: str) -> list[UUID]:
+        """The detentions in force that may cover units of ``project``."""
+        ids = [OriginDetention.id_for(project)] if project in self.detained else []
+        ids.extend(
+            OriginDetention.id_for_origin(Origin.parse(key))
+            for key, projects in self.origins.items()
+            if project in projects
+        )
+        return ids
+
+    def index_origin(self, origin: Origin, active: bool) -> None:
+        """Index a detention of ``origin`` in force (or no longer): a project's as
+        before origins had kinds, any other with the projects it resolved to."""
+        if origin.kind.value == "PROJECT":
+            self.index_detention(origin.value, active)
+            return
+        if (origin.key in self.origins) != active:
+            self.trigger_event(
+                self.OriginIndexed, origin=origin.key, projects=list(origin.projects), active=active
+            )
 
     def index_halt(self, halted: bool) -> None:
         if self.halted != halted:

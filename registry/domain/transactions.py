@@ -42,6 +42,10 @@ class TransactionKind(StrEnum):
     MERGER_TRANSFER = "MERGER_TRANSFER"
     SPLIT_TRANSFER = "SPLIT_TRANSFER"
     EXCHANGE_CORRECTION = "EXCHANGE_CORRECTION"
+    FORFEITURE = "FORFEITURE"
+    """Units of an origin whose detention was confirmed, cancelled wherever they were
+    (``registry.application.origins``): a regulatory cancellation carrying the
+    detention's reference."""
 
 
 class TransactionStatus(StrEnum):

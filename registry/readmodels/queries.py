@@ -87,6 +87,16 @@ class ReadModels:
             raise UnknownAccount(f"no account {account_id}", account=account_id)
         return dict(row)
 
+    def frozen_accounts(self) -> list[str]:
+        """The ids of accounts frozen now, in order."""
+        a = t.accounts.c
+        with self.reads.connect() as conn:
+            return list(
+                conn.execute(
+                    select(a.account_id).where(a.state == "FROZEN").order_by(a.account_id)
+                ).scalars()
+            )
+
     def holdings(self, account_id: str) -> list[dict[str, Any]]:
         """Per unit class: total, held and available; unit classes with nothing left
         are omitted. One query when the account holds something (the hot path); the

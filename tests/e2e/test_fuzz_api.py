@@ -151,7 +151,7 @@ def every_method() -> list[Method]:
 
 METHODS = every_method()
 
-OPERATOR_WRITES = {"SurrenderUnits", "CancelUnits", "TransferUnits"}
+OPERATOR_WRITES = {"SurrenderUnits", "CancelUnits", "TransferUnits", "SubmitRebuttal"}
 
 
 def caller(method: Method) -> str:
@@ -1041,7 +1041,7 @@ def test_fuzzed_requests_get_a_proper_status_and_write_nothing_when_failed(
 
 def test_every_method_is_fuzzed() -> None:
     assert {m.service.rsplit(".", 1)[1] for m in METHODS} == set(REGISTRY_SERVICES)
-    assert len(METHODS) == 6 + 8 + 19 + 7 + 7
+    assert len(METHODS) == 6 + 8 + 19 + 9 + 7
 
 
 # -- bytes that are not the request message ------------------------------------------

@@ -82,7 +82,7 @@ REGULATOR_ACTIONS = (
     "EnforceDeductions",
 )
 SETTLEMENT_WRITES = ("PlaceHold", "ReleaseHold", "SettleTrades")
-HOLDER_WRITES = ("SurrenderUnits", "CancelUnits", "TransferUnits")
+HOLDER_WRITES = ("SurrenderUnits", "CancelUnits", "TransferUnits", "SubmitRebuttal")
 ACCESS_WRITES = (
     "GrantRole",
     "RevokeGrant",
@@ -113,6 +113,7 @@ READS = (
     "GetComplianceRules",
     "GetProposal",
     "ListProposals",
+    "ListRestrictions",
 )
 
 NEVER: dict[Role, tuple[tuple[str, str], ...]] = {
@@ -145,6 +146,7 @@ NEVER: dict[Role, tuple[tuple[str, str], ...]] = {
                 "SurrenderUnits",
                 "CancelUnits",
                 "TransferUnits",  # out of another's account, even to its own
+                "SubmitRebuttal",
             )
         ),
         ("ListAccounts", OWN),  # ranges over every account
@@ -186,6 +188,7 @@ SERVICES = {
         "GetSupply",
         "GetComplianceReport",
         "GetLedgerDigest",
+        "ListRestrictions",
     ),
     "registry.v1.AccessService": (*ACCESS_WRITES, "ListPrincipals"),
 }
@@ -330,6 +333,14 @@ def requests(
         "GetSupply": lambda: audit_pb.GetSupplyRequest(),
         "GetComplianceReport": lambda: audit_pb.GetComplianceReportRequest(compliance_year=year),
         "GetLedgerDigest": lambda: audit_pb.GetLedgerDigestRequest(),
+        "ListRestrictions": lambda: audit_pb.ListRestrictionsRequest(),
+        "SubmitRebuttal": lambda: account_pb.SubmitRebuttalRequest(
+            origin="P-NEVER",
+            account_id=account,
+            rebuttal_id="R-NEVER",
+            statement="never detained",
+            evidence_sha256=["a" * 64],
+        ),
         "GrantRole": lambda: access_pb.GrantRoleRequest(
             grant_id="shadow-auditor",
             party=PARTY,

@@ -164,3 +164,74 @@ def test_releasing_a_freeze_that_does_not_exist_fails_naming_it(market: Registry
     )
     view = registry.proposals.approve(WANG, "mee", "P-REL").proposal
     assert view.status is ProposalStatus.FAILED and view.failure_reason == "UNKNOWN_FREEZE"
+
+
+def test_more_units_of_a_detained_project_are_not_issued(market: Registry) -> None:
+    registry = market
+    decided(
+        registry,
+        "P-DET",
+        "ORIGIN_DETENTION",
+        {"project": "P-1", "reference": "CASE-11", "reason": "suspected double counting"},
+    )
+    issued = registry.issue_units(REGULATOR, "ISS-2", UnitClass(UnitType.CCER, 2025, "P-1"), 9, "")
+    assert issued.refusal_reason == "ORIGIN_DETAINED"
+    assert issued.refusal_metadata["detention"] == "CASE-11"
+    assert issued.refusal_metadata["unit_class"] == "CCER/2025/P-1"
+    other = registry.issue_units(REGULATOR, "ISS-3", UnitClass(UnitType.CCER, 2025, "P-2"), 9, "")
+    assert other.ok  # another project is not detained
+    assert_conserved(registry)
+
+
+def _reversal(registry: Registry, proposal_id: str, original: str, override: bool) -> Any:
+    payload: dict[str, Any] = {
+        "transaction_id": f"REV-{proposal_id}",
+        "original_party": REGULATOR.party,
+        "original_transaction_id": original,
+        "reason": "entered in error",
+    }
+    if override:
+        payload["override_restrictions"] = True
+    registry.proposals.propose(LI, proposal_id, "REVERSAL", payload, "for the record")
+    return registry.proposals.approve(WANG, "mee", proposal_id).proposal
+
+
+def test_a_reversal_of_detained_units_needs_an_explicit_override(market: Registry) -> None:
+    registry = market
+    decided(
+        registry,
+        "P-DET",
+        "ORIGIN_DETENTION",
+        {"project": "P-1", "reference": "CASE-12", "reason": "suspected double counting"},
+    )
+    refused = _reversal(registry, "P-REV-1", "T-CCER", override=False)
+    assert refused.status is ProposalStatus.FAILED
+    assert refused.failure_reason == "ORIGIN_DETAINED"
+    ccer = [h for h in registry.get_holdings("PWR-0001") if h.unit_class.project == "P-1"]
+    assert [h.total for h in ccer] == [50]  # the units stayed
+    done = _reversal(registry, "P-REV-2", "T-CCER", override=True)
+    assert done.status is ProposalStatus.EXECUTED, done
+    txn = registry.get_transaction(WANG.party, "REV-P-REV-2")
+    assert txn.details["override_restrictions"] is True
+    assert_conserved(registry)
+
+
+def test_a_reversal_of_frozen_serials_needs_an_explicit_override(market: Registry) -> None:
+    registry = market
+    decided(
+        registry,
+        "P-FRZ",
+        "BLOCK_FREEZE",
+        {
+            "freeze_id": "COURT-2026-19",
+            "account_id": "PWR-0001",
+            "order_reference": "(2026) Hu 03",
+            "reason": "judicial freeze",
+            "blocks": [["CEA/2025", 1, 10]],
+        },
+    )
+    refused = _reversal(registry, "P-REV-1", "T-CEA", override=False)
+    assert refused.failure_reason == "SERIALS_FROZEN"
+    done = _reversal(registry, "P-REV-2", "T-CEA", override=True)
+    assert done.status is ProposalStatus.EXECUTED, done
+    assert_conserved(registry)

@@ -342,6 +342,7 @@ def test_a_detention_refuses_its_projects_units_wherever_and_however_they_move()
             assert isinstance(error, Refused)
             assert error.metadata == {
                 "project": "P-0001",
+                "origin": "PROJECT:P-0001",
                 "detention": "MEE-D-2026-3",
                 "block": "CCER/2024/P-0001#5-9",
                 "quantity": "6",
