@@ -167,6 +167,16 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             shortfall_remaining=view.shortfall_remaining,
             debt_carried_forward=view.carried_forward,
             fine=common.ComplianceFine(**view.fine) if view.fine else None,
+            unit_lines=[
+                pb.UnitLineStatus(
+                    unit_category=d.line.category,
+                    unit_id=d.line.unit_id,
+                    verified_emissions=d.line.verified_emissions,
+                    allocated=d.allocated,
+                    due=d.due,
+                )
+                for d in view.unit_lines
+            ],
         )
 
 

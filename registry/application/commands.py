@@ -18,6 +18,7 @@ from registry.domain.errors import InvalidCommand
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
 from registry.domain.reasons import check_reason as check_reason_text
+from registry.domain.rules import UnitLine
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
@@ -268,9 +269,11 @@ class AllocationRow:
 
 @dataclass(frozen=True)
 class EmissionsRow:
-    """One verified emissions figure: tonnes CO2e of a compliance account in one year."""
+    """One verified emissions figure: tonnes CO2e of a compliance account in one year,
+    optionally by unit line (a power company's units or unit categories)."""
 
     account_id: str
     compliance_year: int
     verified_emissions: int
     reason: str
+    unit_lines: tuple[UnitLine, ...] = ()
