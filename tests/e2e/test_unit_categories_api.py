@@ -5,6 +5,9 @@ regulator reads in GetComplianceStatus."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from registry.client import RegistryClient
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common
@@ -17,8 +20,10 @@ from tests.e2e.market import (
     issue,
     open_company,
     record_emissions,
+    seed_market,
     surrender,
 )
+from tests.e2e.test_server_process import cli, first_token, serving
 
 COAL = "COAL_CONVENTIONAL_300MW_PLUS"
 
@@ -119,3 +124,42 @@ def test_a_mixed_coal_and_gas_company_through_the_api(api: Api) -> None:
         25_000,
         account_pb.COMPLIANCE_STATE_COMPLIANT,
     )
+
+
+def test_the_regulator_commands_set_show_import_and_report_unit_lines(tmp_path: Path) -> None:
+    """`registry rules set --unit-cap GAS=0`, `rules show`, `import emissions` with a
+    unit_lines column and `compliance-status` against a server process. PWR-SD-0001
+    (allocated 100,000): coal C1 100,000 / 80,000 owes 100,000, gas G1 30,000 / 20,000
+    owes 20,000: 120,000; company cap 100,000 + 20 % x 130,000 = 126,000 does not bind:
+    obligation 120,000."""
+    with serving(tmp_path) as server:
+        token, _, _ = first_token(tmp_path)
+        with RegistryClient(server.address, token, attempts=1) as client:
+            seed_market(client)
+        bad = cli(server, "rules", "set", "2025", "POWER", "--unit-cap", "GAS", "--reason", "x")
+        assert bad.returncode == 2 and "CATEGORY=BPS" in bad.stderr
+        done = cli(
+            server, "rules", "set", "2025", "POWER", "--obligation-cap-bps", "2000",
+            "--unit-cap", "GAS=0", "--reason", "power relief per unit category",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        shown = cli(server, "rules", "show", "2025")
+        assert "unit_obligation_cap_bps" in shown.stdout and "GAS=0" in shown.stdout
+
+        table = tmp_path / "verified-2025.csv"
+        table.write_text(
+            "account_id,compliance_year,verified_emissions,reason,unit_lines\n"
+            f"PWR-SD-0001,2025,130000,report V-1,{COAL}:C1:100000:80000;GAS:G1:30000:20000\n"
+            "PWR-SD-0002,2025,40000,report V-2,\n"
+        )
+        imported = cli(server, "import", "emissions", str(table))
+        assert imported.returncode == 0, imported.stderr
+        assert "RECORDED 2" in imported.stdout
+        status = cli(server, "compliance-status", "PWR-SD-0001", "2025")
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        assert any(line.split()[:2] == ["obligation", "120,000"] for line in lines), lines
+        gas = next(line for line in lines if "GAS G1" in line)
+        assert gas.split()[2:] == ["30,000", "t", "20,000", "t", "20,000", "t"]
+        plain = cli(server, "compliance-status", "PWR-SD-0002", "2025")
+        assert "by unit" not in plain.stdout
