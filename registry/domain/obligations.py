@@ -145,6 +145,7 @@ class ComplianceObligation(Aggregate):
         return rules.gap(self.verified_emissions, self.allocated, self.lines)
 
     def may_borrow(self, rules: ComplianceRules) -> bool:
+        """Whether its gap rate, judged on its unit lines, opens advance use to it."""
         if self.verified_emissions is None:
             return False
         return rules.may_borrow(self.verified_emissions, self.allocated, self.lines)
