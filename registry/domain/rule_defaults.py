@@ -56,14 +56,15 @@ class ShippedRules:
         return self.sources.get(name) or BASE_SOURCES[name]
 
 
+SURRENDER_PART = "its part on allowance surrender (配额清缴; section number not verified)"
 GAP_RELIEF = {
-    "obligation_cap_bps": f"{PLAN_2019_2020}, allowance surrender (配额清缴): per company "
-    "(重点排放单位), the gap capped at 20 % of its verified emissions; kept by "
+    "obligation_cap_bps": f"{PLAN_2019_2020}, {SURRENDER_PART}: per company (重点排放单位), "
+    "the gap capped at 20 % of its verified emissions; kept by "
     f"{PLAN_2021_2022}"
 }
 GAS_RELIEF = {
-    "unit_obligation_cap_bps": f"{PLAN_2019_2020}, allowance surrender (配额清缴): per gas "
-    "unit (燃气机组), the obligation is its approved free allocation when its verified "
+    "unit_obligation_cap_bps": f"{PLAN_2019_2020}, {SURRENDER_PART}: per gas unit (燃气机组), "
+    "the obligation is its approved free allocation when its verified "
     f"emissions reach it, else its verified emissions (GAS 0); kept by {PLAN_2021_2022}"
 }
 GAS_RELIEF_2023_2024 = {
