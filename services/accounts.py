@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
-
 import grpc
 
 from registry.domain.accounts import AccountType, Sector
@@ -130,16 +128,9 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
         view = self.registry.get_compliance_status(
             convert.required(request.account_id, "account_id"), request.compliance_year
         )
-        period = view.net_sales_period
-        if period is not None:  # the carry-over limit depends on the ledger's settlements
-            first, last = (date.fromisoformat(day) for day in period)
-            view = view.with_net_sales(
-                self.backend.read_models.net_sales(
-                    view.account_id,
-                    datetime.combine(first, time(), UTC),
-                    datetime.combine(last + timedelta(days=1), time(), UTC),
-                )
-            )
+        window = view.rules.net_sales_window()  # the one the surrender counts in too
+        if window is not None:  # the carry-over limit depends on the ledger's settlements
+            view = view.with_net_sales(self.backend.read_models.net_sales(view.account_id, *window))
         return pb.GetComplianceStatusResponse(
             account_id=view.account_id,
             compliance_year=view.compliance_year,

@@ -419,6 +419,7 @@ def _proposal(view: ProposalView) -> pb.Proposal:
         failure_message=view.failure_message,
         proposer_provinces=view.proposer_provinces,
         approver_provinces=view.approver_provinces,
+        rejecter_provinces=view.rejecter_provinces,
     )
 
 

@@ -4,8 +4,9 @@ at the deadline, and where an account (or every account) stands."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+from uuid import UUID
 
 from registry.application.commands import EmissionsRow, check_batch, check_emissions, check_reason
 from registry.application.results import (
@@ -22,9 +23,15 @@ from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
 from registry.domain.accounts import Account, AccountType, Sector, check_account_id
+from registry.domain.carry_over import (
+    CarryOverUse,
+    carried_tonnes,
+    net_sales,
+    past_carried_surrenders,
+)
 from registry.domain.enforcement import check_correction_days, correction_deadline
 from registry.domain.errors import InvalidCommand, RowsInvalid, UnknownAccount, Violation
-from registry.domain.obligations import ComplianceObligation, check_year
+from registry.domain.obligations import MAX_YEAR, MIN_YEAR, ComplianceObligation, check_year
 from registry.domain.rules import (
     DEFAULT_RULES,
     ComplianceRules,
@@ -33,6 +40,8 @@ from registry.domain.rules import (
     unit_line_violations,
 )
 from registry.domain.transactions import Principal
+from registry.domain.units import Holding
+from registry.persistence.account_history import account_transactions
 
 
 def year_rules(uow: UnitOfWork, year: int, account: Account) -> tuple[ComplianceRules, bool]:
@@ -43,11 +52,89 @@ def year_rules(uow: UnitOfWork, year: int, account: Account) -> tuple[Compliance
     return compliance_year.rules_for(account.holder.get("sector", "")), compliance_year.closed
 
 
-class Compliance:
-    """The compliance use cases of one registry."""
+@dataclass
+class CarryOverCheck:
+    """What one surrender's carry-over judgment needs under a NET_SALES rule, read only
+    when the surrender takes carried vintages: the account's net sales over the rule's
+    period and the carried tonnes it already surrendered from the same pool, and,
+    once it passes, how to record what it took."""
 
-    def __init__(self, store: Store) -> None:
+    net_sales: int | None = None
+    used: int = 0
+    scope: str | None = None
+    carried: int = 0
+    use: CarryOverUse | None = None
+    history: list[tuple[UUID, int, str, int]] = field(default_factory=list)
+    """Surrenders made before carried tonnes were recorded, to record with the first."""
+
+    @classmethod
+    def of(
+        cls, uow: UnitOfWork, rules: ComplianceRules, account: Account, year: int, blocks: Holding
+    ) -> CarryOverCheck:
+        """Read the figures when the year's rule draws on a pool and the blocks hold
+        carried vintages; else nothing is read (and a NONE rule is judged without)."""
+        scope = rules.carry_over_scope
+        if scope is None:
+            return cls()
+        window = rules.net_sales_window()
+        carried = carried_tonnes(rules, year, blocks)
+        if window is None or not carried:
+            return cls()
+        # The account's history up to the version this decision read: the save that
+        # debits the account is version-checked, so a settlement committed meanwhile
+        # makes it retry with a fresh read, never decide on a figure that was not so.
+        stored = account.version - len(account.pending_events)
+        transactions = account_transactions(uow.app, account.account_id, stored)
+        sales = net_sales(account.account_id, transactions, *window)
+        use = uow.find(CarryOverUse.id_for(account.account_id), CarryOverUse)
+        if use is not None:
+            return cls(sales, use.used(scope), scope, carried, use)
+        years = {t.compliance_year for t in transactions if t.compliance_year is not None}
+        history = past_carried_surrenders(
+            account.account_id,
+            transactions,
+            {y: year_rules(uow, y, account)[0] for y in years if MIN_YEAR <= y <= MAX_YEAR},
+        )
+        used = sum(tonnes for _, _, pool, tonnes in history if pool == scope)
+        return cls(sales, used, scope, carried, None, history)
+
+    def record(self, uow: UnitOfWork, account_id: str, transaction_id: UUID, year: int) -> None:
+        """Count the surrender's carried tonnes against its pool (after every guard
+        passed): the first record of an account also records its earlier surrenders."""
+        if self.scope is None:
+            return
+        use = self.use or uow.find(CarryOverUse.id_for(account_id), CarryOverUse)
+        if use is None:
+            use = uow.add(CarryOverUse.start(account_id))
+            for txn_id, past_year, pool, tonnes in self.history:
+                use.record(txn_id, past_year, pool, tonnes, from_history=True)
+        use.record(transaction_id, year, self.scope, self.carried)
+
+
+def carry_over_give_back(
+    uow: UnitOfWork, account_id: str, surrender_id: UUID
+) -> Callable[[UUID], None] | None:
+    """The step that gives a reversed surrender's carried tonnes back to their pool;
+    None when the account has recorded none."""
+    use = uow.find(CarryOverUse.id_for(account_id), CarryOverUse)
+    if use is None:
+        return None
+
+    def give_back(reversal_id: UUID) -> None:
+        use.give_back(surrender_id, reversal_id)
+
+    return give_back
+
+
+class Compliance:
+    """The compliance use cases of one registry. ``provinces_of`` tells the jurisdiction
+    a regulator acts in (its provinces; none if national), recorded with what it verifies."""
+
+    def __init__(
+        self, store: Store, provinces_of: Callable[[Principal], Sequence[str]] = lambda _: ()
+    ) -> None:
         self._store = store
+        self._provinces_of = provinces_of
 
     def record_verified_emissions(
         self, principal: Principal, rows: Sequence[EmissionsRow]
@@ -59,6 +146,7 @@ class Compliance:
         """
         self._check_emissions_rows(rows)
         store = self._store
+        provinces = tuple(self._provinces_of(principal))
 
         def attempt(uow: UnitOfWork) -> EmissionsRecorded:
             for year in sorted({row.compliance_year for row in rows}):
@@ -73,7 +161,11 @@ class Compliance:
             for row in rows:
                 obligation = uow.obligation(row.account_id, row.compliance_year)
                 recorded = obligation.record_emissions(
-                    row.verified_emissions, row.reason, str(principal), row.unit_lines
+                    row.verified_emissions,
+                    row.reason,
+                    str(principal),
+                    provinces,
+                    lines=row.unit_lines,
                 )
                 results.append(
                     EmissionsRowResult(

@@ -206,7 +206,9 @@ class FourEyes:
         def attempt(uow: UnitOfWork) -> ProposalResult:
             proposal = self._proposal(uow, party, proposal_id)
             _not_access(proposal.kind)
-            rejected = proposal.reject(principal, reason, store.clock())
+            rejected = proposal.reject(
+                principal, reason, store.clock(), self._access().provinces_of(principal)
+            )
             position = _position(uow.save()) if rejected else None
             return ProposalResult(proposal.view(), replayed=not rejected, position=position)
 
@@ -234,9 +236,9 @@ class FourEyes:
         )
 
     def list_proposals(self, status: str = "", province: str = "") -> list[ProposalView]:
-        """Every proposal (of one status, if given; proposed or approved by a regulator
-        of ``province`` in its jurisdiction then, if given), oldest first: the audit of
-        what one province's department did through four eyes."""
+        """Every proposal (of one status, if given; proposed, approved or rejected by a
+        regulator of ``province`` in its jurisdiction then, if given), oldest first: the
+        audit of what one province's department did through four eyes."""
         now = self._store.clock()
         views = [p.view(now) for p in self._all()]
         return [
@@ -270,11 +272,12 @@ class FourEyes:
 
 
 def acted_in(view: ProposalView, province: str) -> bool:
-    """Whether the proposer or the approver acted as a regulator of ``province``
-    (case-insensitively, as grants are matched against holders' provinces)."""
+    """Whether the proposer, the approver or the rejecter acted as a regulator of
+    ``province`` (case-insensitively, as grants are matched against holders' provinces)."""
     wanted = province_key(province)
     return any(
-        province_key(p) == wanted for p in (*view.proposer_provinces, *view.approver_provinces)
+        province_key(p) == wanted
+        for p in (*view.proposer_provinces, *view.approver_provinces, *view.rejecter_provinces)
     )
 
 

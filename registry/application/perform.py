@@ -15,12 +15,13 @@ from typing import Any
 from uuid import UUID
 
 from registry.application.commands import Movement
-from registry.application.compliance import year_rules
+from registry.application.compliance import CarryOverCheck, carry_over_give_back, year_rules
 from registry.application.restrictions import check_restrictions
 from registry.application.unit_of_work import UnitOfWork
 from registry.domain.accounts import NATIONAL_ACCOUNTS, Account, AccountType
 from registry.domain.errors import (
     ComplianceYearClosed,
+    NotReversible,
     Refused,
     UnknownAccount,
     UnknownHold,
@@ -62,7 +63,9 @@ def decide(
     }
     uow.begin_step()
     try:
-        source, destination, blocks = _perform(uow, party, txn_id, movement, clock)
+        source, destination, blocks = _perform(
+            uow, party, txn_id, movement, clock, record["details"]
+        )
     except RECORDABLE as error:
         if uow.step_changed():
             raise RuntimeError(
@@ -100,8 +103,10 @@ def _perform(
     txn_id: UUID,
     movement: Movement,
     clock: Callable[[], datetime],
+    details: dict[str, Any],
 ) -> Moved:
-    """Check every guard, then change the aggregates."""
+    """Check every guard, then change the aggregates (and note in ``details`` what the
+    record must keep that only performing decides)."""
     if movement.kind is TransactionKind.ISSUANCE:
         return _perform_issuance(uow, txn_id, movement)
     if movement.kind is TransactionKind.REVERSAL:
@@ -136,7 +141,7 @@ def _perform(
             movement.kind is TransactionKind.ALLOCATION
             and destination.account_type is AccountType.COMPLIANCE
         ):
-            return _perform_allocation(uow, txn_id, movement, source, destination, pool)
+            return _perform_allocation(uow, txn_id, movement, source, destination, pool, details)
         if movement.kind is TransactionKind.ALLOCATION_RETURN:
             return _perform_return(uow, txn_id, movement, source, destination, pool)
         blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
@@ -197,15 +202,16 @@ def _perform_surrender(
     # A first surrender for the year starts its obligation, but only once every
     # guard has passed: a refusal changes nothing.
     obligation = existing or ComplianceObligation.start(source.account_id, year)
-    advance = obligation.check_surrender(
-        rules, source.would_debit(movement.selector, movement.quantity, pool)
-    )
+    would = source.would_debit(movement.selector, movement.quantity, pool)
+    carry = CarryOverCheck.of(uow, rules, source, year, would)  # NET_SALES: read, not written
+    advance = obligation.check_surrender(rules, would, carry.net_sales, carry.used)
     blocks = source.debit(txn_id, movement.selector, movement.quantity, pool)
     destination.credit(txn_id, blocks)
     if existing is None:
         uow.add(obligation)
     record = obligation.record_late_surrender if closed else obligation.record_surrender
     record(txn_id, movement.selector.unit_type.value, movement.quantity, advance)
+    carry.record(uow, source.account_id, txn_id, year)
     return source.account_id, destination.account_id, blocks
 
 
@@ -216,10 +222,14 @@ def _perform_allocation(
     source: Account,
     destination: Account,
     pool: Holding | None,
+    details: dict[str, Any],
 ) -> Moved:
     """Free allocation to a compliance account, counted towards the year of its
     vintage; a shortfall carried from the year before is deducted first (the
-    deducted units stay where they are, and the transaction records how many)."""
+    deducted units stay where they are, and the transaction records how many). With no
+    vintage asked, the year it counted towards is recorded as ``compliance_year``: an
+    allocation the debt took whole moves no blocks to tell it, and its reversal must
+    owe that debt again."""
     assert movement.selector is not None and movement.quantity is not None
     year = movement.selector.vintage
     if year is None:  # the oldest matching block is what is taken first
@@ -237,6 +247,8 @@ def _perform_allocation(
         blocks = source.debit(txn_id, movement.selector, moved, pool)
         destination.credit(txn_id, blocks)
     if counted:
+        if movement.selector.vintage is None:
+            details["compliance_year"] = year
         obligation = uow.obligation(destination.account_id, year)
         if deducted:
             obligation.deduct_debt(txn_id, deducted)
@@ -297,11 +309,26 @@ def _obligation_undo(uow: UnitOfWork, original: Transaction) -> list[Callable[[U
         surrendered.ensure_fixed()
         unit_type = original.blocks[0].unit_class.unit_type.value
         advance = by_vintage.get(year + 1, 0)
-        return [lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance)]
+        give_back = carry_over_give_back(uow, str(original.source), original.id)
+        return [
+            lambda t: surrendered.reverse_surrender(t, unit_type, original.quantity, advance),
+            *([give_back] if give_back else []),
+        ]
     if kind is TransactionKind.ALLOCATION and counted:
-        vintage = selector.get("vintage") or (
-            original.blocks[0].unit_class.vintage if original.blocks else None
+        vintage = (
+            selector.get("vintage")
+            or original.details.get("compliance_year")
+            or (original.blocks[0].unit_class.vintage if original.blocks else None)
         )
+        if vintage is None and requested:
+            # recorded before allocations kept their year: the debt took it whole, and
+            # which year's debt it paid is not on record (docs/compliance.md)
+            raise NotReversible(
+                f"{original.party}:{original.client_id} was paid wholly by a carried debt "
+                "before the registry recorded which year's: reversing it could not owe "
+                "that debt again",
+                transaction=f"{original.party}:{original.client_id}",
+            )
         if vintage is None or not MIN_YEAR <= vintage <= MAX_YEAR:
             return []
         if (

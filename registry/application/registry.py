@@ -89,7 +89,9 @@ class Registry(Application[UUID]):
         self._accounts = Accounts(self.store)
         self._movements = Movements(self.store)
         self._holds = Holds(self.store)
-        self._compliance = Compliance(self.store)
+        self._compliance = Compliance(
+            self.store, lambda principal: self.access.current().provinces_of(principal)
+        )
         self._enforcement = Enforcement(self.store)
         self._queries = Queries(self.store)
         self.restrictions = Restrictions(self.store)

@@ -70,6 +70,12 @@ class UnitOfWork:
         return self._optimistic
 
     @property
+    def app(self) -> Application[UUID]:
+        """The application whose store this unit of work reads (for reads that are not
+        aggregates, e.g. one account's history, ``registry.persistence.account_history``)."""
+        return self._app
+
+    @property
     def read_versions(self) -> dict[UUID, int]:
         """Each aggregate this unit of work looked up, and the version it found (0:
         none)."""

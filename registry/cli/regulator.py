@@ -4,6 +4,7 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
     registry rules show 2025
     registry rules set 2025 POWER --obligation-cap-bps 2000 --reason "2025 plan, art. 7"
     registry rules set-shipped 2022 --reason "2021-2022 allocation plan (MEE, Mar 2023)"
+    registry rules set-shipped 2025 --reason "2025 plan" --propose   # four eyes on
     registry close-year 2025 --reason "surrender deadline 2026-12-31 passed"
     registry close-year 2025 --reason "deadline passed" --propose P-CLOSE-2025
     registry close-year 2025 --reason "surrender deadline 2026-12-31 passed" --correction-days 30
@@ -22,14 +23,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
+import grpc
+
 from registry.cli.remote import add_connection_options, call_remote
-from registry.client import RegistryClient
-from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, shipped_rules
+from registry.client import RegistryClient, error_details
+from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, ShippedRules, shipped_rules
 from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
@@ -131,6 +135,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     adopt.add_argument("year", type=int)
     adopt.add_argument("--reason", required=True, help=REASON_HELP)
+    adopt.add_argument(
+        "--propose",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ID_PREFIX",
+        help="four eyes: propose them instead, one RULE_CHANGE per sector of the table, "
+        "ids ID_PREFIX-ALL, ID_PREFIX-POWER, ... (default prefix RULES-YEAR), for a "
+        "second regulator to approve",
+    )
     adopt.set_defaults(run=partial(_call, work="set-shipped"))
     close = sub.add_parser(
         "close-year",
@@ -176,7 +190,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     listing.add_argument(
         "--province",
         default="",
-        help="only those proposed or approved by a regulator of this province (as it then was)",
+        help="only those proposed, approved or rejected by a regulator of this province "
+        "(as it then was)",
     )
     listing.set_defaults(run=partial(_call, work="list"))
     expire = verbs.add_parser(
@@ -349,20 +364,74 @@ def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None
             f"the registry ships no rules for {args.year} (it ships "
             f"{min(SHIPPED_RULES)}-{max(SHIPPED_RULES)})"
         )
+    if args.propose is not None:
+        _propose_shipped_rules(client, args, shipped)
+        return
     reply = None
     for sector, table in shipped.items():
-        reply = client.call(
-            client.administration.SetComplianceRules,
-            admin_pb.SetComplianceRulesRequest(
-                compliance_year=args.year,
-                sector=sector,
-                rules=rules_to_proto(table.rules),
-                reason=args.reason,
-            ),
-        )
+        try:
+            reply = client.call(
+                client.administration.SetComplianceRules,
+                admin_pb.SetComplianceRulesRequest(
+                    compliance_year=args.year,
+                    sector=sector,
+                    rules=rules_to_proto(table.rules),
+                    reason=args.reason,
+                ),
+            )
+        except grpc.RpcError as error:
+            details = error_details(error)
+            if details.reason != "PROPOSAL_REQUIRED":
+                raise
+            # refused before any change: the first sector is refused as every other would be
+            print(
+                f"registry: {details.code.name} {details.reason}: this registry requires four "
+                "eyes (REGISTRY_FOUR_EYES): rules change only when a second regulator approves "
+                f"a RULE_CHANGE proposal; nothing was changed. Propose the shipped "
+                f"{args.year} rules (one proposal per sector: {', '.join(shipped)}) with\n"
+                f"  registry rules set-shipped {args.year} --reason {shlex.quote(args.reason)} "
+                "--propose\nthen another regulator approves each id it prints with "
+                "`registry proposals approve PARTY ID`",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
         print(f"{sector}: " + ("changed" if reply.position else "unchanged"))
     assert reply is not None
     _print_year(reply.year)
+
+
+def _propose_shipped_rules(
+    client: RegistryClient, args: argparse.Namespace, shipped: Mapping[str, ShippedRules]
+) -> None:
+    """One RULE_CHANGE per sector of the table (the payload names one sector), each
+    with the shipped rules and the command's reason; run again, the same ids replay."""
+    prefix = args.propose or f"RULES-{args.year}"
+    approvals = []
+    for sector, table in shipped.items():
+        proposal_id = f"{prefix}-{'ALL' if sector == '*' else sector}"
+        reply = client.call(
+            client.administration.ProposeAction,
+            admin_pb.ProposeActionRequest(
+                proposal_id=proposal_id,
+                kind=admin_pb.PROPOSAL_KIND_RULE_CHANGE,
+                payload_json=json.dumps(
+                    {
+                        "year": args.year,
+                        "sector": sector,
+                        "reason": args.reason,
+                        "rules": table.rules.as_dict(),
+                    }
+                ),
+                reason=args.reason,
+            ),
+        )
+        p = reply.proposal
+        print(
+            f"{'already proposed' if reply.replayed else 'proposed'} {p.party}:{p.proposal_id}: "
+            f"RULE_CHANGE {args.year} {sector}"
+        )
+        approvals.append(f"  registry proposals approve {p.party} {p.proposal_id}")
+    print("a second regulator approves them with:", *approvals, sep="\n")
 
 
 def _print_closing(client: RegistryClient, args: argparse.Namespace) -> None:
@@ -475,7 +544,7 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
         else admin_pb.PROPOSAL_STATUS_UNSPECIFIED
     )
     token, shown = "", 0
-    print(f"{'proposal':<28}{'kind':<24}{'status':<10}{'proposer':<24}{'approver':<24}result")
+    print(f"{'proposal':<28}{'kind':<24}{'status':<10}{'proposer':<24}{'decided by':<24}result")
     while True:
         page = client.call(
             client.administration.ListProposals,
@@ -485,7 +554,13 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
         )
         for p in page.proposals:
             proposer = _acting_in(p.proposer, p.proposer_provinces)
-            approver = _acting_in(p.approver, p.approver_provinces) if p.approver else "-"
+            approver = (
+                _acting_in(p.approver, p.approver_provinces)
+                if p.approver
+                else _acting_in(p.rejected_by, p.rejecter_provinces)
+                if p.rejected_by
+                else "-"
+            )
             print(
                 f"{p.party + ':' + p.proposal_id:<28}"
                 f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"

@@ -190,19 +190,26 @@ class ComplianceObligation(Aggregate):
             obligation._add(self.unit_type, -self.quantity)
 
     class EmissionsVerified(Aggregate.Event):
-        """The verified figure for the year: the first one, or a correction of it, with
-        its unit lines (``UnitLine.as_dict``; one line without a category when the
-        figure has no breakdown)."""
+        """The verified figure for the year: the first one, or a correction of it. v2
+        adds the recorder's provinces (a provincial regulator; empty: national); v3 its
+        unit lines (``UnitLine.as_dict``; one line without a category when the figure
+        has no breakdown)."""
 
         TOPIC = "registry.ComplianceObligation.EmissionsVerified"
-        class_version = 2
+        class_version = 3
         emissions: int
         reason: str
         principal: str
+        provinces: list[str]
         lines: list[dict[str, Any]]
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Recorded before provincial regulators existed: by a national one."""
+            state["provinces"] = []
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
             """A figure recorded before unit lines is one line: the whole company, no
             category, judged against the company's allocation (as it was)."""
             state["lines"] = [UnitLine.whole(state["emissions"]).as_dict()]
@@ -454,17 +461,30 @@ class ComplianceObligation(Aggregate):
     def _check_carry_over(
         self, rules: ComplianceRules, carried: int, net_sales: int | None, before: int
     ) -> None:
+        """Refuse carried tonnes over the limit: ``before`` (already carried under the
+        same limit) plus ``carried`` (asked now) may not exceed it."""
         if rules.carry_over == CarryOver.NET_SALES.value and net_sales is None:
             return  # the net sales are not known here: judged where they are
         limit = rules.carry_over_limit(net_sales)
-        if limit is not None and before + carried > limit:
-            raise CarryOverLimitExceeded(
-                f"{before + carried} t of carried vintages would exceed {self.account_id}'s "
-                f"carry-over limit of {limit} t for {self.year} ({rules.carry_over})",
-                limit=limit,
-                used=before,
-                requested=carried,
+        if limit is None or before + carried <= limit:
+            return
+        if rules.carry_over == CarryOver.NET_SALES.value:
+            how = (
+                f"{rules.carry_over_net_sales_bps / 10_000:g} x net sales of {net_sales} t "
+                f"({rules.carry_over_sales_from}..{rules.carry_over_sales_to}"
+                f"{', counted as 0' if net_sales is not None and net_sales < 0 else ''}) + "
+                f"{rules.carry_over_base_tonnes} t"
             )
+        else:
+            how = f"{self.year} accepts no carried vintage"
+        raise CarryOverLimitExceeded(
+            f"{self.account_id} asks to surrender {carried} t of carried vintages for "
+            f"{self.year} with {before} t already carried under the same limit: "
+            f"{before + carried} t would exceed its carry-over limit of {limit} t ({how})",
+            limit=limit,
+            used=before,
+            requested=carried,
+        )
 
     def _verified(self, what: str) -> int:
         if self.verified_emissions is None:
@@ -673,10 +693,12 @@ class ComplianceObligation(Aggregate):
         emissions: int,
         reason: str,
         principal: str,
+        provinces: Iterable[str] = (),
         lines: Sequence[UnitLine] = (),
     ) -> bool:
         """Record the verified figure and its unit lines (none: one line for the whole
-        company); False (and no event) when both are already recorded, so a repeated
+        company), by ``principal`` acting in ``provinces`` (its jurisdiction, none if
+        national); False (and no event) when both are already recorded, so a repeated
         upload changes nothing and a different figure or breakdown is a correction."""
         if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
             raise InvalidCommand(
@@ -700,6 +722,7 @@ class ComplianceObligation(Aggregate):
             emissions=emissions,
             reason=reason,
             principal=principal,
+            provinces=sorted(provinces),
             lines=stored,
         )
         return True

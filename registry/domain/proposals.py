@@ -302,6 +302,8 @@ class ProposalView:
     proposer_provinces: tuple[str, ...] = ()
     """The proposer's jurisdiction when it proposed: its provinces, or () national."""
     approver_provinces: tuple[str, ...] = ()
+    rejecter_provinces: tuple[str, ...] = ()
+    """The jurisdiction of whoever rejected (or withdrew) it: provinces, or () national."""
 
 
 class Proposal(Aggregate):
@@ -320,6 +322,7 @@ class Proposal(Aggregate):
         self.proposer = ""
         self.proposer_provinces: list[str] = []
         self.approver_provinces: list[str] = []
+        self.rejecter_provinces: list[str] = []
         self.reason = ""
         self.validity_seconds = 0
         self.created_at: datetime | None = None
@@ -421,16 +424,27 @@ class Proposal(Aggregate):
             proposal.approver_provinces = list(self.approver_provinces)
 
     class Rejected(Aggregate.Event):
+        """v2 adds the rejecter's provinces (a provincial regulator; empty: national)."""
+
         TOPIC = "registry.Proposal.Rejected"
+        class_version = 2
         by: str
         reason: str
         at: datetime
+        rejecter_provinces: list[str]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Rejected before rejections recorded a jurisdiction: none is known, so
+            none is claimed (empty, as a national regulator's)."""
+            state["rejecter_provinces"] = []
 
         def apply(self, proposal: Proposal) -> None:
             proposal.status_name = ProposalStatus.REJECTED.value
             proposal.rejected_by = self.by
             proposal.rejection_reason = self.reason
             proposal.rejected_at = self.at
+            proposal.rejecter_provinces = list(self.rejecter_provinces)
 
     class Expired(Aggregate.Event):
         TOPIC = "registry.Proposal.Expired"
@@ -569,9 +583,12 @@ class Proposal(Aggregate):
         )
         return True
 
-    def reject(self, principal: Principal, reason: str, now: datetime) -> bool:
-        """Reject (or, by the proposer, withdraw); True if this call rejected it, False
-        for a retry of the same rejection."""
+    def reject(
+        self, principal: Principal, reason: str, now: datetime, provinces: Iterable[str] = ()
+    ) -> bool:
+        """Reject (or, by the proposer, withdraw) in ``provinces``, its jurisdiction
+        (none: national); True if this call rejected it, False for a retry of the same
+        rejection."""
         check_reason(reason)
         _aware(now)
         who = str(principal)
@@ -582,7 +599,9 @@ class Proposal(Aggregate):
         ):
             return False
         self._ensure_pending(now)
-        self.trigger_event(self.Rejected, by=who, reason=reason, at=now)
+        self.trigger_event(
+            self.Rejected, by=who, reason=reason, at=now, rejecter_provinces=sorted(provinces)
+        )
         return True
 
     def expire(self, now: datetime) -> bool:
@@ -671,4 +690,5 @@ class Proposal(Aggregate):
             version=self.version,
             proposer_provinces=tuple(self.proposer_provinces),
             approver_provinces=tuple(self.approver_provinces),
+            rejecter_provinces=tuple(self.rejecter_provinces),
         )

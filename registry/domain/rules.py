@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid5
@@ -391,6 +391,36 @@ class ComplianceRules:
             return 0
         return share(max(0, net_sales or 0), self.carry_over_net_sales_bps) + (
             self.carry_over_base_tonnes
+        )
+
+    def net_sales_window(self) -> tuple[datetime, datetime] | None:
+        """NET_SALES: the period whose net sales count, as recording times [start, end)
+        in UTC (``carry_over_sales_to`` is a whole day, inclusive); None for the other
+        forms. The status's figure (the read model) and the surrender's (the event
+        store) both use it, so they count the same settlements."""
+        if self.carry_over != CarryOver.NET_SALES.value:
+            return None
+        first = date.fromisoformat(self.carry_over_sales_from)
+        last = date.fromisoformat(self.carry_over_sales_to)
+        return (
+            datetime.combine(first, time(), UTC),
+            datetime.combine(last + timedelta(days=1), time(), UTC),
+        )
+
+    @property
+    def carry_over_scope(self) -> str | None:
+        """Which carry-over pool a NET_SALES limit draws on: its net-sales period and
+        carried vintages. Years whose rules name the same pool share one limit, so the
+        carried tonnes surrendered for one of them are no longer there for another (the
+        2023-2024 plan's limit is per company over every later year, not per year).
+        The multiplier and base tonnes are not part of it: changing them changes the
+        size of the pool, not which pool. None: no pool (UNLIMITED, or NONE, which
+        accepts no carried tonne at all)."""
+        if self.carry_over != CarryOver.NET_SALES.value:
+            return None
+        newest = "year-1" if self.carry_over_max_vintage is None else self.carry_over_max_vintage
+        return (
+            f"NET_SALES:{self.carry_over_sales_from}..{self.carry_over_sales_to}:vintages..{newest}"
         )
 
     def as_dict(self) -> dict[str, Any]:

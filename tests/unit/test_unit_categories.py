@@ -43,7 +43,7 @@ def company(year: int, allocated: int, *lines: UnitLine) -> ComplianceObligation
     obligation = ComplianceObligation.start("PWR-0001", year)
     obligation.record_allocation(uuid4(), allocated)
     verified = sum(line.verified_emissions for line in lines)
-    assert obligation.record_emissions(verified, "verification report", "mee/li", lines)
+    assert obligation.record_emissions(verified, "verification report", "mee/li", lines=lines)
     return obligation
 
 
@@ -161,15 +161,15 @@ def test_the_same_lines_again_change_nothing_and_other_lines_are_a_correction() 
     a correction (one event): gas 30,000 -> 20,000 and coal 100,000 -> 110,000."""
     lines = (UnitLine(COAL, "C1", 100_000, 90_000), UnitLine(GAS, "G1", 30_000, 25_000))
     o = company(2021, 115_000, *lines)
-    assert not o.record_emissions(130_000, "again", "mee/li", lines)
+    assert not o.record_emissions(130_000, "again", "mee/li", lines=lines)
     moved = (UnitLine(COAL, "C1", 110_000, 90_000), UnitLine(GAS, "G1", 20_000, 25_000))
-    assert o.record_emissions(130_000, "correction", "mee/li", moved)
+    assert o.record_emissions(130_000, "correction", "mee/li", lines=moved)
     assert o.obligation(POWER_2021) == 130_000  # 110,000 + min(20,000, 25,000)
     plain = ComplianceObligation.start("PWR-0002", 2021)
     assert plain.record_emissions(5, "report", "mee/li")
     assert not plain.record_emissions(5, "again", "mee/li")
     with pytest.raises(RowsInvalid):  # a line given must name its category
-        plain.record_emissions(5, "again", "mee/li", (UnitLine.whole(5),))
+        plain.record_emissions(5, "again", "mee/li", lines=(UnitLine.whole(5),))
 
 
 U0 = "unit_lines[0]."
@@ -204,7 +204,7 @@ def test_bad_lines_are_named_and_record_nothing(
     if verified >= 0:
         o = ComplianceObligation.start("PWR-0001", 2021)
         with pytest.raises(RowsInvalid) as refused:
-            o.record_emissions(verified, "report", "mee/li", lines)
+            o.record_emissions(verified, "report", "mee/li", lines=lines)
         assert [v.reason for v in refused.value.violations] == [reason]
         assert o.verified_emissions is None and not list(o.collect_events())[1:]
 
@@ -218,15 +218,17 @@ def test_the_unit_cap_is_validated() -> None:
     assert not ComplianceRules(unit_obligation_cap_bps={"*": 0, GAS: 0}).violations(2021)
 
 
-def test_a_version_1_emissions_event_is_one_whole_company_line() -> None:
-    """``EmissionsVerified`` as v1 stored it (no lines): one line, no category, the
-    company's allocation."""
+def test_a_version_2_emissions_event_is_one_whole_company_line() -> None:
+    """``EmissionsVerified`` as v1 and v2 stored it (no lines): one line, no category,
+    the company's allocation."""
     state = {"emissions": 1_000, "reason": "r", "principal": "mee/old"}
     ComplianceObligation.EmissionsVerified.upcast_v1_v2(state)
+    ComplianceObligation.EmissionsVerified.upcast_v2_v3(state)
+    assert state["provinces"] == []
     assert state["lines"] == [
         {"category": "", "unit_id": "", "verified_emissions": 1_000, "allocated": None}
     ]
-    assert ComplianceObligation.EmissionsVerified.class_version == 2
+    assert ComplianceObligation.EmissionsVerified.class_version == 3
 
 
 def test_a_version_2_rule_change_has_no_unit_relief() -> None:
