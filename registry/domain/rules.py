@@ -279,13 +279,13 @@ class ComplianceRules:
             for category, bps in caps.items():
                 if category not in (ALL_CATEGORIES, *UNIT_CATEGORIES):
                     bad(
-                        f"unit_obligation_cap_bps.{category}",
+                        "unit_obligation_cap_bps",
                         f"unit category {category!r} must be '*' or one of "
                         f"{', '.join(UNIT_CATEGORIES)}",
                     )
                 elif not _is_int(bps) or not 0 <= bps <= BPS:
                     bad(
-                        f"unit_obligation_cap_bps.{category}",
+                        "unit_obligation_cap_bps",
                         f"the cap of {category} must be 0..{BPS} bps",
                     )
         if self.surrender_deadline:

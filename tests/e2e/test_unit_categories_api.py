@@ -69,7 +69,7 @@ def test_a_mixed_coal_and_gas_company_through_the_api(api: Api) -> None:
         )
     )
     assert (bad_rule.code, bad_rule.reason) == (INVALID, "INVALID_RULE")
-    assert [f for f, _ in bad_rule.violations] == ["rules.unit_obligation_cap_bps.OIL"]
+    assert [f for f, _ in bad_rule.violations] == ["rules.unit_obligation_cap_bps"]
     read = regulator.call(
         client.GetComplianceRules, admin_pb.GetComplianceRulesRequest(compliance_year=2025)
     )

@@ -211,9 +211,9 @@ def test_bad_lines_are_named_and_record_nothing(
 
 def test_the_unit_cap_is_validated() -> None:
     bad = ComplianceRules(unit_obligation_cap_bps={"OIL": 0, GAS: 20_000}).violations(2021)
-    assert [v.field for v in bad] == [
-        "rules.unit_obligation_cap_bps.OIL",
-        "rules.unit_obligation_cap_bps.GAS",
+    assert [(v.field, v.description.split()[:3]) for v in bad] == [
+        ("rules.unit_obligation_cap_bps", ["unit", "category", "'OIL'"]),
+        ("rules.unit_obligation_cap_bps", ["the", "cap", "of"]),
     ]
     assert not ComplianceRules(unit_obligation_cap_bps={"*": 0, GAS: 0}).violations(2021)
 
