@@ -211,6 +211,16 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
             invalidated=view.invalidated,
             replacement_remaining=view.replacement_remaining,
             replacement_deadline=view.replacement_deadline,
+            unit_lines=[
+                pb.UnitLineStatus(
+                    unit_category=d.line.category,
+                    unit_id=d.line.unit_id,
+                    verified_emissions=d.line.verified_emissions,
+                    allocated=d.allocated,
+                    due=d.due,
+                )
+                for d in view.unit_lines
+            ],
         )
 
 

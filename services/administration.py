@@ -208,6 +208,7 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
                         compliance_year=row.compliance_year,
                         verified_emissions=row.verified_emissions,
                         reason=row.reason,
+                        unit_lines=convert.unit_lines(row.unit_lines),
                     )
                     for row in request.rows
                 ],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
@@ -22,7 +22,13 @@ from registry.domain.accounts import Holder, Sector, check_account_id
 from registry.domain.errors import InvalidCommand, RegistryError, RowsInvalid, Violation
 from registry.domain.ids import check_client_id, has_control_characters
 from registry.domain.origin_detentions import DetainedHolder
-from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
+from registry.domain.rules import (
+    AdvanceUseBase,
+    CarryOver,
+    CcerCapBase,
+    ComplianceRules,
+    UnitLine,
+)
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as pb
@@ -518,6 +524,16 @@ def rules_from_proto(message: admin_pb.ComplianceRules) -> ComplianceRules:
         carry_over_base_tonnes=message.carry_over_base_tonnes,
         carry_over_sales_from=message.carry_over_sales_from,
         carry_over_sales_to=message.carry_over_sales_to,
+        unit_obligation_cap_bps=dict(message.unit_obligation_cap_bps),
+    )
+
+
+def unit_lines(
+    messages: Iterable[admin_pb.VerifiedEmissionsUnitLine],
+) -> tuple[UnitLine, ...]:
+    """A row's unit lines as registry values (checked with the row, all bad ones named)."""
+    return tuple(
+        UnitLine(m.unit_category, m.unit_id, m.verified_emissions, m.allocated) for m in messages
     )
 
 
@@ -550,4 +566,5 @@ def rules_to_proto(rules: ComplianceRules) -> admin_pb.ComplianceRules:
         carry_over_base_tonnes=rules.carry_over_base_tonnes,
         carry_over_sales_from=rules.carry_over_sales_from,
         carry_over_sales_to=rules.carry_over_sales_to,
+        unit_obligation_cap_bps=rules.unit_obligation_cap_bps,
     )

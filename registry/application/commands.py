@@ -20,6 +20,7 @@ from registry.domain.ledger import ORDERED_TRANSFERS, TRANSFER_KINDS
 from registry.domain.obligations import check_year
 from registry.domain.reasons import check_reason as check_reason_text
 from registry.domain.restrictions import check_reference
+from registry.domain.rules import UnitLine
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
@@ -302,9 +303,11 @@ class AllocationRow:
 
 @dataclass(frozen=True)
 class EmissionsRow:
-    """One verified emissions figure: tonnes CO2e of a compliance account in one year."""
+    """One verified emissions figure: tonnes CO2e of a compliance account in one year,
+    optionally by unit line (a power company's units or unit categories)."""
 
     account_id: str
     compliance_year: int
     verified_emissions: int
     reason: str
+    unit_lines: tuple[UnitLine, ...] = ()

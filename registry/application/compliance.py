@@ -22,7 +22,7 @@ from registry.application.results import (
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
-from registry.domain.accounts import Account, AccountType, check_account_id
+from registry.domain.accounts import Account, AccountType, Sector, check_account_id
 from registry.domain.carry_over import (
     CarryOverUse,
     carried_tonnes,
@@ -37,6 +37,7 @@ from registry.domain.rules import (
     ComplianceRules,
     ComplianceYear,
     check_rule_key,
+    unit_line_violations,
 )
 from registry.domain.transactions import Principal
 from registry.domain.units import Holding
@@ -160,7 +161,11 @@ class Compliance:
             for row in rows:
                 obligation = uow.obligation(row.account_id, row.compliance_year)
                 recorded = obligation.record_emissions(
-                    row.verified_emissions, row.reason, str(principal), provinces
+                    row.verified_emissions,
+                    row.reason,
+                    str(principal),
+                    provinces,
+                    lines=row.unit_lines,
                 )
                 results.append(
                     EmissionsRowResult(
@@ -396,5 +401,18 @@ def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow) -> 
                 f"{row.account_id} is a {account.account_type} account; verified emissions "
                 f"belong to COMPLIANCE accounts",
             )
+        )
+    elif row.unit_lines and account.holder.get("sector") != Sector.POWER.value:
+        violations.append(
+            Violation(
+                f"{name}.unit_lines",
+                "UNIT_LINES_NOT_POWER",
+                f"{row.account_id} is in {account.holder.get('sector') or 'no sector'}; unit "
+                "lines (power unit categories) belong to POWER accounts",
+            )
+        )
+    if isinstance(row.verified_emissions, int):
+        violations += unit_line_violations(
+            row.verified_emissions, row.unit_lines, f"{name}.unit_lines"
         )
     return violations

@@ -82,7 +82,7 @@ from registry.domain.restrictions import (
     check_evidence,
     check_reference,
 )
-from registry.domain.rules import ComplianceRules, check_rule_key
+from registry.domain.rules import ComplianceRules, UnitLine, check_rule_key, unit_line_violations
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
@@ -539,11 +539,14 @@ def _verified_emissions(actions: Actions, p: _Payload) -> Action:
                 r.number("compliance_year"),
                 r.number("verified_emissions"),
                 r.text("reason", default),
+                _unit_lines(r),
             )
             check_account_id(row.account_id)
             check_year(row.compliance_year)
             check_emissions(row.verified_emissions)
             check_reason(row.reason)
+            for problem in unit_line_violations(row.verified_emissions, row.unit_lines):
+                raise InvalidCommand(problem.description, reason=problem.reason)
         except InvalidCommand as error:
             raise InvalidCommand(
                 f"payload rows[{index}]: {error.message}",
@@ -559,6 +562,21 @@ def _verified_emissions(actions: Actions, p: _Payload) -> Action:
         return f"{changed} of {len(rows)} verified emissions rows recorded"
 
     return act
+
+
+def _unit_lines(r: _Payload) -> tuple[UnitLine, ...]:
+    """A payload row's unit lines (absent: none), named as in ``VerifiedEmissionsUnitLine``."""
+    if r._data.get("unit_lines") is None:
+        return ()
+    return tuple(
+        UnitLine(
+            line.text("unit_category"),
+            line.text("unit_id", ""),
+            line.number("verified_emissions"),
+            line.number("allocated"),
+        )
+        for line in r.rows("unit_lines")
+    )
 
 
 def _year_closing(actions: Actions, p: _Payload) -> Action:

@@ -13,7 +13,13 @@ from registry.domain.enforcement import EnforcementStep
 from registry.domain.errors import RegistryError, error_for_reason
 from registry.domain.holds import Hold, HoldStatus
 from registry.domain.obligations import ComplianceObligation, ComplianceStatus
-from registry.domain.rules import DEFAULT_RULES, CarryOver, ComplianceRules, ComplianceYear
+from registry.domain.rules import (
+    DEFAULT_RULES,
+    CarryOver,
+    ComplianceRules,
+    ComplianceYear,
+    UnitDue,
+)
 from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
 from registry.domain.units import SerialBlock, UnitClass, UnitType
 
@@ -349,6 +355,9 @@ class ComplianceView:
     """Of those, what the company has not replaced yet."""
     replacement_deadline: str = ""
     """ISO date: the last day to replace them ("" if nothing was invalidated)."""
+    unit_lines: tuple[UnitDue, ...] = ()
+    """What each unit line of the verified figure owes before the company's cap (empty
+    for a figure without a breakdown: the whole company is the obligation's figures)."""
 
     @classmethod
     def of(
@@ -394,10 +403,10 @@ class ComplianceView:
             obligation.shortfall,
             obligation.debt,
             obligation.debt_deducted,
-            ccer_cap=0 if verified is None else rules.ccer_cap(verified, obligation.allocated),
+            ccer_cap=0 if verified is None else obligation.ccer_cap(rules),
             ccer_remaining=obligation.ccer_remaining(rules),
-            gap=0 if verified is None else rules.gap(verified, obligation.allocated),
-            may_borrow=verified is not None and rules.may_borrow(verified, obligation.allocated),
+            gap=obligation.gap(rules),
+            may_borrow=obligation.may_borrow(rules),
             advance_use_limit=advance_limit,
             advance_use_remaining=max(0, advance_limit - obligation.advance_used),
             carry_over_limit=rules.carry_over_limit(None),
@@ -410,6 +419,7 @@ class ComplianceView:
             invalidated=obligation.invalidated,
             replacement_remaining=obligation.replacement_remaining,
             replacement_deadline=obligation.replacement_deadline,
+            unit_lines=tuple(d for d in obligation.unit_dues(rules) if d.line.category),
         )
 
     @property

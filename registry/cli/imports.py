@@ -75,6 +75,7 @@ from registry.domain.ids import check_client_id
 from registry.domain.obligations import check_year
 from registry.domain.proposals import MAX_PAYLOAD_BYTES
 from registry.domain.reasons import check_reason
+from registry.domain.rules import UnitLine, unit_line_violations
 from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
 from registry.observability.progress import Progress as RowsProgress
 from registry.v1 import administration_service_pb2 as admin_pb
@@ -113,6 +114,30 @@ class EmissionsLine:
     compliance_year: int
     verified_emissions: int
     reason: str
+    unit_lines: tuple[UnitLine, ...] = ()
+    """The figure by unit or unit category (power), from the optional ``unit_lines``
+    column: ``CATEGORY:UNIT_ID:VERIFIED:ALLOCATED`` separated by ``;``."""
+
+    def payload_row(self, reason: bool) -> dict[str, object]:
+        """The row as a ``VERIFIED_EMISSIONS`` payload row (its reason only if asked)."""
+        row: dict[str, object] = {
+            "account_id": self.account_id,
+            "compliance_year": self.compliance_year,
+            "verified_emissions": self.verified_emissions,
+        }
+        if reason:
+            row["reason"] = self.reason
+        if self.unit_lines:
+            row["unit_lines"] = [
+                {
+                    "unit_category": u.category,
+                    "unit_id": u.unit_id,
+                    "verified_emissions": u.verified_emissions,
+                    "allocated": u.allocated,
+                }
+                for u in self.unit_lines
+            ]
+        return row
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,38 @@ def _emissions(text: str) -> int:
     return value
 
 
+def _unit_lines(text: str) -> tuple[UnitLine, ...]:
+    """``CATEGORY:UNIT_ID:VERIFIED:ALLOCATED;...`` (UNIT_ID may be empty), e.g.
+    ``GAS:G1:30000:25000;COAL_CONVENTIONAL_300MW_PLUS:C1:100000:70000``."""
+    lines = []
+    for number, part in enumerate(text.split(";"), start=1):
+        cells = [cell.strip() for cell in part.split(":")]
+        if len(cells) != 4:
+            raise InvalidCommand(
+                f"unit line {number} {part.strip()!r} is not CATEGORY:UNIT_ID:VERIFIED:ALLOCATED",
+                reason="INVALID_UNIT_LINE",
+            )
+        category, unit_id, verified, allocated = cells
+        lines.append(
+            UnitLine(
+                category,
+                unit_id,
+                parse_int(verified, reason="INVALID_EMISSIONS", what="unit verified emissions"),
+                parse_int(allocated, reason="INVALID_ALLOCATION", what="unit allocation"),
+            )
+        )
+    return tuple(lines)
+
+
+def _emissions_line(values: Mapping[str, Any]) -> EmissionsLine:
+    line = EmissionsLine(**values)
+    for problem in unit_line_violations(line.verified_emissions, line.unit_lines):
+        raise InvalidCommand(
+            f"{problem.field}: {problem.description}", reason=problem.reason, field="unit_lines"
+        )
+    return line
+
+
 def _quantity(text: str) -> int:
     value = parse_int(text, reason="INVALID_QUANTITY", what="quantity")
     if value <= 0:
@@ -208,8 +265,9 @@ EMISSIONS_SCHEMA: Schema[EmissionsLine] = Schema(
         Column("compliance_year", _year),
         Column("verified_emissions", _emissions),
         Column("reason", check_reason),
+        Column("unit_lines", _unit_lines, required=False, default=()),
     ),
-    make=lambda v: EmissionsLine(**v),
+    make=_emissions_line,
     key=("account_id", "compliance_year"),
     max_rows=MAX_EMISSIONS_ROWS,
 )
@@ -302,6 +360,15 @@ def emissions_request(rows: Sequence[EmissionsLine]) -> admin_pb.RecordVerifiedE
                 compliance_year=r.compliance_year,
                 verified_emissions=r.verified_emissions,
                 reason=r.reason,
+                unit_lines=[
+                    admin_pb.VerifiedEmissionsUnitLine(
+                        unit_category=u.category,
+                        unit_id=u.unit_id,
+                        verified_emissions=u.verified_emissions,
+                        allocated=u.allocated or 0,
+                    )
+                    for u in r.unit_lines
+                ],
             )
             for r in rows
         ]
@@ -339,7 +406,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     emissions = kinds.add_parser(
         "emissions",
         help="account_id,compliance_year,"
-        "verified_emissions,reason: all rows in one atomic call "
+        "verified_emissions,reason[,unit_lines]: all rows in one atomic call "
         f"(at most {MAX_EMISSIONS_ROWS:,})",
     )
     emissions.set_defaults(run=_import_emissions)
@@ -476,16 +543,7 @@ def emissions_payload(rows: Sequence[EmissionsLine]) -> dict[str, object]:
     once, for the table, and left out of the rows."""
     reasons = {r.reason for r in rows}
     shared = reasons.pop() if len(reasons) == 1 else None
-    table: list[dict[str, object]] = []
-    for r in rows:
-        row: dict[str, object] = {
-            "account_id": r.account_id,
-            "compliance_year": r.compliance_year,
-            "verified_emissions": r.verified_emissions,
-        }
-        if shared is None:
-            row["reason"] = r.reason
-        table.append(row)
+    table = [r.payload_row(reason=shared is None) for r in rows]
     return {"rows": table} if shared is None else {"reason": shared, "rows": table}
 
 

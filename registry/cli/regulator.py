@@ -103,6 +103,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="obligation capped at allocation + this share of emissions",
     )
     change.add_argument(
+        "--unit-cap",
+        action="append",
+        default=[],
+        metavar="CATEGORY=BPS",
+        type=_unit_cap,
+        help="a unit line of CATEGORY (or '*': every other) owes at most its allocation + "
+        "BPS of its emissions, e.g. GAS=0 (repeatable)",
+    )
+    change.add_argument(
         "--carry-over",
         choices=[c.value for c in CarryOver],
         default=CarryOver.UNLIMITED.value,
@@ -121,7 +130,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     change.set_defaults(run=partial(_call, work="set"))
     adopt = actions.add_parser(
         "set-shipped",
-        help="set the rules the registry ships for a year (2021-2025), every sector of "
+        help="set the rules the registry ships for a year (2019-2025), every sector of "
         "the table, each recorded with who and why",
     )
     adopt.add_argument("year", type=int)
@@ -299,8 +308,22 @@ def _print_year(view: admin_pb.GetComplianceRulesResponse) -> None:
                 if known is not None and known.rules.as_dict()[name] == value
                 else "set by a regulator (see the rule change's reason)"
             )
-            shown = "unset" if value is None or value == "" else str(value)
+            shown = (
+                ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+                if isinstance(value, dict)
+                else "unset"
+                if value is None or value == ""
+                else str(value)
+            )
             print(f"  {name:<26}{shown:<20}{source}")
+
+
+def _unit_cap(text: str) -> tuple[str, int]:
+    """``CATEGORY=BPS`` of ``--unit-cap`` (the server validates the category and bps)."""
+    category, sep, bps = text.partition("=")
+    if not sep or not bps.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not CATEGORY=BPS (e.g. GAS=0)")
+    return category.strip(), int(bps)
 
 
 def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
@@ -313,6 +336,7 @@ def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
         advance_use_min_gap_bps=args.advance_use_min_gap_bps,
         surrender_deadline=args.deadline,
         obligation_cap_bps=args.obligation_cap_bps,
+        unit_obligation_cap_bps=dict(args.unit_cap),
         carry_over=args.carry_over,
         carry_over_max_vintage=args.carry_over_max_vintage,
         carry_over_net_sales_bps=args.carry_over_net_sales_bps,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -310,7 +310,17 @@ def _compliance_status(args: argparse.Namespace) -> int:
             f"  {'fine':<20}{f.amount} CNY ({f.multiple} x {f.reference_price} CNY/t "
             f"x {f.quantity:,} t)"
         )
+    _print_unit_lines(s.unit_lines)
     return 0
+
+
+def _print_unit_lines(lines: Sequence[account_pb.UnitLineStatus]) -> None:
+    """Each unit line's figures and what it owes before the company's cap."""
+    if lines:
+        print("  by unit (verified / allocated / due before the company cap):")
+    for u in lines:
+        unit = f"{u.unit_category} {u.unit_id}".strip()
+        print(f"    {unit:<38}{u.verified_emissions:>12,} t{u.allocated:>12,} t{u.due:>12,} t")
 
 
 def _balances(args: argparse.Namespace) -> int:

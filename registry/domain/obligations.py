@@ -8,7 +8,7 @@ the year and the sector, not to one account.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 from enum import StrEnum
 from typing import Any
@@ -31,6 +31,7 @@ from registry.domain.errors import (
     InvalidCommand,
     NoShortfall,
     NotReversible,
+    RowsInvalid,
 )
 from registry.domain.ids import NAMESPACE
 from registry.domain.rules import (
@@ -38,6 +39,9 @@ from registry.domain.rules import (
     CarryOver,
     CcerCapBase,
     ComplianceRules,
+    UnitDue,
+    UnitLine,
+    unit_line_violations,
 )
 from registry.domain.units import SerialBlock, UnitType
 
@@ -95,6 +99,10 @@ class ComplianceObligation(Aggregate):
     """What was still short after the deadline: debt on the next year's allocation."""
     fine: dict[str, Any] | None = None
     """The fine recorded (``Fine.as_dict``), None until one is."""
+    unit_lines: tuple[dict[str, Any], ...] = ()
+    """The verified figure by unit line (``UnitLine.as_dict``); one line without a
+    category when the figure came without a breakdown. Empty (a snapshot taken before
+    lines existed): judged as the whole company, exactly as then."""
 
     def __init__(self) -> None:
         self.account_id = ""
@@ -114,11 +122,33 @@ class ComplianceObligation(Aggregate):
     def debt_outstanding(self) -> int:
         return self.debt - self.debt_deducted
 
+    @property
+    def lines(self) -> tuple[UnitLine, ...]:
+        """The verified figure's unit lines (empty before verification)."""
+        return tuple(UnitLine.from_dict(line) for line in self.unit_lines)
+
     def obligation(self, rules: ComplianceRules) -> int:
-        """What must be surrendered (0 until emissions are verified)."""
+        """What must be surrendered (0 until emissions are verified): the unit lines'
+        dues, then the company's cap (``ComplianceRules.obligation``)."""
         if self.verified_emissions is None:
             return 0
-        return rules.obligation(self.verified_emissions, self.allocated)
+        return rules.obligation(self.verified_emissions, self.allocated, self.lines)
+
+    def unit_dues(self, rules: ComplianceRules) -> tuple[UnitDue, ...]:
+        """What each unit line owes before the company's cap (empty before verification)."""
+        return rules.unit_dues(self.lines, self.allocated)
+
+    def gap(self, rules: ComplianceRules) -> int:
+        """The obligation not covered by the year's free allocation (0 before verification)."""
+        if self.verified_emissions is None:
+            return 0
+        return rules.gap(self.verified_emissions, self.allocated, self.lines)
+
+    def may_borrow(self, rules: ComplianceRules) -> bool:
+        """Whether its gap rate, judged on its unit lines, opens advance use to it."""
+        if self.verified_emissions is None:
+            return False
+        return rules.may_borrow(self.verified_emissions, self.allocated, self.lines)
 
     def status(self, rules: ComplianceRules, year_closed: bool = False) -> ComplianceStatus:
         if self.verified_emissions is None:
@@ -161,22 +191,32 @@ class ComplianceObligation(Aggregate):
 
     class EmissionsVerified(Aggregate.Event):
         """The verified figure for the year: the first one, or a correction of it. v2
-        adds the recorder's provinces (a provincial regulator; empty: national)."""
+        adds the recorder's provinces (a provincial regulator; empty: national); v3 its
+        unit lines (``UnitLine.as_dict``; one line without a category when the figure
+        has no breakdown)."""
 
         TOPIC = "registry.ComplianceObligation.EmissionsVerified"
-        class_version = 2
+        class_version = 3
         emissions: int
         reason: str
         principal: str
         provinces: list[str]
+        lines: list[dict[str, Any]]
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             """Recorded before provincial regulators existed: by a national one."""
             state["provinces"] = []
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """A figure recorded before unit lines is one line: the whole company, no
+            category, judged against the company's allocation (as it was)."""
+            state["lines"] = [UnitLine.whole(state["emissions"]).as_dict()]
+
         def apply(self, obligation: ComplianceObligation) -> None:
             obligation.verified_emissions = self.emissions
+            obligation.unit_lines = tuple(dict(line) for line in self.lines)
 
     class AllocationRecorded(Aggregate.Event):
         """Units of the year's vintage allocated to (or, negative, returned by) the
@@ -371,7 +411,7 @@ class ComplianceObligation(Aggregate):
     def ccer_cap(self, rules: ComplianceRules) -> int:
         """The most CCER tonnes the year accepts from this company (refused before
         verified emissions are recorded)."""
-        return rules.ccer_cap(self._verified("CCER"), self.allocated)
+        return rules.ccer_cap(self._verified("CCER"), self.allocated, self.lines)
 
     def ccer_remaining(self, rules: ComplianceRules) -> int:
         """CCER tonnes that may still be surrendered (0 before verification)."""
@@ -379,7 +419,7 @@ class ComplianceObligation(Aggregate):
             return 0
         return max(
             0,
-            rules.ccer_cap(self.verified_emissions, self.allocated)
+            rules.ccer_cap(self.verified_emissions, self.allocated, self.lines)
             - self.surrendered.get(UnitType.CCER.value, 0),
         )
 
@@ -388,7 +428,7 @@ class ComplianceObligation(Aggregate):
         before verification, or when it may not borrow)."""
         if self.verified_emissions is None:
             return 0
-        return rules.advance_use_limit(self.verified_emissions, self.allocated)
+        return rules.advance_use_limit(self.verified_emissions, self.allocated, self.lines)
 
     def _check_advance(self, rules: ComplianceRules, advance: int) -> None:
         if not rules.advance_use_bps:
@@ -398,8 +438,8 @@ class ComplianceObligation(Aggregate):
                 vintage=self.year + 1,
             )
         verified = self._verified("advance use")
-        if not rules.may_borrow(verified, self.allocated):
-            gap = rules.gap(verified, self.allocated)
+        if not rules.may_borrow(verified, self.allocated, self.lines):
+            gap = rules.gap(verified, self.allocated, self.lines)
             raise AdvanceUseNotEligible(
                 f"advance use for {self.year} is open only to a gap rate of at least "
                 f"{rules.advance_use_min_gap_bps} bps; {self.account_id}'s gap is {gap} t "
@@ -408,7 +448,7 @@ class ComplianceObligation(Aggregate):
                 verified=verified,
                 threshold_bps=rules.advance_use_min_gap_bps,
             )
-        limit = rules.advance_use_limit(verified, self.allocated)
+        limit = rules.advance_use_limit(verified, self.allocated, self.lines)
         if self.advance_used + advance > limit:
             raise AdvanceUseLimitExceeded(
                 f"advance use of {self.advance_used + advance} exceeds the limit of "
@@ -649,19 +689,33 @@ class ComplianceObligation(Aggregate):
             )
 
     def record_emissions(
-        self, emissions: int, reason: str, principal: str, provinces: Iterable[str] = ()
+        self,
+        emissions: int,
+        reason: str,
+        principal: str,
+        provinces: Iterable[str] = (),
+        lines: Sequence[UnitLine] = (),
     ) -> bool:
-        """Record the verified figure (by ``principal``, acting in ``provinces``: its
-        jurisdiction, none if national); False (and no event) when it is already the
-        figure, so a repeated upload changes nothing and a different figure is a
-        correction."""
+        """Record the verified figure and its unit lines (none: one line for the whole
+        company), by ``principal`` acting in ``provinces`` (its jurisdiction, none if
+        national); False (and no event) when both are already recorded, so a repeated
+        upload changes nothing and a different figure or breakdown is a correction."""
         if isinstance(emissions, bool) or not isinstance(emissions, int) or emissions < 0:
             raise InvalidCommand(
                 f"verified emissions must be a whole number >= 0, got {emissions!r}",
                 reason="INVALID_EMISSIONS",
             )
+        found = unit_line_violations(emissions, lines)
+        if found:
+            raise RowsInvalid(
+                f"{len(found)} invalid unit line(s) for {self.account_id} {self.year}",
+                violations=found,
+            )
+        stored = [line.as_dict() for line in (lines or (UnitLine.whole(emissions),))]
         self.ensure_fixed()
-        if emissions == self.verified_emissions:
+        if emissions == self.verified_emissions and stored == [
+            line.as_dict() for line in self.lines or (UnitLine.whole(emissions),)
+        ]:
             return False
         self.trigger_event(
             self.EmissionsVerified,
@@ -669,6 +723,7 @@ class ComplianceObligation(Aggregate):
             reason=reason,
             principal=principal,
             provinces=sorted(provinces),
+            lines=stored,
         )
         return True
 

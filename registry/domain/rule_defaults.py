@@ -1,4 +1,4 @@
-"""The rules the registry ships for 2021-2025, each with the document and article it
+"""The rules the registry ships for 2019-2025, each with the document and article it
 comes from: data a regulator adopts (``registry rules set-shipped YEAR``), shows
 (``registry rules show YEAR``) and may override, never applied silently.
 
@@ -15,7 +15,11 @@ from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, Compli
 MEASURES_2020 = (
     "MEE, Measures for the Administration of Carbon Emissions Trading (Trial), Order No. 19 (2020)"
 )
-PLAN_2019_2020 = "MEE, 2019-2020 allocation plan, power (Dec 2020)"
+PLAN_2019_2020 = "MEE, 2019-2020 allocation plan, power (Guohuangui Qihou [2020] No. 3, Dec 2020)"
+NOTICE_2021 = (
+    "MEE General Office, notice on surrender for the first compliance cycle "
+    "(Huanban Qihouhan [2021] No. 492, Oct 2021)"
+)
 PLAN_2021_2022 = "MEE, 2021-2022 allocation plan, power (Mar 2023)"
 PLAN_2023_2024 = "MEE, 2023-2024 allocation plan and compliance work plan, power (Oct 2024)"
 UNCERTAIN = "UNCERTAIN: "
@@ -35,6 +39,7 @@ BASE_SOURCES: dict[str, str] = {
     "carry_over_base_tonnes": "(no carry-over limit)",
     "carry_over_sales_from": "(no carry-over limit)",
     "carry_over_sales_to": "(no carry-over limit)",
+    "unit_obligation_cap_bps": "no relief per unit category in the sources found",
 }
 
 
@@ -51,9 +56,24 @@ class ShippedRules:
         return self.sources.get(name) or BASE_SOURCES[name]
 
 
+SURRENDER_PART = "its part on allowance surrender (配额清缴; section number not verified)"
 GAP_RELIEF = {
-    "obligation_cap_bps": f"{PLAN_2019_2020}, gap capped at 20 % of verified emissions; "
-    f"kept by {PLAN_2021_2022}"
+    "obligation_cap_bps": f"{PLAN_2019_2020}, {SURRENDER_PART}: per company (重点排放单位), "
+    "the gap capped at 20 % of its verified emissions; kept by "
+    f"{PLAN_2021_2022}"
+}
+GAS_RELIEF = {
+    "unit_obligation_cap_bps": f"{PLAN_2019_2020}, {SURRENDER_PART}: per gas unit (燃气机组), "
+    "the obligation is its approved free allocation when its verified "
+    f"emissions reach it, else its verified emissions (GAS 0); kept by {PLAN_2021_2022}"
+}
+GAS_RELIEF_2023_2024 = {
+    "unit_obligation_cap_bps": f"{UNCERTAIN}the gas-unit relief of the earlier plans "
+    f"assumed kept by {PLAN_2023_2024}"
+}
+DEADLINE_2021 = {
+    "surrender_deadline": f"{NOTICE_2021}: 2019 and 2020 surrendered by 31 Dec 2021 "
+    "(95 % by 15 Dec 2021)"
 }
 BORROWING_2021_2022 = {
     "advance_use_bps": f"{PLAN_2021_2022}: advance use (预支) of 2023 allowances, at most 50 % "
@@ -85,8 +105,28 @@ def _deadline(year: int) -> str:
     return f"{year + 1}-12-31"
 
 
+GAS_CAP = {"GAS": 0}
+"""A gas unit owes at most its allocation: a cap of 0 bps above it."""
+
+
 def _shipped() -> dict[int, dict[str, ShippedRules]]:
     table: dict[int, dict[str, ShippedRules]] = {}
+    for year in (2019, 2020):
+        table[year] = {
+            "*": ShippedRules(
+                year, "*", ComplianceRules(surrender_deadline="2021-12-31"), DEADLINE_2021
+            ),
+            "POWER": ShippedRules(
+                year,
+                "POWER",
+                ComplianceRules(
+                    surrender_deadline="2021-12-31",
+                    obligation_cap_bps=2_000,
+                    unit_obligation_cap_bps=dict(GAS_CAP),
+                ),
+                {**DEADLINE_2021, **GAP_RELIEF, **GAS_RELIEF},
+            ),
+        }
     for year in (2021, 2022):
         table[year] = {
             "*": ShippedRules(
@@ -101,8 +141,9 @@ def _shipped() -> dict[int, dict[str, ShippedRules]]:
                     advance_use_bps=5_000,
                     advance_use_base=AdvanceUseBase.GAP.value,
                     advance_use_min_gap_bps=1_000,
+                    unit_obligation_cap_bps=dict(GAS_CAP),
                 ),
-                {**DEADLINE_2023, **GAP_RELIEF, **BORROWING_2021_2022},
+                {**DEADLINE_2023, **GAP_RELIEF, **GAS_RELIEF, **BORROWING_2021_2022},
             ),
         }
     deadline_2324 = {
@@ -116,12 +157,23 @@ def _shipped() -> dict[int, dict[str, ShippedRules]]:
             "POWER": ShippedRules(
                 year,
                 "POWER",
-                ComplianceRules(surrender_deadline=_deadline(year), obligation_cap_bps=2_000),
-                {**deadline_2324, **RELIEF_2023_2024, **NO_BORROWING_2023_2024},
+                ComplianceRules(
+                    surrender_deadline=_deadline(year),
+                    obligation_cap_bps=2_000,
+                    unit_obligation_cap_bps=dict(GAS_CAP),
+                ),
+                {
+                    **deadline_2324,
+                    **RELIEF_2023_2024,
+                    **GAS_RELIEF_2023_2024,
+                    **NO_BORROWING_2023_2024,
+                },
             ),
         }
     relief_2025 = {
-        "obligation_cap_bps": f"{UNCERTAIN}no 2025 power plan found: the 2023-2024 relief kept"
+        "obligation_cap_bps": f"{UNCERTAIN}no 2025 power plan found: the 2023-2024 relief kept",
+        "unit_obligation_cap_bps": f"{UNCERTAIN}no 2025 power plan found: the 2023-2024 "
+        "gas-unit relief kept",
     }
     table[2025] = {
         "*": ShippedRules(2025, "*", ComplianceRules(), {}),
@@ -130,6 +182,7 @@ def _shipped() -> dict[int, dict[str, ShippedRules]]:
             "POWER",
             ComplianceRules(
                 obligation_cap_bps=2_000,
+                unit_obligation_cap_bps=dict(GAS_CAP),
                 carry_over=CarryOver.NET_SALES.value,
                 carry_over_max_vintage=2024,
                 carry_over_net_sales_bps=15_000,

@@ -14,7 +14,8 @@ float; a share of emissions is rounded down to whole tonnes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
@@ -30,6 +31,21 @@ RULE_INVALID = "INVALID_RULE"
 DEFAULT_SECTOR = "*"
 """The key of a year's rules for every sector that has none of its own."""
 RULE_KEYS = ("*", "POWER", "STEEL", "CEMENT", "ALUMINIUM")
+
+
+UNIT_CATEGORIES = (
+    "COAL_CONVENTIONAL_300MW_PLUS",
+    "COAL_CONVENTIONAL_BELOW_300MW",
+    "COAL_UNCONVENTIONAL",
+    "GAS",
+)
+"""The power sector's unit categories, spelled as ``registry.domain.allocation.Subtype``
+spells them (that module depends on this one, so the names are repeated here; a unit
+test keeps the two equal)."""
+ALL_CATEGORIES = "*"
+"""The key of ``unit_obligation_cap_bps`` for every category without its own."""
+MAX_UNIT_LINES = 200
+"""Unit lines one emissions row may carry (the largest power companies run dozens)."""
 
 
 def share(tonnes: int, bps: int) -> int:
@@ -79,6 +95,101 @@ def _date_or_none(text: str) -> date | None:
 
 
 @dataclass(frozen=True)
+class UnitLine:
+    """One generating unit's (or one unit category's) part of a company's verified
+    emissions, with the free allocation approved for it: the power plans relieve per
+    unit (a gas unit owes at most its allocation), so the obligation is summed over
+    these lines before the company's own cap."""
+
+    category: str = ""
+    """A ``UNIT_CATEGORIES`` name; "" for a line that is not broken down (a figure
+    recorded without lines, or before lines existed)."""
+    unit_id: str = ""
+    """The generating unit, where a company gives one line per unit ("" if by category)."""
+    verified_emissions: int = 0
+    allocated: int | None = None
+    """Tonnes allocated for this unit or category; None: the company's allocation (the
+    line that is the whole company)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UnitLine:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def whole(cls, verified: int) -> UnitLine:
+        """The one line of a figure given without a breakdown."""
+        return cls(verified_emissions=verified)
+
+
+def unit_line_violations(
+    verified: int, lines: Sequence[UnitLine], name: str = "unit_lines"
+) -> list[Violation]:
+    """Every problem of a row's unit lines, each named by its field: a known category,
+    whole tonnes, no (category, unit) twice, and lines that add up to the row's figure."""
+    found: list[Violation] = []
+
+    def bad(field_name: str, reason: str, message: str) -> None:
+        found.append(Violation(field_name, reason, message))
+
+    if len(lines) > MAX_UNIT_LINES:
+        bad(name, "TOO_MANY_UNIT_LINES", f"at most {MAX_UNIT_LINES} unit lines, got {len(lines)}")
+        return found
+    seen: dict[tuple[str, str], int] = {}
+    for index, line in enumerate(lines):
+        at = f"{name}[{index}]"
+        if line.category not in UNIT_CATEGORIES:
+            bad(
+                f"{at}.unit_category",
+                "INVALID_UNIT_CATEGORY",
+                f"unit category {line.category!r} must be one of {', '.join(UNIT_CATEGORIES)}",
+            )
+        if line.unit_id and (
+            not isinstance(line.unit_id, str)
+            or len(line.unit_id) > 64
+            or not line.unit_id.isprintable()
+            or line.unit_id != line.unit_id.strip()
+        ):
+            bad(f"{at}.unit_id", "INVALID_UNIT_ID", "unit id: at most 64 printable characters")
+        for column, value, reason in (
+            ("verified_emissions", line.verified_emissions, "INVALID_EMISSIONS"),
+            ("allocated", line.allocated, "INVALID_ALLOCATION"),
+        ):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                bad(f"{at}.{column}", reason, f"{column} must be whole tonnes >= 0, got {value!r}")
+        first = seen.setdefault((line.category, line.unit_id), index)
+        if first != index:
+            bad(
+                f"{at}.unit_id",
+                "DUPLICATE_UNIT_LINE",
+                f"{name}[{first}] already gives {line.category} unit {line.unit_id or '(none)'}",
+            )
+    if not found and lines:
+        total = sum(line.verified_emissions for line in lines)
+        if total != verified:
+            bad(
+                name,
+                "UNIT_LINES_MISMATCH",
+                f"the unit lines add up to {total} t, the row's verified emissions are "
+                f"{verified} t",
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class UnitDue:
+    """What one unit line owes, as the rules judge it."""
+
+    line: UnitLine
+    allocated: int
+    """The allocation the line is judged against (its own, or the company's)."""
+    due: int
+
+
+@dataclass(frozen=True)
 class ComplianceRules:
     """The rules one sector surrenders under for one compliance year."""
 
@@ -113,6 +224,12 @@ class ComplianceRules:
     """NET_SALES: first day (ISO date) of the period whose net sales count."""
     carry_over_sales_to: str = ""
     """NET_SALES: last day (ISO date, inclusive) of that period."""
+    unit_obligation_cap_bps: dict[str, int] = field(default_factory=dict)
+    """Per unit category (``UNIT_CATEGORIES``, or ``*`` for every category without its
+    own): a unit line of it owes at most its own allocation plus this share of its own
+    verified emissions. GAS 0: a gas unit owes at most its allocation (power plans
+    2019-2020 and 2021-2022). Empty: every line owes its verified emissions. The
+    company-level cap (``obligation_cap_bps``) applies to the sum afterwards."""
 
     def violations(self, year: int) -> list[Violation]:
         """Every inconsistent field, named, for a precise error."""
@@ -155,6 +272,22 @@ class ComplianceRules:
                 bad(name, f"{name} must be an ISO date (YYYY-MM-DD); NET_SALES needs it")
         if first is not None and last is not None and last < first:
             bad("carry_over_sales_to", "the net-sales period ends before it starts")
+        caps = self.unit_obligation_cap_bps
+        if not isinstance(caps, dict):
+            bad("unit_obligation_cap_bps", "unit_obligation_cap_bps must map categories to bps")
+        else:
+            for category, bps in caps.items():
+                if category not in (ALL_CATEGORIES, *UNIT_CATEGORIES):
+                    bad(
+                        "unit_obligation_cap_bps",
+                        f"unit category {category!r} must be '*' or one of "
+                        f"{', '.join(UNIT_CATEGORIES)}",
+                    )
+                elif not _is_int(bps) or not 0 <= bps <= BPS:
+                    bad(
+                        "unit_obligation_cap_bps",
+                        f"the cap of {category} must be 0..{BPS} bps",
+                    )
         if self.surrender_deadline:
             deadline = _date_or_none(self.surrender_deadline)
             if deadline is None:
@@ -183,42 +316,62 @@ class ComplianceRules:
             else date(year + 1, 12, 31)
         )
 
-    def obligation(self, verified: int, allocated: int) -> int:
-        """What must be surrendered for ``verified`` tonnes, given the year's allocation."""
-        if self.obligation_cap_bps is None:
-            return verified
-        return min(verified, max(0, allocated) + share(verified, self.obligation_cap_bps))
+    def unit_dues(self, lines: Sequence[UnitLine], allocated: int) -> tuple[UnitDue, ...]:
+        """What each unit line owes: its verified emissions, capped at its allocation
+        plus its category's share where ``unit_obligation_cap_bps`` caps the category.
+        A line without an allocation of its own (the whole company) is judged against
+        the company's ``allocated``."""
+        caps = self.unit_obligation_cap_bps
+        dues = []
+        for line in lines:
+            own = max(0, allocated if line.allocated is None else line.allocated)
+            bps = caps.get(line.category, caps.get(ALL_CATEGORIES))
+            verified = line.verified_emissions
+            due = verified if bps is None else min(verified, own + share(verified, bps))
+            dues.append(UnitDue(line, own, due))
+        return tuple(dues)
 
-    def ccer_cap(self, verified: int, allocated: int) -> int:
+    def obligation(self, verified: int, allocated: int, lines: Sequence[UnitLine] = ()) -> int:
+        """What must be surrendered for ``verified`` tonnes, given the year's allocation:
+        the sum of the unit lines' dues (without lines: the verified emissions), then
+        the company's cap, its allocation plus a share of all its verified emissions."""
+        due = sum(d.due for d in self.unit_dues(lines, allocated)) if lines else verified
+        if self.obligation_cap_bps is None:
+            return due
+        return min(due, max(0, allocated) + share(verified, self.obligation_cap_bps))
+
+    def ccer_cap(self, verified: int, allocated: int, lines: Sequence[UnitLine] = ()) -> int:
         """The most CCER tonnes the year accepts, of the obligation (Art. 29) or, for
         rules written before the base was explicit, of verified emissions."""
         base = (
             verified
             if self.ccer_cap_base == CcerCapBase.VERIFIED_EMISSIONS.value
-            else self.obligation(verified, allocated)
+            else self.obligation(verified, allocated, lines)
         )
         return share(base, self.ccer_cap_bps)
 
-    def gap(self, verified: int, allocated: int) -> int:
+    def gap(self, verified: int, allocated: int, lines: Sequence[UnitLine] = ()) -> int:
         """The obligation not covered by the year's free allocation (0 if none)."""
-        return max(0, self.obligation(verified, allocated) - max(0, allocated))
+        return max(0, self.obligation(verified, allocated, lines) - max(0, allocated))
 
-    def may_borrow(self, verified: int, allocated: int) -> bool:
+    def may_borrow(self, verified: int, allocated: int, lines: Sequence[UnitLine] = ()) -> bool:
         """Whether the company is among those who may use next year's allowances: the
         year allows advance use and its gap rate reaches the threshold."""
         if not self.advance_use_bps:
             return False
         threshold = self.advance_use_min_gap_bps
-        return threshold == 0 or self.gap(verified, allocated) * BPS >= threshold * verified
+        return threshold == 0 or self.gap(verified, allocated, lines) * BPS >= threshold * verified
 
-    def advance_use_limit(self, verified: int, allocated: int) -> int:
+    def advance_use_limit(
+        self, verified: int, allocated: int, lines: Sequence[UnitLine] = ()
+    ) -> int:
         """How many of next year's allowances the company may surrender for the year."""
-        if not self.may_borrow(verified, allocated):
+        if not self.may_borrow(verified, allocated, lines):
             return 0
         base = (
             verified
             if self.advance_use_base == AdvanceUseBase.VERIFIED_EMISSIONS.value
-            else self.gap(verified, allocated)
+            else self.gap(verified, allocated, lines)
         )
         return share(base, self.advance_use_bps)
 
@@ -288,6 +441,8 @@ LEGACY_BASES: dict[str, Any] = {
     "carry_over": CarryOver.UNLIMITED.value,
 }
 """What a ``RulesChanged`` of class version 1 meant by the fields it did not have."""
+NO_UNIT_RELIEF: dict[str, Any] = {"unit_obligation_cap_bps": {}}
+"""What a ``RulesChanged`` before class version 3 meant: no relief per unit category."""
 
 
 def check_rule_key(sector: str) -> str:
@@ -332,7 +487,7 @@ class ComplianceYear(Aggregate):
         """The rules of one sector (or of all, ``*``) from now on, and why."""
 
         TOPIC = "registry.ComplianceYear.RulesChanged"
-        class_version = 2
+        class_version = 3
         sector: str
         rules: dict[str, Any]
         principal: str
@@ -343,6 +498,12 @@ class ComplianceYear(Aggregate):
             """Rules written before the bases were explicit meant shares of verified
             emissions, open to every company: say so, so they judge as they did."""
             state["rules"] = {**LEGACY_BASES, **state["rules"]}
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """Rules written before unit categories had no relief per category: say so,
+            so the same rules set again are recognised as unchanged."""
+            state["rules"] = {**NO_UNIT_RELIEF, **state["rules"]}
 
         def apply(self, aggregate: ComplianceYear) -> None:
             aggregate.rules = {**aggregate.rules, self.sector: dict(self.rules)}

@@ -689,6 +689,14 @@ def single_values(
 def field_values(
     field: FieldDescriptor, nasty: bool, small: bool, kind: str | None = None
 ) -> st.SearchStrategy[Any]:
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:  # a map: a dict of its entries
+        key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        return st.dictionaries(
+            single_values(key, nasty, small=True),
+            single_values(value, nasty, small=True),
+            max_size=1 if small else 3,
+        )
     single = single_values(field, nasty, small, kind)
     if field.is_repeated:
         if not nasty:
