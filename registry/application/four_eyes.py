@@ -45,6 +45,7 @@ from registry.application.commands import (
 from registry.application.compliance import Compliance
 from registry.application.enforcement import Enforcement
 from registry.application.movements import Movements
+from registry.application.projects import ProjectResult, Projects, StatusChange
 from registry.application.restrictions import Restrictions
 from registry.application.results import EmissionsRowStatus, RowOutcome, TransactionResult
 from registry.application.store import Store
@@ -62,6 +63,7 @@ from registry.domain.errors import (
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
 from registry.domain.origin_detentions import check_origin
+from registry.domain.projects import ProjectDetails, check_project_id
 from registry.domain.proposals import (
     ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
@@ -103,6 +105,7 @@ class Actions:
     compliance: Compliance
     restrictions: Restrictions
     enforcement: Enforcement
+    projects: Projects
 
 
 class FourEyes:
@@ -619,6 +622,53 @@ def _halt(halted: bool) -> Callable[[Actions, _Payload], Action]:
     return build
 
 
+def _project_change(p: _Payload) -> tuple[str, StatusChange]:
+    project_id, reason, reference = p.text("project_id"), p.text("reason"), p.text("reference")
+    check_project_id(project_id)
+    check_restriction_reason(reason)
+    check_reference(reference)
+    return project_id, StatusChange(reason, reference)
+
+
+def _project_details(p: _Payload) -> ProjectDetails:
+    names = ("owner_account", "province", "methodology", "sector", "verifier", "developer")
+    values = {name: p.text(name) for name in names}
+    return ProjectDetails.from_dict(
+        {
+            **values,
+            "crediting_start": p.text("crediting_start"),
+            "crediting_end": p.text("crediting_end"),
+        }
+    )
+
+
+def _project_registration(actions: Actions, p: _Payload) -> Action:
+    project_id, change = _project_change(p)
+    details = _project_details(p)
+    return lambda who: _project_done(actions.projects.register(who, project_id, details, change))
+
+
+def _project_update(actions: Actions, p: _Payload) -> Action:
+    project_id, change = _project_change(p)
+    details = _project_details(p)
+    return lambda who: _project_done(
+        actions.projects.change_details(who, project_id, details, change)
+    )
+
+
+def _project_status(step: str) -> Callable[[Actions, _Payload], Action]:
+    def build(actions: Actions, p: _Payload) -> Action:
+        project_id, change = _project_change(p)
+        use_case = getattr(actions.projects, step)
+        return lambda who: _project_done(use_case(who, project_id, change))
+
+    return build
+
+
+def _project_done(result: ProjectResult) -> str:
+    return f"project {result.project.project_id} {result.project.status}"
+
+
 _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.BLOCK_FREEZE: _block_freeze,
     ProposalKind.BLOCK_RELEASE: _block_release,
@@ -637,4 +687,9 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.YEAR_CLOSING: _year_closing,
     ProposalKind.COMPLIANCE_FINE: _fine,
     ProposalKind.DEDUCTION: _deduction,
+    ProposalKind.PROJECT_REGISTRATION: _project_registration,
+    ProposalKind.PROJECT_CHANGE: _project_update,
+    ProposalKind.PROJECT_SUSPENSION: _project_status("suspend"),
+    ProposalKind.PROJECT_REINSTATEMENT: _project_status("reinstate"),
+    ProposalKind.PROJECT_DEREGISTRATION: _project_status("deregister"),
 }

@@ -26,6 +26,7 @@ from registry.application.enforcement import Enforcement
 from registry.application.four_eyes import Actions, FourEyes
 from registry.application.holds import Holds
 from registry.application.movements import Movements
+from registry.application.projects import Projects
 from registry.application.queries import Queries
 from registry.application.restrictions import Restrictions
 from registry.application.results import (
@@ -93,8 +94,15 @@ class Registry(Application[UUID]):
         self._enforcement = Enforcement(self.store)
         self._queries = Queries(self.store)
         self.restrictions = Restrictions(self.store)
+        self.projects = Projects(self.store)
+        """CCER projects: registered, changed, suspended, deregistered; read back."""
         actions = Actions(
-            self._movements, self._accounts, self._compliance, self.restrictions, self._enforcement
+            self._movements,
+            self._accounts,
+            self._compliance,
+            self.restrictions,
+            self._enforcement,
+            self.projects,
         )
         self.proposals = FourEyes(self.store, actions, lambda: self.access.current())
         """Four eyes: actions that take effect when a second regulator approves."""

@@ -21,6 +21,7 @@ import registry.cli.health as health
 import registry.cli.imports as imports
 import registry.cli.migrate as migrate
 import registry.cli.project as project
+import registry.cli.projects as projects
 import registry.cli.regulator as regulator
 import registry.cli.remote as remote
 import registry.cli.serve as serve
@@ -41,7 +42,7 @@ Main command groups:
   run a registry     demo, serve, project, migrate, config
   check it           supply, check, verify, ledger-digest, health
   use a server       balances, history, trace, compliance-status, surrender, report
-  regulate           rules, close-year, propose, proposals, allocate, import
+  regulate           rules, close-year, propose, proposals, allocate, import, projects
   administer access  access (init, grant, token, cert, list)
   measure            bench (from a source checkout)
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     regulator.add_parsers(sub)
     regulator.add_enforcement_parsers(sub)
     imports.add_parsers(sub)
+    projects.add_parsers(sub)
     bench.add_parser(sub)
     return parser
 

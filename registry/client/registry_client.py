@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from registry.v1 import access_service_pb2_grpc as access_grpc
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import account_service_pb2_grpc as account_grpc
+from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import administration_service_pb2_grpc as admin_grpc
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import audit_service_pb2_grpc as audit_grpc
@@ -195,6 +196,33 @@ class RegistryClient:
                 ),
             )
             yield from page.movements
+            token = page.next_page_token
+            if not token:
+                return
+
+    def projects(
+        self,
+        *,
+        province: str = "",
+        methodology: str = "",
+        status: int = 0,
+        page_size: int = 500,
+    ) -> Iterator[admin_pb.Project]:
+        """CCER projects by project id, filtered (``status``: an ``admin_pb.ProjectStatus``
+        value, 0 for any), page after page."""
+        token = ""
+        while True:
+            page = self.call(
+                self.administration.ListProjects,
+                admin_pb.ListProjectsRequest(
+                    province=province,
+                    methodology=methodology,
+                    status=status,  # type: ignore[arg-type]
+                    page_size=page_size,
+                    page_token=token,
+                ),
+            )
+            yield from page.projects
             token = page.next_page_token
             if not token:
                 return

@@ -105,6 +105,13 @@ class ProposalKind(StrEnum):
     every company's obligation, so one regulator alone does not record them."""
     YEAR_CLOSING = "YEAR_CLOSING"
     """Closing a compliance year (``CloseComplianceYear``): every shortfall is fixed."""
+    PROJECT_REGISTRATION = "PROJECT_REGISTRATION"
+    """Registering a CCER project (``RegisterProject``, ``registry.domain.projects``)."""
+    PROJECT_CHANGE = "PROJECT_CHANGE"
+    """Changing a project's details (``UpdateProject``)."""
+    PROJECT_SUSPENSION = "PROJECT_SUSPENSION"
+    PROJECT_REINSTATEMENT = "PROJECT_REINSTATEMENT"
+    PROJECT_DEREGISTRATION = "PROJECT_DEREGISTRATION"
 
 
 ACCESS_SCOPE = "system"
