@@ -18,6 +18,7 @@ from registry.application.projects import StatusChange
 from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.conservation import imbalances
+from registry.domain.errors import UnknownAccount
 from registry.domain.projects import ProjectDetails
 from registry.domain.transactions import Principal
 from registry.persistence import migrate
@@ -141,10 +142,13 @@ def register_project(
     province: str = "Yunnan",
     methodology: str = "CCER-14-001-V01",
 ) -> str:
-    """Open ``owner``'s PROJECT account (a retry of the same opening is answered) and
+    """Open ``owner``'s PROJECT account (unless it exists) and
     register ``project_id`` to it, crediting 2020-2029: CCER of it may then be issued,
     into ``owner``. Returns the owner account."""
-    registry.open_account(REGULATOR, owner, AccountType.PROJECT, Holder(f"{owner} Carbon Co."))
+    try:
+        registry.get_account(owner)
+    except UnknownAccount:
+        registry.open_account(REGULATOR, owner, AccountType.PROJECT, Holder(f"{owner} Carbon Co."))
     registry.projects.register(
         REGULATOR,
         project_id,
