@@ -70,6 +70,7 @@ from tests.e2e.market import (
     TRADER,
     emissions,
     record_emissions,
+    register_project,
     seed_market,
     surrender,
     trade,
@@ -995,6 +996,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with running_api(BACKEND, tmp) as api:
         reg, exchange, operator = api.regulator, api.exchange, api.operator
         seed_market(reg)
+        register_project(reg, "CCER-2024-0117")  # generated CCER issuance may succeed
         exchange.settle_trades([trade("T-SEED-1", A, TRADER, 1_000)])
         exchange.call(
             exchange.settlement.PlaceHold,
