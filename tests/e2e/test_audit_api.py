@@ -500,7 +500,7 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
         "registry.v1.AuditService",
         "registry.v1.AccessService",
     }
-    assert len(methods) == 6 + 7 + 19 + 7 + 7
+    assert len(methods) == 6 + 7 + 26 + 7 + 7
     writes = {
         "OpenAccount": {
             "account_id": "TRD-XX-0001",

@@ -1043,7 +1043,7 @@ def test_fuzzed_requests_get_a_proper_status_and_write_nothing_when_failed(
 
 def test_every_method_is_fuzzed() -> None:
     assert {m.service.rsplit(".", 1)[1] for m in METHODS} == set(REGISTRY_SERVICES)
-    assert len(METHODS) == 6 + 7 + 19 + 7 + 7
+    assert len(METHODS) == 6 + 7 + 26 + 7 + 7
 
 
 # -- bytes that are not the request message ------------------------------------------
