@@ -187,7 +187,7 @@ def test_register_read_list_and_refuse(api: Api) -> None:
             adm.RegisterProject,
             P.RegisterProjectRequest(
                 project_id="P-5",
-                details=project_details(province=" "),
+                details=project_details(province=" Gansu"),
                 reason="x",
                 reference="R-5",
             ),
@@ -265,8 +265,8 @@ def test_issuance_and_a_trade_naming_its_project(api: Api) -> None:
         (settlement_pb.TRADE_STATUS_REFUSED, "INSUFFICIENT_UNITS"),
         (settlement_pb.TRADE_STATUS_SETTLED, ""),
     ]
-    assert [b.unit_class.project for b in results[0].transaction.blocks] == ["P-2"]
-    assert [b.unit_class.project for b in results[2].transaction.blocks] == ["P-1"]  # oldest
+    assert [b.unit_class.project for b in results[0].blocks] == ["P-2"]
+    assert [b.unit_class.project for b in results[2].blocks] == ["P-1"]  # oldest
     allowance = trade("T-4", PROJECT_OWNER, "TRD-SH-0001", 1)
     allowance.project = "P-1"
     [rejected] = exchange.settle_trades([allowance])
