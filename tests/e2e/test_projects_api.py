@@ -236,6 +236,28 @@ def test_register_read_list_and_refuse(api: Api) -> None:
     token = rpc_error(lambda: adm_call(adm.ListProjects, P.ListProjectsRequest(page_token="x")))
     assert token.reason == "INVALID_PAGE_TOKEN"
 
+    # a change of details, then the status round: reinstated, deregistered for good
+    moved = project_details(methodology="CCER-14-002-V01")
+    update = P.UpdateProjectRequest(project_id="P-2", details=moved, reason="r", reference="U-1")
+    changed = adm_call(adm.UpdateProject, update)
+    assert changed.project.details.methodology == "CCER-14-002-V01" and changed.position
+    assert adm_call(adm.UpdateProject, update).replayed
+    assert ids(methodology="CCER-01-001-V01") == []
+    back = P.ReinstateProjectRequest(project_id="P-4", reason="re-verified", reference="R-4")
+    assert adm_call(adm.ReinstateProject, back).project.status == P.PROJECT_STATUS_REGISTERED
+    again = P.ReinstateProjectRequest(project_id="P-4", reason="again", reference="R-5")
+    assert adm_call(adm.ReinstateProject, back).replayed  # the same reinstatement: a retry
+    not_suspended = rpc_error(lambda: adm_call(adm.ReinstateProject, again))
+    assert not_suspended.reason == "PROJECT_NOT_SUSPENDED"
+    gone = P.DeregisterProjectRequest(project_id="P-4", reason="withdrawn", reference="D-4")
+    assert adm_call(adm.DeregisterProject, gone).project.status == P.PROJECT_STATUS_DEREGISTERED
+    assert adm_call(adm.DeregisterProject, gone).replayed
+    late_change = P.UpdateProjectRequest(
+        project_id="P-4", details=moved, reason="r", reference="U-2"
+    )
+    late = rpc_error(lambda: adm_call(adm.UpdateProject, late_change))
+    assert late.reason == "PROJECT_DEREGISTERED"
+
 
 def test_issuance_and_a_trade_naming_its_project(api: Api) -> None:
     """P-1 of 2023 (older, so first in FIFO order) and P-2 of 2024 in the owner's
