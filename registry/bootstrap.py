@@ -8,6 +8,7 @@ acyclic: settings <- persistence, application, read models, services <- bootstra
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -31,6 +32,8 @@ from registry.readmodels.runner import DEFAULT_BATCH, ProjectionRunner
 from registry.settings import Settings
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
+
+log = logging.getLogger("registry.worker")
 
 
 def build_registry(
@@ -121,7 +124,7 @@ def ledger_check(
         position = report.failure.position if report.failure else report.chain_head
         metrics.set_verify_result(report.ok, position)
         if not report.ok:
-            print(f"ledger verification: {report.summary()}", flush=True)
+            log.error("ledger verification: %s", report.summary())
 
     return run
 

@@ -396,3 +396,13 @@ def verify_seconds(environ: Mapping[str, str] | None = None) -> float:
         return float(text)
     except ValueError:
         raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}") from None
+
+
+def log_format(environ: Mapping[str, str] | None = None) -> str:
+    """``REGISTRY_LOG_FORMAT``: ``text`` (the default) or ``json``, for every long-running
+    process (server and projection worker) alike."""
+    value = (os.environ if environ is None else environ).get("REGISTRY_LOG_FORMAT", "")
+    value = value.strip() or "text"
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"REGISTRY_LOG_FORMAT must be text or json, got {value!r}")
+    return value

@@ -377,7 +377,7 @@ class CallInterceptor(grpc.ServerInterceptor):
             extra={"status": code, "reason": reason, "duration_ms": round(seconds * 1000, 1)},
         )
         if self.metrics is not None:
-            self.metrics.observe_call(method.lstrip("/"), code, reason, seconds)
+            self.metrics.observe_call(method, code, reason, seconds)
 
 
 def _code(context: grpc.ServicerContext) -> str:

@@ -43,6 +43,11 @@ class Job:
     params: dict[str, Any]
     duration: float | None = None
     """Seconds to keep calling; None: each caller makes ``caller.calls`` calls."""
+    rate: float | None = None
+    """Open loop: calls offered per second by all callers together, each call sent at
+    its intended time whatever the earlier answers did, and its latency counted from
+    that time (as wrk2 does), so a stall delays every call behind it and shows in the
+    percentiles. None: closed loop, each caller sends as soon as its last answer came."""
     seed: int = 1
 
 
@@ -96,7 +101,18 @@ def _load(kind: str) -> Callable[[CallerContext], Caller]:
     return factory
 
 
-def _thread_main(caller: Caller, job: Job, start_at: float, out: dict[str, Any]) -> None:
+def _intended(job: Job, start_at: float, slot: tuple[int, int], n: int) -> float | None:
+    """When call ``n`` of caller ``slot`` = (index, callers) is due, open loop: the
+    callers take turns, so the calls of all of them are evenly spaced at ``job.rate``."""
+    if job.rate is None:
+        return None
+    index, callers = slot
+    return start_at + (n * callers + index) / job.rate
+
+
+def _thread_main(
+    caller: Caller, job: Job, start_at: float, out: dict[str, Any], slot: tuple[int, int]
+) -> None:
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     calls = items = 0
@@ -107,8 +123,14 @@ def _thread_main(caller: Caller, job: Job, start_at: float, out: dict[str, Any])
             deadline is None or time.monotonic() < deadline
         ):
             group, request = caller.prepare(n)
+            due = _intended(job, start_at, slot, n)
+            if due is not None:
+                if deadline is not None and due >= deadline:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                due = time.perf_counter() - (time.monotonic() - due)  # on perf_counter's clock
             for attempt in range(MAX_ATTEMPTS):
-                began = time.perf_counter()
+                began = time.perf_counter() if due is None else due
                 try:
                     done = caller.send(request)
                 except Fatal:
@@ -186,9 +208,13 @@ def _child() -> None:
     start_at = _receive(inbox)
     cpu0 = sum(os.times()[:2])
     outs: list[dict[str, Any]] = [{} for _ in callers]
+    total = job.processes * job.threads
     threads = [
-        threading.Thread(target=_thread_main, args=(c, job, start_at, o))
-        for c, o in zip(callers, outs, strict=True)
+        threading.Thread(
+            target=_thread_main,
+            args=(c, job, start_at, o, (process_index * job.threads + t, total)),
+        )
+        for t, (c, o) in enumerate(zip(callers, outs, strict=True))
     ]
     for thread in threads:
         thread.start()

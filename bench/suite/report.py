@@ -23,6 +23,8 @@ SCENARIOS = (
     "settle_batch_100",
     "settle_batch_1000",
     "get_balances_concurrent",
+    "settle_single_open_loop",
+    "get_balances_open_loop",
     "national_year",
     "command_short_history",
     "command_long_history",

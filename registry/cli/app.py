@@ -6,6 +6,7 @@ commands with ``add_parser``/``add_parsers`` and handles them) and dispatches.""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
 
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.from_file = registry_settings.load()
-        return int(args.run(args))
+        status = int(args.run(args))
+        sys.stdout.flush()  # a closed pipe shows here, while we can still handle it
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except RegistryError as error:
         print(f"registry: {error}", file=sys.stderr)
         return 2
@@ -105,6 +110,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(unreachable_message(error), file=sys.stderr)
         return EXIT_DATABASE_UNREACHABLE
+
+
+EXIT_BROKEN_PIPE = 141
+"""What a shell reports for a writer killed by SIGPIPE (128 + 13): ``registry config |
+head`` stops quietly, as ``cat`` would, instead of with a traceback."""
+
+
+def _reader_went_away() -> int:
+    """The reader of our output closed it (``| head``): stop quietly. Standard output
+    is pointed at /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 EXIT_DATABASE_UNREACHABLE = 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from registry.bootstrap import build_registry, build_worker, check_settings
 from registry.cli.guards import require_store
 from registry.integrity.sealer import LedgerSealer
+from registry.observability.logs import configure as configure_logs
 from registry.observability.metrics import RegistryMetrics
 from registry.observability.progress import Progress
 from registry.persistence.engine import make_engine
@@ -23,7 +25,9 @@ from registry.persistence.faults import database_fault, describe_fault
 from registry.persistence.lease import lease_holder, projection_lease
 from registry.persistence.write_lock import drop_dead_connections
 from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
-from registry.settings import Settings, verify_seconds
+from registry.settings import Settings, log_format, verify_seconds
+
+log = logging.getLogger("registry.worker")
 
 
 def add_parser(sub: Any) -> None:
@@ -100,7 +104,7 @@ def _apply_while_leased(
     catch-up) reports a fault instead (exit 3)."""
 
     def waiting() -> None:
-        print("another worker holds the projection lease: standing by", flush=True)
+        log.info("another worker holds the projection lease: standing by")
 
     faults = 0
     while not stop.is_set():
@@ -108,34 +112,28 @@ def _apply_while_leased(
             with projection_lease(engine, stop, on_wait=waiting) as release:
                 if release is None:
                     break
-                print(
-                    f"holding the projection lease; catching up on {settings.describe()}",
-                    flush=True,
-                )
+                log.info("holding the projection lease; catching up on %s", settings.describe())
                 started = time.monotonic()
                 meter, report = events_progress("caught up on", lowest_position(runner))
                 with meter:
                     done = runner.catch_up(report, every=PROGRESS_SECONDS)
-                print(f"caught up: {summary(done, time.monotonic() - started)}", flush=True)
+                log.info("caught up: %s", summary(done, time.monotonic() - started))
                 faults = 0
                 if once:
                     return 0
-                print("following new events (Ctrl-C to stop)", flush=True)
+                log.info("following new events (Ctrl-C to stop)")
                 runner.follow(release)
                 if not stop.is_set():
-                    print(
-                        "lost the projection lease (database connection); taking it again",
-                        flush=True,
-                    )
+                    log.warning("lost the projection lease (database connection); taking it again")
         except Exception as error:
             if once or database_fault(error) is None:
                 raise
             pause = FAULT_PAUSES[min(faults, len(FAULT_PAUSES) - 1)]
             faults += 1
-            print(
-                f"database fault ({describe_fault(error)}): taking the projection lease "
-                f"again in {pause:.0f}s",
-                flush=True,
+            log.warning(
+                "database fault (%s): taking the projection lease again in %.0fs",
+                describe_fault(error),
+                pause,
             )
             drop_dead_connections(runner.registry.recorder)
             stop.wait(pause)
@@ -144,8 +142,18 @@ def _apply_while_leased(
 
 def run(args: argparse.Namespace) -> int:
     check_settings(server=False)
-    settings = Settings.from_env()
     reads_only = bool(args.status or args.rebuild)
+    if reads_only:  # a command's output, for a person or a script
+        return _run(args, reads_only)
+    listener = configure_logs(log_format())  # a worker's log, REGISTRY_LOG_FORMAT as the server's
+    try:
+        return _run(args, reads_only)
+    finally:
+        listener.stop()  # what is still queued is written first
+
+
+def _run(args: argparse.Namespace, reads_only: bool) -> int:
+    settings = Settings.from_env()
     if reads_only:  # reads (or rebuilds) a store: never creates one
         require_store(
             settings, "registry project --status" if args.status else "registry project --rebuild"

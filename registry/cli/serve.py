@@ -22,7 +22,7 @@ from registry.bootstrap import (
     close_backend,
 )
 from registry.observability.logs import configure as configure_logs
-from registry.settings import ConfigurationError, Settings
+from registry.settings import ConfigurationError, Settings, log_format
 from services.server import ServerSettings, ensure_first_principals
 
 log = logging.getLogger("registry.server")
@@ -41,12 +41,7 @@ def run(_: argparse.Namespace) -> int:
 
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    log_format = (os.environ if environ is None else environ).get(
-        "REGISTRY_LOG_FORMAT", ""
-    ).strip() or "text"
-    if log_format not in ("text", "json"):
-        raise ConfigurationError(f"REGISTRY_LOG_FORMAT must be text or json, got {log_format!r}")
-    listener = configure_logs(log_format)
+    listener = configure_logs(log_format(environ))
     try:
         store = store or Settings.from_env(environ)
         settings = ServerSettings.from_env(store, environ)

@@ -96,10 +96,18 @@ class _Watched:
     def watch_projections(self, status: ProjectionStatus) -> None:
         with self._lock:
             self._projections = status
+        self._count_errors_of("projections")
 
     def watch_pool(self, name: str, engine: Engine) -> None:
         with self._lock:
             self._pools[name] = engine
+        self._count_errors_of(f"pool:{name}")
+
+    def _count_errors_of(self, source: str) -> None:
+        """Export the source's error counter at 0 from the start: ``increase()`` then
+        sees its first failure (a series born at 1 has no earlier sample to rise from)."""
+        if self.errors is not None:
+            self.errors.labels(source=source)
 
     def describe(self) -> Iterable[Metric]:
         """The names this collector owns, so the registry refuses clashes at once."""

@@ -6,20 +6,28 @@ line, and is recorded on the events the call caused."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
+import yaml
 
 from registry.client import RegistryClient
+from registry.observability.metrics import RegistryMetrics
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import settlement_service_pb2 as settlement_pb
 from tests.e2e.conftest import rpc_error
 from tests.e2e.market import TRADER, caught_up, seed_market, trade
 from tests.e2e.test_server_process import add_principal, first_token, free_port, serving
+from tests.support import fresh_pg_database
 
 A = "PWR-SD-0001"
 
@@ -27,8 +35,12 @@ A = "PWR-SD-0001"
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the exposition: (name, labels) -> value."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    return scrape_text(text.decode())
+
+
+def scrape_text(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     samples = {}
-    for line in text.decode().splitlines():
+    for line in text.splitlines():
         found = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
         if found:
             labels = frozenset(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
@@ -47,6 +59,54 @@ def calls(
     }
 
 
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yaml"
+SELECTOR = re.compile(r"\b(registry_[a-z0-9_]+)\s*(?:\{([^}]*)\})?")
+AFTER_FIRST_VERIFICATION = (
+    "registry_ledger_verify_ok",
+    "registry_ledger_verify_position",
+    "registry_ledger_verify_timestamp_seconds",
+)
+"""Exported once the process's periodic ledger verification has run (hourly, so not in
+this test's minute): their names are checked against the collector's own (below)."""
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def check_alert_selectors(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
+    """Every series selector of every alert rule selects something this server exports:
+    the metric exists, each label it matches on is on the metric, and an exact match
+    (``method="/registry.v1..."``) finds a series, so no alert waits on a name or label
+    value nothing exports (the way ``RegistrySettlementSlow`` once waited on a method
+    label the server wrote without its leading slash)."""
+    exported: dict[str, list[dict[str, str]]] = {}
+    for name, labels in samples:
+        exported.setdefault(name, []).append(dict(labels))
+    for name in AFTER_FIRST_VERIFICATION:
+        exported.setdefault(name, [{}])
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    problems = []
+    for rule in rules:
+        for name, matchers in SELECTOR.findall(rule["expr"]):
+            series = exported.get(name)
+            if series is None:
+                problems.append(f"{rule['alert']}: {name} is not exported")
+                continue
+            for label, op, value in MATCHER.findall(matchers):
+                if not any(label in s for s in series):
+                    problems.append(f"{rule['alert']}: {name} has no label {label}")
+                elif op == "=" and not any(s.get(label) == value for s in series):
+                    seen = sorted({s[label] for s in series if label in s})[:5]
+                    problems.append(f"{rule['alert']}: no {name}{{{label}={value!r}}}: {seen}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_verification_gauges_the_alerts_use_are_the_collectors() -> None:
+    """The names in ``AFTER_FIRST_VERIFICATION`` are the ones the verification exports."""
+    metrics = RegistryMetrics(process_metrics=False)
+    metrics.set_verify_result(True, 7)
+    exported = {name for name, _ in scrape_text(metrics.render().decode())}
+    assert set(AFTER_FIRST_VERIFICATION) <= exported
+
+
 def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: Path) -> None:
     port = free_port()
     with serving(tmp_path, REGISTRY_METRICS_PORT=str(port), REGISTRY_LOG_FORMAT="json") as server:
@@ -58,7 +118,7 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
         ):
             seed_market(reg)
             caught_up(reg)
-            before = calls(scrape(port), "registry.v1.AccountService/GetBalances")
+            before = calls(scrape(port), "/registry.v1.AccountService/GetBalances")
             made: Counter[str] = Counter()
             for _ in range(5):
                 reg.balances(A)
@@ -111,9 +171,10 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
                 assert dict(error.trailing_metadata())["x-request-id"] == "lookup-7"
 
             samples = scrape(port)
-        after = calls(samples, "registry.v1.AccountService/GetBalances")
+            check_alert_selectors(samples)
+        after = calls(samples, "/registry.v1.AccountService/GetBalances")
         assert {code: after.get(code, 0) - before.get(code, 0) for code in made} == made
-        settle = calls(samples, "registry.v1.SettlementService/SettleTrades")
+        settle = calls(samples, "/registry.v1.SettlementService/SettleTrades")
         assert settle == {"OK": 2, "PERMISSION_DENIED": 2}
         outcomes = {
             dict(labels)["status"]: value
@@ -151,3 +212,46 @@ def test_counters_equal_the_calls_made_and_request_ids_are_traceable(tmp_path: P
         ]
     [t5] = [s for s in stamped if s["client_id"] == "T-5"]
     assert t5["api_request_id"] == "exchange-batch-0042"
+
+
+@pytest.mark.postgres
+def test_the_worker_logs_in_json_when_asked(tmp_path: Path) -> None:
+    """`registry project` with REGISTRY_LOG_FORMAT=json writes every line as a JSON log
+    record (as the server does), so a log pipeline parses the worker's lines too."""
+    with fresh_pg_database() as url:
+        env = {
+            **os.environ,
+            "REGISTRY_DATABASE_URL": url,
+            "REGISTRY_DATA_DIR": str(tmp_path),
+            "REGISTRY_LOG_FORMAT": "json",
+        }
+        env.pop("REGISTRY_METRICS_PORT", None)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "registry.cli", "project"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            lines: list[str] = []
+            assert worker.stderr is not None
+            while time.monotonic() < deadline and not any("following new" in x for x in lines):
+                line = worker.stderr.readline()
+                if not line:
+                    break
+                lines.append(line)
+        finally:
+            worker.terminate()
+            out, rest = worker.communicate(timeout=30)
+    records = [
+        json.loads(line) for line in [*lines, *rest.splitlines(keepends=True)] if line.strip()
+    ]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("holding the projection lease") for m in messages), messages
+    assert "following new events (Ctrl-C to stop)" in messages
+    assert {r["logger"] for r in records if "projection lease" in r["message"]} == {
+        "registry.worker"
+    }
+    assert out.strip() == "", out  # nothing unstructured on standard output either
