@@ -656,11 +656,13 @@ def _project_update(actions: Actions, p: _Payload) -> Action:
     )
 
 
-def _project_status(step: str) -> Callable[[Actions, _Payload], Action]:
+StatusStep = Callable[[Projects, Principal, str, StatusChange], ProjectResult]
+
+
+def _project_status(step: StatusStep) -> Callable[[Actions, _Payload], Action]:
     def build(actions: Actions, p: _Payload) -> Action:
         project_id, change = _project_change(p)
-        use_case = getattr(actions.projects, step)
-        return lambda who: _project_done(use_case(who, project_id, change))
+        return lambda who: _project_done(step(actions.projects, who, project_id, change))
 
     return build
 
@@ -689,7 +691,7 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.DEDUCTION: _deduction,
     ProposalKind.PROJECT_REGISTRATION: _project_registration,
     ProposalKind.PROJECT_CHANGE: _project_update,
-    ProposalKind.PROJECT_SUSPENSION: _project_status("suspend"),
-    ProposalKind.PROJECT_REINSTATEMENT: _project_status("reinstate"),
-    ProposalKind.PROJECT_DEREGISTRATION: _project_status("deregister"),
+    ProposalKind.PROJECT_SUSPENSION: _project_status(Projects.suspend),
+    ProposalKind.PROJECT_REINSTATEMENT: _project_status(Projects.reinstate),
+    ProposalKind.PROJECT_DEREGISTRATION: _project_status(Projects.deregister),
 }
