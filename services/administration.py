@@ -4,12 +4,14 @@ and record verified emissions."""
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import TypeVar
 
 import grpc
 
 from registry.application.commands import AllocationRow, EmissionsRow, check_batch
 from registry.application.four_eyes import ProposalResult
+from registry.application.projects import ProjectResult, StatusChange
 from registry.application.results import (
     AccountResult,
     ComplianceRulesView,
@@ -19,6 +21,13 @@ from registry.application.results import (
 from registry.domain.accounts import AccountType
 from registry.domain.errors import InvalidCommand, ProposalRequired, RowsInvalid
 from registry.domain.ids import check_party
+from registry.domain.projects import (
+    ProjectDetails,
+    ProjectQuery,
+    ProjectStatus,
+    ProjectView,
+    check_project_id,
+)
 from registry.domain.proposals import (
     DEFAULT_VALIDITY_SECONDS,
     ProposalKind,
@@ -26,6 +35,8 @@ from registry.domain.proposals import (
     ProposalView,
     check_payload_size,
 )
+from registry.domain.reasons import check_reason
+from registry.domain.restrictions import check_reference
 from registry.domain.units import UnitType
 from registry.readmodels.queries import check_page_size, encode_token
 from registry.v1 import administration_service_pb2 as pb
@@ -397,6 +408,183 @@ class AdministrationServicer(pb_grpc.AdministrationServiceServicer):
             awaiting_deadline=run.awaiting_deadline,
             position=run.position or 0,
         )
+
+    # -- projects ---------------------------------------------------------------------
+
+    def RegisterProject(
+        self, request: pb.RegisterProjectRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterProjectResponse:
+        self._direct("RegisterProject")
+        result = self.registry.projects.register(
+            current_principal(),
+            convert.required(request.project_id, "project_id"),
+            _project_details(request.details),
+            _change(request),
+        )
+        return _project_result(pb.RegisterProjectResponse, result)
+
+    def UpdateProject(
+        self, request: pb.UpdateProjectRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateProjectResponse:
+        self._direct("UpdateProject")
+        result = self.registry.projects.change_details(
+            current_principal(),
+            check_project_id(request.project_id),
+            _project_details(request.details),
+            _change(request),
+        )
+        return _project_result(pb.UpdateProjectResponse, result)
+
+    def SuspendProject(
+        self, request: pb.SuspendProjectRequest, context: grpc.ServicerContext
+    ) -> pb.SuspendProjectResponse:
+        self._direct("SuspendProject")
+        projects = self.registry.projects
+        result = projects.suspend(
+            current_principal(), check_project_id(request.project_id), _change(request)
+        )
+        return _project_result(pb.SuspendProjectResponse, result)
+
+    def ReinstateProject(
+        self, request: pb.ReinstateProjectRequest, context: grpc.ServicerContext
+    ) -> pb.ReinstateProjectResponse:
+        self._direct("ReinstateProject")
+        projects = self.registry.projects
+        result = projects.reinstate(
+            current_principal(), check_project_id(request.project_id), _change(request)
+        )
+        return _project_result(pb.ReinstateProjectResponse, result)
+
+    def DeregisterProject(
+        self, request: pb.DeregisterProjectRequest, context: grpc.ServicerContext
+    ) -> pb.DeregisterProjectResponse:
+        self._direct("DeregisterProject")
+        projects = self.registry.projects
+        result = projects.deregister(
+            current_principal(), check_project_id(request.project_id), _change(request)
+        )
+        return _project_result(pb.DeregisterProjectResponse, result)
+
+    def GetProject(
+        self, request: pb.GetProjectRequest, context: grpc.ServicerContext
+    ) -> pb.GetProjectResponse:
+        return pb.GetProjectResponse(
+            project=_project(self.registry.projects.get(request.project_id))
+        )
+
+    def ListProjects(
+        self, request: pb.ListProjectsRequest, context: grpc.ServicerContext
+    ) -> pb.ListProjectsResponse:
+        """Keyset pages by project id: a project registered meanwhile never shifts a page."""
+        status = convert.enum_from_proto(
+            request.status, pb.ProjectStatus, ProjectStatus, "status", required=False
+        )
+        size = check_page_size(request.page_size or 100)
+        after = convert.page_token(request.page_token, str)[0] if request.page_token else ""
+        query = ProjectQuery(
+            province=convert.filter_text(request.province, "province") or None,
+            methodology=convert.filter_text(request.methodology, "methodology") or None,
+            statuses=frozenset({status}) if status else None,
+        )
+        views = [v for v in self.registry.projects.matching(query) if v.project_id > after]
+        page = views[:size]
+        more = len(views) > size
+        return pb.ListProjectsResponse(
+            projects=[_project(v) for v in page],
+            next_page_token=encode_token([page[-1].project_id]) if more else "",
+        )
+
+
+def _project_details(message: pb.ProjectDetails) -> ProjectDetails:
+    """The request's details; a bad one is named inside ``details``."""
+    try:
+        return _details(message)
+    except InvalidCommand as error:
+        label = error.metadata.get("field", "")
+        if label and not label.startswith("details."):
+            error.metadata["field"] = f"details.{label}"
+        raise
+
+
+def _details(message: pb.ProjectDetails) -> ProjectDetails:
+    return ProjectDetails.from_dict(
+        {
+            "owner_account": message.owner_account,
+            "province": message.province,
+            "methodology": message.methodology,
+            "sector": message.sector,
+            "verifier": message.verifier,
+            "developer": message.developer,
+            "crediting_start": _required_date(message.crediting_start, "details.crediting_start"),
+            "crediting_end": _required_date(message.crediting_end, "details.crediting_end"),
+        }
+    )
+
+
+def _required_date(message: common.Date, field: str) -> date:
+    value = convert.trade_date(message, field)
+    if value is None:
+        raise InvalidCommand(f"{field} is required", reason="MISSING_FIELD", field=field)
+    return value
+
+
+ChangeRequest = (
+    pb.RegisterProjectRequest
+    | pb.UpdateProjectRequest
+    | pb.SuspendProjectRequest
+    | pb.ReinstateProjectRequest
+    | pb.DeregisterProjectRequest
+)
+
+
+def _change(request: ChangeRequest) -> StatusChange:
+    return StatusChange(check_reason(request.reason), check_reference(request.reference))
+
+
+P = TypeVar(
+    "P",
+    pb.RegisterProjectResponse,
+    pb.UpdateProjectResponse,
+    pb.SuspendProjectResponse,
+    pb.ReinstateProjectResponse,
+    pb.DeregisterProjectResponse,
+)
+
+
+def _project_result(response: type[P], result: ProjectResult) -> P:
+    return response(
+        project=_project(result.project),
+        replayed=result.replayed,
+        position=result.position or 0,
+    )
+
+
+def _project(view: ProjectView) -> pb.Project:
+    details = view.details
+    return pb.Project(
+        project_id=view.project_id,
+        details=pb.ProjectDetails(
+            owner_account=details.owner_account,
+            province=details.province,
+            methodology=details.methodology,
+            sector=details.sector,
+            verifier=details.verifier,
+            developer=details.developer,
+            crediting_start=_date_to_proto(details.crediting_start),
+            crediting_end=_date_to_proto(details.crediting_end),
+        ),
+        status=convert.enum_to_proto(view.status, pb.ProjectStatus),
+        reference=view.reference,
+        registered_by=view.registered_by,
+        register_time=convert.timestamp(view.registered_at),
+        status_reason=view.status_reason,
+        status_reference=view.status_reference,
+        update_time=convert.timestamp(view.changed_at),
+    )
+
+
+def _date_to_proto(value: date) -> common.Date:
+    return common.Date(year=value.year, month=value.month, day=value.day)
 
 
 def _proposal(view: ProposalView) -> pb.Proposal:

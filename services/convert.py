@@ -491,6 +491,7 @@ def trade_from_proto(message: settlement_pb.Trade, index: int) -> Trade:
         vintage=message.vintage if message.HasField("vintage") else None,
         hold_id=message.hold_id if message.HasField("hold_id") else None,
         trade_date=trade_date(message.trade_date, f"{field}.trade_date"),
+        project=message.project if message.HasField("project") else None,
     )
 
 

@@ -157,6 +157,20 @@ POLICY: dict[str, Rule] = {
         },
     ),
     **_rules(
+        ADM,
+        {
+            method: Rule(frozenset({R.REGULATOR}))
+            for method in (
+                "RegisterProject",
+                "UpdateProject",
+                "SuspendProject",
+                "ReinstateProject",
+                "DeregisterProject",
+            )
+        },
+    ),
+    **_rules(ADM, {method: Rule(READERS) for method in ("GetProject", "ListProjects")}),
+    **_rules(
         AUD,
         {
             method: Rule(READERS)
@@ -204,6 +218,11 @@ FOUR_EYES: dict[str, ProposalKind] = {
         "CloseComplianceYear": ProposalKind.YEAR_CLOSING,
         "RecordComplianceFine": ProposalKind.COMPLIANCE_FINE,
         "EnforceDeductions": ProposalKind.DEDUCTION,
+        "RegisterProject": ProposalKind.PROJECT_REGISTRATION,
+        "UpdateProject": ProposalKind.PROJECT_CHANGE,
+        "SuspendProject": ProposalKind.PROJECT_SUSPENSION,
+        "ReinstateProject": ProposalKind.PROJECT_REINSTATEMENT,
+        "DeregisterProject": ProposalKind.PROJECT_DEREGISTRATION,
     }.items()
 }
 """The calls that, when four eyes are required (``REGISTRY_FOUR_EYES``), are refused

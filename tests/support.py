@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,9 +14,12 @@ import psycopg
 import pytest
 
 from registry.application import Registry
+from registry.application.projects import StatusChange
 from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.conservation import imbalances
+from registry.domain.errors import UnknownAccount
+from registry.domain.projects import ProjectDetails
 from registry.domain.transactions import Principal
 from registry.persistence import migrate
 from registry.settings import Settings
@@ -126,3 +129,39 @@ def terminate_all(url: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+PROJECT_OWNER = "PRJ-0001"
+
+
+def register_project(
+    registry: Registry,
+    project_id: str,
+    owner: str = PROJECT_OWNER,
+    *,
+    province: str = "Yunnan",
+    methodology: str = "CCER-14-001-V01",
+) -> str:
+    """Open ``owner``'s PROJECT account (unless it exists) and
+    register ``project_id`` to it, crediting 2020-2029: CCER of it may then be issued,
+    into ``owner``. Returns the owner account."""
+    try:
+        registry.get_account(owner)
+    except UnknownAccount:
+        registry.open_account(REGULATOR, owner, AccountType.PROJECT, Holder(f"{owner} Carbon Co."))
+    registry.projects.register(
+        REGULATOR,
+        project_id,
+        ProjectDetails(
+            owner_account=owner,
+            province=province,
+            methodology=methodology,
+            sector="FORESTRY",
+            verifier="China Quality Certification Centre",
+            developer=f"{owner} Carbon Co.",
+            crediting_start=date(2020, 1, 1),
+            crediting_end=date(2029, 12, 31),
+        ),
+        StatusChange("registered for the test", f"REG-{project_id}"),
+    )
+    return owner

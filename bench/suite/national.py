@@ -17,8 +17,9 @@ allocation + 20 % of them. Half the companies emit 1-10 % more than they were al
 (and one short power company in 20 emits 30-45 % more, past the relief) and buy the
 gap to their obligation on the exchange from the other half, who emit 2-15 % less; so
 every surrender is covered and nothing is refused. One company in ten covers the most
-the rules let it in CCER (5 % of its obligation: MEE 2020, Art. 29), delivered to it
-from one project and surrendered before its allowances. The year is played in its real
+the rules let it in CCER (5 % of its obligation: MEE 2020, Art. 29), bought on the
+exchange from the owner of one registered project (whose account its issuance
+reached) and surrendered before its allowances. The year is played in its real
 order: the rules set, accounts opened (concurrent callers), one issuance, the
 allocation table (AllocateUnits, 1,000 rows a call), the trades (SettleTrades, 1,000 a
 call, one exchange), verified emissions (RecordVerifiedEmissions, 1,000 rows a call),
@@ -43,10 +44,12 @@ from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common
+from registry.v1 import settlement_service_pb2 as settlement_pb
 from services.convert import rules_to_proto
 
 if TYPE_CHECKING:
     from bench.suite.run import Bench
+    from registry.client import RegistryClient
 
 YEAR = 2025
 SECTORS = (  # sector, id prefix, real companies, real tonnes CO2 a year (docstring)
@@ -81,6 +84,39 @@ ROWS_PER_CALL = 1_000
 NATIONAL_ISSUANCE = "CN-ISSUANCE"
 NATIONAL_SURRENDER = "CN-SURRENDER"
 CCER_CLASS = common.UnitClass(unit_type=common.UNIT_TYPE_CCER, vintage=2024, project="CCER-0001")
+PROJECT_OWNER = "PRJ-GS-0001"
+"""The PROJECT account CCER_CLASS's project is registered to: its issuance lands there,
+and the exchange sells it on to the companies that surrender offsets."""
+
+
+def register_project(regulator: RegistryClient) -> None:
+    """Open the project owner's account and register the project (four eyes off)."""
+    regulator.call(
+        regulator.administration.OpenAccount,
+        admin_pb.OpenAccountRequest(
+            account_id=PROJECT_OWNER,
+            account_type=common.ACCOUNT_TYPE_PROJECT,
+            holder=common.Holder(name="Gansu Wind Carbon Co."),
+        ),
+    )
+    regulator.call(
+        regulator.administration.RegisterProject,
+        admin_pb.RegisterProjectRequest(
+            project_id=CCER_CLASS.project,
+            details=admin_pb.ProjectDetails(
+                owner_account=PROJECT_OWNER,
+                province="Gansu",
+                methodology="CCER-14-001-V01",
+                sector="WIND",
+                verifier="China Quality Certification Centre",
+                developer="Gansu Wind Carbon Co.",
+                crediting_start=common.Date(year=2020, month=1, day=1),
+                crediting_end=common.Date(year=2029, month=12, day=31),
+            ),
+            reason="the project the year's offsets come from",
+            reference="MEE-CCER-REG-0001",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -248,6 +284,7 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
     )
 
     began = time.perf_counter()
+    register_project(regulator)
     regulator.call(
         regulator.administration.IssueUnits,
         admin_pb.IssueUnitsRequest(
@@ -281,19 +318,6 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         )
         for c in plan.companies
     ]
-    rows += [
-        admin_pb.AllocationRow(
-            transaction_id=f"Y{YEAR}-CCER-{c.account_id}",
-            account_id=c.account_id,
-            unit_type=common.UNIT_TYPE_CCER,
-            vintage=CCER_CLASS.vintage,
-            quantity=c.ccer,
-            reason="CCER delivery",
-            source_account=NATIONAL_ISSUANCE,
-        )
-        for c in plan.companies
-        if c.ccer
-    ]
     for start in range(0, len(rows), ROWS_PER_CALL):
         reply = regulator.call(
             regulator.administration.AllocateUnits,
@@ -304,6 +328,28 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         if bad:
             raise RuntimeError(f"allocation row {bad[0].transaction_id}: {bad[0].reason}")
     phase("allocate", began, rows=len(rows))
+
+    began = time.perf_counter()
+    offsets = [
+        settlement_pb.Trade(
+            trade_id=f"Y{YEAR}-CCER-{c.account_id}",
+            seller_account=PROJECT_OWNER,
+            buyer_account=c.account_id,
+            unit_type=common.UNIT_TYPE_CCER,
+            vintage=CCER_CLASS.vintage,
+            quantity=c.ccer,
+            project=CCER_CLASS.project,
+        )
+        for c in plan.companies
+        if c.ccer
+    ]
+    exchange = bench.client("exchange")
+    for start in range(0, len(offsets), ROWS_PER_CALL):
+        results = exchange.settle_trades(offsets[start : start + ROWS_PER_CALL])
+        bad = [r for r in results if r.status != settlement_pb.TRADE_STATUS_SETTLED]
+        if bad:
+            raise RuntimeError(f"CCER delivery {bad[0].trade_id}: {bad[0].reason}")
+    phase("deliver ccer", began, trades=len(offsets))
 
     began = time.perf_counter()
     batches = [

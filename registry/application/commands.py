@@ -232,6 +232,8 @@ class Trade:
     vintage: int | None = None
     hold_id: str | None = None
     trade_date: date | None = None
+    project: str | None = None
+    """CCER only: the project the units come from (None: any, oldest class first)."""
 
     def movement(self) -> Movement:
         return Movement(
@@ -240,7 +242,7 @@ class Trade:
             source=self.seller,
             destination=self.buyer,
             quantity=self.quantity,
-            selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage),
+            selector=UnitSelector(parse_unit_type(self.unit_type), self.vintage, self.project),
             hold_id=self.hold_id,
             trade_date=self.trade_date,
             reason="exchange trade",

@@ -48,6 +48,7 @@ from registry.application.compliance import Compliance
 from registry.application.enforcement import Enforcement
 from registry.application.movements import Movements
 from registry.application.origins import Origins, check_replacement_days
+from registry.application.projects import ProjectResult, Projects, StatusChange
 from registry.application.restrictions import Restrictions
 from registry.application.results import EmissionsRowStatus, RowOutcome, TransactionResult
 from registry.application.store import Store
@@ -65,6 +66,7 @@ from registry.domain.errors import (
 from registry.domain.ids import check_client_id, check_party
 from registry.domain.obligations import check_year
 from registry.domain.origin_detentions import Origin, check_rebuttal_days
+from registry.domain.projects import ProjectDetails, check_project_id
 from registry.domain.proposals import (
     ACCESS_KINDS,
     DEFAULT_VALIDITY_SECONDS,
@@ -107,6 +109,7 @@ class Actions:
     restrictions: Restrictions
     enforcement: Enforcement
     origins: Origins
+    projects: Projects
 
 
 class FourEyes:
@@ -704,6 +707,55 @@ def _halt(halted: bool) -> Callable[[Actions, _Payload], Action]:
     return build
 
 
+def _project_change(p: _Payload) -> tuple[str, StatusChange]:
+    project_id, reason, reference = p.text("project_id"), p.text("reason"), p.text("reference")
+    check_project_id(project_id)
+    check_restriction_reason(reason)
+    check_reference(reference)
+    return project_id, StatusChange(reason, reference)
+
+
+def _project_details(p: _Payload) -> ProjectDetails:
+    names = ("owner_account", "province", "methodology", "sector", "verifier", "developer")
+    values = {name: p.text(name) for name in names}
+    return ProjectDetails.from_dict(
+        {
+            **values,
+            "crediting_start": p.text("crediting_start"),
+            "crediting_end": p.text("crediting_end"),
+        }
+    )
+
+
+def _project_registration(actions: Actions, p: _Payload) -> Action:
+    project_id, change = _project_change(p)
+    details = _project_details(p)
+    return lambda who: _project_done(actions.projects.register(who, project_id, details, change))
+
+
+def _project_update(actions: Actions, p: _Payload) -> Action:
+    project_id, change = _project_change(p)
+    details = _project_details(p)
+    return lambda who: _project_done(
+        actions.projects.change_details(who, project_id, details, change)
+    )
+
+
+StatusStep = Callable[[Projects, Principal, str, StatusChange], ProjectResult]
+
+
+def _project_status(step: StatusStep) -> Callable[[Actions, _Payload], Action]:
+    def build(actions: Actions, p: _Payload) -> Action:
+        project_id, change = _project_change(p)
+        return lambda who: _project_done(step(actions.projects, who, project_id, change))
+
+    return build
+
+
+def _project_done(result: ProjectResult) -> str:
+    return f"project {result.project.project_id} {result.project.status}"
+
+
 _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.BLOCK_FREEZE: _block_freeze,
     ProposalKind.BLOCK_RELEASE: _block_release,
@@ -728,4 +780,9 @@ _BUILDERS: dict[ProposalKind, Callable[[Actions, _Payload], Action]] = {
     ProposalKind.EXCHANGE_CORRECTION: _ordered_transfer(TransactionKind.EXCHANGE_CORRECTION),
     ProposalKind.ORIGIN_HOLDER_CLEARANCE: _holder_clearance,
     ProposalKind.ORIGIN_CONFIRMATION: _confirmation,
+    ProposalKind.PROJECT_REGISTRATION: _project_registration,
+    ProposalKind.PROJECT_CHANGE: _project_update,
+    ProposalKind.PROJECT_SUSPENSION: _project_status(Projects.suspend),
+    ProposalKind.PROJECT_REINSTATEMENT: _project_status(Projects.reinstate),
+    ProposalKind.PROJECT_DEREGISTRATION: _project_status(Projects.deregister),
 }

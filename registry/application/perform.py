@@ -40,6 +40,7 @@ from registry.domain.ledger import (
     return_covered,
 )
 from registry.domain.obligations import MAX_YEAR, MIN_YEAR, ComplianceObligation
+from registry.domain.projects import Project, check_issuable, check_owner_account
 from registry.domain.rules import ComplianceYear
 from registry.domain.transactions import Principal, Transaction, TransactionKind
 from registry.domain.units import Holding, SerialBlock, UnitType
@@ -87,6 +88,8 @@ def decide(
 
 def reads(movement: Movement) -> Iterator[UUID]:
     """The accounts and obligation a movement reads, as far as it tells (to prefetch)."""
+    if movement.unit_class is not None and movement.unit_class.unit_type is UnitType.CCER:
+        yield Project.id_for(movement.unit_class.project)
     for account_id in (movement.source, movement.destination):
         if account_id is not None:
             yield Account.id_for(account_id)
@@ -270,13 +273,22 @@ def _perform_allocation(
 
 
 def _perform_issuance(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Moved:
-    assert movement.unit_class is not None and movement.quantity is not None
-    issuance = uow.account(NATIONAL_ACCOUNTS[AccountType.ISSUANCE])
-    issuance.ensure_can_receive()
-    check_issuance(uow, movement.unit_class, movement.quantity)
-    block = uow.counter(movement.unit_class).issue(movement.quantity, txn_id)
-    issuance.credit(txn_id, [block])
-    return None, issuance.account_id, (block,)
+    """Allowances are created in the national ISSUANCE account; CCER only for a
+    registered, non-suspended project (``registry.domain.projects``), straight into
+    its owner's PROJECT account."""
+    unit_class = movement.unit_class
+    assert unit_class is not None and movement.quantity is not None
+    if unit_class.unit_type is UnitType.CCER:
+        project = check_issuable(uow.find(Project.id_for(unit_class.project), Project), unit_class)
+        receiver = uow.account(project.owner_account)
+        check_owner_account(receiver.account_id, receiver.account_type)
+    else:
+        receiver = uow.account(NATIONAL_ACCOUNTS[AccountType.ISSUANCE])
+    receiver.ensure_can_receive()
+    check_issuance(uow, unit_class, movement.quantity)
+    block = uow.counter(unit_class).issue(movement.quantity, txn_id)
+    receiver.credit(txn_id, [block])
+    return None, receiver.account_id, (block,)
 
 
 def _perform_reversal(uow: UnitOfWork, txn_id: UUID, movement: Movement) -> Moved:

@@ -27,6 +27,7 @@ from registry.application.four_eyes import Actions, FourEyes
 from registry.application.holds import Holds
 from registry.application.movements import Movements
 from registry.application.origins import Origins
+from registry.application.projects import Projects
 from registry.application.queries import Queries
 from registry.application.restrictions import Restrictions
 from registry.application.results import (
@@ -97,6 +98,8 @@ class Registry(Application[UUID]):
         self._queries = Queries(self.store)
         self.restrictions = Restrictions(self.store)
         self.origins = Origins(self.store)
+        self.projects = Projects(self.store)
+        """CCER projects: registered, changed, suspended, deregistered; read back."""
         actions = Actions(
             self._movements,
             self._accounts,
@@ -104,6 +107,7 @@ class Registry(Application[UUID]):
             self.restrictions,
             self._enforcement,
             self.origins,
+            self.projects,
         )
         self.proposals = FourEyes(self.store, actions, lambda: self.access.current())
         """Four eyes: actions that take effect when a second regulator approves."""

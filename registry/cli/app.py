@@ -22,6 +22,7 @@ import registry.cli.health as health
 import registry.cli.imports as imports
 import registry.cli.migrate as migrate
 import registry.cli.project as project
+import registry.cli.projects as projects
 import registry.cli.regulator as regulator
 import registry.cli.remote as remote
 import registry.cli.restrictions as restrictions
@@ -45,7 +46,7 @@ Main command groups:
   check it           supply, check, verify, ledger-digest, health
   use a server       balances, history, trace, compliance-status, surrender, transfer,
                      report, restrictions (list, rebut)
-  regulate           rules, close-year, propose, proposals, allocate, import
+  regulate           rules, close-year, propose, proposals, allocate, import, projects
   administer access  access (init, grant, token, cert, list)
   measure            bench (from a source checkout)
 
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     regulator.add_enforcement_parsers(sub)
     transfers.add_parser(sub)
     imports.add_parsers(sub)
+    projects.add_parsers(sub)
     bench.add_parser(sub)
     return parser
 

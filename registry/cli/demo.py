@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from registry.application import EmissionsRow, Registry, Trade, TransactionResult
+from registry.application.projects import StatusChange
 from registry.bootstrap import build_registry, build_worker
 from registry.domain.accounts import AccountType, Holder
+from registry.domain.projects import ProjectDetails
 from registry.domain.rule_defaults import shipped_rules
 from registry.domain.rules import CarryOver, ComplianceRules
 from registry.domain.transactions import Principal
@@ -162,6 +164,25 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
                 "2025 pre-allocation",
             )
         )
+    project = registry.projects.register(
+        REGULATOR,
+        CCER_WIND.project,
+        ProjectDetails(
+            owner_account="PRJ-GS-0117",
+            province="Gansu",
+            methodology="CCER-14-001-V01",
+            sector="WIND",
+            verifier="China Quality Certification Centre",
+            developer="Gansu Jiuquan Wind Farm Co.",
+            crediting_start=date(2024, 1, 1),
+            crediting_end=date(2033, 12, 31),
+        ),
+        StatusChange("validated grid-connected offshore wind", "MEE-CCER-REG-2024-0117"),
+    ).project
+    out(
+        f"Project {project.project_id} registered ({project.details.methodology}, "
+        f"{project.details.province}): its CCER are issued into {project.details.owner_account}"
+    )
     step(
         registry.issue_units(
             REGULATOR,
@@ -169,17 +190,6 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
             CCER_WIND,
             400_000,
             "CCER for 2024 generation of project 0117",
-        )
-    )
-    step(
-        registry.transfer(
-            REGULATOR,
-            "DLV-CCER-0117",
-            "CN-ISSUANCE",
-            "PRJ-GS-0117",
-            UnitSelector(UnitType.CCER),
-            400_000,
-            "delivery to project owner",
         )
     )
 
@@ -226,6 +236,7 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
                 "CCER",
                 120_000,
                 trade_date=trading_day,
+                project=CCER_WIND.project,
             ),
             Trade(
                 "SEEE-20260615-000104",

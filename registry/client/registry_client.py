@@ -276,6 +276,33 @@ class RegistryClient:
             ),
         )
 
+    def projects(
+        self,
+        *,
+        province: str = "",
+        methodology: str = "",
+        status: int = 0,
+        page_size: int = 500,
+    ) -> Iterator[admin_pb.Project]:
+        """CCER projects by project id, filtered (``status``: an ``admin_pb.ProjectStatus``
+        value, 0 for any), page after page."""
+        token = ""
+        while True:
+            page = self.call(
+                self.administration.ListProjects,
+                admin_pb.ListProjectsRequest(
+                    province=province,
+                    methodology=methodology,
+                    status=status,  # type: ignore[arg-type]
+                    page_size=page_size,
+                    page_token=token,
+                ),
+            )
+            yield from page.projects
+            token = page.next_page_token
+            if not token:
+                return
+
     def trace_serial(
         self, unit_class: common_pb.UnitClass, serial: int
     ) -> audit_pb.TraceSerialResponse:

@@ -121,6 +121,10 @@ class UnknownFreeze(NotFound):
     reason = "UNKNOWN_FREEZE"
 
 
+class UnknownProject(NotFound):
+    reason = "UNKNOWN_PROJECT"
+
+
 class Refused(RegistryError):
     reason = "REFUSED"
 
@@ -343,6 +347,40 @@ class DifferentHolder(Refused):
     reason = "DIFFERENT_HOLDER"
 
 
+class ProjectNotRegistered(Refused):
+    """CCER issuance names a project that has no registration record."""
+
+    reason = "PROJECT_NOT_REGISTERED"
+
+
+class ProjectSuspended(Refused):
+    """The project is suspended: no new issuance until it is reinstated."""
+
+    reason = "PROJECT_SUSPENDED"
+
+
+class ProjectDeregistered(Refused):
+    """The project is deregistered for good: no issuance, no change."""
+
+    reason = "PROJECT_DEREGISTERED"
+
+
+class ProjectNotSuspended(Refused):
+    reason = "PROJECT_NOT_SUSPENDED"
+
+
+class ProjectOwnerNotProjectAccount(Refused):
+    """A project's owner account (where its issuance lands) must be a PROJECT account."""
+
+    reason = "PROJECT_OWNER_NOT_PROJECT_ACCOUNT"
+
+
+class VintageOutsideCreditingPeriod(Refused):
+    """CCER of a vintage outside the project's crediting period."""
+
+    reason = "VINTAGE_OUTSIDE_CREDITING_PERIOD"
+
+
 class Conflict(RegistryError):
     reason = "CONFLICT"
 
@@ -369,6 +407,10 @@ class FreezeExistsWithDifferentContent(Conflict):
 
 class ProposalExistsWithDifferentContent(Conflict):
     reason = "PROPOSAL_EXISTS_WITH_DIFFERENT_CONTENT"
+
+
+class ProjectExistsWithDifferentContent(Conflict):
+    reason = "PROJECT_EXISTS_WITH_DIFFERENT_CONTENT"
 
 
 class ConcurrencyConflict(RegistryError):

@@ -117,6 +117,13 @@ class ProposalKind(StrEnum):
     ORIGIN_CONFIRMATION = "ORIGIN_CONFIRMATION"
     """A detention confirmed: what it still holds is forfeited everywhere, and
     surrendered units of the origin are invalidated (docs/origins.md)."""
+    PROJECT_REGISTRATION = "PROJECT_REGISTRATION"
+    """Registering a CCER project (``RegisterProject``, ``registry.domain.projects``)."""
+    PROJECT_CHANGE = "PROJECT_CHANGE"
+    """Changing a project's details (``UpdateProject``)."""
+    PROJECT_SUSPENSION = "PROJECT_SUSPENSION"
+    PROJECT_REINSTATEMENT = "PROJECT_REINSTATEMENT"
+    PROJECT_DEREGISTRATION = "PROJECT_DEREGISTRATION"
 
 
 ACCESS_SCOPE = "system"

@@ -273,3 +273,59 @@ def caught_up(client: RegistryClient) -> int:
     head = head_position(client)
     client.balances(NATIONAL_ISSUANCE, min_position=head)
     return head
+
+
+# -- CCER projects -----------------------------------------------------------------------
+
+PROJECT_OWNER = "PRJ-GS-0117"
+
+
+def project_details(owner: str = PROJECT_OWNER, **changes: object) -> admin_pb.ProjectDetails:
+    details = admin_pb.ProjectDetails(
+        owner_account=owner,
+        province="Gansu",
+        methodology="CCER-14-001-V01",
+        sector="WIND",
+        verifier="China Quality Certification Centre",
+        developer="Gansu Jiuquan Wind Farm Co.",
+        crediting_start=common.Date(year=2020, month=1, day=1),
+        crediting_end=common.Date(year=2029, month=12, day=31),
+    )
+    for name, value in changes.items():
+        setattr(details, name, value)
+    return details
+
+
+def register_project(
+    client: RegistryClient, project_id: str, owner: str = PROJECT_OWNER, **changes: object
+) -> admin_pb.RegisterProjectResponse:
+    """Open ``owner``'s PROJECT account (a retry of the same opening is answered) and
+    register ``project_id`` to it (four eyes off): its CCER are then issued into ``owner``."""
+    holder = common.Holder(name="Gansu Jiuquan Wind Farm Co.")
+    open_account(client, owner, common.ACCOUNT_TYPE_PROJECT, holder)
+    return client.call(
+        client.administration.RegisterProject,
+        admin_pb.RegisterProjectRequest(
+            project_id=project_id,
+            details=project_details(owner, **changes),
+            reason="validated and registered",
+            reference=f"REG-{project_id}",
+        ),
+    )
+
+
+def ccer_trade(
+    trade_id: str, seller: str, buyer: str, quantity: int, project: str | None = None
+) -> settlement_pb.Trade:
+    """A CCER trade (of one project, if named): how offsets leave their owner's account."""
+    message = settlement_pb.Trade(
+        trade_id=trade_id,
+        seller_account=seller,
+        buyer_account=buyer,
+        unit_type=CCER,
+        quantity=quantity,
+        trade_date=common.Date(year=2026, month=6, day=15),
+    )
+    if project is not None:
+        message.project = project
+    return message

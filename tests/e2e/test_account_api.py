@@ -28,11 +28,13 @@ from tests.e2e.market import (
     CEA,
     CEA_2025,
     NATIONAL_ACCOUNT_IDS,
+    PROJECT_OWNER,
     TRADER,
     allocate,
     balance,
     cancel,
     caught_up,
+    ccer_trade,
     compliance,
     compliance_holder,
     emissions,
@@ -43,6 +45,7 @@ from tests.e2e.market import (
     open_company,
     open_trader,
     record_emissions,
+    register_project,
     reverse,
     seed_market,
     surrender,
@@ -241,9 +244,12 @@ def test_balances_read_your_writes(api: Api) -> None:
         (CEA, 2025, ""): (10_000, 0, 10_000)
     }
     assert holdings(operator, TRADER, done.position) == {}
+    register_project(reg, "CCER-2024-0117")
     issued = issue(reg, "ISS-CCER", 300, CCER_2024).transaction
     assert holdings(operator, "CN-ISSUANCE", issued.position) == {
         (CEA, 2025, ""): (850_000, 0, 850_000),
+    }
+    assert holdings(operator, PROJECT_OWNER, issued.position) == {
         (CCER, 2024, "CCER-2024-0117"): (300, 0, 300),
     }
 
@@ -641,16 +647,10 @@ def test_cancel_units(api: Api) -> None:
 def test_compliance_status_follows_emissions_and_surrenders(api: Api) -> None:
     reg, operator = api.regulator, api.operator
     seed_market(reg)
+    register_project(reg, "CCER-2024-0117")
     issue(reg, "ISS-CCER", 10_000, CCER_2024)
-    ccer_row = admin_pb.AllocationRow(
-        transaction_id="AL-CCER",
-        account_id=A,
-        unit_type=CCER,
-        vintage=2024,
-        quantity=4_000,
-        source_account="CN-ISSUANCE",
-    )
-    assert [r.status for r in allocate(reg, ccer_row)] == [common.ROW_STATUS_COMPLETED]
+    bought = api.exchange.settle_trades([ccer_trade("T-CCER", PROJECT_OWNER, A, 4_000)])
+    assert [r.status for r in bought] == [settlement_pb.TRADE_STATUS_SETTLED]
 
     def status(year: int = 2025) -> tuple[int, int, int, int, int, int]:
         """(state, verified, obligation, surrendered CEA, surrendered CCER, outstanding)"""

@@ -23,6 +23,7 @@ from tests.e2e.market import (
     CCER,
     CEA,
     CEA_2025,
+    PROJECT_OWNER,
     TRADER,
     allocate,
     allocation,
@@ -38,6 +39,7 @@ from tests.e2e.market import (
     open_account,
     open_trader,
     record_emissions,
+    register_project,
     reverse,
     seed_market,
     trade,
@@ -354,10 +356,14 @@ def test_issue_units_creates_serials_once_per_id(api: Api) -> None:
     assert (other.party, other.blocks[0].first_serial) == (EXCHANGE_PARTY, 1_501)
 
     project = common.UnitClass(unit_type=CCER, vintage=2024, project="CCER-2024-0117")
+    unregistered = rpc_error(lambda: issue(reg, "ISS-CCER-0", 300, project))
+    assert (unregistered.code, unregistered.reason) == (PRECONDITION, "PROJECT_NOT_REGISTERED")
+    register_project(reg, "CCER-2024-0117")
     ccer = issue(reg, "ISS-CCER-1", 300, project).transaction
     assert [(b.unit_class, b.first_serial, b.last_serial) for b in ccer.blocks] == [
         (project, 1, 300)
     ]
+    assert ccer.destination_account == PROJECT_OWNER  # into the project owner's account
 
     invalid = {
         "QUANTITY_NOT_POSITIVE": ("ISS-3", 0, CEA_2025),
@@ -381,7 +387,9 @@ def test_issue_units_creates_serials_once_per_id(api: Api) -> None:
     # ISS-3 was never stored: it is still free
     assert issue(reg, "ISS-3", 1).transaction.blocks[0].first_serial == 2_500
     holdings = reg.balances("CN-ISSUANCE", min_position=head_position(reg))
-    assert {(h.unit_class.unit_type, h.total) for h in holdings} == {(CEA, 2_500), (CCER, 300)}
+    assert {(h.unit_class.unit_type, h.total) for h in holdings} == {(CEA, 2_500)}
+    owned = reg.balances(PROJECT_OWNER, min_position=head_position(reg))
+    assert {(h.unit_class.unit_type, h.total) for h in owned} == {(CCER, 300)}
 
 
 # -- AllocateUnits ----------------------------------------------------------------------

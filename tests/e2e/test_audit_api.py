@@ -38,6 +38,7 @@ from tests.e2e.market import (
     head_position,
     issue,
     record_emissions,
+    register_project,
     reverse,
     seed_market,
     surrender,
@@ -414,6 +415,7 @@ def test_supply_is_balanced_per_unit_class(api: Api) -> None:
     exchange.settle_trades([trade("T-1", A, TRADER, 1_000)])
     operator.call(operator.accounts.SurrenderUnits, surrender("S-1", A, 500))
     operator.call(operator.accounts.CancelUnits, cancel("C-1", B, 200))
+    register_project(reg, "CCER-2024-0117")
     last = issue(reg, "ISS-CCER", 300, CCER_2024).transaction
     reg.balances(A, min_position=last.position)
 
@@ -430,7 +432,7 @@ def test_supply_is_balanced_per_unit_class(api: Api) -> None:
 
     T = common
     assert supply() == {
-        "UNIT_TYPE_CCER/2024": (300, 300, True, {T.ACCOUNT_TYPE_ISSUANCE: (300, 0)}),
+        "UNIT_TYPE_CCER/2024": (300, 300, True, {T.ACCOUNT_TYPE_PROJECT: (300, 0)}),
         "UNIT_TYPE_CEA/2025": (
             ISSUED,
             ISSUED,
@@ -498,7 +500,7 @@ def test_every_method_of_every_service_needs_a_valid_token(api: Api) -> None:
         "registry.v1.AuditService",
         "registry.v1.AccessService",
     }
-    assert len(methods) == 6 + 8 + 19 + 9 + 7
+    assert len(methods) == 6 + 8 + 26 + 9 + 7
     writes = {
         "OpenAccount": {
             "account_id": "TRD-XX-0001",

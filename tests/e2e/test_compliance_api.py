@@ -14,15 +14,18 @@ from registry.v1 import common_pb2 as common
 from registry.v1 import settlement_service_pb2 as settlement_pb
 from tests.e2e.conftest import INVALID, PRECONDITION, Api, rpc_error
 from tests.e2e.market import (
+    PROJECT_OWNER,
     allocate,
     allocation,
     balance,
     caught_up,
+    ccer_trade,
     compliance,
     emissions,
     issue,
     open_company,
     record_emissions,
+    register_project,
     surrender,
     trade,
 )
@@ -225,6 +228,7 @@ def test_the_ccer_cap_is_five_percent_of_the_obligation(api: Api) -> None:
     regulator, operator = api.regulator, api.operator
     open_company(regulator, "PWR-SD-0001")
     issue(regulator, "ISS-1", 70_000)
+    register_project(regulator, "P-1")
     issue(
         regulator,
         "ISS-CCER",
@@ -232,15 +236,8 @@ def test_the_ccer_cap_is_five_percent_of_the_obligation(api: Api) -> None:
         common.UnitClass(unit_type=common.UNIT_TYPE_CCER, vintage=2024, project="P-1"),
     )
     allocate(regulator, allocation("AL-1", "PWR-SD-0001", 70_000))
-    ccer_row = admin_pb.AllocationRow(
-        transaction_id="AL-CCER",
-        account_id="PWR-SD-0001",
-        unit_type=common.UNIT_TYPE_CCER,
-        vintage=2024,
-        quantity=5_000,
-        source_account="CN-ISSUANCE",
-    )
-    allocate(regulator, ccer_row)
+    bought = api.exchange.settle_trades([ccer_trade("T-CCER", PROJECT_OWNER, "PWR-SD-0001", 5_000)])
+    assert bought[0].status == settlement_pb.TRADE_STATUS_SETTLED, bought
     record_emissions(regulator, emissions("PWR-SD-0001", 100_000))
     set_ = rules(api, "POWER", ccer_cap_bps=500, obligation_cap_bps=2_000)
     [power] = set_.year.rules

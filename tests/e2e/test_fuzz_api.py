@@ -70,6 +70,7 @@ from tests.e2e.market import (
     TRADER,
     emissions,
     record_emissions,
+    register_project,
     seed_market,
     surrender,
     trade,
@@ -1003,6 +1004,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with running_api(BACKEND, tmp) as api:
         reg, exchange, operator = api.regulator, api.exchange, api.operator
         seed_market(reg)
+        register_project(reg, "CCER-2024-0117")  # generated CCER issuance may succeed
         exchange.settle_trades([trade("T-SEED-1", A, TRADER, 1_000)])
         exchange.call(
             exchange.settlement.PlaceHold,
@@ -1049,7 +1051,7 @@ def test_fuzzed_requests_get_a_proper_status_and_write_nothing_when_failed(
 
 def test_every_method_is_fuzzed() -> None:
     assert {m.service.rsplit(".", 1)[1] for m in METHODS} == set(REGISTRY_SERVICES)
-    assert len(METHODS) == 6 + 8 + 19 + 9 + 7
+    assert len(METHODS) == 6 + 8 + 26 + 9 + 7
 
 
 # -- bytes that are not the request message ------------------------------------------

@@ -348,30 +348,37 @@ def test_a_national_compliance_year(api: Api) -> None:
     of_verified = relieved.emissions * rules_of(relieved).ccer_cap_bps // BPS
     assert of_verified > relieved.ccer
     held_ccer[relieved.account_id] = of_verified + 10
-    # the detained company's offsets are the whole of project P-0 (sorted first, so its
-    # delivery, first in the table, takes them); everyone else's are of P-1
-    deliveries = [
-        {
-            "transaction_id": f"CCER-{detained.account_id}",
-            "account_id": detained.account_id,
-            "unit_type": "CCER",
-            "vintage": 2024,
-            "quantity": 100,
-            "source": "CN-ISSUANCE",
-        }
-    ]
-    deliveries += [
-        {
-            "transaction_id": f"CCER-{c.account_id}",
-            "account_id": c.account_id,
-            "unit_type": "CCER",
-            "vintage": 2024,
-            "quantity": held_ccer[c.account_id],
-            "source": "CN-ISSUANCE",
-        }
-        for c in offsets
-        if c.ccer
-    ]
+    # the detained company's offsets are the whole of project P-0; everyone else's are of
+    # P-1. Each project is registered (four eyes) to its owner's PROJECT account, which
+    # its issuance reaches, and sold from there on the exchange, the trade naming it.
+    owners = {"P-0": "PRJ-GS-0000", "P-1": "PRJ-YN-0001"}
+    for project, owner in owners.items():
+        li.call(
+            li.administration.OpenAccount,
+            admin_pb.OpenAccountRequest(
+                account_id=owner,
+                account_type=common.ACCOUNT_TYPE_PROJECT,
+                holder=common.Holder(name=f"{owner} Carbon Co."),
+            ),
+        )
+        decide(
+            api,
+            f"REG-{project}",
+            admin_pb.PROPOSAL_KIND_PROJECT_REGISTRATION,
+            {
+                "project_id": project,
+                "owner_account": owner,
+                "province": "Gansu" if project == "P-0" else "Yunnan",
+                "methodology": "CCER-14-001-V01",
+                "sector": "WIND",
+                "verifier": "China Quality Certification Centre",
+                "developer": f"{owner} Carbon Co.",
+                "crediting_start": "2020-01-01",
+                "crediting_end": "2029-12-31",
+                "reason": "validated",
+                "reference": f"MEE-CCER-REG-{project}",
+            },
+        )
     for project, quantity in (("P-0", 100), ("P-1", sum(held_ccer.values()))):
         decide(
             api,
@@ -386,8 +393,28 @@ def test_a_national_compliance_year(api: Api) -> None:
                 "reason": "offsets",
             },
         )
-    for n, rows in enumerate(chunks(deliveries)):
-        decide(api, f"CCER-{n}", admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE, {"rows": rows})
+    deliveries = [
+        settlement_pb.Trade(
+            trade_id=f"CCER-{c.account_id}",
+            seller_account=owners[project],
+            buyer_account=c.account_id,
+            unit_type=common.UNIT_TYPE_CCER,
+            vintage=2024,
+            quantity=quantity,
+            project=project,
+        )
+        for c, project, quantity in [
+            (detained, "P-0", 100),
+            *((c, "P-1", held_ccer[c.account_id]) for c in offsets if c.ccer),
+        ]
+    ]
+    for batch in chunks(deliveries):
+        reply = api.exchange.call(
+            api.exchange.settlement.SettleTrades,
+            settlement_pb.SettleTradesRequest(trades=batch),
+            timeout=300,
+        )
+        assert all(r.status == settlement_pb.TRADE_STATUS_SETTLED for r in reply.results), reply
     decide(
         api,
         "ISS-CEA-26",

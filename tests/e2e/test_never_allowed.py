@@ -45,6 +45,7 @@ from tests.e2e.market import (
     allocation,
     caught_up,
     emissions,
+    project_details,
     reverse,
     seed_market,
     surrender,
@@ -80,6 +81,11 @@ REGULATOR_ACTIONS = (
     "ExpireProposals",
     "RecordComplianceFine",
     "EnforceDeductions",
+    "RegisterProject",
+    "UpdateProject",
+    "SuspendProject",
+    "ReinstateProject",
+    "DeregisterProject",
 )
 SETTLEMENT_WRITES = ("PlaceHold", "ReleaseHold", "SettleTrades")
 HOLDER_WRITES = ("SurrenderUnits", "CancelUnits", "TransferUnits", "SubmitRebuttal")
@@ -114,6 +120,8 @@ READS = (
     "GetProposal",
     "ListProposals",
     "ListRestrictions",
+    "GetProject",
+    "ListProjects",
 )
 
 NEVER: dict[Role, tuple[tuple[str, str], ...]] = {
@@ -179,6 +187,8 @@ SERVICES = {
         "GetComplianceRules",
         "GetProposal",
         "ListProposals",
+        "GetProject",
+        "ListProjects",
     ),
     "registry.v1.AuditService": (
         "StreamEvents",
@@ -286,6 +296,29 @@ def requests(
         "EnforceDeductions": lambda: admin_pb.EnforceDeductionsRequest(
             compliance_year=year, reason="correction deadline passed"
         ),
+        "RegisterProject": lambda: admin_pb.RegisterProjectRequest(
+            project_id="P-NEVER",
+            details=project_details(account),
+            reason="validated",
+            reference="REG-NEVER",
+        ),
+        "UpdateProject": lambda: admin_pb.UpdateProjectRequest(
+            project_id="P-NEVER",
+            details=project_details(account),
+            reason="new owner",
+            reference="UPD-NEVER",
+        ),
+        "SuspendProject": lambda: admin_pb.SuspendProjectRequest(
+            project_id="P-NEVER", reason="lapsed", reference="SUS-NEVER"
+        ),
+        "ReinstateProject": lambda: admin_pb.ReinstateProjectRequest(
+            project_id="P-NEVER", reason="re-verified", reference="REI-NEVER"
+        ),
+        "DeregisterProject": lambda: admin_pb.DeregisterProjectRequest(
+            project_id="P-NEVER", reason="withdrawn", reference="DER-NEVER"
+        ),
+        "GetProject": lambda: admin_pb.GetProjectRequest(project_id="P-NEVER"),
+        "ListProjects": lambda: admin_pb.ListProjectsRequest(),
         "GetComplianceRules": lambda: admin_pb.GetComplianceRulesRequest(compliance_year=year),
         "GetProposal": lambda: admin_pb.GetProposalRequest(party="mee", proposal_id=PROPOSAL),
         "ListProposals": lambda: admin_pb.ListProposalsRequest(),

@@ -13,17 +13,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from multiprocessing.synchronize import Barrier as ProcessBarrier
 from multiprocessing.synchronize import Lock as ProcessLock
 from pathlib import Path
 from typing import Any, TypeVar
 
 from registry.application import Registry, Trade, TradeOutcome, TradeResult, TransactionResult
+from registry.application.projects import StatusChange
 from registry.application.results import HoldResult
 from registry.bootstrap import build_registry
 from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType, Holder
 from registry.domain.errors import ConcurrencyConflict
 from registry.domain.holds import HoldStatus
+from registry.domain.projects import ProjectDetails
 from registry.domain.transactions import Principal
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
@@ -39,6 +42,15 @@ CEA_2024 = UnitClass(UnitType.CEA, 2024)
 CEA_2025 = UnitClass(UnitType.CEA, 2025)
 CCER_0042 = UnitClass(UnitType.CCER, 2024, "CCER-2024-0042")
 CLASSES = (CEA_2024, CEA_2025, CCER_0042)
+PROJECT_OWNER = "PRJ-CC-01"
+"""The PROJECT account CCER_0042's project is registered to: where its issuance lands."""
+
+
+def issued_into(unit_class: UnitClass) -> str:
+    """Allowances are issued into the issuance account, offsets to their project's owner."""
+    return PROJECT_OWNER if unit_class.unit_type is UnitType.CCER else ISSUANCE
+
+
 SEED_PER_ACCOUNT = 300
 """Units of every class each shared account starts with."""
 RESERVE = 600
@@ -71,6 +83,24 @@ def seed_registry(registry: Registry) -> dict[str, int]:
         registry.open_account(
             REGULATOR, account_id, AccountType.TRADING, Holder(f"{account_id} Trading Ltd")
         )
+    registry.open_account(
+        REGULATOR, PROJECT_OWNER, AccountType.PROJECT, Holder("Concurrency Wind Co.")
+    )
+    registry.projects.register(
+        REGULATOR,
+        CCER_0042.project,
+        ProjectDetails(
+            owner_account=PROJECT_OWNER,
+            province="Gansu",
+            methodology="CCER-14-001-V01",
+            sector="WIND",
+            verifier="China Quality Certification Centre",
+            developer="Concurrency Wind Co.",
+            crediting_start=date(2020, 1, 1),
+            crediting_end=date(2029, 12, 31),
+        ),
+        StatusChange("seed for the concurrency test", "REG-0042"),
+    )
     issued = {}
     for unit_class in CLASSES:
         quantity = SEED_PER_ACCOUNT * len(ACCOUNTS) + RESERVE
@@ -90,7 +120,7 @@ def seed_registry(registry: Registry) -> dict[str, int]:
             moved = registry.transfer(
                 REGULATOR,
                 f"SEED-{account_id}-{unit_class.key.replace('/', '-')}",
-                ISSUANCE,
+                issued_into(unit_class),
                 account_id,
                 selector,
                 SEED_PER_ACCOUNT,
@@ -469,7 +499,8 @@ class Worker:
         return HoldAck(**{**asdict(record), "blocks": record.blocks, "ended_as": "RELEASED"})
 
     def issue(self) -> None:
-        """New units into the issuance account, then some of the reserve to an account."""
+        """New units (into the issuance account, or the project owner's), then some of
+        what is there to an account."""
         unit_class = self.rng.choice(CLASSES)
         quantity = self.rng.randint(1, 50)
         issue_id = self._id("ISS")
@@ -484,10 +515,11 @@ class Worker:
             unit_class.unit_type, unit_class.vintage, unit_class.project or None
         )
         amount = self.rng.randint(1, 80)
+        source = issued_into(unit_class)
 
         def deliver() -> TransactionResult:
             return self.registry.transfer(
-                REGULATOR, txn_id, ISSUANCE, destination, selector, amount, "delivery"
+                REGULATOR, txn_id, source, destination, selector, amount, "delivery"
             )
 
         self._ack("deliver", self._call(txn_id, deliver), deliver)

@@ -36,7 +36,7 @@ from registry.domain.errors import (
 from registry.domain.obligations import ComplianceObligation
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import REGULATOR, open_company, open_trader
+from tests.support import PROJECT_OWNER, REGULATOR, open_company, open_trader, register_project
 
 CEA25 = UnitClass(UnitType.CEA, 2025)
 CCER = UnitClass(UnitType.CCER, 2024, "P-0001")
@@ -47,11 +47,12 @@ RESERVE = "CN-ALLOCATION-RESERVE"
 @pytest.fixture
 def funded(registry: Registry) -> Registry:
     """PWR-0001, PWR-0002 (compliance) and TRD-0001; 5,000 CEA 2025 in the reserve,
-    1,000 CCER in the issuance account."""
+    1,000 CCER in the project owner's account PRJ-0001."""
     open_company(registry, "PWR-0001")
     open_company(registry, "PWR-0002")
     open_trader(registry, "TRD-0001")
     registry.issue_units(REGULATOR, "ISS-1", CEA25, 5000, "vintage 2025")
+    register_project(registry, "P-0001", PROJECT_OWNER)
     registry.issue_units(REGULATOR, "ISS-2", CCER, 1000, "project P-0001")
     registry.transfer(REGULATOR, "RES-1", "CN-ISSUANCE", RESERVE, ANY_CEA, 5000, "to reserve")
     return registry
@@ -122,7 +123,7 @@ def test_compliance_status_follows_surrenders(funded: Registry) -> None:
     funded.transfer(
         REGULATOR,
         "CC-1",
-        "CN-ISSUANCE",
+        PROJECT_OWNER,
         "PWR-0001",
         UnitSelector(UnitType.CCER),
         100,
@@ -241,7 +242,7 @@ def test_allocation_table_in_one_call(funded: Registry) -> None:
         AllocationRow("AL-4", "TRD-0001", "CEA", 10),  # not a compliance account
         AllocationRow("AL-1", "PWR-0001", "CEA", 3000, "2025 free allocation", vintage=2025),
         AllocationRow("AL-2", "PWR-0002", "CEA", 1),  # repeat, other content
-        AllocationRow("AL-5", "PWR-0002", "CCER", 400, source="CN-ISSUANCE"),
+        AllocationRow("AL-5", "PWR-0002", "CCER", 400, source=PROJECT_OWNER),  # not allocation
         AllocationRow("AL-6", "PWR-0002", "CEA", 0),  # rejected
     ]
     results = funded.allocate_many(REGULATOR, rows)
@@ -252,7 +253,7 @@ def test_allocation_table_in_one_call(funded: Registry) -> None:
         ("AL-4", RowOutcome.REFUSED, "MOVEMENT_NOT_ALLOWED"),
         ("AL-1", RowOutcome.ALREADY_COMPLETED, ""),
         ("AL-2", RowOutcome.REJECTED, TransactionExistsWithDifferentContent.reason),
-        ("AL-5", RowOutcome.COMPLETED, ""),
+        ("AL-5", RowOutcome.REFUSED, "MOVEMENT_NOT_ALLOWED"),
         ("AL-6", RowOutcome.REJECTED, "QUANTITY_NOT_POSITIVE"),
     ]
     saved = {r.position for r in results if r.outcome in (RowOutcome.COMPLETED, RowOutcome.REFUSED)}
@@ -265,8 +266,7 @@ def test_allocation_table_in_one_call(funded: Registry) -> None:
     first = results[0].transaction
     assert first is not None and first.source == RESERVE and first.quantity == 3000
     assert results[4].transaction is not None and results[4].transaction.replayed
-    holdings = {(h.unit_class.key, h.total) for h in funded.get_holdings("PWR-0002")}
-    assert holdings == {("CCER/2024/P-0001", 400)}
+    assert funded.get_holdings("PWR-0002") == []  # offsets are never free allocation
     again = funded.allocate_many(REGULATOR, rows[:2])
     assert [r.outcome for r in again] == [RowOutcome.ALREADY_COMPLETED, RowOutcome.REFUSED]
     single = funded.allocate(

@@ -12,7 +12,13 @@ from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import ComplianceYearClosed, RowsInvalid
 from registry.domain.rules import ComplianceRules
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import REGULATOR, FakeClock, assert_conserved, open_company
+from tests.support import (
+    REGULATOR,
+    FakeClock,
+    assert_conserved,
+    open_company,
+    register_project,
+)
 
 CEA = UnitSelector(UnitType.CEA)
 CCER = UnitSelector(UnitType.CCER)
@@ -39,6 +45,7 @@ def year(registry: Registry) -> Registry:
         open_company(registry, account, sector)
     registry.issue_units(REGULATOR, "ISS-25", UnitClass(UnitType.CEA, 2025), 3_000, "")
     registry.issue_units(REGULATOR, "ISS-26", UnitClass(UnitType.CEA, 2026), 3_000, "")
+    owner = register_project(registry, "P-0001")
     registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-0001"), 300, "")
     for account in ("PWR-A", "PWR-B", "CEM-C"):
         registry.allocate(
@@ -59,9 +66,7 @@ def year(registry: Registry) -> Registry:
             200,
             "next year's, early",
         )
-        registry.transfer(
-            REGULATOR, f"CCER-{account}", "CN-ISSUANCE", account, CCER, 100, "offsets bought"
-        )
+        registry.transfer(REGULATOR, f"CCER-{account}", owner, account, CCER, 100, "offsets bought")
     registry.record_verified_emissions(
         REGULATOR,
         [

@@ -46,6 +46,7 @@ from tests.integration.concurrency_worker import (
     ACCOUNTS,
     EXCHANGE,
     ISSUANCE,
+    PROJECT_OWNER,
     REGULATOR,
     Ack,
     BlockKey,
@@ -485,7 +486,7 @@ def _audit(
             f"{txn.client_id}: credited {into}, recorded {txn.destination} {txn_blocks}"
         )
         if txn.kind == "ISSUANCE":
-            assert not out and txn.destination == ISSUANCE
+            assert not out and txn.destination in (ISSUANCE, PROJECT_OWNER)
         else:
             assert [a for a, _ in out] == [txn.source] and merged(out) == txn_blocks, (
                 f"{txn.client_id}: debited {out}, recorded {txn.source} {txn_blocks}"

@@ -70,7 +70,7 @@ from registry.domain.errors import (
 )
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
-from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database
+from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database, register_project
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -103,6 +103,9 @@ POOL = {
     "PRJ-1": "PROJECT",
 }
 """Accounts the machine may open (the type follows from the id)."""
+PROJECT_OWNER = "PRJ-1"
+"""Opened at the start, owner of every project of ``UNIT_CLASSES`` (registered then):
+where their issuance lands."""
 GHOST = "GHOST-1"
 """Never opened."""
 ALL_ACCOUNTS = [*NATIONAL, *POOL, GHOST]
@@ -748,15 +751,18 @@ class Model:
         return source.account_id, destination.account_id, runs(taken)
 
     def _issue(self, move: Move) -> tuple[str | None, str, tuple[Block, ...]]:
+        """Allowances into ISSUANCE; offsets (of a project registered at the start)
+        into the project owner's account."""
         assert move.unit_class is not None and move.quantity is not None
-        issuance = self.accounts[ISSUANCE]
+        receiver = PROJECT_OWNER if move.unit_class[0] == "CCER" else ISSUANCE
+        issuance = self._account(receiver)
         issuance.check_receive()
         first = self.issued.get(move.unit_class, 0) + 1
         last = first + move.quantity - 1
         self.issued[move.unit_class] = last
         block = (move.unit_class, first, last)
         issuance.available |= serials_of([block])
-        return None, ISSUANCE, (block,)
+        return None, receiver, (block,)
 
     def _reverse(self, move: Move) -> tuple[str | None, str, tuple[Block, ...]]:
         assert move.reverses is not None
@@ -1231,9 +1237,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize(data=st.data())
     def open_accounts_and_fund_them(self, data: st.DataObject) -> None:
         """Start with accounts to trade between and units in them (every call checked)."""
-        accounts = sorted(data.draw(st.sets(HOLDER_ACCOUNT, min_size=3), label="accounts"))
+        drawn = data.draw(st.sets(HOLDER_ACCOUNT, min_size=3), label="accounts")
+        accounts = sorted(drawn | {PROJECT_OWNER})
         for account_id in accounts:
             self.open_account(account_id, "")
+        for project in sorted({uc[2] for uc in UNIT_CLASSES if uc[2]}):
+            register_project(self.registry, project, PROJECT_OWNER)
         issues = data.draw(
             st.lists(
                 st.tuples(st.sampled_from(UNIT_CLASSES), st.integers(20, 100)),
@@ -1245,13 +1254,16 @@ class LedgerMachine(RuleBasedStateMachine):
         for uc, quantity in issues:
             self.issue_units(uc, quantity)
         for account_id in accounts:
-            selector, quantity = self.draw_units(data, ISSUANCE)
+            source = ISSUANCE
+            if account_id != PROJECT_OWNER:
+                source = data.draw(st.sampled_from([ISSUANCE, PROJECT_OWNER]), label="from")
+            selector, quantity = self.draw_units(data, source)
             self.send_move(
                 Move(
                     REGULATOR.party,
                     self.next_id("TRF"),
                     "TRANSFER",
-                    ISSUANCE,
+                    source,
                     account_id,
                     quantity,
                     selector,

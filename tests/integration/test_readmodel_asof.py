@@ -27,11 +27,13 @@ from registry.readmodels.runner import ProjectionRunner
 from registry.settings import Settings
 from tests.support import (
     EXCHANGE,
+    PROJECT_OWNER,
     REGULATOR,
     FakeClock,
     fresh_pg_database,
     open_company,
     open_trader,
+    register_project,
 )
 
 CEA25 = UnitClass(UnitType.CEA, 2025)
@@ -65,6 +67,7 @@ def play(registry: Registry, note: Any) -> None:
         open_company(registry, account)
     for account in ACCOUNTS[3:]:
         open_trader(registry, account)
+    register_project(registry, "P-0001")
     note()
     registry.issue_units(REGULATOR, "ISS-25", CEA25, 9000, "vintage 2025")
     registry.issue_units(REGULATOR, "ISS-24", CEA24, 3000, "vintage 2024")
@@ -85,7 +88,7 @@ def play(registry: Registry, note: Any) -> None:
     )
     note()
     registry.transfer(
-        REGULATOR, "CC-1", "CN-ISSUANCE", "TRD-0002", UnitSelector(UnitType.CCER), 500, "offsets"
+        REGULATOR, "CC-1", PROJECT_OWNER, "TRD-0002", UnitSelector(UnitType.CCER), 500, "offsets"
     )
     registry.place_hold(EXCHANGE, "H-1", "TRD-0001", ANY_CEA, 400, 3600)
     note()

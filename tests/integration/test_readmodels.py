@@ -41,7 +41,14 @@ from registry.readmodels import tables
 from registry.readmodels.check import Difference, reconcile
 from registry.readmodels.runner import ProjectionRunner, ReadModelTimeout
 from registry.settings import Settings
-from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database, open_trader
+from tests.support import (
+    EXCHANGE,
+    REGULATOR,
+    FakeClock,
+    fresh_pg_database,
+    open_trader,
+    register_project,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,13 +198,14 @@ class Player:
         """Every account open and funded, so that random movements often succeed."""
         for account_id in POOL:
             self.play(("open", account_id))
+        register_project(self.registry, "P-A", "PRJ-1")  # its issuance lands in PRJ-1
         self.play(("issue", 1, 200))
         self.play(("issue", 2, 60))
         self.play(("move", "TRANSFER", ISSUANCE, RESERVE, 1, 40))
         self.play(("move", "ALLOCATION", RESERVE, "CMP-1", 1, 30))
         self.play(("move", "ALLOCATION", ISSUANCE, "CMP-2", 1, 30))
         self.play(("move", "TRANSFER", ISSUANCE, "TRD-1", 0, 30))
-        self.play(("move", "TRANSFER", ISSUANCE, "PRJ-1", 2, 40))
+        self.play(("move", "TRANSFER", "PRJ-1", "TRD-1", 2, 20))
 
     def play(self, command: Command) -> None:
         try:

@@ -29,6 +29,7 @@ from tests.support import (
     assert_conserved,
     open_company,
     open_trader,
+    register_project,
 )
 
 CEA25 = UnitClass(UnitType.CEA, 2025)
@@ -97,6 +98,7 @@ def test_open_account_is_idempotent_and_conflicts_are_refused(registry: Registry
 def test_issuance_numbers_serials_per_class_and_never_reuses_them(registry: Registry) -> None:
     one = registry.issue_units(REGULATOR, "I1", CEA25, 100, "")
     two = registry.issue_units(REGULATOR, "I2", CEA25, 50, "")
+    owner = register_project(registry, "P-0001")
     other = registry.issue_units(REGULATOR, "I3", CCER, 7, "")
     assert one.blocks == blocks(CEA25, (1, 100))
     assert two.blocks == blocks(CEA25, (101, 150))
@@ -105,7 +107,9 @@ def test_issuance_numbers_serials_per_class_and_never_reuses_them(registry: Regi
     assert replay.replayed and replay.blocks == one.blocks
     assert registry.issue_units(REGULATOR, "I4", CEA25, 1, "").blocks == blocks(CEA25, (151, 151))
     holdings = {h.unit_class: h.total for h in registry.get_holdings("CN-ISSUANCE")}
-    assert holdings == {CEA25: 151, CCER: 7}
+    assert holdings == {CEA25: 151}
+    assert other.destination == owner  # CCER lands in the project owner's account
+    assert {h.unit_class: h.total for h in registry.get_holdings(owner)} == {CCER: 7}
     assert_conserved(registry)
 
 

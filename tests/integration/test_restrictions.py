@@ -11,7 +11,15 @@ from registry.application import Registry, Trade
 from registry.domain.proposals import ProposalStatus
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import EXCHANGE, REGULATOR, assert_conserved, open_company, open_trader
+from tests.support import (
+    EXCHANGE,
+    PROJECT_OWNER,
+    REGULATOR,
+    assert_conserved,
+    open_company,
+    open_trader,
+    register_project,
+)
 
 LI = Principal("mee", "regulator-li")
 WANG = Principal("mee", "regulator-wang")
@@ -32,9 +40,11 @@ def market(registry: Registry) -> Registry:
     open_company(registry, "PWR-0001")
     open_trader(registry, "TRD-0001")
     registry.issue_units(REGULATOR, "ISS-CEA", UnitClass(UnitType.CEA, 2025), 100, "")
+    register_project(registry, "P-1")
+    register_project(registry, "P-0")
     registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-1"), 50, "")
     registry.transfer(REGULATOR, "T-CEA", "CN-ISSUANCE", "PWR-0001", CEA, 100, "")
-    registry.transfer(REGULATOR, "T-CCER", "CN-ISSUANCE", "PWR-0001", CCER, 50, "")
+    registry.transfer(REGULATOR, "T-CCER", PROJECT_OWNER, "PWR-0001", CCER, 50, "")
     return registry
 
 
@@ -140,7 +150,7 @@ def test_frozen_lowest_serials_are_skipped_not_taken(market: Registry) -> None:
 def test_offsets_of_a_detained_project_are_skipped_for_others(market: Registry) -> None:
     registry = market
     registry.issue_units(REGULATOR, "ISS-P0", UnitClass(UnitType.CCER, 2023, "P-0"), 10, "")
-    registry.transfer(REGULATOR, "T-P0", "CN-ISSUANCE", "PWR-0001", CCER, 10, "")
+    registry.transfer(REGULATOR, "T-P0", PROJECT_OWNER, "PWR-0001", CCER, 10, "")
     decided(
         registry,
         "P-DET",

@@ -17,7 +17,7 @@ from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
 from registry.v1 import administration_service_pb2 as admin_pb
 from services.convert import rules_to_proto
-from tests.support import REGULATOR, open_company
+from tests.support import REGULATOR, open_company, register_project
 
 
 def stored_v1_rules(registry: Registry, version: int, timestamp: object) -> StoredEvent:
@@ -73,16 +73,17 @@ def test_a_version_1_rule_change_loads_and_judges_on_verified_emissions(tmp_path
         open_company(reopened, "PWR-SD-0001", "POWER")
         reopened.issue_units(REGULATOR, "ISS-1", UnitClass(UnitType.CEA, 2025), 70_000, "")
         reopened.issue_units(REGULATOR, "ISS-2", UnitClass(UnitType.CEA, 2026), 20_000, "")
+        owner = register_project(reopened, "P-1")
         reopened.issue_units(REGULATOR, "ISS-3", UnitClass(UnitType.CCER, 2024, "P-1"), 6_000, "")
         reopened.allocate(
             REGULATOR, "AL-1", "PWR-SD-0001", UnitSelector(UnitType.CEA, 2025), 70_000,
             "2025 allocation", source="CN-ISSUANCE",
         )  # fmt: skip
-        for txn, selector, quantity in (
-            ("V26", UnitSelector(UnitType.CEA, 2026), 20_000),
-            ("OFF", UnitSelector(UnitType.CCER), 6_000),
+        for txn, source, selector, quantity in (
+            ("V26", "CN-ISSUANCE", UnitSelector(UnitType.CEA, 2026), 20_000),
+            ("OFF", owner, UnitSelector(UnitType.CCER), 6_000),
         ):
-            reopened.transfer(REGULATOR, txn, "CN-ISSUANCE", "PWR-SD-0001", selector, quantity, "")
+            reopened.transfer(REGULATOR, txn, source, "PWR-SD-0001", selector, quantity, "")
         reopened.record_verified_emissions(
             REGULATOR, [EmissionsRow("PWR-SD-0001", 2025, 100_000, "report")]
         )
