@@ -18,7 +18,6 @@ from registry.cli.app import main
 from registry.client import RegistryClient
 from registry.domain.access import Role
 from registry.domain.transactions import Principal
-from registry.domain.units import UnitSelector, UnitType
 from registry.readmodels.check import reconcile
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
@@ -33,9 +32,11 @@ from tests.e2e.market import (
     open_company,
     open_trader,
     record_emissions,
+    register_project,
 )
 
 PROJECT = "CCER-YN-0042"
+OWNER = "PRJ-YN-0042"
 P42 = common.UnitClass(unit_type=common.UNIT_TYPE_CCER, vintage=2024, project=PROJECT)
 DENIED = "PERMISSION_DENIED"
 
@@ -95,24 +96,11 @@ def test_detain_rebut_clear_ignore_confirm(api: Api) -> None:
         open_company(reg, company)
     for trader in ("TRD-SH-0001", "TRD-SH-0002", "TRD-BJ-0001", "TRD-BJ-0002"):
         open_trader(reg, trader)
-    issue(reg, "ISS-P42", 500, P42)
-    reg.call(
-        reg.administration.AllocateUnits,
-        admin_pb.AllocateUnitsRequest(
-            rows=[
-                admin_pb.AllocationRow(
-                    transaction_id="AL-P42",
-                    account_id="PWR-SD-0001",
-                    unit_type=common.UNIT_TYPE_CCER,
-                    quantity=300,
-                    reason="offsets bought",
-                    source_account="CN-ISSUANCE",
-                )
-            ]
-        ),
-    )
+    register_project(reg, PROJECT, OWNER)
+    issue(reg, "ISS-P42", 500, P42)  # into the project owner's account
+    assert settle(api, "T-0", OWNER, "PWR-SD-0001", 300) == ""  # offsets bought
     # spread by trades: PWR-SD-0001 90, TRD-SH-0001 50, TRD-SH-0002 60, PWR-SD-0002 70,
-    # TRD-BJ-0001 30 (300), and 200 still in CN-ISSUANCE
+    # TRD-BJ-0001 30 (300), and 200 still in the owner's account
     for trade_id, seller, buyer, quantity in (
         ("T-1", "PWR-SD-0001", "TRD-SH-0001", 80),
         ("T-2", "PWR-SD-0001", "TRD-SH-0002", 60),
@@ -164,6 +152,7 @@ def test_detain_rebut_clear_ignore_confirm(api: Api) -> None:
     detention = kinds[common.RESTRICTION_KIND_ORIGIN_DETENTION]
     assert detention.restriction_id == f"PROJECT:{PROJECT}"
     assert {h.account_id: h.quantity for h in detention.holders} == {
+        OWNER: 200,  # the project's own, not sold yet: notified like any holder
         "PWR-SD-0001": 90,
         "PWR-SD-0002": 50,
         "TRD-BJ-0001": 30,
@@ -221,7 +210,7 @@ def test_detain_rebut_clear_ignore_confirm(api: Api) -> None:
         admin_pb.PROPOSAL_KIND_ORIGIN_CONFIRMATION,
         {"origin": PROJECT, "reason": "presumption not rebutted", "replacement_days": 30},
     )
-    # detained: 90 + 50 + 30 + 60 + 200 (CN-ISSUANCE) = 430; TRD-SH-0001's 40 and the
+    # detained: 90 + 50 + 30 + 60 + 200 (the owner's) = 430; TRD-SH-0001's 40 and the
     # 10 cleared units it sold to TRD-SH-0002 stay
     assert result.startswith(f"origin PROJECT:{PROJECT} confirmed: 430 units forfeited in 5")
     after = {
@@ -232,7 +221,7 @@ def test_detain_rebut_clear_ignore_confirm(api: Api) -> None:
             "TRD-SH-0001",
             "TRD-SH-0002",
             "TRD-BJ-0001",
-            "CN-ISSUANCE",
+            OWNER,
             "CN-CANCELLATION",
             "CN-SURRENDER",
         )
@@ -243,7 +232,7 @@ def test_detain_rebut_clear_ignore_confirm(api: Api) -> None:
         "TRD-SH-0001": 40,
         "TRD-SH-0002": 10,
         "TRD-BJ-0001": 0,
-        "CN-ISSUANCE": 0,
+        OWNER: 0,
         "CN-CANCELLATION": 430,
         "CN-SURRENDER": 20,
     }
@@ -291,16 +280,9 @@ def test_the_cli_lists_restrictions_and_sends_a_rebuttal_s_digests(
 ) -> None:
     reg = api.regulator
     open_trader(reg, "TRD-SH-0001")
-    issue(reg, "ISS-P42", 50, P42)
-    api.registry.transfer(
-        Principal("mee", "regulator-li"),
-        "T-1",
-        "CN-ISSUANCE",
-        "TRD-SH-0001",
-        UnitSelector(UnitType.CCER),
-        50,
-        "",
-    )
+    register_project(reg, PROJECT, OWNER)
+    issue(reg, "ISS-P42", 50, P42)  # into the project owner's account
+    assert settle(api, "T-1", OWNER, "TRD-SH-0001", 50) == ""
     decided(
         api,
         "P-DET",
