@@ -24,7 +24,7 @@ from registry.readmodels.check import reconcile
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import ProjectionRunner
 from registry.settings import Settings
-from tests.support import REGULATOR, assert_conserved, fresh_pg_database
+from tests.support import REGULATOR, assert_conserved, fresh_pg_database, register_project
 
 LI = Principal("mee", "regulator-li")
 WANG = Principal("mee", "regulator-wang")
@@ -47,7 +47,8 @@ def holders(registry: Registry) -> Registry:
 def seed_holders(registry: Registry) -> Registry:
     """Shandong Power: a compliance, a trading and a project account (one credit code);
     Huaneng: a compliance account; a trader with no credit code recorded. 100 CEA and
-    40 CCER of project P-1 in Shandong Power's compliance account."""
+    40 CCER of project P-1 (registered to Shandong Power's project account, issued there
+    and transferred on) in Shandong Power's compliance account."""
     sd = ("Shandong Power Co.", SDPOWER)
     for account_id, account_type, holder in (
         ("CMP-SD", AccountType.COMPLIANCE, Holder(*sd, "POWER", "Shandong")),
@@ -58,9 +59,10 @@ def seed_holders(registry: Registry) -> Registry:
     ):
         registry.open_account(REGULATOR, account_id, account_type, holder)
     registry.issue_units(REGULATOR, "ISS-CEA", UnitClass(UnitType.CEA, 2025), 100, "")
+    register_project(registry, "P-1", "PRJ-SD")
     registry.issue_units(REGULATOR, "ISS-CCER", UnitClass(UnitType.CCER, 2024, "P-1"), 40, "")
     registry.transfer(REGULATOR, "T-CEA", "CN-ISSUANCE", "CMP-SD", CEA, 100, "")
-    registry.transfer(REGULATOR, "T-CCER", "CN-ISSUANCE", "CMP-SD", CCER, 40, "")
+    registry.transfer(REGULATOR, "T-CCER", "PRJ-SD", "CMP-SD", CCER, 40, "")
     return registry
 
 
