@@ -22,7 +22,15 @@ from registry.domain.origin_detentions import HolderStatus, OriginDetention
 from registry.domain.proposals import ProposalStatus
 from registry.domain.transactions import Principal, TransactionKind
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from tests.support import REGULATOR, FakeClock, assert_conserved, open_company, open_trader
+from tests.support import (
+    PROJECT_OWNER,
+    REGULATOR,
+    FakeClock,
+    assert_conserved,
+    open_company,
+    open_trader,
+    register_project,
+)
 
 LI = Principal("mee", "regulator-li")
 WANG = Principal("mee", "regulator-wang")
@@ -44,18 +52,21 @@ def ccer_of(registry: Registry, account: str, project: str = "P-1") -> int:
 
 @pytest.fixture
 def spread(registry: Registry) -> Registry:
-    """P-1's 200 units: PWR-A 60 (surrenders 30 of them for 2025), PWR-B 50, TRD-C 40,
-    TRD-D 20, 30 left in CN-ISSUANCE; P-2's 50 units at PWR-A (not detained)."""
+    """P-1's 200 units, issued into its owner's project account: PWR-A 60 (surrenders 30
+    of them for 2025), PWR-B 50, TRD-C 40, TRD-D 20, 30 left with the owner; P-2's 50
+    units at PWR-A (not detained)."""
     open_company(registry, "PWR-A")
     open_company(registry, "PWR-B")
     open_trader(registry, "TRD-C")
     open_trader(registry, "TRD-D")
+    register_project(registry, "P-1")
+    register_project(registry, "P-2")
     registry.issue_units(REGULATOR, "ISS-P1", P1, 200, "")
     registry.issue_units(REGULATOR, "ISS-P2", UnitClass(UnitType.CCER, 2024, "P-2"), 50, "")
     registry.issue_units(REGULATOR, "ISS-CEA", UnitClass(UnitType.CEA, 2025), 1_000, "")
     for account, quantity in (("PWR-A", 60), ("PWR-B", 50), ("TRD-C", 40), ("TRD-D", 20)):
-        registry.transfer(REGULATOR, f"T-{account}", "CN-ISSUANCE", account, CCER, quantity, "")
-    registry.transfer(REGULATOR, "T-P2", "CN-ISSUANCE", "PWR-A", of_p2, 50, "")
+        registry.transfer(REGULATOR, f"T-{account}", PROJECT_OWNER, account, CCER, quantity, "")
+    registry.transfer(REGULATOR, "T-P2", PROJECT_OWNER, "PWR-A", of_p2, 50, "")
     registry.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-A", 2025, 1_000, "report")])
     of_p1 = UnitSelector(UnitType.CCER, project="P-1")
     assert registry.surrender(REGULATOR, "S-A", "PWR-A", of_p1, 30, 2025, "").ok
@@ -64,11 +75,11 @@ def spread(registry: Registry) -> Registry:
 
 def test_rebut_clear_ignore_confirm(spread: Registry, clock: FakeClock) -> None:
     """Worked example. P-1 is detained at 2026-06-15 09:30 with a 10-day period: PWR-A
-    (60 - 30 surrendered = 30 held), PWR-B 50, TRD-C 40, TRD-D 20 and the issuance
-    account's 30 (not notified: the registry's own) are detained. TRD-C rebuts on day 2
-    and is cleared: its 40 move again. PWR-B and TRD-D say nothing. On day 11 the
+    (60 - 30 surrendered = 30 held), PWR-B 50, TRD-C 40, TRD-D 20 and the owner's
+    unsold 30 (notified like any holder) are detained. TRD-C rebuts on day 2 and is
+    cleared: its 40 move again. The owner, PWR-B and TRD-D say nothing. On day 11 the
     detention is confirmed: forfeited 30 (PWR-A) + 50 (PWR-B) + 20 (TRD-D) + 30
-    (CN-ISSUANCE) = 130 units; PWR-A's 30 surrendered units are invalidated, so its
+    (the owner) = 130 units; PWR-A's 30 surrendered units are invalidated, so its
     2025 surrendered total falls from 30 to 0 and it owes 30 t again by day 11 + 30."""
     registry = spread
     view = decide(
@@ -86,6 +97,7 @@ def test_rebut_clear_ignore_confirm(spread: Registry, clock: FakeClock) -> None:
     detention = registry.store.find(OriginDetention.id_for("P-1"), OriginDetention)
     assert detention is not None
     assert {h.account_id: h.quantity for h in detention.notified} == {
+        PROJECT_OWNER: 30,
         "PWR-A": 30,
         "PWR-B": 50,
         "TRD-C": 40,
@@ -135,13 +147,13 @@ def test_rebut_clear_ignore_confirm(spread: Registry, clock: FakeClock) -> None:
     assert confirmed.status is ProposalStatus.EXECUTED, confirmed
     assert "130 units forfeited in 4 accounts" in confirmed.result
     again = registry.origins.confirm(REGULATOR, "P-1", "a retry")  # answered, not repeated
-    assert again.forfeited == {"CN-ISSUANCE": 30, "PWR-A": 30, "PWR-B": 50, "TRD-D": 20}
+    assert again.forfeited == {PROJECT_OWNER: 30, "PWR-A": 30, "PWR-B": 50, "TRD-D": 20}
     assert again.invalidated == {("PWR-A", 2025): 30}
     assert ccer_of(registry, "PWR-A") == 0
     assert ccer_of(registry, "PWR-A", "P-2") == 50  # another project: untouched
     assert ccer_of(registry, "PWR-B") == 0
     assert ccer_of(registry, "TRD-D") == 40  # the cleared units it bought stay
-    assert ccer_of(registry, "CN-ISSUANCE") == 0
+    assert ccer_of(registry, PROJECT_OWNER) == 0
     assert ccer_of(registry, "CN-CANCELLATION") == 130
     forfeiture = registry.get_transaction("mee", "FORFEIT-MEE-D-7-PWR-B")
     assert forfeiture.kind is TransactionKind.FORFEITURE and forfeiture.quantity == 50
@@ -169,9 +181,10 @@ def test_rebut_clear_ignore_confirm(spread: Registry, clock: FakeClock) -> None:
 def test_a_unit_class_origin_detains_one_vintage_only(registry: Registry) -> None:
     open_trader(registry, "TRD-C")
     open_trader(registry, "TRD-D")
+    register_project(registry, "P-1")
     registry.issue_units(REGULATOR, "ISS-24", P1, 10, "")
     registry.issue_units(REGULATOR, "ISS-25", UnitClass(UnitType.CCER, 2025, "P-1"), 10, "")
-    registry.transfer(REGULATOR, "T-1", "CN-ISSUANCE", "TRD-C", CCER, 20, "")
+    registry.transfer(REGULATOR, "T-1", PROJECT_OWNER, "TRD-C", CCER, 20, "")
     view = decide(
         registry,
         "P-DET",
