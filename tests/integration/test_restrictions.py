@@ -188,6 +188,7 @@ def test_more_units_of_a_detained_project_are_not_issued(market: Registry) -> No
     assert issued.refusal_reason == "ORIGIN_DETAINED"
     assert issued.refusal_metadata["detention"] == "CASE-11"
     assert issued.refusal_metadata["unit_class"] == "CCER/2025/P-1"
+    register_project(registry, "P-2")
     other = registry.issue_units(REGULATOR, "ISS-3", UnitClass(UnitType.CCER, 2025, "P-2"), 9, "")
     assert other.ok  # another project is not detained
     assert_conserved(registry)
