@@ -13,23 +13,31 @@ from registry.domain.origin_detentions import OriginDetention, OriginKind
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
-from tests.support import REGULATOR, assert_conserved, open_trader
+from tests.support import (
+    PROJECT_OWNER,
+    REGULATOR,
+    assert_conserved,
+    open_trader,
+    register_project,
+)
 
 LI = Principal("mee", "regulator-li")
 P1 = UnitClass(UnitType.CCER, 2024, "P-1")
 
 
 def test_a_version_1_detention_loads_detains_and_is_confirmed(tmp_path: Path) -> None:
-    """The old store: TRD-A holds 10 units of P-1, detained by the previous version. Its
+    """The old store: TRD-A holds 10 units of P-1 (registered, issued into its owner's
+    account and transferred to TRD-A), detained by the previous version. Its
     Started event is rewritten as that version stored it (no origin, no class_version)
     into a new store, with every other event as is."""
     old = Settings(f"sqlite:///{tmp_path / 'old.sqlite'}")
     registry = build_registry(old)
     try:
         open_trader(registry, "TRD-A")
+        register_project(registry, "P-1")
         registry.issue_units(REGULATOR, "ISS-1", P1, 10, "")
         registry.transfer(
-            REGULATOR, "T-1", "CN-ISSUANCE", "TRD-A", UnitSelector(UnitType.CCER), 10, ""
+            REGULATOR, "T-1", PROJECT_OWNER, "TRD-A", UnitSelector(UnitType.CCER), 10, ""
         )
         registry.restrictions.detain_origin(LI, "P-1", "MEE-D-1", "flagged")
         rows = registry.recorder.select_notifications(start=1, limit=10_000)
