@@ -1807,6 +1807,7 @@ class OriginModel:
         self.issued: dict[UC, int] = {}
         self.suspended: set[str] = set()
         self.detentions: dict[str, DetentionM] = {}
+        self.frozen: set[str] = set()
 
     def detained(self, serial: Serial) -> bool:
         detention = self.detentions.get(serial[0][2])
@@ -1848,6 +1849,8 @@ class OriginModel:
             code = ORIGIN_ACCOUNTS[source][1]
             if not code or code != ORIGIN_ACCOUNTS[destination][1]:
                 return "REFUSED", "DIFFERENT_HOLDER", ()
+        if source in self.frozen:
+            return "REFUSED", "ACCOUNT_FROZEN", ()
         candidates = sorted(s for s in self.accounts[source] if matches(sel, s[0]))
         free = [s for s in candidates if not self.detained(s)]
         if len(free) >= quantity:
@@ -1933,6 +1936,8 @@ class OriginModel:
             for h in detention.holders.values()
         ):
             return "REBUTTAL_PERIOD_OPEN"
+        if any(s[0][2] == project for a in self.frozen for s in self.detained_in(a)):
+            return "ACCOUNT_FROZEN"  # forfeiture does not override a court
         taken = {
             a: {s for s in self.detained_in(a) if s[0][2] == project}
             for a in self.accounts
@@ -2193,6 +2198,23 @@ class OriginMachine(RuleBasedStateMachine):
             if expected:
                 self.stats["CONFIRM forfeited"] += 1
         self.compare("CONFIRM", observed, expected)
+
+    @rule(account_id=st.sampled_from(sorted(ORIGIN_ACCOUNTS)), freeze=st.booleans())
+    def freeze_or_unfreeze(self, account_id: str, freeze: bool) -> None:
+        """A court freezes an account (its units stay put, detained ones are not
+        forfeited) or lifts the freeze."""
+        model = self.model
+        if freeze == (account_id in model.frozen):
+            expected = "ACCOUNT_STATE_UNCHANGED"
+        else:
+            (model.frozen.add if freeze else model.frozen.discard)(account_id)
+            expected = "FROZEN" if freeze else "OPEN"
+        change = self.registry.freeze_account if freeze else self.registry.unfreeze_account
+        observed = reason_or(
+            lambda: change(REGULATOR, account_id, "court order"),
+            lambda r: r.account.state.value,
+        )
+        self.compare("FREEZE" if freeze else "UNFREEZE", observed, expected)
 
     @rule(days=st.sampled_from([1, 2, 5]))
     def advance_clock(self, days: int) -> None:
