@@ -2024,6 +2024,8 @@ class OriginMachine(RuleBasedStateMachine):
             register_project(self.registry, project, "PRJ-A")
         for uc, quantity in [*issues, (("CCER", 2024, "P-A"), 20)]:
             self.issue(uc, quantity)
+        # the project's owner may not give its units to another holder by its own transfer
+        self.send_transfer("HOLDER_TRANSFER", "PRJ-A", "CMP-B", ("CCER", None, None), 1)
 
     @rule(uc=st.sampled_from(ORIGIN_CLASSES), quantity=st.integers(1, 30))
     def issue(self, uc: UC, quantity: int) -> None:
@@ -2052,7 +2054,8 @@ class OriginMachine(RuleBasedStateMachine):
                 for a, (t, c) in ORIGIN_ACCOUNTS.items()
                 if a != source and c == code and code and t in OWNER_ACCOUNTS
             ]
-            if kind == "HOLDER_TRANSFER" and own:
+            other = data.draw(st.integers(0, 3), label="another holder's?") == 0
+            if kind == "HOLDER_TRANSFER" and own and not other:
                 destination = data.draw(st.sampled_from(own), label="to")
             else:
                 others = [a for a in ORIGIN_ACCOUNTS if a != source]
@@ -2070,6 +2073,11 @@ class OriginMachine(RuleBasedStateMachine):
             source, destination = pair[0], pair[1]
             sel = data.draw(st.sampled_from(ORIGIN_SELECTORS), label="units")
             quantity = data.draw(st.integers(1, 25), label="quantity")
+        self.send_transfer(kind, source, destination, sel, quantity)
+
+    def send_transfer(
+        self, kind: str, source: str, destination: str, sel: Sel, quantity: int
+    ) -> None:
         expected = self.model.move(kind, source, destination, sel, quantity)
         txn_id = self.next_id(kind[:3])
         if kind == "TRANSFER":
@@ -2101,7 +2109,7 @@ class OriginMachine(RuleBasedStateMachine):
             for d in [self.model.detentions.get(p, DetentionM(""))]
         )
     )
-    @rule(data=st.data(), days=st.integers(1, 4))
+    @rule(data=st.data(), days=st.integers(1, 10))
     def detain(self, data: st.DataObject, days: int) -> None:
         """Detain a project not detained before (or one detained now: refused)."""
         project = data.draw(
@@ -2124,6 +2132,9 @@ class OriginMachine(RuleBasedStateMachine):
             lambda _: "DETAINED",
         )
         self.compare("DETAIN", observed, expected)
+        holders = sorted(self.model.detentions[project].holders)
+        if expected == "DETAINED" and holders and data.draw(st.booleans(), label="rebut now?"):
+            self.submit_rebuttal(project, data.draw(st.sampled_from(holders), label="holder"))
 
     def draw_holder(self, data: st.DataObject, status: str) -> tuple[str, str]:
         """Mostly a holder of an active detention in ``status``, else anything."""
@@ -2132,7 +2143,7 @@ class OriginMachine(RuleBasedStateMachine):
             for p, d in self.model.detentions.items()
             if d.state == "DETAINED"
             for a, h in d.holders.items()
-            if h.status == status
+            if h.status == status and (status != "NOTIFIED" or h.deadline > self.clock.now)
         )
         if good and data.draw(st.integers(0, 3), label="well chosen?") > 0:
             return data.draw(st.sampled_from(good), label="holder")
@@ -2143,7 +2154,9 @@ class OriginMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def rebut(self, data: st.DataObject) -> None:
-        project, account_id = self.draw_holder(data, "NOTIFIED")
+        self.submit_rebuttal(*self.draw_holder(data, "NOTIFIED"))
+
+    def submit_rebuttal(self, project: str, account_id: str) -> None:
         expected = self.model.rebut(project, account_id)
         rebuttal_id = self.next_id("R")
         observed = reason_or(
@@ -2197,7 +2210,8 @@ class OriginMachine(RuleBasedStateMachine):
             project = data.draw(st.sampled_from(known), label="project")
             holders = detentions[project].holders.values()
             last = max((h.deadline for h in holders), default=self.clock.now)
-            if last > self.clock.now and data.draw(st.booleans(), label="wait it out?"):
+            wait = data.draw(st.integers(0, 2), label="wait it out?") == 0
+            if last > self.clock.now and wait:
                 self.clock.advance((last - self.clock.now).total_seconds())  # exactly
         else:
             project = data.draw(st.sampled_from(PROJECTS), label="project")
@@ -2419,7 +2433,6 @@ def test_projects_transfers_and_detentions_match_model_in_memory() -> None:
             "ORIGIN_DETAINED",
             "UNDER_REVIEW",
             "CLEARED",
-            "REBUTTAL_PERIOD_OPEN",
             "forfeited",
             "FORFEITURE",
         ],
