@@ -14,6 +14,13 @@ and holdings, every hold and every compliance obligation with the model, and che
 conservation and the serial partition from the registry's own answers.
 
 The same machine runs on the in-memory store, on SQLite and on PostgreSQL.
+
+``OriginMachine`` plays the offset side on a smaller world (in memory and on
+PostgreSQL): CCER projects suspended and reinstated, a holder's transfers between its own
+accounts (and refused to another holder's), court freezes, origin detentions, holders'
+rebuttals, a holder cleared, a whole detention lifted, and confirmations. Its invariant
+beyond the model's: a detained serial never changes account except by a ``FORFEITURE``
+to CN-CANCELLATION, and once confirmed no uncleared unit of the origin is held anywhere.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from registry.application import (
     TradeResult,
     TransactionResult,
 )
+from registry.application.projects import StatusChange
 from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.errors import (
@@ -68,9 +76,18 @@ from registry.domain.errors import (
     UnknownHold,
     UnknownTransaction,
 )
+from registry.domain.origin_detentions import OriginDetention
+from registry.domain.transactions import Principal
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
-from tests.support import EXCHANGE, REGULATOR, FakeClock, fresh_pg_database, register_project
+from tests.support import (
+    EXCHANGE,
+    REGULATOR,
+    FakeClock,
+    assert_conserved,
+    fresh_pg_database,
+    register_project,
+)
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -1726,6 +1743,580 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
 
+# == projects, holder transfers and origin detentions =================================
+#
+# A second machine, on its own small world: one holder's project, compliance and trading
+# accounts (one unified social credit code), another holder's account and an account with
+# no code. Offsets of P-A and P-B are issued to the project account, spread by regulator
+# transfers and moved by the holder's own transfers; a project is suspended and
+# reinstated, detained, rebutted by holders, cleared for one holder or for all, and
+# confirmed. The model keeps serial sets per account and, per detention, its holders and
+# the serials cleared; it predicts every answer. After every step: the model's holdings
+# and detained quantities equal the registry's, units are conserved, a serial that was
+# detained is where it was unless a FORFEITURE took it to CN-CANCELLATION, and after a
+# confirmation no uncleared unit of the origin is held anywhere.
+
+CODE_A = "91370000163060000K"
+CODE_B = "91110000100001234X"
+ORIGIN_ACCOUNTS: dict[str, tuple[str, str]] = {
+    "PRJ-A": ("PROJECT", CODE_A),
+    "CMP-A": ("COMPLIANCE", CODE_A),
+    "TRD-A": ("TRADING", CODE_A),
+    "CMP-B": ("COMPLIANCE", CODE_B),
+    "TRD-N": ("TRADING", ""),
+}
+"""Account -> (type, holder's credit code): the first three are one holder's."""
+OWNER_ACCOUNTS = frozenset({"COMPLIANCE", "TRADING"})
+PROJECTS = ["P-A", "P-B"]
+ORIGIN_CLASSES: list[UC] = [
+    ("CCER", 2024, "P-A"),
+    ("CCER", 2025, "P-A"),
+    ("CCER", 2024, "P-B"),
+    ("CEA", 2025, ""),
+]
+ORIGIN_SELECTORS: list[Sel] = [
+    ("CCER", None, None),
+    ("CCER", None, "P-A"),
+    ("CCER", 2024, "P-B"),
+    ("CEA", None, None),
+]
+OPERATOR = Principal("holder-a", "operator")
+DIGEST = "ab" * 32
+DAY = 86_400
+
+
+@dataclass
+class HolderM:
+    status: str
+    deadline: datetime
+    quantity: int
+
+
+@dataclass
+class DetentionM:
+    reference: str
+    state: str = "DETAINED"
+    holders: dict[str, HolderM] = field(default_factory=dict)
+    cleared: set[Serial] = field(default_factory=set)
+    forfeited: dict[str, int] = field(default_factory=dict)
+    issued_then: dict[UC, int] = field(default_factory=dict)
+    """Serials issued per class when confirmed: the units the forfeiture judged (the
+    project stays registered, so more of it may be issued after; see the test below)."""
+
+
+class OriginModel:
+    """Serial sets per account (no holds here), projects' suspension, detentions."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.accounts: dict[str, set[Serial]] = {a: set() for a in [*NATIONAL, *ORIGIN_ACCOUNTS]}
+        self.types = {**NATIONAL, **{a: t for a, (t, _) in ORIGIN_ACCOUNTS.items()}}
+        self.issued: dict[UC, int] = {}
+        self.suspended: set[str] = set()
+        self.detentions: dict[str, DetentionM] = {}
+        self.frozen: set[str] = set()
+
+    def detained(self, serial: Serial) -> bool:
+        detention = self.detentions.get(serial[0][2])
+        return (
+            detention is not None
+            and detention.state == "DETAINED"
+            and serial not in detention.cleared
+        )
+
+    def detained_in(self, account_id: str) -> set[Serial]:
+        return {s for s in self.accounts[account_id] if self.detained(s)}
+
+    def issue(self, uc: UC, quantity: int) -> tuple[str, str, tuple[Block, ...]]:
+        if uc[0] == "CCER":
+            if uc[2] in self.suspended:
+                return "REFUSED", "PROJECT_SUSPENDED", ()
+            detention = self.detentions.get(uc[2])
+            if detention is not None and detention.state == "DETAINED":
+                return "REFUSED", "ORIGIN_DETAINED", ()
+        receiver = "PRJ-A" if uc[0] == "CCER" else ISSUANCE
+        first = self.issued.get(uc, 0) + 1
+        self.issued[uc] = first + quantity - 1
+        block = (uc, first, first + quantity - 1)
+        self.accounts[receiver] |= serials_of([block])
+        return "COMPLETED", "", (block,)
+
+    def move(
+        self, kind: str, source: str, destination: str, sel: Sel, quantity: int
+    ) -> tuple[str, str, tuple[Block, ...]]:
+        """A regulator's TRANSFER or a holder's HOLDER_TRANSFER: the table, the holder,
+        then restricted units skipped (refused only when the rest does not cover it)."""
+        if kind == "TRANSFER":
+            sources, destinations = MOVES["TRANSFER"]
+        else:
+            sources, destinations = HOLDERS, OWNER_ACCOUNTS
+        if self.types[source] not in sources or self.types[destination] not in destinations:
+            return "REFUSED", "MOVEMENT_NOT_ALLOWED", ()
+        if kind == "HOLDER_TRANSFER":
+            code = ORIGIN_ACCOUNTS[source][1]
+            if not code or code != ORIGIN_ACCOUNTS[destination][1]:
+                return "REFUSED", "DIFFERENT_HOLDER", ()
+        if source in self.frozen:
+            return "REFUSED", "ACCOUNT_FROZEN", ()
+        candidates = sorted(s for s in self.accounts[source] if matches(sel, s[0]))
+        free = [s for s in candidates if not self.detained(s)]
+        if len(free) >= quantity:
+            taken = set(free[:quantity])
+        elif len(candidates) < quantity:
+            return "REFUSED", "INSUFFICIENT_UNITS", ()
+        else:
+            return "REFUSED", "ORIGIN_DETAINED", ()
+        self.accounts[source] -= taken
+        self.accounts[destination] |= taken
+        return "COMPLETED", "", runs(taken)
+
+    def suspend(self, project: str, suspend: bool) -> str:
+        if suspend == (project in self.suspended):
+            return "PROJECT_SUSPENDED" if suspend else "PROJECT_NOT_SUSPENDED"
+        (self.suspended.add if suspend else self.suspended.discard)(project)
+        return "SUSPENDED" if suspend else "REGISTERED"
+
+    def detain(self, project: str, reference: str, days: int) -> str:
+        existing = self.detentions.get(project)
+        if existing is not None and existing.state == "DETAINED":
+            return "ORIGIN_ALREADY_DETAINED"
+        assert existing is None, "the machine detains a project once"
+        detention = DetentionM(reference)
+        deadline = self.clock.now + timedelta(days=days)
+        for account_id in ORIGIN_ACCOUNTS:
+            held = sum(1 for s in self.accounts[account_id] if s[0][2] == project)
+            if held:
+                detention.holders[account_id] = HolderM("NOTIFIED", deadline, held)
+        self.detentions[project] = detention
+        return "DETAINED"
+
+    def _holder(self, project: str, account_id: str) -> HolderM | str:
+        detention = self.detentions.get(project)
+        if detention is None:
+            return "UNKNOWN_DETENTION"
+        if detention.state != "DETAINED":
+            return "DETENTION_NOT_ACTIVE"
+        holder = detention.holders.get(account_id)
+        return "HOLDER_NOT_NOTIFIED" if holder is None else holder
+
+    def rebut(self, project: str, account_id: str) -> str:
+        holder = self._holder(project, account_id)
+        if isinstance(holder, str):
+            return holder
+        if holder.status != "NOTIFIED":
+            return "REBUTTAL_ALREADY_SUBMITTED"
+        if self.clock.now >= holder.deadline:
+            return "REBUTTAL_DEADLINE_PASSED"
+        holder.status = "UNDER_REVIEW"
+        return "UNDER_REVIEW"
+
+    def clear_holder(self, project: str, account_id: str) -> str:
+        holder = self._holder(project, account_id)
+        if isinstance(holder, str):
+            return holder
+        if holder.status == "CLEARED":
+            return "CLEARED"
+        if holder.status != "UNDER_REVIEW":
+            return "REBUTTAL_NOT_SUBMITTED"
+        holder.status = "CLEARED"
+        self.detentions[project].cleared |= {
+            s for s in self.accounts[account_id] if s[0][2] == project
+        }
+        return "CLEARED"
+
+    def clear_origin(self, project: str) -> str:
+        detention = self.detentions[project]
+        assert detention.state == "DETAINED"
+        detention.state = "CLEARED"
+        return "CLEARED"
+
+    def confirm(self, project: str) -> dict[str, int] | str:
+        detention = self.detentions.get(project)
+        if detention is None:
+            return "UNKNOWN_DETENTION"
+        if detention.state == "CONFIRMED":
+            return dict(detention.forfeited)
+        if detention.state != "DETAINED":
+            return "DETENTION_NOT_ACTIVE"
+        if any(
+            h.status == "NOTIFIED" and self.clock.now < h.deadline
+            for h in detention.holders.values()
+        ):
+            return "REBUTTAL_PERIOD_OPEN"
+        if any(s[0][2] == project for a in self.frozen for s in self.detained_in(a)):
+            return "ACCOUNT_FROZEN"  # forfeiture does not override a court
+        taken = {
+            a: {s for s in self.detained_in(a) if s[0][2] == project}
+            for a in self.accounts
+            if self.types[a] not in RETIREMENT
+        }
+        for account_id, serials in taken.items():
+            self.accounts[account_id] -= serials
+            self.accounts[CANCELLATION] |= serials
+        for holder in detention.holders.values():
+            if holder.status in ("NOTIFIED", "UNDER_REVIEW"):
+                holder.status = "FORFEITED"
+        detention.state = "CONFIRMED"
+        detention.issued_then = dict(self.issued)
+        detention.forfeited = {a: len(s) for a, s in taken.items() if s}
+        return dict(detention.forfeited)
+
+    def holdings(self, account_id: str) -> dict[UC, tuple[Block, ...]]:
+        serials = self.accounts[account_id]
+        return {uc: runs(s for s in serials if s[0] == uc) for uc in {s[0] for s in serials}}
+
+
+def reason_or(call: Callable[[], T], view: Callable[[T], V]) -> V | str:
+    """The result of ``call`` as ``view`` shows it, or the reason of the error it raised."""
+    try:
+        return view(call())
+    except RegistryError as error:
+        return error.reason
+
+
+class OriginMachine(RuleBasedStateMachine):
+    """One example: a fresh registry on ``store`` and an ``OriginModel``."""
+
+    def __init__(self, store: Store, stats: Counter[str]) -> None:
+        super().__init__()
+        self.store = store
+        self.stats = stats
+        self.clock = FakeClock()
+        self.registry = store.open(self.clock)
+        self.model = OriginModel(self.clock)
+        self.ids = 0
+        self.where: dict[Serial, str] = {}
+        """Every serial detained after the previous step, and its account then."""
+        self.forfeiting: str | None = None
+        """The project the current step confirmed (its forfeiture may move detained units)."""
+
+    def teardown(self) -> None:
+        self.store.close(self.registry)
+
+    def next_id(self, prefix: str) -> str:
+        self.ids += 1
+        return f"{prefix}-{self.ids}"
+
+    def compare(self, label: str, observed: object, expected: object) -> None:
+        assert observed == expected, f"{label}:\n  registry: {observed}\n  model:    {expected}"
+        outcome = expected if isinstance(expected, str) else type(expected).__name__
+        if isinstance(expected, tuple) and expected and isinstance(expected[0], str):
+            outcome = f"{expected[0]} {expected[1]}".strip()
+        self.stats[f"{label} {outcome}"] += 1
+
+    # -- rules ----------------------------------------------------------------------
+
+    @initialize(
+        issues=st.lists(
+            st.tuples(st.sampled_from(ORIGIN_CLASSES), st.integers(10, 40)), min_size=2, max_size=4
+        )
+    )
+    def open_and_issue(self, issues: list[tuple[UC, int]]) -> None:
+        for account_id, (account_type, code) in ORIGIN_ACCOUNTS.items():
+            sector, province = ("POWER", "Shandong") if account_type == "COMPLIANCE" else ("", "")
+            self.registry.open_account(
+                REGULATOR,
+                account_id,
+                AccountType(account_type),
+                Holder(f"{account_id} Co.", code, sector, province),
+            )
+        for project in PROJECTS:
+            register_project(self.registry, project, "PRJ-A")
+        for uc, quantity in [*issues, (("CCER", 2024, "P-A"), 20)]:
+            self.issue(uc, quantity)
+        # the project's owner may not give its units to another holder by its own transfer
+        self.send_transfer("HOLDER_TRANSFER", "PRJ-A", "CMP-B", ("CCER", None, None), 1)
+
+    @rule(uc=st.sampled_from(ORIGIN_CLASSES), quantity=st.integers(1, 30))
+    def issue(self, uc: UC, quantity: int) -> None:
+        expected = self.model.issue(uc, quantity)
+        txn_id = self.next_id("ISS")
+        observed = reason_or(
+            lambda: self.registry.issue_units(
+                REGULATOR, txn_id, unit_class(uc), quantity, "issuance"
+            ),
+            lambda r: (r.status.value, r.refusal_reason, tuple(block_of(b) for b in r.blocks)),
+        )
+        self.compare("ISSUANCE", observed, expected)
+
+    @rule(data=st.data(), kind=st.sampled_from(["TRANSFER", "HOLDER_TRANSFER", "HOLDER_TRANSFER"]))
+    def transfer(self, data: st.DataObject, kind: str) -> None:
+        """A regulator's transfer (spreads the units) or a holder's own transfer: mostly
+        of units the source holds (for a holder's, to one of its own accounts)."""
+        accounts = self.model.accounts
+        everyone = [*ORIGIN_ACCOUNTS, ISSUANCE]
+        funded = [a for a in everyone if accounts[a]]
+        if funded and data.draw(st.integers(0, 4), label="well chosen?") > 0:
+            source = data.draw(st.sampled_from(funded), label="source")
+            code = ORIGIN_ACCOUNTS.get(source, ("", ""))[1]
+            own = [
+                a
+                for a, (t, c) in ORIGIN_ACCOUNTS.items()
+                if a != source and c == code and code and t in OWNER_ACCOUNTS
+            ]
+            other = data.draw(st.integers(0, 3), label="another holder's?") == 0
+            if kind == "HOLDER_TRANSFER" and own and not other:
+                destination = data.draw(st.sampled_from(own), label="to")
+            else:
+                others = [a for a in ORIGIN_ACCOUNTS if a != source]
+                destination = data.draw(st.sampled_from(others), label="to")
+            classes = sorted({uc for uc, _ in accounts[source]})
+            uc = data.draw(st.sampled_from(classes), label="class")
+            sel = data.draw(
+                st.sampled_from([(uc[0], None, None), (uc[0], uc[1], uc[2] or None)]),
+                label="units",
+            )
+            have = sum(1 for u, _ in accounts[source] if matches(sel, u))
+            quantity = data.draw(st.integers(1, have + 1), label="quantity")
+        else:
+            pair = data.draw(st.permutations(everyone), label="accounts")
+            source, destination = pair[0], pair[1]
+            sel = data.draw(st.sampled_from(ORIGIN_SELECTORS), label="units")
+            quantity = data.draw(st.integers(1, 25), label="quantity")
+        self.send_transfer(kind, source, destination, sel, quantity)
+
+    def send_transfer(
+        self, kind: str, source: str, destination: str, sel: Sel, quantity: int
+    ) -> None:
+        expected = self.model.move(kind, source, destination, sel, quantity)
+        txn_id = self.next_id(kind[:3])
+        if kind == "TRANSFER":
+            principal, call = REGULATOR, self.registry.transfer
+        else:
+            principal, call = OPERATOR, self.registry.transfer_units
+        observed = reason_or(
+            lambda: call(
+                principal, txn_id, source, destination, unit_selector(sel), quantity, "moved"
+            ),
+            lambda r: (r.status.value, r.refusal_reason, tuple(block_of(b) for b in r.blocks)),
+        )
+        self.compare(kind, observed, expected)
+
+    @rule(project=st.sampled_from(PROJECTS), suspend=st.booleans())
+    def suspend_or_reinstate(self, project: str, suspend: bool) -> None:
+        expected = self.model.suspend(project, suspend)
+        change = StatusChange("for the test", self.next_id("PRJ"))
+        call = self.registry.projects.suspend if suspend else self.registry.projects.reinstate
+        observed = reason_or(
+            lambda: call(REGULATOR, project, change), lambda r: r.project.status.value
+        )
+        self.compare("SUSPEND" if suspend else "REINSTATE", observed, expected)
+
+    @precondition(
+        lambda self: any(
+            d.state == "DETAINED" or p not in self.model.detentions
+            for p in PROJECTS
+            for d in [self.model.detentions.get(p, DetentionM(""))]
+        )
+    )
+    @rule(data=st.data(), days=st.integers(1, 10))
+    def detain(self, data: st.DataObject, days: int) -> None:
+        """Detain a project not detained before (or one detained now: refused)."""
+        project = data.draw(
+            st.sampled_from(
+                [
+                    p
+                    for p in PROJECTS
+                    if p not in self.model.detentions
+                    or self.model.detentions[p].state == "DETAINED"
+                ]
+            ),
+            label="project",
+        )
+        reference = self.next_id("MEE-D")
+        expected = self.model.detain(project, reference, days)
+        observed = reason_or(
+            lambda: self.registry.restrictions.detain_origin(
+                REGULATOR, f"PROJECT:{project}", reference, "flagged", rebuttal_days=days
+            ),
+            lambda _: "DETAINED",
+        )
+        self.compare("DETAIN", observed, expected)
+        holders = sorted(self.model.detentions[project].holders)
+        if expected == "DETAINED" and holders and data.draw(st.booleans(), label="rebut now?"):
+            self.submit_rebuttal(project, data.draw(st.sampled_from(holders), label="holder"))
+
+    def draw_holder(self, data: st.DataObject, status: str) -> tuple[str, str]:
+        """Mostly a holder of an active detention in ``status``, else anything."""
+        good = sorted(
+            (p, a)
+            for p, d in self.model.detentions.items()
+            if d.state == "DETAINED"
+            for a, h in d.holders.items()
+            if h.status == status and (status != "NOTIFIED" or h.deadline > self.clock.now)
+        )
+        if good and data.draw(st.integers(0, 3), label="well chosen?") > 0:
+            return data.draw(st.sampled_from(good), label="holder")
+        return (
+            data.draw(st.sampled_from(PROJECTS), label="project"),
+            data.draw(st.sampled_from(sorted(ORIGIN_ACCOUNTS)), label="account"),
+        )
+
+    @rule(data=st.data())
+    def rebut(self, data: st.DataObject) -> None:
+        self.submit_rebuttal(*self.draw_holder(data, "NOTIFIED"))
+
+    def submit_rebuttal(self, project: str, account_id: str) -> None:
+        expected = self.model.rebut(project, account_id)
+        rebuttal_id = self.next_id("R")
+        observed = reason_or(
+            lambda: self.registry.origins.submit_rebuttal(
+                OPERATOR, project, account_id, rebuttal_id, "audited supply chain", [DIGEST]
+            ),
+            lambda r: r.holder.status.value,
+        )
+        self.compare("REBUT", observed, expected)
+
+    @rule(data=st.data())
+    def clear_holder(self, data: st.DataObject) -> None:
+        project, account_id = self.draw_holder(data, "UNDER_REVIEW")
+        expected = self.model.clear_holder(project, account_id)
+        observed = reason_or(
+            lambda: self.registry.origins.clear_holder(
+                REGULATOR, project, account_id, "audit report", "rebutted"
+            ),
+            lambda _: "CLEARED",
+        )
+        self.compare("CLEAR-HOLDER", observed, expected)
+
+    @precondition(lambda self: any(d.state == "DETAINED" for d in self.model.detentions.values()))
+    @rule(data=st.data())
+    def clear_origin(self, data: st.DataObject) -> None:
+        """Rarely: the whole detention lifted (its units move again)."""
+        if data.draw(st.integers(0, 3), label="lift it?") > 0:
+            return
+        project = data.draw(
+            st.sampled_from(
+                sorted(p for p, d in self.model.detentions.items() if d.state == "DETAINED")
+            ),
+            label="project",
+        )
+        expected = self.model.clear_origin(project)
+        observed = reason_or(
+            lambda: self.registry.restrictions.clear_origin(
+                REGULATOR, project, "investigation closed", "not flagged"
+            ),
+            lambda _: "CLEARED",
+        )
+        self.compare("CLEAR-ORIGIN", observed, expected)
+
+    @rule(data=st.data())
+    def confirm(self, data: st.DataObject) -> None:
+        """Mostly a project detained (confirmed, cleared) before, else any."""
+        detentions = self.model.detentions
+        active = sorted(p for p, d in detentions.items() if d.state == "DETAINED")
+        known = active or sorted(detentions)
+        if known and data.draw(st.integers(0, 4), label="well chosen?") > 0:
+            project = data.draw(st.sampled_from(known), label="project")
+            holders = detentions[project].holders.values()
+            last = max((h.deadline for h in holders), default=self.clock.now)
+            wait = data.draw(st.integers(0, 2), label="wait it out?") == 0
+            if last > self.clock.now and wait:
+                self.clock.advance((last - self.clock.now).total_seconds())  # exactly
+        else:
+            project = data.draw(st.sampled_from(PROJECTS), label="project")
+        expected = self.model.confirm(project)
+        observed = reason_or(
+            lambda: self.registry.origins.confirm(REGULATOR, project, "not rebutted"),
+            lambda c: c.forfeited if not c.invalidated else c,
+        )
+        if isinstance(expected, dict):
+            self.forfeiting = project
+            if expected:
+                self.stats["CONFIRM forfeited"] += 1
+        self.compare("CONFIRM", observed, expected)
+
+    @rule(
+        account_id=st.sampled_from(sorted(ORIGIN_ACCOUNTS)),
+        freeze=st.sampled_from([True, False, False]),
+    )
+    def freeze_or_unfreeze(self, account_id: str, freeze: bool) -> None:
+        """A court freezes an account (its units stay put, detained ones are not
+        forfeited) or lifts the freeze."""
+        model = self.model
+        if freeze == (account_id in model.frozen):
+            expected = "ACCOUNT_STATE_UNCHANGED"
+        else:
+            (model.frozen.add if freeze else model.frozen.discard)(account_id)
+            expected = "FROZEN" if freeze else "OPEN"
+        change = self.registry.freeze_account if freeze else self.registry.unfreeze_account
+        observed = reason_or(
+            lambda: change(REGULATOR, account_id, "court order"),
+            lambda r: r.account.state.value,
+        )
+        self.compare("FREEZE" if freeze else "UNFREEZE", observed, expected)
+
+    @rule(days=st.sampled_from([1, 2, 5]))
+    def advance_clock(self, days: int) -> None:
+        """Days pass: rebuttal deadlines come and go."""
+        self.clock.advance(days * DAY)
+
+    # -- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def registry_matches_model(self) -> None:
+        """Holdings, detentions' holders and detained quantities; conservation; and
+        detained serials stay put unless forfeited."""
+        registry, model = self.registry, self.model
+        if not model.issued:  # before the initialisation
+            return
+        assert_conserved(registry)
+        where: dict[Serial, str] = {}
+        for account_id in model.accounts:
+            observed = {
+                (h.unit_class.unit_type.value, h.unit_class.vintage, h.unit_class.project): tuple(
+                    block_of(b) for b in h.blocks
+                )
+                for h in registry.get_holdings(account_id)
+            }
+            assert observed == model.holdings(account_id), (
+                f"{account_id}:\n  registry: {observed}\n  model:    {model.holdings(account_id)}"
+            )
+            for blocks in observed.values():
+                where.update(dict.fromkeys(serials_of(blocks), account_id))
+            detained = Counter(
+                "/".join(str(part) for part in uc if part)
+                for uc, _ in model.detained_in(account_id)
+            )
+            restricted = registry.restrictions.restricted_quantities(account_id)
+            assert restricted == {key: (n, 0) for key, n in detained.items()}, (
+                f"{account_id}: restricted {restricted}, model detains {dict(detained)}"
+            )
+        for serial, before in self.where.items():
+            now = where.get(serial)
+            if now == before:
+                continue
+            project = serial[0][2]
+            assert self.forfeiting == project and now == CANCELLATION, (
+                f"detained {serial} moved from {before} to {now}"
+            )
+            reference = model.detentions[project].reference
+            forfeiture = registry.get_transaction(REGULATOR.party, f"FORFEIT-{reference}-{before}")
+            assert forfeiture.kind.value == "FORFEITURE", forfeiture
+            assert serial in serials_of(block_of(b) for b in forfeiture.blocks), forfeiture
+            self.stats["detained serial moved by FORFEITURE"] += 1
+        self.forfeiting = None
+        self.where = {s: a for s, a in where.items() if model.detained(s)}
+        for project, detention in model.detentions.items():
+            record = registry.store.find(OriginDetention.id_for(project), OriginDetention)
+            assert record is not None
+            holders = {
+                h.account_id: HolderM(h.status.value, h.deadline, h.quantity)
+                for h in record.notified
+            }
+            assert holders == detention.holders, (project, holders, detention.holders)
+            if detention.state == "CONFIRMED":  # nothing uncleared of it is held anywhere
+                left = [
+                    (s, a)
+                    for s, a in where.items()
+                    if s[0][2] == project
+                    and a not in (CANCELLATION, SURRENDER)
+                    and s not in detention.cleared
+                    and s[1] <= detention.issued_then.get(s[0], 0)
+                ]
+                assert not left, f"{project} confirmed, yet held: {left[:3]}"
+
+
 # == the tests ======================================================================
 
 
@@ -1805,4 +2396,55 @@ def test_ledger_matches_model_on_postgres() -> None:
         stats,
         completed=["ISSUANCE", "TRANSFER", "SETTLEMENT"],
         outcomes=["INSUFFICIENT_UNITS", "UNKNOWN_ACCOUNT", "ACTIVE"],
+    )
+
+
+def run_origin_machine(store: Store, *, examples: int, steps: int) -> Counter[str]:
+    stats: Counter[str] = Counter()
+
+    class Machine(OriginMachine):
+        def __init__(self) -> None:
+            super().__init__(store, stats)
+
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            report_multiple_bugs=False,
+        ),
+    )
+    return stats
+
+
+def test_projects_transfers_and_detentions_match_model_in_memory() -> None:
+    """Note: a confirmed project stays registered, so its issuance is accepted again
+    after the confirmation (the model says so; the invariant judges the units issued
+    until then). Whether that should be refused is a question for the lead."""
+    stats = run_origin_machine(MemoryStore(), examples=40, steps=30)
+    assert_exercised(
+        stats,
+        completed=["ISSUANCE", "TRANSFER", "HOLDER_TRANSFER"],
+        outcomes=[
+            "DIFFERENT_HOLDER",
+            "PROJECT_SUSPENDED",
+            "ORIGIN_DETAINED",
+            "UNDER_REVIEW",
+            "CLEARED",
+            "forfeited",
+            "FORFEITURE",
+        ],
+    )
+
+
+@pytest.mark.postgres
+def test_projects_transfers_and_detentions_match_model_on_postgres() -> None:
+    with fresh_pg_database() as url:
+        stats = run_origin_machine(PostgresStore(url), examples=8, steps=25)
+    assert_exercised(
+        stats,
+        completed=["ISSUANCE"],
+        outcomes=["DETAINED", "FORFEITURE"],
     )
