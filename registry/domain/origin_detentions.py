@@ -774,8 +774,9 @@ class OriginDetention(RestrictionHistory, Aggregate):
             return False
         if self.is_active:
             raise OriginAlreadyDetained(
-                f"project {self.project} is already detained under {self.reference}",
+                f"{self._named} is already detained under {self.reference}",
                 project=self.project,
+                origin=self.origin.key,
                 detention=self.reference,
             )
         self.trigger_event(
@@ -806,8 +807,9 @@ class OriginDetention(RestrictionHistory, Aggregate):
             if self.status is DetentionStatus.CLEARED and evidence == self.evidence:
                 return False
             raise DetentionNotActive(
-                f"project {self.project} is not detained",
+                f"{self._named} is not detained",
                 project=self.project,
+                origin=self.origin.key,
                 status=self.status_name,
             )
         self.trigger_event(
@@ -863,6 +865,11 @@ class OriginDetention(RestrictionHistory, Aggregate):
             at=at,
         )
         return True
+
+    @property
+    def _named(self) -> str:
+        """How messages name the origin: ``project P-1`` as before kinds, else its key."""
+        return f"project {self.project}" if self.project else f"origin {self.origin}"
 
     def _this_case(self) -> list[dict[str, Any]]:
         """The history entries since the current detention was imposed."""
