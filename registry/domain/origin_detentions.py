@@ -775,8 +775,7 @@ class OriginDetention(RestrictionHistory, Aggregate):
         if self.is_active:
             raise OriginAlreadyDetained(
                 f"{self._named} is already detained under {self.reference}",
-                project=self.project,
-                origin=self.origin.key,
+                project=self.project or self.origin.key,
                 detention=self.reference,
             )
         self.trigger_event(
@@ -808,8 +807,7 @@ class OriginDetention(RestrictionHistory, Aggregate):
                 return False
             raise DetentionNotActive(
                 f"{self._named} is not detained",
-                project=self.project,
-                origin=self.origin.key,
+                project=self.project or self.origin.key,
                 status=self.status_name,
             )
         self.trigger_event(
