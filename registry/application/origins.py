@@ -182,7 +182,7 @@ class Origins:
             if detention.is_confirmed:  # a retry: what it did is recorded
                 return Confirmation.of(detention)
             detention.ensure_confirmable(now)  # before the scan: nothing to forfeit yet
-            only_this = dict.fromkeys(parsed.projects, detention)
+            only_this = dict.fromkeys(detention.projects, detention)
             plan: list[tuple[Account, list[SerialBlock]]] = []
             for account in every_account(uow, store):
                 if account.account_type in RETIRED:

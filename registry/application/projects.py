@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from registry.application.restrictions import cover_registered_project
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
@@ -59,7 +60,8 @@ class Projects:
         change: StatusChange,
     ) -> ProjectResult:
         """Register a project owned by a PROJECT account; the same registration again
-        is a replay, other details under the same id are refused."""
+        is a replay, other details under the same id are refused. A predicate origin
+        detained now that it matches is re-resolved to cover it, in the same save."""
         check_project_id(project_id)
         store = self._store
 
@@ -70,6 +72,7 @@ class Projects:
                 return ProjectResult(existing.view(), replayed=True)
             owner = uow.account(details.owner_account)
             check_owner_account(owner.account_id, owner.account_type)
+            now = store.clock()
             project = uow.add(
                 Project.register(
                     project_id=project_id,
@@ -77,10 +80,13 @@ class Projects:
                     reason=change.reason,
                     reference=change.reference,
                     principal=principal,
-                    at=store.clock(),
+                    at=now,
                     proposal=change.proposal,
                 )
             )
+            # a detention of a province, entity or methodology it matches covers it
+            # from the start: recorded on the detention in this same save
+            cover_registered_project(uow, principal, project, change.reference, now)
             return ProjectResult(project.view(), position=_position(uow.save()))
 
         return store.retrying(attempt)

@@ -24,6 +24,7 @@ from registry.domain.origin_detentions import (
     OriginDetention,
     check_rebuttal_days,
 )
+from registry.domain.projects import Project, matching
 from registry.domain.restriction_guards import (
     check_issuable,
     check_unrestricted,
@@ -136,8 +137,9 @@ class Restrictions:
         rebuttal_days: int | None = None,
     ) -> str:
         """Detain every unit of an origin (a project id, or an ``Origin`` key such as
-        ``UNIT_CLASS:CCER/2024/P-1``) and, in the same save, notify each account holding
-        some with the deadline of its rebuttal (``rebuttal_days``, default 30)."""
+        ``UNIT_CLASS:CCER/2024/P-1`` or ``PROVINCE:Hebei``) and, in the same save, record
+        the projects a predicate origin matches now and notify each account holding
+        units of them with the deadline of its rebuttal (``rebuttal_days``, default 30)."""
         origin = Origin.parse(project)
         check_rebuttal_days(rebuttal_days)
         store = self._store
@@ -154,8 +156,10 @@ class Restrictions:
                 at=now,
                 proposal=proposal,
             ):
-                restriction_index(uow).index_origin(origin, True)
-                for account_id, quantity in holders_of(uow, store, origin).items():
+                if origin.kind.is_predicate:
+                    detention.resolve(resolve_projects(uow, store, origin), at=now)
+                restriction_index(uow).index_origin(origin, True, detention.projects)
+                for account_id, quantity in holders_of(uow, store, detention).items():
                     detention.notify(account_id, quantity, at=now, days=rebuttal_days)
                 uow.save()
             return (
@@ -328,15 +332,47 @@ def every_account(uow: UnitOfWork, store: Store) -> list[Account]:
     return [a for a in (uow.find(i, Account) for i in ids) if a is not None]
 
 
-def holders_of(uow: UnitOfWork, store: Store, origin: Origin) -> dict[str, int]:
-    """Each holder's account holding units of ``origin`` (held ones included), with
-    how many: the holders notified. National accounts are the registry's own: their
-    units are detained (and forfeited) too, but nobody there rebuts."""
+def resolve_projects(uow: UnitOfWork, store: Store, origin: Origin) -> list[str]:
+    """The registered projects (any status) a predicate origin matches, read in the
+    imposition's unit of work (the same question as ``Projects.matching``)."""
+    ids = list(store.originators(Project.Registered.TOPIC))
+    uow.prefetch(ids, store.load_many)
+    found = (uow.find(i, Project) for i in ids)
+    return [v.project_id for v in matching((p for p in found if p is not None), origin.query())]
+
+
+def cover_registered_project(
+    uow: UnitOfWork, principal: Principal, project: Project, reference: str, at: datetime
+) -> list[str]:
+    """Add a project being registered (in ``uow``, saved with it) to every predicate
+    detention in force it matches, on the record (``ProjectMatched``) and in the
+    index, so its issuance is refused ``ORIGIN_DETAINED`` from the start. The origins
+    it was added to; nothing to read when no predicate origin is in force."""
+    index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
+    if index is None:
+        return []
+    added: list[str] = []
+    details = project.details
+    for origin in index.predicate_origins():
+        detention = uow.find(OriginDetention.id_for_origin(origin), OriginDetention)
+        if detention is not None and detention.add_project(
+            project.project_id, details, reference=reference, principal=principal, at=at
+        ):
+            index.index_origin(origin, True, detention.projects)
+            added.append(origin.key)
+    return added
+
+
+def holders_of(uow: UnitOfWork, store: Store, detention: OriginDetention) -> dict[str, int]:
+    """Each holder's account holding units of the detention's origin (held ones
+    included), with how many: the holders notified. National accounts are the
+    registry's own: their units are detained (and forfeited) too, but nobody there
+    rebuts."""
     found: dict[str, int] = {}
     for account in every_account(uow, store):
         if account.account_type.is_national:
             continue
-        quantity = sum(b.quantity for b in account.all_blocks if origin.matches(b.unit_class))
+        quantity = sum(b.quantity for b in account.all_blocks if detention.matches(b.unit_class))
         if quantity:
             found[account.account_id] = quantity
     return dict(sorted(found.items()))

@@ -6,16 +6,17 @@ tainted; each holder is notified with a deadline, may rebut with evidence (a sta
 and the SHA-256 digests of its documents), and a second regulator clears that holder's
 units or confirms the detention, which forfeits what is still detained everywhere.
 
-An origin is a predicate over projects and units (``Origin``): today a CCER project or
-one unit class of it; a province, a listed entity or a methodology are predicates over
-project records, resolved to the projects they match when imposed (``Origin.projects``),
-which a later step adds with the project records. One aggregate per origin (a project's
-id is the one detentions always had, so stores written before origins keep their
-history); it can be detained, cleared and detained again. A second ``detain`` while
-detained is a *replay* (no event) when it carries a reference already used for this
-origin, and refused (``ORIGIN_ALREADY_DETAINED``, naming the active detention)
-otherwise. What the three restrictions share, and the guards, are in
-``registry.domain.restrictions``.
+An origin is a predicate over projects and units (``Origin``): a CCER project, one unit
+class of it, or a predicate over project records (a province, a listed entity: developer
+or verifier, a methodology). A predicate is resolved to the projects it matches when the
+detention is imposed (``ProjectsResolved``, recorded) and re-resolved when a matching
+project is registered later (``ProjectMatched``, in the registration's save). One
+aggregate per origin (a project's id is the one detentions always had, so stores
+written before origins keep their history); it can be detained, cleared and detained
+again. A second ``detain`` while detained is a *replay* (no event) when it carries a
+reference already used for this origin, and refused (``ORIGIN_ALREADY_DETAINED``,
+naming the active detention) otherwise. What the three restrictions share, and the
+guards, are in ``registry.domain.restrictions``.
 
 Worked example (``tests/unit/test_origin_lifecycle.py``): project P-1 is detained on
 1 March with a 30-day rebuttal period; A holds 100 units, B 40. Both are notified with
@@ -50,6 +51,7 @@ from registry.domain.errors import (
     RebuttalPeriodOpen,
 )
 from registry.domain.ids import NAMESPACE, check_client_id
+from registry.domain.projects import ProjectDetails, ProjectQuery, ProjectStatus
 from registry.domain.reasons import check_reason
 from registry.domain.restrictions import (
     BlockRow,
@@ -109,11 +111,42 @@ SHA256_HEX = 64
 
 
 class OriginKind(StrEnum):
-    """What an origin names. PROVINCE, ENTITY (developer or verifier) and METHODOLOGY
-    come with the project records: predicates over them, resolved to projects."""
+    """What an origin names. PROVINCE, DEVELOPER, VERIFIER (the listed entities) and
+    METHODOLOGY are predicates over project records, resolved to the projects they
+    match when imposed and re-resolved when a matching project is registered later."""
 
     PROJECT = "PROJECT"
     UNIT_CLASS = "UNIT_CLASS"
+    PROVINCE = "PROVINCE"
+    DEVELOPER = "DEVELOPER"
+    VERIFIER = "VERIFIER"
+    METHODOLOGY = "METHODOLOGY"
+
+    @property
+    def is_predicate(self) -> bool:
+        """Whether it names projects by their records (not a project by its id)."""
+        return self not in (OriginKind.PROJECT, OriginKind.UNIT_CLASS)
+
+
+MAX_ORIGIN_VALUE = 200
+"""A province, entity or methodology as a project record spells it (``MAX_DETAIL``)."""
+
+
+def _check_predicate_value(kind: OriginKind, value: str) -> str:
+    """The name a predicate origin matches: as a project record spells it (required, at
+    most ``MAX_ORIGIN_VALUE`` characters, no control characters or surrounding blanks)."""
+    if not value:
+        raise InvalidCommand(
+            f"a {kind.value} origin names the {kind.value.lower()} ({kind.value}:<name>)",
+            reason="MISSING_ORIGIN",
+        )
+    if len(value) > MAX_ORIGIN_VALUE or not value.isprintable() or value != value.strip():
+        raise InvalidCommand(
+            f"origin {kind.value}:{value!r}: the {kind.value.lower()} must be "
+            f"1-{MAX_ORIGIN_VALUE} printable characters without surrounding blanks",
+            reason="INVALID_ORIGIN",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -157,8 +190,11 @@ class Origin:
                 )
             check_origin(unit_class.project)
             return cls(OriginKind.UNIT_CLASS, unit_class.key)
+        if kind in OriginKind.__members__:
+            return cls(OriginKind(kind), _check_predicate_value(OriginKind(kind), value))
         raise InvalidCommand(
-            f"origin {text!r}: the kinds are PROJECT and UNIT_CLASS", reason="INVALID_ORIGIN"
+            f"origin {text!r}: the kinds are " + ", ".join(k.value for k in OriginKind),
+            reason="INVALID_ORIGIN_KIND",
         )
 
     @property
@@ -167,20 +203,51 @@ class Origin:
 
     @property
     def project(self) -> str:
-        """The one project this origin's units come from."""
+        """The one project this origin's units come from ("" for a predicate over
+        project records, which may match many)."""
         if self.kind is OriginKind.UNIT_CLASS:
             return UnitClass.from_key(self.value).project
+        if self.kind.is_predicate:
+            return ""
         return self.value
 
     @property
     def projects(self) -> tuple[str, ...]:
-        """The projects the predicate matches, resolved when the detention is imposed
-        (and recorded with it). A project or a unit class matches one."""
-        return (self.project,)
+        """The projects a project or unit class origin names (one). A predicate's are
+        resolved against the project records: ``OriginDetention.projects``."""
+        return () if self.kind.is_predicate else (self.project,)
 
-    def matches(self, unit_class: UnitClass) -> bool:
+    def query(self) -> ProjectQuery:
+        """The project records a predicate origin matches, whatever their status (units
+        of a suspended or deregistered project still exist). A province matches
+        case-insensitively, the others exactly, as ``ProjectQuery`` does (worked example:
+        ``tests/unit/test_origin_predicates.py``)."""
+        value = self.value
+        if self.kind is OriginKind.PROVINCE:
+            return ProjectQuery(province=value)
+        if self.kind is OriginKind.DEVELOPER:
+            return ProjectQuery(developer=value)
+        if self.kind is OriginKind.VERIFIER:
+            return ProjectQuery(verifier=value)
+        if self.kind is OriginKind.METHODOLOGY:
+            return ProjectQuery(methodology=value)
+        raise InvalidCommand(
+            f"origin {self} names a project, not project records", reason="INVALID_ORIGIN"
+        )
+
+    def matches_project(self, project_id: str, details: ProjectDetails) -> bool:
+        """Whether the project ``project_id`` with ``details`` falls under this origin."""
+        if self.kind.is_predicate:
+            return self.query().matches(details, ProjectStatus.REGISTERED)
+        return project_id == self.project
+
+    def matches(self, unit_class: UnitClass, projects: Iterable[str] | None = None) -> bool:
+        """Whether units of ``unit_class`` fall under this origin; a predicate's by the
+        ``projects`` it was resolved to (none if not given)."""
         if self.kind is OriginKind.UNIT_CLASS:
             return unit_class.key == self.value
+        if self.kind.is_predicate:
+            return bool(unit_class.project) and unit_class.project in set(projects or ())
         return unit_class.project == self.value
 
     def __str__(self) -> str:
@@ -329,6 +396,9 @@ class OriginDetention(RestrictionHistory, Aggregate):
         """What the confirmation forfeited, per account."""
         self.invalidated: list[list[Any]] = []
         """What it invalidated: ``[company, year, tonnes]``."""
+        self.resolved: list[str] = []
+        """The projects a predicate origin matched (this detention's): resolved when
+        imposed, grown when a matching project is registered later."""
 
     @staticmethod
     @lru_cache(maxsize=4096)
@@ -350,10 +420,22 @@ class OriginDetention(RestrictionHistory, Aggregate):
     def is_confirmed(self) -> bool:
         return self.status_name == DetentionStatus.CONFIRMED.value
 
+    @property
+    def projects(self) -> tuple[str, ...]:
+        """The projects whose units this detention covers: the origin's one project, or
+        those a predicate origin was resolved to."""
+        if self.origin.kind.is_predicate:
+            return tuple(self.resolved)
+        return self.origin.projects
+
+    def matches(self, unit_class: UnitClass) -> bool:
+        """Whether units of ``unit_class`` are of this detention's origin."""
+        return self.origin.matches(unit_class, self.resolved)
+
     def detains(self, unit_class: UnitClass) -> bool:
         """Whether units of ``unit_class`` fall under this detention while it is active
         (a holder's cleared serials excepted: ``detained_parts``)."""
-        return self.is_active and self.origin.matches(unit_class)
+        return self.is_active and self.matches(unit_class)
 
     def detained_parts(self, block: SerialBlock) -> list[SerialBlock]:
         """The parts of ``block`` this detention holds: none unless active and of its
@@ -445,6 +527,7 @@ class OriginDetention(RestrictionHistory, Aggregate):
             detention.references = [*detention.references, self.reference]
             detention.holders = {}  # a new case: its own notifications and rebuttals
             detention.released = []
+            detention.resolved = []  # a predicate is resolved again (ProjectsResolved)
             detention._log(
                 change_entry(
                     "DETAINED",
@@ -479,6 +562,52 @@ class OriginDetention(RestrictionHistory, Aggregate):
                     reference=detention.reference,
                     evidence=self.evidence,
                     proposal=self.proposal,
+                )
+            )
+
+    class ProjectsResolved(Aggregate.Event):
+        """A predicate origin (province, developer, verifier, methodology) resolved,
+        when imposed, to the registered projects it matched then: their units are
+        detained as a project origin's are."""
+
+        TOPIC = "registry.OriginDetention.ProjectsResolved"
+        projects: list[str]
+        at: datetime
+
+        def apply(self, detention: OriginDetention) -> None:
+            detention.resolved = sorted(self.projects)
+            detention._log(
+                change_entry(
+                    "PROJECTS_RESOLVED",
+                    self.at,
+                    "",
+                    f"{detention.origin} matched {len(self.projects)} projects: "
+                    + (", ".join(sorted(self.projects)) or "none"),
+                    reference=detention.reference,
+                )
+            )
+
+    class ProjectMatched(Aggregate.Event):
+        """A project registered while the detention is in force matches its predicate:
+        added in the registration's save, so it is detained from the start (its
+        issuance is refused ``ORIGIN_DETAINED``)."""
+
+        TOPIC = "registry.OriginDetention.ProjectMatched"
+        project: str
+        why: str
+        """What matched: ``registered under <reference>: <field> <value>``."""
+        principal: str
+        at: datetime
+
+        def apply(self, detention: OriginDetention) -> None:
+            detention.resolved = sorted({*detention.resolved, self.project})
+            detention._log(
+                change_entry(
+                    "PROJECT_MATCHED",
+                    self.at,
+                    self.principal,
+                    f"{self.project}: {self.why}",
+                    reference=detention.reference,
                 )
             )
 
@@ -645,8 +774,8 @@ class OriginDetention(RestrictionHistory, Aggregate):
             return False
         if self.is_active:
             raise OriginAlreadyDetained(
-                f"project {self.project} is already detained under {self.reference}",
-                project=self.project,
+                f"{self._named} is already detained under {self.reference}",
+                project=self.project or self.origin.key,
                 detention=self.reference,
             )
         self.trigger_event(
@@ -677,8 +806,8 @@ class OriginDetention(RestrictionHistory, Aggregate):
             if self.status is DetentionStatus.CLEARED and evidence == self.evidence:
                 return False
             raise DetentionNotActive(
-                f"project {self.project} is not detained",
-                project=self.project,
+                f"{self._named} is not detained",
+                project=self.project or self.origin.key,
                 status=self.status_name,
             )
         self.trigger_event(
@@ -690,6 +819,62 @@ class OriginDetention(RestrictionHistory, Aggregate):
             proposal=proposal,
         )
         return True
+
+    def resolve(self, projects: Iterable[str], *, at: datetime) -> bool:
+        """Record the projects a predicate origin matched when imposed (the application
+        asks the project records in the imposition's save); False for a project or unit
+        class origin (its project is its key) or a retry (resolved already)."""
+        aware(at)
+        if not self.origin.kind.is_predicate:
+            return False
+        if not self.is_active:
+            raise DetentionNotActive(
+                f"origin {self.origin} is not detained", origin=self.origin.key
+            )
+        if any(e.get("change") == "PROJECTS_RESOLVED" for e in self._this_case()):
+            return False
+        self.trigger_event(self.ProjectsResolved, projects=sorted(set(projects)), at=at)
+        return True
+
+    def add_project(
+        self,
+        project_id: str,
+        details: ProjectDetails,
+        *,
+        reference: str,
+        principal: Principal | str,
+        at: datetime,
+    ) -> bool:
+        """Cover a project registered (under ``reference``) while this detention is in
+        force, if its record matches the predicate; False if it does not, the detention
+        is not in force, or it is covered already."""
+        aware(at)
+        origin = self.origin
+        if not (self.is_active and origin.kind.is_predicate):
+            return False
+        if project_id in self.resolved or not origin.matches_project(project_id, details):
+            return False
+        field = origin.kind.value.lower()
+        self.trigger_event(
+            self.ProjectMatched,
+            project=project_id,
+            why=f"registered under {reference}: {field} {getattr(details, field)}",
+            principal=principal_name(principal),
+            at=at,
+        )
+        return True
+
+    @property
+    def _named(self) -> str:
+        """How messages name the origin: ``project P-1`` as before kinds, else its key."""
+        return f"project {self.project}" if self.project else f"origin {self.origin}"
+
+    def _this_case(self) -> list[dict[str, Any]]:
+        """The history entries since the current detention was imposed."""
+        for position in range(len(self.history) - 1, -1, -1):
+            if self.history[position].get("change") == "DETAINED":
+                return self.history[position:]
+        return []
 
     def notify(
         self, account_id: str, quantity: int, *, at: datetime, days: int | None = None
@@ -786,7 +971,7 @@ class OriginDetention(RestrictionHistory, Aggregate):
         self.trigger_event(
             self.HolderCleared,
             account_id=account_id,
-            blocks=[block_row(b) for b in blocks if self.origin.matches(b.unit_class)],
+            blocks=[block_row(b) for b in blocks if self.matches(b.unit_class)],
             reason=reason,
             evidence=evidence,
             principal=principal_name(principal),

@@ -10,12 +10,13 @@ read whether anything may stop it, and which restrictions to load if so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
 from registry.domain.ids import NAMESPACE
-from registry.domain.origin_detentions import Origin, OriginDetention
+from registry.domain.origin_detentions import Origin, OriginDetention, OriginKind
 from registry.domain.transactions import TransactionKind
 from registry.domain.units import UnitType
 
@@ -32,7 +33,8 @@ class RestrictionIndex(Aggregate):
         self.origins: dict[str, list[str]] = {}
         """Origin key -> the projects it was resolved to, for detentions of origins
         other than a whole project (those are ``detained``, as before origins had
-        kinds). Replaced, never mutated, by its events."""
+        kinds): a unit class's one project, a predicate's matches (grown when a matching
+        project is registered later). Replaced, never mutated, by its events."""
 
     @staticmethod
     def id_for() -> UUID:
@@ -126,16 +128,29 @@ class RestrictionIndex(Aggregate):
         )
         return ids
 
-    def index_origin(self, origin: Origin, active: bool) -> None:
+    def index_origin(
+        self, origin: Origin, active: bool, projects: Sequence[str] | None = None
+    ) -> None:
         """Index a detention of ``origin`` in force (or no longer): a project's as
-        before origins had kinds, any other with the projects it resolved to."""
-        if origin.kind.value == "PROJECT":
+        before origins had kinds, any other with the projects it resolved to
+        (``projects``: a predicate's, as recorded on the detention). A predicate in
+        force whose projects grew (a matching project registered later) is indexed
+        again with them."""
+        if origin.kind is OriginKind.PROJECT:
             self.index_detention(origin.value, active)
             return
-        if (origin.key in self.origins) != active:
-            self.trigger_event(
-                self.OriginIndexed, origin=origin.key, projects=list(origin.projects), active=active
-            )
+        resolved = sorted(set(origin.projects if projects is None else projects))
+        if active and self.origins.get(origin.key) == resolved:
+            return
+        if not active and origin.key not in self.origins:
+            return
+        self.trigger_event(self.OriginIndexed, origin=origin.key, projects=resolved, active=active)
+
+    def predicate_origins(self) -> list[Origin]:
+        """The predicate origins (province, developer, verifier, methodology) in force:
+        those a newly registered project may fall under."""
+        found = (Origin.parse(key) for key in self.origins)
+        return [o for o in found if o.kind.is_predicate]
 
     def index_halt(self, halted: bool) -> None:
         if self.halted != halted:

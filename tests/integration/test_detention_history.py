@@ -78,6 +78,7 @@ def test_a_version_1_detention_loads_detains_and_is_confirmed(tmp_path: Path) ->
         detention = reopened.store.find(OriginDetention.id_for("P-1"), OriginDetention)
         assert detention is not None and detention.is_active
         assert (detention.origin.kind, detention.origin.value) == (OriginKind.PROJECT, "P-1")
+        assert detention.projects == ("P-1",) and detention.resolved == []  # no new events
         assert [h.account_id for h in detention.notified] == ["TRD-A"]
         moved = reopened.cancel(REGULATOR, "C-1", "TRD-A", UnitSelector(UnitType.CCER), 1, "")
         assert moved.refusal_reason == "ORIGIN_DETAINED"

@@ -170,7 +170,7 @@ def test_origins_parse_and_match() -> None:
     assert vintage.matches(P1) and not vintage.matches(P1_25)
     assert OriginDetention.id_for_origin(project) == OriginDetention.id_for("P-1")
     assert OriginDetention.id_for_origin(vintage) != OriginDetention.id_for("P-1")
-    for bad in ("UNIT_CLASS:CEA/2025", "PROVINCE:Yunnan", "UNIT_CLASS:nonsense", "a b"):
+    for bad in ("UNIT_CLASS:CEA/2025", "PROVINCE: Yunnan", "UNIT_CLASS:nonsense", "a b"):
         with pytest.raises(InvalidCommand) as caught:
             Origin.parse(bad)
         assert caught.value.reason == "INVALID_ORIGIN"
