@@ -15,6 +15,12 @@ Values come from the environment and, optionally, a file named by
 both give one. So one ConfigMap, one ``--env-file`` and one shell export all mean the
 same thing.
 
+Any setting may instead be read from a file: ``REGISTRY_X_FILE=/path`` sets
+``REGISTRY_X`` to that file's content (one trailing newline dropped), the way
+container images take secrets (``POSTGRES_PASSWORD_FILE``): a database URL with its
+password, or a token, mounted from a Secret, never in the process environment of the
+pod spec. Both set with different values is an error.
+
 ``registry config --show`` prints the effective settings with secrets masked;
 ``registry serve`` and ``registry project`` refuse to start on an unknown
 ``REGISTRY_*`` name (a typo would otherwise silently fall back to a default) or on any
@@ -306,15 +312,64 @@ def read_file(path: Path) -> dict[str, str]:
 
 def load(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Merge the file named by REGISTRY_CONFIG_FILE into ``environ`` (the environment's
-    own values win) and return which names came from the file."""
+    own values win), then read every ``REGISTRY_X_FILE`` into ``REGISTRY_X``
+    (``read_setting_files``); return which names came from the config file."""
     environ = os.environ if environ is None else environ
     path = environ.get(FILE_VARIABLE, "").strip()
-    if not path:
-        return {}
-    from_file = read_file(Path(path))
-    added = {k: v for k, v in from_file.items() if k not in environ}
-    environ.update(added)
+    added: dict[str, str] = {}
+    if path:
+        from_file = read_file(Path(path))
+        added = {k: v for k, v in from_file.items() if k not in environ}
+        environ.update(added)
+    read_setting_files(environ)
     return added
+
+
+FILE_SUFFIX = "_FILE"
+
+
+def file_setting(name: str) -> str | None:
+    """The setting a ``REGISTRY_X_FILE`` name reads from a file (``REGISTRY_X``), if
+    ``REGISTRY_X`` is one; settings that already name a file have no ``_FILE`` form."""
+    base = name.removesuffix(FILE_SUFFIX)
+    if base == name or base not in KNOWN or base.endswith(FILE_SUFFIX):
+        return None
+    return base
+
+
+def is_known(name: str) -> bool:
+    """A setting, or the ``_FILE`` form of one."""
+    return name in KNOWN or file_setting(name) is not None
+
+
+def read_setting_files(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Set ``REGISTRY_X`` from the file every ``REGISTRY_X_FILE`` names, so a secret
+    (the database URL, a token) is mounted from a Secret as a file and never written in
+    a pod's environment. One trailing newline is dropped (``echo value > file``). A
+    missing, unreadable or empty file, or ``REGISTRY_X`` also set to something else, is
+    an error naming both. Returns setting -> the variable it was read by."""
+    read: dict[str, str] = {}
+    for name in sorted(environ):
+        setting = file_setting(name)
+        path = environ[name].strip()
+        if setting is None or not path:
+            continue
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise ConfigurationError(f"{name}: cannot read {path}: {reason}") from None
+        value = value.removesuffix("\n").removesuffix("\r")
+        if not value.strip():
+            raise ConfigurationError(f"{name}: {path} is empty")
+        given = environ.get(setting)
+        if given is not None and given != value:
+            raise ConfigurationError(
+                f"{setting} and {name} are both set, to different values: set one"
+            )
+        environ[setting] = value
+        read[setting] = name
+    return read
 
 
 def check(environ: Mapping[str, str] | None = None) -> Settings:
@@ -322,7 +377,9 @@ def check(environ: Mapping[str, str] | None = None) -> Settings:
     store's settings (``Settings`` raises those, naming the variable); the server's are
     checked on top by ``registry.bootstrap.check_settings``."""
     environ = os.environ if environ is None else environ
-    unknown = sorted(name for name in environ if name.startswith("REGISTRY_") and name not in KNOWN)
+    unknown = sorted(
+        name for name in environ if name.startswith("REGISTRY_") and not is_known(name)
+    )
     if unknown:
         hints = []
         for name in unknown:
