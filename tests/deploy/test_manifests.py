@@ -66,11 +66,12 @@ CONNECTIONS_PER_SERVER = 2 * 8 + 16 + 8 + 1
 (REGISTRY_POOL_SIZE 8 each), the query pool (REGISTRY_MAX_WORKERS 16), the read-model
 engine (4 + 4) and the start-up lock's."""
 CONNECTIONS_OTHER = 40
-BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
-MINIMUM_POSTGRES_15_PATCH = 19
-"""PostgreSQL 15.19, the newest 15 patch release these manifests were checked against:
-a lower one is an old patch release (raise this with the image)."""
 """The worker (~25) and the jobs, with room to spare."""
+BARMAN_PLUGIN = "barman-cloud.cloudnative-pg.io"
+MINIMUM_POSTGRES_15_PATCH = 20
+"""PostgreSQL 15.20, the newest 15 patch release these manifests were checked against
+(the Debian package the test machine runs): a lower one is an old patch release (raise
+this with the image)."""
 
 
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
@@ -1053,3 +1054,136 @@ def test_dockerfile_is_where_compose_builds_it() -> None:
             context = (COMPOSE_DIR / service["build"]["context"]).resolve()
             assert context == ROOT, name
             assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
+
+
+# ---- network policies, monitoring, images ---------------------------------------------
+
+MONITORING = (
+    ("kubernetes.io/metadata.name", "monitoring"),
+    ("app.kubernetes.io/name", "prometheus"),
+)
+"""Prometheus: pods labelled app.kubernetes.io/name=prometheus in the namespace named
+"monitoring" (networkpolicy.yaml, docs/operations.md "Network policies")."""
+GATEWAY = (("kubernetes.io/metadata.name", "gateway-system"),)
+SAME_NAMESPACE = ()
+
+
+def peer(rule_peer: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A NetworkPolicy peer as the labels it requires (namespace's, then pod's)."""
+    assert "ipBlock" not in rule_peer, "no address ranges: peers are named by labels"
+    labels: list[tuple[str, str]] = []
+    for key in ("namespaceSelector", "podSelector"):
+        selector = rule_peer.get(key)
+        if selector is not None:
+            assert set(selector) <= {"matchLabels"}, selector
+            labels += sorted(selector.get("matchLabels", {}).items())
+    return tuple(labels)
+
+
+def reachable() -> dict[str, set[tuple[int, tuple[tuple[str, str], ...]]]]:
+    """component -> every (port, peer) a NetworkPolicy lets in (an Ingress policy with
+    no rules lets nothing in)."""
+    allowed: dict[str, set[tuple[int, tuple[tuple[str, str], ...]]]] = {}
+    for policy in by_kind("NetworkPolicy"):
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        selector = spec["podSelector"]
+        if "matchLabels" in selector:
+            components = [selector["matchLabels"]["app.kubernetes.io/component"]]
+        else:
+            (expression,) = selector["matchExpressions"]
+            assert expression["operator"] == "In"
+            components = expression["values"]
+        for component in components:
+            into = allowed.setdefault(component, set())
+            for rule in spec.get("ingress", []):
+                assert rule.get("from") and rule.get("ports"), "a rule names peers and ports"
+                for port in rule["ports"]:
+                    assert port["protocol"] == "TCP" and isinstance(port["port"], int)
+                    into |= {(port["port"], peer(p)) for p in rule["from"]}
+    return allowed
+
+
+def test_network_policies_let_prometheus_scrape_and_nothing_else_in() -> None:
+    """The metrics port (9464) of the servers and the worker is reachable from
+    Prometheus in the monitoring namespace and from nowhere else; the gRPC port only
+    from the Gateway's namespace and this namespace; the jobs from nowhere."""
+    metrics = int(configmap_settings()["REGISTRY_METRICS_PORT"])
+    assert reachable() == {
+        "server": {(50051, GATEWAY), (50051, SAME_NAMESPACE), (metrics, MONITORING)},
+        "worker": {(metrics, MONITORING)},
+        "migration": set(),
+        "access-init": set(),
+    }
+    for name in ("registry-server", "registry-worker"):
+        (container,) = pod_spec(named("Deployment", name))["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == metrics, name
+    # every pod of ours is selected by a policy (no pod left open by default)
+    components = {
+        w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        for w in workloads()
+    }
+    assert components == set(reachable())
+
+
+def test_pod_monitors_scrape_every_metrics_port_under_the_alerts_job_names() -> None:
+    monitors = {m["metadata"]["name"]: m for m in by_kind("PodMonitor")}
+    assert set(monitors) == {"registry-server", "registry-worker", "registry-db"}
+    for name in ("registry-server", "registry-worker"):
+        deployment = named("Deployment", name)
+        monitor = monitors[name]["spec"]
+        assert monitor["selector"]["matchLabels"] == spec_labels(deployment)
+        (endpoint,) = monitor["podMetricsEndpoints"]
+        (container,) = pod_spec(deployment)["containers"]
+        assert endpoint["port"] in {p["name"] for p in container["ports"]}
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": name}]
+    database = monitors["registry-db"]["spec"]
+    assert database["selector"]["matchLabels"] == {"cnpg.io/cluster": "registry-db"}
+    assert "monitoring" not in named("Cluster", "registry-db")["spec"], (
+        "CloudNativePG's enablePodMonitor is deprecated: our PodMonitor instead"
+    )
+    alerts = (DEPLOY / "prometheus" / "alerts.yaml").read_text()
+    for name in monitors:
+        assert f'job="{name}"' in alerts, f"no alert for a missing {name} target"
+
+
+IMAGE_TAG = re.compile(
+    r"^(?P<name>[^@\s]+):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]*)(@sha256:[0-9a-f]{64})?$"
+)
+
+
+def image_references() -> dict[str, str]:
+    """Every image deploy/ runs that it does not build: where -> reference."""
+    found = {}
+    syntax = DOCKERFILE.read_text().splitlines()[0]
+    assert syntax.startswith("# syntax=")
+    found["Dockerfile syntax"] = syntax.removeprefix("# syntax=")
+    for instruction in dockerfile():
+        if instruction.keyword == "ARG" and instruction.arguments.startswith("PYTHON_IMAGE="):
+            found["Dockerfile PYTHON_IMAGE"] = instruction.arguments.partition("=")[2]
+    for name, service in services().items():
+        if not built_here(service):
+            found[f"compose {name}"] = service["image"]
+    for _, document in k8s_documents(examples=True):
+        if document["kind"] == "Cluster":
+            found[f"Cluster {document['metadata']['name']}"] = document["spec"]["imageName"]
+    return found
+
+
+def test_every_image_is_pinned_to_an_exact_release() -> None:
+    """No floating tag (latest, a major, "15"): each image is an exact release (its
+    patch where the image publishes one: python 3.11.16, PostgreSQL 15.20, whose
+    versions have two parts; the Dockerfile frontend's 1.18 line), and a digest, where
+    one is given, is well formed. Digests are added at release (docs/operations.md,
+    "Pinning images"): this machine cannot reach the registries to resolve them."""
+    references = image_references()
+    assert len(references) >= 5, references
+    for where, reference in references.items():
+        found = IMAGE_TAG.match(reference)
+        assert found, f"{where}: {reference} has no exact tag"
+        tag = found.group("tag")
+        assert re.match(r"^\d+\.\d+(\.\d+)?(-[a-z0-9.-]+)?$", tag), f"{where}: {reference}"
+        if where.startswith("Dockerfile PYTHON") or "nginx" in reference:
+            assert re.match(r"^\d+\.\d+\.\d+", tag), f"{where}: {reference} needs its patch"

@@ -69,6 +69,85 @@ AFTER_FIRST_VERIFICATION = (
 """Exported once the process's periodic ledger verification has run (hourly, so not in
 this test's minute): their names are checked against the collector's own (below)."""
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
+EXTERNAL_HEADING = "### Metrics the alerts use that the registry does not export"
+SOURCES = ("prometheus", "cloudnativepg")
+"""The rule, documented in alerts.yaml's header and docs/observability.md: a rule on
+metrics the registry does not export has a ``source`` label naming their exporter; it
+is not checked against our scrape, but its metrics must be in the documented table."""
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
+PROMQL_WORDS |= {"unless", "offset", "bool", "inf", "nan"}
+PROMQL_WORDS |= {"sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk"}
+PROMQL_WORDS |= {"bottomk", "quantile", "count_values", "limitk", "limit_ratio"}
+"""Keywords and aggregation operators (``sum by (job) (...)``: not followed by "(")."""
+
+
+def alert_rules() -> list[dict[str, object]]:
+    rules: list[dict[str, object]] = [
+        r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
+    ]
+    return rules
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are not inside
+    a label matcher, a ``by (...)``/``on (...)`` list or a string, not a function
+    (followed by ``(``), a keyword, a number or a duration."""
+    text = re.sub(r'"[^"]*"', "", expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    names = set()
+    for found in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?", text):
+        name, call = found.group(1), found.group(2)
+        if call or name.lower() in PROMQL_WORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def external_metrics() -> dict[str, str]:
+    """metric -> source, from docs/observability.md's table."""
+    text = DOCS.read_text()
+    assert EXTERNAL_HEADING in text, f"docs/observability.md has no {EXTERNAL_HEADING!r}"
+    section = text.split(EXTERNAL_HEADING, 1)[1].split("\n#", 1)[0]
+    table = {}
+    for row in re.findall(r"^\|\s*`([a-z_:]+)`\s*\|\s*(\w+)\s*\|", section, re.MULTILINE):
+        table[row[0]] = row[1]
+    assert table, "the table of external metrics is empty"
+    return table
+
+
+def test_alerts_on_metrics_we_do_not_export_are_marked_and_documented() -> None:
+    """A rule without a ``source`` label uses only the registry's own metrics (checked
+    against a real scrape below); a rule with one uses only metrics listed, with that
+    source, in docs/observability.md (the CloudNativePG names cited there from its
+    documentation), so no alert waits on a name nobody exports."""
+    table = external_metrics()
+    assert set(table.values()) <= set(SOURCES)
+    problems = []
+    for rule in alert_rules():
+        labels = rule["labels"]
+        assert isinstance(labels, dict)
+        names = metric_names(str(rule["expr"]))
+        assert names, rule["alert"]
+        source = labels.get("source")
+        if source is None:
+            foreign = sorted(n for n in names if not n.startswith("registry_"))
+            if foreign:
+                problems.append(f"{rule['alert']}: {foreign} are not ours: give it a source")
+            continue
+        if source not in SOURCES:
+            problems.append(f"{rule['alert']}: unknown source {source!r}")
+        for name in sorted(names):
+            if table.get(name) != source:
+                problems.append(f"{rule['alert']}: {name} is not in the table as {source}")
+    assert problems == [], "\n".join(problems)
+    # the extraction itself
+    assert metric_names(
+        'max by (pod) (increase(cnpg_pg_stat_archiver_failed_count{job="x"}[15m])) > 0'
+        ' or absent(up{job="registry-db"}) and on () time() - foo_seconds offset 1d > 26 * 3600'
+    ) == {"cnpg_pg_stat_archiver_failed_count", "up", "foo_seconds"}
 
 
 def check_alert_selectors(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
@@ -82,10 +161,13 @@ def check_alert_selectors(samples: dict[tuple[str, frozenset[tuple[str, str]]], 
         exported.setdefault(name, []).append(dict(labels))
     for name in AFTER_FIRST_VERIFICATION:
         exported.setdefault(name, [{}])
-    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     problems = []
-    for rule in rules:
-        for name, matchers in SELECTOR.findall(rule["expr"]):
+    for rule in alert_rules():
+        labels = rule["labels"]
+        assert isinstance(labels, dict)
+        if "source" in labels:
+            continue  # not our metrics: test_alerts_on_metrics_we_do_not_export_...
+        for name, matchers in SELECTOR.findall(str(rule["expr"])):
             series = exported.get(name)
             if series is None:
                 problems.append(f"{rule['alert']}: {name} is not exported")
