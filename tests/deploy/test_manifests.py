@@ -190,6 +190,21 @@ def test_every_manifest_is_valid_kubernetes_of_the_pinned_version() -> None:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("version", ["1.34.0", "1.35.0", "1.36.0", "1.37.0"])
+def test_every_manifest_is_valid_kubernetes_of_the_newer_versions(version: str) -> None:
+    """The same strict check against each newer version the platform may run
+    (the pinned KUBERNETES_VERSION above is the oldest supported)."""
+    problems = []
+    for path, document in k8s_documents(examples=True):
+        if is_custom(document):
+            continue
+        try:
+            kubernetes_validate.validate(document, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{path.name}: {document['kind']}: {error.message}")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_kubernetes_check_is_strict() -> None:
     """A misspelt field, a string for a number, a field of a newer version: refused."""
     server = named("Deployment", "registry-server")

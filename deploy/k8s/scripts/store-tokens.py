@@ -34,9 +34,11 @@ TOKEN_LINE = re.compile(r"^(\S+) \((\w+)\): token \(shown once\):\n(\S+)$", re.M
 
 def api() -> tuple[str, dict[str, str], ssl.SSLContext | None, str]:
     account = Path(os.environ.get("SERVICEACCOUNT_DIR", "/var/run/secrets/registry-api"))
-    base = os.environ.get("KUBERNETES_API") or (
-        f"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ['KUBERNETES_SERVICE_PORT']}"
-    )
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    base = os.environ.get("KUBERNETES_API") or f"https://{host}:{port}"
     token = (account / "token").read_text().strip()
     namespace = (account / "namespace").read_text().strip()
     context = None
