@@ -168,9 +168,11 @@ def closed_loop(address: str, token: str, callers: int, seconds: float, out: Any
     out.put(latencies)
 
 
-def open_loop(address: str, token: str, rate: float, seconds: float) -> list[float]:
+def open_loop(address: str, token: str, rate: float, seconds: float) -> tuple[list[float], int]:
     """Calls sent at ``rate`` a second on schedule (futures: a slow answer does not
-    delay the next send); each latency counted from its intended send time."""
+    delay the next send); each latency counted from its intended send time. With how
+    many failed (the server refuses calls past its concurrency limit when it falls
+    behind)."""
     metadata = (("authorization", f"Bearer {token}"),)
     latencies: list[float] = []
     lock = threading.Lock()
@@ -187,16 +189,17 @@ def open_loop(address: str, token: str, rate: float, seconds: float) -> list[flo
                 time.sleep(delay)
             future = stub.GetBalances.future(requests[n % 2], metadata=metadata, timeout=30)
 
-            def done(_: Any, intended: float = intended) -> None:
+            def done(answer: Any, intended: float = intended) -> None:
                 finished = time.perf_counter()
-                with lock:
-                    latencies.append(finished - intended)
+                if answer.exception() is None:
+                    with lock:
+                        latencies.append(finished - intended)
 
             future.add_done_callback(done)
             pending.append(future)
         for future in pending:
-            future.result()
-    return latencies
+            future.exception()  # wait; a refusal (over capacity) is counted, not raised
+    return latencies, total - len(latencies)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -231,10 +234,11 @@ def measure(pid: int, address: str, token: str, args: argparse.Namespace) -> dic
         "closed_wall_s": wall,
     }
     cpu = tree_cpu(pid)
-    opened = open_loop(address, token, args.rate, args.seconds)
+    opened, failed = open_loop(address, token, args.rate, args.seconds)
     result.update(
         {
             "open_rate": args.rate,
+            "open_failed": failed,
             "open_p50_ms": statistics.median(opened) * 1000,
             "open_p99_ms": percentile(opened, 0.99),
             "open_cpu_ms_per_call": 1000 * (tree_cpu(pid) - cpu) / len(opened),
