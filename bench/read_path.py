@@ -143,6 +143,7 @@ def serve_bare(kind: str, address: str, workers: int) -> None:
 def closed_loop(address: str, token: str, callers: int, seconds: float, out: Any) -> None:
     """One client process: ``callers`` threads calling back to back for ``seconds``."""
     latencies: list[float] = []
+    failures = [0]
     lock = threading.Lock()
     metadata = (("authorization", f"Bearer {token}"),)
     channel = grpc.insecure_channel(address)
@@ -152,12 +153,18 @@ def closed_loop(address: str, token: str, callers: int, seconds: float, out: Any
     def caller(index: int) -> None:
         request = account_pb.GetBalancesRequest(account_id=api.ACCOUNTS[index % 2])
         mine = []
+        failed = 0
         while time.monotonic() < end:
             began = time.perf_counter()
-            stub.GetBalances(request, metadata=metadata, timeout=30)
+            try:
+                stub.GetBalances(request, metadata=metadata, timeout=30)
+            except grpc.RpcError:  # e.g. the shared database out of connections
+                failed += 1
+                continue
             mine.append(time.perf_counter() - began)
         with lock:
             latencies.extend(mine)
+            failures[0] += failed
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
     for thread in threads:
@@ -165,7 +172,7 @@ def closed_loop(address: str, token: str, callers: int, seconds: float, out: Any
     for thread in threads:
         thread.join()
     channel.close()
-    out.put(latencies)
+    out.put((latencies, failures[0]))
 
 
 def open_loop(address: str, token: str, rate: float, seconds: float) -> tuple[list[float], int]:
@@ -220,14 +227,18 @@ def measure(pid: int, address: str, token: str, args: argparse.Namespace) -> dic
     for process in processes:
         process.start()
     latencies: list[float] = []
+    failed = 0
     for _ in processes:
-        latencies.extend(queue.get())
+        answered, refused = queue.get()
+        latencies.extend(answered)
+        failed += refused
     for process in processes:
         process.join()
     wall = time.perf_counter() - began
     closed_cpu = tree_cpu(pid) - cpu
     result = {
         "closed_calls_per_s": len(latencies) / args.seconds,
+        "closed_failed": failed,
         "closed_p50_ms": statistics.median(latencies) * 1000,
         "closed_p99_ms": percentile(latencies, 0.99),
         "closed_cpu_ms_per_call": 1000 * closed_cpu / len(latencies),
