@@ -6,7 +6,9 @@ import grpc
 
 from registry.domain.accounts import AccountType, Sector
 from registry.domain.errors import InvalidCommand
+from registry.domain.restriction_index import RestrictionIndex
 from registry.domain.transactions import TransactionKind
+from registry.persistence.eventlog import EventLog
 from registry.v1 import account_service_pb2 as pb
 from registry.v1 import account_service_pb2_grpc as pb_grpc
 from registry.v1 import common_pb2 as common
@@ -15,12 +17,15 @@ from services.auth import current_principal
 from services.backend import Backend
 
 DEFAULT_PAGE = 100
+RESTRICTION_INDEX = RestrictionIndex.id_for()
+NOTHING_RESTRICTED = (0, 0)
 
 
 class AccountServicer(pb_grpc.AccountServiceServicer):
     def __init__(self, backend: Backend) -> None:
         self.registry = backend.registry
         self.backend = backend
+        self._log = EventLog.of(backend.registry.recorder)
 
     def GetAccount(
         self, request: pb.GetAccountRequest, context: grpc.ServicerContext
@@ -56,15 +61,27 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
     def GetBalances(
         self, request: pb.GetBalancesRequest, context: grpc.ServicerContext
     ) -> pb.GetBalancesResponse:
+        """The read model's holdings, with what of them is detained or frozen from the
+        write model as committed when the holdings were read: one statement reads both
+        the holdings and the restriction index's stored version, and the index itself
+        is read again only when that version moved (``restricted_quantities``)."""
         account_id = convert.account_id(request.account_id)
         self.backend.wait_for(request.min_position, context)
-        rows = self.backend.read_models.holdings(account_id)
-        restricted = self.registry.restrictions.restricted_quantities(account_id)
+        rows, version = self.backend.read_models.holdings_and_version(
+            account_id, self._log, RESTRICTION_INDEX
+        )
+        restricted = (
+            self.registry.restrictions.restricted_quantities(
+                account_id, index_version=version, projects={row["project"] for row in rows}
+            )
+            if rows
+            else {}
+        )
         return pb.GetBalancesResponse(
             account_id=account_id,
             holdings=[
                 convert.holding_row_to_proto(
-                    account_id, row, restricted.get(row["unit_class"], (0, 0))
+                    account_id, row, restricted.get(row["unit_class"], NOTHING_RESTRICTED)
                 )
                 for row in rows
             ],

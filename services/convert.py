@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -248,12 +249,19 @@ def trade_date(message: pb.Date, field: str) -> date | None:
 
 def unit_class_to_proto(unit_class: UnitClass | str) -> pb.UnitClass:
     if isinstance(unit_class, str):
-        unit_class = UnitClass.from_key(unit_class)
+        return _unit_class_message(unit_class)
     return pb.UnitClass(
         unit_type=enum_to_proto(unit_class.unit_type, pb.UnitType),
         vintage=unit_class.vintage,
         project=unit_class.project,
     )
+
+
+@lru_cache(maxsize=4096)
+def _unit_class_message(key: str) -> pb.UnitClass:
+    """A unit class key's message, parsed once: a balance shows the same few classes on
+    every call. Shared, so never mutated: a message field set from it is a copy."""
+    return unit_class_to_proto(UnitClass.from_key(key))
 
 
 def unit_class_from_proto(message: pb.UnitClass, field: str = "unit_class") -> UnitClass:

