@@ -9,7 +9,8 @@ times encode (``mapper.to_stored_event``) and decode (``mapper.to_domain_event``
 event with the library's ``JSONTranscoder`` and with ``MsgspecTranscoder``: CPU time
 (``time.process_time``), best of ``--rounds``. Then the CPU per trade of
 ``Registry.settle_trades`` in batches of 1,000 with each (``TRANSCODER_TOPIC`` selects
-the library's), rounds interleaved so both see the same machine load.
+the library's), each on a store of its own, rounds interleaved so both see the same
+machine load. ``--rounds 0`` or ``--settle-rounds 0`` skips a part.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 from eventsourcing.domain import Snapshot
@@ -113,31 +115,48 @@ def microbench(stored: list[StoredEvent], rounds: int) -> None:
 
 
 def settle_cpu(url: str, rounds: int, batch: int) -> None:
-    """CPU µs per trade of settle_trades batches, each transcoder, rounds interleaved."""
-    os.environ["TRANSCODER_TOPIC"] = LIBRARY
-    try:
-        library = build_registry(Settings(url))
-    finally:
-        del os.environ["TRANSCODER_TOPIC"]
-    registries = {"json": library, "msgspec": build_registry(Settings(url))}
+    """CPU µs per trade of settle_trades batches, each transcoder on a store of its own
+    (``url`` with a suffix: a shared store would make each read the other's events),
+    rounds interleaved so both see the same machine load."""
+    registries: dict[str, Registry] = {}
+    for name in ("json", "msgspec"):
+        store = _suffixed(url, name)
+        if store.startswith("postgres"):
+            reset_postgres(store)
+        if name == "json":
+            os.environ["TRANSCODER_TOPIC"] = LIBRARY
+        try:
+            registries[name] = build_registry(Settings(store))
+        finally:
+            os.environ.pop("TRANSCODER_TOPIC", None)
+        setup(registries[name])
     assert type(registries["json"].mapper.transcoder) is JSONTranscoder
     assert type(registries["msgspec"].mapper.transcoder) is MsgspecTranscoder
     per_trade: dict[str, list[float]] = defaultdict(list)
     for round_ in range(rounds):
         for name, registry in registries.items():
+            gc.collect()
             started = time.process_time()
-            results = registry.settle_trades(EXCHANGE, trades(f"C-{name}-{round_}", batch))
+            results = registry.settle_trades(EXCHANGE, trades(f"C-{round_}", batch))
             per_trade[name].append((time.process_time() - started) / batch * 1e6)
             assert all(r.outcome == "SETTLED" for r in results)
     for name, figures in per_trade.items():
         ordered = sorted(figures)
         print(
-            f"settle_trades batch {batch}, {name:>6}: CPU µs/trade median "
+            f"settle_trades batch {batch}, {name:>7}: CPU µs/trade median "
             f"{ordered[len(ordered) // 2]:.0f}, best {ordered[0]:.0f} "
             f"({' '.join(f'{f:.0f}' for f in figures)})"
         )
     for registry in registries.values():
         registry.close()
+
+
+def _suffixed(url: str, suffix: str) -> str:
+    """The same kind of store, another database (or file) named with ``suffix``."""
+    if url.startswith("sqlite"):
+        return url.replace(".sqlite", f"-{suffix}.sqlite")
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{suffix}"))
 
 
 def main() -> None:
@@ -153,8 +172,10 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
     if url.startswith("postgres"):
         reset_postgres(url)
-    microbench(stored_events(url, args.batches, args.singles), args.rounds)
-    settle_cpu(url, args.settle_rounds, 1000)
+    if args.rounds:
+        microbench(stored_events(url, args.batches, args.singles), args.rounds)
+    if args.settle_rounds:
+        settle_cpu(url, args.settle_rounds, 1000)
 
 
 if __name__ == "__main__":

@@ -242,6 +242,21 @@ def _decoders(
         for index, item in enumerate(value):
             kind = type(item)
             if kind is dict:
+                if len(item) == 2 and type(name := item.get("_type_")) is str:
+                    # inline for what lists of custom values hold: plain text or a
+                    # plain [class, first, last] as data, a known name
+                    data = item.get("_data_", item)
+                    kind = type(data)
+                    decoder = decoders.get(name)
+                    if decoder is not None and kind is not dict and data is not item:
+                        if kind is list:
+                            for part in data:
+                                kind = type(part)
+                                if kind is dict or kind is list:
+                                    decode_array(data)
+                                    break
+                        value[index] = decoder(data)
+                        continue
                 value[index] = decode_object(item)
             elif kind is list:
                 decode_array(item)
