@@ -159,9 +159,11 @@ class MsgspecTranscoder(JSONTranscoder):
             if math.isfinite(obj):
                 return obj
             raise _NotPlain  # stdlib writes NaN / Infinity, msgspec null
-        if isinstance(obj, str):
+        if isinstance(obj, str):  # e.g. a StrEnum member: its type is remembered
+            self._encoders[type(obj)] = str.__str__
             return str.__str__(obj)
         if isinstance(obj, int):
+            self._encoders[type(obj)] = int.__int__
             return int.__int__(obj)
         if isinstance(obj, float):
             return self._plain(float.__float__(obj))
