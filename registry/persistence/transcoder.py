@@ -82,7 +82,7 @@ class MsgspecTranscoder(JSONTranscoder):
         differently: the same number)."""
         try:
             return _encode(self._plain(obj))
-        except (_NotPlain, msgspec.EncodeError, UnicodeEncodeError):
+        except (_NotPlain, msgspec.EncodeError, UnicodeEncodeError, RecursionError):
             return super().encode(obj)  # the same bytes, or the library's error
 
     def decode(self, data: bytes) -> Any:
@@ -96,7 +96,7 @@ class MsgspecTranscoder(JSONTranscoder):
                 return self._object(parsed)
             if type(parsed) is list:
                 return self._array(parsed)
-        except _NotPlain:
+        except (_NotPlain, RecursionError):
             return super().decode(data)
         return parsed
 

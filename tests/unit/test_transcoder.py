@@ -268,6 +268,15 @@ def test_what_the_library_refuses_is_refused_alike(stored: bytes) -> None:
         assert str(new.value) == str(old.value)
 
 
+def test_a_circular_state_is_refused_as_the_library_refuses_it() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        OLD.encode({"loop": loop})
+    with pytest.raises(ValueError, match="Circular reference"):
+        NEW.encode({"loop": loop})
+
+
 def test_a_custom_type_inside_a_custom_types_data_is_decoded_first() -> None:
     """As the stdlib ``object_hook``: innermost first, so a transcoding's decode sees
     its data's custom values already decoded."""
