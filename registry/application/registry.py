@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.persistence import JSONTranscoder, Recording
+from eventsourcing.persistence import InfrastructureFactory, JSONTranscoder, Recording, Transcoder
 
 from registry.application.access import Access
 from registry.application.accounts import Accounts
@@ -61,6 +61,7 @@ from registry.persistence.recorder import (
     STATEMENT_TIMEOUT_ENV,
     RegistryPostgresRecorder,
 )
+from registry.persistence.transcoder import MsgspecTranscoder
 
 
 class Registry(Application[UUID]):
@@ -133,6 +134,15 @@ class Registry(Application[UUID]):
         self._movements.close()
         self._accounts.close()
         super().close()
+
+    def construct_transcoder(self) -> Transcoder:
+        """orjson, in the library's stored JSON format (``registry.persistence.transcoder``);
+        an explicit ``TRANSCODER_TOPIC`` (e.g. the library's ``JSONTranscoder``) wins."""
+        if self.env.get(InfrastructureFactory.TRANSCODER_TOPIC):
+            return super().construct_transcoder()
+        transcoder = MsgspecTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -5,14 +5,16 @@ full domain event per notification, running a Python hook on every JSON object (
 timestamp, id and serial block); the projections need a few fields of a few topics. So
 the runner reads raw rows (``registry.persistence.eventlog``) in the projection's own
 transaction, with the state only of the topics some projection reads, and parses it
-with plain ``json.loads``:
+as plain JSON (msgspec, or ``json.loads`` where msgspec refuses: the same values):
 values stay in their stored form (``{"_type_": "block", "_data_": [class, first,
 last]}``) and the helpers below read the few the projections use.
 
-That shortcut is taken only when it is exact: the mapper's transcoder is the library's
-JSON transcoder with our transcodings under their names, and the event class has no
-upcasting (``class_version``). Anything else (another transcoder, an upcast event) goes
-through the mapper and is re-encoded into the same stored form, slower but identical.
+That shortcut is taken only when it is exact: the mapper's transcoder is one whose
+stored form we know (the library's JSON transcoder, or our ``MsgspecTranscoder`` which
+writes the same), exactly that class, with our transcodings under their names, and the
+event class has no upcasting (``class_version``). Anything else (another transcoder, a
+subclass, an upcast event) goes through the mapper and is re-encoded into the same
+stored form, slower but identical.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
-from json.scanner import make_scanner
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +42,7 @@ from registry.domain.accounts import Account
 from registry.domain.transactions import Transaction
 from registry.domain.units import SerialBlock
 from registry.persistence.eventlog import EventLog, Row, notification_rows
+from registry.persistence.transcoder import MsgspecTranscoder, loads
 
 OPENED = Account.Opened.TOPIC
 FROZEN = Account.Frozen.TOPIC
@@ -153,7 +155,9 @@ class EventReader:
         return events, count, last
 
 
-_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+STORED_FORM: tuple[type[JSONTranscoder], ...] = (JSONTranscoder, MsgspecTranscoder)
+"""Transcoders whose stored form the fast path reads (by exact class: a subclass may
+write something else)."""
 
 
 class StateDecoder:
@@ -163,7 +167,8 @@ class StateDecoder:
         self.mapper = mapper
         transcoder = mapper.transcoder
         self.fast = (
-            type(transcoder) is JSONTranscoder
+            type(transcoder) in STORED_FORM
+            and isinstance(transcoder, JSONTranscoder)
             and _named(transcoder, SerialBlock, "block", SerialBlockTranscoding)
             and _named(transcoder, datetime, "datetime_iso", DatetimeAsISO)
             and _named(transcoder, UUID, "uuid_hex", UUIDAsHex)
@@ -190,13 +195,9 @@ class StateDecoder:
                 state = mapper.cipher.decrypt(state)
             if mapper.compressor:
                 state = mapper.compressor.decompress(state)
-            text = state.decode()
-            try:  # json.loads minus its per-call checks
-                decoded, end = _scan(text, 0)
-            except StopIteration:
-                end = -1
-            if end != len(text) or type(decoded) is not dict:
-                decoded = json.loads(text)  # the error, or what json.loads makes of it
+            decoded = loads(state)
+            if type(decoded) is not dict:
+                decoded = json.loads(state.decode())  # the error, or what json.loads makes
             return decoded  # type: ignore[no-any-return]
         event = self.mapper.to_domain_event(
             StoredEvent(
