@@ -160,7 +160,7 @@ class Account(Aggregate):
         self.type_name = AccountType.TRADING.value
         self.holder: dict[str, str] = {}
         self.state_name = AccountState.OPEN.value
-        self.available: Holding = ()
+        self.available = units.EMPTY
         self.held: dict[str, Holding] = {}
         self.state_requests: dict[str, str] = {}
         """Client request id -> the state its freeze, unfreeze or close led to: a retry
@@ -180,6 +180,20 @@ class Account(Aggregate):
             }
         )
         return clone
+
+    @property
+    def available(self) -> Holding:
+        """The available blocks, a ``units.Blocks`` (updated without copying it all).
+        A snapshot stores them as a list and restores the list into ``__dict__``: it
+        becomes a ``Blocks`` here, once, so old and new snapshots load alike."""
+        blocks: Holding = self.__dict__["available"]
+        if type(blocks) is not units.Blocks:
+            blocks = self.__dict__["available"] = units.Blocks.from_sorted(blocks)
+        return blocks
+
+    @available.setter
+    def available(self, blocks: Holding) -> None:
+        self.__dict__["available"] = blocks  # the key snapshots have always used
 
     @property
     def account_type(self) -> AccountType:
@@ -269,14 +283,14 @@ class Account(Aggregate):
         movements: list[dict[str, Any]]
 
         def apply(self, account: Account) -> None:
-            available = list(account.available)  # one copy for all the movements
+            available = account.available  # updated persistently, not copied
             for movement in self.movements:
                 debited = movement.get("debited")
                 if debited is not None:
-                    units.remove_from(available, debited)
+                    available = units.remove(available, debited)
                 else:
-                    units.add_into(available, movement["credited"])
-            account.available = tuple(available)
+                    available = units.add(available, movement["credited"])
+            account.available = available
 
     class UnitsHeld(Aggregate.Event):
         TOPIC = "registry.Account.UnitsHeld"
