@@ -160,7 +160,7 @@ class Account(Aggregate):
         self.type_name = AccountType.TRADING.value
         self.holder: dict[str, str] = {}
         self.state_name = AccountState.OPEN.value
-        self.available = units.EMPTY
+        self.available: Holding = ()
         self.held: dict[str, Holding] = {}
         self.state_requests: dict[str, str] = {}
         """Client request id -> the state its freeze, unfreeze or close led to: a retry
@@ -180,20 +180,6 @@ class Account(Aggregate):
             }
         )
         return clone
-
-    @property
-    def available(self) -> Holding:
-        """The available blocks, a ``units.Blocks`` (updated without copying it all).
-        A snapshot stores them as a list and restores the list into ``__dict__``: it
-        becomes a ``Blocks`` here, once, so old and new snapshots load alike."""
-        blocks: Holding = self.__dict__["available"]
-        if type(blocks) is not units.Blocks:
-            blocks = self.__dict__["available"] = units.Blocks.from_sorted(blocks)
-        return blocks
-
-    @available.setter
-    def available(self, blocks: Holding) -> None:
-        self.__dict__["available"] = blocks  # the key snapshots have always used
 
     @property
     def account_type(self) -> AccountType:

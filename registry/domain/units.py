@@ -192,8 +192,11 @@ class SerialBlock:
 
 
 Holding = tuple[SerialBlock, ...]
-"""Sorted, disjoint serial blocks, adjacent blocks of one class joined. An account's
-holding is a ``Blocks`` (a tuple to every reader); blocks in transit are plain tuples."""
+"""Sorted, disjoint serial blocks, adjacent blocks of one class joined: a plain tuple
+up to ``CHUNK`` blocks (copying that few is cheaper than any index), a ``Blocks`` (a
+tuple to every reader) beyond; ``add`` and ``remove`` choose, and take either, or the
+list a snapshot restores. A ``Blocks`` shrinks back to a tuple below ``CHUNK / 2``,
+so a holding near the limit does not change form at every movement."""
 
 CHUNK = 512
 """Most blocks a chunk of a ``Blocks`` holds: an update copies one chunk and the index
@@ -228,7 +231,7 @@ class Blocks(tuple[SerialBlock, ...]):
     _starts: tuple[tuple[UnitClass, int], ...]
     """The (class, first serial) of each chunk's first block: which chunk a block is in."""
     _len: int
-    _ends: tuple[int, ...] | None
+    _ends: tuple[int, ...] | None = None
     """Blocks up to the end of each chunk: made on the first indexing, not per update."""
 
     def __new__(cls, blocks: Iterable[SerialBlock] = ()) -> Blocks:
@@ -241,20 +244,20 @@ class Blocks(tuple[SerialBlock, ...]):
         list), chunked as they are: O(n), once per loaded account."""
         if type(blocks) is Blocks:
             return blocks
-        items = blocks if isinstance(blocks, tuple) else tuple(blocks)
-        return cls._make(tuple(items[i : i + _FILL] for i in range(0, len(items), _FILL)))
+        items = tuple(blocks)  # the very tuple, when it is one
+        length = len(items)
+        if length <= CHUNK:  # most accounts: one chunk
+            return cls._make((items,), (_start(items[0]),), length) if items else EMPTY
+        chunks = tuple(items[i : i + _FILL] for i in range(0, length, _FILL))
+        return cls._make(chunks, tuple(_start(c[0]) for c in chunks), length)
 
     @classmethod
     def _make(
-        cls,
-        chunks: tuple[tuple[SerialBlock, ...], ...],
-        starts: tuple[tuple[UnitClass, int], ...] | None = None,
-        length: int | None = None,
+        cls, chunks: tuple[Chunk, ...], starts: tuple[tuple[UnitClass, int], ...], length: int
     ) -> Blocks:
         made = tuple.__new__(cls, chunks)
-        made._starts = tuple(_start(c[0]) for c in chunks) if starts is None else starts
-        made._len = sum(map(len, chunks)) if length is None else length
-        made._ends = None
+        made._starts = starts
+        made._len = length
         return made
 
     # -- updates: each returns a new Blocks -------------------------------------------
@@ -280,7 +283,7 @@ class Blocks(tuple[SerialBlock, ...]):
         """``add`` of one block (ValueError when it overlaps one held)."""
         count = _chunk_count(self)
         if not count:
-            return Blocks._make(((block,),), None, 1)
+            return Blocks._make(((block,),), (_start(block),), 1)
         key = _start(block)
         lo = self._chunk_for(key)
         hi = lo + 1
@@ -363,7 +366,9 @@ class Blocks(tuple[SerialBlock, ...]):
             return True
         if not isinstance(other, tuple):
             return NotImplemented
-        return len(other) == self._len and all(map(operator.eq, self, other))
+        if len(other) != self._len:
+            return False
+        return tuple(self) == tuple(other)  # C comparison, shared blocks by identity
 
     def __ne__(self, other: object) -> bool:
         equal = self.__eq__(other)
@@ -417,7 +422,7 @@ class Blocks(tuple[SerialBlock, ...]):
         return self
 
 
-EMPTY = Blocks._make(())
+EMPTY = Blocks._make((), (), 0)
 
 
 def total(blocks: Iterable[SerialBlock], selector: UnitSelector | None = None) -> int:
@@ -480,26 +485,33 @@ def _start(block: SerialBlock) -> tuple[UnitClass, int]:
     return block.unit_class, block.first
 
 
-def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Blocks:
+def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holding:
     """Remove exactly these serial blocks; every serial of them must be in the holding.
 
-    The holding is sorted, so each block is found by bisection; the result shares all
-    but the touched chunks with the holding, which is left as it was (see ``Blocks``)."""
-    blocks = blocks if isinstance(blocks, Sequence) else tuple(blocks)
-    if _in_bulk(holding, blocks):
-        result = list(holding)
-        remove_from(result, blocks)
-        return Blocks.from_sorted(result)
-    kept = Blocks.from_sorted(holding)
-    for block in blocks:
-        kept = kept.removed(block)
-    return kept
+    The holding is sorted, so each block is found by bisection; a large holding is a
+    ``Blocks``, and the result shares all but the touched chunks with it."""
+    if type(holding) is Blocks:
+        blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
+        if not _in_bulk(holding, blocks):
+            for block in blocks:
+                holding = holding.removed(block)
+            return tuple(holding) if len(holding) < _FILL else holding  # small again
+    result = _listed(holding)
+    remove_from(result, blocks)
+    return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
 
 
-def _in_bulk(holding: Sequence[SerialBlock], blocks: Sequence[SerialBlock]) -> bool:
+def _in_bulk(holding: Blocks, blocks: Sequence[SerialBlock]) -> bool:
     """Whether one pass over a copy of the holding is cheaper than updating it block by
-    block (an issuance of thousands of blocks, a holding loaded as a list)."""
-    return type(holding) is not Blocks or len(blocks) * 64 > len(holding)
+    block (an issuance of thousands of blocks)."""
+    return len(blocks) * 64 > len(holding)
+
+
+def _listed(holding: Sequence[SerialBlock]) -> list[SerialBlock]:
+    """The blocks as a new list (a one-chunk ``Blocks`` copied as its chunk)."""
+    if type(holding) is Blocks and _chunk_count(holding) == 1:
+        return list(_chunk_at(holding, 0))
+    return list(holding)
 
 
 def remove_from(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> None:
@@ -517,21 +529,21 @@ def remove_from(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> Non
         result[index : index + 1] = pieces
 
 
-def add(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Blocks:
+def add(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holding:
     """The holding with ``blocks`` added, sorted, adjacent blocks of a class joined.
 
     Raises ValueError when a block overlaps one already held (a serial in two places).
-    Each block is placed by bisection instead of re-sorting the whole holding; the
-    result shares all but the touched chunks with the holding (see ``Blocks``)."""
-    blocks = blocks if isinstance(blocks, Sequence) else tuple(blocks)
-    if _in_bulk(holding, blocks):
-        result = list(holding)
-        add_into(result, blocks)
-        return Blocks.from_sorted(result)
-    grown = Blocks.from_sorted(holding)
-    for block in blocks:
-        grown = grown.added(block)
-    return grown
+    Each block is placed by bisection instead of re-sorting the whole holding; a large
+    holding is a ``Blocks``, and the result shares all but the touched chunks with it."""
+    if type(holding) is Blocks:
+        blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
+        if not _in_bulk(holding, blocks):
+            for block in blocks:
+                holding = holding.added(block)
+            return holding
+    result = _listed(holding)
+    add_into(result, blocks)
+    return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
 
 
 def add_into(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> None:
