@@ -206,6 +206,9 @@ _FILL = CHUNK // 2
 """How full a chunk is made: room to grow before it splits."""
 _LOW = CHUNK // 8
 """A chunk emptier than this after a removal joins a neighbour."""
+_BULK = 64
+"""Blocks per update beyond which one pass over a copy beats updating a ``Blocks``
+block by block: more than 1 in ``_BULK`` of its blocks (an issuance of thousands)."""
 Chunk = tuple[SerialBlock, ...]
 # A Blocks is, to the tuple type, the tuple of its chunks: these read it so.
 _chunk_at: Callable[[Blocks, int], Chunk] = tuple.__getitem__  # type: ignore[assignment]
@@ -504,7 +507,7 @@ def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Hol
 def _in_bulk(holding: Blocks, blocks: Sequence[SerialBlock]) -> bool:
     """Whether one pass over a copy of the holding is cheaper than updating it block by
     block (an issuance of thousands of blocks)."""
-    return len(blocks) * 64 > len(holding)
+    return len(blocks) * _BULK > len(holding)
 
 
 def _listed(holding: Sequence[SerialBlock]) -> list[SerialBlock]:
