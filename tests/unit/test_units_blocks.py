@@ -49,7 +49,7 @@ def check_structure(holding: units.Holding, expected: list[SerialBlock]) -> None
     """``holding`` reads as ``expected`` in every way a tuple is read, and a Blocks
     keeps its own bookkeeping right."""
     assert holding == tuple(expected) and tuple(expected) == holding
-    assert not holding != tuple(expected)
+    assert not holding != tuple(expected)  # noqa: SIM202 (``!=`` is under test)
     assert list(holding) == expected and len(holding) == len(expected)
     assert bool(holding) is bool(expected)
     assert hash(holding) == hash(tuple(expected))
@@ -157,8 +157,10 @@ def test_take_from_a_large_holding_removes_without_copying_the_rest() -> None:
     taken, remaining = units.take(holding, UnitSelector(UnitType.CEA, 2025), 7)
     assert taken == (blocks[0], SerialBlock(CLASSES[2], 11, 12))
     assert type(remaining) is Blocks
-    assert remaining == (SerialBlock(CLASSES[1], 1, 9), SerialBlock(CLASSES[2], 13, 15)) + (
-        blocks[2:]
+    assert remaining == (
+        SerialBlock(CLASSES[1], 1, 9),
+        SerialBlock(CLASSES[2], 13, 15),
+        *blocks[2:],
     )
     assert units.take(holding, UnitSelector(UnitType.CEA), 0) == ((), holding)
 
@@ -168,7 +170,8 @@ def test_blocks_copy_and_pickle_as_the_same_blocks() -> None:
     assert deepcopy(holding) is holding
     restored = pickle.loads(pickle.dumps(holding))
     assert type(restored) is Blocks and restored == holding
-    assert () + holding == tuple(holding) and holding + () == tuple(holding)
+    assert () + holding == tuple(holding)  # noqa: RUF005 (``+`` is under test)
+    assert holding + () == tuple(holding)  # noqa: RUF005
     assert Blocks(reversed(spaced(3))) == spaced(3)
 
 
