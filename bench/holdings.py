@@ -14,6 +14,11 @@ is shared), the best of ``--rounds``, for:
   ``debit_blocks``: the event is made and applied), the whole aggregate path;
 - ``posted``: a ``MovementsPosted`` of 10 credits applied to the account (a batch).
 
+``--surrender`` plays a national year's surrender phase instead: 3,700 compliance
+accounts holding 100,000 scattered blocks between them each surrender all they hold
+to CN-SURRENDER (``debit`` of the company, ``credit`` of CN-SURRENDER, events
+collected), which ends with the 100,000 blocks; it prints the phase's CPU seconds.
+
 No database: this is the domain's bookkeeping only.
 """
 
@@ -27,7 +32,7 @@ from uuid import uuid4
 
 from registry.domain import units
 from registry.domain.accounts import Account, AccountType, Holder
-from registry.domain.units import SerialBlock, UnitClass, UnitType
+from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
 
 CEA = UnitClass(UnitType.CEA, 2025)
 OLD = UnitClass(UnitType.CEA, 2024)
@@ -122,12 +127,49 @@ def measure(size: int, ops: int, seed: int) -> dict[str, float]:
     return figures
 
 
+def surrender_phase(companies: int, blocks: int, seed: int) -> float:
+    """CPU seconds of every company surrendering all it holds to CN-SURRENDER."""
+    rng = random.Random(seed)
+    pieces = list(holding(blocks))
+    rng.shuffle(pieces)
+    accounts = []
+    for number in range(companies):
+        company = Account.open(
+            f"PWR-{number:04d}",
+            AccountType.COMPLIANCE,
+            Holder("Plant Co.", "91110000100001234X", "POWER", "Beijing"),
+            "bench",
+        )
+        company.credit(uuid4(), sorted(pieces[number::companies]))
+        company.collect_events()
+        accounts.append(company)
+    national = Account.open("CN-SURRENDER", AccountType.SURRENDER, Holder("registry"), "b")
+    national.collect_events()
+    everything = UnitSelector(UnitType.CEA)
+    start = time.process_time()
+    for company in accounts:
+        transaction = uuid4()
+        taken = company.debit(transaction, everything, units.total(company.available))
+        national.credit(transaction, taken)
+        company.collect_events()
+        national.collect_events()
+    seconds = time.process_time() - start
+    assert len(national.available) == blocks, "the surrendered blocks did not all arrive"
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000, 100_000])
     parser.add_argument("--ops", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--surrender", action="store_true", help="the surrender phase")
     args = parser.parse_args()
+    if args.surrender:
+        for round_ in range(args.rounds):
+            seconds = surrender_phase(3_700, 100_000, seed=round_)
+            print(f"surrender phase: 3,700 surrenders, 100,000 blocks: {seconds:.2f} s CPU")
+        return
     names = ("add", "remove", "credit", "debit", "posted")
     print(f"{'blocks':>8} " + " ".join(f"{n + ' µs':>11}" for n in names))
     for size in args.sizes:

@@ -265,64 +265,84 @@ class Blocks(tuple[SerialBlock, ...]):
 
     # -- updates: each returns a new Blocks -------------------------------------------
 
-    def _splice(self, lo: int, hi: int, items: list[SerialBlock], length: int) -> Blocks:
-        """Chunks ``lo:hi`` replaced by ``items`` (re-chunked when too many)."""
-        if len(items) > CHUNK:
-            pieces = len(items) // _FILL
-            step = -(-len(items) // pieces)
-            new = tuple(tuple(items[i : i + step]) for i in range(0, len(items), step))
-        else:
-            new = (tuple(items),) if items else ()
+    def _splice(self, lo: int, hi: int, new: tuple[Chunk, ...], length: int) -> Blocks:
+        """Chunks ``lo:hi`` replaced by ``new``: the other chunks are shared."""
         chunks = _chunks_in(self, slice(None, lo)) + new + _chunks_in(self, slice(hi, None))
         starts = self._starts
         starts = starts[:lo] + tuple(_start(c[0]) for c in new) + starts[hi:]
         return Blocks._make(chunks, starts, length)
 
-    def _chunk_for(self, key: tuple[UnitClass, int]) -> int:
-        """The chunk whose range the key falls in (0 when it is before them all)."""
-        return max(bisect_right(self._starts, key) - 1, 0)
-
     def added(self, block: SerialBlock) -> Blocks:
-        """``add`` of one block (ValueError when it overlaps one held)."""
+        """``add`` of one block (ValueError when it overlaps one held): one chunk (two,
+        when the block joins the first of the next) is copied, the rest shared."""
         count = _chunk_count(self)
         if not count:
             return Blocks._make(((block,),), (_start(block),), 1)
         key = _start(block)
-        lo = self._chunk_for(key)
-        hi = lo + 1
+        lo = max(bisect_right(self._starts, key) - 1, 0)
         chunk = _chunk_at(self, lo)
-        items = list(chunk)
-        if hi < count and bisect_right(chunk, key, key=_start) == len(chunk):
-            after = _chunk_at(self, hi)[0]  # the neighbour is the next chunk's first
-            if after.overlaps(block):
-                raise ValueError(f"overlapping serial blocks {block} and {after}")
-            if after.unit_class == block.unit_class and block.last + 1 == after.first:
-                items.extend(_chunk_at(self, hi))  # they join: splice both chunks
-                hi += 1
-        before = len(items)
-        add_into(items, (block,))
-        return self._splice(lo, hi, items, self._len + len(items) - before)
+        index = bisect_right(chunk, key, key=_start)
+        before = chunk[index - 1] if index else None
+        following: Chunk = ()  # the next chunk, when the block is after this one's last
+        if index < len(chunk):
+            after: SerialBlock | None = chunk[index]
+        elif lo + 1 < count:
+            following = _chunk_at(self, lo + 1)
+            after = following[0]
+        else:
+            after = None
+        if before is not None and before.overlaps(block):
+            raise ValueError(f"overlapping serial blocks {before} and {block}")
+        if after is not None and after.overlaps(block):
+            raise ValueError(f"overlapping serial blocks {block} and {after}")
+        unit_class, first, last, start, stop = (
+            block.unit_class,
+            block.first,
+            block.last,
+            index,
+            index,
+        )
+        if before is not None and before.unit_class == unit_class and before.last + 1 == first:
+            first, start = before.first, index - 1
+        joins = after is not None and after.unit_class == unit_class and last + 1 == after.first
+        if joins:
+            assert after is not None
+            last, stop = after.last, index + 1
+        if (first, last) != (block.first, block.last):
+            block = SerialBlock(unit_class, first, last)
+        length = self._len + 1 - (stop - start)
+        if joins and following:  # the block took the next chunk's first
+            new = _pieces((*chunk[:start], block)) + _pieces(following[1:])
+            return self._splice(lo, lo + 2, new, length)
+        return self._splice(lo, lo + 1, _pieces((*chunk[:start], block, *chunk[stop:])), length)
 
     def removed(self, wanted: SerialBlock) -> Blocks:
-        """``remove`` of one block (UnitsNotHeld when any of its serials is not held)."""
+        """``remove`` of one block (UnitsNotHeld when any of its serials is not held):
+        one chunk is copied (with a neighbour when it shrinks too much)."""
         key = _start(wanted)
         lo = bisect_right(self._starts, key) - 1
-        if lo < 0:
+        chunk = _chunk_at(self, lo) if lo >= 0 else ()
+        index = bisect_right(chunk, key, key=_start) - 1
+        block = chunk[index] if index >= 0 else None
+        if block is None or block.unit_class != wanted.unit_class or wanted.last > block.last:
             raise UnitsNotHeld(f"serial block {wanted} is not held here", block=str(wanted))
+        pieces: Chunk = ()
+        if block.first < wanted.first:
+            pieces = (SerialBlock(block.unit_class, block.first, wanted.first - 1),)
+        if wanted.last < block.last:
+            pieces += (SerialBlock(block.unit_class, wanted.last + 1, block.last),)
+        items = chunk[:index] + pieces + chunk[index + 1 :]
+        length = self._len + len(pieces) - 1
         hi = lo + 1
-        items = list(_chunk_at(self, lo))
-        before = len(items)
-        remove_from(items, (wanted,))
-        length = self._len + len(items) - before
         count = _chunk_count(self)
         if len(items) < _LOW and count > 1:  # join a neighbour, not to leave crumbs
             if hi < count:
-                items.extend(_chunk_at(self, hi))
+                items += _chunk_at(self, hi)
                 hi += 1
             else:
-                items[:0] = _chunk_at(self, lo - 1)
                 lo -= 1
-        return self._splice(lo, hi, items, length)
+                items = _chunk_at(self, lo) + items
+        return self._splice(lo, hi, _pieces(items), length)
 
     # -- the tuple of the blocks -----------------------------------------------------
 
@@ -426,6 +446,14 @@ class Blocks(tuple[SerialBlock, ...]):
 
 
 EMPTY = Blocks._make((), (), 0)
+
+
+def _pieces(items: Chunk) -> tuple[Chunk, ...]:
+    """``items`` as chunks: none when empty, split evenly when more than ``CHUNK``."""
+    if len(items) <= CHUNK:
+        return (items,) if items else ()
+    step = -(-len(items) // (len(items) // _FILL))
+    return tuple(items[i : i + step] for i in range(0, len(items), step))
 
 
 def total(blocks: Iterable[SerialBlock], selector: UnitSelector | None = None) -> int:
