@@ -265,84 +265,24 @@ class Blocks(tuple[SerialBlock, ...]):
 
     # -- updates: each returns a new Blocks -------------------------------------------
 
-    def _splice(self, lo: int, hi: int, new: tuple[Chunk, ...], length: int) -> Blocks:
-        """Chunks ``lo:hi`` replaced by ``new``: the other chunks are shared."""
-        chunks = _chunks_in(self, slice(None, lo)) + new + _chunks_in(self, slice(hi, None))
-        starts = self._starts
-        starts = starts[:lo] + tuple(_start(c[0]) for c in new) + starts[hi:]
-        return Blocks._make(chunks, starts, length)
-
     def added(self, block: SerialBlock) -> Blocks:
-        """``add`` of one block (ValueError when it overlaps one held): one chunk (two,
-        when the block joins the first of the next) is copied, the rest shared."""
-        count = _chunk_count(self)
-        if not count:
-            return Blocks._make(((block,),), (_start(block),), 1)
-        key = _start(block)
-        lo = max(bisect_right(self._starts, key) - 1, 0)
-        chunk = _chunk_at(self, lo)
-        index = bisect_right(chunk, key, key=_start)
-        before = chunk[index - 1] if index else None
-        following: Chunk = ()  # the next chunk, when the block is after this one's last
-        if index < len(chunk):
-            after: SerialBlock | None = chunk[index]
-        elif lo + 1 < count:
-            following = _chunk_at(self, lo + 1)
-            after = following[0]
-        else:
-            after = None
-        if before is not None and before.overlaps(block):
-            raise ValueError(f"overlapping serial blocks {before} and {block}")
-        if after is not None and after.overlaps(block):
-            raise ValueError(f"overlapping serial blocks {block} and {after}")
-        unit_class, first, last, start, stop = (
-            block.unit_class,
-            block.first,
-            block.last,
-            index,
-            index,
-        )
-        if before is not None and before.unit_class == unit_class and before.last + 1 == first:
-            first, start = before.first, index - 1
-        joins = after is not None and after.unit_class == unit_class and last + 1 == after.first
-        if joins:
-            assert after is not None
-            last, stop = after.last, index + 1
-        if (first, last) != (block.first, block.last):
-            block = SerialBlock(unit_class, first, last)
-        length = self._len + 1 - (stop - start)
-        if joins and following:  # the block took the next chunk's first
-            new = _pieces((*chunk[:start], block)) + _pieces(following[1:])
-            return self._splice(lo, lo + 2, new, length)
-        return self._splice(lo, lo + 1, _pieces((*chunk[:start], block, *chunk[stop:])), length)
+        """``add`` of one block (ValueError when it overlaps one held)."""
+        return self.updated((block,), _add_one)
 
     def removed(self, wanted: SerialBlock) -> Blocks:
-        """``remove`` of one block (UnitsNotHeld when any of its serials is not held):
-        one chunk is copied (with a neighbour when it shrinks too much)."""
-        key = _start(wanted)
-        lo = bisect_right(self._starts, key) - 1
-        chunk = _chunk_at(self, lo) if lo >= 0 else ()
-        index = bisect_right(chunk, key, key=_start) - 1
-        block = chunk[index] if index >= 0 else None
-        if block is None or block.unit_class != wanted.unit_class or wanted.last > block.last:
-            raise UnitsNotHeld(f"serial block {wanted} is not held here", block=str(wanted))
-        pieces: Chunk = ()
-        if block.first < wanted.first:
-            pieces = (SerialBlock(block.unit_class, block.first, wanted.first - 1),)
-        if wanted.last < block.last:
-            pieces += (SerialBlock(block.unit_class, wanted.last + 1, block.last),)
-        items = chunk[:index] + pieces + chunk[index + 1 :]
-        length = self._len + len(pieces) - 1
-        hi = lo + 1
-        count = _chunk_count(self)
-        if len(items) < _LOW and count > 1:  # join a neighbour, not to leave crumbs
-            if hi < count:
-                items += _chunk_at(self, hi)
-                hi += 1
-            else:
-                lo -= 1
-                items = _chunk_at(self, lo) + items
-        return self._splice(lo, hi, _pieces(items), length)
+        """``remove`` of one block (UnitsNotHeld when any of its serials is not held)."""
+        return self.updated((wanted,), _remove_one)
+
+    def updated(self, blocks: Iterable[SerialBlock], update: _Update) -> Blocks:
+        """A new ``Blocks`` with ``update`` made for each block, in order, on lists of
+        this one's chunks: each touched chunk is copied, the others shared, and the
+        index is copied once for all the blocks (a surrender credits dozens)."""
+        chunks = list(_chunks_of(self))
+        starts = list(self._starts)
+        length = self._len
+        for block in blocks:
+            length += update(chunks, starts, block)
+        return Blocks._make(tuple(chunks), tuple(starts), length)
 
     # -- the tuple of the blocks -----------------------------------------------------
 
@@ -448,6 +388,87 @@ class Blocks(tuple[SerialBlock, ...]):
 EMPTY = Blocks._make((), (), 0)
 
 
+_Starts = list[tuple[UnitClass, int]]
+_Update = Callable[[list[Chunk], _Starts, SerialBlock], int]
+"""Changes a ``Blocks``'s chunks and starts, as lists, for one block: how many
+blocks more (or fewer) it holds."""
+
+
+def _add_one(chunks: list[Chunk], starts: _Starts, block: SerialBlock) -> int:
+    """One block added (ValueError when it overlaps one held): one chunk (two, when the
+    block joins the first of the next) is copied."""
+    if not chunks:
+        chunks.append((block,))
+        starts.append(_start(block))
+        return 1
+    key = _start(block)
+    lo = max(bisect_right(starts, key) - 1, 0)
+    chunk = chunks[lo]
+    index = bisect_right(chunk, key, key=_start)
+    before = chunk[index - 1] if index else None
+    following: Chunk = ()  # the next chunk, when the block is after this one's last
+    if index < len(chunk):
+        after: SerialBlock | None = chunk[index]
+    elif lo + 1 < len(chunks):
+        following = chunks[lo + 1]
+        after = following[0]
+    else:
+        after = None
+    if before is not None and before.overlaps(block):
+        raise ValueError(f"overlapping serial blocks {before} and {block}")
+    if after is not None and after.overlaps(block):
+        raise ValueError(f"overlapping serial blocks {block} and {after}")
+    unit_class, first, last, start, stop = block.unit_class, block.first, block.last, index, index
+    if before is not None and before.unit_class == unit_class and before.last + 1 == first:
+        first, start = before.first, index - 1
+    joins = after is not None and after.unit_class == unit_class and last + 1 == after.first
+    if joins:
+        assert after is not None
+        last, stop = after.last, index + 1
+    if (first, last) != (block.first, block.last):
+        block = SerialBlock(unit_class, first, last)
+    if joins and following:  # the block took the next chunk's first
+        _replace(chunks, starts, lo, lo + 2, (*chunk[:start], block), following[1:])
+    else:
+        _replace(chunks, starts, lo, lo + 1, (*chunk[:start], block, *chunk[stop:]))
+    return 1 - (stop - start)
+
+
+def _remove_one(chunks: list[Chunk], starts: _Starts, wanted: SerialBlock) -> int:
+    """One block removed (UnitsNotHeld when any of its serials is not held): one chunk
+    is copied (with a neighbour, when it shrinks too much)."""
+    key = _start(wanted)
+    lo = bisect_right(starts, key) - 1
+    chunk = chunks[lo] if lo >= 0 else ()
+    index = bisect_right(chunk, key, key=_start) - 1
+    block = chunk[index] if index >= 0 else None
+    if block is None or block.unit_class != wanted.unit_class or wanted.last > block.last:
+        raise UnitsNotHeld(f"serial block {wanted} is not held here", block=str(wanted))
+    pieces: Chunk = ()
+    if block.first < wanted.first:
+        pieces = (SerialBlock(block.unit_class, block.first, wanted.first - 1),)
+    if wanted.last < block.last:
+        pieces += (SerialBlock(block.unit_class, wanted.last + 1, block.last),)
+    items = chunk[:index] + pieces + chunk[index + 1 :]
+    hi = lo + 1
+    if len(items) < _LOW and len(chunks) > 1:  # join a neighbour, not to leave crumbs
+        if hi < len(chunks):
+            items += chunks[hi]
+            hi += 1
+        else:
+            lo -= 1
+            items = chunks[lo] + items
+    _replace(chunks, starts, lo, hi, items)
+    return len(pieces) - 1
+
+
+def _replace(chunks: list[Chunk], starts: _Starts, lo: int, hi: int, *parts: Chunk) -> None:
+    """Chunks ``lo:hi`` replaced by ``parts`` (the empty left out, the too full split)."""
+    new = [piece for part in parts for piece in _pieces(part)]
+    chunks[lo:hi] = new
+    starts[lo:hi] = [_start(c[0]) for c in new]
+
+
 def _pieces(items: Chunk) -> tuple[Chunk, ...]:
     """``items`` as chunks: none when empty, split evenly when more than ``CHUNK``."""
     if len(items) <= CHUNK:
@@ -524,9 +545,8 @@ def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Hol
     if type(holding) is Blocks:
         blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
         if not _in_bulk(holding, blocks):
-            for block in blocks:
-                holding = holding.removed(block)
-            return tuple(holding) if len(holding) < _FILL else holding  # small again
+            kept = holding.updated(blocks, _remove_one)
+            return tuple(kept) if len(kept) < _FILL else kept  # small again
     result = _listed(holding)
     remove_from(result, blocks)
     return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
@@ -569,9 +589,7 @@ def add(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holdin
     if type(holding) is Blocks:
         blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
         if not _in_bulk(holding, blocks):
-            for block in blocks:
-                holding = holding.added(block)
-            return holding
+            return holding.updated(blocks, _add_one)
     result = _listed(holding)
     add_into(result, blocks)
     return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
