@@ -269,14 +269,14 @@ class Account(Aggregate):
         movements: list[dict[str, Any]]
 
         def apply(self, account: Account) -> None:
-            available = list(account.available)  # one copy for all the movements
+            available = account.available  # updated persistently, not copied
             for movement in self.movements:
                 debited = movement.get("debited")
                 if debited is not None:
-                    units.remove_from(available, debited)
+                    available = units.remove(available, debited)
                 else:
-                    units.add_into(available, movement["credited"])
-            account.available = tuple(available)
+                    available = units.add(available, movement["credited"])
+            account.available = available
 
     class UnitsHeld(Aggregate.Event):
         TOPIC = "registry.Account.UnitsHeld"

@@ -1,18 +1,23 @@
 """Emission units: unit types, unit classes and serial blocks.
 
-A holding is a sorted list of disjoint serial blocks. Movements take the oldest unit
+A holding is a sorted sequence of disjoint serial blocks (an account's is a ``Blocks``,
+which updates without copying it all). Movements take the oldest unit
 class first and, within it, the lowest serials first (FIFO), splitting a block when
 needed; a receiving holding merges adjacent blocks of the same class.
 """
 
 from __future__ import annotations
 
+import operator
 import re
+import sys
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from itertools import accumulate, chain
+from typing import Any, SupportsIndex, overload
 
 from registry.domain.errors import InsufficientUnits, InvalidCommand, UnitsNotHeld
 
@@ -187,6 +192,289 @@ class SerialBlock:
 
 
 Holding = tuple[SerialBlock, ...]
+"""Sorted, disjoint serial blocks, adjacent blocks of one class joined: a plain tuple
+up to ``CHUNK`` blocks (copying that few is cheaper than any index), a ``Blocks`` (a
+tuple to every reader) beyond; ``add`` and ``remove`` choose, and take either, or the
+list a snapshot restores. A ``Blocks`` shrinks back to a tuple below ``CHUNK / 2``,
+so a holding near the limit does not change form at every movement."""
+
+CHUNK = 512
+"""Most blocks a chunk of a ``Blocks`` holds: an update copies one chunk and the index
+of chunks, so it costs about ``CHUNK + 2 * len / CHUNK`` pointer copies (~600 at
+100,000 blocks, instead of 200,000)."""
+_FILL = CHUNK // 2
+"""How full a chunk is made: room to grow before it splits."""
+_LOW = CHUNK // 8
+"""A chunk emptier than this after a removal joins a neighbour."""
+_BULK = 64
+"""Blocks per update beyond which one pass over a copy beats updating a ``Blocks``
+block by block: more than 1 in ``_BULK`` of its blocks (an issuance of thousands)."""
+Chunk = tuple[SerialBlock, ...]
+# A Blocks is, to the tuple type, the tuple of its chunks: these read it so.
+_chunk_at: Callable[[Blocks, int], Chunk] = tuple.__getitem__  # type: ignore[assignment]
+_chunks_in: Callable[[Blocks, slice], tuple[Chunk, ...]] = tuple.__getitem__  # type: ignore[assignment]
+_chunk_count: Callable[[Blocks], int] = tuple.__len__
+_chunks_of: Callable[[Blocks], Iterator[Chunk]] = tuple.__iter__  # type: ignore[assignment]
+
+
+class Blocks(tuple[SerialBlock, ...]):
+    """An account's holding: a persistent sorted sequence of serial blocks.
+
+    ``add`` and ``remove`` return a new ``Blocks`` that shares all but one or two chunks
+    with the old one, which stays unchanged (the aggregate cache hands out shallow copies
+    of accounts, so a holding is never mutated): an update costs ~O(sqrt n), not O(n) —
+    CN-SURRENDER ends a national year with ~100,000 blocks and every surrender credits it.
+
+    It is a tuple of its chunks (each a tuple of at most ``CHUNK`` blocks) that reads as
+    the tuple of its blocks: ``len``, iteration, indexing, slicing, ``==`` and ``hash``
+    are the blocks' (a ``Blocks`` equals the plain tuple of the same blocks), and the
+    JSON encoder, which iterates a tuple subclass, stores it as the list of its blocks:
+    the shape account snapshots always had."""
+
+    _starts: tuple[tuple[UnitClass, int], ...]
+    """The (class, first serial) of each chunk's first block: which chunk a block is in."""
+    _len: int
+    _ends: tuple[int, ...] | None = None
+    """Blocks up to the end of each chunk: made on the first indexing, not per update."""
+
+    def __new__(cls, blocks: Iterable[SerialBlock] = ()) -> Blocks:
+        """Any blocks: sorted, checked for overlaps and joined, as ``merge``."""
+        return cls.from_sorted(merge(blocks))
+
+    @classmethod
+    def from_sorted(cls, blocks: Sequence[SerialBlock]) -> Blocks:
+        """Blocks already sorted, disjoint and joined (a holding, a restored snapshot's
+        list), chunked as they are: O(n), once per loaded account."""
+        if type(blocks) is Blocks:
+            return blocks
+        items = tuple(blocks)  # the very tuple, when it is one
+        length = len(items)
+        if length <= CHUNK:  # most accounts: one chunk
+            return cls._make((items,), (_start(items[0]),), length) if items else EMPTY
+        chunks = tuple(items[i : i + _FILL] for i in range(0, length, _FILL))
+        return cls._make(chunks, tuple(_start(c[0]) for c in chunks), length)
+
+    @classmethod
+    def _make(
+        cls, chunks: tuple[Chunk, ...], starts: tuple[tuple[UnitClass, int], ...], length: int
+    ) -> Blocks:
+        made = tuple.__new__(cls, chunks)
+        made._starts = starts
+        made._len = length
+        return made
+
+    # -- updates: each returns a new Blocks -------------------------------------------
+
+    def added(self, block: SerialBlock) -> Blocks:
+        """``add`` of one block (ValueError when it overlaps one held)."""
+        return self.updated((block,), _add_one)
+
+    def removed(self, wanted: SerialBlock) -> Blocks:
+        """``remove`` of one block (UnitsNotHeld when any of its serials is not held)."""
+        return self.updated((wanted,), _remove_one)
+
+    def updated(self, blocks: Iterable[SerialBlock], update: _Update) -> Blocks:
+        """A new ``Blocks`` with ``update`` made for each block, in order, on lists of
+        this one's chunks: each touched chunk is copied, the others shared, and the
+        index is copied once for all the blocks (a surrender credits dozens)."""
+        chunks = list(_chunks_of(self))
+        starts = list(self._starts)
+        length = self._len
+        for block in blocks:
+            length += update(chunks, starts, block)
+        return Blocks._make(tuple(chunks), tuple(starts), length)
+
+    # -- the tuple of the blocks -----------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[SerialBlock]:
+        return chain.from_iterable(_chunks_of(self))
+
+    def __reversed__(self) -> Iterator[SerialBlock]:
+        return (b for c in reversed(_chunks_in(self, slice(None))) for b in reversed(c))
+
+    def _locate(self, index: int) -> SerialBlock:
+        ends = self._ends
+        if ends is None:
+            ends = self._ends = tuple(accumulate(map(len, _chunks_of(self))))
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError("holding index out of range")
+        chunk = bisect_right(ends, index)
+        return _chunk_at(self, chunk)[index - (ends[chunk - 1] if chunk else 0)]
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> SerialBlock: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[SerialBlock, ...]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> SerialBlock | tuple[SerialBlock, ...]:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        return self._locate(operator.index(index))
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, SerialBlock) or not self._len:
+            return False
+        lo = bisect_right(self._starts, _start(item)) - 1
+        return lo >= 0 and item in _chunk_at(self, lo)
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if not isinstance(other, tuple):
+            return NotImplemented
+        if len(other) != self._len:
+            return False
+        return tuple(self) == tuple(other)  # C comparison, shared blocks by identity
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __lt__(self, other: tuple[SerialBlock, ...]) -> bool:
+        return tuple(self) < tuple(other)
+
+    def __le__(self, other: tuple[SerialBlock, ...]) -> bool:
+        return tuple(self) <= tuple(other)
+
+    def __gt__(self, other: tuple[SerialBlock, ...]) -> bool:
+        return tuple(self) > tuple(other)
+
+    def __ge__(self, other: tuple[SerialBlock, ...]) -> bool:
+        return tuple(self) >= tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __add__(self, other: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(self) + tuple(other)
+
+    def __radd__(self, other: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(other) + tuple(self)
+
+    def __mul__(self, times: SupportsIndex) -> tuple[SerialBlock, ...]:
+        return tuple(self) * times
+
+    __rmul__ = __mul__
+
+    def count(self, item: Any) -> int:
+        return int(item in self)  # disjoint blocks: each is held at most once
+
+    def index(self, item: Any, start: SupportsIndex = 0, stop: SupportsIndex = sys.maxsize) -> int:
+        return tuple(self).index(item, start, stop)
+
+    def __repr__(self) -> str:
+        return f"Blocks({tuple(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Blocks.from_sorted, (tuple(self),))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (tuple(self),)
+
+    def __copy__(self) -> Blocks:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Blocks:
+        return self
+
+
+EMPTY = Blocks._make((), (), 0)
+
+
+_Starts = list[tuple[UnitClass, int]]
+_Update = Callable[[list[Chunk], _Starts, SerialBlock], int]
+"""Changes a ``Blocks``'s chunks and starts, as lists, for one block: how many
+blocks more (or fewer) it holds."""
+
+
+def _add_one(chunks: list[Chunk], starts: _Starts, block: SerialBlock) -> int:
+    """One block added (ValueError when it overlaps one held): one chunk (two, when the
+    block joins the first of the next) is copied."""
+    if not chunks:
+        chunks.append((block,))
+        starts.append(_start(block))
+        return 1
+    key = _start(block)
+    lo = max(bisect_right(starts, key) - 1, 0)
+    chunk = chunks[lo]
+    index = bisect_right(chunk, key, key=_start)
+    before = chunk[index - 1] if index else None
+    following: Chunk = ()  # the next chunk, when the block is after this one's last
+    if index < len(chunk):
+        after: SerialBlock | None = chunk[index]
+    elif lo + 1 < len(chunks):
+        following = chunks[lo + 1]
+        after = following[0]
+    else:
+        after = None
+    if before is not None and before.overlaps(block):
+        raise ValueError(f"overlapping serial blocks {before} and {block}")
+    if after is not None and after.overlaps(block):
+        raise ValueError(f"overlapping serial blocks {block} and {after}")
+    unit_class, first, last, start, stop = block.unit_class, block.first, block.last, index, index
+    if before is not None and before.unit_class == unit_class and before.last + 1 == first:
+        first, start = before.first, index - 1
+    joins = after is not None and after.unit_class == unit_class and last + 1 == after.first
+    if joins:
+        assert after is not None
+        last, stop = after.last, index + 1
+    if (first, last) != (block.first, block.last):
+        block = SerialBlock(unit_class, first, last)
+    if joins and following:  # the block took the next chunk's first
+        _replace(chunks, starts, lo, lo + 2, (*chunk[:start], block), following[1:])
+    else:
+        _replace(chunks, starts, lo, lo + 1, (*chunk[:start], block, *chunk[stop:]))
+    return 1 - (stop - start)
+
+
+def _remove_one(chunks: list[Chunk], starts: _Starts, wanted: SerialBlock) -> int:
+    """One block removed (UnitsNotHeld when any of its serials is not held): one chunk
+    is copied (with a neighbour, when it shrinks too much)."""
+    key = _start(wanted)
+    lo = bisect_right(starts, key) - 1
+    chunk = chunks[lo] if lo >= 0 else ()
+    index = bisect_right(chunk, key, key=_start) - 1
+    block = chunk[index] if index >= 0 else None
+    if block is None or block.unit_class != wanted.unit_class or wanted.last > block.last:
+        raise UnitsNotHeld(f"serial block {wanted} is not held here", block=str(wanted))
+    pieces: Chunk = ()
+    if block.first < wanted.first:
+        pieces = (SerialBlock(block.unit_class, block.first, wanted.first - 1),)
+    if wanted.last < block.last:
+        pieces += (SerialBlock(block.unit_class, wanted.last + 1, block.last),)
+    items = chunk[:index] + pieces + chunk[index + 1 :]
+    hi = lo + 1
+    if len(items) < _LOW and len(chunks) > 1:  # join a neighbour, not to leave crumbs
+        if hi < len(chunks):
+            items += chunks[hi]
+            hi += 1
+        else:
+            lo -= 1
+            items = chunks[lo] + items
+    _replace(chunks, starts, lo, hi, items)
+    return len(pieces) - 1
+
+
+def _replace(chunks: list[Chunk], starts: _Starts, lo: int, hi: int, *parts: Chunk) -> None:
+    """Chunks ``lo:hi`` replaced by ``parts`` (the empty left out, the too full split)."""
+    new = [piece for part in parts for piece in _pieces(part)]
+    chunks[lo:hi] = new
+    starts[lo:hi] = [_start(c[0]) for c in new]
+
+
+def _pieces(items: Chunk) -> tuple[Chunk, ...]:
+    """``items`` as chunks: none when empty, split evenly when more than ``CHUNK``."""
+    if len(items) <= CHUNK:
+        return (items,) if items else ()
+    step = -(-len(items) // (len(items) // _FILL))
+    return tuple(items[i : i + step] for i in range(0, len(items), step))
 
 
 def total(blocks: Iterable[SerialBlock], selector: UnitSelector | None = None) -> int:
@@ -216,20 +504,24 @@ def take(
     Returns (taken, remaining). Raises InsufficientUnits without changing anything.
     """
     if quantity == 0:
-        return (), tuple(holding)
+        return (), holding if isinstance(holding, tuple) else tuple(holding)
+    persistent = type(holding) is Blocks  # the rest is removed from it, not copied
     taken: list[SerialBlock] = []
     remaining: list[SerialBlock] = []
     still = quantity
     for index, block in enumerate(holding):  # holding is sorted, so this is FIFO
         if not selector.matches(block.unit_class):
-            remaining.append(block)
+            if not persistent:
+                remaining.append(block)
             continue
         head, rest = block.split(min(still, block.quantity))
         taken.append(head)
         still -= head.quantity
-        if rest is not None:
+        if rest is not None and not persistent:
             remaining.append(rest)
         if still == 0:
+            if persistent:
+                return tuple(taken), remove(holding, taken)
             remaining.extend(holding[index + 1 :])
             return tuple(taken), tuple(remaining)
     available = quantity - still
@@ -248,17 +540,33 @@ def _start(block: SerialBlock) -> tuple[UnitClass, int]:
 def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holding:
     """Remove exactly these serial blocks; every serial of them must be in the holding.
 
-    The holding is sorted, so each block is found by bisection: national accounts hold
-    thousands of blocks, and a linear scan per block dominated their movements."""
-    result = list(holding)
+    The holding is sorted, so each block is found by bisection; a large holding is a
+    ``Blocks``, and the result shares all but the touched chunks with it."""
+    if type(holding) is Blocks:
+        blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
+        if not _in_bulk(holding, blocks):
+            kept = holding.updated(blocks, _remove_one)
+            return tuple(kept) if len(kept) < _FILL else kept  # small again
+    result = _listed(holding)
     remove_from(result, blocks)
-    return tuple(result)
+    return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
+
+
+def _in_bulk(holding: Blocks, blocks: Sequence[SerialBlock]) -> bool:
+    """Whether one pass over a copy of the holding is cheaper than updating it block by
+    block (an issuance of thousands of blocks)."""
+    return len(blocks) * _BULK > len(holding)
+
+
+def _listed(holding: Sequence[SerialBlock]) -> list[SerialBlock]:
+    """The blocks as a new list (a one-chunk ``Blocks`` copied as its chunk)."""
+    if type(holding) is Blocks and _chunk_count(holding) == 1:
+        return list(_chunk_at(holding, 0))
+    return list(holding)
 
 
 def remove_from(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> None:
-    """``remove`` on a list, in place: several movements applied to one holding copy it
-    once (CN-SURRENDER holds ~100,000 blocks, and copying it twice per movement was half
-    of a surrender's time)."""
+    """``remove`` on a list, in place (a chunk of a ``Blocks``, a bulk update)."""
     for wanted in blocks:
         index = bisect_right(result, _start(wanted), key=_start) - 1
         block = result[index] if index >= 0 else None
@@ -276,10 +584,15 @@ def add(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holdin
     """The holding with ``blocks`` added, sorted, adjacent blocks of a class joined.
 
     Raises ValueError when a block overlaps one already held (a serial in two places).
-    Each block is placed by bisection instead of re-sorting the whole holding."""
-    result = list(holding)
+    Each block is placed by bisection instead of re-sorting the whole holding; a large
+    holding is a ``Blocks``, and the result shares all but the touched chunks with it."""
+    if type(holding) is Blocks:
+        blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
+        if not _in_bulk(holding, blocks):
+            return holding.updated(blocks, _add_one)
+    result = _listed(holding)
     add_into(result, blocks)
-    return tuple(result)
+    return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
 
 
 def add_into(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> None:
