@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from registry.cli.exits import UsageError, exit_for_status
 from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient, error_details
 from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, ShippedRules, shipped_rules
@@ -360,8 +361,8 @@ def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
 def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None:
     shipped = shipped_rules(args.year)
     if not shipped:
-        raise SystemExit(
-            f"the registry ships no rules for {args.year} (it ships "
+        raise UsageError(
+            f"registry: the registry ships no rules for {args.year} (it ships "
             f"{min(SHIPPED_RULES)}-{max(SHIPPED_RULES)})"
         )
     if args.propose is not None:
@@ -394,7 +395,7 @@ def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None
                 "`registry proposals approve PARTY ID`",
                 file=sys.stderr,
             )
-            raise SystemExit(2) from None
+            raise SystemExit(exit_for_status(details.code.name)) from None
         print(f"{sector}: " + ("changed" if reply.position else "unchanged"))
     assert reply is not None
     _print_year(reply.year)

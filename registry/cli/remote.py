@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from registry.cli.exits import Exit, exit_for_status
 from registry.client import ErrorDetails, RegistryClient, error_details, unit_class
 from registry.settings import DEFAULT_DATA_DIR, ConfigurationError
 from registry.v1 import account_service_pb2 as account_pb
@@ -115,8 +116,9 @@ def call_remote(
     work: Callable[[RegistryClient, argparse.Namespace], None],
     timeout: float = 10,
 ) -> int:
-    """Run ``work`` with a client of ``args``' server: 0, or 2 after printing the
-    server's refusal (or an unreadable input file) the way every command does."""
+    """Run ``work`` with a client of ``args``' server: 0, or after printing the
+    server's refusal the way every command does, its exit status (``registry.cli.exits``;
+    an unreadable input file: a usage error)."""
     try:
         with client_for(args, timeout=timeout) as client:
             work(client, args)
@@ -124,7 +126,7 @@ def call_remote(
         return report_error(error)
     except OSError as error:
         print(f"registry: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     return 0
 
 
@@ -188,6 +190,7 @@ def _read_pem(path: str, option: str) -> bytes | None:
 
 
 def report_error(error: grpc.RpcError) -> int:
+    """Print a failed call (code, reason, message, bad fields); its exit status."""
     return report_error_details(error_details(error))
 
 
@@ -195,7 +198,7 @@ def report_error_details(details: ErrorDetails) -> int:
     print(f"registry: {details.code.name} {details.reason}: {details.message}", file=sys.stderr)
     for field_name, description in details.violations:
         print(f"  {field_name}: {description}", file=sys.stderr)
-    return 2
+    return exit_for_status(details.code.name)
 
 
 def _local_token() -> str:
@@ -231,7 +234,7 @@ def _remote(args: argparse.Namespace, command: str) -> int:
         return report_error(error)
     except ValueError as error:
         print(f"registry: {error}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     return 0
 
 
