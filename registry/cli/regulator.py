@@ -33,6 +33,7 @@ import grpc
 
 from registry.cli.exits import UsageError, exit_for_status
 from registry.cli.remote import add_connection_options, call_remote
+from registry.cli.tables import Column, Table, add_output_option
 from registry.client import RegistryClient, error_details
 from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, ShippedRules, shipped_rules
 from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
@@ -195,6 +196,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "(as it then was)",
     )
     listing.set_defaults(run=partial(_call, work="list"))
+    add_output_option(listing)
     expire = verbs.add_parser(
         "expire", help="record every pending proposal past its validity as expired"
     )
@@ -545,36 +547,48 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
         else admin_pb.PROPOSAL_STATUS_UNSPECIFIED
     )
     token, shown = "", 0
-    print(f"{'proposal':<28}{'kind':<24}{'status':<10}{'proposer':<24}{'decided by':<24}result")
-    while True:
-        page = client.call(
-            client.administration.ListProposals,
-            admin_pb.ListProposalsRequest(
-                status=status, page_size=500, page_token=token, province=args.province
-            ),
-        )
-        for p in page.proposals:
-            proposer = _acting_in(p.proposer, p.proposer_provinces)
-            approver = (
-                _acting_in(p.approver, p.approver_provinces)
-                if p.approver
-                else _acting_in(p.rejected_by, p.rejecter_provinces)
-                if p.rejected_by
-                else "-"
+    with Table(PROPOSAL_COLUMNS, args.output) as table:
+        while True:
+            page = client.call(
+                client.administration.ListProposals,
+                admin_pb.ListProposalsRequest(
+                    status=status, page_size=500, page_token=token, province=args.province
+                ),
             )
-            print(
-                f"{p.party + ':' + p.proposal_id:<28}"
-                f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"
-                f"{admin_pb.ProposalStatus.Name(p.status).removeprefix('PROPOSAL_STATUS_'):<10}"
-                f"{proposer:<24}{approver:<24}"
-                f"{p.result or p.failure_reason or p.rejection_reason or ''}"
-            )
-            shown += 1
-        token = page.next_page_token
-        if not token:
-            break
-    if not shown:
-        print("(no proposals)")
+            for p in page.proposals:
+                proposer = _acting_in(p.proposer, p.proposer_provinces)
+                approver = (
+                    _acting_in(p.approver, p.approver_provinces)
+                    if p.approver
+                    else _acting_in(p.rejected_by, p.rejecter_provinces)
+                    if p.rejected_by
+                    else "-"
+                )
+                table.row(
+                    f"{p.party}:{p.proposal_id}",
+                    admin_pb.ProposalKind.Name(p.kind).removeprefix("PROPOSAL_KIND_"),
+                    admin_pb.ProposalStatus.Name(p.status).removeprefix("PROPOSAL_STATUS_"),
+                    proposer,
+                    approver,
+                    p.result or p.failure_reason or p.rejection_reason or "",
+                )
+                shown += 1
+            token = page.next_page_token
+            if not token:
+                break
+        if not shown:
+            table.note("(no proposals)")
+
+
+PROPOSAL_COLUMNS = [
+    Column("proposal", 28),
+    Column("kind", 24),
+    Column("status", 10),
+    Column("proposer", 24),
+    Column("decided by", 24),
+    Column("result"),
+]
+"""``registry proposals list``: one row per proposal, oldest first."""
 
 
 def _acting_in(principal: str, provinces: Sequence[str]) -> str:
