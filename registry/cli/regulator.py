@@ -21,7 +21,6 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -176,7 +175,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="accounts and tonnes by sector, province and status for a compliance year",
     )
     compliance.add_argument("year", type=int)
-    compliance.add_argument("--csv", action="store_true", help="CSV on standard output")
+    compliance.add_argument("--csv", action="store_true", help="CSV: the same as --output csv")
+    add_output_option(compliance)
     compliance.set_defaults(run=partial(_call, work="compliance"))
     proposals = sub.add_parser(
         "proposals",
@@ -511,33 +511,36 @@ def _print_report(client: RegistryClient, args: argparse.Namespace) -> None:
         )
         for line in reply.lines
     ]
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(REPORT_COLUMNS)
-        writer.writerows(rows)
-        return
-    print(f"compliance year {reply.compliance_year} ({'closed' if reply.closed else 'open'})")
-    print(
-        f"{'sector':<10}{'province':<14}{'state':<14}{'accounts':>9}{'verified t':>16}"
-        f"{'obligation t':>16}{'CEA t':>16}{'CCER t':>12}{'shortfall t':>14}"
-    )
+    output = "csv" if args.csv else args.output
+    if output == "table":
+        print(f"compliance year {reply.compliance_year} ({'closed' if reply.closed else 'open'})")
     totals = [0] * 6
-    for row in rows:
-        print(
-            f"{row[0]:<10}{row[1]:<14}{row[2]:<14}"
+    with Table(REPORT_TABLE, output) as table:
+        for row in rows:
+            table.row(*row)
+            totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
+        table.note(
+            f"{'all':<38}"
             + "".join(
-                f"{value:>{width},}"
-                for value, width in zip(row[3:], (9, 16, 16, 16, 12, 14), strict=True)
+                f"{value:>{c.width},}" for value, c in zip(totals, REPORT_TABLE[3:], strict=True)
             )
         )
-        totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
-    print(
-        f"{'all':<38}"
-        + "".join(
-            f"{value:>{width},}"
-            for value, width in zip(totals, (9, 16, 16, 16, 12, 14), strict=True)
-        )
+
+
+REPORT_HEADERS = "sector,province,state,accounts,verified t,obligation t,CEA t,CCER t,shortfall t"
+
+REPORT_TABLE = [
+    Column(name, width, align, numeric=numeric, header=header)
+    for name, header, width, align, numeric in zip(
+        REPORT_COLUMNS,
+        REPORT_HEADERS.split(","),
+        (10, 14, 14, 9, 16, 16, 16, 12, 14),
+        "<<<>>>>>>",
+        (False, False, False, True, True, True, True, True, True),
+        strict=True,
     )
+]
+"""``registry report compliance``: the table's headers, the CSV's and JSON's names."""
 
 
 def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:

@@ -52,6 +52,20 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         assert [(r["state"], r["accounts"], r["obligation"]) for r in rows] == [
             ("OPEN", "2", str(120_000 + 40_000))
         ]
+        as_json = json.loads(cli(server, "report", "compliance", "2025", "--output", "json").stdout)
+        assert [{k: str(v) for k, v in r.items()} for r in as_json] == rows
+        assert isinstance(as_json[0]["obligation"], int)
+        table = cli(server, "report", "compliance", "2025").stdout.splitlines()
+        assert table[0] == "compliance year 2025 (open)" and table[1].split()[:3] == [
+            "sector",
+            "province",
+            "state",
+        ]
+        tonnes = ["accounts", "verified_emissions", "obligation", "surrendered_cea"]
+        tonnes += ["surrendered_ccer", "shortfall"]
+        numbers = [int(w) for w in table[2].replace(",", "").split()[-6:]]
+        assert numbers == [as_json[0][name] for name in tonnes], table
+        assert table[-1].startswith("all")  # the totals: the table's alone
 
         closed = cli(
             server, "close-year", "2025", "--reason", "deadline passed", "--correction-days", "20"
