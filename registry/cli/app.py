@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_DATABASE_UNREACHABLE
         traceback.print_exc()
         print(
-            f"registry: internal error ({type(error).__name__}): a defect, please report "
-            "it with the lines above; nothing was half-written",
+            f"registry: internal error ({type(error).__name__}): a defect; please report "
+            "it with the lines above",
             file=sys.stderr,
         )
         return Exit.INTERNAL
