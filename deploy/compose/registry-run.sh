@@ -7,7 +7,7 @@
 # the same file the postgres service reads): so the password is written in no compose
 # file and shows in no `docker inspect`. It is percent-encoded, so any password works.
 #
-# `registry access init` refuses (exit 2, "principals exist already") once the store
+# `registry access init` refuses (exit 6, "principals exist already") once the store
 # has its first administrator. On a second `docker compose up` that is the expected
 # state, so it counts as success here; any other failure still fails the job (and the
 # servers, which wait for it, do not start).

@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from registry.bootstrap import build_registry
+from registry.cli.exits import Exit, exit_for_error
 from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient
 from registry.domain.access import Role, check_principal
@@ -137,13 +138,13 @@ def _init(args: argparse.Namespace) -> int:
             founders += [(_principal(text), role) for text in getattr(args, role)]
     except InvalidCommand as error:
         print(f"registry access init: {error.reason}: {error.message}", file=sys.stderr)
-        return 2
+        return exit_for_error(error)
     registry = build_registry(Settings.from_env())
     try:
         made = registry.access.genesis(founders, args.reason)
     except RegistryError as error:
         print(f"registry access init: {error.reason}: {error.message}", file=sys.stderr)
-        return 2
+        return exit_for_error(error)
     finally:
         registry.close()
     if made is None:
@@ -152,7 +153,7 @@ def _init(args: argparse.Namespace) -> int:
             "with 'registry access grant'",
             file=sys.stderr,
         )
-        return 2
+        return Exit.REFUSED  # done once, for good: the state refuses a second founding
     if sum(role is Role.ADMIN for _, role in founders) < 2:
         print(
             "registry access init: one administrator: regulator, exchange, operator and "

@@ -51,6 +51,7 @@ import grpc
 
 from registry.cli.benchmark_tables import BENCHMARK_SCHEMA, OUTPUT_SCHEMA
 from registry.cli.bulk import ParsedFile, Schema, read_csv
+from registry.cli.exits import Exit, UsageError
 from registry.cli.imports import (
     ALLOCATIONS_SCHEMA,
     EMISSIONS_SCHEMA,
@@ -161,7 +162,7 @@ def _allocate(args: argparse.Namespace) -> int:
     table = _read_table(args)
     outputs = _read(args.outputs, OUTPUT_SCHEMA, args.report) if table is not None else None
     if table is None or outputs is None:
-        return 2
+        return Exit.INVALID
     problems = _against_table(outputs, table, use, args.year)
     if problems:
         return _refuse(args.outputs, problems, args.report)
@@ -189,7 +190,7 @@ def _allocate_verified(args: argparse.Namespace) -> int:
     table = _read_table(args)
     emissions = _read(args.emissions, EMISSIONS_SCHEMA, args.report) if table is not None else None
     if table is None or emissions is None:
-        return 2
+        return Exit.INVALID
     problems = [
         Problem(
             line,
@@ -292,8 +293,7 @@ def _read(path: Path, schema: Schema[T], report: Path | None) -> ParsedFile[T] |
                 on_progress=lambda done, total: meter.update(done, total=total),
             )
     except OSError as error:
-        print(f"registry allocate: cannot read {path}: {error.strerror}", file=sys.stderr)
-        return None
+        raise UsageError(f"registry allocate: cannot read {path}: {error.strerror}") from None
     if not parsed.ok:
         _refuse(path, file_problems(parsed.violations), report)
         return None
@@ -306,7 +306,7 @@ def _refuse(path: Path, problems: Sequence[Problem], report: Path | None) -> int
         f"{path}: {len(problems):,} problem(s). Nothing was written.", problems, command="allocate"
     )
     write_report(report, problems)
-    return 2
+    return Exit.INVALID
 
 
 def _against_table(

@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from importlib import metadata
+
+import grpc
 
 # Each command group as a module (not ``from registry.cli import ...``, which names the
 # package: its __init__ imports this module, so that would read as an import cycle).
@@ -31,6 +34,7 @@ import registry.cli.supply as supply
 import registry.cli.transfers as transfers
 import registry.cli.verify as verify
 from registry import settings as registry_settings
+from registry.cli.exits import Exit, UsageError, exit_for_error, exit_table
 from registry.cli.runtime import tune_gc
 from registry.domain.errors import RegistryError
 from registry.persistence.faults import database_fault, describe_fault
@@ -52,9 +56,11 @@ Main command groups:
 
 Settings come from REGISTRY_* environment variables (`registry config` lists them);
 with none set, the store is the SQLite file registry-data/registry.sqlite under the
-current directory. Exit status: 0 done, 1 a finding (a mismatch, a ledger that does
-not verify), 2 bad settings or input (including no store or no token found), 3 the
-database cannot be reached."""
+current directory. Table commands take --output table|json|csv."""
+
+EPILOG = f"""\
+exit status (the same for every command; README.md, "Exit status"):
+{exit_table()}"""
 
 
 def package_version() -> str:
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -98,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends here as one line on stderr and its exit
+    status from ``registry.cli.exits`` (the one mapping of errors to statuses)."""
     tune_gc()
     args = build_parser().parse_args(argv)
     try:
@@ -107,17 +116,32 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except BrokenPipeError:
         return _reader_went_away()
+    except SystemExit as stop:  # a command's own early exit: its status, not a raise
+        if isinstance(stop.code, int):
+            return stop.code
+        raise
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return Exit.USAGE
     except RegistryError as error:
         print(f"registry: {error}", file=sys.stderr)
-        return 2
+        return exit_for_error(error)
+    except grpc.RpcError as error:  # a remote command that let its failed call through
+        return remote.report_error(error)
     except Exception as error:
-        if database_fault(error) is None:
-            raise
-        print(unreachable_message(error), file=sys.stderr)
-        return EXIT_DATABASE_UNREACHABLE
+        if database_fault(error) is not None:
+            print(unreachable_message(error), file=sys.stderr)
+            return EXIT_DATABASE_UNREACHABLE
+        traceback.print_exc()
+        print(
+            f"registry: internal error ({type(error).__name__}): a defect; please report "
+            "it with the lines above",
+            file=sys.stderr,
+        )
+        return Exit.INTERNAL
 
 
-EXIT_BROKEN_PIPE = 141
+EXIT_BROKEN_PIPE = Exit.BROKEN_PIPE
 """What a shell reports for a writer killed by SIGPIPE (128 + 13): ``registry config |
 head`` stops quietly, as ``cat`` would, instead of with a traceback."""
 
@@ -131,7 +155,7 @@ def _reader_went_away() -> int:
     return EXIT_BROKEN_PIPE
 
 
-EXIT_DATABASE_UNREACHABLE = 3
+EXIT_DATABASE_UNREACHABLE = Exit.UNAVAILABLE
 """Every command's exit status when its database cannot be reached or does not answer
 in time: distinct from 1 (``registry check``: a mismatch; ``registry verify``: the
 ledger does not verify) and 2 (bad settings or input), so an alert can tell them apart."""

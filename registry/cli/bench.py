@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from registry.cli.exits import Exit
+
 BENCH_HELP = """\
 usage: registry bench [--smoke] [suite options]
 
@@ -52,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
             "source checkout of the registry (`registry bench --help`)",
             file=sys.stderr,
         )
-        return 2
+        return Exit.USAGE
     return int(suite.main(list(args.args)))

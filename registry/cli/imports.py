@@ -53,6 +53,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from registry.cli.bulk import Column, ParsedFile, Progress, Schema, parse_int, read_csv
+from registry.cli.exits import Exit, exit_for_status
 from registry.cli.problems import (
     ROW_FIELD,
     Problem,
@@ -488,7 +489,7 @@ def _read(args: argparse.Namespace, schema: Schema[T]) -> ParsedFile[T] | int:
             )
     except OSError as error:
         print(f"registry import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
 
 
 def _load(args: argparse.Namespace, schema: Schema[T]) -> tuple[ParsedFile[T], tuple[T, ...]] | int:
@@ -499,7 +500,7 @@ def _load(args: argparse.Namespace, schema: Schema[T]) -> tuple[ParsedFile[T], t
         return parsed
     rows = _validated(args, parsed)
     if rows is None:
-        return 0 if parsed.ok else 2
+        return 0 if parsed.ok else Exit.INVALID
     return parsed, rows
 
 
@@ -559,7 +560,7 @@ def _propose_emissions(args: argparse.Namespace, rows: Sequence[EmissionsLine], 
             "split the file. Nothing was sent.",
             file=sys.stderr,
         )
-        return 2
+        return Exit.INVALID
     request = admin_pb.ProposeActionRequest(
         proposal_id=args.propose,
         kind=admin_pb.PROPOSAL_KIND_VERIFIED_EMISSIONS,
@@ -634,7 +635,7 @@ def _import_accounts(args: argparse.Namespace) -> int:
     if problems:
         print_problems(f"{len(problems):,} account(s) not opened", problems)
     write_report(args.report, problems)
-    return 1 if problems else 0
+    return Exit.FINDING if problems else 0
 
 
 def _import_allocations(args: argparse.Namespace) -> int:
@@ -681,7 +682,7 @@ def _propose_allocations(
             "file. Nothing was sent.",
             file=sys.stderr,
         )
-        return 2
+        return Exit.INVALID
     request = admin_pb.ProposeActionRequest(
         proposal_id=args.propose,
         kind=admin_pb.PROPOSAL_KIND_ALLOCATION_TABLE,
@@ -739,7 +740,7 @@ def _summarise_allocations(
             problems,
         )
     write_report(args.report, problems)
-    return 1 if problems else 0
+    return Exit.FINDING if problems else 0
 
 
 def _reason_counts(reasons: Mapping[str, int]) -> str:
@@ -770,4 +771,4 @@ def _server_refused(
         problems,
     )
     write_report(args.report, problems)
-    return 2
+    return exit_for_status(code.name)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from registry.bootstrap import build_registry, build_worker, check_settings
 from registry.cli.guards import require_store
+from registry.cli.tables import Column, Table, add_output_option
 from registry.integrity.sealer import LedgerSealer
 from registry.observability.logs import configure as configure_logs
 from registry.observability.metrics import RegistryMetrics
@@ -30,6 +31,15 @@ from registry.settings import Settings, log_format, verify_seconds
 log = logging.getLogger("registry.worker")
 
 
+STATUS_COLUMNS = [
+    Column("projection", 14),
+    Column("position", 12, ">", numeric=True),
+    Column("head", 12, ">", numeric=True),
+    Column("lag", 10, ">", numeric=True),
+]
+"""``registry project --status``: each projection's position against the log's head."""
+
+
 def add_parser(sub: Any) -> None:
     project = sub.add_parser(
         "project", help="run the projections: catch up, then follow new events"
@@ -38,6 +48,7 @@ def add_parser(sub: Any) -> None:
     action.add_argument(
         "--status", action="store_true", help="print each projection's position and lag, then exit"
     )
+    add_output_option(project)  # of --status
     action.add_argument(
         "--rebuild",
         metavar="NAME",
@@ -176,12 +187,13 @@ def _run(args: argparse.Namespace, reads_only: bool) -> int:
     exporter = metrics.start_http(int(port)) if port and not reads_only else None
     try:
         if args.status:
-            print(f"{'projection':<14}{'position':>12}{'head':>12}{'lag':>10}")
-            for line in runner.status():
-                print(f"{line.projection:<14}{line.position:>12,}{line.head:>12,}{line.lag:>10,}")
-            holder = lease_holder(engine)
-            if engine.dialect.name == "postgresql":
-                print(f"lease: {'held by database session ' + str(holder) if holder else 'free'}")
+            with Table(STATUS_COLUMNS, args.output) as table:
+                for line in runner.status():
+                    table.row(line.projection, line.position, line.head, line.lag)
+                holder = lease_holder(engine)
+                if engine.dialect.name == "postgresql":
+                    held = "held by database session " + str(holder) if holder else "free"
+                    table.note(f"lease: {held}")
             return 0
         if args.rebuild:
             print(f"rebuilding {args.rebuild} from position zero", flush=True)

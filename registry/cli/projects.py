@@ -24,6 +24,7 @@ from datetime import date
 from functools import partial
 
 from registry.cli.remote import add_connection_options, call_remote
+from registry.cli.tables import Column, Table, add_output_option
 from registry.client import RegistryClient
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common_pb
@@ -71,6 +72,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     listing.add_argument("--methodology", default="")
     listing.add_argument("--status", default="", choices=STATUSES)
     listing.set_defaults(run=partial(_call, work="list"))
+    add_output_option(listing)
     for parser in (*parsers, show, listing):
         add_connection_options(parser)
 
@@ -186,14 +188,25 @@ def _show(client: RegistryClient, args: argparse.Namespace) -> None:
 
 def _list(client: RegistryClient, args: argparse.Namespace) -> None:
     status = admin_pb.ProjectStatus.Value(f"PROJECT_STATUS_{args.status or 'UNSPECIFIED'}")
-    print(f"{'project':<20}{'status':<14}{'owner':<18}{'province':<14}methodology")
     count = 0
-    for p in client.projects(province=args.province, methodology=args.methodology, status=status):
-        state = admin_pb.ProjectStatus.Name(p.status).removeprefix("PROJECT_STATUS_")
-        d = p.details
-        print(f"{p.project_id:<20}{state:<14}{d.owner_account:<18}{d.province:<14}{d.methodology}")
-        count += 1
-    print(f"{count} project(s)")
+    with Table(PROJECT_COLUMNS, args.output) as table:
+        found = client.projects(province=args.province, methodology=args.methodology, status=status)
+        for p in found:
+            state = admin_pb.ProjectStatus.Name(p.status).removeprefix("PROJECT_STATUS_")
+            d = p.details
+            table.row(p.project_id, state, d.owner_account, d.province, d.methodology)
+            count += 1
+        table.note(f"{count} project(s)")
+
+
+PROJECT_COLUMNS = [
+    Column("project", 20),
+    Column("status", 14),
+    Column("owner", 18),
+    Column("province", 14),
+    Column("methodology"),
+]
+"""``registry projects list``: one row per project."""
 
 
 def _print_project(p: admin_pb.Project) -> None:

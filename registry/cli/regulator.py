@@ -21,7 +21,6 @@ a year, closing a year, and the compliance report (a readable table, or CSV).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -31,7 +30,9 @@ from pathlib import Path
 
 import grpc
 
+from registry.cli.exits import UsageError, exit_for_status
 from registry.cli.remote import add_connection_options, call_remote
+from registry.cli.tables import Column, Table, add_output_option
 from registry.client import RegistryClient, error_details
 from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, ShippedRules, shipped_rules
 from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
@@ -174,7 +175,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="accounts and tonnes by sector, province and status for a compliance year",
     )
     compliance.add_argument("year", type=int)
-    compliance.add_argument("--csv", action="store_true", help="CSV on standard output")
+    compliance.add_argument("--csv", action="store_true", help="CSV: the same as --output csv")
+    add_output_option(compliance)
     compliance.set_defaults(run=partial(_call, work="compliance"))
     proposals = sub.add_parser(
         "proposals",
@@ -194,6 +196,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "(as it then was)",
     )
     listing.set_defaults(run=partial(_call, work="list"))
+    add_output_option(listing)
     expire = verbs.add_parser(
         "expire", help="record every pending proposal past its validity as expired"
     )
@@ -360,8 +363,8 @@ def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
 def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None:
     shipped = shipped_rules(args.year)
     if not shipped:
-        raise SystemExit(
-            f"the registry ships no rules for {args.year} (it ships "
+        raise UsageError(
+            f"registry: the registry ships no rules for {args.year} (it ships "
             f"{min(SHIPPED_RULES)}-{max(SHIPPED_RULES)})"
         )
     if args.propose is not None:
@@ -394,7 +397,7 @@ def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None
                 "`registry proposals approve PARTY ID`",
                 file=sys.stderr,
             )
-            raise SystemExit(2) from None
+            raise SystemExit(exit_for_status(details.code.name)) from None
         print(f"{sector}: " + ("changed" if reply.position else "unchanged"))
     assert reply is not None
     _print_year(reply.year)
@@ -508,33 +511,36 @@ def _print_report(client: RegistryClient, args: argparse.Namespace) -> None:
         )
         for line in reply.lines
     ]
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(REPORT_COLUMNS)
-        writer.writerows(rows)
-        return
-    print(f"compliance year {reply.compliance_year} ({'closed' if reply.closed else 'open'})")
-    print(
-        f"{'sector':<10}{'province':<14}{'state':<14}{'accounts':>9}{'verified t':>16}"
-        f"{'obligation t':>16}{'CEA t':>16}{'CCER t':>12}{'shortfall t':>14}"
-    )
+    output = "csv" if args.csv else args.output
+    if output == "table":
+        print(f"compliance year {reply.compliance_year} ({'closed' if reply.closed else 'open'})")
     totals = [0] * 6
-    for row in rows:
-        print(
-            f"{row[0]:<10}{row[1]:<14}{row[2]:<14}"
+    with Table(REPORT_TABLE, output) as table:
+        for row in rows:
+            table.row(*row)
+            totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
+        table.note(
+            f"{'all':<38}"
             + "".join(
-                f"{value:>{width},}"
-                for value, width in zip(row[3:], (9, 16, 16, 16, 12, 14), strict=True)
+                f"{value:>{c.width},}" for value, c in zip(totals, REPORT_TABLE[3:], strict=True)
             )
         )
-        totals = [t + v for t, v in zip(totals, row[3:], strict=True)]
-    print(
-        f"{'all':<38}"
-        + "".join(
-            f"{value:>{width},}"
-            for value, width in zip(totals, (9, 16, 16, 16, 12, 14), strict=True)
-        )
+
+
+REPORT_HEADERS = "sector,province,state,accounts,verified t,obligation t,CEA t,CCER t,shortfall t"
+
+REPORT_TABLE = [
+    Column(name, width, align, numeric=numeric, header=header)
+    for name, header, width, align, numeric in zip(
+        REPORT_COLUMNS,
+        REPORT_HEADERS.split(","),
+        (10, 14, 14, 9, 16, 16, 16, 12, 14),
+        "<<<>>>>>>",
+        (False, False, False, True, True, True, True, True, True),
+        strict=True,
     )
+]
+"""``registry report compliance``: the table's headers, the CSV's and JSON's names."""
 
 
 def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
@@ -544,36 +550,48 @@ def _list_proposals(client: RegistryClient, args: argparse.Namespace) -> None:
         else admin_pb.PROPOSAL_STATUS_UNSPECIFIED
     )
     token, shown = "", 0
-    print(f"{'proposal':<28}{'kind':<24}{'status':<10}{'proposer':<24}{'decided by':<24}result")
-    while True:
-        page = client.call(
-            client.administration.ListProposals,
-            admin_pb.ListProposalsRequest(
-                status=status, page_size=500, page_token=token, province=args.province
-            ),
-        )
-        for p in page.proposals:
-            proposer = _acting_in(p.proposer, p.proposer_provinces)
-            approver = (
-                _acting_in(p.approver, p.approver_provinces)
-                if p.approver
-                else _acting_in(p.rejected_by, p.rejecter_provinces)
-                if p.rejected_by
-                else "-"
+    with Table(PROPOSAL_COLUMNS, args.output) as table:
+        while True:
+            page = client.call(
+                client.administration.ListProposals,
+                admin_pb.ListProposalsRequest(
+                    status=status, page_size=500, page_token=token, province=args.province
+                ),
             )
-            print(
-                f"{p.party + ':' + p.proposal_id:<28}"
-                f"{admin_pb.ProposalKind.Name(p.kind).removeprefix('PROPOSAL_KIND_'):<24}"
-                f"{admin_pb.ProposalStatus.Name(p.status).removeprefix('PROPOSAL_STATUS_'):<10}"
-                f"{proposer:<24}{approver:<24}"
-                f"{p.result or p.failure_reason or p.rejection_reason or ''}"
-            )
-            shown += 1
-        token = page.next_page_token
-        if not token:
-            break
-    if not shown:
-        print("(no proposals)")
+            for p in page.proposals:
+                proposer = _acting_in(p.proposer, p.proposer_provinces)
+                approver = (
+                    _acting_in(p.approver, p.approver_provinces)
+                    if p.approver
+                    else _acting_in(p.rejected_by, p.rejecter_provinces)
+                    if p.rejected_by
+                    else "-"
+                )
+                table.row(
+                    f"{p.party}:{p.proposal_id}",
+                    admin_pb.ProposalKind.Name(p.kind).removeprefix("PROPOSAL_KIND_"),
+                    admin_pb.ProposalStatus.Name(p.status).removeprefix("PROPOSAL_STATUS_"),
+                    proposer,
+                    approver,
+                    p.result or p.failure_reason or p.rejection_reason or "",
+                )
+                shown += 1
+            token = page.next_page_token
+            if not token:
+                break
+        if not shown:
+            table.note("(no proposals)")
+
+
+PROPOSAL_COLUMNS = [
+    Column("proposal", 28),
+    Column("kind", 24),
+    Column("status", 10),
+    Column("proposer", 24),
+    Column("decided by", 24),
+    Column("result"),
+]
+"""``registry proposals list``: one row per proposal, oldest first."""
 
 
 def _acting_in(principal: str, provinces: Sequence[str]) -> str:

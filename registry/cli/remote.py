@@ -19,6 +19,8 @@ from pathlib import Path
 
 import grpc
 
+from registry.cli.exits import Exit, exit_for_status
+from registry.cli.tables import Column, Table, add_output_option
 from registry.client import ErrorDetails, RegistryClient, error_details, unit_class
 from registry.settings import DEFAULT_DATA_DIR, ConfigurationError
 from registry.v1 import account_service_pb2 as account_pb
@@ -67,6 +69,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.set_defaults(run=_compliance_status)
     for parser in (balances, history, trace, surrender, status):
         add_connection_options(parser)
+    for parser in (balances, history):
+        add_output_option(parser)
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +119,9 @@ def call_remote(
     work: Callable[[RegistryClient, argparse.Namespace], None],
     timeout: float = 10,
 ) -> int:
-    """Run ``work`` with a client of ``args``' server: 0, or 2 after printing the
-    server's refusal (or an unreadable input file) the way every command does."""
+    """Run ``work`` with a client of ``args``' server: 0, or after printing the
+    server's refusal the way every command does, its exit status (``registry.cli.exits``;
+    an unreadable input file: a usage error)."""
     try:
         with client_for(args, timeout=timeout) as client:
             work(client, args)
@@ -124,7 +129,7 @@ def call_remote(
         return report_error(error)
     except OSError as error:
         print(f"registry: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     return 0
 
 
@@ -188,6 +193,7 @@ def _read_pem(path: str, option: str) -> bytes | None:
 
 
 def report_error(error: grpc.RpcError) -> int:
+    """Print a failed call (code, reason, message, bad fields); its exit status."""
     return report_error_details(error_details(error))
 
 
@@ -195,7 +201,7 @@ def report_error_details(details: ErrorDetails) -> int:
     print(f"registry: {details.code.name} {details.reason}: {details.message}", file=sys.stderr)
     for field_name, description in details.violations:
         print(f"  {field_name}: {description}", file=sys.stderr)
-    return 2
+    return exit_for_status(details.code.name)
 
 
 def _local_token() -> str:
@@ -222,16 +228,16 @@ def _remote(args: argparse.Namespace, command: str) -> int:
     try:
         with client_for(args) as client:
             if command == "balances":
-                _print_balances(client, args.account_id)
+                _print_balances(client, args.account_id, args.output)
             elif command == "history":
-                _print_history(client, args.account_id, args.limit)
+                _print_history(client, args.account_id, args.limit, args.output)
             else:
                 _print_trace(client, args.unit_class, args.serial)
     except grpc.RpcError as error:
         return report_error(error)
     except ValueError as error:
         print(f"registry: {error}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     return 0
 
 
@@ -340,33 +346,59 @@ def _key(klass: common_pb.UnitClass) -> str:
     return text + str(klass.vintage) + (f"/{klass.project}" if klass.project else "")
 
 
-def _print_balances(client: RegistryClient, account_id: str) -> None:
+def _print_balances(client: RegistryClient, account_id: str, output: str = "table") -> None:
     holdings = client.balances(account_id)
-    restricted = any(h.detained or h.frozen for h in holdings)  # columns only then
-    extra = f"{'detained':>16}{'frozen':>16}" if restricted else ""
-    print(f"{'unit class':<32}{'total':>16}{'held':>16}{'available':>16}{extra}")
-    for h in holdings:
-        extra = f"{h.detained:>16,}{h.frozen:>16,}" if restricted else ""
-        print(f"{_key(h.unit_class):<32}{h.total:>16,}{h.held:>16,}{h.available:>16,}{extra}")
-    if not holdings:
-        print(f"({account_id} holds no units)")
+    # the restriction columns show in the table only when they hold something; JSON and
+    # CSV always have them, so a script reads one shape
+    restricted = output != "table" or any(h.detained or h.frozen for h in holdings)
+    columns = [
+        Column("unit class", 32),
+        *(Column(name, 16, ">", numeric=True) for name in ("total", "held", "available")),
+        *(
+            Column(name, 16, ">", numeric=True)
+            for name in (("detained", "frozen") if restricted else ())
+        ),
+    ]
+    with Table(columns, output) as table:
+        for h in holdings:
+            extra = (h.detained, h.frozen) if restricted else ()
+            table.row(_key(h.unit_class), h.total, h.held, h.available, *extra)
+        if not holdings:
+            table.note(f"({account_id} holds no units)")
 
 
-def _print_history(client: RegistryClient, account_id: str, limit: int) -> None:
-    print(
-        f"{'position':>9}  {'kind':<21}{'dir':<7}{'unit class':<28}{'quantity':>14}  "
-        f"{'counterparty':<24}transaction"
-    )
-    for count, m in enumerate(client.transactions(account_id), 1):
-        kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
-        direction = "DEBIT" if m.direction == 1 else "CREDIT"
-        print(
-            f"{m.position:>9}  {kind:<21}{direction:<7}{_key(m.unit_class):<28}"
-            f"{m.quantity:>14,}  {m.counterparty_account:<24}{m.party}:{m.transaction_id}"
-            + (f"  ({m.reference})" if m.reference else "")
-        )
-        if count >= limit:
-            break
+HISTORY_COLUMNS = [
+    Column("position", 9, ">", numeric=True, grouped=False, gap=2),
+    Column("kind", 21),
+    Column("dir", 7),
+    Column("unit class", 28),
+    Column("quantity", 14, ">", numeric=True, gap=2),
+    Column("counterparty", 24),
+    Column("transaction"),
+    Column("reference", header="", show=lambda r: f"  ({r})" if r else ""),
+]
+"""``registry history``: one row per movement of the account, newest first."""
+
+
+def _print_history(
+    client: RegistryClient, account_id: str, limit: int, output: str = "table"
+) -> None:
+    with Table(HISTORY_COLUMNS, output) as table:
+        for count, m in enumerate(client.transactions(account_id), 1):
+            kind = common_pb.TransactionKind.Name(m.kind).removeprefix("TRANSACTION_KIND_")
+            direction = "DEBIT" if m.direction == 1 else "CREDIT"
+            table.row(
+                m.position,
+                kind,
+                direction,
+                _key(m.unit_class),
+                m.quantity,
+                m.counterparty_account,
+                f"{m.party}:{m.transaction_id}",
+                m.reference,
+            )
+            if count >= limit:
+                break
 
 
 def _print_trace(client: RegistryClient, klass: str, serial: int) -> None:

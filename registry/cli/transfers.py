@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from registry.cli.exits import Exit
 from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient, UnitsSpec
 
@@ -87,7 +88,7 @@ def _transfer(args: argparse.Namespace) -> int:
             ),
             file=sys.stderr,
         )
-        return 2
+        return Exit.USAGE
     return call_remote(args, _propose if ordered else _move)
 
 

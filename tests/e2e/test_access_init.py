@@ -73,17 +73,17 @@ def test_the_founding_is_one_step_and_happens_once(tmp_path: Path) -> None:
         registry.close()
 
     again = init(tmp_path, "--party", "mee", "--name", "other")
-    assert again.returncode == 2 and "principals exist already" in again.stderr
+    assert again.returncode == 6 and "principals exist already" in again.stderr
 
 
 def test_a_founding_that_breaks_separation_of_duties_is_refused_whole(tmp_path: Path) -> None:
-    for args, reason in (
-        (["--regulator", "mee/admin"], "SEPARATION_OF_DUTIES"),
-        (["--regulator", "system/root"], "RESERVED_PARTY"),
-        (["--admin", "no-slash"], "PARTY/NAME"),
+    for args, reason, status in (
+        (["--regulator", "mee/admin"], "SEPARATION_OF_DUTIES", 6),  # refused
+        (["--regulator", "system/root"], "RESERVED_PARTY", 5),  # invalid
+        (["--admin", "no-slash"], "PARTY/NAME", 5),
     ):
         refused = init(tmp_path, "--party", "mee", "--name", "admin", *args)
-        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
+        assert refused.returncode == status and reason in refused.stderr, refused.stderr
     alone = init(tmp_path, "--party", "mee", "--name", "admin")  # nothing was written
     assert alone.returncode == 0, alone.stderr
     assert "one administrator" in alone.stderr  # warned: grants need a second one

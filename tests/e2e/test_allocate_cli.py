@@ -123,7 +123,7 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
             "--out",
             str(out),
         )
-        assert refused.returncode == 2 and not out.exists(), refused.stderr
+        assert refused.returncode == 5 and not out.exists(), refused.stderr
         assert "line 3, year: INVALID_COMPLIANCE_YEAR" in refused.stderr, refused.stderr
         assert "line 4, factors: UNKNOWN_CORRECTION_FACTOR" in refused.stderr
         assert "Nothing was written" in refused.stderr and "Traceback" not in refused.stderr
@@ -139,7 +139,7 @@ def test_pre_allocation_and_true_up_from_output_files(tmp_path: Path) -> None:
             "--out",
             str(out),
         )
-        assert unknown.returncode == 2 and not out.exists()
+        assert unknown.returncode == 5 and not out.exists()
         assert "line 2, account_id: UNKNOWN_ACCOUNT" in unknown.stderr, unknown.stderr
 
         # pre-allocation: 70 % of benchmark x 2024 output, per row floored, summed
@@ -282,17 +282,17 @@ def test_new_sectors_first_year_at_verified_emissions_and_a_chp_unit(tmp_path: P
             + "CEM-V,2024,1000000,verification report AH-2024-7\n"
         )
         refused = allocate(good + "PWR-V,2024,4000000,verification report SD-2024-2\n")
-        assert refused.returncode == 2 and not out.exists(), refused.stdout
+        assert refused.returncode == 5 and not out.exists(), refused.stdout
         assert "line 4, account_id: NOT_VERIFIED_EMISSIONS_ALLOCATED" in refused.stderr
         wrong_year = allocate(good.replace("STL-V,2024", "STL-V,2025"))
-        assert wrong_year.returncode == 2 and not out.exists()
+        assert wrong_year.returncode == 5 and not out.exists()
         assert "line 2, compliance_year: INVALID_COMPLIANCE_YEAR" in wrong_year.stderr
 
         # once the registry records the verified emissions, the file must agree with them
         recorded = cli(server, "import", "emissions", write(tmp_path / "recorded-2024.csv", good))
         assert recorded.returncode == 0, recorded.stdout + recorded.stderr
         mismatch = allocate(good.replace("CEM-V,2024,1000000", "CEM-V,2024,1000001"))
-        assert mismatch.returncode == 2 and not out.exists()
+        assert mismatch.returncode == 5 and not out.exists()
         assert "line 3, verified_emissions: EMISSIONS_MISMATCH" in mismatch.stderr
 
         done = allocate(good)
@@ -328,7 +328,7 @@ def test_new_sectors_first_year_at_verified_emissions_and_a_chp_unit(tmp_path: P
             "--out",
             str(tmp_path / "steel-true-up.csv"),
         )
-        assert by_benchmark.returncode == 2
+        assert by_benchmark.returncode == 5
         assert "line 2, year: NOT_BENCHMARK_ALLOCATED" in by_benchmark.stderr
 
         # a CHP unit: one output row per product line, summed for the account

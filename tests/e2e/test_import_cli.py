@@ -53,7 +53,7 @@ def test_emissions_are_validated_whole_recorded_once_and_mapped_to_lines(tmp_pat
             refused = cli(
                 server, "import", "emissions", bad, "--report", str(tmp_path / "bad-report.csv")
             )
-            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert refused.returncode == 5, refused.stdout + refused.stderr
             assert "Traceback" not in refused.stderr
             for expected in (
                 "line 3, compliance_year: INVALID_COMPLIANCE_YEAR",
@@ -119,7 +119,7 @@ def test_emissions_are_validated_whole_recorded_once_and_mapped_to_lines(tmp_pat
                 "--report",
                 str(tmp_path / "unknown-report.csv"),
             )
-            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert refused.returncode == 5, refused.stdout + refused.stderr
             assert "line 3, account_id: UNKNOWN_ACCOUNT" in refused.stderr, refused.stderr
             assert "line 4, account_id: NOT_COMPLIANCE_ACCOUNT" in refused.stderr
             assert "no row of the file was recorded" in refused.stderr
@@ -154,7 +154,7 @@ def test_allocations_apply_in_batches_and_a_rerun_completes_or_replays(tmp_path:
                 + lines[0],
             )
             refused = cli(server, "import", "allocations", bad)
-            assert refused.returncode == 2
+            assert refused.returncode == 5
             for expected_problem in (
                 "line 3, unit_type: UNKNOWN_UNIT_TYPE",
                 "line 3, quantity: INVALID_QUANTITY",
@@ -257,7 +257,7 @@ def test_accounts_are_validated_whole_opened_and_replayed(tmp_path: Path) -> Non
             + "TRD-0001,BROKER,Fund,,,\n",
         )
         refused = cli(server, "import", "accounts", bad)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.returncode == 5, refused.stdout + refused.stderr
         for expected in (
             "line 3, credit_code: INVALID_CREDIT_CODE",
             "line 4, sector: INVALID_SECTOR",

@@ -312,4 +312,4 @@ def test_the_cli_lists_restrictions_and_sends_a_rebuttal_s_digests(
         ["restrictions", "rebut", "P-NONE", "TRD-SH-0001", "--id", "R-2",
          "--statement", "x", "--evidence-sha256", "a" * 64, *connect]
     )  # fmt: skip
-    assert missing == 2 and "UNKNOWN_DETENTION" in capsys.readouterr().err
+    assert missing == 4 and "UNKNOWN_DETENTION" in capsys.readouterr().err

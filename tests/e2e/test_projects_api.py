@@ -354,8 +354,8 @@ def test_the_projects_commands(tmp_path: Path) -> None:
         gansu = cli(server, "projects", "list", "--province", "gansu")
         assert "P-0117" in gansu.stdout and "P-0200" not in gansu.stdout
         unknown = cli(server, "projects", "show", "P-NONE")
-        assert unknown.returncode == 2 and "UNKNOWN_PROJECT" in unknown.stderr
+        assert unknown.returncode == 4 and "UNKNOWN_PROJECT" in unknown.stderr
         again = cli(
             server, "projects", "suspend", "P-0200", "--reference", "S-2", "--reason", "again"
         )
-        assert again.returncode == 2 and "PROJECT_SUSPENDED" in again.stderr
+        assert again.returncode == 6 and "PROJECT_SUSPENDED" in again.stderr

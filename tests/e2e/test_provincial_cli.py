@@ -49,8 +49,8 @@ def test_a_provincial_regulator_with_the_cli(tmp_path: Path) -> None:
         mine = cli(server, "import", "emissions", str(tmp_path / "sd.csv"), "--token", zhang)
         assert mine.returncode == 0 and "RECORDED 1" in mine.stdout, mine.stdout + mine.stderr
         both = cli(server, "import", "emissions", str(tmp_path / "both.csv"), "--token", zhang)
-        assert both.returncode == 2, both.stdout
+        assert both.returncode == 8, both.stdout
         assert "ACCOUNT_NOT_IN_PROVINCE" in both.stderr and "PWR-GD-0001" in both.stderr
         close = cli(server, "close-year", "2025", "--reason", "deadline", "--token", zhang)
-        assert close.returncode == 2 and "NATIONAL_ACT" in close.stderr, close.stderr
+        assert close.returncode == 8 and "NATIONAL_ACT" in close.stderr, close.stderr
         assert "Traceback" not in both.stderr + close.stderr

@@ -47,29 +47,36 @@ def readme_block(marker: str) -> str:
     return block.group(1)
 
 
-def commands(marker: str) -> list[tuple[str, str]]:
-    """(command, the reason it is refused with, or "") for each command of the README's
-    block."""
+REFUSAL = re.compile(r"^refused \(exit (\d+)\): (\S+)")
+"""A README command's comment ``refused (exit 6): INSUFFICIENT_UNITS``."""
+
+
+def _refusal(comment: str) -> tuple[str, int]:
+    """The reason and exit status a README comment says the command is refused with
+    (``"", 0``: it succeeds)."""
+    found = REFUSAL.match(comment)
+    assert found or not comment.startswith("refused"), f"say the exit status: {comment}"
+    return (found.group(2), int(found.group(1))) if found else ("", 0)
+
+
+def commands(marker: str) -> list[tuple[str, str, int]]:
+    """(command, the reason it is refused with or "", its exit status) for each command
+    of the README's block."""
     commands = []
     for line in readme_block(marker).splitlines():
         command, _, comment = line.partition("  # ")
         if command.strip() and not command.startswith("#"):
-            commands.append(
-                (
-                    command.strip(),
-                    comment.removeprefix("refused: ") if comment.startswith("refused") else "",
-                )
-            )
+            commands.append((command.strip(), *_refusal(comment)))
     return commands
 
 
 def run_block(marker: str, work: Path, env: dict[str, str]) -> dict[str, str]:
     """Run the block's commands one by one in ``work`` as a reader would in one shell:
-    each must succeed (or be refused with exit 2 and the reason its comment names), and
+    each must succeed (or be refused with the exit status and reason its comment names), and
     ``export X=$(...)`` sets X, to the command's last line, for those that follow.
     Returns each command's output; ``env`` keeps the exports."""
     outputs: dict[str, str] = {}
-    for command, refusal in commands(marker):
+    for command, refusal, status in commands(marker):
         exported = EXPORT.match(command)  # `export X=$(...)`: X for what follows
         script = exported.group(2) if exported else command
         ran = subprocess.run(
@@ -81,7 +88,7 @@ def run_block(marker: str, work: Path, env: dict[str, str]) -> dict[str, str]:
             timeout=120,
             check=False,
         )
-        assert ran.returncode == (2 if refusal else 0), f"{command}\n{ran.stdout}\n{ran.stderr}"
+        assert ran.returncode == status, f"{command}\n{ran.stdout}\n{ran.stderr}"
         assert refusal in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
         if exported:
             env[exported.group(1)] = ran.stdout.strip().splitlines()[-1]
@@ -154,7 +161,7 @@ def test_the_walkthrough_adopts_the_shipped_2025_rules() -> None:
     """Each RULE_CHANGE payload of the walkthrough is the shipped 2025 rules of its key
     (what `registry rules set-shipped 2025` sets), and every key is proposed."""
     proposed = {}
-    for command, _ in commands("walkthrough"):
+    for command, _, _ in commands("walkthrough"):
         words = shlex.split(command)
         if words[:3] == ["registry", "propose", "RULE_CHANGE"]:
             path = words[words.index("--payload") + 1].removeprefix("@")

@@ -27,7 +27,7 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         bad = cli(
             server, "rules", "set", "2025", "POWER", "--ccer-cap-bps", "20000", "--reason", "typo"
         )
-        assert bad.returncode == 2 and "INVALID_RULE" in bad.stderr
+        assert bad.returncode == 5 and "INVALID_RULE" in bad.stderr
         assert "rules.ccer_cap_bps" in bad.stderr and "Traceback" not in bad.stderr
         done = cli(
             server,
@@ -52,6 +52,20 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
         assert [(r["state"], r["accounts"], r["obligation"]) for r in rows] == [
             ("OPEN", "2", str(120_000 + 40_000))
         ]
+        as_json = json.loads(cli(server, "report", "compliance", "2025", "--output", "json").stdout)
+        assert [{k: str(v) for k, v in r.items()} for r in as_json] == rows
+        assert isinstance(as_json[0]["obligation"], int)
+        table = cli(server, "report", "compliance", "2025").stdout.splitlines()
+        assert table[0] == "compliance year 2025 (open)" and table[1].split()[:3] == [
+            "sector",
+            "province",
+            "state",
+        ]
+        tonnes = ["accounts", "verified_emissions", "obligation", "surrendered_cea"]
+        tonnes += ["surrendered_ccer", "shortfall"]
+        numbers = [int(w) for w in table[2].replace(",", "").split()[-6:]]
+        assert numbers == [as_json[0][name] for name in tonnes], table
+        assert table[-1].startswith("all")  # the totals: the table's alone
 
         closed = cli(
             server, "close-year", "2025", "--reason", "deadline passed", "--correction-days", "20"
@@ -73,7 +87,7 @@ def test_a_regulator_sets_rules_reports_and_closes_a_year(tmp_path: Path) -> Non
             *("enforce", "fine", "PWR-SD-0002", "2025", "--multiple", "12", "--price", "80"),
             *("--reason", "x"),
         )
-        assert bad.returncode == 2 and "INVALID_FINE_MULTIPLE" in bad.stderr
+        assert bad.returncode == 5 and "INVALID_FINE_MULTIPLE" in bad.stderr
         early = cli(server, "enforce", "deductions", "2025", "--reason", "deadline passed")
         assert early.returncode == 0, early.stderr
         assert "0 shortfalls (0 t) carried into 2026's allocation; 2 still inside" in early.stdout
@@ -108,7 +122,7 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         garbled = cli(
             server, "propose", "MARKET_HALT", "P-BAD", "--payload", "{inquiry", "--reason", "urgent"
         )
-        assert garbled.returncode == 2 and "INVALID_PAYLOAD" in garbled.stderr
+        assert garbled.returncode == 5 and "INVALID_PAYLOAD" in garbled.stderr
         missing = cli(
             server,
             "propose",
@@ -136,7 +150,7 @@ def test_a_second_regulator_approves_a_proposal_from_the_command_line(tmp_path: 
         assert listed.returncode == 0, listed.stderr
         assert "mee:P-HALT" in listed.stdout and "MARKET_HALT" in listed.stdout
         own = cli(server, "proposals", "approve", "mee", "P-HALT")
-        assert own.returncode == 2 and "SELF_APPROVAL_FORBIDDEN" in own.stderr
+        assert own.returncode == 6 and "SELF_APPROVAL_FORBIDDEN" in own.stderr
         done = cli(server, "proposals", "approve", "mee", "P-HALT", "--token", second)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "mee:P-HALT EXECUTED: market halted"

@@ -279,20 +279,22 @@ def test_serve_operator_commands_grpcurl_and_graceful_shutdown(tmp_path: Path) -
                 ["ALLOCATION", "CN-ISSUANCE", "->", A, f"mee:ALLOC-2025-{A}"],
                 ["SETTLEMENT", A, "->", TRADER, "shanghai-exchange:T-1"],
             ]
-            for args, message in (
+            for args, message, status in (
                 (
                     ("balances", "NOPE-0001"),
                     "registry: NOT_FOUND UNKNOWN_ACCOUNT: no account NOPE-0001",
+                    4,  # not found
                 ),
-                (("trace", "CEA/2025", "5000000"), "registry: NOT_FOUND UNKNOWN_SERIAL: "),
+                (("trace", "CEA/2025", "5000000"), "registry: NOT_FOUND UNKNOWN_SERIAL: ", 4),
                 (
                     ("balances", A, "--token", "0123456789abcdef.wrong-secret-0000000000000"),
                     "registry: UNAUTHENTICATED INVALID_CREDENTIALS: ",
+                    8,  # denied
                 ),
-                (("trace", "CEA", "1"), "registry: unit class 'CEA': expected "),
+                (("trace", "CEA", "1"), "registry: unit class 'CEA': expected ", 2),  # usage
             ):
                 done = cli(server, *args)
-                assert done.returncode == 2, (args, done.stdout, done.stderr)
+                assert done.returncode == status, (args, done.stdout, done.stderr)
                 assert done.stderr.startswith(message), done.stderr
                 assert "Traceback" not in done.stderr
 

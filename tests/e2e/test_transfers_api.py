@@ -177,7 +177,7 @@ def test_registry_transfer_moves_and_proposes(
     assert "(already recorded)" in capsys.readouterr().out
 
     refused = main(["transfer", SAME[0], OTHER, "1", "--id", "CLI-2", "--reason", "x", *operator])
-    assert refused == 2 and "DIFFERENT_HOLDER" in capsys.readouterr().err
+    assert refused == 6 and "DIFFERENT_HOLDER" in capsys.readouterr().err
 
     regulator = [*server, "--token", seeded.tokens["regulator"]]
     args = ["transfer", SAME[0], OTHER, "5", "--id", "MG-1", "--reason", "merger"]
