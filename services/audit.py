@@ -299,9 +299,10 @@ def _events_wire(rows: Sequence[Row]) -> bytes:
     """The ``events`` field of a StreamEventsResponse, in protobuf's wire format,
     straight from the log's rows (position, aggregate id, version, topic, payload,
     anything): the payload bytes are copied as stored, never decoded and re-encoded.
-    Parsing this (in C, which also checks that every string is UTF-8, as decoding the
-    payload did) costs a tenth of adding a message per event from Python; the reply
-    then serialises at a quarter of the cost of one built field by field."""
+    Writing it costs less than adding a message per event from Python, parsing it is
+    C's (which also checks that every string is UTF-8, as decoding the payload did),
+    and the parsed reply serialises at a quarter of the cost of one built field by
+    field."""
     varints, topics, varint = _VARINTS, _TOPICS, _varint
     parts: list[bytes] = []
     add = parts.append
@@ -317,17 +318,24 @@ def _events_wire(rows: Sequence[Row]) -> bytes:
         else:
             at = varint(position)
         key = aggregate_id.encode()
+        keyed = varints[len(key)] if len(key) < 0x4000 else varint(len(key))
+        ver = varints[version] if 0 <= version < 0x4000 else varint(version)
         size = len(payload)
-        head = b"\x08%b\x12%b%b\x18%b%b\x2a%b" % (
-            at,
-            varints[len(key)],
-            key,
-            varints[version] if 0 <= version < 0x4000 else varint(version),
-            encoded,
-            varints[size] if size < 0x4000 else varint(size),
+        sized = varints[size] if size < 0x4000 else varint(size)
+        # the event's length: its fields, their four tags (event_type's is in encoded)
+        size += len(at) + len(keyed) + len(key) + len(ver) + len(encoded) + len(sized) + 4
+        add(
+            b"\x0a%b\x08%b\x12%b%b\x18%b%b\x2a%b"
+            % (
+                varints[size] if size < 0x4000 else varint(size),
+                at,
+                keyed,
+                key,
+                ver,
+                encoded,
+                sized,
+            )
         )
-        size += len(head)
-        add(b"\x0a%b%b" % (varints[size] if size < 0x4000 else varint(size), head))
         add(payload)  # copied once, by the join
     return b"".join(parts)
 

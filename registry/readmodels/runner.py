@@ -243,7 +243,7 @@ class ProjectionRunner:
             conn.execute(delete(t.tracking).where(t.tracking.c.projection == shadow.tracking_name))
         builder = ProjectionRunner(self.registry, self.engine, [shadow], self.batch_size)
         done = builder.catch_up(report)
-        with self.engine.begin() as conn:
+        with _collector_paused(), self.engine.begin() as conn:
             self.positions(conn, lock=True)  # wait out the live runner's batch
             while count := builder._step(conn):  # the last events since catch-up
                 done += count
