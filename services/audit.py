@@ -10,13 +10,20 @@ from typing import Any
 
 import grpc
 
-from registry.application.audit_events import LoggedEvent, account_events, read_events
+from registry.application import Registry
+from registry.application.audit_events import (
+    MAX_EVENTS_PAGE,
+    LoggedEvent,
+    account_events,
+    read_events,
+)
 from registry.application.restrictions import RestrictionView
 from registry.domain.accounts import AccountType
 from registry.domain.conservation import conserved
 from registry.domain.errors import InvalidCommand
 from registry.integrity.ledger import latest_digest
 from registry.integrity.signing import load_public_key, public_key_pem
+from registry.persistence.eventlog import EventLog, Row, store_cursor
 from registry.readmodels.queries import check_page_size
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import audit_service_pb2 as pb
@@ -51,19 +58,28 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             convert.filter_text(topic, f"event_types[{index}]")
         account = request.account_id or None
         after, sent = request.after_position, 0
+        log = EventLog.find(self.registry.recorder)
+        direct = log is not None and log.postgres and account is None
+        if direct and not 0 < page_size <= MAX_EVENTS_PAGE:
+            read_events(self.registry, after, page_size)  # refused as read_events refuses
         while context.is_active():
             limit = page_size
             if request.max_events:
                 limit = min(limit, request.max_events - sent)
-            page = read_events(self.registry, after, limit, topics, account)
-            if not page.events and page.last_position == after:
+            if direct:
+                assert log is not None
+                response, count = _stream_page(self.registry, log, after, limit, topics)
+            else:
+                page = read_events(self.registry, after, limit, topics, account)
+                response = pb.StreamEventsResponse(
+                    last_position=page.last_position, head_position=page.head_position
+                )
+                _add_events(response.events, page.events)
+                count = len(page.events)
+            if not count and response.last_position == after:
                 return  # at the head of the log
-            response = pb.StreamEventsResponse(
-                last_position=page.last_position, head_position=page.head_position
-            )
-            _add_events(response.events, page.events)
             yield response
-            after, sent = page.last_position, sent + len(page.events)
+            after, sent = response.last_position, sent + count
             if request.max_events and sent >= request.max_events:
                 return
 
@@ -239,6 +255,89 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             restrictions=[convert.restriction_to_proto(v) for v in page],
             next_page_token=convert.encode_page_token(start + page_size) if more else "",
         )
+
+
+def _stream_page(
+    registry: Registry, log: EventLog, after: int, limit: int, topics: Sequence[str]
+) -> tuple[pb.StreamEventsResponse, int]:
+    """A page of the whole log (no account filter) on PostgreSQL and its event count:
+    ``read_events``'s page (same rows, same last and head positions), read in one
+    statement and turned into the message without an object per event (see
+    ``_events_wire``)."""
+    with store_cursor(registry.recorder, index_order=True) as cursor:
+        rows, head = log.stream_page(cursor, after, limit, topics)
+    if not rows:
+        return pb.StreamEventsResponse(last_position=max(after, head), head_position=head), 0
+    last = rows[-1][0] if len(rows) == limit else head
+    response = pb.StreamEventsResponse.FromString(_events_wire(rows))
+    response.last_position = last
+    response.head_position = head
+    return response, len(rows)
+
+
+_VARINTS = [bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(1 << 14)]
+"""The varint of every number below 2**14 (lengths, versions): a list index each."""
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of an int64 (negative: as its 64-bit two's complement)."""
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_TOPICS: dict[str, bytes] = {}
+"""Per topic: the ``event_type`` field as encoded (tag, length, UTF-8)."""
+
+
+def _events_wire(rows: Sequence[Row]) -> bytes:
+    """The ``events`` field of a StreamEventsResponse, in protobuf's wire format,
+    straight from the log's rows (position, aggregate id, version, topic, payload,
+    anything): the payload bytes are copied as stored, never decoded and re-encoded.
+    Writing it costs less than adding a message per event from Python, parsing it is
+    C's (which also checks that every string is UTF-8, as decoding the payload did),
+    and the parsed reply serialises at a quarter of the cost of one built field by
+    field."""
+    varints, topics, varint = _VARINTS, _TOPICS, _varint
+    parts: list[bytes] = []
+    add = parts.append
+    for position, aggregate_id, version, topic, payload, _ in rows:
+        encoded = topics.get(topic)
+        if encoded is None:
+            name = topic.encode()
+            encoded = topics[topic] = b"\x22" + varint(len(name)) + name
+        if 0 <= position < 0x4000:
+            at = varints[position]
+        elif 0x4000 <= position < 0x200000:
+            at = bytes(((position & 0x7F) | 0x80, ((position >> 7) & 0x7F) | 0x80, position >> 14))
+        else:
+            at = varint(position)
+        key = aggregate_id.encode()
+        keyed = varints[len(key)] if len(key) < 0x4000 else varint(len(key))
+        ver = varints[version] if 0 <= version < 0x4000 else varint(version)
+        size = len(payload)
+        sized = varints[size] if size < 0x4000 else varint(size)
+        # the event's length: its fields, their four tags (event_type's is in encoded)
+        size += len(at) + len(keyed) + len(key) + len(ver) + len(encoded) + len(sized) + 4
+        add(
+            b"\x0a%b\x08%b\x12%b%b\x18%b%b\x2a%b"
+            % (
+                varints[size] if size < 0x4000 else varint(size),
+                at,
+                keyed,
+                key,
+                ver,
+                encoded,
+                sized,
+            )
+        )
+        add(payload)  # copied once, by the join
+    return b"".join(parts)
 
 
 def _add_events(target: Any, events: Sequence[LoggedEvent]) -> None:

@@ -378,6 +378,7 @@ class TransactionsProjection(Projection):
                 )
                 continue
             completed = event.topic == COMPLETED
+            blocks = event.blocks()
             yield (
                 state["party"],
                 state["client_id"],
@@ -385,7 +386,7 @@ class TransactionsProjection(Projection):
                 "COMPLETED" if completed else "REFUSED",
                 state["source"],
                 state["destination"],
-                quantity(event.blocks()),
+                blocks[0][2] - blocks[0][1] + 1 if len(blocks) == 1 else quantity(blocks),
                 event.blocks_json(),
                 state["reason"],
                 state["principal"],
@@ -432,7 +433,10 @@ class HistoryProjection(Projection):
             blocks = event.blocks()
             if not blocks:
                 continue
-            if all(block[0] == blocks[0][0] for block in blocks):  # one class, mostly
+            if len(blocks) == 1:  # one block: most movements
+                key, first, last = blocks[0]
+                lines = [(key, unit_class(key)[0], last - first + 1, event.blocks_json())]
+            elif all(block[0] == blocks[0][0] for block in blocks):  # one class, mostly
                 key = blocks[0][0]
                 lines = [(key, unit_class(key)[0], quantity(blocks), event.blocks_json())]
             else:

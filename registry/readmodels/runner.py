@@ -9,6 +9,7 @@ the last position seen", never assumes contiguity.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -134,7 +135,7 @@ class ProjectionRunner:
 
     def step(self) -> int:
         """Apply the next batch to every projection that has not seen it. Returns events."""
-        with self.engine.begin() as conn:
+        with _collector_paused(), self.engine.begin() as conn:
             count = self._step(conn)
         if self.sealer is not None:
             self.sealer.after_step(count)
@@ -242,7 +243,7 @@ class ProjectionRunner:
             conn.execute(delete(t.tracking).where(t.tracking.c.projection == shadow.tracking_name))
         builder = ProjectionRunner(self.registry, self.engine, [shadow], self.batch_size)
         done = builder.catch_up(report)
-        with self.engine.begin() as conn:
+        with _collector_paused(), self.engine.begin() as conn:
             self.positions(conn, lock=True)  # wait out the live runner's batch
             while count := builder._step(conn):  # the last events since catch-up
                 done += count
@@ -262,6 +263,26 @@ class ProjectionRunner:
         wait_for_position(
             self.engine, position, timeout, [p.tracking_name for p in self.projections]
         )
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for one batch (if it was on), back on after.
+
+    A batch decodes thousands of events into dicts and lists that stay alive until it
+    is written: they kept triggering collections, and the full ones traverse every
+    object of the process (the application, SQLAlchemy, protobuf), which cost a third
+    of the worker's CPU per event in a catch-up. The batch's objects are freed by
+    reference counting as it ends; what little cyclic garbage it leaves is collected
+    once the collector is back on."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def wait_for_position(
