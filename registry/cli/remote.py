@@ -137,11 +137,14 @@ def client_for(args: argparse.Namespace, timeout: float = 10) -> RegistryClient:
     """A client of ``args``' server with the resolved token; no token at all (and no
     client certificate to authenticate with instead) is a ConfigurationError naming where
     one was looked for, before any call: an empty token only earns the server's refusal."""
-    token = args.token or _local_token()
+    # REGISTRY_TOKEN is read again here, not only as --token's default: the default
+    # is taken before settings.load() reads REGISTRY_TOKEN_FILE into the environment.
+    token = args.token or os.environ.get("REGISTRY_TOKEN", "") or _local_token()
     tls_ca, tls_cert, tls_key = tls_files(args)
     if not token and tls_cert is None:
         raise ConfigurationError(
-            f"no token: --token and REGISTRY_TOKEN are not set and {_credentials_path()} "
+            "no token: --token, REGISTRY_TOKEN and REGISTRY_TOKEN_FILE are not set and "
+            f"{_credentials_path()} "
             "does not exist or holds none; give one with --token TOKEN or REGISTRY_TOKEN=TOKEN "
             "(`registry access init` or an administrator's `registry access token issue` "
             "makes one; an embedded `registry serve` writes its first to that file)"

@@ -61,6 +61,19 @@ def test_each_class_of_outcome_exits_with_its_own_status(tmp_path: Path) -> None
         )
         wrong = "0123456789abcdef.wrong-secret-0000000000000"
         assert status("balances", account, "--token", wrong) == 8  # UNAUTHENTICATED
+        # The token from a file (a mounted Secret), with no credentials file to fall back on:
+        # read after the command line is parsed, so it counts like REGISTRY_TOKEN.
+        (tmp_path / "token").write_text(token + "\n")
+        (tmp_path / "wrong-token").write_text(wrong + "\n")
+        empty = str(tmp_path / "no-credentials")
+        from_file = str(tmp_path / "token")
+        assert (
+            status("balances", account, REGISTRY_DATA_DIR=empty, REGISTRY_TOKEN_FILE=from_file) == 0
+        )
+        bad_file = str(tmp_path / "wrong-token")
+        assert (
+            status("balances", account, REGISTRY_DATA_DIR=empty, REGISTRY_TOKEN_FILE=bad_file) == 8
+        )
 
 
 def test_table_commands_print_the_same_rows_as_json_and_csv(tmp_path: Path) -> None:
