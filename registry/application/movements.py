@@ -32,7 +32,7 @@ from registry.domain.transactions import (
     Principal,
     Transaction,
     TransactionKind,
-    TransactionStatus,
+    TransactionRecord,
 )
 from registry.domain.units import UnitClass, UnitSelector
 
@@ -386,7 +386,7 @@ class Movements:
         outcomes: dict[tuple[int, int], TransactionResult | RegistryError] = {}
         first: dict[tuple[str, str], tuple[int, int]] = {}
         repeats: list[tuple[int, int]] = []
-        new: list[tuple[tuple[int, int], Transaction]] = []
+        new: list[tuple[tuple[int, int], TransactionRecord]] = []
         for j, job in enumerate(jobs):
             if j in failed:
                 continue
@@ -403,9 +403,9 @@ class Movements:
                     outcomes[(j, r)] = _replay_outcome(known[key], movement)
                     continue
                 try:
-                    txn = decide(uow, job.principal, movement, clock)
-                    uow.stamp_step(job.request_id, txn)
-                    new.append(((j, r), txn))
+                    record = decide(uow, job.principal, movement, clock)
+                    uow.stamp_step(job.request_id, record)
+                    new.append(((j, r), record))
                 except RegistryError as error:
                     if uow.step_changed():
                         raise RuntimeError(
@@ -416,11 +416,12 @@ class Movements:
                         failed[j] = error
                         raise _BatchFailed from error
                     outcomes[(j, r)] = error
-        if any(txn.status is TransactionStatus.REFUSED for _, txn in new):
+        if any(type(record) is Transaction.Refused for _, record in new):
             uow.verify_current()  # a refusal saves nothing it read: read it fresh
-        position = _position(uow.save(*(txn for _, txn in new)))
-        for at, txn in new:
-            outcomes[at] = TransactionResult.of(txn, position=position)
+        position = _position(uow.save(*(record for _, record in new)))
+        of_record = TransactionResult.of_record
+        for at, record in new:
+            outcomes[at] = of_record(record, position)
         for j, r in repeats:
             movement = jobs[j].rows[r][1]
             assert isinstance(movement, Movement)

@@ -42,7 +42,12 @@ from registry.domain.ledger import (
 from registry.domain.obligations import MAX_YEAR, MIN_YEAR, ComplianceObligation
 from registry.domain.projects import Project, check_issuable, check_owner_account
 from registry.domain.rules import ComplianceYear
-from registry.domain.transactions import Principal, Transaction, TransactionKind
+from registry.domain.transactions import (
+    Principal,
+    Transaction,
+    TransactionKind,
+    TransactionRecord,
+)
 from registry.domain.units import Holding, SerialBlock, UnitType
 
 RECORDABLE = (Refused, UnknownAccount, UnknownHold, UnknownTransaction)
@@ -54,8 +59,10 @@ Moved = tuple[str | None, str, tuple[SerialBlock, ...]]
 
 def decide(
     uow: UnitOfWork, principal: Principal, movement: Movement, clock: Callable[[], datetime]
-) -> Transaction:
-    """Evaluate one movement on the unit of work: a completed or a refused record."""
+) -> TransactionRecord:
+    """Evaluate one movement on the unit of work: a completed or a refused record (the
+    event a ``Transaction`` is created by, made without the aggregate: save it as it is).
+    """
     party = principal.party
     txn_id = Transaction.id_for(party, movement.client_id)
     record: dict[str, Any] = {
@@ -78,10 +85,10 @@ def decide(
                 f"{movement.kind} {movement.client_id} changed state before refusing "
                 f"({error.reason}); guards must run before any change"
             ) from error
-        return Transaction.refuse(
+        return Transaction.refused_record(
             source=movement.source, destination=movement.destination, error=error, **record
         )
-    return Transaction.complete(
+    return Transaction.completed_record(
         source=source, destination=destination, blocks=list(blocks), **record
     )
 

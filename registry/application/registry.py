@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.domain import Aggregate, DomainEvent, Snapshot
 from eventsourcing.persistence import JSONTranscoder, Recording
 
 from registry.application.access import Access
@@ -151,6 +151,8 @@ class Registry(Application[UUID]):
             if isinstance(obj, Aggregate):
                 processing_event.events.extend(obj.collect_events())
                 processing_event.aggregates[obj.id] = obj
+            elif isinstance(obj, DomainEvent):  # a record saved without its aggregate
+                processing_event.events.append(obj)
             else:
                 processing_event.collect_events(obj)
         processing_event.saved_kwargs.update(kwargs)

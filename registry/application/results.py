@@ -20,7 +20,12 @@ from registry.domain.rules import (
     ComplianceYear,
     UnitDue,
 )
-from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
+from registry.domain.transactions import (
+    Transaction,
+    TransactionKind,
+    TransactionRecord,
+    TransactionStatus,
+)
 from registry.domain.units import SerialBlock, UnitClass, UnitType
 
 
@@ -91,6 +96,47 @@ class TransactionResult:
             replayed=replayed,
             position=position,
         )
+
+    @classmethod
+    def of_record(cls, record: TransactionRecord, position: int | None) -> TransactionResult:
+        """A record just saved (``Transaction.completed_record``): what ``of`` answers
+        for the transaction it creates, without replaying it into an aggregate."""
+        if isinstance(record, Transaction.Completed):
+            return cls(
+                record.party,
+                record.client_id,
+                _KINDS[record.kind],
+                TransactionStatus.COMPLETED,
+                record.source,
+                record.destination,
+                tuple(record.blocks),
+                record.reason,
+                record.principal,
+                dict(record.details),
+                record.timestamp,
+                position=position,
+            )
+        return cls(
+            record.party,
+            record.client_id,
+            _KINDS[record.kind],
+            TransactionStatus.REFUSED,
+            record.source,
+            record.destination,
+            (),
+            record.reason,
+            record.principal,
+            dict(record.details),
+            record.timestamp,
+            record.refusal_reason,
+            record.refusal_message,
+            dict(record.refusal_metadata),
+            position=position,
+        )
+
+
+_KINDS: dict[str, TransactionKind] = {kind.value: kind for kind in TransactionKind}
+"""By value, without the enum's lookup (per trade)."""
 
 
 class RowOutcome(StrEnum):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEvent
 
 from registry.application.request_ids import current_request_id, stamp
 from registry.domain.accounts import Account
@@ -223,21 +223,30 @@ class UnitOfWork:
     def changed(self) -> list[Aggregate]:
         return [a for a in self._loaded.values() if a is not None and a.pending_events]
 
-    def save(self, *extra: Aggregate) -> list[Recording[Any]]:
-        changed = [*self.changed(), *extra]
-        stamp(
-            (event for aggregate in changed for event in aggregate.pending_events),
-            current_request_id(),
-        )
-        return self._app.save(*changed)
+    def save(self, *extra: Aggregate | DomainEvent) -> list[Recording[Any]]:
+        """Save every changed aggregate and ``extra`` (aggregates, or events saved as
+        they are: a movement's transaction record) in one atomic save."""
+        changed = self.changed()
+        request_id = current_request_id()
+        if request_id:
+            stamp((event for aggregate in changed for event in aggregate.pending_events), request_id)
+            stamp((e for e in extra if isinstance(e, DomainEvent)), request_id)
+            stamp(
+                (e for a in extra if isinstance(a, Aggregate) for e in a.pending_events),
+                request_id,
+            )
+        return self._app.save(*changed, *extra)
 
-    def stamp_step(self, request_id: str | None, *extra: Aggregate) -> None:
-        """Stamp the events made since ``begin_step`` (and ``extra``'s) with the id of
-        the call they belong to: a group commit saves them from another call's thread."""
+    def stamp_step(self, request_id: str | None, *extra: Aggregate | DomainEvent) -> None:
+        """Stamp the events made since ``begin_step`` (and ``extra``, events or their
+        aggregates' events) with the id of the call they belong to: a group commit
+        saves them from another call's thread."""
+        if not request_id:
+            return
         loaded = self._loaded
         for aggregate_id, count in self._step.items():
             aggregate = loaded[aggregate_id]
             if aggregate is not None:
                 stamp(aggregate.pending_events[count:], request_id)
-        for aggregate in extra:
-            stamp(aggregate.pending_events, request_id)
+        for item in extra:
+            stamp(item.pending_events if isinstance(item, Aggregate) else (item,), request_id)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, datetime_now_with_tzinfo
 
 from registry.domain.errors import (
     AlreadyReversed,
@@ -238,6 +238,83 @@ class Transaction(Aggregate):
             refusal_metadata=dict(error.metadata),
         )
 
+    # -- records without an aggregate ---------------------------------------------
+
+    @classmethod
+    def completed_record(
+        cls,
+        *,
+        party: str,
+        client_id: str,
+        kind: TransactionKind,
+        source: str | None,
+        destination: str,
+        blocks: list[SerialBlock],
+        reason: str,
+        principal: Principal,
+        fingerprint: str,
+        details: dict[str, Any],
+    ) -> Transaction.Completed:
+        """The event ``complete`` records, made without the aggregate around it: a
+        movement only saves its record, so building (and mutating) a ``Transaction``
+        per trade was a third of a settlement's work. Same class, same fields, same
+        id: the store keeps it exactly as it kept ``complete``'s."""
+        event: Any = cls.Completed  # its fields are made at run time
+        completed: Transaction.Completed = event(
+            originator_id=cls.id_for(party, client_id),
+            originator_version=1,
+            timestamp=datetime_now_with_tzinfo(),
+            originator_topic=cls.TOPIC,
+            party=party,
+            client_id=client_id,
+            kind=kind.value,
+            source=source,
+            destination=destination,
+            blocks=blocks,
+            reason=reason,
+            principal=str(principal),
+            fingerprint=fingerprint,
+            details=details,
+        )
+        return completed
+
+    @classmethod
+    def refused_record(
+        cls,
+        *,
+        party: str,
+        client_id: str,
+        kind: TransactionKind,
+        source: str | None,
+        destination: str | None,
+        reason: str,
+        principal: Principal,
+        fingerprint: str,
+        details: dict[str, Any],
+        error: RegistryError,
+    ) -> Transaction.Refused:
+        """The event ``refuse`` records, without the aggregate (see ``completed_record``)."""
+        event: Any = cls.Refused
+        refused: Transaction.Refused = event(
+            originator_id=cls.id_for(party, client_id),
+            originator_version=1,
+            timestamp=datetime_now_with_tzinfo(),
+            originator_topic=cls.TOPIC,
+            party=party,
+            client_id=client_id,
+            kind=kind.value,
+            source=source,
+            destination=destination,
+            reason=reason,
+            principal=str(principal),
+            fingerprint=fingerprint,
+            details=details,
+            refusal_reason=error.reason,
+            refusal_message=error.message,
+            refusal_metadata=dict(error.metadata),
+        )
+        return refused
+
     # -- commands -----------------------------------------------------------------
 
     def ensure_reversible(self) -> None:
@@ -258,3 +335,7 @@ class Transaction(Aggregate):
     def mark_reversed(self, reversal_id: UUID) -> None:
         self.ensure_reversible()
         self.trigger_event(self.Reversed, reversal_id=reversal_id)
+
+
+TransactionRecord = Transaction.Completed | Transaction.Refused
+"""A movement's record as it is saved: the one event of its ``Transaction``."""
