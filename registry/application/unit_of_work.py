@@ -229,7 +229,7 @@ class UnitOfWork:
         changed = self.changed()
         request_id = current_request_id()
         if request_id:
-            stamp((event for aggregate in changed for event in aggregate.pending_events), request_id)
+            stamp((e for aggregate in changed for e in aggregate.pending_events), request_id)
             stamp((e for e in extra if isinstance(e, DomainEvent)), request_id)
             stamp(
                 (e for a in extra if isinstance(a, Aggregate) for e in a.pending_events),
