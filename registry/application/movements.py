@@ -10,10 +10,21 @@ retries safe: a save that collides is answered from what was recorded first.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+from json.encoder import encode_basestring_ascii as _json_str
 
-from registry.application.commands import AllocationRow, Movement, Trade, check_batch
+from registry.application.commands import (
+    MAX_QUANTITY,
+    AllocationRow,
+    Movement,
+    Trade,
+    check_batch,
+)
 from registry.application.group_commit import MAX_GROUP, GroupCommit
 from registry.application.perform import decide, reads
 from registry.application.request_ids import current_request_id
@@ -21,12 +32,13 @@ from registry.application.results import RowResult, TradeResult, TransactionResu
 from registry.application.store import Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
-from registry.domain.accounts import NATIONAL_ACCOUNTS, AccountType
+from registry.domain.accounts import ACCOUNT_ID, NATIONAL_ACCOUNTS, AccountType
 from registry.domain.errors import (
     InvalidCommand,
     RegistryError,
     TransactionExistsWithDifferentContent,
 )
+from registry.domain.ids import CLIENT_ID
 from registry.domain.ledger import TRANSFER_KINDS
 from registry.domain.transactions import (
     Principal,
@@ -34,7 +46,7 @@ from registry.domain.transactions import (
     TransactionKind,
     TransactionRecord,
 )
-from registry.domain.units import UnitClass, UnitSelector
+from registry.domain.units import UnitClass, UnitSelector, parse_unit_type
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,102 @@ class MoveJob:
     single: bool
     request_id: str | None = field(default_factory=current_request_id)
     """The caller's call, captured in its thread: the group saves from another."""
+
+
+_SETTLEMENT_REASON = "exchange trade"
+"""``Trade.movement``'s reason: a constant, valid once and for all."""
+
+
+class TradeMovements:
+    """``Trade.movement`` for the trades of one batch, checking once what repeats.
+
+    A trade's movement was a fifth of its settlement: every row checked its accounts'
+    ids, parsed its unit type, built its selector and hashed its content through
+    ``json.dumps``. Here an account id, a selector and the selector's canonical JSON
+    are checked or made once per batch, and the fingerprint's canonical JSON is written
+    from the fields (what ``commands.fingerprint`` makes of them, byte for byte:
+    ``tests/unit/test_trade_movements.py``). A row that is anything but plainly valid
+    goes through ``Trade.movement`` itself, which raises what it always raised."""
+
+    def __init__(self) -> None:
+        self._accounts: set[str] = set()
+        self._selectors: dict[tuple[str, int | None, str | None], tuple[UnitSelector, str]] = {}
+
+    def movement(self, trade: Trade) -> Movement:
+        try:
+            fast = self._movement(trade)
+        except Exception:  # whatever it is, the full path says it as it always did
+            fast = None
+        return fast if fast is not None else trade.movement()
+
+    def _movement(self, trade: Trade) -> Movement | None:
+        trade_id, seller, buyer = trade.trade_id, trade.seller, trade.buyer
+        quantity, vintage, project = trade.quantity, trade.vintage, trade.project
+        if type(trade.unit_type) is not str or not (vintage is None or type(vintage) is int):
+            return None
+        if not (project is None or type(project) is str):
+            return None
+        if type(trade_id) is not str or not CLIENT_ID.match(trade_id):
+            return None
+        if seller == buyer or type(quantity) is not int or not 0 < quantity <= MAX_QUANTITY:
+            return None
+        accounts = self._accounts
+        for account in (seller, buyer):
+            if account not in accounts:
+                if type(account) is not str or not ACCOUNT_ID.match(account):
+                    return None
+                accounts.add(account)
+        hold_id, trade_date = trade.hold_id, trade.trade_date
+        if hold_id is not None and (type(hold_id) is not str or not CLIENT_ID.match(hold_id)):
+            return None
+        if trade_date is not None and type(trade_date) is not date:
+            return None
+        key = (trade.unit_type, vintage, project)
+        made = self._selectors.get(key)
+        if made is None:
+            selector = UnitSelector(parse_unit_type(trade.unit_type), vintage, project)
+            made = selector, _canonical(selector.as_dict())
+            self._selectors[key] = made
+        selector, selector_json = made
+        canonical = (
+            '{"compliance_year":null,"destination":'
+            + _json_str(buyer)
+            + ',"hold_id":'
+            + ("null" if hold_id is None else _json_str(hold_id))
+            + ',"kind":"SETTLEMENT","quantity":'
+            + int.__repr__(quantity)
+            + ',"reason":"exchange trade","reverses":null,"selector":'
+            + selector_json
+            + ',"source":'
+            + _json_str(seller)
+            + ',"trade_date":'
+            + ("null" if trade_date is None else '"' + trade_date.isoformat() + '"')
+            + ',"unit_class":null}'
+        )
+        movement = object.__new__(Movement)
+        movement.__dict__.update(
+            client_id=trade_id,
+            kind=TransactionKind.SETTLEMENT,
+            source=seller,
+            destination=buyer,
+            quantity=quantity,
+            reason=_SETTLEMENT_REASON,
+            selector=selector,
+            unit_class=None,
+            hold_id=hold_id,
+            compliance_year=None,
+            reverses=None,
+            trade_date=trade_date,
+            reference=None,
+            override_restrictions=False,
+            fingerprint=hashlib.sha256(canonical.encode()).hexdigest(),
+        )
+        return movement
+
+
+def _canonical(content: dict[str, object]) -> str:
+    """``commands.fingerprint``'s canonical JSON of ``content``."""
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
 
 
 class _BatchFailed(Exception):
@@ -276,7 +384,10 @@ class Movements:
         A trade refused for the ledger's state is recorded as refused and does not stop
         the others; a malformed trade is rejected and nothing of it is stored.
         """
-        rows = self._move_batch(principal, [(t.trade_id, t.movement) for t in trades], "trades")
+        build = TradeMovements().movement
+        rows = self._move_batch(
+            principal, [(t.trade_id, partial(build, t)) for t in trades], "trades"
+        )
         return [TradeResult.of_row(row) for row in rows]
 
     def allocate_many(self, principal: Principal, rows: Sequence[AllocationRow]) -> list[RowResult]:
