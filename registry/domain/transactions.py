@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from hashlib import sha1
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, SafeUUID
 
 from eventsourcing.domain import Aggregate, datetime_now_with_tzinfo
 
@@ -21,6 +22,22 @@ from registry.domain.errors import (
 )
 from registry.domain.ids import NAMESPACE, check_party
 from registry.domain.units import SerialBlock
+
+_NAMESPACE = NAMESPACE.bytes
+_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_SET = (0x8000 << 48) | (5 << 76)
+
+
+def fast_uuid5(name: str) -> UUID:
+    """``uuid5(NAMESPACE, name)``, the same UUID, without ``UUID.__init__``'s checks
+    and keyword handling (a settled trade's record needs a new one; it was a twentieth
+    of a trade's work): the SHA-1 of namespace and name, with version 5 and the RFC 4122
+    variant set, as ``uuid.uuid5`` makes it."""
+    value = int.from_bytes(sha1(_NAMESPACE + name.encode()).digest()[:16]) & _CLEAR | _SET
+    made = object.__new__(UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", SafeUUID.unknown)
+    return made
 
 
 class TransactionKind(StrEnum):
@@ -97,8 +114,9 @@ class Transaction(Aggregate):
     @staticmethod
     @lru_cache(maxsize=65_536)
     def id_for(party: str, client_id: str) -> UUID:
-        """Cached: a command asks for its transaction's id more than once (uuid5 hashes)."""
-        return uuid5(NAMESPACE, f"transaction:{party}:{client_id}")
+        """Cached: a command asks for its transaction's id more than once (uuid5 hashes).
+        A batch's ids are all new: ``fast_uuid5`` makes them (``uuid5``'s, cheaper)."""
+        return fast_uuid5(f"transaction:{party}:{client_id}")
 
     @property
     def kind(self) -> TransactionKind:

@@ -207,3 +207,24 @@ def test_a_trades_details_are_the_movements(
         "T-1", "PWR-A", "PWR-B", "CEA", quantity, vintage, hold_id, trade_date
     ).movement()
     assert list(_details(movement).items()) == list(movement.details().items())
+
+
+@given(name=st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_fast_uuid5_is_uuid5(name: str) -> None:
+    from uuid import uuid5
+
+    from registry.domain.ids import NAMESPACE
+    from registry.domain.transactions import fast_uuid5
+
+    try:
+        expected = uuid5(NAMESPACE, name)
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            fast_uuid5(name)
+        return
+    made = fast_uuid5(name)
+    assert made == expected
+    assert hash(made) == hash(expected)
+    assert (made.version, made.variant, str(made)) == (5, expected.variant, str(expected))
+    assert made.is_safe == expected.is_safe
