@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -136,7 +137,9 @@ def measure(url: str, plan: Plan) -> dict[str, Any]:
     finally:
         registry.close()
     trades = plan.batch * plan.batches
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
+        "peak_rss_mib": round(peak, 1),
         "trades": trades,
         "seconds": round(wall, 3),
         "trades_per_second": round(trades / wall, 1),
