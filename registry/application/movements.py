@@ -62,6 +62,7 @@ class MoveJob:
     """The caller's call, captured in its thread: the group saves from another."""
 
 
+_SETTLEMENT = TransactionKind.SETTLEMENT  # once: an enum member's lookup is a call
 _SETTLEMENT_REASON = "exchange trade"
 """``Trade.movement``'s reason: a constant, valid once and for all."""
 
@@ -135,7 +136,7 @@ class TradeMovements:
         movement = object.__new__(Movement)
         movement.__dict__.update(
             client_id=trade_id,
-            kind=TransactionKind.SETTLEMENT,
+            kind=_SETTLEMENT,
             source=seller,
             destination=buyer,
             quantity=quantity,

@@ -110,7 +110,7 @@ class TransactionResult:
             party=record.party,
             transaction_id=record.client_id,
             kind=_KINDS[record.kind],
-            status=TransactionStatus.COMPLETED if completed else TransactionStatus.REFUSED,
+            status=_COMPLETED if completed else _REFUSED,
             source=record.source,
             destination=record.destination,
             blocks=tuple(refused.blocks) if completed else (),
@@ -130,6 +130,7 @@ class TransactionResult:
 
 _KINDS: dict[str, TransactionKind] = {kind.value: kind for kind in TransactionKind}
 """By value, without the enum's lookup (per trade)."""
+_COMPLETED, _REFUSED = TransactionStatus.COMPLETED, TransactionStatus.REFUSED
 
 
 class RowOutcome(StrEnum):

@@ -47,6 +47,9 @@ class AccountType(StrEnum):
         return self in NATIONAL_ACCOUNTS
 
 
+_ACCOUNT_TYPES: dict[str, AccountType] = {t.value: t for t in AccountType}
+"""By name, without ``AccountType(name)`` (a Python call per lookup)."""
+
 NATIONAL_ACCOUNTS: dict[AccountType, str] = {
     AccountType.ISSUANCE: "CN-ISSUANCE",
     AccountType.ALLOCATION_RESERVE: "CN-ALLOCATION-RESERVE",
@@ -184,7 +187,7 @@ class Account(Aggregate):
 
     @property
     def account_type(self) -> AccountType:
-        return AccountType(self.type_name)
+        return _ACCOUNT_TYPES.get(self.type_name) or AccountType(self.type_name)
 
     @property
     def state(self) -> AccountState:
