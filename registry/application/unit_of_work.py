@@ -272,4 +272,4 @@ class UnitOfWork:
         for aggregate, count, _ in self._step.values():
             stamp(_pending(aggregate)[count:], request_id)
         for item in extra:
-            stamp(_pending(item) if isinstance(item, Aggregate) else (item,), request_id)
+            stamp((item,) if isinstance(item, DomainEvent) else _pending(item), request_id)
