@@ -2,6 +2,7 @@
 
     python -m bench.suite.inprocess --database-url postgresql://root@127.0.0.1/h_bench
     python -m bench.suite.inprocess --smoke --json out.json
+    python -m bench.suite.inprocess --count-calls --batches 5   # calls per trade
 
 What the registry itself costs per trade, without the server, the protocol buffers or
 the clients: batches of random trades between the funded compliance accounts of a
@@ -18,6 +19,7 @@ import json
 import random
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,9 +112,31 @@ def batches(plan: Plan, accounts: list[str]) -> list[list[Trade]]:
     return out
 
 
-def measure(url: str, plan: Plan) -> dict[str, Any]:
+class CallCounter:
+    """Python and C function calls made while ``on``, in every thread started after
+    ``install`` and in this one: work per trade that a loaded machine does not blur
+    (the hook slows the run several times over: with it, only the count means
+    anything)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.on = False
+
+    def hook(self, frame: Any, event: str, arg: Any) -> None:
+        if self.on and (event == "call" or event == "c_call"):
+            self.calls += 1
+
+    def install(self) -> None:
+        threading.setprofile(self.hook)  # the group commit's thread starts later
+        sys.setprofile(self.hook)
+
+
+def measure(url: str, plan: Plan, count_calls: bool = False) -> dict[str, Any]:
     """Seed a fresh database, settle the plan's batches and return the figures."""
     reset(url)
+    counter = CallCounter()
+    if count_calls:
+        counter.install()
     registry = build_registry(Settings(url))
     try:
         accounts = [f"INP-{i:04d}" for i in range(plan.accounts)]
@@ -124,7 +148,9 @@ def measure(url: str, plan: Plan) -> dict[str, Any]:
         wall = cpu = 0.0
         for rows in work[plan.warmup :]:
             w0, c0 = time.perf_counter(), time.process_time()
+            counter.on = True
             results = registry.settle_trades(EXCHANGE, rows)
+            counter.on = False
             w1, c1 = time.perf_counter(), time.process_time()
             wall += w1 - w0
             cpu += c1 - c0
@@ -136,6 +162,8 @@ def measure(url: str, plan: Plan) -> dict[str, Any]:
             raise RuntimeError("units not conserved")
     finally:
         registry.close()
+        sys.setprofile(None)
+        threading.setprofile(None)
     trades = plan.batch * plan.batches
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -146,6 +174,7 @@ def measure(url: str, plan: Plan) -> dict[str, Any]:
         "cpu_seconds": round(cpu, 3),
         "cpu_us_per_trade": round(cpu / trades * 1e6, 1),
         "batch_ms": sorted(round(s * 1000, 1) for s in per_batch),
+        **({"calls_per_trade": round(counter.calls / trades)} if count_calls else {}),
         "plan": plan.__dict__,
     }
 
@@ -159,12 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="write the figures here too")
     p.add_argument("--keep-database", action="store_true")
+    p.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="count the function calls per trade instead (every thread; the rates are "
+        "then meaningless)",
+    )
     args = p.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     if args.batches:
         plan = Plan(**{**plan.__dict__, "batches": args.batches})
     try:
-        figures = measure(args.database_url, plan)
+        figures = measure(args.database_url, plan, args.count_calls)
     finally:
         if not args.keep_database:
             drop(args.database_url)
@@ -174,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"settle_trades in-process, batches of {plan.batch:,}: "
         f"{figures['trades_per_second']:,.0f} trades/s, "
-        f"{figures['cpu_us_per_trade']} µs CPU/trade",
+        f"{figures['cpu_us_per_trade']} µs CPU/trade"
+        + (f", {figures['calls_per_trade']} calls/trade" if args.count_calls else ""),
         file=sys.stderr,
     )
     print(text)
