@@ -22,6 +22,7 @@ SCENARIOS = (
     "settle_single_concurrent",
     "settle_batch_100",
     "settle_batch_1000",
+    "settle_inprocess_1000",
     "get_balances_concurrent",
     "settle_single_open_loop",
     "get_balances_open_loop",

@@ -43,7 +43,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.access import seed_principals
 from bench.suite import callers as calling
-from bench.suite import generate, national, procs, raw, report
+from bench.suite import generate, inprocess, national, procs, raw, report
 from bench.suite.callers import Job, Result
 from bench.suite.report import Row, Target, median_ms, percentile_ms
 from registry.client import RegistryClient
@@ -73,6 +73,8 @@ class Sizes:
     concurrent_seconds: float = 20.0
     batch_100_calls: int = 150
     batch_1000_calls: int = 40
+    inprocess_batches: int = 20
+    """Batches of 1,000 settled in-process (``bench.suite.inprocess``)."""
     balances_seconds: float = 15.0
     open_loop_seconds: float = 20.0
     single_offered: float = 300.0
@@ -101,6 +103,7 @@ SMOKE = Sizes(
     concurrent_seconds=3.0,
     batch_100_calls=4,
     batch_1000_calls=2,
+    inprocess_batches=2,
     balances_seconds=2.0,
     open_loop_seconds=2.0,
     year_accounts=120,
@@ -122,6 +125,7 @@ def targets_for(key: str) -> list[Target]:
             Target(">= 10,000 trades/s", "value", ">=", 10_000),
             Target(">= 0.3x raw", "ratio_to_raw", ">=", 0.3),
         ],
+        "settle_inprocess_1000": [Target(">= 20,000 trades/s", "value", ">=", 20_000)],
         "settle_single_concurrent": [Target(">= 1,000 trades/s", "value", ">=", 1_000)],
         "get_balances_concurrent": [Target(">= 2,500 calls/s", "value", ">=", 2_500)],
         "settle_single_open_loop": [Target("p99 < 20 ms", "p99_ms", "<", 20)],
@@ -565,6 +569,44 @@ class Bench:
         row.details["callers"] = job.processes * job.threads
         return row
 
+    def inprocess(self) -> Row:
+        """``Registry.settle_trades`` in batches of 1,000 without the server, in a process
+        of its own on a database of its own (``bench.suite.inprocess``)."""
+        title = "SettleTrades in-process, batches of 1,000"
+        self.log(f"{title} ...")
+        parts = urlsplit(self.url)
+        url = urlunsplit(parts._replace(path=f"{parts.path}_inprocess"))
+        out = self.work / "inprocess.json"
+        args = ["--database-url", url, "--json", str(out)]
+        args += ["--batches", str(self.sizes.inprocess_batches)]
+        if self.sizes.inprocess_batches < inprocess.FULL.batches:
+            args.append("--smoke")
+        with (self.work / "inprocess.log").open("w") as log_file:
+            subprocess.run(
+                [sys.executable, "-m", "bench.suite.inprocess", *args],
+                env=self.env(),
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+        figures = json.loads(out.read_text())
+        row = Row(
+            key="settle_inprocess_1000",
+            title=title,
+            value=figures["trades_per_second"],
+            unit="trades/s",
+            count=figures["trades"],
+            seconds=figures["seconds"],
+            peak_mib={"inprocess": figures["peak_rss_mib"]},
+            cpu_seconds={"inprocess": figures["cpu_seconds"]},
+            targets=targets_for("settle_inprocess_1000"),
+        )
+        row.details.update(
+            cpu_us_per_trade=figures["cpu_us_per_trade"], batch_ms=figures["batch_ms"]
+        )
+        return row
+
     def raw_baseline(self, rows: dict[str, Row], after_position: int) -> None:
         """The same writes with plain psycopg, for each settlement row."""
         profile = raw.measure_profile(self.url, after_position)
@@ -1000,6 +1042,7 @@ class Bench:
         self.raw_baseline(settle_rows, after_seed)
         for row in settle_rows.values():
             row.evaluate()
+        self.add(self.inprocess())
         self.add(self.balances())
         for row in self.open_loops():
             self.add(row)

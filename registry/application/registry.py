@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.domain import Aggregate, DomainEvent, Snapshot
 from eventsourcing.persistence import InfrastructureFactory, JSONTranscoder, Recording, Transcoder
 
 from registry.application.access import Access
@@ -62,6 +62,10 @@ from registry.persistence.recorder import (
     RegistryPostgresRecorder,
 )
 from registry.persistence.transcoder import MsgspecTranscoder
+
+_RECORDS = frozenset({Transaction.Completed, Transaction.Refused})
+"""Events saved as they are (``Transaction.completed_record``), told by type: an
+``isinstance`` of an event class asks its metaclass in Python."""
 
 
 class Registry(Application[UUID]):
@@ -158,9 +162,13 @@ class Registry(Application[UUID]):
         """
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
         for obj in objs:  # the library asks a runtime Protocol of each: 7% of a batch
-            if isinstance(obj, Aggregate):
+            if type(obj) in _RECORDS:  # most of a batch: its transaction records
+                processing_event.events.append(obj)
+            elif isinstance(obj, Aggregate):
                 processing_event.events.extend(obj.collect_events())
                 processing_event.aggregates[obj.id] = obj
+            elif isinstance(obj, DomainEvent):  # a record saved without its aggregate
+                processing_event.events.append(obj)
             else:
                 processing_event.collect_events(obj)
         processing_event.saved_kwargs.update(kwargs)

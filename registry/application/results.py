@@ -20,7 +20,12 @@ from registry.domain.rules import (
     ComplianceYear,
     UnitDue,
 )
-from registry.domain.transactions import Transaction, TransactionKind, TransactionStatus
+from registry.domain.transactions import (
+    Transaction,
+    TransactionKind,
+    TransactionRecord,
+    TransactionStatus,
+)
 from registry.domain.units import SerialBlock, UnitClass, UnitType
 
 
@@ -91,6 +96,41 @@ class TransactionResult:
             replayed=replayed,
             position=position,
         )
+
+    @classmethod
+    def of_record(cls, record: TransactionRecord, position: int | None) -> TransactionResult:
+        """A record just saved (``Transaction.completed_record``): what ``of`` answers
+        for the transaction it creates, without replaying it into an aggregate. Made
+        without the frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field:
+        one per trade of a batch), with every field it sets."""
+        result = object.__new__(cls)
+        completed = isinstance(record, Transaction.Completed)
+        refused: Any = record  # the fields of whichever it is
+        result.__dict__.update(
+            party=record.party,
+            transaction_id=record.client_id,
+            kind=_KINDS[record.kind],
+            status=_COMPLETED if completed else _REFUSED,
+            source=record.source,
+            destination=record.destination,
+            blocks=tuple(refused.blocks) if completed else (),
+            reason=record.reason,
+            principal=record.principal,
+            details=dict(record.details),
+            recorded_at=record.timestamp,
+            refusal_reason="" if completed else refused.refusal_reason,
+            refusal_message="" if completed else refused.refusal_message,
+            refusal_metadata={} if completed else dict(refused.refusal_metadata),
+            reversed=False,
+            replayed=False,
+            position=position,
+        )
+        return result
+
+
+_KINDS: dict[str, TransactionKind] = {kind.value: kind for kind in TransactionKind}
+"""By value, without the enum's lookup (per trade)."""
+_COMPLETED, _REFUSED = TransactionStatus.COMPLETED, TransactionStatus.REFUSED
 
 
 class RowOutcome(StrEnum):

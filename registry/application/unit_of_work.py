@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEvent
 
 from registry.application.request_ids import current_request_id, stamp
 from registry.domain.accounts import Account
@@ -41,6 +41,24 @@ def _in(cache: Any, aggregate_id: UUID) -> bool:
     return True
 
 
+def _pending(aggregate: Aggregate) -> list[Any]:
+    """The aggregate's pending events as it keeps them: an account keeps a run of
+    debits and credits as one ``_Postings`` (its ``pending_events`` builds an event per
+    movement, for readers; this is for counting and stamping them)."""
+    pending: list[Any] = aggregate._pending_events
+    return pending
+
+
+def _changes(aggregate: Aggregate) -> tuple[int, int]:
+    """(pending events as kept, version): every change takes one version, an account's
+    debits and credits gathered into one ``_Postings`` included."""
+    return len(aggregate._pending_events), aggregate.version
+
+
+_UNSEEN: Any = object()
+"""Not looked up yet (``None`` in ``UnitOfWork._loaded`` is: looked up, not there)."""
+
+
 class StaleRead(Exception):
     """An aggregate this attempt read has changed in the store since: try again."""
 
@@ -62,8 +80,11 @@ class UnitOfWork:
         self._optimistic = optimistic
         self._loaded: dict[UUID, Aggregate | None] = {}
         self._read_versions: dict[UUID, int] = {}
-        self._step: dict[UUID, int] = {}
-        """Aggregates touched since ``begin_step``, with their pending events then."""
+        self._step: dict[int, tuple[Aggregate, int, int]] = {}
+        """Aggregates touched since ``begin_step`` (by ``id()``: a UUID hashes in
+        Python), with their pending events and version then (``_changes``)."""
+        self._accounts: dict[str, Account] = {}
+        """The accounts found, by account id (``account``)."""
 
     @property
     def optimistic(self) -> bool:
@@ -89,19 +110,19 @@ class UnitOfWork:
         because every aggregate a completed command depends on is also saved, and the
         save is version-checked: a stale copy fails the save, and the retry reads
         fresh. Decisions that save nothing they read call ``verify_current`` first."""
-        if aggregate_id not in self._loaded:
-            loaded = self._cached(aggregate_id) if self._optimistic else None
-            if loaded is None:
+        found: Aggregate | None = self._loaded.get(aggregate_id, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._cached(aggregate_id) if self._optimistic else None
+            if found is None:
                 try:
-                    loaded = self._app.repository.get(aggregate_id, projector_func=replay)
+                    found = self._app.repository.get(aggregate_id, projector_func=replay)
                 except AggregateNotFoundError:
-                    loaded = None
-            self._loaded[aggregate_id] = loaded
-            self._read_versions[aggregate_id] = 0 if loaded is None else loaded.version
-        found = self._loaded[aggregate_id]
+                    found = None
+            self._loaded[aggregate_id] = found
+            self._read_versions[aggregate_id] = 0 if found is None else found.version
         assert found is None or isinstance(found, cls)
-        if found is not None and aggregate_id not in self._step:
-            self._step[aggregate_id] = len(found.pending_events)
+        if found is not None and id(found) not in self._step:
+            self._step[id(found)] = (found, *_changes(found))
         return found
 
     def prefetch(
@@ -147,13 +168,23 @@ class UnitOfWork:
     def add(self, aggregate: A) -> A:
         self._loaded[aggregate.id] = aggregate
         self._read_versions.setdefault(aggregate.id, 0)
-        self._step.setdefault(aggregate.id, 0)  # new in this step: its creation is a change
+        if isinstance(aggregate, Account):
+            self._accounts.pop(aggregate.account_id, None)
+        # new in this step: its creation is a change
+        self._step.setdefault(id(aggregate), (aggregate, 0, 0))
         return aggregate
 
     def account(self, account_id: str) -> Account:
-        account = self.find(Account.id_for(account_id), Account)
+        """The account, looked up by its id: a batch asks for the same few hundred
+        accounts thousands of times (a UUID hashes in Python, a string once)."""
+        account = self._accounts.get(account_id)
         if account is None:
-            raise UnknownAccount(f"no account {account_id}", account=account_id)
+            account = self.find(Account.id_for(account_id), Account)
+            if account is None:
+                raise UnknownAccount(f"no account {account_id}", account=account_id)
+            self._accounts[account_id] = account
+        elif id(account) not in self._step:
+            self._step[id(account)] = (account, *_changes(account))
         return account
 
     def hold(self, party: str, hold_id: str) -> Hold:
@@ -213,31 +244,32 @@ class UnitOfWork:
         """Whether any aggregate touched since ``begin_step`` has gained events. Only
         the step's aggregates are looked at: a batch of 1,000 trades over a few hundred
         accounts asked all of them after every trade (a third of the batch's time)."""
-        loaded = self._loaded
-        for aggregate_id, count in self._step.items():
-            aggregate = loaded[aggregate_id]
-            if aggregate is not None and len(aggregate.pending_events) != count:
-                return True
-        return False
+        return any(aggregate.version != version for aggregate, _, version in self._step.values())
 
     def changed(self) -> list[Aggregate]:
-        return [a for a in self._loaded.values() if a is not None and a.pending_events]
+        return [a for a in self._loaded.values() if a is not None and _pending(a)]
 
-    def save(self, *extra: Aggregate) -> list[Recording[Any]]:
-        changed = [*self.changed(), *extra]
-        stamp(
-            (event for aggregate in changed for event in aggregate.pending_events),
-            current_request_id(),
-        )
-        return self._app.save(*changed)
+    def save(self, *extra: Aggregate | DomainEvent) -> list[Recording[Any]]:
+        """Save every changed aggregate and ``extra`` (aggregates, or events saved as
+        they are: a movement's transaction record) in one atomic save."""
+        changed = self.changed()
+        request_id = current_request_id()
+        if request_id:
+            stamp((e for aggregate in changed for e in _pending(aggregate)), request_id)
+            stamp((e for e in extra if isinstance(e, DomainEvent)), request_id)
+            stamp(
+                (e for a in extra if isinstance(a, Aggregate) for e in _pending(a)),
+                request_id,
+            )
+        return self._app.save(*changed, *extra)
 
-    def stamp_step(self, request_id: str | None, *extra: Aggregate) -> None:
-        """Stamp the events made since ``begin_step`` (and ``extra``'s) with the id of
-        the call they belong to: a group commit saves them from another call's thread."""
-        loaded = self._loaded
-        for aggregate_id, count in self._step.items():
-            aggregate = loaded[aggregate_id]
-            if aggregate is not None:
-                stamp(aggregate.pending_events[count:], request_id)
-        for aggregate in extra:
-            stamp(aggregate.pending_events, request_id)
+    def stamp_step(self, request_id: str | None, *extra: Aggregate | DomainEvent) -> None:
+        """Stamp the events made since ``begin_step`` (and ``extra``, events or their
+        aggregates' events) with the id of the call they belong to: a group commit
+        saves them from another call's thread."""
+        if not request_id:
+            return
+        for aggregate, count, _ in self._step.values():
+            stamp(_pending(aggregate)[count:], request_id)
+        for item in extra:
+            stamp((item,) if isinstance(item, DomainEvent) else _pending(item), request_id)

@@ -6,6 +6,7 @@ holds (keyed by the hold's id). Only available blocks can be debited.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import Aggregate, CanMutateAggregate
+from eventsourcing.domain import Aggregate, CanMutateAggregate, datetime_now_with_tzinfo
 
 from registry.domain import units
 from registry.domain.errors import (
@@ -45,6 +46,9 @@ class AccountType(StrEnum):
     def is_national(self) -> bool:
         return self in NATIONAL_ACCOUNTS
 
+
+_ACCOUNT_TYPES: dict[str, AccountType] = {t.value: t for t in AccountType}
+"""By name, without ``AccountType(name)`` (a Python call per lookup)."""
 
 NATIONAL_ACCOUNTS: dict[AccountType, str] = {
     AccountType.ISSUANCE: "CN-ISSUANCE",
@@ -183,7 +187,7 @@ class Account(Aggregate):
 
     @property
     def account_type(self) -> AccountType:
-        return AccountType(self.type_name)
+        return _ACCOUNT_TYPES.get(self.type_name) or AccountType(self.type_name)
 
     @property
     def state(self) -> AccountState:
@@ -314,10 +318,14 @@ class Account(Aggregate):
             account.available = units.add(account.available, self.released)
 
     def collect_events(self) -> Sequence[CanMutateAggregate[UUID]]:
-        """The pending events, a run of two or more debits and credits posted as one
-        ``MovementsPosted`` at the first one's version (the state they made is the
+        """The pending events, each run of debits and credits ``_post`` gathered made
+        one event (``Debited`` or ``Credited`` when it is one movement, else
+        ``MovementsPosted``); a run of two or more debit and credit events posted as
+        one ``MovementsPosted`` at the first one's version (the state they made is the
         same: it applies them in order). Anything else is left as it is."""
-        events = super().collect_events()
+        events: list[Any] = list(super().collect_events())
+        if any(type(e) is _Postings for e in events):
+            return self._collect_postings(events)
         moves = [e for e in events if isinstance(e, Account.Debited | Account.Credited)]
         if len(events) < 2 or len(moves) != len(events):
             return events
@@ -338,6 +346,26 @@ class Account(Aggregate):
                 ],
             )
         ]
+
+    def _collect_postings(self, events: list[Any]) -> list[CanMutateAggregate[UUID]]:
+        """Each ``_Postings`` run as one ``MovementsPosted``, the events after it
+        renumbered to follow on without gaps (a hold settled between two runs)."""
+        collected: list[CanMutateAggregate[UUID]] = []
+        version = events[0].originator_version
+        for event in events:
+            if type(event) is _Postings:
+                event.originator_version = version
+                collected.append(event.event(self))
+            elif event.originator_version != version:
+                moved = dataclasses.replace(event, originator_version=version)
+                for name, value in event.__dict__.items():  # a stamp (api_request_id)
+                    moved.__dict__.setdefault(name, value)
+                collected.append(moved)
+            else:
+                collected.append(event)
+            version += 1
+        self.version = version - 1
+        return collected
 
     # -- creation -----------------------------------------------------------------
 
@@ -487,21 +515,70 @@ class Account(Aggregate):
         """Take the oldest, lowest-serial available units matching ``selector`` (from
         ``pool``, a part of the available units, when restrictions leave only that)."""
         self.ensure_can_send()
-        taken, _ = self._take(selector, quantity, pool)
-        self.trigger_event(self.Debited, transaction_id=transaction_id, blocks=list(taken))
+        taken, rest = self._take(selector, quantity, pool)
+        available = rest if pool is None else units.remove(self.available, taken)
+        self._post(transaction_id, "debited", list(taken), available)
         return taken
 
     def debit_blocks(self, transaction_id: UUID, blocks: Iterable[SerialBlock]) -> Holding:
         """Take exactly these serial blocks (a reversal puts back what it undoes)."""
         self.ensure_can_send()
         blocks = tuple(blocks)
-        units.remove(self.available, blocks)  # raises UnitsNotHeld if any is missing
-        self.trigger_event(self.Debited, transaction_id=transaction_id, blocks=list(blocks))
+        available = units.remove(self.available, blocks)  # UnitsNotHeld if one is missing
+        self._post(transaction_id, "debited", list(blocks), available)
         return blocks
 
     def credit(self, transaction_id: UUID, blocks: Iterable[SerialBlock]) -> None:
         self.ensure_can_receive()
-        self.trigger_event(self.Credited, transaction_id=transaction_id, blocks=list(blocks))
+        blocks = list(blocks)
+        self._post(transaction_id, "credited", blocks, units.add(self.available, blocks))
+
+    def _post(
+        self, transaction_id: UUID, key: str, blocks: list[SerialBlock], available: Holding
+    ) -> None:
+        """A debit or a credit: the event ``trigger_event`` would make (one version
+        each), its change to the holding already worked out (``available``, after it).
+        Debits and credits made one after another are kept pending as one ``_Postings``
+        run instead of an event object each: a batch of 1,000 trades made 2,000 event
+        objects only to merge them into one event per account (``collect_events``).
+        ``pending_events`` still shows them one by one."""
+        pending: list[Any] = self._pending_events
+        last = pending[-1] if pending else None
+        kind = type(last)
+        version = self._version + 1
+        if last is not None and kind is _Postings:
+            last.movements.append({"transaction_id": transaction_id, key: blocks})
+        elif kind is Account.Debited or kind is Account.Credited:
+            postings = _Postings(last)  # the second in a row: gather them from now on
+            postings.movements.append({"transaction_id": transaction_id, key: blocks})
+            pending[-1] = postings
+        else:  # the first: its own event
+            event: Any = Account.Debited if key == "debited" else Account.Credited
+            timestamp = datetime_now_with_tzinfo()
+            pending.append(
+                event(
+                    originator_id=self.id,
+                    originator_version=version,
+                    timestamp=timestamp,
+                    transaction_id=transaction_id,
+                    blocks=blocks,
+                )
+            )
+            self._modified_on = timestamp
+        self._version = version
+        self.available = available
+
+    @property
+    def pending_events(self) -> list[CanMutateAggregate[UUID]]:
+        """The pending events, a run ``_post`` gathered shown as the ``Debited`` and
+        ``Credited`` events it stands for (a copy then: add events with ``trigger_event``).
+        """
+        pending: list[Any] = self._pending_events
+        if not any(type(e) is _Postings for e in pending):
+            return pending
+        return [
+            single for e in pending for single in (e.singles(self) if type(e) is _Postings else [e])
+        ]
 
     def hold(
         self, hold_id: UUID, selector: UnitSelector, quantity: int, pool: Holding | None = None
@@ -548,6 +625,54 @@ class Account(Aggregate):
             error.metadata["account"] = self.account_id
             error.metadata["held"] = str(units.total(self.held_blocks, selector))
             raise
+
+
+class _Postings:
+    """A run of debits and credits of one account, pending: from the version of its
+    first movement on, one version each. Saved as one ``MovementsPosted`` at the first
+    one's version (``Account.collect_events``), as a run of their events always was.
+    Never stored itself."""
+
+    __slots__ = ("__dict__", "movements", "originator_version")
+
+    def __init__(self, first: Any) -> None:
+        """Gather from ``first``, a pending ``Debited`` or ``Credited``, on."""
+        self.originator_version: int = first.originator_version
+        self.movements: list[dict[str, Any]] = [
+            {
+                "transaction_id": first.transaction_id,
+                "debited" if type(first) is Account.Debited else "credited": first.blocks,
+            }
+        ]
+
+    def singles(self, account: Account) -> list[CanMutateAggregate[UUID]]:
+        """The ``Debited`` and ``Credited`` events the run stands for."""
+        debited: Any = Account.Debited
+        credited: Any = Account.Credited
+        timestamp = account.modified_on
+        return [
+            (debited if "debited" in m else credited)(
+                originator_id=account.id,
+                originator_version=self.originator_version + n,
+                timestamp=timestamp,
+                transaction_id=m["transaction_id"],
+                blocks=m["debited"] if "debited" in m else m["credited"],
+            )
+            for n, m in enumerate(self.movements)
+        ]
+
+    def event(self, account: Account) -> CanMutateAggregate[UUID]:
+        """The ``MovementsPosted`` to store, at the version the first movement took."""
+        timestamp = datetime_now_with_tzinfo()
+        account.modified_on = timestamp
+        posted: Any = Account.MovementsPosted
+        merged: CanMutateAggregate[UUID] = posted(
+            originator_id=account.id,
+            originator_version=self.originator_version,
+            timestamp=timestamp,
+            movements=self.movements,
+        )
+        return merged
 
 
 def _any_of(blocks: Holding) -> UnitSelector:

@@ -11,6 +11,7 @@ read whether anything may stop it, and which restrictions to load if so.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -37,6 +38,7 @@ class RestrictionIndex(Aggregate):
         project is registered later). Replaced, never mutated, by its events."""
 
     @staticmethod
+    @cache  # asked once per movement (check_restrictions): uuid5 hashes every time
     def id_for() -> UUID:
         return uuid5(NAMESPACE, "restriction-index")
 
