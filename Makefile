@@ -4,7 +4,7 @@ PY := .venv/bin/python
 PG_URL ?= postgresql://root@127.0.0.1:5432/postgres
 
 .PHONY: help install run demo test unit integration e2e deploy lint format typecheck check \
-        bench bench-smoke migrate protos clean-test-dbs
+        bench bench-smoke migrate protos clean-test-dbs test-newest
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -20,6 +20,12 @@ demo:  ## a small national year on the embedded store, printed as tables
 
 test: check  ## exactly what .ci/run runs after the install: lint, format, types, the suite
 	$(PY) -m pytest -q
+
+test-newest:  ## lint, types and the suite in .venv-newest, every dependency upgraded to its newest allowed version
+	python3 -m venv .venv-newest && .venv-newest/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	.venv-newest/bin/pip list --format=freeze | grep -iE '^(sqlalchemy|alembic|psycopg|grpcio|protobuf|eventsourcing|mypy|ruff|msgspec)=='
+	.venv-newest/bin/ruff check . && .venv-newest/bin/ruff format --check . && .venv-newest/bin/mypy
+	.venv-newest/bin/python -m pytest -q
 
 unit:  ## the fast tests (no database, no network)
 	$(PY) -m pytest -q tests/unit
