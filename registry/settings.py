@@ -39,11 +39,20 @@ import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from registry.domain.errors import InvalidCommand
 
 DEFAULT_DATA_DIR = "registry-data"
+
+TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl")
+"""The libpq TLS parameters a PostgreSQL URL's query may carry: every connection, the
+event store's included (``POSTGRES_SSL*``, read by ``registry.persistence.pgstore``),
+connects with them. Any other ``ssl*`` parameter is refused rather than dropped."""
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+_TLS_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
 
 
 class ConfigurationError(InvalidCommand):
@@ -116,7 +125,6 @@ class Settings:
             if not dbname:
                 raise ConfigurationError(f"no database name in {self.describe()!r}")
             env.update(
-                PERSISTENCE_MODULE="eventsourcing.postgres",
                 POSTGRES_DBNAME=dbname,
                 POSTGRES_HOST=parts.hostname or "127.0.0.1",
                 POSTGRES_PORT=str(parts.port or 5432),
@@ -132,8 +140,13 @@ class Settings:
                     max(1, round(self.idle_in_transaction_timeout))
                 ),
                 CREATE_TABLE="n",
+                # The library's factory, plus the URL's TLS parameters on its pool.
+                PERSISTENCE_MODULE="registry.persistence.pgstore",
                 # Same writes as the library's recorder, one cheaper insert statement.
                 APPLICATION_RECORDER_TOPIC="registry.persistence.recorder:RegistryPostgresRecorder",
+            )
+            env.update(
+                (f"POSTGRES_{name.upper()}", value) for name, value in self.tls_parameters().items()
             )
         else:
             raise ConfigurationError(
@@ -141,6 +154,33 @@ class Settings:
                 "postgresql://USER@HOST:PORT/DB or memory:"
             )
         return env
+
+    def tls_parameters(self) -> dict[str, str]:
+        """The URL's TLS parameters (``TLS_PARAMETERS``), checked: an unknown ``ssl*``
+        name, an unknown ``sslmode`` or a missing certificate or key file is a
+        ``ConfigurationError`` here, not a connection that silently goes without."""
+        found = {
+            name: value
+            for name, value in parse_qsl(urlsplit(self.database_url).query)
+            if name.lower().startswith("ssl")
+        }
+        unknown = sorted(set(found) - set(TLS_PARAMETERS))
+        if unknown:
+            raise ConfigurationError(
+                f"unsupported TLS parameter(s) {', '.join(unknown)} in REGISTRY_DATABASE_URL: "
+                f"the registry passes {', '.join(TLS_PARAMETERS)} to every connection"
+            )
+        mode = found.get("sslmode")
+        if mode is not None and mode not in SSL_MODES:
+            raise ConfigurationError(
+                f"sslmode={mode!r} in REGISTRY_DATABASE_URL: use one of {', '.join(SSL_MODES)}"
+            )
+        for name in _TLS_FILES:
+            path = found.get(name)
+            system = name == "sslrootcert" and path == "system"
+            if path and not system and not Path(path).is_file():
+                raise ConfigurationError(f"{name}={path} in REGISTRY_DATABASE_URL: no such file")
+        return found
 
 
 def data_file(setting: str, default_name: str, environ: Mapping[str, str] | None = None) -> Path:
@@ -388,7 +428,10 @@ def check(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"unknown setting(s): {', '.join(hints)}; `registry config --show` lists them all"
         )
-    return Settings.from_env(environ)
+    settings = Settings.from_env(environ)
+    if settings.backend in ("postgresql", "postgres"):
+        settings.tls_parameters()
+    return settings
 
 
 def effective(

@@ -12,20 +12,25 @@ from registry.persistence.locks import STARTUP_LOCK_KEY
 def startup_lock(env: Mapping[str, str]) -> Iterator[None]:
     """Serialise start-up on PostgreSQL: several servers or workers starting at the same
     moment open the national accounts once, and none starts during a migration."""
-    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+    if "POSTGRES_DBNAME" not in env:
         yield
         return
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
-    with psycopg.connect(
+    from registry.persistence.pgstore import tls_connect_kwargs
+
+    conninfo = make_conninfo(
         dbname=env["POSTGRES_DBNAME"],
         host=env["POSTGRES_HOST"],
         port=env["POSTGRES_PORT"],
         user=env["POSTGRES_USER"],
         password=env["POSTGRES_PASSWORD"] or None,
         connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-        autocommit=True,
-    ) as conn:
+        # The URL's sslmode, sslrootcert...: as the event store's pool connects.
+        **tls_connect_kwargs(env),
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (STARTUP_LOCK_KEY,))
         try:
             yield

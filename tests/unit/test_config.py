@@ -19,7 +19,7 @@ def test_default_is_an_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
 def test_postgres_url_is_translated_and_password_masked() -> None:
     settings = Settings("postgresql://reg:s3cret@db.local:6543/registry")
     env = settings.eventsourcing_env()
-    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert env["PERSISTENCE_MODULE"] == "registry.persistence.pgstore"
     assert (
         env["POSTGRES_HOST"],
         env["POSTGRES_PORT"],
