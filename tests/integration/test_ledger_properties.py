@@ -2414,6 +2414,11 @@ def run_origin_machine(store: Store, *, examples: int, steps: int) -> Counter[st
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
             report_multiple_bugs=False,
+            # Deterministic: the runs are short, and with random draws some missed a
+            # rare outcome (CLEARED, FORFEITURE) that assert_exercised then reported
+            # (2 in 10 runs); the same examples each run keep the check meaningful.
+            derandomize=True,
+            database=None,
         ),
     )
     return stats
