@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from sqlalchemy import Engine
@@ -21,7 +21,7 @@ from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
 from registry.integrity.sealer import LedgerSealer
 from registry.integrity.signing import load_public_key, private_key_path
-from registry.integrity.verify import verify_ledger
+from registry.integrity.verify import last_verified, record_verified, verify_ledger
 from registry.observability.metrics import RegistryMetrics
 from registry.persistence import migrate
 from registry.persistence.engine import make_engine, make_read_engine
@@ -29,7 +29,7 @@ from registry.persistence.eventlog import EventLog
 from registry.persistence.startup_lock import startup_lock
 from registry.readmodels.queries import ReadModels
 from registry.readmodels.runner import DEFAULT_BATCH, ProjectionRunner
-from registry.settings import Settings
+from registry.settings import Settings, verify_full_seconds
 from services.backend import Backend
 from services.server import RegistryServer, ServerSettings
 
@@ -109,18 +109,30 @@ def ledger_check(
 ) -> Callable[[], None]:
     """Verify the ledger against the signing key's public half, and every event's
     authenticator with the key this process writes with; the result goes to the
-    ``registry_ledger_verify_ok`` gauge (and the log when it fails)."""
+    ``registry_ledger_verify_ok`` gauge (and the log when it fails). Incremental from
+    where the last good run ended (kept in ``ledger_verified``), full once
+    REGISTRY_VERIFY_FULL_SECONDS have passed since the last full one."""
+    full_every = verify_full_seconds()
 
     def run() -> None:
         path = private_key_path()
         if not path.exists():
             return  # nothing signed yet
+        now = datetime.now(UTC)
+        since = last_verified(engine)
+        full = (
+            since is None
+            or since.full_at is None
+            or (now - since.full_at).total_seconds() >= full_every
+        )
         report = verify_ledger(
             engine,
             [load_public_key(path)],
             log=EventLog.of(registry.recorder),
             event_key=getattr(registry.recorder, "event_key", None),
+            since=None if full else since,
         )
+        record_verified(engine, report, now=now)
         position = report.failure.position if report.failure else report.chain_head
         metrics.set_verify_result(report.ok, position)
         if not report.ok:

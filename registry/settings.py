@@ -318,6 +318,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("REGISTRY_METRICS_PORT", "", "serve Prometheus /metrics on this port"),
     Setting("REGISTRY_VERIFY_SECONDS", "3600", "how often the worker re-verifies the ledger"),
+    Setting(
+        "REGISTRY_VERIFY_FULL_SECONDS",
+        "86400",
+        "how often that verification is a full one (the others resume where the last ended)",
+    ),
     Setting("REGISTRY_LOG_FORMAT", "text", "text or json"),
     Setting("REGISTRY_SERVER", "127.0.0.1:50051", "the server the CLI talks to"),
     Setting("REGISTRY_TOKEN", "", "the CLI's bearer token", secret=True),
@@ -496,6 +501,23 @@ def verify_seconds(environ: Mapping[str, str] | None = None) -> float:
         return float(text)
     except ValueError:
         raise ConfigurationError(f"REGISTRY_VERIFY_SECONDS must be seconds, got {text!r}") from None
+
+
+def verify_full_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """REGISTRY_VERIFY_FULL_SECONDS: how long after the last full verification the
+    worker's next run is full again (default 86400); the runs between resume where the
+    last one ended. 0: every run is full."""
+    environ = os.environ if environ is None else environ
+    text = environ.get("REGISTRY_VERIFY_FULL_SECONDS", "").strip() or "86400"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"REGISTRY_VERIFY_FULL_SECONDS must be seconds, got {text!r}"
+        ) from None
+    if value < 0:
+        raise ConfigurationError(f"REGISTRY_VERIFY_FULL_SECONDS must be 0 or more, got {text!r}")
+    return value
 
 
 def log_format(environ: Mapping[str, str] | None = None) -> str:

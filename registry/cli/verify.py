@@ -37,7 +37,7 @@ from registry.integrity.signing import (
     load_public_key,
     private_key_path,
 )
-from registry.integrity.verify import KeptCheckpoint, verify_ledger
+from registry.integrity.verify import KeptCheckpoint, last_verified, verify_ledger
 from registry.persistence.engine import make_read_only_engine
 from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
 from registry.settings import ConfigurationError, Settings
@@ -96,7 +96,22 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="do not check the stored snapshots against the replay of the events",
     )
-    command.set_defaults(run=run)
+    mode = command.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--full",
+        dest="incremental",
+        action="store_false",
+        help="re-derive the whole chain from the first event (the default)",
+    )
+    mode.add_argument(
+        "--incremental",
+        dest="incremental",
+        action="store_true",
+        help="start where the worker's last successful verification ended (its chain "
+        "row and checkpoint re-checked): fast, but a change to the events before it "
+        "that keeps that boundary intact is found only by a full run",
+    )
+    command.set_defaults(run=run, incremental=False)
     digest = sub.add_parser(
         "ledger-digest",
         help="the digest chain's head and latest signed checkpoint, from a running server",
@@ -150,12 +165,20 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.checkpoint_every < 0 or args.batch_size < 1:
         raise ConfigurationError("--checkpoint-every must be 0 or more, --batch-size 1 or more")
+    if args.incremental and args.checkpoint is not None:
+        raise ConfigurationError("--checkpoint needs a full run: drop --incremental")
     key = public_key(args.public_key)
     kept = [] if args.checkpoint is None else read_kept(args.checkpoint)
     event_key = verifier_event_key(args.event_key)
     engine = read_only_engine(settings)
     try:
         log = EventLog.default(engine.dialect.name)
+        since = None
+        if args.incremental:
+            if "ledger_verified" in inspect(engine).get_table_names():
+                since = last_verified(engine)
+            if since is None:
+                print("no verification recorded yet: running a full one")
         report = verify_ledger(
             engine,
             [key],
@@ -165,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             kept=kept,
             snapshots=not args.skip_snapshots,
             event_key=event_key,
+            since=since,
         )
     finally:
         engine.dispose()

@@ -104,6 +104,23 @@ event_authentication = Table(
 """One row, written by migration 0004: the log's head when event authenticators began
 (``registry.integrity.authentication``), sealed by the first sealer holding the key."""
 
+verified = Table(
+    "ledger_verified",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("verified_at", DateTime(timezone=True), nullable=False),
+    Column("full_at", DateTime(timezone=True), nullable=True),
+    comment="Where the last verification ended: the next incremental run starts here.",
+)
+"""One row (id 1), written by ``registry.integrity.verify.record_verified``: the last
+signed checkpoint a successful verification matched (position, chain seq and digest,
+its key and signature), and when the last full run succeeded."""
+
 DIGEST_COLUMNS = ("position", "seq", "originator_id", "originator_version", "event_hash", "digest")
 
 
@@ -552,13 +569,14 @@ def iter_chain(
 
 
 def iter_checkpoints(
-    conn: Connection, upto: int | None = None, batch: int = DEFAULT_BATCH
+    conn: Connection, upto: int | None = None, batch: int = DEFAULT_BATCH, *, since: int = -1
 ) -> Iterator[StoredCheckpoint]:
-    """Every checkpoint in position order (then key id)."""
+    """Every checkpoint after position ``since`` in position order (then key id)."""
     after: tuple[int, str] = (-1, "")
     while True:
         query = (
             select(checkpoints)
+            .where(checkpoints.c.position > since)
             .where(
                 (checkpoints.c.position > after[0])
                 | and_(checkpoints.c.position == after[0], checkpoints.c.key_id > after[1])

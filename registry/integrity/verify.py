@@ -20,6 +20,16 @@ rewrite them too. What they cannot forge is a checkpoint signature, and each che
 is linked to its key's previous one, so a rewritten history shows at the first
 checkpoint after the change, a deleted checkpoint at the next one, and a cut at the end
 to anyone holding a later checkpoint outside the database (``kept``).
+
+Incremental (``since``, a ``Verified`` record from ``last_verified``): the walk resumes
+at the last signed checkpoint a successful run matched, after re-checking that the
+chain row and the checkpoint there are still the ones recorded (``BOUNDARY_CHANGED``).
+It then checks everything after that position as a full run does (events, chain rows,
+checkpoints and their links, authenticators, the row count after it). What it cannot
+see is a change at or before the boundary that leaves the boundary's chain row and
+checkpoint as recorded (an event, chain row or checkpoint rewritten, inserted or deleted
+in the verified prefix): the prefix's digests are not re-derived. Nor does it check
+versions, snapshots or kept checkpoints. Only a full run (``since=None``) does those.
 """
 
 from __future__ import annotations
@@ -27,11 +37,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, and_, select
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
 from registry.integrity.authentication import authentic
 from registry.integrity.chain import GENESIS, StoredLogEvent, hash_and_link, link
@@ -47,7 +58,9 @@ from registry.integrity.ledger import (
     iter_chain,
     iter_checkpoints,
     not_authenticated,
+    verified,
 )
+from registry.integrity.ledger import checkpoints as checkpoint_table
 from registry.integrity.signing import key_id, verify_signature
 from registry.integrity.snapshots import check_snapshots
 from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
@@ -69,6 +82,22 @@ class Reason(StrEnum):
     SNAPSHOT_FORGED = "snapshot forged"
     CHAIN_CUT = "chain cut"
     NOT_AUTHENTICATED = "event not authenticated"
+    BOUNDARY_CHANGED = "verified boundary changed"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Where a successful verification ended: the last signed checkpoint it matched
+    (position, the chain's seq and digest there, the checkpoint's key and signature), so
+    the next run can start there; and when the last full run succeeded."""
+
+    position: int
+    seq: int
+    digest: bytes
+    key_id: str
+    signature: bytes
+    verified_at: datetime
+    full_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,10 @@ class VerifyReport:
     snapshots_checked: bool = False
     authenticators_checked: bool = False
     """Whether the events' authenticators were checked (an event key was given)."""
+    since: int | None = None
+    """Incremental: the verified position this run started after (None: a full run)."""
+    matched: tuple[int, StoredCheckpoint] | None = None
+    """The last signed checkpoint this run matched, with the chain's seq there."""
 
     @property
     def ok(self) -> bool:
@@ -150,8 +183,14 @@ class VerifyReport:
             if self.authenticators_checked
             else "; event authenticators NOT checked (no event key)"
         )
+        mode = (
+            ""
+            if self.since is None
+            else f" (incremental: after position {self.since:,}, verified before;"
+            " the prefix is re-derived only by a full run)"
+        )
         return (
-            f"OK: {self.events_checked:,} events chained up to position "
+            f"OK{mode}: {self.events_checked:,} events chained up to position "
             f"{self.chain_head:,} verified, digest {self.digest.hex()[:16]}; "
             f"{signed}{pending}{kept}{authenticated}"
         )
@@ -167,6 +206,7 @@ def verify_ledger(
     kept: Sequence[KeptCheckpoint] = (),
     snapshots: bool = True,
     event_key: bytes | None = None,
+    since: Verified | None = None,
 ) -> VerifyReport:
     """Recompute the chain from the stored events and compare it with the stored chain
     and checkpoints. ``public_keys`` check the checkpoints' signatures (a checkpoint by
@@ -176,9 +216,13 @@ def verify_ledger(
     ``kept`` are checkpoints kept outside the database: each must be signed by a given
     key and equal the recomputed digest at its position, and none may lie beyond the
     chain (a cut end). ``snapshots`` checks every stored snapshot against the replay.
-    ``event_key`` checks every event's authenticator after the grandfathered boundary."""
+    ``event_key`` checks every event's authenticator after the grandfathered boundary.
+    ``since`` (incremental) starts after a position a previous run verified: see the
+    module's docstring for what that leaves to a full run."""
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be at least 1, not {checkpoint_every}")
+    if since is not None and kept:
+        raise ValueError("checkpoints kept outside the database need a full run")
     log = log or EventLog.default(engine.dialect.name)
     keys = None if public_keys is None else {key_id(k): k for k in public_keys}
     ordered = sorted(kept, key=lambda c: c.position)
@@ -196,13 +240,17 @@ def verify_ledger(
                 )
             except ChainTampered as error:
                 failure = Failure(error.position, Reason.NOT_AUTHENTICATED, _detail(str(error)))
+        start = min(log.first(conn), 1) - 1
+        if since is not None:
+            failure = failure or walk.resume(since)
+            start = since.position
         failure = (
             failure
             or walk.kept_signatures()
             or walk.run(
-                stream_log(log, conn, min(log.first(conn), 1) - 1, head, batch_size),
-                iter_chain(conn, 0, head, batch_size),
-                iter_checkpoints(conn, head, batch_size),
+                stream_log(log, conn, start, head, batch_size),
+                iter_chain(conn, max(start, 0), head, batch_size),
+                iter_checkpoints(conn, head, batch_size, since=start),
             )
         )
         failure = failure or walk.kept_beyond(head)
@@ -211,9 +259,13 @@ def verify_ledger(
             if failure is not None:
                 break
         unchained = log.count_after(conn, head)
-        if failure is None:
+        if failure is None and since is None:
             failure = _count_and_versions(conn, log, walk.checked, unchained, head)
-        checked_snapshots = failure is None and snapshots and bool(log.snapshot_table)
+        elif failure is None and since is not None:
+            failure = _count_after(conn, log, since.position, walk.checked, unchained, head)
+        checked_snapshots = (
+            failure is None and since is None and snapshots and bool(log.snapshot_table)
+        )
         if checked_snapshots:
             failure = next(
                 (
@@ -241,7 +293,99 @@ def verify_ledger(
         walk.last_kept,
         checked_snapshots,
         event_key is not None,
+        None if since is None else since.position,
+        walk.matched,
     )
+
+
+def last_verified(engine: Engine) -> Verified | None:
+    """The record of the last successful verification (None: none yet, or no table)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(verified).where(verified.c.id == 1)).first()
+    if row is None:
+        return None
+    return Verified(
+        int(row.position),
+        int(row.seq),
+        bytes(row.digest),
+        row.key_id,
+        bytes(row.signature),
+        _aware(row.verified_at),
+        None if row.full_at is None else _aware(row.full_at),
+    )
+
+
+def record_verified(
+    engine: Engine, report: VerifyReport, *, now: datetime | None = None
+) -> Verified | None:
+    """Keep where a successful, signature-checked run ended, for the next incremental
+    run (and, for a full run, when). A failed run, or one that checked no signature,
+    records nothing: the next run starts where the last good one did."""
+    if not report.ok or not report.signatures_checked:
+        return None
+    now = now or datetime.now(UTC)
+    previous = last_verified(engine)
+    full_at = now if report.since is None else (previous.full_at if previous else None)
+    if report.matched is not None:
+        seq, checkpoint = report.matched
+        record = Verified(
+            checkpoint.position,
+            seq,
+            checkpoint.digest,
+            checkpoint.key_id,
+            checkpoint.signature,
+            now,
+            full_at,
+        )
+    elif previous is not None and report.since == previous.position:
+        record = Verified(
+            previous.position,
+            previous.seq,
+            previous.digest,
+            previous.key_id,
+            previous.signature,
+            now,
+            full_at,
+        )  # nothing newly signed: same boundary, verified again
+    else:
+        return None
+    values = {
+        "position": record.position,
+        "seq": record.seq,
+        "digest": record.digest,
+        "key_id": record.key_id,
+        "signature": record.signature,
+        "verified_at": record.verified_at,
+        "full_at": record.full_at,
+    }
+    with engine.begin() as conn:
+        if not conn.execute(update(verified).where(verified.c.id == 1).values(**values)).rowcount:
+            conn.execute(insert(verified).values(id=1, **values))
+    return record
+
+
+def _link(position: int | None, digest: bytes | None) -> tuple[int, bytes] | None:
+    return None if position is None or digest is None else (int(position), bytes(digest))
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes: they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _count_after(
+    conn: Connection, log: EventLog, since: int, checked: int, unchained: int, head: int
+) -> Failure | None:
+    """Incremental: every row after the verified position is chained or after the head."""
+    total = log.count_after(conn, since)
+    if total != checked + unchained:
+        return Failure(
+            head,
+            Reason.EXTRA_EVENT,
+            f"the event table holds {total:,} rows after position {since:,}, but "
+            f"{checked:,} are chained and {unchained:,} follow the chain",
+        )
+    return None
 
 
 def _detail(message: str) -> str:
@@ -392,6 +536,77 @@ class _Walk:
         self.last_kept: int | None = None
         self.authenticate: tuple[bytes, int] | None = None
         """The event key and the grandfathered boundary, when authenticators are checked."""
+        self.matched: tuple[int, StoredCheckpoint] | None = None
+
+    def resume(self, since: Verified) -> Failure | None:
+        """Start after ``since``: its chain row and checkpoint must still be the ones
+        recorded; each key's links continue from its last checkpoint up to there."""
+        position = since.position
+        row = self.conn.execute(
+            select(digests.c.seq, digests.c.digest).where(digests.c.position == position)
+        ).first()
+        if row is None or (int(row.seq), bytes(row.digest)) != (since.seq, since.digest):
+            return Failure(
+                position,
+                Reason.BOUNDARY_CHANGED,
+                "the chain row where the last verification ended is "
+                + ("gone" if row is None else "not the one verified")
+                + ": the verified prefix was changed (run a full verification)",
+            )
+        stored = self.conn.execute(
+            select(checkpoint_table).where(
+                and_(
+                    checkpoint_table.c.position == position,
+                    checkpoint_table.c.key_id == since.key_id,
+                )
+            )
+        ).first()
+        if stored is None or (bytes(stored.digest), bytes(stored.signature)) != (
+            since.digest,
+            since.signature,
+        ):
+            return Failure(
+                position,
+                Reason.BOUNDARY_CHANGED,
+                "the signed checkpoint where the last verification ended is "
+                + ("gone" if stored is None else "not the one verified")
+                + " (run a full verification)",
+            )
+        key = None if self.keys is None else self.keys.get(since.key_id)
+        if self.keys is not None and (
+            key is None
+            or not verify_signature(
+                key,
+                position,
+                since.digest,
+                since.signature,
+                since.key_id,
+                _link(stored.previous_position, stored.previous_digest),
+            )
+        ):
+            return Failure(
+                position,
+                Reason.UNKNOWN_KEY if key is None else Reason.BAD_SIGNATURE,
+                f"the checkpoint where the last verification ended (key {since.key_id}) "
+                "does not verify with the keys given",
+            )
+        latest = (
+            select(checkpoint_table.c.key_id, func.max(checkpoint_table.c.position))
+            .where(checkpoint_table.c.position <= position)
+            .group_by(checkpoint_table.c.key_id)
+        )
+        for kid, at in self.conn.execute(latest).all():
+            [last] = self.conn.execute(
+                select(checkpoint_table).where(
+                    and_(checkpoint_table.c.key_id == kid, checkpoint_table.c.position == at)
+                )
+            ).all()
+            self.links[kid] = (int(at), bytes(last.digest))
+            if last.previous_digest is not None:
+                self.linked.add(kid)
+        self.digest, self.seq, self.position = since.digest, since.seq, position
+        self.signed_seq, self.last_checkpoint = since.seq, position
+        return None
 
     def unauthentic(self, event: StoredLogEvent) -> Failure | None:
         """The event after the boundary lacks the key's authenticator."""
@@ -669,6 +884,7 @@ class _Walk:
         if link is not None:
             self.linked.add(checkpoint.key_id)
         self.links[checkpoint.key_id] = (position, checkpoint.digest)
+        self.matched = (self.seq, checkpoint)
         self.checkpoints += 1
         self.last_checkpoint, self.signed_seq = position, self.seq
         return None
