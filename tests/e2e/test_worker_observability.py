@@ -86,7 +86,12 @@ def worker(tmp_path: Path, url: str, metrics_port: int) -> Iterator[subprocess.P
             process.wait(timeout=30)
 
 
-def test_probes_and_chain_metrics_of_a_real_worker(tmp_path: Path) -> None:
+def test_probes_and_chain_metrics_of_a_real_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One event key for this process's writes and the worker's and server's (their data
+    # directory's), or the worker refuses to chain what this process wrote.
+    monkeypatch.setenv("REGISTRY_EVENT_KEY", str(tmp_path / "event-key"))
     with fresh_pg_database() as url:
         token = first_principal(url)
         db = url.replace("postgresql+psycopg://", "postgresql://")
