@@ -137,6 +137,7 @@ def test_probes_and_chain_metrics_of_a_real_worker(
                         now = scrape(port)
                         return (
                             value(now, "registry_worker_chain_position") >= head
+                            and value(now, "registry_worker_signed_position") >= head
                             and value(now, "registry_worker_last_signed_timestamp_seconds")
                             >= started
                         )
@@ -157,5 +158,4 @@ def test_probes_and_chain_metrics_of_a_real_worker(
     assert 0 <= value(after, "registry_worker_loop_tick_seconds_ago") < 60
     for name in PROJECTION_NAMES:  # lag per projection, from the worker itself
         assert ("registry_projection_lag_events", frozenset({("projection", name)})) in after
-    assert value(after, "registry_worker_signed_position") >= head
     check_alert_selectors(after, worker=True)
