@@ -29,6 +29,7 @@ from registry.observability.metrics import RegistryMetrics
 
 if TYPE_CHECKING:
     from registry.application.registry import Registry
+    from registry.observability.worker import WorkerMetrics
 
 log = logging.getLogger("registry.housekeeping")
 
@@ -67,6 +68,8 @@ class Housekeeping:
     ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.worker_metrics: WorkerMetrics | None = None
+        """Counts each sweep, what it expired and its failures (the worker sets it)."""
         self.verify = verify
         """Re-verifies the ledger, in a thread of its own: it reads the whole log."""
         self.verify_seconds = verify_seconds
@@ -84,10 +87,10 @@ class Housekeeping:
         holds = proposals = 0
         if now - self._holds_at >= self.hold_seconds:
             self._holds_at = now
-            holds = self.expire_holds()
+            holds = self._sweep("holds", self.expire_holds)
         if now - self._proposals_at >= self.proposal_seconds:
             self._proposals_at = now
-            proposals = len(self.registry.proposals.expire_due())
+            proposals = self._sweep("proposals", lambda: len(self.registry.proposals.expire_due()))
         if holds or proposals:
             log.info("expired %d hold(s) and %d proposal(s)", holds, proposals)
         if holds and self.metrics is not None:
@@ -104,6 +107,18 @@ class Housekeeping:
             )
             self._verifying.start()
         return Tick(holds, proposals)
+
+    def _sweep(self, duty: str, sweep: Callable[[], int]) -> int:
+        """``sweep()``, counted in the worker's metrics (a failure too, then raised)."""
+        try:
+            expired = sweep()
+        except Exception:
+            if self.worker_metrics is not None:
+                self.worker_metrics.sweep_failed(duty)
+            raise
+        if self.worker_metrics is not None:
+            self.worker_metrics.swept(duty, expired)
+        return expired
 
     def _verify(self) -> None:
         assert self.verify is not None

@@ -8,7 +8,11 @@ of a graceful shutdown, so a load balancer stops sending before calls are refuse
 
     registry health [--server ADDR] [--service NAME] [--timeout S] [--tls-ca PEM ...]
 
-Exit status: 0 SERVING; 1 answered but not SERVING (NOT_SERVING, or an unknown
+``registry health --worker [ready|live]`` asks the projection worker instead: its
+``/readyz`` (or ``/healthz``) on ``REGISTRY_METRICS_PORT`` (default 9464) of this
+machine, as compose's healthcheck of the worker does (docs/observability.md).
+
+Exit status: 0 SERVING (a worker: 200); 1 answered but not SERVING (NOT_SERVING, or an unknown
 ``--service``); 2 no answer (nothing listening, refused TLS handshake, time-out) or a
 bad option. Without ``--server`` it asks the local server of ``REGISTRY_LISTEN`` (a
 wildcard host becomes loopback), else ``REGISTRY_SERVER``, else ``127.0.0.1:50051``:
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="seconds to wait for the answer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--worker",
+        nargs="?",
+        const="ready",
+        choices=("ready", "live"),
+        default=None,
+        help="ask the local projection worker's /readyz (or /healthz: `live`) on "
+        "REGISTRY_METRICS_PORT (default 9464) instead of a server",
     )
     add_tls_options(parser)
     parser.add_argument(
@@ -128,8 +143,26 @@ def check(
     return (SERVING if serving else NOT_SERVING), f"{target}: {name}"
 
 
+def check_worker(probe: str, timeout: float = 5.0, port: int | None = None) -> tuple[int, str]:
+    """Ask the local worker's ``/readyz`` (``ready``) or ``/healthz`` (``live``) once."""
+    if port is None:
+        port = int(os.environ.get("REGISTRY_METRICS_PORT", "").strip() or "9464")
+    url = f"http://127.0.0.1:{port}/{'readyz' if probe == 'ready' else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return SERVING, f"{url}: {answer.read().decode().strip()}"
+    except urllib.error.HTTPError as error:
+        return NOT_SERVING, f"{url}: {error.code}: {error.read().decode().strip()}"
+    except OSError as error:
+        return UNREACHABLE, f"{url}: {error}"
+
+
 def run(args: argparse.Namespace) -> int:
     """The subcommand: one check, one line out, the exit status says the rest."""
+    if args.worker:
+        status, line = check_worker(args.worker, args.timeout)
+        print(line, file=sys.stdout if status == SERVING else sys.stderr)
+        return status
     tls_ca, tls_cert, tls_key = tls_files(args)  # a bad path is named, exit 2
     target = args.server or default_server()
     status, line = check(

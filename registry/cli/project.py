@@ -20,6 +20,15 @@ from registry.integrity.sealer import LedgerSealer
 from registry.observability.logs import configure as configure_logs
 from registry.observability.metrics import RegistryMetrics
 from registry.observability.progress import Progress
+from registry.observability.worker import (
+    CATCHING_UP,
+    FAULT,
+    FOLLOWING,
+    STANDBY,
+    WorkerHealth,
+    WorkerMetrics,
+)
+from registry.observability.worker import serve as serve_probes
 from registry.persistence.engine import make_engine
 from registry.persistence.eventlog import EventLog
 from registry.persistence.faults import database_fault, describe_fault
@@ -105,6 +114,7 @@ def _apply_while_leased(
     stop: threading.Event,
     *,
     once: bool,
+    health: WorkerHealth | None = None,
 ) -> int:
     """Win the projection lease, catch up, follow; stand by again if it is lost.
 
@@ -114,15 +124,20 @@ def _apply_while_leased(
     restarting it. Anything else is a defect and stops it. ``--once`` (a script's
     catch-up) reports a fault instead (exit 3)."""
 
+    health = health or WorkerHealth()
+
     def waiting() -> None:
+        health.tick(STANDBY)
         log.info("another worker holds the projection lease: standing by")
 
     faults = 0
+    runner.on_tick = health.tick
     while not stop.is_set():
         try:
-            with projection_lease(engine, stop, on_wait=waiting) as release:
+            with projection_lease(engine, stop, on_wait=waiting, on_attempt=health.tick) as release:
                 if release is None:
                     break
+                health.tick(CATCHING_UP)
                 log.info("holding the projection lease; catching up on %s", settings.describe())
                 started = time.monotonic()
                 meter, report = events_progress("caught up on", lowest_position(runner))
@@ -132,6 +147,7 @@ def _apply_while_leased(
                 faults = 0
                 if once:
                     return 0
+                health.tick(FOLLOWING)
                 log.info("following new events (Ctrl-C to stop)")
                 runner.follow(release)
                 if not stop.is_set():
@@ -139,6 +155,7 @@ def _apply_while_leased(
         except Exception as error:
             if once or database_fault(error) is None:
                 raise
+            health.tick(FAULT)
             pause = FAULT_PAUSES[min(faults, len(FAULT_PAUSES) - 1)]
             faults += 1
             log.warning(
@@ -172,19 +189,29 @@ def _run(args: argparse.Namespace, reads_only: bool) -> int:
     registry = build_registry(settings)
     engine = make_engine(settings)
     metrics = RegistryMetrics()
+    health = WorkerHealth()
+    worker_metrics = WorkerMetrics(metrics.registry, health)
+    sealer = None
+    if not reads_only:
+        sealer = LedgerSealer.from_env(engine, EventLog.of(registry.recorder))
+        sealer.metrics = worker_metrics
     runner = build_worker(
         registry,
         engine,
-        sealer=None
-        if reads_only
-        else LedgerSealer.from_env(engine, EventLog.of(registry.recorder)),
+        sealer=sealer,
         metrics=metrics,
         verify_seconds=None if reads_only else verify_seconds(),
         batch_size=args.batch_size,
     )
+    if runner.housekeeping is not None:
+        runner.housekeeping.worker_metrics = worker_metrics
+    worker_metrics.watch_head(runner.head)
     metrics.watch_pool("writes", engine)
     port = os.environ.get("REGISTRY_METRICS_PORT", "").strip()
-    exporter = metrics.start_http(int(port)) if port and not reads_only else None
+    # /metrics, /healthz and /readyz (registry.observability.worker)
+    exporter = (
+        serve_probes(health, metrics.registry, int(port)) if port and not reads_only else None
+    )
     try:
         if args.status:
             with Table(STATUS_COLUMNS, args.output) as table:
@@ -205,7 +232,7 @@ def _run(args: argparse.Namespace, reads_only: bool) -> int:
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        return _apply_while_leased(runner, engine, settings, stop, once=args.once)
+        return _apply_while_leased(runner, engine, settings, stop, once=args.once, health=health)
     finally:
         if exporter is not None:
             exporter.stop()

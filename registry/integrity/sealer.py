@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
@@ -54,6 +55,9 @@ from registry.integrity.signing import (
 )
 from registry.persistence.eventlog import EventLog
 from registry.settings import ConfigurationError, data_file
+
+if TYPE_CHECKING:
+    from registry.observability.worker import WorkerMetrics
 
 logger = logging.getLogger("registry.integrity")
 
@@ -160,6 +164,8 @@ class LedgerSealer:
     event_key: bytes | None = None
     """The key whose authenticators every new event must carry; None: the one at
     ``REGISTRY_EVENT_KEY`` (else the data directory's), as the writers use."""
+    metrics: WorkerMetrics | None = None
+    """Counts what each round chained and signed, and the rounds that failed."""
 
     def __post_init__(self) -> None:
         self._known = Known(checkpoint=self.publisher.last(key_id(self.key)))
@@ -226,6 +232,8 @@ class LedgerSealer:
                 event_key=self.event_key,
             )
         except ChainTampered as error:
+            if self.metrics is not None:
+                self.metrics.seal_failed("tampered")
             self.tampered = error
             logger.error(
                 "LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "
@@ -234,6 +242,14 @@ class LedgerSealer:
                 self.publisher.path or "FILE",
             )
             return None
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.seal_failed("error")
+            raise
+        if self.metrics is not None:
+            self.metrics.chained(
+                result.chained, result.head, [c.position for c in result.checkpoints]
+            )
         self.publisher.publish(result.checkpoints)
         last = result.checkpoints[-1] if result.checkpoints else None
         self._known = Known(

@@ -28,6 +28,7 @@ def projection_lease(
     *,
     wait_seconds: float = 1.0,
     on_wait: Callable[[], None] = lambda: None,
+    on_attempt: Callable[[], None] = lambda: None,
 ) -> Iterator[threading.Event | None]:
     """Hold the lease until the block ends; yields the event that says to let it go:
     set when ``stop`` is, or when the lease is lost (None when ``stop`` was set before
@@ -39,6 +40,7 @@ def projection_lease(
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         waiting = False
         while not _try_lock(conn):
+            on_attempt()  # a standby's liveness: it asked the database just now
             if stop.is_set():
                 yield None
                 return

@@ -97,6 +97,8 @@ class ProjectionRunner:
         """Chains (and signs) the log after each batch, where this process does that."""
         self.housekeeping = housekeeping
         """Expires due holds and proposals while following, where this process does."""
+        self.on_tick: Callable[[], None] = _nothing
+        """Called after every batch and every round of following: the worker's liveness."""
         self.projections = list(projections or all_projections(registry))
         self.batch_size = batch_size
         self.reader = EventReader(registry)
@@ -182,6 +184,7 @@ class ProjectionRunner:
         done = 0
         while True:
             count = self.step()
+            self.on_tick()
             done += count
             now = time.monotonic()
             if report is not None and (count == 0 or now - last_report >= every):
@@ -199,6 +202,7 @@ class ProjectionRunner:
                 count = self.step()
                 if self.housekeeping is not None:
                     self._housekeep()
+                self.on_tick()
                 if count == 0:
                     wait(stop, poll_seconds)
 
@@ -263,6 +267,10 @@ class ProjectionRunner:
         wait_for_position(
             self.engine, position, timeout, [p.tracking_name for p in self.projections]
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 @contextmanager

@@ -860,6 +860,18 @@ def test_the_health_command_is_a_cli_subcommand() -> None:
     args = parser.parse_args(healthcheck_command()[1:])
     assert args.run is health_cli.run and args.timeout == 3.0 and args.server is None
     assert health_cli.default_server({"REGISTRY_LISTEN": "0.0.0.0:50051"}) == "127.0.0.1:50051"
+    assert parser.parse_args(["health", "--worker"]).worker == "ready"
+    assert parser.parse_args(["health", "--worker", "live"]).worker == "live"
+
+
+def test_worker_probes_are_http_on_its_metrics_port() -> None:
+    """The worker serves no gRPC: its probes are /healthz (live) and /readyz (ready) on
+    the metrics port (registry.observability.worker)."""
+    (container,) = pod_spec(named("Deployment", "registry-worker"))["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9464}
+    paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in paths.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}, probe
 
 
 def test_registry_cli_offers_the_health_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -944,10 +956,14 @@ def test_compose_services_roles_and_order() -> None:
     assert order["registry-1"] == order["registry-2"] == {"migrate", "access-init"}
     assert order["worker"] == {"migrate"}
     assert order["lb"] == {"registry-1", "registry-2"}
-    for name in ("migrate", "access-init", "worker"):
+    for name in ("migrate", "access-init"):
         assert all_services[name]["healthcheck"] == {"disable": True}, (
             f"{name} runs no server: the image's gRPC health check does not apply"
         )
+    # the worker serves no gRPC: its health is its /readyz (registry health --worker)
+    worker_check = all_services["worker"]["healthcheck"]
+    assert worker_check["test"][:4] == ["CMD", "registry", "health", "--worker"]
+    assert all_services["worker"]["environment"]["REGISTRY_METRICS_PORT"] == "9464"
 
 
 def has_healthcheck(service: dict[str, Any]) -> bool:

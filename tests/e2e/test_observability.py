@@ -150,12 +150,21 @@ def test_alerts_on_metrics_we_do_not_export_are_marked_and_documented() -> None:
     ) == {"cnpg_pg_stat_archiver_failed_count", "up", "foo_seconds"}
 
 
-def check_alert_selectors(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
+WORKER_PREFIX = "registry_worker_"
+"""Metrics only the projection worker exports (registry.observability.worker): checked
+against a real worker's scrape by tests/e2e/test_worker_observability.py."""
+
+
+def check_alert_selectors(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], *, worker: bool = False
+) -> None:
     """Every series selector of every alert rule selects something this server exports:
     the metric exists, each label it matches on is on the metric, and an exact match
     (``method="/registry.v1..."``) finds a series, so no alert waits on a name or label
     value nothing exports (the way ``RegistrySettlementSlow`` once waited on a method
-    label the server wrote without its leading slash)."""
+    label the server wrote without its leading slash). ``worker``: the samples are a
+    worker's scrape, and the selectors checked are those of ``registry_worker_*``
+    metrics (a server's scrape checks all the others)."""
     exported: dict[str, list[dict[str, str]]] = {}
     for name, labels in samples:
         exported.setdefault(name, []).append(dict(labels))
@@ -168,6 +177,8 @@ def check_alert_selectors(samples: dict[tuple[str, frozenset[tuple[str, str]]], 
         if "source" in labels:
             continue  # not our metrics: test_alerts_on_metrics_we_do_not_export_...
         for name, matchers in SELECTOR.findall(str(rule["expr"])):
+            if name.startswith(WORKER_PREFIX) != worker:
+                continue
             series = exported.get(name)
             if series is None:
                 problems.append(f"{rule['alert']}: {name} is not exported")

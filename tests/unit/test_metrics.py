@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from registry.bootstrap import build_registry
 from registry.observability.metrics import DURATION_BUCKETS, RegistryMetrics
+from registry.observability.worker import WorkerHealth, WorkerMetrics
 from registry.persistence.engine import make_engine
 from registry.readmodels.runner import ProjectionRunner
 from registry.settings import Settings
@@ -371,6 +372,9 @@ DURATION = re.compile(r"^(0|(\d+(ms|s|m|h|d|w|y))+)$")
 def exported_names(tmp_path: Path) -> set[str]:
     """Every sample name a registry process can export, with every family exercised."""
     metrics = RegistryMetrics()
+    worker = WorkerMetrics(metrics.registry, WorkerHealth())  # a worker's own families
+    worker.chained(3, 9, [9])
+    worker.watch_head(lambda: 9)
     metrics.observe_call(SETTLE, "INTERNAL", "", 0.01)
     metrics.observe_settlement("REFUSED", "ACCOUNT_FROZEN")
     metrics.observe_settlement("REJECTED", "INVALID_QUANTITY")
