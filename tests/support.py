@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from collections.abc import Iterator
@@ -56,19 +57,54 @@ def require_postgres() -> None:
         pytest.skip(message)
 
 
+def _database_url(name: str) -> str:
+    return urlunsplit(urlsplit(PG_SERVER_URL)._replace(path=f"/{name}"))
+
+
+_template: list[str] = []
+"""This test process's database migrated to head (at most one), which migrated test
+databases are copied from."""
+
+
+def _migrated_template() -> str:
+    """A database migrated to head once per test process, by `registry migrate`'s own
+    code; each migrated test database is a copy of it (``CREATE DATABASE ... TEMPLATE``,
+    a file copy: about a quarter of the time of migrating each one, over hundreds of
+    tests). Dropped when the process exits."""
+    if not _template:
+        name = f"registry_test_template_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        atexit.register(_drop_database, name)
+        migrate.upgrade(Settings(_database_url(name)))
+        _template.append(name)
+    return _template[0]
+
+
+def _drop_database(name: str) -> None:
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def fresh_pg_database(*, migrated: bool = True) -> Iterator[str]:
     """Create a database for one test (or module), migrated to head as `registry migrate`
     would (unless ``migrated=False``), and drop it afterwards."""
     require_postgres()
     name = f"registry_test_{uuid.uuid4().hex[:12]}"
+    template = _migrated_template() if migrated else None
     with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(PG_SERVER_URL)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
+        if template is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            # A copy needs the template idle: end what the migration's engine left open.
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (template,),
+            )
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = _database_url(name)
     try:
-        if migrated:
-            migrate.upgrade(Settings(url))
         yield url
     finally:
         with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
