@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import random
 import time
-from importlib import resources
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -95,7 +95,9 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     return details
 
 
-SERVICE_CONFIG: str = (resources.files("registry.client") / "service_config.json").read_text("utf-8")
+SERVICE_CONFIG: str = (resources.files("registry.client") / "service_config.json").read_text(
+    "utf-8"
+)
 """gRPC's service config for ``registry.v1`` (``registry/client/service_config.json``):
 the channel itself retries UNAVAILABLE on every method and ABORTED on those safe to
 repeat (all but AccessService's IssueToken, RotateToken, RegisterCertificate), so

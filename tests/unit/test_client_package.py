@@ -12,6 +12,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Offline: the build uses this venv's setuptools and grpcio-tools (the test extras).
+PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation")
 SERVER_ONLY = ("sqlalchemy", "alembic", "psycopg", "psycopg_pool", "eventsourcing", "msgspec")
 SERVER_ONLY += ("cryptography", "prometheus_client", "services", "migrations")
 
@@ -50,8 +52,7 @@ def test_the_client_imports_without_any_server_package() -> None:
 
 def test_the_client_wheel_holds_only_the_client_and_the_stubs(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + [str(ROOT / "clients" / "python"), "-w", str(tmp_path)],
+        [*PIP_WHEEL, str(ROOT / "clients" / "python"), "-w", str(tmp_path)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -81,6 +82,6 @@ def test_the_client_depends_on_grpc_and_protobuf_only_at_the_servers_bounds() ->
     assert {re.split(r"[<>=\[]", d)[0] for d in wanted} == {"grpcio", "grpcio-status", "protobuf"}
     assert wanted <= set(server["project"]["dependencies"])
     assert client["project"]["version"] == server["project"]["version"]
-    assert (
-        client["build-system"]["requires"] == server["build-system"]["requires"]
-    ), "the client's stubs must come from the same protoc as the server's"
+    assert client["build-system"]["requires"] == server["build-system"]["requires"], (
+        "the client's stubs must come from the same protoc as the server's"
+    )
