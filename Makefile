@@ -65,8 +65,8 @@ migrate:  ## upgrade the configured database to the latest schema
 protos:  ## regenerate the gRPC stubs after editing protos/
 	.venv/bin/pip install -q -e .
 
-client-wheel:  ## build the slim carbon-registry-client wheel (client + stubs) into dist/
-	$(PY) -m pip wheel -q --no-deps --no-build-isolation clients/python -w dist
+client-wheel:  ## build the slim carbon-registry-client wheel (client, stubs with .pyi) into dist/
+	$(PY) -m pip wheel -q --no-deps clients/python -w dist
 
 proto-release:  ## at a release: write protos/releases/v$(VERSION).binpb, the image `buf breaking` compares with
 	$(PY) -m grpc_tools.protoc -Iprotos -I"$$($(PY) -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto" \
