@@ -2,9 +2,11 @@
 # shortcuts over the same venv (.venv). `make help` lists them.
 PY := .venv/bin/python
 PG_URL ?= postgresql://root@127.0.0.1:5432/postgres
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 .PHONY: help install run demo test unit integration e2e deploy lint format typecheck check \
-        bench bench-smoke migrate protos clean-test-dbs test-newest
+        bench bench-smoke migrate protos clean-test-dbs test-newest \
+        client-wheel proto-release
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -62,6 +64,13 @@ migrate:  ## upgrade the configured database to the latest schema
 
 protos:  ## regenerate the gRPC stubs after editing protos/
 	.venv/bin/pip install -q -e .
+
+client-wheel:  ## build the slim carbon-registry-client wheel (client, stubs with .pyi) into dist/
+	$(PY) -m pip wheel -q --no-deps clients/python -w dist
+
+proto-release:  ## at a release: write protos/releases/v$(VERSION).binpb, the image `buf breaking` compares with
+	$(PY) -m grpc_tools.protoc -Iprotos -I"$$($(PY) -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto" \
+	  --include_imports --descriptor_set_out=protos/releases/v$(VERSION).binpb $$(cd protos && ls registry/v1/*.proto)
 
 clean-test-dbs:  ## drop registry_test_* / registry_bench_* databases a killed run left behind
 	psql "$(PG_URL)" -Atc "SELECT datname FROM pg_database WHERE datname ~ '^registry_(test|bench)_'" \

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -94,7 +95,18 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     return details
 
 
-CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),)
+SERVICE_CONFIG: str = (resources.files("registry.client") / "service_config.json").read_text(
+    "utf-8"
+)
+"""gRPC's service config for ``registry.v1`` (``registry/client/service_config.json``):
+the channel itself retries UNAVAILABLE on every method and ABORTED on those safe to
+repeat (all but AccessService's IssueToken, RotateToken, RegisterCertificate), so
+clients in any language that load the same file retry the same way."""
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.service_config", SERVICE_CONFIG),
+)
 
 
 def open_channel(
@@ -166,7 +178,13 @@ class RegistryClient:
         self, method: Callable[..., Response], request: Any, *, timeout: float | None = None
     ) -> Response:
         """One call, retried on transient failures with jittered backoff. Only for
-        requests that are safe to repeat: reads, and writes that carry a client id."""
+        requests that are safe to repeat: reads, and writes that carry a client id.
+
+        Two layers: the channel first retries per ``SERVICE_CONFIG`` (UNAVAILABLE,
+        ABORTED, within the call's deadline, as any language's client would); this
+        loop is the outer one, for what the channel does not retry (RESOURCE_EXHAUSTED,
+        DEADLINE_EXCEEDED: ids make a repeat safe) and for an outage longer than the
+        channel's attempts, ``attempts`` times at most."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return method(request, timeout=timeout or self.timeout, metadata=self.metadata)

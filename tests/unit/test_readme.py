@@ -82,6 +82,7 @@ TOP_LEVEL = (
     "services/",
     "migrations/",
     "protos/",
+    "clients/",
     "deploy/",
     "bench/",
     "tests/",
