@@ -1,7 +1,7 @@
-"""The capacity plan in docs/operations.md computes from the latest full benchmark run:
-when `registry bench --update-doc` replaces that table, the plan's figures (and the
-arithmetic built on them) must be redone, so a figure quoted from a row that no longer
-says it fails here. No I/O beyond reading the two documents."""
+"""The capacity plan in docs/operations.md computes from the full benchmark run kept in
+docs/performance.md as "Previous full run": a figure the plan quotes from a row that no
+longer says it fails here (when that table is replaced, the plan's arithmetic must be
+redone). No I/O beyond reading the two documents."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ QUOTED = [
 
 def _bench_table() -> dict[str, dict[str, str]]:
     text = (DOCS / "performance.md").read_text(encoding="utf-8")
-    table = text.split("<!-- bench-table:begin -->")[1].split("<!-- bench-table:end -->")[0]
+    begin, end = "<!-- previous-bench-table:begin -->", "<!-- previous-bench-table:end -->"
+    table = text.split(begin)[1].split(end)[0]
     rows = [
         [cell.strip() for cell in line.strip().strip("|").split("|")]
         for line in table.splitlines()
