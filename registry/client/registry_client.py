@@ -109,15 +109,26 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
+NO_RETRIES: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.enable_retries", 0),
+)
+"""A channel that never retries: each call is tried once, so its caller sees the
+first failure (``RegistryClient(attempts=1)``)."""
+
+
 def open_channel(
     target: str,
     *,
     tls_ca: bytes | None = None,
     tls_cert: bytes | None = None,
     tls_key: bytes | None = None,
+    retries: bool = True,
 ) -> grpc.Channel:
     """A TLS channel when ``tls_ca`` is given, else plaintext. A client certificate
-    without a CA is refused rather than silently sent nowhere over plaintext."""
+    without a CA is refused rather than silently sent nowhere over plaintext. With
+    ``retries`` the channel retries per ``SERVICE_CONFIG``; without, never."""
+    options = CHANNEL_OPTIONS if retries else NO_RETRIES
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("a client certificate needs both tls_cert and tls_key (PEM)")
     if tls_ca is None:
@@ -126,11 +137,11 @@ def open_channel(
                 "a client certificate needs TLS: give tls_ca, the CA "
                 "certificates that sign the server's certificate"
             )
-        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.insecure_channel(target, options=options)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert
     )
-    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 class RegistryClient:
@@ -150,7 +161,11 @@ class RegistryClient:
     ) -> None:
         """``tls_ca`` (PEM CA certificates that sign the server's certificate) turns TLS
         on; ``tls_cert`` and ``tls_key`` (PEM) add a client certificate for mutual TLS."""
-        self.channel = open_channel(target, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        # attempts=1 means one try: the channel's own retries (SERVICE_CONFIG) are off too,
+        # so a caller that handles failures itself sees the first one, at once.
+        self.channel = open_channel(
+            target, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, retries=attempts > 1
+        )
         # No token (a client certificate authenticates instead): no authorization header,
         # rather than an empty "Bearer " the server could only refuse as malformed.
         self.metadata: tuple[tuple[str, str], ...] = (
@@ -184,7 +199,8 @@ class RegistryClient:
         ABORTED, within the call's deadline, as any language's client would); this
         loop is the outer one, for what the channel does not retry (RESOURCE_EXHAUSTED,
         DEADLINE_EXCEEDED: ids make a repeat safe) and for an outage longer than the
-        channel's attempts, ``attempts`` times at most."""
+        channel's attempts, ``attempts`` times at most. ``attempts=1``: one try, no
+        retry by either layer."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
