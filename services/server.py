@@ -57,7 +57,6 @@ from registry.v1 import (
     administration_service_pb2,
     administration_service_pb2_grpc,
     audit_service_pb2,
-    audit_service_pb2_grpc,
     settlement_service_pb2,
     settlement_service_pb2_grpc,
 )
@@ -65,6 +64,7 @@ from services.access import AccessServicer
 from services.accounts import AccountServicer
 from services.administration import AdministrationServicer
 from services.audit import AuditServicer
+from services.audit import add_to_server as add_audit_service
 from services.auth import Authenticator, AuthMode, RegistryJurisdiction
 from services.backend import Backend
 from services.interceptor import CallInterceptor, CallLimits
@@ -329,9 +329,7 @@ class RegistryServer:
         administration_service_pb2_grpc.add_AdministrationServiceServicer_to_server(
             AdministrationServicer(backend, four_eyes=settings.four_eyes), self.server
         )
-        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(backend, settings.ledger_key), self.server
-        )
+        add_audit_service(AuditServicer(backend, settings.ledger_key), self.server)
         access_service_pb2_grpc.add_AccessServiceServicer_to_server(
             AccessServicer(backend), self.server
         )

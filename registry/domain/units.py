@@ -13,7 +13,7 @@ import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from itertools import accumulate, chain
@@ -40,6 +40,10 @@ class UnitClass:
     unit_type: UnitType
     vintage: int
     project: str = ""
+    _key: str = field(default="", init=False, repr=False, compare=False, hash=False)
+    """``key``, made once: the serial blocks' transcoding asks for it several times a
+    trade. Not compared, hashed or shown, so equality, order and hash are the three
+    fields' as before."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.unit_type, UnitType):
@@ -54,14 +58,13 @@ class UnitClass:
         if self.unit_type is UnitType.CEA and self.project:
             raise InvalidCommand("a CEA unit class has no project", reason="UNEXPECTED_PROJECT")
         check_project(self.project)
+        key = f"{self.unit_type.value}/{self.vintage}"
+        object.__setattr__(self, "_key", f"{key}/{self.project}" if self.project else key)
 
     @property
     def key(self) -> str:
         """Stable text form, e.g. ``CEA/2025`` or ``CCER/2024/P-0001``."""
-        parts = [self.unit_type.value, str(self.vintage)]
-        if self.project:
-            parts.append(self.project)
-        return "/".join(parts)
+        return self._key
 
     @classmethod
     def from_key(cls, key: str) -> UnitClass:

@@ -16,7 +16,7 @@ from registry.application.audit_events import read_events
 from registry.cli.demo import run_demo
 from registry.readmodels.queries import ReadModels
 from registry.v1 import audit_service_pb2 as pb
-from services.audit import AuditServicer, _add_events, _events_wire
+from services.audit import AuditServicer, _add_events, _events_wire, _page_bytes, _page_wire
 from services.backend import Backend
 
 
@@ -124,3 +124,42 @@ def test_a_payload_that_is_not_utf8_is_refused_as_before() -> None:
         pb.StreamEventsResponse().events.add(payload_json=rows[0][4])
     with pytest.raises(DecodeError):
         pb.StreamEventsResponse.FromString(_events_wire(rows))
+
+
+def test_a_page_is_the_message_in_wire_format() -> None:
+    """``_page_wire`` is the whole reply gRPC sends (events, then the two positions,
+    left out at zero as proto3 does); ``_page_bytes`` sends it as it is."""
+    rows = [
+        (7, "a", 1, "registry.Account.Opened", b'{"x":"\xc3\xa9"}', 0),
+        (300, "b", 2, "registry.Account.Credited", b"{}", 0),
+    ]
+    built = pb.StreamEventsResponse(last_position=300, head_position=2**40)
+    _add_events(built.events, [row[:5] for row in rows])
+    page = _page_wire(rows, 300, 2**40)
+    assert pb.StreamEventsResponse.FromString(page) == built
+    assert page == built.SerializeToString()
+    assert _page_bytes(page) is page
+    assert _page_bytes(built) == page
+    empty = pb.StreamEventsResponse(last_position=5)
+    assert _page_wire((), 5, 0) == empty.SerializeToString()
+    assert _page_wire((), 0, 0) == b""
+
+
+@pytest.mark.parametrize(
+    "payloads",
+    [
+        [b"\xff\xfe"],
+        [b"{}", b'{"a":"\xe4\xb8'],  # a character cut short at the end of the page
+        [b'{"a":"\xe4\xb8', b'\xad"}'],  # ... and its end in the next payload
+        [b"\x80{}"],
+        [b'{"s":"\xed\xa0\x80"}'],  # a surrogate: not UTF-8 either
+    ],
+)
+def test_a_page_with_a_payload_that_is_not_utf8_is_refused(payloads: list[bytes]) -> None:
+    """As the parse of the page refused it before (a ``DecodeError``, INTERNAL to the
+    caller): the bytes never go out."""
+    rows = [(n + 1, "id", 1, "t", payload, 0) for n, payload in enumerate(payloads)]
+    with pytest.raises(DecodeError):
+        pb.StreamEventsResponse.FromString(_events_wire(rows))  # the old way
+    with pytest.raises(DecodeError):
+        _page_wire(rows, len(rows), len(rows))
