@@ -171,6 +171,8 @@ def environment(
     assert listen in ("", "0.0.0.0:50051"), listen
     if listen:
         env["REGISTRY_LISTEN"] = f"127.0.0.1:{free_port()}"
+    if env.get("REGISTRY_METRICS_PORT"):  # 9464 in each container; one host here
+        env["REGISTRY_METRICS_PORT"] = str(free_port())
     for key, value in list(env.items()):
         if value.startswith("/run/secrets/"):
             name = value.removeprefix("/run/secrets/")
