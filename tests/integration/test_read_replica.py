@@ -43,7 +43,7 @@ from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.persistence import migrate
 from registry.persistence.engine import make_replica_engine
 from registry.readmodels.runner import ProjectionRunner
-from registry.settings import Settings
+from registry.settings import ConfigurationError, Settings, check, effective
 from registry.v1 import account_service_pb2 as account_pb
 from services.backend import Backend
 from services.server import ServerSettings
@@ -287,3 +287,35 @@ def test_a_write_through_the_read_url_is_refused(pair: Pair) -> None:
             conn.execute(text("CREATE TABLE never_here (id int)"))
     finally:
         wrong.dispose()
+
+
+def test_the_read_url_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    """No cluster needed: what ``registry serve`` refuses at start, naming the setting."""
+    primary = "postgresql://root@127.0.0.1:5432/registry"
+    replica = "postgresql://reader:s3cret@standby:5432/registry"
+    settings = check({"REGISTRY_DATABASE_URL": primary, "REGISTRY_READ_DATABASE_URL": replica})
+    assert settings.read_database_url == replica
+    assert check({"REGISTRY_DATABASE_URL": primary}).read_database_url == ""
+    refused = {
+        "a SQLite store": {"REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path}/r.sqlite"},
+        "not PostgreSQL": {"REGISTRY_READ_DATABASE_URL": "sqlite:///replica.sqlite"},
+        "no database": {"REGISTRY_READ_DATABASE_URL": "postgresql://reader@standby:5432"},
+        "sslmode": {"REGISTRY_READ_DATABASE_URL": f"{replica}?sslmode=sometimes"},
+        "sslrootcert": {"REGISTRY_READ_DATABASE_URL": f"{replica}?sslrootcert=/no/such.pem"},
+    }
+    for case, given in refused.items():
+        environ = {"REGISTRY_DATABASE_URL": primary, "REGISTRY_READ_DATABASE_URL": replica}
+        environ.update(given)
+        with pytest.raises(ConfigurationError, match="REGISTRY_READ_DATABASE_URL") as error:
+            check(environ)
+        assert "s3cret" not in str(error.value), case
+    # A typo is refused as every unknown name is.
+    with pytest.raises(ConfigurationError, match="did you mean REGISTRY_READ_DATABASE_URL"):
+        check({"REGISTRY_DATABASE_URL": primary, "REGISTRY_READ_DATABASE_ULR": replica})
+    # Shown masked, as the primary's URL is.
+    [shown] = [
+        value
+        for name, value, _ in effective({"REGISTRY_READ_DATABASE_URL": replica})
+        if name == "REGISTRY_READ_DATABASE_URL"
+    ]
+    assert shown == "postgresql://reader:***@standby:5432/registry"
