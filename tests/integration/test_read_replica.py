@@ -274,6 +274,10 @@ def test_a_write_through_the_read_url_is_refused(pair: Pair) -> None:
     try:
         with replica.connect() as conn:
             assert conn.execute(text("SELECT pg_is_in_recovery()")).scalar() is True
+            # The URL's TLS parameters reach the connection, as the primary's do.
+            driver = conn.connection.dbapi_connection
+            assert isinstance(driver, psycopg.Connection)
+            assert driver.info.get_parameters()["sslmode"] == "disable"
             with pytest.raises(DBAPIError, match="read-only transaction"):
                 conn.execute(text("CREATE TABLE never_here (id int)"))
     finally:
