@@ -24,7 +24,7 @@ from registry.integrity.signing import load_public_key, private_key_path
 from registry.integrity.verify import last_verified, record_verified, verify_ledger
 from registry.observability.metrics import RegistryMetrics
 from registry.persistence import migrate
-from registry.persistence.engine import make_engine, make_read_engine
+from registry.persistence.engine import make_engine, make_read_engine, make_replica_engine
 from registry.persistence.eventlog import EventLog
 from registry.persistence.startup_lock import startup_lock
 from registry.readmodels.queries import ReadModels
@@ -143,20 +143,25 @@ def ledger_check(
 
 def build_backend(store: Settings, settings: ServerSettings) -> Backend:
     """What a server process serves from: the registry, a write engine and a pool of
-    read connections (one per call thread), with their metrics."""
+    read connections (one per call thread), with their metrics; with
+    REGISTRY_READ_DATABASE_URL, a pool on the replica too, for the read-model queries."""
     registry = build_registry(store)
     engine = make_engine(store)
     reads = make_read_engine(store, settings.max_workers)
+    replica = make_replica_engine(store, settings.max_workers)
     metrics = RegistryMetrics()
     metrics.watch_pool("writes", engine)
     metrics.watch_pool("reads", reads)
-    return Backend(registry, ReadModels(engine, reads), metrics)
+    if replica is not None:
+        metrics.watch_pool("replica", replica)
+    return Backend(registry, ReadModels(engine, reads, replica), metrics)
 
 
 def close_backend(backend: Backend) -> None:
     backend.registry.close()
     backend.read_models.engine.dispose()
     backend.read_models.reads.dispose()
+    backend.read_models.queries.dispose()
 
 
 def build_server(

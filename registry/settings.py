@@ -9,6 +9,10 @@ One setting picks the store, ``REGISTRY_DATABASE_URL``:
 - ``postgresql://user:password@host:port/dbname`` (password and port optional);
 - ``memory:`` keeps everything in this process only (tests, throwaway runs).
 
+``REGISTRY_READ_DATABASE_URL`` (optional, PostgreSQL only) names a read replica of that
+database (a streaming standby): the read-model queries go there, everything else
+(writes, the event store, leases, locks, the access check) stays on the primary.
+
 Values come from the environment and, optionally, a file named by
 ``REGISTRY_CONFIG_FILE`` in the env-file format containers use (``KEY=VALUE`` lines,
 ``#`` comments, optional quotes): the same keys as the environment, which wins where
@@ -70,6 +74,9 @@ class Settings:
     idle_in_transaction_timeout: float = 5.0
     """Seconds a write connection may sit idle inside a transaction before PostgreSQL
     ends its session (``REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT``)."""
+    read_database_url: str = ""
+    """A read replica of ``database_url`` (``REGISTRY_READ_DATABASE_URL``): where the
+    read-model queries run; empty: on the primary. Never written to."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +95,7 @@ class Settings:
             idle_in_transaction_timeout=_seconds(
                 environ, "REGISTRY_DB_IDLE_IN_TRANSACTION_TIMEOUT", cls.idle_in_transaction_timeout
             ),
+            read_database_url=environ.get("REGISTRY_READ_DATABASE_URL", "").strip(),
         )
 
     @property
@@ -159,28 +167,58 @@ class Settings:
         """The URL's TLS parameters (``TLS_PARAMETERS``), checked: an unknown ``ssl*``
         name, an unknown ``sslmode`` or a missing certificate or key file is a
         ``ConfigurationError`` here, not a connection that silently goes without."""
-        found = {
-            name: value
-            for name, value in parse_qsl(urlsplit(self.database_url).query)
-            if name.lower().startswith("ssl")
-        }
-        unknown = sorted(set(found) - set(TLS_PARAMETERS))
-        if unknown:
+        return url_tls_parameters(self.database_url, "REGISTRY_DATABASE_URL")
+
+    def check_read_replica(self) -> None:
+        """A read URL is a PostgreSQL database, beside a PostgreSQL primary (the replica
+        replays the primary's tables: there is nothing to replicate from a file), with
+        TLS parameters checked as the primary's are."""
+        if not self.read_database_url:
+            return
+        name = "REGISTRY_READ_DATABASE_URL"
+        if self.backend not in ("postgresql", "postgres"):
             raise ConfigurationError(
-                f"unsupported TLS parameter(s) {', '.join(unknown)} in REGISTRY_DATABASE_URL: "
-                f"the registry passes {', '.join(TLS_PARAMETERS)} to every connection"
+                f"{name} is set but the store is {self.describe()!r}: a read replica "
+                "needs a PostgreSQL REGISTRY_DATABASE_URL"
             )
-        mode = found.get("sslmode")
-        if mode is not None and mode not in SSL_MODES:
+        parts = urlsplit(self.read_database_url)
+        if parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
             raise ConfigurationError(
-                f"sslmode={mode!r} in REGISTRY_DATABASE_URL: use one of {', '.join(SSL_MODES)}"
+                f"{name} must be postgresql://USER@HOST:PORT/DB, got "
+                f"{mask_url(self.read_database_url)!r}"
             )
-        for name in _TLS_FILES:
-            path = found.get(name)
-            system = name == "sslrootcert" and path == "system"
-            if path and not system and not Path(path).is_file():
-                raise ConfigurationError(f"{name}={path} in REGISTRY_DATABASE_URL: no such file")
-        return found
+        if not unquote(parts.path.lstrip("/")):
+            raise ConfigurationError(
+                f"no database name in {name} {mask_url(self.read_database_url)!r}"
+            )
+        url_tls_parameters(self.read_database_url, name)
+
+
+def url_tls_parameters(url: str, setting: str) -> dict[str, str]:
+    """A PostgreSQL URL's TLS parameters, checked (``Settings.tls_parameters``);
+    ``setting`` names the variable in errors."""
+    found = {
+        name: value
+        for name, value in parse_qsl(urlsplit(url).query)
+        if name.lower().startswith("ssl")
+    }
+    unknown = sorted(set(found) - set(TLS_PARAMETERS))
+    if unknown:
+        raise ConfigurationError(
+            f"unsupported TLS parameter(s) {', '.join(unknown)} in {setting}: "
+            f"the registry passes {', '.join(TLS_PARAMETERS)} to every connection"
+        )
+    mode = found.get("sslmode")
+    if mode is not None and mode not in SSL_MODES:
+        raise ConfigurationError(
+            f"sslmode={mode!r} in {setting}: use one of {', '.join(SSL_MODES)}"
+        )
+    for name in _TLS_FILES:
+        path = found.get(name)
+        system = name == "sslrootcert" and path == "system"
+        if path and not system and not Path(path).is_file():
+            raise ConfigurationError(f"{name}={path} in {setting}: no such file")
+    return found
 
 
 def data_file(setting: str, default_name: str, environ: Mapping[str, str] | None = None) -> Path:
@@ -239,6 +277,13 @@ SETTINGS: tuple[Setting, ...] = (
         "REGISTRY_DATABASE_URL",
         "sqlite:///$REGISTRY_DATA_DIR/registry.sqlite",
         "the store: sqlite:///path, postgresql://user:password@host/db, memory:",
+        secret=True,
+    ),
+    Setting(
+        "REGISTRY_READ_DATABASE_URL",
+        "",
+        "a read replica (streaming standby) of that PostgreSQL database: read-model "
+        "queries go there (replica lag: pass min_position to read your writes)",
         secret=True,
     ),
     Setting("REGISTRY_DATA_DIR", "registry-data", "the embedded store's directory"),
@@ -436,6 +481,7 @@ def check(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings.from_env(environ)
     if settings.backend in ("postgresql", "postgres"):
         settings.tls_parameters()
+    settings.check_read_replica()
     return settings
 
 
@@ -459,7 +505,7 @@ def mask(setting: Setting, value: str) -> str:
     """A secret's value as ``***``; a database URL keeps all but its password."""
     if not value or not setting.secret:
         return value
-    if setting.name == "REGISTRY_DATABASE_URL":
+    if setting.name in ("REGISTRY_DATABASE_URL", "REGISTRY_READ_DATABASE_URL"):
         return mask_url(value)
     return "***"
 

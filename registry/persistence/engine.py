@@ -23,6 +23,9 @@ class StoreSettings(Protocol):
     def database_url(self) -> str: ...
 
     @property
+    def read_database_url(self) -> str: ...
+
+    @property
     def backend(self) -> str: ...
 
     def describe(self) -> str: ...
@@ -68,6 +71,38 @@ def make_read_engine(settings: StoreSettings, pool_size: int) -> Engine:
         isolation_level="AUTOCOMMIT",
         pool_reset_on_return=None,
         connect_args={"application_name": READS_APPLICATION_NAME},
+    )
+
+
+REPLICA_APPLICATION_NAME = "registry-replica-reads"
+"""How the query connections to a read replica show in its ``pg_stat_activity``."""
+
+
+def make_replica_engine(settings: StoreSettings, pool_size: int) -> Engine | None:
+    """The query engine on the read replica (``REGISTRY_READ_DATABASE_URL``), None when
+    none is configured. Like ``make_read_engine``'s (autocommit, no ping, the URL's TLS
+    parameters passed to libpq as the primary's are), and its sessions are read-only
+    (``default_transaction_read_only``): a write sent here fails loudly even if the URL
+    names a primary by mistake. A hot standby refuses writes anyway.
+
+    Only the read-model queries and their read-your-writes wait use it: the tracking
+    table is replicated, so waiting for a position on the replica waits for its replay
+    of the projection worker's commit. Writes, the event store, leases, locks and the
+    access check never do."""
+    if not settings.read_database_url:
+        return None
+    url = make_url(settings.read_database_url).set(drivername="postgresql+psycopg")
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        connect_args={
+            "application_name": REPLICA_APPLICATION_NAME,
+            "options": "-c default_transaction_read_only=on",
+        },
     )
 
 

@@ -68,20 +68,27 @@ def check_page_size(size: int) -> int:
 class ReadModels:
     """Query facade over the read-model tables of one database."""
 
-    def __init__(self, engine: Engine, reads: Engine | None = None) -> None:
+    def __init__(
+        self, engine: Engine, reads: Engine | None = None, replica: Engine | None = None
+    ) -> None:
         self.engine = engine
         """The read models' own engine: what a projection runner in this process uses."""
         self.reads = reads or engine
-        """What the queries use: on PostgreSQL, ``make_read_engine``'s (autocommit,
-        ``registry.persistence.engine``)."""
+        """Reads of the primary: on PostgreSQL, ``make_read_engine``'s (autocommit,
+        ``registry.persistence.engine``). What must never be stale reads here (the
+        access check, the log's head)."""
+        self.queries = replica or self.reads
+        """What the queries below and their read-your-writes wait use: a read replica
+        (``make_replica_engine``) when one is configured, else ``reads``."""
 
     def wait_for(self, position: int | None, timeout: float = 5.0) -> None:
         """Read your writes: block until the read models include ``position`` (the
-        position a command returned), or raise ReadModelTimeout."""
-        wait_for_position(self.reads, position, timeout)
+        position a command returned), or raise ReadModelTimeout. On a replica, the
+        replicated tracking table reaches it once the replica has replayed it."""
+        wait_for_position(self.queries, position, timeout)
 
     def account(self, account_id: str) -> dict[str, Any]:
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             row = (
                 conn.execute(select(t.accounts).where(t.accounts.c.account_id == account_id))
                 .mappings()
@@ -94,7 +101,7 @@ class ReadModels:
     def frozen_accounts(self) -> list[str]:
         """The ids of accounts frozen now, in order."""
         a = t.accounts.c
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             return list(
                 conn.execute(
                     select(a.account_id).where(a.state == "FROZEN").order_by(a.account_id)
@@ -106,7 +113,7 @@ class ReadModels:
         are omitted. One query when the account holds something (the hot path); the
         account is looked up only to tell "holds nothing" from "does not exist"."""
         h = t.holdings.c
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             rows = [
                 dict(r)
                 for r in conn.execute(
@@ -129,14 +136,14 @@ class ReadModels:
 
         On PostgreSQL one statement through the driver (``fetch_rows``): SQLAlchemy's
         execution layer cost more CPU than the query itself on this, the hottest read."""
-        if self.reads.dialect.name != "postgresql":
+        if self.queries.dialect.name != "postgresql":
             rows = self.holdings(account_id)
             if not rows:
                 return rows, 0
-            with self.reads.connect() as conn:
+            with self.queries.connect() as conn:
                 return rows, log.latest_version(conn, originator_id)
         sql = _holdings_and_version_sql(log.table)
-        found = fetch_rows(self.reads, sql, (originator_id, account_id))
+        found = fetch_rows(self.queries, sql, (originator_id, account_id))
         if not found:
             self.account(account_id)  # "holds nothing" or "no such account"
             return [], 0
@@ -154,7 +161,7 @@ class ReadModels:
             .where(h.account_id == account_id)
             .order_by(h.unit_class)
         )
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             return [
                 {"unit_class": r.unit_class, "total": int(r.total)}  # SUM: NUMERIC on PG
                 for r in conn.execute(query)
@@ -191,7 +198,7 @@ class ReadModels:
         if after is not None:
             query = query.where(tuple_(*key) > tuple_(*after))
         query = query.order_by(*key).limit(page_size + 1)
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             rows = [
                 {
                     "account_id": r.account_id,
@@ -208,7 +215,7 @@ class ReadModels:
 
     def transaction(self, party: str, client_id: str) -> dict[str, Any]:
         c = t.transactions.c
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             row = (
                 conn.execute(
                     select(t.transactions).where(and_(c.party == party, c.client_id == client_id))
@@ -255,7 +262,7 @@ class ReadModels:
             .order_by(h.position, h.unit_class, h.direction)
             .limit(page_size + 1)
         )
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
             more = len(rows) > page_size
             rows = rows[:page_size]
@@ -280,12 +287,12 @@ class ReadModels:
             h.recorded_at >= since,
             h.recorded_at < until,
         )
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def supply(self) -> dict[str, dict[str, Any]]:
         """Per unit class: issued, and total/held by holding account type."""
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             result: dict[str, dict[str, Any]] = {
                 row.unit_class: {"issued": row.issued, "by_account_type": {}}
                 for row in conn.execute(select(t.issued))
@@ -298,7 +305,7 @@ class ReadModels:
     def locate_serial(self, unit_class: str, serial: int) -> str:
         """The account holding ``serial`` of ``unit_class`` now."""
         s = t.serial_blocks.c
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             account = conn.execute(
                 select(s.account_id).where(
                     and_(s.unit_class == unit_class, s.first <= serial, s.last >= serial)
@@ -315,7 +322,7 @@ class ReadModels:
     def trace_serial(self, unit_class: str, serial: int) -> list[dict[str, Any]]:
         """Every transaction that moved ``serial``, in log order: the chain of holders."""
         m = t.serial_movements.c
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             rows = conn.execute(
                 select(t.serial_movements)
                 .where(
@@ -357,7 +364,7 @@ class ReadModels:
             .order_by(a.account_id)
             .limit(page_size + 1)
         )
-        with self.reads.connect() as conn:
+        with self.queries.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > page_size
         rows = rows[:page_size]

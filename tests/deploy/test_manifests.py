@@ -730,6 +730,7 @@ def test_database_cluster_is_highly_available_and_matches_the_registry() -> None
 NOT_IN_CONFIGMAP = {
     "REGISTRY_CONFIG_FILE": "the ConfigMap is the configuration",
     "REGISTRY_DATABASE_URL": "secret: a file of the registry-db-url Secret, per container",
+    "REGISTRY_READ_DATABASE_URL": "secret, optional: commented in server-deployment.yaml",
     "REGISTRY_DATA_DIR": "the image sets it (/var/lib/registry)",
     "REGISTRY_REUSE_PORT": "set by the server for its own processes",
     "REGISTRY_CREDENTIALS_FILE": "the embedded first start only; access-init stores a Secret",
