@@ -124,8 +124,6 @@ def run_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure ends here as one line on stderr and its exit
     status from ``registry.cli.exits`` (the one mapping of errors to statuses)."""
-    from registry.persistence.faults import database_fault
-
     tune_gc()
     args = build_parser().parse_args(argv)
     try:
@@ -148,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as error:  # a remote command that let its failed call through
         return remote.report_error(error)
     except Exception as error:
+        # Imported here: it imports SQLAlchemy, which a remote command never needs.
+        from registry.persistence.faults import database_fault
+
         if database_fault(error) is not None:
             print(unreachable_message(error), file=sys.stderr)
             return EXIT_DATABASE_UNREACHABLE
