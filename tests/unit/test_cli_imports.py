@@ -45,12 +45,25 @@ def test_importing_and_building_the_parser_imports_no_persistence() -> None:
     assert built == []
 
 
-def test_help_exits_0() -> None:
+HELP_PROBE = """
+import atexit, sys
+atexit.register(lambda: print(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})))
+from registry.cli import main
+sys.exit(main(["--help"]))
+"""
+
+
+def test_help_exits_0_without_persistence() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "registry.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: registry")
+    probe = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE.format(heavy=set(HEAVY))], capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.rstrip().endswith("[]"), probe.stdout[-300:]
 
 
 def test_parser_constants_agree_with_their_sources() -> None:
