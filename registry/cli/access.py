@@ -29,18 +29,21 @@ import argparse
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry.bootstrap import build_registry
 from registry.cli.exits import Exit, exit_for_error
 from registry.cli.remote import add_connection_options, call_remote
 from registry.client import RegistryClient
-from registry.domain.access import Role, check_principal
 from registry.domain.errors import InvalidCommand, RegistryError
-from registry.domain.transactions import Principal
 from registry.settings import Settings
 from registry.v1 import access_service_pb2 as pb
 
-ROLES = [role.value for role in Role]
+if TYPE_CHECKING:
+    from registry.domain.transactions import Principal
+
+ROLES = ["exchange", "operator", "regulator", "auditor", "admin"]
+"""``registry.domain.access.Role``'s values in its order, repeated so building the parser
+imports no domain aggregates (tests/unit/test_cli_imports.py checks they agree)."""
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     init.add_argument("--party", required=True, help="the first administrator's party")
     init.add_argument("--name", required=True, help="the first administrator's name")
-    for role in (Role.ADMIN, Role.REGULATOR, Role.AUDITOR):
+    for role in ("admin", "regulator", "auditor"):  # Role's values: no domain import here
         init.add_argument(
             f"--{role}",
             action="append",
@@ -132,6 +135,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _init(args: argparse.Namespace) -> int:
+    from registry.bootstrap import build_registry
+    from registry.domain.access import Role, check_principal
+
     try:
         founders = [(check_principal(args.party, args.name), Role.ADMIN)]
         for role in (Role.ADMIN, Role.REGULATOR, Role.AUDITOR):
@@ -167,6 +173,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _principal(text: str) -> Principal:
+    from registry.domain.access import check_principal
+
     party, slash, name = text.partition("/")
     if not slash:
         raise InvalidCommand(f"{text!r}: give PARTY/NAME", reason="INVALID_PRINCIPAL_NAME")

@@ -45,11 +45,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
-from registry.cli.benchmark_tables import BENCHMARK_SCHEMA, OUTPUT_SCHEMA
 from registry.cli.bulk import ParsedFile, Schema, read_csv
 from registry.cli.exits import Exit, UsageError
 from registry.cli.imports import (
@@ -62,39 +61,35 @@ from registry.cli.imports import (
 from registry.cli.problems import Problem, file_problems, print_problems, write_report
 from registry.cli.remote import add_connection_options, client_for, report_error
 from registry.client import RegistryClient, error_details
-from registry.domain.accounts import Sector
-from registry.domain.allocation import (
-    AccountAllocation,
-    BenchmarkTable,
-    OutputRow,
-    OutputUse,
-    account_targets,
-    parse_sector,
-    verified_emissions_allocation,
-)
 from registry.domain.errors import InvalidCommand
 from registry.observability.progress import Progress
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import common_pb2 as common_pb
 
+if TYPE_CHECKING:
+    from registry.domain.accounts import Sector
+    from registry.domain.allocation import AccountAllocation, BenchmarkTable, OutputRow, OutputUse
+
 T = TypeVar("T")
 
+# Keyed by ``OutputUse`` values (a ``StrEnum``: its members hash and compare as these
+# strings), so building the parser does not import the domain (and eventsourcing).
 PHASES = {
-    "pre": OutputUse.PRE_ALLOCATION,
-    "true-up": OutputUse.TRUE_UP,
-    "verified-emissions": OutputUse.VERIFIED_EMISSIONS,
+    "pre": "PRE_ALLOCATION",
+    "true-up": "TRUE_UP",
+    "verified-emissions": "VERIFIED_EMISSIONS",
 }
 ID_PREFIX = {
-    OutputUse.PRE_ALLOCATION: "PRE",
-    OutputUse.TRUE_UP: "TRUEUP",
-    OutputUse.VERIFIED_EMISSIONS: "VERIFIED",
+    "PRE_ALLOCATION": "PRE",
+    "TRUE_UP": "TRUEUP",
+    "VERIFIED_EMISSIONS": "VERIFIED",
 }
 HELP = {
-    OutputUse.PRE_ALLOCATION: "the table's share (e.g. 70%%) of benchmark x last year's output: "
+    "PRE_ALLOCATION": "the table's share (e.g. 70%%) of benchmark x last year's output: "
     "allocate what each account lacks of it",
-    OutputUse.TRUE_UP: "benchmark x the year's verified output: allocate what is missing or "
+    "TRUE_UP": "benchmark x the year's verified output: allocate what is missing or "
     "take back the excess",
-    OutputUse.VERIFIED_EMISSIONS: "allocation = verified emissions, for the sectors whose "
+    "VERIFIED_EMISSIONS": "allocation = verified emissions, for the sectors whose "
     "year the table allocates so (steel, cement, aluminium in 2024)",
 }
 
@@ -118,7 +113,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             required=True,
             help="benchmark table CSV (docs/allocation-tables.md)",
         )
-        if use is OutputUse.VERIFIED_EMISSIONS:
+        if use == "VERIFIED_EMISSIONS":
             phase.add_argument(
                 "--emissions",
                 type=Path,
@@ -156,7 +151,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _allocate(args: argparse.Namespace) -> int:
-    use: OutputUse = args.use
+    from registry.cli.benchmark_tables import OUTPUT_SCHEMA
+    from registry.domain.allocation import AccountAllocation, OutputUse, account_targets
+
+    use = OutputUse(args.use)
     if use is OutputUse.VERIFIED_EMISSIONS:
         return _allocate_verified(args)
     table = _read_table(args)
@@ -227,6 +225,12 @@ def _verified_plan(
 ) -> tuple[list[AccountAllocation], list[Problem]]:
     """Each account's target: its verified emissions, which must be those the registry
     records for the year where it records any (``EMISSIONS_MISMATCH`` otherwise)."""
+    from registry.domain.allocation import (
+        AccountAllocation,
+        OutputUse,
+        verified_emissions_allocation,
+    )
+
     plan, problems = [], []
     for row, line in zip(emissions.rows, emissions.lines, strict=True):
         held = ledger[row.account_id]
@@ -265,7 +269,9 @@ def _write(
     table_digest: str,
     data_digest: str,
 ) -> int:
-    use: OutputUse = args.use
+    from registry.domain.allocation import OutputUse
+
+    use = OutputUse(args.use)
     lines = _table_lines(plan, use, args.year, table_digest, data_digest, args.source)
     _write_table(args.out, lines)
     write_report(args.report, [])
@@ -278,6 +284,9 @@ def _write(
 
 
 def _read_table(args: argparse.Namespace) -> BenchmarkTable | None:
+    from registry.cli.benchmark_tables import BENCHMARK_SCHEMA
+    from registry.domain.allocation import BenchmarkTable
+
     parsed = _read(args.benchmarks, BENCHMARK_SCHEMA, args.report)
     return None if parsed is None else BenchmarkTable(parsed.rows, digest=parsed.digest)
 
@@ -313,6 +322,8 @@ def _against_table(
     outputs: ParsedFile[OutputRow], table: BenchmarkTable, use: OutputUse, year: int
 ) -> list[Problem]:
     """Every output row must be of the year ``use`` reads and have a benchmark."""
+    from registry.domain.allocation import OutputUse
+
     problems = []
     expected = year - 1 if use is OutputUse.PRE_ALLOCATION else year
     for row, line in zip(outputs.rows, outputs.lines, strict=True):
@@ -396,6 +407,8 @@ def _ledger(
 
 
 def _sector(client: RegistryClient, account: str) -> Sector | None:
+    from registry.domain.allocation import parse_sector
+
     found = client.call(
         client.accounts.GetAccount, account_pb.GetAccountRequest(account_id=account)
     )
@@ -412,6 +425,8 @@ def _table_lines(
     source: str,
 ) -> list[AllocationLine]:
     """One row per account with something to move; ids and reasons name the files."""
+    from registry.domain.allocation import OutputUse
+
     both = hashlib.sha256(f"{benchmarks_digest}:{outputs_digest}".encode()).hexdigest()[:12]
     what = {
         OutputUse.PRE_ALLOCATION: "pre-allocation",

@@ -20,7 +20,6 @@ import registry.cli.allocate as allocate
 import registry.cli.bench as bench
 import registry.cli.check as check
 import registry.cli.config as config
-import registry.cli.demo as demo
 import registry.cli.health as health
 import registry.cli.imports as imports
 import registry.cli.migrate as migrate
@@ -37,7 +36,6 @@ from registry import settings as registry_settings
 from registry.cli.exits import Exit, UsageError, exit_for_error, exit_table
 from registry.cli.runtime import tune_gc
 from registry.domain.errors import RegistryError
-from registry.persistence.faults import database_fault, describe_fault
 from registry.settings import Settings
 
 DESCRIPTION = """\
@@ -82,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo.add_parser(sub)
+    add_demo_parser(sub)
     supply.add_parser(sub)
     migrate.add_parser(sub)
     project.add_parser(sub)
@@ -102,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     projects.add_parsers(sub)
     bench.add_parser(sub)
     return parser
+
+
+def add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``registry demo``: here rather than in ``registry.cli.demo``, whose cast of
+    principals is built at import from the domain (and so eventsourcing)."""
+    demo = sub.add_parser("demo", help="play a small national year on a fresh embedded store")
+    demo.add_argument(
+        "--data-dir",
+        default=registry_settings.DEFAULT_DATA_DIR,
+        help="where the demo's SQLite file goes (default: %(default)s)",
+    )
+    demo.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Import the demo (and the whole application) only when it runs."""
+    from registry.cli.demo import run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as error:  # a remote command that let its failed call through
         return remote.report_error(error)
     except Exception as error:
+        # Imported here: it imports SQLAlchemy, which a remote command never needs.
+        from registry.persistence.faults import database_fault
+
         if database_fault(error) is not None:
             print(unreachable_message(error), file=sys.stderr)
             return EXIT_DATABASE_UNREACHABLE
@@ -163,6 +183,8 @@ ledger does not verify) and 2 (bad settings or input), so an alert can tell them
 
 def unreachable_message(error: BaseException) -> str:
     """One line: which database (password masked), what it said, what to do."""
+    from registry.persistence.faults import describe_fault
+
     try:
         settings: Settings | None = Settings.from_env()
     except RegistryError:

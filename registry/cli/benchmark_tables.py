@@ -12,31 +12,17 @@ from collections.abc import Mapping
 from decimal import Decimal
 from importlib.resources import files
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.cli.bulk import Column, Progress, Schema, Source, parse_decimal, parse_int, read_csv
 from registry.domain.accounts import check_account_id
 from registry.domain.allocation import (
-    CATEGORY,
     DEFAULT_PRE_ALLOCATION_SHARE,
-    FACTOR_NAME,
     NO_CORRECTIONS,
     NO_FACTORS,
     NO_INPUTS,
-    OUTPUT_UNIT,
-    BenchmarkRow,
-    BenchmarkTable,
-    Case,
-    Correction,
-    Corrections,
-    Factors,
-    Formula,
-    Inputs,
     Method,
-    OutputRow,
     OutputUse,
-    check_factors,
-    check_inputs,
     parse_method,
     parse_product,
     parse_sector,
@@ -44,7 +30,18 @@ from registry.domain.allocation import (
 )
 from registry.domain.errors import InvalidCommand, RowsInvalid, Violation
 from registry.domain.ids import check_client_id
-from registry.domain.obligations import check_year
+
+if TYPE_CHECKING:
+    from registry.domain.allocation import (
+        BenchmarkRow,
+        BenchmarkTable,
+        Case,
+        Correction,
+        Corrections,
+        Factors,
+        Inputs,
+        OutputRow,
+    )
 
 ILLUSTRATIVE_BENCHMARKS_2025 = files("registry").joinpath("data/allocation/benchmarks-2025.csv")
 """An ILLUSTRATIVE 2025 table (plausible magnitudes, not the national plan's values)."""
@@ -58,6 +55,8 @@ ILLUSTRATIVE (see docs/allocation-tables.md)."""
 
 def read_benchmark_table(source: Source, *, on_progress: Progress | None = None) -> BenchmarkTable:
     """Parse a benchmark table file; raise ``RowsInvalid`` naming every bad row."""
+    from registry.domain.allocation import BenchmarkTable
+
     parsed = read_csv(source, BENCHMARK_SCHEMA, on_progress=on_progress)
     return BenchmarkTable(parsed.check(), digest=parsed.digest)
 
@@ -94,6 +93,8 @@ def read_output_data(
 
 def parse_factors(text: str) -> Factors:
     """``name=value;name=value`` (a trailing ``;`` is allowed) to positive decimals."""
+    from registry.domain.allocation import FACTOR_NAME, check_factors
+
     factors: dict[str, Decimal] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, equals, value = (piece.strip() for piece in item.partition("="))
@@ -115,6 +116,8 @@ def parse_factors(text: str) -> Factors:
 def parse_inputs(text: str) -> Inputs:
     """``name=value;...``: what a unit reports for its corrections, each value a decimal
     (``load_rate=0.78``) or a category (``cooling_method=AIR``)."""
+    from registry.domain.allocation import CATEGORY, FACTOR_NAME, check_inputs
+
     inputs: dict[str, Decimal | str] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, equals, value = (piece.strip() for piece in item.partition("="))
@@ -139,6 +142,8 @@ def parse_corrections(text: str) -> Corrections:
     WHEN is a category (``AIR``) or a threshold ``x>=0.85``; cases are tried in order, a
     last case without WHEN covers the rest; formulas are in ``x``, the input's value.
     """
+    from registry.domain.allocation import FACTOR_NAME, Correction
+
     corrections: dict[str, Correction] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         head, colon, rule = item.partition(":")
@@ -155,6 +160,8 @@ def parse_corrections(text: str) -> Corrections:
 
 
 def _case(text: str) -> Case:
+    from registry.domain.allocation import CATEGORY, Case, Formula
+
     when, arrow, formula = (part.strip() for part in text.partition("->"))
     if not arrow:
         return Case(None, Formula(text))
@@ -187,6 +194,8 @@ def _against_table(
 
 
 def _year(text: str) -> int:
+    from registry.domain.obligations import check_year
+
     return check_year(parse_int(text, reason="INVALID_COMPLIANCE_YEAR", what="year"))
 
 
@@ -207,6 +216,8 @@ def _share(text: str) -> Decimal:
 
 
 def _output_unit(text: str) -> str:
+    from registry.domain.allocation import OUTPUT_UNIT
+
     if not OUTPUT_UNIT.match(text):
         raise InvalidCommand(
             f"output unit {text!r} must be 1-32 of letters, digits, spaces and './_-'",
@@ -229,10 +240,14 @@ def _source(text: str) -> str:
 
 
 def _benchmark_row(values: Mapping[str, Any]) -> BenchmarkRow:
+    from registry.domain.allocation import BenchmarkRow
+
     return BenchmarkRow(**values)
 
 
 def _output_row(values: Mapping[str, Any]) -> OutputRow:
+    from registry.domain.allocation import OutputRow
+
     return OutputRow(**values)
 
 

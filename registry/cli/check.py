@@ -6,11 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from registry.bootstrap import build_registry, build_worker
 from registry.cli.guards import require_store
 from registry.observability.progress import Progress
-from registry.persistence.engine import make_engine
-from registry.readmodels.check import check
 from registry.settings import Settings
 
 
@@ -26,6 +23,10 @@ def run(_: argparse.Namespace) -> int:
 
     The projections are caught up first (``check``): a comparison is only meaningful at
     the head of the log, and a check of lagging tables would report the lag, not bugs."""
+    from registry.bootstrap import build_registry, build_worker
+    from registry.persistence.engine import make_engine
+    from registry.readmodels.check import check
+
     settings = Settings.from_env()
     require_store(settings, "registry check")
     registry = build_registry(settings)

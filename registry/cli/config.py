@@ -7,7 +7,6 @@ import argparse
 from typing import Any
 
 from registry import settings
-from registry.bootstrap import check_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +28,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from registry.bootstrap import check_settings
+
     if args.check:
         check_settings(server=True)
         print("settings OK")

@@ -9,20 +9,15 @@ import argparse
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from registry.application import EmissionsRow, Registry, Trade, TransactionResult
-from registry.application.projects import StatusChange
-from registry.bootstrap import build_registry, build_worker
-from registry.domain.accounts import AccountType, Holder
-from registry.domain.projects import ProjectDetails
-from registry.domain.rule_defaults import shipped_rules
-from registry.domain.rules import CarryOver, ComplianceRules
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from registry.persistence.engine import make_engine
-from registry.readmodels import check
-from registry.settings import DEFAULT_DATA_DIR, Settings
+from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from registry.application import Registry, TransactionResult
+    from registry.domain.rules import ComplianceRules
 
 REGULATOR = Principal("mee", "regulator-li")
 EXCHANGE = Principal("shanghai-exchange", "settlement")
@@ -72,17 +67,11 @@ CEA_2025 = UnitClass(UnitType.CEA, 2025)
 CCER_WIND = UnitClass(UnitType.CCER, 2024, "CCER-2024-0117")
 
 
-def add_parser(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="play a small national year on a fresh embedded store")
-    demo.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR,
-        help="where the demo's SQLite file goes (default: %(default)s)",
-    )
-    demo.set_defaults(run=run)
-
-
 def run(args: argparse.Namespace) -> int:
+    from registry.bootstrap import build_registry, build_worker
+    from registry.persistence.engine import make_engine
+    from registry.readmodels import check
+
     data_dir = Path(args.data_dir)
     path = data_dir / "demo.sqlite"
     for stale in data_dir.glob("demo.sqlite*"):
@@ -109,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
     """Play the scenario; return True when every unit class is conserved."""
+    from registry.application import EmissionsRow, Trade
+    from registry.application.projects import StatusChange
+    from registry.domain.accounts import AccountType, Holder
+    from registry.domain.projects import ProjectDetails
+    from registry.domain.rule_defaults import shipped_rules
+
     step = _Steps(out)
     adopted = shipped_rules(YEAR)
     for key, shipped in adopted.items():
@@ -374,6 +369,8 @@ def run_demo(registry: Registry, out: Callable[[str], None] = print) -> bool:
 
 def describe(rules: ComplianceRules) -> str:
     """The year's rules in a line: CCER cap and its base, relief, advance use, carry-over."""
+    from registry.domain.rules import CarryOver
+
     parts = [f"CCER up to {rules.ccer_cap_bps / 100:g} % of the {rules.ccer_cap_base.lower()}"]
     if rules.obligation_cap_bps is not None:
         parts.append(

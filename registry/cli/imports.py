@@ -48,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 
@@ -70,19 +70,35 @@ from registry.cli.remote import (
     report_error_details,
 )
 from registry.client import ErrorDetails, error_details
-from registry.domain.accounts import Holder, check_account_id, parse_account_type
 from registry.domain.errors import InvalidCommand
 from registry.domain.ids import check_client_id
-from registry.domain.obligations import check_year
-from registry.domain.proposals import MAX_PAYLOAD_BYTES
 from registry.domain.reasons import check_reason
-from registry.domain.rules import UnitLine, unit_line_violations
 from registry.domain.units import MAX_VINTAGE, MIN_VINTAGE, parse_unit_type
 from registry.observability.progress import Progress as RowsProgress
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import common_pb2 as common_pb
 
+if TYPE_CHECKING:
+    from registry.domain.accounts import AccountType, Holder
+    from registry.domain.rules import UnitLine
+
 T = TypeVar("T")
+
+
+def check_account_id(account_id: str) -> str:
+    """``registry.domain.accounts.check_account_id``, imported when a row is checked:
+    the schemas below are built at import, and the domain module imports eventsourcing."""
+    from registry.domain.accounts import check_account_id as check
+
+    return check(account_id)
+
+
+def parse_account_type(value: str) -> AccountType:
+    """``registry.domain.accounts.parse_account_type``, imported when first called."""
+    from registry.domain.accounts import parse_account_type as parse
+
+    return parse(value)
+
 
 MAX_EMISSIONS_ROWS = 10_000
 """One ``RecordVerifiedEmissions`` call is one atomic unit and takes at most this many."""
@@ -178,6 +194,8 @@ class AllocationLine:
 
 
 def _year(text: str) -> int:
+    from registry.domain.obligations import check_year
+
     return check_year(parse_int(text, reason="INVALID_COMPLIANCE_YEAR", what="compliance year"))
 
 
@@ -193,6 +211,8 @@ def _emissions(text: str) -> int:
 def _unit_lines(text: str) -> tuple[UnitLine, ...]:
     """``CATEGORY:UNIT_ID:VERIFIED:ALLOCATED;...`` (UNIT_ID may be empty), e.g.
     ``GAS:G1:30000:25000;COAL_CONVENTIONAL_300MW_PLUS:C1:100000:70000``."""
+    from registry.domain.rules import UnitLine
+
     lines = []
     for number, part in enumerate(text.split(";"), start=1):
         cells = [cell.strip() for cell in part.split(":")]
@@ -214,6 +234,8 @@ def _unit_lines(text: str) -> tuple[UnitLine, ...]:
 
 
 def _emissions_line(values: Mapping[str, Any]) -> EmissionsLine:
+    from registry.domain.rules import unit_line_violations
+
     line = EmissionsLine(**values)
     for problem in unit_line_violations(line.verified_emissions, line.unit_lines):
         raise InvalidCommand(
@@ -301,6 +323,8 @@ class AccountLine:
     province: str
 
     def holder(self) -> Holder:
+        from registry.domain.accounts import Holder
+
         return Holder(self.name, self.credit_code, self.sector, self.province)
 
 
@@ -551,6 +575,8 @@ def emissions_payload(rows: Sequence[EmissionsLine]) -> dict[str, object]:
 def _propose_emissions(args: argparse.Namespace, rows: Sequence[EmissionsLine], digest: str) -> int:
     """One VERIFIED_EMISSIONS proposal holding every row; proposing it again with the
     same id and file replays it."""
+    from registry.domain.proposals import MAX_PAYLOAD_BYTES
+
     payload = json.dumps(emissions_payload(rows), separators=(",", ":"))
     size = len(payload.encode())
     if size > MAX_PAYLOAD_BYTES:

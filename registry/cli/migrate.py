@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from registry.persistence import migrate
 from registry.settings import Settings
 
 
@@ -17,6 +16,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(_: argparse.Namespace) -> int:
+    from registry.persistence import migrate
+
     settings = Settings.from_env()
     steps = migrate.upgrade(settings)
     for step in steps:

@@ -9,33 +9,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
-from registry.bootstrap import build_registry, build_worker, check_settings
 from registry.cli.guards import require_store
 from registry.cli.tables import Column, Table, add_output_option
-from registry.integrity.sealer import LedgerSealer
 from registry.observability.logs import configure as configure_logs
-from registry.observability.metrics import RegistryMetrics
 from registry.observability.progress import Progress
-from registry.observability.worker import (
-    CATCHING_UP,
-    FAULT,
-    FOLLOWING,
-    STANDBY,
-    WorkerHealth,
-    WorkerMetrics,
-)
-from registry.observability.worker import serve as serve_probes
-from registry.persistence.engine import make_engine
-from registry.persistence.eventlog import EventLog
-from registry.persistence.faults import database_fault, describe_fault
-from registry.persistence.lease import lease_holder, projection_lease
-from registry.persistence.write_lock import drop_dead_connections
-from registry.readmodels.runner import DEFAULT_BATCH, PROJECTION_NAMES, ProjectionRunner
 from registry.settings import Settings, log_format, verify_seconds
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from registry.observability.worker import WorkerHealth
+    from registry.readmodels.runner import ProjectionRunner
 
 log = logging.getLogger("registry.worker")
 
@@ -47,6 +33,13 @@ STATUS_COLUMNS = [
     Column("lag", 10, ">", numeric=True),
 ]
 """``registry project --status``: each projection's position against the log's head."""
+
+
+PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history", "serials")
+"""``registry.readmodels.runner``'s projection names and default batch, repeated here so
+building the parser imports no SQLAlchemy (tests/unit/test_cli_imports.py checks they
+agree)."""
+DEFAULT_BATCH = 5000
 
 
 def add_parser(sub: Any) -> None:
@@ -123,6 +116,10 @@ def _apply_while_leased(
     lease again, as a standby would, so the read models resume without anyone
     restarting it. Anything else is a defect and stops it. ``--once`` (a script's
     catch-up) reports a fault instead (exit 3)."""
+    from registry.observability.worker import CATCHING_UP, FAULT, FOLLOWING, STANDBY, WorkerHealth
+    from registry.persistence.faults import database_fault, describe_fault
+    from registry.persistence.lease import projection_lease
+    from registry.persistence.write_lock import drop_dead_connections
 
     health = health or WorkerHealth()
 
@@ -169,6 +166,8 @@ def _apply_while_leased(
 
 
 def run(args: argparse.Namespace) -> int:
+    from registry.bootstrap import check_settings
+
     check_settings(server=False)
     reads_only = bool(args.status or args.rebuild)
     if reads_only:  # a command's output, for a person or a script
@@ -181,6 +180,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, reads_only: bool) -> int:
+    from registry.bootstrap import build_registry, build_worker
+    from registry.integrity.sealer import LedgerSealer
+    from registry.observability.metrics import RegistryMetrics
+    from registry.observability.worker import WorkerHealth, WorkerMetrics
+    from registry.observability.worker import serve as serve_probes
+    from registry.persistence.engine import make_engine
+    from registry.persistence.eventlog import EventLog
+    from registry.persistence.lease import lease_holder
+
     settings = Settings.from_env()
     if reads_only:  # reads (or rebuilds) a store: never creates one
         require_store(

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -34,13 +35,13 @@ from registry.cli.exits import UsageError, exit_for_status
 from registry.cli.remote import add_connection_options, call_remote
 from registry.cli.tables import Column, Table, add_output_option
 from registry.client import RegistryClient, error_details
-from registry.domain.rule_defaults import RULE_NAMES, SHIPPED_RULES, ShippedRules, shipped_rules
-from registry.domain.rules import AdvanceUseBase, CarryOver, CcerCapBase, ComplianceRules
 from registry.v1 import account_service_pb2 as account_pb
 from registry.v1 import administration_service_pb2 as admin_pb
 from registry.v1 import audit_service_pb2 as audit_pb
 from registry.v1 import common_pb2 as common_pb
-from services.convert import rules_from_proto, rules_to_proto
+
+if TYPE_CHECKING:
+    from registry.domain.rule_defaults import ShippedRules
 
 PROPOSAL_KINDS = [
     value.name.removeprefix("PROPOSAL_KIND_")
@@ -50,6 +51,14 @@ PROPOSAL_KINDS = [
 
 
 REASON_HELP = "why: recorded with the decision in the event log (required)"
+
+
+CCER_CAP_BASES = ["OBLIGATION", "VERIFIED_EMISSIONS"]
+ADVANCE_USE_BASES = ["GAP", "VERIFIED_EMISSIONS"]
+CARRY_OVERS = ["UNLIMITED", "NONE", "NET_SALES"]
+"""The values of ``registry.domain.rules``' ``CcerCapBase``, ``AdvanceUseBase`` and
+``CarryOver`` in their order, repeated so building the parser imports no domain module
+(which imports eventsourcing); tests/unit/test_cli_imports.py checks they agree."""
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,8 +82,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     change.add_argument(
         "--ccer-cap-base",
-        choices=[b.value for b in CcerCapBase],
-        default=CcerCapBase.OBLIGATION.value,
+        choices=CCER_CAP_BASES,
+        default="OBLIGATION",
         help="what the CCER cap is a share of (default OBLIGATION: MEE 2020 Art. 29)",
     )
     change.add_argument("--cea-min-vintage", type=int, default=None)
@@ -86,8 +95,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     change.add_argument(
         "--advance-use-base",
-        choices=[b.value for b in AdvanceUseBase],
-        default=AdvanceUseBase.GAP.value,
+        choices=ADVANCE_USE_BASES,
+        default="GAP",
         help="what the advance-use share is of (default GAP: obligation - allocation)",
     )
     change.add_argument(
@@ -114,8 +123,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     change.add_argument(
         "--carry-over",
-        choices=[c.value for c in CarryOver],
-        default=CarryOver.UNLIMITED.value,
+        choices=CARRY_OVERS,
+        default="UNLIMITED",
         help="carried (banked) vintages: UNLIMITED, NONE, or NET_SALES (a x net sales + b)",
     )
     change.add_argument(
@@ -272,6 +281,9 @@ def _print_rules(client: RegistryClient, args: argparse.Namespace) -> None:
 def _print_year(view: admin_pb.GetComplianceRulesResponse) -> None:
     """Each sector's rules, one rule a line: its value and where it comes from (the
     shipped table's source where the value is the shipped one)."""
+    from registry.domain.rule_defaults import RULE_NAMES, shipped_rules
+    from services.convert import rules_from_proto
+
     state = "closed" if view.closed else "open"
     year = view.compliance_year
     print(f"compliance year {year}: {state}, {view.version} change(s)")
@@ -330,6 +342,9 @@ def _unit_cap(text: str) -> tuple[str, int]:
 
 
 def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
+    from registry.domain.rules import ComplianceRules
+    from services.convert import rules_to_proto
+
     rules = ComplianceRules(
         ccer_cap_bps=args.ccer_cap_bps,
         ccer_cap_base=args.ccer_cap_base,
@@ -361,6 +376,9 @@ def _set_rules(client: RegistryClient, args: argparse.Namespace) -> None:
 
 
 def _set_shipped_rules(client: RegistryClient, args: argparse.Namespace) -> None:
+    from registry.domain.rule_defaults import SHIPPED_RULES, shipped_rules
+    from services.convert import rules_to_proto
+
     shipped = shipped_rules(args.year)
     if not shipped:
         raise UsageError(

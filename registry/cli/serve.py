@@ -12,18 +12,13 @@ import sys
 import threading
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry.bootstrap import (
-    build_backend,
-    build_registry,
-    build_server,
-    check_settings,
-    close_backend,
-)
 from registry.observability.logs import configure as configure_logs
 from registry.settings import ConfigurationError, Settings, log_format
-from services.server import ServerSettings, ensure_first_principals
+
+if TYPE_CHECKING:
+    from services.server import ServerSettings
 
 log = logging.getLogger("registry.server")
 
@@ -35,12 +30,17 @@ def add_parser(sub: Any) -> None:
 
 
 def run(_: argparse.Namespace) -> int:
+    from registry.bootstrap import check_settings
+
     check_settings(server=True)
     return serve()
 
 
 def serve(store: Settings | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    from registry.bootstrap import build_registry
+    from services.server import ServerSettings, ensure_first_principals
+
     listener = configure_logs(log_format(environ))
     try:
         store = store or Settings.from_env(environ)
@@ -58,6 +58,8 @@ def serve(store: Settings | None = None, environ: Mapping[str, str] | None = Non
 
 
 def _serve(store: Settings, settings: ServerSettings) -> int:
+    from registry.bootstrap import build_backend, build_server, close_backend
+
     backend = build_backend(store, settings)
     metrics = backend.metrics
     assert metrics is not None

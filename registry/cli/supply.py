@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from registry.bootstrap import build_registry
 from registry.cli.guards import require_store
 from registry.settings import Settings
 
@@ -17,6 +16,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(_: argparse.Namespace) -> int:
+    from registry.bootstrap import build_registry
+
     settings = Settings.from_env()
     require_store(settings, "registry supply")
     registry = build_registry(settings)

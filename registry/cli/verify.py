@@ -18,11 +18,10 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine, inspect
 
 from registry.cli.remote import add_connection_options, client_for, report_error
 from registry.integrity.authentication import (
@@ -31,17 +30,25 @@ from registry.integrity.authentication import (
     event_key_path,
     load_event_key,
 )
-from registry.integrity.ledger import DEFAULT_CHECKPOINT_EVERY
 from registry.integrity.signing import (
     PUBLIC_KEY_ENV,
     load_public_key,
     private_key_path,
 )
-from registry.integrity.verify import KeptCheckpoint, last_verified, verify_ledger
-from registry.persistence.engine import make_read_only_engine
-from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
 from registry.settings import ConfigurationError, Settings
 from registry.v1 import audit_service_pb2 as audit_pb
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from registry.integrity.verify import KeptCheckpoint
+
+
+DEFAULT_CHECKPOINT_EVERY = 10_000
+"""``registry.integrity.ledger``'s checkpoint interval and ``registry.persistence.eventlog``'s
+batch, repeated so building the parser imports no SQLAlchemy (tests/unit/test_cli_imports.py
+checks they agree)."""
+DEFAULT_BATCH = 5000
 
 
 def add_parser(sub: Any) -> None:
@@ -158,6 +165,11 @@ def verifier_event_key(
 
 
 def run(args: argparse.Namespace) -> int:
+    from sqlalchemy import inspect
+
+    from registry.integrity.verify import last_verified, verify_ledger
+    from registry.persistence.eventlog import EventLog
+
     settings = Settings.from_env()
     if settings.backend not in ("sqlite", "postgresql", "postgres"):
         raise ConfigurationError(
@@ -200,6 +212,10 @@ def read_only_engine(settings: Settings) -> Engine:
     """An engine that cannot write: PostgreSQL sessions in read-only transactions, the
     SQLite file opened read-only (a missing file is an error, not created). The schema
     must be migrated: verify reports a store it cannot check rather than changing it."""
+    from sqlalchemy import inspect
+
+    from registry.persistence.engine import make_read_only_engine
+
     if settings.backend == "sqlite":
         path = Path(settings.eventsourcing_env()["SQLITE_DBNAME"])
         if not path.exists():
@@ -217,6 +233,8 @@ def read_only_engine(settings: Settings) -> Engine:
 def read_kept(path: Path) -> list[KeptCheckpoint]:
     """Checkpoints kept outside the database: a JSON object (`ledger-digest --save`) or
     JSON lines (the published file). A torn last line (a crash mid-append) is skipped."""
+    from registry.integrity.verify import KeptCheckpoint
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
