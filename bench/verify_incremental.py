@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from bench.ledger_throughput import reset_postgres
 from registry.integrity.ledger import extend_chain
 from registry.integrity.signing import generate_key
 from registry.integrity.verify import Verified, VerifyReport, record_verified, verify_ledger
-from registry.persistence import migrate
 from registry.persistence.engine import make_engine
 from registry.settings import Settings
-
-
-def reset(url: str) -> None:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate.upgrade(Settings(url))
 
 
 def append(url: str, count: int) -> None:
@@ -55,7 +44,7 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    reset(args.database_url)
+    reset_postgres(args.database_url)
     engine = make_engine(Settings(args.database_url))
     key = generate_key()
     try:

@@ -28,13 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from bench.ledger_throughput import reset_postgres
 from registry.application import Registry, Trade
 from registry.bootstrap import build_registry
 from registry.domain.accounts import AccountType, Holder
 from registry.domain.conservation import conserved
 from registry.domain.transactions import Principal
 from registry.domain.units import UnitClass, UnitSelector, UnitType
-from registry.persistence import migrate
 from registry.settings import Settings
 
 REGULATOR = Principal("mee", "bench")
@@ -54,17 +54,6 @@ class Plan:
 
 FULL = Plan()
 SMOKE = Plan(accounts=40, batches=2, warmup=1)
-
-
-def reset(url: str) -> None:
-    """Drop, create and migrate the database ``url`` names."""
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate.upgrade(Settings(url))
 
 
 def drop(url: str) -> None:
@@ -133,7 +122,7 @@ class CallCounter:
 
 def measure(url: str, plan: Plan, count_calls: bool = False) -> dict[str, Any]:
     """Seed a fresh database, settle the plan's batches and return the figures."""
-    reset(url)
+    reset_postgres(url)
     counter = CallCounter()
     if count_calls:
         counter.install()
