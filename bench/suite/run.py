@@ -278,6 +278,10 @@ class Bench:
         self.notes: list[str] = []
         self.market: list[str] = []
         self.log = log
+        # One event key for every process that writes (this one seeding the principals,
+        # the server, the in-process rows): the worker refuses to chain events
+        # authenticated with another key, and would retry on every batch.
+        os.environ["REGISTRY_EVENT_KEY"] = str(work / "event-key")
         self.tokens = seed_principals(url, PRINCIPALS)
 
     # -- processes -------------------------------------------------------------------

@@ -13,7 +13,8 @@ keeps them where a database insider cannot reach (`registry verify --checkpoint 
 The sealer remembers its last published checkpoint (read back from that file at start)
 and the digest it chained last: if either is gone from the database, or the chain since
 the last checkpoint does not follow from the events, it refuses to chain or sign,
-logs ``LEDGER_TAMPERED`` as an error on every attempt, and the projections carry on.
+logs ``LEDGER_TAMPERED`` as an error on every attempt (one every ``head_every_seconds``
+once refused), and the projections carry on.
 It does the same at the first event, after the grandfathered boundary, that does not
 carry the authenticator of the event key (``REGISTRY_EVENT_KEY``; ``authentication``):
 a row appended with SQL is never chained or signed as if the registry had written it.
@@ -53,7 +54,7 @@ from registry.integrity.signing import (
     load_or_create_private_key,
     private_key_path,
 )
-from registry.persistence.eventlog import EventLog
+from registry.persistence.eventlog import DEFAULT_BATCH, EventLog
 from registry.settings import ConfigurationError, data_file
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("registry.integrity")
 
 DEFAULT_HEAD_EVERY_SECONDS = 60.0
+WORKER_CHAIN_EVERY_SECONDS = 1.0
+"""How often the worker (``registry project``) chains new events, at most: the chain's
+head lags the log by a second at most, and it is signed once a minute anyway."""
 CHECKPOINTS_ENV = "REGISTRY_LEDGER_CHECKPOINTS"
 DEFAULT_CHECKPOINTS_FILE = "ledger-checkpoints.jsonl"
 
@@ -160,12 +164,20 @@ class LedgerSealer:
     _head_signed_at: float = field(default=float("-inf"), init=False)
     tampered: ChainTampered | None = field(default=None, init=False)
     """The last refusal: the store no longer holds what this sealer chained or signed."""
+    _refused_at: float = field(default=float("-inf"), init=False)
     _known: Known = field(default_factory=Known, init=False)
     event_key: bytes | None = None
     """The key whose authenticators every new event must carry; None: the one at
     ``REGISTRY_EVENT_KEY`` (else the data directory's), as the writers use."""
     metrics: WorkerMetrics | None = None
     """Counts what each round chained and signed, and the rounds that failed."""
+    chain_every_seconds: float = 0.0
+    """Chain new events at most this often (0: after every step), unless a batch's
+    worth is waiting or the head is due for signing. Each round is a locked transaction
+    of several statements whatever it chains: when single trades arrive one by one,
+    chaining after every projection step took as much of the worker as projecting."""
+    _pending: int = field(default=0, init=False)
+    _chained_at: float = field(default=float("-inf"), init=False)
 
     def __post_init__(self) -> None:
         self._known = Known(checkpoint=self.publisher.last(key_id(self.key)))
@@ -180,7 +192,7 @@ class LedgerSealer:
     ) -> LedgerSealer:
         """With the key at ``REGISTRY_LEDGER_KEY`` (else the data directory's), signing
         the idle head every ``REGISTRY_LEDGER_SIGN_SECONDS`` (60)."""
-        return cls.with_key_file(
+        sealer = cls.with_key_file(
             engine,
             private_key_path(environ),
             log,
@@ -188,6 +200,8 @@ class LedgerSealer:
             checkpoints_path(environ),
             load_or_create_event_key(event_key_path(environ)),
         )
+        sealer.chain_every_seconds = WORKER_CHAIN_EVERY_SECONDS
+        return sealer
 
     @classmethod
     def with_key_file(
@@ -217,10 +231,24 @@ class LedgerSealer:
         )
 
     def after_step(self, events: int) -> ExtendResult | None:
-        """Chain what the step read; sign the head if that is due (busy or idle)."""
-        due = self.clock() - self._head_signed_at >= self.head_every_seconds
-        if events == 0 and not due:
+        """Chain what the step read; sign the head if that is due (busy or idle).
+
+        After a refusal it tries again only once ``head_every_seconds`` have passed:
+        what it refused stays in the store until someone acts, and each attempt rereads
+        a batch of the log (every projection batch did, and under a steady flow of
+        single trades the refusals took more of the worker than the projections)."""
+        now = self.clock()
+        self._pending += events
+        due = now - self._head_signed_at >= self.head_every_seconds
+        if not due and (
+            self._pending == 0
+            or (now - self._chained_at < self.chain_every_seconds and self._pending < DEFAULT_BATCH)
+        ):
             return None
+        if self.tampered is not None and now - self._refused_at < self.head_every_seconds:
+            return None
+        self._pending = 0
+        self._chained_at = now
         try:
             result = extend_chain(
                 self.engine,
@@ -235,6 +263,7 @@ class LedgerSealer:
             if self.metrics is not None:
                 self.metrics.seal_failed("tampered")
             self.tampered = error
+            self._refused_at = now
             logger.error(
                 "LEDGER_TAMPERED: refusing to chain or sign the ledger: %s "
                 "(run `registry verify --checkpoint %s`)",

@@ -48,6 +48,32 @@ per event (each costs most when other work shares the CPUs); following the head 
 log, a batch is whatever arrived since the last one, so latency does not grow."""
 
 
+class _Signal:
+    """New events announced: by the event table's NOTIFY channel on a LISTENing
+    connection, or (``conn`` None: SQLite) never, so the follower polls."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.notifies = conn is not None
+
+    def drain(self) -> None:
+        """Forget the notifications queued so far: the next read includes their commits."""
+        if self.conn is not None:
+            for _ in self.conn.notifies(timeout=0):
+                pass
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Sleep until a notification, ``stop`` or ``seconds``; True on a notification."""
+        if self.conn is None:
+            stop.wait(seconds)
+            return False
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if any(True for _ in self.conn.notifies(timeout=min(left, 0.5), stop_after=1)):
+                return True
+        return False
+
+
 class ReadModelTimeout(TimeoutError):
     """The read models did not reach the asked position in time."""
 
@@ -196,15 +222,23 @@ class ProjectionRunner:
     def follow(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
         """Keep applying new events until ``stop`` is set. On PostgreSQL the runner
         sleeps on the event table's NOTIFY channel (each insert notifies it) and polls
-        only as a safety net; SQLite has no notifications, so it polls."""
-        with self._new_events_signal() as wait:
+        only as a safety net; SQLite has no notifications, so it polls.
+
+        With notifications, the ones already queued are drained *before* each read:
+        every commit they announce is in that read, and any later commit notifies
+        again, so none is missed. A read that came back short of a full batch reached
+        the head, so the runner sleeps at once instead of reading again to find
+        nothing: when trades arrive one by one, that second, empty step cost as much
+        as the first."""
+        with self._new_events_signal() as signal:
             while not stop.is_set():
+                signal.drain()
                 count = self.step()
                 if self.housekeeping is not None:
                     self._housekeep()
                 self.on_tick()
-                if count == 0:
-                    wait(stop, poll_seconds)
+                if count == 0 or (signal.notifies and count < self.batch_size):
+                    signal.wait(stop, poll_seconds)
 
     def _housekeep(self) -> None:
         """A failed round is logged and tried again next time; it never stops following."""
@@ -215,21 +249,14 @@ class ProjectionRunner:
             log.exception("housekeeping failed; trying again on the next round")
 
     @contextmanager
-    def _new_events_signal(self) -> Iterator[Callable[[threading.Event, float], object]]:
+    def _new_events_signal(self) -> Iterator[_Signal]:
         channel = getattr(self.registry.recorder, "channel_name", None)
         if self.engine.dialect.name != "postgresql" or channel is None:
-            yield lambda stop, seconds: stop.wait(seconds)
+            yield _Signal(None)
             return
         with dedicated_connection(self.engine) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-
-            def wait(stop: threading.Event, seconds: float) -> None:
-                deadline = time.monotonic() + seconds
-                while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-                    if any(True for _ in conn.notifies(timeout=min(left, 0.5), stop_after=1)):
-                        return
-
-            yield wait
+            yield _Signal(conn)
 
     def rebuild(self, name: str, report: Callable[[int, int, float], None] | None = None) -> int:
         """Rebuild projection ``name`` from position zero into fresh tables, then swap
