@@ -447,9 +447,9 @@ def play(bench: Bench, plan: YearPlan, read_model_cap: float | None = None) -> d
         )
     phase("verified emissions", began, rows=len(emissions))
 
-    bench.grant_operator([c.account_id for c in plan.companies])
+    role = bench.grant_operator([c.account_id for c in plan.companies], plan.tag)
     began = time.perf_counter()
-    operator = bench.client("operator")
+    operator = bench.client(role)
     for c in plan.companies:
         if c.ccer:
             reply = operator.call(
@@ -475,7 +475,7 @@ def play(bench: Bench, plan: YearPlan, read_model_cap: float | None = None) -> d
             bench.client_processes,
             bench.threads_per_process,
             {
-                **bench.params("operator", "year-surrender"),
+                **bench.params(role, "year-surrender"),
                 "year": YEAR,
                 "rows": [
                     (plan.id(f"SUR-{c.account_id}"), c.account_id, c.obligation - c.ccer)

@@ -370,13 +370,22 @@ class Bench:
     def client(self, role: str) -> RegistryClient:
         return RegistryClient(self.address, self.tokens[role], timeout=300)
 
-    def grant_operator(self, accounts: list[str]) -> None:
-        """An "operator" caller that runs these accounts (surrenders are theirs)."""
+    def grant_operator(self, accounts: list[str], tag: str = "") -> str:
+        """An "operator" caller that runs these accounts (surrenders are theirs); returns
+        its role name for ``client`` and ``params``. A tagged year's companies get a
+        caller and grant of their own: a grant id is not granted again over other
+        accounts."""
+        name, party = (
+            ("operator", "companies")
+            if not tag
+            else (f"operator-{tag}", f"companies-{tag.lower()}")
+        )
         self.tokens.update(
             seed_principals(
-                self.url, {"operator": (Principal("companies", "bench"), (("operator", accounts),))}
+                self.url, {name: (Principal(party, "bench"), (("operator", accounts),))}
             )
         )
+        return name
 
     def callers(self, job: Job) -> Result:
         return calling.run(job)
