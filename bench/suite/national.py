@@ -26,11 +26,19 @@ call, one exchange), verified emissions (RecordVerifiedEmissions, 1,000 rows a c
 surrenders (SurrenderUnits: there is no batch call, so concurrent callers), then the
 read models catch up and GetSupply checks conservation, and the surrendered total
 equals the obligations.
+
+A second year on the same server (``registry bench --year-scale N``) is planned with a
+tag, e.g. ``X10``, in every id it makes (accounts ``PWR-X10-SD-0001``, transactions and
+trades ``Y2025-X10-...``, project ``CCER-X10-0001`` and its owner ``PRJ-X10-GS-0001``),
+so it opens, issues and settles nothing the first year did; the rules it sets are the
+same, which the registry answers as a no-op. The untagged plan is the one every earlier
+run played (tests/unit/test_bench_year_scale.py pins it).
 """
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,14 +95,34 @@ CCER_CLASS = common.UnitClass(unit_type=common.UNIT_TYPE_CCER, vintage=2024, pro
 PROJECT_OWNER = "PRJ-GS-0001"
 """The PROJECT account CCER_CLASS's project is registered to: its issuance lands there,
 and the exchange sells it on to the companies that surrender offsets."""
+TAG = re.compile(r"[A-Z0-9]{1,8}")
+"""A year's namespace: upper-case letters and digits, so every id it is put in stays
+within the registry's account id pattern (``[A-Z0-9][A-Z0-9-]{2,63}``) and its client
+id pattern (transactions, trades)."""
 
 
-def register_project(regulator: RegistryClient) -> None:
+def check_tag(tag: str) -> str:
+    if tag and not TAG.fullmatch(tag):
+        raise ValueError(f"year tag {tag!r} must be 1-8 upper-case letters or digits")
+    return tag
+
+
+def _ns(tag: str) -> str:
+    """What a tag adds inside an id: nothing for the untagged (first) year."""
+    return f"{tag}-" if tag else ""
+
+
+def year_id(tag: str, name: str) -> str:
+    """A transaction or trade id of a year: ``Y2025-ISS``, ``Y2025-X10-ISS``."""
+    return f"Y{YEAR}-{_ns(tag)}{name}"
+
+
+def register_project(regulator: RegistryClient, plan: YearPlan) -> None:
     """Open the project owner's account and register the project (four eyes off)."""
     regulator.call(
         regulator.administration.OpenAccount,
         admin_pb.OpenAccountRequest(
-            account_id=PROJECT_OWNER,
+            account_id=plan.project_owner,
             account_type=common.ACCOUNT_TYPE_PROJECT,
             holder=common.Holder(name="Gansu Wind Carbon Co."),
         ),
@@ -102,9 +130,9 @@ def register_project(regulator: RegistryClient) -> None:
     regulator.call(
         regulator.administration.RegisterProject,
         admin_pb.RegisterProjectRequest(
-            project_id=CCER_CLASS.project,
+            project_id=plan.ccer_class.project,
             details=admin_pb.ProjectDetails(
-                owner_account=PROJECT_OWNER,
+                owner_account=plan.project_owner,
                 province="Gansu",
                 methodology="CCER-14-001-V01",
                 sector="WIND",
@@ -114,7 +142,7 @@ def register_project(regulator: RegistryClient) -> None:
                 crediting_end=common.Date(year=2029, month=12, day=31),
             ),
             reason="the project the year's offsets come from",
-            reference="MEE-CCER-REG-0001",
+            reference=f"MEE-CCER-REG-{_ns(plan.tag)}0001",
         ),
     )
 
@@ -147,6 +175,24 @@ class YearPlan:
     companies: list[Company]
     trades: list[tuple[str, str, str, int]]
     """(trade id, seller, buyer, quantity), in the order they are sent."""
+    tag: str = ""
+    """The namespace in every id of the year ("": the first year's ids)."""
+
+    def id(self, name: str) -> str:
+        return year_id(self.tag, name)
+
+    @property
+    def project_owner(self) -> str:
+        return PROJECT_OWNER.replace("PRJ-", f"PRJ-{_ns(self.tag)}", 1)
+
+    @property
+    def ccer_class(self) -> common.UnitClass:
+        """The CCER the year's companies surrender: its own project."""
+        return common.UnitClass(
+            unit_type=CCER_CLASS.unit_type,
+            vintage=CCER_CLASS.vintage,
+            project=CCER_CLASS.project.replace("CCER-", f"CCER-{_ns(self.tag)}", 1),
+        )
 
     @property
     def issued(self) -> int:
@@ -168,7 +214,9 @@ def scaled_counts(accounts: int) -> list[int]:
     return counts
 
 
-def plan_year(accounts: int, trades: int, seed: int = YEAR) -> YearPlan:
+def plan_year(accounts: int, trades: int, seed: int = YEAR, tag: str = "") -> YearPlan:
+    """The year's companies and trades, drawn from ``seed``; ``tag`` goes in every id."""
+    check_tag(tag)
     rng = random.Random(seed)
     companies = []
     number = 0
@@ -184,7 +232,7 @@ def plan_year(accounts: int, trades: int, seed: int = YEAR) -> YearPlan:
                 factor = rng.uniform(1.30, 1.45)  # past the relief: obligation capped
             companies.append(
                 Company(
-                    f"{prefix}-{code}-{i + 1:04d}",
+                    f"{prefix}-{_ns(tag)}{code}-{i + 1:04d}",
                     sector,
                     province,
                     f"91{number:016d}",
@@ -193,11 +241,11 @@ def plan_year(accounts: int, trades: int, seed: int = YEAR) -> YearPlan:
                     uses_ccer=number % 10 == 0,
                 )
             )
-    return YearPlan(companies, _trades(companies, trades, rng))
+    return YearPlan(companies, _trades(companies, trades, rng, tag), tag)
 
 
 def _trades(
-    companies: list[Company], count: int, rng: random.Random
+    companies: list[Company], count: int, rng: random.Random, tag: str = ""
 ) -> list[tuple[str, str, str, int]]:
     """Split each short company's gap (obligation - allocation) into purchases (in
     proportion to the gap, so the year has ``count`` trades) from randomly chosen long
@@ -232,15 +280,21 @@ def _trades(
             trades.append((buyer, seller, quantity))
     rng.shuffle(trades)
     return [
-        (f"Y{YEAR}-T{n:06d}", seller, buyer, quantity)
+        (year_id(tag, f"T{n:06d}"), seller, buyer, quantity)
         for n, (buyer, seller, quantity) in enumerate(trades)
     ]
 
 
-def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
-    """Play the year; returns seconds per phase, calls, retries and the checks."""
+def play(bench: Bench, plan: YearPlan, read_model_cap: float | None = None) -> dict[str, Any]:
+    """Play the year; returns seconds per phase, calls, retries and the checks. The
+    read models get ``read_model_cap`` seconds (default the bench's) to catch up at the
+    end. A tagged year follows another on the same server: what CN-SURRENDER already
+    holds is read first (not timed), and the conservation check counts what the year
+    added to it."""
+    cap = bench.sizes.read_model_cap if read_model_cap is None else read_model_cap
     phases: dict[str, dict[str, Any]] = {}
     regulator = bench.client("regulator")
+    surrendered_before = _surrendered_before(bench, regulator, cap) if plan.tag else 0
     started = time.perf_counter()
     head_before = bench.head()
 
@@ -284,11 +338,12 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
     )
 
     began = time.perf_counter()
-    register_project(regulator)
+    register_project(regulator, plan)
+    ccer_class = plan.ccer_class
     regulator.call(
         regulator.administration.IssueUnits,
         admin_pb.IssueUnitsRequest(
-            transaction_id=f"Y{YEAR}-ISS",
+            transaction_id=plan.id("ISS"),
             unit_class=common.UnitClass(unit_type=common.UNIT_TYPE_CEA, vintage=YEAR),
             quantity=plan.issued,
             reason=f"{YEAR} allocation",
@@ -297,8 +352,8 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
     regulator.call(
         regulator.administration.IssueUnits,
         admin_pb.IssueUnitsRequest(
-            transaction_id=f"Y{YEAR}-ISS-CCER",
-            unit_class=CCER_CLASS,
+            transaction_id=plan.id("ISS-CCER"),
+            unit_class=ccer_class,
             quantity=plan.offsets,
             reason="CCER of one project",
         ),
@@ -308,7 +363,7 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
     began = time.perf_counter()
     rows = [
         admin_pb.AllocationRow(
-            transaction_id=f"Y{YEAR}-AL-{c.account_id}",
+            transaction_id=plan.id(f"AL-{c.account_id}"),
             account_id=c.account_id,
             unit_type=common.UNIT_TYPE_CEA,
             vintage=YEAR,
@@ -332,13 +387,13 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
     began = time.perf_counter()
     offsets = [
         settlement_pb.Trade(
-            trade_id=f"Y{YEAR}-CCER-{c.account_id}",
-            seller_account=PROJECT_OWNER,
+            trade_id=plan.id(f"CCER-{c.account_id}"),
+            seller_account=plan.project_owner,
             buyer_account=c.account_id,
             unit_type=common.UNIT_TYPE_CCER,
-            vintage=CCER_CLASS.vintage,
+            vintage=ccer_class.vintage,
             quantity=c.ccer,
-            project=CCER_CLASS.project,
+            project=ccer_class.project,
         )
         for c in plan.companies
         if c.ccer
@@ -392,15 +447,15 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         )
     phase("verified emissions", began, rows=len(emissions))
 
-    bench.grant_operator([c.account_id for c in plan.companies])
+    role = bench.grant_operator([c.account_id for c in plan.companies], plan.tag)
     began = time.perf_counter()
-    operator = bench.client("operator")
+    operator = bench.client(role)
     for c in plan.companies:
         if c.ccer:
             reply = operator.call(
                 operator.accounts.SurrenderUnits,
                 account_pb.SurrenderUnitsRequest(
-                    transaction_id=f"Y{YEAR}-SUR-CCER-{c.account_id}",
+                    transaction_id=plan.id(f"SUR-CCER-{c.account_id}"),
                     account_id=c.account_id,
                     unit_type=common.UNIT_TYPE_CCER,
                     quantity=c.ccer,
@@ -420,10 +475,10 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
             bench.client_processes,
             bench.threads_per_process,
             {
-                **bench.params("operator", "year-surrender"),
+                **bench.params(role, "year-surrender"),
                 "year": YEAR,
                 "rows": [
-                    (f"Y{YEAR}-SUR-{c.account_id}", c.account_id, c.obligation - c.ccer)
+                    (plan.id(f"SUR-{c.account_id}"), c.account_id, c.obligation - c.ccer)
                     for c in plan.companies
                 ],
             },
@@ -440,7 +495,7 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
 
     began = time.perf_counter()
     head = bench.head()
-    caught_up = bench.wait_read_models(head, bench.sizes.read_model_cap)
+    caught_up = bench.wait_read_models(head, cap)
     phase("read models catch up", began, position=head, caught_up=caught_up)
     if not caught_up:
         regulator.close()
@@ -455,17 +510,13 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
             "phases": phases,
             "complete": False,
             "note": f"stopped waiting for the read models after "
-            f"{bench.sizes.read_model_cap:.0f} s, {behind:,} positions behind: "
+            f"{cap:.0f} s, {behind:,} positions behind: "
             "no conservation check; the time is a lower bound",
         }
 
     began = time.perf_counter()
     supply = regulator.call(regulator.audit.GetSupply, audit_pb.GetSupplyRequest())
-    surrendered = regulator.call(
-        regulator.accounts.GetBalances,
-        account_pb.GetBalancesRequest(account_id=NATIONAL_SURRENDER, min_position=head),
-    )
-    surrendered_total = sum(h.total for h in surrendered.holdings)
+    surrendered_total = _surrendered(regulator, head) - surrendered_before
     balanced = bool(supply.lines) and all(
         conserved(line.issued, line.held_in_accounts) for line in supply.lines
     )
@@ -476,6 +527,7 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         balanced=balanced,
         surrendered=surrendered_total,
         expected=expected,
+        **({"surrendered_before": surrendered_before} if plan.tag else {}),
     )
     seconds = time.perf_counter() - started
     regulator.close()
@@ -495,6 +547,23 @@ def play(bench: Bench, plan: YearPlan) -> dict[str, Any]:
         "phases": phases,
         "complete": True,
     }
+
+
+def _surrendered(regulator: RegistryClient, position: int) -> int:
+    """Units CN-SURRENDER holds once the read models include ``position``."""
+    reply = regulator.call(
+        regulator.accounts.GetBalances,
+        account_pb.GetBalancesRequest(account_id=NATIONAL_SURRENDER, min_position=position),
+    )
+    return sum(h.total for h in reply.holdings)
+
+
+def _surrendered_before(bench: Bench, regulator: RegistryClient, cap: float) -> int:
+    """What earlier years left in CN-SURRENDER, once the read models reach the head."""
+    head = bench.head()
+    if not bench.wait_read_models(head, cap):
+        raise RuntimeError(f"the read models did not reach position {head:,} in {cap:.0f} s")
+    return _surrendered(regulator, head)
 
 
 def _p50(values: list[float]) -> float | None:

@@ -27,6 +27,7 @@ SCENARIOS = (
     "settle_single_open_loop",
     "get_balances_open_loop",
     "national_year",
+    "national_year_scaled",
     "command_short_history",
     "command_long_history",
     "stream_events",
@@ -34,7 +35,9 @@ SCENARIOS = (
     "projection_rebuild",
     "server_memory",
 )
-"""Every run has one row per key, in this order."""
+"""Every run has one row per key, in this order (national_year_scaled only with
+``--year-scale`` above 1: see ``required``)."""
+SCALED_YEAR = "national_year_scaled"
 WITH_RAW = (
     "settle_single_1",
     "settle_single_concurrent",
@@ -54,14 +57,23 @@ class Target:
     """Which number of the row it is held to: value, p99_ms, ratio_to_raw, ..."""
     op: str
     """'>=', '<=' or '<'."""
-    threshold: float
+    threshold: float | None
+    """None: a threshold computed in the run (``relative_target``) whose reference
+    figure was missing; the target then fails."""
     measured: float | None = None
     passed: bool | None = None
+    basis: str = ""
+    """How a threshold computed in the run was computed ("": stated in the issue)."""
 
     def evaluate(self, row: Row) -> None:
         value = row.metric(self.metric)
         self.measured = value
-        if value is None or not math.isfinite(value):
+        if (
+            value is None
+            or not math.isfinite(value)
+            or self.threshold is None
+            or not math.isfinite(self.threshold)
+        ):
             self.passed = False
         elif self.op == ">=":
             self.passed = value >= self.threshold
@@ -106,6 +118,20 @@ class Row:
             self.ratio_to_raw = round(self.value / self.raw_value, 3)
         for target in self.targets:
             target.evaluate(self)
+
+
+def relative_target(
+    text: str, metric: str, op: str, factor: float, reference: Row | None
+) -> Target:
+    """A target held to ``factor`` times the same metric of another row of the run (the
+    scaled year: < 1.2 x scale times the 1x year's seconds). No reference row, or no
+    positive figure in it, leaves the threshold None, and the target fails."""
+    figure = None if reference is None else reference.metric(metric)
+    if reference is None or figure is None or not math.isfinite(figure) or figure <= 0:
+        where = "no reference row" if reference is None else f"{reference.key}.{metric} {figure}"
+        return Target(text, metric, op, None, basis=f"{factor:g} x {where}: no threshold")
+    basis = f"{factor:g} x {reference.key}.{metric} {figure:g}"
+    return Target(text, metric, op, round(factor * figure, 2), basis=basis)
 
 
 def percentile_ms(values: Sequence[float], pct: float) -> float | None:
@@ -222,6 +248,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def required(doc: dict[str, Any]) -> list[str]:
+    """The rows a run must have: every scenario, the scaled year only when the run's
+    settings asked for one (``year_scale`` above 1; runs before it had none)."""
+    settings = doc.get("settings")
+    scale = settings.get("year_scale", 1) if isinstance(settings, dict) else 1
+    scaled = _is_number(scale) and scale > 1
+    return [key for key in SCENARIOS if key != SCALED_YEAR or scaled]
+
+
 def validate(doc: dict[str, Any]) -> list[str]:
     """What is missing or malformed in a run's JSON (empty: it is complete). Checks that
     every scenario produced a figure, not that any target was met."""
@@ -229,7 +264,8 @@ def validate(doc: dict[str, Any]) -> list[str]:
     if doc.get("schema") != SCHEMA:
         problems.append(f"schema is {doc.get('schema')!r}, not {SCHEMA!r}")
     rows = {row.get("key"): row for row in doc.get("rows", []) if isinstance(row, dict)}
-    for key in SCENARIOS:
+    expected = required(doc)
+    for key in [*expected, *(k for k in SCENARIOS if k in rows and k not in expected)]:
         row = rows.get(key)
         if row is None:
             problems.append(f"no row {key}")
@@ -247,6 +283,12 @@ def validate(doc: dict[str, Any]) -> list[str]:
                 problems.append(f"{key}: target {target.get('text')!r} was not evaluated")
         if not row.get("peak_mib"):
             problems.append(f"{key}: no peak memory")
+        if key == SCALED_YEAR:
+            details = row.get("details") or {}
+            if not _is_number((row.get("peak_mib") or {}).get("server")):
+                problems.append(f"{key}: no peak server memory")
+            if not _is_number(details.get("server_rss_growth_mib")):
+                problems.append(f"{key}: no server memory growth")
     for section in ("machine", "settings", "data"):
         if not isinstance(doc.get(section), dict):
             problems.append(f"no {section} section")

@@ -3,12 +3,14 @@
     registry bench                  # the full run (about 15 minutes on 2 cores)
     registry bench --smoke          # every scenario at toy sizes (CI; under 2 minutes)
     registry bench --database-url postgresql://root@127.0.0.1:5432/mydb --json out.json
+    registry bench --year-scale 10  # and a second year of 37,000 accounts, 1,000,000 trades
 
 Starts `registry serve` (REGISTRY_PROJECTIONS=external) and a `registry project` worker
 as processes on a fresh database, then measures, with clients in separate processes:
 settlement one trade per call (1 and 32 callers) and in batches of 100 and 1,000;
 GetBalances at 32 callers; the raw baseline (plain psycopg writing the same rows in
-the same transactions); a national compliance year; command cost on a short and a
+the same transactions); a national compliance year (and, with --year-scale N, a second
+one N times its size on the same server); command cost on a short and a
 long account history; StreamEvents over the log; projection catch-up and a rebuild;
 and whether the server's memory stays flat. Prints one table and writes it as JSON.
 """
@@ -83,6 +85,10 @@ class Sizes:
     """GetBalances offered per second, open loop."""
     year_accounts: int = 3_700
     year_trades: int = 100_000
+    year_scale: int = 1
+    """Above 1: after the national year, a second one of year_scale x its accounts and
+    trades (row national_year_scaled), held to < SCALED_YEAR_SLACK x year_scale times
+    the first year's seconds."""
     log_events: int = 1_000_000
     history_events: int = 100_000
     history_calls: int = 400
@@ -114,6 +120,22 @@ SMOKE = Sizes(
     projection_cap=120.0,
     read_model_cap=120.0,
 )
+
+
+SCALED_YEAR_SLACK = 1.2
+"""Issue 20: a 10x year in < 12x the 1x year's time, i.e. 1.2 x the scale."""
+
+
+def scaled_year_target(scale: int, reference: Row | None) -> Target:
+    """The scaled year's target: < 1.2 x scale times the 1x year of the same run
+    (scale 10: < 12x; a 1x year of 35.2 s makes it < 422.4 s)."""
+    factor = round(SCALED_YEAR_SLACK * scale, 6)
+    target = report.relative_target(
+        f"< {factor:g}x the 1x year's time", "value", "<", factor, reference
+    )
+    if target.threshold is not None:
+        target.text += f" ({target.threshold:,.1f} s)"
+    return target
 
 
 def targets_for(key: str) -> list[Target]:
@@ -352,13 +374,22 @@ class Bench:
     def client(self, role: str) -> RegistryClient:
         return RegistryClient(self.address, self.tokens[role], timeout=300)
 
-    def grant_operator(self, accounts: list[str]) -> None:
-        """An "operator" caller that runs these accounts (surrenders are theirs)."""
+    def grant_operator(self, accounts: list[str], tag: str = "") -> str:
+        """An "operator" caller that runs these accounts (surrenders are theirs); returns
+        its role name for ``client`` and ``params``. A tagged year's companies get a
+        caller and grant of their own: a grant id is not granted again over other
+        accounts."""
+        name, party = (
+            ("operator", "companies")
+            if not tag
+            else (f"operator-{tag}", f"companies-{tag.lower()}")
+        )
         self.tokens.update(
             seed_principals(
-                self.url, {"operator": (Principal("companies", "bench"), (("operator", accounts),))}
+                self.url, {name: (Principal(party, "bench"), (("operator", accounts),))}
             )
         )
+        return name
 
     def callers(self, job: Job) -> Result:
         return calling.run(job)
@@ -748,19 +779,78 @@ class Bench:
         )
         with self.watch.window() as usage:
             year = national.play(self, plan)
-        u = usage[0]
+        return self._year_row(
+            "national_year", "National compliance year, end to end", year, usage[0]
+        )
+
+    def national_year_scaled(self) -> Row:
+        """A second year, year_scale times the first, on the same server (its ids tagged
+        ``X<scale>``): its time against the first year's, and the server's memory over
+        it (the aggregate cache holds 20,000 accounts; this year opens more). The read
+        models get year_scale times the usual wait to catch up at its end."""
+        scale = self.sizes.year_scale
+        plan = national.plan_year(
+            scale * self.sizes.year_accounts, scale * self.sizes.year_trades, tag=f"X{scale}"
+        )
+        self.log(
+            f"national year x{scale}: {len(plan.companies):,} accounts, "
+            f"{len(plan.trades):,} trades ..."
+        )
+        before = round(self.watch.rss_mib("server"), 1)
+        with self.watch.window() as usage:
+            year = national.play(self, plan, self.sizes.read_model_cap * scale)
+        after = round(self.watch.rss_mib("server"), 1)
+        reference = next((r for r in self.rows if r.key == "national_year"), None)
+        row = self._year_row(
+            report.SCALED_YEAR,
+            f"National compliance year x{scale}, end to end",
+            year,
+            usage[0],
+            [scaled_year_target(scale, reference)],
+        )
+        peak = usage[0].peak_rss_mib.get("server", after)
+        growth = round(peak - before, 1)
+        row.details.update(
+            scale=scale,
+            tag=plan.tag,
+            reference_seconds=None if reference is None else reference.value,
+            time_ratio=round(row.value / reference.value, 2)
+            if reference is not None and reference.value > 0
+            else None,
+            server_rss_before_mib=before,
+            server_rss_peak_mib=peak,
+            server_rss_after_mib=after,
+            server_rss_growth_mib=growth,
+            server_rss_growth_percent=round(growth / before * 100, 1) if before else None,
+        )
+        row.notes.append(
+            f"server RSS {before:,.0f} MiB before, peak {peak:,.0f} MiB "
+            f"({growth:+,.0f} MiB), {after:,.0f} MiB after"
+        )
+        if reference is not None:
+            row.notes.append(f"{row.details['time_ratio']}x the 1x year's {reference.value:,.1f} s")
+        return row
+
+    def _year_row(
+        self,
+        key: str,
+        title: str,
+        year: dict[str, Any],
+        u: procs.Usage,
+        targets: list[Target] | None = None,
+    ) -> Row:
         busy = self.quiesce(self.sizes.read_model_cap)
         year["server_busy_after_seconds"] = busy
         return Row(
-            key="national_year",
-            title="National compliance year, end to end",
+            key=key,
+            title=title,
             value=year["seconds"],
             unit="s",
             count=year["events"],
             seconds=year["seconds"],
             peak_mib=self._peaks(u),
             cpu_seconds=self._cpu(u),
-            targets=targets_for("national_year"),
+            targets=targets_for(key) if targets is None else targets,
             details=year,
             notes=[
                 note
@@ -984,14 +1074,14 @@ class Bench:
             )
 
     def server_memory(self) -> Row:
-        """Peak server memory after the national year over the server's memory at that
-        point. By then the server has loaded the registry's whole working set (every
-        account and obligation of the year, in the bounded aggregate cache); what it
-        does after, on a log that grows from about 400,000 to 1,000,000 events, shows
-        whether memory grows with the number of events."""
-        reference = next(
-            (c for c in self.checkpoints if c["after"] == "national_year"), self.checkpoints[0]
-        )
+        """Peak server memory after the national year (the scaled year, if the run had
+        one) over the server's memory at that point. By then the server has loaded the
+        registry's whole working set (every account and obligation of the year, in the
+        bounded aggregate cache); what it does after, on a log that grows from about
+        400,000 to 1,000,000 events, shows whether memory grows with the number of
+        events."""
+        years = [c for c in self.checkpoints if c["after"] in ("national_year", report.SCALED_YEAR)]
+        reference = years[-1] if years else self.checkpoints[0]
         later = [
             mib
             for t, label, mib in self.watch.timeline
@@ -1011,7 +1101,7 @@ class Bench:
             peak_mib={"server": overall},
             targets=targets_for("server_memory"),
             notes=[
-                f"{base:.0f} MiB after the national year (position "
+                f"{base:.0f} MiB after the {reference['after'].replace('_', ' ')} (position "
                 f"{reference['position']:,}), peak {peak:.0f} MiB after it, to "
                 f"position {self.checkpoints[-1]['position']:,}"
             ],
@@ -1051,6 +1141,8 @@ class Bench:
         for row in self.open_loops():
             self.add(row)
         self.add(self.national_year())
+        if sizes.year_scale > 1:
+            self.add(self.national_year_scaled())
         self.stop("worker")
         self.generate_log()
         self.quiesce(self.sizes.read_model_cap)
@@ -1132,6 +1224,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--year-accounts", type=int, help="compliance accounts (default 3,700)")
     p.add_argument("--year-trades", type=int, help="trades in the year (default 100,000)")
     p.add_argument(
+        "--year-scale",
+        type=_scale,
+        default=None,
+        metavar="N",
+        help="after the national year, play a second one of N times its accounts and "
+        "trades on the same server, held to < 1.2 x N times the first's time (default 1: "
+        "none; 10: 37,000 accounts, 1,000,000 trades)",
+    )
+    p.add_argument(
         "--callers",
         type=int,
         default=None,
@@ -1176,6 +1277,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _scale(text: str) -> int:
+    """--year-scale: a whole number from 1 (1: no scaled year)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def sizes_of(args: argparse.Namespace) -> Sizes:
+    """The run's sizes: smoke's or the full run's, with the options' overrides."""
+    overrides = {
+        "log_events": args.events,
+        "history_events": args.history_events,
+        "year_accounts": args.year_accounts,
+        "year_trades": args.year_trades,
+        "year_scale": args.year_scale,
+        "projection_cap": args.projection_cap,
+        "read_model_cap": args.read_model_cap,
+    }
+    return replace(
+        SMOKE if args.smoke else FULL, **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -1187,16 +1315,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sizes = SMOKE if args.smoke else FULL
-    overrides = {
-        "log_events": args.events,
-        "history_events": args.history_events,
-        "year_accounts": args.year_accounts,
-        "year_trades": args.year_trades,
-        "projection_cap": args.projection_cap,
-        "read_model_cap": args.read_model_cap,
-    }
-    sizes = replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+    sizes = sizes_of(args)
     mode = "smoke" if args.smoke else "full"
     callers = args.callers or (8 if args.smoke else 32)
     client_processes = args.client_processes or (2 if args.smoke else 4)

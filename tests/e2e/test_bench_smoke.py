@@ -25,6 +25,7 @@ TIME_LIMIT = 300
 
 
 def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
+    """With a scaled year (x2), so the smoke run has every row there is."""
     output = tmp_path / "bench.json"
     with fresh_pg_database() as url:
         run = subprocess.run(
@@ -34,6 +35,8 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
                 "registry.cli",
                 "bench",
                 "--smoke",
+                "--year-scale",
+                "2",
                 "--database-url",
                 url,
                 "--json",
@@ -49,7 +52,7 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     assert report.validate(doc) == []
     assert doc["mode"] == "smoke"
     rows = {row["key"]: row for row in doc["rows"]}
-    assert list(rows) == list(report.SCENARIOS)
+    assert list(rows) == list(report.SCENARIOS) == report.required(doc)
     for key in report.WITH_RAW:
         assert rows[key]["raw_value"] > 0 and rows[key]["ratio_to_raw"] > 0
     for key in ("settle_single_concurrent", "get_balances_concurrent"):
@@ -61,6 +64,14 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     year = rows["national_year"]["details"]
     if year["complete"]:  # else the read models did not catch up in time (reported)
         assert year["phases"]["conservation check"]["balanced"]
+    scaled = rows["national_year_scaled"]
+    assert scaled["details"]["accounts"] == 2 * year["accounts"]
+    assert scaled["details"]["trades"] == 2 * year["trades"]
+    if scaled["details"]["complete"]:
+        assert scaled["details"]["phases"]["conservation check"]["balanced"]
+    [target] = scaled["targets"]  # < 2.4x the 1x year of this run
+    assert target["threshold"] == round(2.4 * rows["national_year"]["value"], 2)
+    assert scaled["details"]["server_rss_peak_mib"] >= scaled["details"]["server_rss_before_mib"]
     assert rows["server_memory"]["peak_mib"]["server"] > 0
     assert "| SettleTrades, batches of 1,000" in run.stdout
 
