@@ -6,6 +6,10 @@
 # DB_NAME, DB_USER and the password in the file DB_PASSWORD_FILE (a compose secret,
 # the same file the postgres service reads): so the password is written in no compose
 # file and shows in no `docker inspect`. It is percent-encoded, so any password works.
+# With DB_READ_HOST set (the servers: postgres-replica, the streaming standby),
+# REGISTRY_READ_DATABASE_URL is built the same way, with the same user, password and
+# database, on DB_READ_HOST:DB_READ_PORT: the read-model queries go there, everything
+# else stays on DB_HOST (docs/operations.md, "Read replica").
 #
 # `registry access init` refuses (exit 6, "principals exist already") once the store
 # has its first administrator. On a second `docker compose up` that is the expected
@@ -19,6 +23,10 @@ with open(sys.argv[1], encoding="utf-8") as f:
     print(urllib.parse.quote(f.read().rstrip("\n"), safe=""))' "$password_file")
 REGISTRY_DATABASE_URL="postgresql://${DB_USER:?}:${password}@${DB_HOST:?}:${DB_PORT:-5432}/${DB_NAME:?}"
 export REGISTRY_DATABASE_URL
+if [ -n "${DB_READ_HOST:-}" ]; then
+    REGISTRY_READ_DATABASE_URL="postgresql://${DB_USER}:${password}@${DB_READ_HOST}:${DB_READ_PORT:-5432}/${DB_NAME}"
+    export REGISTRY_READ_DATABASE_URL
+fi
 unset password
 
 if [ "${1:-}" = access ] && [ "${2:-}" = init ]; then

@@ -954,7 +954,9 @@ def test_compose_services_roles_and_order() -> None:
     order = {name: set(service.get("depends_on", {})) for name, service in all_services.items()}
     assert order["migrate"] == {"postgres"}
     assert order["access-init"] == {"migrate"}
-    assert order["registry-1"] == order["registry-2"] == {"migrate", "access-init"}
+    assert order["postgres-replica"] == {"postgres"}
+    servers_wait_for = {"migrate", "access-init", "postgres-replica"}
+    assert order["registry-1"] == order["registry-2"] == servers_wait_for
     assert order["worker"] == {"migrate"}
     assert order["lb"] == {"registry-1", "registry-2"}
     for name in ("migrate", "access-init"):

@@ -19,11 +19,7 @@ Under ``CI=true`` a cluster that cannot start fails the tests; elsewhere they sk
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +36,12 @@ from registry.persistence import migrate
 from registry.persistence.engine import make_read_engine
 from registry.persistence.recorder import RegistryPostgresRecorder
 from registry.settings import Settings
+from tests.pg_cluster import FAST, free_port, give_to_server_user, workspace
 from tests.support import EXCHANGE, REGULATOR, open_company
 from tests.tls_material import write_tls_material
 
 pytestmark = pytest.mark.postgres
 
-PG_BIN = Path(os.environ.get("REGISTRY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DBNAME = "registry"
 CEA25 = UnitClass(UnitType.CEA, 2025)
 CEA = UnitSelector(UnitType.CEA)
@@ -61,69 +57,27 @@ class TlsCluster:
         return f"postgresql://root@127.0.0.1:{self.port}/{DBNAME}?{query}"
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _as_server_user(args: list[str], as_root: bool) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as ``postgres`` there."""
-    return ["runuser", "-u", "postgres", "--", *args] if as_root else args
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[TlsCluster]:
-    if not (PG_BIN / "initdb").exists():
-        _unavailable(f"no PostgreSQL 15 binaries in {PG_BIN} (set REGISTRY_TEST_PG_BIN)")
-    as_root = os.geteuid() == 0
-    base = Path(tempfile.mkdtemp(prefix="registry-pgtls-"))
-    data = base / "data"
-    tls = write_tls_material(base / "tls")
-    if as_root:
-        shutil.chown(base, "postgres", "postgres")
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        try:
-            subprocess.run(
-                _as_server_user([str(PG_BIN / args[0]), *args[1:]], as_root),
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        except (OSError, subprocess.SubprocessError) as error:
-            output = getattr(error, "stderr", "") or ""
-            log = base / "server.log"
-            if log.exists():
-                output += log.read_text()
-            shutil.rmtree(base, ignore_errors=True)
-            _unavailable(f"cannot start a TLS PostgreSQL cluster: {error}\n{output}")
-
-    run("initdb", "-D", str(data), "-U", "root", "-A", "trust", "--no-sync", "-E", "UTF8")
-    for source, name in ((tls.server.cert, "server.pem"), (tls.server.key, "server-key.pem")):
-        shutil.copy(source, data / name)
-        (data / name).chmod(0o600)
-        if as_root:
-            shutil.chown(data / name, "postgres", "postgres")
-    with (data / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-            f"unix_socket_directories = '{base}'\n"
-            "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server-key.pem'\n"
-            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+    with workspace("registry-pgtls-", "a TLS PostgreSQL cluster") as work:
+        data = work.base / "data"
+        tls = write_tls_material(work.base / "tls")
+        port = free_port()
+        work.initdb(data)
+        for source, name in ((tls.server.cert, "server.pem"), (tls.server.key, "server-key.pem")):
+            shutil.copy(source, data / name)
+            (data / name).chmod(0o600)
+            give_to_server_user(data / name)
+        work.configure(
+            data,
+            "ssl = on",
+            "ssl_cert_file = 'server.pem'",
+            "ssl_key_file = 'server-key.pem'",
+            *FAST,
         )
-    # TLS or nothing: no local socket, no plain host line.
-    (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 trust\n")
-    run("pg_ctl", "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "30", "start")
-    try:
+        # TLS or nothing: no local socket, no plain host line.
+        (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 trust\n")
+        work.start(data, port=port)
         with psycopg.connect(
             f"postgresql://root@127.0.0.1:{port}/postgres",
             sslmode="verify-full",
@@ -135,15 +89,6 @@ def cluster() -> Iterator[TlsCluster]:
         # Migrations (Alembic's SQLAlchemy engine) over verified TLS.
         migrate.upgrade(Settings(found.url(f"sslmode=verify-full&sslrootcert={found.ca}")))
         yield found
-    finally:
-        subprocess.run(
-            _as_server_user(
-                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], as_root
-            ),
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _fund(registry: Registry) -> None:

@@ -20,11 +20,6 @@ Under ``CI=true`` clusters that cannot start fail the tests; elsewhere they skip
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,11 +43,11 @@ from registry.v1 import account_service_pb2 as account_pb
 from services.backend import Backend
 from services.server import ServerSettings
 from tests.e2e.conftest import grant_principals
+from tests.pg_cluster import FAST, free_port, workspace
 from tests.support import REGULATOR, open_company
 
 pytestmark = pytest.mark.postgres
 
-PG_BIN = Path(os.environ.get("REGISTRY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DBNAME = "registry"
 CEA25 = UnitClass(UnitType.CEA, 2025)
 CEA = UnitSelector(UnitType.CEA)
@@ -75,97 +70,26 @@ class Pair:
             return row[0] if row else None
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _as_server_user(args: list[str], as_root: bool) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as ``postgres`` there."""
-    return ["runuser", "-u", "postgres", "--", *args] if as_root else args
-
-
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    if not (PG_BIN / "initdb").exists():
-        _unavailable(f"no PostgreSQL 15 binaries in {PG_BIN} (set REGISTRY_TEST_PG_BIN)")
-    as_root = os.geteuid() == 0
-    base = Path(tempfile.mkdtemp(prefix="registry-pgreplica-"))
-    if as_root:
-        shutil.chown(base, "postgres", "postgres")
-    primary, standby = base / "primary", base / "standby"
-    found = Pair(_free_port(), _free_port())
-    started: list[Path] = []
-
-    def run(*args: str) -> None:
-        try:
-            subprocess.run(
-                _as_server_user([str(PG_BIN / args[0]), *args[1:]], as_root),
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        except (OSError, subprocess.SubprocessError) as error:
-            output = getattr(error, "stderr", "") or ""
-            for log in base.glob("*.log"):
-                output += log.read_text()
-            stop()
-            _unavailable(f"cannot start a primary and its streaming replica: {error}\n{output}")
-
-    def stop() -> None:
-        for data in reversed(started):
-            subprocess.run(
-                _as_server_user(
-                    [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], as_root
-                ),
-                capture_output=True,
-                timeout=60,
-            )
-        shutil.rmtree(base, ignore_errors=True)
-
-    run("initdb", "-D", str(primary), "-U", "root", "-A", "trust", "--no-sync", "-E", "UTF8")
-    with (primary / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"listen_addresses = '127.0.0.1'\nport = {found.primary_port}\n"
-            f"unix_socket_directories = '{base}'\n"
-            "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n"
-            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+    with workspace("registry-pgreplica-", "a primary and its streaming replica") as work:
+        primary, standby = work.base / "primary", work.base / "standby"
+        found = Pair(free_port(), free_port())
+        work.initdb(primary)
+        work.configure(primary, *FAST)
+        (primary / "pg_hba.conf").write_text(
+            "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
         )
-    (primary / "pg_hba.conf").write_text(
-        "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
-    )
-    run("pg_ctl", "-D", str(primary), "-l", str(base / "primary.log"), "-w", "-t", "30", "start")
-    started.append(primary)
-    try:
+        work.start(primary, port=found.primary_port)
         with psycopg.connect(
             f"postgresql://root@127.0.0.1:{found.primary_port}/postgres", autocommit=True
         ) as conn:
             conn.execute(f"CREATE DATABASE {DBNAME}")
         migrate.upgrade(Settings(found.primary()))
-        # The standby: a base backup with -R (standby.signal + primary_conninfo).
-        run(
-            "pg_basebackup",
-            "-h", "127.0.0.1", "-p", str(found.primary_port), "-U", "root",
-            "-D", str(standby), "-R", "-X", "stream", "-c", "fast", "--no-sync",
-        )  # fmt: skip
-        with (standby / "postgresql.conf").open("a") as conf:
-            conf.write(f"port = {found.standby_port}\n")
-        run(
-            "pg_ctl", "-D", str(standby), "-l", str(base / "standby.log"), "-w", "-t", "30", "start"
-        )
-        started.append(standby)
+        work.standby(found.primary_port, standby)
+        work.start(standby, port=found.standby_port)
         assert found.on_standby("SELECT pg_is_in_recovery()") is True
         yield found
-    finally:
-        stop()
 
 
 @dataclass
