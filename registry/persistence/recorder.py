@@ -23,6 +23,15 @@ nor ``idle_in_transaction_session_timeout`` applies; measured with a standalone 
 Every write transaction also sets ``statement_timeout`` (``REGISTRY_DB_STATEMENT_TIMEOUT``)
 so a statement that runs too long gives the lock back.
 
+On a database migrated to 0006 a save is one statement: ``registry_insert_events``, a
+function doing the lock, the NOTIFY and the insert server-side (the migration has its
+text). The transaction above took six statements in pipeline mode, about 500 µs of the
+client's CPU and 1 ms of wall time for a single trade's save; the call takes about 180
+µs and 0.5 ms, and the table lock is held only while the server runs the function, once
+the whole call has arrived, so no save can wedge with it, large or small. Its wait for
+the lock is bounded by the lock timeout, or the statement timeout if that is shorter.
+A database without the function (before 0006) gets the transaction above.
+
 Every event is stored with its authenticator (``registry.integrity.authentication``):
 an HMAC with the key at ``REGISTRY_EVENT_KEY``, which the ledger sealer checks before
 chaining it, so a row appended by SQL without the key is never chained and signed.
@@ -64,6 +73,10 @@ INSERT_ATTEMPTS = 10
 """As the library's retry, for lost connections only (``insert_events``)."""
 _LIBRARY_INSERT = PostgresApplicationRecorder.insert_events.__wrapped__
 """The library's insert without its retry decorator."""
+
+INSERT_FUNCTION = "registry_insert_events"
+"""Migration 0006's function: a save in one statement."""
+SIGNATURE = f"public.{INSERT_FUNCTION}(uuid[], bigint[], text[], bytea[], bytea[], integer)"
 
 SQLITE_TOPIC = "registry.persistence.recorder:RegistrySQLiteRecorder"
 
@@ -130,6 +143,11 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         self.notify_statement = (
             SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_string(None)
         )
+        self.function_statement = (
+            f"SELECT * FROM {INSERT_FUNCTION}(%b::{id_type}[], %b::bigint[], %b::text[], "
+            "%b::bytea[], %b::bytea[], %s)"
+        )
+        self._has_function: bool | None = None
         self.set_statement_timeout(DEFAULT_STATEMENT_TIMEOUT)
         self.max_id_statement = f"SELECT MAX(notification_id) FROM {table}"
         self.log_after_statement = (
@@ -168,6 +186,9 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         ]
         # The plain (unpipelined) path sends these as one simple query: one round trip.
         self.prepare_plain_statement = "; ".join([*self.lock_statements, self.notify_statement])
+        # The function's wait for the lock: the shorter of the two timeouts (0: none).
+        bounds = [round(t * 1000) for t in (seconds, self.datastore.lock_timeout) if t > 0]
+        self.lock_wait_ms = min(bounds, default=0)
 
     def select_events(
         self,
@@ -219,6 +240,8 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
         plain = sum(len(e.state) for e in stored_events) > PIPELINE_MAX_BYTES
         for attempt in range(1, INSERT_ATTEMPTS + 1):
             try:
+                if self.has_insert_function():
+                    return self._insert_events_by_function(columns)
                 if plain:
                     return self._insert_events_plainly(columns)
                 return cast(
@@ -230,6 +253,27 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
                     raise
                 time.sleep(0.2)
         raise AssertionError("unreachable")
+
+    def has_insert_function(self) -> bool:
+        """Whether the database has ``registry_insert_events`` (migration 0006); asked
+        once per recorder."""
+        if self._has_function is None and (self.datastore.schema, self.events_table_name) != (
+            "public",
+            "registry_events",
+        ):
+            self._has_function = False  # the function writes that table only
+        if self._has_function is None:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS found", (SIGNATURE,))
+                row = curs.fetchone()
+                self._has_function = bool(row and row["found"])
+        return self._has_function
+
+    def _insert_events_by_function(self, columns: tuple[list[Any], ...]) -> list[int]:
+        """Lock, notify and insert in one call, its own transaction."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.function_statement, (*columns, self.lock_wait_ms), prepare=True)
+            return [row[INSERT_FUNCTION] for row in curs.fetchall()]
 
     def _insert_events_plainly(self, columns: tuple[list[Any], ...]) -> list[int]:
         """Lock, notify and insert in one transaction, each statement sent whole before
