@@ -30,9 +30,7 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SIGNATURE = (
-    "public.registry_insert_events(uuid[], bigint[], text[], bytea[], bytea[], integer)"
-)
+SIGNATURE = "public.registry_insert_events(uuid[], bigint[], text[], bytea[], bytea[], integer)"
 
 
 def upgrade() -> None:

@@ -231,7 +231,7 @@ def test_a_store_the_library_created_before_migrations_is_adopted_with_its_event
         old.close()
         assert before
 
-        assert len(migrate.upgrade(settings)) == 5
+        assert len(migrate.upgrade(settings)) == 6
         registry = build_registry(settings)
         try:
             assert registry.account_ids() == before
@@ -357,7 +357,7 @@ def test_concurrent_upgrade_calls_in_one_process_both_succeed() -> None:
         for thread in threads:
             thread.join(timeout=120)
         assert errors == []
-        assert sorted(len(steps) for steps in applied) == [0, 5]
+        assert sorted(len(steps) for steps in applied) == [0, 6]
         assert migrate.is_at_head(settings)
 
 
