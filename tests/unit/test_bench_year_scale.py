@@ -179,3 +179,22 @@ def test_the_scaled_row_follows_the_1x_year() -> None:
     keys = list(report.SCENARIOS)
     assert keys.index(report.SCALED_YEAR) == keys.index("national_year") + 1
     assert national.year_id("X10", "ISS") == "Y2025-X10-ISS"
+
+
+def test_a_10x_year_operator_is_granted_its_companies_in_grants_of_10000() -> None:
+    """37,000 companies: grants of 10,000, 10,000, 10,000 and 7,000 (the registry
+    refuses more than 10,000 accounts in one grant), each id distinct, every company
+    in exactly one; 10,000 or fewer stay one grant under the plain id."""
+    from bench.access import grant_scopes
+
+    companies = tuple(f"PWR-X10-SD-{n:05d}" for n in range(37_000))
+    scopes = grant_scopes("bench-operator-X10-operator", companies)
+    assert [len(accounts) for _, accounts in scopes] == [10_000, 10_000, 10_000, 7_000]
+    assert [grant_id for grant_id, _ in scopes] == [
+        "bench-operator-X10-operator",
+        "bench-operator-X10-operator-2",
+        "bench-operator-X10-operator-3",
+        "bench-operator-X10-operator-4",
+    ]
+    assert tuple(a for _, accounts in scopes for a in accounts) == companies
+    assert grant_scopes("g", companies[:10_000]) == [("g", companies[:10_000])]
