@@ -2,7 +2,11 @@
 (two processes) and the worker started as `registry bench` starts them, the market
 seeded, then single trades offered at 300/s and GetBalances at 1,000/s.
 
-    .venv/bin/python -m bench.open_loop [--seconds 20]
+    .venv/bin/python -m bench.open_loop [--seconds 20] [--after-rows]
+
+``--after-rows`` first runs the full run's rows that come before them (the four
+settlement rows, the in-process row, GetBalances at 32 callers), in the same order,
+so the servers start the open loop in the state they have in a full run.
 
 Prints each row's rate, p50 and p99 (latency from each call's intended send time) and
 the CPU seconds of the server, worker, PostgreSQL, clients and the whole machine over
@@ -24,6 +28,7 @@ from bench.suite import run
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--after-rows", action="store_true")
     args = parser.parse_args(argv)
     sizes = replace(run.FULL, open_loop_seconds=args.seconds)
     work = Path(tempfile.mkdtemp(prefix="registry-open-loop-"))
@@ -33,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
             bench.start_server()
             bench.start("worker", "project")
             bench.seed_market()
+            if args.after_rows:
+                for key, callers, batch in run.SETTLE_ROWS:
+                    row = bench.settle(key, callers or bench.callers_count, batch)
+                    print(f"{key}: {row.value:,.0f} trades/s")
+                print(f"in-process: {bench.inprocess().value:,.0f} trades/s")
+                print(f"GetBalances, 32 callers: {bench.balances().value:,.0f} calls/s")
             rows = bench.open_loops()
         finally:
             bench.close()

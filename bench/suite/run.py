@@ -102,6 +102,14 @@ class Sizes:
     GetBalances, and at the end of the national year)."""
 
 
+SETTLE_ROWS: tuple[tuple[str, int | None, int], ...] = (
+    ("settle_single_1", 1, 1),
+    ("settle_single_concurrent", None, 1),  # None: every concurrent caller (--callers)
+    ("settle_batch_100", 1, 100),
+    ("settle_batch_1000", 1, 1000),
+)
+"""The settlement rows: key, callers, trades per call."""
+
 FULL = Sizes()
 SMOKE = Sizes(
     market_accounts=70,
@@ -1123,13 +1131,8 @@ class Bench:
         self.checkpoint("seed")
         after_seed = self.head()
         settle_rows = {
-            key: self.settle(key, callers, batch)
-            for key, callers, batch in (
-                ("settle_single_1", 1, 1),
-                ("settle_single_concurrent", self.callers_count, 1),
-                ("settle_batch_100", 1, 100),
-                ("settle_batch_1000", 1, 1000),
-            )
+            key: self.settle(key, self.callers_count if callers is None else callers, batch)
+            for key, callers, batch in SETTLE_ROWS
         }
         for row in settle_rows.values():
             self.add(row)

@@ -185,6 +185,7 @@ class Movements:
             limit=MAX_GROUP,
             weight=lambda job: len(job.rows),
             name="registry-group-commit",
+            idle=store.catch_up,
         )
 
     def close(self) -> None:

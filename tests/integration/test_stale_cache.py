@@ -3,6 +3,7 @@ trip), so each must notice when the other changed what it cached."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,3 +161,38 @@ def test_own_saves_move_the_followed_position_unless_another_process_wrote_betwe
         assert followed_by_b.position == followed, "a's event lies between: still to be read"
         followed_by_b.catch_up()
         assert followed_by_b.position == b.recorder.max_notification_id()
+
+
+@pytest.mark.postgres
+def test_a_quiet_process_keeps_its_cached_accounts_current(tmp_path: Path) -> None:
+    """b settled once (its group commit thread runs) and then has no callers while a
+    writes 25 allocations. Within ~1 s of quiet, b's group commit thread applies them
+    to its cached copies: b has followed the log to a's head before its next caller
+    comes, so that caller's group does not wait for the catch-up (which past 20,000
+    events would drop the whole cache)."""
+    accounts = [f"PWR-{n:04d}" for n in range(25)]
+    with two_registries("postgres", tmp_path) as (a, b):
+        for account in accounts:
+            open_company(b, account)
+        a.issue_units(REGULATOR, "ISS", CEA, 25_000, "")
+        a.allocate(REGULATOR, "AL-0", accounts[0], ANY_CEA, 100, "", source="CN-ISSUANCE")
+        a.allocate(REGULATOR, "AL-1", accounts[1], ANY_CEA, 100, "", source="CN-ISSUANCE")
+        assert b.settle_trade(EXCHANGE, Trade("T-0", accounts[0], accounts[1], "CEA", 1)).ok
+        assert b.store.aggregates is not None
+        a.allocate_many(
+            REGULATOR,
+            [AllocationRow(f"AL-N-{x}", x, "CEA", 100, "", source="CN-ISSUANCE") for x in accounts],
+        )
+        head = a.recorder.max_notification_id()
+        deadline = time.monotonic() + 5
+        while b.store.aggregates.position < head and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b.store.aggregates.position == head, "b followed a's writes while quiet"
+        cache = b.repository.cache
+        assert cache is not None
+        for x in accounts:  # each cached copy advanced to the version a wrote
+            copy = cache.get(Account.id_for(x))
+            assert copy.version == a.repository.get(Account.id_for(x)).version, x
+        for x in accounts[2:]:
+            assert b.get_holdings(x)[0].total == 100
+        assert_conserved(b)
