@@ -25,11 +25,12 @@ so a statement that runs too long gives the lock back.
 
 On a database migrated to 0006 a save is one statement: ``registry_insert_events``, a
 function doing the lock, the NOTIFY and the insert server-side (the migration has its
-text). The transaction above took six statements in pipeline mode, about 500 µs of the
-client's CPU and 1 ms of wall time for a single trade's save; the call takes about 180
-µs and 0.5 ms, and the table lock is held only while the server runs the function, once
-the whole call has arrived, so no save can wedge with it, large or small. Its wait for
-the lock is bounded by the lock timeout, or the statement timeout if that is shorter.
+text). The transaction above took six statements in pipeline mode: 594-680 µs of the
+client's CPU and 1.1-1.3 ms of wall time for a single trade's save; the call takes
+227-250 µs and 0.6-0.7 ms (``python -m bench.save_statement``), and the table lock is
+held only while the server runs the function, once the whole call has arrived, so no
+save can wedge with it, large or small. Its wait for the lock is bounded by the lock
+timeout, or the statement timeout if that is shorter.
 A database without the function (before 0006) gets the transaction above.
 
 Every event is stored with its authenticator (``registry.integrity.authentication``):

@@ -54,7 +54,11 @@ class _Signal:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.notifies = conn is not None
+
+    @property
+    def notifies(self) -> bool:
+        """Whether a commit wakes ``wait`` (else it only times out)."""
+        return self.conn is not None
 
     def drain(self) -> None:
         """Forget the notifications queued so far: the next read includes their commits."""
@@ -62,16 +66,15 @@ class _Signal:
             for _ in self.conn.notifies(timeout=0):
                 pass
 
-    def wait(self, stop: threading.Event, seconds: float) -> bool:
-        """Sleep until a notification, ``stop`` or ``seconds``; True on a notification."""
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """Sleep until a notification, ``stop`` or ``seconds``."""
         if self.conn is None:
             stop.wait(seconds)
-            return False
+            return
         deadline = time.monotonic() + seconds
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             if any(True for _ in self.conn.notifies(timeout=min(left, 0.5), stop_after=1)):
-                return True
-        return False
+                return
 
 
 class ReadModelTimeout(TimeoutError):
