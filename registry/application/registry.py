@@ -81,6 +81,9 @@ class Registry(Application[UUID]):
         SerialCounter: 200,
         ComplianceObligation: 200,
     }
+    snapshot_blocks_per_event: ClassVar[int] = 50
+    """An account holding more than ``interval x this`` serial blocks is snapshotted
+    half as often, as many times over as it takes (``snapshot_interval``)."""
 
     def __init__(
         self, env: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None
@@ -200,9 +203,30 @@ class Registry(Application[UUID]):
             )
         for aggregate_id, (low, high) in spans.items():
             aggregate = processing_event.aggregates.get(aggregate_id)
-            interval = self.snapshotting_intervals.get(type(aggregate))
+            interval = self.snapshot_interval(aggregate)
             if aggregate is not None and interval and high // interval > (low - 1) // interval:
                 self.snapshots.put([Snapshot.take(aggregate)])
+
+    def snapshot_interval(self, aggregate: Any) -> int | None:
+        """Events between two snapshots of ``aggregate``: its class's interval, doubled
+        until the interval times ``snapshot_blocks_per_event`` covers an account's blocks.
+
+        A snapshot costs its holding's blocks to encode and write. At a fixed interval
+        the accounts every surrender or cancellation credits (CN-SURRENDER ends a 10x
+        year with about a million blocks) cost more per snapshot as the year goes on:
+        quadratic in the year. Growing the interval with the holding keeps the blocks
+        written per event at most ``snapshot_blocks_per_event``, and a load replays at
+        most ``blocks / snapshot_blocks_per_event`` x 2 events after the snapshot, about
+        what decoding the snapshot costs. Powers of two of the class's interval, so a
+        multiple of the longer interval is one of the shorter: the gap between two
+        snapshots never exceeds the interval in force when the later one is due."""
+        interval = self.snapshotting_intervals.get(type(aggregate))
+        if not interval or not isinstance(aggregate, Account):
+            return interval
+        blocks = len(aggregate.available) + sum(len(h) for h in aggregate.held.values())
+        while interval * self.snapshot_blocks_per_event < blocks:
+            interval *= 2
+        return interval
 
     # == accounts ============================================================
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from bench.suite import national, report
 from bench.suite.national import YearPlan, plan_year
 from bench.suite.report import Row
-from bench.suite.run import FULL, SMOKE, parser, scaled_year_target, sizes_of
+from bench.suite.run import FULL, SMOKE, parser, scaled_cache_size, scaled_year_target, sizes_of
 from registry.domain.accounts import check_account_id
 from registry.domain.ids import check_client_id
 from registry.domain.units import check_project
@@ -198,3 +199,17 @@ def test_a_10x_year_operator_is_granted_its_companies_in_grants_of_10000() -> No
     ]
     assert tuple(a for _, accounts in scopes for a in accounts) == companies
     assert grant_scopes("g", companies[:10_000]) == [("g", companies[:10_000])]
+
+
+def test_a_scaled_run_gives_its_servers_the_capacity_plans_cache() -> None:
+    """docs/operations.md sets the cache at 10x to 80,000: 2 aggregates (the account and
+    its obligation) per company of the year, rounded up to ten thousand; never below
+    the default 20,000.
+
+    - 10x: 2 x 37,000 = 74,000 -> 80,000;
+    - 2x: 2 x 7,400 = 14,800 -> 20,000 (the default);
+    - 100x: 2 x 370,000 = 740,000 -> 740,000.
+    """
+    assert scaled_cache_size(replace(FULL, year_scale=10)) == 80_000
+    assert scaled_cache_size(replace(FULL, year_scale=2)) == 20_000
+    assert scaled_cache_size(replace(FULL, year_scale=100)) == 740_000
