@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import registry.persistence.aggregates as aggregates_module
 from registry.application import EmissionsRow, Trade
 from registry.application.unit_of_work import UnitOfWork
 from registry.bootstrap import build_registry
@@ -75,6 +76,64 @@ def test_prefetched_aggregates_equal_those_loaded_one_by_one(monkeypatch: Any) -
                     assert state(found[n]) == state(expected)
             assert prefetched.read_versions == fresh.read_versions
             assert prefetched.read_versions[ids[0]] > 400
+        finally:
+            writer.close()
+            reader.close()
+
+
+def test_a_fresh_read_of_cached_aggregates_starts_from_the_cache(monkeypatch: Any) -> None:
+    """A retry's fresh read (a non-optimistic unit of work) of aggregates the process
+    has cached asks the store only for the events after the cached copies, as the
+    library's repository does for one: it must not decode their snapshots again (after
+    a 10x year, CN-SURRENDER's holds a million blocks). What it gets is what a new
+    process loads from the store: here PWR-0001 after another process's 250 trades."""
+    with fresh_pg_database() as url:
+        writer = build_registry(Settings(url))
+        reader = build_registry(Settings(url))
+        try:
+            for account in ["PWR-0001", "PWR-0002"]:
+                open_company(writer, account)
+            writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
+            writer.transfer(
+                REGULATOR,
+                "RES",
+                "CN-ISSUANCE",
+                "CN-ALLOCATION-RESERVE",
+                UnitSelector(UnitType.CEA),
+                3_000,
+                "",
+            )
+            writer.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA), 3_000, "")
+            ids = [Account.id_for("PWR-0001"), Account.id_for("PWR-0002")]
+            cached = reader.store.load_many(ids)  # the reader caches both (prefetch does)
+            for aggregate_id, aggregate in cached.items():
+                assert reader.repository.cache is not None
+                reader.repository.cache.put(aggregate_id, aggregate)
+            for n in range(250):  # past a snapshot of both, written by the other process
+                writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
+
+            snapshot_reads: list[list[Any]] = []
+            real = aggregates_module.select_latest_events
+
+            def counted(recorder: Any, wanted: Any) -> Any:
+                snapshot_reads.append(list(wanted))
+                return real(recorder, wanted)
+
+            monkeypatch.setattr(aggregates_module, "select_latest_events", counted)
+            retry = UnitOfWork(reader, optimistic=False)
+            retry.prefetch(ids, reader.store.load_many)
+            assert snapshot_reads == []  # both started from the cached copies
+            found = [retry.find(i, Account) for i in ids]
+            assert [a.version for a in found if a] == [
+                v + 250 for v in (cached[ids[0]].version, cached[ids[1]].version)
+            ]
+            monkeypatch.setattr(aggregates_module, "select_latest_events", real)
+            restarted = build_registry(Settings(url))  # no cache: snapshot and events
+            try:
+                expected = [UnitOfWork(restarted).find(i, Account) for i in ids]
+                assert [state(a) for a in found] == [state(a) for a in expected]
+            finally:
+                restarted.close()
         finally:
             writer.close()
             reader.close()
