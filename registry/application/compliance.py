@@ -3,7 +3,7 @@ at the deadline, and where an account (or every account) stands."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
@@ -180,15 +180,13 @@ class Compliance:
 
     def _check_emissions_rows(self, rows: Sequence[EmissionsRow]) -> None:
         check_batch(len(rows), 0, "rows", "emissions rows given")
-        uow = UnitOfWork(self._store.app, optimistic=True)  # an account's type never changes
-        uow.prefetch(
-            (Account.id_for(row.account_id) for row in rows if isinstance(row.account_id, str)),
-            self._store.load_many,
+        accounts = self._store.accounts_as_opened(  # an account's type and holder are fixed
+            row.account_id for row in rows if isinstance(row.account_id, str)
         )
         seen: dict[tuple[str, int], int] = {}
         violations: list[Violation] = []
         for index, row in enumerate(rows):
-            violations += _emissions_row_violations(uow, f"rows[{index}]", row)
+            violations += _emissions_row_violations(accounts, f"rows[{index}]", row)
             first = seen.setdefault((row.account_id, row.compliance_year), index)
             if first != index:
                 violations.append(
@@ -372,8 +370,11 @@ class Compliance:
         return dict(obligation.surrendered) if obligation else {}
 
 
-def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow) -> list[Violation]:
-    """Every problem of one emissions row, each named by its field."""
+def _emissions_row_violations(
+    accounts: Mapping[str, Account], name: str, row: EmissionsRow
+) -> list[Violation]:
+    """Every problem of one emissions row, each named by its field (``accounts``: the
+    rows' accounts that exist, as opened)."""
     checks: list[tuple[str, Callable[[Any], object], Any]] = [
         ("account_id", check_account_id, row.account_id),
         ("compliance_year", check_year, row.compliance_year),
@@ -388,7 +389,7 @@ def _emissions_row_violations(uow: UnitOfWork, name: str, row: EmissionsRow) -> 
             violations.append(Violation(f"{name}.{column}", error.reason, error.message))
     if any(v.field == f"{name}.account_id" for v in violations):
         return violations  # a malformed id names no account to look up
-    account = uow.find(Account.id_for(row.account_id), Account)
+    account = accounts.get(row.account_id)
     if account is None:
         violations.append(
             Violation(f"{name}.account_id", UnknownAccount.reason, f"no account {row.account_id}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, TypeVar
@@ -81,6 +81,34 @@ class Store:
     def originators(self, topic: str) -> Iterator[UUID]:
         """Ids of aggregates whose events of ``topic`` are in the log, in log order."""
         return originators(self.app.recorder, topic)
+
+    def accounts_as_opened(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        """These accounts as far as what never changes after opening goes (their type
+        and holder), for checks that need nothing else: the cached copy, else on
+        PostgreSQL the opening event alone, in one query for all.
+
+        Checking a table of 37,000 verified emissions loaded every account whole on a
+        process that had not cached them (replaying its year of trades): 45 s."""
+        wanted = {Account.id_for(a): a for a in account_ids}
+        cache = self.app.repository.cache
+        found: dict[str, Account] = {}
+        for aggregate_id, account_id in wanted.items():
+            try:
+                cached = None if cache is None else cache.get(aggregate_id)
+            except KeyError:
+                continue
+            if isinstance(cached, Account):
+                found[account_id] = cached
+        rest = [i for i, a in wanted.items() if a not in found]
+        if self.aggregates is not None:
+            created = self.aggregates.load_created(rest)
+        else:
+            uow = UnitOfWork(self.app, optimistic=True)
+            created = {i: a for i in rest if (a := uow.find(i, Account)) is not None}
+        for aggregate_id, aggregate in created.items():
+            assert isinstance(aggregate, Account)
+            found[wanted[aggregate_id]] = aggregate
+        return found
 
     def catch_up(self) -> None:
         """Bring the cached aggregates up to date with other processes' writes."""

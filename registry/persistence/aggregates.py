@@ -159,6 +159,15 @@ class PostgresAggregates:
             for aggregate_id, stored in events.items()
         }
 
+    def load_created(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
+        """The aggregates among these that exist, as their first event made them, in
+        one query: for what is fixed when an aggregate is created and never changed."""
+        mapper = self._app.mapper
+        return {
+            _uuid(stored.originator_id): replay(None, [mapper.to_domain_event(stored)])
+            for stored in self._recorder.select_first_events(aggregate_ids)
+        }
+
     def load(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]:
         """The aggregates among these that exist, as the store has them now
         (``UnitOfWork.prefetch``): a copy of the cached one, else the latest snapshot,

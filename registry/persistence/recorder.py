@@ -165,6 +165,12 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             "AND e.originator_version > seen.version OFFSET 0) e "
             "ORDER BY seen.n, e.originator_version"
         )
+        self.first_statement = (
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            f"FROM unnest(%b::{id_type}[]) AS wanted(id) CROSS JOIN LATERAL "
+            f"(SELECT * FROM {table} e WHERE e.originator_id = wanted.id "
+            "AND e.originator_version = 1 OFFSET 0) e"
+        )
         select = f"SELECT * FROM {table} WHERE originator_id = %s"
         self.select_statements = {
             (gt, lte, desc, limit): select
@@ -217,6 +223,13 @@ class RegistryPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(
                 self.newer_statement, (list(versions), list(versions.values())), prepare=True
             )
+            return [_stored(row) for row in curs.fetchall()]
+
+    def select_first_events(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """The first event (the creation) of each of these aggregates that exists, in
+        one query."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.first_statement, (list(ids),), prepare=True)
             return [_stored(row) for row in curs.fetchall()]
 
     def select_log_after(self, position: int, limit: int) -> list[tuple[int, StoredEvent]]:

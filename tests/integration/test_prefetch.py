@@ -12,10 +12,12 @@ from registry.application import EmissionsRow, Trade
 from registry.application.unit_of_work import UnitOfWork
 from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
+from registry.domain.errors import RowsInvalid
 from registry.domain.obligations import ComplianceObligation
+from registry.domain.rules import UnitLine
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
-from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company
+from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, open_trader
 
 pytestmark = pytest.mark.postgres
 CEA = UnitClass(UnitType.CEA, 2025)
@@ -134,6 +136,57 @@ def test_a_fresh_read_of_cached_aggregates_starts_from_the_cache(monkeypatch: An
                 assert [state(a) for a in found] == [state(a) for a in expected]
             finally:
                 restarted.close()
+        finally:
+            writer.close()
+            reader.close()
+
+
+def test_an_emissions_table_is_checked_on_the_accounts_openings_alone(monkeypatch: Any) -> None:
+    """Checking verified emissions needs each account's type and sector, fixed when it
+    was opened: a process that has not cached the accounts reads their opening events
+    in one query, not their whole histories (37,000 accounts after a 10x year's trades
+    took 45 s). The checks still name every bad row: a trading account, an unknown one,
+    unit lines for a steel company."""
+    with fresh_pg_database() as url:
+        writer = build_registry(Settings(url))
+        reader = build_registry(Settings(url))
+        try:
+            open_company(writer, "PWR-0001")
+            open_company(writer, "STL-0001", sector="STEEL")
+            open_trader(writer, "TRD-0001")
+            writer.issue_units(REGULATOR, "ISS", CEA, 100, "")
+            writer.allocate(
+                REGULATOR,
+                "AL-1",
+                "PWR-0001",
+                UnitSelector(UnitType.CEA),
+                100,
+                "",
+                source="CN-ISSUANCE",
+            )
+            for n in range(30):  # a history the check has no need to replay
+                writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "TRD-0001", "CEA", 1))
+
+            def whole(ids: list[Any]) -> Any:
+                raise AssertionError(f"loaded {len(ids)} aggregates whole to check the table")
+
+            monkeypatch.setattr(reader.store.aggregates, "load", whole)
+            rows = [
+                EmissionsRow("PWR-0001", 2025, 7, "report"),
+                EmissionsRow("TRD-0001", 2025, 7, "report"),
+                EmissionsRow("NOPE-0001", 2025, 7, "report"),
+                EmissionsRow("STL-0001", 2025, 7, "report", (UnitLine("GAS", "G1", 7, 7),)),
+            ]
+            with pytest.raises(RowsInvalid) as refused:
+                reader.record_verified_emissions(REGULATOR, rows)
+            assert [(v.field, v.reason) for v in refused.value.violations] == [
+                ("rows[1].account_id", "NOT_COMPLIANCE_ACCOUNT"),
+                ("rows[2].account_id", "UNKNOWN_ACCOUNT"),
+                ("rows[3].unit_lines", "UNIT_LINES_NOT_POWER"),
+            ]
+            monkeypatch.undo()
+            recorded = reader.record_verified_emissions(REGULATOR, rows[:1])
+            assert [r.status.name for r in recorded.results] == ["RECORDED"]
         finally:
             writer.close()
             reader.close()
