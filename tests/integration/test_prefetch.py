@@ -170,7 +170,7 @@ def test_an_emissions_table_is_checked_on_the_accounts_openings_alone(monkeypatc
             def whole(ids: list[Any]) -> Any:
                 raise AssertionError(f"loaded {len(ids)} aggregates whole to check the table")
 
-            monkeypatch.setattr(reader.store.aggregates, "load", whole)
+            monkeypatch.setattr(reader.store, "load_many", whole)  # what prefetches use
             rows = [
                 EmissionsRow("PWR-0001", 2025, 7, "report"),
                 EmissionsRow("TRD-0001", 2025, 7, "report"),
