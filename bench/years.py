@@ -1,8 +1,9 @@
 """The full bench's two national years alone (the 1x year, then ``--scale`` times it on
 the same server), on a fresh database, with the server's settings taken from the
-environment: to try a setting on the 10x year without the whole run.
+environment (the aggregate cache, unless ``REGISTRY_CACHE_SIZE`` is set, as the capacity
+plan sets it for the scale): to try a setting on the 10x year without the whole run.
 
-    REGISTRY_CACHE_SIZE=80000 .venv/bin/python -m bench.years [--scale 10]
+    .venv/bin/python -m bench.years [--scale 10] [--database-url URL]
 
 Prints each year's time, its phases and the scaled year's target, memory and ratio.
 """
@@ -20,10 +21,15 @@ from bench.suite import run
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument(
+        "--database-url",
+        help="an empty PostgreSQL database to run on (another server's settings); "
+        "default: a fresh database on the local server, dropped afterwards",
+    )
     args = parser.parse_args(argv)
     sizes = replace(run.FULL, year_scale=args.scale)
     work = Path(tempfile.mkdtemp(prefix="registry-years-"))
-    with run.database(None, False) as url:
+    with run.database(args.database_url, False) as url:
         bench = run.Bench(url, sizes, work, 32, 4, 2)
         try:
             bench.start_server()
