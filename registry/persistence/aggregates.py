@@ -10,6 +10,7 @@ batch's first reads to two queries.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,8 @@ from registry.persistence.recorder import RegistryPostgresRecorder, select_lates
 SCAN_PAGE = 1000
 CACHE_CATCH_UP_LIMIT = 20_000
 """Events written elsewhere after which a process drops its cache instead of following."""
+
+log = logging.getLogger(__name__)
 
 
 def replay(aggregate: Any, events: Iterable[Any]) -> Any:
@@ -93,7 +96,15 @@ class PostgresAggregates:
         rows = recorder.select_log_after(self.position, CACHE_CATCH_UP_LIMIT + 1)
         if len(rows) > CACHE_CATCH_UP_LIMIT:
             self._app.repository.cache = LRUCache(maxsize=getattr(cache, "maxsize", 20_000))
-            self.position = recorder.max_notification_id() or 0
+            head = recorder.max_notification_id() or 0
+            log.warning(  # what it touches next is loaded from the store: worth knowing
+                "aggregate cache dropped: more than %d events written by other processes "
+                "since position %d (now %d); its aggregates are read from the store again",
+                CACHE_CATCH_UP_LIMIT,
+                self.position,
+                head,
+            )
+            self.position = head
             return
         own, self._own_saves = self._own_saves, []
         if any(not any(first <= position <= last for first, last in own) for position, _ in rows):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import registry.persistence.aggregates as aggregates_module
 from registry.application import AllocationRow, Registry, Trade
 from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
@@ -196,3 +197,30 @@ def test_a_quiet_process_keeps_its_cached_accounts_current(tmp_path: Path) -> No
         for x in accounts[2:]:
             assert b.get_holdings(x)[0].total == 100
         assert_conserved(b)
+
+
+@pytest.mark.postgres
+def test_a_process_far_behind_drops_its_cache_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past CACHE_CATCH_UP_LIMIT events written elsewhere (5 here) a process drops its
+    cache rather than follow, and logs it: which process then reloads every account it
+    touches is otherwise invisible (the 10x year's verified emissions took 5.5 s or
+    45 s depending on it). What it reads next is the store's."""
+    monkeypatch.setattr(aggregates_module, "CACHE_CATCH_UP_LIMIT", 5)
+    with two_registries("postgres", tmp_path) as (a, b):
+        open_company(b, "PWR-0001")
+        assert b.store.aggregates is not None
+        b.store.aggregates.catch_up()
+        assert b.repository.cache is not None and b.repository.cache.get(Account.id_for("PWR-0001"))
+        for n in range(2, 9):  # seven events b has not followed
+            open_company(a, f"PWR-{n:04d}")
+        a.issue_units(REGULATOR, "ISS", CEA, 100, "")
+        a.allocate(REGULATOR, "AL-1", "PWR-0001", ANY_CEA, 100, "", source="CN-ISSUANCE")
+        with caplog.at_level("WARNING", logger="registry.persistence.aggregates"):
+            b.store.aggregates.catch_up()
+        assert "aggregate cache dropped: more than 5 events" in caplog.text
+        with pytest.raises(KeyError):
+            b.repository.cache.get(Account.id_for("PWR-0001"))
+        assert b.store.aggregates.position == a.recorder.max_notification_id()
+        assert b.get_holdings("PWR-0001")[0].total == 100
