@@ -19,7 +19,7 @@ from registry.application.results import (
     EmissionsRowStatus,
     YearClosing,
 )
-from registry.application.store import Store
+from registry.application.store import AccountOpening, Store
 from registry.application.unit_of_work import UnitOfWork
 from registry.application.unit_of_work import saved_position as _position
 from registry.domain.accounts import Account, AccountType, Sector, check_account_id
@@ -180,7 +180,7 @@ class Compliance:
 
     def _check_emissions_rows(self, rows: Sequence[EmissionsRow]) -> None:
         check_batch(len(rows), 0, "rows", "emissions rows given")
-        accounts = self._store.accounts_as_opened(  # an account's type and holder are fixed
+        accounts = self._store.account_openings(  # an account's type and holder are fixed
             row.account_id for row in rows if isinstance(row.account_id, str)
         )
         seen: dict[tuple[str, int], int] = {}
@@ -371,10 +371,10 @@ class Compliance:
 
 
 def _emissions_row_violations(
-    accounts: Mapping[str, Account], name: str, row: EmissionsRow
+    accounts: Mapping[str, AccountOpening], name: str, row: EmissionsRow
 ) -> list[Violation]:
-    """Every problem of one emissions row, each named by its field (``accounts``: the
-    rows' accounts that exist, as opened)."""
+    """Every problem of one emissions row, each named by its field (``accounts``: what
+    opening fixed of the rows' accounts that exist)."""
     checks: list[tuple[str, Callable[[Any], object], Any]] = [
         ("account_id", check_account_id, row.account_id),
         ("compliance_year", check_year, row.compliance_year),

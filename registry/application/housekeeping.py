@@ -145,11 +145,19 @@ class Housekeeping:
         return expired
 
     def _catch_up(self) -> None:
-        """Read the hold events after the last one seen: opened holds in, ended out."""
+        """Read the hold events after the last position looked at: opened holds in,
+        ended out; then move that position to the head read first.
+
+        Moving it only to the last hold event found made every sweep read the whole log
+        after it: with no hold in a national year, 683 ms of PostgreSQL per sweep
+        every 5 s after a 10x year's trades, growing with the log (pg_stat_statements).
+        Commits enter the log in position order (the insert holds the table lock), so
+        nothing can appear at or below a head already read."""
         recorder, mapper = self.registry.recorder, self.registry.mapper
+        head = recorder.max_notification_id() or 0
         while True:
             page = recorder.select_notifications(
-                start=self._after + 1, limit=PAGE, topics=HOLD_TOPICS
+                start=self._after + 1, limit=PAGE, stop=head, topics=HOLD_TOPICS
             )
             for notification in page:
                 originator = notification.originator_id
@@ -162,4 +170,5 @@ class Housekeeping:
                     self._open.pop(hold_uuid, None)
                 self._after = notification.id
             if len(page) < PAGE:
+                self._after = max(self._after, head)
                 return

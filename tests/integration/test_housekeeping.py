@@ -4,8 +4,12 @@ what is not due, or already ended, is left alone."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from registry.application import Registry
-from registry.application.housekeeping import Housekeeping
+from registry.application.housekeeping import HOLD_TOPICS, Housekeeping
 from registry.domain.holds import HoldStatus
 from registry.domain.proposals import ProposalStatus
 from registry.domain.transactions import Principal
@@ -57,3 +61,37 @@ def test_due_holds_and_proposals_expire_once(registry: Registry, clock: FakeCloc
     held = {h.unit_class.key: h.held for h in registry.get_holdings("PWR-0001")}
     assert held == {"CEA/2025": 0}
     assert_conserved(registry)
+
+
+def test_a_sweep_reads_only_what_the_log_gained_since_the_last(
+    registry: Registry, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no hold in the log, each sweep used to read the whole log again (its
+    position moved only on hold events): 683 ms of PostgreSQL a sweep after a 10x
+    year. Now a sweep starts after the head the previous one read, and still finds a
+    hold placed since: here the first sweep reads from position 1, the second from
+    just after the head at the first, and the hold placed between expires."""
+    open_company(registry, "PWR-0001")
+    registry.issue_units(REGULATOR, "ISS-1", UnitClass(UnitType.CEA, 2025), 1_000, "")
+    registry.transfer(REGULATOR, "T-1", "CN-ISSUANCE", "PWR-0001", CEA, 1_000, "")
+    starts: list[int | None] = []
+    select = registry.recorder.select_notifications
+
+    def recorded(start: int | None, limit: int, *args: Any, **kwargs: Any) -> Any:
+        if list(kwargs.get("topics", ())) == list(HOLD_TOPICS):  # the hold sweep's reads
+            starts.append(start)
+        return select(start, limit, *args, **kwargs)
+
+    monkeypatch.setattr(registry.recorder, "select_notifications", recorded)
+    ticks = iter(range(0, 10_000, 100))
+    chores = Housekeeping(
+        registry, hold_seconds=1, proposal_seconds=10**6, monotonic=lambda: float(next(ticks))
+    )
+    assert chores.tick().holds_expired == 0
+    head = registry.recorder.max_notification_id()
+    assert starts == [1]
+    assert registry.place_hold(EXCHANGE, "H-1", "PWR-0001", CEA, 100, 60).ok
+    clock.advance(61)
+    assert chores.tick().holds_expired == 1
+    assert starts[1] == (head or 0) + 1
+    assert registry.get_hold(EXCHANGE.party, "H-1").status is HoldStatus.EXPIRED
