@@ -3,12 +3,14 @@ events after it), and what is loaded that way is exactly what loading one by one
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 import registry.persistence.aggregates as aggregates_module
-from registry.application import EmissionsRow, Trade
+from registry.application import EmissionsRow, Registry, Trade
 from registry.application.unit_of_work import UnitOfWork
 from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
@@ -21,6 +23,28 @@ from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, 
 
 pytestmark = pytest.mark.postgres
 CEA = UnitClass(UnitType.CEA, 2025)
+ANY_CEA = UnitSelector(UnitType.CEA)
+
+
+@contextmanager
+def writer_and_reader() -> Iterator[tuple[Registry, Registry, str]]:
+    """Two registry processes on one fresh PostgreSQL database (and its URL)."""
+    with fresh_pg_database() as url:
+        writer, reader = build_registry(Settings(url)), build_registry(Settings(url))
+        try:
+            yield writer, reader, url
+        finally:
+            writer.close()
+            reader.close()
+
+
+def funded(writer: Registry, accounts: list[str]) -> None:
+    """Open these companies; the first is allocated 3,000 CEA."""
+    for account in accounts:
+        open_company(writer, account)
+    writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
+    writer.transfer(REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA, 3_000, "")
+    writer.allocate(REGULATOR, "AL-1", accounts[0], ANY_CEA, 3_000, "")
 
 
 def state(aggregate: Any) -> dict[str, Any]:
@@ -29,58 +53,38 @@ def state(aggregate: Any) -> dict[str, Any]:
 
 def test_prefetched_aggregates_equal_those_loaded_one_by_one(monkeypatch: Any) -> None:
     accounts = ["PWR-0001", "PWR-0002", "PWR-0003"]
-    with fresh_pg_database() as url:
-        writer = build_registry(Settings(url))
-        reader = build_registry(Settings(url))
-        try:
-            for account in accounts:
-                open_company(writer, account)
-            writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
-            writer.transfer(
-                REGULATOR,
-                "RES",
-                "CN-ISSUANCE",
-                "CN-ALLOCATION-RESERVE",
-                UnitSelector(UnitType.CEA),
-                3_000,
-                "",
-            )
-            writer.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA), 3_000, "")
-            for n in range(450):  # PWR-0001 and -0002 cross two snapshot intervals
-                writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
-            writer.record_verified_emissions(
-                REGULATOR, [EmissionsRow("PWR-0001", 2025, 7, "report")]
-            )
-            ids = [Account.id_for(a) for a in [*accounts, "NOPE-0001"]] + [
-                ComplianceObligation.id_for("PWR-0001", 2025),
-                ComplianceObligation.id_for("PWR-0002", 2025),
+    with writer_and_reader() as (writer, reader, _url):
+        funded(writer, accounts)
+        for n in range(450):  # PWR-0001 and -0002 cross two snapshot intervals
+            writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
+        writer.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-0001", 2025, 7, "report")])
+        ids = [Account.id_for(a) for a in [*accounts, "NOPE-0001"]] + [
+            ComplianceObligation.id_for("PWR-0001", 2025),
+            ComplianceObligation.id_for("PWR-0002", 2025),
+        ]
+        assert reader.snapshots is not None
+        assert reader.snapshots.get(ids[0], desc=True, limit=1), "no snapshot to start from"
+
+        def one_by_one(*_: Any, **__: Any) -> Any:
+            raise AssertionError("a prefetched aggregate was loaded again")
+
+        prefetched = UnitOfWork(reader, optimistic=True)
+        prefetched.prefetch(ids, reader.store.load_many)
+        with monkeypatch.context() as patch:
+            patch.setattr(reader.repository, "get", one_by_one)
+            found = [
+                prefetched.find(i, Account if n < 4 else ComplianceObligation)
+                for n, i in enumerate(ids)
             ]
-            assert reader.snapshots is not None
-            assert reader.snapshots.get(ids[0], desc=True, limit=1), "no snapshot to start from"
-
-            def one_by_one(*_: Any, **__: Any) -> Any:
-                raise AssertionError("a prefetched aggregate was loaded again")
-
-            prefetched = UnitOfWork(reader, optimistic=True)
-            prefetched.prefetch(ids, reader.store.load_many)
-            with monkeypatch.context() as patch:
-                patch.setattr(reader.repository, "get", one_by_one)
-                found = [
-                    prefetched.find(i, Account if n < 4 else ComplianceObligation)
-                    for n, i in enumerate(ids)
-                ]
-            assert found[3] is None and found[5] is None  # never created
-            fresh = UnitOfWork(reader)
-            for n, aggregate_id in enumerate(ids):
-                expected = fresh.find(aggregate_id, Account if n < 4 else ComplianceObligation)
-                assert (found[n] is None) == (expected is None)
-                if expected is not None:
-                    assert state(found[n]) == state(expected)
-            assert prefetched.read_versions == fresh.read_versions
-            assert prefetched.read_versions[ids[0]] > 400
-        finally:
-            writer.close()
-            reader.close()
+        assert found[3] is None and found[5] is None  # never created
+        fresh = UnitOfWork(reader)
+        for n, aggregate_id in enumerate(ids):
+            expected = fresh.find(aggregate_id, Account if n < 4 else ComplianceObligation)
+            assert (found[n] is None) == (expected is None)
+            if expected is not None:
+                assert state(found[n]) == state(expected)
+        assert prefetched.read_versions == fresh.read_versions
+        assert prefetched.read_versions[ids[0]] > 400
 
 
 def test_a_fresh_read_of_cached_aggregates_starts_from_the_cache(monkeypatch: Any) -> None:
@@ -89,56 +93,38 @@ def test_a_fresh_read_of_cached_aggregates_starts_from_the_cache(monkeypatch: An
     library's repository does for one: it must not decode their snapshots again (after
     a 10x year, CN-SURRENDER's holds a million blocks). What it gets is what a new
     process loads from the store: here PWR-0001 after another process's 250 trades."""
-    with fresh_pg_database() as url:
-        writer = build_registry(Settings(url))
-        reader = build_registry(Settings(url))
+    with writer_and_reader() as (writer, reader, url):
+        funded(writer, ["PWR-0001", "PWR-0002"])
+        ids = [Account.id_for("PWR-0001"), Account.id_for("PWR-0002")]
+        cached = reader.store.load_many(ids)  # the reader caches both (prefetch does)
+        for aggregate_id, aggregate in cached.items():
+            assert reader.repository.cache is not None
+            reader.repository.cache.put(aggregate_id, aggregate)
+        for n in range(250):  # past a snapshot of both, written by the other process
+            writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
+
+        snapshot_reads: list[list[Any]] = []
+        real = aggregates_module.select_latest_events
+
+        def counted(recorder: Any, wanted: Any) -> Any:
+            snapshot_reads.append(list(wanted))
+            return real(recorder, wanted)
+
+        monkeypatch.setattr(aggregates_module, "select_latest_events", counted)
+        retry = UnitOfWork(reader, optimistic=False)
+        retry.prefetch(ids, reader.store.load_many)
+        assert snapshot_reads == []  # both started from the cached copies
+        found = [retry.find(i, Account) for i in ids]
+        assert [a.version for a in found if a] == [
+            v + 250 for v in (cached[ids[0]].version, cached[ids[1]].version)
+        ]
+        monkeypatch.setattr(aggregates_module, "select_latest_events", real)
+        restarted = build_registry(Settings(url))  # no cache: snapshot and events
         try:
-            for account in ["PWR-0001", "PWR-0002"]:
-                open_company(writer, account)
-            writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
-            writer.transfer(
-                REGULATOR,
-                "RES",
-                "CN-ISSUANCE",
-                "CN-ALLOCATION-RESERVE",
-                UnitSelector(UnitType.CEA),
-                3_000,
-                "",
-            )
-            writer.allocate(REGULATOR, "AL-1", "PWR-0001", UnitSelector(UnitType.CEA), 3_000, "")
-            ids = [Account.id_for("PWR-0001"), Account.id_for("PWR-0002")]
-            cached = reader.store.load_many(ids)  # the reader caches both (prefetch does)
-            for aggregate_id, aggregate in cached.items():
-                assert reader.repository.cache is not None
-                reader.repository.cache.put(aggregate_id, aggregate)
-            for n in range(250):  # past a snapshot of both, written by the other process
-                writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "PWR-0002", "CEA", 1))
-
-            snapshot_reads: list[list[Any]] = []
-            real = aggregates_module.select_latest_events
-
-            def counted(recorder: Any, wanted: Any) -> Any:
-                snapshot_reads.append(list(wanted))
-                return real(recorder, wanted)
-
-            monkeypatch.setattr(aggregates_module, "select_latest_events", counted)
-            retry = UnitOfWork(reader, optimistic=False)
-            retry.prefetch(ids, reader.store.load_many)
-            assert snapshot_reads == []  # both started from the cached copies
-            found = [retry.find(i, Account) for i in ids]
-            assert [a.version for a in found if a] == [
-                v + 250 for v in (cached[ids[0]].version, cached[ids[1]].version)
-            ]
-            monkeypatch.setattr(aggregates_module, "select_latest_events", real)
-            restarted = build_registry(Settings(url))  # no cache: snapshot and events
-            try:
-                expected = [UnitOfWork(restarted).find(i, Account) for i in ids]
-                assert [state(a) for a in found] == [state(a) for a in expected]
-            finally:
-                restarted.close()
+            expected = [UnitOfWork(restarted).find(i, Account) for i in ids]
+            assert [state(a) for a in found] == [state(a) for a in expected]
         finally:
-            writer.close()
-            reader.close()
+            restarted.close()
 
 
 def test_an_emissions_table_is_checked_on_the_accounts_openings_alone(monkeypatch: Any) -> None:
@@ -147,46 +133,40 @@ def test_an_emissions_table_is_checked_on_the_accounts_openings_alone(monkeypatc
     in one query, not their whole histories (37,000 accounts after a 10x year's trades
     took 45 s). The checks still name every bad row: a trading account, an unknown one,
     unit lines for a steel company."""
-    with fresh_pg_database() as url:
-        writer = build_registry(Settings(url))
-        reader = build_registry(Settings(url))
-        try:
-            open_company(writer, "PWR-0001")
-            open_company(writer, "STL-0001", sector="STEEL")
-            open_trader(writer, "TRD-0001")
-            writer.issue_units(REGULATOR, "ISS", CEA, 100, "")
-            writer.allocate(
-                REGULATOR,
-                "AL-1",
-                "PWR-0001",
-                UnitSelector(UnitType.CEA),
-                100,
-                "",
-                source="CN-ISSUANCE",
-            )
-            for n in range(30):  # a history the check has no need to replay
-                writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "TRD-0001", "CEA", 1))
+    with writer_and_reader() as (writer, reader, _url):
+        open_company(writer, "PWR-0001")
+        open_company(writer, "STL-0001", sector="STEEL")
+        open_trader(writer, "TRD-0001")
+        writer.issue_units(REGULATOR, "ISS", CEA, 100, "")
+        writer.allocate(
+            REGULATOR,
+            "AL-1",
+            "PWR-0001",
+            UnitSelector(UnitType.CEA),
+            100,
+            "",
+            source="CN-ISSUANCE",
+        )
+        for n in range(30):  # a history the check has no need to replay
+            writer.settle_trade(EXCHANGE, Trade(f"T{n}", "PWR-0001", "TRD-0001", "CEA", 1))
 
-            def whole(ids: list[Any]) -> Any:
-                raise AssertionError(f"loaded {len(ids)} aggregates whole to check the table")
+        def whole(ids: list[Any]) -> Any:
+            raise AssertionError(f"loaded {len(ids)} aggregates whole to check the table")
 
-            monkeypatch.setattr(reader.store, "load_many", whole)  # what prefetches use
-            rows = [
-                EmissionsRow("PWR-0001", 2025, 7, "report"),
-                EmissionsRow("TRD-0001", 2025, 7, "report"),
-                EmissionsRow("NOPE-0001", 2025, 7, "report"),
-                EmissionsRow("STL-0001", 2025, 7, "report", (UnitLine("GAS", "G1", 7, 7),)),
-            ]
-            with pytest.raises(RowsInvalid) as refused:
-                reader.record_verified_emissions(REGULATOR, rows)
-            assert [(v.field, v.reason) for v in refused.value.violations] == [
-                ("rows[1].account_id", "NOT_COMPLIANCE_ACCOUNT"),
-                ("rows[2].account_id", "UNKNOWN_ACCOUNT"),
-                ("rows[3].unit_lines", "UNIT_LINES_NOT_POWER"),
-            ]
-            monkeypatch.undo()
-            recorded = reader.record_verified_emissions(REGULATOR, rows[:1])
-            assert [r.status.name for r in recorded.results] == ["RECORDED"]
-        finally:
-            writer.close()
-            reader.close()
+        monkeypatch.setattr(reader.store, "load_many", whole)  # what prefetches use
+        rows = [
+            EmissionsRow("PWR-0001", 2025, 7, "report"),
+            EmissionsRow("TRD-0001", 2025, 7, "report"),
+            EmissionsRow("NOPE-0001", 2025, 7, "report"),
+            EmissionsRow("STL-0001", 2025, 7, "report", (UnitLine("GAS", "G1", 7, 7),)),
+        ]
+        with pytest.raises(RowsInvalid) as refused:
+            reader.record_verified_emissions(REGULATOR, rows)
+        assert [(v.field, v.reason) for v in refused.value.violations] == [
+            ("rows[1].account_id", "NOT_COMPLIANCE_ACCOUNT"),
+            ("rows[2].account_id", "UNKNOWN_ACCOUNT"),
+            ("rows[3].unit_lines", "UNIT_LINES_NOT_POWER"),
+        ]
+        monkeypatch.undo()
+        recorded = reader.record_verified_emissions(REGULATOR, rows[:1])
+        assert [r.status.name for r in recorded.results] == ["RECORDED"]
