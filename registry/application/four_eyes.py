@@ -30,9 +30,10 @@ policy's (``services/policy.py``: only verified emissions of its provinces' comp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from registry.application.accounts import Accounts
 from registry.application.commands import (
@@ -221,11 +222,13 @@ class FourEyes:
 
         return store.retrying(attempt)
 
-    def expire_due(self) -> list[ProposalView]:
-        """Record every pending proposal past its validity as expired."""
+    def expire_due(self, among: Iterable[UUID] | None = None) -> list[ProposalView]:
+        """Record every pending proposal past its validity as expired: of ``among``
+        (proposal ids, the housekeeping's index of those still pending) if given, else
+        of every proposal in the log (one scan of it by topic)."""
         store = self._store
         expired = []
-        for proposal in self._all():
+        for proposal in self._all(among):
             if proposal.status is ProposalStatus.PENDING and proposal.is_due(store.clock()):
 
                 def attempt(uow: UnitOfWork, p: Proposal = proposal) -> ProposalView:
@@ -256,10 +259,10 @@ class FourEyes:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _all(self) -> list[Proposal]:
+    def _all(self, among: Iterable[UUID] | None = None) -> list[Proposal]:
         store = self._store
         uow = UnitOfWork(store.app)
-        ids = list(store.originators(Proposal.Proposed.TOPIC))
+        ids = list(store.originators(Proposal.Proposed.TOPIC) if among is None else among)
         uow.prefetch(ids, store.load_many)
         return [p for p in (uow.find(i, Proposal) for i in ids) if p is not None]
 

@@ -497,6 +497,7 @@ class Movements:
             if look_up_recorded():  # an id already recorded made the save fail
                 self._look_up_ids_until = time.monotonic() + REUSED_IDS_WINDOW_SECONDS
 
+        store.preload(_group_reads(jobs, failed))  # outside the lock: see preload
         outcomes = store.retrying(attempt, on_conflict, lock=store.group_lock)
         return [
             failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]

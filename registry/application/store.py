@@ -122,6 +122,18 @@ class Store:
             for account_id, account in found.items()
         }
 
+    def preload(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Cache, before taking the writer lock, the aggregates a group will read that
+        are not cached (``PostgresAggregates.preload``). Best effort: a database fault
+        here is left for the group's own attempt to meet and handle."""
+        if self.aggregates is None:
+            return
+        try:
+            self.aggregates.preload(aggregate_ids)
+        except Exception as error:
+            if not database_fault(error):
+                raise
+
     def catch_up(self) -> None:
         """Bring the cached aggregates up to date with other processes' writes."""
         if self.aggregates is not None:

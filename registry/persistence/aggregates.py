@@ -179,6 +179,29 @@ class PostgresAggregates:
             for stored in self._recorder.select_first_events(aggregate_ids)
         }
 
+    def preload(self, aggregate_ids: Iterable[UUID]) -> int:
+        """Cache those of these aggregates that are not cached yet, read from the store
+        now (``load``); how many it cached.
+
+        For a group about to take the writer lock: what it would otherwise load under
+        the lock (two queries and a replay) is read while the other process holds it.
+        In the national year's surrenders every group loads its companies' obligations
+        (recorded on the other process): a fifth of the serialised time. Safe at any
+        moment on the thread that runs ``catch_up``: a copy read now holds every event
+        committed so far, the log position the catch-up follows from is no later than
+        that, and anything committed after is after it too, so the next catch-up
+        advances the copy (skipping what it has) and nothing is missed."""
+        cache = self._app.repository.cache
+        if cache is None:
+            return 0
+        wanted = [i for i in dict.fromkeys(aggregate_ids) if _cached_copy(cache, i) is None]
+        if not wanted:
+            return 0
+        loaded = self.load(wanted)
+        for aggregate_id, aggregate in loaded.items():
+            cache.put(aggregate_id, aggregate)
+        return len(loaded)
+
     def load(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]:
         """The aggregates among these that exist, as the store has them now
         (``UnitOfWork.prefetch``): a copy of the cached one, else the latest snapshot,
