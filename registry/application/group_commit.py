@@ -61,13 +61,22 @@ class GroupCommit(Generic[Request, Answer]):
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._group: list[tuple[Request, Future[Answer]]] = []
+        """The group being formed or run (on the group's thread only)."""
+        self._load = 0
+        self._stopping = False
+        """``close`` was asked for: stop after the group being run."""
 
     def submit(self, request: Request) -> Answer:
         """Run ``request`` in the next group and return its answer (or raise)."""
         if threading.current_thread() is self._thread:
             # A request made while deciding a group (a hook calling back in) runs on
             # its own at once: queued, it would wait for the thread that waits for it.
-            outcome = self._run([request])[0]
+            running, self._group = self._group, []  # take_more: nothing to join it
+            try:
+                outcome = self._run([request])[0]
+            finally:
+                self._group = running
             if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
@@ -106,22 +115,41 @@ class GroupCommit(Generic[Request, Answer]):
                 continue
             if first is None:
                 return
-            group = [first]
-            load = self._weight(first[0])
-            stop = False
-            while load < self._limit:
-                try:
-                    queued = self._queue.get_nowait()
-                except Empty:
-                    break
-                if queued is None:
-                    stop = True
-                    break
-                group.append(queued)
-                load += self._weight(queued[0])
+            self._group, self._load = [first], self._weight(first[0])
+            self._fill()
+            group, self._group = self._group, []
             self._answer(group)
-            if stop:
+            if self._stopping:
                 return
+
+    def take_more(self) -> list[Request]:
+        """Requests queued since the group being run was formed (up to the limit),
+        joined to it: ``run`` calls this on the group's thread once it holds what it
+        waited for, and answers them too, in order after the others.
+
+        A group waits for the writer lock while another process holds it (every
+        surrender credits CN-SURRENDER): the callers answered meanwhile queue again,
+        and without this they made a group of their own, waiting for the lock again
+        (the group thread of each server spent half of the national year's
+        surrenders waiting for requests, a fifth for the lock)."""
+        if threading.current_thread() is not self._thread or not self._group:
+            return []
+        before = len(self._group)
+        self._fill()
+        return [request for request, _ in self._group[before:]]
+
+    def _fill(self) -> None:
+        """Add queued requests to the group until its weight reaches the limit."""
+        while self._load < self._limit and not self._stopping:
+            try:
+                queued = self._queue.get_nowait()
+            except Empty:
+                return
+            if queued is None:
+                self._stopping = True
+                return
+            self._group.append(queued)
+            self._load += self._weight(queued[0])
 
     def _run_idle(self) -> None:
         """The idle work; a failure (the database away) is logged and tried again at
@@ -137,6 +165,9 @@ class GroupCommit(Generic[Request, Answer]):
             self._idle_failing = False
 
     def _answer(self, group: list[tuple[Request, Future[Answer]]]) -> None:
+        """Run the group (which ``take_more`` may lengthen while it runs) and settle
+        each caller's future."""
+        self._group = group
         try:
             outcomes = self._run([request for request, _ in group])
             if len(outcomes) != len(group):
@@ -145,6 +176,8 @@ class GroupCommit(Generic[Request, Answer]):
             for _, future in group:
                 future.set_exception(error)
             return
+        finally:
+            self._group = []
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

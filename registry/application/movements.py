@@ -457,10 +457,11 @@ class Movements:
         meanwhile is replayed."""
         failed: dict[int, RegistryError] = {}
         known: dict[tuple[str, str], Transaction] = {}
-
+        jobs = list(jobs)
         store = self._store
 
         def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
+            jobs.extend(self._group.take_more())  # who queued while it waited for the lock
             store.catch_up()
             if not looked[0] and time.monotonic() < self._look_up_ids_until:
                 look_up_recorded()  # ids are being reused lately: find them before saving

@@ -536,8 +536,9 @@ def take(
     )
 
 
-def _start(block: SerialBlock) -> tuple[UnitClass, int]:
-    return block.unit_class, block.first
+_start: Callable[[SerialBlock], tuple[UnitClass, int]] = operator.attrgetter("unit_class", "first")
+"""A block's (class, first serial), its sort key: made in C (bisecting a chunk asks
+for it ~10 times a block; a Python function was a fifth of crediting one)."""
 
 
 def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holding:

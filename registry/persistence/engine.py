@@ -13,7 +13,9 @@ from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+
+from registry.persistence.sessions import session_options
 
 
 class StoreSettings(Protocol):
@@ -46,7 +48,13 @@ def make_engine(settings: StoreSettings) -> Engine:
         return engine
     if settings.backend in ("postgresql", "postgres"):
         url = make_url(settings.database_url).set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_size=4,
+            max_overflow=4,
+            pool_pre_ping=True,
+            connect_args={"options": _options(url)},
+        )
     raise ValueError(f"read models need SQLite or PostgreSQL, not {settings.describe()}")
 
 
@@ -70,7 +78,7 @@ def make_read_engine(settings: StoreSettings, pool_size: int) -> Engine:
         pool_pre_ping=False,
         isolation_level="AUTOCOMMIT",
         pool_reset_on_return=None,
-        connect_args={"application_name": READS_APPLICATION_NAME},
+        connect_args={"application_name": READS_APPLICATION_NAME, "options": _options(url)},
     )
 
 
@@ -101,7 +109,7 @@ def make_replica_engine(settings: StoreSettings, pool_size: int) -> Engine | Non
         pool_reset_on_return=None,
         connect_args={
             "application_name": REPLICA_APPLICATION_NAME,
-            "options": "-c default_transaction_read_only=on",
+            "options": _options(url, "-c default_transaction_read_only=on"),
         },
     )
 
@@ -122,8 +130,14 @@ def make_read_only_engine(settings: StoreSettings) -> Engine:
         url,
         pool_size=1,
         max_overflow=1,
-        connect_args={"options": "-c default_transaction_read_only=on"},
+        connect_args={"options": _options(url, "-c default_transaction_read_only=on")},
     )
+
+
+def _options(url: URL, *more: str) -> str:
+    """libpq ``options`` for a session on ``url`` (``registry.persistence.sessions``)."""
+    given = url.query.get("options")
+    return session_options(given if isinstance(given, str) else None, *more)
 
 
 def dedicated_connection(engine: Engine) -> psycopg.Connection[Any]:

@@ -1,4 +1,5 @@
-"""The event store's PostgreSQL factory: the library's, plus the database URL's TLS.
+"""The event store's PostgreSQL factory: the library's, plus the database URL's TLS
+and the registry's session settings (``registry.persistence.sessions``).
 
 The library builds its connection pool from ``POSTGRES_DBNAME/HOST/PORT/USER/PASSWORD``
 only, so ``sslmode``/``sslrootcert``/... in ``REGISTRY_DATABASE_URL`` reached the read
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 
 import eventsourcing.postgres as es_postgres
 from eventsourcing.utils import Environment, EnvType
+
+from registry.persistence.sessions import session_options
 
 TLS_ENV_PREFIX = "POSTGRES_SSL"
 """``registry.settings`` writes the URL's ``sslmode`` as ``POSTGRES_SSLMODE``, etc."""
@@ -37,3 +40,4 @@ class RegistryPostgresFactory(es_postgres.PostgresFactory):
         kwargs = self.datastore.pool.kwargs
         assert isinstance(kwargs, dict)  # the library's: a dict it updates itself
         kwargs.update(tls_connect_kwargs(self.env))
+        kwargs["options"] = session_options(kwargs.get("options"))
