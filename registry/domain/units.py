@@ -417,24 +417,32 @@ def _add_one(chunks: list[Chunk], starts: _Starts, block: SerialBlock) -> int:
         after = following[0]
     else:
         after = None
-    if before is not None and before.overlaps(block):
-        raise ValueError(f"overlapping serial blocks {before} and {block}")
-    if after is not None and after.overlaps(block):
-        raise ValueError(f"overlapping serial blocks {block} and {after}")
+    # The serials are compared before the classes (``_same``): the neighbours are
+    # sorted by (class, first), so when the serials cannot touch the classes need not
+    # be looked at, and the dataclass ``==`` is a Python call.
     unit_class, first, last, start, stop = block.unit_class, block.first, block.last, index, index
-    if before is not None and before.unit_class == unit_class and before.last + 1 == first:
+    if before is not None and before.last + 1 >= first and _same(before.unit_class, unit_class):
+        if before.last >= first:
+            raise ValueError(f"overlapping serial blocks {before} and {block}")
         first, start = before.first, index - 1
-    joins = after is not None and after.unit_class == unit_class and last + 1 == after.first
-    if joins:
-        assert after is not None
-        last, stop = after.last, index + 1
+    joins = False
+    if after is not None and after.first <= last + 1 and _same(after.unit_class, unit_class):
+        if after.first <= last:
+            raise ValueError(f"overlapping serial blocks {block} and {after}")
+        last, stop, joins = after.last, index + 1, True
     if (first, last) != (block.first, block.last):
         block = SerialBlock(unit_class, first, last)
     if joins and following:  # the block took the next chunk's first
-        _replace(chunks, starts, lo, lo + 2, (*chunk[:start], block), following[1:])
-    else:
-        _replace(chunks, starts, lo, lo + 1, (*chunk[:start], block, *chunk[stop:]))
+        _replace(chunks, starts, lo, lo + 2, chunk[:start] + (block,), following[1:])  # noqa: RUF005
+    else:  # concatenation: a fifth faster than unpacking into a new tuple (timeit)
+        _replace(chunks, starts, lo, lo + 1, chunk[:start] + (block,) + chunk[stop:])  # noqa: RUF005
     return 1 - (stop - start)
+
+
+def _same(one: UnitClass, other: UnitClass) -> bool:
+    """Whether two unit classes are equal: usually the very same object (decoded
+    through one cache), which ``==`` on a dataclass does not check first."""
+    return one is other or one == other
 
 
 def _remove_one(chunks: list[Chunk], starts: _Starts, wanted: SerialBlock) -> int:

@@ -249,3 +249,40 @@ def test_an_old_snapshot_loads_and_its_holding_updates(count: int) -> None:
     for event in account.collect_events():
         replayed = event.mutate(replayed if replayed is not None else snapshot.mutate(None))
     assert replayed is not None and replayed.available == account.available
+
+
+def test_a_replayed_posting_adds_each_run_of_credits_in_one_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replaying a group's ``MovementsPosted`` on a large holding updates it once per
+    run of credits (or debits), not once per movement, and ends with the same holding.
+    Worked through: CN-SURRENDER holds 2,000 spaced blocks; the event credits three
+    movements of two blocks each, debits one of them back, then credits one more: two
+    ``add`` calls (six blocks, then one) and one ``remove``, and the holding is the
+    2,000 plus the six credited, less the one debited, plus the last."""
+    account = national(spaced(2_000))
+    base = spaced(2_000)[-1].last + 10
+    credited = [SerialBlock(CLASSES[2], base + 10 * n, base + 10 * n + 1) for n in range(7)]
+    movements: list[dict[str, Any]] = [
+        {"transaction_id": uuid4(), "credited": credited[0:2]},
+        {"transaction_id": uuid4(), "credited": credited[2:4]},
+        {"transaction_id": uuid4(), "credited": credited[4:6]},
+        {"transaction_id": uuid4(), "debited": credited[0:1]},
+        {"transaction_id": uuid4(), "credited": credited[6:7]},
+    ]
+    event = Account.MovementsPosted(
+        originator_id=account.id,
+        originator_version=account.version + 1,
+        timestamp=Account.MovementsPosted.create_timestamp(),
+        movements=movements,
+    )
+    calls: list[tuple[str, int]] = []
+    add, remove = units.add, units.remove
+    monkeypatch.setattr(units, "add", lambda h, b: calls.append(("add", len(b))) or add(h, b))
+    monkeypatch.setattr(
+        units, "remove", lambda h, b: calls.append(("remove", len(b))) or remove(h, b)
+    )
+    event.apply(account)
+    assert calls == [("add", 6), ("remove", 1), ("add", 1)]
+    expected = units.remove(units.add(spaced(2_000), credited), credited[0:1])
+    assert account.available == expected and len(expected) == 2_006
