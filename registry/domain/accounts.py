@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import lru_cache
-from itertools import groupby
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -274,18 +273,13 @@ class Account(Aggregate):
         movements: list[dict[str, Any]]
 
         def apply(self, account: Account) -> None:
-            """Each run of credits (or of debits) is one ``add`` (``remove``) of all
-            its blocks, in order: the same holding as one call per movement, since
-            both place block by block, but a large holding's chunk index is copied
-            once per run, not once per movement (CN-SURRENDER, replaying the other
-            process's group of 16 surrenders, copied its index of ~4,000 chunks 16
-            times, half the cost of crediting it)."""
             available = account.available  # updated persistently, not copied
-            for debit, run in groupby(self.movements, key=_is_debit):
-                if debit:
-                    available = units.remove(available, [b for m in run for b in m["debited"]])
+            for movement in self.movements:
+                debited = movement.get("debited")
+                if debited is not None:
+                    available = units.remove(available, debited)
                 else:
-                    available = units.add(available, [b for m in run for b in m["credited"]])
+                    available = units.add(available, movement["credited"])
             account.available = available
 
     class UnitsHeld(Aggregate.Event):
@@ -679,11 +673,6 @@ class _Postings:
             movements=self.movements,
         )
         return merged
-
-
-def _is_debit(movement: dict[str, Any]) -> bool:
-    """Whether a ``MovementsPosted`` entry is a debit (else a credit)."""
-    return movement.get("debited") is not None
 
 
 def _any_of(blocks: Holding) -> UnitSelector:
