@@ -130,8 +130,9 @@ class GroupCommit(Generic[Request, Answer]):
         A group waits for the writer lock while another process holds it (every
         surrender credits CN-SURRENDER): the callers answered meanwhile queue again,
         and without this they made a group of their own, waiting for the lock again
-        (the group thread of each server spent half of the national year's
-        surrenders waiting for requests, a fifth for the lock)."""
+        (the national year's surrender groups averaged 3.5 requests without it and
+        5.9 with it, most then at the bench's 8 serving threads: fewer saves; the
+        phase's time did not change beyond the machine's spread)."""
         if threading.current_thread() is not self._thread or not self._group:
             return []
         before = len(self._group)

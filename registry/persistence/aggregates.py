@@ -185,8 +185,8 @@ class PostgresAggregates:
 
         For a group about to take the writer lock: what it would otherwise load under
         the lock (two queries and a replay) is read while the other process holds it.
-        In the national year's surrenders every group loads its companies' obligations
-        (recorded on the other process): a fifth of the serialised time. Safe at any
+        In the 10x year's surrenders loading what a group had not cached was a quarter
+        of the group thread's work (py-spy), most of it under the lock. Safe at any
         moment on the thread that runs ``catch_up``: a copy read now holds every event
         committed so far, the log position the catch-up follows from is no later than
         that, and anything committed after is after it too, so the next catch-up
