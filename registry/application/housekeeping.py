@@ -17,19 +17,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
-
-from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from registry.domain.errors import RegistryError
 from registry.domain.holds import Hold
 from registry.domain.proposals import Proposal
 from registry.domain.transactions import SYSTEM
 from registry.observability.metrics import RegistryMetrics
+from registry.persistence.aggregates import TopicFollower, as_uuid
 
 if TYPE_CHECKING:
     from registry.application.registry import Registry
@@ -45,7 +44,6 @@ PROPOSAL_TOPICS = [
     Proposal.Expired.TOPIC,
 ]
 """A proposal is pending from its Proposed event until one of the others."""
-PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,9 @@ class Housekeeping:
         self.hold_seconds = hold_seconds
         self.proposal_seconds = proposal_seconds
         self.monotonic = monotonic
-        self._hold_events = _TopicFollower(registry.recorder, HOLD_TOPICS)
+        self._hold_events = TopicFollower(registry.recorder, HOLD_TOPICS)
         self._open: dict[UUID, OpenHold] = {}
-        self._proposal_events = _TopicFollower(registry.recorder, PROPOSAL_TOPICS)
+        self._proposal_events = TopicFollower(registry.recorder, PROPOSAL_TOPICS)
         self._pending: dict[UUID, None] = {}
         """Proposals that may still be pending, in the order they were proposed."""
         self._holds_at = self._proposals_at = float("-inf")
@@ -161,7 +159,7 @@ class Housekeeping:
     def expire_proposals(self) -> int:
         """Record every pending proposal past its validity as expired; how many."""
         for notification in self._proposal_events.read():
-            proposal_uuid = _uuid(notification.originator_id)
+            proposal_uuid = as_uuid(notification.originator_id)
             if notification.topic == Proposal.Proposed.TOPIC:
                 self._pending[proposal_uuid] = None
             else:
@@ -176,45 +174,10 @@ class Housekeeping:
         ended out."""
         mapper = self.registry.mapper
         for notification in self._hold_events.read():
-            hold_uuid = _uuid(notification.originator_id)
+            hold_uuid = as_uuid(notification.originator_id)
             if notification.topic == Hold.Placed.TOPIC:
                 event = mapper.to_domain_event(notification)
                 assert isinstance(event, Hold.Placed)
                 self._open[hold_uuid] = OpenHold(event.party, event.hold_id, event.expires_at)
             else:
                 self._open.pop(hold_uuid, None)
-
-
-class _TopicFollower:
-    """A position in the log and what events of some topics it gained after it.
-
-    Moving the position only to the last event of the topics found made every sweep
-    read the whole log after it: with no hold in a national year, 683 ms of
-    PostgreSQL per hold sweep every 5 s after a 10x year's trades, growing with the
-    log (pg_stat_statements); the proposals sweep scanned the log from its start every
-    minute. The position moves to the head read first: commits enter the log in
-    position order (the insert holds the table lock), so nothing can appear at or
-    below a head already read."""
-
-    def __init__(self, recorder: ApplicationRecorder, topics: Sequence[str]) -> None:
-        self.recorder = recorder
-        self.topics = list(topics)
-        self.after = 0
-
-    def read(self) -> Iterator[Notification]:
-        """The notifications of the topics after the position, up to the head now."""
-        head = self.recorder.max_notification_id() or 0
-        while True:
-            page = self.recorder.select_notifications(
-                start=self.after + 1, limit=PAGE, stop=head, topics=self.topics
-            )
-            for notification in page:
-                yield notification
-                self.after = notification.id
-            if len(page) < PAGE:
-                self.after = max(self.after, head)
-                return
-
-
-def _uuid(originator: UUID | str) -> UUID:
-    return originator if isinstance(originator, UUID) else UUID(originator)

@@ -467,7 +467,7 @@ class Movements:
                 look_up_recorded()  # ids are being reused lately: find them before saving
             while True:
                 try:
-                    return self._apply_jobs(uow, jobs, failed, known)
+                    return self._apply_jobs(uow, jobs, failed, known, preloaded)
                 except _BatchFailed:
                     uow = UnitOfWork(store.app, optimistic=uow.optimistic)
 
@@ -498,7 +498,8 @@ class Movements:
             if look_up_recorded():  # an id already recorded made the save fail
                 self._look_up_ids_until = time.monotonic() + REUSED_IDS_WINDOW_SECONDS
 
-        store.preload(_group_reads(jobs, failed))  # outside the lock: see preload
+        # outside the lock (see preload); then these jobs' reads are cached, if they exist
+        preloaded = len(jobs) if store.preload(_group_reads(jobs, failed)) else 0
         outcomes = store.retrying(attempt, on_conflict, lock=store.group_lock)
         return [
             failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
@@ -511,8 +512,16 @@ class Movements:
         jobs: Sequence[MoveJob],
         failed: dict[int, RegistryError],
         known: dict[tuple[str, str], Transaction],
+        preloaded: int = 0,
     ) -> dict[tuple[int, int], TransactionResult | RegistryError]:
-        uow.prefetch(_group_reads(jobs, failed), self._store.load_many)
+        """Decide the jobs in order on ``uow`` and save what they decided in one save
+        (a batch that fails is noted in ``failed``, and ``_BatchFailed`` tells the
+        caller to decide the group again without it). The first ``preloaded`` jobs'
+        reads were cached by ``Store.preload``: a unit of work that trusts the cache
+        does not look them up again (2,000 cache lookups for a batch of 1,000
+        trades); one that reads fresh prefetches them all."""
+        start = preloaded if uow.optimistic else 0
+        uow.prefetch(_group_reads(jobs, failed, start), self._store.load_many)
         clock = self._store.clock
         outcomes: dict[tuple[int, int], TransactionResult | RegistryError] = {}
         first: dict[tuple[str, str], tuple[int, int]] = {}
@@ -563,13 +572,15 @@ class Movements:
         return outcomes
 
 
-def _group_reads(jobs: Sequence[MoveJob], failed: dict[int, RegistryError]) -> Iterator[UUID]:
+def _group_reads(
+    jobs: Sequence[MoveJob], failed: dict[int, RegistryError], start: int = 0
+) -> Iterator[UUID]:
     """What the group's movements read (``perform.reads``), a trade's two accounts
     told by their id strings: a batch of 1,000 trades names a few hundred accounts
     2,000 times, and each UUID hashes in Python where a string hashes once."""
     accounts: set[str] = set()
     for j, job in enumerate(jobs):
-        if j in failed:
+        if j < start or j in failed:
             continue
         for _, movement in job.rows:
             if type(movement) is not Movement:

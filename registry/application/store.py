@@ -122,17 +122,19 @@ class Store:
             for account_id, account in found.items()
         }
 
-    def preload(self, aggregate_ids: Iterable[UUID]) -> None:
+    def preload(self, aggregate_ids: Iterable[UUID]) -> bool:
         """Cache, before taking the writer lock, the aggregates a group will read that
-        are not cached (``PostgresAggregates.preload``). Best effort: a database fault
-        here is left for the group's own attempt to meet and handle."""
+        are not cached (``PostgresAggregates.preload``); whether they now are (those
+        that exist). Best effort: a database fault here is left for the group's own
+        attempt to meet and handle."""
         if self.aggregates is None:
-            return
+            return False
         try:
-            self.aggregates.preload(aggregate_ids)
+            return self.aggregates.preload(aggregate_ids)
         except Exception as error:
             if not database_fault(error):
                 raise
+            return False
 
     def catch_up(self) -> None:
         """Bring the cached aggregates up to date with other processes' writes."""

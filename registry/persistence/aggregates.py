@@ -20,7 +20,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application, LRUCache
 from eventsourcing.domain import Aggregate, Snapshot
-from eventsourcing.persistence import ApplicationRecorder, Recording, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, Notification, Recording, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 
 from registry.persistence.recorder import RegistryPostgresRecorder, select_latest_events
@@ -42,14 +42,39 @@ def replay(aggregate: Any, events: Iterable[Any]) -> Any:
 
 def originators(recorder: ApplicationRecorder, topic: str) -> Iterator[UUID]:
     """Ids of aggregates whose events of ``topic`` are in the log, in log order."""
-    start = 1
-    while True:
-        page = recorder.select_notifications(start=start, limit=SCAN_PAGE, topics=[topic])
-        for notification in page:
-            yield _uuid(notification.originator_id)
-        if len(page) < SCAN_PAGE:
-            return
-        start = page[-1].id + 1
+    for notification in TopicFollower(recorder, [topic]).read():
+        yield as_uuid(notification.originator_id)
+
+
+class TopicFollower:
+    """A position in the log and the events of some topics it gained after it.
+
+    Moving the position only to the last event of the topics found made every sweep
+    of the housekeeping read the whole log after it: with no hold in a national year,
+    683 ms of PostgreSQL per hold sweep every 5 s after a 10x year's trades, growing
+    with the log (pg_stat_statements); the proposals sweep scanned the log from its
+    start every minute. The position moves to the head read first: commits enter the
+    log in position order (the insert holds the table lock), so nothing can appear at
+    or below a head already read."""
+
+    def __init__(self, recorder: ApplicationRecorder, topics: Sequence[str]) -> None:
+        self.recorder = recorder
+        self.topics = list(topics)
+        self.after = 0
+
+    def read(self) -> Iterator[Notification]:
+        """The notifications of the topics after the position, up to the head now."""
+        head = self.recorder.max_notification_id() or 0
+        while True:
+            page = self.recorder.select_notifications(
+                start=self.after + 1, limit=SCAN_PAGE, stop=head, topics=self.topics
+            )
+            for notification in page:
+                yield notification
+                self.after = notification.id
+            if len(page) < SCAN_PAGE:
+                self.after = max(self.after, head)
+                return
 
 
 class PostgresAggregates:
@@ -115,7 +140,7 @@ class PostgresAggregates:
             self._own_saves.extend(own)
         for position, stored in rows:
             self.position = position
-            aggregate_id = _uuid(stored.originator_id)
+            aggregate_id = as_uuid(stored.originator_id)
             cached = _cached_copy(cache, aggregate_id)
             if cached is None or cached.version >= stored.originator_version:
                 continue  # not followed here, or it has this event already
@@ -136,7 +161,7 @@ class PostgresAggregates:
             return False
         newer: dict[UUID, list[StoredEvent]] = {}
         for stored in self._recorder.select_newer_events(read_versions):
-            newer.setdefault(_uuid(stored.originator_id), []).append(stored)
+            newer.setdefault(as_uuid(stored.originator_id), []).append(stored)
         for aggregate_id, events in newer.items():
             cached = _cached_copy(cache, aggregate_id)
             if (
@@ -164,7 +189,7 @@ class PostgresAggregates:
         recorded)."""
         events: dict[UUID, list[StoredEvent]] = {}
         for stored in self._recorder.select_newer_events(dict.fromkeys(aggregate_ids, 0)):
-            events.setdefault(_uuid(stored.originator_id), []).append(stored)
+            events.setdefault(as_uuid(stored.originator_id), []).append(stored)
         return {
             aggregate_id: replay(None, map(self._app.mapper.to_domain_event, stored))
             for aggregate_id, stored in events.items()
@@ -175,13 +200,13 @@ class PostgresAggregates:
         one query: for what is fixed when an aggregate is created and never changed."""
         mapper = self._app.mapper
         return {
-            _uuid(stored.originator_id): replay(None, [mapper.to_domain_event(stored)])
+            as_uuid(stored.originator_id): replay(None, [mapper.to_domain_event(stored)])
             for stored in self._recorder.select_first_events(aggregate_ids)
         }
 
-    def preload(self, aggregate_ids: Iterable[UUID]) -> int:
+    def preload(self, aggregate_ids: Iterable[UUID]) -> bool:
         """Cache those of these aggregates that are not cached yet, read from the store
-        now (``load``); how many it cached.
+        now (``load``); False when there is no cache to put them in.
 
         For a group about to take the writer lock: what it would otherwise load under
         the lock (two queries and a replay) is read while the other process holds it.
@@ -193,14 +218,12 @@ class PostgresAggregates:
         advances the copy (skipping what it has) and nothing is missed."""
         cache = self._app.repository.cache
         if cache is None:
-            return 0
+            return False
         wanted = [i for i in dict.fromkeys(aggregate_ids) if _cached_copy(cache, i) is None]
-        if not wanted:
-            return 0
-        loaded = self.load(wanted)
-        for aggregate_id, aggregate in loaded.items():
-            cache.put(aggregate_id, aggregate)
-        return len(loaded)
+        if wanted:
+            for aggregate_id, aggregate in self.load(wanted).items():
+                cache.put(aggregate_id, aggregate)
+        return True
 
     def load(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]:
         """The aggregates among these that exist, as the store has them now
@@ -229,11 +252,11 @@ class PostgresAggregates:
                 assert isinstance(snapshot, Snapshot)
                 aggregate = snapshot.mutate(None)
                 assert isinstance(aggregate, Aggregate)
-                start[_uuid(stored.originator_id)] = aggregate
+                start[as_uuid(stored.originator_id)] = aggregate
         after = {i: start[i].version if i in start else 0 for i in aggregate_ids}
         events: dict[UUID, list[StoredEvent]] = {}
         for stored in self._recorder.select_newer_events(after):
-            events.setdefault(_uuid(stored.originator_id), []).append(stored)
+            events.setdefault(as_uuid(stored.originator_id), []).append(stored)
         mapper = self._app.mapper
         loaded = {
             i: replay(start.get(i), map(mapper.to_domain_event, events.get(i, ())))
@@ -242,7 +265,7 @@ class PostgresAggregates:
         return {i: aggregate for i, aggregate in loaded.items() if aggregate is not None}
 
 
-def _uuid(value: UUID | str) -> UUID:
+def as_uuid(value: UUID | str) -> UUID:
     """A stored originator id as a UUID (psycopg already gives one)."""
     return value if isinstance(value, UUID) else UUID(value)
 

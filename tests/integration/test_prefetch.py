@@ -178,9 +178,10 @@ def test_a_group_reads_what_it_lacks_before_its_attempt(monkeypatch: Any) -> Non
     copies it caches early are followed like any other. Worked through: the writer
     funds PWR-0001 with 3,000 and records its 2025 emissions (7); the reader caches
     PWR-0001 early, then the writer trades 100 of it to PWR-0002. The reader's
-    surrender of 7 loads the obligation (recorded by the writer) before its attempt
-    and nothing in it; its catch-up advances the early PWR-0001 past the trade, so the
-    save is not refused as stale (no lost race) and 3,000 - 100 - 7 = 2,893 remain."""
+    surrender of 7 loads the obligation (recorded by the writer) before its attempt,
+    and in it neither loads nor looks up again what it preloaded; its catch-up
+    advances the early PWR-0001 past the trade, so the save is not refused as stale
+    (no lost race) and 3,000 - 100 - 7 = 2,893 remain."""
     with writer_and_reader() as (writer, reader, _url):
         funded(writer, ["PWR-0001", "PWR-0002"])
         writer.record_verified_emissions(REGULATOR, [EmissionsRow("PWR-0001", 2025, 7, "report")])
@@ -203,12 +204,21 @@ def test_a_group_reads_what_it_lacks_before_its_attempt(monkeypatch: Any) -> Non
         monkeypatch.setattr(aggregates, "load", loading)
         monkeypatch.setattr(store, "load_many", loading)
         monkeypatch.setattr(store, "catch_up", catching_up)
+        prefetch = UnitOfWork.prefetch
+
+        def prefetching(uow: UnitOfWork, ids: Any, load_many: Any) -> None:
+            wanted = list(ids)
+            order.append(("prefetch", wanted))
+            prefetch(uow, wanted, load_many)
+
+        monkeypatch.setattr(UnitOfWork, "prefetch", prefetching)
         result = reader.surrender(REGULATOR, "SUR-1", "PWR-0001", ANY_CEA, 7, 2025, "2025")
         assert result.ok
         loaded = {i for step, ids in order if step == "load" for i in ids}
         assert ComplianceObligation.id_for("PWR-0001", 2025) in loaded
         assert Account.id_for("PWR-0001") not in loaded  # cached early, advanced since
-        assert [step for step, _ in order][-1] == "attempt"  # nothing loaded in it
+        assert [step for step, _ in order][-2:] == ["attempt", "prefetch"]  # no load
+        assert order[-1] == ("prefetch", [])  # nor a second look at what was preloaded
         assert reader._movements.lost_saves == 0
         held = {h.unit_class.key: h.total for h in reader.get_holdings("PWR-0001")}
         assert held == {"CEA/2025": 2_893}

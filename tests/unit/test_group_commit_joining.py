@@ -49,12 +49,17 @@ def test_requests_queued_while_a_group_waits_join_it_up_to_the_limit() -> None:
 def test_nothing_joins_outside_a_group_or_a_request_made_from_within_one() -> None:
     """``take_more`` from another thread takes nothing; a request made while a group
     runs (a hook calling back in) runs alone, and a ``take_more`` inside it takes
-    nothing that belongs to the group around it."""
+    nothing, even with a request queued (3): that one is the next group's."""
     inner: list[list[int]] = []
     group: GroupCommit[int, int]
+    later: list[int] = []
 
     def run(requests: Sequence[int]) -> list[int | BaseException]:
         if requests == [1]:
+            waiting = threading.Thread(target=lambda: later.append(group.submit(3)))
+            waiting.start()
+            while group._queue.qsize() < 1:  # 3 queued behind this group
+                threading.Event().wait(0.01)
             assert group.submit(2) == 20  # nested: runs at once, on this thread
         else:
             inner.append([*requests, *group.take_more()])
@@ -64,6 +69,9 @@ def test_nothing_joins_outside_a_group_or_a_request_made_from_within_one() -> No
     try:
         assert group.take_more() == []
         assert group.submit(1) == 10
-        assert inner == [[2]]
+        while not later:
+            threading.Event().wait(0.01)
+        assert later == [30]
+        assert inner == [[2], [3]]
     finally:
         group.close()
