@@ -12,7 +12,15 @@ is shared), the best of ``--rounds``, for:
   the account's events do: holdings are immutable, every version stays valid);
 - ``credit``/``debit``: the same through an ``Account`` (``credit`` and
   ``debit_blocks``: the event is made and applied), the whole aggregate path;
-- ``posted``: a ``MovementsPosted`` of 10 credits applied to the account (a batch).
+- ``posted``: a ``MovementsPosted`` of 10 credits applied to the account (a batch);
+- ``add27``: ``units.add`` of 27 blocks at once (a company's surrender into
+  CN-SURRENDER in the national year), per update, not per block.
+
+``--scattered`` allocates the holding's blocks in random order among other objects, as
+a server's CN-SURRENDER is built over a year of decoded events: its neighbours in a
+chunk are then far apart in memory, and touching them costs what it costs in the
+server (blocks made in order sit side by side and flatter every layout). The process
+runs with the servers' collector settings (``registry.cli.runtime.tune_gc``).
 
 ``--surrender`` plays a national year's surrender phase instead: 3,700 compliance
 accounts holding 100,000 scattered blocks between them each surrender all they hold
@@ -25,11 +33,13 @@ No database: this is the domain's bookkeeping only.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from collections.abc import Callable
 from uuid import uuid4
 
+from registry.cli.runtime import tune_gc
 from registry.domain import units
 from registry.domain.accounts import Account, AccountType, Holder
 from registry.domain.units import SerialBlock, UnitClass, UnitSelector, UnitType
@@ -41,12 +51,19 @@ STRIDE = 10
 joins neither neighbour, so an added block is a new block (the worst case)."""
 
 
-def holding(size: int) -> tuple[SerialBlock, ...]:
-    """``size`` disjoint blocks, the first few of an older vintage (as a real account)."""
-    return tuple(
-        SerialBlock(OLD if i < size // 10 else CEA, STRIDE * i + 1, STRIDE * i + 5)
-        for i in range(size)
-    )
+def holding(size: int, scattered: bool = False) -> tuple[SerialBlock, ...]:
+    """``size`` disjoint blocks, the first few of an older vintage (as a real account);
+    ``scattered``: made in random order, each beside another small object."""
+    order = list(range(size))
+    if scattered:
+        random.Random(size).shuffle(order)
+    made: dict[int, SerialBlock] = {}
+    other = []
+    for i in order:
+        made[i] = SerialBlock(OLD if i < size // 10 else CEA, STRIDE * i + 1, STRIDE * i + 5)
+        if scattered:
+            other.append([i, str(i)])
+    return tuple(made[i] for i in range(size))
 
 
 def gaps(size: int, ops: int, seed: int) -> list[SerialBlock]:
@@ -68,9 +85,19 @@ def per_op(run: Callable[[], int], reps: int) -> float:
     return (time.process_time() - start) / count * 1e6
 
 
-def measure(size: int, ops: int, seed: int) -> dict[str, float]:
-    base = units.add((), holding(size))
+def measure(size: int, ops: int, seed: int, scattered: bool = False) -> dict[str, float]:
+    base = units.add((), holding(size, scattered))
     extra = gaps(size, ops, seed)
+    surrenders = [
+        sorted(extra[i : i + 27], key=lambda b: (b.unit_class, b.first))
+        for i in range(0, len(extra) - 26, 27)
+    ]
+
+    def add27() -> int:
+        h = base
+        for blocks in surrenders:
+            h = units.add(h, blocks)
+        return len(surrenders)
 
     def add() -> int:
         h = base
@@ -123,6 +150,7 @@ def measure(size: int, ops: int, seed: int) -> dict[str, float]:
         figures["credit"] += per_op(credit, 1) / reps
         figures["debit"] += per_op(debit, 1) / reps
     figures["posted"] = per_op(posted, reps)
+    figures["add27"] = per_op(add27, reps) if surrenders else math.nan
     assert account.available == base, "the credits and debits did not cancel out"
     return figures
 
@@ -164,19 +192,23 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--surrender", action="store_true", help="the surrender phase")
+    parser.add_argument(
+        "--scattered", action="store_true", help="the holding's blocks spread in memory"
+    )
     args = parser.parse_args()
+    tune_gc()
     if args.surrender:
         for round_ in range(args.rounds):
             seconds = surrender_phase(3_700, 100_000, seed=round_)
             print(f"surrender phase: 3,700 surrenders, 100,000 blocks: {seconds:.2f} s CPU")
         return
-    names = ("add", "remove", "credit", "debit", "posted")
+    names = ("add", "remove", "credit", "debit", "posted", "add27")
     print(f"{'blocks':>8} " + " ".join(f"{n + ' µs':>11}" for n in names))
     for size in args.sizes:
         ops = min(args.ops, size)
         best: dict[str, float] = {}
         for round_ in range(args.rounds):
-            for name, value in measure(size, ops, seed=round_).items():
+            for name, value in measure(size, ops, round_, args.scattered).items():
                 best[name] = min(best.get(name, value), value)
         print(f"{size:>8,} " + " ".join(f"{best[n]:>11.1f}" for n in names))
 

@@ -196,49 +196,82 @@ class SerialBlock:
 
 Holding = tuple[SerialBlock, ...]
 """Sorted, disjoint serial blocks, adjacent blocks of one class joined: a plain tuple
-up to ``CHUNK`` blocks (copying that few is cheaper than any index), a ``Blocks`` (a
+up to ``PLAIN`` blocks (copying that few is cheaper than any index), a ``Blocks`` (a
 tuple to every reader) beyond; ``add`` and ``remove`` choose, and take either, or the
-list a snapshot restores. A ``Blocks`` shrinks back to a tuple below ``CHUNK / 2``,
+list a snapshot restores. A ``Blocks`` shrinks back to a tuple below ``PLAIN / 2``,
 so a holding near the limit does not change form at every movement."""
 
-CHUNK = 512
-"""Most blocks a chunk of a ``Blocks`` holds: an update copies one chunk and the index
-of chunks, so it costs about ``CHUNK + 2 * len / CHUNK`` pointer copies (~600 at
-100,000 blocks, instead of 200,000)."""
+PLAIN = 512
+"""Most blocks a holding keeps as a plain tuple (nearly every company's account)."""
+CHUNK = 64
+"""Most blocks a leaf (chunk) of a ``Blocks`` holds. An update copies the chunk it
+changes and the chunk list of that chunk's branch, and once per update the list of
+branches: about ``CHUNK + 2 * BRANCH + 2 * len / (CHUNK * BRANCH / 4)`` pointers.
+Copying a pointer to a block touches the block (its reference count), and in a
+holding built over a year almost every block is out of the processor's caches. With
+one level of chunks of 512, a 27-block credit into a million scattered blocks cost
+~630 µs and a single block ~100 µs; with this tree ~330-360 and ~25
+(``python -m bench.holdings --sizes 100000 1000000 --scattered``)."""
 _FILL = CHUNK // 2
 """How full a chunk is made: room to grow before it splits."""
 _LOW = CHUNK // 8
 """A chunk emptier than this after a removal joins a neighbour."""
+BRANCH = 64
+"""Most chunks a branch holds."""
+_BRANCH_FILL = BRANCH // 2
+"""How full a branch is made."""
+_BRANCH_LOW = BRANCH // 8
+"""A branch with fewer chunks than this after a removal is remade with a neighbour."""
 _BULK = 64
 """Blocks per update beyond which one pass over a copy beats updating a ``Blocks``
 block by block: more than 1 in ``_BULK`` of its blocks (an issuance of thousands)."""
 Chunk = tuple[SerialBlock, ...]
-# A Blocks is, to the tuple type, the tuple of its chunks: these read it so.
-_chunk_at: Callable[[Blocks, int], Chunk] = tuple.__getitem__  # type: ignore[assignment]
-_chunks_in: Callable[[Blocks, slice], tuple[Chunk, ...]] = tuple.__getitem__  # type: ignore[assignment]
-_chunk_count: Callable[[Blocks], int] = tuple.__len__
-_chunks_of: Callable[[Blocks], Iterator[Chunk]] = tuple.__iter__  # type: ignore[assignment]
+_Key = tuple["UnitClass", int]
+
+
+class _Branch:
+    """Up to ``BRANCH`` chunks of a ``Blocks``, with the start of each (for bisection)
+    and their count of blocks. Never changed once made: updates make new branches."""
+
+    __slots__ = ("chunks", "length", "starts")
+
+    def __init__(self, chunks: tuple[Chunk, ...], starts: tuple[_Key, ...], length: int) -> None:
+        self.chunks = chunks
+        self.starts = starts
+        self.length = length
+
+    def ends(self) -> list[int]:
+        """Blocks up to the end of each chunk."""
+        return list(accumulate(map(len, self.chunks)))
+
+
+# A Blocks is, to the tuple type, the tuple of its branches: these read it so.
+_branch_at: Callable[[Blocks, int], _Branch] = tuple.__getitem__  # type: ignore[assignment]
+_branch_count: Callable[[Blocks], int] = tuple.__len__
+_branches_of: Callable[[Blocks], Iterator[_Branch]] = tuple.__iter__  # type: ignore[assignment]
 
 
 class Blocks(tuple[SerialBlock, ...]):
     """An account's holding: a persistent sorted sequence of serial blocks.
 
-    ``add`` and ``remove`` return a new ``Blocks`` that shares all but one or two chunks
-    with the old one, which stays unchanged (the aggregate cache hands out shallow copies
-    of accounts, so a holding is never mutated): an update costs ~O(sqrt n), not O(n) —
-    CN-SURRENDER ends a national year with ~100,000 blocks and every surrender credits it.
+    ``add`` and ``remove`` return a new ``Blocks`` that shares all but a few chunks and
+    branches with the old one, which stays unchanged (the aggregate cache hands out
+    shallow copies of accounts, so a holding is never mutated): an update costs about
+    the same at a thousand blocks as at a million — CN-SURRENDER ends a 10x national
+    year with ~1,000,000 blocks and every surrender credits it.
 
-    It is a tuple of its chunks (each a tuple of at most ``CHUNK`` blocks) that reads as
-    the tuple of its blocks: ``len``, iteration, indexing, slicing, ``==`` and ``hash``
-    are the blocks' (a ``Blocks`` equals the plain tuple of the same blocks), and the
-    JSON encoder, which iterates a tuple subclass, stores it as the list of its blocks:
-    the shape account snapshots always had."""
+    It is a B-tree of three levels: a tuple of branches, each holding up to ``BRANCH``
+    chunks, each a tuple of up to ``CHUNK`` blocks. It reads as the tuple of its
+    blocks: ``len``, iteration, indexing, slicing, ``==`` and ``hash`` are the blocks'
+    (a ``Blocks`` equals the plain tuple of the same blocks), and the event encoder,
+    which iterates a tuple subclass, stores it as the list of its blocks: the shape
+    account snapshots always had."""
 
-    _starts: tuple[tuple[UnitClass, int], ...]
-    """The (class, first serial) of each chunk's first block: which chunk a block is in."""
+    _starts: tuple[_Key, ...]
+    """The (class, first serial) of each branch's first block: which branch a block is in."""
     _len: int
     _ends: tuple[int, ...] | None = None
-    """Blocks up to the end of each chunk: made on the first indexing, not per update."""
+    """Blocks up to the end of each branch: made on the first indexing, not per update."""
 
     def __new__(cls, blocks: Iterable[SerialBlock] = ()) -> Blocks:
         """Any blocks: sorted, checked for overlaps and joined, as ``merge``."""
@@ -251,17 +284,18 @@ class Blocks(tuple[SerialBlock, ...]):
         if type(blocks) is Blocks:
             return blocks
         items = tuple(blocks)  # the very tuple, when it is one
-        length = len(items)
-        if length <= CHUNK:  # most accounts: one chunk
-            return cls._make((items,), (_start(items[0]),), length) if items else EMPTY
-        chunks = tuple(items[i : i + _FILL] for i in range(0, length, _FILL))
-        return cls._make(chunks, tuple(_start(c[0]) for c in chunks), length)
+        if not items:
+            return EMPTY
+        if len(items) <= CHUNK:  # one chunk
+            chunks: list[Chunk] = [items]
+        else:
+            chunks = [items[i : i + _FILL] for i in range(0, len(items), _FILL)]
+        branches = _branched(chunks, [_start(c[0]) for c in chunks], _BRANCH_FILL)
+        return cls._make(tuple(branches), tuple(b.starts[0] for b in branches), len(items))
 
     @classmethod
-    def _make(
-        cls, chunks: tuple[Chunk, ...], starts: tuple[tuple[UnitClass, int], ...], length: int
-    ) -> Blocks:
-        made = tuple.__new__(cls, chunks)
+    def _make(cls, branches: tuple[_Branch, ...], starts: tuple[_Key, ...], length: int) -> Blocks:
+        made = tuple.__new__(cls, branches)
         made._starts = starts
         made._len = length
         return made
@@ -277,15 +311,53 @@ class Blocks(tuple[SerialBlock, ...]):
         return self.updated((wanted,), _remove_one)
 
     def updated(self, blocks: Iterable[SerialBlock], update: _Update) -> Blocks:
-        """A new ``Blocks`` with ``update`` made for each block, in order, on lists of
-        this one's chunks: each touched chunk is copied, the others shared, and the
-        index is copied once for all the blocks (a surrender credits dozens)."""
-        chunks = list(_chunks_of(self))
+        """A new ``Blocks`` with ``update`` made for each block, in order: the branch a
+        block falls in (and the next one, when an added block comes after its last block
+        and may join or overlap the next one's first; a neighbour, when a removal leaves
+        a branch too small) is opened into lists of chunks and starts, ``update`` changes
+        those, and they are made into branches again. The index of branches is copied
+        once for all the blocks (a surrender credits dozens)."""
+        branches = list(_branches_of(self))
         starts = list(self._starts)
         length = self._len
+        adding = update is _add_one
         for block in blocks:
-            length += update(chunks, starts, block)
-        return Blocks._make(tuple(chunks), tuple(starts), length)
+            key = _start(block)
+            lo = max(bisect_right(starts, key) - 1, 0)
+            hi = min(lo + 1, len(branches))
+            if adding and hi < len(branches) and key > _start(branches[lo].chunks[-1][-1]):
+                hi += 1  # the block is after this branch's last: the next's first is its neighbour
+            if hi == lo + 1:  # usually: one branch opened
+                branch = branches[lo]
+                chunks, chunk_starts, held = list(branch.chunks), list(branch.starts), branch.length
+            else:
+                chunks = [c for b in branches[lo:hi] for c in b.chunks]
+                chunk_starts = [k for b in branches[lo:hi] for k in b.starts]
+                held = sum(b.length for b in branches[lo:hi])
+            change = update(chunks, chunk_starts, block)
+            length += change
+            held += change
+            if not adding and len(chunks) < _BRANCH_LOW and len(branches) > 1:
+                if hi < len(branches):  # too few chunks left: remade with a neighbour
+                    chunks += branches[hi].chunks
+                    chunk_starts += branches[hi].starts
+                    held += branches[hi].length
+                    hi += 1
+                else:
+                    lo -= 1
+                    chunks[:0] = branches[lo].chunks
+                    chunk_starts[:0] = branches[lo].starts
+                    held += branches[lo].length
+            if len(chunks) > BRANCH:
+                made = _branched(chunks, chunk_starts, _BRANCH_FILL)
+            else:
+                made = [_Branch(tuple(chunks), tuple(chunk_starts), held)] if chunks else []
+            branches[lo:hi] = made
+            starts[lo:hi] = [b.starts[0] for b in made]
+        return Blocks._make(tuple(branches), tuple(starts), length)
+
+    def _chunks(self) -> Iterator[Chunk]:
+        return chain.from_iterable(b.chunks for b in _branches_of(self))
 
     # -- the tuple of the blocks -----------------------------------------------------
 
@@ -296,21 +368,26 @@ class Blocks(tuple[SerialBlock, ...]):
         return self._len > 0
 
     def __iter__(self) -> Iterator[SerialBlock]:
-        return chain.from_iterable(_chunks_of(self))
+        return chain.from_iterable(self._chunks())
 
     def __reversed__(self) -> Iterator[SerialBlock]:
-        return (b for c in reversed(_chunks_in(self, slice(None))) for b in reversed(c))
+        branches = reversed(list(_branches_of(self)))
+        return (b for br in branches for c in reversed(br.chunks) for b in reversed(c))
 
     def _locate(self, index: int) -> SerialBlock:
         ends = self._ends
         if ends is None:
-            ends = self._ends = tuple(accumulate(map(len, _chunks_of(self))))
+            ends = self._ends = tuple(accumulate(b.length for b in _branches_of(self)))
         if index < 0:
             index += self._len
         if not 0 <= index < self._len:
             raise IndexError("holding index out of range")
-        chunk = bisect_right(ends, index)
-        return _chunk_at(self, chunk)[index - (ends[chunk - 1] if chunk else 0)]
+        at = bisect_right(ends, index)
+        branch = _branch_at(self, at)
+        index -= ends[at - 1] if at else 0
+        chunk_ends = branch.ends()
+        chunk = bisect_right(chunk_ends, index)
+        return branch.chunks[chunk][index - (chunk_ends[chunk - 1] if chunk else 0)]
 
     @overload
     def __getitem__(self, index: SupportsIndex) -> SerialBlock: ...
@@ -324,8 +401,13 @@ class Blocks(tuple[SerialBlock, ...]):
     def __contains__(self, item: object) -> bool:
         if not isinstance(item, SerialBlock) or not self._len:
             return False
-        lo = bisect_right(self._starts, _start(item)) - 1
-        return lo >= 0 and item in _chunk_at(self, lo)
+        key = _start(item)
+        at = bisect_right(self._starts, key) - 1
+        if at < 0:
+            return False
+        branch = _branch_at(self, at)
+        chunk = bisect_right(branch.starts, key) - 1
+        return chunk >= 0 and item in branch.chunks[chunk]
 
     def __eq__(self, other: object) -> bool:
         if other is self:
@@ -389,6 +471,17 @@ class Blocks(tuple[SerialBlock, ...]):
 
 
 EMPTY = Blocks._make((), (), 0)
+
+
+def _branched(chunks: list[Chunk], starts: list[_Key], fill: int) -> list[_Branch]:
+    """Chunks (and their starts) as branches of ``fill`` chunks or fewer, split evenly;
+    none when there are no chunks."""
+    step = -(-len(chunks) // max(-(-len(chunks) // fill), 1))
+    return [
+        _Branch(tuple(part), tuple(starts[i : i + step]), sum(map(len, part)))
+        for i in range(0, len(chunks), step)
+        for part in (chunks[i : i + step],)
+    ]
 
 
 _Starts = list[tuple[UnitClass, int]]
@@ -558,10 +651,10 @@ def remove(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Hol
         blocks = blocks if isinstance(blocks, list | tuple) else tuple(blocks)
         if not _in_bulk(holding, blocks):
             kept = holding.updated(blocks, _remove_one)
-            return tuple(kept) if len(kept) < _FILL else kept  # small again
+            return tuple(kept) if len(kept) < PLAIN // 2 else kept  # small again
     result = _listed(holding)
     remove_from(result, blocks)
-    return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
+    return tuple(result) if len(result) <= PLAIN else Blocks.from_sorted(result)
 
 
 def _in_bulk(holding: Blocks, blocks: Sequence[SerialBlock]) -> bool:
@@ -572,8 +665,10 @@ def _in_bulk(holding: Blocks, blocks: Sequence[SerialBlock]) -> bool:
 
 def _listed(holding: Sequence[SerialBlock]) -> list[SerialBlock]:
     """The blocks as a new list (a one-chunk ``Blocks`` copied as its chunk)."""
-    if type(holding) is Blocks and _chunk_count(holding) == 1:
-        return list(_chunk_at(holding, 0))
+    if type(holding) is Blocks and _branch_count(holding) == 1:
+        chunks = _branch_at(holding, 0).chunks
+        if len(chunks) == 1:
+            return list(chunks[0])
     return list(holding)
 
 
@@ -604,7 +699,7 @@ def add(holding: Sequence[SerialBlock], blocks: Iterable[SerialBlock]) -> Holdin
             return holding.updated(blocks, _add_one)
     result = _listed(holding)
     add_into(result, blocks)
-    return tuple(result) if len(result) <= CHUNK else Blocks.from_sorted(result)
+    return tuple(result) if len(result) <= PLAIN else Blocks.from_sorted(result)
 
 
 def add_into(result: list[SerialBlock], blocks: Iterable[SerialBlock]) -> None:

@@ -31,9 +31,14 @@ CLASSES = (
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Chunks of at most 8 blocks, updated block by block: every split, join and
-    shrink of a Blocks is reached by holdings of a few dozen blocks."""
+    """Chunks of at most 8 blocks and branches of at most 4 chunks, updated block by
+    block: every split, join and shrink of a Blocks, at both levels, is reached by
+    holdings of a few dozen blocks."""
+    monkeypatch.setattr(units, "PLAIN", 8)
     monkeypatch.setattr(units, "CHUNK", 8)
+    monkeypatch.setattr(units, "BRANCH", 4)
+    monkeypatch.setattr(units, "_BRANCH_FILL", 2)
+    monkeypatch.setattr(units, "_BRANCH_LOW", 2)
     monkeypatch.setattr(units, "_FILL", 4)
     monkeypatch.setattr(units, "_LOW", 2)
     monkeypatch.setattr(units, "_BULK", 1)
@@ -60,10 +65,14 @@ def check_structure(holding: units.Holding, expected: list[SerialBlock]) -> None
         middle = len(expected) // 2
         assert holding[middle] == expected[middle] and expected[middle] in holding
     if type(holding) is Blocks:
-        chunks = tuple.__getitem__(holding, slice(None))
-        assert all(0 < len(c) <= units.CHUNK for c in chunks)
-        assert holding._starts == tuple((c[0].unit_class, c[0].first) for c in chunks)
-        assert holding._len == sum(map(len, chunks))
+        branches = tuple.__getitem__(holding, slice(None))
+        assert all(0 < len(b.chunks) <= units.BRANCH for b in branches)
+        for branch in branches:
+            assert all(0 < len(c) <= units.CHUNK for c in branch.chunks)
+            assert branch.starts == tuple((c[0].unit_class, c[0].first) for c in branch.chunks)
+            assert branch.length == sum(map(len, branch.chunks))
+        assert holding._starts == tuple(b.starts[0] for b in branches)
+        assert holding._len == sum(b.length for b in branches)
 
 
 part = st.tuples(
@@ -127,17 +136,17 @@ def test_blocks_equal_the_list_algorithm_and_old_versions_stay(
 
 
 def test_a_large_holding_splits_and_joins_chunks_as_it_grows_and_shrinks() -> None:
-    """At the real chunk size: thousands of single additions and removals."""
-    holding = units.add((), spaced(2 * units.CHUNK))
+    """At the real sizes: thousands of single additions and removals."""
+    holding = units.add((), spaced(4 * units.PLAIN))
     assert type(holding) is Blocks
     expected = list(holding)
     for serial in (7, 9):  # two new blocks between each two: chunks triple and split
-        for i in range(2 * units.CHUNK):
+        for i in range(4 * units.PLAIN):
             block = SerialBlock(CLASSES[2], 10 * i + serial, 10 * i + serial)
             holding = units.add(holding, [block])
             units.add_into(expected, [block])
     check_structure(holding, expected)
-    assert tuple.__len__(holding) > 4
+    assert tuple.__len__(holding) > 1  # branches
     for block in list(expected)[::2]:  # remove every other block: chunks join
         holding = units.remove(holding, [block])
         units.remove_from(expected, [block])
@@ -150,11 +159,18 @@ def test_a_large_holding_splits_and_joins_chunks_as_it_grows_and_shrinks() -> No
     assert type(holding) is tuple  # small again: a plain tuple
 
 
-def test_a_block_joins_its_neighbour_across_a_chunk_boundary(small_chunks: None) -> None:
+@pytest.mark.parametrize("level", ["chunk", "branch"])
+def test_a_block_joins_its_neighbour_across_a_boundary(small_chunks: None, level: str) -> None:
+    """A block that fills the gap between the last block of a chunk (of a branch) and
+    the first of the next joins both; one that overlaps the next's first is refused."""
     holding = units.add((), spaced(20))
     assert type(holding) is Blocks
-    chunks = tuple.__getitem__(holding, slice(None))
-    last, following = chunks[0][-1], chunks[1][0]
+    branches = tuple.__getitem__(holding, slice(None))
+    assert len(branches) > 1 and len(branches[0].chunks) > 1
+    if level == "chunk":
+        last, following = branches[0].chunks[0][-1], branches[0].chunks[1][0]
+    else:
+        last, following = branches[0].chunks[-1][-1], branches[1].chunks[0][0]
     bridge = SerialBlock(last.unit_class, last.last + 1, following.first - 1)
     joined = units.add(holding, [bridge])
     assert SerialBlock(last.unit_class, last.first, following.last) in joined
@@ -165,7 +181,7 @@ def test_a_block_joins_its_neighbour_across_a_chunk_boundary(small_chunks: None)
 
 
 def test_take_from_a_large_holding_removes_without_copying_the_rest() -> None:
-    blocks = spaced(3 * units.CHUNK, CLASSES[2])
+    blocks = spaced(3 * units.PLAIN, CLASSES[2])
     holding = units.add((), (SerialBlock(CLASSES[1], 1, 9), *blocks))
     taken, remaining = units.take(holding, UnitSelector(UnitType.CEA, 2025), 7)
     assert taken == (blocks[0], SerialBlock(CLASSES[2], 11, 12))
@@ -242,7 +258,7 @@ def test_an_old_snapshot_loads_and_its_holding_updates(count: int) -> None:
     extra = SerialBlock(CLASSES[2], 10 * count + 1, 10 * count + 3)
     account.credit(uuid4(), [extra])
     assert account.available == (*blocks, extra)
-    assert type(account.available) is (Blocks if count > units.CHUNK else tuple)
+    assert type(account.available) is (Blocks if count > units.PLAIN else tuple)
     account.debit_blocks(uuid4(), [blocks[1]])
     assert account.available == (blocks[0], *blocks[2:], extra)
     replayed = None
