@@ -75,3 +75,43 @@ def test_nothing_joins_outside_a_group_or_a_request_made_from_within_one() -> No
         assert inner == [[2], [3]]
     finally:
         group.close()
+
+
+def test_joining_stops_at_a_request_not_accepted_which_starts_the_next_group() -> None:
+    """Worked through: request 1's group waits until 2 to 5 have queued, then takes in
+    what ``accept`` takes (it refuses 4, as the registry refuses a request whose reads
+    are not cached: they would be loaded while the lock is held). It joins 2 and 3 and
+    stops at 4; the next group starts with 4 (before anything queued after it) and
+    takes 5. Every caller gets its own answer, in order."""
+    groups: list[list[int]] = []
+    first_waits = threading.Event()
+    queued = threading.Event()
+    group: GroupCommit[int, int]
+
+    def run(requests: Sequence[int]) -> list[int | BaseException]:
+        taken = list(requests)
+        if not groups:
+            first_waits.set()
+            assert queued.wait(5)
+            taken += group.take_more(accept=lambda n: n != 4)
+        else:
+            taken += group.take_more()
+        groups.append(taken)
+        return [n * 10 for n in taken]
+
+    group = GroupCommit(run, limit=10, name="t")
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            first = pool.submit(group.submit, 1)
+            assert first_waits.wait(5)
+            rest = []
+            for n in (2, 3, 4, 5):  # queued in this order
+                rest.append(pool.submit(group.submit, n))
+                while group._queue.qsize() < n - 1:
+                    threading.Event().wait(0.01)
+            queued.set()
+            answers = [f.result(5) for f in (first, *rest)]
+        assert answers == [10, 20, 30, 40, 50]
+        assert groups == [[1, 2, 3], [4, 5]]
+    finally:
+        group.close()
