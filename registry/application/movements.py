@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
+from itertools import chain
 from json.encoder import encode_basestring_ascii as _json_str
 from uuid import UUID
 
@@ -460,6 +461,7 @@ class Movements:
         jobs = list(jobs)
         store = self._store
         preloaded = 0  # how many of the jobs (from the first) have their reads cached
+        absent: set[UUID] | None = None  # what they read that did not exist then
 
         def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
             nonlocal preloaded
@@ -477,7 +479,7 @@ class Movements:
                 look_up_recorded()  # ids are being reused lately: find them before saving
             while True:
                 try:
-                    return self._apply_jobs(uow, jobs, failed, known, preloaded)
+                    return self._apply_jobs(uow, jobs, failed, known, preloaded, absent)
                 except _BatchFailed:
                     uow = UnitOfWork(store.app, optimistic=uow.optimistic)
 
@@ -509,7 +511,9 @@ class Movements:
                 self._look_up_ids_until = time.monotonic() + REUSED_IDS_WINDOW_SECONDS
 
         # outside the lock (see preload); then these jobs' reads are cached, if they exist
-        preloaded = len(jobs) if store.preload(_group_reads(jobs, failed)) else 0
+        absent = store.preload(_group_reads(jobs, failed))
+        if absent is not None:
+            preloaded = len(jobs)
         outcomes = store.retrying(attempt, on_conflict, lock=store.group_lock)
         return [
             failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
@@ -527,15 +531,20 @@ class Movements:
         failed: dict[int, RegistryError],
         known: dict[tuple[str, str], Transaction],
         preloaded: int = 0,
+        absent: Collection[UUID] | None = None,
     ) -> dict[tuple[int, int], TransactionResult | RegistryError]:
         """Decide the jobs in order on ``uow`` and save what they decided in one save
         (a batch that fails is noted in ``failed``, and ``_BatchFailed`` tells the
         caller to decide the group again without it). The first ``preloaded`` jobs'
         reads were cached by ``Store.preload``: a unit of work that trusts the cache
         does not look them up again (2,000 cache lookups for a batch of 1,000
-        trades); one that reads fresh prefetches them all."""
+        trades), except those that did not exist then (``absent``), read again in one
+        query now that the lock is held (left to the lookups, each was a query: a
+        batch of 1,000 allocations asked for 1,000 obligations not yet started, one at
+        a time); one that reads fresh prefetches them all."""
         start = preloaded if uow.optimistic else 0
-        uow.prefetch(_group_reads(jobs, failed, start), self._store.load_many)
+        reads = _group_reads(jobs, failed, start)
+        uow.prefetch(chain(absent, reads) if start and absent else reads, self._store.load_many)
         clock = self._store.clock
         outcomes: dict[tuple[int, int], TransactionResult | RegistryError] = {}
         first: dict[tuple[str, str], tuple[int, int]] = {}

@@ -122,19 +122,19 @@ class Store:
             for account_id, account in found.items()
         }
 
-    def preload(self, aggregate_ids: Iterable[UUID]) -> bool:
+    def preload(self, aggregate_ids: Iterable[UUID]) -> set[UUID] | None:
         """Cache, before taking the writer lock, the aggregates a group will read that
-        are not cached (``PostgresAggregates.preload``); whether they now are (those
-        that exist). Best effort: a database fault here is left for the group's own
-        attempt to meet and handle."""
+        are not cached (``PostgresAggregates.preload``); the ids among them that do not
+        exist, or None when they could not be cached. Best effort: a database fault
+        here is left for the group's own attempt to meet and handle."""
         if self.aggregates is None:
-            return False
+            return None
         try:
             return self.aggregates.preload(aggregate_ids)
         except Exception as error:
             if not database_fault(error):
                 raise
-            return False
+            return None
 
     def cached(self, aggregate_ids: Iterable[UUID]) -> bool:
         """Whether all of these aggregates are in the aggregate cache followed along

@@ -204,9 +204,12 @@ class PostgresAggregates:
             for stored in self._recorder.select_first_events(aggregate_ids)
         }
 
-    def preload(self, aggregate_ids: Iterable[UUID]) -> bool:
+    def preload(self, aggregate_ids: Iterable[UUID]) -> set[UUID] | None:
         """Cache those of these aggregates that are not cached yet, read from the store
-        now (``load``); False when there is no cache to put them in.
+        now (``load``); the ids among them the store does not have (the caller reads
+        those again once it holds the writer lock: another process may create them
+        meanwhile, and a cache never holds what does not exist), or None when there is
+        no cache to put them in.
 
         For a group about to take the writer lock: what it would otherwise load under
         the lock (two queries and a replay) is read while the other process holds it.
@@ -218,12 +221,12 @@ class PostgresAggregates:
         advances the copy (skipping what it has) and nothing is missed."""
         cache = self._app.repository.cache
         if cache is None:
-            return False
+            return None
         wanted = [i for i in dict.fromkeys(aggregate_ids) if _cached_copy(cache, i) is None]
-        if wanted:
-            for aggregate_id, aggregate in self.load(wanted).items():
-                cache.put(aggregate_id, aggregate)
-        return True
+        found = self.load(wanted) if wanted else {}
+        for aggregate_id, aggregate in found.items():
+            cache.put(aggregate_id, aggregate)
+        return {i for i in wanted if i not in found}
 
     def cached(self, aggregate_ids: Iterable[UUID]) -> bool:
         """Whether all of these aggregates are cached (True without a cache)."""

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 import registry.persistence.aggregates as aggregates_module
-from registry.application import EmissionsRow, Registry, Trade
+from registry.application import AllocationRow, EmissionsRow, Registry, Trade
+from registry.application.results import RowOutcome
 from registry.application.unit_of_work import UnitOfWork
 from registry.bootstrap import build_registry
 from registry.domain.accounts import Account
 from registry.domain.errors import RowsInvalid
 from registry.domain.obligations import ComplianceObligation
-from registry.domain.rules import UnitLine
+from registry.domain.rules import ComplianceYear, UnitLine
 from registry.domain.units import UnitClass, UnitSelector, UnitType
 from registry.settings import Settings
 from tests.support import EXCHANGE, REGULATOR, fresh_pg_database, open_company, open_trader
@@ -181,7 +182,8 @@ def test_a_group_reads_what_it_lacks_before_its_attempt(monkeypatch: Any) -> Non
     funds PWR-0001 with 3,000 and records its 2025 emissions (7); the reader caches
     PWR-0001 early, then the writer trades 100 of it to PWR-0002. The reader's
     surrender of 7 loads the obligation (recorded by the writer) before its attempt,
-    and in it neither loads nor looks up again what it preloaded; its catch-up
+    and in it neither loads nor looks up again what it preloaded (only the 2025
+    compliance year, which was not found: it was never started); its catch-up
     advances the early PWR-0001 past the trade, so the save is not refused as stale
     (no lost race) and 3,000 - 100 - 7 = 2,893 remain."""
     with writer_and_reader() as (writer, reader, _url):
@@ -220,7 +222,8 @@ def test_a_group_reads_what_it_lacks_before_its_attempt(monkeypatch: Any) -> Non
         assert ComplianceObligation.id_for("PWR-0001", 2025) in loaded
         assert Account.id_for("PWR-0001") not in loaded  # cached early, advanced since
         assert [step for step, _ in order][-2:] == ["attempt", "prefetch"]  # no load
-        assert order[-1] == ("prefetch", [])  # nor a second look at what was preloaded
+        # nor a second look at what was preloaded: only at what it did not find then
+        assert order[-1] == ("prefetch", [ComplianceYear.id_for(2025)])  # never started
         assert reader._movements.lost_saves == 0
         held = {h.unit_class.key: h.total for h in reader.get_holdings("PWR-0001")}
         assert held == {"CEA/2025": 2_893}
@@ -300,9 +303,54 @@ def test_a_request_whose_reads_are_not_cached_waits_for_the_next_group(
         assert {Account.id_for("PWR-0002"), ComplianceObligation.id_for("PWR-0002", 2025)} <= set(
             order[3][1]
         )
-        assert order[2] == order[5] == ("prefetch", [])
+        assert order[2] == order[5] == ("prefetch", [ComplianceYear.id_for(2025)])
         assert reader._movements.lost_saves == 0
         for account, left in (("PWR-0001", 2_493), ("PWR-0002", 495)):
             assert {h.unit_class.key: h.total for h in reader.get_holdings(account)} == {
                 "CEA/2025": left
             }
+
+
+def test_what_did_not_exist_at_the_preload_is_read_again_in_one_query(monkeypatch: Any) -> None:
+    """A group's preload caches what exists; what it did not find (an obligation an
+    allocation will start) is read again once the group holds the lock, in one query
+    with the rest, not looked up one at a time (a batch of 1,000 allocations made
+    1,000 queries). Worked through: the reader, which has cached nothing, allocates
+    100, 200 and 300 of 2025 to three companies with no 2025 obligation yet; its
+    preload loads the reserve and the three accounts and misses the three
+    obligations, its attempt prefetches those three, nothing is read one by one, and
+    the reserve keeps 3,000 - 600 = 2,400."""
+    companies = ["PWR-0001", "PWR-0002", "PWR-0003"]
+    with writer_and_reader() as (writer, reader, _url):
+        for account in companies:
+            open_company(writer, account)
+        writer.issue_units(REGULATOR, "ISS", CEA, 3_000, "")
+        writer.transfer(
+            REGULATOR, "RES", "CN-ISSUANCE", "CN-ALLOCATION-RESERVE", ANY_CEA, 3_000, ""
+        )
+        obligations = {ComplianceObligation.id_for(a, 2025) for a in companies}
+        prefetched: list[list[Any]] = []
+        single: list[Any] = []
+        prefetch, get = UnitOfWork.prefetch, reader.repository.get
+
+        def prefetching(uow: UnitOfWork, ids: Any, load_many: Any) -> None:
+            wanted = list(ids)
+            prefetched.append(wanted)
+            prefetch(uow, wanted, load_many)
+
+        def getting(aggregate_id: Any, **kwargs: Any) -> Any:
+            single.append(aggregate_id)
+            return get(aggregate_id, **kwargs)
+
+        monkeypatch.setattr(UnitOfWork, "prefetch", prefetching)
+        monkeypatch.setattr(reader.repository, "get", getting)
+        rows = [
+            AllocationRow(f"AL-{n}", account, "CEA", 100 * n, "plan", vintage=2025)
+            for n, account in enumerate(companies, start=1)
+        ]
+        results = reader.allocate_many(REGULATOR, rows)
+        assert [r.outcome for r in results] == [RowOutcome.COMPLETED] * 3
+        assert [set(ids) for ids in prefetched] == [obligations]
+        assert not obligations & set(single)
+        reserve = {h.unit_class.key: h.total for h in reader.get_holdings("CN-ALLOCATION-RESERVE")}
+        assert reserve == {"CEA/2025": 2_400}
