@@ -63,8 +63,6 @@ class GroupCommit(Generic[Request, Answer]):
         self._closed = False
         self._group: list[tuple[Request, Future[Answer]]] = []
         """The group being formed or run (on the group's thread only)."""
-        self._kept: tuple[Request, Future[Answer]] | None = None
-        """A request ``take_more`` did not accept: the next group starts with it."""
         self._load = 0
         self._stopping = False
         """``close`` was asked for: stop after the group being run."""
@@ -110,15 +108,11 @@ class GroupCommit(Generic[Request, Answer]):
 
     def _loop(self) -> None:
         while True:
-            first: tuple[Request, Future[Answer]] | None
-            if self._kept is not None:
-                first, self._kept = self._kept, None
-            else:
-                try:
-                    first = self._queue.get(timeout=self._idle_seconds)
-                except Empty:
-                    self._run_idle()
-                    continue
+            try:
+                first = self._queue.get(timeout=self._idle_seconds)
+            except Empty:
+                self._run_idle()
+                continue
             if first is None:
                 return
             self._group, self._load = [first], self._weight(first[0])
@@ -128,11 +122,10 @@ class GroupCommit(Generic[Request, Answer]):
             if self._stopping:
                 return
 
-    def take_more(self, accept: Callable[[Request], bool] | None = None) -> list[Request]:
+    def take_more(self) -> list[Request]:
         """Requests queued since the group being run was formed (up to the limit),
         joined to it: ``run`` calls this on the group's thread once it holds what it
-        waited for, and answers them too, in order after the others. With ``accept``,
-        joining stops at the first request it refuses, which starts the next group.
+        waited for, and answers them too, in order after the others.
 
         A group waits for the writer lock while another process holds it (every
         surrender credits CN-SURRENDER): the callers answered meanwhile queue again,
@@ -143,26 +136,18 @@ class GroupCommit(Generic[Request, Answer]):
         if threading.current_thread() is not self._thread or not self._group:
             return []
         before = len(self._group)
-        self._fill(accept)
+        self._fill()
         return [request for request, _ in self._group[before:]]
 
-    def _fill(self, accept: Callable[[Request], bool] | None = None) -> None:
-        """Add queued requests to the group until its weight reaches the limit (or,
-        with ``accept``, until a request it refuses, kept for the next group)."""
+    def _fill(self) -> None:
+        """Add queued requests to the group until its weight reaches the limit."""
         while self._load < self._limit and not self._stopping:
-            queued: tuple[Request, Future[Answer]] | None
-            if self._kept is not None:
-                queued, self._kept = self._kept, None
-            else:
-                try:
-                    queued = self._queue.get_nowait()
-                except Empty:
-                    return
+            try:
+                queued = self._queue.get_nowait()
+            except Empty:
+                return
             if queued is None:
                 self._stopping = True
-                return
-            if accept is not None and not accept(queued[0]):
-                self._kept = queued
                 return
             self._group.append(queued)
             self._load += self._weight(queued[0])

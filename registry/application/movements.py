@@ -464,16 +464,7 @@ class Movements:
         absent: set[UUID] | None = None  # what they read that did not exist then
 
         def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
-            nonlocal preloaded
-            # Who queued while it waited for the lock joins it; while the group trusts
-            # the cache, only those whose reads are cached: the others' would be loaded
-            # with the lock held (a quarter of a server's group thread in the 10x
-            # surrenders, for the process whose cache was cold), so they start the next
-            # group, which loads them first.
-            trusted = uow.optimistic and preloaded == len(jobs)
-            jobs.extend(self._group.take_more(self._reads_cached if trusted else None))
-            if trusted:
-                preloaded = len(jobs)
+            jobs.extend(self._group.take_more())  # who queued while it waited for the lock
             store.catch_up()
             if not looked[0] and time.monotonic() < self._look_up_ids_until:
                 look_up_recorded()  # ids are being reused lately: find them before saving
@@ -519,10 +510,6 @@ class Movements:
             failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]
             for j, job in enumerate(jobs)
         ]
-
-    def _reads_cached(self, job: MoveJob) -> bool:
-        """Whether everything this job reads is in the aggregate cache."""
-        return self._store.cached(_group_reads([job], {}))
 
     def _apply_jobs(
         self,

@@ -136,12 +136,6 @@ class Store:
                 raise
             return None
 
-    def cached(self, aggregate_ids: Iterable[UUID]) -> bool:
-        """Whether all of these aggregates are in the aggregate cache followed along
-        the log (an aggregate that does not exist never is); True where there is none
-        to look in (other stores load one at a time anyway)."""
-        return self.aggregates is None or self.aggregates.cached(aggregate_ids)
-
     def catch_up(self) -> None:
         """Bring the cached aggregates up to date with other processes' writes."""
         if self.aggregates is not None:

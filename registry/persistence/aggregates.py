@@ -228,11 +228,6 @@ class PostgresAggregates:
             cache.put(aggregate_id, aggregate)
         return {i for i in wanted if i not in found}
 
-    def cached(self, aggregate_ids: Iterable[UUID]) -> bool:
-        """Whether all of these aggregates are cached (True without a cache)."""
-        cache = self._app.repository.cache
-        return cache is None or all(_cached_copy(cache, i) is not None for i in aggregate_ids)
-
     def load(self, aggregate_ids: list[UUID]) -> dict[UUID, Aggregate]:
         """The aggregates among these that exist, as the store has them now
         (``UnitOfWork.prefetch``): a copy of the cached one, else the latest snapshot,

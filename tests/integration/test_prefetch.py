@@ -3,9 +3,7 @@ events after it), and what is loaded that way is exactly what loading one by one
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -227,88 +225,6 @@ def test_a_group_reads_what_it_lacks_before_its_attempt(monkeypatch: Any) -> Non
         assert reader._movements.lost_saves == 0
         held = {h.unit_class.key: h.total for h in reader.get_holdings("PWR-0001")}
         assert held == {"CEA/2025": 2_893}
-
-
-def test_a_request_whose_reads_are_not_cached_waits_for_the_next_group(
-    monkeypatch: Any,
-) -> None:
-    """A request queued while a group waits (for the writer lock, in production) joins
-    it only when what it reads is cached; otherwise it starts the next group, which
-    loads its reads before its own attempt, so nothing is loaded with the lock held.
-    Worked through: PWR-0001 is funded with 3,000 and trades 500 to PWR-0002; their
-    2025 emissions are 7 and 5. The reader's surrender of 7 by PWR-0001 forms a group
-    and, while it is held before its attempt, the surrender of 5 by PWR-0002 (whose
-    account and obligation the reader has not cached) queues. The first group decides
-    PWR-0001's alone; the second loads PWR-0002's reads first, then decides it; neither
-    attempt loads anything, no save is lost, and 3,000 - 500 - 7 = 2,493 and 500 - 5 =
-    495 remain."""
-    with writer_and_reader() as (writer, reader, _url):
-        funded(writer, ["PWR-0001", "PWR-0002"])
-        writer.settle_trade(EXCHANGE, Trade("T-1", "PWR-0001", "PWR-0002", "CEA", 500))
-        writer.record_verified_emissions(
-            REGULATOR,
-            [EmissionsRow("PWR-0001", 2025, 7, "report"), EmissionsRow("PWR-0002", 2025, 5, "r")],
-        )
-        store, aggregates = reader.store, reader.store.aggregates
-        assert aggregates is not None
-        group = reader._movements._group
-        order: list[tuple[str, list[Any]]] = []
-        held, load, preload, catch_up = (
-            threading.Event(),
-            aggregates.load,
-            store.preload,
-            store.catch_up,
-        )
-
-        def loading(ids: list[Any]) -> Any:
-            order.append(("load", list(ids)))
-            return load(ids)
-
-        def preloading(ids: Any) -> bool:
-            if not held.is_set():  # the first group waits until the second request queued
-                held.set()
-                while group._queue.qsize() < 1:
-                    threading.Event().wait(0.01)
-            return preload(ids)
-
-        def catching_up() -> None:
-            order.append(("attempt", []))
-            catch_up()
-
-        monkeypatch.setattr(aggregates, "load", loading)
-        monkeypatch.setattr(store, "load_many", loading)
-        monkeypatch.setattr(store, "preload", preloading)
-        monkeypatch.setattr(store, "catch_up", catching_up)
-        prefetch = UnitOfWork.prefetch
-
-        def prefetching(uow: UnitOfWork, ids: Any, load_many: Any) -> None:
-            wanted = list(ids)
-            order.append(("prefetch", wanted))
-            prefetch(uow, wanted, load_many)
-
-        monkeypatch.setattr(UnitOfWork, "prefetch", prefetching)
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(
-                reader.surrender, REGULATOR, "SUR-1", "PWR-0001", ANY_CEA, 7, 2025, "2025"
-            )
-            assert held.wait(10)
-            second = pool.submit(
-                reader.surrender, REGULATOR, "SUR-2", "PWR-0002", ANY_CEA, 5, 2025, "2025"
-            )
-            assert first.result(30).ok and second.result(30).ok
-        steps = [step for step, _ in order]
-        assert steps == ["load", "attempt", "prefetch", "load", "attempt", "prefetch"]
-        assert Account.id_for("PWR-0001") in order[0][1]
-        assert Account.id_for("PWR-0002") not in order[0][1]
-        assert {Account.id_for("PWR-0002"), ComplianceObligation.id_for("PWR-0002", 2025)} <= set(
-            order[3][1]
-        )
-        assert order[2] == order[5] == ("prefetch", [ComplianceYear.id_for(2025)])
-        assert reader._movements.lost_saves == 0
-        for account, left in (("PWR-0001", 2_493), ("PWR-0002", 495)):
-            assert {h.unit_class.key: h.total for h in reader.get_holdings(account)} == {
-                "CEA/2025": left
-            }
 
 
 def test_what_did_not_exist_at_the_preload_is_read_again_in_one_query(monkeypatch: Any) -> None:
