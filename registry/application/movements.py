@@ -460,8 +460,6 @@ class Movements:
         known: dict[tuple[str, str], Transaction] = {}
         jobs = list(jobs)
         store = self._store
-        preloaded = 0  # how many of the jobs (from the first) have their reads cached
-        absent: set[UUID] | None = None  # what they read that did not exist then
 
         def attempt(uow: UnitOfWork) -> dict[tuple[int, int], TransactionResult | RegistryError]:
             jobs.extend(self._group.take_more())  # who queued while it waited for the lock
@@ -501,10 +499,10 @@ class Movements:
             if look_up_recorded():  # an id already recorded made the save fail
                 self._look_up_ids_until = time.monotonic() + REUSED_IDS_WINDOW_SECONDS
 
-        # outside the lock (see preload); then these jobs' reads are cached, if they exist
+        # outside the lock (see preload): then these jobs' reads are cached, but for
+        # those that did not exist (``absent``), read again in the attempt
         absent = store.preload(_group_reads(jobs, failed))
-        if absent is not None:
-            preloaded = len(jobs)
+        preloaded = len(jobs) if absent is not None else 0
         outcomes = store.retrying(attempt, on_conflict, lock=store.group_lock)
         return [
             failed[j] if j in failed else [outcomes[(j, r)] for r in range(len(job.rows))]

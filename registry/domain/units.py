@@ -226,7 +226,7 @@ _BULK = 64
 """Blocks per update beyond which one pass over a copy beats updating a ``Blocks``
 block by block: more than 1 in ``_BULK`` of its blocks (an issuance of thousands)."""
 Chunk = tuple[SerialBlock, ...]
-_Key = tuple["UnitClass", int]
+_Key = tuple[UnitClass, int]
 
 
 class _Branch:
@@ -476,7 +476,9 @@ EMPTY = Blocks._make((), (), 0)
 def _branched(chunks: list[Chunk], starts: list[_Key], fill: int) -> list[_Branch]:
     """Chunks (and their starts) as branches of ``fill`` chunks or fewer, split evenly;
     none when there are no chunks."""
-    step = -(-len(chunks) // max(-(-len(chunks) // fill), 1))
+    if not chunks:
+        return []
+    step = -(-len(chunks) // -(-len(chunks) // fill))
     return [
         _Branch(tuple(part), tuple(starts[i : i + step]), sum(map(len, part)))
         for i in range(0, len(chunks), step)
@@ -484,7 +486,7 @@ def _branched(chunks: list[Chunk], starts: list[_Key], fill: int) -> list[_Branc
     ]
 
 
-_Starts = list[tuple[UnitClass, int]]
+_Starts = list[_Key]
 _Update = Callable[[list[Chunk], _Starts, SerialBlock], int]
 """Changes a ``Blocks``'s chunks and starts, as lists, for one block: how many
 blocks more (or fewer) it holds."""
