@@ -118,6 +118,12 @@ def built_here(service: dict[str, Any]) -> bool:
     return isinstance(build, dict) and build.get("dockerfile") == "deploy/Dockerfile"
 
 
+def command_options(service: dict[str, Any]) -> dict[str, str]:
+    """The ``-c NAME=VALUE`` options of a postgres command."""
+    words = argv(service)
+    return dict(words[i + 1].split("=", 1) for i, word in enumerate(words[:-1]) if word == "-c")
+
+
 def argv(service: dict[str, Any]) -> list[str]:
     """What the container runs: the entrypoint (the service's, else the image's) and the
     command (the service's, else the image's, unless the service sets an entrypoint,

@@ -504,6 +504,8 @@ def test_the_database_services_are_a_primary_and_its_streaming_standby(stack: St
     assert stack.sql("postgres-replica", "SHOW max_connections") == "200"
     assert stack.sql("postgres-replica", "SHOW hot_standby_feedback") == "on"
     assert stack.sql("postgres", "SHOW max_slot_wal_keep_size") == "8GB"
+    assert stack.sql("postgres", "SHOW max_wal_size") == "8GB"
+    assert stack.sql("postgres", "SHOW checkpoint_timeout") == "15min"
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         stack.sql("postgres-replica", "CREATE TABLE never_here (id int)")
 

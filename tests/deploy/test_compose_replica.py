@@ -12,15 +12,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.deploy.files import COMPOSE_DIR, argv, built_here, compose, services, unescape
+from tests.deploy.files import (
+    COMPOSE_DIR,
+    argv,
+    built_here,
+    command_options,
+    compose,
+    services,
+    unescape,
+)
 
 SERVERS = ("registry-1", "registry-2")
-
-
-def command_options(service: dict[str, Any]) -> dict[str, str]:
-    """The ``-c NAME=VALUE`` options of a postgres command."""
-    words = argv(service)
-    return dict(words[i + 1].split("=", 1) for i, word in enumerate(words[:-1]) if word == "-c")
 
 
 def config_file(service: dict[str, Any], target: str) -> Path:
