@@ -24,14 +24,13 @@ from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, 
 from registry.application import Registry
 from registry.application.housekeeping import Housekeeping
 from registry.integrity.sealer import LedgerSealer
-from registry.persistence.bulk import Writer
 from registry.persistence.engine import dedicated_connection
 from registry.readmodels import tables as t
-from registry.readmodels.events import OPENED, EventReader
+from registry.readmodels.events import OPENED, Event, EventReader
+from registry.readmodels.lanes import Lane, apply_batch, lane_groups, positions_of
 from registry.readmodels.projections import (
     AccountDirectory,
     AccountsProjection,
-    Batch,
     HistoryProjection,
     HoldingsProjection,
     Projection,
@@ -92,6 +91,10 @@ class Progress:
         return max(0, self.head - self.position)
 
 
+LANE_BACKLOG = 2
+"""Batches behind at which a catch-up runs in lanes: below, starting the lanes' threads
+and connections costs more than it overlaps."""
+
 REBUILD_SUFFIX = "__rebuild"
 
 
@@ -119,8 +122,12 @@ class ProjectionRunner:
         batch_size: int = DEFAULT_BATCH,
         sealer: LedgerSealer | None = None,
         housekeeping: Housekeeping | None = None,
+        lanes: bool = True,
     ) -> None:
         self.registry = registry
+        self.lanes = lanes
+        """Whether a long catch-up on PostgreSQL runs in lanes (off: one batch at a time
+        on one connection, as the runner follows)."""
         self.engine = engine
         self.sealer = sealer
         """Chains (and signs) the log after each batch, where this process does that."""
@@ -147,15 +154,10 @@ class ProjectionRunner:
         """Tracking position per projection; ``lock`` holds the rows to the end of the
         transaction, so a concurrent swap of rebuilt tables cannot slip in between."""
         names = [p.tracking_name for p in self.projections]
-        query = select(t.tracking.c.projection, t.tracking.c.position).where(
-            t.tracking.c.projection.in_(names)
-        )
-        if lock:
-            query = query.with_for_update()
         if conn is None:
             with self.engine.connect() as own:
-                return {name: int(pos) for name, pos in own.execute(query).all()}
-        return {name: int(pos) for name, pos in conn.execute(query).all()}
+                return positions_of(own, names, lock=lock)
+        return positions_of(conn, names, lock=lock)
 
     def head(self) -> int:
         return int(self.registry.recorder.max_notification_id() or 0)
@@ -178,39 +180,30 @@ class ProjectionRunner:
         events, count, last = self.reader.read(conn, start, self.batch_size, self.topics)
         if not count:
             return 0
+        self._learn(events)
+        apply_batch(conn, self.projections, positions, events, start, last)
+        return count
+
+    def _learn(self, events: Sequence[Event]) -> None:
+        """Tell every directory of the accounts the batch opens (before any projection
+        of the batch looks one up)."""
         for directory in {id(p.directory): p.directory for p in self.projections}.values():
             for event in events:
                 if event.topic == OPENED:
                     directory.learn(event)
-        out = Writer(conn)
-        moved = []
-        shared: dict[Any, Any] = {}
-        for projection in self.projections:
-            done = positions[projection.tracking_name]
-            if done >= last:
-                continue
-            topics = projection.topics
-            mine = Batch(
-                [e for e in events if e.topic in topics]
-                if done < start
-                else [e for e in events if e.position > done and e.topic in topics],
-                done,
-                events,
-                shared,
-            )
-            if mine:
-                projection.apply(out, mine)
-            moved.append((last, projection.tracking_name))
-        out.update(t.tracking, ("position",), ("projection",), moved)
-        return count
 
     def catch_up(
         self, report: Callable[[int, int, float], None] | None = None, every: float = 5.0
     ) -> int:
-        """Apply everything committed so far. ``report(done, head, seconds)`` shows progress."""
+        """Apply everything committed so far. ``report(done, head, seconds)`` shows progress.
+
+        More than ``LANE_BACKLOG`` batches behind on PostgreSQL, it catches up in lanes
+        (``registry.readmodels.lanes``), then steps through what arrived meanwhile."""
         started = last_report = time.monotonic()
         head = self.head()
         done = 0
+        if self._in_lanes(head):
+            done = self._catch_up_in_lanes(report, every)
         while True:
             count = self.step()
             self.on_tick()
@@ -221,6 +214,57 @@ class ProjectionRunner:
                 last_report = now
             if count == 0:
                 return done
+
+    def _in_lanes(self, head: int) -> bool:
+        return (
+            self.lanes
+            and self.engine.dialect.name == "postgresql"
+            and head - min(self.positions().values()) > LANE_BACKLOG * self.batch_size
+        )
+
+    def _catch_up_in_lanes(
+        self, report: Callable[[int, int, float], None] | None, every: float
+    ) -> int:
+        """Read and decode each batch once, here, and hand it to every lane; the lanes
+        write it, each on its own connection, while the next batch is read. Returns the
+        events read, all committed by every lane by then; raises what stopped a lane
+        (the lanes' committed batches stay committed)."""
+        lanes = [Lane(self.engine, group) for group in lane_groups(self.projections)]
+        started = last_report = time.monotonic()
+        head = self.head()
+        done = 0
+        failed = True
+        with _collector_paused():
+            for lane in lanes:
+                lane.start()
+            try:
+                start = min(self.positions().values()) + 1
+                while True:
+                    with self.engine.connect() as conn:
+                        events, count, last = self.reader.read(
+                            conn, start, self.batch_size, self.topics
+                        )
+                    if not count:
+                        break
+                    self._learn(events)
+                    for lane in lanes:
+                        lane.put(events, start, last)
+                    if self.sealer is not None:
+                        self.sealer.after_step(count)
+                    self.on_tick()
+                    done += count
+                    start = last + 1
+                    now = time.monotonic()
+                    if report is not None and now - last_report >= every:
+                        report(done, head, now - started)
+                        last_report = now
+                failed = False
+            finally:
+                for lane in lanes:
+                    lane.close(abort=failed)
+            for lane in lanes:
+                lane.raise_error()
+        return done
 
     def follow(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
         """Keep applying new events until ``stop`` is set. On PostgreSQL the runner

@@ -1,0 +1,118 @@
+"""A long catch-up on PostgreSQL runs in lanes (``registry.readmodels.lanes``): the same
+rows as one batch at a time, and a lane that fails stops it with nothing lost or
+applied twice."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from sqlalchemy import Engine
+
+from registry.application import Registry
+from registry.bootstrap import build_registry
+from registry.persistence.bulk import Writer
+from registry.persistence.engine import make_engine
+from registry.readmodels import tables as t
+from registry.readmodels.projections import (
+    AccountDirectory,
+    Batch,
+    HistoryProjection,
+    Projection,
+)
+from registry.readmodels.runner import ProjectionRunner, all_projections
+from registry.settings import Settings
+from tests.integration.test_projection_crashes import dump, seed
+from tests.support import fresh_pg_database
+
+pytestmark = pytest.mark.postgres
+
+
+class Observed(HistoryProjection):
+    """The history projection, noting which thread wrote each batch; raising instead
+    at the batch that holds position ``fail_at`` (when set)."""
+
+    def __init__(self, directory: AccountDirectory, fail_at: int | None = None) -> None:
+        super().__init__(directory)
+        self.threads: set[str] = set()
+        self.fail_at = fail_at
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        if self.fail_at is not None and any(e.position >= self.fail_at for e in batch):
+            raise RuntimeError(f"history refuses the batch holding {self.fail_at}")
+        self.threads.add(threading.current_thread().name)
+        super().apply(out, batch)
+
+
+def observed(registry: Registry, fail_at: int | None = None) -> tuple[Observed, list[Projection]]:
+    """Every projection, the history one observed."""
+    projections = all_projections(registry)
+    history = Observed(projections[0].directory, fail_at)
+    return history, [history if p.name == "history" else p for p in projections]
+
+
+def reset(engine: Engine) -> None:
+    """Read models emptied and every projection back to position 0."""
+    with engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            if table is not t.tracking:
+                conn.execute(table.delete())
+        conn.execute(t.tracking.update().values(position=0))
+
+
+def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
+    with fresh_pg_database() as url:
+        settings = Settings(url)
+        registry = build_registry(settings)
+        engine = make_engine(settings)
+        try:
+            seed(registry, batches=6, size=300, rng=random.Random(11))
+            ProjectionRunner(registry, engine, batch_size=100, lanes=False).catch_up()
+            one_at_a_time = dump(engine)
+            reset(engine)
+
+            history, projections = observed(registry)
+            runner = ProjectionRunner(registry, engine, projections, 100)
+            head = runner.head()
+            assert head > 3 * 100  # well past the lanes' threshold
+            assert runner.catch_up() > 0
+
+            assert dump(engine) == one_at_a_time
+            assert set(runner.positions().values()) == {head}
+            assert history.threads == {"lane-history+transactions"}
+        finally:
+            engine.dispose()
+            registry.close()
+
+
+def test_a_lane_that_fails_stops_the_catch_up_and_loses_nothing() -> None:
+    """The history lane fails mid-way: the catch-up raises its error, no projection has
+    passed what it committed, and the next catch-up ends where a clean one does."""
+    with fresh_pg_database() as url:
+        settings = Settings(url)
+        registry = build_registry(settings)
+        engine = make_engine(settings)
+        try:
+            seed(registry, batches=6, size=300, rng=random.Random(12))
+            ProjectionRunner(registry, engine, batch_size=100, lanes=False).catch_up()
+            clean = dump(engine)
+            reset(engine)
+
+            probe = ProjectionRunner(registry, engine, batch_size=100)
+            head = probe.head()
+            fail_at = head // 2
+            _, projections = observed(registry, fail_at)
+            runner = ProjectionRunner(registry, engine, projections, 100)
+            with pytest.raises(RuntimeError, match="history refuses"):
+                runner.catch_up()
+            stopped = runner.positions()
+            assert 0 < stopped["history"] < fail_at
+            assert max(stopped.values()) <= head
+
+            ProjectionRunner(registry, engine, batch_size=100).catch_up()
+            assert dump(engine) == clean
+            assert set(probe.positions().values()) == {head}
+        finally:
+            engine.dispose()
+            registry.close()
