@@ -26,6 +26,7 @@ from registry.application.housekeeping import Housekeeping
 from registry.integrity.sealer import LedgerSealer
 from registry.persistence.engine import dedicated_connection
 from registry.readmodels import tables as t
+from registry.readmodels.deferred_indexes import deferred_indexes
 from registry.readmodels.events import OPENED, Event, EventReader
 from registry.readmodels.lanes import Lane, apply_batch, lane_groups, positions_of
 from registry.readmodels.projections import (
@@ -198,12 +199,16 @@ class ProjectionRunner:
         """Apply everything committed so far. ``report(done, head, seconds)`` shows progress.
 
         More than ``LANE_BACKLOG`` batches behind on PostgreSQL, it catches up in lanes
-        (``registry.readmodels.lanes``), then steps through what arrived meanwhile."""
+        (``registry.readmodels.lanes``), then steps through what arrived meanwhile. A
+        projection that starts from position zero then builds some of its indexes once,
+        at the end (``registry.readmodels.deferred_indexes``)."""
         started = last_report = time.monotonic()
         head = self.head()
         done = 0
+        self._build_deferred_indexes()  # those a catch-up that stopped left unbuilt
         if self._in_lanes(head):
             done = self._catch_up_in_lanes(report, every)
+            self._build_deferred_indexes()
         while True:
             count = self.step()
             self.on_tick()
@@ -234,11 +239,17 @@ class ProjectionRunner:
         head = self.head()
         done = 0
         failed = True
+        positions = self.positions()
+        with self.engine.begin() as conn:
+            for index in deferred_indexes(
+                p for p in self.projections if positions[p.tracking_name] == 0
+            ):
+                index.drop(conn)
         with _collector_paused():
             for lane in lanes:
                 lane.start()
             try:
-                start = min(self.positions().values()) + 1
+                start = min(positions.values()) + 1
                 while True:
                     with self.engine.connect() as conn:
                         events, count, last = self.reader.read(
@@ -265,6 +276,15 @@ class ProjectionRunner:
             for lane in lanes:
                 lane.raise_error()
         return done
+
+    def _build_deferred_indexes(self) -> None:
+        """Build the indexes a catch-up from zero deferred (``deferred_indexes``), where
+        they are missing: at its end, or after it stopped (a crash, a fault)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.engine.begin() as conn:
+            for index in deferred_indexes(self.projections):
+                index.build(conn)
 
     def follow(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
         """Keep applying new events until ``stop`` is set. On PostgreSQL the runner

@@ -8,7 +8,7 @@ import random
 import threading
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from registry.application import Registry
 from registry.bootstrap import build_registry
@@ -36,12 +36,18 @@ class Observed(HistoryProjection):
     def __init__(self, directory: AccountDirectory, fail_at: int | None = None) -> None:
         super().__init__(directory)
         self.threads: set[str] = set()
+        self.indexes_seen: set[str] = set()
         self.fail_at = fail_at
 
     def apply(self, out: Writer, batch: Batch) -> None:
         if self.fail_at is not None and any(e.position >= self.fail_at for e in batch):
             raise RuntimeError(f"history refuses the batch holding {self.fail_at}")
         self.threads.add(threading.current_thread().name)
+        self.indexes_seen.update(
+            name
+            for name in ("rm_account_history_pkey", "ix_rm_account_history_kind")
+            if out.conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
+        )
         super().apply(out, batch)
 
 
@@ -61,6 +67,15 @@ def reset(engine: Engine) -> None:
         conn.execute(t.tracking.update().values(position=0))
 
 
+def index_definitions(engine: Engine) -> dict[str, str]:
+    """Every read-model index by name, as PostgreSQL defines it."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename LIKE 'rm\\_%'")
+        )
+        return {str(row.indexname): str(row.indexdef) for row in rows}
+
+
 def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
     with fresh_pg_database() as url:
         settings = Settings(url)
@@ -71,6 +86,7 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
             ProjectionRunner(registry, engine, batch_size=100, lanes=False).catch_up()
             one_at_a_time = dump(engine)
             reset(engine)
+            indexes_before = index_definitions(engine)
 
             history, projections = observed(registry)
             runner = ProjectionRunner(registry, engine, projections, 100)
@@ -81,6 +97,10 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
             assert dump(engine) == one_at_a_time
             assert set(runner.positions().values()) == {head}
             assert history.threads == {"lane-history+transactions"}
+            # from position zero the history was written without its deferred indexes,
+            # which were then built as they were
+            assert history.indexes_seen == set()
+            assert index_definitions(engine) == indexes_before
         finally:
             engine.dispose()
             registry.close()
@@ -88,7 +108,8 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
 
 def test_a_lane_that_fails_stops_the_catch_up_and_loses_nothing() -> None:
     """The history lane fails mid-way: the catch-up raises its error, no projection has
-    passed what it committed, and the next catch-up ends where a clean one does."""
+    passed what it committed, and the next catch-up builds the indexes the first one
+    deferred and ends where a clean one does."""
     with fresh_pg_database() as url:
         settings = Settings(url)
         registry = build_registry(settings)
@@ -97,6 +118,7 @@ def test_a_lane_that_fails_stops_the_catch_up_and_loses_nothing() -> None:
             seed(registry, batches=6, size=300, rng=random.Random(12))
             ProjectionRunner(registry, engine, batch_size=100, lanes=False).catch_up()
             clean = dump(engine)
+            indexes = index_definitions(engine)
             reset(engine)
 
             probe = ProjectionRunner(registry, engine, batch_size=100)
@@ -109,9 +131,11 @@ def test_a_lane_that_fails_stops_the_catch_up_and_loses_nothing() -> None:
             stopped = runner.positions()
             assert 0 < stopped["history"] < fail_at
             assert max(stopped.values()) <= head
+            assert "ix_rm_account_history_kind" not in index_definitions(engine)
 
             ProjectionRunner(registry, engine, batch_size=100).catch_up()
             assert dump(engine) == clean
+            assert index_definitions(engine) == indexes  # the stopped catch-up's built
             assert set(probe.positions().values()) == {head}
         finally:
             engine.dispose()

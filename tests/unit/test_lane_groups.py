@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from registry.persistence.bulk import Writer
+from registry.readmodels import tables as t
+from registry.readmodels.deferred_indexes import DEFERRED_INDEXES, DEFERRED_KEYS, deferred_indexes
 from registry.readmodels.lanes import LANES, lane_groups
 from registry.readmodels.projections import AccountDirectory, Batch, Projection
 from registry.readmodels.runner import PROJECTION_NAMES, all_projections
@@ -45,3 +47,15 @@ def test_a_rebuild_of_one_projection_is_one_lane() -> None:
     registry: Any = None
     [serials] = [p for p in all_projections(registry, "__rebuild") if p.name == "serials"]
     assert names(lane_groups([serials])) == [["serials"]]
+
+
+def test_the_deferred_indexes_are_the_read_models_own() -> None:
+    """A renamed index would silently stop being deferred: every name must exist."""
+    indexes = {i.name for table in t.metadata.sorted_tables for i in table.indexes}
+    assert indexes >= DEFERRED_INDEXES
+    assert set(t.metadata.tables) >= DEFERRED_KEYS
+    registry: Any = None
+    deferred = deferred_indexes(all_projections(registry))
+    assert sorted(d.name for d in deferred) == sorted(
+        [*DEFERRED_INDEXES, "rm_account_history_pkey", "rm_serial_movements_pkey"]
+    )
