@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -76,67 +80,69 @@ def index_definitions(engine: Engine) -> dict[str, str]:
         return {str(row.indexname): str(row.indexdef) for row in rows}
 
 
-def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
+@dataclass
+class Reference:
+    """A seeded registry whose read models were caught up one batch at a time, as they
+    were then, and emptied again."""
+
+    registry: Registry
+    engine: Engine
+    rows: dict[str, list[tuple[Any, ...]]]
+    indexes: dict[str, str]
+
+
+@contextmanager
+def reference(seed_value: int) -> Iterator[Reference]:
     with fresh_pg_database() as url:
         settings = Settings(url)
         registry = build_registry(settings)
         engine = make_engine(settings)
         try:
-            seed(registry, batches=6, size=300, rng=random.Random(11))
+            seed(registry, batches=6, size=300, rng=random.Random(seed_value))
             ProjectionRunner(registry, engine, batch_size=100, lanes=False).catch_up()
-            one_at_a_time = dump(engine)
+            made = Reference(registry, engine, dump(engine), index_definitions(engine))
             reset(engine)
-            indexes_before = index_definitions(engine)
-
-            history, projections = observed(registry)
-            runner = ProjectionRunner(registry, engine, projections, 100)
-            head = runner.head()
-            assert head > 3 * 100  # well past the lanes' threshold
-            assert runner.catch_up() > 0
-
-            assert dump(engine) == one_at_a_time
-            assert set(runner.positions().values()) == {head}
-            assert history.threads == {"lane-history+transactions"}
-            # from position zero the history was written without its deferred indexes,
-            # which were then built as they were
-            assert history.indexes_seen == set()
-            assert index_definitions(engine) == indexes_before
+            yield made
         finally:
             engine.dispose()
             registry.close()
+
+
+def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
+    with reference(11) as ref:
+        history, projections = observed(ref.registry)
+        runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
+        head = runner.head()
+        assert head > 3 * 100  # well past the lanes' threshold
+        assert runner.catch_up() > 0
+
+        assert dump(ref.engine) == ref.rows
+        assert set(runner.positions().values()) == {head}
+        assert history.threads == {"lane-history+transactions"}
+        # from position zero the history was written without its deferred indexes,
+        # which were then built as they were
+        assert history.indexes_seen == set()
+        assert index_definitions(ref.engine) == ref.indexes
 
 
 def test_a_lane_that_fails_stops_the_catch_up_and_loses_nothing() -> None:
     """The history lane fails mid-way: the catch-up raises its error, no projection has
     passed what it committed, and the next catch-up builds the indexes the first one
     deferred and ends where a clean one does."""
-    with fresh_pg_database() as url:
-        settings = Settings(url)
-        registry = build_registry(settings)
-        engine = make_engine(settings)
-        try:
-            seed(registry, batches=6, size=300, rng=random.Random(12))
-            ProjectionRunner(registry, engine, batch_size=100, lanes=False).catch_up()
-            clean = dump(engine)
-            indexes = index_definitions(engine)
-            reset(engine)
+    with reference(12) as ref:
+        probe = ProjectionRunner(ref.registry, ref.engine, batch_size=100)
+        head = probe.head()
+        fail_at = head // 2
+        _, projections = observed(ref.registry, fail_at)
+        runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
+        with pytest.raises(RuntimeError, match="history refuses"):
+            runner.catch_up()
+        stopped = runner.positions()
+        assert 0 < stopped["history"] < fail_at
+        assert max(stopped.values()) <= head
+        assert "ix_rm_account_history_kind" not in index_definitions(ref.engine)
 
-            probe = ProjectionRunner(registry, engine, batch_size=100)
-            head = probe.head()
-            fail_at = head // 2
-            _, projections = observed(registry, fail_at)
-            runner = ProjectionRunner(registry, engine, projections, 100)
-            with pytest.raises(RuntimeError, match="history refuses"):
-                runner.catch_up()
-            stopped = runner.positions()
-            assert 0 < stopped["history"] < fail_at
-            assert max(stopped.values()) <= head
-            assert "ix_rm_account_history_kind" not in index_definitions(engine)
-
-            ProjectionRunner(registry, engine, batch_size=100).catch_up()
-            assert dump(engine) == clean
-            assert index_definitions(engine) == indexes  # the stopped catch-up's built
-            assert set(probe.positions().values()) == {head}
-        finally:
-            engine.dispose()
-            registry.close()
+        ProjectionRunner(ref.registry, ref.engine, batch_size=100).catch_up()
+        assert dump(ref.engine) == ref.rows
+        assert index_definitions(ref.engine) == ref.indexes  # the stopped one's built
+        assert set(probe.positions().values()) == {head}
