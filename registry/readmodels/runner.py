@@ -206,8 +206,9 @@ class ProjectionRunner:
         head = self.head()
         done = 0
         self._build_deferred_indexes()  # those a catch-up that stopped left unbuilt
-        if self._in_lanes(head):
-            done = self._catch_up_in_lanes(report, every)
+        positions = self.positions()
+        if self._in_lanes(head, positions):
+            done = self._catch_up_in_lanes(head, positions, report, every)
             self._build_deferred_indexes()
         while True:
             count = self.step()
@@ -220,15 +221,19 @@ class ProjectionRunner:
             if count == 0:
                 return done
 
-    def _in_lanes(self, head: int) -> bool:
+    def _in_lanes(self, head: int, positions: dict[str, int]) -> bool:
         return (
             self.lanes
             and self.engine.dialect.name == "postgresql"
-            and head - min(self.positions().values()) > LANE_BACKLOG * self.batch_size
+            and head - min(positions.values()) > LANE_BACKLOG * self.batch_size
         )
 
     def _catch_up_in_lanes(
-        self, report: Callable[[int, int, float], None] | None, every: float
+        self,
+        head: int,
+        positions: dict[str, int],
+        report: Callable[[int, int, float], None] | None,
+        every: float,
     ) -> int:
         """Read and decode each batch once, here, and hand it to every lane; the lanes
         write it, each on its own connection, while the next batch is read. Returns the
@@ -236,10 +241,8 @@ class ProjectionRunner:
         (the lanes' committed batches stay committed)."""
         lanes = [Lane(self.engine, group) for group in lane_groups(self.projections)]
         started = last_report = time.monotonic()
-        head = self.head()
         done = 0
         failed = True
-        positions = self.positions()
         with self.engine.begin() as conn:
             for index in deferred_indexes(
                 p for p in self.projections if positions[p.tracking_name] == 0
@@ -279,7 +282,8 @@ class ProjectionRunner:
 
     def _build_deferred_indexes(self) -> None:
         """Build the indexes a catch-up from zero deferred (``deferred_indexes``), where
-        they are missing: at its end, or after it stopped (a crash, a fault)."""
+        they are missing: at its end, or after it stopped (a crash, a fault), when a
+        catch-up or a follower starts."""
         if self.engine.dialect.name != "postgresql":
             return
         with self.engine.begin() as conn:
@@ -296,7 +300,11 @@ class ProjectionRunner:
         again, so none is missed. A read that came back short of a full batch reached
         the head, so the runner sleeps at once instead of reading again to find
         nothing: when trades arrive one by one, that second, empty step cost as much
-        as the first."""
+        as the first.
+
+        It first builds any indexes a stopped catch-up deferred (a server following
+        in-process may be the next to run the projections)."""
+        self._build_deferred_indexes()
         with self._new_events_signal() as signal:
             while not stop.is_set():
                 signal.drain()

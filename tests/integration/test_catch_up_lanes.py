@@ -25,7 +25,7 @@ from registry.readmodels.projections import (
     HistoryProjection,
     Projection,
 )
-from registry.readmodels.runner import ProjectionRunner, all_projections
+from registry.readmodels.runner import LANE_BACKLOG, ProjectionRunner, all_projections
 from registry.settings import Settings
 from tests.integration.test_projection_crashes import dump, seed
 from tests.support import fresh_pg_database
@@ -113,7 +113,7 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
         history, projections = observed(ref.registry)
         runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
         head = runner.head()
-        assert head > 3 * 100  # well past the lanes' threshold
+        assert head > (LANE_BACKLOG + 1) * 100  # past the lanes' threshold
         assert runner.catch_up() > 0
 
         assert dump(ref.engine) == ref.rows
@@ -125,24 +125,42 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
         assert index_definitions(ref.engine) == ref.indexes
 
 
+def stop_half_way(ref: Reference) -> int:
+    """A catch-up in lanes whose history lane fails half-way through the log; the head."""
+    head = ProjectionRunner(ref.registry, ref.engine).head()
+    fail_at = head // 2
+    _, projections = observed(ref.registry, fail_at)
+    runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
+    with pytest.raises(RuntimeError, match="history refuses"):
+        runner.catch_up()
+    stopped = runner.positions()
+    assert 0 < stopped["history"] < fail_at
+    assert max(stopped.values()) <= head
+    assert "ix_rm_account_history_kind" not in index_definitions(ref.engine)
+    return head
+
+
 def test_a_lane_that_fails_stops_the_catch_up_and_loses_nothing() -> None:
     """The history lane fails mid-way: the catch-up raises its error, no projection has
-    passed what it committed, and the next catch-up builds the indexes the first one
-    deferred and ends where a clean one does."""
+    passed what it committed, and the next catch-up first builds the indexes the first
+    one deferred, then ends where a clean one does."""
     with reference(12) as ref:
-        probe = ProjectionRunner(ref.registry, ref.engine, batch_size=100)
-        head = probe.head()
-        fail_at = head // 2
-        _, projections = observed(ref.registry, fail_at)
-        runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
-        with pytest.raises(RuntimeError, match="history refuses"):
-            runner.catch_up()
-        stopped = runner.positions()
-        assert 0 < stopped["history"] < fail_at
-        assert max(stopped.values()) <= head
-        assert "ix_rm_account_history_kind" not in index_definitions(ref.engine)
+        head = stop_half_way(ref)
 
-        ProjectionRunner(ref.registry, ref.engine, batch_size=100).catch_up()
+        history, projections = observed(ref.registry)
+        runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
+        runner.catch_up()
+        assert history.indexes_seen == {"rm_account_history_pkey", "ix_rm_account_history_kind"}
         assert dump(ref.engine) == ref.rows
-        assert index_definitions(ref.engine) == ref.indexes  # the stopped one's built
-        assert set(probe.positions().values()) == {head}
+        assert index_definitions(ref.engine) == ref.indexes
+        assert set(runner.positions().values()) == {head}
+
+
+def test_a_follower_builds_what_a_stopped_catch_up_deferred() -> None:
+    """A server following in-process may be the next to run the projections."""
+    with reference(13) as ref:
+        stop_half_way(ref)
+        stop = threading.Event()
+        stop.set()  # build, then stop before the first step
+        ProjectionRunner(ref.registry, ref.engine, batch_size=100).follow(stop)
+        assert index_definitions(ref.engine) == ref.indexes
