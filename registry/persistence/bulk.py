@@ -12,6 +12,8 @@ from psycopg.postgres import types as pg_types
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql
 
+from registry.persistence.pg_arrays import packed
+
 Row = Sequence[Any]
 
 
@@ -139,13 +141,17 @@ class Writer:
         self, statement: str, table: Table, columns: Sequence[str], rows: Sequence[Row]
     ) -> None:
         """PostgreSQL: run ``statement`` with ``{}`` standing for the rows, passed as one
-        array per column and unnested into ``v(<columns>)``."""
-        arrays = ", ".join(f"%s::{_pg_type(table, c)}[]" for c in columns)
+        array per column (packed in C where ``pg_arrays`` can) and unnested into
+        ``v(<columns>)``."""
+        types = [_pg_type(table, c) for c in columns]
+        arrays = ", ".join(f"%s::{sql_type}[]" for sql_type in types)
         names = ", ".join(self.q(c) for c in columns)
         source = f"unnest({arrays}) AS v({names})"
+        values = zip(*rows, strict=True)
         with self.driver.cursor() as cursor:
             cursor.execute(
-                statement.format(source), [list(column) for column in zip(*rows, strict=True)]
+                statement.format(source),
+                [packed(column, sql_type) for column, sql_type in zip(values, types, strict=True)],
             )
 
     def _many(self, statement: str, rows: Iterable[Row]) -> None:

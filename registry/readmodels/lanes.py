@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -104,6 +105,11 @@ class Lane:
         self.projections = list(projections)
         self.names = [p.tracking_name for p in self.projections]
         self.error: BaseException | None = None
+        self.busy = 0.0
+        """Seconds spent writing batches (the rest it waited for the reader)."""
+        self.cpu = 0.0
+        """Of those, seconds of this lane's thread on a CPU (the rest waited for
+        PostgreSQL or for the interpreter lock)."""
         self._queue: queue.Queue[tuple[Sequence[Event], int, int] | None] = queue.Queue(DEPTH)
         self._abort = threading.Event()
         self._thread = threading.Thread(
@@ -137,6 +143,9 @@ class Lane:
                 continue
         self._thread.join()
 
+    def describe(self) -> str:
+        return f"{'+'.join(self.names)} {self.busy:.1f} s writing ({self.cpu:.1f} s CPU)"
+
     def raise_error(self) -> None:
         if self.error is not None:
             raise self.error
@@ -145,8 +154,11 @@ class Lane:
         try:
             while (item := self._queue.get()) is not None and not self._abort.is_set():
                 events, start, last = item
+                began, cpu = time.perf_counter(), time.thread_time()
                 with self.engine.begin() as conn:
                     positions = positions_of(conn, self.names, lock=True)
                     apply_batch(conn, self.projections, positions, events, start, last)
+                self.busy += time.perf_counter() - began
+                self.cpu += time.thread_time() - cpu
         except BaseException as error:  # handed to the runner's thread, which raises it
             self.error = error

@@ -21,6 +21,7 @@ from sqlalchemy import Column, MetaData, Table
 
 from registry.domain.units import UnitClass
 from registry.persistence.bulk import Row, Writer
+from registry.persistence.pg_arrays import packed
 from registry.readmodels import tables as t
 from registry.readmodels.events import (
     CLOSED,
@@ -610,9 +611,10 @@ class SerialLocations:
                 f"{starting('r.c', 'r.lo', 'r.hi')} OFFSET 0) AS b"
             )
             with out.driver.cursor() as cursor:
+                keys, lows, highs = zip(*ranges, strict=True)
                 cursor.execute(
                     statement,
-                    [[r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]],
+                    [packed(keys, "TEXT"), packed(lows, "BIGINT"), packed(highs, "BIGINT")],
                     prepare=False,
                 )
                 rows = cursor.fetchall()

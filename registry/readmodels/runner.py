@@ -278,6 +278,11 @@ class ProjectionRunner:
                     lane.close(abort=failed)
             for lane in lanes:
                 lane.raise_error()
+        log.info(
+            "caught up in lanes: %s (of %.1f s; the longest limits the catch-up)",
+            "; ".join(lane.describe() for lane in lanes),
+            time.monotonic() - started,
+        )
         return done
 
     def _build_deferred_indexes(self) -> None:

@@ -4,7 +4,9 @@ applied twice."""
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,7 +110,10 @@ def reference(seed_value: int) -> Iterator[Reference]:
             registry.close()
 
 
-def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
+def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="registry.projections")
     with reference(11) as ref:
         history, projections = observed(ref.registry)
         runner = ProjectionRunner(ref.registry, ref.engine, projections, 100)
@@ -123,6 +128,15 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes() -> None:
         # which were then built as they were
         assert history.indexes_seen == set()
         assert index_definitions(ref.engine) == ref.indexes
+        # the log says how long each lane wrote, the figure that says which limits
+        (said,) = [r.getMessage() for r in caplog.records if "in lanes" in r.getMessage()]
+        lanes = re.findall(r"([a-z+]+) ([0-9.]+) s writing \(([0-9.]+) s CPU\)", said)
+        assert [name for name, _, _ in lanes] == [
+            "serials",
+            "history+transactions",
+            "accounts+holdings+supply",
+        ]
+        assert all(0 <= float(cpu) <= float(busy) > 0 for _, busy, cpu in lanes), said
 
 
 def stop_half_way(ref: Reference) -> int:
