@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from bisect import bisect_right, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -21,7 +20,6 @@ from sqlalchemy import Column, MetaData, Table
 
 from registry.domain.units import UnitClass
 from registry.persistence.bulk import Row, Writer
-from registry.persistence.pg_arrays import packed
 from registry.readmodels import tables as t
 from registry.readmodels.events import (
     CLOSED,
@@ -42,6 +40,7 @@ from registry.readmodels.events import (
     blocks_json,
     quantity,
 )
+from registry.readmodels.serial_locations import RESIDENT_ROWS, SerialLocations
 
 T = TypeVar("T")
 
@@ -123,6 +122,15 @@ class Projection(ABC):
     @abstractmethod
     def apply(self, out: Writer, batch: Batch) -> None:
         """Write the row changes for ``batch`` (the caller commits them with tracking)."""
+
+    def begin_catch_up(self, from_zero: bool) -> None:
+        """A catch-up in lanes starts; ``from_zero``: from position zero, so the
+        projection's tables are empty and, to ``end_catch_up``, only it writes them."""
+        return  # most projections read nothing back, and have nothing to keep
+
+    def end_catch_up(self) -> None:
+        """The catch-up in lanes ended, or stopped."""
+        return
 
 
 def shadow_table(table: Table, suffix: str) -> Table:
@@ -508,22 +516,38 @@ class SerialsProjection(Projection):
         "client_id",
     )
 
+    def __init__(self, directory: AccountDirectory, suffix: str = "") -> None:
+        super().__init__(directory, suffix)
+        self.resident: SerialLocations | None = None
+        """Every row of the serial blocks, kept from batch to batch in a catch-up from
+        zero (``serial_locations``); None: the rows a batch needs are loaded for it."""
+
+    def begin_catch_up(self, from_zero: bool) -> None:
+        self.resident = SerialLocations(self.table(t.serial_blocks)) if from_zero else None
+
+    def end_catch_up(self) -> None:
+        self.resident = None
+
     def apply(self, out: Writer, batch: Batch) -> None:
         moves = [(event, event.blocks()) for event in batch]
-        locations = SerialLocations.load(
-            out,
-            self.table(t.serial_blocks),
-            [
-                block
-                for event, blocks in moves
-                if event.state["source"] is not None
-                for block in blocks
-            ],
-        )
+        locations = self.resident
+        if locations is None:
+            locations = SerialLocations.load(
+                out,
+                self.table(t.serial_blocks),
+                [
+                    block
+                    for event, blocks in moves
+                    if event.state["source"] is not None
+                    for block in blocks
+                ],
+            )
         out.insert(
             self.table(t.serial_movements), self.MOVEMENTS, self._movements(moves, locations)
         )
         locations.flush(out)
+        if self.resident is not None and len(self.resident) > RESIDENT_ROWS:
+            self.resident = None  # committed with this batch: the next one loads its rows
 
     @staticmethod
     def _movements(
@@ -548,146 +572,3 @@ class SerialsProjection(Projection):
                 if source is not None:
                     locations.take(key, first, last, source)
                 locations.put(key, first, last, str(destination))
-
-
-class SerialLocations:
-    """The serial-block rows a batch touches, moved in memory and written back as a diff.
-
-    Every row that a block the batch takes could lie in is loaded up front, in one query
-    (per merged range on SQLite); the moves are then pure Python on a sorted list of
-    row starts per unit class, and only rows that changed are deleted and inserted.
-    Rows are disjoint (the projection never writes overlapping ones, and ``registry
-    check`` reports any), so the rows overlapping a range are those starting inside it
-    and the one before it.
-    """
-
-    def __init__(self, table: Table, rows: Sequence[tuple[str, int, int, str]]) -> None:
-        self.table = table
-        self.rows: dict[str, dict[int, tuple[int, str]]] = defaultdict(dict)
-        for key, first, last, account_id in rows:
-            self.rows[key][first] = (last, account_id)
-        self.firsts: dict[str, list[int]] = defaultdict(list)
-        for key, by_first in self.rows.items():
-            self.firsts[key] = sorted(by_first)
-        self.original = {
-            (key, first): row
-            for key, by_first in self.rows.items()
-            for first, row in by_first.items()
-        }
-
-    @classmethod
-    def load(cls, out: Writer, table: Table, taken: Sequence[Block]) -> SerialLocations:
-        ranges = list(_merged(taken))
-        if not ranges:
-            return cls(table, [])
-        name, c = (
-            out.q(table.name),
-            {n: out.q(n) for n in ("unit_class", "first", "last", "account_id")},
-        )
-        columns = f"b.{c['unit_class']}, b.{c['first']}, b.{c['last']}, b.{c['account_id']}"
-
-        def starting(key: str, low: str, high: str) -> str:
-            """Rows of class ``key`` from the one holding serial ``low`` to ``high``."""
-            return (
-                f"b.{c['unit_class']} = {key} AND b.{c['first']} <= {high} "
-                f"AND b.{c['first']} >= COALESCE((SELECT max(p.{c['first']}) "
-                f"FROM {name} AS p WHERE p.{c['unit_class']} = {key} "
-                f"AND p.{c['first']} <= {low}), {low})"
-            )
-
-        found: dict[tuple[str, int], tuple[str, int, int, str]] = {}
-        if out.postgres:
-            # Planned afresh each time (never prepared): psycopg prepares a statement
-            # run five times, and PostgreSQL then keeps a generic plan made while the
-            # table was tiny (a hash join over every row, the predecessor's max() a scan
-            # per row), whatever the table grows to: one lookup took 15 s instead of
-            # 4 ms and the worker fell 79,000 events behind. A fresh plan sees the
-            # table's current size whether or not autovacuum has analysed it since.
-            # OFFSET 0 keeps the lateral lookup a per-range index probe (not flattened
-            # into a join over the whole table).
-            statement = (
-                f"SELECT {columns} FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
-                f"AS r(c, lo, hi) CROSS JOIN LATERAL (SELECT * FROM {name} AS b WHERE "
-                f"{starting('r.c', 'r.lo', 'r.hi')} OFFSET 0) AS b"
-            )
-            with out.driver.cursor() as cursor:
-                keys, lows, highs = zip(*ranges, strict=True)
-                cursor.execute(
-                    statement,
-                    [packed(keys, "TEXT"), packed(lows, "BIGINT"), packed(highs, "BIGINT")],
-                    prepare=False,
-                )
-                rows = cursor.fetchall()
-        else:
-            statement = f"SELECT {columns} FROM {name} AS b WHERE {starting('?', '?', '?')}"
-            rows = []
-            for key, low, high in ranges:
-                rows += out.fetch(statement, (key, high, key, low, low))
-        for row in rows:
-            found[(row[0], row[1])] = row
-        return cls(table, list(found.values()))
-
-    def take(self, key: str, first: int, last: int, account_id: str) -> None:
-        firsts, rows = self.firsts[key], self.rows[key]
-        start = max(0, bisect_right(firsts, first) - 1)
-        end = start
-        covered = 0
-        while end < len(firsts) and firsts[end] <= last:
-            row_last, holder = rows[firsts[end]]
-            if row_last >= first and holder == account_id:
-                covered += min(row_last, last) - max(firsts[end], first) + 1
-            end += 1
-        if covered != last - first + 1:
-            raise RuntimeError(
-                f"serial locations out of step: {key}#{first}-{last} "
-                f"is not all in {account_id} (found {covered})"
-            )
-        kept = []
-        for row_first in firsts[start:end]:
-            row_last, holder = rows[row_first]
-            if row_last < first:  # ends before the block: untouched
-                kept.append(row_first)
-                continue
-            del rows[row_first]
-            if row_first < first:
-                rows[row_first] = (first - 1, holder)
-                kept.append(row_first)
-            if last < row_last:
-                rows[last + 1] = (row_last, holder)
-                kept.append(last + 1)
-        firsts[start:end] = kept
-
-    def put(self, key: str, first: int, last: int, account_id: str) -> None:
-        if first in self.rows[key]:
-            raise RuntimeError(
-                f"serial locations out of step: {key}#{first}-{last} "
-                f"put into {account_id} is already in a row"
-            )
-        self.rows[key][first] = (last, account_id)
-        insort(self.firsts[key], first)
-
-    def flush(self, out: Writer) -> None:
-        original = self.original
-        gone = [key for key, row in original.items() if self.rows[key[0]].get(key[1]) != row]
-        new = [
-            (key, first, last, account_id)
-            for key, rows in self.rows.items()
-            for first, (last, account_id) in rows.items()
-            if original.get((key, first)) != (last, account_id)
-        ]
-        out.delete(self.table, ("unit_class", "first"), gone)
-        out.insert(self.table, ("unit_class", "first", "last", "account_id"), new)
-
-
-def _merged(blocks: Sequence[Block]) -> Iterator[tuple[str, int, int]]:
-    """The blocks' ranges per unit class, sorted, overlapping and adjacent ones merged."""
-    current: list[Any] | None = None
-    for key, first, last in sorted(blocks):
-        if current is not None and key == current[0] and first <= current[2] + 1:
-            current[2] = max(current[2], last)
-            continue
-        if current is not None:
-            yield current[0], current[1], current[2]
-        current = [key, first, last]
-    if current is not None:
-        yield current[0], current[1], current[2]

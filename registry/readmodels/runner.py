@@ -248,6 +248,8 @@ class ProjectionRunner:
                 p for p in self.projections if positions[p.tracking_name] == 0
             ):
                 index.drop(conn)
+        for projection in self.projections:
+            projection.begin_catch_up(from_zero=positions[projection.tracking_name] == 0)
         with _collector_paused():
             for lane in lanes:
                 lane.start()
@@ -276,6 +278,8 @@ class ProjectionRunner:
             finally:
                 for lane in lanes:
                     lane.close(abort=failed)
+                for projection in self.projections:
+                    projection.end_catch_up()
             for lane in lanes:
                 lane.raise_error()
         log.info(

@@ -21,7 +21,7 @@ from registry.domain.units import UnitClass, UnitType
 from registry.persistence.bulk import Writer
 from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
-from registry.readmodels.projections import SerialLocations
+from registry.readmodels.serial_locations import SerialLocations
 from registry.settings import Settings
 from tests.support import fresh_pg_database
 
