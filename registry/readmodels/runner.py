@@ -248,12 +248,12 @@ class ProjectionRunner:
                 p for p in self.projections if positions[p.tracking_name] == 0
             ):
                 index.drop(conn)
-        for projection in self.projections:
-            projection.begin_catch_up(from_zero=positions[projection.tracking_name] == 0)
         with _collector_paused():
             for lane in lanes:
                 lane.start()
             try:
+                for projection in self.projections:
+                    projection.begin_catch_up(from_zero=positions[projection.tracking_name] == 0)
                 start = min(positions.values()) + 1
                 while True:
                     with self.engine.connect() as conn:

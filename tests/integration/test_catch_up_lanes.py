@@ -26,6 +26,7 @@ from registry.readmodels.projections import (
     Batch,
     HistoryProjection,
     Projection,
+    SerialsProjection,
 )
 from registry.readmodels.runner import LANE_BACKLOG, ProjectionRunner, all_projections
 from registry.settings import Settings
@@ -55,6 +56,21 @@ class Observed(HistoryProjection):
             if out.conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
         )
         super().apply(out, batch)
+
+
+class ObservedSerials(SerialsProjection):
+    """The serials projection, noting per batch how many rows it kept in memory before
+    and after (None: it loaded the batch's rows from the table)."""
+
+    def __init__(self, directory: AccountDirectory) -> None:
+        super().__init__(directory)
+        self.resident_rows: list[tuple[int | None, int | None]] = []
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        before = None if self.resident is None else len(self.resident)
+        super().apply(out, batch)
+        after = None if self.resident is None else len(self.resident)
+        self.resident_rows.append((before, after))
 
 
 def observed(registry: Registry, fail_at: int | None = None) -> tuple[Observed, list[Projection]]:
@@ -178,3 +194,29 @@ def test_a_follower_builds_what_a_stopped_catch_up_deferred() -> None:
         stop.set()  # build, then stop before the first step
         ProjectionRunner(ref.registry, ref.engine, batch_size=100).follow(stop)
         assert index_definitions(ref.engine) == ref.indexes
+
+
+def test_past_its_cap_the_serials_projection_loads_each_batch_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows kept in memory are capped (``RESIDENT_ROWS``): with the cap at 40 rows, the
+    batch that leaves more than 40 drops them, every later batch loads its own rows
+    from the table, and the rows written are still those of one batch at a time."""
+    cap = 40
+    monkeypatch.setattr("registry.readmodels.projections.RESIDENT_ROWS", cap)
+    with reference(14) as ref:
+        serials = ObservedSerials(all_projections(ref.registry)[0].directory)
+        projections = [serials if p.name == "serials" else p for p in all_projections(ref.registry)]
+        ProjectionRunner(ref.registry, ref.engine, projections, 100).catch_up()
+
+        seen = serials.resident_rows
+        assert seen[0] == (0, seen[0][1])  # from zero: kept in memory from the start
+        (passed,) = [
+            i for i, (before, after) in enumerate(seen) if before is not None and after is None
+        ]
+        assert seen[passed][0] is not None and seen[passed][0] <= cap
+        assert all(before is not None for before, _ in seen[:passed])
+        assert passed < len(seen) - 2  # some batches after it loaded their own
+        assert all(step == (None, None) for step in seen[passed + 1 :])
+        assert serials.resident is None
+        assert dump(ref.engine) == ref.rows
