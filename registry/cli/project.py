@@ -35,7 +35,15 @@ STATUS_COLUMNS = [
 """``registry project --status``: each projection's position against the log's head."""
 
 
-PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history", "serials")
+PROJECTION_NAMES = (
+    "accounts",
+    "holdings",
+    "supply",
+    "transactions",
+    "history",
+    "serials",
+    "movements",
+)
 """``registry.readmodels.runner``'s projection names and default batch, repeated here so
 building the parser imports no SQLAlchemy (tests/unit/test_cli_imports.py checks they
 agree)."""

@@ -498,23 +498,15 @@ class HistoryProjection(Projection):
 
 
 class SerialsProjection(Projection):
-    """Where each serial block is now, and every block each transaction moved."""
+    """Where each serial block is now.
+
+    Every block each transaction moved is the movements projection's: the two were one
+    until a catch-up in lanes showed this lane writing ~95 % of the time while the
+    others wrote ~60 %; apart, their statements run on two connections at once."""
 
     name = "serials"
-    tables = (t.serial_blocks, t.serial_movements)
+    tables = (t.serial_blocks,)
     topics = frozenset({COMPLETED})
-
-    MOVEMENTS = (
-        "unit_class",
-        "first",
-        "position",
-        "last",
-        "source",
-        "destination",
-        "kind",
-        "party",
-        "client_id",
-    )
 
     def __init__(self, directory: AccountDirectory, suffix: str = "") -> None:
         super().__init__(directory, suffix)
@@ -529,7 +521,6 @@ class SerialsProjection(Projection):
         self.resident = None
 
     def apply(self, out: Writer, batch: Batch) -> None:
-        moves = [(event, event.blocks()) for event in batch]
         locations = self.resident
         if locations is None:
             locations = SerialLocations.load(
@@ -537,38 +528,50 @@ class SerialsProjection(Projection):
                 self.table(t.serial_blocks),
                 [
                     block
-                    for event, blocks in moves
+                    for event in batch
                     if event.state["source"] is not None
-                    for block in blocks
+                    for block in event.blocks()
                 ],
             )
-        out.insert(
-            self.table(t.serial_movements), self.MOVEMENTS, self._movements(moves, locations)
-        )
+        for event in batch:
+            state = event.state
+            source, destination = state["source"], str(state["destination"])
+            for key, first, last in event.blocks():
+                if source is not None:
+                    locations.take(key, first, last, source)
+                locations.put(key, first, last, destination)
         locations.flush(out)
         if self.resident is not None and len(self.resident) > RESIDENT_ROWS:
             self.resident = None  # committed with this batch: the next one loads its rows
 
+
+class MovementsProjection(Projection):
+    """Every block each transaction moved, in log order: an append, nothing read back."""
+
+    name = "movements"
+    tables = (t.serial_movements,)
+    topics = frozenset({COMPLETED})
+
+    COLUMNS = (
+        "unit_class",
+        "first",
+        "position",
+        "last",
+        "source",
+        "destination",
+        "kind",
+        "party",
+        "client_id",
+    )
+
+    def apply(self, out: Writer, batch: Batch) -> None:
+        out.insert(self.table(t.serial_movements), self.COLUMNS, self._rows(batch))
+
     @staticmethod
-    def _movements(
-        moves: Sequence[tuple[Event, list[Block]]], locations: SerialLocations
-    ) -> Iterator[Row]:
-        """A row per block moved; each block moved in ``locations`` on the way."""
-        for event, blocks in moves:
+    def _rows(batch: Batch) -> Iterator[Row]:
+        for event in batch:
             state = event.state
-            source, destination = state["source"], state["destination"]
-            for key, first, last in blocks:
-                yield (
-                    key,
-                    first,
-                    event.position,
-                    last,
-                    source,
-                    destination,
-                    state["kind"],
-                    state["party"],
-                    state["client_id"],
-                )
-                if source is not None:
-                    locations.take(key, first, last, source)
-                locations.put(key, first, last, str(destination))
+            position, source, destination = event.position, state["source"], state["destination"]
+            kind, party, client_id = state["kind"], state["party"], state["client_id"]
+            for key, first, last in event.blocks():
+                yield (key, first, position, last, source, destination, kind, party, client_id)
