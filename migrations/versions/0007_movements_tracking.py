@@ -40,16 +40,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    positions = dict(
-        op.get_bind()
-        .execute(
-            sa.text(
-                "SELECT projection, position FROM rm_tracking "
-                "WHERE projection IN ('serials', 'movements')"
-            )
+    rows = op.get_bind().execute(
+        sa.text(
+            "SELECT projection, position FROM rm_tracking "
+            "WHERE projection IN ('serials', 'movements')"
         )
-        .all()
     )
+    positions = {str(name): int(position) for name, position in rows}
     serials, movements = positions.get("serials", 0), positions.get("movements", 0)
     if serials != movements:
         raise CommandError(
