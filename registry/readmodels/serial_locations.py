@@ -215,20 +215,25 @@ class SerialLocations:
         self.order[key].add(first)
 
     def flush(self, out: Writer) -> None:
-        """Write the rows changed since the last flush: delete those that were there,
-        insert those that are there now."""
+        """Write the rows changed since the last flush: delete those that went, update
+        in place those that kept their start (most: a take of a row's front and the put
+        that follows at the same start), insert those that are new."""
         gone: list[tuple[str, int]] = []
+        changed: list[tuple[int, str, str, int]] = []
         new: list[tuple[str, int, int, str]] = []
         for (key, first), was in self.before.items():
             now = self.rows[key].get(first)
             if now == was:
                 continue
-            if was is not None:
+            if now is None:
                 gone.append((key, first))
-            if now is not None:
+            elif was is None:
                 new.append((key, first, now[0], now[1]))
+            else:
+                changed.append((now[0], now[1], key, first))
         self.before.clear()
         out.delete(self.table, ("unit_class", "first"), gone)
+        out.update(self.table, ("last", "account_id"), ("unit_class", "first"), changed)
         out.insert(self.table, ("unit_class", "first", "last", "account_id"), new)
 
 
