@@ -35,15 +35,7 @@ STATUS_COLUMNS = [
 """``registry project --status``: each projection's position against the log's head."""
 
 
-PROJECTION_NAMES = (
-    "accounts",
-    "holdings",
-    "supply",
-    "transactions",
-    "history",
-    "serials",
-    "movements",
-)
+PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history", "serials")
 """``registry.readmodels.runner``'s projection names and default batch, repeated here so
 building the parser imports no SQLAlchemy (tests/unit/test_cli_imports.py checks they
 agree)."""

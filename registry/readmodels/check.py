@@ -193,7 +193,7 @@ def compare(registry: Registry, engine: Engine) -> Report:
     )
     checker.history_balances(expected.totals, actual[t.history.name])
     checker.compare_rows(
-        "movements",
+        "serials",
         "rm_serial_movements",
         expected.movements,
         actual[t.serial_movements.name],

@@ -30,16 +30,13 @@ from registry.readmodels.projections import Batch, Projection
 
 LANES: tuple[tuple[str, ...], ...] = (
     ("serials",),
-    ("movements",),
     ("history", "transactions"),
     ("accounts", "holdings", "supply"),
 )
 """Which projections share a lane, by what they cost (catch-up of 559,294 events from
-two national years: serials' and movements' statements 14.3 s of PostgreSQL, history's
-and transactions' 10.1 s, the other three's 1.8 s but as much Python as either; over the
-10x log the serials lane, movements then included, wrote through ~95 % of the catch-up
-and the others ~60 %, so the movements got a lane of their own). Holdings and supply
-share the deltas they derive from a batch (``Batch.derived``)."""
+two national years: serials' statements 14.3 s of PostgreSQL, history's and
+transactions' 10.1 s, the other three's 1.8 s but as much Python as either). Holdings
+and supply share the deltas they derive from a batch (``Batch.derived``)."""
 
 DEPTH = 2
 """Batches queued for a lane at most: the reader runs that far ahead of the slowest

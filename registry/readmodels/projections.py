@@ -498,15 +498,23 @@ class HistoryProjection(Projection):
 
 
 class SerialsProjection(Projection):
-    """Where each serial block is now.
-
-    Every block each transaction moved is the movements projection's: the two were one
-    until a catch-up in lanes showed this lane writing ~95 % of the time while the
-    others wrote ~60 %; apart, their statements run on two connections at once."""
+    """Where each serial block is now, and every block each transaction moved."""
 
     name = "serials"
-    tables = (t.serial_blocks,)
+    tables = (t.serial_blocks, t.serial_movements)
     topics = frozenset({COMPLETED})
+
+    MOVEMENTS = (
+        "unit_class",
+        "first",
+        "position",
+        "last",
+        "source",
+        "destination",
+        "kind",
+        "party",
+        "client_id",
+    )
 
     def __init__(self, directory: AccountDirectory, suffix: str = "") -> None:
         super().__init__(directory, suffix)
@@ -521,6 +529,7 @@ class SerialsProjection(Projection):
         self.resident = None
 
     def apply(self, out: Writer, batch: Batch) -> None:
+        moves = [(event, event.blocks()) for event in batch]
         locations = self.resident
         if locations is None:
             locations = SerialLocations.load(
@@ -528,50 +537,38 @@ class SerialsProjection(Projection):
                 self.table(t.serial_blocks),
                 [
                     block
-                    for event in batch
+                    for event, blocks in moves
                     if event.state["source"] is not None
-                    for block in event.blocks()
+                    for block in blocks
                 ],
             )
-        for event in batch:
-            state = event.state
-            source, destination = state["source"], str(state["destination"])
-            for key, first, last in event.blocks():
-                if source is not None:
-                    locations.take(key, first, last, source)
-                locations.put(key, first, last, destination)
+        out.insert(
+            self.table(t.serial_movements), self.MOVEMENTS, self._movements(moves, locations)
+        )
         locations.flush(out)
         if self.resident is not None and len(self.resident) > RESIDENT_ROWS:
             self.resident = None  # committed with this batch: the next one loads its rows
 
-
-class MovementsProjection(Projection):
-    """Every block each transaction moved, in log order: an append, nothing read back."""
-
-    name = "movements"
-    tables = (t.serial_movements,)
-    topics = frozenset({COMPLETED})
-
-    COLUMNS = (
-        "unit_class",
-        "first",
-        "position",
-        "last",
-        "source",
-        "destination",
-        "kind",
-        "party",
-        "client_id",
-    )
-
-    def apply(self, out: Writer, batch: Batch) -> None:
-        out.insert(self.table(t.serial_movements), self.COLUMNS, self._rows(batch))
-
     @staticmethod
-    def _rows(batch: Batch) -> Iterator[Row]:
-        for event in batch:
+    def _movements(
+        moves: Sequence[tuple[Event, list[Block]]], locations: SerialLocations
+    ) -> Iterator[Row]:
+        """A row per block moved; each block moved in ``locations`` on the way."""
+        for event, blocks in moves:
             state = event.state
-            position, source, destination = event.position, state["source"], state["destination"]
-            kind, party, client_id = state["kind"], state["party"], state["client_id"]
-            for key, first, last in event.blocks():
-                yield (key, first, position, last, source, destination, kind, party, client_id)
+            source, destination = state["source"], state["destination"]
+            for key, first, last in blocks:
+                yield (
+                    key,
+                    first,
+                    event.position,
+                    last,
+                    source,
+                    destination,
+                    state["kind"],
+                    state["party"],
+                    state["client_id"],
+                )
+                if source is not None:
+                    locations.take(key, first, last, source)
+                locations.put(key, first, last, str(destination))

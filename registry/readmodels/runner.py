@@ -34,7 +34,6 @@ from registry.readmodels.projections import (
     AccountsProjection,
     HistoryProjection,
     HoldingsProjection,
-    MovementsProjection,
     Projection,
     SerialsProjection,
     SupplyProjection,
@@ -109,19 +108,10 @@ def all_projections(registry: Registry, suffix: str = "") -> list[Projection]:
         TransactionsProjection(directory, lambda uuid: registry.repository.get(uuid), suffix),
         HistoryProjection(directory, suffix),
         SerialsProjection(directory, suffix),
-        MovementsProjection(directory, suffix),
     ]
 
 
-PROJECTION_NAMES = (
-    "accounts",
-    "holdings",
-    "supply",
-    "transactions",
-    "history",
-    "serials",
-    "movements",
-)
+PROJECTION_NAMES = ("accounts", "holdings", "supply", "transactions", "history", "serials")
 
 
 class ProjectionRunner:

@@ -149,7 +149,6 @@ def test_a_catch_up_in_lanes_writes_what_one_batch_at_a_time_writes(
         lanes = re.findall(r"([a-z+]+) ([0-9.]+) s writing \(([0-9.]+) s CPU\)", said)
         assert [name for name, _, _ in lanes] == [
             "serials",
-            "movements",
             "history+transactions",
             "accounts+holdings+supply",
         ]

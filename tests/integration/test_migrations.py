@@ -98,17 +98,15 @@ def test_upgrade_from_empty_to_head_and_back_to_base(backend: str, tmp_path: Pat
             "0003 -> 0004",
             "0004 -> 0005",
             "0005 -> 0006",
-            "0006 -> 0007",
         ]
         assert table_names(settings) == (
             READ_MODEL_TABLES | EVENT_STORE_TABLES[backend] | {"alembic_version"}
         )
-        assert migrate.current_revision(settings) == migrate.head_revision() == "0007"
+        assert migrate.current_revision(settings) == migrate.head_revision() == "0006"
         assert migrate.is_at_head(settings)
         assert migrate.upgrade(settings) == [], "a second upgrade is a no-op"
 
         assert [step.split(":")[0] for step in migrate.downgrade(settings)] == [
-            "0007 -> 0006",
             "0006 -> 0005",
             "0005 -> 0004",
             "0004 -> 0003",
@@ -233,7 +231,7 @@ def test_a_store_the_library_created_before_migrations_is_adopted_with_its_event
         old.close()
         assert before
 
-        assert len(migrate.upgrade(settings)) == 7
+        assert len(migrate.upgrade(settings)) == 6
         registry = build_registry(settings)
         try:
             assert registry.account_ids() == before
@@ -249,7 +247,7 @@ def test_registry_refuses_an_unmigrated_postgres_database_naming_the_command() -
             build_registry(settings).close()
         assert raised.value.reason == "DATABASE_NOT_MIGRATED"
         assert isinstance(raised.value, ConfigurationError)
-        assert "at revision none, head is 0007" in str(raised.value)
+        assert "at revision none, head is 0006" in str(raised.value)
         assert table_names(settings) == set(), "the library must not create tables"
 
         migrate.upgrade(settings)
@@ -279,13 +277,13 @@ def test_registry_migrate_command_on_sqlite_then_again_is_a_no_op(tmp_path: Path
     first = run_cli("migrate", url=url, cwd=tmp_path)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    assert "applied base -> 0001" in out and "migrated to head 0007" in out
+    assert "applied base -> 0001" in out and "migrated to head 0006" in out
     assert migrate.is_at_head(Settings(url))
 
     again = run_cli("migrate", url=url, cwd=tmp_path)
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
-    assert "applied" not in out and "already at head 0007" in out
+    assert "applied" not in out and "already at head 0006" in out
 
 
 WAITING_FOR_ADVISORY_LOCKS = (
@@ -359,7 +357,7 @@ def test_concurrent_upgrade_calls_in_one_process_both_succeed() -> None:
         for thread in threads:
             thread.join(timeout=120)
         assert errors == []
-        assert sorted(len(steps) for steps in applied) == [0, 7]
+        assert sorted(len(steps) for steps in applied) == [0, 6]
         assert migrate.is_at_head(settings)
 
 

@@ -32,12 +32,11 @@ def test_every_projection_is_in_exactly_one_lane() -> None:
     assert sorted(placed) == sorted(PROJECTION_NAMES)
 
 
-def test_the_seven_projections_make_four_lanes_and_an_unnamed_one_its_own() -> None:
+def test_the_six_projections_make_three_lanes_and_an_unnamed_one_its_own() -> None:
     registry: Any = None  # the directory's loader is never called here
     projections = [*all_projections(registry), Extra(AccountDirectory(lambda _: None))]
     assert names(lane_groups(projections)) == [
         ["serials"],
-        ["movements"],
         ["history", "transactions"],
         ["accounts", "holdings", "supply"],
         ["extra"],
