@@ -569,6 +569,7 @@ class SerialsProjection(Projection):
                     state["party"],
                     state["client_id"],
                 )
-                if source is not None:
-                    locations.take(key, first, last, source)
-                locations.put(key, first, last, str(destination))
+                if source is None:  # an issuance
+                    locations.put(key, first, last, str(destination))
+                else:
+                    locations.move(key, first, last, source, str(destination))

@@ -173,6 +173,24 @@ class SerialLocations:
         return cls(table, found.values())
 
     def take(self, key: str, first: int, last: int, account_id: str) -> None:
+        """Take serials ``first..last`` of ``key`` out of ``account_id``, which must hold
+        them all (else nothing changes)."""
+        if self._take(key, first, last, account_id):
+            self.order[key].remove(first)
+
+    def put(self, key: str, first: int, last: int, account_id: str) -> None:
+        """Put serials ``first..last`` of ``key``, in no row now, into ``account_id``."""
+        self._put(key, first, last, account_id, ordered=False)
+
+    def move(self, key: str, first: int, last: int, source: str, destination: str) -> None:
+        """``take`` from ``source`` then ``put`` into ``destination``, without taking the
+        start of a row that began at ``first`` out of the order only to add it back."""
+        ordered = self._take(key, first, last, source)
+        self._put(key, first, last, destination, ordered=ordered)
+
+    def _take(self, key: str, first: int, last: int, account_id: str) -> bool:
+        """``take``, except that where a row started at ``first`` its start stays in the
+        order (True), for the caller to reuse or remove."""
         rows = self.rows.get(key, {})
         overlapping = self.order[key].from_floor(first, last) if key in self.order else []
         covered = 0
@@ -186,6 +204,7 @@ class SerialLocations:
                 f"is not all in {account_id} (found {covered})"
             )
         before, order = self.before, self.order[key]
+        started = False
         for row_first in overlapping:
             row_last, holder = rows[row_first]
             if row_last < first:  # ends before the block: untouched
@@ -195,13 +214,18 @@ class SerialLocations:
                 rows[row_first] = (first - 1, holder)
             else:
                 del rows[row_first]
-                order.remove(row_first)
+                if row_first == first:
+                    started = True
+                else:
+                    order.remove(row_first)
             if last < row_last:  # the rest after the block
                 before.setdefault((key, last + 1), None)
                 rows[last + 1] = (row_last, holder)
                 order.add(last + 1)
+        return started
 
-    def put(self, key: str, first: int, last: int, account_id: str) -> None:
+    def _put(self, key: str, first: int, last: int, account_id: str, *, ordered: bool) -> None:
+        """``put``; ``ordered``: ``first`` is in the order already (``_take`` left it)."""
         rows = self.rows.setdefault(key, {})
         if first in rows:
             raise RuntimeError(
@@ -210,9 +234,10 @@ class SerialLocations:
             )
         self.before.setdefault((key, first), None)
         rows[first] = (last, self.names.setdefault(account_id, account_id))
-        if key not in self.order:
-            self.order[key] = SortedKeys()
-        self.order[key].add(first)
+        if not ordered:
+            if key not in self.order:
+                self.order[key] = SortedKeys()
+            self.order[key].add(first)
 
     def flush(self, out: Writer) -> None:
         """Write the rows changed since the last flush: delete those that went, update

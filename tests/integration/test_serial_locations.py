@@ -58,6 +58,7 @@ def rows(engine: Engine) -> list[tuple[str, int, int, str]]:
 
 
 def test_resident_rows_write_what_per_batch_loads_write(engines: tuple[Engine, Engine]) -> None:
+    """Resident rows moved by ``move``, loaded ones by ``take`` then ``put``."""
     resident_engine, loaded_engine = engines
     rng = random.Random(20)
     where = ["A"] * SERIALS
@@ -74,8 +75,7 @@ def test_resident_rows_write_what_per_batch_loads_write(engines: tuple[Engine, E
         moves = random_moves(rng, where, rng.randint(1, 12))
         with resident_engine.begin() as conn:
             for first, last, source, destination in moves:
-                resident.take(KEY, first, last, source)
-                resident.put(KEY, first, last, destination)
+                resident.move(KEY, first, last, source, destination)
             resident.flush(Writer(conn))
         with loaded_engine.begin() as conn:
             taken = [(KEY, first, last) for first, last, _, _ in moves]
@@ -86,8 +86,9 @@ def test_resident_rows_write_what_per_batch_loads_write(engines: tuple[Engine, E
             loaded.flush(Writer(conn))
 
         written = rows(resident_engine)
-        assert written == rows(loaded_engine)
+        assert written == rows(loaded_engine)  # a move writes what a take and a put write
         assert len(resident) == len(written)
+        assert list(resident.order[KEY]) == sorted(resident.rows[KEY])
         said = [None] * SERIALS
         for _, first, last, account in written:
             assert said[first : last + 1] == [None] * (last - first + 1)  # disjoint
@@ -106,6 +107,9 @@ def test_taking_what_is_not_there_changes_nothing_it_would_write(
         resident.take(KEY, 50, 120, "A")
     with pytest.raises(RuntimeError, match="already in a row"):
         resident.put(KEY, 0, 10, "B")
+    with pytest.raises(RuntimeError, match="out of step: CEA/2025#0-10 is not all in B"):
+        resident.move(KEY, 0, 10, "B", "C")
+    assert list(resident.order[KEY]) == [0]
     with engine.begin() as conn:
         resident.flush(Writer(conn))
     assert rows(engine) == [(KEY, 0, 99, "A")]
