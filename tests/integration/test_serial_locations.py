@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select, text
 
 from registry.persistence.bulk import Writer
 from registry.persistence.engine import make_engine
 from registry.readmodels import tables as t
 from registry.readmodels.serial_locations import SerialLocations
 from registry.settings import Settings
+from tests.support import fresh_pg_database
 
 KEY = "CEA/2025"
 SERIALS = 400
@@ -113,3 +114,38 @@ def test_taking_what_is_not_there_changes_nothing_it_would_write(
     with engine.begin() as conn:
         resident.flush(Writer(conn))
     assert rows(engine) == [(KEY, 0, 99, "A")]
+
+
+def counts(conn: Connection) -> tuple[int, int, int]:
+    """Rows of rm_serial_blocks inserted, updated, deleted by this backend, not yet
+    flushed to the statistics (the current transaction's among them)."""
+    found = conn.execute(
+        text(
+            "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'rm_serial_blocks'"
+        )
+    ).one()
+    return int(found[0]), int(found[1]), int(found[2])
+
+
+@pytest.mark.postgres
+def test_a_row_that_keeps_its_start_is_updated_in_place() -> None:
+    """A row 0-99 in A; 0-9 move to B. Hand count: the row at 0 keeps its start (now
+    0-9 in B), the rest 10-99 in A is new: one update, one insert, no delete
+    (PostgreSQL's own counts for the transaction, ``pg_stat_xact_user_tables``)."""
+    with fresh_pg_database() as url:
+        engine = make_engine(Settings(url))
+        try:
+            locations = SerialLocations(t.serial_blocks)
+            with engine.begin() as conn:
+                locations.put(KEY, 0, 99, "A")
+                locations.flush(Writer(conn))
+            with engine.begin() as conn:
+                before = counts(conn)  # the backend's unflushed counts include earlier ones
+                locations.move(KEY, 0, 9, "A", "B")
+                locations.flush(Writer(conn))
+                after = counts(conn)
+            assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 0]
+            assert rows(engine) == [(KEY, 0, 9, "B"), (KEY, 10, 99, "A")]
+        finally:
+            engine.dispose()
